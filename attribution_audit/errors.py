@@ -1,0 +1,33 @@
+"""Named library errors. Each message is one line that names the input and says what to do next."""
+
+
+class AttributionAuditError(Exception):
+    """Base class: the CLI prints the message on one line and exits non-zero."""
+
+
+class ImageError(AttributionAuditError):
+    """An image file cannot be used (missing, empty, corrupt, truncated, too large, not an image)."""
+
+
+class ManifestError(AttributionAuditError):
+    """A catalogue manifest is malformed (missing columns, duplicate ids, bad paths)."""
+
+
+class EmbedderError(AttributionAuditError):
+    """An embedder cannot be built (unknown name, weights absent on an offline machine)."""
+
+
+class VectorStoreError(AttributionAuditError):
+    """The vector store cannot be opened or does not match the embedder (dimension, busy shard)."""
+
+
+class DatabaseError(AttributionAuditError):
+    """The audit database is unreachable or refused a write."""
+
+
+class SchemaOutOfDateError(DatabaseError):
+    """The audit database schema is not at the head revision."""
+
+
+class NotFoundError(AttributionAuditError):
+    """A requested record (attribution request, work) does not exist."""

@@ -1,0 +1,153 @@
+"""Safe image loading: size and decompression-bomb guards, EXIF orientation, RGB normalisation, hashing."""
+
+import hashlib
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from attribution_audit.errors import ImageError
+
+DEFAULT_MAX_PIXELS = 64_000_000  # refuse decompression bombs above this many pixels
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+_CHUNK = 1024 * 1024
+_WHITE = (255, 255, 255, 255)
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa", "P"})
+# Everything Pillow may raise while parsing or decoding a damaged file.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image ready for embedding, with the hash of the file it came from."""
+
+    path: Path
+    sha256: str  # hex sha256 of the file's bytes
+    image: Image.Image  # mode "RGB", EXIF orientation applied, fully loaded
+    width: int
+    height: int
+
+
+def _error(path: Path, problem: str) -> ImageError:
+    """Build an ImageError whose message is a single line starting with the path."""
+    message = f"{path}: {problem}"
+    return ImageError(message.replace("\r", " ").replace("\n", " "))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _scale_to_l(img: Image.Image) -> Image.Image:
+    """Map a 16/32-bit or float image's actual value range linearly onto 0..255 (constant -> 0)."""
+    arr = np.asarray(img, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        if hi > lo:
+            scaled = (np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo))
+            out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(out)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Return ``img`` in mode RGB; transparency is composited onto white, high bit depths are rescaled."""
+    if img.mode == "RGB" and "transparency" not in img.info:
+        return img
+    if img.mode in _HIGH_DEPTH_MODES:
+        return _scale_to_l(img).convert("RGB")
+    if img.mode == "La":  # premultiplied: Pillow only converts it to LA
+        img = img.convert("LA")
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        background = Image.new("RGBA", img.size, _WHITE)
+        background.alpha_composite(img.convert("RGBA"))
+        return background.convert("RGB")
+    return img.convert("RGB")
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
+    """Read the whole file, refusing missing, non-regular, empty and oversized files."""
+    try:
+        if path.is_dir():
+            raise _error(path, "is a directory, not an image file; pass the path of an image file")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise _error(
+                path,
+                f"file is {size:,} bytes, over the {max_bytes:,}-byte limit; shrink it or raise max_bytes",
+            )
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise _error(path, "file not found; check the path") from None
+    except OSError as exc:
+        raise _error(path, f"cannot read file ({exc.strerror or exc}); check its permissions") from exc
+    if not data:
+        raise _error(path, "file is empty (0 bytes); re-export or re-download it")
+    if len(data) > max_bytes:
+        raise _error(path, f"file grew past the {max_bytes:,}-byte limit while reading; shrink it or raise max_bytes")
+    return data
+
+
+def _bomb_error(path: Path, limit: int, size: tuple[int, int] | None = None) -> ImageError:
+    dims = f"image is {size[0]}x{size[1]}, " if size else "image has "
+    return _error(
+        path,
+        f"{dims}more than {limit:,} pixels (decompression-bomb guard); "
+        "use a smaller image, or raise max_pixels if you trust the file",
+    )
+
+
+def load_image(
+    path: str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    target_size: int | None = None,
+) -> LoadedImage:
+    """Decode an image file into an RGB :class:`LoadedImage`, or raise :class:`ImageError`.
+
+    Animated images yield their first frame. For JPEGs, ``target_size`` lets the decoder downscale by a
+    power of two while keeping both sides at least ``2 * target_size`` where possible.
+    """
+    path = Path(path)
+    data = _read_bytes(path, max_bytes)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size  # header only: nothing decoded yet
+            if width * height > max_pixels:
+                raise _bomb_error(path, max_pixels, (width, height))
+            if target_size and img.format == "JPEG":
+                img.draft("RGB", (target_size * 2, target_size * 2))
+            img.load()
+            rgb = to_rgb(ImageOps.exif_transpose(img))
+    except Image.DecompressionBombError:
+        # Pillow's own guard fires inside open() above 2 * MAX_IMAGE_PIXELS, before our check can run.
+        raise _bomb_error(path, min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))) from None
+    except Image.DecompressionBombWarning:
+        # Only raised when warnings are turned into errors (e.g. ``-W error``).
+        raise _bomb_error(path, min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)) from None
+    except UnidentifiedImageError:
+        raise _error(
+            path,
+            "not a recognised image format; check that it really is an image (PNG, JPEG, WebP, GIF, ...)",
+        ) from None
+    except _DECODE_ERRORS as exc:
+        if "truncated" in str(exc).lower():
+            raise _error(path, "truncated image data (the file is incomplete); re-export or re-download it") from exc
+        raise _error(path, f"corrupt image data ({exc}); re-export or re-download it") from exc
+    return LoadedImage(
+        path=path, sha256=hashlib.sha256(data).hexdigest(), image=rgb, width=rgb.width, height=rgb.height
+    )

@@ -1,0 +1,177 @@
+"""Embedded default: Qdrant's own engine in-process (qdrant-edge), one on-disk shard per collection."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attribution_audit.errors import VectorStoreError
+from attribution_audit.vectorstore.base import Hit, HnswParams, WorkPoint
+
+META_FILE = "attribution-audit.json"
+UPSERT_BATCH = 512
+
+
+class EdgeStore:
+    """A Qdrant Edge shard under ``root/collection``.
+
+    A shard can be open in one process at a time: the store takes an exclusive file lock, waiting up to
+    ``lock_timeout`` seconds for another process to finish, so concurrent CLI calls queue instead of failing.
+    The indexing thresholds are set to 1 KB so that the HNSW graph is always built (Qdrant's default builds
+    none below ~5k vectors of 512-d, which would silently make every search exact).
+    """
+
+    kind = "qdrant-edge"
+
+    def __init__(
+        self, root: Path, collection: str, params: HnswParams | None = None, lock_timeout: float = 120.0
+    ) -> None:
+        self.collection = collection
+        self.params = params or HnswParams()
+        self.path = Path(root) / collection
+        self._lock_timeout = lock_timeout
+        self._lock_file: Any = None
+        self._shard: Any = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.path.parent / f"{self.collection}.lock", "w")  # noqa: SIM115
+        deadline = time.monotonic() + self._lock_timeout
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self._lock_file.close()
+                    self._lock_file = None
+                    raise VectorStoreError(
+                        f"{self.path}: the embedded Qdrant shard is busy in another process for over "
+                        f"{self._lock_timeout:.0f} s; wait for it to finish, or use a Qdrant server (--qdrant-url)"
+                    ) from None
+                time.sleep(0.05)
+
+    def _meta(self) -> dict[str, Any] | None:
+        meta = self.path / META_FILE
+        return json.loads(meta.read_text()) if meta.exists() else None
+
+    def _open(self, dim: int | None) -> Any:
+        if self._shard is not None:
+            return self._shard
+        from qdrant_edge import EdgeShard
+
+        self._acquire_lock()
+        meta = self._meta()
+        if meta is None:
+            if dim is None:
+                return None
+            self._shard = self._create(dim)
+        else:
+            if dim is not None and meta["dim"] != dim:
+                raise VectorStoreError(
+                    f"{self.path}: collection holds {meta['dim']}-d vectors but the embedder gives {dim}-d; "
+                    "use the embedder the catalogue was ingested with, or another --data-dir"
+                )
+            self.params = HnswParams(**meta["hnsw"])
+            self._shard = EdgeShard.load(str(self.path))
+        return self._shard
+
+    def _create(self, dim: int) -> Any:
+        from qdrant_edge import (
+            Distance,
+            EdgeConfig,
+            EdgeOptimizersConfig,
+            EdgeShard,
+            EdgeVectorParams,
+            HnswIndexConfig,
+            PayloadSchemaType,
+            UpdateOperation,
+        )
+
+        config = EdgeConfig(
+            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+            hnsw_config=HnswIndexConfig(m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1),
+            optimizers=EdgeOptimizersConfig(indexing_threshold=1, default_segment_number=1),
+        )
+        shard = EdgeShard.create(str(self.path), config)
+        shard.update(UpdateOperation.create_field_index("artist", PayloadSchemaType.Keyword))
+        meta = {"dim": dim, "hnsw": self.params.as_dict(), "distance": "cosine"}
+        (self.path / META_FILE).write_text(json.dumps(meta, indent=2))
+        return shard
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- operations ----------------------------------------------------------------------------------------
+    def _require(self) -> Any:
+        shard = self._open(None)
+        if shard is None:
+            raise VectorStoreError(
+                f"{self.path}: no catalogue has been ingested into collection '{self.collection}' yet; "
+                "run `attribution-audit ingest MANIFEST.csv` with the same --embedder first"
+            )
+        return shard
+
+    def ensure_collection(self, dim: int) -> None:
+        self._open(dim)
+
+    def upsert(self, points: Sequence[WorkPoint]) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        shard = self._require()
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [
+                Point(id=p.point_id, vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload)
+                for p in points[start : start + UPSERT_BATCH]
+            ]
+            shard.update(UpdateOperation.upsert_points(batch))
+
+    def build_index(self) -> None:
+        self._require().optimize()
+
+    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False) -> list[Hit]:
+        from qdrant_edge import Query, QueryRequest, SearchParams
+
+        request = QueryRequest(
+            limit=limit,
+            query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
+            with_payload=True,
+            params=SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._require().query(request)]
+
+    def existing_ids(self, point_ids: Sequence[str]) -> set[str]:
+        if not point_ids or self._open(None) is None:
+            return set()
+        records = self._shard.retrieve(list(point_ids), with_payload=False, with_vector=False)
+        return {str(r.id) for r in records}
+
+    def count(self) -> int:
+        shard = self._open(None)
+        return 0 if shard is None else int(shard.info().points_count)
+
+    def index_info(self) -> dict[str, Any]:
+        shard = self._open(None)
+        info = shard.info() if shard is not None else None
+        return {
+            "store": self.kind,
+            "collection": self.collection,
+            **self.params.as_dict(),
+            "points": int(info.points_count) if info else 0,
+            "indexed_vectors": int(info.indexed_vectors_count) if info else 0,
+            "index": "hnsw",
+        }

@@ -1,0 +1,149 @@
+"""Production: a Qdrant server (or cluster) through qdrant-client.
+
+``url=":memory:"`` selects qdrant-client's in-process mode. That mode is NumPy brute force (no HNSW) and exists
+here only so the tests can exercise this code path without a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from attribution_audit.errors import VectorStoreError
+from attribution_audit.vectorstore.base import Hit, HnswParams, WorkPoint
+
+UPSERT_BATCH = 512
+
+
+class ServerStore:
+    """A collection on a Qdrant server; HNSW thresholds set so the graph is always built."""
+
+    kind = "qdrant-server"
+
+    def __init__(self, url: str, collection: str, params: HnswParams | None = None, api_key: str | None = None) -> None:
+        from qdrant_client import QdrantClient
+
+        self.collection = collection
+        self.params = params or HnswParams()
+        self.url = url
+        if url == ":memory:":
+            self.kind = "qdrant-local"
+            self._client = QdrantClient(location=":memory:")
+        else:
+            self._client = QdrantClient(url=url, api_key=api_key, timeout=30)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VectorStoreError:
+            raise
+        except Exception as exc:  # connection refused, timeouts, HTTP errors: one line for the user
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise VectorStoreError(
+                f"Qdrant at {self.url}: {what} failed ({first_line}); check that the server is up and "
+                "--qdrant-url is right"
+            ) from exc
+
+    def _exists(self) -> bool:
+        return bool(self._call("listing collections", self._client.collection_exists, self.collection))
+
+    def ensure_collection(self, dim: int) -> None:
+        from qdrant_client import models
+
+        if self._exists():
+            info = self._call("reading the collection", self._client.get_collection, self.collection)
+            size = info.config.params.vectors.size
+            if size != dim:
+                raise VectorStoreError(
+                    f"Qdrant collection '{self.collection}' holds {size}-d vectors but the embedder gives "
+                    f"{dim}-d; use the embedder the catalogue was ingested with"
+                )
+            return
+        self._call(
+            "creating the collection",
+            self._client.create_collection,
+            self.collection,
+            vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+            hnsw_config=models.HnswConfigDiff(
+                m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1
+            ),
+            optimizers_config=models.OptimizersConfigDiff(indexing_threshold=1),
+        )
+        self._call(
+            "creating the artist index",
+            self._client.create_payload_index,
+            self.collection,
+            field_name="artist",
+            field_schema=models.PayloadSchemaType.KEYWORD,
+        )
+
+    def upsert(self, points: Sequence[WorkPoint]) -> None:
+        from qdrant_client import models
+
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [
+                models.PointStruct(
+                    id=p.point_id, vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload
+                )
+                for p in points[start : start + UPSERT_BATCH]
+            ]
+            self._call("upserting points", self._client.upsert, self.collection, points=batch, wait=True)
+
+    def build_index(self) -> None:
+        """The server indexes in the background; upserts already waited for their segments."""
+
+    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False) -> list[Hit]:
+        from qdrant_client import models
+
+        if not self._exists():
+            raise VectorStoreError(
+                f"Qdrant at {self.url}: no collection '{self.collection}' yet; run `attribution-audit ingest` "
+                "with the same --embedder first"
+            )
+        response = self._call(
+            "searching",
+            self._client.query_points,
+            self.collection,
+            query=np.asarray(vector, dtype=np.float32).tolist(),
+            limit=limit,
+            with_payload=True,
+            search_params=models.SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def existing_ids(self, point_ids: Sequence[str]) -> set[str]:
+        if not point_ids or not self._exists():
+            return set()
+        records = self._call(
+            "retrieving points",
+            self._client.retrieve,
+            self.collection,
+            ids=list(point_ids),
+            with_payload=False,
+            with_vectors=False,
+        )
+        return {str(r.id) for r in records}
+
+    def count(self) -> int:
+        if not self._exists():
+            return 0
+        return int(self._call("counting", self._client.count, self.collection, exact=True).count)
+
+    def index_info(self) -> dict[str, Any]:
+        indexed = 0
+        if self._exists():
+            info = self._call("reading the collection", self._client.get_collection, self.collection)
+            indexed = int(info.indexed_vectors_count or 0)
+        return {
+            "store": self.kind,
+            "collection": self.collection,
+            **self.params.as_dict(),
+            "points": self.count(),
+            "indexed_vectors": indexed,
+            "index": "exact" if self.kind == "qdrant-local" else "hnsw",
+        }
+
+    def close(self) -> None:
+        self._client.close()

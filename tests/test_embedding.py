@@ -1,0 +1,144 @@
+"""Embedders: shapes, norms, determinism, batching, fingerprints, and offline failure modes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pytest
+from PIL import Image
+
+from attribution_audit.embedding import EMBEDDER_NAMES, Embedder, get_embedder
+from attribution_audit.errors import EmbedderError
+
+
+def scene(seed: int, size: tuple[int, int] = (300, 260)) -> Image.Image:
+    """A smooth random colour field, upsampled from coarse noise so it looks vaguely photographic."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+
+
+def checkerboard(size: int = 256, square: int = 32) -> Image.Image:
+    cells = (np.indices((size, size)) // square).sum(axis=0) % 2
+    return Image.fromarray((cells * 255).astype(np.uint8)).convert("RGB")
+
+
+def assert_unit_rows(vectors: np.ndarray, n: int, dim: int) -> None:
+    assert vectors.shape == (n, dim)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def effnet() -> Embedder:
+    return get_embedder("efficientnet-lite0", device="cpu", batch_size=2)
+
+
+def test_efficientnet_shape_norm_and_determinism(effnet: Embedder) -> None:
+    images = [scene(0), scene(1, (512, 128)), checkerboard()]
+    first = effnet.embed(images)
+    assert_unit_rows(first, 3, 1280)
+    assert effnet.dim == 1280 and effnet.name == "efficientnet-lite0"
+    assert isinstance(effnet, Embedder)
+    np.testing.assert_array_equal(first, effnet.embed(images))
+
+
+def test_efficientnet_batches_match_single_images(effnet: Embedder) -> None:
+    images = [scene(seed, (200 + 20 * seed, 240)) for seed in range(5)]
+    batched = effnet.embed(images)
+    single = np.concatenate([effnet.embed([image]) for image in images])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_efficientnet_empty_input(effnet: Embedder) -> None:
+    assert effnet.embed([]).shape == (0, 1280)
+
+
+def test_efficientnet_similarity_ranks_resized_copy_above_unrelated(effnet: Embedder) -> None:
+    original = scene(7)
+    red, board, copy, base = effnet.embed(
+        [Image.new("RGB", (256, 256), (255, 0, 0)), checkerboard(), original.resize((290, 251)), original]
+    )
+    assert float(copy @ base) > float(red @ board)
+    assert float(copy @ base) > 0.9
+
+
+def test_efficientnet_fingerprint_and_quiet_load(effnet: Embedder, capsys: pytest.CaptureFixture[str]) -> None:
+    assert effnet.fingerprint.startswith("efficientnet-lite0@sha256:")
+    assert len(effnet.fingerprint.rsplit(":", 1)[1]) == 16
+    assert get_embedder("efficientnet-lite0", device="cpu").fingerprint == effnet.fingerprint
+    assert capsys.readouterr().out == ""
+
+
+def save_tiny_clip(directory: Path, seed: int) -> None:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = CLIPConfig(
+        text_config={**tower, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+        vision_config={**tower, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+
+
+@pytest.fixture
+def tiny_clip(tmp_path: Path) -> Path:
+    save_tiny_clip(tmp_path, seed=0)
+    return tmp_path
+
+
+def test_clip_from_local_directory(tiny_clip: Path) -> None:
+    embedder = get_embedder(f"clip:{tiny_clip}", device="cpu", batch_size=2)
+    assert embedder.name == "clip" and embedder.dim == 16
+    vectors = embedder.embed([scene(0), scene(1, (64, 200)), checkerboard()])
+    assert_unit_rows(vectors, 3, 16)
+    assert embedder.embed([]).shape == (0, 16)
+
+
+def test_clip_fingerprint_tracks_weights(tiny_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    fingerprint = get_embedder(f"clip:{tiny_clip}", device="cpu").fingerprint
+    assert fingerprint.startswith(f"clip:{tiny_clip}@sha256:")
+    assert len(fingerprint.rsplit(":", 1)[1]) == 16
+    assert get_embedder(f"clip:{tiny_clip}", device="cpu").fingerprint == fingerprint
+    save_tiny_clip(tiny_clip, seed=1)
+    assert get_embedder(f"clip:{tiny_clip}", device="cpu").fingerprint != fingerprint
+
+
+def test_clip_uncached_hub_id_fails_without_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(EmbedderError) as error:
+        get_embedder("clip:nonexistent-org/nonexistent-model")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "nonexistent-org/nonexistent-model" in message
+    assert "huggingface-cli download" in message and "--embedder clip:" in message
+
+
+def test_clip_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(EmbedderError, match="does not exist"):
+        get_embedder(f"clip:{tmp_path / 'absent'}")
+
+
+def test_clip_directory_without_weights(tmp_path: Path) -> None:
+    with pytest.raises(EmbedderError, match=r"no \*\.safetensors"):
+        get_embedder(f"clip:{tmp_path}")
+
+
+@pytest.mark.parametrize("spec", ["resnet50", "clip:", "CLIP", ""])
+def test_unknown_embedder(spec: str) -> None:
+    with pytest.raises(EmbedderError, match="unknown embedder"):
+        get_embedder(spec)
+
+
+def test_import_does_not_load_torch() -> None:
+    assert EMBEDDER_NAMES == ("clip", "efficientnet-lite0")
+    heavy = "{'torch', 'transformers'}"
+    code = f"import sys, attribution_audit.embedding; sys.exit(bool({heavy} & set(sys.modules)))"
+    subprocess.run([sys.executable, "-c", code], check=True)
