@@ -77,7 +77,7 @@ class BruteForceIndex:
         for start in range(0, len(queries), block):
             scores = queries[start : start + block] @ self._vectors.T
             top = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-            pass
+            _cut_ties_by_row(scores, top)
             top_scores = np.take_along_axis(scores, top, axis=1)
             order = np.lexsort((top, -top_scores), axis=1)
             rows[start : start + block] = np.take_along_axis(top, order, axis=1)

@@ -21,17 +21,19 @@ TOL = 1e-5
 Data = tuple[list[str], np.ndarray, np.ndarray]  # ids, vectors, queries
 
 
-def clustered(n: int, seed: int, dim: int = DIM, clusters: int = 8) -> np.ndarray:
-    """Rows scattered around a few random directions, with norm ~3 (the index normalises them)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    return (centres[rng.integers(0, clusters, n)] + 0.4 * rng.standard_normal((n, dim)) / np.sqrt(dim)) * 3.0
+def clustered(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
+    """Rows scattered around the unit ``centres``, with norm ~3 (the index normalises them)."""
+    noise = 0.5 * rng.standard_normal((n, centres.shape[1])) / np.sqrt(centres.shape[1])
+    return (centres[rng.integers(0, len(centres), n)] + noise) * 3.0
 
 
 @pytest.fixture(scope="module")
 def data() -> Data:
-    return [f"work-{i}" for i in range(N)], clustered(N, seed=1), clustered(30, seed=2)
+    """400 catalogue vectors and 30 queries (not in the catalogue) drawn around the same 8 centres."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((8, DIM))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    return [f"work-{i}" for i in range(N)], clustered(rng, centres, N), clustered(rng, centres, 30)
 
 
 def naive(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

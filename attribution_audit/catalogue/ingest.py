@@ -112,7 +112,7 @@ def ingest_manifest(
         run = session.get_one(IngestionRun, report.run_id)
         run.added, run.updated, run.unchanged = report.added, report.updated, report.unchanged
         run.failed, run.finished_at = report.failed, utcnow()
-        run.status = "completed" if not report.failures else "completed_with_failures"
+        run.status = "completed" if not report.failures else "partial"
     return report
 
 

@@ -1,0 +1,54 @@
+"""Audit database: the migration on SQLite and PostgreSQL, schema checks, an unreachable server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from attribution_audit.audit.db import check_schema, create_db_engine, current_revision, head_revision, upgrade
+from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
+
+TABLES = {
+    "artists",
+    "catalogues",
+    "works",
+    "ingestion_runs",
+    "attribution_requests",
+    "attribution_neighbours",
+    "attribution_metrics",
+}
+
+
+def test_upgrade_creates_every_table_at_head(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    assert upgrade(engine) == head_revision(engine)
+    assert TABLES <= set(inspect(engine).get_table_names())
+    check_schema(engine)  # does not raise
+    assert upgrade(engine) == head_revision(engine)  # idempotent
+
+
+def test_unmigrated_database_is_refused_with_the_fix(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    with pytest.raises(SchemaOutOfDateError, match=r"run `attribution-audit db upgrade`") as info:
+        check_schema(engine)
+    assert "\n" not in str(info.value)
+
+
+def test_database_behind_head_is_refused(tmp_path: Path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'old'")
+    with pytest.raises(SchemaOutOfDateError, match="revision old"):
+        check_schema(engine)
+
+
+def test_unreachable_server_gives_one_line_with_what_to_do() -> None:
+    engine = create_db_engine("postgresql://postgres:secret@127.0.0.1:1/none")
+    with pytest.raises(DatabaseError) as info:
+        current_revision(engine)
+    message = str(info.value)
+    assert "cannot reach the audit database" in message and "--database-url" in message
+    assert "secret" not in message and "\n" not in message
