@@ -185,22 +185,12 @@ def test_failed_first_occurrence_does_not_block_the_work_id(tmp_path: Path) -> N
     assert [(r.line, r.work_id) for r in manifest.rows] == [(3, "w1")]
 
 
-@pytest.mark.xfail(
-    reason="manifest.py numbers rows with enumerate(reader, start=2); csv.DictReader skips blank lines, so every "
-    "row after a blank line gets a line number one too small (reader.line_num is the physical line)",
-    strict=True,
-)
 def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
     manifest = read_csv_manifest(write(tmp_path, "path,artist,work_id\na.png,Monet,w1\n\nb.png,,w2\nc.png,Monet,w3\n"))
     assert manifest.failures == [RowFailure(4, "w2", "empty artist")]
     assert [r.line for r in manifest.rows] == [2, 5]
 
 
-@pytest.mark.xfail(
-    reason="manifest.py parses text.splitlines() instead of a newline='' stream: a quoted field spanning lines "
-    "loses its line break ('two\\nlines' -> 'twolines') and later rows get line numbers that are too small",
-    strict=True,
-)
 def test_quoted_multiline_field(tmp_path: Path) -> None:
     path = write(tmp_path, 'path,artist,work_id,title\na.png,Monet,w1,"two\nlines"\nb.png,,w2,x\n')
     manifest = read_csv_manifest(path)

@@ -223,14 +223,7 @@ def test_edge_dimension_mismatch_on_reopen_raises(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param(
-            "edge",
-            marks=pytest.mark.xfail(
-                reason="EdgeStore._open returns the already-open shard before comparing dims "
-                "(qdrant_edge.py:66-67), so ensure_collection(other_dim) on an open store is silently accepted",
-                strict=True,
-            ),
-        ),
+        "edge",
         "server",
     ],
 )
@@ -303,11 +296,6 @@ def test_edge_second_object_can_open_after_close(tmp_path: Path) -> None:
         second.close()
 
 
-@pytest.mark.xfail(
-    reason="EdgeStore._open raises the dim-mismatch error (qdrant_edge.py:77-81) while still holding the file "
-    "lock, so a second store on the same shard in the same process reports it 'busy in another process'",
-    strict=True,
-)
 def test_edge_dimension_error_releases_the_lock(tmp_path: Path) -> None:
     created = EdgeStore(tmp_path, COLLECTION)
     created.ensure_collection(DIM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ def read_csv_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read the manifest ({exc.strerror})") from None
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
@@ -70,7 +71,8 @@ def read_csv_manifest(path: str | Path) -> Manifest:
     rows: list[ManifestRow] = []
     failures: list[RowFailure] = []
     first_line: dict[str, int] = {}
-    for index, raw in enumerate(reader, start=2):
+    for raw in reader:
+        index = reader.line_num
         record = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if None in raw:
             failures.append(RowFailure(index, record.get("work_id", ""), "more fields than header columns"))

@@ -38,6 +38,7 @@ class EdgeStore:
         self._lock_timeout = lock_timeout
         self._lock_file: Any = None
         self._shard: Any = None
+        self._dim: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def _acquire_lock(self) -> None:
@@ -54,7 +55,7 @@ class EdgeStore:
                     self._lock_file = None
                     raise VectorStoreError(
                         f"{self.path}: the embedded Qdrant shard is busy in another process for over "
-                        f"{self._lock_timeout:.0f} s; wait for it to finish, or use a Qdrant server (--qdrant-url)"
+                        f"{self._lock_timeout:g} s; wait for it to finish, or use a Qdrant server (--qdrant-url)"
                     ) from None
                 time.sleep(0.05)
 
@@ -63,25 +64,29 @@ class EdgeStore:
         return json.loads(meta.read_text()) if meta.exists() else None
 
     def _open(self, dim: int | None) -> Any:
-        if self._shard is not None:
-            return self._shard
+        if self._shard is None:
+            self._load_or_create(dim)
+        if dim is not None and self._dim is not None and dim != self._dim:
+            stored = self._dim
+            self.close()
+            raise VectorStoreError(
+                f"{self.path}: collection holds {stored}-d vectors but the embedder gives {dim}-d; "
+                "use the embedder the catalogue was ingested with, or another --data-dir"
+            )
+        return self._shard
+
+    def _load_or_create(self, dim: int | None) -> None:
         from qdrant_edge import EdgeShard
 
         self._acquire_lock()
         meta = self._meta()
-        if meta is None:
-            if dim is None:
-                return None
-            self._shard = self._create(dim)
-        else:
-            if dim is not None and meta["dim"] != dim:
-                raise VectorStoreError(
-                    f"{self.path}: collection holds {meta['dim']}-d vectors but the embedder gives {dim}-d; "
-                    "use the embedder the catalogue was ingested with, or another --data-dir"
-                )
+        if meta is not None:
             self.params = HnswParams(**meta["hnsw"])
+            self._dim = int(meta["dim"])
             self._shard = EdgeShard.load(str(self.path))
-        return self._shard
+        elif dim is not None:
+            self._shard = self._create(dim)
+            self._dim = dim
 
     def _create(self, dim: int) -> Any:
         from qdrant_edge import (
