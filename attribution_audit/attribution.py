@@ -1,30 +1,93 @@
-"""One attribution request: embed -> nearest works -> indicators -> committed audit record -> result."""
+"""One attribution request: embed -> HNSW candidates -> exact re-rank -> K policy -> indicators -> shares ->
+exact recall check -> committed, hash-chained audit record -> result."""
 
 from __future__ import annotations
 
+import random
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, selectinload
 
-from attribution_audit.audit.db import session_scope
+from attribution_audit.audit import chain
 from attribution_audit.audit.models import (
+    AttributionArtistShare,
     AttributionMetrics,
     AttributionNeighbour,
     AttributionRequest,
+    Catalogue,
     Work,
     utcnow,
 )
+from attribution_audit.calibration import LogisticModel, confidence, latest_model
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.images import LoadedImage, load_image
-from attribution_audit.metrics import artist_entropy, confidence_score
-from attribution_audit.vectorstore import Hit, VectorStore
+from attribution_audit.errors import NotFoundError
+from attribution_audit.exact import DEFAULT_EXACT_METHOD, EXACT_METHODS, ExactIndex, load_or_build, overlap_at_k
+from attribution_audit.images import load_image
+from attribution_audit.metrics import artist_entropy, artist_margin
+from attribution_audit.shares import DEFAULT_TEMPERATURE, SHARE_MODES, artist_shares, neighbour_shares
+from attribution_audit.vectorstore import Hit, VectorStore, point_id_for
 
 DEFAULT_K = 10
+DEFAULT_OVERSAMPLING = 4
+
+
+@dataclass(frozen=True)
+class AttributionParams:
+    """How to attribute; recorded with every request.
+
+    ``k``: number of works; ``max_distance``: keep only works within this cosine distance (still at most k);
+    ``oversampling``: HNSW returns k x oversampling candidates that are re-ranked exactly; ``verify``: ``always``,
+    ``off`` or ``sample:RATE`` — compare with the exact top K over the whole catalogue (overlap@K);
+    ``shares``: ``equal`` or ``similarity`` (softmax of similarity / temperature).
+    """
+
+    k: int = DEFAULT_K
+    max_distance: float | None = None
+    oversampling: int = DEFAULT_OVERSAMPLING
+    verify: str = "always"
+    exact_method: str = DEFAULT_EXACT_METHOD
+    shares: str = "equal"
+    temperature: float = DEFAULT_TEMPERATURE
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError("k must be at least 1")
+        if self.oversampling < 1:
+            raise ValueError("oversampling must be at least 1")
+        if self.max_distance is not None and not 0 <= self.max_distance <= 2:
+            raise ValueError("max_distance is a cosine distance: between 0 and 2")
+        if self.exact_method not in EXACT_METHODS:
+            raise ValueError(f"exact method must be one of {', '.join(EXACT_METHODS)}")
+        if self.shares not in SHARE_MODES:
+            raise ValueError(f"shares must be one of {', '.join(SHARE_MODES)}")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive")
+        verify_rate(self.verify)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_rate(mode: str) -> float:
+    """The share of requests to verify for a ``--verify`` mode: always=1, off=0, sample:RATE=RATE."""
+    if mode == "always":
+        return 1.0
+    if mode == "off":
+        return 0.0
+    if mode.startswith("sample:"):
+        try:
+            rate = float(mode.removeprefix("sample:"))
+        except ValueError:
+            rate = -1.0
+        if 0.0 <= rate <= 1.0:
+            return rate
+    raise ValueError(f"verify mode {mode!r}: use always, off or sample:RATE with RATE in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -35,6 +98,7 @@ class Neighbour:
     artist: str
     similarity: float
     distance: float
+    share: float
 
 
 @dataclass(frozen=True)
@@ -42,153 +106,285 @@ class Attribution:
     """A committed attribution, as printed by ``attribute`` and ``audit show``."""
 
     request_id: str
+    seq: int
+    record_hash: str
     created_at: datetime
     image: str
     image_sha256: str
     k: int
     neighbours: list[Neighbour]
+    artist_shares: dict[str, float]
     entropy: float
     nn_distance: float | None
+    margin: float | None
+    top_artist: str | None
+    top_artist_share: float | None
+    overlap_at_k: float | None
     confidence: float
+    confidence_model: str
     embedder_fingerprint: str
+    catalogue_version: str
     index_params: dict[str, Any]
+    parameters: dict[str, Any]
+    replay_of: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` form of the CLI."""
-        return {
-            "request_id": self.request_id,
-            "created_at": self.created_at.isoformat(),
-            "image": self.image,
-            "image_sha256": self.image_sha256,
-            "k": self.k,
-            "neighbours": [asdict(n) for n in self.neighbours],
-            "entropy": self.entropy,
-            "nn_distance": self.nn_distance,
-            "confidence": self.confidence,
-            "embedder_fingerprint": self.embedder_fingerprint,
-            "index_params": self.index_params,
-        }
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["shares"] = [n.share for n in self.neighbours]
+        return data
 
     @classmethod
     def from_record(cls, request: AttributionRequest) -> Attribution:
         """Rebuild the result from its audit rows."""
-        metrics = request.metrics
+        m = request.metrics
+        assert m is not None, "every request is written with its metrics"
         return cls(
             request_id=request.id,
-            created_at=request.created_at,
+            seq=request.seq,
+            record_hash=request.record_hash,
+            created_at=as_utc(request.created_at),
             image=request.image_path,
             image_sha256=request.image_sha256,
             k=request.k,
             neighbours=[
-                Neighbour(n.rank, n.work_id, n.catalogue, n.artist, n.similarity, n.distance)
-                for n in request.neighbours
+                Neighbour(n.rank, n.work_id, n.catalogue, n.artist, n.similarity, n.distance, n.share)
+                for n in sorted(request.neighbours, key=lambda n: n.rank)
             ],
-            entropy=metrics.entropy if metrics else 0.0,
-            nn_distance=metrics.nn_distance if metrics else None,
-            confidence=metrics.confidence if metrics else 0.0,
+            artist_shares={
+                s.artist: s.share for s in sorted(request.artist_shares, key=lambda s: (-s.share, s.artist))
+            },
+            entropy=m.entropy,
+            nn_distance=m.nn_distance,
+            margin=m.margin,
+            top_artist=m.top_artist,
+            top_artist_share=m.top_artist_share,
+            overlap_at_k=m.overlap_at_k,
+            confidence=m.confidence,
+            confidence_model=m.confidence_model,
             embedder_fingerprint=request.embedder_fingerprint,
+            catalogue_version=request.catalogue_version,
             index_params=request.index_params,
+            parameters=request.parameters,
+            replay_of=request.replay_of,
         )
 
 
-def neighbours_from_hits(hits: Sequence[Hit]) -> list[Neighbour]:
-    """Ranked neighbours; cosine distance = 1 - similarity."""
-    return [
-        Neighbour(
-            rank=rank,
-            work_id=str(hit.payload.get("work_id", hit.point_id)),
-            catalogue=str(hit.payload.get("catalogue", "")),
-            artist=str(hit.payload.get("artist", "")),
-            similarity=hit.similarity,
-            distance=1.0 - hit.similarity,
-        )
-        for rank, hit in enumerate(hits, start=1)
-    ]
+@dataclass
+class Outcome:
+    """What one search produced, before it is recorded."""
+
+    neighbours: list[Neighbour]
+    candidates: list[tuple[str, float]]
+    overlap_at_k: float | None
+    exact_method: str | None
+    catalogue_version: str
+    features: dict[str, float | None] = field(default_factory=dict)
+    top_artist: str | None = None
+    top_artist_share: float | None = None
+    artist_shares: dict[str, float] = field(default_factory=dict)
+
+
+def rerank(query: np.ndarray, hits: list[Hit]) -> list[tuple[Hit, float]]:
+    """Exact cosine similarity of each candidate with the query, best first (ties by point id)."""
+    if not hits:
+        return []
+    vectors = np.vstack([h.vector for h in hits]).astype(np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = vectors @ np.asarray(query, dtype=np.float64)
+    order = sorted(range(len(hits)), key=lambda i: (-sims[i], hits[i].point_id))
+    return [(hits[i], float(sims[i])) for i in order]
+
+
+def apply_k_policy(ranked: list[tuple[Any, float]], params: AttributionParams) -> list[tuple[Any, float]]:
+    """The first k, then only those within max_distance when it is set."""
+    kept = ranked[: params.k]
+    if params.max_distance is not None:
+        kept = [(item, sim) for item, sim in kept if 1.0 - sim <= params.max_distance]
+    return kept
 
 
 class Attributor:
-    """Attributes images against one store with one embedder and writes every request to the audit log."""
+    """Attributes query vectors against one store and writes every request to the hash-chained audit log."""
 
     def __init__(
-        self, engine: Engine, store: VectorStore, embedder: Embedder, embedder_name: str, requester: str
+        self,
+        engine: Engine,
+        store: VectorStore,
+        *,
+        embedder_name: str,
+        embedder_fingerprint: str,
+        requester: str,
+        exact_cache_dir: Path,
+        embedder: Embedder | None = None,
+        seed: int | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.embedder = embedder
         self.embedder_name = embedder_name
+        self.embedder_fingerprint = embedder_fingerprint
         self.requester = requester
+        self.exact_cache_dir = Path(exact_cache_dir)
+        self._exact: dict[tuple[str, str], ExactIndex] = {}
+        self._random = random.Random(seed)
+        self._calibration: LogisticModel | None = latest_model(engine, embedder_fingerprint)
 
-    def attribute(self, image_path: str | Path, k: int = DEFAULT_K) -> Attribution:
-        """Attribute one image; returns only after the audit record is committed."""
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        image = load_image(image_path, target_size=224)
-        vector = self.embedder.embed([image.image])[0]
-        hits = self.store.search(vector, k)
-        return self._record(image, k, neighbours_from_hits(hits))
+    # -- exact ground truth ------------------------------------------------------------------------------------
+    def exact_index(self, method: str) -> tuple[ExactIndex, str]:
+        """The exact index of the collection's current content (cached on disk by content version)."""
+        version = self.store.content_version()
+        key = (method, version)
+        if key not in self._exact:
+            self._exact[key] = load_or_build(
+                method, self.exact_cache_dir / self.store.collection / method, version, self.store.fetch_all
+            )
+        return self._exact[key], version
 
-    def _record(self, image: LoadedImage, k: int, neighbours: list[Neighbour]) -> Attribution:
-        entropy = artist_entropy([n.artist for n in neighbours])
-        nn_distance = neighbours[0].distance if neighbours else None
-        attribution = Attribution(
-            request_id=str(uuid.uuid4()),
-            created_at=utcnow(),
-            image=str(image.path),
-            image_sha256=image.sha256,
-            k=k,
+    def exact_top(self, queries: np.ndarray, params: AttributionParams) -> tuple[list[list[str]], str]:
+        """Exact top-K point ids (K policy applied) of each query row, and the catalogue version."""
+        index, version = self.exact_index(params.exact_method)
+        rows, sims = index.search(np.atleast_2d(queries).astype(np.float32), params.k)
+        tops = [
+            [index.ids[r] for r, _ in apply_k_policy(list(zip(row, sim, strict=True)), params)]
+            for row, sim in zip(rows.tolist(), sims.tolist(), strict=True)
+        ]
+        return tops, version
+
+    # -- one request -------------------------------------------------------------------------------------------
+    def compute(self, query: np.ndarray, params: AttributionParams) -> Outcome:
+        """Search, re-rank, apply K, measure, share, and verify against the exact search when asked."""
+        hits = self.store.search(query, params.k * params.oversampling, with_vectors=True)
+        ranked = rerank(query, hits)
+        kept = apply_k_policy(ranked, params)
+        sims = [sim for _, sim in kept]
+        shares = neighbour_shares(sims, params.shares, params.temperature)
+        neighbours = [
+            Neighbour(
+                rank=rank,
+                work_id=str(hit.payload.get("work_id", hit.point_id)),
+                catalogue=str(hit.payload.get("catalogue", "")),
+                artist=str(hit.payload.get("artist", "")),
+                similarity=sim,
+                distance=1.0 - sim,
+                share=share,
+            )
+            for rank, ((hit, sim), share) in enumerate(zip(kept, shares, strict=True), start=1)
+        ]
+        candidates = [(str(hit.payload.get("artist", "")), sim) for hit, sim in ranked]
+        overlap, method, version = None, None, ""
+        if self._random.random() < verify_rate(params.verify):
+            exact_ids, version = self.exact_top(query, params)
+            overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids[0])
+            method = params.exact_method
+        by_artist = artist_shares([n.artist for n in neighbours], shares)
+        top = max(by_artist, key=lambda a: (by_artist[a], _best(neighbours, a)), default=None)
+        return Outcome(
             neighbours=neighbours,
-            entropy=entropy,
-            nn_distance=nn_distance,
-            confidence=confidence_score(entropy, nn_distance),
-            embedder_fingerprint=self.embedder.fingerprint,
-            index_params=self.store.index_info(),
+            candidates=candidates,
+            overlap_at_k=overlap,
+            exact_method=method,
+            catalogue_version=version or self.store.content_version(),
+            features={
+                "entropy": artist_entropy([n.artist for n in neighbours]),
+                "nn_distance": neighbours[0].distance if neighbours else None,
+                "margin": artist_margin(candidates),
+            },
+            top_artist=top,
+            top_artist_share=by_artist.get(top) if top else None,
+            artist_shares=by_artist,
         )
-        with session_scope(self.engine) as session:
-            work_pks = _work_pks(session, neighbours)
-            session.add(
-                AttributionRequest(
-                    id=attribution.request_id,
-                    created_at=attribution.created_at,
-                    requester=self.requester,
-                    image_path=attribution.image,
-                    image_sha256=attribution.image_sha256,
-                    embedder_name=self.embedder_name,
-                    embedder_fingerprint=attribution.embedder_fingerprint,
-                    store_kind=self.store.kind,
-                    collection=self.store.collection,
-                    index_params=attribution.index_params,
-                    k=k,
-                )
+
+    def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
+        """Attribute one image file; returns only after its audit record is committed."""
+        if self.embedder is None:
+            raise ValueError("this Attributor was built without an embedder")
+        params = params or AttributionParams()
+        image = load_image(image_path, target_size=224)
+        query = self.embedder.embed([image.image])[0]
+        outcome = self.compute(query, params)
+        return self.record(str(image.path), image.sha256, query, params, outcome)
+
+    def record(
+        self,
+        image: str,
+        image_sha256: str,
+        query: np.ndarray,
+        params: AttributionParams,
+        outcome: Outcome,
+        replay_of: str | None = None,
+    ) -> Attribution:
+        """Append the request to the audit chain (one transaction) and return it as committed."""
+        score, model_name = confidence(self._calibration, outcome.features)
+        request_id = str(uuid.uuid4())
+        with Session(self.engine) as session:
+            work_pks = _work_pks(session, outcome.neighbours)
+        request = AttributionRequest(
+            id=request_id,
+            created_at=utcnow(),
+            requester=self.requester,
+            image_path=image,
+            image_sha256=image_sha256,
+            query_vector=np.asarray(query, dtype="<f4").tobytes(),
+            embedder_name=self.embedder_name,
+            embedder_fingerprint=self.embedder_fingerprint,
+            store_kind=self.store.kind,
+            collection=self.store.collection,
+            catalogue_version=outcome.catalogue_version,
+            index_params=self.store.index_info(),
+            parameters=params.as_json(),
+            k=params.k,
+            replay_of=replay_of,
+        )
+        request.neighbours = [
+            AttributionNeighbour(
+                rank=n.rank,
+                work_pk=work_pks.get((n.catalogue, n.work_id)),
+                catalogue=n.catalogue,
+                work_id=n.work_id,
+                artist=n.artist,
+                similarity=n.similarity,
+                distance=n.distance,
+                share=n.share,
             )
-            session.flush()
-            session.add_all(
-                AttributionNeighbour(
-                    request_id=attribution.request_id,
-                    rank=n.rank,
-                    work_pk=work_pks.get((n.catalogue, n.work_id)),
-                    catalogue=n.catalogue,
-                    work_id=n.work_id,
-                    artist=n.artist,
-                    similarity=n.similarity,
-                    distance=n.distance,
-                )
-                for n in neighbours
-            )
-            session.add(
-                AttributionMetrics(
-                    request_id=attribution.request_id,
-                    entropy=entropy,
-                    nn_distance=nn_distance,
-                    confidence=attribution.confidence,
-                )
-            )
-        return attribution
+            for n in outcome.neighbours
+        ]
+        request.artist_shares = [AttributionArtistShare(artist=a, share=s) for a, s in outcome.artist_shares.items()]
+        request.metrics = AttributionMetrics(
+            entropy=outcome.features["entropy"],
+            nn_distance=outcome.features["nn_distance"],
+            margin=outcome.features["margin"],
+            top_artist=outcome.top_artist,
+            top_artist_share=outcome.top_artist_share,
+            overlap_at_k=outcome.overlap_at_k,
+            exact_method=outcome.exact_method,
+            confidence=score,
+            confidence_model=model_name,
+        )
+        return Attribution.from_record(chain.append(self.engine, request))
+
+    def replay(self, request_id: str) -> tuple[Attribution, Attribution]:
+        """Re-run a past request (its recorded query vector and parameters) on today's index; logged as a replay."""
+        original = load_request(self.engine, request_id)
+        query = np.frombuffer(original.query_vector, dtype="<f4")
+        params = AttributionParams(**original.parameters)
+        outcome = self.compute(query, params)
+        new = self.record(original.image_path, original.image_sha256, query, params, outcome, replay_of=original.id)
+        return Attribution.from_record(original), new
 
 
-def _work_pks(session: Any, neighbours: Sequence[Neighbour]) -> dict[tuple[str, str], int]:
+def as_utc(moment: datetime) -> datetime:
+    """Timestamps are stored in UTC; SQLite returns them without a zone."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _best(neighbours: list[Neighbour], artist: str) -> float:
+    return max(n.similarity for n in neighbours if n.artist == artist)
+
+
+def _work_pks(session: Session, neighbours: list[Neighbour]) -> dict[tuple[str, str], int]:
     """Audit-DB primary keys of the neighbour works, keyed by (catalogue, work_id)."""
-    from attribution_audit.audit.models import Catalogue
-
     if not neighbours:
         return {}
     rows = session.execute(
@@ -197,3 +393,48 @@ def _work_pks(session: Any, neighbours: Sequence[Neighbour]) -> dict[tuple[str, 
         .where(Work.work_id.in_({n.work_id for n in neighbours}))
     )
     return {(cat, wid): pk for cat, wid, pk in rows}
+
+
+def load_request(engine: Engine, request_id: str) -> AttributionRequest:
+    """A request with its children; NotFoundError if absent."""
+    with Session(engine) as session:
+        request = session.scalar(
+            select(AttributionRequest)
+            .options(
+                selectinload(AttributionRequest.neighbours),
+                selectinload(AttributionRequest.artist_shares),
+                selectinload(AttributionRequest.metrics),
+            )
+            .where(AttributionRequest.id == request_id)
+        )
+    if request is None:
+        raise NotFoundError(
+            f"no attribution request {request_id!r} in the audit log; `attribution-audit audit list` shows ids"
+        )
+    return request
+
+
+def neighbour_point_ids(request: AttributionRequest) -> list[str]:
+    return [point_id_for(n.catalogue, n.work_id) for n in sorted(request.neighbours, key=lambda n: n.rank)]
+
+
+def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
+    """Human-readable differences between a recorded attribution and its replay (empty when identical)."""
+    lines = []
+    old = {(n.catalogue, n.work_id): n for n in before.neighbours}
+    new = {(n.catalogue, n.work_id): n for n in after.neighbours}
+    for key in sorted(old.keys() - new.keys(), key=lambda k: old[k].rank):
+        lines.append(f"- removed {key[1]} ({old[key].artist}), was rank {old[key].rank}")
+    for key in sorted(new.keys() - old.keys(), key=lambda k: new[k].rank):
+        lines.append(f"+ added {key[1]} ({new[key].artist}) at rank {new[key].rank}")
+    for key in sorted(old.keys() & new.keys(), key=lambda k: new[k].rank):
+        if old[key].rank != new[key].rank:
+            lines.append(f"~ {key[1]} moved from rank {old[key].rank} to {new[key].rank}")
+    for name in ("entropy", "nn_distance", "margin", "confidence", "top_artist"):
+        a, b = getattr(before, name), getattr(after, name)
+        same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
+        if not same:
+            lines.append(f"~ {name}: {a} -> {b}")
+    if before.catalogue_version != after.catalogue_version:
+        lines.append(f"~ catalogue version: {before.catalogue_version} -> {after.catalogue_version}")
+    return lines

@@ -149,29 +149,45 @@ def ingest(
         raise typer.Exit(1)
 
 
-# -- attribute -------------------------------------------------------------------------------------------------
+# -- attribute -------------------------------------------------------------------------------------------
 @app.command()
 def attribute(
     ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="Generated image(s) to attribute.")],
     k: Annotated[int, typer.Option("--k", min=1, help="Number of nearest works to attribute.")] = 10,
+    max_distance: Annotated[
+        float | None, typer.Option(help="Keep only works within this cosine distance (at most --k).")
+    ] = None,
+    oversampling: Annotated[int, typer.Option(min=1, help="HNSW returns k x this many candidates to re-rank.")] = 4,
+    verify: Annotated[str, typer.Option(help="Exact recall check: always | off | sample:RATE.")] = "always",
+    exact: Annotated[str, typer.Option(help="Exact method for the check: brute | kdtree.")] = "brute",
+    shares: Annotated[str, typer.Option(help="equal | similarity (softmax of similarity / temperature).")] = "equal",
+    temperature: Annotated[float, typer.Option(help="Softmax temperature of --shares similarity.")] = 0.05,
     embedder: EmbedderOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find the K nearest works of each image; each result is printed only once it is in the audit log."""
-    from attribution_audit.attribution import Attributor
-    from attribution_audit.embedding import get_embedder
+    from attribution_audit.attribution import AttributionParams
     from attribution_audit.errors import ImageError
+    from attribution_audit.runtime import open_attributor
 
+    params = _params(
+        AttributionParams,
+        k=k,
+        max_distance=max_distance,
+        oversampling=oversampling,
+        verify=verify,
+        exact_method=exact,
+        shares=shares,
+        temperature=temperature,
+    )
     settings = _settings(ctx, embedder)
     engine = _checked_engine(settings)
-    model = get_embedder(settings.embedder)
     results, failed = [], 0
-    with _store(settings) as store:
-        attributor = Attributor(engine, store, model, settings.embedder, settings.resolved_requester)
+    with open_attributor(settings, engine, settings.embedder) as attributor:
         for image in images:
             try:
-                result = attributor.attribute(image, k=k)
+                result = attributor.attribute(image, params)
             except ImageError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 failed += 1
@@ -185,13 +201,52 @@ def attribute(
         raise typer.Exit(1)
 
 
+def _params(factory: Any, **values: Any) -> Any:
+    try:
+        return factory(**values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _print_attribution(result: Any) -> None:
-    nn = "n/a" if result.nn_distance is None else f"{result.nn_distance:.4f}"
-    typer.echo(f"request {result.request_id}  image {result.image}")
-    typer.echo(f"  entropy {result.entropy:.3f}  nn_distance {nn}  confidence {result.confidence:.3f}")
-    typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'artist':<28}  work")
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    typer.echo(f"request {result.request_id}  seq {result.seq}  image {result.image}")
+    typer.echo(
+        f"  entropy {result.entropy:.3f}  nn_distance {fmt(result.nn_distance)}  margin {fmt(result.margin)}  "
+        f"overlap@K {fmt(result.overlap_at_k)}  confidence {result.confidence:.3f} ({result.confidence_model})"
+    )
+    typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<28}  work")
     for n in result.neighbours:
-        typer.echo(f"  {n.rank:>4}  {n.similarity:>10.4f}  {n.distance:>8.4f}  {n.artist:<28}  {n.work_id}")
+        typer.echo(
+            f"  {n.rank:>4}  {n.similarity:>10.4f}  {n.distance:>8.4f}  {n.share:>8.6f}  {n.artist:<28}  {n.work_id}"
+        )
+    artists = ", ".join(f"{artist} {share:.6f}" for artist, share in result.artist_shares.items())
+    typer.echo(f"  artist shares: {artists or '-'}")
+
+
+@app.command()
+def calibrate(
+    ctx: typer.Context,
+    labelled: Annotated[Path, typer.Argument(help="CSV of labelled generated images: path,artist.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="K used for the features.")] = 10,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Fit the logistic confidence model on labelled queries; later requests use it and record its version."""
+    from attribution_audit.attribution import AttributionParams
+    from attribution_audit.calibrate import calibrate as run_calibration
+    from attribution_audit.runtime import open_attributor
+
+    settings = _settings(ctx, embedder)
+    engine = _checked_engine(settings)
+    with open_attributor(settings, engine, settings.embedder) as attributor:
+        report = run_calibration(attributor, labelled, AttributionParams(k=k, verify="off"))
+    auroc = "n/a" if report.auroc is None else f"{report.auroc:.3f}"
+    typer.echo(
+        f"stored {report.model_name}: {report.n_samples} labelled queries ({report.n_positive} correct), "
+        f"training AUROC {auroc}, Brier {report.brier:.3f}"
+    )
 
 
 # -- audit -----------------------------------------------------------------------------------------------------
@@ -210,7 +265,7 @@ def audit_list(
         return
     typer.echo(f"{'request_id':<36}  {'created_at':<25}  {'top artist':<24}  {'conf':>5}  image")
     for r in results:
-        top = r.neighbours[0].artist if r.neighbours else "-"
+        top = r.top_artist or "-"
         created = r.created_at.isoformat(timespec="seconds")
         typer.echo(f"{r.request_id:<36}  {created:<25}  {top:<24}  {r.confidence:>5.3f}  {r.image}")
 
@@ -229,5 +284,55 @@ def audit_show(
         typer.echo(json.dumps(result.as_json(), indent=2))
         return
     _print_attribution(result)
-    typer.echo(f"  embedder {result.embedder_fingerprint}")
+    typer.echo(f"  embedder {result.embedder_fingerprint}  catalogue version {result.catalogue_version}")
     typer.echo(f"  index {json.dumps(result.index_params, sort_keys=True)}")
+    typer.echo(f"  parameters {json.dumps(result.parameters, sort_keys=True)}")
+    typer.echo(f"  record hash {result.record_hash}")
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Recompute the hash chain; exit 1 naming the first broken record."""
+    from attribution_audit.audit.chain import verify_chain
+
+    report = verify_chain(_checked_engine(ctx.obj))
+    if not report.ok:
+        typer.echo(
+            f"chain BROKEN at seq {report.broken_seq} (request {report.broken_request_id}): {report.reason}; "
+            f"{report.checked} records before it verify",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"chain OK: {report.checked} records, head {report.head_hash}")
+
+
+@audit_app.command("verify-recall")
+def audit_verify_recall(ctx: typer.Context) -> None:
+    """Exact-check, in batch, past requests that were not verified when they ran (results in recall_checks)."""
+    from attribution_audit.runtime import verify_recall_all
+
+    summaries = verify_recall_all(ctx.obj, _checked_engine(ctx.obj))
+    if not summaries:
+        typer.echo("nothing to check: every request was verified")
+    for name, summary in summaries.items():
+        mean = "n/a" if summary.mean_overlap is None else f"{summary.mean_overlap:.4f}"
+        typer.echo(f"{name}: {summary.checked} checked, mean overlap@K {mean}, {summary.below_one} below 1.0")
+
+
+@audit_app.command("replay")
+def audit_replay(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(help="Request to re-run on today's index.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Re-run a recorded request on today's index (logged as a replay) and print the differences."""
+    from attribution_audit.attribution import diff_attributions
+    from attribution_audit.runtime import replay
+
+    before, after = replay(ctx.obj, _checked_engine(ctx.obj), request_id)
+    differences = diff_attributions(before, after)
+    if as_json:
+        typer.echo(json.dumps({"original": before.as_json(), "replay": after.as_json(), "differences": differences}))
+        return
+    typer.echo(f"replay {after.request_id} of {before.request_id}")
+    typer.echo("\n".join(differences) if differences else "no differences")

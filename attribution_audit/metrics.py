@@ -29,3 +29,32 @@ def confidence_score(entropy: float, nn_distance: float | None) -> float:
         return 0.0
     closeness = 1.0 - min(max(nn_distance, 0.0), 1.0)
     return (1.0 - entropy) * closeness
+
+
+def artist_margin(ranked: Sequence[tuple[str, float]]) -> float | None:
+    """Similarity margin between the best and the second-best artist among ranked (artist, similarity) pairs.
+
+    Each artist scores its best similarity. With a single artist among the candidates the margin is taken against
+    the last candidate (a lower bound on the true margin); with fewer than two candidates there is none.
+    """
+    if len(ranked) < 2:
+        return None
+    best: dict[str, float] = {}
+    for artist, similarity in ranked:
+        best[artist] = max(similarity, best.get(artist, -2.0))
+    scores = sorted(best.values(), reverse=True)
+    second = scores[1] if len(scores) > 1 else ranked[-1][1]
+    return scores[0] - second
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the ROC curve (probability a positive scores above a negative; ties count half)."""
+    from scipy.stats import rankdata
+
+    positives = sum(1 for y in labels if y)
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = rankdata(scores)
+    rank_sum = sum(r for r, y in zip(ranks, labels, strict=True) if y)
+    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))

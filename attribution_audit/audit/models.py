@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -73,24 +84,39 @@ class IngestionRun(Base):
 
 
 class AttributionRequest(Base):
-    """One attribution: what was asked, with which model and index, and when."""
+    """One attribution: what was asked, with which model, index and parameters, and its place in the hash chain.
+
+    Rows of this table and of its children are append-only (database triggers reject UPDATE and DELETE).
+    ``record_hash`` is the SHA-256 of the canonical serialisation of the request with its neighbours, shares and
+    metrics, chained to the previous request's hash (``prev_hash``) in ``seq`` order.
+    """
 
     __tablename__ = "attribution_requests"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    record_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     requester: Mapped[str] = mapped_column(String(200))
     image_path: Mapped[str] = mapped_column(Text)
     image_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    query_vector: Mapped[bytes] = mapped_column(LargeBinary)
     embedder_name: Mapped[str] = mapped_column(String(300))
     embedder_fingerprint: Mapped[str] = mapped_column(String(300))
     store_kind: Mapped[str] = mapped_column(String(40))
     collection: Mapped[str] = mapped_column(String(200))
+    catalogue_version: Mapped[str] = mapped_column(String(200))
     index_params: Mapped[dict[str, Any]]
+    parameters: Mapped[dict[str, Any]]
     k: Mapped[int] = mapped_column(Integer)
+    replay_of: Mapped[str | None] = mapped_column(String(36), index=True)
 
     neighbours: Mapped[list[AttributionNeighbour]] = relationship(
         order_by="AttributionNeighbour.rank", back_populates="request"
+    )
+    artist_shares: Mapped[list[AttributionArtistShare]] = relationship(
+        order_by="AttributionArtistShare.artist", back_populates="request"
     )
     metrics: Mapped[AttributionMetrics | None] = relationship(back_populates="request")
 
@@ -108,8 +134,21 @@ class AttributionNeighbour(Base):
     artist: Mapped[str] = mapped_column(String(300))
     similarity: Mapped[float] = mapped_column(Float)
     distance: Mapped[float] = mapped_column(Float)
+    share: Mapped[float] = mapped_column(Float)
 
     request: Mapped[AttributionRequest] = relationship(back_populates="neighbours")
+
+
+class AttributionArtistShare(Base):
+    """An artist's part of a request: the sum of its neighbours' shares (they sum to 1 per request)."""
+
+    __tablename__ = "attribution_artist_shares"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("attribution_requests.id"), primary_key=True)
+    artist: Mapped[str] = mapped_column(String(300), primary_key=True)
+    share: Mapped[float] = mapped_column(Float)
+
+    request: Mapped[AttributionRequest] = relationship(back_populates="artist_shares")
 
 
 class AttributionMetrics(Base):
@@ -120,6 +159,41 @@ class AttributionMetrics(Base):
     request_id: Mapped[str] = mapped_column(ForeignKey("attribution_requests.id"), primary_key=True)
     entropy: Mapped[float] = mapped_column(Float)
     nn_distance: Mapped[float | None] = mapped_column(Float)
+    margin: Mapped[float | None] = mapped_column(Float)
+    top_artist: Mapped[str | None] = mapped_column(String(300))
+    top_artist_share: Mapped[float | None] = mapped_column(Float)
+    overlap_at_k: Mapped[float | None] = mapped_column(Float)
+    exact_method: Mapped[str | None] = mapped_column(String(20))
     confidence: Mapped[float] = mapped_column(Float)
+    confidence_model: Mapped[str] = mapped_column(String(100))
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
+
+
+class CalibrationModel(Base):
+    """A logistic confidence model fitted by ``attribution-audit calibrate``; the newest one is used."""
+
+    __tablename__ = "calibration_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    embedder_fingerprint: Mapped[str] = mapped_column(String(300))
+    labelled_path: Mapped[str] = mapped_column(Text)
+    labelled_sha256: Mapped[str] = mapped_column(String(64))
+    features: Mapped[dict[str, Any]]
+    n_samples: Mapped[int] = mapped_column(Integer)
+    n_positive: Mapped[int] = mapped_column(Integer)
+    fit_metrics: Mapped[dict[str, Any]]
+
+
+class RecallCheck(Base):
+    """A later exact check of a request that was not verified when it ran (``audit verify-recall``)."""
+
+    __tablename__ = "recall_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("attribution_requests.id"), index=True)
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    exact_method: Mapped[str] = mapped_column(String(20))
+    catalogue_version: Mapped[str] = mapped_column(String(200))
+    overlap_at_k: Mapped[float] = mapped_column(Float)

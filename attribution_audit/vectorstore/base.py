@@ -46,6 +46,7 @@ class Hit:
     point_id: str
     similarity: float
     payload: dict[str, Any]
+    vector: np.ndarray | None = None
 
 
 class VectorStore(Protocol):
@@ -67,8 +68,16 @@ class VectorStore(Protocol):
         """Make sure the HNSW graph covers every point (blocks until done where the engine allows)."""
         ...
 
-    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False) -> list[Hit]:
-        """The ``limit`` nearest points to a unit ``vector``, best first."""
+    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False, with_vectors: bool = False) -> list[Hit]:
+        """The ``limit`` nearest points to a unit ``vector``, best first (stored vectors included on request)."""
+        ...
+
+    def fetch_all(self) -> tuple[list[str], np.ndarray]:
+        """Every point id and its stored (unit) vector, for the exact index."""
+        ...
+
+    def content_version(self) -> str:
+        """A string that changes whenever the collection's content may have changed (keys the exact-index cache)."""
         ...
 
     def existing_ids(self, point_ids: Sequence[str]) -> set[str]:

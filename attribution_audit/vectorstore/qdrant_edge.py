@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,14 @@ from attribution_audit.vectorstore.base import Hit, HnswParams, WorkPoint
 
 META_FILE = "attribution-audit.json"
 UPSERT_BATCH = 512
+SCROLL_PAGE = 2048
+
+
+def _as_array(vector: Any) -> np.ndarray:
+    """A stored vector (a list, or a {name: list} dict for the default vector) as float32."""
+    if isinstance(vector, dict):
+        vector = vector.get("", next(iter(vector.values())))
+    return np.asarray(vector, dtype=np.float32)
 
 
 class EdgeStore:
@@ -107,9 +116,19 @@ class EdgeStore:
         )
         shard = EdgeShard.create(str(self.path), config)
         shard.update(UpdateOperation.create_field_index("artist", PayloadSchemaType.Keyword))
-        meta = {"dim": dim, "hnsw": self.params.as_dict(), "distance": "cosine"}
-        (self.path / META_FILE).write_text(json.dumps(meta, indent=2))
+        self._write_meta({"dim": dim, "hnsw": self.params.as_dict(), "distance": "cosine", "epoch": 0})
         return shard
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        temporary = self.path / f"{META_FILE}.tmp"
+        temporary.write_text(json.dumps(meta, indent=2))
+        os.replace(temporary, self.path / META_FILE)
+
+    def _bump_epoch(self) -> None:
+        """Count writes, before they happen: any write (even one cut short) changes :meth:`content_version`."""
+        meta = self._meta() or {}
+        meta["epoch"] = int(meta.get("epoch", 0)) + 1
+        self._write_meta(meta)
 
     def close(self) -> None:
         if self._shard is not None:
@@ -138,6 +157,7 @@ class EdgeStore:
         from qdrant_edge import Point, UpdateOperation
 
         shard = self._require()
+        self._bump_epoch()
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
                 Point(id=p.point_id, vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload)
@@ -148,16 +168,42 @@ class EdgeStore:
     def build_index(self) -> None:
         self._require().optimize()
 
-    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False) -> list[Hit]:
+    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False, with_vectors: bool = False) -> list[Hit]:
         from qdrant_edge import Query, QueryRequest, SearchParams
 
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
             with_payload=True,
+            with_vector=with_vectors,
             params=SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
         )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._require().query(request)]
+        return [
+            Hit(str(p.id), float(p.score), dict(p.payload or {}), _as_array(p.vector) if with_vectors else None)
+            for p in self._require().query(request)
+        ]
+
+    def fetch_all(self) -> tuple[list[str], np.ndarray]:
+        from qdrant_edge import ScrollRequest
+
+        shard = self._require()
+        ids: list[str] = []
+        rows: list[np.ndarray] = []
+        offset = None
+        while True:
+            records, offset = shard.scroll(
+                ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=False, with_vector=True)
+            )
+            ids.extend(str(r.id) for r in records)
+            rows.extend(_as_array(r.vector) for r in records)
+            if offset is None or not records:
+                break
+        return ids, np.vstack(rows) if rows else np.zeros((0, self._dim or 0), dtype=np.float32)
+
+    def content_version(self) -> str:
+        self._require()
+        meta = self._meta() or {}
+        return f"{self.collection}-epoch{meta.get('epoch', 0)}-n{self.count()}"
 
     def existing_ids(self, point_ids: Sequence[str]) -> set[str]:
         if not point_ids or self._open(None) is None:

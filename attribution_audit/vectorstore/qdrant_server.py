@@ -6,6 +6,7 @@ here only so the tests can exercise this code path without a server.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from attribution_audit.errors import VectorStoreError
 from attribution_audit.vectorstore.base import Hit, HnswParams, WorkPoint
 
 UPSERT_BATCH = 512
+SCROLL_PAGE = 2048
 
 
 class ServerStore:
@@ -94,7 +96,7 @@ class ServerStore:
     def build_index(self) -> None:
         """The server indexes in the background; upserts already waited for their segments."""
 
-    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False) -> list[Hit]:
+    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False, with_vectors: bool = False) -> list[Hit]:
         from qdrant_client import models
 
         if not self._exists():
@@ -109,9 +111,48 @@ class ServerStore:
             query=np.asarray(vector, dtype=np.float32).tolist(),
             limit=limit,
             with_payload=True,
+            with_vectors=with_vectors,
             search_params=models.SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
         )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        return [
+            Hit(
+                str(p.id),
+                float(p.score),
+                dict(p.payload or {}),
+                np.asarray(p.vector, dtype=np.float32) if with_vectors else None,
+            )
+            for p in response.points
+        ]
+
+    def _scroll(self, with_vectors: bool, payload: list[str] | bool) -> list[Any]:
+        records: list[Any] = []
+        offset = None
+        while True:
+            page, offset = self._call(
+                "scrolling",
+                self._client.scroll,
+                self.collection,
+                offset=offset,
+                limit=SCROLL_PAGE,
+                with_payload=payload,
+                with_vectors=with_vectors,
+            )
+            records.extend(page)
+            if offset is None or not page:
+                return records
+
+    def fetch_all(self) -> tuple[list[str], np.ndarray]:
+        records = self._scroll(with_vectors=True, payload=False)
+        vectors = [np.asarray(r.vector, dtype=np.float32) for r in records]
+        return [str(r.id) for r in records], np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+
+    def content_version(self) -> str:
+        """A digest of every point id and image hash: a server gives no cheaper change counter."""
+        digest = hashlib.sha256()
+        records = sorted(self._scroll(with_vectors=False, payload=["image_sha256"]), key=lambda r: str(r.id))
+        for record in records:
+            digest.update(f"{record.id}:{(record.payload or {}).get('image_sha256', '')};".encode())
+        return f"{self.collection}-{digest.hexdigest()[:16]}-n{len(records)}"
 
     def existing_ids(self, point_ids: Sequence[str]) -> set[str]:
         if not point_ids or not self._exists():

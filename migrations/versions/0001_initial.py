@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 19:16:25.396645
+Create Date: 2026-11-28 19:23:16.484625
 """
 
 from collections.abc import Sequence
@@ -29,22 +29,45 @@ def upgrade() -> None:
     op.create_table(
         "attribution_requests",
         sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("record_hash", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("requester", sa.String(length=200), nullable=False),
         sa.Column("image_path", sa.Text(), nullable=False),
         sa.Column("image_sha256", sa.String(length=64), nullable=False),
+        sa.Column("query_vector", sa.LargeBinary(), nullable=False),
         sa.Column("embedder_name", sa.String(length=300), nullable=False),
         sa.Column("embedder_fingerprint", sa.String(length=300), nullable=False),
         sa.Column("store_kind", sa.String(length=40), nullable=False),
         sa.Column("collection", sa.String(length=200), nullable=False),
+        sa.Column("catalogue_version", sa.String(length=200), nullable=False),
         sa.Column("index_params", sa.JSON(), nullable=False),
+        sa.Column("parameters", sa.JSON(), nullable=False),
         sa.Column("k", sa.Integer(), nullable=False),
+        sa.Column("replay_of", sa.String(length=36), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("record_hash"),
+        sa.UniqueConstraint("seq"),
     )
     with op.batch_alter_table("attribution_requests", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_attribution_requests_created_at"), ["created_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_attribution_requests_image_sha256"), ["image_sha256"], unique=False)
+        batch_op.create_index(batch_op.f("ix_attribution_requests_replay_of"), ["replay_of"], unique=False)
 
+    op.create_table(
+        "calibration_models",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("embedder_fingerprint", sa.String(length=300), nullable=False),
+        sa.Column("labelled_path", sa.Text(), nullable=False),
+        sa.Column("labelled_sha256", sa.String(length=64), nullable=False),
+        sa.Column("features", sa.JSON(), nullable=False),
+        sa.Column("n_samples", sa.Integer(), nullable=False),
+        sa.Column("n_positive", sa.Integer(), nullable=False),
+        sa.Column("fit_metrics", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
     op.create_table(
         "catalogues",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -54,11 +77,28 @@ def upgrade() -> None:
         sa.UniqueConstraint("name"),
     )
     op.create_table(
+        "attribution_artist_shares",
+        sa.Column("request_id", sa.String(length=36), nullable=False),
+        sa.Column("artist", sa.String(length=300), nullable=False),
+        sa.Column("share", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["attribution_requests.id"],
+        ),
+        sa.PrimaryKeyConstraint("request_id", "artist"),
+    )
+    op.create_table(
         "attribution_metrics",
         sa.Column("request_id", sa.String(length=36), nullable=False),
         sa.Column("entropy", sa.Float(), nullable=False),
         sa.Column("nn_distance", sa.Float(), nullable=True),
+        sa.Column("margin", sa.Float(), nullable=True),
+        sa.Column("top_artist", sa.String(length=300), nullable=True),
+        sa.Column("top_artist_share", sa.Float(), nullable=True),
+        sa.Column("overlap_at_k", sa.Float(), nullable=True),
+        sa.Column("exact_method", sa.String(length=20), nullable=True),
         sa.Column("confidence", sa.Float(), nullable=False),
+        sa.Column("confidence_model", sa.String(length=100), nullable=False),
         sa.ForeignKeyConstraint(
             ["request_id"],
             ["attribution_requests.id"],
@@ -88,6 +128,23 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("ingestion_runs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_ingestion_runs_catalogue_id"), ["catalogue_id"], unique=False)
+
+    op.create_table(
+        "recall_checks",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.String(length=36), nullable=False),
+        sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("exact_method", sa.String(length=20), nullable=False),
+        sa.Column("catalogue_version", sa.String(length=200), nullable=False),
+        sa.Column("overlap_at_k", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["attribution_requests.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("recall_checks", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_recall_checks_request_id"), ["request_id"], unique=False)
 
     op.create_table(
         "works",
@@ -129,6 +186,7 @@ def upgrade() -> None:
         sa.Column("artist", sa.String(length=300), nullable=False),
         sa.Column("similarity", sa.Float(), nullable=False),
         sa.Column("distance", sa.Float(), nullable=False),
+        sa.Column("share", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
             ["request_id"],
             ["attribution_requests.id"],
@@ -157,13 +215,20 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_works_artist_id"))
 
     op.drop_table("works")
+    with op.batch_alter_table("recall_checks", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_recall_checks_request_id"))
+
+    op.drop_table("recall_checks")
     with op.batch_alter_table("ingestion_runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ingestion_runs_catalogue_id"))
 
     op.drop_table("ingestion_runs")
     op.drop_table("attribution_metrics")
+    op.drop_table("attribution_artist_shares")
     op.drop_table("catalogues")
+    op.drop_table("calibration_models")
     with op.batch_alter_table("attribution_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_attribution_requests_replay_of"))
         batch_op.drop_index(batch_op.f("ix_attribution_requests_image_sha256"))
         batch_op.drop_index(batch_op.f("ix_attribution_requests_created_at"))
 

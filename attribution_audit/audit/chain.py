@@ -1,0 +1,131 @@
+"""The hash chain over attribution requests: append one record, verify the whole log.
+
+Each request's ``record_hash`` is ``sha256(prev_hash || canonical JSON of the request, its neighbours, artist
+shares and metrics)``. Appends take a database-wide lock (PostgreSQL advisory lock; SQLite ``BEGIN IMMEDIATE``)
+so that concurrent writers still form one linear chain with consecutive ``seq`` numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session, selectinload
+
+from attribution_audit.audit.db import session_scope
+from attribution_audit.audit.models import AttributionRequest, Base
+
+GENESIS_HASH = "0" * 64
+CHAIN_LOCK_ID = 0x41545452  # pg_advisory_xact_lock key of the audit chain
+_EXCLUDED = {"request_id", "record_hash"}
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
+    return value
+
+
+def _row(obj: Base) -> dict[str, Any]:
+    return {
+        column.key: _canonical_value(getattr(obj, column.key))
+        for column in obj.__table__.columns
+        if column.key not in _EXCLUDED
+    }
+
+
+def canonical_bytes(request: AttributionRequest) -> bytes:
+    """The canonical serialisation of a request and its children (sorted keys, no whitespace, UTF-8)."""
+    content = {
+        "request": _row(request),
+        "neighbours": [_row(n) for n in sorted(request.neighbours, key=lambda n: n.rank)],
+        "artist_shares": [_row(s) for s in sorted(request.artist_shares, key=lambda s: s.artist)],
+        "metrics": _row(request.metrics) if request.metrics is not None else None,
+    }
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_hash(prev_hash: str, request: AttributionRequest) -> str:
+    return hashlib.sha256(prev_hash.encode() + canonical_bytes(request)).hexdigest()
+
+
+def _lock_chain(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_ID})
+    # SQLite: every transaction starts with BEGIN IMMEDIATE (see audit.db), which already serialises writers.
+
+
+def append(engine: Engine, request: AttributionRequest) -> AttributionRequest:
+    """Give ``request`` (children attached, not yet added) its chain position and hash, and commit it."""
+    with session_scope(engine) as session:
+        _lock_chain(session)
+        last = session.execute(
+            select(AttributionRequest.seq, AttributionRequest.record_hash)
+            .order_by(AttributionRequest.seq.desc())
+            .limit(1)
+        ).first()
+        request.seq = 1 if last is None else last.seq + 1
+        request.prev_hash = GENESIS_HASH if last is None else last.record_hash
+        request.record_hash = record_hash(request.prev_hash, request)
+        session.add(request)
+    return request
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """Result of :func:`verify_chain`: ``ok``, how many rows were checked, the head hash, the first problem."""
+
+    ok: bool
+    checked: int
+    head_hash: str
+    broken_request_id: str | None = None
+    broken_seq: int | None = None
+    reason: str | None = None
+
+
+def iter_chain(engine: Engine, page: int = 500) -> Iterator[AttributionRequest]:
+    """Every request with its children, in chain order, loaded page by page."""
+    last_seq = 0
+    while True:
+        with Session(engine) as session:
+            rows = session.scalars(
+                select(AttributionRequest)
+                .options(
+                    selectinload(AttributionRequest.neighbours),
+                    selectinload(AttributionRequest.artist_shares),
+                    selectinload(AttributionRequest.metrics),
+                )
+                .where(AttributionRequest.seq > last_seq)
+                .order_by(AttributionRequest.seq)
+                .limit(page)
+            ).all()
+        if not rows:
+            return
+        yield from rows
+        last_seq = rows[-1].seq
+
+
+def verify_chain(engine: Engine) -> ChainReport:
+    """Recompute every hash; stop at the first row whose content, link or position does not match."""
+    prev, checked = GENESIS_HASH, 0
+    for request in iter_chain(engine):
+        problem = None
+        if request.seq != checked + 1:
+            problem = f"sequence gap: expected seq {checked + 1}, found {request.seq}"
+        elif request.prev_hash != prev:
+            problem = "prev_hash does not match the previous record's hash (a record was removed or reordered)"
+        elif record_hash(prev, request) != request.record_hash:
+            problem = "content does not match its record_hash (the record was modified)"
+        if problem:
+            return ChainReport(False, checked, prev, request.id, request.seq, problem)
+        prev, checked = request.record_hash, checked + 1
+    return ChainReport(True, checked, prev)
