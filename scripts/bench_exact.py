@@ -41,6 +41,7 @@ START, END = "<!-- bench_exact:start -->", "<!-- bench_exact:end -->"
 HEADING = "## Exact search vs HNSW (scripts/bench_exact.py)"
 UPSERT_BATCH = 1000
 WARMUP_QUERIES = 3
+BATCH_SECONDS = 1.0  # batches are repeated for at least this long; the best throughput is reported
 
 # A searcher answers (query row indexes, k) with the result rows of each query, best first.
 Searcher = Callable[[slice, int], list[list[int]]]
@@ -78,20 +79,24 @@ def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, noise: floa
 
 
 def time_searcher(search: Searcher, n_queries: int, k: int) -> tuple[np.ndarray, float, list[list[int]]]:
-    """Per-query latencies (ms) one call at a time, batch throughput (queries/s), and the batch results."""
+    """Per-query latencies (ms) one call at a time, best batch throughput (queries/s), and the batch results."""
     search(slice(0, WARMUP_QUERIES), k)
     latencies = []
     for i in range(n_queries):
         start = time.perf_counter()
         search(slice(i, i + 1), k)
         latencies.append((time.perf_counter() - start) * 1000)
-    start = time.perf_counter()
-    rows = search(slice(0, n_queries), k)
-    return np.array(latencies), n_queries / (time.perf_counter() - start), rows
+    best = np.inf
+    began = time.perf_counter()
+    while time.perf_counter() - began < BATCH_SECONDS or best == np.inf:
+        start = time.perf_counter()
+        rows = search(slice(0, n_queries), k)
+        best = min(best, time.perf_counter() - start)
+    return np.array(latencies), n_queries / best, rows
 
 
 def hnsw_shard(path: Path, vectors: np.ndarray) -> tuple[EdgeShard, Build]:
-    """A Qdrant Edge shard holding ``vectors`` (point id = row) with its HNSW graph built; the two build times."""
+    """A Qdrant Edge shard holding ``vectors`` (point id = row) with its HNSW graph built, and the build time."""
     config = EdgeConfig(
         vectors=EdgeVectorParams(size=vectors.shape[1], distance=Distance.Cosine),
         hnsw_config=HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1),
@@ -138,10 +143,13 @@ def bench_size(
     ids = [str(i) for i in range(n)]
     builds: list[Build] = []
     searchers: dict[str, Searcher] = {}
-    for method, label in (("brute", "brute force"), ("kdtree", "KD-Tree")):
+    for method, label, detail in (
+        ("brute", "brute force", "validate + normalise"),
+        ("kdtree", "KD-Tree", "validate + normalise + `cKDTree`"),
+    ):
         start = time.perf_counter()
         index = build_exact_index(method, ids, vectors[:n])
-        builds.append(Build(n, label, time.perf_counter() - start))
+        builds.append(Build(n, label, time.perf_counter() - start, detail))
         searchers[label] = exact_searcher(index, queries)
         print(f"n={n}: built {label} in {builds[-1].seconds:.2f} s", flush=True)
     runs: list[Run] = []
@@ -192,9 +200,11 @@ def render(args: argparse.Namespace, builds: list[Build], runs: list[Run]) -> st
         f"(noise norm ~{args.noise}); {args.queries} queries drawn the same way, not in the index. Brute force "
         "(float32 BLAS matrix product) is the ground truth; recall@k = mean overlap of the top k with its top k. "
         "Latency: one Python call per query, p50/p99 over all queries. Batch: all queries in one call "
-        "(`search` on the whole matrix, Qdrant `query_batch`). KD-Tree queries use `workers=-1`; BLAS and "
-        "Qdrant use their default threads. Ratios are against brute force at the same n and k, measured in "
-        "the same run, so they hold up better than the absolute times on a noisy machine.",
+        f"(`search` on the whole matrix, Qdrant `query_batch`), repeated for {BATCH_SECONDS:g} s, best run. "
+        "Qdrant searches with ef = max(ef, k). "
+        "KD-Tree queries use `workers=-1`; BLAS and Qdrant use their default threads. Ratios are against "
+        "brute force at the same n and k in the same run, so they hold up better than the absolute times "
+        "on a noisy machine.",
         "",
         "| n | method | build s | detail |",
         "|---:|---|---:|---|",
@@ -209,14 +219,15 @@ def render(args: argparse.Namespace, builds: list[Build], runs: list[Run]) -> st
             f"| {r.n} | {r.k} | {r.method} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.p50_ms / b.p50_ms:.2f} | "
             f"{r.batch_qps:.0f} | {r.batch_qps / b.batch_qps:.2f} | {r.recall:.3f} |"
         )
-    lines += ["", "Per n and k, single-query p50 against brute force (and recall@k):", ""]
-    for (n, k), b in brute.items():
-        others = ", ".join(
-            f"{r.method} {r.p50_ms / b.p50_ms:.2f}x ({r.recall:.3f})"
-            for r in runs
-            if (r.n, r.k) == (n, k) and r.method != "brute force"
-        )
-        lines.append(f"- n={n}, k={k}: brute force {b.p50_ms:.2f} ms; {others}")
+    shallow = sorted({(n, k) for n, k in brute if k > n / args.clusters})
+    if shallow:
+        lines += [
+            "",
+            "Where k exceeds the ~n/clusters points of a query's own cluster ("
+            + ", ".join(f"n={n} k={k}" for n, k in shallow)
+            + "), the tail of the top k comes from other clusters, whose similarities to the query are all "
+            "near 0 and nearly tied: recall@k there mostly measures the order of near-ties.",
+        ]
     lines.append(END)
     return "\n".join(lines) + "\n"
 

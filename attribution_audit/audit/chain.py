@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from attribution_audit.audit.db import session_scope
-from attribution_audit.audit.models import AttributionRequest, Base
+from attribution_audit.audit.models import AttributionRequest, Base, utcnow
 
 GENESIS_HASH = "0" * 64
 CHAIN_LOCK_ID = 0x41545452  # pg_advisory_xact_lock key of the audit chain
@@ -73,6 +73,8 @@ def append(engine: Engine, request: AttributionRequest) -> AttributionRequest:
             .order_by(AttributionRequest.seq.desc())
             .limit(1)
         ).first()
+        if request.created_at is None:
+            request.created_at = utcnow()
         request.seq = 1 if last is None else last.seq + 1
         request.prev_hash = GENESIS_HASH if last is None else last.record_hash
         request.record_hash = record_hash(request.prev_hash, request)

@@ -1,0 +1,160 @@
+"""The audit trail is append-only and tamper-evident, and stays one linear chain under concurrent writers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from attribution_audit.audit import chain
+from attribution_audit.audit.db import create_db_engine
+from attribution_audit.audit.models import (
+    AttributionArtistShare,
+    AttributionMetrics,
+    AttributionNeighbour,
+    AttributionRequest,
+)
+
+WRITERS, PER_WRITER = 8, 25
+
+
+def synthetic_request(label: str) -> AttributionRequest:
+    """A complete request with two neighbours, shares and metrics, as the Attributor builds one."""
+    request = AttributionRequest(
+        id=str(uuid.uuid4()),
+        requester=label,
+        image_path=f"/images/{label}.png",
+        image_sha256="ab" * 32,
+        query_vector=b"\x00\x00\x80?" * 4,
+        embedder_name="test",
+        embedder_fingerprint="test@sha256:0",
+        store_kind="qdrant-edge",
+        collection="works_test",
+        catalogue_version="v1",
+        index_params={"m": 16, "hnsw_ef": 128},
+        parameters={"k": 2, "temperature": 0.05},
+        k=2,
+    )
+    request.neighbours = [
+        AttributionNeighbour(
+            rank=r,
+            catalogue="c",
+            work_id=f"w{r}",
+            artist="A",
+            similarity=0.9 - r / 10,
+            distance=0.1 + r / 10,
+            share=0.5,
+        )
+        for r in (1, 2)
+    ]
+    request.artist_shares = [AttributionArtistShare(artist="A", share=1.0)]
+    request.metrics = AttributionMetrics(
+        entropy=0.0,
+        nn_distance=0.2,
+        margin=0.1,
+        top_artist="A",
+        top_artist_share=1.0,
+        confidence=0.8,
+        confidence_model="default-v1",
+    )
+    return request
+
+
+def _writer(url: str, label: str) -> None:
+    engine = create_db_engine(url)
+    for i in range(PER_WRITER):
+        chain.append(engine, synthetic_request(f"{label}-{i}"))
+    engine.dispose()
+
+
+def test_appended_records_verify(fresh_db: Engine) -> None:
+    for i in range(3):
+        chain.append(fresh_db, synthetic_request(str(i)))
+    report = chain.verify_chain(fresh_db)
+    assert report.ok and report.checked == 3
+    with fresh_db.connect() as connection:
+        seqs = connection.scalars(select(AttributionRequest.seq).order_by(AttributionRequest.seq)).all()
+    assert seqs == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE attribution_requests SET requester = 'mallory'",
+        "DELETE FROM attribution_requests",
+        "UPDATE attribution_neighbours SET artist = 'B'",
+        "DELETE FROM attribution_neighbours",
+        "UPDATE attribution_metrics SET confidence = 1.0",
+        "UPDATE attribution_artist_shares SET share = 0.5",
+        "DELETE FROM attribution_metrics",
+    ],
+)
+def test_update_and_delete_are_rejected_by_the_database(fresh_db: Engine, statement: str) -> None:
+    chain.append(fresh_db, synthetic_request("x"))
+    with pytest.raises(DBAPIError, match="append-only"), fresh_db.begin() as connection:
+        connection.execute(text(statement))
+    assert chain.verify_chain(fresh_db).ok
+
+
+def _tamper(engine: Engine, statement: str) -> None:
+    """What a superuser can still do: switch the triggers off for one statement."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SET LOCAL session_replication_role = replica"))
+            connection.execute(text(statement))
+        else:
+            triggers = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
+            for name, _ in triggers:
+                connection.execute(text(f"DROP TRIGGER {name}"))
+            connection.execute(text(statement))
+            for _, sql in triggers:
+                connection.execute(text(sql))
+
+
+@pytest.mark.parametrize(
+    ("statement", "reason"),
+    [
+        ("UPDATE attribution_neighbours SET artist = 'Mallory' WHERE rank = 1 AND request_id = :id", "modified"),
+        ("UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = :id", "modified"),
+        ("UPDATE attribution_requests SET image_path = '/other.png' WHERE id = :id", "modified"),
+    ],
+)
+def test_verify_names_the_first_changed_record(fresh_db: Engine, statement: str, reason: str) -> None:
+    requests = [chain.append(fresh_db, synthetic_request(str(i))) for i in range(4)]
+    target = requests[1]
+    _tamper(fresh_db, statement.replace(":id", f"'{target.id}'"))
+    report = chain.verify_chain(fresh_db)
+    assert not report.ok
+    assert (report.broken_seq, report.broken_request_id) == (2, target.id)
+    assert reason in (report.reason or "") and report.checked == 1
+
+
+def test_verify_detects_a_removed_record(fresh_db: Engine) -> None:
+    requests = [chain.append(fresh_db, synthetic_request(str(i))) for i in range(3)]
+    victim = requests[1].id
+    for table in ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics"):
+        _tamper(fresh_db, f"DELETE FROM {table} WHERE request_id = '{victim}'")
+    _tamper(fresh_db, f"DELETE FROM attribution_requests WHERE id = '{victim}'")
+    report = chain.verify_chain(fresh_db)
+    assert not report.ok and report.broken_seq == 3 and "sequence gap" in (report.reason or "")
+
+
+def test_concurrent_writers_leave_one_linear_chain(fresh_db: Engine) -> None:
+    url = fresh_db.url.render_as_string(hide_password=False)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(url, f"w{i}")) for i in range(WRITERS)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+        assert worker.exitcode == 0
+    report = chain.verify_chain(fresh_db)
+    assert report.ok, report
+    assert report.checked == WRITERS * PER_WRITER
+    with fresh_db.connect() as connection:
+        assert (
+            connection.scalar(select(func.count(func.distinct(AttributionRequest.requester)))) == WRITERS * PER_WRITER
+        )
