@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from attribution_audit.audit import chain
 from attribution_audit.audit.models import (
+    Artist,
     AttributionArtistShare,
     AttributionMetrics,
     AttributionNeighbour,
@@ -66,7 +67,7 @@ class AttributionParams:
             raise ValueError(f"exact method must be one of {', '.join(EXACT_METHODS)}")
         if self.shares not in SHARE_MODES:
             raise ValueError(f"shares must be one of {', '.join(SHARE_MODES)}")
-        if self.temperature <= 0:
+        if not self.temperature > 0:
             raise ValueError("temperature must be positive")
         verify_rate(self.verify)
 
@@ -92,6 +93,8 @@ def verify_rate(mode: str) -> float:
 
 @dataclass(frozen=True)
 class Neighbour:
+    """A ranked work; ``artist`` as recorded in the catalogue, ``canonical_artist`` after alias merges."""
+
     rank: int
     work_id: str
     catalogue: str
@@ -99,6 +102,8 @@ class Neighbour:
     similarity: float
     distance: float
     share: float
+    canonical_artist: str = ""
+    work_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,17 @@ class Attribution:
             image_sha256=request.image_sha256,
             k=request.k,
             neighbours=[
-                Neighbour(n.rank, n.work_id, n.catalogue, n.artist, n.similarity, n.distance, n.share)
+                Neighbour(
+                    n.rank,
+                    n.work_id,
+                    n.catalogue,
+                    n.artist,
+                    n.similarity,
+                    n.distance,
+                    n.share,
+                    n.canonical_artist,
+                    n.work_version,
+                )
                 for n in sorted(request.neighbours, key=lambda n: n.rank)
             ],
             artist_shares={
@@ -230,6 +245,7 @@ class Attributor:
         self._exact: dict[tuple[str, str], ExactIndex] = {}
         self._random = random.Random(seed)
         self._calibration: LogisticModel | None = latest_model(engine, embedder_fingerprint)
+        self._canonical = canonical_artists(engine)
 
     # -- exact ground truth ------------------------------------------------------------------------------------
     def exact_index(self, method: str) -> tuple[ExactIndex, str]:
@@ -269,16 +285,18 @@ class Attributor:
                 similarity=sim,
                 distance=1.0 - sim,
                 share=share,
+                canonical_artist=self._canonical_of(hit),
+                work_version=hit.payload.get("version"),
             )
             for rank, ((hit, sim), share) in enumerate(zip(kept, shares, strict=True), start=1)
         ]
-        candidates = [(str(hit.payload.get("artist", "")), sim) for hit, sim in ranked]
+        candidates = [(self._canonical_of(hit), sim) for hit, sim in ranked]
         overlap, method, version = None, None, ""
         if self._random.random() < verify_rate(params.verify):
             exact_ids, version = self.exact_top(query, params)
             overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids[0])
             method = params.exact_method
-        by_artist = artist_shares([n.artist for n in neighbours], shares)
+        by_artist = artist_shares([n.canonical_artist for n in neighbours], shares)
         top = max(by_artist, key=lambda a: (by_artist[a], _best(neighbours, a)), default=None)
         return Outcome(
             neighbours=neighbours,
@@ -287,7 +305,7 @@ class Attributor:
             exact_method=method,
             catalogue_version=version or self.store.content_version(),
             features={
-                "entropy": artist_entropy([n.artist for n in neighbours]),
+                "entropy": artist_entropy([n.canonical_artist for n in neighbours]),
                 "nn_distance": neighbours[0].distance if neighbours else None,
                 "margin": artist_margin(candidates),
             },
@@ -295,6 +313,10 @@ class Attributor:
             top_artist_share=by_artist.get(top) if top else None,
             artist_shares=by_artist,
         )
+
+    def _canonical_of(self, hit: Hit) -> str:
+        artist = str(hit.payload.get("artist", ""))
+        return self._canonical.get(artist, artist)
 
     def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
         """Attribute one image file; returns only after its audit record is committed."""
@@ -343,7 +365,9 @@ class Attributor:
                 work_pk=work_pks.get((n.catalogue, n.work_id)),
                 catalogue=n.catalogue,
                 work_id=n.work_id,
+                work_version=n.work_version,
                 artist=n.artist,
+                canonical_artist=n.canonical_artist,
                 similarity=n.similarity,
                 distance=n.distance,
                 share=n.share,
@@ -380,7 +404,23 @@ def as_utc(moment: datetime) -> datetime:
 
 
 def _best(neighbours: list[Neighbour], artist: str) -> float:
-    return max(n.similarity for n in neighbours if n.artist == artist)
+    return max(n.similarity for n in neighbours if n.canonical_artist == artist)
+
+
+def canonical_artists(engine: Engine) -> dict[str, str]:
+    """Alias name -> canonical name, for every merged artist (merges can chain: A -> B -> C gives A -> C)."""
+    with Session(engine) as session:
+        rows = session.execute(select(Artist.id, Artist.name, Artist.canonical_id)).all()
+    by_id = {row.id: row for row in rows}
+    mapping = {}
+    for row in rows:
+        current, seen = row, set()
+        while current.canonical_id is not None and current.id not in seen:
+            seen.add(current.id)
+            current = by_id[current.canonical_id]
+        if current.id != row.id:
+            mapping[row.name] = current.name
+    return mapping
 
 
 def _work_pks(session: Session, neighbours: list[Neighbour]) -> dict[tuple[str, str], int]:

@@ -34,8 +34,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Audit database schema.")
 audit_app = typer.Typer(no_args_is_help=True, help="Read the audit log.")
+catalogue_app = typer.Typer(no_args_is_help=True, help="Catalogue lifecycle: withdraw works, check the store.")
+artists_app = typer.Typer(no_args_is_help=True, help="Artists and their aliases.")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(catalogue_app, name="catalogue")
+app.add_typer(artists_app, name="artists")
 
 EmbedderOption = Annotated[
     str | None,
@@ -113,40 +117,143 @@ def db_current(ctx: typer.Context) -> None:
     typer.echo(f"current: {current_revision(engine) or 'none'}  head: {head_revision(engine)}")
 
 
-# -- ingest ----------------------------------------------------------------------------------------------------
+# -- ingest --------------------------------------------------------------------------------------------------
 @app.command()
 def ingest(
     ctx: typer.Context,
-    manifest: Annotated[Path, typer.Argument(help="CSV with columns path,artist,work_id (+ title, extra columns).")],
+    source: Annotated[
+        Path, typer.Argument(help="CSV/JSONL manifest (path,artist,work_id + extras), artist folders, or Wang JSON.")
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="auto | csv | jsonl | folder | wang")] = "auto",
     embedder: EmbedderOption = None,
-    catalogue: Annotated[str | None, typer.Option(help="Catalogue name (default: manifest file name).")] = None,
+    catalogue: Annotated[str | None, typer.Option(help="Catalogue name (default: the source's file name).")] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Precomputed vectors (.npy aligned with the manifest, .npz/.parquet with work_id) "),
+    ] = None,
+    failures: Annotated[Path | None, typer.Option(help="Where to write the failed rows (CSV).")] = None,
+    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some rows failed.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per embedding batch.")] = 32,
+    workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
 ) -> None:
-    """Embed a catalogue's works into the vector store and record them in the audit DB."""
-    from attribution_audit.catalogue.ingest import ingest_manifest
-    from attribution_audit.embedding import get_embedder
+    """Embed a catalogue's works into the vector store and record them in the audit DB (re-runs add nothing)."""
+    from datetime import UTC, datetime
+
+    from attribution_audit.catalogue.ingest import ingest_source
+    from attribution_audit.catalogue.manifest import open_source
+    from attribution_audit.vectorstore import open_store
 
     settings = _settings(ctx, embedder)
     engine = _checked_engine(settings)
-    model = get_embedder(settings.embedder, batch_size=batch_size)
-    with _store(settings) as store:
-        report = ingest_manifest(
-            manifest,
-            engine=engine,
-            store=store,
-            embedder=model,
-            catalogue=catalogue,
-            requester=settings.resolved_requester,
-            batch_size=batch_size,
-        )
-    for failure in report.failures:
-        typer.echo(f"failed: {manifest}:{failure.line} work_id={failure.work_id!r}: {failure.reason}", err=True)
+    opened = open_source(source, fmt)
+    name = catalogue or opened.path.stem
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    options: dict[str, Any] = {
+        "engine": engine,
+        "catalogue": name,
+        "requester": settings.resolved_requester,
+        "batch_size": batch_size,
+        "workers": workers,
+        "failures_path": failures or settings.data_dir / "failures" / f"{name}-{stamp}.csv",
+    }
+    if embeddings is not None:
+        from attribution_audit.catalogue.precomputed import load_vectors
+
+        table = load_vectors(embeddings, opened)
+        options |= {"embedder": None, "embedder_fingerprint": f"precomputed:{settings.embedder}"}
+        options["vectors"] = lambda row: table.get(row.work_id)
+    else:
+        from attribution_audit.embedding import get_embedder
+
+        options["embedder"] = get_embedder(settings.embedder, batch_size=batch_size)
+    store = open_store(settings, settings.embedder)
+    try:
+        report = ingest_source(opened, store=store, **options)
+    finally:
+        store.close()
+    for failure in report.failures[:20]:
+        typer.echo(f"failed: {source}:{failure.line} work_id={failure.work_id!r}: {failure.reason}", err=True)
+    if report.failed > 20:
+        typer.echo(f"... and {report.failed - 20} more failed rows", err=True)
     typer.echo(
         f"catalogue {report.catalogue}: {report.added} added, {report.updated} updated, "
-        f"{report.unchanged} unchanged, {report.failed} failed (run {report.run_id})"
+        f"{report.unchanged} unchanged, {report.withdrawn} withdrawn (skipped), {report.failed} failed "
+        f"(run {report.run_id}, {report.seconds:.1f} s)"
     )
-    if report.failures:
+    if report.labelled_queries:
+        typer.echo(f"labelled query set {report.catalogue}: {report.labelled_queries} generated images")
+    if report.failures_path:
+        typer.echo(f"failed rows written to {report.failures_path}")
+    if report.failures and not allow_failures:
         raise typer.Exit(1)
+
+
+@catalogue_app.command("withdraw")
+def catalogue_withdraw(
+    ctx: typer.Context,
+    work_ids: Annotated[list[str], typer.Argument(help="Work ids to exclude from new attributions.")],
+    catalogue: Annotated[str, typer.Option(help="Catalogue of the works.")],
+) -> None:
+    """Exclude works from new attributions; past audit records that name them are kept."""
+    from attribution_audit.catalogue.lifecycle import withdraw
+    from attribution_audit.vectorstore import open_collection
+
+    engine = _checked_engine(ctx.obj)
+    points = withdraw(engine, catalogue, work_ids)
+    for collection, ids in points.items():
+        store = open_collection(ctx.obj, collection)
+        try:
+            store.delete(ids)
+        finally:
+            store.close()
+    typer.echo(f"withdrew {len(work_ids)} work(s) from {catalogue}; removed from {len(points)} collection(s)")
+
+
+@catalogue_app.command("check")
+def catalogue_check(
+    ctx: typer.Context,
+    embedder: EmbedderOption = None,
+    repair: Annotated[
+        bool, typer.Option(help="Delete orphan points and forget missing ones (re-ingest after).")
+    ] = False,
+) -> None:
+    """Compare the vector store with the audit DB; exit 1 if they disagree (and were not repaired)."""
+    from attribution_audit.catalogue.lifecycle import check
+
+    settings = _settings(ctx, embedder)
+    engine = _checked_engine(settings)
+    with _store(settings) as store:
+        report = check(engine, store, repair=repair)
+    typer.echo(
+        f"{report.collection}: {report.points} points, {report.expected} expected; {len(report.orphans)} orphan, "
+        f"{len(report.missing)} missing, {len(report.stale)} stale"
+    )
+    if report.repaired:
+        typer.echo("repaired: orphan and stale points deleted; run `attribution-audit ingest` again to re-add works")
+    elif not report.clean:
+        raise typer.Exit(1)
+
+
+@artists_app.command("merge")
+def artists_merge(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="The other spelling.")],
+    canonical: Annotated[str, typer.Argument(help="The artist it is merged into.")],
+) -> None:
+    """Record that ALIAS is CANONICAL: reports and entropy use CANONICAL; past audit rows stay as recorded."""
+    from attribution_audit.catalogue.lifecycle import merge_artists
+
+    merge_artists(_checked_engine(ctx.obj), alias, canonical)
+    typer.echo(f"merged {alias!r} into {canonical!r}")
+
+
+@artists_app.command("list")
+def artists_list(ctx: typer.Context) -> None:
+    """List artists with their canonical name and number of active works."""
+    from attribution_audit.catalogue.lifecycle import list_artists
+
+    for name, canonical, works in list_artists(_checked_engine(ctx.obj)):
+        typer.echo(f"{name}\t{canonical or '-'}\t{works}")
 
 
 # -- attribute -------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ def synthetic_request(label: str) -> AttributionRequest:
             catalogue="c",
             work_id=f"w{r}",
             artist="A",
+            canonical_artist="A",
             similarity=0.9 - r / 10,
             distance=0.1 + r / 10,
             share=0.5,

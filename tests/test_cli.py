@@ -36,7 +36,7 @@ def cli(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
 def test_ingest_attribute_show_end_to_end(cli, demo_catalogue: DemoCatalogue) -> None:  # type: ignore[no-untyped-def]
     cli("db", "upgrade")
     ingested = cli("ingest", str(demo_catalogue.manifest), *EMBEDDER)
-    assert "48 added, 0 updated, 0 unchanged, 0 failed" in ingested.stdout
+    assert "48 added, 0 updated, 0 unchanged, 0 withdrawn (skipped), 0 failed" in ingested.stdout
 
     queries = demo_catalogue.queries[:3]
     result = cli("attribute", *(str(q.path) for q in queries), "--k", "5", "--json", *EMBEDDER)
@@ -68,7 +68,7 @@ def test_reingest_adds_nothing(cli, demo_catalogue: DemoCatalogue) -> None:  # t
     cli("db", "upgrade")
     cli("ingest", str(demo_catalogue.manifest), *EMBEDDER)
     again = cli("ingest", str(demo_catalogue.manifest), *EMBEDDER)
-    assert "0 added, 0 updated, 48 unchanged, 0 failed" in again.stdout
+    assert "0 added, 0 updated, 48 unchanged, 0 withdrawn (skipped), 0 failed" in again.stdout
     engine = create_db_engine(cli.database_url)
     with engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(Work)) == 48
@@ -83,7 +83,7 @@ def test_changed_image_is_reembedded(cli, demo_catalogue: DemoCatalogue, tmp_pat
     cli("ingest", str(copy / "catalogue.csv"), *EMBEDDER)
     shutil.copy(copy / "works" / "a1_w0.png", copy / "works" / "a0_w0.png")
     again = cli("ingest", str(copy / "catalogue.csv"), *EMBEDDER)
-    assert "0 added, 1 updated, 47 unchanged, 0 failed" in again.stdout
+    assert "0 added, 1 updated, 47 unchanged, 0 withdrawn (skipped), 0 failed" in again.stdout
 
 
 def test_bad_image_is_reported_and_not_logged(cli, demo_catalogue: DemoCatalogue, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -112,7 +112,7 @@ def test_bad_manifest_rows_fail_the_run_but_keep_good_rows(cli, tmp_path: Path, 
     manifest.write_text("path,artist,work_id\nok.png,Ada,W1\ncorrupt.png,Ada,W2\nok.png,Ada,W1\n../x.png,Ada,W3\n")
     cli("db", "upgrade")
     result = cli("ingest", str(manifest), *EMBEDDER, code=1)
-    assert "1 added, 0 updated, 0 unchanged, 3 failed" in result.stdout
+    assert "1 added, 0 updated, 0 unchanged, 0 withdrawn (skipped), 3 failed" in result.stdout
     assert "m.csv:3" in result.stderr and "corrupt.png" in result.stderr
     assert "duplicate work_id" in result.stderr and "leaves the catalogue folder" in result.stderr
 

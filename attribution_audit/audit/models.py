@@ -37,14 +37,20 @@ class Catalogue(Base):
 
 
 class Artist(Base):
+    """An artist as spelled in some manifest; ``canonical_id`` points to the artist it was merged into."""
+
     __tablename__ = "artists"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(300), unique=True)
+    canonical_id: Mapped[int | None] = mapped_column(ForeignKey("artists.id"), index=True)
+    merged_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Work(Base):
+    """A catalogued work: its current version, and whether it is withdrawn from new attributions."""
+
     __tablename__ = "works"
     __table_args__ = (UniqueConstraint("catalogue_id", "work_id", name="uq_works_catalogue_work"),)
 
@@ -55,9 +61,9 @@ class Work(Base):
     title: Mapped[str | None] = mapped_column(String(500))
     image_path: Mapped[str] = mapped_column(Text)
     image_sha256: Mapped[str] = mapped_column(String(64))
-    point_id: Mapped[str] = mapped_column(String(36), index=True)
-    embedder_fingerprint: Mapped[str] = mapped_column(String(300))
+    version: Mapped[int] = mapped_column(Integer, default=1)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    withdrawn_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -65,13 +71,46 @@ class Work(Base):
     artist: Mapped[Artist] = relationship()
 
 
+class WorkVersion(Base):
+    """Every image a work has had: a changed image creates a new version; old ones stay for old audit records."""
+
+    __tablename__ = "work_versions"
+    __table_args__ = (UniqueConstraint("work_pk", "version", name="uq_work_versions"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    work_pk: Mapped[int] = mapped_column(ForeignKey("works.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    image_path: Mapped[str] = mapped_column(Text)
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    ingestion_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingestion_runs.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkEmbedding(Base):
+    """Which version of a work is in which collection (one collection per embedder), under which point id."""
+
+    __tablename__ = "work_embeddings"
+    __table_args__ = (UniqueConstraint("work_pk", "collection", name="uq_work_embeddings"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    work_pk: Mapped[int] = mapped_column(ForeignKey("works.id"), index=True)
+    collection: Mapped[str] = mapped_column(String(200), index=True)
+    point_id: Mapped[str] = mapped_column(String(36), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    embedder_fingerprint: Mapped[str] = mapped_column(String(300))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class IngestionRun(Base):
     __tablename__ = "ingestion_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     catalogue_id: Mapped[int] = mapped_column(ForeignKey("catalogues.id"), index=True)
+    source_format: Mapped[str] = mapped_column(String(20), default="csv")
     manifest_path: Mapped[str] = mapped_column(Text)
     manifest_sha256: Mapped[str] = mapped_column(String(64))
+    collection: Mapped[str] = mapped_column(String(200))
     embedder_fingerprint: Mapped[str] = mapped_column(String(300))
     requester: Mapped[str] = mapped_column(String(200))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -79,8 +118,35 @@ class IngestionRun(Base):
     added: Mapped[int] = mapped_column(default=0)
     updated: Mapped[int] = mapped_column(default=0)
     unchanged: Mapped[int] = mapped_column(default=0)
+    withdrawn: Mapped[int] = mapped_column(default=0)
     failed: Mapped[int] = mapped_column(default=0)
+    failures_path: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="running")
+
+
+class QuerySet(Base):
+    """A named set of labelled generated images (e.g. imported from the Wang et al. 2023 layout)."""
+
+    __tablename__ = "query_sets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    source_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LabelledQueryRecord(Base):
+    """One labelled generated image: its true artist and, when known, the true inspiration works."""
+
+    __tablename__ = "labelled_queries"
+    __table_args__ = (UniqueConstraint("query_set_id", "path", name="uq_labelled_queries"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    query_set_id: Mapped[int] = mapped_column(ForeignKey("query_sets.id"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    artist: Mapped[str] = mapped_column(String(300))
+    work_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subset: Mapped[str | None] = mapped_column(String(100))
 
 
 class AttributionRequest(Base):
@@ -131,7 +197,9 @@ class AttributionNeighbour(Base):
     work_pk: Mapped[int | None] = mapped_column(ForeignKey("works.id"), index=True)
     catalogue: Mapped[str] = mapped_column(String(200))
     work_id: Mapped[str] = mapped_column(String(300))
+    work_version: Mapped[int | None] = mapped_column(Integer)
     artist: Mapped[str] = mapped_column(String(300))
+    canonical_artist: Mapped[str] = mapped_column(String(300))
     similarity: Mapped[float] = mapped_column(Float)
     distance: Mapped[float] = mapped_column(Float)
     share: Mapped[float] = mapped_column(Float)

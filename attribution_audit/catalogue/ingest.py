@@ -1,30 +1,50 @@
-"""Ingestion: manifest rows -> decoded images -> embeddings -> vector store, then works rows in the audit DB.
+"""Ingestion: source rows -> decoded images (worker threads) -> embeddings (batches) -> vector store -> audit DB.
 
-The store is written before the database: a crash in between leaves a point without a row, which the next run
-finds (no row, or a row with another hash) and writes again under the same deterministic point id. Nothing is
-ever duplicated.
+Streaming and bounded: rows are taken in chunks, so memory does not grow with the catalogue (apart from one
+work id string per row for the duplicate check). The store is written before the database: a crash in between
+leaves a point without its row, which the next run finds (no row, or a row with another hash) and writes again
+under the same deterministic point id, so nothing is duplicated and ``catalogue check`` finds no orphan.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from attribution_audit.audit.models import Artist, Catalogue, IngestionRun, Work, utcnow
-from attribution_audit.catalogue.manifest import ManifestRow, RowFailure, read_csv_manifest
+from attribution_audit.audit.db import session_scope
+from attribution_audit.audit.models import (
+    Artist,
+    Catalogue,
+    IngestionRun,
+    LabelledQueryRecord,
+    QuerySet,
+    Work,
+    WorkEmbedding,
+    WorkVersion,
+    utcnow,
+)
+from attribution_audit.catalogue.manifest import ManifestRow, RowFailure, Source, WangSource
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import ImageError
+from attribution_audit.errors import ImageError, VectorStoreError
 from attribution_audit.images import LoadedImage, load_image, sha256_file
 from attribution_audit.vectorstore import VectorStore, WorkPoint, point_id_for
 
 log = logging.getLogger(__name__)
+CHUNK_ROWS = 512
+UPSERT_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,14 +56,30 @@ class IngestReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    withdrawn: int = 0
     failures: list[RowFailure] = field(default_factory=list)
+    failures_path: Path | None = None
+    labelled_queries: int = 0
+    seconds: float = 0.0
 
     @property
     def failed(self) -> int:
         return len(self.failures)
 
 
-def get_or_create(session: Session, model: type[Artist] | type[Catalogue], name: str) -> Artist | Catalogue:
+@dataclass(frozen=True)
+class Prepared:
+    """A row ready to write: its vector and the image hash it was computed from."""
+
+    row: ManifestRow
+    sha256: str
+    vector: np.ndarray
+
+
+VectorLookup = Callable[[ManifestRow], np.ndarray | None]
+
+
+def get_or_create(session: Session, model: type[Artist] | type[Catalogue], name: str) -> Any:
     """The artist or catalogue row with this name, created if absent."""
     row = session.scalar(select(model).where(model.name == name))
     if row is None:
@@ -53,16 +89,315 @@ def get_or_create(session: Session, model: type[Artist] | type[Catalogue], name:
     return row
 
 
-def _batches(rows: Sequence[ManifestRow], size: int) -> Iterator[Sequence[ManifestRow]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
-def _decode(row: ManifestRow, target_size: int) -> LoadedImage | RowFailure:
+def with_retries(action: Callable[[], None], attempts: int = UPSERT_ATTEMPTS, pause: float = 0.5) -> None:
+    """Run a store write, retrying transient store errors with a growing pause."""
+    for attempt in range(1, attempts + 1):
+        try:
+            action()
+            return
+        except VectorStoreError:
+            if attempt == attempts:
+                raise
+            log.warning("store write failed (attempt %d of %d); retrying", attempt, attempts)
+            time.sleep(pause * attempt)
+
+
+class Ingestion:
+    """One ingestion run of one source into one collection. Use :func:`ingest_source`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: VectorStore,
+        embedder_fingerprint: str,
+        report: IngestReport,
+        catalogue_id: int,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.fingerprint = embedder_fingerprint
+        self.report = report
+        self.catalogue_id = catalogue_id
+
+    def classify(self, rows: Sequence[ManifestRow]) -> list[tuple[ManifestRow, str | None]]:
+        """Rows to (re)embed with their known image hash; counts the unchanged and the withdrawn."""
+        name = self.report.catalogue
+        with Session(self.engine) as session:
+            known = {
+                work.work_id: (work, embedding)
+                for work, embedding in session.execute(
+                    select(Work, WorkEmbedding)
+                    .outerjoin(
+                        WorkEmbedding,
+                        (WorkEmbedding.work_pk == Work.id) & (WorkEmbedding.collection == self.store.collection),
+                    )
+                    .where(Work.catalogue_id == self.catalogue_id, Work.work_id.in_([r.work_id for r in rows]))
+                )
+            }
+        present = self.store.existing_ids([point_id_for(name, r.work_id) for r in rows])
+        todo: list[tuple[ManifestRow, str | None]] = []
+        for row in rows:
+            work, embedding = known.get(row.work_id, (None, None))
+            if work is not None and work.withdrawn_at is not None:
+                self.report.withdrawn += 1
+                continue
+            digest = None
+            if work is not None:
+                try:
+                    digest = sha256_file(row.path)
+                except OSError as exc:
+                    self.report.failures.append(RowFailure(row.line, row.work_id, f"{row.path}: {exc.strerror}"))
+                    continue
+            if (
+                embedding is not None
+                and (embedding.image_sha256, embedding.embedder_fingerprint) == (digest, self.fingerprint)
+                and work is not None
+                and work.image_sha256 == digest
+                and point_id_for(name, row.work_id) in present
+            ):
+                self.report.unchanged += 1
+            else:
+                todo.append((row, digest))
+        return todo
+
+    def write(self, items: Sequence[Prepared], run_id: int) -> None:
+        """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction."""
+        if not items:
+            return
+        name = self.report.catalogue
+        with Session(self.engine) as session:
+            versions = {
+                w.work_id: (w.version, w.image_sha256)
+                for w in session.scalars(
+                    select(Work).where(
+                        Work.catalogue_id == self.catalogue_id, Work.work_id.in_([p.row.work_id for p in items])
+                    )
+                )
+            }
+
+        def version_of(p: Prepared) -> int:
+            old = versions.get(p.row.work_id)
+            return 1 if old is None else old[0] + (old[1] != p.sha256)
+
+        points = [
+            WorkPoint(
+                point_id=point_id_for(name, p.row.work_id),
+                vector=p.vector,
+                payload={
+                    **{k: v for k, v in p.row.extra.items() if v not in (None, "")},
+                    "work_id": p.row.work_id,
+                    "artist": p.row.artist,
+                    "title": p.row.title,
+                    "catalogue": name,
+                    "image_sha256": p.sha256,
+                    "version": version_of(p),
+                },
+            )
+            for p in items
+        ]
+        with_retries(lambda: self.store.upsert(points))
+        with session_scope(self.engine) as session:
+            for p, point in zip(items, points, strict=True):
+                self._record(session, p, point, run_id)
+
+    def _record(self, session: Session, p: Prepared, point: WorkPoint, run_id: int) -> None:
+        artist = get_or_create(session, Artist, p.row.artist)
+        work = session.scalar(select(Work).where(Work.catalogue_id == self.catalogue_id, Work.work_id == p.row.work_id))
+        version = point.payload["version"]
+        if work is None:
+            work = Work(catalogue_id=self.catalogue_id, work_id=p.row.work_id, version=version)
+            session.add(work)
+            self.report.added += 1
+        else:
+            self.report.updated += 1
+        changed = work.id is None or work.image_sha256 != p.sha256
+        work.artist_id, work.title, work.image_path = artist.id, p.row.title, str(p.row.path)
+        work.image_sha256, work.version, work.payload, work.updated_at = p.sha256, version, p.row.extra, utcnow()
+        session.flush()
+        if changed:
+            session.add(
+                WorkVersion(
+                    work_pk=work.id,
+                    version=version,
+                    image_path=str(p.row.path),
+                    image_sha256=p.sha256,
+                    ingestion_run_id=run_id,
+                )
+            )
+        embedding = session.scalar(
+            select(WorkEmbedding).where(
+                WorkEmbedding.work_pk == work.id, WorkEmbedding.collection == self.store.collection
+            )
+        )
+        if embedding is None:
+            embedding = WorkEmbedding(work_pk=work.id, collection=self.store.collection)
+            session.add(embedding)
+        embedding.point_id, embedding.version, embedding.image_sha256 = point.point_id, version, p.sha256
+        embedding.embedder_fingerprint, embedding.updated_at = self.fingerprint, utcnow()
+
+
+def _decode(row: ManifestRow) -> LoadedImage | RowFailure:
     try:
-        return load_image(row.path, target_size=target_size)
+        return load_image(row.path, target_size=224)
     except ImageError as exc:
         return RowFailure(row.line, row.work_id, str(exc))
+
+
+def ingest_source(
+    source: Source,
+    *,
+    engine: Engine,
+    store: VectorStore,
+    embedder: Embedder | None,
+    embedder_fingerprint: str | None = None,
+    vectors: VectorLookup | None = None,
+    catalogue: str | None = None,
+    requester: str = "unknown",
+    batch_size: int = 32,
+    workers: int = 2,
+    failures_path: Path | None = None,
+    progress: bool | None = None,
+) -> IngestReport:
+    """Ingest a source; re-running an unchanged source adds nothing. Either ``embedder`` embeds the images, or
+    ``vectors`` gives each row a precomputed vector (``embedder_fingerprint`` then names their model)."""
+    fingerprint = embedder.fingerprint if embedder is not None else embedder_fingerprint
+    if fingerprint is None:
+        raise ValueError("precomputed vectors need an embedder_fingerprint")
+    started = time.perf_counter()
+    catalogue_name = catalogue or source.path.stem
+    with session_scope(engine) as session:
+        cat = get_or_create(session, Catalogue, catalogue_name)
+        run = IngestionRun(
+            catalogue_id=cat.id,
+            source_format=source.format,
+            manifest_path=str(source.path.resolve()),
+            manifest_sha256=source.sha256,
+            collection=store.collection,
+            embedder_fingerprint=fingerprint,
+            requester=requester,
+        )
+        session.add(run)
+        session.flush()
+        report = IngestReport(run_id=run.id, catalogue=catalogue_name)
+        catalogue_id = cat.id
+    if embedder is not None:
+        store.ensure_collection(embedder.dim)
+    ingestion = Ingestion(engine, store, fingerprint, report, catalogue_id)
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=workers) as pool,
+            tqdm(unit="work", desc=f"ingest {catalogue_name}", disable=progress is False or None, leave=False) as bar,
+        ):
+            for chunk in chunks(source, CHUNK_ROWS):
+                rows = [r for r in chunk if isinstance(r, ManifestRow)]
+                report.failures.extend(r for r in chunk if isinstance(r, RowFailure))
+                todo = ingestion.classify(rows) if rows else []
+                if vectors is not None:
+                    _ingest_precomputed(ingestion, todo, vectors, report.run_id)
+                else:
+                    assert embedder is not None
+                    _ingest_images(ingestion, todo, embedder, pool, batch_size, report.run_id)
+                bar.update(len(chunk))
+        store.build_index()
+        if isinstance(source, WangSource):
+            report.labelled_queries = store_labelled_queries(engine, source, catalogue_name)
+    finally:
+        report.seconds = time.perf_counter() - started
+        report.failures_path = _write_failures(failures_path, report.failures)
+        with session_scope(engine) as session:
+            run = session.get_one(IngestionRun, report.run_id)
+            run.added, run.updated, run.unchanged = report.added, report.updated, report.unchanged
+            run.withdrawn, run.failed, run.finished_at = report.withdrawn, report.failed, utcnow()
+            run.failures_path = str(report.failures_path) if report.failures_path else None
+            run.status = "completed" if not report.failures else "partial"
+    return report
+
+
+def _ingest_images(
+    ingestion: Ingestion,
+    todo: list[tuple[ManifestRow, str | None]],
+    embedder: Embedder,
+    pool: ThreadPoolExecutor,
+    batch_size: int,
+    run_id: int,
+) -> None:
+    """Decode the next batch in worker threads while the current one is embedded and written."""
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    pending: list[Future[LoadedImage | RowFailure]] | None = None
+    for index, batch in enumerate(batches):
+        current = pending if pending is not None else [pool.submit(_decode, row) for row, _ in batch]
+        if index + 1 < len(batches):
+            pending = [pool.submit(_decode, row) for row, _ in batches[index + 1]]
+        decoded = [future.result() for future in current]
+        loaded = [(row, img) for (row, _), img in zip(batch, decoded, strict=True) if isinstance(img, LoadedImage)]
+        ingestion.report.failures.extend(d for d in decoded if isinstance(d, RowFailure))
+        if loaded:
+            matrix = embedder.embed([img.image for _, img in loaded])
+            ingestion.write(
+                [Prepared(row, img.sha256, v) for (row, img), v in zip(loaded, matrix, strict=True)], run_id
+            )
+
+
+def _ingest_precomputed(
+    ingestion: Ingestion, todo: list[tuple[ManifestRow, str | None]], vectors: VectorLookup, run_id: int
+) -> None:
+    prepared = []
+    for row, digest in todo:
+        vector = vectors(row)
+        if vector is None:
+            ingestion.report.failures.append(RowFailure(row.line, row.work_id, "no precomputed vector for this row"))
+            continue
+        if digest is None:
+            digest = sha256_file(row.path) if row.path.is_file() else _vector_digest(vector)
+        prepared.append(Prepared(row, digest, vector))
+    if prepared:
+        ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]))
+        ingestion.write(prepared, run_id)
+
+
+def _vector_digest(vector: np.ndarray) -> str:
+    """Stand-in content hash for a work whose image is not on this machine: the sha256 of its vector bytes."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
+
+
+def _write_failures(path: Path | None, failures: list[RowFailure]) -> Path | None:
+    if path is None or not failures:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["line", "work_id", "reason"])
+        writer.writerows([f.line, f.work_id, f.reason] for f in failures)
+    return path
+
+
+def store_labelled_queries(engine: Engine, source: WangSource, name: str) -> int:
+    """Keep the synthetic images of a Wang et al. source as the labelled query set ``name`` (idempotent)."""
+    with session_scope(engine) as session:
+        query_set = session.scalar(select(QuerySet).where(QuerySet.name == name))
+        if query_set is None:
+            query_set = QuerySet(name=name, source_path=str(source.path.resolve()))
+            session.add(query_set)
+            session.flush()
+        known = set(
+            session.scalars(select(LabelledQueryRecord.path).where(LabelledQueryRecord.query_set_id == query_set.id))
+        )
+        new = [q for q in source.labelled if str(q.path) not in known]
+        session.add_all(
+            LabelledQueryRecord(
+                query_set_id=query_set.id, path=str(q.path), artist=q.artist, work_ids=list(q.work_ids), subset=q.subset
+            )
+            for q in new
+        )
+        return len(known) + len(new)
 
 
 def ingest_manifest(
@@ -71,135 +406,10 @@ def ingest_manifest(
     engine: Engine,
     store: VectorStore,
     embedder: Embedder,
-    catalogue: str | None = None,
-    requester: str = "unknown",
-    batch_size: int = 32,
-    workers: int = 2,
+    fmt: str = "auto",
+    **options: Any,
 ) -> IngestReport:
-    """Ingest a CSV manifest; re-running an unchanged manifest adds nothing."""
-    manifest = read_csv_manifest(manifest_path)
-    catalogue_name = catalogue or manifest.path.stem
-    with Session(engine) as session, session.begin():
-        cat = get_or_create(session, Catalogue, catalogue_name)
-        run = IngestionRun(
-            catalogue_id=cat.id,
-            manifest_path=str(manifest.path.resolve()),
-            manifest_sha256=manifest.sha256,
-            embedder_fingerprint=embedder.fingerprint,
-            requester=requester,
-        )
-        session.add(run)
-        session.flush()
-        report = IngestReport(run_id=run.id, catalogue=catalogue_name, failures=list(manifest.failures))
-        catalogue_id = cat.id
-    store.ensure_collection(embedder.dim)
+    """Open ``manifest_path`` (CSV, JSONL, folder or Wang et al. JSON) and ingest it with ``embedder``."""
+    from attribution_audit.catalogue.manifest import open_source
 
-    todo = _rows_to_embed(engine, store, manifest.rows, catalogue_id, catalogue_name, embedder, report)
-    with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
-        tqdm(total=len(todo), unit="img", desc=f"ingest {catalogue_name}", disable=None) as bar,
-    ):
-        for batch in _batches(todo, batch_size):
-            decoded = list(pool.map(lambda r: _decode(r, 224), batch))
-            ok = [(row, img) for row, img in zip(batch, decoded, strict=True) if isinstance(img, LoadedImage)]
-            report.failures.extend(d for d in decoded if isinstance(d, RowFailure))
-            if ok:
-                vectors = embedder.embed([img.image for _, img in ok])
-                _write_batch(engine, store, ok, vectors, catalogue_id, catalogue_name, embedder, report)
-            bar.update(len(batch))
-    store.build_index()
-    with Session(engine) as session, session.begin():
-        run = session.get_one(IngestionRun, report.run_id)
-        run.added, run.updated, run.unchanged = report.added, report.updated, report.unchanged
-        run.failed, run.finished_at = report.failed, utcnow()
-        run.status = "completed" if not report.failures else "partial"
-    return report
-
-
-def _rows_to_embed(
-    engine: Engine,
-    store: VectorStore,
-    rows: Sequence[ManifestRow],
-    catalogue_id: int,
-    catalogue_name: str,
-    embedder: Embedder,
-    report: IngestReport,
-) -> list[ManifestRow]:
-    """Rows whose image is new or changed, or whose point is missing from the store; counts the unchanged."""
-    with Session(engine) as session:
-        known = {
-            w.work_id: (w.image_sha256, w.embedder_fingerprint)
-            for w in session.scalars(select(Work).where(Work.catalogue_id == catalogue_id))
-        }
-    todo: list[ManifestRow] = []
-    for batch in _batches(rows, 1000):
-        present = store.existing_ids([point_id_for(catalogue_name, r.work_id) for r in batch])
-        for row in batch:
-            try:
-                digest = sha256_file(row.path) if row.work_id in known else None
-            except OSError as exc:
-                report.failures.append(RowFailure(row.line, row.work_id, f"{row.path}: {exc.strerror}"))
-                continue
-            same = known.get(row.work_id) == (digest, embedder.fingerprint)
-            if same and point_id_for(catalogue_name, row.work_id) in present:
-                report.unchanged += 1
-            else:
-                todo.append(row)
-    return todo
-
-
-def _write_batch(
-    engine: Engine,
-    store: VectorStore,
-    items: Sequence[tuple[ManifestRow, LoadedImage]],
-    vectors: object,
-    catalogue_id: int,
-    catalogue_name: str,
-    embedder: Embedder,
-    report: IngestReport,
-) -> None:
-    points = [
-        WorkPoint(
-            point_id=point_id_for(catalogue_name, row.work_id),
-            vector=vector,
-            payload={
-                "work_id": row.work_id,
-                "artist": row.artist,
-                "title": row.title,
-                "catalogue": catalogue_name,
-                "image_sha256": img.sha256,
-                **row.extra,
-            },
-        )
-        for (row, img), vector in zip(items, vectors, strict=True)  # type: ignore[call-overload]
-    ]
-    store.upsert(points)
-    with Session(engine) as session, session.begin():
-        existing = {
-            w.work_id: w
-            for w in session.scalars(
-                select(Work).where(
-                    Work.catalogue_id == catalogue_id, Work.work_id.in_([row.work_id for row, _ in items])
-                )
-            )
-        }
-        for (row, img), point in zip(items, points, strict=True):
-            artist = get_or_create(session, Artist, row.artist)
-            work = existing.get(row.work_id)
-            values = {
-                "artist_id": artist.id,
-                "title": row.title,
-                "image_path": str(row.path),
-                "image_sha256": img.sha256,
-                "point_id": point.point_id,
-                "embedder_fingerprint": embedder.fingerprint,
-                "payload": row.extra,
-            }
-            if work is None:
-                session.add(Work(catalogue_id=catalogue_id, work_id=row.work_id, **values))
-                report.added += 1
-            else:
-                for key, value in values.items():
-                    setattr(work, key, value)
-                work.updated_at = utcnow()
-                report.updated += 1
+    return ingest_source(open_source(manifest_path, fmt), engine=engine, store=store, embedder=embedder, **options)

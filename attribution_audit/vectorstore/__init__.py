@@ -7,7 +7,16 @@ import re
 from attribution_audit.config import Settings
 from attribution_audit.vectorstore.base import Hit, HnswParams, VectorStore, WorkPoint, point_id_for
 
-__all__ = ["Hit", "HnswParams", "VectorStore", "WorkPoint", "collection_name", "open_store", "point_id_for"]
+__all__ = [
+    "Hit",
+    "HnswParams",
+    "VectorStore",
+    "WorkPoint",
+    "collection_name",
+    "open_collection",
+    "open_store",
+    "point_id_for",
+]
 
 
 def collection_name(embedder_name: str) -> str:
@@ -17,7 +26,11 @@ def collection_name(embedder_name: str) -> str:
 
 def open_store(settings: Settings, embedder_name: str, params: HnswParams | None = None) -> VectorStore:
     """A URL in the settings selects the Qdrant server; otherwise the embedded shard in the data dir."""
-    collection = collection_name(embedder_name)
+    return open_collection(settings, collection_name(embedder_name), params)
+
+
+def open_collection(settings: Settings, collection: str, params: HnswParams | None = None) -> VectorStore:
+    """The store of a named collection (as recorded in the audit DB)."""
     if settings.qdrant_url:
         from attribution_audit.vectorstore.qdrant_server import ServerStore
 

@@ -76,6 +76,14 @@ class VectorStore(Protocol):
         """Every point id and its stored (unit) vector, for the exact index."""
         ...
 
+    def delete(self, point_ids: Sequence[str]) -> None:
+        """Remove points by id (missing ids are ignored)."""
+        ...
+
+    def image_hashes(self) -> dict[str, str]:
+        """Point id -> the ``image_sha256`` in its payload, for every point (consistency checks)."""
+        ...
+
     def content_version(self) -> str:
         """A string that changes whenever the collection's content may have changed (keys the exact-index cache)."""
         ...

@@ -6,7 +6,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,22 +183,42 @@ class EdgeStore:
             for p in self._require().query(request)
         ]
 
-    def fetch_all(self) -> tuple[list[str], np.ndarray]:
+    def _scroll(self, with_vector: bool, with_payload: bool | list[str]) -> Iterator[Any]:
         from qdrant_edge import ScrollRequest
 
         shard = self._require()
-        ids: list[str] = []
-        rows: list[np.ndarray] = []
         offset = None
         while True:
             records, offset = shard.scroll(
-                ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=False, with_vector=True)
+                ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=with_payload, with_vector=with_vector)
             )
-            ids.extend(str(r.id) for r in records)
-            rows.extend(_as_array(r.vector) for r in records)
+            yield from records
             if offset is None or not records:
-                break
+                return
+
+    def fetch_all(self) -> tuple[list[str], np.ndarray]:
+        ids: list[str] = []
+        rows: list[np.ndarray] = []
+        for record in self._scroll(with_vector=True, with_payload=False):
+            ids.append(str(record.id))
+            rows.append(_as_array(record.vector))
         return ids, np.vstack(rows) if rows else np.zeros((0, self._dim or 0), dtype=np.float32)
+
+    def image_hashes(self) -> dict[str, str]:
+        if self._open(None) is None:
+            return {}
+        return {
+            str(r.id): str((r.payload or {}).get("image_sha256", ""))
+            for r in self._scroll(with_vector=False, with_payload=["image_sha256"])
+        }
+
+    def delete(self, point_ids: Sequence[str]) -> None:
+        from qdrant_edge import UpdateOperation
+
+        if not point_ids or self._open(None) is None:
+            return
+        self._bump_epoch()
+        self._shard.update(UpdateOperation.delete_points(list(point_ids)))
 
     def content_version(self) -> str:
         self._require()

@@ -146,13 +146,34 @@ class ServerStore:
         vectors = [np.asarray(r.vector, dtype=np.float32) for r in records]
         return [str(r.id) for r in records], np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
 
+    def image_hashes(self) -> dict[str, str]:
+        if not self._exists():
+            return {}
+        return {
+            str(r.id): str((r.payload or {}).get("image_sha256", ""))
+            for r in self._scroll(with_vectors=False, payload=["image_sha256"])
+        }
+
+    def delete(self, point_ids: Sequence[str]) -> None:
+        from qdrant_client import models
+
+        if not point_ids or not self._exists():
+            return
+        self._call(
+            "deleting points",
+            self._client.delete,
+            self.collection,
+            points_selector=models.PointIdsList(points=list(point_ids)),
+            wait=True,
+        )
+
     def content_version(self) -> str:
         """A digest of every point id and image hash: a server gives no cheaper change counter."""
         digest = hashlib.sha256()
-        records = sorted(self._scroll(with_vectors=False, payload=["image_sha256"]), key=lambda r: str(r.id))
-        for record in records:
-            digest.update(f"{record.id}:{(record.payload or {}).get('image_sha256', '')};".encode())
-        return f"{self.collection}-{digest.hexdigest()[:16]}-n{len(records)}"
+        hashes = self.image_hashes()
+        for point_id in sorted(hashes):
+            digest.update(f"{point_id}:{hashes[point_id]};".encode())
+        return f"{self.collection}-{digest.hexdigest()[:16]}-n{len(hashes)}"
 
     def existing_ids(self, point_ids: Sequence[str]) -> set[str]:
         if not point_ids or not self._exists():

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 19:23:16.484625
+Create Date: 2026-11-28 19:33:45.009416
 """
 
 from collections.abc import Sequence
@@ -22,10 +22,19 @@ def upgrade() -> None:
         "artists",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=300), nullable=False),
+        sa.Column("canonical_id", sa.Integer(), nullable=True),
+        sa.Column("merged_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["canonical_id"],
+            ["artists.id"],
+        ),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
+    with op.batch_alter_table("artists", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_artists_canonical_id"), ["canonical_id"], unique=False)
+
     op.create_table(
         "attribution_requests",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -77,6 +86,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("name"),
     )
     op.create_table(
+        "query_sets",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("source_path", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("name"),
+    )
+    op.create_table(
         "attribution_artist_shares",
         sa.Column("request_id", sa.String(length=36), nullable=False),
         sa.Column("artist", sa.String(length=300), nullable=False),
@@ -109,8 +127,10 @@ def upgrade() -> None:
         "ingestion_runs",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("catalogue_id", sa.Integer(), nullable=False),
+        sa.Column("source_format", sa.String(length=20), nullable=False),
         sa.Column("manifest_path", sa.Text(), nullable=False),
         sa.Column("manifest_sha256", sa.String(length=64), nullable=False),
+        sa.Column("collection", sa.String(length=200), nullable=False),
         sa.Column("embedder_fingerprint", sa.String(length=300), nullable=False),
         sa.Column("requester", sa.String(length=200), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
@@ -118,7 +138,9 @@ def upgrade() -> None:
         sa.Column("added", sa.Integer(), nullable=False),
         sa.Column("updated", sa.Integer(), nullable=False),
         sa.Column("unchanged", sa.Integer(), nullable=False),
+        sa.Column("withdrawn", sa.Integer(), nullable=False),
         sa.Column("failed", sa.Integer(), nullable=False),
+        sa.Column("failures_path", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.ForeignKeyConstraint(
             ["catalogue_id"],
@@ -128,6 +150,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("ingestion_runs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_ingestion_runs_catalogue_id"), ["catalogue_id"], unique=False)
+
+    op.create_table(
+        "labelled_queries",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("query_set_id", sa.Integer(), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("artist", sa.String(length=300), nullable=False),
+        sa.Column("work_ids", sa.JSON(), nullable=False),
+        sa.Column("subset", sa.String(length=100), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["query_set_id"],
+            ["query_sets.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("query_set_id", "path", name="uq_labelled_queries"),
+    )
+    with op.batch_alter_table("labelled_queries", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_labelled_queries_query_set_id"), ["query_set_id"], unique=False)
 
     op.create_table(
         "recall_checks",
@@ -155,9 +195,9 @@ def upgrade() -> None:
         sa.Column("title", sa.String(length=500), nullable=True),
         sa.Column("image_path", sa.Text(), nullable=False),
         sa.Column("image_sha256", sa.String(length=64), nullable=False),
-        sa.Column("point_id", sa.String(length=36), nullable=False),
-        sa.Column("embedder_fingerprint", sa.String(length=300), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -174,7 +214,6 @@ def upgrade() -> None:
     with op.batch_alter_table("works", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_works_artist_id"), ["artist_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_works_catalogue_id"), ["catalogue_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_works_point_id"), ["point_id"], unique=False)
 
     op.create_table(
         "attribution_neighbours",
@@ -183,7 +222,9 @@ def upgrade() -> None:
         sa.Column("work_pk", sa.Integer(), nullable=True),
         sa.Column("catalogue", sa.String(length=200), nullable=False),
         sa.Column("work_id", sa.String(length=300), nullable=False),
+        sa.Column("work_version", sa.Integer(), nullable=True),
         sa.Column("artist", sa.String(length=300), nullable=False),
+        sa.Column("canonical_artist", sa.String(length=300), nullable=False),
         sa.Column("similarity", sa.Float(), nullable=False),
         sa.Column("distance", sa.Float(), nullable=False),
         sa.Column("share", sa.Float(), nullable=False),
@@ -200,17 +241,71 @@ def upgrade() -> None:
     with op.batch_alter_table("attribution_neighbours", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_attribution_neighbours_work_pk"), ["work_pk"], unique=False)
 
+    op.create_table(
+        "work_embeddings",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("work_pk", sa.Integer(), nullable=False),
+        sa.Column("collection", sa.String(length=200), nullable=False),
+        sa.Column("point_id", sa.String(length=36), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("image_sha256", sa.String(length=64), nullable=False),
+        sa.Column("embedder_fingerprint", sa.String(length=300), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["work_pk"],
+            ["works.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("work_pk", "collection", name="uq_work_embeddings"),
+    )
+    with op.batch_alter_table("work_embeddings", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_work_embeddings_collection"), ["collection"], unique=False)
+        batch_op.create_index(batch_op.f("ix_work_embeddings_point_id"), ["point_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_work_embeddings_work_pk"), ["work_pk"], unique=False)
+
+    op.create_table(
+        "work_versions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("work_pk", sa.Integer(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("image_path", sa.Text(), nullable=False),
+        sa.Column("image_sha256", sa.String(length=64), nullable=False),
+        sa.Column("ingestion_run_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["ingestion_run_id"],
+            ["ingestion_runs.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["work_pk"],
+            ["works.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("work_pk", "version", name="uq_work_versions"),
+    )
+    with op.batch_alter_table("work_versions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_work_versions_work_pk"), ["work_pk"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("work_versions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_work_versions_work_pk"))
+
+    op.drop_table("work_versions")
+    with op.batch_alter_table("work_embeddings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_work_embeddings_work_pk"))
+        batch_op.drop_index(batch_op.f("ix_work_embeddings_point_id"))
+        batch_op.drop_index(batch_op.f("ix_work_embeddings_collection"))
+
+    op.drop_table("work_embeddings")
     with op.batch_alter_table("attribution_neighbours", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_attribution_neighbours_work_pk"))
 
     op.drop_table("attribution_neighbours")
     with op.batch_alter_table("works", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_works_point_id"))
         batch_op.drop_index(batch_op.f("ix_works_catalogue_id"))
         batch_op.drop_index(batch_op.f("ix_works_artist_id"))
 
@@ -219,12 +314,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_recall_checks_request_id"))
 
     op.drop_table("recall_checks")
+    with op.batch_alter_table("labelled_queries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_labelled_queries_query_set_id"))
+
+    op.drop_table("labelled_queries")
     with op.batch_alter_table("ingestion_runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ingestion_runs_catalogue_id"))
 
     op.drop_table("ingestion_runs")
     op.drop_table("attribution_metrics")
     op.drop_table("attribution_artist_shares")
+    op.drop_table("query_sets")
     op.drop_table("catalogues")
     op.drop_table("calibration_models")
     with op.batch_alter_table("attribution_requests", schema=None) as batch_op:
@@ -233,5 +333,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_attribution_requests_created_at"))
 
     op.drop_table("attribution_requests")
+    with op.batch_alter_table("artists", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_artists_canonical_id"))
+
     op.drop_table("artists")
     # ### end Alembic commands ###

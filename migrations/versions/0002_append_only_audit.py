@@ -20,6 +20,7 @@ AUDIT_TABLES = (
     "attribution_metrics",
     "recall_checks",
     "calibration_models",
+    "work_versions",
 )
 
 
