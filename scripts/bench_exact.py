@@ -7,19 +7,15 @@ Prints a markdown section and writes it into ``--out`` between its markers, keep
 """
 
 import argparse
-import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from benchlib import markers, provenance, write_section
 from qdrant_edge import (
     Distance,
     EdgeConfig,
@@ -37,7 +33,7 @@ from qdrant_edge import (
 
 from attribution_audit.exact import ExactIndex, build_exact_index, overlap_at_k
 
-START, END = "<!-- bench_exact:start -->", "<!-- bench_exact:end -->"
+START, END = markers("bench_exact")
 HEADING = "## Exact search vs HNSW (scripts/bench_exact.py)"
 UPSERT_BATCH = 1000
 WARMUP_QUERIES = 3
@@ -173,16 +169,6 @@ def bench_size(
     return builds, runs
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def render(args: argparse.Namespace, builds: list[Build], runs: list[Run]) -> str:
     """The markdown section, markers included."""
     brute = {(r.n, r.k): r for r in runs if r.method == "brute force"}
@@ -190,11 +176,7 @@ def render(args: argparse.Namespace, builds: list[Build], runs: list[Run]) -> st
         START,
         HEADING,
         "",
-        f"Command: `{shlex.join(sys.orig_argv)}`  ",
-        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs ({cpu_model()}), Python "
-        f"{platform.python_version()}, numpy {np.__version__}, scipy {version('scipy')}, "
-        f"qdrant-edge-py {version('qdrant-edge-py')}",
+        *provenance(("numpy", "scipy", "qdrant-edge-py")),
         "",
         f"Data: {args.dim}-d unit vectors around {args.clusters} Gaussian cluster centres on the unit sphere "
         f"(noise norm ~{args.noise}); {args.queries} queries drawn the same way, not in the index. Brute force "
@@ -232,19 +214,6 @@ def render(args: argparse.Namespace, builds: list[Build], runs: list[Run]) -> st
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the text between the markers in ``path`` (or append it), keeping everything else."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1].removeprefix("\n")
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated index sizes")
@@ -275,7 +244,7 @@ def main() -> None:
         runs += size_runs
     section = render(args, builds, runs)
     print(section)
-    write_section(args.out, section)
+    write_section(args.out, "bench_exact", section)
     print(f"wrote {args.out}")
 
 

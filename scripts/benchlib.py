@@ -1,0 +1,50 @@
+"""What every benchmark script shares: the machine description and writing its section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def provenance(packages: tuple[str, ...]) -> list[str]:
+    """The command, date and machine lines that head a benchmark section."""
+    versions = ", ".join(f"{p} {version(p)}" for p in packages)
+    return [
+        f"Command: `{shlex.join(sys.orig_argv)}`  ",
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs ({cpu_model()}), Python "
+        f"{platform.python_version()}, {versions}",
+    ]
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def write_section(path: Path, name: str, section: str) -> None:
+    """Replace the text between the ``name`` markers in ``path`` (or append it), keeping everything else."""
+    start, end = markers(name)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1].removeprefix("\n")
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
