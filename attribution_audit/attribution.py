@@ -207,7 +207,8 @@ def rerank(query: np.ndarray, hits: list[Hit]) -> list[tuple[Hit, float]]:
         return []
     vectors = np.vstack([h.vector for h in hits]).astype(np.float64)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    sims = vectors @ np.asarray(query, dtype=np.float64)
+    query = np.asarray(query, dtype=np.float64)
+    sims = vectors @ (query / np.linalg.norm(query))
     order = sorted(range(len(hits)), key=lambda i: (-sims[i], hits[i].point_id))
     return [(hits[i], float(sims[i])) for i in order]
 
@@ -304,10 +305,11 @@ class Attributor:
             overlap_at_k=overlap,
             exact_method=method,
             catalogue_version=version or self.store.content_version(),
+            # No neighbour within max_distance is no attribution: the least confident indicator values.
             features={
-                "entropy": artist_entropy([n.canonical_artist for n in neighbours]),
+                "entropy": artist_entropy([n.canonical_artist for n in neighbours]) if neighbours else 1.0,
                 "nn_distance": neighbours[0].distance if neighbours else None,
-                "margin": artist_margin(candidates),
+                "margin": artist_margin(candidates) if neighbours else None,
             },
             top_artist=top,
             top_artist_share=by_artist.get(top) if top else None,

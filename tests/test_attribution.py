@@ -1,0 +1,557 @@
+"""The attribution pipeline in vector space (no image model): HNSW candidates re-ranked exactly against a NumPy
+brute force, the K policy, verify modes, the audit record and its round trip, recall checks and replay; then the
+CLI end to end with the real EfficientNet-Lite0 embedder on the demo catalogue."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner, Result
+
+from attribution_audit.attribution import (
+    Attribution,
+    AttributionParams,
+    Attributor,
+    Outcome,
+    apply_k_policy,
+    diff_attributions,
+    load_request,
+    rerank,
+    verify_rate,
+)
+from attribution_audit.audit import chain
+from attribution_audit.audit.db import create_db_engine, upgrade
+from attribution_audit.audit.models import AttributionRequest, RecallCheck
+from attribution_audit.audit.repository import get_attribution, verify_recall
+from attribution_audit.cli import app
+from attribution_audit.demo import DemoCatalogue
+from attribution_audit.errors import NotFoundError
+from attribution_audit.metrics import artist_entropy, artist_margin, confidence_score
+from attribution_audit.vectorstore import Hit, WorkPoint, point_id_for
+from attribution_audit.vectorstore.qdrant_edge import EdgeStore
+
+N, DIM, CLUSTERS = 300, 32, 6
+CATALOGUE = "cat-test"
+COLLECTION = "works_test"
+SHA = "ab" * 32
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    rows = np.atleast_2d(rows).astype(np.float64)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class VectorCatalogue:
+    """Works in vector space: an embedded Qdrant shard and the same vectors in NumPy."""
+
+    store: EdgeStore
+    vectors: np.ndarray
+    work_ids: list[str]
+    artists: list[str]
+
+    @property
+    def point_ids(self) -> list[str]:
+        return [point_id_for(CATALOGUE, w) for w in self.work_ids]
+
+    def brute_top(self, query: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+        """Exact top-k point ids and cosine similarities over every vector."""
+        q = np.asarray(query, dtype=np.float64)
+        sims = self.vectors.astype(np.float64) @ (q / np.linalg.norm(q))
+        order = np.argsort(-sims, kind="stable")[:k]
+        return [self.point_ids[i] for i in order], sims[order]
+
+
+def make_catalogue(root: Path, seed: int = 1234) -> VectorCatalogue:
+    """300 seeded unit vectors around 6 centres; most works of a centre are by one artist, some by another."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.standard_normal((CLUSTERS, DIM)))
+    cluster = rng.integers(0, CLUSTERS, N)
+    vectors = unit(centres[cluster] + 0.35 * rng.standard_normal((N, DIM)) / np.sqrt(DIM))
+    artists = [f"Artist {c if rng.random() > 0.2 else int(rng.integers(0, CLUSTERS))}" for c in cluster]
+    work_ids = [f"W{i:04d}" for i in range(N)]
+    store = EdgeStore(root / "qdrant", COLLECTION)
+    store.ensure_collection(DIM)
+    store.upsert(
+        [
+            WorkPoint(point_id_for(CATALOGUE, w), v, {"work_id": w, "artist": a, "catalogue": CATALOGUE})
+            for w, v, a in zip(work_ids, vectors, artists, strict=True)
+        ]
+    )
+    store.build_index()
+    return VectorCatalogue(store, vectors, work_ids, artists)
+
+
+def make_attributor(engine: Engine, store: EdgeStore, tmp_path: Path, seed: int | None = None) -> Attributor:
+    return Attributor(
+        engine,
+        store,
+        embedder_name="test",
+        embedder_fingerprint="test@0",
+        requester="pytest",
+        exact_cache_dir=tmp_path / "exact",
+        seed=seed,
+    )
+
+
+def make_queries(catalogue: VectorCatalogue, n_near: int = 8, n_random: int = 2, seed: int = 99) -> np.ndarray:
+    """Queries near (not on) catalogue works, and a few random directions."""
+    rng = np.random.default_rng(seed)
+    near = catalogue.vectors[rng.integers(0, N, n_near)] + 0.2 * rng.standard_normal((n_near, DIM)) / np.sqrt(DIM)
+    return unit(np.vstack([near, rng.standard_normal((n_random, DIM))]))
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorCatalogue]:
+    """A shared, read-only catalogue (tests that change the collection build their own)."""
+    cat = make_catalogue(tmp_path_factory.mktemp("catalogue"))
+    yield cat
+    cat.store.close()
+
+
+@pytest.fixture(scope="module")
+def queries(catalogue: VectorCatalogue) -> np.ndarray:
+    return make_queries(catalogue)
+
+
+@pytest.fixture(scope="module")
+def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One migrated SQLite log for tests that only compute (nothing recorded)."""
+    engine = create_db_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 'audit.sqlite'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def computer(sqlite_db: Engine, catalogue: VectorCatalogue, tmp_path: Path) -> Attributor:
+    return make_attributor(sqlite_db, catalogue.store, tmp_path)
+
+
+@pytest.fixture
+def attributor(fresh_db: Engine, catalogue: VectorCatalogue, tmp_path: Path) -> Attributor:
+    return make_attributor(fresh_db, catalogue.store, tmp_path)
+
+
+def ids_of(outcome: Outcome | Attribution) -> list[str]:
+    return [point_id_for(n.catalogue, n.work_id) for n in outcome.neighbours]
+
+
+def count(engine: Engine, model: type) -> int:
+    with Session(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+# -- pure helpers ------------------------------------------------------------------------------------------------------
+def test_rerank_orders_by_exact_cosine_with_ties_by_point_id() -> None:
+    q = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    hits = [
+        Hit("p-c", 0.0, {}, np.array([3.0, 4.0, 0.0], dtype=np.float32)),  # not unit: cos 0.6
+        Hit("p-b", 0.0, {}, np.array([3.0, 0.0, 4.0], dtype=np.float32)),  # cos 0.6 too: ties with p-c
+        Hit("p-a", 0.0, {}, np.array([0.0, 2.0, 0.0], dtype=np.float32)),  # cos 0
+        Hit("p-d", 0.0, {}, np.array([0.9, 0.1, 0.0], dtype=np.float32)),  # cos 0.99388
+    ]
+    ranked = rerank(q, hits)
+    assert [h.point_id for h, _ in ranked] == ["p-d", "p-b", "p-c", "p-a"]
+    assert [s for _, s in ranked] == pytest.approx([0.9 / math.hypot(0.9, 0.1), 0.6, 0.6, 0.0], abs=1e-7)
+    assert rerank(q, []) == []
+
+
+def test_apply_k_policy_takes_k_then_filters_by_distance() -> None:
+    ranked = [("a", 0.95), ("b", 0.9), ("c", 0.8), ("d", 0.7)]
+    assert apply_k_policy(ranked, AttributionParams(k=3)) == ranked[:3]
+    assert apply_k_policy(ranked, AttributionParams(k=10)) == ranked
+    assert apply_k_policy(ranked, AttributionParams(k=10, max_distance=0.15)) == ranked[:2]
+    assert apply_k_policy(ranked, AttributionParams(k=1, max_distance=0.15)) == ranked[:1]
+    assert apply_k_policy(ranked, AttributionParams(k=4, max_distance=0.01)) == []
+
+
+@pytest.mark.parametrize(
+    ("ranked", "expected"),
+    [
+        ([("a", 0.9), ("b", 0.7), ("a", 0.8), ("c", 0.6)], 0.2),  # best a 0.9 - best b 0.7
+        ([("b", 0.7), ("a", 0.9)], 0.2),  # order does not matter
+        ([("a", 0.9), ("b", 0.9), ("a", 0.1)], 0.0),
+        ([("a", 0.9), ("a", 0.8), ("a", 0.5)], 0.4),  # one artist: against the last candidate
+        ([("a", 0.9)], None),
+        ([], None),
+    ],
+)
+def test_artist_margin_hand_cases(ranked: list[tuple[str, float]], expected: float | None) -> None:
+    margin = artist_margin(ranked)
+    assert margin == (None if expected is None else pytest.approx(expected, abs=1e-12))
+
+
+# -- parameters --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("mode", "rate"), [("always", 1.0), ("off", 0.0), ("sample:0.25", 0.25), ("sample:1", 1.0)])
+def test_verify_rate(mode: str, rate: float) -> None:
+    assert verify_rate(mode) == rate
+
+
+@pytest.mark.parametrize("mode", ["sometimes", "sample:2", "sample:-0.1", "sample:", "sample:abc", "sample:nan", "ON"])
+def test_invalid_verify_modes_are_rejected(mode: str) -> None:
+    with pytest.raises(ValueError, match="verify mode"):
+        AttributionParams(verify=mode)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"k": 0},
+        {"oversampling": 0},
+        {"max_distance": -0.1},
+        {"max_distance": 2.5},
+        {"exact_method": "faiss"},
+        {"shares": "softmax"},
+        {"temperature": 0.0},
+    ],
+)
+def test_invalid_parameters_are_rejected(values: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        AttributionParams(**values)  # type: ignore[arg-type]
+
+
+# -- compute: HNSW + exact re-rank against NumPy -----------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["brute", "kdtree"])
+def test_neighbours_equal_numpy_brute_force(
+    computer: Attributor, catalogue: VectorCatalogue, queries: np.ndarray, method: str
+) -> None:
+    by_id = dict(zip(catalogue.point_ids, catalogue.artists, strict=True))
+    for query in queries:
+        outcome = computer.compute(query, AttributionParams(k=10, exact_method=method))
+        expected_ids, expected_sims = catalogue.brute_top(query, 10)
+        assert ids_of(outcome) == expected_ids
+        sims = np.array([n.similarity for n in outcome.neighbours])
+        np.testing.assert_allclose(sims, expected_sims, atol=1e-6)
+        assert [n.distance for n in outcome.neighbours] == [1.0 - n.similarity for n in outcome.neighbours]
+        assert [n.rank for n in outcome.neighbours] == list(range(1, 11))
+        assert [n.artist for n in outcome.neighbours] == [by_id[i] for i in expected_ids]
+        assert {n.catalogue for n in outcome.neighbours} == {CATALOGUE}
+        assert outcome.overlap_at_k == 1.0
+        assert outcome.exact_method == method
+        assert outcome.catalogue_version == catalogue.store.content_version()
+        assert sum(round(n.share * 1e6) for n in outcome.neighbours) == 1_000_000
+
+
+def test_indicators_match_the_neighbours(computer: Attributor, queries: np.ndarray) -> None:
+    for query in queries:
+        outcome = computer.compute(query, AttributionParams(k=10, shares="similarity"))
+        artists = [n.artist for n in outcome.neighbours]
+        assert outcome.features["entropy"] == artist_entropy(artists)
+        assert outcome.features["nn_distance"] == outcome.neighbours[0].distance
+        assert outcome.features["margin"] == artist_margin(outcome.candidates)
+        assert outcome.top_artist == max(
+            outcome.artist_shares, key=lambda a: (outcome.artist_shares[a], -artists.index(a))
+        )
+        assert outcome.top_artist_share == outcome.artist_shares[outcome.top_artist]
+        assert sum(round(s * 1e6) for s in outcome.artist_shares.values()) == 1_000_000
+
+
+# -- the K policy ------------------------------------------------------------------------------------------------------
+def test_max_distance_keeps_only_close_works_and_at_most_k(
+    computer: Attributor, catalogue: VectorCatalogue, queries: np.ndarray
+) -> None:
+    query = queries[0]
+    _, sims = catalogue.brute_top(query, 10)
+    distances = 1.0 - sims
+    cut = float(distances[3] + distances[4]) / 2  # between the 4th and the 5th nearest work
+    assert distances[4] - distances[3] > 1e-5, "pick a query whose 4th and 5th distances differ"
+
+    within = computer.compute(query, AttributionParams(k=10, max_distance=cut))
+    assert len(within.neighbours) == 4
+    assert all(n.distance <= cut for n in within.neighbours)
+    assert ids_of(within) == catalogue.brute_top(query, 4)[0]
+    assert within.overlap_at_k == 1.0  # the exact top-K gets the same policy
+    assert sum(round(n.share * 1e6) for n in within.neighbours) == 1_000_000
+
+    capped = computer.compute(query, AttributionParams(k=3, max_distance=cut))
+    assert ids_of(capped) == catalogue.brute_top(query, 3)[0]
+    loose = computer.compute(query, AttributionParams(k=5, max_distance=2.0))
+    assert len(loose.neighbours) == 5
+
+
+def test_no_work_within_max_distance_is_recorded_with_zero_confidence(
+    attributor: Attributor, queries: np.ndarray
+) -> None:
+    params = AttributionParams(k=5, max_distance=0.0)
+    outcome = attributor.compute(queries[-1], params)  # a random direction: no work at distance 0
+    assert outcome.neighbours == [] and outcome.overlap_at_k == 1.0
+    result = attributor.record("empty.png", SHA, queries[-1], params, outcome)
+    assert result.neighbours == [] and result.artist_shares == {}
+    assert result.top_artist is None and result.top_artist_share is None and result.nn_distance is None
+    assert result.confidence == 0.0 and result.confidence_model == "default-v1"
+    assert chain.verify_chain(attributor.engine).ok
+
+
+# -- verify modes ------------------------------------------------------------------------------------------------------
+def test_verify_off_records_no_overlap(attributor: Attributor, queries: np.ndarray) -> None:
+    params = AttributionParams(k=10, verify="off")
+    outcome = attributor.compute(queries[0], params)
+    assert outcome.overlap_at_k is None and outcome.exact_method is None
+    assert outcome.catalogue_version == attributor.store.content_version()
+    result = attributor.record("q.png", SHA, queries[0], params, outcome)
+    assert get_attribution(attributor.engine, result.request_id).overlap_at_k is None
+
+
+def test_verify_sample_checks_some_requests_reproducibly(
+    sqlite_db: Engine, catalogue: VectorCatalogue, queries: np.ndarray, tmp_path: Path
+) -> None:
+    def verified(mode: str, seed: int) -> list[bool]:
+        attributor = make_attributor(sqlite_db, catalogue.store, tmp_path, seed=seed)
+        params = AttributionParams(k=5, verify=mode)
+        return [attributor.compute(queries[i % len(queries)], params).overlap_at_k is not None for i in range(40)]
+
+    pattern = verified("sample:0.5", seed=3)
+    assert 0 < sum(pattern) < 40
+    assert verified("sample:0.5", seed=3) == pattern  # the same seed samples the same requests
+    assert not any(verified("sample:0", seed=3))
+    assert all(verified("sample:1", seed=3))
+
+
+# -- the audit record --------------------------------------------------------------------------------------------------
+def test_record_round_trips_through_the_audit_log(attributor: Attributor, queries: np.ndarray) -> None:
+    engine = attributor.engine
+    params = AttributionParams(k=7, shares="similarity", temperature=0.05)
+    outcome = attributor.compute(queries[1], params)
+    result = attributor.record("gen/q1.png", SHA, queries[1], params, outcome)
+
+    stored = get_attribution(engine, result.request_id)
+    assert stored == result
+    assert Attribution.from_record(load_request(engine, result.request_id)) == result
+    assert stored.seq == 1 and re.fullmatch(r"[0-9a-f]{64}", stored.record_hash)
+    assert stored.image == "gen/q1.png" and stored.image_sha256 == SHA
+    assert stored.neighbours == outcome.neighbours
+    assert stored.as_json()["shares"] == [n.share for n in outcome.neighbours]
+    assert list(stored.artist_shares.items()) == list(outcome.artist_shares.items())
+    assert stored.entropy == outcome.features["entropy"] == artist_entropy([n.artist for n in stored.neighbours])
+    assert stored.nn_distance == outcome.features["nn_distance"]
+    assert stored.margin == outcome.features["margin"] and stored.margin is not None
+    assert stored.top_artist == outcome.top_artist and stored.top_artist_share == outcome.top_artist_share
+    assert stored.overlap_at_k == 1.0
+    assert stored.confidence_model == "default-v1"
+    assert stored.confidence == confidence_score(stored.entropy, stored.nn_distance)
+    assert stored.embedder_fingerprint == "test@0"
+    assert stored.catalogue_version == attributor.store.content_version()
+    assert stored.index_params == attributor.store.index_info()
+    assert AttributionParams(**stored.parameters) == params
+    assert stored.k == 7 and stored.replay_of is None
+    assert np.array_equal(np.frombuffer(load_request(engine, result.request_id).query_vector, "<f4"), queries[1])
+    json.dumps(stored.as_json())  # the --json form is serialisable
+
+    second = attributor.record("gen/q2.png", SHA, queries[2], params, attributor.compute(queries[2], params))
+    assert second.seq == 2
+    report = chain.verify_chain(engine)
+    assert report.ok and report.checked == 2 and report.head_hash == second.record_hash
+
+
+def test_get_attribution_of_unknown_id_raises(attributor: Attributor) -> None:
+    with pytest.raises(NotFoundError, match="no attribution request"):
+        get_attribution(attributor.engine, "00000000-0000-0000-0000-000000000000")
+
+
+def hand_store(root: Path, works: list[tuple[str, str, float]]) -> EdgeStore:
+    """Works (work_id, artist, cosine similarity with the query e0), each in its own orthogonal direction."""
+    store = EdgeStore(root / "qdrant", "works_hand")
+    store.ensure_collection(DIM)
+    points = []
+    for i, (work_id, artist, sim) in enumerate(works, start=1):
+        vector = np.zeros(DIM, dtype=np.float32)
+        vector[0], vector[i] = sim, math.sqrt(1 - sim**2)
+        points.append(
+            WorkPoint(
+                point_id_for(CATALOGUE, work_id), vector, {"work_id": work_id, "artist": artist, "catalogue": CATALOGUE}
+            )
+        )
+    store.upsert(points)
+    store.build_index()
+    return store
+
+
+def test_hand_case_top_artist_margin_and_entropy(fresh_db: Engine, tmp_path: Path) -> None:
+    store = hand_store(
+        tmp_path,
+        [
+            ("z1", "Zed", 0.90),
+            ("m1", "Amy", 0.89),
+            ("m2", "Amy", 0.88),
+            ("m3", "Amy", 0.87),
+            ("c1", "Cat", 0.30),
+            ("z2", "Zed", 0.20),
+        ],
+    )
+    try:
+        attributor = make_attributor(fresh_db, store, tmp_path)
+        query = np.eye(DIM, dtype=np.float32)[0]
+
+        params = AttributionParams(k=4)
+        result = attributor.record("hand.png", SHA, query, params, attributor.compute(query, params))
+        assert [n.work_id for n in result.neighbours] == ["z1", "m1", "m2", "m3"]
+        assert [n.similarity for n in result.neighbours] == pytest.approx([0.90, 0.89, 0.88, 0.87], abs=1e-6)
+        assert result.nn_distance == pytest.approx(0.10, abs=1e-6)
+        # Amy has three of four equal shares: she is the top artist although Zed made the nearest work.
+        assert result.artist_shares == {"Amy": 0.75, "Zed": 0.25}
+        assert result.top_artist == "Amy" and result.top_artist_share == 0.75
+        # Margin over every re-ranked candidate: best Zed 0.90 - best Amy 0.89.
+        assert result.margin == pytest.approx(0.01, abs=1e-6)
+        assert result.entropy == artist_entropy(["Zed", "Amy", "Amy", "Amy"])
+        assert result.entropy == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(4))
+        assert result.confidence == pytest.approx((1 - result.entropy) * 0.9, abs=1e-6)
+
+        # Equal artist shares: the artist of the nearest work is on top (the dict is ordered by name on ties).
+        params = AttributionParams(k=2)
+        tie = attributor.record("hand.png", SHA, query, params, attributor.compute(query, params))
+        assert list(tie.artist_shares.items()) == [("Amy", 0.5), ("Zed", 0.5)]
+        assert tie.top_artist == "Zed" and tie.top_artist_share == 0.5
+        assert tie.entropy == 1.0
+        assert chain.verify_chain(fresh_db).ok
+    finally:
+        store.close()
+
+
+# -- recall checks -----------------------------------------------------------------------------------------------------
+def test_verify_recall_checks_each_unverified_request_once(attributor: Attributor, queries: np.ndarray) -> None:
+    engine = attributor.engine
+    unverified = []
+    for i, params in enumerate(
+        [AttributionParams(k=10, verify="off")] * 3 + [AttributionParams(k=5, verify="off", shares="similarity")] * 2
+    ):
+        unverified.append(
+            attributor.record(f"q{i}.png", SHA, queries[i], params, attributor.compute(queries[i], params))
+        )
+    params = AttributionParams(k=10)
+    attributor.record("v.png", SHA, queries[6], params, attributor.compute(queries[6], params))
+
+    summary = verify_recall(attributor)
+    assert summary.checked == 5 and summary.mean_overlap == 1.0 and summary.below_one == 0
+    again = verify_recall(attributor)
+    assert again.checked == 0 and again.mean_overlap is None
+
+    with Session(engine) as session:
+        checks = session.scalars(select(RecallCheck)).all()
+    assert sorted(c.request_id for c in checks) == sorted(r.request_id for r in unverified)
+    assert {c.overlap_at_k for c in checks} == {1.0}
+    assert {c.exact_method for c in checks} == {"brute"}
+    assert {c.catalogue_version for c in checks} == {attributor.store.content_version()}
+    # The audit rows themselves are not modified, and the chain still verifies.
+    assert all(get_attribution(engine, r.request_id) == r for r in unverified)
+    report = chain.verify_chain(engine)
+    assert report.ok and report.checked == 6
+
+
+# -- replay ------------------------------------------------------------------------------------------------------------
+def test_replay_on_an_unchanged_index_has_no_differences(attributor: Attributor, queries: np.ndarray) -> None:
+    params = AttributionParams(k=8, shares="similarity")
+    original = attributor.record("q.png", SHA, queries[3], params, attributor.compute(queries[3], params))
+    before, after = attributor.replay(original.request_id)
+    assert before == original
+    assert after.replay_of == original.request_id and after.request_id != original.request_id
+    assert after.seq == 2 and after.parameters == original.parameters
+    assert diff_attributions(before, after) == []
+    with pytest.raises(NotFoundError):
+        attributor.replay("no-such-request")
+
+
+def test_replay_after_a_new_close_work_shows_it(fresh_db: Engine, tmp_path: Path) -> None:
+    catalogue = make_catalogue(tmp_path / "own")
+    try:
+        store = catalogue.store
+        attributor = make_attributor(fresh_db, store, tmp_path)
+        query = make_queries(catalogue)[0]
+        params = AttributionParams(k=5)
+        original = attributor.record("q.png", SHA, query, params, attributor.compute(query, params))
+        old_version = original.catalogue_version
+        assert original.top_artist != "Newcomer"
+
+        rng = np.random.default_rng(5)
+        close = unit(query + 0.01 * rng.standard_normal(DIM) / np.sqrt(DIM))[0]
+        store.upsert(
+            [
+                WorkPoint(
+                    point_id_for(CATALOGUE, "NEW-1"),
+                    close,
+                    {"work_id": "NEW-1", "artist": "Newcomer", "catalogue": CATALOGUE},
+                )
+            ]
+        )
+        store.build_index()
+
+        before, after = attributor.replay(original.request_id)
+        assert before == original
+        assert after.replay_of == before.request_id
+        assert after.neighbours[0].work_id == "NEW-1" and after.neighbours[0].artist == "Newcomer"
+        assert [n.work_id for n in after.neighbours[1:]] == [n.work_id for n in before.neighbours[:4]]
+        assert after.catalogue_version == store.content_version() != old_version
+        assert after.overlap_at_k == 1.0  # checked against an exact index of the new content
+
+        differences = diff_attributions(before, after)
+        assert "+ added NEW-1 (Newcomer) at rank 1" in differences
+        removed = before.neighbours[-1]
+        assert f"- removed {removed.work_id} ({removed.artist}), was rank 5" in differences
+        assert f"~ catalogue version: {old_version} -> {after.catalogue_version}" in differences
+        # The exact-index cache was rebuilt for the new content and the stale version dropped.
+        cached = tmp_path / "exact" / COLLECTION / "brute"
+        assert sorted(p.name for p in cached.iterdir()) == [after.catalogue_version]
+        assert chain.verify_chain(fresh_db).ok
+    finally:
+        catalogue.store.close()
+
+
+# -- the CLI end to end, real embedder ---------------------------------------------------------------------------------
+EMBEDDER = ["--embedder", "efficientnet-lite0"]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, database_url: str) -> Callable[..., Result]:
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path / "data"), "--database-url", database_url]
+
+    def run(*args: str, code: int = 0) -> Result:
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == code, result.output + str(result.exception)
+        return result
+
+    return run
+
+
+def test_cli_attribute_verify_replay_recall(
+    cli: Callable[..., Result], demo_catalogue: DemoCatalogue, database_url: str
+) -> None:
+    cli("db", "upgrade")
+    cli("ingest", str(demo_catalogue.manifest), *EMBEDDER)
+
+    query = str(demo_catalogue.queries[0].path)
+    printed = cli("attribute", query, "--json", "--k", "5", "--shares", "similarity", *EMBEDDER).stdout
+    [record] = json.loads(printed)
+    assert record["overlap_at_k"] == 1.0
+    assert isinstance(record["margin"], float) and record["margin"] >= 0
+    assert isinstance(record["shares"], list) and len(record["shares"]) == len(record["neighbours"]) == 5
+    assert record["shares"] == [n["share"] for n in record["neighbours"]]
+    assert math.fsum(record["shares"]) == pytest.approx(1.0, abs=1e-9)
+    assert math.fsum(record["artist_shares"].values()) == pytest.approx(1.0, abs=1e-9)
+    assert record["confidence_model"] == "default-v1"
+    assert re.fullmatch(r"[0-9a-f]{64}", record["record_hash"]) and record["seq"] == 1
+    assert record["parameters"]["shares"] == "similarity"
+
+    assert "chain OK: 1 records" in cli("audit", "verify").stdout
+    replayed = cli("audit", "replay", record["request_id"]).stdout
+    assert f"of {record['request_id']}" in replayed and "no differences" in replayed
+
+    cli("attribute", str(demo_catalogue.queries[1].path), "--verify", "off", *EMBEDDER)
+    assert "efficientnet-lite0: 1 checked, mean overlap@K 1.0000, 0 below 1.0" in cli("audit", "verify-recall").stdout
+    assert "nothing to check" in cli("audit", "verify-recall").stdout
+    assert "chain OK: 3 records" in cli("audit", "verify").stdout
+
+    engine = create_db_engine(database_url)
+    try:
+        assert count(engine, AttributionRequest) == 3 and count(engine, RecallCheck) == 1
+    finally:
+        engine.dispose()

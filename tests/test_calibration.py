@@ -1,0 +1,343 @@
+"""Confidence calibration: the logistic fit, the default formula, AUROC, labelled-query files, and the calibrate
+round trip (fit -> stored model -> later requests record and use it) with the real EfficientNet-Lite0 embedder."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from attribution_audit.attribution import AttributionParams, Attributor
+from attribution_audit.audit.db import session_scope
+from attribution_audit.audit.models import AttributionRequest, CalibrationModel
+from attribution_audit.calibrate import calibrate
+from attribution_audit.calibration import FEATURES, LogisticModel, confidence, fit_logistic, latest_model
+from attribution_audit.catalogue.ingest import ingest_manifest
+from attribution_audit.config import Settings, load_settings
+from attribution_audit.demo import DemoCatalogue
+from attribution_audit.embedding import get_embedder
+from attribution_audit.errors import AttributionAuditError, ManifestError
+from attribution_audit.images import load_image
+from attribution_audit.labelled import read_labelled
+from attribution_audit.metrics import auroc, confidence_score
+from attribution_audit.runtime import open_attributor
+from attribution_audit.vectorstore import WorkPoint, open_store, point_id_for
+from attribution_audit.vectorstore.qdrant_edge import EdgeStore
+
+EMBEDDER = "efficientnet-lite0"
+TRUE_COEF = np.array([-4.0, -5.0, 20.0])  # per unit of entropy, nn_distance, margin (the order of FEATURES)
+
+
+def synthetic(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features (entropy, nn_distance, margin), labels drawn from a known logistic model, and its probabilities."""
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([rng.uniform(0, 1, n), rng.uniform(0, 0.8, n), rng.uniform(0, 0.2, n)])
+    p = 1 / (1 + np.exp(-(1.5 + x @ TRUE_COEF)))
+    return x, (rng.random(n) < p).astype(float), p
+
+
+CONFIDENT = {"entropy": 0.05, "nn_distance": 0.05, "margin": 0.18}
+POOR = {"entropy": 0.95, "nn_distance": 0.75, "margin": 0.0}
+
+
+# -- the logistic fit --------------------------------------------------------------------------------------------------
+def test_fit_logistic_recovers_the_direction_of_each_indicator() -> None:
+    x, y, p = synthetic()
+    model = fit_logistic(x, y, name="logistic-test")
+    assert FEATURES == ("entropy", "nn_distance", "margin")
+    entropy, distance, margin = model.coef
+    assert entropy < 0 and distance < 0 and margin > 0  # correct <=> low entropy, low distance, high margin
+    # On the original scale the coefficients are near the true ones (L2 shrinks them a little).
+    np.testing.assert_allclose(np.array(model.coef) / np.array(model.std), TRUE_COEF, rtol=0.4)
+    np.testing.assert_allclose(model.mean, x.mean(axis=0))
+    np.testing.assert_allclose(model.std, x.std(axis=0))
+    assert model.predict(CONFIDENT) > 0.5 > model.predict(POOR)
+    predicted = np.array([model.predict(dict(zip(FEATURES, row, strict=True))) for row in x])
+    assert np.mean(np.abs(predicted - p)) < 0.06
+    assert model.name == "logistic-test"
+
+
+def test_fit_logistic_stays_finite_on_separable_data_and_constant_features() -> None:
+    x, _, _ = synthetic(n=60, seed=3)
+    x[:, 0] = 0.0  # K=1: the entropy is always 0
+    y = (x[:, 1] < 0.4).astype(float)  # perfectly separable by distance
+    model = fit_logistic(x, y)
+    assert all(math.isfinite(c) for c in [*model.coef, model.intercept])
+    assert model.std[0] == 1.0 and model.coef[0] == 0.0  # a constant feature carries no weight
+    predicted = [model.predict(dict(zip(FEATURES, row, strict=True))) for row in x]
+    assert all(0.0 < q < 1.0 for q in predicted)
+    # The L2 penalty keeps the weights finite, so only cases away from the boundary are sure to be separated.
+    clear = np.abs(x[:, 1] - 0.4) > 0.1
+    assert clear.sum() > 30
+    assert [q > 0.5 for q, c in zip(predicted, clear, strict=True) if c] == [bool(v) for v in y[clear]]
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_fit_logistic_needs_both_classes(label: float) -> None:
+    x, _, _ = synthetic(n=20)
+    with pytest.raises(ValueError, match="both correct and incorrect"):
+        fit_logistic(x, np.full(20, label))
+
+
+def test_predict_takes_missing_indicators_at_their_least_confident_value() -> None:
+    x, y, _ = synthetic()
+    model = fit_logistic(x, y)
+    assert model.predict({"entropy": 0.2, "nn_distance": None, "margin": None}) == model.predict(
+        {"entropy": 0.2, "nn_distance": 1.0, "margin": 0.0}
+    )
+    assert model.predict({"entropy": None, "nn_distance": 0.1, "margin": 0.1}) == model.predict(
+        {"entropy": 1.0, "nn_distance": 0.1, "margin": 0.1}
+    )
+
+
+def test_confidence_without_a_model_is_the_default_formula() -> None:
+    for features in (CONFIDENT, POOR, {"entropy": 0.4, "nn_distance": 1.7, "margin": None}):
+        expected = confidence_score(features["entropy"], features["nn_distance"])  # type: ignore[arg-type]
+        assert confidence(None, features) == (expected, "default-v1")
+    assert confidence(None, {"entropy": 0.0, "nn_distance": None, "margin": None}) == (0.0, "default-v1")
+    assert confidence(None, CONFIDENT)[0] == pytest.approx(0.95 * 0.95)
+
+
+def test_confidence_with_a_model_is_its_prediction() -> None:
+    x, y, _ = synthetic()
+    model = fit_logistic(x, y, name="logistic-v7")
+    assert confidence(model, CONFIDENT) == (model.predict(CONFIDENT), "logistic-v7")
+
+
+# -- AUROC -------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("scores", "labels", "expected"),
+    [
+        ([0.1, 0.2, 0.8, 0.9], [False, False, True, True], 1.0),
+        ([0.9, 0.8, 0.2, 0.1], [False, False, True, True], 0.0),
+        ([0.5, 0.5, 0.5, 0.5], [False, True, False, True], 0.5),
+        ([0.1, 0.4, 0.35, 0.8], [False, False, True, True], 0.75),  # 3 of 4 positive-negative pairs in order
+        ([0.3, 0.3, 0.9], [True, False, False], 0.25),  # one tie (half) and one loss out of 2 pairs
+        ([0.1, 0.2], [True, True], None),
+        ([0.1, 0.2], [False, False], None),
+        ([], [], None),
+    ],
+)
+def test_auroc_hand_cases(scores: list[float], labels: list[bool], expected: float | None) -> None:
+    assert auroc(scores, labels) == expected
+
+
+# -- stored models -----------------------------------------------------------------------------------------------------
+def store_model(engine: Engine, model: LogisticModel, fingerprint: str) -> int:
+    row = CalibrationModel(
+        embedder_fingerprint=fingerprint,
+        labelled_path="/labelled.csv",
+        labelled_sha256="0" * 64,
+        features=model.as_json(),
+        n_samples=400,
+        n_positive=200,
+        fit_metrics={},
+    )
+    with session_scope(engine) as session:
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def test_latest_model_is_the_newest_for_the_embedder_and_is_used_by_new_attributors(
+    fresh_db: Engine, tmp_path: Path
+) -> None:
+    x, y, _ = synthetic()
+    old, new = fit_logistic(x[:200], y[:200]), fit_logistic(x, y)
+    assert latest_model(fresh_db, "test@0") is None
+    store_model(fresh_db, old, "test@0")
+    newest = store_model(fresh_db, new, "test@0")
+    other = store_model(fresh_db, old, "other@0")
+
+    loaded = latest_model(fresh_db, "test@0")
+    assert loaded is not None and loaded.name == f"logistic-v{newest}"
+    assert (loaded.mean, loaded.std, loaded.coef, loaded.intercept) == (new.mean, new.std, new.coef, new.intercept)
+    assert latest_model(fresh_db, "unknown@0") is None
+
+    # An Attributor of that embedder records the model's name and prediction; another embedder's does not.
+    store = EdgeStore(tmp_path / "qdrant", "works_cal")
+    store.ensure_collection(4)
+    store.upsert(
+        [
+            WorkPoint(point_id_for("c", f"w{i}"), np.array(v, dtype=np.float32), {"work_id": f"w{i}", "artist": a})
+            for i, (v, a) in enumerate([([1, 0.1, 0, 0], "A"), ([1, 0, 0.3, 0], "A"), ([0.2, 1, 0, 0], "B")])
+        ]
+    )
+    store.build_index()
+    try:
+        query = np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32)
+        params = AttributionParams(k=3)
+        for fingerprint, expected_name in (
+            ("test@0", loaded.name),
+            ("other@0", f"logistic-v{other}"),
+            ("none@0", None),
+        ):
+            attributor = Attributor(
+                fresh_db,
+                store,
+                embedder_name="test",
+                embedder_fingerprint=fingerprint,
+                requester="pytest",
+                exact_cache_dir=tmp_path / "exact",
+            )
+            outcome = attributor.compute(query, params)
+            result = attributor.record("q.png", "ab" * 32, query, params, outcome)
+            if expected_name is None:
+                assert result.confidence_model == "default-v1"
+                assert result.confidence == confidence_score(result.entropy, result.nn_distance)
+            else:
+                model = latest_model(fresh_db, fingerprint)
+                assert model is not None and result.confidence_model == expected_name == model.name
+                assert result.confidence == model.predict(outcome.features)
+    finally:
+        store.close()
+
+
+# -- labelled query files ----------------------------------------------------------------------------------------------
+def test_read_labelled_parses_paths_artists_work_ids_and_subsets(tmp_path: Path) -> None:
+    csv_path = tmp_path / "labels" / "labelled.csv"
+    csv_path.parent.mkdir()
+    csv_path.write_text(
+        "\ufeffpath, artist ,work_ids,subset\n"
+        "gen/a.png,  Ada   Vermeer ,A-1; A-2;;,style\n"
+        f"{tmp_path / 'b.png'},Bruno Kahlo,,\n",
+        encoding="utf-8",
+    )
+    first, second = read_labelled(csv_path)
+    assert first.line == 2 and second.line == 3
+    assert first.path == (csv_path.parent / "gen" / "a.png").resolve()  # relative to the CSV's folder
+    assert second.path == tmp_path / "b.png"
+    assert first.artist == "Ada Vermeer" and second.artist == "Bruno Kahlo"
+    assert first.work_ids == ("A-1", "A-2") and second.work_ids == ()
+    assert first.subset == "style" and second.subset is None
+
+
+@pytest.mark.parametrize(("header", "missing"), [("path,work_ids", "artist"), ("file,artist", "path"), ("x", "path")])
+def test_read_labelled_names_the_file_when_columns_are_missing(tmp_path: Path, header: str, missing: str) -> None:
+    csv_path = tmp_path / "labelled.csv"
+    csv_path.write_text(f"{header}\na.png,b\n")
+    with pytest.raises(ManifestError, match=r"labelled\.csv: missing column\(s\) " + missing) as info:
+        read_labelled(csv_path)
+    assert str(csv_path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("row", ["a.png,", ",Ada", "a.png,   "])
+def test_read_labelled_names_the_line_of_an_empty_path_or_artist(tmp_path: Path, row: str) -> None:
+    csv_path = tmp_path / "labelled.csv"
+    csv_path.write_text(f"path,artist\nok.png,Ada\n{row}\n")
+    with pytest.raises(ManifestError, match="empty path or artist") as info:
+        read_labelled(csv_path)
+    assert f"{csv_path}:3:" in str(info.value)
+
+
+def test_read_labelled_rejects_empty_and_missing_files(tmp_path: Path) -> None:
+    csv_path = tmp_path / "labelled.csv"
+    csv_path.write_text("path,artist\n")
+    with pytest.raises(ManifestError, match="no labelled queries"):
+        read_labelled(csv_path)
+    with pytest.raises(ManifestError, match="not found"):
+        read_labelled(tmp_path / "absent.csv")
+    csv_path.write_bytes(b"path,artist\n\xff\xfe.png,Ada\n")
+    with pytest.raises(ManifestError, match="not UTF-8"):
+        read_labelled(csv_path)
+
+
+# -- calibrate, end to end with the real embedder ----------------------------------------------------------------------
+@pytest.fixture
+def demo_settings(
+    tmp_path: Path, database_url: str, fresh_db: Engine, demo_catalogue: DemoCatalogue
+) -> Iterator[Settings]:
+    """Settings of a data dir holding the ingested demo catalogue, logged in ``fresh_db``."""
+    settings = load_settings(data_dir=tmp_path / "data", database_url=database_url)
+    store = open_store(settings, EMBEDDER)
+    try:
+        ingest_manifest(demo_catalogue.manifest, engine=fresh_db, store=store, embedder=get_embedder(EMBEDDER))
+    finally:
+        store.close()
+    yield settings
+
+
+def write_labelled(path: Path, rows: list[tuple[Path, str]]) -> Path:
+    path.write_text("path,artist\n" + "".join(f"{p},{a}\n" for p, a in rows))
+    return path
+
+
+def count(engine: Engine, model: type) -> int:
+    with Session(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_calibrate_round_trip(
+    demo_settings: Settings, fresh_db: Engine, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    works = demo_catalogue.manifest.parent / "works"
+    # The generated queries with their true artist (attributed correctly), and catalogue works of artists 0-2
+    # labelled with the next artist's name (so that the top artist is "wrong").
+    artists = [q.artist for q in demo_catalogue.queries]
+    wrong = [(works / f"a{a}_w{w}.png", artists[a + 1]) for a in range(3) for w in (0, 1)]
+    rows = [(q.path, q.artist) for q in demo_catalogue.queries] + wrong
+    labelled = write_labelled(tmp_path / "labelled.csv", rows)
+
+    with open_attributor(demo_settings, fresh_db, EMBEDDER) as attributor:
+        report = calibrate(attributor, labelled)
+        # Positive: the top artist (at the calibration parameters, K=10) is the labelled one.
+        assert attributor.embedder is not None
+        correct = [
+            attributor.compute(
+                attributor.embedder.embed([load_image(path, target_size=224).image])[0], AttributionParams(verify="off")
+            ).top_artist
+            == artist
+            for path, artist in rows
+        ]
+        assert not any(correct[6:]) and sum(correct[:6]) >= 4  # the demo's generated queries are mostly right
+        assert report.model_name == "logistic-v1"
+        assert report.n_samples == 12 and report.n_positive == sum(correct)
+        assert report.auroc is not None and 0.0 <= report.auroc <= 1.0 and 0.0 <= report.brier <= 1.0
+        assert count(fresh_db, AttributionRequest) == 0  # calibration queries are not logged as attributions
+
+        with Session(fresh_db) as session:
+            row = session.scalars(select(CalibrationModel)).one()
+        assert row.embedder_fingerprint == attributor.embedder_fingerprint
+        assert (row.n_samples, row.n_positive) == (12, report.n_positive)
+        assert row.labelled_path == str(labelled.resolve())
+        model = latest_model(fresh_db, attributor.embedder_fingerprint)
+        assert model is not None and model.name == "logistic-v1"
+
+        # A new Attributor of the same embedder uses the stored model.
+        calibrated = Attributor(
+            fresh_db,
+            attributor.store,
+            embedder_name=EMBEDDER,
+            embedder_fingerprint=attributor.embedder_fingerprint,
+            requester="pytest",
+            exact_cache_dir=tmp_path / "exact",
+            embedder=attributor.embedder,
+        )
+        result = calibrated.attribute(demo_catalogue.queries[0].path)
+    assert result.confidence_model == "logistic-v1"
+    features = {"entropy": result.entropy, "nn_distance": result.nn_distance, "margin": result.margin}
+    assert result.confidence == pytest.approx(model.predict(features), abs=1e-12)
+    assert result.confidence != pytest.approx(confidence_score(result.entropy, result.nn_distance), abs=1e-6)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the error path does not depend on the DB
+def test_calibrate_with_only_correct_labels_fails_with_one_line(
+    demo_settings: Settings, fresh_db: Engine, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    works = demo_catalogue.manifest.parent / "works"
+    artists = [q.artist for q in demo_catalogue.queries]
+    labelled = write_labelled(tmp_path / "all-correct.csv", [(works / f"a{a}_w2.png", artists[a]) for a in range(6)])
+    with (
+        open_attributor(demo_settings, fresh_db, EMBEDDER) as attributor,
+        pytest.raises(AttributionAuditError) as info,
+    ):
+        calibrate(attributor, labelled)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(labelled) in message and "both correct and incorrect" in message and "6 correct of 6" in message
+    assert count(fresh_db, CalibrationModel) == 0
