@@ -3,6 +3,7 @@ exact recall check -> committed, hash-chained audit record -> result."""
 
 from __future__ import annotations
 
+import copy
 import random
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -245,8 +246,14 @@ class Attributor:
         self.exact_cache_dir = Path(exact_cache_dir)
         self._exact: dict[tuple[str, str], ExactIndex] = {}
         self._random = random.Random(seed)
-        self._calibration: LogisticModel | None = latest_model(engine, embedder_fingerprint)
-        self._canonical = canonical_artists(engine)
+        self.calibration: LogisticModel | None = latest_model(engine, embedder_fingerprint)
+        self.canonical = canonical_artists(engine)
+
+    def with_store(self, store: VectorStore) -> Attributor:
+        """The same attributor over another store (a scratch copy, say); exact indexes are not shared."""
+        clone = copy.copy(self)
+        clone.store, clone._exact = store, {}
+        return clone
 
     # -- exact ground truth ------------------------------------------------------------------------------------
     def exact_index(self, method: str) -> tuple[ExactIndex, str]:
@@ -297,8 +304,7 @@ class Attributor:
             exact_ids, version = self.exact_top(query, params)
             overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids[0])
             method = params.exact_method
-        by_artist = artist_shares([n.canonical_artist for n in neighbours], shares)
-        top = max(by_artist, key=lambda a: (by_artist[a], _best(neighbours, a)), default=None)
+        by_artist, top = top_artist([n.canonical_artist for n in neighbours], sims, shares)
         return Outcome(
             neighbours=neighbours,
             candidates=candidates,
@@ -318,7 +324,7 @@ class Attributor:
 
     def _canonical_of(self, hit: Hit) -> str:
         artist = str(hit.payload.get("artist", ""))
-        return self._canonical.get(artist, artist)
+        return self.canonical.get(artist, artist)
 
     def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
         """Attribute one image file; returns only after its audit record is committed."""
@@ -338,9 +344,13 @@ class Attributor:
         params: AttributionParams,
         outcome: Outcome,
         replay_of: str | None = None,
+        evaluation: tuple[int, int] | None = None,
     ) -> Attribution:
-        """Append the request to the audit chain (one transaction) and return it as committed."""
-        score, model_name = confidence(self._calibration, outcome.features)
+        """Append the request to the audit chain (one transaction) and return it as committed.
+
+        ``evaluation`` = (evaluation run id, labelled query id) tags a request made by ``evaluate run``.
+        """
+        score, model_name = confidence(self.calibration, outcome.features)
         request_id = str(uuid.uuid4())
         with Session(self.engine) as session:
             work_pks = _work_pks(session, outcome.neighbours)
@@ -360,6 +370,8 @@ class Attributor:
             parameters=params.as_json(),
             k=params.k,
             replay_of=replay_of,
+            evaluation_run_id=evaluation[0] if evaluation else None,
+            labelled_query_id=evaluation[1] if evaluation else None,
         )
         request.neighbours = [
             AttributionNeighbour(
@@ -405,8 +417,15 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _best(neighbours: list[Neighbour], artist: str) -> float:
-    return max(n.similarity for n in neighbours if n.canonical_artist == artist)
+def top_artist(
+    artists: list[str], similarities: list[float], shares: list[float]
+) -> tuple[dict[str, float], str | None]:
+    """Per-artist shares and the top artist: the largest share, ties to the artist with the closest work."""
+    by_artist = artist_shares(artists, shares)
+    best: dict[str, float] = {}
+    for artist, similarity in zip(artists, similarities, strict=True):
+        best[artist] = max(similarity, best.get(artist, -2.0))
+    return by_artist, max(by_artist, key=lambda a: (by_artist[a], best[a]), default=None)
 
 
 def canonical_artists(engine: Engine) -> dict[str, str]:

@@ -39,7 +39,9 @@ artists_app = typer.Typer(no_args_is_help=True, help="Artists and their aliases.
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(catalogue_app, name="catalogue")
+evaluate_app = typer.Typer(no_args_is_help=True, help="The research note's experiments on labelled queries.")
 app.add_typer(artists_app, name="artists")
+app.add_typer(evaluate_app, name="evaluate")
 
 EmbedderOption = Annotated[
     str | None,
@@ -309,6 +311,7 @@ def attribute(
 
 
 def _params(factory: Any, **values: Any) -> Any:
+    """Call ``factory``; its ValueError (a bad option value) becomes a usage error naming the problem."""
     try:
         return factory(**values)
     except ValueError as exc:
@@ -443,3 +446,113 @@ def audit_replay(
         return
     typer.echo(f"replay {after.request_id} of {before.request_id}")
     typer.echo("\n".join(differences) if differences else "no differences")
+
+
+# -- evaluate --------------------------------------------------------------------------------------------------
+QueriesArgument = Annotated[
+    str, typer.Argument(help="Labelled queries: CSV (path,artist[,work_ids][,subset]) or a stored query set name.")
+]
+
+
+@evaluate_app.command("run")
+def evaluate_run(
+    ctx: typer.Context,
+    queries: QueriesArgument,
+    k_max: Annotated[int, typer.Option(min=1, help="Curves are computed for K = 1..k-max.")] = 100,
+    k: Annotated[
+        int, typer.Option("--k", min=1, help="Fixed K for Table 1 (when true works are unknown) and confidence.")
+    ] = 10,
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, CSV tables, report.md and plots.")] = Path(
+        "evaluation"
+    ),
+    name: Annotated[str | None, typer.Option(help="Name of the query set (default: the file name).")] = None,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Attribute every labelled query (logged, tagged with the run) and compute the note's metrics."""
+    from attribution_audit.evaluation.report import write_outputs
+    from attribution_audit.evaluation.run import import_query_set, run_evaluation
+    from attribution_audit.runtime import open_attributor
+
+    settings = _settings(ctx, embedder)
+    engine = _checked_engine(settings)
+    query_set = import_query_set(engine, queries, name)
+    with open_attributor(settings, engine, settings.embedder) as attributor:
+        summary = run_evaluation(attributor, query_set, k_max=k_max, k=k)
+    write_outputs(summary.metrics, out)
+    overall = summary.metrics["overall"]["curves"]
+    typer.echo(
+        f"evaluation run {summary.run_id}: {summary.queries} queries ({summary.failed} unreadable); hit rate@1 "
+        f"{_num(overall[0]['hit_rate'])}, @{k} {_num(overall[min(k, k_max) - 1]['hit_rate'])}; results in {out}"
+    )
+
+
+@evaluate_app.command("report")
+def evaluate_report(
+    ctx: typer.Context,
+    run: Annotated[int, typer.Option("--run", help="Evaluation run id.")],
+    out: Annotated[Path, typer.Option(help="Folder for the outputs.")] = Path("evaluation"),
+) -> None:
+    """Recompute a past run's metrics purely from the audit DB and write the same outputs."""
+    from attribution_audit.evaluation.report import write_outputs
+    from attribution_audit.evaluation.run import compute_metrics
+
+    metrics = compute_metrics(_checked_engine(ctx.obj), run)
+    write_outputs(metrics, out)
+    typer.echo(f"evaluation run {run}: report written to {out}")
+
+
+@evaluate_app.command("noise")
+def evaluate_noise(
+    ctx: typer.Context,
+    queries: QueriesArgument,
+    noise: Annotated[Path, typer.Option(help="Manifest (CSV/JSONL/folder) of the noise works to add.")],
+    levels: Annotated[str, typer.Option(help="Noise levels as fractions of the index size.")] = "0.1,0.25,0.5,0.75",
+    kind: Annotated[
+        str, typer.Option(help="Label of the noise: homogeneous (same domain) or heterogeneous.")
+    ] = "homogeneous",
+    k: Annotated[int, typer.Option("--k", min=1, help="Attributed works per query.")] = 10,
+    out: Annotated[Path, typer.Option(help="Folder for noise.json, noise.csv and noise.png.")] = Path("evaluation"),
+    embedder: EmbedderOption = None,
+) -> None:
+    """Add noise works to a scratch copy of the index and report the mean overlap with the clean attribution."""
+    from attribution_audit.evaluation.noise import noise_experiment, write_noise_outputs
+    from attribution_audit.evaluation.run import import_query_set
+    from attribution_audit.runtime import open_attributor
+
+    try:
+        fractions = [float(v) for v in levels.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"levels {levels!r}: give fractions such as 0.1,0.25,0.5") from None
+    settings = _settings(ctx, embedder)
+    engine = _checked_engine(settings)
+    query_set = import_query_set(engine, queries)
+    with open_attributor(settings, engine, settings.embedder) as attributor:
+        metrics = _params(
+            lambda: noise_experiment(
+                attributor, query_set, noise, levels=fractions, kind=kind, k=k, scratch_root=settings.data_dir
+            )
+        )
+    write_noise_outputs(metrics, out)
+    for row in metrics["levels"]:
+        typer.echo(
+            f"{kind} {row['level']:.0%} ({row['noise_works']} works): mean overlap {_num(row['mean_overlap'])}, "
+            f"noise in top {k} {_num(row['noise_in_top_k'])}"
+        )
+    typer.echo(f"noise run {metrics['run_id']}; results in {out}")
+
+
+@evaluate_app.command("list")
+def evaluate_list(ctx: typer.Context) -> None:
+    """List evaluation runs."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from attribution_audit.audit.models import EvaluationRun
+
+    with Session(_checked_engine(ctx.obj)) as session:
+        for run in session.scalars(select(EvaluationRun).order_by(EvaluationRun.id)):
+            typer.echo(f"{run.id}\t{run.kind}\t{run.status}\t{run.created_at:%Y-%m-%d %H:%M}\t{run.embedder_name}")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

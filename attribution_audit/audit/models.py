@@ -177,6 +177,8 @@ class AttributionRequest(Base):
     parameters: Mapped[dict[str, Any]]
     k: Mapped[int] = mapped_column(Integer)
     replay_of: Mapped[str | None] = mapped_column(String(36), index=True)
+    evaluation_run_id: Mapped[int | None] = mapped_column(ForeignKey("evaluation_runs.id"), index=True)
+    labelled_query_id: Mapped[int | None] = mapped_column(ForeignKey("labelled_queries.id"), index=True)
 
     neighbours: Mapped[list[AttributionNeighbour]] = relationship(
         order_by="AttributionNeighbour.rank", back_populates="request"
@@ -265,3 +267,38 @@ class RecallCheck(Base):
     exact_method: Mapped[str] = mapped_column(String(20))
     catalogue_version: Mapped[str] = mapped_column(String(200))
     overlap_at_k: Mapped[float] = mapped_column(Float)
+
+
+class EvaluationRun(Base):
+    """One run of the note's experiments over a labelled query set (``attribution-audit evaluate run``)."""
+
+    __tablename__ = "evaluation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), default="attribution")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    requester: Mapped[str] = mapped_column(String(200))
+    query_set_id: Mapped[int] = mapped_column(ForeignKey("query_sets.id"), index=True)
+    embedder_name: Mapped[str] = mapped_column(String(300))
+    collection: Mapped[str] = mapped_column(String(200))
+    settings: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(20), default="running")
+
+
+class EvaluationResult(Base):
+    """Per labelled query of an evaluation run: its logged request and the HNSW-vs-exact measurement."""
+
+    __tablename__ = "evaluation_results"
+    __table_args__ = (UniqueConstraint("run_id", "labelled_query_id", name="uq_evaluation_results"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("evaluation_runs.id"), index=True)
+    labelled_query_id: Mapped[int] = mapped_column(ForeignKey("labelled_queries.id"))
+    request_id: Mapped[str | None] = mapped_column(ForeignKey("attribution_requests.id"))
+    error: Mapped[str | None] = mapped_column(Text)
+    hnsw_ms: Mapped[float | None] = mapped_column(Float)
+    exact_ms: Mapped[float | None] = mapped_column(Float)
+    hnsw_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    exact_ids: Mapped[list[str]] = mapped_column(JSON, default=list)

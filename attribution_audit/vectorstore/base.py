@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -78,6 +78,10 @@ class VectorStore(Protocol):
 
     def delete(self, point_ids: Sequence[str]) -> None:
         """Remove points by id (missing ids are ignored)."""
+        ...
+
+    def iter_points(self) -> Iterator[WorkPoint]:
+        """Every point with its vector and payload (to copy a collection into a scratch one)."""
         ...
 
     def image_hashes(self) -> dict[str, str]:

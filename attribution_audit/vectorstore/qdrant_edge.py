@@ -204,6 +204,10 @@ class EdgeStore:
             rows.append(_as_array(record.vector))
         return ids, np.vstack(rows) if rows else np.zeros((0, self._dim or 0), dtype=np.float32)
 
+    def iter_points(self) -> Iterator[WorkPoint]:
+        for record in self._scroll(with_vector=True, with_payload=True):
+            yield WorkPoint(str(record.id), _as_array(record.vector), dict(record.payload or {}))
+
     def image_hashes(self) -> dict[str, str]:
         if self._open(None) is None:
             return {}

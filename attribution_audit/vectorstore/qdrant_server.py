@@ -7,7 +7,7 @@ here only so the tests can exercise this code path without a server.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,6 +145,10 @@ class ServerStore:
         records = self._scroll(with_vectors=True, payload=False)
         vectors = [np.asarray(r.vector, dtype=np.float32) for r in records]
         return [str(r.id) for r in records], np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+
+    def iter_points(self) -> Iterator[WorkPoint]:
+        for record in self._scroll(with_vectors=True, payload=True):
+            yield WorkPoint(str(record.id), np.asarray(record.vector, dtype=np.float32), dict(record.payload or {}))
 
     def image_hashes(self) -> dict[str, str]:
         if not self._exists():

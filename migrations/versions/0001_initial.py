@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 19:33:45.009416
+Create Date: 2026-11-28 19:45:09.574273
 """
 
 from collections.abc import Sequence
@@ -36,35 +36,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_artists_canonical_id"), ["canonical_id"], unique=False)
 
     op.create_table(
-        "attribution_requests",
-        sa.Column("id", sa.String(length=36), nullable=False),
-        sa.Column("seq", sa.BigInteger(), nullable=False),
-        sa.Column("prev_hash", sa.String(length=64), nullable=False),
-        sa.Column("record_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("requester", sa.String(length=200), nullable=False),
-        sa.Column("image_path", sa.Text(), nullable=False),
-        sa.Column("image_sha256", sa.String(length=64), nullable=False),
-        sa.Column("query_vector", sa.LargeBinary(), nullable=False),
-        sa.Column("embedder_name", sa.String(length=300), nullable=False),
-        sa.Column("embedder_fingerprint", sa.String(length=300), nullable=False),
-        sa.Column("store_kind", sa.String(length=40), nullable=False),
-        sa.Column("collection", sa.String(length=200), nullable=False),
-        sa.Column("catalogue_version", sa.String(length=200), nullable=False),
-        sa.Column("index_params", sa.JSON(), nullable=False),
-        sa.Column("parameters", sa.JSON(), nullable=False),
-        sa.Column("k", sa.Integer(), nullable=False),
-        sa.Column("replay_of", sa.String(length=36), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("record_hash"),
-        sa.UniqueConstraint("seq"),
-    )
-    with op.batch_alter_table("attribution_requests", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_attribution_requests_created_at"), ["created_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_attribution_requests_image_sha256"), ["image_sha256"], unique=False)
-        batch_op.create_index(batch_op.f("ix_attribution_requests_replay_of"), ["replay_of"], unique=False)
-
-    op.create_table(
         "calibration_models",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -95,34 +66,27 @@ def upgrade() -> None:
         sa.UniqueConstraint("name"),
     )
     op.create_table(
-        "attribution_artist_shares",
-        sa.Column("request_id", sa.String(length=36), nullable=False),
-        sa.Column("artist", sa.String(length=300), nullable=False),
-        sa.Column("share", sa.Float(), nullable=False),
+        "evaluation_runs",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("requester", sa.String(length=200), nullable=False),
+        sa.Column("query_set_id", sa.Integer(), nullable=False),
+        sa.Column("embedder_name", sa.String(length=300), nullable=False),
+        sa.Column("collection", sa.String(length=200), nullable=False),
+        sa.Column("settings", sa.JSON(), nullable=False),
+        sa.Column("metrics", sa.JSON(), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("status", sa.String(length=20), nullable=False),
         sa.ForeignKeyConstraint(
-            ["request_id"],
-            ["attribution_requests.id"],
+            ["query_set_id"],
+            ["query_sets.id"],
         ),
-        sa.PrimaryKeyConstraint("request_id", "artist"),
+        sa.PrimaryKeyConstraint("id"),
     )
-    op.create_table(
-        "attribution_metrics",
-        sa.Column("request_id", sa.String(length=36), nullable=False),
-        sa.Column("entropy", sa.Float(), nullable=False),
-        sa.Column("nn_distance", sa.Float(), nullable=True),
-        sa.Column("margin", sa.Float(), nullable=True),
-        sa.Column("top_artist", sa.String(length=300), nullable=True),
-        sa.Column("top_artist_share", sa.Float(), nullable=True),
-        sa.Column("overlap_at_k", sa.Float(), nullable=True),
-        sa.Column("exact_method", sa.String(length=20), nullable=True),
-        sa.Column("confidence", sa.Float(), nullable=False),
-        sa.Column("confidence_model", sa.String(length=100), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["request_id"],
-            ["attribution_requests.id"],
-        ),
-        sa.PrimaryKeyConstraint("request_id"),
-    )
+    with op.batch_alter_table("evaluation_runs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_evaluation_runs_query_set_id"), ["query_set_id"], unique=False)
+
     op.create_table(
         "ingestion_runs",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -170,23 +134,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_labelled_queries_query_set_id"), ["query_set_id"], unique=False)
 
     op.create_table(
-        "recall_checks",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("request_id", sa.String(length=36), nullable=False),
-        sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("exact_method", sa.String(length=20), nullable=False),
-        sa.Column("catalogue_version", sa.String(length=200), nullable=False),
-        sa.Column("overlap_at_k", sa.Float(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["request_id"],
-            ["attribution_requests.id"],
-        ),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("recall_checks", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_recall_checks_request_id"), ["request_id"], unique=False)
-
-    op.create_table(
         "works",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("catalogue_id", sa.Integer(), nullable=False),
@@ -216,30 +163,49 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_works_catalogue_id"), ["catalogue_id"], unique=False)
 
     op.create_table(
-        "attribution_neighbours",
-        sa.Column("request_id", sa.String(length=36), nullable=False),
-        sa.Column("rank", sa.Integer(), nullable=False),
-        sa.Column("work_pk", sa.Integer(), nullable=True),
-        sa.Column("catalogue", sa.String(length=200), nullable=False),
-        sa.Column("work_id", sa.String(length=300), nullable=False),
-        sa.Column("work_version", sa.Integer(), nullable=True),
-        sa.Column("artist", sa.String(length=300), nullable=False),
-        sa.Column("canonical_artist", sa.String(length=300), nullable=False),
-        sa.Column("similarity", sa.Float(), nullable=False),
-        sa.Column("distance", sa.Float(), nullable=False),
-        sa.Column("share", sa.Float(), nullable=False),
+        "attribution_requests",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("record_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("requester", sa.String(length=200), nullable=False),
+        sa.Column("image_path", sa.Text(), nullable=False),
+        sa.Column("image_sha256", sa.String(length=64), nullable=False),
+        sa.Column("query_vector", sa.LargeBinary(), nullable=False),
+        sa.Column("embedder_name", sa.String(length=300), nullable=False),
+        sa.Column("embedder_fingerprint", sa.String(length=300), nullable=False),
+        sa.Column("store_kind", sa.String(length=40), nullable=False),
+        sa.Column("collection", sa.String(length=200), nullable=False),
+        sa.Column("catalogue_version", sa.String(length=200), nullable=False),
+        sa.Column("index_params", sa.JSON(), nullable=False),
+        sa.Column("parameters", sa.JSON(), nullable=False),
+        sa.Column("k", sa.Integer(), nullable=False),
+        sa.Column("replay_of", sa.String(length=36), nullable=True),
+        sa.Column("evaluation_run_id", sa.Integer(), nullable=True),
+        sa.Column("labelled_query_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["request_id"],
-            ["attribution_requests.id"],
+            ["evaluation_run_id"],
+            ["evaluation_runs.id"],
         ),
         sa.ForeignKeyConstraint(
-            ["work_pk"],
-            ["works.id"],
+            ["labelled_query_id"],
+            ["labelled_queries.id"],
         ),
-        sa.PrimaryKeyConstraint("request_id", "rank"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("record_hash"),
+        sa.UniqueConstraint("seq"),
     )
-    with op.batch_alter_table("attribution_neighbours", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_attribution_neighbours_work_pk"), ["work_pk"], unique=False)
+    with op.batch_alter_table("attribution_requests", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_attribution_requests_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_attribution_requests_evaluation_run_id"), ["evaluation_run_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_attribution_requests_image_sha256"), ["image_sha256"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_attribution_requests_labelled_query_id"), ["labelled_query_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_attribution_requests_replay_of"), ["replay_of"], unique=False)
 
     op.create_table(
         "work_embeddings",
@@ -286,11 +252,126 @@ def upgrade() -> None:
     with op.batch_alter_table("work_versions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_work_versions_work_pk"), ["work_pk"], unique=False)
 
+    op.create_table(
+        "attribution_artist_shares",
+        sa.Column("request_id", sa.String(length=36), nullable=False),
+        sa.Column("artist", sa.String(length=300), nullable=False),
+        sa.Column("share", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["attribution_requests.id"],
+        ),
+        sa.PrimaryKeyConstraint("request_id", "artist"),
+    )
+    op.create_table(
+        "attribution_metrics",
+        sa.Column("request_id", sa.String(length=36), nullable=False),
+        sa.Column("entropy", sa.Float(), nullable=False),
+        sa.Column("nn_distance", sa.Float(), nullable=True),
+        sa.Column("margin", sa.Float(), nullable=True),
+        sa.Column("top_artist", sa.String(length=300), nullable=True),
+        sa.Column("top_artist_share", sa.Float(), nullable=True),
+        sa.Column("overlap_at_k", sa.Float(), nullable=True),
+        sa.Column("exact_method", sa.String(length=20), nullable=True),
+        sa.Column("confidence", sa.Float(), nullable=False),
+        sa.Column("confidence_model", sa.String(length=100), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["attribution_requests.id"],
+        ),
+        sa.PrimaryKeyConstraint("request_id"),
+    )
+    op.create_table(
+        "attribution_neighbours",
+        sa.Column("request_id", sa.String(length=36), nullable=False),
+        sa.Column("rank", sa.Integer(), nullable=False),
+        sa.Column("work_pk", sa.Integer(), nullable=True),
+        sa.Column("catalogue", sa.String(length=200), nullable=False),
+        sa.Column("work_id", sa.String(length=300), nullable=False),
+        sa.Column("work_version", sa.Integer(), nullable=True),
+        sa.Column("artist", sa.String(length=300), nullable=False),
+        sa.Column("canonical_artist", sa.String(length=300), nullable=False),
+        sa.Column("similarity", sa.Float(), nullable=False),
+        sa.Column("distance", sa.Float(), nullable=False),
+        sa.Column("share", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["attribution_requests.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["work_pk"],
+            ["works.id"],
+        ),
+        sa.PrimaryKeyConstraint("request_id", "rank"),
+    )
+    with op.batch_alter_table("attribution_neighbours", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_attribution_neighbours_work_pk"), ["work_pk"], unique=False)
+
+    op.create_table(
+        "evaluation_results",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("labelled_query_id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.String(length=36), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("hnsw_ms", sa.Float(), nullable=True),
+        sa.Column("exact_ms", sa.Float(), nullable=True),
+        sa.Column("hnsw_ids", sa.JSON(), nullable=False),
+        sa.Column("exact_ids", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["labelled_query_id"],
+            ["labelled_queries.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["attribution_requests.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["evaluation_runs.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("run_id", "labelled_query_id", name="uq_evaluation_results"),
+    )
+    with op.batch_alter_table("evaluation_results", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_evaluation_results_run_id"), ["run_id"], unique=False)
+
+    op.create_table(
+        "recall_checks",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.String(length=36), nullable=False),
+        sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("exact_method", sa.String(length=20), nullable=False),
+        sa.Column("catalogue_version", sa.String(length=200), nullable=False),
+        sa.Column("overlap_at_k", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["attribution_requests.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("recall_checks", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_recall_checks_request_id"), ["request_id"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("recall_checks", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_recall_checks_request_id"))
+
+    op.drop_table("recall_checks")
+    with op.batch_alter_table("evaluation_results", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_evaluation_results_run_id"))
+
+    op.drop_table("evaluation_results")
+    with op.batch_alter_table("attribution_neighbours", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_attribution_neighbours_work_pk"))
+
+    op.drop_table("attribution_neighbours")
+    op.drop_table("attribution_metrics")
+    op.drop_table("attribution_artist_shares")
     with op.batch_alter_table("work_versions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_work_versions_work_pk"))
 
@@ -301,19 +382,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_work_embeddings_collection"))
 
     op.drop_table("work_embeddings")
-    with op.batch_alter_table("attribution_neighbours", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_attribution_neighbours_work_pk"))
+    with op.batch_alter_table("attribution_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_attribution_requests_replay_of"))
+        batch_op.drop_index(batch_op.f("ix_attribution_requests_labelled_query_id"))
+        batch_op.drop_index(batch_op.f("ix_attribution_requests_image_sha256"))
+        batch_op.drop_index(batch_op.f("ix_attribution_requests_evaluation_run_id"))
+        batch_op.drop_index(batch_op.f("ix_attribution_requests_created_at"))
 
-    op.drop_table("attribution_neighbours")
+    op.drop_table("attribution_requests")
     with op.batch_alter_table("works", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_works_catalogue_id"))
         batch_op.drop_index(batch_op.f("ix_works_artist_id"))
 
     op.drop_table("works")
-    with op.batch_alter_table("recall_checks", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_recall_checks_request_id"))
-
-    op.drop_table("recall_checks")
     with op.batch_alter_table("labelled_queries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_labelled_queries_query_set_id"))
 
@@ -322,17 +403,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_ingestion_runs_catalogue_id"))
 
     op.drop_table("ingestion_runs")
-    op.drop_table("attribution_metrics")
-    op.drop_table("attribution_artist_shares")
+    with op.batch_alter_table("evaluation_runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_evaluation_runs_query_set_id"))
+
+    op.drop_table("evaluation_runs")
     op.drop_table("query_sets")
     op.drop_table("catalogues")
     op.drop_table("calibration_models")
-    with op.batch_alter_table("attribution_requests", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_attribution_requests_replay_of"))
-        batch_op.drop_index(batch_op.f("ix_attribution_requests_image_sha256"))
-        batch_op.drop_index(batch_op.f("ix_attribution_requests_created_at"))
-
-    op.drop_table("attribution_requests")
     with op.batch_alter_table("artists", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_artists_canonical_id"))
 

@@ -1,0 +1,245 @@
+"""Metrics of an evaluation, computed from per-query outcomes only (so a past run can be recomputed from SQL).
+
+Definitions follow the research note: hit rate@K (at least one of the K neighbours is by the true artist),
+work-level precision@K / recall@K against the true inspiration works, artist-level precision@K (share of the K
+neighbours by the true artist), per-image K = number of true works (precision = recall), Mann-Whitney U tests of
+artist entropy and nearest-neighbour distance between classes (Table 1), and the quality of the confidence score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from attribution_audit.attribution import top_artist
+from attribution_audit.calibration import LogisticModel, confidence
+from attribution_audit.metrics import artist_entropy, artist_margin, auroc
+from attribution_audit.shares import neighbour_shares
+
+ECE_BINS = 10
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """One labelled query's ranked neighbours (canonical artists) and, when measured, HNSW vs exact ids/times."""
+
+    query_id: int
+    path: str
+    true_artist: str
+    true_works: tuple[str, ...]
+    subset: str | None
+    artists: list[str]
+    work_ids: list[str]
+    similarities: list[float]
+    hnsw_ids: list[str] = field(default_factory=list)
+    exact_ids: list[str] = field(default_factory=list)
+    hnsw_ms: float | None = None
+    exact_ms: float | None = None
+
+    def k_for(self, fixed_k: int) -> int:
+        """Per-image K: the number of true works when known, else ``fixed_k``."""
+        return len(self.true_works) if self.true_works else fixed_k
+
+
+def hit_rate(outcomes: Sequence[QueryOutcome], k: int) -> float:
+    return float(np.mean([o.true_artist in o.artists[:k] for o in outcomes])) if outcomes else math.nan
+
+
+def artist_precision(outcomes: Sequence[QueryOutcome], k: int) -> float:
+    values = [sum(a == o.true_artist for a in o.artists[:k]) / k for o in outcomes]
+    return float(np.mean(values)) if values else math.nan
+
+
+def work_precision_recall(outcomes: Sequence[QueryOutcome], k: int) -> tuple[float, float]:
+    """Mean work-level precision@K and recall@K over the queries that have true works."""
+    labelled = [o for o in outcomes if o.true_works]
+    if not labelled:
+        return math.nan, math.nan
+    hits = [len(set(o.work_ids[:k]) & set(o.true_works)) for o in labelled]
+    precision = np.mean([h / k for h in hits])
+    recall = np.mean([h / len(o.true_works) for h, o in zip(hits, labelled, strict=True)])
+    return float(precision), float(recall)
+
+
+def per_image_k(outcomes: Sequence[QueryOutcome]) -> dict[str, float]:
+    """K = number of true works of each image: precision = recall (the note's Figure 13), and artist precision."""
+    labelled = [o for o in outcomes if o.true_works]
+    if not labelled:
+        return {"queries": 0, "precision": math.nan, "artist_precision": math.nan, "hit_rate": math.nan}
+    precision = [len(set(o.work_ids[: len(o.true_works)]) & set(o.true_works)) / len(o.true_works) for o in labelled]
+    artists = [sum(a == o.true_artist for a in o.artists[: len(o.true_works)]) / len(o.true_works) for o in labelled]
+    hits = [o.true_artist in o.artists[: len(o.true_works)] for o in labelled]
+    return {
+        "queries": len(labelled),
+        "precision": float(np.mean(precision)),
+        "artist_precision": float(np.mean(artists)),
+        "hit_rate": float(np.mean(hits)),
+    }
+
+
+def curves(outcomes: Sequence[QueryOutcome], k_max: int) -> list[dict[str, float]]:
+    """One row per K = 1..k_max: hit rate, artist precision, work precision and recall."""
+    rows = []
+    for k in range(1, k_max + 1):
+        precision, recall = work_precision_recall(outcomes, k)
+        rows.append(
+            {
+                "k": k,
+                "hit_rate": hit_rate(outcomes, k),
+                "artist_precision": artist_precision(outcomes, k),
+                "work_precision": precision,
+                "work_recall": recall,
+            }
+        )
+    return rows
+
+
+def _indicators(o: QueryOutcome, k: int) -> tuple[float, float]:
+    return artist_entropy(o.artists[:k]), 1.0 - o.similarities[0]
+
+
+def _mann_whitney(values: list[float], positive: list[bool]) -> dict[str, float | int | None]:
+    """Two-sided Mann-Whitney U between the positive and negative class, and the AUROC of a *low* value for the
+    positive class (1.0: every positive is below every negative)."""
+    from scipy.stats import mannwhitneyu
+
+    pos = [v for v, p in zip(values, positive, strict=True) if p]
+    neg = [v for v, p in zip(values, positive, strict=True) if not p]
+    cell: dict[str, float | int | None] = {"n_positive": len(pos), "n_negative": len(neg), "p_value": None}
+    cell["auroc"] = auroc([-v for v in values], positive)
+    if pos and neg and len(set(values)) > 1:
+        test = mannwhitneyu(pos, neg, alternative="two-sided")
+        cell["u"], cell["p_value"] = float(test.statistic), float(test.pvalue)
+    return cell
+
+
+TABLE1_CLASSES: dict[str, Callable[[QueryOutcome, int], bool]] = {
+    "true_artist_present": lambda o, k: o.true_artist in o.artists[:k],
+    "nn_by_true_artist": lambda o, k: bool(o.artists) and o.artists[0] == o.true_artist,
+    "only_true_artist": lambda o, k: bool(o.artists[:k]) and set(o.artists[:k]) == {o.true_artist},
+}
+
+
+def table1(outcomes: Sequence[QueryOutcome], fixed_k: int) -> dict[str, dict[str, Any]]:
+    """The note's Table 1: for each hypothesis (row) and class split (column), Mann-Whitney p and AUROC.
+
+    K is per image (number of true works) when known, else ``fixed_k``. Diversity against "only the true artist"
+    is N/A: that class has entropy 0 by definition.
+    """
+    usable = [o for o in outcomes if o.artists]
+    ks = [o.k_for(fixed_k) for o in usable]
+    entropy = [_indicators(o, k)[0] for o, k in zip(usable, ks, strict=True)]
+    distance = [_indicators(o, k)[1] for o, k in zip(usable, ks, strict=True)]
+    table: dict[str, dict[str, Any]] = {"diversity": {}, "distance": {}}
+    for name, rule in TABLE1_CLASSES.items():
+        labels = [rule(o, k) for o, k in zip(usable, ks, strict=True)]
+        table["diversity"][name] = None if name == "only_true_artist" else _mann_whitney(entropy, labels)
+        table["distance"][name] = _mann_whitney(distance, labels)
+    return table
+
+
+def features_at(o: QueryOutcome, k: int) -> dict[str, float | None]:
+    """The confidence features of the first k neighbours (margin over all recorded candidates)."""
+    return {
+        "entropy": artist_entropy(o.artists[:k]) if o.artists else 1.0,
+        "nn_distance": 1.0 - o.similarities[0] if o.similarities else None,
+        "margin": artist_margin(list(zip(o.artists, o.similarities, strict=True))) if o.artists else None,
+    }
+
+
+def confidence_quality(
+    outcomes: Sequence[QueryOutcome],
+    k: int,
+    model: LogisticModel | None,
+    shares: str = "equal",
+    temperature: float = 0.05,
+) -> dict[str, float | None]:
+    """How well confidence at K predicts "top artist correct": AUROC, Brier score, expected calibration error."""
+    scores, correct = [], []
+    for o in outcomes:
+        if not o.artists:
+            continue
+        sims = o.similarities[:k]
+        _, top = top_artist(o.artists[:k], sims, neighbour_shares(sims, shares, temperature))
+        scores.append(confidence(model, features_at(o, k))[0])
+        correct.append(top == o.true_artist)
+    if not scores:
+        return {"queries": 0, "auroc": None, "brier": None, "ece": None, "accuracy": None}
+    s, y = np.array(scores), np.array(correct, dtype=float)
+    bins = np.minimum((s * ECE_BINS).astype(int), ECE_BINS - 1)
+    ece = sum(
+        abs(s[bins == b].mean() - y[bins == b].mean()) * (bins == b).mean()
+        for b in range(ECE_BINS)
+        if (bins == b).any()
+    )
+    return {
+        "queries": len(s),
+        "accuracy": float(y.mean()),
+        "auroc": auroc(scores, correct),
+        "brier": float(np.mean((s - y) ** 2)),
+        "ece": float(ece),
+    }
+
+
+def ann_vs_exact(outcomes: Sequence[QueryOutcome], ks: Sequence[int]) -> dict[str, Any]:
+    """Recall@K of HNSW against exact search, and per-query latency of each (the note's appendix 1)."""
+    measured = [o for o in outcomes if o.exact_ids and o.hnsw_ms is not None and o.exact_ms is not None]
+    if not measured:
+        return {"queries": 0}
+    recall = {
+        str(k): float(
+            np.mean([len(set(o.hnsw_ids[:k]) & set(o.exact_ids[:k])) / min(k, len(o.exact_ids)) for o in measured])
+        )
+        for k in ks
+    }
+    hnsw = np.array([o.hnsw_ms for o in measured])
+    exact = np.array([o.exact_ms for o in measured])
+    return {
+        "queries": len(measured),
+        "recall_at_k": recall,
+        "hnsw_ms": {"p50": float(np.median(hnsw)), "mean": float(hnsw.mean())},
+        "exact_ms": {"p50": float(np.median(exact)), "mean": float(exact.mean())},
+        "exact_over_hnsw_p50": float(np.median(exact) / max(np.median(hnsw), 1e-9)),
+    }
+
+
+def evaluate(
+    outcomes: Sequence[QueryOutcome], k_max: int, k: int, model: LogisticModel | None, shares: str = "equal"
+) -> dict[str, Any]:
+    """All metrics, overall and per subset."""
+
+    def block(group: Sequence[QueryOutcome]) -> dict[str, Any]:
+        return {
+            "queries": len(group),
+            "curves": curves(group, k_max),
+            "per_image_k": per_image_k(group),
+            "table1": table1(group, k),
+            "confidence": confidence_quality(group, k, model, shares),
+        }
+
+    subsets = sorted({o.subset for o in outcomes if o.subset})
+    return finite(
+        {
+            "k_max": k_max,
+            "k": k,
+            "confidence_model": model.name if model else "default-v1",
+            "overall": block(outcomes),
+            "subsets": {s: block([o for o in outcomes if o.subset == s]) for s in subsets},
+            "ann_vs_exact": ann_vs_exact(outcomes, sorted({1, min(10, k_max), k_max})),
+        }
+    )
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities become None, so the metrics are valid JSON (PostgreSQL rejects NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
