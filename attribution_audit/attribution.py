@@ -334,7 +334,7 @@ class Attributor:
         image = load_image(image_path, target_size=224)
         query = self.embedder.embed([image.image])[0]
         outcome = self.compute(query, params)
-        return self.record(str(image.path), image.sha256, query, params, outcome)
+        return self.record(str(image.path.resolve()), image.sha256, query, params, outcome)
 
     def record(
         self,

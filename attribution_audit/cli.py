@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +40,8 @@ artists_app = typer.Typer(no_args_is_help=True, help="Artists and their aliases.
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(catalogue_app, name="catalogue")
+report_app = typer.Typer(no_args_is_help=True, help="Reports for compliance officers and analysts.")
+app.add_typer(report_app, name="report")
 evaluate_app = typer.Typer(no_args_is_help=True, help="The research note's experiments on labelled queries.")
 app.add_typer(artists_app, name="artists")
 app.add_typer(evaluate_app, name="evaluate")
@@ -401,10 +404,27 @@ def audit_show(
 
 
 @audit_app.command("verify")
-def audit_verify(ctx: typer.Context) -> None:
-    """Recompute the hash chain; exit 1 naming the first broken record."""
+def audit_verify(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Verify an export (audit export) instead of the database.")
+    ] = None,
+) -> None:
+    """Recompute the hash chain (of the database, or of an export file); exit 1 naming the first broken record."""
     from attribution_audit.audit.chain import verify_chain
 
+    if file is not None:
+        from attribution_audit.reporting.export import verify_export
+
+        checked = verify_export(file)
+        if not checked.ok:
+            typer.echo(f"export BROKEN: {checked.problem}", err=True)
+            raise typer.Exit(1)
+        typer.echo(
+            f"export OK: {checked.records} records (seq {checked.first_seq}..{checked.last_seq}), "
+            f"last hash {checked.last_hash}"
+        )
+        return
     report = verify_chain(_checked_engine(ctx.obj))
     if not report.ok:
         typer.echo(
@@ -556,3 +576,99 @@ def evaluate_list(ctx: typer.Context) -> None:
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+# -- reports and exports ----------------------------------------------------------------------------------------
+FromOption = Annotated[datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First day (UTC).")]
+ToOption = Annotated[datetime | None, typer.Option("--to", formats=["%Y-%m-%d"], help="Last day (UTC), inclusive.")]
+
+
+@report_app.command("artists")
+def report_artists(
+    ctx: typer.Context,
+    date_from: FromOption = None,
+    date_to: ToOption = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+) -> None:
+    """Shares per artist over a period: attributions, sum of shares, mean confidence (production requests)."""
+    from attribution_audit.reporting.queries import OUTPUT_FORMATS, artist_shares, render_rows
+
+    if fmt not in OUTPUT_FORMATS:
+        raise typer.BadParameter(f"format {fmt!r}: choose table, csv or json")
+    rows = artist_shares(
+        _checked_engine(ctx.obj), date_from.date() if date_from else None, date_to.date() if date_to else None
+    )
+    typer.echo(render_rows(rows, fmt))
+
+
+@report_app.command("summary")
+def report_summary(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Counts, confidence distribution, HNSW/exact disagreements and the chain status."""
+    from attribution_audit.reporting.queries import summary
+
+    data = summary(_checked_engine(ctx.obj))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    chain = data["chain"]
+    typer.echo(
+        f"requests {data['requests']} ({data['production_requests']} production), "
+        f"verified {data['verified_requests']}, HNSW/exact disagreements {data['ann_disagreements']}, "
+        f"low confidence {data['low_confidence_requests']}"
+    )
+    typer.echo(
+        f"mean confidence {data['mean_confidence']}, works {data['active_works']} active / "
+        f"{data['withdrawn_works']} withdrawn"
+    )
+    for bucket in data["confidence_distribution"]:
+        typer.echo(f"  confidence {bucket['from']:.1f}-{bucket['to']:.1f}: {bucket['requests']}")
+    state = "OK" if chain["ok"] else f"BROKEN at seq {chain['broken_seq']} ({chain['reason']})"
+    typer.echo(f"chain {state}: {chain['records']} records, head {chain['head_hash']}")
+
+
+@report_app.command("request")
+def report_request(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(help="Request to report.")],
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML page here.")] = None,
+    pdf_out: Annotated[Path | None, typer.Option("--pdf", help="Also print it to PDF (needs Chromium).")] = None,
+) -> None:
+    """One attribution as a self-contained HTML page (and PDF): image, ranked neighbours, shares, indicators, hash."""
+    from attribution_audit.reporting.html import write_request_html, write_request_pdf
+
+    if html_out is None and pdf_out is None:
+        raise typer.BadParameter("give --html OUT.html and/or --pdf OUT.pdf")
+    engine = _checked_engine(ctx.obj)
+    for path in (
+        write_request_html(engine, request_id, html_out) if html_out else None,
+        write_request_pdf(engine, request_id, pdf_out) if pdf_out else None,
+    ):
+        if path is not None:
+            typer.echo(f"wrote {path}")
+
+
+@audit_app.command("export")
+def audit_export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="Output file (JSON lines).")],
+    date_from: FromOption = None,
+    date_to: ToOption = None,
+) -> None:
+    """Export a period's audit records with their hashes and the chain head (check with audit verify --file)."""
+    from attribution_audit.reporting.export import export_records
+
+    count = export_records(
+        _checked_engine(ctx.obj), out, date_from.date() if date_from else None, date_to.date() if date_to else None
+    )
+    typer.echo(f"exported {count} records to {out}")
+
+
+@db_app.command("grant-reader")
+def db_grant_reader(
+    ctx: typer.Context, role: Annotated[str, typer.Argument(help="PostgreSQL role to create or update.")]
+) -> None:
+    """Give a PostgreSQL role read access to the reporting views and nothing else."""
+    from attribution_audit.reporting.roles import grant_reader
+
+    grant_reader(_checked_engine(ctx.obj), role)
+    typer.echo(f"role {role} can read the reporting views (and nothing else); grant it to login users")

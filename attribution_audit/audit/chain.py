@@ -43,19 +43,28 @@ def _row(obj: Base) -> dict[str, Any]:
     }
 
 
-def canonical_bytes(request: AttributionRequest) -> bytes:
-    """The canonical serialisation of a request and its children (sorted keys, no whitespace, UTF-8)."""
-    content = {
+def canonical_content(request: AttributionRequest) -> dict[str, Any]:
+    """What the hash covers: the request and its neighbours, artist shares and metrics, as plain JSON values."""
+    return {
         "request": _row(request),
         "neighbours": [_row(n) for n in sorted(request.neighbours, key=lambda n: n.rank)],
         "artist_shares": [_row(s) for s in sorted(request.artist_shares, key=lambda s: s.artist)],
         "metrics": _row(request.metrics) if request.metrics is not None else None,
     }
+
+
+def canonical_json(content: dict[str, Any]) -> bytes:
+    """Sorted keys, no whitespace, UTF-8; floats in Python's shortest round-trip form."""
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def hash_content(prev_hash: str, content: dict[str, Any]) -> str:
+    """sha256(prev_hash || canonical JSON of the content): the chain link, also used to verify exports offline."""
+    return hashlib.sha256(prev_hash.encode() + canonical_json(content)).hexdigest()
+
+
 def record_hash(prev_hash: str, request: AttributionRequest) -> str:
-    return hashlib.sha256(prev_hash.encode() + canonical_bytes(request)).hexdigest()
+    return hash_content(prev_hash, canonical_content(request))
 
 
 def _lock_chain(session: Session) -> None:

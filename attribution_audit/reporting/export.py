@@ -1,0 +1,119 @@
+"""Export the audit records of a period as JSON lines with their hashes, and verify such a file without the DB.
+
+Line 1 is a header (format, period, number of records, the chain head at export time); each following line is one
+record: ``seq``, ``request_id``, ``prev_hash``, ``record_hash`` and ``content`` (exactly what the hash covers).
+A verifier recomputes every hash from the content and checks that the records link up without gaps.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from attribution_audit.attribution import as_utc
+from attribution_audit.audit.chain import canonical_content, hash_content, iter_chain, verify_chain
+from attribution_audit.errors import AttributionAuditError
+
+FORMAT = "attribution-audit-export/1"
+
+
+def _bounds(date_from: date | None, date_to: date | None) -> tuple[datetime | None, datetime | None]:
+    start = datetime.combine(date_from, time.min, UTC) if date_from else None
+    end = datetime.combine(date_to, time.max, UTC) if date_to else None
+    return start, end
+
+
+def export_records(engine: Engine, out: str | Path, date_from: date | None = None, date_to: date | None = None) -> int:
+    """Write the records created within [date_from, date_to] (inclusive days, UTC); returns how many."""
+    start, end = _bounds(date_from, date_to)
+    head = verify_chain(engine)
+    if not head.ok:
+        raise AttributionAuditError(
+            f"the audit chain is broken at seq {head.broken_seq} ({head.reason}); run `attribution-audit audit verify` "
+            "and resolve it before exporting"
+        )
+    records = []
+    for request in iter_chain(engine):
+        created = as_utc(request.created_at)
+        if (start is None or created >= start) and (end is None or created <= end):
+            records.append(
+                {
+                    "seq": request.seq,
+                    "request_id": request.id,
+                    "prev_hash": request.prev_hash,
+                    "record_hash": request.record_hash,
+                    "content": canonical_content(request),
+                }
+            )
+    header = {
+        "format": FORMAT,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "from": date_from.isoformat() if date_from else None,
+        "to": date_to.isoformat() if date_to else None,
+        "records": len(records),
+        "chain_head": {"seq": head.checked, "hash": head.head_hash},
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(out.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        for line in (header, *records):
+            handle.write(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
+    temporary.replace(out)
+    return len(records)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    ok: bool
+    records: int
+    first_seq: int | None
+    last_seq: int | None
+    last_hash: str | None
+    problem: str | None = None
+
+
+def verify_export(path: str | Path) -> ExportReport:
+    """Check an export file on its own: every hash, every link, no gap, and the header's count."""
+    path = Path(path)
+    try:
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
+    if not lines or lines[0].get("format") != FORMAT:
+        raise AttributionAuditError(f"{path}: not an attribution-audit export (expected format {FORMAT})")
+    header, records = lines[0], lines[1:]
+
+    def fail(problem: str, record: dict[str, Any] | None = None) -> ExportReport:
+        where = f"seq {record.get('seq')} (request {record.get('request_id')}): " if record else ""
+        return ExportReport(False, len(records), None, None, None, where + problem)
+
+    if header.get("records") != len(records):
+        return fail(f"header announces {header.get('records')} records, file holds {len(records)} (lines removed?)")
+    previous: dict[str, Any] | None = None
+    for record in records:
+        content = record.get("content") or {}
+        if content.get("request", {}).get("seq") != record.get("seq"):
+            return fail("seq differs from the seq inside the record's content", record)
+        if content.get("request", {}).get("prev_hash") != record.get("prev_hash"):
+            return fail("prev_hash differs from the one inside the record's content", record)
+        if hash_content(record["prev_hash"], content) != record.get("record_hash"):
+            return fail("content does not match its record_hash (the record was modified)", record)
+        if previous is not None:
+            if record["seq"] != previous["seq"] + 1:
+                return fail(f"gap after seq {previous['seq']} (a record was removed)", record)
+            if record["prev_hash"] != previous["record_hash"]:
+                return fail("prev_hash does not match the previous record's hash", record)
+        previous = record
+    head = header.get("chain_head") or {}
+    if previous is not None and previous["seq"] == head.get("seq") and previous["record_hash"] != head.get("hash"):
+        return fail("the last record's hash differs from the chain head in the header", previous)
+    first = records[0]["seq"] if records else None
+    return ExportReport(
+        True, len(records), first, previous["seq"] if previous else None, previous["record_hash"] if previous else None
+    )
