@@ -34,9 +34,12 @@ from attribution_audit.images import load_image
 from attribution_audit.metrics import artist_entropy, artist_margin
 from attribution_audit.shares import DEFAULT_TEMPERATURE, SHARE_MODES, artist_shares, neighbour_shares
 from attribution_audit.vectorstore import Hit, VectorStore, point_id_for
+from attribution_audit.vectorstore.base import CONTENT, STYLE
 
 DEFAULT_K = 10
 DEFAULT_OVERSAMPLING = 4
+FUSED = "fused"
+QUERY_SPACES = (CONTENT, STYLE, FUSED)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ class AttributionParams:
     ``k``: number of works; ``max_distance``: keep only works within this cosine distance (still at most k);
     ``oversampling``: HNSW returns k x oversampling candidates that are re-ranked exactly; ``verify``: ``always``,
     ``off`` or ``sample:RATE`` — compare with the exact top K over the whole catalogue (overlap@K);
-    ``shares``: ``equal`` or ``similarity`` (softmax of similarity / temperature).
+    ``shares``: ``equal`` or ``similarity`` (softmax of similarity / temperature); ``space``: ``content``,
+    ``style`` or ``fused`` (the engine fuses both spaces by weighted reciprocal rank fusion, ``rrf_k`` and
+    ``fusion_weights`` = (content, style); a fused neighbour's similarity is the weighted mean of its two cosines).
     """
 
     k: int = DEFAULT_K
@@ -56,6 +61,9 @@ class AttributionParams:
     exact_method: str = DEFAULT_EXACT_METHOD
     shares: str = "equal"
     temperature: float = DEFAULT_TEMPERATURE
+    space: str = CONTENT
+    fusion_weights: tuple[float, float] = (1.0, 1.0)
+    rrf_k: int = 60
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -70,10 +78,26 @@ class AttributionParams:
             raise ValueError(f"shares must be one of {', '.join(SHARE_MODES)}")
         if not self.temperature > 0:
             raise ValueError("temperature must be positive")
+        if self.space not in QUERY_SPACES:
+            raise ValueError(f"space must be one of {', '.join(QUERY_SPACES)}")
+        if (
+            len(self.fusion_weights) != 2
+            or not all(w >= 0 for w in self.fusion_weights)
+            or not sum(self.fusion_weights)
+        ):
+            raise ValueError("fusion weights are two non-negative numbers (content, style), not both 0")
+        if self.rrf_k < 1:
+            raise ValueError("rrf_k must be at least 1")
+        object.__setattr__(self, "fusion_weights", tuple(float(w) for w in self.fusion_weights))
         verify_rate(self.verify)
 
+    @property
+    def weights(self) -> dict[str, float]:
+        return {CONTENT: self.fusion_weights[0], STYLE: self.fusion_weights[1]}
+
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON values (the fusion weights as a list), as stored in the audit log."""
+        return {**asdict(self), "fusion_weights": list(self.fusion_weights)}
 
 
 def verify_rate(mode: str) -> float:
@@ -214,6 +238,27 @@ def rerank(query: np.ndarray, hits: list[Hit]) -> list[tuple[Hit, float]]:
     return [(hits[i], float(sims[i])) for i in order]
 
 
+def fused_similarity(hit: Hit, query: np.ndarray, style: np.ndarray, weights: dict[str, float]) -> float:
+    """Weighted mean of a fused hit's exact cosine similarities in the content and style spaces."""
+    assert hit.vectors is not None, "fused search must return the stored vectors"
+    total = 0.0
+    for space, q in ((CONTENT, query), (STYLE, style)):
+        v = np.asarray(hit.vectors[space], dtype=np.float64)
+        q64 = np.asarray(q, dtype=np.float64)
+        total += weights[space] * float(v @ q64 / (np.linalg.norm(v) * np.linalg.norm(q64)))
+    return total / sum(weights.values())
+
+
+def rrf_fuse(rankings: dict[str, list[str]], weights: dict[str, float], k: int) -> list[str]:
+    """Weighted reciprocal rank fusion as Qdrant computes it: score = sum of weight / (k + rank), rank from 0;
+    ties go to the smaller id."""
+    scores: dict[str, float] = {}
+    for space, ids in rankings.items():
+        for rank, point_id in enumerate(ids):
+            scores[point_id] = scores.get(point_id, 0.0) + weights[space] / (k + rank)
+    return sorted(scores, key=lambda p: (-scores[p], p))
+
+
 def apply_k_policy(ranked: list[tuple[Any, float]], params: AttributionParams) -> list[tuple[Any, float]]:
     """The first k, then only those within max_distance when it is set."""
     kept = ranked[: params.k]
@@ -235,11 +280,13 @@ class Attributor:
         requester: str,
         exact_cache_dir: Path,
         embedder: Embedder | None = None,
+        style_embedder: Any = None,
         seed: int | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.embedder = embedder
+        self.style_embedder = style_embedder
         self.embedder_name = embedder_name
         self.embedder_fingerprint = embedder_fingerprint
         self.requester = requester
@@ -256,31 +303,59 @@ class Attributor:
         return clone
 
     # -- exact ground truth ------------------------------------------------------------------------------------
-    def exact_index(self, method: str) -> tuple[ExactIndex, str]:
-        """The exact index of the collection's current content (cached on disk by content version)."""
+    def exact_index(self, method: str, space: str = CONTENT) -> tuple[ExactIndex, str]:
+        """The exact index of one space of the collection's current content (cached on disk by content version)."""
         version = self.store.content_version()
-        key = (method, version)
+        key = (method, space, version)
         if key not in self._exact:
-            self._exact[key] = load_or_build(
-                method, self.exact_cache_dir / self.store.collection / method, version, self.store.fetch_all
+            folder = (
+                self.exact_cache_dir / self.store.collection / (method if space == CONTENT else f"{space}-{method}")
             )
+            self._exact[key] = load_or_build(method, folder, version, lambda: self.store.fetch_all(space))
         return self._exact[key], version
 
-    def exact_top(self, queries: np.ndarray, params: AttributionParams) -> tuple[list[list[str]], str]:
-        """Exact top-K point ids (K policy applied) of each query row, and the catalogue version."""
-        index, version = self.exact_index(params.exact_method)
-        rows, sims = index.search(np.atleast_2d(queries).astype(np.float32), params.k)
+    def exact_top(
+        self, queries: np.ndarray, params: AttributionParams, styles: np.ndarray | None = None
+    ) -> tuple[list[list[str]], str]:
+        """Exact top-K point ids (K policy applied) of each query row in the params' space, and the catalogue
+        version. ``fused``: exact top (k x oversampling) in each space, merged by the same weighted RRF."""
+        if params.space == FUSED:
+            if styles is None:
+                raise ValueError("a fused exact check needs the style vectors of the queries")
+            return self._exact_fused(np.atleast_2d(queries), np.atleast_2d(styles), params)
+        index, version = self.exact_index(params.exact_method, params.space)
+        source = styles if params.space == STYLE else queries
+        if source is None:
+            raise ValueError("a style exact check needs the style vectors of the queries")
+        rows, sims = index.search(np.atleast_2d(source).astype(np.float32), params.k)
         tops = [
             [index.ids[r] for r, _ in apply_k_policy(list(zip(row, sim, strict=True)), params)]
             for row, sim in zip(rows.tolist(), sims.tolist(), strict=True)
         ]
         return tops, version
 
+    def _exact_fused(
+        self, contents: np.ndarray, styles: np.ndarray, params: AttributionParams
+    ) -> tuple[list[list[str]], str]:
+        depth = params.k * params.oversampling
+        rankings: dict[str, list[list[str]]] = {}
+        for space, queries in ((CONTENT, contents), (STYLE, styles)):
+            index, version = self.exact_index(params.exact_method, space)
+            rows, _ = index.search(queries.astype(np.float32), depth)
+            rankings[space] = [[index.ids[r] for r in row] for row in rows.tolist()]
+        tops = [
+            rrf_fuse({s: rankings[s][i] for s in rankings}, params.weights, params.rrf_k)[: params.k]
+            for i in range(len(contents))
+        ]
+        return tops, version
+
     # -- one request -------------------------------------------------------------------------------------------
-    def compute(self, query: np.ndarray, params: AttributionParams) -> Outcome:
-        """Search, re-rank, apply K, measure, share, and verify against the exact search when asked."""
-        hits = self.store.search(query, params.k * params.oversampling, with_vectors=True)
-        ranked = rerank(query, hits)
+    def compute(self, query: np.ndarray, params: AttributionParams, style: np.ndarray | None = None) -> Outcome:
+        """Search, re-rank, apply K, measure, share, and verify against the exact search when asked.
+
+        ``query`` is the content vector; ``style`` the style vector (needed for the style and fused spaces).
+        """
+        ranked = self._search(query, style, params)
         kept = apply_k_policy(ranked, params)
         sims = [sim for _, sim in kept]
         shares = neighbour_shares(sims, params.shares, params.temperature)
@@ -301,7 +376,7 @@ class Attributor:
         candidates = [(self._canonical_of(hit), sim) for hit, sim in ranked]
         overlap, method, version = None, None, ""
         if self._random.random() < verify_rate(params.verify):
-            exact_ids, version = self.exact_top(query, params)
+            exact_ids, version = self.exact_top(query, params, style)
             overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids[0])
             method = params.exact_method
         by_artist, top = top_artist([n.canonical_artist for n in neighbours], sims, shares)
@@ -322,6 +397,27 @@ class Attributor:
             artist_shares=by_artist,
         )
 
+    def _search(
+        self, query: np.ndarray, style: np.ndarray | None, params: AttributionParams
+    ) -> list[tuple[Hit, float]]:
+        """Candidates with their exact similarity, best first (fused: in the engine's fused order)."""
+        depth = params.k * params.oversampling
+        if params.space != CONTENT and style is None:
+            raise ValueError(f"the {params.space} space needs the query's style vector")
+        if params.space == CONTENT:
+            return rerank(query, self.store.search(query, depth, with_vectors=True))
+        if params.space == STYLE:
+            return rerank(style, self.store.search(style, depth, with_vectors=True, space=STYLE))  # type: ignore[arg-type]
+        hits = self.store.search_fused(
+            {CONTENT: query, STYLE: style},  # type: ignore[dict-item]
+            depth,
+            prefetch=depth,
+            weights=params.weights,
+            rrf_k=params.rrf_k,
+            with_vectors=True,
+        )
+        return [(hit, fused_similarity(hit, query, style, params.weights)) for hit in hits]  # type: ignore[arg-type]
+
     def _canonical_of(self, hit: Hit) -> str:
         artist = str(hit.payload.get("artist", ""))
         return self.canonical.get(artist, artist)
@@ -332,9 +428,26 @@ class Attributor:
             raise ValueError("this Attributor was built without an embedder")
         params = params or AttributionParams()
         image = load_image(image_path, target_size=224)
-        query = self.embedder.embed([image.image])[0]
-        outcome = self.compute(query, params)
-        return self.record(str(image.path.resolve()), image.sha256, query, params, outcome)
+        query, style = self.embed([image.image], params.space)
+        outcome = self.compute(query[0], params, None if style is None else style[0])
+        return self.record(
+            str(image.path.resolve()),
+            image.sha256,
+            query[0],
+            params,
+            outcome,
+            style=None if style is None else style[0],
+        )
+
+    def embed(self, images: list[Any], space: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Content vectors, and style vectors when the space needs them (one forward pass for both)."""
+        if self.embedder is None:
+            raise ValueError("this Attributor was built without an embedder")
+        if space == CONTENT:
+            return self.embedder.embed(images), None
+        if self.style_embedder is None:
+            raise ValueError(f"the {space} space needs a style embedder")
+        return self.style_embedder.embed_both(images)
 
     def record(
         self,
@@ -345,6 +458,7 @@ class Attributor:
         outcome: Outcome,
         replay_of: str | None = None,
         evaluation: tuple[int, int] | None = None,
+        style: np.ndarray | None = None,
     ) -> Attribution:
         """Append the request to the audit chain (one transaction) and return it as committed.
 
@@ -361,6 +475,7 @@ class Attributor:
             image_path=image,
             image_sha256=image_sha256,
             query_vector=np.asarray(query, dtype="<f4").tobytes(),
+            style_vector=None if style is None else np.asarray(style, dtype="<f4").tobytes(),
             embedder_name=self.embedder_name,
             embedder_fingerprint=self.embedder_fingerprint,
             store_kind=self.store.kind,
@@ -406,9 +521,12 @@ class Attributor:
         """Re-run a past request (its recorded query vector and parameters) on today's index; logged as a replay."""
         original = load_request(self.engine, request_id)
         query = np.frombuffer(original.query_vector, dtype="<f4")
+        style = None if original.style_vector is None else np.frombuffer(original.style_vector, dtype="<f4")
         params = AttributionParams(**original.parameters)
-        outcome = self.compute(query, params)
-        new = self.record(original.image_path, original.image_sha256, query, params, outcome, replay_of=original.id)
+        outcome = self.compute(query, params, style)
+        new = self.record(
+            original.image_path, original.image_sha256, query, params, outcome, replay_of=original.id, style=style
+        )
         return Attribution.from_record(original), new
 
 

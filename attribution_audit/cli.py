@@ -140,6 +140,7 @@ def ingest(
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some rows failed.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per embedding batch.")] = 32,
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
+    spaces: Annotated[str, typer.Option(help="content, or content,style to also fill the style space.")] = "content",
 ) -> None:
     """Embed a catalogue's works into the vector store and record them in the audit DB (re-runs add nothing)."""
     from datetime import UTC, datetime
@@ -169,8 +170,13 @@ def ingest(
         options["vectors"] = lambda row: table.get(row.work_id)
     else:
         from attribution_audit.embedding import get_embedder
+        from attribution_audit.embedding.style import style_embedder_for
 
         options["embedder"] = get_embedder(settings.embedder, batch_size=batch_size)
+        if spaces.replace(" ", "") == "content,style":
+            options["style_embedder"] = style_embedder_for(options["embedder"])
+        elif spaces.strip() != "content":
+            raise typer.BadParameter(f"spaces {spaces!r}: use content or content,style")
     store = open_store(settings, settings.embedder)
     try:
         report = ingest_source(opened, store=store, **options)
@@ -211,7 +217,7 @@ def catalogue_withdraw(
             store.delete(ids)
         finally:
             store.close()
-    typer.echo(f"withdrew {len(work_ids)} work(s) from {catalogue}; removed from {len(points)} collection(s)")
+    typer.echo(f"withdrew {len(set(work_ids))} work(s) from {catalogue}; removed from {len(points)} collection(s)")
 
 
 @catalogue_app.command("check")
@@ -275,6 +281,9 @@ def attribute(
     exact: Annotated[str, typer.Option(help="Exact method for the check: brute | kdtree.")] = "brute",
     shares: Annotated[str, typer.Option(help="equal | similarity (softmax of similarity / temperature).")] = "equal",
     temperature: Annotated[float, typer.Option(help="Softmax temperature of --shares similarity.")] = 0.05,
+    space: Annotated[str, typer.Option(help="content | style | fused (engine-side RRF of both spaces).")] = "content",
+    fusion_weights: Annotated[str, typer.Option(help="Fused: weights of content,style.")] = "1,1",
+    rrf_k: Annotated[int, typer.Option(help="Fused: the k of reciprocal rank fusion.")] = 60,
     embedder: EmbedderOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -292,6 +301,9 @@ def attribute(
         exact_method=exact,
         shares=shares,
         temperature=temperature,
+        space=space,
+        fusion_weights=_weights(fusion_weights),
+        rrf_k=rrf_k,
     )
     settings = _settings(ctx, embedder)
     engine = _checked_engine(settings)
@@ -311,6 +323,13 @@ def attribute(
         typer.echo(json.dumps([r.as_json() for r in results], indent=2))
     if failed:
         raise typer.Exit(1)
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"fusion weights {text!r}: two numbers, content,style (e.g. 1,1)") from None
 
 
 def _params(factory: Any, **values: Any) -> Any:
@@ -486,6 +505,7 @@ def evaluate_run(
         "evaluation"
     ),
     name: Annotated[str | None, typer.Option(help="Name of the query set (default: the file name).")] = None,
+    space: Annotated[str, typer.Option(help="content | style | fused")] = "content",
     embedder: EmbedderOption = None,
 ) -> None:
     """Attribute every labelled query (logged, tagged with the run) and compute the note's metrics."""
@@ -493,17 +513,50 @@ def evaluate_run(
     from attribution_audit.evaluation.run import import_query_set, run_evaluation
     from attribution_audit.runtime import open_attributor
 
+    if k > k_max:
+        raise typer.BadParameter(f"--k {k} is larger than --k-max {k_max}")
     settings = _settings(ctx, embedder)
     engine = _checked_engine(settings)
     query_set = import_query_set(engine, queries, name)
     with open_attributor(settings, engine, settings.embedder) as attributor:
-        summary = run_evaluation(attributor, query_set, k_max=k_max, k=k)
+        summary = _params(run_evaluation, attributor=attributor, query_set_id=query_set, k_max=k_max, k=k, space=space)
     write_outputs(summary.metrics, out)
     overall = summary.metrics["overall"]["curves"]
     typer.echo(
         f"evaluation run {summary.run_id}: {summary.queries} queries ({summary.failed} unreadable); hit rate@1 "
         f"{_num(overall[0]['hit_rate'])}, @{k} {_num(overall[min(k, k_max) - 1]['hit_rate'])}; results in {out}"
     )
+
+
+@evaluate_app.command("compare-spaces")
+def evaluate_compare_spaces(
+    ctx: typer.Context,
+    queries: QueriesArgument,
+    k_max: Annotated[int, typer.Option(min=1, help="Curves are computed for K = 1..k-max.")] = 100,
+    k: Annotated[int, typer.Option("--k", min=1, help="K of the side-by-side numbers.")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Also write compare.json and compare.md here.")] = None,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Evaluate content, style and fused spaces on the same queries and print them side by side."""
+    from attribution_audit.evaluation.run import compare_spaces, import_query_set
+    from attribution_audit.reporting.queries import render_rows
+    from attribution_audit.runtime import open_attributor
+
+    settings = _settings(ctx, embedder)
+    engine = _checked_engine(settings)
+    query_set = import_query_set(engine, queries)
+    with open_attributor(settings, engine, settings.embedder) as attributor:
+        rows = compare_spaces(attributor, query_set, k_max=k_max, k=k)
+    shown = [{key: _num(v) if isinstance(v, float) or v is None else v for key, v in row.items()} for row in rows]
+    typer.echo(render_rows(shown, "table"))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.json").write_text(json.dumps(rows, indent=2))
+        table = render_rows(shown, "csv").splitlines()
+        markdown = ["| " + " | ".join(line.split(",")) + " |" for line in table]
+        markdown.insert(1, "|" + "---|" * len(table[0].split(",")))
+        (out / "compare.md").write_text("\n".join(markdown) + "\n")
+        typer.echo(f"written to {out}")
 
 
 @evaluate_app.command("report")
@@ -591,14 +644,14 @@ def report_artists(
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
 ) -> None:
     """Shares per artist over a period: attributions, sum of shares, mean confidence (production requests)."""
-    from attribution_audit.reporting.queries import OUTPUT_FORMATS, artist_shares, render_rows
+    from attribution_audit.reporting.queries import ARTIST_COLUMNS, OUTPUT_FORMATS, artist_shares, render_rows
 
     if fmt not in OUTPUT_FORMATS:
         raise typer.BadParameter(f"format {fmt!r}: choose table, csv or json")
     rows = artist_shares(
         _checked_engine(ctx.obj), date_from.date() if date_from else None, date_to.date() if date_to else None
     )
-    typer.echo(render_rows(rows, fmt))
+    typer.echo(render_rows(rows, fmt, ARTIST_COLUMNS))
 
 
 @report_app.command("summary")

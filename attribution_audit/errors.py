@@ -31,3 +31,7 @@ class SchemaOutOfDateError(DatabaseError):
 
 class NotFoundError(AttributionAuditError):
     """A requested record (attribution request, work) does not exist."""
+
+
+class ConflictError(AttributionAuditError):
+    """The request contradicts what is recorded (a merge cycle, a changed file under a used name)."""

@@ -41,7 +41,7 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if not row.get("path") or not row.get("artist"):
             raise ManifestError(f"{path}:{reader.line_num}: empty path or artist; fill it in or remove the row")
-        work_ids = tuple(w.strip() for w in row.get("work_ids", "").split(";") if w.strip())
+        work_ids = tuple(dict.fromkeys(w.strip() for w in row.get("work_ids", "").split(";") if w.strip()))
         queries.append(
             LabelledQuery(
                 reader.line_num,

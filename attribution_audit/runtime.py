@@ -24,11 +24,13 @@ def open_attributor(
     Without ``fingerprint`` the embedder is loaded (needed to embed images); with it, only recorded query vectors
     can be used (replay, recall checks), and no model is loaded.
     """
-    embedder = None
+    embedder = style = None
     if fingerprint is None:
         from attribution_audit.embedding import get_embedder
+        from attribution_audit.embedding.style import style_embedder_for
 
         embedder = get_embedder(embedder_spec, batch_size=batch_size)
+        style = style_embedder_for(embedder)  # shares the loaded model; used by the style and fused spaces
         fingerprint = embedder.fingerprint
     store = open_store(settings, embedder_spec)
     try:
@@ -40,6 +42,7 @@ def open_attributor(
             requester=settings.resolved_requester,
             exact_cache_dir=settings.data_dir / "exact",
             embedder=embedder,
+            style_embedder=style,
         )
     finally:
         store.close()

@@ -118,7 +118,7 @@ def test_clip_uncached_hub_id_fails_without_download(tmp_path: Path, monkeypatch
     message = str(error.value)
     assert "\n" not in message
     assert "nonexistent-org/nonexistent-model" in message
-    assert "huggingface-cli download" in message and "--embedder clip:" in message
+    assert "hf download" in message and "--embedder clip:" in message
 
 
 def test_clip_missing_directory(tmp_path: Path) -> None:

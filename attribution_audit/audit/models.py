@@ -99,6 +99,7 @@ class WorkEmbedding(Base):
     version: Mapped[int] = mapped_column(Integer)
     image_sha256: Mapped[str] = mapped_column(String(64))
     embedder_fingerprint: Mapped[str] = mapped_column(String(300))
+    spaces: Mapped[str] = mapped_column(String(40), default="content")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -132,6 +133,7 @@ class QuerySet(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     source_path: Mapped[str] = mapped_column(Text)
+    source_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -168,6 +170,7 @@ class AttributionRequest(Base):
     image_path: Mapped[str] = mapped_column(Text)
     image_sha256: Mapped[str] = mapped_column(String(64), index=True)
     query_vector: Mapped[bytes] = mapped_column(LargeBinary)
+    style_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     embedder_name: Mapped[str] = mapped_column(String(300))
     embedder_fingerprint: Mapped[str] = mapped_column(String(300))
     store_kind: Mapped[str] = mapped_column(String(40))

@@ -76,7 +76,12 @@ def verify_recall(attributor: Attributor, batch_size: int = 256) -> RecallSummar
         for group in by_params.values():
             params = AttributionParams(**group[0].parameters)
             queries = np.vstack([np.frombuffer(r.query_vector, dtype="<f4") for r in group])
-            exact, version = attributor.exact_top(queries, params)
+            styles = (
+                np.vstack([np.frombuffer(r.style_vector, dtype="<f4") for r in group])
+                if all(r.style_vector is not None for r in group)
+                else None
+            )
+            exact, version = attributor.exact_top(queries, params, styles)
             for request, exact_ids in zip(group, exact, strict=True):
                 overlap = overlap_at_k(neighbour_point_ids(request), exact_ids)
                 overlaps.append(overlap)

@@ -40,6 +40,7 @@ from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ImageError, VectorStoreError
 from attribution_audit.images import LoadedImage, load_image, sha256_file
 from attribution_audit.vectorstore import VectorStore, WorkPoint, point_id_for
+from attribution_audit.vectorstore.base import CONTENT, STYLE
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 512
@@ -69,11 +70,12 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A row ready to write: its vector and the image hash it was computed from."""
+    """A row ready to write: its vector(s) and the image hash they were computed from."""
 
     row: ManifestRow
     sha256: str
     vector: np.ndarray
+    style: np.ndarray | None = None
 
 
 VectorLookup = Callable[[ManifestRow], np.ndarray | None]
@@ -118,21 +120,35 @@ class Ingestion:
         embedder_fingerprint: str,
         report: IngestReport,
         catalogue_id: int,
+        spaces: str = CONTENT,
+        vectors: VectorLookup | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.fingerprint = embedder_fingerprint
         self.report = report
         self.catalogue_id = catalogue_id
+        self.spaces = spaces
+        self.vectors = vectors
+
+    def digest(self, row: ManifestRow) -> str:
+        """The content hash of a row's work: its image file, or for a precomputed vector whose image is not on this
+        machine, the vector's bytes."""
+        if self.vectors is not None and not row.path.is_file():
+            vector = self.vectors(row)
+            if vector is not None:
+                return _vector_digest(vector)
+        return sha256_file(row.path)
 
     def classify(self, rows: Sequence[ManifestRow]) -> list[tuple[ManifestRow, str | None]]:
         """Rows to (re)embed with their known image hash; counts the unchanged and the withdrawn."""
         name = self.report.catalogue
         with Session(self.engine) as session:
             known = {
-                work.work_id: (work, embedding)
-                for work, embedding in session.execute(
-                    select(Work, WorkEmbedding)
+                work.work_id: (work, embedding, artist)
+                for work, embedding, artist in session.execute(
+                    select(Work, WorkEmbedding, Artist.name)
+                    .join(Artist, Artist.id == Work.artist_id)
                     .outerjoin(
                         WorkEmbedding,
                         (WorkEmbedding.work_pk == Work.id) & (WorkEmbedding.collection == self.store.collection),
@@ -143,22 +159,24 @@ class Ingestion:
         present = self.store.existing_ids([point_id_for(name, r.work_id) for r in rows])
         todo: list[tuple[ManifestRow, str | None]] = []
         for row in rows:
-            work, embedding = known.get(row.work_id, (None, None))
+            work, embedding, artist = known.get(row.work_id, (None, None, None))
             if work is not None and work.withdrawn_at is not None:
                 self.report.withdrawn += 1
                 continue
             digest = None
             if work is not None:
                 try:
-                    digest = sha256_file(row.path)
+                    digest = self.digest(row)
                 except OSError as exc:
                     self.report.failures.append(RowFailure(row.line, row.work_id, f"{row.path}: {exc.strerror}"))
                     continue
             if (
                 embedding is not None
                 and (embedding.image_sha256, embedding.embedder_fingerprint) == (digest, self.fingerprint)
+                and set(self.spaces.split(",")) <= set(embedding.spaces.split(","))
                 and work is not None
                 and work.image_sha256 == digest
+                and (artist, work.title, work.payload) == (row.artist, row.title, row.extra)
                 and point_id_for(name, row.work_id) in present
             ):
                 self.report.unchanged += 1
@@ -189,6 +207,7 @@ class Ingestion:
             WorkPoint(
                 point_id=point_id_for(name, p.row.work_id),
                 vector=p.vector,
+                style=p.style,
                 payload={
                     **{k: v for k, v in p.row.extra.items() if v not in (None, "")},
                     "work_id": p.row.work_id,
@@ -240,6 +259,7 @@ class Ingestion:
             session.add(embedding)
         embedding.point_id, embedding.version, embedding.image_sha256 = point.point_id, version, p.sha256
         embedding.embedder_fingerprint, embedding.updated_at = self.fingerprint, utcnow()
+        embedding.spaces = self.spaces
 
 
 def _decode(row: ManifestRow) -> LoadedImage | RowFailure:
@@ -263,9 +283,11 @@ def ingest_source(
     workers: int = 2,
     failures_path: Path | None = None,
     progress: bool | None = None,
+    style_embedder: Any = None,
 ) -> IngestReport:
     """Ingest a source; re-running an unchanged source adds nothing. Either ``embedder`` embeds the images, or
-    ``vectors`` gives each row a precomputed vector (``embedder_fingerprint`` then names their model)."""
+    ``vectors`` gives each row a precomputed vector (``embedder_fingerprint`` then names their model).
+    With ``style_embedder`` (see embedding.style) each work also gets a vector in the style space."""
     fingerprint = embedder.fingerprint if embedder is not None else embedder_fingerprint
     if fingerprint is None:
         raise ValueError("precomputed vectors need an embedder_fingerprint")
@@ -287,8 +309,9 @@ def ingest_source(
         report = IngestReport(run_id=run.id, catalogue=catalogue_name)
         catalogue_id = cat.id
     if embedder is not None:
-        store.ensure_collection(embedder.dim)
-    ingestion = Ingestion(engine, store, fingerprint, report, catalogue_id)
+        store.ensure_collection(embedder.dim, style_embedder.dim if style_embedder is not None else None)
+    spaces = CONTENT if style_embedder is None else f"{CONTENT},{STYLE}"
+    ingestion = Ingestion(engine, store, fingerprint, report, catalogue_id, spaces, vectors)
     try:
         with (
             ThreadPoolExecutor(max_workers=workers) as pool,
@@ -302,11 +325,16 @@ def ingest_source(
                     _ingest_precomputed(ingestion, todo, vectors, report.run_id)
                 else:
                     assert embedder is not None
-                    _ingest_images(ingestion, todo, embedder, pool, batch_size, report.run_id)
+                    _ingest_images(ingestion, todo, embedder, style_embedder, pool, batch_size, report.run_id)
                 bar.update(len(chunk))
         store.build_index()
         if isinstance(source, WangSource):
             report.labelled_queries = store_labelled_queries(engine, source, catalogue_name)
+    except BaseException:
+        status = "failed"  # interrupted or crashed: never recorded as completed
+        raise
+    else:
+        status = "completed" if not report.failures else "partial"
     finally:
         report.seconds = time.perf_counter() - started
         report.failures_path = _write_failures(failures_path, report.failures)
@@ -315,7 +343,7 @@ def ingest_source(
             run.added, run.updated, run.unchanged = report.added, report.updated, report.unchanged
             run.withdrawn, run.failed, run.finished_at = report.withdrawn, report.failed, utcnow()
             run.failures_path = str(report.failures_path) if report.failures_path else None
-            run.status = "completed" if not report.failures else "partial"
+            run.status = status
     return report
 
 
@@ -323,6 +351,7 @@ def _ingest_images(
     ingestion: Ingestion,
     todo: list[tuple[ManifestRow, str | None]],
     embedder: Embedder,
+    style_embedder: Any,
     pool: ThreadPoolExecutor,
     batch_size: int,
     run_id: int,
@@ -338,9 +367,17 @@ def _ingest_images(
         loaded = [(row, img) for (row, _), img in zip(batch, decoded, strict=True) if isinstance(img, LoadedImage)]
         ingestion.report.failures.extend(d for d in decoded if isinstance(d, RowFailure))
         if loaded:
-            matrix = embedder.embed([img.image for _, img in loaded])
+            images = [img.image for _, img in loaded]
+            if style_embedder is not None:  # content and style vectors from one forward pass
+                contents, styles = style_embedder.embed_both(images)
+            else:
+                contents, styles = embedder.embed(images), [None] * len(images)
             ingestion.write(
-                [Prepared(row, img.sha256, v) for (row, img), v in zip(loaded, matrix, strict=True)], run_id
+                [
+                    Prepared(row, img.sha256, content, style)
+                    for (row, img), content, style in zip(loaded, contents, styles, strict=True)
+                ],
+                run_id,
             )
 
 
@@ -348,14 +385,12 @@ def _ingest_precomputed(
     ingestion: Ingestion, todo: list[tuple[ManifestRow, str | None]], vectors: VectorLookup, run_id: int
 ) -> None:
     prepared = []
-    for row, digest in todo:
+    for row, known_digest in todo:
         vector = vectors(row)
         if vector is None:
             ingestion.report.failures.append(RowFailure(row.line, row.work_id, "no precomputed vector for this row"))
             continue
-        if digest is None:
-            digest = sha256_file(row.path) if row.path.is_file() else _vector_digest(vector)
-        prepared.append(Prepared(row, digest, vector))
+        prepared.append(Prepared(row, known_digest or ingestion.digest(row), vector))
     if prepared:
         ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]))
         ingestion.write(prepared, run_id)

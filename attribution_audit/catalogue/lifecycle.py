@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from attribution_audit.audit.db import session_scope
 from attribution_audit.audit.models import Artist, Catalogue, Work, WorkEmbedding, utcnow
-from attribution_audit.errors import NotFoundError
+from attribution_audit.errors import ConflictError, NotFoundError
 from attribution_audit.vectorstore import VectorStore
 
 
@@ -61,7 +61,7 @@ def merge_artists(engine: Engine, alias: str, canonical: str) -> None:
         while root.canonical_id is not None:
             root = session.get_one(Artist, root.canonical_id)
         if root.id == source.id:
-            raise NotFoundError(f"{canonical!r} is already merged into {alias!r}; merging back would make a cycle")
+            raise ConflictError(f"{canonical!r} is already merged into {alias!r}; merging back would make a cycle")
         source.canonical_id, source.merged_at = root.id, utcnow()
         for follower in session.scalars(select(Artist).where(Artist.canonical_id == source.id)):
             follower.canonical_id = root.id

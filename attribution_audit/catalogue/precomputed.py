@@ -50,6 +50,8 @@ def load_vectors(path: str | Path, source: Source) -> dict[str, np.ndarray]:
             raise ManifestError(f"{path}: embeddings must be .npy (aligned with the manifest), .npz or .parquet")
     except (OSError, ValueError, KeyError) as exc:
         raise ManifestError(f"{path}: cannot read the embeddings ({exc})") from None
+    if len(ids) != len(matrix):
+        raise ManifestError(f"{path}: {len(ids)} work ids for {len(matrix)} vectors; they must pair up one to one")
     if len(set(ids)) != len(ids):
         raise ManifestError(f"{path}: duplicate work ids in the embeddings file")
     return dict(zip(ids, matrix, strict=True))

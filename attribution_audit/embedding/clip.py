@@ -27,7 +27,7 @@ def resolve_local_dir(model: str) -> Path:
     except Exception as exc:
         raise EmbedderError(
             f"CLIP weights {model!r} are not on this machine and nothing is downloaded at run time: "
-            f"on a connected machine run `huggingface-cli download {model}` and copy ~/.cache/huggingface, "
+            f"on a connected machine run `hf download {model}` and copy ~/.cache/huggingface, "
             "or pass --embedder clip:/path/to/model"
         ) from exc
 

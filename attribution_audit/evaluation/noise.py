@@ -3,6 +3,7 @@ and measure how much of the clean attribution survives. The production collectio
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def noise_experiment(
     scratch_root: Path | None = None,
 ) -> dict[str, Any]:
     """Mean overlap@K between clean and noisy attributions per noise level; recorded as an evaluation run."""
-    if not levels or any(not level > 0 for level in levels):
+    if not levels or any(not (level > 0 and math.isfinite(level)) for level in levels):
         raise ValueError("noise levels must be positive fractions of the index size, e.g. 0.1,0.25,0.5,0.75")
     rows = [r for r in open_source(noise_manifest) if isinstance(r, ManifestRow)]
     if not rows:
@@ -121,13 +122,13 @@ def noise_experiment(
             embedder_name=attributor.embedder_name,
             collection=attributor.store.collection,
             settings={"noise_manifest": str(Path(noise_manifest).resolve()), "levels": levels, "kind": kind, "k": k},
-            metrics=metrics,
             status="completed",
             finished_at=utcnow(),
         )
         session.add(run)
         session.flush()
-        metrics["run_id"] = run.id
+        metrics = {**metrics, "run_id": run.id}
+        run.metrics = metrics
     return metrics
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
@@ -24,10 +25,12 @@ from attribution_audit.audit.models import (
     utcnow,
 )
 from attribution_audit.calibration import LogisticModel, load_model
-from attribution_audit.errors import ImageError, NotFoundError
+from attribution_audit.errors import ImageError, ManifestError, NotFoundError
 from attribution_audit.evaluation.metrics import QueryOutcome, evaluate
-from attribution_audit.images import load_image
+from attribution_audit.images import load_image, sha256_file
 from attribution_audit.labelled import read_labelled
+from attribution_audit.vectorstore import Hit
+from attribution_audit.vectorstore.base import CONTENT, STYLE
 
 
 def import_query_set(engine: Engine, source: str | Path, name: str | None = None) -> int:
@@ -43,21 +46,23 @@ def import_query_set(engine: Engine, source: str | Path, name: str | None = None
                 )
             return stored.id
         queries = read_labelled(path)
-        set_name = name or path.stem
+        set_name, digest = name or path.stem, sha256_file(path)
         query_set = session.scalar(select(QuerySet).where(QuerySet.name == set_name))
-        if query_set is None:
-            query_set = QuerySet(name=set_name, source_path=str(path.resolve()))
-            session.add(query_set)
-            session.flush()
-        known = set(
-            session.scalars(select(LabelledQueryRecord.path).where(LabelledQueryRecord.query_set_id == query_set.id))
-        )
+        if query_set is not None:
+            if (query_set.source_path, query_set.source_sha256) != (str(path.resolve()), digest):
+                raise ManifestError(
+                    f"{path}: query set {set_name!r} was imported from {query_set.source_path} with other content; "
+                    "past runs keep their labels, so import this file under a new --name"
+                )
+            return query_set.id
+        query_set = QuerySet(name=set_name, source_path=str(path.resolve()), source_sha256=digest)
+        session.add(query_set)
+        session.flush()
         session.add_all(
             LabelledQueryRecord(
                 query_set_id=query_set.id, path=str(q.path), artist=q.artist, work_ids=list(q.work_ids), subset=q.subset
             )
             for q in queries
-            if str(q.path) not in known
         )
         return query_set.id
 
@@ -71,13 +76,20 @@ class EvaluationSummary:
 
 
 def run_evaluation(
-    attributor: Attributor, query_set_id: int, *, k_max: int = 100, k: int = 10, batch_size: int = 32
+    attributor: Attributor,
+    query_set_id: int,
+    *,
+    k_max: int = 100,
+    k: int = 10,
+    batch_size: int = 32,
+    space: str = CONTENT,
 ) -> EvaluationSummary:
-    """Attribute each labelled query with K = k_max (logged), time HNSW and exact search, store and compute."""
+    """Attribute each labelled query with K = k_max in ``space`` (logged), time the engine's search against the
+    exact one, store, and compute the metrics from the DB."""
     if attributor.embedder is None:
         raise ValueError("an evaluation needs an Attributor with an embedder")
     engine = attributor.engine
-    params = AttributionParams(k=k_max, verify="off")
+    params = AttributionParams(k=k_max, verify="off", space=space)
     model = attributor.calibration
     with session_scope(engine) as session:
         run = EvaluationRun(
@@ -101,7 +113,6 @@ def run_evaluation(
             .where(LabelledQueryRecord.query_set_id == query_set_id)
             .order_by(LabelledQueryRecord.id)
         ).all()
-    index, _ = attributor.exact_index(params.exact_method)
     failed = 0
     for start in tqdm(range(0, len(queries), batch_size), desc="evaluate", unit="batch", disable=None, leave=False):
         batch = queries[start : start + batch_size]
@@ -112,17 +123,21 @@ def run_evaluation(
             except ImageError as exc:
                 failed += 1
                 results.append(EvaluationResult(run_id=run_id, labelled_query_id=query.id, error=str(exc)))
-        vectors = attributor.embedder.embed([image.image for _, image in loaded]) if loaded else []
-        for (query, image), vector in zip(loaded, vectors, strict=True):
+        if not loaded:
+            vectors, styles = [], None
+        else:
+            vectors, styles = attributor.embed([image.image for _, image in loaded], space)
+        for i, ((query, image), vector) in enumerate(zip(loaded, vectors, strict=True)):
+            style = None if styles is None else styles[i]
             started = time.perf_counter()
-            hits = attributor.store.search(vector, k_max)
+            hits = engine_search(attributor, vector, style, params)
             hnsw_ms = (time.perf_counter() - started) * 1000
             started = time.perf_counter()
-            rows, _ = index.search(vector[None, :], k_max)
+            exact_ids = attributor.exact_top(vector, params, style)[0][0]
             exact_ms = (time.perf_counter() - started) * 1000
-            outcome = attributor.compute(vector, params)
+            outcome = attributor.compute(vector, params, style)
             record = attributor.record(
-                str(image.path), image.sha256, vector, params, outcome, evaluation=(run_id, query.id)
+                str(image.path), image.sha256, vector, params, outcome, evaluation=(run_id, query.id), style=style
             )
             results.append(
                 EvaluationResult(
@@ -132,7 +147,7 @@ def run_evaluation(
                     hnsw_ms=hnsw_ms,
                     exact_ms=exact_ms,
                     hnsw_ids=[h.point_id for h in hits],
-                    exact_ids=[index.ids[r] for r in rows[0]],
+                    exact_ids=exact_ids,
                 )
             )
         with session_scope(engine) as session:
@@ -142,6 +157,20 @@ def run_evaluation(
         run = session.get_one(EvaluationRun, run_id)
         run.metrics, run.status, run.finished_at = metrics, "completed", utcnow()
     return EvaluationSummary(run_id, len(queries), failed, metrics)
+
+
+def engine_search(
+    attributor: Attributor, vector: np.ndarray, style: np.ndarray | None, params: AttributionParams
+) -> list[Hit]:
+    """The engine's raw answer (HNSW, or the fused query) at depth k, as timed against the exact search."""
+    store = attributor.store
+    if params.space == CONTENT:
+        return store.search(vector, params.k)
+    if params.space == STYLE:
+        return store.search(style, params.k, space=STYLE)  # type: ignore[arg-type]
+    vectors = {CONTENT: vector, STYLE: style}
+    depth = params.k * params.oversampling
+    return store.search_fused(vectors, params.k, prefetch=depth, weights=params.weights, rrf_k=params.rrf_k)  # type: ignore[arg-type]
 
 
 def load_outcomes(engine: Engine, run_id: int) -> list[QueryOutcome]:
@@ -207,3 +236,26 @@ def compute_metrics(engine: Engine, run_id: int) -> dict[str, Any]:
         settings["params"]["shares"],
     )
     return {"run_id": run_id, **metrics}
+
+
+def compare_spaces(
+    attributor: Attributor, query_set_id: int, *, k_max: int = 100, k: int = 10, spaces: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """One evaluation run per space on the same queries: hit rate@K, artist precision@K and confidence AUROC."""
+    rows = []
+    for space in spaces or (CONTENT, STYLE, "fused"):
+        summary = run_evaluation(attributor, query_set_id, k_max=k_max, k=k, space=space)
+        overall = summary.metrics["overall"]
+        at_k = overall["curves"][min(k, k_max) - 1]
+        rows.append(
+            {
+                "space": space,
+                "run_id": summary.run_id,
+                "queries": overall["queries"],
+                "hit_rate@1": overall["curves"][0]["hit_rate"],
+                f"hit_rate@{k}": at_k["hit_rate"],
+                f"artist_precision@{k}": at_k["artist_precision"],
+                "confidence_auroc": overall["confidence"]["auroc"],
+            }
+        )
+    return rows

@@ -85,7 +85,7 @@ def verify_export(path: str | Path) -> ExportReport:
         lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as exc:
         raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
-    if not lines or lines[0].get("format") != FORMAT:
+    if not lines or not isinstance(lines[0], dict) or lines[0].get("format") != FORMAT:
         raise AttributionAuditError(f"{path}: not an attribution-audit export (expected format {FORMAT})")
     header, records = lines[0], lines[1:]
 
@@ -93,6 +93,9 @@ def verify_export(path: str | Path) -> ExportReport:
         where = f"seq {record.get('seq')} (request {record.get('request_id')}): " if record else ""
         return ExportReport(False, len(records), None, None, None, where + problem)
 
+    for number, record in enumerate(records, start=2):
+        if not isinstance(record, dict) or not _well_formed(record):
+            return fail(f"line {number} is not a record (seq, request_id, prev_hash, record_hash, content)")
     if header.get("records") != len(records):
         return fail(f"header announces {header.get('records')} records, file holds {len(records)} (lines removed?)")
     previous: dict[str, Any] | None = None
@@ -116,4 +119,15 @@ def verify_export(path: str | Path) -> ExportReport:
     first = records[0]["seq"] if records else None
     return ExportReport(
         True, len(records), first, previous["seq"] if previous else None, previous["record_hash"] if previous else None
+    )
+
+
+def _well_formed(record: dict[str, Any]) -> bool:
+    content = record.get("content")
+    return (
+        isinstance(record.get("seq"), int)
+        and isinstance(record.get("prev_hash"), str)
+        and isinstance(record.get("record_hash"), str)
+        and isinstance(content, dict)
+        and isinstance(content.get("request"), dict)
     )

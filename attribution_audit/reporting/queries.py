@@ -91,11 +91,14 @@ def summary(engine: Engine) -> dict[str, Any]:
     }
 
 
-def render_rows(rows: list[dict[str, Any]], fmt: str) -> str:
-    """Rows as an aligned table, CSV (header + rows) or a JSON list."""
+ARTIST_COLUMNS = ("artist", "attributions", "share_sum", "mean_confidence")
+
+
+def render_rows(rows: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] | None = None) -> str:
+    """Rows as an aligned table, CSV (header + rows, the header even with no rows) or a JSON list."""
     if fmt == "json":
         return json.dumps(rows, indent=2, default=str)
-    columns = list(rows[0]) if rows else []
+    columns = tuple(columns or (rows[0] if rows else ()))
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -103,7 +106,7 @@ def render_rows(rows: list[dict[str, Any]], fmt: str) -> str:
         writer.writerows(rows)
         return buffer.getvalue().rstrip("\n")
     if not rows:
-        return "(no rows)"
+        return "  ".join(columns) + "\n(no rows)" if columns else "(no rows)"
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]

@@ -13,18 +13,25 @@ from typing import Any
 import numpy as np
 
 from attribution_audit.errors import VectorStoreError
-from attribution_audit.vectorstore.base import Hit, HnswParams, WorkPoint
+from attribution_audit.vectorstore.base import (
+    CONTENT,
+    STYLE,
+    Hit,
+    HnswParams,
+    WorkPoint,
+    hit_from,
+    named_vectors,
+    point_vectors,
+)
 
 META_FILE = "attribution-audit.json"
 UPSERT_BATCH = 512
 SCROLL_PAGE = 2048
 
 
-def _as_array(vector: Any) -> np.ndarray:
-    """A stored vector (a list, or a {name: list} dict for the default vector) as float32."""
-    if isinstance(vector, dict):
-        vector = vector.get("", next(iter(vector.values())))
-    return np.asarray(vector, dtype=np.float32)
+def _as_array(vector: Any, space: str = CONTENT) -> np.ndarray:
+    """One named vector of a stored point as float32."""
+    return np.asarray(vector[space] if isinstance(vector, dict) else vector, dtype=np.float32)
 
 
 class EdgeStore:
@@ -48,6 +55,7 @@ class EdgeStore:
         self._lock_file: Any = None
         self._shard: Any = None
         self._dim: int | None = None
+        self._style_dim: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def _acquire_lock(self) -> None:
@@ -72,9 +80,9 @@ class EdgeStore:
         meta = self.path / META_FILE
         return json.loads(meta.read_text()) if meta.exists() else None
 
-    def _open(self, dim: int | None) -> Any:
+    def _open(self, dim: int | None, style_dim: int | None = None) -> Any:
         if self._shard is None:
-            self._load_or_create(dim)
+            self._load_or_create(dim, style_dim)
         if dim is not None and self._dim is not None and dim != self._dim:
             stored = self._dim
             self.close()
@@ -84,7 +92,7 @@ class EdgeStore:
             )
         return self._shard
 
-    def _load_or_create(self, dim: int | None) -> None:
+    def _load_or_create(self, dim: int | None, style_dim: int | None) -> None:
         from qdrant_edge import EdgeShard
 
         self._acquire_lock()
@@ -92,12 +100,13 @@ class EdgeStore:
         if meta is not None:
             self.params = HnswParams(**meta["hnsw"])
             self._dim = int(meta["dim"])
+            self._style_dim = meta.get("style_dim")
             self._shard = EdgeShard.load(str(self.path))
         elif dim is not None:
-            self._shard = self._create(dim)
-            self._dim = dim
+            self._shard = self._create(dim, style_dim)
+            self._dim, self._style_dim = dim, style_dim
 
-    def _create(self, dim: int) -> Any:
+    def _create(self, dim: int, style_dim: int | None) -> Any:
         from qdrant_edge import (
             Distance,
             EdgeConfig,
@@ -109,14 +118,18 @@ class EdgeStore:
             UpdateOperation,
         )
 
+        vectors = {CONTENT: EdgeVectorParams(size=dim, distance=Distance.Cosine)}
+        if style_dim:
+            vectors[STYLE] = EdgeVectorParams(size=style_dim, distance=Distance.Cosine)
         config = EdgeConfig(
-            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+            vectors=vectors,
             hnsw_config=HnswIndexConfig(m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1),
             optimizers=EdgeOptimizersConfig(indexing_threshold=1, default_segment_number=1),
         )
         shard = EdgeShard.create(str(self.path), config)
         shard.update(UpdateOperation.create_field_index("artist", PayloadSchemaType.Keyword))
-        self._write_meta({"dim": dim, "hnsw": self.params.as_dict(), "distance": "cosine", "epoch": 0})
+        meta = {"dim": dim, "style_dim": style_dim, "hnsw": self.params.as_dict(), "distance": "cosine", "epoch": 0}
+        self._write_meta(meta)
         return shard
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
@@ -150,8 +163,23 @@ class EdgeStore:
             )
         return shard
 
-    def ensure_collection(self, dim: int) -> None:
-        self._open(dim)
+    def ensure_collection(self, dim: int, style_dim: int | None = None) -> None:
+        self._open(dim, style_dim)
+        if style_dim and self._style_dim != style_dim:
+            if self._style_dim:
+                raise VectorStoreError(
+                    f"{self.path}: style vectors are {self._style_dim}-d but the style embedder gives {style_dim}-d; "
+                    "use the same embedder and style settings as at ingestion"
+                )
+            from qdrant_edge import Distance, UpdateOperation
+
+            self._shard.update(UpdateOperation.create_dense_vector(STYLE, style_dim, Distance.Cosine))
+            self._style_dim = style_dim
+            self._write_meta({**(self._meta() or {}), "style_dim": style_dim})
+
+    def spaces(self) -> tuple[str, ...]:
+        self._open(None)
+        return (CONTENT, STYLE) if self._style_dim else (CONTENT,)
 
     def upsert(self, points: Sequence[WorkPoint]) -> None:
         from qdrant_edge import Point, UpdateOperation
@@ -160,7 +188,7 @@ class EdgeStore:
         self._bump_epoch()
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
-                Point(id=p.point_id, vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload)
+                Point(id=p.point_id, vector=point_vectors(p), payload=p.payload)
                 for p in points[start : start + UPSERT_BATCH]
             ]
             shard.update(UpdateOperation.upsert_points(batch))
@@ -168,22 +196,65 @@ class EdgeStore:
     def build_index(self) -> None:
         self._require().optimize()
 
-    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False, with_vectors: bool = False) -> list[Hit]:
+    def search(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        *,
+        exact: bool = False,
+        with_vectors: bool = False,
+        space: str = CONTENT,
+    ) -> list[Hit]:
         from qdrant_edge import Query, QueryRequest, SearchParams
 
+        self._check_space(space)
         request = QueryRequest(
             limit=limit,
-            query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
+            query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=space),
             with_payload=True,
             with_vector=with_vectors,
             params=SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
         )
-        return [
-            Hit(str(p.id), float(p.score), dict(p.payload or {}), _as_array(p.vector) if with_vectors else None)
-            for p in self._require().query(request)
-        ]
+        return [hit_from(p, with_vectors, space) for p in self._require().query(request)]
 
-    def _scroll(self, with_vector: bool, with_payload: bool | list[str]) -> Iterator[Any]:
+    def search_fused(
+        self,
+        vectors: dict[str, np.ndarray],
+        limit: int,
+        *,
+        prefetch: int,
+        weights: dict[str, float],
+        rrf_k: int = 60,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SearchParams
+
+        names = list(vectors)
+        for name in names:
+            self._check_space(name)
+        request = QueryRequest(
+            limit=limit,
+            prefetches=[
+                Prefetch(
+                    limit=prefetch,
+                    query=Query.Nearest(np.asarray(vectors[n], dtype=np.float32).tolist(), using=n),
+                    params=SearchParams(hnsw_ef=self.params.hnsw_ef),
+                )
+                for n in names
+            ],
+            query=Fusion.Rrf(k=rrf_k, weights=[float(weights[n]) for n in names]),
+            with_payload=True,
+            with_vector=with_vectors,
+        )
+        return [hit_from(p, with_vectors, CONTENT) for p in self._require().query(request)]
+
+    def _check_space(self, space: str) -> None:
+        if space not in self.spaces():
+            raise VectorStoreError(
+                f"collection '{self.collection}' has no {space} vectors; ingest with --spaces content,{space} first"
+            )
+
+    def _scroll(self, with_vector: bool | list[str], with_payload: bool | list[str]) -> Iterator[Any]:
         from qdrant_edge import ScrollRequest
 
         shard = self._require()
@@ -196,17 +267,21 @@ class EdgeStore:
             if offset is None or not records:
                 return
 
-    def fetch_all(self) -> tuple[list[str], np.ndarray]:
+    def fetch_all(self, space: str = CONTENT) -> tuple[list[str], np.ndarray]:
+        self._check_space(space)
         ids: list[str] = []
         rows: list[np.ndarray] = []
-        for record in self._scroll(with_vector=True, with_payload=False):
-            ids.append(str(record.id))
-            rows.append(_as_array(record.vector))
-        return ids, np.vstack(rows) if rows else np.zeros((0, self._dim or 0), dtype=np.float32)
+        for record in self._scroll(with_vector=[space], with_payload=False):
+            if space in (record.vector or {}):
+                ids.append(str(record.id))
+                rows.append(_as_array(record.vector, space))
+        size = self._dim if space == CONTENT else self._style_dim
+        return ids, np.vstack(rows) if rows else np.zeros((0, size or 0), dtype=np.float32)
 
     def iter_points(self) -> Iterator[WorkPoint]:
         for record in self._scroll(with_vector=True, with_payload=True):
-            yield WorkPoint(str(record.id), _as_array(record.vector), dict(record.payload or {}))
+            vectors = named_vectors(record.vector)
+            yield WorkPoint(str(record.id), vectors[CONTENT], dict(record.payload or {}), vectors.get(STYLE))
 
     def image_hashes(self) -> dict[str, str]:
         if self._open(None) is None:
@@ -248,5 +323,6 @@ class EdgeStore:
             **self.params.as_dict(),
             "points": int(info.points_count) if info else 0,
             "indexed_vectors": int(info.indexed_vectors_count) if info else 0,
+            "spaces": list(self.spaces()) if info else [CONTENT],
             "index": "hnsw",
         }

@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 
 from attribution_audit.errors import VectorStoreError
-from attribution_audit.vectorstore.base import Hit, HnswParams, WorkPoint
+from attribution_audit.vectorstore.base import (
+    CONTENT,
+    STYLE,
+    Hit,
+    HnswParams,
+    WorkPoint,
+    hit_from,
+    named_vectors,
+    point_vectors,
+)
 
 UPSERT_BATCH = 512
 SCROLL_PAGE = 2048
@@ -51,23 +60,37 @@ class ServerStore:
     def _exists(self) -> bool:
         return bool(self._call("listing collections", self._client.collection_exists, self.collection))
 
-    def ensure_collection(self, dim: int) -> None:
+    def _vector_sizes(self) -> dict[str, int]:
+        info = self._call("reading the collection", self._client.get_collection, self.collection)
+        vectors = info.config.params.vectors
+        return {name: params.size for name, params in vectors.items()} if isinstance(vectors, dict) else {}
+
+    def spaces(self) -> tuple[str, ...]:
+        if not self._exists():
+            return (CONTENT,)
+        return tuple(s for s in (CONTENT, STYLE) if s in self._vector_sizes())
+
+    def ensure_collection(self, dim: int, style_dim: int | None = None) -> None:
         from qdrant_client import models
 
         if self._exists():
-            info = self._call("reading the collection", self._client.get_collection, self.collection)
-            size = info.config.params.vectors.size
-            if size != dim:
-                raise VectorStoreError(
-                    f"Qdrant collection '{self.collection}' holds {size}-d vectors but the embedder gives "
-                    f"{dim}-d; use the embedder the catalogue was ingested with"
-                )
+            sizes = self._vector_sizes()
+            for space, wanted in ((CONTENT, dim), (STYLE, style_dim)):
+                if wanted and sizes.get(space) != wanted:
+                    held = f"{sizes[space]}-d" if space in sizes else "no"
+                    raise VectorStoreError(
+                        f"Qdrant collection '{self.collection}' holds {held} {space} vectors but the embedder gives "
+                        f"{wanted}-d; use the embedder and spaces the catalogue was ingested with"
+                    )
             return
+        vectors = {CONTENT: models.VectorParams(size=dim, distance=models.Distance.COSINE)}
+        if style_dim:
+            vectors[STYLE] = models.VectorParams(size=style_dim, distance=models.Distance.COSINE)
         self._call(
             "creating the collection",
             self._client.create_collection,
             self.collection,
-            vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+            vectors_config=vectors,
             hnsw_config=models.HnswConfigDiff(
                 m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1
             ),
@@ -81,14 +104,18 @@ class ServerStore:
             field_schema=models.PayloadSchemaType.KEYWORD,
         )
 
+    def _check_space(self, space: str) -> None:
+        if space not in self.spaces():
+            raise VectorStoreError(
+                f"Qdrant collection '{self.collection}' has no {space} vectors; ingest with --spaces content,{space}"
+            )
+
     def upsert(self, points: Sequence[WorkPoint]) -> None:
         from qdrant_client import models
 
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
-                models.PointStruct(
-                    id=p.point_id, vector=np.asarray(p.vector, dtype=np.float32).tolist(), payload=p.payload
-                )
+                models.PointStruct(id=p.point_id, vector=point_vectors(p), payload=p.payload)
                 for p in points[start : start + UPSERT_BATCH]
             ]
             self._call("upserting points", self._client.upsert, self.collection, points=batch, wait=True)
@@ -96,35 +123,76 @@ class ServerStore:
     def build_index(self) -> None:
         """The server indexes in the background; upserts already waited for their segments."""
 
-    def search(self, vector: np.ndarray, limit: int, *, exact: bool = False, with_vectors: bool = False) -> list[Hit]:
+    def search(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        *,
+        exact: bool = False,
+        with_vectors: bool = False,
+        space: str = CONTENT,
+    ) -> list[Hit]:
         from qdrant_client import models
 
-        if not self._exists():
-            raise VectorStoreError(
-                f"Qdrant at {self.url}: no collection '{self.collection}' yet; run `attribution-audit ingest` "
-                "with the same --embedder first"
-            )
+        self._require_collection()
+        self._check_space(space)
         response = self._call(
             "searching",
             self._client.query_points,
             self.collection,
             query=np.asarray(vector, dtype=np.float32).tolist(),
+            using=space,
             limit=limit,
             with_payload=True,
             with_vectors=with_vectors,
             search_params=models.SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
         )
-        return [
-            Hit(
-                str(p.id),
-                float(p.score),
-                dict(p.payload or {}),
-                np.asarray(p.vector, dtype=np.float32) if with_vectors else None,
-            )
-            for p in response.points
-        ]
+        return [hit_from(p, with_vectors, space) for p in response.points]
 
-    def _scroll(self, with_vectors: bool, payload: list[str] | bool) -> list[Any]:
+    def search_fused(
+        self,
+        vectors: dict[str, np.ndarray],
+        limit: int,
+        *,
+        prefetch: int,
+        weights: dict[str, float],
+        rrf_k: int = 60,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        from qdrant_client import models
+
+        self._require_collection()
+        names = list(vectors)
+        for name in names:
+            self._check_space(name)
+        response = self._call(
+            "searching",
+            self._client.query_points,
+            self.collection,
+            prefetch=[
+                models.Prefetch(
+                    query=np.asarray(vectors[n], dtype=np.float32).tolist(),
+                    using=n,
+                    limit=prefetch,
+                    params=models.SearchParams(hnsw_ef=self.params.hnsw_ef),
+                )
+                for n in names
+            ],
+            query=models.RrfQuery(rrf=models.Rrf(k=rrf_k, weights=[float(weights[n]) for n in names])),
+            limit=limit,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return [hit_from(p, with_vectors, CONTENT) for p in response.points]
+
+    def _require_collection(self) -> None:
+        if not self._exists():
+            raise VectorStoreError(
+                f"Qdrant at {self.url}: no collection '{self.collection}' yet; run `attribution-audit ingest` "
+                "with the same --embedder first"
+            )
+
+    def _scroll(self, with_vectors: bool | list[str], payload: list[str] | bool) -> list[Any]:
         records: list[Any] = []
         offset = None
         while True:
@@ -141,14 +209,16 @@ class ServerStore:
             if offset is None or not page:
                 return records
 
-    def fetch_all(self) -> tuple[list[str], np.ndarray]:
-        records = self._scroll(with_vectors=True, payload=False)
-        vectors = [np.asarray(r.vector, dtype=np.float32) for r in records]
+    def fetch_all(self, space: str = CONTENT) -> tuple[list[str], np.ndarray]:
+        self._check_space(space)
+        records = [r for r in self._scroll(with_vectors=[space], payload=False) if space in (r.vector or {})]
+        vectors = [np.asarray(r.vector[space], dtype=np.float32) for r in records]
         return [str(r.id) for r in records], np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
 
     def iter_points(self) -> Iterator[WorkPoint]:
         for record in self._scroll(with_vectors=True, payload=True):
-            yield WorkPoint(str(record.id), np.asarray(record.vector, dtype=np.float32), dict(record.payload or {}))
+            vectors = named_vectors(record.vector)
+            yield WorkPoint(str(record.id), vectors[CONTENT], dict(record.payload or {}), vectors.get(STYLE))
 
     def image_hashes(self) -> dict[str, str]:
         if not self._exists():
@@ -208,6 +278,7 @@ class ServerStore:
             **self.params.as_dict(),
             "points": self.count(),
             "indexed_vectors": indexed,
+            "spaces": list(self.spaces()),
             "index": "exact" if self.kind == "qdrant-local" else "hnsw",
         }
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 19:45:09.574273
+Create Date: 2026-11-28 19:58:52.507501
 """
 
 from collections.abc import Sequence
@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("source_path", sa.Text(), nullable=False),
+        sa.Column("source_sha256", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
@@ -173,6 +174,7 @@ def upgrade() -> None:
         sa.Column("image_path", sa.Text(), nullable=False),
         sa.Column("image_sha256", sa.String(length=64), nullable=False),
         sa.Column("query_vector", sa.LargeBinary(), nullable=False),
+        sa.Column("style_vector", sa.LargeBinary(), nullable=True),
         sa.Column("embedder_name", sa.String(length=300), nullable=False),
         sa.Column("embedder_fingerprint", sa.String(length=300), nullable=False),
         sa.Column("store_kind", sa.String(length=40), nullable=False),
@@ -216,6 +218,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("image_sha256", sa.String(length=64), nullable=False),
         sa.Column("embedder_fingerprint", sa.String(length=300), nullable=False),
+        sa.Column("spaces", sa.String(length=40), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["work_pk"],

@@ -39,8 +39,9 @@ def _canonical(column: str, alias: str) -> str:
 
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
-    day = "CAST(r.created_at AS DATE)" if postgres else "date(r.created_at)"
-    month = "to_char(r.created_at, 'YYYY-MM')" if postgres else "strftime('%Y-%m', r.created_at)"
+    # Days and months are UTC days, whatever the session's time zone (SQLite stores UTC already).
+    day = "CAST(r.created_at AT TIME ZONE 'UTC' AS DATE)" if postgres else "date(r.created_at)"
+    month = "to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM')" if postgres else "strftime('%Y-%m', r.created_at)"
     op.execute(
         f"""
         CREATE VIEW v_attributions AS

@@ -1,0 +1,130 @@
+"""The docs stay true to the code: generated CLI reference, help texts, README commands and settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import attribution_audit.config
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def _load_cli_reference() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("cli_reference", ROOT / "scripts" / "cli_reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cli_reference = _load_cli_reference()
+COMMANDS = list(cli_reference.iter_commands())
+
+
+def test_cli_reference_is_up_to_date() -> None:
+    committed = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert committed == cli_reference.render(), "docs/cli.md is stale: run `python scripts/cli_reference.py`"
+
+
+def test_cli_reference_has_no_terminal_codes() -> None:
+    text = cli_reference.render()
+    assert "\x1b" not in text
+    assert not re.search(r"[\u2500-\u257f]", text), "box-drawing characters: rich formatting leaked in"
+
+
+def test_cli_reference_covers_every_command() -> None:
+    text = cli_reference.render()
+    paths = [ctx.command_path for _, ctx in COMMANDS]
+    assert {"attribution-audit ingest", "attribution-audit attribute", "attribution-audit db upgrade"} <= set(paths)
+    for path in paths:
+        assert f"## `{path}`" in text
+
+
+@pytest.mark.parametrize(("command", "ctx"), COMMANDS, ids=[ctx.command_path for _, ctx in COMMANDS])
+def test_every_command_has_help(command: Any, ctx: Any) -> None:
+    help_text = command.help or ""
+    assert help_text.strip(), f"`{ctx.command_path}` has no help text"
+
+
+def _fenced_blocks(text: str) -> list[str]:
+    return [block.strip() for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)]
+
+
+def test_readme_starts_with_make_demo_then_make_test() -> None:
+    blocks = _fenced_blocks(README.read_text(encoding="utf-8"))
+    assert blocks[:2] == ["make demo", "make test"]
+
+
+def test_readme_commands_come_right_after_title_and_one_sentence() -> None:
+    lines = [line for line in README.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert lines[0].startswith("# ")
+    assert not lines[1].startswith(("#", "```")), "one sentence between the title and the commands"
+    assert lines[2].startswith("```"), "the first command follows the one sentence"
+
+
+def _config_env_vars() -> set[str]:
+    source = Path(attribution_audit.config.__file__).read_text(encoding="utf-8")
+    prefix = attribution_audit.config.ENV_PREFIX
+    names = set(re.findall(re.escape(prefix) + r"[A-Z0-9_]+", source))
+    names |= {prefix + suffix for suffix in re.findall(r"\{ENV_PREFIX\}([A-Z0-9_]+)", source)}
+    return names - {prefix}
+
+
+def test_every_setting_env_var_is_documented_in_readme() -> None:
+    names = _config_env_vars()
+    assert len(names) >= 6, names  # the regexes still find what config.py reads
+    readme = README.read_text(encoding="utf-8")
+    missing = sorted(name for name in names if name not in readme)
+    assert not missing, f"README.md does not document {missing}"
+
+
+def _schema_sections() -> dict[str, str]:
+    text = (ROOT / "docs" / "schema.md").read_text(encoding="utf-8")
+    parts = re.split(r"^### `([a-z_]+)`\s*$", text, flags=re.M)
+    return {name: body.split("\n## ")[0] for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def test_schema_doc_describes_every_table_and_column() -> None:
+    from attribution_audit.audit.models import Base
+
+    sections = _schema_sections()
+    missing = []
+    for table in Base.metadata.sorted_tables:
+        if table.name not in sections:
+            missing.append(table.name)
+            continue
+        missing += [f"{table.name}.{c.name}" for c in table.columns if f"`{c.name}`" not in sections[table.name]]
+    assert not missing, f"docs/schema.md does not describe {missing}"
+
+
+def test_schema_doc_lists_every_reporting_view() -> None:
+    from attribution_audit.reporting.roles import REPORTING_VIEWS
+
+    text = (ROOT / "docs" / "schema.md").read_text(encoding="utf-8")
+    assert not [view for view in REPORTING_VIEWS if f"`{view}`" not in text]
+
+
+def test_readme_names_every_top_level_command() -> None:
+    readme = README.read_text(encoding="utf-8")
+    root, _ = COMMANDS[0]
+    missing = [name for name in root.commands if f"`{name}" not in readme]
+    assert not missing, f"README.md's CLI reference table does not list {missing}"
+
+
+def test_readme_layout_lists_every_module() -> None:
+    readme = README.read_text(encoding="utf-8")
+    package = ROOT / "attribution_audit"
+    modules = sorted(
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if path.name not in {"__init__.py", "__main__.py"}
+    )
+    missing = [module for module in modules if f"  {module} " not in readme]
+    assert not missing, f"the package layout in README.md does not list {missing}"

@@ -1,0 +1,639 @@
+"""The evaluation: every metric on a small hand-made set of outcomes against hand computations, then the real
+pipeline end to end (``evaluate run`` -> outputs and tagged audit records -> ``evaluate report`` = run), the noise
+experiment on a scratch collection (the production collection untouched), and query set imports."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.stats import mannwhitneyu
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner, Result
+
+from attribution_audit.audit.db import create_db_engine
+from attribution_audit.audit.models import (
+    AttributionNeighbour,
+    AttributionRequest,
+    EvaluationResult,
+    EvaluationRun,
+    LabelledQueryRecord,
+    QuerySet,
+)
+from attribution_audit.calibration import LogisticModel
+from attribution_audit.cli import app
+from attribution_audit.config import load_settings
+from attribution_audit.demo import DemoCatalogue, draw_work, make_demo_catalogue
+from attribution_audit.errors import AttributionAuditError, ManifestError, NotFoundError
+from attribution_audit.evaluation.metrics import (
+    QueryOutcome,
+    ann_vs_exact,
+    artist_precision,
+    confidence_quality,
+    curves,
+    evaluate,
+    features_at,
+    finite,
+    hit_rate,
+    per_image_k,
+    table1,
+    work_precision_recall,
+)
+from attribution_audit.evaluation.run import import_query_set
+from attribution_audit.metrics import artist_entropy, confidence_score
+from attribution_audit.vectorstore import open_store
+
+# -- a hand-made labelled set ------------------------------------------------------------------------------------
+# Per-image K (number of true works, else the fixed K = 3) and what the first K neighbours say:
+#   o1  A, works a1 a2 -> K 2: [A, A]     present, NN by A, only A   entropy 0     NN distance 0.10
+#   o2  A, works a2 a4 -> K 2: [B, A]     present                    entropy 1     NN distance 0.15
+#   o3  B, no works    -> K 3: [B, A, B]  present, NN by B           entropy H3    NN distance 0.20
+#   o4  C, works c1 c2 -> K 2: [A, B]     -                          entropy 1     NN distance 0.50
+#   o5  B, works b1    -> K 1: [B]        present, NN by B, only B   entropy 0     NN distance 0.30
+O1 = QueryOutcome(1, "q1.png", "A", ("a1", "a2"), "s1", ["A", "A", "B"], ["a1", "a3", "b1"], [0.9, 0.8, 0.7])
+O2 = QueryOutcome(2, "q2.png", "A", ("a2", "a4"), "s1", ["B", "A", "A"], ["b1", "a2", "a1"], [0.85, 0.55, 0.5])
+O3 = QueryOutcome(3, "q3.png", "B", (), "s2", ["B", "A", "B"], ["b1", "a1", "b2"], [0.8, 0.7, 0.6])
+O4 = QueryOutcome(4, "q4.png", "C", ("c1", "c2"), "s2", ["A", "B", "A"], ["a1", "b2", "a3"], [0.5, 0.4, 0.3])
+O5 = QueryOutcome(5, "q5.png", "B", ("b1",), None, ["B", "B", "A"], ["b2", "b1", "a1"], [0.7, 0.65, 0.6])
+OUTCOMES = [O1, O2, O3, O4, O5]
+H3 = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)) / math.log(3)  # entropy of [B, A, B]
+ENTROPY = [0.0, 1.0, H3, 1.0, 0.0]
+DISTANCE = [0.1, 0.15, 0.2, 0.5, 0.3]
+CLASSES = {  # which of o1..o5 are in the positive class of each Table 1 column
+    "true_artist_present": [True, True, True, False, True],
+    "nn_by_true_artist": [True, False, True, False, True],
+    "only_true_artist": [True, False, False, False, True],
+}
+
+
+def low_value_auroc(values: Sequence[float], positive: Sequence[bool]) -> float:
+    """Share of (positive, negative) pairs where the positive value is the lower one; ties count half."""
+    pos = [v for v, p in zip(values, positive, strict=True) if p]
+    neg = [v for v, p in zip(values, positive, strict=True) if not p]
+    wins = sum(1.0 if p < n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_hit_rate_by_hand() -> None:
+    # A true artist among the first K: @1 o1 o3 o5; @2 also o2; @3 the same (o4's C never appears).
+    assert hit_rate(OUTCOMES, 1) == pytest.approx(3 / 5)
+    assert hit_rate(OUTCOMES, 2) == pytest.approx(4 / 5)
+    assert hit_rate(OUTCOMES, 3) == pytest.approx(4 / 5)
+    assert math.isnan(hit_rate([], 1))
+
+
+def test_artist_precision_by_hand() -> None:
+    # @1: 1, 0, 1, 0, 1; @2: 1, 1/2, 1/2, 0, 1; @3: 2/3, 2/3, 2/3, 0, 2/3
+    assert artist_precision(OUTCOMES, 1) == pytest.approx(3 / 5)
+    assert artist_precision(OUTCOMES, 2) == pytest.approx(3 / 5)
+    assert artist_precision(OUTCOMES, 3) == pytest.approx((4 * 2 / 3) / 5)
+    assert math.isnan(artist_precision([], 2))
+
+
+def test_work_precision_recall_by_hand_and_without_true_works() -> None:
+    # o3 has no true works and is left out. True works hit among the first K (o1, o2, o4, o5):
+    #   @1: a1 | - | - | -            -> precision (1 + 0 + 0 + 0) / 4, recall (1/2 + 0 + 0 + 0) / 4
+    #   @2: a1 | a2 | - | b1          -> precision (1/2 + 1/2 + 0 + 1/2) / 4, recall (1/2 + 1/2 + 0 + 1) / 4
+    #   @3: a1 | a2 | - | b1          -> precision (1/3 + 1/3 + 0 + 1/3) / 4, recall as @2
+    assert work_precision_recall(OUTCOMES, 1) == pytest.approx((1 / 4, 1 / 8))
+    assert work_precision_recall(OUTCOMES, 2) == pytest.approx((3 / 8, 1 / 2))
+    assert work_precision_recall(OUTCOMES, 3) == pytest.approx((1 / 4, 1 / 2))
+    # A query without true works changes nothing; only such queries give no value at all.
+    assert work_precision_recall([*OUTCOMES, O3, O3], 2) == work_precision_recall(OUTCOMES, 2)
+    assert all(math.isnan(v) for v in work_precision_recall([O3], 2))
+
+
+def test_per_image_k_precision_equals_recall() -> None:
+    # K = number of true works: o1 K 2 [a1, a3] -> 1/2; o2 K 2 [b1, a2] -> 1/2; o4 K 2 -> 0; o5 K 1 [b2] -> 0.
+    # Artist precision at that K: o1 [A, A] 1, o2 [B, A] 1/2, o4 0, o5 [B] 1. Hit rate: o1 o2 o5.
+    result = per_image_k(OUTCOMES)
+    assert result == pytest.approx({"queries": 4, "precision": 1 / 4, "artist_precision": 5 / 8, "hit_rate": 3 / 4})
+    for o in (O1, O2, O4, O5):  # per image, precision@K = recall@K when K = |true works|
+        precision, recall = work_precision_recall([o], len(o.true_works))
+        assert precision == pytest.approx(recall)
+    assert per_image_k([O3])["queries"] == 0 and math.isnan(per_image_k([O3])["precision"])
+
+
+def test_curves_rows() -> None:
+    rows = curves(OUTCOMES, 3)
+    assert [row["k"] for row in rows] == [1, 2, 3]
+    assert rows[0] == pytest.approx(
+        {"k": 1, "hit_rate": 3 / 5, "artist_precision": 3 / 5, "work_precision": 1 / 4, "work_recall": 1 / 8}
+    )
+    assert rows[1] == pytest.approx(
+        {"k": 2, "hit_rate": 4 / 5, "artist_precision": 3 / 5, "work_precision": 3 / 8, "work_recall": 1 / 2}
+    )
+    assert rows[2] == pytest.approx(
+        {"k": 3, "hit_rate": 4 / 5, "artist_precision": 8 / 15, "work_precision": 1 / 4, "work_recall": 1 / 2}
+    )
+
+
+def test_table1_classes_p_values_and_auroc() -> None:
+    table = table1(OUTCOMES, fixed_k=3)
+    assert set(table) == {"diversity", "distance"}
+    assert table["diversity"]["only_true_artist"] is None  # N/A: that class has entropy 0 by definition
+    counts = {"true_artist_present": (4, 1), "nn_by_true_artist": (3, 2), "only_true_artist": (2, 3)}
+    # Hand AUROCs of a low value for the positive class. Distance:
+    #   present: {.1 .15 .2 .3} vs {.5} -> 1; NN: {.1 .2 .3} vs {.15 .5} -> 4/6; only: {.1 .3} vs {.15 .2 .5} -> 4/6
+    # Entropy: present: {0 1 H3 0} vs {1} -> (1 + 1/2 + 1 + 1) / 4; NN: {0 H3 0} vs {1 1} -> 1
+    hand = {
+        ("distance", "true_artist_present"): 1.0,
+        ("distance", "nn_by_true_artist"): 2 / 3,
+        ("distance", "only_true_artist"): 2 / 3,
+        ("diversity", "true_artist_present"): 3.5 / 4,
+        ("diversity", "nn_by_true_artist"): 1.0,
+    }
+    values = {"distance": DISTANCE, "diversity": ENTROPY}
+    for (hypothesis, name), expected in hand.items():
+        cell = table[hypothesis][name]
+        labels = CLASSES[name]
+        assert (cell["n_positive"], cell["n_negative"]) == counts[name]
+        assert cell["auroc"] == pytest.approx(expected)
+        assert cell["auroc"] == pytest.approx(low_value_auroc(values[hypothesis], labels))
+        pos = [v for v, p in zip(values[hypothesis], labels, strict=True) if p]
+        neg = [v for v, p in zip(values[hypothesis], labels, strict=True) if not p]
+        test = mannwhitneyu(pos, neg, alternative="two-sided")
+        assert cell["p_value"] == pytest.approx(float(test.pvalue))
+        assert cell["u"] == pytest.approx(float(test.statistic))
+
+
+def test_table1_degenerate_cells() -> None:
+    # One class empty: no test, no AUROC. All values equal: no test, AUROC 1/2 (every pair a tie).
+    everyone = table1([O1, O5], fixed_k=3)["distance"]["nn_by_true_artist"]
+    assert everyone == {"n_positive": 2, "n_negative": 0, "p_value": None, "auroc": None}
+    same = QueryOutcome(9, "q9.png", "A", (), None, ["B", "A"], ["b1", "a1"], [0.9, 0.8])
+    tied = table1([O1, same], fixed_k=2)["distance"]["nn_by_true_artist"]  # both NN distances are 0.1
+    assert tied["n_positive"] == 1 and tied["n_negative"] == 1
+    assert tied["p_value"] is None and tied["auroc"] == pytest.approx(0.5)
+    assert table1([], fixed_k=3)["distance"]["true_artist_present"]["n_positive"] == 0
+
+
+def test_features_at_by_hand() -> None:
+    assert features_at(O2, 2) == pytest.approx({"entropy": 1.0, "nn_distance": 0.15, "margin": 0.3})
+    assert features_at(O1, 2) == pytest.approx({"entropy": 0.0, "nn_distance": 0.1, "margin": 0.2})
+    empty = QueryOutcome(9, "q9.png", "A", (), None, [], [], [])
+    assert features_at(empty, 3) == {"entropy": 1.0, "nn_distance": None, "margin": None}
+
+
+def test_confidence_quality_default_score_by_hand() -> None:
+    # At K = 2 (equal shares, ties to the closest work): top artists A, B, B, A, B -> correct 1, 0, 1, 0, 1.
+    # Default score (1 - entropy)(1 - NN distance): 0.9, 0, 0, 0, 0.7.
+    scores = [confidence_score(features_at(o, 2)["entropy"], features_at(o, 2)["nn_distance"]) for o in OUTCOMES]
+    assert scores == pytest.approx([0.9, 0.0, 0.0, 0.0, 0.7])
+    correct = [1.0, 0.0, 1.0, 0.0, 1.0]
+    quality = confidence_quality(OUTCOMES, 2, None)
+    assert quality["queries"] == 5
+    assert quality["accuracy"] == pytest.approx(3 / 5)
+    # Brier: (0.1^2 + 0 + 1 + 0 + 0.3^2) / 5
+    assert quality["brier"] == pytest.approx(1.1 / 5)
+    assert quality["brier"] == pytest.approx(float(np.mean((np.array(scores) - correct) ** 2)))
+    # AUROC of the score for "correct": {0.9, 0, 0.7} vs {0, 0}: 2 + 2 x 1/2 + 2 wins of 6
+    assert quality["auroc"] == pytest.approx(5 / 6)
+    # ECE, bins of width 0.1: bin 0 {0, 0, 0} vs accuracy 1/3 (weight 3/5), bin 7 {0.7} vs 1, bin 9 {0.9} vs 1
+    assert quality["ece"] == pytest.approx(1 / 3 * 3 / 5 + 0.3 / 5 + 0.1 / 5)
+
+
+def test_confidence_quality_ece_with_two_bins() -> None:
+    # o1, o2, o3 at K = 2: scores 0.9, 0, 0; correct 1, 0, 1. Bin 0: |0 - 1/2| x 2/3; bin 9: |0.9 - 1| x 1/3.
+    quality = confidence_quality([O1, O2, O3], 2, None)
+    assert quality["accuracy"] == pytest.approx(2 / 3)
+    assert quality["ece"] == pytest.approx(0.5 * 2 / 3 + 0.1 / 3)
+    assert quality["brier"] == pytest.approx((0.01 + 0 + 1) / 3)
+
+
+def test_confidence_quality_uses_the_model_and_skips_empty_outcomes() -> None:
+    # A model with zero coefficients predicts 1/2 for everyone: Brier 1/4, AUROC 1/2, one bin: |0.5 - 0.6|.
+    flat = LogisticModel("logistic-v7", [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], 0.0)
+    empty = QueryOutcome(9, "q9.png", "A", (), None, [], [], [])
+    quality = confidence_quality([*OUTCOMES, empty], 2, flat)
+    assert quality == pytest.approx({"queries": 5, "accuracy": 0.6, "auroc": 0.5, "brier": 0.25, "ece": 0.1})
+    assert confidence_quality([empty], 2, None) == {
+        "queries": 0,
+        "auroc": None,
+        "brier": None,
+        "ece": None,
+        "accuracy": None,
+    }
+
+
+def test_ann_vs_exact_by_hand() -> None:
+    def measured(o: QueryOutcome, hnsw: list[str], exact: list[str], hnsw_ms: float, exact_ms: float) -> QueryOutcome:
+        return QueryOutcome(
+            o.query_id, o.path, o.true_artist, o.true_works, o.subset, o.artists, o.work_ids, o.similarities,
+            hnsw, exact, hnsw_ms, exact_ms,
+        )  # fmt: skip
+
+    outcomes = [
+        measured(O1, ["p1", "p2", "p3"], ["p1", "p3", "p2"], 1.0, 4.0),  # recall @1 1, @2 1/2, @3 1
+        measured(O2, ["p1", "p4", "p5"], ["p1", "p2", "p3"], 3.0, 6.0),  # recall @1 1, @2 1/2, @3 1/3
+        measured(O3, ["p9"], ["p9"], 2.0, 5.0),  # one exact neighbour: recall over min(K, 1) = 1
+        O4,  # not measured: left out
+    ]
+    result = ann_vs_exact(outcomes, [1, 2, 3])
+    assert result["queries"] == 3
+    assert result["recall_at_k"] == pytest.approx({"1": 1.0, "2": 2 / 3, "3": 7 / 9})
+    assert result["hnsw_ms"] == pytest.approx({"p50": 2.0, "mean": 2.0})
+    assert result["exact_ms"] == pytest.approx({"p50": 5.0, "mean": 5.0})
+    assert result["exact_over_hnsw_p50"] == pytest.approx(2.5)
+    assert ann_vs_exact(OUTCOMES, [1]) == {"queries": 0}
+
+
+def test_evaluate_groups_per_subset_and_is_valid_json() -> None:
+    result = evaluate(OUTCOMES, k_max=3, k=3, model=None)
+    assert result["k_max"] == 3 and result["k"] == 3 and result["confidence_model"] == "default-v1"
+    assert set(result["subsets"]) == {"s1", "s2"}  # o5 has no subset: only in "overall"
+    assert result["overall"]["queries"] == 5
+    assert result["overall"]["curves"] == curves(OUTCOMES, 3)
+    assert result["overall"]["table1"] == finite(table1(OUTCOMES, 3))
+    for name, group in {"s1": [O1, O2], "s2": [O3, O4]}.items():
+        block = result["subsets"][name]
+        assert block["queries"] == 2
+        assert block["curves"] == finite(curves(group, 3))
+        assert block["per_image_k"] == finite(per_image_k(group))
+        assert block["confidence"] == finite(confidence_quality(group, 3, None))
+    assert result["ann_vs_exact"] == {"queries": 0}
+    # NaN (no true works in a group, one class only) become null: strict JSON works.
+    only_o3 = evaluate([O3], k_max=2, k=2, model=None)
+    assert only_o3["overall"]["curves"][0]["work_precision"] is None
+    assert only_o3["overall"]["per_image_k"]["precision"] is None
+    json.dumps(result, allow_nan=False)
+    json.dumps(only_o3, allow_nan=False)
+    json.dumps(evaluate([], k_max=2, k=2, model=None), allow_nan=False)
+
+
+def test_finite_turns_nan_and_infinities_into_none() -> None:
+    value = {"a": math.nan, "b": [math.inf, 1.5, (-math.inf, 2)], "c": {"d": float("nan"), "e": "x"}, "f": None}
+    assert finite(value) == {"a": None, "b": [None, 1.5, [None, 2]], "c": {"d": None, "e": "x"}, "f": None}
+    assert finite(0.0) == 0.0 and finite(3) == 3 and finite("nan") == "nan"
+    json.dumps(finite(value), allow_nan=False)
+
+
+def test_entropy_constant_matches_the_library() -> None:
+    assert artist_entropy(["B", "A", "B"]) == pytest.approx(H3)
+
+
+# -- the real pipeline end to end --------------------------------------------------------------------------------
+EMBEDDER = ["--embedder", "efficientnet-lite0"]
+TABLE1_HEADER = "| | Real artist present | Nearest neighbour from the real artist | Real artist only |"
+
+
+@dataclass
+class Cli:
+    data_dir: Path
+    database_url: str
+    runner: CliRunner
+
+    def __call__(self, *args: str, code: int = 0) -> Result:
+        result = self.runner.invoke(app, ["--data-dir", str(self.data_dir), "--database-url", self.database_url, *args])
+        assert result.exit_code == code, result.output + repr(result.exception)
+        return result
+
+    def engine(self) -> Engine:
+        return create_db_engine(self.database_url)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, database_url: str) -> Cli:
+    return Cli(tmp_path / "data", database_url, CliRunner())
+
+
+@pytest.fixture(scope="module")
+def eval_catalogue(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalogue:
+    """6 artists x 8 works, two generated queries per artist."""
+    return make_demo_catalogue(tmp_path_factory.mktemp("eval-demo"), queries_per_artist=2)
+
+
+@pytest.fixture(scope="module")
+def noise_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 noise works (3 styles x 10) unlike any catalogue work: new palettes, motifs and seeds."""
+    root = tmp_path_factory.mktemp("noise")
+    manifest = root / "noise.csv"
+    styles = [
+        {"palette": [(20, 20, 20), (240, 240, 240), (200, 30, 30)], "motif": "circles", "stroke": 3},
+        {"palette": [(250, 240, 200), (30, 90, 30), (120, 60, 10)], "motif": "triangles", "stroke": 5},
+        {"palette": [(10, 30, 90), (250, 200, 0), (0, 200, 200)], "motif": "dots", "stroke": 6},
+    ]
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "artist", "work_id"])
+        for a, style in enumerate(styles):
+            for w in range(10):
+                draw_work(style, seed=77_000 + a * 100 + w).save(root / f"n{a}_{w}.png")
+                writer.writerow([f"n{a}_{w}.png", f"Noise Artist {a}", f"N{a}-W{w:03d}"])
+    return manifest
+
+
+def write_labelled(catalogue: DemoCatalogue, folder: Path) -> Path:
+    """labelled.csv: the 12 queries (subset alpha / beta by query number; artists 0, 2, 4 with their 8 works as
+    true works) and one unreadable image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    broken = folder / "broken.png"
+    broken.write_bytes(catalogue.queries[0].path.read_bytes()[:200])
+    path = folder / "labelled.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "artist", "work_ids", "subset"])
+        for query in catalogue.queries:
+            a, q = (int(v) for v in re.fullmatch(r"gen_a(\d+)_(\d+)\.png", query.path.name).groups())  # type: ignore[union-attr]
+            works = ";".join(f"A{a}-W{w:03d}" for w in range(8)) if a % 2 == 0 else ""
+            writer.writerow([str(query.path), query.artist, works, "alpha" if q == 0 else "beta"])
+        writer.writerow(["broken.png", catalogue.queries[0].artist, "", "alpha"])
+    return path
+
+
+def assert_png(path: Path) -> None:
+    assert path.stat().st_size > 0
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 0 and image.height > 0
+        image.verify()
+
+
+def test_evaluate_run_then_report_end_to_end(cli: Cli, eval_catalogue: DemoCatalogue, tmp_path: Path) -> None:
+    cli("db", "upgrade")
+    cli("ingest", str(eval_catalogue.manifest), *EMBEDDER)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    out = tmp_path / "run"
+    printed = cli("evaluate", "run", str(labelled), "--k-max", "12", "--k", "4", *EMBEDDER, "--out", str(out)).stdout
+    match = re.search(r"evaluation run (\d+): 13 queries \(1 unreadable\)", printed)
+    assert match, printed
+    run_id = int(match.group(1))
+
+    # The outputs.
+    names = ["metrics.json", "report.md", "curves.csv", "table1.csv", "hit_rate.png", "precision_recall.png"]
+    assert all((out / name).is_file() for name in names)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["run_id"] == run_id and metrics["k_max"] == 12 and metrics["k"] == 4
+    assert set(metrics["subsets"]) == {"alpha", "beta"}
+    assert metrics["overall"]["queries"] == 12  # the unreadable image has no outcome
+    assert metrics["subsets"]["alpha"]["queries"] == 6 and metrics["subsets"]["beta"]["queries"] == 6
+    assert metrics["overall"]["per_image_k"]["queries"] == 6  # artists 0, 2, 4 have true works
+    assert metrics["ann_vs_exact"]["queries"] == 12
+    assert set(metrics["ann_vs_exact"]["recall_at_k"]) == {"1", "10", "12"}
+    with (out / "curves.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for group in ("overall", "alpha", "beta"):
+        assert [int(r["k"]) for r in rows if r["group"] == group] == list(range(1, 13))
+    assert len(rows) == 36
+    with (out / "table1.csv").open() as handle:
+        cells = list(csv.DictReader(handle))
+    assert len(cells) == 3 * 5  # per group: 2 hypotheses x 3 classes, less diversity / only-true-artist (N/A)
+    assert {(c["hypothesis"], c["class"]) for c in cells if c["group"] == "beta"} == {
+        ("diversity", "true_artist_present"),
+        ("diversity", "nn_by_true_artist"),
+        ("distance", "true_artist_present"),
+        ("distance", "nn_by_true_artist"),
+        ("distance", "only_true_artist"),
+    }
+    for c in cells:
+        assert int(c["n_positive"]) + int(c["n_negative"]) == (12 if c["group"] == "overall" else 6)
+    report = (out / "report.md").read_text()
+    assert report.count(TABLE1_HEADER) == 3  # overall, alpha, beta
+    assert f"# Evaluation run {run_id}" in report
+    assert_png(out / "hit_rate.png")
+    assert_png(out / "precision_recall.png")
+
+    # Every request of the run is in the audit log, tagged with the run and its labelled query.
+    engine = cli.engine()
+    try:
+        with Session(engine) as session:
+            results = session.scalars(select(EvaluationResult).where(EvaluationResult.run_id == run_id)).all()
+            assert len(results) == 13
+            failed = [r for r in results if r.request_id is None]
+            assert len(failed) == 1 and "broken.png" in (failed[0].error or "")
+            requests = session.scalars(select(AttributionRequest)).all()
+            assert len(requests) == 12
+            by_id = {r.id: r for r in requests}
+            for result in results:
+                if result.request_id is not None:
+                    request = by_id[result.request_id]
+                    assert request.evaluation_run_id == run_id
+                    assert request.labelled_query_id == result.labelled_query_id
+                    assert len(result.exact_ids) == 12 and len(result.hnsw_ids) == 12
+            assert len({r.labelled_query_id for r in requests}) == 12
+            run = session.get_one(EvaluationRun, run_id)
+            assert run.kind == "attribution" and run.status == "completed" and run.finished_at is not None
+            assert run.metrics == metrics
+
+            # Hit rate@1 from SQL: the rank-1 neighbour's canonical artist against the label.
+            pairs = session.execute(
+                select(LabelledQueryRecord.artist, LabelledQueryRecord.subset, AttributionNeighbour.canonical_artist)
+                .join(AttributionRequest, AttributionRequest.labelled_query_id == LabelledQueryRecord.id)
+                .join(AttributionNeighbour, AttributionNeighbour.request_id == AttributionRequest.id)
+                .where(AttributionRequest.evaluation_run_id == run_id, AttributionNeighbour.rank == 1)
+            ).all()
+            ranks = session.execute(
+                select(AttributionNeighbour.request_id, func.count()).group_by(AttributionNeighbour.request_id)
+            ).all()
+            assert all(n == 12 for _, n in ranks) and len(ranks) == 12  # logged with K = k-max
+    finally:
+        engine.dispose()
+    assert len(pairs) == 12
+    assert metrics["overall"]["curves"][0]["hit_rate"] == pytest.approx(np.mean([a == nn for a, _, nn in pairs]))
+    for subset in ("alpha", "beta"):
+        hits = [a == nn for a, s, nn in pairs if s == subset]
+        assert metrics["subsets"][subset]["curves"][0]["hit_rate"] == pytest.approx(np.mean(hits))
+    assert "chain OK: 12 records" in cli("audit", "verify").stdout
+
+    # report = run: recomputed purely from the audit DB, the same outputs.
+    again = tmp_path / "report"
+    cli("evaluate", "report", "--run", str(run_id), "--out", str(again))
+    assert json.loads((again / "metrics.json").read_text()) == metrics
+    for name in ("report.md", "curves.csv", "table1.csv"):
+        assert (again / name).read_text() == (out / name).read_text()
+    assert_png(again / "hit_rate.png")
+    assert f"{run_id}\tattribution\tcompleted" in cli("evaluate", "list").stdout
+    assert "no evaluation run 999" in cli("evaluate", "report", "--run", "999", "--out", str(again), code=1).stderr
+
+
+def store_snapshot(cli: Cli) -> dict[str, object]:
+    store = open_store(load_settings(data_dir=cli.data_dir, database_url=cli.database_url), "efficientnet-lite0")
+    try:
+        points = list(store.iter_points())
+        return {
+            "count": store.count(),
+            "version": store.content_version(),
+            "hashes": store.image_hashes(),
+            "catalogues": sorted({str(p.payload.get("catalogue")) for p in points}),
+            "vectors": {p.point_id: np.asarray(p.vector).tobytes() for p in points},
+        }
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_noise_experiment_leaves_production_untouched(
+    cli: Cli, eval_catalogue: DemoCatalogue, noise_manifest: Path, tmp_path: Path
+) -> None:
+    cli("db", "upgrade")
+    cli("ingest", str(eval_catalogue.manifest), *EMBEDDER)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    before = store_snapshot(cli)
+    assert before["count"] == 48 and before["catalogues"] == ["catalogue"]
+
+    out = tmp_path / "noise-out"
+    args = ["evaluate", "noise", str(labelled), "--noise", str(noise_manifest), "--k", "5", "--out", str(out)]
+    printed = cli(*args, "--levels", "0.25,0.5,1", *EMBEDDER).stdout
+    assert "homogeneous 25% (12 works)" in printed and "homogeneous 50% (24 works)" in printed
+
+    after = store_snapshot(cli)
+    assert after == before  # same points, vectors, image hashes and content version: only read
+    assert not [p for p in cli.data_dir.rglob("noise-*")]  # the scratch copy is gone
+
+    assert all((out / name).is_file() for name in ("noise.json", "noise.csv", "noise.png"))
+    assert_png(out / "noise.png")
+    metrics = json.loads((out / "noise.json").read_text())
+    assert metrics["kind"] == "homogeneous" and metrics["k"] == 5
+    assert metrics["index_size"] == 48 and metrics["queries"] == 12  # the unreadable query is skipped
+    levels = metrics["levels"]
+    assert [row["level"] for row in levels] == [0.25, 0.5, 1.0]
+    # round(level x 48), capped by the 30 noise works available
+    assert [row["noise_works"] for row in levels] == [12, 24, 30]
+    assert [row["actual_level"] for row in levels] == pytest.approx([12 / 48, 24 / 48, 30 / 48])
+    for row in levels:
+        assert 0.0 <= row["mean_overlap"] <= 1.0
+        assert 0.0 <= row["noise_in_top_k"] <= 1.0
+        assert row["hit_rate_clean"] == levels[0]["hit_rate_clean"]
+        assert 0.0 <= row["hit_rate_noisy"] <= 1.0
+    # More noise cannot bring back clean neighbours that less noise pushed out (noise is added cumulatively).
+    overlaps = [row["mean_overlap"] for row in levels]
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(overlaps))
+    with (out / "noise.csv").open() as handle:
+        assert [int(r["noise_works"]) for r in csv.DictReader(handle)] == [12, 24, 30]
+
+    engine = cli.engine()
+    try:
+        with Session(engine) as session:
+            run = session.get_one(EvaluationRun, metrics["run_id"])
+            assert run.kind == "noise" and run.status == "completed"
+            assert run.settings["levels"] == [0.25, 0.5, 1.0] and run.settings["k"] == 5
+            assert run.metrics["levels"] == levels
+            assert {k: v for k, v in run.metrics.items() if k != "run_id"} == {
+                k: v for k, v in metrics.items() if k != "run_id"
+            }
+            assert run.collection == "works_efficientnet_lite0"
+            # Nothing of the scratch copy reaches the audit log.
+            scratch = (
+                select(func.count())
+                .select_from(AttributionRequest)
+                .where(AttributionRequest.collection != run.collection)
+            )
+            assert session.scalar(scratch) == 0
+    finally:
+        engine.dispose()
+    # A noise run is not an attribution run: `evaluate report` refuses it in one line.
+    refused = cli("evaluate", "report", "--run", str(metrics["run_id"]), "--out", str(tmp_path / "x"), code=1)
+    assert "no evaluation run" in refused.stderr
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "0.5,0", ","])
+def test_noise_bad_levels_are_usage_errors(cli: Cli, noise_manifest: Path, tmp_path: Path, bad: str) -> None:
+    cli("db", "upgrade")
+    labelled = tmp_path / "q.csv"
+    labelled.write_text("path,artist\nq.png,Ada\n")
+    out = tmp_path / "out"
+    args = ["evaluate", "noise", str(labelled), "--noise", str(noise_manifest), "--out", str(out)]
+    result = cli(*args, f"--levels={bad}", *EMBEDDER, code=2)
+    assert "levels" in result.output
+    assert not out.exists()
+    engine = cli.engine()
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(select(func.count()).select_from(EvaluationRun)) == 0
+    finally:
+        engine.dispose()
+
+
+# -- importing query sets ----------------------------------------------------------------------------------------
+def test_import_query_set_is_idempotent(fresh_db: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "labelled.csv"
+    path.write_text("path,artist,work_ids,subset\na.png,Ada,W1;W2,alpha\nb.png,Bruno,,beta\n")
+
+    def rows() -> list[tuple[str, str, list[str], str | None]]:
+        with Session(fresh_db) as session:
+            records = session.scalars(select(LabelledQueryRecord).order_by(LabelledQueryRecord.id)).all()
+            return [(Path(r.path).name, r.artist, list(r.work_ids), r.subset) for r in records]
+
+    first = import_query_set(fresh_db, path)
+    assert import_query_set(fresh_db, path) == first
+    assert rows() == [("a.png", "Ada", ["W1", "W2"], "alpha"), ("b.png", "Bruno", [], "beta")]
+    # A stored set is found by name; a file that changed since its import is refused (past runs keep their labels)
+    # and goes in under another name.
+    assert import_query_set(fresh_db, "labelled") == first
+    path.write_text("path,artist,work_ids,subset\na.png,Ada,W1;W2,alpha\nb.png,Bruno,,beta\nc.png,Chiara,,\n")
+    with pytest.raises(ManifestError, match="--name"):
+        import_query_set(fresh_db, path)
+    assert [r[0] for r in rows()] == ["a.png", "b.png"]
+    other = import_query_set(fresh_db, path, name="second")
+    assert other != first
+    with Session(fresh_db) as session:
+        assert session.scalar(select(func.count()).select_from(QuerySet)) == 2
+        assert session.scalar(select(func.count()).select_from(LabelledQueryRecord)) == 5
+
+
+def test_import_query_set_unknown_name_is_one_line(fresh_db: Engine, tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere.csv")
+    for source in ("no-such-set", missing):
+        with pytest.raises(NotFoundError) as caught:
+            import_query_set(fresh_db, source)
+        message = str(caught.value)
+        assert "\n" not in message and source in message
+
+
+def labels_of(engine: Engine, query_set_id: int) -> list[tuple[str, str]]:
+    with Session(engine) as session:
+        records = session.scalars(
+            select(LabelledQueryRecord).where(LabelledQueryRecord.query_set_id == query_set_id)
+        ).all()
+        return sorted((r.path, r.artist) for r in records)
+
+
+def file_labels(path: Path) -> list[tuple[str, str]]:
+    with path.open() as handle:
+        return sorted((str((path.parent / r["path"]).resolve()), r["artist"]) for r in csv.DictReader(handle))
+
+
+def test_import_of_another_file_with_the_same_stem_is_not_merged(fresh_db: Engine, tmp_path: Path) -> None:
+    first, second = tmp_path / "x" / "labelled.csv", tmp_path / "y" / "labelled.csv"
+    for path, row in ((first, "a.png,Ada"), (second, "b.png,Bruno")):
+        path.parent.mkdir()
+        path.write_text(f"path,artist\n{row}\n")
+    import_query_set(fresh_db, first)
+    try:
+        second_id = import_query_set(fresh_db, second)
+    except AttributionAuditError:
+        return  # refusing the clash in one line is a fine fix too
+    assert labels_of(fresh_db, second_id) == file_labels(second)
+
+
+def test_reimport_of_an_edited_file_does_not_keep_stale_labels(fresh_db: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "labelled.csv"
+    path.write_text("path,artist\na.png,Ada\nb.png,Bruno\n")
+    import_query_set(fresh_db, path)
+    path.write_text("path,artist\na.png,Chiara\n")
+    try:
+        query_set = import_query_set(fresh_db, path)
+    except AttributionAuditError:
+        return  # refusing the changed file in one line is a fine fix too
+    assert labels_of(fresh_db, query_set) == file_labels(path)
+
+
+def test_noise_level_inf_is_a_usage_error(tmp_path: Path, noise_manifest: Path) -> None:
+    cli = Cli(tmp_path / "data", f"sqlite:///{tmp_path / 'audit.sqlite'}", CliRunner())
+    small = make_demo_catalogue(tmp_path / "small", artists=2, works_per_artist=2)
+    labelled = tmp_path / "q.csv"
+    labelled.write_text("path,artist\n" + "".join(f"{q.path},{q.artist}\n" for q in small.queries))
+    cli("db", "upgrade")
+    cli("ingest", str(small.manifest), *EMBEDDER)
+    args = ["evaluate", "noise", str(labelled), "--noise", str(noise_manifest), "--out", str(tmp_path / "out")]
+    result = cli(*args, "--levels=inf", *EMBEDDER, code=2)
+    assert "levels" in result.output

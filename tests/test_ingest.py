@@ -1,0 +1,767 @@
+"""Ingestion as a data team uses it: every source format, precomputed vectors, bad rows and the failures file,
+idempotent re-runs and work versions, and crash safety between the vector store and the audit DB."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from attribution_audit.audit.db import create_db_engine, upgrade
+from attribution_audit.audit.models import (
+    Artist,
+    Catalogue,
+    IngestionRun,
+    LabelledQueryRecord,
+    QuerySet,
+    Work,
+    WorkEmbedding,
+    WorkVersion,
+)
+from attribution_audit.catalogue.ingest import IngestReport, ingest_source
+from attribution_audit.catalogue.lifecycle import check
+from attribution_audit.catalogue.manifest import open_source, sha256_of
+from attribution_audit.catalogue.precomputed import load_vectors
+from attribution_audit.cli import app
+from attribution_audit.demo import DemoCatalogue, make_demo_catalogue
+from attribution_audit.embedding import get_embedder
+from attribution_audit.embedding.base import Embedder
+from attribution_audit.errors import ManifestError
+from attribution_audit.images import sha256_file
+from attribution_audit.vectorstore import WorkPoint, point_id_for
+from attribution_audit.vectorstore.qdrant_edge import EdgeStore
+
+DIM = 8
+COLLECTION = "works_test"
+FINGERPRINT = "precomputed:test"
+# Two artists x three works of the demo catalogue: (demo file, artist, our work id, year, licence).
+SMALL = [
+    ("a0_w0.png", "Ada Vermeer", "ADA-0", 1901, "CC-BY"),
+    ("a0_w1.png", "Ada Vermeer", "ADA-1", 1902, "CC0"),
+    ("a0_w2.png", "Ada Vermeer", "ADA-2", 1903, "CC-BY"),
+    ("a1_w0.png", "Bruno Kahlo", "BRU-0", 1911, "PD"),
+    ("a1_w1.png", "Bruno Kahlo", "BRU-1", 1912, "CC-BY-SA"),
+    ("a1_w2.png", "Bruno Kahlo", "BRU-2", 1913, "PD"),
+]
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+def count(engine: Engine, model: type, *where: Any) -> int:
+    with Session(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def works_of(engine: Engine, catalogue: str) -> dict[str, Work]:
+    """Work id -> Work row (artist loaded) of one catalogue."""
+    with Session(engine) as session:
+        rows = session.scalars(
+            select(Work).join(Catalogue, Work.catalogue_id == Catalogue.id).where(Catalogue.name == catalogue)
+        ).all()
+        for row in rows:
+            _ = row.artist.name  # load before the session closes
+        return {row.work_id: row for row in rows}
+
+
+def point_of(store: EdgeStore, catalogue: str, work_id: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The stored vector and payload of a work's point, found through a search for its own vector."""
+    pid = point_id_for(catalogue, work_id)
+    ids, vectors = store.fetch_all()
+    vector = vectors[ids.index(pid)]
+    (hit,) = [h for h in store.search(vector, 5, exact=True) if h.point_id == pid]
+    return vector, hit.payload
+
+
+def tiny_png(path: Path, seed: int) -> Path:
+    """A small unique PNG (seeded noise)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def raw_vectors(n: int, seed: int = 7) -> np.ndarray:
+    """Non-unit vectors (random lengths 0.5..10), so that normalisation on the way in is visible."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, DIM)) * rng.uniform(0.5, 10, (n, 1))).astype(np.float32)
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def copy_small(demo: DemoCatalogue, folder: Path) -> list[Path]:
+    """Copy the SMALL demo works into ``folder/images`` as ``<work id>.png``."""
+    works = demo.manifest.parent / "works"
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    return [
+        Path(shutil.copy(works / name, folder / "images" / f"{work_id.lower()}.png")) for name, _, work_id, *_ in SMALL
+    ]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def precomputed(table: dict[str, np.ndarray], **options: Any) -> dict[str, Any]:
+    """ingest_source options for precomputed vectors (no model)."""
+    return {
+        "embedder": None,
+        "embedder_fingerprint": FINGERPRINT,
+        "vectors": lambda row: table.get(row.work_id),
+        **options,
+    }
+
+
+# -- fixtures --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    """The offline EfficientNet-Lite0 model, loaded once for the module."""
+    return get_embedder("efficientnet-lite0")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EdgeStore]:
+    s = EdgeStore(tmp_path / "qdrant", COLLECTION)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite audit DB, for tests whose subject is not the database."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def vector_catalogue(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """``vc.csv``: five works by two artists with tiny real images, and a precomputed (unit) vector for each."""
+    rows = [{"path": f"img/v{i}.png", "artist": "Ada" if i < 3 else "Bruno", "work_id": f"V{i}"} for i in range(5)]
+    for i in range(5):
+        tiny_png(tmp_path / "img" / f"v{i}.png", seed=i)
+    raw = raw_vectors(5)
+    return write_csv(tmp_path / "vc.csv", rows), {f"V{i}": unit(raw[i]) for i in range(5)}
+
+
+# -- every format ------------------------------------------------------------------------------------------------
+def build_formats(demo: DemoCatalogue, root: Path) -> dict[str, Path]:
+    """The SMALL catalogue as a CSV, a JSONL, a folder per artist and a Wang et al. JSON file."""
+    images = copy_small(demo, root)
+    records = [
+        {
+            "path": f"images/{image.name}",
+            "artist": artist,
+            "work_id": work_id,
+            "title": f"Work {work_id}",
+            "year": year,
+            "licence": licence,
+            "source_url": f"https://example.org/{work_id}",
+        }
+        for image, (_, artist, work_id, year, licence) in zip(images, SMALL, strict=True)
+    ]
+    csv_path = write_csv(root / "csvcat.csv", records)
+    jsonl_path = root / "jsonlcat.jsonl"
+    jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for image, (_, artist, *_) in zip(images, SMALL, strict=True):
+        (root / "tree" / artist).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, root / "tree" / artist / image.name)
+    wang: dict[str, Any] = {}
+    for index, artist in enumerate(("Ada Vermeer", "Bruno Kahlo")):
+        for subset in ("gpt", "object"):
+            shutil.copy(demo.queries[index].path, root / "images" / f"gen_{index}_{subset}.png")
+        wang[artist] = {
+            "exemplar": [r["path"] for r in records if r["artist"] == artist],
+            "synth": {"gpt": [f"images/gen_{index}_gpt.png"], "object": [f"images/gen_{index}_object.png"]},
+        }
+    wang_path = root / "wangcat.json"
+    wang_path.write_text(json.dumps(wang))
+    return {"csv": csv_path, "jsonl": jsonl_path, "folder": root / "tree", "wang": wang_path}
+
+
+def test_every_format_ingests_the_same_works(
+    fresh_db: Engine, store: EdgeStore, embedder: Embedder, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    sources = build_formats(demo_catalogue, tmp_path / "src")
+    expected_ids = {
+        "csv": [w for *_, w, _, _ in SMALL],
+        "jsonl": [w for *_, w, _, _ in SMALL],
+        "folder": [f"{artist}/{w.lower()}" for _, artist, w, _, _ in SMALL],
+        "wang": [f"images/{w.lower()}.png" for *_, w, _, _ in SMALL],
+    }
+    names = {"csv": "csvcat", "jsonl": "jsonlcat", "folder": "tree", "wang": "wangcat"}
+    contents: dict[str, set[tuple[str, str]]] = {}
+    vectors: dict[str, dict[str, np.ndarray]] = {}
+    for fmt, path in sources.items():
+        source = open_source(path)
+        assert source.format == fmt
+        report = ingest_source(source, engine=fresh_db, store=store, embedder=embedder)
+        assert report.catalogue == names[fmt]
+        assert (report.added, report.updated, report.unchanged, report.failed) == (6, 0, 0, 0), report.failures
+        works = works_of(fresh_db, names[fmt])
+        assert sorted(works) == sorted(expected_ids[fmt])
+        artists = {w.work_id: w.artist.name for w in works.values()}
+        assert artists == {wid: artist for wid, (_, artist, *_) in zip(expected_ids[fmt], SMALL, strict=True)}
+        contents[fmt] = {(w.artist.name, w.image_sha256) for w in works.values()}
+        stored_ids, stored = store.fetch_all()
+        vectors[fmt] = {
+            w.image_sha256: stored[stored_ids.index(point_id_for(names[fmt], w.work_id))] for w in works.values()
+        }
+    # The same six images under the same artists, whichever the format, with the same vectors.
+    assert contents["csv"] == contents["jsonl"] == contents["folder"] == contents["wang"]
+    assert len(contents["csv"]) == 6
+    for fmt in ("jsonl", "folder", "wang"):
+        for sha, vector in vectors["csv"].items():
+            np.testing.assert_allclose(vectors[fmt][sha], vector, atol=1e-6)
+    assert store.count() == 24 == count(fresh_db, WorkEmbedding)
+    assert count(fresh_db, Artist) == 2
+
+
+def test_wang_import_stores_labelled_queries_once(
+    fresh_db: Engine, store: EdgeStore, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    path = build_formats(demo_catalogue, tmp_path)["wang"]
+    table = {f"images/{w.lower()}.png": unit(v) for (*_, w, _, _), v in zip(SMALL, raw_vectors(6), strict=True)}
+    for run in (1, 2):
+        source = open_source(path)
+        report = ingest_source(source, engine=fresh_db, store=store, **precomputed(table))
+        assert report.labelled_queries == 4
+        if run == 1:
+            assert report.added == 6
+        else:
+            assert (report.added, report.unchanged) == (0, 6)
+        with Session(fresh_db) as session:
+            (query_set,) = session.scalars(select(QuerySet)).all()
+            assert query_set.name == "wangcat" and query_set.source_path == str(path.resolve())
+            records = session.scalars(select(LabelledQueryRecord).order_by(LabelledQueryRecord.path)).all()
+            got = [(Path(r.path).name, r.artist, r.work_ids, r.subset) for r in records]
+    ada = [f"images/ada-{i}.png" for i in range(3)]
+    bruno = [f"images/bru-{i}.png" for i in range(3)]
+    assert got == [
+        ("gen_0_gpt.png", "Ada Vermeer", ada, "gpt"),
+        ("gen_0_object.png", "Ada Vermeer", ada, "object"),
+        ("gen_1_gpt.png", "Bruno Kahlo", bruno, "gpt"),
+        ("gen_1_object.png", "Bruno Kahlo", bruno, "object"),
+    ]
+    assert all(Path(r.path).is_absolute() and Path(r.path).is_file() for r in records)
+    assert count(fresh_db, LabelledQueryRecord) == 4
+
+
+def test_jsonl_bad_line_is_a_row_failure_with_its_line_number(
+    sqlite_db: Engine, store: EdgeStore, tmp_path: Path
+) -> None:
+    for i in range(3):
+        tiny_png(tmp_path / f"j{i}.png", seed=i)
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        '{"path": "j0.png", "artist": "Ada", "work_id": "J0"}\n'
+        '{"path": "j1.png", "artist": "Ada", "work_id": \n'
+        "\n"
+        '["not", "an", "object"]\n'
+        '{"path": "j2.png", "artist": "Ada", "work_id": "J2"}\n'
+    )
+    source = open_source(path)
+    table = {"J0": unit(raw_vectors(2)[0]), "J2": unit(raw_vectors(2)[1])}
+    report = ingest_source(source, engine=sqlite_db, store=store, **precomputed(table))
+    assert report.added == 2
+    assert [(f.line, f.work_id) for f in report.failures] == [(2, ""), (4, "")]
+    assert report.failures[0].reason.startswith("invalid JSON (")
+    assert report.failures[1].reason == "not a JSON object"
+    assert sorted(works_of(sqlite_db, "bad")) == ["J0", "J2"]
+
+
+def test_extra_columns_are_kept_in_the_payload_and_the_work_row(
+    fresh_db: Engine, store: EdgeStore, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    sources = build_formats(demo_catalogue, tmp_path)
+    table = {w: unit(v) for (*_, w, _, _), v in zip(SMALL, raw_vectors(6), strict=True)}
+    for fmt, year in (("csv", "1901"), ("jsonl", 1901)):  # CSV values are text, JSON keeps its types
+        source = open_source(sources[fmt])
+        ingest_source(source, engine=fresh_db, store=store, **precomputed(table))
+        name = source.path.stem
+        expected = {"year": year, "licence": "CC-BY", "source_url": "https://example.org/ADA-0"}
+        _, payload = point_of(store, name, "ADA-0")
+        assert {k: payload[k] for k in expected} == expected
+        assert payload["work_id"] == "ADA-0" and payload["artist"] == "Ada Vermeer"
+        assert payload["title"] == "Work ADA-0" and payload["catalogue"] == name and payload["version"] == 1
+        assert payload["image_sha256"] == sha256_file(tmp_path / "images" / "ada-0.png")
+        work = works_of(fresh_db, name)["ADA-0"]
+        assert work.payload == expected and work.title == "Work ADA-0"
+
+
+# -- precomputed vectors -----------------------------------------------------------------------------------------
+def write_embeddings(kind: str, folder: Path, work_ids: list[str], matrix: np.ndarray) -> Path:
+    if kind == "npy":
+        np.save(folder / "vectors.npy", matrix)
+        return folder / "vectors.npy"
+    if kind == "npz":
+        np.savez(folder / "vectors.npz", work_ids=np.array(work_ids), vectors=matrix)
+        return folder / "vectors.npz"
+    table = pa.table({"work_id": work_ids, "vector": [list(map(float, row)) for row in matrix]})
+    pq.write_table(table, folder / "vectors.parquet")
+    return folder / "vectors.parquet"
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "parquet"])
+def test_precomputed_vectors_ingest_unit_normalised(
+    kind: str, sqlite_db: Engine, store: EdgeStore, tmp_path: Path
+) -> None:
+    for i in range(3):
+        tiny_png(tmp_path / f"p{i}.png", seed=i)
+    # Line 4 repeats P0: a failing row, which still has its slot in an aligned .npy.
+    manifest = tmp_path / "pre.csv"
+    manifest.write_text("path,artist,work_id\np0.png,Ada,P0\np1.png,Ada,P1\np0.png,Ada,P0\np2.png,Bruno,P2\n")
+    raw = raw_vectors(4)
+    if kind == "npy":
+        path = write_embeddings(kind, tmp_path, [], raw)
+        expected = {"P0": raw[0], "P1": raw[1], "P2": raw[3]}
+    else:
+        path = write_embeddings(kind, tmp_path, ["P2", "P0", "P1"], raw[[3, 0, 1]])  # keyed: any order
+        expected = {"P0": raw[0], "P1": raw[1], "P2": raw[3]}
+    source = open_source(manifest)
+    table = load_vectors(path, source)
+    assert sorted(table) == ["P0", "P1", "P2"]
+    for work_id, vector in table.items():
+        np.testing.assert_allclose(vector, unit(expected[work_id]), atol=1e-6)
+
+    report = ingest_source(source, engine=sqlite_db, store=store, **precomputed(table))
+    assert (report.added, report.failed) == (3, 1)
+    assert report.failures[0].line == 4 and "duplicate work_id" in report.failures[0].reason
+    for work_id, vector in expected.items():
+        top = store.search(vector, 1, with_vectors=True)[0]  # the raw, non-unit vector finds its own work
+        assert top.payload["work_id"] == work_id
+        assert top.similarity == pytest.approx(1.0, abs=1e-5)
+        assert top.vector is not None
+        np.testing.assert_allclose(top.vector, unit(vector), atol=1e-5)
+    with Session(sqlite_db) as session:
+        assert set(session.scalars(select(WorkEmbedding.embedder_fingerprint))) == {FINGERPRINT}
+        run = session.get_one(IngestionRun, report.run_id)
+        assert (run.embedder_fingerprint, run.status) == (FINGERPRINT, "partial")
+
+
+@pytest.mark.parametrize(
+    ("kind", "work_ids", "matrix", "message"),
+    [
+        ("npy", [], np.ones((3, DIM)), "3 vectors for 2 manifest rows; they must align row by row"),
+        ("npy", [], np.vstack([np.ones(DIM), np.zeros(DIM)]), "row 1 is an all-zero vector"),
+        ("npz", ["Q0", "Q1"], np.vstack([np.ones(DIM), np.zeros(DIM)]), "row 1 is an all-zero vector"),
+        ("npz", ["Q0", "Q0"], np.ones((2, DIM)), "duplicate work ids in the embeddings file"),
+        ("parquet", ["Q1", "Q1"], np.ones((2, DIM)), "duplicate work ids in the embeddings file"),
+    ],
+)
+def test_bad_embeddings_files_raise_one_line_errors(
+    kind: str, work_ids: list[str], matrix: np.ndarray, message: str, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,artist,work_id\na.png,Ada,Q0\nb.png,Ada,Q1\n")
+    path = write_embeddings(kind, tmp_path, work_ids, matrix.astype(np.float32))
+    with pytest.raises(ManifestError) as info:
+        load_vectors(path, open_source(manifest))
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_npz_with_more_ids_than_vectors_is_a_manifest_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,artist,work_id\na.png,Ada,Q0\nb.png,Ada,Q1\n")
+    path = write_embeddings("npz", tmp_path, ["Q0", "Q1", "Q2"], np.ones((2, DIM), dtype=np.float32))
+    with pytest.raises(ManifestError) as info:
+        load_vectors(path, open_source(manifest))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_ingests_precomputed_vectors_without_loading_a_model(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, vector_catalogue: tuple[Path, Any]
+) -> None:
+    import attribution_audit.embedding
+
+    def no_model(*args: object, **kwargs: object) -> Embedder:
+        raise AssertionError("a model was loaded for precomputed vectors")
+
+    monkeypatch.setattr(attribution_audit.embedding, "get_embedder", no_model)
+    manifest, table = vector_catalogue
+    embeddings = write_embeddings("parquet", tmp_path, list(table), np.vstack(list(table.values())) * 3)
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path / "data"), "--database-url", database_url]
+    assert runner.invoke(app, [*base, "db", "upgrade"]).exit_code == 0
+    args = [*base, "ingest", str(manifest), "--embedder", "vec8", "--embeddings", str(embeddings)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "catalogue vc: 5 added, 0 updated, 0 unchanged, 0 withdrawn (skipped), 0 failed" in first.stdout
+    again = runner.invoke(app, args)
+    assert "0 added, 0 updated, 5 unchanged, 0 withdrawn (skipped), 0 failed" in again.stdout
+    store = EdgeStore(tmp_path / "data" / "qdrant", "works_vec8")
+    try:
+        assert store.count() == 5
+        assert store.search(table["V3"], 1)[0].payload["work_id"] == "V3"
+    finally:
+        store.close()
+
+
+# -- bad rows ----------------------------------------------------------------------------------------------------
+def bad_rows_catalogue(demo: DemoCatalogue, folder: Path) -> Path:
+    works = demo.manifest.parent / "works"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(works / "a0_w0.png", folder / "ok1.png")
+    shutil.copy(works / "a1_w0.png", folder / "ok2.png")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    data = (works / "a2_w0.png").read_bytes()
+    (folder / "truncated.png").write_bytes(data[: len(data) // 2])
+    (folder / "empty.png").write_bytes(b"")
+    manifest = folder / "bad.csv"
+    manifest.write_text(
+        "path,artist,work_id\n"
+        "ok1.png,Ada,G1\n"  # line 2
+        "corrupt.png,Ada,B1\n"  # 3
+        "ok2.png,Bruno,G2\n"  # 4
+        "ok1.png,Ada,G1\n"  # 5: duplicate work id
+        "../escape.png,Ada,B2\n"  # 6: leaves the folder
+        "truncated.png,Ada,B3\n"  # 7
+        "empty.png,Ada,B4\n"  # 8
+        "absent.png,Ada,B5\n"  # 9
+    )
+    return manifest
+
+
+EXPECTED_FAILURES = {
+    3: ("B1", "corrupt.png"),
+    5: ("G1", "duplicate work_id (first seen on line 2)"),
+    6: ("B2", "leaves the catalogue folder"),
+    7: ("B3", "truncated image data"),
+    8: ("B4", "file is empty"),
+    9: ("B5", "file not found"),
+}
+
+
+def test_bad_rows_are_reported_per_row_and_good_rows_ingested(
+    fresh_db: Engine, store: EdgeStore, embedder: Embedder, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    manifest = bad_rows_catalogue(demo_catalogue, tmp_path / "cat")
+    failures_path = tmp_path / "out" / "failures.csv"
+    report = ingest_source(
+        open_source(manifest), engine=fresh_db, store=store, embedder=embedder, failures_path=failures_path
+    )
+    assert (report.added, report.failed) == (2, 6)
+    by_line = {f.line: f for f in report.failures}
+    assert sorted(by_line) == sorted(EXPECTED_FAILURES)
+    for line, (work_id, reason) in EXPECTED_FAILURES.items():
+        assert by_line[line].work_id == work_id and reason in by_line[line].reason, by_line[line]
+        assert "\n" not in by_line[line].reason
+    assert report.failures_path == failures_path
+    with failures_path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["line", "work_id", "reason"]
+    assert sorted(rows[1:]) == sorted([str(f.line), f.work_id, f.reason] for f in report.failures)
+    assert sorted(works_of(fresh_db, "bad")) == ["G1", "G2"]
+    assert store.count() == 2
+    with Session(fresh_db) as session:
+        run = session.get_one(IngestionRun, report.run_id)
+        assert (run.status, run.added, run.failed, run.failures_path) == ("partial", 2, 6, str(failures_path))
+
+
+def test_missing_columns_fail_the_whole_file_before_any_row(tmp_path: Path, sqlite_db: Engine) -> None:
+    manifest = tmp_path / "nocols.csv"
+    manifest.write_text("path,artist\na.png,Ada\n")
+    with pytest.raises(ManifestError, match=r"missing column\(s\) work_id") as info:
+        open_source(manifest)
+    assert "\n" not in str(info.value)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ManifestError, match=r"missing column\(s\) path, artist, work_id"):
+        open_source(empty)
+    assert count(sqlite_db, IngestionRun) == 0
+
+
+def test_cli_exit_code_and_failures_file(
+    tmp_path: Path, database_url: str, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    manifest, table = vector_catalogue
+    # Two more rows that fail: a duplicate work id and a path outside the folder; V9 has no vector.
+    manifest.write_text(
+        manifest.read_text() + "img/v0.png,Ada,V0\n../x.png,Ada,V8\nimg/v4.png,Bruno,V9\n", encoding="utf-8"
+    )
+    embeddings = write_embeddings("npz", tmp_path, list(table), np.vstack(list(table.values())))
+    runner = CliRunner()
+    data = tmp_path / "data"
+    base = ["--data-dir", str(data), "--database-url", database_url]
+    assert runner.invoke(app, [*base, "db", "upgrade"]).exit_code == 0
+    args = [*base, "ingest", str(manifest), "--embedder", "vec8", "--embeddings", str(embeddings)]
+
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 1, failed.output
+    assert "5 added, 0 updated, 0 unchanged, 0 withdrawn (skipped), 3 failed" in failed.stdout
+    assert f"{manifest}:7 work_id='V0': duplicate work_id (first seen on line 2)" in failed.stderr
+    assert f"{manifest}:8 work_id='V8'" in failed.stderr and "leaves the catalogue folder" in failed.stderr
+    assert f"{manifest}:9 work_id='V9': no precomputed vector for this row" in failed.stderr
+    (written,) = (data / "failures").glob("vc-*.csv")  # the default place: the data dir
+    assert f"failed rows written to {written}" in failed.stdout
+    assert [r[:2] for r in csv.reader(written.open(newline=""))] == [
+        ["line", "work_id"],
+        ["7", "V0"],
+        ["8", "V8"],
+        ["9", "V9"],
+    ]
+
+    chosen = tmp_path / "mine.csv"
+    allowed = runner.invoke(app, [*args, "--allow-failures", "--failures", str(chosen)])
+    assert allowed.exit_code == 0, allowed.output
+    assert "0 added, 0 updated, 5 unchanged, 0 withdrawn (skipped), 3 failed" in allowed.stdout
+    assert f"failed rows written to {chosen}" in allowed.stdout
+    assert len(chosen.read_text().splitlines()) == 4
+
+
+# -- idempotence and versions --------------------------------------------------------------------------------------
+def test_reingest_is_a_noop_and_a_changed_image_is_a_new_version(
+    fresh_db: Engine, store: EdgeStore, embedder: Embedder, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    manifest = build_formats(demo_catalogue, tmp_path)["csv"]
+
+    def ingest() -> IngestReport:
+        return ingest_source(open_source(manifest), engine=fresh_db, store=store, embedder=embedder)
+
+    first = ingest()
+    assert (first.added, first.updated, first.unchanged) == (6, 0, 0)
+    assert count(fresh_db, WorkVersion) == 6
+
+    again = ingest()
+    assert (again.added, again.updated, again.unchanged, again.failed) == (0, 0, 6, 0)
+    assert count(fresh_db, WorkVersion) == 6 and store.count() == 6
+
+    old_sha = sha256_file(tmp_path / "images" / "ada-0.png")
+    shutil.copy(demo_catalogue.manifest.parent / "works" / "a2_w0.png", tmp_path / "images" / "ada-0.png")
+    new_sha = sha256_file(tmp_path / "images" / "ada-0.png")
+    changed = ingest()
+    assert (changed.added, changed.updated, changed.unchanged) == (0, 1, 5)
+    work = works_of(fresh_db, "csvcat")["ADA-0"]
+    assert (work.version, work.image_sha256) == (2, new_sha)
+    with Session(fresh_db) as session:
+        versions = session.execute(
+            select(WorkVersion.version, WorkVersion.image_sha256, WorkVersion.ingestion_run_id)
+            .where(WorkVersion.work_pk == work.id)
+            .order_by(WorkVersion.version)
+        ).all()
+        embedding = session.scalars(select(WorkEmbedding).where(WorkEmbedding.work_pk == work.id)).one()
+    assert [tuple(v) for v in versions] == [(1, old_sha, first.run_id), (2, new_sha, changed.run_id)]
+    assert (embedding.version, embedding.image_sha256) == (2, new_sha)
+    vector, payload = point_of(store, "csvcat", "ADA-0")
+    assert (payload["version"], payload["image_sha256"]) == (2, new_sha)
+    expected = embedder.embed([Image.open(tmp_path / "images" / "ada-0.png").convert("RGB")])[0]
+    assert float(vector @ expected) == pytest.approx(1.0, abs=1e-4)  # the new image's embedding
+    assert store.count() == 6 and count(fresh_db, WorkVersion) == 7
+
+    last = ingest()
+    assert (last.added, last.updated, last.unchanged) == (0, 0, 6)
+    assert count(fresh_db, WorkVersion) == 7
+
+    with Session(fresh_db) as session:
+        runs = session.scalars(select(IngestionRun).order_by(IngestionRun.id)).all()
+    assert [(r.added, r.updated, r.unchanged, r.failed, r.status) for r in runs] == [
+        (6, 0, 0, 0, "completed"),
+        (0, 0, 6, 0, "completed"),
+        (0, 1, 5, 0, "completed"),
+        (0, 0, 6, 0, "completed"),
+    ]
+    for run in runs:
+        assert run.manifest_sha256 == sha256_of(manifest) and run.manifest_path == str(manifest.resolve())
+        assert run.finished_at is not None and run.finished_at >= run.started_at
+        assert (run.source_format, run.collection, run.embedder_fingerprint) == (
+            "csv",
+            COLLECTION,
+            embedder.fingerprint,
+        )
+
+
+def test_reingest_of_precomputed_vectors_without_local_images_is_a_noop(
+    sqlite_db: Engine, store: EdgeStore, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "remote.csv"
+    manifest.write_text("path,artist,work_id\nfar/a.png,Ada,R0\nfar/b.png,Bruno,R1\n")  # images elsewhere
+    table = {"R0": unit(raw_vectors(2)[0]), "R1": unit(raw_vectors(2)[1])}
+    source = open_source(manifest)
+    first = ingest_source(source, engine=sqlite_db, store=store, **precomputed(table))
+    assert (first.added, first.failed) == (2, 0)
+    again = ingest_source(source, engine=sqlite_db, store=store, **precomputed(table))
+    assert (again.unchanged, again.failed) == (2, 0), again.failures
+
+
+def test_a_run_that_raises_is_not_recorded_as_completed(
+    sqlite_db: Engine, store: EdgeStore, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    manifest, table = vector_catalogue
+    source = open_source(manifest)
+    ingest_source(source, engine=sqlite_db, store=store, **precomputed(table))
+    wider = {k: np.concatenate([v, v]) / np.sqrt(2) for k, v in table.items()}  # 16-d into the 8-d collection
+    other = manifest.with_name("other.csv")
+    shutil.copy(manifest, other)
+    source = open_source(other)
+    with pytest.raises(Exception, match="8-d vectors but the embedder gives 16-d"):
+        ingest_source(source, engine=sqlite_db, store=store, **precomputed(wider))
+    with Session(sqlite_db) as session:
+        run = session.scalars(select(IngestionRun).order_by(IngestionRun.id.desc())).first()
+        assert run is not None and run.status != "completed"
+
+
+def test_corrected_metadata_with_the_same_image_is_applied(
+    sqlite_db: Engine, store: EdgeStore, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    manifest, table = vector_catalogue
+    source = open_source(manifest)
+    ingest_source(source, engine=sqlite_db, store=store, **precomputed(table))
+    manifest.write_text(manifest.read_text().replace("img/v0.png,Ada,V0", "img/v0.png,Ada Lovelace,V0"))
+    source = open_source(manifest)
+    report = ingest_source(source, engine=sqlite_db, store=store, **precomputed(table))
+    assert works_of(sqlite_db, "vc")["V0"].artist.name == "Ada Lovelace"
+    assert point_of(store, "vc", "V0")[1]["artist"] == "Ada Lovelace"
+    assert report.unchanged == 4
+
+
+# -- crash safety --------------------------------------------------------------------------------------------------
+def test_point_without_db_row_is_an_orphan_adopted_or_repaired(
+    fresh_db: Engine, store: EdgeStore, vector_catalogue: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    manifest, table = vector_catalogue
+    source = open_source(manifest)
+    ingest_source(source, engine=fresh_db, store=store, **precomputed(table))
+    assert check(fresh_db, store).clean
+
+    # A run that crashed between the store write and the DB commit leaves V5's point but no row.
+    tiny_png(tmp_path / "img" / "v5.png", seed=5)
+    manifest.write_text(manifest.read_text() + "img/v5.png,Bruno,V5\n")
+    table["V5"] = unit(raw_vectors(6)[5])
+    crashed = point_id_for("vc", "V5")
+    payload = {"work_id": "V5", "artist": "Bruno", "catalogue": "vc", "version": 1}
+    store.upsert([WorkPoint(crashed, table["V5"], {**payload, "image_sha256": sha256_file(tmp_path / "img/v5.png")})])
+    report = check(fresh_db, store)
+    assert (report.orphans, report.missing, report.stale) == ([crashed], [], [])
+    assert (report.points, report.expected) == (6, 5)
+
+    # The next ingest writes the same deterministic point id: adopted, not duplicated.
+    source = open_source(manifest)
+    rerun = ingest_source(source, engine=fresh_db, store=store, **precomputed(table))
+    assert (rerun.added, rerun.updated, rerun.unchanged) == (1, 0, 5)
+    assert store.count() == 6 == count(fresh_db, Work) == count(fresh_db, WorkEmbedding)
+    assert check(fresh_db, store).clean
+
+    # An orphan no manifest names (its work is gone from the catalogue) stays until check --repair deletes it.
+    stray = point_id_for("vc", "GONE")
+    store.upsert([WorkPoint(stray, table["V0"], {**payload, "work_id": "GONE", "image_sha256": "ff" * 32})])
+    rerun = ingest_source(source, engine=fresh_db, store=store, **precomputed(table))
+    assert rerun.unchanged == 6
+    assert check(fresh_db, store).orphans == [stray]
+    repaired = check(fresh_db, store, repair=True)
+    assert repaired.repaired and repaired.orphans == [stray]
+    assert check(fresh_db, store).clean and store.count() == 6
+
+
+CRASH_WORKS = 300
+KILL_AFTER = 64  # works committed (four batches of 16) before the SIGKILL
+
+
+def works_committed(database: Path) -> int:
+    """Works rows, read without taking the SQLite write lock."""
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(connection.execute("SELECT count(*) FROM works").fetchone()[0])
+    except sqlite3.OperationalError:  # the table or the file does not exist yet
+        return 0
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_sigkilled_ingest_recovers_on_rerun(tmp_path: Path) -> None:
+    demo = make_demo_catalogue(tmp_path / "big", artists=6, works_per_artist=CRASH_WORKS // 6)
+    database = tmp_path / "audit.sqlite"
+    base = [
+        sys.executable,
+        "-m",
+        "attribution_audit",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--database-url",
+        f"sqlite:///{database}",
+    ]
+    ingest = [*base, "ingest", str(demo.manifest), "--embedder", "efficientnet-lite0", "--batch-size", "16"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+
+    assert run(*base, "db", "upgrade").returncode == 0
+    victim = subprocess.Popen(ingest, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 240
+    try:
+        while victim.poll() is None and time.monotonic() < deadline:
+            if works_committed(database) >= KILL_AFTER:
+                victim.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    finally:
+        if victim.poll() is None and time.monotonic() >= deadline:
+            victim.kill()
+        _, stderr = victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, f"ingest ended before it could be killed: {stderr[-2000:]}"
+    at_kill = works_committed(database)
+    assert KILL_AFTER <= at_kill < CRASH_WORKS
+
+    # Between the kill and the rerun the store may hold points of the uncommitted batch (orphans), never less.
+    crashed = run(*base, "catalogue", "check", "--embedder", "efficientnet-lite0")
+    assert ", 0 missing, 0 stale" in crashed.stdout, crashed.stdout + crashed.stderr
+
+    rerun = run(*ingest)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    added, updated, unchanged = (int(x) for x in _counts(rerun.stdout))
+    assert updated == 0 and added + unchanged == CRASH_WORKS and unchanged >= at_kill
+
+    checked = run(*base, "catalogue", "check", "--embedder", "efficientnet-lite0")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{CRASH_WORKS} points, {CRASH_WORKS} expected; 0 orphan, 0 missing, 0 stale" in checked.stdout
+    engine = create_db_engine(f"sqlite:///{database}")
+    try:
+        assert count(engine, Work) == CRASH_WORKS == count(engine, WorkEmbedding)
+        assert count(engine, WorkVersion) == CRASH_WORKS
+        with Session(engine) as session:
+            runs = session.scalars(select(IngestionRun).order_by(IngestionRun.id)).all()
+        assert [(r.status, r.finished_at is None) for r in runs] == [("running", True), ("completed", False)]
+    finally:
+        engine.dispose()
+    store = EdgeStore(tmp_path / "data" / "qdrant", "works_efficientnet_lite0")
+    try:
+        assert store.count() == CRASH_WORKS
+    finally:
+        store.close()
+
+    third = run(*ingest)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert f"0 added, 0 updated, {CRASH_WORKS} unchanged, 0 withdrawn (skipped), 0 failed" in third.stdout
+
+
+def _counts(stdout: str) -> tuple[str, str, str]:
+    import re
+
+    match = re.search(r"(\d+) added, (\d+) updated, (\d+) unchanged", stdout)
+    assert match, stdout
+    return match.group(1), match.group(2), match.group(3)
