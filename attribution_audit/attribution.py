@@ -4,6 +4,7 @@ exact recall check -> committed, hash-chained audit record -> result."""
 from __future__ import annotations
 
 import copy
+import math
 import random
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -50,8 +51,9 @@ class AttributionParams:
     ``oversampling``: HNSW returns k x oversampling candidates that are re-ranked exactly; ``verify``: ``always``,
     ``off`` or ``sample:RATE`` — compare with the exact top K over the whole catalogue (overlap@K);
     ``shares``: ``equal`` or ``similarity`` (softmax of similarity / temperature); ``space``: ``content``,
-    ``style`` or ``fused`` (the engine fuses both spaces by weighted reciprocal rank fusion, ``rrf_k`` and
-    ``fusion_weights`` = (content, style); a fused neighbour's similarity is the weighted mean of its two cosines).
+    ``style`` or ``fused`` (the engine fuses both spaces by weighted reciprocal rank fusion, :func:`rrf_fuse`, with
+    ``rrf_k`` and ``fusion_weights`` = (content, style); a fused neighbour's similarity is the weighted mean of its
+    two cosines).
     """
 
     k: int = DEFAULT_K
@@ -80,12 +82,8 @@ class AttributionParams:
             raise ValueError("temperature must be positive")
         if self.space not in QUERY_SPACES:
             raise ValueError(f"space must be one of {', '.join(QUERY_SPACES)}")
-        if (
-            len(self.fusion_weights) != 2
-            or not all(w >= 0 for w in self.fusion_weights)
-            or not sum(self.fusion_weights)
-        ):
-            raise ValueError("fusion weights are two non-negative numbers (content, style), not both 0")
+        if len(self.fusion_weights) != 2 or not all(w > 0 and math.isfinite(w) for w in self.fusion_weights):
+            raise ValueError("fusion weights are two positive numbers (content, style); for one space use --space")
         if self.rrf_k < 1:
             raise ValueError("rrf_k must be at least 1")
         object.__setattr__(self, "fusion_weights", tuple(float(w) for w in self.fusion_weights))
@@ -250,13 +248,20 @@ def fused_similarity(hit: Hit, query: np.ndarray, style: np.ndarray, weights: di
 
 
 def rrf_fuse(rankings: dict[str, list[str]], weights: dict[str, float], k: int) -> list[str]:
-    """Weighted reciprocal rank fusion as Qdrant computes it: score = sum of weight / (k + rank), rank from 0;
-    ties go to the smaller id."""
+    """Weighted reciprocal rank fusion exactly as Qdrant computes it (measured against both engines): a point at
+    1-based rank r of a list with weight w scores 1 / (k - 1 + r / w), summed over lists; with w = 1 that is the
+    classic 1 / (k + r - 1). Ties go to the smaller id."""
+    scores = rrf_scores(rankings, weights, k)
+    return sorted(scores, key=lambda p: (-scores[p], p))
+
+
+def rrf_scores(rankings: dict[str, list[str]], weights: dict[str, float], k: int) -> dict[str, float]:
     scores: dict[str, float] = {}
     for space, ids in rankings.items():
-        for rank, point_id in enumerate(ids):
-            scores[point_id] = scores.get(point_id, 0.0) + weights[space] / (k + rank)
-    return sorted(scores, key=lambda p: (-scores[p], p))
+        w = weights[space]
+        for rank, point_id in enumerate(ids, start=1):
+            scores[point_id] = scores.get(point_id, 0.0) + 1.0 / (k - 1 + rank / w)
+    return scores
 
 
 def apply_k_policy(ranked: list[tuple[Any, float]], params: AttributionParams) -> list[tuple[Any, float]]:

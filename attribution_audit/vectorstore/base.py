@@ -109,7 +109,7 @@ class VectorStore(Protocol):
         with_vectors: bool = False,
     ) -> list[Hit]:
         """The engine's own fusion: ``prefetch`` nearest in each space, merged by weighted reciprocal rank fusion
-        (score = sum over spaces of weight / (rrf_k + rank)); ``similarity`` of the hits is that fused score."""
+        (see ``attribution.rrf_fuse`` for the exact formula); ``similarity`` of the hits is that fused score."""
         ...
 
     def fetch_all(self, space: str = CONTENT) -> tuple[list[str], np.ndarray]:
