@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from attribution_audit.audit import chain
 from attribution_audit.audit.models import (
@@ -582,15 +582,7 @@ def _work_pks(session: Session, neighbours: list[Neighbour]) -> dict[tuple[str, 
 def load_request(engine: Engine, request_id: str) -> AttributionRequest:
     """A request with its children; NotFoundError if absent."""
     with Session(engine) as session:
-        request = session.scalar(
-            select(AttributionRequest)
-            .options(
-                selectinload(AttributionRequest.neighbours),
-                selectinload(AttributionRequest.artist_shares),
-                selectinload(AttributionRequest.metrics),
-            )
-            .where(AttributionRequest.id == request_id)
-        )
+        request = session.scalar(chain.select_requests().where(AttributionRequest.id == request_id))
     if request is None:
         raise NotFoundError(
             f"no attribution request {request_id!r} in the audit log; `attribution-audit audit list` shows ids"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, Select, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from attribution_audit.audit.db import session_scope
@@ -103,21 +103,22 @@ class ChainReport:
     reason: str | None = None
 
 
+def select_requests() -> Select[tuple[AttributionRequest]]:
+    """A SELECT of requests that loads their neighbours, artist shares and metrics with them."""
+    return select(AttributionRequest).options(
+        selectinload(AttributionRequest.neighbours),
+        selectinload(AttributionRequest.artist_shares),
+        selectinload(AttributionRequest.metrics),
+    )
+
+
 def iter_chain(engine: Engine, page: int = 500) -> Iterator[AttributionRequest]:
     """Every request with its children, in chain order, loaded page by page."""
     last_seq = 0
     while True:
         with Session(engine) as session:
             rows = session.scalars(
-                select(AttributionRequest)
-                .options(
-                    selectinload(AttributionRequest.neighbours),
-                    selectinload(AttributionRequest.artist_shares),
-                    selectinload(AttributionRequest.metrics),
-                )
-                .where(AttributionRequest.seq > last_seq)
-                .order_by(AttributionRequest.seq)
-                .limit(page)
+                select_requests().where(AttributionRequest.seq > last_seq).order_by(AttributionRequest.seq).limit(page)
             ).all()
         if not rows:
             return

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from attribution_audit.attribution import (
     Attribution,
@@ -15,6 +15,7 @@ from attribution_audit.attribution import (
     load_request,
     neighbour_point_ids,
 )
+from attribution_audit.audit.chain import select_requests
 from attribution_audit.audit.db import session_scope
 from attribution_audit.audit.models import AttributionMetrics, AttributionRequest, RecallCheck
 from attribution_audit.exact import overlap_at_k
@@ -23,16 +24,7 @@ from attribution_audit.exact import overlap_at_k
 def list_attributions(engine: Engine, limit: int = 50) -> list[Attribution]:
     """The most recent requests, newest first."""
     with Session(engine) as session:
-        requests = session.scalars(
-            select(AttributionRequest)
-            .options(
-                selectinload(AttributionRequest.neighbours),
-                selectinload(AttributionRequest.artist_shares),
-                selectinload(AttributionRequest.metrics),
-            )
-            .order_by(AttributionRequest.seq.desc())
-            .limit(limit)
-        )
+        requests = session.scalars(select_requests().order_by(AttributionRequest.seq.desc()).limit(limit))
         return [Attribution.from_record(r) for r in requests]
 
 
