@@ -10,7 +10,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine, select
@@ -36,6 +36,9 @@ from attribution_audit.metrics import artist_entropy, artist_margin
 from attribution_audit.shares import DEFAULT_TEMPERATURE, SHARE_MODES, artist_shares, neighbour_shares
 from attribution_audit.vectorstore import Hit, VectorStore, point_id_for
 from attribution_audit.vectorstore.base import CONTENT, STYLE
+
+if TYPE_CHECKING:
+    from attribution_audit.embedding.style import StyleEmbedder
 
 DEFAULT_K = 10
 DEFAULT_OVERSAMPLING = 4
@@ -285,7 +288,7 @@ class Attributor:
         requester: str,
         exact_cache_dir: Path,
         embedder: Embedder | None = None,
-        style_embedder: Any = None,
+        style_embedder: StyleEmbedder | None = None,
         seed: int | None = None,
     ) -> None:
         self.engine = engine

@@ -9,6 +9,7 @@ under the same deterministic point id, so nothing is duplicated and ``catalogue 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -16,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from sqlalchemy import Engine, select
@@ -41,6 +42,9 @@ from attribution_audit.errors import ImageError, VectorStoreError
 from attribution_audit.images import LoadedImage, load_image, sha256_file
 from attribution_audit.vectorstore import VectorStore, WorkPoint, point_id_for
 from attribution_audit.vectorstore.base import CONTENT, STYLE
+
+if TYPE_CHECKING:
+    from attribution_audit.embedding.style import StyleEmbedder
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 512
@@ -283,7 +287,7 @@ def ingest_source(
     workers: int = 2,
     failures_path: Path | None = None,
     progress: bool | None = None,
-    style_embedder: Any = None,
+    style_embedder: StyleEmbedder | None = None,
 ) -> IngestReport:
     """Ingest a source; re-running an unchanged source adds nothing. Either ``embedder`` embeds the images, or
     ``vectors`` gives each row a precomputed vector (``embedder_fingerprint`` then names their model).
@@ -351,7 +355,7 @@ def _ingest_images(
     ingestion: Ingestion,
     todo: list[tuple[ManifestRow, str | None]],
     embedder: Embedder,
-    style_embedder: Any,
+    style_embedder: StyleEmbedder | None,
     pool: ThreadPoolExecutor,
     batch_size: int,
     run_id: int,
@@ -398,8 +402,6 @@ def _ingest_precomputed(
 
 def _vector_digest(vector: np.ndarray) -> str:
     """Stand-in content hash for a work whose image is not on this machine: the sha256 of its vector bytes."""
-    import hashlib
-
     return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
 
 
