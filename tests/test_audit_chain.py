@@ -6,6 +6,7 @@ import multiprocessing
 import uuid
 
 import pytest
+from dbtools import superuser_edit
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -100,21 +101,6 @@ def test_update_and_delete_are_rejected_by_the_database(fresh_db: Engine, statem
     assert chain.verify_chain(fresh_db).ok
 
 
-def _tamper(engine: Engine, statement: str) -> None:
-    """What a superuser can still do: switch the triggers off for one statement."""
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(text("SET LOCAL session_replication_role = replica"))
-            connection.execute(text(statement))
-        else:
-            triggers = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
-            for name, _ in triggers:
-                connection.execute(text(f"DROP TRIGGER {name}"))
-            connection.execute(text(statement))
-            for _, sql in triggers:
-                connection.execute(text(sql))
-
-
 @pytest.mark.parametrize(
     ("statement", "reason"),
     [
@@ -126,7 +112,7 @@ def _tamper(engine: Engine, statement: str) -> None:
 def test_verify_names_the_first_changed_record(fresh_db: Engine, statement: str, reason: str) -> None:
     requests = [chain.append(fresh_db, synthetic_request(str(i))) for i in range(4)]
     target = requests[1]
-    _tamper(fresh_db, statement.replace(":id", f"'{target.id}'"))
+    superuser_edit(fresh_db, statement.replace(":id", f"'{target.id}'"))
     report = chain.verify_chain(fresh_db)
     assert not report.ok
     assert (report.broken_seq, report.broken_request_id) == (2, target.id)
@@ -137,8 +123,8 @@ def test_verify_detects_a_removed_record(fresh_db: Engine) -> None:
     requests = [chain.append(fresh_db, synthetic_request(str(i))) for i in range(3)]
     victim = requests[1].id
     for table in ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics"):
-        _tamper(fresh_db, f"DELETE FROM {table} WHERE request_id = '{victim}'")
-    _tamper(fresh_db, f"DELETE FROM attribution_requests WHERE id = '{victim}'")
+        superuser_edit(fresh_db, f"DELETE FROM {table} WHERE request_id = '{victim}'")
+    superuser_edit(fresh_db, f"DELETE FROM attribution_requests WHERE id = '{victim}'")
     report = chain.verify_chain(fresh_db)
     assert not report.ok and report.broken_seq == 3 and "sequence gap" in (report.reason or "")
 

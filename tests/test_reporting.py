@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import Result
+from dbtools import superuser_edit
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -303,21 +304,6 @@ def _moment(value: Any) -> datetime:
 
 def _url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=False)
-
-
-def _tamper(engine: Engine, statement: str) -> None:
-    """What a superuser can still do: switch the append-only triggers off for one statement."""
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(text("SET LOCAL session_replication_role = replica"))
-            connection.execute(text(statement))
-        else:
-            triggers = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
-            for name, _ in triggers:
-                connection.execute(text(f"DROP TRIGGER {name}"))
-            connection.execute(text(statement))
-            for _, sql in triggers:
-                connection.execute(text(sql))
 
 
 def _cli(database_url: str, data_dir: Path, *args: str, code: int = 0) -> Result:
@@ -738,7 +724,7 @@ def test_report_summary_counts_and_chain_head(known: KnownLog, tmp_path: Path) -
 
 def test_report_summary_shows_a_broken_chain(sqlite_db: Engine, tmp_path: Path) -> None:
     log = build_known_log(sqlite_db)
-    _tamper(sqlite_db, f"UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = '{log.id('r2')}'")
+    superuser_edit(sqlite_db, f"UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = '{log.id('r2')}'")
     data = json.loads(_cli(_url(sqlite_db), tmp_path, "report", "summary", "--json").stdout)
     assert (data["chain"]["ok"], data["chain"]["broken_seq"], data["chain"]["records"]) == (False, 2, 1)
 
@@ -950,7 +936,9 @@ def test_verify_file_reports_malformed_lines_in_one_line(sqlite_db: Engine, tmp_
 
 def test_export_refuses_a_broken_chain(sqlite_db: Engine, tmp_path: Path) -> None:
     log = build_known_log(sqlite_db)
-    _tamper(sqlite_db, f"UPDATE attribution_neighbours SET artist = 'Mallory' WHERE request_id = '{log.id('r3')}'")
+    superuser_edit(
+        sqlite_db, f"UPDATE attribution_neighbours SET artist = 'Mallory' WHERE request_id = '{log.id('r3')}'"
+    )
     out = tmp_path / "audit.jsonl"
     result = _cli(_url(sqlite_db), tmp_path, "audit", "export", str(out), code=1)
     assert "broken at seq 3" in result.stderr and not out.exists()
@@ -970,7 +958,7 @@ def test_request_page_shows_the_record_and_flags_a_modified_one(fresh_db: Engine
     assert "intact: the stored hash matches the record" in html and "MODIFIED" not in html
     assert html.count('<div class="missing">image not available</div>') == 4  # r2's image and 3 works: no files
 
-    _tamper(
+    superuser_edit(
         fresh_db, f"UPDATE attribution_neighbours SET similarity = 0.1 WHERE request_id = '{request.id}' AND rank = 1"
     )
     _cli(_url(fresh_db), tmp_path, "report", "request", request.id, "--html", str(page))
