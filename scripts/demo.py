@@ -31,6 +31,8 @@ def main() -> None:
         print(f"# {query.path.name} was generated in the style of {query.artist}")
     cli("attribute", *(str(q.path) for q in queries), "--k", "5", "--embedder", "efficientnet-lite0")
     cli("audit", "list", "--limit", "4")
+    cli("audit", "verify")
+    cli("report", "summary")
     print(f"\nAudit log: {DEMO / 'data' / 'audit.sqlite'}  (SQLite; query it with any SQL client)")
     print(f"Vector store: {DEMO / 'data' / 'qdrant'}  (embedded Qdrant Edge shard)")
 
