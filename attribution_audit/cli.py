@@ -191,6 +191,13 @@ def ingest(
         f"{report.unchanged} unchanged, {report.withdrawn} withdrawn (skipped), {report.failed} failed "
         f"(run {report.run_id}, {report.seconds:.1f} s)"
     )
+    if report.same_image:
+        first, twin = report.same_image[0]
+        typer.echo(
+            f"warning: {len(report.same_image)} work(s) have the same image file as another work of the catalogue "
+            f"(e.g. {first} = {twin}); both will be attributed: withdraw one if they are the same work",
+            err=True,
+        )
     if report.labelled_queries:
         typer.echo(f"labelled query set {report.catalogue}: {report.labelled_queries} generated images")
     if report.failures_path:

@@ -765,3 +765,20 @@ def _counts(stdout: str) -> tuple[str, str, str]:
     match = re.search(r"(\d+) added, (\d+) updated, (\d+) unchanged", stdout)
     assert match, stdout
     return match.group(1), match.group(2), match.group(3)
+
+
+def test_a_work_whose_image_duplicates_another_is_flagged(tmp_path: Path, demo_catalogue) -> None:  # type: ignore[no-untyped-def]
+    """Real catalogues hold the same image under two ids: ingest keeps both and warns, naming the pair."""
+    image = demo_catalogue.manifest.parent / "works" / "a0_w0.png"
+    shutil.copy(image, tmp_path / "one.png")
+    shutil.copy(image, tmp_path / "two.png")
+    manifest = tmp_path / "dupes.csv"
+    manifest.write_text("path,artist,work_id\none.png,Ada,D1\ntwo.png,Ada,D2\n")
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path / "data")]
+    assert runner.invoke(app, [*base, "db", "upgrade"]).exit_code == 0
+    result = runner.invoke(app, [*base, "ingest", str(manifest), "--embedder", "efficientnet-lite0"])
+    assert result.exit_code == 0, result.output
+    assert "2 added" in result.stdout
+    assert "warning: 1 work(s) have the same image file as another work" in result.stderr
+    assert "D2 = D1" in result.stderr

@@ -65,6 +65,7 @@ class IngestReport:
     failures: list[RowFailure] = field(default_factory=list)
     failures_path: Path | None = None
     labelled_queries: int = 0
+    same_image: list[tuple[str, str]] = field(default_factory=list)  # (work_id, earlier work_id with that image)
     seconds: float = 0.0
 
     @property
@@ -230,6 +231,16 @@ class Ingestion:
                 self._record(session, p, point, run_id)
 
     def _record(self, session: Session, p: Prepared, point: WorkPoint, run_id: int) -> None:
+        twin = session.scalar(
+            select(Work.work_id).where(
+                Work.catalogue_id == self.catalogue_id,
+                Work.image_sha256 == p.sha256,
+                Work.work_id != p.row.work_id,
+                Work.withdrawn_at.is_(None),
+            )
+        )
+        if twin is not None:
+            self.report.same_image.append((p.row.work_id, twin))
         artist = get_or_create(session, Artist, p.row.artist)
         work = session.scalar(select(Work).where(Work.catalogue_id == self.catalogue_id, Work.work_id == p.row.work_id))
         version = point.payload["version"]
