@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from attribution_audit.audit import chain
+from attribution_audit.audit.db import session_scope
 from attribution_audit.audit.models import (
     Artist,
     AttributionArtistShare,
@@ -31,7 +32,7 @@ from attribution_audit.calibration import LogisticModel, confidence, latest_mode
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import NotFoundError
 from attribution_audit.exact import DEFAULT_EXACT_METHOD, EXACT_METHODS, ExactIndex, load_or_build, overlap_at_k
-from attribution_audit.images import load_image
+from attribution_audit.images import load_image, printable_path
 from attribution_audit.metrics import artist_entropy, artist_margin
 from attribution_audit.shares import DEFAULT_TEMPERATURE, SHARE_MODES, artist_shares, neighbour_shares
 from attribution_audit.vectorstore import Hit, VectorStore, point_id_for
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 DEFAULT_K = 10
 DEFAULT_OVERSAMPLING = 4
+MAX_K = 10_000
 FUSED = "fused"
 QUERY_SPACES = (CONTENT, STYLE, FUSED)
 
@@ -71,8 +73,8 @@ class AttributionParams:
     rrf_k: int = 60
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError("k must be at least 1")
+        if not 1 <= self.k <= MAX_K:
+            raise ValueError(f"k must be between 1 and {MAX_K}")
         if self.oversampling < 1:
             raise ValueError("oversampling must be at least 1")
         if self.max_distance is not None and not 0 <= self.max_distance <= 2:
@@ -81,8 +83,8 @@ class AttributionParams:
             raise ValueError(f"exact method must be one of {', '.join(EXACT_METHODS)}")
         if self.shares not in SHARE_MODES:
             raise ValueError(f"shares must be one of {', '.join(SHARE_MODES)}")
-        if not self.temperature > 0:
-            raise ValueError("temperature must be positive")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError("temperature must be a positive finite number")
         if self.space not in QUERY_SPACES:
             raise ValueError(f"space must be one of {', '.join(QUERY_SPACES)}")
         if len(self.fusion_weights) != 2 or not all(w > 0 and math.isfinite(w) for w in self.fusion_weights):
@@ -439,7 +441,7 @@ class Attributor:
         query, style = self.embed([image.image], params.space)
         outcome = self.compute(query[0], params, None if style is None else style[0])
         return self.record(
-            str(image.path.resolve()),
+            printable_path(image.path.resolve()),
             image.sha256,
             query[0],
             params,
@@ -474,7 +476,7 @@ class Attributor:
         """
         score, model_name = confidence(self.calibration, outcome.features)
         request_id = str(uuid.uuid4())
-        with Session(self.engine) as session:
+        with session_scope(self.engine) as session:  # a database that is down gives a one-line error
             work_pks = _work_pks(session, outcome.neighbours)
         request = AttributionRequest(
             id=request_id,

@@ -145,14 +145,19 @@ def ingest(
     """Embed a catalogue's works into the vector store and record them in the audit DB (re-runs add nothing)."""
     from datetime import UTC, datetime
 
-    from attribution_audit.catalogue.ingest import ingest_source
+    from attribution_audit.catalogue.ingest import default_catalogue_name, ingest_source
     from attribution_audit.catalogue.manifest import open_source
     from attribution_audit.vectorstore import open_store
 
+    with_style = {"content": False, "content,style": True}.get(spaces.replace(" ", ""))
+    if with_style is None:
+        raise typer.BadParameter(f"spaces {spaces!r}: use content or content,style")
+    if with_style and embeddings is not None:
+        raise typer.BadParameter("--spaces content,style needs the images: precomputed --embeddings fill content only")
     settings = _settings(ctx, embedder)
     engine = _checked_engine(settings)
     opened = open_source(source, fmt)
-    name = catalogue or opened.path.stem
+    name = catalogue or default_catalogue_name(opened.path)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     options: dict[str, Any] = {
         "engine": engine,
@@ -173,10 +178,8 @@ def ingest(
         from attribution_audit.embedding.style import style_embedder_for
 
         options["embedder"] = get_embedder(settings.embedder, batch_size=batch_size)
-        if spaces.replace(" ", "") == "content,style":
+        if with_style:
             options["style_embedder"] = style_embedder_for(options["embedder"])
-        elif spaces.strip() != "content":
-            raise typer.BadParameter(f"spaces {spaces!r}: use content or content,style")
     store = open_store(settings, settings.embedder)
     try:
         report = ingest_source(opened, store=store, **options)

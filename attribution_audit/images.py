@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -34,9 +35,14 @@ class LoadedImage:
     height: int
 
 
+def printable_path(path: str | Path) -> str:
+    """The path as text that any database and terminal accept: bytes that are not UTF-8 become \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _error(path: Path, problem: str) -> ImageError:
     """Build an ImageError whose message is a single line starting with the path."""
-    message = f"{path}: {problem}"
+    message = f"{printable_path(path)}: {problem}"
     return ImageError(message.replace("\r", " ").replace("\n", " "))
 
 

@@ -38,7 +38,7 @@ def neighbour_shares(
     if mode == "equal":
         weights = np.ones_like(sims)
     else:
-        if not temperature > 0:
+        if not (temperature > 0 and np.isfinite(temperature)):
             raise ValueError("the softmax temperature must be positive")
         weights = np.exp((sims - sims.max()) / temperature)
     return [units / UNITS for units in _largest_remainder(weights)]

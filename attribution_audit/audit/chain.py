@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, select, text
+from sqlalchemy import Engine, Select, func, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from attribution_audit.audit.db import session_scope
@@ -32,6 +32,8 @@ def _canonical_value(value: Any) -> Any:
         return value.isoformat(timespec="microseconds")
     if isinstance(value, bytes | bytearray | memoryview):
         return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
+    if isinstance(value, float) and value == 0.0:
+        return 0.0  # SQLite does not keep the sign of -0.0: hash what every database reads back
     return value
 
 
@@ -140,4 +142,15 @@ def verify_chain(engine: Engine) -> ChainReport:
         if problem:
             return ChainReport(False, checked, prev, request.id, request.seq, problem)
         prev, checked = request.record_hash, checked + 1
+    with Session(engine) as session:
+        total = session.scalar(select(func.count()).select_from(AttributionRequest)) or 0
+    if total != checked:
+        return ChainReport(
+            False,
+            checked,
+            prev,
+            None,
+            None,
+            f"{total - checked} request row(s) lie outside the chain (inserted by hand?)",
+        )
     return ChainReport(True, checked, prev)

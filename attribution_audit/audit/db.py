@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
@@ -37,7 +37,15 @@ def _first_line(exc: BaseException) -> str:
 
 def create_db_engine(url: str) -> Engine:
     """An engine with SQLite made safe for several processes (WAL, busy timeout, foreign keys)."""
-    url = normalise_url(url)
+    try:
+        return _create_engine(normalise_url(url))
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise DatabaseError(
+            f"{url!r} is not a database URL this tool can use ({exc}); give sqlite:///PATH or postgresql://..."
+        ) from None
+
+
+def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":

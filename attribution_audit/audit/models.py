@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -160,6 +161,7 @@ class AttributionRequest(Base):
     """
 
     __tablename__ = "attribution_requests"
+    __table_args__ = (CheckConstraint("seq >= 1", name="ck_attribution_requests_seq"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)

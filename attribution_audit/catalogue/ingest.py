@@ -38,8 +38,8 @@ from attribution_audit.audit.models import (
 )
 from attribution_audit.catalogue.manifest import ManifestRow, RowFailure, Source, WangSource
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import ImageError, VectorStoreError
-from attribution_audit.images import LoadedImage, load_image, sha256_file
+from attribution_audit.errors import ImageError, ManifestError, VectorStoreError
+from attribution_audit.images import LoadedImage, load_image, printable_path, sha256_file
 from attribution_audit.vectorstore import VectorStore, WorkPoint, point_id_for
 from attribution_audit.vectorstore.base import CONTENT, STYLE
 
@@ -94,6 +94,14 @@ def get_or_create(session: Session, model: type[Artist] | type[Catalogue], name:
         session.add(row)
         session.flush()
     return row
+
+
+def default_catalogue_name(path: Path) -> str:
+    """The source's own name (``.`` and trailing slashes resolved): ``catalogue.csv`` -> ``catalogue``."""
+    name = path.resolve().stem
+    if not name:
+        raise ManifestError(f"{path}: cannot name a catalogue after it; pass --catalogue NAME")
+    return name
 
 
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -173,7 +181,8 @@ class Ingestion:
                 try:
                     digest = self.digest(row)
                 except OSError as exc:
-                    self.report.failures.append(RowFailure(row.line, row.work_id, f"{row.path}: {exc.strerror}"))
+                    failure = RowFailure(row.line, row.work_id, f"{printable_path(row.path)}: {exc.strerror}")
+                    self.report.failures.append(failure)
                     continue
             if (
                 embedding is not None
@@ -251,7 +260,7 @@ class Ingestion:
         else:
             self.report.updated += 1
         changed = work.id is None or work.image_sha256 != p.sha256
-        work.artist_id, work.title, work.image_path = artist.id, p.row.title, str(p.row.path)
+        work.artist_id, work.title, work.image_path = artist.id, p.row.title, printable_path(p.row.path)
         work.image_sha256, work.version, work.payload, work.updated_at = p.sha256, version, p.row.extra, utcnow()
         session.flush()
         if changed:
@@ -259,7 +268,7 @@ class Ingestion:
                 WorkVersion(
                     work_pk=work.id,
                     version=version,
-                    image_path=str(p.row.path),
+                    image_path=printable_path(p.row.path),
                     image_sha256=p.sha256,
                     ingestion_run_id=run_id,
                 )
@@ -307,7 +316,7 @@ def ingest_source(
     if fingerprint is None:
         raise ValueError("precomputed vectors need an embedder_fingerprint")
     started = time.perf_counter()
-    catalogue_name = catalogue or source.path.stem
+    catalogue_name = catalogue or default_catalogue_name(source.path)
     with session_scope(engine) as session:
         cat = get_or_create(session, Catalogue, catalogue_name)
         run = IngestionRun(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from attribution_audit.errors import ManifestError
+from attribution_audit.images import printable_path
 
 REQUIRED_COLUMNS = ("path", "artist", "work_id")
+MAX_LENGTHS = {"artist": 300, "work_id": 300, "title": 500}  # the audit schema's column sizes
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 SOURCE_FORMATS = ("auto", "csv", "jsonl", "folder", "wang")
 
@@ -88,6 +91,9 @@ class RowValidator:
         empty = [c for c in REQUIRED_COLUMNS if not values[c]]
         if empty:
             return RowFailure(line, work_id, f"empty {', '.join(empty)}")
+        problem = _field_problem(record)
+        if problem:
+            return RowFailure(line, work_id, problem)
         if work_id in self._first_line:
             return RowFailure(line, work_id, f"duplicate work_id (first seen on line {self._first_line[work_id]})")
         image = (self.root / rel).resolve()
@@ -97,6 +103,29 @@ class RowValidator:
         title = str(record.get("title") or "").strip() or None
         extra = {k: v for k, v in record.items() if k and k not in (*REQUIRED_COLUMNS, "title")}
         return ManifestRow(line, image, clean_name(values["artist"]), work_id, title, extra)
+
+
+def _field_problem(record: dict[str, Any]) -> str | None:
+    """Why a row's values cannot be stored the same way in every audit database and vector store, if they can't."""
+    for column, limit in MAX_LENGTHS.items():
+        if len(str(record.get(column) or "")) > limit:
+            return f"{column} longer than {limit} characters"
+    for key, value in record.items():
+        if "\x00" in str(key) or (isinstance(value, str) and "\x00" in value):
+            return f"column {key!r} contains a NUL character"
+        if not _finite_json(value):
+            return f"column {key!r} holds NaN or infinity, which JSON payloads cannot store"
+    return None
+
+
+def _finite_json(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite_json(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite_json(v) for v in value)
+    return True
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -182,7 +211,8 @@ class FolderSource:
         validator = RowValidator(self.path)
         for number, file in enumerate(self.files, start=1):
             rel = file.relative_to(self.path)
-            record = {"path": str(rel), "artist": rel.parts[0], "work_id": str(rel.with_suffix(""))}
+            names = {"artist": printable_path(rel.parts[0]), "work_id": printable_path(rel.with_suffix(""))}
+            record = {"path": str(rel), **names}
             yield validator.check(number, record)
 
 

@@ -59,12 +59,17 @@ def export_records(engine: Engine, out: str | Path, date_from: date | None = Non
         "chain_head": {"seq": head.checked, "hash": head.head_hash},
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(out.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        for line in (header, *records):
-            handle.write(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
-    temporary.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with temporary.open("w", encoding="utf-8") as handle:
+            for line in (header, *records):
+                handle.write(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
+        temporary.replace(out)
+    except OSError as exc:
+        raise AttributionAuditError(
+            f"{out}: cannot write the export ({exc.strerror}); choose a writable path"
+        ) from None
     return len(records)
 
 

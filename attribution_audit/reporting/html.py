@@ -137,8 +137,14 @@ use, and the embedder captures content more than style (PEReN research note). Ve
 
 def write_request_html(engine: Engine, request_id: str, out: str | Path) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_request_html(engine, request_id), encoding="utf-8")
+    page = render_request_html(engine, request_id)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise AttributionAuditError(
+            f"{out}: cannot write the report ({exc.strerror}); choose a writable path"
+        ) from None
     return out
 
 
@@ -165,11 +171,29 @@ def write_request_pdf(engine: Engine, request_id: str, out: str | Path) -> Path:
     if browser is None:
         raise AttributionAuditError("--pdf needs Chromium: install it (e.g. `apt-get install chromium`) or use --html")
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         page = write_request_html(engine, request_id, Path(tmp) / "request.html")
-        command = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp}/profile", f"--print-to-pdf={out}", page.as_uri()]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    if result.returncode != 0 or not out.exists():
-        raise AttributionAuditError(f"{out}: Chromium could not print the PDF (exit {result.returncode}); use --html")
+        printed = Path(tmp) / "request.pdf"
+        command = [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp}/profile",
+            f"--print-to-pdf={printed}",
+            page.as_uri(),
+        ]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AttributionAuditError(f"{out}: Chromium did not print the PDF within 120 s; use --html") from None
+        if result.returncode != 0 or not printed.exists():
+            raise AttributionAuditError(
+                f"{out}: Chromium could not print the PDF (exit {result.returncode}); use --html"
+            )
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(printed, out)
+        except OSError as exc:
+            raise AttributionAuditError(
+                f"{out}: cannot write the PDF ({exc.strerror}); choose a writable path"
+            ) from None
     return out

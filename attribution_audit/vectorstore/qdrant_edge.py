@@ -207,7 +207,7 @@ class EdgeStore:
     ) -> list[Hit]:
         from qdrant_edge import Query, QueryRequest, SearchParams
 
-        self._check_space(space)
+        self._check_space(space, vector)
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=space),
@@ -231,7 +231,7 @@ class EdgeStore:
 
         names = list(vectors)
         for name in names:
-            self._check_space(name)
+            self._check_space(name, vectors[name])
         request = QueryRequest(
             limit=limit,
             prefetches=[
@@ -248,10 +248,17 @@ class EdgeStore:
         )
         return [hit_from(p, with_vectors, CONTENT) for p in self._require().query(request)]
 
-    def _check_space(self, space: str) -> None:
+    def _check_space(self, space: str, vector: np.ndarray | None = None) -> None:
+        self._require()
         if space not in self.spaces():
             raise VectorStoreError(
                 f"collection '{self.collection}' has no {space} vectors; ingest with --spaces content,{space} first"
+            )
+        size = self._dim if space == CONTENT else self._style_dim
+        if vector is not None and len(vector) != size:
+            raise VectorStoreError(
+                f"collection '{self.collection}' holds {size}-d {space} vectors but the query is {len(vector)}-d; "
+                "query with the embedder the catalogue was ingested with"
             )
 
     def _scroll(self, with_vector: bool | list[str], with_payload: bool | list[str]) -> Iterator[Any]:

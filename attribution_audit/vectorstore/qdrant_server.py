@@ -39,6 +39,7 @@ class ServerStore:
         self.collection = collection
         self.params = params or HnswParams()
         self.url = url
+        self._sizes: dict[str, int] = {}
         if url == ":memory:":
             self.kind = "qdrant-local"
             self._client = QdrantClient(location=":memory:")
@@ -104,10 +105,17 @@ class ServerStore:
             field_schema=models.PayloadSchemaType.KEYWORD,
         )
 
-    def _check_space(self, space: str) -> None:
-        if space not in self.spaces():
+    def _check_space(self, space: str, vector: np.ndarray | None = None) -> None:
+        sizes = self._sizes or self._vector_sizes()
+        self._sizes = sizes
+        if space not in sizes:
             raise VectorStoreError(
                 f"Qdrant collection '{self.collection}' has no {space} vectors; ingest with --spaces content,{space}"
+            )
+        if vector is not None and len(vector) != sizes[space]:
+            raise VectorStoreError(
+                f"Qdrant collection '{self.collection}' holds {sizes[space]}-d {space} vectors but the query is "
+                f"{len(vector)}-d; query with the embedder the catalogue was ingested with"
             )
 
     def upsert(self, points: Sequence[WorkPoint]) -> None:
@@ -135,7 +143,7 @@ class ServerStore:
         from qdrant_client import models
 
         self._require_collection()
-        self._check_space(space)
+        self._check_space(space, vector)
         response = self._call(
             "searching",
             self._client.query_points,
@@ -164,7 +172,7 @@ class ServerStore:
         self._require_collection()
         names = list(vectors)
         for name in names:
-            self._check_space(name)
+            self._check_space(name, vectors[name])
         response = self._call(
             "searching",
             self._client.query_points,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 19:58:52.507501
+Create Date: 2026-11-28 20:43:00.356119
 """
 
 from collections.abc import Sequence
@@ -186,6 +186,7 @@ def upgrade() -> None:
         sa.Column("replay_of", sa.String(length=36), nullable=True),
         sa.Column("evaluation_run_id", sa.Integer(), nullable=True),
         sa.Column("labelled_query_id", sa.Integer(), nullable=True),
+        sa.CheckConstraint("seq >= 1", name="ck_attribution_requests_seq"),
         sa.ForeignKeyConstraint(
             ["evaluation_run_id"],
             ["evaluation_runs.id"],

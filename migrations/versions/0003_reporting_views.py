@@ -7,6 +7,7 @@ Views (documented in docs/schema.md): v_attributions, v_attribution_neighbours, 
 v_ann_disagreements, v_catalogue. Artist names go through the alias table (artists.canonical_id), so merged
 spellings report as one artist; the audit rows themselves keep what was recorded. Evaluation runs and replays are
 excluded from v_artist_shares (they are not production attributions); v_attributions carries both flags.
+v_artist_shares counts each request once per canonical artist, also when merged spellings shared it.
 """
 
 from collections.abc import Sequence
@@ -67,13 +68,18 @@ def upgrade() -> None:
     op.execute(
         f"""
         CREATE VIEW v_artist_shares AS
-        SELECT {_canonical("s.artist", "sh")} AS artist, {day} AS day, {month} AS month,
-               COUNT(*) AS attributions, SUM(s.share) AS share_sum, AVG(m.confidence) AS mean_confidence
-        FROM attribution_artist_shares s
-        JOIN attribution_requests r ON r.id = s.request_id
-        JOIN attribution_metrics m ON m.request_id = r.id
-        WHERE r.evaluation_run_id IS NULL AND r.replay_of IS NULL
-        GROUP BY {_canonical("s.artist", "sh")}, {day}, {month}
+        SELECT artist, day, month, COUNT(*) AS attributions, SUM(share) AS share_sum,
+               AVG(confidence) AS mean_confidence
+        FROM (
+            SELECT {_canonical("s.artist", "sh")} AS artist, {day} AS day, {month} AS month, s.request_id,
+                   SUM(s.share) AS share, MAX(m.confidence) AS confidence
+            FROM attribution_artist_shares s
+            JOIN attribution_requests r ON r.id = s.request_id
+            JOIN attribution_metrics m ON m.request_id = r.id
+            WHERE r.evaluation_run_id IS NULL AND r.replay_of IS NULL
+            GROUP BY {_canonical("s.artist", "sh")}, {day}, {month}, s.request_id
+        ) per_request
+        GROUP BY artist, day, month
         """
     )
     op.execute(f"CREATE VIEW v_low_confidence AS SELECT * FROM v_attributions WHERE confidence < {LOW_CONFIDENCE}")
