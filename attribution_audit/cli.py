@@ -594,6 +594,7 @@ def evaluate_noise(
         str, typer.Option(help="Label of the noise: homogeneous (same domain) or heterogeneous.")
     ] = "homogeneous",
     k: Annotated[int, typer.Option("--k", min=1, help="Attributed works per query.")] = 10,
+    space: Annotated[str, typer.Option(help="content | style | fused")] = "content",
     out: Annotated[Path, typer.Option(help="Folder for noise.json, noise.csv and noise.png.")] = Path("evaluation"),
     embedder: EmbedderOption = None,
 ) -> None:
@@ -612,7 +613,14 @@ def evaluate_noise(
     with open_attributor(settings, engine, settings.embedder) as attributor:
         metrics = _params(
             lambda: noise_experiment(
-                attributor, query_set, noise, levels=fractions, kind=kind, k=k, scratch_root=settings.data_dir
+                attributor,
+                query_set,
+                noise,
+                levels=fractions,
+                kind=kind,
+                k=k,
+                scratch_root=settings.data_dir,
+                space=space,
             )
         )
     write_noise_outputs(metrics, out)

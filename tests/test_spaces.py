@@ -183,3 +183,29 @@ def test_cli_spaces_end_to_end(tmp_path: Path, database_url: str, demo_catalogue
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [r["space"] for r in rows] == ["content", "style", "fused"]
     assert all(0 <= r["hit_rate@3"] <= 1 for r in rows)
+
+
+@pytest.mark.slow
+def test_noise_experiment_in_the_style_space(tmp_path: Path, demo_catalogue: DemoCatalogue) -> None:
+    from attribution_audit.demo import make_demo_catalogue
+
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path / "data")]
+    embedder = ["--embedder", "efficientnet-lite0"]
+    assert runner.invoke(app, [*base, "db", "upgrade"]).exit_code == 0
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("path,artist\n" + "".join(f"{q.path},{q.artist}\n" for q in demo_catalogue.queries))
+    noise = make_demo_catalogue(tmp_path / "noise", artists=2, works_per_artist=12, queries_per_artist=0)
+    args = ["evaluate", "noise", str(labelled), "--noise", str(noise.manifest), "--levels", "0.25", "--k", "5"]
+    assert runner.invoke(app, [*base, "ingest", str(demo_catalogue.manifest), *embedder]).exit_code == 0
+    refused = runner.invoke(app, [*base, *args, "--space", "style", *embedder, "--out", str(tmp_path / "o")])
+    assert refused.exit_code == 1 and "--spaces content,style" in refused.stderr
+    ingested = runner.invoke(
+        app, [*base, "ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style"]
+    )
+    assert ingested.exit_code == 0, ingested.output
+    result = runner.invoke(app, [*base, *args, "--space", "style", *embedder, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "o" / "noise.json").read_text())
+    assert metrics["space"] == "style" and metrics["levels"][0]["noise_works"] == 12
+    assert 0 <= metrics["levels"][0]["mean_overlap"] <= 1

@@ -14,19 +14,23 @@ from attribution_audit.attribution import AttributionParams, Attributor, Neighbo
 from attribution_audit.audit.db import session_scope
 from attribution_audit.audit.models import EvaluationRun, LabelledQueryRecord, utcnow
 from attribution_audit.catalogue.manifest import ManifestRow, open_source
-from attribution_audit.errors import ImageError, ManifestError
+from attribution_audit.errors import ImageError, ManifestError, VectorStoreError
 from attribution_audit.evaluation.metrics import finite
 from attribution_audit.images import load_image
 from attribution_audit.vectorstore import WorkPoint, point_id_for
+from attribution_audit.vectorstore.base import CONTENT, STYLE
 from attribution_audit.vectorstore.qdrant_edge import EdgeStore
 
 NOISE_CATALOGUE = "noise"
 
 
-def _embed_paths(attributor: Attributor, paths: list[Path], batch_size: int = 32) -> tuple[np.ndarray, list[int]]:
-    """Vectors of the readable images and the indexes of those that were read."""
-    assert attributor.embedder is not None
-    vectors, kept = [], []
+def _embed_paths(
+    attributor: Attributor, paths: list[Path], space: str, batch_size: int = 32
+) -> tuple[list[np.ndarray], list[np.ndarray | None], list[int]]:
+    """Content and (for the style and fused spaces) style vectors of the readable images, and their indexes."""
+    contents: list[np.ndarray] = []
+    styles: list[np.ndarray | None] = []
+    kept: list[int] = []
     for start in range(0, len(paths), batch_size):
         images = []
         for offset, path in enumerate(paths[start : start + batch_size]):
@@ -36,9 +40,10 @@ def _embed_paths(attributor: Attributor, paths: list[Path], batch_size: int = 32
             except ImageError:
                 continue
         if images:
-            vectors.append(attributor.embedder.embed(images))
-    dim = attributor.embedder.dim
-    return (np.vstack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)), kept
+            content, style = attributor.embed(images, space)
+            contents.extend(content)
+            styles.extend(style if style is not None else [None] * len(images))
+    return contents, styles, kept
 
 
 def noise_experiment(
@@ -50,8 +55,11 @@ def noise_experiment(
     kind: str,
     k: int = 10,
     scratch_root: Path | None = None,
+    space: str = CONTENT,
 ) -> dict[str, Any]:
-    """Mean overlap@K between clean and noisy attributions per noise level; recorded as an evaluation run."""
+    """Mean overlap@K between clean and noisy attributions per noise level, in ``space``; recorded as an
+    evaluation run."""
+    params = AttributionParams(k=k, verify="off", space=space)
     if not levels or any(not (level > 0 and math.isfinite(level)) for level in levels):
         raise ValueError("noise levels must be positive fractions of the index size, e.g. 0.1,0.25,0.5,0.75")
     rows = [r for r in open_source(noise_manifest) if isinstance(r, ManifestRow)]
@@ -64,27 +72,36 @@ def noise_experiment(
             .filter_by(query_set_id=query_set_id)
             .order_by(LabelledQueryRecord.id)
         ]
-    query_vectors, kept = _embed_paths(attributor, [Path(p) for p, _ in queries])
+    query_vectors, query_styles, kept = _embed_paths(attributor, [Path(p) for p, _ in queries], space)
     true_artists = [attributor.canonical.get(queries[i][1], queries[i][1]) for i in kept]
-    noise_vectors, noise_kept = _embed_paths(attributor, [r.path for r in rows])
+    noise_vectors, noise_styles, noise_kept = _embed_paths(attributor, [r.path for r in rows], space)
     noise_points = [
         WorkPoint(
             point_id_for(NOISE_CATALOGUE, rows[i].work_id),
             vector,
             {"work_id": rows[i].work_id, "artist": rows[i].artist, "catalogue": NOISE_CATALOGUE, "noise_kind": kind},
+            style,
         )
-        for i, vector in zip(noise_kept, noise_vectors, strict=True)
+        for i, vector, style in zip(noise_kept, noise_vectors, noise_styles, strict=True)
     ]
-    params = AttributionParams(k=k, verify="off")
+    queries_and_styles = list(zip(query_vectors, query_styles, strict=True))
     with tempfile.TemporaryDirectory(dir=scratch_root, prefix="noise-") as scratch:
         store = EdgeStore(Path(scratch), "scratch")
         try:
             production = list(attributor.store.iter_points())
-            store.ensure_collection(attributor.embedder.dim if attributor.embedder else len(production[0].vector))
+            if not production:
+                raise VectorStoreError(f"collection '{attributor.store.collection}' is empty; ingest a catalogue first")
+            if space != CONTENT and STYLE not in attributor.store.spaces():
+                raise VectorStoreError(
+                    f"collection '{attributor.store.collection}' has no style vectors; "
+                    "ingest with --spaces content,style"
+                )
+            style_dim = attributor.style_embedder.dim if space != CONTENT and attributor.style_embedder else None
+            store.ensure_collection(len(production[0].vector), style_dim)
             store.upsert(production)
             store.build_index()
             scratch_attributor = attributor.with_store(store)
-            clean = [_attribute(scratch_attributor, q, params) for q in query_vectors]
+            clean = [_attribute(scratch_attributor, q, s, params) for q, s in queries_and_styles]
             results, added = [], 0
             for level in sorted(levels):
                 wanted = round(level * len(production))
@@ -92,7 +109,7 @@ def noise_experiment(
                     store.upsert(noise_points[added:wanted])
                     store.build_index()
                     added = min(wanted, len(noise_points))
-                noisy = [_attribute(scratch_attributor, q, params) for q in query_vectors]
+                noisy = [_attribute(scratch_attributor, q, s, params) for q, s in queries_and_styles]
                 overlaps = [len(_keys(a) & _keys(b)) / max(len(a), 1) for a, b in zip(clean, noisy, strict=True)]
                 results.append(
                     {
@@ -112,7 +129,14 @@ def noise_experiment(
         finally:
             store.close()
     metrics = finite(
-        {"kind": kind, "k": k, "index_size": len(production), "queries": len(query_vectors), "levels": results}
+        {
+            "kind": kind,
+            "k": k,
+            "space": space,
+            "index_size": len(production),
+            "queries": len(query_vectors),
+            "levels": results,
+        }
     )
     with session_scope(attributor.engine) as session:
         run = EvaluationRun(
@@ -121,7 +145,13 @@ def noise_experiment(
             query_set_id=query_set_id,
             embedder_name=attributor.embedder_name,
             collection=attributor.store.collection,
-            settings={"noise_manifest": str(Path(noise_manifest).resolve()), "levels": levels, "kind": kind, "k": k},
+            settings={
+                "noise_manifest": str(Path(noise_manifest).resolve()),
+                "levels": levels,
+                "kind": kind,
+                "k": k,
+                "space": space,
+            },
             status="completed",
             finished_at=utcnow(),
         )
@@ -132,8 +162,10 @@ def noise_experiment(
     return metrics
 
 
-def _attribute(attributor: Attributor, query: np.ndarray, params: AttributionParams) -> list[Neighbour]:
-    return attributor.compute(query, params).neighbours
+def _attribute(
+    attributor: Attributor, query: np.ndarray, style: np.ndarray | None, params: AttributionParams
+) -> list[Neighbour]:
+    return attributor.compute(query, params, style).neighbours
 
 
 def _keys(neighbours: list[Neighbour]) -> set[str]:
