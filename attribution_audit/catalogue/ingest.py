@@ -203,15 +203,9 @@ class Ingestion:
         if not items:
             return
         name = self.report.catalogue
+        work_ids = [p.row.work_id for p in items]
         with Session(self.engine) as session:
-            versions = {
-                w.work_id: (w.version, w.image_sha256)
-                for w in session.scalars(
-                    select(Work).where(
-                        Work.catalogue_id == self.catalogue_id, Work.work_id.in_([p.row.work_id for p in items])
-                    )
-                )
-            }
+            versions = {w.work_id: (w.version, w.image_sha256) for w in self._works(session, work_ids).values()}
 
         def version_of(p: Prepared) -> int:
             old = versions.get(p.row.work_id)
@@ -236,10 +230,34 @@ class Ingestion:
         ]
         with_retries(lambda: self.store.upsert(points))
         with session_scope(self.engine) as session:
+            works = self._works(session, work_ids)
+            embeddings = {
+                e.work_pk: e
+                for e in session.scalars(
+                    select(WorkEmbedding).where(
+                        WorkEmbedding.collection == self.store.collection,
+                        WorkEmbedding.work_pk.in_([w.id for w in works.values()]),
+                    )
+                )
+            }
             for p, point in zip(items, points, strict=True):
-                self._record(session, p, point, run_id)
+                work = works.get(p.row.work_id)
+                self._record(session, p, point, run_id, work, embeddings.get(work.id) if work else None)
 
-    def _record(self, session: Session, p: Prepared, point: WorkPoint, run_id: int) -> None:
+    def _works(self, session: Session, work_ids: Sequence[str]) -> dict[str, Work]:
+        """The catalogue's Work rows for these ids, in one query."""
+        query = select(Work).where(Work.catalogue_id == self.catalogue_id, Work.work_id.in_(list(work_ids)))
+        return {w.work_id: w for w in session.scalars(query)}
+
+    def _record(
+        self,
+        session: Session,
+        p: Prepared,
+        point: WorkPoint,
+        run_id: int,
+        work: Work | None,
+        embedding: WorkEmbedding | None,
+    ) -> None:
         twin = session.scalar(
             select(Work.work_id).where(
                 Work.catalogue_id == self.catalogue_id,
@@ -251,7 +269,6 @@ class Ingestion:
         if twin is not None:
             self.report.same_image.append((p.row.work_id, twin))
         artist = get_or_create(session, Artist, p.row.artist)
-        work = session.scalar(select(Work).where(Work.catalogue_id == self.catalogue_id, Work.work_id == p.row.work_id))
         version = point.payload["version"]
         if work is None:
             work = Work(catalogue_id=self.catalogue_id, work_id=p.row.work_id, version=version)
@@ -273,11 +290,6 @@ class Ingestion:
                     ingestion_run_id=run_id,
                 )
             )
-        embedding = session.scalar(
-            select(WorkEmbedding).where(
-                WorkEmbedding.work_pk == work.id, WorkEmbedding.collection == self.store.collection
-            )
-        )
         if embedding is None:
             embedding = WorkEmbedding(work_pk=work.id, collection=self.store.collection)
             session.add(embedding)

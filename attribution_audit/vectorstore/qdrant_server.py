@@ -62,9 +62,12 @@ class ServerStore:
         return bool(self._call("listing collections", self._client.collection_exists, self.collection))
 
     def _vector_sizes(self) -> dict[str, int]:
-        info = self._call("reading the collection", self._client.get_collection, self.collection)
-        vectors = info.config.params.vectors
-        return {name: params.size for name, params in vectors.items()} if isinstance(vectors, dict) else {}
+        """Named vector sizes of the (existing) collection; read once, since a server collection's spaces are fixed."""
+        if not self._sizes:
+            info = self._call("reading the collection", self._client.get_collection, self.collection)
+            vectors = info.config.params.vectors
+            self._sizes = {name: params.size for name, params in vectors.items()} if isinstance(vectors, dict) else {}
+        return self._sizes
 
     def spaces(self) -> tuple[str, ...]:
         if not self._exists():
@@ -106,8 +109,7 @@ class ServerStore:
         )
 
     def _check_space(self, space: str, vector: np.ndarray | None = None) -> None:
-        sizes = self._sizes or self._vector_sizes()
-        self._sizes = sizes
+        sizes = self._vector_sizes()
         if space not in sizes:
             raise VectorStoreError(
                 f"Qdrant collection '{self.collection}' has no {space} vectors; ingest with --spaces content,{space}"
