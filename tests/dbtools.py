@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from sqlalchemy import Engine, text
+
+from attribution_audit.audit.models import AttributionRequest
+
+
+def request_row(label: str, **fields: Any) -> AttributionRequest:
+    """An attribution request row with plausible values (no children); ``fields`` override any column."""
+    values: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "requester": label,
+        "image_path": f"/images/{label}.png",
+        "image_sha256": "ab" * 32,
+        "query_vector": b"\x00\x00\x80?" * 4,
+        "embedder_name": "test",
+        "embedder_fingerprint": "test@sha256:0",
+        "store_kind": "qdrant-edge",
+        "collection": "works_test",
+        "catalogue_version": "v1",
+        "index_params": {"m": 16, "hnsw_ef": 128},
+        "parameters": {"k": 2, "temperature": 0.05},
+        "k": 2,
+    }
+    return AttributionRequest(**(values | fields))
 
 
 def superuser_edit(engine: Engine, statement: str) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
-import uuid
 
 import pytest
-from dbtools import superuser_edit
+from dbtools import request_row, superuser_edit
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -24,21 +23,7 @@ WRITERS, PER_WRITER = 8, 25
 
 def synthetic_request(label: str) -> AttributionRequest:
     """A complete request with two neighbours, shares and metrics, as the Attributor builds one."""
-    request = AttributionRequest(
-        id=str(uuid.uuid4()),
-        requester=label,
-        image_path=f"/images/{label}.png",
-        image_sha256="ab" * 32,
-        query_vector=b"\x00\x00\x80?" * 4,
-        embedder_name="test",
-        embedder_fingerprint="test@sha256:0",
-        store_kind="qdrant-edge",
-        collection="works_test",
-        catalogue_version="v1",
-        index_params={"m": 16, "hnsw_ef": 128},
-        parameters={"k": 2, "temperature": 0.05},
-        k=2,
-    )
+    request = request_row(label)
     request.neighbours = [
         AttributionNeighbour(
             rank=r,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import Result
-from dbtools import superuser_edit
+from dbtools import request_row, superuser_edit
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -185,19 +185,10 @@ def build_known_log(engine: Engine) -> KnownLog:
     requests: dict[str, AttributionRequest] = {}
     for spec in SPECS:
         top, top_share = spec.top()
-        request = AttributionRequest(
-            id=str(uuid.uuid4()),
+        request = request_row(
+            spec.label,
             created_at=spec.created_at,
-            requester=spec.label,
             image_path=f"/generated/{spec.label}.png",
-            image_sha256="ab" * 32,
-            query_vector=b"\x00\x00\x80?" * 4,
-            embedder_name="test",
-            embedder_fingerprint="test@sha256:0",
-            store_kind="qdrant-edge",
-            collection="works_test",
-            catalogue_version="v1",
-            index_params={"m": 16, "hnsw_ef": 128},
             parameters={"k": len(spec.neighbours)},
             k=len(spec.neighbours),
             evaluation_run_id=run_id if spec.evaluation else None,
