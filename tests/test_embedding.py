@@ -2,14 +2,18 @@
 
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import huggingface_hub
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from attribution_audit.embedding import EMBEDDER_NAMES, Embedder, get_embedder
+from attribution_audit.embedding.base import ActivationEmbedder, ActivationLayer
 from attribution_audit.errors import EmbedderError
 
 
@@ -28,6 +32,23 @@ def assert_unit_rows(vectors: np.ndarray, n: int, dim: int) -> None:
     assert vectors.shape == (n, dim)
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def assert_activations(embedder: Embedder, layers: Sequence[int], shapes: list[tuple[int, int]]) -> None:
+    """``embed_with_activations``: exactly ``embed``'s vectors, ``(n, *shape)`` per layer; batches, empty, bad layer."""
+    assert isinstance(embedder, ActivationEmbedder) and embedder.batch_size == 2
+    images = [scene(0), scene(1, (512, 128)), checkerboard()]  # two batches
+    pooled, activations = embedder.embed_with_activations(images, layers)
+    np.testing.assert_array_equal(pooled, embedder.embed(images))
+    assert [tuple(a.shape) for a in activations] == [(3, *shape) for shape in shapes]
+    singles = [embedder.embed_with_activations([image], layers)[1] for image in images]
+    for i, activation in enumerate(activations):
+        np.testing.assert_allclose(activation, torch.cat([single[i] for single in singles]), atol=1e-5)
+    pooled, activations = embedder.embed_with_activations([], layers)
+    assert pooled.shape == (0, embedder.dim)
+    assert [tuple(a.shape) for a in activations] == [(0, channels, 0) for channels, _ in shapes]
+    with pytest.raises(EmbedderError, match="no layer 99"):
+        embedder.embed_with_activations(images, [*layers, 99])
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +85,50 @@ def test_efficientnet_similarity_ranks_resized_copy_above_unrelated(effnet: Embe
     assert float(copy @ base) > 0.9
 
 
+def test_efficientnet_activations(effnet: Embedder) -> None:
+    from attribution_audit.embedding.efficientnet import EfficientNetLite0Embedder
+
+    assert isinstance(effnet, EfficientNetLite0Embedder)
+    assert effnet.style_layers() == (
+        ActivationLayer(2, 24, "blocks.2"),
+        ActivationLayer(4, 40, "blocks.4"),
+        ActivationLayer(7, 80, "blocks.7"),
+    )
+    assert_activations(effnet, [2, 4, 7, 4], [(24, 56 * 56), (40, 28 * 28), (80, 14 * 14), (40, 28 * 28)])
+    assert not any(block._forward_hooks for block in effnet.model._blocks)
+
+
+def test_efficientnet_activations_are_per_thread(effnet: Embedder) -> None:
+    """Threads sharing the model (and so each other's hooks on its blocks) each get their own activations."""
+    assert isinstance(effnet, ActivationEmbedder)
+    first, second = [scene(10), scene(11)], [checkerboard(), scene(12), scene(13)]
+    calls: dict[str, Callable[[], tuple[np.ndarray, list[torch.Tensor]]]] = {
+        "first": lambda: effnet.embed_with_activations(first, [2, 7]),
+        "second": lambda: effnet.embed_with_activations(second, [7, 4]),
+        "plain": lambda: (effnet.embed(first), []),
+    }
+    expected = {key: call() for key, call in calls.items()}
+    start = threading.Barrier(len(calls))
+    results: dict[str, list[tuple[np.ndarray, list[torch.Tensor]]]] = {key: [] for key in calls}
+
+    def run(key: str) -> None:
+        start.wait()
+        results[key].extend(calls[key]() for _ in range(4))
+
+    threads = [threading.Thread(target=run, args=(key,)) for key in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for key, (pooled, activations) in expected.items():
+        assert len(results[key]) == 4
+        for got_pooled, got_activations in results[key]:
+            np.testing.assert_allclose(got_pooled, pooled, atol=1e-6)
+            assert len(got_activations) == len(activations)
+            for got, want in zip(got_activations, activations, strict=True):
+                np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_efficientnet_fingerprint_and_quiet_load(effnet: Embedder, capsys: pytest.CaptureFixture[str]) -> None:
     assert effnet.fingerprint.startswith("efficientnet-lite0@sha256:")
     assert len(effnet.fingerprint.rsplit(":", 1)[1]) == 16
@@ -98,6 +163,9 @@ def test_clip_from_local_directory(tiny_clip: Path) -> None:
     vectors = embedder.embed([scene(0), scene(1, (64, 200)), checkerboard()])
     assert_unit_rows(vectors, 3, 16)
     assert embedder.embed([]).shape == (0, 16)
+    assert isinstance(embedder, ActivationEmbedder)
+    assert embedder.style_layers() == (ActivationLayer(1, 32, "hidden.1"),)
+    assert_activations(embedder, [0, 1, 2], [(32, 16)] * 3)  # 32 px / patch 8: 4 x 4 patches, CLS left out
 
 
 def test_clip_fingerprint_tracks_weights(tiny_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -1,5 +1,6 @@
 """Style embedder: determinism, shapes, shared forward pass, crop invariance, and style-vs-content separation."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,14 +79,27 @@ def images() -> list[Image.Image]:
 
 
 def test_efficientnet_layers_dim_and_fingerprint(effnet: Embedder, style: StyleEmbedder) -> None:
-    channels = [effnet.model._blocks[i]._block_args.output_filters for i in style.layers]  # type: ignore[attr-defined]
-    assert channels == [24, 40, 80]
+    assert style.layers == [2, 4, 7]  # the last blocks of the 24-, 40- and 80-channel stages
     assert style.dim == 24 * 25 // 2 + 2 * (32 * 33 // 2) == 1356
     assert style.name == "style" and isinstance(style, Embedder)
-    layers = ",".join(f"blocks.{i}" for i in style.layers)
-    assert style.fingerprint == f"style[{effnet.fingerprint}]:layers={layers};rank=32;seed=0"
+    # Stored vectors and audit records carry this string: it must not change for the same layers, rank and seed.
+    assert style.fingerprint == f"style[{effnet.fingerprint}]:layers=blocks.2,blocks.4,blocks.7;rank=32;seed=0"
     assert StyleEmbedder(effnet).fingerprint == style.fingerprint
     assert StyleEmbedder(effnet, rank=16).dim == 3 * (16 * 17 // 2)  # r = min(channels, rank) per layer
+
+
+def test_vectors_match_the_released_values(style: StyleEmbedder, images: list) -> None:
+    """Values the style embedder produced before it used ``embed_with_activations`` (the same bits, then and now)."""
+    vectors = style.embed(images).astype(np.float64)
+    # Columns 0-299 sketch blocks.2, 300-827 blocks.4, 828-1355 blocks.7.
+    pinned = [
+        [0.0569812, -0.062243, 0.0373203, 0.0069101, 0.0246395, 0.0367719],
+        [0.0390485, 0.0155867, 0.0345648, -0.021904, 0.0154801, 0.0237261],
+        [0.0383647, 0.0110691, 0.0333644, -0.0257497, 0.0103403, 0.0222276],
+    ]
+    np.testing.assert_allclose(vectors[:, [0, 1, 300, 600, 900, 1355]], pinned, atol=1e-5)
+    probe = np.random.default_rng(0).standard_normal(style.dim)
+    np.testing.assert_allclose(vectors @ probe, [-0.2822345, -0.3905247, -0.2509915], atol=1e-5)
 
 
 def test_deterministic_across_calls_and_instances(effnet: Embedder, style: StyleEmbedder, images: list) -> None:
@@ -101,11 +115,11 @@ def test_shapes_norms_batches_and_shared_pass(effnet: Embedder, style: StyleEmbe
     content, vectors = style.embed_both(images)  # batch_size 2: two batches
     assert_unit_rows(vectors, 3, style.dim)
     assert_unit_rows(content, 3, effnet.dim)
-    np.testing.assert_allclose(content, effnet.embed(images), atol=1e-5)
+    np.testing.assert_array_equal(content, effnet.embed(images))  # the same forward pass, so the same bits
     single = np.concatenate([style.embed([image]) for image in images])
     np.testing.assert_allclose(vectors, single, atol=1e-5)
-    assert style.embed([]).shape == (0, style.dim)
-    assert all(not effnet.model._blocks[i]._forward_hooks for i in style.layers)  # type: ignore[attr-defined]
+    content, vectors = style.embed_both([])
+    assert content.shape == (0, effnet.dim) and vectors.shape == (0, style.dim)
 
 
 def test_crops_stay_closer_than_same_layout_in_another_style(style: StyleEmbedder) -> None:
@@ -152,16 +166,17 @@ def save_tiny_clip(directory: Path, layers: int) -> None:
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
 
 
-@pytest.mark.parametrize(("depth", "layers"), [(2, [1]), (4, [1, 2])])
+@pytest.mark.parametrize(("depth", "layers"), [(2, [1]), (4, [1, 2]), (12, [3, 6])])
 def test_clip_base(tmp_path: Path, images: list, depth: int, layers: list[int]) -> None:
     save_tiny_clip(tmp_path, depth)
     clip = get_embedder(f"clip:{tmp_path}", device="cpu", batch_size=2)
     style = StyleEmbedder(clip)
     assert style.layers == layers and style.dim == len(layers) * (32 * 33 // 2)
-    assert style.fingerprint.startswith(f"style[{clip.fingerprint}]:layers=hidden.1")
+    described = ",".join(f"hidden.{i}" for i in layers)
+    assert style.fingerprint == f"style[{clip.fingerprint}]:layers={described};rank=32;seed=0"
     content, vectors = style.embed_both(images)
     assert_unit_rows(vectors, 3, style.dim)
-    np.testing.assert_allclose(content, clip.embed(images), atol=1e-5)
+    np.testing.assert_array_equal(content, clip.embed(images))
     np.testing.assert_array_equal(vectors, style.embed(images))
     np.testing.assert_array_equal(vectors, StyleEmbedder(clip).embed(images))
     assert style.embed([]).shape == (0, style.dim)
@@ -172,7 +187,7 @@ class DummyEmbedder:
     fingerprint = "dummy@0"
     dim = 4
 
-    def embed(self, images: list) -> np.ndarray:
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         return np.zeros((len(images), self.dim), dtype=np.float32)
 
 

@@ -10,9 +10,12 @@ from huggingface_hub import snapshot_download
 from PIL import Image
 
 from attribution_audit.embedding import sha256_prefix
+from attribution_audit.embedding.base import ActivationLayer
+from attribution_audit.embedding.forward import embed_in_batches
 from attribution_audit.errors import EmbedderError
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+STYLE_FRACTIONS = (0.25, 0.5)  # style layers: encoder layers at a quarter and half of the vision tower's depth
 
 
 def resolve_local_dir(model: str) -> Path:
@@ -41,7 +44,10 @@ def weights_hash(local_dir: Path) -> str:
 
 
 class ClipEmbedder:
-    """Embeds images with a CLIP vision tower + projection; fp16 on CUDA, fp32 on CPU, float32 output."""
+    """Embeds images with a CLIP vision tower + projection; fp16 on CUDA, fp32 on CPU, float32 output.
+
+    An ActivationEmbedder: layer ``i`` is the vision tower's ``i``-th hidden state.
+    """
 
     name = "clip"
 
@@ -60,20 +66,37 @@ class ClipEmbedder:
         except Exception as exc:
             raise EmbedderError(f"cannot load CLIP model from '{local_dir}': {exc}".splitlines()[0]) from exc
         self.model.eval().to(self.device, self.dtype)
-        self.dim = int(self.model.config.projection_dim)
+        self.dim = self.model.visual_projection.out_features  # the config's projection_dim
+        vision = self.model.vision_model.config
+        self._channels = [vision.hidden_size] * (vision.num_hidden_layers + 1)  # hidden states 0 (embeddings)..depth
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Return an ``(len(images), dim)`` float32 array of unit-norm rows."""
-        out = np.empty((len(images), self.dim), dtype=np.float32)
-        for start in range(0, len(images), self.batch_size):
-            batch = list(images[start : start + self.batch_size])
-            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
-            with torch.inference_mode():
-                features = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
-                # transformers 4.x returns the projected tensor; 5.x a BaseModelOutputWithPooling whose
-                # pooler_output holds the projected features.
-                if not isinstance(features, torch.Tensor):
-                    features = features.pooler_output
-                vectors = torch.nn.functional.normalize(features.float(), dim=1)
-            out[start : start + len(batch)] = vectors.cpu().numpy()
-        return out
+        return self.embed_with_activations(images, [])[0]
+
+    def style_layers(self) -> tuple[ActivationLayer, ...]:
+        """The encoder layers at a quarter and half of the vision tower's depth (``hidden.3,hidden.6`` of 12)."""
+        depth = len(self._channels) - 1
+        layers = sorted({min(depth, max(1, round(depth * fraction))) for fraction in STYLE_FRACTIONS})
+        return tuple(ActivationLayer(i, self._channels[i], f"hidden.{i}") for i in layers)
+
+    def embed_with_activations(
+        self, images: Sequence[Image.Image], layers: Sequence[int]
+    ) -> tuple[np.ndarray, list[torch.Tensor]]:
+        """``(embed(images), the given hidden states' patch tokens as (n, hidden size, patches))``, one pass a batch.
+
+        Layer 0 is the embedding output, layer ``i`` the ``i``-th encoder layer's; the CLS token is left out.
+        """
+        return embed_in_batches(
+            images, layers, channels=self._channels, dim=self.dim, batch_size=self.batch_size, forward=self._forward
+        )
+
+    def _forward(self, batch: list[Image.Image], layers: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
+        outputs = self.model.vision_model(
+            pixel_values=pixels.to(self.device, self.dtype), output_hidden_states=bool(layers), return_dict=True
+        )
+        # What get_image_features computes (transformers 4 and 5): the vision tower's pooled output, projected.
+        features = self.model.visual_projection(outputs.pooler_output)
+        pooled = torch.nn.functional.normalize(features.float(), dim=1)
+        return pooled, [outputs.hidden_states[i][:, 1:, :].transpose(1, 2) for i in layers]

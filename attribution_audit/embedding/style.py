@@ -8,26 +8,16 @@ L2-normalised; the layers are concatenated and L2-normalised again. Everything a
 the CPU, and the layers, rank and seed are part of the fingerprint, so the vectors are reproducible.
 """
 
-import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from attribution_audit.embedding.base import Embedder
+from attribution_audit.embedding.base import ActivationEmbedder, Embedder
 from attribution_audit.errors import EmbedderError
 
-EFFNET_STAGES = (1, 2, 3)  # the 24-, 40- and 80-channel stages of EfficientNet-Lite0 (56, 28 and 14 px at 224 input)
-CLIP_FRACTIONS = (0.25, 0.5)  # encoder layers at a quarter and half of the vision tower's depth
 EPS = 1e-12
-
-
-def _is_instance(obj: object, module: str, cls_name: str) -> bool:
-    """``isinstance`` against ``module.cls_name`` without importing the module (unimported: cannot be an instance)."""
-    loaded = sys.modules.get(module)
-    return loaded is not None and isinstance(obj, getattr(loaded, cls_name))
 
 
 def _projection(channels: int, rank: int, seed: int) -> torch.Tensor:
@@ -52,46 +42,34 @@ def _gram_sketch(features: torch.Tensor, projection: torch.Tensor) -> torch.Tens
 
 
 class StyleEmbedder:
-    """Style vectors from an EfficientNet-Lite0 or CLIP embedder's intermediate features, sharing its weights."""
+    """Style vectors from an ActivationEmbedder's (EfficientNet-Lite0, CLIP) ``style_layers``, sharing its weights."""
 
     name = "style"
 
     def __init__(self, base: Embedder, *, rank: int = 32, seed: int = 0) -> None:
         if rank < 1:
             raise EmbedderError(f"style embedder rank must be at least 1, got {rank}")
-        if _is_instance(base, "attribution_audit.embedding.efficientnet", "EfficientNetLite0Embedder"):
-            self._kind = "efficientnet"
-            blocks = base.model._blocks
-            channels = [int(block._block_args.output_filters) for block in blocks]
-            stage_ends = [i for i in range(len(blocks)) if i + 1 == len(blocks) or channels[i + 1] != channels[i]]
-            self.layers = [stage_ends[stage] for stage in EFFNET_STAGES]
-            layer_channels = [channels[i] for i in self.layers]
-            described = ",".join(f"blocks.{i}" for i in self.layers)
-        elif _is_instance(base, "attribution_audit.embedding.clip", "ClipEmbedder"):
-            self._kind = "clip"
-            config = base.model.config.vision_config
-            depth = int(config.num_hidden_layers)
-            self.layers = sorted({min(depth, max(1, round(depth * f))) for f in CLIP_FRACTIONS})
-            layer_channels = [int(config.hidden_size)] * len(self.layers)
-            described = ",".join(f"hidden.{i}" for i in self.layers)
-        else:
+        if not isinstance(base, ActivationEmbedder):
             raise EmbedderError(
                 f"style embedder needs an efficientnet-lite0 or clip base embedder, not {getattr(base, 'name', base)!r}"
             )
+        layers = base.style_layers()
         self.base = base
+        self.layers = [layer.index for layer in layers]
         self.rank = rank
         self.seed = seed
-        self._projections = [_projection(c, rank, seed + i) for i, c in enumerate(layer_channels)]
+        self._projections = [_projection(layer.channels, rank, seed + i) for i, layer in enumerate(layers)]
         self.dim = sum(p.shape[1] * (p.shape[1] + 1) // 2 for p in self._projections)
+        described = ",".join(layer.label for layer in layers)
         self.fingerprint = f"style[{base.fingerprint}]:layers={described};rank={rank};seed={seed}"
 
     @property
     def device(self) -> str:
-        return self.base.device  # type: ignore[attr-defined]
+        return self.base.device
 
     @property
     def batch_size(self) -> int:
-        return self.base.batch_size  # type: ignore[attr-defined]
+        return self.base.batch_size
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Return an ``(len(images), dim)`` float32 array of unit-norm style vectors."""
@@ -101,55 +79,15 @@ class StyleEmbedder:
         """Return (content vectors as ``base.embed`` gives them, style vectors) from one forward pass per batch."""
         content = np.empty((len(images), self.base.dim), dtype=np.float32)
         style = np.empty((len(images), self.dim), dtype=np.float32)
-        forward = self._effnet_batch if self._kind == "efficientnet" else self._clip_batch
-        for start in range(0, len(images), self.batch_size):
-            batch = list(images[start : start + self.batch_size])
+        for start in range(0, len(images), self.batch_size):  # a batch's activations at a time, not all of them
+            batch = images[start : start + self.batch_size]
+            pooled, activations = self.base.embed_with_activations(batch, self.layers)
             with torch.inference_mode():
-                pooled, maps = forward(batch)
-                sketches = [_gram_sketch(f, p) for f, p in zip(maps, self._projections, strict=True)]
+                sketches = [_gram_sketch(a, p) for a, p in zip(activations, self._projections, strict=True)]
                 vectors = _normalise(torch.cat(sketches, dim=1))
-            content[start : start + len(batch)] = pooled.cpu().numpy()
+            content[start : start + len(batch)] = pooled
             style[start : start + len(batch)] = vectors.numpy()
         return content, style
-
-    def _effnet_batch(self, batch: list[Image.Image]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One ``extract_features`` pass; the chosen blocks' outputs are captured by hooks (this thread's only)."""
-        from attribution_audit.embedding.efficientnet import preprocess
-
-        model = self.base.model  # type: ignore[attr-defined]
-        owner = threading.get_ident()
-        captured: dict[int, torch.Tensor] = {}
-
-        def hook_for(index: int) -> Callable[[torch.nn.Module, object, torch.Tensor], None]:
-            def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
-                if threading.get_ident() == owner:  # the base may be embedding on another thread meanwhile
-                    captured[index] = output
-
-            return hook
-
-        handles = [model._blocks[i].register_forward_hook(hook_for(i)) for i in self.layers]
-        try:
-            x = torch.from_numpy(np.stack([preprocess(image) for image in batch])).to(self.device)
-            features = model.extract_features(x).mean(dim=(2, 3))  # exactly EfficientNetLite0Embedder.embed
-        finally:
-            for handle in handles:
-                handle.remove()
-        pooled = torch.nn.functional.normalize(features.float(), dim=1)
-        return pooled, [captured[i].flatten(2) for i in self.layers]
-
-    def _clip_batch(self, batch: list[Image.Image]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One vision-tower pass: projected pooled output (= ``get_image_features``) plus hidden states."""
-        base = self.base
-        pixels = base.processor(images=batch, return_tensors="pt")["pixel_values"]  # type: ignore[attr-defined]
-        model = base.model  # type: ignore[attr-defined]
-        outputs = model.vision_model(
-            pixel_values=pixels.to(self.device, base.dtype),  # type: ignore[attr-defined]
-            output_hidden_states=True,
-            return_dict=True,
-        )
-        pooled = torch.nn.functional.normalize(model.visual_projection(outputs.pooler_output).float(), dim=1)
-        # hidden_states[0] is the embedding output, [i] the i-th encoder layer's; token 0 is CLS, the rest patches.
-        return pooled, [outputs.hidden_states[i][:, 1:, :].transpose(1, 2) for i in self.layers]
 
 
 def style_embedder_for(base: Embedder) -> StyleEmbedder:
