@@ -1,0 +1,40 @@
+"""Vector stores: embedded Qdrant Edge by default, a Qdrant server when a URL is configured."""
+
+from __future__ import annotations
+
+import re
+
+from attribution_audit.config import Settings
+from attribution_audit.store.vectors.base import Hit, HnswParams, VectorStore, WorkPoint, point_id_for
+
+__all__ = [
+    "Hit",
+    "HnswParams",
+    "VectorStore",
+    "WorkPoint",
+    "collection_name",
+    "open_collection",
+    "open_store",
+    "point_id_for",
+]
+
+
+def collection_name(embedder_name: str) -> str:
+    """One collection per embedder, so vectors of different models never mix: ``works_<embedder>``."""
+    return "works_" + re.sub(r"[^a-z0-9]+", "_", embedder_name.lower()).strip("_")
+
+
+def open_store(settings: Settings, embedder_name: str, params: HnswParams | None = None) -> VectorStore:
+    """A URL in the settings selects the Qdrant server; otherwise the embedded shard in the data dir."""
+    return open_collection(settings, collection_name(embedder_name), params)
+
+
+def open_collection(settings: Settings, collection: str, params: HnswParams | None = None) -> VectorStore:
+    """The store of a named collection (as recorded in the audit DB)."""
+    if settings.qdrant_url:
+        from attribution_audit.store.vectors.qdrant_server import ServerStore
+
+        return ServerStore(settings.qdrant_url, collection, params, api_key=settings.qdrant_api_key)
+    from attribution_audit.store.vectors.qdrant_edge import EdgeStore
+
+    return EdgeStore(settings.qdrant_path, collection, params)

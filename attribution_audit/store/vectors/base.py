@@ -1,0 +1,387 @@
+"""The VectorStore base class that both stores derive from, and the helpers that turn engine records into values.
+
+Every operation is written here once, with its edge cases settled for both engines: a collection not created yet,
+an absent or unknown space, vectors of the wrong size, empty or malformed id lists, a limit below one. A store
+(:class:`~attribution_audit.store.vectors.qdrant_edge.EdgeStore`,
+:class:`~attribution_audit.store.vectors.qdrant_server.ServerStore`) supplies only the engine primitives, the
+abstract ``_`` methods, and ``close``; the public operations are final, so a store cannot drift from them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, final
+
+import numpy as np
+
+from attribution_audit.domain.points import CONTENT, SPACES, STYLE, Hit, HnswParams, WorkPoint, point_id_for
+from attribution_audit.errors import VectorStoreError
+
+__all__ = [
+    "CONTENT",
+    "SPACES",
+    "STYLE",
+    "Hit",
+    "HnswParams",
+    "VectorStore",
+    "WorkPoint",
+    "hit_from",
+    "named_vectors",
+    "point_id_for",
+    "point_vectors",
+]
+
+UPSERT_BATCH = 512
+SCROLL_PAGE = 2048
+
+# What an engine's scroll takes for vectors and payload: all, none, or the named ones.
+Selection = bool | list[str]
+
+
+def point_vectors(point: WorkPoint) -> dict[str, Any]:
+    """The named vectors of a point as the engines take them: {space: list of floats}."""
+    vectors = {CONTENT: np.asarray(point.vector, dtype=np.float32).tolist()}
+    if point.style is not None:
+        vectors[STYLE] = np.asarray(point.style, dtype=np.float32).tolist()
+    return vectors
+
+
+def named_vectors(raw: Any) -> dict[str, np.ndarray]:
+    """The {name: vector} dict an engine returns, as float32 arrays."""
+    return {name: np.asarray(v, dtype=np.float32) for name, v in (raw or {}).items()}
+
+
+def hit_from(point: Any, with_vectors: bool, space: str) -> Hit:
+    """A Hit from an engine's scored point (qdrant-edge and qdrant-client have the same fields)."""
+    vectors = named_vectors(point.vector) if with_vectors else None
+    return Hit(
+        str(point.id), float(point.score), dict(point.payload or {}), vectors[space] if vectors else None, vectors
+    )
+
+
+def checked_ids(point_ids: Iterable[str]) -> list[str]:
+    """The ids as a list; ValueError for one that is not a point id (a lowercase UUID string, as point_id_for makes).
+
+    Both engines would return such an id in another spelling or not at all, so it could never match what was asked.
+    """
+    ids = list(point_ids)
+    for point_id in ids:
+        try:
+            canonical = isinstance(point_id, str) and str(uuid.UUID(point_id)) == point_id
+        except ValueError:
+            canonical = False
+        if not canonical:
+            raise ValueError(f"{point_id!r} is not a point id (a lowercase UUID string, see point_id_for)")
+    return ids
+
+
+def _work_point(record: Any) -> WorkPoint:
+    vectors = named_vectors(record.vector)
+    return WorkPoint(str(record.id), vectors[CONTENT], dict(record.payload or {}), vectors.get(STYLE))
+
+
+def _floats(vector: np.ndarray) -> list[float]:
+    return [float(x) for x in np.asarray(vector, dtype=np.float32)]
+
+
+@dataclass(frozen=True)
+class FusedQuery:
+    """An engine's fusion query: the ``prefetch`` nearest in each space of ``vectors``, merged by reciprocal rank
+    fusion with ``rrf_k`` and ``weights`` (in the order of ``vectors``)."""
+
+    vectors: dict[str, list[float]]
+    prefetch: int
+    weights: list[float]
+    rrf_k: int
+
+
+class VectorStore(ABC):
+    """One Qdrant collection of works (named cosine vectors ``content`` [+ ``style``], payload per point)."""
+
+    kind: str  # "qdrant-edge", "qdrant-server" or "qdrant-local" (qdrant-client's in-process mode)
+    index_kind: str = "hnsw"  # what answers a search: "hnsw", or "exact" where the engine only brute-forces
+
+    def __init__(self, collection: str, params: HnswParams | None = None) -> None:
+        self.collection = collection
+        self.params = params or HnswParams()
+
+    # -- operations --------------------------------------------------------------------------------------------
+    @final
+    def ensure_collection(self, dim: int, style_dim: int | None = None) -> None:
+        """Create the collection (cosine ``content`` [+ ``style``] vectors, HNSW, artist payload index) or check
+        its sizes. An engine that can (the embedded shard) adds a missing style space in place. On a mismatch the
+        store is closed (an embedded shard's lock released) and VectorStoreError raised."""
+        wanted = {CONTENT: dim} | ({STYLE: style_dim} if style_dim else {})
+        held = self._vector_sizes()
+        if held is None:
+            self._create(wanted)
+            return
+        for space, size in wanted.items():
+            if held.get(space) == size or (space not in held and self._add_space(space, size)):
+                continue
+            have = f"{held[space]}-d" if space in held else "no"
+            self.close()
+            raise VectorStoreError(
+                f"{self._named} holds {have} {space} vectors but the embedder gives {size}-d; "
+                "use the embedder and spaces the catalogue was ingested with"
+            )
+
+    @final
+    def spaces(self) -> tuple[str, ...]:
+        """The spaces the collection holds, in SPACES order: ``("content",)`` or ``("content", "style")``;
+        ``()`` before it is created."""
+        held = self._vector_sizes() or {}
+        return tuple(space for space in SPACES if space in held)
+
+    @final
+    def upsert(self, points: Sequence[WorkPoint]) -> None:
+        """Insert or replace points by id (idempotent), in batches; every vector must fit its space."""
+        checked_ids(p.point_id for p in points)
+        self._require()
+        shapes = {
+            (space, len(vector)): point.point_id
+            for point in points
+            for space, vector in ((CONTENT, point.vector), (STYLE, point.style))
+            if vector is not None
+        }
+        for (space, length), point_id in shapes.items():  # one check per distinct vector size
+            self._space_size(space, length, f"point {point_id}")
+        for start in range(0, len(points), UPSERT_BATCH):
+            self._upsert(points[start : start + UPSERT_BATCH])
+
+    @final
+    def build_index(self) -> None:
+        """Make sure the HNSW graph covers every point (blocks until done where the engine allows)."""
+        self._require()
+        self._optimize()
+
+    @final
+    def search(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        *,
+        exact: bool = False,
+        with_vectors: bool = False,
+        space: str = CONTENT,
+    ) -> list[Hit]:
+        """The ``limit`` nearest points to a unit ``vector`` in ``space``, best first (every named vector of each
+        hit on request); ``[]`` for a limit below one."""
+        self._space_size(space, len(vector), "the query")
+        if limit < 1:
+            return []
+        found = self._query(_floats(vector), space, limit, exact=exact, with_vectors=with_vectors)
+        return [hit_from(p, with_vectors, space) for p in found]
+
+    @final
+    def search_fused(
+        self,
+        vectors: dict[str, np.ndarray],
+        limit: int,
+        *,
+        prefetch: int,
+        weights: dict[str, float],
+        rrf_k: int = 60,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """The engine's own fusion: ``prefetch`` nearest in each space of ``vectors``, merged by weighted reciprocal
+        rank fusion (``domain.ranking.rrf_fuse`` mirrors the formula); ``similarity`` of the hits is that fused
+        score, ``vector`` their content vector. ``[]`` for a limit or prefetch below one."""
+        if not vectors:
+            raise ValueError("a fused search needs the query vector of at least one space")
+        unweighted = sorted(set(vectors) - set(weights))
+        if unweighted:
+            raise ValueError(f"a fused search needs a weight for every space; none for {', '.join(unweighted)}")
+        for space, vector in vectors.items():
+            self._space_size(space, len(vector), "the query")
+        if limit < 1 or prefetch < 1:
+            return []
+        fusion = FusedQuery(
+            {space: _floats(v) for space, v in vectors.items()},
+            prefetch,
+            [float(weights[space]) for space in vectors],
+            rrf_k,
+        )
+        found = self._query_fused(fusion, limit, with_vectors=with_vectors)
+        return [hit_from(p, with_vectors, CONTENT) for p in found]
+
+    @final
+    def fetch_all(self, space: str = CONTENT) -> tuple[list[str], np.ndarray]:
+        """Every point id with a vector in ``space`` and that (unit) vector, in id order, for the exact index:
+        ``(ids, float32 matrix of shape (len(ids), size of the space))``, ``(0, size)`` when there are none."""
+        size = self._space_size(space)
+        ids: list[str] = []
+        rows: list[np.ndarray] = []
+        for record in self._records(with_vector=[space], with_payload=False):
+            vectors = named_vectors(record.vector)
+            if space in vectors:
+                ids.append(str(record.id))
+                rows.append(vectors[space])
+        return ids, np.vstack(rows) if rows else np.zeros((0, size), dtype=np.float32)
+
+    @final
+    def delete(self, point_ids: Sequence[str]) -> None:
+        """Remove points by id; ids not present, and a collection not created yet, are ignored."""
+        ids = checked_ids(point_ids)
+        if ids and self._vector_sizes() is not None:
+            self._delete(ids)
+
+    @final
+    def iter_points(self) -> Iterator[WorkPoint]:
+        """Every point with its vectors and payload, in id order (to copy a collection into a scratch one)."""
+        return map(_work_point, self._records(with_vector=True, with_payload=True))
+
+    @final
+    def image_hashes(self) -> dict[str, str]:
+        """Point id -> the ``image_sha256`` of its payload ("" where absent) for every point (consistency checks);
+        ``{}`` before the collection is created."""
+        if self._vector_sizes() is None:
+            return {}
+        return {
+            str(r.id): str((r.payload or {}).get("image_sha256", ""))
+            for r in self._records(with_vector=False, with_payload=["image_sha256"])
+        }
+
+    @final
+    def content_version(self) -> str:
+        """A string that changes whenever the collection's content may have changed (keys the exact-index cache)."""
+        self._require()
+        return self._version()
+
+    @final
+    def existing_ids(self, point_ids: Sequence[str]) -> set[str]:
+        """The subset of ``point_ids`` present in the collection (empty before it is created)."""
+        ids = checked_ids(point_ids)
+        if not ids or self._vector_sizes() is None:
+            return set()
+        return self._present(ids)
+
+    @final
+    def count(self) -> int:
+        """Number of points in the collection (0 before it is created)."""
+        return 0 if self._vector_sizes() is None else self._count()
+
+    @final
+    def index_info(self) -> dict[str, Any]:
+        """Store kind, collection, HNSW parameters, points, vectors in the graph, spaces, and what answers a search."""
+        created = self._vector_sizes() is not None
+        return {
+            "store": self.kind,
+            "collection": self.collection,
+            **self.params.as_dict(),
+            "points": self._count() if created else 0,
+            "indexed_vectors": self._indexed_count() if created else 0,
+            "spaces": list(self.spaces()),
+            "index": self.index_kind,
+        }
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release the store (an embedded shard's lock: the next operation takes it again)."""
+
+    # -- checks shared by the operations ----------------------------------------------------------------------
+    @property
+    def _named(self) -> str:
+        return f"{self.location}: collection '{self.collection}'"
+
+    def _require(self) -> dict[str, int]:
+        """The collection's vector sizes; the one-line VectorStoreError when it has not been created yet."""
+        held = self._vector_sizes()
+        if held is None:
+            raise VectorStoreError(
+                f"{self.location}: no catalogue has been ingested into collection '{self.collection}' yet; "
+                "run `attribution-audit ingest MANIFEST.csv` with the same --embedder first"
+            )
+        return held
+
+    def _space_size(self, space: str, length: int | None = None, what: str = "") -> int:
+        """The vector size of a space the collection holds, checked against ``length`` (of ``what``) when given."""
+        held = self._require()
+        if space not in SPACES:
+            raise VectorStoreError(f"unknown vector space '{space}'; the spaces are {', '.join(SPACES)}")
+        if space not in held:
+            raise VectorStoreError(
+                f"{self._named} has no {space} vectors; ingest with --spaces {CONTENT},{space} first"
+            )
+        if length is not None and length != held[space]:
+            raise VectorStoreError(
+                f"{self._named} holds {held[space]}-d {space} vectors but {what} is {length}-d; "
+                "use the embedder the catalogue was ingested with"
+            )
+        return held[space]
+
+    def _records(self, *, with_vector: Selection, with_payload: Selection) -> Iterator[Any]:
+        """Every record of the collection page by page, in id order (checked to exist now, read as iterated)."""
+        self._require()
+        return self._pages(with_vector, with_payload)
+
+    def _pages(self, with_vector: Selection, with_payload: Selection) -> Iterator[Any]:
+        offset = None
+        while True:
+            records, offset = self._scroll(offset, SCROLL_PAGE, with_vector=with_vector, with_payload=with_payload)
+            yield from records
+            if offset is None or not records:
+                return
+
+    # -- engine primitives (called only once the collection exists, except _vector_sizes and _create) ---------
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the collection lives, as messages name it (a shard path, ``Qdrant at <url>``)."""
+
+    @abstractmethod
+    def _vector_sizes(self) -> dict[str, int] | None:
+        """{space: size} of the collection's named vectors; None when it has not been created."""
+
+    @abstractmethod
+    def _create(self, sizes: dict[str, int]) -> None:
+        """Create the collection with these named cosine vectors, the HNSW parameters and the artist index."""
+
+    def _add_space(self, space: str, size: int) -> bool:
+        """Add an empty named vector space to the existing collection; False where the engine cannot (default)."""
+        return False
+
+    @abstractmethod
+    def _upsert(self, points: Sequence[WorkPoint]) -> None:
+        """Write one batch of checked points."""
+
+    @abstractmethod
+    def _optimize(self) -> None:
+        """Bring the HNSW graph up to date."""
+
+    @abstractmethod
+    def _query(self, vector: list[float], space: str, limit: int, *, exact: bool, with_vectors: bool) -> list[Any]:
+        """The engine's scored points, best first, with payload."""
+
+    @abstractmethod
+    def _query_fused(self, query: FusedQuery, limit: int, *, with_vectors: bool) -> list[Any]:
+        """The engine's weighted RRF fusion of one prefetch per space, scored points best first, with payload."""
+
+    @abstractmethod
+    def _scroll(
+        self, offset: Any, limit: int, *, with_vector: Selection, with_payload: Selection
+    ) -> tuple[list[Any], Any]:
+        """One page of records in id order from ``offset`` (None: the first), and the next offset (None: done)."""
+
+    @abstractmethod
+    def _delete(self, point_ids: list[str]) -> None:
+        """Delete these (checked) ids."""
+
+    @abstractmethod
+    def _present(self, point_ids: list[str]) -> set[str]:
+        """Those of the (checked) ids the collection holds."""
+
+    @abstractmethod
+    def _count(self) -> int:
+        """Exact number of points."""
+
+    @abstractmethod
+    def _indexed_count(self) -> int:
+        """Number of vectors the HNSW graph indexes."""
+
+    @abstractmethod
+    def _version(self) -> str:
+        """See :meth:`content_version`."""

@@ -1,0 +1,227 @@
+"""Embedded default: Qdrant's own engine in-process (qdrant-edge), one on-disk shard per collection."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+from uuid import UUID
+
+from attribution_audit.errors import VectorStoreError
+from attribution_audit.store.vectors.base import (
+    CONTENT,
+    STYLE,
+    FusedQuery,
+    HnswParams,
+    Selection,
+    VectorStore,
+    WorkPoint,
+    point_vectors,
+)
+
+META_FILE = "attribution-audit.json"
+# The metadata key of each space's vector size (``dim`` predates named spaces).
+SIZE_KEYS = {CONTENT: "dim", STYLE: "style_dim"}
+
+
+class EdgeStore(VectorStore):
+    """A Qdrant Edge shard under ``root/collection``.
+
+    A shard can be open in one process at a time: the store takes an exclusive file lock, waiting up to
+    ``lock_timeout`` seconds for another process to finish, so concurrent CLI calls queue instead of failing.
+    The indexing thresholds are set to 1 KB so that the HNSW graph is always built (Qdrant's default builds
+    none below ~5k vectors of 512-d, which would silently make every search exact). The shard's recorded HNSW
+    parameters win over those given when it already exists; its style space can be added later.
+    """
+
+    kind = "qdrant-edge"
+
+    def __init__(
+        self, root: Path | str, collection: str, params: HnswParams | None = None, lock_timeout: float = 120.0
+    ) -> None:
+        super().__init__(collection, params)
+        self.path = Path(root) / collection
+        self._lock_timeout = lock_timeout
+        self._lock_file: IO[str] | None = None
+        self._shard: Any = None
+        self._sizes: dict[str, int] | None = None
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        if self._lock_file is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(self.path.parent / f"{self.collection}.lock", "w")  # noqa: SIM115
+        deadline = time.monotonic() + self._lock_timeout
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_file = lock_file
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    lock_file.close()
+                    raise VectorStoreError(
+                        f"{self.path}: the embedded Qdrant shard is busy in another process for over "
+                        f"{self._lock_timeout:g} s; wait for it to finish, or use a Qdrant server (--qdrant-url)"
+                    ) from None
+                time.sleep(0.05)
+
+    def _meta(self) -> dict[str, Any] | None:
+        meta = self.path / META_FILE
+        return json.loads(meta.read_text()) if meta.exists() else None
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        temporary = self.path / f"{META_FILE}.tmp"
+        temporary.write_text(json.dumps(meta, indent=2))
+        os.replace(temporary, self.path / META_FILE)
+
+    def _bump_epoch(self) -> None:
+        """Count writes, before they happen: any write (even one cut short) changes :meth:`content_version`."""
+        meta = self._meta() or {}
+        meta["epoch"] = int(meta.get("epoch", 0)) + 1
+        self._write_meta(meta)
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+            self._sizes = None
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- engine primitives ---------------------------------------------------------------------------------
+    def _vector_sizes(self) -> dict[str, int] | None:
+        """Opens the shard (taking the lock) on first use; None while nothing has been created at the path."""
+        if self._shard is None:
+            from qdrant_edge import EdgeShard
+
+            self._acquire_lock()
+            meta = self._meta()
+            if meta is None:
+                return None
+            self.params = HnswParams(**meta["hnsw"])
+            self._sizes = {space: int(meta[key]) for space, key in SIZE_KEYS.items() if meta.get(key)}
+            self._shard = EdgeShard.load(str(self.path))
+        return self._sizes
+
+    def _create(self, sizes: dict[str, int]) -> None:
+        from qdrant_edge import (
+            Distance,
+            EdgeConfig,
+            EdgeOptimizersConfig,
+            EdgeShard,
+            EdgeVectorParams,
+            HnswIndexConfig,
+            PayloadSchemaType,
+            UpdateOperation,
+        )
+
+        self._acquire_lock()
+        config = EdgeConfig(
+            vectors={space: EdgeVectorParams(size=size, distance=Distance.Cosine) for space, size in sizes.items()},
+            hnsw_config=HnswIndexConfig(m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1),
+            optimizers=EdgeOptimizersConfig(indexing_threshold=1, default_segment_number=1),
+        )
+        shard = EdgeShard.create(str(self.path), config)
+        shard.update(UpdateOperation.create_field_index("artist", PayloadSchemaType.Keyword))
+        self._write_meta(
+            {
+                **{key: sizes.get(space) for space, key in SIZE_KEYS.items()},
+                "hnsw": self.params.as_dict(),
+                "distance": "cosine",
+                "epoch": 0,
+            }
+        )
+        self._shard, self._sizes = shard, dict(sizes)
+
+    def _add_space(self, space: str, size: int) -> bool:
+        from qdrant_edge import Distance, UpdateOperation
+
+        self._shard.update(UpdateOperation.create_dense_vector(space, size, Distance.Cosine))
+        self._write_meta({**(self._meta() or {}), SIZE_KEYS[space]: size})
+        self._sizes = {**(self._sizes or {}), space: size}
+        return True
+
+    def _upsert(self, points: Sequence[WorkPoint]) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        self._bump_epoch()
+        batch = [Point(id=p.point_id, vector=point_vectors(p), payload=p.payload) for p in points]
+        self._shard.update(UpdateOperation.upsert_points(batch))
+
+    def _optimize(self) -> None:
+        self._shard.optimize()
+
+    def _query(self, vector: list[float], space: str, limit: int, *, exact: bool, with_vectors: bool) -> list[Any]:
+        from qdrant_edge import Query, QueryRequest, SearchParams
+
+        request = QueryRequest(
+            limit=limit,
+            query=Query.Nearest(vector, using=space),
+            with_payload=True,
+            with_vector=with_vectors,
+            params=SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
+        )
+        return list(self._shard.query(request))
+
+    def _query_fused(self, query: FusedQuery, limit: int, *, with_vectors: bool) -> list[Any]:
+        from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SearchParams
+
+        request = QueryRequest(
+            limit=limit,
+            prefetches=[
+                Prefetch(
+                    limit=query.prefetch,
+                    query=Query.Nearest(vector, using=space),
+                    params=SearchParams(hnsw_ef=self.params.hnsw_ef),
+                )
+                for space, vector in query.vectors.items()
+            ],
+            query=Fusion.Rrf(k=query.rrf_k, weights=query.weights),  # type: ignore[arg-type]  # the stub leaves Rrf out of Fusion
+            with_payload=True,
+            with_vector=with_vectors,
+        )
+        return list(self._shard.query(request))
+
+    def _scroll(
+        self, offset: Any, limit: int, *, with_vector: Selection, with_payload: Selection
+    ) -> tuple[list[Any], Any]:
+        from qdrant_edge import ScrollRequest
+
+        records, next_offset = self._shard.scroll(
+            ScrollRequest(offset=offset, limit=limit, with_payload=with_payload, with_vector=with_vector)
+        )
+        return list(records), next_offset
+
+    def _delete(self, point_ids: list[str]) -> None:
+        from qdrant_edge import UpdateOperation
+
+        ids: list[int | UUID | str] = list(point_ids)
+        self._bump_epoch()
+        self._shard.update(UpdateOperation.delete_points(ids))
+
+    def _present(self, point_ids: list[str]) -> set[str]:
+        return {str(r.id) for r in self._shard.retrieve(point_ids, with_payload=False, with_vector=False)}
+
+    def _count(self) -> int:
+        return int(self._shard.info().points_count)
+
+    def _indexed_count(self) -> int:
+        return int(self._shard.info().indexed_vectors_count)
+
+    def _version(self) -> str:
+        """The shard's write counter (bumped before every write) and its point count."""
+        epoch = (self._meta() or {}).get("epoch", 0)
+        return f"{self.collection}-epoch{epoch}-n{self._count()}"

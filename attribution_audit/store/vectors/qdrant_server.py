@@ -1,0 +1,172 @@
+"""Production: a Qdrant server (or cluster) through qdrant-client.
+
+``url=":memory:"`` selects qdrant-client's in-process mode. That mode is NumPy brute force (no HNSW) and exists
+here only so the tests can exercise this code path without a server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from attribution_audit.errors import VectorStoreError
+from attribution_audit.store.vectors.base import (
+    FusedQuery,
+    HnswParams,
+    Selection,
+    VectorStore,
+    WorkPoint,
+    point_vectors,
+)
+
+
+class ServerStore(VectorStore):
+    """A collection on a Qdrant server; HNSW thresholds set so the graph is always built. A server collection's
+    spaces are fixed at creation (ingest with every space wanted from the start)."""
+
+    kind = "qdrant-server"
+
+    def __init__(self, url: str, collection: str, params: HnswParams | None = None, api_key: str | None = None) -> None:
+        from qdrant_client import QdrantClient
+
+        super().__init__(collection, params)
+        self.url = url
+        self._sizes: dict[str, int] | None = None
+        if url == ":memory:":
+            self.kind, self.index_kind = "qdrant-local", "exact"
+            self._client = QdrantClient(location=":memory:")
+        else:
+            self._client = QdrantClient(url=url, api_key=api_key, timeout=30)
+
+    @property
+    def location(self) -> str:
+        return f"Qdrant at {self.url}"
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A client method called on this collection; any failure becomes one VectorStoreError line."""
+        try:
+            return fn(self.collection, *args, **kwargs)
+        except Exception as exc:  # connection refused, timeouts, HTTP errors: one line for the user
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise VectorStoreError(
+                f"{self.location}: {what} failed ({first_line}); check that the server is up and --qdrant-url is right"
+            ) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- engine primitives ---------------------------------------------------------------------------------
+    def _vector_sizes(self) -> dict[str, int] | None:
+        """Read once the collection exists, since a server collection's spaces are fixed."""
+        if self._sizes is None and self._call("listing collections", self._client.collection_exists):
+            vectors = self._call("reading the collection", self._client.get_collection).config.params.vectors
+            self._sizes = {name: p.size for name, p in vectors.items()} if isinstance(vectors, dict) else {}
+        return self._sizes
+
+    def _create(self, sizes: dict[str, int]) -> None:
+        from qdrant_client import models
+
+        self._call(
+            "creating the collection",
+            self._client.create_collection,
+            vectors_config={
+                space: models.VectorParams(size=size, distance=models.Distance.COSINE) for space, size in sizes.items()
+            },
+            hnsw_config=models.HnswConfigDiff(
+                m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1
+            ),
+            optimizers_config=models.OptimizersConfigDiff(indexing_threshold=1),
+        )
+        self._call(
+            "creating the artist index",
+            self._client.create_payload_index,
+            field_name="artist",
+            field_schema=models.PayloadSchemaType.KEYWORD,
+        )
+        self._sizes = dict(sizes)
+
+    def _upsert(self, points: Sequence[WorkPoint]) -> None:
+        from qdrant_client import models
+
+        batch = [models.PointStruct(id=p.point_id, vector=point_vectors(p), payload=p.payload) for p in points]
+        self._call("upserting points", self._client.upsert, points=batch, wait=True)
+
+    def _optimize(self) -> None:
+        """The server indexes in the background; upserts already waited for their segments."""
+
+    def _query(self, vector: list[float], space: str, limit: int, *, exact: bool, with_vectors: bool) -> list[Any]:
+        from qdrant_client import models
+
+        response = self._call(
+            "searching",
+            self._client.query_points,
+            query=vector,
+            using=space,
+            limit=limit,
+            with_payload=True,
+            with_vectors=with_vectors,
+            search_params=models.SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
+        )
+        return list(response.points)
+
+    def _query_fused(self, query: FusedQuery, limit: int, *, with_vectors: bool) -> list[Any]:
+        from qdrant_client import models
+
+        response = self._call(
+            "searching",
+            self._client.query_points,
+            prefetch=[
+                models.Prefetch(
+                    query=vector,
+                    using=space,
+                    limit=query.prefetch,
+                    params=models.SearchParams(hnsw_ef=self.params.hnsw_ef),
+                )
+                for space, vector in query.vectors.items()
+            ],
+            query=models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=query.weights)),
+            limit=limit,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return list(response.points)
+
+    def _scroll(
+        self, offset: Any, limit: int, *, with_vector: Selection, with_payload: Selection
+    ) -> tuple[list[Any], Any]:
+        records, next_offset = self._call(
+            "scrolling",
+            self._client.scroll,
+            offset=offset,
+            limit=limit,
+            with_payload=with_payload,
+            with_vectors=with_vector,
+        )
+        return list(records), next_offset
+
+    def _delete(self, point_ids: list[str]) -> None:
+        from qdrant_client import models
+
+        ids: list[models.ExtendedPointId] = list(point_ids)
+        self._call("deleting points", self._client.delete, points_selector=models.PointIdsList(points=ids), wait=True)
+
+    def _present(self, point_ids: list[str]) -> set[str]:
+        records = self._call(
+            "retrieving points", self._client.retrieve, ids=point_ids, with_payload=False, with_vectors=False
+        )
+        return {str(r.id) for r in records}
+
+    def _count(self) -> int:
+        return int(self._call("counting", self._client.count, exact=True).count)
+
+    def _indexed_count(self) -> int:
+        return int(self._call("reading the collection", self._client.get_collection).indexed_vectors_count or 0)
+
+    def _version(self) -> str:
+        """A digest of every point id and image hash: a server gives no cheaper change counter."""
+        digest = hashlib.sha256()
+        hashes = self.image_hashes()
+        for point_id in sorted(hashes):
+            digest.update(f"{point_id}:{hashes[point_id]};".encode())
+        return f"{self.collection}-{digest.hexdigest()[:16]}-n{len(hashes)}"
