@@ -31,7 +31,7 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from attribution_audit.exact import ExactIndex, build_exact_index, overlap_at_k
+from attribution_audit.store.exact import ExactIndex, build_exact_index, overlap_at_k
 
 START, END = markers("bench_exact")
 HEADING = "## Exact search vs HNSW (scripts/bench_exact.py)"

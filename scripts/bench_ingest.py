@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from benchlib import markers, provenance, write_section
 
-from attribution_audit.demo import make_demo_catalogue
 from attribution_audit.embedding import get_embedder
 from attribution_audit.embedding.efficientnet import preprocess
-from attribution_audit.images import load_image
-from attribution_audit.vectorstore.base import WorkPoint
-from attribution_audit.vectorstore.qdrant_edge import EdgeStore
+from attribution_audit.sources.images import load_image
+from attribution_audit.sources.synthetic import make_demo_catalogue
+from attribution_audit.store.vectors.base import WorkPoint
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
 NAME = "bench_ingest"
 
@@ -121,7 +121,7 @@ def main() -> None:
         "",
         *provenance(("torch", "qdrant-edge-py", "pillow")),
         "",
-        "Synthetic 256x256 PNG works (`attribution_audit.demo`), efficientnet-lite0 on CPU, batch "
+        "Synthetic 256x256 PNG works (`attribution_audit.sources.synthetic`), efficientnet-lite0 on CPU, batch "
         f"{args.batch_size}, 2 decoding threads. *forward*: the model alone on ready tensors; *embed*: "
         "`Embedder.embed` on decoded images (preprocessing included); *pipeline*: `attribution-audit ingest` "
         "(decode, embed, upsert, audit-DB writes, HNSW build) by the CLI's own timer, and *wall* including process "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchlib import markers, provenance, write_section
 
-from attribution_audit.demo import make_demo_catalogue
+from attribution_audit.sources.synthetic import make_demo_catalogue
 
 NAME = "bench_spaces"
 

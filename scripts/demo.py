@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from attribution_audit.demo import make_demo_catalogue
+from attribution_audit.sources.synthetic import make_demo_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"

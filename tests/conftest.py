@@ -1,24 +1,42 @@
-"""Shared fixtures: throwaway audit databases (SQLite file and a fresh PostgreSQL database), demo catalogue."""
+"""Shared fixtures: throwaway audit databases (SQLite file and PostgreSQL, copied from a database migrated once per
+session), the audit store over them, the packaged model loaded once, one CLI runner, the demo catalogue.
+
+Which fixture to use:
+- ``sqlite_audit`` / ``sqlite_db``: tests whose behaviour does not depend on the database (most of them);
+- ``audit`` / ``fresh_db`` / ``database_url``: tests of database behaviour (locks, triggers, SQL, types), run once on
+  SQLite and once on PostgreSQL;
+- ``cli``: the real CLI in-process, on a SQLite log in the test's folder (``cli_on(url)`` for another database).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner, Result
 
-from attribution_audit.audit.db import create_db_engine, upgrade
-from attribution_audit.demo import DemoCatalogue, make_demo_catalogue
+from attribution_audit.cli import app
+from attribution_audit.embedding.base import Embedder
+from attribution_audit.services.wiring import load_embedder
+from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.database import create_db_engine, upgrade
 
 POSTGRES_URL = os.environ.get(
     "ATTRIBUTION_AUDIT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+EMBEDDER = "efficientnet-lite0"  # the packaged offline model
 
 
+# -- databases ---------------------------------------------------------------------------------------------------
 def _postgres_admin() -> Engine | None:
     engine = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
     try:
@@ -41,15 +59,49 @@ def postgres_admin() -> Iterator[Engine]:
     engine.dispose()
 
 
+def _pg_url(name: str) -> str:
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _create_pg_database(admin: Engine, template: str | None = None) -> str:
+    name = f"aa_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    return name
+
+
+def _drop_pg_database(admin: Engine, name: str) -> None:
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
 def postgres_url(postgres_admin: Engine) -> Iterator[str]:
     """URL of a new, empty PostgreSQL database, dropped after the test."""
-    name = f"aa_test_{uuid.uuid4().hex[:12]}"
-    with postgres_admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    with postgres_admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    name = _create_pg_database(postgres_admin)
+    yield _pg_url(name)
+    _drop_pg_database(postgres_admin, name)
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_admin: Engine) -> Iterator[str]:
+    """A PostgreSQL database migrated once; tests get copies (CREATE DATABASE ... TEMPLATE)."""
+    name = _create_pg_database(postgres_admin)
+    engine = create_db_engine(_pg_url(name))
+    upgrade(engine)
+    engine.dispose()
+    yield name
+    _drop_pg_database(postgres_admin, name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite audit file migrated once; tests get copies."""
+    path = tmp_path_factory.mktemp("template") / "audit.sqlite"
+    engine = create_db_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -57,18 +109,133 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty (unmigrated) audit database URL, once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'audit.sqlite'}"
-    return request.getfixturevalue("postgres_url")
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def _migrated_sqlite(template: Path, folder: Path) -> str:
+    path = folder / "audit.sqlite"
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
-def fresh_db(database_url: str) -> Iterator[Engine]:
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """URL of a migrated SQLite audit file of this test."""
+    return _migrated_sqlite(sqlite_template, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a migrated audit database of this test, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield _migrated_sqlite(request.getfixturevalue("sqlite_template"), tmp_path)
+        return
+    admin: Engine = request.getfixturevalue("postgres_admin")
+    name = _create_pg_database(admin, template=request.getfixturevalue("postgres_template"))
+    yield _pg_url(name)
+    _drop_pg_database(admin, name)
+
+
+@pytest.fixture
+def fresh_db(migrated_url: str) -> Iterator[Engine]:
     """A migrated throwaway audit database (SQLite and PostgreSQL)."""
-    engine = create_db_engine(database_url)
-    upgrade(engine)
+    engine = create_db_engine(migrated_url)
     yield engine
     engine.dispose()
 
 
+@pytest.fixture
+def sqlite_db(sqlite_url: str) -> Iterator[Engine]:
+    """A migrated throwaway SQLite audit database, for tests the database kind does not matter to."""
+    engine = create_db_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def audit(fresh_db: Engine) -> AuditStore:
+    """The audit store over a migrated database (SQLite and PostgreSQL)."""
+    return AuditStore(fresh_db)
+
+
+@pytest.fixture
+def sqlite_audit(sqlite_db: Engine) -> AuditStore:
+    """The audit store over a migrated SQLite database."""
+    return AuditStore(sqlite_db)
+
+
+# -- the model and the CLI ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The packaged offline model, loaded once per test session (the CLI's in-process calls reuse it too)."""
+    return load_embedder(EMBEDDER)
+
+
+@dataclass
+class Cli:
+    """The real CLI, in-process, on one data dir and audit database; ``code`` is the exit code expected."""
+
+    data_dir: Path
+    database_url: str
+    runner: CliRunner
+
+    def __call__(self, *args: str, code: int | None = 0) -> Result:
+        result = self.runner.invoke(app, ["--data-dir", str(self.data_dir), "--database-url", self.database_url, *args])
+        if code is not None:
+            assert result.exit_code == code, result.output + repr(result.exception)
+        return result
+
+    def engine(self) -> Engine:
+        return create_db_engine(self.database_url)
+
+    def restore(self, ingested: Ingested) -> None:
+        """Give this CLI's data dir and SQLite log the ingested catalogue, as copies the test may change."""
+        shutil.copytree(ingested.data_dir, self.data_dir)
+        source = sqlite3.connect(ingested.database)
+        target = sqlite3.connect(str(make_url(self.database_url).database))
+        try:
+            source.backup(target)  # the committed state, WAL included
+        finally:
+            source.close()
+            target.close()
+
+    def audit(self) -> AuditStore:
+        return AuditStore(self.engine())
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """A data dir and SQLite audit log with a catalogue ingested by the CLI (tests get copies: ``Cli.restore``)."""
+
+    data_dir: Path
+    database: Path
+    printed: str  # what `ingest` printed
+
+
+def ingest_once(root: Path, template: Path, manifest: Path) -> Ingested:
+    """Run the real ``ingest`` of ``manifest`` once into a data dir and SQLite log under ``root`` (a module fixture
+    then hands copies to its tests, instead of embedding the catalogue for each test)."""
+    database = root / "audit.sqlite"
+    shutil.copyfile(template, database)
+    cli = Cli(root / "data", f"sqlite:///{database}", CliRunner())
+    printed = cli("ingest", str(manifest), "--embedder", EMBEDDER).stdout
+    return Ingested(cli.data_dir, database, printed)
+
+
+@pytest.fixture
+def cli_on(tmp_path: Path) -> Callable[[str], Cli]:
+    """A CLI on the given database URL (unmigrated ones need ``db upgrade`` first). A command that needs the model
+    loads it once per session (``services.wiring.load_embedder``)."""
+    return lambda url: Cli(tmp_path / "data", url, CliRunner())
+
+
+@pytest.fixture
+def cli(cli_on: Callable[[str], Cli], sqlite_url: str) -> Cli:
+    """The CLI on a migrated SQLite audit log in the test's folder."""
+    return cli_on(sqlite_url)
+
+
+# -- data --------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def demo_catalogue(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalogue:
     """The synthetic demo catalogue: 6 artists x 8 works, one generated query per artist."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from attribution_audit.audit.models import AttributionRequest
+from attribution_audit.store.models import AttributionRequest
 
 
 def request_row(label: str, **fields: Any) -> AttributionRequest:

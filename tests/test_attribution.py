@@ -7,37 +7,30 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EMBEDDER, Cli
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner, Result
 
-from attribution_audit.attribution import (
-    Attribution,
-    AttributionParams,
-    Attributor,
-    Outcome,
-    apply_k_policy,
-    diff_attributions,
-    load_request,
-    rerank,
-    verify_rate,
-)
-from attribution_audit.audit import chain
-from attribution_audit.audit.db import create_db_engine, upgrade
-from attribution_audit.audit.models import AttributionRequest, RecallCheck
-from attribution_audit.audit.repository import get_attribution, verify_recall
-from attribution_audit.cli import app
-from attribution_audit.demo import DemoCatalogue
+from attribution_audit.domain.indicators import artist_entropy, artist_margin, confidence_score
+from attribution_audit.domain.params import AttributionParams, verify_rate
+from attribution_audit.domain.points import Hit, WorkPoint, point_id_for
+from attribution_audit.domain.ranking import apply_k_policy, rerank
+from attribution_audit.domain.results import Attribution, Outcome, diff_attributions
+from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
-from attribution_audit.metrics import artist_entropy, artist_margin, confidence_score
-from attribution_audit.vectorstore import Hit, WorkPoint, point_id_for
-from attribution_audit.vectorstore.qdrant_edge import EdgeStore
+from attribution_audit.services.attribution import Attributor
+from attribution_audit.services.audit_log import get_attribution
+from attribution_audit.services.recall import verify_recall
+from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.models import AttributionRequest, RecallCheck
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
 N, DIM, CLUSTERS = 300, 32, 6
 CATALOGUE = "cat-test"
@@ -91,9 +84,9 @@ def make_catalogue(root: Path, seed: int = 1234) -> VectorCatalogue:
     return VectorCatalogue(store, vectors, work_ids, artists)
 
 
-def make_attributor(engine: Engine, store: EdgeStore, tmp_path: Path, seed: int | None = None) -> Attributor:
+def make_attributor(audit: AuditStore, store: EdgeStore, tmp_path: Path, seed: int | None = None) -> Attributor:
     return Attributor(
-        engine,
+        audit,
         store,
         embedder_name="test",
         embedder_fingerprint="test@0",
@@ -123,23 +116,21 @@ def queries(catalogue: VectorCatalogue) -> np.ndarray:
     return make_queries(catalogue)
 
 
-@pytest.fixture(scope="module")
-def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """One migrated SQLite log for tests that only compute (nothing recorded)."""
-    engine = create_db_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 'audit.sqlite'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def computer(sqlite_audit: AuditStore, catalogue: VectorCatalogue, tmp_path: Path) -> Attributor:
+    """An Attributor over the shared catalogue, logging to SQLite (for tests of the attribution logic)."""
+    return make_attributor(sqlite_audit, catalogue.store, tmp_path)
 
 
 @pytest.fixture
-def computer(sqlite_db: Engine, catalogue: VectorCatalogue, tmp_path: Path) -> Attributor:
-    return make_attributor(sqlite_db, catalogue.store, tmp_path)
+def attributor(audit: AuditStore, catalogue: VectorCatalogue, tmp_path: Path) -> Attributor:
+    """The same, logging once to SQLite and once to PostgreSQL (for what the database must keep exactly)."""
+    return make_attributor(audit, catalogue.store, tmp_path)
 
 
-@pytest.fixture
-def attributor(fresh_db: Engine, catalogue: VectorCatalogue, tmp_path: Path) -> Attributor:
-    return make_attributor(fresh_db, catalogue.store, tmp_path)
+def qv(vector: np.ndarray) -> QueryVectors:
+    """A content-space query."""
+    return QueryVectors(vector)
 
 
 def ids_of(outcome: Outcome | Attribution) -> list[str]:
@@ -227,7 +218,7 @@ def test_neighbours_equal_numpy_brute_force(
 ) -> None:
     by_id = dict(zip(catalogue.point_ids, catalogue.artists, strict=True))
     for query in queries:
-        outcome = computer.compute(query, AttributionParams(k=10, exact_method=method))
+        outcome = computer.compute(qv(query), AttributionParams(k=10, exact_method=method))
         expected_ids, expected_sims = catalogue.brute_top(query, 10)
         assert ids_of(outcome) == expected_ids
         sims = np.array([n.similarity for n in outcome.neighbours])
@@ -244,7 +235,7 @@ def test_neighbours_equal_numpy_brute_force(
 
 def test_indicators_match_the_neighbours(computer: Attributor, queries: np.ndarray) -> None:
     for query in queries:
-        outcome = computer.compute(query, AttributionParams(k=10, shares="similarity"))
+        outcome = computer.compute(qv(query), AttributionParams(k=10, shares="similarity"))
         artists = [n.artist for n in outcome.neighbours]
         assert outcome.features["entropy"] == artist_entropy(artists)
         assert outcome.features["nn_distance"] == outcome.neighbours[0].distance
@@ -266,49 +257,49 @@ def test_max_distance_keeps_only_close_works_and_at_most_k(
     cut = float(distances[3] + distances[4]) / 2  # between the 4th and the 5th nearest work
     assert distances[4] - distances[3] > 1e-5, "pick a query whose 4th and 5th distances differ"
 
-    within = computer.compute(query, AttributionParams(k=10, max_distance=cut))
+    within = computer.compute(qv(query), AttributionParams(k=10, max_distance=cut))
     assert len(within.neighbours) == 4
     assert all(n.distance <= cut for n in within.neighbours)
     assert ids_of(within) == catalogue.brute_top(query, 4)[0]
     assert within.overlap_at_k == 1.0  # the exact top-K gets the same policy
     assert sum(round(n.share * 1e6) for n in within.neighbours) == 1_000_000
 
-    capped = computer.compute(query, AttributionParams(k=3, max_distance=cut))
+    capped = computer.compute(qv(query), AttributionParams(k=3, max_distance=cut))
     assert ids_of(capped) == catalogue.brute_top(query, 3)[0]
-    loose = computer.compute(query, AttributionParams(k=5, max_distance=2.0))
+    loose = computer.compute(qv(query), AttributionParams(k=5, max_distance=2.0))
     assert len(loose.neighbours) == 5
 
 
 def test_no_work_within_max_distance_is_recorded_with_zero_confidence(
-    attributor: Attributor, queries: np.ndarray
+    computer: Attributor, queries: np.ndarray
 ) -> None:
     params = AttributionParams(k=5, max_distance=0.0)
-    outcome = attributor.compute(queries[-1], params)  # a random direction: no work at distance 0
+    outcome = computer.compute(qv(queries[-1]), params)  # a random direction: no work at distance 0
     assert outcome.neighbours == [] and outcome.overlap_at_k == 1.0
-    result = attributor.record("empty.png", SHA, queries[-1], params, outcome)
+    result = computer.record("empty.png", SHA, qv(queries[-1]), params, outcome)
     assert result.neighbours == [] and result.artist_shares == {}
     assert result.top_artist is None and result.top_artist_share is None and result.nn_distance is None
     assert result.confidence == 0.0 and result.confidence_model == "default-v1"
-    assert chain.verify_chain(attributor.engine).ok
+    assert computer.audit.requests.verify_chain().ok
 
 
 # -- verify modes ------------------------------------------------------------------------------------------------------
-def test_verify_off_records_no_overlap(attributor: Attributor, queries: np.ndarray) -> None:
+def test_verify_off_records_no_overlap(computer: Attributor, queries: np.ndarray) -> None:
     params = AttributionParams(k=10, verify="off")
-    outcome = attributor.compute(queries[0], params)
+    outcome = computer.compute(qv(queries[0]), params)
     assert outcome.overlap_at_k is None and outcome.exact_method is None
-    assert outcome.catalogue_version == attributor.store.content_version()
-    result = attributor.record("q.png", SHA, queries[0], params, outcome)
-    assert get_attribution(attributor.engine, result.request_id).overlap_at_k is None
+    assert outcome.catalogue_version == computer.store.content_version()
+    result = computer.record("q.png", SHA, qv(queries[0]), params, outcome)
+    assert get_attribution(computer.audit, result.request_id).overlap_at_k is None
 
 
 def test_verify_sample_checks_some_requests_reproducibly(
-    sqlite_db: Engine, catalogue: VectorCatalogue, queries: np.ndarray, tmp_path: Path
+    sqlite_audit: AuditStore, catalogue: VectorCatalogue, queries: np.ndarray, tmp_path: Path
 ) -> None:
     def verified(mode: str, seed: int) -> list[bool]:
-        attributor = make_attributor(sqlite_db, catalogue.store, tmp_path, seed=seed)
+        attributor = make_attributor(sqlite_audit, catalogue.store, tmp_path, seed=seed)
         params = AttributionParams(k=5, verify=mode)
-        return [attributor.compute(queries[i % len(queries)], params).overlap_at_k is not None for i in range(40)]
+        return [attributor.compute(qv(queries[i % len(queries)]), params).overlap_at_k is not None for i in range(40)]
 
     pattern = verified("sample:0.5", seed=3)
     assert 0 < sum(pattern) < 40
@@ -318,15 +309,25 @@ def test_verify_sample_checks_some_requests_reproducibly(
 
 
 # -- the audit record --------------------------------------------------------------------------------------------------
-def test_record_round_trips_through_the_audit_log(attributor: Attributor, queries: np.ndarray) -> None:
-    engine = attributor.engine
-    params = AttributionParams(k=7, shares="similarity", temperature=0.05)
-    outcome = attributor.compute(queries[1], params)
-    result = attributor.record("gen/q1.png", SHA, queries[1], params, outcome)
+def stored_query_vector(engine: Engine, request_id: str) -> np.ndarray:
+    """The query vector as written in the request row."""
+    with Session(engine) as session:
+        raw = session.scalar(select(AttributionRequest.query_vector).where(AttributionRequest.id == request_id))
+    assert raw is not None
+    return np.frombuffer(raw, "<f4")
 
-    stored = get_attribution(engine, result.request_id)
+
+def test_record_round_trips_through_the_audit_log(attributor: Attributor, queries: np.ndarray) -> None:
+    """Every value of a request reads back exactly as recorded (types, floats, JSON, timestamps: both databases)."""
+    audit = attributor.audit
+    params = AttributionParams(k=7, shares="similarity", temperature=0.05)
+    outcome = attributor.compute(qv(queries[1]), params)
+    result = attributor.record("gen/q1.png", SHA, qv(queries[1]), params, outcome)
+
+    stored = get_attribution(audit, result.request_id)
     assert stored == result
-    assert Attribution.from_record(load_request(engine, result.request_id)) == result
+    recorded = audit.requests.get_with_vectors(result.request_id)
+    assert recorded.attribution == result
     assert stored.seq == 1 and re.fullmatch(r"[0-9a-f]{64}", stored.record_hash)
     assert stored.image == "gen/q1.png" and stored.image_sha256 == SHA
     assert stored.neighbours == outcome.neighbours
@@ -344,18 +345,19 @@ def test_record_round_trips_through_the_audit_log(attributor: Attributor, querie
     assert stored.index_params == attributor.store.index_info()
     assert AttributionParams(**stored.parameters) == params
     assert stored.k == 7 and stored.replay_of is None
-    assert np.array_equal(np.frombuffer(load_request(engine, result.request_id).query_vector, "<f4"), queries[1])
+    assert np.array_equal(stored_query_vector(audit.engine, result.request_id), queries[1])
+    assert np.array_equal(recorded.vectors.content, queries[1]) and recorded.vectors.style is None
     json.dumps(stored.as_json())  # the --json form is serialisable
 
-    second = attributor.record("gen/q2.png", SHA, queries[2], params, attributor.compute(queries[2], params))
+    second = attributor.record("gen/q2.png", SHA, qv(queries[2]), params, attributor.compute(qv(queries[2]), params))
     assert second.seq == 2
-    report = chain.verify_chain(engine)
+    report = audit.requests.verify_chain()
     assert report.ok and report.checked == 2 and report.head_hash == second.record_hash
 
 
-def test_get_attribution_of_unknown_id_raises(attributor: Attributor) -> None:
+def test_get_attribution_of_unknown_id_raises(sqlite_audit: AuditStore) -> None:
     with pytest.raises(NotFoundError, match="no attribution request"):
-        get_attribution(attributor.engine, "00000000-0000-0000-0000-000000000000")
+        get_attribution(sqlite_audit, "00000000-0000-0000-0000-000000000000")
 
 
 def hand_store(root: Path, works: list[tuple[str, str, float]]) -> EdgeStore:
@@ -376,7 +378,7 @@ def hand_store(root: Path, works: list[tuple[str, str, float]]) -> EdgeStore:
     return store
 
 
-def test_hand_case_top_artist_margin_and_entropy(fresh_db: Engine, tmp_path: Path) -> None:
+def test_hand_case_top_artist_margin_and_entropy(sqlite_audit: AuditStore, tmp_path: Path) -> None:
     store = hand_store(
         tmp_path,
         [
@@ -389,8 +391,8 @@ def test_hand_case_top_artist_margin_and_entropy(fresh_db: Engine, tmp_path: Pat
         ],
     )
     try:
-        attributor = make_attributor(fresh_db, store, tmp_path)
-        query = np.eye(DIM, dtype=np.float32)[0]
+        attributor = make_attributor(sqlite_audit, store, tmp_path)
+        query = qv(np.eye(DIM, dtype=np.float32)[0])
 
         params = AttributionParams(k=4)
         result = attributor.record("hand.png", SHA, query, params, attributor.compute(query, params))
@@ -412,62 +414,63 @@ def test_hand_case_top_artist_margin_and_entropy(fresh_db: Engine, tmp_path: Pat
         assert list(tie.artist_shares.items()) == [("Amy", 0.5), ("Zed", 0.5)]
         assert tie.top_artist == "Zed" and tie.top_artist_share == 0.5
         assert tie.entropy == 1.0
-        assert chain.verify_chain(fresh_db).ok
+        assert sqlite_audit.requests.verify_chain().ok
     finally:
         store.close()
 
 
 # -- recall checks -----------------------------------------------------------------------------------------------------
 def test_verify_recall_checks_each_unverified_request_once(attributor: Attributor, queries: np.ndarray) -> None:
-    engine = attributor.engine
+    """Which requests are still unverified is one SQL query (a join and NOT EXISTS): both databases."""
+    audit = attributor.audit
     unverified = []
     for i, params in enumerate(
         [AttributionParams(k=10, verify="off")] * 3 + [AttributionParams(k=5, verify="off", shares="similarity")] * 2
     ):
         unverified.append(
-            attributor.record(f"q{i}.png", SHA, queries[i], params, attributor.compute(queries[i], params))
+            attributor.record(f"q{i}.png", SHA, qv(queries[i]), params, attributor.compute(qv(queries[i]), params))
         )
     params = AttributionParams(k=10)
-    attributor.record("v.png", SHA, queries[6], params, attributor.compute(queries[6], params))
+    attributor.record("v.png", SHA, qv(queries[6]), params, attributor.compute(qv(queries[6]), params))
 
     summary = verify_recall(attributor)
     assert summary.checked == 5 and summary.mean_overlap == 1.0 and summary.below_one == 0
     again = verify_recall(attributor)
     assert again.checked == 0 and again.mean_overlap is None
 
-    with Session(engine) as session:
+    with Session(audit.engine) as session:
         checks = session.scalars(select(RecallCheck)).all()
     assert sorted(c.request_id for c in checks) == sorted(r.request_id for r in unverified)
     assert {c.overlap_at_k for c in checks} == {1.0}
     assert {c.exact_method for c in checks} == {"brute"}
     assert {c.catalogue_version for c in checks} == {attributor.store.content_version()}
     # The audit rows themselves are not modified, and the chain still verifies.
-    assert all(get_attribution(engine, r.request_id) == r for r in unverified)
-    report = chain.verify_chain(engine)
+    assert all(get_attribution(audit, r.request_id) == r for r in unverified)
+    report = audit.requests.verify_chain()
     assert report.ok and report.checked == 6
 
 
 # -- replay ------------------------------------------------------------------------------------------------------------
-def test_replay_on_an_unchanged_index_has_no_differences(attributor: Attributor, queries: np.ndarray) -> None:
+def test_replay_on_an_unchanged_index_has_no_differences(computer: Attributor, queries: np.ndarray) -> None:
     params = AttributionParams(k=8, shares="similarity")
-    original = attributor.record("q.png", SHA, queries[3], params, attributor.compute(queries[3], params))
-    before, after = attributor.replay(original.request_id)
+    original = computer.record("q.png", SHA, qv(queries[3]), params, computer.compute(qv(queries[3]), params))
+    before, after = computer.replay(original.request_id)
     assert before == original
     assert after.replay_of == original.request_id and after.request_id != original.request_id
     assert after.seq == 2 and after.parameters == original.parameters
     assert diff_attributions(before, after) == []
     with pytest.raises(NotFoundError):
-        attributor.replay("no-such-request")
+        computer.replay("no-such-request")
 
 
-def test_replay_after_a_new_close_work_shows_it(fresh_db: Engine, tmp_path: Path) -> None:
+def test_replay_after_a_new_close_work_shows_it(sqlite_audit: AuditStore, tmp_path: Path) -> None:
     catalogue = make_catalogue(tmp_path / "own")
     try:
         store = catalogue.store
-        attributor = make_attributor(fresh_db, store, tmp_path)
+        attributor = make_attributor(sqlite_audit, store, tmp_path)
         query = make_queries(catalogue)[0]
         params = AttributionParams(k=5)
-        original = attributor.record("q.png", SHA, query, params, attributor.compute(query, params))
+        original = attributor.record("q.png", SHA, qv(query), params, attributor.compute(qv(query), params))
         old_version = original.catalogue_version
         assert original.top_artist != "Newcomer"
 
@@ -500,36 +503,18 @@ def test_replay_after_a_new_close_work_shows_it(fresh_db: Engine, tmp_path: Path
         # The exact-index cache was rebuilt for the new content and the stale version dropped.
         cached = tmp_path / "exact" / COLLECTION / "brute"
         assert sorted(p.name for p in cached.iterdir()) == [after.catalogue_version]
-        assert chain.verify_chain(fresh_db).ok
+        assert sqlite_audit.requests.verify_chain().ok
     finally:
         catalogue.store.close()
 
 
 # -- the CLI end to end, real embedder ---------------------------------------------------------------------------------
-EMBEDDER = ["--embedder", "efficientnet-lite0"]
-
-
-@pytest.fixture
-def cli(tmp_path: Path, database_url: str) -> Callable[..., Result]:
-    runner = CliRunner()
-    base = ["--data-dir", str(tmp_path / "data"), "--database-url", database_url]
-
-    def run(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(app, [*base, *args])
-        assert result.exit_code == code, result.output + str(result.exception)
-        return result
-
-    return run
-
-
-def test_cli_attribute_verify_replay_recall(
-    cli: Callable[..., Result], demo_catalogue: DemoCatalogue, database_url: str
-) -> None:
-    cli("db", "upgrade")
-    cli("ingest", str(demo_catalogue.manifest), *EMBEDDER)
+def test_cli_attribute_verify_replay_recall(cli: Cli, demo_catalogue: DemoCatalogue) -> None:
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder)
 
     query = str(demo_catalogue.queries[0].path)
-    printed = cli("attribute", query, "--json", "--k", "5", "--shares", "similarity", *EMBEDDER).stdout
+    printed = cli("attribute", query, "--json", "--k", "5", "--shares", "similarity", *embedder).stdout
     [record] = json.loads(printed)
     assert record["overlap_at_k"] == 1.0
     assert isinstance(record["margin"], float) and record["margin"] >= 0
@@ -545,12 +530,12 @@ def test_cli_attribute_verify_replay_recall(
     replayed = cli("audit", "replay", record["request_id"]).stdout
     assert f"of {record['request_id']}" in replayed and "no differences" in replayed
 
-    cli("attribute", str(demo_catalogue.queries[1].path), "--verify", "off", *EMBEDDER)
+    cli("attribute", str(demo_catalogue.queries[1].path), "--verify", "off", *embedder)
     assert "efficientnet-lite0: 1 checked, mean overlap@K 1.0000, 0 below 1.0" in cli("audit", "verify-recall").stdout
     assert "nothing to check" in cli("audit", "verify-recall").stdout
     assert "chain OK: 3 records" in cli("audit", "verify").stdout
 
-    engine = create_db_engine(database_url)
+    engine = cli.engine()
     try:
         assert count(engine, AttributionRequest) == 3 and count(engine, RecallCheck) == 1
     finally:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+from multiprocessing.context import ForkServerContext, SpawnContext
 
 import pytest
 from dbtools import request_row, superuser_edit
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from attribution_audit.audit import chain
-from attribution_audit.audit.db import create_db_engine
-from attribution_audit.audit.models import (
+from attribution_audit.store import chain
+from attribution_audit.store.database import create_db_engine
+from attribution_audit.store.models import (
     AttributionArtistShare,
     AttributionMetrics,
     AttributionNeighbour,
@@ -19,6 +21,7 @@ from attribution_audit.audit.models import (
 )
 
 WRITERS, PER_WRITER = 8, 25
+TIMEOUT_FACTOR = float(os.environ.get("ATTRIBUTION_AUDIT_TEST_TIMEOUT_FACTOR", "1"))
 
 
 def synthetic_request(label: str) -> AttributionRequest:
@@ -114,15 +117,31 @@ def test_verify_detects_a_removed_record(fresh_db: Engine) -> None:
     assert not report.ok and report.broken_seq == 3 and "sequence gap" in (report.reason or "")
 
 
+def writer_processes() -> SpawnContext | ForkServerContext:
+    """Separate processes that start fast: forked from a fork server that has imported the database code once
+    (spawn, where there is no fork server, starts each from scratch)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pytest", "sqlalchemy.orm", "attribution_audit.store.chain", "dbtools"])
+    return context
+
+
 def test_concurrent_writers_leave_one_linear_chain(fresh_db: Engine) -> None:
     url = fresh_db.url.render_as_string(hide_password=False)
-    context = multiprocessing.get_context("spawn")
+    context = writer_processes()
     workers = [context.Process(target=_writer, args=(url, f"w{i}")) for i in range(WRITERS)]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join(timeout=300)
-        assert worker.exitcode == 0
+    try:
+        for worker in workers:
+            worker.join(timeout=300 * TIMEOUT_FACTOR)
+            assert worker.exitcode == 0
+    finally:
+        for worker in workers:  # a failed or hung writer must not outlive the test
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
     report = chain.verify_chain(fresh_db)
     assert report.ok, report
     assert report.checked == WRITERS * PER_WRITER

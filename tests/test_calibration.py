@@ -4,32 +4,38 @@ round trip (fit -> stored model -> later requests record and use it) with the re
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EMBEDDER
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from attribution_audit.attribution import AttributionParams, Attributor
-from attribution_audit.audit.db import session_scope
-from attribution_audit.audit.models import AttributionRequest, CalibrationModel
-from attribution_audit.calibrate import calibrate
-from attribution_audit.calibration import FEATURES, LogisticModel, confidence, fit_logistic, latest_model
-from attribution_audit.catalogue.ingest import ingest_manifest
 from attribution_audit.config import Settings, load_settings
-from attribution_audit.demo import DemoCatalogue
-from attribution_audit.embedding import get_embedder
+from attribution_audit.domain.confidence import FEATURES, LogisticModel, confidence, fit_logistic
+from attribution_audit.domain.indicators import confidence_score
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.points import WorkPoint, point_id_for
+from attribution_audit.domain.spaces import QueryVectors
+from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, ManifestError
-from attribution_audit.images import load_image
-from attribution_audit.labelled import read_labelled
-from attribution_audit.metrics import auroc, confidence_score
-from attribution_audit.runtime import open_attributor
-from attribution_audit.vectorstore import WorkPoint, open_store, point_id_for
-from attribution_audit.vectorstore.qdrant_edge import EdgeStore
+from attribution_audit.evaluation.metrics import auroc
+from attribution_audit.services.attribution import Attributor
+from attribution_audit.services.calibrate import calibrate
+from attribution_audit.services.ingest import ingest_source
+from attribution_audit.services.wiring import open_attributor
+from attribution_audit.sources.images import load_image
+from attribution_audit.sources.labelled import read_labelled
+from attribution_audit.sources.manifest import open_source
+from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.models import AttributionRequest, CalibrationModel
+from attribution_audit.store.vectors import open_store
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
-EMBEDDER = "efficientnet-lite0"
 TRUE_COEF = np.array([-4.0, -5.0, 20.0])  # per unit of entropy, nn_distance, margin (the order of FEATURES)
 
 
@@ -128,36 +134,35 @@ def test_auroc_hand_cases(scores: list[float], labels: list[bool], expected: flo
 
 
 # -- stored models -----------------------------------------------------------------------------------------------------
-def store_model(engine: Engine, model: LogisticModel, fingerprint: str) -> int:
-    row = CalibrationModel(
+def store_model(audit: AuditStore, model: LogisticModel, fingerprint: str) -> str:
+    """Store a fitted model as ``calibrate`` does; its recorded name."""
+    return audit.evaluations.add_calibration(
+        model,
         embedder_fingerprint=fingerprint,
         labelled_path="/labelled.csv",
         labelled_sha256="0" * 64,
-        features=model.as_json(),
         n_samples=400,
         n_positive=200,
         fit_metrics={},
     )
-    with session_scope(engine) as session:
-        session.add(row)
-        session.flush()
-        return row.id
 
 
 def test_latest_model_is_the_newest_for_the_embedder_and_is_used_by_new_attributors(
-    fresh_db: Engine, tmp_path: Path
+    audit: AuditStore, tmp_path: Path
 ) -> None:
+    """Both databases: the model's floats must read back exactly from JSON (JSONB on PostgreSQL)."""
     x, y, _ = synthetic()
     old, new = fit_logistic(x[:200], y[:200]), fit_logistic(x, y)
-    assert latest_model(fresh_db, "test@0") is None
-    store_model(fresh_db, old, "test@0")
-    newest = store_model(fresh_db, new, "test@0")
-    other = store_model(fresh_db, old, "other@0")
+    calibrations = audit.evaluations
+    assert calibrations.latest_calibration("test@0") is None
+    store_model(audit, old, "test@0")
+    newest = store_model(audit, new, "test@0")
+    other = store_model(audit, old, "other@0")
 
-    loaded = latest_model(fresh_db, "test@0")
-    assert loaded is not None and loaded.name == f"logistic-v{newest}"
+    loaded = calibrations.latest_calibration("test@0")
+    assert loaded is not None and loaded.name == newest
     assert (loaded.mean, loaded.std, loaded.coef, loaded.intercept) == (new.mean, new.std, new.coef, new.intercept)
-    assert latest_model(fresh_db, "unknown@0") is None
+    assert calibrations.latest_calibration("unknown@0") is None
 
     # An Attributor of that embedder records the model's name and prediction; another embedder's does not.
     store = EdgeStore(tmp_path / "qdrant", "works_cal")
@@ -170,15 +175,11 @@ def test_latest_model_is_the_newest_for_the_embedder_and_is_used_by_new_attribut
     )
     store.build_index()
     try:
-        query = np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32)
+        query = QueryVectors(np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32))
         params = AttributionParams(k=3)
-        for fingerprint, expected_name in (
-            ("test@0", loaded.name),
-            ("other@0", f"logistic-v{other}"),
-            ("none@0", None),
-        ):
+        for fingerprint, expected_name in (("test@0", loaded.name), ("other@0", other), ("none@0", None)):
             attributor = Attributor(
-                fresh_db,
+                audit,
                 store,
                 embedder_name="test",
                 embedder_fingerprint=fingerprint,
@@ -191,7 +192,7 @@ def test_latest_model_is_the_newest_for_the_embedder_and_is_used_by_new_attribut
                 assert result.confidence_model == "default-v1"
                 assert result.confidence == confidence_score(result.entropy, result.nn_distance)
             else:
-                model = latest_model(fresh_db, fingerprint)
+                model = calibrations.latest_calibration(fingerprint)
                 assert model is not None and result.confidence_model == expected_name == model.name
                 assert result.confidence == model.predict(outcome.features)
     finally:
@@ -248,18 +249,38 @@ def test_read_labelled_rejects_empty_and_missing_files(tmp_path: Path) -> None:
 
 
 # -- calibrate, end to end with the real embedder ----------------------------------------------------------------------
-@pytest.fixture
-def demo_settings(
-    tmp_path: Path, database_url: str, fresh_db: Engine, demo_catalogue: DemoCatalogue
-) -> Iterator[Settings]:
-    """Settings of a data dir holding the ingested demo catalogue, logged in ``fresh_db``."""
-    settings = load_settings(data_dir=tmp_path / "data", database_url=database_url)
+@pytest.fixture(scope="module")
+def ingested_demo(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, demo_catalogue: DemoCatalogue, embedder: Embedder
+) -> Path:
+    """A data dir whose audit log (SQLite) and embedded collection hold the demo catalogue, ingested once."""
+    data_dir = tmp_path_factory.mktemp("calibration") / "data"
+    data_dir.mkdir()
+    shutil.copyfile(sqlite_template, data_dir / "audit.sqlite")
+    settings = load_settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'audit.sqlite'}")
+    audit = AuditStore.open(settings.resolved_database_url)
     store = open_store(settings, EMBEDDER)
     try:
-        ingest_manifest(demo_catalogue.manifest, engine=fresh_db, store=store, embedder=get_embedder(EMBEDDER))
+        ingest_source(open_source(demo_catalogue.manifest), audit=audit, store=store, embedder=embedder)
     finally:
         store.close()
-    yield settings
+        audit.close()
+    return data_dir
+
+
+@pytest.fixture
+def demo_settings(ingested_demo: Path, tmp_path: Path) -> Iterator[Settings]:
+    """Settings of this test's copy of the ingested data dir (the log starts without calibration models)."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(ingested_demo, data_dir)
+    yield load_settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'audit.sqlite'}")
+
+
+@pytest.fixture
+def demo_audit(demo_settings: Settings) -> Iterator[AuditStore]:
+    audit = AuditStore.open(demo_settings.resolved_database_url)
+    yield audit
+    audit.close()
 
 
 def write_labelled(path: Path, rows: list[tuple[Path, str]]) -> Path:
@@ -273,8 +294,9 @@ def count(engine: Engine, model: type) -> int:
 
 
 def test_calibrate_round_trip(
-    demo_settings: Settings, fresh_db: Engine, demo_catalogue: DemoCatalogue, tmp_path: Path
+    demo_settings: Settings, demo_audit: AuditStore, demo_catalogue: DemoCatalogue, tmp_path: Path
 ) -> None:
+    engine = demo_audit.engine
     works = demo_catalogue.manifest.parent / "works"
     # The generated queries with their true artist (attributed correctly), and catalogue works of artists 0-2
     # labelled with the next artist's name (so that the top artist is "wrong").
@@ -283,13 +305,14 @@ def test_calibrate_round_trip(
     rows = [(q.path, q.artist) for q in demo_catalogue.queries] + wrong
     labelled = write_labelled(tmp_path / "labelled.csv", rows)
 
-    with open_attributor(demo_settings, fresh_db, EMBEDDER) as attributor:
+    with open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor:
         report = calibrate(attributor, labelled)
         # Positive: the top artist (at the calibration parameters, K=10) is the labelled one.
         assert attributor.embedder is not None
         correct = [
             attributor.compute(
-                attributor.embedder.embed([load_image(path, target_size=224).image])[0], AttributionParams(verify="off")
+                QueryVectors(attributor.embedder.embed([load_image(path, target_size=224).image])[0]),
+                AttributionParams(verify="off"),
             ).top_artist
             == artist
             for path, artist in rows
@@ -298,19 +321,19 @@ def test_calibrate_round_trip(
         assert report.model_name == "logistic-v1"
         assert report.n_samples == 12 and report.n_positive == sum(correct)
         assert report.auroc is not None and 0.0 <= report.auroc <= 1.0 and 0.0 <= report.brier <= 1.0
-        assert count(fresh_db, AttributionRequest) == 0  # calibration queries are not logged as attributions
+        assert count(engine, AttributionRequest) == 0  # calibration queries are not logged as attributions
 
-        with Session(fresh_db) as session:
+        with Session(engine) as session:
             row = session.scalars(select(CalibrationModel)).one()
         assert row.embedder_fingerprint == attributor.embedder_fingerprint
         assert (row.n_samples, row.n_positive) == (12, report.n_positive)
         assert row.labelled_path == str(labelled.resolve())
-        model = latest_model(fresh_db, attributor.embedder_fingerprint)
+        model = demo_audit.evaluations.latest_calibration(attributor.embedder_fingerprint)
         assert model is not None and model.name == "logistic-v1"
 
         # A new Attributor of the same embedder uses the stored model.
         calibrated = Attributor(
-            fresh_db,
+            demo_audit,
             attributor.store,
             embedder_name=EMBEDDER,
             embedder_fingerprint=attributor.embedder_fingerprint,
@@ -325,19 +348,18 @@ def test_calibrate_round_trip(
     assert result.confidence != pytest.approx(confidence_score(result.entropy, result.nn_distance), abs=1e-6)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the error path does not depend on the DB
 def test_calibrate_with_only_correct_labels_fails_with_one_line(
-    demo_settings: Settings, fresh_db: Engine, demo_catalogue: DemoCatalogue, tmp_path: Path
+    demo_settings: Settings, demo_audit: AuditStore, demo_catalogue: DemoCatalogue, tmp_path: Path
 ) -> None:
     works = demo_catalogue.manifest.parent / "works"
     artists = [q.artist for q in demo_catalogue.queries]
     labelled = write_labelled(tmp_path / "all-correct.csv", [(works / f"a{a}_w2.png", artists[a]) for a in range(6)])
     with (
-        open_attributor(demo_settings, fresh_db, EMBEDDER) as attributor,
+        open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor,
         pytest.raises(AttributionAuditError) as info,
     ):
         calibrate(attributor, labelled)
     message = str(info.value)
     assert "\n" not in message
     assert str(labelled) in message and "both correct and incorrect" in message and "6 correct of 6" in message
-    assert count(fresh_db, CalibrationModel) == 0
+    assert count(demo_audit.engine, CalibrationModel) == 0

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from attribution_audit.audit.db import check_schema, create_db_engine, current_revision, head_revision, upgrade
 from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
+from attribution_audit.store.database import check_schema, create_db_engine, current_revision, head_revision, upgrade
 
 TABLES = {
     "artists",

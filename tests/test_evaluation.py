@@ -10,30 +10,21 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EMBEDDER as MODEL
+from conftest import Cli, Ingested, ingest_once
 from PIL import Image
 from scipy.stats import mannwhitneyu
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner, Result
 
-from attribution_audit.audit.db import create_db_engine
-from attribution_audit.audit.models import (
-    AttributionNeighbour,
-    AttributionRequest,
-    EvaluationResult,
-    EvaluationRun,
-    LabelledQueryRecord,
-    QuerySet,
-)
-from attribution_audit.calibration import LogisticModel
-from attribution_audit.cli import app
 from attribution_audit.config import load_settings
-from attribution_audit.demo import DemoCatalogue, draw_work, make_demo_catalogue
+from attribution_audit.domain.confidence import LogisticModel
+from attribution_audit.domain.indicators import artist_entropy, confidence_score
+from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, ManifestError, NotFoundError
 from attribution_audit.evaluation.metrics import (
     QueryOutcome,
@@ -49,9 +40,18 @@ from attribution_audit.evaluation.metrics import (
     table1,
     work_precision_recall,
 )
-from attribution_audit.evaluation.run import import_query_set
-from attribution_audit.metrics import artist_entropy, confidence_score
-from attribution_audit.vectorstore import open_store
+from attribution_audit.services.evaluate import import_query_set
+from attribution_audit.sources.synthetic import DemoCatalogue, draw_work, make_demo_catalogue
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.models import (
+    AttributionNeighbour,
+    AttributionRequest,
+    EvaluationResult,
+    EvaluationRun,
+    LabelledQueryRecord,
+    QuerySet,
+)
+from attribution_audit.store.vectors import open_store
 
 # -- a hand-made labelled set ------------------------------------------------------------------------------------
 # Per-image K (number of true works, else the fixed K = 3) and what the first K neighbours say:
@@ -283,34 +283,23 @@ def test_entropy_constant_matches_the_library() -> None:
 
 
 # -- the real pipeline end to end --------------------------------------------------------------------------------
-EMBEDDER = ["--embedder", "efficientnet-lite0"]
+EMBEDDER = ["--embedder", MODEL]
 TABLE1_HEADER = "| | Real artist present | Nearest neighbour from the real artist | Real artist only |"
-
-
-@dataclass
-class Cli:
-    data_dir: Path
-    database_url: str
-    runner: CliRunner
-
-    def __call__(self, *args: str, code: int = 0) -> Result:
-        result = self.runner.invoke(app, ["--data-dir", str(self.data_dir), "--database-url", self.database_url, *args])
-        assert result.exit_code == code, result.output + repr(result.exception)
-        return result
-
-    def engine(self) -> Engine:
-        return create_db_engine(self.database_url)
-
-
-@pytest.fixture
-def cli(tmp_path: Path, database_url: str) -> Cli:
-    return Cli(tmp_path / "data", database_url, CliRunner())
 
 
 @pytest.fixture(scope="module")
 def eval_catalogue(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalogue:
     """6 artists x 8 works, two generated queries per artist."""
     return make_demo_catalogue(tmp_path_factory.mktemp("eval-demo"), queries_per_artist=2)
+
+
+@pytest.fixture(scope="module")
+def ingested(
+    tmp_path_factory: pytest.TempPathFactory, eval_catalogue: DemoCatalogue, sqlite_template: Path, embedder: Embedder
+) -> Ingested:
+    ingested = ingest_once(tmp_path_factory.mktemp("eval-ingested"), sqlite_template, eval_catalogue.manifest)
+    assert "48 added, 0 updated, 0 unchanged, 0 withdrawn (skipped), 0 failed" in ingested.printed
+    return ingested
 
 
 @pytest.fixture(scope="module")
@@ -358,9 +347,10 @@ def assert_png(path: Path) -> None:
         image.verify()
 
 
-def test_evaluate_run_then_report_end_to_end(cli: Cli, eval_catalogue: DemoCatalogue, tmp_path: Path) -> None:
-    cli("db", "upgrade")
-    cli("ingest", str(eval_catalogue.manifest), *EMBEDDER)
+def test_evaluate_run_then_report_end_to_end(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
     labelled = write_labelled(eval_catalogue, tmp_path / "queries")
     out = tmp_path / "run"
     printed = cli("evaluate", "run", str(labelled), "--k-max", "12", "--k", "4", *EMBEDDER, "--out", str(out)).stdout
@@ -472,10 +462,9 @@ def store_snapshot(cli: Cli) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_noise_experiment_leaves_production_untouched(
-    cli: Cli, eval_catalogue: DemoCatalogue, noise_manifest: Path, tmp_path: Path
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, noise_manifest: Path, tmp_path: Path
 ) -> None:
-    cli("db", "upgrade")
-    cli("ingest", str(eval_catalogue.manifest), *EMBEDDER)
+    cli.restore(ingested)
     labelled = write_labelled(eval_catalogue, tmp_path / "queries")
     before = store_snapshot(cli)
     assert before["count"] == 48 and before["catalogues"] == ["catalogue"]
@@ -537,7 +526,6 @@ def test_noise_experiment_leaves_production_untouched(
 
 @pytest.mark.parametrize("bad", ["0", "-1", "abc", "0.5,0", ","])
 def test_noise_bad_levels_are_usage_errors(cli: Cli, noise_manifest: Path, tmp_path: Path, bad: str) -> None:
-    cli("db", "upgrade")
     labelled = tmp_path / "q.csv"
     labelled.write_text("path,artist\nq.png,Ada\n")
     out = tmp_path / "out"
@@ -554,37 +542,37 @@ def test_noise_bad_levels_are_usage_errors(cli: Cli, noise_manifest: Path, tmp_p
 
 
 # -- importing query sets ----------------------------------------------------------------------------------------
-def test_import_query_set_is_idempotent(fresh_db: Engine, tmp_path: Path) -> None:
+def test_import_query_set_is_idempotent(audit: AuditStore, tmp_path: Path) -> None:
     path = tmp_path / "labelled.csv"
     path.write_text("path,artist,work_ids,subset\na.png,Ada,W1;W2,alpha\nb.png,Bruno,,beta\n")
 
     def rows() -> list[tuple[str, str, list[str], str | None]]:
-        with Session(fresh_db) as session:
+        with Session(audit.engine) as session:
             records = session.scalars(select(LabelledQueryRecord).order_by(LabelledQueryRecord.id)).all()
             return [(Path(r.path).name, r.artist, list(r.work_ids), r.subset) for r in records]
 
-    first = import_query_set(fresh_db, path)
-    assert import_query_set(fresh_db, path) == first
+    first = import_query_set(audit, path)
+    assert import_query_set(audit, path) == first
     assert rows() == [("a.png", "Ada", ["W1", "W2"], "alpha"), ("b.png", "Bruno", [], "beta")]
     # A stored set is found by name; a file that changed since its import is refused (past runs keep their labels)
     # and goes in under another name.
-    assert import_query_set(fresh_db, "labelled") == first
+    assert import_query_set(audit, "labelled") == first
     path.write_text("path,artist,work_ids,subset\na.png,Ada,W1;W2,alpha\nb.png,Bruno,,beta\nc.png,Chiara,,\n")
     with pytest.raises(ManifestError, match="--name"):
-        import_query_set(fresh_db, path)
+        import_query_set(audit, path)
     assert [r[0] for r in rows()] == ["a.png", "b.png"]
-    other = import_query_set(fresh_db, path, name="second")
+    other = import_query_set(audit, path, name="second")
     assert other != first
-    with Session(fresh_db) as session:
+    with Session(audit.engine) as session:
         assert session.scalar(select(func.count()).select_from(QuerySet)) == 2
         assert session.scalar(select(func.count()).select_from(LabelledQueryRecord)) == 5
 
 
-def test_import_query_set_unknown_name_is_one_line(fresh_db: Engine, tmp_path: Path) -> None:
+def test_import_query_set_unknown_name_is_one_line(audit: AuditStore, tmp_path: Path) -> None:
     missing = str(tmp_path / "nowhere.csv")
     for source in ("no-such-set", missing):
         with pytest.raises(NotFoundError) as caught:
-            import_query_set(fresh_db, source)
+            import_query_set(audit, source)
         message = str(caught.value)
         assert "\n" not in message and source in message
 
@@ -602,38 +590,37 @@ def file_labels(path: Path) -> list[tuple[str, str]]:
         return sorted((str((path.parent / r["path"]).resolve()), r["artist"]) for r in csv.DictReader(handle))
 
 
-def test_import_of_another_file_with_the_same_stem_is_not_merged(fresh_db: Engine, tmp_path: Path) -> None:
+def test_import_of_another_file_with_the_same_stem_is_not_merged(audit: AuditStore, tmp_path: Path) -> None:
     first, second = tmp_path / "x" / "labelled.csv", tmp_path / "y" / "labelled.csv"
     for path, row in ((first, "a.png,Ada"), (second, "b.png,Bruno")):
         path.parent.mkdir()
         path.write_text(f"path,artist\n{row}\n")
-    import_query_set(fresh_db, first)
+    import_query_set(audit, first)
     try:
-        second_id = import_query_set(fresh_db, second)
+        second_id = import_query_set(audit, second)
     except AttributionAuditError:
         return  # refusing the clash in one line is a fine fix too
-    assert labels_of(fresh_db, second_id) == file_labels(second)
+    assert labels_of(audit.engine, second_id) == file_labels(second)
 
 
-def test_reimport_of_an_edited_file_does_not_keep_stale_labels(fresh_db: Engine, tmp_path: Path) -> None:
+def test_reimport_of_an_edited_file_does_not_keep_stale_labels(audit: AuditStore, tmp_path: Path) -> None:
     path = tmp_path / "labelled.csv"
     path.write_text("path,artist\na.png,Ada\nb.png,Bruno\n")
-    import_query_set(fresh_db, path)
+    import_query_set(audit, path)
     path.write_text("path,artist\na.png,Chiara\n")
     try:
-        query_set = import_query_set(fresh_db, path)
+        query_set = import_query_set(audit, path)
     except AttributionAuditError:
         return  # refusing the changed file in one line is a fine fix too
-    assert labels_of(fresh_db, query_set) == file_labels(path)
+    assert labels_of(audit.engine, query_set) == file_labels(path)
 
 
-def test_noise_level_inf_is_a_usage_error(tmp_path: Path, noise_manifest: Path) -> None:
-    cli = Cli(tmp_path / "data", f"sqlite:///{tmp_path / 'audit.sqlite'}", CliRunner())
-    small = make_demo_catalogue(tmp_path / "small", artists=2, works_per_artist=2)
+def test_noise_level_inf_is_a_usage_error(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, noise_manifest: Path, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
     labelled = tmp_path / "q.csv"
-    labelled.write_text("path,artist\n" + "".join(f"{q.path},{q.artist}\n" for q in small.queries))
-    cli("db", "upgrade")
-    cli("ingest", str(small.manifest), *EMBEDDER)
+    labelled.write_text("path,artist\n" + "".join(f"{q.path},{q.artist}\n" for q in eval_catalogue.queries))
     args = ["evaluate", "noise", str(labelled), "--noise", str(noise_manifest), "--out", str(tmp_path / "out")]
     result = cli(*args, "--levels=inf", *EMBEDDER, code=2)
     assert "levels" in result.output

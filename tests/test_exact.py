@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attribution_audit.exact import (
+from attribution_audit.store.exact import (
     DEFAULT_EXACT_METHOD,
     EXACT_METHODS,
     BruteForceIndex,

@@ -1,4 +1,4 @@
-"""Tests for attribution_audit.images: mode normalisation, orientation, frames, hashing and every failure."""
+"""Tests for attribution_audit.sources.images: mode normalisation, orientation, frames, hashing and every failure."""
 
 import hashlib
 import io
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from attribution_audit.errors import ImageError
-from attribution_audit.images import (
+from attribution_audit.sources.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     LoadedImage,

@@ -4,36 +4,35 @@ between the vector store and the audit DB. Vectors are precomputed and hand-plac
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Cli
 from PIL import Image
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from attribution_audit.attribution import AttributionParams, Attributor, canonical_artists
-from attribution_audit.audit.chain import verify_chain
-from attribution_audit.audit.db import create_db_engine
-from attribution_audit.audit.models import IngestionRun, Work, WorkEmbedding, WorkVersion
-from attribution_audit.audit.repository import get_attribution
-from attribution_audit.catalogue.ingest import IngestReport, ingest_source
-from attribution_audit.catalogue.lifecycle import check, list_artists, merge_artists, withdraw
-from attribution_audit.catalogue.manifest import open_source
-from attribution_audit.catalogue.precomputed import load_vectors
-from attribution_audit.cli import app
+from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import ConflictError, NotFoundError
-from attribution_audit.vectorstore import WorkPoint, collection_name, point_id_for
-from attribution_audit.vectorstore.qdrant_edge import EdgeStore
+from attribution_audit.services.attribution import AttributionParams, Attributor
+from attribution_audit.services.audit_log import get_attribution
+from attribution_audit.services.catalogue import check, list_artists, merge_artists
+from attribution_audit.services.ingest import IngestReport, ingest_source
+from attribution_audit.sources.manifest import open_source
+from attribution_audit.sources.precomputed import load_vectors
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.catalogue import ArtistRow
+from attribution_audit.store.models import IngestionRun, Work, WorkEmbedding, WorkVersion
+from attribution_audit.store.vectors import WorkPoint, collection_name, point_id_for
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
 DIM = 8
 EMBEDDER = "vec8"  # a name only: with --embeddings the CLI loads no model; the collection is works_vec8
 COLLECTION = collection_name(EMBEDDER)
 SHA = "ab" * 32
-
-CliRun = Callable[..., Result]
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
@@ -65,12 +64,12 @@ def write_catalogue(folder: Path, name: str, works: list[tuple[str, str, np.ndar
     return manifest, embeddings
 
 
-def ingest(engine: Engine, store: EdgeStore, manifest: Path, embeddings: Path) -> IngestReport:
+def ingest(audit: AuditStore, store: EdgeStore, manifest: Path, embeddings: Path) -> IngestReport:
     source = open_source(manifest)
     table = load_vectors(embeddings, source)
     return ingest_source(
         source,
-        engine=engine,
+        audit=audit,
         store=store,
         embedder=None,
         embedder_fingerprint=f"precomputed:{EMBEDDER}",
@@ -78,10 +77,10 @@ def ingest(engine: Engine, store: EdgeStore, manifest: Path, embeddings: Path) -
     )
 
 
-def attributor(engine: Engine, store: EdgeStore, tmp_path: Path) -> Attributor:
+def attributor(audit: AuditStore, store: EdgeStore, tmp_path: Path) -> Attributor:
     """A fresh Attributor: it reads the artist merges when it is built."""
     return Attributor(
-        engine,
+        audit,
         store,
         embedder_name=EMBEDDER,
         embedder_fingerprint=f"precomputed:{EMBEDDER}",
@@ -90,32 +89,16 @@ def attributor(engine: Engine, store: EdgeStore, tmp_path: Path) -> Attributor:
     )
 
 
-def make_cli(data: Path, database_url: str) -> CliRun:
-    runner = CliRunner()
-    base = ["--data-dir", str(data), "--database-url", database_url]
-
-    def run(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(app, [*base, *args])
-        assert result.exit_code == code, result.output + repr(result.exception)
-        return result
-
-    return run
-
-
 def one_line_error(result: Result) -> str:
     message = result.stderr.strip()
     assert message.startswith("error: ") and "\n" not in message, message
     return message
 
 
-def url_of(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=False)
-
-
 @pytest.fixture
-def data_store(tmp_path: Path) -> Iterator[EdgeStore]:
-    """The store the CLI uses for --embedder vec8 under ``tmp_path/data`` (close it before a CLI call)."""
-    store = EdgeStore(tmp_path / "data" / "qdrant", COLLECTION)
+def data_store(cli: Cli) -> Iterator[EdgeStore]:
+    """The store the CLI uses for --embedder vec8 in its data dir (close it before a CLI call)."""
+    store = EdgeStore(cli.data_dir / "qdrant", COLLECTION)
     yield store
     store.close()
 
@@ -132,89 +115,87 @@ WITHDRAW_WORKS = [
 
 
 def test_withdrawn_work_leaves_new_attributions_but_stays_in_the_audit_log(
-    tmp_path: Path, database_url: str, data_store: EdgeStore
+    tmp_path: Path, cli: Cli, sqlite_audit: AuditStore, data_store: EdgeStore
 ) -> None:
-    cli = make_cli(tmp_path / "data", database_url)
     manifest, embeddings = write_catalogue(tmp_path, "lc", WITHDRAW_WORKS)
-    cli("db", "upgrade")
     ingest_args = ("ingest", str(manifest), "--embedder", EMBEDDER, "--embeddings", str(embeddings))
     assert "6 added" in cli(*ingest_args).stdout
 
-    engine = create_db_engine(database_url)
-    try:
-        query = axis(0)
-        params = AttributionParams(k=3)
-        before = attributor(engine, data_store, tmp_path)
-        old = before.record("q.png", SHA, query, params, before.compute(query, params))
-        assert [n.work_id for n in old.neighbours] == ["W0", "W1", "W2"]
-        data_store.close()  # the CLI opens the same shard
+    audit = sqlite_audit
+    query = QueryVectors(axis(0))
+    params = AttributionParams(k=3)
+    before = attributor(audit, data_store, tmp_path)
+    old = before.record("q.png", SHA, query, params, before.compute(query, params))
+    assert [n.work_id for n in old.neighbours] == ["W0", "W1", "W2"]
+    data_store.close()  # the CLI opens the same shard
 
-        # Unknown ids or catalogue: one line naming them, and nothing is withdrawn.
-        error = one_line_error(cli("catalogue", "withdraw", "W0", "NOPE", "--catalogue", "lc", code=1))
-        assert "'NOPE'" in error and "nothing withdrawn" in error and "'W0'" not in error
-        error = one_line_error(cli("catalogue", "withdraw", "W0", "--catalogue", "nocat", code=1))
-        assert "'nocat'" in error and "lc" in error
-        with Session(engine) as session:
-            assert session.scalars(select(Work.withdrawn_at)).all() == [None] * 6
-        assert data_store.count() == 6
-        data_store.close()
+    # Unknown ids or catalogue: one line naming them, and nothing is withdrawn.
+    error = one_line_error(cli("catalogue", "withdraw", "W0", "NOPE", "--catalogue", "lc", code=1))
+    assert "'NOPE'" in error and "nothing withdrawn" in error and "'W0'" not in error
+    error = one_line_error(cli("catalogue", "withdraw", "W0", "--catalogue", "nocat", code=1))
+    assert "'nocat'" in error and "lc" in error
+    with Session(audit.engine) as session:
+        assert session.scalars(select(Work.withdrawn_at)).all() == [None] * 6
+    assert data_store.count() == 6
+    data_store.close()
 
-        out = cli("catalogue", "withdraw", "W0", "--catalogue", "lc").stdout
-        assert "withdrew 1 work(s) from lc; removed from 1 collection(s)" in out
+    out = cli("catalogue", "withdraw", "W0", "--catalogue", "lc").stdout
+    assert "withdrew 1 work(s) from lc; removed from 1 collection(s)" in out
 
-        # New attributions no longer see W0; search does not return it.
-        assert data_store.count() == 5
-        assert all(h.payload["work_id"] != "W0" for h in data_store.search(query, 6))
-        after = attributor(engine, data_store, tmp_path)
-        new = after.record("q.png", SHA, query, params, after.compute(query, params))
-        assert "W0" not in {n.work_id for n in new.neighbours}
-        assert [n.work_id for n in new.neighbours][:2] == ["W1", "W2"]
-        assert new.overlap_at_k == 1.0  # the exact check agrees: W0 is gone from the ground truth as well
-        data_store.close()
+    # New attributions no longer see W0; search does not return it.
+    assert data_store.count() == 5
+    assert all(h.payload["work_id"] != "W0" for h in data_store.search(query.content, 6))
+    after = attributor(audit, data_store, tmp_path)
+    new = after.record("q.png", SHA, query, params, after.compute(query, params))
+    assert "W0" not in {n.work_id for n in new.neighbours}
+    assert [n.work_id for n in new.neighbours][:2] == ["W1", "W2"]
+    assert new.overlap_at_k == 1.0  # the exact check agrees: W0 is gone from the ground truth as well
+    data_store.close()
 
-        # The work row remains, marked withdrawn; the old record still names it; the chain verifies.
-        with Session(engine) as session:
-            work = session.scalars(select(Work).where(Work.work_id == "W0")).one()
-            assert work.withdrawn_at is not None
-        shown = json.loads(cli("audit", "show", old.request_id, "--json").stdout)
-        assert [n["work_id"] for n in shown["neighbours"]] == ["W0", "W1", "W2"]
-        assert shown["record_hash"] == old.record_hash
-        assert "chain OK: 2 records" in cli("audit", "verify").stdout
-        checked = cli("catalogue", "check", "--embedder", EMBEDDER).stdout
-        assert "5 points, 5 expected; 0 orphan, 0 missing, 0 stale" in checked
-        assert "Ada\t-\t2" in cli("artists", "list").stdout
+    # The work row remains, marked withdrawn; the old record still names it; the chain verifies.
+    with Session(audit.engine) as session:
+        work = session.scalars(select(Work).where(Work.work_id == "W0")).one()
+        assert work.withdrawn_at is not None
+    shown = json.loads(cli("audit", "show", old.request_id, "--json").stdout)
+    assert [n["work_id"] for n in shown["neighbours"]] == ["W0", "W1", "W2"]
+    assert shown["record_hash"] == old.record_hash
+    assert "chain OK: 2 records" in cli("audit", "verify").stdout
+    checked = cli("catalogue", "check", "--embedder", EMBEDDER).stdout
+    assert "5 points, 5 expected; 0 orphan, 0 missing, 0 stale" in checked
+    assert "Ada\t-\t2" in cli("artists", "list").stdout
 
-        # Re-ingesting the unchanged manifest does not bring it back.
-        again = cli(*ingest_args).stdout
-        assert "0 added, 0 updated, 5 unchanged, 1 withdrawn (skipped), 0 failed" in again
-        with Session(engine) as session:
-            last = session.scalars(select(IngestionRun).order_by(IngestionRun.id.desc())).first()
-            assert last is not None and (last.withdrawn, last.unchanged, last.status) == (1, 5, "completed")
-        assert data_store.count() == 5
-        assert verify_chain(engine).ok
-    finally:
-        engine.dispose()
+    # Re-ingesting the unchanged manifest does not bring it back.
+    again = cli(*ingest_args).stdout
+    assert "0 added, 0 updated, 5 unchanged, 1 withdrawn (skipped), 0 failed" in again
+    with Session(audit.engine) as session:
+        last = session.scalars(select(IngestionRun).order_by(IngestionRun.id.desc())).first()
+        assert last is not None and (last.withdrawn, last.unchanged, last.status) == (1, 5, "completed")
+    assert data_store.count() == 5
+    assert audit.requests.verify_chain().ok
 
 
-def test_withdraw_library_returns_points_per_collection_and_is_idempotent(fresh_db: Engine, tmp_path: Path) -> None:
+def test_withdraw_library_returns_points_per_collection_and_is_idempotent(
+    sqlite_audit: AuditStore, tmp_path: Path
+) -> None:
+    audit = sqlite_audit
     manifest, embeddings = write_catalogue(tmp_path, "lc", WITHDRAW_WORKS)
     store = EdgeStore(tmp_path / "qdrant", COLLECTION)
     try:
-        ingest(fresh_db, store, manifest, embeddings)
+        ingest(audit, store, manifest, embeddings)
     finally:
         store.close()
-    points = withdraw(fresh_db, "lc", ["W3", "W4"])
+    points = audit.catalogue.withdraw("lc", ["W3", "W4"])
     assert {k: sorted(v) for k, v in points.items()} == {
         COLLECTION: sorted([point_id_for("lc", "W3"), point_id_for("lc", "W4")])
     }
-    with Session(fresh_db) as session:
+    with Session(audit.engine) as session:
         first = session.scalars(select(Work.withdrawn_at).where(Work.work_id == "W3")).one()
-    withdraw(fresh_db, "lc", ["W3"])  # again: the first withdrawal time is kept
-    with Session(fresh_db) as session:
+    audit.catalogue.withdraw("lc", ["W3"])  # again: the first withdrawal time is kept
+    with Session(audit.engine) as session:
         assert session.scalars(select(Work.withdrawn_at).where(Work.work_id == "W3")).one() == first
     with pytest.raises(NotFoundError, match="no work 'X1', 'X2'; nothing withdrawn"):
-        withdraw(fresh_db, "lc", ["W5", "X2", "X1"])
-    with Session(fresh_db) as session:
+        audit.catalogue.withdraw("lc", ["W5", "X2", "X1"])
+    with Session(audit.engine) as session:
         assert session.scalars(select(Work.withdrawn_at).where(Work.work_id == "W5")).one() is None
 
 
@@ -230,13 +211,16 @@ MONET_WORKS = [
 ]
 
 
-def test_merged_alias_counts_as_one_artist_in_new_attributions_only(fresh_db: Engine, tmp_path: Path) -> None:
+def test_merged_alias_counts_as_one_artist_in_new_attributions_only(
+    cli: Cli, sqlite_audit: AuditStore, tmp_path: Path
+) -> None:
+    audit = sqlite_audit
     manifest, embeddings = write_catalogue(tmp_path, "monet", MONET_WORKS)
-    store = EdgeStore(tmp_path / "data" / "qdrant", COLLECTION)
-    query, params = axis(0), AttributionParams(k=4)
+    store = EdgeStore(cli.data_dir / "qdrant", COLLECTION)
+    query, params = QueryVectors(axis(0)), AttributionParams(k=4)
     try:
-        ingest(fresh_db, store, manifest, embeddings)
-        before = attributor(fresh_db, store, tmp_path)
+        ingest(audit, store, manifest, embeddings)
+        before = attributor(audit, store, tmp_path)
         old = before.record("q.png", SHA, query, params, before.compute(query, params))
         assert [n.work_id for n in old.neighbours] == ["M1", "C1", "M2", "C2"]
         assert old.entropy == pytest.approx(0.5)  # two artists, two works each, K = 4: log 2 / log 4
@@ -244,12 +228,11 @@ def test_merged_alias_counts_as_one_artist_in_new_attributions_only(fresh_db: En
     finally:
         store.close()
 
-    cli = make_cli(tmp_path / "data", url_of(fresh_db))
     assert "merged 'C. Monet' into 'Claude Monet'" in cli("artists", "merge", "C. Monet", "Claude Monet").stdout
     assert "C. Monet\tClaude Monet\t2" in cli("artists", "list").stdout
-    store = EdgeStore(tmp_path / "data" / "qdrant", COLLECTION)
+    store = EdgeStore(cli.data_dir / "qdrant", COLLECTION)
     try:
-        after = attributor(fresh_db, store, tmp_path)
+        after = attributor(audit, store, tmp_path)
         outcome = after.compute(query, params)
         new = after.record("q.png", SHA, query, params, outcome)
     finally:
@@ -264,7 +247,7 @@ def test_merged_alias_counts_as_one_artist_in_new_attributions_only(fresh_db: En
     assert new.margin is not None and new.margin > 0.5  # the runner-up is another artist, not the alias
 
     # The old request is unchanged.
-    assert get_attribution(fresh_db, old.request_id) == old
+    assert get_attribution(audit, old.request_id) == old
     shown = json.loads(cli("audit", "show", old.request_id, "--json").stdout)
     assert shown["entropy"] == pytest.approx(0.5)
     assert shown["artist_shares"] == pytest.approx({"Claude Monet": 0.5, "C. Monet": 0.5})
@@ -280,7 +263,8 @@ def test_merged_alias_counts_as_one_artist_in_new_attributions_only(fresh_db: En
     assert "chain OK: 2 records" in cli("audit", "verify").stdout
 
 
-def test_merges_chain_and_cycles_are_refused(fresh_db: Engine, tmp_path: Path) -> None:
+def test_merges_chain_and_cycles_are_refused(cli: Cli, sqlite_audit: AuditStore, tmp_path: Path) -> None:
+    audit = sqlite_audit
     works = [
         ("A1", "Alpha", unit(axis(0) + 0.05 * axis(1))),
         ("B1", "Beta", unit(axis(0) + 0.06 * axis(2))),
@@ -290,55 +274,54 @@ def test_merges_chain_and_cycles_are_refused(fresh_db: Engine, tmp_path: Path) -
     manifest, embeddings = write_catalogue(tmp_path, "chain", works)
     store = EdgeStore(tmp_path / "qdrant", COLLECTION)
     try:
-        ingest(fresh_db, store, manifest, embeddings)
-        merge_artists(fresh_db, "Alpha", "Beta")
-        assert canonical_artists(fresh_db) == {"Alpha": "Beta"}
-        merge_artists(fresh_db, "Beta", "Gamma")
-        assert canonical_artists(fresh_db) == {"Alpha": "Gamma", "Beta": "Gamma"}
-        assert list_artists(fresh_db) == [
-            ("Alpha", "Gamma", 1),
-            ("Beta", "Gamma", 1),
-            ("Gamma", None, 1),
-            ("Zeta", None, 1),
+        ingest(audit, store, manifest, embeddings)
+        merge_artists(audit, "Alpha", "Beta")
+        assert audit.catalogue.canonical_artists() == {"Alpha": "Beta"}
+        merge_artists(audit, "Beta", "Gamma")
+        assert audit.catalogue.canonical_artists() == {"Alpha": "Gamma", "Beta": "Gamma"}
+        assert list_artists(audit) == [
+            ArtistRow("Alpha", "Gamma", 1),
+            ArtistRow("Beta", "Gamma", 1),
+            ArtistRow("Gamma", None, 1),
+            ArtistRow("Zeta", None, 1),
         ]
 
         # Merging an artist into one of its own aliases would make a cycle.
         for alias, canonical in (("Gamma", "Alpha"), ("Gamma", "Beta"), ("Gamma", "Gamma")):
             with pytest.raises(ConflictError, match="cycle") as info:
-                merge_artists(fresh_db, alias, canonical)
+                merge_artists(audit, alias, canonical)
             assert "\n" not in str(info.value)
-        assert canonical_artists(fresh_db) == {"Alpha": "Gamma", "Beta": "Gamma"}
+        assert audit.catalogue.canonical_artists() == {"Alpha": "Gamma", "Beta": "Gamma"}
 
         with pytest.raises(NotFoundError, match=r"^unknown artist 'Nobody'; ") as info:
-            merge_artists(fresh_db, "Nobody", "Gamma")
+            merge_artists(audit, "Nobody", "Gamma")
         assert "\n" not in str(info.value)
         with pytest.raises(NotFoundError, match="unknown artist 'Nobody'"):
-            merge_artists(fresh_db, "Zeta", "Nobody")
-        assert canonical_artists(fresh_db) == {"Alpha": "Gamma", "Beta": "Gamma"}
+            merge_artists(audit, "Zeta", "Nobody")
+        assert audit.catalogue.canonical_artists() == {"Alpha": "Gamma", "Beta": "Gamma"}
 
         params = AttributionParams(k=3)
-        outcome = attributor(fresh_db, store, tmp_path).compute(axis(0), params)
+        outcome = attributor(audit, store, tmp_path).compute(QueryVectors(axis(0)), params)
         assert [n.artist for n in outcome.neighbours] == ["Alpha", "Beta", "Gamma"]
         assert outcome.features["entropy"] == 0.0
         assert outcome.artist_shares == pytest.approx({"Gamma": 1.0})
     finally:
         store.close()
-    cli = make_cli(tmp_path / "data", url_of(fresh_db))
     assert "unknown artist 'Nobody'" in one_line_error(cli("artists", "merge", "Nobody", "Gamma", code=1))
 
 
 # -- check ---------------------------------------------------------------------------------------------------------
 def test_check_finds_missing_and_stale_points_and_repair_plus_reingest_fixes_them(
-    fresh_db: Engine, tmp_path: Path, data_store: EdgeStore
+    cli: Cli, sqlite_audit: AuditStore, tmp_path: Path, data_store: EdgeStore
 ) -> None:
+    audit = sqlite_audit
     works = [
         (f"K{i}", "Ada" if i < 3 else "Bruno", unit(np.random.default_rng(i).standard_normal(DIM))) for i in range(5)
     ]
     manifest, embeddings = write_catalogue(tmp_path, "chk", works)
-    cli = make_cli(tmp_path / "data", url_of(fresh_db))
-    first = ingest(fresh_db, data_store, manifest, embeddings)
+    first = ingest(audit, data_store, manifest, embeddings)
     assert first.added == 5
-    report = check(fresh_db, data_store)
+    report = check(audit, data_store)
     assert report.clean and (report.points, report.expected) == (5, 5)
 
     gone, stale = point_id_for("chk", "K1"), point_id_for("chk", "K3")
@@ -346,7 +329,7 @@ def test_check_finds_missing_and_stale_points_and_repair_plus_reingest_fixes_the
     data_store.upsert(  # same point id, another image hash: the point no longer matches its DB row
         [WorkPoint(stale, works[3][2], {"work_id": "K3", "artist": "Bruno", "catalogue": "chk", "image_sha256": SHA})]
     )
-    report = check(fresh_db, data_store)
+    report = check(audit, data_store)
     assert (report.orphans, report.missing, report.stale) == ([], [gone], [stale])
     assert not report.clean and (report.points, report.expected) == (4, 5)
     data_store.close()
@@ -355,18 +338,18 @@ def test_check_finds_missing_and_stale_points_and_repair_plus_reingest_fixes_the
 
     out = cli("catalogue", "check", "--embedder", EMBEDDER, "--repair").stdout
     assert "0 orphan, 1 missing, 1 stale" in out and "repaired" in out
-    repaired = check(fresh_db, data_store)
+    repaired = check(audit, data_store)
     assert repaired.clean and (repaired.points, repaired.expected) == (3, 3)
 
-    again = ingest(fresh_db, data_store, manifest, embeddings)
+    again = ingest(audit, data_store, manifest, embeddings)
     assert (again.added, again.updated, again.unchanged, again.failed) == (0, 2, 3, 0)
-    final = check(fresh_db, data_store)
+    final = check(audit, data_store)
     assert final.clean and (final.points, final.expected) == (5, 5)
     hits = {h.payload["work_id"]: h for h in data_store.search(works[3][2], 5)}
     assert hits["K3"].payload["image_sha256"] != SHA and hits["K3"].similarity == pytest.approx(1.0, abs=1e-5)
     # The images did not change: same version, no new version rows.
-    assert count(fresh_db, WorkVersion) == 5 and count(fresh_db, WorkEmbedding) == 5
-    with Session(fresh_db) as session:
+    assert count(audit.engine, WorkVersion) == 5 and count(audit.engine, WorkEmbedding) == 5
+    with Session(audit.engine) as session:
         assert set(session.scalars(select(Work.version))) == {1}
     data_store.close()
     assert (

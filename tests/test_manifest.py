@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from attribution_audit.catalogue.manifest import Manifest, RowFailure, read_csv_manifest
 from attribution_audit.errors import ManifestError
+from attribution_audit.sources.manifest import Manifest, RowFailure, read_csv_manifest
 
 
 def write(folder: Path, text: str, name: str = "manifest.csv", encoding: str = "utf-8") -> Path:

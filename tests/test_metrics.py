@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from attribution_audit.metrics import artist_entropy, confidence_score
+from attribution_audit.domain.indicators import artist_entropy, confidence_score
 
 # ["a","a","a","b"]: p = (3/4, 1/4); H = -(0.75 ln 0.75 + 0.25 ln 0.25) = 0.562335..., divided by ln K = ln 4
 THREE_ONE = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(4)

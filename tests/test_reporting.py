@@ -16,17 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
+from conftest import Cli
 from dbtools import request_row, superuser_edit
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from attribution_audit.attribution import as_utc
-from attribution_audit.audit import chain
-from attribution_audit.audit.db import create_db_engine, upgrade
-from attribution_audit.audit.models import (
+from attribution_audit.domain.chain import hash_content
+from attribution_audit.domain.results import as_utc
+from attribution_audit.embedding.base import Embedder
+from attribution_audit.errors import DatabaseError
+from attribution_audit.reporting.export import FORMAT
+from attribution_audit.services.catalogue import merge_artists
+from attribution_audit.services.report import artist_shares
+from attribution_audit.sources.synthetic import make_demo_catalogue
+from attribution_audit.store import chain
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.database import create_db_engine
+from attribution_audit.store.models import (
     Artist,
     AttributionArtistShare,
     AttributionMetrics,
@@ -39,13 +47,7 @@ from attribution_audit.audit.models import (
     Work,
     WorkVersion,
 )
-from attribution_audit.catalogue.lifecycle import merge_artists
-from attribution_audit.cli import app
-from attribution_audit.demo import DemoCatalogue
-from attribution_audit.errors import DatabaseError
-from attribution_audit.reporting.export import FORMAT, hash_content
-from attribution_audit.reporting.queries import artist_shares
-from attribution_audit.reporting.roles import REPORTING_VIEWS, grant_reader
+from attribution_audit.store.reports import REPORTING_VIEWS
 
 # -- a known log ------------------------------------------------------------------------------------------------
 DAY1, DAY2, DAY3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 5)
@@ -187,7 +189,6 @@ def build_known_log(engine: Engine) -> KnownLog:
         top, top_share = spec.top()
         request = request_row(
             spec.label,
-            created_at=spec.created_at,
             image_path=f"/generated/{spec.label}.png",
             parameters={"k": len(spec.neighbours)},
             k=len(spec.neighbours),
@@ -221,7 +222,7 @@ def build_known_log(engine: Engine) -> KnownLog:
             confidence=spec.confidence,
             confidence_model="default-v1",
         )
-        requests[spec.label] = chain.append(engine, request)
+        requests[spec.label] = chain.append(engine, request, at=spec.created_at)
 
     with Session(engine) as session:
         # r3's newer check is inserted first: "latest" must mean checked_at, not insertion order. r2's own
@@ -297,28 +298,22 @@ def _url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
-def _cli(database_url: str, data_dir: Path, *args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(app, ["--data-dir", str(data_dir), "--database-url", database_url, *args])
-    assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
-
-
 @pytest.fixture(scope="module")
-def sqlite_known(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnownLog]:
-    engine = create_db_engine(f"sqlite:///{tmp_path_factory.mktemp('known') / 'audit.sqlite'}")
-    upgrade(engine)
+def sqlite_known(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnownLog]:
+    path = tmp_path_factory.mktemp("known") / "audit.sqlite"
+    shutil.copyfile(sqlite_template, path)
+    engine = create_db_engine(f"sqlite:///{path}")
     yield build_known_log(engine)
     engine.dispose()
 
 
 @pytest.fixture(scope="module")
-def postgres_known(postgres_admin: Engine) -> Iterator[KnownLog]:
+def postgres_known(postgres_admin: Engine, postgres_template: str) -> Iterator[KnownLog]:
     name = f"aa_test_{uuid.uuid4().hex[:12]}"
     with postgres_admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
     engine = create_db_engine(postgres_admin.url.set(database=name).render_as_string(hide_password=False))
     try:
-        upgrade(engine)
         yield build_known_log(engine)
     finally:
         engine.dispose()
@@ -333,12 +328,15 @@ def known(request: pytest.FixtureRequest) -> KnownLog:
 
 
 @pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Engine]:
-    """A migrated SQLite audit DB (for checks whose outcome does not depend on the back end)."""
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'audit.sqlite'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+def known_cli(known: KnownLog, cli_on: Callable[[str], Cli]) -> Cli:
+    """The CLI on the known log."""
+    return cli_on(_url(known.engine))
+
+
+@pytest.fixture
+def offline_cli(cli_on: Callable[[str], Cli]) -> Cli:
+    """The CLI with a database URL nothing answers: for commands that need no database (``verify --file``)."""
+    return cli_on(UNREACHABLE_DB)
 
 
 # -- 1. the views ----------------------------------------------------------------------------------------------
@@ -444,9 +442,10 @@ def test_v_catalogue_counts_works_per_catalogue_and_artist(known: KnownLog) -> N
     }
 
 
-def test_views_report_merged_artists_under_the_canonical_name(fresh_db: Engine) -> None:
+def test_views_report_merged_artists_under_the_canonical_name(audit: AuditStore) -> None:
+    fresh_db = audit.engine
     log = build_known_log(fresh_db)
-    merge_artists(fresh_db, "Adah", "Ada")
+    merge_artists(audit, "Adah", "Ada")
 
     tops = {log.label(r["request_id"]): r["top_artist"] for r in _rows(fresh_db, "SELECT * FROM v_attributions")}
     assert tops == {"r1": "Ada", "r2": "Bob", "r3": "Ada", "r4": "Ada", "r5": "Bob", "r6": "Cy"}
@@ -485,17 +484,53 @@ def test_views_report_merged_artists_under_the_canonical_name(fresh_db: Engine) 
         ("museum", "Bob"): (2, 2, 0, 2, max(updated("w4"), updated("w5"))),
         ("archive", "Cy"): (1, 1, 0, 1, updated("x1")),
     }
-    assert artist_shares(fresh_db) == [
+    assert artist_shares(audit) == [
         {"artist": "Ada", "attributions": 3, "share_sum": 2.125, "mean_confidence": pytest.approx(0.633333)},
         {"artist": "Cy", "attributions": 1, "share_sum": 1.0, "mean_confidence": 0.5},
         {"artist": "Bob", "attributions": 2, "share_sum": 0.875, "mean_confidence": 0.6},
     ]
 
     # Merges chain: Ada (and so Adah) into "Ada Lovelace".
-    merge_artists(fresh_db, "Ada", "Ada Lovelace")
+    merge_artists(audit, "Ada", "Ada Lovelace")
     assert {r["artist"] for r in _rows(fresh_db, "SELECT artist FROM v_artist_shares")} == {"Ada Lovelace", "Bob", "Cy"}
     assert neighbours_after(fresh_db, log, ("r2", 3)) == ("Adah", "Ada Lovelace")
     assert _catalogue_rows(fresh_db)[("museum", "Ada Lovelace")][:4] == (3, 2, 1, 6)
+
+
+def test_a_merge_does_not_count_one_request_twice(audit: AuditStore) -> None:
+    with Session(audit.engine) as session, session.begin():
+        session.add_all([Artist(name="Ada"), Artist(name="A. Da")])
+    request = request_row("merged")
+    request.neighbours = [
+        AttributionNeighbour(
+            rank=r,
+            catalogue="c",
+            work_id=f"w{r}",
+            artist="A",
+            canonical_artist="A",
+            similarity=0.9 - r / 10,
+            distance=0.1 + r / 10,
+            share=0.5,
+        )
+        for r in (1, 2)
+    ]
+    request.artist_shares = [
+        AttributionArtistShare(artist="Ada", share=0.75),
+        AttributionArtistShare(artist="A. Da", share=0.25),
+    ]
+    request.metrics = AttributionMetrics(
+        entropy=0.0,
+        nn_distance=0.2,
+        margin=0.1,
+        top_artist="A",
+        top_artist_share=1.0,
+        confidence=0.8,
+        confidence_model="default-v1",
+    )
+    chain.append(audit.engine, request)
+    merge_artists(audit, "A. Da", "Ada")
+    rows = artist_shares(audit)
+    assert rows == [{"artist": "Ada", "attributions": 1, "share_sum": 1.0, "mean_confidence": 0.8}]
 
 
 def neighbours_after(engine: Engine, log: KnownLog, key: tuple[str, int]) -> tuple[str, str]:
@@ -532,10 +567,13 @@ def _as_role(engine: Engine, role: str, sql: str) -> list[Any]:
 
 
 @pytest.mark.postgres
-def test_grant_reader_role_reads_the_views_and_nothing_else(reader: tuple[Engine, str], tmp_path: Path) -> None:
+def test_grant_reader_role_reads_the_views_and_nothing_else(
+    reader: tuple[Engine, str], cli_on: Callable[[str], Cli]
+) -> None:
     engine, role = reader
+    cli = cli_on(_url(engine))
     for _ in range(2):  # granting twice is fine
-        result = _cli(_url(engine), tmp_path, "db", "grant-reader", role)
+        result = cli("db", "grant-reader", role)
         assert f"role {role} can read the reporting views" in result.stdout
 
     with engine.connect() as connection:
@@ -601,25 +639,26 @@ def test_grant_reader_role_reads_the_views_and_nothing_else(reader: tuple[Engine
 
 
 @pytest.mark.postgres
-def test_grant_reader_rejects_an_invalid_role_name(postgres_known: KnownLog, tmp_path: Path) -> None:
+def test_grant_reader_rejects_an_invalid_role_name(postgres_known: KnownLog, cli_on: Callable[[str], Cli]) -> None:
     engine = postgres_known.engine
+    cli = cli_on(_url(engine))
     for role in ("Reader", "reader-x", 'x"; DROP TABLE works; --', "1reader", "r" * 64, ""):
-        result = _cli(_url(engine), tmp_path, "db", "grant-reader", role, code=1)
+        result = cli("db", "grant-reader", role, code=1)
         assert result.stderr.startswith("error: role name") and result.stderr.count("\n") == 1, result.stderr
         with pytest.raises(DatabaseError, match="role name"):
-            grant_reader(engine, role)
+            AuditStore(engine).reports.grant_reader(role)
         with engine.connect() as connection:
             assert connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}) is None
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT COUNT(*) FROM works")) == len(WORKS)
 
 
-def test_grant_reader_on_sqlite_is_a_one_line_error(sqlite_db: Engine, tmp_path: Path) -> None:
-    result = _cli(_url(sqlite_db), tmp_path, "db", "grant-reader", "reader", code=1)
+def test_grant_reader_on_sqlite_is_a_one_line_error(cli: Cli, sqlite_audit: AuditStore) -> None:
+    result = cli("db", "grant-reader", "reader", code=1)
     assert result.stderr.startswith("error: read-only roles need PostgreSQL") and result.stderr.count("\n") == 1
     assert result.stdout == ""
     with pytest.raises(DatabaseError, match="PostgreSQL"):
-        grant_reader(sqlite_db, "reader")
+        sqlite_audit.reports.grant_reader("reader")
 
 
 # -- 3. report commands -------------------------------------------------------------------------------------------
@@ -636,28 +675,28 @@ def _csv(rows: list[tuple[str, int, float, float]]) -> str:
     return "\n".join([CSV_HEADER, *(f"{a},{n},{s},{c}" for a, n, s, c in rows)])
 
 
-def test_report_artists_csv_json_and_table(known: KnownLog, tmp_path: Path) -> None:
-    url = _url(known.engine)
-    csv_out = _cli(url, tmp_path, "report", "artists", "--format", "csv").stdout
+def test_report_artists_csv_json_and_table(known_cli: Cli) -> None:
+    cli = known_cli
+    csv_out = cli("report", "artists", "--format", "csv").stdout
     assert csv_out == _csv(ALL_DAYS) + "\n"
 
-    listed = json.loads(_cli(url, tmp_path, "report", "artists", "--format", "json").stdout)
+    listed = json.loads(cli("report", "artists", "--format", "json").stdout)
     assert listed == [{"artist": a, "attributions": n, "share_sum": s, "mean_confidence": c} for a, n, s, c in ALL_DAYS]
 
-    table = _cli(url, tmp_path, "report", "artists", "--format", "table").stdout.splitlines()
+    table = cli("report", "artists", "--format", "table").stdout.splitlines()
     assert table[0].split() == CSV_HEADER.split(",")
     assert [line.split() for line in table[1:]] == [[a, str(n), str(s), str(c)] for a, n, s, c in ALL_DAYS]
-    assert _cli(url, tmp_path, "report", "artists").stdout.splitlines() == table  # table is the default
+    assert cli("report", "artists").stdout.splitlines() == table  # table is the default
 
-    bad = _cli(url, tmp_path, "report", "artists", "--format", "xml", code=2)
+    bad = cli("report", "artists", "--format", "xml", code=2)
     assert "choose table, csv or json" in bad.output
 
 
-def test_report_artists_filters_by_inclusive_utc_days(known: KnownLog, tmp_path: Path) -> None:
-    url = _url(known.engine)
+def test_report_artists_filters_by_inclusive_utc_days(known_cli: Cli) -> None:
+    cli = known_cli
 
     def report(*period: str) -> str:
-        return _cli(url, tmp_path, "report", "artists", "--format", "csv", *period).stdout
+        return cli("report", "artists", "--format", "csv", *period).stdout
 
     assert (
         report("--from", "2024-03-01", "--to", "2024-03-01")
@@ -671,8 +710,8 @@ def test_report_artists_filters_by_inclusive_utc_days(known: KnownLog, tmp_path:
         == _csv([("Adah", 2, 1.375, 0.5), ("Bob", 2, 0.875, 0.6), ("Ada", 1, 0.75, 0.9)]) + "\n"
     )
     empty = ("--from", "2024-03-03", "--to", "2024-03-04")
-    assert json.loads(_cli(url, tmp_path, "report", "artists", "--format", "json", *empty).stdout) == []
-    assert _cli(url, tmp_path, "report", "artists", *empty).stdout.split() == [
+    assert json.loads(cli("report", "artists", "--format", "json", *empty).stdout) == []
+    assert cli("report", "artists", *empty).stdout.split() == [
         "artist",
         "attributions",
         "share_sum",
@@ -680,20 +719,18 @@ def test_report_artists_filters_by_inclusive_utc_days(known: KnownLog, tmp_path:
         "(no",
         "rows)",
     ]
-    bad = _cli(url, tmp_path, "report", "artists", "--from", "01/03/2024", code=2)
+    bad = cli("report", "artists", "--from", "01/03/2024", code=2)
     assert "--from" in bad.output
 
 
-def test_report_artists_csv_of_an_empty_period_keeps_its_header(sqlite_db: Engine, tmp_path: Path) -> None:
+def test_report_artists_csv_of_an_empty_period_keeps_its_header(cli: Cli, sqlite_db: Engine) -> None:
     build_known_log(sqlite_db)
-    out = _cli(
-        _url(sqlite_db), tmp_path, "report", "artists", "--format", "csv", "--from", "2024-03-03", "--to", "2024-03-04"
-    ).stdout
+    out = cli("report", "artists", "--format", "csv", "--from", "2024-03-03", "--to", "2024-03-04").stdout
     assert out == CSV_HEADER + "\n"
 
 
-def test_report_summary_counts_and_chain_head(known: KnownLog, tmp_path: Path) -> None:
-    data = json.loads(_cli(_url(known.engine), tmp_path, "report", "summary", "--json").stdout)
+def test_report_summary_counts_and_chain_head(known: KnownLog, known_cli: Cli) -> None:
+    data = json.loads(known_cli("report", "summary", "--json").stdout)
     head = chain.verify_chain(known.engine)
     assert data["requests"] == 6
     assert data["production_requests"] == 4  # not r4 (evaluation) nor r5 (replay)
@@ -708,35 +745,35 @@ def test_report_summary_counts_and_chain_head(known: KnownLog, tmp_path: Path) -
     assert data["chain"] == {"ok": True, "records": 6, "head_hash": head.head_hash, "broken_seq": None, "reason": None}
     assert head.head_hash == known.requests["r6"].record_hash
 
-    lines = _cli(_url(known.engine), tmp_path, "report", "summary").stdout.splitlines()
+    lines = known_cli("report", "summary").stdout.splitlines()
     assert lines[0] == "requests 6 (4 production), verified 5, HNSW/exact disagreements 3, low confidence 2"
     assert lines[-1] == f"chain OK: 6 records, head {head.head_hash}"
 
 
-def test_report_summary_shows_a_broken_chain(sqlite_db: Engine, tmp_path: Path) -> None:
+def test_report_summary_shows_a_broken_chain(cli: Cli, sqlite_db: Engine) -> None:
     log = build_known_log(sqlite_db)
     superuser_edit(sqlite_db, f"UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = '{log.id('r2')}'")
-    data = json.loads(_cli(_url(sqlite_db), tmp_path, "report", "summary", "--json").stdout)
+    data = json.loads(cli("report", "summary", "--json").stdout)
     assert (data["chain"]["ok"], data["chain"]["broken_seq"], data["chain"]["records"]) == (False, 2, 1)
 
 
 @pytest.mark.postgres
 def test_report_days_are_utc_whatever_the_server_time_zone(
-    postgres_known: KnownLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_known: KnownLog, cli_on: Callable[[str], Cli], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A session whose TimeZone is not UTC (here libpq's PGTZ; also postgresql.conf or ALTER ROLE ... SET timezone):
     # r6 was made on 2024-03-05 at 23:30 UTC, which is 2024-03-06 00:30 in Paris.
     monkeypatch.setenv("PGTZ", "Europe/Paris")
-    url, day = _url(postgres_known.engine), ("--from", "2024-03-05", "--to", "2024-03-05")
-    assert "exported 1 records" in _cli(url, tmp_path, "audit", "export", str(tmp_path / "day.jsonl"), *day).stdout
-    listed = json.loads(_cli(url, tmp_path, "report", "artists", "--format", "json", *day).stdout)
+    cli, day = cli_on(_url(postgres_known.engine)), ("--from", "2024-03-05", "--to", "2024-03-05")
+    assert "exported 1 records" in cli("audit", "export", str(tmp_path / "day.jsonl"), *day).stdout
+    listed = json.loads(cli("report", "artists", "--format", "json", *day).stdout)
     assert listed == [{"artist": "Cy", "attributions": 1, "share_sum": 1.0, "mean_confidence": 0.5}]
 
 
-def test_reports_work_when_the_database_url_contains_a_percent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / '100%' / 'audit.sqlite'}"
-    _cli(url, tmp_path, "db", "upgrade")
-    assert json.loads(_cli(url, tmp_path, "report", "summary", "--json").stdout)["requests"] == 0
+def test_reports_work_when_the_database_url_contains_a_percent(tmp_path: Path, cli_on: Callable[[str], Cli]) -> None:
+    cli = cli_on(f"sqlite:///{tmp_path / '100%' / 'audit.sqlite'}")
+    cli("db", "upgrade")
+    assert json.loads(cli("report", "summary", "--json").stdout)["requests"] == 0
 
 
 # -- 4. export and offline verification -------------------------------------------------------------------------
@@ -749,9 +786,9 @@ def _write_export(path: Path, lines: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines), encoding="utf-8")
 
 
-def test_export_verifies_on_its_own(known: KnownLog, tmp_path: Path) -> None:
-    url, out = _url(known.engine), tmp_path / "out" / "audit.jsonl"
-    assert _cli(url, tmp_path, "audit", "export", str(out)).stdout == f"exported 6 records to {out}\n"
+def test_export_verifies_on_its_own(known: KnownLog, known_cli: Cli, offline_cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "audit.jsonl"
+    assert known_cli("audit", "export", str(out)).stdout == f"exported 6 records to {out}\n"
     head = chain.verify_chain(known.engine).head_hash
     header, records = _read_export(out)
     assert header["format"] == FORMAT and header["records"] == 6 and (header["from"], header["to"]) == (None, None)
@@ -764,34 +801,52 @@ def test_export_verifies_on_its_own(known: KnownLog, tmp_path: Path) -> None:
     assert r2["metrics"]["confidence"] == 0.3 and r2["request"]["replay_of"] is None
 
     # No database needed: an unreachable URL does not matter to --file.
-    verified = _cli(UNREACHABLE_DB, tmp_path, "audit", "verify", "--file", str(out))
+    verified = offline_cli("audit", "verify", "--file", str(out))
     assert verified.stdout == f"export OK: 6 records (seq 1..6), last hash {head}\n"
 
 
-def test_export_of_a_period_verifies_on_its_own(known: KnownLog, tmp_path: Path) -> None:
-    url, out = _url(known.engine), tmp_path / "day2.jsonl"
+def test_export_of_a_period_verifies_on_its_own(
+    known: KnownLog, known_cli: Cli, offline_cli: Cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "day2.jsonl"
     assert (
         "exported 3 records"
-        in _cli(url, tmp_path, "audit", "export", str(out), "--from", "2024-03-02", "--to", "2024-03-02").stdout
+        in known_cli("audit", "export", str(out), "--from", "2024-03-02", "--to", "2024-03-02").stdout
     )
     header, records = _read_export(out)
     assert (header["from"], header["to"], header["records"]) == ("2024-03-02", "2024-03-02", 3)
     assert [r["request_id"] for r in records] == [known.id(label) for label in ("r3", "r4", "r5")]
-    verified = _cli(UNREACHABLE_DB, tmp_path, "audit", "verify", "--file", str(out)).stdout
+    verified = offline_cli("audit", "verify", "--file", str(out)).stdout
     assert verified == f"export OK: 3 records (seq 3..5), last hash {known.requests['r5'].record_hash}\n"
 
     tail = tmp_path / "tail.jsonl"
-    assert "exported 1 records" in _cli(url, tmp_path, "audit", "export", str(tail), "--from", "2024-03-03").stdout
-    assert "(seq 6..6)" in _cli(UNREACHABLE_DB, tmp_path, "audit", "verify", "--file", str(tail)).stdout
+    assert "exported 1 records" in known_cli("audit", "export", str(tail), "--from", "2024-03-03").stdout
+    assert "(seq 6..6)" in offline_cli("audit", "verify", "--file", str(tail)).stdout
     head_part = tmp_path / "head.jsonl"
-    assert "exported 2 records" in _cli(url, tmp_path, "audit", "export", str(head_part), "--to", "2024-03-01").stdout
-    assert "(seq 1..2)" in _cli(UNREACHABLE_DB, tmp_path, "audit", "verify", "--file", str(head_part)).stdout
+    assert "exported 2 records" in known_cli("audit", "export", str(head_part), "--to", "2024-03-01").stdout
+    assert "(seq 1..2)" in offline_cli("audit", "verify", "--file", str(head_part)).stdout
     none = tmp_path / "none.jsonl"
     assert (
         "exported 0 records"
-        in _cli(url, tmp_path, "audit", "export", str(none), "--from", "2024-03-03", "--to", "2024-03-04").stdout
+        in known_cli("audit", "export", str(none), "--from", "2024-03-03", "--to", "2024-03-04").stdout
     )
-    assert "export OK: 0 records" in _cli(UNREACHABLE_DB, tmp_path, "audit", "verify", "--file", str(none)).stdout
+    assert "export OK: 0 records" in offline_cli("audit", "verify", "--file", str(none)).stdout
+
+
+@pytest.fixture(scope="module")
+def sqlite_export(sqlite_known: KnownLog, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SQLite known log exported once; tests tamper with copies."""
+    folder = tmp_path_factory.mktemp("export")
+    out = folder / "audit.jsonl"
+    Cli(folder / "data", _url(sqlite_known.engine), CliRunner())("audit", "export", str(out))
+    return out
+
+
+@pytest.fixture
+def export_copy(sqlite_export: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "audit.jsonl"
+    shutil.copyfile(sqlite_export, out)
+    return out
 
 
 Lines = tuple[dict[str, Any], list[dict[str, Any]]]
@@ -871,13 +926,13 @@ TAMPERS: dict[str, tuple[Callable[[Lines], Any], str]] = {
 
 
 @pytest.mark.parametrize("name", list(TAMPERS))
-def test_verify_file_detects_a_tampered_export(sqlite_db: Engine, tmp_path: Path, name: str) -> None:
-    log = build_known_log(sqlite_db)
-    out = tmp_path / "audit.jsonl"
-    _cli(_url(sqlite_db), tmp_path, "audit", "export", str(out))
+def test_verify_file_detects_a_tampered_export(
+    sqlite_known: KnownLog, export_copy: Path, offline_cli: Cli, name: str
+) -> None:
+    log, out = sqlite_known, export_copy
     tamper, expected = TAMPERS[name]
     _write_export(out, tamper(_read_export(out)))
-    result = _cli(UNREACHABLE_DB, tmp_path, "audit", "verify", "--file", str(out), code=1)
+    result = offline_cli("audit", "verify", "--file", str(out), code=1)
     assert result.stderr.startswith("export BROKEN: ") and result.stderr.count("\n") == 1, result.stderr
     assert expected in result.stderr, result.stderr
     named = re.match(r"seq (\d+) \(request", expected)
@@ -894,11 +949,11 @@ def test_verify_file_detects_a_tampered_export(sqlite_db: Engine, tmp_path: Path
         '{"format": "something-else/1"}\n',
     ],
 )
-def test_verify_file_rejects_what_is_not_an_export(tmp_path: Path, content: str) -> None:
+def test_verify_file_rejects_what_is_not_an_export(tmp_path: Path, offline_cli: Cli, content: str) -> None:
     path = tmp_path / "x.jsonl"
     path.write_text(content, encoding="utf-8")
-    result = CliRunner().invoke(app, ["--database-url", UNREACHABLE_DB, "audit", "verify", "--file", str(path)])
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    result = offline_cli("audit", "verify", "--file", str(path), code=1)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.stderr.count("\n") == 1 and result.stdout == ""
 
 
@@ -909,10 +964,8 @@ def _without_prev_hash(lines: Lines) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("malformed", ["header is a list", "record is a list", "record without prev_hash"])
-def test_verify_file_reports_malformed_lines_in_one_line(sqlite_db: Engine, tmp_path: Path, malformed: str) -> None:
-    build_known_log(sqlite_db)
-    out = tmp_path / "audit.jsonl"
-    _cli(_url(sqlite_db), tmp_path, "audit", "export", str(out))
+def test_verify_file_reports_malformed_lines_in_one_line(export_copy: Path, offline_cli: Cli, malformed: str) -> None:
+    out = export_copy
     header, records = _read_export(out)
     if malformed == "header is a list":
         out.write_text("[]\n" + "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
@@ -920,29 +973,30 @@ def test_verify_file_reports_malformed_lines_in_one_line(sqlite_db: Engine, tmp_
         out.write_text(json.dumps(header) + "\n[]\n" + "".join(json.dumps(r) + "\n" for r in records[1:]))
     else:
         _write_export(out, _without_prev_hash((header, records)))
-    result = CliRunner().invoke(app, ["--database-url", UNREACHABLE_DB, "audit", "verify", "--file", str(out)])
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    result = offline_cli("audit", "verify", "--file", str(out), code=1)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.stderr.count("\n") == 1 and result.stdout == ""
 
 
-def test_export_refuses_a_broken_chain(sqlite_db: Engine, tmp_path: Path) -> None:
+def test_export_refuses_a_broken_chain(cli: Cli, sqlite_db: Engine, tmp_path: Path) -> None:
     log = build_known_log(sqlite_db)
     superuser_edit(
         sqlite_db, f"UPDATE attribution_neighbours SET artist = 'Mallory' WHERE request_id = '{log.id('r3')}'"
     )
     out = tmp_path / "audit.jsonl"
-    result = _cli(_url(sqlite_db), tmp_path, "audit", "export", str(out), code=1)
+    result = cli("audit", "export", str(out), code=1)
     assert "broken at seq 3" in result.stderr and not out.exists()
 
 
 # -- 5. the per-request page ------------------------------------------------------------------------------------
-def test_request_page_shows_the_record_and_flags_a_modified_one(fresh_db: Engine, tmp_path: Path) -> None:
+def test_request_page_shows_the_record_and_flags_a_modified_one(
+    fresh_db: Engine, cli_on: Callable[[str], Cli], tmp_path: Path
+) -> None:
     log = build_known_log(fresh_db)
+    cli = cli_on(_url(fresh_db))
     request = log.requests["r2"]
     page = tmp_path / "r2.html"
-    assert _cli(_url(fresh_db), tmp_path, "report", "request", request.id, "--html", str(page)).stdout == (
-        f"wrote {page}\n"
-    )
+    assert cli("report", "request", request.id, "--html", str(page)).stdout == f"wrote {page}\n"
     html = page.read_text(encoding="utf-8")
     for expected in (request.id, request.record_hash, request.prev_hash, "w4", "w5", "w3", "0.625000", "0.375000"):
         assert expected in html
@@ -952,32 +1006,32 @@ def test_request_page_shows_the_record_and_flags_a_modified_one(fresh_db: Engine
     superuser_edit(
         fresh_db, f"UPDATE attribution_neighbours SET similarity = 0.1 WHERE request_id = '{request.id}' AND rank = 1"
     )
-    _cli(_url(fresh_db), tmp_path, "report", "request", request.id, "--html", str(page))
+    cli("report", "request", request.id, "--html", str(page))
     html = page.read_text(encoding="utf-8")
     assert "MODIFIED: the record does not match its stored hash" in html and "intact:" not in html
     # The other records are untouched.
-    _cli(_url(fresh_db), tmp_path, "report", "request", log.id("r1"), "--html", str(page))
+    cli("report", "request", log.id("r1"), "--html", str(page))
     assert "intact:" in page.read_text(encoding="utf-8")
 
 
-def test_request_page_escapes_recorded_names(sqlite_db: Engine, tmp_path: Path) -> None:
+def test_request_page_escapes_recorded_names(cli: Cli, sqlite_db: Engine, tmp_path: Path) -> None:
     hostile = "<script>alert(1)</script>"
     request = single_request(
         hostile, "<i>w</i>", requester="<b>mallory</b>", image_path="/gen/<img src=x onerror=alert(1)>.png"
     )
     chain.append(sqlite_db, request)
     page = tmp_path / "p.html"
-    _cli(_url(sqlite_db), tmp_path, "report", "request", request.id, "--html", str(page))
+    cli("report", "request", request.id, "--html", str(page))
     html = page.read_text(encoding="utf-8")
     assert "<script" not in html and "<b>mallory" not in html and "<i>w</i>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-def test_report_request_errors(sqlite_db: Engine, tmp_path: Path) -> None:
+def test_report_request_errors(cli: Cli, sqlite_db: Engine, tmp_path: Path) -> None:
     log = build_known_log(sqlite_db)
-    missing = _cli(_url(sqlite_db), tmp_path, "report", "request", "nope", "--html", str(tmp_path / "x.html"), code=1)
+    missing = cli("report", "request", "nope", "--html", str(tmp_path / "x.html"), code=1)
     assert "no attribution request 'nope'" in missing.stderr and missing.stderr.count("\n") == 1
-    usage = _cli(_url(sqlite_db), tmp_path, "report", "request", log.id("r1"), code=2)
+    usage = cli("report", "request", log.id("r1"), code=2)
     assert "--html" in usage.output
 
 
@@ -988,19 +1042,21 @@ URL_ATTRIBUTE = re.compile(r"""\s(?:src|href|srcset|action|data|poster)\s*=\s*["
 
 @dataclass(frozen=True)
 class Pipeline:
-    database_url: str
-    data_dir: Path
+    cli: Cli
     record: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, demo_catalogue: DemoCatalogue) -> Pipeline:
+def pipeline(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, embedder: Embedder) -> Pipeline:
+    """A small demo catalogue (6 artists x 2 works: the page needs only K = 5 of them) ingested and one query
+    attributed, once per module; the session's model is reused."""
     root = tmp_path_factory.mktemp("pipeline")
-    url, data = f"sqlite:///{root / 'audit.sqlite'}", root / "data"
-    _cli(url, data, "db", "upgrade")
-    _cli(url, data, "ingest", str(demo_catalogue.manifest), *EMBEDDER)
-    out = _cli(url, data, "attribute", str(demo_catalogue.queries[0].path), "--k", "5", "--json", *EMBEDDER).stdout
-    return Pipeline(url, data, json.loads(out)[0])
+    demo_catalogue = make_demo_catalogue(root / "demo", works_per_artist=2)
+    shutil.copyfile(sqlite_template, root / "audit.sqlite")
+    cli = Cli(root / "data", f"sqlite:///{root / 'audit.sqlite'}", CliRunner())
+    cli("ingest", str(demo_catalogue.manifest), *EMBEDDER)
+    out = cli("attribute", str(demo_catalogue.queries[0].path), "--k", "5", "--json", *EMBEDDER).stdout
+    return Pipeline(cli, json.loads(out)[0])
 
 
 def _chromium() -> str:
@@ -1013,9 +1069,7 @@ def _chromium() -> str:
 
 
 def _html_page(pipeline: Pipeline, out: Path) -> str:
-    _cli(
-        pipeline.database_url, pipeline.data_dir, "report", "request", pipeline.record["request_id"], "--html", str(out)
-    )
+    pipeline.cli("report", "request", pipeline.record["request_id"], "--html", str(out))
     return out.read_text(encoding="utf-8")
 
 
@@ -1049,7 +1103,7 @@ def test_request_page_renders_in_chromium(pipeline: Pipeline, tmp_path: Path) ->
         [browser, *flags, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600 * float(os.environ.get("ATTRIBUTION_AUDIT_TEST_TIMEOUT_FACTOR", "1")),
     )
     assert rendered.returncode == 0, rendered.stderr[-2000:]
     dom = rendered.stdout
@@ -1068,9 +1122,7 @@ def test_request_page_renders_in_chromium(pipeline: Pipeline, tmp_path: Path) ->
 def test_request_pdf(pipeline: Pipeline, tmp_path: Path) -> None:
     _chromium()
     out = tmp_path / "pdf" / "request.pdf"
-    result = _cli(
-        pipeline.database_url, pipeline.data_dir, "report", "request", pipeline.record["request_id"], "--pdf", str(out)
-    )
+    result = pipeline.cli("report", "request", pipeline.record["request_id"], "--pdf", str(out))
     assert f"wrote {out}" in result.stdout
     data = out.read_bytes()
     assert data.startswith(b"%PDF") and len(data) > 10_000

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from attribution_audit.attribution import AttributionParams
-from attribution_audit.shares import artist_shares, neighbour_shares
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.shares import artist_shares, neighbour_shares
 
 MILLION = 1_000_000
 

@@ -8,15 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import EMBEDDER, Cli
 
-from attribution_audit.attribution import AttributionParams, Attributor, rrf_scores
-from attribution_audit.cli import app
-from attribution_audit.demo import DemoCatalogue
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.points import WorkPoint, point_id_for
+from attribution_audit.domain.ranking import rrf_scores
+from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import VectorStoreError
-from attribution_audit.vectorstore import VectorStore, WorkPoint, point_id_for
-from attribution_audit.vectorstore.qdrant_edge import EdgeStore
-from attribution_audit.vectorstore.qdrant_server import ServerStore
+from attribution_audit.services.attribution import Attributor
+from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.vectors import VectorStore
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
+from attribution_audit.store.vectors.qdrant_server import ServerStore
 
 CONTENT_DIM, STYLE_DIM, N = 16, 8, 240
 
@@ -41,10 +45,17 @@ def data() -> tuple[np.ndarray, np.ndarray, list[WorkPoint]]:
     return contents, styles, points
 
 
-@pytest.fixture(params=["edge", "server"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, data: tuple) -> Iterator[VectorStore]:  # type: ignore[type-arg]
+@pytest.fixture(scope="module", params=["edge", "server"])
+def store(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    data: tuple,  # type: ignore[type-arg]
+) -> Iterator[VectorStore]:
+    """Both stores holding the same points, built once per module (the tests using it only read)."""
     store: VectorStore = (
-        EdgeStore(tmp_path, "works_spaces") if request.param == "edge" else ServerStore(":memory:", "works_spaces")
+        EdgeStore(tmp_path_factory.mktemp("spaces"), "works_spaces")
+        if request.param == "edge"
+        else ServerStore(":memory:", "works_spaces")
     )
     store.ensure_collection(CONTENT_DIM, STYLE_DIM)
     store.upsert(data[2])
@@ -99,32 +110,37 @@ def test_fused_search_is_weighted_rrf_of_both_spaces(store: VectorStore, data: t
         )
 
 
-def test_fused_attribution_is_checked_against_exact_fusion(tmp_path: Path, fresh_db, data: tuple) -> None:  # type: ignore[no-untyped-def]
+def test_fused_attribution_is_checked_against_exact_fusion(
+    tmp_path: Path,
+    sqlite_audit: AuditStore,
+    data: tuple,  # type: ignore[type-arg]
+) -> None:
     contents, styles, points = data
     store = EdgeStore(tmp_path, "works_spaces")
     store.ensure_collection(CONTENT_DIM, STYLE_DIM)
     store.upsert(points)
     store.build_index()
     attributor = Attributor(
-        fresh_db,
+        sqlite_audit,
         store,
         embedder_name="test",
         embedder_fingerprint="t@0",
         requester="pytest",
         exact_cache_dir=tmp_path / "x",
     )
+    query = QueryVectors(contents[3], styles[3])
     for space in ("content", "style", "fused"):
         params = AttributionParams(k=5, space=space, fusion_weights=(1.0, 0.6))
-        outcome = attributor.compute(contents[3], params, styles[3])
+        outcome = attributor.compute(query, params)
         assert outcome.overlap_at_k == 1.0
-        record = attributor.record("/q.png", "00" * 32, contents[3], params, outcome, style=styles[3])
+        record = attributor.record("/q.png", "00" * 32, query, params, outcome)
         assert record.parameters["space"] == space and record.parameters["fusion_weights"] == [1.0, 0.6]
         # Work 3 is itself in the index: rank 1 in every space.
         assert record.neighbours[0].work_id == "w3"
         before, after = attributor.replay(record.request_id)
         assert [n.work_id for n in after.neighbours] == [n.work_id for n in before.neighbours]
     with pytest.raises(ValueError, match="style vector"):
-        attributor.compute(contents[3], AttributionParams(space="style"))
+        attributor.compute(QueryVectors(contents[3]), AttributionParams(space="style"))
     store.close()
 
 
@@ -144,29 +160,20 @@ def test_style_space_missing_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_spaces_end_to_end(tmp_path: Path, database_url: str, demo_catalogue: DemoCatalogue) -> None:
-    runner = CliRunner()
-    base = ["--data-dir", str(tmp_path / "data"), "--database-url", database_url]
-
-    def run(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, [*base, *args])
-        assert result.exit_code == code, result.output + str(result.exception)
-        return result.stdout
-
-    embedder = ["--embedder", "efficientnet-lite0"]
-    run("db", "upgrade")
-    run("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    again = run("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+def test_cli_spaces_end_to_end(cli: Cli, tmp_path: Path, demo_catalogue: DemoCatalogue) -> None:
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    again = cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style").stdout
     assert "48 unchanged" in again
     image = str(demo_catalogue.queries[2].path)
     for space in ("content", "style", "fused"):
-        (record,) = json.loads(run("attribute", image, "--space", space, "--k", "5", "--json", *embedder))
+        (record,) = json.loads(cli("attribute", image, "--space", space, "--k", "5", "--json", *embedder).stdout)
         assert record["parameters"]["space"] == space and record["overlap_at_k"] == 1.0
         assert len(record["neighbours"]) == 5
-    assert "chain OK" in run("audit", "verify")
+    assert "chain OK" in cli("audit", "verify").stdout
     labelled = tmp_path / "labelled.csv"
     labelled.write_text("path,artist\n" + "".join(f"{q.path},{q.artist}\n" for q in demo_catalogue.queries))
-    table = run(
+    table = cli(
         "evaluate",
         "compare-spaces",
         str(labelled),
@@ -177,7 +184,7 @@ def test_cli_spaces_end_to_end(tmp_path: Path, database_url: str, demo_catalogue
         *embedder,
         "--out",
         str(tmp_path / "cmp"),
-    )
+    ).stdout
     for space in ("content", "style", "fused"):
         assert space in table
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
@@ -186,26 +193,17 @@ def test_cli_spaces_end_to_end(tmp_path: Path, database_url: str, demo_catalogue
 
 
 @pytest.mark.slow
-def test_noise_experiment_in_the_style_space(tmp_path: Path, demo_catalogue: DemoCatalogue) -> None:
-    from attribution_audit.demo import make_demo_catalogue
-
-    runner = CliRunner()
-    base = ["--data-dir", str(tmp_path / "data")]
-    embedder = ["--embedder", "efficientnet-lite0"]
-    assert runner.invoke(app, [*base, "db", "upgrade"]).exit_code == 0
+def test_noise_experiment_in_the_style_space(cli: Cli, tmp_path: Path, demo_catalogue: DemoCatalogue) -> None:
+    embedder = ["--embedder", EMBEDDER]
     labelled = tmp_path / "labelled.csv"
     labelled.write_text("path,artist\n" + "".join(f"{q.path},{q.artist}\n" for q in demo_catalogue.queries))
     noise = make_demo_catalogue(tmp_path / "noise", artists=2, works_per_artist=12, queries_per_artist=0)
     args = ["evaluate", "noise", str(labelled), "--noise", str(noise.manifest), "--levels", "0.25", "--k", "5"]
-    assert runner.invoke(app, [*base, "ingest", str(demo_catalogue.manifest), *embedder]).exit_code == 0
-    refused = runner.invoke(app, [*base, *args, "--space", "style", *embedder, "--out", str(tmp_path / "o")])
-    assert refused.exit_code == 1 and "--spaces content,style" in refused.stderr
-    ingested = runner.invoke(
-        app, [*base, "ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style"]
-    )
-    assert ingested.exit_code == 0, ingested.output
-    result = runner.invoke(app, [*base, *args, "--space", "style", *embedder, "--out", str(tmp_path / "o")])
-    assert result.exit_code == 0, result.output
+    cli("ingest", str(demo_catalogue.manifest), *embedder)
+    refused = cli(*args, "--space", "style", *embedder, "--out", str(tmp_path / "o"), code=1)
+    assert "--spaces content,style" in refused.stderr
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli(*args, "--space", "style", *embedder, "--out", str(tmp_path / "o"))
     metrics = json.loads((tmp_path / "o" / "noise.json").read_text())
     assert metrics["space"] == "style" and metrics["levels"][0]["noise_works"] == 12
     assert 0 <= metrics["levels"][0]["mean_overlap"] <= 1

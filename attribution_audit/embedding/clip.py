@@ -65,7 +65,7 @@ class ClipEmbedder:
             self.processor = processor_cls.from_pretrained(local_dir, local_files_only=True)
         except Exception as exc:
             raise EmbedderError(f"cannot load CLIP model from '{local_dir}': {exc}".splitlines()[0]) from exc
-        self.model.eval().to(self.device, self.dtype)
+        self.model.train(False).to(self.device, self.dtype)  # inference mode (what .eval() does)
         self.dim = self.model.visual_projection.out_features  # the config's projection_dim
         vision = self.model.vision_model.config
         self._channels = [vision.hidden_size] * (vision.num_hidden_layers + 1)  # hidden states 0 (embeddings)..depth

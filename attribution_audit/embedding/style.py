@@ -29,7 +29,8 @@ def _projection(channels: int, rank: int, seed: int) -> torch.Tensor:
 
 
 def _normalise(vectors: torch.Tensor) -> torch.Tensor:
-    return vectors / vectors.norm(dim=1, keepdim=True).clamp_min(EPS)
+    unit: torch.Tensor = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(EPS)
+    return unit
 
 
 def _gram_sketch(features: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:

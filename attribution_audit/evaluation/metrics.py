@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from attribution_audit.attribution import top_artist
-from attribution_audit.calibration import LogisticModel, confidence
-from attribution_audit.metrics import artist_entropy, artist_margin, auroc
-from attribution_audit.shares import neighbour_shares
+from attribution_audit.domain.confidence import LogisticModel, confidence
+from attribution_audit.domain.indicators import artist_entropy, artist_margin
+from attribution_audit.domain.ranking import top_artist
+from attribution_audit.domain.shares import neighbour_shares
 
 ECE_BINS = 10
 
@@ -222,7 +222,7 @@ def evaluate(
         }
 
     subsets = sorted({o.subset for o in outcomes if o.subset})
-    return finite(
+    result: dict[str, Any] = finite(
         {
             "k_max": k_max,
             "k": k,
@@ -232,6 +232,7 @@ def evaluate(
             "ann_vs_exact": ann_vs_exact(outcomes, sorted({1, min(10, k_max), k_max})),
         }
     )
+    return result
 
 
 def finite(value: Any) -> Any:
@@ -243,3 +244,16 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
     return value
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the ROC curve (probability a positive scores above a negative; ties count half)."""
+    from scipy.stats import rankdata
+
+    positives = sum(1 for y in labels if y)
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = rankdata(scores)
+    rank_sum = sum(r for r, y in zip(ranks, labels, strict=True) if y)
+    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))

@@ -1,1 +1,1 @@
-"""Reports over the audit log: SQL-view queries, a read-only role, per-request HTML pages, verifiable exports."""
+"""Renderers of what the audit log holds: aligned tables/CSV/JSON, one request as an HTML page, the export file."""

@@ -8,15 +8,13 @@ A verifier recomputes every hash from the content and checks that the records li
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
-
-from attribution_audit.attribution import as_utc
-from attribution_audit.audit.chain import canonical_content, hash_content, iter_chain, verify_chain
+from attribution_audit.domain.chain import ChainRecord, ChainReport, hash_content
 from attribution_audit.errors import AttributionAuditError
 
 FORMAT = "attribution-audit-export/1"
@@ -28,26 +26,31 @@ def _bounds(date_from: date | None, date_to: date | None) -> tuple[datetime | No
     return start, end
 
 
-def export_records(engine: Engine, out: str | Path, date_from: date | None = None, date_to: date | None = None) -> int:
-    """Write the records created within [date_from, date_to] (inclusive days, UTC); returns how many."""
+def export_records(
+    head: ChainReport,
+    chain: Iterable[ChainRecord],
+    out: str | Path,
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> int:
+    """Write the records of ``chain`` created within [date_from, date_to] (inclusive days, UTC), with the verified
+    ``head``; returns how many."""
     start, end = _bounds(date_from, date_to)
-    head = verify_chain(engine)
     if not head.ok:
         raise AttributionAuditError(
             f"the audit chain is broken at seq {head.broken_seq} ({head.reason}); run `attribution-audit audit verify` "
             "and resolve it before exporting"
         )
     records = []
-    for request in iter_chain(engine):
-        created = as_utc(request.created_at)
-        if (start is None or created >= start) and (end is None or created <= end):
+    for record in chain:
+        if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
             records.append(
                 {
-                    "seq": request.seq,
-                    "request_id": request.id,
-                    "prev_hash": request.prev_hash,
-                    "record_hash": request.record_hash,
-                    "content": canonical_content(request),
+                    "seq": record.seq,
+                    "request_id": record.request_id,
+                    "prev_hash": record.prev_hash,
+                    "record_hash": record.record_hash,
+                    "content": record.content,
                 }
             )
     header = {

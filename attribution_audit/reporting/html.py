@@ -12,14 +12,9 @@ import io
 import json
 from pathlib import Path
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
-
-from attribution_audit.attribution import Attribution, load_request
-from attribution_audit.audit.chain import record_hash
-from attribution_audit.audit.models import AttributionNeighbour, Work, WorkVersion
+from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AttributionAuditError, ImageError
-from attribution_audit.images import load_image
+from attribution_audit.sources.images import load_image
 
 THUMBNAIL = 180
 STYLE = """
@@ -47,27 +42,9 @@ def thumbnail(path: str | None) -> str:
     return '<div class="missing">image not available</div>'
 
 
-def _work_images(engine: Engine, request_neighbours: list[AttributionNeighbour]) -> dict[int, str]:
-    """rank -> image path of the work version that was attributed."""
-    paths: dict[int, str] = {}
-    with Session(engine) as session:
-        for n in request_neighbours:
-            if n.work_pk is None:
-                continue
-            version = session.scalar(
-                select(WorkVersion.image_path).where(
-                    WorkVersion.work_pk == n.work_pk, WorkVersion.version == n.work_version
-                )
-            )
-            paths[n.rank] = version or session.scalar(select(Work.image_path).where(Work.id == n.work_pk))
-    return paths
-
-
-def render_request_html(engine: Engine, request_id: str) -> str:
-    request = load_request(engine, request_id)
-    attribution = Attribution.from_record(request)
-    intact = record_hash(request.prev_hash, request) == request.record_hash
-    images = _work_images(engine, list(request.neighbours))
+def render_request_html(attribution: Attribution, images: dict[int, str], intact: bool) -> str:
+    """The page of one request: ``images`` maps a neighbour's rank to its work's image, ``intact`` says whether
+    the record still matches its hash."""
     e = html.escape
 
     def fmt(value: float | None, digits: int = 4) -> str:
@@ -93,15 +70,15 @@ def render_request_html(engine: Engine, request_id: str) -> str:
     provenance = {
         "request id": attribution.request_id,
         "created (UTC)": attribution.created_at.isoformat(),
-        "requester": request.requester,
+        "requester": attribution.requester,
         "image sha256": attribution.image_sha256,
         "embedder": attribution.embedder_fingerprint,
-        "store / collection": f"{request.store_kind} / {request.collection}",
+        "store / collection": f"{attribution.store_kind} / {attribution.collection}",
         "catalogue version": attribution.catalogue_version,
         "index parameters": json.dumps(attribution.index_params, sort_keys=True),
         "attribution parameters": json.dumps(attribution.parameters, sort_keys=True),
         "chain position (seq)": str(attribution.seq),
-        "previous record hash": request.prev_hash,
+        "previous record hash": attribution.prev_hash,
         "record hash": attribution.record_hash,
     }
     status = (
@@ -135,9 +112,9 @@ use, and the embedder captures content more than style (PEReN research note). Ve
 """
 
 
-def write_request_html(engine: Engine, request_id: str, out: str | Path) -> Path:
+def write_page(page: str, out: str | Path) -> Path:
+    """Write an HTML page; one-line error when the path is not writable."""
     out = Path(out)
-    page = render_request_html(engine, request_id)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")
@@ -161,7 +138,7 @@ CHROMIUM_FLAGS = (
 )
 
 
-def write_request_pdf(engine: Engine, request_id: str, out: str | Path) -> Path:
+def print_pdf(page_html: str, out: str | Path) -> Path:
     """The same page printed to PDF by headless Chromium (Debian package ``chromium``)."""
     import shutil
     import subprocess
@@ -172,7 +149,7 @@ def write_request_pdf(engine: Engine, request_id: str, out: str | Path) -> Path:
         raise AttributionAuditError("--pdf needs Chromium: install it (e.g. `apt-get install chromium`) or use --html")
     out = Path(out).resolve()
     with tempfile.TemporaryDirectory() as tmp:
-        page = write_request_html(engine, request_id, Path(tmp) / "request.html")
+        page = write_page(page_html, Path(tmp) / "request.html")
         printed = Path(tmp) / "request.pdf"
         command = [
             browser,

@@ -1,1 +1,0 @@
-"""The audit database: models, migrations, and the repository the rest of the code writes through."""

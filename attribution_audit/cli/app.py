@@ -1,0 +1,75 @@
+"""The typer application: global options, one-line errors, and the command groups of the other modules."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from attribution_audit import __version__
+from attribution_audit.cli import attribute, audit, catalogue, db, evaluate, ingest, report
+from attribution_audit.config import load_settings
+from attribution_audit.errors import AttributionAuditError
+
+
+class _Commands(TyperGroup):
+    """Turns any AttributionAuditError raised by a command into ``error: <message>`` and exit code 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AttributionAuditError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    no_args_is_help=True,
+    help="Attribute generated images to catalogued works, with an audit trail.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"attribution-audit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Data folder of the embedded store and SQLite log [ATTRIBUTION_AUDIT_DATA_DIR]"),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL of the audit DB [ATTRIBUTION_AUDIT_DATABASE_URL]")
+    ] = None,
+    qdrant_url: Annotated[
+        str | None,
+        typer.Option(help="Qdrant server URL; unset = embedded shard [ATTRIBUTION_AUDIT_QDRANT_URL]"),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Attribute generated images to catalogued works, with an audit trail."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    ctx.obj = load_settings(data_dir=data_dir, database_url=database_url, qdrant_url=qdrant_url)
+
+
+app.add_typer(db.app, name="db")
+app.add_typer(audit.app, name="audit")
+app.add_typer(catalogue.app, name="catalogue")
+app.add_typer(report.app, name="report")
+app.add_typer(catalogue.artists_app, name="artists")
+app.add_typer(evaluate.app, name="evaluate")
+app.command()(ingest.ingest)
+app.command()(attribute.attribute)
+app.command()(attribute.calibrate)

@@ -1,0 +1,106 @@
+"""``attribution-audit attribute`` and ``calibrate``: attribute generated images; fit the confidence model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attribution_audit.cli.common import (
+    EmbedderOption,
+    JsonOption,
+    audit_of,
+    checked,
+    print_attribution,
+    print_json,
+    settings_of,
+)
+from attribution_audit.domain.params import AttributionParams
+
+DEFAULTS = AttributionParams()
+DEFAULT_WEIGHTS = ",".join(f"{weight:g}" for weight in DEFAULTS.fusion_weights)
+
+
+def attribute(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="Generated image(s) to attribute.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="Number of nearest works to attribute.")] = DEFAULTS.k,
+    max_distance: Annotated[
+        float | None, typer.Option(help="Keep only works within this cosine distance (at most --k).")
+    ] = DEFAULTS.max_distance,
+    oversampling: Annotated[
+        int, typer.Option(min=1, help="HNSW returns k x this many candidates to re-rank.")
+    ] = DEFAULTS.oversampling,
+    verify: Annotated[str, typer.Option(help="Exact recall check: always | off | sample:RATE.")] = DEFAULTS.verify,
+    exact: Annotated[str, typer.Option(help="Exact method for the check: brute | kdtree.")] = DEFAULTS.exact_method,
+    shares: Annotated[
+        str, typer.Option(help="equal | similarity (softmax of similarity / temperature).")
+    ] = DEFAULTS.shares,
+    temperature: Annotated[
+        float, typer.Option(help="Softmax temperature of --shares similarity.")
+    ] = DEFAULTS.temperature,
+    space: Annotated[
+        str, typer.Option(help="content | style | fused (engine-side RRF of both spaces).")
+    ] = DEFAULTS.space,
+    fusion_weights: Annotated[str, typer.Option(help="Fused: weights of content,style.")] = DEFAULT_WEIGHTS,
+    rrf_k: Annotated[int, typer.Option(help="Fused: the k of reciprocal rank fusion.")] = DEFAULTS.rrf_k,
+    embedder: EmbedderOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find the K nearest works of each image; each result is printed only once it is in the audit log."""
+    from attribution_audit.errors import ImageError
+    from attribution_audit.services.attribute import attribute_files
+
+    params = checked(
+        AttributionParams,
+        k=k,
+        max_distance=max_distance,
+        oversampling=oversampling,
+        verify=verify,
+        exact_method=exact,
+        shares=shares,
+        temperature=temperature,
+        space=space,
+        fusion_weights=_weights(fusion_weights),
+        rrf_k=rrf_k,
+    )
+    settings = settings_of(ctx, embedder)
+    results, failed = [], 0
+    for result in attribute_files(settings, audit_of(settings), images, params):
+        if isinstance(result, ImageError):
+            typer.echo(f"error: {result}", err=True)
+            failed += 1
+        elif as_json:
+            results.append(result.as_json())
+        else:
+            print_attribution(result)
+    if as_json:
+        print_json(results)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"fusion weights {text!r}: two numbers, content,style (e.g. 1,1)") from None
+
+
+def calibrate(
+    ctx: typer.Context,
+    labelled: Annotated[Path, typer.Argument(help="CSV of labelled generated images: path,artist.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="K used for the features.")] = DEFAULTS.k,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Fit the logistic confidence model on labelled queries; later requests use it and record its version."""
+    from attribution_audit.services.calibrate import calibrate_labelled
+
+    settings = settings_of(ctx, embedder)
+    report = calibrate_labelled(settings, audit_of(settings), labelled, k)
+    auroc = "n/a" if report.auroc is None else f"{report.auroc:.3f}"
+    typer.echo(
+        f"stored {report.model_name}: {report.n_samples} labelled queries ({report.n_positive} correct), "
+        f"training AUROC {auroc}, Brier {report.brier:.3f}"
+    )

@@ -1,0 +1,140 @@
+"""``attribution-audit evaluate``: the research note's experiments on labelled queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attribution_audit.cli.common import EmbedderOption, QueriesArgument, audit_of, checked, num, settings_of
+
+app = typer.Typer(no_args_is_help=True, help="The research note's experiments on labelled queries.")
+OUT = Path("evaluation")
+
+
+@app.command("run")
+def evaluate_run(
+    ctx: typer.Context,
+    queries: QueriesArgument,
+    k_max: Annotated[int, typer.Option(min=1, help="Curves are computed for K = 1..k-max.")] = 100,
+    k: Annotated[
+        int, typer.Option("--k", min=1, help="Fixed K for Table 1 (when true works are unknown) and confidence.")
+    ] = 10,
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, CSV tables, report.md and plots.")] = OUT,
+    name: Annotated[str | None, typer.Option(help="Name of the query set (default: the file name).")] = None,
+    space: Annotated[str, typer.Option(help="content | style | fused")] = "content",
+    embedder: EmbedderOption = None,
+) -> None:
+    """Attribute every labelled query (logged, tagged with the run) and compute the note's metrics."""
+    from attribution_audit.evaluation.outputs import write_outputs
+    from attribution_audit.services.evaluate import evaluate_queries
+
+    if k > k_max:
+        raise typer.BadParameter(f"--k {k} is larger than --k-max {k_max}")
+    settings = settings_of(ctx, embedder)
+    summary = checked(
+        evaluate_queries,
+        settings=settings,
+        audit=audit_of(settings),
+        queries=queries,
+        name=name,
+        k_max=k_max,
+        k=k,
+        space=space,
+    )
+    write_outputs(summary.metrics, out)
+    overall = summary.metrics["overall"]["curves"]
+    typer.echo(
+        f"evaluation run {summary.run_id}: {summary.queries} queries ({summary.failed} unreadable); hit rate@1 "
+        f"{num(overall[0]['hit_rate'])}, @{k} {num(overall[min(k, k_max) - 1]['hit_rate'])}; results in {out}"
+    )
+
+
+@app.command("compare-spaces")
+def evaluate_compare_spaces(
+    ctx: typer.Context,
+    queries: QueriesArgument,
+    k_max: Annotated[int, typer.Option(min=1, help="Curves are computed for K = 1..k-max.")] = 100,
+    k: Annotated[int, typer.Option("--k", min=1, help="K of the side-by-side numbers.")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Also write compare.json and compare.md here.")] = None,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Evaluate content, style and fused spaces on the same queries and print them side by side."""
+    from attribution_audit.evaluation.outputs import write_comparison
+    from attribution_audit.reporting.tables import render_rows
+    from attribution_audit.services.evaluate import compare_spaces_of
+
+    settings = settings_of(ctx, embedder)
+    rows = compare_spaces_of(settings, audit_of(settings), queries, k_max=k_max, k=k)
+    shown = [{key: num(v) if isinstance(v, float) or v is None else v for key, v in row.items()} for row in rows]
+    typer.echo(render_rows(shown, "table"))
+    if out is not None:
+        write_comparison(rows, shown, out)
+        typer.echo(f"written to {out}")
+
+
+@app.command("report")
+def evaluate_report(
+    ctx: typer.Context,
+    run: Annotated[int, typer.Option("--run", help="Evaluation run id.")],
+    out: Annotated[Path, typer.Option(help="Folder for the outputs.")] = OUT,
+) -> None:
+    """Recompute a past run's metrics purely from the audit DB and write the same outputs."""
+    from attribution_audit.evaluation.outputs import write_outputs
+    from attribution_audit.services.evaluate import compute_metrics
+
+    write_outputs(compute_metrics(audit_of(ctx.obj), run), out)
+    typer.echo(f"evaluation run {run}: report written to {out}")
+
+
+@app.command("noise")
+def evaluate_noise(
+    ctx: typer.Context,
+    queries: QueriesArgument,
+    noise: Annotated[Path, typer.Option(help="Manifest (CSV/JSONL/folder) of the noise works to add.")],
+    levels: Annotated[str, typer.Option(help="Noise levels as fractions of the index size.")] = "0.1,0.25,0.5,0.75",
+    kind: Annotated[
+        str, typer.Option(help="Label of the noise: homogeneous (same domain) or heterogeneous.")
+    ] = "homogeneous",
+    k: Annotated[int, typer.Option("--k", min=1, help="Attributed works per query.")] = 10,
+    space: Annotated[str, typer.Option(help="content | style | fused")] = "content",
+    out: Annotated[Path, typer.Option(help="Folder for noise.json, noise.csv and noise.png.")] = OUT,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Add noise works to a scratch copy of the index and report the mean overlap with the clean attribution."""
+    from attribution_audit.evaluation.outputs import write_noise_outputs
+    from attribution_audit.services.noise import noise_from_settings
+
+    try:
+        fractions = [float(v) for v in levels.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"levels {levels!r}: give fractions such as 0.1,0.25,0.5") from None
+    settings = settings_of(ctx, embedder)
+    metrics = checked(
+        noise_from_settings,
+        settings=settings,
+        audit=audit_of(settings),
+        queries=queries,
+        noise_manifest=noise,
+        levels=fractions,
+        kind=kind,
+        k=k,
+        space=space,
+    )
+    write_noise_outputs(metrics, out)
+    for row in metrics["levels"]:
+        typer.echo(
+            f"{kind} {row['level']:.0%} ({row['noise_works']} works): mean overlap {num(row['mean_overlap'])}, "
+            f"noise in top {k} {num(row['noise_in_top_k'])}"
+        )
+    typer.echo(f"noise run {metrics['run_id']}; results in {out}")
+
+
+@app.command("list")
+def evaluate_list(ctx: typer.Context) -> None:
+    """List evaluation runs."""
+    from attribution_audit.services.evaluate import evaluation_runs
+
+    for run in evaluation_runs(audit_of(ctx.obj)):
+        typer.echo(f"{run.id}\t{run.kind}\t{run.status}\t{run.created_at:%Y-%m-%d %H:%M}\t{run.embedder_name}")

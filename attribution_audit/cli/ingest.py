@@ -1,0 +1,74 @@
+"""``attribution-audit ingest``: embed a catalogue into the vector store and record it in the audit DB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attribution_audit.cli.common import EmbedderOption, audit_of, checked, settings_of
+
+SHOWN_FAILURES = 20
+
+
+def ingest(
+    ctx: typer.Context,
+    source: Annotated[
+        Path, typer.Argument(help="CSV/JSONL manifest (path,artist,work_id + extras), artist folders, or Wang JSON.")
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="auto | csv | jsonl | folder | wang")] = "auto",
+    embedder: EmbedderOption = None,
+    catalogue: Annotated[str | None, typer.Option(help="Catalogue name (default: the source's file name).")] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Precomputed vectors (.npy aligned with the manifest, .npz/.parquet with work_id) "),
+    ] = None,
+    failures: Annotated[Path | None, typer.Option(help="Where to write the failed rows (CSV).")] = None,
+    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some rows failed.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per embedding batch.")] = 32,
+    workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
+    spaces: Annotated[str, typer.Option(help="content, or content,style to also fill the style space.")] = "content",
+) -> None:
+    """Embed a catalogue's works into the vector store and record them in the audit DB (re-runs add nothing)."""
+    from attribution_audit.services.ingest import ingest_catalogue
+
+    with_style = {"content": False, "content,style": True}.get(spaces.replace(" ", ""))
+    if with_style is None:
+        raise typer.BadParameter(f"spaces {spaces!r}: use content or content,style")
+    settings = settings_of(ctx, embedder)
+    report = checked(
+        ingest_catalogue,
+        settings=settings,
+        audit=audit_of(settings),
+        source_path=source,
+        fmt=fmt,
+        catalogue=catalogue,
+        embeddings=embeddings,
+        failures=failures,
+        batch_size=batch_size,
+        workers=workers,
+        with_style=with_style,
+    )
+    for failure in report.failures[:SHOWN_FAILURES]:
+        typer.echo(f"failed: {source}:{failure.line} work_id={failure.work_id!r}: {failure.reason}", err=True)
+    if report.failed > SHOWN_FAILURES:
+        typer.echo(f"... and {report.failed - SHOWN_FAILURES} more failed rows", err=True)
+    typer.echo(
+        f"catalogue {report.catalogue}: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.withdrawn} withdrawn (skipped), {report.failed} failed "
+        f"(run {report.run_id}, {report.seconds:.1f} s)"
+    )
+    if report.same_image:
+        first, twin = report.same_image[0]
+        typer.echo(
+            f"warning: {len(report.same_image)} work(s) have the same image file as another work of the catalogue "
+            f"(e.g. {first} = {twin}); both will be attributed: withdraw one if they are the same work",
+            err=True,
+        )
+    if report.labelled_queries:
+        typer.echo(f"labelled query set {report.catalogue}: {report.labelled_queries} generated images")
+    if report.failures_path:
+        typer.echo(f"failed rows written to {report.failures_path}")
+    if report.failures and not allow_failures:
+        raise typer.Exit(1)

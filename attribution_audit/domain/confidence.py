@@ -1,0 +1,81 @@
+"""Confidence: the documented default formula, or a logistic model fitted on labelled queries.
+
+``attribution-audit calibrate`` fits P(top artist correct | entropy, nn_distance, margin) by Newton's method
+(IRLS) with a small L2 penalty on standardised features, stores it versioned in the audit DB, and every later
+request with the same embedder uses the newest model and records its name (``logistic-v<N>``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from attribution_audit.domain.indicators import confidence_score
+
+FEATURES = ("entropy", "nn_distance", "margin")
+DEFAULT_MODEL_NAME = "default-v1"
+L2_PENALTY = 1e-2
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    """Coefficients over standardised features; ``name`` is recorded with every request that uses it."""
+
+    name: str
+    mean: list[float]
+    std: list[float]
+    coef: list[float]
+    intercept: float
+
+    def predict(self, features: dict[str, float | None]) -> float:
+        x = np.array([feature_value(features, f) for f in FEATURES])
+        z = float(np.dot((x - self.mean) / self.std, self.coef) + self.intercept)
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "names": list(FEATURES),
+            "mean": self.mean,
+            "std": self.std,
+            "coef": self.coef,
+            "intercept": self.intercept,
+        }
+
+
+def feature_value(features: dict[str, float | None], name: str) -> float:
+    """Missing indicators take their least confident value (no neighbour: distance 1, margin 0)."""
+    value = features.get(name)
+    if value is None:
+        return {"entropy": 1.0, "nn_distance": 1.0, "margin": 0.0}[name]
+    return float(value)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, name: str = "logistic", iterations: int = 100) -> LogisticModel:
+    """L2-penalised logistic regression by Newton's method; ``x`` is (n, len(FEATURES)), ``y`` 0/1."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(np.unique(y)) < 2:
+        raise ValueError("calibration needs both correct and incorrect attributions among the labelled queries")
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std[std == 0] = 1.0
+    design = np.hstack([np.ones((len(x), 1)), (x - mean) / std])
+    weights = np.zeros(design.shape[1])
+    penalty = np.diag([0.0] + [L2_PENALTY * len(x)] * x.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ weights, -50, 50)))
+        gradient = design.T @ (p - y) + penalty @ weights
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + penalty + 1e-9 * np.eye(len(weights))
+        step = np.linalg.solve(hessian, gradient)
+        weights -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return LogisticModel(name, mean.tolist(), std.tolist(), weights[1:].tolist(), float(weights[0]))
+
+
+def confidence(model: LogisticModel | None, features: dict[str, float | None]) -> tuple[float, str]:
+    """(confidence in [0, 1], model name): the calibrated model if given, else the default formula."""
+    if model is None:
+        return confidence_score(features["entropy"] or 0.0, features.get("nn_distance")), DEFAULT_MODEL_NAME
+    return model.predict(features), model.name

@@ -1,0 +1,47 @@
+"""The research note's confidence indicators for one attribution."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+
+def artist_entropy(artists: Sequence[str]) -> float:
+    """Shannon entropy of the artists among the K neighbours divided by log(K), in [0, 1].
+
+    0 means every neighbour is by one artist, 1 means every neighbour is by a different artist; K <= 1 gives 0.
+    """
+    k = len(artists)
+    if k <= 1:
+        return 0.0
+    entropy = -sum((n / k) * math.log(n / k) for n in Counter(artists).values())
+    return min(1.0, max(0.0, entropy / math.log(k)))
+
+
+def confidence_score(entropy: float, nn_distance: float | None) -> float:
+    """Default confidence in [0, 1]: ``(1 - entropy) * (1 - min(nn_distance, 1))``.
+
+    Both indicators of the note must be good for a high score: the neighbours agree on one artist (low entropy)
+    and the nearest work is close (cosine distance near 0). No neighbour gives 0.
+    """
+    if nn_distance is None:
+        return 0.0
+    closeness = 1.0 - min(max(nn_distance, 0.0), 1.0)
+    return (1.0 - entropy) * closeness
+
+
+def artist_margin(ranked: Sequence[tuple[str, float]]) -> float | None:
+    """Similarity margin between the best and the second-best artist among ranked (artist, similarity) pairs.
+
+    Each artist scores its best similarity. With a single artist among the candidates the margin is taken against
+    the last candidate (a lower bound on the true margin); with fewer than two candidates there is none.
+    """
+    if len(ranked) < 2:
+        return None
+    best: dict[str, float] = {}
+    for artist, similarity in ranked:
+        best[artist] = max(similarity, best.get(artist, -2.0))
+    scores = sorted(best.values(), reverse=True)
+    second = scores[1] if len(scores) > 1 else ranked[-1][1]
+    return scores[0] - second

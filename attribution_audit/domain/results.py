@@ -1,0 +1,132 @@
+"""What an attribution produced: ranked neighbours, indicators and shares, and how two results differ."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A ranked work; ``artist`` as recorded in the catalogue, ``canonical_artist`` after alias merges."""
+
+    rank: int
+    work_id: str
+    catalogue: str
+    artist: str
+    similarity: float
+    distance: float
+    share: float
+    canonical_artist: str = ""
+    work_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """A committed attribution, as printed by ``attribute`` and ``audit show``."""
+
+    request_id: str
+    seq: int
+    record_hash: str
+    created_at: datetime
+    image: str
+    image_sha256: str
+    k: int
+    neighbours: list[Neighbour]
+    artist_shares: dict[str, float]
+    entropy: float
+    nn_distance: float | None
+    margin: float | None
+    top_artist: str | None
+    top_artist_share: float | None
+    overlap_at_k: float | None
+    confidence: float
+    confidence_model: str
+    embedder_fingerprint: str
+    catalogue_version: str
+    index_params: dict[str, Any]
+    parameters: dict[str, Any]
+    requester: str
+    embedder_name: str
+    store_kind: str
+    collection: str
+    prev_hash: str
+    replay_of: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``--json`` form of the CLI."""
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["shares"] = [n.share for n in self.neighbours]
+        return data
+
+
+@dataclass
+class Outcome:
+    """What one search produced, before it is recorded."""
+
+    neighbours: list[Neighbour]
+    candidates: list[tuple[str, float]]
+    overlap_at_k: float | None
+    exact_method: str | None
+    catalogue_version: str
+    features: dict[str, float | None] = field(default_factory=dict)
+    top_artist: str | None = None
+    top_artist_share: float | None = None
+    artist_shares: dict[str, float] = field(default_factory=dict)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Timestamps are stored in UTC; SQLite returns them without a zone."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
+    """Human-readable differences between a recorded attribution and its replay (empty when identical)."""
+    lines = []
+    old = {(n.catalogue, n.work_id): n for n in before.neighbours}
+    new = {(n.catalogue, n.work_id): n for n in after.neighbours}
+    for key in sorted(old.keys() - new.keys(), key=lambda k: old[k].rank):
+        lines.append(f"- removed {key[1]} ({old[key].artist}), was rank {old[key].rank}")
+    for key in sorted(new.keys() - old.keys(), key=lambda k: new[k].rank):
+        lines.append(f"+ added {key[1]} ({new[key].artist}) at rank {new[key].rank}")
+    for key in sorted(old.keys() & new.keys(), key=lambda k: new[k].rank):
+        if old[key].rank != new[key].rank:
+            lines.append(f"~ {key[1]} moved from rank {old[key].rank} to {new[key].rank}")
+    for name in ("entropy", "nn_distance", "margin", "confidence", "top_artist"):
+        a, b = getattr(before, name), getattr(after, name)
+        same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
+        if not same:
+            lines.append(f"~ {name}: {a} -> {b}")
+    if before.catalogue_version != after.catalogue_version:
+        lines.append(f"~ catalogue version: {before.catalogue_version} -> {after.catalogue_version}")
+    return lines
+
+
+@dataclass(frozen=True)
+class RequestDraft:
+    """An attribution ready to be appended to the audit log: what was asked, with what, and what it produced.
+
+    ``evaluation`` = (evaluation run id, labelled query id) tags a request made by ``evaluate run``.
+    """
+
+    image: str
+    image_sha256: str
+    content_vector: np.ndarray
+    style_vector: np.ndarray | None
+    requester: str
+    embedder_name: str
+    embedder_fingerprint: str
+    store_kind: str
+    collection: str
+    index_params: dict[str, Any]
+    parameters: dict[str, Any]
+    k: int
+    outcome: Outcome
+    confidence: float
+    confidence_model: str
+    replay_of: str | None = None
+    evaluation: tuple[int, int] | None = None

@@ -1,0 +1,161 @@
+"""Query spaces as objects: a query carries its vectors in one value, and each space knows how to search the engine
+and how to compute the exact answer that checks it.
+
+``content`` and ``style`` search one named vector of the collection; ``fused`` asks the engine for weighted reciprocal
+rank fusion of both (:func:`~attribution_audit.domain.ranking.rrf_fuse` mirrors its formula). A new space (a learned
+projection, say) is one more :class:`Space` registered in :data:`SPACES`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from attribution_audit.domain.params import FUSED, AttributionParams
+from attribution_audit.domain.points import CONTENT, STYLE, Hit
+from attribution_audit.domain.ranking import apply_k_policy, fused_similarity, rerank, rrf_fuse
+
+
+@dataclass(frozen=True)
+class QueryVectors:
+    """The vectors of one query, one per base space it was embedded in (``style`` only when asked for)."""
+
+    content: np.ndarray
+    style: np.ndarray | None = None
+
+    def of(self, space: str) -> np.ndarray:
+        """The vector of a base space; ValueError when the query was not embedded in it."""
+        vector = self.content if space == CONTENT else self.style if space == STYLE else None
+        if vector is None:
+            raise ValueError(f"the query has no {space} vector; embed it for the {space} space")
+        return vector
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """{base space: vector} of the vectors the query has."""
+        return {CONTENT: self.content} | ({STYLE: self.style} if self.style is not None else {})
+
+
+class SearchEngine(Protocol):
+    """What a space needs of a vector store."""
+
+    def search(
+        self, vector: np.ndarray, limit: int, *, exact: bool = False, with_vectors: bool = False, space: str = CONTENT
+    ) -> list[Hit]: ...
+
+    def search_fused(
+        self,
+        vectors: dict[str, np.ndarray],
+        limit: int,
+        *,
+        prefetch: int,
+        weights: dict[str, float],
+        rrf_k: int = 60,
+        with_vectors: bool = False,
+    ) -> list[Hit]: ...
+
+
+class ExactSearch(Protocol):
+    """Exact nearest point ids of each query row in one base space, best first (depth per row)."""
+
+    def __call__(self, space: str, queries: np.ndarray, depth: int, /) -> list[list[tuple[str, float]]]: ...
+
+
+class Space(ABC):
+    """One way of searching: which base vectors it needs, the engine's answer, and the exact answer."""
+
+    name: str
+    bases: tuple[str, ...]
+
+    @abstractmethod
+    def candidates(
+        self, engine: SearchEngine, query: QueryVectors, params: AttributionParams
+    ) -> list[tuple[Hit, float]]:
+        """The engine's k x oversampling candidates with their exact similarity, best first."""
+
+    @abstractmethod
+    def engine_top(self, engine: SearchEngine, query: QueryVectors, params: AttributionParams) -> list[Hit]:
+        """The engine's raw answer at depth k (what evaluations time against the exact search)."""
+
+    @abstractmethod
+    def exact_top(
+        self, exact: ExactSearch, queries: Sequence[QueryVectors], params: AttributionParams
+    ) -> list[list[str]]:
+        """The exact top-K point ids of each query (K policy applied), computed in one batch."""
+
+
+class SingleSpace(Space):
+    """One named vector of the collection, re-ranked by exact cosine similarity."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bases = (name,)
+
+    def candidates(
+        self, engine: SearchEngine, query: QueryVectors, params: AttributionParams
+    ) -> list[tuple[Hit, float]]:
+        vector = query.of(self.name)
+        depth = params.k * params.oversampling
+        return rerank(vector, engine.search(vector, depth, with_vectors=True, space=self.name))
+
+    def engine_top(self, engine: SearchEngine, query: QueryVectors, params: AttributionParams) -> list[Hit]:
+        return engine.search(query.of(self.name), params.k, space=self.name)
+
+    def exact_top(
+        self, exact: ExactSearch, queries: Sequence[QueryVectors], params: AttributionParams
+    ) -> list[list[str]]:
+        rows = exact(self.name, _stack(queries, self.name), params.k)
+        return [[point for point, _ in apply_k_policy(row, params)] for row in rows]
+
+
+class FusedSpace(Space):
+    """Both base spaces, fused by the engine with weighted RRF; a neighbour's similarity is the weighted mean of its
+    two exact cosines."""
+
+    name = FUSED
+    bases = (CONTENT, STYLE)
+
+    def candidates(
+        self, engine: SearchEngine, query: QueryVectors, params: AttributionParams
+    ) -> list[tuple[Hit, float]]:
+        depth = params.k * params.oversampling
+        vectors = {base: query.of(base) for base in self.bases}
+        hits = engine.search_fused(
+            vectors, depth, prefetch=depth, weights=params.weights, rrf_k=params.rrf_k, with_vectors=True
+        )
+        return [(hit, fused_similarity(hit, vectors[CONTENT], vectors[STYLE], params.weights)) for hit in hits]
+
+    def engine_top(self, engine: SearchEngine, query: QueryVectors, params: AttributionParams) -> list[Hit]:
+        vectors = {base: query.of(base) for base in self.bases}
+        depth = params.k * params.oversampling
+        return engine.search_fused(vectors, params.k, prefetch=depth, weights=params.weights, rrf_k=params.rrf_k)
+
+    def exact_top(
+        self, exact: ExactSearch, queries: Sequence[QueryVectors], params: AttributionParams
+    ) -> list[list[str]]:
+        depth = params.k * params.oversampling
+        rankings = {base: exact(base, _stack(queries, base), depth) for base in self.bases}
+        return [
+            rrf_fuse({base: [p for p, _ in rankings[base][i]] for base in self.bases}, params.weights, params.rrf_k)[
+                : params.k
+            ]
+            for i in range(len(queries))
+        ]
+
+
+SPACES: dict[str, Space] = {CONTENT: SingleSpace(CONTENT), STYLE: SingleSpace(STYLE), FUSED: FusedSpace()}
+
+
+def space_named(name: str) -> Space:
+    """The space called ``name``; ValueError naming the known ones otherwise."""
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}") from None
+
+
+def _stack(queries: Sequence[QueryVectors], space: str) -> np.ndarray:
+    return np.vstack([np.asarray(q.of(space), dtype=np.float32) for q in queries])

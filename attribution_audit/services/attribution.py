@@ -1,0 +1,205 @@
+"""One attribution request: embed -> engine candidates -> exact re-rank -> K policy -> indicators -> shares ->
+exact recall check -> committed, hash-chained audit record -> result."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from attribution_audit.domain.confidence import LogisticModel, confidence
+from attribution_audit.domain.indicators import artist_entropy, artist_margin
+from attribution_audit.domain.params import AttributionParams, verify_rate
+from attribution_audit.domain.points import CONTENT, STYLE, Hit
+from attribution_audit.domain.ranking import apply_k_policy, top_artist
+from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
+from attribution_audit.domain.shares import neighbour_shares
+from attribution_audit.domain.spaces import QueryVectors, space_named
+from attribution_audit.embedding.base import Embedder
+from attribution_audit.sources.images import load_image, printable_path
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.exact import ExactIndex, load_or_build, overlap_at_k
+from attribution_audit.store.vectors import VectorStore
+
+if TYPE_CHECKING:
+    from attribution_audit.embedding.style import StyleEmbedder
+
+
+class Attributor:
+    """Attributes query vectors against one vector store and writes every request to the hash-chained audit log."""
+
+    def __init__(
+        self,
+        audit: AuditStore,
+        store: VectorStore,
+        *,
+        embedder_name: str,
+        embedder_fingerprint: str,
+        requester: str,
+        exact_cache_dir: Path,
+        embedder: Embedder | None = None,
+        style_embedder: StyleEmbedder | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.audit = audit
+        self.store = store
+        self.embedder = embedder
+        self.style_embedder = style_embedder
+        self.embedder_name = embedder_name
+        self.embedder_fingerprint = embedder_fingerprint
+        self.requester = requester
+        self.exact_cache_dir = Path(exact_cache_dir)
+        self._exact: dict[tuple[str, str, str], ExactIndex] = {}
+        self._random = random.Random(seed)
+        self.calibration: LogisticModel | None = audit.evaluations.latest_calibration(embedder_fingerprint)
+        self.canonical = audit.catalogue.canonical_artists()
+
+    def with_store(self, store: VectorStore) -> Attributor:
+        """The same attributor over another store (a scratch copy, say); exact indexes are not shared."""
+        clone = copy.copy(self)
+        clone.store, clone._exact = store, {}
+        return clone
+
+    # -- exact ground truth ------------------------------------------------------------------------------------
+    def exact_index(self, method: str, space: str = CONTENT) -> ExactIndex:
+        """The exact index of one base space of the collection's current content (cached on disk by version)."""
+        version = self.store.content_version()
+        key = (method, space, version)
+        if key not in self._exact:
+            folder = (
+                self.exact_cache_dir / self.store.collection / (method if space == CONTENT else f"{space}-{method}")
+            )
+            self._exact[key] = load_or_build(method, folder, version, lambda: self.store.fetch_all(space))
+        return self._exact[key]
+
+    def exact_top(self, queries: Sequence[QueryVectors], params: AttributionParams) -> list[list[str]]:
+        """Exact top-K point ids (K policy applied) of each query in the params' space, in one batch."""
+
+        def search(space: str, rows: np.ndarray, depth: int) -> list[list[tuple[str, float]]]:
+            index = self.exact_index(params.exact_method, space)
+            found, sims = index.search(rows, depth)
+            return [
+                [(index.ids[r], s) for r, s in zip(row, sim, strict=True)]
+                for row, sim in zip(found.tolist(), sims.tolist(), strict=True)
+            ]
+
+        return space_named(params.space).exact_top(search, queries, params)
+
+    # -- one request -------------------------------------------------------------------------------------------
+    def compute(self, query: QueryVectors, params: AttributionParams) -> Outcome:
+        """Search, re-rank, apply K, measure, share, and verify against the exact search when asked."""
+        ranked = space_named(params.space).candidates(self.store, query, params)
+        kept = apply_k_policy(ranked, params)
+        sims = [sim for _, sim in kept]
+        shares = neighbour_shares(sims, params.shares, params.temperature)
+        neighbours = [
+            Neighbour(
+                rank=rank,
+                work_id=str(hit.payload.get("work_id", hit.point_id)),
+                catalogue=str(hit.payload.get("catalogue", "")),
+                artist=str(hit.payload.get("artist", "")),
+                similarity=sim,
+                distance=1.0 - sim,
+                share=share,
+                canonical_artist=self._canonical_of(hit),
+                work_version=hit.payload.get("version"),
+            )
+            for rank, ((hit, sim), share) in enumerate(zip(kept, shares, strict=True), start=1)
+        ]
+        candidates = [(self._canonical_of(hit), sim) for hit, sim in ranked]
+        overlap, method = None, None
+        if self._random.random() < verify_rate(params.verify):
+            exact_ids = self.exact_top([query], params)[0]
+            overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids)
+            method = params.exact_method
+        by_artist, top = top_artist([n.canonical_artist for n in neighbours], sims, shares)
+        return Outcome(
+            neighbours=neighbours,
+            candidates=candidates,
+            overlap_at_k=overlap,
+            exact_method=method,
+            catalogue_version=self.store.content_version(),
+            # No neighbour within max_distance is no attribution: the least confident indicator values.
+            features={
+                "entropy": artist_entropy([n.canonical_artist for n in neighbours]) if neighbours else 1.0,
+                "nn_distance": neighbours[0].distance if neighbours else None,
+                "margin": artist_margin(candidates) if neighbours else None,
+            },
+            top_artist=top,
+            top_artist_share=by_artist.get(top) if top else None,
+            artist_shares=by_artist,
+        )
+
+    def _canonical_of(self, hit: Hit) -> str:
+        artist = str(hit.payload.get("artist", ""))
+        return self.canonical.get(artist, artist)
+
+    def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
+        """Attribute one image file; returns only after its audit record is committed."""
+        params = params or AttributionParams()
+        image = load_image(image_path, target_size=224)
+        query = self.embed([image.image], params.space)[0]
+        outcome = self.compute(query, params)
+        return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
+
+    def embed(self, images: Sequence[Any], space: str) -> list[QueryVectors]:
+        """The query vectors a space needs of each image (content and style from one forward pass)."""
+        if self.embedder is None:
+            raise ValueError("this Attributor was built without an embedder")
+        if STYLE not in space_named(space).bases:
+            return [QueryVectors(v) for v in self.embedder.embed(images)]
+        if self.style_embedder is None:
+            raise ValueError(f"the {space} space needs a style embedder")
+        contents, styles = self.style_embedder.embed_both(images)
+        return [QueryVectors(c, s) for c, s in zip(contents, styles, strict=True)]
+
+    def record(
+        self,
+        image: str,
+        image_sha256: str,
+        query: QueryVectors,
+        params: AttributionParams,
+        outcome: Outcome,
+        replay_of: str | None = None,
+        evaluation: tuple[int, int] | None = None,
+    ) -> Attribution:
+        """Append the request to the audit chain (one transaction) and return it as committed.
+
+        ``evaluation`` = (evaluation run id, labelled query id) tags a request made by ``evaluate run``.
+        """
+        score, model_name = confidence(self.calibration, outcome.features)
+        draft = RequestDraft(
+            image=image,
+            image_sha256=image_sha256,
+            content_vector=query.content,
+            style_vector=query.style,
+            requester=self.requester,
+            embedder_name=self.embedder_name,
+            embedder_fingerprint=self.embedder_fingerprint,
+            store_kind=self.store.kind,
+            collection=self.store.collection,
+            index_params=self.store.index_info(),
+            parameters=params.as_json(),
+            k=params.k,
+            outcome=outcome,
+            confidence=score,
+            confidence_model=model_name,
+            replay_of=replay_of,
+            evaluation=evaluation,
+        )
+        return self.audit.requests.record(draft)
+
+    def replay(self, request_id: str) -> tuple[Attribution, Attribution]:
+        """Re-run a past request (its recorded query vectors and parameters) on today's index; logged as a replay."""
+        original = self.audit.requests.get_with_vectors(request_id)
+        before = original.attribution
+        params = AttributionParams.from_json(before.parameters)
+        outcome = self.compute(original.vectors, params)
+        new = self.record(
+            before.image, before.image_sha256, original.vectors, params, outcome, replay_of=before.request_id
+        )
+        return before, new

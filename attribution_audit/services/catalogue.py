@@ -1,0 +1,88 @@
+"""Catalogue lifecycle: withdraw works, merge artist aliases, and check that the vector store and the audit DB agree."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from attribution_audit.config import Settings
+from attribution_audit.services.wiring import vector_store
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.catalogue import ArtistRow
+from attribution_audit.store.vectors import VectorStore
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    works: int
+    collections: int
+
+
+def withdraw(settings: Settings, audit: AuditStore, catalogue: str, work_ids: Sequence[str]) -> Withdrawal:
+    """Mark works withdrawn (kept for old audit records), then delete their points from every collection.
+
+    The database is marked first, so a crash in between leaves only points that :func:`check` reports as orphans
+    and ``repair`` deletes.
+    """
+    points = audit.catalogue.withdraw(catalogue, work_ids)
+    for collection, ids in points.items():
+        with vector_store(settings, collection=collection) as store:
+            store.delete(ids)
+    return Withdrawal(len(set(work_ids)), len(points))
+
+
+def merge_artists(audit: AuditStore, alias: str, canonical: str) -> None:
+    """Record that ``alias`` is another spelling of ``canonical``; reports and entropy then use the canonical name.
+
+    Audit rows keep the name recorded at the time. Merges chain (A into B, then B into C sends A to C).
+    """
+    audit.catalogue.merge_artists(alias, canonical)
+
+
+def list_artists(audit: AuditStore) -> list[ArtistRow]:
+    """Every artist with its canonical name (None when not merged) and number of active works."""
+    return audit.catalogue.artists()
+
+
+@dataclass
+class CheckReport:
+    """Differences between a collection and the audit DB."""
+
+    collection: str
+    points: int
+    expected: int
+    orphans: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    repaired: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not (self.orphans or self.missing or self.stale)
+
+
+def check(audit: AuditStore, store: VectorStore, repair: bool = False) -> CheckReport:
+    """Compare the collection's points with the DB's active works embedded in it.
+
+    Orphans: points with no active work (withdrawn, or written by a run that crashed before its DB commit).
+    Missing: works recorded as embedded whose point is gone. Stale: point and DB disagree on the image hash.
+    ``repair`` deletes orphan and stale points and forgets the missing/stale embeddings, so the next ``ingest``
+    of the catalogue embeds those works again.
+    """
+    expected = audit.catalogue.expected_points(store.collection)
+    actual = store.image_hashes()
+    report = CheckReport(store.collection, len(actual), len(expected))
+    report.orphans = sorted(actual.keys() - expected.keys())
+    report.missing = sorted(expected.keys() - actual.keys())
+    report.stale = sorted(p for p in actual.keys() & expected.keys() if actual[p] != expected[p])
+    if repair and not report.clean:
+        store.delete(report.orphans + report.stale)
+        audit.catalogue.forget_embeddings(store.collection, report.missing + report.stale)
+        report.repaired = True
+    return report
+
+
+def check_collection(settings: Settings, audit: AuditStore, repair: bool = False) -> CheckReport:
+    """The ``catalogue check`` use case: :func:`check` on the settings' embedder collection."""
+    with vector_store(settings) as store:
+        return check(audit, store, repair=repair)

@@ -1,0 +1,204 @@
+"""``evaluate run`` and ``evaluate report``: attribute every labelled query (logged, tagged with the run), measure
+HNSW against exact search, and compute the metrics from what the audit DB holds, so a report equals its run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from attribution_audit.config import Settings
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.spaces import SPACES, space_named
+from attribution_audit.errors import ImageError, NotFoundError
+from attribution_audit.evaluation.metrics import QueryOutcome, evaluate
+from attribution_audit.services.attribution import Attributor
+from attribution_audit.services.wiring import open_attributor
+from attribution_audit.sources.images import load_image, sha256_file
+from attribution_audit.sources.labelled import read_labelled
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.evaluations import QueryResult, RunInfo
+
+
+def import_query_set(audit: AuditStore, source: str | Path, name: str | None = None) -> int:
+    """The id of a labelled query set: a stored set's name, or a CSV file imported (idempotently) under its name."""
+    path = Path(source)
+    if not path.is_file():
+        stored = audit.evaluations.find_query_set(str(source))
+        if stored is None:
+            raise NotFoundError(
+                f"{source}: neither a labelled query file nor a stored query set; give a CSV (path,artist"
+                "[,work_ids][,subset]) or the name of a set imported by `ingest --format wang`"
+            )
+        return stored
+    queries = read_labelled(path)
+    return audit.evaluations.import_query_set(name or path.stem, str(path.resolve()), sha256_file(path), queries)
+
+
+@dataclass(frozen=True)
+class EvaluationSummary:
+    run_id: int
+    queries: int
+    failed: int
+    metrics: dict[str, Any]
+
+
+def run_evaluation(
+    attributor: Attributor,
+    query_set_id: int,
+    *,
+    k_max: int = 100,
+    k: int = 10,
+    batch_size: int = 32,
+    space: str = "content",
+) -> EvaluationSummary:
+    """Attribute each labelled query with K = k_max in ``space`` (logged), time the engine's search against the
+    exact one, store, and compute the metrics from the DB."""
+    audit = attributor.audit
+    params = AttributionParams(k=k_max, verify="off", space=space)
+    model = attributor.calibration
+    run_id = audit.evaluations.start_run(
+        kind="attribution",
+        requester=attributor.requester,
+        query_set_id=query_set_id,
+        embedder_name=attributor.embedder_name,
+        collection=attributor.store.collection,
+        settings={
+            "k_max": k_max,
+            "k": k,
+            "params": params.as_json(),
+            "confidence_model": model.name if model else None,
+        },
+    )
+    queries = audit.evaluations.queries(query_set_id)
+    searching = space_named(space)
+    failed = 0
+    for start in tqdm(range(0, len(queries), batch_size), desc="evaluate", unit="batch", disable=None, leave=False):
+        batch = queries[start : start + batch_size]
+        loaded, results = [], []
+        for query in batch:
+            try:
+                loaded.append((query, load_image(query.path, target_size=224)))
+            except ImageError as exc:
+                failed += 1
+                results.append(QueryResult(labelled_query_id=query.id, error=str(exc)))
+        vectors = attributor.embed([image.image for _, image in loaded], space) if loaded else []
+        for (query, image), vector in zip(loaded, vectors, strict=True):
+            started = time.perf_counter()
+            hits = searching.engine_top(attributor.store, vector, params)
+            hnsw_ms = (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            exact_ids = attributor.exact_top([vector], params)[0]
+            exact_ms = (time.perf_counter() - started) * 1000
+            outcome = attributor.compute(vector, params)
+            record = attributor.record(
+                str(image.path), image.sha256, vector, params, outcome, evaluation=(run_id, query.id)
+            )
+            results.append(
+                QueryResult(
+                    labelled_query_id=query.id,
+                    request_id=record.request_id,
+                    hnsw_ms=hnsw_ms,
+                    exact_ms=exact_ms,
+                    hnsw_ids=[h.point_id for h in hits],
+                    exact_ids=exact_ids,
+                )
+            )
+        audit.evaluations.add_results(run_id, results)
+    metrics = compute_metrics(audit, run_id)
+    audit.evaluations.finish_run(run_id, metrics)
+    return EvaluationSummary(run_id, len(queries), failed, metrics)
+
+
+def load_outcomes(audit: AuditStore, run_id: int) -> list[QueryOutcome]:
+    """Per-query outcomes of a run, rebuilt from the audit DB (labels, logged neighbours, exact measurements)."""
+    canonical = audit.catalogue.canonical_artists()
+    return [
+        QueryOutcome(
+            query_id=logged.query.id,
+            path=logged.query.path,
+            true_artist=canonical.get(logged.query.artist, logged.query.artist),
+            true_works=logged.query.work_ids,
+            subset=logged.query.subset,
+            artists=logged.artists,
+            work_ids=logged.work_ids,
+            similarities=logged.similarities,
+            hnsw_ids=logged.result.hnsw_ids,
+            exact_ids=logged.result.exact_ids,
+            hnsw_ms=logged.result.hnsw_ms,
+            exact_ms=logged.result.exact_ms,
+        )
+        for logged in audit.evaluations.logged_results(run_id)
+    ]
+
+
+def compute_metrics(audit: AuditStore, run_id: int) -> dict[str, Any]:
+    """The metrics of a run, purely from the audit DB."""
+    settings = audit.evaluations.run(run_id).settings
+    model_name = settings.get("confidence_model")
+    metrics = evaluate(
+        load_outcomes(audit, run_id),
+        settings["k_max"],
+        settings["k"],
+        audit.evaluations.calibration(model_name) if model_name else None,
+        settings["params"]["shares"],
+    )
+    return {"run_id": run_id, **metrics}
+
+
+def compare_spaces(
+    attributor: Attributor, query_set_id: int, *, k_max: int = 100, k: int = 10, spaces: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """One evaluation run per space on the same queries: hit rate@K, artist precision@K and confidence AUROC."""
+    rows = []
+    for space in spaces or tuple(SPACES):
+        summary = run_evaluation(attributor, query_set_id, k_max=k_max, k=k, space=space)
+        overall = summary.metrics["overall"]
+        at_k = overall["curves"][min(k, k_max) - 1]
+        rows.append(
+            {
+                "space": space,
+                "run_id": summary.run_id,
+                "queries": overall["queries"],
+                "hit_rate@1": overall["curves"][0]["hit_rate"],
+                f"hit_rate@{k}": at_k["hit_rate"],
+                f"artist_precision@{k}": at_k["artist_precision"],
+                "confidence_auroc": overall["confidence"]["auroc"],
+            }
+        )
+    return rows
+
+
+def evaluate_queries(
+    settings: Settings,
+    audit: AuditStore,
+    queries: str,
+    *,
+    name: str | None = None,
+    k_max: int = 100,
+    k: int = 10,
+    space: str = "content",
+) -> EvaluationSummary:
+    """The ``evaluate run`` use case: import the labelled queries (or find the stored set) and run them."""
+    if k > k_max:
+        raise ValueError(f"--k {k} is larger than --k-max {k_max}")
+    query_set = import_query_set(audit, queries, name)
+    with open_attributor(settings, audit, settings.embedder) as attributor:
+        return run_evaluation(attributor, query_set, k_max=k_max, k=k, space=space)
+
+
+def compare_spaces_of(
+    settings: Settings, audit: AuditStore, queries: str, *, k_max: int = 100, k: int = 10
+) -> list[dict[str, Any]]:
+    """The ``evaluate compare-spaces`` use case: one run per space on the same queries."""
+    query_set = import_query_set(audit, queries)
+    with open_attributor(settings, audit, settings.embedder) as attributor:
+        return compare_spaces(attributor, query_set, k_max=k_max, k=k)
+
+
+def evaluation_runs(audit: AuditStore) -> list[RunInfo]:
+    """Every evaluation run, oldest first."""
+    return audit.evaluations.runs()

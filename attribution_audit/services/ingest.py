@@ -1,0 +1,432 @@
+"""Ingestion: source rows -> decoded images (worker threads) -> embeddings (batches) -> vector store -> audit DB.
+
+Streaming and bounded: rows are taken in chunks, so memory does not grow with the catalogue (apart from one
+work id string per row for the duplicate check). The store is written before the database: a crash in between
+leaves a point without its row, which the next run finds (no row, or a row with another hash) and writes again
+under the same deterministic point id, so nothing is duplicated and ``catalogue check`` finds no orphan.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from attribution_audit.config import Settings
+from attribution_audit.embedding.base import Embedder
+from attribution_audit.errors import ImageError, ManifestError, VectorStoreError
+from attribution_audit.sources.images import LoadedImage, load_image, printable_path, sha256_file
+from attribution_audit.sources.manifest import ManifestRow, RowFailure, Source, WangSource
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.catalogue import RunCounts, WorkRecord
+from attribution_audit.store.vectors import VectorStore, WorkPoint, point_id_for
+from attribution_audit.store.vectors.base import CONTENT, STYLE
+
+if TYPE_CHECKING:
+    from attribution_audit.embedding.style import StyleEmbedder
+
+log = logging.getLogger(__name__)
+CHUNK_ROWS = 512
+UPSERT_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion run did."""
+
+    run_id: int
+    catalogue: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    withdrawn: int = 0
+    failures: list[RowFailure] = field(default_factory=list)
+    failures_path: Path | None = None
+    labelled_queries: int = 0
+    same_image: list[tuple[str, str]] = field(default_factory=list)  # (work_id, earlier work_id with that image)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A row ready to write: its vector(s) and the image hash they were computed from."""
+
+    row: ManifestRow
+    sha256: str
+    vector: np.ndarray
+    style: np.ndarray | None = None
+
+
+VectorLookup = Callable[[ManifestRow], np.ndarray | None]
+
+
+def default_catalogue_name(path: Path) -> str:
+    """The source's own name (``.`` and trailing slashes resolved): ``catalogue.csv`` -> ``catalogue``."""
+    name = path.resolve().stem
+    if not name:
+        raise ManifestError(f"{path}: cannot name a catalogue after it; pass --catalogue NAME")
+    return name
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def with_retries(action: Callable[[], None], attempts: int = UPSERT_ATTEMPTS, pause: float = 0.5) -> None:
+    """Run a store write, retrying transient store errors with a growing pause."""
+    for attempt in range(1, attempts + 1):
+        try:
+            action()
+            return
+        except VectorStoreError:
+            if attempt == attempts:
+                raise
+            log.warning("store write failed (attempt %d of %d); retrying", attempt, attempts)
+            time.sleep(pause * attempt)
+
+
+class Ingestion:
+    """One ingestion run of one source into one collection. Use :func:`ingest_source`."""
+
+    def __init__(
+        self,
+        audit: AuditStore,
+        store: VectorStore,
+        embedder_fingerprint: str,
+        report: IngestReport,
+        catalogue_id: int,
+        spaces: str = CONTENT,
+        vectors: VectorLookup | None = None,
+    ) -> None:
+        self.audit = audit
+        self.store = store
+        self.fingerprint = embedder_fingerprint
+        self.report = report
+        self.catalogue_id = catalogue_id
+        self.spaces = spaces
+        self.vectors = vectors
+
+    def digest(self, row: ManifestRow) -> str:
+        """The content hash of a row's work: its image file, or for a precomputed vector whose image is not on this
+        machine, the vector's bytes."""
+        if self.vectors is not None and not row.path.is_file():
+            vector = self.vectors(row)
+            if vector is not None:
+                return _vector_digest(vector)
+        return sha256_file(row.path)
+
+    def classify(self, rows: Sequence[ManifestRow]) -> list[tuple[ManifestRow, str | None]]:
+        """Rows to (re)embed with their known image hash; counts the unchanged and the withdrawn."""
+        name = self.report.catalogue
+        known = self.audit.catalogue.known_works(self.catalogue_id, self.store.collection, [r.work_id for r in rows])
+        present = self.store.existing_ids([point_id_for(name, r.work_id) for r in rows])
+        todo: list[tuple[ManifestRow, str | None]] = []
+        for row in rows:
+            work = known.get(row.work_id)
+            if work is not None and work.withdrawn:
+                self.report.withdrawn += 1
+                continue
+            digest = None
+            if work is not None:
+                try:
+                    digest = self.digest(row)
+                except OSError as exc:
+                    failure = RowFailure(row.line, row.work_id, f"{printable_path(row.path)}: {exc.strerror}")
+                    self.report.failures.append(failure)
+                    continue
+            if (
+                work is not None
+                and (work.embedded_sha256, work.embedded_fingerprint) == (digest, self.fingerprint)
+                and set(self.spaces.split(",")) <= set(work.embedded_spaces)
+                and work.image_sha256 == digest
+                and (work.artist, work.title, work.payload) == (row.artist, row.title, row.extra)
+                and point_id_for(name, row.work_id) in present
+            ):
+                self.report.unchanged += 1
+            else:
+                todo.append((row, digest))
+        return todo
+
+    def write(self, items: Sequence[Prepared], run_id: int) -> None:
+        """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction."""
+        if not items:
+            return
+        name = self.report.catalogue
+        known = self.audit.catalogue.known_works(
+            self.catalogue_id, self.store.collection, [p.row.work_id for p in items]
+        )
+
+        def version_of(p: Prepared) -> int:
+            old = known.get(p.row.work_id)
+            return 1 if old is None else old.version + (old.image_sha256 != p.sha256)
+
+        points = [
+            WorkPoint(
+                point_id=point_id_for(name, p.row.work_id),
+                vector=p.vector,
+                style=p.style,
+                payload={
+                    **{k: v for k, v in p.row.extra.items() if v not in (None, "")},
+                    "work_id": p.row.work_id,
+                    "artist": p.row.artist,
+                    "title": p.row.title,
+                    "catalogue": name,
+                    "image_sha256": p.sha256,
+                    "version": version_of(p),
+                },
+            )
+            for p in items
+        ]
+        with_retries(lambda: self.store.upsert(points))
+        written = self.audit.catalogue.record_works(
+            self.catalogue_id,
+            self.store.collection,
+            run_id=run_id,
+            embedder_fingerprint=self.fingerprint,
+            spaces=self.spaces,
+            works=[
+                WorkRecord(
+                    work_id=p.row.work_id,
+                    artist=p.row.artist,
+                    title=p.row.title,
+                    image_path=printable_path(p.row.path),
+                    image_sha256=p.sha256,
+                    payload=p.row.extra,
+                    version=point.payload["version"],
+                    point_id=point.point_id,
+                )
+                for p, point in zip(items, points, strict=True)
+            ],
+        )
+        self.report.added += written.added
+        self.report.updated += written.updated
+        self.report.same_image.extend(written.same_image)
+
+
+def _decode(row: ManifestRow) -> LoadedImage | RowFailure:
+    try:
+        return load_image(row.path, target_size=224)
+    except ImageError as exc:
+        return RowFailure(row.line, row.work_id, str(exc))
+
+
+def ingest_source(
+    source: Source,
+    *,
+    audit: AuditStore,
+    store: VectorStore,
+    embedder: Embedder | None,
+    embedder_fingerprint: str | None = None,
+    vectors: VectorLookup | None = None,
+    catalogue: str | None = None,
+    requester: str = "unknown",
+    batch_size: int = 32,
+    workers: int = 2,
+    failures_path: Path | None = None,
+    progress: bool | None = None,
+    style_embedder: StyleEmbedder | None = None,
+) -> IngestReport:
+    """Ingest a source; re-running an unchanged source adds nothing. Either ``embedder`` embeds the images, or
+    ``vectors`` gives each row a precomputed vector (``embedder_fingerprint`` then names their model).
+    With ``style_embedder`` (see embedding.style) each work also gets a vector in the style space."""
+    fingerprint = embedder.fingerprint if embedder is not None else embedder_fingerprint
+    if fingerprint is None:
+        raise ValueError("precomputed vectors need an embedder_fingerprint")
+    started = time.perf_counter()
+    catalogue_name = catalogue or default_catalogue_name(source.path)
+    run_id, catalogue_id = audit.catalogue.start_ingestion(
+        catalogue_name,
+        source_format=source.format,
+        manifest_path=str(source.path.resolve()),
+        manifest_sha256=source.sha256,
+        collection=store.collection,
+        embedder_fingerprint=fingerprint,
+        requester=requester,
+    )
+    report = IngestReport(run_id=run_id, catalogue=catalogue_name)
+    if embedder is not None:
+        store.ensure_collection(embedder.dim, style_embedder.dim if style_embedder is not None else None)
+    spaces = CONTENT if style_embedder is None else f"{CONTENT},{STYLE}"
+    ingestion = Ingestion(audit, store, fingerprint, report, catalogue_id, spaces, vectors)
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=workers) as pool,
+            tqdm(unit="work", desc=f"ingest {catalogue_name}", disable=progress is False or None, leave=False) as bar,
+        ):
+            for chunk in chunks(source, CHUNK_ROWS):
+                rows = [r for r in chunk if isinstance(r, ManifestRow)]
+                report.failures.extend(r for r in chunk if isinstance(r, RowFailure))
+                todo = ingestion.classify(rows) if rows else []
+                if vectors is not None:
+                    _ingest_precomputed(ingestion, todo, vectors, report.run_id)
+                else:
+                    assert embedder is not None
+                    _ingest_images(ingestion, todo, embedder, style_embedder, pool, batch_size, report.run_id)
+                bar.update(len(chunk))
+        store.build_index()
+        if isinstance(source, WangSource):
+            report.labelled_queries = audit.evaluations.add_labelled_queries(
+                catalogue_name, str(source.path.resolve()), source.labelled
+            )
+    except BaseException:
+        status = "failed"  # interrupted or crashed: never recorded as completed
+        raise
+    else:
+        status = "completed" if not report.failures else "partial"
+    finally:
+        report.seconds = time.perf_counter() - started
+        report.failures_path = _write_failures(failures_path, report.failures)
+        audit.catalogue.finish_ingestion(
+            run_id,
+            RunCounts(
+                added=report.added,
+                updated=report.updated,
+                unchanged=report.unchanged,
+                withdrawn=report.withdrawn,
+                failed=report.failed,
+                failures_path=str(report.failures_path) if report.failures_path else None,
+                status=status,
+            ),
+        )
+    return report
+
+
+def _ingest_images(
+    ingestion: Ingestion,
+    todo: list[tuple[ManifestRow, str | None]],
+    embedder: Embedder,
+    style_embedder: StyleEmbedder | None,
+    pool: ThreadPoolExecutor,
+    batch_size: int,
+    run_id: int,
+) -> None:
+    """Decode the next batch in worker threads while the current one is embedded and written."""
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    pending: list[Future[LoadedImage | RowFailure]] | None = None
+    for index, batch in enumerate(batches):
+        current = pending if pending is not None else [pool.submit(_decode, row) for row, _ in batch]
+        if index + 1 < len(batches):
+            pending = [pool.submit(_decode, row) for row, _ in batches[index + 1]]
+        decoded = [future.result() for future in current]
+        loaded = [(row, img) for (row, _), img in zip(batch, decoded, strict=True) if isinstance(img, LoadedImage)]
+        ingestion.report.failures.extend(d for d in decoded if isinstance(d, RowFailure))
+        if loaded:
+            images = [img.image for _, img in loaded]
+            styles: list[np.ndarray | None] = [None] * len(images)
+            if style_embedder is not None:  # content and style vectors from one forward pass
+                contents, both = style_embedder.embed_both(images)
+                styles = list(both)
+            else:
+                contents = embedder.embed(images)
+            ingestion.write(
+                [
+                    Prepared(row, img.sha256, content, style)
+                    for (row, img), content, style in zip(loaded, contents, styles, strict=True)
+                ],
+                run_id,
+            )
+
+
+def _ingest_precomputed(
+    ingestion: Ingestion, todo: list[tuple[ManifestRow, str | None]], vectors: VectorLookup, run_id: int
+) -> None:
+    prepared = []
+    for row, known_digest in todo:
+        vector = vectors(row)
+        if vector is None:
+            ingestion.report.failures.append(RowFailure(row.line, row.work_id, "no precomputed vector for this row"))
+            continue
+        prepared.append(Prepared(row, known_digest or ingestion.digest(row), vector))
+    if prepared:
+        ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]))
+        ingestion.write(prepared, run_id)
+
+
+def _vector_digest(vector: np.ndarray) -> str:
+    """Stand-in content hash for a work whose image is not on this machine: the sha256 of its vector bytes."""
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
+
+
+def _write_failures(path: Path | None, failures: list[RowFailure]) -> Path | None:
+    if path is None or not failures:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["line", "work_id", "reason"])
+        writer.writerows([f.line, f.work_id, f.reason] for f in failures)
+    return path
+
+
+def ingest_catalogue(
+    settings: Settings,
+    audit: AuditStore,
+    source_path: Path,
+    *,
+    fmt: str = "auto",
+    catalogue: str | None = None,
+    embeddings: Path | None = None,
+    failures: Path | None = None,
+    batch_size: int = 32,
+    workers: int = 2,
+    with_style: bool = False,
+) -> IngestReport:
+    """The ``ingest`` use case: open the source, the settings' embedder (or the precomputed ``embeddings``) and its
+    collection, and ingest. Failed rows go to ``failures`` (default: a timestamped CSV in the data dir)."""
+    from attribution_audit.services.wiring import vector_store
+    from attribution_audit.sources.manifest import open_source
+
+    if with_style and embeddings is not None:
+        raise ValueError("--spaces content,style needs the images: precomputed --embeddings fill content only")
+    source = open_source(source_path, fmt)
+    name = catalogue or default_catalogue_name(source.path)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    failures_path = failures or settings.data_dir / "failures" / f"{name}-{stamp}.csv"
+    embedder: Embedder | None = None
+    style: StyleEmbedder | None = None
+    vectors: VectorLookup | None = None
+    fingerprint = None
+    if embeddings is not None:
+        from attribution_audit.sources.precomputed import load_vectors
+
+        table = load_vectors(embeddings, source)
+        vectors, fingerprint = (lambda row: table.get(row.work_id)), f"precomputed:{settings.embedder}"
+    else:
+        from attribution_audit.embedding.style import style_embedder_for
+        from attribution_audit.services.wiring import load_embedder
+
+        embedder = load_embedder(settings.embedder, batch_size)
+        style = style_embedder_for(embedder) if with_style else None
+    with vector_store(settings) as store:
+        return ingest_source(
+            source,
+            audit=audit,
+            store=store,
+            embedder=embedder,
+            embedder_fingerprint=fingerprint,
+            vectors=vectors,
+            catalogue=name,
+            requester=settings.resolved_requester,
+            batch_size=batch_size,
+            workers=workers,
+            failures_path=failures_path,
+            style_embedder=style,
+        )

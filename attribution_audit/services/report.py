@@ -1,0 +1,50 @@
+"""Reports for compliance officers and analysts: shares per artist, a summary of the log, one request as a page."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date
+from typing import Any
+
+from attribution_audit.store.audit_store import AuditStore
+
+CONFIDENCE_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+ARTIST_COLUMNS = ("artist", "attributions", "share_sum", "mean_confidence")
+
+
+def artist_shares(
+    audit: AuditStore, date_from: date | None = None, date_to: date | None = None
+) -> list[dict[str, Any]]:
+    """Per canonical artist over [date_from, date_to] (inclusive days): attributions, sum of shares, mean confidence."""
+    return audit.reports.artist_shares(date_from, date_to)
+
+
+def summary(audit: AuditStore) -> dict[str, Any]:
+    """Counts, confidence distribution, HNSW/exact disagreements and the chain status."""
+    counts = audit.reports.counts()
+    buckets = []
+    for lower, upper in itertools.pairwise(CONFIDENCE_BUCKETS):
+        last = upper == CONFIDENCE_BUCKETS[-1]
+        n = sum(1 for c in counts.confidences if lower <= c < upper or (last and c == upper))
+        buckets.append({"from": lower, "to": upper, "requests": n})
+    chain = audit.requests.verify_chain()
+    return {
+        "requests": counts.requests,
+        "production_requests": counts.production_requests,
+        "verified_requests": counts.verified_requests,
+        "ann_disagreements": counts.ann_disagreements,
+        "low_confidence_requests": counts.low_confidence_requests,
+        "mean_confidence": counts.mean_confidence,
+        "first_request": counts.first_request,
+        "last_request": counts.last_request,
+        "confidence_distribution": buckets,
+        "active_works": counts.active_works,
+        "withdrawn_works": counts.withdrawn_works,
+        "chain": {
+            "ok": chain.ok,
+            "records": chain.checked,
+            "head_hash": chain.head_hash,
+            "broken_seq": chain.broken_seq,
+            "reason": chain.reason,
+        },
+    }

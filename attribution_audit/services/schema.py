@@ -1,0 +1,22 @@
+"""The audit database's schema and roles: migrate, report revisions, grant read access to the reporting views."""
+
+from __future__ import annotations
+
+from attribution_audit.config import Settings
+from attribution_audit.services.wiring import open_audit
+
+
+def upgrade(settings: Settings) -> tuple[str, str | None]:
+    """Create or migrate the schema to the head revision; (database shown without password, revision now)."""
+    audit = open_audit(settings, check_schema=False)
+    return audit.url, audit.upgrade()
+
+
+def revisions(settings: Settings) -> tuple[str | None, str | None]:
+    """(current, head) revision of the settings' database."""
+    return open_audit(settings, check_schema=False).revisions()
+
+
+def grant_reader(settings: Settings, role: str) -> None:
+    """Give a PostgreSQL role SELECT on the reporting views and nothing else."""
+    open_audit(settings).reports.grant_reader(role)

@@ -1,0 +1,1 @@
+"""Inputs: images, catalogue manifests, precomputed vectors, labelled queries, the synthetic demo catalogue."""

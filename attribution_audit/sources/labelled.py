@@ -1,0 +1,56 @@
+"""Labelled queries: generated images with their true artist (and optionally true works and a subset name)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from attribution_audit.errors import ManifestError
+from attribution_audit.sources.manifest import clean_name
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    line: int
+    path: Path
+    artist: str
+    work_ids: tuple[str, ...] = ()
+    subset: str | None = None
+
+
+def read_labelled(path: str | Path) -> list[LabelledQuery]:
+    """Read a CSV with ``path,artist`` (+ optional ``work_ids`` separated by ``;`` and ``subset``).
+
+    Paths are relative to the CSV's folder. Malformed files or rows raise ManifestError naming the line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: labelled query file not found; check the path") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in ("path", "artist") if c not in [f.strip() for f in reader.fieldnames or []]]
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist")
+    queries = []
+    for raw in reader:
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        if not row.get("path") or not row.get("artist"):
+            raise ManifestError(f"{path}:{reader.line_num}: empty path or artist; fill it in or remove the row")
+        work_ids = tuple(dict.fromkeys(w.strip() for w in row.get("work_ids", "").split(";") if w.strip()))
+        queries.append(
+            LabelledQuery(
+                reader.line_num,
+                (path.parent / row["path"]).resolve(),
+                clean_name(row["artist"]),
+                work_ids,
+                row.get("subset") or None,
+            )
+        )
+    if not queries:
+        raise ManifestError(f"{path}: no labelled queries; add rows under the header")
+    return queries

@@ -1,0 +1,296 @@
+"""Catalogue sources: CSV and JSONL manifests, a folder per artist, and the Wang et al. 2023 attribution layout.
+
+Every source yields :class:`ManifestRow` (a work to ingest) or :class:`RowFailure` (a row that cannot be, and
+why), streaming, after the same checks: required fields present, work ids unique, paths inside the catalogue
+folder. Whole-file problems (missing file, missing columns, not UTF-8) raise ManifestError before any row.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attribution_audit.errors import ManifestError
+from attribution_audit.sources.images import printable_path
+
+REQUIRED_COLUMNS = ("path", "artist", "work_id")
+MAX_LENGTHS = {"artist": 300, "work_id": 300, "title": 500}  # the audit schema's column sizes
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+SOURCE_FORMATS = ("auto", "csv", "jsonl", "folder", "wang")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One work to ingest; ``line`` is the manifest line (or entry) number, for messages."""
+
+    line: int
+    path: Path
+    artist: str
+    work_id: str
+    title: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RowFailure:
+    """A manifest row that could not be ingested, and why."""
+
+    line: int
+    work_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """A generated image of the Wang et al. layout: its true artist, inspiration works and subset."""
+
+    path: Path
+    artist: str
+    work_ids: tuple[str, ...]
+    subset: str | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    sha256: str
+    rows: list[ManifestRow]
+    failures: list[RowFailure]
+
+
+def clean_name(value: str) -> str:
+    """Unicode NFC, surrounding whitespace removed and inner runs of whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFC", value).split())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class RowValidator:
+    """The checks every source shares; remembers work ids to report duplicates (memory: one string per work)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._first_line: dict[str, int] = {}
+
+    def check(self, line: int, record: dict[str, Any]) -> ManifestRow | RowFailure:
+        values = {c: str(record.get(c) or "").strip() for c in REQUIRED_COLUMNS}
+        work_id, rel = values["work_id"], values["path"]
+        empty = [c for c in REQUIRED_COLUMNS if not values[c]]
+        if empty:
+            return RowFailure(line, work_id, f"empty {', '.join(empty)}")
+        problem = _field_problem(record)
+        if problem:
+            return RowFailure(line, work_id, problem)
+        if work_id in self._first_line:
+            return RowFailure(line, work_id, f"duplicate work_id (first seen on line {self._first_line[work_id]})")
+        image = (self.root / rel).resolve()
+        if not image.is_relative_to(self.root):
+            return RowFailure(line, work_id, f"path {rel!r} leaves the catalogue folder {self.root}")
+        self._first_line[work_id] = line
+        title = str(record.get("title") or "").strip() or None
+        extra = {k: v for k, v in record.items() if k and k not in (*REQUIRED_COLUMNS, "title")}
+        return ManifestRow(line, image, clean_name(values["artist"]), work_id, title, extra)
+
+
+def _field_problem(record: dict[str, Any]) -> str | None:
+    """Why a row's values cannot be stored the same way in every audit database and vector store, if they can't."""
+    for column, limit in MAX_LENGTHS.items():
+        if len(str(record.get(column) or "")) > limit:
+            return f"{column} longer than {limit} characters"
+    for key, value in record.items():
+        if "\x00" in str(key) or (isinstance(value, str) and "\x00" in value):
+            return f"column {key!r} contains a NUL character"
+        if not _finite_json(value):
+            return f"column {key!r} holds NaN or infinity, which JSON payloads cannot store"
+    return None
+
+
+def _finite_json(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite_json(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite_json(v) for v in value)
+    return True
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: {what} not found; check the path") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+
+
+class CsvSource:
+    """``path,artist,work_id`` (+ ``title`` and any extra columns, kept as payload); paths relative to the file."""
+
+    format = "csv"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        text = _read_text(path, "manifest")  # validates encoding up front; rows stream from the file below
+        header = next(csv.reader([text.split("\n", 1)[0]]), [])
+        missing = [c for c in REQUIRED_COLUMNS if c not in [h.strip() for h in header]]
+        if missing:
+            raise ManifestError(
+                f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist,work_id"
+            )
+        self.sha256 = sha256_of(path)
+
+    def __iter__(self) -> Iterator[ManifestRow | RowFailure]:
+        validator = RowValidator(self.path.parent)
+        with self.path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            for raw in reader:
+                record = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+                if None in raw:
+                    yield RowFailure(reader.line_num, record.get("work_id", ""), "more fields than header columns")
+                    continue
+                yield validator.check(reader.line_num, record)
+
+
+class JsonlSource:
+    """One JSON object per line with ``path``, ``artist``, ``work_id`` and optional fields."""
+
+    format = "jsonl"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        _read_text(path, "manifest")
+        self.sha256 = sha256_of(path)
+
+    def __iter__(self) -> Iterator[ManifestRow | RowFailure]:
+        validator = RowValidator(self.path.parent)
+        with self.path.open(encoding="utf-8-sig") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield RowFailure(line_number, "", f"invalid JSON ({exc.msg} at column {exc.colno})")
+                    continue
+                if not isinstance(record, dict):
+                    yield RowFailure(line_number, "", "not a JSON object")
+                    continue
+                yield validator.check(line_number, record)
+
+
+class FolderSource:
+    """``ROOT/<artist>/<image>``: the folder name is the artist, ``<artist>/<file stem>`` the work id."""
+
+    format = "folder"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files = sorted(p for p in path.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise ManifestError(f"{path}: no images in artist sub-folders (expected {path}/<artist>/<image>)")
+        listing = "\n".join(f"{p.relative_to(path)}\t{p.stat().st_size}" for p in self.files)
+        self.sha256 = hashlib.sha256(listing.encode()).hexdigest()
+
+    def __iter__(self) -> Iterator[ManifestRow | RowFailure]:
+        validator = RowValidator(self.path)
+        for number, file in enumerate(self.files, start=1):
+            rel = file.relative_to(self.path)
+            names = {"artist": printable_path(rel.parts[0]), "work_id": printable_path(rel.with_suffix(""))}
+            record = {"path": str(rel), **names}
+            yield validator.check(number, record)
+
+
+class WangSource:
+    """The attribution dataset layout of Wang et al. 2023: JSON entries ``{exemplar: [paths], synth: {subset:
+    [paths]}, ...}`` keyed by (or carrying) the artist. Exemplars become works (work id = path); synthetic images
+    become :attr:`labelled` queries whose true works are the entry's exemplars."""
+
+    format = "wang"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            data = json.loads(_read_text(path, "attribution dataset file"))
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}); fix the file") from None
+        entries = data.items() if isinstance(data, dict) else enumerate(data if isinstance(data, list) else [])
+        self.entries = [(str(key), entry) for key, entry in entries if isinstance(entry, dict)]
+        if not self.entries:
+            raise ManifestError(f"{path}: no entries with 'exemplar' lists; expected the Wang et al. 2023 layout")
+        self.sha256 = sha256_of(path)
+        self.labelled: list[LabelledImage] = []
+
+    @staticmethod
+    def _artist(key: str, entry: dict[str, Any]) -> str:
+        return clean_name(str(entry.get("artist") or entry.get("name") or key))
+
+    def __iter__(self) -> Iterator[ManifestRow | RowFailure]:
+        validator = RowValidator(self.path.parent)
+        self.labelled = []
+        for number, (key, entry) in enumerate(self.entries, start=1):
+            artist, exemplars = self._artist(key, entry), entry.get("exemplar") or []
+            if not isinstance(exemplars, list) or not exemplars:
+                yield RowFailure(number, key, "entry has no 'exemplar' list")
+                continue
+            work_ids = tuple(str(p) for p in exemplars)
+            for work_path in work_ids:
+                yield validator.check(number, {"path": work_path, "artist": artist, "work_id": work_path})
+            synth = entry.get("synth") or {}
+            subsets = synth.items() if isinstance(synth, dict) else [(None, synth)]
+            for subset, paths in subsets:
+                for rel in paths if isinstance(paths, list) else []:
+                    image = (self.path.parent / str(rel)).resolve()
+                    if image.is_relative_to(validator.root):
+                        self.labelled.append(LabelledImage(image, artist, work_ids, subset))
+
+
+Source = CsvSource | JsonlSource | FolderSource | WangSource
+
+
+def open_source(path: str | Path, fmt: str = "auto") -> Source:
+    """Open a catalogue source; ``auto`` picks by suffix (.csv, .jsonl, .json = Wang layout) or folder."""
+    path = Path(path)
+    if fmt not in SOURCE_FORMATS:
+        raise ManifestError(f"{path}: unknown format {fmt!r}; choose one of {', '.join(SOURCE_FORMATS)}")
+    if fmt == "auto":
+        if path.is_dir():
+            fmt = "folder"
+        else:
+            fmt = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "wang"}.get(path.suffix.lower(), "")
+        if not fmt:
+            raise ManifestError(f"{path}: cannot tell the format from the name; pass --format csv|jsonl|folder|wang")
+    if fmt == "folder" and not path.is_dir():
+        raise ManifestError(f"{path}: not a folder; the folder format needs ROOT/<artist>/<image>")
+    sources: dict[str, Callable[[Path], Source]] = {
+        "csv": CsvSource,
+        "jsonl": JsonlSource,
+        "folder": FolderSource,
+        "wang": WangSource,
+    }
+    return sources[fmt](path)
+
+
+def read_csv_manifest(path: str | Path) -> Manifest:
+    """Read a whole CSV manifest into memory (small manifests, tests); ingestion streams instead."""
+    source = CsvSource(Path(path))
+    rows: list[ManifestRow] = []
+    failures: list[RowFailure] = []
+    for item in source:
+        (rows if isinstance(item, ManifestRow) else failures).append(item)  # type: ignore[arg-type]
+    return Manifest(source.path, source.sha256, rows, failures)

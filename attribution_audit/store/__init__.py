@@ -1,0 +1,1 @@
+"""Persistence: the audit database (``AuditStore`` owns every query), the vector stores and the exact index."""

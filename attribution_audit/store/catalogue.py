@@ -1,0 +1,336 @@
+"""Catalogues, artists and works in the audit database: what ingestion writes, what the lifecycle commands change,
+and what the consistency check compares with the vector store. Every query on those tables lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.orm import Session
+
+from attribution_audit.errors import ConflictError, NotFoundError
+from attribution_audit.store.database import read_scope, session_scope
+from attribution_audit.store.models import (
+    Artist,
+    Catalogue,
+    IngestionRun,
+    Work,
+    WorkEmbedding,
+    WorkVersion,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class KnownWork:
+    """What the audit DB knows of a work, and of its embedding in one collection (``None`` fields: not embedded)."""
+
+    work_id: str
+    artist: str
+    title: str | None
+    payload: dict[str, Any]
+    image_sha256: str
+    version: int
+    withdrawn: bool
+    embedded_sha256: str | None = None
+    embedded_fingerprint: str | None = None
+    embedded_spaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkRecord:
+    """A work as one ingestion run writes it (its vector is already in the store under ``point_id``)."""
+
+    work_id: str
+    artist: str
+    title: str | None
+    image_path: str
+    image_sha256: str
+    payload: dict[str, Any]
+    version: int
+    point_id: str
+
+
+@dataclass(frozen=True)
+class WrittenWorks:
+    """What :meth:`CatalogueRepository.record_works` did."""
+
+    added: int
+    updated: int
+    same_image: list[tuple[str, str]]  # (work_id, another active work_id of the catalogue with that image)
+
+
+@dataclass(frozen=True)
+class ArtistRow:
+    name: str
+    canonical: str | None
+    active_works: int
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """The final counts of an ingestion run."""
+
+    added: int
+    updated: int
+    unchanged: int
+    withdrawn: int
+    failed: int
+    failures_path: str | None
+    status: str
+
+
+class CatalogueRepository:
+    """Catalogues, artists, works, their versions and embeddings, and ingestion runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- ingestion -------------------------------------------------------------------------------------------
+    def start_ingestion(
+        self,
+        catalogue: str,
+        *,
+        source_format: str,
+        manifest_path: str,
+        manifest_sha256: str,
+        collection: str,
+        embedder_fingerprint: str,
+        requester: str,
+    ) -> tuple[int, int]:
+        """Create the catalogue if new and an ingestion run; (run id, catalogue id)."""
+        with session_scope(self.engine) as session:
+            catalogue_id = _get_or_create(session, Catalogue, catalogue).id
+            run = IngestionRun(
+                catalogue_id=catalogue_id,
+                source_format=source_format,
+                manifest_path=manifest_path,
+                manifest_sha256=manifest_sha256,
+                collection=collection,
+                embedder_fingerprint=embedder_fingerprint,
+                requester=requester,
+            )
+            session.add(run)
+            session.flush()
+            return run.id, catalogue_id
+
+    def finish_ingestion(self, run_id: int, counts: RunCounts) -> None:
+        with session_scope(self.engine) as session:
+            run = session.get_one(IngestionRun, run_id)
+            run.added, run.updated, run.unchanged = counts.added, counts.updated, counts.unchanged
+            run.withdrawn, run.failed, run.finished_at = counts.withdrawn, counts.failed, utcnow()
+            run.failures_path, run.status = counts.failures_path, counts.status
+
+    def known_works(self, catalogue_id: int, collection: str, work_ids: Sequence[str]) -> dict[str, KnownWork]:
+        """The catalogue's works among ``work_ids``, with their embedding in ``collection`` (one query)."""
+        query = (
+            select(Work, WorkEmbedding, Artist.name)
+            .join(Artist, Artist.id == Work.artist_id)
+            .outerjoin(WorkEmbedding, (WorkEmbedding.work_pk == Work.id) & (WorkEmbedding.collection == collection))
+            .where(Work.catalogue_id == catalogue_id, Work.work_id.in_(list(work_ids)))
+        )
+        with read_scope(self.engine) as session:
+            return {
+                work.work_id: KnownWork(
+                    work_id=work.work_id,
+                    artist=artist,
+                    title=work.title,
+                    payload=work.payload,
+                    image_sha256=work.image_sha256,
+                    version=work.version,
+                    withdrawn=work.withdrawn_at is not None,
+                    embedded_sha256=embedding.image_sha256 if embedding else None,
+                    embedded_fingerprint=embedding.embedder_fingerprint if embedding else None,
+                    embedded_spaces=tuple(embedding.spaces.split(",")) if embedding else (),
+                )
+                for work, embedding, artist in session.execute(query)
+            }
+
+    def record_works(
+        self,
+        catalogue_id: int,
+        collection: str,
+        *,
+        run_id: int,
+        embedder_fingerprint: str,
+        spaces: str,
+        works: Sequence[WorkRecord],
+    ) -> WrittenWorks:
+        """Write works, their new versions and their embeddings in ``collection`` in one transaction."""
+        added = updated = 0
+        same_image: list[tuple[str, str]] = []
+        with session_scope(self.engine) as session:
+            ids = [w.work_id for w in works]
+            rows = {
+                w.work_id: w
+                for w in session.scalars(select(Work).where(Work.catalogue_id == catalogue_id, Work.work_id.in_(ids)))
+            }
+            embeddings = {
+                e.work_pk: e
+                for e in session.scalars(
+                    select(WorkEmbedding).where(
+                        WorkEmbedding.collection == collection,
+                        WorkEmbedding.work_pk.in_([w.id for w in rows.values()]),
+                    )
+                )
+            }
+            artists = _artist_ids(session, {w.artist for w in works})
+            for record in works:
+                twin = session.scalar(
+                    select(Work.work_id).where(
+                        Work.catalogue_id == catalogue_id,
+                        Work.image_sha256 == record.image_sha256,
+                        Work.work_id != record.work_id,
+                        Work.withdrawn_at.is_(None),
+                    )
+                )
+                if twin is not None:
+                    same_image.append((record.work_id, twin))
+                work = rows.get(record.work_id)
+                if work is None:
+                    work = Work(catalogue_id=catalogue_id, work_id=record.work_id, version=record.version)
+                    session.add(work)
+                    added += 1
+                else:
+                    updated += 1
+                changed = work.id is None or work.image_sha256 != record.image_sha256
+                work.artist_id, work.title, work.image_path = artists[record.artist], record.title, record.image_path
+                work.image_sha256, work.version, work.payload = record.image_sha256, record.version, record.payload
+                work.updated_at = utcnow()
+                session.flush()
+                if changed:
+                    session.add(
+                        WorkVersion(
+                            work_pk=work.id,
+                            version=record.version,
+                            image_path=record.image_path,
+                            image_sha256=record.image_sha256,
+                            ingestion_run_id=run_id,
+                        )
+                    )
+                embedding = embeddings.get(work.id)
+                if embedding is None:
+                    embedding = WorkEmbedding(work_pk=work.id, collection=collection)
+                    session.add(embedding)
+                embedding.point_id, embedding.version = record.point_id, record.version
+                embedding.image_sha256, embedding.embedder_fingerprint = record.image_sha256, embedder_fingerprint
+                embedding.updated_at, embedding.spaces = utcnow(), spaces
+        return WrittenWorks(added, updated, same_image)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def withdraw(self, catalogue: str, work_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Mark works withdrawn (kept for old audit records); their point ids per collection, to delete next."""
+        with session_scope(self.engine) as session:
+            catalogue_id = _catalogue_id(session, catalogue)
+            works = session.scalars(
+                select(Work).where(Work.catalogue_id == catalogue_id, Work.work_id.in_(list(work_ids)))
+            ).all()
+            missing = sorted(set(work_ids) - {w.work_id for w in works})
+            if missing:
+                raise NotFoundError(
+                    f"catalogue {catalogue!r} has no work {', '.join(map(repr, missing))}; nothing withdrawn"
+                )
+            for work in works:
+                work.withdrawn_at = work.withdrawn_at or utcnow()
+            points: dict[str, list[str]] = {}
+            embedded = select(WorkEmbedding).where(WorkEmbedding.work_pk.in_([w.id for w in works]))
+            for embedding in session.scalars(embedded):
+                points.setdefault(embedding.collection, []).append(embedding.point_id)
+        return points
+
+    def merge_artists(self, alias: str, canonical: str) -> None:
+        """Record that ``alias`` is another spelling of ``canonical`` (merges chain: A into B, then B into C)."""
+        with session_scope(self.engine) as session:
+            artists = {a.name: a for a in session.scalars(select(Artist).where(Artist.name.in_([alias, canonical])))}
+            for name in (alias, canonical):
+                if name not in artists:
+                    raise NotFoundError(
+                        f"unknown artist {name!r}; `attribution-audit artists list` shows the known names"
+                    )
+            source, target = artists[alias], artists[canonical]
+            root = target
+            while root.canonical_id is not None:
+                root = session.get_one(Artist, root.canonical_id)
+            if root.id == source.id:
+                raise ConflictError(f"{canonical!r} is already merged into {alias!r}; merging back would make a cycle")
+            source.canonical_id, source.merged_at = root.id, utcnow()
+            for follower in session.scalars(select(Artist).where(Artist.canonical_id == source.id)):
+                follower.canonical_id = root.id
+
+    def artists(self) -> list[ArtistRow]:
+        """Every artist with its canonical name (None when not merged) and number of active works."""
+        with read_scope(self.engine) as session:
+            names = dict(session.execute(select(Artist.id, Artist.name)).all())
+            active = select(Work.artist_id, func.count()).where(Work.withdrawn_at.is_(None)).group_by(Work.artist_id)
+            counts = dict(session.execute(active).all())
+            return [
+                ArtistRow(a.name, names.get(a.canonical_id) if a.canonical_id else None, counts.get(a.id, 0))
+                for a in session.scalars(select(Artist).order_by(Artist.name))
+            ]
+
+    def canonical_artists(self) -> dict[str, str]:
+        """Alias name -> canonical name, for every merged artist (merges can chain: A -> B -> C gives A -> C)."""
+        with read_scope(self.engine) as session:
+            rows = session.execute(select(Artist.id, Artist.name, Artist.canonical_id)).all()
+        by_id = {row.id: row for row in rows}
+        mapping = {}
+        for row in rows:
+            current, seen = row, set()
+            while current.canonical_id is not None and current.id not in seen:
+                seen.add(current.id)
+                current = by_id[current.canonical_id]
+            if current.id != row.id:
+                mapping[row.name] = current.name
+        return mapping
+
+    # -- consistency with the vector store ---------------------------------------------------------------------
+    def expected_points(self, collection: str) -> dict[str, str]:
+        """Point id -> image sha256 of every active work embedded in ``collection``."""
+        query = (
+            select(WorkEmbedding.point_id, WorkEmbedding.image_sha256)
+            .join(Work, Work.id == WorkEmbedding.work_pk)
+            .where(WorkEmbedding.collection == collection, Work.withdrawn_at.is_(None))
+        )
+        with read_scope(self.engine) as session:
+            return {point: digest for point, digest in session.execute(query)}
+
+    def forget_embeddings(self, collection: str, point_ids: Sequence[str]) -> None:
+        """Drop the embedding rows of these points, so the next ingest embeds their works again."""
+        if not point_ids:
+            return
+        with session_scope(self.engine) as session:
+            session.execute(
+                delete(WorkEmbedding).where(
+                    WorkEmbedding.collection == collection, WorkEmbedding.point_id.in_(list(point_ids))
+                )
+            )
+
+
+def _get_or_create(session: Session, model: type[Catalogue], name: str) -> Catalogue:
+    row = session.scalar(select(model).where(model.name == name))
+    if row is None:
+        row = model(name=name)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def _artist_ids(session: Session, names: set[str]) -> dict[str, int]:
+    """Ids of the named artists, creating the missing ones (two queries, whatever the number of names)."""
+    known = {name: pk for name, pk in session.execute(select(Artist.name, Artist.id).where(Artist.name.in_(names)))}
+    for name in sorted(names - known.keys()):
+        artist = Artist(name=name)
+        session.add(artist)
+        session.flush()
+        known[name] = artist.id
+    return known
+
+
+def _catalogue_id(session: Session, name: str) -> int:
+    catalogue = session.scalar(select(Catalogue).where(Catalogue.name == name))
+    if catalogue is None:
+        known = ", ".join(session.scalars(select(Catalogue.name))) or "none yet"
+        raise NotFoundError(f"unknown catalogue {name!r} (known: {known}); pass --catalogue with one of them")
+    return catalogue.id

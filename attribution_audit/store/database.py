@@ -1,0 +1,168 @@
+"""Engines, sessions and schema migrations of the audit database (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+READ_ONLY = "attribution_audit_read_only"  # execution option of reader() engines
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` URLs use psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def display_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    return make_url(normalise_url(url)).render_as_string(hide_password=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    message = str(getattr(exc, "orig", None) or exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine with SQLite made safe for several processes (WAL, busy timeout, foreign keys)."""
+    try:
+        return _create_engine(normalise_url(url))
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise DatabaseError(
+            f"{url!r} is not a database URL this tool can use ({exc}); give sqlite:///PATH or postgresql://..."
+        ) from None
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # let the "begin" hook below emit BEGIN itself
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            # Writers take the write lock at the start of their transaction: they queue (busy_timeout) instead of
+            # failing on a read-to-write upgrade, and the audit chain stays linear. Readers (see reader()) begin a
+            # deferred transaction: with WAL they read a snapshot and never wait for, or block, a writer.
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    # Alembic's config is a ConfigParser: a literal % (percent-encoded passwords, odd paths) must be doubled.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return config
+
+
+def head_revision(engine: Engine) -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with reader(engine).connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseError(
+            f"cannot reach the audit database {display_url(str(engine.url))} ({_first_line(exc)}); start it "
+            "or fix --database-url / ATTRIBUTION_AUDIT_DATABASE_URL"
+        ) from exc
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Apply the Alembic migrations up to ``revision``; returns the revision now current."""
+    from alembic import command
+
+    current_revision(engine)  # a clear error when the server is down
+    config = _alembic_config(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    return current_revision(engine)
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to work on a database whose schema is not at the head revision."""
+    current, head = current_revision(engine), head_revision(engine)
+    if current != head:
+        raise SchemaOutOfDateError(
+            f"the audit database {display_url(str(engine.url))} is at schema revision {current or 'none'} but "
+            f"this version needs {head}; run `attribution-audit db upgrade`"
+        )
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session committed on success and rolled back on error; DB errors become one-line DatabaseErrors."""
+    session = sessionmaker(engine, expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except (OperationalError, DBAPIError) as exc:
+        session.rollback()
+        raise DatabaseError(
+            f"the audit database {display_url(str(engine.url))} refused the write ({_first_line(exc)}); "
+            "nothing was recorded, retry when it is reachable"
+        ) from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine (same pool) for read-only work: on SQLite its transactions take no write lock."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Session]:
+    """A session for reading: never committed, always closed, no write lock; DB errors become one-line
+    DatabaseErrors."""
+    session = sessionmaker(reader(engine), expire_on_commit=False)()
+    try:
+        yield session
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseError(
+            f"cannot read the audit database {display_url(str(engine.url))} ({_first_line(exc)}); start it "
+            "or fix --database-url / ATTRIBUTION_AUDIT_DATABASE_URL"
+        ) from exc
+    finally:
+        # close() ends the transaction without committing; an explicit rollback() would also expire the rows read,
+        # and callers use them (with their eagerly loaded children) after the scope.
+        session.close()

@@ -1,0 +1,307 @@
+"""Labelled query sets, evaluation runs with their per-query results, and calibration models in the audit database.
+Every query on those tables lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, select
+
+from attribution_audit.domain.confidence import LogisticModel
+from attribution_audit.domain.results import as_utc
+from attribution_audit.errors import ManifestError, NotFoundError
+from attribution_audit.store.database import read_scope, session_scope
+from attribution_audit.store.models import (
+    AttributionNeighbour,
+    CalibrationModel,
+    EvaluationResult,
+    EvaluationRun,
+    LabelledQueryRecord,
+    QuerySet,
+    utcnow,
+)
+
+NEIGHBOUR_PAGE = 500
+
+
+class LabelledLike(Protocol):
+    """A labelled query as read from a file: its image, true artist, true works and subset."""
+
+    @property
+    def path(self) -> Any: ...
+    @property
+    def artist(self) -> str: ...
+    @property
+    def work_ids(self) -> tuple[str, ...]: ...
+    @property
+    def subset(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class StoredQuery:
+    """A labelled query as stored in a query set."""
+
+    id: int
+    path: str
+    artist: str
+    work_ids: tuple[str, ...]
+    subset: str | None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One labelled query's result in an evaluation run: its logged request, or why it failed, and HNSW vs exact."""
+
+    labelled_query_id: int
+    request_id: str | None = None
+    error: str | None = None
+    hnsw_ms: float | None = None
+    exact_ms: float | None = None
+    hnsw_ids: list[str] = field(default_factory=list)
+    exact_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoggedResult:
+    """A successful result of a run with its query's labels and the logged neighbours (rank order)."""
+
+    query: StoredQuery
+    result: QueryResult
+    artists: list[str]
+    work_ids: list[str]
+    similarities: list[float]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    kind: str
+    status: str
+    created_at: datetime
+    embedder_name: str
+    settings: dict[str, Any]
+
+
+class EvaluationRepository:
+    """Query sets, evaluation runs and results, calibration models."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- labelled query sets ---------------------------------------------------------------------------------
+    def find_query_set(self, name: str) -> int | None:
+        with read_scope(self.engine) as session:
+            return session.scalar(select(QuerySet.id).where(QuerySet.name == name))
+
+    def import_query_set(self, name: str, source_path: str, sha256: str, queries: Sequence[LabelledLike]) -> int:
+        """The id of query set ``name``, imported from ``source_path`` if new; ManifestError when a set of that name
+        came from other content (past runs keep their labels)."""
+        with session_scope(self.engine) as session:
+            query_set = session.scalar(select(QuerySet).where(QuerySet.name == name))
+            if query_set is not None:
+                if (query_set.source_path, query_set.source_sha256) != (source_path, sha256):
+                    raise ManifestError(
+                        f"{source_path}: query set {name!r} was imported from {query_set.source_path} with other "
+                        "content; past runs keep their labels, so import this file under a new --name"
+                    )
+                return query_set.id
+            query_set = QuerySet(name=name, source_path=source_path, source_sha256=sha256)
+            session.add(query_set)
+            session.flush()
+            session.add_all(_labelled_rows(query_set.id, queries))
+            return query_set.id
+
+    def add_labelled_queries(self, name: str, source_path: str, queries: Sequence[LabelledLike]) -> int:
+        """Add the queries not yet in set ``name`` (created if new); the set's size after."""
+        with session_scope(self.engine) as session:
+            query_set = session.scalar(select(QuerySet).where(QuerySet.name == name))
+            if query_set is None:
+                query_set = QuerySet(name=name, source_path=source_path)
+                session.add(query_set)
+                session.flush()
+            paths = select(LabelledQueryRecord.path).where(LabelledQueryRecord.query_set_id == query_set.id)
+            known = set(session.scalars(paths))
+            new = [q for q in queries if str(q.path) not in known]
+            session.add_all(_labelled_rows(query_set.id, new))
+            return len(known) + len(new)
+
+    def queries(self, query_set_id: int) -> list[StoredQuery]:
+        """The set's queries in the order they were stored."""
+        query = (
+            select(LabelledQueryRecord)
+            .where(LabelledQueryRecord.query_set_id == query_set_id)
+            .order_by(LabelledQueryRecord.id)
+        )
+        with read_scope(self.engine) as session:
+            return [_stored(q) for q in session.scalars(query)]
+
+    # -- runs ------------------------------------------------------------------------------------------------
+    def start_run(
+        self,
+        *,
+        kind: str,
+        requester: str,
+        query_set_id: int,
+        embedder_name: str,
+        collection: str,
+        settings: dict[str, Any],
+        metrics: dict[str, Any] | None = None,
+    ) -> int:
+        """A new run (``running``; ``completed`` at once when its metrics are given)."""
+        with session_scope(self.engine) as session:
+            run = EvaluationRun(
+                kind=kind,
+                requester=requester,
+                query_set_id=query_set_id,
+                embedder_name=embedder_name,
+                collection=collection,
+                settings=settings,
+            )
+            if metrics is not None:
+                run.status, run.finished_at = "completed", utcnow()
+            session.add(run)
+            session.flush()
+            if metrics is not None:
+                run.metrics = {**metrics, "run_id": run.id}
+            return run.id
+
+    def add_results(self, run_id: int, results: Sequence[QueryResult]) -> None:
+        with session_scope(self.engine) as session:
+            session.add_all(
+                EvaluationResult(
+                    run_id=run_id,
+                    labelled_query_id=r.labelled_query_id,
+                    request_id=r.request_id,
+                    error=r.error,
+                    hnsw_ms=r.hnsw_ms,
+                    exact_ms=r.exact_ms,
+                    hnsw_ids=r.hnsw_ids,
+                    exact_ids=r.exact_ids,
+                )
+                for r in results
+            )
+
+    def finish_run(self, run_id: int, metrics: dict[str, Any]) -> None:
+        with session_scope(self.engine) as session:
+            run = session.get_one(EvaluationRun, run_id)
+            run.metrics, run.status, run.finished_at = metrics, "completed", utcnow()
+
+    def run(self, run_id: int, kind: str = "attribution") -> RunInfo:
+        """A run of that kind; NotFoundError otherwise."""
+        with read_scope(self.engine) as session:
+            run = session.get(EvaluationRun, run_id)
+            if run is None or run.kind != kind:
+                raise NotFoundError(f"no evaluation run {run_id}; `attribution-audit evaluate list` shows the runs")
+            return _run_info(run)
+
+    def runs(self) -> list[RunInfo]:
+        with read_scope(self.engine) as session:
+            return [_run_info(r) for r in session.scalars(select(EvaluationRun).order_by(EvaluationRun.id))]
+
+    def logged_results(self, run_id: int) -> list[LoggedResult]:
+        """The run's successful results with their labels and logged neighbours, in query order."""
+        with read_scope(self.engine) as session:
+            rows = session.execute(
+                select(EvaluationResult, LabelledQueryRecord)
+                .join(LabelledQueryRecord, LabelledQueryRecord.id == EvaluationResult.labelled_query_id)
+                .where(EvaluationResult.run_id == run_id, EvaluationResult.request_id.is_not(None))
+                .order_by(LabelledQueryRecord.id)
+            ).all()
+            neighbours: dict[str, list[AttributionNeighbour]] = {}
+            request_ids = [result.request_id for result, _ in rows]
+            for start in range(0, len(request_ids), NEIGHBOUR_PAGE):
+                for n in session.scalars(
+                    select(AttributionNeighbour)
+                    .where(AttributionNeighbour.request_id.in_(request_ids[start : start + NEIGHBOUR_PAGE]))
+                    .order_by(AttributionNeighbour.request_id, AttributionNeighbour.rank)
+                ):
+                    neighbours.setdefault(n.request_id, []).append(n)
+        logged = []
+        for result, query in rows:
+            ranked = neighbours.get(result.request_id or "", [])
+            logged.append(
+                LoggedResult(
+                    query=_stored(query),
+                    result=QueryResult(
+                        labelled_query_id=query.id,
+                        request_id=result.request_id,
+                        hnsw_ms=result.hnsw_ms,
+                        exact_ms=result.exact_ms,
+                        hnsw_ids=list(result.hnsw_ids or []),
+                        exact_ids=list(result.exact_ids or []),
+                    ),
+                    artists=[n.canonical_artist for n in ranked],
+                    work_ids=[n.work_id for n in ranked],
+                    similarities=[n.similarity for n in ranked],
+                )
+            )
+        return logged
+
+    # -- calibration models ----------------------------------------------------------------------------------
+    def add_calibration(
+        self,
+        model: LogisticModel,
+        *,
+        embedder_fingerprint: str,
+        labelled_path: str,
+        labelled_sha256: str,
+        n_samples: int,
+        n_positive: int,
+        fit_metrics: dict[str, Any],
+    ) -> str:
+        """Store a fitted model; its name (``logistic-v<N>``), recorded by every later request that uses it."""
+        with session_scope(self.engine) as session:
+            row = CalibrationModel(
+                embedder_fingerprint=embedder_fingerprint,
+                labelled_path=labelled_path,
+                labelled_sha256=labelled_sha256,
+                features=model.as_json(),
+                n_samples=n_samples,
+                n_positive=n_positive,
+                fit_metrics=fit_metrics,
+            )
+            session.add(row)
+            session.flush()
+            return f"logistic-v{row.id}"
+
+    def latest_calibration(self, embedder_fingerprint: str) -> LogisticModel | None:
+        """The newest calibration for this embedder, if any."""
+        query = (
+            select(CalibrationModel)
+            .where(CalibrationModel.embedder_fingerprint == embedder_fingerprint)
+            .order_by(CalibrationModel.id.desc())
+            .limit(1)
+        )
+        with read_scope(self.engine) as session:
+            row = session.scalar(query)
+            return _model(row) if row is not None else None
+
+    def calibration(self, name: str) -> LogisticModel:
+        """A stored model by its recorded name (``logistic-v<N>``)."""
+        with read_scope(self.engine) as session:
+            return _model(session.get_one(CalibrationModel, int(name.removeprefix("logistic-v"))))
+
+
+def _labelled_rows(query_set_id: int, queries: Sequence[LabelledLike]) -> list[LabelledQueryRecord]:
+    return [
+        LabelledQueryRecord(
+            query_set_id=query_set_id, path=str(q.path), artist=q.artist, work_ids=list(q.work_ids), subset=q.subset
+        )
+        for q in queries
+    ]
+
+
+def _stored(row: LabelledQueryRecord) -> StoredQuery:
+    return StoredQuery(row.id, row.path, row.artist, tuple(row.work_ids or ()), row.subset)
+
+
+def _run_info(run: EvaluationRun) -> RunInfo:
+    return RunInfo(run.id, run.kind, run.status, as_utc(run.created_at), run.embedder_name, run.settings)
+
+
+def _model(row: CalibrationModel) -> LogisticModel:
+    f = row.features
+    return LogisticModel(f"logistic-v{row.id}", f["mean"], f["std"], f["coef"], f["intercept"])

@@ -1,0 +1,130 @@
+"""Reports over the SQL views (the same views analysts query directly; see docs/schema.md), and the PostgreSQL
+role that can read those views and nothing else."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from attribution_audit.errors import DatabaseError
+from attribution_audit.store.database import reader
+
+REPORTING_VIEWS = (
+    "v_attributions",
+    "v_attribution_neighbours",
+    "v_artist_shares",
+    "v_low_confidence",
+    "v_ann_disagreements",
+    "v_catalogue",
+)
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class LogCounts:
+    """Counts over v_attributions, v_low_confidence and v_catalogue, and every request's confidence."""
+
+    requests: int
+    production_requests: int
+    verified_requests: int
+    ann_disagreements: int
+    low_confidence_requests: int
+    mean_confidence: float | None
+    first_request: str | None
+    last_request: str | None
+    confidences: list[float]
+    active_works: int
+    withdrawn_works: int
+
+
+class ReportRepository:
+    """Read-only queries over the reporting views, and grants on them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def artist_shares(self, date_from: date | None = None, date_to: date | None = None) -> list[dict[str, Any]]:
+        """Per canonical artist over [date_from, date_to] (inclusive days): attributions, share sum, mean confidence."""
+        conditions, bind = [], {}
+        # SQLite's view yields ISO date strings, PostgreSQL's DATE values
+        sqlite = self.engine.dialect.name == "sqlite"
+        for name, value, operator in (("date_from", date_from, ">="), ("date_to", date_to, "<=")):
+            if value is not None:
+                conditions.append(f"day {operator} :{name}")
+                bind[name] = value.isoformat() if sqlite else value
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = text(
+            f"""
+            SELECT artist, SUM(attributions) AS attributions, SUM(share_sum) AS share_sum,
+                   SUM(mean_confidence * attributions) / SUM(attributions) AS mean_confidence
+            FROM v_artist_shares {where}
+            GROUP BY artist ORDER BY share_sum DESC, artist
+            """
+        )
+        with reader(self.engine).connect() as connection:
+            return [
+                {
+                    "artist": row.artist,
+                    "attributions": int(row.attributions),
+                    "share_sum": round(float(row.share_sum), 6),
+                    "mean_confidence": round(float(row.mean_confidence), 6),
+                }
+                for row in connection.execute(sql, bind)
+            ]
+
+    def counts(self) -> LogCounts:
+        """Counts, mean confidence and the first/last request time of the log."""
+        with reader(self.engine).connect() as connection:
+            counts = connection.execute(
+                text(
+                    "SELECT COUNT(*) AS total, COALESCE(SUM(is_production), 0) AS production, "
+                    "COUNT(overlap_at_k) AS verified, "
+                    "SUM(CASE WHEN overlap_at_k < 1 THEN 1 ELSE 0 END) AS disagreements, "
+                    "AVG(confidence) AS mean_confidence, MIN(created_at) AS first, MAX(created_at) AS last "
+                    "FROM v_attributions"
+                )
+            ).one()
+            confidences = [float(c) for c in connection.scalars(text("SELECT confidence FROM v_attributions"))]
+            low = connection.scalar(text("SELECT COUNT(*) FROM v_low_confidence"))
+            works = connection.execute(
+                text("SELECT COALESCE(SUM(active), 0), COALESCE(SUM(withdrawn), 0) FROM v_catalogue")
+            ).one()
+        return LogCounts(
+            requests=int(counts.total),
+            production_requests=int(counts.production),
+            verified_requests=int(counts.verified),
+            ann_disagreements=int(counts.disagreements or 0),
+            low_confidence_requests=int(low or 0),
+            mean_confidence=None if counts.mean_confidence is None else round(float(counts.mean_confidence), 6),
+            first_request=str(counts.first) if counts.first else None,
+            last_request=str(counts.last) if counts.last else None,
+            confidences=confidences,
+            active_works=int(works[0]),
+            withdrawn_works=int(works[1]),
+        )
+
+    def grant_reader(self, role: str) -> None:
+        """Create ``role`` (NOLOGIN; grant it to login users, or ALTER ROLE ... LOGIN PASSWORD) with SELECT on the
+        views.
+
+        The views run with their owner's rights, so the role needs and gets no right on any table.
+        """
+        if self.engine.dialect.name != "postgresql":
+            raise DatabaseError(
+                "read-only roles need PostgreSQL; a SQLite audit file is protected by file permissions instead"
+            )
+        if not _ROLE_NAME.match(role):
+            raise DatabaseError(f"role name {role!r}: use lower-case letters, digits and underscores")
+        with self.engine.begin() as connection:
+            exists = connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role})
+            if not exists:
+                connection.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
+            schema = connection.scalar(text("SELECT current_schema()"))
+            connection.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+            connection.execute(text(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"'))
+            for view in REPORTING_VIEWS:
+                connection.execute(text(f'GRANT SELECT ON {view} TO "{role}"'))

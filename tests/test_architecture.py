@@ -1,0 +1,78 @@
+"""The dependency rule of ARCHITECTURE.md, checked on every import of the package (function-level ones included):
+adapters -> services -> evaluation -> reporting -> {store, embedding, sources} -> domain; config and errors below
+all; domain imports nothing of the project; nothing outside store/ talks SQL."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "attribution_audit"
+LAYERS = {
+    "__main__": 7,
+    "cli": 6,
+    "http": 6,
+    "services": 5,
+    "evaluation": 4,
+    "reporting": 3,
+    "store": 2,
+    "embedding": 2,
+    "sources": 2,
+    "domain": 1,
+    "config": 0,
+    "errors": 0,
+    "__init__": 0,
+}
+SQL_PACKAGES = ("sqlalchemy", "alembic", "psycopg")
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _part(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return found
+
+
+def _target(module: str) -> str | None:
+    """The top-level part of the package an import names (None for outside packages)."""
+    parts = module.split(".")
+    if parts[0] != "attribution_audit":
+        return None
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_every_part_has_a_layer() -> None:
+    assert {_part(p) for p in MODULES} <= LAYERS.keys()
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(PACKAGE)) for p in MODULES])
+def test_imports_point_down(path: Path) -> None:
+    source = _part(path)
+    wrong = []
+    for line, module in _imports(path):
+        target = _target(module)
+        if target is None or target == source or target not in LAYERS:
+            continue
+        if source == "domain" or LAYERS[target] >= LAYERS[source]:
+            wrong.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
+    assert not wrong, "imports against the dependency rule (see ARCHITECTURE.md):\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(PACKAGE)) for p in MODULES])
+def test_only_the_store_talks_sql(path: Path) -> None:
+    if _part(path) == "store":
+        return
+    sql = [f"{line}: {m}" for line, m in _imports(path) if m.split(".")[0] in SQL_PACKAGES]
+    assert not sql, f"{path.relative_to(PACKAGE)} imports SQL libraries; queries belong in store/: {sql}"

@@ -1,0 +1,37 @@
+"""What ingestion makes of its inputs: manifest rows the audit schema cannot hold fail alone (one failure per row,
+the rest ingested), and a catalogue given as ``.`` is named after its folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from attribution_audit.services.ingest import default_catalogue_name
+from attribution_audit.sources.manifest import RowFailure, open_source
+
+
+def test_rows_the_schema_cannot_hold_fail_alone(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    rows = [
+        {"path": "a.png", "artist": "A" * 301, "work_id": "long-artist"},
+        {"path": "b.png", "artist": "B", "work_id": "W" * 301},
+        {"path": "c.png", "artist": "Bad\u0000Name", "work_id": "nul"},
+        {"path": "d.png", "artist": "D", "work_id": "nan", "score": float("nan")},
+        {"path": "e.png", "artist": "E", "work_id": "ok", "title": "fine"},
+    ]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    items = list(open_source(manifest))
+    failures = [i for i in items if isinstance(i, RowFailure)]
+    assert [f.line for f in failures] == [1, 2, 3, 4]
+    assert "longer than 300" in failures[0].reason and "NUL" in failures[2].reason and "NaN" in failures[3].reason
+    assert [i.work_id for i in items if not isinstance(i, RowFailure)] == ["ok"]
+
+
+def test_ingesting_dot_names_the_catalogue_after_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "museum"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert default_catalogue_name(Path(".")) == "museum"
+    assert default_catalogue_name(Path("catalogue.csv")) == "catalogue"

@@ -1,0 +1,28 @@
+"""Inputs the stores refuse in one clear line: a query vector of the wrong size (both vector stores) and a database
+URL that is not one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attribution_audit.errors import DatabaseError, VectorStoreError
+from attribution_audit.store.database import create_db_engine
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
+from attribution_audit.store.vectors.qdrant_server import ServerStore
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_a_query_of_the_wrong_size_is_a_clear_error(tmp_path: Path, kind: str) -> None:
+    store = EdgeStore(tmp_path, "dims") if kind == "edge" else ServerStore(":memory:", "dims")
+    store.ensure_collection(16)
+    with pytest.raises(VectorStoreError, match="16-d content vectors but the query is 1280-d"):
+        store.search(np.ones(1280, dtype=np.float32), 3)
+    store.close()
+
+
+def test_an_unknown_database_url_is_one_line() -> None:
+    with pytest.raises(DatabaseError, match="not a database URL"):
+        create_db_engine("bogus://x")
