@@ -1,26 +1,69 @@
-"""The hash chain over attribution requests: append one record, verify the whole log.
+"""The hash chain over attribution requests: append one record, read records back, verify the whole log.
 
 Each request's ``record_hash`` is ``sha256(prev_hash || canonical JSON of the request, its neighbours, artist
 shares and metrics)``. Appends take a database-wide lock (PostgreSQL advisory lock; SQLite ``BEGIN IMMEDIATE``)
 so that concurrent writers still form one linear chain with consecutive ``seq`` numbers.
+
+Records are read back as :class:`StoredRequest`: every hashed column, the query vectors only as their digests (what
+the hash covers). On PostgreSQL they are read through the audit views (migration 0004), the same for the owner and
+for a read-only role (``db grant-reader``), which can read nothing else; SQLite, which has no roles, is read from
+the tables.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select, text
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import (
+    Column,
+    Engine,
+    FromClause,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.orm import Session
 
 from attribution_audit.domain.chain import GENESIS_HASH, ChainReport, hash_content
-from attribution_audit.store.database import read_scope, session_scope
-from attribution_audit.store.models import AttributionRequest, Base, utcnow
+from attribution_audit.store.database import read_connection, session_scope
+from attribution_audit.store.models import (
+    AttributionArtistShare,
+    AttributionMetrics,
+    AttributionNeighbour,
+    AttributionRequest,
+    Base,
+    Work,
+    WorkVersion,
+    utcnow,
+)
 
 CHAIN_LOCK_ID = 0x41545452  # pg_advisory_xact_lock key of the audit chain
 _EXCLUDED = {"request_id", "record_hash"}
+_DIGEST = "sha256:"  # a binary column's canonical value: "sha256:" + hex digest of its bytes
+
+_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS, _WORKS, _WORK_VERSIONS = (
+    Base.metadata.tables[model.__tablename__]
+    for model in (
+        AttributionRequest,
+        AttributionNeighbour,
+        AttributionArtistShare,
+        AttributionMetrics,
+        Work,
+        WorkVersion,
+    )
+)
+_BINARY = frozenset(c.key for c in _REQUESTS.columns if isinstance(c.type, LargeBinary))
 
 
 def _canonical_value(value: Any) -> Any:
@@ -29,31 +72,73 @@ def _canonical_value(value: Any) -> Any:
             value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat(timespec="microseconds")
     if isinstance(value, bytes | bytearray | memoryview):
-        return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
+        return _DIGEST + hashlib.sha256(bytes(value)).hexdigest()
     if isinstance(value, float) and value == 0.0:
         return 0.0  # SQLite does not keep the sign of -0.0: hash what every database reads back
     return value
 
 
-def _row(obj: Base) -> dict[str, Any]:
-    return {
-        column.key: _canonical_value(getattr(obj, column.key))
-        for column in obj.__table__.columns
-        if column.key not in _EXCLUDED
-    }
+@dataclass(frozen=True)
+class StoredRequest:
+    """One request of the log as stored: the values of every column of its row and of its children's rows, the
+    binary columns (the query vectors) as ``"sha256:<hex>"`` of their bytes. Exactly what its hash covers, and all
+    that reading, showing or verifying a record needs."""
+
+    columns: dict[str, Any]
+    neighbours: list[dict[str, Any]]
+    artist_shares: list[dict[str, Any]]
+    metrics: dict[str, Any] | None
+
+    @property
+    def id(self) -> str:
+        return str(self.columns["id"])
+
+    @property
+    def seq(self) -> int:
+        return int(self.columns["seq"])
+
+    @property
+    def prev_hash(self) -> str:
+        return str(self.columns["prev_hash"])
+
+    @property
+    def record_hash(self) -> str:
+        return str(self.columns["record_hash"])
+
+    @classmethod
+    def of(cls, request: AttributionRequest) -> StoredRequest:
+        """The record of an ORM request with its children attached."""
+
+        def values(row: Base) -> dict[str, Any]:
+            return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+
+        columns = values(request)
+        for key in _BINARY:
+            columns[key] = _canonical_value(columns[key])
+        return cls(
+            columns,
+            sorted((values(n) for n in request.neighbours), key=lambda n: n["rank"]),
+            sorted((values(s) for s in request.artist_shares), key=lambda s: s["artist"]),
+            values(request.metrics) if request.metrics is not None else None,
+        )
 
 
-def canonical_content(request: AttributionRequest) -> dict[str, Any]:
+def _canonical_row(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: _canonical_value(value) for key, value in values.items() if key not in _EXCLUDED}
+
+
+def canonical_content(request: StoredRequest | AttributionRequest) -> dict[str, Any]:
     """What the hash covers: the request and its neighbours, artist shares and metrics, as plain JSON values."""
+    record = request if isinstance(request, StoredRequest) else StoredRequest.of(request)
     return {
-        "request": _row(request),
-        "neighbours": [_row(n) for n in sorted(request.neighbours, key=lambda n: n.rank)],
-        "artist_shares": [_row(s) for s in sorted(request.artist_shares, key=lambda s: s.artist)],
-        "metrics": _row(request.metrics) if request.metrics is not None else None,
+        "request": _canonical_row(record.columns),
+        "neighbours": [_canonical_row(n) for n in sorted(record.neighbours, key=lambda n: n["rank"])],
+        "artist_shares": [_canonical_row(s) for s in sorted(record.artist_shares, key=lambda s: s["artist"])],
+        "metrics": _canonical_row(record.metrics) if record.metrics is not None else None,
     }
 
 
-def record_hash(prev_hash: str, request: AttributionRequest) -> str:
+def record_hash(prev_hash: str, request: StoredRequest | AttributionRequest) -> str:
     return hash_content(prev_hash, canonical_content(request))
 
 
@@ -83,27 +168,150 @@ def append(engine: Engine, request: AttributionRequest, at: datetime | None = No
     return request
 
 
-def select_requests() -> Select[AttributionRequest]:
-    """A SELECT of requests that loads their neighbours, artist shares and metrics with them."""
-    return select(AttributionRequest).options(
-        selectinload(AttributionRequest.neighbours),
-        selectinload(AttributionRequest.artist_shares),
-        selectinload(AttributionRequest.metrics),
+# -- reading ---------------------------------------------------------------------------------------------------
+_VIEWS = MetaData()
+
+
+def _view(name: str, table: Table) -> Table:
+    """The audit view ``name`` over ``table`` (migration 0004): its columns, each binary one as ``<name>_sha256``."""
+    return Table(
+        name,
+        _VIEWS,
+        *(
+            Column(f"{c.name}_sha256", String(64)) if c.key in _BINARY else Column(c.name, c.type)
+            for c in table.columns
+        ),
     )
 
 
-def iter_chain(engine: Engine, page: int = 500) -> Iterator[AttributionRequest]:
-    """Every request with its children, in chain order, loaded page by page."""
+@dataclass(frozen=True)
+class _Source:
+    """Where records are read from: the audit views (PostgreSQL) or the tables (SQLite)."""
+
+    requests: FromClause
+    neighbours: FromClause
+    artist_shares: FromClause
+    metrics: FromClause
+    neighbour_images: FromClause  # request_id, rank, image_path of the work version attributed
+    digested: bool  # binary columns arrive as hex digests, in <name>_sha256
+
+    def request_columns(self, row: Any) -> dict[str, Any]:
+        mapping = row._mapping
+        columns = {}
+        for c in _REQUESTS.columns:
+            if c.key not in _BINARY:
+                columns[c.key] = mapping[c.key]
+            elif self.digested:
+                digest = mapping[f"{c.name}_sha256"]
+                columns[c.key] = None if digest is None else _DIGEST + digest
+            else:
+                columns[c.key] = _canonical_value(mapping[c.key])
+        return columns
+
+
+def _neighbour_images_of_tables() -> FromClause:
+    """The rows of the view v_audit_neighbour_images, from the tables."""
+    n, w, v = _NEIGHBOURS.c, _WORKS.c, _WORK_VERSIONS.c
+    return (
+        select(n.request_id, n.rank, func.coalesce(v.image_path, w.image_path).label("image_path"))
+        .select_from(
+            _NEIGHBOURS.join(_WORKS, w.id == n.work_pk).outerjoin(
+                _WORK_VERSIONS, and_(v.work_pk == n.work_pk, v.version == n.work_version)
+            )
+        )
+        .subquery("neighbour_images")
+    )
+
+
+_AUDIT_VIEWS = (
+    _view("v_audit_requests", _REQUESTS),
+    _view("v_audit_neighbours", _NEIGHBOURS),
+    _view("v_audit_artist_shares", _SHARES),
+    _view("v_audit_metrics", _METRICS),
+    Table(
+        "v_audit_neighbour_images",
+        _VIEWS,
+        Column("request_id", String(36)),
+        Column("rank", Integer),
+        Column("image_path", Text),
+    ),
+)
+AUDIT_VIEWS = tuple(view.name for view in _AUDIT_VIEWS)  # PostgreSQL only; SQLite is read from the tables
+_VIEW_SOURCE = _Source(*_AUDIT_VIEWS, digested=True)
+_TABLE_SOURCE = _Source(_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS, _neighbour_images_of_tables(), digested=False)
+
+
+def _source(engine: Engine) -> _Source:
+    """The audit views on PostgreSQL (the owner reads what a read-only role reads), the tables on SQLite."""
+    return _VIEW_SOURCE if engine.dialect.name == "postgresql" else _TABLE_SOURCE
+
+
+def load_requests(
+    engine: Engine,
+    *,
+    ids: Sequence[str] | None = None,
+    after_seq: int | None = None,
+    limit: int | None = None,
+    newest_first: bool = False,
+) -> list[StoredRequest]:
+    """Records with their children, in chain order (or newest first), read in one transaction (a record is
+    appended whole and never changes, so its children read a moment later are the ones it was written with)."""
+    src = _source(engine)
+    requests = src.requests.c
+    query = select(src.requests).order_by(requests.seq.desc() if newest_first else requests.seq)
+    if ids is not None:
+        query = query.where(requests.id.in_(list(ids)))
+    if after_seq is not None:
+        query = query.where(requests.seq > after_seq)
+    if limit is not None:
+        query = query.limit(limit)
+    with read_connection(engine) as connection:
+        rows = [src.request_columns(row) for row in connection.execute(query)]
+        if not rows:
+            return []
+        keys = [row["id"] for row in rows]
+
+        def children(part: FromClause) -> dict[str, list[dict[str, Any]]]:
+            grouped: dict[str, list[dict[str, Any]]] = {}
+            for child in connection.execute(select(part).where(part.c.request_id.in_(keys))):
+                grouped.setdefault(child.request_id, []).append(dict(child._mapping))
+            return grouped
+
+        neighbours, shares, metrics = children(src.neighbours), children(src.artist_shares), children(src.metrics)
+    return [
+        StoredRequest(
+            row,
+            sorted(neighbours.get(row["id"], []), key=lambda n: n["rank"]),
+            sorted(shares.get(row["id"], []), key=lambda s: s["artist"]),
+            metrics[row["id"]][0] if row["id"] in metrics else None,
+        )
+        for row in rows
+    ]
+
+
+def count_requests(engine: Engine) -> int:
+    src = _source(engine)
+    with read_connection(engine) as connection:
+        return int(connection.scalar(select(func.count()).select_from(src.requests)) or 0)
+
+
+def neighbour_images(engine: Engine, request_id: str) -> dict[int, str]:
+    """rank -> image path of the work version each neighbour of the request was attributed as (one query)."""
+    images = _source(engine).neighbour_images
+    query = select(images.c.rank, images.c.image_path).where(images.c.request_id == request_id)
+    with read_connection(engine) as connection:
+        return {int(rank): str(path) for rank, path in connection.execute(query)}
+
+
+def iter_chain(engine: Engine, page: int = 500) -> Iterator[StoredRequest]:
+    """Every record with its children, in chain order, loaded page by page."""
     last_seq = 0
     while True:
-        with read_scope(engine) as session:
-            rows = session.scalars(
-                select_requests().where(AttributionRequest.seq > last_seq).order_by(AttributionRequest.seq).limit(page)
-            ).all()
-        if not rows:
+        records = load_requests(engine, after_seq=last_seq, limit=page)
+        if not records:
             return
-        yield from rows
-        last_seq = rows[-1].seq
+        yield from records
+        last_seq = records[-1].seq
 
 
 def verify_chain(engine: Engine) -> ChainReport:
@@ -120,8 +328,7 @@ def verify_chain(engine: Engine) -> ChainReport:
         if problem:
             return ChainReport(False, checked, prev, request.id, request.seq, problem)
         prev, checked = request.record_hash, checked + 1
-    with read_scope(engine) as session:
-        total = session.scalar(select(func.count()).select_from(AttributionRequest)) or 0
+    total = count_requests(engine)
     if total != checked:
         return ChainReport(
             False,

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +16,8 @@ from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 READ_ONLY = "attribution_audit_read_only"  # execution option of reader() engines
+SCHEMA_VERSION_VIEW = "v_schema_version"  # PostgreSQL: alembic_version's revision, for roles that cannot read it
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL SQLSTATE
 
 
 def normalise_url(url: str) -> str:
@@ -26,14 +28,50 @@ def normalise_url(url: str) -> str:
     return url
 
 
+SECRET_QUERY_KEYS = ("password", "passfile", "sslpassword", "sslkey")
+
+
 def display_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    return make_url(normalise_url(url)).render_as_string(hide_password=True)
+    """The URL with any secret hidden, for messages: the password, and secret query parameters (``?password=``)."""
+    parsed = make_url(normalise_url(url))
+    hidden = {key: "***" for key in parsed.query if key.lower() in SECRET_QUERY_KEYS}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def _first_line(exc: BaseException) -> str:
     message = str(getattr(exc, "orig", None) or exc).strip()
     return message.splitlines()[0] if message else type(exc).__name__
+
+
+def is_permission_error(exc: BaseException) -> bool:
+    """Whether the server refused for lack of a privilege (SQLSTATE 42501), as opposed to being unreachable or
+    failing. The append-only triggers reuse that SQLSTATE, but no privilege lifts them: they are not one."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return sqlstate == INSUFFICIENT_PRIVILEGE and "append-only" not in _first_line(exc)
+
+
+def permission_error(engine: Engine, exc: BaseException, needs: str | None = None) -> DatabaseError:
+    """The one-line error for a refused privilege: the database is up, this user may not do that; what to do.
+
+    ``needs`` says who may do it; by default the schema owner, or, to read, a user given a role from
+    ``db grant-reader``.
+    """
+    user = engine.url.username
+    who = f"database user {user!r}" if user else "this database user"
+    todo = needs or (
+        "this command needs the schema owner; read-only users (granted a role made by `attribution-audit "
+        "db grant-reader ROLE`: GRANT ROLE TO <user>) can run db current, audit list/show/verify/export and report"
+    )
+    return DatabaseError(
+        f"permission denied: the audit database {display_url(str(engine.url))} refused {who} "
+        f"({_first_line(exc)}); this is a permissions problem, not an outage: {todo}"
+    )
+
+
+def _refused(engine: Engine, exc: BaseException, message: str) -> DatabaseError:
+    """``message`` as a DatabaseError, unless the server refused a privilege: then :func:`permission_error`."""
+    return permission_error(engine, exc) if is_permission_error(exc) else DatabaseError(message)
 
 
 def create_db_engine(url: str) -> Engine:
@@ -97,6 +135,15 @@ def current_revision(engine: Engine) -> str | None:
         with reader(engine).connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except (OperationalError, DBAPIError) as exc:
+        if is_permission_error(exc):
+            # A read-only role (db grant-reader) cannot read alembic_version: it reads the same revision through
+            # the view it was granted. A role granted nothing gets the error of alembic_version, which names it.
+            try:
+                with reader(engine).connect() as connection:
+                    revision = connection.scalar(text(f"SELECT version_num FROM {SCHEMA_VERSION_VIEW}"))
+                    return None if revision is None else str(revision)
+            except DBAPIError:
+                raise permission_error(engine, exc) from exc
         raise DatabaseError(
             f"cannot reach the audit database {display_url(str(engine.url))} ({_first_line(exc)}); start it "
             "or fix --database-url / ATTRIBUTION_AUDIT_DATABASE_URL"
@@ -109,9 +156,16 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 
     current_revision(engine)  # a clear error when the server is down
     config = _alembic_config(engine)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except DBAPIError as exc:
+        if is_permission_error(exc):
+            raise permission_error(
+                engine, exc, "`db upgrade` needs the user that owns the schema (the one that created it)"
+            ) from exc
+        raise
     return current_revision(engine)
 
 
@@ -134,9 +188,11 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.commit()
     except (OperationalError, DBAPIError) as exc:
         session.rollback()
-        raise DatabaseError(
+        raise _refused(
+            engine,
+            exc,
             f"the audit database {display_url(str(engine.url))} refused the write ({_first_line(exc)}); "
-            "nothing was recorded, retry when it is reachable"
+            "nothing was recorded, retry when it is reachable",
         ) from exc
     except BaseException:
         session.rollback()
@@ -158,11 +214,28 @@ def read_scope(engine: Engine) -> Iterator[Session]:
     try:
         yield session
     except (OperationalError, DBAPIError) as exc:
-        raise DatabaseError(
-            f"cannot read the audit database {display_url(str(engine.url))} ({_first_line(exc)}); start it "
-            "or fix --database-url / ATTRIBUTION_AUDIT_DATABASE_URL"
-        ) from exc
+        raise _cannot_read(engine, exc) from exc
     finally:
         # close() ends the transaction without committing; an explicit rollback() would also expire the rows read,
         # and callers use them (with their eagerly loaded children) after the scope.
         session.close()
+
+
+@contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A Core connection for reading (one snapshot, no write lock, never committed); DB errors become one-line
+    DatabaseErrors."""
+    try:
+        with reader(engine).connect() as connection:
+            yield connection
+    except (OperationalError, DBAPIError) as exc:
+        raise _cannot_read(engine, exc) from exc
+
+
+def _cannot_read(engine: Engine, exc: BaseException) -> DatabaseError:
+    return _refused(
+        engine,
+        exc,
+        f"cannot read the audit database {display_url(str(engine.url))} ({_first_line(exc)}); start it "
+        "or fix --database-url / ATTRIBUTION_AUDIT_DATABASE_URL",
+    )

@@ -1,5 +1,5 @@
 """Reports over the SQL views (the same views analysts query directly; see docs/schema.md), and the PostgreSQL
-role that can read those views and nothing else."""
+role that can read the views and nothing else."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from attribution_audit.errors import DatabaseError
-from attribution_audit.store.database import reader
+from attribution_audit.store.chain import AUDIT_VIEWS
+from attribution_audit.store.database import SCHEMA_VERSION_VIEW, is_permission_error, permission_error, read_connection
 
 REPORTING_VIEWS = (
     "v_attributions",
@@ -21,6 +23,9 @@ REPORTING_VIEWS = (
     "v_ann_disagreements",
     "v_catalogue",
 )
+# What a read-only role reads: the reporting views, the audit views (PostgreSQL; every hashed column, the vectors
+# only as digests: enough to list, show and verify records) and the schema revision.
+READER_VIEWS = (*REPORTING_VIEWS, *AUDIT_VIEWS, SCHEMA_VERSION_VIEW)
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -65,7 +70,7 @@ class ReportRepository:
             GROUP BY artist ORDER BY share_sum DESC, artist
             """
         )
-        with reader(self.engine).connect() as connection:
+        with read_connection(self.engine) as connection:
             return [
                 {
                     "artist": row.artist,
@@ -78,7 +83,7 @@ class ReportRepository:
 
     def counts(self) -> LogCounts:
         """Counts, mean confidence and the first/last request time of the log."""
-        with reader(self.engine).connect() as connection:
+        with read_connection(self.engine) as connection:
             counts = connection.execute(
                 text(
                     "SELECT COUNT(*) AS total, COALESCE(SUM(is_production), 0) AS production, "
@@ -108,10 +113,11 @@ class ReportRepository:
         )
 
     def grant_reader(self, role: str) -> None:
-        """Create ``role`` (NOLOGIN; grant it to login users, or ALTER ROLE ... LOGIN PASSWORD) with SELECT on the
-        views.
+        """Create ``role`` (NOLOGIN; grant it to login users, or ALTER ROLE ... LOGIN PASSWORD) with SELECT on
+        :data:`READER_VIEWS`: what the read commands (audit list/show/verify/export, report) need, nothing more.
 
-        The views run with their owner's rights, so the role needs and gets no right on any table.
+        The views run with their owner's rights, so the role needs and gets no right on any table; it cannot read
+        the query vectors (the audit views show their digests) nor write anything.
         """
         if self.engine.dialect.name != "postgresql":
             raise DatabaseError(
@@ -119,12 +125,20 @@ class ReportRepository:
             )
         if not _ROLE_NAME.match(role):
             raise DatabaseError(f"role name {role!r}: use lower-case letters, digits and underscores")
-        with self.engine.begin() as connection:
-            exists = connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role})
-            if not exists:
-                connection.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
-            schema = connection.scalar(text("SELECT current_schema()"))
-            connection.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
-            connection.execute(text(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"'))
-            for view in REPORTING_VIEWS:
-                connection.execute(text(f'GRANT SELECT ON {view} TO "{role}"'))
+        try:
+            with self.engine.begin() as connection:
+                exists = connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role})
+                if not exists:
+                    connection.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
+                schema = connection.scalar(text("SELECT current_schema()"))
+                connection.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+                connection.execute(text(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"'))
+                connection.execute(text(f'GRANT SELECT ON {", ".join(READER_VIEWS)} TO "{role}"'))
+        except DBAPIError as exc:
+            if is_permission_error(exc):
+                raise permission_error(
+                    self.engine,
+                    exc,
+                    "`db grant-reader` needs the schema owner with the CREATEROLE attribute (or a superuser)",
+                ) from exc
+            raise

@@ -17,6 +17,7 @@ from attribution_audit.domain.results import Attribution, Neighbour, RequestDraf
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
 from attribution_audit.store import chain
+from attribution_audit.store.chain import StoredRequest
 from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.models import (
     AttributionArtistShare,
@@ -26,7 +27,6 @@ from attribution_audit.store.models import (
     Catalogue,
     RecallCheck,
     Work,
-    WorkVersion,
 )
 
 
@@ -48,62 +48,58 @@ class RecallResult:
     overlap_at_k: float
 
 
-def to_attribution(request: AttributionRequest) -> Attribution:
-    """The plain result of a request row loaded with its children."""
-    m = request.metrics
+def to_attribution(record: StoredRequest) -> Attribution:
+    """The plain result of a stored request."""
+    r, m = record.columns, record.metrics
     assert m is not None, "every request is written with its metrics"
     return Attribution(
-        request_id=request.id,
-        seq=request.seq,
-        record_hash=request.record_hash,
-        created_at=as_utc(request.created_at),
-        image=request.image_path,
-        image_sha256=request.image_sha256,
-        k=request.k,
+        request_id=r["id"],
+        seq=r["seq"],
+        record_hash=r["record_hash"],
+        created_at=as_utc(r["created_at"]),
+        image=r["image_path"],
+        image_sha256=r["image_sha256"],
+        k=r["k"],
         neighbours=[
             Neighbour(
-                n.rank,
-                n.work_id,
-                n.catalogue,
-                n.artist,
-                n.similarity,
-                n.distance,
-                n.share,
-                n.canonical_artist,
-                n.work_version,
+                n["rank"],
+                n["work_id"],
+                n["catalogue"],
+                n["artist"],
+                n["similarity"],
+                n["distance"],
+                n["share"],
+                n["canonical_artist"],
+                n["work_version"],
             )
-            for n in sorted(request.neighbours, key=lambda n: n.rank)
+            for n in sorted(record.neighbours, key=lambda n: n["rank"])
         ],
-        artist_shares={s.artist: s.share for s in sorted(request.artist_shares, key=lambda s: (-s.share, s.artist))},
-        entropy=m.entropy,
-        nn_distance=m.nn_distance,
-        margin=m.margin,
-        top_artist=m.top_artist,
-        top_artist_share=m.top_artist_share,
-        overlap_at_k=m.overlap_at_k,
-        confidence=m.confidence,
-        confidence_model=m.confidence_model,
-        embedder_fingerprint=request.embedder_fingerprint,
-        catalogue_version=request.catalogue_version,
-        index_params=request.index_params,
-        parameters=request.parameters,
-        requester=request.requester,
-        embedder_name=request.embedder_name,
-        store_kind=request.store_kind,
-        collection=request.collection,
-        prev_hash=request.prev_hash,
-        replay_of=request.replay_of,
+        artist_shares={
+            s["artist"]: s["share"] for s in sorted(record.artist_shares, key=lambda s: (-s["share"], s["artist"]))
+        },
+        entropy=m["entropy"],
+        nn_distance=m["nn_distance"],
+        margin=m["margin"],
+        top_artist=m["top_artist"],
+        top_artist_share=m["top_artist_share"],
+        overlap_at_k=m["overlap_at_k"],
+        confidence=m["confidence"],
+        confidence_model=m["confidence_model"],
+        embedder_fingerprint=r["embedder_fingerprint"],
+        catalogue_version=r["catalogue_version"],
+        index_params=r["index_params"],
+        parameters=r["parameters"],
+        requester=r["requester"],
+        embedder_name=r["embedder_name"],
+        store_kind=r["store_kind"],
+        collection=r["collection"],
+        prev_hash=r["prev_hash"],
+        replay_of=r["replay_of"],
     )
 
 
 def _vector(raw: bytes | None) -> np.ndarray | None:
     return None if raw is None else np.frombuffer(raw, dtype="<f4")
-
-
-def _query_vectors(request: AttributionRequest) -> QueryVectors:
-    content = _vector(request.query_vector)
-    assert content is not None
-    return QueryVectors(content, _vector(request.style_vector))
 
 
 def _unverified() -> Select[Any]:
@@ -176,7 +172,7 @@ class RequestRepository:
             confidence=draft.confidence,
             confidence_model=draft.confidence_model,
         )
-        return to_attribution(chain.append(self.engine, request))
+        return to_attribution(StoredRequest.of(chain.append(self.engine, request)))
 
     @staticmethod
     def _work_pks(session: Session, neighbours: Sequence[Neighbour]) -> dict[tuple[str, str], int]:
@@ -208,14 +204,27 @@ class RequestRepository:
             )
 
     # -- reading ---------------------------------------------------------------------------------------------
-    def _load(self, request_id: str) -> AttributionRequest:
-        with read_scope(self.engine) as session:
-            request = session.scalar(chain.select_requests().where(AttributionRequest.id == request_id))
-        if request is None:
+    # Records are read as the chain stores them (through the audit views on PostgreSQL, so that a read-only role
+    # can list, show and verify them); the query vectors, which only replays and recall checks need, from the
+    # table (the owner's commands).
+    def _load(self, request_id: str) -> StoredRequest:
+        records = chain.load_requests(self.engine, ids=[request_id])
+        if not records:
             raise NotFoundError(
                 f"no attribution request {request_id!r} in the audit log; `attribution-audit audit list` shows ids"
             )
-        return request
+        return records[0]
+
+    def _vectors(self, request_ids: Sequence[str]) -> dict[str, QueryVectors]:
+        query = select(AttributionRequest.id, AttributionRequest.query_vector, AttributionRequest.style_vector).where(
+            AttributionRequest.id.in_(list(request_ids))
+        )
+        with read_scope(self.engine) as session:
+            rows = session.execute(query).all()
+        return {
+            request_id: QueryVectors(np.frombuffer(content, dtype="<f4"), _vector(style))
+            for request_id, content, style in rows
+        }
 
     def get(self, request_id: str) -> Attribution:
         """One request by id; NotFoundError if absent."""
@@ -223,34 +232,21 @@ class RequestRepository:
 
     def get_with_vectors(self, request_id: str) -> RecordedQuery:
         """One request and the query vectors it was made with."""
-        request = self._load(request_id)
-        return RecordedQuery(to_attribution(request), _query_vectors(request))
+        record = self._load(request_id)
+        return RecordedQuery(to_attribution(record), self._vectors([request_id])[request_id])
 
     def intact(self, request_id: str) -> bool:
         """Whether the stored record still matches its own hash."""
-        request = self._load(request_id)
-        return chain.record_hash(request.prev_hash, request) == request.record_hash
+        record = self._load(request_id)
+        return chain.record_hash(record.prev_hash, record) == record.record_hash
 
     def latest(self, limit: int = 50) -> list[Attribution]:
         """The most recent requests, newest first."""
-        with read_scope(self.engine) as session:
-            rows = session.scalars(chain.select_requests().order_by(AttributionRequest.seq.desc()).limit(limit))
-            return [to_attribution(r) for r in rows]
+        return [to_attribution(r) for r in chain.load_requests(self.engine, limit=limit, newest_first=True)]
 
     def neighbour_images(self, request_id: str) -> dict[int, str]:
         """rank -> image path of the work version each neighbour was attributed as (one query)."""
-        query = (
-            select(AttributionNeighbour.rank, WorkVersion.image_path, Work.image_path)
-            .join(Work, Work.id == AttributionNeighbour.work_pk)
-            .outerjoin(
-                WorkVersion,
-                (WorkVersion.work_pk == AttributionNeighbour.work_pk)
-                & (WorkVersion.version == AttributionNeighbour.work_version),
-            )
-            .where(AttributionNeighbour.request_id == request_id)
-        )
-        with read_scope(self.engine) as session:
-            return {rank: version or current for rank, version, current in session.execute(query)}
+        return chain.neighbour_images(self.engine, request_id)
 
     def unverified_embedders(self) -> list[tuple[str, str]]:
         """(embedder name, fingerprint) of every embedder with unverified requests."""
@@ -274,13 +270,12 @@ class RequestRepository:
             return list(session.scalars(query))
 
     def recorded_queries(self, request_ids: Sequence[str]) -> list[RecordedQuery]:
-        """Requests with their query vectors, in the order given (one query)."""
-        with read_scope(self.engine) as session:
-            rows = {
-                r.id: r
-                for r in session.scalars(chain.select_requests().where(AttributionRequest.id.in_(list(request_ids))))
-            }
-        return [RecordedQuery(to_attribution(rows[i]), _query_vectors(rows[i])) for i in request_ids if i in rows]
+        """Requests with their query vectors, in the order given."""
+        records = {r.id: r for r in chain.load_requests(self.engine, ids=request_ids)}
+        vectors = self._vectors(list(records))
+        return [
+            RecordedQuery(to_attribution(records[i]), vectors[i]) for i in request_ids if i in records and i in vectors
+        ]
 
     # -- the chain -------------------------------------------------------------------------------------------
     def verify_chain(self) -> ChainReport:
@@ -289,12 +284,12 @@ class RequestRepository:
 
     def chain_records(self) -> Iterator[ChainRecord]:
         """Every record in chain order, page by page, with what its hash covers."""
-        for request in chain.iter_chain(self.engine):
+        for record in chain.iter_chain(self.engine):
             yield ChainRecord(
-                request.seq,
-                request.id,
-                request.prev_hash,
-                request.record_hash,
-                as_utc(request.created_at),
-                chain.canonical_content(request),
+                record.seq,
+                record.id,
+                record.prev_hash,
+                record.record_hash,
+                as_utc(record.columns["created_at"]),
+                chain.canonical_content(record),
             )
