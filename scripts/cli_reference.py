@@ -3,9 +3,9 @@
     python scripts/cli_reference.py           # rewrite docs/cli.md
     python scripts/cli_reference.py --check   # exit 1 if docs/cli.md is stale
 
-The help is rendered with click's plain formatter at a fixed width of 100 columns (typer's rich panels are switched
-off per command), so the text depends neither on the terminal, nor on COLUMNS/TERM/NO_COLOR, nor on the version of
-rich. ``tests/test_docs.py`` checks that the committed file equals :func:`render`.
+The CLI prints its help with click's plain formatter (``rich_markup_mode=None``, see ``cli/common.py``); here it is
+rendered at a fixed width of 100 columns, so the text depends neither on the terminal, nor on COLUMNS/TERM/NO_COLOR,
+nor on the version of rich. ``tests/test_docs.py`` checks that the committed file equals :func:`render`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,15 @@ Every command and subcommand of `{PROG_NAME}`, as printed by `--help` (or `-h`).
 command (`--data-dir`, `--database-url`, `--qdrant-url`, `-v`) go before the subcommand:
 `{PROG_NAME} --data-dir ./data attribute image.png`. Settings resolve as CLI option > environment variable >
 default (see the README's Configuration section). `{PROG_NAME} --version` prints the version.
+
+Every command's help has an `Example:` that runs on the demo data: after `make demo`, from the repository root,
+`export ATTRIBUTION_AUDIT_DATA_DIR=.demo/data` (the evaluation examples read `.demo/catalogue/queries.csv`, the
+generated images with their artists; `evaluate compare-spaces` needs the style vectors of the `ingest` example).
+
+Output: every command that lists or reports takes `--format table|csv|json` (`--json`, where it was before, is the
+same as `--format json`). Tables and CSV always have a header, also with no rows; times are ISO 8601 in UTC with
+the zone (`2024-03-01T10:00:00+00:00`); a CSV cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return
+(and is not a number) gets a leading `'`, so that a spreadsheet shows it as text instead of running it.
 """
 
 
@@ -58,7 +67,7 @@ def iter_commands(command: Any = None, name: str = PROG_NAME, parent: Any = None
     if command is None:
         with _without_env(_SHELL_DETECTION_SWITCH):
             command = typer.main.get_command(app)
-    command.rich_markup_mode = None  # click's plain formatter instead of rich panels
+    command.rich_markup_mode = None  # plain help, as the CLI prints it (kept here should a command turn rich on)
     # The command's own context settings (such as ``-h`` beside ``--help``) as on the command line; children inherit.
     settings = {**(command.context_settings or {}), "terminal_width": WIDTH, "max_content_width": WIDTH}
     ctx = command.context_class(command, info_name=name, parent=parent, **settings)

@@ -3,6 +3,7 @@ that cannot be written reported in one line (exit 1)."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import Cli
 
 
@@ -19,3 +20,28 @@ def test_cli_refuses_style_with_precomputed_vectors_and_bad_spaces(cli: Cli) -> 
 def test_unwritable_outputs_are_one_line(cli: Cli) -> None:
     result = cli("audit", "export", "/proc/nope/x.jsonl", code=1)
     assert "cannot write the export" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("attribute", "x.png", "--space", "bogus"), "space 'bogus': choose content, style or fused"),
+        (("attribute", "x.png", "--exact", "faiss"), "exact 'faiss': choose brute or kdtree"),
+        (("attribute", "x.png", "--shares", "softmax"), "shares 'softmax': choose equal or similarity"),
+        (("attribute", "x.png", "--format", "xml"), "format 'xml': choose table, csv or json"),
+        (("audit", "list", "--format", "yaml"), "format 'yaml': choose table, csv or json"),
+        (("ingest", "m.csv", "--format", "xml"), "format 'xml': choose auto, csv, jsonl, folder or wang"),
+        (("evaluate", "run", "q.csv", "--space", "both"), "space 'both': choose content, style or fused"),
+        (("evaluate", "noise", "q.csv", "--noise", "n.csv", "--kind", "pink"), "kind 'pink': choose homogeneous or"),
+    ],
+)
+def test_a_value_outside_the_choices_is_a_usage_error_naming_them(
+    cli: Cli, args: tuple[str, ...], message: str
+) -> None:
+    result = cli(*args, code=2)
+    assert f"Invalid value for '{args[-2]}': {message}" in result.output
+
+
+def test_spaces_may_be_written_with_a_blank(cli: Cli) -> None:
+    result = cli("ingest", str(cli.data_dir / "missing.csv"), "--spaces", "content, style", code=1)
+    assert "manifest not found" in result.stderr  # past the option parsing: the value was accepted

@@ -441,7 +441,7 @@ def test_evaluate_run_then_report_end_to_end(
     for name in ("report.md", "curves.csv", "table1.csv"):
         assert (again / name).read_text() == (out / name).read_text()
     assert_png(again / "hit_rate.png")
-    assert f"{run_id}\tattribution\tcompleted" in cli("evaluate", "list").stdout
+    assert f"{run_id},attribution,completed," in cli("evaluate", "list", "--format", "csv").stdout
     assert "no evaluation run 999" in cli("evaluate", "report", "--run", "999", "--out", str(again), code=1).stderr
 
 

@@ -162,7 +162,7 @@ def test_withdrawn_work_leaves_new_attributions_but_stays_in_the_audit_log(
     assert "chain OK: 2 records" in cli("audit", "verify").stdout
     checked = cli("catalogue", "check", "--embedder", EMBEDDER).stdout
     assert "5 points, 5 expected; 0 orphan, 0 missing, 0 stale" in checked
-    assert "Ada\t-\t2" in cli("artists", "list").stdout
+    assert "Ada,,2" in cli("artists", "list", "--format", "csv").stdout.splitlines()
 
     # Re-ingesting the unchanged manifest does not bring it back.
     again = cli(*ingest_args).stdout
@@ -229,7 +229,7 @@ def test_merged_alias_counts_as_one_artist_in_new_attributions_only(
         store.close()
 
     assert "merged 'C. Monet' into 'Claude Monet'" in cli("artists", "merge", "C. Monet", "Claude Monet").stdout
-    assert "C. Monet\tClaude Monet\t2" in cli("artists", "list").stdout
+    assert "C. Monet,Claude Monet,2" in cli("artists", "list", "--format", "csv").stdout.splitlines()
     store = EdgeStore(cli.data_dir / "qdrant", COLLECTION)
     try:
         after = attributor(audit, store, tmp_path)

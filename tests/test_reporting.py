@@ -738,8 +738,8 @@ def test_report_summary_counts_and_chain_head(known: KnownLog, known_cli: Cli) -
     assert data["ann_disagreements"] == 3  # r2, r3, r4
     assert data["low_confidence_requests"] == 2  # r2, r4
     assert data["mean_confidence"] == pytest.approx(3.5 / 6, abs=1e-6)
-    assert data["first_request"].startswith("2024-03-01 10:00:00")
-    assert data["last_request"].startswith("2024-03-05 23:30:00")
+    assert data["first_request"] == "2024-03-01T10:00:00+00:00"  # ISO 8601 in UTC, with the zone
+    assert data["last_request"] == "2024-03-05T23:30:00+00:00"
     assert [b["requests"] for b in data["confidence_distribution"]] == [0, 2, 1, 1, 2]
     assert (data["active_works"], data["withdrawn_works"]) == (5, 1)
     assert data["chain"] == {"ok": True, "records": 6, "head_hash": head.head_hash, "broken_seq": None, "reason": None}

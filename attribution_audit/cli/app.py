@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from attribution_audit import __version__
 from attribution_audit.cli import attribute, audit, catalogue, db, evaluate, ingest, report
+from attribution_audit.cli.common import Typer
 from attribution_audit.config import load_settings
 from attribution_audit.errors import AttributionAuditError
 
@@ -26,10 +27,10 @@ class _Commands(TyperGroup):
             raise typer.Exit(1) from None
 
 
-app = typer.Typer(
+app = Typer(
     cls=_Commands,
-    no_args_is_help=True,
-    help="Attribute generated images to catalogued works, with an audit trail.",
+    help="Attribute generated images to catalogued works, with an audit trail.\n\n"
+    "\b\nExample: attribution-audit --data-dir .demo/data audit list --limit 5",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -45,14 +46,15 @@ def main(
     ctx: typer.Context,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Data folder of the embedded store and SQLite log [ATTRIBUTION_AUDIT_DATA_DIR]"),
+        typer.Option(help="Data folder of the embedded store and SQLite log  [env var: ATTRIBUTION_AUDIT_DATA_DIR]"),
     ] = None,
     database_url: Annotated[
-        str | None, typer.Option(help="SQLAlchemy URL of the audit DB [ATTRIBUTION_AUDIT_DATABASE_URL]")
+        str | None,
+        typer.Option(help="SQLAlchemy URL of the audit DB  [env var: ATTRIBUTION_AUDIT_DATABASE_URL]"),
     ] = None,
     qdrant_url: Annotated[
         str | None,
-        typer.Option(help="Qdrant server URL; unset = embedded shard [ATTRIBUTION_AUDIT_QDRANT_URL]"),
+        typer.Option(help="Qdrant server URL; unset = embedded shard  [env var: ATTRIBUTION_AUDIT_QDRANT_URL]"),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
     version: Annotated[

@@ -8,12 +8,22 @@ from typing import Annotated
 import typer
 
 from attribution_audit.cli.common import (
+    NEIGHBOUR_COLUMNS,
     EmbedderOption,
+    ExactChoice,
+    FormatOption,
     JsonOption,
+    OutputFormat,
+    SharesChoice,
+    SpaceChoice,
+    SpaceOption,
     audit_of,
     checked,
+    choice,
+    emit,
+    neighbour_rows,
+    output_format,
     print_attribution,
-    print_json,
     settings_of,
 )
 from attribution_audit.domain.params import AttributionParams
@@ -32,23 +42,39 @@ def attribute(
     oversampling: Annotated[
         int, typer.Option(min=1, help="HNSW returns k x this many candidates to re-rank.")
     ] = DEFAULTS.oversampling,
-    verify: Annotated[str, typer.Option(help="Exact recall check: always | off | sample:RATE.")] = DEFAULTS.verify,
-    exact: Annotated[str, typer.Option(help="Exact method for the check: brute | kdtree.")] = DEFAULTS.exact_method,
+    verify: Annotated[
+        str,
+        typer.Option(
+            metavar="always|off|sample:RATE",
+            help="Exact recall check of the HNSW result: always, off, or a random share of the requests "
+            "(sample:0.1 checks one in ten; RATE in [0, 1]).",
+        ),
+    ] = DEFAULTS.verify,
+    exact: Annotated[
+        ExactChoice, typer.Option(parser=choice(ExactChoice, "exact"), help="Exact method for the check.")
+    ] = ExactChoice(DEFAULTS.exact_method),
     shares: Annotated[
-        str, typer.Option(help="equal | similarity (softmax of similarity / temperature).")
-    ] = DEFAULTS.shares,
+        SharesChoice,
+        typer.Option(
+            parser=choice(SharesChoice, "shares"),
+            help="Artist shares: equal, or similarity (softmax of similarity / temperature).",
+        ),
+    ] = SharesChoice(DEFAULTS.shares),
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature of --shares similarity.")
     ] = DEFAULTS.temperature,
-    space: Annotated[
-        str, typer.Option(help="content | style | fused (engine-side RRF of both spaces).")
-    ] = DEFAULTS.space,
+    space: SpaceOption = SpaceChoice(DEFAULTS.space),
     fusion_weights: Annotated[str, typer.Option(help="Fused: weights of content,style.")] = DEFAULT_WEIGHTS,
     rrf_k: Annotated[int, typer.Option(help="Fused: the k of reciprocal rank fusion.")] = DEFAULTS.rrf_k,
     embedder: EmbedderOption = None,
+    fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """Find the K nearest works of each image; each result is printed only once it is in the audit log."""
+    """Find the K nearest works of each image; each result is printed only once it is in the audit log.
+
+    \b
+    Example: attribution-audit attribute .demo/catalogue/generated/gen_a5_0.png --k 5 --format json
+    """
     from attribution_audit.errors import ImageError
     from attribution_audit.services.attribute import attribute_files
 
@@ -58,25 +84,27 @@ def attribute(
         max_distance=max_distance,
         oversampling=oversampling,
         verify=verify,
-        exact_method=exact,
-        shares=shares,
+        exact_method=exact.value,
+        shares=shares.value,
         temperature=temperature,
-        space=space,
+        space=space.value,
         fusion_weights=_weights(fusion_weights),
         rrf_k=rrf_k,
     )
+    fmt = output_format(fmt, as_json)
     settings = settings_of(ctx, embedder)
-    results, failed = [], 0
+    records, rows, failed = [], [], 0
     for result in attribute_files(settings, audit_of(settings), images, params):
         if isinstance(result, ImageError):
             typer.echo(f"error: {result}", err=True)
             failed += 1
-        elif as_json:
-            results.append(result.as_json())
-        else:
+        elif fmt is OutputFormat.table:
             print_attribution(result)
-    if as_json:
-        print_json(results)
+        else:
+            records.append(result.as_json())
+            rows += neighbour_rows(result)
+    if fmt is not OutputFormat.table:
+        emit(fmt, data=records, rows=rows, columns=NEIGHBOUR_COLUMNS)
     if failed:
         raise typer.Exit(1)
 
@@ -94,7 +122,11 @@ def calibrate(
     k: Annotated[int, typer.Option("--k", min=1, help="K used for the features.")] = DEFAULTS.k,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Fit the logistic confidence model on labelled queries; later requests use it and record its version."""
+    """Fit the logistic confidence model on labelled queries; later requests use it and record its version.
+
+    \b
+    Example: attribution-audit calibrate .demo/catalogue/queries.csv --k 5
+    """
     from attribution_audit.services.calibrate import calibrate_labelled
 
     settings = settings_of(ctx, embedder)

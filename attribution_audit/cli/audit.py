@@ -4,53 +4,97 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from attribution_audit.cli.common import FromOption, JsonOption, ToOption, audit_of, print_attribution, print_json
+from attribution_audit.cli.common import (
+    NEIGHBOUR_COLUMNS,
+    FormatOption,
+    FromOption,
+    JsonOption,
+    OutputFormat,
+    ToOption,
+    Typer,
+    audit_of,
+    emit,
+    neighbour_rows,
+    output_format,
+    print_attribution,
+)
+from attribution_audit.reporting.tables import render_json
 
-app = typer.Typer(no_args_is_help=True, help="Read the audit log.")
+app = Typer(
+    help="Read the audit log.\n\n\b\nExample: attribution-audit audit list --limit 5",
+)
+
+LIST_COLUMNS = ("request_id", "created_at", "top_artist", "confidence", "image")
 
 
 @app.command("list")
 def audit_list(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, help="How many of the newest requests.")] = 50,
+    fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent attribution requests, newest first."""
+    """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them).
+
+    \b
+    Example: attribution-audit audit list --limit 4 --format csv
+    """
     from attribution_audit.services.audit_log import list_attributions
 
     results = list_attributions(audit_of(ctx.obj), limit=limit)
-    if as_json:
-        print_json([r.as_json() for r in results])
-        return
-    typer.echo(f"{'request_id':<36}  {'created_at':<25}  {'top artist':<24}  {'conf':>5}  image")
-    for r in results:
-        top = r.top_artist or "-"
-        created = r.created_at.isoformat(timespec="seconds")
-        typer.echo(f"{r.request_id:<36}  {created:<25}  {top:<24}  {r.confidence:>5.3f}  {r.image}")
+    rows = [
+        {
+            "request_id": r.request_id,
+            "created_at": r.created_at,
+            "top_artist": r.top_artist,
+            "confidence": r.confidence,
+            "image": r.image,
+        }
+        for r in results
+    ]
+    emit(
+        output_format(fmt, as_json),
+        data=[r.as_json() for r in results],
+        rows=rows,
+        shown=[{**row, "confidence": f"{row['confidence']:.3f}"} for row in rows],
+        columns=LIST_COLUMNS,
+    )
 
 
 @app.command("show")
 def audit_show(
     ctx: typer.Context,
     request_id: Annotated[str, typer.Argument(help="Request id, as printed by attribute or audit list.")],
+    fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one recorded attribution with its neighbours, metrics and parameters."""
+    """Show one recorded attribution with its neighbours, metrics and parameters (CSV: one row per neighbour).
+
+    \b
+    Example: attribution-audit audit show "$(attribution-audit audit list --limit 1 --format csv | tail -n 1 | cut -d, -f1)"
+    """  # noqa: E501 (the example is one line, to paste)
     from attribution_audit.services.audit_log import get_attribution
 
     result = get_attribution(audit_of(ctx.obj), request_id)
-    if as_json:
-        print_json(result.as_json())
-        return
-    print_attribution(result)
-    typer.echo(f"  embedder {result.embedder_fingerprint}  catalogue version {result.catalogue_version}")
-    typer.echo(f"  index {json.dumps(result.index_params, sort_keys=True)}")
-    typer.echo(f"  parameters {json.dumps(result.parameters, sort_keys=True)}")
-    typer.echo(f"  record hash {result.record_hash}")
+
+    def text() -> None:
+        print_attribution(result)
+        typer.echo(f"  embedder {result.embedder_fingerprint}  catalogue version {result.catalogue_version}")
+        typer.echo(f"  index {json.dumps(result.index_params, sort_keys=True)}")
+        typer.echo(f"  parameters {json.dumps(result.parameters, sort_keys=True)}")
+        typer.echo(f"  record hash {result.record_hash}")
+
+    emit(
+        output_format(fmt, as_json),
+        data=result.as_json(),
+        rows=neighbour_rows(result),
+        columns=NEIGHBOUR_COLUMNS,
+        text=text,
+    )
 
 
 @app.command("verify")
@@ -59,21 +103,48 @@ def audit_verify(
     file: Annotated[
         Path | None, typer.Option("--file", help="Verify an export (audit export) instead of the database.")
     ] = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Recompute the hash chain (of the database, or of an export file); exit 1 naming the first broken record."""
+    """Recompute the hash chain (of the database, or of an export file); exit 1 naming the first broken record.
+
+    \b
+    Example: attribution-audit audit verify --format json
+    """
     from attribution_audit.services.audit_log import verify_chain, verify_export
 
+    data: dict[str, Any]
     if file is not None:
         checked = verify_export(file)
+        data = {
+            "ok": checked.ok,
+            "records": checked.records,
+            "first_seq": checked.first_seq,
+            "last_seq": checked.last_seq,
+            "last_hash": checked.last_hash,
+            "problem": checked.problem,
+        }
+        if fmt is not OutputFormat.table:
+            emit(fmt, data=data, rows=[data])
         if not checked.ok:
             typer.echo(f"export BROKEN: {checked.problem}", err=True)
             raise typer.Exit(1)
-        typer.echo(
-            f"export OK: {checked.records} records (seq {checked.first_seq}..{checked.last_seq}), "
-            f"last hash {checked.last_hash}"
-        )
+        if fmt is OutputFormat.table:
+            typer.echo(
+                f"export OK: {checked.records} records (seq {checked.first_seq}..{checked.last_seq}), "
+                f"last hash {checked.last_hash}"
+            )
         return
     report = verify_chain(audit_of(ctx.obj))
+    data = {
+        "ok": report.ok,
+        "records": report.checked,
+        "head_hash": report.head_hash,
+        "broken_seq": report.broken_seq,
+        "broken_request_id": report.broken_request_id,
+        "reason": report.reason,
+    }
+    if fmt is not OutputFormat.table:
+        emit(fmt, data=data, rows=[data])
     if not report.ok:
         typer.echo(
             f"chain BROKEN at seq {report.broken_seq} (request {report.broken_request_id}): {report.reason}; "
@@ -81,39 +152,65 @@ def audit_verify(
             err=True,
         )
         raise typer.Exit(1)
-    typer.echo(f"chain OK: {report.checked} records, head {report.head_hash}")
+    if fmt is OutputFormat.table:
+        typer.echo(f"chain OK: {report.checked} records, head {report.head_hash}")
 
 
 @app.command("verify-recall")
-def audit_verify_recall(ctx: typer.Context) -> None:
-    """Exact-check, in batch, past requests that were not verified when they ran (results in recall_checks)."""
+def audit_verify_recall(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """Exact-check, in batch, past requests that were not verified when they ran (results in recall_checks).
+
+    \b
+    Example: attribution-audit audit verify-recall --format json
+    """
     from attribution_audit.services.recall import verify_recall_all
 
     summaries = verify_recall_all(ctx.obj, audit_of(ctx.obj))
-    if not summaries:
-        typer.echo("nothing to check: every request was verified")
-    for name, summary in summaries.items():
-        mean = "n/a" if summary.mean_overlap is None else f"{summary.mean_overlap:.4f}"
-        typer.echo(f"{name}: {summary.checked} checked, mean overlap@K {mean}, {summary.below_one} below 1.0")
+    rows = [
+        {"embedder": name, "checked": s.checked, "mean_overlap": s.mean_overlap, "below_one": s.below_one}
+        for name, s in summaries.items()
+    ]
+
+    def text() -> None:
+        if not summaries:
+            typer.echo("nothing to check: every request was verified")
+        for name, summary in summaries.items():
+            mean = "n/a" if summary.mean_overlap is None else f"{summary.mean_overlap:.4f}"
+            typer.echo(f"{name}: {summary.checked} checked, mean overlap@K {mean}, {summary.below_one} below 1.0")
+
+    emit(fmt, data=rows, rows=rows, columns=("embedder", "checked", "mean_overlap", "below_one"), text=text)
 
 
 @app.command("replay")
 def audit_replay(
     ctx: typer.Context,
     request_id: Annotated[str, typer.Argument(help="Request to re-run on today's index.")],
+    fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-run a recorded request on today's index (logged as a replay) and print the differences."""
+    """Re-run a recorded request on today's index (logged as a replay) and print the differences (CSV: one row per
+    difference).
+
+    \b
+    Example: attribution-audit audit replay "$(attribution-audit audit list --limit 1 --format csv | tail -n 1 | cut -d, -f1)"
+    """  # noqa: E501 (the example is one line, to paste)
     from attribution_audit.domain.results import diff_attributions
     from attribution_audit.services.recall import replay
 
+    fmt = output_format(fmt, as_json)
     before, after = replay(ctx.obj, audit_of(ctx.obj), request_id)
     differences = diff_attributions(before, after)
-    if as_json:
-        typer.echo(json.dumps({"original": before.as_json(), "replay": after.as_json(), "differences": differences}))
+    if fmt is OutputFormat.json:  # on one line, as it always was
+        data = {"original": before.as_json(), "replay": after.as_json(), "differences": differences}
+        typer.echo(render_json(data, indent=None))
         return
-    typer.echo(f"replay {after.request_id} of {before.request_id}")
-    typer.echo("\n".join(differences) if differences else "no differences")
+
+    def text() -> None:
+        typer.echo(f"replay {after.request_id} of {before.request_id}")
+        typer.echo("\n".join(differences) if differences else "no differences")
+
+    rows = [{"request_id": after.request_id, "replay_of": before.request_id, "difference": d} for d in differences]
+    emit(fmt, data=None, rows=rows, columns=("request_id", "replay_of", "difference"), text=text)
 
 
 @app.command("export")
@@ -123,7 +220,11 @@ def audit_export(
     date_from: FromOption = None,
     date_to: ToOption = None,
 ) -> None:
-    """Export a period's audit records with their hashes and the chain head (check with audit verify --file)."""
+    """Export a period's audit records with their hashes and the chain head (check with audit verify --file).
+
+    \b
+    Example: attribution-audit audit export .demo/audit-export.jsonl --from 2024-01-01
+    """
     from attribution_audit.services.audit_log import export_records
 
     count = export_records(

@@ -6,10 +6,12 @@ from typing import Annotated
 
 import typer
 
-from attribution_audit.cli.common import EmbedderOption, audit_of, settings_of
+from attribution_audit.cli.common import EmbedderOption, FormatOption, OutputFormat, Typer, audit_of, emit, settings_of
 
-app = typer.Typer(no_args_is_help=True, help="Catalogue lifecycle: withdraw works, check the store.")
-artists_app = typer.Typer(no_args_is_help=True, help="Artists and their aliases.")
+app = Typer(
+    help="Catalogue lifecycle: withdraw works, check the store.\n\n\b\nExample: attribution-audit catalogue check",
+)
+artists_app = Typer(help="Artists and their aliases.\n\n\b\nExample: attribution-audit artists list")
 
 
 @app.command("withdraw")
@@ -18,7 +20,11 @@ def catalogue_withdraw(
     work_ids: Annotated[list[str], typer.Argument(help="Work ids to exclude from new attributions.")],
     catalogue: Annotated[str, typer.Option(help="Catalogue of the works.")],
 ) -> None:
-    """Exclude works from new attributions; past audit records that name them are kept."""
+    """Exclude works from new attributions; past audit records that name them are kept.
+
+    \b
+    Example: attribution-audit catalogue withdraw A5-W007 --catalogue catalogue
+    """
     from attribution_audit.services.catalogue import withdraw
 
     done = withdraw(ctx.obj, audit_of(ctx.obj), catalogue, work_ids)
@@ -32,19 +38,48 @@ def catalogue_check(
     repair: Annotated[
         bool, typer.Option(help="Delete orphan points and forget missing ones (re-ingest after).")
     ] = False,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Compare the vector store with the audit DB; exit 1 if they disagree (and were not repaired)."""
+    """Compare the vector store with the audit DB; exit 1 if they disagree (and were not repaired).
+
+    \b
+    Example: attribution-audit catalogue check --format json
+    """
     from attribution_audit.services.catalogue import check_collection
 
     settings = settings_of(ctx, embedder)
     report = check_collection(settings, audit_of(settings), repair=repair)
-    typer.echo(
-        f"{report.collection}: {report.points} points, {report.expected} expected; {len(report.orphans)} orphan, "
-        f"{len(report.missing)} missing, {len(report.stale)} stale"
-    )
-    if report.repaired:
-        typer.echo("repaired: orphan and stale points deleted; run `attribution-audit ingest` again to re-add works")
-    elif not report.clean:
+    counts = {
+        "collection": report.collection,
+        "points": report.points,
+        "expected": report.expected,
+        "orphan": len(report.orphans),
+        "missing": len(report.missing),
+        "stale": len(report.stale),
+        "repaired": report.repaired,
+        "clean": report.clean,
+    }
+    data = {
+        **{key: counts[key] for key in ("collection", "points", "expected")},
+        "orphans": report.orphans,
+        "missing": report.missing,
+        "stale": report.stale,
+        "repaired": report.repaired,
+        "clean": report.clean,
+    }
+
+    def text() -> None:
+        typer.echo(
+            f"{report.collection}: {report.points} points, {report.expected} expected; {len(report.orphans)} orphan, "
+            f"{len(report.missing)} missing, {len(report.stale)} stale"
+        )
+        if report.repaired:
+            typer.echo(
+                "repaired: orphan and stale points deleted; run `attribution-audit ingest` again to re-add works"
+            )
+
+    emit(fmt, data=data, rows=[counts], text=text)
+    if not report.repaired and not report.clean:
         raise typer.Exit(1)
 
 
@@ -54,7 +89,11 @@ def artists_merge(
     alias: Annotated[str, typer.Argument(help="The other spelling.")],
     canonical: Annotated[str, typer.Argument(help="The artist it is merged into.")],
 ) -> None:
-    """Record that ALIAS is CANONICAL: reports and entropy use CANONICAL; past audit rows stay as recorded."""
+    """Record that ALIAS is CANONICAL: reports and entropy use CANONICAL; past audit rows stay as recorded.
+
+    \b
+    Example: attribution-audit artists merge "Farid Turner" "Elif Klimt"
+    """
     from attribution_audit.services.catalogue import merge_artists
 
     merge_artists(audit_of(ctx.obj), alias, canonical)
@@ -62,9 +101,16 @@ def artists_merge(
 
 
 @artists_app.command("list")
-def artists_list(ctx: typer.Context) -> None:
-    """List artists with their canonical name and number of active works."""
+def artists_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """List artists with their canonical name (when merged into another) and number of active works.
+
+    \b
+    Example: attribution-audit artists list --format csv
+    """
     from attribution_audit.services.catalogue import list_artists
 
-    for artist in list_artists(audit_of(ctx.obj)):
-        typer.echo(f"{artist.name}\t{artist.canonical or '-'}\t{artist.active_works}")
+    rows = [
+        {"name": a.name, "canonical": a.canonical, "active_works": a.active_works}
+        for a in list_artists(audit_of(ctx.obj))
+    ]
+    emit(fmt, data=rows, rows=rows, columns=("name", "canonical", "active_works"))

@@ -1,13 +1,16 @@
-"""What several commands share: typed options, the settings and audit store of the invocation, output helpers."""
+"""What several commands share: the CLI's Typer and command classes (plain help), typed options and choices, the
+settings and audit store of the invocation, and the one output helper (:func:`emit`) behind every ``--format``."""
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 from attribution_audit.config import Settings, load_settings
 
@@ -16,15 +19,130 @@ if TYPE_CHECKING:
     from attribution_audit.store.audit_store import AuditStore
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
+F = TypeVar("F", bound=Callable[..., Any])
 
+# -- help ---------------------------------------------------------------------------------------------------------
+# Plain (click) help everywhere: rich markup would eat ``[env var: ...]`` and show ``<bool>`` beside every flag; the
+# plain formatter keeps ``\b`` paragraphs (the examples) as written and renders the same on every terminal.
+_LIST_TYPE = re.compile(r"<list\[(\w+)\]>")
+
+
+class Command(TyperCommand):
+    """A command with plain help in which an argument that takes several values is named by the type of one
+    (``images... <path>``, not ``<list[Path]>``)."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                name, text = record
+                arguments.append((_LIST_TYPE.sub(lambda m: f"<{m.group(1).lower()}>", name), text))
+            elif param.param_type_name == "option":
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+class Typer(typer.Typer):
+    """``typer.Typer`` with this CLI's defaults: plain help, help on no arguments, :class:`Command` commands."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**{"no_args_is_help": True, **settings, "rich_markup_mode": None})
+
+    def command(self, *args: Any, **settings: Any) -> Callable[[F], F]:
+        decorator: Callable[[F], F] = super().command(*args, **{"cls": Command, **settings})
+        return decorator
+
+
+# -- choices ------------------------------------------------------------------------------------------------------
+# Typed as enums: the help lists them, a wrong value is a usage error (exit 2) and shell completion offers them.
+# The services get the values, as strings.
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class SpaceChoice(StrEnum):
+    content = "content"
+    style = "style"
+    fused = "fused"
+
+
+class ExactChoice(StrEnum):
+    brute = "brute"
+    kdtree = "kdtree"
+
+
+class SharesChoice(StrEnum):
+    equal = "equal"
+    similarity = "similarity"
+
+
+class SourceFormat(StrEnum):
+    auto = "auto"
+    csv = "csv"
+    jsonl = "jsonl"
+    folder = "folder"
+    wang = "wang"
+
+
+class IngestSpaces(StrEnum):
+    content = "content"
+    content_style = "content,style"
+
+
+class NoiseKind(StrEnum):
+    homogeneous = "homogeneous"
+    heterogeneous = "heterogeneous"
+
+
+def _either(values: list[str]) -> str:
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+def choice(kind: type[E], name: str, verb: str = "choose") -> Callable[[Any], E]:
+    """The parser of an option typed ``kind``: its value (spaces ignored), or a usage error such as
+    ``format 'xml': choose table, csv or json``."""
+
+    def parse(value: Any) -> E:
+        if isinstance(value, kind):
+            return value
+        try:
+            return kind(str(value).replace(" ", ""))
+        except ValueError:
+            raise typer.BadParameter(f"{name} {value!r}: {verb} {_either([m.value for m in kind])}") from None
+
+    return parse
+
+
+# -- options ------------------------------------------------------------------------------------------------------
 EmbedderOption = Annotated[
     str | None,
     typer.Option(
         "--embedder",
-        help="clip | clip:<hub id or path> | efficientnet-lite0 [env ATTRIBUTION_AUDIT_EMBEDDER]",
+        help="clip | clip:<hub id or path> | efficientnet-lite0  [env var: ATTRIBUTION_AUDIT_EMBEDDER]",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        parser=choice(OutputFormat, "format"),
+        help="table (for people), csv (a header, then rows) or json.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json (deprecated; kept for scripts).")]
+SpaceOption = Annotated[
+    SpaceChoice,
+    typer.Option(parser=choice(SpaceChoice, "space"), help="Vector space: content, style, or fused (RRF of both)."),
+]
 FromOption = Annotated[datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First day (UTC).")]
 ToOption = Annotated[datetime | None, typer.Option("--to", formats=["%Y-%m-%d"], help="Last day (UTC), inclusive.")]
 QueriesArgument = Annotated[
@@ -57,8 +175,76 @@ def num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def output_format(fmt: OutputFormat, as_json: bool) -> OutputFormat:
+    """The format asked for: ``--json`` is ``--format json``."""
+    if as_json and fmt is OutputFormat.csv:
+        raise typer.BadParameter("--json is --format json; give one of --json and --format csv")
+    return OutputFormat.json if as_json else fmt
+
+
 def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2))
+    from attribution_audit.reporting.tables import render_json
+
+    typer.echo(render_json(data))
+
+
+def emit(
+    fmt: OutputFormat,
+    *,
+    data: Any,
+    rows: list[dict[str, Any]],
+    columns: tuple[str, ...] | None = None,
+    shown: list[dict[str, Any]] | None = None,
+    text: Callable[[], None] | None = None,
+) -> None:
+    """Print a command's result in ``fmt``: ``data`` as JSON, ``rows`` as CSV, and as a table ``text()`` (a
+    command's own lines for people) or else ``shown`` (the rows formatted for people; default ``rows``) aligned
+    under a header. Tables and CSV have their header also with no rows (see :mod:`attribution_audit.reporting.tables`).
+    """
+    from attribution_audit.reporting.tables import render_rows
+
+    if fmt is OutputFormat.json:
+        print_json(data)
+    elif fmt is OutputFormat.csv:
+        typer.echo(render_rows(rows, "csv", columns))
+    elif text is not None:
+        text()
+    else:
+        typer.echo(render_rows(rows if shown is None else shown, "table", columns))
+
+
+NEIGHBOUR_COLUMNS = (
+    "request_id",
+    "seq",
+    "image",
+    "rank",
+    "catalogue",
+    "work_id",
+    "artist",
+    "similarity",
+    "distance",
+    "share",
+    "confidence",
+)
+
+
+def neighbour_rows(result: Attribution) -> list[dict[str, Any]]:
+    """An attribution as CSV rows: one per ranked neighbour, with the request it belongs to."""
+    request = {"request_id": result.request_id, "seq": result.seq, "image": result.image}
+    return [
+        {
+            **request,
+            "rank": n.rank,
+            "catalogue": n.catalogue,
+            "work_id": n.work_id,
+            "artist": n.artist,
+            "similarity": n.similarity,
+            "distance": n.distance,
+            "share": n.share,
+            "confidence": result.confidence,
+        }
+        for n in result.neighbours
+    ]
 
 
 def print_attribution(result: Attribution) -> None:

@@ -6,12 +6,18 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Audit database schema.")
+from attribution_audit.cli.common import FormatOption, OutputFormat, Typer, emit
+
+app = Typer(help="Audit database schema.\n\n\b\nExample: attribution-audit db current")
 
 
 @app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
-    """Create or migrate the audit schema to the latest revision."""
+    """Create or migrate the audit schema to the latest revision.
+
+    \b
+    Example: attribution-audit db upgrade
+    """
     from attribution_audit.services import schema
 
     url, revision = schema.upgrade(ctx.obj)
@@ -19,19 +25,28 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 
 @app.command("current")
-def db_current(ctx: typer.Context) -> None:
-    """Print the schema revision of the audit database and the one this version needs."""
+def db_current(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """Print the schema revision of the audit database and the one this version needs.
+
+    \b
+    Example: attribution-audit db current --format json
+    """
     from attribution_audit.services import schema
 
     current, head = schema.revisions(ctx.obj)
-    typer.echo(f"current: {current or 'none'}  head: {head}")
+    data = {"current": current, "head": head}
+    emit(fmt, data=data, rows=[data], text=lambda: typer.echo(f"current: {current or 'none'}  head: {head}"))
 
 
 @app.command("grant-reader")
 def db_grant_reader(
     ctx: typer.Context, role: Annotated[str, typer.Argument(help="PostgreSQL role to create or update.")]
 ) -> None:
-    """Give a PostgreSQL role read access to the reporting views and nothing else."""
+    """Give a PostgreSQL role read access to the reporting views and nothing else.
+
+    \b
+    Example: attribution-audit --database-url postgresql://postgres@localhost/audit db grant-reader reporting
+    """
     from attribution_audit.services import schema
 
     schema.grant_reader(ctx.obj, role)

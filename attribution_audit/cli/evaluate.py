@@ -7,9 +7,26 @@ from typing import Annotated
 
 import typer
 
-from attribution_audit.cli.common import EmbedderOption, QueriesArgument, audit_of, checked, num, settings_of
+from attribution_audit.cli.common import (
+    EmbedderOption,
+    FormatOption,
+    NoiseKind,
+    OutputFormat,
+    QueriesArgument,
+    SpaceChoice,
+    SpaceOption,
+    Typer,
+    audit_of,
+    checked,
+    choice,
+    emit,
+    num,
+    settings_of,
+)
 
-app = typer.Typer(no_args_is_help=True, help="The research note's experiments on labelled queries.")
+app = Typer(
+    help="The research note's experiments on labelled queries.\n\n\b\nExample: attribution-audit evaluate list",
+)
 OUT = Path("evaluation")
 
 
@@ -23,10 +40,14 @@ def evaluate_run(
     ] = 10,
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, CSV tables, report.md and plots.")] = OUT,
     name: Annotated[str | None, typer.Option(help="Name of the query set (default: the file name).")] = None,
-    space: Annotated[str, typer.Option(help="content | style | fused")] = "content",
+    space: SpaceOption = SpaceChoice.content,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Attribute every labelled query (logged, tagged with the run) and compute the note's metrics."""
+    """Attribute every labelled query (logged, tagged with the run) and compute the note's metrics.
+
+    \b
+    Example: attribution-audit evaluate run .demo/catalogue/queries.csv --k-max 20 --k 5 --out .demo/evaluation
+    """
     from attribution_audit.evaluation.outputs import write_outputs
     from attribution_audit.services.evaluate import evaluate_queries
 
@@ -41,7 +62,7 @@ def evaluate_run(
         name=name,
         k_max=k_max,
         k=k,
-        space=space,
+        space=space.value,
     )
     write_outputs(summary.metrics, out)
     overall = summary.metrics["overall"]["curves"]
@@ -59,19 +80,24 @@ def evaluate_compare_spaces(
     k: Annotated[int, typer.Option("--k", min=1, help="K of the side-by-side numbers.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Also write compare.json and compare.md here.")] = None,
     embedder: EmbedderOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Evaluate content, style and fused spaces on the same queries and print them side by side."""
+    """Evaluate content, style and fused spaces on the same queries and print them side by side (the catalogue must
+    have style vectors: ingest --spaces content,style).
+
+    \b
+    Example: attribution-audit evaluate compare-spaces .demo/catalogue/queries.csv --k-max 20 --k 5 --format csv
+    """
     from attribution_audit.evaluation.outputs import write_comparison
-    from attribution_audit.reporting.tables import render_rows
     from attribution_audit.services.evaluate import compare_spaces_of
 
     settings = settings_of(ctx, embedder)
     rows = compare_spaces_of(settings, audit_of(settings), queries, k_max=k_max, k=k)
     shown = [{key: num(v) if isinstance(v, float) or v is None else v for key, v in row.items()} for row in rows]
-    typer.echo(render_rows(shown, "table"))
+    emit(fmt, data=rows, rows=rows, shown=shown)
     if out is not None:
         write_comparison(rows, shown, out)
-        typer.echo(f"written to {out}")
+        typer.echo(f"written to {out}", err=fmt is not OutputFormat.table)  # stdout stays CSV or JSON
 
 
 @app.command("report")
@@ -80,7 +106,11 @@ def evaluate_report(
     run: Annotated[int, typer.Option("--run", help="Evaluation run id.")],
     out: Annotated[Path, typer.Option(help="Folder for the outputs.")] = OUT,
 ) -> None:
-    """Recompute a past run's metrics purely from the audit DB and write the same outputs."""
+    """Recompute a past run's metrics purely from the audit DB and write the same outputs.
+
+    \b
+    Example: attribution-audit evaluate report --run 1 --out .demo/evaluation
+    """
     from attribution_audit.evaluation.outputs import write_outputs
     from attribution_audit.services.evaluate import compute_metrics
 
@@ -95,14 +125,22 @@ def evaluate_noise(
     noise: Annotated[Path, typer.Option(help="Manifest (CSV/JSONL/folder) of the noise works to add.")],
     levels: Annotated[str, typer.Option(help="Noise levels as fractions of the index size.")] = "0.1,0.25,0.5,0.75",
     kind: Annotated[
-        str, typer.Option(help="Label of the noise: homogeneous (same domain) or heterogeneous.")
-    ] = "homogeneous",
+        NoiseKind,
+        typer.Option(
+            parser=choice(NoiseKind, "kind"),
+            help="Label of the noise: homogeneous (same domain as the catalogue) or heterogeneous.",
+        ),
+    ] = NoiseKind.homogeneous,
     k: Annotated[int, typer.Option("--k", min=1, help="Attributed works per query.")] = 10,
-    space: Annotated[str, typer.Option(help="content | style | fused")] = "content",
+    space: SpaceOption = SpaceChoice.content,
     out: Annotated[Path, typer.Option(help="Folder for noise.json, noise.csv and noise.png.")] = OUT,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Add noise works to a scratch copy of the index and report the mean overlap with the clean attribution."""
+    """Add noise works to a scratch copy of the index and report the mean overlap with the clean attribution.
+
+    \b
+    Example: attribution-audit evaluate noise .demo/catalogue/queries.csv --noise .demo/catalogue/catalogue.csv --levels 0.25,0.5 --k 5 --out .demo/evaluation
+    """  # noqa: E501 (the example is one line, to paste)
     from attribution_audit.evaluation.outputs import write_noise_outputs
     from attribution_audit.services.noise import noise_from_settings
 
@@ -118,23 +156,32 @@ def evaluate_noise(
         queries=queries,
         noise_manifest=noise,
         levels=fractions,
-        kind=kind,
+        kind=kind.value,
         k=k,
-        space=space,
+        space=space.value,
     )
     write_noise_outputs(metrics, out)
     for row in metrics["levels"]:
         typer.echo(
-            f"{kind} {row['level']:.0%} ({row['noise_works']} works): mean overlap {num(row['mean_overlap'])}, "
+            f"{kind.value} {row['level']:.0%} ({row['noise_works']} works): mean overlap {num(row['mean_overlap'])}, "
             f"noise in top {k} {num(row['noise_in_top_k'])}"
         )
     typer.echo(f"noise run {metrics['run_id']}; results in {out}")
 
 
 @app.command("list")
-def evaluate_list(ctx: typer.Context) -> None:
-    """List evaluation runs."""
+def evaluate_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """List evaluation runs, oldest first (JSON: with each run's settings).
+
+    \b
+    Example: attribution-audit evaluate list --format json
+    """
     from attribution_audit.services.evaluate import evaluation_runs
 
-    for run in evaluation_runs(audit_of(ctx.obj)):
-        typer.echo(f"{run.id}\t{run.kind}\t{run.status}\t{run.created_at:%Y-%m-%d %H:%M}\t{run.embedder_name}")
+    runs = evaluation_runs(audit_of(ctx.obj))
+    rows = [
+        {"id": r.id, "kind": r.kind, "status": r.status, "created_at": r.created_at, "embedder": r.embedder_name}
+        for r in runs
+    ]
+    data = [{**row, "settings": run.settings} for row, run in zip(rows, runs, strict=True)]
+    emit(fmt, data=data, rows=rows, columns=("id", "kind", "status", "created_at", "embedder"))

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from attribution_audit.cli.common import EmbedderOption, audit_of, checked, settings_of
+from attribution_audit.cli.common import (
+    EmbedderOption,
+    IngestSpaces,
+    SourceFormat,
+    audit_of,
+    checked,
+    choice,
+    settings_of,
+)
 
 SHOWN_FAILURES = 20
 
@@ -17,7 +25,14 @@ def ingest(
     source: Annotated[
         Path, typer.Argument(help="CSV/JSONL manifest (path,artist,work_id + extras), artist folders, or Wang JSON.")
     ],
-    fmt: Annotated[str, typer.Option("--format", help="auto | csv | jsonl | folder | wang")] = "auto",
+    fmt: Annotated[
+        SourceFormat,
+        typer.Option(
+            "--format",
+            parser=choice(SourceFormat, "format"),
+            help="Layout of the source (auto: from the file name or folder).",
+        ),
+    ] = SourceFormat.auto,
     embedder: EmbedderOption = None,
     catalogue: Annotated[str | None, typer.Option(help="Catalogue name (default: the source's file name).")] = None,
     embeddings: Annotated[
@@ -28,21 +43,29 @@ def ingest(
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some rows failed.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per embedding batch.")] = 32,
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
-    spaces: Annotated[str, typer.Option(help="content, or content,style to also fill the style space.")] = "content",
+    spaces: Annotated[
+        IngestSpaces,
+        typer.Option(
+            parser=choice(IngestSpaces, "spaces", verb="use"),
+            help="content, or content,style to also fill the style space.",
+        ),
+    ] = IngestSpaces.content,
 ) -> None:
-    """Embed a catalogue's works into the vector store and record them in the audit DB (re-runs add nothing)."""
+    """Embed a catalogue's works into the vector store and record them in the audit DB (re-runs add nothing).
+
+    \b
+    Example: attribution-audit ingest .demo/catalogue/catalogue.csv --embedder efficientnet-lite0 --spaces content,style
+    """
     from attribution_audit.services.ingest import ingest_catalogue
 
-    with_style = {"content": False, "content,style": True}.get(spaces.replace(" ", ""))
-    if with_style is None:
-        raise typer.BadParameter(f"spaces {spaces!r}: use content or content,style")
+    with_style = spaces is IngestSpaces.content_style
     settings = settings_of(ctx, embedder)
     report = checked(
         ingest_catalogue,
         settings=settings,
         audit=audit_of(settings),
         source_path=source,
-        fmt=fmt,
+        fmt=fmt.value,
         catalogue=catalogue,
         embeddings=embeddings,
         failures=failures,

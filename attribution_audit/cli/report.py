@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from attribution_audit.cli.common import FromOption, JsonOption, ToOption, audit_of, print_json
+from attribution_audit.cli.common import (
+    FormatOption,
+    FromOption,
+    JsonOption,
+    OutputFormat,
+    ToOption,
+    Typer,
+    audit_of,
+    emit,
+    output_format,
+)
 
-app = typer.Typer(no_args_is_help=True, help="Reports for compliance officers and analysts.")
+app = Typer(
+    help="Reports for compliance officers and analysts.\n\n\b\nExample: attribution-audit report summary",
+)
 
 
 @app.command("artists")
@@ -17,43 +29,58 @@ def report_artists(
     ctx: typer.Context,
     date_from: FromOption = None,
     date_to: ToOption = None,
-    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Shares per artist over a period: attributions, sum of shares, mean confidence (production requests)."""
-    from attribution_audit.reporting.tables import OUTPUT_FORMATS, render_rows
+    """Shares per artist over a period: attributions, sum of shares, mean confidence (production requests).
+
+    \b
+    Example: attribution-audit report artists --from 2024-01-01 --format csv
+    """
     from attribution_audit.services.report import ARTIST_COLUMNS, artist_shares
 
-    if fmt not in OUTPUT_FORMATS:
-        raise typer.BadParameter(f"format {fmt!r}: choose table, csv or json")
     rows = artist_shares(
         audit_of(ctx.obj), date_from.date() if date_from else None, date_to.date() if date_to else None
     )
-    typer.echo(render_rows(rows, fmt, ARTIST_COLUMNS))
+    emit(fmt, data=rows, rows=rows, columns=ARTIST_COLUMNS)
+
+
+def _summary_row(data: dict[str, Any]) -> dict[str, Any]:
+    """The summary as one CSV row: the distribution and the chain spread over columns."""
+    row = {key: value for key, value in data.items() if key not in ("confidence_distribution", "chain")}
+    for bucket in data["confidence_distribution"]:
+        row[f"confidence_{bucket['from']:.1f}-{bucket['to']:.1f}"] = bucket["requests"]
+    row.update({f"chain_{key}": value for key, value in data["chain"].items()})
+    return row
 
 
 @app.command("summary")
-def report_summary(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Counts, confidence distribution, HNSW/exact disagreements and the chain status."""
+def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, as_json: JsonOption = False) -> None:
+    """Counts, confidence distribution, HNSW/exact disagreements and the chain status.
+
+    \b
+    Example: attribution-audit report summary --format json
+    """
     from attribution_audit.services.report import summary
 
     data = summary(audit_of(ctx.obj))
-    if as_json:
-        print_json(data)
-        return
-    chain = data["chain"]
-    typer.echo(
-        f"requests {data['requests']} ({data['production_requests']} production), "
-        f"verified {data['verified_requests']}, HNSW/exact disagreements {data['ann_disagreements']}, "
-        f"low confidence {data['low_confidence_requests']}"
-    )
-    typer.echo(
-        f"mean confidence {data['mean_confidence']}, works {data['active_works']} active / "
-        f"{data['withdrawn_works']} withdrawn"
-    )
-    for bucket in data["confidence_distribution"]:
-        typer.echo(f"  confidence {bucket['from']:.1f}-{bucket['to']:.1f}: {bucket['requests']}")
-    state = "OK" if chain["ok"] else f"BROKEN at seq {chain['broken_seq']} ({chain['reason']})"
-    typer.echo(f"chain {state}: {chain['records']} records, head {chain['head_hash']}")
+
+    def text() -> None:
+        chain = data["chain"]
+        typer.echo(
+            f"requests {data['requests']} ({data['production_requests']} production), "
+            f"verified {data['verified_requests']}, HNSW/exact disagreements {data['ann_disagreements']}, "
+            f"low confidence {data['low_confidence_requests']}"
+        )
+        typer.echo(
+            f"mean confidence {data['mean_confidence']}, works {data['active_works']} active / "
+            f"{data['withdrawn_works']} withdrawn"
+        )
+        for bucket in data["confidence_distribution"]:
+            typer.echo(f"  confidence {bucket['from']:.1f}-{bucket['to']:.1f}: {bucket['requests']}")
+        state = "OK" if chain["ok"] else f"BROKEN at seq {chain['broken_seq']} ({chain['reason']})"
+        typer.echo(f"chain {state}: {chain['records']} records, head {chain['head_hash']}")
+
+    emit(output_format(fmt, as_json), data=data, rows=[_summary_row(data)], text=text)
 
 
 @app.command("request")
@@ -63,7 +90,11 @@ def report_request(
     html_out: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML page here.")] = None,
     pdf_out: Annotated[Path | None, typer.Option("--pdf", help="Also print it to PDF (needs Chromium).")] = None,
 ) -> None:
-    """One attribution as a self-contained HTML page (and PDF): image, ranked neighbours, shares, indicators, hash."""
+    """One attribution as a self-contained HTML page (and PDF): image, ranked neighbours, shares, indicators, hash.
+
+    \b
+    Example: attribution-audit report request "$(attribution-audit audit list --limit 1 --format csv | tail -n 1 | cut -d, -f1)" --html .demo/request.html
+    """  # noqa: E501 (the example is one line, to paste)
     from attribution_audit.services.audit_log import write_request_html, write_request_pdf
 
     if html_out is None and pdf_out is None:

@@ -1,29 +1,112 @@
-"""Rows as text: an aligned table with a header, CSV (header + rows) or a JSON list."""
+"""Rows as text, the one output layer of the CLI: an aligned table with a header, CSV (header + rows) or JSON.
+
+Every format has a header or keys, also with no rows. Times are ISO 8601 in UTC with the zone (a time without one is
+UTC already, as the audit DB stores it). CSV cells that a spreadsheet would run as a formula are neutralised.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
+from datetime import UTC, date, datetime
 from typing import Any
 
 OUTPUT_FORMATS = ("table", "csv", "json")
+# A text cell starting with one of these is a formula (or becomes one) in Excel, LibreOffice and Google Sheets.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Numbers written as text (a signed decimal) are not formulas: "-0.5" stays a number in the spreadsheet.
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+NO_ROWS = "(no rows)"
+
+
+def iso_time(moment: datetime, timespec: str = "auto") -> str:
+    """ISO 8601 in UTC with the zone (``+00:00``); a time without a zone is UTC already (as the audit DB stores it)."""
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return utc.isoformat(timespec=timespec)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_time(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def render_json(data: Any, indent: int | None = 2) -> str:
+    """``data`` as JSON; times as ISO 8601 with their zone, other values JSON does not know as text."""
+    return json.dumps(data, indent=indent, default=_json_value)
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell: empty for None, true/false, times in ISO 8601, text that looks like a formula behind
+    ``'``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return iso_time(value)
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def _csv_line(cells: Any) -> str:
+    """One CSV record. The writer's own terminator is CR LF so that it quotes a cell holding a CR as well as one
+    holding an LF; the records are then joined with LF."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
+    return buffer.getvalue().removesuffix("\r\n")
+
+
+def table_cell(value: Any) -> str:
+    """A value as a table cell: ``-`` for None, true/false, times in ISO 8601 to the second, floats to 6 decimals."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return iso_time(value, "seconds")
+    if isinstance(value, float):
+        return str(round(value, 6))
+    return str(value)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def render_rows(rows: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] | None = None) -> str:
-    """Rows as an aligned table, CSV (header + rows, the header even with no rows) or a JSON list."""
+    """Rows as an aligned table (numbers right-aligned), CSV or a JSON list; the header even with no rows.
+
+    ``columns`` picks and orders the columns of the table and CSV (default: the keys of the first row); JSON has
+    every key of every row.
+    """
     if fmt == "json":
-        return json.dumps(rows, indent=2, default=str)
+        return render_json(rows)
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"format {fmt!r}: choose {', '.join(OUTPUT_FORMATS)}")
     columns = tuple(columns or (rows[0] if rows else ()))
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue().rstrip("\n")
+        lines = [_csv_line(columns), *(_csv_line([csv_cell(row.get(c)) for c in columns]) for row in rows)]
+        return "\n".join(lines)
     if not rows:
-        return "  ".join(columns) + "\n(no rows)" if columns else "(no rows)"
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+        return "  ".join(columns) + "\n" + NO_ROWS if columns else NO_ROWS
+    cells = [[table_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    right = [all(_numeric(line[i]) or line[i] in ("-", "n/a") for line in cells) for i in range(len(columns))]
+    right = [r and any(_numeric(line[i]) for line in cells) for i, r in enumerate(right)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(list(columns)), *(line(values) for values in cells)])

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
+from attribution_audit.domain.results import as_utc
 from attribution_audit.store.audit_store import AuditStore
 
 CONFIDENCE_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -17,6 +18,11 @@ def artist_shares(
 ) -> list[dict[str, Any]]:
     """Per canonical artist over [date_from, date_to] (inclusive days): attributions, sum of shares, mean confidence."""
     return audit.reports.artist_shares(date_from, date_to)
+
+
+def _iso(moment: str | None) -> str | None:
+    """A time as SQL gives it (SQLite: text in UTC without a zone) as ISO 8601 in UTC with the zone."""
+    return None if moment is None else as_utc(datetime.fromisoformat(moment)).isoformat()
 
 
 def summary(audit: AuditStore) -> dict[str, Any]:
@@ -35,8 +41,8 @@ def summary(audit: AuditStore) -> dict[str, Any]:
         "ann_disagreements": counts.ann_disagreements,
         "low_confidence_requests": counts.low_confidence_requests,
         "mean_confidence": counts.mean_confidence,
-        "first_request": counts.first_request,
-        "last_request": counts.last_request,
+        "first_request": _iso(counts.first_request),
+        "last_request": _iso(counts.last_request),
         "confidence_distribution": buckets,
         "active_works": counts.active_works,
         "withdrawn_works": counts.withdrawn_works,
