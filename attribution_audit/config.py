@@ -1,19 +1,71 @@
-"""Settings: CLI options > environment variables (ATTRIBUTION_AUDIT_*) > defaults."""
+"""Settings: CLI options > environment variables (ATTRIBUTION_AUDIT_*) > what the data dir recorded > defaults.
+
+A data dir remembers, at its first ingest, which embedder built it and which spaces its collection holds
+(``<data dir>/attribution-audit.json``); later commands on it use that embedder unless told otherwise.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from attribution_audit.errors import AttributionAuditError
 
 ENV_PREFIX = "ATTRIBUTION_AUDIT_"
 DEFAULT_DATA_DIR = Path(".attribution-audit")
 DEFAULT_EMBEDDER = "clip"
+RECORD_FILE = "attribution-audit.json"
+
+
+@dataclass(frozen=True)
+class DataDirRecord:
+    """What a data dir remembers: the default embedder, and each ingested embedder's spaces."""
+
+    embedder: str
+    collections: dict[str, list[str]] = field(default_factory=dict)  # embedder -> spaces of its collection
+    announced: bool = False  # whether a command already said that it uses the recorded embedder
+
+    def as_json(self) -> dict[str, Any]:
+        return {"embedder": self.embedder, "collections": self.collections, "announced": self.announced}
+
+
+def read_record(data_dir: Path) -> DataDirRecord | None:
+    """The data dir's record, None when it has none; a one-line error when the file is unreadable."""
+    path = data_dir / RECORD_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return DataDirRecord(str(raw["embedder"]), dict(raw.get("collections", {})), bool(raw.get("announced")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AttributionAuditError(
+            f"{path}: unreadable data dir record ({exc}); fix or delete it (pass --embedder explicitly then)"
+        ) from None
+
+
+def write_record(data_dir: Path, record: DataDirRecord) -> None:
+    """Replace the data dir's record atomically."""
+    path = data_dir / RECORD_FILE
+    temporary = path.with_name(path.name + ".tmp")
+    data = {**record.as_json(), "updated_at": datetime.now(UTC).isoformat()}
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise AttributionAuditError(f"{path}: cannot write the data dir record ({exc.strerror})") from None
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the data lives and which parts to use. Build with :func:`load_settings`."""
+    """Where the data lives and which parts to use. Build with :func:`load_settings`.
+
+    ``embedder_from`` says where the embedder came from: ``option``, ``environment``, ``data dir`` or ``default``.
+    """
 
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str | None = None
@@ -21,13 +73,17 @@ class Settings:
     qdrant_api_key: str | None = None
     embedder: str = DEFAULT_EMBEDDER
     requester: str | None = None
+    embedder_from: str = "default"
+
+    @property
+    def embedded_database(self) -> Path | None:
+        """The SQLite file of the data dir when no database URL is configured (the embedded default)."""
+        return None if self.database_url else (self.data_dir / "audit.sqlite").resolve()
 
     @property
     def resolved_database_url(self) -> str:
         """The configured URL, else a SQLite file inside the data dir."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'audit.sqlite').resolve()}"
+        return self.database_url or f"sqlite:///{self.embedded_database}"
 
     @property
     def qdrant_path(self) -> Path:
@@ -39,19 +95,30 @@ class Settings:
         """Who asks: the configured requester, else the OS user."""
         return self.requester or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
+    def with_embedder(self, embedder: str | None) -> Settings:
+        """These settings with ``--embedder`` applied when given."""
+        return self if embedder is None else replace(self, embedder=embedder, embedder_from="option")
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment, then apply the non-None ``overrides`` (CLI options)."""
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and the data dir's record, then apply the non-None ``overrides``."""
     env = os.environ
+    given = {key: value for key, value in overrides.items() if value is not None}
+    data_dir = Path(given.pop("data_dir", None) or env.get(f"{ENV_PREFIX}DATA_DIR", str(DEFAULT_DATA_DIR)))
+    embedder, embedder_from = DEFAULT_EMBEDDER, "default"
+    if "embedder" in given:
+        embedder, embedder_from = given.pop("embedder"), "option"
+    elif env.get(f"{ENV_PREFIX}EMBEDDER"):
+        embedder, embedder_from = env[f"{ENV_PREFIX}EMBEDDER"], "environment"
+    elif (record := read_record(data_dir)) is not None:
+        embedder, embedder_from = record.embedder, "data dir"
     settings = Settings(
-        data_dir=Path(env.get(f"{ENV_PREFIX}DATA_DIR", str(DEFAULT_DATA_DIR))),
+        data_dir=data_dir,
         database_url=env.get(f"{ENV_PREFIX}DATABASE_URL") or None,
         qdrant_url=env.get(f"{ENV_PREFIX}QDRANT_URL") or None,
         qdrant_api_key=env.get(f"{ENV_PREFIX}QDRANT_API_KEY") or None,
-        embedder=env.get(f"{ENV_PREFIX}EMBEDDER", DEFAULT_EMBEDDER),
+        embedder=embedder,
         requester=env.get(f"{ENV_PREFIX}REQUESTER") or None,
+        embedder_from=embedder_from,
     )
-    given = {key: value for key, value in overrides.items() if value is not None}
-    if "data_dir" in given:
-        given["data_dir"] = Path(given["data_dir"])  # type: ignore[arg-type]
-    return replace(settings, **given)  # type: ignore[arg-type]
+    return replace(settings, **given)

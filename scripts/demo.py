@@ -1,11 +1,13 @@
 """`make demo`: build a small catalogue, ingest it, attribute a few generated images, show the audit log.
 
 Runs on embedded defaults (Qdrant Edge shard + SQLite in .demo/data) with the packaged offline embedder, through
-the real CLI, so every step is what a user would type.
+the real CLI, so every step is what a user would type; every command is printed in full and can be pasted.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,27 +16,39 @@ from attribution_audit.sources.synthetic import make_demo_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
+DATA = DEMO / "data"
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it from the repository root."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def cli(*args: str) -> None:
-    command = [sys.executable, "-m", "attribution_audit", "--data-dir", str(DEMO / "data"), *args]
-    print("$ attribution-audit " + " ".join(args[:3]) + (" ..." if len(args) > 3 else ""), flush=True)
-    subprocess.run(command, check=True)
+    print("$ attribution-audit " + shlex.join(args), flush=True)
+    environment = {**os.environ, "ATTRIBUTION_AUDIT_DATA_DIR": str(DATA)}
+    subprocess.run([sys.executable, "-m", "attribution_audit", *args], check=True, env=environment)
 
 
 def main() -> None:
     catalogue = make_demo_catalogue(DEMO / "catalogue", queries_per_artist=1)
-    cli("db", "upgrade")
-    cli("ingest", str(catalogue.manifest), "--embedder", "efficientnet-lite0")
+    print(f"$ export ATTRIBUTION_AUDIT_DATA_DIR={shlex.quote(shown(DATA))}")
+    cli("ingest", shown(catalogue.manifest), "--embedder", "efficientnet-lite0")
     queries = catalogue.queries[:4]
     for query in queries:
         print(f"# {query.path.name} was generated in the style of {query.artist}")
-    cli("attribute", *(str(q.path) for q in queries), "--k", "5", "--embedder", "efficientnet-lite0")
+    cli("attribute", *(shown(q.path) for q in queries), "--k", "5")
     cli("audit", "list", "--limit", "4")
     cli("audit", "verify")
     cli("report", "summary")
-    print(f"\nAudit log: {DEMO / 'data' / 'audit.sqlite'}  (SQLite; query it with any SQL client)")
-    print(f"Vector store: {DEMO / 'data' / 'qdrant'}  (embedded Qdrant Edge shard)")
+    print(f"\nAudit log: {shown(DATA / 'audit.sqlite')}  (SQLite; query it with any SQL client)")
+    print(f"Vector store: {shown(DATA / 'qdrant')}  (embedded Qdrant Edge shard)")
+    print("\nGo on from here (the data dir remembers its embedder; paste these lines):")
+    print(f"  . {shown(ROOT / '.venv' / 'bin' / 'activate')}")
+    print(f"  export ATTRIBUTION_AUDIT_DATA_DIR={shlex.quote(str(DATA))}")
+    print(f"  attribution-audit attribute {shown(catalogue.queries[-1].path)} --k 5")
+    print("  attribution-audit report artists --format csv")
+    print("  attribution-audit audit show <request id from `audit list`>")
 
 
 if __name__ == "__main__":

@@ -235,6 +235,23 @@ def cli(cli_on: Callable[[str], Cli], sqlite_url: str) -> Cli:
     return cli_on(sqlite_url)
 
 
+def save_tiny_clip(directory: Path, seed: int = 0, layers: int = 2) -> None:
+    """A tiny random CLIP checkpoint (16-d projection, 32 px images) saved like a real one: the real loading code
+    runs on it, and nothing is downloaded."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": layers, "num_attention_heads": 4}
+    config = CLIPConfig(
+        text_config={**tower, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+        vision_config={**tower, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+
+
 # -- data --------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def demo_catalogue(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalogue:

@@ -77,7 +77,12 @@ def test_changed_image_is_reembedded(
     copy = tmp_path / "catalogue"  # the same catalogue (by name, work ids and images) in a folder of this test
     shutil.copytree(demo_catalogue.manifest.parent, copy)
     shutil.copy(copy / "works" / "a1_w0.png", copy / "works" / "a0_w0.png")
-    again = cli("ingest", str(copy / "catalogue.csv"), *EMBEDDER)
+    # Another file named catalogue.csv does not silently join the catalogue of that name...
+    refused = cli("ingest", str(copy / "catalogue.csv"), *EMBEDDER, code=1)
+    assert "catalogue 'catalogue' (named after the file) was ingested from" in refused.output
+    assert "pass --catalogue catalogue to add these works to it" in refused.output
+    # ...it does when asked to.
+    again = cli("ingest", str(copy / "catalogue.csv"), "--catalogue", "catalogue", *EMBEDDER)
     assert "0 added, 1 updated, 47 unchanged, 0 withdrawn (skipped), 0 failed" in again.stdout
 
 

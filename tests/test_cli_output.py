@@ -403,11 +403,7 @@ def test_every_example_runs_as_written_on_the_demo_data(
     # The demo's layout (scripts/demo.py), in a fresh folder, with the environment `make demo` tells users to set.
     monkeypatch.chdir(tmp_path)
     demo = make_demo_catalogue(tmp_path / ".demo" / "catalogue", queries_per_artist=1)
-    labelled = tmp_path / ".demo" / "catalogue" / "queries.csv"
-    if not labelled.exists():  # the generated images with their artists, for the evaluation examples
-        labelled.write_text(
-            "path,artist\n" + "".join(f"generated/{q.path.name},{q.artist}\n" for q in demo.queries), encoding="utf-8"
-        )
+    assert demo.labelled == tmp_path / ".demo" / "catalogue" / "queries.csv"  # for the evaluation examples
     for name in ("DATABASE_URL", "QDRANT_URL", "EMBEDDER"):
         monkeypatch.delenv(f"ATTRIBUTION_AUDIT_{name}", raising=False)
     monkeypatch.setenv("ATTRIBUTION_AUDIT_DATA_DIR", ".demo/data")

@@ -10,6 +10,7 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_clip
 from PIL import Image
 
 from attribution_audit.embedding import EMBEDDER_NAMES, Embedder, get_embedder
@@ -134,21 +135,6 @@ def test_efficientnet_fingerprint_and_quiet_load(effnet: Embedder, capsys: pytes
     assert len(effnet.fingerprint.rsplit(":", 1)[1]) == 16
     assert get_embedder("efficientnet-lite0", device="cpu").fingerprint == effnet.fingerprint
     assert capsys.readouterr().out == ""
-
-
-def save_tiny_clip(directory: Path, seed: int) -> None:
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
-    config = CLIPConfig(
-        text_config={**tower, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
-        vision_config={**tower, "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    )
-    torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
 
 
 @pytest.fixture

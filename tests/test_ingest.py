@@ -606,11 +606,19 @@ def test_corrected_metadata_with_the_same_image_is_applied(
     source = open_source(manifest)
     ingest_source(source, audit=sqlite_audit, store=store, **precomputed(table))
     manifest.write_text(manifest.read_text().replace("img/v0.png,Ada,V0", "img/v0.png,Ada Lovelace,V0"))
+    # A row that would give a known work another artist is refused unless the change is asked for...
+    refused = ingest_source(open_source(manifest), audit=sqlite_audit, store=store, **precomputed(table))
+    assert [f.work_id for f in refused.failures] == ["V0"]
+    assert "is by 'Ada', this row says 'Ada Lovelace'" in refused.failures[0].reason
+    assert "--allow-artist-changes" in refused.failures[0].reason
+    assert works_of(sqlite_audit.engine, "vc")["V0"].artist.name == "Ada"
+    # ...and then applied and listed.
     source = open_source(manifest)
-    report = ingest_source(source, audit=sqlite_audit, store=store, **precomputed(table))
+    report = ingest_source(source, audit=sqlite_audit, store=store, allow_artist_changes=True, **precomputed(table))
     assert works_of(sqlite_audit.engine, "vc")["V0"].artist.name == "Ada Lovelace"
     assert point_of(store, "vc", "V0")[1]["artist"] == "Ada Lovelace"
     assert report.unchanged == 4
+    assert report.artist_changes == [("V0", "Ada", "Ada Lovelace")]
 
 
 # -- crash safety --------------------------------------------------------------------------------------------------
@@ -752,3 +760,44 @@ def test_a_work_whose_image_duplicates_another_is_flagged(
     assert "2 added" in result.stdout
     assert "warning: 1 work(s) have the same image file as another work" in result.stderr
     assert "D2 = D1" in result.stderr
+
+
+# -- progress -------------------------------------------------------------------------------------------------------
+def test_progress_reports_a_total_and_reaches_it(
+    sqlite_audit: AuditStore, store: EdgeStore, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    manifest, table = vector_catalogue
+    seen: list[tuple[int, int | None]] = []
+    ingest_source(
+        open_source(manifest),
+        audit=sqlite_audit,
+        store=store,
+        progress=lambda d, t: seen.append((d, t)),
+        **precomputed(table),
+    )
+    assert seen[0] == (0, 5) and seen[-1] == (5, 5)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    seen.clear()
+    ingest_source(  # a re-run settles every row without embedding: still counted
+        open_source(manifest),
+        audit=sqlite_audit,
+        store=store,
+        progress=lambda d, t: seen.append((d, t)),
+        **precomputed(table),
+    )
+    assert seen[-1] == (5, 5)
+
+
+def test_progress_outside_a_terminal_is_a_periodic_line_with_total_and_eta(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attribution_audit.cli import progress
+
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    with progress.ProgressDisplay("ingest works.csv") as show:
+        assert not show.terminal  # pytest captures stderr: not a terminal
+        for done in (0, 32, 64, 100):
+            show(done, 100)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("ingest works.csv: 32/100 works (32%),") and "ETA" in lines[0]
+    assert lines[-1].startswith("ingest works.csv: 100/100 works (100%)")

@@ -207,3 +207,6 @@ def test_noise_experiment_in_the_style_space(cli: Cli, tmp_path: Path, demo_cata
     metrics = json.loads((tmp_path / "o" / "noise.json").read_text())
     assert metrics["space"] == "style" and metrics["levels"][0]["noise_works"] == 12
     assert 0 <= metrics["levels"][0]["mean_overlap"] <= 1
+    # The content space of a collection that also holds style vectors: its scratch copy keeps both spaces.
+    cli(*args, "--space", "content", *embedder, "--out", str(tmp_path / "c"))
+    assert json.loads((tmp_path / "c" / "noise.json").read_text())["space"] == "content"

@@ -26,3 +26,12 @@ def test_a_query_of_the_wrong_size_is_a_clear_error(tmp_path: Path, kind: str) -
 def test_an_unknown_database_url_is_one_line() -> None:
     with pytest.raises(DatabaseError, match="not a database URL"):
         create_db_engine("bogus://x")
+
+
+@pytest.mark.parametrize("key", ["password", "PASSWORD", "sslpassword"])
+def test_secrets_in_url_query_parameters_never_reach_messages(key: str) -> None:
+    from attribution_audit.store.database import display_url
+
+    shown = display_url(f"postgresql://postgres@127.0.0.1:5999/test?{key}=QSECRET&sslmode=require")
+    assert "QSECRET" not in shown and "***" in shown and "sslmode=require" in shown
+    assert "pw" not in display_url("postgresql://user:pw@127.0.0.1/db")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_tiny_clip
 from PIL import Image, ImageDraw
 
 from attribution_audit.embedding import Embedder, get_embedder
@@ -151,24 +152,9 @@ def test_style_space_groups_by_style_not_content(style: StyleEmbedder) -> None:
     assert margins["style"] > margins["content"] + 0.05
 
 
-def save_tiny_clip(directory: Path, layers: int) -> None:
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": layers, "num_attention_heads": 4}
-    config = CLIPConfig(
-        text_config={**tower, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
-        vision_config={**tower, "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
-
-
 @pytest.mark.parametrize(("depth", "layers"), [(2, [1]), (4, [1, 2]), (12, [3, 6])])
 def test_clip_base(tmp_path: Path, images: list, depth: int, layers: list[int]) -> None:
-    save_tiny_clip(tmp_path, depth)
+    save_tiny_clip(tmp_path, layers=depth)
     clip = get_embedder(f"clip:{tmp_path}", device="cpu", batch_size=2)
     style = StyleEmbedder(clip)
     assert style.layers == layers and style.dim == len(layers) * (32 * 33 // 2)

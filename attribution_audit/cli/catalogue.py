@@ -66,6 +66,8 @@ def catalogue_check(
         "stale": report.stale,
         "repaired": report.repaired,
         "clean": report.clean,
+        "coverage": report.coverage,
+        "partial_spaces": report.partial_spaces,
     }
 
     def text() -> None:
@@ -73,6 +75,10 @@ def catalogue_check(
             f"{report.collection}: {report.points} points, {report.expected} expected; {len(report.orphans)} orphan, "
             f"{len(report.missing)} missing, {len(report.stale)} stale"
         )
+        works = report.coverage.get("content", 0)
+        typer.echo("spaces: " + ", ".join(f"{space} {count}/{works} works" for space, count in report.coverage.items()))
+        for space in report.partial_spaces:
+            typer.echo(f"the {space} space is partial: ingest every catalogue again with --spaces content,{space}")
         if report.repaired:
             typer.echo(
                 "repaired: orphan and stale points deleted; run `attribution-audit ingest` again to re-add works"

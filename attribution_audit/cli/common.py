@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from typer.core import TyperCommand
 
-from attribution_audit.config import Settings, load_settings
+from attribution_audit.config import Settings
 
 if TYPE_CHECKING:
     from attribution_audit.domain.results import Attribution
@@ -151,13 +151,23 @@ QueriesArgument = Annotated[
 
 
 def settings_of(ctx: typer.Context, embedder: str | None = None) -> Settings:
-    """The invocation's settings, with ``--embedder`` applied when given."""
+    """The invocation's settings, with ``--embedder`` applied when given. The first command that uses the embedder a
+    data dir recorded says so, once."""
+    from attribution_audit.services.wiring import announce_recorded_embedder
+
     settings: Settings = ctx.obj
-    return load_settings(**{**settings.__dict__, "embedder": embedder})
+    settings = settings.with_embedder(embedder)
+    if announce_recorded_embedder(settings):
+        typer.echo(
+            f"note: using embedder {settings.embedder}, recorded by the first ingest into {settings.data_dir} "
+            "(pass --embedder to use another)",
+            err=True,
+        )
+    return settings
 
 
 def audit_of(settings: Settings) -> AuditStore:
-    """The audit store of the settings, its schema checked."""
+    """The audit store of the settings, its schema checked (a missing embedded log is an error, not created)."""
     from attribution_audit.services.wiring import open_audit
 
     return open_audit(settings)

@@ -11,11 +11,11 @@ from attribution_audit.cli.common import (
     EmbedderOption,
     IngestSpaces,
     SourceFormat,
-    audit_of,
     checked,
     choice,
     settings_of,
 )
+from attribution_audit.cli.progress import ProgressDisplay
 
 SHOWN_FAILURES = 20
 
@@ -50,6 +50,9 @@ def ingest(
             help="content, or content,style to also fill the style space.",
         ),
     ] = IngestSpaces.content,
+    allow_artist_changes: Annotated[
+        bool, typer.Option(help="Accept rows that change the artist of a known work (the change is listed).")
+    ] = False,
 ) -> None:
     """Embed a catalogue's works into the vector store and record them in the audit DB (re-runs add nothing).
 
@@ -60,19 +63,21 @@ def ingest(
 
     with_style = spaces is IngestSpaces.content_style
     settings = settings_of(ctx, embedder)
-    report = checked(
-        ingest_catalogue,
-        settings=settings,
-        audit=audit_of(settings),
-        source_path=source,
-        fmt=fmt.value,
-        catalogue=catalogue,
-        embeddings=embeddings,
-        failures=failures,
-        batch_size=batch_size,
-        workers=workers,
-        with_style=with_style,
-    )
+    with ProgressDisplay(f"ingest {source.name}") as progress:
+        report = checked(
+            ingest_catalogue,
+            settings=settings,
+            source_path=source,
+            fmt=fmt.value,
+            catalogue=catalogue,
+            embeddings=embeddings,
+            failures=failures,
+            batch_size=batch_size,
+            workers=workers,
+            with_style=with_style,
+            allow_artist_changes=allow_artist_changes,
+            progress=progress,
+        )
     for failure in report.failures[:SHOWN_FAILURES]:
         typer.echo(f"failed: {source}:{failure.line} work_id={failure.work_id!r}: {failure.reason}", err=True)
     if report.failed > SHOWN_FAILURES:
@@ -89,6 +94,10 @@ def ingest(
             f"(e.g. {first} = {twin}); both will be attributed: withdraw one if they are the same work",
             err=True,
         )
+    for work_id, old, new in report.artist_changes:
+        typer.echo(f"artist changed: {work_id}: {old} -> {new}", err=True)
+    if report.note:
+        typer.echo(f"note: {report.note}", err=True)
     if report.labelled_queries:
         typer.echo(f"labelled query set {report.catalogue}: {report.labelled_queries} generated images")
     if report.failures_path:

@@ -20,6 +20,7 @@ from attribution_audit.domain.results import Attribution, Neighbour, Outcome, Re
 from attribution_audit.domain.shares import neighbour_shares
 from attribution_audit.domain.spaces import QueryVectors, space_named
 from attribution_audit.embedding.base import Embedder
+from attribution_audit.errors import VectorStoreError
 from attribution_audit.sources.images import load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.exact import ExactIndex, load_or_build, overlap_at_k
@@ -57,6 +58,7 @@ class Attributor:
         self._random = random.Random(seed)
         self.calibration: LogisticModel | None = audit.evaluations.latest_calibration(embedder_fingerprint)
         self.canonical = audit.catalogue.canonical_artists()
+        self.coverage = audit.catalogue.space_coverage(store.collection)
 
     def with_store(self, store: VectorStore) -> Attributor:
         """The same attributor over another store (a scratch copy, say); exact indexes are not shared."""
@@ -92,7 +94,9 @@ class Attributor:
     # -- one request -------------------------------------------------------------------------------------------
     def compute(self, query: QueryVectors, params: AttributionParams) -> Outcome:
         """Search, re-rank, apply K, measure, share, and verify against the exact search when asked."""
-        ranked = space_named(params.space).candidates(self.store, query, params)
+        space = space_named(params.space)
+        self._check_coverage(space.bases)
+        ranked = space.candidates(self.store, query, params)
         kept = apply_k_policy(ranked, params)
         sims = [sim for _, sim in kept]
         shares = neighbour_shares(sims, params.shares, params.temperature)
@@ -133,6 +137,16 @@ class Attributor:
             top_artist_share=by_artist.get(top) if top else None,
             artist_shares=by_artist,
         )
+
+    def _check_coverage(self, bases: tuple[str, ...]) -> None:
+        """Refuse a space that some works of the collection lack: they could never be found in it."""
+        works = self.coverage.get(CONTENT, 0)
+        for base in bases:
+            if self.coverage.get(base, 0) < works:
+                raise VectorStoreError(
+                    f"the {base} space of collection '{self.store.collection}' covers {self.coverage.get(base, 0)} "
+                    f"of its {works} works; ingest every catalogue again with --spaces content,{base} first"
+                )
 
     def _canonical_of(self, hit: Hit) -> str:
         artist = str(hit.payload.get("artist", ""))

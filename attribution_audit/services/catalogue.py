@@ -55,10 +55,17 @@ class CheckReport:
     missing: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     repaired: bool = False
+    coverage: dict[str, int] = field(default_factory=dict)  # space -> active works embedded in it (per the DB)
+
+    @property
+    def partial_spaces(self) -> list[str]:
+        """Spaces that some works of the collection lack (they could never be found there)."""
+        works = self.coverage.get("content", 0)
+        return [space for space, count in self.coverage.items() if count < works]
 
     @property
     def clean(self) -> bool:
-        return not (self.orphans or self.missing or self.stale)
+        return not (self.orphans or self.missing or self.stale or self.partial_spaces)
 
 
 def check(audit: AuditStore, store: VectorStore, repair: bool = False) -> CheckReport:
@@ -72,6 +79,7 @@ def check(audit: AuditStore, store: VectorStore, repair: bool = False) -> CheckR
     expected = audit.catalogue.expected_points(store.collection)
     actual = store.image_hashes()
     report = CheckReport(store.collection, len(actual), len(expected))
+    report.coverage = audit.catalogue.space_coverage(store.collection)
     report.orphans = sorted(actual.keys() - expected.keys())
     report.missing = sorted(expected.keys() - actual.keys())
     report.stale = sorted(p for p in actual.keys() & expected.keys() if actual[p] != expected[p])

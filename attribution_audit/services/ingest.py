@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
 from attribution_audit.config import Settings
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import ImageError, ManifestError, VectorStoreError
+from attribution_audit.errors import ConflictError, ImageError, ManifestError, VectorStoreError
 from attribution_audit.sources.images import LoadedImage, load_image, printable_path, sha256_file
 from attribution_audit.sources.manifest import ManifestRow, RowFailure, Source, WangSource
 from attribution_audit.store.audit_store import AuditStore
@@ -57,6 +56,8 @@ class IngestReport:
     labelled_queries: int = 0
     same_image: list[tuple[str, str]] = field(default_factory=list)  # (work_id, earlier work_id with that image)
     seconds: float = 0.0
+    note: str | None = None  # what the user should know about where the vectors went
+    artist_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (work_id, old artist, new artist)
 
     @property
     def failed(self) -> int:
@@ -74,6 +75,21 @@ class Prepared:
 
 
 VectorLookup = Callable[[ManifestRow], np.ndarray | None]
+Progress = Callable[[int, int | None], None]  # (rows done, rows in all or None): called after each batch
+
+
+class _Counter:
+    """Rows done so far, reported to a progress callback."""
+
+    def __init__(self, progress: Progress | None, total: int | None) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+        if progress is not None:
+            progress(0, total)
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        if self.progress is not None and rows:
+            self.progress(self.done, self.total)
 
 
 def default_catalogue_name(path: Path) -> str:
@@ -115,6 +131,7 @@ class Ingestion:
         catalogue_id: int,
         spaces: str = CONTENT,
         vectors: VectorLookup | None = None,
+        allow_artist_changes: bool = False,
     ) -> None:
         self.audit = audit
         self.store = store
@@ -123,6 +140,7 @@ class Ingestion:
         self.catalogue_id = catalogue_id
         self.spaces = spaces
         self.vectors = vectors
+        self.allow_artist_changes = allow_artist_changes
 
     def digest(self, row: ManifestRow) -> str:
         """The content hash of a row's work: its image file, or for a precomputed vector whose image is not on this
@@ -144,6 +162,19 @@ class Ingestion:
             if work is not None and work.withdrawn:
                 self.report.withdrawn += 1
                 continue
+            if work is not None and work.artist != row.artist:
+                if not self.allow_artist_changes:
+                    self.report.failures.append(
+                        RowFailure(
+                            row.line,
+                            row.work_id,
+                            f"work {row.work_id!r} of catalogue {name!r} is by {work.artist!r}, this row says "
+                            f"{row.artist!r}: fix the row, use another --catalogue, or pass --allow-artist-changes "
+                            "if the manifest corrects the artist",
+                        )
+                    )
+                    continue
+                self.report.artist_changes.append((row.work_id, work.artist, row.artist))
             digest = None
             if work is not None:
                 try:
@@ -241,8 +272,9 @@ def ingest_source(
     batch_size: int = 32,
     workers: int = 2,
     failures_path: Path | None = None,
-    progress: bool | None = None,
+    progress: Progress | None = None,
     style_embedder: StyleEmbedder | None = None,
+    allow_artist_changes: bool = False,
 ) -> IngestReport:
     """Ingest a source; re-running an unchanged source adds nothing. Either ``embedder`` embeds the images, or
     ``vectors`` gives each row a precomputed vector (``embedder_fingerprint`` then names their model).
@@ -265,22 +297,23 @@ def ingest_source(
     if embedder is not None:
         store.ensure_collection(embedder.dim, style_embedder.dim if style_embedder is not None else None)
     spaces = CONTENT if style_embedder is None else f"{CONTENT},{STYLE}"
-    ingestion = Ingestion(audit, store, fingerprint, report, catalogue_id, spaces, vectors)
+    ingestion = Ingestion(audit, store, fingerprint, report, catalogue_id, spaces, vectors, allow_artist_changes)
+    counter = _Counter(progress, sum(1 for _ in source) if progress is not None else None)
     try:
-        with (
-            ThreadPoolExecutor(max_workers=workers) as pool,
-            tqdm(unit="work", desc=f"ingest {catalogue_name}", disable=progress is False or None, leave=False) as bar,
-        ):
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             for chunk in chunks(source, CHUNK_ROWS):
                 rows = [r for r in chunk if isinstance(r, ManifestRow)]
                 report.failures.extend(r for r in chunk if isinstance(r, RowFailure))
                 todo = ingestion.classify(rows) if rows else []
+                counter.advance(len(chunk) - len(todo))  # rows settled without embedding
                 if vectors is not None:
                     _ingest_precomputed(ingestion, todo, vectors, report.run_id)
+                    counter.advance(len(todo))
                 else:
                     assert embedder is not None
-                    _ingest_images(ingestion, todo, embedder, style_embedder, pool, batch_size, report.run_id)
-                bar.update(len(chunk))
+                    _ingest_images(
+                        ingestion, todo, embedder, style_embedder, pool, batch_size, report.run_id, counter.advance
+                    )
         store.build_index()
         if isinstance(source, WangSource):
             report.labelled_queries = audit.evaluations.add_labelled_queries(
@@ -317,8 +350,10 @@ def _ingest_images(
     pool: ThreadPoolExecutor,
     batch_size: int,
     run_id: int,
+    advance: Callable[[int], None],
 ) -> None:
-    """Decode the next batch in worker threads while the current one is embedded and written."""
+    """Decode the next batch in worker threads while the current one is embedded and written; ``advance`` counts
+    each batch's rows once it is written."""
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     pending: list[Future[LoadedImage | RowFailure]] | None = None
     for index, batch in enumerate(batches):
@@ -343,6 +378,7 @@ def _ingest_images(
                 ],
                 run_id,
             )
+        advance(len(batch))
 
 
 def _ingest_precomputed(
@@ -378,9 +414,9 @@ def _write_failures(path: Path | None, failures: list[RowFailure]) -> Path | Non
 
 def ingest_catalogue(
     settings: Settings,
-    audit: AuditStore,
     source_path: Path,
     *,
+    audit: AuditStore | None = None,
     fmt: str = "auto",
     catalogue: str | None = None,
     embeddings: Path | None = None,
@@ -388,20 +424,23 @@ def ingest_catalogue(
     batch_size: int = 32,
     workers: int = 2,
     with_style: bool = False,
+    allow_artist_changes: bool = False,
+    progress: Progress | None = None,
 ) -> IngestReport:
     """The ``ingest`` use case: open the source, the settings' embedder (or the precomputed ``embeddings``) and its
-    collection, and ingest. Failed rows go to ``failures`` (default: a timestamped CSV in the data dir)."""
-    from attribution_audit.services.wiring import vector_store
+    collection, and ingest. Failed rows go to ``failures`` (default: a timestamped CSV in the data dir).
+
+    A catalogue named after its file is refused when that name already belongs to a catalogue ingested from another
+    file (pass ``catalogue`` to choose). No space of the collection is left partly covered: when it holds style
+    vectors, this ingest fills them too (precomputed content vectors are refused there).
+    """
+    from attribution_audit.services.wiring import load_embedder, open_audit, remember_ingest, vector_store
     from attribution_audit.sources.manifest import open_source
 
     if with_style and embeddings is not None:
         raise ValueError("--spaces content,style needs the images: precomputed --embeddings fill content only")
     source = open_source(source_path, fmt)
-    name = catalogue or default_catalogue_name(source.path)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    failures_path = failures or settings.data_dir / "failures" / f"{name}-{stamp}.csv"
     embedder: Embedder | None = None
-    style: StyleEmbedder | None = None
     vectors: VectorLookup | None = None
     fingerprint = None
     if embeddings is not None:
@@ -410,13 +449,27 @@ def ingest_catalogue(
         table = load_vectors(embeddings, source)
         vectors, fingerprint = (lambda row: table.get(row.work_id)), f"precomputed:{settings.embedder}"
     else:
-        from attribution_audit.embedding.style import style_embedder_for
-        from attribution_audit.services.wiring import load_embedder
-
         embedder = load_embedder(settings.embedder, batch_size)
-        style = style_embedder_for(embedder) if with_style else None
+    # Only now that the inputs are usable is anything created (the embedded audit log on first use).
+    audit = audit or open_audit(settings, create=True)
+    name = catalogue or default_catalogue_name(source.path)
+    if catalogue is None:
+        _refuse_name_collision(audit, name, source.path)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    failures_path = failures or settings.data_dir / "failures" / f"{name}-{stamp}.csv"
     with vector_store(settings) as store:
-        return ingest_source(
+        filled = STYLE in (store.spaces() if store.count() else ()) and not with_style
+        if filled and embeddings is not None:
+            raise ConflictError(
+                f"collection '{store.collection}' holds style vectors and precomputed --embeddings fill content "
+                "only: ingest the images instead, or use another data dir"
+            )
+        style: StyleEmbedder | None = None
+        if embedder is not None and (with_style or filled):
+            from attribution_audit.embedding.style import style_embedder_for
+
+            style = style_embedder_for(embedder)
+        report = ingest_source(
             source,
             audit=audit,
             store=store,
@@ -429,4 +482,28 @@ def ingest_catalogue(
             workers=workers,
             failures_path=failures_path,
             style_embedder=style,
+            allow_artist_changes=allow_artist_changes,
+            progress=progress,
+        )
+    notes = [remember_ingest(settings, [CONTENT, STYLE] if style is not None else [CONTENT])]
+    if filled:
+        notes.append("the collection holds style vectors, so this ingest filled the style space too")
+    coverage = audit.catalogue.space_coverage(store.collection)
+    notes += [
+        f"the {space} space covers {count} of {coverage[CONTENT]} works: ingest the other catalogues again with "
+        f"--spaces content,style (their works are re-embedded); until then --space {space} and fused refuse"
+        for space, count in coverage.items()
+        if space != CONTENT and count < coverage[CONTENT]
+    ]
+    report.note = "; ".join(n for n in notes if n) or None
+    return report
+
+
+def _refuse_name_collision(audit: AuditStore, name: str, path: Path) -> None:
+    """ConflictError when catalogue ``name`` was ingested from another source than ``path``."""
+    sources = audit.catalogue.sources_of(name)
+    if sources and str(path.resolve()) not in sources:
+        raise ConflictError(
+            f"{path}: catalogue {name!r} (named after the file) was ingested from {sources[0]}; pass --catalogue "
+            f"{name} to add these works to it, or --catalogue NEW_NAME for a separate catalogue"
         )

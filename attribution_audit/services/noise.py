@@ -12,7 +12,7 @@ import numpy as np
 
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
-from attribution_audit.domain.points import CONTENT, STYLE, WorkPoint, point_id_for
+from attribution_audit.domain.points import CONTENT, WorkPoint, point_id_for
 from attribution_audit.domain.results import Neighbour
 from attribution_audit.domain.spaces import QueryVectors, space_named
 from attribution_audit.errors import ImageError, ManifestError, VectorStoreError
@@ -89,11 +89,8 @@ def noise_experiment(
                     f"collection '{attributor.store.collection}' has no style vectors; "
                     "ingest with --spaces content,style"
                 )
-            style_dim = (
-                attributor.style_embedder.dim
-                if STYLE in space_named(space).bases and attributor.style_embedder
-                else None
-            )
+            # The scratch copy holds every space of the production collection, whatever space is measured.
+            style_dim = next((len(p.style) for p in production if p.style is not None), None)
             store.ensure_collection(len(production[0].vector), style_dim)
             store.upsert(production)
             store.build_index()

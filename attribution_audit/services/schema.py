@@ -8,7 +8,7 @@ from attribution_audit.services.wiring import open_audit
 
 def upgrade(settings: Settings) -> tuple[str, str | None]:
     """Create or migrate the schema to the head revision; (database shown without password, revision now)."""
-    audit = open_audit(settings, check_schema=False)
+    audit = open_audit(settings, check_schema=False, create=True)
     return audit.url, audit.upgrade()
 
 

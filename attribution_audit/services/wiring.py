@@ -6,16 +6,34 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
-from attribution_audit.config import Settings
+from attribution_audit.config import DataDirRecord, Settings, read_record, write_record
 from attribution_audit.embedding.base import Embedder
+from attribution_audit.errors import NotFoundError
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.vectors import VectorStore, open_collection, open_store
 
 
-def open_audit(settings: Settings, *, check_schema: bool = True) -> AuditStore:
-    """The audit store of the settings' database (schema checked at the head revision unless told otherwise)."""
+def open_audit(settings: Settings, *, check_schema: bool = True, create: bool = False) -> AuditStore:
+    """The audit store of the settings' database, its schema checked at the head revision (unless told otherwise).
+
+    The embedded default (a SQLite file in the data dir) is created at the head revision when ``create`` is set (a
+    command that writes: ingest, db upgrade); otherwise a missing one is a one-line error, and nothing is created.
+    A server database is never created or migrated implicitly: ``db upgrade`` does that.
+    """
+    embedded = settings.embedded_database
+    if embedded is not None and not embedded.exists():
+        if not create:
+            raise NotFoundError(
+                f"no audit log in {settings.data_dir} (no {embedded.name}); ingest a catalogue first "
+                "(`attribution-audit ingest MANIFEST`), or point --data-dir / ATTRIBUTION_AUDIT_DATA_DIR at the data "
+                "dir you used"
+            )
+        audit = AuditStore.open(settings.resolved_database_url, check_schema=False)
+        audit.upgrade()
+        return audit
     return AuditStore.open(settings.resolved_database_url, check_schema=check_schema)
 
 
@@ -33,6 +51,32 @@ def vector_store(
         yield store
     finally:
         store.close()
+
+
+def announce_recorded_embedder(settings: Settings) -> bool:
+    """True the first time a command uses the embedder its data dir recorded (the caller says so); marks it said."""
+    if settings.embedder_from != "data dir":
+        return False
+    record = read_record(settings.data_dir)
+    if record is None or record.announced:
+        return False
+    write_record(settings.data_dir, replace(record, announced=True))
+    return True
+
+
+def remember_ingest(settings: Settings, spaces: list[str]) -> str | None:
+    """Record in the data dir which embedder built which collection; the first ingest's embedder becomes the data
+    dir's default. A note when this ingest made a collection beside the default one."""
+    record = read_record(settings.data_dir) or DataDirRecord(settings.embedder)
+    known = record.collections.get(settings.embedder, [])
+    collections = {**record.collections, settings.embedder: sorted(set(known) | set(spaces))}
+    write_record(settings.data_dir, replace(record, collections=collections))
+    if settings.embedder != record.embedder and not known:
+        return (
+            f"new collection for embedder {settings.embedder} beside {record.embedder}'s; commands without "
+            f"--embedder keep using {record.embedder}"
+        )
+    return None
 
 
 @functools.cache

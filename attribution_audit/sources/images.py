@@ -3,6 +3,7 @@
 import hashlib
 import io
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from attribution_audit.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # refuse decompression bombs above this many pixels
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+MAX_EMBED_ASPECT = 2.0  # images for an embedder are cut to their central region of at most 2:1
 
 _CHUNK = 1024 * 1024
 _WHITE = (255, 255, 255, 255)
@@ -86,9 +88,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
     """Read the whole file, refusing missing, non-regular, empty and oversized files."""
     try:
-        if path.is_dir():
+        status = path.stat()
+        if stat.S_ISDIR(status.st_mode):
             raise _error(path, "is a directory, not an image file; pass the path of an image file")
-        size = path.stat().st_size
+        if not stat.S_ISREG(status.st_mode):
+            # A FIFO would block the read forever, a device would stream without end: refuse before opening.
+            raise _error(path, "is not a regular file (a pipe, socket or device); pass the path of an image file")
+        size = status.st_size
         if size > max_bytes:
             raise _error(
                 path,
@@ -116,6 +122,25 @@ def _bomb_error(path: Path, limit: int, size: tuple[int, int] | None = None) -> 
     )
 
 
+def central_region(image: Image.Image, max_aspect: float = MAX_EMBED_ASPECT) -> Image.Image:
+    """The central part of an image no more elongated than ``max_aspect`` : 1 (the image itself when it is not).
+
+    Every embedder looks only at the central square of an image (resize the short side, centre-crop), so cutting an
+    extremely wide or tall image down first changes nothing the model sees, but keeps its resized copy small: a
+    20000 x 1 strip would otherwise become a multi-gigabyte array once its short side is scaled up.
+    """
+    width, height = image.size
+    if max(width, height) <= max_aspect * min(width, height):
+        return image
+    if width > height:
+        keep = max(1, round(max_aspect * height))
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    keep = max(1, round(max_aspect * width))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
+
+
 def load_image(
     path: str | Path,
     *,
@@ -125,8 +150,9 @@ def load_image(
 ) -> LoadedImage:
     """Decode an image file into an RGB :class:`LoadedImage`, or raise :class:`ImageError`.
 
-    Animated images yield their first frame. For JPEGs, ``target_size`` lets the decoder downscale by a
-    power of two while keeping both sides at least ``2 * target_size`` where possible.
+    Animated images yield their first frame. ``target_size`` marks an image for an embedder: a JPEG may be decoded
+    downscaled by a power of two (both sides kept at least ``2 * target_size`` where possible), and an image more
+    elongated than 2:1 is cut to its central region (:func:`central_region`).
     """
     path = Path(path)
     data = _read_bytes(path, max_bytes)
@@ -139,6 +165,8 @@ def load_image(
                 img.draft("RGB", (target_size * 2, target_size * 2))
             img.load()
             rgb = to_rgb(ImageOps.exif_transpose(img))
+            if target_size:
+                rgb = central_region(rgb)
     except Image.DecompressionBombError:
         # Pillow's own guard fires inside open() above 2 * MAX_IMAGE_PIXELS, before our check can run.
         raise _bomb_error(path, min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))) from None

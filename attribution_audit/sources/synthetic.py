@@ -29,6 +29,7 @@ class DemoQuery:
 class DemoCatalogue:
     manifest: Path
     queries: list[DemoQuery]
+    labelled: Path  # CSV path,artist of the generated queries
 
 
 def _style(index: int) -> dict[str, object]:
@@ -79,7 +80,8 @@ def _generated(style: dict[str, object], seed: int) -> Image.Image:
 def make_demo_catalogue(
     out_dir: str | Path, artists: int = 6, works_per_artist: int = 8, queries_per_artist: int = 1
 ) -> DemoCatalogue:
-    """Write works (PNG) + ``catalogue.csv`` and generated queries under ``out_dir``; deterministic."""
+    """Write works (PNG) + ``catalogue.csv``, generated queries and their labels (``queries.csv``) under ``out_dir``;
+    deterministic."""
     out = Path(out_dir)
     (out / "works").mkdir(parents=True, exist_ok=True)
     (out / "generated").mkdir(parents=True, exist_ok=True)
@@ -98,4 +100,9 @@ def make_demo_catalogue(
                 path = out / "generated" / f"gen_a{a}_{q}.png"
                 _generated(style, seed=a * 1000 + 500 + q).save(path)
                 queries.append(DemoQuery(path, name))
-    return DemoCatalogue(manifest, queries)
+    labelled = out / "queries.csv"  # the generated images with their true artist: a labelled query set
+    with labelled.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "artist"])
+        writer.writerows([q.path.relative_to(out).as_posix(), q.artist] for q in queries)
+    return DemoCatalogue(manifest, queries, labelled)

@@ -219,6 +219,33 @@ class CatalogueRepository:
                 embedding.updated_at, embedding.spaces = utcnow(), spaces
         return WrittenWorks(added, updated, same_image)
 
+    def sources_of(self, catalogue: str) -> list[str]:
+        """The source paths a catalogue was ingested from, oldest first (empty for an unknown catalogue)."""
+        query = (
+            select(IngestionRun.manifest_path)
+            .join(Catalogue, Catalogue.id == IngestionRun.catalogue_id)
+            .where(Catalogue.name == catalogue)
+            .group_by(IngestionRun.manifest_path)
+            .order_by(func.min(IngestionRun.id))
+        )
+        with read_scope(self.engine) as session:
+            return list(session.scalars(query))
+
+    def space_coverage(self, collection: str) -> dict[str, int]:
+        """Active works embedded in ``collection``, per space their embedding covers (``content`` = all of them)."""
+        query = (
+            select(WorkEmbedding.spaces, func.count())
+            .join(Work, Work.id == WorkEmbedding.work_pk)
+            .where(WorkEmbedding.collection == collection, Work.withdrawn_at.is_(None))
+            .group_by(WorkEmbedding.spaces)
+        )
+        coverage: dict[str, int] = {"content": 0}
+        with read_scope(self.engine) as session:
+            for spaces, count in session.execute(query):
+                for space in spaces.split(","):
+                    coverage[space] = coverage.get(space, 0) + count
+        return coverage
+
     # -- lifecycle -------------------------------------------------------------------------------------------
     def withdraw(self, catalogue: str, work_ids: Sequence[str]) -> dict[str, list[str]]:
         """Mark works withdrawn (kept for old audit records); their point ids per collection, to delete next."""
