@@ -7,7 +7,12 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from attribution_audit.store.models import AttributionRequest
+from attribution_audit.store.models import (
+    AttributionArtistShare,
+    AttributionMetrics,
+    AttributionNeighbour,
+    AttributionRequest,
+)
 
 
 def request_row(label: str, **fields: Any) -> AttributionRequest:
@@ -43,3 +48,37 @@ def superuser_edit(engine: Engine, statement: str) -> None:
             connection.execute(text(statement))
             for _, sql in triggers:
                 connection.execute(text(sql))
+
+
+def two_neighbours(artist: str = "A") -> list[AttributionNeighbour]:
+    """Ranks 1 and 2 by one artist, each with half of the shares."""
+    return [
+        AttributionNeighbour(
+            rank=r,
+            catalogue="c",
+            work_id=f"w{r}",
+            artist=artist,
+            canonical_artist=artist,
+            similarity=0.9 - r / 10,
+            distance=0.1 + r / 10,
+            share=0.5,
+        )
+        for r in (1, 2)
+    ]
+
+
+def complete_request(label: str) -> AttributionRequest:
+    """A request with two neighbours, shares and metrics, as the Attributor builds one."""
+    request = request_row(label)
+    request.neighbours = two_neighbours()
+    request.artist_shares = [AttributionArtistShare(artist="A", share=1.0)]
+    request.metrics = AttributionMetrics(
+        entropy=0.0,
+        nn_distance=0.2,
+        margin=0.1,
+        top_artist="A",
+        top_artist_share=1.0,
+        confidence=0.8,
+        confidence_model="default-v1",
+    )
+    return request

@@ -7,16 +7,13 @@ import os
 from multiprocessing.context import ForkServerContext, SpawnContext
 
 import pytest
-from dbtools import request_row, superuser_edit
+from dbtools import complete_request, superuser_edit
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from attribution_audit.store import chain
 from attribution_audit.store.database import create_db_engine
 from attribution_audit.store.models import (
-    AttributionArtistShare,
-    AttributionMetrics,
-    AttributionNeighbour,
     AttributionRequest,
 )
 
@@ -24,45 +21,16 @@ WRITERS, PER_WRITER = 8, 25
 TIMEOUT_FACTOR = float(os.environ.get("ATTRIBUTION_AUDIT_TEST_TIMEOUT_FACTOR", "1"))
 
 
-def synthetic_request(label: str) -> AttributionRequest:
-    """A complete request with two neighbours, shares and metrics, as the Attributor builds one."""
-    request = request_row(label)
-    request.neighbours = [
-        AttributionNeighbour(
-            rank=r,
-            catalogue="c",
-            work_id=f"w{r}",
-            artist="A",
-            canonical_artist="A",
-            similarity=0.9 - r / 10,
-            distance=0.1 + r / 10,
-            share=0.5,
-        )
-        for r in (1, 2)
-    ]
-    request.artist_shares = [AttributionArtistShare(artist="A", share=1.0)]
-    request.metrics = AttributionMetrics(
-        entropy=0.0,
-        nn_distance=0.2,
-        margin=0.1,
-        top_artist="A",
-        top_artist_share=1.0,
-        confidence=0.8,
-        confidence_model="default-v1",
-    )
-    return request
-
-
 def _writer(url: str, label: str) -> None:
     engine = create_db_engine(url)
     for i in range(PER_WRITER):
-        chain.append(engine, synthetic_request(f"{label}-{i}"))
+        chain.append(engine, complete_request(f"{label}-{i}"))
     engine.dispose()
 
 
 def test_appended_records_verify(fresh_db: Engine) -> None:
     for i in range(3):
-        chain.append(fresh_db, synthetic_request(str(i)))
+        chain.append(fresh_db, complete_request(str(i)))
     report = chain.verify_chain(fresh_db)
     assert report.ok and report.checked == 3
     with fresh_db.connect() as connection:
@@ -83,7 +51,7 @@ def test_appended_records_verify(fresh_db: Engine) -> None:
     ],
 )
 def test_update_and_delete_are_rejected_by_the_database(fresh_db: Engine, statement: str) -> None:
-    chain.append(fresh_db, synthetic_request("x"))
+    chain.append(fresh_db, complete_request("x"))
     with pytest.raises(DBAPIError, match="append-only"), fresh_db.begin() as connection:
         connection.execute(text(statement))
     assert chain.verify_chain(fresh_db).ok
@@ -98,7 +66,7 @@ def test_update_and_delete_are_rejected_by_the_database(fresh_db: Engine, statem
     ],
 )
 def test_verify_names_the_first_changed_record(fresh_db: Engine, statement: str, reason: str) -> None:
-    requests = [chain.append(fresh_db, synthetic_request(str(i))) for i in range(4)]
+    requests = [chain.append(fresh_db, complete_request(str(i))) for i in range(4)]
     target = requests[1]
     superuser_edit(fresh_db, statement.replace(":id", f"'{target.id}'"))
     report = chain.verify_chain(fresh_db)
@@ -108,7 +76,7 @@ def test_verify_names_the_first_changed_record(fresh_db: Engine, statement: str,
 
 
 def test_verify_detects_a_removed_record(fresh_db: Engine) -> None:
-    requests = [chain.append(fresh_db, synthetic_request(str(i))) for i in range(3)]
+    requests = [chain.append(fresh_db, complete_request(str(i))) for i in range(3)]
     victim = requests[1].id
     for table in ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics"):
         superuser_edit(fresh_db, f"DELETE FROM {table} WHERE request_id = '{victim}'")

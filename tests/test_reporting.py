@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Cli
-from dbtools import request_row, superuser_edit
+from dbtools import request_row, superuser_edit, two_neighbours
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -28,6 +28,7 @@ from attribution_audit.domain.results import as_utc
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import DatabaseError
 from attribution_audit.reporting.export import FORMAT
+from attribution_audit.reporting.html import CHROMIUM_FLAGS
 from attribution_audit.services.catalogue import merge_artists
 from attribution_audit.services.report import artist_shares
 from attribution_audit.sources.synthetic import make_demo_catalogue
@@ -501,19 +502,7 @@ def test_a_merge_does_not_count_one_request_twice(audit: AuditStore) -> None:
     with Session(audit.engine) as session, session.begin():
         session.add_all([Artist(name="Ada"), Artist(name="A. Da")])
     request = request_row("merged")
-    request.neighbours = [
-        AttributionNeighbour(
-            rank=r,
-            catalogue="c",
-            work_id=f"w{r}",
-            artist="A",
-            canonical_artist="A",
-            similarity=0.9 - r / 10,
-            distance=0.1 + r / 10,
-            share=0.5,
-        )
-        for r in (1, 2)
-    ]
+    request.neighbours = two_neighbours()
     request.artist_shares = [
         AttributionArtistShare(artist="Ada", share=0.75),
         AttributionArtistShare(artist="A. Da", share=0.25),
@@ -1089,16 +1078,7 @@ def test_request_page_renders_in_chromium(pipeline: Pipeline, tmp_path: Path) ->
     browser = _chromium()
     page = tmp_path / "page.html"
     _html_page(pipeline, page)
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
+    flags = [flag for flag in CHROMIUM_FLAGS if flag != "--no-pdf-header-footer"]
     rendered = subprocess.run(
         [browser, *flags, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
         capture_output=True,
