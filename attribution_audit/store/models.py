@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -53,7 +54,10 @@ class Work(Base):
     """A catalogued work: its current version, and whether it is withdrawn from new attributions."""
 
     __tablename__ = "works"
-    __table_args__ = (UniqueConstraint("catalogue_id", "work_id", name="uq_works_catalogue_work"),)
+    __table_args__ = (
+        UniqueConstraint("catalogue_id", "work_id", name="uq_works_catalogue_work"),
+        Index("ix_works_catalogue_image", "catalogue_id", "image_sha256"),  # the same-image check of ingestion
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     catalogue_id: Mapped[int] = mapped_column(ForeignKey("catalogues.id"), index=True)
