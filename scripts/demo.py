@@ -48,7 +48,7 @@ def main() -> None:
     print(f"  export ATTRIBUTION_AUDIT_DATA_DIR={shlex.quote(str(DATA))}")
     print(f"  attribution-audit attribute {shown(catalogue.queries[-1].path)} --k 5")
     print("  attribution-audit report artists --format csv")
-    print("  attribution-audit audit show <request id from `audit list`>")
+    print("  attribution-audit audit list --limit 3")
 
 
 if __name__ == "__main__":

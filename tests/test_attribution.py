@@ -4,6 +4,7 @@ CLI end to end with the real EfficientNet-Lite0 embedder on the demo catalogue."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -461,6 +462,9 @@ def test_replay_on_an_unchanged_index_has_no_differences(computer: Attributor, q
     assert diff_attributions(before, after) == []
     with pytest.raises(NotFoundError):
         computer.replay("no-such-request")
+    # A newer confidence model is a difference an auditor must see, not only the number it changed.
+    recalibrated = dataclasses.replace(after, confidence=0.99, confidence_model="logistic-v1")
+    assert "~ confidence_model: default-v1 -> logistic-v1" in diff_attributions(before, recalibrated)
 
 
 def test_replay_after_a_new_close_work_shows_it(sqlite_audit: AuditStore, tmp_path: Path) -> None:

@@ -424,3 +424,10 @@ def test_every_example_runs_as_written_on_the_demo_data(
             assert next(csv.reader(io.StringIO(result.stdout))), example
     assert (tmp_path / ".demo" / "request.html").is_file()
     assert (tmp_path / ".demo" / "evaluation" / "metrics.json").is_file()
+
+
+def test_an_exact_copy_prints_distance_zero_not_minus_zero() -> None:
+    from attribution_audit.cli.common import unsigned_zero
+
+    assert f"{unsigned_zero(-1e-8):.4f}" == "0.0000" and f"{unsigned_zero(-0.0):.4f}" == "0.0000"
+    assert unsigned_zero(-0.25) == -0.25 and unsigned_zero(0.00005) == 0.00005

@@ -801,3 +801,4 @@ def test_progress_outside_a_terminal_is_a_periodic_line_with_total_and_eta(
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("ingest works.csv: 32/100 works (32%),") and "ETA" in lines[0]
     assert lines[-1].startswith("ingest works.csv: 100/100 works (100%)")
+    assert sum("100/100" in line for line in lines) == 1  # the final count once

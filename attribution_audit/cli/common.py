@@ -257,11 +257,16 @@ def neighbour_rows(result: Attribution) -> list[dict[str, Any]]:
     ]
 
 
+def unsigned_zero(value: float, digits: int = 4) -> float:
+    """The value, with a rounding residue around zero (an exact copy's distance, -1e-8) shown as 0, not -0."""
+    return 0.0 if abs(value) < 0.5 * 10**-digits else value
+
+
 def print_attribution(result: Attribution) -> None:
     """One attribution as the terminal shows it: indicators, ranked neighbours, artist shares."""
 
     def fmt(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
+        return "n/a" if value is None else f"{unsigned_zero(value):.4f}"
 
     typer.echo(f"request {result.request_id}  seq {result.seq}  image {result.image}")
     typer.echo(
@@ -271,7 +276,8 @@ def print_attribution(result: Attribution) -> None:
     typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<28}  work")
     for n in result.neighbours:
         typer.echo(
-            f"  {n.rank:>4}  {n.similarity:>10.4f}  {n.distance:>8.4f}  {n.share:>8.6f}  {n.artist:<28}  {n.work_id}"
+            f"  {n.rank:>4}  {unsigned_zero(n.similarity):>10.4f}  {unsigned_zero(n.distance):>8.4f}  {n.share:>8.6f}  "
+            f"{n.artist:<28}  {n.work_id}"
         )
     artists = ", ".join(f"{artist} {share:.6f}" for artist, share in result.artist_shares.items())
     typer.echo(f"  artist shares: {artists or '-'}")

@@ -22,6 +22,7 @@ class ProgressDisplay:
         self._started = time.monotonic()
         self._last_line = 0.0
         self._last: tuple[int, int | None] = (0, None)
+        self._shown = 0  # rows in the last line printed
 
     def __call__(self, done: int, total: int | None) -> None:
         self._last = (done, total)
@@ -35,7 +36,7 @@ class ProgressDisplay:
             self._line(done, total)
 
     def _line(self, done: int, total: int | None) -> None:
-        self._last_line = time.monotonic()
+        self._last_line, self._shown = time.monotonic(), done
         elapsed = self._last_line - self._started
         rate = done / elapsed if elapsed > 0 else 0.0
         if total:
@@ -55,5 +56,5 @@ class ProgressDisplay:
     ) -> None:
         if self._bar is not None:
             self._bar.close()
-        elif not self.terminal and self._last[0] and self._last_line:
-            self._line(*self._last)  # the final count, when periodic lines were shown
+        elif not self.terminal and self._last_line and self._last[0] != self._shown:
+            self._line(*self._last)  # the final count, when periodic lines were shown and it was not the last

@@ -96,7 +96,7 @@ def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
     for key in sorted(old.keys() & new.keys(), key=lambda k: new[k].rank):
         if old[key].rank != new[key].rank:
             lines.append(f"~ {key[1]} moved from rank {old[key].rank} to {new[key].rank}")
-    for name in ("entropy", "nn_distance", "margin", "confidence", "top_artist"):
+    for name in ("entropy", "nn_distance", "margin", "confidence", "confidence_model", "top_artist"):
         a, b = getattr(before, name), getattr(after, name)
         same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
         if not same:

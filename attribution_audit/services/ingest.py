@@ -486,7 +486,7 @@ def ingest_catalogue(
             progress=progress,
         )
     notes = [remember_ingest(settings, [CONTENT, STYLE] if style is not None else [CONTENT])]
-    if filled:
+    if filled and (report.added or report.updated):
         notes.append("the collection holds style vectors, so this ingest filled the style space too")
     coverage = audit.catalogue.space_coverage(store.collection)
     notes += [
