@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,25 +39,39 @@ def read_record(data_dir: Path) -> DataDirRecord | None:
     path = data_dir / RECORD_FILE
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return DataDirRecord(str(raw["embedder"]), dict(raw.get("collections", {})), bool(raw.get("announced")))
+        embedder, collections = raw["embedder"], raw.get("collections", {})
+        if not (isinstance(embedder, str) and embedder.strip()):
+            raise ValueError("'embedder' is not a name")
+        if not (isinstance(collections, dict) and all(isinstance(v, list) for v in collections.values())):
+            raise ValueError("'collections' is not a mapping of embedder to spaces")
+        return DataDirRecord(
+            embedder, {str(k): [str(s) for s in v] for k, v in collections.items()}, bool(raw.get("announced"))
+        )
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise AttributionAuditError(
-            f"{path}: unreadable data dir record ({exc}); fix or delete it (pass --embedder explicitly then)"
+            f"{path}: unreadable data dir record ({exc}); fix or delete it, or pass --embedder "
+            "(or ATTRIBUTION_AUDIT_EMBEDDER) to choose the embedder"
         ) from None
 
 
 def write_record(data_dir: Path, record: DataDirRecord) -> None:
     """Replace the data dir's record atomically."""
     path = data_dir / RECORD_FILE
-    temporary = path.with_name(path.name + ".tmp")
     data = {**record.as_json(), "updated_at": datetime.now(UTC).isoformat()}
+    temporary = None
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        # A fresh, exclusively created temporary file per writer: concurrent writers do not collide, and a planted
+        # file or symlink is never written through; the rename then replaces the record in one step.
+        handle, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{RECORD_FILE}.", suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(temporary, path)
     except OSError as exc:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
         raise AttributionAuditError(f"{path}: cannot write the data dir record ({exc.strerror})") from None
 
 
@@ -74,6 +89,7 @@ class Settings:
     embedder: str = DEFAULT_EMBEDDER
     requester: str | None = None
     embedder_from: str = "default"
+    record_problem: str | None = None  # why the data dir's record could not be read, if it could not
 
     @property
     def embedded_database(self) -> Path | None:
@@ -96,8 +112,13 @@ class Settings:
         return self.requester or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
     def with_embedder(self, embedder: str | None) -> Settings:
-        """These settings with ``--embedder`` applied when given."""
-        return self if embedder is None else replace(self, embedder=embedder, embedder_from="option")
+        """These settings with ``--embedder`` applied when given; for a command that needs the embedder, an
+        unreadable data dir record is an error unless the embedder is chosen explicitly."""
+        if embedder is not None:
+            return replace(self, embedder=embedder, embedder_from="option")
+        if self.record_problem and self.embedder_from == "default":
+            raise AttributionAuditError(self.record_problem)
+        return self
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -110,8 +131,14 @@ def load_settings(**overrides: Any) -> Settings:
         embedder, embedder_from = given.pop("embedder"), "option"
     elif env.get(f"{ENV_PREFIX}EMBEDDER"):
         embedder, embedder_from = env[f"{ENV_PREFIX}EMBEDDER"], "environment"
-    elif (record := read_record(data_dir)) is not None:
-        embedder, embedder_from = record.embedder, "data dir"
+    else:
+        try:
+            record = read_record(data_dir)
+        except AttributionAuditError as exc:  # only commands that need the embedder fail on it
+            given.setdefault("record_problem", str(exc))
+            record = None
+        if record is not None:
+            embedder, embedder_from = record.embedder, "data dir"
     settings = Settings(
         data_dir=data_dir,
         database_url=env.get(f"{ENV_PREFIX}DATABASE_URL") or None,

@@ -88,3 +88,50 @@ def test_a_server_database_is_never_created_implicitly(tmp_path: Path, small_cat
     assert result.exit_code == 1
     output = result.output
     assert "run `attribution-audit db upgrade`" in output
+
+
+@pytest.mark.parametrize("content", ["{garbage", '{"embedder": null}', '{"embedder": "x", "collections": 3}'])
+def test_a_damaged_record_blocks_only_what_needs_the_embedder(
+    tmp_path: Path, small_catalogue: DemoCatalogue, content: str
+) -> None:
+    data_dir = tmp_path / "data"
+    run(data_dir, "ingest", str(small_catalogue.manifest), "--embedder", EMBEDDER)
+    (data_dir / "attribution-audit.json").write_text(content)
+    assert "chain OK" in run(data_dir, "audit", "verify")  # needs no embedder: unaffected
+    refused = run(data_dir, "attribute", str(small_catalogue.queries[0].path), code=1)
+    assert "unreadable data dir record" in refused and "pass --embedder" in refused
+    chosen = run(data_dir, "attribute", str(small_catalogue.queries[0].path), "--embedder", EMBEDDER, "--k", "1")
+    assert "request " in chosen
+
+
+def test_record_writes_never_follow_a_planted_file_and_reads_survive_a_read_only_record(
+    tmp_path: Path, small_catalogue: DemoCatalogue
+) -> None:
+    data_dir = tmp_path / "data"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    data_dir.mkdir()
+    (data_dir / "attribution-audit.json.tmp").symlink_to(victim)  # the fixed temporary name of an earlier version
+    run(data_dir, "ingest", str(small_catalogue.manifest), "--embedder", EMBEDDER)
+    assert victim.read_text() == "keep me"
+    record = data_dir / "attribution-audit.json"
+    assert not record.is_symlink() and json.loads(record.read_text())["embedder"] == EMBEDDER
+
+
+def test_a_record_that_cannot_be_rewritten_does_not_fail_a_command(
+    tmp_path: Path, small_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attribution_audit import config
+    from attribution_audit.errors import AttributionAuditError
+    from attribution_audit.services import wiring
+
+    data_dir = tmp_path / "data"
+    run(data_dir, "ingest", str(small_catalogue.manifest), "--embedder", EMBEDDER)
+
+    def read_only(data_dir: Path, record: config.DataDirRecord) -> None:  # what a read-only data dir answers
+        raise AttributionAuditError(f"{data_dir}: cannot write the data dir record (Read-only file system)")
+
+    monkeypatch.setattr(wiring, "write_record", read_only)
+    assert "works_efficientnet_lite0" in run(data_dir, "catalogue", "check")  # the announcement is best effort
+    again = run(data_dir, "ingest", str(small_catalogue.manifest))
+    assert "0 added" in again and "the works are ingested, but" in again and "Read-only file system" in again

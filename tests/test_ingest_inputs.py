@@ -35,3 +35,15 @@ def test_ingesting_dot_names_the_catalogue_after_the_folder(tmp_path: Path, monk
     monkeypatch.chdir(folder)
     assert default_catalogue_name(Path(".")) == "museum"
     assert default_catalogue_name(Path("catalogue.csv")) == "catalogue"
+
+
+def test_the_failures_file_neutralises_formulas(tmp_path: Path) -> None:
+    import csv
+
+    from attribution_audit.services.ingest import _write_failures
+    from attribution_audit.sources.manifest import RowFailure
+
+    written = _write_failures(tmp_path / "failed.csv", [RowFailure(3, '=HYPERLINK("http://evil")', "+cmd")])
+    assert written is not None
+    rows = list(csv.reader(written.open()))
+    assert rows[1] == ["3", '\'=HYPERLINK("http://evil")', "'+cmd"]

@@ -196,3 +196,11 @@ def test_quoted_multiline_field(tmp_path: Path) -> None:
     manifest = read_csv_manifest(path)
     assert [r.title for r in manifest.rows] == ["two\nlines"]
     assert manifest.failures == [RowFailure(4, "w2", "empty artist")]
+
+
+def test_names_lose_control_characters_that_would_drive_a_terminal() -> None:
+    from attribution_audit.sources.manifest import clean_name
+
+    assert clean_name("\x1b[31mRED\x1b[0m\x1b]0;pwned\x07 Artist") == "[31mRED[0m]0;pwned Artist"
+    assert clean_name("Ada\tLovelace\n") == "Ada Lovelace"
+    assert clean_name("Hokusai \u200d") == "Hokusai \u200d".strip()  # format characters (joiners) are kept

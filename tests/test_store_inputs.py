@@ -35,3 +35,12 @@ def test_secrets_in_url_query_parameters_never_reach_messages(key: str) -> None:
     shown = display_url(f"postgresql://postgres@127.0.0.1:5999/test?{key}=QSECRET&sslmode=require")
     assert "QSECRET" not in shown and "***" in shown and "sslmode=require" in shown
     assert "pw" not in display_url("postgresql://user:pw@127.0.0.1/db")
+
+
+def test_qdrant_urls_in_messages_hide_credentials_and_keys() -> None:
+    from attribution_audit.store.vectors.qdrant_server import shown_url
+
+    shown = shown_url("https://admin:pw-s3cret@qdrant.example:6333/base?api-key=XYZ&timeout=5")
+    assert "pw-s3cret" not in shown and "admin" not in shown and "XYZ" not in shown
+    assert shown == "https://***@qdrant.example:6333/base?api-key=***&timeout=5"
+    assert shown_url(":memory:") == ":memory:"

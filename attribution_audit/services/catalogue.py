@@ -79,7 +79,7 @@ def check(audit: AuditStore, store: VectorStore, repair: bool = False) -> CheckR
     expected = audit.catalogue.expected_points(store.collection)
     actual = store.image_hashes()
     report = CheckReport(store.collection, len(actual), len(expected))
-    report.coverage = audit.catalogue.space_coverage(store.collection)
+    report.coverage = {space: 0 for space in store.spaces()} | audit.catalogue.space_coverage(store.collection)
     report.orphans = sorted(actual.keys() - expected.keys())
     report.missing = sorted(expected.keys() - actual.keys())
     report.stale = sorted(p for p in actual.keys() & expected.keys() if actual[p] != expected[p])

@@ -25,6 +25,7 @@ import numpy as np
 from attribution_audit.config import Settings
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, VectorStoreError
+from attribution_audit.reporting.tables import csv_cell
 from attribution_audit.sources.images import LoadedImage, load_image, printable_path, sha256_file
 from attribution_audit.sources.manifest import ManifestRow, RowFailure, Source, WangSource
 from attribution_audit.store.audit_store import AuditStore
@@ -408,7 +409,7 @@ def _write_failures(path: Path | None, failures: list[RowFailure]) -> Path | Non
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["line", "work_id", "reason"])
-        writer.writerows([f.line, f.work_id, f.reason] for f in failures)
+        writer.writerows([f.line, csv_cell(f.work_id), csv_cell(f.reason)] for f in failures)  # opened in spreadsheets
     return path
 
 
@@ -458,7 +459,7 @@ def ingest_catalogue(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     failures_path = failures or settings.data_dir / "failures" / f"{name}-{stamp}.csv"
     with vector_store(settings) as store:
-        filled = STYLE in (store.spaces() if store.count() else ()) and not with_style
+        filled = STYLE in store.spaces() and not with_style
         if filled and embeddings is not None:
             raise ConflictError(
                 f"collection '{store.collection}' holds style vectors and precomputed --embeddings fill content "

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from attribution_audit.config import DataDirRecord, Settings, read_record, write_record
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import NotFoundError
+from attribution_audit.errors import AttributionAuditError, NotFoundError
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.vectors import VectorStore, open_collection, open_store
@@ -57,20 +57,26 @@ def announce_recorded_embedder(settings: Settings) -> bool:
     """True the first time a command uses the embedder its data dir recorded (the caller says so); marks it said."""
     if settings.embedder_from != "data dir":
         return False
-    record = read_record(settings.data_dir)
-    if record is None or record.announced:
-        return False
-    write_record(settings.data_dir, replace(record, announced=True))
+    try:
+        record = read_record(settings.data_dir)
+        if record is None or record.announced:
+            return False
+        write_record(settings.data_dir, replace(record, announced=True))
+    except AttributionAuditError:
+        return False  # best effort: a read-only data dir still serves its commands
     return True
 
 
 def remember_ingest(settings: Settings, spaces: list[str]) -> str | None:
     """Record in the data dir which embedder built which collection; the first ingest's embedder becomes the data
     dir's default. A note when this ingest made a collection beside the default one."""
-    record = read_record(settings.data_dir) or DataDirRecord(settings.embedder)
-    known = record.collections.get(settings.embedder, [])
-    collections = {**record.collections, settings.embedder: sorted(set(known) | set(spaces))}
-    write_record(settings.data_dir, replace(record, collections=collections))
+    try:
+        record = read_record(settings.data_dir) or DataDirRecord(settings.embedder)
+        known = record.collections.get(settings.embedder, [])
+        collections = {**record.collections, settings.embedder: sorted(set(known) | set(spaces))}
+        write_record(settings.data_dir, replace(record, collections=collections))
+    except AttributionAuditError as exc:  # the ingest itself is committed: say so, do not fail it
+        return f"the works are ingested, but {exc}"
     if settings.embedder != record.embedder and not known:
         return (
             f"new collection for embedder {settings.embedder} beside {record.embedder}'s; commands without "

@@ -66,8 +66,11 @@ class Manifest:
 
 
 def clean_name(value: str) -> str:
-    """Unicode NFC, surrounding whitespace removed and inner runs of whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFC", value).split())
+    """Unicode NFC, control characters removed (a terminal escape sequence in a name must not reach a terminal),
+    surrounding whitespace removed and inner runs of whitespace collapsed."""
+    text = unicodedata.normalize("NFC", value)
+    text = "".join(" " if c in "\t\n\r" else c for c in text if c in "\t\n\r" or unicodedata.category(c) != "Cc")
+    return " ".join(text.split())
 
 
 def sha256_of(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,13 +29,13 @@ def normalise_url(url: str) -> str:
     return url
 
 
-SECRET_QUERY_KEYS = ("password", "passfile", "sslpassword", "sslkey")
+SECRET_QUERY_KEY = re.compile(r"pass|token|secret|key|options", re.IGNORECASE)  # options may carry "-c password=..."
 
 
 def display_url(url: str) -> str:
     """The URL with any secret hidden, for messages: the password, and secret query parameters (``?password=``)."""
     parsed = make_url(normalise_url(url))
-    hidden = {key: "***" for key in parsed.query if key.lower() in SECRET_QUERY_KEYS}
+    hidden = {key: "***" for key in parsed.query if SECRET_QUERY_KEY.search(key)}
     return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 

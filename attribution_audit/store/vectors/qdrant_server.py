@@ -7,8 +7,10 @@ here only so the tests can exercise this code path without a server.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.store.vectors.base import (
@@ -19,6 +21,8 @@ from attribution_audit.store.vectors.base import (
     WorkPoint,
     point_vectors,
 )
+
+SECRET_KEY = re.compile(r"pass|token|secret|key", re.IGNORECASE)
 
 
 class ServerStore(VectorStore):
@@ -41,7 +45,7 @@ class ServerStore(VectorStore):
 
     @property
     def location(self) -> str:
-        return f"Qdrant at {self.url}"
+        return f"Qdrant at {shown_url(self.url)}"
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A client method called on this collection; any failure becomes one VectorStoreError line."""
@@ -170,3 +174,17 @@ class ServerStore(VectorStore):
         for point_id in sorted(hashes):
             digest.update(f"{point_id}:{hashes[point_id]};".encode())
         return f"{self.collection}-{digest.hexdigest()[:16]}-n{len(hashes)}"
+
+
+def shown_url(url: str) -> str:
+    """A server URL for messages: user info and secret query parameters (api-key, token, password) hidden."""
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url
+    host = parts.hostname or ""
+    netloc = ("***@" if parts.username or parts.password else "") + host + (f":{parts.port}" if parts.port else "")
+    query = "&".join(
+        f"{key}=***" if SECRET_KEY.search(key) else f"{key}={value}"
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
