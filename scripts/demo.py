@@ -45,7 +45,7 @@ def main() -> None:
     print(f"Vector store: {shown(DATA / 'qdrant')}  (embedded Qdrant Edge shard)")
     print("\nGo on from here (the data dir remembers its embedder; paste these lines):")
     print(f"  . {shown(ROOT / '.venv' / 'bin' / 'activate')}")
-    print(f"  export ATTRIBUTION_AUDIT_DATA_DIR={shlex.quote(str(DATA))}")
+    print(f'  export ATTRIBUTION_AUDIT_DATA_DIR="$PWD/{shown(DATA)}"   # from {ROOT}')
     print(f"  attribution-audit attribute {shown(catalogue.queries[-1].path)} --k 5")
     print("  attribution-audit report artists --format csv")
     print("  attribution-audit audit list --limit 3")

@@ -47,15 +47,20 @@ def test_every_quick_start_command_works_as_written(tmp_path: Path, monkeypatch:
     runner = CliRunner()
     request_id = None
     for line in quick_start_lines():
-        command = line.strip().removeprefix("$ ").replace(str(ROOT), str(tmp_path))
+        command = line.strip().removeprefix("$ ").replace("$PWD", str(tmp_path))
+        words = shlex.split(command, comments=True)
+        outside = [w for w in words if "/" in w and Path(w.partition("=")[2] or w).is_absolute()]
+        assert all(Path(w.partition("=")[2] or w).is_relative_to(tmp_path) for w in outside), (
+            f"`{line.strip()}` names a path of one machine; a reader cannot paste it"
+        )
         if command.startswith("export "):
-            name, _, value = command.removeprefix("export ").partition("=")
-            monkeypatch.setenv(name, shlex.split(value)[0])
+            name, _, value = words[1].partition("=")
+            monkeypatch.setenv(name, value)
             continue
         if "<request id" in command:
             assert request_id, "the transcript shows a request id placeholder before any request"
             command = re.sub(r"<request id[^>]*>", request_id, command)
-        args = shlex.split(command)[1:]
+        args = words[1:]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, f"`{command}` failed: {result.output}"
         found = re.search(r"^request ([0-9a-f-]{36})", result.stdout, flags=re.M)
