@@ -135,3 +135,25 @@ def test_a_record_that_cannot_be_rewritten_does_not_fail_a_command(
     assert "works_efficientnet_lite0" in run(data_dir, "catalogue", "check")  # the announcement is best effort
     again = run(data_dir, "ingest", str(small_catalogue.manifest))
     assert "0 added" in again and "the works are ingested, but" in again and "Read-only file system" in again
+
+
+def test_no_space_is_left_partly_covered(tmp_path: Path, small_catalogue: DemoCatalogue) -> None:
+    other = make_demo_catalogue(tmp_path / "other", artists=2, works_per_artist=2, queries_per_artist=0)
+    image = str(small_catalogue.queries[0].path)
+    # Style added to a collection whose works have content vectors only: partial, said, refused, reported.
+    partial = tmp_path / "partial"
+    run(partial, "ingest", str(small_catalogue.manifest), "--embedder", EMBEDDER)
+    said = run(partial, "ingest", str(other.manifest), "--catalogue", "other", "--spaces", "content,style")
+    assert "the style space covers 4 of 10 works" in said
+    assert "covers 4 of its 10 works" in run(partial, "attribute", image, "--space", "style", code=1)
+    assert "style 4/10 works" in run(partial, "catalogue", "check", code=1)
+    # Fixed as the messages say: re-ingest the first catalogue with both spaces.
+    run(partial, "ingest", str(small_catalogue.manifest), "--spaces", "content,style")
+    assert "style 10/10 works" in run(partial, "catalogue", "check")
+    # A content-only ingest into a collection that has a style space fills it too.
+    filled = tmp_path / "filled"
+    run(filled, "ingest", str(small_catalogue.manifest), "--embedder", EMBEDDER, "--spaces", "content,style")
+    output = run(filled, "ingest", str(other.manifest), "--catalogue", "other")
+    assert "filled the style space too" in output
+    assert "style 10/10 works" in run(filled, "catalogue", "check")
+    assert "request " in run(filled, "attribute", image, "--space", "fused", "--k", "2")
