@@ -9,7 +9,7 @@ projection, say) is one more :class:`Space` registered in :data:`SPACES`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -147,6 +147,13 @@ class FusedSpace(Space):
 
 
 SPACES: dict[str, Space] = {CONTENT: SingleSpace(CONTENT), STYLE: SingleSpace(STYLE), FUSED: FusedSpace()}
+
+
+def partial_spaces(coverage: Mapping[str, int], spaces: Iterable[str] | None = None) -> list[str]:
+    """The spaces (of ``spaces``, by default every space counted) that hold fewer works than the content space:
+    the works missing there could never be found in them. ``coverage`` maps a space to the works embedded in it."""
+    works = coverage.get(CONTENT, 0)
+    return [space for space in (coverage if spaces is None else spaces) if coverage.get(space, 0) < works]
 
 
 def space_named(name: str) -> Space:

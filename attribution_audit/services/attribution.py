@@ -18,7 +18,7 @@ from attribution_audit.domain.points import CONTENT, STYLE, Hit
 from attribution_audit.domain.ranking import apply_k_policy, top_artist
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
 from attribution_audit.domain.shares import neighbour_shares
-from attribution_audit.domain.spaces import QueryVectors, space_named
+from attribution_audit.domain.spaces import QueryVectors, partial_spaces, space_named
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.sources.images import load_image, printable_path
@@ -140,13 +140,13 @@ class Attributor:
 
     def _check_coverage(self, bases: tuple[str, ...]) -> None:
         """Refuse a space that some works of the collection lack: they could never be found in it."""
-        works = self.coverage.get(CONTENT, 0)
-        for base in bases:
-            if self.coverage.get(base, 0) < works:
-                raise VectorStoreError(
-                    f"the {base} space of collection '{self.store.collection}' covers {self.coverage.get(base, 0)} "
-                    f"of its {works} works; ingest every catalogue again with --spaces content,{base} first"
-                )
+        missing = partial_spaces(self.coverage, bases)
+        if missing:
+            raise VectorStoreError(
+                f"the {missing[0]} space of collection '{self.store.collection}' covers "
+                f"{self.coverage.get(missing[0], 0)} of its {self.coverage.get(CONTENT, 0)} works; ingest every "
+                f"catalogue again with --spaces content,{missing[0]} first"
+            )
 
     def _canonical_of(self, hit: Hit) -> str:
         artist = str(hit.payload.get("artist", ""))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from attribution_audit.config import Settings
+from attribution_audit.domain.spaces import partial_spaces
 from attribution_audit.services.wiring import vector_store
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.catalogue import ArtistRow
@@ -60,8 +61,7 @@ class CheckReport:
     @property
     def partial_spaces(self) -> list[str]:
         """Spaces that some works of the collection lack (they could never be found there)."""
-        works = self.coverage.get("content", 0)
-        return [space for space, count in self.coverage.items() if count < works]
+        return partial_spaces(self.coverage)
 
     @property
     def clean(self) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from attribution_audit.config import Settings
+from attribution_audit.domain.spaces import partial_spaces
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, VectorStoreError
 from attribution_audit.reporting.tables import csv_cell
@@ -491,10 +492,9 @@ def ingest_catalogue(
         notes.append("the collection holds style vectors, so this ingest filled the style space too")
     coverage = audit.catalogue.space_coverage(store.collection)
     notes += [
-        f"the {space} space covers {count} of {coverage[CONTENT]} works: ingest the other catalogues again with "
-        f"--spaces content,style (their works are re-embedded); until then --space {space} and fused refuse"
-        for space, count in coverage.items()
-        if space != CONTENT and count < coverage[CONTENT]
+        f"the {space} space covers {coverage[space]} of {coverage[CONTENT]} works: ingest the other catalogues again "
+        f"with --spaces content,style (their works are re-embedded); until then --space {space} and fused refuse"
+        for space in partial_spaces(coverage)
     ]
     report.note = "; ".join(n for n in notes if n) or None
     return report
