@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from attribution_audit.config import load_settings
 from attribution_audit.domain.confidence import LogisticModel
 from attribution_audit.domain.indicators import artist_entropy, confidence_score
+from attribution_audit.domain.params import MAX_K
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, ManifestError, NotFoundError
 from attribution_audit.evaluation.metrics import (
@@ -117,11 +118,16 @@ def test_per_image_k_precision_equals_recall() -> None:
     # K = number of true works: o1 K 2 [a1, a3] -> 1/2; o2 K 2 [b1, a2] -> 1/2; o4 K 2 -> 0; o5 K 1 [b2] -> 0.
     # Artist precision at that K: o1 [A, A] 1, o2 [B, A] 1/2, o4 0, o5 [B] 1. Hit rate: o1 o2 o5.
     result = per_image_k(OUTCOMES)
-    assert result == pytest.approx({"queries": 4, "precision": 1 / 4, "artist_precision": 5 / 8, "hit_rate": 3 / 4})
+    expected = {"queries": 4, "short": 0, "precision": 1 / 4, "artist_precision": 5 / 8, "hit_rate": 3 / 4}
+    assert result == pytest.approx(expected)
     for o in (O1, O2, O4, O5):  # per image, precision@K = recall@K when K = |true works|
         precision, recall = work_precision_recall([o], len(o.true_works))
         assert precision == pytest.approx(recall)
     assert per_image_k([O3])["queries"] == 0 and math.isnan(per_image_k([O3])["precision"])
+    # A run that recorded fewer neighbours than a query's true works gives no per-image-K value, not a wrong one.
+    short = QueryOutcome(6, "q6.png", "A", ("a1", "a2", "a3", "a4"), None, ["A", "A"], ["a1", "a2"], [0.9, 0.8])
+    result = per_image_k([*OUTCOMES, short])
+    assert result["short"] == 1 and math.isnan(result["precision"]) and math.isnan(result["hit_rate"])
 
 
 def test_curves_rows() -> None:
@@ -443,6 +449,51 @@ def test_evaluate_run_then_report_end_to_end(
     assert_png(again / "hit_rate.png")
     assert f"{run_id},attribution,completed," in cli("evaluate", "list", "--format", "csv").stdout
     assert "no evaluation run 999" in cli("evaluate", "report", "--run", "999", "--out", str(again), code=1).stderr
+
+
+def test_per_image_k_records_as_many_neighbours_as_the_most_true_works(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """--k-max 3 but 8 true works per labelled query: 8 neighbours are logged, and per-image-K precision is the
+    share of the 8 true works among the 8 logged neighbours (recomputed here from SQL)."""
+    cli.restore(ingested)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    out = tmp_path / "run"
+    printed = cli("evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(out)).stdout
+    assert "8 neighbours recorded per query" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recorded_k"] == 8 and len(metrics["overall"]["curves"]) == 3
+    engine = cli.engine()
+    try:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(LabelledQueryRecord.work_ids, AttributionNeighbour.request_id, AttributionNeighbour.work_id)
+                .join(AttributionRequest, AttributionRequest.labelled_query_id == LabelledQueryRecord.id)
+                .join(AttributionNeighbour, AttributionNeighbour.request_id == AttributionRequest.id)
+                .where(AttributionRequest.evaluation_run_id == metrics["run_id"])
+            ).all()
+    finally:
+        engine.dispose()
+    logged: dict[str, tuple[list[str], list[str]]] = {}
+    for true_works, request_id, work_id in rows:
+        logged.setdefault(request_id, (list(true_works or []), []))[1].append(work_id)
+    assert {len(works) for _, works in logged.values()} == {8}
+    precisions = [len(set(works) & set(true)) / len(true) for true, works in logged.values() if true]
+    assert len(precisions) == 6
+    assert metrics["overall"]["per_image_k"]["precision"] == pytest.approx(np.mean(precisions))
+
+
+def test_per_image_k_beyond_the_request_limit_is_refused_in_one_line(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    labelled = tmp_path / "many.csv"
+    works = ";".join(f"W{i}" for i in range(MAX_K + 1))
+    labelled.write_text(f"path,artist,work_ids\n{eval_catalogue.queries[0].path},Ada,{works}\n")
+    args = ["evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(tmp_path / "o")]
+    result = cli(*args, code=1)
+    assert f"needs {MAX_K + 1} neighbours per query" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def store_snapshot(cli: Cli) -> dict[str, object]:

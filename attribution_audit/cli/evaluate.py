@@ -67,7 +67,8 @@ def evaluate_run(
     write_outputs(summary.metrics, out)
     overall = summary.metrics["overall"]["curves"]
     typer.echo(
-        f"evaluation run {summary.run_id}: {summary.queries} queries ({summary.failed} unreadable); hit rate@1 "
+        f"evaluation run {summary.run_id}: {summary.queries} queries ({summary.failed} unreadable), "
+        f"{summary.metrics['recorded_k']} neighbours recorded per query; hit rate@1 "
         f"{num(overall[0]['hit_rate'])}, @{k} {num(overall[min(k, k_max) - 1]['hit_rate'])}; results in {out}"
     )
 

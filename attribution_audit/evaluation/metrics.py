@@ -68,13 +68,16 @@ def work_precision_recall(outcomes: Sequence[QueryOutcome], k: int) -> tuple[flo
 def per_image_k(outcomes: Sequence[QueryOutcome]) -> dict[str, float]:
     """K = number of true works of each image: precision = recall (the note's Figure 13), and artist precision."""
     labelled = [o for o in outcomes if o.true_works]
-    if not labelled:
-        return {"queries": 0, "precision": math.nan, "artist_precision": math.nan, "hit_rate": math.nan}
+    short = sum(1 for o in labelled if len(o.work_ids) < len(o.true_works))
+    if not labelled or short:  # a run recorded fewer neighbours than a query has true works: no honest value
+        nan = math.nan
+        return {"queries": len(labelled), "short": short, "precision": nan, "artist_precision": nan, "hit_rate": nan}
     precision = [len(set(o.work_ids[: len(o.true_works)]) & set(o.true_works)) / len(o.true_works) for o in labelled]
     artists = [sum(a == o.true_artist for a in o.artists[: len(o.true_works)]) / len(o.true_works) for o in labelled]
     hits = [o.true_artist in o.artists[: len(o.true_works)] for o in labelled]
     return {
         "queries": len(labelled),
+        "short": 0,
         "precision": float(np.mean(precision)),
         "artist_precision": float(np.mean(artists)),
         "hit_rate": float(np.mean(hits)),

@@ -4,6 +4,7 @@ HNSW against exact search, and compute the metrics from what the audit DB holds,
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,16 +12,16 @@ from typing import Any
 from tqdm import tqdm
 
 from attribution_audit.config import Settings
-from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.params import MAX_K, AttributionParams
 from attribution_audit.domain.spaces import SPACES, space_named
-from attribution_audit.errors import ImageError, NotFoundError
+from attribution_audit.errors import ImageError, ManifestError, NotFoundError
 from attribution_audit.evaluation.metrics import QueryOutcome, evaluate
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image, sha256_file
 from attribution_audit.sources.labelled import read_labelled
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.evaluations import QueryResult, RunInfo
+from attribution_audit.store.evaluations import QueryResult, RunInfo, StoredQuery
 
 
 def import_query_set(audit: AuditStore, source: str | Path, name: str | None = None) -> int:
@@ -55,10 +56,12 @@ def run_evaluation(
     batch_size: int = 32,
     space: str = "content",
 ) -> EvaluationSummary:
-    """Attribute each labelled query with K = k_max in ``space`` (logged), time the engine's search against the
-    exact one, store, and compute the metrics from the DB."""
+    """Attribute each labelled query with K = :func:`recorded_depth` in ``space`` (logged), time the engine's
+    search against the exact one, store, and compute the metrics from the DB."""
     audit = attributor.audit
-    params = AttributionParams(k=k_max, verify="off", space=space)
+    queries = audit.evaluations.queries(query_set_id)
+    depth = recorded_depth(queries, k_max)
+    params = AttributionParams(k=depth, verify="off", space=space)
     model = attributor.calibration
     run_id = audit.evaluations.start_run(
         kind="attribution",
@@ -69,11 +72,11 @@ def run_evaluation(
         settings={
             "k_max": k_max,
             "k": k,
+            "recorded_k": depth,
             "params": params.as_json(),
             "confidence_model": model.name if model else None,
         },
     )
-    queries = audit.evaluations.queries(query_set_id)
     searching = space_named(space)
     failed = 0
     for start in tqdm(range(0, len(queries), batch_size), desc="evaluate", unit="batch", disable=None, leave=False):
@@ -113,6 +116,19 @@ def run_evaluation(
     return EvaluationSummary(run_id, len(queries), failed, metrics)
 
 
+def recorded_depth(queries: Sequence[StoredQuery], k_max: int) -> int:
+    """How many neighbours each query records: K = 1..k_max for the curves and, for per-image K, as many as the
+    query with the most true works has; a one-line ManifestError when that is more than one request may record."""
+    most = max((len(q.work_ids) for q in queries), default=0)
+    depth = max(k_max, most)
+    if depth > MAX_K:
+        raise ManifestError(
+            f"labelled queries: one has {most} true works, so per-image K needs {most} neighbours per query, more than "
+            f"the {MAX_K} a request may record; drop that query or evaluate with a fixed K only"
+        )
+    return depth
+
+
 def load_outcomes(audit: AuditStore, run_id: int) -> list[QueryOutcome]:
     """Per-query outcomes of a run, rebuilt from the audit DB (labels, logged neighbours, exact measurements)."""
     canonical = audit.catalogue.canonical_artists()
@@ -146,7 +162,7 @@ def compute_metrics(audit: AuditStore, run_id: int) -> dict[str, Any]:
         audit.evaluations.calibration(model_name) if model_name else None,
         settings["params"]["shares"],
     )
-    return {"run_id": run_id, **metrics}
+    return {"run_id": run_id, "recorded_k": settings.get("recorded_k", settings["k_max"]), **metrics}
 
 
 def compare_spaces(
