@@ -20,6 +20,7 @@ from PIL import Image
 from scipy.stats import mannwhitneyu
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from attribution_audit.config import load_settings
 from attribution_audit.domain.confidence import LogisticModel
@@ -512,18 +513,22 @@ def store_snapshot(cli: Cli) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_noise_experiment_leaves_production_untouched(
-    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, noise_manifest: Path, tmp_path: Path
+def test_noise_experiment_as_the_note_runs_it(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
 ) -> None:
+    """Reference index = a seeded half of the catalogue; homogeneous noise = the held-out half, added at each level;
+    every query's ranked works per level are stored and the metrics recompute from the DB; production is only
+    read."""
     cli.restore(ingested)
     labelled = write_labelled(eval_catalogue, tmp_path / "queries")
     before = store_snapshot(cli)
     assert before["count"] == 48 and before["catalogues"] == ["catalogue"]
 
     out = tmp_path / "noise-out"
-    args = ["evaluate", "noise", str(labelled), "--noise", str(noise_manifest), "--k", "5", "--out", str(out)]
-    printed = cli(*args, "--levels", "0.25,0.5,1", *EMBEDDER).stdout
-    assert "homogeneous 25% (12 works)" in printed and "homogeneous 50% (24 works)" in printed
+    args = ["evaluate", "noise", str(labelled), "--reference-fraction", "0.5", "--k", "5", *EMBEDDER]
+    printed = cli(*args, "--levels", "0.25,0.5,1", "--seed", "3", "--out", str(out)).stdout
+    assert "reference index: 24 of 48 works (seed 3); noise: the held-out rest of the catalogue" in printed
+    assert "homogeneous 25% (6 works)" in printed and "homogeneous 100% (24 works)" in printed
 
     after = store_snapshot(cli)
     assert after == before  # same points, vectors, image hashes and content version: only read
@@ -532,47 +537,123 @@ def test_noise_experiment_leaves_production_untouched(
     assert all((out / name).is_file() for name in ("noise.json", "noise.csv", "noise.png"))
     assert_png(out / "noise.png")
     metrics = json.loads((out / "noise.json").read_text())
-    assert metrics["kind"] == "homogeneous" and metrics["k"] == 5
-    assert metrics["index_size"] == 48 and metrics["queries"] == 12  # the unreadable query is skipped
+    assert metrics["kind"] == "homogeneous" and metrics["k"] == 5 and metrics["seed"] == 3
+    assert metrics["index_size"] == 24 and metrics["catalogue_size"] == 48
+    assert metrics["queries"] == 12  # the unreadable query is skipped
     levels = metrics["levels"]
-    assert [row["level"] for row in levels] == [0.25, 0.5, 1.0]
-    # round(level x 48), capped by the 30 noise works available
-    assert [row["noise_works"] for row in levels] == [12, 24, 30]
-    assert [row["actual_level"] for row in levels] == pytest.approx([12 / 48, 24 / 48, 30 / 48])
-    for row in levels:
-        assert 0.0 <= row["mean_overlap"] <= 1.0
-        assert 0.0 <= row["noise_in_top_k"] <= 1.0
-        assert row["hit_rate_clean"] == levels[0]["hit_rate_clean"]
-        assert 0.0 <= row["hit_rate_noisy"] <= 1.0
-    # More noise cannot bring back clean neighbours that less noise pushed out (noise is added cumulatively).
-    overlaps = [row["mean_overlap"] for row in levels]
-    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(overlaps))
+    assert [(row["level"], row["noise_works"]) for row in levels] == [(0.25, 6), (0.5, 12), (1.0, 24)]
     with (out / "noise.csv").open() as handle:
-        assert [int(r["noise_works"]) for r in csv.DictReader(handle)] == [12, 24, 30]
+        assert [int(r["noise_works"]) for r in csv.DictReader(handle)] == [6, 12, 24]
 
-    engine = cli.engine()
+    audit = cli.audit()
     try:
-        with Session(engine) as session:
-            run = session.get_one(EvaluationRun, metrics["run_id"])
-            assert run.kind == "noise" and run.status == "completed"
-            assert run.settings["levels"] == [0.25, 0.5, 1.0] and run.settings["k"] == 5
-            assert run.metrics["levels"] == levels
-            assert {k: v for k, v in run.metrics.items() if k != "run_id"} == {
-                k: v for k, v in metrics.items() if k != "run_id"
-            }
-            assert run.collection == "works_efficientnet_lite0"
-            # Nothing of the scratch copy reaches the audit log.
-            scratch = (
-                select(func.count())
-                .select_from(AttributionRequest)
-                .where(AttributionRequest.collection != run.collection)
-            )
-            assert session.scalar(scratch) == 0
+        run = audit.evaluations.run(metrics["run_id"], kind="noise")
+        stored = audit.evaluations.noise_neighbours(metrics["run_id"])
+        assert run.status == "completed" and run.settings["reference_size"] == 24
     finally:
-        engine.dispose()
+        audit.engine.dispose()
+    # The reference index and the noise are disjoint halves of the catalogue; noise is the held-out works.
+    noise = run.settings["noise_keys"]
+    catalogue_keys = {f"catalogue/A{a}-W{w:03d}" for a in range(6) for w in range(8)}
+    assert len(noise) == 24 and set(noise) <= catalogue_keys
+    assert sorted(stored) == [0.0, 0.25, 0.5, 1.0] and all(len(v) == 12 for v in stored.values())
+    clean_works = {key for keys in stored[0.0].values() for key in keys}
+    assert not clean_works & set(noise)  # the clean attribution only sees the reference half
+    # Recomputed here from the stored lists: overlap with the clean top 5, share of noise in the noisy top 5.
+    for row in levels:
+        noisy = stored[row["level"]]
+        added = set(noise[: row["noise_works"]])
+        overlap = np.mean([len(set(stored[0.0][q]) & set(keys)) / 5 for q, keys in noisy.items()])
+        assert row["mean_overlap"] == pytest.approx(overlap)
+        assert row["noise_in_top_k"] == pytest.approx(np.mean([sum(k in added for k in v) / 5 for v in noisy.values()]))
+        assert not {key for keys in noisy.values() for key in keys} - clean_works - added
+    overlaps = [row["mean_overlap"] for row in levels]
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(overlaps))  # noise is added cumulatively
+    assert levels[-1]["noise_in_top_k"] > 0
+
+    # The seed decides the reference subset: the same seed repeats the run, another draws other works.
+    cli(*args, "--levels", "0.25,0.5,1", "--seed", "3", "--out", str(tmp_path / "b"))
+    again = json.loads((tmp_path / "b" / "noise.json").read_text())
+    assert {k: v for k, v in again.items() if k != "run_id"} == {k: v for k, v in metrics.items() if k != "run_id"}
+    other = cli(*args, "--levels", "0.5", "--seed", "4", "--out", str(tmp_path / "c"))
+    audit = cli.audit()
+    try:
+        other_run = audit.evaluations.runs()[-1]
+    finally:
+        audit.engine.dispose()
+    assert other.exit_code == 0 and other_run.settings["noise_keys"] != noise[:12]
+
     # A noise run is not an attribution run: `evaluate report` refuses it in one line.
     refused = cli("evaluate", "report", "--run", str(metrics["run_id"]), "--out", str(tmp_path / "x"), code=1)
     assert "no evaluation run" in refused.stderr
+
+
+def test_a_noise_level_that_cannot_be_reached_is_refused_not_capped(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, noise_manifest: Path, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    base = ["evaluate", "noise", str(labelled), "--k", "5", *EMBEDDER, "--out", str(tmp_path / "out")]
+    # 30 noise works; 75 % of the whole 48-work catalogue needs 36.
+    refused = cli(
+        *base,
+        "--noise",
+        str(noise_manifest),
+        "--kind",
+        "heterogeneous",
+        "--reference-fraction",
+        "1",
+        "--levels",
+        "0.5,0.75",
+        code=2,
+    )
+    assert "noise level 75% of the 48-work reference index needs 36 noise works" in refused.output
+    # The held-out rest of the catalogue: 12 works when the reference index is 36 of 48; 50 % needs 18.
+    refused = cli(*base, "--reference-fraction", "0.75", "--levels", "0.5", code=2)
+    assert "needs 18 noise works; the held-out rest of the catalogue has 12" in refused.output
+    # Heterogeneous noise is another domain: a manifest is required.
+    assert "--noise" in cli(*base, "--kind", "heterogeneous", code=2).output
+    engine = cli.engine()
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(select(func.count()).select_from(EvaluationRun)) == 0
+    finally:
+        engine.dispose()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def ingested_with_style(
+    tmp_path_factory: pytest.TempPathFactory, eval_catalogue: DemoCatalogue, sqlite_template: Path, embedder: Embedder
+) -> Ingested:
+    root = tmp_path_factory.mktemp("eval-style")
+    database = root / "audit.sqlite"
+    database.write_bytes(sqlite_template.read_bytes())
+    cli = Cli(root / "data", f"sqlite:///{database}", CliRunner())
+    printed = cli("ingest", str(eval_catalogue.manifest), *EMBEDDER, "--spaces", "content,style").stdout
+    return Ingested(cli.data_dir, database, printed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space", ["content", "style", "fused"])
+def test_heterogeneous_noise_in_every_space_of_a_collection_with_style_vectors(
+    cli: Cli,
+    ingested_with_style: Ingested,
+    eval_catalogue: DemoCatalogue,
+    noise_manifest: Path,
+    tmp_path: Path,
+    space: str,
+) -> None:
+    cli.restore(ingested_with_style)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    out = tmp_path / "out"
+    args = ["evaluate", "noise", str(labelled), "--noise", str(noise_manifest), "--kind", "heterogeneous"]
+    printed = cli(*args, "--space", space, "--levels", "0.5,1", "--k", "4", *EMBEDDER, "--out", str(out)).stdout
+    assert "heterogeneous 100% (24 works)" in printed
+    metrics = json.loads((out / "noise.json").read_text())
+    assert metrics["space"] == space and metrics["queries"] == 12
+    for row in metrics["levels"]:
+        assert 0.0 <= row["mean_overlap"] <= 1.0 and 0.0 <= row["noise_in_top_k"] <= 1.0
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "abc", "0.5,0", ","])

@@ -123,24 +123,37 @@ def evaluate_report(
 def evaluate_noise(
     ctx: typer.Context,
     queries: QueriesArgument,
-    noise: Annotated[Path, typer.Option(help="Manifest (CSV/JSONL/folder) of the noise works to add.")],
-    levels: Annotated[str, typer.Option(help="Noise levels as fractions of the index size.")] = "0.1,0.25,0.5,0.75",
+    noise: Annotated[
+        Path | None,
+        typer.Option(
+            help="Manifest (CSV/JSONL/folder) of the noise works: another domain for heterogeneous noise, the same "
+            "domain for homogeneous (default for homogeneous: the catalogue works left out of the reference index)."
+        ),
+    ] = None,
+    reference_fraction: Annotated[
+        float, typer.Option(help="Share of the catalogue, drawn at random with --seed, that forms the reference index.")
+    ] = 0.5,
+    levels: Annotated[
+        str, typer.Option(help="Noise levels as fractions of the reference index (refused when not reachable).")
+    ] = "0.1,0.25,0.5,0.75",
     kind: Annotated[
         NoiseKind,
         typer.Option(
             parser=choice(NoiseKind, "kind"),
-            help="Label of the noise: homogeneous (same domain as the catalogue) or heterogeneous.",
+            help="homogeneous (same domain: completes the reference index) or heterogeneous (another domain).",
         ),
     ] = NoiseKind.homogeneous,
+    seed: Annotated[int, typer.Option(help="Seed of the reference subset and of the noise sample.")] = 0,
     k: Annotated[int, typer.Option("--k", min=1, help="Attributed works per query.")] = 10,
     space: SpaceOption = SpaceChoice.content,
     out: Annotated[Path, typer.Option(help="Folder for noise.json, noise.csv and noise.png.")] = OUT,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Add noise works to a scratch copy of the index and report the mean overlap with the clean attribution.
+    """The note's noise experiment: attribute against a seeded random subset of the catalogue (the reference index),
+    add noise at each level in a scratch copy, and report the mean overlap with the clean attribution.
 
     \b
-    Example: attribution-audit evaluate noise .demo/catalogue/queries.csv --noise .demo/catalogue/catalogue.csv --levels 0.25,0.5 --k 5 --out .demo/evaluation
+    Example: attribution-audit evaluate noise .demo/labelled.csv --reference-fraction 0.5 --levels 0.1,0.25,0.5 --k 5 --out .demo/evaluation
     """  # noqa: E501 (the example is one line, to paste)
     from attribution_audit.evaluation.outputs import write_noise_outputs
     from attribution_audit.services.noise import noise_from_settings
@@ -158,10 +171,16 @@ def evaluate_noise(
         noise_manifest=noise,
         levels=fractions,
         kind=kind.value,
+        reference_fraction=reference_fraction,
+        seed=seed,
         k=k,
         space=space.value,
     )
     write_noise_outputs(metrics, out)
+    typer.echo(
+        f"reference index: {metrics['index_size']} of {metrics['catalogue_size']} works (seed {metrics['seed']}); "
+        f"noise: {metrics['noise_source']}"
+    )
     for row in metrics["levels"]:
         typer.echo(
             f"{kind.value} {row['level']:.0%} ({row['noise_works']} works): mean overlap {num(row['mean_overlap'])}, "

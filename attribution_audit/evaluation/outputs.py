@@ -176,22 +176,15 @@ def write_noise_outputs(metrics: dict[str, Any], out: str | Path) -> list[Path]:
     (out / "noise.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     with (out / "noise.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["kind", "level", "actual_level", "noise_works", "mean_overlap", "noise_in_top_k"])
+        writer.writerow(["kind", "level", "noise_works", "mean_overlap", "noise_in_top_k"])
         for row in metrics["levels"]:
             writer.writerow(
-                [
-                    metrics["kind"],
-                    row["level"],
-                    row["actual_level"],
-                    row["noise_works"],
-                    row["mean_overlap"],
-                    row["noise_in_top_k"],
-                ]
+                [metrics["kind"], row["level"], row["noise_works"], row["mean_overlap"], row["noise_in_top_k"]]
             )
     figure, axis = plt.subplots(figsize=(6, 4), dpi=110)
-    levels = [100 * row["actual_level"] for row in metrics["levels"]]
-    axis.plot(levels, [row["mean_overlap"] for row in metrics["levels"]], marker="o", label=metrics["kind"])
-    axis.set_xlabel("noise added (% of the index)")
+    levels = [100 * row["level"] for row in metrics["levels"]]
+    axis.plot(levels, [row["mean_overlap"] for row in metrics["levels"]], marker="o", label=f"{metrics['kind']} noise")
+    axis.set_xlabel(f"noise added (% of the {metrics['index_size']}-work reference index)")
     axis.set_ylabel(f"mean overlap with the clean top {metrics['k']}")
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)

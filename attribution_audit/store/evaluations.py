@@ -20,6 +20,7 @@ from attribution_audit.store.models import (
     EvaluationResult,
     EvaluationRun,
     LabelledQueryRecord,
+    NoiseNeighbours,
     QuerySet,
     utcnow,
 )
@@ -239,6 +240,23 @@ class EvaluationRepository:
                 )
             )
         return logged
+
+    def add_noise_neighbours(self, run_id: int, rows: Sequence[tuple[int, float, list[str]]]) -> None:
+        """Per (labelled query id, noise level, ranked work keys) of a noise run; level 0 is the clean index."""
+        with session_scope(self.engine) as session:
+            session.add_all(
+                NoiseNeighbours(run_id=run_id, labelled_query_id=q, level=level, work_keys=keys)
+                for q, level, keys in rows
+            )
+
+    def noise_neighbours(self, run_id: int) -> dict[float, dict[int, list[str]]]:
+        """A noise run's ranked work keys: level -> labelled query id -> keys."""
+        query = select(NoiseNeighbours).where(NoiseNeighbours.run_id == run_id).order_by(NoiseNeighbours.id)
+        by_level: dict[float, dict[int, list[str]]] = {}
+        with read_scope(self.engine) as session:
+            for row in session.scalars(query):
+                by_level.setdefault(row.level, {})[row.labelled_query_id] = list(row.work_keys)
+        return by_level
 
     # -- calibration models ----------------------------------------------------------------------------------
     def add_calibration(

@@ -311,3 +311,17 @@ class EvaluationResult(Base):
     exact_ms: Mapped[float | None] = mapped_column(Float)
     hnsw_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     exact_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class NoiseNeighbours(Base):
+    """Per labelled query and noise level of a noise run (level 0: the clean reference index): the ranked works
+    ("catalogue/work_id") it was attributed."""
+
+    __tablename__ = "noise_neighbours"
+    __table_args__ = (UniqueConstraint("run_id", "labelled_query_id", "level", name="uq_noise_neighbours"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("evaluation_runs.id"), index=True)
+    labelled_query_id: Mapped[int] = mapped_column(ForeignKey("labelled_queries.id"))
+    level: Mapped[float] = mapped_column(Float)
+    work_keys: Mapped[list[str]] = mapped_column(JSON)
