@@ -252,6 +252,23 @@ def save_tiny_clip(directory: Path, seed: int = 0, layers: int = 2) -> None:
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
 
 
+def save_tiny_clip_tokenizer(directory: Path) -> None:
+    """A CLIP tokenizer for the tiny checkpoint: lowercase letters only (ids below its 99-token vocabulary), no
+    merges; the text tower then embeds captions offline."""
+    import json
+    import string
+
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for letter in string.ascii_lowercase:
+        vocab[letter] = len(vocab)
+        vocab[f"{letter}</w>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt")).save_pretrained(directory)
+
+
 # -- data --------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def demo_catalogue(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalogue:

@@ -365,6 +365,7 @@ EXAMPLE_ORDER = [
     ("evaluate", "compare-spaces"),
     ("evaluate", "report"),
     ("evaluate", "noise"),
+    ("evaluate", "content-bias"),
     ("evaluate", "list"),
     ("evaluate",),
     ("calibrate",),

@@ -28,6 +28,15 @@ class Embedder(Protocol):
         ...
 
 
+@runtime_checkable
+class TextEmbedder(Embedder, Protocol):
+    """An embedder with a text tower in the same space (CLIP): captions become vectors comparable to each other."""
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Return an ``(len(texts), dim)`` float32 array of unit-norm rows."""
+        ...
+
+
 @dataclass(frozen=True)
 class ActivationLayer:
     """A layer whose activations ``ActivationEmbedder.embed_with_activations`` returns.

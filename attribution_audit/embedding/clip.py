@@ -66,6 +66,8 @@ class ClipEmbedder:
         except Exception as exc:
             raise EmbedderError(f"cannot load CLIP model from '{local_dir}': {exc}".splitlines()[0]) from exc
         self.model.train(False).to(self.device, self.dtype)  # inference mode (what .eval() does)
+        self._local_dir = local_dir
+        self._tokenizer: transformers.PreTrainedTokenizerBase | None = None
         self.dim = self.model.visual_projection.out_features  # the config's projection_dim
         vision = self.model.vision_model.config
         self._channels = [vision.hidden_size] * (vision.num_hidden_layers + 1)  # hidden states 0 (embeddings)..depth
@@ -100,3 +102,29 @@ class ClipEmbedder:
         features = self.model.visual_projection(outputs.pooler_output)
         pooled = torch.nn.functional.normalize(features.float(), dim=1)
         return pooled, [outputs.hidden_states[i][:, 1:, :].transpose(1, 2) for i in layers]
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Captions through CLIP's text tower + projection: an ``(len(texts), dim)`` float32 array of unit rows, in
+        the same space as the image vectors. EmbedderError when the checkpoint has no tokenizer files."""
+        if self._tokenizer is None:
+            refused = EmbedderError(
+                f"CLIP model directory '{self._local_dir}' has no tokenizer (vocab.json, merges.txt), so captions "
+                "cannot be embedded; use a full CLIP checkpoint or leave captions out"
+            )
+            # transformers 5 builds an empty tokenizer when the files are absent: every caption would look alike.
+            if not any((self._local_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+                raise refused
+            try:
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(self._local_dir, local_files_only=True)
+            except Exception as exc:
+                raise refused from exc
+        rows = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self._tokenizer(
+                list(texts[start : start + self.batch_size]), padding=True, truncation=True, return_tensors="pt"
+            )
+            with torch.inference_mode():
+                outputs = self.model.text_model(**{k: v.to(self.device) for k, v in tokens.items()}, return_dict=True)
+                features = self.model.text_projection(outputs.pooler_output)
+            rows.append(torch.nn.functional.normalize(features.float(), dim=1).cpu().numpy())
+        return np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32)

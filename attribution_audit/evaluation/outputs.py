@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 TABLE1_COLUMNS = {
     "true_artist_present": "Real artist present",
@@ -207,3 +210,57 @@ def write_comparison(rows: list[dict[str, Any]], shown: list[dict[str, Any]], ou
     markdown.insert(1, "|" + "---|" * len(table[0].split(",")))
     (out / "compare.md").write_text("\n".join(markdown) + "\n")
     return [out / "compare.json", out / "compare.md"]
+
+
+def write_content_bias_outputs(metrics: dict[str, Any], out: str | Path) -> list[Path]:
+    """content_bias.json, content_bias.md and one histogram per group (content_bias_<group>.png), as the note's
+    Figure 8."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "content_bias.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    lines = [
+        f"# Content of attributed works vs true inspiration works (evaluation run {metrics['run_id']})",
+        "",
+        f"Attribution space: {metrics['space']}; K = each image's number of true works. Content from the "
+        f"{metrics['content_source']}: {metrics['content_source_reason']}.",
+        "",
+        "| group | queries | pairs attributed / inspiration | mean similarity attributed | mean similarity "
+        "inspiration | Mann-Whitney U | p |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    paths = [out / "content_bias.json", out / "content_bias.md"]
+    for group, block in _groups(metrics).items():
+        attributed, inspiration = block["attributed"], block["inspiration"]
+        p_value = _fmt(block["p_value"]) if block["p_value"] is not None else "n/a (a side empty, or all values equal)"
+        lines.append(
+            f"| {group} | {block['queries']} | {attributed['n']} / {inspiration['n']} | {_fmt(attributed['mean'])} | "
+            f"{_fmt(inspiration['mean'])} | {_fmt(block['u'])} | {p_value} |"
+        )
+        figure, axis = plt.subplots(figsize=(6.5, 4), dpi=110)
+        values = [attributed["values"], inspiration["values"]]
+        bins = np.histogram_bin_edges([v for side in values for v in side] or [0.0, 1.0], bins=20).tolist()
+        axis.hist(values[0], bins=bins, alpha=0.6, label="attributed works")
+        axis.hist(values[1], bins=bins, alpha=0.6, label="true inspiration works")
+        axis.set_xlabel(f"cosine similarity of content to the generated image ({metrics['content_source']})")
+        axis.set_ylabel("number of (generated image, work) pairs")
+        axis.set_title(f"{group}: Mann-Whitney p = {_fmt(block['p_value'])}", fontsize=10)
+        axis.legend()
+        figure.tight_layout()
+        png = out / f"content_bias_{re.sub(r'[^A-Za-z0-9_-]', '_', group)}.png"
+        figure.savefig(png)
+        plt.close(figure)
+        paths.append(png)
+        lines += ["", f"![{group}]({png.name})"]
+    lines += [
+        "",
+        "A difference says the two sets differ in content; as the note says, it does not formally prove that works "
+        "are attributed because of their content.",
+        "",
+    ]
+    (out / "content_bias.md").write_text("\n".join(lines))
+    return paths

@@ -18,10 +18,11 @@ class LabelledQuery:
     artist: str
     work_ids: tuple[str, ...] = ()
     subset: str | None = None
+    caption: str | None = None  # what the generated image shows (evaluate content-bias)
 
 
 def read_labelled(path: str | Path) -> list[LabelledQuery]:
-    """Read a CSV with ``path,artist`` (+ optional ``work_ids`` separated by ``;`` and ``subset``).
+    """Read a CSV with ``path,artist`` (+ optional ``work_ids`` separated by ``;``, ``subset`` and ``caption``).
 
     Paths are relative to the CSV's folder. Malformed files or rows raise ManifestError naming the line.
     """
@@ -49,6 +50,7 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
                 clean_name(row["artist"]),
                 work_ids,
                 row.get("subset") or None,
+                row.get("caption") or None,
             )
         )
     if not queries:

@@ -30,6 +30,16 @@ class DemoCatalogue:
     manifest: Path
     queries: list[DemoQuery]
     labelled: Path  # CSV path,artist of the generated queries
+    evaluation: Path  # labelled.csv: the same queries with true works, subset and caption (evaluate ...)
+    noise: Path  # noise/noise.csv: works of another domain, for heterogeneous noise (evaluate noise)
+
+
+NOISE_STYLES = (  # greyscale and neon "other domain" styles no demo artist uses
+    {"palette": [(20, 20, 20), (240, 240, 240), (128, 128, 128)], "motif": "circles", "stroke": 3},
+    {"palette": [(250, 240, 200), (30, 90, 30), (120, 60, 10)], "motif": "triangles", "stroke": 5},
+    {"palette": [(10, 30, 90), (250, 200, 0), (0, 200, 200)], "motif": "dots", "stroke": 6},
+)
+NOISE_WORKS_PER_STYLE = 12
 
 
 def _style(index: int) -> dict[str, object]:
@@ -105,4 +115,36 @@ def make_demo_catalogue(
         writer = csv.writer(handle)
         writer.writerow(["path", "artist"])
         writer.writerows([q.path.relative_to(out).as_posix(), q.artist] for q in queries)
-    return DemoCatalogue(manifest, queries, labelled)
+    return DemoCatalogue(
+        manifest, queries, labelled, _write_evaluation_set(out, queries, works_per_artist), _write_noise(out / "noise")
+    )
+
+
+def _write_evaluation_set(out: Path, queries: list[DemoQuery], works_per_artist: int) -> Path:
+    """labelled.csv: each generated image with its artist's works as true works (it was made in that style), a
+    subset (alpha: even artists, beta: odd) and a caption of what it shows."""
+    path = out / "labelled.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "artist", "work_ids", "subset", "caption"])
+        for query in queries:
+            a = int(query.path.stem.split("_")[1][1:])
+            works = ";".join(f"A{a}-W{w:03d}" for w in range(works_per_artist))
+            caption = f"{MOTIFS[a % len(MOTIFS)]} on a plain ground"
+            subset = "alpha" if a % 2 == 0 else "beta"
+            writer.writerow([query.path.relative_to(out).as_posix(), query.artist, works, subset, caption])
+    return path
+
+
+def _write_noise(folder: Path) -> Path:
+    """noise.csv: 36 works of three styles unlike any demo artist's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "noise.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "artist", "work_id"])
+        for n, style in enumerate(NOISE_STYLES):
+            for w in range(NOISE_WORKS_PER_STYLE):
+                draw_work(style, seed=77_000 + n * 100 + w).save(folder / f"n{n}_{w}.png")
+                writer.writerow([f"n{n}_{w}.png", f"Other Domain {n}", f"N{n}-W{w:03d}"])
+    return manifest
