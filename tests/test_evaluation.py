@@ -756,3 +756,79 @@ def test_noise_level_inf_is_a_usage_error(
     args = ["evaluate", "noise", str(labelled), "--noise", str(noise_manifest), "--out", str(tmp_path / "out")]
     result = cli(*args, "--levels=inf", *EMBEDDER, code=2)
     assert "levels" in result.output
+
+
+# -- HNSW vs exact search (the note's appendix 1) ------------------------------------------------------------------
+def test_evaluate_run_compares_hnsw_with_the_chosen_exact_method(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    runs = {}
+    for method in ("kdtree", "brute"):
+        out = tmp_path / method
+        cli(
+            "evaluate",
+            "run",
+            str(labelled),
+            "--k-max",
+            "8",
+            "--k",
+            "4",
+            "--exact",
+            method,
+            *EMBEDDER,
+            "--out",
+            str(out),
+        )
+        runs[method] = json.loads((out / "metrics.json").read_text())
+        assert runs[method]["ann_vs_exact"]["exact_method"] == method
+    assert "## HNSW vs exact search (KD-Tree)" in (tmp_path / "kdtree" / "report.md").read_text()
+    assert "## HNSW vs exact search (brute force)" in (tmp_path / "brute" / "report.md").read_text()
+    engine = cli.engine()
+    try:
+        with Session(engine) as session:
+            exact = {
+                run_id: {
+                    r.labelled_query_id: r.exact_ids
+                    for r in session.scalars(
+                        select(EvaluationResult).where(
+                            EvaluationResult.run_id == run_id, EvaluationResult.error.is_(None)
+                        )
+                    )
+                }
+                for run_id in (runs["kdtree"]["run_id"], runs["brute"]["run_id"])
+            }
+            settings = session.get_one(EvaluationRun, runs["kdtree"]["run_id"]).settings
+    finally:
+        engine.dispose()
+    assert settings["params"]["exact_method"] == "kdtree"
+    # Both are exact: the KD-Tree finds the very works brute force finds.
+    kdtree, brute = exact.values()
+    assert len(kdtree) == 12 and kdtree == brute
+    assert "--exact" in cli("evaluate", "run", str(labelled), "--exact", "annoy", *EMBEDDER, code=2).output
+
+
+def test_compare_exact_gives_the_appendix_table_on_the_collection(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    out = tmp_path / "exact"
+    args = ["evaluate", "compare-exact", str(labelled), "--k", "5", *EMBEDDER]
+    metrics = json.loads(cli(*args, "--format", "json", "--out", str(out)).stdout)
+    assert metrics["queries"] == 12 and metrics["index_size"] == 48 and metrics["k"] == 5
+    by_method = {row["method"]: row for row in metrics["methods"]}
+    assert list(by_method) == ["hnsw", "kdtree", "brute"]
+    assert by_method["brute"]["recall_vs_brute"] == 1.0 and by_method["kdtree"]["recall_vs_brute"] == 1.0
+    assert 0.0 <= by_method["hnsw"]["recall_vs_brute"] <= 1.0
+    for row in by_method.values():
+        assert row["latency_ms"]["p50"] > 0 and row["latency_ms"]["p95"] >= row["latency_ms"]["p50"]
+    assert by_method["hnsw"]["build_s"] is None and by_method["kdtree"]["build_s"] > 0
+    table = (out / "compare_exact.md").read_text()
+    assert "| method | recall@5 vs brute force | p50 ms | p95 ms | build s |" in table
+    assert "| KD-Tree | 1.000 |" in table and "| brute force | 1.000 |" in table
+    printed = cli(*args).stdout
+    assert printed.splitlines()[0].split()[:2] == ["method", "recall@5"] and "HNSW" in printed
+    refused = cli(*args, "--space", "fused", code=2)
+    assert "--space content or --space style" in refused.output

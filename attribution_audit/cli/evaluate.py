@@ -9,6 +9,7 @@ import typer
 
 from attribution_audit.cli.common import (
     EmbedderOption,
+    ExactChoice,
     FormatOption,
     NoiseKind,
     OutputFormat,
@@ -41,6 +42,10 @@ def evaluate_run(
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, CSV tables, report.md and plots.")] = OUT,
     name: Annotated[str | None, typer.Option(help="Name of the query set (default: the file name).")] = None,
     space: SpaceOption = SpaceChoice.content,
+    exact: Annotated[
+        ExactChoice,
+        typer.Option(parser=choice(ExactChoice, "exact"), help="Exact search HNSW is timed and compared against."),
+    ] = ExactChoice.brute,
     embedder: EmbedderOption = None,
 ) -> None:
     """Attribute every labelled query (logged, tagged with the run) and compute the note's metrics.
@@ -63,6 +68,7 @@ def evaluate_run(
         k_max=k_max,
         k=k,
         space=space.value,
+        exact=exact.value,
     )
     write_outputs(summary.metrics, out)
     overall = summary.metrics["overall"]["curves"]
@@ -99,6 +105,44 @@ def evaluate_compare_spaces(
     if out is not None:
         write_comparison(rows, shown, out)
         typer.echo(f"written to {out}", err=fmt is not OutputFormat.table)  # stdout stays CSV or JSON
+
+
+@app.command("compare-exact")
+def evaluate_compare_exact(
+    ctx: typer.Context,
+    queries: QueriesArgument,
+    k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = 10,
+    space: Annotated[
+        SpaceChoice, typer.Option(parser=choice(SpaceChoice, "space"), help="Vector space: content or style.")
+    ] = SpaceChoice.content,
+    out: Annotated[Path | None, typer.Option(help="Also write compare_exact.json and compare_exact.md here.")] = None,
+    embedder: EmbedderOption = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """The note's appendix 1 on your collection: recall against brute force and latency of HNSW, KD-Tree and brute
+    force for the labelled queries, and the build time of the exact indexes.
+
+    \b
+    Example: attribution-audit evaluate compare-exact .demo/catalogue/queries.csv --k 5
+    """
+    from attribution_audit.evaluation.outputs import exact_rows, write_compare_exact
+    from attribution_audit.services.compare_exact import compare_exact_from_settings
+
+    settings = settings_of(ctx, embedder)
+    metrics = checked(
+        compare_exact_from_settings,
+        settings=settings,
+        audit=audit_of(settings),
+        queries=queries,
+        k=k,
+        space=space.value,
+    )
+    rows = exact_rows(metrics)
+    shown = [{key: num(v) if isinstance(v, float) or v is None else v for key, v in row.items()} for row in rows]
+    emit(fmt, data=metrics, rows=rows, shown=shown)
+    if out is not None:
+        write_compare_exact(metrics, shown, out)
+        typer.echo(f"written to {out}", err=fmt is not OutputFormat.table)
 
 
 @app.command("report")

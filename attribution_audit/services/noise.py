@@ -31,7 +31,7 @@ NOISE_CATALOGUE = "noise"
 CLEAN = 0.0
 
 
-def _embed_paths(
+def embed_paths(
     attributor: Attributor, paths: list[Path], space: str, batch_size: int = 32
 ) -> tuple[list[QueryVectors], list[int]]:
     """The vectors ``space`` needs of each readable image, and the indexes of those images."""
@@ -76,7 +76,7 @@ def _manifest_points(attributor: Attributor, manifest: str | Path, kind: str, wi
     rows = [r for r in open_source(manifest) if isinstance(r, ManifestRow)]
     if not rows:
         raise ManifestError(f"{manifest}: no usable noise works")
-    vectors, kept = _embed_paths(attributor, [r.path for r in rows], FUSED if with_style else CONTENT)
+    vectors, kept = embed_paths(attributor, [r.path for r in rows], FUSED if with_style else CONTENT)
     return [
         WorkPoint(
             point_id_for(NOISE_CATALOGUE, rows[i].work_id),
@@ -130,7 +130,7 @@ def noise_experiment(
     noise_keys = [_key(p) for p in pool[: round(max(levels) * reference_size)]]
 
     query_set = attributor.audit.evaluations.queries(query_set_id)
-    query_vectors, kept = _embed_paths(attributor, [Path(q.path) for q in query_set], space)
+    query_vectors, kept = embed_paths(attributor, [Path(q.path) for q in query_set], space)
     query_ids = [query_set[i].id for i in kept]
     by_level: dict[float, list[list[str]]] = {}
     with tempfile.TemporaryDirectory(dir=scratch_root, prefix="noise-") as scratch:
