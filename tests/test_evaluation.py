@@ -10,6 +10,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from attribution_audit.evaluation.metrics import (
     QueryOutcome,
     ann_vs_exact,
     artist_precision,
+    artist_recall,
     confidence_quality,
     curves,
     evaluate,
@@ -131,8 +133,18 @@ def test_per_image_k_precision_equals_recall() -> None:
     assert result["short"] == 1 and math.isnan(result["precision"]) and math.isnan(result["hit_rate"])
 
 
+def test_artist_recall_by_hand() -> None:
+    # The true artist's catalogue works: A has 4, B has 2, C has 3; o3 (B) leaves out: its count is unknown.
+    counted = [replace(o, artist_works=n) for o, n in zip(OUTCOMES, [4, 4, None, 3, 2], strict=True)]
+    # By the true artist among the first K: o1 [A, A, B], o2 [B, A, A], o4 none, o5 [B, B, A].
+    assert artist_recall(counted, 1) == pytest.approx((1 / 4 + 0 + 0 + 1 / 2) / 4)
+    assert artist_recall(counted, 3) == pytest.approx((2 / 4 + 2 / 4 + 0 + 2 / 2) / 4)
+    assert math.isnan(artist_recall(OUTCOMES, 3))  # no counts at all: no value
+    assert curves(counted, 3)[2]["artist_recall"] == pytest.approx(0.5)
+
+
 def test_curves_rows() -> None:
-    rows = curves(OUTCOMES, 3)
+    rows = [{k: v for k, v in row.items() if k != "artist_recall"} for row in curves(OUTCOMES, 3)]
     assert [row["k"] for row in rows] == [1, 2, 3]
     assert rows[0] == pytest.approx(
         {"k": 1, "hit_rate": 3 / 5, "artist_precision": 3 / 5, "work_precision": 1 / 4, "work_recall": 1 / 8}
@@ -260,7 +272,7 @@ def test_evaluate_groups_per_subset_and_is_valid_json() -> None:
     assert result["k_max"] == 3 and result["k"] == 3 and result["confidence_model"] == "default-v1"
     assert set(result["subsets"]) == {"s1", "s2"}  # o5 has no subset: only in "overall"
     assert result["overall"]["queries"] == 5
-    assert result["overall"]["curves"] == curves(OUTCOMES, 3)
+    assert result["overall"]["curves"] == finite(curves(OUTCOMES, 3))
     assert result["overall"]["table1"] == finite(table1(OUTCOMES, 3))
     for name, group in {"s1": [O1, O2], "s2": [O3, O4]}.items():
         block = result["subsets"][name]
@@ -832,3 +844,49 @@ def test_compare_exact_gives_the_appendix_table_on_the_collection(
     assert printed.splitlines()[0].split()[:2] == ["method", "recall@5"] and "HNSW" in printed
     refused = cli(*args, "--space", "fused", code=2)
     assert "--space content or --space style" in refused.output
+
+
+# -- artist-level curves, plots and every n/a explained -------------------------------------------------------------
+UNEXPLAINED_NA = re.compile(r"\bn/a\b(?! \(|:)|\bN/A\b(?! \()")
+
+
+def test_artist_recall_curves_and_every_na_explained(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    out = tmp_path / "run"
+    cli("evaluate", "run", str(labelled), "--k-max", "10", "--k", "4", *EMBEDDER, "--out", str(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    engine = cli.engine()
+    try:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(AttributionRequest.id, LabelledQueryRecord.artist, AttributionNeighbour.canonical_artist)
+                .join(LabelledQueryRecord, LabelledQueryRecord.id == AttributionRequest.labelled_query_id)
+                .join(AttributionNeighbour, AttributionNeighbour.request_id == AttributionRequest.id)
+                .where(AttributionRequest.evaluation_run_id == metrics["run_id"], AttributionNeighbour.rank <= 4)
+            ).all()
+    finally:
+        engine.dispose()
+    by_request: dict[str, int] = {}
+    for request_id, artist, neighbour in rows:
+        by_request[request_id] = by_request.get(request_id, 0) + (artist == neighbour)
+    # Every demo artist has 8 works in the catalogue: artist recall@4 = works by the true artist among 4, over 8.
+    assert len(by_request) == 12
+    assert metrics["overall"]["curves"][3]["artist_recall"] == pytest.approx(np.mean(list(by_request.values())) / 8)
+    with (out / "curves.csv").open() as handle:
+        header = next(csv.reader(handle))
+    assert header == ["group", "k", "hit_rate", "artist_precision", "artist_recall", "work_precision", "work_recall"]
+    report = (out / "report.md").read_text()
+    assert "artist recall@K" in report and not UNEXPLAINED_NA.search(report)
+    assert "N/A (every image of this class has entropy 0: one artist)" in report
+
+    # Without true works: work-level values are n/a, and the report says why.
+    plain = tmp_path / "plain"
+    cli("evaluate", "run", str(eval_catalogue.labelled), "--k-max", "6", "--k", "3", *EMBEDDER, "--out", str(plain))
+    report = (plain / "report.md").read_text()
+    assert "n/a (no query has true works)" in report and not UNEXPLAINED_NA.search(report)
+    assert_png(plain / "precision_recall.png")
+    with Image.open(plain / "precision_recall.png") as image:
+        assert image.width > image.height * 2  # two panels side by side: work level and artist level

@@ -2,8 +2,9 @@
 
 Definitions follow the research note: hit rate@K (at least one of the K neighbours is by the true artist),
 work-level precision@K / recall@K against the true inspiration works, artist-level precision@K (share of the K
-neighbours by the true artist), per-image K = number of true works (precision = recall), Mann-Whitney U tests of
-artist entropy and nearest-neighbour distance between classes (Table 1), and the quality of the confidence score.
+neighbours by the true artist) and recall@K (share of the true artist's catalogue works among the K), per-image
+K = number of true works (precision = recall), Mann-Whitney U tests of artist entropy and nearest-neighbour
+distance between classes (Table 1), and the quality of the confidence score.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class QueryOutcome:
     exact_ids: list[str] = field(default_factory=list)
     hnsw_ms: float | None = None
     exact_ms: float | None = None
+    artist_works: int | None = None  # works by the true artist in the catalogue when the run started
 
     def k_for(self, fixed_k: int) -> int:
         """Per-image K: the number of true works when known, else ``fixed_k``."""
@@ -51,6 +53,17 @@ def hit_rate(outcomes: Sequence[QueryOutcome], k: int) -> float:
 
 def artist_precision(outcomes: Sequence[QueryOutcome], k: int) -> float:
     values = [sum(a == o.true_artist for a in o.artists[:k]) / k for o in outcomes]
+    return float(np.mean(values)) if values else math.nan
+
+
+def artist_recall(outcomes: Sequence[QueryOutcome], k: int) -> float:
+    """Mean share of the true artist's catalogue works among the first K neighbours, over the queries whose artist
+    has works in the catalogue."""
+    counted = [o for o in outcomes if o.artist_works]
+    values = [
+        min(sum(a == o.true_artist for a in o.artists[:k]), o.artist_works or 0) / (o.artist_works or 1)
+        for o in counted
+    ]
     return float(np.mean(values)) if values else math.nan
 
 
@@ -85,7 +98,7 @@ def per_image_k(outcomes: Sequence[QueryOutcome]) -> dict[str, float]:
 
 
 def curves(outcomes: Sequence[QueryOutcome], k_max: int) -> list[dict[str, float]]:
-    """One row per K = 1..k_max: hit rate, artist precision, work precision and recall."""
+    """One row per K = 1..k_max: hit rate, artist precision and recall, work precision and recall."""
     rows = []
     for k in range(1, k_max + 1):
         precision, recall = work_precision_recall(outcomes, k)
@@ -94,6 +107,7 @@ def curves(outcomes: Sequence[QueryOutcome], k_max: int) -> list[dict[str, float
                 "k": k,
                 "hit_rate": hit_rate(outcomes, k),
                 "artist_precision": artist_precision(outcomes, k),
+                "artist_recall": artist_recall(outcomes, k),
                 "work_precision": precision,
                 "work_recall": recall,
             }

@@ -15,6 +15,7 @@ TABLE1_COLUMNS = {
     "nn_by_true_artist": "Nearest neighbour from the real artist",
     "only_true_artist": "Real artist only",
 }
+CURVE_KEYS = ("hit_rate", "artist_precision", "artist_recall", "work_precision", "work_recall")
 EXACT_NAMES = {"brute": "brute force", "kdtree": "KD-Tree", "hnsw": "HNSW"}
 TABLE1_ROWS = {
     "diversity": "Hypothesis 1: diversity of artists",
@@ -22,9 +23,10 @@ TABLE1_ROWS = {
 }
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def _fmt(value: Any, digits: int = 3, why: str = "") -> str:
+    """A number for people; None is "n/a", with the reason when one is given."""
     if value is None:
-        return "n/a"
+        return f"n/a ({why})" if why else "n/a"
     if isinstance(value, float):
         return f"{value:.2e}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
     return str(value)
@@ -32,8 +34,25 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _cell(cell: dict[str, Any] | None) -> str:
     if cell is None:
-        return "N/A"
-    return f"p = {_fmt(cell['p_value'])}, AUROC {_fmt(cell['auroc'])} (n = {cell['n_positive']}/{cell['n_negative']})"
+        return "N/A (every image of this class has entropy 0: one artist)"
+    n = f"(n = {cell['n_positive']}/{cell['n_negative']})"
+    if not (cell["n_positive"] and cell["n_negative"]):
+        return f"n/a: no image in one class {n}"
+    if cell["p_value"] is None:
+        return f"n/a: every image has the same value {n}; AUROC {_fmt(cell['auroc'])}"
+    return f"p = {_fmt(cell['p_value'])}, AUROC {_fmt(cell['auroc'])} {n}"
+
+
+def _per_image_k(block: dict[str, Any]) -> str:
+    result = block["per_image_k"]
+    if not result["queries"]:
+        return _fmt(result["precision"], why="no query has true works")
+    why = f"{result.get('short')} queries have more true works than neighbours were recorded; rerun evaluate run"
+    return _fmt(result["precision"], why=why)
+
+
+NO_QUERY = "no query could be attributed"
+NO_ARTIST_WORKS = "no true artist has works in the catalogue, or the run predates artist recall"
 
 
 def _groups(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -45,19 +64,10 @@ def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
     curves_path, table_path = out / "curves.csv", out / "table1.csv"
     with curves_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["group", "k", "hit_rate", "artist_precision", "work_precision", "work_recall"])
+        writer.writerow(["group", "k", *CURVE_KEYS])
         for group, block in _groups(metrics).items():
             for row in block["curves"]:
-                writer.writerow(
-                    [
-                        group,
-                        row["k"],
-                        row["hit_rate"],
-                        row["artist_precision"],
-                        row["work_precision"],
-                        row["work_recall"],
-                    ]
-                )
+                writer.writerow([group, row["k"], *(row.get(key) for key in CURVE_KEYS)])
     with table_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["group", "hypothesis", "class", "p_value", "auroc", "u", "n_positive", "n_negative"])
@@ -80,35 +90,61 @@ def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
     return [curves_path, table_path]
 
 
+def _curve(block: dict[str, Any], key: str) -> list[float]:
+    return [row.get(key) if row.get(key) is not None else float("nan") for row in block["curves"]]
+
+
 def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
-    """hit_rate.png (Figure 4) and precision_recall.png (Figure 5), one line per group."""
+    """hit_rate.png (the note's Figure 4) and precision_recall.png (Figure 5: precision and recall, work level and
+    artist level), one line per group and measure, the chosen K marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    for filename, keys, title in (
-        ("hit_rate.png", ("hit_rate",), "Share of images with the true artist among the K nearest works"),
-        ("precision_recall.png", ("work_precision", "work_recall", "artist_precision"), "Precision and recall vs K"),
+    groups = _groups(metrics)
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for group, block in groups.items():
+        axis.plot([row["k"] for row in block["curves"]], _curve(block, "hit_rate"), label=f"{group}")
+    _finish(axis, metrics["k"], "share of images with the true artist among the K works")
+    axis.set_title("Images with at least one work by the true artist, against K", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(out / "hit_rate.png")
+    plt.close(figure)
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharey=True)
+    for axis, level, title in (
+        (axes[0], "work", "Work level: the true inspiration works"),
+        (axes[1], "artist", "Artist level: works by the true artist"),
     ):
-        figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
-        for group, block in _groups(metrics).items():
+        drawn = False
+        for colour, (group, block) in enumerate(groups.items()):
             ks = [row["k"] for row in block["curves"]]
-            for key in keys:
-                values = [row[key] for row in block["curves"]]
-                if any(v is not None for v in values):
-                    axis.plot(ks, [v if v is not None else float("nan") for v in values], label=f"{group}: {key}")
-        axis.set_xlabel("K (number of attributed works)")
-        axis.set_ylim(0, 1.02)
-        axis.grid(alpha=0.3)
+            for measure, style in (("precision", "-"), ("recall", "--")):
+                values = _curve(block, f"{level}_{measure}")
+                if any(v == v for v in values):  # not all NaN
+                    axis.plot(ks, values, style, color=f"C{colour}", label=f"{group}: {measure}")
+                    drawn = True
+        if not drawn:
+            reason = "no query has true works" if level == "work" else "no true artist has works in the catalogue"
+            axis.text(0.5, 0.5, f"n/a: {reason}", ha="center", va="center", transform=axis.transAxes)
+        _finish(axis, metrics["k"], "mean precision or recall")
         axis.set_title(title, fontsize=10)
-        axis.legend(fontsize=7)
-        figure.tight_layout()
-        figure.savefig(out / filename)
-        plt.close(figure)
-        paths.append(out / filename)
-    return paths
+    figure.suptitle("Precision and recall against K", fontsize=11)
+    figure.tight_layout()
+    figure.savefig(out / "precision_recall.png")
+    plt.close(figure)
+    return [out / "hit_rate.png", out / "precision_recall.png"]
+
+
+def _finish(axis: Any, k: int, ylabel: str) -> None:
+    """Axis labels, the chosen K marked, a legend in words."""
+    axis.axvline(k, color="grey", linestyle=":", label=f"chosen K = {k}")
+    axis.set_xlabel("K (number of attributed works)")
+    axis.set_ylabel(ylabel)
+    axis.set_ylim(0, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
 
 
 def render_markdown(metrics: dict[str, Any]) -> str:
@@ -120,15 +156,17 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         "",
     ]
     lines += [
-        "| group | queries | hit rate@1 | hit rate@K | artist precision@K | per-image-K precision (= recall) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| group | queries | hit rate@1 | hit rate@K | artist precision@K | artist recall@K | "
+        "per-image-K precision (= recall) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for group, block in _groups(metrics).items():
         curves = block["curves"]
         at_k = curves[min(metrics["k"], len(curves)) - 1]
         lines.append(
-            f"| {group} | {block['queries']} | {_fmt(curves[0]['hit_rate'])} | {_fmt(at_k['hit_rate'])} | "
-            f"{_fmt(at_k['artist_precision'])} | {_fmt(block['per_image_k']['precision'])} |"
+            f"| {group} | {block['queries']} | {_fmt(curves[0]['hit_rate'], why=NO_QUERY)} | "
+            f"{_fmt(at_k['hit_rate'], why=NO_QUERY)} | {_fmt(at_k['artist_precision'], why=NO_QUERY)} | "
+            f"{_fmt(at_k.get('artist_recall'), why=NO_ARTIST_WORKS)} | {_per_image_k(block)} |"
         )
     for group, block in _groups(metrics).items():
         lines += ["", f"## Table 1 ({group}): Mann-Whitney U tests", ""]
@@ -137,10 +175,13 @@ def render_markdown(metrics: dict[str, Any]) -> str:
             cells = block["table1"][key]
             lines.append(f"| {label} | " + " | ".join(_cell(cells.get(c)) for c in TABLE1_COLUMNS) + " |")
         quality = block["confidence"]
+        one_class = NO_QUERY if not quality["queries"] else "the top artist is right for every image or for none"
         lines += [
             "",
-            f'Confidence at K={metrics["k"]} for "top artist correct" (accuracy {_fmt(quality["accuracy"])}): '
-            f"AUROC {_fmt(quality['auroc'])}, Brier {_fmt(quality['brier'])}, ECE {_fmt(quality['ece'])}.",
+            f'Confidence at K={metrics["k"]} for "top artist correct" '
+            f"(accuracy {_fmt(quality['accuracy'], why=NO_QUERY)}): "
+            f"AUROC {_fmt(quality['auroc'], why=one_class)}, Brier {_fmt(quality['brier'], why=NO_QUERY)}, "
+            f"ECE {_fmt(quality['ece'], why=NO_QUERY)}.",
         ]
     ann = metrics["ann_vs_exact"]
     if ann.get("queries"):

@@ -75,6 +75,7 @@ def run_evaluation(
             "k_max": k_max,
             "k": k,
             "recorded_k": depth,
+            "artist_works": artist_work_counts(audit, queries),
             "params": params.as_json(),
             "confidence_model": model.name if model else None,
         },
@@ -133,9 +134,22 @@ def recorded_depth(queries: Sequence[StoredQuery], k_max: int) -> int:
     return depth
 
 
-def load_outcomes(audit: AuditStore, run_id: int) -> list[QueryOutcome]:
-    """Per-query outcomes of a run, rebuilt from the audit DB (labels, logged neighbours, exact measurements)."""
+def artist_work_counts(audit: AuditStore, queries: Sequence[StoredQuery]) -> dict[str, int]:
+    """Active catalogue works of each (canonical) true artist of the queries, as the run starts (artist recall)."""
     canonical = audit.catalogue.canonical_artists()
+    counts: dict[str, int] = {}
+    for row in audit.catalogue.artists():
+        name = row.canonical or row.name
+        counts[name] = counts.get(name, 0) + row.active_works
+    wanted = {canonical.get(q.artist, q.artist) for q in queries}
+    return {name: counts.get(name, 0) for name in sorted(wanted)}
+
+
+def load_outcomes(audit: AuditStore, run_id: int) -> list[QueryOutcome]:
+    """Per-query outcomes of a run, rebuilt from the audit DB (labels, logged neighbours, exact measurements, the
+    true artists' work counts recorded when the run started)."""
+    canonical = audit.catalogue.canonical_artists()
+    works = audit.evaluations.run(run_id).settings.get("artist_works", {})
     return [
         QueryOutcome(
             query_id=logged.query.id,
@@ -150,6 +164,7 @@ def load_outcomes(audit: AuditStore, run_id: int) -> list[QueryOutcome]:
             exact_ids=logged.result.exact_ids,
             hnsw_ms=logged.result.hnsw_ms,
             exact_ms=logged.result.exact_ms,
+            artist_works=works.get(canonical.get(logged.query.artist, logged.query.artist)),
         )
         for logged in audit.evaluations.logged_results(run_id)
     ]
