@@ -49,6 +49,9 @@ def main() -> None:
     print(f"  attribution-audit attribute {shown(catalogue.queries[-1].path)} --k 5")
     print("  attribution-audit report artists --format csv")
     print("  attribution-audit audit list --limit 3")
+    print(f"\nLabelled query set {shown(catalogue.evaluation)}, noise set {shown(catalogue.noise)}; the research")
+    print("note's experiments on them: README (Evaluation) and docs/reproducing-the-note.md. The first one:")
+    print(f"  attribution-audit evaluate run {shown(catalogue.evaluation)} --k-max 20 --k 5 --out .demo/evaluation")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
     groups = _groups(metrics)
     figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
     for group, block in groups.items():
-        axis.plot([row["k"] for row in block["curves"]], _curve(block, "hit_rate"), label=f"{group}")
+        axis.plot([row["k"] for row in block["curves"]], _curve(block, "hit_rate"), label=_label(group))
     _finish(axis, metrics["k"], "share of images with the true artist among the K works")
     axis.set_title("Images with at least one work by the true artist, against K", fontsize=10)
     figure.tight_layout()
@@ -123,7 +123,7 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
             for measure, style in (("precision", "-"), ("recall", "--")):
                 values = _curve(block, f"{level}_{measure}")
                 if any(v == v for v in values):  # not all NaN
-                    axis.plot(ks, values, style, color=f"C{colour}", label=f"{group}: {measure}")
+                    axis.plot(ks, values, style, color=f"C{colour}", label=f"{_label(group)}: {measure}")
                     drawn = True
         if not drawn:
             reason = "no query has true works" if level == "work" else "no true artist has works in the catalogue"
@@ -135,6 +135,10 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
     figure.savefig(out / "precision_recall.png")
     plt.close(figure)
     return [out / "hit_rate.png", out / "precision_recall.png"]
+
+
+def _label(group: str) -> str:
+    return "all images" if group == "overall" else f"subset {group}"
 
 
 def _finish(axis: Any, k: int, ylabel: str) -> None:
