@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -464,6 +465,23 @@ def test_evaluate_run_then_report_end_to_end(
     assert "no evaluation run 999" in cli("evaluate", "report", "--run", "999", "--out", str(again), code=1).stderr
 
 
+def logged_rows(cli: Cli, statement: Any, run_id: int) -> list[Any]:
+    """``statement`` over the run's logged neighbours joined with their requests and labelled queries."""
+    engine = cli.engine()
+    try:
+        with Session(engine) as session:
+            return list(
+                session.execute(
+                    statement.select_from(AttributionRequest)
+                    .join(LabelledQueryRecord, LabelledQueryRecord.id == AttributionRequest.labelled_query_id)
+                    .join(AttributionNeighbour, AttributionNeighbour.request_id == AttributionRequest.id)
+                    .where(AttributionRequest.evaluation_run_id == run_id)
+                ).all()
+            )
+    finally:
+        engine.dispose()
+
+
 def test_per_image_k_records_as_many_neighbours_as_the_most_true_works(
     cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
 ) -> None:
@@ -476,17 +494,11 @@ def test_per_image_k_records_as_many_neighbours_as_the_most_true_works(
     assert "8 neighbours recorded per query" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recorded_k"] == 8 and len(metrics["overall"]["curves"]) == 3
-    engine = cli.engine()
-    try:
-        with Session(engine) as session:
-            rows = session.execute(
-                select(LabelledQueryRecord.work_ids, AttributionNeighbour.request_id, AttributionNeighbour.work_id)
-                .join(AttributionRequest, AttributionRequest.labelled_query_id == LabelledQueryRecord.id)
-                .join(AttributionNeighbour, AttributionNeighbour.request_id == AttributionRequest.id)
-                .where(AttributionRequest.evaluation_run_id == metrics["run_id"])
-            ).all()
-    finally:
-        engine.dispose()
+    rows = logged_rows(
+        cli,
+        select(LabelledQueryRecord.work_ids, AttributionNeighbour.request_id, AttributionNeighbour.work_id),
+        metrics["run_id"],
+    )
     logged: dict[str, tuple[list[str], list[str]]] = {}
     for true_works, request_id, work_id in rows:
         logged.setdefault(request_id, (list(true_works or []), []))[1].append(work_id)
@@ -858,17 +870,8 @@ def test_artist_recall_curves_and_every_na_explained(
     out = tmp_path / "run"
     cli("evaluate", "run", str(labelled), "--k-max", "10", "--k", "4", *EMBEDDER, "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
-    engine = cli.engine()
-    try:
-        with Session(engine) as session:
-            rows = session.execute(
-                select(AttributionRequest.id, LabelledQueryRecord.artist, AttributionNeighbour.canonical_artist)
-                .join(LabelledQueryRecord, LabelledQueryRecord.id == AttributionRequest.labelled_query_id)
-                .join(AttributionNeighbour, AttributionNeighbour.request_id == AttributionRequest.id)
-                .where(AttributionRequest.evaluation_run_id == metrics["run_id"], AttributionNeighbour.rank <= 4)
-            ).all()
-    finally:
-        engine.dispose()
+    statement = select(AttributionRequest.id, LabelledQueryRecord.artist, AttributionNeighbour.canonical_artist)
+    rows = logged_rows(cli, statement.where(AttributionNeighbour.rank <= 4), metrics["run_id"])
     by_request: dict[str, int] = {}
     for request_id, artist, neighbour in rows:
         by_request[request_id] = by_request.get(request_id, 0) + (artist == neighbour)
