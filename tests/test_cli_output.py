@@ -276,7 +276,7 @@ def test_json_is_the_same_through_json_and_format_json(cli: Cli, logged: list[di
 def test_every_format_of_the_listing_commands(cli: Cli, logged: list[dict[str, Any]]) -> None:
     ids = [r["request_id"] for r in logged][::-1]
     table = cli("audit", "list").stdout.splitlines()
-    assert table[0].split() == ["request_id", "created_at", "top_artist", "confidence", "image"]
+    assert table[0].split() == ["request_id", "created_at", "top_artist", "confidence", "image", "evaluation_run"]
     assert [line.split()[0] for line in table[1:]] == ids
     rows = _csv_rows(cli("audit", "list", "--format", "csv").stdout)
     assert [r["request_id"] for r in rows] == ids
@@ -319,7 +319,7 @@ def test_every_format_of_the_listing_commands(cli: Cli, logged: list[dict[str, A
 
 def test_empty_listings_keep_their_header(cli: Cli) -> None:
     for args, header in (
-        (("audit", "list"), "request_id,created_at,top_artist,confidence,image"),
+        (("audit", "list"), "request_id,created_at,top_artist,confidence,image,evaluation_run"),
         (("artists", "list"), "name,canonical,active_works"),
         (("evaluate", "list"), "id,kind,status,created_at,embedder"),
         (("audit", "verify-recall"), "embedder,checked,mean_overlap,below_one"),

@@ -503,6 +503,8 @@ def test_per_image_k_records_as_many_neighbours_as_the_most_true_works(
     for true_works, request_id, work_id in rows:
         logged.setdefault(request_id, (list(true_works or []), []))[1].append(work_id)
     assert {len(works) for _, works in logged.values()} == {8}
+    listed = csv.DictReader(cli("audit", "list", "--format", "csv").stdout.splitlines())
+    assert {row["evaluation_run"] for row in listed} == {str(metrics["run_id"])}  # marked as evaluation requests
     precisions = [len(set(works) & set(true)) / len(true) for true, works in logged.values() if true]
     assert len(precisions) == 6
     assert metrics["overall"]["per_image_k"]["precision"] == pytest.approx(np.mean(precisions))

@@ -28,7 +28,7 @@ app = Typer(
     help="Read the audit log.\n\n\b\nExample: attribution-audit audit list --limit 5",
 )
 
-LIST_COLUMNS = ("request_id", "created_at", "top_artist", "confidence", "image")
+LIST_COLUMNS = ("request_id", "created_at", "top_artist", "confidence", "image", "evaluation_run")
 
 
 @app.command("list")
@@ -38,7 +38,8 @@ def audit_list(
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them).
+    """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them);
+    evaluation_run names the evaluation run that made a request (evaluate ...), empty for the others.
 
     \b
     Example: attribution-audit audit list --limit 4 --format csv
@@ -53,6 +54,7 @@ def audit_list(
             "top_artist": r.top_artist,
             "confidence": r.confidence,
             "image": r.image,
+            "evaluation_run": r.evaluation_run_id,
         }
         for r in results
     ]
@@ -60,7 +62,10 @@ def audit_list(
         output_format(fmt, as_json),
         data=[r.as_json() for r in results],
         rows=rows,
-        shown=[{**row, "confidence": f"{row['confidence']:.3f}"} for row in rows],
+        shown=[
+            {**row, "confidence": f"{row['confidence']:.3f}", "evaluation_run": row["evaluation_run"] or ""}
+            for row in rows
+        ],
         columns=LIST_COLUMNS,
     )
 

@@ -55,6 +55,7 @@ class Attribution:
     collection: str
     prev_hash: str
     replay_of: str | None = None
+    evaluation_run_id: int | None = None  # set on the requests an evaluation run made
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` form of the CLI."""

@@ -95,6 +95,7 @@ def to_attribution(record: StoredRequest) -> Attribution:
         collection=r["collection"],
         prev_hash=r["prev_hash"],
         replay_of=r["replay_of"],
+        evaluation_run_id=r.get("evaluation_run_id"),
     )
 
 
