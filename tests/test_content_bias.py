@@ -129,6 +129,8 @@ def test_content_bias_from_the_content_image_space(
         assert_png(out / f"content_bias_{group}.png")
         assert f"![{group}](content_bias_{group}.png)" in report
     assert "chain OK: 6 records" in cli("audit", "verify").stdout
+    refused = cli("evaluate", "report", "--run", str(metrics["run_id"]), "--out", str(tmp_path / "x"), code=1)
+    assert "is a content_bias run" in refused.stderr and len(refused.stderr.splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -148,7 +148,7 @@ def evaluate_compare_exact(
 @app.command("report")
 def evaluate_report(
     ctx: typer.Context,
-    run: Annotated[int, typer.Option("--run", help="Evaluation run id.")],
+    run: Annotated[int, typer.Option("--run", help="Evaluation run id (an evaluate run or evaluate noise run).")],
     out: Annotated[Path, typer.Option(help="Folder for the outputs.")] = OUT,
 ) -> None:
     """Recompute a past run's metrics purely from the audit DB and write the same outputs.
@@ -156,10 +156,11 @@ def evaluate_report(
     \b
     Example: attribution-audit evaluate report --run 1 --out .demo/evaluation
     """
-    from attribution_audit.evaluation.outputs import write_outputs
-    from attribution_audit.services.evaluate import compute_metrics
+    from attribution_audit.evaluation.outputs import write_noise_outputs, write_outputs
+    from attribution_audit.services.evaluate import recompute_run
 
-    write_outputs(compute_metrics(audit_of(ctx.obj), run), out)
+    kind, metrics = recompute_run(audit_of(ctx.obj), run)
+    (write_noise_outputs if kind == "noise" else write_outputs)(metrics, out)
     typer.echo(f"evaluation run {run}: report written to {out}")
 
 

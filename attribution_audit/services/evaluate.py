@@ -185,6 +185,21 @@ def compute_metrics(audit: AuditStore, run_id: int) -> dict[str, Any]:
     return {"run_id": run_id, "recorded_k": settings.get("recorded_k", settings["k_max"]), **metrics}
 
 
+def recompute_run(audit: AuditStore, run_id: int) -> tuple[str, dict[str, Any]]:
+    """(kind, metrics) of a past ``evaluate run`` or ``evaluate noise`` run, recomputed from the audit DB alone."""
+    from attribution_audit.services.noise import noise_metrics
+
+    kind = audit.evaluations.run(run_id, kind=None).kind
+    if kind == "noise":
+        return kind, noise_metrics(audit, run_id)
+    if kind != "attribution":
+        raise NotFoundError(
+            f"evaluation run {run_id} is a {kind} run, which keeps its results as it wrote them (evaluate list "
+            "--format json shows them); evaluate report recomputes attribution and noise runs"
+        )
+    return kind, compute_metrics(audit, run_id)
+
+
 def compare_spaces(
     attributor: Attributor, query_set_id: int, *, k_max: int = 100, k: int = 10, spaces: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:

@@ -190,11 +190,11 @@ class EvaluationRepository:
             run = session.get_one(EvaluationRun, run_id)
             run.metrics, run.status, run.finished_at = metrics, "completed", utcnow()
 
-    def run(self, run_id: int, kind: str = "attribution") -> RunInfo:
-        """A run of that kind; NotFoundError otherwise."""
+    def run(self, run_id: int, kind: str | None = "attribution") -> RunInfo:
+        """A run of that kind (of any kind when None); NotFoundError otherwise."""
         with read_scope(self.engine) as session:
             run = session.get(EvaluationRun, run_id)
-            if run is None or run.kind != kind:
+            if run is None or kind not in (None, run.kind):
                 raise NotFoundError(f"no evaluation run {run_id}; `attribution-audit evaluate list` shows the runs")
             return _run_info(run)
 
