@@ -321,7 +321,7 @@ def exact_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             f"recall@{k} vs brute force": row["recall_vs_brute"],
             "p50 ms": row["latency_ms"]["p50"],
             "p95 ms": row["latency_ms"]["p95"],
-            "build s": row["build_s"],
+            "build ms": row["build_ms"],
         }
         for row in metrics["methods"]
     ]

@@ -41,11 +41,11 @@ def compare_exact(attributor: Attributor, query_set_id: int, *, k: int = 10, spa
     if not ids:
         raise ValueError(f"collection '{attributor.store.collection}' has no {space} vectors; ingest a catalogue first")
     built: dict[str, Any] = {}
-    build_s: dict[str, float | None] = {"hnsw": None}
+    build_ms: dict[str, float | None] = {"hnsw": None}
     for method in EXACT_METHODS:
         started = time.perf_counter()
         built[method] = build_exact_index(method, ids, vectors)
-        build_s[method] = time.perf_counter() - started
+        build_ms[method] = (time.perf_counter() - started) * 1000
     paths = [Path(q.path) for q in attributor.audit.evaluations.queries(query_set_id)]
     queries, _ = embed_paths(attributor, paths, space)
     found: dict[str, list[list[str]]] = {method: [] for method in METHODS}
@@ -70,7 +70,7 @@ def compare_exact(attributor: Attributor, query_set_id: int, *, k: int = 10, spa
             if truth
             else None,
             "latency_ms": _latency(times[method]),
-            "build_s": build_s[method],
+            "build_ms": build_ms[method],
         }
         for method in METHODS
     ]
