@@ -19,13 +19,13 @@ import csv
 import io
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 SIZE = 256
-MARGIN = 14
 FONTS_DIR = Path("/usr/share/fonts")
 
 # (artist, font file, Debian package): 40 faces of 20 families, Latin script, free licences.
@@ -102,31 +102,52 @@ def find_faces(fonts_dir: Path, artists: int) -> list[tuple[str, Path]]:
     return [(artist, found[file]) for artist, file, _ in chosen]
 
 
-def text_of(index: int, seed: int) -> tuple[str, int]:
-    """The text of work ``index`` and its font size: the same for every artist (content fixed)."""
+@dataclass(frozen=True)
+class Page:
+    """The content of one work, the same for every artist: text, size, spacing, margin, ink and paper colours."""
+
+    text: str
+    size: int
+    spacing: float
+    margin: int
+    ink: tuple[int, int, int]
+    paper: tuple[int, int, int]
+
+
+def page_of(index: int, seed: int) -> Page:
+    """The page of work ``index`` (seeded): only the face that renders it differs between artists."""
     rng = np.random.default_rng([seed, index])
-    words = [WORDS[int(i)] for i in rng.integers(0, len(WORDS), 24)]
-    return " ".join(words), int(rng.integers(20, 30))
+    words = [WORDS[int(i)] for i in rng.integers(0, len(WORDS), 40)]
+    ink = tuple(int(v) for v in rng.integers(0, 110, 3))
+    paper = tuple(int(v) for v in rng.integers(190, 256, 3))
+    return Page(
+        " ".join(words),
+        int(rng.integers(16, 36)),
+        float(rng.uniform(1.1, 1.6)),
+        int(rng.integers(6, 30)),
+        (ink[0], ink[1], ink[2]),
+        (paper[0], paper[1], paper[2]),
+    )
 
 
-def render(text: str, size: int, font_file: Path) -> Image.Image:
-    """``text`` in black on white, wrapped to the page, in one face."""
-    font = ImageFont.truetype(str(font_file), size)
-    image = Image.new("RGB", (SIZE, SIZE), "white")
+def render(page: Page, font_file: Path) -> Image.Image:
+    """The page's text wrapped to the image, in one face."""
+    font = ImageFont.truetype(str(font_file), page.size)
+    image = Image.new("RGB", (SIZE, SIZE), page.paper)
     draw = ImageDraw.Draw(image)
     lines: list[str] = []
-    for word in text.split():
+    for word in page.text.split():
         candidate = f"{lines[-1]} {word}" if lines else word
-        if lines and draw.textlength(candidate, font=font) <= SIZE - 2 * MARGIN:
+        if lines and draw.textlength(candidate, font=font) <= SIZE - 2 * page.margin:
             lines[-1] = candidate
         else:
             lines.append(word)
-    y = MARGIN
+    y = page.margin
     for line in lines:
-        if y + size > SIZE - MARGIN:
+        if y + page.size > SIZE - page.margin:
             break
-        draw.text((MARGIN, y), line, fill="black", font=font)
-        y += int(size * 1.25)
+        draw.text((page.margin, y), line, fill=page.ink, font=font)
+        y += int(page.size * page.spacing)
     return image
 
 
@@ -174,14 +195,14 @@ def build(out: Path, *, artists: int, works: int, held_out: int, copies: int, se
     faces = find_faces(fonts_dir, artists)
     for folder in ("works", "style", "copies"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    texts = [text_of(i, seed) for i in range(works + held_out)]
+    pages = [page_of(i, seed) for i in range(works + held_out)]
     catalogue, style, copy_rows = [], [], []
     for a, (artist, font_file) in enumerate(faces):
-        rendered = [render(text, size, font_file) for text, size in texts]
+        rendered = [render(page, font_file) for page in pages]
         for w in range(works):
             rel = f"works/a{a:02d}_w{w:03d}.png"
             rendered[w].save(out / rel)
-            catalogue.append([rel, artist, f"A{a:02d}-W{w:03d}", " ".join(texts[w][0].split()[:4])])
+            catalogue.append([rel, artist, f"A{a:02d}-W{w:03d}", " ".join(pages[w].text.split()[:4])])
         for q in range(held_out):
             rel = f"style/a{a:02d}_q{q:03d}.png"
             rendered[works + q].save(out / rel)
