@@ -15,7 +15,6 @@ from attribution_audit.cli.common import (
     JsonOption,
     OutputFormat,
     SharesChoice,
-    SpaceChoice,
     SpaceOption,
     audit_of,
     checked,
@@ -63,7 +62,7 @@ def attribute(
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature of --shares similarity.")
     ] = DEFAULTS.temperature,
-    space: SpaceOption = SpaceChoice(DEFAULTS.space),
+    space: SpaceOption = DEFAULTS.space,
     fusion_weights: Annotated[str, typer.Option(help="Fused: weights of content,style.")] = DEFAULT_WEIGHTS,
     rrf_k: Annotated[int, typer.Option(help="Fused: the k of reciprocal rank fusion.")] = DEFAULTS.rrf_k,
     embedder: EmbedderOption = None,
@@ -87,7 +86,7 @@ def attribute(
         exact_method=exact.value,
         shares=shares.value,
         temperature=temperature,
-        space=space.value,
+        space=space,
         fusion_weights=_weights(fusion_weights),
         rrf_k=rrf_k,
     )

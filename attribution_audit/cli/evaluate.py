@@ -13,7 +13,6 @@ from attribution_audit.cli.common import (
     NoiseKind,
     OutputFormat,
     QueriesArgument,
-    SpaceChoice,
     SpaceOption,
     Typer,
     audit_of,
@@ -40,7 +39,7 @@ def evaluate_run(
     ] = 10,
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, CSV tables, report.md and plots.")] = OUT,
     name: Annotated[str | None, typer.Option(help="Name of the query set (default: the file name).")] = None,
-    space: SpaceOption = SpaceChoice.content,
+    space: SpaceOption = "content",
     embedder: EmbedderOption = None,
 ) -> None:
     """Attribute every labelled query (logged, tagged with the run) and compute the note's metrics.
@@ -62,7 +61,7 @@ def evaluate_run(
         name=name,
         k_max=k_max,
         k=k,
-        space=space.value,
+        space=space,
     )
     write_outputs(summary.metrics, out)
     overall = summary.metrics["overall"]["curves"]
@@ -132,7 +131,7 @@ def evaluate_noise(
         ),
     ] = NoiseKind.homogeneous,
     k: Annotated[int, typer.Option("--k", min=1, help="Attributed works per query.")] = 10,
-    space: SpaceOption = SpaceChoice.content,
+    space: SpaceOption = "content",
     out: Annotated[Path, typer.Option(help="Folder for noise.json, noise.csv and noise.png.")] = OUT,
     embedder: EmbedderOption = None,
 ) -> None:
@@ -158,7 +157,7 @@ def evaluate_noise(
         levels=fractions,
         kind=kind.value,
         k=k,
-        space=space.value,
+        space=space,
     )
     write_noise_outputs(metrics, out)
     for row in metrics["levels"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,17 @@ from attribution_audit.domain.points import CONTENT, STYLE, Hit
 from attribution_audit.domain.ranking import apply_k_policy, top_artist
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
 from attribution_audit.domain.shares import neighbour_shares
-from attribution_audit.domain.spaces import QueryVectors, partial_spaces, space_named
+from attribution_audit.domain.spaces import (
+    LEARNED_BASES,
+    SPACES,
+    LearnedSpace,
+    QueryVectors,
+    Space,
+    partial_spaces,
+    space_named,
+)
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import VectorStoreError
+from attribution_audit.errors import NotFoundError, VectorStoreError
 from attribution_audit.sources.images import load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.exact import ExactIndex, load_or_build, overlap_at_k
@@ -55,6 +64,7 @@ class Attributor:
         self.requester = requester
         self.exact_cache_dir = Path(exact_cache_dir)
         self._exact: dict[tuple[str, str, str], ExactIndex] = {}
+        self._learned: dict[tuple[str, int, str], LearnedSpace] = {}
         self._random = random.Random(seed)
         self.calibration: LogisticModel | None = audit.evaluations.latest_calibration(embedder_fingerprint)
         self.canonical = audit.catalogue.canonical_artists()
@@ -63,7 +73,7 @@ class Attributor:
     def with_store(self, store: VectorStore) -> Attributor:
         """The same attributor over another store (a scratch copy, say); exact indexes are not shared."""
         clone = copy.copy(self)
-        clone.store, clone._exact = store, {}
+        clone.store, clone._exact, clone._learned = store, {}, {}
         return clone
 
     # -- exact ground truth ------------------------------------------------------------------------------------
@@ -89,13 +99,40 @@ class Attributor:
                 for row, sim in zip(found.tolist(), sims.tolist(), strict=True)
             ]
 
-        return space_named(params.space).exact_top(search, queries, params)
+        return self.space_of(params)[0].exact_top(search, queries, params)
+
+    # -- spaces --------------------------------------------------------------------------------------------------
+    def space_of(self, params: AttributionParams) -> tuple[Space, AttributionParams]:
+        """The space of the params, and the params with a learned space's version filled in (the newest when
+        none is given); NotFoundError for an unknown learned space or version."""
+        if params.space in SPACES:
+            return space_named(params.space), params
+        found = self.audit.spaces.load(params.space, params.space_version)
+        if found is None:
+            which = f"{params.space} version {params.space_version}" if params.space_version else params.space
+            raise NotFoundError(
+                f"no learned space {which}; fit one with `attribution-audit spaces fit {params.space} --from style`"
+                " (see `attribution-audit spaces list`)"
+            )
+        info, projection = found
+        if info.collection != self.store.collection:
+            raise VectorStoreError(
+                f"space {info.name} was fitted on collection '{info.collection}', not '{self.store.collection}'; "
+                "use the embedder it was fitted with"
+            )
+        key = (info.name, info.version, self.store.content_version())
+        if key not in self._learned:
+            self.check_coverage(LEARNED_BASES[info.base])
+            points = list(self.store.iter_points())
+            works = [(p.point_id, p.payload, QueryVectors(p.vector, p.style)) for p in points]
+            self._learned[key] = LearnedSpace.over(info.name, info.version, info.base, projection, works)
+        return self._learned[key], replace(params, space_version=info.version)
 
     # -- one request -------------------------------------------------------------------------------------------
     def compute(self, query: QueryVectors, params: AttributionParams) -> Outcome:
         """Search, re-rank, apply K, measure, share, and verify against the exact search when asked."""
-        space = space_named(params.space)
-        self._check_coverage(space.bases)
+        space = self.space_of(params)[0]
+        self.check_coverage(space.bases)
         ranked = space.candidates(self.store, query, params)
         kept = apply_k_policy(ranked, params)
         sims = [sim for _, sim in kept]
@@ -138,7 +175,7 @@ class Attributor:
             artist_shares=by_artist,
         )
 
-    def _check_coverage(self, bases: tuple[str, ...]) -> None:
+    def check_coverage(self, bases: tuple[str, ...]) -> None:
         """Refuse a space that some works of the collection lack: they could never be found in it."""
         missing = partial_spaces(self.coverage, bases)
         if missing:
@@ -154,7 +191,7 @@ class Attributor:
 
     def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
         """Attribute one image file; returns only after its audit record is committed."""
-        params = params or AttributionParams()
+        params = self.space_of(params or AttributionParams())[1]
         image = load_image(image_path, target_size=224)
         query = self.embed([image.image], params.space)[0]
         outcome = self.compute(query, params)
@@ -164,7 +201,7 @@ class Attributor:
         """The query vectors a space needs of each image (content and style from one forward pass)."""
         if self.embedder is None:
             raise ValueError("this Attributor was built without an embedder")
-        if STYLE not in space_named(space).bases:
+        if STYLE not in self.space_of(AttributionParams(space=space))[0].bases:
             return [QueryVectors(v) for v in self.embedder.embed(images)]
         if self.style_embedder is None:
             raise ValueError(f"the {space} space needs a style embedder")
@@ -185,6 +222,7 @@ class Attributor:
 
         ``evaluation`` = (evaluation run id, labelled query id) tags a request made by ``evaluate run``.
         """
+        params = self.space_of(params)[1]  # a learned space's version is recorded with the request
         score, model_name = confidence(self.calibration, outcome.features)
         draft = RequestDraft(
             image=image,
