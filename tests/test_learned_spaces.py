@@ -13,8 +13,9 @@ from conftest import EMBEDDER, Cli
 
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
-from attribution_audit.domain.projection import artist_hits, fit_lda, held_out_split, join_bases, unit_rows
+from attribution_audit.domain.projection import SHRINKAGES, artist_hits, fit_lda, held_out_split, join_bases, unit_rows
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
+from attribution_audit.services.spaces import validate
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store.audit_store import AuditStore
 
@@ -66,6 +67,16 @@ def test_learned_space_answer_is_its_own_exact_answer() -> None:
     assert space.exact_top(None, [query], params) == [[hit.point_id for hit, _ in ranked[:4]]]  # type: ignore[arg-type]
 
 
+def test_validation_scores_every_shrinkage_and_the_base_on_one_split() -> None:
+    works, labels = _nuisance_data(4, 10)
+    scores = validate(works, labels)
+    assert [t["shrinkage"] for t in scores["tried"]] == list(SHRINKAGES)
+    best = max(scores["tried"], key=lambda t: t["hit@1"] + t["hit@10"])
+    assert scores["shrinkage"] == best["shrinkage"] and scores["hit@1"] == best["hit@1"]
+    assert scores["held_out_works"] == 24 and scores["base_hit@1"] < scores["hit@1"]
+    assert validate(works, labels, (0.3,))["shrinkage"] == 0.3
+
+
 def test_params_take_a_learned_name_and_version_only_for_learned_spaces() -> None:
     assert AttributionParams(space="fontstyle", space_version=2).as_json()["space_version"] == 2
     for bad in ({"space": "Font Style"}, {"space": "content", "space_version": 1}, {"space": "x", "space_version": 0}):
@@ -114,7 +125,8 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     assert first["parameters"]["space"] == "painters" and first["parameters"]["space_version"] == 1
     assert first["overlap_at_k"] == 1.0 and len(first["neighbours"]) == 5
 
-    cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
+    pinned = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "0.5", *embedder).stdout
+    assert "stored painters version 2" in pinned and "shrinkage 0.5," in pinned
     (second,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
     assert second["parameters"]["space_version"] == 2
     replay = json.loads(cli("audit", "replay", first["request_id"], "--json").stdout)
@@ -129,6 +141,8 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     )
     conflict = cli("spaces", "fit", "painters", "--from", "style", *embedder, code=1)
     assert "fitted from content+style, not style" in conflict.stderr
+    bad = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "1", *embedder, code=1)
+    assert "--shrinkage 1.0: choose a number between 0 and 1" in bad.stderr
     assert "space name 'fused'" in cli("spaces", "fit", "fused", "--from", "style", *embedder, code=1).stderr
 
 

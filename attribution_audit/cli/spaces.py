@@ -44,6 +44,10 @@ def spaces_fit(
     method: Annotated[
         FitMethod, typer.Option(parser=choice(FitMethod, "method"), help="lda: regularised linear discriminants.")
     ] = FitMethod.lda,
+    shrinkage: Annotated[
+        float | None,
+        typer.Option(help="LDA shrinkage in (0, 1); default: the best of 0.01, 0.1, 0.5, 0.9 on the held-out works."),
+    ] = None,
     embedder: EmbedderOption = None,
 ) -> None:
     """Fit a projection on the catalogue's artist labels and store it as the space's next version; validated on a
@@ -55,11 +59,12 @@ def spaces_fit(
     from attribution_audit.services.spaces import fit_space
 
     settings = settings_of(ctx, embedder)
-    result = fit_space(settings, audit_of(settings), name, base.value, method.value)
+    result = fit_space(settings, audit_of(settings), name, base.value, method.value, shrinkage)
     space, scores = result.space, result.space.validation
     typer.echo(
         f"stored {space.name} version {space.version}: {space.dim}-d from {space.base}, {space.n_works} works of "
-        f"{space.n_artists} artists, fitted in {result.seconds:.1f} s; held-out artist hit@1 {scores['hit@1']:.3f} "
+        f"{space.n_artists} artists, shrinkage {scores['shrinkage']:g}, fitted in {result.seconds:.1f} s; "
+        f"held-out artist hit@1 {scores['hit@1']:.3f} "
         f"(base {scores['base_hit@1']:.3f}), hit@10 {scores['hit@10']:.3f} (base {scores['base_hit@10']:.3f})"
     )
 
