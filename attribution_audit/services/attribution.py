@@ -169,6 +169,7 @@ class Attributor:
                 "entropy": artist_entropy([n.canonical_artist for n in neighbours]) if neighbours else 1.0,
                 "nn_distance": neighbours[0].distance if neighbours else None,
                 "margin": artist_margin(candidates) if neighbours else None,
+                "top_share": by_artist.get(top) if top else None,
             },
             top_artist=top,
             top_artist_share=by_artist.get(top) if top else None,
