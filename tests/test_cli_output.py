@@ -366,6 +366,7 @@ EXAMPLE_ORDER = [
     ("evaluate", "report"),
     ("evaluate", "noise"),
     ("evaluate", "list"),
+    ("evaluate", "copies"),
     ("evaluate",),
     ("calibrate",),
     ("spaces", "fit"),

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from attribution_audit.cli import copies
 from attribution_audit.cli.common import (
     EmbedderOption,
     FormatOption,
@@ -27,6 +28,7 @@ app = Typer(
     help="The research note's experiments on labelled queries.\n\n\b\nExample: attribution-audit evaluate list",
 )
 OUT = Path("evaluation")
+app.command("copies")(copies.evaluate_copies)
 
 
 @app.command("run")

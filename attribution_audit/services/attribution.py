@@ -30,6 +30,7 @@ from attribution_audit.domain.spaces import (
 )
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import NotFoundError, VectorStoreError
+from attribution_audit.services.copy_check import CopyDetector
 from attribution_audit.sources.images import load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.exact import ExactIndex, load_or_build, overlap_at_k
@@ -65,6 +66,7 @@ class Attributor:
         self.exact_cache_dir = Path(exact_cache_dir)
         self._exact: dict[tuple[str, str, str], ExactIndex] = {}
         self._learned: dict[tuple[str, int, str], LearnedSpace] = {}
+        self.copies: CopyDetector | None = None  # made on first use
         self._random = random.Random(seed)
         self.calibration: LogisticModel | None = audit.evaluations.latest_calibration(embedder_fingerprint)
         self.canonical = audit.catalogue.canonical_artists()
@@ -73,7 +75,7 @@ class Attributor:
     def with_store(self, store: VectorStore) -> Attributor:
         """The same attributor over another store (a scratch copy, say); exact indexes are not shared."""
         clone = copy.copy(self)
-        clone.store, clone._exact, clone._learned = store, {}, {}
+        clone.store, clone._exact, clone._learned, clone.copies = store, {}, {}, None
         return clone
 
     # -- exact ground truth ------------------------------------------------------------------------------------
@@ -195,8 +197,15 @@ class Attributor:
         params = self.space_of(params or AttributionParams())[1]
         image = load_image(image_path, target_size=224)
         query = self.embed([image.image], params.space)[0]
-        outcome = self.compute(query, params)
+        outcome = self.check_copy(image.image, self.compute(query, params))
         return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
+
+    def check_copy(self, image: Any, outcome: Outcome) -> Outcome:
+        """The outcome with copy detection's verdict over its first works (local features of the image files)."""
+        if self.copies is None:
+            self.copies = CopyDetector(self.audit, self.store.collection)
+        verdict = self.copies.check(image, outcome.neighbours)
+        return replace(outcome, copy_of=verdict.copy_of, copy_score=verdict.copy_score)
 
     def embed(self, images: Sequence[Any], space: str) -> list[QueryVectors]:
         """The query vectors a space needs of each image (content and style from one forward pass)."""

@@ -245,6 +245,8 @@ class AttributionMetrics(Base):
     exact_method: Mapped[str | None] = mapped_column(String(20))
     confidence: Mapped[float] = mapped_column(Float)
     confidence_model: Mapped[str] = mapped_column(String(100))
+    copy_of: Mapped[str | None] = mapped_column(String(300))
+    copy_score: Mapped[float | None] = mapped_column(Float)
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 

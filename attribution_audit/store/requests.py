@@ -95,6 +95,8 @@ def to_attribution(record: StoredRequest) -> Attribution:
         collection=r["collection"],
         prev_hash=r["prev_hash"],
         replay_of=r["replay_of"],
+        copy_of=m.get("copy_of"),
+        copy_score=m.get("copy_score"),
     )
 
 
@@ -171,6 +173,8 @@ class RequestRepository:
             exact_method=outcome.exact_method,
             confidence=draft.confidence,
             confidence_model=draft.confidence_model,
+            copy_of=outcome.copy_of,
+            copy_score=outcome.copy_score,
         )
         return to_attribution(StoredRequest.of(chain.append(self.engine, request)))
 
