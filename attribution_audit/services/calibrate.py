@@ -61,7 +61,7 @@ def calibrate(
     """Attribute each labelled query (not logged: nothing is shown as attributed), label it by whether the top
     artist is the true one, cross-validate (when each class has ``folds`` cases), fit on all, store. Needs both
     correct and incorrect cases."""
-    params = params or AttributionParams(verify="off")
+    params = attributor.space_of(params or AttributionParams(verify="off"))[1]  # a learned space's version
     queries = read_labelled(labelled_csv)
     rows, labels, defaults = [], [], []
     for start in range(0, len(queries), BATCH):
