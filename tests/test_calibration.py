@@ -306,7 +306,7 @@ def test_calibrate_round_trip(
     labelled = write_labelled(tmp_path / "labelled.csv", rows)
 
     with open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor:
-        report = calibrate(attributor, labelled)
+        report = calibrate(attributor, labelled, folds=3, plot=tmp_path / "reliability.png")
         # Positive: the top artist (at the calibration parameters, K=10) is the labelled one.
         assert attributor.embedder is not None
         correct = [
@@ -320,7 +320,11 @@ def test_calibrate_round_trip(
         assert not any(correct[6:]) and sum(correct[:6]) >= 4  # the demo's generated queries are mostly right
         assert report.model_name == "logistic-v1"
         assert report.n_samples == 12 and report.n_positive == sum(correct)
-        assert report.auroc is not None and 0.0 <= report.auroc <= 1.0 and 0.0 <= report.brier <= 1.0
+        assert report.auroc is not None and 0.0 <= report.auroc <= 1.0 and 0.0 <= (report.brier or 0) <= 1.0
+        # Out-of-fold scores of the model, and the alternatives' on the same queries.
+        assert report.cv_auroc is not None and 0.0 <= report.cv_auroc <= 1.0 and report.folds == 3
+        assert report.cv_ece is not None and 0.0 <= report.cv_ece <= 1.0 and report.nn_distance_auroc is not None
+        assert (tmp_path / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert count(engine, AttributionRequest) == 0  # calibration queries are not logged as attributions
 
         with Session(engine) as session:
@@ -328,6 +332,8 @@ def test_calibrate_round_trip(
         assert row.embedder_fingerprint == attributor.embedder_fingerprint
         assert (row.n_samples, row.n_positive) == (12, report.n_positive)
         assert row.labelled_path == str(labelled.resolve())
+        assert row.features["names"] == ["entropy", "nn_distance", "margin", "top_share"]
+        assert row.fit_metrics["cv_auroc"] == report.cv_auroc and row.fit_metrics["folds"] == 3
         model = demo_audit.evaluations.latest_calibration(attributor.embedder_fingerprint)
         assert model is not None and model.name == "logistic-v1"
 
@@ -343,7 +349,12 @@ def test_calibrate_round_trip(
         )
         result = calibrated.attribute(demo_catalogue.queries[0].path)
     assert result.confidence_model == "logistic-v1"
-    features = {"entropy": result.entropy, "nn_distance": result.nn_distance, "margin": result.margin}
+    features = {
+        "entropy": result.entropy,
+        "nn_distance": result.nn_distance,
+        "margin": result.margin,
+        "top_share": result.top_artist_share,
+    }
     assert result.confidence == pytest.approx(model.predict(features), abs=1e-12)
     assert result.confidence != pytest.approx(confidence_score(result.entropy, result.nn_distance), abs=1e-6)
 

@@ -25,13 +25,13 @@ def test_unwritable_outputs_are_one_line(cli: Cli) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("attribute", "x.png", "--space", "bogus"), "space 'bogus': choose content, style or fused"),
+        (("attribute", "x.png", "--space", "Bogus!"), "space 'Bogus!': choose content, style, fused or a learned"),
         (("attribute", "x.png", "--exact", "faiss"), "exact 'faiss': choose brute or kdtree"),
         (("attribute", "x.png", "--shares", "softmax"), "shares 'softmax': choose equal or similarity"),
         (("attribute", "x.png", "--format", "xml"), "format 'xml': choose table, csv or json"),
         (("audit", "list", "--format", "yaml"), "format 'yaml': choose table, csv or json"),
         (("ingest", "m.csv", "--format", "xml"), "format 'xml': choose auto, csv, jsonl, folder or wang"),
-        (("evaluate", "run", "q.csv", "--space", "both"), "space 'both': choose content, style or fused"),
+        (("evaluate", "run", "q.csv", "--space", "2d"), "space '2d': choose content, style, fused or a learned"),
         (("evaluate", "noise", "q.csv", "--noise", "n.csv", "--kind", "pink"), "kind 'pink': choose homogeneous or"),
     ],
 )

@@ -15,13 +15,13 @@ from attribution_audit.cli.common import (
     JsonOption,
     OutputFormat,
     SharesChoice,
-    SpaceChoice,
     SpaceOption,
     audit_of,
     checked,
     choice,
     emit,
     neighbour_rows,
+    num,
     output_format,
     print_attribution,
     settings_of,
@@ -63,7 +63,7 @@ def attribute(
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature of --shares similarity.")
     ] = DEFAULTS.temperature,
-    space: SpaceOption = SpaceChoice(DEFAULTS.space),
+    space: SpaceOption = DEFAULTS.space,
     fusion_weights: Annotated[str, typer.Option(help="Fused: weights of content,style.")] = DEFAULT_WEIGHTS,
     rrf_k: Annotated[int, typer.Option(help="Fused: the k of reciprocal rank fusion.")] = DEFAULTS.rrf_k,
     embedder: EmbedderOption = None,
@@ -87,7 +87,7 @@ def attribute(
         exact_method=exact.value,
         shares=shares.value,
         temperature=temperature,
-        space=space.value,
+        space=space,
         fusion_weights=_weights(fusion_weights),
         rrf_k=rrf_k,
     )
@@ -120,19 +120,37 @@ def calibrate(
     ctx: typer.Context,
     labelled: Annotated[Path, typer.Argument(help="CSV of labelled generated images: path,artist.")],
     k: Annotated[int, typer.Option("--k", min=1, help="K used for the features.")] = DEFAULTS.k,
+    space: SpaceOption = DEFAULTS.space,
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Folds of the cross-validation.")] = 5,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the reliability diagram (out-of-fold predictions) to this PNG.")
+    ] = None,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Fit the logistic confidence model on labelled queries; later requests use it and record its version.
+    """Fit the logistic confidence model on labelled queries (entropy, NN distance, margin, top artist share);
+    print its cross-validated AUROC, Brier score and ECE beside the default formula's and the NN distance's. Later
+    requests use it and record its version.
 
     \b
-    Example: attribution-audit calibrate .demo/catalogue/queries.csv --k 5
+    Example: attribution-audit calibrate .demo/catalogue/queries.csv --k 5 --folds 3 --plot .demo/reliability.png
     """
     from attribution_audit.services.calibrate import calibrate_labelled
 
     settings = settings_of(ctx, embedder)
-    report = calibrate_labelled(settings, audit_of(settings), labelled, k)
-    auroc = "n/a" if report.auroc is None else f"{report.auroc:.3f}"
+    report = calibrate_labelled(settings, audit_of(settings), labelled, k, space=space, folds=folds, plot=plot)
     typer.echo(
         f"stored {report.model_name}: {report.n_samples} labelled queries ({report.n_positive} correct), "
-        f"training AUROC {auroc}, Brier {report.brier:.3f}"
+        f"training AUROC {num(report.auroc)}, Brier {num(report.brier)}"
     )
+    cross_validated = (
+        f"{report.folds}-fold cross-validated: AUROC {num(report.cv_auroc)}, Brier {num(report.cv_brier)}, "
+        f"ECE {num(report.cv_ece)}"
+        if report.cv_brier is not None
+        else f"no cross-validation (fewer than {report.folds} correct or incorrect)"
+    )
+    typer.echo(
+        f"{cross_validated}; default formula: AUROC {num(report.default_auroc)}, ECE {num(report.default_ece)}; "
+        f"NN distance alone: AUROC {num(report.nn_distance_auroc)}"
+    )
+    if report.plot is not None:
+        typer.echo(f"reliability diagram: {report.plot}")

@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperCommand
 
 from attribution_audit.config import Settings
+from attribution_audit.domain.params import LEARNED_NAME, QUERY_SPACES
 
 if TYPE_CHECKING:
     from attribution_audit.domain.results import Attribution
@@ -139,9 +140,27 @@ FormatOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json (deprecated; kept for scripts).")]
+
+
+def _space_name(value: Any) -> str:
+    """A built-in space or a learned space's name (``spaces fit NAME``); a usage error otherwise."""
+    text = str(value).replace(" ", "")
+    if text in QUERY_SPACES or LEARNED_NAME.fullmatch(text):
+        return text
+    raise typer.BadParameter(f"space {value!r}: choose {', '.join(QUERY_SPACES)} or a learned space's name")
+
+
+def _complete_space(incomplete: str) -> list[str]:
+    return [space for space in QUERY_SPACES if space.startswith(incomplete)]
+
+
 SpaceOption = Annotated[
-    SpaceChoice,
-    typer.Option(parser=choice(SpaceChoice, "space"), help="Vector space: content, style, or fused (RRF of both)."),
+    str,
+    typer.Option(
+        parser=_space_name,
+        autocompletion=_complete_space,
+        help="Vector space: content, style, fused (RRF of both), or a learned space (see `spaces list`).",
+    ),
 ]
 FromOption = Annotated[datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First day (UTC).")]
 ToOption = Annotated[datetime | None, typer.Option("--to", formats=["%Y-%m-%d"], help="Last day (UTC), inclusive.")]
@@ -281,3 +300,6 @@ def print_attribution(result: Attribution) -> None:
         )
     artists = ", ".join(f"{artist} {share:.6f}" for artist, share in result.artist_shares.items())
     typer.echo(f"  artist shares: {artists or '-'}")
+    if result.copy_score is not None:
+        verdict = f"near-copy of {result.copy_of}" if result.copy_of else "no near-copy"
+        typer.echo(f"  copy check: {verdict} (copy score {result.copy_score:.3f})")

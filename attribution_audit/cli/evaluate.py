@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from attribution_audit.cli import copies
 from attribution_audit.cli.common import (
     EmbedderOption,
     ExactChoice,
@@ -29,6 +30,7 @@ app = Typer(
     help="The research note's experiments on labelled queries.\n\n\b\nExample: attribution-audit evaluate list",
 )
 OUT = Path("evaluation")
+app.command("copies")(copies.evaluate_copies)
 
 
 @app.command("run")
@@ -41,7 +43,7 @@ def evaluate_run(
     ] = 10,
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, CSV tables, report.md and plots.")] = OUT,
     name: Annotated[str | None, typer.Option(help="Name of the query set (default: the file name).")] = None,
-    space: SpaceOption = SpaceChoice.content,
+    space: SpaceOption = "content",
     exact: Annotated[
         ExactChoice,
         typer.Option(parser=choice(ExactChoice, "exact"), help="Exact search HNSW is timed and compared against."),
@@ -67,7 +69,7 @@ def evaluate_run(
         name=name,
         k_max=k_max,
         k=k,
-        space=space.value,
+        space=space,
         exact=exact.value,
     )
     write_outputs(summary.metrics, out)
@@ -190,7 +192,7 @@ def evaluate_noise(
     ] = NoiseKind.homogeneous,
     seed: Annotated[int, typer.Option(help="Seed of the reference subset and of the noise sample.")] = 0,
     k: Annotated[int, typer.Option("--k", min=1, help="Attributed works per query.")] = 10,
-    space: SpaceOption = SpaceChoice.content,
+    space: SpaceOption = "content",
     out: Annotated[Path, typer.Option(help="Folder for noise.json, noise.csv and noise.png.")] = OUT,
     embedder: EmbedderOption = None,
 ) -> None:
@@ -219,7 +221,7 @@ def evaluate_noise(
         reference_fraction=reference_fraction,
         seed=seed,
         k=k,
-        space=space.value,
+        space=space,
     )
     write_noise_outputs(metrics, out)
     typer.echo(
@@ -238,7 +240,7 @@ def evaluate_noise(
 def evaluate_content_bias(
     ctx: typer.Context,
     queries: QueriesArgument,
-    space: SpaceOption = SpaceChoice.content,
+    space: SpaceOption = "content",
     out: Annotated[Path, typer.Option(help="Folder for content_bias.json, content_bias.md and the histograms.")] = OUT,
     embedder: EmbedderOption = None,
 ) -> None:
@@ -256,7 +258,7 @@ def evaluate_content_bias(
 
     settings = settings_of(ctx, embedder)
     metrics = checked(
-        content_bias_from_settings, settings=settings, audit=audit_of(settings), queries=queries, space=space.value
+        content_bias_from_settings, settings=settings, audit=audit_of(settings), queries=queries, space=space
     )
     write_content_bias_outputs(metrics, out)
     typer.echo(f"content from the {metrics['content_source']}: {metrics['content_source_reason']}")

@@ -14,7 +14,8 @@ import numpy as np
 
 from attribution_audit.domain.indicators import confidence_score
 
-FEATURES = ("entropy", "nn_distance", "margin")
+FEATURES = ("entropy", "nn_distance", "margin")  # of the models fitted before top_share was recorded
+CALIBRATION_FEATURES = (*FEATURES, "top_share")  # what ``calibrate`` fits on now
 DEFAULT_MODEL_NAME = "default-v1"
 L2_PENALTY = 1e-2
 
@@ -28,15 +29,16 @@ class LogisticModel:
     std: list[float]
     coef: list[float]
     intercept: float
+    names: tuple[str, ...] = FEATURES
 
     def predict(self, features: dict[str, float | None]) -> float:
-        x = np.array([feature_value(features, f) for f in FEATURES])
+        x = np.array([feature_value(features, f) for f in self.names])
         z = float(np.dot((x - self.mean) / self.std, self.coef) + self.intercept)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
     def as_json(self) -> dict[str, object]:
         return {
-            "names": list(FEATURES),
+            "names": list(self.names),
             "mean": self.mean,
             "std": self.std,
             "coef": self.coef,
@@ -48,12 +50,14 @@ def feature_value(features: dict[str, float | None], name: str) -> float:
     """Missing indicators take their least confident value (no neighbour: distance 1, margin 0)."""
     value = features.get(name)
     if value is None:
-        return {"entropy": 1.0, "nn_distance": 1.0, "margin": 0.0}[name]
+        return {"entropy": 1.0, "nn_distance": 1.0, "margin": 0.0, "top_share": 0.0}[name]
     return float(value)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, name: str = "logistic", iterations: int = 100) -> LogisticModel:
-    """L2-penalised logistic regression by Newton's method; ``x`` is (n, len(FEATURES)), ``y`` 0/1."""
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, name: str = "logistic", iterations: int = 100, names: tuple[str, ...] = FEATURES
+) -> LogisticModel:
+    """L2-penalised logistic regression by Newton's method; ``x`` is (n, len(names)), ``y`` 0/1."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if len(np.unique(y)) < 2:
@@ -71,7 +75,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, name: str = "logistic", iteration
         weights -= step
         if np.max(np.abs(step)) < 1e-10:
             break
-    return LogisticModel(name, mean.tolist(), std.tolist(), weights[1:].tolist(), float(weights[0]))
+    return LogisticModel(name, mean.tolist(), std.tolist(), weights[1:].tolist(), float(weights[0]), tuple(names))
 
 
 def confidence(model: LogisticModel | None, features: dict[str, float | None]) -> tuple[float, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ DEFAULT_OVERSAMPLING = 4
 MAX_K = 10_000
 FUSED = "fused"
 QUERY_SPACES = (CONTENT, STYLE, FUSED)
+LEARNED_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")  # the name of a learned space (``spaces fit NAME``)
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class AttributionParams:
     ``shares``: ``equal`` or ``similarity`` (softmax of similarity / temperature); ``space``: ``content``,
     ``style`` or ``fused`` (the engine fuses both spaces by weighted reciprocal rank fusion, :func:`rrf_fuse`, with
     ``rrf_k`` and ``fusion_weights`` = (content, style); a fused neighbour's similarity is the weighted mean of its
-    two cosines).
+    two cosines), or a learned space's name (``spaces fit``) with the ``space_version`` used (recorded, so a replay
+    uses the same version).
     """
 
     k: int = DEFAULT_K
@@ -39,6 +42,7 @@ class AttributionParams:
     shares: str = "equal"
     temperature: float = DEFAULT_TEMPERATURE
     space: str = CONTENT
+    space_version: int | None = None
     fusion_weights: tuple[float, float] = (1.0, 1.0)
     rrf_k: int = 60
 
@@ -55,8 +59,13 @@ class AttributionParams:
             raise ValueError(f"shares must be one of {', '.join(SHARE_MODES)}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError("temperature must be a positive finite number")
-        if self.space not in QUERY_SPACES:
-            raise ValueError(f"space must be one of {', '.join(QUERY_SPACES)}")
+        if self.space not in QUERY_SPACES and not LEARNED_NAME.fullmatch(self.space):
+            raise ValueError(
+                f"space must be one of {', '.join(QUERY_SPACES)} or a learned space's name "
+                "(lowercase letters, digits, - and _, at most 40)"
+            )
+        if self.space_version is not None and (self.space in QUERY_SPACES or self.space_version < 1):
+            raise ValueError("a space version is a positive number, for a learned space only")
         if len(self.fusion_weights) != 2 or not all(w > 0 and math.isfinite(w) for w in self.fusion_weights):
             raise ValueError("fusion weights are two positive numbers (content, style); for one space use --space")
         if self.rrf_k < 1:

@@ -56,6 +56,8 @@ class Attribution:
     prev_hash: str
     replay_of: str | None = None
     evaluation_run_id: int | None = None  # set on the requests an evaluation run made
+    copy_of: str | None = None  # the work this image is a near-copy of (copy detection), if any
+    copy_score: float | None = None  # copy detection's score: 0.5 and above is a copy
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` form of the CLI."""
@@ -78,6 +80,8 @@ class Outcome:
     top_artist: str | None = None
     top_artist_share: float | None = None
     artist_shares: dict[str, float] = field(default_factory=dict)
+    copy_of: str | None = None
+    copy_score: float | None = None
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from attribution_audit.domain.params import FUSED, AttributionParams
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
+from attribution_audit.domain.projection import Projection, join_bases
 from attribution_audit.domain.ranking import apply_k_policy, fused_similarity, rerank, rrf_fuse
 
 
@@ -166,3 +167,75 @@ def space_named(name: str) -> Space:
 
 def _stack(queries: Sequence[QueryVectors], space: str) -> np.ndarray:
     return np.vstack([np.asarray(q.of(space), dtype=np.float32) for q in queries])
+
+
+# The base spaces a learned space can be fitted from (``spaces fit --from``) and the query vectors each needs.
+LEARNED_BASES: dict[str, tuple[str, ...]] = {
+    CONTENT: (CONTENT,),
+    STYLE: (STYLE,),
+    f"{CONTENT}+{STYLE}": (CONTENT, STYLE),
+}
+
+
+@dataclass(frozen=True)
+class ProjectedCatalogue:
+    """The catalogue's works in a learned space: point ids, payloads and unit vectors (one row per work)."""
+
+    ids: list[str]
+    payloads: list[dict[str, Any]]
+    vectors: np.ndarray
+
+
+class LearnedSpace(Space):
+    """A projection learned from the catalogue's artist labels (``spaces fit``), one stored version of it; the
+    catalogue's projected vectors are searched exactly (cosine), so its answer is its own exact answer."""
+
+    def __init__(self, name: str, version: int, base: str, projection: Projection, works: ProjectedCatalogue) -> None:
+        self.name, self.version, self.base = name, version, base
+        self.bases = LEARNED_BASES[base]
+        self.projection, self.works = projection, works
+
+    @classmethod
+    def over(
+        cls,
+        name: str,
+        version: int,
+        base: str,
+        projection: Projection,
+        works: Sequence[tuple[str, dict[str, Any], QueryVectors]],
+    ) -> LearnedSpace:
+        """The space over a catalogue's works, given as (point id, payload, base vectors)."""
+        space = cls(name, version, base, projection, ProjectedCatalogue([], [], np.empty((0, projection.dim))))
+        if works:
+            vectors = space.project([vectors for _, _, vectors in works])
+            space.works = ProjectedCatalogue([w[0] for w in works], [w[1] for w in works], vectors)
+        return space
+
+    def project(self, queries: Sequence[QueryVectors]) -> np.ndarray:
+        """The queries' unit vectors in this space."""
+        parts = [np.vstack([q.of(base) for q in queries]) for base in self.bases]
+        return self.projection.apply(join_bases(parts))
+
+    def _nearest(self, queries: Sequence[QueryVectors], depth: int) -> list[list[tuple[Hit, float]]]:
+        sims = self.project(queries) @ self.works.vectors.T
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :depth]
+        return [
+            [
+                (Hit(self.works.ids[j], float(row[j]), self.works.payloads[j], self.works.vectors[j]), float(row[j]))
+                for j in columns
+            ]
+            for row, columns in zip(sims, order, strict=True)
+        ]
+
+    def candidates(
+        self, engine: SearchEngine, query: QueryVectors, params: AttributionParams
+    ) -> list[tuple[Hit, float]]:
+        return self._nearest([query], params.k * params.oversampling)[0]
+
+    def engine_top(self, engine: SearchEngine, query: QueryVectors, params: AttributionParams) -> list[Hit]:
+        return [hit for hit, _ in self._nearest([query], params.k)[0]]
+
+    def exact_top(
+        self, exact: ExactSearch, queries: Sequence[QueryVectors], params: AttributionParams
+    ) -> list[list[str]]:
+        return [[hit.point_id for hit, _ in apply_k_policy(row, params)] for row in self._nearest(queries, params.k)]

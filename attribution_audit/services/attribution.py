@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,18 @@ from attribution_audit.domain.points import CONTENT, STYLE, Hit
 from attribution_audit.domain.ranking import apply_k_policy, top_artist
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
 from attribution_audit.domain.shares import neighbour_shares
-from attribution_audit.domain.spaces import QueryVectors, partial_spaces, space_named
+from attribution_audit.domain.spaces import (
+    LEARNED_BASES,
+    SPACES,
+    LearnedSpace,
+    QueryVectors,
+    Space,
+    partial_spaces,
+    space_named,
+)
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import VectorStoreError
+from attribution_audit.errors import NotFoundError, VectorStoreError
+from attribution_audit.services.copy_check import CopyDetector
 from attribution_audit.sources.images import load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.exact import ExactIndex, load_or_build, overlap_at_k
@@ -55,6 +65,8 @@ class Attributor:
         self.requester = requester
         self.exact_cache_dir = Path(exact_cache_dir)
         self._exact: dict[tuple[str, str, str], ExactIndex] = {}
+        self._learned: dict[tuple[str, int, str], LearnedSpace] = {}
+        self.copies: CopyDetector | None = None  # made on first use
         self._random = random.Random(seed)
         self.calibration: LogisticModel | None = audit.evaluations.latest_calibration(embedder_fingerprint)
         self.canonical = audit.catalogue.canonical_artists()
@@ -63,7 +75,7 @@ class Attributor:
     def with_store(self, store: VectorStore) -> Attributor:
         """The same attributor over another store (a scratch copy, say); exact indexes are not shared."""
         clone = copy.copy(self)
-        clone.store, clone._exact = store, {}
+        clone.store, clone._exact, clone._learned, clone.copies = store, {}, {}, None
         return clone
 
     # -- exact ground truth ------------------------------------------------------------------------------------
@@ -89,13 +101,40 @@ class Attributor:
                 for row, sim in zip(found.tolist(), sims.tolist(), strict=True)
             ]
 
-        return space_named(params.space).exact_top(search, queries, params)
+        return self.space_of(params)[0].exact_top(search, queries, params)
+
+    # -- spaces --------------------------------------------------------------------------------------------------
+    def space_of(self, params: AttributionParams) -> tuple[Space, AttributionParams]:
+        """The space of the params, and the params with a learned space's version filled in (the newest when
+        none is given); NotFoundError for an unknown learned space or version."""
+        if params.space in SPACES:
+            return space_named(params.space), params
+        found = self.audit.spaces.load(params.space, params.space_version)
+        if found is None:
+            which = f"{params.space} version {params.space_version}" if params.space_version else params.space
+            raise NotFoundError(
+                f"no learned space {which}; fit one with `attribution-audit spaces fit {params.space} --from style`"
+                " (see `attribution-audit spaces list`)"
+            )
+        info, projection = found
+        if info.collection != self.store.collection:
+            raise VectorStoreError(
+                f"space {info.name} was fitted on collection '{info.collection}', not '{self.store.collection}'; "
+                "use the embedder it was fitted with"
+            )
+        key = (info.name, info.version, self.store.content_version())
+        if key not in self._learned:
+            self.check_coverage(LEARNED_BASES[info.base])
+            points = list(self.store.iter_points())
+            works = [(p.point_id, p.payload, QueryVectors(p.vector, p.style)) for p in points]
+            self._learned[key] = LearnedSpace.over(info.name, info.version, info.base, projection, works)
+        return self._learned[key], replace(params, space_version=info.version)
 
     # -- one request -------------------------------------------------------------------------------------------
     def compute(self, query: QueryVectors, params: AttributionParams) -> Outcome:
         """Search, re-rank, apply K, measure, share, and verify against the exact search when asked."""
-        space = space_named(params.space)
-        self._check_coverage(space.bases)
+        space = self.space_of(params)[0]
+        self.check_coverage(space.bases)
         ranked = space.candidates(self.store, query, params)
         kept = apply_k_policy(ranked, params)
         sims = [sim for _, sim in kept]
@@ -132,13 +171,14 @@ class Attributor:
                 "entropy": artist_entropy([n.canonical_artist for n in neighbours]) if neighbours else 1.0,
                 "nn_distance": neighbours[0].distance if neighbours else None,
                 "margin": artist_margin(candidates) if neighbours else None,
+                "top_share": by_artist.get(top) if top else None,
             },
             top_artist=top,
             top_artist_share=by_artist.get(top) if top else None,
             artist_shares=by_artist,
         )
 
-    def _check_coverage(self, bases: tuple[str, ...]) -> None:
+    def check_coverage(self, bases: tuple[str, ...]) -> None:
         """Refuse a space that some works of the collection lack: they could never be found in it."""
         missing = partial_spaces(self.coverage, bases)
         if missing:
@@ -154,17 +194,24 @@ class Attributor:
 
     def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
         """Attribute one image file; returns only after its audit record is committed."""
-        params = params or AttributionParams()
+        params = self.space_of(params or AttributionParams())[1]
         image = load_image(image_path, target_size=224)
         query = self.embed([image.image], params.space)[0]
-        outcome = self.compute(query, params)
+        outcome = self.check_copy(image.image, self.compute(query, params))
         return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
+
+    def check_copy(self, image: Any, outcome: Outcome) -> Outcome:
+        """The outcome with copy detection's verdict over its first works (local features of the image files)."""
+        if self.copies is None:
+            self.copies = CopyDetector(self.audit, self.store.collection)
+        verdict = self.copies.check(image, outcome.neighbours)
+        return replace(outcome, copy_of=verdict.copy_of, copy_score=verdict.copy_score)
 
     def embed(self, images: Sequence[Any], space: str) -> list[QueryVectors]:
         """The query vectors a space needs of each image (content and style from one forward pass)."""
         if self.embedder is None:
             raise ValueError("this Attributor was built without an embedder")
-        if STYLE not in space_named(space).bases:
+        if STYLE not in self.space_of(AttributionParams(space=space))[0].bases:
             return [QueryVectors(v) for v in self.embedder.embed(images)]
         if self.style_embedder is None:
             raise ValueError(f"the {space} space needs a style embedder")
@@ -185,6 +232,7 @@ class Attributor:
 
         ``evaluation`` = (evaluation run id, labelled query id) tags a request made by ``evaluate run``.
         """
+        params = self.space_of(params)[1]  # a learned space's version is recorded with the request
         score, model_name = confidence(self.calibration, outcome.features)
         draft = RequestDraft(
             image=image,

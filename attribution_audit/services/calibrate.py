@@ -1,17 +1,26 @@
-"""Fit the logistic confidence model on labelled queries and store it, versioned, in the audit DB."""
+"""Fit the logistic confidence model on labelled queries over every indicator (entropy, NN distance, margin, top
+artist share), measure it by k-fold cross-validation against the default formula and the NN distance alone, and
+store it, versioned, in the audit DB."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from attribution_audit.config import Settings
-from attribution_audit.domain.confidence import FEATURES, feature_value, fit_logistic
+from attribution_audit.domain.confidence import CALIBRATION_FEATURES, confidence, feature_value, fit_logistic
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.errors import AttributionAuditError
+from attribution_audit.evaluation.calibration import (
+    brier,
+    cross_validated,
+    expected_calibration_error,
+    plot_reliability,
+)
 from attribution_audit.evaluation.metrics import auroc
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.wiring import open_attributor
@@ -19,52 +28,106 @@ from attribution_audit.sources.images import load_image
 from attribution_audit.sources.labelled import read_labelled
 from attribution_audit.store.audit_store import AuditStore
 
+BATCH = 32
+
 
 @dataclass(frozen=True)
 class CalibrationReport:
+    """The stored model, its training scores, and the cross-validated scores of it and of the alternatives."""
+
     model_name: str
     n_samples: int
     n_positive: int
+    folds: int
+    plot: Path | None
     auroc: float | None
-    brier: float
+    brier: float | None
+    cv_auroc: float | None
+    cv_brier: float | None
+    cv_ece: float | None
+    default_auroc: float | None
+    default_ece: float | None
+    nn_distance_auroc: float | None
 
 
 def calibrate(
-    attributor: Attributor, labelled_csv: str | Path, params: AttributionParams | None = None
+    attributor: Attributor,
+    labelled_csv: str | Path,
+    params: AttributionParams | None = None,
+    *,
+    folds: int = 5,
+    plot: Path | None = None,
 ) -> CalibrationReport:
     """Attribute each labelled query (not logged: nothing is shown as attributed), label it by whether the top
-    artist is the true one, fit, store. Needs both correct and incorrect cases."""
-    params = params or AttributionParams(verify="off")
+    artist is the true one, cross-validate (when each class has ``folds`` cases), fit on all, store. Needs both
+    correct and incorrect cases."""
+    params = attributor.space_of(params or AttributionParams(verify="off"))[1]  # a learned space's version
     queries = read_labelled(labelled_csv)
-    rows, labels = [], []
-    for query in queries:
-        image = load_image(query.path, target_size=224)
-        outcome = attributor.compute(attributor.embed([image.image], params.space)[0], params)
-        rows.append([feature_value(outcome.features, f) for f in FEATURES])
-        labels.append(outcome.top_artist == query.artist)
+    rows, labels, defaults = [], [], []
+    for start in range(0, len(queries), BATCH):
+        batch = queries[start : start + BATCH]
+        images = [load_image(q.path, target_size=224).image for q in batch]
+        for query, vectors in zip(batch, attributor.embed(images, params.space), strict=True):
+            outcome = attributor.compute(vectors, params)
+            rows.append([feature_value(outcome.features, f) for f in CALIBRATION_FEATURES])
+            labels.append(outcome.top_artist == query.artist)
+            defaults.append(confidence(None, outcome.features)[0])
     x, y = np.array(rows), np.array(labels, dtype=float)
+    positives = int(y.sum())
     try:
-        model = fit_logistic(x, y)
+        model = fit_logistic(x, y, names=CALIBRATION_FEATURES)
     except ValueError as exc:
         raise AttributionAuditError(
-            f"{labelled_csv}: {exc} ({int(y.sum())} correct of {len(y)}); add labelled queries of both kinds"
+            f"{labelled_csv}: {exc} ({positives} correct of {len(y)}); add labelled queries of both kinds"
         ) from None
-    probabilities = np.array([model.predict(dict(zip(FEATURES, r, strict=True))) for r in rows])
-    brier = float(np.mean((probabilities - y) ** 2))
-    score = auroc(probabilities.tolist(), [bool(v) for v in y])
+    # Cross-validation needs each class in every fold; with fewer, its scores are n/a.
+    cv = cross_validated(x, y, _fitter, folds) if min(positives, len(y) - positives) >= folds else None
+    trained = [model.predict(dict(zip(CALIBRATION_FEATURES, r, strict=True))) for r in x.tolist()]
+    right = [bool(v) for v in y]
+    nn_column = x[:, CALIBRATION_FEATURES.index("nn_distance")]
+    scores = {
+        "auroc": auroc(trained, right),
+        "brier": brier(trained, right),
+        "cv_auroc": auroc(cv.tolist(), right) if cv is not None else None,
+        "cv_brier": brier(cv.tolist(), right) if cv is not None else None,
+        "cv_ece": expected_calibration_error(cv.tolist(), right) if cv is not None else None,
+        "default_auroc": auroc(defaults, right),
+        "default_ece": expected_calibration_error(defaults, right),
+        "nn_distance_auroc": auroc((-nn_column).tolist(), right),
+    }
+    if plot is not None:
+        curves = {"default formula": (defaults, right)}
+        if cv is not None:
+            curves["calibrated (out of fold)"] = (cv.tolist(), right)
+        plot_reliability(plot, curves)
     name = attributor.audit.evaluations.add_calibration(
         model,
         embedder_fingerprint=attributor.embedder_fingerprint,
         labelled_path=str(Path(labelled_csv).resolve()),
         labelled_sha256=hashlib.sha256(Path(labelled_csv).read_bytes()).hexdigest(),
         n_samples=len(y),
-        n_positive=int(y.sum()),
-        fit_metrics={"auroc": score, "brier": brier, "parameters": params.as_json()},
+        n_positive=positives,
+        fit_metrics={**scores, "folds": folds, "parameters": params.as_json()},
     )
-    return CalibrationReport(name, len(y), int(y.sum()), score, brier)
+    return CalibrationReport(name, len(y), positives, folds=folds, plot=plot, **scores)
 
 
-def calibrate_labelled(settings: Settings, audit: AuditStore, labelled: Path, k: int) -> CalibrationReport:
-    """The ``calibrate`` use case: fit on labelled queries with the settings' embedder, at K = ``k``."""
+def _fitter(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], float]:
+    model = fit_logistic(x, y, names=CALIBRATION_FEATURES)
+    return lambda row: model.predict(dict(zip(CALIBRATION_FEATURES, row.tolist(), strict=True)))
+
+
+def calibrate_labelled(
+    settings: Settings,
+    audit: AuditStore,
+    labelled: Path,
+    k: int,
+    *,
+    space: str = "content",
+    folds: int = 5,
+    plot: Path | None = None,
+) -> CalibrationReport:
+    """The ``calibrate`` use case: fit on labelled queries with the settings' embedder, at K = ``k``, in ``space``."""
     with open_attributor(settings, audit, settings.embedder) as attributor:
-        return calibrate(attributor, labelled, AttributionParams(k=k, verify="off"))
+        params = AttributionParams(k=k, verify="off", space=space)
+        return calibrate(attributor, labelled, params, folds=folds, plot=plot)

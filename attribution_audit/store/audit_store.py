@@ -13,6 +13,7 @@ from attribution_audit.store.catalogue import CatalogueRepository
 from attribution_audit.store.evaluations import EvaluationRepository
 from attribution_audit.store.reports import ReportRepository
 from attribution_audit.store.requests import RequestRepository
+from attribution_audit.store.spaces import SpaceRepository
 
 
 class AuditStore:
@@ -24,6 +25,7 @@ class AuditStore:
         self.catalogue = CatalogueRepository(engine)
         self.evaluations = EvaluationRepository(engine)
         self.reports = ReportRepository(engine)
+        self.spaces = SpaceRepository(engine)
 
     @classmethod
     def open(cls, url: str, *, check_schema: bool = True) -> AuditStore:

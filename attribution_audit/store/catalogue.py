@@ -323,6 +323,16 @@ class CatalogueRepository:
         with read_scope(self.engine) as session:
             return {point: digest for point, digest in session.execute(query)}
 
+    def image_paths(self, collection: str, point_ids: Sequence[str]) -> dict[str, str]:
+        """Point id -> image file of the works embedded in ``collection`` under those points (copy checks)."""
+        query = (
+            select(WorkEmbedding.point_id, Work.image_path)
+            .join(Work, Work.id == WorkEmbedding.work_pk)
+            .where(WorkEmbedding.collection == collection, WorkEmbedding.point_id.in_(list(point_ids)))
+        )
+        with read_scope(self.engine) as session:
+            return {point: path for point, path in session.execute(query)}
+
     def forget_embeddings(self, collection: str, point_ids: Sequence[str]) -> None:
         """Drop the embedding rows of these points, so the next ingest embeds their works again."""
         if not point_ids:

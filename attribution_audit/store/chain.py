@@ -123,8 +123,16 @@ class StoredRequest:
         )
 
 
+# Columns added after records were hashed: covered when set, left out when empty (older records keep their hash).
+_COVERED_WHEN_SET = frozenset({"copy_of", "copy_score"})
+
+
 def _canonical_row(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: _canonical_value(value) for key, value in values.items() if key not in _EXCLUDED}
+    return {
+        key: _canonical_value(value)
+        for key, value in values.items()
+        if key not in _EXCLUDED and not (key in _COVERED_WHEN_SET and value is None)
+    }
 
 
 def canonical_content(request: StoredRequest | AttributionRequest) -> dict[str, Any]:

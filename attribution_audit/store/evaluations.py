@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, select
 
-from attribution_audit.domain.confidence import LogisticModel
+from attribution_audit.domain.confidence import FEATURES, LogisticModel
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import ManifestError, NotFoundError
 from attribution_audit.store.database import read_scope, session_scope
@@ -322,4 +322,5 @@ def _run_info(run: EvaluationRun) -> RunInfo:
 
 def _model(row: CalibrationModel) -> LogisticModel:
     f = row.features
-    return LogisticModel(f"logistic-v{row.id}", f["mean"], f["std"], f["coef"], f["intercept"])
+    names = tuple(f.get("names", FEATURES))
+    return LogisticModel(f"logistic-v{row.id}", f["mean"], f["std"], f["coef"], f["intercept"], names)

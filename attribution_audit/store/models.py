@@ -245,6 +245,8 @@ class AttributionMetrics(Base):
     exact_method: Mapped[str | None] = mapped_column(String(20))
     confidence: Mapped[float] = mapped_column(Float)
     confidence_model: Mapped[str] = mapped_column(String(100))
+    copy_of: Mapped[str | None] = mapped_column(String(300))
+    copy_score: Mapped[float | None] = mapped_column(Float)
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 
@@ -325,3 +327,28 @@ class NoiseNeighbours(Base):
     labelled_query_id: Mapped[int] = mapped_column(ForeignKey("labelled_queries.id"))
     level: Mapped[float] = mapped_column(Float)
     work_keys: Mapped[list[str]] = mapped_column(JSON)
+
+
+class LearnedSpaceVersion(Base):
+    """One fit of a learned space (``spaces fit``): its projection, fingerprint and validation scores; requests
+    record the name and version they used, so a refit never changes what an old request replays with."""
+
+    __tablename__ = "learned_spaces"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_learned_spaces_name_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    name: Mapped[str] = mapped_column(String(40))
+    version: Mapped[int] = mapped_column(Integer)
+    base: Mapped[str] = mapped_column(String(40))
+    method: Mapped[str] = mapped_column(String(40))
+    embedder_fingerprint: Mapped[str] = mapped_column(String(300))
+    collection: Mapped[str] = mapped_column(String(200))
+    input_dim: Mapped[int] = mapped_column(Integer)
+    dim: Mapped[int] = mapped_column(Integer)
+    mean: Mapped[bytes] = mapped_column(LargeBinary)
+    matrix: Mapped[bytes] = mapped_column(LargeBinary)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    n_works: Mapped[int] = mapped_column(Integer)
+    n_artists: Mapped[int] = mapped_column(Integer)
+    validation: Mapped[dict[str, Any]]

@@ -96,6 +96,8 @@ def to_attribution(record: StoredRequest) -> Attribution:
         prev_hash=r["prev_hash"],
         replay_of=r["replay_of"],
         evaluation_run_id=r.get("evaluation_run_id"),
+        copy_of=m.get("copy_of"),
+        copy_score=m.get("copy_score"),
     )
 
 
@@ -172,6 +174,8 @@ class RequestRepository:
             exact_method=outcome.exact_method,
             confidence=draft.confidence,
             confidence_model=draft.confidence_model,
+            copy_of=outcome.copy_of,
+            copy_score=outcome.copy_score,
         )
         return to_attribution(StoredRequest.of(chain.append(self.engine, request)))
 

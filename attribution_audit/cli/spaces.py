@@ -1,0 +1,90 @@
+"""``attribution-audit spaces``: learned spaces fitted on the catalogue's artist labels, used with ``--space NAME``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from attribution_audit.cli.common import (
+    EmbedderOption,
+    FormatOption,
+    JsonOption,
+    OutputFormat,
+    Typer,
+    audit_of,
+    choice,
+    emit,
+    output_format,
+    settings_of,
+)
+
+app = Typer(help="Learned spaces (fit, list).\n\n\b\nExample: attribution-audit spaces list --format json")
+
+
+class LearnedBase(StrEnum):
+    content = "content"
+    style = "style"
+    content_style = "content+style"
+
+
+class FitMethod(StrEnum):
+    lda = "lda"
+
+
+@app.command("fit")
+def spaces_fit(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Name of the space (a new one, or a refit of an existing one).")],
+    base: Annotated[
+        LearnedBase,
+        typer.Option("--from", parser=choice(LearnedBase, "from"), help="The base space(s) the projection reads."),
+    ],
+    method: Annotated[
+        FitMethod, typer.Option(parser=choice(FitMethod, "method"), help="lda: regularised linear discriminants.")
+    ] = FitMethod.lda,
+    shrinkage: Annotated[
+        float | None,
+        typer.Option(help="LDA shrinkage in (0, 1); default: the best of 0.01, 0.1, 0.5, 0.9 on the held-out works."),
+    ] = None,
+    embedder: EmbedderOption = None,
+) -> None:
+    """Fit a projection on the catalogue's artist labels and store it as the space's next version; validated on a
+    fifth of each artist's works, held out.
+
+    \b
+    Example: attribution-audit spaces fit fontstyle --from style
+    """
+    from attribution_audit.services.spaces import fit_space
+
+    settings = settings_of(ctx, embedder)
+    result = fit_space(settings, audit_of(settings), name, base.value, method.value, shrinkage)
+    space, scores = result.space, result.space.validation
+    typer.echo(
+        f"stored {space.name} version {space.version}: {space.dim}-d from {space.base}, {space.n_works} works of "
+        f"{space.n_artists} artists, shrinkage {scores['shrinkage']:g}, fitted in {result.seconds:.1f} s; "
+        f"held-out artist hit@1 {scores['hit@1']:.3f} "
+        f"(base {scores['base_hit@1']:.3f}), hit@10 {scores['hit@10']:.3f} (base {scores['base_hit@10']:.3f})"
+    )
+
+
+@app.command("list")
+def spaces_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, as_json: JsonOption = False) -> None:
+    """Every learned space version: `--space NAME` uses the newest; replays use the one they recorded.
+
+    \b
+    Example: attribution-audit spaces list --format json
+    """
+    from attribution_audit.services.spaces import list_spaces
+
+    spaces = list_spaces(audit_of(ctx.obj))
+    rows = [
+        {
+            key: space[key]
+            for key in ("name", "version", "base", "method", "dimension", "works", "artists", "collection")
+        }
+        | {"hit@1": space["validation"]["hit@1"], "hit@10": space["validation"]["hit@10"]}
+        for space in spaces
+    ]
+    emit(output_format(fmt, as_json), data=spaces, rows=rows)

@@ -1,0 +1,73 @@
+"""Copy detection, the second stage of an attribution: "near-copy of work X" when X's local features match the
+query's under one homography (ORB + RANSAC), over the attribution's first works."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from attribution_audit.domain.points import point_id_for
+from attribution_audit.domain.results import Neighbour
+from attribution_audit.embedding.copy_match import LocalFeatures, inliers, local_features
+from attribution_audit.errors import AttributionAuditError
+from attribution_audit.sources.images import load_image
+from attribution_audit.store.audit_store import AuditStore
+
+COPY_DEPTH = 10  # candidates checked: the first works of the attribution
+COPY_INLIERS = 40  # RANSAC inliers from which a candidate is a near-copy
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class CopyVerdict:
+    """The best-matching candidate (``work_id``, ``catalogue``) and its inlier count; a copy when ``is_copy``."""
+
+    work_id: str | None
+    catalogue: str | None
+    inliers: int
+    is_copy: bool
+
+    @property
+    def copy_of(self) -> str | None:
+        return self.work_id if self.is_copy else None
+
+    @property
+    def copy_score(self) -> float:
+        """Inliers over twice the threshold, capped at 1: 0.5 is the decision boundary."""
+        return min(1.0, self.inliers / (2 * COPY_INLIERS))
+
+
+class CopyDetector:
+    """Checks a query against the images of its candidate works (their local features cached per process)."""
+
+    def __init__(self, audit: AuditStore, collection: str, threshold: int = COPY_INLIERS) -> None:
+        self.audit, self.collection, self.threshold = audit, collection, threshold
+        self._features: dict[str, LocalFeatures] = {}
+
+    def check(self, image: Image.Image, neighbours: Sequence[Neighbour]) -> CopyVerdict:
+        """The verdict over the first COPY_DEPTH neighbours; a work whose image is gone counts as no match."""
+        candidates = list(neighbours[:COPY_DEPTH])
+        ids = {point_id_for(n.catalogue, n.work_id): n for n in candidates}
+        paths = self.audit.catalogue.image_paths(self.collection, list(ids))
+        query = local_features(image)
+        best, best_inliers = None, 0
+        for point, neighbour in ids.items():
+            features = self._features_of(paths.get(point))
+            found = inliers(query, features) if features is not None else 0
+            if found > best_inliers:
+                best, best_inliers = neighbour, found
+        if best is None:
+            return CopyVerdict(None, None, 0, False)
+        return CopyVerdict(best.work_id, best.catalogue, best_inliers, best_inliers >= self.threshold)
+
+    def _features_of(self, path: str | None) -> LocalFeatures | None:
+        if path is None:
+            return None
+        if path not in self._features:
+            try:
+                self._features[path] = local_features(load_image(path).image)
+            except AttributionAuditError:
+                return None
+        return self._features[path]

@@ -1,0 +1,132 @@
+"""Learned spaces in the audit DB: every fit a new version (projection, fingerprint, validation scores)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+
+from attribution_audit.domain.projection import Projection
+from attribution_audit.domain.results import as_utc
+from attribution_audit.store.database import read_scope, session_scope
+from attribution_audit.store.models import LearnedSpaceVersion
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    """One stored version of a learned space, without its matrices."""
+
+    name: str
+    version: int
+    base: str
+    method: str
+    embedder_fingerprint: str
+    collection: str
+    input_dim: int
+    dim: int
+    fingerprint: str
+    n_works: int
+    n_artists: int
+    validation: dict[str, Any]
+    created_at: datetime
+
+
+def _to_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=np.float64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _from_bytes(data: bytes) -> np.ndarray:
+    return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
+
+
+class SpaceRepository:
+    """Learned space versions; a version is never changed once stored."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(
+        self,
+        name: str,
+        projection: Projection,
+        *,
+        base: str,
+        method: str,
+        embedder_fingerprint: str,
+        collection: str,
+        n_works: int,
+        n_artists: int,
+        validation: dict[str, Any],
+    ) -> SpaceInfo:
+        """Store a fit as the next version of ``name`` (1 for a new name)."""
+        mean, matrix = _to_bytes(projection.mean), _to_bytes(projection.matrix)
+        with session_scope(self.engine) as session:
+            latest = session.scalar(
+                select(func.max(LearnedSpaceVersion.version)).where(LearnedSpaceVersion.name == name)
+            )
+            row = LearnedSpaceVersion(
+                name=name,
+                version=(latest or 0) + 1,
+                base=base,
+                method=method,
+                embedder_fingerprint=embedder_fingerprint,
+                collection=collection,
+                input_dim=int(projection.matrix.shape[0]),
+                dim=projection.dim,
+                mean=mean,
+                matrix=matrix,
+                fingerprint=hashlib.sha256(mean + matrix).hexdigest(),
+                n_works=n_works,
+                n_artists=n_artists,
+                validation=validation,
+            )
+            session.add(row)
+            session.flush()
+            return _info(row)
+
+    def versions(self, embedder_fingerprint: str | None = None) -> list[SpaceInfo]:
+        """Every stored version (of one embedder's spaces when given), by name then version."""
+        query = select(LearnedSpaceVersion).order_by(LearnedSpaceVersion.name, LearnedSpaceVersion.version)
+        if embedder_fingerprint is not None:
+            query = query.where(LearnedSpaceVersion.embedder_fingerprint == embedder_fingerprint)
+        with read_scope(self.engine) as session:
+            return [_info(row) for row in session.scalars(query)]
+
+    def load(self, name: str, version: int | None = None) -> tuple[SpaceInfo, Projection] | None:
+        """A version of ``name`` (the newest without ``version``) with its projection; None when absent."""
+        query = select(LearnedSpaceVersion).where(LearnedSpaceVersion.name == name)
+        query = (
+            query.where(LearnedSpaceVersion.version == version)
+            if version is not None
+            else query.order_by(LearnedSpaceVersion.version.desc()).limit(1)
+        )
+        with read_scope(self.engine) as session:
+            row = session.scalar(query)
+            if row is None:
+                return None
+            return _info(row), Projection(_from_bytes(row.mean), _from_bytes(row.matrix))
+
+
+def _info(row: LearnedSpaceVersion) -> SpaceInfo:
+    return SpaceInfo(
+        name=row.name,
+        version=row.version,
+        base=row.base,
+        method=row.method,
+        embedder_fingerprint=row.embedder_fingerprint,
+        collection=row.collection,
+        input_dim=row.input_dim,
+        dim=row.dim,
+        fingerprint=row.fingerprint,
+        n_works=row.n_works,
+        n_artists=row.n_artists,
+        validation=dict(row.validation),
+        created_at=as_utc(row.created_at),
+    )

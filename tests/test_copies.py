@@ -1,0 +1,101 @@
+"""Copy detection: local features survive a near-copy's edits and not a change of image; ``evaluate copies`` names
+the source work of each labelled copy and flags no non-copy."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import EMBEDDER, Cli
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from attribution_audit.embedding.copy_match import inliers, local_features
+from attribution_audit.services.copy_check import COPY_INLIERS
+from attribution_audit.store.chain import StoredRequest, canonical_content
+
+
+def page(seed: int) -> Image.Image:
+    """A page of random lowercase text in Pillow's built-in font."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (256, 256), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=22)
+    for y in range(10, 240, 28):
+        draw.text((10, y), "".join(chr(int(c)) for c in rng.integers(97, 123, 16)), fill="black", font=font)
+    return image
+
+
+def jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+EDITS = {
+    "crop": lambda im: im.crop((20, 20, 236, 236)).resize((256, 256)),
+    "jpeg": lambda im: jpeg(im, 20),
+    "blur": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
+    "tint": lambda im: Image.blend(im, Image.new("RGB", im.size, (200, 40, 90)), 0.3),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_an_edited_copy_keeps_its_keypoints_and_another_page_does_not(edit: str) -> None:
+    original = local_features(page(1))
+    assert inliers(local_features(EDITS[edit](page(1))), original) >= COPY_INLIERS
+    assert inliers(local_features(page(2)), original) < COPY_INLIERS
+
+
+def test_a_blank_image_matches_nothing() -> None:
+    blank = local_features(Image.new("RGB", (64, 64), "white"))
+    assert len(blank.points) == 0 and inliers(blank, local_features(page(1))) == 0
+
+
+@pytest.mark.slow
+def test_evaluate_copies_names_the_source_and_flags_no_other_page(cli: Cli, tmp_path: Path) -> None:
+    works = tmp_path / "works"
+    works.mkdir()
+    rows = []
+    for i in range(8):
+        page(i).save(works / f"p{i}.png")
+        rows.append(f"works/p{i}.png,Artist {i % 2},W{i},page {i}\n")
+    (tmp_path / "catalogue.csv").write_text("path,artist,work_id,title\n" + "".join(rows))
+    cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER)
+    labelled = ["path,artist,work_ids,subset\n"]
+    for i, edit in enumerate(sorted(EDITS)):
+        EDITS[edit](page(i)).save(tmp_path / f"copy{i}.png")
+        labelled.append(f"copy{i}.png,Artist {i % 2},W{i},{edit}\n")
+    for i in (20, 21, 22):
+        page(i).save(tmp_path / f"new{i}.png")
+        labelled.append(f"new{i}.png,Artist 0,,new\n")
+    (tmp_path / "labelled.csv").write_text("".join(labelled))
+    result = json.loads(
+        cli("evaluate", "copies", str(tmp_path / "labelled.csv"), "--format", "json", "--embedder", EMBEDDER).stdout
+    )
+    assert result["copies"] == 4 and result["recall_at_1"] == 1.0
+    assert result["non_copies"] == 3 and result["false_copy_rate"] == 0.0
+    assert result["recall_by_subset"] == {edit: 1.0 for edit in sorted(EDITS)}
+    assert "recall@1 1.000 (4)" in cli("evaluate", "copies", str(tmp_path / "labelled.csv")).stdout
+
+    # Every attribution runs the same stage and records its verdict in the audit log.
+    attributed = cli("attribute", str(tmp_path / "copy0.png"), "--format", "json", "--embedder", EMBEDDER).stdout
+    (copy,) = json.loads(attributed)
+    assert copy["copy_of"] == "W0" and copy["copy_score"] >= 0.5
+    table = cli("attribute", str(tmp_path / "new20.png"), "--embedder", EMBEDDER).stdout
+    assert "copy check: no near-copy (copy score 0." in table
+    shown = json.loads(cli("audit", "show", copy["request_id"], "--format", "json").stdout)
+    assert (shown["copy_of"], shown["copy_score"]) == ("W0", copy["copy_score"])
+    assert "chain OK" in cli("audit", "verify").stdout
+
+
+def test_copy_columns_are_hashed_only_when_set() -> None:
+    metrics = {"entropy": 0.0, "confidence": 0.5, "confidence_model": "default-v1"}
+    columns = {"id": "r", "record_hash": "h", "seq": 1}
+    before = canonical_content(StoredRequest(columns, [], [], metrics))  # a record written before revision 0010
+    unset = canonical_content(StoredRequest(columns, [], [], {**metrics, "copy_of": None, "copy_score": None}))
+    assert unset == before
+    flagged = canonical_content(StoredRequest(columns, [], [], {**metrics, "copy_of": "W1", "copy_score": 0.9}))
+    assert flagged["metrics"] == {**before["metrics"], "copy_of": "W1", "copy_score": 0.9}

@@ -1,0 +1,157 @@
+"""Learned spaces: the regularised LDA finds the artist signal that the base space hides, fits are stored as new
+versions, ``--space NAME`` searches the projected catalogue and records the version, replays keep theirs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import EMBEDDER, Cli
+
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.points import STYLE
+from attribution_audit.domain.projection import SHRINKAGES, artist_hits, fit_lda, held_out_split, join_bases, unit_rows
+from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
+from attribution_audit.services.spaces import validate
+from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.store.audit_store import AuditStore
+
+
+def _nuisance_data(seed: int, per_artist: int) -> tuple[np.ndarray, list[str]]:
+    """12 artists whose signal lives in 4 weak dimensions, under 20 dimensions of strong shared nuisance."""
+    centres = np.random.default_rng(100).normal(size=(12, 4))  # the artists: the same in every sample
+    rng = np.random.default_rng(seed)
+    labels = [f"a{i % 12}" for i in range(12 * per_artist)]
+    signal = np.vstack([centres[i % 12] for i in range(len(labels))]) * 0.3 + rng.normal(0, 0.05, (len(labels), 4))
+    return np.hstack([signal, rng.normal(0, 1.0, (len(labels), 20))]), labels
+
+
+def test_lda_recovers_the_artist_signal_the_base_space_hides() -> None:
+    works, labels = _nuisance_data(0, 30)
+    queries, query_labels = _nuisance_data(1, 3)
+    base = artist_hits(unit_rows(queries), query_labels, unit_rows(works), labels)
+    projection = fit_lda(works, labels, shrinkage=0.01)
+    learned = artist_hits(projection.apply(queries), query_labels, projection.apply(works), labels)
+    assert projection.dim == 11  # artists - 1
+    assert base["hit@1"] < 0.4 and learned["hit@1"] > 0.9
+
+
+def test_lda_needs_two_artists() -> None:
+    with pytest.raises(ValueError, match="at least two artists"):
+        fit_lda(np.ones((3, 4)), ["a", "a", "a"], 0.1)
+
+
+def test_held_out_split_takes_a_fifth_of_each_artist_with_two_works_or_more() -> None:
+    labels = ["a"] * 10 + ["b"] * 2 + ["c"]
+    held = held_out_split(labels)
+    assert held[:10].sum() == 2 and held[10:12].sum() == 1 and not held[12]
+    assert (held == held_out_split(labels)).all()  # seeded
+
+
+def test_learned_space_answer_is_its_own_exact_answer() -> None:
+    works, labels = _nuisance_data(2, 6)
+    projection = fit_lda(join_bases([works]), labels, 0.1)
+    catalogue = [
+        (f"p{i}", {"artist": label}, QueryVectors(np.zeros(2, np.float32), works[i].astype(np.float32)))
+        for i, label in enumerate(labels)
+    ]
+    space = LearnedSpace.over("learned", 1, STYLE, projection, catalogue)
+    query = catalogue[5][2]
+    params = AttributionParams(k=4, space="learned", space_version=1)
+    ranked = space.candidates(None, query, params)  # type: ignore[arg-type]
+    assert ranked[0][0].point_id == "p5" and ranked[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert len(ranked) == 16 and all(a[1] >= b[1] for a, b in itertools.pairwise(ranked))
+    assert space.exact_top(None, [query], params) == [[hit.point_id for hit, _ in ranked[:4]]]  # type: ignore[arg-type]
+
+
+def test_validation_scores_every_shrinkage_and_the_base_on_one_split() -> None:
+    works, labels = _nuisance_data(4, 10)
+    scores = validate(works, labels)
+    assert [t["shrinkage"] for t in scores["tried"]] == list(SHRINKAGES)
+    best = max(scores["tried"], key=lambda t: t["hit@1"] + t["hit@10"])
+    assert scores["shrinkage"] == best["shrinkage"] and scores["hit@1"] == best["hit@1"]
+    assert scores["held_out_works"] == 24 and scores["base_hit@1"] < scores["hit@1"]
+    assert validate(works, labels, (0.3,))["shrinkage"] == 0.3
+
+
+def test_params_take_a_learned_name_and_version_only_for_learned_spaces() -> None:
+    assert AttributionParams(space="fontstyle", space_version=2).as_json()["space_version"] == 2
+    for bad in ({"space": "Font Style"}, {"space": "content", "space_version": 1}, {"space": "x", "space_version": 0}):
+        with pytest.raises(ValueError):
+            AttributionParams(**bad)
+
+
+def test_fits_are_stored_as_versions(audit: AuditStore) -> None:
+    works, labels = _nuisance_data(3, 5)
+    first, second = fit_lda(works, labels, 0.1), fit_lda(works, labels, 0.5)
+    stored = [
+        audit.spaces.add(
+            "s",
+            projection,
+            base=STYLE,
+            method="lda",
+            embedder_fingerprint="fp",
+            collection="c",
+            n_works=len(labels),
+            n_artists=12,
+            validation={"hit@1": 0.5},
+        )
+        for projection in (first, second)
+    ]
+    assert [s.version for s in stored] == [1, 2] and stored[0].fingerprint != stored[1].fingerprint
+    newest = audit.spaces.load("s")
+    assert newest is not None and newest[0].version == 2
+    old = audit.spaces.load("s", 1)
+    assert old is not None and np.array_equal(old[1].matrix, first.matrix) and np.array_equal(old[1].mean, first.mean)
+    assert audit.spaces.load("s", 3) is None and audit.spaces.load("t") is None
+    assert [(s.name, s.version) for s in audit.spaces.versions()] == [("s", 1), ("s", 2)]
+
+
+@pytest.mark.slow
+def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalogue) -> None:
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    fitted = cli("spaces", "fit", "painters", "--from", "content+style", *embedder).stdout
+    assert "stored painters version 1" in fitted and "5-d from content+style, 48 works of 6 artists" in fitted
+    (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
+    assert listed["name"] == "painters" and listed["version"] == 1 and listed["dimension"] == 5
+    assert listed["validation"]["held_out_works"] == 12 and 0 <= listed["validation"]["hit@1"] <= 1
+
+    image = str(demo_catalogue.queries[1].path)
+    (first,) = json.loads(cli("attribute", image, "--space", "painters", "--k", "5", "--json", *embedder).stdout)
+    assert first["parameters"]["space"] == "painters" and first["parameters"]["space_version"] == 1
+    assert first["overlap_at_k"] == 1.0 and len(first["neighbours"]) == 5
+
+    pinned = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "0.5", *embedder).stdout
+    assert "stored painters version 2" in pinned and "shrinkage 0.5," in pinned
+    (second,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
+    assert second["parameters"]["space_version"] == 2
+    replay = json.loads(cli("audit", "replay", first["request_id"], "--json").stdout)
+    assert replay["replay"]["parameters"]["space_version"] == 1
+    assert [n["work_id"] for n in replay["replay"]["neighbours"]] == [n["work_id"] for n in first["neighbours"]]
+    assert "chain OK" in cli("audit", "verify").stdout
+
+    unknown = cli("attribute", image, "--space", "nothing", *embedder, code=1)
+    assert unknown.stderr.strip() == (
+        "error: no learned space nothing; fit one with `attribution-audit spaces fit nothing --from style` "
+        "(see `attribution-audit spaces list`)"
+    )
+    conflict = cli("spaces", "fit", "painters", "--from", "style", *embedder, code=1)
+    assert "fitted from content+style, not style" in conflict.stderr
+    bad = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "1", *embedder, code=1)
+    assert "--shrinkage 1.0: choose a number between 0 and 1" in bad.stderr
+    assert "space name 'fused'" in cli("spaces", "fit", "fused", "--from", "style", *embedder, code=1).stderr
+
+
+@pytest.mark.slow
+def test_a_style_space_needs_style_vectors(cli: Cli, demo_catalogue: DemoCatalogue) -> None:
+    cli("ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER)
+    refused = cli("spaces", "fit", "s", "--from", "style", "--embedder", EMBEDDER, code=1)
+    assert "--spaces content,style" in refused.stderr and "Traceback" not in refused.output
+
+
+def test_space_list_is_empty_without_fits(cli: Cli, tmp_path: Path) -> None:
+    assert json.loads(cli("spaces", "list", "--json").stdout) == []
