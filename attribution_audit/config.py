@@ -20,6 +20,27 @@ ENV_PREFIX = "ATTRIBUTION_AUDIT_"
 DEFAULT_DATA_DIR = Path(".attribution-audit")
 DEFAULT_EMBEDDER = "clip"
 RECORD_FILE = "attribution-audit.json"
+WITNESS_FILE = "witness.jsonl"
+DEFAULT_CHECKPOINT_EVERY = 100
+
+
+def default_checkpoint_key() -> Path:
+    """Where the checkpoint signing key lives unless configured: the user's config dir, away from any data dir."""
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "attribution-audit" / "checkpoint-ed25519.pem"
+
+
+def _checkpoint_every(raw: str | None) -> int:
+    try:
+        every = DEFAULT_CHECKPOINT_EVERY if raw in (None, "") else int(raw)
+        if every < 0:
+            raise ValueError
+    except ValueError:
+        raise AttributionAuditError(
+            f"{ENV_PREFIX}CHECKPOINT_EVERY={raw!r} is not a count of records; set a whole number (0: no automatic "
+            "checkpoints)"
+        ) from None
+    return every
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,10 @@ class Settings:
     requester: str | None = None
     embedder_from: str = "default"
     record_problem: str | None = None  # why the data dir's record could not be read, if it could not
+    checkpoint_key: Path | None = None  # the Ed25519 signing key of checkpoints; None: default_checkpoint_key()
+    witness_file: Path | None = None  # where every checkpoint is appended; None: <data dir>/witness.jsonl
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # automatic checkpoint every N records attributed (0: never)
+    new_audit_log: bool = False  # the operator says an empty audit DB beside an existing shard or witness is new
 
     @property
     def embedded_database(self) -> Path | None:
@@ -100,6 +125,14 @@ class Settings:
     def resolved_database_url(self) -> str:
         """The configured URL, else a SQLite file inside the data dir."""
         return self.database_url or f"sqlite:///{self.embedded_database}"
+
+    @property
+    def resolved_checkpoint_key(self) -> Path:
+        return self.checkpoint_key or default_checkpoint_key()
+
+    @property
+    def resolved_witness_file(self) -> Path:
+        return self.witness_file or self.data_dir / WITNESS_FILE
 
     @property
     def qdrant_path(self) -> Path:
@@ -147,5 +180,8 @@ def load_settings(**overrides: Any) -> Settings:
         embedder=embedder,
         requester=env.get(f"{ENV_PREFIX}REQUESTER") or None,
         embedder_from=embedder_from,
+        checkpoint_key=Path(env[f"{ENV_PREFIX}CHECKPOINT_KEY"]) if env.get(f"{ENV_PREFIX}CHECKPOINT_KEY") else None,
+        witness_file=Path(env[f"{ENV_PREFIX}WITNESS_FILE"]) if env.get(f"{ENV_PREFIX}WITNESS_FILE") else None,
+        checkpoint_every=_checkpoint_every(env.get(f"{ENV_PREFIX}CHECKPOINT_EVERY")),
     )
     return replace(settings, **given)

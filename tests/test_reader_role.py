@@ -248,6 +248,9 @@ def test_the_reader_lists_shows_verifies_and_reports_what_the_owner_does(reader_
     verified = reader("audit", "verify").stdout
     assert verified == f"chain OK: 4 records, head {reader_log.requests[-1].record_hash}\n"
     assert verified == owner("audit", "verify").stdout
+    checkpoint = tmp_path / "checkpoint.json"
+    owner("audit", "checkpoint", "--out", str(checkpoint))  # the reader checks the owner's signed head
+    assert "checkpoint seq 4 of" in reader("audit", "verify", "--checkpoint", str(checkpoint)).stdout
 
     csv = reader("report", "artists", "--format", "csv").stdout
     assert csv == owner("report", "artists", "--format", "csv").stdout

@@ -16,6 +16,7 @@ from attribution_audit.config import Settings
 
 if TYPE_CHECKING:
     from attribution_audit.domain.results import Attribution
+    from attribution_audit.services.checkpoints import Signed
     from attribution_audit.store.audit_store import AuditStore
 
 T = TypeVar("T")
@@ -171,6 +172,23 @@ def audit_of(settings: Settings) -> AuditStore:
     from attribution_audit.services.wiring import open_audit
 
     return open_audit(settings)
+
+
+def say_signed(signed: Signed) -> None:
+    """On stderr: the checkpoint just signed, where its key is (and that it was just created), its witness."""
+    c = signed.checkpoint
+    if signed.key_created:
+        typer.echo(
+            f"created the checkpoint signing key {signed.key_path} (keep a copy away from this machine; set "
+            "ATTRIBUTION_AUDIT_CHECKPOINT_KEY to keep it elsewhere)",
+            err=True,
+        )
+    where = f"{signed.out} and the witness {signed.witness}" if signed.out else f"the witness {signed.witness}"
+    typer.echo(
+        f"checkpoint: seq {c.seq}, head {c.head_hash}, audit DB {c.db_identity}, key {c.key_fingerprint} "
+        f"({signed.key_path}); written to {where}",
+        err=True,
+    )
 
 
 def checked(factory: Callable[..., T], **values: Any) -> T:

@@ -8,7 +8,7 @@ A verifier recomputes every hash from the content and checks that the records li
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -32,9 +32,10 @@ def export_records(
     out: str | Path,
     date_from: date | None = None,
     date_to: date | None = None,
+    db_identity: str | None = None,
 ) -> int:
     """Write the records of ``chain`` created within [date_from, date_to] (inclusive days, UTC), with the verified
-    ``head``; returns how many."""
+    ``head`` and the audit DB's identity (what checkpoints name); returns how many."""
     start, end = _bounds(date_from, date_to)
     if not head.ok:
         raise AttributionAuditError(
@@ -60,6 +61,7 @@ def export_records(
         "to": date_to.isoformat() if date_to else None,
         "records": len(records),
         "chain_head": {"seq": head.checked, "hash": head.head_hash},
+        "db_identity": db_identity,
     }
     out = Path(out)
     temporary = out.with_name(out.name + ".tmp")
@@ -128,6 +130,33 @@ def verify_export(path: str | Path) -> ExportReport:
     return ExportReport(
         True, len(records), first, previous["seq"] if previous else None, previous["record_hash"] if previous else None
     )
+
+
+def _lines(path: Path) -> Iterator[Any]:
+    """The export's lines as JSON values, one at a time (after :func:`verify_export` accepted the file)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+    except (OSError, ValueError) as exc:
+        raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
+
+
+def export_identity(path: str | Path) -> str | None:
+    """The audit DB identity the export's header names (None for an export without one)."""
+    header = next(_lines(Path(path)), None)
+    identity = header.get("db_identity") if isinstance(header, dict) else None
+    return identity if isinstance(identity, str) else None
+
+
+def record_hash_at(path: str | Path, seq: int) -> str | None:
+    """The record_hash of record ``seq`` in the export, None when the export does not hold it."""
+    for line in _lines(Path(path)):
+        if isinstance(line, dict) and line.get("seq") == seq and "content" in line:
+            hashed = line.get("record_hash")
+            return hashed if isinstance(hashed, str) else None
+    return None
 
 
 def _well_formed(record: dict[str, Any]) -> bool:

@@ -21,8 +21,11 @@ def open_audit(settings: Settings, *, check_schema: bool = True, create: bool = 
 
     The embedded default (a SQLite file in the data dir) is created at the head revision when ``create`` is set (a
     command that writes: ingest, db upgrade); otherwise a missing one is a one-line error, and nothing is created.
-    A server database is never created or migrated implicitly: ``db upgrade`` does that.
+    A server database is never created or migrated implicitly: ``db upgrade`` does that. A new embedded log beside
+    an existing shard or witness file is refused unless ``settings.new_audit_log`` says it is meant.
     """
+    from attribution_audit.services.checkpoints import guard_witness, refuse_silent_new_database
+
     embedded = settings.embedded_database
     if embedded is not None and not embedded.exists():
         if not create:
@@ -31,8 +34,10 @@ def open_audit(settings: Settings, *, check_schema: bool = True, create: bool = 
                 "(`attribution-audit ingest MANIFEST`), or point --data-dir / ATTRIBUTION_AUDIT_DATA_DIR at the data "
                 "dir you used"
             )
+        refuse_silent_new_database(settings)
         audit = AuditStore.open(settings.resolved_database_url, check_schema=False)
         audit.upgrade()
+        guard_witness(settings, audit)  # with --new-audit-log: the witness records the new log at once
         return audit
     return AuditStore.open(settings.resolved_database_url, check_schema=check_schema)
 

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from attribution_audit.store import database
 from attribution_audit.store.catalogue import CatalogueRepository
+from attribution_audit.store.checkpoints import CheckpointRepository
 from attribution_audit.store.evaluations import EvaluationRepository
 from attribution_audit.store.reports import ReportRepository
 from attribution_audit.store.requests import RequestRepository
@@ -24,6 +25,7 @@ class AuditStore:
         self.catalogue = CatalogueRepository(engine)
         self.evaluations = EvaluationRepository(engine)
         self.reports = ReportRepository(engine)
+        self.checkpoints = CheckpointRepository(engine)
 
     @classmethod
     def open(cls, url: str, *, check_schema: bool = True) -> AuditStore:

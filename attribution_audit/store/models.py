@@ -156,6 +156,15 @@ class LabelledQueryRecord(Base):
     subset: Mapped[str | None] = mapped_column(String(100))
 
 
+class AuditIdentity(Base):
+    """The audit DB's identity: one random id written by migration 0007, never changed (checkpoints name it)."""
+
+    __tablename__ = "audit_identity"
+
+    identity: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AttributionRequest(Base):
     """One attribution: what was asked, with which model, index and parameters, and its place in the hash chain.
 

@@ -24,8 +24,9 @@ REPORTING_VIEWS = (
     "v_catalogue",
 )
 # What a read-only role reads: the reporting views, the audit views (PostgreSQL; every hashed column, the vectors
-# only as digests: enough to list, show and verify records) and the schema revision.
-READER_VIEWS = (*REPORTING_VIEWS, *AUDIT_VIEWS, SCHEMA_VERSION_VIEW)
+# only as digests: enough to list, show and verify records), the schema revision, and the DB's identity (one row,
+# what checkpoints name: so that a reader can check them).
+READER_VIEWS = (*REPORTING_VIEWS, *AUDIT_VIEWS, SCHEMA_VERSION_VIEW, "audit_identity")
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
