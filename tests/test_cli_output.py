@@ -275,8 +275,8 @@ def test_json_is_the_same_through_json_and_format_json(cli: Cli, logged: list[di
 def test_every_format_of_the_listing_commands(cli: Cli, logged: list[dict[str, Any]]) -> None:
     ids = [r["request_id"] for r in logged][::-1]
     table = cli("audit", "list").stdout.splitlines()
-    assert table[0].split() == ["request_id", "created_at", "top_artist", "confidence", "image"]
-    assert [line.split()[0] for line in table[1:]] == ids
+    assert table[0].split() == ["request_id", "created_at", "top_artist", "confidence", "image", "intact"]
+    assert [line.split()[0] for line in table[1:]] == ids and all(line.endswith(" yes") for line in table[1:])
     rows = _csv_rows(cli("audit", "list", "--format", "csv").stdout)
     assert [r["request_id"] for r in rows] == ids
     for row in rows:
@@ -318,7 +318,7 @@ def test_every_format_of_the_listing_commands(cli: Cli, logged: list[dict[str, A
 
 def test_empty_listings_keep_their_header(cli: Cli) -> None:
     for args, header in (
-        (("audit", "list"), "request_id,created_at,top_artist,confidence,image"),
+        (("audit", "list"), "request_id,created_at,top_artist,confidence,image,intact"),
         (("artists", "list"), "name,canonical,active_works"),
         (("evaluate", "list"), "id,kind,status,created_at,embedder"),
         (("audit", "verify-recall"), "embedder,checked,mean_overlap,below_one"),
@@ -350,6 +350,7 @@ EXAMPLE_ORDER = [
     ("audit", "list"),
     ("audit", "show"),
     ("audit", "verify"),
+    ("audit", "checkpoint"),
     ("audit", "verify-recall"),
     ("audit", "replay"),
     ("audit", "export"),

@@ -29,7 +29,7 @@ app = Typer(
     help="Read the audit log.\n\n\b\nExample: attribution-audit audit list --limit 5",
 )
 
-LIST_COLUMNS = ("request_id", "created_at", "top_artist", "confidence", "image")
+LIST_COLUMNS = ("request_id", "created_at", "top_artist", "confidence", "image", "intact")
 
 
 @app.command("list")
@@ -39,7 +39,8 @@ def audit_list(
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them).
+    """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them); intact
+    is false for a record that no longer matches its record hash.
 
     \b
     Example: attribution-audit audit list --limit 4 --format csv
@@ -54,6 +55,7 @@ def audit_list(
             "top_artist": r.top_artist,
             "confidence": r.confidence,
             "image": r.image,
+            "intact": r.intact,
         }
         for r in results
     ]
@@ -61,7 +63,10 @@ def audit_list(
         output_format(fmt, as_json),
         data=[r.as_json() for r in results],
         rows=rows,
-        shown=[{**row, "confidence": f"{row['confidence']:.3f}"} for row in rows],
+        shown=[
+            {**row, "confidence": f"{row['confidence']:.3f}", "intact": "yes" if row["intact"] else "NO: hash fails"}
+            for row in rows
+        ],
         columns=LIST_COLUMNS,
     )
 

@@ -287,6 +287,11 @@ def print_attribution(result: Attribution) -> None:
         return "n/a" if value is None else f"{unsigned_zero(value):.4f}"
 
     typer.echo(f"request {result.request_id}  seq {result.seq}  image {result.image}")
+    if not result.intact:
+        typer.echo(
+            "  NOT INTACT: this record no longer matches its record hash (changed after it was written); run "
+            "`attribution-audit audit verify`"
+        )
     typer.echo(
         f"  entropy {result.entropy:.3f}  nn_distance {fmt(result.nn_distance)}  margin {fmt(result.margin)}  "
         f"overlap@K {fmt(result.overlap_at_k)}  confidence {result.confidence:.3f} ({result.confidence_model})"

@@ -55,6 +55,7 @@ class Attribution:
     collection: str
     prev_hash: str
     replay_of: str | None = None
+    intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` form of the CLI."""
