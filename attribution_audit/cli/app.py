@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,6 +72,8 @@ def main(
 ) -> None:
     """Attribute generated images to catalogued works, with an audit trail."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not verbose:  # libraries' warnings (Pillow, torch, transformers) are for developers: errors say what matters
+        warnings.simplefilter("ignore")
     ctx.obj = load_settings(
         data_dir=data_dir, database_url=database_url, qdrant_url=qdrant_url, new_audit_log=new_audit_log or None
     )

@@ -281,12 +281,14 @@ def unsigned_zero(value: float, digits: int = 4) -> float:
 
 
 def print_attribution(result: Attribution) -> None:
-    """One attribution as the terminal shows it: indicators, ranked neighbours, artist shares."""
+    """One attribution as the terminal shows it: indicators, ranked neighbours, artist shares (texts that came from
+    a manifest or a file name with their control characters escaped)."""
+    from attribution_audit.reporting.tables import terminal_text as t
 
     def fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{unsigned_zero(value):.4f}"
 
-    typer.echo(f"request {result.request_id}  seq {result.seq}  image {result.image}")
+    typer.echo(f"request {result.request_id}  seq {result.seq}  image {t(result.image)}")
     if not result.intact:
         typer.echo(
             "  NOT INTACT: this record no longer matches its record hash (changed after it was written); run "
@@ -300,7 +302,7 @@ def print_attribution(result: Attribution) -> None:
     for n in result.neighbours:
         typer.echo(
             f"  {n.rank:>4}  {unsigned_zero(n.similarity):>10.4f}  {unsigned_zero(n.distance):>8.4f}  {n.share:>8.6f}  "
-            f"{n.artist:<28}  {n.work_id}"
+            f"{t(n.artist):<28}  {t(n.work_id)}"
         )
-    artists = ", ".join(f"{artist} {share:.6f}" for artist, share in result.artist_shares.items())
+    artists = ", ".join(f"{t(artist)} {share:.6f}" for artist, share in result.artist_shares.items())
     typer.echo(f"  artist shares: {artists or '-'}")

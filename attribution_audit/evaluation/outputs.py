@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from attribution_audit.reporting.tables import csv_cell
+
 TABLE1_COLUMNS = {
     "true_artist_present": "Real artist present",
     "nn_by_true_artist": "Nearest neighbour from the real artist",
@@ -46,7 +48,7 @@ def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
             for row in block["curves"]:
                 writer.writerow(
                     [
-                        group,
+                        csv_cell(group),  # a subset name from a labelled CSV: never a spreadsheet formula
                         row["k"],
                         row["hit_rate"],
                         row["artist_precision"],
@@ -63,7 +65,7 @@ def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
                     if cell is not None:
                         writer.writerow(
                             [
-                                group,
+                                csv_cell(group),
                                 hypothesis,
                                 name,
                                 cell["p_value"],
