@@ -106,6 +106,7 @@ class WorkEmbedding(Base):
     embedder_fingerprint: Mapped[str] = mapped_column(String(300))
     spaces: Mapped[str] = mapped_column(String(40), default="content")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    vector_digest: Mapped[str | None] = mapped_column(String(64))  # sha256 of the vectors written (0007)
 
 
 class IngestionRun(Base):

@@ -259,8 +259,8 @@ class RequestRepository:
         """The most recent requests, newest first."""
         return [to_attribution(r) for r in chain.load_requests(self.engine, limit=limit, newest_first=True)]
 
-    def neighbour_images(self, request_id: str) -> dict[int, str]:
-        """rank -> image path of the work version each neighbour was attributed as (one query)."""
+    def neighbour_images(self, request_id: str) -> dict[int, tuple[str, str]]:
+        """rank -> (image path, recorded sha256) of the work version each neighbour was attributed as (one query)."""
         return chain.neighbour_images(self.engine, request_id)
 
     def unverified_embedders(self) -> list[tuple[str, str]]:

@@ -215,6 +215,9 @@ class EdgeStore(VectorStore):
     def _present(self, point_ids: list[str]) -> set[str]:
         return {str(r.id) for r in self._shard.retrieve(point_ids, with_payload=False, with_vector=False)}
 
+    def _retrieve(self, point_ids: list[str]) -> list[Any]:
+        return list(self._shard.retrieve(point_ids, with_payload=True, with_vector=True))
+
     def _count(self) -> int:
         return int(self._shard.info().points_count)
 
