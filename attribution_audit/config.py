@@ -22,6 +22,7 @@ DEFAULT_EMBEDDER = "clip"
 RECORD_FILE = "attribution-audit.json"
 WITNESS_FILE = "witness.jsonl"
 DEFAULT_CHECKPOINT_EVERY = 100
+DEFAULT_MIN_FREE_MB = 256  # the embedded shard is not opened with less free space (its files are memory-mapped)
 
 
 def default_checkpoint_key() -> Path:
@@ -30,17 +31,16 @@ def default_checkpoint_key() -> Path:
     return Path(config_home) / "attribution-audit" / "checkpoint-ed25519.pem"
 
 
-def _checkpoint_every(raw: str | None) -> int:
+def _count(name: str, default: int, meaning: str) -> int:
+    """The whole number >= 0 in environment variable ``ENV_PREFIX + name`` (``default`` when unset)."""
+    raw = os.environ.get(f"{ENV_PREFIX}{name}")
     try:
-        every = DEFAULT_CHECKPOINT_EVERY if raw in (None, "") else int(raw)
-        if every < 0:
+        value = default if raw in (None, "") else int(str(raw))
+        if value < 0:
             raise ValueError
     except ValueError:
-        raise AttributionAuditError(
-            f"{ENV_PREFIX}CHECKPOINT_EVERY={raw!r} is not a count of records; set a whole number (0: no automatic "
-            "checkpoints)"
-        ) from None
-    return every
+        raise AttributionAuditError(f"{ENV_PREFIX}{name}={raw!r} is not a whole number; set {meaning}") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ class Settings:
     checkpoint_key: Path | None = None  # the Ed25519 signing key of checkpoints; None: default_checkpoint_key()
     witness_file: Path | None = None  # where every checkpoint is appended; None: <data dir>/witness.jsonl
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # automatic checkpoint every N records attributed (0: never)
+    min_free_mb: int = DEFAULT_MIN_FREE_MB  # free disk space the embedded shard needs to be opened
     new_audit_log: bool = False  # the operator says an empty audit DB beside an existing shard or witness is new
 
     @property
@@ -182,6 +183,7 @@ def load_settings(**overrides: Any) -> Settings:
         embedder_from=embedder_from,
         checkpoint_key=Path(env[f"{ENV_PREFIX}CHECKPOINT_KEY"]) if env.get(f"{ENV_PREFIX}CHECKPOINT_KEY") else None,
         witness_file=Path(env[f"{ENV_PREFIX}WITNESS_FILE"]) if env.get(f"{ENV_PREFIX}WITNESS_FILE") else None,
-        checkpoint_every=_checkpoint_every(env.get(f"{ENV_PREFIX}CHECKPOINT_EVERY")),
+        checkpoint_every=_count("CHECKPOINT_EVERY", DEFAULT_CHECKPOINT_EVERY, "a count of records (0: never)"),
+        min_free_mb=_count("MIN_FREE_MB", DEFAULT_MIN_FREE_MB, "megabytes (0: no check)"),
     )
     return replace(settings, **given)

@@ -186,7 +186,7 @@ def test_attribution_checkpoints_every_n_records(
     assert [(w["seq"], w["head_hash"]) for w in witness] == [(2, second.record_hash)]
     assert "checkpoint seq 2" in cli("audit", "verify").stdout
     monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "two")
-    assert "CHECKPOINT_EVERY='two' is not a count" in cli("audit", "list", code=1).stderr
+    assert "CHECKPOINT_EVERY='two' is not a whole number" in cli("audit", "list", code=1).stderr
 
 
 def _embedded(data_dir: Path, *args: str) -> Result:

@@ -372,6 +372,7 @@ EXAMPLE_ORDER = [
     ("artists", "merge"),
     ("catalogue", "withdraw"),
     ("db", "grant-reader"),
+    ("db", "grant-writer"),
 ]
 
 
@@ -412,7 +413,7 @@ def test_every_example_runs_as_written_on_the_demo_data(
     for path in EXAMPLE_ORDER:
         example = _example(path)
         words = shlex.split(example)
-        if path == ("db", "grant-reader"):  # PostgreSQL only: on the demo's SQLite log it runs and says so
+        if path in (("db", "grant-reader"), ("db", "grant-writer")):  # PostgreSQL only: on SQLite it says so
             words[words.index("--database-url") + 1] = f"sqlite:///{tmp_path / '.demo' / 'data' / 'audit.sqlite'}"
             refused = _run(runner, words)
             assert refused.exit_code == 1 and "PostgreSQL" in refused.output, refused.output

@@ -81,6 +81,7 @@ def catalogue_check(
         "reembedded": vectors.reembedded,
         "dropped": vectors.dropped,
         "repaired": report.repaired,
+        "set_aside": report.set_aside,
         "clean": report.clean,
         "coverage": report.coverage,
         "partial_spaces": report.partial_spaces,
@@ -102,6 +103,8 @@ def catalogue_check(
         typer.echo("spaces: " + ", ".join(f"{space} {count}/{works} works" for space, count in report.coverage.items()))
         for space in report.partial_spaces:
             typer.echo(f"the {space} space is partial: ingest every catalogue again with --spaces content,{space}")
+        if report.set_aside:
+            typer.echo(f"repaired: the damaged shard was moved to {report.set_aside}")
         if report.repaired and vectors.reembedded:
             typer.echo(f"repaired: {len(vectors.reembedded)} corrupt point(s) rewritten from their recorded image")
         if report.repaired and (report.orphans or report.missing or report.stale or vectors.dropped):

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from attribution_audit.config import Settings
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.spaces import partial_spaces
+from attribution_audit.errors import DamagedShardError
 from attribution_audit.services import vector_check
 from attribution_audit.services.vector_check import VectorCheck
 from attribution_audit.services.wiring import vector_store
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.catalogue import ArtistRow
-from attribution_audit.store.vectors import VectorStore
+from attribution_audit.store.vectors import VectorStore, set_aside
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class CheckReport:
     repaired: bool = False
     coverage: dict[str, int] = field(default_factory=dict)  # space -> active works embedded in it (per the DB)
     vectors: VectorCheck = field(default_factory=VectorCheck)  # stored vectors against their recorded digests
+    set_aside: str | None = None  # where a damaged shard was moved by the repair
 
     @property
     def partial_spaces(self) -> list[str]:
@@ -119,6 +121,16 @@ def _embedder_for(settings: Settings, store: VectorStore) -> vector_check.Embed:
 
 
 def check_collection(settings: Settings, audit: AuditStore, repair: bool = False, deep: bool = False) -> CheckReport:
-    """The ``catalogue check`` use case: :func:`check` on the settings' embedder collection."""
+    """The ``catalogue check`` use case: :func:`check` on the settings' embedder collection. With ``repair``, a
+    damaged embedded shard is set aside and its works forgotten (the next ingest embeds them into a new one)."""
     with vector_store(settings) as store:
-        return check(audit, store, repair=repair, deep=deep, embed=lambda: _embedder_for(settings, store))
+        try:
+            return check(audit, store, repair=repair, deep=deep, embed=lambda: _embedder_for(settings, store))
+        except DamagedShardError as damaged:
+            if not repair:
+                raise
+            expected = audit.catalogue.expected_points(store.collection)
+            report = CheckReport(store.collection, 0, len(expected), missing=sorted(expected), repaired=True)
+            report.set_aside = str(set_aside(damaged.path))
+            audit.catalogue.forget_embeddings(store.collection, report.missing)
+            return report

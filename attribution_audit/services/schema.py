@@ -1,4 +1,5 @@
-"""The audit database's schema and roles: migrate, report revisions, grant read access to the reporting views."""
+"""The audit database's schema and roles: migrate, report revisions, grant read access to the reporting views or
+the writer's rights."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def revisions(settings: Settings) -> tuple[str | None, str | None]:
     return open_audit(settings, check_schema=False).revisions()
 
 
-def grant_reader(settings: Settings, role: str) -> None:
-    """Give a PostgreSQL role SELECT on the reporting views and nothing else."""
-    open_audit(settings).reports.grant_reader(role)
+def grant_reader(settings: Settings, role: str) -> list[str]:
+    """Give a PostgreSQL role SELECT on the reporting views and nothing else; warnings when it can read more."""
+    return open_audit(settings).reports.grant_reader(role)
+
+
+def grant_writer(settings: Settings, role: str) -> None:
+    """Give a PostgreSQL role what the CLI and service need to write, and no UPDATE/DELETE/TRUNCATE/DDL on audit
+    rows."""
+    open_audit(settings).grant_writer(role)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from attribution_audit.store import database
+from attribution_audit.store import database, roles
 from attribution_audit.store.catalogue import CatalogueRepository
 from attribution_audit.store.checkpoints import CheckpointRepository
 from attribution_audit.store.evaluations import EvaluationRepository
@@ -51,6 +51,10 @@ class AuditStore:
     def revisions(self) -> tuple[str | None, str | None]:
         """(current, head) schema revisions."""
         return database.current_revision(self.engine), database.head_revision(self.engine)
+
+    def grant_writer(self, role: str) -> None:
+        """Create or update the PostgreSQL role the CLI and service should write as (see :mod:`store.roles`)."""
+        roles.grant_writer(self.engine, role)
 
     def close(self) -> None:
         self.engine.dispose()
