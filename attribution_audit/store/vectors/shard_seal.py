@@ -4,8 +4,10 @@ The engine reads its files without checksums: some damaged files make it panic (
 abort the process (a failed allocation of a garbage size). A file that changed while the shard was closed is damage
 (a disk error, a hand edit), so the shard is refused before the engine reads it. The seal is removed when the shard
 is opened and written again when it is closed: after a crash there is none, and nothing is refused.
-Small files (the engine's metadata, id mappings, versions) are hashed; large ones (vectors, payload pages) are
-compared by size and modification time (their content is checked by ``catalogue check``'s vector digests).
+Small files (the engine's metadata, id mappings, versions, graph links) are hashed, large ones (payload pages)
+compared by size and modification time. The stored vectors themselves (``vector_storage-*``) are left out: raw
+floats never crash the engine, and ``catalogue check`` compares them with the digests ingest recorded (and rewrites
+bad ones from their images), which a seal would pre-empt with a coarser "damaged shard".
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 from pathlib import Path
 
 HASHED_UP_TO = 1024 * 1024  # bytes: files up to this size are hashed
+VECTORS = "vector_storage"  # folders of the raw vectors, checked by their digests instead
 
 
 def _fingerprint(file: Path) -> str:
@@ -28,7 +31,10 @@ def seal(folder: Path, skip: str) -> dict[str, str]:
     return {
         str(file.relative_to(folder)): _fingerprint(file)
         for file in sorted(folder.rglob("*"))
-        if file.is_file() and file.name != skip and not file.name.endswith(".tmp")
+        if file.is_file()
+        and file.name != skip
+        and not file.name.endswith(".tmp")
+        and not any(part.startswith(VECTORS) for part in file.relative_to(folder).parts)
     }
 
 
