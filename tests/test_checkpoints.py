@@ -4,6 +4,7 @@ tail, a wipe, a rewritten or replaced log), on SQLite and PostgreSQL, through th
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -229,3 +230,16 @@ def test_appending_to_another_db_than_the_witnessed_one_is_refused_unless_announ
     assert "checkpoint: seq 0," in adopted.stderr  # the witness now records the switch
     witness = [json.loads(line) for line in (cli.data_dir / "witness.jsonl").read_text().splitlines()]
     assert witness[-1]["db_identity"] != witness[0]["db_identity"] and witness[-1]["seq"] == 0
+
+
+@pytest.mark.postgres
+def test_an_empty_server_database_beside_a_shard_is_refused_unless_announced(
+    cli_on: Callable[[str], Cli], ingested: Ingested, postgres_url: str
+) -> None:
+    fresh = cli_on(postgres_url)  # an empty PostgreSQL database, and the data dir of an ingested catalogue
+    shutil.copytree(ingested.data_dir, fresh.data_dir)
+    refused = fresh("db", "upgrade", code=1)
+    assert "no audit log in postgresql" in refused.stderr and "--new-audit-log" in refused.stderr
+    assert "0007" not in fresh("db", "current").stdout.split("head")[0]  # nothing was created
+    fresh("--new-audit-log", "db", "upgrade")
+    fresh("db", "upgrade")  # at head now: a no-op, no flag needed

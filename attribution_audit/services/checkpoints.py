@@ -250,9 +250,10 @@ def _has_shard(settings: Settings) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def refuse_silent_new_database(settings: Settings) -> None:
-    """Before creating the embedded audit DB: refuse when the data dir already holds a vector shard or a witness
-    file (the log they belong to was deleted or moved), unless the operator said the log is new."""
+def refuse_silent_new_database(settings: Settings, database: str) -> None:
+    """Before creating an audit DB's schema (the embedded file, or an empty server database): refuse when the data
+    dir already holds a vector shard or a witness file (the log they belong to was deleted, moved or replaced),
+    unless the operator said the log is new."""
     if settings.new_audit_log:
         return
     evidence = [
@@ -265,8 +266,8 @@ def refuse_silent_new_database(settings: Settings) -> None:
     ]
     if evidence:
         raise ConflictError(
-            f"no audit log {settings.embedded_database} but {' and '.join(evidence)} exist: the log they belong to "
-            f"was deleted or moved; restore it, or pass {NEW_LOG_FLAG} to start a new log on purpose"
+            f"no audit log in {database} but {' and '.join(evidence)} exist: the log they belong to was deleted, "
+            f"moved or replaced; restore it, or pass {NEW_LOG_FLAG} to start a new log on purpose"
         )
 
 

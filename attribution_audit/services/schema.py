@@ -4,13 +4,21 @@ the writer's rights."""
 from __future__ import annotations
 
 from attribution_audit.config import Settings
+from attribution_audit.services.checkpoints import guard_witness, refuse_silent_new_database
 from attribution_audit.services.wiring import open_audit
 
 
 def upgrade(settings: Settings) -> tuple[str, str | None]:
-    """Create or migrate the schema to the head revision; (database shown without password, revision now)."""
+    """Create or migrate the schema to the head revision; (database shown without password, revision now). An
+    empty server database beside an existing shard or witness file is refused unless said to be new."""
     audit = open_audit(settings, check_schema=False, create=True)
-    return audit.url, audit.upgrade()
+    fresh = audit.revisions()[0] is None
+    if fresh and settings.database_url:
+        refuse_silent_new_database(settings, audit.url)
+    revision = audit.upgrade()
+    if fresh:
+        guard_witness(settings, audit)  # with --new-audit-log: the witness records the new log at once
+    return audit.url, revision
 
 
 def revisions(settings: Settings) -> tuple[str | None, str | None]:

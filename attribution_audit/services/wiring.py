@@ -35,7 +35,7 @@ def open_audit(settings: Settings, *, check_schema: bool = True, create: bool = 
                 "(`attribution-audit ingest MANIFEST`), or point --data-dir / ATTRIBUTION_AUDIT_DATA_DIR at the data "
                 "dir you used"
             )
-        refuse_silent_new_database(settings)
+        refuse_silent_new_database(settings, str(embedded))
         audit = AuditStore.open(settings.resolved_database_url, check_schema=False)
         audit.upgrade()
         guard_witness(settings, audit)  # with --new-audit-log: the witness records the new log at once
