@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 # multi-GB CUDA build). For the CPU-only wheels on a stock index: make TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: install demo test test-fast test-slow lint typecheck check clean-demo
+.PHONY: install demo test test-fast test-slow faults lint typecheck check clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test-fast: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# Kills, a PostgreSQL outage, a full disk, a read-only data dir, damaged shards, a truncated log and a swapped image,
+# against real processes and a throw-away PostgreSQL cluster (initdb/pg_ctl); prints scenario / expected / observed.
+faults: $(STAMP)
+	$(BIN)/python scripts/fault_suite.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

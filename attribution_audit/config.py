@@ -20,6 +20,27 @@ ENV_PREFIX = "ATTRIBUTION_AUDIT_"
 DEFAULT_DATA_DIR = Path(".attribution-audit")
 DEFAULT_EMBEDDER = "clip"
 RECORD_FILE = "attribution-audit.json"
+WITNESS_FILE = "witness.jsonl"
+DEFAULT_CHECKPOINT_EVERY = 100
+DEFAULT_MIN_FREE_MB = 256  # the embedded shard is not opened with less free space (its files are memory-mapped)
+
+
+def default_checkpoint_key() -> Path:
+    """Where the checkpoint signing key lives unless configured: the user's config dir, away from any data dir."""
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "attribution-audit" / "checkpoint-ed25519.pem"
+
+
+def _count(name: str, default: int, meaning: str) -> int:
+    """The whole number >= 0 in environment variable ``ENV_PREFIX + name`` (``default`` when unset)."""
+    raw = os.environ.get(f"{ENV_PREFIX}{name}")
+    try:
+        value = default if raw in (None, "") else int(str(raw))
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        raise AttributionAuditError(f"{ENV_PREFIX}{name}={raw!r} is not a whole number; set {meaning}") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,11 @@ class Settings:
     requester: str | None = None
     embedder_from: str = "default"
     record_problem: str | None = None  # why the data dir's record could not be read, if it could not
+    checkpoint_key: Path | None = None  # the Ed25519 signing key of checkpoints; None: default_checkpoint_key()
+    witness_file: Path | None = None  # where every checkpoint is appended; None: <data dir>/witness.jsonl
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # automatic checkpoint every N records attributed (0: never)
+    min_free_mb: int = DEFAULT_MIN_FREE_MB  # free disk space the embedded shard needs to be opened
+    new_audit_log: bool = False  # the operator says an empty audit DB beside an existing shard or witness is new
 
     @property
     def embedded_database(self) -> Path | None:
@@ -100,6 +126,14 @@ class Settings:
     def resolved_database_url(self) -> str:
         """The configured URL, else a SQLite file inside the data dir."""
         return self.database_url or f"sqlite:///{self.embedded_database}"
+
+    @property
+    def resolved_checkpoint_key(self) -> Path:
+        return self.checkpoint_key or default_checkpoint_key()
+
+    @property
+    def resolved_witness_file(self) -> Path:
+        return self.witness_file or self.data_dir / WITNESS_FILE
 
     @property
     def qdrant_path(self) -> Path:
@@ -147,5 +181,9 @@ def load_settings(**overrides: Any) -> Settings:
         embedder=embedder,
         requester=env.get(f"{ENV_PREFIX}REQUESTER") or None,
         embedder_from=embedder_from,
+        checkpoint_key=Path(env[f"{ENV_PREFIX}CHECKPOINT_KEY"]) if env.get(f"{ENV_PREFIX}CHECKPOINT_KEY") else None,
+        witness_file=Path(env[f"{ENV_PREFIX}WITNESS_FILE"]) if env.get(f"{ENV_PREFIX}WITNESS_FILE") else None,
+        checkpoint_every=_count("CHECKPOINT_EVERY", DEFAULT_CHECKPOINT_EVERY, "a count of records (0: never)"),
+        min_free_mb=_count("MIN_FREE_MB", DEFAULT_MIN_FREE_MB, "megabytes (0: no check)"),
     )
     return replace(settings, **given)

@@ -21,6 +21,15 @@ class VectorStoreError(AttributionAuditError):
     """The vector store cannot be opened or does not match the embedder (dimension, busy shard)."""
 
 
+class DamagedShardError(VectorStoreError):
+    """The embedded shard's files cannot be read (corrupt or missing metadata or segment files); ``path`` is the
+    shard's folder, which ``catalogue check --repair`` sets aside."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class DatabaseError(AttributionAuditError):
     """The audit database is unreachable or refused a write."""
 

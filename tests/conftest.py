@@ -36,6 +36,14 @@ POSTGRES_URL = os.environ.get(
 EMBEDDER = "efficientnet-lite0"  # the packaged offline model
 
 
+@pytest.fixture(autouse=True)
+def checkpoint_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test signs checkpoints with its own key, never the user's (the default lives in the user's config)."""
+    path = tmp_path / "keys" / "checkpoint-ed25519.pem"
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_KEY", str(path))
+    return path
+
+
 # -- databases ---------------------------------------------------------------------------------------------------
 def _postgres_admin() -> Engine | None:
     engine = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})

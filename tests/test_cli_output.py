@@ -276,8 +276,9 @@ def test_json_is_the_same_through_json_and_format_json(cli: Cli, logged: list[di
 def test_every_format_of_the_listing_commands(cli: Cli, logged: list[dict[str, Any]]) -> None:
     ids = [r["request_id"] for r in logged][::-1]
     table = cli("audit", "list").stdout.splitlines()
-    assert table[0].split() == ["request_id", "created_at", "top_artist", "confidence", "image", "evaluation_run"]
-    assert [line.split()[0] for line in table[1:]] == ids
+    header = ["request_id", "created_at", "top_artist", "confidence", "image", "intact", "evaluation_run"]
+    assert table[0].split() == header
+    assert [line.split()[0] for line in table[1:]] == ids and all(" yes" in line for line in table[1:])
     rows = _csv_rows(cli("audit", "list", "--format", "csv").stdout)
     assert [r["request_id"] for r in rows] == ids
     for row in rows:
@@ -319,7 +320,7 @@ def test_every_format_of_the_listing_commands(cli: Cli, logged: list[dict[str, A
 
 def test_empty_listings_keep_their_header(cli: Cli) -> None:
     for args, header in (
-        (("audit", "list"), "request_id,created_at,top_artist,confidence,image,evaluation_run"),
+        (("audit", "list"), "request_id,created_at,top_artist,confidence,image,intact,evaluation_run"),
         (("artists", "list"), "name,canonical,active_works"),
         (("evaluate", "list"), "id,kind,status,created_at,embedder"),
         (("audit", "verify-recall"), "embedder,checked,mean_overlap,below_one"),
@@ -351,6 +352,7 @@ EXAMPLE_ORDER = [
     ("audit", "list"),
     ("audit", "show"),
     ("audit", "verify"),
+    ("audit", "checkpoint"),
     ("audit", "verify-recall"),
     ("audit", "replay"),
     ("audit", "export"),
@@ -378,6 +380,7 @@ EXAMPLE_ORDER = [
     ("artists", "merge"),
     ("catalogue", "withdraw"),
     ("db", "grant-reader"),
+    ("db", "grant-writer"),
 ]
 
 
@@ -418,7 +421,7 @@ def test_every_example_runs_as_written_on_the_demo_data(
     for path in EXAMPLE_ORDER:
         example = _example(path)
         words = shlex.split(example)
-        if path == ("db", "grant-reader"):  # PostgreSQL only: on the demo's SQLite log it runs and says so
+        if path in (("db", "grant-reader"), ("db", "grant-writer")):  # PostgreSQL only: on SQLite it says so
             words[words.index("--database-url") + 1] = f"sqlite:///{tmp_path / '.demo' / 'data' / 'audit.sqlite'}"
             refused = _run(runner, words)
             assert refused.exit_code == 1 and "PostgreSQL" in refused.output, refused.output

@@ -4,6 +4,7 @@ and every refusal is a one-line permissions error, never an outage. PostgreSQL o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -130,6 +131,7 @@ def build_log(engine: Engine, images: Path) -> list[AttributionRequest]:
     replay, requests on three UTC days."""
     for name in ("w1-v1", "w1-v2", "w2"):
         Image.new("RGB", (16, 16), (len(name) * 20, 90, 160)).save(images / f"{name}.png")
+    sha = {path.stem: hashlib.sha256(path.read_bytes()).hexdigest() for path in images.glob("*.png")}
     with Session(engine) as session:
         museum = Catalogue(name="museum")
         artists = {name: Artist(name=name) for name in ("Zoe", "émile")}
@@ -139,7 +141,7 @@ def build_log(engine: Engine, images: Path) -> list[AttributionRequest]:
                 work_id=work_id,
                 artist=artists[artist],
                 image_path=f"{images}/{image}.png",
-                image_sha256="cd" * 32,
+                image_sha256=sha[image],
                 version=version,
             )
             for work_id, artist, image, version in (("w1", "Zoe", "w1-v2", 2), ("w2", "émile", "w2", 1))
@@ -152,7 +154,7 @@ def build_log(engine: Engine, images: Path) -> list[AttributionRequest]:
                     work_pk=works["w1"].id,
                     version=version,
                     image_path=f"{images}/w1-v{version}.png",
-                    image_sha256=f"{version:02d}" * 32,
+                    image_sha256=sha[f"w1-v{version}"],
                 )
             )
         session.commit()
@@ -248,6 +250,9 @@ def test_the_reader_lists_shows_verifies_and_reports_what_the_owner_does(reader_
     verified = reader("audit", "verify").stdout
     assert verified == f"chain OK: 4 records, head {reader_log.requests[-1].record_hash}\n"
     assert verified == owner("audit", "verify").stdout
+    checkpoint = tmp_path / "checkpoint.json"
+    owner("audit", "checkpoint", "--out", str(checkpoint))  # the reader checks the owner's signed head
+    assert "checkpoint seq 4 of" in reader("audit", "verify", "--checkpoint", str(checkpoint)).stdout
 
     csv = reader("report", "artists", "--format", "csv").stdout
     assert csv == owner("report", "artists", "--format", "csv").stdout
@@ -308,7 +313,7 @@ def test_the_reader_library_api_reads_through_the_views(reader_log: ReaderLog) -
         assert [r.request_id for r in audit.requests.latest(2)] == [r.id for r in reader_log.requests[:1:-1]]
         assert all(audit.requests.intact(r.id) for r in reader_log.requests)
         images = audit.requests.neighbour_images(reader_log.requests[0].id)
-        assert {rank: Path(path).name for rank, path in images.items()} == {1: "w1-v1.png", 2: "w2.png"}
+        assert {rank: Path(path).name for rank, (path, _) in images.items()} == {1: "w1-v1.png", 2: "w2.png"}
         with pytest.raises(DatabaseError, match=r"^permission denied: .*permission denied for table attribution_req"):
             audit.requests.get_with_vectors(reader_log.requests[0].id)  # replays need the owner
     finally:

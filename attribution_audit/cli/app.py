@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,6 +57,14 @@ def main(
         str | None,
         typer.Option(help="Qdrant server URL; unset = embedded shard  [env var: ATTRIBUTION_AUDIT_QDRANT_URL]"),
     ] = None,
+    new_audit_log: Annotated[
+        bool,
+        typer.Option(
+            "--new-audit-log",
+            help="Start a new audit log on purpose, beside a vector shard or witness file of another one "
+            "(refused without it).",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -63,7 +72,11 @@ def main(
 ) -> None:
     """Attribute generated images to catalogued works, with an audit trail."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    ctx.obj = load_settings(data_dir=data_dir, database_url=database_url, qdrant_url=qdrant_url)
+    if not verbose:  # libraries' warnings (Pillow, torch, transformers) are for developers: errors say what matters
+        warnings.simplefilter("ignore")
+    ctx.obj = load_settings(
+        data_dir=data_dir, database_url=database_url, qdrant_url=qdrant_url, new_audit_log=new_audit_log or None
+    )
 
 
 app.add_typer(db.app, name="db")

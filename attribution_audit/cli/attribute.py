@@ -24,6 +24,7 @@ from attribution_audit.cli.common import (
     num,
     output_format,
     print_attribution,
+    say_signed,
     settings_of,
 )
 from attribution_audit.domain.params import AttributionParams
@@ -77,6 +78,7 @@ def attribute(
     """
     from attribution_audit.errors import ImageError
     from attribution_audit.services.attribute import attribute_files
+    from attribution_audit.services.checkpoints import Signed
 
     params = checked(
         AttributionParams,
@@ -98,6 +100,8 @@ def attribute(
         if isinstance(result, ImageError):
             typer.echo(f"error: {result}", err=True)
             failed += 1
+        elif isinstance(result, Signed):
+            say_signed(result)
         elif fmt is OutputFormat.table:
             print_attribution(result)
         else:

@@ -21,6 +21,7 @@ from attribution_audit.cli.common import (
     neighbour_rows,
     output_format,
     print_attribution,
+    say_signed,
 )
 from attribution_audit.reporting.tables import render_json
 
@@ -28,7 +29,7 @@ app = Typer(
     help="Read the audit log.\n\n\b\nExample: attribution-audit audit list --limit 5",
 )
 
-LIST_COLUMNS = ("request_id", "created_at", "top_artist", "confidence", "image", "evaluation_run")
+LIST_COLUMNS = ("request_id", "created_at", "top_artist", "confidence", "image", "intact", "evaluation_run")
 
 
 @app.command("list")
@@ -38,8 +39,9 @@ def audit_list(
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them);
-    evaluation_run names the evaluation run that made a request (evaluate ...), empty for the others.
+    """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them); intact
+    is false for a record that no longer matches its record hash; evaluation_run names the evaluation run that made a
+    request (evaluate ...), empty for the others.
 
     \b
     Example: attribution-audit audit list --limit 4 --format csv
@@ -55,6 +57,7 @@ def audit_list(
             "confidence": r.confidence,
             "image": r.image,
             "evaluation_run": r.evaluation_run_id,
+            "intact": r.intact,
         }
         for r in results
     ]
@@ -63,7 +66,12 @@ def audit_list(
         data=[r.as_json() for r in results],
         rows=rows,
         shown=[
-            {**row, "confidence": f"{row['confidence']:.3f}", "evaluation_run": row["evaluation_run"] or ""}
+            {
+                **row,
+                "confidence": f"{row['confidence']:.3f}",
+                "intact": "yes" if row["intact"] else "NO: hash fails",
+                "evaluation_run": row["evaluation_run"] or "",
+            }
             for row in rows
         ],
         columns=LIST_COLUMNS,
@@ -102,24 +110,63 @@ def audit_show(
     )
 
 
+CheckpointFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        help="Also check against these checkpoints (a file from audit checkpoint --out, or a witness file); "
+        "default: the witness file's last checkpoint, if any.",
+    ),
+]
+
+
+def _checkpoint_rows(checks: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "seq": c.checkpoint.seq,
+            "time": c.checkpoint.time,
+            "db_identity": c.checkpoint.db_identity,
+            "key": c.checkpoint.key_fingerprint,
+            "ok": c.problem is None,
+            "problem": c.problem,
+        }
+        for c in checks
+    ]
+
+
+def _say_checkpoints(checks: list[Any], table: bool) -> bool:
+    """Print each checkpoint's outcome (problems on stderr, agreements in table format); whether all agree."""
+    for check in checks:
+        c = check.checkpoint
+        if check.problem:
+            typer.echo(f"checkpoint seq {c.seq} of {c.time} (key {c.key_fingerprint}) FAILS: {check.problem}", err=True)
+        elif table:
+            typer.echo(f"checkpoint seq {c.seq} of {c.time} (key {c.key_fingerprint}) holds")
+    return all(check.problem is None for check in checks)
+
+
 @app.command("verify")
 def audit_verify(
     ctx: typer.Context,
     file: Annotated[
         Path | None, typer.Option("--file", help="Verify an export (audit export) instead of the database.")
     ] = None,
+    checkpoint: CheckpointFileOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Recompute the hash chain (of the database, or of an export file); exit 1 naming the first broken record.
+    """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints;
+    exit 1 naming the first broken record or the checkpoint it contradicts (records removed, changed, reordered, or
+    another audit DB).
 
     \b
     Example: attribution-audit audit verify --format json
     """
-    from attribution_audit.services.audit_log import verify_chain, verify_export
+    from attribution_audit.services.checkpoints import verify_database, verify_export
 
+    table = fmt is OutputFormat.table
     data: dict[str, Any]
     if file is not None:
-        checked = verify_export(file)
+        checked, checks = verify_export(ctx.obj, file, checkpoint)
         data = {
             "ok": checked.ok,
             "records": checked.records,
@@ -127,28 +174,32 @@ def audit_verify(
             "last_seq": checked.last_seq,
             "last_hash": checked.last_hash,
             "problem": checked.problem,
+            "checkpoints": _checkpoint_rows(checks),
         }
-        if fmt is not OutputFormat.table:
+        if not table:
             emit(fmt, data=data, rows=[data])
         if not checked.ok:
             typer.echo(f"export BROKEN: {checked.problem}", err=True)
             raise typer.Exit(1)
-        if fmt is OutputFormat.table:
+        if table:
             typer.echo(
                 f"export OK: {checked.records} records (seq {checked.first_seq}..{checked.last_seq}), "
                 f"last hash {checked.last_hash}"
             )
+        if not _say_checkpoints(checks, table):
+            raise typer.Exit(1)
         return
-    report = verify_chain(audit_of(ctx.obj))
+    report, checks = verify_database(ctx.obj, audit_of(ctx.obj), checkpoint)
     data = {
-        "ok": report.ok,
+        "ok": report.ok and all(c.problem is None for c in checks),
         "records": report.checked,
         "head_hash": report.head_hash,
         "broken_seq": report.broken_seq,
         "broken_request_id": report.broken_request_id,
         "reason": report.reason,
+        "checkpoints": _checkpoint_rows(checks),
     }
-    if fmt is not OutputFormat.table:
+    if not table:
         emit(fmt, data=data, rows=[data])
     if not report.ok:
         typer.echo(
@@ -156,9 +207,28 @@ def audit_verify(
             f"{report.checked} records before it verify",
             err=True,
         )
-        raise typer.Exit(1)
-    if fmt is OutputFormat.table:
+    elif table:
         typer.echo(f"chain OK: {report.checked} records, head {report.head_hash}")
+    if not _say_checkpoints(checks, table) or not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("checkpoint")
+def audit_checkpoint(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the checkpoint to this file.")] = None,
+) -> None:
+    """Verify the chain, then sign its head (seq, head hash, time, audit DB identity) with the checkpoint key and
+    append it to the witness file; the key is created on first use (its path is printed on stderr).
+
+    \b
+    Example: attribution-audit audit checkpoint --out .demo/checkpoint.json
+    """
+    from attribution_audit.services.checkpoints import write_checkpoint
+
+    signed = write_checkpoint(ctx.obj, audit_of(ctx.obj), out)
+    say_signed(signed)
+    typer.echo(signed.checkpoint.line())
 
 
 @app.command("verify-recall")

@@ -36,11 +36,19 @@ def catalogue_check(
     ctx: typer.Context,
     embedder: EmbedderOption = None,
     repair: Annotated[
-        bool, typer.Option(help="Delete orphan points and forget missing ones (re-ingest after).")
+        bool,
+        typer.Option(
+            help="Rewrite corrupt vectors from their recorded image; delete orphan, stale and unrewritable points "
+            "and forget missing ones (re-ingest after)."
+        ),
+    ] = False,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Compare every stored vector with its digest (default: a sample).")
     ] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Compare the vector store with the audit DB; exit 1 if they disagree (and were not repaired).
+    """Compare the vector store with the audit DB, and stored vectors with the digests recorded when they were
+    written; exit 1 if they disagree (and were not repaired).
 
     \b
     Example: attribution-audit catalogue check --format json
@@ -48,7 +56,8 @@ def catalogue_check(
     from attribution_audit.services.catalogue import check_collection
 
     settings = settings_of(ctx, embedder)
-    report = check_collection(settings, audit_of(settings), repair=repair)
+    report = check_collection(settings, audit_of(settings), repair=repair, deep=deep)
+    vectors = report.vectors
     counts = {
         "collection": report.collection,
         "points": report.points,
@@ -56,6 +65,8 @@ def catalogue_check(
         "orphan": len(report.orphans),
         "missing": len(report.missing),
         "stale": len(report.stale),
+        "vectors_checked": vectors.checked,
+        "corrupt": len(vectors.corrupt),
         "repaired": report.repaired,
         "clean": report.clean,
     }
@@ -64,7 +75,13 @@ def catalogue_check(
         "orphans": report.orphans,
         "missing": report.missing,
         "stale": report.stale,
+        "vectors_checked": vectors.checked,
+        "vectors_unrecorded": vectors.unrecorded,
+        "corrupt": vectors.corrupt,
+        "reembedded": vectors.reembedded,
+        "dropped": vectors.dropped,
         "repaired": report.repaired,
+        "set_aside": report.set_aside,
         "clean": report.clean,
         "coverage": report.coverage,
         "partial_spaces": report.partial_spaces,
@@ -75,13 +92,25 @@ def catalogue_check(
             f"{report.collection}: {report.points} points, {report.expected} expected; {len(report.orphans)} orphan, "
             f"{len(report.missing)} missing, {len(report.stale)} stale"
         )
+        unrecorded = f" ({vectors.unrecorded} without a recorded digest)" if vectors.unrecorded else ""
+        typer.echo(
+            f"vectors: {vectors.checked} compared with their digests{' (all)' if deep else ' (a sample; --deep: all)'}"
+            f", {len(vectors.corrupt)} corrupt{unrecorded}"
+        )
+        if vectors.corrupt and not report.repaired:
+            typer.echo("corrupt vectors give wrong neighbours: run `attribution-audit catalogue check --deep --repair`")
         works = report.coverage.get("content", 0)
         typer.echo("spaces: " + ", ".join(f"{space} {count}/{works} works" for space, count in report.coverage.items()))
         for space in report.partial_spaces:
             typer.echo(f"the {space} space is partial: ingest every catalogue again with --spaces content,{space}")
-        if report.repaired:
+        if report.set_aside:
+            typer.echo(f"repaired: the damaged shard was moved to {report.set_aside}")
+        if report.repaired and vectors.reembedded:
+            typer.echo(f"repaired: {len(vectors.reembedded)} corrupt point(s) rewritten from their recorded image")
+        if report.repaired and (report.orphans or report.missing or report.stale or vectors.dropped):
             typer.echo(
-                "repaired: orphan and stale points deleted; run `attribution-audit ingest` again to re-add works"
+                "repaired: orphan, stale and unrewritable points deleted; run `attribution-audit ingest` again to "
+                "re-add works"
             )
 
     emit(fmt, data=data, rows=[counts], text=text)

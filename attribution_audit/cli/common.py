@@ -17,6 +17,7 @@ from attribution_audit.domain.params import LEARNED_NAME, QUERY_SPACES
 
 if TYPE_CHECKING:
     from attribution_audit.domain.results import Attribution
+    from attribution_audit.services.checkpoints import Signed
     from attribution_audit.store.audit_store import AuditStore
 
 T = TypeVar("T")
@@ -192,6 +193,23 @@ def audit_of(settings: Settings) -> AuditStore:
     return open_audit(settings)
 
 
+def say_signed(signed: Signed) -> None:
+    """On stderr: the checkpoint just signed, where its key is (and that it was just created), its witness."""
+    c = signed.checkpoint
+    if signed.key_created:
+        typer.echo(
+            f"created the checkpoint signing key {signed.key_path} (keep a copy away from this machine; set "
+            "ATTRIBUTION_AUDIT_CHECKPOINT_KEY to keep it elsewhere)",
+            err=True,
+        )
+    where = f"{signed.out} and the witness {signed.witness}" if signed.out else f"the witness {signed.witness}"
+    typer.echo(
+        f"checkpoint: seq {c.seq}, head {c.head_hash}, audit DB {c.db_identity}, key {c.key_fingerprint} "
+        f"({signed.key_path}); written to {where}",
+        err=True,
+    )
+
+
 def checked(factory: Callable[..., T], **values: Any) -> T:
     """Call ``factory``; its ValueError (a bad option value) becomes a usage error naming the problem."""
     try:
@@ -282,12 +300,19 @@ def unsigned_zero(value: float, digits: int = 4) -> float:
 
 
 def print_attribution(result: Attribution) -> None:
-    """One attribution as the terminal shows it: indicators, ranked neighbours, artist shares."""
+    """One attribution as the terminal shows it: indicators, ranked neighbours, artist shares (texts that came from
+    a manifest or a file name with their control characters escaped)."""
+    from attribution_audit.reporting.tables import terminal_text as t
 
     def fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{unsigned_zero(value):.4f}"
 
-    typer.echo(f"request {result.request_id}  seq {result.seq}  image {result.image}")
+    typer.echo(f"request {result.request_id}  seq {result.seq}  image {t(result.image)}")
+    if not result.intact:
+        typer.echo(
+            "  NOT INTACT: this record no longer matches its record hash (changed after it was written); run "
+            "`attribution-audit audit verify`"
+        )
     typer.echo(
         f"  entropy {result.entropy:.3f}  nn_distance {fmt(result.nn_distance)}  margin {fmt(result.margin)}  "
         f"overlap@K {fmt(result.overlap_at_k)}  confidence {result.confidence:.3f} ({result.confidence_model})"
@@ -296,9 +321,9 @@ def print_attribution(result: Attribution) -> None:
     for n in result.neighbours:
         typer.echo(
             f"  {n.rank:>4}  {unsigned_zero(n.similarity):>10.4f}  {unsigned_zero(n.distance):>8.4f}  {n.share:>8.6f}  "
-            f"{n.artist:<28}  {n.work_id}"
+            f"{t(n.artist):<28}  {t(n.work_id)}"
         )
-    artists = ", ".join(f"{artist} {share:.6f}" for artist, share in result.artist_shares.items())
+    artists = ", ".join(f"{t(artist)} {share:.6f}" for artist, share in result.artist_shares.items())
     typer.echo(f"  artist shares: {artists or '-'}")
     if result.copy_score is not None:
         verdict = f"near-copy of {result.copy_of}" if result.copy_of else "no near-copy"

@@ -49,5 +49,28 @@ def db_grant_reader(
     """
     from attribution_audit.services import schema
 
-    schema.grant_reader(ctx.obj, role)
-    typer.echo(f"role {role} can read the reporting views (and nothing else); grant it to login users")
+    warnings = schema.grant_reader(ctx.obj, role)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    rest = "" if warnings else " (and nothing else)"
+    typer.echo(f"role {role} can read the reporting views{rest}; grant it to login users")
+
+
+@app.command("grant-writer")
+def db_grant_writer(
+    ctx: typer.Context, role: Annotated[str, typer.Argument(help="PostgreSQL role to create or update.")]
+) -> None:
+    """Give a PostgreSQL role what the CLI and service need to write: INSERT and SELECT on the audit tables (no
+    UPDATE, DELETE, TRUNCATE or DDL: it cannot drop the append-only triggers), the catalogue's tables; run as the
+    schema owner, then connect as a LOGIN user in the role.
+
+    \b
+    Example: attribution-audit --database-url postgresql://postgres@localhost/audit db grant-writer attribution_app
+    """
+    from attribution_audit.services import schema
+
+    schema.grant_writer(ctx.obj, role)
+    typer.echo(
+        f"role {role} can append to the audit log and maintain the catalogue (no UPDATE/DELETE/TRUNCATE of audit "
+        "rows, no DDL); grant it to the login user the CLI and service connect as"
+    )

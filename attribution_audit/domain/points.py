@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,6 +19,15 @@ POINT_NAMESPACE = uuid.UUID("5b0d6c1e-3f6a-4f0e-9a57-6c2f1d7e8a90")
 def point_id_for(catalogue: str, work_id: str) -> str:
     """The stable Qdrant point id of a work: the same work always lands on the same point."""
     return str(uuid.uuid5(POINT_NAMESPACE, f"{catalogue}/{work_id}"))
+
+
+def vector_digest(content: np.ndarray, style: np.ndarray | None = None) -> str:
+    """sha256 of a point's vectors as stored: the content vector's float32 little-endian bytes, then the style
+    vector's, if any (recorded at ingest; ``catalogue check`` recomputes it from the store)."""
+    digest = hashlib.sha256(np.ascontiguousarray(content, dtype="<f4").tobytes())
+    if style is not None:
+        digest.update(np.ascontiguousarray(style, dtype="<f4").tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

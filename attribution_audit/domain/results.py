@@ -58,6 +58,7 @@ class Attribution:
     evaluation_run_id: int | None = None  # set on the requests an evaluation run made
     copy_of: str | None = None  # the work this image is a near-copy of (copy detection), if any
     copy_score: float | None = None  # copy detection's score: 0.5 and above is a copy
+    intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` form of the CLI."""

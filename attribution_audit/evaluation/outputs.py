@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from attribution_audit.reporting.tables import csv_cell
+
 TABLE1_COLUMNS = {
     "true_artist_present": "Real artist present",
     "nn_by_true_artist": "Nearest neighbour from the real artist",
@@ -67,7 +69,7 @@ def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
         writer.writerow(["group", "k", *CURVE_KEYS])
         for group, block in _groups(metrics).items():
             for row in block["curves"]:
-                writer.writerow([group, row["k"], *(row.get(key) for key in CURVE_KEYS)])
+                writer.writerow([csv_cell(group), row["k"], *(row.get(key) for key in CURVE_KEYS)])
     with table_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["group", "hypothesis", "class", "p_value", "auroc", "u", "n_positive", "n_negative"])
@@ -77,7 +79,7 @@ def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
                     if cell is not None:
                         writer.writerow(
                             [
-                                group,
+                                csv_cell(group),
                                 hypothesis,
                                 name,
                                 cell["p_value"],

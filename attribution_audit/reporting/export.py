@@ -1,14 +1,16 @@
 """Export the audit records of a period as JSON lines with their hashes, and verify such a file without the DB.
 
-Line 1 is a header (format, period, number of records, the chain head at export time); each following line is one
-record: ``seq``, ``request_id``, ``prev_hash``, ``record_hash`` and ``content`` (exactly what the hash covers).
-A verifier recomputes every hash from the content and checks that the records link up without gaps.
+Line 1 is a header (format, period, number of records, the chain head at export time, the audit DB identity); each
+following line is one record: ``seq``, ``request_id``, ``prev_hash``, ``record_hash`` and ``content`` (exactly what
+the hash covers). A verifier recomputes every hash from the content and checks that the records link up without
+gaps; every field outside the content is checked against it (seq, request_id, prev_hash; the header's count,
+period, export time and chain head), and the identity against a checkpoint (``audit verify --checkpoint``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -32,9 +34,10 @@ def export_records(
     out: str | Path,
     date_from: date | None = None,
     date_to: date | None = None,
+    db_identity: str | None = None,
 ) -> int:
     """Write the records of ``chain`` created within [date_from, date_to] (inclusive days, UTC), with the verified
-    ``head``; returns how many."""
+    ``head`` and the audit DB's identity (what checkpoints name); returns how many."""
     start, end = _bounds(date_from, date_to)
     if not head.ok:
         raise AttributionAuditError(
@@ -60,6 +63,7 @@ def export_records(
         "to": date_to.isoformat() if date_to else None,
         "records": len(records),
         "chain_head": {"seq": head.checked, "hash": head.head_hash},
+        "db_identity": db_identity,
     }
     out = Path(out)
     temporary = out.with_name(out.name + ".tmp")
@@ -113,6 +117,10 @@ def verify_export(path: str | Path) -> ExportReport:
             return fail("seq differs from the seq inside the record's content", record)
         if content.get("request", {}).get("prev_hash") != record.get("prev_hash"):
             return fail("prev_hash differs from the one inside the record's content", record)
+        if content["request"].get("id") != record.get("request_id"):
+            return fail("request_id differs from the id inside the record's content", record)
+        if not _within(content["request"].get("created_at"), header.get("from"), header.get("to")):
+            return fail("the record's time lies outside the period the header announces", record)
         if hash_content(record["prev_hash"], content) != record.get("record_hash"):
             return fail("content does not match its record_hash (the record was modified)", record)
         if previous is not None:
@@ -122,12 +130,62 @@ def verify_export(path: str | Path) -> ExportReport:
                 return fail("prev_hash does not match the previous record's hash", record)
         previous = record
     head = header.get("chain_head") or {}
+    if previous is not None and not (isinstance(head.get("seq"), int) and head["seq"] >= previous["seq"]):
+        return fail("the chain head in the header lies before the last record", previous)
+    if previous is not None and not _not_before(
+        header.get("exported_at"), previous["content"]["request"]["created_at"]
+    ):
+        return fail("the header's export time lies before the last record", previous)
     if previous is not None and previous["seq"] == head.get("seq") and previous["record_hash"] != head.get("hash"):
         return fail("the last record's hash differs from the chain head in the header", previous)
     first = records[0]["seq"] if records else None
     return ExportReport(
         True, len(records), first, previous["seq"] if previous else None, previous["record_hash"] if previous else None
     )
+
+
+def _within(created_at: Any, date_from: Any, date_to: Any) -> bool:
+    """Whether a record's canonical time (ISO 8601, UTC) falls in the header's period (ISO dates, inclusive)."""
+    if not isinstance(created_at, str):
+        return False
+    day = created_at[:10]
+    return (not isinstance(date_from, str) or day >= date_from) and (not isinstance(date_to, str) or day <= date_to)
+
+
+def _not_before(moment: Any, created_at: str) -> bool:
+    """Whether ``moment`` (ISO 8601 with a zone) is a time not before ``created_at`` (canonical: UTC, no zone)."""
+    try:
+        when = datetime.fromisoformat(moment).astimezone(UTC).replace(tzinfo=None)
+        return when >= datetime.fromisoformat(created_at)
+    except (TypeError, ValueError):
+        return False
+
+
+def _lines(path: Path) -> Iterator[Any]:
+    """The export's lines as JSON values, one at a time (after :func:`verify_export` accepted the file)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+    except (OSError, ValueError) as exc:
+        raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
+
+
+def export_identity(path: str | Path) -> str | None:
+    """The audit DB identity the export's header names (None for an export without one)."""
+    header = next(_lines(Path(path)), None)
+    identity = header.get("db_identity") if isinstance(header, dict) else None
+    return identity if isinstance(identity, str) else None
+
+
+def record_hash_at(path: str | Path, seq: int) -> str | None:
+    """The record_hash of record ``seq`` in the export, None when the export does not hold it."""
+    for line in _lines(Path(path)):
+        if isinstance(line, dict) and line.get("seq") == seq and "content" in line:
+            hashed = line.get("record_hash")
+            return hashed if isinstance(hashed, str) else None
+    return None
 
 
 def _well_formed(record: dict[str, Any]) -> bool:

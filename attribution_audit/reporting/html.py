@@ -27,11 +27,18 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;t
 """
 
 
-def thumbnail(path: str | None) -> str:
-    """An <img> with the image inlined as JPEG, or a placeholder when the file is gone or unreadable."""
+CHANGED = "changed since attribution: this file's sha256 is not the recorded one"
+
+
+def thumbnail(path: str | None, recorded_sha256: str | None = None) -> str:
+    """An <img> with the image inlined as JPEG; a placeholder when the file is gone or unreadable, or when its
+    sha256 is not ``recorded_sha256`` (the file was replaced since: showing it would show another image)."""
     if path:
         try:
-            image = load_image(path).image
+            loaded = load_image(path)
+            if recorded_sha256 is not None and loaded.sha256 != recorded_sha256:
+                return f'<div class="missing bad">{CHANGED}</div>'
+            image = loaded.image
             image.thumbnail((THUMBNAIL * 2, THUMBNAIL * 2))
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=85)
@@ -42,16 +49,16 @@ def thumbnail(path: str | None) -> str:
     return '<div class="missing">image not available</div>'
 
 
-def render_request_html(attribution: Attribution, images: dict[int, str], intact: bool) -> str:
-    """The page of one request: ``images`` maps a neighbour's rank to its work's image, ``intact`` says whether
-    the record still matches its hash."""
+def render_request_html(attribution: Attribution, images: dict[int, tuple[str, str]], intact: bool) -> str:
+    """The page of one request: ``images`` maps a neighbour's rank to its work's image and recorded sha256,
+    ``intact`` says whether the record still matches its hash. An image file that changed since is not shown."""
     e = html.escape
 
     def fmt(value: float | None, digits: int = 4) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     rows = "".join(
-        f"<tr><td>{n.rank}</td><td>{thumbnail(images.get(n.rank))}</td><td>{e(n.canonical_artist)}"
+        f"<tr><td>{n.rank}</td><td>{thumbnail(*images.get(n.rank, (None, None)))}</td><td>{e(n.canonical_artist)}"
         + (f"<br><small>recorded as {e(n.artist)}</small>" if n.artist != n.canonical_artist else "")
         + f"</td><td>{e(n.work_id)}<br><small>{e(n.catalogue)}, version {n.work_version or '-'}</small></td>"
         f"<td>{fmt(n.similarity)}</td><td>{fmt(n.distance)}</td><td>{n.share:.6f}</td></tr>"
@@ -97,7 +104,7 @@ def render_request_html(attribution: Attribution, images: dict[int, str], intact
 <h1>Attribution of {e(Path(attribution.image).name)}</h1>
 <p>Record integrity: {status}</p>
 <table><tr><th>generated image</th>
-<td>{thumbnail(attribution.image)}<br><small>{e(attribution.image)}</small></td></tr></table>
+<td>{thumbnail(attribution.image, attribution.image_sha256)}<br><small>{e(attribution.image)}</small></td></tr></table>
 <h2>The {len(attribution.neighbours)} nearest works (K = {attribution.k})</h2>
 <table><tr><th>rank</th><th>work</th><th>artist</th><th>work id</th>
 <th>similarity</th><th>distance</th><th>share</th></tr>

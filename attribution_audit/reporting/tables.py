@@ -1,7 +1,8 @@
 """Rows as text, the one output layer of the CLI: an aligned table with a header, CSV (header + rows) or JSON.
 
 Every format has a header or keys, also with no rows. Times are ISO 8601 in UTC with the zone (a time without one is
-UTC already, as the audit DB stores it). CSV cells that a spreadsheet would run as a formula are neutralised.
+UTC already, as the audit DB stores it). CSV cells that a spreadsheet would run as a formula are neutralised, and
+so is table text that a terminal would run (control sequences).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # Numbers written as text (a signed decimal) are not formulas: "-0.5" stays a number in the spreadsheet.
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 NO_ROWS = "(no rows)"
+# What a terminal would run or reorder rather than show: C0/C1 controls (ESC starts a control sequence; tab and line
+# breaks would break a table's layout) and the bidirectional overrides and isolates (they reorder what follows).
+_TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# The same in CSV, where tabs and line breaks are data (quoted cells), printed to a terminal or opened elsewhere.
+_CSV_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def iso_time(moment: datetime, timespec: str = "auto") -> str:
@@ -42,15 +48,17 @@ def render_json(data: Any, indent: int | None = 2) -> str:
 
 def csv_cell(value: Any) -> Any:
     """A value as a CSV cell: empty for None, true/false, times in ISO 8601, text that looks like a formula behind
-    ``'``."""
+    ``'``, control characters other than tabs and line breaks escaped (as in :func:`terminal_text`)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
         return iso_time(value)
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not _NUMBER.fullmatch(value):
-        return "'" + value
+    if isinstance(value, str):
+        value = _CSV_UNSAFE.sub(_escaped, value)
+        if value.startswith(FORMULA_PREFIXES) and not _NUMBER.fullmatch(value):
+            return "'" + value
     return value
 
 
@@ -62,8 +70,20 @@ def _csv_line(cells: Any) -> str:
     return buffer.getvalue().removesuffix("\r\n")
 
 
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_text(text: str) -> str:
+    """Text as a terminal shows it literally: control characters and bidirectional overrides as ``\\xNN`` or
+    ``\\uNNNN`` escapes (a name from a manifest cannot move the cursor, recolour or rewrite the screen)."""
+    return _TERMINAL_UNSAFE.sub(_escaped, text)
+
+
 def table_cell(value: Any) -> str:
-    """A value as a table cell: ``-`` for None, true/false, times in ISO 8601 to the second, floats to 6 decimals."""
+    """A value as a table cell: ``-`` for None, true/false, times in ISO 8601 to the second, floats to 6 decimals,
+    text safe for a terminal (:func:`terminal_text`)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -72,7 +92,7 @@ def table_cell(value: Any) -> str:
         return iso_time(value, "seconds")
     if isinstance(value, float):
         return str(round(value, 6))
-    return str(value)
+    return terminal_text(str(value))
 
 
 def _numeric(text: str) -> bool:

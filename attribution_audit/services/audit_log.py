@@ -1,11 +1,10 @@
-"""Reading the audit log: recent requests, one request, the chain's verification, exports and request pages."""
+"""Reading the audit log: recent requests, one request, exports and request pages (verification: checkpoints)."""
 
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
 
-from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
 from attribution_audit.reporting import export, html
 from attribution_audit.store.audit_store import AuditStore
@@ -21,14 +20,16 @@ def get_attribution(audit: AuditStore, request_id: str) -> Attribution:
     return audit.requests.get(request_id)
 
 
-def verify_chain(audit: AuditStore) -> ChainReport:
-    """Recompute every hash of the log; the first broken record, if any."""
-    return audit.requests.verify_chain()
-
-
 def export_records(audit: AuditStore, out: Path, date_from: date | None = None, date_to: date | None = None) -> int:
     """Export a period's records with their hashes and the verified chain head; how many were written."""
-    return export.export_records(audit.requests.verify_chain(), audit.requests.chain_records(), out, date_from, date_to)
+    return export.export_records(
+        audit.requests.verify_chain(),
+        audit.requests.chain_records(),
+        out,
+        date_from,
+        date_to,
+        db_identity=audit.checkpoints.identity(),
+    )
 
 
 def request_page(audit: AuditStore, request_id: str) -> str:
@@ -46,8 +47,3 @@ def write_request_html(audit: AuditStore, request_id: str, out: Path) -> Path:
 def write_request_pdf(audit: AuditStore, request_id: str, out: Path) -> Path:
     """The same page printed to PDF by headless Chromium."""
     return html.print_pdf(request_page(audit, request_id), out)
-
-
-def verify_export(path: Path) -> export.ExportReport:
-    """Check an export file on its own (no database): every hash, every link, no gap."""
-    return export.verify_export(path)

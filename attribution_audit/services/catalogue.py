@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from attribution_audit.config import Settings
+from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.spaces import partial_spaces
+from attribution_audit.errors import DamagedShardError
+from attribution_audit.services import vector_check
+from attribution_audit.services.vector_check import VectorCheck
 from attribution_audit.services.wiring import vector_store
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.catalogue import ArtistRow
-from attribution_audit.store.vectors import VectorStore
+from attribution_audit.store.vectors import VectorStore, set_aside
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class CheckReport:
     stale: list[str] = field(default_factory=list)
     repaired: bool = False
     coverage: dict[str, int] = field(default_factory=dict)  # space -> active works embedded in it (per the DB)
+    vectors: VectorCheck = field(default_factory=VectorCheck)  # stored vectors against their recorded digests
+    set_aside: str | None = None  # where a damaged shard was moved by the repair
 
     @property
     def partial_spaces(self) -> list[str]:
@@ -65,16 +71,25 @@ class CheckReport:
 
     @property
     def clean(self) -> bool:
-        return not (self.orphans or self.missing or self.stale or self.partial_spaces)
+        return not (self.orphans or self.missing or self.stale or self.partial_spaces or self.vectors.corrupt)
 
 
-def check(audit: AuditStore, store: VectorStore, repair: bool = False) -> CheckReport:
+def check(
+    audit: AuditStore,
+    store: VectorStore,
+    repair: bool = False,
+    *,
+    deep: bool = False,
+    embed: Callable[[], vector_check.Embed] | None = None,
+) -> CheckReport:
     """Compare the collection's points with the DB's active works embedded in it.
 
     Orphans: points with no active work (withdrawn, or written by a run that crashed before its DB commit).
     Missing: works recorded as embedded whose point is gone. Stale: point and DB disagree on the image hash.
-    ``repair`` deletes orphan and stale points and forgets the missing/stale embeddings, so the next ``ingest``
-    of the catalogue embeds those works again.
+    Corrupt: stored vectors that differ from the digest recorded when they were written (a sample of points;
+    ``deep``: all). ``repair`` rewrites corrupt points from their recorded image (with the embedder ``embed``
+    builds), deletes orphan and stale points and those it could not rewrite, and forgets the missing, stale and
+    dropped embeddings, so the next ``ingest`` of the catalogue embeds those works again.
     """
     expected = audit.catalogue.expected_points(store.collection)
     actual = store.image_hashes()
@@ -83,14 +98,39 @@ def check(audit: AuditStore, store: VectorStore, repair: bool = False) -> CheckR
     report.orphans = sorted(actual.keys() - expected.keys())
     report.missing = sorted(expected.keys() - actual.keys())
     report.stale = sorted(p for p in actual.keys() & expected.keys() if actual[p] != expected[p])
+    recorded = audit.catalogue.stored_vectors(store.collection)
+    report.vectors = vector_check.compare(store, recorded, actual.keys() & expected.keys() - set(report.stale), deep)
     if repair and not report.clean:
-        store.delete(report.orphans + report.stale)
-        audit.catalogue.forget_embeddings(store.collection, report.missing + report.stale)
+        dropped = vector_check.repair(store, recorded, report.vectors, embed) if embed else report.vectors.corrupt
+        store.delete(report.orphans + report.stale + dropped)
+        audit.catalogue.forget_embeddings(store.collection, report.missing + report.stale + dropped)
         report.repaired = True
     return report
 
 
-def check_collection(settings: Settings, audit: AuditStore, repair: bool = False) -> CheckReport:
-    """The ``catalogue check`` use case: :func:`check` on the settings' embedder collection."""
+def _embedder_for(settings: Settings, store: VectorStore) -> vector_check.Embed:
+    """The collection's embedder (with its style embedder when the collection has a style space), loaded once."""
+    from attribution_audit.embedding.style import style_embedder_for
+    from attribution_audit.services.wiring import load_embedder
+
+    embedder = load_embedder(settings.embedder)
+    if STYLE in store.spaces():
+        style = style_embedder_for(embedder)
+        return lambda images: style.embed_both(images)
+    return lambda images: (embedder.embed(images), None)
+
+
+def check_collection(settings: Settings, audit: AuditStore, repair: bool = False, deep: bool = False) -> CheckReport:
+    """The ``catalogue check`` use case: :func:`check` on the settings' embedder collection. With ``repair``, a
+    damaged embedded shard is set aside and its works forgotten (the next ingest embeds them into a new one)."""
     with vector_store(settings) as store:
-        return check(audit, store, repair=repair)
+        try:
+            return check(audit, store, repair=repair, deep=deep, embed=lambda: _embedder_for(settings, store))
+        except DamagedShardError as damaged:
+            if not repair:
+                raise
+            expected = audit.catalogue.expected_points(store.collection)
+            report = CheckReport(store.collection, 0, len(expected), missing=sorted(expected), repaired=True)
+            report.set_aside = str(set_aside(damaged.path))
+            audit.catalogue.forget_embeddings(store.collection, report.missing)
+            return report

@@ -9,7 +9,6 @@ under the same deterministic point id, so nothing is duplicated and ``catalogue 
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from attribution_audit.config import Settings
+from attribution_audit.domain.points import vector_digest
 from attribution_audit.domain.spaces import partial_spaces
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, VectorStoreError
@@ -150,7 +150,7 @@ class Ingestion:
         if self.vectors is not None and not row.path.is_file():
             vector = self.vectors(row)
             if vector is not None:
-                return _vector_digest(vector)
+                return vector_digest(vector)  # stand-in content hash: the image is not on this machine
         return sha256_file(row.path)
 
     def classify(self, rows: Sequence[ManifestRow]) -> list[tuple[ManifestRow, str | None]]:
@@ -245,6 +245,7 @@ class Ingestion:
                     payload=p.row.extra,
                     version=point.payload["version"],
                     point_id=point.point_id,
+                    vector_digest=vector_digest(point.vector, point.style),
                 )
                 for p, point in zip(items, points, strict=True)
             ],
@@ -396,11 +397,6 @@ def _ingest_precomputed(
     if prepared:
         ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]))
         ingestion.write(prepared, run_id)
-
-
-def _vector_digest(vector: np.ndarray) -> str:
-    """Stand-in content hash for a work whose image is not on this machine: the sha256 of its vector bytes."""
-    return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
 
 
 def _write_failures(path: Path | None, failures: list[RowFailure]) -> Path | None:

@@ -4,13 +4,14 @@ and close them after. Adapters (CLI, HTTP) build everything through here."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
 from attribution_audit.config import DataDirRecord, Settings, read_record, write_record
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import AttributionAuditError, NotFoundError
+from attribution_audit.errors import AttributionAuditError, DatabaseError, NotFoundError
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.vectors import VectorStore, open_collection, open_store
@@ -21,8 +22,11 @@ def open_audit(settings: Settings, *, check_schema: bool = True, create: bool = 
 
     The embedded default (a SQLite file in the data dir) is created at the head revision when ``create`` is set (a
     command that writes: ingest, db upgrade); otherwise a missing one is a one-line error, and nothing is created.
-    A server database is never created or migrated implicitly: ``db upgrade`` does that.
+    A server database is never created or migrated implicitly: ``db upgrade`` does that. A new embedded log beside
+    an existing shard or witness file is refused unless ``settings.new_audit_log`` says it is meant.
     """
+    from attribution_audit.services.checkpoints import guard_witness, refuse_silent_new_database
+
     embedded = settings.embedded_database
     if embedded is not None and not embedded.exists():
         if not create:
@@ -31,9 +35,16 @@ def open_audit(settings: Settings, *, check_schema: bool = True, create: bool = 
                 "(`attribution-audit ingest MANIFEST`), or point --data-dir / ATTRIBUTION_AUDIT_DATA_DIR at the data "
                 "dir you used"
             )
+        refuse_silent_new_database(settings, str(embedded))
         audit = AuditStore.open(settings.resolved_database_url, check_schema=False)
         audit.upgrade()
+        guard_witness(settings, audit)  # with --new-audit-log: the witness records the new log at once
         return audit
+    if embedded is not None and not os.access(embedded.parent, os.W_OK):
+        raise DatabaseError(
+            f"{embedded.parent}: the data dir is read-only; its SQLite audit log needs a writable folder (for its "
+            "journal, even to read): mount it read-write or fix its permissions, or work on a copy"
+        )
     return AuditStore.open(settings.resolved_database_url, check_schema=check_schema)
 
 

@@ -3,8 +3,8 @@
 import hashlib
 import io
 import os
-import stat
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +13,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from attribution_audit.errors import ImageError
+from attribution_audit.sources.files import irregular_file_problem
 
 DEFAULT_MAX_PIXELS = 64_000_000  # refuse decompression bombs above this many pixels
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 MAX_EMBED_ASPECT = 2.0  # images for an embedder are cut to their central region of at most 2:1
+MAX_ASPECT = 20.0  # images for an embedder more elongated than this are refused (a 20000 x 1 strip is no artwork)
 
 _CHUNK = 1024 * 1024
 _WHITE = (255, 255, 255, 255)
@@ -49,7 +51,10 @@ def _error(path: Path, problem: str) -> ImageError:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks; ImageError for a path that is not a regular file."""
+    problem = irregular_file_problem(path)
+    if problem:
+        raise _error(path, problem)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -87,14 +92,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
     """Read the whole file, refusing missing, non-regular, empty and oversized files."""
+    problem = irregular_file_problem(path)
+    if problem:
+        raise _error(path, problem)
     try:
-        status = path.stat()
-        if stat.S_ISDIR(status.st_mode):
-            raise _error(path, "is a directory, not an image file; pass the path of an image file")
-        if not stat.S_ISREG(status.st_mode):
-            # A FIFO would block the read forever, a device would stream without end: refuse before opening.
-            raise _error(path, "is not a regular file (a pipe, socket or device); pass the path of an image file")
-        size = status.st_size
+        size = path.stat().st_size
         if size > max_bytes:
             raise _error(
                 path,
@@ -141,26 +143,39 @@ def central_region(image: Image.Image, max_aspect: float = MAX_EMBED_ASPECT) -> 
     return image.crop((0, top, width, top + keep))
 
 
+def _aspect_error(path: Path, width: int, height: int, max_aspect: float) -> ImageError:
+    return _error(
+        path,
+        f"image is {width}x{height}, more elongated than {max_aspect:g}:1; crop it to the part to attribute",
+    )
+
+
 def load_image(
     path: str | Path,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     target_size: int | None = None,
+    max_aspect: float = MAX_ASPECT,
 ) -> LoadedImage:
     """Decode an image file into an RGB :class:`LoadedImage`, or raise :class:`ImageError`.
 
-    Animated images yield their first frame. ``target_size`` marks an image for an embedder: a JPEG may be decoded
-    downscaled by a power of two (both sides kept at least ``2 * target_size`` where possible), and an image more
-    elongated than 2:1 is cut to its central region (:func:`central_region`).
+    The pixel count is checked from the header, before decoding; Pillow's own warnings never reach the terminal.
+    Animated images yield their first frame. ``target_size`` marks an image for an embedder: one more elongated
+    than ``max_aspect`` : 1 is refused (from the header too), a JPEG may be decoded downscaled by a power of two
+    (both sides kept at least ``2 * target_size`` where possible), and an image more elongated than 2:1 is cut to
+    its central region (:func:`central_region`): its resized copy stays small (at most 2:1) whatever the file's size.
     """
     path = Path(path)
     data = _read_bytes(path, max_bytes)
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        # Pillow warns (above 89 Mpx, on odd metadata) on the terminal: the checks below say what matters, in one line.
+        with warnings.catch_warnings(action="ignore"), Image.open(io.BytesIO(data)) as img:
             width, height = img.size  # header only: nothing decoded yet
             if width * height > max_pixels:
                 raise _bomb_error(path, max_pixels, (width, height))
+            if target_size and max(width, height) > max_aspect * min(width, height):
+                raise _aspect_error(path, width, height, max_aspect)
             if target_size and img.format == "JPEG":
                 img.draft("RGB", (target_size * 2, target_size * 2))
             img.load()
@@ -170,9 +185,6 @@ def load_image(
     except Image.DecompressionBombError:
         # Pillow's own guard fires inside open() above 2 * MAX_IMAGE_PIXELS, before our check can run.
         raise _bomb_error(path, min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))) from None
-    except Image.DecompressionBombWarning:
-        # Only raised when warnings are turned into errors (e.g. ``-W error``).
-        raise _bomb_error(path, min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)) from None
     except UnidentifiedImageError:
         raise _error(
             path,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attribution_audit.errors import ManifestError
+from attribution_audit.sources.files import irregular_file_problem
 from attribution_audit.sources.manifest import clean_name
 
 
@@ -27,6 +28,9 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
     Paths are relative to the CSV's folder. Malformed files or rows raise ManifestError naming the line.
     """
     path = Path(path)
+    problem = irregular_file_problem(path)
+    if problem:
+        raise ManifestError(f"{path}: {problem}")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attribution_audit.errors import ManifestError
+from attribution_audit.sources.files import irregular_file_problem
 from attribution_audit.sources.images import printable_path
 
 REQUIRED_COLUMNS = ("path", "artist", "work_id")
@@ -74,6 +75,7 @@ def clean_name(value: str) -> str:
 
 
 def sha256_of(path: Path) -> str:
+    _refuse_irregular(path)
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -89,6 +91,9 @@ class RowValidator:
         self._first_line: dict[str, int] = {}
 
     def check(self, line: int, record: dict[str, Any]) -> ManifestRow | RowFailure:
+        wrong = _type_problem(record)
+        if wrong:
+            return RowFailure(line, _text_or_empty(record.get("work_id")), wrong)
         values = {c: str(record.get(c) or "").strip() for c in REQUIRED_COLUMNS}
         work_id, rel = values["work_id"], values["path"]
         empty = [c for c in REQUIRED_COLUMNS if not values[c]]
@@ -106,6 +111,26 @@ class RowValidator:
         title = str(record.get("title") or "").strip() or None
         extra = {k: v for k, v in record.items() if k and k not in (*REQUIRED_COLUMNS, "title")}
         return ManifestRow(line, image, clean_name(values["artist"]), work_id, title, extra)
+
+
+_JSON_TYPES = {bool: "a boolean", list: "a list", dict: "an object", float: "a number", int: "a number"}
+
+
+def _text_or_empty(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _type_problem(record: dict[str, Any]) -> str | None:
+    """Why a row's named fields are not text, if one is not (a JSON list, object or boolean would be stored as its
+    Python spelling); a work id may also be a whole number."""
+    for column in (*REQUIRED_COLUMNS, "title"):
+        value = record.get(column)
+        if value is None or isinstance(value, str):
+            continue
+        if column == "work_id" and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        return f"{column} is {_JSON_TYPES.get(type(value), type(value).__name__)}, not text; write it as a string"
+    return None
 
 
 def _field_problem(record: dict[str, Any]) -> str | None:
@@ -131,7 +156,14 @@ def _finite_json(value: Any) -> bool:
     return True
 
 
+def _refuse_irregular(path: Path) -> None:
+    problem = irregular_file_problem(path)
+    if problem:
+        raise ManifestError(f"{printable_path(path)}: {problem}")
+
+
 def _read_text(path: Path, what: str) -> str:
+    _refuse_irregular(path)
     try:
         return path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
@@ -240,19 +272,24 @@ class WangSource:
         self.labelled: list[LabelledImage] = []
 
     @staticmethod
-    def _artist(key: str, entry: dict[str, Any]) -> str:
-        return clean_name(str(entry.get("artist") or entry.get("name") or key))
+    def _artist(key: str, entry: dict[str, Any]) -> str | None:
+        """The entry's artist name; None when the entry names it with something else than text."""
+        name = entry.get("artist") or entry.get("name") or key
+        return clean_name(name) if isinstance(name, str) else None
 
     def __iter__(self) -> Iterator[ManifestRow | RowFailure]:
         validator = RowValidator(self.path.parent)
         self.labelled = []
         for number, (key, entry) in enumerate(self.entries, start=1):
             artist, exemplars = self._artist(key, entry), entry.get("exemplar") or []
+            if artist is None:
+                yield RowFailure(number, key, "entry's artist is not text; write it as a string")
+                continue
             if not isinstance(exemplars, list) or not exemplars:
                 yield RowFailure(number, key, "entry has no 'exemplar' list")
                 continue
             work_ids = tuple(str(p) for p in exemplars)
-            for work_path in work_ids:
+            for work_path in exemplars:  # a path that is not text fails its row
                 yield validator.check(number, {"path": work_path, "artist": artist, "work_id": work_path})
             synth = entry.get("synth") or {}
             subsets = synth.items() if isinstance(synth, dict) else [(None, synth)]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from attribution_audit.errors import ManifestError
+from attribution_audit.sources.files import irregular_file_problem
 from attribution_audit.sources.manifest import ManifestRow, Source
 
 
@@ -26,6 +27,9 @@ def load_vectors(path: str | Path, source: Source) -> dict[str, np.ndarray]:
     """Work id -> unit vector. ``.npy`` rows follow the source's rows in order (failed rows included)."""
     path = Path(path)
     suffix = path.suffix.lower()
+    problem = irregular_file_problem(path)
+    if problem:
+        raise ManifestError(f"{path}: {problem}")
     try:
         if suffix == ".npy":
             matrix = _unit(np.load(path, allow_pickle=False), path)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from attribution_audit.store import database
+from attribution_audit.store import database, roles
 from attribution_audit.store.catalogue import CatalogueRepository
+from attribution_audit.store.checkpoints import CheckpointRepository
 from attribution_audit.store.evaluations import EvaluationRepository
 from attribution_audit.store.reports import ReportRepository
 from attribution_audit.store.requests import RequestRepository
@@ -26,6 +27,7 @@ class AuditStore:
         self.evaluations = EvaluationRepository(engine)
         self.reports = ReportRepository(engine)
         self.spaces = SpaceRepository(engine)
+        self.checkpoints = CheckpointRepository(engine)
 
     @classmethod
     def open(cls, url: str, *, check_schema: bool = True) -> AuditStore:
@@ -51,6 +53,10 @@ class AuditStore:
     def revisions(self) -> tuple[str | None, str | None]:
         """(current, head) schema revisions."""
         return database.current_revision(self.engine), database.head_revision(self.engine)
+
+    def grant_writer(self, role: str) -> None:
+        """Create or update the PostgreSQL role the CLI and service should write as (see :mod:`store.roles`)."""
+        roles.grant_writer(self.engine, role)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -51,6 +51,17 @@ class WorkRecord:
     payload: dict[str, Any]
     version: int
     point_id: str
+    vector_digest: str | None = None  # sha256 of the vectors written (domain.points.vector_digest)
+
+
+@dataclass(frozen=True)
+class StoredVector:
+    """What the DB recorded of a point: the digest of its vectors (None before migration 0007), and the image they
+    were computed from (to embed it again)."""
+
+    digest: str | None
+    image_path: str
+    image_sha256: str
 
 
 @dataclass(frozen=True)
@@ -217,6 +228,7 @@ class CatalogueRepository:
                 embedding.point_id, embedding.version = record.point_id, record.version
                 embedding.image_sha256, embedding.embedder_fingerprint = record.image_sha256, embedder_fingerprint
                 embedding.updated_at, embedding.spaces = utcnow(), spaces
+                embedding.vector_digest = record.vector_digest
         return WrittenWorks(added, updated, same_image)
 
     def sources_of(self, catalogue: str) -> list[str]:
@@ -332,6 +344,16 @@ class CatalogueRepository:
         )
         with read_scope(self.engine) as session:
             return {point: path for point, path in session.execute(query)}
+
+    def stored_vectors(self, collection: str) -> dict[str, StoredVector]:
+        """Point id -> what the DB recorded of the vectors of every active work embedded in ``collection``."""
+        query = (
+            select(WorkEmbedding.point_id, WorkEmbedding.vector_digest, Work.image_path, WorkEmbedding.image_sha256)
+            .join(Work, Work.id == WorkEmbedding.work_pk)
+            .where(WorkEmbedding.collection == collection, Work.withdrawn_at.is_(None))
+        )
+        with read_scope(self.engine) as session:
+            return {point: StoredVector(digest, path, sha) for point, digest, path, sha in session.execute(query)}
 
     def forget_embeddings(self, collection: str, point_ids: Sequence[str]) -> None:
         """Drop the embedding rows of these points, so the next ingest embeds their works again."""

@@ -200,7 +200,7 @@ class _Source:
     neighbours: FromClause
     artist_shares: FromClause
     metrics: FromClause
-    neighbour_images: FromClause  # request_id, rank, image_path of the work version attributed
+    neighbour_images: FromClause  # request_id, rank, image_path and image_sha256 of the work version attributed
     digested: bool  # binary columns arrive as hex digests, in <name>_sha256
 
     def request_columns(self, row: Any) -> dict[str, Any]:
@@ -221,7 +221,12 @@ def _neighbour_images_of_tables() -> FromClause:
     """The rows of the view v_audit_neighbour_images, from the tables."""
     n, w, v = _NEIGHBOURS.c, _WORKS.c, _WORK_VERSIONS.c
     return (
-        select(n.request_id, n.rank, func.coalesce(v.image_path, w.image_path).label("image_path"))
+        select(
+            n.request_id,
+            n.rank,
+            func.coalesce(v.image_path, w.image_path).label("image_path"),
+            func.coalesce(v.image_sha256, w.image_sha256).label("image_sha256"),
+        )
         .select_from(
             _NEIGHBOURS.join(_WORKS, w.id == n.work_pk).outerjoin(
                 _WORK_VERSIONS, and_(v.work_pk == n.work_pk, v.version == n.work_version)
@@ -242,6 +247,7 @@ _AUDIT_VIEWS = (
         Column("request_id", String(36)),
         Column("rank", Integer),
         Column("image_path", Text),
+        Column("image_sha256", String(64)),  # migration 0007
     ),
 )
 AUDIT_VIEWS = tuple(view.name for view in _AUDIT_VIEWS)  # PostgreSQL only; SQLite is read from the tables
@@ -303,12 +309,13 @@ def count_requests(engine: Engine) -> int:
         return int(connection.scalar(select(func.count()).select_from(src.requests)) or 0)
 
 
-def neighbour_images(engine: Engine, request_id: str) -> dict[int, str]:
-    """rank -> image path of the work version each neighbour of the request was attributed as (one query)."""
+def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, str]]:
+    """rank -> (image path, recorded sha256) of the work version each neighbour of the request was attributed as
+    (one query)."""
     images = _source(engine).neighbour_images
-    query = select(images.c.rank, images.c.image_path).where(images.c.request_id == request_id)
+    query = select(images.c.rank, images.c.image_path, images.c.image_sha256).where(images.c.request_id == request_id)
     with read_connection(engine) as connection:
-        return {int(rank): str(path) for rank, path in connection.execute(query)}
+        return {int(rank): (str(path), str(sha)) for rank, path, sha in connection.execute(query)}
 
 
 def iter_chain(engine: Engine, page: int = 500) -> Iterator[StoredRequest]:

@@ -216,6 +216,8 @@ def read_scope(engine: Engine) -> Iterator[Session]:
         yield session
     except (OperationalError, DBAPIError) as exc:
         raise _cannot_read(engine, exc) from exc
+    except (ValueError, TypeError) as exc:
+        raise _unreadable(engine, exc) from None
     finally:
         # close() ends the transaction without committing; an explicit rollback() would also expire the rows read,
         # and callers use them (with their eagerly loaded children) after the scope.
@@ -231,6 +233,18 @@ def read_connection(engine: Engine) -> Iterator[Connection]:
             yield connection
     except (OperationalError, DBAPIError) as exc:
         raise _cannot_read(engine, exc) from exc
+    except (ValueError, TypeError) as exc:
+        raise _unreadable(engine, exc) from None
+
+
+def _unreadable(engine: Engine, exc: BaseException) -> DatabaseError:
+    """A stored value the driver cannot decode (JSON that is not JSON, a time that is not a time): a row was changed
+    outside attribution-audit."""
+    return DatabaseError(
+        f"the audit database {display_url(str(engine.url))} holds a value that cannot be read "
+        f"({type(exc).__name__}: {_first_line(exc)}): a row was changed outside attribution-audit; run "
+        "`attribution-audit audit verify` and restore the database from a backup"
+    )
 
 
 def _cannot_read(engine: Engine, exc: BaseException) -> DatabaseError:

@@ -106,6 +106,7 @@ class WorkEmbedding(Base):
     embedder_fingerprint: Mapped[str] = mapped_column(String(300))
     spaces: Mapped[str] = mapped_column(String(40), default="content")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    vector_digest: Mapped[str | None] = mapped_column(String(64))  # sha256 of the vectors written (0007)
 
 
 class IngestionRun(Base):
@@ -154,6 +155,15 @@ class LabelledQueryRecord(Base):
     artist: Mapped[str] = mapped_column(String(300))
     work_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     subset: Mapped[str | None] = mapped_column(String(100))
+
+
+class AuditIdentity(Base):
+    """The audit DB's identity: one random id written by migration 0007, never changed (checkpoints name it)."""
+
+    __tablename__ = "audit_identity"
+
+    identity: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AttributionRequest(Base):

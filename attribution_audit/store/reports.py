@@ -3,7 +3,6 @@ role that can read the views and nothing else."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -24,9 +23,9 @@ REPORTING_VIEWS = (
     "v_catalogue",
 )
 # What a read-only role reads: the reporting views, the audit views (PostgreSQL; every hashed column, the vectors
-# only as digests: enough to list, show and verify records) and the schema revision.
-READER_VIEWS = (*REPORTING_VIEWS, *AUDIT_VIEWS, SCHEMA_VERSION_VIEW)
-_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# only as digests: enough to list, show and verify records), the schema revision, and the DB's identity (one row,
+# what checkpoints name: so that a reader can check them).
+READER_VIEWS = (*REPORTING_VIEWS, *AUDIT_VIEWS, SCHEMA_VERSION_VIEW, "audit_identity")
 
 
 @dataclass(frozen=True)
@@ -112,21 +111,25 @@ class ReportRepository:
             withdrawn_works=int(works[1]),
         )
 
-    def grant_reader(self, role: str) -> None:
+    def grant_reader(self, role: str) -> list[str]:
         """Create ``role`` (NOLOGIN; grant it to login users, or ALTER ROLE ... LOGIN PASSWORD) with SELECT on
         :data:`READER_VIEWS`: what the read commands (audit list/show/verify/export, report) need, nothing more.
 
         The views run with their owner's rights, so the role needs and gets no right on any table; it cannot read
-        the query vectors (the audit views show their digests) nor write anything.
+        the query vectors (the audit views show their digests) nor write anything. Reserved names, superusers and
+        the owner's roles are refused; the warnings say what the role can still read otherwise (another role's
+        rights, ``pg_read_all_data``).
         """
         if self.engine.dialect.name != "postgresql":
             raise DatabaseError(
                 "read-only roles need PostgreSQL; a SQLite audit file is protected by file permissions instead"
             )
-        if not _ROLE_NAME.match(role):
-            raise DatabaseError(f"role name {role!r}: use lower-case letters, digits and underscores")
+        from attribution_audit.store import roles
+
+        roles.check_role_name(role)
         try:
             with self.engine.begin() as connection:
+                roles.refuse_privileged(connection, role)
                 exists = connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role})
                 if not exists:
                     connection.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
@@ -134,6 +137,7 @@ class ReportRepository:
                 connection.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
                 connection.execute(text(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"'))
                 connection.execute(text(f'GRANT SELECT ON {", ".join(READER_VIEWS)} TO "{role}"'))
+                broader = roles.reads_base_tables(connection, role)
         except DBAPIError as exc:
             if is_permission_error(exc):
                 raise permission_error(
@@ -142,3 +146,10 @@ class ReportRepository:
                     "`db grant-reader` needs the schema owner with the CREATEROLE attribute (or a superuser)",
                 ) from exc
             raise
+        if broader:
+            return [
+                f"role {role} can still read the base tables (the query vectors included) through rights it has "
+                "besides these views (another role it is a member of, pg_read_all_data, a default privilege): it is "
+                "not read-only; revoke those, or use a new role"
+            ]
+        return []

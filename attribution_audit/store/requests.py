@@ -3,6 +3,7 @@ batch recall checks appended after them. Every query on those tables lives here.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,10 +49,22 @@ class RecallResult:
     overlap_at_k: float
 
 
+def _number(value: Any) -> float:
+    """A stored number as a float; NaN for a value that is none (a row changed by hand: its record hash fails)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else _number(value)
+
+
 def to_attribution(record: StoredRequest) -> Attribution:
-    """The plain result of a stored request."""
-    r, m = record.columns, record.metrics
-    assert m is not None, "every request is written with its metrics"
+    """The plain result of a stored request, marked ``intact=False`` when it no longer matches its record hash (a
+    record changed by hand is still shown, with NaN for what is no longer a number, never a crash)."""
+    r, m = record.columns, record.metrics or {}
     return Attribution(
         request_id=r["id"],
         seq=r["seq"],
@@ -66,25 +79,26 @@ def to_attribution(record: StoredRequest) -> Attribution:
                 n["work_id"],
                 n["catalogue"],
                 n["artist"],
-                n["similarity"],
-                n["distance"],
-                n["share"],
+                _number(n["similarity"]),
+                _number(n["distance"]),
+                _number(n["share"]),
                 n["canonical_artist"],
                 n["work_version"],
             )
             for n in sorted(record.neighbours, key=lambda n: n["rank"])
         ],
         artist_shares={
-            s["artist"]: s["share"] for s in sorted(record.artist_shares, key=lambda s: (-s["share"], s["artist"]))
+            str(s["artist"]): _number(s["share"])
+            for s in sorted(record.artist_shares, key=lambda s: (-_number(s["share"]), str(s["artist"])))
         },
-        entropy=m["entropy"],
-        nn_distance=m["nn_distance"],
-        margin=m["margin"],
-        top_artist=m["top_artist"],
-        top_artist_share=m["top_artist_share"],
-        overlap_at_k=m["overlap_at_k"],
-        confidence=m["confidence"],
-        confidence_model=m["confidence_model"],
+        entropy=_number(m.get("entropy")),
+        nn_distance=_optional(m.get("nn_distance")),
+        margin=_optional(m.get("margin")),
+        top_artist=m.get("top_artist"),
+        top_artist_share=_optional(m.get("top_artist_share")),
+        overlap_at_k=_optional(m.get("overlap_at_k")),
+        confidence=_number(m.get("confidence")),
+        confidence_model=str(m.get("confidence_model")),
         embedder_fingerprint=r["embedder_fingerprint"],
         catalogue_version=r["catalogue_version"],
         index_params=r["index_params"],
@@ -98,6 +112,7 @@ def to_attribution(record: StoredRequest) -> Attribution:
         evaluation_run_id=r.get("evaluation_run_id"),
         copy_of=m.get("copy_of"),
         copy_score=m.get("copy_score"),
+        intact=chain.record_hash(record.prev_hash, record) == record.record_hash,
     )
 
 
@@ -249,8 +264,8 @@ class RequestRepository:
         """The most recent requests, newest first."""
         return [to_attribution(r) for r in chain.load_requests(self.engine, limit=limit, newest_first=True)]
 
-    def neighbour_images(self, request_id: str) -> dict[int, str]:
-        """rank -> image path of the work version each neighbour was attributed as (one query)."""
+    def neighbour_images(self, request_id: str) -> dict[int, tuple[str, str]]:
+        """rank -> (image path, recorded sha256) of the work version each neighbour was attributed as (one query)."""
         return chain.neighbour_images(self.engine, request_id)
 
     def unverified_embedders(self) -> list[tuple[str, str]]:

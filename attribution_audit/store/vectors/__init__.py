@@ -16,6 +16,7 @@ __all__ = [
     "open_collection",
     "open_store",
     "point_id_for",
+    "set_aside",
 ]
 
 
@@ -35,6 +36,14 @@ def open_collection(settings: Settings, collection: str, params: HnswParams | No
         from attribution_audit.store.vectors.qdrant_server import ServerStore
 
         return ServerStore(settings.qdrant_url, collection, params, api_key=settings.qdrant_api_key)
-    from attribution_audit.store.vectors.qdrant_edge import EdgeStore
+    from attribution_audit.store.vectors.qdrant_edge import EdgeStore, require_free_space
 
+    require_free_space(settings.qdrant_path, settings.min_free_mb)
     return EdgeStore(settings.qdrant_path, collection, params)
+
+
+def set_aside(path: str) -> str:
+    """Move a damaged embedded shard out of the way (kept beside, renamed); its new path."""
+    from attribution_audit.store.vectors.qdrant_edge import set_aside as move
+
+    return str(move(path))

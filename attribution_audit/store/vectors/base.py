@@ -260,6 +260,14 @@ class VectorStore(ABC):
         return self._present(ids)
 
     @final
+    def points_of(self, point_ids: Sequence[str]) -> dict[str, WorkPoint]:
+        """Point id -> the stored point (vectors and payload) of those of ``point_ids`` the collection holds."""
+        ids = checked_ids(point_ids)
+        if not ids or self._vector_sizes() is None:
+            return {}
+        return {str(r.id): _work_point(r) for r in self._retrieve(ids)}
+
+    @final
     def count(self) -> int:
         """Number of points in the collection (0 before it is created)."""
         return 0 if self._vector_sizes() is None else self._count()
@@ -373,6 +381,10 @@ class VectorStore(ABC):
     @abstractmethod
     def _present(self, point_ids: list[str]) -> set[str]:
         """Those of the (checked) ids the collection holds."""
+
+    @abstractmethod
+    def _retrieve(self, point_ids: list[str]) -> list[Any]:
+        """The records (vectors and payload) of those of the (checked) ids the collection holds."""
 
     @abstractmethod
     def _count(self) -> int:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
-from attribution_audit.errors import VectorStoreError
+from attribution_audit.errors import DamagedShardError, VectorStoreError
+from attribution_audit.store.vectors import shard_seal
 from attribution_audit.store.vectors.base import (
     CONTENT,
     STYLE,
@@ -58,8 +62,14 @@ class EdgeStore(VectorStore):
     def _acquire_lock(self) -> None:
         if self._lock_file is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = open(self.path.parent / f"{self.collection}.lock", "w")  # noqa: SIM115
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock_file = open(self.path.parent / f"{self.collection}.lock", "w")  # noqa: SIM115
+        except OSError as exc:
+            raise VectorStoreError(
+                f"{self.path.parent}: cannot write the shard's lock file ({exc.strerror}); the embedded store needs a "
+                "writable data dir: mount it read-write or fix its permissions (or use a Qdrant server, --qdrant-url)"
+            ) from None
         deadline = time.monotonic() + self._lock_timeout
         while True:
             try:
@@ -96,6 +106,7 @@ class EdgeStore(VectorStore):
             self._shard.close()
             self._shard = None
             self._sizes = None
+            self._write_meta({**(self._meta() or {}), "seal": shard_seal.seal(self.path, META_FILE)})
         if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
@@ -108,12 +119,31 @@ class EdgeStore(VectorStore):
             from qdrant_edge import EdgeShard
 
             self._acquire_lock()
-            meta = self._meta()
-            if meta is None:
-                return None
-            self.params = HnswParams(**meta["hnsw"])
-            self._sizes = {space: int(meta[key]) for space, key in SIZE_KEYS.items() if meta.get(key)}
-            self._shard = EdgeShard.load(str(self.path))
+            try:
+                meta = self._meta()
+                if meta is None and any(self.path.glob("*")):
+                    raise FileNotFoundError(f"{META_FILE} is missing beside the shard's files")
+                if meta is None:
+                    return None
+                sealed = meta.pop("seal", None)
+                problem = shard_seal.broken(self.path, sealed, META_FILE) if sealed is not None else None
+                if problem:
+                    raise OSError(problem)
+                self._write_meta(meta)  # unsealed while open: after a crash, nothing is refused
+                self.params = HnswParams(**meta["hnsw"])
+                self._sizes = {space: int(meta[key]) for space, key in SIZE_KEYS.items() if meta.get(key)}
+                with _engine_panics_quiet():
+                    self._shard = EdgeShard.load(str(self.path))
+            except BaseException as exc:  # the engine panics (a BaseException) on some damaged files
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise
+                self._sizes = None
+                raise DamagedShardError(
+                    f"{self.path}: the embedded shard is damaged ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); run `attribution-audit catalogue "
+                    "check --repair` to set it aside, then `attribution-audit ingest` to embed the catalogue again",
+                    str(self.path),
+                ) from None
         return self._sizes
 
     def _create(self, sizes: dict[str, int]) -> None:
@@ -215,6 +245,9 @@ class EdgeStore(VectorStore):
     def _present(self, point_ids: list[str]) -> set[str]:
         return {str(r.id) for r in self._shard.retrieve(point_ids, with_payload=False, with_vector=False)}
 
+    def _retrieve(self, point_ids: list[str]) -> list[Any]:
+        return list(self._shard.retrieve(point_ids, with_payload=True, with_vector=True))
+
     def _count(self) -> int:
         return int(self._shard.info().points_count)
 
@@ -225,3 +258,43 @@ class EdgeStore(VectorStore):
         """The shard's write counter (bumped before every write) and its point count."""
         epoch = (self._meta() or {}).get("epoch", 0)
         return f"{self.collection}-epoch{epoch}-n{self._count()}"
+
+
+@contextlib.contextmanager
+def _engine_panics_quiet() -> Iterator[None]:
+    """While the engine loads a shard, its panic report (written by Rust straight to file descriptor 2, with a
+    backtrace) is discarded: the panic itself arrives as an exception, which becomes one error line."""
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def set_aside(path: str | Path) -> Path:
+    """Move a damaged shard's folder out of the way (``<name>.damaged-<UTC time>``, kept for inspection), so that the
+    next ingest creates the collection again; where it went."""
+    folder = Path(path)
+    target = folder.with_name(f"{folder.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    try:
+        os.replace(folder, target)
+    except OSError as exc:
+        raise VectorStoreError(f"{folder}: cannot move the damaged shard aside ({exc.strerror})") from None
+    return target
+
+
+def require_free_space(folder: Path, min_free_mb: int) -> None:
+    """Refuse to open a shard under ``folder`` with less than ``min_free_mb`` MB free on its disk: the engine writes
+    through memory-mapped files, and a write that finds the disk full kills the process (SIGBUS) mid-update."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    free_mb = shutil.disk_usage(existing).free // (1024 * 1024)
+    if free_mb < min_free_mb:
+        raise VectorStoreError(
+            f"{existing}: only {free_mb} MB free on its disk, under the {min_free_mb} MB the embedded shard needs; "
+            "free some space (or move the data dir), then run the command again; nothing was changed"
+        )

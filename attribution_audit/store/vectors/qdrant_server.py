@@ -161,6 +161,11 @@ class ServerStore(VectorStore):
         )
         return {str(r.id) for r in records}
 
+    def _retrieve(self, point_ids: list[str]) -> list[Any]:
+        return list(
+            self._call("retrieving points", self._client.retrieve, ids=point_ids, with_payload=True, with_vectors=True)
+        )
+
     def _count(self) -> int:
         return int(self._call("counting", self._client.count, exact=True).count)
 

@@ -1,0 +1,313 @@
+"""Checkpoints of the audit chain: sign the head with a key kept outside the audit DB, append it to a witness file,
+check a database or an export against checkpoints, and refuse an unannounced new audit DB beside old evidence.
+
+The signing key (Ed25519, PEM, mode 0600) is created on first use at ``Settings.resolved_checkpoint_key`` (by
+default in the user's config dir); the witness file (JSON lines, one checkpoint each) at
+``Settings.resolved_witness_file`` (by default ``<data dir>/witness.jsonl``). Keep copies of both elsewhere: a
+checkpoint proves what the log held only to someone who trusts its key and still has the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from attribution_audit.config import Settings
+from attribution_audit.domain import checkpoint as statement
+from attribution_audit.domain.chain import ChainReport
+from attribution_audit.domain.checkpoint import Checkpoint
+from attribution_audit.domain.results import Attribution
+from attribution_audit.errors import AttributionAuditError, ConflictError
+from attribution_audit.reporting import export
+from attribution_audit.store.audit_store import AuditStore
+
+NEW_LOG_FLAG = "--new-audit-log"
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A checkpoint just written: where its key is (and whether it was just created), the witness it was appended
+    to, and the file it was also written to, if any."""
+
+    checkpoint: Checkpoint
+    key_path: Path
+    key_created: bool
+    witness: Path
+    out: Path | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointCheck:
+    """One checkpoint compared with a log: None when the log agrees with it, else why not."""
+
+    checkpoint: Checkpoint
+    problem: str | None
+
+
+# -- files -------------------------------------------------------------------------------------------------------
+def _load_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise AttributionAuditError(f"{path}: cannot read the checkpoint key ({exc.strerror})") from None
+    except (ValueError, TypeError):
+        raise AttributionAuditError(
+            f"{path}: not an unencrypted Ed25519 PEM key; restore the checkpoint key from your copy"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise AttributionAuditError(f"{path}: not an Ed25519 key; restore the checkpoint key from your copy")
+    return key
+
+
+def signing_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
+    """The key at ``path``, created (mode 0600, never overwritten) when absent; whether it was just created."""
+    if path.exists():
+        return _load_key(path), False
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(pem)
+    except FileExistsError:  # another process created it first: use that one
+        return _load_key(path), False
+    except OSError as exc:
+        raise AttributionAuditError(
+            f"{path}: cannot create the checkpoint key ({exc.strerror}); set ATTRIBUTION_AUDIT_CHECKPOINT_KEY to a "
+            "writable path outside the data dir"
+        ) from None
+    return key, True
+
+
+def trusted_public_key(settings: Settings) -> str | None:
+    """The public key (hex) of the configured signing key, None when there is no key file here."""
+    path = settings.resolved_checkpoint_key
+    return statement.public_key_hex(_load_key(path).public_key()) if path.exists() else None
+
+
+def read_checkpoints(path: Path) -> list[Checkpoint]:
+    """Every checkpoint of a file (one written by ``audit checkpoint --out`` or a witness file)."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise AttributionAuditError(f"{path}: cannot read the checkpoints ({reason})") from None
+    checkpoints = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            checkpoints.append(statement.parse(json.loads(line)))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise AttributionAuditError(f"{path}: line {number} is not a checkpoint ({exc})") from None
+    if not checkpoints:
+        raise AttributionAuditError(f"{path}: holds no checkpoint; write one with `attribution-audit audit checkpoint`")
+    return checkpoints
+
+
+def last_witnessed(settings: Settings) -> Checkpoint | None:
+    """The newest checkpoint of the witness file, None when there is none."""
+    path = settings.resolved_witness_file
+    return read_checkpoints(path)[-1] if path.exists() and path.stat().st_size else None
+
+
+def _append(path: Path, checkpoint: Checkpoint) -> None:
+    """One line appended in one write (O_APPEND: concurrent writers do not interleave lines)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(descriptor, (checkpoint.line() + "\n").encode())
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        raise AttributionAuditError(
+            f"{path}: cannot append the checkpoint ({exc.strerror}); set ATTRIBUTION_AUDIT_WITNESS_FILE to a "
+            "writable path"
+        ) from None
+
+
+# -- writing -----------------------------------------------------------------------------------------------------
+def _sign(settings: Settings, audit: AuditStore, seq: int, head_hash: str, out: Path | None = None) -> Signed:
+    identity = audit.checkpoints.identity()
+    if identity is None:
+        raise ConflictError(
+            f"the audit DB {audit.url} has no identity (its audit_identity row is gone: a wiped DB?); "
+            "nothing was signed"
+        )
+    key_path = settings.resolved_checkpoint_key
+    key, created = signing_key(key_path)
+    signed = statement.sign(key, identity, seq, head_hash, datetime.now(UTC))
+    _append(settings.resolved_witness_file, signed)
+    if out is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(signed.line() + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise AttributionAuditError(
+                f"{out}: cannot write the checkpoint ({exc.strerror}); it is in the witness file "
+                f"{settings.resolved_witness_file}"
+            ) from None
+    return Signed(signed, key_path, created, settings.resolved_witness_file, out)
+
+
+def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = None) -> Signed:
+    """Verify the whole chain and the last witnessed checkpoint, then sign the head (refused when either fails:
+    a checkpoint never vouches for a broken log)."""
+    report = audit.requests.verify_chain()
+    if not report.ok:
+        raise ConflictError(
+            f"the audit chain is broken at seq {report.broken_seq} ({report.reason}); nothing was signed: "
+            "run `attribution-audit audit verify`"
+        )
+    previous = last_witnessed(settings)
+    if previous is not None:
+        check = _check_db(settings, audit, previous, report)
+        if check.problem:
+            raise ConflictError(
+                f"the log contradicts the last checkpoint in {settings.resolved_witness_file}: {check.problem}; "
+                "nothing was signed"
+            )
+    return _sign(settings, audit, report.checked, report.head_hash, out)
+
+
+def auto_checkpoint(settings: Settings, audit: AuditStore, attribution: Attribution) -> Signed | None:
+    """Every ``checkpoint_every`` records, sign the head that this writer has just appended (no re-verification:
+    earlier checkpoints vouch for what came before)."""
+    every = settings.checkpoint_every
+    if every <= 0 or attribution.seq % every:
+        return None
+    return _sign(settings, audit, attribution.seq, attribution.record_hash)
+
+
+# -- checking ----------------------------------------------------------------------------------------------------
+def _key_problem(trusted: str | None, checkpoint: Checkpoint) -> str | None:
+    if not checkpoint.signature_ok():
+        return "its signature does not verify (the statement was altered)"
+    if trusted is not None and checkpoint.public_key != trusted:
+        return (
+            f"it is signed by key {checkpoint.key_fingerprint}, not by this installation's checkpoint key "
+            f"{statement.key_fingerprint(trusted)}"
+        )
+    return None
+
+
+def _check_db(settings: Settings, audit: AuditStore, checkpoint: Checkpoint, report: ChainReport) -> CheckpointCheck:
+    problem = _key_problem(trusted_public_key(settings), checkpoint) or statement.compare_head(
+        checkpoint,
+        audit.checkpoints.identity(),
+        audit.checkpoints.hash_at(checkpoint.seq) if checkpoint.seq else None,
+        audit.checkpoints.length(),
+    )
+    if problem is None and not report.ok and report.broken_seq is not None and report.broken_seq <= checkpoint.seq:
+        problem = f"checkpointed record seq {report.broken_seq} no longer verifies ({report.reason})"
+    return CheckpointCheck(checkpoint, problem)
+
+
+def check_database(
+    settings: Settings, audit: AuditStore, checkpoints: Sequence[Checkpoint], report: ChainReport
+) -> list[CheckpointCheck]:
+    """Each checkpoint compared with the audit DB whose chain verification is ``report``."""
+    return [_check_db(settings, audit, checkpoint, report) for checkpoint in checkpoints]
+
+
+def check_export(settings: Settings, path: Path, checkpoints: Sequence[Checkpoint]) -> list[CheckpointCheck]:
+    """Each checkpoint compared with an export file (which must hold the checkpointed record)."""
+    trusted = trusted_public_key(settings)
+    identity = export.export_identity(path)
+    checks = []
+    for checkpoint in checkpoints:
+        problem = _key_problem(trusted, checkpoint)
+        if problem is None and checkpoint.seq:
+            held = export.record_hash_at(path, checkpoint.seq)
+            if held is None:
+                problem = (
+                    f"the export holds no record seq {checkpoint.seq} (checkpointed records missing; export a period "
+                    "that includes it)"
+                )
+            else:
+                problem = statement.compare_head(checkpoint, identity, held, checkpoint.seq)
+        elif problem is None:
+            problem = statement.compare_head(checkpoint, identity, None, 0)
+        checks.append(CheckpointCheck(checkpoint, problem))
+    return checks
+
+
+# -- a new audit DB beside old evidence ----------------------------------------------------------------------------
+def _has_shard(settings: Settings) -> bool:
+    folder = settings.qdrant_path
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def refuse_silent_new_database(settings: Settings, database: str) -> None:
+    """Before creating an audit DB's schema (the embedded file, or an empty server database): refuse when the data
+    dir already holds a vector shard or a witness file (the log they belong to was deleted, moved or replaced),
+    unless the operator said the log is new."""
+    if settings.new_audit_log:
+        return
+    evidence = [
+        str(path)
+        for path, present in (
+            (settings.qdrant_path, _has_shard(settings)),
+            (settings.resolved_witness_file, settings.resolved_witness_file.exists()),
+        )
+        if present
+    ]
+    if evidence:
+        raise ConflictError(
+            f"no audit log in {database} but {' and '.join(evidence)} exist: the log they belong to was deleted, "
+            f"moved or replaced; restore it, or pass {NEW_LOG_FLAG} to start a new log on purpose"
+        )
+
+
+def guard_witness(settings: Settings, audit: AuditStore) -> Signed | None:
+    """Before appending: refuse when the witness file's last checkpoint names another audit DB (this one was
+    replaced or recreated), unless the operator said the log is new; then checkpoint this DB's head at once, so
+    that the witness records the switch and later commands need no flag."""
+    last = last_witnessed(settings)
+    identity = audit.checkpoints.identity()
+    if last is None or last.db_identity == identity:
+        return None
+    if not settings.new_audit_log:
+        raise ConflictError(
+            f"the witness file {settings.resolved_witness_file} last checkpointed audit DB {last.db_identity} at "
+            f"seq {last.seq}, but {audit.url} is {identity or 'without identity'} (replaced or recreated?); "
+            f"restore the checkpointed DB, or pass {NEW_LOG_FLAG} to start a new log on purpose"
+        )
+    return _sign(settings, audit, *audit.checkpoints.head())
+
+
+# -- the use cases of `audit verify` -------------------------------------------------------------------------------
+def verify_database(
+    settings: Settings, audit: AuditStore, checkpoint_file: Path | None
+) -> tuple[ChainReport, list[CheckpointCheck]]:
+    """The chain's verification, and the comparison with the checkpoints of ``checkpoint_file`` (by default: the
+    witness file's last checkpoint, when there is a witness file)."""
+    report = audit.requests.verify_chain()
+    if checkpoint_file is not None:
+        checkpoints = read_checkpoints(checkpoint_file)
+    else:
+        last = last_witnessed(settings)
+        checkpoints = [] if last is None else [last]
+    return report, check_database(settings, audit, checkpoints, report)
+
+
+def verify_export(
+    settings: Settings, path: Path, checkpoint_file: Path | None
+) -> tuple[export.ExportReport, list[CheckpointCheck]]:
+    """An export's own verification, and its comparison with the checkpoints of ``checkpoint_file``."""
+    report = export.verify_export(path)
+    if checkpoint_file is None or not report.ok:
+        return report, []
+    return report, check_export(settings, path, read_checkpoints(checkpoint_file))

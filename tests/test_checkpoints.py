@@ -1,0 +1,245 @@
+"""Signed checkpoints of the chain head: what verification catches with them that the chain alone cannot (a truncated
+tail, a wipe, a rewritten or replaced log), on SQLite and PostgreSQL, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import EMBEDDER, Cli, Ingested, ingest_once
+from dbtools import complete_request, superuser_edit
+from sqlalchemy import Engine
+from typer.testing import CliRunner, Result
+
+from attribution_audit.cli import app
+from attribution_audit.embedding.base import Embedder
+from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.store import chain
+from attribution_audit.store.database import create_db_engine, upgrade
+
+CHILDREN = ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics")
+
+
+def _records(engine: Engine, count: int, label: str = "r") -> list[str]:
+    return [chain.append(engine, complete_request(f"{label}{i}")).id for i in range(count)]
+
+
+def _delete(engine: Engine, request_ids: list[str]) -> None:
+    ids = ", ".join(f"'{i}'" for i in request_ids)
+    for table in (*CHILDREN, "attribution_requests"):
+        key = "id" if table == "attribution_requests" else "request_id"
+        superuser_edit(engine, f"DELETE FROM {table} WHERE {key} IN ({ids})")
+
+
+@pytest.fixture
+def logged(cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path) -> tuple[Cli, Engine, Path]:
+    """A CLI on a log of 4 records, checkpointed into ``checkpoint.json`` (and the data dir's witness file)."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    _records(engine, 4)
+    out = tmp_path / "checkpoint.json"
+    cli("audit", "checkpoint", "--out", str(out))
+    return cli, engine, out
+
+
+def test_a_checkpoint_is_signed_by_a_key_outside_the_db_and_holds(
+    cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path, checkpoint_key: Path
+) -> None:
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    _records(engine, 3)
+    out = tmp_path / "checkpoint.json"
+    result = cli("audit", "checkpoint", "--out", str(out))
+    assert f"created the checkpoint signing key {checkpoint_key}" in result.stderr
+    assert stat.S_IMODE(checkpoint_key.stat().st_mode) == 0o600
+    statement = json.loads(out.read_text())
+    head = chain.verify_chain(engine)
+    assert (statement["seq"], statement["head_hash"]) == (3, head.head_hash)
+    witness = (cli.data_dir / "witness.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in witness] == [statement]
+    # a second checkpoint reuses the key and appends to the witness
+    again = cli("audit", "checkpoint")
+    assert "created" not in again.stderr
+    assert len((cli.data_dir / "witness.jsonl").read_text().splitlines()) == 2
+    verified = cli("audit", "verify", "--checkpoint", str(out))
+    assert "chain OK: 3 records" in verified.stdout and "checkpoint seq 3" in verified.stdout
+    assert "holds" in verified.stdout
+
+
+def test_a_truncated_tail_fails_against_the_checkpoint(logged: tuple[Cli, Engine, Path]) -> None:
+    cli, engine, out = logged
+    newest = chain.load_requests(engine, limit=1, newest_first=True)[0]
+    _delete(engine, [newest.id])
+    assert chain.verify_chain(engine).ok  # the chain alone still verifies: what checkpoints are for
+    result = cli("audit", "verify", "--checkpoint", str(out), code=1)
+    assert "FAILS" in result.stderr and "records were removed" in result.stderr
+    # without --checkpoint, the witness file's last checkpoint is checked
+    assert "records were removed" in cli("audit", "verify", code=1).stderr
+
+
+def test_a_wiped_log_fails_against_the_checkpoint(logged: tuple[Cli, Engine, Path]) -> None:
+    cli, engine, out = logged
+    for table in (*CHILDREN, "attribution_requests", "audit_identity"):
+        superuser_edit(engine, f"DELETE FROM {table}")
+    assert chain.verify_chain(engine).ok
+    result = cli("audit", "verify", "--checkpoint", str(out), "--format", "json", code=1)
+    assert json.loads(result.stdout)["ok"] is False
+    assert "without identity" in result.stderr
+
+
+def test_a_rewritten_log_fails_against_the_checkpoint(logged: tuple[Cli, Engine, Path]) -> None:
+    """Records removed and appended again with recomputed hashes: the chain verifies, the checkpoint does not."""
+    cli, engine, out = logged
+    _delete(engine, [r.id for r in chain.load_requests(engine)])
+    _records(engine, 5, label="forged")
+    assert chain.verify_chain(engine).ok
+    result = cli("audit", "verify", "--checkpoint", str(out), code=1)
+    assert "checkpointed records were changed, replaced or reordered" in result.stderr
+    # and a new checkpoint is refused: it would vouch for the rewritten log
+    assert "contradicts the last checkpoint" in cli("audit", "checkpoint", code=1).stderr
+
+
+def _other_db(folder: Path) -> str:
+    """A new audit DB (its own identity: not a copy of the test template) holding 4 records."""
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'audit.sqlite'}"
+    engine = create_db_engine(url)
+    upgrade(engine)
+    _records(engine, 4)
+    return url
+
+
+def test_another_audit_db_fails_against_the_checkpoint(
+    logged: tuple[Cli, Engine, Path], cli_on: Callable[[str], Cli], tmp_path: Path
+) -> None:
+    _, _, out = logged
+    url = _other_db(tmp_path / "other")
+    result = cli_on(url)("audit", "verify", "--checkpoint", str(out), code=1)
+    assert "a replaced or recreated audit DB" in result.stderr
+
+
+def test_an_altered_or_foreign_checkpoint_fails(
+    logged: tuple[Cli, Engine, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, _, out = logged
+    altered = tmp_path / "altered.json"
+    altered.write_text(json.dumps({**json.loads(out.read_text()), "seq": 1}))
+    assert "signature does not verify" in cli("audit", "verify", "--checkpoint", str(altered), code=1).stderr
+    # a checkpoint signed with another key than this installation's
+    foreign = tmp_path / "foreign.json"
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_KEY", str(tmp_path / "other-key.pem"))
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_WITNESS_FILE", str(tmp_path / "other-witness.jsonl"))
+    cli("audit", "checkpoint", "--out", str(foreign))
+    monkeypatch.delenv("ATTRIBUTION_AUDIT_CHECKPOINT_KEY")  # back to the test's own key (set by the fixture)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_KEY", str(tmp_path / "keys" / "checkpoint-ed25519.pem"))
+    assert (
+        "not by this installation's checkpoint key"
+        in cli("audit", "verify", "--checkpoint", str(foreign), code=1).stderr
+    )
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json\n")
+    result = cli("audit", "verify", "--checkpoint", str(garbage), code=1)
+    assert result.stderr.startswith("error: ") and "line 1 is not a checkpoint" in result.stderr
+
+
+def test_an_export_is_checked_against_the_checkpoint(
+    logged: tuple[Cli, Engine, Path], cli_on: Callable[[str], Cli], tmp_path: Path
+) -> None:
+    cli, _, out = logged
+    exported = tmp_path / "export.jsonl"
+    cli("audit", "export", str(exported))
+    assert "holds" in cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out)).stdout
+    # the export's tail cut off (and its header's count fixed up): it verifies alone, not against the checkpoint
+    lines = exported.read_text().splitlines()
+    header = {**json.loads(lines[0]), "records": len(lines) - 2}
+    exported.write_text("\n".join([json.dumps(header), *lines[1:-1]]) + "\n")
+    cli("audit", "verify", "--file", str(exported))
+    result = cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out), code=1)
+    assert "holds no record seq 4" in result.stderr
+    # an export of another DB with as many records
+    cli_on(_other_db(tmp_path / "other"))("audit", "export", str(exported))
+    result = cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out), code=1)
+    assert "a replaced or recreated audit DB" in result.stderr
+
+
+# -- through attribution: automatic checkpoints, and a new log beside old evidence ---------------------------------
+@pytest.fixture(scope="module")
+def ingested(
+    tmp_path_factory: pytest.TempPathFactory, demo_catalogue: DemoCatalogue, sqlite_template: Path, embedder: Embedder
+) -> Ingested:
+    return ingest_once(tmp_path_factory.mktemp("checkpoint-ingested"), sqlite_template, demo_catalogue.manifest)
+
+
+def test_attribution_checkpoints_every_n_records(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "2")
+    images = [str(q.path) for q in demo_catalogue.queries[:3]]
+    result = cli("attribute", *images, "--embedder", EMBEDDER)
+    assert result.stderr.count("checkpoint: seq 2,") == 1 and "seq 3," not in result.stderr
+    witness = [json.loads(line) for line in (cli.data_dir / "witness.jsonl").read_text().splitlines()]
+    second = chain.load_requests(cli.engine(), after_seq=1, limit=1)[0]
+    assert [(w["seq"], w["head_hash"]) for w in witness] == [(2, second.record_hash)]
+    assert "checkpoint seq 2" in cli("audit", "verify").stdout
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "two")
+    assert "CHECKPOINT_EVERY='two' is not a whole number" in cli("audit", "list", code=1).stderr
+
+
+def _embedded(data_dir: Path, *args: str) -> Result:
+    """The CLI on the embedded default (the SQLite log inside the data dir), as an operator without a URL runs it."""
+    return CliRunner().invoke(app, ["--data-dir", str(data_dir), *args])
+
+
+def test_a_new_log_beside_a_shard_or_witness_is_refused_unless_announced(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    cli.restore(ingested)
+    data_dir = cli.data_dir
+    # the embedded log was deleted; its shard remains
+    assert not (data_dir / "audit.sqlite").exists()
+    refused = _embedded(data_dir, "db", "upgrade")
+    assert refused.exit_code == 1 and "pass --new-audit-log" in refused.stderr
+    assert str(data_dir / "qdrant") in refused.stderr and not (data_dir / "audit.sqlite").exists()
+    assert _embedded(data_dir, "ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER).exit_code == 1
+    assert not (data_dir / "audit.sqlite").exists()
+    assert _embedded(data_dir, "--new-audit-log", "db", "upgrade").exit_code == 0
+    assert (data_dir / "audit.sqlite").exists()
+
+
+def test_appending_to_another_db_than_the_witnessed_one_is_refused_unless_announced(
+    cli: Cli, cli_on: Callable[[str], Cli], ingested: Ingested, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    image = str(demo_catalogue.queries[0].path)
+    cli("attribute", image, "--embedder", EMBEDDER)
+    cli("audit", "checkpoint")
+    # the audit DB is replaced by a new one (its own identity) holding the same catalogue
+    other = tmp_path / "replacement.sqlite"
+    engine = create_db_engine(f"sqlite:///{other}")
+    upgrade(engine)
+    replaced = cli_on(f"sqlite:///{other}")
+    refused = replaced("attribute", image, "--embedder", EMBEDDER, code=1)
+    assert "last checkpointed audit DB" in refused.stderr and "--new-audit-log" in refused.stderr
+    assert chain.count_requests(engine) == 0
+    adopted = replaced("--new-audit-log", "attribute", image, "--embedder", EMBEDDER, code=None)
+    assert "checkpoint: seq 0," in adopted.stderr  # the witness now records the switch
+    witness = [json.loads(line) for line in (cli.data_dir / "witness.jsonl").read_text().splitlines()]
+    assert witness[-1]["db_identity"] != witness[0]["db_identity"] and witness[-1]["seq"] == 0
+
+
+@pytest.mark.postgres
+def test_an_empty_server_database_beside_a_shard_is_refused_unless_announced(
+    cli_on: Callable[[str], Cli], ingested: Ingested, postgres_url: str
+) -> None:
+    fresh = cli_on(postgres_url)  # an empty PostgreSQL database, and the data dir of an ingested catalogue
+    shutil.copytree(ingested.data_dir, fresh.data_dir)
+    refused = fresh("db", "upgrade", code=1)
+    assert "no audit log in postgresql" in refused.stderr and "--new-audit-log" in refused.stderr
+    assert "0007" not in fresh("db", "current").stdout.split("head")[0]  # nothing was created
+    fresh("--new-audit-log", "db", "upgrade")
+    fresh("db", "upgrade")  # at head now: a no-op, no flag needed

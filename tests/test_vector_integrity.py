@@ -1,0 +1,97 @@
+"""Images and vectors checked where they are shown or used: stored vectors against the digests ingest recorded
+(the shard's own vector file edited behind the DB's back), repaired from their recorded images; the request page
+refuses to show an image file that changed since the attribution."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import EMBEDDER, Cli, Ingested, ingest_once
+from PIL import Image
+from sqlalchemy import text
+
+from attribution_audit.embedding.base import Embedder
+from attribution_audit.reporting.html import CHANGED
+from attribution_audit.services import vector_check
+from attribution_audit.sources.synthetic import DemoCatalogue
+
+
+@pytest.fixture(scope="module")
+def ingested(
+    tmp_path_factory: pytest.TempPathFactory, demo_catalogue: DemoCatalogue, sqlite_template: Path, embedder: Embedder
+) -> Ingested:
+    return ingest_once(tmp_path_factory.mktemp("vectors-ingested"), sqlite_template, demo_catalogue.manifest)
+
+
+def _rotate_vector_rows(data_dir: Path) -> None:
+    """What an unlucky disk or a hand edit does: the rows of the shard's vector file rotated by one (each point now
+    holds its neighbour's vector; the file stays well-formed, so the engine serves it without complaint)."""
+    (matrix,) = data_dir.glob("qdrant/works_efficientnet_lite0/segments/*/vector_storage-content/matrix.dat")
+    raw = matrix.read_bytes()
+    header, rows, width = raw[:4], raw[4:], 1280 * 4
+    matrix.write_bytes(header + rows[width:] + rows[:width])
+
+
+def _check(cli: Cli, *args: str, code: int = 0) -> dict[str, object]:
+    return json.loads(cli("catalogue", "check", "--format", "json", "--embedder", EMBEDDER, *args, code=code).stdout)
+
+
+def test_vectors_changed_behind_the_db_are_found_and_rewritten_from_their_images(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    cli.restore(ingested)
+    query = str(demo_catalogue.queries[0].path)
+    before = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]
+    clean = _check(cli)
+    assert (clean["vectors_checked"], clean["corrupt"], clean["clean"]) == (48, [], True)
+
+    _rotate_vector_rows(cli.data_dir)
+    broken = _check(cli, code=1)
+    assert len(broken["corrupt"]) == 48 and broken["clean"] is False  # type: ignore[arg-type]
+    text = cli("catalogue", "check", "--embedder", EMBEDDER, code=1).stdout
+    assert "48 corrupt" in text and "catalogue check --deep --repair" in text
+
+    repaired = _check(cli, "--deep", "--repair")
+    assert len(repaired["reembedded"]) == 48 and repaired["dropped"] == []  # type: ignore[arg-type]
+    assert _check(cli, "--deep")["corrupt"] == []
+    after = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]
+    assert [n["work_id"] for n in after["neighbours"]] == [n["work_id"] for n in before["neighbours"]]
+
+
+def test_a_corrupt_vector_whose_image_is_gone_is_dropped_for_the_next_ingest(cli: Cli, ingested: Ingested) -> None:
+    cli.restore(ingested)
+    _rotate_vector_rows(cli.data_dir)
+    with cli.engine().begin() as connection:  # every work's recorded image moved away: nothing to embed again
+        connection.execute(text("UPDATE works SET image_path = '/nowhere/gone.png'"))
+    result = _check(cli, "--deep", "--repair")
+    assert result["reembedded"] == [] and len(result["dropped"]) == 48  # type: ignore[arg-type]
+    after = _check(cli)  # the dropped points and their embeddings are gone: the next ingest embeds them again
+    assert (after["points"], after["expected"], after["clean"]) == (0, 0, True)
+
+
+def test_a_quick_check_samples_and_a_deep_one_reads_every_vector(
+    cli: Cli, ingested: Ingested, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli.restore(ingested)
+    monkeypatch.setattr(vector_check, "QUICK_SAMPLE", 5)
+    assert _check(cli)["vectors_checked"] == 5
+    assert _check(cli, "--deep")["vectors_checked"] == 48
+
+
+def test_the_request_page_does_not_show_an_image_that_changed_since_the_attribution(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    query = tmp_path / "generated.png"
+    shutil.copyfile(demo_catalogue.queries[0].path, query)
+    attributed = json.loads(cli("attribute", str(query), "--embedder", EMBEDDER, "--format", "json").stdout)[0]
+    page = tmp_path / "page.html"
+    cli("report", "request", attributed["request_id"], "--html", str(page))
+    assert CHANGED not in page.read_text()
+    Image.new("RGB", (64, 64), (0, 255, 0)).save(query)  # the generated image swapped after the fact
+    cli("report", "request", attributed["request_id"], "--html", str(page))
+    shown = page.read_text()
+    assert shown.count(CHANGED) == 1 and "intact: the stored hash matches the record" in shown
