@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from attribution_audit import __version__
-from attribution_audit.cli import attribute, audit, catalogue, db, evaluate, ingest, report
+from attribution_audit.cli import attribute, audit, catalogue, db, evaluate, ingest, keys, report, serve
 from attribution_audit.cli.common import Typer
 from attribution_audit.config import load_settings
 from attribution_audit.errors import AttributionAuditError
@@ -72,6 +72,8 @@ app.add_typer(catalogue.app, name="catalogue")
 app.add_typer(report.app, name="report")
 app.add_typer(catalogue.artists_app, name="artists")
 app.add_typer(evaluate.app, name="evaluate")
+app.add_typer(keys.app, name="keys")
 app.command()(ingest.ingest)
 app.command()(attribute.attribute)
 app.command()(attribute.calibrate)
+app.command()(serve.serve)

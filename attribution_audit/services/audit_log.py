@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
 from attribution_audit.reporting import export, html
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.browse import RequestFilter
+from attribution_audit.store.requests import to_attribution
 
 
 def list_attributions(audit: AuditStore, limit: int = 50) -> list[Attribution]:
@@ -51,3 +54,13 @@ def write_request_pdf(audit: AuditStore, request_id: str, out: Path) -> Path:
 def verify_export(path: Path) -> export.ExportReport:
     """Check an export file on its own (no database): every hash, every link, no gap."""
     return export.verify_export(path)
+
+
+def browse_attributions(audit: AuditStore, where: RequestFilter) -> list[Attribution]:
+    """The requests that match ``where``, newest first (a page of at most ``where.limit``)."""
+    return [to_attribution(record) for record in audit.browse.page(where)]
+
+
+def shares_over_time(audit: AuditStore, period: str) -> list[dict[str, Any]]:
+    """Attributions and share sums per artist and day or month (production requests only)."""
+    return audit.browse.shares_over_time(period)

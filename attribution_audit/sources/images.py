@@ -155,7 +155,16 @@ def load_image(
     elongated than 2:1 is cut to its central region (:func:`central_region`).
     """
     path = Path(path)
-    data = _read_bytes(path, max_bytes)
+    return decode_image(_read_bytes(path, max_bytes), path, max_pixels=max_pixels, target_size=target_size)
+
+
+def decode_image(
+    data: bytes, path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target_size: int | None = None
+) -> LoadedImage:
+    """Decode image bytes (a file's, or an upload's named ``path``) as :func:`load_image` does, or raise
+    :class:`ImageError` naming ``path``."""
+    if not data:
+        raise _error(path, "file is empty (0 bytes); re-export or re-download it")
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size  # header only: nothing decoded yet

@@ -9,8 +9,10 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from attribution_audit.store import database
+from attribution_audit.store.browse import BrowseRepository
 from attribution_audit.store.catalogue import CatalogueRepository
 from attribution_audit.store.evaluations import EvaluationRepository
+from attribution_audit.store.keys import KeyRepository
 from attribution_audit.store.reports import ReportRepository
 from attribution_audit.store.requests import RequestRepository
 
@@ -24,6 +26,8 @@ class AuditStore:
         self.catalogue = CatalogueRepository(engine)
         self.evaluations = EvaluationRepository(engine)
         self.reports = ReportRepository(engine)
+        self.browse = BrowseRepository(engine)
+        self.keys = KeyRepository(engine)
 
     @classmethod
     def open(cls, url: str, *, check_schema: bool = True) -> AuditStore:

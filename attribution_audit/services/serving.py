@@ -1,0 +1,193 @@
+"""The long-running attribution service: the model, the vector store and the audit store opened once, and one
+worker thread that embeds the queued images of concurrent requests together (micro-batching) and then appends
+each request to the audit chain, one at a time. A caller gets its results only once they are committed."""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from attribution_audit.config import Settings
+from attribution_audit.domain.chain import ChainReport
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.results import Attribution
+from attribution_audit.errors import ImageError
+from attribution_audit.services.attribution import Attributor
+from attribution_audit.services.audit_log import verify_chain
+from attribution_audit.services.wiring import open_attributor, open_audit
+from attribution_audit.sources.images import LoadedImage, decode_image, printable_path
+from attribution_audit.store.audit_store import AuditStore
+
+DEFAULT_MAX_BATCH = 32  # images embedded in one forward pass at most
+UPLOADS_DIR = "uploads"  # under the data dir: every attributed upload, named by its sha256
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An image received by the service: the client's name for it (used in messages) and its bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass
+class _Job:
+    images: list[tuple[str, LoadedImage]]  # (recorded path, decoded image)
+    params: AttributionParams
+    requester: str
+    done: Future[list[Attribution]] = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The latest verification of the chain the service ran, and when."""
+
+    at: datetime
+    report: ChainReport
+
+
+class AttributionService:
+    """Attributes uploads for many concurrent callers over one loaded model and one open store."""
+
+    def __init__(self, audit: AuditStore, attributor: Attributor, uploads: Path, max_batch: int = DEFAULT_MAX_BATCH):
+        self.audit = audit
+        self.attributor = attributor
+        self.uploads = uploads
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._pending = 0  # images queued or being attributed
+        self._lock = threading.Lock()
+        self.attributed = 0  # images attributed and committed since start
+        self.batches = 0
+        self.last_verification: Verification | None = None
+        self._worker = threading.Thread(target=self._run, name="attribution-worker", daemon=True)
+
+    @classmethod
+    @contextmanager
+    def open(cls, settings: Settings, max_batch: int = DEFAULT_MAX_BATCH) -> Iterator[AttributionService]:
+        """The service over the settings' stores and embedder (loaded now), stopped and closed after."""
+        audit = open_audit(settings)
+        try:
+            with open_attributor(settings, audit, settings.embedder, batch_size=max_batch) as attributor:
+                service = cls(audit, attributor, settings.data_dir / UPLOADS_DIR, max_batch)
+                service._worker.start()
+                try:
+                    yield service
+                finally:
+                    service._queue.put(None)
+                    service._worker.join()
+        finally:
+            audit.close()
+
+    # -- attributing -------------------------------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        """Images waiting for, or in, the worker."""
+        return self._pending
+
+    def attribute(self, uploads: Sequence[Upload], params: AttributionParams, requester: str) -> list[Attribution]:
+        """Each upload's committed attribution, in order. Every upload is decoded first: one that cannot be used
+        is an ImageError naming it, and nothing of the request is attributed."""
+        decoded = [decode_image(u.data, Path(u.name), target_size=224) for u in uploads]
+        kept = [self._keep(upload.data, image) for upload, image in zip(uploads, decoded, strict=True)]
+        job = _Job(list(zip(kept, decoded, strict=True)), params, requester)
+        with self._lock:
+            self._pending += len(job.images)
+        self._queue.put(job)
+        return job.done.result()
+
+    def _keep(self, data: bytes, image: LoadedImage) -> str:
+        """Store the upload under its sha256 (once), so that the recorded path shows what was attributed."""
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        target = self.uploads / f"{image.sha256}{Path(image.path.name).suffix.lower()[:10]}"
+        if not target.exists():
+            try:
+                handle, temporary = tempfile.mkstemp(dir=self.uploads, suffix=".part")
+                with os.fdopen(handle, "wb") as out:
+                    out.write(data)
+                os.replace(temporary, target)
+            except OSError as exc:
+                raise ImageError(
+                    f"{printable_path(image.path)}: cannot keep the upload in {self.uploads} ({exc.strerror or exc}); "
+                    "free disk space or fix the data dir's permissions"
+                ) from exc
+        return printable_path(target.resolve())
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            batch = [job]
+            size = len(job.images)
+            while size < self.max_batch:  # whatever queued up meanwhile joins this batch: no waiting
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+                size += len(more.images)
+            self._serve(batch)
+            self.batches += 1
+
+    def _serve(self, batch: list[_Job]) -> None:
+        """Embed the batch's images with one forward pass per space, then record each job's requests in turn."""
+        for space in {job.params.space for job in batch}:
+            jobs = [job for job in batch if job.params.space == space]
+            try:
+                queries = iter(self.attributor.embed([image.image for job in jobs for _, image in job.images], space))
+            except Exception as exc:
+                for job in jobs:
+                    self._finish(job, exc)
+                continue
+            for job in jobs:
+                job_queries = [next(queries) for _ in job.images]
+                try:
+                    results = [
+                        self.attributor.record(
+                            path,
+                            image.sha256,
+                            query,
+                            job.params,
+                            self.attributor.compute(query, job.params),
+                            requester=job.requester,
+                        )
+                        for (path, image), query in zip(job.images, job_queries, strict=True)
+                    ]
+                except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
+                    self._finish(job, exc)
+                else:
+                    self.attributed += len(results)
+                    self._finish(job, results)
+
+    def _finish(self, job: _Job, outcome: list[Attribution] | BaseException) -> None:
+        with self._lock:
+            self._pending -= len(job.images)
+        if isinstance(outcome, BaseException):
+            job.done.set_exception(outcome)
+        else:
+            job.done.set_result(outcome)
+
+    # -- the log -----------------------------------------------------------------------------------------------
+    def verify(self) -> Verification:
+        """Verify the whole chain now; remembered as the latest verification."""
+        self.last_verification = Verification(datetime.now(UTC), verify_chain(self.audit))
+        return self.last_verification
+
+    def health(self) -> dict[str, str]:
+        """What the service runs on; raises the store's one-line DatabaseError when the audit DB is unreachable."""
+        current, _ = self.audit.revisions()
+        return {
+            "database": self.audit.url,
+            "schema": current or "",
+            "vector_store": f"{self.attributor.store.kind}:{self.attributor.store.collection}",
+            "embedder": self.attributor.embedder_name,
+        }
