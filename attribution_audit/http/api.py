@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -18,15 +18,9 @@ from attribution_audit import __version__
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import (
-    AttributionAuditError,
-    ConflictError,
-    DatabaseError,
-    EmbedderError,
-    ImageError,
-    NotFoundError,
-    VectorStoreError,
-)
+from attribution_audit.errors import AttributionAuditError, DatabaseError
+from attribution_audit.http.console import add_console
+from attribution_audit.http.errors import status_of
 from attribution_audit.http.limits import BodyLimit
 from attribution_audit.http.metrics import Metrics, MetricsMiddleware
 from attribution_audit.services.audit_log import browse_attributions, get_attribution, shares_over_time
@@ -39,14 +33,6 @@ DEFAULTS = AttributionParams()
 MAX_IMAGES = 64  # per request
 MAX_PAGE = 500
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024  # bytes per image
-_STATUS: tuple[tuple[type[AttributionAuditError], int], ...] = (
-    (NotFoundError, 404),
-    (ConflictError, 409),
-    (VectorStoreError, 409),
-    (DatabaseError, 503),
-    (EmbedderError, 503),
-    (ImageError, 400),
-)
 
 
 class ApiError(Exception):
@@ -59,10 +45,6 @@ class ApiError(Exception):
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def status_of(exc: AttributionAuditError) -> int:
-    return next((status for kind, status in _STATUS if isinstance(exc, kind)), 400)
 
 
 def _validation_line(exc: RequestValidationError) -> str:
@@ -197,6 +179,11 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
     def prometheus() -> Response:
         return Response(metrics.text(), media_type="text/plain; version=0.0.4")
 
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/console/", status_code=303)
+
+    add_console(app, service)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=4 * max_upload_bytes)
     return app

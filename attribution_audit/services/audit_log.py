@@ -34,11 +34,16 @@ def export_records(audit: AuditStore, out: Path, date_from: date | None = None, 
     return export.export_records(audit.requests.verify_chain(), audit.requests.chain_records(), out, date_from, date_to)
 
 
-def request_page(audit: AuditStore, request_id: str) -> str:
-    """One request as a self-contained HTML page (thumbnails inlined, record integrity checked)."""
+def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:
+    """One request as a self-contained HTML page (thumbnails inlined and checked against their recorded digests,
+    record integrity checked); ``page`` adds to the template's context (the console's navigation, chain status)."""
     attribution = audit.requests.get(request_id)
     return html.render_request_html(
-        attribution, audit.requests.neighbour_images(request_id), audit.requests.intact(request_id)
+        attribution,
+        audit.requests.neighbour_images(request_id),
+        audit.requests.intact(request_id),
+        audit.browse.neighbour_digests(request_id),
+        **page,
     )
 
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, and_, func, select, text
 
+from attribution_audit.errors import DatabaseError
 from attribution_audit.store import chain
 from attribution_audit.store.chain import StoredRequest
 from attribution_audit.store.database import read_connection
+from attribution_audit.store.models import AttributionNeighbour, Work, WorkVersion
 
 PERIODS = ("day", "month")
 
@@ -84,3 +86,21 @@ class BrowseRepository:
                 }
                 for row in connection.execute(sql)
             ]
+
+    def neighbour_digests(self, request_id: str) -> dict[int, str]:
+        """rank -> sha256 of the work version each neighbour was attributed as; empty for a PostgreSQL role that may
+        read only the views (the pages then show the images unchecked)."""
+        n, w, v = AttributionNeighbour, Work, WorkVersion
+        query = (
+            select(n.rank, func.coalesce(v.image_sha256, w.image_sha256))
+            .join(w, w.id == n.work_pk)
+            .outerjoin(v, and_(v.work_pk == n.work_pk, v.version == n.work_version))
+            .where(n.request_id == request_id)
+        )
+        try:
+            with read_connection(self.engine) as connection:
+                return {int(rank): str(digest) for rank, digest in connection.execute(query)}
+        except DatabaseError as exc:
+            if "permission denied" in str(exc):
+                return {}
+            raise
