@@ -14,6 +14,7 @@ LAYERS = {
     "__main__": 8,
     "cli": 7,  # the command line; its `serve` command starts the http/ adapter
     "http": 6,
+    "api": 6,  # the Python API: a facade over services/ (the package's __init__ exposes it lazily)
     "services": 5,
     "evaluation": 4,
     "reporting": 3,
@@ -76,3 +77,19 @@ def test_only_the_store_talks_sql(path: Path) -> None:
         return
     sql = [f"{line}: {m}" for line, m in _imports(path) if m.split(".")[0] in SQL_PACKAGES]
     assert not sql, f"{path.relative_to(PACKAGE)} imports SQL libraries; queries belong in store/: {sql}"
+
+
+def test_the_python_api_is_exposed_lazily_and_completely() -> None:
+    """``from attribution_audit import open_service`` works, and ``import attribution_audit`` loads no layer (a
+    submodule import runs the package's __init__ first: it must stay light)."""
+    import subprocess
+    import sys
+
+    import attribution_audit
+    from attribution_audit import api
+
+    assert sorted(attribution_audit._API) == sorted(api.__all__)
+    assert all(getattr(attribution_audit, name) is getattr(api, name) for name in api.__all__)
+    probe = "import sys, attribution_audit; print(sorted(m for m in sys.modules if m.startswith('attribution_audit')))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['attribution_audit']"

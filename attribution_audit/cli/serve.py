@@ -27,7 +27,8 @@ def serve(
     \b
     Example: attribution-audit --data-dir .demo/data serve --port 8000
     """
+    from attribution_audit.api import open_service
     from attribution_audit.http.server import serve as run
 
-    settings = settings_of(ctx, embedder)
-    run(settings, host, port, int(max_upload_mb * 1024 * 1024), announce=lambda line: typer.echo(line, err=True))
+    with open_service(settings_of(ctx, embedder)) as service:  # the model and the stores, opened once
+        run(service, host, port, int(max_upload_mb * 1024 * 1024), announce=lambda line: typer.echo(line, err=True))

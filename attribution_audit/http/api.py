@@ -23,7 +23,6 @@ from attribution_audit.http.console import add_console
 from attribution_audit.http.errors import status_of
 from attribution_audit.http.limits import BodyLimit
 from attribution_audit.http.metrics import Metrics, MetricsMiddleware
-from attribution_audit.services.audit_log import browse_attributions, get_attribution, shares_over_time
 from attribution_audit.services.keys import key_holder
 from attribution_audit.services.serving import AttributionService, Upload
 from attribution_audit.store.browse import RequestFilter
@@ -131,7 +130,7 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
     @app.get("/v1/attributions/{request_id}", tags=["attributions"])
     def show(request_id: str, _: Reader) -> dict[str, Any]:
         """One logged attribution (as `audit show --format json`)."""
-        return get_attribution(service.audit, request_id).as_json()
+        return service.attribution(request_id).as_json()
 
     @app.get("/v1/attributions", tags=["attributions"])
     def list_(
@@ -150,14 +149,14 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         where = RequestFilter(
             artist, min_confidence, max_confidence, since, until, limit, int(cursor) if cursor else None
         )
-        page = browse_attributions(service.audit, where)
+        page = service.attributions(where)
         return {"attributions": [a.as_json() for a in page], "next_cursor": _next_cursor(page, limit)}
 
     @app.get("/v1/artists/shares", tags=["reports"])
     def shares(_: Reader, period: str = "day") -> dict[str, Any]:
         """Per day or month (UTC) and artist: attributions and the sum of their shares (production requests)."""
         try:
-            return {"period": period, "shares": shares_over_time(service.audit, period)}
+            return {"period": period, "shares": service.shares(period)}
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 

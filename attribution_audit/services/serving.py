@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from attribution_audit.config import Settings
 from attribution_audit.domain.chain import ChainReport
@@ -21,10 +22,16 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import ImageError
 from attribution_audit.services.attribution import Attributor
-from attribution_audit.services.audit_log import verify_chain
+from attribution_audit.services.audit_log import (
+    browse_attributions,
+    get_attribution,
+    shares_over_time,
+    verify_chain,
+)
 from attribution_audit.services.wiring import open_attributor, open_audit
-from attribution_audit.sources.images import LoadedImage, decode_image, printable_path
+from attribution_audit.sources.images import LoadedImage, decode_image, printable_path, read_image_file
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.browse import RequestFilter
 
 DEFAULT_MAX_BATCH = 32  # images embedded in one forward pass at most
 UPLOADS_DIR = "uploads"  # under the data dir: every attributed upload, named by its sha256
@@ -36,6 +43,11 @@ class Upload:
 
     name: str
     data: bytes
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> Upload:
+        """An image file as an upload (a missing, empty, oversized or special file is an ImageError)."""
+        return cls(printable_path(path), read_image_file(path))
 
 
 @dataclass
@@ -93,9 +105,13 @@ class AttributionService:
         """Images waiting for, or in, the worker."""
         return self._pending
 
-    def attribute(self, uploads: Sequence[Upload], params: AttributionParams, requester: str) -> list[Attribution]:
-        """Each upload's committed attribution, in order. Every upload is decoded first: one that cannot be used
-        is an ImageError naming it, and nothing of the request is attributed."""
+    def attribute(
+        self, uploads: Sequence[Upload], params: AttributionParams | None = None, requester: str | None = None
+    ) -> list[Attribution]:
+        """Each upload's committed attribution, in order (``requester`` defaults to the settings' requester). Every
+        upload is decoded first: one that cannot be used is an ImageError naming it, and nothing is attributed."""
+        params = params or AttributionParams()
+        requester = requester or self.attributor.requester
         decoded = [decode_image(u.data, Path(u.name), target_size=224) for u in uploads]
         kept = [self._keep(upload.data, image) for upload, image in zip(uploads, decoded, strict=True)]
         job = _Job(list(zip(kept, decoded, strict=True)), params, requester)
@@ -177,6 +193,18 @@ class AttributionService:
             job.done.set_result(outcome)
 
     # -- the log -----------------------------------------------------------------------------------------------
+    def attribution(self, request_id: str) -> Attribution:
+        """One logged attribution; NotFoundError if absent."""
+        return get_attribution(self.audit, request_id)
+
+    def attributions(self, where: RequestFilter | None = None) -> list[Attribution]:
+        """A page of logged attributions that match ``where``, newest first."""
+        return browse_attributions(self.audit, where or RequestFilter())
+
+    def shares(self, period: str = "day") -> list[dict[str, Any]]:
+        """Attributions and share sums per artist and day or month."""
+        return shares_over_time(self.audit, period)
+
     def verify(self) -> Verification:
         """Verify the whole chain now; remembered as the latest verification."""
         self.last_verification = Verification(datetime.now(UTC), verify_chain(self.audit))

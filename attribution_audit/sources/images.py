@@ -158,6 +158,11 @@ def load_image(
     return decode_image(_read_bytes(path, max_bytes), path, max_pixels=max_pixels, target_size=target_size)
 
 
+def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of an image file (refusing missing, non-regular, empty and oversized files), for decoding later."""
+    return _read_bytes(Path(path), max_bytes)
+
+
 def decode_image(
     data: bytes, path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target_size: int | None = None
 ) -> LoadedImage:
