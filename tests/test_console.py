@@ -4,7 +4,6 @@ error, a screenshot of each page under the test's folder)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ import httpx
 import pytest
 from conftest import Ingested, ingest_once
 from servers import Server, create_key, running_server
+from test_reporting import _chromium
 
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.reporting.html import CHROMIUM_FLAGS
@@ -64,6 +64,12 @@ def test_signing_in(console: tuple[Server, str, list[dict[str, object]], Ingeste
         once = anonymous.get("/console/login", params={"key": reader, "next": "https://evil.example/"})
         assert once.status_code == 303 and once.headers["location"] == "/console/"
         assert anonymous.get("/console/").status_code == 200
+        # Behind a TLS proxy on loopback (X-Forwarded-Proto: https) the cookie is Secure; over plain HTTP it is not.
+        proxied = anonymous.post(
+            "/console/login", data={"key": reader}, headers={"X-Forwarded-Proto": "https"}, follow_redirects=False
+        )
+        assert "secure" in proxied.headers["set-cookie"].lower()
+        assert "secure" not in once.headers["set-cookie"].lower()
     with signed_in(server, reader) as client:
         assert "signed in as officer (reader)" in client.get("/console/").text
         client.post("/console/logout")
@@ -128,15 +134,6 @@ def test_dashboard_shows_the_log(console: tuple[Server, str, list[dict[str, obje
         assert re.search(r'id="disagreements">\d+ of \d+ exact-checked', verified)
         for record in made:
             assert str(record["top_artist"]) in verified  # in the timeline's legend
-
-
-def _chromium() -> str:
-    browser = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if browser is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium (Debian package chromium) is required in CI")
-        pytest.skip("Chromium is not installed")
-    return browser
 
 
 @pytest.mark.slow

@@ -92,18 +92,26 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
     sessions = Sessions()
     Session = Annotated[str | None, Cookie(alias=COOKIE)]
 
-    def signed_in(response: Response, who: KeyHolder) -> Response:
-        response.set_cookie(COOKIE, sessions.open(who), httponly=True, samesite="lax", max_age=SESSION_HOURS * 3600)
+    def signed_in(request: Request, response: Response, who: KeyHolder) -> Response:
+        # Secure when the client came over HTTPS (a TLS proxy on loopback says so: X-Forwarded-Proto).
+        response.set_cookie(
+            COOKIE,
+            sessions.open(who),
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+            max_age=SESSION_HOURS * 3600,
+        )
         return response
 
     def login_page(next_: str, message: str | None = None, status: int = 200) -> HTMLResponse:
         return _page(render("login.html", next=_safe_next(next_), message=message), status)
 
-    def sign_in(key: str | None, next_: str) -> Response:
+    def sign_in(request: Request, key: str | None, next_: str) -> Response:
         who = key_holder(service.audit, key) if key else None
         if who is None:
             return login_page(next_, "unknown API key; create one with `attribution-audit keys create NAME`", 401)
-        return signed_in(RedirectResponse(_safe_next(next_), status_code=303), who)
+        return signed_in(request, RedirectResponse(_safe_next(next_), status_code=303), who)
 
     def required(request: Request, token: str | None) -> KeyHolder | Response:
         who = sessions.holder(token)
@@ -113,12 +121,12 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
         return who
 
     @app.get("/console/login", include_in_schema=False)
-    def login_form(key: str | None = None, next: str = "/console/") -> Response:
-        return sign_in(key, next) if key else login_page(next)
+    def login_form(request: Request, key: str | None = None, next: str = "/console/") -> Response:
+        return sign_in(request, key, next) if key else login_page(next)
 
     @app.post("/console/login", include_in_schema=False)
-    def login(key: Annotated[str, Form()], next: Annotated[str, Form()] = "/console/") -> Response:
-        return sign_in(key, next)
+    def login(request: Request, key: Annotated[str, Form()], next: Annotated[str, Form()] = "/console/") -> Response:
+        return sign_in(request, key, next)
 
     @app.post("/console/logout", include_in_schema=False)
     def logout(token: Session = None) -> Response:

@@ -33,6 +33,14 @@ class Metrics:
         attributed.set_function(lambda: service.attributed)
         batches = Gauge("attribution_batches", "Embedding batches run by the worker", registry=self.registry)
         batches.set_function(lambda: service.batches)
+        embedding = Gauge("attribution_embed_seconds", "The embedder thread's busy time", registry=self.registry)
+        embedding.set_function(lambda: service.embed_seconds)
+        recording = Gauge(
+            "attribution_record_seconds",
+            "The recorder thread's busy time (search, re-rank, exact check, audit write)",
+            registry=self.registry,
+        )
+        recording.set_function(lambda: service.record_seconds)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

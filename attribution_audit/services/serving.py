@@ -1,6 +1,7 @@
-"""The long-running attribution service: the model, the vector store and the audit store opened once, and one
-worker thread that embeds the queued images of concurrent requests together (micro-batching) and then appends
-each request to the audit chain, one at a time. A caller gets its results only once they are committed."""
+"""The long-running attribution service: the model, the vector store and the audit store opened once, and two
+worker threads in a pipeline: the embedder embeds the queued images of concurrent requests together
+(micro-batching), and the recorder searches, re-ranks and appends each request to the audit chain, one at a time,
+while the next batch is being embedded. A caller gets its results only once they are committed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from attribution_audit.config import Settings
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
+from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import ImageError
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.audit_log import (
@@ -79,8 +82,14 @@ class AttributionService:
         self._lock = threading.Lock()
         self.attributed = 0  # images attributed and committed since start
         self.batches = 0
+        self.embed_seconds = 0.0  # the embedder's busy time since start
+        self.record_seconds = 0.0  # the recorder's busy time (search, re-rank, exact check, audit write)
         self.last_verification: Verification | None = None
-        self._worker = threading.Thread(target=self._run, name="attribution-worker", daemon=True)
+        self._embedded: queue.Queue[tuple[_Job, list[QueryVectors]] | None] = queue.Queue()
+        self._workers = (
+            threading.Thread(target=self._embed_batches, name="attribution-embedder", daemon=True),
+            threading.Thread(target=self._record_jobs, name="attribution-recorder", daemon=True),
+        )
 
     @classmethod
     @contextmanager
@@ -90,12 +99,14 @@ class AttributionService:
         try:
             with open_attributor(settings, audit, settings.embedder, batch_size=max_batch) as attributor:
                 service = cls(audit, attributor, settings.data_dir / UPLOADS_DIR, max_batch)
-                service._worker.start()
+                for worker in service._workers:
+                    worker.start()
                 try:
                     yield service
                 finally:
-                    service._queue.put(None)
-                    service._worker.join()
+                    service._queue.put(None)  # the embedder finishes its queue, then stops the recorder
+                    for worker in service._workers:
+                        worker.join()
         finally:
             audit.close()
 
@@ -137,7 +148,7 @@ class AttributionService:
                 ) from exc
         return printable_path(target.resolve())
 
-    def _run(self) -> None:
+    def _embed_batches(self) -> None:
         while (job := self._queue.get()) is not None:
             batch = [job]
             size = len(job.images)
@@ -151,11 +162,14 @@ class AttributionService:
                     break
                 batch.append(more)
                 size += len(more.images)
-            self._serve(batch)
+            started = time.perf_counter()
+            self._embed(batch)
+            self.embed_seconds += time.perf_counter() - started
             self.batches += 1
+        self._embedded.put(None)
 
-    def _serve(self, batch: list[_Job]) -> None:
-        """Embed the batch's images with one forward pass per space, then record each job's requests in turn."""
+    def _embed(self, batch: list[_Job]) -> None:
+        """Embed the batch's images with one forward pass per space; hand each job's vectors to the recorder."""
         for space in {job.params.space for job in batch}:
             jobs = [job for job in batch if job.params.space == space]
             try:
@@ -165,24 +179,32 @@ class AttributionService:
                     self._finish(job, exc)
                 continue
             for job in jobs:
-                job_queries = [next(queries) for _ in job.images]
-                try:
-                    results = [
-                        self.attributor.record(
-                            path,
-                            image.sha256,
-                            query,
-                            job.params,
-                            self.attributor.compute(query, job.params),
-                            requester=job.requester,
-                        )
-                        for (path, image), query in zip(job.images, job_queries, strict=True)
-                    ]
-                except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
-                    self._finish(job, exc)
-                else:
-                    self.attributed += len(results)
-                    self._finish(job, results)
+                self._embedded.put((job, [next(queries) for _ in job.images]))
+
+    def _record_jobs(self) -> None:
+        """Search, re-rank and append each job's requests to the chain, one writer, in the order embedded."""
+        while (item := self._embedded.get()) is not None:
+            job, queries = item
+            started = time.perf_counter()
+            try:
+                results = [
+                    self.attributor.record(
+                        path,
+                        image.sha256,
+                        query,
+                        job.params,
+                        self.attributor.compute(query, job.params),
+                        requester=job.requester,
+                    )
+                    for (path, image), query in zip(job.images, queries, strict=True)
+                ]
+            except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
+                self.record_seconds += time.perf_counter() - started
+                self._finish(job, exc)
+            else:
+                self.record_seconds += time.perf_counter() - started
+                self.attributed += len(results)
+                self._finish(job, results)
 
     def _finish(self, job: _Job, outcome: list[Attribution] | BaseException) -> None:
         with self._lock:

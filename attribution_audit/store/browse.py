@@ -4,7 +4,7 @@ artist shares per day or month. Read from what a read-only role may read (the au
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, select, text
@@ -59,14 +59,19 @@ class BrowseRepository:
         if where.max_confidence is not None:
             query = query.where(metrics.confidence <= where.max_confidence)
         if where.since is not None:
-            query = query.where(requests.created_at >= where.since)
+            query = query.where(requests.created_at >= self._moment(where.since))
         if where.until is not None:
-            query = query.where(requests.created_at < where.until)
+            query = query.where(requests.created_at < self._moment(where.until))
         if where.before_seq is not None:
             query = query.where(requests.seq < where.before_seq)
         with read_connection(self.engine) as connection:
             ids = list(connection.scalars(query))
         return chain.load_requests(self.engine, ids=ids, newest_first=True) if ids else []
+
+    def _moment(self, moment: datetime) -> datetime:
+        """A time as the database compares it: UTC (a time without a zone is UTC); SQLite stores it zone-less."""
+        utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return utc.replace(tzinfo=None) if self.engine.dialect.name == "sqlite" else utc
 
     def shares_over_time(self, period: str) -> list[dict[str, Any]]:
         """Per ``period`` (day or month, UTC) and canonical artist: attributions and the sum of their shares."""
