@@ -29,6 +29,13 @@ def service_example() -> str:
     return found.group(1)
 
 
+def python_example() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"^\*\*Python API\.\*\*.*?^```python\n(.*?)^```", text, flags=re.M | re.S)
+    assert found, "README.md has no Python API example"
+    return found.group(1)
+
+
 @pytest.mark.slow
 def test_the_readme_service_example_works_as_written(
     tmp_path: Path, demo_catalogue: DemoCatalogue, sqlite_template: Path, embedder: Embedder
@@ -58,3 +65,18 @@ def test_the_readme_service_example_works_as_written(
     assert json.loads(lines[2])["period"] == "month"
     assert json.loads(lines[3])["ok"] is True
     assert 'attribution_http_requests_total{method="POST",route="/v1/attributions",status="200"} 1.0' in done.stdout
+
+    # The Python API example, as written, on the same data (the server has stopped: the shard is free).
+    ran = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c", python_example()],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    top_artist, confidence, record_hash = ran.stdout.splitlines()[0].rsplit(maxsplit=2)
+    assert top_artist == "Farid Turner"  # gen_a5_0.png was made in his style
+    assert len(record_hash) == 64 and 0 <= float(confidence) <= 1
+    assert ran.stdout.splitlines()[-1] == "True"  # the chain verifies

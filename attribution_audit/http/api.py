@@ -5,6 +5,7 @@ Every route parses its input, calls the service, and returns what the CLI's ``--
 Not ``from __future__ import annotations``: FastAPI reads the routes' annotations, which name local dependencies.
 """
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from attribution_audit.store.browse import RequestFilter
 from attribution_audit.store.keys import KeyHolder
 
 DEFAULTS = AttributionParams()
+logger = logging.getLogger(__name__)
 MAX_IMAGES = 64  # per request
 MAX_PAGE = 500
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024  # bytes per image
@@ -73,6 +75,11 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
     @app.exception_handler(ApiError)
     def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error(exc.status, str(exc))
+
+    @app.exception_handler(Exception)
+    def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected error", exc_info=exc)  # the traceback goes to the server's log, not to the client
+        return error(500, f"internal error ({type(exc).__name__}); nothing was returned unlogged; see the server log")
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
