@@ -7,15 +7,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, text
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, and_, func, select, text
 
-from attribution_audit.errors import DatabaseError
 from attribution_audit.store import chain
 from attribution_audit.store.chain import StoredRequest
 from attribution_audit.store.database import read_connection
 from attribution_audit.store.models import AttributionNeighbour, Work, WorkVersion
 
 PERIODS = ("day", "month")
+NEIGHBOUR_DIGESTS_VIEW = "v_audit_neighbour_digests"  # PostgreSQL (migration 0008)
+_DIGESTS = Table(
+    NEIGHBOUR_DIGESTS_VIEW,
+    MetaData(),
+    Column("request_id", String(36)),
+    Column("rank", Integer),
+    Column("image_sha256", String(64)),
+)
 
 
 @dataclass(frozen=True)
@@ -93,19 +100,18 @@ class BrowseRepository:
             ]
 
     def neighbour_digests(self, request_id: str) -> dict[int, str]:
-        """rank -> sha256 of the work version each neighbour was attributed as; empty for a PostgreSQL role that may
-        read only the views (the pages then show the images unchecked)."""
-        n, w, v = AttributionNeighbour, Work, WorkVersion
-        query = (
-            select(n.rank, func.coalesce(v.image_sha256, w.image_sha256))
-            .join(w, w.id == n.work_pk)
-            .outerjoin(v, and_(v.work_pk == n.work_pk, v.version == n.work_version))
-            .where(n.request_id == request_id)
-        )
-        try:
-            with read_connection(self.engine) as connection:
-                return {int(rank): str(digest) for rank, digest in connection.execute(query)}
-        except DatabaseError as exc:
-            if "permission denied" in str(exc):
-                return {}
-            raise
+        """rank -> sha256 of the work version each neighbour was attributed as (PostgreSQL: through the view a
+        read-only role may read)."""
+        if self.engine.dialect.name == "postgresql":
+            view = _DIGESTS.c
+            query = select(view.rank, view.image_sha256).where(view.request_id == request_id)
+        else:
+            n, w, v = AttributionNeighbour, Work, WorkVersion
+            query = (
+                select(n.rank, func.coalesce(v.image_sha256, w.image_sha256))
+                .join(w, w.id == n.work_pk)
+                .outerjoin(v, and_(v.work_pk == n.work_pk, v.version == n.work_version))
+                .where(n.request_id == request_id)
+            )
+        with read_connection(self.engine) as connection:
+            return {int(rank): str(digest) for rank, digest in connection.execute(query)}

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from attribution_audit.errors import DatabaseError
+from attribution_audit.store.browse import NEIGHBOUR_DIGESTS_VIEW
 from attribution_audit.store.chain import AUDIT_VIEWS
 from attribution_audit.store.database import SCHEMA_VERSION_VIEW, is_permission_error, permission_error, read_connection
 
@@ -25,7 +26,7 @@ REPORTING_VIEWS = (
 )
 # What a read-only role reads: the reporting views, the audit views (PostgreSQL; every hashed column, the vectors
 # only as digests: enough to list, show and verify records) and the schema revision.
-READER_VIEWS = (*REPORTING_VIEWS, *AUDIT_VIEWS, SCHEMA_VERSION_VIEW)
+READER_VIEWS = (*REPORTING_VIEWS, *AUDIT_VIEWS, SCHEMA_VERSION_VIEW, NEIGHBOUR_DIGESTS_VIEW)
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
