@@ -52,6 +52,11 @@ def main() -> None:
     print(f"\nLabelled query set {shown(catalogue.evaluation)}, noise set {shown(catalogue.noise)}; the research")
     print("note's experiments on them: README (Evaluation) and docs/reproducing-the-note.md. The first one:")
     print(f"  attribution-audit evaluate run {shown(catalogue.evaluation)} --k-max 20 --k 5 --out .demo/evaluation")
+    print("\nBrowse the demo log in the web console (a reader key; the key is the last line `keys create` prints):")
+    print("  KEY=$(attribution-audit keys create officer-$RANDOM --role reader | tail -n 1)")
+    print("  attribution-audit serve --port 8000 &   # stop it with: kill %1")
+    print('  echo "open http://127.0.0.1:8000/console/login?key=$KEY"   # then the dashboard, requests and pages')
+    print("(API clients need a writer key: attribution-audit keys create NAME; see README.md, section Service.)")
 
 
 if __name__ == "__main__":

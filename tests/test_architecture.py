@@ -1,5 +1,5 @@
 """The dependency rule of ARCHITECTURE.md, checked on every import of the package (function-level ones included):
-adapters -> services -> evaluation -> reporting -> {store, embedding, sources} -> domain; config, then errors,
+cli -> http -> services -> evaluation -> reporting -> {store, embedding, sources} -> domain; config, then errors,
 below all; domain imports nothing of the project; nothing outside store/ talks SQL."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "attribution_audit"
 LAYERS = {
-    "__main__": 7,
-    "cli": 6,
+    "__main__": 8,
+    "cli": 7,  # the command line; its `serve` command starts the http/ adapter
     "http": 6,
+    "api": 6,  # the Python API: a facade over services/ (the package's __init__ exposes it lazily)
     "services": 5,
     "evaluation": 4,
     "reporting": 3,
@@ -76,3 +77,20 @@ def test_only_the_store_talks_sql(path: Path) -> None:
         return
     sql = [f"{line}: {m}" for line, m in _imports(path) if m.split(".")[0] in SQL_PACKAGES]
     assert not sql, f"{path.relative_to(PACKAGE)} imports SQL libraries; queries belong in store/: {sql}"
+
+
+def test_the_python_api_is_exposed_lazily_and_completely() -> None:
+    """``from attribution_audit import open_service`` works, and ``import attribution_audit`` loads no layer (a
+    submodule import runs the package's __init__ first: it must stay light)."""
+    import subprocess
+    import sys
+
+    import attribution_audit
+    from attribution_audit import api
+
+    assert all(getattr(attribution_audit, name) is getattr(api, name) for name in api.__all__)
+    with pytest.raises(AttributeError):
+        attribution_audit.AuditStore  # noqa: B018 (not part of the API: the store stays behind the services)
+    probe = "import sys, attribution_audit; print(sorted(m for m in sys.modules if m.startswith('attribution_audit')))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['attribution_audit']"

@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from attribution_audit import __version__
-from attribution_audit.cli import attribute, audit, catalogue, db, evaluate, ingest, report, spaces
+from attribution_audit.cli import attribute, audit, catalogue, db, evaluate, ingest, keys, report, serve, spaces
 from attribution_audit.cli.common import Typer
 from attribution_audit.config import load_settings
 from attribution_audit.errors import AttributionAuditError
@@ -86,6 +86,8 @@ app.add_typer(report.app, name="report")
 app.add_typer(catalogue.artists_app, name="artists")
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(spaces.app, name="spaces")
+app.add_typer(keys.app, name="keys")
 app.command()(ingest.ingest)
 app.command()(attribute.attribute)
 app.command()(attribute.calibrate)
+app.command()(serve.serve)

@@ -76,8 +76,8 @@ def attribute(
     \b
     Example: attribution-audit attribute .demo/catalogue/generated/gen_a5_0.png --k 5 --format json
     """
+    from attribution_audit.api import attribute_files
     from attribution_audit.errors import ImageError
-    from attribution_audit.services.attribute import attribute_files
     from attribution_audit.services.checkpoints import Signed
 
     params = checked(

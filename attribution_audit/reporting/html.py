@@ -7,116 +7,124 @@ then the indicators, the parameters and fingerprints, and the record's hash with
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import jinja2
 
 from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AttributionAuditError, ImageError
 from attribution_audit.sources.images import load_image
 
 THUMBNAIL = 180
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1100px}
-h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
-.thumb{width:180px;height:180px;object-fit:contain;background:#f4f4f4}
-.missing{width:180px;height:180px;display:flex;align-items:center;justify-content:center;background:#eee;font-size:.8rem}
-.ok{color:#096b2d;font-weight:bold}.bad{color:#b00020;font-weight:bold}code{font-size:.85rem;word-break:break-all}
-"""
+LOW_CONFIDENCE = 0.5  # the threshold of the v_low_confidence view
 
 
-CHANGED = "changed since attribution: this file's sha256 is not the recorded one"
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The templates shared by ``report request --html`` and the web console (``templates/``)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("attribution_audit.reporting", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
-def thumbnail(path: str | None, recorded_sha256: str | None = None) -> str:
-    """An <img> with the image inlined as JPEG; a placeholder when the file is gone or unreadable, or when its
-    sha256 is not ``recorded_sha256`` (the file was replaced since: showing it would show another image)."""
-    if path:
-        try:
-            loaded = load_image(path)
-            if recorded_sha256 is not None and loaded.sha256 != recorded_sha256:
-                return f'<div class="missing bad">{CHANGED}</div>'
-            image = loaded.image
-            image.thumbnail((THUMBNAIL * 2, THUMBNAIL * 2))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=85)
-            data = base64.b64encode(buffer.getvalue()).decode()
-            return f'<img class="thumb" alt="{html.escape(Path(path).name)}" src="data:image/jpeg;base64,{data}">'
-        except ImageError:
-            pass
-    return '<div class="missing">image not available</div>'
+def render(template: str, **context: Any) -> str:
+    """A page from the shared templates; ``console`` (default False) adds the console's navigation."""
+    return (
+        environment().get_template(template).render(**{"console": False, "low_confidence": LOW_CONFIDENCE, **context})
+    )
 
 
-def render_request_html(attribution: Attribution, images: dict[int, tuple[str, str]], intact: bool) -> str:
-    """The page of one request: ``images`` maps a neighbour's rank to its work's image and recorded sha256,
-    ``intact`` says whether the record still matches its hash. An image file that changed since is not shown."""
-    e = html.escape
+@dataclass(frozen=True)
+class Picture:
+    """An image as a page shows it: inlined as a JPEG thumbnail (None when the file is gone or unreadable), and
+    whether the file is still the one attributed: ``ok``, ``changed``, ``missing``, or ``unchecked`` (no digest)."""
+
+    name: str
+    src: str | None
+    status: str
+
+
+def picture(path: str | None, expected_sha256: str | None = None) -> Picture:
+    """The thumbnail of ``path``, checked against the sha256 recorded when it was attributed."""
+    name = Path(path).name if path else ""
+    if not path:
+        return Picture(name, None, "missing")
+    try:
+        loaded = load_image(path)
+    except ImageError:
+        return Picture(name, None, "missing")
+    image = loaded.image
+    image.thumbnail((THUMBNAIL * 2, THUMBNAIL * 2))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    src = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    status = "unchecked" if expected_sha256 is None else "ok" if loaded.sha256 == expected_sha256 else "changed"
+    return Picture(name, src, status)
+
+
+def request_context(
+    attribution: Attribution, images: dict[int, str], digests: dict[int, str] | None = None
+) -> dict[str, Any]:
+    """What the request page shows of one attribution: pictures checked against their digests, the artist shares
+    as bars, indicators and provenance."""
 
     def fmt(value: float | None, digits: int = 4) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    rows = "".join(
-        f"<tr><td>{n.rank}</td><td>{thumbnail(*images.get(n.rank, (None, None)))}</td><td>{e(n.canonical_artist)}"
-        + (f"<br><small>recorded as {e(n.artist)}</small>" if n.artist != n.canonical_artist else "")
-        + f"</td><td>{e(n.work_id)}<br><small>{e(n.catalogue)}, version {n.work_version or '-'}</small></td>"
-        f"<td>{fmt(n.similarity)}</td><td>{fmt(n.distance)}</td><td>{n.share:.6f}</td></tr>"
-        for n in attribution.neighbours
-    )
-    shares = "".join(f"<tr><td>{e(a)}</td><td>{s:.6f}</td></tr>" for a, s in attribution.artist_shares.items())
-    metrics = {
-        "artist-diversity entropy": fmt(attribution.entropy, 3),
-        "nearest-neighbour distance": fmt(attribution.nn_distance),
-        "margin (best vs second artist)": fmt(attribution.margin),
-        "top artist": e(attribution.top_artist or "-"),
-        "top artist's share": fmt(attribution.top_artist_share, 6),
-        "overlap@K with exact search": fmt(attribution.overlap_at_k, 3),
-        "confidence": f"{attribution.confidence:.3f} ({e(attribution.confidence_model)})",
+    digests = digests or {}
+    top = max(attribution.artist_shares.values(), default=1.0) or 1.0
+    return {
+        "a": attribution,
+        "query": picture(attribution.image, attribution.image_sha256),
+        "neighbours": [(n, picture(images.get(n.rank), digests.get(n.rank))) for n in attribution.neighbours],
+        "share_bars": [(artist, f"{share:.3f}", share / top) for artist, share in attribution.artist_shares.items()],
+        "indicators": [
+            ("artist-diversity entropy", fmt(attribution.entropy, 3)),
+            ("nearest-neighbour distance", fmt(attribution.nn_distance)),
+            ("margin (best vs second artist)", fmt(attribution.margin)),
+            ("top artist", attribution.top_artist or "-"),
+            ("top artist's share", fmt(attribution.top_artist_share, 6)),
+            ("overlap@K with exact search", fmt(attribution.overlap_at_k, 3)),
+            ("confidence", f"{attribution.confidence:.3f} ({attribution.confidence_model})"),
+        ],
+        "provenance": [
+            ("request id", attribution.request_id),
+            ("created (UTC)", attribution.created_at.isoformat()),
+            ("requester", attribution.requester),
+            ("image sha256", attribution.image_sha256),
+            ("embedder", attribution.embedder_fingerprint),
+            ("store / collection", f"{attribution.store_kind} / {attribution.collection}"),
+            ("catalogue version", attribution.catalogue_version),
+            ("index parameters", json.dumps(attribution.index_params, sort_keys=True)),
+            ("attribution parameters", json.dumps(attribution.parameters, sort_keys=True)),
+            ("chain position (seq)", str(attribution.seq)),
+            ("previous record hash", attribution.prev_hash),
+            ("record hash", attribution.record_hash),
+        ],
     }
-    provenance = {
-        "request id": attribution.request_id,
-        "created (UTC)": attribution.created_at.isoformat(),
-        "requester": attribution.requester,
-        "image sha256": attribution.image_sha256,
-        "embedder": attribution.embedder_fingerprint,
-        "store / collection": f"{attribution.store_kind} / {attribution.collection}",
-        "catalogue version": attribution.catalogue_version,
-        "index parameters": json.dumps(attribution.index_params, sort_keys=True),
-        "attribution parameters": json.dumps(attribution.parameters, sort_keys=True),
-        "chain position (seq)": str(attribution.seq),
-        "previous record hash": attribution.prev_hash,
-        "record hash": attribution.record_hash,
-    }
-    status = (
-        '<span class="ok">intact: the stored hash matches the record</span>'
-        if intact
-        else '<span class="bad">MODIFIED: the record does not match its stored hash</span>'
-    )
 
-    def table(items: dict[str, str], code: bool = False) -> str:
-        wrap = (lambda v: f"<code>{e(v)}</code>") if code else (lambda v: v)
-        return "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{wrap(v)}</td></tr>" for k, v in items.items()) + "</table>"
 
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Attribution {e(attribution.request_id)}</title>
-<style>{STYLE}</style></head><body>
-<h1>Attribution of {e(Path(attribution.image).name)}</h1>
-<p>Record integrity: {status}</p>
-<table><tr><th>generated image</th>
-<td>{thumbnail(attribution.image, attribution.image_sha256)}<br><small>{e(attribution.image)}</small></td></tr></table>
-<h2>The {len(attribution.neighbours)} nearest works (K = {attribution.k})</h2>
-<table><tr><th>rank</th><th>work</th><th>artist</th><th>work id</th>
-<th>similarity</th><th>distance</th><th>share</th></tr>
-{rows}</table>
-<h2>Shares per artist</h2><table><tr><th>artist</th><th>share</th></tr>{shares}</table>
-<h2>Indicators</h2>{table(metrics)}
-<h2>Parameters, fingerprints and hash</h2>{table(provenance, code=True)}
-<p><small>Nearest-neighbour attribution measures similarity in the embedder's space; it is not proof of training
-use, and the embedder captures content more than style (PEReN research note). Verify the whole log with
-<code>attribution-audit audit verify</code>.</small></p>
-</body></html>
-"""
+def render_request_html(
+    attribution: Attribution,
+    images: dict[int, str],
+    intact: bool,
+    digests: dict[int, str] | None = None,
+    **page: Any,
+) -> str:
+    """The self-contained page of one request: ``images`` maps a neighbour's rank to its work's image (``digests``
+    to its recorded sha256), ``intact`` says whether the record still matches its hash; ``page`` adds to the
+    context (``chain``: the latest verification; ``console`` and ``who``: the console's navigation)."""
+    context = {"chain": None, **page, **request_context(attribution, images, digests)}
+    return render("request.html", intact=intact, **context)
 
 
 def write_page(page: str, out: str | Path) -> Path:

@@ -227,10 +227,12 @@ class Attributor:
         outcome: Outcome,
         replay_of: str | None = None,
         evaluation: tuple[int, int] | None = None,
+        requester: str | None = None,
     ) -> Attribution:
         """Append the request to the audit chain (one transaction) and return it as committed.
 
-        ``evaluation`` = (evaluation run id, labelled query id) tags a request made by ``evaluate run``.
+        ``evaluation`` = (evaluation run id, labelled query id) tags a request made by ``evaluate run``;
+        ``requester`` overrides the attributor's (the service records each API key's name).
         """
         params = self.space_of(params)[1]  # a learned space's version is recorded with the request
         score, model_name = confidence(self.calibration, outcome.features)
@@ -239,7 +241,7 @@ class Attributor:
             image_sha256=image_sha256,
             content_vector=query.content,
             style_vector=query.style,
-            requester=self.requester,
+            requester=requester or self.requester,
             embedder_name=self.embedder_name,
             embedder_fingerprint=self.embedder_fingerprint,
             store_kind=self.store.kind,

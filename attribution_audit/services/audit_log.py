@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from attribution_audit.domain.results import Attribution
 from attribution_audit.reporting import export, html
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.browse import RequestFilter
+from attribution_audit.store.requests import to_attribution
 
 
 def list_attributions(audit: AuditStore, limit: int = 50) -> list[Attribution]:
@@ -32,11 +35,17 @@ def export_records(audit: AuditStore, out: Path, date_from: date | None = None, 
     )
 
 
-def request_page(audit: AuditStore, request_id: str) -> str:
-    """One request as a self-contained HTML page (thumbnails inlined, record integrity checked)."""
+def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:
+    """One request as a self-contained HTML page (thumbnails inlined and checked against their recorded digests,
+    record integrity checked); ``page`` adds to the template's context (the console's navigation, chain status)."""
     attribution = audit.requests.get(request_id)
+    recorded = audit.requests.neighbour_images(request_id)
     return html.render_request_html(
-        attribution, audit.requests.neighbour_images(request_id), audit.requests.intact(request_id)
+        attribution,
+        {rank: path for rank, (path, _) in recorded.items()},
+        audit.requests.intact(request_id),
+        {rank: sha for rank, (_, sha) in recorded.items()},
+        **page,
     )
 
 
@@ -47,3 +56,13 @@ def write_request_html(audit: AuditStore, request_id: str, out: Path) -> Path:
 def write_request_pdf(audit: AuditStore, request_id: str, out: Path) -> Path:
     """The same page printed to PDF by headless Chromium."""
     return html.print_pdf(request_page(audit, request_id), out)
+
+
+def browse_attributions(audit: AuditStore, where: RequestFilter) -> list[Attribution]:
+    """The requests that match ``where``, newest first (a page of at most ``where.limit``)."""
+    return [to_attribution(record) for record in audit.browse.page(where)]
+
+
+def shares_over_time(audit: AuditStore, period: str) -> list[dict[str, Any]]:
+    """Attributions and share sums per artist and day or month (production requests only)."""
+    return audit.browse.shares_over_time(period)

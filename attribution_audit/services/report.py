@@ -27,13 +27,27 @@ def _iso(moment: str | None) -> str | None:
 
 def summary(audit: AuditStore) -> dict[str, Any]:
     """Counts, confidence distribution, HNSW/exact disagreements and the chain status."""
+    chain = audit.requests.verify_chain()
+    return {
+        **log_counts(audit),
+        "chain": {
+            "ok": chain.ok,
+            "records": chain.checked,
+            "head_hash": chain.head_hash,
+            "broken_seq": chain.broken_seq,
+            "reason": chain.reason,
+        },
+    }
+
+
+def log_counts(audit: AuditStore) -> dict[str, Any]:
+    """Counts, confidence distribution and HNSW/exact disagreements of the log (no chain verification)."""
     counts = audit.reports.counts()
     buckets = []
     for lower, upper in itertools.pairwise(CONFIDENCE_BUCKETS):
         last = upper == CONFIDENCE_BUCKETS[-1]
         n = sum(1 for c in counts.confidences if lower <= c < upper or (last and c == upper))
         buckets.append({"from": lower, "to": upper, "requests": n})
-    chain = audit.requests.verify_chain()
     return {
         "requests": counts.requests,
         "production_requests": counts.production_requests,
@@ -46,11 +60,4 @@ def summary(audit: AuditStore) -> dict[str, Any]:
         "confidence_distribution": buckets,
         "active_works": counts.active_works,
         "withdrawn_works": counts.withdrawn_works,
-        "chain": {
-            "ok": chain.ok,
-            "records": chain.checked,
-            "head_hash": chain.head_hash,
-            "broken_seq": chain.broken_seq,
-            "reason": chain.reason,
-        },
     }

@@ -167,7 +167,28 @@ def load_image(
     its central region (:func:`central_region`): its resized copy stays small (at most 2:1) whatever the file's size.
     """
     path = Path(path)
-    data = _read_bytes(path, max_bytes)
+    return decode_image(
+        _read_bytes(path, max_bytes), path, max_pixels=max_pixels, target_size=target_size, max_aspect=max_aspect
+    )
+
+
+def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of an image file (refusing missing, non-regular, empty and oversized files), for decoding later."""
+    return _read_bytes(Path(path), max_bytes)
+
+
+def decode_image(
+    data: bytes,
+    path: Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    target_size: int | None = None,
+    max_aspect: float = MAX_ASPECT,
+) -> LoadedImage:
+    """Decode image bytes (a file's, or an upload's named ``path``) as :func:`load_image` does, or raise
+    :class:`ImageError` naming ``path``."""
+    if not data:
+        raise _error(path, "file is empty (0 bytes); re-export or re-download it")
     try:
         # Pillow warns (above 89 Mpx, on odd metadata) on the terminal: the checks below say what matters, in one line.
         with warnings.catch_warnings(action="ignore"), Image.open(io.BytesIO(data)) as img:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from attribution_audit.store import database, roles
+from attribution_audit.store.browse import BrowseRepository
 from attribution_audit.store.catalogue import CatalogueRepository
 from attribution_audit.store.checkpoints import CheckpointRepository
 from attribution_audit.store.evaluations import EvaluationRepository
+from attribution_audit.store.keys import KeyRepository
 from attribution_audit.store.reports import ReportRepository
 from attribution_audit.store.requests import RequestRepository
 from attribution_audit.store.spaces import SpaceRepository
@@ -28,6 +30,8 @@ class AuditStore:
         self.reports = ReportRepository(engine)
         self.spaces = SpaceRepository(engine)
         self.checkpoints = CheckpointRepository(engine)
+        self.browse = BrowseRepository(engine)
+        self.keys = KeyRepository(engine)
 
     @classmethod
     def open(cls, url: str, *, check_schema: bool = True) -> AuditStore:

@@ -362,3 +362,20 @@ class LearnedSpaceVersion(Base):
     n_works: Mapped[int] = mapped_column(Integer)
     n_artists: Mapped[int] = mapped_column(Integer)
     validation: Mapped[dict[str, Any]]
+
+
+class ApiKey(Base):
+    """A key of the HTTP service: its name is recorded as the requester of every attribution made with it.
+
+    Only the SHA-256 of the key is stored (a key is 256 random bits, so no slow hash is needed); ``role`` is
+    ``writer`` (may attribute and read) or ``reader`` (may only read).
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("role IN ('writer', 'reader')", name="ck_api_keys_role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,7 +1,7 @@
 """per-query neighbour lists of a noise run
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 
 `evaluate noise` stores, for each labelled query and noise level (0 = the clean reference index), the ranked works it
 was attributed, so the experiment can be recomputed from the audit database.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,89 @@
+"""The Python API: what the CLI and the HTTP service do, for programs (``from attribution_audit import ...``).
+
+Attribute images in a long-lived process (the model loaded and the store opened once), read the log, verify it::
+
+    from attribution_audit import AttributionParams, RequestFilter, Upload, open_service
+
+    with open_service(data_dir=".demo/data") as service:
+        [result] = service.attribute([Upload.from_path("generated.png")], AttributionParams(k=5), requester="me")
+        print(result.top_artist, result.confidence, result.record_hash)  # returned once committed to the log
+        low = service.attributions(RequestFilter(max_confidence=0.5, limit=20))
+        assert service.verify().report.ok
+
+One-off use, as the CLI does it (the model loaded for the call)::
+
+    from attribution_audit import attribute_files, load_settings, open_audit
+
+    settings = load_settings(data_dir=".demo/data")
+    for result in attribute_files(settings, open_audit(settings), ["a.png", "b.png"], AttributionParams()):
+        ...  # an Attribution, or the ImageError that kept that file out of the log
+
+Errors are :mod:`attribution_audit.errors` classes with a one-line message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from attribution_audit.config import Settings, load_settings
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.results import Attribution, Neighbour
+from attribution_audit.services.attribute import attribute_files
+from attribution_audit.services.audit_log import (
+    browse_attributions,
+    get_attribution,
+    list_attributions,
+    shares_over_time,
+)
+from attribution_audit.services.checkpoints import verify_database, write_checkpoint
+from attribution_audit.services.keys import create_key
+from attribution_audit.services.serving import DEFAULT_MAX_BATCH, AttributionService, Upload, Verification
+from attribution_audit.services.wiring import open_audit
+from attribution_audit.store.browse import RequestFilter
+
+__all__ = [
+    "Attribution",
+    "AttributionParams",
+    "AttributionService",
+    "Neighbour",
+    "RequestFilter",
+    "Settings",
+    "Upload",
+    "Verification",
+    "attribute_files",
+    "browse_attributions",
+    "create_key",
+    "get_attribution",
+    "list_attributions",
+    "load_settings",
+    "open_audit",
+    "open_service",
+    "shares_over_time",
+    "verify_database",
+    "write_checkpoint",
+]
+
+
+@contextmanager
+def open_service(
+    settings: Settings | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    database_url: str | None = None,
+    qdrant_url: str | None = None,
+    embedder: str | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> Iterator[AttributionService]:
+    """The attribution service (what ``serve`` runs) over ``settings``, or over settings read as the CLI reads
+    them (these options > environment > the data dir's record > defaults); stopped and closed after."""
+    if settings is None:
+        settings = load_settings(
+            data_dir=Path(data_dir) if data_dir is not None else None,
+            database_url=database_url,
+            qdrant_url=qdrant_url,
+            embedder=embedder,
+        )
+    with AttributionService.open(settings, max_batch) as service:
+        yield service

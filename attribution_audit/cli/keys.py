@@ -1,0 +1,55 @@
+"""``attribution-audit keys``: API keys of the HTTP service."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from attribution_audit.cli.common import FormatOption, OutputFormat, Typer, audit_of, checked, choice, emit
+
+
+class Role(StrEnum):
+    writer = "writer"
+    reader = "reader"
+
+
+app = Typer(help="API keys of the HTTP service.\n\n\b\nExample: attribution-audit keys create image-generator")
+
+
+@app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who uses the key; recorded as the requester of its attributions.")],
+    role: Annotated[
+        Role,
+        typer.Option(parser=choice(Role, "role"), help="writer (attribute and read) or reader (read only)."),
+    ] = Role.writer,
+) -> None:
+    """Create an API key; the key is printed once, alone on the last line (only its hash is stored).
+
+    \b
+    Example: attribution-audit keys create compliance --role reader
+    """
+    from attribution_audit.services.keys import create_key
+
+    audit = audit_of(ctx.obj)
+    key = checked(create_key, audit=audit, name=name, role=role.value)
+    typer.echo(f"created {role.value} key {name.strip()!r}; store it now, it is not shown again:")
+    typer.echo(key)
+
+
+@app.command("list")
+def keys_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """List the API keys' names and roles (never the keys).
+
+    \b
+    Example: attribution-audit keys list
+    """
+    from attribution_audit.services.keys import key_holders
+
+    rows = [
+        {"name": h.name, "role": h.role, "created_at": h.created_at.isoformat()} for h in key_holders(audit_of(ctx.obj))
+    ]
+    emit(fmt, data=rows, rows=rows, columns=("name", "role", "created_at"))

@@ -1,0 +1,217 @@
+"""The JSON API under /v1 (OpenAPI at /openapi.json, docs at /docs), /metrics, and the errors as one-line JSON.
+
+Every route parses its input, calls the service, and returns what the CLI's ``--format json`` prints.
+
+Not ``from __future__ import annotations``: FastAPI reads the routes' annotations, which name local dependencies.
+"""
+
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from attribution_audit import __version__
+from attribution_audit.domain.chain import ChainReport
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.results import Attribution
+from attribution_audit.errors import AttributionAuditError, DatabaseError
+from attribution_audit.http.console import add_console
+from attribution_audit.http.errors import status_of
+from attribution_audit.http.limits import BodyLimit
+from attribution_audit.http.metrics import Metrics, MetricsMiddleware
+from attribution_audit.services.keys import key_holder
+from attribution_audit.services.serving import AttributionService, Upload
+from attribution_audit.store.browse import RequestFilter
+from attribution_audit.store.keys import KeyHolder
+
+DEFAULTS = AttributionParams()
+logger = logging.getLogger(__name__)
+MAX_IMAGES = 64  # per request
+MAX_PAGE = 500
+DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024  # bytes per image
+
+
+class ApiError(Exception):
+    """An HTTP error with a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _validation_line(exc: RequestValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+    given = first.get("input")
+    shown = f" {given!r}" if isinstance(given, str | int | float) else ""
+    return f"{where}{shown}: {first.get('msg', 'invalid value').lower()}"
+
+
+def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
+    """The service's ASGI app over an open :class:`AttributionService`; an image over ``max_upload_bytes``, or a
+    request body over four times that, is refused before it is decoded."""
+    app = FastAPI(
+        title="attribution-audit",
+        version=__version__,
+        description="Attribute generated images to catalogued works; every result is in the hash-chained audit log "
+        "before it is returned. Send `Authorization: Bearer KEY` (create keys with `attribution-audit keys create`).",
+    )
+    metrics = Metrics(service)
+    bearer = HTTPBearer(auto_error=False, description="An API key from `attribution-audit keys create NAME`.")
+
+    @app.exception_handler(AttributionAuditError)
+    def _library_error(_: Request, exc: AttributionAuditError) -> JSONResponse:
+        return error(status_of(exc), str(exc))
+
+    @app.exception_handler(ApiError)
+    def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(Exception)
+    def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected error", exc_info=exc)  # the traceback goes to the server's log, not to the client
+        return error(500, f"internal error ({type(exc).__name__}); nothing was returned unlogged; see the server log")
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(400, _validation_line(exc))
+
+    def holder(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> KeyHolder:
+        if credentials is None:
+            raise ApiError(
+                401, "no API key: send Authorization: Bearer KEY (create one with `attribution-audit keys create NAME`)"
+            )
+        found = key_holder(service.audit, credentials.credentials)
+        if found is None:
+            raise ApiError(401, "unknown API key; create one with `attribution-audit keys create NAME`")
+        return found
+
+    def writer(who: Annotated[KeyHolder, Depends(holder)]) -> KeyHolder:
+        if who.role != "writer":
+            raise ApiError(403, f"key {who.name!r} is a reader key: it cannot attribute; use a writer key")
+        return who
+
+    Reader = Annotated[KeyHolder, Depends(holder)]
+
+    def read_upload(upload: UploadFile) -> Upload:
+        name = upload.filename or "upload"
+        data = upload.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise ApiError(413, f"{name}: upload is over the {max_upload_bytes:,}-byte limit; send a smaller image")
+        return Upload(name, data)
+
+    @app.post("/v1/attributions", tags=["attributions"])
+    def attribute(
+        who: Annotated[KeyHolder, Depends(writer)],
+        images: Annotated[list[UploadFile], File(description="Generated image(s); repeat the field for several.")],
+        k: Annotated[int, Form(description="Number of nearest works to attribute.")] = DEFAULTS.k,
+        max_distance: Annotated[float | None, Form(description="Keep only works within this distance.")] = None,
+        space: Annotated[str, Form(description="content, style or fused.")] = DEFAULTS.space,
+        verify: Annotated[str, Form(description="always, off or sample:RATE.")] = DEFAULTS.verify,
+        shares: Annotated[str, Form(description="equal or similarity.")] = DEFAULTS.shares,
+    ) -> list[dict[str, Any]]:
+        """Attribute the images; each result is returned once it is committed to the audit log (as
+        `attribute --format json` prints them)."""
+        if len(images) > MAX_IMAGES:
+            raise ApiError(413, f"{len(images)} images in one request: send at most {MAX_IMAGES}")
+        try:
+            params = AttributionParams(k=k, max_distance=max_distance, space=space, verify=verify, shares=shares)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        uploads = [read_upload(upload) for upload in images]
+        return [result.as_json() for result in service.attribute(uploads, params, who.name)]
+
+    @app.get("/v1/attributions/{request_id}", tags=["attributions"])
+    def show(request_id: str, _: Reader) -> dict[str, Any]:
+        """One logged attribution (as `audit show --format json`)."""
+        return service.attribution(request_id).as_json()
+
+    @app.get("/v1/attributions", tags=["attributions"])
+    def list_(
+        _: Reader,
+        artist: str | None = None,
+        min_confidence: float | None = None,
+        max_confidence: float | None = None,
+        since: Annotated[datetime | None, Query(description="ISO time (UTC if no zone); inclusive.")] = None,
+        until: Annotated[datetime | None, Query(description="ISO time (UTC if no zone); exclusive.")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    ) -> dict[str, Any]:
+        """Logged attributions, newest first, a page at a time; `next_cursor` fetches the next page."""
+        if cursor is not None and not cursor.isdigit():
+            raise ApiError(400, f"cursor {cursor!r}: pass the next_cursor of the previous page")
+        where = RequestFilter(
+            artist, min_confidence, max_confidence, since, until, limit, int(cursor) if cursor else None
+        )
+        page = service.attributions(where)
+        return {"attributions": [a.as_json() for a in page], "next_cursor": _next_cursor(page, limit)}
+
+    @app.get("/v1/artists/shares", tags=["reports"])
+    def shares(_: Reader, period: str = "day") -> dict[str, Any]:
+        """Per day or month (UTC) and artist: attributions and the sum of their shares (production requests)."""
+        try:
+            return {"period": period, "shares": service.shares(period)}
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    @app.get("/v1/audit/verify", tags=["audit"])
+    def verify(_: Reader) -> dict[str, Any]:
+        """Verify every hash and link of the audit chain now."""
+        verification = service.verify()
+        return {
+            "verified_at": verification.at.isoformat(),
+            **_report(verification.report),
+            "checkpoints": [
+                {"seq": check.checkpoint.seq, "ok": check.problem is None, "problem": check.problem}
+                for check in verification.checkpoints
+            ],
+        }
+
+    @app.get("/v1/health", tags=["service"])
+    def health() -> JSONResponse:
+        """Whether the audit database answers, and which store and model the service holds (no key needed)."""
+        try:
+            return JSONResponse({"status": "ok", **service.health()})
+        except DatabaseError as exc:
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+
+    @app.get("/metrics", tags=["service"], include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/console/", status_code=303)
+
+    add_console(app, service)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimit, max_bytes=4 * max_upload_bytes)
+    return app
+
+
+def _next_cursor(page: list[Attribution], limit: int) -> str | None:
+    return str(page[-1].seq) if len(page) == limit else None
+
+
+def _report(report: ChainReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "checked": report.checked,
+        "head_hash": report.head_hash,
+        "broken_request_id": report.broken_request_id,
+        "broken_seq": report.broken_seq,
+        "reason": report.reason,
+    }

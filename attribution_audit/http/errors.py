@@ -1,0 +1,27 @@
+"""The HTTP status of each library error (the API answers it with the one-line message as JSON)."""
+
+from __future__ import annotations
+
+from attribution_audit.errors import (
+    AttributionAuditError,
+    ConflictError,
+    DatabaseError,
+    EmbedderError,
+    ImageError,
+    NotFoundError,
+    VectorStoreError,
+)
+
+_STATUS: tuple[tuple[type[AttributionAuditError], int], ...] = (
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (VectorStoreError, 409),  # the collection is not ready for this request (a partly covered space)
+    (DatabaseError, 503),
+    (EmbedderError, 503),
+    (ImageError, 400),
+)
+
+
+def status_of(exc: AttributionAuditError) -> int:
+    """404, 409, 503 or 400 (bad input, the default)."""
+    return next((status for kind, status in _STATUS if isinstance(exc, kind)), 400)

@@ -1,0 +1,257 @@
+"""The long-running attribution service: the model, the vector store and the audit store opened once, and two
+worker threads in a pipeline: the embedder embeds the queued images of concurrent requests together
+(micro-batching), and the recorder searches, re-ranks and appends each request to the audit chain, one at a time,
+while the next batch is being embedded. A caller gets its results only once they are committed."""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from attribution_audit.config import Settings
+from attribution_audit.domain.chain import ChainReport
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.results import Attribution
+from attribution_audit.domain.spaces import QueryVectors
+from attribution_audit.errors import ImageError
+from attribution_audit.services.attribution import Attributor
+from attribution_audit.services.audit_log import browse_attributions, get_attribution, shares_over_time
+from attribution_audit.services.checkpoints import CheckpointCheck, auto_checkpoint, guard_witness, verify_database
+from attribution_audit.services.wiring import open_attributor, open_audit
+from attribution_audit.sources.images import LoadedImage, decode_image, printable_path, read_image_file
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.browse import RequestFilter
+
+DEFAULT_MAX_BATCH = 32  # images embedded in one forward pass at most
+UPLOADS_DIR = "uploads"  # under the data dir: every attributed upload, named by its sha256
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An image received by the service: the client's name for it (used in messages) and its bytes."""
+
+    name: str
+    data: bytes
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> Upload:
+        """An image file as an upload (a missing, empty, oversized or special file is an ImageError)."""
+        return cls(printable_path(path), read_image_file(path))
+
+
+@dataclass
+class _Job:
+    images: list[tuple[str, LoadedImage]]  # (recorded path, decoded image)
+    params: AttributionParams
+    requester: str
+    done: Future[list[Attribution]] = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The latest verification of the chain the service ran, and when; ``checkpoints``: the witness file's last
+    checkpoint compared with the log (empty without a witness file)."""
+
+    at: datetime
+    report: ChainReport
+    checkpoints: list[CheckpointCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok and all(check.problem is None for check in self.checkpoints)
+
+
+class AttributionService:
+    """Attributes uploads for many concurrent callers over one loaded model and one open store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        audit: AuditStore,
+        attributor: Attributor,
+        uploads: Path,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ):
+        self.settings = settings
+        self.audit = audit
+        self.attributor = attributor
+        self.uploads = uploads
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._pending = 0  # images queued or being attributed
+        self._lock = threading.Lock()
+        self.attributed = 0  # images attributed and committed since start
+        self.batches = 0
+        self.embed_seconds = 0.0  # the embedder's busy time since start
+        self.record_seconds = 0.0  # the recorder's busy time (search, re-rank, exact check, audit write)
+        self.last_verification: Verification | None = None
+        self._embedded: queue.Queue[tuple[_Job, list[QueryVectors]] | None] = queue.Queue()
+        self._workers = (
+            threading.Thread(target=self._embed_batches, name="attribution-embedder", daemon=True),
+            threading.Thread(target=self._record_jobs, name="attribution-recorder", daemon=True),
+        )
+
+    @classmethod
+    @contextmanager
+    def open(cls, settings: Settings, max_batch: int = DEFAULT_MAX_BATCH) -> Iterator[AttributionService]:
+        """The service over the settings' stores and embedder (loaded now), stopped and closed after."""
+        audit = open_audit(settings)
+        try:
+            guard_witness(settings, audit)  # refused when the witness file names another audit DB
+            with open_attributor(settings, audit, settings.embedder, batch_size=max_batch) as attributor:
+                service = cls(settings, audit, attributor, settings.data_dir / UPLOADS_DIR, max_batch)
+                for worker in service._workers:
+                    worker.start()
+                try:
+                    yield service
+                finally:
+                    service._queue.put(None)  # the embedder finishes its queue, then stops the recorder
+                    for worker in service._workers:
+                        worker.join()
+        finally:
+            audit.close()
+
+    # -- attributing -------------------------------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        """Images waiting for, or in, the worker."""
+        return self._pending
+
+    def attribute(
+        self, uploads: Sequence[Upload], params: AttributionParams | None = None, requester: str | None = None
+    ) -> list[Attribution]:
+        """Each upload's committed attribution, in order (``requester`` defaults to the settings' requester). Every
+        upload is decoded first: one that cannot be used is an ImageError naming it, and nothing is attributed."""
+        params = params or AttributionParams()
+        requester = requester or self.attributor.requester
+        decoded = [decode_image(u.data, Path(u.name), target_size=224) for u in uploads]
+        kept = [self._keep(upload.data, image) for upload, image in zip(uploads, decoded, strict=True)]
+        job = _Job(list(zip(kept, decoded, strict=True)), params, requester)
+        with self._lock:
+            self._pending += len(job.images)
+        self._queue.put(job)
+        return job.done.result()
+
+    def _keep(self, data: bytes, image: LoadedImage) -> str:
+        """Store the upload under its sha256 (once), so that the recorded path shows what was attributed."""
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        target = self.uploads / f"{image.sha256}{Path(image.path.name).suffix.lower()[:10]}"
+        if not target.exists():
+            try:
+                handle, temporary = tempfile.mkstemp(dir=self.uploads, suffix=".part")
+                with os.fdopen(handle, "wb") as out:
+                    out.write(data)
+                os.replace(temporary, target)
+            except OSError as exc:
+                raise ImageError(
+                    f"{printable_path(image.path)}: cannot keep the upload in {self.uploads} ({exc.strerror or exc}); "
+                    "free disk space or fix the data dir's permissions"
+                ) from exc
+        return printable_path(target.resolve())
+
+    def _embed_batches(self) -> None:
+        while (job := self._queue.get()) is not None:
+            batch = [job]
+            size = len(job.images)
+            while size < self.max_batch:  # whatever queued up meanwhile joins this batch: no waiting
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+                size += len(more.images)
+            started = time.perf_counter()
+            self._embed(batch)
+            self.embed_seconds += time.perf_counter() - started
+            self.batches += 1
+        self._embedded.put(None)
+
+    def _embed(self, batch: list[_Job]) -> None:
+        """Embed the batch's images with one forward pass per space; hand each job's vectors to the recorder."""
+        for space in {job.params.space for job in batch}:
+            jobs = [job for job in batch if job.params.space == space]
+            try:
+                queries = iter(self.attributor.embed([image.image for job in jobs for _, image in job.images], space))
+            except Exception as exc:
+                for job in jobs:
+                    self._finish(job, exc)
+                continue
+            for job in jobs:
+                self._embedded.put((job, [next(queries) for _ in job.images]))
+
+    def _record_jobs(self) -> None:
+        """Search, re-rank and append each job's requests to the chain, one writer, in the order embedded."""
+        while (item := self._embedded.get()) is not None:
+            job, queries = item
+            started = time.perf_counter()
+            try:
+                results = [
+                    self.attributor.record(
+                        path,
+                        image.sha256,
+                        query,
+                        job.params,
+                        self.attributor.check_copy(image.image, self.attributor.compute(query, job.params)),
+                        requester=job.requester,
+                    )
+                    for (path, image), query in zip(job.images, queries, strict=True)
+                ]
+                for attribution in results:
+                    auto_checkpoint(self.settings, self.audit, attribution)
+            except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
+                self.record_seconds += time.perf_counter() - started
+                self._finish(job, exc)
+            else:
+                self.record_seconds += time.perf_counter() - started
+                self.attributed += len(results)
+                self._finish(job, results)
+
+    def _finish(self, job: _Job, outcome: list[Attribution] | BaseException) -> None:
+        with self._lock:
+            self._pending -= len(job.images)
+        if isinstance(outcome, BaseException):
+            job.done.set_exception(outcome)
+        else:
+            job.done.set_result(outcome)
+
+    # -- the log -----------------------------------------------------------------------------------------------
+    def attribution(self, request_id: str) -> Attribution:
+        """One logged attribution; NotFoundError if absent."""
+        return get_attribution(self.audit, request_id)
+
+    def attributions(self, where: RequestFilter | None = None) -> list[Attribution]:
+        """A page of logged attributions that match ``where``, newest first."""
+        return browse_attributions(self.audit, where or RequestFilter())
+
+    def shares(self, period: str = "day") -> list[dict[str, Any]]:
+        """Attributions and share sums per artist and day or month."""
+        return shares_over_time(self.audit, period)
+
+    def verify(self) -> Verification:
+        """Verify the whole chain now; remembered as the latest verification."""
+        report, checkpoints = verify_database(self.settings, self.audit, None)
+        self.last_verification = Verification(datetime.now(UTC), report, checkpoints)
+        return self.last_verification
+
+    def health(self) -> dict[str, str]:
+        """What the service runs on; raises the store's one-line DatabaseError when the audit DB is unreachable."""
+        current, _ = self.audit.revisions()
+        return {
+            "database": self.audit.url,
+            "schema": current or "",
+            "vector_store": f"{self.attributor.store.kind}:{self.attributor.store.collection}",
+            "embedder": self.attributor.embedder_name,
+        }

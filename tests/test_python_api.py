@@ -1,0 +1,53 @@
+"""The documented Python API (``from attribution_audit import ...``): the service in-process, as the module
+docstring of attribution_audit.api shows it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ingest_once
+
+from attribution_audit import (
+    AttributionParams,
+    RequestFilter,
+    Upload,
+    attribute_files,
+    get_attribution,
+    load_settings,
+    open_audit,
+    open_service,
+)
+from attribution_audit.embedding.base import Embedder
+from attribution_audit.errors import ImageError
+from attribution_audit.sources.synthetic import DemoCatalogue
+
+
+def test_open_service_attributes_reads_and_verifies(
+    tmp_path: Path, demo_catalogue: DemoCatalogue, sqlite_template: Path, embedder: Embedder
+) -> None:
+    ingested = ingest_once(tmp_path, sqlite_template, demo_catalogue.manifest)
+    url = f"sqlite:///{ingested.database}"
+    queries = demo_catalogue.queries
+    with open_service(data_dir=ingested.data_dir, database_url=url) as service:
+        results = service.attribute(
+            [Upload.from_path(q.path) for q in queries[:3]], AttributionParams(k=4), requester="notebook"
+        )
+        assert [r.seq for r in results] == [1, 2, 3] and all(r.requester == "notebook" for r in results)
+        assert results[0].top_artist == queries[0].artist and len(results[0].neighbours) == 4
+        assert service.attribution(results[1].request_id) == results[1]  # what was returned is what is logged
+        newest = service.attributions(RequestFilter(limit=2))
+        assert [a.request_id for a in newest] == [results[2].request_id, results[1].request_id]
+        assert {row["period"] for row in service.shares("month")} and service.verify().report.ok
+        with pytest.raises(ImageError, match=r"missing\.png: file not found"):
+            Upload.from_path(tmp_path / "missing.png")
+
+    # The one-off way the CLI goes: per-file results, a bad file does not stop the others.
+    settings = load_settings(data_dir=ingested.data_dir, database_url=url)
+    audit = open_audit(settings)
+    try:
+        outcomes = list(attribute_files(settings, audit, [queries[3].path, tmp_path / "nope.png"], AttributionParams()))
+        assert outcomes[0].seq == 4 and isinstance(outcomes[1], ImageError)  # type: ignore[union-attr]
+        assert get_attribution(audit, outcomes[0].request_id).requester  # type: ignore[union-attr]
+    finally:
+        audit.close()

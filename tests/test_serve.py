@@ -1,0 +1,307 @@
+"""``attribution-audit serve``: the real service in a subprocess on a loopback port, over an ingested demo catalogue.
+Every endpoint, API keys, bad uploads, concurrent clients, and (slow, PostgreSQL) a database outage."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import Cli, Ingested, ingest_once
+from servers import Server, create_key, running_server
+
+from attribution_audit.embedding.base import Embedder
+from attribution_audit.sources.synthetic import DemoCatalogue
+
+MAX_UPLOAD_MB = 0.5  # small, so that the tests can exceed it cheaply
+
+
+@pytest.fixture(scope="module")
+def ingested(
+    tmp_path_factory: pytest.TempPathFactory, demo_catalogue: DemoCatalogue, sqlite_template: Path, embedder: Embedder
+) -> Ingested:
+    return ingest_once(tmp_path_factory.mktemp("serve-ingested"), sqlite_template, demo_catalogue.manifest)
+
+
+class Service:
+    """The running server with a writer key ("image-generator") and a reader key ("compliance")."""
+
+    def __init__(self, server: Server, writer: str, reader: str, database_url: str) -> None:
+        self.server, self.writer_key, self.reader_key, self.database_url = server, writer, reader, database_url
+        self.writer = server.client(writer)
+        self.reader = server.client(reader)
+        self.anonymous = server.client()
+
+
+@pytest.fixture(scope="module")
+def service(ingested: Ingested, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    url = f"sqlite:///{ingested.database}"
+    writer = create_key(ingested.data_dir, url, "image-generator")
+    reader = create_key(ingested.data_dir, url, "compliance", role="reader")
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    extra = ("--max-upload-mb", str(MAX_UPLOAD_MB))
+    with running_server(ingested.data_dir, url, log, extra) as server:
+        yield Service(server, writer, reader, url)
+
+
+def files(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("images", (p.name, p.read_bytes(), "image/png")) for p in paths]
+
+
+def attribute(service: Service, *paths: Path, **params: str) -> list[dict[str, object]]:
+    response = service.writer.post("/v1/attributions", files=files(*paths), data=params)
+    assert response.status_code == 200, response.text
+    records: list[dict[str, object]] = response.json()
+    return records
+
+
+def test_attribute_returns_logged_records_with_the_cli_json(
+    service: Service, demo_catalogue: DemoCatalogue, ingested: Ingested, cli_on: Callable[[str], Cli]
+) -> None:
+    cli = cli_on(service.database_url)
+    queries = demo_catalogue.queries[:2]
+    records = attribute(service, *(q.path for q in queries), k="5", verify="always", shares="similarity")
+    assert len(records) == 2
+    for record, query in zip(records, queries, strict=True):
+        assert record["requester"] == "image-generator"  # the key's name, not $USER
+        assert [n["rank"] for n in record["neighbours"]] == [1, 2, 3, 4, 5]  # type: ignore[index]
+        assert record["top_artist"] == query.artist  # the demo's generated images are in their artist's style
+        assert record["overlap_at_k"] is not None
+        assert record["parameters"]["shares"] == "similarity"  # type: ignore[index]
+        # the upload is kept under its digest and the record names it
+        kept = Path(str(record["image"]))
+        assert kept.parent == (ingested.data_dir / "uploads").resolve() and kept.read_bytes() == query.path.read_bytes()
+        # the same object as the CLI prints for the logged record, and as GET returns
+        shown = json.loads(cli("audit", "show", str(record["request_id"]), "--format", "json").stdout)
+        assert shown == record
+        got = service.reader.get(f"/v1/attributions/{record['request_id']}")
+        assert got.status_code == 200 and got.json() == record
+
+
+def test_keys_are_required_and_readers_cannot_attribute(service: Service, demo_catalogue: DemoCatalogue) -> None:
+    image = demo_catalogue.queries[0].path
+    for client in (service.anonymous, service.server.client("aa_not-a-key")):
+        response = client.post("/v1/attributions", files=files(image))
+        assert response.status_code == 401 and "keys create" in response.json()["error"]
+        assert client.get("/v1/attributions").status_code == 401
+    refused = service.reader.post("/v1/attributions", files=files(image))
+    assert refused.status_code == 403 and "reader key" in refused.json()["error"]
+    assert service.reader.get("/v1/attributions").status_code == 200
+
+
+def test_bad_uploads_get_one_line_errors_and_nothing_is_logged(
+    service: Service, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    before = service.reader.get("/v1/audit/verify").json()["checked"]
+    good = demo_catalogue.queries[0].path
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    cases = [
+        (files(good, text), 400, "notes.png: not a recognised image format"),
+        ([("images", ("empty.png", b"", "image/png"))], 400, "empty.png: file is empty"),
+        ([("images", ("big.png", b"\x89PNG" + b"0" * 600_000, "image/png"))], 413, "big.png: upload is over"),
+        ([*files(good), ("images", ("truncated.png", good.read_bytes()[:300], "image/png"))], 400, "truncated.png"),
+    ]
+    for upload, status, message in cases:
+        response = service.writer.post("/v1/attributions", files=upload)
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error.startswith(message) and "\n" not in error and "Traceback" not in error
+    params = [
+        ({"k": "0"}, 400, "k must be between"),
+        ({"space": "colour"}, 404, "no learned space colour"),  # a name that is no space and no learned space
+        ({"k": "x"}, 400, "k 'x'"),
+    ]
+    for data, status, message in params:
+        response = service.writer.post("/v1/attributions", files=files(good), data=data)
+        assert response.status_code == status and message in response.json()["error"], response.text
+    missing = service.writer.post("/v1/attributions", data={"k": "3"})
+    assert missing.status_code == 400 and "images" in missing.json()["error"]
+    # A body over the request limit (4 x the image limit) is refused before it is parsed: by its declared length, or
+    # while it streams (chunked, no length).
+    head = b'--b\r\nContent-Disposition: form-data; name="images"; filename="huge.png"\r\n\r\n'
+    body = head + b"x" * int(4.2 * MAX_UPLOAD_MB * 1024 * 1024) + b"\r\n--b--\r\n"
+    multipart = {"Content-Type": "multipart/form-data; boundary=b"}
+    declared = service.writer.post("/v1/attributions", content=body, headers=multipart)
+    chunks = (body[start : start + 65536] for start in range(0, len(body), 65536))
+    streamed = service.writer.post("/v1/attributions", content=chunks, headers=multipart)
+    for response in (declared, streamed):
+        assert response.status_code == 413 and "byte limit" in response.json()["error"], response.text
+    assert service.reader.get("/v1/audit/verify").json()["checked"] == before  # none of them was attributed
+
+
+def test_reading_endpoints(service: Service, demo_catalogue: DemoCatalogue) -> None:
+    made = attribute(service, *(q.path for q in demo_catalogue.queries), k="3")
+    artist = demo_catalogue.queries[1].artist
+    listed = service.reader.get("/v1/attributions", params={"artist": artist, "limit": 500}).json()
+    assert {made[1]["request_id"]} <= {a["request_id"] for a in listed["attributions"]}
+    assert all(artist in a["artist_shares"] for a in listed["attributions"])
+
+    # Paging: newest first, pages of two joined by next_cursor are the whole list.
+    everything = service.reader.get("/v1/attributions", params={"limit": 500}).json()["attributions"]
+    seqs = [a["seq"] for a in everything]
+    assert seqs == sorted(seqs, reverse=True) and len(seqs) >= 6
+    paged, cursor = [], None
+    while True:
+        page = service.reader.get("/v1/attributions", params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        paged += [a["seq"] for a in page.json()["attributions"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == seqs
+
+    confidences = [a["confidence"] for a in everything]
+    middle = sorted(confidences)[len(confidences) // 2]
+    high = service.reader.get("/v1/attributions", params={"min_confidence": middle, "limit": 500}).json()
+    assert sorted(a["confidence"] for a in high["attributions"]) == sorted(c for c in confidences if c >= middle)
+    low = service.reader.get("/v1/attributions", params={"max_confidence": middle, "limit": 500}).json()
+    assert all(a["confidence"] <= middle for a in low["attributions"])
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    assert service.reader.get("/v1/attributions", params={"since": tomorrow}).json()["attributions"] == []
+    assert len(
+        service.reader.get("/v1/attributions", params={"until": tomorrow, "limit": 500}).json()["attributions"]
+    ) == len(seqs)
+    bad = service.reader.get("/v1/attributions", params={"since": "last week"})
+    assert bad.status_code == 400 and "since 'last week'" in bad.json()["error"]
+
+    for period, width in (("day", 10), ("month", 7)):
+        shares = service.reader.get("/v1/artists/shares", params={"period": period}).json()["shares"]
+        assert {row["artist"] for row in shares} >= {a for r in made for a in r["artist_shares"]}  # type: ignore[attr-defined]
+        assert all(len(row["period"]) == width for row in shares)
+    wrong = service.reader.get("/v1/artists/shares", params={"period": "week"})
+    assert wrong.status_code == 400 and wrong.json()["error"] == "period 'week': choose day or month"
+
+    missing = service.reader.get("/v1/attributions/no-such-id")
+    assert missing.status_code == 404 and "audit list" in missing.json()["error"]
+    verified = service.reader.get("/v1/audit/verify").json()
+    assert verified["ok"] is True and verified["checked"] == len(seqs)
+
+    health = service.anonymous.get("/v1/health").json()
+    assert health["status"] == "ok" and health["embedder"] == "efficientnet-lite0"
+    assert health["vector_store"].startswith("qdrant-edge:")
+    schema = service.anonymous.get("/openapi.json").json()
+    assert {"/v1/attributions", "/v1/attributions/{request_id}", "/v1/artists/shares", "/v1/audit/verify"} <= set(
+        schema["paths"]
+    )
+    metrics = service.anonymous.get("/metrics").text
+    assert 'attribution_http_requests_total{method="POST",route="/v1/attributions",status="200"}' in metrics
+    assert 'attribution_http_request_seconds_bucket{le="0.005",method="GET",route="/v1/attributions"}' in metrics
+    assert "attribution_queue_images 0.0" in metrics
+
+
+def test_concurrent_clients_are_all_logged_on_one_linear_chain(service: Service, demo_catalogue: DemoCatalogue) -> None:
+    before = service.reader.get("/v1/audit/verify").json()["checked"]
+    paths = [q.path for q in demo_catalogue.queries]
+    results: list[dict[str, object]] = []
+    failures: list[str] = []
+
+    def client(index: int) -> None:
+        with service.server.client(service.writer_key) as http:
+            for round_ in range(3):
+                chosen = paths[(index + round_) % len(paths)]
+                response = http.post("/v1/attributions", files=files(chosen), data={"k": "3"})
+                if response.status_code == 200:
+                    results.extend(response.json())
+                else:
+                    failures.append(response.text)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures and len(results) == 24
+    for record in results:  # every result returned is the logged record
+        assert service.reader.get(f"/v1/attributions/{record['request_id']}").json() == record
+    verified = service.reader.get("/v1/audit/verify").json()
+    assert verified["ok"] is True and verified["checked"] == before + 24
+    seqs = sorted(int(str(r["seq"])) for r in results)
+    assert len(set(seqs)) == 24
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_database_outage_gives_503_and_nothing_unlogged(
+    postgres_url: str,
+    postgres_admin: object,
+    demo_catalogue: DemoCatalogue,
+    tmp_path: Path,
+    cli_on: Callable[[str], Cli],
+    embedder: Embedder,
+) -> None:
+    from sqlalchemy import Engine, text
+    from sqlalchemy.engine import make_url
+
+    cli = cli_on(postgres_url)
+    cli("db", "upgrade")
+    cli("ingest", str(demo_catalogue.manifest), "--embedder", "efficientnet-lite0")
+    writer = create_key(cli.data_dir, postgres_url, "image-generator")
+    name = make_url(postgres_url).database
+    admin: Engine = postgres_admin  # type: ignore[assignment]
+    image = demo_catalogue.queries[0].path
+
+    with running_server(cli.data_dir, postgres_url, tmp_path / "serve.log") as server, server.client(writer) as http:
+        before = http.post("/v1/attributions", files=files(image))
+        assert before.status_code == 200
+        with admin.connect() as connection:  # the database goes away: no new connection, the open ones cut
+            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+            )
+        try:
+            for _ in range(3):
+                down = http.post("/v1/attributions", files=files(image))
+                assert down.status_code == 503, down.text
+                assert "audit database" in down.json()["error"] and "\n" not in down.json()["error"]
+            health = http.get("/v1/health")
+            assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        after = http.post("/v1/attributions", files=files(image))
+        assert after.status_code == 200, after.text
+        verified = http.get("/v1/audit/verify").json()
+        # Only the two answered requests are in the log, chained; the refused ones left nothing behind.
+        assert verified["ok"] is True and verified["checked"] == 2
+        assert after.json()[0]["seq"] == before.json()[0]["seq"] + 1
+
+
+def test_serve_refuses_a_missing_audit_log(tmp_path: Path) -> None:
+    """Start-up faults are one-line errors, as in every command."""
+    import subprocess
+
+    from servers import cli_command
+
+    done = subprocess.run(
+        cli_command(tmp_path / "nothing", f"sqlite:///{tmp_path / 'nothing' / 'audit.sqlite'}", "serve", "--port", "1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_keys_create_prints_the_key_alone_on_the_last_line(cli: Cli) -> None:
+    printed = cli("keys", "create", "generator-1").stdout.splitlines()
+    key = printed[-1]
+    assert key.startswith("aa_") and " " not in key and len(key) > 40
+    assert key not in cli("keys", "list", "--format", "json").stdout  # only its hash is stored
+    listed = json.loads(cli("keys", "list", "--format", "json").stdout)
+    assert [(k["name"], k["role"]) for k in listed] == [("generator-1", "writer")]
+    again = cli("keys", "create", "generator-1", code=1)
+    assert "exists already" in again.output
+    assert "role 'admin'" in cli("keys", "create", "x", "--role", "admin", code=2).output
+    engine = cli.engine()
+    try:
+        with engine.connect() as connection:
+            from sqlalchemy import text
+
+            stored = connection.execute(text("SELECT key_hash FROM api_keys")).scalars().all()
+    finally:
+        engine.dispose()
+    import hashlib
+
+    assert stored == [hashlib.sha256(key.encode()).hexdigest()]
