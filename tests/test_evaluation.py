@@ -896,3 +896,28 @@ def test_artist_recall_curves_and_every_na_explained(
     assert_png(plain / "precision_recall.png")
     with Image.open(plain / "precision_recall.png") as image:
         assert image.width > image.height * 2  # two panels side by side: work level and artist level
+
+
+# -- an --out that cannot be written ---------------------------------------------------------------------------------
+def test_an_out_that_is_not_a_writable_folder_is_refused_before_the_run_in_one_line(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    for out in (a_file, a_file / "below"):
+        refused = cli(
+            "evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(out), code=1
+        )
+        assert refused.stderr.startswith(f"error: {out}: ") and "--out" in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1 and isinstance(refused.exception, SystemExit)
+        noise = ["evaluate", "noise", str(labelled), "--levels", "0.1", "--k", "2", *EMBEDDER, "--out", str(out)]
+        assert cli(*noise, code=1).stderr.startswith(f"error: {out}: ")
+    assert cli("evaluate", "list", "--format", "csv").stdout.strip() == "id,kind,status,created_at,embedder"
+    assert "chain OK: 0 records" in cli("audit", "verify").stdout  # nothing attributed, nothing recorded
+
+    # A run whose outputs then cannot be written (here: evaluate report) says so in one line, with its run id.
+    cli("evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(tmp_path / "ok"))
+    refused = cli("evaluate", "report", "--run", "1", "--out", str(a_file), code=1)
+    assert refused.stderr.startswith(f"error: {a_file}: ") and len(refused.stderr.splitlines()) == 1

@@ -53,11 +53,12 @@ def evaluate_run(
     \b
     Example: attribution-audit evaluate run .demo/catalogue/queries.csv --k-max 20 --k 5 --out .demo/evaluation
     """
-    from attribution_audit.evaluation.outputs import write_outputs
+    from attribution_audit.evaluation.outputs import check_out, write_outputs
     from attribution_audit.services.evaluate import evaluate_queries
 
     if k > k_max:
         raise typer.BadParameter(f"--k {k} is larger than --k-max {k_max}")
+    check_out(out)
     settings = settings_of(ctx, embedder)
     summary = checked(
         evaluate_queries,
@@ -95,9 +96,11 @@ def evaluate_compare_spaces(
     \b
     Example: attribution-audit evaluate compare-spaces .demo/catalogue/queries.csv --k-max 20 --k 5 --format csv
     """
-    from attribution_audit.evaluation.outputs import write_comparison
+    from attribution_audit.evaluation.outputs import check_out, write_comparison
     from attribution_audit.services.evaluate import compare_spaces_of
 
+    if out is not None:
+        check_out(out)
     settings = settings_of(ctx, embedder)
     rows = compare_spaces_of(settings, audit_of(settings), queries, k_max=k_max, k=k)
     shown = [{key: num(v) if isinstance(v, float) or v is None else v for key, v in row.items()} for row in rows]
@@ -125,9 +128,11 @@ def evaluate_compare_exact(
     \b
     Example: attribution-audit evaluate compare-exact .demo/catalogue/queries.csv --k 5
     """
-    from attribution_audit.evaluation.outputs import exact_rows, write_compare_exact
+    from attribution_audit.evaluation.outputs import check_out, exact_rows, write_compare_exact
     from attribution_audit.services.compare_exact import compare_exact_from_settings
 
+    if out is not None:
+        check_out(out)
     settings = settings_of(ctx, embedder)
     metrics = checked(
         compare_exact_from_settings,
@@ -200,9 +205,10 @@ def evaluate_noise(
     \b
     Example: attribution-audit evaluate noise .demo/catalogue/labelled.csv --reference-fraction 0.5 --levels 0.1,0.25,0.5,0.75 --k 5 --out .demo/evaluation
     """  # noqa: E501 (the example is one line, to paste)
-    from attribution_audit.evaluation.outputs import write_noise_outputs
+    from attribution_audit.evaluation.outputs import check_out, write_noise_outputs
     from attribution_audit.services.noise import noise_from_settings
 
+    check_out(out)
     try:
         fractions = [float(v) for v in levels.split(",") if v.strip()]
     except ValueError:
@@ -251,9 +257,10 @@ def evaluate_content_bias(
     \b
     Example: attribution-audit evaluate content-bias .demo/catalogue/labelled.csv --out .demo/evaluation
     """
-    from attribution_audit.evaluation.outputs import write_content_bias_outputs
+    from attribution_audit.evaluation.outputs import check_out, write_content_bias_outputs
     from attribution_audit.services.content_bias import content_bias_from_settings
 
+    check_out(out)
     settings = settings_of(ctx, embedder)
     metrics = checked(
         content_bias_from_settings, settings=settings, audit=audit_of(settings), queries=queries, space=space.value
