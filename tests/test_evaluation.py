@@ -30,6 +30,7 @@ from attribution_audit.domain.indicators import artist_entropy, confidence_score
 from attribution_audit.domain.params import MAX_K
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, ManifestError, NotFoundError
+from attribution_audit.evaluation.content_bias import ContentPairs, content_bias
 from attribution_audit.evaluation.metrics import (
     QueryOutcome,
     ann_vs_exact,
@@ -45,6 +46,7 @@ from attribution_audit.evaluation.metrics import (
     table1,
     work_precision_recall,
 )
+from attribution_audit.evaluation.outputs import write_content_bias_outputs, write_outputs
 from attribution_audit.services.evaluate import import_query_set
 from attribution_audit.sources.synthetic import DemoCatalogue, draw_work, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
@@ -921,3 +923,23 @@ def test_an_out_that_is_not_a_writable_folder_is_refused_before_the_run_in_one_l
     cli("evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(tmp_path / "ok"))
     refused = cli("evaluate", "report", "--run", "1", "--out", str(a_file), code=1)
     assert refused.stderr.startswith(f"error: {a_file}: ") and len(refused.stderr.splitlines()) == 1
+
+
+def test_a_subset_named_overall_does_not_replace_the_overall_figures(tmp_path: Path) -> None:
+    """A labelled set may name a subset "overall": it is shown as "subset overall", beside the real overall."""
+    outcomes = [replace(O1, subset="overall"), replace(O2, subset="overall"), O3, O4, O5]
+    metrics = evaluate(outcomes, k_max=3, k=3, model=None)
+    write_outputs({"run_id": 1, "recorded_k": 3, **metrics}, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "| overall | 5 |" in report and "| subset overall | 2 |" in report
+    with (tmp_path / "curves.csv").open() as handle:
+        groups = [row["group"] for row in csv.DictReader(handle)]
+    assert groups.count("overall") == 3 and groups.count("subset overall") == 3
+
+    pairs = [ContentPairs("overall", [0.9], [0.1]), ContentPairs("b", [0.3, 0.4], [0.6])]
+    bias = {"run_id": 2, "space": "content", "content_source": "captions", "content_source_reason": "r"}
+    write_content_bias_outputs({**bias, **content_bias(pairs)}, tmp_path)
+    table = (tmp_path / "content_bias.md").read_text()
+    assert "| overall | 2 | 3 / 2 |" in table and "| subset overall | 1 | 1 / 1 |" in table
+    assert (tmp_path / "content_bias_overall.png").is_file()
+    assert (tmp_path / "content_bias_subset_overall.png").is_file()

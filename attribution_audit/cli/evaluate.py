@@ -257,7 +257,7 @@ def evaluate_content_bias(
     \b
     Example: attribution-audit evaluate content-bias .demo/catalogue/labelled.csv --out .demo/evaluation
     """
-    from attribution_audit.evaluation.outputs import check_out, write_content_bias_outputs
+    from attribution_audit.evaluation.outputs import check_out, metric_groups, write_content_bias_outputs
     from attribution_audit.services.content_bias import content_bias_from_settings
 
     check_out(out)
@@ -267,8 +267,7 @@ def evaluate_content_bias(
     )
     write_content_bias_outputs(metrics, out)
     typer.echo(f"content from the {metrics['content_source']}: {metrics['content_source_reason']}")
-    groups = {"overall": metrics["overall"], **metrics["subsets"]}
-    for group, block in groups.items():
+    for group, block in metric_groups(metrics).items():
         typer.echo(
             f"{group}: mean content similarity to attributed works {num(block['attributed']['mean'])}, to true "
             f"inspiration works {num(block['inspiration']['mean'])}; Mann-Whitney p {num_p(block['p_value'])}"

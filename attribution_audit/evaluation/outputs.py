@@ -85,8 +85,11 @@ NO_QUERY = "no query could be attributed"
 NO_ARTIST_WORKS = "no true artist has works in the catalogue, or the run predates artist recall"
 
 
-def _groups(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {"overall": metrics["overall"], **metrics["subsets"]}
+def metric_groups(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Overall, then each subset by name; a subset named "overall" is shown as "subset overall" (never in its
+    place)."""
+    subsets = {f"subset {name}" if name == "overall" else name: block for name, block in metrics["subsets"].items()}
+    return {"overall": metrics["overall"], **subsets}
 
 
 def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
@@ -95,13 +98,13 @@ def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
     with curves_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["group", "k", *CURVE_KEYS])
-        for group, block in _groups(metrics).items():
+        for group, block in metric_groups(metrics).items():
             for row in block["curves"]:
                 writer.writerow([group, row["k"], *(row.get(key) for key in CURVE_KEYS)])
     with table_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["group", "hypothesis", "class", "p_value", "auroc", "u", "n_positive", "n_negative"])
-        for group, block in _groups(metrics).items():
+        for group, block in metric_groups(metrics).items():
             for hypothesis, cells in block["table1"].items():
                 for name, cell in cells.items():
                     if cell is not None:
@@ -132,7 +135,7 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = _groups(metrics)
+    groups = metric_groups(metrics)
     figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
     for group, block in groups.items():
         axis.plot([row["k"] for row in block["curves"]], _curve(block, "hit_rate"), label=_label(group))
@@ -168,7 +171,7 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
 
 
 def _label(group: str) -> str:
-    return "all images" if group == "overall" else f"subset {group}"
+    return "all images" if group == "overall" else group if group == "subset overall" else f"subset {group}"
 
 
 def _finish(axis: Any, k: int, ylabel: str) -> None:
@@ -194,7 +197,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         "per-image-K precision (= recall) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for group, block in _groups(metrics).items():
+    for group, block in metric_groups(metrics).items():
         curves = block["curves"]
         at_k = curves[min(metrics["k"], len(curves)) - 1]
         lines.append(
@@ -202,7 +205,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
             f"{_fmt(at_k['hit_rate'], why=NO_QUERY)} | {_fmt(at_k['artist_precision'], why=NO_QUERY)} | "
             f"{_fmt(at_k.get('artist_recall'), why=NO_ARTIST_WORKS)} | {_per_image_k(block)} |"
         )
-    for group, block in _groups(metrics).items():
+    for group, block in metric_groups(metrics).items():
         lines += ["", f"## Table 1 ({group}): Mann-Whitney U tests", ""]
         lines += ["| | " + " | ".join(TABLE1_COLUMNS.values()) + " |", "|---|" + "---|" * len(TABLE1_COLUMNS)]
         for key, label in TABLE1_ROWS.items():
@@ -313,7 +316,7 @@ def write_content_bias_outputs(metrics: dict[str, Any], out: str | Path) -> list
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         paths = [folder / "content_bias.json", folder / "content_bias.md"]
-        for group, block in _groups(metrics).items():
+        for group, block in metric_groups(metrics).items():
             attributed, inspiration = block["attributed"], block["inspiration"]
             p_value = (
                 _fmt(block["p_value"]) if block["p_value"] is not None else "n/a (a side empty, or all values equal)"
