@@ -267,6 +267,8 @@ def evaluate_content_bias(
     )
     write_content_bias_outputs(metrics, out)
     typer.echo(f"content from the {metrics['content_source']}: {metrics['content_source_reason']}")
+    if metrics.get("caveat"):
+        typer.echo(f"caveat: {metrics['caveat']}")
     for group, block in metric_groups(metrics).items():
         typer.echo(
             f"{group}: mean content similarity to attributed works {num(block['attributed']['mean'])}, to true "

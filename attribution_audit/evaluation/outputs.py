@@ -310,12 +310,14 @@ def write_content_bias_outputs(metrics: dict[str, Any], out: str | Path) -> list
             "",
             f"Attribution space: {metrics['space']}; K = each image's number of true works. Content from the "
             f"{metrics['content_source']}: {metrics['content_source_reason']}.",
+            *(["", f"**Caveat:** {metrics['caveat']}."] if metrics.get("caveat") else []),
             "",
             "| group | queries | pairs attributed / inspiration | mean similarity attributed | mean similarity "
             "inspiration | Mann-Whitney U | p |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         paths = [folder / "content_bias.json", folder / "content_bias.md"]
+        images = []
         for group, block in metric_groups(metrics).items():
             attributed, inspiration = block["attributed"], block["inspiration"]
             p_value = (
@@ -339,8 +341,9 @@ def write_content_bias_outputs(metrics: dict[str, Any], out: str | Path) -> list
             figure.savefig(png)
             plt.close(figure)
             paths.append(png)
-            lines += ["", f"![{group}]({png.name})"]
+            images += ["", f"![{group}]({png.name})"]
         lines += [
+            *images,
             "",
             "A difference says the two sets differ in content; as the note says, it does not formally prove that works "
             "are attributed because of their content.",
