@@ -523,6 +523,10 @@ def test_per_image_k_beyond_the_request_limit_is_refused_in_one_line(
     result = cli(*args, code=1)
     assert f"needs {MAX_K + 1} neighbours per query" in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+    # --k-max itself beyond the limit: said of --k-max (it blamed the queries' 8 true works).
+    args = ["evaluate", "run", str(eval_catalogue.labelled), "--k-max", str(MAX_K + 1), *EMBEDDER]
+    refused = cli(*args, "--out", str(tmp_path / "o"), code=2)
+    assert "--k-max" in refused.output and str(MAX_K) in refused.output and "true works" not in refused.output
 
 
 def store_snapshot(cli: Cli) -> dict[str, object]:
@@ -642,6 +646,10 @@ def test_a_noise_level_that_cannot_be_reached_is_refused_not_capped(
     assert "needs 18 noise works; the held-out rest of the catalogue has 12" in refused.output
     # Heterogeneous noise is another domain: a manifest is required.
     assert "--noise" in cli(*base, "--kind", "heterogeneous", code=2).output
+    # A level that adds no work at all (1 % of 24 rounds to 0) is not reached either; nor is a seed below 0.
+    refused = cli(*base, "--levels", "0.01,0.5", code=2)
+    assert "noise level 1% of the 24-work reference index adds no noise work" in refused.output
+    assert "--seed" in cli(*base, "--seed", "-1", code=2).output
     engine = cli.engine()
     try:
         with engine.connect() as connection:

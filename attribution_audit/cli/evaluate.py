@@ -24,6 +24,7 @@ from attribution_audit.cli.common import (
     num,
     settings_of,
 )
+from attribution_audit.domain.params import MAX_K
 
 app = Typer(
     help="The research note's experiments on labelled queries.\n\n\b\nExample: attribution-audit evaluate list",
@@ -35,7 +36,7 @@ OUT = Path("evaluation")
 def evaluate_run(
     ctx: typer.Context,
     queries: QueriesArgument,
-    k_max: Annotated[int, typer.Option(min=1, help="Curves are computed for K = 1..k-max.")] = 100,
+    k_max: Annotated[int, typer.Option(min=1, max=MAX_K, help="Curves are computed for K = 1..k-max.")] = 100,
     k: Annotated[
         int, typer.Option("--k", min=1, help="Fixed K for Table 1 (when true works are unknown) and confidence.")
     ] = 10,
@@ -84,7 +85,7 @@ def evaluate_run(
 def evaluate_compare_spaces(
     ctx: typer.Context,
     queries: QueriesArgument,
-    k_max: Annotated[int, typer.Option(min=1, help="Curves are computed for K = 1..k-max.")] = 100,
+    k_max: Annotated[int, typer.Option(min=1, max=MAX_K, help="Curves are computed for K = 1..k-max.")] = 100,
     k: Annotated[int, typer.Option("--k", min=1, help="K of the side-by-side numbers.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Also write compare.json and compare.md here.")] = None,
     embedder: EmbedderOption = None,
@@ -193,7 +194,7 @@ def evaluate_noise(
             help="homogeneous (same domain: completes the reference index) or heterogeneous (another domain).",
         ),
     ] = NoiseKind.homogeneous,
-    seed: Annotated[int, typer.Option(help="Seed of the reference subset and of the noise sample.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the reference subset and of the noise sample.")] = 0,
     k: Annotated[int, typer.Option("--k", min=1, help="Attributed works per query.")] = 10,
     space: SpaceOption = SpaceChoice.content,
     out: Annotated[Path, typer.Option(help="Folder for noise.json, noise.csv and noise.png.")] = OUT,

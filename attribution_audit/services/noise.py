@@ -65,6 +65,11 @@ def _refuse_unreachable(levels: Sequence[float], reference_size: int, available:
     """A level that needs more noise works than there are is refused, never capped."""
     for level in sorted(levels):
         wanted = round(level * reference_size)
+        if wanted == 0:
+            raise ValueError(
+                f"noise level {level:.0%} of the {reference_size}-work reference index adds no noise work: raise "
+                "--levels or --reference-fraction"
+            )
         if wanted > available:
             raise ValueError(
                 f"noise level {level:.0%} of the {reference_size}-work reference index needs {wanted} noise works; "
