@@ -951,3 +951,26 @@ def test_a_subset_named_overall_does_not_replace_the_overall_figures(tmp_path: P
     assert "| overall | 2 | 3 / 2 |" in table and "| subset overall | 1 | 1 / 1 |" in table
     assert (tmp_path / "content_bias_overall.png").is_file()
     assert (tmp_path / "content_bias_subset_overall.png").is_file()
+
+
+def test_report_of_a_run_that_did_not_finish_is_refused_in_one_line(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """A run cut short (killed) stays "running" with part of its results: no report pretends it is whole."""
+    cli.restore(ingested)
+    audit = cli.audit()
+    try:
+        query_set = import_query_set(audit, eval_catalogue.labelled)
+        run_id = audit.evaluations.start_run(
+            kind="attribution",
+            requester="tester",
+            query_set_id=query_set,
+            embedder_name=MODEL,
+            collection="works_efficientnet_lite0",
+            settings={"k_max": 3, "k": 2, "recorded_k": 3, "params": {"shares": "equal"}},
+        )
+    finally:
+        audit.engine.dispose()
+    refused = cli("evaluate", "report", "--run", str(run_id), "--out", str(tmp_path / "out"), code=1)
+    assert f"evaluation run {run_id} has not finished" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
