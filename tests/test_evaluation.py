@@ -59,6 +59,7 @@ from attribution_audit.store.models import (
     QuerySet,
 )
 from attribution_audit.store.vectors import open_store
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
 # -- a hand-made labelled set ------------------------------------------------------------------------------------
 # Per-image K (number of true works, else the fixed K = 3) and what the first K neighbours say:
@@ -974,3 +975,32 @@ def test_report_of_a_run_that_did_not_finish_is_refused_in_one_line(
     refused = cli("evaluate", "report", "--run", str(run_id), "--out", str(tmp_path / "out"), code=1)
     assert f"evaluation run {run_id} has not finished" in refused.stderr and len(refused.stderr.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_noise_removes_the_scratch_copy_a_killed_run_left_and_keeps_a_live_one(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """A noise run killed mid-way leaves its scratch copy of the index in the data dir (SIGKILL runs no cleanup);
+    the next run removes it, unless another run still holds it."""
+    cli.restore(ingested)
+    production = open_store(load_settings(data_dir=cli.data_dir, database_url=cli.database_url), MODEL)
+    try:
+        points = list(production.iter_points())[:4]
+    finally:
+        production.close()
+    left, live = cli.data_dir / "noise-killed", cli.data_dir / "noise-running"
+    for folder in (left, live):
+        scratch = EdgeStore(folder, "scratch")
+        scratch.ensure_collection(len(points[0].vector), None)
+        scratch.upsert(points)
+        if folder == left:
+            scratch.close()  # what a killed process leaves: the copy, its lock free
+        else:
+            running = scratch  # another run's copy, its lock held
+    try:
+        args = ["evaluate", "noise", str(eval_catalogue.labelled), "--levels", "0.25", "--k", "3", *EMBEDDER]
+        cli(*args, "--out", str(tmp_path / "out"))
+        assert not left.exists() and (live / "scratch.lock").is_file()
+        assert sorted(p.name for p in cli.data_dir.glob("noise-*")) == ["noise-running"]
+    finally:
+        running.close()
