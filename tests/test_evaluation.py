@@ -1004,3 +1004,20 @@ def test_noise_removes_the_scratch_copy_a_killed_run_left_and_keeps_a_live_one(
         assert sorted(p.name for p in cli.data_dir.glob("noise-*")) == ["noise-running"]
     finally:
         running.close()
+
+
+def test_a_clashing_query_set_name_says_what_every_command_can_do(audit: AuditStore, tmp_path: Path) -> None:
+    """The same labels copied elsewhere, or the file edited: the error says which, and offers what works for every
+    evaluate command (noise, content-bias, compare-exact have no --name): reuse the stored set by its name."""
+    first, copy = tmp_path / "x" / "labelled.csv", tmp_path / "y" / "labelled.csv"
+    for path in (first, copy):
+        path.parent.mkdir()
+        path.write_text("path,artist\na.png,Ada\n")
+    import_query_set(audit, first)
+    with pytest.raises(ManifestError) as moved:
+        import_query_set(audit, copy)
+    assert "other content" not in str(moved.value) and "give 'labelled' instead of the file" in str(moved.value)
+    first.write_text("path,artist\na.png,Bruno\n")
+    with pytest.raises(ManifestError) as edited:
+        import_query_set(audit, first)
+    assert "with other content" in str(edited.value) and "rename the file" in str(edited.value)
