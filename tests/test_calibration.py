@@ -218,6 +218,16 @@ def test_read_labelled_parses_paths_artists_work_ids_and_subsets(tmp_path: Path)
     assert first.subset == "style" and second.subset is None
 
 
+def test_read_labelled_removes_control_characters_from_subsets_and_captions(tmp_path: Path) -> None:
+    """Subsets are printed to the terminal and written in reports and plot titles: no escape sequence gets there."""
+    csv_path = tmp_path / "labelled.csv"
+    csv_path.write_text('path,artist,work_ids,subset,caption\na.png,Ada,"W1;W2","a\x1b[31mred\x07","x\x00y\x1bz"\n')
+    (query,) = read_labelled(csv_path)
+    assert query.subset == "a[31mred" and query.work_ids == ("W1", "W2") and query.caption == "xyz"
+    csv_path.write_text('path,artist,subset\na.png,Ada,"\x1b"\n')
+    assert read_labelled(csv_path)[0].subset is None  # nothing left: no subset
+
+
 @pytest.mark.parametrize(("header", "missing"), [("path,work_ids", "artist"), ("file,artist", "path"), ("x", "path")])
 def test_read_labelled_names_the_file_when_columns_are_missing(tmp_path: Path, header: str, missing: str) -> None:
     csv_path = tmp_path / "labelled.csv"

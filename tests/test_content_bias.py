@@ -125,6 +125,11 @@ def test_content_bias_from_the_content_image_space(
     assert overall["p_value"] == pytest.approx(test.pvalue)
     report = (out / "content_bias.md").read_text()
     assert "Content from the content image space" in report and "does not formally prove" in report
+    # Measured in the space that chose the attributed works, the comparison is circular: said, not implied.
+    assert metrics["caveat"] and "by construction" in metrics["caveat"]
+    assert f"caveat: {metrics['caveat']}" in printed and metrics["caveat"] in report
+    table = [n for n, line in enumerate(report.splitlines()) if line.startswith("|")]
+    assert len(table) == 2 + 3 and table == list(range(table[0], table[0] + 5))  # one table, no image inside it
     for group in ("overall", "gpt", "object"):
         assert_png(out / f"content_bias_{group}.png")
         assert f"![{group}](content_bias_{group}.png)" in report

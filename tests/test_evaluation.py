@@ -30,6 +30,7 @@ from attribution_audit.domain.indicators import artist_entropy, confidence_score
 from attribution_audit.domain.params import MAX_K
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, ManifestError, NotFoundError
+from attribution_audit.evaluation.content_bias import ContentPairs, content_bias
 from attribution_audit.evaluation.metrics import (
     QueryOutcome,
     ann_vs_exact,
@@ -45,6 +46,7 @@ from attribution_audit.evaluation.metrics import (
     table1,
     work_precision_recall,
 )
+from attribution_audit.evaluation.outputs import write_content_bias_outputs, write_outputs
 from attribution_audit.services.evaluate import import_query_set
 from attribution_audit.sources.synthetic import DemoCatalogue, draw_work, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
@@ -57,6 +59,7 @@ from attribution_audit.store.models import (
     QuerySet,
 )
 from attribution_audit.store.vectors import open_store
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
 # -- a hand-made labelled set ------------------------------------------------------------------------------------
 # Per-image K (number of true works, else the fixed K = 3) and what the first K neighbours say:
@@ -521,6 +524,10 @@ def test_per_image_k_beyond_the_request_limit_is_refused_in_one_line(
     result = cli(*args, code=1)
     assert f"needs {MAX_K + 1} neighbours per query" in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+    # --k-max itself beyond the limit: said of --k-max (it blamed the queries' 8 true works).
+    args = ["evaluate", "run", str(eval_catalogue.labelled), "--k-max", str(MAX_K + 1), *EMBEDDER]
+    refused = cli(*args, "--out", str(tmp_path / "o"), code=2)
+    assert "--k-max" in refused.output and str(MAX_K) in refused.output and "true works" not in refused.output
 
 
 def store_snapshot(cli: Cli) -> dict[str, object]:
@@ -640,6 +647,10 @@ def test_a_noise_level_that_cannot_be_reached_is_refused_not_capped(
     assert "needs 18 noise works; the held-out rest of the catalogue has 12" in refused.output
     # Heterogeneous noise is another domain: a manifest is required.
     assert "--noise" in cli(*base, "--kind", "heterogeneous", code=2).output
+    # A level that adds no work at all (1 % of 24 rounds to 0) is not reached either; nor is a seed below 0.
+    refused = cli(*base, "--levels", "0.01,0.5", code=2)
+    assert "noise level 1% of the 24-work reference index adds no noise work" in refused.output
+    assert "--seed" in cli(*base, "--seed", "-1", code=2).output
     engine = cli.engine()
     try:
         with engine.connect() as connection:
@@ -896,3 +907,117 @@ def test_artist_recall_curves_and_every_na_explained(
     assert_png(plain / "precision_recall.png")
     with Image.open(plain / "precision_recall.png") as image:
         assert image.width > image.height * 2  # two panels side by side: work level and artist level
+
+
+# -- an --out that cannot be written ---------------------------------------------------------------------------------
+def test_an_out_that_is_not_a_writable_folder_is_refused_before_the_run_in_one_line(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    labelled = write_labelled(eval_catalogue, tmp_path / "queries")
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    for out in (a_file, a_file / "below"):
+        refused = cli(
+            "evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(out), code=1
+        )
+        assert refused.stderr.startswith(f"error: {out}: ") and "--out" in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1 and isinstance(refused.exception, SystemExit)
+        noise = ["evaluate", "noise", str(labelled), "--levels", "0.1", "--k", "2", *EMBEDDER, "--out", str(out)]
+        assert cli(*noise, code=1).stderr.startswith(f"error: {out}: ")
+    assert cli("evaluate", "list", "--format", "csv").stdout.strip() == "id,kind,status,created_at,embedder"
+    assert "chain OK: 0 records" in cli("audit", "verify").stdout  # nothing attributed, nothing recorded
+
+    # A run whose outputs then cannot be written (here: evaluate report) says so in one line, with its run id.
+    cli("evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(tmp_path / "ok"))
+    refused = cli("evaluate", "report", "--run", "1", "--out", str(a_file), code=1)
+    assert refused.stderr.startswith(f"error: {a_file}: ") and len(refused.stderr.splitlines()) == 1
+
+
+def test_a_subset_named_overall_does_not_replace_the_overall_figures(tmp_path: Path) -> None:
+    """A labelled set may name a subset "overall": it is shown as "subset overall", beside the real overall."""
+    outcomes = [replace(O1, subset="overall"), replace(O2, subset="overall"), O3, O4, O5]
+    metrics = evaluate(outcomes, k_max=3, k=3, model=None)
+    write_outputs({"run_id": 1, "recorded_k": 3, **metrics}, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "| overall | 5 |" in report and "| subset overall | 2 |" in report
+    with (tmp_path / "curves.csv").open() as handle:
+        groups = [row["group"] for row in csv.DictReader(handle)]
+    assert groups.count("overall") == 3 and groups.count("subset overall") == 3
+
+    pairs = [ContentPairs("overall", [0.9], [0.1]), ContentPairs("b", [0.3, 0.4], [0.6])]
+    bias = {"run_id": 2, "space": "content", "content_source": "captions", "content_source_reason": "r"}
+    write_content_bias_outputs({**bias, **content_bias(pairs)}, tmp_path)
+    table = (tmp_path / "content_bias.md").read_text()
+    assert "| overall | 2 | 3 / 2 |" in table and "| subset overall | 1 | 1 / 1 |" in table
+    assert (tmp_path / "content_bias_overall.png").is_file()
+    assert (tmp_path / "content_bias_subset_overall.png").is_file()
+
+
+def test_report_of_a_run_that_did_not_finish_is_refused_in_one_line(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """A run cut short (killed) stays "running" with part of its results: no report pretends it is whole."""
+    cli.restore(ingested)
+    audit = cli.audit()
+    try:
+        query_set = import_query_set(audit, eval_catalogue.labelled)
+        run_id = audit.evaluations.start_run(
+            kind="attribution",
+            requester="tester",
+            query_set_id=query_set,
+            embedder_name=MODEL,
+            collection="works_efficientnet_lite0",
+            settings={"k_max": 3, "k": 2, "recorded_k": 3, "params": {"shares": "equal"}},
+        )
+    finally:
+        audit.engine.dispose()
+    refused = cli("evaluate", "report", "--run", str(run_id), "--out", str(tmp_path / "out"), code=1)
+    assert f"evaluation run {run_id} has not finished" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_noise_removes_the_scratch_copy_a_killed_run_left_and_keeps_a_live_one(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """A noise run killed mid-way leaves its scratch copy of the index in the data dir (SIGKILL runs no cleanup);
+    the next run removes it, unless another run still holds it."""
+    cli.restore(ingested)
+    production = open_store(load_settings(data_dir=cli.data_dir, database_url=cli.database_url), MODEL)
+    try:
+        points = list(production.iter_points())[:4]
+    finally:
+        production.close()
+    left, live = cli.data_dir / "noise-killed", cli.data_dir / "noise-running"
+    for folder in (left, live):
+        scratch = EdgeStore(folder, "scratch")
+        scratch.ensure_collection(len(points[0].vector), None)
+        scratch.upsert(points)
+        if folder == left:
+            scratch.close()  # what a killed process leaves: the copy, its lock free
+        else:
+            running = scratch  # another run's copy, its lock held
+    try:
+        args = ["evaluate", "noise", str(eval_catalogue.labelled), "--levels", "0.25", "--k", "3", *EMBEDDER]
+        cli(*args, "--out", str(tmp_path / "out"))
+        assert not left.exists() and (live / "scratch.lock").is_file()
+        assert sorted(p.name for p in cli.data_dir.glob("noise-*")) == ["noise-running"]
+    finally:
+        running.close()
+
+
+def test_a_clashing_query_set_name_says_what_every_command_can_do(audit: AuditStore, tmp_path: Path) -> None:
+    """The same labels copied elsewhere, or the file edited: the error says which, and offers what works for every
+    evaluate command (noise, content-bias, compare-exact have no --name): reuse the stored set by its name."""
+    first, copy = tmp_path / "x" / "labelled.csv", tmp_path / "y" / "labelled.csv"
+    for path in (first, copy):
+        path.parent.mkdir()
+        path.write_text("path,artist\na.png,Ada\n")
+    import_query_set(audit, first)
+    with pytest.raises(ManifestError) as moved:
+        import_query_set(audit, copy)
+    assert "other content" not in str(moved.value) and "give 'labelled' instead of the file" in str(moved.value)
+    first.write_text("path,artist\na.png,Bruno\n")
+    with pytest.raises(ManifestError) as edited:
+        import_query_set(audit, first)
+    assert "with other content" in str(edited.value) and "rename the file" in str(edited.value)

@@ -25,6 +25,7 @@ from attribution_audit.cli.common import (
     num,
     settings_of,
 )
+from attribution_audit.domain.params import MAX_K
 
 app = Typer(
     help="The research note's experiments on labelled queries.\n\n\b\nExample: attribution-audit evaluate list",
@@ -37,7 +38,7 @@ app.command("copies")(copies.evaluate_copies)
 def evaluate_run(
     ctx: typer.Context,
     queries: QueriesArgument,
-    k_max: Annotated[int, typer.Option(min=1, help="Curves are computed for K = 1..k-max.")] = 100,
+    k_max: Annotated[int, typer.Option(min=1, max=MAX_K, help="Curves are computed for K = 1..k-max.")] = 100,
     k: Annotated[
         int, typer.Option("--k", min=1, help="Fixed K for Table 1 (when true works are unknown) and confidence.")
     ] = 10,
@@ -55,11 +56,12 @@ def evaluate_run(
     \b
     Example: attribution-audit evaluate run .demo/catalogue/queries.csv --k-max 20 --k 5 --out .demo/evaluation
     """
-    from attribution_audit.evaluation.outputs import write_outputs
+    from attribution_audit.evaluation.outputs import check_out, write_outputs
     from attribution_audit.services.evaluate import evaluate_queries
 
     if k > k_max:
         raise typer.BadParameter(f"--k {k} is larger than --k-max {k_max}")
+    check_out(out)
     settings = settings_of(ctx, embedder)
     summary = checked(
         evaluate_queries,
@@ -85,7 +87,7 @@ def evaluate_run(
 def evaluate_compare_spaces(
     ctx: typer.Context,
     queries: QueriesArgument,
-    k_max: Annotated[int, typer.Option(min=1, help="Curves are computed for K = 1..k-max.")] = 100,
+    k_max: Annotated[int, typer.Option(min=1, max=MAX_K, help="Curves are computed for K = 1..k-max.")] = 100,
     k: Annotated[int, typer.Option("--k", min=1, help="K of the side-by-side numbers.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Also write compare.json and compare.md here.")] = None,
     embedder: EmbedderOption = None,
@@ -97,9 +99,11 @@ def evaluate_compare_spaces(
     \b
     Example: attribution-audit evaluate compare-spaces .demo/catalogue/queries.csv --k-max 20 --k 5 --format csv
     """
-    from attribution_audit.evaluation.outputs import write_comparison
+    from attribution_audit.evaluation.outputs import check_out, write_comparison
     from attribution_audit.services.evaluate import compare_spaces_of
 
+    if out is not None:
+        check_out(out)
     settings = settings_of(ctx, embedder)
     rows = compare_spaces_of(settings, audit_of(settings), queries, k_max=k_max, k=k)
     shown = [{key: num(v) if isinstance(v, float) or v is None else v for key, v in row.items()} for row in rows]
@@ -127,9 +131,11 @@ def evaluate_compare_exact(
     \b
     Example: attribution-audit evaluate compare-exact .demo/catalogue/queries.csv --k 5
     """
-    from attribution_audit.evaluation.outputs import exact_rows, write_compare_exact
+    from attribution_audit.evaluation.outputs import check_out, exact_rows, write_compare_exact
     from attribution_audit.services.compare_exact import compare_exact_from_settings
 
+    if out is not None:
+        check_out(out)
     settings = settings_of(ctx, embedder)
     metrics = checked(
         compare_exact_from_settings,
@@ -190,7 +196,7 @@ def evaluate_noise(
             help="homogeneous (same domain: completes the reference index) or heterogeneous (another domain).",
         ),
     ] = NoiseKind.homogeneous,
-    seed: Annotated[int, typer.Option(help="Seed of the reference subset and of the noise sample.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the reference subset and of the noise sample.")] = 0,
     k: Annotated[int, typer.Option("--k", min=1, help="Attributed works per query.")] = 10,
     space: SpaceOption = "content",
     out: Annotated[Path, typer.Option(help="Folder for noise.json, noise.csv and noise.png.")] = OUT,
@@ -202,9 +208,10 @@ def evaluate_noise(
     \b
     Example: attribution-audit evaluate noise .demo/catalogue/labelled.csv --reference-fraction 0.5 --levels 0.1,0.25,0.5,0.75 --k 5 --out .demo/evaluation
     """  # noqa: E501 (the example is one line, to paste)
-    from attribution_audit.evaluation.outputs import write_noise_outputs
+    from attribution_audit.evaluation.outputs import check_out, write_noise_outputs
     from attribution_audit.services.noise import noise_from_settings
 
+    check_out(out)
     try:
         fractions = [float(v) for v in levels.split(",") if v.strip()]
     except ValueError:
@@ -253,17 +260,19 @@ def evaluate_content_bias(
     \b
     Example: attribution-audit evaluate content-bias .demo/catalogue/labelled.csv --out .demo/evaluation
     """
-    from attribution_audit.evaluation.outputs import write_content_bias_outputs
+    from attribution_audit.evaluation.outputs import check_out, metric_groups, write_content_bias_outputs
     from attribution_audit.services.content_bias import content_bias_from_settings
 
+    check_out(out)
     settings = settings_of(ctx, embedder)
     metrics = checked(
         content_bias_from_settings, settings=settings, audit=audit_of(settings), queries=queries, space=space
     )
     write_content_bias_outputs(metrics, out)
     typer.echo(f"content from the {metrics['content_source']}: {metrics['content_source_reason']}")
-    groups = {"overall": metrics["overall"], **metrics["subsets"]}
-    for group, block in groups.items():
+    if metrics.get("caveat"):
+        typer.echo(f"caveat: {metrics['caveat']}")
+    for group, block in metric_groups(metrics).items():
         typer.echo(
             f"{group}: mean content similarity to attributed works {num(block['attributed']['mean'])}, to true "
             f"inspiration works {num(block['inspiration']['mean'])}; Mann-Whitney p {num_p(block['p_value'])}"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from attribution_audit.errors import AttributionAuditError
 from attribution_audit.reporting.tables import csv_cell
 
 TABLE1_COLUMNS = {
@@ -23,6 +27,31 @@ TABLE1_ROWS = {
     "diversity": "Hypothesis 1: diversity of artists",
     "distance": "Hypothesis 2: distance to the nearest neighbour",
 }
+
+
+def check_out(out: str | Path) -> None:
+    """Refuse, before an experiment runs, an ``--out`` that cannot become a writable folder (creates nothing)."""
+    existing = Path(out).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise AttributionAuditError(f"{out}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AttributionAuditError(f"{out}: cannot write in {existing} (permission denied); choose another --out")
+
+
+@contextmanager
+def _folder(out: str | Path, run_id: Any = None) -> Iterator[Path]:
+    """``out``, created; an OSError while writing into it becomes one line (saying the run is recorded)."""
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+    except OSError as exc:
+        recorded = f"; evaluation run {run_id} is recorded (evaluate list shows it)" if run_id is not None else ""
+        raise AttributionAuditError(
+            f"{out}: cannot write the results ({exc.strerror or exc}); choose another --out{recorded}"
+        ) from None
 
 
 def _fmt(value: Any, digits: int = 3, why: str = "") -> str:
@@ -57,8 +86,11 @@ NO_QUERY = "no query could be attributed"
 NO_ARTIST_WORKS = "no true artist has works in the catalogue, or the run predates artist recall"
 
 
-def _groups(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {"overall": metrics["overall"], **metrics["subsets"]}
+def metric_groups(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Overall, then each subset by name; a subset named "overall" is shown as "subset overall" (never in its
+    place)."""
+    subsets = {f"subset {name}" if name == "overall" else name: block for name, block in metrics["subsets"].items()}
+    return {"overall": metrics["overall"], **subsets}
 
 
 def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
@@ -67,13 +99,13 @@ def write_tables(metrics: dict[str, Any], out: Path) -> list[Path]:
     with curves_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["group", "k", *CURVE_KEYS])
-        for group, block in _groups(metrics).items():
+        for group, block in metric_groups(metrics).items():
             for row in block["curves"]:
                 writer.writerow([csv_cell(group), row["k"], *(row.get(key) for key in CURVE_KEYS)])
     with table_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["group", "hypothesis", "class", "p_value", "auroc", "u", "n_positive", "n_negative"])
-        for group, block in _groups(metrics).items():
+        for group, block in metric_groups(metrics).items():
             for hypothesis, cells in block["table1"].items():
                 for name, cell in cells.items():
                     if cell is not None:
@@ -104,7 +136,7 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = _groups(metrics)
+    groups = metric_groups(metrics)
     figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
     for group, block in groups.items():
         axis.plot([row["k"] for row in block["curves"]], _curve(block, "hit_rate"), label=_label(group))
@@ -140,7 +172,7 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
 
 
 def _label(group: str) -> str:
-    return "all images" if group == "overall" else f"subset {group}"
+    return "all images" if group == "overall" else group if group == "subset overall" else f"subset {group}"
 
 
 def _finish(axis: Any, k: int, ylabel: str) -> None:
@@ -166,7 +198,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         "per-image-K precision (= recall) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for group, block in _groups(metrics).items():
+    for group, block in metric_groups(metrics).items():
         curves = block["curves"]
         at_k = curves[min(metrics["k"], len(curves)) - 1]
         lines.append(
@@ -174,7 +206,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
             f"{_fmt(at_k['hit_rate'], why=NO_QUERY)} | {_fmt(at_k['artist_precision'], why=NO_QUERY)} | "
             f"{_fmt(at_k.get('artist_recall'), why=NO_ARTIST_WORKS)} | {_per_image_k(block)} |"
         )
-    for group, block in _groups(metrics).items():
+    for group, block in metric_groups(metrics).items():
         lines += ["", f"## Table 1 ({group}): Mann-Whitney U tests", ""]
         lines += ["| | " + " | ".join(TABLE1_COLUMNS.values()) + " |", "|---|" + "---|" * len(TABLE1_COLUMNS)]
         for key, label in TABLE1_ROWS.items():
@@ -205,11 +237,15 @@ def render_markdown(metrics: dict[str, Any]) -> str:
 
 def write_outputs(metrics: dict[str, Any], out: str | Path) -> list[Path]:
     """Write every output file into ``out``; returns their paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (out / "report.md").write_text(render_markdown(metrics))
-    return [out / "metrics.json", out / "report.md", *write_tables(metrics, out), *write_plots(metrics, out)]
+    with _folder(out, metrics.get("run_id")) as folder:
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (folder / "report.md").write_text(render_markdown(metrics))
+        return [
+            folder / "metrics.json",
+            folder / "report.md",
+            *write_tables(metrics, folder),
+            *write_plots(metrics, folder),
+        ]
 
 
 def write_noise_outputs(metrics: dict[str, Any], out: str | Path) -> list[Path]:
@@ -222,42 +258,42 @@ def write_noise_outputs(metrics: dict[str, Any], out: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "noise.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    with (out / "noise.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["kind", "level", "noise_works", "mean_overlap", "noise_in_top_k"])
-        for row in metrics["levels"]:
-            writer.writerow(
-                [metrics["kind"], row["level"], row["noise_works"], row["mean_overlap"], row["noise_in_top_k"]]
-            )
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=110)
-    levels = [100 * row["level"] for row in metrics["levels"]]
-    axis.plot(levels, [row["mean_overlap"] for row in metrics["levels"]], marker="o", label=f"{metrics['kind']} noise")
-    axis.set_xlabel(f"noise added (% of the {metrics['index_size']}-work reference index)")
-    axis.set_ylabel(f"mean overlap with the clean top {metrics['k']}")
-    axis.set_ylim(0, 1.02)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(out / "noise.png")
-    plt.close(figure)
-    return [out / "noise.json", out / "noise.csv", out / "noise.png"]
+    with _folder(out, metrics.get("run_id")) as folder:
+        (folder / "noise.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        with (folder / "noise.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["kind", "level", "noise_works", "mean_overlap", "noise_in_top_k"])
+            for row in metrics["levels"]:
+                writer.writerow(
+                    [metrics["kind"], row["level"], row["noise_works"], row["mean_overlap"], row["noise_in_top_k"]]
+                )
+        figure, axis = plt.subplots(figsize=(6, 4), dpi=110)
+        levels = [100 * row["level"] for row in metrics["levels"]]
+        axis.plot(
+            levels, [row["mean_overlap"] for row in metrics["levels"]], marker="o", label=f"{metrics['kind']} noise"
+        )
+        axis.set_xlabel(f"noise added (% of the {metrics['index_size']}-work reference index)")
+        axis.set_ylabel(f"mean overlap with the clean top {metrics['k']}")
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(folder / "noise.png")
+        plt.close(figure)
+        return [folder / "noise.json", folder / "noise.csv", folder / "noise.png"]
 
 
 def write_comparison(rows: list[dict[str, Any]], shown: list[dict[str, Any]], out: str | Path) -> list[Path]:
     """compare.json (the raw rows) and compare.md (the rows as shown) of ``evaluate compare-spaces``."""
     from attribution_audit.reporting.tables import render_rows
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(rows, indent=2))
-    table = render_rows(shown, "csv").splitlines()
-    markdown = ["| " + " | ".join(line.split(",")) + " |" for line in table]
-    markdown.insert(1, "|" + "---|" * len(table[0].split(",")))
-    (out / "compare.md").write_text("\n".join(markdown) + "\n")
-    return [out / "compare.json", out / "compare.md"]
+    with _folder(out, None) as folder:
+        (folder / "compare.json").write_text(json.dumps(rows, indent=2))
+        table = render_rows(shown, "csv").splitlines()
+        markdown = ["| " + " | ".join(line.split(",")) + " |" for line in table]
+        markdown.insert(1, "|" + "---|" * len(table[0].split(",")))
+        (folder / "compare.md").write_text("\n".join(markdown) + "\n")
+        return [folder / "compare.json", folder / "compare.md"]
 
 
 def write_content_bias_outputs(metrics: dict[str, Any], out: str | Path) -> list[Path]:
@@ -268,50 +304,54 @@ def write_content_bias_outputs(metrics: dict[str, Any], out: str | Path) -> list
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "content_bias.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    lines = [
-        f"# Content of attributed works vs true inspiration works (evaluation run {metrics['run_id']})",
-        "",
-        f"Attribution space: {metrics['space']}; K = each image's number of true works. Content from the "
-        f"{metrics['content_source']}: {metrics['content_source_reason']}.",
-        "",
-        "| group | queries | pairs attributed / inspiration | mean similarity attributed | mean similarity "
-        "inspiration | Mann-Whitney U | p |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    paths = [out / "content_bias.json", out / "content_bias.md"]
-    for group, block in _groups(metrics).items():
-        attributed, inspiration = block["attributed"], block["inspiration"]
-        p_value = _fmt(block["p_value"]) if block["p_value"] is not None else "n/a (a side empty, or all values equal)"
-        lines.append(
-            f"| {group} | {block['queries']} | {attributed['n']} / {inspiration['n']} | {_fmt(attributed['mean'])} | "
-            f"{_fmt(inspiration['mean'])} | {_fmt(block['u'])} | {p_value} |"
-        )
-        figure, axis = plt.subplots(figsize=(6.5, 4), dpi=110)
-        values = [attributed["values"], inspiration["values"]]
-        bins = np.histogram_bin_edges([v for side in values for v in side] or [0.0, 1.0], bins=20).tolist()
-        axis.hist(values[0], bins=bins, alpha=0.6, label="attributed works")
-        axis.hist(values[1], bins=bins, alpha=0.6, label="true inspiration works")
-        axis.set_xlabel(f"cosine similarity of content to the generated image ({metrics['content_source']})")
-        axis.set_ylabel("number of (generated image, work) pairs")
-        axis.set_title(f"{group}: Mann-Whitney p = {_fmt(block['p_value'])}", fontsize=10)
-        axis.legend()
-        figure.tight_layout()
-        png = out / f"content_bias_{re.sub(r'[^A-Za-z0-9_-]', '_', group)}.png"
-        figure.savefig(png)
-        plt.close(figure)
-        paths.append(png)
-        lines += ["", f"![{group}]({png.name})"]
-    lines += [
-        "",
-        "A difference says the two sets differ in content; as the note says, it does not formally prove that works "
-        "are attributed because of their content.",
-        "",
-    ]
-    (out / "content_bias.md").write_text("\n".join(lines))
-    return paths
+    with _folder(out, metrics.get("run_id")) as folder:
+        (folder / "content_bias.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        lines = [
+            f"# Content of attributed works vs true inspiration works (evaluation run {metrics['run_id']})",
+            "",
+            f"Attribution space: {metrics['space']}; K = each image's number of true works. Content from the "
+            f"{metrics['content_source']}: {metrics['content_source_reason']}.",
+            *(["", f"**Caveat:** {metrics['caveat']}."] if metrics.get("caveat") else []),
+            "",
+            "| group | queries | pairs attributed / inspiration | mean similarity attributed | mean similarity "
+            "inspiration | Mann-Whitney U | p |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        paths = [folder / "content_bias.json", folder / "content_bias.md"]
+        images = []
+        for group, block in metric_groups(metrics).items():
+            attributed, inspiration = block["attributed"], block["inspiration"]
+            p_value = (
+                _fmt(block["p_value"]) if block["p_value"] is not None else "n/a (a side empty, or all values equal)"
+            )
+            lines.append(
+                f"| {group} | {block['queries']} | {attributed['n']} / {inspiration['n']} | "
+                f"{_fmt(attributed['mean'])} | {_fmt(inspiration['mean'])} | {_fmt(block['u'])} | {p_value} |"
+            )
+            figure, axis = plt.subplots(figsize=(6.5, 4), dpi=110)
+            values = [attributed["values"], inspiration["values"]]
+            bins = np.histogram_bin_edges([v for side in values for v in side] or [0.0, 1.0], bins=20).tolist()
+            axis.hist(values[0], bins=bins, alpha=0.6, label="attributed works")
+            axis.hist(values[1], bins=bins, alpha=0.6, label="true inspiration works")
+            axis.set_xlabel(f"cosine similarity of content to the generated image ({metrics['content_source']})")
+            axis.set_ylabel("number of (generated image, work) pairs")
+            axis.set_title(f"{group}: Mann-Whitney p = {_fmt(block['p_value'])}", fontsize=10)
+            axis.legend()
+            figure.tight_layout()
+            png = folder / f"content_bias_{re.sub(r'[^A-Za-z0-9_-]', '_', group)}.png"
+            figure.savefig(png)
+            plt.close(figure)
+            paths.append(png)
+            images += ["", f"![{group}]({png.name})"]
+        lines += [
+            *images,
+            "",
+            "A difference says the two sets differ in content; as the note says, it does not formally prove that works "
+            "are attributed because of their content.",
+            "",
+        ]
+        (folder / "content_bias.md").write_text("\n".join(lines))
+        return paths
 
 
 def exact_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -331,21 +371,20 @@ def exact_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_compare_exact(metrics: dict[str, Any], shown: list[dict[str, Any]], out: str | Path) -> list[Path]:
     """compare_exact.json and compare_exact.md (the table, with what was measured and how)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare_exact.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    columns = list(shown[0])
-    lines = [
-        f"# HNSW vs KD-Tree vs brute force (evaluation run {metrics['run_id']})",
-        "",
-        f"{metrics['queries']} queries, K = {metrics['k']}, {metrics['space']} space, {metrics['index_size']} "
-        f"vectors of dimension {metrics['dimension']}. Brute force is the ground truth; latency is one query at a "
-        "time; HNSW's build time is n/a: its index is the collection's, built at ingestion.",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * (len(columns) - 1),
-        *("| " + " | ".join(str(row[c]) for c in columns) + " |" for row in shown),
-        "",
-    ]
-    (out / "compare_exact.md").write_text("\n".join(lines))
-    return [out / "compare_exact.json", out / "compare_exact.md"]
+    with _folder(out, metrics.get("run_id")) as folder:
+        (folder / "compare_exact.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        columns = list(shown[0])
+        lines = [
+            f"# HNSW vs KD-Tree vs brute force (evaluation run {metrics['run_id']})",
+            "",
+            f"{metrics['queries']} queries, K = {metrics['k']}, {metrics['space']} space, {metrics['index_size']} "
+            f"vectors of dimension {metrics['dimension']}. Brute force is the ground truth; latency is one query at a "
+            "time; HNSW's build time is n/a: its index is the collection's, built at ingestion.",
+            "",
+            "| " + " | ".join(columns) + " |",
+            "|---|" + "---:|" * (len(columns) - 1),
+            *("| " + " | ".join(str(row[c]) for c in columns) + " |" for row in shown),
+            "",
+        ]
+        (folder / "compare_exact.md").write_text("\n".join(lines))
+        return [folder / "compare_exact.json", folder / "compare_exact.md"]

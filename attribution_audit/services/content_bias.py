@@ -17,6 +17,7 @@ import numpy as np
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import CONTENT, WorkPoint
+from attribution_audit.domain.spaces import space_named
 from attribution_audit.embedding.base import TextEmbedder
 from attribution_audit.errors import ImageError, ManifestError
 from attribution_audit.evaluation.content_bias import ContentPairs, content_bias
@@ -29,6 +30,11 @@ from attribution_audit.store.evaluations import StoredQuery
 
 CAPTIONS = "captions"
 IMAGES = "content image space"
+CIRCULAR = (
+    "the attributed works were chosen by their similarity in this same content image space, so they are at least as "
+    "similar by construction: this comparison cannot show a content bias; give captions with a CLIP embedder, or "
+    "attribute with --space style"
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ def measure_content_bias(
         "space": space,
         "content_source": source,
         "content_source_reason": why,
+        "caveat": CIRCULAR if source == IMAGES and CONTENT in space_named(space).bases else None,
         "queries_with_true_works": len(labelled),
         **content_bias(pairs),
     }

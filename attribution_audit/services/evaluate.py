@@ -14,7 +14,7 @@ from tqdm import tqdm
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import DEFAULT_EXACT_METHOD, MAX_K, AttributionParams
 from attribution_audit.domain.spaces import SPACES, space_named
-from attribution_audit.errors import ImageError, ManifestError, NotFoundError
+from attribution_audit.errors import ConflictError, ImageError, ManifestError, NotFoundError
 from attribution_audit.evaluation.metrics import QueryOutcome, evaluate
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.wiring import open_attributor
@@ -189,7 +189,13 @@ def recompute_run(audit: AuditStore, run_id: int) -> tuple[str, dict[str, Any]]:
     """(kind, metrics) of a past ``evaluate run`` or ``evaluate noise`` run, recomputed from the audit DB alone."""
     from attribution_audit.services.noise import noise_metrics
 
-    kind = audit.evaluations.run(run_id, kind=None).kind
+    run = audit.evaluations.run(run_id, kind=None)
+    kind = run.kind
+    if run.status != "completed":
+        raise ConflictError(
+            f"evaluation run {run_id} has not finished (status {run.status}): it was interrupted or is still "
+            "running, so its results are partial; run the experiment again"
+        )
     if kind == "noise":
         return kind, noise_metrics(audit, run_id)
     if kind != "attribution":

@@ -6,7 +6,9 @@ query's ranked works at each level are stored, so :func:`noise_metrics` recomput
 
 from __future__ import annotations
 
+import fcntl
 import math
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
 NOISE_CATALOGUE = "noise"
 CLEAN = 0.0
+SCRATCH_PREFIX, SCRATCH = "noise-", "scratch"  # <data dir>/noise-XXXX/scratch: a run's copy of the index
 
 
 def embed_paths(
@@ -54,6 +57,21 @@ def _key(point: WorkPoint) -> str:
     return f"{point.payload.get('catalogue', '')}/{point.payload.get('work_id', point.point_id)}"
 
 
+def remove_abandoned_scratch(root: Path) -> None:
+    """Remove the scratch copies that killed noise runs left in ``root`` (their shard lock is free); a copy whose
+    lock another run holds is kept."""
+    for folder in root.glob(f"{SCRATCH_PREFIX}*"):
+        lock = folder / f"{SCRATCH}.lock"
+        if not lock.is_file():
+            continue
+        with lock.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _check_levels(levels: Sequence[float], reference_fraction: float) -> None:
     if not levels or any(not (level > 0 and math.isfinite(level)) for level in levels):
         raise ValueError("noise levels must be positive fractions of the reference index, e.g. 0.1,0.25,0.5,0.75")
@@ -65,6 +83,11 @@ def _refuse_unreachable(levels: Sequence[float], reference_size: int, available:
     """A level that needs more noise works than there are is refused, never capped."""
     for level in sorted(levels):
         wanted = round(level * reference_size)
+        if wanted == 0:
+            raise ValueError(
+                f"noise level {level:.0%} of the {reference_size}-work reference index adds no noise work: raise "
+                "--levels or --reference-fraction"
+            )
         if wanted > available:
             raise ValueError(
                 f"noise level {level:.0%} of the {reference_size}-work reference index needs {wanted} noise works; "
@@ -133,8 +156,10 @@ def noise_experiment(
     query_vectors, kept = embed_paths(attributor, [Path(q.path) for q in query_set], space)
     query_ids = [query_set[i].id for i in kept]
     by_level: dict[float, list[list[str]]] = {}
-    with tempfile.TemporaryDirectory(dir=scratch_root, prefix="noise-") as scratch:
-        store = EdgeStore(Path(scratch), "scratch")
+    if scratch_root is not None:
+        remove_abandoned_scratch(scratch_root)
+    with tempfile.TemporaryDirectory(dir=scratch_root, prefix=SCRATCH_PREFIX) as scratch:
+        store = EdgeStore(Path(scratch), SCRATCH)
         try:
             style_dim = next((len(p.style) for p in production if p.style is not None), None)
             store.ensure_collection(len(production[0].vector), style_dim)

@@ -53,8 +53,8 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
                 (path.parent / row["path"]).resolve(),
                 clean_name(row["artist"]),
                 work_ids,
-                row.get("subset") or None,
-                row.get("caption") or None,
+                clean_name(row.get("subset", "")) or None,
+                clean_name(row.get("caption", "")) or None,
             )
         )
     if not queries:

@@ -104,9 +104,11 @@ class EvaluationRepository:
             query_set = session.scalar(select(QuerySet).where(QuerySet.name == name))
             if query_set is not None:
                 if (query_set.source_path, query_set.source_sha256) != (source_path, sha256):
+                    edited = " with other content" if query_set.source_sha256 != sha256 else ""
                     raise ManifestError(
-                        f"{source_path}: query set {name!r} was imported from {query_set.source_path} with other "
-                        "content; past runs keep their labels, so import this file under a new --name"
+                        f"{source_path}: query set {name!r} was imported from {query_set.source_path}{edited}; past "
+                        f"runs keep their labels: give {name!r} instead of the file to reuse that set, or rename the "
+                        "file (evaluate run: --name) to import it as a new set"
                     )
                 return query_set.id
             query_set = QuerySet(name=name, source_path=source_path, source_sha256=sha256)
