@@ -28,9 +28,17 @@ from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, VectorStoreError
 from attribution_audit.reporting.tables import csv_cell
 from attribution_audit.sources.images import LoadedImage, load_image, printable_path, sha256_file
-from attribution_audit.sources.manifest import ManifestRow, RowFailure, Source, WangSource
+from attribution_audit.sources.manifest import (
+    CsvSource,
+    FolderSource,
+    JsonlSource,
+    ManifestRow,
+    RowFailure,
+    Source,
+    WangSource,
+)
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.catalogue import RunCounts, WorkRecord
+from attribution_audit.store.catalogue import KnownWork, RunCounts, WorkRecord
 from attribution_audit.store.vectors import VectorStore, WorkPoint, point_id_for
 from attribution_audit.store.vectors.base import CONTENT, STYLE
 
@@ -102,6 +110,20 @@ def default_catalogue_name(path: Path) -> str:
     return name
 
 
+def row_total(source: Source) -> int:
+    """How many rows ``source`` yields, for progress, read without validating them (a CSV's records, a JSONL's
+    non-blank lines, a folder's images): the full validating pass over the manifest happens once, in the ingest."""
+    if isinstance(source, CsvSource):
+        with source.path.open(encoding="utf-8-sig", newline="") as handle:
+            return max(sum(1 for record in csv.reader(handle) if record) - 1, 0)
+    if isinstance(source, JsonlSource):
+        with source.path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    if isinstance(source, FolderSource):
+        return len(source.files)
+    return sum(1 for _ in source)
+
+
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -143,6 +165,7 @@ class Ingestion:
         self.spaces = spaces
         self.vectors = vectors
         self.allow_artist_changes = allow_artist_changes
+        self.known: dict[str, KnownWork] = {}  # the current chunk's works the catalogue has (read once by classify)
 
     def digest(self, row: ManifestRow) -> str:
         """The content hash of a row's work: its image file, or for a precomputed vector whose image is not on this
@@ -157,6 +180,7 @@ class Ingestion:
         """Rows to (re)embed with their known image hash; counts the unchanged and the withdrawn."""
         name = self.report.catalogue
         known = self.audit.catalogue.known_works(self.catalogue_id, self.store.collection, [r.work_id for r in rows])
+        self.known = known
         present = self.store.existing_ids([point_id_for(name, r.work_id) for r in rows])
         todo: list[tuple[ManifestRow, str | None]] = []
         for row in rows:
@@ -199,13 +223,12 @@ class Ingestion:
         return todo
 
     def write(self, items: Sequence[Prepared], run_id: int) -> None:
-        """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction."""
+        """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction.
+        ``items`` are rows of the chunk :meth:`classify` saw last (what the catalogue has of them is not read again)."""
         if not items:
             return
         name = self.report.catalogue
-        known = self.audit.catalogue.known_works(
-            self.catalogue_id, self.store.collection, [p.row.work_id for p in items]
-        )
+        known = self.known
 
         def version_of(p: Prepared) -> int:
             old = known.get(p.row.work_id)
@@ -245,8 +268,11 @@ class Ingestion:
                     payload=p.row.extra,
                     version=point.payload["version"],
                     point_id=point.point_id,
+                    pk=old.pk if old is not None else None,
+                    new_version=old is None or old.image_sha256 != p.sha256,
                 )
                 for p, point in zip(items, points, strict=True)
+                for old in [known.get(p.row.work_id)]
             ],
         )
         self.report.added += written.added
@@ -300,7 +326,7 @@ def ingest_source(
         store.ensure_collection(embedder.dim, style_embedder.dim if style_embedder is not None else None)
     spaces = CONTENT if style_embedder is None else f"{CONTENT},{STYLE}"
     ingestion = Ingestion(audit, store, fingerprint, report, catalogue_id, spaces, vectors, allow_artist_changes)
-    counter = _Counter(progress, sum(1 for _ in source) if progress is not None else None)
+    counter = _Counter(progress, row_total(source) if progress is not None else None)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for chunk in chunks(source, CHUNK_ROWS):
