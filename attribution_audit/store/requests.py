@@ -122,9 +122,10 @@ class RequestRepository:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def record(self, draft: RequestDraft) -> Attribution:
-        """Append the request to the audit chain (one transaction) and return it as committed."""
+        """Append the request to the audit chain (one transaction: the request, then its neighbours and artist shares
+        as one executemany each, and its metrics) and return it as committed, without reading it back."""
         outcome = draft.outcome
-        with session_scope(self.engine) as session:  # a database that is down gives a one-line error
+        with read_scope(self.engine) as session:  # no write lock; a database that is down gives a one-line error
             work_pks = self._work_pks(session, outcome.neighbours)
         request = AttributionRequest(
             id=str(uuid.uuid4()),
