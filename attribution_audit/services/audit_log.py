@@ -22,13 +22,19 @@ def get_attribution(audit: AuditStore, request_id: str) -> Attribution:
 
 
 def verify_chain(audit: AuditStore) -> ChainReport:
-    """Recompute every hash of the log; the first broken record, if any."""
-    return audit.requests.verify_chain()
+    """Recompute every hash of the log (streaming); the first broken record, if any. The outcome is remembered for
+    ``report summary`` (where this user may write)."""
+    report = audit.requests.verify_chain()
+    audit.requests.remember_verification(report)
+    return report
 
 
 def export_records(audit: AuditStore, out: Path, date_from: date | None = None, date_to: date | None = None) -> int:
-    """Export a period's records with their hashes and the verified chain head; how many were written."""
-    return export.export_records(audit.requests.verify_chain(), audit.requests.chain_records(), out, date_from, date_to)
+    """Export a period's records with their hashes and the chain head, verifying the whole chain in the same pass
+    (a broken chain exports nothing); how many were written."""
+    written, head = export.export_records(audit.requests.chain_records(), audit.requests.count, out, date_from, date_to)
+    audit.requests.remember_verification(head)
+    return written
 
 
 def request_page(audit: AuditStore, request_id: str) -> str:

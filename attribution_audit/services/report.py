@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import as_utc
 from attribution_audit.store.audit_store import AuditStore
 
@@ -33,7 +34,7 @@ def summary(audit: AuditStore) -> dict[str, Any]:
         last = upper == CONFIDENCE_BUCKETS[-1]
         n = sum(1 for c in counts.confidences if lower <= c < upper or (last and c == upper))
         buckets.append({"from": lower, "to": upper, "requests": n})
-    chain = audit.requests.verify_chain()
+    chain, since = chain_status(audit)
     return {
         "requests": counts.requests,
         "production_requests": counts.production_requests,
@@ -52,5 +53,23 @@ def summary(audit: AuditStore) -> dict[str, Any]:
             "head_hash": chain.head_hash,
             "broken_seq": chain.broken_seq,
             "reason": chain.reason,
+            **since,
         },
+    }
+
+
+def chain_status(audit: AuditStore) -> tuple[ChainReport, dict[str, Any]]:
+    """The chain's state without re-verifying the whole log: the last full verification (``audit verify`` or
+    ``audit export``) and the records appended since, checked now; the whole chain when none is remembered (or this
+    user may not read them). With what it rests on: when the full verification ran, how long ago, records checked."""
+    last = audit.requests.last_verification()
+    if last is None or not last.report.ok:
+        report = audit.requests.verify_chain() if last is None else last.report
+        return report, {"verified_in_full_at": None, "verified_in_full_age_s": None, "checked_now": report.checked}
+    report = audit.requests.verify_chain(last.report)
+    at = as_utc(last.verified_at)
+    return report, {
+        "verified_in_full_at": at.isoformat(),
+        "verified_in_full_age_s": round((datetime.now(UTC) - at).total_seconds()),
+        "checked_now": report.checked - last.report.checked,
     }

@@ -33,16 +33,19 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from attribution_audit.domain.chain import GENESIS_HASH, ChainReport, hash_content
-from attribution_audit.store.database import read_connection, session_scope
+from attribution_audit.domain.chain import GENESIS_HASH, ChainCheck, ChainReport, canonical_json, hash_content
+from attribution_audit.errors import DatabaseError
+from attribution_audit.store.database import is_permission_error, read_connection, reader, session_scope
 from attribution_audit.store.models import (
     AttributionArtistShare,
     AttributionMetrics,
     AttributionNeighbour,
     AttributionRequest,
     Base,
+    ChainVerification,
     Work,
     WorkVersion,
     utcnow,
@@ -123,8 +126,20 @@ class StoredRequest:
         )
 
 
+_PLAIN = frozenset({str, int, bool, type(None), dict, list})  # values that are canonical as they are
+
+
 def _canonical_row(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: _canonical_value(value) for key, value in values.items() if key not in _EXCLUDED}
+    row = {}
+    for key, value in values.items():
+        if key in _EXCLUDED:
+            continue
+        kind = type(value)
+        if kind is float:
+            row[key] = value or 0.0  # -0.0 hashes as 0.0 (see _canonical_value)
+        else:
+            row[key] = value if kind in _PLAIN else _canonical_value(value)
+    return row
 
 
 def canonical_content(request: StoredRequest | AttributionRequest) -> dict[str, Any]:
@@ -273,8 +288,11 @@ def load_requests(
 
         def children(part: FromClause) -> dict[str, list[dict[str, Any]]]:
             grouped: dict[str, list[dict[str, Any]]] = {}
-            for child in connection.execute(select(part).where(part.c.request_id.in_(keys))):
-                grouped.setdefault(child.request_id, []).append(dict(child._mapping))
+            result = connection.execute(select(part).where(part.c.request_id.in_(keys)))
+            names = list(result.keys())
+            for child in result:
+                values = dict(zip(names, child, strict=True))
+                grouped.setdefault(values["request_id"], []).append(values)
             return grouped
 
         neighbours, shares, metrics = children(src.neighbours), children(src.artist_shares), children(src.metrics)
@@ -303,39 +321,79 @@ def neighbour_images(engine: Engine, request_id: str) -> dict[int, str]:
         return {int(rank): str(path) for rank, path in connection.execute(query)}
 
 
-def iter_chain(engine: Engine, page: int = 500) -> Iterator[StoredRequest]:
-    """Every record with its children, in chain order, loaded page by page."""
-    last_seq = 0
+def iter_chain(engine: Engine, page: int = 1000, after_seq: int = 0) -> Iterator[StoredRequest]:
+    """Every record after ``after_seq`` with its children, in chain order, read page by page (keyset pagination on
+    seq: memory holds one page whatever the length of the log)."""
+    last_seq = after_seq
     while True:
         records = load_requests(engine, after_seq=last_seq, limit=page)
         if not records:
             return
-        yield from records
         last_seq = records[-1].seq
+        yield from records
+        del records  # the next page is read without this one still held
 
 
-def verify_chain(engine: Engine) -> ChainReport:
-    """Recompute every hash; stop at the first row whose content, link or position does not match."""
-    prev, checked = GENESIS_HASH, 0
-    for request in iter_chain(engine):
-        problem = None
-        if request.seq != checked + 1:
-            problem = f"sequence gap: expected seq {checked + 1}, found {request.seq}"
-        elif request.prev_hash != prev:
-            problem = "prev_hash does not match the previous record's hash (a record was removed or reordered)"
-        elif record_hash(prev, request) != request.record_hash:
-            problem = "content does not match its record_hash (the record was modified)"
-        if problem:
-            return ChainReport(False, checked, prev, request.id, request.seq, problem)
-        prev, checked = request.record_hash, checked + 1
-    total = count_requests(engine)
-    if total != checked:
-        return ChainReport(
-            False,
-            checked,
-            prev,
-            None,
-            None,
-            f"{total - checked} request row(s) lie outside the chain (inserted by hand?)",
-        )
-    return ChainReport(True, checked, prev)
+def canonical_bytes(record: StoredRequest) -> bytes:
+    """The bytes a record's hash covers (after its prev_hash)."""
+    return canonical_json(canonical_content(record))
+
+
+def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport:
+    """Recompute every hash, streaming; stop at the first row whose content, link or position does not match.
+    From a verified ``head`` (ok, with its record count and hash), only the records appended after it are checked."""
+    check = ChainCheck() if head is None else ChainCheck(head.checked, head.head_hash)
+    for request in iter_chain(engine, after_seq=check.checked):
+        if not check.add(request.seq, request.id, request.prev_hash, request.record_hash, canonical_bytes(request)):
+            break
+    return check.report(count_requests(engine))
+
+
+# -- remembered verifications ---------------------------------------------------------------------------------
+_VERIFICATIONS = Base.metadata.tables[ChainVerification.__tablename__]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A remembered full verification: its report and when it ran."""
+
+    report: ChainReport
+    verified_at: datetime
+
+
+def remember_verification(engine: Engine, report: ChainReport) -> bool:
+    """Record a full verification; False where this database user may not write (a read-only role)."""
+    row = {
+        "verified_at": utcnow(),
+        "ok": report.ok,
+        "records": report.checked,
+        "head_hash": report.head_hash,
+        "broken_seq": report.broken_seq,
+        "reason": report.reason,
+    }
+    try:
+        with engine.begin() as connection:
+            connection.execute(_VERIFICATIONS.insert(), row)
+    except DBAPIError as exc:
+        if is_permission_error(exc):
+            return False
+        raise DatabaseError(f"cannot remember the verification ({exc.orig}); the chain itself is unchanged") from exc
+    return True
+
+
+def last_verification(engine: Engine) -> Verification | None:
+    """The latest remembered full verification; None when there is none, or this user may not read them (a
+    read-only role reads only the audit views)."""
+    v = _VERIFICATIONS.c
+    query = select(_VERIFICATIONS).order_by(v.verified_at.desc(), v.id.desc()).limit(1)
+    try:
+        with reader(engine).connect() as connection:
+            row = connection.execute(query).first()
+    except DBAPIError as exc:
+        if is_permission_error(exc):
+            return None
+        raise
+    if row is None:
+        return None
+    report = ChainReport(row.ok, row.records, row.head_hash, None, row.broken_seq, row.reason)
+    return Verification(report, row.verified_at)

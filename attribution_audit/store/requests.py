@@ -279,12 +279,25 @@ class RequestRepository:
         ]
 
     # -- the chain -------------------------------------------------------------------------------------------
-    def verify_chain(self) -> ChainReport:
-        """Recompute every hash of the log; the first broken record, if any."""
-        return chain.verify_chain(self.engine)
+    def verify_chain(self, head: ChainReport | None = None) -> ChainReport:
+        """Recompute every hash of the log (streaming; from a verified ``head``, only what follows it); the first
+        broken record, if any."""
+        return chain.verify_chain(self.engine, head)
+
+    def remember_verification(self, report: ChainReport) -> bool:
+        """Remember a full verification for ``report summary``; False where this user may not write."""
+        return chain.remember_verification(self.engine, report)
+
+    def last_verification(self) -> chain.Verification | None:
+        """The latest remembered full verification (None: none, or not readable by this user)."""
+        return chain.last_verification(self.engine)
+
+    def count(self) -> int:
+        """How many request rows the log holds."""
+        return chain.count_requests(self.engine)
 
     def chain_records(self) -> Iterator[ChainRecord]:
-        """Every record in chain order, page by page, with what its hash covers."""
+        """Every record in chain order, page by page, with the bytes its hash covers."""
         for record in chain.iter_chain(self.engine):
             yield ChainRecord(
                 record.seq,
@@ -292,5 +305,5 @@ class RequestRepository:
                 record.prev_hash,
                 record.record_hash,
                 as_utc(record.columns["created_at"]),
-                chain.canonical_content(record),
+                chain.canonical_bytes(record),
             )
