@@ -39,6 +39,7 @@ from attribution_audit.sources.manifest import (
 )
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.catalogue import KnownWork, RunCounts, WorkRecord
+from attribution_audit.store.exact import cached_space, update_cache
 from attribution_audit.store.vectors import VectorStore, WorkPoint, point_id_for
 from attribution_audit.store.vectors.base import CONTENT, STYLE
 
@@ -166,6 +167,7 @@ class Ingestion:
         self.vectors = vectors
         self.allow_artist_changes = allow_artist_changes
         self.known: dict[str, KnownWork] = {}  # the current chunk's works the catalogue has (read once by classify)
+        self.written: list[str] = []  # point ids upserted by this run (to bring the exact caches up to date)
 
     def digest(self, row: ManifestRow) -> str:
         """The content hash of a row's work: its image file, or for a precomputed vector whose image is not on this
@@ -252,6 +254,7 @@ class Ingestion:
             for p in items
         ]
         with_retries(lambda: self.store.upsert(points))
+        self.written += [point.point_id for point in points]
         written = self.audit.catalogue.record_works(
             self.catalogue_id,
             self.store.collection,
@@ -303,10 +306,13 @@ def ingest_source(
     progress: Progress | None = None,
     style_embedder: StyleEmbedder | None = None,
     allow_artist_changes: bool = False,
+    exact_cache_dir: Path | None = None,
 ) -> IngestReport:
     """Ingest a source; re-running an unchanged source adds nothing. Either ``embedder`` embeds the images, or
     ``vectors`` gives each row a precomputed vector (``embedder_fingerprint`` then names their model).
-    With ``style_embedder`` (see embedding.style) each work also gets a vector in the style space."""
+    With ``style_embedder`` (see embedding.style) each work also gets a vector in the style space. The exact-index
+    caches under ``exact_cache_dir`` that held the collection as it was are brought up to date with the points
+    written (no full scroll of the collection on the next exact search)."""
     fingerprint = embedder.fingerprint if embedder is not None else embedder_fingerprint
     if fingerprint is None:
         raise ValueError("precomputed vectors need an embedder_fingerprint")
@@ -322,6 +328,7 @@ def ingest_source(
         requester=requester,
     )
     report = IngestReport(run_id=run_id, catalogue=catalogue_name)
+    before = store.content_version() if store.spaces() else None
     if embedder is not None:
         store.ensure_collection(embedder.dim, style_embedder.dim if style_embedder is not None else None)
     spaces = CONTENT if style_embedder is None else f"{CONTENT},{STYLE}"
@@ -343,6 +350,8 @@ def ingest_source(
                         ingestion, todo, embedder, style_embedder, pool, batch_size, report.run_id, counter.advance
                     )
         store.build_index()
+        if exact_cache_dir is not None and before is not None:
+            _refresh_exact_caches(store, exact_cache_dir, before, ingestion.written)
         if isinstance(source, WangSource):
             report.labelled_queries = audit.evaluations.add_labelled_queries(
                 catalogue_name, str(source.path.resolve()), source.labelled
@@ -422,6 +431,17 @@ def _ingest_precomputed(
     if prepared:
         ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]))
         ingestion.write(prepared, run_id)
+
+
+def _refresh_exact_caches(store: VectorStore, root: Path, before: str, written: list[str]) -> None:
+    """Bring each exact cache of the collection as it was ``before`` this run to its content now, from the points
+    written (read back by id); a cache of another version is left for the next search to rebuild."""
+    folder = root / store.collection
+    if not written or not folder.is_dir():
+        return
+    after = store.content_version()
+    for cache in sorted(p for p in folder.iterdir() if p.is_dir() and (p / before).is_dir()):
+        update_cache(cache, before, after, *store.fetch(list(dict.fromkeys(written)), cached_space(cache)))
 
 
 def _vector_digest(vector: np.ndarray) -> str:
@@ -512,6 +532,7 @@ def ingest_catalogue(
             style_embedder=style,
             allow_artist_changes=allow_artist_changes,
             progress=progress,
+            exact_cache_dir=settings.data_dir / "exact",
         )
     notes = [remember_ingest(settings, [CONTENT, STYLE] if style is not None else [CONTENT])]
     if filled and (report.added or report.updated):

@@ -257,7 +257,23 @@ class VectorStore(ABC):
         ids = checked_ids(point_ids)
         if not ids or self._vector_sizes() is None:
             return set()
-        return self._present(ids)
+        return {str(r.id) for r in self._retrieve(ids, with_vector=False)}
+
+    @final
+    def fetch(self, point_ids: Sequence[str], space: str = CONTENT) -> tuple[list[str], np.ndarray]:
+        """Those of ``point_ids`` with a vector in ``space``, and those vectors, as :meth:`fetch_all` gives them (to
+        bring the exact index up to date with the points an ingest wrote, without reading the rest)."""
+        ids = checked_ids(point_ids)
+        size = self._space_size(space)
+        found: list[str] = []
+        rows: list[np.ndarray] = []
+        for start in range(0, len(ids), SCROLL_PAGE):
+            for record in self._retrieve(ids[start : start + SCROLL_PAGE], with_vector=[space]):
+                vectors = named_vectors(record.vector)
+                if space in vectors:
+                    found.append(str(record.id))
+                    rows.append(vectors[space])
+        return found, np.vstack(rows) if rows else np.zeros((0, size), dtype=np.float32)
 
     @final
     def count(self) -> int:
@@ -371,8 +387,8 @@ class VectorStore(ABC):
         """Delete these (checked) ids."""
 
     @abstractmethod
-    def _present(self, point_ids: list[str]) -> set[str]:
-        """Those of the (checked) ids the collection holds."""
+    def _retrieve(self, point_ids: list[str], *, with_vector: Selection) -> list[Any]:
+        """The records of those of the (checked) ids the collection holds, without payload."""
 
     @abstractmethod
     def _count(self) -> int:

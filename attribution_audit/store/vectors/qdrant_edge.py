@@ -212,8 +212,8 @@ class EdgeStore(VectorStore):
         self._bump_epoch()
         self._shard.update(UpdateOperation.delete_points(ids))
 
-    def _present(self, point_ids: list[str]) -> set[str]:
-        return {str(r.id) for r in self._shard.retrieve(point_ids, with_payload=False, with_vector=False)}
+    def _retrieve(self, point_ids: list[str], *, with_vector: Selection) -> list[Any]:
+        return list(self._shard.retrieve(point_ids, with_payload=False, with_vector=with_vector))
 
     def _count(self) -> int:
         return int(self._shard.info().points_count)

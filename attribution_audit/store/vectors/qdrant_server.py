@@ -155,11 +155,11 @@ class ServerStore(VectorStore):
         ids: list[models.ExtendedPointId] = list(point_ids)
         self._call("deleting points", self._client.delete, points_selector=models.PointIdsList(points=ids), wait=True)
 
-    def _present(self, point_ids: list[str]) -> set[str]:
+    def _retrieve(self, point_ids: list[str], *, with_vector: Selection) -> list[Any]:
         records = self._call(
-            "retrieving points", self._client.retrieve, ids=point_ids, with_payload=False, with_vectors=False
+            "retrieving points", self._client.retrieve, ids=point_ids, with_payload=False, with_vectors=with_vector
         )
-        return {str(r.id) for r in records}
+        return list(records)
 
     def _count(self) -> int:
         return int(self._call("counting", self._client.count, exact=True).count)
