@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,6 +91,11 @@ class Settings:
     requester: str | None = None
     embedder_from: str = "default"
     record_problem: str | None = None  # why the data dir's record could not be read, if it could not
+    # How a new collection stores its vectors (domain.points.StorageParams); an existing one keeps its own.
+    quantization: str = "none"
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
 
     @property
     def embedded_database(self) -> Path | None:
@@ -121,6 +127,11 @@ class Settings:
         return self
 
 
+def with_storage(settings: Settings, **given: Any) -> Settings:
+    """These settings with the storage options given (None: keep the environment's or the default)."""
+    return replace(settings, **{key: value for key, value in given.items() if value is not None})
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment and the data dir's record, then apply the non-None ``overrides``."""
     env = os.environ
@@ -147,5 +158,21 @@ def load_settings(**overrides: Any) -> Settings:
         embedder=embedder,
         requester=env.get(f"{ENV_PREFIX}REQUESTER") or None,
         embedder_from=embedder_from,
+        quantization=env.get(f"{ENV_PREFIX}QUANTIZATION") or "none",
+        shard_number=_whole(env, "shard_number"),
+        replication_factor=_whole(env, "replication_factor"),
+        write_consistency_factor=_whole(env, "write_consistency_factor"),
     )
     return replace(settings, **given)
+
+
+def _whole(env: Mapping[str, str], name: str) -> int | None:
+    """A whole-number setting from ``ATTRIBUTION_AUDIT_<NAME>``; unset is None."""
+    key = f"{ENV_PREFIX}{name.upper()}"
+    value = env.get(key) or None
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise AttributionAuditError(f"{key}={value!r} is not a whole number; set it to 1, 2, ... or unset it") from None

@@ -17,7 +17,16 @@ from typing import Any, final
 
 import numpy as np
 
-from attribution_audit.domain.points import CONTENT, SPACES, STYLE, Hit, HnswParams, WorkPoint, point_id_for
+from attribution_audit.domain.points import (
+    CONTENT,
+    SPACES,
+    STYLE,
+    Hit,
+    HnswParams,
+    StorageParams,
+    WorkPoint,
+    point_id_for,
+)
 from attribution_audit.errors import VectorStoreError
 
 __all__ = [
@@ -26,6 +35,7 @@ __all__ = [
     "STYLE",
     "Hit",
     "HnswParams",
+    "StorageParams",
     "VectorStore",
     "WorkPoint",
     "hit_from",
@@ -104,9 +114,10 @@ class VectorStore(ABC):
     kind: str  # "qdrant-edge", "qdrant-server" or "qdrant-local" (qdrant-client's in-process mode)
     index_kind: str = "hnsw"  # what answers a search: "hnsw", or "exact" where the engine only brute-forces
 
-    def __init__(self, collection: str, params: HnswParams | None = None) -> None:
+    def __init__(self, collection: str, params: HnswParams | None = None, storage: StorageParams | None = None) -> None:
         self.collection = collection
         self.params = params or HnswParams()
+        self.storage = storage or StorageParams()  # what a new collection gets; an existing one reports its own
 
     # -- operations --------------------------------------------------------------------------------------------
     @final
@@ -282,12 +293,14 @@ class VectorStore(ABC):
 
     @final
     def index_info(self) -> dict[str, Any]:
-        """Store kind, collection, HNSW parameters, points, vectors in the graph, spaces, and what answers a search."""
+        """Store kind, collection, HNSW and storage parameters (quantisation, shards, replication), points, vectors in
+        the graph, spaces, and what answers a search."""
         created = self._vector_sizes() is not None
         return {
             "store": self.kind,
             "collection": self.collection,
             **self.params.as_dict(),
+            **self.storage.as_dict(),
             "points": self._count() if created else 0,
             "indexed_vectors": self._indexed_count() if created else 0,
             "spaces": list(self.spaces()),

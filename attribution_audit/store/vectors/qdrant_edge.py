@@ -18,6 +18,7 @@ from attribution_audit.store.vectors.base import (
     FusedQuery,
     HnswParams,
     Selection,
+    StorageParams,
     VectorStore,
     WorkPoint,
     point_vectors,
@@ -41,9 +42,14 @@ class EdgeStore(VectorStore):
     kind = "qdrant-edge"
 
     def __init__(
-        self, root: Path | str, collection: str, params: HnswParams | None = None, lock_timeout: float = 120.0
+        self,
+        root: Path | str,
+        collection: str,
+        params: HnswParams | None = None,
+        lock_timeout: float = 120.0,
+        storage: StorageParams | None = None,
     ) -> None:
-        super().__init__(collection, params)
+        super().__init__(collection, params, storage)
         self.path = Path(root) / collection
         self._lock_timeout = lock_timeout
         self._lock_file: IO[str] | None = None
@@ -112,6 +118,7 @@ class EdgeStore(VectorStore):
             if meta is None:
                 return None
             self.params = HnswParams(**meta["hnsw"])
+            self.storage = StorageParams(**meta.get("storage", {}))
             self._sizes = {space: int(meta[key]) for space, key in SIZE_KEYS.items() if meta.get(key)}
             self._shard = EdgeShard.load(str(self.path))
         return self._sizes
@@ -125,14 +132,20 @@ class EdgeStore(VectorStore):
             EdgeVectorParams,
             HnswIndexConfig,
             PayloadSchemaType,
+            ScalarQuantizationConfig,
+            ScalarType,
             UpdateOperation,
         )
 
         self._acquire_lock()
+        quantized = self.storage.quantization == "int8"
         config = EdgeConfig(
             vectors={space: EdgeVectorParams(size=size, distance=Distance.Cosine) for space, size in sizes.items()},
             hnsw_config=HnswIndexConfig(m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1),
             optimizers=EdgeOptimizersConfig(indexing_threshold=1, default_segment_number=1),
+            quantization_config=ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, always_ram=True)
+            if quantized
+            else None,
         )
         shard = EdgeShard.create(str(self.path), config)
         shard.update(UpdateOperation.create_field_index("artist", PayloadSchemaType.Keyword))
@@ -140,6 +153,7 @@ class EdgeStore(VectorStore):
             {
                 **{key: sizes.get(space) for space, key in SIZE_KEYS.items()},
                 "hnsw": self.params.as_dict(),
+                "storage": self.storage.as_dict(),
                 "distance": "cosine",
                 "epoch": 0,
             }
@@ -165,19 +179,26 @@ class EdgeStore(VectorStore):
         self._shard.optimize()
 
     def _query(self, vector: list[float], space: str, limit: int, *, exact: bool, with_vectors: bool) -> list[Any]:
-        from qdrant_edge import Query, QueryRequest, SearchParams
+        from qdrant_edge import Query, QueryRequest
 
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(vector, using=space),
             with_payload=True,
             with_vector=with_vectors,
-            params=SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
+            params=self._search_params(exact),
         )
         return list(self._shard.query(request))
 
+    def _search_params(self, exact: bool = False) -> Any:
+        """HNSW ef, and for a quantised collection a rescoring on the original vectors (exact scores)."""
+        from qdrant_edge import QuantizationSearchParams, SearchParams
+
+        rescored = QuantizationSearchParams(rescore=True) if self.storage.quantization != "none" else None
+        return SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact, quantization=rescored)
+
     def _query_fused(self, query: FusedQuery, limit: int, *, with_vectors: bool) -> list[Any]:
-        from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SearchParams
+        from qdrant_edge import Fusion, Prefetch, Query, QueryRequest
 
         request = QueryRequest(
             limit=limit,
@@ -185,7 +206,7 @@ class EdgeStore(VectorStore):
                 Prefetch(
                     limit=query.prefetch,
                     query=Query.Nearest(vector, using=space),
-                    params=SearchParams(hnsw_ef=self.params.hnsw_ef),
+                    params=self._search_params(),
                 )
                 for space, vector in query.vectors.items()
             ],
