@@ -163,11 +163,29 @@ def _lock_chain(session: Session) -> None:
     # SQLite: every transaction starts with BEGIN IMMEDIATE (see audit.db), which already serialises writers.
 
 
-def append(engine: Engine, request: AttributionRequest, at: datetime | None = None) -> AttributionRequest:
-    """Give ``request`` (children attached, not yet added) its time, chain position and hash, and commit it.
+def _row(table: Table, given: dict[str, Any]) -> dict[str, Any]:
+    """Every column of ``table``: those given, None for the others (what the hash covers is what is stored)."""
+    return {c.key: given.get(c.key) for c in table.columns}
 
-    The time is taken under the chain lock, so chain order is time order; ``at`` backdates it (importing a log).
+
+def append_rows(
+    engine: Engine,
+    request: dict[str, Any],
+    neighbours: Sequence[dict[str, Any]],
+    shares: Sequence[dict[str, Any]],
+    metrics: dict[str, Any] | None,
+    at: datetime | None = None,
+) -> StoredRequest:
+    """Append one request (its columns and its children's, as plain values) to the chain: its time, position and
+    hash are taken under the chain lock, then it is written with one statement per table (the children by
+    executemany) in that transaction. Returns the record as stored, without reading it back.
+
+    The time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log).
     """
+    key = request["id"]
+    near = sorted((_row(_NEIGHBOURS, {**n, "request_id": key}) for n in neighbours), key=lambda n: n["rank"])
+    parts = sorted((_row(_SHARES, {**s, "request_id": key}) for s in shares), key=lambda s: s["artist"])
+    measured = None if metrics is None else _row(_METRICS, {**metrics, "request_id": key})
     with session_scope(engine) as session:
         _lock_chain(session)
         last = session.execute(
@@ -175,11 +193,39 @@ def append(engine: Engine, request: AttributionRequest, at: datetime | None = No
             .order_by(AttributionRequest.seq.desc())
             .limit(1)
         ).first()
-        request.created_at = at or utcnow()
-        request.seq = 1 if last is None else last.seq + 1
-        request.prev_hash = GENESIS_HASH if last is None else last.record_hash
-        request.record_hash = record_hash(request.prev_hash, request)
-        session.add(request)
+        row = _row(_REQUESTS, request) | {
+            "created_at": at or utcnow(),
+            "seq": 1 if last is None else last.seq + 1,
+            "prev_hash": GENESIS_HASH if last is None else last.record_hash,
+        }
+        stored = StoredRequest(
+            {k: _canonical_value(v) if k in _BINARY else v for k, v in row.items()}, near, parts, measured
+        )
+        row["record_hash"] = stored.columns["record_hash"] = record_hash(row["prev_hash"], stored)
+        session.execute(_REQUESTS.insert(), row)
+        for table, rows in ((_NEIGHBOURS, near), (_SHARES, parts), (_METRICS, [measured] if measured else [])):
+            if rows:
+                session.execute(table.insert(), rows)
+    return stored
+
+
+def append(engine: Engine, request: AttributionRequest, at: datetime | None = None) -> AttributionRequest:
+    """:func:`append_rows` of an ORM request with its children attached (not added to a session): sets its time,
+    chain position and hash."""
+
+    def values(row: Base) -> dict[str, Any]:
+        return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+
+    stored = append_rows(
+        engine,
+        values(request),
+        [values(n) for n in request.neighbours],
+        [values(s) for s in request.artist_shares],
+        values(request.metrics) if request.metrics is not None else None,
+        at,
+    )
+    for column in ("created_at", "seq", "prev_hash", "record_hash"):
+        setattr(request, column, stored.columns[column])
     return request
 
 

@@ -20,9 +20,7 @@ from attribution_audit.store import chain
 from attribution_audit.store.chain import StoredRequest
 from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.models import (
-    AttributionArtistShare,
     AttributionMetrics,
-    AttributionNeighbour,
     AttributionRequest,
     Catalogue,
     RecallCheck,
@@ -127,53 +125,55 @@ class RequestRepository:
         outcome = draft.outcome
         with read_scope(self.engine) as session:  # no write lock; a database that is down gives a one-line error
             work_pks = self._work_pks(session, outcome.neighbours)
-        request = AttributionRequest(
-            id=str(uuid.uuid4()),
-            requester=draft.requester,
-            image_path=draft.image,
-            image_sha256=draft.image_sha256,
-            query_vector=np.asarray(draft.content_vector, dtype="<f4").tobytes(),
-            style_vector=None if draft.style_vector is None else np.asarray(draft.style_vector, dtype="<f4").tobytes(),
-            embedder_name=draft.embedder_name,
-            embedder_fingerprint=draft.embedder_fingerprint,
-            store_kind=draft.store_kind,
-            collection=draft.collection,
-            catalogue_version=outcome.catalogue_version,
-            index_params=draft.index_params,
-            parameters=draft.parameters,
-            k=draft.k,
-            replay_of=draft.replay_of,
-            evaluation_run_id=draft.evaluation[0] if draft.evaluation else None,
-            labelled_query_id=draft.evaluation[1] if draft.evaluation else None,
-        )
-        request.neighbours = [
-            AttributionNeighbour(
-                rank=n.rank,
-                work_pk=work_pks.get((n.catalogue, n.work_id)),
-                catalogue=n.catalogue,
-                work_id=n.work_id,
-                work_version=n.work_version,
-                artist=n.artist,
-                canonical_artist=n.canonical_artist,
-                similarity=n.similarity,
-                distance=n.distance,
-                share=n.share,
-            )
+        request = {
+            "id": str(uuid.uuid4()),
+            "requester": draft.requester,
+            "image_path": draft.image,
+            "image_sha256": draft.image_sha256,
+            "query_vector": np.asarray(draft.content_vector, dtype="<f4").tobytes(),
+            "style_vector": None
+            if draft.style_vector is None
+            else np.asarray(draft.style_vector, dtype="<f4").tobytes(),
+            "embedder_name": draft.embedder_name,
+            "embedder_fingerprint": draft.embedder_fingerprint,
+            "store_kind": draft.store_kind,
+            "collection": draft.collection,
+            "catalogue_version": outcome.catalogue_version,
+            "index_params": draft.index_params,
+            "parameters": draft.parameters,
+            "k": draft.k,
+            "replay_of": draft.replay_of,
+            "evaluation_run_id": draft.evaluation[0] if draft.evaluation else None,
+            "labelled_query_id": draft.evaluation[1] if draft.evaluation else None,
+        }
+        neighbours = [
+            {
+                "rank": n.rank,
+                "work_pk": work_pks.get((n.catalogue, n.work_id)),
+                "catalogue": n.catalogue,
+                "work_id": n.work_id,
+                "work_version": n.work_version,
+                "artist": n.artist,
+                "canonical_artist": n.canonical_artist,
+                "similarity": n.similarity,
+                "distance": n.distance,
+                "share": n.share,
+            }
             for n in outcome.neighbours
         ]
-        request.artist_shares = [AttributionArtistShare(artist=a, share=s) for a, s in outcome.artist_shares.items()]
-        request.metrics = AttributionMetrics(
-            entropy=outcome.features["entropy"],
-            nn_distance=outcome.features["nn_distance"],
-            margin=outcome.features["margin"],
-            top_artist=outcome.top_artist,
-            top_artist_share=outcome.top_artist_share,
-            overlap_at_k=outcome.overlap_at_k,
-            exact_method=outcome.exact_method,
-            confidence=draft.confidence,
-            confidence_model=draft.confidence_model,
-        )
-        return to_attribution(StoredRequest.of(chain.append(self.engine, request)))
+        shares = [{"artist": a, "share": s} for a, s in outcome.artist_shares.items()]
+        metrics = {
+            "entropy": outcome.features["entropy"],
+            "nn_distance": outcome.features["nn_distance"],
+            "margin": outcome.features["margin"],
+            "top_artist": outcome.top_artist,
+            "top_artist_share": outcome.top_artist_share,
+            "overlap_at_k": outcome.overlap_at_k,
+            "exact_method": outcome.exact_method,
+            "confidence": draft.confidence,
+            "confidence_model": draft.confidence_model,
+        }
+        return to_attribution(chain.append_rows(self.engine, request, neighbours, shares, metrics))
 
     @staticmethod
     def _work_pks(session: Session, neighbours: Sequence[Neighbour]) -> dict[tuple[str, str], int]:
