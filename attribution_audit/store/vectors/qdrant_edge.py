@@ -131,6 +131,7 @@ class EdgeStore(VectorStore):
             EdgeShard,
             EdgeVectorParams,
             HnswIndexConfig,
+            Memory,
             PayloadSchemaType,
             ScalarQuantizationConfig,
             ScalarType,
@@ -140,10 +141,16 @@ class EdgeStore(VectorStore):
         self._acquire_lock()
         quantized = self.storage.quantization == "int8"
         config = EdgeConfig(
-            vectors={space: EdgeVectorParams(size=size, distance=Distance.Cosine) for space, size in sizes.items()},
+            # Quantised: the int8 vectors pinned in RAM, the originals (read only to rescore) memory-mapped from disk.
+            vectors={
+                space: EdgeVectorParams(
+                    size=size, distance=Distance.Cosine, memory=Memory.Cached if quantized else None
+                )
+                for space, size in sizes.items()
+            },
             hnsw_config=HnswIndexConfig(m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1),
             optimizers=EdgeOptimizersConfig(indexing_threshold=1, default_segment_number=1),
-            quantization_config=ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, always_ram=True)
+            quantization_config=ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, memory=Memory.Pinned)
             if quantized
             else None,
         )

@@ -81,11 +81,13 @@ class ServerStore(VectorStore):
     def _create(self, sizes: dict[str, int]) -> None:
         from qdrant_client import models
 
+        quantized = self.storage.quantization == "int8"  # then the originals stay on disk, read only to rescore
         self._call(
             "creating the collection",
             self._client.create_collection,
             vectors_config={
-                space: models.VectorParams(size=size, distance=models.Distance.COSINE) for space, size in sizes.items()
+                space: models.VectorParams(size=size, distance=models.Distance.COSINE, on_disk=quantized or None)
+                for space, size in sizes.items()
             },
             hnsw_config=models.HnswConfigDiff(
                 m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1
@@ -94,7 +96,7 @@ class ServerStore(VectorStore):
             quantization_config=models.ScalarQuantization(
                 scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
             )
-            if self.storage.quantization == "int8"
+            if quantized
             else None,
             shard_number=self.storage.shard_number,
             replication_factor=self.storage.replication_factor,
