@@ -62,20 +62,26 @@ class Run:
     rss_mib: float
 
 
-def timed_child(command: list[str]) -> Run:
-    """A child process's wall and CPU seconds (the difference of the children's totals) and peak RSS (the largest
-    child so far: run the larger ones last)."""
-    import resource
+# Runs a command and writes its wall and CPU seconds and peak RSS (KiB) to a file. A small process of its own, so the
+# command's ru_maxrss (which on Linux counts the memory of the process it was forked from) is not this one's.
+MEASURE = """
+import resource, subprocess, sys, time
+started = time.perf_counter()
+code = subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{code} {time.perf_counter() - started} {usage.ru_utime + usage.ru_stime} {usage.ru_maxrss}")
+"""
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if completed.returncode:
-        raise SystemExit(f"{' '.join(command)} failed: {completed.stderr or completed.stdout}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(wall, cpu, after.ru_maxrss / 1024)  # ru_maxrss of children is the largest child so far
+
+def timed_child(command: list[str]) -> Run:
+    """A child process's wall and CPU seconds and its own peak RSS; exits on failure."""
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as result:
+        subprocess.run([sys.executable, "-c", MEASURE, result.name, *command], check=True)
+        code, wall, cpu, rss = result.read().split()
+    if int(code):
+        raise SystemExit(f"{' '.join(command)} failed (exit {code}); run it by hand to see why")
+    return Run(float(wall), float(cpu), int(rss) / 1024)
 
 
 def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
