@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,6 +117,11 @@ class Settings:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # automatic checkpoint every N records attributed (0: never)
     min_free_mb: int = DEFAULT_MIN_FREE_MB  # free disk space the embedded shard needs to be opened
     new_audit_log: bool = False  # the operator says an empty audit DB beside an existing shard or witness is new
+    # How a new collection stores its vectors (domain.points.StorageParams); an existing one keeps its own.
+    quantization: str = "none"
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
 
     @property
     def embedded_database(self) -> Path | None:
@@ -155,6 +161,11 @@ class Settings:
         return self
 
 
+def with_storage(settings: Settings, **given: Any) -> Settings:
+    """These settings with the storage options given (None: keep the environment's or the default)."""
+    return replace(settings, **{key: value for key, value in given.items() if value is not None})
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment and the data dir's record, then apply the non-None ``overrides``."""
     env = os.environ
@@ -185,5 +196,21 @@ def load_settings(**overrides: Any) -> Settings:
         witness_file=Path(env[f"{ENV_PREFIX}WITNESS_FILE"]) if env.get(f"{ENV_PREFIX}WITNESS_FILE") else None,
         checkpoint_every=_count("CHECKPOINT_EVERY", DEFAULT_CHECKPOINT_EVERY, "a count of records (0: never)"),
         min_free_mb=_count("MIN_FREE_MB", DEFAULT_MIN_FREE_MB, "megabytes (0: no check)"),
+        quantization=env.get(f"{ENV_PREFIX}QUANTIZATION") or "none",
+        shard_number=_whole(env, "shard_number"),
+        replication_factor=_whole(env, "replication_factor"),
+        write_consistency_factor=_whole(env, "write_consistency_factor"),
     )
     return replace(settings, **given)
+
+
+def _whole(env: Mapping[str, str], name: str) -> int | None:
+    """A whole-number setting from ``ATTRIBUTION_AUDIT_<NAME>``; unset is None."""
+    key = f"{ENV_PREFIX}{name.upper()}"
+    value = env.get(key) or None
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise AttributionAuditError(f"{key}={value!r} is not a whole number; set it to 1, 2, ... or unset it") from None

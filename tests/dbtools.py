@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -82,3 +83,61 @@ def complete_request(label: str) -> AttributionRequest:
         confidence_model="default-v1",
     )
     return request
+
+
+def fill_chain(engine: Engine, n: int, neighbours: int = 10) -> None:
+    """Append ``n`` requests (``neighbours`` each, shares and metrics) that form a valid chain, in one transaction of
+    a few bulk inserts: a long log in seconds, each record hashed exactly as ``chain.append`` hashes it."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert, select
+
+    from attribution_audit.domain.chain import GENESIS_HASH
+    from attribution_audit.store.chain import StoredRequest, record_hash
+
+    tables = [AttributionRequest, AttributionNeighbour, AttributionArtistShare, AttributionMetrics]
+    rows: dict[type, list[dict[str, Any]]] = {table: [] for table in tables}
+    with engine.begin() as connection:
+        last = connection.execute(
+            select(AttributionRequest.seq, AttributionRequest.record_hash).order_by(AttributionRequest.seq.desc())
+        ).first()
+        seq, prev = (0, GENESIS_HASH) if last is None else (last.seq, last.record_hash)
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        for _ in range(n):
+            seq += 1
+            columns = {c.key: None for c in AttributionRequest.__table__.columns}
+            request = request_row(f"r{seq}")
+            columns |= {c: getattr(request, c) for c in columns if getattr(request, c) is not None}
+            columns |= {"seq": seq, "prev_hash": prev, "created_at": start + timedelta(seconds=seq)}
+            key = columns["id"]
+            near = [
+                {
+                    "request_id": key,
+                    "rank": r,
+                    "work_pk": None,
+                    "catalogue": "c",
+                    "work_id": f"w{(seq + r) % 997}",
+                    "work_version": 1,
+                    "artist": f"artist {r % 4}",
+                    "canonical_artist": f"artist {r % 4}",
+                    "similarity": 0.9 - r / 100,
+                    "distance": 0.1 + r / 100,
+                    "share": 1 / neighbours,
+                }
+                for r in range(1, neighbours + 1)
+            ]
+            shares = [{"request_id": key, "artist": f"artist {a}", "share": 0.25} for a in range(4)]
+            metrics = {c.key: None for c in AttributionMetrics.__table__.columns}
+            metrics |= {"request_id": key, "entropy": 1.0, "nn_distance": 0.11, "margin": 0.0, "top_artist": "artist 1"}
+            metrics |= {"top_artist_share": 0.25, "confidence": 0.5, "confidence_model": "default-v1"}
+            stored = StoredRequest(
+                columns | {"query_vector": "sha256:" + hashlib.sha256(columns["query_vector"]).hexdigest()},
+                near,
+                shares,
+                metrics,
+            )
+            columns["record_hash"] = prev = record_hash(prev, stored)
+            for table, values in zip(tables, ([columns], near, shares, [metrics]), strict=True):
+                rows[table] += values
+        for table in tables:
+            connection.execute(insert(table), rows[table])

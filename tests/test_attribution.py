@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from attribution_audit.domain.indicators import artist_entropy, artist_margin, confidence_score
 from attribution_audit.domain.params import AttributionParams, verify_rate
 from attribution_audit.domain.points import Hit, WorkPoint, point_id_for
-from attribution_audit.domain.ranking import apply_k_policy, rerank
+from attribution_audit.domain.ranking import apply_k_policy, by_score
 from attribution_audit.domain.results import Attribution, Outcome, diff_attributions
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
@@ -144,18 +144,10 @@ def count(engine: Engine, model: type) -> int:
 
 
 # -- pure helpers ------------------------------------------------------------------------------------------------------
-def test_rerank_orders_by_exact_cosine_with_ties_by_point_id() -> None:
-    q = np.array([1.0, 0.0, 0.0], dtype=np.float32)
-    hits = [
-        Hit("p-c", 0.0, {}, np.array([3.0, 4.0, 0.0], dtype=np.float32)),  # not unit: cos 0.6
-        Hit("p-b", 0.0, {}, np.array([3.0, 0.0, 4.0], dtype=np.float32)),  # cos 0.6 too: ties with p-c
-        Hit("p-a", 0.0, {}, np.array([0.0, 2.0, 0.0], dtype=np.float32)),  # cos 0
-        Hit("p-d", 0.0, {}, np.array([0.9, 0.1, 0.0], dtype=np.float32)),  # cos 0.99388
-    ]
-    ranked = rerank(q, hits)
-    assert [h.point_id for h, _ in ranked] == ["p-d", "p-b", "p-c", "p-a"]
-    assert [s for _, s in ranked] == pytest.approx([0.9 / math.hypot(0.9, 0.1), 0.6, 0.6, 0.0], abs=1e-7)
-    assert rerank(q, []) == []
+def test_candidates_rank_by_score_with_ties_by_point_id() -> None:
+    hits = [Hit("p-c", 0.6, {}), Hit("p-b", 0.6, {}), Hit("p-a", 0.0, {}), Hit("p-d", 0.99, {})]
+    assert [(h.point_id, s) for h, s in by_score(hits)] == [("p-d", 0.99), ("p-b", 0.6), ("p-c", 0.6), ("p-a", 0.0)]
+    assert by_score([]) == []
 
 
 def test_apply_k_policy_takes_k_then_filters_by_distance() -> None:

@@ -731,7 +731,16 @@ def test_report_summary_counts_and_chain_head(known: KnownLog, known_cli: Cli) -
     assert data["last_request"] == "2024-03-05T23:30:00+00:00"
     assert [b["requests"] for b in data["confidence_distribution"]] == [0, 2, 1, 1, 2]
     assert (data["active_works"], data["withdrawn_works"]) == (5, 1)
-    assert data["chain"] == {"ok": True, "records": 6, "head_hash": head.head_hash, "broken_seq": None, "reason": None}
+    assert data["chain"] == {
+        "ok": True,
+        "records": 6,
+        "head_hash": head.head_hash,
+        "broken_seq": None,
+        "reason": None,
+        "verified_in_full_at": None,  # no `audit verify` yet: the whole chain was checked
+        "verified_in_full_age_s": None,
+        "checked_now": 6,
+    }
     assert head.head_hash == known.requests["r6"].record_hash
 
     lines = known_cli("report", "summary").stdout.splitlines()

@@ -100,6 +100,11 @@ class IngestSpaces(StrEnum):
     content_style = "content,style"
 
 
+class Quantization(StrEnum):
+    none = "none"
+    int8 = "int8"
+
+
 class NoiseKind(StrEnum):
     homogeneous = "homogeneous"
     heterogeneous = "heterogeneous"

@@ -10,12 +10,14 @@ import typer
 from attribution_audit.cli.common import (
     EmbedderOption,
     IngestSpaces,
+    Quantization,
     SourceFormat,
     checked,
     choice,
     settings_of,
 )
 from attribution_audit.cli.progress import ProgressDisplay
+from attribution_audit.config import with_storage
 
 SHOWN_FAILURES = 20
 
@@ -53,6 +55,31 @@ def ingest(
     allow_artist_changes: Annotated[
         bool, typer.Option(help="Accept rows that change the artist of a known work (the change is listed).")
     ] = False,
+    quantization: Annotated[
+        Quantization | None,
+        typer.Option(
+            parser=choice(Quantization, "quantization", verb="use"),
+            help="New collection: int8 scalar quantisation, rescored on the original vectors [env "
+            "ATTRIBUTION_AUDIT_QUANTIZATION; default none].",
+        ),
+    ] = None,
+    shard_number: Annotated[
+        int | None, typer.Option(min=1, help="New server collection: shards [env ATTRIBUTION_AUDIT_SHARD_NUMBER].")
+    ] = None,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="New server collection: copies of each shard [env ATTRIBUTION_AUDIT_REPLICATION_FACTOR]."
+        ),
+    ] = None,
+    write_consistency_factor: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="New server collection: replicas that confirm a write "
+            "[env ATTRIBUTION_AUDIT_WRITE_CONSISTENCY_FACTOR].",
+        ),
+    ] = None,
 ) -> None:
     """Embed a catalogue's works into the vector store and record them in the audit DB (re-runs add nothing).
 
@@ -62,7 +89,13 @@ def ingest(
     from attribution_audit.services.ingest import ingest_catalogue
 
     with_style = spaces is IngestSpaces.content_style
-    settings = settings_of(ctx, embedder)
+    settings = with_storage(
+        settings_of(ctx, embedder),
+        quantization=quantization.value if quantization else None,
+        shard_number=shard_number,
+        replication_factor=replication_factor,
+        write_consistency_factor=write_consistency_factor,
+    )
     with ProgressDisplay(f"ingest {source.name}") as progress:
         report = checked(
             ingest_catalogue,

@@ -77,6 +77,13 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
         )
         for bucket in data["confidence_distribution"]:
             typer.echo(f"  confidence {bucket['from']:.1f}-{bucket['to']:.1f}: {bucket['requests']}")
+        if chain["verified_in_full_at"] is None:
+            typer.echo(f"chain checked in full now ({chain['checked_now']} records); `audit verify` remembers a check")
+        else:
+            typer.echo(
+                f"chain verified in full at {chain['verified_in_full_at']} ({chain['verified_in_full_age_s']} s ago), "
+                f"{chain['checked_now']} records appended since checked now"
+            )
         state = "OK" if chain["ok"] else f"BROKEN at seq {chain['broken_seq']} ({chain['reason']})"
         typer.echo(f"chain {state}: {chain['records']} records, head {chain['head_hash']}")
 

@@ -39,11 +39,56 @@ class ChainReport:
 
 @dataclass(frozen=True)
 class ChainRecord:
-    """One link of the chain as exported: position, hashes, time, and exactly what the hash covers."""
+    """One link of the chain as exported: position, hashes, time, and exactly what the hash covers (its canonical
+    JSON: the bytes hashed)."""
 
     seq: int
     request_id: str
     prev_hash: str
     record_hash: str
     created_at: datetime
-    content: dict[str, Any]
+    canonical: bytes
+
+    @property
+    def content(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.canonical)
+        return parsed
+
+
+class ChainCheck:
+    """Verifies a chain link by link in seq order, in constant memory: each record must follow the previous one
+    (seq + 1), link to its hash, and match its own hash. Start from a verified head to check only what follows it."""
+
+    def __init__(self, head_seq: int = 0, head_hash: str = GENESIS_HASH) -> None:
+        self.checked, self.prev = head_seq, head_hash
+        self.broken: ChainReport | None = None
+
+    def add(self, seq: int, request_id: str, prev_hash: str, record_hash: str, canonical: bytes) -> bool:
+        """Check the next record; False (and :attr:`broken` set) at the first that does not fit."""
+        problem = None
+        if seq != self.checked + 1:
+            problem = f"sequence gap: expected seq {self.checked + 1}, found {seq}"
+        elif prev_hash != self.prev:
+            problem = "prev_hash does not match the previous record's hash (a record was removed or reordered)"
+        elif hashlib.sha256(self.prev.encode() + canonical).hexdigest() != record_hash:
+            problem = "content does not match its record_hash (the record was modified)"
+        if problem:
+            self.broken = ChainReport(False, self.checked, self.prev, request_id, seq, problem)
+            return False
+        self.prev, self.checked = record_hash, self.checked + 1
+        return True
+
+    def report(self, rows: int) -> ChainReport:
+        """The result, given how many request rows the log holds (rows outside the chain break it too)."""
+        if self.broken is not None:
+            return self.broken
+        if rows != self.checked:
+            return ChainReport(
+                False,
+                self.checked,
+                self.prev,
+                None,
+                None,
+                f"{rows - self.checked} request row(s) lie outside the chain (inserted by hand?)",
+            )
+        return ChainReport(True, self.checked, self.prev)

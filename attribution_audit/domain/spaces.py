@@ -18,7 +18,7 @@ import numpy as np
 from attribution_audit.domain.params import FUSED, AttributionParams
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
 from attribution_audit.domain.projection import Projection, join_bases
-from attribution_audit.domain.ranking import apply_k_policy, fused_similarity, rerank, rrf_fuse
+from attribution_audit.domain.ranking import apply_k_policy, by_score, fused_similarity, rrf_fuse
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Space(ABC):
 
 
 class SingleSpace(Space):
-    """One named vector of the collection, re-ranked by exact cosine similarity."""
+    """One named vector of the collection, ranked by the engine's exact cosine similarity (see ranking.by_score)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -100,7 +100,7 @@ class SingleSpace(Space):
     ) -> list[tuple[Hit, float]]:
         vector = query.of(self.name)
         depth = params.k * params.oversampling
-        return rerank(vector, engine.search(vector, depth, with_vectors=True, space=self.name))
+        return by_score(engine.search(vector, depth, space=self.name))
 
     def engine_top(self, engine: SearchEngine, query: QueryVectors, params: AttributionParams) -> list[Hit]:
         return engine.search(query.of(self.name), params.k, space=self.name)

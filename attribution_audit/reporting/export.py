@@ -10,13 +10,14 @@ period, export time and chain head), and the identity against a checkpoint (``au
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from attribution_audit.domain.chain import ChainRecord, ChainReport, hash_content
+from attribution_audit.domain.chain import ChainCheck, ChainRecord, ChainReport, hash_content
 from attribution_audit.errors import AttributionAuditError
 
 FORMAT = "attribution-audit-export/1"
@@ -29,55 +30,68 @@ def _bounds(date_from: date | None, date_to: date | None) -> tuple[datetime | No
 
 
 def export_records(
-    head: ChainReport,
     chain: Iterable[ChainRecord],
+    rows: Callable[[], int],
     out: str | Path,
     date_from: date | None = None,
     date_to: date | None = None,
     db_identity: str | None = None,
-) -> int:
-    """Write the records of ``chain`` created within [date_from, date_to] (inclusive days, UTC), with the verified
-    ``head`` and the audit DB's identity (what checkpoints name); returns how many."""
+) -> tuple[int, ChainReport]:
+    """Verify ``chain`` (every record, in order) while writing those created within [date_from, date_to] (inclusive
+    days, UTC), in one pass and constant memory; ``rows`` counts the log's request rows once the chain is read. The
+    header names the audit DB's identity (what checkpoints name). Returns how many were written and the verified
+    head. A broken chain writes nothing and raises."""
     start, end = _bounds(date_from, date_to)
-    if not head.ok:
-        raise AttributionAuditError(
-            f"the audit chain is broken at seq {head.broken_seq} ({head.reason}); run `attribution-audit audit verify` "
-            "and resolve it before exporting"
-        )
-    records = []
-    for record in chain:
-        if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
-            records.append(
-                {
-                    "seq": record.seq,
-                    "request_id": record.request_id,
-                    "prev_hash": record.prev_hash,
-                    "record_hash": record.record_hash,
-                    "content": record.content,
-                }
-            )
-    header = {
-        "format": FORMAT,
-        "exported_at": datetime.now(UTC).isoformat(),
-        "from": date_from.isoformat() if date_from else None,
-        "to": date_to.isoformat() if date_to else None,
-        "records": len(records),
-        "chain_head": {"seq": head.checked, "hash": head.head_hash},
-        "db_identity": db_identity,
-    }
     out = Path(out)
-    temporary = out.with_name(out.name + ".tmp")
+    body, temporary = out.with_name(out.name + ".body.tmp"), out.with_name(out.name + ".tmp")
+    check, written = ChainCheck(), 0
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with temporary.open("w", encoding="utf-8") as handle:
-            for line in (header, *records):
-                handle.write(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
+        with body.open("wb") as handle:
+            for record in chain:
+                if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
+                    break
+                if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
+                    handle.write(_line(record))
+                    written += 1
+        head = check.report(rows())
+        if not head.ok:
+            raise AttributionAuditError(
+                f"the audit chain is broken at seq {head.broken_seq} ({head.reason}); run `attribution-audit audit "
+                "verify` and resolve it before exporting"
+            )
+        header = {
+            "format": FORMAT,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "from": date_from.isoformat() if date_from else None,
+            "to": date_to.isoformat() if date_to else None,
+            "records": written,
+            "chain_head": {"seq": head.checked, "hash": head.head_hash},
+            "db_identity": db_identity,
+        }
+        with temporary.open("wb") as handle, body.open("rb") as records:
+            handle.write(json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n")
+            shutil.copyfileobj(records, handle, 1 << 20)
         temporary.replace(out)
     except OSError as exc:
         raise AttributionAuditError(
             f"{out}: cannot write the export ({exc.strerror}); choose a writable path"
         ) from None
-    return len(records)
+    finally:
+        body.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
+    return written, head
+
+
+def _line(record: ChainRecord) -> bytes:
+    """One record as a JSON line, keys sorted; its content is the canonical JSON its hash covers, as hashed."""
+    return b'{"content":%s,"prev_hash":%s,"record_hash":%s,"request_id":%s,"seq":%d}\n' % (
+        record.canonical,
+        json.dumps(record.prev_hash).encode(),
+        json.dumps(record.record_hash).encode(),
+        json.dumps(record.request_id, ensure_ascii=False).encode(),
+        record.seq,
+    )
 
 
 @dataclass(frozen=True)
@@ -91,28 +105,47 @@ class ExportReport:
 
 
 def verify_export(path: str | Path) -> ExportReport:
-    """Check an export file on its own: every hash, every link, no gap, and the header's count."""
+    """Check an export file on its own, in constant memory (two passes over its lines): every line a record and the
+    header's count, then every hash, every link, no gap."""
     path = Path(path)
     try:
-        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
+        header = json.loads(next(_lines(path), "null"))
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise AttributionAuditError(f"{path}: not an attribution-audit export (expected format {FORMAT})")
+        count = 0
+        for number, record in enumerate(_records(path), start=2):
+            count += 1
+            if not isinstance(record, dict) or not _well_formed(record):
+                problem = f"line {number} is not a record (seq, request_id, prev_hash, record_hash, content)"
+                return ExportReport(False, count, None, None, None, problem)
+        if header.get("records") != count:
+            problem = f"header announces {header.get('records')} records, file holds {count} (lines removed?)"
+            return ExportReport(False, count, None, None, None, problem)
+        return _verify_records(_records(path), count, header)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
-    if not lines or not isinstance(lines[0], dict) or lines[0].get("format") != FORMAT:
-        raise AttributionAuditError(f"{path}: not an attribution-audit export (expected format {FORMAT})")
-    header, records = lines[0], lines[1:]
 
-    def fail(problem: str, record: dict[str, Any] | None = None) -> ExportReport:
-        where = f"seq {record.get('seq')} (request {record.get('request_id')}): " if record else ""
-        return ExportReport(False, len(records), None, None, None, where + problem)
 
-    for number, record in enumerate(records, start=2):
-        if not isinstance(record, dict) or not _well_formed(record):
-            return fail(f"line {number} is not a record (seq, request_id, prev_hash, record_hash, content)")
-    if header.get("records") != len(records):
-        return fail(f"header announces {header.get('records')} records, file holds {len(records)} (lines removed?)")
+def _lines(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as handle:
+        yield from (line for line in handle if line.strip())
+
+
+def _records(path: Path) -> Iterator[Any]:
+    lines = _lines(path)
+    next(lines, None)  # the header
+    return (json.loads(line) for line in lines)
+
+
+def _verify_records(records: Iterator[dict[str, Any]], count: int, header: dict[str, Any]) -> ExportReport:
+    def fail(problem: str, record: dict[str, Any]) -> ExportReport:
+        where = f"seq {record.get('seq')} (request {record.get('request_id')}): "
+        return ExportReport(False, count, None, None, None, where + problem)
+
+    first: int | None = None
     previous: dict[str, Any] | None = None
     for record in records:
-        content = record.get("content") or {}
+        content = record["content"]
         if content.get("request", {}).get("seq") != record.get("seq"):
             return fail("seq differs from the seq inside the record's content", record)
         if content.get("request", {}).get("prev_hash") != record.get("prev_hash"):
@@ -128,6 +161,7 @@ def verify_export(path: str | Path) -> ExportReport:
                 return fail(f"gap after seq {previous['seq']} (a record was removed)", record)
             if record["prev_hash"] != previous["record_hash"]:
                 return fail("prev_hash does not match the previous record's hash", record)
+        first = record["seq"] if first is None else first
         previous = record
     head = header.get("chain_head") or {}
     if previous is not None and not (isinstance(head.get("seq"), int) and head["seq"] >= previous["seq"]):
@@ -138,9 +172,8 @@ def verify_export(path: str | Path) -> ExportReport:
         return fail("the header's export time lies before the last record", previous)
     if previous is not None and previous["seq"] == head.get("seq") and previous["record_hash"] != head.get("hash"):
         return fail("the last record's hash differs from the chain head in the header", previous)
-    first = records[0]["seq"] if records else None
     return ExportReport(
-        True, len(records), first, previous["seq"] if previous else None, previous["record_hash"] if previous else None
+        True, count, first, previous["seq"] if previous else None, previous["record_hash"] if previous else None
     )
 
 
@@ -161,7 +194,7 @@ def _not_before(moment: Any, created_at: str) -> bool:
         return False
 
 
-def _lines(path: Path) -> Iterator[Any]:
+def _values(path: Path) -> Iterator[Any]:
     """The export's lines as JSON values, one at a time (after :func:`verify_export` accepted the file)."""
     try:
         with path.open(encoding="utf-8") as handle:
@@ -174,14 +207,14 @@ def _lines(path: Path) -> Iterator[Any]:
 
 def export_identity(path: str | Path) -> str | None:
     """The audit DB identity the export's header names (None for an export without one)."""
-    header = next(_lines(Path(path)), None)
+    header = next(_values(Path(path)), None)
     identity = header.get("db_identity") if isinstance(header, dict) else None
     return identity if isinstance(identity, str) else None
 
 
 def record_hash_at(path: str | Path, seq: int) -> str | None:
     """The record_hash of record ``seq`` in the export, None when the export does not hold it."""
-    for line in _lines(Path(path)):
+    for line in _values(Path(path)):
         if isinstance(line, dict) and line.get("seq") == seq and "content" in line:
             hashed = line.get("record_hash")
             return hashed if isinstance(hashed, str) else None

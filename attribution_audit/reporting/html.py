@@ -24,6 +24,9 @@ THUMBNAIL = 180
 LOW_CONFIDENCE = 0.5  # the threshold of the v_low_confidence view
 
 
+CHANGED = "changed since attribution: the sha256 of this file is not the recorded one"
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     """The templates shared by ``report request --html`` and the web console (``templates/``)."""
@@ -39,7 +42,9 @@ def environment() -> jinja2.Environment:
 def render(template: str, **context: Any) -> str:
     """A page from the shared templates; ``console`` (default False) adds the console's navigation."""
     return (
-        environment().get_template(template).render(**{"console": False, "low_confidence": LOW_CONFIDENCE, **context})
+        environment()
+        .get_template(template)
+        .render(**{"console": False, "low_confidence": LOW_CONFIDENCE, "changed": CHANGED, **context})
     )
 
 
@@ -62,13 +67,14 @@ def picture(path: str | None, expected_sha256: str | None = None) -> Picture:
         loaded = load_image(path)
     except ImageError:
         return Picture(name, None, "missing")
+    if expected_sha256 is not None and loaded.sha256 != expected_sha256:
+        return Picture(name, None, "changed")  # another image than the one attributed: never shown as if it were
     image = loaded.image
     image.thumbnail((THUMBNAIL * 2, THUMBNAIL * 2))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
     src = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-    status = "unchecked" if expected_sha256 is None else "ok" if loaded.sha256 == expected_sha256 else "changed"
-    return Picture(name, src, status)
+    return Picture(name, src, "unchecked" if expected_sha256 is None else "ok")
 
 
 def request_context(

@@ -33,7 +33,7 @@ from attribution_audit.errors import NotFoundError, VectorStoreError
 from attribution_audit.services.copy_check import CopyDetector
 from attribution_audit.sources.images import load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.exact import ExactIndex, load_or_build, overlap_at_k
+from attribution_audit.store.exact import ExactIndex, cache_folder, load_or_build, overlap_at_k
 from attribution_audit.store.vectors import VectorStore
 
 if TYPE_CHECKING:
@@ -84,9 +84,7 @@ class Attributor:
         version = self.store.content_version()
         key = (method, space, version)
         if key not in self._exact:
-            folder = (
-                self.exact_cache_dir / self.store.collection / (method if space == CONTENT else f"{space}-{method}")
-            )
+            folder = cache_folder(self.exact_cache_dir, self.store.collection, method, space)
             self._exact[key] = load_or_build(method, folder, version, lambda: self.store.fetch_all(space))
         return self._exact[key]
 

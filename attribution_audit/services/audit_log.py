@@ -6,6 +6,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
 from attribution_audit.reporting import export, html
 from attribution_audit.store.audit_store import AuditStore
@@ -23,16 +24,27 @@ def get_attribution(audit: AuditStore, request_id: str) -> Attribution:
     return audit.requests.get(request_id)
 
 
+def verify_chain(audit: AuditStore) -> ChainReport:
+    """Recompute every hash of the log (streaming); the first broken record, if any. The outcome is remembered for
+    ``report summary`` (where this user may write)."""
+    report = audit.requests.verify_chain()
+    audit.requests.remember_verification(report)
+    return report
+
+
 def export_records(audit: AuditStore, out: Path, date_from: date | None = None, date_to: date | None = None) -> int:
-    """Export a period's records with their hashes and the verified chain head; how many were written."""
-    return export.export_records(
-        audit.requests.verify_chain(),
+    """Export a period's records with their hashes, the chain head and the DB identity, verifying the whole chain in
+    the same pass (a broken chain exports nothing); how many were written."""
+    written, head = export.export_records(
         audit.requests.chain_records(),
+        audit.requests.count,
         out,
         date_from,
         date_to,
         db_identity=audit.checkpoints.identity(),
     )
+    audit.requests.remember_verification(head)
+    return written
 
 
 def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:

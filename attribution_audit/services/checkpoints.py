@@ -31,6 +31,7 @@ from attribution_audit.domain.checkpoint import Checkpoint
 from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AttributionAuditError, ConflictError
 from attribution_audit.reporting import export
+from attribution_audit.services.audit_log import verify_chain
 from attribution_audit.store.audit_store import AuditStore
 
 NEW_LOG_FLAG = "--new-audit-log"
@@ -293,8 +294,9 @@ def verify_database(
     settings: Settings, audit: AuditStore, checkpoint_file: Path | None
 ) -> tuple[ChainReport, list[CheckpointCheck]]:
     """The chain's verification, and the comparison with the checkpoints of ``checkpoint_file`` (by default: the
-    witness file's last checkpoint, when there is a witness file)."""
-    report = audit.requests.verify_chain()
+    witness file's last checkpoint, when there is a witness file). The chain's outcome is remembered for
+    ``report summary`` (where this user may write)."""
+    report = verify_chain(audit)
     if checkpoint_file is not None:
         checkpoints = read_checkpoints(checkpoint_file)
     else:

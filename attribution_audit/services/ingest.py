@@ -28,9 +28,18 @@ from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, VectorStoreError
 from attribution_audit.reporting.tables import csv_cell
 from attribution_audit.sources.images import LoadedImage, load_image, printable_path, sha256_file
-from attribution_audit.sources.manifest import ManifestRow, RowFailure, Source, WangSource
+from attribution_audit.sources.manifest import (
+    CsvSource,
+    FolderSource,
+    JsonlSource,
+    ManifestRow,
+    RowFailure,
+    Source,
+    WangSource,
+)
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.catalogue import RunCounts, WorkRecord
+from attribution_audit.store.catalogue import KnownWork, RunCounts, WorkRecord
+from attribution_audit.store.exact import cached_space, update_cache
 from attribution_audit.store.vectors import VectorStore, WorkPoint, point_id_for
 from attribution_audit.store.vectors.base import CONTENT, STYLE
 
@@ -102,6 +111,20 @@ def default_catalogue_name(path: Path) -> str:
     return name
 
 
+def row_total(source: Source) -> int:
+    """How many rows ``source`` yields, for progress, read without validating them (a CSV's records, a JSONL's
+    non-blank lines, a folder's images): the full validating pass over the manifest happens once, in the ingest."""
+    if isinstance(source, CsvSource):
+        with source.path.open(encoding="utf-8-sig", newline="") as handle:
+            return max(sum(1 for record in csv.reader(handle) if record) - 1, 0)
+    if isinstance(source, JsonlSource):
+        with source.path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    if isinstance(source, FolderSource):
+        return len(source.files)
+    return sum(1 for _ in source)
+
+
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -143,6 +166,8 @@ class Ingestion:
         self.spaces = spaces
         self.vectors = vectors
         self.allow_artist_changes = allow_artist_changes
+        self.known: dict[str, KnownWork] = {}  # the current chunk's works the catalogue has (read once by classify)
+        self.written: list[str] = []  # point ids upserted by this run (to bring the exact caches up to date)
 
     def digest(self, row: ManifestRow) -> str:
         """The content hash of a row's work: its image file, or for a precomputed vector whose image is not on this
@@ -157,6 +182,7 @@ class Ingestion:
         """Rows to (re)embed with their known image hash; counts the unchanged and the withdrawn."""
         name = self.report.catalogue
         known = self.audit.catalogue.known_works(self.catalogue_id, self.store.collection, [r.work_id for r in rows])
+        self.known = known
         present = self.store.existing_ids([point_id_for(name, r.work_id) for r in rows])
         todo: list[tuple[ManifestRow, str | None]] = []
         for row in rows:
@@ -199,13 +225,12 @@ class Ingestion:
         return todo
 
     def write(self, items: Sequence[Prepared], run_id: int) -> None:
-        """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction."""
+        """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction.
+        ``items`` are rows of the chunk :meth:`classify` saw last (what the catalogue has of them is not read again)."""
         if not items:
             return
         name = self.report.catalogue
-        known = self.audit.catalogue.known_works(
-            self.catalogue_id, self.store.collection, [p.row.work_id for p in items]
-        )
+        known = self.known
 
         def version_of(p: Prepared) -> int:
             old = known.get(p.row.work_id)
@@ -229,6 +254,7 @@ class Ingestion:
             for p in items
         ]
         with_retries(lambda: self.store.upsert(points))
+        self.written += [point.point_id for point in points]
         written = self.audit.catalogue.record_works(
             self.catalogue_id,
             self.store.collection,
@@ -246,8 +272,11 @@ class Ingestion:
                     version=point.payload["version"],
                     point_id=point.point_id,
                     vector_digest=vector_digest(point.vector, point.style),
+                    pk=old.pk if old is not None else None,
+                    new_version=old is None or old.image_sha256 != p.sha256,
                 )
                 for p, point in zip(items, points, strict=True)
+                for old in [known.get(p.row.work_id)]
             ],
         )
         self.report.added += written.added
@@ -278,10 +307,13 @@ def ingest_source(
     progress: Progress | None = None,
     style_embedder: StyleEmbedder | None = None,
     allow_artist_changes: bool = False,
+    exact_cache_dir: Path | None = None,
 ) -> IngestReport:
     """Ingest a source; re-running an unchanged source adds nothing. Either ``embedder`` embeds the images, or
     ``vectors`` gives each row a precomputed vector (``embedder_fingerprint`` then names their model).
-    With ``style_embedder`` (see embedding.style) each work also gets a vector in the style space."""
+    With ``style_embedder`` (see embedding.style) each work also gets a vector in the style space. The exact-index
+    caches under ``exact_cache_dir`` that held the collection as it was are brought up to date with the points
+    written (no full scroll of the collection on the next exact search)."""
     fingerprint = embedder.fingerprint if embedder is not None else embedder_fingerprint
     if fingerprint is None:
         raise ValueError("precomputed vectors need an embedder_fingerprint")
@@ -297,11 +329,12 @@ def ingest_source(
         requester=requester,
     )
     report = IngestReport(run_id=run_id, catalogue=catalogue_name)
+    before = store.content_version() if store.spaces() else None
     if embedder is not None:
         store.ensure_collection(embedder.dim, style_embedder.dim if style_embedder is not None else None)
     spaces = CONTENT if style_embedder is None else f"{CONTENT},{STYLE}"
     ingestion = Ingestion(audit, store, fingerprint, report, catalogue_id, spaces, vectors, allow_artist_changes)
-    counter = _Counter(progress, sum(1 for _ in source) if progress is not None else None)
+    counter = _Counter(progress, row_total(source) if progress is not None else None)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for chunk in chunks(source, CHUNK_ROWS):
@@ -318,6 +351,8 @@ def ingest_source(
                         ingestion, todo, embedder, style_embedder, pool, batch_size, report.run_id, counter.advance
                     )
         store.build_index()
+        if exact_cache_dir is not None and before is not None:
+            _refresh_exact_caches(store, exact_cache_dir, before, ingestion.written)
         if isinstance(source, WangSource):
             report.labelled_queries = audit.evaluations.add_labelled_queries(
                 catalogue_name, str(source.path.resolve()), source.labelled
@@ -397,6 +432,17 @@ def _ingest_precomputed(
     if prepared:
         ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]))
         ingestion.write(prepared, run_id)
+
+
+def _refresh_exact_caches(store: VectorStore, root: Path, before: str, written: list[str]) -> None:
+    """Bring each exact cache of the collection as it was ``before`` this run to its content now, from the points
+    written (read back by id); a cache of another version is left for the next search to rebuild."""
+    folder = root / store.collection
+    if not written or not folder.is_dir():
+        return
+    after = store.content_version()
+    for cache in sorted(p for p in folder.iterdir() if p.is_dir() and (p / before).is_dir()):
+        update_cache(cache, before, after, *store.fetch(list(dict.fromkeys(written)), cached_space(cache)))
 
 
 def _write_failures(path: Path | None, failures: list[RowFailure]) -> Path | None:
@@ -482,6 +528,7 @@ def ingest_catalogue(
             style_embedder=style,
             allow_artist_changes=allow_artist_changes,
             progress=progress,
+            exact_cache_dir=settings.data_dir / "exact",
         )
     notes = [remember_ingest(settings, [CONTENT, STYLE] if style is not None else [CONTENT])]
     if filled and (report.added or report.updated):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import as_utc
 from attribution_audit.store.audit_store import AuditStore
 
@@ -26,8 +27,9 @@ def _iso(moment: str | None) -> str | None:
 
 
 def summary(audit: AuditStore) -> dict[str, Any]:
-    """Counts, confidence distribution, HNSW/exact disagreements and the chain status."""
-    chain = audit.requests.verify_chain()
+    """Counts, confidence distribution, HNSW/exact disagreements and the chain status (from the last full
+    verification and the records appended since: see :func:`chain_status`)."""
+    chain, since = chain_status(audit)
     return {
         **log_counts(audit),
         "chain": {
@@ -36,6 +38,7 @@ def summary(audit: AuditStore) -> dict[str, Any]:
             "head_hash": chain.head_hash,
             "broken_seq": chain.broken_seq,
             "reason": chain.reason,
+            **since,
         },
     }
 
@@ -60,4 +63,21 @@ def log_counts(audit: AuditStore) -> dict[str, Any]:
         "confidence_distribution": buckets,
         "active_works": counts.active_works,
         "withdrawn_works": counts.withdrawn_works,
+    }
+
+
+def chain_status(audit: AuditStore) -> tuple[ChainReport, dict[str, Any]]:
+    """The chain's state without re-verifying the whole log: the last full verification (``audit verify`` or
+    ``audit export``) and the records appended since, checked now; the whole chain when none is remembered (or this
+    user may not read them). With what it rests on: when the full verification ran, how long ago, records checked."""
+    last = audit.requests.last_verification()
+    if last is None or not last.report.ok:
+        report = audit.requests.verify_chain() if last is None else last.report
+        return report, {"verified_in_full_at": None, "verified_in_full_age_s": None, "checked_now": report.checked}
+    report = audit.requests.verify_chain(last.report)
+    at = as_utc(last.verified_at)
+    return report, {
+        "verified_in_full_at": at.isoformat(),
+        "verified_in_full_age_s": round((datetime.now(UTC) - at).total_seconds()),
+        "checked_now": report.checked - last.report.checked,
     }

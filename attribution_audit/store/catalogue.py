@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from attribution_audit.errors import ConflictError, NotFoundError
-from attribution_audit.store.database import read_scope, session_scope
+from attribution_audit.store.database import insert_or_ignore, read_scope, session_scope, upsert
 from attribution_audit.store.models import (
     Artist,
     Catalogue,
@@ -27,6 +27,7 @@ from attribution_audit.store.models import (
 class KnownWork:
     """What the audit DB knows of a work, and of its embedding in one collection (``None`` fields: not embedded)."""
 
+    pk: int
     work_id: str
     artist: str
     title: str | None
@@ -41,7 +42,8 @@ class KnownWork:
 
 @dataclass(frozen=True)
 class WorkRecord:
-    """A work as one ingestion run writes it (its vector is already in the store under ``point_id``)."""
+    """A work as one ingestion run writes it (its vector is already in the store under ``point_id``): ``pk`` is its
+    row when the catalogue already has it (from :meth:`CatalogueRepository.known_works`), None for a new work."""
 
     work_id: str
     artist: str
@@ -52,6 +54,8 @@ class WorkRecord:
     version: int
     point_id: str
     vector_digest: str | None = None  # sha256 of the vectors written (domain.points.vector_digest)
+    pk: int | None = None
+    new_version: bool = True  # its image differs from the row's (always true of a new work)
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ class CatalogueRepository:
     ) -> tuple[int, int]:
         """Create the catalogue if new and an ingestion run; (run id, catalogue id)."""
         with session_scope(self.engine) as session:
-            catalogue_id = _get_or_create(session, Catalogue, catalogue).id
+            catalogue_id = _catalogue_created(session, catalogue)
             run = IngestionRun(
                 catalogue_id=catalogue_id,
                 source_format=source_format,
@@ -145,6 +149,7 @@ class CatalogueRepository:
         with read_scope(self.engine) as session:
             return {
                 work.work_id: KnownWork(
+                    pk=work.id,
                     work_id=work.work_id,
                     artist=artist,
                     title=work.title,
@@ -169,67 +174,82 @@ class CatalogueRepository:
         spaces: str,
         works: Sequence[WorkRecord],
     ) -> WrittenWorks:
-        """Write works, their new versions and their embeddings in ``collection`` in one transaction."""
-        added = updated = 0
-        same_image: list[tuple[str, str]] = []
+        """Write works, their new versions and their embeddings in ``collection`` in one transaction, a few bulk
+        statements per batch whatever its size (artists inserted if new, new works inserted, known ones updated by
+        primary key, versions inserted, embeddings upserted); the same-image check is one indexed query."""
+        if not works:
+            return WrittenWorks(0, 0, [])
+        now = utcnow()
         with session_scope(self.engine) as session:
-            ids = [w.work_id for w in works]
-            rows = {
-                w.work_id: w
-                for w in session.scalars(select(Work).where(Work.catalogue_id == catalogue_id, Work.work_id.in_(ids)))
-            }
-            embeddings = {
-                e.work_pk: e
-                for e in session.scalars(
-                    select(WorkEmbedding).where(
-                        WorkEmbedding.collection == collection,
-                        WorkEmbedding.work_pk.in_([w.id for w in rows.values()]),
-                    )
-                )
-            }
+            same_image = _same_image(session, catalogue_id, works)
             artists = _artist_ids(session, {w.artist for w in works})
-            for record in works:
-                twin = session.scalar(
-                    select(Work.work_id).where(
-                        Work.catalogue_id == catalogue_id,
-                        Work.image_sha256 == record.image_sha256,
-                        Work.work_id != record.work_id,
-                        Work.withdrawn_at.is_(None),
-                    )
+
+            def columns(w: WorkRecord) -> dict[str, Any]:
+                return {
+                    "artist_id": artists[w.artist],
+                    "title": w.title,
+                    "image_path": w.image_path,
+                    "image_sha256": w.image_sha256,
+                    "version": w.version,
+                    "payload": w.payload,
+                    "updated_at": now,
+                }
+
+            pks = {w.work_id: w.pk for w in works if w.pk is not None}
+            if len(pks) < len(works):
+                created = session.execute(
+                    insert(Work).returning(Work.work_id, Work.id),  # returned with their key: no order needed
+                    [
+                        {"catalogue_id": catalogue_id, "work_id": w.work_id, "created_at": now, **columns(w)}
+                        for w in works
+                        if w.pk is None
+                    ],
                 )
-                if twin is not None:
-                    same_image.append((record.work_id, twin))
-                work = rows.get(record.work_id)
-                if work is None:
-                    work = Work(catalogue_id=catalogue_id, work_id=record.work_id, version=record.version)
-                    session.add(work)
-                    added += 1
-                else:
-                    updated += 1
-                changed = work.id is None or work.image_sha256 != record.image_sha256
-                work.artist_id, work.title, work.image_path = artists[record.artist], record.title, record.image_path
-                work.image_sha256, work.version, work.payload = record.image_sha256, record.version, record.payload
-                work.updated_at = utcnow()
-                session.flush()
-                if changed:
-                    session.add(
-                        WorkVersion(
-                            work_pk=work.id,
-                            version=record.version,
-                            image_path=record.image_path,
-                            image_sha256=record.image_sha256,
-                            ingestion_run_id=run_id,
-                        )
-                    )
-                embedding = embeddings.get(work.id)
-                if embedding is None:
-                    embedding = WorkEmbedding(work_pk=work.id, collection=collection)
-                    session.add(embedding)
-                embedding.point_id, embedding.version = record.point_id, record.version
-                embedding.image_sha256, embedding.embedder_fingerprint = record.image_sha256, embedder_fingerprint
-                embedding.updated_at, embedding.spaces = utcnow(), spaces
-                embedding.vector_digest = record.vector_digest
-        return WrittenWorks(added, updated, same_image)
+                pks.update({work_id: pk for work_id, pk in created})
+            if any(w.pk is not None for w in works):
+                session.execute(update(Work), [{"id": w.pk, **columns(w)} for w in works if w.pk is not None])
+            versions = [
+                {
+                    "work_pk": pks[w.work_id],
+                    "version": w.version,
+                    "image_path": w.image_path,
+                    "image_sha256": w.image_sha256,
+                    "ingestion_run_id": run_id,
+                    "created_at": now,
+                }
+                for w in works
+                if w.new_version
+            ]
+            if versions:
+                session.execute(insert(WorkVersion), versions)
+            embedding = {
+                "version",
+                "point_id",
+                "image_sha256",
+                "embedder_fingerprint",
+                "spaces",
+                "updated_at",
+                "vector_digest",
+            }
+            session.execute(
+                upsert(session, WorkEmbedding, ("work_pk", "collection"), sorted(embedding)),
+                [
+                    {
+                        "work_pk": pks[w.work_id],
+                        "collection": collection,
+                        "point_id": w.point_id,
+                        "version": w.version,
+                        "image_sha256": w.image_sha256,
+                        "embedder_fingerprint": embedder_fingerprint,
+                        "spaces": spaces,
+                        "updated_at": now,
+                        "vector_digest": w.vector_digest,
+                    }
+                    for w in works
+                ],
+            )
+        added = sum(w.pk is None for w in works)
+        return WrittenWorks(added, len(works) - added, same_image)
 
     def sources_of(self, catalogue: str) -> list[str]:
         """The source paths a catalogue was ingested from, oldest first (empty for an unknown catalogue)."""
@@ -367,24 +387,45 @@ class CatalogueRepository:
             )
 
 
-def _get_or_create(session: Session, model: type[Catalogue], name: str) -> Catalogue:
-    row = session.scalar(select(model).where(model.name == name))
-    if row is None:
-        row = model(name=name)
-        session.add(row)
-        session.flush()
-    return row
+def _catalogue_created(session: Session, name: str) -> int:
+    """The id of catalogue ``name``, creating it if new (a concurrent ingest creating it too is no conflict)."""
+    session.execute(insert_or_ignore(session, Catalogue, ("name",)), {"name": name, "created_at": utcnow()})
+    return session.scalars(select(Catalogue.id).where(Catalogue.name == name)).one()
 
 
 def _artist_ids(session: Session, names: set[str]) -> dict[str, int]:
-    """Ids of the named artists, creating the missing ones (two queries, whatever the number of names)."""
-    known = {name: pk for name, pk in session.execute(select(Artist.name, Artist.id).where(Artist.name.in_(names)))}
-    for name in sorted(names - known.keys()):
-        artist = Artist(name=name)
-        session.add(artist)
-        session.flush()
-        known[name] = artist.id
-    return known
+    """Ids of the named artists, creating the missing ones: one ``INSERT ... ON CONFLICT DO NOTHING`` (in name order,
+    so that concurrent ingests sharing artists wait for each other instead of failing or deadlocking) and one
+    SELECT, whatever the number of names."""
+    now = utcnow()
+    insert_missing = insert_or_ignore(session, Artist, ("name",))
+    session.execute(insert_missing, [{"name": name, "created_at": now} for name in sorted(names)])
+    return {name: pk for name, pk in session.execute(select(Artist.name, Artist.id).where(Artist.name.in_(names)))}
+
+
+def _same_image(session: Session, catalogue_id: int, works: Sequence[WorkRecord]) -> list[tuple[str, str]]:
+    """(work_id, another active work_id of the catalogue with its image) for each work that has such a twin: among
+    the rows written before (one query through the (catalogue, image) index; a row these works rewrite counts with
+    its new image) and the works before it in ``works``."""
+    new_image = {w.work_id: w.image_sha256 for w in works}
+    holders: dict[str, list[str]] = {}
+    query = select(Work.image_sha256, Work.work_id).where(
+        Work.catalogue_id == catalogue_id,
+        Work.image_sha256.in_(set(new_image.values())),
+        Work.withdrawn_at.is_(None),
+    )
+    for digest, work_id in session.execute(query):
+        if new_image.get(work_id, digest) == digest:
+            holders.setdefault(digest, []).append(work_id)
+    twins = []
+    for work in works:
+        same = holders.setdefault(work.image_sha256, [])
+        others = [other for other in same if other != work.work_id]
+        if others:
+            twins.append((work.work_id, others[0]))
+        if work.work_id not in same:
+            same.append(work.work_id)
+    return twins
 
 
 def _catalogue_id(session: Session, name: str) -> int:

@@ -33,16 +33,19 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from attribution_audit.domain.chain import GENESIS_HASH, ChainReport, hash_content
-from attribution_audit.store.database import read_connection, session_scope
+from attribution_audit.domain.chain import GENESIS_HASH, ChainCheck, ChainReport, canonical_json, hash_content
+from attribution_audit.errors import DatabaseError
+from attribution_audit.store.database import is_permission_error, read_connection, reader, session_scope
 from attribution_audit.store.models import (
     AttributionArtistShare,
     AttributionMetrics,
     AttributionNeighbour,
     AttributionRequest,
     Base,
+    ChainVerification,
     Work,
     WorkVersion,
     utcnow,
@@ -125,14 +128,20 @@ class StoredRequest:
 
 # Columns added after records were hashed: covered when set, left out when empty (older records keep their hash).
 _COVERED_WHEN_SET = frozenset({"copy_of", "copy_score"})
+_PLAIN = frozenset({str, int, bool, type(None), dict, list})  # values that are canonical as they are
 
 
 def _canonical_row(values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: _canonical_value(value)
-        for key, value in values.items()
-        if key not in _EXCLUDED and not (key in _COVERED_WHEN_SET and value is None)
-    }
+    row = {}
+    for key, value in values.items():
+        if key in _EXCLUDED or (key in _COVERED_WHEN_SET and value is None):
+            continue
+        kind = type(value)
+        if kind is float:
+            row[key] = value or 0.0  # -0.0 hashes as 0.0 (see _canonical_value)
+        else:
+            row[key] = value if kind in _PLAIN else _canonical_value(value)
+    return row
 
 
 def canonical_content(request: StoredRequest | AttributionRequest) -> dict[str, Any]:
@@ -156,11 +165,29 @@ def _lock_chain(session: Session) -> None:
     # SQLite: every transaction starts with BEGIN IMMEDIATE (see audit.db), which already serialises writers.
 
 
-def append(engine: Engine, request: AttributionRequest, at: datetime | None = None) -> AttributionRequest:
-    """Give ``request`` (children attached, not yet added) its time, chain position and hash, and commit it.
+def _row(table: Table, given: dict[str, Any]) -> dict[str, Any]:
+    """Every column of ``table``: those given, None for the others (what the hash covers is what is stored)."""
+    return {c.key: given.get(c.key) for c in table.columns}
 
-    The time is taken under the chain lock, so chain order is time order; ``at`` backdates it (importing a log).
+
+def append_rows(
+    engine: Engine,
+    request: dict[str, Any],
+    neighbours: Sequence[dict[str, Any]],
+    shares: Sequence[dict[str, Any]],
+    metrics: dict[str, Any] | None,
+    at: datetime | None = None,
+) -> StoredRequest:
+    """Append one request (its columns and its children's, as plain values) to the chain: its time, position and
+    hash are taken under the chain lock, then it is written with one statement per table (the children by
+    executemany) in that transaction. Returns the record as stored, without reading it back.
+
+    The time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log).
     """
+    key = request["id"]
+    near = sorted((_row(_NEIGHBOURS, {**n, "request_id": key}) for n in neighbours), key=lambda n: n["rank"])
+    parts = sorted((_row(_SHARES, {**s, "request_id": key}) for s in shares), key=lambda s: s["artist"])
+    measured = None if metrics is None else _row(_METRICS, {**metrics, "request_id": key})
     with session_scope(engine) as session:
         _lock_chain(session)
         last = session.execute(
@@ -168,11 +195,39 @@ def append(engine: Engine, request: AttributionRequest, at: datetime | None = No
             .order_by(AttributionRequest.seq.desc())
             .limit(1)
         ).first()
-        request.created_at = at or utcnow()
-        request.seq = 1 if last is None else last.seq + 1
-        request.prev_hash = GENESIS_HASH if last is None else last.record_hash
-        request.record_hash = record_hash(request.prev_hash, request)
-        session.add(request)
+        row = _row(_REQUESTS, request) | {
+            "created_at": at or utcnow(),
+            "seq": 1 if last is None else last.seq + 1,
+            "prev_hash": GENESIS_HASH if last is None else last.record_hash,
+        }
+        stored = StoredRequest(
+            {k: _canonical_value(v) if k in _BINARY else v for k, v in row.items()}, near, parts, measured
+        )
+        row["record_hash"] = stored.columns["record_hash"] = record_hash(row["prev_hash"], stored)
+        session.execute(_REQUESTS.insert(), row)
+        for table, rows in ((_NEIGHBOURS, near), (_SHARES, parts), (_METRICS, [measured] if measured else [])):
+            if rows:
+                session.execute(table.insert(), rows)
+    return stored
+
+
+def append(engine: Engine, request: AttributionRequest, at: datetime | None = None) -> AttributionRequest:
+    """:func:`append_rows` of an ORM request with its children attached (not added to a session): sets its time,
+    chain position and hash."""
+
+    def values(row: Base) -> dict[str, Any]:
+        return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+
+    stored = append_rows(
+        engine,
+        values(request),
+        [values(n) for n in request.neighbours],
+        [values(s) for s in request.artist_shares],
+        values(request.metrics) if request.metrics is not None else None,
+        at,
+    )
+    for column in ("created_at", "seq", "prev_hash", "record_hash"):
+        setattr(request, column, stored.columns[column])
     return request
 
 
@@ -287,8 +342,11 @@ def load_requests(
 
         def children(part: FromClause) -> dict[str, list[dict[str, Any]]]:
             grouped: dict[str, list[dict[str, Any]]] = {}
-            for child in connection.execute(select(part).where(part.c.request_id.in_(keys))):
-                grouped.setdefault(child.request_id, []).append(dict(child._mapping))
+            result = connection.execute(select(part).where(part.c.request_id.in_(keys)))
+            names = list(result.keys())
+            for child in result:
+                values = dict(zip(names, child, strict=True))
+                grouped.setdefault(values["request_id"], []).append(values)
             return grouped
 
         neighbours, shares, metrics = children(src.neighbours), children(src.artist_shares), children(src.metrics)
@@ -318,39 +376,79 @@ def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, st
         return {int(rank): (str(path), str(sha)) for rank, path, sha in connection.execute(query)}
 
 
-def iter_chain(engine: Engine, page: int = 500) -> Iterator[StoredRequest]:
-    """Every record with its children, in chain order, loaded page by page."""
-    last_seq = 0
+def iter_chain(engine: Engine, page: int = 1000, after_seq: int = 0) -> Iterator[StoredRequest]:
+    """Every record after ``after_seq`` with its children, in chain order, read page by page (keyset pagination on
+    seq: memory holds one page whatever the length of the log)."""
+    last_seq = after_seq
     while True:
         records = load_requests(engine, after_seq=last_seq, limit=page)
         if not records:
             return
-        yield from records
         last_seq = records[-1].seq
+        yield from records
+        del records  # the next page is read without this one still held
 
 
-def verify_chain(engine: Engine) -> ChainReport:
-    """Recompute every hash; stop at the first row whose content, link or position does not match."""
-    prev, checked = GENESIS_HASH, 0
-    for request in iter_chain(engine):
-        problem = None
-        if request.seq != checked + 1:
-            problem = f"sequence gap: expected seq {checked + 1}, found {request.seq}"
-        elif request.prev_hash != prev:
-            problem = "prev_hash does not match the previous record's hash (a record was removed or reordered)"
-        elif record_hash(prev, request) != request.record_hash:
-            problem = "content does not match its record_hash (the record was modified)"
-        if problem:
-            return ChainReport(False, checked, prev, request.id, request.seq, problem)
-        prev, checked = request.record_hash, checked + 1
-    total = count_requests(engine)
-    if total != checked:
-        return ChainReport(
-            False,
-            checked,
-            prev,
-            None,
-            None,
-            f"{total - checked} request row(s) lie outside the chain (inserted by hand?)",
-        )
-    return ChainReport(True, checked, prev)
+def canonical_bytes(record: StoredRequest) -> bytes:
+    """The bytes a record's hash covers (after its prev_hash)."""
+    return canonical_json(canonical_content(record))
+
+
+def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport:
+    """Recompute every hash, streaming; stop at the first row whose content, link or position does not match.
+    From a verified ``head`` (ok, with its record count and hash), only the records appended after it are checked."""
+    check = ChainCheck() if head is None else ChainCheck(head.checked, head.head_hash)
+    for request in iter_chain(engine, after_seq=check.checked):
+        if not check.add(request.seq, request.id, request.prev_hash, request.record_hash, canonical_bytes(request)):
+            break
+    return check.report(count_requests(engine))
+
+
+# -- remembered verifications ---------------------------------------------------------------------------------
+_VERIFICATIONS = Base.metadata.tables[ChainVerification.__tablename__]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A remembered full verification: its report and when it ran."""
+
+    report: ChainReport
+    verified_at: datetime
+
+
+def remember_verification(engine: Engine, report: ChainReport) -> bool:
+    """Record a full verification; False where this database user may not write (a read-only role)."""
+    row = {
+        "verified_at": utcnow(),
+        "ok": report.ok,
+        "records": report.checked,
+        "head_hash": report.head_hash,
+        "broken_seq": report.broken_seq,
+        "reason": report.reason,
+    }
+    try:
+        with engine.begin() as connection:
+            connection.execute(_VERIFICATIONS.insert(), row)
+    except DBAPIError as exc:
+        if is_permission_error(exc):
+            return False
+        raise DatabaseError(f"cannot remember the verification ({exc.orig}); the chain itself is unchanged") from exc
+    return True
+
+
+def last_verification(engine: Engine) -> Verification | None:
+    """The latest remembered full verification; None when there is none, or this user may not read them (a
+    read-only role reads only the audit views)."""
+    v = _VERIFICATIONS.c
+    query = select(_VERIFICATIONS).order_by(v.verified_at.desc(), v.id.desc()).limit(1)
+    try:
+        with reader(engine).connect() as connection:
+            row = connection.execute(query).first()
+    except DBAPIError as exc:
+        if is_permission_error(exc):
+            return None
+        raise
+    if row is None:
+        return None
+    report = ChainReport(row.ok, row.records, row.head_hash, None, row.broken_seq, row.reason)
+    return Verification(report, row.verified_at)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
 
@@ -200,6 +201,22 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def insert_or_ignore(session: Session, model: type[DeclarativeBase], unique: Sequence[str]) -> Any:
+    """``INSERT ... ON CONFLICT (unique) DO NOTHING`` into ``model``'s table in the session's dialect (SQLite or
+    PostgreSQL): concurrent writers of the same key both succeed, the second inserting nothing."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model).on_conflict_do_nothing(index_elements=list(unique))
+
+
+def upsert(session: Session, model: type[DeclarativeBase], unique: Sequence[str], update: Sequence[str]) -> Any:
+    """``INSERT ... ON CONFLICT (unique) DO UPDATE`` of the ``update`` columns, in the session's dialect."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(model)
+    return statement.on_conflict_do_update(
+        index_elements=list(unique), set_={column: statement.excluded[column] for column in update}
+    )
 
 
 def reader(engine: Engine) -> Engine:

@@ -165,6 +165,61 @@ def load_or_build(
     return _make_index(method, ids, vectors)
 
 
+def cache_folder(root: Path, collection: str, method: str, space: str) -> Path:
+    """The cache folder (for :func:`load_or_build`) of one method over one space of a collection."""
+    return Path(root) / collection / (method if space == "content" else f"{space}-{method}")
+
+
+def cached_space(folder: Path) -> str:
+    """The space whose vectors a :func:`cache_folder` holds."""
+    return folder.name.split("-", 1)[0] if "-" in folder.name else "content"
+
+
+def update_cache(cache_dir: Path, version: str, new_version: str, ids: Sequence[str], vectors: np.ndarray) -> bool:
+    """Bring the cache of ``version`` to ``new_version`` by upserted points (rows of known ids replaced in place, new
+    ids appended), reading nothing else of the collection: the exact index follows an ingest without a full scroll.
+    The new vectors file is written through a memory map (the old one is copied in blocks), then the old version is
+    removed. False, and nothing done, when ``version`` is not cached (the next search builds it from the store)."""
+    cache_dir = Path(cache_dir)
+    cached = _read_cache(cache_dir / version)
+    if cached is None or version == new_version:
+        return cached is not None
+    old_ids, old_vectors = cached
+    new_ids, unit = _validated(ids, vectors) if len(ids) else ([], np.zeros((0, old_vectors.shape[1]), np.float32))
+    if unit.shape[1] != old_vectors.shape[1]:
+        raise ValueError(f"vectors have dimension {unit.shape[1]}, the cache has {old_vectors.shape[1]}")
+    position = {point: row for row, point in enumerate(old_ids)}
+    appended = [j for j, point in enumerate(new_ids) if point not in position]
+    target = cache_dir / new_version
+    target.mkdir(parents=True, exist_ok=True)
+    (target / _KDTREE_FILE).unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{_VECTORS_FILE}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shape = (len(old_ids) + len(appended), old_vectors.shape[1])
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        block = max(1, _MAX_BLOCK_ELEMENTS // shape[1])
+        for start in range(0, len(old_ids), block):
+            end = min(start + block, len(old_ids))
+            out[start:end] = old_vectors[start:end]
+        for j, point in enumerate(new_ids):
+            if point in position:
+                out[position[point]] = unit[j]
+        out[len(old_ids) :] = unit[appended]
+        out.flush()
+        del out
+        os.replace(tmp, target / _VECTORS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    all_ids = old_ids + [new_ids[j] for j in appended]
+    _atomic_write(target / _IDS_FILE, lambda f: f.write(json.dumps(all_ids).encode()))
+    for other in cache_dir.iterdir():
+        if other.is_dir() and other.name != new_version:
+            shutil.rmtree(other)
+    return True
+
+
 def overlap_at_k(approx_ids: Sequence[str], exact_ids: Sequence[str]) -> float:
     """Fraction of the exact neighbours the approximate search found (recall@k); 1.0 if there are none."""
     exact = set(exact_ids)

@@ -290,6 +290,22 @@ class RecallCheck(Base):
     overlap_at_k: Mapped[float] = mapped_column(Float)
 
 
+class ChainVerification(Base):
+    """The outcome of one full verification of the hash chain (``audit verify``, ``audit export``): what ``report
+    summary`` starts from instead of re-verifying the whole log. Not part of the chain: ``audit verify`` is the
+    proof."""
+
+    __tablename__ = "chain_verifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    verified_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    ok: Mapped[bool]
+    records: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    broken_seq: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
 class EvaluationRun(Base):
     """One run of the note's experiments over a labelled query set (``attribution-audit evaluate run``)."""
 

@@ -21,9 +21,7 @@ from attribution_audit.store import chain
 from attribution_audit.store.chain import StoredRequest
 from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.models import (
-    AttributionArtistShare,
     AttributionMetrics,
-    AttributionNeighbour,
     AttributionRequest,
     Catalogue,
     RecallCheck,
@@ -140,59 +138,62 @@ class RequestRepository:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def record(self, draft: RequestDraft) -> Attribution:
-        """Append the request to the audit chain (one transaction) and return it as committed."""
+        """Append the request to the audit chain (one transaction: the request, then its neighbours and artist shares
+        as one executemany each, and its metrics) and return it as committed, without reading it back."""
         outcome = draft.outcome
-        with session_scope(self.engine) as session:  # a database that is down gives a one-line error
+        with read_scope(self.engine) as session:  # no write lock; a database that is down gives a one-line error
             work_pks = self._work_pks(session, outcome.neighbours)
-        request = AttributionRequest(
-            id=str(uuid.uuid4()),
-            requester=draft.requester,
-            image_path=draft.image,
-            image_sha256=draft.image_sha256,
-            query_vector=np.asarray(draft.content_vector, dtype="<f4").tobytes(),
-            style_vector=None if draft.style_vector is None else np.asarray(draft.style_vector, dtype="<f4").tobytes(),
-            embedder_name=draft.embedder_name,
-            embedder_fingerprint=draft.embedder_fingerprint,
-            store_kind=draft.store_kind,
-            collection=draft.collection,
-            catalogue_version=outcome.catalogue_version,
-            index_params=draft.index_params,
-            parameters=draft.parameters,
-            k=draft.k,
-            replay_of=draft.replay_of,
-            evaluation_run_id=draft.evaluation[0] if draft.evaluation else None,
-            labelled_query_id=draft.evaluation[1] if draft.evaluation else None,
-        )
-        request.neighbours = [
-            AttributionNeighbour(
-                rank=n.rank,
-                work_pk=work_pks.get((n.catalogue, n.work_id)),
-                catalogue=n.catalogue,
-                work_id=n.work_id,
-                work_version=n.work_version,
-                artist=n.artist,
-                canonical_artist=n.canonical_artist,
-                similarity=n.similarity,
-                distance=n.distance,
-                share=n.share,
-            )
+        request = {
+            "id": str(uuid.uuid4()),
+            "requester": draft.requester,
+            "image_path": draft.image,
+            "image_sha256": draft.image_sha256,
+            "query_vector": np.asarray(draft.content_vector, dtype="<f4").tobytes(),
+            "style_vector": None
+            if draft.style_vector is None
+            else np.asarray(draft.style_vector, dtype="<f4").tobytes(),
+            "embedder_name": draft.embedder_name,
+            "embedder_fingerprint": draft.embedder_fingerprint,
+            "store_kind": draft.store_kind,
+            "collection": draft.collection,
+            "catalogue_version": outcome.catalogue_version,
+            "index_params": draft.index_params,
+            "parameters": draft.parameters,
+            "k": draft.k,
+            "replay_of": draft.replay_of,
+            "evaluation_run_id": draft.evaluation[0] if draft.evaluation else None,
+            "labelled_query_id": draft.evaluation[1] if draft.evaluation else None,
+        }
+        neighbours = [
+            {
+                "rank": n.rank,
+                "work_pk": work_pks.get((n.catalogue, n.work_id)),
+                "catalogue": n.catalogue,
+                "work_id": n.work_id,
+                "work_version": n.work_version,
+                "artist": n.artist,
+                "canonical_artist": n.canonical_artist,
+                "similarity": n.similarity,
+                "distance": n.distance,
+                "share": n.share,
+            }
             for n in outcome.neighbours
         ]
-        request.artist_shares = [AttributionArtistShare(artist=a, share=s) for a, s in outcome.artist_shares.items()]
-        request.metrics = AttributionMetrics(
-            entropy=outcome.features["entropy"],
-            nn_distance=outcome.features["nn_distance"],
-            margin=outcome.features["margin"],
-            top_artist=outcome.top_artist,
-            top_artist_share=outcome.top_artist_share,
-            overlap_at_k=outcome.overlap_at_k,
-            exact_method=outcome.exact_method,
-            confidence=draft.confidence,
-            confidence_model=draft.confidence_model,
-            copy_of=outcome.copy_of,
-            copy_score=outcome.copy_score,
-        )
-        return to_attribution(StoredRequest.of(chain.append(self.engine, request)))
+        shares = [{"artist": a, "share": s} for a, s in outcome.artist_shares.items()]
+        metrics = {
+            "entropy": outcome.features["entropy"],
+            "nn_distance": outcome.features["nn_distance"],
+            "margin": outcome.features["margin"],
+            "top_artist": outcome.top_artist,
+            "top_artist_share": outcome.top_artist_share,
+            "overlap_at_k": outcome.overlap_at_k,
+            "exact_method": outcome.exact_method,
+            "confidence": draft.confidence,
+            "confidence_model": draft.confidence_model,
+            "copy_of": outcome.copy_of,
+            "copy_score": outcome.copy_score,
+        }
+        return to_attribution(chain.append_rows(self.engine, request, neighbours, shares, metrics))
 
     @staticmethod
     def _work_pks(session: Session, neighbours: Sequence[Neighbour]) -> dict[tuple[str, str], int]:
@@ -298,12 +299,25 @@ class RequestRepository:
         ]
 
     # -- the chain -------------------------------------------------------------------------------------------
-    def verify_chain(self) -> ChainReport:
-        """Recompute every hash of the log; the first broken record, if any."""
-        return chain.verify_chain(self.engine)
+    def verify_chain(self, head: ChainReport | None = None) -> ChainReport:
+        """Recompute every hash of the log (streaming; from a verified ``head``, only what follows it); the first
+        broken record, if any."""
+        return chain.verify_chain(self.engine, head)
+
+    def remember_verification(self, report: ChainReport) -> bool:
+        """Remember a full verification for ``report summary``; False where this user may not write."""
+        return chain.remember_verification(self.engine, report)
+
+    def last_verification(self) -> chain.Verification | None:
+        """The latest remembered full verification (None: none, or not readable by this user)."""
+        return chain.last_verification(self.engine)
+
+    def count(self) -> int:
+        """How many request rows the log holds."""
+        return chain.count_requests(self.engine)
 
     def chain_records(self) -> Iterator[ChainRecord]:
-        """Every record in chain order, page by page, with what its hash covers."""
+        """Every record in chain order, page by page, with the bytes its hash covers."""
         for record in chain.iter_chain(self.engine):
             yield ChainRecord(
                 record.seq,
@@ -311,5 +325,5 @@ class RequestRepository:
                 record.prev_hash,
                 record.record_hash,
                 as_utc(record.columns["created_at"]),
-                chain.canonical_content(record),
+                chain.canonical_bytes(record),
             )

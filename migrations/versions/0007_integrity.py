@@ -1,7 +1,7 @@
 """the audit DB's identity (for signed checkpoints) and a digest of each stored vector
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 
 A checkpoint (``audit checkpoint``) signs the chain head of one audit DB. The DB names itself with a random identity
 written once, here, into an append-only table: a replaced or recreated DB has another identity (or none), and
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 copy_score of each request
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0009
 
 ``attribution-audit spaces fit NAME`` stores each fit as a new version (projection, fingerprint, validation
 scores); a request records the space's name and version in its parameters. Copy detection records the work a

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 
 from attribution_audit.config import Settings
+from attribution_audit.domain.points import StorageParams
+from attribution_audit.errors import VectorStoreError
 from attribution_audit.store.vectors.base import Hit, HnswParams, VectorStore, WorkPoint, point_id_for
 
 __all__ = [
     "Hit",
     "HnswParams",
+    "StorageParams",
     "VectorStore",
     "WorkPoint",
     "collection_name",
@@ -17,6 +20,7 @@ __all__ = [
     "open_store",
     "point_id_for",
     "set_aside",
+    "storage_of",
 ]
 
 
@@ -30,16 +34,34 @@ def open_store(settings: Settings, embedder_name: str, params: HnswParams | None
     return open_collection(settings, collection_name(embedder_name), params)
 
 
+def storage_of(settings: Settings) -> StorageParams:
+    """The storage settings for a new collection; one-line errors for bad values or cluster settings without a
+    server."""
+    try:
+        storage = StorageParams(
+            settings.quantization, settings.shard_number, settings.replication_factor, settings.write_consistency_factor
+        )
+    except ValueError as exc:
+        raise VectorStoreError(f"{exc}; fix the option or its ATTRIBUTION_AUDIT_ variable") from None
+    if storage.distributed and not settings.qdrant_url:
+        raise VectorStoreError(
+            "shard_number, replication_factor and write_consistency_factor need a Qdrant server or cluster: pass "
+            "--qdrant-url (the embedded shard is one shard on one machine)"
+        )
+    return storage
+
+
 def open_collection(settings: Settings, collection: str, params: HnswParams | None = None) -> VectorStore:
     """The store of a named collection (as recorded in the audit DB)."""
+    storage = storage_of(settings)
     if settings.qdrant_url:
         from attribution_audit.store.vectors.qdrant_server import ServerStore
 
-        return ServerStore(settings.qdrant_url, collection, params, api_key=settings.qdrant_api_key)
+        return ServerStore(settings.qdrant_url, collection, params, api_key=settings.qdrant_api_key, storage=storage)
     from attribution_audit.store.vectors.qdrant_edge import EdgeStore, require_free_space
 
     require_free_space(settings.qdrant_path, settings.min_free_mb)
-    return EdgeStore(settings.qdrant_path, collection, params)
+    return EdgeStore(settings.qdrant_path, collection, params, storage=storage)
 
 
 def set_aside(path: str) -> str:

@@ -17,7 +17,16 @@ from typing import Any, final
 
 import numpy as np
 
-from attribution_audit.domain.points import CONTENT, SPACES, STYLE, Hit, HnswParams, WorkPoint, point_id_for
+from attribution_audit.domain.points import (
+    CONTENT,
+    SPACES,
+    STYLE,
+    Hit,
+    HnswParams,
+    StorageParams,
+    WorkPoint,
+    point_id_for,
+)
 from attribution_audit.errors import VectorStoreError
 
 __all__ = [
@@ -26,6 +35,7 @@ __all__ = [
     "STYLE",
     "Hit",
     "HnswParams",
+    "StorageParams",
     "VectorStore",
     "WorkPoint",
     "hit_from",
@@ -104,9 +114,10 @@ class VectorStore(ABC):
     kind: str  # "qdrant-edge", "qdrant-server" or "qdrant-local" (qdrant-client's in-process mode)
     index_kind: str = "hnsw"  # what answers a search: "hnsw", or "exact" where the engine only brute-forces
 
-    def __init__(self, collection: str, params: HnswParams | None = None) -> None:
+    def __init__(self, collection: str, params: HnswParams | None = None, storage: StorageParams | None = None) -> None:
         self.collection = collection
         self.params = params or HnswParams()
+        self.storage = storage or StorageParams()  # what a new collection gets; an existing one reports its own
 
     # -- operations --------------------------------------------------------------------------------------------
     @final
@@ -257,7 +268,23 @@ class VectorStore(ABC):
         ids = checked_ids(point_ids)
         if not ids or self._vector_sizes() is None:
             return set()
-        return self._present(ids)
+        return {str(r.id) for r in self._retrieve(ids, with_vector=False)}
+
+    @final
+    def fetch(self, point_ids: Sequence[str], space: str = CONTENT) -> tuple[list[str], np.ndarray]:
+        """Those of ``point_ids`` with a vector in ``space``, and those vectors, as :meth:`fetch_all` gives them (to
+        bring the exact index up to date with the points an ingest wrote, without reading the rest)."""
+        ids = checked_ids(point_ids)
+        size = self._space_size(space)
+        found: list[str] = []
+        rows: list[np.ndarray] = []
+        for start in range(0, len(ids), SCROLL_PAGE):
+            for record in self._retrieve(ids[start : start + SCROLL_PAGE], with_vector=[space]):
+                vectors = named_vectors(record.vector)
+                if space in vectors:
+                    found.append(str(record.id))
+                    rows.append(vectors[space])
+        return found, np.vstack(rows) if rows else np.zeros((0, size), dtype=np.float32)
 
     @final
     def points_of(self, point_ids: Sequence[str]) -> dict[str, WorkPoint]:
@@ -265,7 +292,7 @@ class VectorStore(ABC):
         ids = checked_ids(point_ids)
         if not ids or self._vector_sizes() is None:
             return {}
-        return {str(r.id): _work_point(r) for r in self._retrieve(ids)}
+        return {str(r.id): _work_point(r) for r in self._retrieve(ids, with_vector=True, with_payload=True)}
 
     @final
     def count(self) -> int:
@@ -274,12 +301,14 @@ class VectorStore(ABC):
 
     @final
     def index_info(self) -> dict[str, Any]:
-        """Store kind, collection, HNSW parameters, points, vectors in the graph, spaces, and what answers a search."""
+        """Store kind, collection, HNSW and storage parameters (quantisation, shards, replication), points, vectors in
+        the graph, spaces, and what answers a search."""
         created = self._vector_sizes() is not None
         return {
             "store": self.kind,
             "collection": self.collection,
             **self.params.as_dict(),
+            **self.storage.as_dict(),
             "points": self._count() if created else 0,
             "indexed_vectors": self._indexed_count() if created else 0,
             "spaces": list(self.spaces()),
@@ -379,12 +408,8 @@ class VectorStore(ABC):
         """Delete these (checked) ids."""
 
     @abstractmethod
-    def _present(self, point_ids: list[str]) -> set[str]:
-        """Those of the (checked) ids the collection holds."""
-
-    @abstractmethod
-    def _retrieve(self, point_ids: list[str]) -> list[Any]:
-        """The records (vectors and payload) of those of the (checked) ids the collection holds."""
+    def _retrieve(self, point_ids: list[str], *, with_vector: Selection, with_payload: bool = False) -> list[Any]:
+        """The records of those of the (checked) ids the collection holds."""
 
     @abstractmethod
     def _count(self) -> int:

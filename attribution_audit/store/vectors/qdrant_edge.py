@@ -22,6 +22,7 @@ from attribution_audit.store.vectors.base import (
     FusedQuery,
     HnswParams,
     Selection,
+    StorageParams,
     VectorStore,
     WorkPoint,
     point_vectors,
@@ -45,9 +46,14 @@ class EdgeStore(VectorStore):
     kind = "qdrant-edge"
 
     def __init__(
-        self, root: Path | str, collection: str, params: HnswParams | None = None, lock_timeout: float = 120.0
+        self,
+        root: Path | str,
+        collection: str,
+        params: HnswParams | None = None,
+        lock_timeout: float = 120.0,
+        storage: StorageParams | None = None,
     ) -> None:
-        super().__init__(collection, params)
+        super().__init__(collection, params, storage)
         self.path = Path(root) / collection
         self._lock_timeout = lock_timeout
         self._lock_file: IO[str] | None = None
@@ -131,6 +137,7 @@ class EdgeStore(VectorStore):
                     raise OSError(problem)
                 self._write_meta(meta)  # unsealed while open: after a crash, nothing is refused
                 self.params = HnswParams(**meta["hnsw"])
+                self.storage = StorageParams(**meta.get("storage", {}))
                 self._sizes = {space: int(meta[key]) for space, key in SIZE_KEYS.items() if meta.get(key)}
                 with _engine_panics_quiet():
                     self._shard = EdgeShard.load(str(self.path))
@@ -154,15 +161,28 @@ class EdgeStore(VectorStore):
             EdgeShard,
             EdgeVectorParams,
             HnswIndexConfig,
+            Memory,
             PayloadSchemaType,
+            ScalarQuantizationConfig,
+            ScalarType,
             UpdateOperation,
         )
 
         self._acquire_lock()
+        quantized = self.storage.quantization == "int8"
         config = EdgeConfig(
-            vectors={space: EdgeVectorParams(size=size, distance=Distance.Cosine) for space, size in sizes.items()},
+            # Quantised: the int8 vectors pinned in RAM, the originals (read only to rescore) memory-mapped from disk.
+            vectors={
+                space: EdgeVectorParams(
+                    size=size, distance=Distance.Cosine, memory=Memory.Cached if quantized else None
+                )
+                for space, size in sizes.items()
+            },
             hnsw_config=HnswIndexConfig(m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1),
             optimizers=EdgeOptimizersConfig(indexing_threshold=1, default_segment_number=1),
+            quantization_config=ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, memory=Memory.Pinned)
+            if quantized
+            else None,
         )
         shard = EdgeShard.create(str(self.path), config)
         shard.update(UpdateOperation.create_field_index("artist", PayloadSchemaType.Keyword))
@@ -170,6 +190,7 @@ class EdgeStore(VectorStore):
             {
                 **{key: sizes.get(space) for space, key in SIZE_KEYS.items()},
                 "hnsw": self.params.as_dict(),
+                "storage": self.storage.as_dict(),
                 "distance": "cosine",
                 "epoch": 0,
             }
@@ -195,19 +216,26 @@ class EdgeStore(VectorStore):
         self._shard.optimize()
 
     def _query(self, vector: list[float], space: str, limit: int, *, exact: bool, with_vectors: bool) -> list[Any]:
-        from qdrant_edge import Query, QueryRequest, SearchParams
+        from qdrant_edge import Query, QueryRequest
 
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(vector, using=space),
             with_payload=True,
             with_vector=with_vectors,
-            params=SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
+            params=self._search_params(exact),
         )
         return list(self._shard.query(request))
 
+    def _search_params(self, exact: bool = False) -> Any:
+        """HNSW ef, and for a quantised collection a rescoring on the original vectors (exact scores)."""
+        from qdrant_edge import QuantizationSearchParams, SearchParams
+
+        rescored = QuantizationSearchParams(rescore=True) if self.storage.quantization != "none" else None
+        return SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact, quantization=rescored)
+
     def _query_fused(self, query: FusedQuery, limit: int, *, with_vectors: bool) -> list[Any]:
-        from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SearchParams
+        from qdrant_edge import Fusion, Prefetch, Query, QueryRequest
 
         request = QueryRequest(
             limit=limit,
@@ -215,7 +243,7 @@ class EdgeStore(VectorStore):
                 Prefetch(
                     limit=query.prefetch,
                     query=Query.Nearest(vector, using=space),
-                    params=SearchParams(hnsw_ef=self.params.hnsw_ef),
+                    params=self._search_params(),
                 )
                 for space, vector in query.vectors.items()
             ],
@@ -242,11 +270,8 @@ class EdgeStore(VectorStore):
         self._bump_epoch()
         self._shard.update(UpdateOperation.delete_points(ids))
 
-    def _present(self, point_ids: list[str]) -> set[str]:
-        return {str(r.id) for r in self._shard.retrieve(point_ids, with_payload=False, with_vector=False)}
-
-    def _retrieve(self, point_ids: list[str]) -> list[Any]:
-        return list(self._shard.retrieve(point_ids, with_payload=True, with_vector=True))
+    def _retrieve(self, point_ids: list[str], *, with_vector: Selection, with_payload: bool = False) -> list[Any]:
+        return list(self._shard.retrieve(point_ids, with_payload=with_payload, with_vector=with_vector))
 
     def _count(self) -> int:
         return int(self._shard.info().points_count)

@@ -17,6 +17,7 @@ from attribution_audit.store.vectors.base import (
     FusedQuery,
     HnswParams,
     Selection,
+    StorageParams,
     VectorStore,
     WorkPoint,
     point_vectors,
@@ -31,10 +32,17 @@ class ServerStore(VectorStore):
 
     kind = "qdrant-server"
 
-    def __init__(self, url: str, collection: str, params: HnswParams | None = None, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        collection: str,
+        params: HnswParams | None = None,
+        api_key: str | None = None,
+        storage: StorageParams | None = None,
+    ) -> None:
         from qdrant_client import QdrantClient
 
-        super().__init__(collection, params)
+        super().__init__(collection, params, storage)
         self.url = url
         self._sizes: dict[str, int] | None = None
         if url == ":memory:":
@@ -64,23 +72,35 @@ class ServerStore(VectorStore):
     def _vector_sizes(self) -> dict[str, int] | None:
         """Read once the collection exists, since a server collection's spaces are fixed."""
         if self._sizes is None and self._call("listing collections", self._client.collection_exists):
-            vectors = self._call("reading the collection", self._client.get_collection).config.params.vectors
+            config = self._call("reading the collection", self._client.get_collection).config
+            vectors = config.params.vectors
             self._sizes = {name: p.size for name, p in vectors.items()} if isinstance(vectors, dict) else {}
+            self.storage = _reported_storage(config, self.storage, local=self.kind == "qdrant-local")
         return self._sizes
 
     def _create(self, sizes: dict[str, int]) -> None:
         from qdrant_client import models
 
+        quantized = self.storage.quantization == "int8"  # then the originals stay on disk, read only to rescore
         self._call(
             "creating the collection",
             self._client.create_collection,
             vectors_config={
-                space: models.VectorParams(size=size, distance=models.Distance.COSINE) for space, size in sizes.items()
+                space: models.VectorParams(size=size, distance=models.Distance.COSINE, on_disk=quantized or None)
+                for space, size in sizes.items()
             },
             hnsw_config=models.HnswConfigDiff(
                 m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1
             ),
             optimizers_config=models.OptimizersConfigDiff(indexing_threshold=1),
+            quantization_config=models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+            )
+            if quantized
+            else None,
+            shard_number=self.storage.shard_number,
+            replication_factor=self.storage.replication_factor,
+            write_consistency_factor=self.storage.write_consistency_factor,
         )
         self._call(
             "creating the artist index",
@@ -100,7 +120,6 @@ class ServerStore(VectorStore):
         """The server indexes in the background; upserts already waited for their segments."""
 
     def _query(self, vector: list[float], space: str, limit: int, *, exact: bool, with_vectors: bool) -> list[Any]:
-        from qdrant_client import models
 
         response = self._call(
             "searching",
@@ -110,7 +129,7 @@ class ServerStore(VectorStore):
             limit=limit,
             with_payload=True,
             with_vectors=with_vectors,
-            search_params=models.SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact),
+            search_params=self._search_params(exact),
         )
         return list(response.points)
 
@@ -125,7 +144,7 @@ class ServerStore(VectorStore):
                     query=vector,
                     using=space,
                     limit=query.prefetch,
-                    params=models.SearchParams(hnsw_ef=self.params.hnsw_ef),
+                    params=self._search_params(),
                 )
                 for space, vector in query.vectors.items()
             ],
@@ -135,6 +154,13 @@ class ServerStore(VectorStore):
             with_vectors=with_vectors,
         )
         return list(response.points)
+
+    def _search_params(self, exact: bool = False) -> Any:
+        """HNSW ef, and for a quantised collection a rescoring on the original vectors (exact scores)."""
+        from qdrant_client import models
+
+        rescored = models.QuantizationSearchParams(rescore=True) if self.storage.quantization != "none" else None
+        return models.SearchParams(hnsw_ef=self.params.hnsw_ef, exact=exact, quantization=rescored)
 
     def _scroll(
         self, offset: Any, limit: int, *, with_vector: Selection, with_payload: Selection
@@ -155,16 +181,15 @@ class ServerStore(VectorStore):
         ids: list[models.ExtendedPointId] = list(point_ids)
         self._call("deleting points", self._client.delete, points_selector=models.PointIdsList(points=ids), wait=True)
 
-    def _present(self, point_ids: list[str]) -> set[str]:
+    def _retrieve(self, point_ids: list[str], *, with_vector: Selection, with_payload: bool = False) -> list[Any]:
         records = self._call(
-            "retrieving points", self._client.retrieve, ids=point_ids, with_payload=False, with_vectors=False
+            "retrieving points",
+            self._client.retrieve,
+            ids=point_ids,
+            with_payload=with_payload,
+            with_vectors=with_vector,
         )
-        return {str(r.id) for r in records}
-
-    def _retrieve(self, point_ids: list[str]) -> list[Any]:
-        return list(
-            self._call("retrieving points", self._client.retrieve, ids=point_ids, with_payload=True, with_vectors=True)
-        )
+        return list(records)
 
     def _count(self) -> int:
         return int(self._call("counting", self._client.count, exact=True).count)
@@ -193,3 +218,17 @@ def shown_url(url: str) -> str:
         for key, value in parse_qsl(parts.query, keep_blank_values=True)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _reported_storage(config: Any, asked: StorageParams, local: bool) -> StorageParams:
+    """The storage parameters of an existing collection as the server reports them. qdrant-client's in-process mode
+    (``local``) keeps none of them: there they are those the collection was created with in this process."""
+    if local:
+        return asked
+    params = config.params
+    return StorageParams(
+        "int8" if getattr(config.quantization_config, "scalar", None) is not None else "none",
+        params.shard_number,
+        params.replication_factor,
+        params.write_consistency_factor,
+    )

@@ -1,0 +1,76 @@
+"""The exact index follows an ingest: the cache of the collection as it was is brought up to date from the points
+the ingest wrote, so the next exact search reads no other vector of the collection."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attribution_audit.services.ingest import ingest_source
+from attribution_audit.sources.manifest import open_source
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.exact import cache_folder, load_or_build
+from attribution_audit.store.vectors import point_id_for
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
+
+DIM = 16
+
+
+def manifest(path: Path, work_ids: list[str]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "artist", "work_id"])
+        writer.writerows([f"img/{w}.png", f"artist {i % 3}", w] for i, w in enumerate(work_ids))
+    return path
+
+
+def unit_rows(n: int, seed: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def no_scroll() -> tuple[list[str], np.ndarray]:
+    raise AssertionError("the exact index read the whole collection")
+
+
+@pytest.mark.parametrize("method", ["brute", "kdtree"])
+def test_an_ingest_brings_the_exact_cache_up_to_date_without_a_scroll(
+    sqlite_audit: AuditStore, tmp_path: Path, method: str
+) -> None:
+    store, root = EdgeStore(tmp_path / "qdrant", "works"), tmp_path / "exact"
+    vectors = dict(zip([f"w{i}" for i in range(40)], unit_rows(40, 0), strict=True))
+
+    def ingest(name: str, work_ids: list[str]) -> None:
+        ingest_source(
+            open_source(manifest(tmp_path / f"{name}.csv", work_ids)),
+            audit=sqlite_audit,
+            store=store,
+            embedder=None,
+            embedder_fingerprint="precomputed:test",
+            vectors=lambda row: vectors.get(row.work_id),
+            catalogue="museum",
+            exact_cache_dir=root,
+        )
+
+    try:
+        ingest("first", [f"w{i}" for i in range(30)])
+        folder = cache_folder(root, store.collection, method, "content")
+        load_or_build(method, folder, store.content_version(), lambda: store.fetch_all())  # what a request builds
+        vectors["w3"] = unit_rows(1, 1)[0]  # a changed work and ten new ones
+        ingest("second", [f"w{i}" for i in range(40)])
+        version = store.content_version()
+        assert [p.name for p in folder.iterdir()] == [version]  # brought up to date, the old version removed
+        index = load_or_build(method, folder, version, no_scroll)
+        ids, matrix = store.fetch_all()
+        assert sorted(index.ids) == sorted(ids) and len(ids) == 40
+        queries = unit_rows(5, 2)
+        rows, _ = index.search(queries, 5)
+        expected = np.argsort(-(queries @ matrix.T), axis=1)[:, :5]
+        assert [[index.ids[r] for r in row] for row in rows.tolist()] == [[ids[r] for r in row] for row in expected]
+        found, _ = index.search(vectors["w3"][None, :], 1)
+        assert index.ids[found[0][0]] == point_id_for("museum", "w3")  # the changed vector, not the old one
+    finally:
+        store.close()
