@@ -205,7 +205,8 @@ def test_noise_experiment_in_the_style_space(cli: Cli, tmp_path: Path, demo_cata
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
     cli(*args, "--space", "style", *embedder, "--out", str(tmp_path / "o"))
     metrics = json.loads((tmp_path / "o" / "noise.json").read_text())
-    assert metrics["space"] == "style" and metrics["levels"][0]["noise_works"] == 12
+    # Levels are fractions of the reference index: half the 48 works by default (--reference-fraction 0.5).
+    assert metrics["space"] == "style" and metrics["levels"][0]["noise_works"] == round(0.25 * 24)
     assert 0 <= metrics["levels"][0]["mean_overlap"] <= 1
     # The content space of a collection that also holds style vectors: its scratch copy keeps both spaces.
     cli(*args, "--space", "content", *embedder, "--out", str(tmp_path / "c"))
