@@ -9,6 +9,7 @@ nor UPDATE, DELETE or TRUNCATE an audit row. The schema owner keeps ``db upgrade
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
@@ -34,6 +35,26 @@ AUDIT_TABLES = (
 )
 READ_ONLY_TABLES = ("audit_identity", "alembic_version")
 BASE_TABLE = "attribution_requests"  # a role that can SELECT it reads more than the views
+_GRANT_TO_READERS = """
+DO $$
+DECLARE
+    reader name;
+BEGIN
+    FOR reader IN
+        SELECT r.rolname
+        FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
+        WHERE c.oid = to_regclass('v_attributions') AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT SELECT ON {objects} TO %I', reader);
+    END LOOP;
+END $$
+"""
+
+
+def grant_to_readers(objects: Sequence[str]) -> str:
+    """PostgreSQL that grants SELECT on ``objects`` to every reader made by ``db grant-reader`` so far (the roles,
+    other than the owner, that may read v_attributions): for migrations that add or recreate what readers read."""
+    return _GRANT_TO_READERS.format(objects=", ".join(objects))
 
 
 def check_role_name(role: str) -> None:

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from attribution_audit.store.roles import grant_to_readers
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
@@ -58,29 +60,13 @@ VIEWS = {
     "v_schema_version": "SELECT version_num FROM alembic_version",
 }
 
-# Every role, other than the owner, with SELECT on v_attributions: the readers made by `db grant-reader` so far.
-GRANT_TO_READERS = """
-DO $$
-DECLARE
-    reader name;
-BEGIN
-    FOR reader IN
-        SELECT r.rolname
-        FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
-        WHERE c.oid = to_regclass('v_attributions') AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
-    LOOP
-        EXECUTE format('GRANT SELECT ON {views} TO %I', reader);
-    END LOOP;
-END $$
-"""
-
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     for name, sql in VIEWS.items():
         op.execute(f"CREATE VIEW {name} AS {sql}")
-    op.execute(GRANT_TO_READERS.format(views=", ".join(VIEWS)))
+    op.execute(grant_to_readers(list(VIEWS)))
 
 
 def downgrade() -> None:

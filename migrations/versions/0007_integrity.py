@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
+from attribution_audit.store.roles import grant_to_readers
+
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -31,21 +33,6 @@ NEIGHBOUR_IMAGES = """
     LEFT JOIN work_versions v ON v.work_pk = n.work_pk AND v.version = n.work_version
 """
 SHA = ", COALESCE(v.image_sha256, w.image_sha256) AS image_sha256"
-# Every role, other than the owner, with SELECT on v_attributions: the readers made by `db grant-reader` so far.
-GRANT_TO_READERS = """
-DO $$
-DECLARE
-    reader name;
-BEGIN
-    FOR reader IN
-        SELECT r.rolname
-        FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
-        WHERE c.oid = to_regclass('v_attributions') AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
-    LOOP
-        EXECUTE format('GRANT SELECT ON {objects} TO %I', reader);
-    END LOOP;
-END $$
-"""
 
 
 def upgrade() -> None:
@@ -59,7 +46,7 @@ def upgrade() -> None:
     op.bulk_insert(table, [{"identity": str(uuid.uuid4()), "created_at": datetime.now(UTC)}])
     if op.get_bind().dialect.name == "postgresql":
         op.execute(NEIGHBOUR_IMAGES.format(sha=SHA))
-        op.execute(GRANT_TO_READERS.format(objects="audit_identity, v_audit_neighbour_images"))
+        op.execute(grant_to_readers(["audit_identity", "v_audit_neighbour_images"]))
         op.execute(
             "CREATE TRIGGER audit_identity_append_only BEFORE INSERT OR UPDATE OR DELETE ON audit_identity "
             "FOR EACH ROW EXECUTE FUNCTION audit_append_only()"
@@ -80,7 +67,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_neighbour_images")  # a view cannot lose a column in place
         op.execute(NEIGHBOUR_IMAGES.format(sha=""))
-        op.execute(GRANT_TO_READERS.format(objects="v_audit_neighbour_images"))
+        op.execute(grant_to_readers(["v_audit_neighbour_images"]))
         op.execute("DROP TRIGGER IF EXISTS audit_identity_append_only ON audit_identity")
         op.execute("DROP TRIGGER IF EXISTS audit_identity_no_truncate ON audit_identity")
     else:

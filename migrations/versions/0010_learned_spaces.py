@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from attribution_audit.store.roles import grant_to_readers
+
 revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
@@ -24,21 +26,6 @@ METRICS_VIEW = """
     SELECT request_id, entropy, nn_distance, margin, top_artist, top_artist_share, overlap_at_k, exact_method,
            confidence, confidence_model{more}
     FROM attribution_metrics
-"""
-# The readers of v_attributions (as in 0004) get the view back after a downgrade recreates it.
-GRANT_TO_READERS = """
-DO $$
-DECLARE
-    reader name;
-BEGIN
-    FOR reader IN
-        SELECT r.rolname
-        FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
-        WHERE c.oid = to_regclass('v_attributions') AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
-    LOOP
-        EXECUTE format('GRANT SELECT ON v_audit_metrics TO %I', reader);
-    END LOOP;
-END $$
 """
 
 
@@ -74,7 +61,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_metrics")
         op.execute("CREATE VIEW v_audit_metrics AS " + METRICS_VIEW.format(more=""))
-        op.execute(GRANT_TO_READERS)
+        op.execute(grant_to_readers(["v_audit_metrics"]))
     op.drop_column("attribution_metrics", "copy_score")
     op.drop_column("attribution_metrics", "copy_of")
     op.drop_table("learned_spaces")
