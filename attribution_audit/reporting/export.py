@@ -44,6 +44,10 @@ def export_records(
     head. A broken chain writes nothing and raises."""
     start, end = _bounds(date_from, date_to)
     out = Path(out)
+    if out.is_symlink() or (out.exists() and not out.is_file()):  # the rename below would replace it, not write to it
+        raise AttributionAuditError(
+            f"{out}: is not a regular file (a directory, link, pipe or device); choose a file path for the export"
+        )
     body, temporary = out.with_name(out.name + ".body.tmp"), out.with_name(out.name + ".tmp")
     check, written = ChainCheck(), 0
     try:
