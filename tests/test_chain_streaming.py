@@ -13,7 +13,7 @@ import pytest
 from dbtools import fill_chain
 from sqlalchemy import Engine
 
-from attribution_audit.reporting.export import verify_export
+from attribution_audit.reporting import export
 from attribution_audit.services import audit_log
 from attribution_audit.services.report import summary
 from attribution_audit.store.audit_store import AuditStore
@@ -38,8 +38,8 @@ def test_verify_and_export_memory_stays_flat_as_the_log_grows(fresh_db: Engine, 
         assert audit_log.verify_chain(audit).checked == size  # warm the caches before measuring
         peaks["verify"].append(peak_bytes(lambda: audit_log.verify_chain(audit)))
         peaks["export"].append(peak_bytes(lambda: audit_log.export_records(audit, out)))  # noqa: B023
-        peaks["offline"].append(peak_bytes(lambda: verify_export(out)))  # noqa: B023
-        assert verify_export(out).records == size
+        peaks["offline"].append(peak_bytes(lambda: export.verify_export(out)))  # noqa: B023
+        assert export.verify_export(out).records == size
     for what, (small, large) in peaks.items():
         assert large < 1.5 * small, f"{what}: peak {small} B at 2k records, {large} B at 6k"
 
@@ -56,3 +56,45 @@ def test_summary_checks_only_what_was_appended_since_the_last_full_verification(
     assert chain["verified_in_full_at"] is not None and chain["verified_in_full_age_s"] >= 0
     assert chain["head_hash"] == audit_log.verify_chain(audit).head_hash != full.head_hash
     json.dumps(chain)  # printable as --format json
+
+
+def appending_after_the_last_page(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer commits a record right after the streaming read has found no further page, before the rows
+    are counted: what a busy service does to a running `audit verify` or `audit export`."""
+    from attribution_audit.store import chain
+
+    original = chain.iter_chain
+
+    def then_append(*args: Any, **kwargs: Any) -> Any:
+        yield from original(*args, **kwargs)
+        fill_chain(engine, 1)
+
+    monkeypatch.setattr(chain, "iter_chain", then_append)
+
+
+def test_a_record_appended_during_verify_or_export_is_not_a_broken_chain(
+    fresh_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit = AuditStore(fresh_db)
+    fill_chain(fresh_db, 12)
+    appending_after_the_last_page(fresh_db, monkeypatch)
+    report = audit_log.verify_chain(audit)
+    assert (report.ok, report.checked, report.reason) == (True, 12, None)
+    assert audit_log.export_records(audit, tmp_path / "log.jsonl") == 13  # the one appended meanwhile: next time
+    assert export.verify_export(tmp_path / "log.jsonl").ok
+    assert summary(audit)["chain"]["ok"]  # nothing false was remembered either
+
+
+def test_summary_names_records_removed_before_the_last_full_verification(fresh_db: Engine) -> None:
+    from dbtools import superuser_edit
+
+    audit = AuditStore(fresh_db)
+    fill_chain(fresh_db, 6, neighbours=1)
+    audit_log.verify_chain(audit)
+    for table in ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics"):
+        removed = "(SELECT id FROM attribution_requests WHERE seq = 2)"
+        superuser_edit(fresh_db, f"DELETE FROM {table} WHERE request_id = {removed}")
+    superuser_edit(fresh_db, "DELETE FROM attribution_requests WHERE seq = 2")
+    chain = summary(audit)["chain"]
+    assert not chain["ok"]
+    assert chain["reason"] == "1 record(s) at or before seq 6 are missing (removed after they were verified)"

@@ -3,6 +3,10 @@ that cannot be written reported in one line (exit 1)."""
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 from conftest import Cli
 
@@ -20,6 +24,16 @@ def test_cli_refuses_style_with_precomputed_vectors_and_bad_spaces(cli: Cli) -> 
 def test_unwritable_outputs_are_one_line(cli: Cli) -> None:
     result = cli("audit", "export", "/proc/nope/x.jsonl", code=1)
     assert "cannot write the export" in result.stderr
+
+
+def test_export_onto_a_pipe_or_device_is_refused_and_leaves_it_as_it_was(cli: Cli, tmp_path: Path) -> None:
+    """The export is written beside OUT and renamed onto it: onto /dev/stdout or a FIFO that rename would replace
+    the device or pipe itself with a regular file (as root, /dev/full was gone)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = cli("audit", "export", str(fifo), code=1)
+    assert "is not a regular file" in result.stderr and "choose a file path" in result.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 @pytest.mark.parametrize(

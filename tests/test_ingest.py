@@ -354,6 +354,8 @@ def test_precomputed_vectors_ingest_unit_normalised(
         ("npy", [], np.vstack([np.ones(DIM), np.zeros(DIM)]), "row 1 is an all-zero vector"),
         ("npz", ["Q0", "Q1"], np.vstack([np.ones(DIM), np.zeros(DIM)]), "row 1 is an all-zero vector"),
         ("npz", ["Q0", "Q0"], np.ones((2, DIM)), "duplicate work ids in the embeddings file"),
+        ("npy", [], np.vstack([np.ones(DIM), np.full(DIM, np.nan)]), "row 1 has NaN or infinite values"),
+        ("npz", ["Q0", "Q1"], np.vstack([np.full(DIM, np.inf), np.ones(DIM)]), "row 0 has NaN or infinite values"),
         ("parquet", ["Q1", "Q1"], np.ones((2, DIM)), "duplicate work ids in the embeddings file"),
     ],
 )

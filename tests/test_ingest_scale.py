@@ -15,8 +15,8 @@ import pytest
 from conftest import _create_pg_database, _drop_pg_database, _pg_url
 from sqlalchemy import Engine, event, func, select, text
 
-from attribution_audit.services.ingest import IngestReport, ingest_source
-from attribution_audit.sources.manifest import open_source
+from attribution_audit.services.ingest import Ingestion, IngestReport, Prepared, ingest_source
+from attribution_audit.sources.manifest import ManifestRow, open_source
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.database import create_db_engine
 from attribution_audit.store.models import Artist, Work, WorkEmbedding, WorkVersion
@@ -132,3 +132,43 @@ def test_concurrent_ingests_sharing_artists_both_succeed_on_postgres(
     assert {name: r.added for name, r in reports.items()} == {"north": 30, "south": 30}
     with engine.connect() as connection:
         assert sorted(connection.scalars(select(Artist.name))) == ARTISTS
+
+
+def test_an_ingest_that_meets_works_another_ingest_just_recorded_records_each_once(
+    audit: AuditStore, tmp_path: Path
+) -> None:
+    """Two ingests of one catalogue at the same time (two hosts on one server store and audit DB): both classified
+    the works as new, the other recorded them first. The late one takes them as known and succeeds (it failed on the
+    works' unique key: "refused the write ... retry when it is reachable")."""
+    manifest, table = catalogue(tmp_path / "cat", "shared", 20)
+    rows = [row for row in open_source(manifest) if isinstance(row, ManifestRow)]
+    store = EdgeStore(tmp_path / "qdrant", "works")
+    try:
+        store.ensure_collection(DIM)
+        runs = []
+        for _ in range(2):
+            run_id, catalogue_id = audit.catalogue.start_ingestion(
+                "shared",
+                source_format="csv",
+                manifest_path=str(manifest),
+                manifest_sha256="0" * 64,
+                collection=store.collection,
+                embedder_fingerprint="precomputed:test",
+                requester="test",
+            )
+            report = IngestReport(run_id=run_id, catalogue="shared")
+            ingestion = Ingestion(
+                audit, store, "precomputed:test", report, catalogue_id, vectors=lambda r: table[r.work_id]
+            )
+            runs.append((ingestion, ingestion.classify(rows)))  # both find the catalogue without these works
+        for ingestion, todo in reversed(runs):  # the second run records them first
+            ingestion.write(
+                [Prepared(row, ingestion.digest(row), table[row.work_id]) for row, _ in todo], ingestion.report.run_id
+            )
+    finally:
+        store.close()
+    late = runs[0][0].report
+    assert (late.added + late.updated, runs[1][0].report.added) == (20, 20)
+    with audit.engine.connect() as connection:
+        for model in (Work, WorkVersion, WorkEmbedding):
+            assert connection.scalar(select(func.count()).select_from(model)) == 20

@@ -755,6 +755,24 @@ def test_report_summary_shows_a_broken_chain(cli: Cli, sqlite_db: Engine) -> Non
     assert (data["chain"]["ok"], data["chain"]["broken_seq"], data["chain"]["records"]) == (False, 2, 1)
 
 
+def test_report_summary_says_what_it_did_not_read_again_since_the_last_full_verification(
+    cli: Cli, sqlite_db: Engine
+) -> None:
+    """A record changed after `audit verify` is not seen by the summary (it reads only what was appended since): the
+    summary must not pass that off as a checked chain."""
+    log = build_known_log(sqlite_db)
+    cli("audit", "verify")
+    superuser_edit(sqlite_db, f"UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = '{log.id('r2')}'")
+    lines = cli("report", "summary").stdout.splitlines()
+    assert lines[-1].startswith("chain OK: 6 records")
+    assert lines[-2] == (
+        "  records 1-6 were not read again: a change to them since that verification is found only by the next "
+        "`audit verify`"
+    )
+    cli("audit", "verify", code=1)  # the next full verification finds it, and the summary then says so
+    assert "BROKEN at seq 2" in cli("report", "summary").stdout
+
+
 @pytest.mark.postgres
 def test_report_days_are_utc_whatever_the_server_time_zone(
     postgres_known: KnownLog, cli_on: Callable[[str], Cli], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

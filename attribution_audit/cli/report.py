@@ -84,6 +84,11 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
                 f"chain verified in full at {chain['verified_in_full_at']} ({chain['verified_in_full_age_s']} s ago), "
                 f"{chain['checked_now']} records appended since checked now"
             )
+            if chain["ok"] and (older := chain["records"] - chain["checked_now"]) > 0:
+                typer.echo(
+                    f"  records 1-{older} were not read again: a change to them since that verification is found only "
+                    "by the next `audit verify`"
+                )
         state = "OK" if chain["ok"] else f"BROKEN at seq {chain['broken_seq']} ({chain['reason']})"
         typer.echo(f"chain {state}: {chain['records']} records, head {chain['head_hash']}")
 

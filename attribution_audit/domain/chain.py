@@ -79,16 +79,16 @@ class ChainCheck:
         return True
 
     def report(self, rows: int) -> ChainReport:
-        """The result, given how many request rows the log holds (rows outside the chain break it too)."""
+        """The result, given how many request rows the log holds at or before the last seq checked (records appended
+        by other writers meanwhile are not counted; missing rows and rows outside the chain break it)."""
         if self.broken is not None:
             return self.broken
-        if rows != self.checked:
-            return ChainReport(
-                False,
-                self.checked,
-                self.prev,
-                None,
-                None,
-                f"{rows - self.checked} request row(s) lie outside the chain (inserted by hand?)",
-            )
-        return ChainReport(True, self.checked, self.prev)
+        if rows == self.checked:
+            return ChainReport(True, self.checked, self.prev)
+        problem = (
+            f"{self.checked - rows} record(s) at or before seq {self.checked} are missing (removed after they were "
+            "verified)"
+            if rows < self.checked
+            else f"{rows - self.checked} request row(s) lie outside the chain (inserted by hand?)"
+        )
+        return ChainReport(False, self.checked, self.prev, None, None, problem)

@@ -31,18 +31,23 @@ def _bounds(date_from: date | None, date_to: date | None) -> tuple[datetime | No
 
 def export_records(
     chain: Iterable[ChainRecord],
-    rows: Callable[[], int],
+    rows: Callable[[int], int],
     out: str | Path,
     date_from: date | None = None,
     date_to: date | None = None,
     db_identity: str | None = None,
 ) -> tuple[int, ChainReport]:
     """Verify ``chain`` (every record, in order) while writing those created within [date_from, date_to] (inclusive
-    days, UTC), in one pass and constant memory; ``rows`` counts the log's request rows once the chain is read. The
+    days, UTC), in one pass and constant memory; ``rows(seq)`` counts the log's request rows up to the last seq read
+    (records other writers append meanwhile are left for the next export). The
     header names the audit DB's identity (what checkpoints name). Returns how many were written and the verified
     head. A broken chain writes nothing and raises."""
     start, end = _bounds(date_from, date_to)
     out = Path(out)
+    if out.is_symlink() or (out.exists() and not out.is_file()):  # the rename below would replace it, not write to it
+        raise AttributionAuditError(
+            f"{out}: is not a regular file (a directory, link, pipe or device); choose a file path for the export"
+        )
     body, temporary = out.with_name(out.name + ".body.tmp"), out.with_name(out.name + ".tmp")
     check, written = ChainCheck(), 0
     try:
@@ -54,7 +59,7 @@ def export_records(
                 if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
                     handle.write(_line(record))
                     written += 1
-        head = check.report(rows())
+        head = check.report(rows(check.checked))
         if not head.ok:
             raise AttributionAuditError(
                 f"the audit chain is broken at seq {head.broken_seq} ({head.reason}); run `attribution-audit audit "

@@ -38,7 +38,7 @@ from attribution_audit.sources.manifest import (
     WangSource,
 )
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.catalogue import KnownWork, RunCounts, WorkRecord
+from attribution_audit.store.catalogue import KnownWork, RunCounts, WorkRecord, WorksRecordedMeanwhile
 from attribution_audit.store.exact import cached_space, update_cache
 from attribution_audit.store.vectors import VectorStore, WorkPoint, point_id_for
 from attribution_audit.store.vectors.base import CONTENT, STYLE
@@ -226,7 +226,16 @@ class Ingestion:
 
     def write(self, items: Sequence[Prepared], run_id: int) -> None:
         """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction.
-        ``items`` are rows of the chunk :meth:`classify` saw last (what the catalogue has of them is not read again)."""
+        ``items`` are rows of the chunk :meth:`classify` saw last (what the catalogue has of them is read again only
+        when a concurrent ingest of the catalogue recorded some of them meanwhile: then they are written as known)."""
+        try:
+            self._write(items, run_id)
+        except WorksRecordedMeanwhile:
+            ids = [p.row.work_id for p in items]
+            self.known.update(self.audit.catalogue.known_works(self.catalogue_id, self.store.collection, ids))
+            self._write(items, run_id)
+
+    def _write(self, items: Sequence[Prepared], run_id: int) -> None:
         if not items:
             return
         name = self.report.catalogue

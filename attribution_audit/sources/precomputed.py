@@ -14,8 +14,11 @@ from attribution_audit.sources.manifest import ManifestRow, Source
 
 def _unit(matrix: np.ndarray, path: Path) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
-    if matrix.ndim != 2 or not np.isfinite(matrix).all():
-        raise ManifestError(f"{path}: expected a finite 2-D array of vectors, got shape {matrix.shape}")
+    if matrix.ndim != 2:
+        raise ManifestError(f"{path}: expected a 2-D array of vectors (one a row), got shape {matrix.shape}")
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        raise ManifestError(f"{path}: row {int(np.argmin(finite))} has NaN or infinite values; fix or remove it")
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     if (norms == 0).any():
         raise ManifestError(f"{path}: row {int(np.argmax(norms[:, 0] == 0))} is an all-zero vector; fix or remove it")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from attribution_audit.errors import ConflictError, NotFoundError
@@ -21,6 +22,10 @@ from attribution_audit.store.models import (
     WorkVersion,
     utcnow,
 )
+
+
+class WorksRecordedMeanwhile(ConflictError):
+    """New works of a batch that another ingest of the catalogue recorded after this one read the catalogue."""
 
 
 @dataclass(frozen=True)
@@ -197,14 +202,20 @@ class CatalogueRepository:
 
             pks = {w.work_id: w.pk for w in works if w.pk is not None}
             if len(pks) < len(works):
-                created = session.execute(
-                    insert(Work).returning(Work.work_id, Work.id),  # returned with their key: no order needed
-                    [
-                        {"catalogue_id": catalogue_id, "work_id": w.work_id, "created_at": now, **columns(w)}
-                        for w in works
-                        if w.pk is None
-                    ],
-                )
+                try:
+                    created = session.execute(
+                        insert(Work).returning(Work.work_id, Work.id),  # returned with their key: no order needed
+                        [
+                            {"catalogue_id": catalogue_id, "work_id": w.work_id, "created_at": now, **columns(w)}
+                            for w in works
+                            if w.pk is None
+                        ],
+                    ).all()
+                except IntegrityError:
+                    raise WorksRecordedMeanwhile(
+                        "another ingest of this catalogue recorded some of these works since they were read; nothing "
+                        "of this batch was recorded: run the ingest again (it adds only what is still missing)"
+                    ) from None
                 pks.update({work_id: pk for work_id, pk in created})
             if any(w.pk is not None for w in works):
                 session.execute(update(Work), [{"id": w.pk, **columns(w)} for w in works if w.pk is not None])

@@ -361,10 +361,15 @@ def load_requests(
     ]
 
 
-def count_requests(engine: Engine) -> int:
+def count_requests(engine: Engine, up_to_seq: int | None = None) -> int:
+    """Request rows in the log; with ``up_to_seq``, those at or before it (what a streaming read that reached it
+    must have seen, whatever other writers appended since)."""
     src = _source(engine)
+    query = select(func.count()).select_from(src.requests)
+    if up_to_seq is not None:
+        query = query.where(src.requests.c.seq <= up_to_seq)
     with read_connection(engine) as connection:
-        return int(connection.scalar(select(func.count()).select_from(src.requests)) or 0)
+        return int(connection.scalar(query) or 0)
 
 
 def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, str]]:
@@ -401,7 +406,7 @@ def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport
     for request in iter_chain(engine, after_seq=check.checked):
         if not check.add(request.seq, request.id, request.prev_hash, request.record_hash, canonical_bytes(request)):
             break
-    return check.report(count_requests(engine))
+    return check.report(count_requests(engine, check.checked))
 
 
 # -- remembered verifications ---------------------------------------------------------------------------------

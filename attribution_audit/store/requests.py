@@ -312,9 +312,9 @@ class RequestRepository:
         """The latest remembered full verification (None: none, or not readable by this user)."""
         return chain.last_verification(self.engine)
 
-    def count(self) -> int:
-        """How many request rows the log holds."""
-        return chain.count_requests(self.engine)
+    def count(self, up_to_seq: int | None = None) -> int:
+        """How many request rows the log holds (with ``up_to_seq``: at or before it)."""
+        return chain.count_requests(self.engine, up_to_seq)
 
     def chain_records(self) -> Iterator[ChainRecord]:
         """Every record in chain order, page by page, with the bytes its hash covers."""
