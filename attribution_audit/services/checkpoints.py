@@ -185,10 +185,12 @@ def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = N
 
 def auto_checkpoint(settings: Settings, audit: AuditStore, attribution: Attribution) -> Signed | None:
     """Every ``checkpoint_every`` records, sign the head that this writer has just appended (no re-verification:
-    earlier checkpoints vouch for what came before)."""
+    earlier checkpoints vouch for what came before, once the DB still agrees with the last one: records cut and
+    appended again while the writer ran are never signed)."""
     every = settings.checkpoint_every
     if every <= 0 or attribution.seq % every:
         return None
+    _refuse_contradicted(settings, audit, "nothing was signed")
     return _sign(settings, audit, attribution.seq, attribution.record_hash)
 
 
@@ -204,13 +206,33 @@ def _key_problem(trusted: str | None, checkpoint: Checkpoint) -> str | None:
     return None
 
 
-def _check_db(settings: Settings, audit: AuditStore, checkpoint: Checkpoint, report: ChainReport) -> CheckpointCheck:
-    problem = _key_problem(trusted_public_key(settings), checkpoint) or statement.compare_head(
+def _contradiction(settings: Settings, audit: AuditStore, checkpoint: Checkpoint) -> str | None:
+    """Why the audit DB contradicts a checkpoint (its key, the DB's identity, the checkpointed record's stored hash);
+    None when it agrees. The chain itself is not verified here."""
+    held = audit.checkpoints.hash_at(checkpoint.seq) if checkpoint.seq else None
+    return _key_problem(trusted_public_key(settings), checkpoint) or statement.compare_head(
         checkpoint,
         audit.checkpoints.identity(),
-        audit.checkpoints.hash_at(checkpoint.seq) if checkpoint.seq else None,
-        audit.checkpoints.length(),
+        held,
+        checkpoint.seq if held is not None else audit.checkpoints.length(),
     )
+
+
+def _refuse_contradicted(settings: Settings, audit: AuditStore, outcome: str) -> None:
+    """Refuse to append to or sign a log that contradicts the witness file's last checkpoint (records cut from its
+    tail, or rewritten): appending would reuse the checkpointed seqs and the next checkpoint would vouch for the
+    rewrite."""
+    last = last_witnessed(settings)
+    problem = None if last is None else _contradiction(settings, audit, last)
+    if problem:
+        raise ConflictError(
+            f"the audit log {audit.url} contradicts the last checkpoint in {settings.resolved_witness_file}: "
+            f"{problem}; {outcome}: restore the audit DB from a backup, then run `attribution-audit audit verify`"
+        )
+
+
+def _check_db(settings: Settings, audit: AuditStore, checkpoint: Checkpoint, report: ChainReport) -> CheckpointCheck:
+    problem = _contradiction(settings, audit, checkpoint)
     if problem is None and not report.ok and report.broken_seq is not None and report.broken_seq <= checkpoint.seq:
         problem = f"checkpointed record seq {report.broken_seq} no longer verifies ({report.reason})"
     return CheckpointCheck(checkpoint, problem)
@@ -273,12 +295,16 @@ def refuse_silent_new_database(settings: Settings, database: str) -> None:
 
 
 def guard_witness(settings: Settings, audit: AuditStore) -> Signed | None:
-    """Before appending: refuse when the witness file's last checkpoint names another audit DB (this one was
-    replaced or recreated), unless the operator said the log is new; then checkpoint this DB's head at once, so
-    that the witness records the switch and later commands need no flag."""
+    """Before appending: refuse when this DB contradicts the witness file's last checkpoint (records cut or
+    rewritten), or when that checkpoint names another audit DB (this one was replaced or recreated) unless the
+    operator said the log is new; then checkpoint this DB's head at once, so that the witness records the switch and
+    later commands need no flag."""
     last = last_witnessed(settings)
     identity = audit.checkpoints.identity()
-    if last is None or last.db_identity == identity:
+    if last is None:
+        return None
+    if last.db_identity == identity:
+        _refuse_contradicted(settings, audit, "nothing was attributed")
         return None
     if not settings.new_audit_log:
         raise ConflictError(
