@@ -291,3 +291,16 @@ def test_the_service_does_not_sign_a_log_cut_while_it_runs(
         with pytest.raises(ConflictError, match="contradicts the last checkpoint"):
             service.attribute(uploads, AttributionParams(k=3), requester="t")
     assert witness.read_text() == before
+
+
+def test_an_export_failing_its_checkpoint_is_not_ok_in_json(logged: tuple[Cli, Engine, Path], tmp_path: Path) -> None:
+    """A program reading ``ok`` of ``audit verify --file X --checkpoint C --format json`` sees the failure too."""
+    cli, _, out = logged
+    exported = tmp_path / "export.jsonl"
+    cli("audit", "export", str(exported))
+    lines = exported.read_text().splitlines()
+    exported.write_text("\n".join([json.dumps({**json.loads(lines[0]), "records": 3}), *lines[1:-1]]) + "\n")
+    result = cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out), "--format", "json", code=1)
+    verdict = json.loads(result.stdout)
+    assert verdict["ok"] is False and verdict["checkpoints"][0]["ok"] is False
+    assert "holds no record seq 4" in result.stderr
