@@ -304,3 +304,24 @@ def test_an_export_failing_its_checkpoint_is_not_ok_in_json(logged: tuple[Cli, E
     verdict = json.loads(result.stdout)
     assert verdict["ok"] is False and verdict["checkpoints"][0]["ok"] is False
     assert "holds no record seq 4" in result.stderr
+
+
+def test_a_witness_line_cut_short_by_a_crash_does_not_block_the_log(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint append cut short (a crash, a full disk) leaves a last line without its newline: it is not a
+    checkpoint and is skipped, the next one starts on its own line; a damaged complete line says what to do."""
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "1")
+    image = str(demo_catalogue.queries[0].path)
+    cli("attribute", image, "--embedder", EMBEDDER)
+    witness = cli.data_dir / "witness.jsonl"
+    with witness.open("a") as handle:
+        handle.write('{"db_identity": "x", "form')
+    assert "checkpoint seq 1" in cli("audit", "verify").stdout
+    cli("attribute", image, "--embedder", EMBEDDER)
+    lines = witness.read_text().splitlines()
+    assert json.loads(lines[-1])["seq"] == 2 and "checkpoint seq 2" in cli("audit", "verify").stdout
+    witness.write_text('{"damaged\n' + "\n".join(lines) + "\n")
+    refused = cli("audit", "verify", code=1)
+    assert "line 1 is not a checkpoint" in refused.stderr and "restore" in refused.stderr

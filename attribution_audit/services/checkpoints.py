@@ -100,18 +100,27 @@ def trusted_public_key(settings: Settings) -> str | None:
 
 
 def read_checkpoints(path: Path) -> list[Checkpoint]:
-    """Every checkpoint of a file (one written by ``audit checkpoint --out`` or a witness file)."""
+    """Every checkpoint of a file (one written by ``audit checkpoint --out`` or a witness file). A last line without
+    its newline is an append cut short (a crash, a full disk): never a whole checkpoint, it is skipped."""
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise AttributionAuditError(f"{path}: cannot read the checkpoints ({reason})") from None
+    lines = text.splitlines()
+    torn = len(lines) if lines and not text.endswith("\n") else None
     checkpoints = []
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             checkpoints.append(statement.parse(json.loads(line)))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise AttributionAuditError(f"{path}: line {number} is not a checkpoint ({exc})") from None
+            if number == torn:
+                continue
+            raise AttributionAuditError(
+                f"{path}: line {number} is not a checkpoint ({exc}); restore the file from your copy of it"
+            ) from None
     if not checkpoints:
         raise AttributionAuditError(f"{path}: holds no checkpoint; write one with `attribution-audit audit checkpoint`")
     return checkpoints
@@ -124,11 +133,15 @@ def last_witnessed(settings: Settings) -> Checkpoint | None:
 
 
 def _append(path: Path, checkpoint: Checkpoint) -> None:
-    """One line appended in one write (O_APPEND: concurrent writers do not interleave lines)."""
+    """One line appended in one write (O_APPEND: concurrent writers do not interleave lines), after removing what an
+    append cut short (a crash, a full disk) left of its line."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                os.ftruncate(descriptor, path.read_bytes().rfind(b"\n") + 1)
             os.write(descriptor, (checkpoint.line() + "\n").encode())
         finally:
             os.close(descriptor)
