@@ -4,9 +4,11 @@ tail, a wipe, a rewritten or replaced log), on SQLite and PostgreSQL, through th
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -325,3 +327,29 @@ def test_a_witness_line_cut_short_by_a_crash_does_not_block_the_log(
     witness.write_text('{"damaged\n' + "\n".join(lines) + "\n")
     refused = cli("audit", "verify", code=1)
     assert "line 1 is not a checkpoint" in refused.stderr and "restore" in refused.stderr
+
+
+def test_a_fifo_as_checkpoint_or_export_file_is_refused_not_waited_on(
+    logged: tuple[Cli, Engine, Path], tmp_path: Path
+) -> None:
+    cli, _, _ = logged
+    fifo = tmp_path / "checkpoint.fifo"
+    os.mkfifo(fifo)
+    outcome: list[Result] = []
+    worker = threading.Thread(
+        target=lambda: outcome.extend(
+            [
+                cli("audit", "verify", "--checkpoint", str(fifo), code=1),
+                cli("audit", "verify", "--file", str(fifo), code=1),
+            ]
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(60)
+    assert outcome, "audit verify waited on a FIFO"
+    for result in outcome:
+        assert (
+            result.stderr
+            == f"error: {fifo}: is not a regular file (a pipe, socket or device); pass the path of a file\n"
+        )

@@ -32,6 +32,7 @@ from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AttributionAuditError, ConflictError
 from attribution_audit.reporting import export
 from attribution_audit.services.audit_log import verify_chain
+from attribution_audit.sources.files import irregular_file_problem
 from attribution_audit.store.audit_store import AuditStore
 
 NEW_LOG_FLAG = "--new-audit-log"
@@ -102,6 +103,9 @@ def trusted_public_key(settings: Settings) -> str | None:
 def read_checkpoints(path: Path) -> list[Checkpoint]:
     """Every checkpoint of a file (one written by ``audit checkpoint --out`` or a witness file). A last line without
     its newline is an append cut short (a crash, a full disk): never a whole checkpoint, it is skipped."""
+    irregular = irregular_file_problem(path)
+    if irregular:
+        raise AttributionAuditError(f"{path}: {irregular}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
