@@ -4,8 +4,11 @@ tail, a wipe, a rewritten or replaced log), on SQLite and PostgreSQL, through th
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,8 +18,10 @@ from dbtools import complete_request, superuser_edit
 from sqlalchemy import Engine
 from typer.testing import CliRunner, Result
 
+from attribution_audit import AttributionParams, Upload, load_settings, open_service
 from attribution_audit.cli import app
 from attribution_audit.embedding.base import Embedder
+from attribution_audit.errors import ConflictError
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
 from attribution_audit.store.database import create_db_engine, upgrade
@@ -243,3 +248,108 @@ def test_an_empty_server_database_beside_a_shard_is_refused_unless_announced(
     assert "0007" not in fresh("db", "current").stdout.split("head")[0]  # nothing was created
     fresh("--new-audit-log", "db", "upgrade")
     fresh("db", "upgrade")  # at head now: a no-op, no flag needed
+
+
+def test_appending_onto_a_log_cut_below_its_last_checkpoint_is_refused(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records cut from the tail, then appended again: the new records would take the checkpointed seqs and the next
+    automatic checkpoint would sign the rewritten head, so that plain ``audit verify`` (the witness's last
+    checkpoint) said OK. The writer refuses to append instead, and nothing is signed."""
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "2")
+    images = [str(q.path) for q in demo_catalogue.queries[:2]]
+    cli("attribute", *images, "--embedder", EMBEDDER)
+    engine = cli.engine()
+    _delete(engine, [chain.load_requests(engine, limit=1, newest_first=True)[0].id])
+    witness = cli.data_dir / "witness.jsonl"
+    before = witness.read_text()
+    refused = cli("attribute", *images, "--embedder", EMBEDDER, code=1)
+    assert refused.stderr.startswith("error: ") and "contradicts the last checkpoint" in refused.stderr
+    assert "records were removed" in refused.stderr and "restore the audit DB" in refused.stderr
+    assert chain.count_requests(engine) == 1 and witness.read_text() == before
+    assert "records were removed" in cli("audit", "verify", code=1).stderr
+
+
+def test_the_service_does_not_sign_a_log_cut_while_it_runs(
+    ingested: Ingested, demo_catalogue: DemoCatalogue, tmp_path: Path, checkpoint_key: Path
+) -> None:
+    """The same cut made while the service runs (after its start-up check): its automatic checkpoint refuses to
+    vouch for the rewritten head."""
+    data_dir = tmp_path / "served"
+    shutil.copytree(ingested.data_dir, data_dir)
+    copy = tmp_path / "served.sqlite"
+    with sqlite3.connect(ingested.database) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    url = f"sqlite:///{copy}"
+    engine = create_db_engine(url)
+    uploads = [Upload.from_path(q.path) for q in demo_catalogue.queries[:2]]
+    witness = data_dir / "witness.jsonl"
+    settings = load_settings(data_dir=data_dir, database_url=url, embedder=EMBEDDER, checkpoint_every=2)
+    with open_service(settings) as service:
+        service.attribute(uploads, AttributionParams(k=3), requester="t")
+        before = witness.read_text()
+        _delete(engine, [chain.load_requests(engine, limit=1, newest_first=True)[0].id])
+        with pytest.raises(ConflictError, match="contradicts the last checkpoint"):
+            service.attribute(uploads, AttributionParams(k=3), requester="t")
+    assert witness.read_text() == before
+
+
+def test_an_export_failing_its_checkpoint_is_not_ok_in_json(logged: tuple[Cli, Engine, Path], tmp_path: Path) -> None:
+    """A program reading ``ok`` of ``audit verify --file X --checkpoint C --format json`` sees the failure too."""
+    cli, _, out = logged
+    exported = tmp_path / "export.jsonl"
+    cli("audit", "export", str(exported))
+    lines = exported.read_text().splitlines()
+    exported.write_text("\n".join([json.dumps({**json.loads(lines[0]), "records": 3}), *lines[1:-1]]) + "\n")
+    result = cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out), "--format", "json", code=1)
+    verdict = json.loads(result.stdout)
+    assert verdict["ok"] is False and verdict["checkpoints"][0]["ok"] is False
+    assert "holds no record seq 4" in result.stderr
+
+
+def test_a_witness_line_cut_short_by_a_crash_does_not_block_the_log(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint append cut short (a crash, a full disk) leaves a last line without its newline: it is not a
+    checkpoint and is skipped, the next one starts on its own line; a damaged complete line says what to do."""
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "1")
+    image = str(demo_catalogue.queries[0].path)
+    cli("attribute", image, "--embedder", EMBEDDER)
+    witness = cli.data_dir / "witness.jsonl"
+    with witness.open("a") as handle:
+        handle.write('{"db_identity": "x", "form')
+    assert "checkpoint seq 1" in cli("audit", "verify").stdout
+    cli("attribute", image, "--embedder", EMBEDDER)
+    lines = witness.read_text().splitlines()
+    assert json.loads(lines[-1])["seq"] == 2 and "checkpoint seq 2" in cli("audit", "verify").stdout
+    witness.write_text('{"damaged\n' + "\n".join(lines) + "\n")
+    refused = cli("audit", "verify", code=1)
+    assert "line 1 is not a checkpoint" in refused.stderr and "restore" in refused.stderr
+
+
+def test_a_fifo_as_checkpoint_or_export_file_is_refused_not_waited_on(
+    logged: tuple[Cli, Engine, Path], tmp_path: Path
+) -> None:
+    cli, _, _ = logged
+    fifo = tmp_path / "checkpoint.fifo"
+    os.mkfifo(fifo)
+    outcome: list[Result] = []
+    worker = threading.Thread(
+        target=lambda: outcome.extend(
+            [
+                cli("audit", "verify", "--checkpoint", str(fifo), code=1),
+                cli("audit", "verify", "--file", str(fifo), code=1),
+            ]
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(60)
+    assert outcome, "audit verify waited on a FIFO"
+    for result in outcome:
+        assert (
+            result.stderr
+            == f"error: {fifo}: is not a regular file (a pipe, socket or device); pass the path of a file\n"
+        )

@@ -181,7 +181,7 @@ def test_attribute_refuses_a_fifo_a_strip_and_a_huge_image_in_one_line_each(
     assert lines == [
         f"error: {fifo}: is not a regular file (a pipe, socket or device); pass the path of a file",
         f"error: {strip}: image is 20000x1, more elongated than 20:1; crop it to the part to attribute",
-        f"error: {huge}: image is 10000x10000, more than 64,000,000 pixels (decompression-bomb guard); use a smaller "
-        "image, or raise max_pixels if you trust the file",
+        f"error: {huge}: image is 10000x10000, more than 64,000,000 pixels (decompression-bomb guard); scale it down "
+        "to at most 64,000,000 pixels and use that copy",
     ]
     assert cli("audit", "list", "--format", "json").stdout.strip() == "[]"  # nothing was logged

@@ -85,6 +85,27 @@ def test_grant_reader_warns_about_a_role_that_reads_the_base_tables(
     assert result.stderr == "" and "(and nothing else)" in result.stdout
 
 
+def test_grant_writer_warns_about_a_role_that_can_rewrite_audit_rows_otherwise(
+    cluster: Cluster, cli_on: Callable[[str], Cli]
+) -> None:
+    """A role in pg_write_all_data, or in a role granted UPDATE/DELETE/TRUNCATE on an audit table, keeps those
+    rights whatever grant-writer revokes from it directly: it is told, not promised "no UPDATE/DELETE/TRUNCATE"."""
+    cli = cli_on(cluster.url)
+    wide, group, member = cluster.role("wide"), cluster.role("group"), cluster.role("member")
+    cluster.execute(f'CREATE ROLE "{wide}" NOLOGIN IN ROLE pg_write_all_data')
+    cluster.execute(f'CREATE ROLE "{group}" NOLOGIN')
+    with create_db_engine(cluster.url).begin() as connection:  # in the test's database
+        connection.execute(text(f'GRANT TRUNCATE ON attribution_metrics TO "{group}"'))
+    cluster.execute(f'CREATE ROLE "{member}" NOLOGIN IN ROLE "{group}"')
+    for role, rights in ((wide, "UPDATE, DELETE"), (member, "TRUNCATE")):
+        result = cli("db", "grant-writer", role)
+        assert f"warning: role {role} can still {rights}" in result.stderr, result.stderr
+        assert "no UPDATE/DELETE/TRUNCATE" not in result.stdout
+    narrow = cluster.role("narrow")
+    result = cli("db", "grant-writer", narrow)
+    assert result.stderr == "" and "no UPDATE/DELETE/TRUNCATE" in result.stdout
+
+
 def _as(url: str, user: str, password: str) -> str:
     return make_url(url).set(username=user, password=password).render_as_string(hide_password=False)
 

@@ -72,6 +72,20 @@ def test_a_corrupt_vector_whose_image_is_gone_is_dropped_for_the_next_ingest(cli
     assert (after["points"], after["expected"], after["clean"]) == (0, 0, True)
 
 
+def test_a_truncated_vector_file_is_reported_corrupt_and_repaired(cli: Cli, ingested: Ingested) -> None:
+    """The shard's vector file cut short (a full disk, a bad copy): the engine serves its points without vectors; the
+    check counts each as corrupt (it was a KeyError traceback) and the repair embeds them again."""
+    cli.restore(ingested)
+    (matrix,) = cli.data_dir.glob("qdrant/works_efficientnet_lite0/segments/*/vector_storage-content/matrix.dat")
+    with matrix.open("r+b") as handle:
+        handle.truncate(1000)
+    broken = _check(cli, "--deep", code=1)
+    assert len(broken["corrupt"]) == 48 and broken["vectors_checked"] == 48  # type: ignore[arg-type]
+    repaired = _check(cli, "--deep", "--repair")
+    assert len(repaired["reembedded"]) + len(repaired["dropped"]) == 48  # type: ignore[arg-type]
+    assert _check(cli, "--deep")["clean"] is True
+
+
 def test_a_quick_check_samples_and_a_deep_one_reads_every_vector(
     cli: Cli, ingested: Ingested, monkeypatch: pytest.MonkeyPatch
 ) -> None:

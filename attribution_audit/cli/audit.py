@@ -168,7 +168,7 @@ def audit_verify(
     if file is not None:
         checked, checks = verify_export(ctx.obj, file, checkpoint)
         data = {
-            "ok": checked.ok,
+            "ok": checked.ok and all(c.problem is None for c in checks),
             "records": checked.records,
             "first_seq": checked.first_seq,
             "last_seq": checked.last_seq,

@@ -69,8 +69,11 @@ def db_grant_writer(
     """
     from attribution_audit.services import schema
 
-    schema.grant_writer(ctx.obj, role)
+    warnings = schema.grant_writer(ctx.obj, role)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    limits = "no DDL" if warnings else "no UPDATE/DELETE/TRUNCATE of audit rows, no DDL"
     typer.echo(
-        f"role {role} can append to the audit log and maintain the catalogue (no UPDATE/DELETE/TRUNCATE of audit "
-        "rows, no DDL); grant it to the login user the CLI and service connect as"
+        f"role {role} can append to the audit log and maintain the catalogue ({limits}); grant it to the login user "
+        "the CLI and service connect as"
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainCheck, ChainRecord, ChainReport, hash_content
 from attribution_audit.errors import AttributionAuditError
+from attribution_audit.sources.files import irregular_file_problem
 
 FORMAT = "attribution-audit-export/1"
 
@@ -113,6 +114,9 @@ def verify_export(path: str | Path) -> ExportReport:
     """Check an export file on its own, in constant memory (two passes over its lines): every line a record and the
     header's count, then every hash, every link, no gap."""
     path = Path(path)
+    irregular = irregular_file_problem(path)
+    if irregular:
+        raise AttributionAuditError(f"{path}: {irregular}")
     try:
         header = json.loads(next(_lines(path), "null"))
         if not isinstance(header, dict) or header.get("format") != FORMAT:

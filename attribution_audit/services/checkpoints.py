@@ -32,6 +32,7 @@ from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AttributionAuditError, ConflictError
 from attribution_audit.reporting import export
 from attribution_audit.services.audit_log import verify_chain
+from attribution_audit.sources.files import irregular_file_problem
 from attribution_audit.store.audit_store import AuditStore
 
 NEW_LOG_FLAG = "--new-audit-log"
@@ -100,18 +101,30 @@ def trusted_public_key(settings: Settings) -> str | None:
 
 
 def read_checkpoints(path: Path) -> list[Checkpoint]:
-    """Every checkpoint of a file (one written by ``audit checkpoint --out`` or a witness file)."""
+    """Every checkpoint of a file (one written by ``audit checkpoint --out`` or a witness file). A last line without
+    its newline is an append cut short (a crash, a full disk): never a whole checkpoint, it is skipped."""
+    irregular = irregular_file_problem(path)
+    if irregular:
+        raise AttributionAuditError(f"{path}: {irregular}")
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise AttributionAuditError(f"{path}: cannot read the checkpoints ({reason})") from None
+    lines = text.splitlines()
+    torn = len(lines) if lines and not text.endswith("\n") else None
     checkpoints = []
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             checkpoints.append(statement.parse(json.loads(line)))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise AttributionAuditError(f"{path}: line {number} is not a checkpoint ({exc})") from None
+            if number == torn:
+                continue
+            raise AttributionAuditError(
+                f"{path}: line {number} is not a checkpoint ({exc}); restore the file from your copy of it"
+            ) from None
     if not checkpoints:
         raise AttributionAuditError(f"{path}: holds no checkpoint; write one with `attribution-audit audit checkpoint`")
     return checkpoints
@@ -124,11 +137,15 @@ def last_witnessed(settings: Settings) -> Checkpoint | None:
 
 
 def _append(path: Path, checkpoint: Checkpoint) -> None:
-    """One line appended in one write (O_APPEND: concurrent writers do not interleave lines)."""
+    """One line appended in one write (O_APPEND: concurrent writers do not interleave lines), after removing what an
+    append cut short (a crash, a full disk) left of its line."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                os.ftruncate(descriptor, path.read_bytes().rfind(b"\n") + 1)
             os.write(descriptor, (checkpoint.line() + "\n").encode())
         finally:
             os.close(descriptor)
@@ -185,10 +202,12 @@ def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = N
 
 def auto_checkpoint(settings: Settings, audit: AuditStore, attribution: Attribution) -> Signed | None:
     """Every ``checkpoint_every`` records, sign the head that this writer has just appended (no re-verification:
-    earlier checkpoints vouch for what came before)."""
+    earlier checkpoints vouch for what came before, once the DB still agrees with the last one: records cut and
+    appended again while the writer ran are never signed)."""
     every = settings.checkpoint_every
     if every <= 0 or attribution.seq % every:
         return None
+    _refuse_contradicted(settings, audit, "nothing was signed")
     return _sign(settings, audit, attribution.seq, attribution.record_hash)
 
 
@@ -204,13 +223,33 @@ def _key_problem(trusted: str | None, checkpoint: Checkpoint) -> str | None:
     return None
 
 
-def _check_db(settings: Settings, audit: AuditStore, checkpoint: Checkpoint, report: ChainReport) -> CheckpointCheck:
-    problem = _key_problem(trusted_public_key(settings), checkpoint) or statement.compare_head(
+def _contradiction(settings: Settings, audit: AuditStore, checkpoint: Checkpoint) -> str | None:
+    """Why the audit DB contradicts a checkpoint (its key, the DB's identity, the checkpointed record's stored hash);
+    None when it agrees. The chain itself is not verified here."""
+    held = audit.checkpoints.hash_at(checkpoint.seq) if checkpoint.seq else None
+    return _key_problem(trusted_public_key(settings), checkpoint) or statement.compare_head(
         checkpoint,
         audit.checkpoints.identity(),
-        audit.checkpoints.hash_at(checkpoint.seq) if checkpoint.seq else None,
-        audit.checkpoints.length(),
+        held,
+        checkpoint.seq if held is not None else audit.checkpoints.length(),
     )
+
+
+def _refuse_contradicted(settings: Settings, audit: AuditStore, outcome: str) -> None:
+    """Refuse to append to or sign a log that contradicts the witness file's last checkpoint (records cut from its
+    tail, or rewritten): appending would reuse the checkpointed seqs and the next checkpoint would vouch for the
+    rewrite."""
+    last = last_witnessed(settings)
+    problem = None if last is None else _contradiction(settings, audit, last)
+    if problem:
+        raise ConflictError(
+            f"the audit log {audit.url} contradicts the last checkpoint in {settings.resolved_witness_file}: "
+            f"{problem}; {outcome}: restore the audit DB from a backup, then run `attribution-audit audit verify`"
+        )
+
+
+def _check_db(settings: Settings, audit: AuditStore, checkpoint: Checkpoint, report: ChainReport) -> CheckpointCheck:
+    problem = _contradiction(settings, audit, checkpoint)
     if problem is None and not report.ok and report.broken_seq is not None and report.broken_seq <= checkpoint.seq:
         problem = f"checkpointed record seq {report.broken_seq} no longer verifies ({report.reason})"
     return CheckpointCheck(checkpoint, problem)
@@ -273,12 +312,16 @@ def refuse_silent_new_database(settings: Settings, database: str) -> None:
 
 
 def guard_witness(settings: Settings, audit: AuditStore) -> Signed | None:
-    """Before appending: refuse when the witness file's last checkpoint names another audit DB (this one was
-    replaced or recreated), unless the operator said the log is new; then checkpoint this DB's head at once, so
-    that the witness records the switch and later commands need no flag."""
+    """Before appending: refuse when this DB contradicts the witness file's last checkpoint (records cut or
+    rewritten), or when that checkpoint names another audit DB (this one was replaced or recreated) unless the
+    operator said the log is new; then checkpoint this DB's head at once, so that the witness records the switch and
+    later commands need no flag."""
     last = last_witnessed(settings)
     identity = audit.checkpoints.identity()
-    if last is None or last.db_identity == identity:
+    if last is None:
+        return None
+    if last.db_identity == identity:
+        _refuse_contradicted(settings, audit, "nothing was attributed")
         return None
     if not settings.new_audit_log:
         raise ConflictError(

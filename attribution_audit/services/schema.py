@@ -31,7 +31,7 @@ def grant_reader(settings: Settings, role: str) -> list[str]:
     return open_audit(settings).reports.grant_reader(role)
 
 
-def grant_writer(settings: Settings, role: str) -> None:
+def grant_writer(settings: Settings, role: str) -> list[str]:
     """Give a PostgreSQL role what the CLI and service need to write, and no UPDATE/DELETE/TRUNCATE/DDL on audit
-    rows."""
-    open_audit(settings).grant_writer(role)
+    rows; warnings when it keeps such rights through others."""
+    return open_audit(settings).grant_writer(role)

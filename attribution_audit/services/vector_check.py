@@ -47,11 +47,13 @@ def compare(
     result = VectorCheck(unrecorded=sum(1 for p in present if p in recorded and recorded[p].digest is None))
     chosen = comparable if deep else random.Random(seed).sample(comparable, min(QUICK_SAMPLE, len(comparable)))
     for start in range(0, len(chosen), BATCH):
-        points = store.points_of(chosen[start : start + BATCH])
-        for point_id, point in points.items():
-            if vector_digest(point.vector, point.style) != recorded[point_id].digest:
+        batch = chosen[start : start + BATCH]
+        points = store.points_of(batch)
+        for point_id in batch:  # a point the store lists but serves without its vector is corrupt too
+            point = points.get(point_id)
+            if point is None or vector_digest(point.vector, point.style) != recorded[point_id].digest:
                 result.corrupt.append(point_id)
-        result.checked += len(points)
+        result.checked += len(batch)
     result.corrupt.sort()
     return result
 

@@ -119,8 +119,8 @@ def _bomb_error(path: Path, limit: int, size: tuple[int, int] | None = None) -> 
     dims = f"image is {size[0]}x{size[1]}, " if size else "image has "
     return _error(
         path,
-        f"{dims}more than {limit:,} pixels (decompression-bomb guard); "
-        "use a smaller image, or raise max_pixels if you trust the file",
+        f"{dims}more than {limit:,} pixels (decompression-bomb guard); scale it down to at most {limit:,} pixels "
+        "and use that copy",
     )
 
 

@@ -58,9 +58,10 @@ class AuditStore:
         """(current, head) schema revisions."""
         return database.current_revision(self.engine), database.head_revision(self.engine)
 
-    def grant_writer(self, role: str) -> None:
-        """Create or update the PostgreSQL role the CLI and service should write as (see :mod:`store.roles`)."""
-        roles.grant_writer(self.engine, role)
+    def grant_writer(self, role: str) -> list[str]:
+        """Create or update the PostgreSQL role the CLI and service should write as (see :mod:`store.roles`);
+        warnings when it can still rewrite audit rows otherwise."""
+        return roles.grant_writer(self.engine, role)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -98,9 +98,26 @@ def reads_base_tables(connection: Connection, role: str) -> bool:
     )
 
 
-def grant_writer(engine: Engine, role: str) -> None:
+def rewrite_rights(connection: Connection, role: str) -> list[str]:
+    """The rights among UPDATE, DELETE and TRUNCATE that ``role`` still has on some audit table (through another
+    role, pg_write_all_data), in that order."""
+    return [
+        right
+        for right in ("UPDATE", "DELETE", "TRUNCATE")
+        if any(
+            connection.scalar(
+                text("SELECT has_table_privilege(:role, :table, :right)"),
+                {"role": role, "table": table, "right": right},
+            )
+            for table in AUDIT_TABLES
+        )
+    ]
+
+
+def grant_writer(engine: Engine, role: str) -> list[str]:
     """Create ``role`` (NOLOGIN) with INSERT and SELECT on the audit tables, DML but TRUNCATE on the catalogue and
-    evaluation tables, SELECT on the views; no ownership, hence no DDL."""
+    evaluation tables, SELECT on the views; no ownership, hence no DDL. Warnings when the role can still rewrite
+    audit rows through other rights."""
     if engine.dialect.name != "postgresql":
         raise DatabaseError("roles need PostgreSQL; a SQLite audit file is protected by file permissions instead")
     check_role_name(role)
@@ -119,9 +136,16 @@ def grant_writer(engine: Engine, role: str) -> None:
             views = [*REPORTING_VIEWS, *AUDIT_VIEWS, SCHEMA_VERSION_VIEW]
             connection.execute(text(f'GRANT SELECT ON {", ".join(views)} TO "{role}"'))
             connection.execute(text(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
+            kept = rewrite_rights(connection, role)
     except DBAPIError as exc:
         if is_permission_error(exc):
             raise permission_error(
                 engine, exc, "`db grant-writer` needs the schema owner with the CREATEROLE attribute (or a superuser)"
             ) from exc
         raise
+    if not kept:
+        return []
+    return [
+        f"role {role} can still {', '.join(kept)} audit rows through rights it has besides this grant (another role "
+        "it is a member of, pg_write_all_data): only the append-only triggers stop it; revoke those, or use a new role"
+    ]

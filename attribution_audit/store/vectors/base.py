@@ -288,11 +288,13 @@ class VectorStore(ABC):
 
     @final
     def points_of(self, point_ids: Sequence[str]) -> dict[str, WorkPoint]:
-        """Point id -> the stored point (vectors and payload) of those of ``point_ids`` the collection holds."""
+        """Point id -> the stored point (vectors and payload) of those of ``point_ids`` the collection holds with
+        their content vector (a damaged vector file can leave a point without it)."""
         ids = checked_ids(point_ids)
         if not ids or self._vector_sizes() is None:
             return {}
-        return {str(r.id): _work_point(r) for r in self._retrieve(ids, with_vector=True, with_payload=True)}
+        records = self._retrieve(ids, with_vector=True, with_payload=True)
+        return {str(r.id): _work_point(r) for r in records if CONTENT in (r.vector or {})}
 
     @final
     def count(self) -> int:
