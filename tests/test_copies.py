@@ -99,3 +99,27 @@ def test_copy_columns_are_hashed_only_when_set() -> None:
     assert unset == before
     flagged = canonical_content(StoredRequest(columns, [], [], {**metrics, "copy_of": "W1", "copy_score": 0.9}))
     assert flagged["metrics"] == {**before["metrics"], "copy_of": "W1", "copy_score": 0.9}
+
+
+@pytest.mark.slow
+def test_a_swapped_catalogue_file_is_no_evidence_of_a_copy(cli: Cli, tmp_path: Path) -> None:
+    """A work's file replaced after ingest (by the image a query copies) must not make the query a copy of that work:
+    the copy stage compares only files whose bytes are still those ingested."""
+    works = tmp_path / "works"
+    works.mkdir()
+    for i in range(4):
+        page(i).save(works / f"p{i}.png")
+    (tmp_path / "catalogue.csv").write_text(
+        "path,artist,work_id,title\n" + "".join(f"works/p{i}.png,Artist {i % 2},W{i},page {i}\n" for i in range(4))
+    )
+    cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER)
+    page(9).save(works / "p0.png")  # W0's file now holds another page
+    EDITS["crop"](page(9)).save(tmp_path / "copy9.png")
+    EDITS["crop"](page(1)).save(tmp_path / "copy1.png")
+    (tmp_path / "labelled.csv").write_text(
+        "path,artist,work_ids,subset\ncopy9.png,Artist 0,W0,swapped\ncopy1.png,Artist 1,W1,intact\n"
+    )
+    result = json.loads(
+        cli("evaluate", "copies", str(tmp_path / "labelled.csv"), "--format", "json", "--embedder", EMBEDDER).stdout
+    )
+    assert result["recall_by_subset"] == {"intact": 1.0, "swapped": 0.0}

@@ -44,7 +44,7 @@ class CopyDetector:
 
     def __init__(self, audit: AuditStore, collection: str, threshold: int = COPY_INLIERS) -> None:
         self.audit, self.collection, self.threshold = audit, collection, threshold
-        self._features: dict[str, LocalFeatures] = {}
+        self._features: dict[tuple[str, str], LocalFeatures] = {}
 
     def check(self, image: Image.Image, neighbours: Sequence[Neighbour]) -> CopyVerdict:
         """The verdict over the first COPY_DEPTH neighbours; a work whose image is gone counts as no match."""
@@ -62,12 +62,17 @@ class CopyDetector:
             return CopyVerdict(None, None, 0, False)
         return CopyVerdict(best.work_id, best.catalogue, best_inliers, best_inliers >= self.threshold)
 
-    def _features_of(self, path: str | None) -> LocalFeatures | None:
-        if path is None:
+    def _features_of(self, image: tuple[str, str] | None) -> LocalFeatures | None:
+        """The local features of a work's file (path, recorded sha256); None when the file is gone, unreadable or
+        no longer the image that was ingested (a swapped file is no evidence of a copy of the work)."""
+        if image is None:
             return None
-        if path not in self._features:
+        if image not in self._features:
             try:
-                self._features[path] = local_features(load_image(path).image)
+                loaded = load_image(image[0])
             except AttributionAuditError:
                 return None
-        return self._features[path]
+            if loaded.sha256 != image[1]:
+                return None
+            self._features[image] = local_features(loaded.image)
+        return self._features[image]
