@@ -395,3 +395,23 @@ def test_calibrate_with_only_correct_labels_fails_with_one_line(
     assert "\n" not in message
     assert str(labelled) in message and "both correct and incorrect" in message and "6 correct of 6" in message
     assert count(demo_audit.engine, CalibrationModel) == 0
+
+
+def test_calibrate_refuses_to_store_a_model_it_cannot_cross_validate(
+    demo_settings: Settings, demo_audit: AuditStore, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """Three labels (two right, one wrong) give no out-of-fold evidence: such a model must not replace the default
+    confidence of every later request."""
+    works = demo_catalogue.manifest.parent / "works"
+    artists = [q.artist for q in demo_catalogue.queries]
+    rows = [(works / f"a{a}_w2.png", artists[a]) for a in range(2)] + [(works / "a0_w0.png", artists[1])]
+    labelled = write_labelled(tmp_path / "few.csv", rows)
+    with (
+        open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor,
+        pytest.raises(AttributionAuditError) as info,
+    ):
+        calibrate(attributor, labelled, folds=2)
+    message = str(info.value)
+    assert "\n" not in message and str(labelled) in message
+    assert "2 correct and 1 incorrect of 3" in message and "--folds" in message
+    assert count(demo_audit.engine, CalibrationModel) == 0
