@@ -134,8 +134,11 @@ def test_auroc_hand_cases(scores: list[float], labels: list[bool], expected: flo
 
 
 # -- stored models -----------------------------------------------------------------------------------------------------
-def store_model(audit: AuditStore, model: LogisticModel, fingerprint: str) -> str:
-    """Store a fitted model as ``calibrate`` does; its recorded name."""
+def store_model(
+    audit: AuditStore, model: LogisticModel, fingerprint: str, parameters: dict[str, object] | None = None
+) -> str:
+    """Store a fitted model as ``calibrate`` does (``parameters``: the attribution parameters it was fitted at);
+    its recorded name."""
     return audit.evaluations.add_calibration(
         model,
         embedder_fingerprint=fingerprint,
@@ -143,7 +146,7 @@ def store_model(audit: AuditStore, model: LogisticModel, fingerprint: str) -> st
         labelled_sha256="0" * 64,
         n_samples=400,
         n_positive=200,
-        fit_metrics={},
+        fit_metrics={} if parameters is None else {"parameters": parameters},
     )
 
 
@@ -158,9 +161,17 @@ def test_latest_model_is_the_newest_for_the_embedder_and_is_used_by_new_attribut
     store_model(audit, old, "test@0")
     newest = store_model(audit, new, "test@0")
     other = store_model(audit, old, "other@0")
+    # Models fitted later in other spaces score other distances: they never replace the content space's.
+    styled = store_model(audit, old, "test@0", AttributionParams(space="style").as_json())
+    learned = store_model(audit, old, "test@0", {"space": "fontstyle", "space_version": 2})
 
     loaded = calibrations.latest_calibration("test@0")
     assert loaded is not None and loaded.name == newest
+    assert calibrations.latest_calibration("test@0", "content") == loaded
+    assert getattr(calibrations.latest_calibration("test@0", "style"), "name", None) == styled
+    assert getattr(calibrations.latest_calibration("test@0", "fontstyle", 2), "name", None) == learned
+    assert calibrations.latest_calibration("test@0", "fontstyle", 1) is None
+    assert calibrations.latest_calibration("test@0", "fused") is None
     assert (loaded.mean, loaded.std, loaded.coef, loaded.intercept) == (new.mean, new.std, new.coef, new.intercept)
     assert calibrations.latest_calibration("unknown@0") is None
 
@@ -383,4 +394,24 @@ def test_calibrate_with_only_correct_labels_fails_with_one_line(
     message = str(info.value)
     assert "\n" not in message
     assert str(labelled) in message and "both correct and incorrect" in message and "6 correct of 6" in message
+    assert count(demo_audit.engine, CalibrationModel) == 0
+
+
+def test_calibrate_refuses_to_store_a_model_it_cannot_cross_validate(
+    demo_settings: Settings, demo_audit: AuditStore, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """Three labels (two right, one wrong) give no out-of-fold evidence: such a model must not replace the default
+    confidence of every later request."""
+    works = demo_catalogue.manifest.parent / "works"
+    artists = [q.artist for q in demo_catalogue.queries]
+    rows = [(works / f"a{a}_w2.png", artists[a]) for a in range(2)] + [(works / "a0_w0.png", artists[1])]
+    labelled = write_labelled(tmp_path / "few.csv", rows)
+    with (
+        open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor,
+        pytest.raises(AttributionAuditError) as info,
+    ):
+        calibrate(attributor, labelled, folds=2)
+    message = str(info.value)
+    assert "\n" not in message and str(labelled) in message
+    assert "2 correct and 1 incorrect of 3" in message and "--folds" in message
     assert count(demo_audit.engine, CalibrationModel) == 0

@@ -16,7 +16,7 @@ from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import SHRINKAGES, artist_hits, fit_lda, held_out_split, join_bases, unit_rows
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
 from attribution_audit.services.spaces import validate
-from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
 
 
@@ -154,4 +154,14 @@ def test_a_style_space_needs_style_vectors(cli: Cli, demo_catalogue: DemoCatalog
 
 
 def test_space_list_is_empty_without_fits(cli: Cli, tmp_path: Path) -> None:
+    assert json.loads(cli("spaces", "list", "--json").stdout) == []
+
+
+def test_a_space_of_two_artists_is_refused(cli: Cli, tmp_path: Path) -> None:
+    """Two artists give a one-dimensional space where every work is at similarity +-1: an attribution there showed
+    three equally near works and confidence 1.000."""
+    two = make_demo_catalogue(tmp_path / "two", artists=2, works_per_artist=6, queries_per_artist=0)
+    cli("ingest", str(two.manifest), "--embedder", EMBEDDER, "--spaces", "content,style")
+    refused = cli("spaces", "fit", "s", "--from", "style", "--embedder", EMBEDDER, code=1)
+    assert "2 artist(s)" in refused.stderr and "at least 3" in refused.stderr and "Traceback" not in refused.output
     assert json.loads(cli("spaces", "list", "--json").stdout) == []

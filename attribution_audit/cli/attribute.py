@@ -146,14 +146,9 @@ def calibrate(
         f"stored {report.model_name}: {report.n_samples} labelled queries ({report.n_positive} correct), "
         f"training AUROC {num(report.auroc)}, Brier {num(report.brier)}"
     )
-    cross_validated = (
-        f"{report.folds}-fold cross-validated: AUROC {num(report.cv_auroc)}, Brier {num(report.cv_brier)}, "
-        f"ECE {num(report.cv_ece)}"
-        if report.cv_brier is not None
-        else f"no cross-validation (fewer than {report.folds} correct or incorrect)"
-    )
     typer.echo(
-        f"{cross_validated}; default formula: AUROC {num(report.default_auroc)}, ECE {num(report.default_ece)}; "
+        f"{report.folds}-fold cross-validated: AUROC {num(report.cv_auroc)}, Brier {num(report.cv_brier)}, "
+        f"ECE {num(report.cv_ece)}; default formula: AUROC {num(report.default_auroc)}, ECE {num(report.default_ece)}; "
         f"NN distance alone: AUROC {num(report.nn_distance_auroc)}"
     )
     if report.plot is not None:

@@ -52,7 +52,7 @@ def evaluate_copies(
     def text() -> None:
         typer.echo(
             f"copies: recall@1 {num(result.recall_at_1)} ({result.copies}); non-copies: false copy rate "
-            f"{num(result.false_copy_rate)} ({result.non_copies}); threshold {result.threshold} inliers"
+            f"{num(result.false_copy_rate)} ({result.non_copies}); a copy scores {result.threshold:g} or more"
         )
         for subset, rate in result.recall_by_subset.items():
             typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")

@@ -1,6 +1,9 @@
 """Near-copy verification by local features: ORB keypoints of a query and of a candidate work, matched (Hamming,
 Lowe's ratio test) and checked by a RANSAC homography. A crop, a colour change, blur, JPEG or a small overlay keep
-most of a work's keypoints in place up to one homography; another image (even of the same style) does not."""
+most of a work's matched keypoints in place up to one plausible homography. Another image of the same style can
+match many keypoints too (the same glyphs, strokes or textures), but only a small share of its matches agree with
+one homography, and that homography is often degenerate: the decision rests on that share and on the homography's
+plausibility, not on a count of inliers."""
 
 from __future__ import annotations
 
@@ -14,14 +17,42 @@ ORB_FEATURES = 1500
 RATIO = 0.8
 RANSAC_PIXELS = 5.0
 MIN_MATCHES = 8
+MIN_INLIERS = 20  # fewer agreeing keypoints are no evidence of a copy
+AREA_SCALE = (0.2, 5.0)  # plausible area ratio of the work to the query, both sides as fractions of the longer side
+MIN_COVERAGE = 0.1  # the inliers' convex hull covers at least this share of the query
 
 
 @dataclass(frozen=True)
 class LocalFeatures:
-    """An image's ORB keypoint positions (n x 2, float32) and binary descriptors (n x 32, uint8)."""
+    """An image's ORB keypoint positions (n x 2, float32), binary descriptors (n x 32, uint8) and the size (width,
+    height) of the image they were found in."""
 
     points: np.ndarray
     descriptors: np.ndarray
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Match:
+    """Ratio-test matches of a query in a work, those agreeing with one RANSAC homography (inliers), the homography's
+    area scale (work over query, each measured against its longer side) and the inliers' convex-hull coverage of the
+    query."""
+
+    matches: int
+    inliers: int
+    area_scale: float
+    coverage: float
+
+    @property
+    def score(self) -> float:
+        """The share of the matches that one plausible homography explains; 0 when it is implausible (too few
+        inliers, a degenerate or extreme scale, or inliers bunched in a corner). A near-copy scores 0.5 or more."""
+        low, high = AREA_SCALE
+        plausible = self.inliers >= MIN_INLIERS and low <= self.area_scale <= high and self.coverage >= MIN_COVERAGE
+        return self.inliers / self.matches if plausible else 0.0
+
+
+NO_MATCH = Match(0, 0, 0.0, 0.0)
 
 
 def local_features(image: Image.Image) -> LocalFeatures:
@@ -35,21 +66,28 @@ def local_features(image: Image.Image) -> LocalFeatures:
     orb = cv2.ORB.create(nfeatures=ORB_FEATURES)
     keypoints, descriptors = orb.detectAndCompute(np.asarray(grey), None)
     if len(keypoints) == 0:  # (descriptors is then None)
-        return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8))
-    return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors)
+        return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8), grey.size)
+    return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors, grey.size)
 
 
-def inliers(query: LocalFeatures, work: LocalFeatures) -> int:
-    """Matches of the query's keypoints in the work that agree with one RANSAC homography (0 when too few)."""
+def match(query: LocalFeatures, work: LocalFeatures) -> Match:
+    """The query's keypoints matched in the work and verified by one RANSAC homography (NO_MATCH when too few)."""
     import cv2
 
     if len(query.points) < MIN_MATCHES or len(work.points) < MIN_MATCHES:
-        return 0
+        return NO_MATCH
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query.descriptors, work.descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
     if len(good) < MIN_MATCHES:
-        return 0
+        return NO_MATCH
     source = query.points[[m.queryIdx for m in good]].reshape(-1, 1, 2)
     target = work.points[[m.trainIdx for m in good]].reshape(-1, 1, 2)
-    _, mask = cv2.findHomography(source, target, cv2.RANSAC, RANSAC_PIXELS)
-    return 0 if mask is None else int(mask.sum())
+    homography, mask = cv2.findHomography(source, target, cv2.RANSAC, RANSAC_PIXELS)
+    inlying = np.zeros(len(good), bool) if mask is None else mask.ravel().astype(bool)  # (None: no homography)
+    if not inlying.any():
+        return Match(len(good), 0, 0.0, 0.0)
+    agreeing = source.reshape(-1, 2)[inlying]
+    hull = float(cv2.contourArea(cv2.convexHull(agreeing))) if len(agreeing) >= 3 else 0.0
+    # The linear part's determinant, in units of each image's longer side (resolution does not count).
+    scale = float(np.linalg.det(homography[:2, :2])) * (max(query.size) / max(work.size)) ** 2
+    return Match(len(good), len(agreeing), scale, hull / (query.size[0] * query.size[1]))

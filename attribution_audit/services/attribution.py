@@ -68,7 +68,7 @@ class Attributor:
         self._learned: dict[tuple[str, int, str], LearnedSpace] = {}
         self.copies: CopyDetector | None = None  # made on first use
         self._random = random.Random(seed)
-        self.calibration: LogisticModel | None = audit.evaluations.latest_calibration(embedder_fingerprint)
+        self._calibrations: dict[tuple[str, int | None], LogisticModel | None] = {}
         self.canonical = audit.catalogue.canonical_artists()
         self.coverage = audit.catalogue.space_coverage(store.collection)
 
@@ -77,6 +77,14 @@ class Attributor:
         clone = copy.copy(self)
         clone.store, clone._exact, clone._learned, clone.copies = store, {}, {}, None
         return clone
+
+    def calibration_for(self, params: AttributionParams) -> LogisticModel | None:
+        """The newest calibration model fitted in the params' space (and learned space version), if any: a model
+        fitted in one space does not score distances measured in another."""
+        key = (params.space, params.space_version)
+        if key not in self._calibrations:
+            self._calibrations[key] = self.audit.evaluations.latest_calibration(self.embedder_fingerprint, *key)
+        return self._calibrations[key]
 
     # -- exact ground truth ------------------------------------------------------------------------------------
     def exact_index(self, method: str, space: str = CONTENT) -> ExactIndex:
@@ -233,7 +241,7 @@ class Attributor:
         ``requester`` overrides the attributor's (the service records each API key's name).
         """
         params = self.space_of(params)[1]  # a learned space's version is recorded with the request
-        score, model_name = confidence(self.calibration, outcome.features)
+        score, model_name = confidence(self.calibration_for(params), outcome.features)
         draft = RequestDraft(
             image=image,
             image_sha256=image_sha256,

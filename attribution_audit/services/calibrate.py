@@ -59,8 +59,8 @@ def calibrate(
     plot: Path | None = None,
 ) -> CalibrationReport:
     """Attribute each labelled query (not logged: nothing is shown as attributed), label it by whether the top
-    artist is the true one, cross-validate (when each class has ``folds`` cases), fit on all, store. Needs both
-    correct and incorrect cases."""
+    artist is the true one, cross-validate, fit on all, store. Needs at least ``folds`` correct and ``folds``
+    incorrect cases (a model without out-of-fold evidence never replaces the default confidence)."""
     params = attributor.space_of(params or AttributionParams(verify="off"))[1]  # a learned space's version
     queries = read_labelled(labelled_csv)
     rows, labels, defaults = [], [], []
@@ -80,26 +80,28 @@ def calibrate(
         raise AttributionAuditError(
             f"{labelled_csv}: {exc} ({positives} correct of {len(y)}); add labelled queries of both kinds"
         ) from None
-    # Cross-validation needs each class in every fold; with fewer, its scores are n/a.
-    cv = cross_validated(x, y, _fitter, folds) if min(positives, len(y) - positives) >= folds else None
+    if min(positives, len(y) - positives) < folds:  # each class in every fold, or no evidence for the model
+        raise AttributionAuditError(
+            f"{labelled_csv}: {positives} correct and {len(y) - positives} incorrect of {len(y)}; {folds}-fold "
+            f"cross-validation needs at least {folds} of each before a model replaces the default confidence: "
+            "add labelled queries or lower --folds (2 at least); nothing was stored"
+        )
+    cv = cross_validated(x, y, _fitter, folds)
     trained = [model.predict(dict(zip(CALIBRATION_FEATURES, r, strict=True))) for r in x.tolist()]
     right = [bool(v) for v in y]
     nn_column = x[:, CALIBRATION_FEATURES.index("nn_distance")]
     scores = {
         "auroc": auroc(trained, right),
         "brier": brier(trained, right),
-        "cv_auroc": auroc(cv.tolist(), right) if cv is not None else None,
-        "cv_brier": brier(cv.tolist(), right) if cv is not None else None,
-        "cv_ece": expected_calibration_error(cv.tolist(), right) if cv is not None else None,
+        "cv_auroc": auroc(cv.tolist(), right),
+        "cv_brier": brier(cv.tolist(), right),
+        "cv_ece": expected_calibration_error(cv.tolist(), right),
         "default_auroc": auroc(defaults, right),
         "default_ece": expected_calibration_error(defaults, right),
         "nn_distance_auroc": auroc((-nn_column).tolist(), right),
     }
     if plot is not None:
-        curves = {"default formula": (defaults, right)}
-        if cv is not None:
-            curves["calibrated (out of fold)"] = (cv.tolist(), right)
-        plot_reliability(plot, curves)
+        plot_reliability(plot, {"default formula": (defaults, right), "calibrated (out of fold)": (cv.tolist(), right)})
     name = attributor.audit.evaluations.add_calibration(
         model,
         embedder_fingerprint=attributor.embedder_fingerprint,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
-from attribution_audit.services.copy_check import COPY_DEPTH, COPY_INLIERS
+from attribution_audit.services.copy_check import COPY_DEPTH, COPY_SCORE
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image
 from attribution_audit.sources.labelled import LabelledQuery, read_labelled
@@ -27,7 +27,7 @@ class CopyEvaluation:
     recall_at_1: float | None
     non_copies: int
     false_copy_rate: float | None
-    threshold: int
+    threshold: float
     recall_by_subset: dict[str, float] = field(default_factory=dict)
 
 
@@ -57,6 +57,6 @@ def evaluate_copies(
         recall_at_1=sum(hits) / len(hits) if hits else None,
         non_copies=len(others),
         false_copy_rate=sum(copy_of is not None for copy_of in others) / len(others) if others else None,
-        threshold=COPY_INLIERS,
+        threshold=COPY_SCORE,
         recall_by_subset={subset: sum(v) / len(v) for subset, v in sorted(by_subset.items())},
     )

@@ -64,7 +64,7 @@ def run_evaluation(
     queries = audit.evaluations.queries(query_set_id)
     depth = recorded_depth(queries, k_max)
     params = AttributionParams(k=depth, verify="off", space=space, exact_method=exact)
-    model = attributor.calibration
+    model = attributor.calibration_for(attributor.space_of(params)[1])
     run_id = audit.evaluations.start_run(
         kind="attribution",
         requester=attributor.requester,

@@ -20,6 +20,7 @@ from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.spaces import SpaceInfo
 
 METHODS = ("lda",)
+MIN_ARTISTS = 3
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ def fit_space(
         attributor.check_coverage(bases)
         points = list(attributor.store.iter_points())
         labels = [attributor.canonical.get(a, a) for a in (str(p.payload.get("artist", "")) for p in points)]
-        if len(set(labels)) < 2:
+        if len(set(labels)) < MIN_ARTISTS:  # n artists give n - 1 dimensions; in one, every cosine is +-1
             raise AttributionAuditError(
-                f"collection '{attributor.store.collection}' holds works of {len(set(labels))} artist(s); "
-                "a learned space needs at least two: ingest a catalogue first"
+                f"collection '{attributor.store.collection}' holds works of {len(set(labels))} artist(s); a learned "
+                f"space needs at least {MIN_ARTISTS} (with two it has one dimension, where every work is at "
+                "similarity 1 or -1 and the confidence says nothing): ingest the works of more artists first"
             )
         rows = join_bases([_stack(points, b) for b in bases])
         validation = validate(rows, labels, (shrinkage,) if shrinkage is not None else SHRINKAGES)

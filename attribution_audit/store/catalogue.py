@@ -366,15 +366,16 @@ class CatalogueRepository:
         with read_scope(self.engine) as session:
             return {point: digest for point, digest in session.execute(query)}
 
-    def image_paths(self, collection: str, point_ids: Sequence[str]) -> dict[str, str]:
-        """Point id -> image file of the works embedded in ``collection`` under those points (copy checks)."""
+    def image_paths(self, collection: str, point_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Point id -> (image file, sha256 of the image embedded) of the works embedded in ``collection`` under
+        those points (copy checks)."""
         query = (
-            select(WorkEmbedding.point_id, Work.image_path)
+            select(WorkEmbedding.point_id, Work.image_path, WorkEmbedding.image_sha256)
             .join(Work, Work.id == WorkEmbedding.work_pk)
             .where(WorkEmbedding.collection == collection, WorkEmbedding.point_id.in_(list(point_ids)))
         )
         with read_scope(self.engine) as session:
-            return {point: path for point, path in session.execute(query)}
+            return {point: (path, digest) for point, path, digest in session.execute(query)}
 
     def stored_vectors(self, collection: str) -> dict[str, StoredVector]:
         """Point id -> what the DB recorded of the vectors of every active work embedded in ``collection``."""

@@ -287,17 +287,22 @@ class EvaluationRepository:
             session.flush()
             return f"logistic-v{row.id}"
 
-    def latest_calibration(self, embedder_fingerprint: str) -> LogisticModel | None:
-        """The newest calibration for this embedder, if any."""
+    def latest_calibration(
+        self, embedder_fingerprint: str, space: str = "content", space_version: int | None = None
+    ) -> LogisticModel | None:
+        """The newest calibration for this embedder fitted in ``space`` (a learned space: in that version), if any;
+        a model stored without its parameters counts as fitted in the content space."""
         query = (
             select(CalibrationModel)
             .where(CalibrationModel.embedder_fingerprint == embedder_fingerprint)
             .order_by(CalibrationModel.id.desc())
-            .limit(1)
         )
         with read_scope(self.engine) as session:
-            row = session.scalar(query)
-            return _model(row) if row is not None else None
+            for row in session.scalars(query):
+                params = (row.fit_metrics or {}).get("parameters") or {}
+                if (params.get("space", "content"), params.get("space_version")) == (space, space_version):
+                    return _model(row)
+        return None
 
     def calibration(self, name: str) -> LogisticModel:
         """A stored model by its recorded name (``logistic-v<N>``)."""
