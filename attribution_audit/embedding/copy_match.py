@@ -14,6 +14,7 @@ ORB_FEATURES = 1500
 RATIO = 0.8
 RANSAC_PIXELS = 5.0
 MIN_MATCHES = 8
+MIN_SIDE = 2  # OpenCV's ORB fails (cv2.error) on an image 1 pixel wide or high
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,20 @@ def local_features(image: Image.Image) -> LocalFeatures:
     import cv2
 
     grey = image.convert("L")
+    if min(grey.size) < MIN_SIDE:  # no keypoint to find: matches nothing, like a blank image
+        return _no_features()
     scale = MAX_SIDE / max(grey.size)
     if scale < 1:
         grey = grey.resize((round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BILINEAR)
     orb = cv2.ORB.create(nfeatures=ORB_FEATURES)
     keypoints, descriptors = orb.detectAndCompute(np.asarray(grey), None)
     if len(keypoints) == 0:  # (descriptors is then None)
-        return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8))
+        return _no_features()
     return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors)
+
+
+def _no_features() -> LocalFeatures:
+    return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8))
 
 
 def inliers(query: LocalFeatures, work: LocalFeatures) -> int:
