@@ -99,6 +99,9 @@ def test_request_list_filters_and_pages(console: tuple[Server, str, list[dict[st
         assert seen == [str(r["request_id"]) for r in reversed(made)]
         bad = client.get("/console/requests", params={"min_confidence": "high"})
         assert bad.status_code == 400 and "confidence from &#39;high&#39;: a number between 0 and 1" in bad.text
+        for cursor in ("99999999999999999999999999", "\u00b2"):  # was an internal error (500)
+            beyond = client.get("/console/requests", params={"cursor": cursor})
+            assert beyond.status_code == 400 and "next_cursor of the previous page" in beyond.text
 
 
 def test_request_page_flags_an_image_changed_since_attribution(

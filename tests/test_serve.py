@@ -166,6 +166,9 @@ def test_reading_endpoints(service: Service, demo_catalogue: DemoCatalogue) -> N
     ) == len(seqs)
     bad = service.reader.get("/v1/attributions", params={"since": "last week"})
     assert bad.status_code == 400 and "since 'last week'" in bad.json()["error"]
+    for cursor in ("-5", "1e3", "99999999999999999999999999", "\u00b2"):  # out of a 64-bit seq, a digit int() refuses
+        wrong_cursor = service.reader.get("/v1/attributions", params={"cursor": cursor})
+        assert wrong_cursor.status_code == 400 and "next_cursor of the previous page" in wrong_cursor.json()["error"]
 
     for period, width in (("day", 10), ("month", 7)):
         shares = service.reader.get("/v1/artists/shares", params={"period": period}).json()["shares"]

@@ -26,7 +26,7 @@ from attribution_audit.http.limits import BodyLimit
 from attribution_audit.http.metrics import Metrics, MetricsMiddleware
 from attribution_audit.services.keys import key_holder
 from attribution_audit.services.serving import AttributionService, Upload
-from attribution_audit.store.browse import RequestFilter
+from attribution_audit.store.browse import RequestFilter, parse_cursor
 from attribution_audit.store.keys import KeyHolder
 
 DEFAULTS = AttributionParams()
@@ -151,11 +151,10 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
     ) -> dict[str, Any]:
         """Logged attributions, newest first, a page at a time; `next_cursor` fetches the next page."""
-        if cursor is not None and not cursor.isdigit():
-            raise ApiError(400, f"cursor {cursor!r}: pass the next_cursor of the previous page")
-        where = RequestFilter(
-            artist, min_confidence, max_confidence, since, until, limit, int(cursor) if cursor else None
-        )
+        try:
+            where = RequestFilter(artist, min_confidence, max_confidence, since, until, limit, parse_cursor(cursor))
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         page = service.attributions(where)
         return {"attributions": [a.as_json() for a in page], "next_cursor": _next_cursor(page, limit)}
 

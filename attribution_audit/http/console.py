@@ -22,7 +22,7 @@ from attribution_audit.services.audit_log import browse_attributions, request_pa
 from attribution_audit.services.keys import key_holder
 from attribution_audit.services.report import log_counts
 from attribution_audit.services.serving import AttributionService
-from attribution_audit.store.browse import RequestFilter
+from attribution_audit.store.browse import RequestFilter, parse_cursor
 from attribution_audit.store.keys import KeyHolder
 
 COOKIE = "attribution_audit_session"
@@ -203,7 +203,7 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
                 since=datetime.combine(first, datetime.min.time(), UTC) if first else None,
                 until=datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC) if last else None,
                 limit=size,
-                before_seq=int(cursor) if cursor and cursor.isdigit() else None,
+                before_seq=parse_cursor(cursor),
             )
             rows = browse_attributions(service.audit, where)
             if len(rows) == size:
