@@ -104,16 +104,20 @@ def test_bad_uploads_get_one_line_errors_and_nothing_is_logged(
         ([("images", ("empty.png", b"", "image/png"))], 400, "empty.png: file is empty"),
         ([("images", ("big.png", b"\x89PNG" + b"0" * 600_000, "image/png"))], 413, "big.png: upload is over"),
         ([*files(good), ("images", ("truncated.png", good.read_bytes()[:300], "image/png"))], 400, "truncated.png"),
+        # a part without a filename is text to the server: its bytes were quoted back (a 255 kB error for the demo)
+        ([("images", ("", good.read_bytes(), "image/png"))], 400, "images: send each image as a file part"),
     ]
     for upload, status, message in cases:
         response = service.writer.post("/v1/attributions", files=upload)
         assert response.status_code == status, response.text
         error = response.json()["error"]
         assert error.startswith(message) and "\n" not in error and "Traceback" not in error
+        assert len(error) < 300, error[:300]
     params = [
         ({"k": "0"}, 400, "k must be between"),
         ({"space": "colour"}, 404, "no learned space colour"),  # a name that is no space and no learned space
         ({"k": "x"}, 400, "k 'x'"),
+        ({"k": "9" * 5000}, 400, "k '" + "9" * 80 + "': "),  # quoted, but not all of it
     ]
     for data, status, message in params:
         response = service.writer.post("/v1/attributions", files=files(good), data=data)

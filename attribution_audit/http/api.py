@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_IMAGES = 64  # per request
 MAX_PAGE = 500
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024  # bytes per image
+MAX_SHOWN = 80  # characters of a refused value quoted in an error
 
 
 class ApiError(Exception):
@@ -50,8 +51,13 @@ def error(status: int, message: str) -> JSONResponse:
 
 def _validation_line(exc: RequestValidationError) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+    location = first.get("loc", ())[1:]
+    if location[:1] == ("images",):  # a part without a filename arrives as text (its bytes): never echoed back
+        return "images: send each image as a file part with a filename (curl -F images=@FILE)"
+    where = ".".join(str(part) for part in location) or "request"
     given = first.get("input")
+    if isinstance(given, str):
+        given = given[:MAX_SHOWN]
     shown = f" {given!r}" if isinstance(given, str | int | float) else ""
     return f"{where}{shown}: {first.get('msg', 'invalid value').lower()}"
 
