@@ -276,6 +276,23 @@ def test_a_database_outage_gives_503_and_nothing_unlogged(
         assert after.json()[0]["seq"] == before.json()[0]["seq"] + 1
 
 
+def test_a_second_service_on_the_same_embedded_shard_is_refused_at_start(service: Service, ingested: Ingested) -> None:
+    """The running service holds the shard from its start: a second one on the data dir stops with one line (it
+    used to announce itself and answer health checks, then make every attribution wait 120 s for the lock)."""
+    import subprocess
+
+    from servers import cli_command, free_port
+
+    done = subprocess.run(
+        cli_command(ingested.data_dir, service.database_url, "serve", "--port", str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 1 and "busy in another process" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and service.anonymous.get("/v1/health").status_code == 200
+
+
 def test_serve_refuses_a_missing_audit_log(tmp_path: Path) -> None:
     """Start-up faults are one-line errors, as in every command."""
     import subprocess

@@ -33,6 +33,7 @@ from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.browse import RequestFilter
 
 DEFAULT_MAX_BATCH = 32  # images embedded in one forward pass at most
+HOLD_WAIT_S = 10.0  # how long a starting service waits for a shard another process holds
 UPLOADS_DIR = "uploads"  # under the data dir: every attributed upload, named by its sha256
 
 
@@ -109,6 +110,9 @@ class AttributionService:
         try:
             guard_witness(settings, audit)  # refused when the witness file names another audit DB
             with open_attributor(settings, audit, settings.embedder, batch_size=max_batch) as attributor:
+                # The embedded shard's lock for the service's whole life: a second service on the data dir is refused
+                # now, instead of serving requests that each wait for the lock and fail.
+                attributor.store.hold(HOLD_WAIT_S)
                 service = cls(settings, audit, attributor, settings.data_dir / UPLOADS_DIR, max_batch)
                 for worker in service._workers:
                     worker.start()
