@@ -81,6 +81,18 @@ def test_attribute_returns_logged_records_with_the_cli_json(
         assert got.status_code == 200 and got.json() == record
 
 
+def test_an_upload_is_kept_under_its_digest_whatever_the_client_named_it(
+    service: Service, demo_catalogue: DemoCatalogue
+) -> None:
+    # The kept file's extension came from the client's filename: escape sequences and bidi overrides reached the
+    # data dir, the recorded path and every terminal that lists it.
+    data = demo_catalogue.queries[3].path.read_bytes()
+    for name, suffix in (("x.\x1b[31m", ""), ("x.\u202egnp", ""), ("../../etc/x.PNG", ".png"), ("x.tar.<b>", "")):
+        [record] = service.writer.post("/v1/attributions", files=[("images", (name, data, "image/png"))]).json()
+        kept = Path(str(record["image"]))
+        assert kept.name == f"{record['image_sha256']}{suffix}" and kept.read_bytes() == data
+
+
 def test_keys_are_required_and_readers_cannot_attribute(service: Service, demo_catalogue: DemoCatalogue) -> None:
     image = demo_catalogue.queries[0].path
     for client in (service.anonymous, service.server.client("aa_not-a-key")):
