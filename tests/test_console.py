@@ -132,7 +132,13 @@ def test_dashboard_shows_the_log(console: tuple[Server, str, list[dict[str, obje
     with signed_in(server, reader) as client:
         page = client.get("/console/").text
         assert "not verified since the service started" in page
-        verified = client.post("/console/verify", follow_redirects=True).text
+        # Another site's page can make the browser post the form, but cannot read the dashboard's token.
+        forged = client.post("/console/verify", data={"csrf": "guess"})
+        assert forged.status_code == 403 and client.post("/console/verify").status_code == 403
+        assert "not verified since the service started" in client.get("/console/").text
+        token = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)
+        assert token is not None
+        verified = client.post("/console/verify", data={"csrf": token.group(1)}, follow_redirects=True).text
         assert re.search(rf'id="chain"><span class="ok">OK</span>: {len(made)} records', verified)
         assert re.search(r'id="disagreements">\d+ of \d+ exact-checked', verified)
         for record in made:
