@@ -130,8 +130,12 @@ def test_request_page_flags_an_image_changed_since_attribution(
 def test_dashboard_shows_the_log(console: tuple[Server, str, list[dict[str, object]], Ingested]) -> None:
     server, reader, made, _ = console
     with signed_in(server, reader) as client:
-        page = client.get("/console/").text
+        dashboard = client.get("/console/")
+        page = dashboard.text
         assert "not verified since the service started" in page
+        # no other site may frame the console (a framed button can be clicked through) or load it in a page
+        assert "frame-ancestors 'none'" in dashboard.headers["content-security-policy"]
+        assert dashboard.headers["x-frame-options"] == "DENY" and dashboard.headers["referrer-policy"] == "no-referrer"
         # Another site's page can make the browser post the form, but cannot read the dashboard's token.
         forged = client.post("/console/verify", data={"csrf": "guess"})
         assert forged.status_code == 403 and client.post("/console/verify").status_code == 403

@@ -69,8 +69,19 @@ def _safe_next(target: str | None) -> str:
     return target if target and target.startswith("/console") and "//" not in target else "/console/"
 
 
+# No page may be framed by another site (a framed "verify now" could be clicked through), none loads anything from
+# elsewhere, and no address (a ``?key=`` one) is sent on as a Referer.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 def _page(html: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
 def _number(name: str, text: str | None, low: float = 0.0, high: float = 1.0) -> float | None:
