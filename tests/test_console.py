@@ -99,6 +99,9 @@ def test_request_list_filters_and_pages(console: tuple[Server, str, list[dict[st
         assert seen == [str(r["request_id"]) for r in reversed(made)]
         bad = client.get("/console/requests", params={"min_confidence": "high"})
         assert bad.status_code == 400 and "confidence from &#39;high&#39;: a number between 0 and 1" in bad.text
+        for cursor in ("99999999999999999999999999", "\u00b2"):  # was an internal error (500)
+            beyond = client.get("/console/requests", params={"cursor": cursor})
+            assert beyond.status_code == 400 and "next_cursor of the previous page" in beyond.text
 
 
 def test_request_page_flags_an_image_changed_since_attribution(
@@ -127,9 +130,19 @@ def test_request_page_flags_an_image_changed_since_attribution(
 def test_dashboard_shows_the_log(console: tuple[Server, str, list[dict[str, object]], Ingested]) -> None:
     server, reader, made, _ = console
     with signed_in(server, reader) as client:
-        page = client.get("/console/").text
+        dashboard = client.get("/console/")
+        page = dashboard.text
         assert "not verified since the service started" in page
-        verified = client.post("/console/verify", follow_redirects=True).text
+        # no other site may frame the console (a framed button can be clicked through) or load it in a page
+        assert "frame-ancestors 'none'" in dashboard.headers["content-security-policy"]
+        assert dashboard.headers["x-frame-options"] == "DENY" and dashboard.headers["referrer-policy"] == "no-referrer"
+        # Another site's page can make the browser post the form, but cannot read the dashboard's token.
+        forged = client.post("/console/verify", data={"csrf": "guess"})
+        assert forged.status_code == 403 and client.post("/console/verify").status_code == 403
+        assert "not verified since the service started" in client.get("/console/").text
+        token = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)
+        assert token is not None
+        verified = client.post("/console/verify", data={"csrf": token.group(1)}, follow_redirects=True).text
         assert re.search(rf'id="chain"><span class="ok">OK</span>: {len(made)} records', verified)
         assert re.search(r'id="disagreements">\d+ of \d+ exact-checked', verified)
         for record in made:

@@ -82,6 +82,13 @@ def test_a_blank_image_matches_nothing() -> None:
     assert len(blank.points) == 0 and match(blank, local_features(page(1))).score == 0
 
 
+@pytest.mark.parametrize("size", [(1, 1), (1, 20), (20, 1)])
+def test_a_one_pixel_wide_image_matches_nothing(size: tuple[int, int]) -> None:
+    # OpenCV's ORB raised cv2.error on these: every attribution of such an upload was an internal error (HTTP 500).
+    thin = local_features(Image.new("RGB", size, "white"))
+    assert len(thin.points) == 0 and match(thin, local_features(page(1))).score == 0
+
+
 @pytest.mark.slow
 def test_evaluate_copies_names_the_source_and_flags_no_other_page(cli: Cli, tmp_path: Path) -> None:
     works = tmp_path / "works"

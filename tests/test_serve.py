@@ -81,6 +81,18 @@ def test_attribute_returns_logged_records_with_the_cli_json(
         assert got.status_code == 200 and got.json() == record
 
 
+def test_an_upload_is_kept_under_its_digest_whatever_the_client_named_it(
+    service: Service, demo_catalogue: DemoCatalogue
+) -> None:
+    # The kept file's extension came from the client's filename: escape sequences and bidi overrides reached the
+    # data dir, the recorded path and every terminal that lists it.
+    data = demo_catalogue.queries[3].path.read_bytes()
+    for name, suffix in (("x.\x1b[31m", ""), ("x.\u202egnp", ""), ("../../etc/x.PNG", ".png"), ("x.tar.<b>", "")):
+        [record] = service.writer.post("/v1/attributions", files=[("images", (name, data, "image/png"))]).json()
+        kept = Path(str(record["image"]))
+        assert kept.name == f"{record['image_sha256']}{suffix}" and kept.read_bytes() == data
+
+
 def test_keys_are_required_and_readers_cannot_attribute(service: Service, demo_catalogue: DemoCatalogue) -> None:
     image = demo_catalogue.queries[0].path
     for client in (service.anonymous, service.server.client("aa_not-a-key")):
@@ -104,16 +116,20 @@ def test_bad_uploads_get_one_line_errors_and_nothing_is_logged(
         ([("images", ("empty.png", b"", "image/png"))], 400, "empty.png: file is empty"),
         ([("images", ("big.png", b"\x89PNG" + b"0" * 600_000, "image/png"))], 413, "big.png: upload is over"),
         ([*files(good), ("images", ("truncated.png", good.read_bytes()[:300], "image/png"))], 400, "truncated.png"),
+        # a part without a filename is text to the server: its bytes were quoted back (a 255 kB error for the demo)
+        ([("images", ("", good.read_bytes(), "image/png"))], 400, "images: send each image as a file part"),
     ]
     for upload, status, message in cases:
         response = service.writer.post("/v1/attributions", files=upload)
         assert response.status_code == status, response.text
         error = response.json()["error"]
         assert error.startswith(message) and "\n" not in error and "Traceback" not in error
+        assert len(error) < 300, error[:300]
     params = [
         ({"k": "0"}, 400, "k must be between"),
         ({"space": "colour"}, 404, "no learned space colour"),  # a name that is no space and no learned space
         ({"k": "x"}, 400, "k 'x'"),
+        ({"k": "9" * 5000}, 400, "k '" + "9" * 80 + "': "),  # quoted, but not all of it
     ]
     for data, status, message in params:
         response = service.writer.post("/v1/attributions", files=files(good), data=data)
@@ -166,6 +182,9 @@ def test_reading_endpoints(service: Service, demo_catalogue: DemoCatalogue) -> N
     ) == len(seqs)
     bad = service.reader.get("/v1/attributions", params={"since": "last week"})
     assert bad.status_code == 400 and "since 'last week'" in bad.json()["error"]
+    for cursor in ("-5", "1e3", "99999999999999999999999999", "\u00b2"):  # out of a 64-bit seq, a digit int() refuses
+        wrong_cursor = service.reader.get("/v1/attributions", params={"cursor": cursor})
+        assert wrong_cursor.status_code == 400 and "next_cursor of the previous page" in wrong_cursor.json()["error"]
 
     for period, width in (("day", 10), ("month", 7)):
         shares = service.reader.get("/v1/artists/shares", params={"period": period}).json()["shares"]
@@ -267,6 +286,23 @@ def test_a_database_outage_gives_503_and_nothing_unlogged(
         # Only the two answered requests are in the log, chained; the refused ones left nothing behind.
         assert verified["ok"] is True and verified["checked"] == 2
         assert after.json()[0]["seq"] == before.json()[0]["seq"] + 1
+
+
+def test_a_second_service_on_the_same_embedded_shard_is_refused_at_start(service: Service, ingested: Ingested) -> None:
+    """The running service holds the shard from its start: a second one on the data dir stops with one line (it
+    used to announce itself and answer health checks, then make every attribution wait 120 s for the lock)."""
+    import subprocess
+
+    from servers import cli_command, free_port
+
+    done = subprocess.run(
+        cli_command(ingested.data_dir, service.database_url, "serve", "--port", str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 1 and "busy in another process" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and service.anonymous.get("/v1/health").status_code == 200
 
 
 def test_serve_refuses_a_missing_audit_log(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ MIN_MATCHES = 8
 MIN_INLIERS = 20  # fewer agreeing keypoints are no evidence of a copy
 AREA_SCALE = (0.2, 5.0)  # plausible area ratio of the work to the query, both sides as fractions of the longer side
 MIN_COVERAGE = 0.1  # the inliers' convex hull covers at least this share of the query
+MIN_SIDE = 2  # OpenCV's ORB fails (cv2.error) on an image 1 pixel wide or high
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,20 @@ def local_features(image: Image.Image) -> LocalFeatures:
     import cv2
 
     grey = image.convert("L")
+    if min(grey.size) < MIN_SIDE:  # no keypoint to find: matches nothing, like a blank image
+        return _no_features(grey.size)
     scale = MAX_SIDE / max(grey.size)
     if scale < 1:
         grey = grey.resize((round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BILINEAR)
     orb = cv2.ORB.create(nfeatures=ORB_FEATURES)
     keypoints, descriptors = orb.detectAndCompute(np.asarray(grey), None)
     if len(keypoints) == 0:  # (descriptors is then None)
-        return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8), grey.size)
+        return _no_features(grey.size)
     return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors, grey.size)
+
+
+def _no_features(size: tuple[int, int]) -> LocalFeatures:
+    return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8), size)
 
 
 def match(query: LocalFeatures, work: LocalFeatures) -> Match:

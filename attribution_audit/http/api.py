@@ -26,7 +26,7 @@ from attribution_audit.http.limits import BodyLimit
 from attribution_audit.http.metrics import Metrics, MetricsMiddleware
 from attribution_audit.services.keys import key_holder
 from attribution_audit.services.serving import AttributionService, Upload
-from attribution_audit.store.browse import RequestFilter
+from attribution_audit.store.browse import RequestFilter, parse_cursor
 from attribution_audit.store.keys import KeyHolder
 
 DEFAULTS = AttributionParams()
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_IMAGES = 64  # per request
 MAX_PAGE = 500
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024  # bytes per image
+MAX_SHOWN = 80  # characters of a refused value quoted in an error
 
 
 class ApiError(Exception):
@@ -50,8 +51,13 @@ def error(status: int, message: str) -> JSONResponse:
 
 def _validation_line(exc: RequestValidationError) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+    location = first.get("loc", ())[1:]
+    if location[:1] == ("images",):  # a part without a filename arrives as text (its bytes): never echoed back
+        return "images: send each image as a file part with a filename (curl -F images=@FILE)"
+    where = ".".join(str(part) for part in location) or "request"
     given = first.get("input")
+    if isinstance(given, str):
+        given = given[:MAX_SHOWN]
     shown = f" {given!r}" if isinstance(given, str | int | float) else ""
     return f"{where}{shown}: {first.get('msg', 'invalid value').lower()}"
 
@@ -151,11 +157,10 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
     ) -> dict[str, Any]:
         """Logged attributions, newest first, a page at a time; `next_cursor` fetches the next page."""
-        if cursor is not None and not cursor.isdigit():
-            raise ApiError(400, f"cursor {cursor!r}: pass the next_cursor of the previous page")
-        where = RequestFilter(
-            artist, min_confidence, max_confidence, since, until, limit, int(cursor) if cursor else None
-        )
+        try:
+            where = RequestFilter(artist, min_confidence, max_confidence, since, until, limit, parse_cursor(cursor))
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         page = service.attributions(where)
         return {"attributions": [a.as_json() for a in page], "next_cursor": _next_cursor(page, limit)}
 

@@ -1,11 +1,13 @@
 """The web console under /console: server-rendered pages (the shared templates of reporting/) for anyone with a key.
 
 Signing in (a form, or ``/console/login?key=KEY`` once) exchanges the key for a session cookie (HttpOnly,
-SameSite=Lax, kept in memory for :data:`SESSION_HOURS`); every page is a plain GET with no script.
+SameSite=Lax, kept in memory for :data:`SESSION_HOURS`); every page is a plain GET with no script, and the
+one form that changes something (verify now) carries a token derived from the session (against cross-site posts).
 
 Not ``from __future__ import annotations``: FastAPI reads the routes' annotations.
 """
 
+import hmac
 import secrets
 import threading
 from datetime import UTC, date, datetime, timedelta
@@ -22,7 +24,7 @@ from attribution_audit.services.audit_log import browse_attributions, request_pa
 from attribution_audit.services.keys import key_holder
 from attribution_audit.services.report import log_counts
 from attribution_audit.services.serving import AttributionService
-from attribution_audit.store.browse import RequestFilter
+from attribution_audit.store.browse import RequestFilter, parse_cursor
 from attribution_audit.store.keys import KeyHolder
 
 COOKIE = "attribution_audit_session"
@@ -37,6 +39,11 @@ class Sessions:
     def __init__(self) -> None:
         self._by_token: dict[str, tuple[KeyHolder, datetime]] = {}
         self._lock = threading.Lock()
+        self._secret = secrets.token_bytes(32)
+
+    def csrf(self, token: str | None) -> str:
+        """The form token of a session: a page of another site cannot know it, so cannot post for the officer."""
+        return hmac.new(self._secret, (token or "").encode(), "sha256").hexdigest()
 
     def open(self, who: KeyHolder) -> str:
         token = secrets.token_urlsafe(32)
@@ -62,8 +69,19 @@ def _safe_next(target: str | None) -> str:
     return target if target and target.startswith("/console") and "//" not in target else "/console/"
 
 
+# No page may be framed by another site (a framed "verify now" could be clicked through), none loads anything from
+# elsewhere, and no address (a ``?key=`` one) is sent on as a Referer.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 def _page(html: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
 def _number(name: str, text: str | None, low: float = 0.0, high: float = 1.0) -> float | None:
@@ -158,14 +176,18 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
                 colours=COLOURS,
                 buckets=[b["requests"] for b in buckets],
                 edges=[b["from"] for b in buckets] + [buckets[-1]["to"]],
+                csrf=sessions.csrf(token),
             )
         )
 
     @app.post("/console/verify", include_in_schema=False)
-    def verify(request: Request, token: Session = None) -> Response:
+    def verify(request: Request, token: Session = None, csrf: Annotated[str, Form()] = "") -> Response:
         who = required(request, token)
         if isinstance(who, Response):
             return who
+        if not hmac.compare_digest(csrf, sessions.csrf(token)):
+            message = "the form was not sent from this console's dashboard; open the dashboard and press the button"
+            return _page(render("message.html", console=True, who=who, heading="Not verified", message=message), 403)
         service.verify()
         return RedirectResponse("/console/", status_code=303)
 
@@ -203,7 +225,7 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
                 since=datetime.combine(first, datetime.min.time(), UTC) if first else None,
                 until=datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC) if last else None,
                 limit=size,
-                before_seq=int(cursor) if cursor and cursor.isdigit() else None,
+                before_seq=parse_cursor(cursor),
             )
             rows = browse_attributions(service.audit, where)
             if len(rows) == size:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -33,7 +34,9 @@ from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.browse import RequestFilter
 
 DEFAULT_MAX_BATCH = 32  # images embedded in one forward pass at most
+HOLD_WAIT_S = 10.0  # how long a starting service waits for a shard another process holds
 UPLOADS_DIR = "uploads"  # under the data dir: every attributed upload, named by its sha256
+KEPT_SUFFIX = re.compile(r"\.[a-z0-9]{1,9}")  # and its extension, if a plain one
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class AttributionService:
         try:
             guard_witness(settings, audit)  # refused when the witness file names another audit DB
             with open_attributor(settings, audit, settings.embedder, batch_size=max_batch) as attributor:
+                # The embedded shard's lock for the service's whole life: a second service on the data dir is refused
+                # now, instead of serving requests that each wait for the lock and fail.
+                attributor.store.hold(HOLD_WAIT_S)
                 service = cls(settings, audit, attributor, settings.data_dir / UPLOADS_DIR, max_batch)
                 for worker in service._workers:
                     worker.start()
@@ -145,7 +151,8 @@ class AttributionService:
     def _keep(self, data: bytes, image: LoadedImage) -> str:
         """Store the upload under its sha256 (once), so that the recorded path shows what was attributed."""
         self.uploads.mkdir(parents=True, exist_ok=True)
-        target = self.uploads / f"{image.sha256}{Path(image.path.name).suffix.lower()[:10]}"
+        suffix = Path(image.path.name).suffix.lower()  # the client's: kept only when a plain extension
+        target = self.uploads / f"{image.sha256}{suffix if KEPT_SUFFIX.fullmatch(suffix) else ''}"
         if not target.exists():
             try:
                 handle, temporary = tempfile.mkstemp(dir=self.uploads, suffix=".part")

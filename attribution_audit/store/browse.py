@@ -14,6 +14,16 @@ from attribution_audit.store.chain import StoredRequest
 from attribution_audit.store.database import read_connection
 
 PERIODS = ("day", "month")
+MAX_SEQ = 2**63 - 1  # a seq is a 64-bit integer in both databases
+
+
+def parse_cursor(text: str | None) -> int | None:
+    """The ``before_seq`` of a page cursor (the last seq of the previous page); ValueError for anything else."""
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and int(text) <= MAX_SEQ):
+        raise ValueError(f"cursor {text[:40]!r}: pass the next_cursor of the previous page")
+    return int(text)
 
 
 @dataclass(frozen=True)

@@ -317,6 +317,11 @@ class VectorStore(ABC):
             "index": self.index_kind,
         }
 
+    def hold(self, wait_s: float) -> None:
+        """Open the store now and keep it until :meth:`close` (a long-running service); an embedded shard busy in
+        another process for over ``wait_s`` is a VectorStoreError. A server is only asked for the collection."""
+        self.spaces()
+
     @abstractmethod
     def close(self) -> None:
         """Flush and release the store (an embedded shard's lock: the next operation takes it again)."""

@@ -106,6 +106,13 @@ class EdgeStore(VectorStore):
         meta["epoch"] = int(meta.get("epoch", 0)) + 1
         self._write_meta(meta)
 
+    def hold(self, wait_s: float) -> None:
+        waited, self._lock_timeout = self._lock_timeout, wait_s
+        try:
+            self._vector_sizes()  # takes the lock, and opens the shard if it exists
+        finally:
+            self._lock_timeout = waited
+
     def close(self) -> None:
         if self._shard is not None:
             self._shard.flush()
