@@ -115,6 +115,7 @@ class Settings:
     checkpoint_key: Path | None = None  # the Ed25519 signing key of checkpoints; None: default_checkpoint_key()
     witness_file: Path | None = None  # where every checkpoint is appended; None: <data dir>/witness.jsonl
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # automatic checkpoint every N records attributed (0: never)
+    checkpoint_minutes: int = 0  # also when the last checkpoint is older than this, at the next record (0: never)
     min_free_mb: int = DEFAULT_MIN_FREE_MB  # free disk space the embedded shard needs to be opened
     new_audit_log: bool = False  # the operator says an empty audit DB beside an existing shard or witness is new
     # How a new collection stores its vectors (domain.points.StorageParams); an existing one keeps its own.
@@ -195,6 +196,7 @@ def load_settings(**overrides: Any) -> Settings:
         checkpoint_key=Path(env[f"{ENV_PREFIX}CHECKPOINT_KEY"]) if env.get(f"{ENV_PREFIX}CHECKPOINT_KEY") else None,
         witness_file=Path(env[f"{ENV_PREFIX}WITNESS_FILE"]) if env.get(f"{ENV_PREFIX}WITNESS_FILE") else None,
         checkpoint_every=_count("CHECKPOINT_EVERY", DEFAULT_CHECKPOINT_EVERY, "a count of records (0: never)"),
+        checkpoint_minutes=_count("CHECKPOINT_MINUTES", 0, "minutes (0: never)"),
         min_free_mb=_count("MIN_FREE_MB", DEFAULT_MIN_FREE_MB, "megabytes (0: no check)"),
         quantization=env.get(f"{ENV_PREFIX}QUANTIZATION") or "none",
         shard_number=_whole(env, "shard_number"),

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ from typer.testing import CliRunner, Result
 
 from attribution_audit import AttributionParams, Upload, load_settings, open_service
 from attribution_audit.cli import app
+from attribution_audit.domain import checkpoint as statement
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ConflictError
+from attribution_audit.services.checkpoints import signing_key
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
 from attribution_audit.store.database import create_db_engine, upgrade
@@ -193,6 +196,32 @@ def test_attribution_checkpoints_every_n_records(
     assert "checkpoint seq 2" in cli("audit", "verify").stdout
     monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "two")
     assert "CHECKPOINT_EVERY='two' is not a whole number" in cli("audit", "list", code=1).stderr
+
+
+def test_attribution_checkpoints_when_the_last_checkpoint_is_older_than_t_minutes(
+    cli: Cli,
+    ingested: Ingested,
+    demo_catalogue: DemoCatalogue,
+    checkpoint_key: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "0")
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_MINUTES", "60")
+    images = [str(q.path) for q in demo_catalogue.queries[:2]]
+    first = cli("attribute", *images, "--embedder", EMBEDDER)  # no checkpoint yet: the first record is signed
+    assert first.stderr.count("checkpoint: seq 1,") == 1 and "seq 2," not in first.stderr
+    witness = cli.data_dir / "witness.jsonl"
+    # The witness's last statement re-signed (same key, same head) as if made two hours ago: due again.
+    last = statement.parse(json.loads(witness.read_text().splitlines()[-1]))
+    key, _ = signing_key(checkpoint_key)
+    past = datetime.now(UTC) - timedelta(hours=2)
+    witness.write_text(
+        witness.read_text() + statement.sign(key, last.db_identity, 1, last.head_hash, past).line() + "\n"
+    )
+    later = cli("attribute", images[0], "--embedder", EMBEDDER)
+    assert later.stderr.count("checkpoint: seq 3,") == 1
+    assert "checkpoint seq 3" in cli("audit", "verify").stdout
 
 
 def _embedded(data_dir: Path, *args: str) -> Result:

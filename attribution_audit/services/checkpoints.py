@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -201,14 +201,24 @@ def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = N
 
 
 def auto_checkpoint(settings: Settings, audit: AuditStore, attribution: Attribution) -> Signed | None:
-    """Every ``checkpoint_every`` records, sign the head that this writer has just appended (no re-verification:
-    earlier checkpoints vouch for what came before, once the DB still agrees with the last one: records cut and
-    appended again while the writer ran are never signed)."""
-    every = settings.checkpoint_every
-    if every <= 0 or attribution.seq % every:
+    """Every ``checkpoint_every`` records, and at the first record once the witness file's last checkpoint is older
+    than ``checkpoint_minutes`` (or there is none), sign the head that this writer has just appended (no
+    re-verification: earlier checkpoints vouch for what came before, once the DB still agrees with the last one:
+    records cut and appended again while the writer ran are never signed)."""
+    every, minutes = settings.checkpoint_every, settings.checkpoint_minutes
+    if not (every > 0 and attribution.seq % every == 0) and not (minutes > 0 and _older_than(settings, minutes)):
         return None
     _refuse_contradicted(settings, audit, "nothing was signed")
     return _sign(settings, audit, attribution.seq, attribution.record_hash)
+
+
+def _older_than(settings: Settings, minutes: int) -> bool:
+    """Whether the witness file's last checkpoint was signed more than ``minutes`` ago (True when there is none)."""
+    last = last_witnessed(settings)
+    if last is None:
+        return True
+    signed = datetime.fromisoformat(last.time)
+    return datetime.now(UTC) - (signed if signed.tzinfo else signed.replace(tzinfo=UTC)) > timedelta(minutes=minutes)
 
 
 # -- checking ----------------------------------------------------------------------------------------------------
