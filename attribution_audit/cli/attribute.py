@@ -133,7 +133,8 @@ def calibrate(
 ) -> None:
     """Fit the logistic confidence model on labelled queries (entropy, NN distance, margin, top artist share);
     print its cross-validated AUROC, Brier score and ECE beside the default formula's and the NN distance's. Later
-    requests use it and record its version.
+    requests use it and record its version. It needs at least --folds right and --folds wrong top artists among the
+    labelled queries (the demo's six images are too few: it refuses and stores nothing).
 
     \b
     Example: attribution-audit calibrate .demo/catalogue/queries.csv --k 5 --folds 3 --plot .demo/reliability.png
