@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from dbtools import complete_request
 
 from attribution_audit.store import chain
@@ -68,3 +69,11 @@ def test_shares_over_time(audit: AuditStore) -> None:
         ("2026-03", "A", 3.0),
         ("2026-03", "B", 3.0),
     ]
+
+
+def test_a_filter_out_of_range_is_refused_not_an_empty_page() -> None:
+    for name, value in (("min_confidence", float("nan")), ("max_confidence", 5.0), ("min_confidence", -0.1)):
+        with pytest.raises(ValueError, match=f"{name} .*: a number between 0 and 1"):
+            RequestFilter(**{name: value})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit 0: at least 1"):
+        RequestFilter(limit=0)

@@ -175,6 +175,9 @@ def test_reading_endpoints(service: Service, demo_catalogue: DemoCatalogue) -> N
     assert sorted(a["confidence"] for a in high["attributions"]) == sorted(c for c in confidences if c >= middle)
     low = service.reader.get("/v1/attributions", params={"max_confidence": middle, "limit": 500}).json()
     assert all(a["confidence"] <= middle for a in low["attributions"])
+    for bad in ("nan", "5"):  # refused, not an empty page that reads as "no such attribution"
+        refused = service.reader.get("/v1/attributions", params={"min_confidence": bad})
+        assert refused.status_code == 400 and "min_confidence" in refused.json()["error"], refused.text
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     assert service.reader.get("/v1/attributions", params={"since": tomorrow}).json()["attributions"] == []
     assert len(

@@ -39,6 +39,13 @@ class RequestFilter:
     limit: int = 50
     before_seq: int | None = None
 
+    def __post_init__(self) -> None:
+        for name, value in (("min_confidence", self.min_confidence), ("max_confidence", self.max_confidence)):
+            if value is not None and not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+                raise ValueError(f"{name} {value!r}: a number between 0 and 1")
+        if self.limit < 1:
+            raise ValueError(f"limit {self.limit}: at least 1")
+
 
 class BrowseRepository:
     """Filtered pages of requests and shares over time."""
