@@ -69,10 +69,6 @@ class Verification:
     report: ChainReport
     checkpoints: list[CheckpointCheck] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return self.report.ok and all(check.problem is None for check in self.checkpoints)
-
 
 class AttributionService:
     """Attributes uploads for many concurrent callers over one loaded model and one open store."""

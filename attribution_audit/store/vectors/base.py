@@ -93,6 +93,19 @@ def _work_point(record: Any) -> WorkPoint:
     return WorkPoint(str(record.id), vectors[CONTENT], dict(record.payload or {}), vectors.get(STYLE))
 
 
+def _space_matrix(records: Iterable[Any], space: str, size: int) -> tuple[list[str], np.ndarray]:
+    """The ids of the records with a vector in ``space`` and those vectors as one float32 matrix (``(0, size)``
+    when there are none)."""
+    ids: list[str] = []
+    rows: list[np.ndarray] = []
+    for record in records:
+        vectors = named_vectors(record.vector)
+        if space in vectors:
+            ids.append(str(record.id))
+            rows.append(vectors[space])
+    return ids, np.vstack(rows) if rows else np.zeros((0, size), dtype=np.float32)
+
+
 def _floats(vector: np.ndarray) -> list[float]:
     return [float(x) for x in np.asarray(vector, dtype=np.float32)]
 
@@ -224,14 +237,7 @@ class VectorStore(ABC):
         """Every point id with a vector in ``space`` and that (unit) vector, in id order, for the exact index:
         ``(ids, float32 matrix of shape (len(ids), size of the space))``, ``(0, size)`` when there are none."""
         size = self._space_size(space)
-        ids: list[str] = []
-        rows: list[np.ndarray] = []
-        for record in self._records(with_vector=[space], with_payload=False):
-            vectors = named_vectors(record.vector)
-            if space in vectors:
-                ids.append(str(record.id))
-                rows.append(vectors[space])
-        return ids, np.vstack(rows) if rows else np.zeros((0, size), dtype=np.float32)
+        return _space_matrix(self._records(with_vector=[space], with_payload=False), space, size)
 
     @final
     def delete(self, point_ids: Sequence[str]) -> None:
@@ -276,15 +282,10 @@ class VectorStore(ABC):
         bring the exact index up to date with the points an ingest wrote, without reading the rest)."""
         ids = checked_ids(point_ids)
         size = self._space_size(space)
-        found: list[str] = []
-        rows: list[np.ndarray] = []
-        for start in range(0, len(ids), SCROLL_PAGE):
-            for record in self._retrieve(ids[start : start + SCROLL_PAGE], with_vector=[space]):
-                vectors = named_vectors(record.vector)
-                if space in vectors:
-                    found.append(str(record.id))
-                    rows.append(vectors[space])
-        return found, np.vstack(rows) if rows else np.zeros((0, size), dtype=np.float32)
+        pages = (ids[start : start + SCROLL_PAGE] for start in range(0, len(ids), SCROLL_PAGE))
+        return _space_matrix(
+            (record for page in pages for record in self._retrieve(page, with_vector=[space])), space, size
+        )
 
     @final
     def points_of(self, point_ids: Sequence[str]) -> dict[str, WorkPoint]:
