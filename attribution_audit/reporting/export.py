@@ -206,10 +206,7 @@ def _not_before(moment: Any, created_at: str) -> bool:
 def _values(path: Path) -> Iterator[Any]:
     """The export's lines as JSON values, one at a time (after :func:`verify_export` accepted the file)."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield json.loads(line)
+        yield from (json.loads(line) for line in _lines(path))
     except (OSError, ValueError) as exc:
         raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
 
