@@ -20,9 +20,12 @@ Results go to docs/benchmarks.md between this script's markers (the machine is s
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import json
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -31,26 +34,38 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from benchlib import markers, provenance, write_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dbtools import fill_chain
+from sqlalchemy import select
 
 from attribution_audit.config import load_settings
 from attribution_audit.domain.params import AttributionParams, verify_rate
 from attribution_audit.domain.points import point_id_for
-from attribution_audit.domain.results import Neighbour
+from attribution_audit.domain.results import Attribution, Neighbour
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.services.wiring import open_attributor, open_audit
-from attribution_audit.store.database import create_db_engine, upgrade
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.chain import append_rows
+from attribution_audit.store.database import create_db_engine, upgrade, write_connection
 from attribution_audit.store.exact import overlap_at_k
+from attribution_audit.store.models import (
+    AttributionArtistShare,
+    AttributionMetrics,
+    AttributionNeighbour,
+    AttributionRequest,
+)
 
 NAME = "bench_scale"
 DIM = 512
 EMBEDDER = "efficientnet-lite0"  # names the collection; the vectors are precomputed
 VERIFY_MODES = ("off", "sample:0.1", "always")
+BLOCK = 50_000
+PARTS = ("ingest", "raw", "int8", "serve", "requests", "log", "chain")
 
 
 @dataclass(frozen=True)
@@ -85,13 +100,18 @@ def timed_child(command: list[str]) -> Run:
 
 
 def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
-    """n unit vectors around n/20 centres (one artist each); the artist of each row."""
+    """n unit vectors around n/20 centres (one artist each); the artist of each row (made in blocks: at 1M the
+    float64 noise of one draw would take 4 GiB)."""
     rng = np.random.default_rng(seed)
     clusters = max(1, n // 20)
     centres = rng.normal(size=(clusters, DIM)).astype(np.float32)
     labels = rng.integers(0, clusters, size=n)
-    vectors = centres[labels] + 0.6 * rng.normal(size=(n, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, BLOCK):
+        block = centres[labels[start : start + BLOCK]] + 0.6 * rng.normal(
+            size=(len(labels[start : start + BLOCK]), DIM)
+        ).astype(np.float32)
+        vectors[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return vectors, [f"artist {c}" for c in labels]
 
 
@@ -153,10 +173,63 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+class Floor:
+    """The commit floor of the audit database: a one-row insert + commit into a scratch table of the same database
+    (SQLite: a file in the data dir, WAL, the default synchronous=FULL, as the audit log; PostgreSQL: a logged table,
+    synchronous_commit as configured), which no audit write can beat."""
+
+    def __init__(self, data_dir: Path, database_url: str | None) -> None:
+        if database_url:
+            import psycopg
+
+            self.pg = psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True)
+            self.pg.execute("CREATE TABLE IF NOT EXISTS bench_floor (id serial PRIMARY KEY, v text)")
+        else:
+            self.lite = sqlite3.connect(data_dir / "floor.sqlite", isolation_level=None)
+            self.lite.execute("PRAGMA journal_mode=WAL")
+            self.lite.execute("CREATE TABLE IF NOT EXISTS bench_floor (id INTEGER PRIMARY KEY, v TEXT)")
+        self.url = database_url
+
+    def __call__(self) -> float:
+        started = time.perf_counter()
+        if self.url:
+            with self.pg.transaction():
+                self.pg.execute("INSERT INTO bench_floor (v) VALUES ('x')")
+        else:
+            self.lite.execute("BEGIN IMMEDIATE")
+            self.lite.execute("INSERT INTO bench_floor (v) VALUES ('x')")
+            self.lite.execute("COMMIT")
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        if self.url:
+            self.pg.execute("DROP TABLE bench_floor")
+            self.pg.close()
+        else:
+            self.lite.close()
+
+
+def query_of(vectors: np.ndarray, rng: np.random.Generator) -> QueryVectors:
+    """A catalogue vector plus noise, as a unit query."""
+    query = np.asarray(vectors[rng.integers(len(vectors))]) + 0.5 * rng.normal(size=DIM).astype(np.float32) / np.sqrt(
+        DIM
+    )
+    return QueryVectors((query / np.linalg.norm(query)).astype(np.float32))
+
+
+def brute_scan(matrix: np.ndarray, query: np.ndarray) -> float:
+    """Seconds of one brute-force scan of the collection: NumPy matrix-vector product and top 100."""
+    started = time.perf_counter()
+    sims = matrix @ query
+    np.argpartition(sims, -100)[-100:]
+    return time.perf_counter() - started
+
+
 def request_rows(
     data_dir: Path, raw_path: Path, vectors: np.ndarray, requests: int, database_url: str | None
 ) -> list[dict[str, float | str | int]]:
-    """Per (K, verify mode): product p50/p95 with the split, raw p50/p95, recall@K."""
+    """Per (K, verify mode): product p50/p95 with the split, raw p50/p95, recall@K; interleaved with each request,
+    the commit floor and (verify always) one brute-force NumPy scan of the same vectors."""
     from qdrant_edge import EdgeShard
 
     settings = load_settings(data_dir=data_dir, embedder=EMBEDDER, database_url=database_url)
@@ -164,6 +237,8 @@ def request_rows(
     rng = np.random.default_rng(1)
     rows = []
     shard = EdgeShard.load(str(raw_path))
+    floor = Floor(data_dir, database_url)
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
     try:
         with open_attributor(settings, audit, EMBEDDER, fingerprint=f"precomputed:{EMBEDDER}") as attributor:
             for k in (10, 100):
@@ -171,26 +246,28 @@ def request_rows(
                     params = AttributionParams(k=k, verify="off")
                     rate = verify_rate(mode)
                     draw = random.Random(k)
-                    split: dict[str, list[float]] = {"search": [], "exact": [], "write": [], "total": [], "raw": []}
-                    recall = []
+                    split: dict[str, list[float]] = {
+                        key: [] for key in ("search", "exact", "write", "total", "raw", "floor", "numpy")
+                    }
+                    recall: list[float] = []
                     for i in range(requests + 3):  # 3 warm-up requests
-                        base = vectors[rng.integers(len(vectors))]
-                        query = base + 0.5 * rng.normal(size=DIM).astype(np.float32) / np.sqrt(DIM)
-                        query = (query / np.linalg.norm(query)).astype(np.float32)
+                        query = query_of(vectors, rng)
                         started = time.perf_counter()
-                        outcome = attributor.compute(QueryVectors(query), params)
+                        outcome = attributor.compute(query, params)
                         searched = time.perf_counter()
                         exact_ids = None
                         if draw.random() < rate:
-                            exact_ids = attributor.exact_top([QueryVectors(query)], params)[0]
+                            exact_ids = attributor.exact_top([query], params)[0]
                             kept = [point_of(n_) for n_ in outcome.neighbours]
                             outcome = replace(outcome, overlap_at_k=overlap_at_k(kept, exact_ids), exact_method="brute")
                         checked = time.perf_counter()
-                        attributor.record("bench", "00" * 32, QueryVectors(query), params, outcome)
+                        attributor.record("bench", "00" * 32, query, params, outcome)
                         written = time.perf_counter()
                         raw_started = time.perf_counter()
-                        raw_search(shard, query, k * params.oversampling)
+                        raw_search(shard, query.content, k * params.oversampling)
                         raw_done = time.perf_counter()
+                        floor_s = floor()
+                        numpy_s = brute_scan(matrix, query.content) if mode == "always" else 0.0
                         if i < 3:
                             continue
                         split["search"].append(searched - started)
@@ -198,8 +275,10 @@ def request_rows(
                         split["write"].append(written - checked)
                         split["total"].append(written - started)
                         split["raw"].append(raw_done - raw_started)
+                        split["floor"].append(floor_s)
+                        split["numpy"].append(numpy_s)
                         if exact_ids is None and len(recall) < 20:
-                            exact_ids = attributor.exact_top([QueryVectors(query)], params)[0]
+                            exact_ids = attributor.exact_top([query], params)[0]
                         if exact_ids is not None:
                             kept = [point_of(n_) for n_ in outcome.neighbours]
                             recall.append(overlap_at_k(kept, exact_ids))
@@ -212,7 +291,10 @@ def request_rows(
                             "p95": percentile(ms["total"], 95),
                             "search": statistics.median(ms["search"]),
                             "exact": statistics.mean(ms["exact"]),
+                            "exact_p50": statistics.median(ms["exact"]),
                             "write": statistics.median(ms["write"]),
+                            "floor": statistics.median(ms["floor"]),
+                            "numpy": statistics.median(ms["numpy"]),
                             "raw_p50": percentile(ms["raw"], 50),
                             "raw_p95": percentile(ms["raw"], 95),
                             "recall": float(np.mean(recall)) if recall else float("nan"),
@@ -221,8 +303,108 @@ def request_rows(
                     print(f"  K={k} verify={mode}: p50 {rows[-1]['p50']:.2f} ms, raw {rows[-1]['raw_p50']:.2f} ms")
     finally:
         shard.close()
+        floor.close()
         audit.engine.dispose()
     return rows
+
+
+def copy_log(settings_url: str, data_dir: Path, label: str) -> str:
+    """A copy of the data dir's audit database (its works, its log so far) under another name; its URL."""
+    if settings_url.startswith("sqlite"):
+        copy = data_dir / f"audit-{label}.sqlite"
+        source = sqlite3.connect(settings_url.removeprefix("sqlite:///"))
+        target = sqlite3.connect(copy)
+        source.backup(target)
+        source.close()
+        target.close()
+        return f"sqlite:///{copy}"
+    name = f"bench_log_{label}_{uuid.uuid4().hex[:6]}"
+    admin = create_db_engine(settings_url.rsplit("/", 1)[0] + "/postgres")
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{settings_url.rsplit("/", 1)[1]}"')
+    admin.dispose()
+    return settings_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def fill_log(audit: AuditStore, source: AuditStore, template: Attribution, records: int, batch: int = 2000) -> float:
+    """Append ``records`` copies of a real request through the chain's own append, ``batch`` per transaction (a long
+    log in a minute, each record hashed and linked as a request's); seconds taken."""
+    started = time.perf_counter()
+    request = template_row(source, template.request_id)
+    children = load_children(source, template.request_id)
+    for start in range(0, records, batch):
+        with write_connection(audit.engine) as connection:
+            for _ in range(min(batch, records - start)):
+                key = str(uuid.uuid4())
+                append_rows(connection, request | {"id": key}, *children)
+    return time.perf_counter() - started
+
+
+def template_row(audit: AuditStore, request_id: str) -> dict[str, Any]:
+    """The stored columns of a request, less those the chain sets (its position, time and hash)."""
+    with audit.engine.connect() as connection:
+        row = connection.execute(select(AttributionRequest.__table__).where(AttributionRequest.id == request_id)).one()
+    chained = {"seq", "prev_hash", "record_hash", "created_at"}
+    return {k: v for k, v in row._mapping.items() if k not in chained}
+
+
+def load_children(
+    audit: AuditStore, request_id: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """The neighbours, artist shares and metrics of a stored request, without their request key."""
+    found = []
+    with audit.engine.connect() as connection:
+        for model in (AttributionNeighbour, AttributionArtistShare, AttributionMetrics):
+            table = model.__table__
+            rows = connection.execute(select(table).where(table.c.request_id == request_id)).all()
+            found.append([{k: v for k, v in r._mapping.items() if k not in ("request_id", "id")} for r in rows])
+    return found[0], found[1], found[2][0]
+
+
+def log_rows(
+    data_dir: Path, raw_path: Path, vectors: np.ndarray, requests: int, database_url: str | None, records: int
+) -> dict[str, float]:
+    """Requests (K=10, verify off) against a copy of the audit DB as it is (a short log) and against a copy grown by
+    ``records`` records, alternating request by request with the raw engine's search: p50 of each."""
+    from qdrant_edge import EdgeShard
+
+    settings = load_settings(data_dir=data_dir, embedder=EMBEDDER, database_url=database_url)
+    short_audit = AuditStore.open(copy_log(settings.resolved_database_url, data_dir, "short"))
+    long_audit = AuditStore.open(copy_log(settings.resolved_database_url, data_dir, "long"))
+    rng = np.random.default_rng(3)
+    params = AttributionParams(k=10, verify="off")
+    times: dict[str, list[float]] = {"short": [], "long": [], "raw": []}
+    shard = EdgeShard.load(str(raw_path))
+    try:
+        with open_attributor(settings, short_audit, EMBEDDER, fingerprint=f"precomputed:{EMBEDDER}") as short:
+            first = short.record(
+                "bench", "00" * 32, query_of(vectors, rng), params, short.compute(query_of(vectors, rng), params)
+            )
+            filled = fill_log(long_audit, short_audit, first, records)
+            long = copy.copy(short)
+            long.audit = long_audit
+            sizes = {"short": short_audit.requests.count(), "long": long_audit.requests.count()}
+            print(f"  log: {records} records appended in {filled:.0f} s; logs of {sizes}")
+            for i in range(2 * requests + 6):
+                query = query_of(vectors, rng)
+                label, attributor = ("short", short) if i % 2 == 0 else ("long", long)
+                started = time.perf_counter()
+                attributor.record("bench", "00" * 32, query, params, attributor.compute(query, params))
+                done = time.perf_counter()
+                raw_search(shard, query.content, params.k * params.oversampling)
+                if i >= 6:
+                    times[label].append(done - started)
+                    times["raw"].append(time.perf_counter() - done)
+    finally:
+        shard.close()
+        short_audit.engine.dispose()
+        long_audit.engine.dispose()
+    return {
+        "short_records": sizes["short"],
+        "long_records": sizes["long"],
+        "fill_s": filled,
+        **{f"{key}_p50": statistics.median(values) * 1000 for key, values in times.items()},
+    }
 
 
 def point_of(neighbour: Neighbour) -> str:
@@ -257,53 +439,144 @@ def chain_rows(tmp: Path, records: int, postgres_url: str | None) -> list[tuple[
     return rows
 
 
+SERVE = """
+import sys, numpy as np
+from attribution_audit.config import load_settings
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.spaces import QueryVectors
+from attribution_audit.services.wiring import open_attributor, open_audit
+data, table, count, embedder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+vectors = np.load(table, mmap_mode="r")
+settings = load_settings(data_dir=data, embedder=embedder)
+audit = open_audit(settings)
+rng = np.random.default_rng(2)
+params = AttributionParams(k=10, verify="off")
+with open_attributor(settings, audit, embedder, fingerprint=f"precomputed:{embedder}") as attributor:
+    for _ in range(count):
+        query = np.asarray(vectors[rng.integers(len(vectors))]) + 0.03 * rng.normal(size=vectors.shape[1])
+        query = QueryVectors((query / np.linalg.norm(query)).astype(np.float32))
+        attributor.record("bench", "00" * 32, query, params, attributor.compute(query, params))
+audit.engine.dispose()
+"""
+
+
+def save(results: Path, key: str, value: object) -> None:
+    """One part's result, in a file of its own (parts may run in separate invocations, even at the same time)."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{key}.json").write_text(json.dumps(value))
+
+
+def load_results(results: Path) -> dict[str, Any]:
+    return {f.stem: json.loads(f.read_text()) for f in sorted(results.glob("*.json"))}
+
+
+def fresh_ingest(data: Path, manifest: Path, table: Path, url: str | None, *extra: str) -> dict[str, float]:
+    """Ingest the catalogue into a new data dir in a fresh process: wall, CPU, peak RSS and disk."""
+    shutil.rmtree(data, ignore_errors=True)
+    subprocess.run(cli(data, "db", "upgrade", database_url=url), check=True, capture_output=True)
+    ingest = ("ingest", str(manifest), "--embeddings", str(table), "--embedder", EMBEDDER, *extra)
+    run = timed_child(cli(data, *ingest, database_url=url))
+    return {
+        "wall": run.wall,
+        "cpu": run.cpu,
+        "rss": run.rss_mib,
+        "qdrant": du_mib(data / "qdrant"),
+        "data": du_mib(data),
+    }
+
+
+def audit_database(folder: Path, server: str | None) -> str | None:
+    """With a PostgreSQL server: the URL of this folder's own database on it (created once, kept in the folder)."""
+    if not server:
+        return None
+    kept = folder / "database_url.txt"
+    if not kept.exists():
+        name = f"bench_scale_{uuid.uuid4().hex[:8]}"
+        admin = create_db_engine(server)
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        admin.dispose()
+        kept.write_text(server.rsplit("/", 1)[0] + f"/{name}")
+    return kept.read_text()
+
+
+def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) -> None:
+    """The parts asked for at catalogue size n, in ``folder`` (kept between invocations: ingest now, serve later)."""
+    manifest, table = folder / "catalogue.csv", folder / "vectors.npy"
+    if not table.exists():
+        write_catalogue(folder, *clustered(n))
+    vectors = np.load(table, mmap_mode="r")
+    url = audit_database(folder, args.audit_postgres)
+    db = "PostgreSQL" if url else "SQLite"
+    data, data8, raw_path = folder / "data", folder / "data-int8", folder / "raw"
+    if "ingest" in parts:
+        save(args.results, f"{n}-ingest-{db}", fresh_ingest(data, manifest, table, url))
+    if "raw" in parts:
+        shutil.rmtree(raw_path, ignore_errors=True)
+        raw = timed_child([sys.executable, "-c", RAW_INGEST, str(raw_path), str(table), str(n)])
+        save(args.results, f"{n}-raw", {"wall": raw.wall, "cpu": raw.cpu, "rss": raw.rss_mib})
+    if "int8" in parts:
+        save(args.results, f"{n}-int8-{db}", fresh_ingest(data8, manifest, table, None, "--quantization", "int8"))
+    if "serve" in parts:
+        for label, path in (("none", data), ("int8", data8)):
+            if path.exists():
+                serve = timed_child([sys.executable, "-c", SERVE, str(path), str(table), str(args.serve), EMBEDDER])
+                save(args.results, f"{n}-serve-{label}", {"rss": serve.rss_mib, "requests": args.serve})
+                print(f"  serving {label}: peak RSS {serve.rss_mib:.0f} MiB")
+    if "log" in parts:
+        rows = log_rows(data, raw_path, vectors, args.requests, url, args.log_records)
+        save(args.results, f"{n}-log-{db}", rows)
+    if "requests" in parts:
+        rows = request_rows(data, raw_path, vectors, args.requests, url)
+        save(args.results, f"{n}-requests-{db}", {"rows": rows, "exact": du_mib(data / "exact")})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated catalogue sizes")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}")
+    parser.add_argument(
+        "--work", type=Path, help="folder kept between runs for catalogues and data dirs (default: temporary)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="folder of the parts' results (default: WORK/results); the "
+        "table is written from every result in it, so runs of separate parts and sizes add up",
+    )
     parser.add_argument("--requests", type=int, default=60, help="timed requests per (K, verify mode)")
+    parser.add_argument("--serve", type=int, default=500, help="requests answered by the serving process")
     parser.add_argument("--log", type=int, default=50_000, help="records of the audit log for verify/export")
     parser.add_argument("--int8", action="store_true", help="also ingest with --quantization int8")
     parser.add_argument("--postgres-url", help="PostgreSQL server URL (a database is created) for the chain runs")
+    parser.add_argument(
+        "--audit-postgres", help="PostgreSQL server URL: the data dirs' audit log in a database of their own on it"
+    )
+    parser.add_argument("--log-records", type=int, default=100_000, help="records added for the log-length part")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    ingest_rows, request_tables, storage_rows = [], {}, []
+    parts = set(args.parts.split(","))
+    if not args.int8:
+        parts.discard("int8")
     with tempfile.TemporaryDirectory() as folder:
-        tmp = Path(folder)
+        work = args.work or Path(folder)
+        args.results = args.results or work / "results"
         for n in sizes:
             print(f"n={n}")
-            vectors, artists = clustered(n)
-            manifest, table = write_catalogue(tmp / f"cat{n}", vectors, artists)
-            data = tmp / f"data{n}"
-            subprocess.run(cli(data, "db", "upgrade"), check=True, capture_output=True)
-            ingest = ("ingest", str(manifest), "--embeddings", str(table), "--embedder", EMBEDDER)
-            product = timed_child(cli(data, *ingest))
-            raw_path = tmp / f"raw{n}"
-            raw = timed_child([sys.executable, "-c", RAW_INGEST, str(raw_path), str(table), str(n)])
-            ingest_rows.append((n, n / product.wall, product.cpu, n / raw.wall, raw.cpu, product.rss_mib, raw.rss_mib))
-            print(f"  ingest: product {n / product.wall:.0f}/s ({product.cpu:.1f} s CPU), raw {n / raw.wall:.0f}/s")
-            storage_rows.append((n, "none", product.rss_mib, du_mib(data / "qdrant"), du_mib(data), 0.0))
-            if args.int8:
-                data8 = tmp / f"data{n}-int8"
-                subprocess.run(cli(data8, "db", "upgrade"), check=True, capture_output=True)
-                quantised = timed_child(cli(data8, *ingest, "--quantization", "int8"))
-                storage_rows.append((n, "int8", quantised.rss_mib, du_mib(data8 / "qdrant"), du_mib(data8), 0.0))
-                shutil.rmtree(data8)
-            request_tables[n] = request_rows(data, raw_path, vectors, args.requests, None)
-            exact = du_mib(data / "exact")  # built by the requests: float32 originals, whatever the quantisation
-            storage_rows[-1 - args.int8 :] = [(*row[:5], exact) for row in storage_rows[-1 - args.int8 :]]
-            shutil.rmtree(raw_path)
-        chain = chain_rows(tmp, args.log, args.postgres_url)
-    write(args, ingest_rows, request_tables, storage_rows, chain)
+            run_size(n, work / f"n{n}", parts, args)
+        if "chain" in parts:
+            save(args.results, "chain", chain_rows(work, args.log, args.postgres_url))
+        write(args, load_results(args.results))
 
 
-def write(
-    args: argparse.Namespace,
-    ingest_rows: list[tuple[int, float, float, float, float, float, float]],
-    request_tables: dict[int, list[dict[str, float | str | int]]],
-    storage_rows: list[tuple[int, str, float, float, float, float]],
-    chain: list[tuple[str, float, float, float, float]],
-) -> None:
+def shown(value: float | None) -> str:
+    return "not run" if value is None else f"{value:.0f}"
+
+
+def write(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The section of docs/benchmarks.md from every part's result (a part not run shows as not run)."""
+    sizes = sorted({int(key.split("-")[0]) for key in results if key[0].isdigit()})
     start, end = markers(NAME)
     lines = [
         start,
@@ -316,50 +589,95 @@ def write(
         "(n/20 clusters = artists), ingested through `attribution-audit ingest --embeddings` (SQLite audit log).",
         "",
         "**Ingest** (wall time of a fresh process; raw = qdrant-edge upsert of the same points + `optimize`, same "
-        "HNSW settings, in a fresh process):",
+        "HNSW settings, in a fresh process; per row = CPU ms per vector):",
         "",
         "| works | product vectors/s | product CPU s | raw vectors/s | raw CPU s | product / raw (rate) "
-        "| product peak RSS MiB | raw peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| product CPU ms/row | raw CPU ms/row | product peak RSS MiB | raw peak RSS MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n, rate, cpu, raw_rate, raw_cpu, rss, raw_rss in ingest_rows:
-        lines.append(
-            f"| {n} | {rate:.0f} | {cpu:.1f} | {raw_rate:.0f} | {raw_cpu:.1f} | {rate / raw_rate:.2f} "
-            f"| {rss:.0f} | {raw_rss:.0f} |"
-        )
+    for n in sizes:
+        product, raw = results.get(f"{n}-ingest-SQLite"), results.get(f"{n}-raw")
+        if product and raw:
+            lines.append(
+                f"| {n} | {n / product['wall']:.0f} | {product['cpu']:.1f} | {n / raw['wall']:.0f} "
+                f"| {raw['cpu']:.1f} | {raw['wall'] / product['wall']:.2f} | {1000 * product['cpu'] / n:.2f} "
+                f"| {1000 * raw['cpu'] / n:.2f} "
+                f"| {product['rss']:.0f} | {raw['rss']:.0f} |"
+            )
+        elif product or raw:
+            done = product or raw
+            who = "product" if product else "raw"
+            lines.append(f"| {n} | {who} only: {n / done['wall']:.0f}/s, {done['cpu']:.1f} s CPU | | | | | | | | |")
     lines += [
         "",
         "**Requests**, excluding embedding (ms; search = engine candidates, K policy and indicators; exact = the "
         "exact check, mean over requests, so sample:0.1 shows a tenth of always; write = the hash-chained audit "
-        "record; raw = qdrant-edge's own search at the same depth K x 4, interleaved; recall@K of the product's "
+        "record, committed; floor = a one-row insert + commit into a scratch table of the same database, the least "
+        "any durable write costs; NumPy scan = one brute-force matrix-vector product over the same vectors (verify "
+        "always: exact p50 / scan p50 is the target's ratio); raw = qdrant-edge's own search at the same depth "
+        "K x 4; all interleaved request by request; overhead = p50 - raw p50 - exact; recall@K of the product's "
         "neighbours against the exact top K):",
         "",
-        "| works | K | verify | p50 | p95 | search p50 | exact mean | audit write p50 | raw p50 | raw p95 "
-        "| p50 - raw p50 | recall@K |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| works | database | K | verify | p50 | p95 | search p50 | exact mean | audit write p50 | commit floor p50 "
+        "| NumPy scan p50 | raw p50 | raw p95 | overhead p50 | recall@K |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n, rows in request_tables.items():
-        for r in rows:
-            lines.append(
-                f"| {n} | {r['k']} | {r['verify']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['search']:.2f} "
-                f"| {r['exact']:.2f} | {r['write']:.2f} | {r['raw_p50']:.2f} | {r['raw_p95']:.2f} "
-                f"| {float(r['p50']) - float(r['raw_p50']):.2f} | {r['recall']:.3f} |"
-            )
+    for n in sizes:
+        for db in ("SQLite", "PostgreSQL"):
+            for r in results.get(f"{n}-requests-{db}", {}).get("rows", []):
+                overhead = float(r["p50"]) - float(r["raw_p50"]) - float(r["exact"])
+                scan = f"{r['numpy']:.2f}" if r["verify"] == "always" else ""
+                lines.append(
+                    f"| {n} | {db} | {r['k']} | {r['verify']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['search']:.2f} "
+                    f"| {r['exact']:.2f} | {r['write']:.2f} | {r['floor']:.2f} | {scan} | {r['raw_p50']:.2f} "
+                    f"| {r['raw_p95']:.2f} | {overhead:.2f} | {r['recall']:.3f} |"
+                )
     lines += [
         "",
-        "**Data dir** (peak RSS of the ingest process; disk right after the ingest; the exact cache, which the "
-        "requests build, holds the float32 originals whatever the quantisation: add it for a serving data dir):",
+        f"**Log length**: requests (K=10, verify off) alternating between a copy of the audit DB as ingested (a "
+        f"short log) and a copy grown by {args.log_records} records appended through the chain's own append, each "
+        "followed by the raw engine's search (ms):",
         "",
-        "| works | quantisation | ingest peak RSS MiB | Qdrant disk MiB | data dir disk MiB | + exact cache MiB |",
-        "|---:|---|---:|---:|---:|---:|",
-        *(f"| {n} | {q} | {rss:.0f} | {qd:.0f} | {dd:.0f} | {ex:.0f} |" for n, q, rss, qd, dd, ex in storage_rows),
+        "| works | database | short log records | p50 | long log records | p50 | long / short | raw p50 |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in sizes:
+        for db in ("SQLite", "PostgreSQL"):
+            g = results.get(f"{n}-log-{db}")
+            if g:
+                lines.append(
+                    f"| {n} | {db} | {g['short_records']} | {g['short_p50']:.2f} | {g['long_records']} "
+                    f"| {g['long_p50']:.2f} | {g['long_p50'] / g['short_p50']:.2f} | {g['raw_p50']:.2f} |"
+                )
+    lines += [
+        "",
+        "**Data dir** (peak RSS of the ingest process; disk right after the ingest; serving = peak RSS of a fresh "
+        f"process that opens the data dir and answers {args.serve} requests (K=10, verify off, each written to the "
+        "log); the exact cache, which `--verify` builds, holds the float32 originals whatever the quantisation: add "
+        "it for a data dir that verifies):",
+        "",
+        "| works | quantisation | ingest peak RSS MiB | Qdrant disk MiB | data dir disk MiB | serving peak RSS MiB "
+        "| + exact cache MiB |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in sizes:
+        exact = results.get(f"{n}-requests-SQLite", {}).get("exact")
+        for label, key in (("none", f"{n}-ingest-SQLite"), ("int8", f"{n}-int8-SQLite")):
+            if key in results:
+                row = results[key]
+                serve = results.get(f"{n}-serve-{label}", {}).get("rss")
+                lines.append(
+                    f"| {n} | {label} | {row['rss']:.0f} | {row['qdrant']:.0f} | {row['data']:.0f} "
+                    f"| {shown(serve)} | {shown(exact)} |"
+                )
+    lines += [
         "",
         f"**Audit log** of {args.log} records (10 neighbours each): `audit verify` and `audit export` (which "
         "verifies in the same pass) in fresh processes:",
         "",
         "| database | verify records/s | verify peak RSS MiB | export records/s | export peak RSS MiB |",
         "|---|---:|---:|---:|---:|",
-        *(f"| {db} | {v:.0f} | {vr:.0f} | {e:.0f} | {er:.0f} |" for db, v, vr, e, er in chain),
+        *(f"| {db} | {v:.0f} | {vr:.0f} | {e:.0f} | {er:.0f} |" for db, v, vr, e, er in results.get("chain", [])),
         end,
     ]
     write_section(args.out, NAME, "\n".join(lines) + "\n")

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     FromClause,
     Integer,
@@ -34,11 +35,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from attribution_audit.domain.chain import GENESIS_HASH, ChainCheck, ChainReport, canonical_json, hash_content
 from attribution_audit.errors import DatabaseError
-from attribution_audit.store.database import is_permission_error, read_connection, reader, session_scope
+from attribution_audit.store.database import is_permission_error, read_connection, reader, write_connection
 from attribution_audit.store.models import (
     AttributionArtistShare,
     AttributionMetrics,
@@ -159,9 +159,9 @@ def record_hash(prev_hash: str, request: StoredRequest | AttributionRequest) -> 
     return hash_content(prev_hash, canonical_content(request))
 
 
-def _lock_chain(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_ID})
+def _lock_chain(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_ID})
     # SQLite: every transaction starts with BEGIN IMMEDIATE (see audit.db), which already serialises writers.
 
 
@@ -171,61 +171,60 @@ def _row(table: Table, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def append_rows(
-    engine: Engine,
+    connection: Connection,
     request: dict[str, Any],
     neighbours: Sequence[dict[str, Any]],
     shares: Sequence[dict[str, Any]],
     metrics: dict[str, Any] | None,
     at: datetime | None = None,
 ) -> StoredRequest:
-    """Append one request (its columns and its children's, as plain values) to the chain: its time, position and
-    hash are taken under the chain lock, then it is written with one statement per table (the children by
-    executemany) in that transaction. Returns the record as stored, without reading it back.
+    """Append one request (its columns and its children's, as plain values) to the chain in the connection's
+    transaction (the caller commits): its time, position and hash are taken under the chain lock, then it is written
+    with one statement per table (the children by executemany): the same five or six statements whatever the
+    number of neighbours. Returns the record as stored, without reading it back.
 
-    The time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log).
+    The head is the row of the highest ``seq`` (its unique index: one index probe whatever the log's length). The
+    time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log).
     """
     key = request["id"]
     near = sorted((_row(_NEIGHBOURS, {**n, "request_id": key}) for n in neighbours), key=lambda n: n["rank"])
     parts = sorted((_row(_SHARES, {**s, "request_id": key}) for s in shares), key=lambda s: s["artist"])
     measured = None if metrics is None else _row(_METRICS, {**metrics, "request_id": key})
-    with session_scope(engine) as session:
-        _lock_chain(session)
-        last = session.execute(
-            select(AttributionRequest.seq, AttributionRequest.record_hash)
-            .order_by(AttributionRequest.seq.desc())
-            .limit(1)
-        ).first()
-        row = _row(_REQUESTS, request) | {
-            "created_at": at or utcnow(),
-            "seq": 1 if last is None else last.seq + 1,
-            "prev_hash": GENESIS_HASH if last is None else last.record_hash,
-        }
-        stored = StoredRequest(
-            {k: _canonical_value(v) if k in _BINARY else v for k, v in row.items()}, near, parts, measured
-        )
-        row["record_hash"] = stored.columns["record_hash"] = record_hash(row["prev_hash"], stored)
-        session.execute(_REQUESTS.insert(), row)
-        for table, rows in ((_NEIGHBOURS, near), (_SHARES, parts), (_METRICS, [measured] if measured else [])):
-            if rows:
-                session.execute(table.insert(), rows)
+    _lock_chain(connection)
+    seq = _REQUESTS.c.seq
+    last = connection.execute(select(seq, _REQUESTS.c.record_hash).order_by(seq.desc()).limit(1)).first()
+    row = _row(_REQUESTS, request) | {
+        "created_at": at or utcnow(),
+        "seq": 1 if last is None else last.seq + 1,
+        "prev_hash": GENESIS_HASH if last is None else last.record_hash,
+    }
+    stored = StoredRequest(
+        {k: _canonical_value(v) if k in _BINARY else v for k, v in row.items()}, near, parts, measured
+    )
+    row["record_hash"] = stored.columns["record_hash"] = record_hash(row["prev_hash"], stored)
+    connection.execute(_REQUESTS.insert(), row)
+    for table, rows in ((_NEIGHBOURS, near), (_SHARES, parts), (_METRICS, [measured] if measured else [])):
+        if rows:
+            connection.execute(table.insert(), rows)
     return stored
 
 
 def append(engine: Engine, request: AttributionRequest, at: datetime | None = None) -> AttributionRequest:
-    """:func:`append_rows` of an ORM request with its children attached (not added to a session): sets its time,
-    chain position and hash."""
+    """:func:`append_rows` of an ORM request with its children attached (not added to a session), in a transaction
+    of its own: sets its time, chain position and hash."""
 
     def values(row: Base) -> dict[str, Any]:
         return {c.key: getattr(row, c.key) for c in row.__table__.columns}
 
-    stored = append_rows(
-        engine,
-        values(request),
-        [values(n) for n in request.neighbours],
-        [values(s) for s in request.artist_shares],
-        values(request.metrics) if request.metrics is not None else None,
-        at,
-    )
+    with write_connection(engine) as connection:
+        stored = append_rows(
+            connection,
+            values(request),
+            [values(n) for n in request.neighbours],
+            [values(s) for s in request.artist_shares],
+            values(request.metrics) if request.metrics is not None else None,
+            at,
+        )
     for column in ("created_at", "seq", "prev_hash", "record_hash"):
         setattr(request, column, stored.columns[column])
     return request

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
 
@@ -182,20 +182,35 @@ def check_schema(engine: Engine) -> None:
 
 
 @contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
+    """A Core connection in one transaction, committed on success and rolled back on error (no ORM: the audit
+    write of a request); DB errors become one-line DatabaseErrors."""
+    try:
+        with engine.begin() as connection:
+            yield connection
+    except (OperationalError, DBAPIError) as exc:
+        raise _write_refused(engine, exc) from exc
+
+
+def _write_refused(engine: Engine, exc: BaseException) -> DatabaseError:
+    return _refused(
+        engine,
+        exc,
+        f"the audit database {display_url(str(engine.url))} refused the write ({_first_line(exc)}); "
+        "nothing was recorded, retry when it is reachable",
+    )
+
+
+@contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session committed on success and rolled back on error; DB errors become one-line DatabaseErrors."""
-    session = sessionmaker(engine, expire_on_commit=False)()
+    session = Session(engine, expire_on_commit=False)  # not a sessionmaker per call: each makes a Session class
     try:
         yield session
         session.commit()
     except (OperationalError, DBAPIError) as exc:
         session.rollback()
-        raise _refused(
-            engine,
-            exc,
-            f"the audit database {display_url(str(engine.url))} refused the write ({_first_line(exc)}); "
-            "nothing was recorded, retry when it is reachable",
-        ) from exc
+        raise _write_refused(engine, exc) from exc
     except BaseException:
         session.rollback()
         raise
@@ -228,7 +243,7 @@ def reader(engine: Engine) -> Engine:
 def read_scope(engine: Engine) -> Iterator[Session]:
     """A session for reading: never committed, always closed, no write lock; DB errors become one-line
     DatabaseErrors."""
-    session = sessionmaker(reader(engine), expire_on_commit=False)()
+    session = Session(reader(engine), expire_on_commit=False)
     try:
         yield session
     except (OperationalError, DBAPIError) as exc:

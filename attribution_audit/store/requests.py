@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, Select, select
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
 from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc
@@ -19,7 +18,7 @@ from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
 from attribution_audit.store import chain
 from attribution_audit.store.chain import StoredRequest
-from attribution_audit.store.database import read_scope, session_scope
+from attribution_audit.store.database import read_scope, session_scope, write_connection
 from attribution_audit.store.models import (
     AttributionMetrics,
     AttributionRequest,
@@ -59,9 +58,10 @@ def _optional(value: Any) -> float | None:
     return None if value is None else _number(value)
 
 
-def to_attribution(record: StoredRequest) -> Attribution:
+def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribution:
     """The plain result of a stored request, marked ``intact=False`` when it no longer matches its record hash (a
-    record changed by hand is still shown, with NaN for what is no longer a number, never a crash)."""
+    record changed by hand is still shown, with NaN for what is no longer a number, never a crash); ``intact``
+    given: known (a record just written), not recomputed."""
     r, m = record.columns, record.metrics or {}
     return Attribution(
         request_id=r["id"],
@@ -110,7 +110,7 @@ def to_attribution(record: StoredRequest) -> Attribution:
         evaluation_run_id=r.get("evaluation_run_id"),
         copy_of=m.get("copy_of"),
         copy_score=m.get("copy_score"),
-        intact=chain.record_hash(record.prev_hash, record) == record.record_hash,
+        intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
 
 
@@ -138,11 +138,10 @@ class RequestRepository:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def record(self, draft: RequestDraft) -> Attribution:
-        """Append the request to the audit chain (one transaction: the request, then its neighbours and artist shares
-        as one executemany each, and its metrics) and return it as committed, without reading it back."""
+        """Append the request to the audit chain and return it as committed, without reading it back: one transaction
+        on one Core connection (the neighbours' work keys by their unique index, the chain head, the request, then
+        its neighbours and artist shares as one executemany each, and its metrics), the same statements whatever K."""
         outcome = draft.outcome
-        with read_scope(self.engine) as session:  # no write lock; a database that is down gives a one-line error
-            work_pks = self._work_pks(session, outcome.neighbours)
         request = {
             "id": str(uuid.uuid4()),
             "requester": draft.requester,
@@ -167,7 +166,6 @@ class RequestRepository:
         neighbours = [
             {
                 "rank": n.rank,
-                "work_pk": work_pks.get((n.catalogue, n.work_id)),
                 "catalogue": n.catalogue,
                 "work_id": n.work_id,
                 "work_version": n.work_version,
@@ -193,15 +191,20 @@ class RequestRepository:
             "copy_of": outcome.copy_of,
             "copy_score": outcome.copy_score,
         }
-        return to_attribution(chain.append_rows(self.engine, request, neighbours, shares, metrics))
+        with write_connection(self.engine) as connection:
+            work_pks = self._work_pks(connection, outcome.neighbours)
+            for row, n in zip(neighbours, outcome.neighbours, strict=True):
+                row["work_pk"] = work_pks.get((n.catalogue, n.work_id))
+            stored = chain.append_rows(connection, request, neighbours, shares, metrics)
+        return to_attribution(stored, intact=True)  # hashed from the values just committed
 
     @staticmethod
-    def _work_pks(session: Session, neighbours: Sequence[Neighbour]) -> dict[tuple[str, str], int]:
+    def _work_pks(connection: Connection, neighbours: Sequence[Neighbour]) -> dict[tuple[str, str], int]:
         """Audit-DB primary keys of the neighbour works, keyed by (catalogue, work_id), through the
         (catalogue, work_id) unique index."""
         if not neighbours:
             return {}
-        rows = session.execute(
+        rows = connection.execute(
             select(Catalogue.name, Work.work_id, Work.id)
             .join(Catalogue, Work.catalogue_id == Catalogue.id)
             .where(
