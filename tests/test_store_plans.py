@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,79 @@ def works(numbers: range) -> list[WorkRecord]:
     return [WorkRecord(f"w{i}", f"artist {i % 7}", None, f"/img/{i}.png", f"{i:064x}", {}, 1, f"p{i}") for i in numbers]
 
 
+def request_draft(k: int) -> RequestDraft:
+    """A request of the catalogue "museum" whose K neighbours are works w1..wK."""
+    neighbours = [
+        Neighbour(r, f"w{r}", "museum", f"artist {r % 3}", 0.9, 0.1, 1 / k, f"artist {r % 3}", 1)
+        for r in range(1, k + 1)
+    ]
+    outcome = Outcome(neighbours, [], None, None, "v1", {"entropy": 0.0, "nn_distance": 0.1, "margin": 0.2})
+    artists = {n.artist: 1 / k for n in neighbours}
+    outcome = replace(outcome, artist_shares=artists)
+    return RequestDraft(
+        "/q.png",
+        "ab" * 32,
+        np.ones(4, dtype=np.float32),
+        None,
+        "t",
+        "x",
+        "x",
+        "edge",
+        "works_x",
+        {},
+        {},
+        k,
+        outcome,
+        0.9,
+        "default-v1",
+    )
+
+
+def start_catalogue(audit: AuditStore, numbers: range) -> None:
+    """The catalogue "museum" with the given works."""
+    run, catalogue_id = audit.catalogue.start_ingestion(
+        "museum",
+        source_format="csv",
+        manifest_path="/m.csv",
+        manifest_sha256="0" * 64,
+        collection="works_x",
+        embedder_fingerprint="x",
+        requester="t",
+    )
+    audit.catalogue.record_works(
+        catalogue_id, "works_x", run_id=run, embedder_fingerprint="x", spaces="content", works=works(numbers)
+    )
+
+
+def test_the_audit_write_issues_the_same_few_statements_whatever_k(audit: AuditStore) -> None:
+    start_catalogue(audit, range(200))
+    audit.requests.record(request_draft(3))  # the log has a head
+    issued: dict[int, list[str]] = {}
+    for k in (2, 50):
+        with statements(audit) as seen:
+            recorded = audit.requests.record(request_draft(k))
+        assert len(recorded.neighbours) == k and recorded.intact
+        issued[k] = [" ".join(sql.split()[:3]) for sql, _ in seen]
+    assert issued[2] == issued[50]  # the same statements for 2 and 50 neighbours: no statement per row
+    # BEGIN, the chain lock (PostgreSQL), the work keys, the head, the request, neighbours, shares, metrics
+    assert len(issued[50]) <= 8, issued[50]
+    assert audit.requests.get(recorded.request_id).intact  # and what was written reads back as hashed
+
+
+def test_the_chain_head_is_one_index_probe(sqlite_audit: AuditStore) -> None:
+    start_catalogue(sqlite_audit, range(10))
+    for _ in range(3):
+        sqlite_audit.requests.record(request_draft(2))
+    with statements(sqlite_audit) as seen:
+        sqlite_audit.requests.record(request_draft(2))
+    head = [(sql, params) for sql, params in seen if "ORDER BY attribution_requests.seq DESC" in sql]
+    assert len(head) == 1
+    with sqlite_audit.engine.connect() as connection:
+        plan = [str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + head[0][0], head[0][1])]
+    assert any("USING INDEX" in step or "USING COVERING INDEX" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan  # no sort of the whole log
+
+
 def test_writing_works_and_a_request_never_scans_the_works_table(audit: AuditStore) -> None:
     catalogue = audit.catalogue
     run, catalogue_id = catalogue.start_ingestion(
@@ -103,25 +177,7 @@ def test_writing_works_and_a_request_never_scans_the_works_table(audit: AuditSto
     with statements(audit) as seen:
         write(range(5000, 5050))
         catalogue.known_works(catalogue_id, "works_x", ["w1", "w2"])
-        neighbours = [Neighbour(r, f"w{r}", "museum", "artist 1", 0.9, 0.1, 0.5, "artist 1", 1) for r in (1, 2)]
-        outcome = Outcome(neighbours, [], None, None, "v1", {"entropy": 0.0, "nn_distance": 0.1, "margin": 0.2})
-        draft = RequestDraft(
-            "/q.png",
-            "ab" * 32,
-            np.ones(4, dtype=np.float32),
-            None,
-            "t",
-            "x",
-            "x",
-            "edge",
-            "works_x",
-            {},
-            {},
-            2,
-            outcome,
-            0.9,
-            "default-v1",
-        )
+        draft = request_draft(2)
         recorded = audit.requests.record(draft)
     assert recorded.neighbours[0].work_id == "w1"
     assert any("works" in sql for sql, _ in seen)  # the check looked at the statements that matter
