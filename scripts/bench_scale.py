@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dbtools import fill_chain
 from sqlalchemy import select
 
-from attribution_audit.config import load_settings
+from attribution_audit.config import load_settings, read_record
 from attribution_audit.domain.params import AttributionParams, verify_rate
 from attribution_audit.domain.points import point_id_for
 from attribution_audit.domain.results import Attribution, Neighbour
@@ -62,7 +62,15 @@ from attribution_audit.store.models import (
 
 NAME = "bench_scale"
 DIM = 512
-EMBEDDER = "efficientnet-lite0"  # names the collection; the vectors are precomputed
+EMBEDDER = "clip"  # names the collection of new data dirs (CLIP ViT-B/32: 512-d); the vectors are precomputed
+
+
+def embedder_of(data_dir: Path) -> str:
+    """The embedder the data dir was built with (its record), EMBEDDER for a new one (older runs used another)."""
+    record = read_record(data_dir)
+    return record.embedder if record else EMBEDDER
+
+
 VERIFY_MODES = ("off", "sample:0.1", "always")
 BLOCK = 50_000
 PARTS = ("ingest", "raw", "int8", "serve", "requests", "log", "chain")
@@ -232,7 +240,8 @@ def request_rows(
     the commit floor and (verify always) one brute-force NumPy scan of the same vectors."""
     from qdrant_edge import EdgeShard
 
-    settings = load_settings(data_dir=data_dir, embedder=EMBEDDER, database_url=database_url)
+    embedder = embedder_of(data_dir)
+    settings = load_settings(data_dir=data_dir, embedder=embedder, database_url=database_url)
     audit = open_audit(settings)
     rng = np.random.default_rng(1)
     rows = []
@@ -240,7 +249,7 @@ def request_rows(
     floor = Floor(data_dir, database_url)
     matrix = np.ascontiguousarray(vectors, dtype=np.float32)
     try:
-        with open_attributor(settings, audit, EMBEDDER, fingerprint=f"precomputed:{EMBEDDER}") as attributor:
+        with open_attributor(settings, audit, embedder, fingerprint=f"precomputed:{embedder}") as attributor:
             for k in (10, 100):
                 for mode in VERIFY_MODES:
                     params = AttributionParams(k=k, verify="off")
@@ -368,7 +377,8 @@ def log_rows(
     ``records`` records, alternating request by request with the raw engine's search: p50 of each."""
     from qdrant_edge import EdgeShard
 
-    settings = load_settings(data_dir=data_dir, embedder=EMBEDDER, database_url=database_url)
+    embedder = embedder_of(data_dir)
+    settings = load_settings(data_dir=data_dir, embedder=embedder, database_url=database_url)
     short_audit = AuditStore.open(copy_log(settings.resolved_database_url, data_dir, "short"))
     long_audit = AuditStore.open(copy_log(settings.resolved_database_url, data_dir, "long"))
     rng = np.random.default_rng(3)
@@ -376,7 +386,7 @@ def log_rows(
     times: dict[str, list[float]] = {"short": [], "long": [], "raw": []}
     shard = EdgeShard.load(str(raw_path))
     try:
-        with open_attributor(settings, short_audit, EMBEDDER, fingerprint=f"precomputed:{EMBEDDER}") as short:
+        with open_attributor(settings, short_audit, embedder, fingerprint=f"precomputed:{embedder}") as short:
             first = short.record(
                 "bench", "00" * 32, query_of(vectors, rng), params, short.compute(query_of(vectors, rng), params)
             )
@@ -441,7 +451,7 @@ def chain_rows(tmp: Path, records: int, postgres_url: str | None) -> list[tuple[
 
 SERVE = """
 import sys, numpy as np
-from attribution_audit.config import load_settings
+from attribution_audit.config import load_settings, read_record
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.services.wiring import open_attributor, open_audit
@@ -520,7 +530,9 @@ def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) ->
     if "serve" in parts:
         for label, path in (("none", data), ("int8", data8)):
             if path.exists():
-                serve = timed_child([sys.executable, "-c", SERVE, str(path), str(table), str(args.serve), EMBEDDER])
+                serve = timed_child(
+                    [sys.executable, "-c", SERVE, str(path), str(table), str(args.serve), embedder_of(path)]
+                )
                 save(args.results, f"{n}-serve-{label}", {"rss": serve.rss_mib, "requests": args.serve})
                 print(f"  serving {label}: peak RSS {serve.rss_mib:.0f} MiB")
     if "log" in parts:

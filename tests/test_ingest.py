@@ -27,10 +27,11 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from attribution_audit.config import load_settings, read_record
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ManifestError
 from attribution_audit.services.catalogue import check
-from attribution_audit.services.ingest import IngestReport, ingest_source
+from attribution_audit.services.ingest import IngestReport, ingest_catalogue, ingest_source
 from attribution_audit.sources.images import sha256_file
 from attribution_audit.sources.manifest import open_source, sha256_of
 from attribution_audit.sources.precomputed import load_vectors
@@ -402,6 +403,53 @@ def test_cli_ingests_precomputed_vectors_without_loading_a_model(
         assert store.search(table["V3"], 1)[0].payload["work_id"] == "V3"
     finally:
         store.close()
+
+
+def test_precomputed_vectors_of_another_size_are_refused_before_anything_is_written(
+    cli: Cli, tmp_path: Path, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    manifest, table = vector_catalogue
+    eight = write_embeddings("npz", tmp_path, list(table), np.vstack(list(table.values())))
+    # No collection yet: the embedder named gives 1280-d vectors, these are 8-d.
+    refused = cli("ingest", str(manifest), "--embedder", "efficientnet-lite0", "--embeddings", str(eight), code=1)
+    line = f"{eight}: the vectors are 8-d but the embedder gives 1280-d vectors (efficientnet-lite0)"
+    assert line in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert count(cli.engine(), IngestionRun) == 0  # no ingestion was started in the log
+    assert not (cli.data_dir / "qdrant").exists() and not (cli.data_dir / "attribution-audit.json").exists()
+    # A collection of 8-d vectors: 4-d ones are refused, nothing is added to the log or the shard.
+    cli("ingest", str(manifest), "--embedder", "vec8", "--embeddings", str(eight))
+    runs = count(cli.engine(), IngestionRun)
+    four = write_embeddings("npy", tmp_path, list(table), np.eye(5, 4, dtype=np.float32) + 0.1)
+    refused = cli("ingest", str(manifest), "--embedder", "vec8", "--embeddings", str(four), code=1)
+    assert f"{four}: the vectors are 4-d but the collection holds 8-d vectors (vec8)" in refused.output
+    assert count(cli.engine(), IngestionRun) == runs
+    store = EdgeStore(cli.data_dir / "qdrant", "works_vec8")
+    try:
+        assert store.count() == 5 and store.sizes() == {"content": 8}
+    finally:
+        store.close()
+
+
+def test_a_first_ingest_stopped_after_its_first_points_has_recorded_its_embedder(
+    tmp_path: Path, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    manifest, table = vector_catalogue
+    embeddings = write_embeddings("npz", tmp_path, list(table), np.vstack(list(table.values())))
+    settings = load_settings(data_dir=tmp_path / "data", embedder="vec8")
+
+    def killed(done: int, total: int | None) -> None:
+        if done:  # the first rows are written: stop as a kill would, before the run finishes
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest_catalogue(settings, manifest, embeddings=embeddings, progress=killed)
+    store = EdgeStore(settings.data_dir / "qdrant", "works_vec8")
+    try:
+        assert store.count() > 0  # points were written ...
+    finally:
+        store.close()
+    record = read_record(settings.data_dir)  # ... and the data dir says which embedder wrote them
+    assert record is not None and record.embedder == "vec8" and record.collections == {"vec8": ["content"]}
 
 
 # -- bad rows ----------------------------------------------------------------------------------------------------

