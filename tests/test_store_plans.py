@@ -111,8 +111,8 @@ def request_draft(k: int) -> RequestDraft:
     )
 
 
-def start_catalogue(audit: AuditStore, numbers: range) -> None:
-    """The catalogue "museum" with the given works."""
+def start_catalogue(audit: AuditStore, numbers: range) -> tuple[int, int]:
+    """The catalogue "museum" with the given works; its ingestion run and catalogue ids."""
     run, catalogue_id = audit.catalogue.start_ingestion(
         "museum",
         source_format="csv",
@@ -125,6 +125,7 @@ def start_catalogue(audit: AuditStore, numbers: range) -> None:
     audit.catalogue.record_works(
         catalogue_id, "works_x", run_id=run, embedder_fingerprint="x", spaces="content", works=works(numbers)
     )
+    return run, catalogue_id
 
 
 def test_the_audit_write_issues_the_same_few_statements_whatever_k(audit: AuditStore) -> None:
@@ -157,25 +158,17 @@ def test_the_chain_head_is_one_index_probe(sqlite_audit: AuditStore) -> None:
 
 
 def test_writing_works_and_a_request_never_scans_the_works_table(audit: AuditStore) -> None:
+    run, catalogue_id = start_catalogue(audit, range(5000))  # a catalogue, then one more batch and a request
     catalogue = audit.catalogue
-    run, catalogue_id = catalogue.start_ingestion(
-        "museum",
-        source_format="csv",
-        manifest_path="/m.csv",
-        manifest_sha256="0" * 64,
-        collection="works_x",
-        embedder_fingerprint="x",
-        requester="t",
-    )
-
-    def write(numbers: range) -> None:
-        catalogue.record_works(
-            catalogue_id, "works_x", run_id=run, embedder_fingerprint="x", spaces="content", works=works(numbers)
-        )
-
-    write(range(5000))  # a catalogue, then one more batch of its ingestion and a request
     with statements(audit) as seen:
-        write(range(5000, 5050))
+        catalogue.record_works(
+            catalogue_id,
+            "works_x",
+            run_id=run,
+            embedder_fingerprint="x",
+            spaces="content",
+            works=works(range(5000, 5050)),
+        )
         catalogue.known_works(catalogue_id, "works_x", ["w1", "w2"])
         draft = request_draft(2)
         recorded = audit.requests.record(draft)

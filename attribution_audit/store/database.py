@@ -182,23 +182,25 @@ def check_schema(engine: Engine) -> None:
 
 
 @contextmanager
+def _write_errors(engine: Engine) -> Iterator[None]:
+    """DB errors of a write become one-line DatabaseErrors (nothing was recorded)."""
+    try:
+        yield
+    except (OperationalError, DBAPIError) as exc:
+        raise _refused(
+            engine,
+            exc,
+            f"the audit database {display_url(str(engine.url))} refused the write ({_first_line(exc)}); "
+            "nothing was recorded, retry when it is reachable",
+        ) from exc
+
+
+@contextmanager
 def write_connection(engine: Engine) -> Iterator[Connection]:
     """A Core connection in one transaction, committed on success and rolled back on error (no ORM: the audit
     write of a request); DB errors become one-line DatabaseErrors."""
-    try:
-        with engine.begin() as connection:
-            yield connection
-    except (OperationalError, DBAPIError) as exc:
-        raise _write_refused(engine, exc) from exc
-
-
-def _write_refused(engine: Engine, exc: BaseException) -> DatabaseError:
-    return _refused(
-        engine,
-        exc,
-        f"the audit database {display_url(str(engine.url))} refused the write ({_first_line(exc)}); "
-        "nothing was recorded, retry when it is reachable",
-    )
+    with _write_errors(engine), engine.begin() as connection:
+        yield connection
 
 
 @contextmanager
@@ -206,11 +208,9 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """A session committed on success and rolled back on error; DB errors become one-line DatabaseErrors."""
     session = Session(engine, expire_on_commit=False)  # not a sessionmaker per call: each makes a Session class
     try:
-        yield session
-        session.commit()
-    except (OperationalError, DBAPIError) as exc:
-        session.rollback()
-        raise _write_refused(engine, exc) from exc
+        with _write_errors(engine):
+            yield session
+            session.commit()
     except BaseException:
         session.rollback()
         raise
