@@ -1,20 +1,26 @@
 """Scale: ingestion, requests and the audit log of the product against the raw Qdrant Edge engine, per catalogue size.
 
 For each N (``--sizes``): N clustered 512-d unit vectors with artist/work ids are written as a manifest and an
-aligned ``.npy``, then, interleaved in this one run:
+aligned ``.npy`` in ``--work`` (kept: parts may run in separate invocations on the same data dirs), then the
+``--parts`` asked for, each saving its result to ``--results`` as it ends:
 
-* ingest: ``attribution-audit ingest --embeddings`` in a fresh process (wall, CPU and peak RSS from ``wait4``),
-  then a raw qdrant-edge shard of the same points (the same HNSW and indexing settings: upsert + optimize) in a
-  child process; with ``--int8`` a second product ingest with ``--quantization int8``;
+* ingest: ``attribution-audit ingest --embeddings`` in a fresh process (wall, CPU and peak RSS from ``wait4``, disk);
+  with ``--audit-postgres`` the data dir's audit log is a database of its own on that server;
+* raw: a raw qdrant-edge shard of the same points (the same HNSW and indexing settings: upsert + optimize) in a
+  child process;
+* int8 (with ``--int8``): a second product ingest with ``--quantization int8``;
+* serve: the peak RSS of a fresh process that opens each data dir and answers ``--serve`` requests;
 * requests, excluding embedding (query = a catalogue vector plus noise): the product (`Attributor` of the ingested
   data dir: engine search, K policy and indicators; exact check when the verify mode says; the audit write) split
-  into search / exact / audit write, alternating with the raw engine's search of the same query at the same depth;
-  verify off, sample:0.1 and always, at K=10 and K=100; recall@K against the exact top K;
-* the audit log: a chain of ``--log`` records (10 neighbours each) verified and exported by the CLI in fresh
-  processes (records/s, peak RSS), on SQLite and, with ``--postgres-url``, on PostgreSQL;
-* the data dir: disk per store, and the ingest's peak RSS.
+  into search / exact / audit write, alternating request by request with the raw engine's search of the same query
+  at the same depth, the audit database's commit floor and (verify always) a NumPy brute-force scan; verify off,
+  sample:0.1 and always, at K=10 and K=100; recall@K against the exact top K; CPU time of the calling thread;
+* log: requests against a copy of the audit DB as it is and a copy grown by ``--log-records`` records, alternating;
+* chain: a chain of ``--log`` records (10 neighbours each) verified and exported by the CLI in fresh processes
+  (records/s, peak RSS), on SQLite and, with ``--postgres-url``, on PostgreSQL.
 
-Results go to docs/benchmarks.md between this script's markers (the machine is shared: see the note there).
+The section of docs/benchmarks.md between this script's markers is written from every result in ``--results``
+(``--parts none`` only writes it); the machine is shared: see the note there.
 """
 
 from __future__ import annotations
@@ -518,7 +524,11 @@ def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated catalogue sizes")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated parts of {', '.join(PARTS)} (none: only write the table from --results)",
+    )
     parser.add_argument(
         "--work", type=Path, help="folder kept between runs for catalogues and data dirs (default: temporary)"
     )
