@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any
 
@@ -402,13 +402,12 @@ def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, st
 # Verifying and exporting read every record: block by block of seq, four queries a block (the requests, then the
 # children of the block's seq range) through the DBAPI cursor, the values converted by the columns' result processors
 # (as load_requests reads them). Each table's rows are then written column by column into one template of its sorted
-# keys: the text json.dumps gives, because each column's values are encoded by the function the JSON encoder calls
-# for that type (str, int and float repr), strictly (a value of another type raises). A block where that does not
-# hold (such a value, NaN, infinity or a negative zero, which the hash covers as 0.0) is encoded by
-# canonical_content itself, record by record.
-_ENCODE = canonical_encoder(default=_canonical_value)  # a value whose type is not its column's, or a JSON column
+# keys: the text canonical_bytes gives, because each column's values are encoded by the function the JSON encoder
+# calls for that type (str, int and float repr; the JSON columns by the encoder itself), strictly (a value of another
+# type raises). A block where that does not hold (such a value, NaN, infinity, or a negative zero, which the hash
+# covers as 0.0) is encoded by canonical_content itself, record by record.
+_ENCODE = canonical_encoder(default=_canonical_value)
 _NULL = "null"
-_NEGATIVE_ZERO = b"-0.0"
 BLOCK = 1000  # records read per transaction
 
 
@@ -430,17 +429,14 @@ def _typed(encode: Callable[[Any], str], irregular: frozenset[str]) -> Callable[
 
 
 def _as_string(value: Any) -> str:
-    return encode_basestring(_canonical_value(value))  # type: ignore[no-any-return]
+    return encode_basestring(_canonical_value(value))
 
 
 _FLOAT_TEXTS = _typed(float.__repr__, frozenset({"nan", "inf", "-inf", "-0.0"}))  # JSON: NaN, Infinity
 _INT_TEXTS = _typed(int.__repr__, frozenset({"True", "False"}))  # JSON: true, false (never read from an integer)
 _STR_TEXTS = _typed(encode_basestring, frozenset())
 _CANONICAL_STR_TEXTS = _typed(_as_string, frozenset())  # a time as ISO UTC, bytes as "sha256:<hex>"
-
-
-def _generic(values: Sequence[Any]) -> list[str]:
-    return list(map(_ENCODE, values))
+_JSON_TEXTS = _typed(_ENCODE, frozenset({"-0.0"}))  # keys sorted at every level; a bare -0.0 is hashed as 0.0
 
 
 def _column_texts(kind: Any) -> Callable[[Sequence[Any]], list[str]]:
@@ -453,7 +449,7 @@ def _column_texts(kind: Any) -> Callable[[Sequence[Any]], list[str]]:
         return _STR_TEXTS
     if isinstance(kind, DateTime | LargeBinary):
         return _CANONICAL_STR_TEXTS
-    return _generic  # JSON: through the encoder, as canonical_content
+    return _JSON_TEXTS
 
 
 class _RowText:
@@ -508,25 +504,21 @@ class _Statement:
             return list(rows)
         converted = []
         for row in rows:
-            values = list(row)
+            fields = list(row)
             for index, convert in self.converters:
-                values[index] = convert(values[index])
-            converted.append(values)
+                fields[index] = convert(fields[index])
+            converted.append(fields)
         return converted
 
     def _converters(self, description: Any) -> list[tuple[int, Callable[[Any], Any]]]:
         converters = []
         for index, (column, described) in enumerate(zip(self.columns, description, strict=True)):
-            steps = [column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])]
-            steps.append(self.renamed.get(column.name))
-            steps = [step for step in steps if step is not None]
-            if steps:
-                converters.append((index, steps[0] if len(steps) == 1 else _chained(*steps)))
+            # the views' digests are strings, with no processor of their own
+            own = column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
+            convert = self.renamed.get(column.name) or own
+            if convert is not None:
+                converters.append((index, convert))
         return converters
-
-
-def _chained(first: Callable[[Any], Any], then: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: then(first(value))
 
 
 def _digest_of_view(digest: str | None) -> str | None:
@@ -570,7 +562,9 @@ class _Reader:
 
     def __init__(self, src: _Source, dialect: Dialect) -> None:
         requests = src.requests
-        renamed = {f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY}
+        renamed: dict[str, Callable[[Any], Any]] = {
+            f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY
+        }
         query = select(requests).where(requests.c.seq > bindparam("after")).order_by(requests.c.seq)
         self.requests = _Statement(query.limit(bindparam("limit")), dialect, renamed if src.digested else {})
         self.keys = tuple(c.key for c in _REQUESTS.columns)
@@ -634,8 +628,6 @@ class _Reader:
                 f'{{"artist_shares":[{shares.get(seq, "")}],"metrics":{metrics.get(seq, _NULL)},'
                 f'"neighbours":[{neighbours.get(seq, "")}],"request":{request}}}'
             ).encode()
-            if _NEGATIVE_ZERO in text:  # a float's -0.0 (or only that text): let canonical_content decide
-                raise _Irregular
             texts.append(text)
         return texts
 
