@@ -16,8 +16,9 @@ aligned ``.npy`` in ``--work`` (kept: parts may run in separate invocations on t
   at the same depth, the audit database's commit floor and (verify always) a NumPy brute-force scan; verify off,
   sample:0.1 and always, at K=10 and K=100; recall@K against the exact top K; CPU time of the calling thread;
 * log: requests against a copy of the audit DB as it is and a copy grown by ``--log-records`` records, alternating;
-* chain: a chain of ``--log`` records (10 neighbours each) verified and exported by the CLI in fresh processes
-  (records/s, peak RSS), on SQLite and, with ``--postgres-url``, on PostgreSQL.
+* chain: chains of ``--log`` records (10 neighbours each) verified and exported by the CLI in fresh processes
+  (records/s, peak RSS), on SQLite and, with ``--postgres-url``, on PostgreSQL, with the raw reference (a bare DBAPI
+  fetch of the same rows, a bare sha256 of the same bytes) in the same run; written to a section of its own.
 
 The section of docs/benchmarks.md between this script's markers is written from every result in ``--results``
 (``--parts none`` only writes it); the machine is shared: see the note there.
@@ -29,6 +30,7 @@ import argparse
 import copy
 import csv
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -59,6 +61,7 @@ from attribution_audit.store.database import create_db_engine, upgrade
 from attribution_audit.store.exact import overlap_at_k
 
 NAME = "bench_scale"
+LOG_NAME = "bench_scale_log"
 DIM = 512
 EMBEDDER = "clip"  # names the collection of new data dirs (CLIP ViT-B/32: 512-d); the vectors are precomputed
 
@@ -403,8 +406,64 @@ def du_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def chain_rows(tmp: Path, records: int, postgres_url: str | None) -> list[tuple[str, float, float, float, float]]:
-    """(database, verify records/s, verify peak RSS MiB, export records/s, export peak RSS MiB)."""
+# The raw reference for the audit log, in a fresh process: every row of the four hashed tables (on PostgreSQL the
+# audit views the product reads) fetched through the bare DBAPI cursor, then a bare sha256 (prev hash + content) of
+# each record's content bytes as the export holds them; prints the wall and CPU seconds of the fetch, and the
+# seconds of the hashing.
+RAW_CHAIN = """
+import json, sys, time
+from hashlib import sha256
+from sqlalchemy import create_engine
+url, export, sources = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+engine = create_engine(url)
+started, cpu = time.perf_counter(), time.process_time()
+with engine.connect() as connection:
+    cursor = connection.connection.cursor()
+    for source in sources:
+        cursor.execute(f"SELECT * FROM {source}")
+        while cursor.fetchmany(10000):
+            pass
+fetched, fetched_cpu = time.perf_counter() - started, time.process_time() - cpu
+hashing = 0.0
+with open(export, "rb") as handle:
+    next(handle)
+    for line in handle:
+        content = line[len(b'{"content":') : line.rindex(b',"prev_hash":')]
+        prev = line[line.rindex(b'"prev_hash":"') + 13 :][:64]
+        started = time.perf_counter()
+        digest = sha256(prev)
+        digest.update(content)
+        digest.hexdigest()
+        hashing += time.perf_counter() - started
+print(json.dumps({"fetch": fetched, "fetch_cpu": fetched_cpu, "sha256": hashing}))
+"""
+LOG_SOURCES = {
+    "SQLite": "attribution_requests,attribution_neighbours,attribution_artist_shares,attribution_metrics",
+    "PostgreSQL": "v_audit_requests,v_audit_neighbours,v_audit_artist_shares,v_audit_metrics",
+}
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """The audit log of one database at one length: the product's verify and export, and the raw reference."""
+
+    database: str
+    records: int
+    startup: Run  # `audit verify` of the empty log: the CLI's start, left out of the rates
+    verify: Run
+    export: Run
+    fetch_s: float
+    fetch_cpu_s: float
+    sha256_s: float
+
+    def rate(self, run: Run, cpu: bool = False) -> float:
+        """Records per second of a CLI run, its start left out (wall, or the process's own CPU)."""
+        return self.records / (run.cpu - self.startup.cpu if cpu else run.wall - self.startup.wall)
+
+
+def chain_rows(tmp: Path, sizes: list[int], postgres_url: str | None) -> list[LogRow]:
+    """Per database and log length: `audit verify` and `audit export` in fresh processes, interleaved with the raw
+    reference (bare DBAPI fetch of the same rows, bare sha256 of the same bytes)."""
     urls = [("SQLite", f"sqlite:///{tmp / 'chain.sqlite'}")]
     if postgres_url:
         name = f"bench_chain_{uuid.uuid4().hex[:8]}"
@@ -417,13 +476,33 @@ def chain_rows(tmp: Path, records: int, postgres_url: str | None) -> list[tuple[
     for label, url in urls:
         engine = create_db_engine(url)
         upgrade(engine)
-        for start in range(0, records, 10_000):
-            fill_chain(engine, min(10_000, records - start))
+        startup = timed_child(cli(tmp / "chain-data", "audit", "verify", database_url=url))
+        filled = 0
+        for records in sizes:
+            for start in range(filled, records, 10_000):
+                fill_chain(engine, min(10_000, records - start))
+            filled = records
+            out = tmp / "log.jsonl"
+            verify = timed_child(cli(tmp / "chain-data", "audit", "verify", database_url=url))
+            export = timed_child(cli(tmp / "chain-data", "audit", "export", str(out), database_url=url))
+            raw = subprocess.run(
+                [sys.executable, "-c", RAW_CHAIN, url, str(out), LOG_SOURCES[label]],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            seconds = json.loads(raw.stdout)
+            row = LogRow(
+                label, records, startup, verify, export, *(seconds[k] for k in ("fetch", "fetch_cpu", "sha256"))
+            )
+            rows.append(row)
+            print(
+                f"  chain {label} {records}: verify {row.rate(verify):.0f}/s ({row.rate(verify, cpu=True):.0f}/s CPU), "
+                f"export {row.rate(export):.0f}/s, raw fetch {records / row.fetch_s:.0f}/s "
+                f"({records / row.fetch_cpu_s:.0f}/s CPU), raw sha256 {records / row.sha256_s:.0f}/s"
+            )
+            out.unlink()
         engine.dispose()
-        verify = timed_child(cli(tmp / "chain-data", "audit", "verify", database_url=url))
-        export = timed_child(cli(tmp / "chain-data", "audit", "export", str(tmp / "log.jsonl"), database_url=url))
-        rows.append((label, records / verify.wall, verify.rss_mib, records / export.wall, export.rss_mib))
-        print(f"  chain {label}: verify {records / verify.wall:.0f}/s, export {records / export.wall:.0f}/s")
     return rows
 
 
@@ -540,7 +619,7 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=60, help="timed requests per (K, verify mode)")
     parser.add_argument("--serve", type=int, default=500, help="requests answered by the serving process")
-    parser.add_argument("--log", type=int, default=50_000, help="records of the audit log for verify/export")
+    parser.add_argument("--log", default="50000", help="comma-separated lengths of the audit log for verify/export")
     parser.add_argument("--int8", action="store_true", help="also ingest with --quantization int8")
     parser.add_argument("--postgres-url", help="PostgreSQL server URL (a database is created) for the chain runs")
     parser.add_argument(
@@ -560,25 +639,12 @@ def main() -> None:
             print(f"n={n}")
             run_size(n, work / f"n{n}", parts, args)
         if "chain" in parts:
-            save(args.results, "chain", chain_rows(work, args.log, args.postgres_url))
-        write(args, load_results(args.results))
-
-
-def chain_table(args: argparse.Namespace, chain: list[list[Any]] | None) -> list[str]:
-    """The audit log table of this run's chain part; without one, the table already in the file (kept as it was)."""
-    if chain is None:
-        text = args.out.read_text() if args.out.exists() else ""
-        start, end = markers(NAME)
-        section = text.split(start, 1)[1].split(end, 1)[0] if start in text and end in text else ""
-        return section[section.index("**Audit log**") :].rstrip("\n").splitlines() if "**Audit log**" in section else []
-    return [
-        f"**Audit log** of {args.log} records (10 neighbours each): `audit verify` and `audit export` (which "
-        "verifies in the same pass) in fresh processes:",
-        "",
-        "| database | verify records/s | verify peak RSS MiB | export records/s | export peak RSS MiB |",
-        "|---|---:|---:|---:|---:|",
-        *(f"| {db} | {v:.0f} | {vr:.0f} | {e:.0f} | {er:.0f} |" for db, v, vr, e, er in chain),
-    ]
+            load = os.getloadavg()
+            chain = chain_rows(work, [int(n) for n in args.log.split(",")], args.postgres_url)
+            load = tuple(max(pair) for pair in zip(load, os.getloadavg(), strict=True))
+            write_log(args, chain, load)
+        if parts != {"chain"}:
+            write(args, load_results(args.results))
 
 
 def cpu_overhead(row: dict[str, Any]) -> str:
@@ -688,8 +754,45 @@ def write(args: argparse.Namespace, results: dict[str, Any]) -> None:
                     f"| {n} | {label} | {row['rss']:.0f} | {row['qdrant']:.0f} | {row['data']:.0f} "
                     f"| {shown(serve)} | {shown(exact)} |"
                 )
-    lines += ["", *chain_table(args, results.get("chain")), end]
+    lines += ["", "The audit log's verify and export: the next section (`--parts chain` reruns only that).", end]
     write_section(args.out, NAME, "\n".join(lines) + "\n")
+
+
+def write_log(args: argparse.Namespace, chain: list[LogRow], load: tuple[float, ...]) -> None:
+    """The audit log's section of docs/benchmarks.md (its own markers: ``--parts chain`` rewrites only it)."""
+    start, end = markers(LOG_NAME)
+    lines = [
+        start,
+        "## Scale: the audit log's verify and export against a bare fetch and a bare sha256 (scripts/bench_scale.py)",
+        "",
+        *provenance(("sqlalchemy", "psycopg")),
+        "Load average (1, 5, 15 min; the highest seen before and after the runs): "
+        + ", ".join(f"{x:.1f}" for x in load),
+        "",
+        "A chain of 10 neighbours, 4 artist shares and metrics a record (`tests/dbtools.py` fill_chain), verified "
+        "(`audit verify`) and exported (`audit export`, which verifies in the same pass) by the CLI in fresh "
+        "processes; their rates leave out the CLI's start (the same command on the empty log, first in the run: "
+        + "; ".join(sorted({f"{r.database} {r.startup.wall:.1f} s wall, {r.startup.cpu:.1f} s CPU" for r in chain}))
+        + "). Interleaved, the raw reference in a fresh process: every row of the same four tables (PostgreSQL: the "
+        "same audit views) through the bare DBAPI cursor, and a bare sha256 of each record's exported content bytes. "
+        "CPU = the client process's own CPU seconds (PostgreSQL's server works besides); raw CPU = fetch CPU + "
+        "sha256: what one thread cannot beat without building the canonical JSON at all.",
+        "",
+        "| database | records | verify records/s | verify records/s CPU | export records/s | export records/s CPU "
+        "| verify / export peak RSS MiB | raw fetch records/s | raw fetch records/s CPU | raw sha256 records/s "
+        "| verify CPU / raw CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in chain:
+        raw = r.records / (r.fetch_cpu_s + r.sha256_s)
+        lines.append(
+            f"| {r.database} | {r.records} | {r.rate(r.verify):.0f} | {r.rate(r.verify, cpu=True):.0f} "
+            f"| {r.rate(r.export):.0f} | {r.rate(r.export, cpu=True):.0f} | {r.verify.rss_mib:.0f} / "
+            f"{r.export.rss_mib:.0f} | {r.records / r.fetch_s:.0f} | {r.records / r.fetch_cpu_s:.0f} "
+            f"| {r.records / r.sha256_s:.0f} | {r.rate(r.verify, cpu=True) / raw:.2f} |"
+        )
+    lines.append(end)
+    write_section(args.out, LOG_NAME, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,14 +16,29 @@ from typing import Any
 GENESIS_HASH = "0" * 64
 
 
+def canonical_encoder(default: Callable[[Any], Any] | None = None) -> Callable[[Any], str]:
+    """The canonical JSON text of a value: sorted keys, no whitespace, non-ASCII kept, floats in Python's shortest
+    round-trip form; ``default`` turns other values (times, bytes) into JSON ones."""
+    return json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=default).encode
+
+
+_CANONICAL = canonical_encoder()
+
+
 def canonical_json(content: dict[str, Any]) -> bytes:
-    """Sorted keys, no whitespace, UTF-8; floats in Python's shortest round-trip form."""
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The canonical JSON of ``content`` (see :func:`canonical_encoder`), UTF-8."""
+    return _CANONICAL(content).encode()
 
 
 def hash_content(prev_hash: str, content: dict[str, Any]) -> str:
     """sha256(prev_hash || canonical JSON of the content): the chain link, also used to verify exports offline."""
-    return hashlib.sha256(prev_hash.encode() + canonical_json(content)).hexdigest()
+    return _link_hash(prev_hash, canonical_json(content))
+
+
+def _link_hash(prev_hash: str, canonical: bytes) -> str:
+    digest = hashlib.sha256(prev_hash.encode())
+    digest.update(canonical)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,7 @@ class ChainCheck:
             problem = f"sequence gap: expected seq {self.checked + 1}, found {seq}"
         elif prev_hash != self.prev:
             problem = "prev_hash does not match the previous record's hash (a record was removed or reordered)"
-        elif hashlib.sha256(self.prev.encode() + canonical).hexdigest() != record_hash:
+        elif _link_hash(self.prev, canonical) != record_hash:
             problem = "content does not match its record_hash (the record was modified)"
         if problem:
             self.broken = ChainReport(False, self.checked, self.prev, request_id, seq, problem)

@@ -13,30 +13,47 @@ the tables.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
+from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
     Column,
     Connection,
+    DateTime,
     Engine,
+    Float,
     FromClause,
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
     Text,
     and_,
+    bindparam,
     func,
     select,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from attribution_audit.domain.chain import GENESIS_HASH, ChainCheck, ChainReport, canonical_json, hash_content
+from attribution_audit.domain.chain import (
+    GENESIS_HASH,
+    ChainCheck,
+    ChainRecord,
+    ChainReport,
+    canonical_encoder,
+    canonical_json,
+    hash_content,
+)
+from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError
 from attribution_audit.store.database import is_permission_error, read_connection, reader, write_connection
 from attribution_audit.store.models import (
@@ -380,17 +397,265 @@ def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, st
         return {int(rank): (str(path), str(sha)) for rank, path, sha in connection.execute(query)}
 
 
-def iter_chain(engine: Engine, page: int = 1000, after_seq: int = 0) -> Iterator[StoredRequest]:
-    """Every record after ``after_seq`` with its children, in chain order, read page by page (keyset pagination on
-    seq: memory holds one page whatever the length of the log)."""
+# -- streaming the whole chain ---------------------------------------------------------------------------------
+# Verifying and exporting read every record: block by block of seq, four queries a block (the requests, then the
+# children of the block's seq range) through the DBAPI cursor, the values converted by the columns' result processors
+# (as load_requests reads them). Each table's rows are then written column by column into one template of its sorted
+# keys: the text canonical_bytes gives, because each column's values are encoded by the function the JSON encoder
+# calls for that type (str, int and float repr; the JSON columns by the encoder itself), strictly (a value of another
+# type raises). A block where that does not hold (such a value, NaN, infinity, or a negative zero, which the hash
+# covers as 0.0) is encoded by canonical_content itself, record by record.
+_ENCODE = canonical_encoder(default=_canonical_value)
+_NULL = "null"
+BLOCK = 1000  # records read per transaction
+
+
+class _Irregular(Exception):
+    """A value that the column-wise encoding does not write as the JSON encoder does."""
+
+
+def _typed(encode: Callable[[Any], str], irregular: frozenset[str]) -> Callable[[Sequence[Any]], list[str]]:
+    def texts(values: Sequence[Any]) -> list[str]:
+        try:
+            encoded = list(map(encode, values))
+        except TypeError:  # a null (or a value of another type: raised again below)
+            encoded = [_NULL if value is None else encode(value) for value in values]
+        if not irregular.isdisjoint(encoded):
+            raise _Irregular
+        return encoded
+
+    return texts
+
+
+def _as_string(value: Any) -> str:
+    return encode_basestring(_canonical_value(value))
+
+
+_FLOAT_TEXTS = _typed(float.__repr__, frozenset({"nan", "inf", "-inf", "-0.0"}))  # JSON: NaN, Infinity
+_INT_TEXTS = _typed(int.__repr__, frozenset({"True", "False"}))  # JSON: true, false (never read from an integer)
+_STR_TEXTS = _typed(encode_basestring, frozenset())
+_CANONICAL_STR_TEXTS = _typed(_as_string, frozenset())  # a time as ISO UTC, bytes as "sha256:<hex>"
+_JSON_TEXTS = _typed(_ENCODE, frozenset({"-0.0"}))  # keys sorted at every level; a bare -0.0 is hashed as 0.0
+
+
+def _column_texts(kind: Any) -> Callable[[Sequence[Any]], list[str]]:
+    """The canonical JSON text of each of a column's values, by the column's type."""
+    if isinstance(kind, Float):
+        return _FLOAT_TEXTS
+    if isinstance(kind, Integer):
+        return _INT_TEXTS
+    if isinstance(kind, String):
+        return _STR_TEXTS
+    if isinstance(kind, DateTime | LargeBinary):
+        return _CANONICAL_STR_TEXTS
+    return _JSON_TEXTS
+
+
+class _RowText:
+    """The canonical JSON object of each row of a table, written column by column into one template (keys sorted;
+    the keys covered only when set are left out where they are null)."""
+
+    def __init__(self, columns: Sequence[tuple[int, str, Any]]) -> None:
+        ordered = sorted(columns, key=itemgetter(1))  # (position in the row, canonical key, column type)
+        self.encoders = [(position, _column_texts(kind)) for position, _, kind in ordered]
+        self.prefixes = [encode_basestring(key) + ":" for _, key, _ in ordered]
+        self.template = "{" + ",".join(prefix.replace("%", "%%") + "%s" for prefix in self.prefixes) + "}"
+        self.covered = {i for i, (_, key, _) in enumerate(ordered) if key in _COVERED_WHEN_SET}
+
+    def texts(self, rows: Sequence[Sequence[Any]]) -> list[str]:
+        if not rows:
+            return []
+        columns = list(zip(*rows, strict=True))
+        values = zip(*(encode(columns[position]) for position, encode in self.encoders), strict=True)
+        if not self.covered:
+            return list(map(self.template.__mod__, values))
+        return [
+            "{"
+            + ",".join(
+                p + v
+                for i, (p, v) in enumerate(zip(self.prefixes, row, strict=True))
+                if v != _NULL or i not in self.covered
+            )
+            + "}"
+            for row in values
+        ]
+
+
+class _Statement:
+    """A query compiled once to the driver's SQL, run on the DBAPI cursor; rows as the driver gives them, converted
+    by the column types' result processors (what a Core query applies)."""
+
+    def __init__(self, query: Select[Any], dialect: Dialect, renamed: dict[str, Callable[[Any], Any]]) -> None:
+        self.compiled = query.compile(dialect=dialect)
+        self.sql, self.dialect = str(self.compiled), dialect
+        self.positions = self.compiled.positiontup if self.compiled.positional else None
+        self.columns = list(query.selected_columns)
+        self.renamed = renamed  # column name -> a conversion after the type's own (the views' digests)
+        self.converters: list[tuple[int, Callable[[Any], Any]]] | None = None
+
+    def rows(self, cursor: Any, **params: Any) -> list[Any]:
+        values = self.compiled.construct_params(params)  # with the dialect's own (SQLite: LIMIT ? OFFSET 0)
+        cursor.execute(self.sql, values if self.positions is None else [values[p] for p in self.positions])
+        rows = cursor.fetchall()
+        if self.converters is None:  # the driver's column types are known once it has run
+            self.converters = self._converters(cursor.description)
+        if not self.converters:
+            return list(rows)
+        converted = []
+        for row in rows:
+            fields = list(row)
+            for index, convert in self.converters:
+                fields[index] = convert(fields[index])
+            converted.append(fields)
+        return converted
+
+    def _converters(self, description: Any) -> list[tuple[int, Callable[[Any], Any]]]:
+        converters = []
+        for index, (column, described) in enumerate(zip(self.columns, description, strict=True)):
+            # the views' digests are strings, with no processor of their own
+            own = column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
+            convert = self.renamed.get(column.name) or own
+            if convert is not None:
+                converters.append((index, convert))
+        return converters
+
+
+def _digest_of_view(digest: str | None) -> str | None:
+    return None if digest is None else _DIGEST + digest
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A child table as streamed: its query (the rows of the requests with after < seq <= last, the seq in the last
+    column), its canonical keys, its rows' text, and the key its rows are ordered by within a record."""
+
+    statement: _Statement
+    keys: tuple[str, ...]
+    text: _RowText
+    order: int | None
+
+    def rows(self, cursor: Any, after: int, last: int) -> list[Any]:
+        return self.statement.rows(cursor, after=after, last=last)
+
+    def sort(self, rows: list[Any]) -> None:
+        """In seq order, each record's rows as canonical_content orders them (in Python: its string order)."""
+        rows.sort(key=itemgetter(-1) if self.order is None else itemgetter(-1, self.order))
+
+    def joined(self, rows: list[Any]) -> dict[int, str]:
+        """seq -> the record's rows as canonical JSON, comma-separated (of a table of one row a record: its first)."""
+        pairs = groupby(zip(map(itemgetter(-1), rows), self.text.texts(rows), strict=True), itemgetter(0))
+        if self.order is None:
+            return {seq: next(group)[1] for seq, group in pairs}
+        return {seq: ",".join(text for _, text in group) for seq, group in pairs}
+
+    def grouped(self, rows: list[Any]) -> dict[int, list[dict[str, Any]]]:
+        """seq -> the record's rows as dicts (the seq left out)."""
+        return {
+            seq: [dict(zip(self.keys, row, strict=False)) for row in group]
+            for seq, group in groupby(rows, itemgetter(-1))
+        }
+
+
+class _Reader:
+    """The block queries of one source in one dialect."""
+
+    def __init__(self, src: _Source, dialect: Dialect) -> None:
+        requests = src.requests
+        renamed: dict[str, Callable[[Any], Any]] = {
+            f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY
+        }
+        query = select(requests).where(requests.c.seq > bindparam("after")).order_by(requests.c.seq)
+        self.requests = _Statement(query.limit(bindparam("limit")), dialect, renamed if src.digested else {})
+        self.keys = tuple(c.key for c in _REQUESTS.columns)
+        self.seq = self.keys.index("seq")
+        self.text = _RowText(
+            [
+                (i, c.key, String() if src.digested and c.key in _BINARY else c.type)
+                for i, c in enumerate(_REQUESTS.columns)
+                if c.key not in _EXCLUDED
+            ]
+        )
+
+        def part(source: FromClause, table: Table, order: str | None) -> _Part:
+            keys = tuple(c.key for c in table.columns if c.key not in _EXCLUDED)
+            query = (
+                select(*(source.c[key] for key in keys), requests.c.seq)
+                .join_from(source, requests, source.c.request_id == requests.c.id)
+                .where(requests.c.seq > bindparam("after"), requests.c.seq <= bindparam("last"))
+                .order_by(requests.c.seq, *([source.c[order]] if order else []))
+            )
+            text = _RowText([(i, key, table.c[key].type) for i, key in enumerate(keys)])
+            return _Part(_Statement(query, dialect, {}), keys, text, None if order is None else keys.index(order))
+
+        self.parts = (
+            part(src.neighbours, _NEIGHBOURS, "rank"),
+            part(src.artist_shares, _SHARES, "artist"),
+            part(src.metrics, _METRICS, None),
+        )
+
+    def block(self, engine: Engine, after: int, limit: int) -> list[ChainRecord]:
+        """The records after seq ``after`` (at most ``limit``), read in one transaction, as chain records."""
+        with read_connection(engine) as connection:
+            connection.begin()  # SQLite: BEGIN (see database.py), so that the four reads see one snapshot
+            cursor = connection.connection.cursor()
+            try:
+                requests = self.requests.rows(cursor, after=after, limit=limit)
+                if not requests:
+                    return []
+                children = [part.rows(cursor, after, requests[-1][self.seq]) for part in self.parts]
+            finally:
+                cursor.close()
+        try:
+            canonical = self._texts(requests, children)
+        except (_Irregular, TypeError, ValueError):
+            canonical = self._stored(requests, children)
+        seq, key, prev, own, at = (self.keys.index(k) for k in ("seq", "id", "prev_hash", "record_hash", "created_at"))
+        return [
+            ChainRecord(row[seq], row[key], row[prev], row[own], as_utc(row[at]), text)
+            for row, text in zip(requests, canonical, strict=True)
+        ]
+
+    def _texts(self, requests: list[Any], children: list[list[Any]]) -> list[bytes]:
+        """Each record's canonical JSON, table by table and column by column."""
+        for part, rows in zip(self.parts, children, strict=True):
+            part.sort(rows)
+        neighbours, shares, metrics = (part.joined(rows) for part, rows in zip(self.parts, children, strict=True))
+        texts = []
+        for row, request in zip(requests, self.text.texts(requests), strict=True):
+            seq = row[self.seq]
+            text = (
+                f'{{"artist_shares":[{shares.get(seq, "")}],"metrics":{metrics.get(seq, _NULL)},'
+                f'"neighbours":[{neighbours.get(seq, "")}],"request":{request}}}'
+            ).encode()
+            texts.append(text)
+        return texts
+
+    def _stored(self, requests: list[Any], children: list[list[Any]]) -> list[bytes]:
+        """Each record's canonical JSON by canonical_content, from its rows as dicts."""
+        neighbours, shares, metrics = (part.grouped(rows) for part, rows in zip(self.parts, children, strict=True))
+        texts = []
+        for row in requests:
+            seq = row[self.seq]
+            measured = metrics.get(seq)
+            record = StoredRequest(
+                dict(zip(self.keys, row, strict=True)),
+                neighbours.get(seq, []),
+                shares.get(seq, []),
+                measured[0] if measured else None,
+            )
+            texts.append(canonical_bytes(record))
+        return texts
+
+
+def iter_chain(engine: Engine, after_seq: int = 0, block: int = BLOCK) -> Iterator[ChainRecord]:
+    """Every record after ``after_seq`` in chain order with the bytes its hash covers, read ``block`` records at a
+    time (memory holds one block whatever the length of the log)."""
+    reader = _Reader(_source(engine), engine.dialect)
     last_seq = after_seq
-    while True:
-        records = load_requests(engine, after_seq=last_seq, limit=page)
-        if not records:
-            return
+    while records := reader.block(engine, last_seq, block):
         last_seq = records[-1].seq
         yield from records
-        del records  # the next page is read without this one still held
+        del records  # the next block is read without this one still held
 
 
 def canonical_bytes(record: StoredRequest) -> bytes:
@@ -402,8 +667,8 @@ def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport
     """Recompute every hash, streaming; stop at the first row whose content, link or position does not match.
     From a verified ``head`` (ok, with its record count and hash), only the records appended after it are checked."""
     check = ChainCheck() if head is None else ChainCheck(head.checked, head.head_hash)
-    for request in iter_chain(engine, after_seq=check.checked):
-        if not check.add(request.seq, request.id, request.prev_hash, request.record_hash, canonical_bytes(request)):
+    for record in iter_chain(engine, after_seq=check.checked):
+        if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
             break
     return check.report(count_requests(engine, check.checked))
 

@@ -320,13 +320,5 @@ class RequestRepository:
         return chain.count_requests(self.engine, up_to_seq)
 
     def chain_records(self) -> Iterator[ChainRecord]:
-        """Every record in chain order, page by page, with the bytes its hash covers."""
-        for record in chain.iter_chain(self.engine):
-            yield ChainRecord(
-                record.seq,
-                record.id,
-                record.prev_hash,
-                record.record_hash,
-                as_utc(record.columns["created_at"]),
-                chain.canonical_bytes(record),
-            )
+        """Every record in chain order, block by block, with the bytes its hash covers."""
+        return chain.iter_chain(self.engine)

@@ -1,0 +1,123 @@
+"""Verify and export stream the log through a fast reader (column-wise canonical JSON): its bytes must be exactly those
+that ``chain.append`` hashed and that the record-by-record path (``canonical_bytes`` of a stored record) gives, for
+every kind of value a record holds; values it cannot write exactly go through that path."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from dbtools import complete_request, fill_chain, request_row, superuser_edit, two_neighbours
+from sqlalchemy import Engine
+
+from attribution_audit.store import chain
+from attribution_audit.store.models import AttributionArtistShare, AttributionMetrics, AttributionRequest
+
+ODD = 'Zoë "quoted" \\ back\nline\ttab\x01 畫家 🎨 %s'  # escapes, non-ASCII, a percent sign
+
+
+def every_field_set(label: str) -> AttributionRequest:
+    request = complete_request(label)
+    request.requester = f"{label} {ODD}"
+    request.style_vector = b"\x01\x02" * 8
+    request.replay_of = "a-replayed-request"
+    request.index_params = {"m": 16, "ef": 0.3, "ä": [1, None, "x"], "b": {"z": 1, "a": -0.0}}
+    request.parameters = {"k": 2, "temperature": 0.1 + 0.2, "note": ODD}
+    request.neighbours[0].artist = request.neighbours[0].canonical_artist = ODD
+    request.neighbours[1].similarity, request.neighbours[1].distance = 1e-07, 1e16
+    request.artist_shares = [
+        AttributionArtistShare(artist=name, share=share)
+        for name, share in (("Zoë", 0.25), ("Émile", 0.25), ("anna", 0.125), ("Ärger", 0.375))  # not locale order
+    ]
+    metrics = request.metrics
+    assert metrics is not None
+    metrics.overlap_at_k, metrics.exact_method, metrics.copy_of, metrics.copy_score = 0.9, "brute", ODD, 0.75
+    return request
+
+
+def every_field_unset(label: str) -> AttributionRequest:
+    request = request_row(label)  # no neighbours, shares or metrics
+    request.metrics = None
+    return request
+
+
+def nulls_in_metrics(label: str) -> AttributionRequest:
+    request = complete_request(label)
+    request.metrics = AttributionMetrics(entropy=0.5, confidence=0.25, confidence_model="default-v1")
+    request.neighbours = two_neighbours("B")
+    request.neighbours[1].work_version = 3
+    return request
+
+
+def negative_zero(label: str) -> AttributionRequest:
+    request = complete_request(label)
+    request.neighbours[0].similarity = -0.0  # hashed as 0.0, whatever the database keeps
+    request.neighbours[1].similarity = -0.05  # a negative number is no negative zero
+    return request
+
+
+def not_a_number(label: str) -> AttributionRequest:
+    request = complete_request(label)
+    request.metrics.nn_distance = math.nan  # type: ignore[union-attr]  # JSON NaN; SQLite keeps no NaN
+    return request
+
+
+def appended(engine: Engine) -> tuple[list[AttributionRequest], set[int]]:
+    """A log of records with every kind of value (PostgreSQL: also NaN and a time given in another zone); the seqs
+    of those the column-wise writer must leave to canonical_content."""
+    postgres = engine.dialect.name == "postgresql"
+    made: list[tuple[AttributionRequest, datetime | None, bool]] = [
+        (every_field_set("set"), None, False),
+        (every_field_unset("unset"), None, False),
+        (nulls_in_metrics("nulls"), None, False),
+        (negative_zero("zero"), None, postgres),  # SQLite reads 0.0 back
+        (every_field_set("later"), datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC), False),
+    ]
+    if postgres:
+        made += [
+            (not_a_number("nan"), None, True),
+            (every_field_set("zoned"), datetime(2026, 3, 1, 17, 0, 0, 5, tzinfo=timezone(timedelta(hours=5))), False),
+        ]
+    records = [chain.append(engine, request, at) for request, at, _ in made]
+    return records, {r.seq for r, (_, _, irregular) in zip(records, made, strict=True) if irregular}
+
+
+def test_streamed_bytes_are_those_the_append_hashed(fresh_db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    records, irregular = appended(fresh_db)
+    written = [chain.canonical_bytes(chain.StoredRequest.of(r)) for r in records]  # what append hashed
+    read = [chain.canonical_bytes(r) for r in chain.load_requests(fresh_db)]  # the record-by-record read
+    left: list[int] = []
+    stored = chain._Reader._stored
+
+    def record_by_record(reader: Any, requests: list[Any], children: Any) -> list[bytes]:
+        left.extend(row[reader.seq] for row in requests)
+        return stored(reader, requests, children)
+
+    monkeypatch.setattr(chain._Reader, "_stored", record_by_record)
+    one_by_one = list(chain.iter_chain(fresh_db, block=1))
+    assert [r.canonical for r in one_by_one] == written == read
+    assert set(left) == irregular  # every other record was written column by column
+    streamed = list(chain.iter_chain(fresh_db, block=3))
+    assert [r.canonical for r in streamed] == written
+    assert [(r.seq, r.request_id, r.record_hash) for r in streamed] == [(r.seq, r.id, r.record_hash) for r in records]
+    assert [r.created_at for r in streamed] == [r.created_at.astimezone(UTC) for r in records]
+    report = chain.verify_chain(fresh_db)
+    assert report.ok and report.checked == len(records)
+
+
+def test_bulk_filled_log_streams_the_bytes_of_each_stored_record(fresh_db: Engine) -> None:
+    fill_chain(fresh_db, 25, neighbours=3)
+    expected = [chain.canonical_bytes(r) for r in chain.load_requests(fresh_db)]
+    assert [r.canonical for r in chain.iter_chain(fresh_db, block=7)] == expected
+    assert [r.canonical for r in chain.iter_chain(fresh_db, after_seq=20)] == expected[20:]
+
+
+def test_a_value_of_another_type_written_by_hand_breaks_the_chain_at_its_record(sqlite_db: Engine) -> None:
+    records = [chain.append(sqlite_db, complete_request(str(i))) for i in range(3)]
+    target = records[1].id
+    superuser_edit(sqlite_db, f"UPDATE attribution_neighbours SET similarity = 'high' WHERE request_id = '{target}'")
+    report = chain.verify_chain(sqlite_db)  # SQLite keeps the text in a float column
+    assert (report.ok, report.broken_seq, report.checked) == (False, 2, 1)
+    assert "content does not match" in (report.reason or "")
