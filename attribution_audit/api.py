@@ -8,7 +8,7 @@ Attribute images in a long-lived process (the model loaded and the store opened 
         [result] = service.attribute([Upload.from_path("generated.png")], AttributionParams(k=5), requester="me")
         print(result.top_artist, result.confidence, result.record_hash)  # returned once committed to the log
         low = service.attributions(RequestFilter(max_confidence=0.5, limit=20))
-        assert service.verify().report.ok
+        assert service.verify().ok  # the chain and the witness file's last checkpoint, as `audit verify`
 
 One-off use, as the CLI does it (the model loaded for the call)::
 
@@ -37,9 +37,9 @@ from attribution_audit.services.audit_log import (
     list_attributions,
     shares_over_time,
 )
-from attribution_audit.services.checkpoints import verify_database, write_checkpoint
+from attribution_audit.services.checkpoints import Verification, verify_database, write_checkpoint
 from attribution_audit.services.keys import create_key
-from attribution_audit.services.serving import DEFAULT_MAX_BATCH, AttributionService, Upload, Verification
+from attribution_audit.services.serving import DEFAULT_MAX_BATCH, AttributionService, Upload
 from attribution_audit.services.wiring import open_audit
 from attribution_audit.store.browse import RequestFilter
 

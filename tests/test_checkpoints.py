@@ -23,7 +23,6 @@ from attribution_audit import AttributionParams, Upload, load_settings, open_ser
 from attribution_audit.cli import app
 from attribution_audit.domain import checkpoint as statement
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import ConflictError
 from attribution_audit.services.checkpoints import signing_key
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
@@ -304,7 +303,7 @@ def test_the_service_does_not_sign_a_log_cut_while_it_runs(
     ingested: Ingested, demo_catalogue: DemoCatalogue, tmp_path: Path, checkpoint_key: Path
 ) -> None:
     """The same cut made while the service runs (after its start-up check): its automatic checkpoint refuses to
-    vouch for the rewritten head."""
+    vouch for the rewritten head; the attribution it follows is logged, so it is returned, with the refusal."""
     data_dir = tmp_path / "served"
     shutil.copytree(ingested.data_dir, data_dir)
     copy = tmp_path / "served.sqlite"
@@ -319,8 +318,10 @@ def test_the_service_does_not_sign_a_log_cut_while_it_runs(
         service.attribute(uploads, AttributionParams(k=3), requester="t")
         before = witness.read_text()
         _delete(engine, [chain.load_requests(engine, limit=1, newest_first=True)[0].id])
-        with pytest.raises(ConflictError, match="contradicts the last checkpoint"):
-            service.attribute(uploads, AttributionParams(k=3), requester="t")
+        done = service.submit(uploads, AttributionParams(k=3), requester="t")
+        assert done.checkpoint_problem and "contradicts the last checkpoint" in done.checkpoint_problem
+        assert [service.attribution(a.request_id) for a in done.attributions] == done.attributions
+        assert service.checkpoint_failures == 1 and not service.verify().ok
     assert witness.read_text() == before
 
 

@@ -60,8 +60,8 @@ def test_signing_in(console: tuple[Server, str, list[dict[str, object]], Ingeste
         )
         wrong = anonymous.post("/console/login", data={"key": "aa_wrong", "next": "/console/"})
         assert wrong.status_code == 401 and "unknown API key" in wrong.text
-        # A key in the link once: a session cookie, then the page asked for (never another site).
-        once = anonymous.get("/console/login", params={"key": reader, "next": "https://evil.example/"})
+        # Signed in: a session cookie, then the page asked for (never another site).
+        once = anonymous.post("/console/login", data={"key": reader, "next": "https://evil.example/"})
         assert once.status_code == 303 and once.headers["location"] == "/console/"
         assert anonymous.get("/console/").status_code == 200
         # Behind a TLS proxy on loopback (X-Forwarded-Proto: https) the cookie is Secure; over plain HTTP it is not.

@@ -120,20 +120,6 @@ CheckpointFileOption = Annotated[
 ]
 
 
-def _checkpoint_rows(checks: list[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "seq": c.checkpoint.seq,
-            "time": c.checkpoint.time,
-            "db_identity": c.checkpoint.db_identity,
-            "key": c.checkpoint.key_fingerprint,
-            "ok": c.problem is None,
-            "problem": c.problem,
-        }
-        for c in checks
-    ]
-
-
 def _say_checkpoints(checks: list[Any], table: bool) -> bool:
     """Print each checkpoint's outcome (problems on stderr, agreements in table format); whether all agree."""
     for check in checks:
@@ -174,7 +160,7 @@ def audit_verify(
             "last_seq": checked.last_seq,
             "last_hash": checked.last_hash,
             "problem": checked.problem,
-            "checkpoints": _checkpoint_rows(checks),
+            "checkpoints": [check.as_json() for check in checks],
         }
         if not table:
             emit(fmt, data=data, rows=[data])
@@ -189,18 +175,10 @@ def audit_verify(
         if not _say_checkpoints(checks, table):
             raise typer.Exit(1)
         return
-    report, checks = verify_database(ctx.obj, audit_of(ctx.obj), checkpoint)
-    data = {
-        "ok": report.ok and all(c.problem is None for c in checks),
-        "records": report.checked,
-        "head_hash": report.head_hash,
-        "broken_seq": report.broken_seq,
-        "broken_request_id": report.broken_request_id,
-        "reason": report.reason,
-        "checkpoints": _checkpoint_rows(checks),
-    }
+    verification = verify_database(ctx.obj, audit_of(ctx.obj), checkpoint)
+    report = verification.report
     if not table:
-        emit(fmt, data=data, rows=[data])
+        emit(fmt, data=verification.as_json(), rows=[verification.as_json()])
     if not report.ok:
         typer.echo(
             f"chain BROKEN at seq {report.broken_seq} (request {report.broken_request_id}): {report.reason}; "
@@ -209,7 +187,8 @@ def audit_verify(
         )
     elif table:
         typer.echo(f"chain OK: {report.checked} records, head {report.head_hash}")
-    if not _say_checkpoints(checks, table) or not report.ok:
+    _say_checkpoints(verification.checkpoints, table)
+    if not verification.ok:
         raise typer.Exit(1)
 
 

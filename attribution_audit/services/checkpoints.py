@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
@@ -56,6 +57,58 @@ class CheckpointCheck:
 
     checkpoint: Checkpoint
     problem: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        c = self.checkpoint
+        return {
+            "seq": c.seq,
+            "time": c.time,
+            "db_identity": c.db_identity,
+            "key": c.key_fingerprint,
+            "ok": self.problem is None,
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The verdict of ``audit verify`` on the audit DB (the CLI's, the service's and the console's): the chain's
+    verification and its comparison with checkpoints, made at ``at``. ``ok`` only when the chain verifies and every
+    checkpoint agrees."""
+
+    at: datetime
+    report: ChainReport
+    checkpoints: list[CheckpointCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok and all(check.problem is None for check in self.checkpoints)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the log fails, in one line (the broken record, else the first contradicted checkpoint); None if ok."""
+        report = self.report
+        if not report.ok:
+            return f"chain broken at seq {report.broken_seq} (request {report.broken_request_id}): {report.reason}"
+        failed = next((check for check in self.checkpoints if check.problem), None)
+        if failed is None:
+            return None
+        return (
+            f"the log contradicts checkpoint seq {failed.checkpoint.seq} of {failed.checkpoint.time}: {failed.problem}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``audit verify --format json`` prints."""
+        report = self.report
+        return {
+            "ok": self.ok,
+            "records": report.checked,
+            "head_hash": report.head_hash,
+            "broken_seq": report.broken_seq,
+            "broken_request_id": report.broken_request_id,
+            "reason": report.reason,
+            "checkpoints": [check.as_json() for check in self.checkpoints],
+        }
 
 
 # -- files -------------------------------------------------------------------------------------------------------
@@ -343,9 +396,7 @@ def guard_witness(settings: Settings, audit: AuditStore) -> Signed | None:
 
 
 # -- the use cases of `audit verify` -------------------------------------------------------------------------------
-def verify_database(
-    settings: Settings, audit: AuditStore, checkpoint_file: Path | None
-) -> tuple[ChainReport, list[CheckpointCheck]]:
+def verify_database(settings: Settings, audit: AuditStore, checkpoint_file: Path | None = None) -> Verification:
     """The chain's verification, and the comparison with the checkpoints of ``checkpoint_file`` (by default: the
     witness file's last checkpoint, when there is a witness file). The chain's outcome is remembered for
     ``report summary`` (where this user may write)."""
@@ -355,7 +406,7 @@ def verify_database(
     else:
         last = last_witnessed(settings)
         checkpoints = [] if last is None else [last]
-    return report, check_database(settings, audit, checkpoints, report)
+    return Verification(datetime.now(UTC), report, check_database(settings, audit, checkpoints, report))
 
 
 def verify_export(
