@@ -3,7 +3,7 @@ and what the consistency check compares with the vector store. Every query on th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from attribution_audit.store.models import (
 )
 
 TABLE = IngestionRun.__tablename__
+ID_BATCH = 500  # ids per IN (...) list
 
 
 class WorksRecordedMeanwhile(ConflictError):
@@ -150,6 +151,15 @@ class CatalogueRepository:
             run.withdrawn, run.failed, run.finished_at = counts.withdrawn, counts.failed, utcnow()
             run.failures_path, run.status = counts.failures_path, counts.status
         runs.release(self.engine, TABLE, run_id)
+
+    def unknown_work_ids(self, work_ids: Collection[str]) -> set[str]:
+        """The ids among ``work_ids`` that no catalogue holds (withdrawn works are held)."""
+        wanted, found = sorted(set(work_ids)), set[str]()
+        with read_scope(self.engine) as session:
+            for start in range(0, len(wanted), ID_BATCH):
+                batch = wanted[start : start + ID_BATCH]
+                found.update(session.scalars(select(Work.work_id).where(Work.work_id.in_(batch)).distinct()))
+        return set(wanted) - found
 
     def known_works(self, catalogue_id: int, collection: str, work_ids: Sequence[str]) -> dict[str, KnownWork]:
         """The catalogue's works among ``work_ids``, with their embedding in ``collection`` (one query)."""

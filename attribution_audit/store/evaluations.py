@@ -199,6 +199,13 @@ class EvaluationRepository:
             run.metrics, run.status, run.finished_at = metrics, "completed", utcnow()
         runs.release(self.engine, TABLE, run_id)
 
+    def fail_run(self, run_id: int, reason: str) -> None:
+        """Record that the run stopped without results (status ``failed``, the reason in its metrics)."""
+        with session_scope(self.engine) as session:
+            run = session.get_one(EvaluationRun, run_id)
+            run.metrics, run.status, run.finished_at = {"run_id": run_id, "error": reason}, "failed", utcnow()
+        runs.release(self.engine, TABLE, run_id)
+
     def run(self, run_id: int, kind: str | None = "attribution") -> RunInfo:
         """A run of that kind (of any kind when None); NotFoundError otherwise."""
         with read_scope(self.engine) as session:
