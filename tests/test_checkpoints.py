@@ -383,3 +383,38 @@ def test_a_fifo_as_checkpoint_or_export_file_is_refused_not_waited_on(
             result.stderr
             == f"error: {fifo}: is not a regular file (a pipe, socket or device); pass the path of a file\n"
         )
+
+
+def test_an_auditor_with_the_public_key_alone_verifies_checkpoints(
+    logged: tuple[Cli, Engine, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator hands out `audit public-key`; an auditor without the private key checks an export (or the DB)
+    against a checkpoint with it, and a checkpoint validly signed by another key fails."""
+    cli, _, out = logged
+    pem = cli("audit", "public-key").stdout
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----\n") and "PRIVATE" not in pem
+    public = tmp_path / "public.pem"
+    public.write_text(pem)
+    exported = tmp_path / "export.jsonl"
+    cli("audit", "export", str(exported))
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_KEY", str(tmp_path / "auditor" / "no-key.pem"))
+    given = ["--checkpoint", str(out), "--public-key", str(public)]
+    assert "holds" in cli("audit", "verify", "--file", str(exported), *given).stdout
+    assert "holds" in cli("audit", "verify", *given).stdout
+    assert not (tmp_path / "auditor").exists()  # no key was created on the auditor's side
+
+    forger, _ = signing_key(tmp_path / "forger.pem")
+    real = statement.parse(json.loads(out.read_text()))
+    forged = tmp_path / "forged.json"
+    forged.write_text(statement.sign(forger, real.db_identity, real.seq, real.head_hash, datetime.now(UTC)).line())
+    against = ["--checkpoint", str(forged), "--public-key", str(public)]
+    failed = cli("audit", "verify", "--file", str(exported), *against, code=1)
+    assert f"not by the public key in {public}" in failed.stderr
+    assert f"not by the public key in {public}" in cli("audit", "verify", *against, code=1).stderr
+
+    wrong = cli("audit", "verify", "--checkpoint", str(out), "--public-key", str(out), code=1)
+    assert wrong.stderr == (
+        f"error: {out}: not an Ed25519 public key in PEM; ask for the file `attribution-audit audit public-key` "
+        "prints\n"
+    )
+    assert "no checkpoint key here" in cli("audit", "public-key", code=1).stderr
