@@ -65,15 +65,8 @@ def _ingestion_statuses(audit: AuditStore) -> dict[int, str]:
 
 
 def _start_ingestion(audit: AuditStore) -> int:
-    run, _ = audit.catalogue.start_ingestion(
-        "mine",
-        source_format="csv",
-        manifest_path="mine.csv",
-        manifest_sha256="0" * 64,
-        collection="c",
-        embedder_fingerprint="e",
-        requester="test",
-    )
+    source = {"source_format": "csv", "manifest_path": "mine.csv", "manifest_sha256": "0" * 64}
+    run, _ = audit.catalogue.start_ingestion("mine", **source, collection="c", embedder_fingerprint="e", requester="t")
     return run
 
 

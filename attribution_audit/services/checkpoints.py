@@ -63,14 +63,8 @@ class CheckpointCheck:
 
     def as_json(self) -> dict[str, Any]:
         c = self.checkpoint
-        return {
-            "seq": c.seq,
-            "time": c.time,
-            "db_identity": c.db_identity,
-            "key": c.key_fingerprint,
-            "ok": self.problem is None,
-            "problem": self.problem,
-        }
+        stated = {"seq": c.seq, "time": c.time, "db_identity": c.db_identity, "key": c.key_fingerprint}
+        return {**stated, "ok": self.problem is None, "problem": self.problem}
 
 
 @dataclass(frozen=True)
