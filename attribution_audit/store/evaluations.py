@@ -216,11 +216,10 @@ class EvaluationRepository:
 
     def runs(self) -> list[RunInfo]:
         """Every run, oldest first, once the runs of killed processes are marked ``interrupted``."""
-        unconfirmed = runs.sweep(self.engine, TABLE)
+        shown = runs.sweep(self.engine, TABLE)
         with read_scope(self.engine) as session:
             return [
-                _run_info(r, unconfirmed.get(r.id))
-                for r in session.scalars(select(EvaluationRun).order_by(EvaluationRun.id))
+                _run_info(r, shown.get(r.id)) for r in session.scalars(select(EvaluationRun).order_by(EvaluationRun.id))
             ]
 
     def logged_results(self, run_id: int) -> list[LoggedResult]:
@@ -342,9 +341,8 @@ def _stored(row: LabelledQueryRecord) -> StoredQuery:
     return StoredQuery(row.id, row.path, row.artist, tuple(row.work_ids or ()), row.subset)
 
 
-def _run_info(run: EvaluationRun, unconfirmed_since: datetime | None = None) -> RunInfo:
-    status = runs.shown_status(run.status, unconfirmed_since)
-    return RunInfo(run.id, run.kind, status, as_utc(run.created_at), run.embedder_name, run.settings)
+def _run_info(run: EvaluationRun, shown: str | None = None) -> RunInfo:
+    return RunInfo(run.id, run.kind, shown or run.status, as_utc(run.created_at), run.embedder_name, run.settings)
 
 
 def _model(row: CalibrationModel) -> LogisticModel:

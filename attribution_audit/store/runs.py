@@ -14,14 +14,15 @@ import fcntl
 import os
 import threading
 from contextlib import nullcontext
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
-from attribution_audit.store.database import read_scope, session_scope
+from attribution_audit.errors import DatabaseError
+from attribution_audit.store.database import is_permission_error, read_scope
 from attribution_audit.store.models import Base, utcnow
 
 TABLE_KEYS = {"ingestion_runs": 0x52554E31, "evaluation_runs": 0x52554E32}  # the advisory locks' first key
@@ -93,43 +94,45 @@ def _dead(engine: Engine, connection: Connection | None, table: str, run_id: int
     return True
 
 
-def sweep(engine: Engine, table: str) -> dict[int, datetime]:
-    """Mark the table's ``running`` runs whose owner is provably gone ``interrupted``; the runs still ``running``
-    that cannot be proved alive or dead, with their start time."""
+def sweep(engine: Engine, table: str) -> dict[int, str]:
+    """Mark the table's ``running`` runs whose owner is provably gone ``interrupted`` (where this user may write);
+    the status to show of each ``running`` run not proved alive: ``interrupted``, or ``running (unconfirmed: ...)``
+    when it cannot be proved alive or dead."""
     runs: Any = Base.metadata.tables[table]
     started = runs.c.started_at if "started_at" in runs.c else runs.c.created_at
     with read_scope(engine) as session:
         running = session.execute(select(runs.c.id, started).where(runs.c.status == RUNNING)).all()
-    if not running:
-        return {}
-    dead, unconfirmed = [], {}
+    shown: dict[int, str] = {}
     postgres = engine.dialect.name == "postgresql"
-    probe = engine.connect().execution_options(isolation_level="AUTOCOMMIT") if postgres else nullcontext()
+    probe = engine.connect().execution_options(isolation_level="AUTOCOMMIT") if postgres and running else nullcontext()
     with probe as connection:
         for run_id, at in running:
             if (str(engine.url), table, run_id) in _held:
                 continue
             verdict = _dead(engine, connection, table, run_id)
-            if verdict:
-                dead.append(run_id)
-            elif verdict is None:
-                unconfirmed[run_id] = at
+            if verdict is None:
+                shown[run_id] = f"{RUNNING} (unconfirmed: no lease; started {at:%Y-%m-%d %H:%M:%S} UTC)"
+            elif verdict:
+                shown[run_id] = INTERRUPTED
+    dead = [run_id for run_id, status in shown.items() if status == INTERRUPTED]
     if dead:
-        with session_scope(engine) as session:
-            session.execute(
+        _mark_interrupted(engine, runs, dead)
+    return shown
+
+
+def _mark_interrupted(engine: Engine, runs: Any, dead: list[int]) -> None:
+    try:
+        with engine.begin() as connection:
+            connection.execute(
                 update(runs)
                 .where(runs.c.id.in_(dead), runs.c.status == RUNNING)
                 .values(status=INTERRUPTED, finished_at=utcnow())
             )
-        for run_id in dead:
-            path = _lock_file(engine, table, run_id)
-            if path is not None:
-                path.unlink(missing_ok=True)
-    return unconfirmed
-
-
-def shown_status(status: str, unconfirmed_since: datetime | None) -> str:
-    """A run's status as listed: ``running (unconfirmed: ...)`` for a run that cannot be proved alive or dead."""
-    if status != RUNNING or unconfirmed_since is None:
-        return status
-    return f"{RUNNING} (unconfirmed: no lease; started {unconfirmed_since:%Y-%m-%d %H:%M:%S} UTC)"
+    except DBAPIError as exc:
+        if is_permission_error(exc):  # a read-only user: shown interrupted, recorded by the next writer
+            return
+        raise DatabaseError(f"cannot mark the interrupted runs of {runs.name} ({exc.orig})") from exc
+    for run_id in dead:
+        path = _lock_file(engine, runs.name, run_id)
+        if path is not None:
+            path.unlink(missing_ok=True)
