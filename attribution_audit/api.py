@@ -7,8 +7,10 @@ Attribute images in a long-lived process (the model loaded and the store opened 
     with open_service(data_dir=".demo/data") as service:
         [result] = service.attribute([Upload.from_path("generated.png")], AttributionParams(k=5), requester="me")
         print(result.top_artist, result.confidence, result.record_hash)  # returned once committed to the log
+        done = service.submit([Upload.from_path("next.png")])  # the same, with done.checkpoint_problem: the automatic
+        # checkpoint that failed after the commit (the attributions are logged all the same), or None
         low = service.attributions(RequestFilter(max_confidence=0.5, limit=20))
-        assert service.verify().report.ok
+        assert service.verify().ok  # the chain and the witness file's last checkpoint, as `audit verify`
 
 One-off use, as the CLI does it (the model loaded for the call)::
 
@@ -37,13 +39,14 @@ from attribution_audit.services.audit_log import (
     list_attributions,
     shares_over_time,
 )
-from attribution_audit.services.checkpoints import verify_database, write_checkpoint
+from attribution_audit.services.checkpoints import Verification, verify_database, write_checkpoint
 from attribution_audit.services.keys import create_key
-from attribution_audit.services.serving import DEFAULT_MAX_BATCH, AttributionService, Upload, Verification
+from attribution_audit.services.serving import DEFAULT_MAX_BATCH, Attributed, AttributionService, Upload
 from attribution_audit.services.wiring import open_audit
 from attribution_audit.store.browse import RequestFilter
 
 __all__ = [
+    "Attributed",
     "Attribution",
     "AttributionParams",
     "AttributionService",

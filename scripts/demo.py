@@ -55,7 +55,7 @@ def main() -> None:
     print("\nBrowse the demo log in the web console (a reader key; the key is the last line `keys create` prints):")
     print("  KEY=$(attribution-audit keys create officer-$RANDOM --role reader | tail -n 1)")
     print("  attribution-audit serve --port 8000 &   # stop it with: kill %1")
-    print('  echo "open http://127.0.0.1:8000/console/login?key=$KEY"   # then the dashboard, requests and pages')
+    print('  echo "open http://127.0.0.1:8000/console/ and sign in with $KEY"   # the dashboard, requests and pages')
     print("(API clients need a writer key: attribution-audit keys create NAME; see README.md, section Service.)")
 
 

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +53,17 @@ def cli_command(data_dir: Path, database_url: str, *args: str) -> list[str]:
 
 @contextmanager
 def running_server(
-    data_dir: Path, database_url: str, log: Path, extra: Sequence[str] = (), startup_s: float = 180
+    data_dir: Path,
+    database_url: str,
+    log: Path,
+    extra: Sequence[str] = (),
+    startup_s: float = 180,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
-    """Start ``serve`` on a free port, wait until /v1/health answers, stop it (SIGTERM) after."""
+    """Start ``serve`` on a free port (``env`` added to this process's environment), wait until /v1/health answers,
+    stop it (SIGTERM) after."""
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             cli_command(data_dir, database_url, "serve", "--port", str(port), *extra),

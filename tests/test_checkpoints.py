@@ -23,7 +23,6 @@ from attribution_audit import AttributionParams, Upload, load_settings, open_ser
 from attribution_audit.cli import app
 from attribution_audit.domain import checkpoint as statement
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import ConflictError
 from attribution_audit.services.checkpoints import signing_key
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
@@ -304,7 +303,7 @@ def test_the_service_does_not_sign_a_log_cut_while_it_runs(
     ingested: Ingested, demo_catalogue: DemoCatalogue, tmp_path: Path, checkpoint_key: Path
 ) -> None:
     """The same cut made while the service runs (after its start-up check): its automatic checkpoint refuses to
-    vouch for the rewritten head."""
+    vouch for the rewritten head; the attribution it follows is logged, so it is returned, with the refusal."""
     data_dir = tmp_path / "served"
     shutil.copytree(ingested.data_dir, data_dir)
     copy = tmp_path / "served.sqlite"
@@ -319,8 +318,10 @@ def test_the_service_does_not_sign_a_log_cut_while_it_runs(
         service.attribute(uploads, AttributionParams(k=3), requester="t")
         before = witness.read_text()
         _delete(engine, [chain.load_requests(engine, limit=1, newest_first=True)[0].id])
-        with pytest.raises(ConflictError, match="contradicts the last checkpoint"):
-            service.attribute(uploads, AttributionParams(k=3), requester="t")
+        done = service.submit(uploads, AttributionParams(k=3), requester="t")
+        assert done.checkpoint_problem and "contradicts the last checkpoint" in done.checkpoint_problem
+        assert [service.attribution(a.request_id) for a in done.attributions] == done.attributions
+        assert service.checkpoint_failures == 1 and not service.verify().ok
     assert witness.read_text() == before
 
 
@@ -382,3 +383,38 @@ def test_a_fifo_as_checkpoint_or_export_file_is_refused_not_waited_on(
             result.stderr
             == f"error: {fifo}: is not a regular file (a pipe, socket or device); pass the path of a file\n"
         )
+
+
+def test_an_auditor_with_the_public_key_alone_verifies_checkpoints(
+    logged: tuple[Cli, Engine, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator hands out `audit public-key`; an auditor without the private key checks an export (or the DB)
+    against a checkpoint with it, and a checkpoint validly signed by another key fails."""
+    cli, _, out = logged
+    pem = cli("audit", "public-key").stdout
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----\n") and "PRIVATE" not in pem
+    public = tmp_path / "public.pem"
+    public.write_text(pem)
+    exported = tmp_path / "export.jsonl"
+    cli("audit", "export", str(exported))
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_KEY", str(tmp_path / "auditor" / "no-key.pem"))
+    given = ["--checkpoint", str(out), "--public-key", str(public)]
+    assert "holds" in cli("audit", "verify", "--file", str(exported), *given).stdout
+    assert "holds" in cli("audit", "verify", *given).stdout
+    assert not (tmp_path / "auditor").exists()  # no key was created on the auditor's side
+
+    forger, _ = signing_key(tmp_path / "forger.pem")
+    real = statement.parse(json.loads(out.read_text()))
+    forged = tmp_path / "forged.json"
+    forged.write_text(statement.sign(forger, real.db_identity, real.seq, real.head_hash, datetime.now(UTC)).line())
+    against = ["--checkpoint", str(forged), "--public-key", str(public)]
+    failed = cli("audit", "verify", "--file", str(exported), *against, code=1)
+    assert f"not by the public key in {public}" in failed.stderr
+    assert f"not by the public key in {public}" in cli("audit", "verify", *against, code=1).stderr
+
+    wrong = cli("audit", "verify", "--checkpoint", str(out), "--public-key", str(out), code=1)
+    assert wrong.stderr == (
+        f"error: {out}: not an Ed25519 public key in PEM; ask for the file `attribution-audit audit public-key` "
+        "prints\n"
+    )
+    assert "no checkpoint key here" in cli("audit", "public-key", code=1).stderr

@@ -353,6 +353,7 @@ EXAMPLE_ORDER = [
     ("audit", "show"),
     ("audit", "verify"),
     ("audit", "checkpoint"),
+    ("audit", "public-key"),
     ("audit", "verify-recall"),
     ("audit", "replay"),
     ("audit", "export"),

@@ -522,12 +522,51 @@ def test_per_image_k_beyond_the_request_limit_is_refused_in_one_line(
     labelled.write_text(f"path,artist,work_ids\n{eval_catalogue.queries[0].path},Ada,{works}\n")
     args = ["evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(tmp_path / "o")]
     result = cli(*args, code=1)
-    assert f"needs {MAX_K + 1} neighbours per query" in result.stderr and len(result.stderr.splitlines()) == 1
+    # No catalogue here holds that many works: the file is refused for its first unknown true work.
+    assert result.stderr == (
+        f"error: {labelled}:2: true work 'W0' is in no ingested catalogue ({MAX_K + 1} unknown work id(s) in the "
+        "file); fix its work_ids column, or ingest the catalogue that holds it first\n"
+    )
     assert not (tmp_path / "o").exists()
     # --k-max itself beyond the limit: said of --k-max (it blamed the queries' 8 true works).
     args = ["evaluate", "run", str(eval_catalogue.labelled), "--k-max", str(MAX_K + 1), *EMBEDDER]
     refused = cli(*args, "--out", str(tmp_path / "o"), code=2)
     assert "--k-max" in refused.output and str(MAX_K) in refused.output and "true works" not in refused.output
+
+
+def test_true_works_in_no_catalogue_are_refused_naming_the_file_line_and_id(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """A typo in work_ids would count every hit of that query as a miss: refused before anything is imported."""
+    cli.restore(ingested)
+    first, second = eval_catalogue.queries[:2]
+    labelled = tmp_path / "typo.csv"
+    labelled.write_text(
+        f"path,artist,work_ids\n{first.path},{first.artist},A0-W000\n{second.path},{second.artist},A0-W001;A0-W0O2\n"
+    )
+    args = ["evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(tmp_path / "o")]
+    assert cli(*args, code=1).stderr == (
+        f"error: {labelled}:3: true work 'A0-W0O2' is in no ingested catalogue (1 unknown work id(s) in the file); "
+        "fix its work_ids column, or ingest the catalogue that holds it first\n"
+    )
+    assert json.loads(cli("evaluate", "list", "--format", "json").stdout) == []  # no run, no query set used
+
+
+def test_a_run_whose_every_image_is_unreadable_fails_in_one_line(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    cli.restore(ingested)
+    (tmp_path / "a.png").write_bytes(b"not an image")
+    (tmp_path / "b.png").write_bytes(eval_catalogue.queries[0].path.read_bytes()[:100])  # cut short
+    labelled = tmp_path / "unreadable.csv"
+    labelled.write_text("path,artist\na.png,Ada\nb.png,Ada\n")
+    args = ["evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(tmp_path / "o")]
+    result = cli(*args, code=1)
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: none of the 2 labelled images could be read (the first: {tmp_path / 'a.png'}")
+    [run] = json.loads(cli("evaluate", "list", "--format", "json").stdout)
+    assert run["status"] == "failed" and f"evaluation run {run['id']} is marked failed" in line
+    assert not (tmp_path / "o").exists()
 
 
 def store_snapshot(cli: Cli) -> dict[str, object]:

@@ -778,7 +778,8 @@ def test_sigkilled_ingest_recovers_on_rerun(cli: Cli, tmp_path: Path) -> None:
         assert count(engine, WorkVersion) == CRASH_WORKS
         with Session(engine) as session:
             runs = session.scalars(select(IngestionRun).order_by(IngestionRun.id)).all()
-        assert [(r.status, r.finished_at is None) for r in runs] == [("running", True), ("completed", False)]
+        # The killed run's lease was free when the rerun started: marked interrupted (it used to stay running).
+        assert [(r.status, r.finished_at is None) for r in runs] == [("interrupted", False), ("completed", False)]
     finally:
         engine.dispose()
     store = EdgeStore(cli.data_dir / "qdrant", "works_efficientnet_lite0")

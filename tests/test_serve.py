@@ -201,7 +201,7 @@ def test_reading_endpoints(service: Service, demo_catalogue: DemoCatalogue) -> N
     verified = service.reader.get("/v1/audit/verify").json()
     assert verified["ok"] is True and verified["checked"] == len(seqs)
 
-    health = service.anonymous.get("/v1/health").json()
+    health = service.reader.get("/v1/health").json()
     assert health["status"] == "ok" and health["embedder"] == "efficientnet-lite0"
     assert health["vector_store"].startswith("qdrant-edge:")
     schema = service.anonymous.get("/openapi.json").json()

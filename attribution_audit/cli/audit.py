@@ -120,18 +120,14 @@ CheckpointFileOption = Annotated[
 ]
 
 
-def _checkpoint_rows(checks: list[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "seq": c.checkpoint.seq,
-            "time": c.checkpoint.time,
-            "db_identity": c.checkpoint.db_identity,
-            "key": c.checkpoint.key_fingerprint,
-            "ok": c.problem is None,
-            "problem": c.problem,
-        }
-        for c in checks
-    ]
+PublicKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--public-key",
+        help="The checkpoints must be signed by this public key (a PEM file from audit public-key): for auditors "
+        "without the private key; default: the installation's checkpoint key, if present.",
+    ),
+]
 
 
 def _say_checkpoints(checks: list[Any], table: bool) -> bool:
@@ -152,11 +148,12 @@ def audit_verify(
         Path | None, typer.Option("--file", help="Verify an export (audit export) instead of the database.")
     ] = None,
     checkpoint: CheckpointFileOption = None,
+    public_key: PublicKeyOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints;
-    exit 1 naming the first broken record or the checkpoint it contradicts (records removed, changed, reordered, or
-    another audit DB).
+    exit 1 naming the first broken record or the checkpoint it contradicts (records removed, changed, reordered,
+    another audit DB, or signed by another key).
 
     \b
     Example: attribution-audit audit verify --format json
@@ -166,7 +163,7 @@ def audit_verify(
     table = fmt is OutputFormat.table
     data: dict[str, Any]
     if file is not None:
-        checked, checks = verify_export(ctx.obj, file, checkpoint)
+        checked, checks = verify_export(ctx.obj, file, checkpoint, public_key)
         data = {
             "ok": checked.ok and all(c.problem is None for c in checks),
             "records": checked.records,
@@ -174,7 +171,7 @@ def audit_verify(
             "last_seq": checked.last_seq,
             "last_hash": checked.last_hash,
             "problem": checked.problem,
-            "checkpoints": _checkpoint_rows(checks),
+            "checkpoints": [check.as_json() for check in checks],
         }
         if not table:
             emit(fmt, data=data, rows=[data])
@@ -189,18 +186,10 @@ def audit_verify(
         if not _say_checkpoints(checks, table):
             raise typer.Exit(1)
         return
-    report, checks = verify_database(ctx.obj, audit_of(ctx.obj), checkpoint)
-    data = {
-        "ok": report.ok and all(c.problem is None for c in checks),
-        "records": report.checked,
-        "head_hash": report.head_hash,
-        "broken_seq": report.broken_seq,
-        "broken_request_id": report.broken_request_id,
-        "reason": report.reason,
-        "checkpoints": _checkpoint_rows(checks),
-    }
+    verification = verify_database(ctx.obj, audit_of(ctx.obj), checkpoint, public_key)
+    report = verification.report
     if not table:
-        emit(fmt, data=data, rows=[data])
+        emit(fmt, data=verification.as_json(), rows=[verification.as_json()])
     if not report.ok:
         typer.echo(
             f"chain BROKEN at seq {report.broken_seq} (request {report.broken_request_id}): {report.reason}; "
@@ -209,7 +198,8 @@ def audit_verify(
         )
     elif table:
         typer.echo(f"chain OK: {report.checked} records, head {report.head_hash}")
-    if not _say_checkpoints(checks, table) or not report.ok:
+    _say_checkpoints(verification.checkpoints, table)
+    if not verification.ok:
         raise typer.Exit(1)
 
 
@@ -229,6 +219,19 @@ def audit_checkpoint(
     signed = write_checkpoint(ctx.obj, audit_of(ctx.obj), out)
     say_signed(signed)
     typer.echo(signed.checkpoint.line())
+
+
+@app.command("public-key")
+def audit_public_key(ctx: typer.Context) -> None:
+    """Print the public key of the checkpoint key (PEM), to hand to auditors: with it and a checkpoint, they check
+    the log or an export without the private key (audit verify --public-key FILE).
+
+    \b
+    Example: attribution-audit audit public-key
+    """
+    from attribution_audit.services.checkpoints import public_key_pem
+
+    typer.echo(public_key_pem(ctx.obj), nl=False)
 
 
 @app.command("verify-recall")

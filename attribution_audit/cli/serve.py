@@ -20,7 +20,7 @@ def serve(
     ] = 16.0,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Serve the JSON API under /v1 (OpenAPI at /docs), /metrics and the web console until stopped.
+    """Serve the JSON API under /v1 (OpenAPI at /openapi.json), /metrics and the web console until stopped.
 
     Clients send `Authorization: Bearer KEY` with a key from `attribution-audit keys create NAME`.
 

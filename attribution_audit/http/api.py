@@ -1,4 +1,5 @@
-"""The JSON API under /v1 (OpenAPI at /openapi.json, docs at /docs), /metrics, and the errors as one-line JSON.
+"""The JSON API under /v1 (OpenAPI at /openapi.json; no /docs: nothing is loaded from a CDN), /metrics, and the
+errors as one-line JSON.
 
 Every route parses its input, calls the service, and returns what the CLI's ``--format json`` prints.
 
@@ -16,7 +17,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attribution_audit import __version__
-from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AttributionAuditError, DatabaseError
@@ -35,6 +35,7 @@ MAX_IMAGES = 64  # per request
 MAX_PAGE = 500
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024  # bytes per image
 MAX_SHOWN = 80  # characters of a refused value quoted in an error
+CHECKPOINT_HEADER = "X-Checkpoint-Problem"  # the automatic checkpoint after a request's attributions failed
 
 
 class ApiError(Exception):
@@ -66,6 +67,8 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
     """The service's ASGI app over an open :class:`AttributionService`; an image over ``max_upload_bytes``, or a
     request body over four times that, is refused before it is decoded."""
     app = FastAPI(
+        docs_url=None,  # no Swagger UI nor ReDoc: they load scripts from a CDN (offline, and an authenticated origin)
+        redoc_url=None,
         title="attribution-audit",
         version=__version__,
         description="Attribute generated images to catalogued works; every result is in the hash-chained audit log "
@@ -122,6 +125,7 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
     @app.post("/v1/attributions", tags=["attributions"])
     def attribute(
         who: Annotated[KeyHolder, Depends(writer)],
+        response: Response,
         images: Annotated[list[UploadFile], File(description="Generated image(s); repeat the field for several.")],
         k: Annotated[int, Form(description="Number of nearest works to attribute.")] = DEFAULTS.k,
         max_distance: Annotated[float | None, Form(description="Keep only works within this distance.")] = None,
@@ -130,7 +134,9 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         shares: Annotated[str, Form(description="equal or similarity.")] = DEFAULTS.shares,
     ) -> list[dict[str, Any]]:
         """Attribute the images; each result is returned once it is committed to the audit log (as
-        `attribute --format json` prints them)."""
+        `attribute --format json` prints them). When the automatic checkpoint after them fails, they are returned
+        all the same (they are logged: do not send them again) with the failure in the `X-Checkpoint-Problem`
+        header (also in the server's log and the `attribution_checkpoint_failures` metric)."""
         if len(images) > MAX_IMAGES:
             raise ApiError(413, f"{len(images)} images in one request: send at most {MAX_IMAGES}")
         try:
@@ -138,7 +144,10 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         uploads = [read_upload(upload) for upload in images]
-        return [result.as_json() for result in service.attribute(uploads, params, who.name)]
+        done = service.submit(uploads, params, who.name)
+        if done.checkpoint_problem:  # the results are logged: answered, with the failure beside them
+            response.headers[CHECKPOINT_HEADER] = done.checkpoint_problem.encode("ascii", "replace").decode()
+        return [result.as_json() for result in done.attributions]
 
     @app.get("/v1/attributions/{request_id}", tags=["attributions"])
     def show(request_id: str, _: Reader) -> dict[str, Any]:
@@ -174,24 +183,32 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
 
     @app.get("/v1/audit/verify", tags=["audit"])
     def verify(_: Reader) -> dict[str, Any]:
-        """Verify every hash and link of the audit chain now."""
+        """Verify every hash and link of the audit chain now, and compare it with the witness file's last checkpoint:
+        `ok` only when both hold (the verdict of `audit verify --format json`, which this answers, with `checked`
+        the number of records verified and `problem` the reason in one line)."""
         verification = service.verify()
         return {
             "verified_at": verification.at.isoformat(),
-            **_report(verification.report),
-            "checkpoints": [
-                {"seq": check.checkpoint.seq, "ok": check.problem is None, "problem": check.problem}
-                for check in verification.checkpoints
-            ],
+            **verification.as_json(),
+            "checked": verification.report.checked,
+            "problem": verification.problem,
         }
 
     @app.get("/v1/health", tags=["service"])
-    def health() -> JSONResponse:
-        """Whether the audit database answers, and which store and model the service holds (no key needed)."""
+    def health(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> JSONResponse:
+        """Whether the audit database answers: `{"status": "ok"}` (200) or `{"status": "unavailable"}` (503), for
+        load balancers (no key needed); with a key, also the database, schema, vector store and embedder. Nothing
+        more is said while the database is down: the key cannot be checked then."""
         try:
-            return JSONResponse({"status": "ok", **service.health()})
-        except DatabaseError as exc:
-            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+            details = service.health()
+        except DatabaseError:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        if credentials is None:
+            return JSONResponse({"status": "ok"})
+        holder(credentials)  # an unknown key is refused (401), not answered as anonymous
+        return JSONResponse({"status": "ok", **details})
 
     @app.get("/metrics", tags=["service"], include_in_schema=False)
     def prometheus() -> Response:
@@ -209,14 +226,3 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
 
 def _next_cursor(page: list[Attribution], limit: int) -> str | None:
     return str(page[-1].seq) if len(page) == limit else None
-
-
-def _report(report: ChainReport) -> dict[str, Any]:
-    return {
-        "ok": report.ok,
-        "checked": report.checked,
-        "head_hash": report.head_hash,
-        "broken_request_id": report.broken_request_id,
-        "broken_seq": report.broken_seq,
-        "reason": report.reason,
-    }

@@ -1,7 +1,7 @@
 """The web console under /console: server-rendered pages (the shared templates of reporting/) for anyone with a key.
 
-Signing in (a form, or ``/console/login?key=KEY`` once) exchanges the key for a session cookie (HttpOnly,
-SameSite=Lax, kept in memory for :data:`SESSION_HOURS`); every page is a plain GET with no script, and the
+Signing in (the form, posted: a key in the address, ``?key=``, is refused) exchanges the key for a session cookie
+(HttpOnly, SameSite=Lax, kept in memory for :data:`SESSION_HOURS`); every page is a plain GET with no script, and the
 one form that changes something (verify now) carries a token derived from the session (against cross-site posts).
 
 Not ``from __future__ import annotations``: FastAPI reads the routes' annotations.
@@ -30,6 +30,9 @@ from attribution_audit.store.keys import KeyHolder
 COOKIE = "attribution_audit_session"
 SESSION_HOURS = 8
 TIMELINE_DAYS = 31
+KEY_IN_ADDRESS = (
+    "a key in the address (?key=) is refused: addresses stay in browser history and proxy logs; sign in with this form"
+)
 COLOURS = ("#3b6ea8", "#e07b39", "#5aa469", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
 
 
@@ -139,8 +142,10 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
         return who
 
     @app.get("/console/login", include_in_schema=False)
-    def login_form(request: Request, key: str | None = None, next: str = "/console/") -> Response:
-        return sign_in(request, key, next) if key else login_page(next)
+    def login_form(key: str | None = None, next: str = "/console/") -> Response:
+        if key is not None:  # refused, and never echoed or logged: the address is already in history and logs
+            return login_page(next, KEY_IN_ADDRESS, 400)
+        return login_page(next)
 
     @app.post("/console/login", include_in_schema=False)
     def login(request: Request, key: Annotated[str, Form()], next: Annotated[str, Form()] = "/console/") -> Response:

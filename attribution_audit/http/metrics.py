@@ -41,6 +41,12 @@ class Metrics:
             registry=self.registry,
         )
         recording.set_function(lambda: service.record_seconds)
+        failures = Gauge(
+            "attribution_checkpoint_failures",
+            "Automatic checkpoints that failed after their attributions were committed (see the server's log)",
+            registry=self.registry,
+        )
+        failures.set_function(lambda: service.checkpoint_failures)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,5 +19,7 @@ def serve(
 ) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM finish the requests in flight; the caller then closes the service)."""
     app = create_app(service, max_upload_bytes=max_upload_bytes)
-    announce(f"serving on http://{host}:{port} (console at /console/, API docs at /docs; stop with Ctrl-C)")
+    announce(
+        f"serving on http://{host}:{port} (console at /console/, OpenAPI schema at /openapi.json; stop with Ctrl-C)"
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

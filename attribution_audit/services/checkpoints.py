@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
     PrivateFormat,
+    PublicFormat,
     load_pem_private_key,
+    load_pem_public_key,
 )
 
 from attribution_audit.config import Settings
@@ -56,6 +60,52 @@ class CheckpointCheck:
 
     checkpoint: Checkpoint
     problem: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        c = self.checkpoint
+        stated = {"seq": c.seq, "time": c.time, "db_identity": c.db_identity, "key": c.key_fingerprint}
+        return {**stated, "ok": self.problem is None, "problem": self.problem}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The verdict of ``audit verify`` on the audit DB (the CLI's, the service's and the console's): the chain's
+    verification and its comparison with checkpoints, made at ``at``. ``ok`` only when the chain verifies and every
+    checkpoint agrees."""
+
+    at: datetime
+    report: ChainReport
+    checkpoints: list[CheckpointCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok and all(check.problem is None for check in self.checkpoints)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the log fails, in one line (the broken record, else the first contradicted checkpoint); None if ok."""
+        report = self.report
+        if not report.ok:
+            return f"chain broken at seq {report.broken_seq} (request {report.broken_request_id}): {report.reason}"
+        failed = next((check for check in self.checkpoints if check.problem), None)
+        if failed is None:
+            return None
+        return (
+            f"the log contradicts checkpoint seq {failed.checkpoint.seq} of {failed.checkpoint.time}: {failed.problem}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``audit verify --format json`` prints."""
+        report = self.report
+        return {
+            "ok": self.ok,
+            "records": report.checked,
+            "head_hash": report.head_hash,
+            "broken_seq": report.broken_seq,
+            "broken_request_id": report.broken_request_id,
+            "reason": report.reason,
+            "checkpoints": [check.as_json() for check in self.checkpoints],
+        }
 
 
 # -- files -------------------------------------------------------------------------------------------------------
@@ -94,10 +144,48 @@ def signing_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
     return key, True
 
 
-def trusted_public_key(settings: Settings) -> str | None:
-    """The public key (hex) of the configured signing key, None when there is no key file here."""
+@dataclass(frozen=True)
+class TrustedKey:
+    """The public key (hex) that checkpoints must be signed with, and what it is, for messages."""
+
+    hex: str
+    source: str
+
+
+def trusted_key(settings: Settings, public_key: Path | None = None) -> TrustedKey | None:
+    """The public key of ``public_key`` (a PEM file, as ``audit public-key`` prints it: an auditor without the
+    private key), else of the configured signing key; None when neither is given nor present."""
+    if public_key is not None:
+        return TrustedKey(_read_public_key(public_key), f"the public key in {public_key}")
     path = settings.resolved_checkpoint_key
-    return statement.public_key_hex(_load_key(path).public_key()) if path.exists() else None
+    if not path.exists():
+        return None
+    return TrustedKey(statement.public_key_hex(_load_key(path).public_key()), "this installation's checkpoint key")
+
+
+def _read_public_key(path: Path) -> str:
+    try:
+        key = load_pem_public_key(path.read_bytes())
+    except OSError as exc:
+        raise AttributionAuditError(f"{path}: cannot read the public key ({exc.strerror})") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, Ed25519PublicKey):
+        raise AttributionAuditError(
+            f"{path}: not an Ed25519 public key in PEM; ask for the file `attribution-audit audit public-key` prints"
+        )
+    return statement.public_key_hex(key)
+
+
+def public_key_pem(settings: Settings) -> str:
+    """The PEM of the configured signing key's public key, to hand to auditors (who check with ``--public-key``)."""
+    path = settings.resolved_checkpoint_key
+    if not path.exists():
+        raise AttributionAuditError(
+            f"{path}: no checkpoint key here; sign one with `attribution-audit audit checkpoint` first, or set "
+            "ATTRIBUTION_AUDIT_CHECKPOINT_KEY to the key's path"
+        )
+    return _load_key(path).public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def read_checkpoints(path: Path) -> list[Checkpoint]:
@@ -191,7 +279,7 @@ def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = N
         )
     previous = last_witnessed(settings)
     if previous is not None:
-        check = _check_db(settings, audit, previous, report)
+        check = _check_db(audit, previous, report, trusted_key(settings))
         if check.problem:
             raise ConflictError(
                 f"the log contradicts the last checkpoint in {settings.resolved_witness_file}: {check.problem}; "
@@ -222,22 +310,22 @@ def _older_than(settings: Settings, minutes: int) -> bool:
 
 
 # -- checking ----------------------------------------------------------------------------------------------------
-def _key_problem(trusted: str | None, checkpoint: Checkpoint) -> str | None:
+def _key_problem(trusted: TrustedKey | None, checkpoint: Checkpoint) -> str | None:
     if not checkpoint.signature_ok():
         return "its signature does not verify (the statement was altered)"
-    if trusted is not None and checkpoint.public_key != trusted:
+    if trusted is not None and checkpoint.public_key != trusted.hex:
         return (
-            f"it is signed by key {checkpoint.key_fingerprint}, not by this installation's checkpoint key "
-            f"{statement.key_fingerprint(trusted)}"
+            f"it is signed by key {checkpoint.key_fingerprint}, not by {trusted.source} "
+            f"{statement.key_fingerprint(trusted.hex)}"
         )
     return None
 
 
-def _contradiction(settings: Settings, audit: AuditStore, checkpoint: Checkpoint) -> str | None:
+def _contradiction(audit: AuditStore, checkpoint: Checkpoint, trusted: TrustedKey | None) -> str | None:
     """Why the audit DB contradicts a checkpoint (its key, the DB's identity, the checkpointed record's stored hash);
     None when it agrees. The chain itself is not verified here."""
     held = audit.checkpoints.hash_at(checkpoint.seq) if checkpoint.seq else None
-    return _key_problem(trusted_public_key(settings), checkpoint) or statement.compare_head(
+    return _key_problem(trusted, checkpoint) or statement.compare_head(
         checkpoint,
         audit.checkpoints.identity(),
         held,
@@ -250,7 +338,7 @@ def _refuse_contradicted(settings: Settings, audit: AuditStore, outcome: str) ->
     tail, or rewritten): appending would reuse the checkpointed seqs and the next checkpoint would vouch for the
     rewrite."""
     last = last_witnessed(settings)
-    problem = None if last is None else _contradiction(settings, audit, last)
+    problem = None if last is None else _contradiction(audit, last, trusted_key(settings))
     if problem:
         raise ConflictError(
             f"the audit log {audit.url} contradicts the last checkpoint in {settings.resolved_witness_file}: "
@@ -258,23 +346,24 @@ def _refuse_contradicted(settings: Settings, audit: AuditStore, outcome: str) ->
         )
 
 
-def _check_db(settings: Settings, audit: AuditStore, checkpoint: Checkpoint, report: ChainReport) -> CheckpointCheck:
-    problem = _contradiction(settings, audit, checkpoint)
+def _check_db(
+    audit: AuditStore, checkpoint: Checkpoint, report: ChainReport, trusted: TrustedKey | None
+) -> CheckpointCheck:
+    problem = _contradiction(audit, checkpoint, trusted)
     if problem is None and not report.ok and report.broken_seq is not None and report.broken_seq <= checkpoint.seq:
         problem = f"checkpointed record seq {report.broken_seq} no longer verifies ({report.reason})"
     return CheckpointCheck(checkpoint, problem)
 
 
 def check_database(
-    settings: Settings, audit: AuditStore, checkpoints: Sequence[Checkpoint], report: ChainReport
+    audit: AuditStore, checkpoints: Sequence[Checkpoint], report: ChainReport, trusted: TrustedKey | None
 ) -> list[CheckpointCheck]:
     """Each checkpoint compared with the audit DB whose chain verification is ``report``."""
-    return [_check_db(settings, audit, checkpoint, report) for checkpoint in checkpoints]
+    return [_check_db(audit, checkpoint, report, trusted) for checkpoint in checkpoints]
 
 
-def check_export(settings: Settings, path: Path, checkpoints: Sequence[Checkpoint]) -> list[CheckpointCheck]:
+def check_export(path: Path, checkpoints: Sequence[Checkpoint], trusted: TrustedKey | None) -> list[CheckpointCheck]:
     """Each checkpoint compared with an export file (which must hold the checkpointed record)."""
-    trusted = trusted_public_key(settings)
     identity = export.export_identity(path)
     checks = []
     for checkpoint in checkpoints:
@@ -344,25 +433,29 @@ def guard_witness(settings: Settings, audit: AuditStore) -> Signed | None:
 
 # -- the use cases of `audit verify` -------------------------------------------------------------------------------
 def verify_database(
-    settings: Settings, audit: AuditStore, checkpoint_file: Path | None
-) -> tuple[ChainReport, list[CheckpointCheck]]:
+    settings: Settings, audit: AuditStore, checkpoint_file: Path | None = None, public_key: Path | None = None
+) -> Verification:
     """The chain's verification, and the comparison with the checkpoints of ``checkpoint_file`` (by default: the
-    witness file's last checkpoint, when there is a witness file). The chain's outcome is remembered for
+    witness file's last checkpoint, when there is a witness file), which must be signed by the key of
+    ``public_key`` (by default: the configured signing key, when present). The chain's outcome is remembered for
     ``report summary`` (where this user may write)."""
+    trusted = trusted_key(settings, public_key)
     report = verify_chain(audit)
     if checkpoint_file is not None:
         checkpoints = read_checkpoints(checkpoint_file)
     else:
         last = last_witnessed(settings)
         checkpoints = [] if last is None else [last]
-    return report, check_database(settings, audit, checkpoints, report)
+    return Verification(datetime.now(UTC), report, check_database(audit, checkpoints, report, trusted))
 
 
 def verify_export(
-    settings: Settings, path: Path, checkpoint_file: Path | None
+    settings: Settings, path: Path, checkpoint_file: Path | None, public_key: Path | None = None
 ) -> tuple[export.ExportReport, list[CheckpointCheck]]:
-    """An export's own verification, and its comparison with the checkpoints of ``checkpoint_file``."""
+    """An export's own verification, and its comparison with the checkpoints of ``checkpoint_file`` (signed by the
+    key of ``public_key``, by default the configured signing key, when present)."""
+    trusted = trusted_key(settings, public_key)
     report = export.verify_export(path)
     if checkpoint_file is None or not report.ok:
         return report, []
-    return report, check_export(settings, path, read_checkpoints(checkpoint_file))
+    return report, check_export(path, read_checkpoints(checkpoint_file), trusted)

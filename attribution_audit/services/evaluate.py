@@ -36,6 +36,13 @@ def import_query_set(audit: AuditStore, source: str | Path, name: str | None = N
             )
         return stored
     queries = read_labelled(path)
+    unknown = audit.catalogue.unknown_work_ids([w for query in queries for w in query.work_ids])
+    if unknown:
+        line, work = next((q.line, w) for q in queries for w in q.work_ids if w in unknown)
+        raise ManifestError(
+            f"{path}:{line}: true work {work!r} is in no ingested catalogue ({len(unknown)} unknown work id(s) in "
+            "the file); fix its work_ids column, or ingest the catalogue that holds it first"
+        )
     return audit.evaluations.import_query_set(name or path.stem, str(path.resolve()), sha256_file(path), queries)
 
 
@@ -83,7 +90,7 @@ def run_evaluation(
     searching = space_named(space)
     for base in searching.bases:
         attributor.exact_index(exact, base)  # built (or loaded) once, outside the per-query timing
-    failed = 0
+    failed, first_error = 0, ""
     for start in tqdm(range(0, len(queries), batch_size), desc="evaluate", unit="batch", disable=None, leave=False):
         batch = queries[start : start + batch_size]
         loaded, results = [], []
@@ -92,6 +99,7 @@ def run_evaluation(
                 loaded.append((query, load_image(query.path, target_size=224)))
             except ImageError as exc:
                 failed += 1
+                first_error = first_error or str(exc)
                 results.append(QueryResult(labelled_query_id=query.id, error=str(exc)))
         vectors = attributor.embed([image.image for _, image in loaded], space) if loaded else []
         for (query, image), vector in zip(loaded, vectors, strict=True):
@@ -116,6 +124,13 @@ def run_evaluation(
                 )
             )
         audit.evaluations.add_results(run_id, results)
+    if queries and failed == len(queries):
+        reason = (
+            f"none of the {failed} labelled images could be read (the first: {first_error}); "
+            f"evaluation run {run_id} is marked failed: fix the image paths of the labelled queries"
+        )
+        audit.evaluations.fail_run(run_id, reason)
+        raise ImageError(reason)
     metrics = compute_metrics(audit, run_id)
     audit.evaluations.finish_run(run_id, metrics)
     return EvaluationSummary(run_id, len(queries), failed, metrics)

@@ -5,6 +5,7 @@ while the next batch is being embedded. A caller gets its results only once they
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -15,19 +16,17 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from attribution_audit.config import Settings
-from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import ImageError
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.audit_log import browse_attributions, get_attribution, shares_over_time
-from attribution_audit.services.checkpoints import CheckpointCheck, auto_checkpoint, guard_witness, verify_database
+from attribution_audit.services.checkpoints import Verification, auto_checkpoint, guard_witness, verify_database
 from attribution_audit.services.wiring import open_attributor, open_audit
 from attribution_audit.sources.images import LoadedImage, decode_image, printable_path, read_image_file
 from attribution_audit.store.audit_store import AuditStore
@@ -37,6 +36,7 @@ DEFAULT_MAX_BATCH = 32  # images embedded in one forward pass at most
 HOLD_WAIT_S = 10.0  # how long a starting service waits for a shard another process holds
 UPLOADS_DIR = "uploads"  # under the data dir: every attributed upload, named by its sha256
 KEPT_SUFFIX = re.compile(r"\.[a-z0-9]{1,9}")  # and its extension, if a plain one
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,22 +52,21 @@ class Upload:
         return cls(printable_path(path), read_image_file(path))
 
 
+@dataclass(frozen=True)
+class Attributed:
+    """A request's committed attributions, and why the automatic checkpoint after them failed, if it did (they are
+    in the log all the same: a client must not send them again)."""
+
+    attributions: list[Attribution]
+    checkpoint_problem: str | None = None
+
+
 @dataclass
 class _Job:
     images: list[tuple[str, LoadedImage]]  # (recorded path, decoded image)
     params: AttributionParams
     requester: str
-    done: Future[list[Attribution]] = field(default_factory=Future)
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The latest verification of the chain the service ran, and when; ``checkpoints``: the witness file's last
-    checkpoint compared with the log (empty without a witness file)."""
-
-    at: datetime
-    report: ChainReport
-    checkpoints: list[CheckpointCheck] = field(default_factory=list)
+    done: Future[Attributed] = field(default_factory=Future)
 
 
 class AttributionService:
@@ -93,6 +92,7 @@ class AttributionService:
         self.batches = 0
         self.embed_seconds = 0.0  # the embedder's busy time since start
         self.record_seconds = 0.0  # the recorder's busy time (search, re-rank, exact check, audit write)
+        self.checkpoint_failures = 0  # automatic checkpoints that failed after their records were committed
         self.last_verification: Verification | None = None
         self._embedded: queue.Queue[tuple[_Job, list[QueryVectors]] | None] = queue.Queue()
         self._workers = (
@@ -134,6 +134,13 @@ class AttributionService:
     ) -> list[Attribution]:
         """Each upload's committed attribution, in order (``requester`` defaults to the settings' requester). Every
         upload is decoded first: one that cannot be used is an ImageError naming it, and nothing is attributed."""
+        return self.submit(uploads, params, requester).attributions
+
+    def submit(
+        self, uploads: Sequence[Upload], params: AttributionParams | None = None, requester: str | None = None
+    ) -> Attributed:
+        """As :meth:`attribute`, with the failure of the automatic checkpoint that followed, if any (logged, and
+        counted in :attr:`checkpoint_failures`)."""
         params = params or AttributionParams()
         requester = requester or self.attributor.requester
         decoded = [decode_image(u.data, Path(u.name), target_size=224) for u in uploads]
@@ -212,17 +219,29 @@ class AttributionService:
                     )
                     for (path, image), query in zip(job.images, queries, strict=True)
                 ]
-                for attribution in results:
-                    auto_checkpoint(self.settings, self.audit, attribution)
             except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
                 self.record_seconds += time.perf_counter() - started
                 self._finish(job, exc)
-            else:
-                self.record_seconds += time.perf_counter() - started
-                self.attributed += len(results)
-                self._finish(job, results)
+                continue
+            self.attributed += len(results)
+            problem = self._checkpoint(results)
+            self.record_seconds += time.perf_counter() - started
+            self._finish(job, Attributed(results, problem))
 
-    def _finish(self, job: _Job, outcome: list[Attribution] | BaseException) -> None:
+    def _checkpoint(self, results: list[Attribution]) -> str | None:
+        """The automatic checkpoints due after these committed records; why they failed, if they did (logged and
+        counted, never the request's failure: its records are in the log)."""
+        try:
+            for attribution in results:
+                auto_checkpoint(self.settings, self.audit, attribution)
+        except Exception as exc:
+            self.checkpoint_failures += 1
+            problem = f"the automatic checkpoint after seq {results[-1].seq} failed: {exc}"
+            logger.error("%s; the attributions are logged; run `attribution-audit audit checkpoint`", problem)
+            return problem
+        return None
+
+    def _finish(self, job: _Job, outcome: Attributed | BaseException) -> None:
         with self._lock:
             self._pending -= len(job.images)
         if isinstance(outcome, BaseException):
@@ -244,9 +263,9 @@ class AttributionService:
         return shares_over_time(self.audit, period)
 
     def verify(self) -> Verification:
-        """Verify the whole chain now; remembered as the latest verification."""
-        report, checkpoints = verify_database(self.settings, self.audit, None)
-        self.last_verification = Verification(datetime.now(UTC), report, checkpoints)
+        """Verify the whole chain and compare it with the witness file's last checkpoint now, as ``audit verify``
+        does (the same verdict); remembered as the latest verification."""
+        self.last_verification = verify_database(self.settings, self.audit)
         return self.last_verification
 
     def health(self) -> dict[str, str]:

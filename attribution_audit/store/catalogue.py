@@ -3,7 +3,7 @@ and what the consistency check compares with the vector store. Every query on th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from attribution_audit.errors import ConflictError, NotFoundError
+from attribution_audit.store import runs
 from attribution_audit.store.database import insert_or_ignore, read_scope, session_scope, upsert
 from attribution_audit.store.models import (
     Artist,
@@ -22,6 +23,9 @@ from attribution_audit.store.models import (
     WorkVersion,
     utcnow,
 )
+
+TABLE = IngestionRun.__tablename__
+ID_BATCH = 500  # ids per IN (...) list
 
 
 class WorksRecordedMeanwhile(ConflictError):
@@ -120,7 +124,10 @@ class CatalogueRepository:
         embedder_fingerprint: str,
         requester: str,
     ) -> tuple[int, int]:
-        """Create the catalogue if new and an ingestion run; (run id, catalogue id)."""
+        """Create the catalogue if new and an ingestion run, whose lease this process holds until
+        :meth:`finish_ingestion` (the runs of killed processes are marked ``interrupted`` first); (run id, catalogue
+        id)."""
+        runs.sweep(self.engine, TABLE)
         with session_scope(self.engine) as session:
             catalogue_id = _catalogue_created(session, catalogue)
             run = IngestionRun(
@@ -134,6 +141,7 @@ class CatalogueRepository:
             )
             session.add(run)
             session.flush()
+            runs.hold(self.engine, TABLE, run.id)
             return run.id, catalogue_id
 
     def finish_ingestion(self, run_id: int, counts: RunCounts) -> None:
@@ -142,6 +150,16 @@ class CatalogueRepository:
             run.added, run.updated, run.unchanged = counts.added, counts.updated, counts.unchanged
             run.withdrawn, run.failed, run.finished_at = counts.withdrawn, counts.failed, utcnow()
             run.failures_path, run.status = counts.failures_path, counts.status
+        runs.release(self.engine, TABLE, run_id)
+
+    def unknown_work_ids(self, work_ids: Collection[str]) -> set[str]:
+        """The ids among ``work_ids`` that no catalogue holds (withdrawn works are held)."""
+        wanted, found = sorted(set(work_ids)), set[str]()
+        with read_scope(self.engine) as session:
+            for start in range(0, len(wanted), ID_BATCH):
+                batch = wanted[start : start + ID_BATCH]
+                found.update(session.scalars(select(Work.work_id).where(Work.work_id.in_(batch)).distinct()))
+        return set(wanted) - found
 
     def known_works(self, catalogue_id: int, collection: str, work_ids: Sequence[str]) -> dict[str, KnownWork]:
         """The catalogue's works among ``work_ids``, with their embedding in ``collection`` (one query)."""

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 from attribution_audit.domain.confidence import FEATURES, LogisticModel
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import ManifestError, NotFoundError
+from attribution_audit.store import runs
 from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.models import (
     AttributionNeighbour,
@@ -26,6 +27,7 @@ from attribution_audit.store.models import (
 )
 
 NEIGHBOUR_PAGE = 500
+TABLE = EvaluationRun.__tablename__
 
 
 class LabelledLike(Protocol):
@@ -153,7 +155,9 @@ class EvaluationRepository:
         settings: dict[str, Any],
         metrics: dict[str, Any] | None = None,
     ) -> int:
-        """A new run (``running``; ``completed`` at once when its metrics are given)."""
+        """A new run (``running``, its lease held by this process until :meth:`finish_run`, the runs of killed
+        processes marked ``interrupted`` first; ``completed`` at once when its metrics are given)."""
+        runs.sweep(self.engine, TABLE)
         with session_scope(self.engine) as session:
             run = EvaluationRun(
                 kind=kind,
@@ -169,6 +173,8 @@ class EvaluationRepository:
             session.flush()
             if metrics is not None:
                 run.metrics = {**metrics, "run_id": run.id}
+            else:
+                runs.hold(self.engine, TABLE, run.id)
             return run.id
 
     def add_results(self, run_id: int, results: Sequence[QueryResult]) -> None:
@@ -191,6 +197,14 @@ class EvaluationRepository:
         with session_scope(self.engine) as session:
             run = session.get_one(EvaluationRun, run_id)
             run.metrics, run.status, run.finished_at = metrics, "completed", utcnow()
+        runs.release(self.engine, TABLE, run_id)
+
+    def fail_run(self, run_id: int, reason: str) -> None:
+        """Record that the run stopped without results (status ``failed``, the reason in its metrics)."""
+        with session_scope(self.engine) as session:
+            run = session.get_one(EvaluationRun, run_id)
+            run.metrics, run.status, run.finished_at = {"run_id": run_id, "error": reason}, "failed", utcnow()
+        runs.release(self.engine, TABLE, run_id)
 
     def run(self, run_id: int, kind: str | None = "attribution") -> RunInfo:
         """A run of that kind (of any kind when None); NotFoundError otherwise."""
@@ -201,8 +215,12 @@ class EvaluationRepository:
             return _run_info(run)
 
     def runs(self) -> list[RunInfo]:
+        """Every run, oldest first, once the runs of killed processes are marked ``interrupted``."""
+        shown = runs.sweep(self.engine, TABLE)
         with read_scope(self.engine) as session:
-            return [_run_info(r) for r in session.scalars(select(EvaluationRun).order_by(EvaluationRun.id))]
+            return [
+                _run_info(r, shown.get(r.id)) for r in session.scalars(select(EvaluationRun).order_by(EvaluationRun.id))
+            ]
 
     def logged_results(self, run_id: int) -> list[LoggedResult]:
         """The run's successful results with their labels and logged neighbours, in query order."""
@@ -323,8 +341,8 @@ def _stored(row: LabelledQueryRecord) -> StoredQuery:
     return StoredQuery(row.id, row.path, row.artist, tuple(row.work_ids or ()), row.subset)
 
 
-def _run_info(run: EvaluationRun) -> RunInfo:
-    return RunInfo(run.id, run.kind, run.status, as_utc(run.created_at), run.embedder_name, run.settings)
+def _run_info(run: EvaluationRun, shown: str | None = None) -> RunInfo:
+    return RunInfo(run.id, run.kind, shown or run.status, as_utc(run.created_at), run.embedder_name, run.settings)
 
 
 def _model(row: CalibrationModel) -> LogisticModel:

@@ -1,0 +1,107 @@
+"""Runs of killed processes: an ingestion or evaluation run whose process was killed (SIGKILL: nothing of it can
+clean up) is shown ``interrupted`` when runs are listed or a new run starts; a run whose process is alive stays
+``running``; on SQLite and PostgreSQL (where the process might be on another machine: its lease is the proof)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import Cli
+from sqlalchemy import select
+
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.models import IngestionRun
+
+# A process that starts an evaluation run and an ingestion run through the store, as `evaluate run` and `ingest` do,
+# prints their ids, and works on them until killed.
+OWNER = """
+import sys, time
+from attribution_audit.store.audit_store import AuditStore
+audit = AuditStore.open(sys.argv[1])
+name = sys.argv[2]
+query_set = audit.evaluations.import_query_set(name, name + ".csv", "0" * 64, [])
+run = audit.evaluations.start_run(
+    kind="attribution", requester=name, query_set_id=query_set, embedder_name="e", collection="c", settings={}
+)
+ingestion, _ = audit.catalogue.start_ingestion(
+    name, source_format="csv", manifest_path=name + ".csv", manifest_sha256="0" * 64, collection="c",
+    embedder_fingerprint="e", requester=name,
+)
+print(run, ingestion, flush=True)
+time.sleep(600)
+"""
+
+
+@contextmanager
+def owner(url: str, name: str) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
+    process = subprocess.Popen([sys.executable, "-c", OWNER, url, name], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        run, ingestion = (int(part) for part in process.stdout.readline().split())
+        yield process, run, ingestion
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def _evaluation_statuses(cli: Cli) -> dict[int, str]:
+    return {run["id"]: run["status"] for run in json.loads(cli("evaluate", "list", "--format", "json").stdout)}
+
+
+def _ingestion_statuses(audit: AuditStore) -> dict[int, str]:
+    with audit.engine.connect() as connection:
+        return dict(connection.execute(select(IngestionRun.id, IngestionRun.status)).tuples().all())
+
+
+def _start_ingestion(audit: AuditStore) -> int:
+    source = {"source_format": "csv", "manifest_path": "mine.csv", "manifest_sha256": "0" * 64}
+    run, _ = audit.catalogue.start_ingestion("mine", **source, collection="c", embedder_fingerprint="e", requester="t")
+    return run
+
+
+def test_a_killed_run_is_interrupted_and_a_live_one_stays_running(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    cli = cli_on(migrated_url)
+    audit = AuditStore.open(migrated_url)
+    try:
+        with owner(migrated_url, "killed") as (dead, dead_run, dead_ingestion), owner(migrated_url, "alive") as live:
+            _, live_run, live_ingestion = live
+            _kill(dead)
+            listed = _evaluation_statuses(cli)
+            assert listed[dead_run] == "interrupted" and listed[live_run] == "running"
+            assert _ingestion_statuses(audit)[dead_ingestion] == "running"  # not yet looked at
+            mine = _start_ingestion(audit)  # a new ingestion run marks the dead one
+            statuses = _ingestion_statuses(audit)
+            assert statuses[dead_ingestion] == "interrupted" and statuses[live_ingestion] == "running"
+            assert statuses[mine] == "running"
+            _kill(live[0])
+        assert set(_evaluation_statuses(cli).values()) == {"interrupted"}
+        assert _start_ingestion(audit) > mine
+        statuses = _ingestion_statuses(audit)
+        assert statuses[live_ingestion] == "interrupted" and statuses[mine] == "running"  # this process is alive
+    finally:
+        audit.close()
+
+
+def test_a_sqlite_run_without_a_lease_is_not_called_dead(cli_on: Callable[[str], Cli], tmp_path: Path) -> None:
+    """A run whose lease file is gone (started before leases existed) cannot be proved dead: shown as unconfirmed."""
+    url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    cli = cli_on(url)
+    cli("db", "upgrade")
+    with owner(url, "old") as (process, run, _):
+        (tmp_path / "audit.sqlite.runs" / f"evaluation_runs-{run}.lock").unlink()
+        _kill(process)
+        status = _evaluation_statuses(cli)[run]
+    assert status.startswith("running (unconfirmed: no lease; started ")
