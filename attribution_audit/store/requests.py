@@ -110,6 +110,7 @@ def to_attribution(record: StoredRequest) -> Attribution:
         evaluation_run_id=r.get("evaluation_run_id"),
         copy_of=m.get("copy_of"),
         copy_score=m.get("copy_score"),
+        agreement=_optional(m.get("agreement")),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash,
     )
 
@@ -192,6 +193,7 @@ class RequestRepository:
             "confidence_model": draft.confidence_model,
             "copy_of": outcome.copy_of,
             "copy_score": outcome.copy_score,
+            "agreement": outcome.features.get("agreement"),
         }
         return to_attribution(chain.append_rows(self.engine, request, neighbours, shares, metrics))
 
