@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchlib import markers, provenance, write_section
+from benchlib import provenance, publish
 
 from attribution_audit.config import load_settings
 from attribution_audit.domain.params import AttributionParams
@@ -68,9 +68,7 @@ def main() -> None:
         f"| embedding (content alone / content and style, one pass) | {median['embed']:.1f} | "
         f"{median['embed + style']:.1f} | {median['embed + style'] / median['embed']:.2f} |",
     ]
-    start, end = markers(NAME)
-    write_section(args.out, NAME, "\n".join([start, *lines, end, ""]))
-    print("\n".join(lines))
+    publish(args.out, NAME, lines)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from benchlib import markers, provenance, write_section
+from benchlib import provenance, publish
 
 from attribution_audit.config import load_settings
 from attribution_audit.domain.params import AttributionParams
@@ -149,9 +149,7 @@ def main() -> None:
         f"Fit of a learned space on {args.fit_works} works x 1356-d (style), 100 artists: one LDA {one:.1f} s; "
         f"validation (content groups, 4 shrinkages) and the final fit {full:.1f} s.",
     ]
-    start, end = markers(NAME)
-    write_section(args.out, NAME, "\n".join([start, *lines, end, ""]))
-    print("\n".join(lines))
+    publish(args.out, NAME, lines)
 
 
 if __name__ == "__main__":
