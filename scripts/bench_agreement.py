@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from benchlib import provenance, publish
@@ -23,6 +26,14 @@ from attribution_audit.sources.images import load_image
 from attribution_audit.sources.labelled import read_labelled
 
 NAME = "bench_agreement"
+
+
+def _timed(into: list[float], step: Callable[[], Any]) -> Any:
+    """Run ``step``, append its wall time to ``into``, return its result."""
+    started = time.perf_counter()
+    result = step()
+    into.append(time.perf_counter() - started)
+    return result
 
 
 def main() -> None:
@@ -40,20 +51,20 @@ def main() -> None:
         images = [load_image(q.path, target_size=224).image for q in queries]
         assert attributor.embedder is not None and attributor.style_embedder is not None
         attributor.style_embedder.embed_both(images[:2])  # warm up
-        for image in images:  # interleaved: each pair on the same image, one after the other
-            started = time.perf_counter()
-            (content,) = attributor.embedder.embed([image])
-            times["embed"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            style = attributor.style_embedder.embed_both([image])[1][0]
-            times["embed + style"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            alone = attributor.compute(QueryVectors(content), params)
-            times["search"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            agreed = attributor.compute(QueryVectors(content, style), params)
-            times["search + agreement"].append(time.perf_counter() - started)
-            assert alone.features["agreement"] is None and agreed.features["agreement"] is not None
+        for i, image in enumerate(images):  # interleaved, in alternating order: neither side always runs first
+            steps = [
+                ("embed", partial(attributor.embedder.embed, [image])),
+                ("embed + style", partial(attributor.style_embedder.embed_both, [image])),
+            ]
+            found = {name: _timed(times[name], step) for name, step in steps[:: 1 if i % 2 else -1]}
+            content, style = found["embed"][0], found["embed + style"][1][0]
+            steps = [
+                ("search", partial(attributor.compute, QueryVectors(content), params)),
+                ("search + agreement", partial(attributor.compute, QueryVectors(content, style), params)),
+            ]
+            found = {name: _timed(times[name], step) for name, step in steps[:: 1 if i % 2 else -1]}
+            assert found["search"].features["agreement"] is None
+            assert found["search + agreement"].features["agreement"] is not None
     median = {name: float(np.median(values)) * 1000 for name, values in times.items()}
     lines = [
         *provenance(("numpy",)),
