@@ -52,7 +52,7 @@ def main() -> None:
         assert attributor.embedder is not None and attributor.style_embedder is not None
         attributor.style_embedder.embed_both(images[:2])  # warm up
         for i, image in enumerate(images):  # interleaved, in alternating order: neither side always runs first
-            steps = [
+            steps: list[tuple[str, Callable[[], Any]]] = [
                 ("embed", partial(attributor.embedder.embed, [image])),
                 ("embed + style", partial(attributor.style_embedder.embed_both, [image])),
             ]
