@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from benchlib import markers, provenance, write_section
+from benchlib import provenance, publish
 
 from attribution_audit.config import load_settings
 from attribution_audit.domain.params import AttributionParams
@@ -65,7 +65,8 @@ def answers(
         outcome = attributor.compute(vector, params)  # type: ignore[attr-defined]
         ranked = [(n.canonical_artist, n.similarity) for n in outcome.neighbours]
         score, _ = confidence(None, outcome.features)
-        found.append(Answer(query.artist, ranked, outcome.top_artist, outcome.features, score))
+        truth = attributor.canonical.get(query.artist, query.artist)  # type: ignore[attr-defined]
+        found.append(Answer(truth, ranked, outcome.top_artist, outcome.features, score))
     return found
 
 
@@ -96,6 +97,7 @@ def space_rows(space: str, found: list[Answer]) -> dict[str, object]:
         **{rule: np.mean([pick(a) == a.truth for a in found]) for rule, pick in RULES.items()},
         "AUROC default": auroc([a.confidence for a in found], right),
         "AUROC NN distance": auroc([-(a.features["nn_distance"] or 1.0) for a in found], right),
+        "AUROC agreement": auroc([a.features.get("agreement") or 0.0 for a in found], right),
     }
 
 
@@ -145,11 +147,9 @@ def main() -> None:
         *table,
         "",
         f"Fit of a learned space on {args.fit_works} works x 1356-d (style), 100 artists: one LDA {one:.1f} s; "
-        f"validation (4 shrinkages on the held-out split) and the final fit {full:.1f} s.",
+        f"validation (content groups, 4 shrinkages) and the final fit {full:.1f} s.",
     ]
-    start, end = markers(NAME)
-    write_section(args.out, NAME, "\n".join([start, *lines, end, ""]))
-    print("\n".join(lines))
+    publish(args.out, NAME, lines)
 
 
 if __name__ == "__main__":

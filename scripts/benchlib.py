@@ -48,3 +48,10 @@ def write_section(path: Path, name: str, section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def publish(path: Path, name: str, lines: list[str]) -> None:
+    """Write ``lines`` as the ``name`` section of ``path`` (between its markers) and print them."""
+    start, end = markers(name)
+    write_section(path, name, "\n".join([start, *lines, end, ""]))
+    print("\n".join(lines))

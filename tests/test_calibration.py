@@ -24,7 +24,7 @@ from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, ManifestError
 from attribution_audit.evaluation.metrics import auroc
 from attribution_audit.services.attribution import Attributor
-from attribution_audit.services.calibrate import calibrate
+from attribution_audit.services.calibrate import calibrate, fit_and_score, refuse_worse
 from attribution_audit.services.ingest import ingest_source
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image
@@ -353,7 +353,7 @@ def test_calibrate_round_trip(
         assert row.embedder_fingerprint == attributor.embedder_fingerprint
         assert (row.n_samples, row.n_positive) == (12, report.n_positive)
         assert row.labelled_path == str(labelled.resolve())
-        assert row.features["names"] == ["entropy", "nn_distance", "margin", "top_share"]
+        assert row.features["names"] == ["entropy", "nn_distance", "margin", "top_share", "agreement"]
         assert row.fit_metrics["cv_auroc"] == report.cv_auroc and row.fit_metrics["folds"] == 3
         model = demo_audit.evaluations.latest_calibration(attributor.embedder_fingerprint)
         assert model is not None and model.name == "logistic-v1"
@@ -375,6 +375,7 @@ def test_calibrate_round_trip(
         "nn_distance": result.nn_distance,
         "margin": result.margin,
         "top_share": result.top_artist_share,
+        "agreement": result.agreement,
     }
     assert result.confidence == pytest.approx(model.predict(features), abs=1e-12)
     assert result.confidence != pytest.approx(confidence_score(result.entropy, result.nn_distance), abs=1e-6)
@@ -415,3 +416,22 @@ def test_calibrate_refuses_to_store_a_model_it_cannot_cross_validate(
     assert "\n" not in message and str(labelled) in message
     assert "2 correct and 1 incorrect of 3" in message and "--folds" in message
     assert count(demo_audit.engine, CalibrationModel) == 0
+
+
+def test_a_model_ranking_worse_than_the_default_formula_is_refused() -> None:
+    """Indicators that carry nothing (seeded noise) against a default formula that ranks every query right: the
+    model's out-of-fold AUROC is below the default's, so it must not become the active confidence."""
+    rng = np.random.default_rng(7)
+    y = np.array([1.0, 0.0] * 20)
+    x = rng.normal(size=(40, 5))
+    _, _, scores = fit_and_score(x, y, (0.2 + 0.6 * y).tolist(), 5, source="labelled.csv")
+    assert scores["default_auroc"] == 1.0 and scores["cv_auroc"] is not None and scores["cv_auroc"] < 0.8
+    with pytest.raises(AttributionAuditError) as info:
+        refuse_worse(scores, "labelled.csv")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("labelled.csv: ")
+    assert f"AUROC {scores['cv_auroc']:.3f} is below the default formula's 1.000" in message and "--force" in message
+    # The same indicators against a default formula that ranks every query backwards: the model is kept.
+    _, _, better = fit_and_score(x, y, (0.8 - 0.6 * y).tolist(), 5, source="labelled.csv")
+    assert better["default_auroc"] == 0.0
+    refuse_worse(better, "labelled.csv")

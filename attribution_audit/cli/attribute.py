@@ -129,12 +129,16 @@ def calibrate(
     plot: Annotated[
         Path | None, typer.Option(help="Write the reliability diagram (out-of-fold predictions) to this PNG.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Store the model even if it ranks worse than the default formula.")
+    ] = False,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Fit the logistic confidence model on labelled queries (entropy, NN distance, margin, top artist share);
-    print its cross-validated AUROC, Brier score and ECE beside the default formula's and the NN distance's. Later
-    requests use it and record its version. It needs at least --folds right and --folds wrong top artists among the
-    labelled queries (the demo's six images are too few: it refuses and stores nothing).
+    """Fit the logistic confidence model on labelled queries (entropy, NN distance, margin, top artist share,
+    agreement between spaces); print its cross-validated AUROC, Brier score and ECE beside the default formula's and
+    the NN distance's. Later requests use it and record its version. It needs at least --folds right and --folds
+    wrong top artists among the labelled queries (the demo's six images are too few: it refuses and stores
+    nothing), and refuses a model whose cross-validated AUROC is below the default formula's (unless --force).
 
     \b
     Example: attribution-audit calibrate .demo/catalogue/queries.csv --k 5 --folds 3 --plot .demo/reliability.png
@@ -142,7 +146,9 @@ def calibrate(
     from attribution_audit.services.calibrate import calibrate_labelled
 
     settings = settings_of(ctx, embedder)
-    report = calibrate_labelled(settings, audit_of(settings), labelled, k, space=space, folds=folds, plot=plot)
+    report = calibrate_labelled(
+        settings, audit_of(settings), labelled, k, space=space, folds=folds, plot=plot, force=force
+    )
     typer.echo(
         f"stored {report.model_name}: {report.n_samples} labelled queries ({report.n_positive} correct), "
         f"training AUROC {num(report.auroc)}, Brier {num(report.brier)}"

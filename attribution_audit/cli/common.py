@@ -322,6 +322,8 @@ def print_attribution(result: Attribution) -> None:
         f"  entropy {result.entropy:.3f}  nn_distance {fmt(result.nn_distance)}  margin {fmt(result.margin)}  "
         f"overlap@K {fmt(result.overlap_at_k)}  confidence {result.confidence:.3f} ({result.confidence_model})"
     )
+    if result.agreement is not None:
+        typer.echo(f"  agreement between spaces {result.agreement:.3f} (the other base space's K nearest works)")
     typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<28}  work")
     for n in result.neighbours:
         typer.echo(

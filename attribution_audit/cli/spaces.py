@@ -50,8 +50,9 @@ def spaces_fit(
     ] = None,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Fit a projection on the catalogue's artist labels and store it as the space's next version; validated on a
-    fifth of each artist's works, held out.
+    """Fit a projection on the catalogue's artist labels and store it as the space's next version; validated on
+    whole content groups held out (works of every artist that share content: a query is new content), or on a
+    fifth of each artist's works where the groups leave fewer than two artists to train on.
 
     \b
     Example: attribution-audit spaces fit fontstyle --from style
@@ -64,7 +65,7 @@ def spaces_fit(
     typer.echo(
         f"stored {space.name} version {space.version}: {space.dim}-d from {space.base}, {space.n_works} works of "
         f"{space.n_artists} artists, shrinkage {scores['shrinkage']:g}, fitted in {result.seconds:.1f} s; "
-        f"held-out artist hit@1 {scores['hit@1']:.3f} "
+        f"held-out ({scores.get('split', 'per artist')}) artist hit@1 {scores['hit@1']:.3f} "
         f"(base {scores['base_hit@1']:.3f}), hit@10 {scores['hit@10']:.3f} (base {scores['base_hit@10']:.3f})"
     )
 

@@ -3,14 +3,17 @@ labels, and its validation on works held out inside the catalogue (pure NumPy/Sc
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.cluster.vq import kmeans2
 from scipy.linalg import eigh
 
 SHRINKAGES = (0.01, 0.1, 0.5, 0.9)  # tried on the validation split; the best is refitted on every work
 MAX_DIM = 128
+CONTENT_GROUPS = 10  # k-means groups of the validation split: coarse, so that a held-out content has no twin left
 EPS = 1e-12
 
 
@@ -47,24 +50,40 @@ class Projection:
 def fit_lda(rows: np.ndarray, labels: Sequence[str], shrinkage: float, max_dim: int = MAX_DIM) -> Projection:
     """Regularised LDA: the directions maximising between-artist over within-artist scatter, the within scatter
     shrunk towards ``shrinkage`` x its mean variance; at most ``min(artists - 1, max_dim)`` dimensions.
-    ValueError with fewer than two artists."""
+    ValueError with fewer than two artists.
+
+    Solved in the span of the centred works (both scatters live there, and so do the solutions): with fewer works
+    than dimensions the eigenproblem is that much smaller, and the result the same."""
     x = np.asarray(rows, dtype=np.float64)
     names, y = np.unique(np.asarray(labels), return_inverse=True)
     if len(names) < 2:
         raise ValueError("a learned space needs works of at least two artists")
     mean = x.mean(axis=0)
+    basis = _span(x - mean)
+    xs = (x - mean) @ basis
     counts = np.bincount(y).astype(np.float64)
-    centres = np.zeros((len(names), x.shape[1]))
-    np.add.at(centres, y, x)
+    centres = np.zeros((len(names), xs.shape[1]))
+    np.add.at(centres, y, xs)
     centres /= counts[:, None]
-    within = x - centres[y]
+    within = xs - centres[y]
     sw = within.T @ within / len(x)
-    between = (centres - mean) * np.sqrt(counts / len(x))[:, None]
+    between = centres * np.sqrt(counts / len(x))[:, None]  # the centres' mean is 0 in centred coordinates
     sb = between.T @ between
-    sw = (1 - shrinkage) * sw + shrinkage * (np.trace(sw) / len(sw) + EPS) * np.eye(len(sw))
-    dim = min(len(names) - 1, max_dim, x.shape[1])
-    _, vectors = eigh(sb, sw, subset_by_index=[x.shape[1] - dim, x.shape[1] - 1])
-    return Projection(mean=mean, matrix=vectors[:, ::-1].copy())
+    sw = (1 - shrinkage) * sw + shrinkage * (np.trace(sw) / x.shape[1] + EPS) * np.eye(len(sw))
+    span = len(sw)
+    dim = min(len(names) - 1, max_dim, span)
+    _, vectors = eigh(sb, sw, subset_by_index=[span - dim, span - 1])
+    return Projection(mean=mean, matrix=basis @ vectors[:, ::-1])
+
+
+def _span(centred: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (columns) of the rows' span when there are fewer rows than dimensions, else identity."""
+    if len(centred) >= centred.shape[1]:
+        return np.eye(centred.shape[1])
+    _, values, vt = np.linalg.svd(centred, full_matrices=False)
+    rank = max(1, int((values > values[0] * 1e-10).sum())) if values.size and values[0] > 0 else 1
+    basis: np.ndarray = vt[:rank].T
+    return basis
 
 
 def held_out_split(labels: Sequence[str], share: float = 0.2, seed: int = 0) -> np.ndarray:
@@ -78,6 +97,51 @@ def held_out_split(labels: Sequence[str], share: float = 0.2, seed: int = 0) -> 
         if len(members) >= 2:
             mask[rng.choice(members, max(1, round(share * len(members))), replace=False)] = True
     return mask
+
+
+def content_groups(rows: np.ndarray, labels: Sequence[str], groups: int = CONTENT_GROUPS, seed: int = 0) -> np.ndarray:
+    """The content group (0..groups-1) of each work: k-means of the works' within-artist residuals (a row minus its
+    artist's mean row, made unit). What varies between one artist's works is their content, so works of different
+    artists that show the same content (a subject, a layout, a palette) fall in one group; seeded."""
+    x = np.asarray(rows, dtype=np.float64)
+    names, y = np.unique(np.asarray(labels), return_inverse=True)
+    centres = np.zeros((len(names), x.shape[1]))
+    np.add.at(centres, y, x)
+    centres /= np.bincount(y)[:, None]
+    residuals = unit_rows(x - centres[y])
+    with warnings.catch_warnings():  # an empty cluster is a smaller k, not a problem
+        warnings.simplefilter("ignore")
+        _, assigned = kmeans2(residuals, min(groups, len(x)), seed=seed, minit="++")
+    found: np.ndarray = assigned
+    return found
+
+
+def held_out_groups(groups: np.ndarray, share: float = 0.2, seed: int = 0) -> np.ndarray:
+    """A boolean mask of works held out for validation: whole groups, in a seeded order, until ``share`` of the
+    works are held out."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(groups), dtype=bool)
+    for group in rng.permutation(np.unique(groups)):
+        if mask.mean() >= share:
+            break
+        mask[groups == group] = True
+    return mask
+
+
+def validation_split(rows: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str]:
+    """(training mask, scored mask, split name) of a learned space's validation.
+
+    A query is new content, never in the catalogue: whole content groups (:func:`content_groups`) are held out,
+    so that a held-out work has no work of the same content left among the training works, and the held-out works
+    whose artist keeps training works are scored. A catalogue whose groups leave fewer than two artists to train
+    on falls back to a fifth of each artist's works (:func:`held_out_split`)."""
+    names = np.asarray(labels)
+    held = held_out_groups(content_groups(rows, labels))
+    scored = held & np.isin(names, names[~held])
+    if scored.any() and len(np.unique(names[~held])) >= 2:
+        return ~held, scored, "content groups"
+    held = held_out_split(labels)
+    return ~held, held, "per artist"
 
 
 def artist_hits(

@@ -58,6 +58,7 @@ class Attribution:
     evaluation_run_id: int | None = None  # set on the requests an evaluation run made
     copy_of: str | None = None  # the work this image is a near-copy of (copy detection), if any
     copy_score: float | None = None  # copy detection's score: 0.5 and above is a copy
+    agreement: float | None = None  # share of the other base space's K nearest works that are the top artist's
     intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
 
     def as_json(self) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
     for key in sorted(old.keys() & new.keys(), key=lambda k: new[k].rank):
         if old[key].rank != new[key].rank:
             lines.append(f"~ {key[1]} moved from rank {old[key].rank} to {new[key].rank}")
-    for name in ("entropy", "nn_distance", "margin", "confidence", "confidence_model", "top_artist"):
+    for name in ("entropy", "nn_distance", "margin", "agreement", "confidence", "confidence_model", "top_artist"):
         a, b = getattr(before, name), getattr(after, name)
         same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
         if not same:

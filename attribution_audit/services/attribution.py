@@ -166,6 +166,7 @@ class Attributor:
             overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids)
             method = params.exact_method
         by_artist, top = top_artist([n.canonical_artist for n in neighbours], sims, shares)
+        agreement = self.agreement(space, query, top, params.k)
         return Outcome(
             neighbours=neighbours,
             candidates=candidates,
@@ -178,11 +179,26 @@ class Attributor:
                 "nn_distance": neighbours[0].distance if neighbours else None,
                 "margin": artist_margin(candidates) if neighbours else None,
                 "top_share": by_artist.get(top) if top else None,
+                "agreement": agreement,
             },
             top_artist=top,
             top_artist_share=by_artist.get(top) if top else None,
             artist_shares=by_artist,
         )
+
+    def agreement(self, space: Space, query: QueryVectors, top: str | None, k: int) -> float | None:
+        """The share of the other base space's ``k`` nearest works (one engine search) that are ``top``'s: the
+        style space's for a space that reads only content, else the content space's. None without a top artist,
+        when the shard does not hold both base spaces in full, or when the query lacks the other space's vector."""
+        other = STYLE if space.bases == (CONTENT,) else CONTENT
+        if top is None or not self.has_both_spaces() or (other == STYLE and query.style is None):
+            return None
+        hits = self.store.search(query.of(other), k, space=other)
+        return sum(self._canonical_of(hit) == top for hit in hits) / len(hits) if hits else None
+
+    def has_both_spaces(self) -> bool:
+        """Whether every work of the shard has a content and a style vector."""
+        return self.coverage.get(STYLE, 0) > 0 and not partial_spaces(self.coverage, (STYLE,))
 
     def check_coverage(self, bases: tuple[str, ...]) -> None:
         """Refuse a space that some works of the collection lack: they could never be found in it."""
@@ -214,10 +230,12 @@ class Attributor:
         return replace(outcome, copy_of=verdict.copy_of, copy_score=verdict.copy_score)
 
     def embed(self, images: Sequence[Any], space: str) -> list[QueryVectors]:
-        """The query vectors a space needs of each image (content and style from one forward pass)."""
+        """The query vectors a space needs of each image, and the style vector for the agreement between spaces when
+        the shard holds both (content and style from one forward pass)."""
         if self.embedder is None:
             raise ValueError("this Attributor was built without an embedder")
-        if STYLE not in self.space_of(AttributionParams(space=space))[0].bases:
+        needs_style = STYLE in self.space_of(AttributionParams(space=space))[0].bases
+        if not needs_style and (self.style_embedder is None or not self.has_both_spaces()):
             return [QueryVectors(v) for v in self.embedder.embed(images)]
         if self.style_embedder is None:
             raise ValueError(f"the {space} space needs a style embedder")

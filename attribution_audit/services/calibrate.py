@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from attribution_audit.config import Settings
-from attribution_audit.domain.confidence import CALIBRATION_FEATURES, confidence, feature_value, fit_logistic
+from attribution_audit.domain.confidence import (
+    CALIBRATION_FEATURES,
+    LogisticModel,
+    confidence,
+    feature_value,
+    fit_logistic,
+)
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.errors import AttributionAuditError
 from attribution_audit.evaluation.calibration import (
@@ -57,10 +63,12 @@ def calibrate(
     *,
     folds: int = 5,
     plot: Path | None = None,
+    force: bool = False,
 ) -> CalibrationReport:
     """Attribute each labelled query (not logged: nothing is shown as attributed), label it by whether the top
     artist is the true one, cross-validate, fit on all, store. Needs at least ``folds`` correct and ``folds``
-    incorrect cases (a model without out-of-fold evidence never replaces the default confidence)."""
+    incorrect cases (a model without out-of-fold evidence never replaces the default confidence), and, unless
+    ``force``, a cross-validated AUROC no worse than the default formula's (:func:`refuse_worse`)."""
     params = attributor.space_of(params or AttributionParams(verify="off"))[1]  # a learned space's version
     queries = read_labelled(labelled_csv)
     rows, labels, defaults = [], [], []
@@ -70,19 +78,42 @@ def calibrate(
         for query, vectors in zip(batch, attributor.embed(images, params.space), strict=True):
             outcome = attributor.compute(vectors, params)
             rows.append([feature_value(outcome.features, f) for f in CALIBRATION_FEATURES])
-            labels.append(outcome.top_artist == query.artist)
+            labels.append(outcome.top_artist == attributor.canonical.get(query.artist, query.artist))
             defaults.append(confidence(None, outcome.features)[0])
     x, y = np.array(rows), np.array(labels, dtype=float)
+    model, cv, scores = fit_and_score(x, y, defaults, folds, source=str(labelled_csv))
+    right = [bool(v) for v in y]
+    if plot is not None:
+        plot_reliability(plot, {"default formula": (defaults, right), "calibrated (out of fold)": (cv.tolist(), right)})
+    if not force:
+        refuse_worse(scores, str(labelled_csv))
+    name = attributor.audit.evaluations.add_calibration(
+        model,
+        embedder_fingerprint=attributor.embedder_fingerprint,
+        labelled_path=str(Path(labelled_csv).resolve()),
+        labelled_sha256=hashlib.sha256(Path(labelled_csv).read_bytes()).hexdigest(),
+        n_samples=len(y),
+        n_positive=int(y.sum()),
+        fit_metrics={**scores, "folds": folds, "parameters": params.as_json()},
+    )
+    return CalibrationReport(name, len(y), int(y.sum()), folds=folds, plot=plot, **scores)
+
+
+def fit_and_score(
+    x: np.ndarray, y: np.ndarray, defaults: list[float], folds: int, source: str
+) -> tuple[LogisticModel, np.ndarray, dict[str, float | None]]:
+    """The model fitted on every query, its out-of-fold predictions, and the scores of it, of the default formula
+    and of the NN distance alone on the same queries (``source`` names the labelled queries in errors)."""
     positives = int(y.sum())
     try:
         model = fit_logistic(x, y, names=CALIBRATION_FEATURES)
     except ValueError as exc:
         raise AttributionAuditError(
-            f"{labelled_csv}: {exc} ({positives} correct of {len(y)}); add labelled queries of both kinds"
+            f"{source}: {exc} ({positives} correct of {len(y)}); add labelled queries of both kinds"
         ) from None
     if min(positives, len(y) - positives) < folds:  # each class in every fold, or no evidence for the model
         raise AttributionAuditError(
-            f"{labelled_csv}: {positives} correct and {len(y) - positives} incorrect of {len(y)}; {folds}-fold "
+            f"{source}: {positives} correct and {len(y) - positives} incorrect of {len(y)}; {folds}-fold "
             f"cross-validation needs at least {folds} of each before a model replaces the default confidence: "
             "add labelled queries or lower --folds (2 at least); nothing was stored"
         )
@@ -100,18 +131,19 @@ def calibrate(
         "default_ece": expected_calibration_error(defaults, right),
         "nn_distance_auroc": auroc((-nn_column).tolist(), right),
     }
-    if plot is not None:
-        plot_reliability(plot, {"default formula": (defaults, right), "calibrated (out of fold)": (cv.tolist(), right)})
-    name = attributor.audit.evaluations.add_calibration(
-        model,
-        embedder_fingerprint=attributor.embedder_fingerprint,
-        labelled_path=str(Path(labelled_csv).resolve()),
-        labelled_sha256=hashlib.sha256(Path(labelled_csv).read_bytes()).hexdigest(),
-        n_samples=len(y),
-        n_positive=positives,
-        fit_metrics={**scores, "folds": folds, "parameters": params.as_json()},
-    )
-    return CalibrationReport(name, len(y), positives, folds=folds, plot=plot, **scores)
+    return model, cv, scores
+
+
+def refuse_worse(scores: dict[str, float | None], source: str) -> None:
+    """Refuse a model whose cross-validated AUROC is below the default formula's on the same queries: it would rank
+    requests worse than the confidence they get without it."""
+    fitted, default = scores["cv_auroc"], scores["default_auroc"]
+    if fitted is not None and default is not None and fitted < default:
+        raise AttributionAuditError(
+            f"{source}: the fitted model's cross-validated AUROC {fitted:.3f} is below the default formula's "
+            f"{default:.3f} on the same queries; nothing was stored and requests keep the default confidence "
+            "(add labelled queries, or --force to store it anyway, e.g. for its calibration)"
+        )
 
 
 def _fitter(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], float]:
@@ -128,8 +160,9 @@ def calibrate_labelled(
     space: str = "content",
     folds: int = 5,
     plot: Path | None = None,
+    force: bool = False,
 ) -> CalibrationReport:
     """The ``calibrate`` use case: fit on labelled queries with the settings' embedder, at K = ``k``, in ``space``."""
     with open_attributor(settings, audit, settings.embedder) as attributor:
         params = AttributionParams(k=k, verify="off", space=space)
-        return calibrate(attributor, labelled, params, folds=folds, plot=plot)
+        return calibrate(attributor, labelled, params, folds=folds, plot=plot, force=force)

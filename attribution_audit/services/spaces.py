@@ -12,7 +12,7 @@ import numpy as np
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import LEARNED_NAME, QUERY_SPACES
 from attribution_audit.domain.points import WorkPoint
-from attribution_audit.domain.projection import SHRINKAGES, artist_hits, fit_lda, held_out_split, join_bases
+from attribution_audit.domain.projection import SHRINKAGES, artist_hits, fit_lda, join_bases, validation_split
 from attribution_audit.domain.spaces import LEARNED_BASES
 from attribution_audit.errors import AttributionAuditError, ConflictError, NotFoundError
 from attribution_audit.services.wiring import open_attributor
@@ -41,8 +41,8 @@ def fit_space(
 ) -> FitResult:
     """Fit ``name`` from ``base`` on the catalogue of the settings' embedder and store it as its next version.
 
-    The shrinkage of the regularised LDA (unless given) is the one with the best hit@1 + hit@10 on a per-artist
-    held-out split (a fifth of each artist's works); the held-out scores of every shrinkage tried, and the base
+    The shrinkage of the regularised LDA (unless given) is the one with the best hit@1 + hit@10 on works whose
+    content is held out (:func:`validate`); the held-out scores of every shrinkage tried, and the base
     space's on the same split, are stored with it; the stored projection is then refitted on every work."""
     _check_request(audit, name, base, method)
     if shrinkage is not None and not 0 < shrinkage < 1:
@@ -77,23 +77,25 @@ def fit_space(
 
 
 def validate(rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] = SHRINKAGES) -> dict[str, Any]:
-    """Artist hit@1/hit@10 of held-out works (a fifth of each artist's) against the others, for each shrinkage
-    and for the base space; the best shrinkage (by hit@1 + hit@10) with its scores."""
-    held = held_out_split(labels)
-    if not held.any():
+    """Artist hit@1/hit@10 of held-out works against the training works (:func:`validation_split`: whole content
+    groups held out), for each shrinkage and for the base space; the best shrinkage (by hit@1 + hit@10) with its
+    scores."""
+    train, scored, split = validation_split(rows, labels)
+    if not scored.any():
         raise AttributionAuditError("no artist has two works: nothing to validate a learned space on")
-    train_labels = [label for label, h in zip(labels, held, strict=True) if not h]
-    test_labels = [label for label, h in zip(labels, held, strict=True) if h]
-    base = artist_hits(rows[held], test_labels, rows[~held], train_labels)
+    train_labels = [label for label, t in zip(labels, train, strict=True) if t]
+    test_labels = [label for label, s in zip(labels, scored, strict=True) if s]
+    base = artist_hits(rows[scored], test_labels, rows[train], train_labels)
     scores = {}
     for shrinkage in shrinkages:
-        projection = fit_lda(rows[~held], train_labels, shrinkage)
+        projection = fit_lda(rows[train], train_labels, shrinkage)
         scores[shrinkage] = artist_hits(
-            projection.apply(rows[held]), test_labels, projection.apply(rows[~held]), train_labels
+            projection.apply(rows[scored]), test_labels, projection.apply(rows[train]), train_labels
         )
     best = max(shrinkages, key=lambda s: scores[s]["hit@1"] + scores[s]["hit@10"])
     return {
-        "held_out_works": int(held.sum()),
+        "split": split,
+        "held_out_works": int(scored.sum()),
         "shrinkage": best,
         **scores[best],
         "base_hit@1": base["hit@1"],

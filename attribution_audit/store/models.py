@@ -257,6 +257,7 @@ class AttributionMetrics(Base):
     confidence_model: Mapped[str] = mapped_column(String(100))
     copy_of: Mapped[str | None] = mapped_column(String(300))
     copy_score: Mapped[float | None] = mapped_column(Float)
+    agreement: Mapped[float | None] = mapped_column(Float)  # migration 0012
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 

@@ -110,6 +110,7 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
         evaluation_run_id=r.get("evaluation_run_id"),
         copy_of=m.get("copy_of"),
         copy_score=m.get("copy_score"),
+        agreement=_optional(m.get("agreement")),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
 
@@ -190,6 +191,7 @@ class RequestRepository:
             "confidence_model": draft.confidence_model,
             "copy_of": outcome.copy_of,
             "copy_score": outcome.copy_score,
+            "agreement": outcome.features.get("agreement"),
         }
         with write_connection(self.engine) as connection:
             work_pks = self._work_pks(connection, outcome.neighbours)
