@@ -110,6 +110,8 @@ def to_attribution(record: StoredRequest) -> Attribution:
         evaluation_run_id=r.get("evaluation_run_id"),
         copy_of=m.get("copy_of"),
         copy_score=m.get("copy_score"),
+        copy_status=m.get("copy_status"),
+        copy_method=m.get("copy_method"),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash,
     )
 
@@ -192,6 +194,8 @@ class RequestRepository:
             "confidence_model": draft.confidence_model,
             "copy_of": outcome.copy_of,
             "copy_score": outcome.copy_score,
+            "copy_status": outcome.copy_status,
+            "copy_method": outcome.copy_method,
         }
         return to_attribution(chain.append_rows(self.engine, request, neighbours, shares, metrics))
 
