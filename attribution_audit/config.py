@@ -24,7 +24,7 @@ RECORD_FILE = "attribution-audit.json"
 WITNESS_FILE = "witness.jsonl"
 DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_MIN_FREE_MB = 256  # the embedded shard is not opened with less free space (its files are memory-mapped)
-DEFAULT_COPY_DEPTH = 20  # copy detection: candidate works drawn from each base space
+DEFAULT_COPY_DEPTH = 40  # copy detection: candidate works drawn from each base space
 
 
 def default_checkpoint_key() -> Path:

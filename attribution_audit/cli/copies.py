@@ -31,7 +31,7 @@ def evaluate_copies(
         int | None,
         typer.Option(
             min=1,
-            help="Candidate works from each base space (default: ATTRIBUTION_AUDIT_COPY_DEPTH, else 20).",
+            help="Candidate works from each base space (default: ATTRIBUTION_AUDIT_COPY_DEPTH, else 40).",
         ),
     ] = None,
     fmt: FormatOption = OutputFormat.table,

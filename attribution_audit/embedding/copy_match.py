@@ -4,11 +4,12 @@ after that homography.
 
 A crop, a colour change, blur, JPEG or a small overlay keep the work's picture in place up to one plausible
 homography: aligned by it, most of the query correlates with the work tile by tile (normalised cross-correlation of
-their smoothed grey levels in each tile, which ignores a change of brightness or contrast and, at a coarse scale,
-blur and JPEG noise; the median over the tiles ignores an overlay on a few of them). Another image of the same style
-can match many keypoints too (the same glyphs, strokes or textures), and a homography may explain some of them, but
-aligned by it the two images do not look alike: the decision rests on that correlation over the query's footprint in
-the work, not on how many keypoints agree.
+their band-passed grey levels in each tile: the band ignores a change of brightness or contrast, pixel noise such as
+JPEG's, and the coarse layout that two different images of one style share, such as lines of text at the same
+spacing; the median over the tiles ignores an overlay on a few of them). Another image of the same style can match
+many keypoints too (the same glyphs, strokes or textures), and a homography may explain some of them, but aligned by
+it the two images do not look alike: the decision rests on that correlation over the query's footprint in the work,
+not on how many keypoints agree.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ MIN_MATCHES = 8
 MIN_INLIERS = 12  # fewer agreeing keypoints are no evidence of one homography
 AREA_SCALE = (0.2, 5.0)  # plausible area ratio of the work to the query, both sides as fractions of the longer side
 MIN_FOOTPRINT = 0.5  # the share of the query that the homography must map inside the work
-ALIGN_SIDE = 128  # the aligned images are compared with their longer side brought to this size ...
-ALIGN_BLUR = 1.0  # ... and smoothed by a Gaussian of this sigma (pixels at that size) ...
-TILE = 16  # ... in tiles of TILE x TILE pixels
-FLAT = 2.0  # a tile whose grey levels vary less (standard deviation) is flat: no evidence either way when both are
+ALIGN_SIDE = 256  # the aligned images are compared with their longer side brought to this size ...
+BAND = (1.0, 6.0)  # ... band-passed: Gaussian of the first sigma minus Gaussian of the second (pixels at that size) ...
+TILE = 32  # ... in tiles of TILE x TILE pixels
+FLAT = 1.0  # a tile whose band varies less (standard deviation) is flat: no evidence either way when both are
 MIN_TILES = 8  # fewer tiles with something to compare are no evidence of a copy
 MIN_SIDE = 2  # OpenCV's ORB fails (cv2.error) on an image 1 pixel wide or high
 
@@ -38,7 +39,7 @@ MIN_SIDE = 2  # OpenCV's ORB fails (cv2.error) on an image 1 pixel wide or high
 @dataclass(frozen=True)
 class LocalFeatures:
     """An image's ORB keypoint positions (n x 2, float32), binary descriptors (n x 32, uint8) and the size (width,
-    height) of the image they were found in; ``grey`` is the image at ALIGN_SIDE, smoothed (float32), for the
+    height) of the image they were found in; ``grey`` is the image at ALIGN_SIDE, band-passed (float16), for the
     comparison after alignment."""
 
     points: np.ndarray
@@ -76,7 +77,7 @@ NO_MATCH = Match(0, 0, 0.0, 0.0, 0.0)
 
 def local_features(image: Image.Image) -> LocalFeatures:
     """ORB keypoints of the image in grey, its longer side brought to at most MAX_SIDE pixels, and its smoothed grey
-    levels at ALIGN_SIDE. Raises cv2.error when OpenCV fails on the image."""
+    levels at ALIGN_SIDE, band-passed. Raises cv2.error when OpenCV fails on the image."""
     import cv2
 
     grey = image.convert("L")
@@ -89,20 +90,24 @@ def local_features(image: Image.Image) -> LocalFeatures:
     keypoints, descriptors = orb.detectAndCompute(np.asarray(grey), None)
     if len(keypoints) == 0:  # (descriptors is then None)
         return _no_features(grey)
-    return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors, grey.size, _smoothed(grey))
+    return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors, grey.size, _band(grey))
 
 
-def _smoothed(grey: Image.Image) -> np.ndarray:
+def _band(grey: Image.Image) -> np.ndarray:
+    """The grey levels at ALIGN_SIDE, band-passed (difference of Gaussians), as float16 (half the cache)."""
     import cv2
 
     scale = ALIGN_SIDE / max(grey.size)
     size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
     small = np.asarray(grey.resize(size, Image.Resampling.BOX), dtype=np.float32)
-    return cv2.GaussianBlur(small, (0, 0), ALIGN_BLUR)
+    fine, coarse = (cv2.GaussianBlur(small, (0, 0), sigma) for sigma in BAND)
+    return (fine - coarse).astype(np.float16)
 
 
 def _no_features(grey: Image.Image) -> LocalFeatures:
-    return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8), grey.size, np.empty((0, 0)))
+    return LocalFeatures(
+        np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8), grey.size, np.empty((0, 0), np.float16)
+    )
 
 
 def match(query: LocalFeatures, work: LocalFeatures) -> Match:
@@ -130,25 +135,26 @@ def match(query: LocalFeatures, work: LocalFeatures) -> Match:
 
 def _aligned(query: LocalFeatures, work: LocalFeatures, homography: np.ndarray) -> tuple[float, float]:
     """The share of the query that the homography maps inside the work, and the median normalised cross-correlation
-    of the query's smoothed grey levels with the work's warped onto it, over the query's tiles inside the work (a
+    of the query's band-passed grey levels with the work's warped onto it, over the query's tiles inside the work (a
     tile flat on one side only counts as 0, flat on both sides not at all)."""
     import cv2
 
-    (qh, qw), (wh, ww) = query.grey.shape, work.grey.shape
+    query_grey, work_grey = query.grey.astype(np.float32), work.grey.astype(np.float32)
+    (qh, qw), (wh, ww) = query_grey.shape, work_grey.shape
     # Keypoint coordinates -> ALIGN_SIDE coordinates, on each side.
     to_query = np.diag([qw / query.size[0], qh / query.size[1], 1.0])
     to_work = np.diag([ww / work.size[0], wh / work.size[1], 1.0])
     small = to_work @ homography @ np.linalg.inv(to_query)  # query pixel -> work pixel, at ALIGN_SIDE
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpPerspective(work.grey, small, (qw, qh), flags=flags, borderValue=0.0)
-    inside = cv2.warpPerspective(np.ones_like(work.grey), small, (qw, qh), flags=flags, borderValue=0.0) > 0.999
+    warped = cv2.warpPerspective(work_grey, small, (qw, qh), flags=flags, borderValue=0.0)
+    inside = cv2.warpPerspective(np.ones_like(work_grey), small, (qw, qh), flags=flags, borderValue=0.0) > 0.999
     rows, cols = qh // TILE, qw // TILE
 
     def tiles(image: np.ndarray) -> np.ndarray:
         return image[: rows * TILE, : cols * TILE].reshape(rows, TILE, cols, TILE).swapaxes(1, 2).reshape(-1, TILE**2)
 
     whole = tiles(inside).all(axis=1)
-    a, b = tiles(query.grey)[whole], tiles(warped)[whole]
+    a, b = tiles(query_grey)[whole], tiles(warped)[whole]
     a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
     sa, sb = np.sqrt((a * a).mean(axis=1)), np.sqrt((b * b).mean(axis=1))
     both = (sa >= FLAT) & (sb >= FLAT)

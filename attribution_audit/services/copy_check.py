@@ -21,7 +21,7 @@ from attribution_audit.errors import AttributionAuditError
 from attribution_audit.sources.images import load_image
 from attribution_audit.store.audit_store import AuditStore
 
-COPY_SCORE = 0.6  # the match score (aligned correlation under a plausible homography) of a near-copy
+COPY_SCORE = 0.55  # the match score (median aligned tile correlation under a plausible homography) of a near-copy
 COPY = "copy"
 NO_COPY = "no_copy"
 NOT_RUN = "not_run"
