@@ -24,6 +24,7 @@ RECORD_FILE = "attribution-audit.json"
 WITNESS_FILE = "witness.jsonl"
 DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_MIN_FREE_MB = 256  # the embedded shard is not opened with less free space (its files are memory-mapped)
+DEFAULT_COPY_DEPTH = 40  # copy detection: candidate works drawn from each base space
 
 
 def default_checkpoint_key() -> Path:
@@ -117,6 +118,7 @@ class Settings:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # automatic checkpoint every N records attributed (0: never)
     checkpoint_minutes: int = 0  # also when the last checkpoint is older than this, at the next record (0: never)
     min_free_mb: int = DEFAULT_MIN_FREE_MB  # free disk space the embedded shard needs to be opened
+    copy_depth: int = DEFAULT_COPY_DEPTH  # copy detection's candidates from each base space (0: the check is off)
     new_audit_log: bool = False  # the operator says an empty audit DB beside an existing shard or witness is new
     # How a new collection stores its vectors (domain.points.StorageParams); an existing one keeps its own.
     quantization: str = "none"
@@ -198,6 +200,7 @@ def load_settings(**overrides: Any) -> Settings:
         checkpoint_every=_count("CHECKPOINT_EVERY", DEFAULT_CHECKPOINT_EVERY, "a count of records (0: never)"),
         checkpoint_minutes=_count("CHECKPOINT_MINUTES", 0, "minutes (0: never)"),
         min_free_mb=_count("MIN_FREE_MB", DEFAULT_MIN_FREE_MB, "megabytes (0: no check)"),
+        copy_depth=_count("COPY_DEPTH", DEFAULT_COPY_DEPTH, "works per space (0: no copy detection)"),
         quantization=env.get(f"{ENV_PREFIX}QUANTIZATION") or "none",
         shard_number=_whole(env, "shard_number"),
         replication_factor=_whole(env, "replication_factor"),

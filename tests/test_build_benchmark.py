@@ -21,12 +21,12 @@ def _build(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(SCRIPT), str(out), *extra], capture_output=True, text=True)
 
 
-def _fonts_installed() -> bool:
+def fonts_installed() -> bool:
     names = {p.name for p in FONTS.rglob("*")} if FONTS.exists() else set()
     return {"Carlito-Regular.ttf", "DejaVuSans.ttf", "DejaVuSans-Bold.ttf"} <= names
 
 
-@pytest.mark.skipif(not _fonts_installed(), reason="font packages of the benchmark not installed")
+@pytest.mark.skipif(not fonts_installed(), reason="font packages of the benchmark not installed")
 def test_benchmark_is_deterministic_and_readable(tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     assert _build(first, *SMALL).returncode == 0

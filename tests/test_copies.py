@@ -1,12 +1,16 @@
-"""Copy detection: local features survive a near-copy's edits and not a change of image; ``evaluate copies`` names
-the source work of each labelled copy and flags no non-copy."""
+"""Copy detection: local features and the aligned images survive a near-copy's edits and not a change of image;
+``evaluate copies`` names the source work of each labelled copy and flags no non-copy; every verdict is recorded with
+its status and rule, covered by the record hash, and a check that could not compare a candidate never reads as "no
+copy"."""
 
 from __future__ import annotations
 
 import importlib.util
 import io
 import json
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -14,9 +18,11 @@ import matplotlib
 import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
+from dbtools import superuser_edit
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from test_build_benchmark import fonts_installed
 
-from attribution_audit.embedding.copy_match import local_features, match
+from attribution_audit.embedding.copy_match import METHOD, local_features, match
 from attribution_audit.services.copy_check import COPY_SCORE
 from attribution_audit.store.chain import StoredRequest, canonical_content
 
@@ -57,8 +63,8 @@ def test_an_edited_copy_keeps_its_keypoints_and_another_page_does_not(edit: str)
 
 def test_another_page_in_the_same_face_is_no_copy_however_many_glyphs_match() -> None:
     """Two pages of the font benchmark in one face (DejaVu Sans): dozens of glyph keypoints agree with one
-    homography (a fixed count of 40 inliers flagged one style query in five as a copy), but they are a small share
-    of the matches; the page's own JPEG copy keeps almost all of its matches."""
+    homography (a fixed count of 40 inliers flagged one style query in five as a copy), but the pages aligned by it
+    do not look alike; the page's own JPEG copy, aligned, does."""
     benchmark = load_benchmark_script()
     face = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     catalogued = local_features(benchmark.render(benchmark.page_of(4, 16), face))
@@ -111,7 +117,8 @@ def test_evaluate_copies_names_the_source_and_flags_no_other_page(cli: Cli, tmp_
         cli("evaluate", "copies", str(tmp_path / "labelled.csv"), "--format", "json", "--embedder", EMBEDDER).stdout
     )
     assert result["copies"] == 4 and result["recall_at_1"] == 1.0
-    assert result["non_copies"] == 3 and result["false_copy_rate"] == 0.0
+    assert result["non_copies"] == 3 and result["false_copy_rate"] == 0.0 and result["not_run"] == {}
+    assert 0.6 < result["false_copy_rate_upper_95"] < 0.7  # 0 of 3 bounds the rate by 1 - 0.05 ** (1 / 3)
     assert result["recall_by_subset"] == {edit: 1.0 for edit in sorted(EDITS)}
     assert "recall@1 1.000 (4)" in cli("evaluate", "copies", str(tmp_path / "labelled.csv")).stdout
 
@@ -123,6 +130,7 @@ def test_evaluate_copies_names_the_source_and_flags_no_other_page(cli: Cli, tmp_
     assert "copy check: no near-copy (copy score 0." in table
     shown = json.loads(cli("audit", "show", copy["request_id"], "--format", "json").stdout)
     assert (shown["copy_of"], shown["copy_score"]) == ("W0", copy["copy_score"])
+    assert (shown["copy_status"], shown["copy_method"]) == ("copy", METHOD)
     assert "chain OK" in cli("audit", "verify").stdout
 
 
@@ -132,8 +140,11 @@ def test_copy_columns_are_hashed_only_when_set() -> None:
     before = canonical_content(StoredRequest(columns, [], [], metrics))  # a record written before revision 0010
     unset = canonical_content(StoredRequest(columns, [], [], {**metrics, "copy_of": None, "copy_score": None}))
     assert unset == before
-    flagged = canonical_content(StoredRequest(columns, [], [], {**metrics, "copy_of": "W1", "copy_score": 0.9}))
-    assert flagged["metrics"] == {**before["metrics"], "copy_of": "W1", "copy_score": 0.9}
+    unset = canonical_content(StoredRequest(columns, [], [], {**metrics, "copy_status": None, "copy_method": None}))
+    assert unset == before
+    copy = {"copy_of": "W1", "copy_score": 0.9, "copy_status": "copy", "copy_method": METHOD}
+    flagged = canonical_content(StoredRequest(columns, [], [], {**metrics, **copy}))
+    assert flagged["metrics"] == {**before["metrics"], **copy}
 
 
 @pytest.mark.slow
@@ -158,3 +169,95 @@ def test_a_swapped_catalogue_file_is_no_evidence_of_a_copy(cli: Cli, tmp_path: P
         cli("evaluate", "copies", str(tmp_path / "labelled.csv"), "--format", "json", "--embedder", EMBEDDER).stdout
     )
     assert result["recall_by_subset"] == {"intact": 1.0, "swapped": 0.0}
+    assert result["not_run"] == {"not_run": 1}  # the swapped work could not be compared: not "no copy"
+
+
+def ingest_pages(cli: Cli, folder: Path, pages: int = 4) -> None:
+    """A catalogue of ``pages`` pages (work ``W<i>`` is page(i)) under ``folder``, ingested by the CLI."""
+    (folder / "works").mkdir(parents=True)
+    for i in range(pages):
+        page(i).save(folder / "works" / f"p{i}.png")
+    rows = "".join(f"works/p{i}.png,Artist {i % 2},W{i},page {i}\n" for i in range(pages))
+    (folder / "catalogue.csv").write_text("path,artist,work_id,title\n" + rows)
+    cli("ingest", str(folder / "catalogue.csv"), "--embedder", EMBEDDER)
+
+
+def attribute(cli: Cli, image: Path) -> dict[str, object]:
+    (found,) = json.loads(cli("attribute", str(image), "--format", "json", "--embedder", EMBEDDER).stdout)
+    assert isinstance(found, dict)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "edit", ["copy_status = 'no_copy'", "copy_method = 'orb-ransac-v1'", "copy_of = NULL", "copy_score = 0.1"]
+)
+def test_a_copy_is_recorded_with_its_status_and_rule_and_covered_by_the_hash(
+    cli: Cli, tmp_path: Path, edit: str
+) -> None:
+    ingest_pages(cli, tmp_path)
+    EDITS["crop"](page(2)).save(tmp_path / "copy.png")
+    found = attribute(cli, tmp_path / "copy.png")
+    assert (found["copy_of"], found["copy_status"], found["copy_method"]) == ("W2", "copy", METHOD)
+    shown = cli("audit", "show", str(found["request_id"])).stdout
+    assert f"copy check: near-copy of W2 (copy score {found['copy_score']:.3f}, rule {METHOD})" in shown
+    assert "chain OK" in cli("audit", "verify").stdout
+
+    superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET {edit} WHERE request_id = '{found['request_id']}'")
+    assert "chain OK" not in cli("audit", "verify", code=None).stdout
+    assert "NOT INTACT" in cli("audit", "show", str(found["request_id"])).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda path: path.unlink(), "W2: image unreadable"),
+        (lambda path: path.write_bytes(b"not a png"), "W2: image unreadable"),
+        (lambda path: page(7).save(path), "W2: image file changed since ingest"),
+    ],
+    ids=["deleted", "garbage", "swapped"],
+)
+def test_a_candidate_that_cannot_be_compared_is_not_run_never_no_copy(
+    cli: Cli, tmp_path: Path, damage: Callable[[Path], None], reason: str
+) -> None:
+    ingest_pages(cli, tmp_path)
+    damage(tmp_path / "works" / "p2.png")
+    EDITS["jpeg"](page(2)).save(tmp_path / "copy.png")
+    page(30).save(tmp_path / "new.png")
+    for query in ("copy.png", "new.png"):  # a copy of the damaged work, and a page that copies nothing
+        found = attribute(cli, tmp_path / query)
+        status = str(found["copy_status"])
+        assert status.startswith("not_run: 1 of 4 candidates (") and reason in status, status
+        assert found["copy_of"] is None and found["copy_method"] == METHOD
+        shown = cli("audit", "show", str(found["request_id"])).stdout
+        assert f"copy check: not run: 1 of 4 candidates ({reason}" in shown
+    # A copy of an intact work is still found: the damaged candidate does not hide it.
+    EDITS["blur"](page(1)).save(tmp_path / "copy1.png")
+    found = attribute(cli, tmp_path / "copy1.png")
+    assert (found["copy_of"], found["copy_status"]) == ("W1", "copy")
+
+
+def test_copy_detection_off_is_recorded_as_not_run(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ingest_pages(cli, tmp_path, pages=2)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_COPY_DEPTH", "0")
+    EDITS["tint"](page(1)).save(tmp_path / "copy.png")
+    found = attribute(cli, tmp_path / "copy.png")
+    assert found["copy_status"] == "not_run: copy detection is off (ATTRIBUTION_AUDIT_COPY_DEPTH=0)"
+    assert found["copy_of"] is None and found["copy_score"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not fonts_installed(), reason="font packages of the benchmark not installed")
+def test_recall_on_a_small_built_benchmark(cli: Cli, tmp_path: Path) -> None:
+    """The font benchmark (6 faces: 30 edited copies, 24 new pages in the same faces), both spaces ingested: every
+    copy is named by its source and no new page is flagged."""
+    bench = tmp_path / "bench"
+    small = ["--artists", "6", "--works", "5", "--held-out", "4", "--copies", "5", "--seed", "16"]
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_benchmark.py"), str(bench), *small], check=True)
+    cli("ingest", str(bench / "catalogue.csv"), "--embedder", EMBEDDER, "--spaces", "content,style")
+    queries = [str(bench / "copy_queries.csv"), str(bench / "style_queries.csv")]
+    result = json.loads(cli("evaluate", "copies", *queries, "--format", "json", "--embedder", EMBEDDER).stdout)
+    assert (result["copies"], result["non_copies"], result["not_run"]) == (30, 24, {})
+    assert result["recall_by_subset"] == {edit: 1.0 for edit in ("blur", "colour", "crop", "jpeg", "overlay")}
+    assert result["false_copies"] == 0

@@ -332,6 +332,5 @@ def print_attribution(result: Attribution) -> None:
         )
     artists = ", ".join(f"{t(artist)} {share:.6f}" for artist, share in result.artist_shares.items())
     typer.echo(f"  artist shares: {artists or '-'}")
-    if result.copy_score is not None:
-        verdict = f"near-copy of {result.copy_of}" if result.copy_of else "no near-copy"
-        typer.echo(f"  copy check: {verdict} (copy score {result.copy_score:.3f})")
+    if result.copy_status is not None or result.copy_score is not None:
+        typer.echo(f"  copy check: {t(result.copy_verdict())}")

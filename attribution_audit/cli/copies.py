@@ -27,11 +27,20 @@ def evaluate_copies(
         typer.Argument(help="Labelled CSV(s): rows with work_ids are copies of their first work, rows without not."),
     ],
     space: SpaceOption = "content",
+    depth: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Candidate works from each base space (default: ATTRIBUTION_AUDIT_COPY_DEPTH, else 40).",
+        ),
+    ] = None,
     fmt: FormatOption = OutputFormat.table,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Run the copy stage (ORB + RANSAC over the first 10 works) on labelled queries, not logged: recall@1 on the
-    copies (the named work is the source), false copy flags on the others.
+    """Run the copy stage (ORB + RANSAC homography, then the aligned images' correlation, over the first works of
+    every base space) on labelled queries, not logged: recall@1 on the copies (the named work is the source), per
+    subset (edit), false copy flags on the others with the rate's 95 % upper bound, and the checks that could not
+    run.
 
     \b
     Example: attribution-audit evaluate copies .demo/catalogue/queries.csv
@@ -39,10 +48,16 @@ def evaluate_copies(
     from attribution_audit.services.copies import evaluate_copies as run
 
     settings = settings_of(ctx, embedder)
-    result = run(settings, audit_of(settings), labelled, space=space)
+    result = run(settings, audit_of(settings), labelled, space=space, depth=depth)
     rows = [
         {"queries": "copies", "count": result.copies, "rate": result.recall_at_1, "measure": "recall@1"},
         {"queries": "non-copies", "count": result.non_copies, "rate": result.false_copy_rate, "measure": "false copy"},
+        {
+            "queries": "non-copies",
+            "count": result.non_copies,
+            "rate": result.false_copy_rate_upper_95,
+            "measure": "false copy, 95 % upper bound",
+        },
         *(
             {"queries": f"copies: {subset or '-'}", "count": None, "rate": rate, "measure": "recall@1"}
             for subset, rate in result.recall_by_subset.items()
@@ -50,11 +65,18 @@ def evaluate_copies(
     ]
 
     def text() -> None:
+        not_run = ", ".join(f"{count} {status}" for status, count in sorted(result.not_run.items())) or "0"
         typer.echo(
             f"copies: recall@1 {num(result.recall_at_1)} ({result.copies}); non-copies: false copy rate "
-            f"{num(result.false_copy_rate)} ({result.non_copies}); a copy scores {result.threshold:g} or more"
+            f"{num(result.false_copy_rate)} ({result.false_copies} of {result.non_copies}, 95 % upper bound "
+            f"{num(result.false_copy_rate_upper_95)}); checks that could not run: {not_run}"
         )
         for subset, rate in result.recall_by_subset.items():
             typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")
+        seconds = "n/a" if result.check_seconds is None else f"{result.check_seconds * 1000:.0f} ms"
+        typer.echo(
+            f"rule {result.method}: a copy scores {result.threshold:g} or more; {result.depth} candidates from each "
+            f"base space; {seconds} per check"
+        )
 
     emit(fmt, data=asdict(result), rows=rows, text=text)

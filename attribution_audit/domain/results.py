@@ -57,9 +57,22 @@ class Attribution:
     replay_of: str | None = None
     evaluation_run_id: int | None = None  # set on the requests an evaluation run made
     copy_of: str | None = None  # the work this image is a near-copy of (copy detection), if any
-    copy_score: float | None = None  # copy detection's score: 0.5 and above is a copy
+    copy_score: float | None = None  # copy detection's score (see copy_method): 0.55 and above is a copy
+    copy_status: str | None = None  # copy, no_copy, "not_run: <why>" or "failed: <why>"; None: no check (replays)
+    copy_method: str | None = None  # the copy rule's version: scores of different rules are not comparable
     agreement: float | None = None  # share of the other base space's K nearest works that are the top artist's
     intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
+
+    def copy_verdict(self) -> str:
+        """The copy check in words: 'near-copy of W3', 'no near-copy', 'not run: <why>' or 'failed: <why>', with
+        the score and the rule that computed it; 'not checked' when no check is recorded (replays, old records)."""
+        status = self.copy_status or (None if self.copy_score is None else "copy" if self.copy_of else "no_copy")
+        if status is None:
+            return "not checked"
+        words = {"copy": f"near-copy of {self.copy_of}", "no_copy": "no near-copy"}.get(status)
+        words = words or status.replace("not_run", "not run", 1)
+        score = "n/a" if self.copy_score is None else f"{self.copy_score:.3f}"
+        return f"{words} (copy score {score}, rule {self.copy_method or 'not recorded (before revision 0011)'})"
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` form of the CLI."""
@@ -84,6 +97,8 @@ class Outcome:
     artist_shares: dict[str, float] = field(default_factory=dict)
     copy_of: str | None = None
     copy_score: float | None = None
+    copy_status: str | None = None
+    copy_method: str | None = None
 
 
 def as_utc(moment: datetime) -> datetime:

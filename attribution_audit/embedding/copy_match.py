@@ -1,9 +1,16 @@
-"""Near-copy verification by local features: ORB keypoints of a query and of a candidate work, matched (Hamming,
-Lowe's ratio test) and checked by a RANSAC homography. A crop, a colour change, blur, JPEG or a small overlay keep
-most of a work's matched keypoints in place up to one plausible homography. Another image of the same style can
-match many keypoints too (the same glyphs, strokes or textures), but only a small share of its matches agree with
-one homography, and that homography is often degenerate: the decision rests on that share and on the homography's
-plausibility, not on a count of inliers."""
+"""Near-copy verification by local features and alignment: ORB keypoints of a query and of a candidate work, matched
+(Hamming, Lowe's ratio test), one RANSAC homography fitted to them, and then the two images compared pixel by pixel
+after that homography.
+
+A crop, a colour change, blur, JPEG or a small overlay keep the work's picture in place up to one plausible
+homography: aligned by it, most of the query correlates with the work tile by tile (normalised cross-correlation of
+their band-passed grey levels in each tile: the band ignores a change of brightness or contrast, pixel noise such as
+JPEG's, and the coarse layout that two different images of one style share, such as lines of text at the same
+spacing; the median over the tiles ignores an overlay on a few of them). Another image of the same style can match
+many keypoints too (the same glyphs, strokes or textures), and a homography may explain some of them, but aligned by
+it the two images do not look alike: the decision rests on that correlation over the query's footprint in the work,
+not on how many keypoints agree.
+"""
 
 from __future__ import annotations
 
@@ -12,73 +19,100 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+METHOD = "orb-ransac-ncc-v2"  # recorded with every copy score: scores of different rules are not comparable
 MAX_SIDE = 512
 ORB_FEATURES = 1500
 RATIO = 0.8
 RANSAC_PIXELS = 5.0
 MIN_MATCHES = 8
-MIN_INLIERS = 20  # fewer agreeing keypoints are no evidence of a copy
+MIN_INLIERS = 12  # fewer agreeing keypoints are no evidence of one homography
 AREA_SCALE = (0.2, 5.0)  # plausible area ratio of the work to the query, both sides as fractions of the longer side
-MIN_COVERAGE = 0.1  # the inliers' convex hull covers at least this share of the query
+MIN_FOOTPRINT = 0.5  # the share of the query that the homography must map inside the work
+ALIGN_SIDE = 256  # the aligned images are compared with their longer side brought to this size ...
+BAND = (1.0, 6.0)  # ... band-passed: Gaussian of the first sigma minus Gaussian of the second (pixels at that size) ...
+TILE = 32  # ... in tiles of TILE x TILE pixels
+FLAT = 1.0  # a tile whose band varies less (standard deviation) is flat: no evidence either way when both are
+MIN_TILES = 8  # fewer tiles with something to compare are no evidence of a copy
 MIN_SIDE = 2  # OpenCV's ORB fails (cv2.error) on an image 1 pixel wide or high
 
 
 @dataclass(frozen=True)
 class LocalFeatures:
     """An image's ORB keypoint positions (n x 2, float32), binary descriptors (n x 32, uint8) and the size (width,
-    height) of the image they were found in."""
+    height) of the image they were found in; ``grey`` is the image at ALIGN_SIDE, band-passed (float16), for the
+    comparison after alignment."""
 
     points: np.ndarray
     descriptors: np.ndarray
     size: tuple[int, int]
+    grey: np.ndarray
 
 
 @dataclass(frozen=True)
 class Match:
     """Ratio-test matches of a query in a work, those agreeing with one RANSAC homography (inliers), the homography's
-    area scale (work over query, each measured against its longer side) and the inliers' convex-hull coverage of the
-    query."""
+    area scale (work over query, each measured against its longer side), the share of the query it maps inside the
+    work (footprint) and the median correlation of the two images aligned by it over the tiles of that footprint."""
 
     matches: int
     inliers: int
     area_scale: float
-    coverage: float
+    footprint: float
+    correlation: float
+
+    @property
+    def plausible(self) -> bool:
+        """Enough inliers, a scale that is neither degenerate nor extreme, and most of the query inside the work."""
+        low, high = AREA_SCALE
+        return self.inliers >= MIN_INLIERS and low <= self.area_scale <= high and self.footprint >= MIN_FOOTPRINT
 
     @property
     def score(self) -> float:
-        """The share of the matches that one plausible homography explains; 0 when it is implausible (too few
-        inliers, a degenerate or extreme scale, or inliers bunched in a corner). A near-copy scores 0.5 or more."""
-        low, high = AREA_SCALE
-        plausible = self.inliers >= MIN_INLIERS and low <= self.area_scale <= high and self.coverage >= MIN_COVERAGE
-        return self.inliers / self.matches if plausible else 0.0
+        """The aligned images' median tile correlation when the homography is plausible, else 0 (never below 0)."""
+        return max(self.correlation, 0.0) if self.plausible else 0.0
 
 
-NO_MATCH = Match(0, 0, 0.0, 0.0)
+NO_MATCH = Match(0, 0, 0.0, 0.0, 0.0)
 
 
 def local_features(image: Image.Image) -> LocalFeatures:
-    """ORB keypoints of the image in grey, its longer side brought to at most MAX_SIDE pixels."""
+    """ORB keypoints of the image in grey, its longer side brought to at most MAX_SIDE pixels, and its smoothed grey
+    levels at ALIGN_SIDE, band-passed. Raises cv2.error when OpenCV fails on the image."""
     import cv2
 
     grey = image.convert("L")
     if min(grey.size) < MIN_SIDE:  # no keypoint to find: matches nothing, like a blank image
-        return _no_features(grey.size)
+        return _no_features(grey)
     scale = MAX_SIDE / max(grey.size)
     if scale < 1:
         grey = grey.resize((round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BILINEAR)
     orb = cv2.ORB.create(nfeatures=ORB_FEATURES)
     keypoints, descriptors = orb.detectAndCompute(np.asarray(grey), None)
     if len(keypoints) == 0:  # (descriptors is then None)
-        return _no_features(grey.size)
-    return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors, grey.size)
+        return _no_features(grey)
+    return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors, grey.size, _band(grey))
 
 
-def _no_features(size: tuple[int, int]) -> LocalFeatures:
-    return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8), size)
+def _band(grey: Image.Image) -> np.ndarray:
+    """The grey levels at ALIGN_SIDE, band-passed (difference of Gaussians), as float16 (half the cache)."""
+    import cv2
+
+    scale = ALIGN_SIDE / max(grey.size)
+    size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+    small = np.asarray(grey.resize(size, Image.Resampling.BOX), dtype=np.float32)
+    fine, coarse = (cv2.GaussianBlur(small, (0, 0), sigma) for sigma in BAND)
+    return (fine - coarse).astype(np.float16)
+
+
+def _no_features(grey: Image.Image) -> LocalFeatures:
+    return LocalFeatures(
+        np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8), grey.size, np.empty((0, 0), np.float16)
+    )
 
 
 def match(query: LocalFeatures, work: LocalFeatures) -> Match:
-    """The query's keypoints matched in the work and verified by one RANSAC homography (NO_MATCH when too few)."""
+    """The query's keypoints matched in the work, one RANSAC homography fitted to them, and the images compared
+    after it (NO_MATCH when too few keypoints match). Raises cv2.error when OpenCV fails."""
     import cv2
 
     if len(query.points) < MIN_MATCHES or len(work.points) < MIN_MATCHES:
@@ -89,12 +123,41 @@ def match(query: LocalFeatures, work: LocalFeatures) -> Match:
         return NO_MATCH
     source = query.points[[m.queryIdx for m in good]].reshape(-1, 1, 2)
     target = work.points[[m.trainIdx for m in good]].reshape(-1, 1, 2)
-    homography, mask = cv2.findHomography(source, target, cv2.RANSAC, RANSAC_PIXELS)
-    inlying = np.zeros(len(good), bool) if mask is None else mask.ravel().astype(bool)  # (None: no homography)
-    if not inlying.any():
-        return Match(len(good), 0, 0.0, 0.0)
-    agreeing = source.reshape(-1, 2)[inlying]
-    hull = float(cv2.contourArea(cv2.convexHull(agreeing))) if len(agreeing) >= 3 else 0.0
+    homography, mask = cv2.findHomography(source, target, cv2.USAC_MAGSAC, RANSAC_PIXELS)
+    if homography is None or mask is None or not mask.any():
+        return Match(len(good), 0, 0.0, 0.0, 0.0)
+    inliers = int(mask.sum())
     # The linear part's determinant, in units of each image's longer side (resolution does not count).
     scale = float(np.linalg.det(homography[:2, :2])) * (max(query.size) / max(work.size)) ** 2
-    return Match(len(good), len(agreeing), scale, hull / (query.size[0] * query.size[1]))
+    footprint, correlation = _aligned(query, work, homography)
+    return Match(len(good), inliers, scale, footprint, correlation)
+
+
+def _aligned(query: LocalFeatures, work: LocalFeatures, homography: np.ndarray) -> tuple[float, float]:
+    """The share of the query that the homography maps inside the work, and the median normalised cross-correlation
+    of the query's band-passed grey levels with the work's warped onto it, over the query's tiles inside the work (a
+    tile flat on one side only counts as 0, flat on both sides not at all)."""
+    import cv2
+
+    query_grey, work_grey = query.grey.astype(np.float32), work.grey.astype(np.float32)
+    (qh, qw), (wh, ww) = query_grey.shape, work_grey.shape
+    # Keypoint coordinates -> ALIGN_SIDE coordinates, on each side.
+    to_query = np.diag([qw / query.size[0], qh / query.size[1], 1.0])
+    to_work = np.diag([ww / work.size[0], wh / work.size[1], 1.0])
+    small = to_work @ homography @ np.linalg.inv(to_query)  # query pixel -> work pixel, at ALIGN_SIDE
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpPerspective(work_grey, small, (qw, qh), flags=flags, borderValue=0.0)
+    inside = cv2.warpPerspective(np.ones_like(work_grey), small, (qw, qh), flags=flags, borderValue=0.0) > 0.999
+    rows, cols = qh // TILE, qw // TILE
+
+    def tiles(image: np.ndarray) -> np.ndarray:
+        return image[: rows * TILE, : cols * TILE].reshape(rows, TILE, cols, TILE).swapaxes(1, 2).reshape(-1, TILE**2)
+
+    whole = tiles(inside).all(axis=1)
+    a, b = tiles(query_grey)[whole], tiles(warped)[whole]
+    a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+    sa, sb = np.sqrt((a * a).mean(axis=1)), np.sqrt((b * b).mean(axis=1))
+    both = (sa >= FLAT) & (sb >= FLAT)
+    correlations = np.where(both, (a * b).mean(axis=1) / np.maximum(sa * sb, 1e-9), 0.0)[(sa >= FLAT) | (sb >= FLAT)]
+    footprint = float(inside.mean())
+    return footprint, float(np.median(correlations)) if len(correlations) >= MIN_TILES else 0.0

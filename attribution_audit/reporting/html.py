@@ -101,6 +101,7 @@ def request_context(
             ("top artist's share", fmt(attribution.top_artist_share, 6)),
             ("overlap@K with exact search", fmt(attribution.overlap_at_k, 3)),
             ("confidence", f"{attribution.confidence:.3f} ({attribution.confidence_model})"),
+            ("copy check", attribution.copy_verdict()),
         ],
         "provenance": [
             ("request id", attribution.request_id),

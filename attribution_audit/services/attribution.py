@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from attribution_audit.config import DEFAULT_COPY_DEPTH
 from attribution_audit.domain.confidence import LogisticModel, confidence
 from attribution_audit.domain.indicators import artist_entropy, artist_margin
 from attribution_audit.domain.params import AttributionParams, verify_rate
@@ -30,7 +31,7 @@ from attribution_audit.domain.spaces import (
 )
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import NotFoundError, VectorStoreError
-from attribution_audit.services.copy_check import CopyDetector
+from attribution_audit.services.copy_check import CopyDetector, not_run
 from attribution_audit.sources.images import load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.exact import ExactIndex, cache_folder, load_or_build, overlap_at_k
@@ -55,6 +56,7 @@ class Attributor:
         embedder: Embedder | None = None,
         style_embedder: StyleEmbedder | None = None,
         seed: int | None = None,
+        copy_depth: int = DEFAULT_COPY_DEPTH,
     ) -> None:
         self.audit = audit
         self.store = store
@@ -67,6 +69,7 @@ class Attributor:
         self._exact: dict[tuple[str, str, str], ExactIndex] = {}
         self._learned: dict[tuple[str, int, str], LearnedSpace] = {}
         self.copies: CopyDetector | None = None  # made on first use
+        self.copy_depth = copy_depth  # candidates of copy detection from each base space (0: the check is off)
         self._random = random.Random(seed)
         self._calibrations: dict[tuple[str, int | None], LogisticModel | None] = {}
         self.canonical = audit.catalogue.canonical_artists()
@@ -219,23 +222,44 @@ class Attributor:
         params = self.space_of(params or AttributionParams())[1]
         image = load_image(image_path, target_size=224)
         query = self.embed([image.image], params.space)[0]
-        outcome = self.check_copy(image.image, self.compute(query, params))
+        outcome = self.check_copy(image.image, self.compute(query, params), query)
         return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
 
-    def check_copy(self, image: Any, outcome: Outcome) -> Outcome:
-        """The outcome with copy detection's verdict over its first works (local features of the image files)."""
-        if self.copies is None:
-            self.copies = CopyDetector(self.audit, self.store.collection)
-        verdict = self.copies.check(image, outcome.neighbours)
-        return replace(outcome, copy_of=verdict.copy_of, copy_score=verdict.copy_score)
+    def check_copy(self, image: Any, outcome: Outcome, query: QueryVectors) -> Outcome:
+        """The outcome with copy detection's verdict (local features of the image files) over the works of the
+        outcome and the first ``copy_depth`` works of each base space the query has vectors of."""
+        if self.copy_depth == 0:
+            verdict = not_run("copy detection is off (ATTRIBUTION_AUDIT_COPY_DEPTH=0)")
+        else:
+            if self.copies is None:
+                self.copies = CopyDetector(self.audit, self.store.collection)
+            verdict = self.copies.check(image, self.copy_candidates(outcome, query))
+        return replace(
+            outcome,
+            copy_of=verdict.copy_of,
+            copy_score=verdict.copy_score,
+            copy_status=verdict.status,
+            copy_method=verdict.method,
+        )
+
+    def copy_candidates(self, outcome: Outcome, query: QueryVectors) -> list[tuple[str, str]]:
+        """(catalogue, work id) of the outcome's works, then of the first ``copy_depth`` works of each base space
+        the query has a vector of and the collection holds vectors in, without repeats."""
+        found = [(n.catalogue, n.work_id) for n in outcome.neighbours]
+        for space, vector in query.as_dict().items():
+            if self.coverage.get(space, 0) > 0:
+                hits = self.store.search(vector, self.copy_depth, space=space)
+                found += [(str(h.payload.get("catalogue", "")), str(h.payload.get("work_id"))) for h in hits]
+        return list(dict.fromkeys(found))
 
     def embed(self, images: Sequence[Any], space: str) -> list[QueryVectors]:
-        """The query vectors a space needs of each image, and the style vector for the agreement between spaces when
-        the shard holds both (content and style from one forward pass)."""
+        """The query vectors a space needs of each image (content and style from one forward pass); both, whatever
+        the space, when the shard holds style vectors and copy detection or the agreement between spaces uses them."""
         if self.embedder is None:
             raise ValueError("this Attributor was built without an embedder")
-        needs_style = STYLE in self.space_of(AttributionParams(space=space))[0].bases
-        if not needs_style and (self.style_embedder is None or not self.has_both_spaces()):
+        wanted = STYLE in self.space_of(AttributionParams(space=space))[0].bases
+        style_helps = self.copy_depth > 0 or self.has_both_spaces()
+        if not wanted and (self.style_embedder is None or self.coverage.get(STYLE, 0) == 0 or not style_helps):
             return [QueryVectors(v) for v in self.embedder.embed(images)]
         if self.style_embedder is None:
             raise ValueError(f"the {space} space needs a style embedder")

@@ -1,19 +1,22 @@
-"""``evaluate copies``: the copy-detection stage's recall@1 on labelled copies and its false-copy rate on labelled
-non-copies."""
+"""``evaluate copies``: the copy-detection stage's recall@1 on labelled copies, per edit, and its false-copy rate on
+labelled non-copies with its 95 % upper bound, and how many checks could not run."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
-from attribution_audit.services.copy_check import COPY_DEPTH, COPY_SCORE
+from attribution_audit.embedding.copy_match import METHOD
+from attribution_audit.evaluation.metrics import rate_upper_bound
+from attribution_audit.services.copy_check import COPY, COPY_SCORE, NO_COPY
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image
-from attribution_audit.sources.labelled import LabelledQuery, read_labelled
+from attribution_audit.sources.labelled import read_labelled
 from attribution_audit.store.audit_store import AuditStore
 
 BATCH = 32
@@ -21,42 +24,67 @@ BATCH = 32
 
 @dataclass(frozen=True)
 class CopyEvaluation:
-    """recall@1 (the verdict names the labelled source work) on copies; false copy flags on non-copies."""
+    """recall@1 (the verdict names the labelled source work) on copies, overall and per subset (edit); false copy
+    flags on non-copies with the rate's one-sided 95 % upper bound; the checks that could not run (``not_run`` or
+    ``failed``, counted among the misses and the non-flags), by status word; the mean seconds of one check."""
 
     copies: int
     recall_at_1: float | None
     non_copies: int
+    false_copies: int
     false_copy_rate: float | None
+    false_copy_rate_upper_95: float | None
+    not_run: dict[str, int]
     threshold: float
+    method: str
+    depth: int
+    check_seconds: float | None
     recall_by_subset: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate_copies(
-    settings: Settings, audit: AuditStore, labelled: Sequence[Path], *, space: str = "content"
+    settings: Settings,
+    audit: AuditStore,
+    labelled: Sequence[Path],
+    *,
+    space: str = "content",
+    depth: int | None = None,
 ) -> CopyEvaluation:
-    """Run the copy stage on labelled queries (not logged): rows with ``work_ids`` are copies of their first work,
+    """Run the copy stage on labelled queries (not logged) as an attribution in ``space`` runs it, with ``depth``
+    candidates from each base space (default: the settings'): rows with ``work_ids`` are copies of their first work,
     rows without are non-copies (held-out works, generated images)."""
+    settings = settings if depth is None else replace(settings, copy_depth=depth)
     queries = [q for path in labelled for q in read_labelled(path)]
-    params = AttributionParams(k=COPY_DEPTH, verify="off", space=space)
-    found: list[tuple[LabelledQuery, str | None]] = []
+    params = AttributionParams(verify="off", space=space)
+    verdicts: list[tuple[tuple[str, ...], str | None, str, str | None]] = []  # work ids, subset, status, copy_of
+    seconds = 0.0
     with open_attributor(settings, audit, settings.embedder) as attributor:
         for start in range(0, len(queries), BATCH):
             batch = queries[start : start + BATCH]
             images = [load_image(q.path, target_size=None).image for q in batch]
             for query, image, vectors in zip(batch, images, attributor.embed(images, space), strict=True):
-                outcome = attributor.check_copy(image, attributor.compute(vectors, params))
-                found.append((query, outcome.copy_of))
-    copies = [(q, v) for q, v in found if q.work_ids]
-    others = [copy_of for q, copy_of in found if not q.work_ids]
+                outcome = attributor.compute(vectors, params)
+                started = time.perf_counter()
+                outcome = attributor.check_copy(image, outcome, vectors)
+                seconds += time.perf_counter() - started
+                verdicts.append((query.work_ids, query.subset, outcome.copy_status or "", outcome.copy_of))
     by_subset: dict[str, list[bool]] = defaultdict(list)
-    for query, copy_of in copies:
-        by_subset[query.subset or ""].append(copy_of == query.work_ids[0])
+    for work_ids, subset, _, copy_of in verdicts:
+        if work_ids:
+            by_subset[subset or ""].append(copy_of == work_ids[0])
     hits = [hit for values in by_subset.values() for hit in values]
+    flags = [copy_of is not None for work_ids, _, _, copy_of in verdicts if not work_ids]
     return CopyEvaluation(
-        copies=len(copies),
+        copies=len(hits),
         recall_at_1=sum(hits) / len(hits) if hits else None,
-        non_copies=len(others),
-        false_copy_rate=sum(copy_of is not None for copy_of in others) / len(others) if others else None,
+        non_copies=len(flags),
+        false_copies=sum(flags),
+        false_copy_rate=sum(flags) / len(flags) if flags else None,
+        false_copy_rate_upper_95=rate_upper_bound(sum(flags), len(flags)),
+        not_run=dict(Counter(s.split(":")[0] for _, _, s, _ in verdicts if s not in (COPY, NO_COPY))),
         threshold=COPY_SCORE,
+        method=METHOD,
+        depth=settings.copy_depth,
+        check_seconds=seconds / len(verdicts) if verdicts else None,
         recall_by_subset={subset: sum(v) / len(v) for subset, v in sorted(by_subset.items())},
     )

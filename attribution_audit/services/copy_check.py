@@ -1,5 +1,12 @@
-"""Copy detection, the second stage of an attribution: "near-copy of work X" when most of the query's local features
-matched in X agree with one plausible homography (ORB + RANSAC), over the attribution's first works."""
+"""Copy detection, the second stage of an attribution: "near-copy of work X" when the query, aligned on X by a
+homography fitted to their matched ORB keypoints, correlates with X (embedding.copy_match), over candidate works
+drawn from every base space the collection has (a blurred or JPEG-compressed copy can be far from its source in one
+space and near it in another).
+
+Each verdict says whether the check ran: ``copy``, ``no_copy`` (every candidate compared), ``not_run: <why>`` (some
+candidate's image could not be compared: no file recorded, file missing, unreadable or changed since ingest, or the
+check is off) or ``failed: <why>`` (OpenCV failed on the query or a candidate), so that a check that could not run is
+never taken for "no copy"."""
 
 from __future__ import annotations
 
@@ -9,38 +16,44 @@ from dataclasses import dataclass
 from PIL import Image
 
 from attribution_audit.domain.points import point_id_for
-from attribution_audit.domain.results import Neighbour
-from attribution_audit.embedding.copy_match import NO_MATCH, LocalFeatures, Match, local_features, match
+from attribution_audit.embedding.copy_match import METHOD, LocalFeatures, Match, local_features, match
 from attribution_audit.errors import AttributionAuditError
 from attribution_audit.sources.images import load_image
 from attribution_audit.store.audit_store import AuditStore
 
-COPY_DEPTH = 10  # candidates checked: the first works of the attribution
-COPY_SCORE = 0.5  # the match score (share of matches one plausible homography explains) of a near-copy
-BATCH = 32
+COPY_SCORE = 0.55  # the match score (median aligned tile correlation under a plausible homography) of a near-copy
+COPY = "copy"
+NO_COPY = "no_copy"
+NOT_RUN = "not_run"
+FAILED = "failed"
+NAMED = 3  # works named in a status's reason
 
 
 @dataclass(frozen=True)
 class CopyVerdict:
-    """The best-matching candidate (``work_id``, ``catalogue``) and its match; a copy when its score reaches
-    COPY_SCORE."""
+    """The best-matching candidate (``work_id``, ``catalogue``) and its match, the status of the check and the
+    number of candidates compared."""
 
     work_id: str | None
     catalogue: str | None
-    match: Match
-
-    @property
-    def is_copy(self) -> bool:
-        return self.match.score >= COPY_SCORE
+    match: Match | None
+    status: str
+    compared: int = 0
+    method: str = METHOD
 
     @property
     def copy_of(self) -> str | None:
-        return self.work_id if self.is_copy else None
+        return self.work_id if self.status == COPY else None
 
     @property
-    def copy_score(self) -> float:
-        """The best candidate's match score: 0.5 and above is a near-copy."""
-        return self.match.score
+    def copy_score(self) -> float | None:
+        """The best compared candidate's score (COPY_SCORE and above is a near-copy); None when none was compared."""
+        return None if self.match is None else self.match.score
+
+
+def not_run(reason: str) -> CopyVerdict:
+    """The verdict of a check that did not run at all."""
+    return CopyVerdict(None, None, None, f"{NOT_RUN}: {reason}")
 
 
 class CopyDetector:
@@ -50,35 +63,70 @@ class CopyDetector:
         self.audit, self.collection = audit, collection
         self._features: dict[tuple[str, str], LocalFeatures] = {}
 
-    def check(self, image: Image.Image, neighbours: Sequence[Neighbour]) -> CopyVerdict:
-        """The verdict over the first COPY_DEPTH neighbours (the best score, then the most inliers); a work whose
-        image is gone or changed counts as no match."""
-        candidates = list(neighbours[:COPY_DEPTH])
-        ids = {point_id_for(n.catalogue, n.work_id): n for n in candidates}
-        paths = self.audit.catalogue.image_paths(self.collection, list(ids))
-        query = local_features(image)
-        best: Neighbour | None = None
-        best_match = NO_MATCH
-        for point, neighbour in ids.items():
-            features = self._features_of(paths.get(point))
-            found = match(query, features) if features is not None else NO_MATCH
-            if (found.score, found.inliers) > (best_match.score, best_match.inliers):
-                best, best_match = neighbour, found
-        if best is None:
-            return CopyVerdict(None, None, NO_MATCH)
-        return CopyVerdict(best.work_id, best.catalogue, best_match)
+    def check(self, image: Image.Image, candidates: Sequence[tuple[str, str]]) -> CopyVerdict:
+        """The verdict over the candidate works, (catalogue, work id) pairs: the best score, then the most inliers;
+        a copy when the best score reaches COPY_SCORE, whatever the other candidates gave."""
+        import cv2
 
-    def _features_of(self, image: tuple[str, str] | None) -> LocalFeatures | None:
-        """The local features of a work's file (path, recorded sha256); None when the file is gone, unreadable or
-        no longer the image that was ingested (a swapped file is no evidence of a copy of the work)."""
+        if not candidates:
+            return not_run("no candidate work")
+        try:
+            query = local_features(image)
+        except cv2.error as exc:
+            return CopyVerdict(None, None, None, f"{FAILED}: OpenCV failed on the query image ({_line(exc)})")
+        ids = {point_id_for(catalogue, work): (catalogue, work) for catalogue, work in dict.fromkeys(candidates)}
+        paths = self.audit.catalogue.image_paths(self.collection, list(ids))
+        best: tuple[str | None, str | None] = (None, None)
+        best_match: Match | None = None
+        unreadable: list[str] = []
+        failures: list[str] = []
+        for point, (catalogue, work) in ids.items():
+            features = self._features_of(paths.get(point))
+            if isinstance(features, str):
+                unreadable.append(f"{work}: {features}")
+                continue
+            try:
+                found = match(query, features)
+            except cv2.error as exc:
+                failures.append(f"{work}: {_line(exc)}")
+                continue
+            if best_match is None or (found.score, found.inliers) > (best_match.score, best_match.inliers):
+                best, best_match = (catalogue, work), found
+        compared = len(ids) - len(unreadable) - len(failures)
+        if best_match is not None and best_match.score >= COPY_SCORE:
+            status = COPY
+        elif failures:
+            status = f"{FAILED}: OpenCV failed on {_listed(failures, len(ids))}"
+        elif unreadable:
+            status = f"{NOT_RUN}: {_listed(unreadable, len(ids))} could not be compared"
+        else:
+            status = NO_COPY
+        return CopyVerdict(best[1], best[0], best_match, status, compared)
+
+    def _features_of(self, image: tuple[str, str] | None) -> LocalFeatures | str:
+        """The local features of a work's file (path, recorded sha256), or why there are none: no file recorded,
+        the file gone or unreadable, or no longer the image that was ingested (a swapped file is no evidence of a
+        copy of the work). Raises cv2.error when OpenCV fails on the image."""
         if image is None:
-            return None
+            return "no image file recorded"
         if image not in self._features:
             try:
                 loaded = load_image(image[0])
-            except AttributionAuditError:
-                return None
+            except AttributionAuditError as exc:
+                return f"image unreadable ({_line(exc)})"
             if loaded.sha256 != image[1]:
-                return None
+                return "image file changed since ingest"
             self._features[image] = local_features(loaded.image)
         return self._features[image]
+
+
+def _listed(problems: list[str], candidates: int) -> str:
+    """'2 of 20 candidates (W1: ..., W2: ...)', naming at most NAMED."""
+    more = f", {len(problems) - NAMED} more" if len(problems) > NAMED else ""
+    return f"{len(problems)} of {candidates} candidates ({'; '.join(problems[:NAMED])}{more})"
+
+
+def _line(exc: Exception) -> str:
+    """An exception's message on one short line."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 120 else text[:117] + "..."

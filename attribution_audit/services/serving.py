@@ -214,7 +214,7 @@ class AttributionService:
                         image.sha256,
                         query,
                         job.params,
-                        self.attributor.check_copy(image.image, self.attributor.compute(query, job.params)),
+                        self.attributor.check_copy(image.image, self.attributor.compute(query, job.params), query),
                         requester=job.requester,
                     )
                     for (path, image), query in zip(job.images, queries, strict=True)

@@ -130,4 +130,5 @@ def open_attributor(
             exact_cache_dir=settings.data_dir / "exact",
             embedder=embedder,
             style_embedder=style,
+            copy_depth=settings.copy_depth,
         )

@@ -257,6 +257,8 @@ class AttributionMetrics(Base):
     confidence_model: Mapped[str] = mapped_column(String(100))
     copy_of: Mapped[str | None] = mapped_column(String(300))
     copy_score: Mapped[float | None] = mapped_column(Float)
+    copy_status: Mapped[str | None] = mapped_column(Text)
+    copy_method: Mapped[str | None] = mapped_column(String(40))
     agreement: Mapped[float | None] = mapped_column(Float)  # migration 0012
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")

@@ -110,6 +110,8 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
         evaluation_run_id=r.get("evaluation_run_id"),
         copy_of=m.get("copy_of"),
         copy_score=m.get("copy_score"),
+        copy_status=m.get("copy_status"),
+        copy_method=m.get("copy_method"),
         agreement=_optional(m.get("agreement")),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
@@ -191,6 +193,8 @@ class RequestRepository:
             "confidence_model": draft.confidence_model,
             "copy_of": outcome.copy_of,
             "copy_score": outcome.copy_score,
+            "copy_status": outcome.copy_status,
+            "copy_method": outcome.copy_method,
             "agreement": outcome.features.get("agreement"),
         }
         with write_connection(self.engine) as connection:

@@ -1,7 +1,7 @@
 """agreement between spaces: the share of the other base space's K nearest works that are the top artist's
 
 Revision ID: 0012
-Revises: 0010 (to become 0011 when the copy branch's 0011_copy_status is merged)
+Revises: 0011
 
 Recorded per request in ``attribution_metrics.agreement`` when the shard holds both the content and the style
 space (NULL otherwise, and in older records). Plain ADD COLUMN (SQLite keeps the append-only triggers); the hash
@@ -16,7 +16,7 @@ from alembic import op
 from attribution_audit.store.roles import grant_to_readers
 
 revision: str = "0012"
-down_revision: str | None = "0010"  # "0011" once 0011_copy_status.py is merged
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
