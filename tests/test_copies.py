@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from test_build_benchmark import fonts_installed
 
 from attribution_audit.embedding.copy_match import METHOD, local_features, match
+from attribution_audit.services import copy_check
 from attribution_audit.services.copy_check import COPY_SCORE
 from attribution_audit.store.chain import StoredRequest, canonical_content
 
@@ -206,6 +207,30 @@ def test_a_copy_is_recorded_with_its_status_and_rule_and_covered_by_the_hash(
     superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET {edit} WHERE request_id = '{found['request_id']}'")
     assert "chain OK" not in cli("audit", "verify", code=None).stdout
     assert "NOT INTACT" in cli("audit", "show", str(found["request_id"])).stdout
+
+
+@pytest.mark.slow
+def test_a_process_keeps_the_features_of_a_bounded_number_of_works(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-running service compares ever new candidates: with room for one work, every check still finds the
+    copy (evicted works are read again) and no more than one work's features stay in memory."""
+    monkeypatch.setattr(copy_check, "CACHED_WORKS", 1)
+    kept: list[int] = []
+    check = copy_check.CopyDetector.check
+
+    def counted(self: copy_check.CopyDetector, *args: object) -> copy_check.CopyVerdict:
+        verdict = check(self, *args)  # type: ignore[arg-type]
+        kept.append(len(self._features))
+        return verdict
+
+    monkeypatch.setattr(copy_check.CopyDetector, "check", counted)
+    ingest_pages(cli, tmp_path)
+    for source in (2, 3, 2):
+        EDITS["jpeg"](page(source)).save(tmp_path / "copy.png")
+        found = attribute(cli, tmp_path / "copy.png")
+        assert (found["copy_of"], found["copy_status"]) == (f"W{source}", "copy")
+    assert kept and max(kept) == 1
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ never taken for "no copy"."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ NO_COPY = "no_copy"
 NOT_RUN = "not_run"
 FAILED = "failed"
 NAMED = 3  # works named in a status's reason
+CACHED_WORKS = 2048  # works whose local features a process keeps (~150 KB each), the least recently used dropped
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,12 @@ def not_run(reason: str) -> CopyVerdict:
 
 
 class CopyDetector:
-    """Checks a query against the images of its candidate works (their local features cached per process)."""
+    """Checks a query against the images of its candidate works (the local features of the CACHED_WORKS most
+    recently compared works cached per process, so that a long-running service's memory stays bounded)."""
 
     def __init__(self, audit: AuditStore, collection: str) -> None:
         self.audit, self.collection = audit, collection
-        self._features: dict[tuple[str, str], LocalFeatures] = {}
+        self._features: OrderedDict[tuple[str, str], LocalFeatures] = OrderedDict()
 
     def check(self, image: Image.Image, candidates: Sequence[tuple[str, str]]) -> CopyVerdict:
         """The verdict over the candidate works, (catalogue, work id) pairs: the best score, then the most inliers;
@@ -109,15 +112,19 @@ class CopyDetector:
         copy of the work). Raises cv2.error when OpenCV fails on the image."""
         if image is None:
             return "no image file recorded"
-        if image not in self._features:
-            try:
-                loaded = load_image(image[0])
-            except AttributionAuditError as exc:
-                return f"image unreadable ({_line(exc)})"
-            if loaded.sha256 != image[1]:
-                return "image file changed since ingest"
-            self._features[image] = local_features(loaded.image)
-        return self._features[image]
+        if image in self._features:
+            self._features.move_to_end(image)
+            return self._features[image]
+        try:
+            loaded = load_image(image[0])
+        except AttributionAuditError as exc:
+            return f"image unreadable ({_line(exc)})"
+        if loaded.sha256 != image[1]:
+            return "image file changed since ingest"
+        features = self._features[image] = local_features(loaded.image)
+        if len(self._features) > CACHED_WORKS:
+            self._features.popitem(last=False)
+        return features
 
 
 def _listed(problems: list[str], candidates: int) -> str:
