@@ -54,7 +54,8 @@ def evaluate_copies(
             f"copies: recall@1 {num(result.recall_at_1)} ({result.copies}); non-copies: false copy rate "
             f"{num(result.false_copy_rate)} ({result.non_copies}); a copy scores {result.threshold:g} or more"
         )
-        for subset, rate in result.recall_by_subset.items():
-            typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")
+        if any(result.recall_by_subset):  # no subset column: the overall line says it all
+            for subset, rate in result.recall_by_subset.items():
+                typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")
 
     emit(fmt, data=asdict(result), rows=rows, text=text)
