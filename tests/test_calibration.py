@@ -414,8 +414,19 @@ def test_calibrate_refuses_to_store_a_model_it_cannot_cross_validate(
         calibrate(attributor, labelled, folds=2)
     message = str(info.value)
     assert "\n" not in message and str(labelled) in message
-    assert "2 correct and 1 incorrect of 3" in message and "--folds" in message
+    assert "2 correct and 1 incorrect of 3" in message and "add labelled queries;" in message
+    assert "--folds" not in message  # already at the fewest folds: lowering them cannot help
     assert count(demo_audit.engine, CalibrationModel) == 0
+
+
+def test_too_few_of_a_kind_for_the_folds_names_the_folds_that_would_do() -> None:
+    y = np.array([1.0] * 6 + [0.0] * 3)
+    x = np.random.default_rng(3).normal(size=(9, 5))
+    with pytest.raises(AttributionAuditError) as info:
+        fit_and_score(x, y, [0.5] * 9, 5, source="labelled.csv")
+    message = str(info.value)
+    assert "\n" not in message and "6 correct and 3 incorrect of 9" in message
+    assert "add labelled queries or pass --folds 3;" in message
 
 
 def test_a_model_ranking_worse_than_the_default_formula_is_refused() -> None:

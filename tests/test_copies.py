@@ -122,6 +122,9 @@ def test_evaluate_copies_names_the_source_and_flags_no_other_page(cli: Cli, tmp_
     assert 0.6 < result["false_copy_rate_upper_95"] < 0.7  # 0 of 3 bounds the rate by 1 - 0.05 ** (1 / 3)
     assert result["recall_by_subset"] == {edit: 1.0 for edit in sorted(EDITS)}
     assert "recall@1 1.000 (4)" in cli("evaluate", "copies", str(tmp_path / "labelled.csv")).stdout
+    (tmp_path / "plain.csv").write_text("path,artist,work_ids\ncopy0.png,Artist 0,W0\n")  # no subset column
+    plain = cli("evaluate", "copies", str(tmp_path / "plain.csv")).stdout.splitlines()
+    assert len(plain) == 1 and plain[0].startswith("copies: recall@1 1.000 (1);")  # no "  -:" subset line
 
     # Every attribution runs the same stage and records its verdict in the audit log.
     attributed = cli("attribute", str(tmp_path / "copy0.png"), "--format", "json", "--embedder", EMBEDDER).stdout

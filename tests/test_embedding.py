@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import huggingface_hub
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
@@ -173,6 +173,7 @@ def test_clip_uncached_hub_id_fails_without_download(tmp_path: Path, monkeypatch
     assert "\n" not in message
     assert "nonexistent-org/nonexistent-model" in message
     assert "hf download" in message and "--embedder clip:" in message
+    assert "--embedder efficientnet-lite0" in message  # the model that needs no download
 
 
 def test_clip_missing_directory(tmp_path: Path) -> None:

@@ -219,3 +219,31 @@ def test_a_space_of_two_artists_is_refused(cli: Cli, tmp_path: Path) -> None:
     refused = cli("spaces", "fit", "s", "--from", "style", "--embedder", EMBEDDER, code=1)
     assert "2 artist(s)" in refused.stderr and "at least 3" in refused.stderr and "Traceback" not in refused.output
     assert json.loads(cli("spaces", "list", "--json").stdout) == []
+
+
+@pytest.mark.slow
+def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogue: DemoCatalogue) -> None:
+    """`evaluate run` and `content-bias --space NAME` (as their help says) work in the learned space, the version
+    recorded; an unknown name is refused in one line before a run is started (it used to leave an `interrupted` run
+    behind), and `evaluate noise`, whose subset the space was not fitted on, refuses a learned space in one line."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder)
+    cli("spaces", "fit", "painters", "--from", "content", *embedder)
+    labelled = str(demo_catalogue.labelled)
+    done = cli(
+        "evaluate", "run", labelled, "--space", "painters", "--k-max", "5", "--k", "3", "--out", str(tmp_path / "e")
+    )
+    assert "evaluation run 1:" in done.stdout
+    (request,) = json.loads(cli("audit", "list", "--limit", "1", "--json").stdout)
+    shown = json.loads(cli("audit", "show", request["request_id"], "--json").stdout)
+    assert shown["parameters"]["space"] == "painters" and shown["parameters"]["space_version"] == 1
+    unknown = cli("evaluate", "run", labelled, "--space", "nothing", "--out", str(tmp_path / "u"), *embedder, code=1)
+    assert unknown.stderr.strip().startswith("error: no learned space nothing;") and "Traceback" not in unknown.output
+    evaluation = str(demo_catalogue.evaluation)  # with true works, which content-bias needs
+    bias = cli("evaluate", "content-bias", evaluation, "--space", "painters", "--out", str(tmp_path / "b"), *embedder)
+    assert "content-bias run 2" in bias.stdout and "caveat" in bias.stdout  # fitted from content: circular
+    noise = ("evaluate", "noise", evaluation, "--space", "painters", "--levels", "0.5", "--out", str(tmp_path / "n"))
+    refused = cli(*noise, *embedder, code=1)
+    assert refused.stderr.count("\n") == 1 and "run it in content, style or fused" in refused.stderr
+    runs = json.loads(cli("evaluate", "list", "--format", "json").stdout)
+    assert [run["status"] for run in runs] == ["completed", "completed"]

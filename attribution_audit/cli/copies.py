@@ -71,8 +71,9 @@ def evaluate_copies(
             f"{num(result.false_copy_rate)} ({result.false_copies} of {result.non_copies}, 95 % upper bound "
             f"{num(result.false_copy_rate_upper_95)}); checks that could not run: {not_run}"
         )
-        for subset, rate in result.recall_by_subset.items():
-            typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")
+        if any(result.recall_by_subset):  # no subset column: the overall line says it all
+            for subset, rate in result.recall_by_subset.items():
+                typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")
         seconds = "n/a" if result.check_seconds is None else f"{result.check_seconds * 1000:.0f} ms"
         typer.echo(
             f"rule {result.method}: a copy scores {result.threshold:g} or more; {result.depth} candidates from each "

@@ -82,7 +82,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
         else:
             typer.echo(
                 f"chain verified in full at {chain['verified_in_full_at']} ({chain['verified_in_full_age_s']} s ago), "
-                f"{chain['checked_now']} records appended since checked now"
+                f"{chain['checked_now']} record{'' if chain['checked_now'] == 1 else 's'} appended since, checked now"
             )
             if chain["ok"] and (older := chain["records"] - chain["checked_now"]) > 0:
                 typer.echo(

@@ -31,7 +31,7 @@ def resolve_local_dir(model: str) -> Path:
         raise EmbedderError(
             f"CLIP weights {model!r} are not on this machine and nothing is downloaded at run time: "
             f"on a connected machine run `hf download {model}` and copy ~/.cache/huggingface, "
-            "or pass --embedder clip:/path/to/model"
+            "or pass --embedder clip:/path/to/model, or use the packaged offline model: --embedder efficientnet-lite0"
         ) from exc
 
 

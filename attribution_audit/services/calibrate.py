@@ -111,11 +111,13 @@ def fit_and_score(
         raise AttributionAuditError(
             f"{source}: {exc} ({positives} correct of {len(y)}); add labelled queries of both kinds"
         ) from None
-    if min(positives, len(y) - positives) < folds:  # each class in every fold, or no evidence for the model
+    fewer = min(positives, len(y) - positives)
+    if fewer < folds:  # each class in every fold, or no evidence for the model
+        remedy = f" or pass --folds {fewer}" if fewer >= 2 else ""  # fewer than 2 folds cross-validate nothing
         raise AttributionAuditError(
             f"{source}: {positives} correct and {len(y) - positives} incorrect of {len(y)}; {folds}-fold "
             f"cross-validation needs at least {folds} of each before a model replaces the default confidence: "
-            "add labelled queries or lower --folds (2 at least); nothing was stored"
+            f"add labelled queries{remedy}; nothing was stored"
         )
     cv = cross_validated(x, y, _fitter, folds)
     trained = [model.predict(dict(zip(CALIBRATION_FEATURES, r, strict=True))) for r in x.tolist()]

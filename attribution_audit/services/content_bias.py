@@ -17,7 +17,6 @@ import numpy as np
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import CONTENT, WorkPoint
-from attribution_audit.domain.spaces import space_named
 from attribution_audit.embedding.base import TextEmbedder
 from attribution_audit.errors import ImageError, ManifestError
 from attribution_audit.evaluation.content_bias import ContentPairs, content_bias
@@ -72,6 +71,7 @@ def measure_content_bias(
     labelled = [q for q in audit.evaluations.queries(query_set_id) if q.work_ids]
     if not labelled:
         raise ManifestError("content-bias needs labelled queries with true works (a work_ids column)")
+    searching = attributor.space_of(AttributionParams(space=space))[0]  # an unknown space: refused before the run
     run_id = audit.evaluations.start_run(
         kind="content_bias",
         requester=attributor.requester,
@@ -118,7 +118,7 @@ def measure_content_bias(
         "space": space,
         "content_source": source,
         "content_source_reason": why,
-        "caveat": CIRCULAR if source == IMAGES and CONTENT in space_named(space).bases else None,
+        "caveat": CIRCULAR if source == IMAGES and CONTENT in searching.bases else None,
         "queries_with_true_works": len(labelled),
         **content_bias(pairs),
     }

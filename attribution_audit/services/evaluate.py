@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import DEFAULT_EXACT_METHOD, MAX_K, AttributionParams
-from attribution_audit.domain.spaces import SPACES, space_named
+from attribution_audit.domain.spaces import SPACES
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, NotFoundError
 from attribution_audit.evaluation.metrics import QueryOutcome, evaluate
 from attribution_audit.services.attribution import Attributor
@@ -70,8 +70,9 @@ def run_evaluation(
     audit = attributor.audit
     queries = audit.evaluations.queries(query_set_id)
     depth = recorded_depth(queries, k_max)
-    params = AttributionParams(k=depth, verify="off", space=space, exact_method=exact)
-    model = attributor.calibration_for(attributor.space_of(params)[1])
+    # the space first: a learned space's newest version is recorded, an unknown space refused before the run starts
+    searching, params = attributor.space_of(AttributionParams(k=depth, verify="off", space=space, exact_method=exact))
+    model = attributor.calibration_for(params)
     run_id = audit.evaluations.start_run(
         kind="attribution",
         requester=attributor.requester,
@@ -87,7 +88,6 @@ def run_evaluation(
             "confidence_model": model.name if model else None,
         },
     )
-    searching = space_named(space)
     for base in searching.bases:
         attributor.exact_index(exact, base)  # built (or loaded) once, outside the per-query timing
     failed, first_error = 0, ""

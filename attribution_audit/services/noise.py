@@ -19,7 +19,7 @@ import numpy as np
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import FUSED, AttributionParams
 from attribution_audit.domain.points import CONTENT, STYLE, WorkPoint, point_id_for
-from attribution_audit.domain.spaces import QueryVectors, space_named
+from attribution_audit.domain.spaces import SPACES, QueryVectors, space_named
 from attribution_audit.errors import ImageError, ManifestError, VectorStoreError
 from attribution_audit.evaluation.metrics import finite
 from attribution_audit.services.attribution import Attributor
@@ -129,6 +129,11 @@ def noise_experiment(
     _check_levels(levels, reference_fraction)
     if kind == "heterogeneous" and noise_manifest is None:
         raise ValueError("heterogeneous noise comes from another domain: give --noise MANIFEST (e.g. faces)")
+    if space not in SPACES:
+        raise VectorStoreError(
+            f"evaluate noise --space {space}: a learned space was fitted on the whole catalogue, not on the subset "
+            "this experiment attributes against; run it in content, style or fused"
+        )
     params = AttributionParams(k=k, verify="off", space=space)
     production = sorted(attributor.store.iter_points(), key=lambda p: p.point_id)
     if not production:
