@@ -51,12 +51,15 @@ from attribution_audit.services.evaluate import import_query_set
 from attribution_audit.sources.synthetic import DemoCatalogue, draw_work, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.models import (
+    Artist,
     AttributionNeighbour,
     AttributionRequest,
+    Catalogue,
     EvaluationResult,
     EvaluationRun,
     LabelledQueryRecord,
     QuerySet,
+    Work,
 )
 from attribution_audit.store.vectors import open_store
 from attribution_audit.store.vectors.qdrant_edge import EdgeStore
@@ -752,6 +755,12 @@ def test_noise_bad_levels_are_usage_errors(cli: Cli, noise_manifest: Path, tmp_p
 
 # -- importing query sets ----------------------------------------------------------------------------------------
 def test_import_query_set_is_idempotent(audit: AuditStore, tmp_path: Path) -> None:
+    with Session(audit.engine) as session, session.begin():  # the true works it names are in a catalogue
+        catalogue, artist = Catalogue(name="cat"), Artist(name="Ada")
+        session.add_all(
+            Work(catalogue=catalogue, artist=artist, work_id=w, image_path=f"{w}.png", image_sha256="0" * 64)
+            for w in ("W1", "W2")
+        )
     path = tmp_path / "labelled.csv"
     path.write_text("path,artist,work_ids,subset\na.png,Ada,W1;W2,alpha\nb.png,Bruno,,beta\n")
 
