@@ -13,7 +13,7 @@ the tables.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
@@ -137,8 +137,8 @@ class StoredRequest:
             columns[key] = _canonical_value(columns[key])
         return cls(
             columns,
-            sorted((values(n) for n in request.neighbours), key=lambda n: n["rank"]),
-            sorted((values(s) for s in request.artist_shares), key=lambda s: s["artist"]),
+            _ordered(map(values, request.neighbours), "rank"),
+            _ordered(map(values, request.artist_shares), "artist"),
             values(request.metrics) if request.metrics is not None else None,
         )
 
@@ -146,6 +146,16 @@ class StoredRequest:
 # Columns added after records were hashed: covered when set, left out when empty (older records keep their hash).
 _COVERED_WHEN_SET = frozenset({"copy_of", "copy_score", "agreement"})
 _PLAIN = frozenset({str, int, bool, type(None), dict, list})  # values that are canonical as they are
+
+
+def _ordered(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Child rows by ``key`` (rank, artist). A key of another type than the others (written by hand, which SQLite
+    keeps) is ordered by its type and text instead of raising: the record is read, and fails its hash."""
+    rows = list(rows)
+    try:
+        return sorted(rows, key=itemgetter(key))
+    except TypeError:
+        return sorted(rows, key=lambda row: (type(row[key]).__name__, repr(row[key])))
 
 
 def _canonical_row(values: dict[str, Any]) -> dict[str, Any]:
@@ -166,8 +176,8 @@ def canonical_content(request: StoredRequest | AttributionRequest) -> dict[str, 
     record = request if isinstance(request, StoredRequest) else StoredRequest.of(request)
     return {
         "request": _canonical_row(record.columns),
-        "neighbours": [_canonical_row(n) for n in sorted(record.neighbours, key=lambda n: n["rank"])],
-        "artist_shares": [_canonical_row(s) for s in sorted(record.artist_shares, key=lambda s: s["artist"])],
+        "neighbours": [_canonical_row(n) for n in _ordered(record.neighbours, "rank")],
+        "artist_shares": [_canonical_row(s) for s in _ordered(record.artist_shares, "artist")],
         "metrics": _canonical_row(record.metrics) if record.metrics is not None else None,
     }
 
@@ -369,8 +379,8 @@ def load_requests(
     return [
         StoredRequest(
             row,
-            sorted(neighbours.get(row["id"], []), key=lambda n: n["rank"]),
-            sorted(shares.get(row["id"], []), key=lambda s: s["artist"]),
+            _ordered(neighbours.get(row["id"], []), "rank"),
+            _ordered(shares.get(row["id"], []), "artist"),
             metrics[row["id"]][0] if row["id"] in metrics else None,
         )
         for row in rows
