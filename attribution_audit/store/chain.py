@@ -680,7 +680,8 @@ def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport
     for record in iter_chain(engine, after_seq=check.checked):
         if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
             break
-    return check.report(count_requests(engine, check.checked))
+    report = check.report(count_requests(engine, check.checked))
+    return report if head is not None else _not_shorter(engine, report)
 
 
 # -- remembered verifications ---------------------------------------------------------------------------------
@@ -697,6 +698,7 @@ class Verification:
 
 def remember_verification(engine: Engine, report: ChainReport) -> bool:
     """Record a full verification; False where this database user may not write (a read-only role)."""
+    report = _not_shorter(engine, report)
     row = {
         "verified_at": utcnow(),
         "ok": report.ok,
@@ -713,6 +715,28 @@ def remember_verification(engine: Engine, report: ChainReport) -> bool:
             return False
         raise DatabaseError(f"cannot remember the verification ({exc.orig}); the chain itself is unchanged") from exc
     return True
+
+
+def _not_shorter(engine: Engine, report: ChainReport) -> ChainReport:
+    """A full verification's ``report``, failed where an earlier full verification that passed counted more records:
+    the log's tail was cut since (a chain alone cannot show it; verifying it again must not make it look intact)."""
+    v = _VERIFICATIONS.c
+    query = select(v.records, v.verified_at).where(v.ok).order_by(v.records.desc()).limit(1)
+    try:
+        with reader(engine).connect() as connection:
+            longest = connection.execute(query).first()
+    except DBAPIError as exc:
+        if is_permission_error(exc):  # a read-only role reads only the audit views
+            return report
+        raise
+    if not report.ok or longest is None or longest.records <= report.checked:
+        return report
+    missing = longest.records - report.checked
+    problem = (
+        f"{missing} record(s) after seq {report.checked} are missing: the full verification of "
+        f"{as_utc(longest.verified_at).isoformat()} counted {longest.records} (the log's tail was cut)"
+    )
+    return ChainReport(False, report.checked, report.head_hash, None, None, problem)
 
 
 def last_verification(engine: Engine) -> Verification | None:
