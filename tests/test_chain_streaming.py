@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Cli
 from dbtools import fill_chain, superuser_edit
 from sqlalchemy import Engine
 
@@ -113,3 +114,16 @@ def test_a_tail_cut_after_a_full_verification_is_not_remembered_as_intact(fresh_
         assert (report.ok, report.checked) == (False, 8) and "4 record(s) after seq 8" in (report.reason or "")
         audit_log.export_records(audit, tmp_path / "cut.jsonl")
         assert summary(audit)["chain"]["ok"] is False
+
+
+def test_a_log_missing_records_is_said_broken_without_a_seq_of_none(cli: Cli) -> None:
+    engine = cli.engine()
+    fill_chain(engine, 5)
+    cli("audit", "verify")
+    last = "(SELECT id FROM attribution_requests WHERE seq = 5)"
+    for table in ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics"):
+        superuser_edit(engine, f"DELETE FROM {table} WHERE request_id = {last}")
+    superuser_edit(engine, "DELETE FROM attribution_requests WHERE seq = 5")
+    for args in (("audit", "verify"), ("report", "summary"), ("audit", "verify", "--format", "json")):
+        result = cli(*args, code=1 if args[1] == "verify" else 0)
+        assert "after seq 4 are missing" in result.output and "None" not in result.output, result.output
