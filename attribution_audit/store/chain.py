@@ -13,6 +13,7 @@ the tables.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -197,6 +198,17 @@ def _row(table: Table, given: dict[str, Any]) -> dict[str, Any]:
     return {c.key: given.get(c.key) for c in table.columns}
 
 
+def _refuse_nan(*rows: dict[str, Any]) -> None:
+    """SQLite stores NaN as NULL: a record holding one would not match its own hash when read back."""
+    for row in rows:
+        for column, value in row.items():
+            if isinstance(value, float) and math.isnan(value):
+                raise DatabaseError(
+                    f"cannot log {column} = NaN in a SQLite audit log (it would be stored as NULL, and the record "
+                    "would fail its hash); nothing was recorded"
+                )
+
+
 def append_rows(
     connection: Connection,
     request: dict[str, Any],
@@ -213,6 +225,8 @@ def append_rows(
     The head is the row of the highest ``seq`` (its unique index: one index probe whatever the log's length). The
     time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log).
     """
+    if connection.dialect.name == "sqlite":
+        _refuse_nan(request, *neighbours, *shares, *([metrics] if metrics else []))
     key = request["id"]
     near = sorted((_row(_NEIGHBOURS, {**n, "request_id": key}) for n in neighbours), key=lambda n: n["rank"])
     parts = sorted((_row(_SHARES, {**s, "request_id": key}) for s in shares), key=lambda s: s["artist"])
