@@ -121,3 +121,20 @@ def test_a_value_of_another_type_written_by_hand_breaks_the_chain_at_its_record(
     report = chain.verify_chain(sqlite_db)  # SQLite keeps the text in a float column
     assert (report.ok, report.broken_seq, report.checked) == (False, 2, 1)
     assert "content does not match" in (report.reason or "")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE attribution_neighbours SET rank = 'x' WHERE rank = 2 AND request_id = '{id}'",
+        "UPDATE attribution_artist_shares SET artist = X'41' WHERE artist = 'A' AND request_id = '{id}'",
+    ],
+)
+def test_children_that_cannot_be_ordered_break_the_chain_at_their_record(sqlite_db: Engine, statement: str) -> None:
+    records = [chain.append(sqlite_db, complete_request(str(i))) for i in range(3)]
+    if "artist_shares" in statement:  # a second share, so that an int and a str must be ordered
+        superuser_edit(sqlite_db, f"INSERT INTO attribution_artist_shares VALUES ('{records[1].id}', 'B', 0.0)")
+    superuser_edit(sqlite_db, statement.format(id=records[1].id))
+    report = chain.verify_chain(sqlite_db)  # SQLite keeps a text rank and a blob artist as they were written
+    assert (report.ok, report.broken_seq, report.checked) == (False, 2, 1)
+    assert [r.seq for r in chain.load_requests(sqlite_db)] == [1, 2, 3]  # audit show and list still read it

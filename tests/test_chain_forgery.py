@@ -3,11 +3,14 @@ written one (-0.0 read back from SQLite): on SQLite and PostgreSQL, since both a
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from dbtools import complete_request
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from attribution_audit.errors import DatabaseError
 from attribution_audit.store import chain
 
 FORGE = (
@@ -35,4 +38,17 @@ def test_negative_zero_round_trips_through_the_chain(fresh_db: Engine) -> None:
     request.neighbours[0].similarity = -0.0
     request.metrics.margin = -0.0  # type: ignore[union-attr]
     chain.append(fresh_db, request)
+    assert chain.verify_chain(fresh_db).ok
+
+
+def test_nan_is_logged_only_where_the_database_keeps_it(fresh_db: Engine) -> None:
+    request = complete_request("nan")
+    request.metrics.margin = math.nan  # type: ignore[union-attr]
+    if fresh_db.dialect.name == "sqlite":  # SQLite stores NaN as NULL: the record would fail its own hash
+        with pytest.raises(DatabaseError, match="margin") as info:
+            chain.append(fresh_db, request)
+        assert "\n" not in str(info.value) and chain.load_requests(fresh_db) == []
+    else:
+        chain.append(fresh_db, request)
+    chain.append(fresh_db, complete_request("next"))
     assert chain.verify_chain(fresh_db).ok

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbtools import fill_chain
+from conftest import Cli
+from dbtools import fill_chain, superuser_edit
 from sqlalchemy import Engine
 
 from attribution_audit.reporting import export
@@ -98,3 +99,31 @@ def test_summary_names_records_removed_before_the_last_full_verification(fresh_d
     chain = summary(audit)["chain"]
     assert not chain["ok"]
     assert chain["reason"] == "1 record(s) at or before seq 6 are missing (removed after they were verified)"
+
+
+def test_a_tail_cut_after_a_full_verification_is_not_remembered_as_intact(fresh_db: Engine, tmp_path: Path) -> None:
+    audit = AuditStore(fresh_db)
+    fill_chain(fresh_db, 12)
+    assert audit_log.verify_chain(audit).ok  # remembered: 12 records
+    for table in ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics", "attribution_requests"):
+        key = "id" if table == "attribution_requests" else "request_id"
+        cut = "SELECT id FROM attribution_requests WHERE seq > 8"
+        superuser_edit(fresh_db, f"DELETE FROM {table} WHERE {key} IN ({cut})")
+    for _ in range(2):  # nor by the verification after the one that found it, nor by an export
+        report = audit_log.verify_chain(audit)
+        assert (report.ok, report.checked) == (False, 8) and "4 record(s) after seq 8" in (report.reason or "")
+        audit_log.export_records(audit, tmp_path / "cut.jsonl")
+        assert summary(audit)["chain"]["ok"] is False
+
+
+def test_a_log_missing_records_is_said_broken_without_a_seq_of_none(cli: Cli) -> None:
+    engine = cli.engine()
+    fill_chain(engine, 5)
+    cli("audit", "verify")
+    last = "(SELECT id FROM attribution_requests WHERE seq = 5)"
+    for table in ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics"):
+        superuser_edit(engine, f"DELETE FROM {table} WHERE request_id = {last}")
+    superuser_edit(engine, "DELETE FROM attribution_requests WHERE seq = 5")
+    for args in (("audit", "verify"), ("report", "summary"), ("audit", "verify", "--format", "json")):
+        result = cli(*args, code=1 if args[1] == "verify" else 0)
+        assert "after seq 4 are missing" in result.output and "None" not in result.output, result.output

@@ -853,3 +853,23 @@ def test_progress_outside_a_terminal_is_a_periodic_line_with_total_and_eta(
     assert lines[0].startswith("ingest works.csv: 32/100 works (32%),") and "ETA" in lines[0]
     assert lines[-1].startswith("ingest works.csv: 100/100 works (100%)")
     assert sum("100/100" in line for line in lines) == 1  # the final count once
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_vectors_of_extreme_magnitude_are_normalised_not_zeroed(scale: float, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,artist,work_id\na.png,Ada,Q0\nb.png,Ada,Q1\n")
+    matrix = (raw_vectors(2) * scale).astype(np.float32)  # finite in float32; its squares are not
+    table = load_vectors(write_embeddings("npy", tmp_path, [], matrix), open_source(manifest))
+    for work_id, row in zip(("Q0", "Q1"), raw_vectors(2), strict=True):
+        np.testing.assert_allclose(table[work_id], unit(row), atol=1e-5)
+
+
+def test_complex_embeddings_are_refused_not_cut_to_their_real_part(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,artist,work_id\na.png,Ada,Q0\nb.png,Ada,Q1\n")
+    path = tmp_path / "complex.npy"
+    np.save(path, np.ones((2, DIM)) + 1j)
+    with pytest.raises(ManifestError, match="complex128") as info:
+        load_vectors(path, open_source(manifest))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

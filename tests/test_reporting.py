@@ -1133,3 +1133,12 @@ def test_request_pdf(pipeline: Pipeline, tmp_path: Path) -> None:
     assert f"wrote {out}" in result.stdout
     data = out.read_bytes()
     assert data.startswith(b"%PDF") and len(data) > 10_000
+
+
+def test_summary_of_a_log_with_a_confidence_changed_to_text_says_where_the_chain_breaks(
+    cli: Cli, sqlite_db: Engine
+) -> None:
+    log = build_known_log(sqlite_db)
+    superuser_edit(sqlite_db, f"UPDATE attribution_metrics SET confidence = 'high' WHERE request_id = '{log.id('r2')}'")
+    cli("audit", "verify", code=1)
+    assert "BROKEN at seq 2" in cli("report", "summary").stdout  # SQLite keeps the text in a float column

@@ -192,8 +192,8 @@ def audit_verify(
         emit(fmt, data=verification.as_json(), rows=[verification.as_json()])
     if not report.ok:
         typer.echo(
-            f"chain BROKEN at seq {report.broken_seq} (request {report.broken_request_id}): {report.reason}; "
-            f"{report.checked} records before it verify",
+            f"chain BROKEN{report.located}: {report.reason}; "
+            f"{report.checked} records {'before it ' if report.located else ''}verify",
             err=True,
         )
     elif table:

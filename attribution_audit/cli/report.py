@@ -89,7 +89,8 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
                     f"  records 1-{older} were not read again: a change to them since that verification is found only "
                     "by the next `audit verify`"
                 )
-        state = "OK" if chain["ok"] else f"BROKEN at seq {chain['broken_seq']} ({chain['reason']})"
+        where = "" if chain["broken_seq"] is None else f" at seq {chain['broken_seq']}"
+        state = "OK" if chain["ok"] else f"BROKEN{where} ({chain['reason']})"
         typer.echo(f"chain {state}: {chain['records']} records, head {chain['head_hash']}")
 
     emit(output_format(fmt, as_json), data=data, rows=[_summary_row(data)], text=text)

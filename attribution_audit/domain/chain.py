@@ -52,6 +52,14 @@ class ChainReport:
     broken_seq: int | None = None
     reason: str | None = None
 
+    @property
+    def located(self) -> str:
+        """Where the chain breaks, as `` at seq N (request ID)``; empty when no record is to blame (records missing
+        after those verified, or rows outside the chain)."""
+        if self.broken_seq is None:
+            return ""
+        return f" at seq {self.broken_seq} (request {self.broken_request_id})"
+
 
 @dataclass(frozen=True)
 class ChainRecord:

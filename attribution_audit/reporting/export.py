@@ -63,7 +63,7 @@ def export_records(
         head = check.report(rows(check.checked))
         if not head.ok:
             raise AttributionAuditError(
-                f"the audit chain is broken at seq {head.broken_seq} ({head.reason}); run `attribution-audit audit "
+                f"the audit chain is broken{head.located}: {head.reason}; run `attribution-audit audit "
                 "verify` and resolve it before exporting"
             )
         header = {

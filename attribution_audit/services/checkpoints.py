@@ -86,7 +86,7 @@ class Verification:
         """Why the log fails, in one line (the broken record, else the first contradicted checkpoint); None if ok."""
         report = self.report
         if not report.ok:
-            return f"chain broken at seq {report.broken_seq} (request {report.broken_request_id}): {report.reason}"
+            return f"chain broken{report.located}: {report.reason}"
         failed = next((check for check in self.checkpoints if check.problem), None)
         if failed is None:
             return None

@@ -13,15 +13,26 @@ from attribution_audit.sources.manifest import ManifestRow, Source
 
 
 def _unit(matrix: np.ndarray, path: Path) -> np.ndarray:
+    kind = np.asarray(matrix).dtype
+    if not (np.issubdtype(kind, np.floating) or np.issubdtype(kind, np.integer)):
+        raise ManifestError(f"{path}: expected real numbers (float or int), got {kind}; convert the vectors")
     matrix = np.asarray(matrix, dtype=np.float32)
     if matrix.ndim != 2:
         raise ManifestError(f"{path}: expected a 2-D array of vectors (one a row), got shape {matrix.shape}")
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         raise ManifestError(f"{path}: row {int(np.argmin(finite))} has NaN or infinite values; fix or remove it")
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ManifestError(f"{path}: row {int(np.argmax(norms[:, 0] == 0))} is an all-zero vector; fix or remove it")
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    odd = ~np.isfinite(norms[:, 0]) | (norms[:, 0] < np.finfo(np.float32).tiny)
+    if odd.any():  # squares that overflow or vanish: those rows scaled by their largest value first
+        largest = np.abs(matrix[odd]).max(axis=1, keepdims=True, initial=0.0)
+        if (largest == 0).any():
+            row = int(np.flatnonzero(odd)[np.argmax(largest[:, 0] == 0)])
+            raise ManifestError(f"{path}: row {row} is an all-zero vector; fix or remove it")
+        matrix, scaled = matrix.copy(), matrix[odd] / largest
+        matrix[odd] = scaled
+        norms[odd] = np.linalg.norm(scaled, axis=1, keepdims=True)
     unit: np.ndarray = matrix / norms
     return unit
 

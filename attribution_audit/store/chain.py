@@ -13,7 +13,8 @@ the tables.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
@@ -137,8 +138,8 @@ class StoredRequest:
             columns[key] = _canonical_value(columns[key])
         return cls(
             columns,
-            sorted((values(n) for n in request.neighbours), key=lambda n: n["rank"]),
-            sorted((values(s) for s in request.artist_shares), key=lambda s: s["artist"]),
+            _ordered(map(values, request.neighbours), "rank"),
+            _ordered(map(values, request.artist_shares), "artist"),
             values(request.metrics) if request.metrics is not None else None,
         )
 
@@ -146,6 +147,16 @@ class StoredRequest:
 # Columns added after records were hashed: covered when set, left out when empty (older records keep their hash).
 _COVERED_WHEN_SET = frozenset({"copy_of", "copy_score", "copy_status", "copy_method", "agreement"})
 _PLAIN = frozenset({str, int, bool, type(None), dict, list})  # values that are canonical as they are
+
+
+def _ordered(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Child rows by ``key`` (rank, artist). A key of another type than the others (written by hand, which SQLite
+    keeps) is ordered by its type and text instead of raising: the record is read, and fails its hash."""
+    rows = list(rows)
+    try:
+        return sorted(rows, key=itemgetter(key))
+    except TypeError:
+        return sorted(rows, key=lambda row: (type(row[key]).__name__, repr(row[key])))
 
 
 def _canonical_row(values: dict[str, Any]) -> dict[str, Any]:
@@ -166,8 +177,8 @@ def canonical_content(request: StoredRequest | AttributionRequest) -> dict[str, 
     record = request if isinstance(request, StoredRequest) else StoredRequest.of(request)
     return {
         "request": _canonical_row(record.columns),
-        "neighbours": [_canonical_row(n) for n in sorted(record.neighbours, key=lambda n: n["rank"])],
-        "artist_shares": [_canonical_row(s) for s in sorted(record.artist_shares, key=lambda s: s["artist"])],
+        "neighbours": [_canonical_row(n) for n in _ordered(record.neighbours, "rank")],
+        "artist_shares": [_canonical_row(s) for s in _ordered(record.artist_shares, "artist")],
         "metrics": _canonical_row(record.metrics) if record.metrics is not None else None,
     }
 
@@ -187,6 +198,17 @@ def _row(table: Table, given: dict[str, Any]) -> dict[str, Any]:
     return {c.key: given.get(c.key) for c in table.columns}
 
 
+def _refuse_nan(*rows: dict[str, Any]) -> None:
+    """SQLite stores NaN as NULL: a record holding one would not match its own hash when read back."""
+    for row in rows:
+        for column, value in row.items():
+            if isinstance(value, float) and math.isnan(value):
+                raise DatabaseError(
+                    f"cannot log {column} = NaN in a SQLite audit log (it would be stored as NULL, and the record "
+                    "would fail its hash); nothing was recorded"
+                )
+
+
 def append_rows(
     connection: Connection,
     request: dict[str, Any],
@@ -203,6 +225,8 @@ def append_rows(
     The head is the row of the highest ``seq`` (its unique index: one index probe whatever the log's length). The
     time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log).
     """
+    if connection.dialect.name == "sqlite":
+        _refuse_nan(request, *neighbours, *shares, *([metrics] if metrics else []))
     key = request["id"]
     near = sorted((_row(_NEIGHBOURS, {**n, "request_id": key}) for n in neighbours), key=lambda n: n["rank"])
     parts = sorted((_row(_SHARES, {**s, "request_id": key}) for s in shares), key=lambda s: s["artist"])
@@ -369,8 +393,8 @@ def load_requests(
     return [
         StoredRequest(
             row,
-            sorted(neighbours.get(row["id"], []), key=lambda n: n["rank"]),
-            sorted(shares.get(row["id"], []), key=lambda s: s["artist"]),
+            _ordered(neighbours.get(row["id"], []), "rank"),
+            _ordered(shares.get(row["id"], []), "artist"),
             metrics[row["id"]][0] if row["id"] in metrics else None,
         )
         for row in rows
@@ -670,7 +694,8 @@ def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport
     for record in iter_chain(engine, after_seq=check.checked):
         if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
             break
-    return check.report(count_requests(engine, check.checked))
+    report = check.report(count_requests(engine, check.checked))
+    return report if head is not None else _not_shorter(engine, report)
 
 
 # -- remembered verifications ---------------------------------------------------------------------------------
@@ -687,6 +712,7 @@ class Verification:
 
 def remember_verification(engine: Engine, report: ChainReport) -> bool:
     """Record a full verification; False where this database user may not write (a read-only role)."""
+    report = _not_shorter(engine, report)
     row = {
         "verified_at": utcnow(),
         "ok": report.ok,
@@ -703,6 +729,28 @@ def remember_verification(engine: Engine, report: ChainReport) -> bool:
             return False
         raise DatabaseError(f"cannot remember the verification ({exc.orig}); the chain itself is unchanged") from exc
     return True
+
+
+def _not_shorter(engine: Engine, report: ChainReport) -> ChainReport:
+    """A full verification's ``report``, failed where an earlier full verification that passed counted more records:
+    the log's tail was cut since (a chain alone cannot show it; verifying it again must not make it look intact)."""
+    v = _VERIFICATIONS.c
+    query = select(v.records, v.verified_at).where(v.ok).order_by(v.records.desc()).limit(1)
+    try:
+        with reader(engine).connect() as connection:
+            longest = connection.execute(query).first()
+    except DBAPIError as exc:
+        if is_permission_error(exc):  # a read-only role reads only the audit views
+            return report
+        raise
+    if not report.ok or longest is None or longest.records <= report.checked:
+        return report
+    missing = longest.records - report.checked
+    problem = (
+        f"{missing} record(s) after seq {report.checked} are missing: the full verification of "
+        f"{as_utc(longest.verified_at).isoformat()} counted {longest.records} (the log's tail was cut)"
+    )
+    return ChainReport(False, report.checked, report.head_hash, None, None, problem)
 
 
 def last_verification(engine: Engine) -> Verification | None:

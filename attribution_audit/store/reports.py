@@ -92,7 +92,9 @@ class ReportRepository:
                     "FROM v_attributions"
                 )
             ).one()
-            confidences = [float(c) for c in connection.scalars(text("SELECT confidence FROM v_attributions"))]
+            # a number only: SQLite keeps text written by hand in a float column (the record then fails its hash)
+            rows = connection.scalars(text("SELECT confidence FROM v_attributions"))
+            confidences = [float(c) for c in rows if isinstance(c, int | float)]
             low = connection.scalar(text("SELECT COUNT(*) FROM v_low_confidence"))
             works = connection.execute(
                 text("SELECT COALESCE(SUM(active), 0), COALESCE(SUM(withdrawn), 0) FROM v_catalogue")
