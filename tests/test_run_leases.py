@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import Cli
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 
+from attribution_audit.store import runs
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.models import IngestionRun
 
@@ -105,3 +106,14 @@ def test_a_sqlite_run_without_a_lease_is_not_called_dead(cli_on: Callable[[str],
         _kill(process)
         status = _evaluation_statuses(cli)[run]
     assert status.startswith("running (unconfirmed: no lease; started ")
+
+
+def test_a_lease_file_gone_or_unopenable_proves_nothing(tmp_path: Path) -> None:
+    """A run ending between the listing and the check removes its lease file: that run is neither proved dead nor
+    alive, and the check does not fail (the same when the file cannot be opened: here a dangling link)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    assert runs._dead(engine, None, "ingestion_runs", 7) is None
+    folder = tmp_path / "audit.db.runs"
+    folder.mkdir()
+    (folder / "ingestion_runs-7.lock").symlink_to(tmp_path / "gone")
+    assert runs._dead(engine, None, "ingestion_runs", 7) is None

@@ -82,9 +82,12 @@ def _dead(engine: Engine, connection: Connection | None, table: str, run_id: int
             connection.execute(select(func.pg_advisory_unlock(TABLE_KEYS[table], run_id)))
         return bool(taken)
     path = _lock_file(engine, table, run_id)
-    if path is None or not path.exists():
+    if path is None:
         return None
-    descriptor = os.open(path, os.O_RDWR)
+    try:  # read-only is enough for flock; the file may vanish as its run ends, or be unreadable to this user
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
