@@ -14,6 +14,7 @@ from conftest import Cli
 from dbtools import fill_chain, superuser_edit
 from sqlalchemy import Engine
 
+from attribution_audit.errors import AttributionAuditError
 from attribution_audit.reporting import export
 from attribution_audit.services import audit_log
 from attribution_audit.services.report import summary
@@ -109,10 +110,12 @@ def test_a_tail_cut_after_a_full_verification_is_not_remembered_as_intact(fresh_
         key = "id" if table == "attribution_requests" else "request_id"
         cut = "SELECT id FROM attribution_requests WHERE seq > 8"
         superuser_edit(fresh_db, f"DELETE FROM {table} WHERE {key} IN ({cut})")
-    for _ in range(2):  # nor by the verification after the one that found it, nor by an export
+    for _ in range(2):  # nor by the verification after the one that found it; an export refuses the cut log
         report = audit_log.verify_chain(audit)
         assert (report.ok, report.checked) == (False, 8) and "4 record(s) after seq 8" in (report.reason or "")
-        audit_log.export_records(audit, tmp_path / "cut.jsonl")
+        with pytest.raises(AttributionAuditError, match=r"broken: 4 record\(s\) after seq 8 are missing"):
+            audit_log.export_records(audit, tmp_path / "cut.jsonl")
+        assert not (tmp_path / "cut.jsonl").exists()
         assert summary(audit)["chain"]["ok"] is False
 
 

@@ -37,12 +37,14 @@ def export_records(
     date_from: date | None = None,
     date_to: date | None = None,
     db_identity: str | None = None,
+    vouch: Callable[[ChainReport], ChainReport] = lambda head: head,
 ) -> tuple[int, ChainReport]:
     """Verify ``chain`` (every record, in order) while writing those created within [date_from, date_to] (inclusive
     days, UTC), in one pass and constant memory; ``rows(seq)`` counts the log's request rows up to the last seq read
     (records other writers append meanwhile are left for the next export). The
-    header names the audit DB's identity (what checkpoints name). Returns how many were written and the verified
-    head. A broken chain writes nothing and raises."""
+    header names the audit DB's identity (what checkpoints name); ``vouch`` checks the verified head against what is
+    known beyond the chain (e.g. an earlier verification that counted more records). Returns how many were written
+    and the verified head. A broken chain, or a head ``vouch`` fails, writes nothing and raises."""
     start, end = _bounds(date_from, date_to)
     out = Path(out)
     if out.is_symlink() or (out.exists() and not out.is_file()):  # the rename below would replace it, not write to it
@@ -60,7 +62,7 @@ def export_records(
                 if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
                     handle.write(_line(record))
                     written += 1
-        head = check.report(rows(check.checked))
+        head = vouch(check.report(rows(check.checked)))
         if not head.ok:
             raise AttributionAuditError(
                 f"the audit chain is broken{head.located}: {head.reason}; run `attribution-audit audit "

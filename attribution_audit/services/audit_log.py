@@ -42,6 +42,7 @@ def export_records(audit: AuditStore, out: Path, date_from: date | None = None, 
         date_from,
         date_to,
         db_identity=audit.checkpoints.identity(),
+        vouch=audit.requests.against_earlier,
     )
     audit.requests.remember_verification(head)
     return written

@@ -695,7 +695,7 @@ def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport
         if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
             break
     report = check.report(count_requests(engine, check.checked))
-    return report if head is not None else _not_shorter(engine, report)
+    return report if head is not None else not_shorter(engine, report)
 
 
 # -- remembered verifications ---------------------------------------------------------------------------------
@@ -712,7 +712,7 @@ class Verification:
 
 def remember_verification(engine: Engine, report: ChainReport) -> bool:
     """Record a full verification; False where this database user may not write (a read-only role)."""
-    report = _not_shorter(engine, report)
+    report = not_shorter(engine, report)
     row = {
         "verified_at": utcnow(),
         "ok": report.ok,
@@ -731,7 +731,7 @@ def remember_verification(engine: Engine, report: ChainReport) -> bool:
     return True
 
 
-def _not_shorter(engine: Engine, report: ChainReport) -> ChainReport:
+def not_shorter(engine: Engine, report: ChainReport) -> ChainReport:
     """A full verification's ``report``, failed where an earlier full verification that passed counted more records:
     the log's tail was cut since (a chain alone cannot show it; verifying it again must not make it look intact)."""
     v = _VERIFICATIONS.c

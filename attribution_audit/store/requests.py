@@ -317,6 +317,10 @@ class RequestRepository:
         """Remember a full verification for ``report summary``; False where this user may not write."""
         return chain.remember_verification(self.engine, report)
 
+    def against_earlier(self, report: ChainReport) -> ChainReport:
+        """A full verification's report, failed where an earlier one that passed counted more records (a cut tail)."""
+        return chain.not_shorter(self.engine, report)
+
     def last_verification(self) -> chain.Verification | None:
         """The latest remembered full verification (None: none, or not readable by this user)."""
         return chain.last_verification(self.engine)
