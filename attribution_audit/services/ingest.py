@@ -497,16 +497,14 @@ def ingest_catalogue(
     embedder: Embedder | None = None
     vectors: VectorLookup | None = None
     fingerprint = None
-    table: dict[str, np.ndarray] = {}
     if embeddings is not None:
         from attribution_audit.sources.precomputed import load_vectors
 
         table = load_vectors(embeddings, source)
+        _refuse_other_dimension(embeddings, table, _held_content_size(settings), settings.embedder)
         vectors, fingerprint = (lambda row: table.get(row.work_id)), f"precomputed:{settings.embedder}"
     else:
         embedder = load_embedder(settings.embedder, batch_size)
-    if embeddings is not None:
-        _refuse_other_dimension(embeddings, table, _held_content_size(settings), settings.embedder)
     # Only now that the inputs are usable is anything created (the embedded audit log on first use).
     audit = audit or open_audit(settings, create=True)
     name = catalogue or default_catalogue_name(source.path)

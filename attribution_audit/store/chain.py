@@ -514,7 +514,7 @@ class _Statement:
         self.sql, self.dialect = str(self.compiled), dialect
         self.positions = self.compiled.positiontup if self.compiled.positional else None
         self.columns = list(query.selected_columns)
-        self.renamed = renamed  # column name -> a conversion after the type's own (the views' digests)
+        self.renamed = renamed  # column name -> a conversion in place of the type's own (the views' digests)
         self.converters: list[tuple[int, Callable[[Any], Any]]] | None = None
 
     def rows(self, cursor: Any, **params: Any) -> list[Any]:
@@ -711,8 +711,8 @@ class Verification:
 
 
 def remember_verification(engine: Engine, report: ChainReport) -> bool:
-    """Record a full verification; False where this database user may not write (a read-only role)."""
-    report = not_shorter(engine, report)
+    """Record a full verification (its report already checked against the earlier ones by :func:`not_shorter`, as
+    :func:`verify_chain` and the export do); False where this database user may not write (a read-only role)."""
     row = {
         "verified_at": utcnow(),
         "ok": report.ok,

@@ -314,7 +314,8 @@ class RequestRepository:
         return chain.verify_chain(self.engine, head)
 
     def remember_verification(self, report: ChainReport) -> bool:
-        """Remember a full verification for ``report summary``; False where this user may not write."""
+        """Remember a full verification (checked by :meth:`against_earlier`) for ``report summary``; False where this
+        user may not write."""
         return chain.remember_verification(self.engine, report)
 
     def against_earlier(self, report: ChainReport) -> ChainReport:
