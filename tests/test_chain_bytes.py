@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Cli
 from dbtools import complete_request, fill_chain, request_row, superuser_edit, two_neighbours
 from sqlalchemy import Engine
 
+from attribution_audit.errors import AttributionAuditError, UnreadableRecordError
+from attribution_audit.services import audit_log
 from attribution_audit.store import chain
+from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.models import AttributionArtistShare, AttributionMetrics, AttributionRequest
 
 ODD = 'Zoë "quoted" \\ back\nline\ttab\x01 畫家 🎨 %s'  # escapes, non-ASCII, a percent sign
@@ -138,3 +143,45 @@ def test_children_that_cannot_be_ordered_break_the_chain_at_their_record(sqlite_
     report = chain.verify_chain(sqlite_db)  # SQLite keeps a text rank and a blob artist as they were written
     assert (report.ok, report.broken_seq, report.checked) == (False, 2, 1)
     assert [r.seq for r in chain.load_requests(sqlite_db)] == [1, 2, 3]  # audit show and list still read it
+
+
+UNREADABLE = {  # a value changed by hand that the SQLite log cannot give back: statement, what the error names
+    "time": ("UPDATE attribution_requests SET created_at = 'garbage' WHERE id = '{id}'", "requests.created_at"),
+    "time of another type": ("UPDATE attribution_requests SET created_at = 5 WHERE id = '{id}'", "created_at"),
+    "JSON": ("UPDATE attribution_requests SET parameters = '{{\"k\":' WHERE id = '{id}'", "requests.parameters"),
+    "not UTF-8": ("UPDATE attribution_requests SET requester = CAST(X'FF' AS TEXT) WHERE id = '{id}'", "requester"),
+    "no UTF-8 form": (r"""UPDATE attribution_requests SET parameters = '["\udc80"]' WHERE id = '{id}'""", "surrogate"),
+}
+
+
+@pytest.mark.parametrize("value", UNREADABLE, ids=list(UNREADABLE))
+def test_an_unreadable_value_breaks_the_chain_at_its_record(sqlite_db: Engine, tmp_path: Path, value: str) -> None:
+    statement, named = UNREADABLE[value]
+    records = [chain.append(sqlite_db, complete_request(str(i))) for i in range(6)]
+    superuser_edit(sqlite_db, statement.format(id=records[3].id))
+    for block in (1, 4, 1000):  # the records before it are read, then an error that names it
+        read = []
+        with pytest.raises(UnreadableRecordError) as raised:
+            read.extend(record.seq for record in chain.iter_chain(sqlite_db, block=block))
+        assert read == [1, 2, 3] and (raised.value.seq, raised.value.request_id) == (4, records[3].id)
+    report = chain.verify_chain(sqlite_db)
+    assert (report.ok, report.broken_seq, report.broken_request_id, report.checked) == (False, 4, records[3].id, 3)
+    assert named in (report.reason or "") and "restore the record from a backup" in (report.reason or "")
+    out = tmp_path / "log.jsonl"
+    with pytest.raises(AttributionAuditError, match=f"broken at seq 4 \\(request {records[3].id}\\): .*{named}"):
+        audit_log.export_records(AuditStore(sqlite_db), out)
+    assert not out.exists()
+
+
+def test_audit_verify_and_export_name_the_unreadable_record(cli: Cli, tmp_path: Path) -> None:
+    engine = cli.engine()
+    records = [chain.append(engine, complete_request(str(i))) for i in range(3)]
+    superuser_edit(engine, UNREADABLE["time"][0].format(id=records[1].id))
+    verified = cli("audit", "verify", code=1)
+    assert verified.exception is None or isinstance(verified.exception, SystemExit)
+    line = verified.stderr.strip()
+    assert line.startswith(f"chain BROKEN at seq 2 (request {records[1].id}): the value of attribution_requests.")
+    assert "'garbage'" in line and "1 records before it verify" in line and "\n" not in line
+    exported = cli("audit", "export", str(tmp_path / "log.jsonl"), code=1)
+    assert f"broken at seq 2 (request {records[1].id})" in exported.stderr and "audit verify" in exported.stderr
+    assert not (tmp_path / "log.jsonl").exists()

@@ -89,18 +89,23 @@ class ChainCheck:
 
     def add(self, seq: int, request_id: str, prev_hash: str, record_hash: str, canonical: bytes) -> bool:
         """Check the next record; False (and :attr:`broken` set) at the first that does not fit."""
-        problem = None
-        if seq != self.checked + 1:
-            problem = f"sequence gap: expected seq {self.checked + 1}, found {seq}"
-        elif prev_hash != self.prev:
+        problem = self._gap(seq)
+        if problem is None and prev_hash != self.prev:
             problem = "prev_hash does not match the previous record's hash (a record was removed or reordered)"
-        elif _link_hash(self.prev, canonical) != record_hash:
+        if problem is None and _link_hash(self.prev, canonical) != record_hash:
             problem = "content does not match its record_hash (the record was modified)"
         if problem:
             self.broken = ChainReport(False, self.checked, self.prev, request_id, seq, problem)
             return False
         self.prev, self.checked = record_hash, self.checked + 1
         return True
+
+    def unreadable(self, seq: int, request_id: str, problem: str) -> None:
+        """The next record, ``seq``, cannot be read (``problem``): the chain breaks there, or at the gap before it."""
+        self.broken = ChainReport(False, self.checked, self.prev, request_id, seq, self._gap(seq) or problem)
+
+    def _gap(self, seq: int) -> str | None:
+        return None if seq == self.checked + 1 else f"sequence gap: expected seq {self.checked + 1}, found {seq}"
 
     def report(self, rows: int) -> ChainReport:
         """The result, given how many request rows the log holds at or before the last seq checked (records appended

@@ -55,8 +55,14 @@ from attribution_audit.domain.chain import (
     hash_content,
 )
 from attribution_audit.domain.results import as_utc
-from attribution_audit.errors import DatabaseError
-from attribution_audit.store.database import is_permission_error, read_connection, reader, write_connection
+from attribution_audit.errors import DatabaseError, UnreadableRecordError
+from attribution_audit.store.database import (
+    display_url,
+    is_permission_error,
+    read_connection,
+    reader,
+    write_connection,
+)
 from attribution_audit.store.models import (
     AttributionArtistShare,
     AttributionMetrics,
@@ -284,6 +290,7 @@ def _view(name: str, table: Table) -> Table:
             Column(f"{c.name}_sha256", String(64)) if c.key in _BINARY else Column(c.name, c.type)
             for c in table.columns
         ),
+        info={"table": table.name},  # what an error about a value read from the view names
     )
 
 
@@ -438,6 +445,14 @@ class _Irregular(Exception):
     """A value that the column-wise encoding does not write as the JSON encoder does."""
 
 
+class _Unreadable(Exception):
+    """A value of a block that cannot be read or hashed; the message says which (its column where known) and why."""
+
+
+def _unreadable(what: str, exc: BaseException) -> _Unreadable:
+    return _Unreadable(f"{what} cannot be read ({type(exc).__name__}: {next(iter(str(exc).splitlines()), '')})")
+
+
 def _typed(encode: Callable[[Any], str], irregular: frozenset[str]) -> Callable[[Sequence[Any]], list[str]]:
     def texts(values: Sequence[Any]) -> list[str]:
         try:
@@ -529,7 +544,12 @@ class _Statement:
         for row in rows:
             fields = list(row)
             for index, convert in self.converters:
-                fields[index] = convert(fields[index])
+                try:
+                    fields[index] = convert(fields[index])
+                except (TypeError, ValueError) as exc:  # a time that is not a time, JSON that is not JSON
+                    column = self.columns[index]
+                    table = column.table.info.get("table", column.table.name)
+                    raise _unreadable(f"the value of {table}.{column.name}", exc) from None
             converted.append(fields)
         return converted
 
@@ -618,7 +638,18 @@ class _Reader:
         )
 
     def block(self, engine: Engine, after: int, limit: int) -> list[ChainRecord]:
-        """The records after seq ``after`` (at most ``limit``), read in one transaction, as chain records."""
+        """The records after seq ``after`` (at most ``limit``) as chain records. Where one holds a value that cannot
+        be read or hashed (changed by hand), those before it (the block halved until it is the first), then
+        UnreadableRecordError naming it."""
+        try:
+            return self._read(engine, after, limit)
+        except _Unreadable as exc:
+            if limit > 1:
+                return self.block(engine, after, limit // 2)
+            raise _unreadable_record(engine, after, str(exc)) from None
+
+    def _read(self, engine: Engine, after: int, limit: int) -> list[ChainRecord]:
+        """:meth:`block`, read in one transaction; _Unreadable at a value that cannot be read or hashed."""
         with read_connection(engine) as connection:
             connection.begin()  # SQLite: BEGIN (see database.py), so that the four reads see one snapshot
             cursor = connection.connection.cursor()
@@ -627,6 +658,10 @@ class _Reader:
                 if not requests:
                     return []
                 children = [part.rows(cursor, after, requests[-1][self.seq]) for part in self.parts]
+            except engine.dialect.loaded_dbapi.OperationalError as exc:
+                if "decode" not in str(exc):  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
+                    raise
+                raise _unreadable("a stored text", exc) from None
             finally:
                 cursor.close()
         try:
@@ -667,13 +702,33 @@ class _Reader:
                 shares.get(seq, []),
                 measured[0] if measured else None,
             )
-            texts.append(canonical_bytes(record))
+            try:
+                texts.append(canonical_bytes(record))
+            except (TypeError, ValueError) as exc:  # a value JSON cannot hold, a string UTF-8 cannot
+                raise _unreadable("a value of the record", exc) from None
         return texts
+
+
+def _unreadable_record(engine: Engine, after: int, problem: str) -> UnreadableRecordError:
+    """The error for the record after seq ``after``, which holds a value that cannot be read (``problem``)."""
+    requests = _source(engine).requests.c
+    query = select(requests.seq, requests.id).where(requests.seq > after).order_by(requests.seq).limit(1)
+    with read_connection(engine) as connection:
+        seq, key = connection.execute(query).one()
+    reason = f"{problem}: the row was changed outside attribution-audit; restore the record from a backup"
+    return UnreadableRecordError(
+        f"the audit database {display_url(str(engine.url))} cannot be read at seq {seq} (request {key}): {reason}, "
+        "then run `attribution-audit audit verify`",
+        seq,
+        key,
+        reason,
+    )
 
 
 def iter_chain(engine: Engine, after_seq: int = 0, block: int = BLOCK) -> Iterator[ChainRecord]:
     """Every record after ``after_seq`` in chain order with the bytes its hash covers, read ``block`` records at a
-    time (memory holds one block whatever the length of the log)."""
+    time (memory holds one block whatever the length of the log); UnreadableRecordError at a record that holds a
+    value that cannot be read or hashed, after those before it."""
     reader = _Reader(_source(engine), engine.dialect)
     last_seq = after_seq
     while records := reader.block(engine, last_seq, block):
@@ -691,9 +746,12 @@ def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport
     """Recompute every hash, streaming; stop at the first row whose content, link or position does not match.
     From a verified ``head`` (ok, with its record count and hash), only the records appended after it are checked."""
     check = ChainCheck() if head is None else ChainCheck(head.checked, head.head_hash)
-    for record in iter_chain(engine, after_seq=check.checked):
-        if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
-            break
+    try:
+        for record in iter_chain(engine, after_seq=check.checked):
+            if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
+                break
+    except UnreadableRecordError as exc:
+        check.unreadable(exc.seq, exc.request_id, exc.reason)
     report = check.report(count_requests(engine, check.checked))
     return report if head is not None else not_shorter(engine, report)
 
