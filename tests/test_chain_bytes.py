@@ -9,15 +9,17 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import Cli
 from dbtools import complete_request, fill_chain, request_row, superuser_edit, two_neighbours
 from sqlalchemy import Engine
 
-from attribution_audit.errors import AttributionAuditError, UnreadableRecordError
+from attribution_audit.errors import AttributionAuditError, DatabaseError, UnreadableRecordError
 from attribution_audit.services import audit_log
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.database import write_connection
 from attribution_audit.store.models import AttributionArtistShare, AttributionMetrics, AttributionRequest
 
 ODD = 'Zoë "quoted" \\ back\nline\ttab\x01 畫家 🎨 %s'  # escapes, non-ASCII, a percent sign
@@ -185,3 +187,48 @@ def test_audit_verify_and_export_name_the_unreadable_record(cli: Cli, tmp_path: 
     exported = cli("audit", "export", str(tmp_path / "log.jsonl"), code=1)
     assert f"broken at seq 2 (request {records[1].id})" in exported.stderr and "audit verify" in exported.stderr
     assert not (tmp_path / "log.jsonl").exists()
+
+
+def logged_rows(number: Any, whole: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[Any], dict[str, Any]]:
+    """The rows of a request whose numbers are made by ``number`` (floats) and ``whole`` (integers)."""
+
+    def values(row: Any) -> dict[str, Any]:
+        return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+
+    made = every_field_set("numbers")
+    request = values(made) | {
+        "id": "numbers",
+        "k": whole(2),
+        "parameters": {"k": whole(2), "temperature": number(0.05), "weights": [number(0.1), number(-0.0)]},
+    }
+    neighbours = [
+        values(n) | {"rank": whole(n.rank), "similarity": number(n.similarity), "distance": number(n.distance)}
+        for n in made.neighbours
+    ]
+    neighbours[1]["similarity"] = number(-0.0)
+    shares = [values(s) | {"share": number(s.share)} for s in made.artist_shares]
+    metrics = values(made.metrics) | {"entropy": number(math.inf), "margin": number(1e-07)}
+    return request, neighbours, shares, metrics
+
+
+@pytest.mark.parametrize("floats", [np.float32, np.float64], ids=["float32", "float64"])
+def test_numpy_scalars_are_logged_as_the_python_numbers_they_hold(fresh_db: Engine, floats: Any) -> None:
+    at = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    with fresh_db.connect() as connection, connection.begin() as transaction:  # hashed in place of the numpy one
+        python = chain.append_rows(connection, *logged_rows(lambda x: float(floats(x)), int), at=at)
+        transaction.rollback()
+    with write_connection(fresh_db) as connection:
+        logged = chain.append_rows(connection, *logged_rows(floats, np.int64), at=at)
+    assert chain.canonical_bytes(logged) == chain.canonical_bytes(python)
+    assert logged.record_hash == python.record_hash
+    assert [chain.canonical_bytes(r) for r in chain.load_requests(fresh_db)] == [chain.canonical_bytes(python)]
+    assert [r.canonical for r in chain.iter_chain(fresh_db)] == [chain.canonical_bytes(python)]
+    assert chain.verify_chain(fresh_db).ok
+
+
+def test_a_numpy_nan_is_refused_in_a_sqlite_log_as_a_python_one_is(sqlite_db: Engine) -> None:
+    for nan in (math.nan, np.float32("nan"), np.float64("nan")):
+        request, neighbours, shares, metrics = logged_rows(float, int)
+        with write_connection(sqlite_db) as connection, pytest.raises(DatabaseError, match="nn_distance = NaN"):
+            chain.append_rows(connection, request, neighbours, shares, metrics | {"nn_distance": nan})
+    assert chain.verify_chain(sqlite_db).checked == 0

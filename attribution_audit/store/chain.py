@@ -22,6 +22,7 @@ from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     Column,
     Connection,
@@ -204,6 +205,18 @@ def _row(table: Table, given: dict[str, Any]) -> dict[str, Any]:
     return {c.key: given.get(c.key) for c in table.columns}
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with every numpy scalar in it (in rows, lists and JSON objects) as the Python value it holds
+    (np.float32 -> float, np.int64 -> int): stored and hashed as that value is."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _refuse_nan(*rows: dict[str, Any]) -> None:
     """SQLite stores NaN as NULL: a record holding one would not match its own hash when read back."""
     for row in rows:
@@ -229,8 +242,10 @@ def append_rows(
     number of neighbours. Returns the record as stored, without reading it back.
 
     The head is the row of the highest ``seq`` (its unique index: one index probe whatever the log's length). The
-    time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log).
+    time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log). Values may be
+    numpy scalars (logged as the Python numbers they hold).
     """
+    request, neighbours, shares, metrics = _plain([request, neighbours, shares, metrics])
     if connection.dialect.name == "sqlite":
         _refuse_nan(request, *neighbours, *shares, *([metrics] if metrics else []))
     key = request["id"]
