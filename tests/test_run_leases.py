@@ -10,14 +10,17 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from conftest import Cli
-from sqlalchemy import create_engine, select
+from sqlalchemy import Connection, create_engine, select, text
 
+from attribution_audit.domain.results import as_utc
 from attribution_audit.store import runs
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.models import IngestionRun
+from attribution_audit.store.database import create_db_engine, upgrade
+from attribution_audit.store.models import Base, IngestionRun
 
 # A process that starts an evaluation run and an ingestion run through the store, as `evaluate run` and `ingest` do,
 # prints their ids, and works on them until killed.
@@ -117,3 +120,72 @@ def test_a_lease_file_gone_or_unopenable_proves_nothing(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "ingestion_runs-7.lock").symlink_to(tmp_path / "gone")
     assert runs._dead(engine, None, "ingestion_runs", 7) is None
+
+
+def test_runs_logged_before_leases_keep_their_status_after_upgrading(database_url: str) -> None:
+    """Runs written by a version before leases (schema 0010): those with an end keep their status and end; one still
+    running with no end is interrupted where a free lock proves it (PostgreSQL), unconfirmed without a lease file
+    (SQLite)."""
+    engine = create_db_engine(database_url)
+    try:
+        upgrade(engine, "0010")
+        ended = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        with engine.begin() as connection:
+            for status, end in (("completed", ended), ("failed", ended), ("running", ended), ("running", None)):
+                _log_old_runs(connection, status, end)
+        upgrade(engine)
+        shown = {
+            "evaluation_runs": {run.id: run.status for run in AuditStore(engine).evaluations.runs()},
+            "ingestion_runs": runs.sweep(engine, "ingestion_runs"),  # what a new ingestion run does first
+        }
+        with engine.connect() as connection:
+            tables = [Base.metadata.tables[name] for name in shown]
+            stored = [connection.execute(select(t.c.status, t.c.finished_at).order_by(t.c.id)).all() for t in tables]
+    finally:
+        engine.dispose()
+    postgres = engine.dialect.name == "postgresql"
+    unended = "interrupted" if postgres else "running (unconfirmed: no lease; started 2026-01-02 00:00:00 UTC)"
+    assert [shown["evaluation_runs"][i] for i in (1, 2, 3, 4)] == ["completed", "failed", "running", unended]
+    assert shown["ingestion_runs"] == {4: unended}  # the runs with an end are not looked at
+    for rows in stored:
+        assert [(status, as_utc(end)) for status, end in rows[:3]] == [
+            ("completed", ended),
+            ("failed", ended),
+            ("running", ended),
+        ]
+        assert rows[3].status == ("interrupted" if postgres else "running")
+        assert (rows[3].finished_at is None) is not postgres
+
+
+def _log_old_runs(connection: Connection, status: str, end: datetime | None) -> None:
+    """An evaluation run and an ingestion run of ``status``, ended at ``end``, as a version of schema 0010 wrote
+    them (no lease)."""
+    at = {"status": status, "end": end, "at": datetime(2026, 1, 2, tzinfo=UTC)}
+    connection.execute(
+        text(
+            "INSERT INTO query_sets (name, source_path, created_at) SELECT 'old', 'old.csv', :at "
+            "WHERE NOT EXISTS (SELECT 1 FROM query_sets)"
+        ),
+        at,
+    )
+    connection.execute(
+        text("INSERT INTO catalogues (name, created_at) SELECT 'old', :at WHERE NOT EXISTS (SELECT 1 FROM catalogues)"),
+        at,
+    )
+    connection.execute(
+        text(
+            "INSERT INTO evaluation_runs (kind, created_at, requester, query_set_id, embedder_name, collection, "
+            "settings, finished_at, status) SELECT 'attribution', :at, 'old', id, 'e', 'c', '{}', :end, :status "
+            "FROM query_sets"
+        ),
+        at,
+    )
+    connection.execute(
+        text(
+            "INSERT INTO ingestion_runs (catalogue_id, source_format, manifest_path, manifest_sha256, collection, "
+            "embedder_fingerprint, requester, started_at, finished_at, added, updated, unchanged, withdrawn, failed, "
+            "status) SELECT id, 'csv', 'old.csv', :sha, 'c', 'e', 'old', :at, :end, 0, 0, 0, 0, 0, :status "
+            "FROM catalogues"
+        ),
+        at | {"sha": "0" * 64},
+    )

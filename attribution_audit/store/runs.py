@@ -3,9 +3,11 @@ which dies with the process, so that a run left ``running`` by a killed process 
 
 PostgreSQL: a session advisory lock ``(table's key, run id)`` on a connection of its own, released by the server when
 the connection drops (the process was killed, on any machine). SQLite: an ``flock`` on ``<database>.runs/TABLE-ID.lock``
-beside the database file, released by the OS. A ``running`` run whose lock is free is provably dead: :func:`sweep`
-marks it ``interrupted``. A SQLite run without a lock file (started before leases existed) cannot be proved dead: it
-stays ``running`` and :func:`sweep` names it among the unconfirmed.
+beside the database file, released by the OS. A ``running`` run with no end recorded whose lock is free is provably
+dead: :func:`sweep` marks it ``interrupted`` (a run with an end keeps its status and its end, whatever its lock). A
+SQLite run without a lock file (started before leases existed) cannot be proved dead: it stays ``running`` and
+:func:`sweep` names it among the unconfirmed. PostgreSQL cannot tell a lease never taken from one released: a run
+still running when a version before leases was upgraded is marked ``interrupted``.
 """
 
 from __future__ import annotations
@@ -98,13 +100,13 @@ def _dead(engine: Engine, connection: Connection | None, table: str, run_id: int
 
 
 def sweep(engine: Engine, table: str) -> dict[int, str]:
-    """Mark the table's ``running`` runs whose owner is provably gone ``interrupted`` (where this user may write);
-    the status to show of each ``running`` run not proved alive: ``interrupted``, or ``running (unconfirmed: ...)``
+    """Mark the table's ``running`` runs with no end whose owner is provably gone ``interrupted`` (where this user may
+    write); the status to show of each such run not proved alive: ``interrupted``, or ``running (unconfirmed: ...)``
     when it cannot be proved alive or dead."""
     runs: Any = Base.metadata.tables[table]
     started = runs.c.started_at if "started_at" in runs.c else runs.c.created_at
     with read_scope(engine) as session:
-        running = session.execute(select(runs.c.id, started).where(runs.c.status == RUNNING)).all()
+        running = session.execute(select(runs.c.id, started).where(*_unfinished(runs))).all()
     shown: dict[int, str] = {}
     postgres = engine.dialect.name == "postgresql"
     probe = engine.connect().execution_options(isolation_level="AUTOCOMMIT") if postgres and running else nullcontext()
@@ -123,12 +125,17 @@ def sweep(engine: Engine, table: str) -> dict[int, str]:
     return shown
 
 
+def _unfinished(runs: Any) -> tuple[Any, ...]:
+    """The runs still ``running``, no end recorded (the only ones a free lock can prove interrupted)."""
+    return runs.c.status == RUNNING, runs.c.finished_at.is_(None)
+
+
 def _mark_interrupted(engine: Engine, runs: Any, dead: list[int]) -> None:
     try:
         with engine.begin() as connection:
             connection.execute(
                 update(runs)
-                .where(runs.c.id.in_(dead), runs.c.status == RUNNING)
+                .where(runs.c.id.in_(dead), *_unfinished(runs))
                 .values(status=INTERRUPTED, finished_at=utcnow())
             )
     except DBAPIError as exc:
