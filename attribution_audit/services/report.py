@@ -8,6 +8,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import as_utc
+from attribution_audit.errors import DatabaseError
 from attribution_audit.store.audit_store import AuditStore
 
 CONFIDENCE_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -23,7 +24,16 @@ def artist_shares(
 
 def _iso(moment: str | None) -> str | None:
     """A time as SQL gives it (SQLite: text in UTC without a zone) as ISO 8601 in UTC with the zone."""
-    return None if moment is None else as_utc(datetime.fromisoformat(moment)).isoformat()
+    if moment is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(moment)).isoformat()
+    except ValueError:  # SQLite keeps any text in a time column
+        raise DatabaseError(
+            f"the audit log holds a request time {moment!r} that is not a time (a row was changed outside "
+            "attribution-audit); run `attribution-audit audit verify`, which names its record, and restore it from a "
+            "backup"
+        ) from None
 
 
 def summary(audit: AuditStore) -> dict[str, Any]:
