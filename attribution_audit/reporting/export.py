@@ -57,7 +57,7 @@ def export_records(
         out.parent.mkdir(parents=True, exist_ok=True)
         with body.open("wb") as handle:
             for record in chain:
-                if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
+                if not check.add(record):
                     break
                 if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
                     handle.write(_line(record))

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import multiprocessing
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import groupby
+from itertools import groupby, islice
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any
@@ -432,6 +436,7 @@ def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, st
 _ENCODE = canonical_encoder(default=_canonical_value)
 _NULL = "null"
 BLOCK = 1000  # records read per transaction
+_LAST = 2**63 - 1  # no seq is higher
 
 
 class _Irregular(Exception):
@@ -519,8 +524,12 @@ class _Statement:
 
     def rows(self, cursor: Any, **params: Any) -> list[Any]:
         values = self.compiled.construct_params(params)  # with the dialect's own (SQLite: LIMIT ? OFFSET 0)
-        cursor.execute(self.sql, values if self.positions is None else [values[p] for p in self.positions])
-        rows = cursor.fetchall()
+        driver = self.dialect.loaded_dbapi.Error
+        try:
+            cursor.execute(self.sql, values if self.positions is None else [values[p] for p in self.positions])
+            rows = cursor.fetchall()
+        except driver as exc:  # as SQLAlchemy wraps it (read_connection says it in one line)
+            raise DBAPIError.instance(self.sql, None, exc, driver, dialect=self.dialect) from exc
         if self.converters is None:  # the driver's column types are known once it has run
             self.converters = self._converters(cursor.description)
         if not self.converters:
@@ -588,7 +597,8 @@ class _Reader:
         renamed: dict[str, Callable[[Any], Any]] = {
             f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY
         }
-        query = select(requests).where(requests.c.seq > bindparam("after")).order_by(requests.c.seq)
+        seq = requests.c.seq
+        query = select(requests).where(seq > bindparam("after"), seq <= bindparam("last")).order_by(seq)
         self.requests = _Statement(query.limit(bindparam("limit")), dialect, renamed if src.digested else {})
         self.keys = tuple(c.key for c in _REQUESTS.columns)
         self.seq = self.keys.index("seq")
@@ -617,13 +627,14 @@ class _Reader:
             part(src.metrics, _METRICS, None),
         )
 
-    def block(self, engine: Engine, after: int, limit: int) -> list[ChainRecord]:
-        """The records after seq ``after`` (at most ``limit``), read in one transaction, as chain records."""
+    def block(self, engine: Engine, after: int, limit: int, last: int = _LAST, keep: bool = True) -> list[ChainRecord]:
+        """The records after seq ``after`` (at most ``limit``, none after seq ``last``), read in one transaction, as
+        chain records (their bytes kept if ``keep``)."""
         with read_connection(engine) as connection:
             connection.begin()  # SQLite: BEGIN (see database.py), so that the four reads see one snapshot
             cursor = connection.connection.cursor()
             try:
-                requests = self.requests.rows(cursor, after=after, limit=limit)
+                requests = self.requests.rows(cursor, after=after, last=last, limit=limit)
                 if not requests:
                     return []
                 children = [part.rows(cursor, after, requests[-1][self.seq]) for part in self.parts]
@@ -635,7 +646,7 @@ class _Reader:
             canonical = self._stored(requests, children)
         seq, key, prev, own, at = (self.keys.index(k) for k in ("seq", "id", "prev_hash", "record_hash", "created_at"))
         return [
-            ChainRecord(row[seq], row[key], row[prev], row[own], as_utc(row[at]), text)
+            ChainRecord.of(row[seq], row[key], row[prev], row[own], as_utc(row[at]), text, keep)
             for row, text in zip(requests, canonical, strict=True)
         ]
 
@@ -671,15 +682,86 @@ class _Reader:
         return texts
 
 
-def iter_chain(engine: Engine, after_seq: int = 0, block: int = BLOCK) -> Iterator[ChainRecord]:
-    """Every record after ``after_seq`` in chain order with the bytes its hash covers, read ``block`` records at a
-    time (memory holds one block whatever the length of the log)."""
+def iter_chain(
+    engine: Engine, after_seq: int = 0, block: int | None = None, workers: int = 1, keep: bool = True
+) -> Iterator[ChainRecord]:
+    """Every record after ``after_seq`` in chain order with the bytes its hash covers (if ``keep``) and whether they
+    match its hash, read ``block`` (default :data:`BLOCK`) records at a time (memory holds a few blocks whatever the
+    length of the log).
+    With ``workers`` > 1 the blocks up to the head found at the start are read, encoded and hashed by that many
+    processes (:func:`_in_parallel`); whatever was appended since is read here, as with one."""
     reader = _Reader(_source(engine), engine.dialect)
+    block = block or BLOCK
     last_seq = after_seq
-    while records := reader.block(engine, last_seq, block):
+    if workers > 1 and _forkable(engine):
+        for records in _in_parallel(engine, reader, after_seq, block, workers, keep):
+            last_seq = records[-1].seq
+            yield from records
+    while records := reader.block(engine, last_seq, block, keep=keep):
         last_seq = records[-1].seq
         yield from records
         del records  # the next block is read without this one still held
+
+
+# The processes that read blocks: forked from this one (they inherit its engine, whose connections they leave to it,
+# and its compiled queries), each with a connection of its own.
+_WORKER: tuple[Engine, _Reader] | None = None
+
+
+def _forkable(engine: Engine) -> bool:
+    """Whether processes forked from this one can read the database: a fork is available, and the database is not
+    an in-memory SQLite one (which only this process sees)."""
+    in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+    return "fork" in multiprocessing.get_all_start_methods() and not in_memory
+
+
+def _start_worker(engine: Engine, reader: _Reader) -> None:
+    engine.dispose(close=False)  # the parent's pooled connections stay the parent's
+    global _WORKER
+    _WORKER = (engine, reader)
+
+
+def _read_range(after: int, last: int, keep: bool) -> list[ChainRecord]:
+    """In a worker: the records with ``after`` < seq <= ``last``."""
+    assert _WORKER is not None, "started by _start_worker"
+    engine, reader = _WORKER
+    return reader.block(engine, after, last - after, last, keep)
+
+
+def _in_parallel(
+    engine: Engine, reader: _Reader, after_seq: int, block: int, workers: int, keep: bool
+) -> Iterator[list[ChainRecord]]:
+    """The records after ``after_seq`` up to the highest seq at the start, in order, a non-empty block at a time:
+    ranges of ``block`` seqs read by ``workers`` processes, at most two per worker in flight (bounded memory). A
+    worker's error (the database down) is raised here as it would be read here."""
+    with read_connection(engine) as connection:
+        head = connection.scalar(select(func.max(_source(engine).requests.c.seq)))
+    if head is None or head <= after_seq + block:
+        return
+    starts = iter(range(after_seq, head, block))
+    workers = min(workers, -(-(head - after_seq) // block))
+    pool = ProcessPoolExecutor(
+        workers,
+        multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(engine, reader),
+    )
+    try:
+        pending: deque[Future[list[ChainRecord]]] = deque()
+        while True:
+            for start in islice(starts, 2 * workers - len(pending)):
+                pending.append(pool.submit(_read_range, start, min(start + block, head), keep))
+            if not pending:
+                return
+            try:
+                records = pending.popleft().result()
+            except BrokenProcessPool as exc:
+                raise DatabaseError(f"a process reading the audit log stopped ({exc}); run it again") from None
+            if records:
+                yield records
+            del records
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def canonical_bytes(record: StoredRequest) -> bytes:
@@ -687,12 +769,13 @@ def canonical_bytes(record: StoredRequest) -> bytes:
     return canonical_json(canonical_content(record))
 
 
-def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport:
-    """Recompute every hash, streaming; stop at the first row whose content, link or position does not match.
-    From a verified ``head`` (ok, with its record count and hash), only the records appended after it are checked."""
+def verify_chain(engine: Engine, head: ChainReport | None = None, workers: int = 1) -> ChainReport:
+    """Recompute every hash, streaming (by ``workers`` processes: :func:`iter_chain`); stop at the first row whose
+    content, link or position does not match. From a verified ``head`` (ok, with its record count and hash), only the
+    records appended after it are checked."""
     check = ChainCheck() if head is None else ChainCheck(head.checked, head.head_hash)
-    for record in iter_chain(engine, after_seq=check.checked):
-        if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
+    for record in iter_chain(engine, after_seq=check.checked, workers=workers, keep=False):
+        if not check.add(record):
             break
     report = check.report(count_requests(engine, check.checked))
     return report if head is not None else not_shorter(engine, report)
