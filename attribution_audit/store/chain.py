@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby, islice
 from json.encoder import encode_basestring
-from operator import itemgetter
+from operator import itemgetter, mod
 from typing import Any
 
 from sqlalchemy import (
@@ -480,6 +480,27 @@ def _column_texts(kind: Any) -> Callable[[Sequence[Any]], list[str]]:
     return _JSON_TEXTS
 
 
+class _Templates(dict[tuple[bool, ...], str]):
+    """The template of a row, by which of the keys covered only when set are set: each of the others takes its value
+    and writes nothing ("%.0s"), so that every template takes the whole row."""
+
+    def __init__(self, prefixes: Sequence[str], covered: Sequence[int]) -> None:
+        super().__init__()
+        self.prefixes, self.covered = prefixes, covered
+
+    def __missing__(self, mask: tuple[bool, ...]) -> str:
+        left = {i for i, kept in zip(self.covered, mask, strict=True) if not kept}
+        fields, written = [], 0
+        for i, prefix in enumerate(self.prefixes):
+            if i in left:
+                fields.append("%.0s")
+            else:
+                fields.append(("," if written else "") + prefix.replace("%", "%%") + "%s")
+                written += 1
+        self[mask] = template = "{" + "".join(fields) + "}"
+        return template
+
+
 class _RowText:
     """The canonical JSON object of each row of a table, written column by column into one template (keys sorted;
     the keys covered only when set are left out where they are null)."""
@@ -487,27 +508,20 @@ class _RowText:
     def __init__(self, columns: Sequence[tuple[int, str, Any]]) -> None:
         ordered = sorted(columns, key=itemgetter(1))  # (position in the row, canonical key, column type)
         self.encoders = [(position, _column_texts(kind)) for position, _, kind in ordered]
-        self.prefixes = [encode_basestring(key) + ":" for _, key, _ in ordered]
-        self.template = "{" + ",".join(prefix.replace("%", "%%") + "%s" for prefix in self.prefixes) + "}"
-        self.covered = {i for i, (_, key, _) in enumerate(ordered) if key in _COVERED_WHEN_SET}
+        prefixes = [encode_basestring(key) + ":" for _, key, _ in ordered]
+        self.covered = [i for i, (_, key, _) in enumerate(ordered) if key in _COVERED_WHEN_SET]
+        self.templates = _Templates(prefixes, self.covered)
 
     def texts(self, rows: Sequence[Sequence[Any]]) -> list[str]:
         if not rows:
             return []
         columns = list(zip(*rows, strict=True))
-        values = zip(*(encode(columns[position]) for position, encode in self.encoders), strict=True)
+        encoded = [encode(columns[position]) for position, encode in self.encoders]
+        values = zip(*encoded, strict=True)
         if not self.covered:
-            return list(map(self.template.__mod__, values))
-        return [
-            "{"
-            + ",".join(
-                p + v
-                for i, (p, v) in enumerate(zip(self.prefixes, row, strict=True))
-                if v != _NULL or i not in self.covered
-            )
-            + "}"
-            for row in values
-        ]
+            return list(map(self.templates[()].__mod__, values))
+        masks = zip(*(map(_NULL.__ne__, encoded[i]) for i in self.covered), strict=True)  # which are set
+        return list(map(mod, map(self.templates.__getitem__, masks), values))
 
 
 class _Statement:
@@ -579,7 +593,7 @@ class _Part:
         pairs = groupby(zip(map(itemgetter(-1), rows), self.text.texts(rows), strict=True), itemgetter(0))
         if self.order is None:
             return {seq: next(group)[1] for seq, group in pairs}
-        return {seq: ",".join(text for _, text in group) for seq, group in pairs}
+        return {seq: ",".join(map(itemgetter(1), group)) for seq, group in pairs}
 
     def grouped(self, rows: list[Any]) -> dict[int, list[dict[str, Any]]]:
         """seq -> the record's rows as dicts (the seq left out)."""
