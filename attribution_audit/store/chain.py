@@ -747,10 +747,12 @@ def _in_parallel(
 ) -> Iterator[list[ChainRecord]]:
     """The records after ``after_seq`` up to the highest seq at the start, in order, a non-empty block at a time:
     ranges of ``block`` seqs read by ``workers`` processes, at most two per worker in flight (bounded memory). A
-    worker's error (the database down) is raised here as it would be read here."""
+    worker's error (the database down) is raised here as it would be read here. Nothing where the log is short, or its
+    seqs so sparse (a seq changed by hand) that most ranges would be empty: then all is read here, block by block."""
+    seq = _source(engine).requests.c.seq
     with read_connection(engine) as connection:
-        head = connection.scalar(select(func.max(_source(engine).requests.c.seq)))
-    if head is None or head <= after_seq + block:
+        head, rows = connection.execute(select(func.max(seq), func.count()).where(seq > after_seq)).one()
+    if head is None or head <= after_seq + block or head - after_seq > 2 * rows:
         return
     starts = iter(range(after_seq, head, block))
     workers = min(workers, -(-(head - after_seq) // block))
