@@ -42,6 +42,10 @@ class UnreadableRecordError(DatabaseError):
         super().__init__(message)
         self.seq, self.request_id, self.reason = seq, request_id, reason
 
+    def __reduce__(self) -> tuple[type["UnreadableRecordError"], tuple[str, int, str, str]]:
+        """Pickled whole (a process reading the log hands it to the one checking it)."""
+        return type(self), (str(self), self.seq, self.request_id, self.reason)
+
 
 class SchemaOutOfDateError(DatabaseError):
     """The audit database schema is not at the head revision."""

@@ -449,6 +449,7 @@ class LogRow:
 
     database: str
     records: int
+    workers: int  # audit verify / export --workers
     startup: Run  # `audit verify` of the empty log: the CLI's start, left out of the rates
     verify: Run
     export: Run
@@ -483,8 +484,12 @@ def chain_rows(tmp: Path, sizes: list[int], postgres_url: str | None) -> list[Lo
                 fill_chain(engine, min(10_000, records - start))
             filled = records
             out = tmp / "log.jsonl"
-            verify = timed_child(cli(tmp / "chain-data", "audit", "verify", database_url=url))
-            export = timed_child(cli(tmp / "chain-data", "audit", "export", str(out), database_url=url))
+            runs = {}
+            for workers in sorted({1, os.cpu_count() or 1}):  # one process, and the default: one per CPU
+                given = ("--workers", str(workers))
+                verify = timed_child(cli(tmp / "chain-data", "audit", "verify", *given, database_url=url))
+                export = timed_child(cli(tmp / "chain-data", "audit", "export", str(out), *given, database_url=url))
+                runs[workers] = (verify, export)
             raw = subprocess.run(
                 [sys.executable, "-c", RAW_CHAIN, url, str(out), LOG_SOURCES[label]],
                 check=True,
@@ -492,15 +497,23 @@ def chain_rows(tmp: Path, sizes: list[int], postgres_url: str | None) -> list[Lo
                 text=True,
             )
             seconds = json.loads(raw.stdout)
-            row = LogRow(
-                label, records, startup, verify, export, *(seconds[k] for k in ("fetch", "fetch_cpu", "sha256"))
-            )
-            rows.append(row)
-            print(
-                f"  chain {label} {records}: verify {row.rate(verify):.0f}/s ({row.rate(verify, cpu=True):.0f}/s CPU), "
-                f"export {row.rate(export):.0f}/s, raw fetch {records / row.fetch_s:.0f}/s "
-                f"({records / row.fetch_cpu_s:.0f}/s CPU), raw sha256 {records / row.sha256_s:.0f}/s"
-            )
+            for workers, (verify, export) in runs.items():
+                row = LogRow(
+                    label,
+                    records,
+                    workers,
+                    startup,
+                    verify,
+                    export,
+                    *(seconds[k] for k in ("fetch", "fetch_cpu", "sha256")),
+                )
+                rows.append(row)
+                print(
+                    f"  chain {label} {records} workers {workers}: verify {row.rate(verify):.0f}/s "
+                    f"({row.rate(verify, cpu=True):.0f}/s CPU), export {row.rate(export):.0f}/s "
+                    f"({row.rate(export, cpu=True):.0f}/s CPU), raw fetch {records / row.fetch_s:.0f}/s "
+                    f"({records / row.fetch_cpu_s:.0f}/s CPU), raw sha256 {records / row.sha256_s:.0f}/s"
+                )
             out.unlink()
         engine.dispose()
     return rows
@@ -775,18 +788,20 @@ def write_log(args: argparse.Namespace, chain: list[LogRow], load: tuple[float, 
         + "; ".join(sorted({f"{r.database} {r.startup.wall:.1f} s wall, {r.startup.cpu:.1f} s CPU" for r in chain}))
         + "). Interleaved, the raw reference in a fresh process: every row of the same four tables (PostgreSQL: the "
         "same audit views) through the bare DBAPI cursor, and a bare sha256 of each record's exported content bytes. "
-        "CPU = the client process's own CPU seconds (PostgreSQL's server works besides); raw CPU = fetch CPU + "
-        "sha256: what one thread cannot beat without building the canonical JSON at all.",
+        "Each with `--workers 1` (one process) and the default, one worker process per CPU (the CLI checks the "
+        "links in order). CPU = the client's CPU seconds, its worker processes included (PostgreSQL's server works "
+        "besides); peak RSS: the largest process's; raw CPU = fetch CPU + sha256: what one thread cannot beat "
+        "without building the canonical JSON at all.",
         "",
-        "| database | records | verify records/s | verify records/s CPU | export records/s | export records/s CPU "
-        "| verify / export peak RSS MiB | raw fetch records/s | raw fetch records/s CPU | raw sha256 records/s "
-        "| verify CPU / raw CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| database | records | workers | verify records/s | verify records/s CPU | export records/s "
+        "| export records/s CPU | verify / export peak RSS MiB | raw fetch records/s | raw fetch records/s CPU "
+        "| raw sha256 records/s | verify CPU / raw CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in chain:
         raw = r.records / (r.fetch_cpu_s + r.sha256_s)
         lines.append(
-            f"| {r.database} | {r.records} | {r.rate(r.verify):.0f} | {r.rate(r.verify, cpu=True):.0f} "
+            f"| {r.database} | {r.records} | {r.workers} | {r.rate(r.verify):.0f} | {r.rate(r.verify, cpu=True):.0f} "
             f"| {r.rate(r.export):.0f} | {r.rate(r.export, cpu=True):.0f} | {r.verify.rss_mib:.0f} / "
             f"{r.export.rss_mib:.0f} | {r.records / r.fetch_s:.0f} | {r.records / r.fetch_cpu_s:.0f} "
             f"| {r.records / r.sha256_s:.0f} | {r.rate(r.verify, cpu=True) / raw:.2f} |"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -120,6 +121,21 @@ CheckpointFileOption = Annotated[
 ]
 
 
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Processes reading, encoding and hashing the log's blocks (the links are checked in order here); "
+        "1 reads it in this process. Default: the number of CPUs.",
+    ),
+]
+
+
+def _workers(workers: int | None) -> int:
+    return workers if workers is not None else os.cpu_count() or 1
+
+
 PublicKeyOption = Annotated[
     Path | None,
     typer.Option(
@@ -149,6 +165,7 @@ def audit_verify(
     ] = None,
     checkpoint: CheckpointFileOption = None,
     public_key: PublicKeyOption = None,
+    workers: WorkersOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints;
@@ -186,7 +203,7 @@ def audit_verify(
         if not _say_checkpoints(checks, table):
             raise typer.Exit(1)
         return
-    verification = verify_database(ctx.obj, audit_of(ctx.obj), checkpoint, public_key)
+    verification = verify_database(ctx.obj, audit_of(ctx.obj), checkpoint, public_key, _workers(workers))
     report = verification.report
     if not table:
         emit(fmt, data=verification.as_json(), rows=[verification.as_json()])
@@ -297,6 +314,7 @@ def audit_export(
     out: Annotated[Path, typer.Argument(help="Output file (JSON lines).")],
     date_from: FromOption = None,
     date_to: ToOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Export a period's audit records with their hashes and the chain head (check with audit verify --file).
 
@@ -306,6 +324,10 @@ def audit_export(
     from attribution_audit.services.audit_log import export_records
 
     count = export_records(
-        audit_of(ctx.obj), out, date_from.date() if date_from else None, date_to.date() if date_to else None
+        audit_of(ctx.obj),
+        out,
+        date_from.date() if date_from else None,
+        date_to.date() if date_to else None,
+        _workers(workers),
     )
     typer.echo(f"exported {count} records to {out}")

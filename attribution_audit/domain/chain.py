@@ -63,8 +63,9 @@ class ChainReport:
 
 @dataclass(frozen=True)
 class ChainRecord:
-    """One link of the chain as exported: position, hashes, time, and exactly what the hash covers (its canonical
-    JSON: the bytes hashed)."""
+    """One link of the chain as exported: position, hashes, time, exactly what the hash covers (its canonical JSON:
+    the bytes hashed; empty where only the verdict was asked for) and whether its own hash covers them, after its
+    prev_hash (computed where the bytes were made: :meth:`of`)."""
 
     seq: int
     request_id: str
@@ -72,11 +73,23 @@ class ChainRecord:
     record_hash: str
     created_at: datetime
     canonical: bytes
+    intact: bool
 
-    @property
-    def content(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.canonical)
-        return parsed
+    @classmethod
+    def of(
+        cls,
+        seq: int,
+        request_id: str,
+        prev_hash: str,
+        record_hash: str,
+        created_at: datetime,
+        canonical: bytes,
+        keep: bool = True,
+    ) -> ChainRecord:
+        """The record, its hash checked; its bytes kept only if ``keep``. (A prev_hash that is not a string, written
+        by hand, breaks the link before the hash is looked at.)"""
+        intact = isinstance(prev_hash, str) and _link_hash(prev_hash, canonical) == record_hash
+        return cls(seq, request_id, prev_hash, record_hash, created_at, canonical if keep else b"", intact)
 
 
 class ChainCheck:
@@ -87,17 +100,19 @@ class ChainCheck:
         self.checked, self.prev = head_seq, head_hash
         self.broken: ChainReport | None = None
 
-    def add(self, seq: int, request_id: str, prev_hash: str, record_hash: str, canonical: bytes) -> bool:
-        """Check the next record; False (and :attr:`broken` set) at the first that does not fit."""
-        problem = self._gap(seq)
-        if problem is None and prev_hash != self.prev:
+    def add(self, record: ChainRecord) -> bool:
+        """Check the next record; False (and :attr:`broken` set) at the first that does not fit. Its link to the
+        previous one is its prev_hash, so its own hash, computed after that prev_hash (:attr:`ChainRecord.intact`),
+        is the one computed after the previous record's."""
+        problem = self._gap(record.seq)
+        if problem is None and record.prev_hash != self.prev:
             problem = "prev_hash does not match the previous record's hash (a record was removed or reordered)"
-        if problem is None and _link_hash(self.prev, canonical) != record_hash:
+        if problem is None and not record.intact:
             problem = "content does not match its record_hash (the record was modified)"
         if problem:
-            self.broken = ChainReport(False, self.checked, self.prev, request_id, seq, problem)
+            self.broken = ChainReport(False, self.checked, self.prev, record.request_id, record.seq, problem)
             return False
-        self.prev, self.checked = record_hash, self.checked + 1
+        self.prev, self.checked = record.record_hash, self.checked + 1
         return True
 
     def unreadable(self, seq: int, request_id: str, problem: str) -> None:

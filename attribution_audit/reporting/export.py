@@ -58,9 +58,7 @@ def export_records(
         with body.open("wb") as handle:
             try:
                 for record in chain:
-                    if not check.add(
-                        record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical
-                    ):
+                    if not check.add(record):
                         break
                     if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
                         handle.write(_line(record))

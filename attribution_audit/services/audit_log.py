@@ -24,19 +24,21 @@ def get_attribution(audit: AuditStore, request_id: str) -> Attribution:
     return audit.requests.get(request_id)
 
 
-def verify_chain(audit: AuditStore) -> ChainReport:
-    """Recompute every hash of the log (streaming); the first broken record, if any. The outcome is remembered for
-    ``report summary`` (where this user may write)."""
-    report = audit.requests.verify_chain()
+def verify_chain(audit: AuditStore, workers: int = 1) -> ChainReport:
+    """Recompute every hash of the log (streaming, by ``workers`` processes); the first broken record, if any. The
+    outcome is remembered for ``report summary`` (where this user may write)."""
+    report = audit.requests.verify_chain(workers=workers)
     audit.requests.remember_verification(report)
     return report
 
 
-def export_records(audit: AuditStore, out: Path, date_from: date | None = None, date_to: date | None = None) -> int:
+def export_records(
+    audit: AuditStore, out: Path, date_from: date | None = None, date_to: date | None = None, workers: int = 1
+) -> int:
     """Export a period's records with their hashes, the chain head and the DB identity, verifying the whole chain in
-    the same pass (a broken chain exports nothing); how many were written."""
+    the same pass (a broken chain exports nothing; the log read by ``workers`` processes); how many were written."""
     written, head = export.export_records(
-        audit.requests.chain_records(),
+        audit.requests.chain_records(workers),
         audit.requests.count,
         out,
         date_from,

@@ -433,14 +433,18 @@ def guard_witness(settings: Settings, audit: AuditStore) -> Signed | None:
 
 # -- the use cases of `audit verify` -------------------------------------------------------------------------------
 def verify_database(
-    settings: Settings, audit: AuditStore, checkpoint_file: Path | None = None, public_key: Path | None = None
+    settings: Settings,
+    audit: AuditStore,
+    checkpoint_file: Path | None = None,
+    public_key: Path | None = None,
+    workers: int = 1,
 ) -> Verification:
-    """The chain's verification, and the comparison with the checkpoints of ``checkpoint_file`` (by default: the
-    witness file's last checkpoint, when there is a witness file), which must be signed by the key of
-    ``public_key`` (by default: the configured signing key, when present). The chain's outcome is remembered for
-    ``report summary`` (where this user may write)."""
+    """The chain's verification (by ``workers`` processes), and the comparison with the checkpoints of
+    ``checkpoint_file`` (by default: the witness file's last checkpoint, when there is a witness file), which must be
+    signed by the key of ``public_key`` (by default: the configured signing key, when present). The chain's outcome
+    is remembered for ``report summary`` (where this user may write)."""
     trusted = trusted_key(settings, public_key)
-    report = verify_chain(audit)
+    report = verify_chain(audit, workers)
     if checkpoint_file is not None:
         checkpoints = read_checkpoints(checkpoint_file)
     else:

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import multiprocessing
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import groupby
+from itertools import groupby, islice
 from json.encoder import encode_basestring
-from operator import itemgetter
+from operator import itemgetter, mod
 from typing import Any
 
 import numpy as np
@@ -454,6 +458,7 @@ def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, st
 _ENCODE = canonical_encoder(default=_canonical_value)
 _NULL = "null"
 BLOCK = 1000  # records read per transaction
+_LAST = 2**63 - 1  # no seq is higher
 
 
 class _Irregular(Exception):
@@ -505,6 +510,27 @@ def _column_texts(kind: Any) -> Callable[[Sequence[Any]], list[str]]:
     return _JSON_TEXTS
 
 
+class _Templates(dict[tuple[bool, ...], str]):
+    """The template of a row, by which of the keys covered only when set are set: each of the others takes its value
+    and writes nothing ("%.0s"), so that every template takes the whole row."""
+
+    def __init__(self, prefixes: Sequence[str], covered: Sequence[int]) -> None:
+        super().__init__()
+        self.prefixes, self.covered = prefixes, covered
+
+    def __missing__(self, mask: tuple[bool, ...]) -> str:
+        left = {i for i, kept in zip(self.covered, mask, strict=True) if not kept}
+        fields, written = [], 0
+        for i, prefix in enumerate(self.prefixes):
+            if i in left:
+                fields.append("%.0s")
+            else:
+                fields.append(("," if written else "") + prefix.replace("%", "%%") + "%s")
+                written += 1
+        self[mask] = template = "{" + "".join(fields) + "}"
+        return template
+
+
 class _RowText:
     """The canonical JSON object of each row of a table, written column by column into one template (keys sorted;
     the keys covered only when set are left out where they are null)."""
@@ -512,27 +538,20 @@ class _RowText:
     def __init__(self, columns: Sequence[tuple[int, str, Any]]) -> None:
         ordered = sorted(columns, key=itemgetter(1))  # (position in the row, canonical key, column type)
         self.encoders = [(position, _column_texts(kind)) for position, _, kind in ordered]
-        self.prefixes = [encode_basestring(key) + ":" for _, key, _ in ordered]
-        self.template = "{" + ",".join(prefix.replace("%", "%%") + "%s" for prefix in self.prefixes) + "}"
-        self.covered = {i for i, (_, key, _) in enumerate(ordered) if key in _COVERED_WHEN_SET}
+        prefixes = [encode_basestring(key) + ":" for _, key, _ in ordered]
+        self.covered = [i for i, (_, key, _) in enumerate(ordered) if key in _COVERED_WHEN_SET]
+        self.templates = _Templates(prefixes, self.covered)
 
     def texts(self, rows: Sequence[Sequence[Any]]) -> list[str]:
         if not rows:
             return []
         columns = list(zip(*rows, strict=True))
-        values = zip(*(encode(columns[position]) for position, encode in self.encoders), strict=True)
+        encoded = [encode(columns[position]) for position, encode in self.encoders]
+        values = zip(*encoded, strict=True)
         if not self.covered:
-            return list(map(self.template.__mod__, values))
-        return [
-            "{"
-            + ",".join(
-                p + v
-                for i, (p, v) in enumerate(zip(self.prefixes, row, strict=True))
-                if v != _NULL or i not in self.covered
-            )
-            + "}"
-            for row in values
-        ]
+            return list(map(self.templates[()].__mod__, values))
+        masks = zip(*(map(_NULL.__ne__, encoded[i]) for i in self.covered), strict=True)  # which are set
+        return list(map(mod, map(self.templates.__getitem__, masks), values))
 
 
 class _Statement:
@@ -549,8 +568,12 @@ class _Statement:
 
     def rows(self, cursor: Any, **params: Any) -> list[Any]:
         values = self.compiled.construct_params(params)  # with the dialect's own (SQLite: LIMIT ? OFFSET 0)
-        cursor.execute(self.sql, values if self.positions is None else [values[p] for p in self.positions])
-        rows = cursor.fetchall()
+        driver = self.dialect.loaded_dbapi.Error
+        try:
+            cursor.execute(self.sql, values if self.positions is None else [values[p] for p in self.positions])
+            rows = cursor.fetchall()
+        except driver as exc:  # as SQLAlchemy wraps it (read_connection says it in one line)
+            raise DBAPIError.instance(self.sql, None, exc, driver, dialect=self.dialect) from exc
         if self.converters is None:  # the driver's column types are known once it has run
             self.converters = self._converters(cursor.description)
         if not self.converters:
@@ -605,7 +628,7 @@ class _Part:
         pairs = groupby(zip(map(itemgetter(-1), rows), self.text.texts(rows), strict=True), itemgetter(0))
         if self.order is None:
             return {seq: next(group)[1] for seq, group in pairs}
-        return {seq: ",".join(text for _, text in group) for seq, group in pairs}
+        return {seq: ",".join(map(itemgetter(1), group)) for seq, group in pairs}
 
     def grouped(self, rows: list[Any]) -> dict[int, list[dict[str, Any]]]:
         """seq -> the record's rows as dicts (the seq left out)."""
@@ -623,7 +646,8 @@ class _Reader:
         renamed: dict[str, Callable[[Any], Any]] = {
             f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY
         }
-        query = select(requests).where(requests.c.seq > bindparam("after")).order_by(requests.c.seq)
+        seq = requests.c.seq
+        query = select(requests).where(seq > bindparam("after"), seq <= bindparam("last")).order_by(seq)
         self.requests = _Statement(query.limit(bindparam("limit")), dialect, renamed if src.digested else {})
         self.keys = tuple(c.key for c in _REQUESTS.columns)
         self.seq = self.keys.index("seq")
@@ -652,31 +676,31 @@ class _Reader:
             part(src.metrics, _METRICS, None),
         )
 
-    def block(self, engine: Engine, after: int, limit: int) -> list[ChainRecord]:
-        """The records after seq ``after`` (at most ``limit``) as chain records. Where one holds a value that cannot
-        be read or hashed (changed by hand), those before it (the block halved until it is the first), then
-        UnreadableRecordError naming it."""
+    def block(self, engine: Engine, after: int, limit: int, last: int = _LAST, keep: bool = True) -> list[ChainRecord]:
+        """The records after seq ``after`` (at most ``limit``, none after seq ``last``) as chain records (their bytes
+        kept if ``keep``). Where one holds a value that cannot be read or hashed (changed by hand), those before it
+        (the block halved until it is the first), then UnreadableRecordError naming it."""
         try:
-            return self._read(engine, after, limit)
+            return self._read(engine, after, limit, last, keep)
         except _Unreadable as exc:
             if limit > 1:
-                return self.block(engine, after, limit // 2)
+                return self.block(engine, after, limit // 2, last, keep)
             raise _unreadable_record(engine, after, str(exc)) from None
 
-    def _read(self, engine: Engine, after: int, limit: int) -> list[ChainRecord]:
+    def _read(self, engine: Engine, after: int, limit: int, last: int, keep: bool) -> list[ChainRecord]:
         """:meth:`block`, read in one transaction; _Unreadable at a value that cannot be read or hashed."""
         with read_connection(engine) as connection:
             connection.begin()  # SQLite: BEGIN (see database.py), so that the four reads see one snapshot
             cursor = connection.connection.cursor()
             try:
-                requests = self.requests.rows(cursor, after=after, limit=limit)
+                requests = self.requests.rows(cursor, after=after, last=last, limit=limit)
                 if not requests:
                     return []
                 children = [part.rows(cursor, after, requests[-1][self.seq]) for part in self.parts]
-            except engine.dialect.loaded_dbapi.OperationalError as exc:
-                if "decode" not in str(exc):  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
+            except DBAPIError as exc:  # the driver's error, wrapped by _Query.rows
+                if "decode" not in str(exc.orig):  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
                     raise
-                raise _unreadable("a stored text", exc) from None
+                raise _unreadable("a stored text", exc.orig) from None
             finally:
                 cursor.close()
         try:
@@ -685,7 +709,7 @@ class _Reader:
             canonical = self._stored(requests, children)
         seq, key, prev, own, at = (self.keys.index(k) for k in ("seq", "id", "prev_hash", "record_hash", "created_at"))
         return [
-            ChainRecord(row[seq], row[key], row[prev], row[own], as_utc(row[at]), text)
+            ChainRecord.of(row[seq], row[key], row[prev], row[own], as_utc(row[at]), text, keep)
             for row, text in zip(requests, canonical, strict=True)
         ]
 
@@ -740,16 +764,98 @@ def _unreadable_record(engine: Engine, after: int, problem: str) -> UnreadableRe
     )
 
 
-def iter_chain(engine: Engine, after_seq: int = 0, block: int = BLOCK) -> Iterator[ChainRecord]:
-    """Every record after ``after_seq`` in chain order with the bytes its hash covers, read ``block`` records at a
-    time (memory holds one block whatever the length of the log); UnreadableRecordError at a record that holds a
-    value that cannot be read or hashed, after those before it."""
+def iter_chain(
+    engine: Engine, after_seq: int = 0, block: int | None = None, workers: int = 1, keep: bool = True
+) -> Iterator[ChainRecord]:
+    """Every record after ``after_seq`` in chain order with the bytes its hash covers (if ``keep``) and whether they
+    match its hash, read ``block`` (default :data:`BLOCK`) records at a time (memory holds a few blocks whatever the
+    length of the log).
+    With ``workers`` > 1 the blocks up to the head found at the start are read, encoded and hashed by that many
+    processes (:func:`_in_parallel`); whatever was appended since is read here, as with one."""
     reader = _Reader(_source(engine), engine.dialect)
+    block = block or BLOCK
     last_seq = after_seq
-    while records := reader.block(engine, last_seq, block):
+    if workers > 1 and _forkable(engine):
+        for records in _in_parallel(engine, reader, after_seq, block, workers, keep):
+            last_seq = records[-1].seq
+            yield from records
+    while records := reader.block(engine, last_seq, block, keep=keep):
         last_seq = records[-1].seq
         yield from records
         del records  # the next block is read without this one still held
+
+
+# The processes that read blocks: forked from this one (they inherit its engine, whose connections they leave to it,
+# and its compiled queries), each with a connection of its own.
+_WORKER: tuple[Engine, _Reader] | None = None
+
+
+def _forkable(engine: Engine) -> bool:
+    """Whether processes forked from this one can read the database: a fork is available, and the database is not
+    an in-memory SQLite one (which only this process sees)."""
+    in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+    return "fork" in multiprocessing.get_all_start_methods() and not in_memory
+
+
+def _start_worker(engine: Engine, reader: _Reader) -> None:
+    engine.dispose(close=False)  # the parent's pooled connections stay the parent's
+    global _WORKER
+    _WORKER = (engine, reader)
+
+
+def _read_range(after: int, last: int, keep: bool) -> tuple[list[ChainRecord], UnreadableRecordError | None]:
+    """In a worker: the records with ``after`` < seq <= ``last``; where one cannot be read, those before it and the
+    error naming it (raised by the parent after it has checked them, as a read in the parent would)."""
+    assert _WORKER is not None, "started by _start_worker"
+    engine, reader = _WORKER
+    records: list[ChainRecord] = []
+    try:
+        while after < last and (part := reader.block(engine, after, last - after, last, keep)):
+            records += part
+            after = part[-1].seq
+    except UnreadableRecordError as exc:
+        return records, exc
+    return records, None
+
+
+def _in_parallel(
+    engine: Engine, reader: _Reader, after_seq: int, block: int, workers: int, keep: bool
+) -> Iterator[list[ChainRecord]]:
+    """The records after ``after_seq`` up to the highest seq at the start, in order, a non-empty block at a time:
+    ranges of ``block`` seqs read by ``workers`` processes, at most two per worker in flight (bounded memory). A
+    worker's error (the database down) is raised here as it would be read here. Nothing where the log is short, or its
+    seqs so sparse (a seq changed by hand) that most ranges would be empty: then all is read here, block by block."""
+    seq = _source(engine).requests.c.seq
+    with read_connection(engine) as connection:
+        head, rows = connection.execute(select(func.max(seq), func.count()).where(seq > after_seq)).one()
+    if head is None or head <= after_seq + block or head - after_seq > 2 * rows:
+        return
+    starts = iter(range(after_seq, head, block))
+    workers = min(workers, -(-(head - after_seq) // block))
+    pool = ProcessPoolExecutor(
+        workers,
+        multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(engine, reader),
+    )
+    try:
+        pending: deque[Future[tuple[list[ChainRecord], UnreadableRecordError | None]]] = deque()
+        while True:
+            for start in islice(starts, 2 * workers - len(pending)):
+                pending.append(pool.submit(_read_range, start, min(start + block, head), keep))
+            if not pending:
+                return
+            try:
+                records, unreadable = pending.popleft().result()
+            except BrokenProcessPool as exc:
+                raise DatabaseError(f"a process reading the audit log stopped ({exc}); run it again") from None
+            if records:
+                yield records
+            del records
+            if unreadable is not None:
+                raise unreadable
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def canonical_bytes(record: StoredRequest) -> bytes:
@@ -757,13 +863,14 @@ def canonical_bytes(record: StoredRequest) -> bytes:
     return canonical_json(canonical_content(record))
 
 
-def verify_chain(engine: Engine, head: ChainReport | None = None) -> ChainReport:
-    """Recompute every hash, streaming; stop at the first row whose content, link or position does not match.
-    From a verified ``head`` (ok, with its record count and hash), only the records appended after it are checked."""
+def verify_chain(engine: Engine, head: ChainReport | None = None, workers: int = 1) -> ChainReport:
+    """Recompute every hash, streaming (by ``workers`` processes: :func:`iter_chain`); stop at the first row whose
+    content, link or position does not match. From a verified ``head`` (ok, with its record count and hash), only the
+    records appended after it are checked."""
     check = ChainCheck() if head is None else ChainCheck(head.checked, head.head_hash)
     try:
-        for record in iter_chain(engine, after_seq=check.checked):
-            if not check.add(record.seq, record.request_id, record.prev_hash, record.record_hash, record.canonical):
+        for record in iter_chain(engine, after_seq=check.checked, workers=workers, keep=False):
+            if not check.add(record):
                 break
     except UnreadableRecordError as exc:
         check.unreadable(exc.seq, exc.request_id, exc.reason)

@@ -308,10 +308,10 @@ class RequestRepository:
         ]
 
     # -- the chain -------------------------------------------------------------------------------------------
-    def verify_chain(self, head: ChainReport | None = None) -> ChainReport:
-        """Recompute every hash of the log (streaming; from a verified ``head``, only what follows it); the first
-        broken record, if any."""
-        return chain.verify_chain(self.engine, head)
+    def verify_chain(self, head: ChainReport | None = None, workers: int = 1) -> ChainReport:
+        """Recompute every hash of the log (streaming, by ``workers`` processes; from a verified ``head``, only what
+        follows it); the first broken record, if any."""
+        return chain.verify_chain(self.engine, head, workers)
 
     def remember_verification(self, report: ChainReport) -> bool:
         """Remember a full verification (checked by :meth:`against_earlier`) for ``report summary``; False where this
@@ -330,6 +330,7 @@ class RequestRepository:
         """How many request rows the log holds (with ``up_to_seq``: at or before it)."""
         return chain.count_requests(self.engine, up_to_seq)
 
-    def chain_records(self) -> Iterator[ChainRecord]:
-        """Every record in chain order, block by block, with the bytes its hash covers."""
-        return chain.iter_chain(self.engine)
+    def chain_records(self, workers: int = 1) -> Iterator[ChainRecord]:
+        """Every record in chain order, block by block (read by ``workers`` processes), with the bytes its hash
+        covers."""
+        return chain.iter_chain(self.engine, workers=workers)

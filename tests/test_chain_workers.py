@@ -1,0 +1,142 @@
+"""Verifying and exporting the audit chain by several processes gives what one gives: the same verdict, the same
+first bad record, the same export bytes, the same one-line error when the database fails mid-run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Cli
+from dbtools import fill_chain, superuser_edit
+from sqlalchemy import Engine, text
+
+from attribution_audit.errors import AttributionAuditError, DatabaseError
+from attribution_audit.services import audit_log
+from attribution_audit.store import chain
+from attribution_audit.store.audit_store import AuditStore
+
+RECORDS, BLOCK = 95, 10
+
+
+@pytest.fixture
+def parallel_blocks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Blocks of BLOCK records; the sizes of the blocks the worker processes returned (the parallel path ran)."""
+    monkeypatch.setattr(chain, "BLOCK", BLOCK)
+    sizes: list[int] = []
+    original = chain._in_parallel
+
+    def counted(*args: Any) -> Iterator[list[Any]]:
+        for records in original(*args):
+            sizes.append(len(records))
+            yield records
+
+    monkeypatch.setattr(chain, "_in_parallel", counted)
+    return sizes
+
+
+def remove(engine: Engine, where: str) -> None:
+    """Delete the requests ``where`` (a condition on attribution_requests) and their children."""
+    for table in ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics"):
+        superuser_edit(
+            engine, f"DELETE FROM {table} WHERE request_id IN (SELECT id FROM attribution_requests WHERE {where})"
+        )
+    superuser_edit(engine, f"DELETE FROM attribution_requests WHERE {where}")
+
+
+TAMPERED = {
+    "intact": None,
+    "modified": "UPDATE attribution_neighbours SET similarity = 0.5 "
+    "WHERE rank = 1 AND request_id = (SELECT id FROM attribution_requests WHERE seq = 47)",
+    "relinked": f"UPDATE attribution_requests SET prev_hash = '{'1' * 64}' WHERE seq = 63",
+    "deleted": "seq = 47",
+    "truncated": "seq > 80",
+    "renumbered": "UPDATE attribution_requests SET seq = 1000000000 WHERE seq = 95",  # read here: no empty ranges
+}
+
+
+def outcome(audit: AuditStore, out: Path, workers: int) -> tuple[Any, ...]:
+    report = audit_log.verify_chain(audit, workers)
+    try:
+        written: Any = audit_log.export_records(audit, out, workers=workers)
+        lines = out.read_bytes().split(b"\n", 1)[1]  # after the header, which names the time of the export
+    except AttributionAuditError as exc:
+        written, lines = str(exc), b""
+    return (
+        report.ok,
+        report.checked,
+        report.head_hash,
+        report.broken_seq,
+        report.broken_request_id,
+        report.reason,
+        written,
+        lines,
+    )
+
+
+@pytest.mark.parametrize("tampering", list(TAMPERED))
+def test_workers_give_the_verdict_and_export_of_one_process(
+    fresh_db: Engine, tmp_path: Path, parallel_blocks: list[int], tampering: str
+) -> None:
+    audit = AuditStore(fresh_db)
+    fill_chain(fresh_db, RECORDS, neighbours=3)
+    assert audit_log.verify_chain(audit).ok  # remembered: a cut tail is then broken too
+    change = TAMPERED[tampering]
+    if change is not None:
+        superuser_edit(fresh_db, change) if change.startswith("UPDATE") else remove(fresh_db, change)
+    one = outcome(audit, tmp_path / "one.jsonl", 1)
+    assert not parallel_blocks
+    two = outcome(audit, tmp_path / "two.jsonl", 2)
+    assert (max(parallel_blocks, default=0) == BLOCK) is (tampering != "renumbered")
+    assert two == one
+    broken = {"intact": None, "modified": 47, "relinked": 63, "deleted": 48, "truncated": None, "renumbered": 10**9}
+    assert one[0] is (tampering == "intact") and one[3] == broken[tampering]
+    if tampering == "intact":
+        assert one[6] == RECORDS and one[7].count(b"\n") == RECORDS
+
+
+@pytest.mark.parametrize(
+    "value", ["created_at = 'garbage'", "requester = CAST(X'FF' AS TEXT)"], ids=["time", "not UTF-8"]
+)
+def test_workers_stop_at_an_unreadable_record_as_one_process_does(
+    sqlite_db: Engine, tmp_path: Path, parallel_blocks: list[int], value: str
+) -> None:
+    audit = AuditStore(sqlite_db)
+    fill_chain(sqlite_db, RECORDS, neighbours=3)
+    superuser_edit(sqlite_db, f"UPDATE attribution_requests SET {value} WHERE seq = 47")  # what SQLite keeps
+    one = outcome(audit, tmp_path / "one.jsonl", 1)
+    two = outcome(audit, tmp_path / "two.jsonl", 2)
+    assert parallel_blocks and two == one
+    assert (one[0], one[1], one[3]) == (False, 46, 47) and "restore the record from a backup" in one[5]
+
+
+def test_a_database_failing_mid_run_gives_one_process_s_error(fresh_db: Engine, parallel_blocks: list[int]) -> None:
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    table = "v_audit_metrics" if fresh_db.dialect.name == "postgresql" else "attribution_metrics"
+    kind = "VIEW" if fresh_db.dialect.name == "postgresql" else "TABLE"
+    errors = []
+    for workers in (1, 2):
+        records = chain.iter_chain(fresh_db, workers=workers, keep=False)
+        next(records)
+        with fresh_db.begin() as connection:
+            connection.execute(text(f"ALTER {kind} {table} RENAME TO gone"))
+        with pytest.raises(DatabaseError) as failed:
+            list(records)
+        errors.append(str(failed.value))
+        with fresh_db.begin() as connection:
+            connection.execute(text(f"ALTER {kind} gone RENAME TO {table}"))
+    assert errors[0] == errors[1] and "cannot read the audit database" in errors[0] and "\n" not in errors[0]
+    assert parallel_blocks  # the second run read blocks in workers before the failure
+
+
+def test_cli_workers_option(cli: Cli, tmp_path: Path, parallel_blocks: list[int]) -> None:
+    fill_chain(cli.engine(), RECORDS, neighbours=2)
+    verified = [cli("audit", "verify", "--workers", str(n)).output for n in (1, 2)]
+    assert verified[0] == verified[1] and f"chain OK: {RECORDS} records" in verified[0]
+    exported = []
+    for n in (1, 2):
+        cli("audit", "export", str(tmp_path / f"{n}.jsonl"), "--workers", str(n))
+        exported.append((tmp_path / f"{n}.jsonl").read_bytes().split(b"\n", 1)[1])
+    assert exported[0] == exported[1] and parallel_blocks
+    assert "--workers" in cli("audit", "verify", "--workers", "0", code=2).output
