@@ -700,7 +700,7 @@ class _Reader:
             except DBAPIError as exc:  # the driver's error, wrapped by _Query.rows
                 if "decode" not in str(exc.orig):  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
                     raise
-                raise _unreadable("a stored text", exc.orig) from None
+                raise _unreadable("a stored text", exc.orig or exc) from None
             finally:
                 cursor.close()
         try:
