@@ -14,12 +14,10 @@ import numpy as np
 
 from attribution_audit.config import DEFAULT_COPY_DEPTH
 from attribution_audit.domain.confidence import LogisticModel, confidence
-from attribution_audit.domain.indicators import artist_entropy, artist_margin
+from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import AttributionParams, verify_rate
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
-from attribution_audit.domain.ranking import apply_k_policy, top_artist
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
-from attribution_audit.domain.shares import neighbour_shares
 from attribution_audit.domain.spaces import (
     LEARNED_BASES,
     SPACES,
@@ -145,9 +143,7 @@ class Attributor:
         space = self.space_of(params)[0]
         self.check_coverage(space.bases)
         ranked = space.candidates(self.store, query, params)
-        kept = apply_k_policy(ranked, params)
-        sims = [sim for _, sim in kept]
-        shares = neighbour_shares(sims, params.shares, params.temperature)
+        kept, shares, features, by_artist, top = request_indicators(ranked, self._canonical_of, params)
         neighbours = [
             Neighbour(
                 rank=rank,
@@ -168,22 +164,13 @@ class Attributor:
             exact_ids = self.exact_top([query], params)[0]
             overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids)
             method = params.exact_method
-        by_artist, top = top_artist([n.canonical_artist for n in neighbours], sims, shares)
-        agreement = self.agreement(space, query, top, params.k)
         return Outcome(
             neighbours=neighbours,
             candidates=candidates,
             overlap_at_k=overlap,
             exact_method=method,
             catalogue_version=self.store.content_version(),
-            # No neighbour within max_distance is no attribution: the least confident indicator values.
-            features={
-                "entropy": artist_entropy([n.canonical_artist for n in neighbours]) if neighbours else 1.0,
-                "nn_distance": neighbours[0].distance if neighbours else None,
-                "margin": artist_margin(candidates) if neighbours else None,
-                "top_share": by_artist.get(top) if top else None,
-                "agreement": agreement,
-            },
+            features={**features, "agreement": self.agreement(space, query, top, params.k)},
             top_artist=top,
             top_artist_share=by_artist.get(top) if top else None,
             artist_shares=by_artist,
