@@ -134,6 +134,20 @@ class SpaceRepository:
         with read_scope(self.engine) as session:
             return [_info(row) for row in session.scalars(query)]
 
+    def names(self, embedder_fingerprint: str, collection: str) -> list[tuple[str, str]]:
+        """(name, base) of the learned spaces fitted on ``collection`` with this embedder, sorted."""
+        query = (
+            select(LearnedSpaceVersion.name, LearnedSpaceVersion.base)
+            .where(
+                LearnedSpaceVersion.embedder_fingerprint == embedder_fingerprint,
+                LearnedSpaceVersion.collection == collection,
+            )
+            .distinct()
+            .order_by(LearnedSpaceVersion.name)
+        )
+        with read_scope(self.engine) as session:
+            return [(name, base) for name, base in session.execute(query)]
+
     def load(self, name: str, version: int | None = None) -> tuple[SpaceInfo, Projection] | None:
         """A version of ``name`` (the newest without ``version``) with its projection; None when absent."""
         query = select(LearnedSpaceVersion).where(LearnedSpaceVersion.name == name)
