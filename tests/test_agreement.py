@@ -19,6 +19,10 @@ def test_agreement_is_hashed_only_when_set() -> None:
     assert canonical_content(StoredRequest(columns, [], [], {**metrics, "agreement": None})) == before
     agreed = canonical_content(StoredRequest(columns, [], [], {**metrics, "agreement": 0.3}))
     assert agreed["metrics"] == {**before["metrics"], "agreement": 0.3}
+    unset = {**metrics, "agreement": 0.3, "agreement_spaces": None}  # a record written before revision 0013
+    assert canonical_content(StoredRequest(columns, [], [], unset)) == agreed
+    spaces = canonical_content(StoredRequest(columns, [], [], {**unset, "agreement_spaces": 0.75}))
+    assert spaces["metrics"] == {**agreed["metrics"], "agreement_spaces": 0.75}
 
 
 @pytest.mark.slow
@@ -40,4 +44,28 @@ def test_agreement_is_the_other_spaces_share_of_the_top_artist(cli: Cli, demo_ca
     assert f"agreement between spaces {asked['agreement']:.3f}" in shown
     replay = json.loads(cli("audit", "replay", asked["request_id"], "--json").stdout)
     assert replay["replay"]["agreement"] == pytest.approx(asked["agreement"])
+    assert "chain OK" in cli("audit", "verify").stdout
+
+
+@pytest.mark.slow
+def test_agreement_of_spaces_is_the_share_of_the_other_spaces_with_the_top_artist(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    embedder = ["--embedder", EMBEDDER]
+    image = str(demo_catalogue.queries[2].path)
+    cli("ingest", str(demo_catalogue.manifest), *embedder)  # content only, no learned space: no other space
+    (alone,) = json.loads(cli("attribute", image, "--json", *embedder).stdout)
+    assert alone["agreement_spaces"] is None
+
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    asked = {
+        space: json.loads(cli("attribute", image, "--space", space, "--json", *embedder).stdout)[0]
+        for space in ("content", "style", "fused", "painters")
+    }
+    for space, request in asked.items():
+        others = [other["top_artist"] for name, other in asked.items() if name != space]
+        assert request["agreement_spaces"] == pytest.approx(others.count(request["top_artist"]) / 3), space
+    shown = cli("audit", "show", asked["content"]["request_id"]).stdout
+    assert f"agreement of spaces {asked['content']['agreement_spaces']:.3f}" in shown
     assert "chain OK" in cli("audit", "verify").stdout

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from attribution_audit.config import Settings, load_settings
-from attribution_audit.domain.confidence import FEATURES, LogisticModel, confidence, fit_logistic
+from attribution_audit.domain.confidence import CALIBRATION_FEATURES, FEATURES, LogisticModel, confidence, fit_logistic
 from attribution_audit.domain.indicators import confidence_score
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import WorkPoint, point_id_for
@@ -353,7 +353,14 @@ def test_calibrate_round_trip(
         assert row.embedder_fingerprint == attributor.embedder_fingerprint
         assert (row.n_samples, row.n_positive) == (12, report.n_positive)
         assert row.labelled_path == str(labelled.resolve())
-        assert row.features["names"] == ["entropy", "nn_distance", "margin", "top_share", "agreement"]
+        assert row.features["names"] == [
+            "entropy",
+            "nn_distance",
+            "margin",
+            "top_share",
+            "agreement",
+            "agreement_spaces",
+        ]
         assert row.fit_metrics["cv_auroc"] == report.cv_auroc and row.fit_metrics["folds"] == 3
         model = demo_audit.evaluations.latest_calibration(attributor.embedder_fingerprint)
         assert model is not None and model.name == "logistic-v1"
@@ -376,6 +383,7 @@ def test_calibrate_round_trip(
         "margin": result.margin,
         "top_share": result.top_artist_share,
         "agreement": result.agreement,
+        "agreement_spaces": result.agreement_spaces,
     }
     assert result.confidence == pytest.approx(model.predict(features), abs=1e-12)
     assert result.confidence != pytest.approx(confidence_score(result.entropy, result.nn_distance), abs=1e-6)
@@ -434,7 +442,7 @@ def test_a_model_ranking_worse_than_the_default_formula_is_refused() -> None:
     model's out-of-fold AUROC is below the default's, so it must not become the active confidence."""
     rng = np.random.default_rng(7)
     y = np.array([1.0, 0.0] * 20)
-    x = rng.normal(size=(40, 5))
+    x = rng.normal(size=(40, len(CALIBRATION_FEATURES)))
     _, _, scores = fit_and_score(x, y, (0.2 + 0.6 * y).tolist(), 5, source="labelled.csv")
     assert scores["default_auroc"] == 1.0 and scores["cv_auroc"] is not None and scores["cv_auroc"] < 0.8
     with pytest.raises(AttributionAuditError) as info:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
 
+from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import (
@@ -24,9 +25,10 @@ from attribution_audit.domain.projection import (
     validation_split,
 )
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
-from attribution_audit.services.spaces import validate
+from attribution_audit.services.spaces import default_confidence, held_out_validation, validate
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.spaces import SpaceConfidence
 
 
 def _nuisance_data(seed: int, per_artist: int) -> tuple[np.ndarray, list[str]]:
@@ -163,6 +165,71 @@ def test_fits_are_stored_as_versions(audit: AuditStore) -> None:
     assert [(s.name, s.version) for s in audit.spaces.versions()] == [("s", 1), ("s", 2)]
 
 
+def test_a_learned_space_fits_its_own_confidence_on_its_held_out_works() -> None:
+    """The default formula's distances are the base spaces'; the space's own model, fitted on the held-out works
+    as queries, ranks and calibrates them better there (out of fold); with too few wrong answers to rank, every
+    request gets the held-out rate."""
+    rows, labels, _ = _shared_content_data(0, 24)
+    validation, held_out = held_out_validation(rows, labels)
+    without = default_confidence(held_out, rows, labels, None)
+    scores = without.fit_metrics
+    assert scores["kind"] == "logistic" and scores["held_out_works"] == validation["held_out_works"]
+    assert 0 < scores["right"] < scores["held_out_works"] and scores["parameters"] == AttributionParams().as_json()
+    assert scores["cv_ece"] < scores["default_ece"] and scores["cv_auroc"] > scores["default_auroc"]
+    with_agreement = default_confidence(held_out, rows, labels, rows + 1.0)  # another space's vectors
+    agreement = CALIBRATION_FEATURES.index("agreement")
+    assert without.model.std[agreement] == 1.0  # a constant 0 without
+    assert with_agreement.model.std[agreement] not in (0.0, 1.0)
+    few_rows, few_labels = rows[:40], labels[:40]  # 4 contents: too few wrong answers for 5 folds
+    few = default_confidence(held_out_validation(few_rows, few_labels)[1], few_rows, few_labels, None)
+    right, works = few.fit_metrics["right"], few.fit_metrics["held_out_works"]
+    assert few.fit_metrics["kind"] == "held-out rate" and min(right, works - right) < 5
+    sure = {"entropy": 0.0, "nn_distance": 0.0, "margin": 1.0, "top_share": 1.0, "agreement": 1.0}
+    assert few.model.predict(sure) == pytest.approx((right + 1) / (works + 2))  # not the formula's 1.0
+
+
+def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore) -> None:
+    works, labels = _nuisance_data(3, 5)
+    names = CALIBRATION_FEATURES
+    own = SpaceConfidence(
+        LogisticModel("own", [0.0] * 5, [1.0] * 5, [0.1] * 5, 0.0, names),
+        "0" * 64,
+        {"held_out_works": 12, "right": 7, "parameters": AttributionParams().as_json()},
+    )
+    stored = [
+        audit.spaces.add(
+            "s",
+            fit_lda(works, labels, 0.5),
+            base=STYLE,
+            method="lda",
+            embedder_fingerprint="fp",
+            collection="c",
+            n_works=len(labels),
+            n_artists=12,
+            validation={"hit@1": 0.5},
+            confidence=own,
+        )
+        for _ in range(2)
+    ]
+    first, second = (s.validation["confidence"]["model"] for s in stored)
+    found = audit.evaluations.latest_calibration("fp", "s", 1)
+    assert first != second and found is not None and found.name == first and found.coef == [0.1] * 5
+    assert audit.evaluations.calibration(first).coef == [0.1] * 5  # what a recorded name resolves to
+    assert (
+        audit.evaluations.latest_calibration("fp") is None and audit.evaluations.latest_calibration("x", "s", 1) is None
+    )
+    user = audit.evaluations.add_calibration(
+        LogisticModel("user", [0.0] * 5, [1.0] * 5, [0.2] * 5, 0.0, names),
+        embedder_fingerprint="fp",
+        labelled_path="labelled.csv",
+        labelled_sha256="1" * 64,
+        n_samples=20,
+        n_positive=10,
+        fit_metrics={"parameters": AttributionParams(space="s", space_version=1).as_json()},
+    )
+    assert [audit.evaluations.latest_calibration("fp", "s", v).name for v in (1, 2)] == [user, second]  # type: ignore[union-attr]
+
+
 @pytest.mark.slow
 def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalogue) -> None:
     embedder = ["--embedder", EMBEDDER]
@@ -178,6 +245,8 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     (first,) = json.loads(cli("attribute", image, "--space", "painters", "--k", "5", "--json", *embedder).stdout)
     assert first["parameters"]["space"] == "painters" and first["parameters"]["space_version"] == 1
     assert first["overlap_at_k"] == 1.0 and len(first["neighbours"]) == 5
+    own = listed["validation"]["confidence"]  # a model or the held-out rate, recorded by the request
+    assert first["confidence_model"] == own["model"] and f"confidence: {own['model']}" in fitted
 
     pinned = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "0.5", *embedder).stdout
     assert "stored painters version 2" in pinned and "shrinkage 0.5," in pinned

@@ -52,7 +52,8 @@ def spaces_fit(
 ) -> None:
     """Fit a projection on the catalogue's artist labels and store it as the space's next version; validated on
     whole content groups held out (works of every artist that share content: a query is new content), or on a
-    fifth of each artist's works where the groups leave fewer than two artists to train on.
+    fifth of each artist's works where the groups leave fewer than two artists to train on. The held-out works
+    also fit the version's own confidence model, which its requests use unless `calibrate --space` fits one.
 
     \b
     Example: attribution-audit spaces fit fontstyle --from style
@@ -68,6 +69,20 @@ def spaces_fit(
         f"held-out ({scores.get('split', 'per artist')}) artist hit@1 {scores['hit@1']:.3f} "
         f"(base {scores['base_hit@1']:.3f}), hit@10 {scores['hit@10']:.3f} (base {scores['base_hit@10']:.3f})"
     )
+    own = scores["confidence"]
+    if own["kind"] == "logistic":
+        typer.echo(
+            f"confidence: {own['model']}, fitted on {own['held_out_works']} held-out works ({own['right']} with the "
+            f"right top artist): cross-validated AUROC {own['cv_auroc']:.3f}, ECE {own['cv_ece']:.3f} (the default "
+            f"formula there: AUROC {own['default_auroc']:.3f}, ECE {own['default_ece']:.3f}); requests in this "
+            "version use it unless `calibrate --space` fits one"
+        )
+    else:
+        typer.echo(
+            f"confidence: {own['model']}, the held-out rate {own['rate']:.3f} for every request ({own['right']} of "
+            f"{own['held_out_works']} held-out works with the right top artist: too few right or wrong to rank "
+            "requests); fit one with `calibrate --space` on labelled queries"
+        )
 
 
 @app.command("list")

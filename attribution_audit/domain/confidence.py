@@ -15,7 +15,7 @@ import numpy as np
 from attribution_audit.domain.indicators import confidence_score
 
 FEATURES = ("entropy", "nn_distance", "margin")  # of the models fitted before top_share was recorded
-CALIBRATION_FEATURES = (*FEATURES, "top_share", "agreement")  # what ``calibrate`` fits on now
+CALIBRATION_FEATURES = (*FEATURES, "top_share", "agreement", "agreement_spaces")  # what ``calibrate`` fits on now
 DEFAULT_MODEL_NAME = "default-v1"
 L2_PENALTY = 1e-2
 
@@ -50,7 +50,14 @@ def feature_value(features: dict[str, float | None], name: str) -> float:
     """Missing indicators take their least confident value (no neighbour: distance 1, margin 0)."""
     value = features.get(name)
     if value is None:
-        return {"entropy": 1.0, "nn_distance": 1.0, "margin": 0.0, "top_share": 0.0, "agreement": 0.0}[name]
+        return {
+            "entropy": 1.0,
+            "nn_distance": 1.0,
+            "margin": 0.0,
+            "top_share": 0.0,
+            "agreement": 0.0,
+            "agreement_spaces": 0.0,
+        }[name]
     return float(value)
 
 

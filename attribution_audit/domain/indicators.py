@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.ranking import apply_k_policy, top_artist
+from attribution_audit.domain.shares import neighbour_shares
+
+T = TypeVar("T")
 
 
 def artist_entropy(artists: Sequence[str]) -> float:
@@ -45,3 +52,23 @@ def artist_margin(ranked: Sequence[tuple[str, float]]) -> float | None:
     scores = sorted(best.values(), reverse=True)
     second = scores[1] if len(scores) > 1 else ranked[-1][1]
     return scores[0] - second
+
+
+def request_indicators(
+    ranked: Sequence[tuple[T, float]], artist_of: Callable[[T], str], params: AttributionParams
+) -> tuple[list[tuple[T, float]], list[float], dict[str, float | None], dict[str, float], str | None]:
+    """What a request measures from its ranked candidates (item, similarity), whose artist ``artist_of`` names: the
+    kept items (K policy), their shares, the indicators known before the agreement between spaces (entropy, NN
+    distance, margin, top share), the per-artist shares and the top artist; no kept item gives the least confident
+    values. The request path and a learned space's validation (its default confidence) measure alike."""
+    kept = apply_k_policy(list(ranked), params)
+    artists, sims = [artist_of(item) for item, _ in kept], [sim for _, sim in kept]
+    shares = neighbour_shares(sims, params.shares, params.temperature)
+    by_artist, top = top_artist(artists, sims, shares)
+    features = {
+        "entropy": artist_entropy(artists) if kept else 1.0,
+        "nn_distance": 1.0 - sims[0] if kept else None,
+        "margin": artist_margin([(artist_of(item), sim) for item, sim in ranked]) if kept else None,
+        "top_share": by_artist.get(top) if top else None,
+    }
+    return kept, shares, features, by_artist, top

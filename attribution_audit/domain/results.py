@@ -61,6 +61,7 @@ class Attribution:
     copy_status: str | None = None  # copy, no_copy, "not_run: <why>" or "failed: <why>"; None: no check (replays)
     copy_method: str | None = None  # the copy rule's version: scores of different rules are not comparable
     agreement: float | None = None  # share of the other base space's K nearest works that are the top artist's
+    agreement_spaces: float | None = None  # share of the shard's other spaces whose top artist is this one
     intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
 
     def copy_verdict(self) -> str:
@@ -118,7 +119,16 @@ def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
     for key in sorted(old.keys() & new.keys(), key=lambda k: new[k].rank):
         if old[key].rank != new[key].rank:
             lines.append(f"~ {key[1]} moved from rank {old[key].rank} to {new[key].rank}")
-    for name in ("entropy", "nn_distance", "margin", "agreement", "confidence", "confidence_model", "top_artist"):
+    for name in (
+        "entropy",
+        "nn_distance",
+        "margin",
+        "agreement",
+        "agreement_spaces",
+        "confidence",
+        "confidence_model",
+        "top_artist",
+    ):
         a, b = getattr(before, name), getattr(after, name)
         same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
         if not same:

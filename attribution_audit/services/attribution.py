@@ -14,12 +14,10 @@ import numpy as np
 
 from attribution_audit.config import DEFAULT_COPY_DEPTH
 from attribution_audit.domain.confidence import LogisticModel, confidence
-from attribution_audit.domain.indicators import artist_entropy, artist_margin
-from attribution_audit.domain.params import AttributionParams, verify_rate
+from attribution_audit.domain.indicators import request_indicators
+from attribution_audit.domain.params import FUSED, AttributionParams, verify_rate
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
-from attribution_audit.domain.ranking import apply_k_policy, top_artist
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
-from attribution_audit.domain.shares import neighbour_shares
 from attribution_audit.domain.spaces import (
     LEARNED_BASES,
     SPACES,
@@ -72,6 +70,7 @@ class Attributor:
         self.copy_depth = copy_depth  # candidates of copy detection from each base space (0: the check is off)
         self._random = random.Random(seed)
         self._calibrations: dict[tuple[str, int | None], LogisticModel | None] = {}
+        self._space_names: list[str] | None = None
         self.canonical = audit.catalogue.canonical_artists()
         self.coverage = audit.catalogue.space_coverage(store.collection)
 
@@ -145,9 +144,7 @@ class Attributor:
         space = self.space_of(params)[0]
         self.check_coverage(space.bases)
         ranked = space.candidates(self.store, query, params)
-        kept = apply_k_policy(ranked, params)
-        sims = [sim for _, sim in kept]
-        shares = neighbour_shares(sims, params.shares, params.temperature)
+        kept, shares, features, by_artist, top = request_indicators(ranked, self._canonical_of, params)
         neighbours = [
             Neighbour(
                 rank=rank,
@@ -168,21 +165,16 @@ class Attributor:
             exact_ids = self.exact_top([query], params)[0]
             overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids)
             method = params.exact_method
-        by_artist, top = top_artist([n.canonical_artist for n in neighbours], sims, shares)
-        agreement = self.agreement(space, query, top, params.k)
         return Outcome(
             neighbours=neighbours,
             candidates=candidates,
             overlap_at_k=overlap,
             exact_method=method,
             catalogue_version=self.store.content_version(),
-            # No neighbour within max_distance is no attribution: the least confident indicator values.
             features={
-                "entropy": artist_entropy([n.canonical_artist for n in neighbours]) if neighbours else 1.0,
-                "nn_distance": neighbours[0].distance if neighbours else None,
-                "margin": artist_margin(candidates) if neighbours else None,
-                "top_share": by_artist.get(top) if top else None,
-                "agreement": agreement,
+                **features,
+                "agreement": self.agreement(space, query, top, params.k),
+                "agreement_spaces": self.agreement_of_spaces(space, query, top, params),
             },
             top_artist=top,
             top_artist_share=by_artist.get(top) if top else None,
@@ -198,6 +190,39 @@ class Attributor:
             return None
         hits = self.store.search(query.of(other), k, space=other)
         return sum(self._canonical_of(hit) == top for hit in hits) / len(hits) if hits else None
+
+    def agreement_of_spaces(
+        self, space: Space, query: QueryVectors, top: str | None, params: AttributionParams
+    ) -> float | None:
+        """The share of the shard's other spaces whose top artist, at the request's parameters, is ``top``: one
+        search in each of content, style and fused (the last two when the shard holds both base spaces) and of
+        every learned space fitted on the collection (its newest version), those the query has vectors for. None
+        without a top artist or another space."""
+        if top is None:
+            return None
+        tops = []
+        for name in self.space_names():
+            if name == space.name:
+                continue
+            other, other_params = self.space_of(replace(params, space=name, space_version=None, verify="off"))
+            if STYLE in other.bases and query.style is None:
+                continue
+            ranked = other.candidates(self.store, query, other_params)
+            tops.append(request_indicators(ranked, self._canonical_of, other_params)[4])
+        return sum(t == top for t in tops) / len(tops) if tops else None
+
+    def space_names(self) -> list[str]:
+        """The spaces the shard can be searched in: content; style and fused when it holds both base spaces; the
+        learned spaces fitted on its collection with this embedder whose base spaces it holds in full (read once
+        per attributor)."""
+        if self._space_names is None:
+            learned = [
+                name
+                for name, base in self.audit.spaces.names(self.embedder_fingerprint, self.store.collection)
+                if not partial_spaces(self.coverage, LEARNED_BASES[base])
+            ]
+            self._space_names = [CONTENT, *((STYLE, FUSED) if self.has_both_spaces() else ()), *learned]
+        return self._space_names
 
     def has_both_spaces(self) -> bool:
         """Whether every work of the shard has a content and a style vector."""

@@ -3,6 +3,9 @@ out inside the catalogue, stored as a new version; list the spaces usable with `
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -10,17 +13,31 @@ from typing import Any
 import numpy as np
 
 from attribution_audit.config import Settings
-from attribution_audit.domain.params import LEARNED_NAME, QUERY_SPACES
-from attribution_audit.domain.points import WorkPoint
-from attribution_audit.domain.projection import SHRINKAGES, artist_hits, fit_lda, join_bases, validation_split
+from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel, confidence, feature_value
+from attribution_audit.domain.indicators import request_indicators
+from attribution_audit.domain.params import LEARNED_NAME, QUERY_SPACES, AttributionParams
+from attribution_audit.domain.points import CONTENT, STYLE, WorkPoint
+from attribution_audit.domain.projection import (
+    SHRINKAGES,
+    Projection,
+    artist_hits,
+    fit_lda,
+    join_bases,
+    unit_rows,
+    validation_split,
+)
 from attribution_audit.domain.spaces import LEARNED_BASES
 from attribution_audit.errors import AttributionAuditError, ConflictError, NotFoundError
+from attribution_audit.evaluation.calibration import expected_calibration_error
+from attribution_audit.services.calibrate import fit_and_score
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.spaces import SpaceInfo
+from attribution_audit.store.spaces import SpaceConfidence, SpaceInfo
 
 METHODS = ("lda",)
 MIN_ARTISTS = 3
+FOLDS = 5  # of the cross-validation of a space's own confidence model, as ``calibrate``'s default
+HELD_OUT_RATE = "held-out rate"
 
 
 @dataclass(frozen=True)
@@ -60,7 +77,10 @@ def fit_space(
                 "similarity 1 or -1 and the confidence says nothing): ingest the works of more artists first"
             )
         rows = join_bases([_stack(points, b) for b in bases])
-        validation = validate(rows, labels, (shrinkage,) if shrinkage is not None else SHRINKAGES)
+        other = STYLE if bases == (CONTENT,) else CONTENT  # the agreement's space, as a request measures it
+        agreement_rows = _stack(points, other) if attributor.has_both_spaces() else None
+        validation, held_out = held_out_validation(rows, labels, (shrinkage,) if shrinkage is not None else SHRINKAGES)
+        default = default_confidence(held_out, rows, labels, agreement_rows)
         projection = fit_lda(rows, labels, validation["shrinkage"])
         stored = audit.spaces.add(
             name,
@@ -71,7 +91,8 @@ def fit_space(
             collection=attributor.store.collection,
             n_works=len(points),
             n_artists=len(set(labels)),
-            validation=validation,
+            validation={**validation, "confidence": default.fit_metrics},
+            confidence=default,
         )
     return FitResult(stored, time.perf_counter() - started)
 
@@ -80,20 +101,40 @@ def validate(rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] 
     """Artist hit@1/hit@10 of held-out works against the training works (:func:`validation_split`: whole content
     groups held out), for each shrinkage and for the base space; the best shrinkage (by hit@1 + hit@10) with its
     scores."""
+    return held_out_validation(rows, labels, shrinkages)[0]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The validation's split and the projection fitted on its training works at the chosen shrinkage."""
+
+    train: np.ndarray
+    scored: np.ndarray
+    projection: Projection
+
+
+def held_out_validation(
+    rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] = SHRINKAGES
+) -> tuple[dict[str, Any], HeldOut]:
+    """:func:`validate`'s scores, and its split with the projection fitted on the training works at the chosen
+    shrinkage."""
     train, scored, split = validation_split(rows, labels)
     if not scored.any():
         raise AttributionAuditError("no artist has two works: nothing to validate a learned space on")
     train_labels = [label for label, t in zip(labels, train, strict=True) if t]
     test_labels = [label for label, s in zip(labels, scored, strict=True) if s]
     base = artist_hits(rows[scored], test_labels, rows[train], train_labels)
-    scores = {}
+    scores, projections = {}, {}
     for shrinkage in shrinkages:
-        projection = fit_lda(rows[train], train_labels, shrinkage)
+        projections[shrinkage] = fit_lda(rows[train], train_labels, shrinkage)
         scores[shrinkage] = artist_hits(
-            projection.apply(rows[scored]), test_labels, projection.apply(rows[train]), train_labels
+            projections[shrinkage].apply(rows[scored]),
+            test_labels,
+            projections[shrinkage].apply(rows[train]),
+            train_labels,
         )
     best = max(shrinkages, key=lambda s: scores[s]["hit@1"] + scores[s]["hit@10"])
-    return {
+    validation = {
         "split": split,
         "held_out_works": int(scored.sum()),
         "shrinkage": best,
@@ -102,6 +143,53 @@ def validate(rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] 
         "base_hit@10": base["hit@10"],
         "tried": [{"shrinkage": s, **scores[s]} for s in shrinkages],
     }
+    return validation, HeldOut(train, scored, projections[best])
+
+
+def default_confidence(
+    held_out: HeldOut, rows: np.ndarray, labels: list[str], agreement_rows: np.ndarray | None
+) -> SpaceConfidence:
+    """The confidence model of a learned space, fitted on its validation's held-out works as queries
+    against its training works, with the indicators a request measures there at the default parameters (the
+    agreement from ``agreement_rows``, the other base space's vectors, when the shard holds both spaces): what a
+    request in the space reports when no ``calibrate`` model was fitted in it. Its distances are the space's own,
+    so the default formula's scale, made for the base spaces, does not apply. Cross-validated like ``calibrate``;
+    with fewer than ``FOLDS`` right or wrong held-out answers, the held-out rate of right ones (Laplace-smoothed)
+    for every request instead."""
+    params = AttributionParams()
+    names = np.asarray(labels)
+    train, scored = names[held_out.train], names[held_out.scored]
+    sims = held_out.projection.apply(rows[held_out.scored]) @ held_out.projection.apply(rows[held_out.train]).T
+    depth = params.k * params.oversampling
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :depth]
+    nearest_other = None
+    if agreement_rows is not None:
+        other = unit_rows(agreement_rows)
+        other_sims = other[held_out.scored] @ other[held_out.train].T
+        nearest_other = np.argsort(-other_sims, axis=1, kind="stable")[:, : params.k]
+    x, y, defaults = [], [], []
+    for i, truth in enumerate(scored):
+        ranked = [(str(train[j]), float(sims[i, j])) for j in order[i]]
+        _, _, measured, _, top = request_indicators(ranked, str, params)
+        features = {**measured, "agreement": None}
+        if nearest_other is not None and top is not None:
+            features["agreement"] = float(np.mean(train[nearest_other[i]] == top))
+        x.append([feature_value(features, f) for f in CALIBRATION_FEATURES])
+        y.append(top == truth)
+        defaults.append(confidence(None, features)[0])
+    evidence = {"held_out_works": len(y), "right": int(sum(y)), "parameters": params.as_json()}
+    if min(sum(y), len(y) - sum(y)) < FOLDS:  # too few to rank requests: every one gets the held-out rate
+        rate = (sum(y) + 1) / (len(y) + 2)  # Laplace: never 0 or 1 on a few works
+        flat = [0.0] * len(CALIBRATION_FEATURES)
+        ones = [1.0] * len(flat)
+        model = LogisticModel(HELD_OUT_RATE, flat, ones, flat, math.log(rate / (1 - rate)), CALIBRATION_FEATURES)
+        right = [bool(v) for v in y]
+        scores = {"kind": HELD_OUT_RATE, "rate": rate, "default_ece": expected_calibration_error(defaults, right)}
+    else:
+        model, _, fitted = fit_and_score(np.array(x), np.array(y, dtype=float), defaults, FOLDS, "held-out works")
+        scores = {"kind": "logistic", **fitted, "folds": FOLDS}
+    digest = hashlib.sha256(json.dumps([x, y], sort_keys=True).encode()).hexdigest()
+    return SpaceConfidence(model, digest, {**evidence, **scores})
 
 
 def list_spaces(audit: AuditStore) -> list[dict[str, Any]]:

@@ -156,7 +156,7 @@ class StoredRequest:
 
 
 # Columns added after records were hashed: covered when set, left out when empty (older records keep their hash).
-_COVERED_WHEN_SET = frozenset({"copy_of", "copy_score", "copy_status", "copy_method", "agreement"})
+_COVERED_WHEN_SET = frozenset({"copy_of", "copy_score", "copy_status", "copy_method", "agreement", "agreement_spaces"})
 _PLAIN = frozenset({str, int, bool, type(None), dict, list})  # values that are canonical as they are
 
 

@@ -88,6 +88,9 @@ class RunInfo:
     settings: dict[str, Any]
 
 
+SPACE_FIT_SOURCE = "spaces fit"  # the source of a learned space version's own confidence model
+
+
 class EvaluationRepository:
     """Query sets, evaluation runs and results, calibration models."""
 
@@ -292,40 +295,72 @@ class EvaluationRepository:
     ) -> str:
         """Store a fitted model; its name (``logistic-v<N>``), recorded by every later request that uses it."""
         with session_scope(self.engine) as session:
-            row = CalibrationModel(
+            row = calibration_row(
+                model,
                 embedder_fingerprint=embedder_fingerprint,
                 labelled_path=labelled_path,
                 labelled_sha256=labelled_sha256,
-                features=model.as_json(),
                 n_samples=n_samples,
                 n_positive=n_positive,
                 fit_metrics=fit_metrics,
             )
             session.add(row)
             session.flush()
-            return f"logistic-v{row.id}"
+            return model_name(row)
 
     def latest_calibration(
         self, embedder_fingerprint: str, space: str = "content", space_version: int | None = None
     ) -> LogisticModel | None:
-        """The newest calibration for this embedder fitted in ``space`` (a learned space: in that version), if any;
-        a model stored without its parameters counts as fitted in the content space."""
+        """The newest calibration for this embedder fitted in ``space`` (a learned space: in that version) by
+        ``calibrate``, else the learned space version's own (``spaces fit``), if any; a model stored without its
+        parameters counts as fitted in the content space."""
         query = (
             select(CalibrationModel)
             .where(CalibrationModel.embedder_fingerprint == embedder_fingerprint)
             .order_by(CalibrationModel.id.desc())
         )
+        own = None
         with read_scope(self.engine) as session:
             for row in session.scalars(query):
                 params = (row.fit_metrics or {}).get("parameters") or {}
-                if (params.get("space", "content"), params.get("space_version")) == (space, space_version):
+                if (params.get("space", "content"), params.get("space_version")) != (space, space_version):
+                    continue
+                if (row.fit_metrics or {}).get("source") != SPACE_FIT_SOURCE:
                     return _model(row)
-        return None
+                own = own or _model(row)
+        return own
 
     def calibration(self, name: str) -> LogisticModel:
         """A stored model by its recorded name (``logistic-v<N>``)."""
         with read_scope(self.engine) as session:
             return _model(session.get_one(CalibrationModel, int(name.removeprefix("logistic-v"))))
+
+
+def calibration_row(
+    model: LogisticModel,
+    *,
+    embedder_fingerprint: str,
+    labelled_path: str,
+    labelled_sha256: str,
+    n_samples: int,
+    n_positive: int,
+    fit_metrics: dict[str, Any],
+) -> CalibrationModel:
+    """The row of a fitted model: ``labelled_sha256`` fingerprints the evidence it was fitted on."""
+    return CalibrationModel(
+        embedder_fingerprint=embedder_fingerprint,
+        labelled_path=labelled_path,
+        labelled_sha256=labelled_sha256,
+        features=model.as_json(),
+        n_samples=n_samples,
+        n_positive=n_positive,
+        fit_metrics=fit_metrics,
+    )
+
+
+def model_name(row: CalibrationModel) -> str:
+    """The name a request records of the model it used."""
+    return f"logistic-v{row.id}"
 
 
 def _labelled_rows(query_set_id: int, queries: Sequence[LabelledLike]) -> list[LabelledQueryRecord]:
@@ -348,4 +383,4 @@ def _run_info(run: EvaluationRun, shown: str | None = None) -> RunInfo:
 def _model(row: CalibrationModel) -> LogisticModel:
     f = row.features
     names = tuple(f.get("names", FEATURES))
-    return LogisticModel(f"logistic-v{row.id}", f["mean"], f["std"], f["coef"], f["intercept"], names)
+    return LogisticModel(model_name(row), f["mean"], f["std"], f["coef"], f["intercept"], names)

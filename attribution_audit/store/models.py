@@ -260,6 +260,7 @@ class AttributionMetrics(Base):
     copy_status: Mapped[str | None] = mapped_column(Text)
     copy_method: Mapped[str | None] = mapped_column(String(40))
     agreement: Mapped[float | None] = mapped_column(Float)  # migration 0012
+    agreement_spaces: Mapped[float | None] = mapped_column(Float)  # migration 0013
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 

@@ -113,6 +113,7 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
         copy_status=m.get("copy_status"),
         copy_method=m.get("copy_method"),
         agreement=_optional(m.get("agreement")),
+        agreement_spaces=_optional(m.get("agreement_spaces")),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
 
@@ -196,6 +197,7 @@ class RequestRepository:
             "copy_status": outcome.copy_status,
             "copy_method": outcome.copy_method,
             "agreement": outcome.features.get("agreement"),
+            "agreement_spaces": outcome.features.get("agreement_spaces"),
         }
         with write_connection(self.engine) as connection:
             work_pks = self._work_pks(connection, outcome.neighbours)

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, func, select
 
+from attribution_audit.domain.confidence import LogisticModel
 from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import as_utc
 from attribution_audit.store.database import read_scope, session_scope
+from attribution_audit.store.evaluations import SPACE_FIT_SOURCE, calibration_row, model_name
 from attribution_audit.store.models import LearnedSpaceVersion
 
 
@@ -34,6 +36,16 @@ class SpaceInfo:
     n_artists: int
     validation: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class SpaceConfidence:
+    """A learned space's own confidence model, fitted by ``spaces fit`` on its held-out validation works: stored
+    with the version as a calibration model (``logistic-v<N>``) whose evidence is ``evidence_sha256``."""
+
+    model: LogisticModel
+    evidence_sha256: str
+    fit_metrics: dict[str, Any]
 
 
 def _to_bytes(array: np.ndarray) -> bytes:
@@ -64,16 +76,39 @@ class SpaceRepository:
         n_works: int,
         n_artists: int,
         validation: dict[str, Any],
+        confidence: SpaceConfidence | None = None,
     ) -> SpaceInfo:
-        """Store a fit as the next version of ``name`` (1 for a new name)."""
+        """Store a fit as the next version of ``name`` (1 for a new name), with its own confidence model when given
+        (in the same transaction): requests in that version use it unless a ``calibrate`` model was fitted there."""
         mean, matrix = _to_bytes(projection.mean), _to_bytes(projection.matrix)
         with session_scope(self.engine) as session:
             latest = session.scalar(
                 select(func.max(LearnedSpaceVersion.version)).where(LearnedSpaceVersion.name == name)
             )
+            version = (latest or 0) + 1
+            if confidence is not None:
+                model = calibration_row(
+                    confidence.model,
+                    embedder_fingerprint=embedder_fingerprint,
+                    labelled_path=f"{SPACE_FIT_SOURCE} {name} version {version}: held-out validation works",
+                    labelled_sha256=confidence.evidence_sha256,
+                    n_samples=confidence.fit_metrics["held_out_works"],
+                    n_positive=confidence.fit_metrics["right"],
+                    fit_metrics={
+                        **confidence.fit_metrics,
+                        "parameters": {**confidence.fit_metrics["parameters"], "space": name, "space_version": version},
+                        "source": SPACE_FIT_SOURCE,
+                    },
+                )
+                session.add(model)
+                session.flush()
+                validation = {
+                    **validation,
+                    "confidence": {**validation.get("confidence", {}), "model": model_name(model)},
+                }
             row = LearnedSpaceVersion(
                 name=name,
-                version=(latest or 0) + 1,
+                version=version,
                 base=base,
                 method=method,
                 embedder_fingerprint=embedder_fingerprint,
@@ -98,6 +133,20 @@ class SpaceRepository:
             query = query.where(LearnedSpaceVersion.embedder_fingerprint == embedder_fingerprint)
         with read_scope(self.engine) as session:
             return [_info(row) for row in session.scalars(query)]
+
+    def names(self, embedder_fingerprint: str, collection: str) -> list[tuple[str, str]]:
+        """(name, base) of the learned spaces fitted on ``collection`` with this embedder, sorted."""
+        query = (
+            select(LearnedSpaceVersion.name, LearnedSpaceVersion.base)
+            .where(
+                LearnedSpaceVersion.embedder_fingerprint == embedder_fingerprint,
+                LearnedSpaceVersion.collection == collection,
+            )
+            .distinct()
+            .order_by(LearnedSpaceVersion.name)
+        )
+        with read_scope(self.engine) as session:
+            return [(name, base) for name, base in session.execute(query)]
 
     def load(self, name: str, version: int | None = None) -> tuple[SpaceInfo, Projection] | None:
         """A version of ``name`` (the newest without ``version``) with its projection; None when absent."""
