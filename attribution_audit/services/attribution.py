@@ -17,6 +17,7 @@ from attribution_audit.domain.confidence import LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import FUSED, AttributionParams, verify_rate
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
+from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
 from attribution_audit.domain.spaces import (
     LEARNED_BASES,
@@ -33,6 +34,7 @@ from attribution_audit.services.copy_check import CopyDetector, not_run
 from attribution_audit.sources.images import load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.exact import ExactIndex, cache_folder, load_or_build, overlap_at_k
+from attribution_audit.store.spaces import SpaceInfo
 from attribution_audit.store.vectors import VectorStore
 
 if TYPE_CHECKING:
@@ -66,6 +68,8 @@ class Attributor:
         self.exact_cache_dir = Path(exact_cache_dir)
         self._exact: dict[tuple[str, str, str], ExactIndex] = {}
         self._learned: dict[tuple[str, int, str], LearnedSpace] = {}
+        self._fitted: dict[tuple[str, int], tuple[SpaceInfo, Projection]] = {}  # a version never changes
+        self._agreeing: dict[str, int | None] = {}  # the version of each space that agreement_of_spaces reads
         self.copies: CopyDetector | None = None  # made on first use
         self.copy_depth = copy_depth  # candidates of copy detection from each base space (0: the check is off)
         self._random = random.Random(seed)
@@ -117,7 +121,9 @@ class Attributor:
         none is given); NotFoundError for an unknown learned space or version."""
         if params.space in SPACES:
             return space_named(params.space), params
-        found = self.audit.spaces.load(params.space, params.space_version)
+        found = self._fitted.get((params.space, params.space_version or 0))
+        if found is None and (found := self.audit.spaces.load(params.space, params.space_version)) is not None:
+            self._fitted[(found[0].name, found[0].version)] = found
         if found is None:
             which = f"{params.space} version {params.space_version}" if params.space_version else params.space
             raise NotFoundError(
@@ -204,7 +210,9 @@ class Attributor:
         for name in self.space_names():
             if name == space.name:
                 continue
-            other, other_params = self.space_of(replace(params, space=name, space_version=None, verify="off"))
+            version = self._agreeing.get(name)  # the newest when first read, for the attributor's life (as names)
+            other, other_params = self.space_of(replace(params, space=name, space_version=version, verify="off"))
+            self._agreeing[name] = other_params.space_version
             if STYLE in other.bases and query.style is None:
                 continue
             ranked = other.candidates(self.store, query, other_params)
