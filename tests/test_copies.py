@@ -121,6 +121,9 @@ def test_evaluate_copies_names_the_source_and_flags_no_other_page(cli: Cli, tmp_
     assert result["non_copies"] == 3 and result["false_copy_rate"] == 0.0 and result["not_run"] == {}
     assert 0.6 < result["false_copy_rate_upper_95"] < 0.7  # 0 of 3 bounds the rate by 1 - 0.05 ** (1 / 3)
     assert result["recall_by_subset"] == {edit: 1.0 for edit in sorted(EDITS)}
+    # The margin: the three new pages' highest score is their 99th percentile (nearest rank), under the threshold,
+    # which every named copy reaches.
+    assert result["non_copy_score_p99"] == result["non_copy_score_max"] < COPY_SCORE <= result["copy_score_min"]
     assert "recall@1 1.000 (4)" in cli("evaluate", "copies", str(tmp_path / "labelled.csv")).stdout
     (tmp_path / "plain.csv").write_text("path,artist,work_ids\ncopy0.png,Artist 0,W0\n")  # no subset column
     plain = cli("evaluate", "copies", str(tmp_path / "plain.csv")).stdout.splitlines()
