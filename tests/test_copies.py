@@ -22,7 +22,14 @@ from dbtools import superuser_edit
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from test_build_benchmark import fonts_installed
 
-from attribution_audit.embedding.copy_match import METHOD, local_features, match
+from attribution_audit.embedding.copy_match import (
+    METHOD,
+    MIN_FOOTPRINT,
+    MIN_INLIER_SHARE,
+    MIN_INLIERS,
+    local_features,
+    match,
+)
 from attribution_audit.services import copy_check
 from attribution_audit.services.copy_check import COPY_SCORE
 from attribution_audit.store.chain import StoredRequest, canonical_content
@@ -52,6 +59,8 @@ EDITS = {
     "jpeg": lambda im: jpeg(im, 20),
     "blur": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
     "tint": lambda im: Image.blend(im, Image.new("RGB", im.size, (200, 40, 90)), 0.3),
+    # 8 % of the contrast left, then blurred: without the stretch before ORB, not one corner was found.
+    "faint": lambda im: Image.blend(im, Image.new("RGB", im.size, "white"), 0.92).filter(ImageFilter.GaussianBlur(1.5)),
 }
 
 
@@ -70,9 +79,49 @@ def test_another_page_in_the_same_face_is_no_copy_however_many_glyphs_match() ->
     face = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     catalogued = local_features(benchmark.render(benchmark.page_of(4, 16), face))
     other_page = match(local_features(benchmark.render(benchmark.page_of(13, 16), face)), catalogued)
-    assert other_page.inliers >= 40 and other_page.score < COPY_SCORE
+    assert other_page.inliers >= 30 and other_page.score < COPY_SCORE
     copied = jpeg(benchmark.render(benchmark.page_of(4, 16), face), 20)
     assert match(local_features(copied), catalogued).score >= COPY_SCORE
+
+
+MONO = Path("/usr/share/fonts/truetype/liberation/LiberationMono-Bold.ttf")
+
+
+@pytest.mark.skipif(not MONO.exists(), reason="fonts-liberation not installed")
+def test_a_page_whose_character_cells_line_up_with_another_is_no_copy() -> None:
+    """Two pages of the font benchmark (seed 16) in a monospaced face: one homography lines up their character
+    cells, and the pages aligned by it correlated 0.515 (the copy threshold is 0.55); but it explains under a fifth of
+    the matches, where a copy's explains most of them."""
+    benchmark = load_benchmark_script()
+    catalogued = local_features(benchmark.render(benchmark.page_of(16, 16), MONO))
+    other_page = match(local_features(benchmark.render(benchmark.page_of(24, 16), MONO)), catalogued)
+    assert other_page.inliers >= MIN_INLIERS and other_page.inliers / other_page.matches < MIN_INLIER_SHARE
+    assert other_page.score == 0
+    copied = match(local_features(EDITS["crop"](benchmark.render(benchmark.page_of(16, 16), MONO))), catalogued)
+    assert copied.inliers / copied.matches >= MIN_INLIER_SHARE and copied.score >= COPY_SCORE
+
+
+FREEMONO = Path("/usr/share/fonts/truetype/freefont/FreeMono.ttf")
+NIMBUS_MONO = Path("/usr/share/fonts/opentype/urw-base35/NimbusMonoPS-Regular.otf")
+
+
+@pytest.mark.skipif(not (FREEMONO.exists() and NIMBUS_MONO.exists()), reason="font packages not installed")
+def test_a_page_sharing_one_line_with_a_work_is_no_copy() -> None:
+    """Seed 16's style query a12_q000 (FreeMono, one word a line) and work A20-W013 (Nimbus Mono PS, the same Courier
+    design) share the line "jungle": one plausible homography aligns it, half the query falls outside the work, and
+    the aligned tiles correlated 0.73 (flagged end to end). The query's text outside the work now counts against."""
+    benchmark = load_benchmark_script()
+    catalogued = local_features(benchmark.render(benchmark.page_of(13, 16), NIMBUS_MONO))
+    query = benchmark.render(benchmark.page_of(20, 16), FREEMONO)
+    other_page = match(local_features(query), catalogued)
+    assert other_page.footprint >= MIN_FOOTPRINT and other_page.score < COPY_SCORE
+
+
+def test_a_copy_on_a_larger_flat_canvas_is_still_a_copy() -> None:
+    """The work pasted on a flat canvas a third larger each way: the border has nothing to find in the work."""
+    canvas = Image.new("RGB", (340, 340), (128, 128, 128))
+    canvas.paste(page(1), (42, 42))
+    assert match(local_features(canvas), local_features(page(1))).score >= COPY_SCORE
 
 
 def load_benchmark_script() -> ModuleType:
@@ -117,11 +166,14 @@ def test_evaluate_copies_names_the_source_and_flags_no_other_page(cli: Cli, tmp_
     result = json.loads(
         cli("evaluate", "copies", str(tmp_path / "labelled.csv"), "--format", "json", "--embedder", EMBEDDER).stdout
     )
-    assert result["copies"] == 4 and result["recall_at_1"] == 1.0
+    assert result["copies"] == len(EDITS) and result["recall_at_1"] == 1.0
     assert result["non_copies"] == 3 and result["false_copy_rate"] == 0.0 and result["not_run"] == {}
     assert 0.6 < result["false_copy_rate_upper_95"] < 0.7  # 0 of 3 bounds the rate by 1 - 0.05 ** (1 / 3)
     assert result["recall_by_subset"] == {edit: 1.0 for edit in sorted(EDITS)}
-    assert "recall@1 1.000 (4)" in cli("evaluate", "copies", str(tmp_path / "labelled.csv")).stdout
+    # The margin: the three new pages' highest score is their 99th percentile (nearest rank), under the threshold,
+    # which every named copy reaches.
+    assert result["non_copy_score_p99"] == result["non_copy_score_max"] < COPY_SCORE <= result["copy_score_min"]
+    assert f"recall@1 1.000 ({len(EDITS)})" in cli("evaluate", "copies", str(tmp_path / "labelled.csv")).stdout
     (tmp_path / "plain.csv").write_text("path,artist,work_ids\ncopy0.png,Artist 0,W0\n")  # no subset column
     plain = cli("evaluate", "copies", str(tmp_path / "plain.csv")).stdout.splitlines()
     assert plain[0].startswith("copies: recall@1 1.000 (1);") and plain[1].startswith("rule ")  # no "  -:" line

@@ -39,8 +39,8 @@ def evaluate_copies(
 ) -> None:
     """Run the copy stage (ORB + RANSAC homography, then the aligned images' correlation, over the first works of
     every base space) on labelled queries, not logged: recall@1 on the copies (the named work is the source), per
-    subset (edit), false copy flags on the others with the rate's 95 % upper bound, and the checks that could not
-    run.
+    subset (edit), false copy flags on the others with the rate's 95 % upper bound, the margin of the scores to the
+    threshold, and the checks that could not run.
 
     \b
     Example: attribution-audit evaluate copies .demo/catalogue/queries.csv
@@ -76,8 +76,9 @@ def evaluate_copies(
                 typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")
         seconds = "n/a" if result.check_seconds is None else f"{result.check_seconds * 1000:.0f} ms"
         typer.echo(
-            f"rule {result.method}: a copy scores {result.threshold:g} or more; {result.depth} candidates from each "
-            f"base space; {seconds} per check"
+            f"rule {result.method}: a copy scores {result.threshold:g} or more (non-copies: highest "
+            f"{num(result.non_copy_score_max)}, 99th percentile {num(result.non_copy_score_p99)}; copies named: "
+            f"lowest {num(result.copy_score_min)}); {result.depth} candidates from each base space; {seconds} per check"
         )
 
     emit(fmt, data=asdict(result), rows=rows, text=text)

@@ -8,24 +8,26 @@ their band-passed grey levels in each tile: the band ignores a change of brightn
 JPEG's, and the coarse layout that two different images of one style share, such as lines of text at the same
 spacing; the median over the tiles ignores an overlay on a few of them). Another image of the same style can match
 many keypoints too (the same glyphs, strokes or textures), and a homography may explain some of them, but aligned by
-it the two images do not look alike: the decision rests on that correlation over the query's footprint in the work,
-not on how many keypoints agree.
+it the two images do not look alike, and it explains only a small share of the matches (the same glyphs elsewhere
+match too): the decision rests on that correlation over the query's footprint in the work and on that share, not on
+how many keypoints agree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-METHOD = "orb-ransac-ncc-v2"  # recorded with every copy score: scores of different rules are not comparable
+METHOD = "orb-ransac-ncc-v4"  # recorded with every copy score: scores of different rules are not comparable
 MAX_SIDE = 512
-ORB_FEATURES = 1500
+ORB_FEATURES = 750  # ORB keeps the strongest; matching costs (query x work keypoints)
 RATIO = 0.8
 RANSAC_PIXELS = 5.0
 MIN_MATCHES = 8
 MIN_INLIERS = 12  # fewer agreeing keypoints are no evidence of one homography
+MIN_INLIER_SHARE = 0.3  # the share of the ratio-test matches that homography must explain (see Match.plausible)
 AREA_SCALE = (0.2, 5.0)  # plausible area ratio of the work to the query, both sides as fractions of the longer side
 MIN_FOOTPRINT = 0.5  # the share of the query that the homography must map inside the work
 ALIGN_SIDE = 256  # the aligned images are compared with their longer side brought to this size ...
@@ -62,9 +64,18 @@ class Match:
 
     @property
     def plausible(self) -> bool:
-        """Enough inliers, a scale that is neither degenerate nor extreme, and most of the query inside the work."""
+        """Enough inliers, explaining a fair share of the matches, a scale that is neither degenerate nor extreme, and
+        most of the query inside the work."""
+        return self.geometric and self.footprint >= MIN_FOOTPRINT
+
+    @property
+    def geometric(self) -> bool:
+        """Whether the keypoints alone make the homography plausible: enough inliers, MIN_INLIER_SHARE of the matches
+        or more (the matches of a copy mostly agree with one homography; those of another image of the same style,
+        the same glyphs or strokes elsewhere, mostly do not), and an area scale neither degenerate nor extreme."""
         low, high = AREA_SCALE
-        return self.inliers >= MIN_INLIERS and low <= self.area_scale <= high and self.footprint >= MIN_FOOTPRINT
+        share = self.inliers / self.matches if self.matches else 0.0
+        return self.inliers >= MIN_INLIERS and share >= MIN_INLIER_SHARE and low <= self.area_scale <= high
 
     @property
     def score(self) -> float:
@@ -76,8 +87,12 @@ NO_MATCH = Match(0, 0, 0.0, 0.0, 0.0)
 
 
 def local_features(image: Image.Image) -> LocalFeatures:
-    """ORB keypoints of the image in grey, its longer side brought to at most MAX_SIDE pixels, and its smoothed grey
-    levels at ALIGN_SIDE, band-passed. Raises cv2.error when OpenCV fails on the image."""
+    """ORB keypoints of the image in grey, its longer side brought to at most MAX_SIDE pixels and its grey levels
+    stretched to the full range, and its grey levels at ALIGN_SIDE, band-passed. Raises cv2.error when OpenCV fails
+    on the image.
+
+    The stretch makes the keypoints independent of the image's contrast: ORB's corner test compares grey levels
+    with a fixed threshold, and a low-contrast copy (a hairline face blurred: 16 grey levels in all) had no corner."""
     import cv2
 
     grey = image.convert("L")
@@ -86,6 +101,7 @@ def local_features(image: Image.Image) -> LocalFeatures:
     scale = MAX_SIDE / max(grey.size)
     if scale < 1:
         grey = grey.resize((round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BILINEAR)
+    grey = ImageOps.autocontrast(grey)  # (a flat image stays as it is)
     orb = cv2.ORB.create(nfeatures=ORB_FEATURES)
     keypoints, descriptors = orb.detectAndCompute(np.asarray(grey), None)
     if len(keypoints) == 0:  # (descriptors is then None)
@@ -112,7 +128,8 @@ def _no_features(grey: Image.Image) -> LocalFeatures:
 
 def match(query: LocalFeatures, work: LocalFeatures) -> Match:
     """The query's keypoints matched in the work, one RANSAC homography fitted to them, and the images compared
-    after it (NO_MATCH when too few keypoints match). Raises cv2.error when OpenCV fails."""
+    after it (NO_MATCH when too few keypoints match; footprint and correlation 0 when the keypoints alone rule the
+    homography out). Raises cv2.error when OpenCV fails."""
     import cv2
 
     if len(query.points) < MIN_MATCHES or len(work.points) < MIN_MATCHES:
@@ -129,14 +146,20 @@ def match(query: LocalFeatures, work: LocalFeatures) -> Match:
     inliers = int(mask.sum())
     # The linear part's determinant, in units of each image's longer side (resolution does not count).
     scale = float(np.linalg.det(homography[:2, :2])) * (max(query.size) / max(work.size)) ** 2
+    found = Match(len(good), inliers, scale, 0.0, 0.0)
+    if not found.geometric:  # scores 0 whatever the images look like aligned: not worth the comparison
+        return found
     footprint, correlation = _aligned(query, work, homography)
-    return Match(len(good), inliers, scale, footprint, correlation)
+    return replace(found, footprint=footprint, correlation=correlation)
 
 
 def _aligned(query: LocalFeatures, work: LocalFeatures, homography: np.ndarray) -> tuple[float, float]:
     """The share of the query that the homography maps inside the work, and the median normalised cross-correlation
     of the query's band-passed grey levels with the work's warped onto it, over the query's tiles inside the work (a
-    tile flat on one side only counts as 0, flat on both sides not at all)."""
+    tile flat on one side only counts as 0, flat on both sides not at all) and its tiles away from the work that are
+    not flat, which count as 0: a copy shows the work, so what the query shows must be found in it (a flat canvas
+    around a pasted work costs nothing; a page sharing one line with the work, aligned on that line, has the rest of
+    its text outside)."""
     import cv2
 
     query_grey, work_grey = query.grey.astype(np.float32), work.grey.astype(np.float32)
@@ -154,10 +177,14 @@ def _aligned(query: LocalFeatures, work: LocalFeatures, homography: np.ndarray) 
         return image[: rows * TILE, : cols * TILE].reshape(rows, TILE, cols, TILE).swapaxes(1, 2).reshape(-1, TILE**2)
 
     whole = tiles(inside).all(axis=1)
-    a, b = tiles(query_grey)[whole], tiles(warped)[whole]
+    # Tiles farther from the work than the band reaches: the step at the edge of a work pasted on a canvas is not there.
+    reach = 2 * round(3 * BAND[1]) + 1
+    away = tiles(cv2.dilate(inside.astype(np.uint8), np.ones((reach, reach), np.uint8)) == 0).all(axis=1)
+    a, b = tiles(query_grey), tiles(warped)
     a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
     sa, sb = np.sqrt((a * a).mean(axis=1)), np.sqrt((b * b).mean(axis=1))
-    both = (sa >= FLAT) & (sb >= FLAT)
-    correlations = np.where(both, (a * b).mean(axis=1) / np.maximum(sa * sb, 1e-9), 0.0)[(sa >= FLAT) | (sb >= FLAT)]
+    both = whole & (sa >= FLAT) & (sb >= FLAT)
+    counted = np.where(whole, (sa >= FLAT) | (sb >= FLAT), away & (sa >= FLAT))
+    correlations = np.where(both, (a * b).mean(axis=1) / np.maximum(sa * sb, 1e-9), 0.0)[counted]
     footprint = float(inside.mean())
     return footprint, float(np.median(correlations)) if len(correlations) >= MIN_TILES else 0.0

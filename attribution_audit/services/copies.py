@@ -1,8 +1,10 @@
 """``evaluate copies``: the copy-detection stage's recall@1 on labelled copies, per edit, and its false-copy rate on
-labelled non-copies with its 95 % upper bound, and how many checks could not run."""
+labelled non-copies with its 95 % upper bound, the margin of their scores to the threshold, and how many checks could
+not run."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -26,7 +28,9 @@ BATCH = 32
 class CopyEvaluation:
     """recall@1 (the verdict names the labelled source work) on copies, overall and per subset (edit); false copy
     flags on non-copies with the rate's one-sided 95 % upper bound; the checks that could not run (``not_run`` or
-    ``failed``, counted among the misses and the non-flags), by status word; the mean seconds of one check."""
+    ``failed``, counted among the misses and the non-flags), by status word; the mean seconds of one check; the
+    margin to the threshold: the highest and the 99th percentile (nearest rank) of the non-copies' scores, and the
+    lowest score of a copy named by its source (None when there is none)."""
 
     copies: int
     recall_at_1: float | None
@@ -40,6 +44,9 @@ class CopyEvaluation:
     depth: int
     check_seconds: float | None
     recall_by_subset: dict[str, float] = field(default_factory=dict)
+    non_copy_score_max: float | None = None
+    non_copy_score_p99: float | None = None
+    copy_score_min: float | None = None
 
 
 def evaluate_copies(
@@ -56,7 +63,9 @@ def evaluate_copies(
     settings = settings if depth is None else replace(settings, copy_depth=depth)
     queries = [q for path in labelled for q in read_labelled(path)]
     params = AttributionParams(verify="off", space=space)
-    verdicts: list[tuple[tuple[str, ...], str | None, str, str | None]] = []  # work ids, subset, status, copy_of
+    verdicts: list[
+        tuple[tuple[str, ...], str | None, str, str | None, float]
+    ] = []  # work ids, subset, status, copy_of, score
     seconds = 0.0
     with open_attributor(settings, audit, settings.embedder) as attributor:
         for start in range(0, len(queries), BATCH):
@@ -67,13 +76,16 @@ def evaluate_copies(
                 started = time.perf_counter()
                 outcome = attributor.check_copy(image, outcome, vectors)
                 seconds += time.perf_counter() - started
-                verdicts.append((query.work_ids, query.subset, outcome.copy_status or "", outcome.copy_of))
+                score = outcome.copy_score or 0.0
+                verdicts.append((query.work_ids, query.subset, outcome.copy_status or "", outcome.copy_of, score))
     by_subset: dict[str, list[bool]] = defaultdict(list)
-    for work_ids, subset, _, copy_of in verdicts:
+    for work_ids, subset, _, copy_of, _ in verdicts:
         if work_ids:
             by_subset[subset or ""].append(copy_of == work_ids[0])
     hits = [hit for values in by_subset.values() for hit in values]
-    flags = [copy_of is not None for work_ids, _, _, copy_of in verdicts if not work_ids]
+    flags = [copy_of is not None for work_ids, _, _, copy_of, _ in verdicts if not work_ids]
+    others = sorted(score for work_ids, _, _, _, score in verdicts if not work_ids)
+    named = [score for work_ids, _, _, copy_of, score in verdicts if work_ids and copy_of == work_ids[0]]
     return CopyEvaluation(
         copies=len(hits),
         recall_at_1=sum(hits) / len(hits) if hits else None,
@@ -81,10 +93,13 @@ def evaluate_copies(
         false_copies=sum(flags),
         false_copy_rate=sum(flags) / len(flags) if flags else None,
         false_copy_rate_upper_95=rate_upper_bound(sum(flags), len(flags)),
-        not_run=dict(Counter(s.split(":")[0] for _, _, s, _ in verdicts if s not in (COPY, NO_COPY))),
+        not_run=dict(Counter(s.split(":")[0] for _, _, s, _, _ in verdicts if s not in (COPY, NO_COPY))),
         threshold=COPY_SCORE,
         method=METHOD,
         depth=settings.copy_depth,
         check_seconds=seconds / len(verdicts) if verdicts else None,
         recall_by_subset={subset: sum(v) / len(v) for subset, v in sorted(by_subset.items())},
+        non_copy_score_max=others[-1] if others else None,
+        non_copy_score_p99=others[math.ceil(0.99 * len(others)) - 1] if others else None,
+        copy_score_min=min(named) if named else None,
     )
