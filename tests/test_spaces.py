@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +20,9 @@ from attribution_audit.errors import VectorStoreError
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.catalogue import WorkRecord
 from attribution_audit.store.vectors import VectorStore
+from attribution_audit.store.vectors.base import FusedQuery
 from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 from attribution_audit.store.vectors.qdrant_server import ServerStore
 
@@ -141,6 +145,90 @@ def test_fused_attribution_is_checked_against_exact_fusion(
         assert [n.work_id for n in after.neighbours] == [n.work_id for n in before.neighbours]
     with pytest.raises(ValueError, match="style vector"):
         attributor.compute(QueryVectors(contents[3]), AttributionParams(space="style"))
+    store.close()
+
+
+class CountingEdgeStore(EdgeStore):
+    """The real embedded shard, counting the engine queries it runs per space ("fused" for a fusion query)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queries: Counter[str] = Counter()
+
+    def _query(self, vector: list[float], space: str, limit: int, *, exact: bool, with_vectors: bool) -> list[Any]:
+        self.queries[space] += 1
+        return super()._query(vector, space, limit, exact=exact, with_vectors=with_vectors)
+
+    def _query_fused(self, query: FusedQuery, limit: int, *, with_vectors: bool) -> list[Any]:
+        self.queries["fused"] += 1
+        return super()._query_fused(query, limit, with_vectors=with_vectors)
+
+
+def test_a_request_searches_each_base_space_once(
+    tmp_path: Path,
+    sqlite_audit: AuditStore,
+    data: tuple,  # type: ignore[type-arg]
+) -> None:
+    """The agreement indicators and the copy candidates read the searches the request made anyway: one engine query
+    per base space, whatever K, and one fusion query (a fused request's own; the agreement of spaces' otherwise)."""
+    contents, styles, points = data
+    store = CountingEdgeStore(tmp_path, "works_spaces")
+    store.ensure_collection(CONTENT_DIM, STYLE_DIM)
+    store.upsert(points)
+    store.build_index()
+    run, catalogue = sqlite_audit.catalogue.start_ingestion(
+        "c",
+        source_format="csv",
+        manifest_path="/m.csv",
+        manifest_sha256="0" * 64,
+        collection="works_spaces",
+        embedder_fingerprint="t@0",
+        requester="pytest",
+    )
+    works = [
+        WorkRecord(f"w{i}", f"a{i % 12}", None, f"/img/{i}.png", f"{i:064x}", {}, 1, points[i].point_id)
+        for i in range(N)
+    ]
+    sqlite_audit.catalogue.record_works(
+        catalogue, "works_spaces", run_id=run, embedder_fingerprint="t@0", spaces="content,style", works=works
+    )
+    attributor = Attributor(
+        sqlite_audit,
+        store,
+        embedder_name="test",
+        embedder_fingerprint="t@0",
+        requester="pytest",
+        exact_cache_dir=tmp_path / "x",
+        copy_depth=30,
+    )
+    query = QueryVectors(contents[3] * 0.8 + contents[4] * 0.2, styles[3])
+    expected_copies = {
+        space: [(h.payload["catalogue"], h.payload["work_id"]) for h in store.search(query.of(space), 30, space=space)]
+        for space in ("content", "style")
+    }
+    for space, k, searched in (
+        ("content", 2, {"content": 1, "style": 1, "fused": 1}),  # candidates at 8, the agreement at 2: one each
+        ("content", 12, {"content": 1, "style": 1, "fused": 1}),  # candidates at 48, deeper than the copy depth
+        ("style", 5, {"content": 1, "style": 1, "fused": 1}),
+        ("fused", 5, {"fused": 1, "content": 1, "style": 1}),
+    ):
+        params = AttributionParams(k=k, space=space, fusion_weights=(1.0, 0.6))
+        other = "style" if space == "content" else "content"
+        top_other = store.search(query.of(other), k, space=other)
+        store.queries.clear()
+        outcome = attributor.compute(query, params, copies=True)
+        copies = attributor.copy_candidates(outcome, query)
+        assert store.queries == searched, (space, k)
+        # the values are those of separate searches at each depth
+        shared = sum(
+            attributor.canonical.get(h.payload["artist"], h.payload["artist"]) == outcome.top_artist for h in top_other
+        )
+        assert outcome.features["agreement"] == pytest.approx(shared / len(top_other))
+        neighbours = [(n.catalogue, n.work_id) for n in outcome.neighbours]
+        assert copies == list(dict.fromkeys(neighbours + expected_copies["content"] + expected_copies["style"]))
+    store.queries.clear()
+    attributor.compute(query, AttributionParams(k=5, space="content"))  # no copy check: the agreements' depths only
+    assert store.queries == {"content": 1, "style": 1, "fused": 1}
     store.close()
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from attribution_audit.domain.points import Hit
+
 
 @dataclass(frozen=True)
 class Neighbour:
@@ -100,6 +102,8 @@ class Outcome:
     copy_score: float | None = None
     copy_status: str | None = None
     copy_method: str | None = None
+    # The first copy_depth works of each base space, by space, when the copy check follows (not recorded).
+    copy_pool: dict[str, list[Hit]] = field(default_factory=dict, compare=False, repr=False)
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -24,6 +24,7 @@ from attribution_audit.domain.spaces import (
     SPACES,
     LearnedSpace,
     QueryVectors,
+    SearchEngine,
     Space,
     partial_spaces,
     space_named,
@@ -145,11 +146,15 @@ class Attributor:
         return self._learned[key], replace(params, space_version=info.version)
 
     # -- one request -------------------------------------------------------------------------------------------
-    def compute(self, query: QueryVectors, params: AttributionParams) -> Outcome:
-        """Search, re-rank, apply K, measure, share, and verify against the exact search when asked."""
+    def compute(self, query: QueryVectors, params: AttributionParams, *, copies: bool = False) -> Outcome:
+        """Search, re-rank, apply K, measure, share, and verify against the exact search when asked. Each base space
+        is searched once at most (the space's candidates, the agreement and, with ``copies`` — the copy check of
+        :meth:`check_copy` follows — its copy candidates read one search, as deep as the deepest of them)."""
         space = self.space_of(params)[0]
         self.check_coverage(space.bases)
-        ranked = space.candidates(self.store, query, params)
+        copy_spaces = self._copy_spaces(query) if copies and self.copy_depth > 0 else ()
+        searches = _Searches(self.store, query, dict.fromkeys(copy_spaces, self.copy_depth))
+        ranked = space.candidates(searches, query, params)
         kept, shares, features, by_artist, top = request_indicators(ranked, self._canonical_of, params)
         neighbours = [
             Neighbour(
@@ -171,34 +176,36 @@ class Attributor:
             exact_ids = self.exact_top([query], params)[0]
             overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids)
             method = params.exact_method
+        # the other spaces' candidates (as deep as this request's) first: the agreement reads the first of them
+        spaces_agree = self.agreement_of_spaces(searches, space, query, top, params)
+        agreement = self.agreement(searches, space, query, top, params.k)
         return Outcome(
             neighbours=neighbours,
             candidates=candidates,
             overlap_at_k=overlap,
             exact_method=method,
             catalogue_version=self.store.content_version(),
-            features={
-                **features,
-                "agreement": self.agreement(space, query, top, params.k),
-                "agreement_spaces": self.agreement_of_spaces(space, query, top, params),
-            },
+            features={**features, "agreement_spaces": spaces_agree, "agreement": agreement},
             top_artist=top,
             top_artist_share=by_artist.get(top) if top else None,
             artist_shares=by_artist,
+            copy_pool={space: searches.top(space, self.copy_depth) for space in copy_spaces},
         )
 
-    def agreement(self, space: Space, query: QueryVectors, top: str | None, k: int) -> float | None:
+    def agreement(
+        self, engine: SearchEngine, space: Space, query: QueryVectors, top: str | None, k: int
+    ) -> float | None:
         """The share of the other base space's ``k`` nearest works (one engine search) that are ``top``'s: the
         style space's for a space that reads only content, else the content space's. None without a top artist,
         when the shard does not hold both base spaces in full, or when the query lacks the other space's vector."""
         other = STYLE if space.bases == (CONTENT,) else CONTENT
         if top is None or not self.has_both_spaces() or (other == STYLE and query.style is None):
             return None
-        hits = self.store.search(query.of(other), k, space=other)
+        hits = engine.search(query.of(other), k, space=other)
         return sum(self._canonical_of(hit) == top for hit in hits) / len(hits) if hits else None
 
     def agreement_of_spaces(
-        self, space: Space, query: QueryVectors, top: str | None, params: AttributionParams
+        self, engine: SearchEngine, space: Space, query: QueryVectors, top: str | None, params: AttributionParams
     ) -> float | None:
         """The share of the shard's other spaces whose top artist, at the request's parameters, is ``top``: one
         search in each of content, style and fused (the last two when the shard holds both base spaces) and of
@@ -215,7 +222,7 @@ class Attributor:
             self._agreeing[name] = other_params.space_version
             if STYLE in other.bases and query.style is None:
                 continue
-            ranked = other.candidates(self.store, query, other_params)
+            ranked = other.candidates(engine, query, other_params)
             tops.append(request_indicators(ranked, self._canonical_of, other_params)[4])
         return sum(t == top for t in tops) / len(tops) if tops else None
 
@@ -255,7 +262,7 @@ class Attributor:
         params = self.space_of(params or AttributionParams())[1]
         image = load_image(image_path, target_size=224)
         query = self.embed([image.image], params.space)[0]
-        outcome = self.check_copy(image.image, self.compute(query, params), query)
+        outcome = self.check_copy(image.image, self.compute(query, params, copies=True), query)
         return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
 
     def check_copy(self, image: Any, outcome: Outcome, query: QueryVectors) -> Outcome:
@@ -277,13 +284,20 @@ class Attributor:
 
     def copy_candidates(self, outcome: Outcome, query: QueryVectors) -> list[tuple[str, str]]:
         """(catalogue, work id) of the outcome's works, then of the first ``copy_depth`` works of each base space
-        the query has a vector of and the collection holds vectors in, without repeats."""
+        the query has a vector of and the collection holds vectors in (read from the outcome's own searches where
+        :meth:`compute` was told of the copy check), without repeats."""
         found = [(n.catalogue, n.work_id) for n in outcome.neighbours]
-        for space, vector in query.as_dict().items():
-            if self.coverage.get(space, 0) > 0:
-                hits = self.store.search(vector, self.copy_depth, space=space)
-                found += [(str(h.payload.get("catalogue", "")), str(h.payload.get("work_id"))) for h in hits]
+        for space in self._copy_spaces(query):
+            hits = outcome.copy_pool.get(space)
+            if hits is None:
+                hits = self.store.search(query.of(space), self.copy_depth, space=space)
+            found += [(str(h.payload.get("catalogue", "")), str(h.payload.get("work_id"))) for h in hits]
         return list(dict.fromkeys(found))
+
+    def _copy_spaces(self, query: QueryVectors) -> tuple[str, ...]:
+        """The base spaces copy detection draws candidates from: those the query has a vector of and the collection
+        holds vectors in."""
+        return tuple(space for space in query.as_dict() if self.coverage.get(space, 0) > 0)
 
     def embed(self, images: Sequence[Any], space: str) -> list[QueryVectors]:
         """The query vectors a space needs of each image (content and style from one forward pass); both, whatever
@@ -348,3 +362,43 @@ class Attributor:
             before.image, before.image_sha256, original.vectors, params, outcome, replay_of=before.request_id
         )
         return before, new
+
+
+class _Searches:
+    """One request's plain searches of the base spaces, standing in for the store as the engine of its space: each
+    space searched once, as deep as the most the request asks of it (``depths``, known up front, or the first ask),
+    a shallower ask reading the first hits. Other searches (exact, with vectors, fused) go to the store."""
+
+    def __init__(self, store: VectorStore, query: QueryVectors, depths: dict[str, int]) -> None:
+        self.store, self.query, self.depths = store, query, depths
+        self.hits: dict[str, tuple[int, list[Hit]]] = {}  # space -> (depth searched, hits)
+
+    def top(self, space: str, depth: int) -> list[Hit]:
+        """The ``depth`` nearest works of the query in ``space``."""
+        searched, hits = self.hits.get(space, (0, []))
+        if depth > searched:
+            searched = max(depth, self.depths.get(space, 0))
+            hits = self.store.search(self.query.of(space), searched, space=space)
+            self.hits[space] = searched, hits
+        return hits[:depth]
+
+    def search(
+        self, vector: np.ndarray, limit: int, *, exact: bool = False, with_vectors: bool = False, space: str = CONTENT
+    ) -> list[Hit]:
+        if exact or with_vectors or vector is not self.query.as_dict().get(space):
+            return self.store.search(vector, limit, exact=exact, with_vectors=with_vectors, space=space)
+        return self.top(space, limit)
+
+    def search_fused(
+        self,
+        vectors: dict[str, np.ndarray],
+        limit: int,
+        *,
+        prefetch: int,
+        weights: dict[str, float],
+        rrf_k: int = 60,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        return self.store.search_fused(
+            vectors, limit, prefetch=prefetch, weights=weights, rrf_k=rrf_k, with_vectors=with_vectors
+        )

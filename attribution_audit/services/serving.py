@@ -214,7 +214,9 @@ class AttributionService:
                         image.sha256,
                         query,
                         job.params,
-                        self.attributor.check_copy(image.image, self.attributor.compute(query, job.params), query),
+                        self.attributor.check_copy(
+                            image.image, self.attributor.compute(query, job.params, copies=True), query
+                        ),
                         requester=job.requester,
                     )
                     for (path, image), query in zip(job.images, queries, strict=True)

@@ -13,6 +13,7 @@ the tables.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import multiprocessing
 from collections import deque
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    ARRAY,
     Column,
     Connection,
     DateTime,
@@ -42,10 +44,11 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    any_,
     bindparam,
     func,
+    literal_column,
     select,
-    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -62,8 +65,11 @@ from attribution_audit.domain.chain import (
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError, UnreadableRecordError
 from attribution_audit.store.database import (
+    DriverStatement,
+    UnconvertibleValue,
     display_url,
     is_permission_error,
+    pipelined,
     read_connection,
     reader,
     write_connection,
@@ -74,6 +80,7 @@ from attribution_audit.store.models import (
     AttributionNeighbour,
     AttributionRequest,
     Base,
+    Catalogue,
     ChainVerification,
     Work,
     WorkVersion,
@@ -84,7 +91,7 @@ CHAIN_LOCK_ID = 0x41545452  # pg_advisory_xact_lock key of the audit chain
 _EXCLUDED = {"request_id", "record_hash"}
 _DIGEST = "sha256:"  # a binary column's canonical value: "sha256:" + hex digest of its bytes
 
-_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS, _WORKS, _WORK_VERSIONS = (
+_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS, _WORKS, _WORK_VERSIONS, _CATALOGUES = (
     Base.metadata.tables[model.__tablename__]
     for model in (
         AttributionRequest,
@@ -93,6 +100,7 @@ _REQUESTS, _NEIGHBOURS, _SHARES, _METRICS, _WORKS, _WORK_VERSIONS = (
         AttributionMetrics,
         Work,
         WorkVersion,
+        Catalogue,
     )
 )
 _BINARY = frozenset(c.key for c in _REQUESTS.columns if isinstance(c.type, LargeBinary))
@@ -198,12 +206,6 @@ def record_hash(prev_hash: str, request: StoredRequest | AttributionRequest) -> 
     return hash_content(prev_hash, canonical_content(request))
 
 
-def _lock_chain(connection: Connection) -> None:
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_ID})
-    # SQLite: every transaction starts with BEGIN IMMEDIATE (see audit.db), which already serialises writers.
-
-
 def _row(table: Table, given: dict[str, Any]) -> dict[str, Any]:
     """Every column of ``table``: those given, None for the others (what the hash covers is what is stored)."""
     return {c.key: given.get(c.key) for c in table.columns}
@@ -232,6 +234,45 @@ def _refuse_nan(*rows: dict[str, Any]) -> None:
                 )
 
 
+class _Append:
+    """The statements of an append in one dialect, compiled once: the chain lock (PostgreSQL), the neighbours' work
+    keys, the head, and one insert per table."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        postgres = dialect.name == "postgresql"
+        # SQLite: every transaction starts with BEGIN IMMEDIATE (see audit.db), which already serialises writers.
+        lock = select(func.pg_advisory_xact_lock(bindparam("key", CHAIN_LOCK_ID)))
+        self.lock = DriverStatement(lock, dialect) if postgres else None
+        c, w = _CATALOGUES.c, _WORKS.c
+
+        def listed(column: Column[Any], name: str) -> Any:
+            """``column`` in a list given as one parameter (the same SQL whatever its length): an array on
+            PostgreSQL, a JSON array on SQLite."""
+            if postgres:
+                return column == any_(bindparam(name, type_=ARRAY(String)))
+            values: Select[Any] = select(literal_column("value")).select_from(
+                func.json_each(bindparam(name, type_=String))
+            )
+            return column.in_(values)
+
+        works = (
+            select(c.name, w.work_id, w.id)
+            .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
+            .where(listed(c.name, "catalogues"), listed(w.work_id, "work_ids"))
+        )
+        self.works = DriverStatement(works, dialect)
+        self.lists: Callable[[list[str]], Any] = list if postgres else json.dumps
+        seq = _REQUESTS.c.seq
+        self.head = DriverStatement(select(seq, _REQUESTS.c.record_hash).order_by(seq.desc()).limit(1), dialect)
+        self.inserts = {
+            table: DriverStatement(table.insert(), dialect, column_keys=[c.key for c in table.columns])
+            for table in (_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS)
+        }
+
+
+_APPENDS: dict[str, _Append] = {}
+
+
 def append_rows(
     connection: Connection,
     request: dict[str, Any],
@@ -239,39 +280,56 @@ def append_rows(
     shares: Sequence[dict[str, Any]],
     metrics: dict[str, Any] | None,
     at: datetime | None = None,
+    *,
+    link_works: bool = False,
 ) -> StoredRequest:
     """Append one request (its columns and its children's, as plain values) to the chain in the connection's
     transaction (the caller commits): its time, position and hash are taken under the chain lock, then it is written
-    with one statement per table (the children by executemany): the same five or six statements whatever the
-    number of neighbours. Returns the record as stored, without reading it back.
+    with one statement per table (the children by executemany): the same statements whatever the number of
+    neighbours, run on the DBAPI cursor. ``link_works``: each neighbour's ``work_pk`` is looked up by its
+    (catalogue, work_id) through the works' unique index. Returns the record as stored, without reading it back.
 
     The head is the row of the highest ``seq`` (its unique index: one index probe whatever the log's length). The
-    time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log). Values may be
-    numpy scalars (logged as the Python numbers they hold).
+    time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log). On PostgreSQL
+    the statements go in two round trips (psycopg's pipeline mode): the lock, the work keys and the head (each
+    statement reads after the lock is held: a snapshot of its own), then the inserts; COMMIT is the caller's. Values
+    may be numpy scalars (logged as the Python numbers they hold).
     """
     request, neighbours, shares, metrics = _plain([request, neighbours, shares, metrics])
-    if connection.dialect.name == "sqlite":
+    dialect = connection.dialect
+    if dialect.name == "sqlite":
         _refuse_nan(request, *neighbours, *shares, *([metrics] if metrics else []))
+    sql = _APPENDS.get(dialect.name) or _APPENDS.setdefault(dialect.name, _Append(dialect))
     key = request["id"]
-    near = sorted((_row(_NEIGHBOURS, {**n, "request_id": key}) for n in neighbours), key=lambda n: n["rank"])
-    parts = sorted((_row(_SHARES, {**s, "request_id": key}) for s in shares), key=lambda s: s["artist"])
+    near = sorted((_row(_NEIGHBOURS, {**n, "request_id": key}) for n in neighbours), key=itemgetter("rank"))
+    parts = sorted((_row(_SHARES, {**s, "request_id": key}) for s in shares), key=itemgetter("artist"))
     measured = None if metrics is None else _row(_METRICS, {**metrics, "request_id": key})
-    _lock_chain(connection)
-    seq = _REQUESTS.c.seq
-    last = connection.execute(select(seq, _REQUESTS.c.record_hash).order_by(seq.desc()).limit(1)).first()
-    row = _row(_REQUESTS, request) | {
-        "created_at": at or utcnow(),
-        "seq": 1 if last is None else last.seq + 1,
-        "prev_hash": GENESIS_HASH if last is None else last.record_hash,
-    }
-    stored = StoredRequest(
-        {k: _canonical_value(v) if k in _BINARY else v for k, v in row.items()}, near, parts, measured
-    )
-    row["record_hash"] = stored.columns["record_hash"] = record_hash(row["prev_hash"], stored)
-    connection.execute(_REQUESTS.insert(), row)
-    for table, rows in ((_NEIGHBOURS, near), (_SHARES, parts), (_METRICS, [measured] if measured else [])):
-        if rows:
-            connection.execute(table.insert(), rows)
+    cursor, reads = connection.connection.cursor(), connection.connection.cursor()
+    try:
+        with pipelined(connection):
+            if sql.lock is not None:
+                sql.lock.execute(connection, cursor, {"key": CHAIN_LOCK_ID})
+            if link_works and near:
+                lists = {"catalogues": {n["catalogue"] for n in near}, "work_ids": {n["work_id"] for n in near}}
+                sql.works.execute(connection, reads, {name: sql.lists(sorted(v)) for name, v in lists.items()})
+            last = sql.head.rows(connection, cursor)
+            if link_works and near:
+                pks = {(cat, wid): pk for cat, wid, pk in reads.fetchall()}
+                for n in near:
+                    n["work_pk"] = pks.get((n["catalogue"], n["work_id"]))
+            seq, prev = (1, GENESIS_HASH) if not last else (last[0][0] + 1, last[0][1])
+            row = _row(_REQUESTS, request) | {"created_at": at or utcnow(), "seq": seq, "prev_hash": prev}
+            stored = StoredRequest(
+                {k: _canonical_value(v) if k in _BINARY else v for k, v in row.items()}, near, parts, measured
+            )
+            row["record_hash"] = stored.columns["record_hash"] = record_hash(prev, stored)
+            sql.inserts[_REQUESTS].execute(connection, cursor, row)
+            for table, rows in ((_NEIGHBOURS, near), (_SHARES, parts), (_METRICS, [measured] if measured else [])):
+                if rows:
+                    sql.inserts[table].execute(connection, cursor, rows)
+    finally:
+        cursor.close()
+        reads.close()
     return stored
 
 
@@ -554,54 +612,6 @@ class _RowText:
         return list(map(mod, map(self.templates.__getitem__, masks), values))
 
 
-class _Statement:
-    """A query compiled once to the driver's SQL, run on the DBAPI cursor; rows as the driver gives them, converted
-    by the column types' result processors (what a Core query applies)."""
-
-    def __init__(self, query: Select[Any], dialect: Dialect, renamed: dict[str, Callable[[Any], Any]]) -> None:
-        self.compiled = query.compile(dialect=dialect)
-        self.sql, self.dialect = str(self.compiled), dialect
-        self.positions = self.compiled.positiontup if self.compiled.positional else None
-        self.columns = list(query.selected_columns)
-        self.renamed = renamed  # column name -> a conversion in place of the type's own (the views' digests)
-        self.converters: list[tuple[int, Callable[[Any], Any]]] | None = None
-
-    def rows(self, cursor: Any, **params: Any) -> list[Any]:
-        values = self.compiled.construct_params(params)  # with the dialect's own (SQLite: LIMIT ? OFFSET 0)
-        driver = self.dialect.loaded_dbapi.Error
-        try:
-            cursor.execute(self.sql, values if self.positions is None else [values[p] for p in self.positions])
-            rows = cursor.fetchall()
-        except driver as exc:  # as SQLAlchemy wraps it (read_connection says it in one line)
-            raise DBAPIError.instance(self.sql, None, exc, driver, dialect=self.dialect) from exc
-        if self.converters is None:  # the driver's column types are known once it has run
-            self.converters = self._converters(cursor.description)
-        if not self.converters:
-            return list(rows)
-        converted = []
-        for row in rows:
-            fields = list(row)
-            for index, convert in self.converters:
-                try:
-                    fields[index] = convert(fields[index])
-                except (TypeError, ValueError) as exc:  # a time that is not a time, JSON that is not JSON
-                    column = self.columns[index]
-                    table = column.table.info.get("table", column.table.name)
-                    raise _unreadable(f"the value of {table}.{column.name}", exc) from None
-            converted.append(fields)
-        return converted
-
-    def _converters(self, description: Any) -> list[tuple[int, Callable[[Any], Any]]]:
-        converters = []
-        for index, (column, described) in enumerate(zip(self.columns, description, strict=True)):
-            # the views' digests are strings, with no processor of their own
-            own = column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
-            convert = self.renamed.get(column.name) or own
-            if convert is not None:
-                converters.append((index, convert))
-        return converters
-
-
 def _digest_of_view(digest: str | None) -> str | None:
     return None if digest is None else _DIGEST + digest
 
@@ -611,13 +621,13 @@ class _Part:
     """A child table as streamed: its query (the rows of the requests with after < seq <= last, the seq in the last
     column), its canonical keys, its rows' text, and the key its rows are ordered by within a record."""
 
-    statement: _Statement
+    statement: DriverStatement
     keys: tuple[str, ...]
     text: _RowText
     order: int | None
 
-    def rows(self, cursor: Any, after: int, last: int) -> list[Any]:
-        return self.statement.rows(cursor, after=after, last=last)
+    def rows(self, connection: Connection, cursor: Any, after: int, last: int) -> list[Any]:
+        return self.statement.rows(connection, cursor, after=after, last=last)
 
     def sort(self, rows: list[Any]) -> None:
         """In seq order, each record's rows as canonical_content orders them (in Python: its string order)."""
@@ -648,7 +658,7 @@ class _Reader:
         }
         seq = requests.c.seq
         query = select(requests).where(seq > bindparam("after"), seq <= bindparam("last")).order_by(seq)
-        self.requests = _Statement(query.limit(bindparam("limit")), dialect, renamed if src.digested else {})
+        self.requests = DriverStatement(query.limit(bindparam("limit")), dialect, renamed if src.digested else {})
         self.keys = tuple(c.key for c in _REQUESTS.columns)
         self.seq = self.keys.index("seq")
         self.text = _RowText(
@@ -668,7 +678,7 @@ class _Reader:
                 .order_by(requests.c.seq, *([source.c[order]] if order else []))
             )
             text = _RowText([(i, key, table.c[key].type) for i, key in enumerate(keys)])
-            return _Part(_Statement(query, dialect, {}), keys, text, None if order is None else keys.index(order))
+            return _Part(DriverStatement(query, dialect), keys, text, None if order is None else keys.index(order))
 
         self.parts = (
             part(src.neighbours, _NEIGHBOURS, "rank"),
@@ -693,11 +703,13 @@ class _Reader:
             connection.begin()  # SQLite: BEGIN (see database.py), so that the four reads see one snapshot
             cursor = connection.connection.cursor()
             try:
-                requests = self.requests.rows(cursor, after=after, last=last, limit=limit)
+                requests = self.requests.rows(connection, cursor, after=after, last=last, limit=limit)
                 if not requests:
                     return []
-                children = [part.rows(cursor, after, requests[-1][self.seq]) for part in self.parts]
-            except DBAPIError as exc:  # the driver's error, wrapped by _Query.rows
+                children = [part.rows(connection, cursor, after, requests[-1][self.seq]) for part in self.parts]
+            except UnconvertibleValue as exc:  # a time that is not a time, JSON that is not JSON
+                raise _unreadable(f"the value of {exc.column}", exc.cause) from None
+            except DBAPIError as exc:  # the driver's error, as DriverStatement raises it
                 if "decode" not in str(exc.orig):  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
                     raise
                 raise _unreadable("a stored text", exc.orig or exc) from None

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import ClauseElement, Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
 
@@ -286,3 +287,119 @@ def _cannot_read(engine: Engine, exc: BaseException) -> DatabaseError:
         f"cannot read the audit database {display_url(str(engine.url))} ({_first_line(exc)}); start it "
         "or fix --database-url / ATTRIBUTION_AUDIT_DATABASE_URL",
     )
+
+
+class UnconvertibleValue(ValueError):
+    """A stored value its column's type cannot convert (a time that is not a time, JSON that is not JSON): ``column``
+    names it as ``table.column`` (a view's table: the one it shows), ``cause`` is the conversion's error."""
+
+    def __init__(self, column: str, cause: Exception) -> None:
+        super().__init__(f"the value of {column} cannot be read ({cause})")
+        self.column, self.cause = column, cause
+
+
+class DriverStatement:
+    """A Core statement compiled once for a dialect and run on the DBAPI cursor of a Core connection, without
+    SQLAlchemy's per-call work (cache key, compiled-cache lookup, execution context): parameters pass through the
+    column types' bind processors and rows through their result processors, as a Core execution does. For the hot
+    paths (the audit write, the chain's block reads); the engine's ``before_cursor_execute`` listeners still see every
+    statement, and a driver error is raised as SQLAlchemy's DBAPIError."""
+
+    def __init__(
+        self,
+        statement: ClauseElement,
+        dialect: Dialect,
+        renamed: dict[str, Callable[[Any], Any]] | None = None,
+        column_keys: Sequence[str] | None = None,
+    ) -> None:
+        keys = list(column_keys) if column_keys else None
+        self.compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=keys))
+        self.sql, self.dialect = str(self.compiled), dialect
+        self.positions = list(self.compiled.positiontup or ()) if self.compiled.positional else None
+        self.processors = [
+            (name, convert)
+            for name, bind in self.compiled.binds.items()
+            if (convert := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        ]
+        self.columns = list(getattr(statement, "selected_columns", ()))
+        self.renamed = renamed or {}  # column name -> a conversion in place of the type's own (the views' digests)
+        self.converters: list[tuple[int, Callable[[Any], Any]]] | None = None
+
+    def bound(self, values: Mapping[str, Any]) -> Any:
+        """The driver's parameters of one row of named values (each given; no defaults are filled in)."""
+        if self.processors:
+            values = dict(values)
+            for name, convert in self.processors:
+                values[name] = convert(values[name])
+        return values if self.positions is None else tuple(values[p] for p in self.positions)
+
+    def execute(
+        self, connection: Connection, cursor: Any, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run the statement with one row of parameters, or with several as one executemany."""
+        many = not isinstance(rows, Mapping)
+        params = self.bound(rows) if isinstance(rows, Mapping) else [self.bound(row) for row in rows]
+        connection.dispatch.before_cursor_execute(connection, cursor, self.sql, params, None, many)
+        try:
+            (cursor.executemany if many else cursor.execute)(self.sql, params)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(self.sql, params, exc, self.dialect.loaded_dbapi.Error) from exc
+
+    def rows(self, connection: Connection, cursor: Any, **params: Any) -> list[Any]:
+        """The rows of the query (its literal parameters, LIMIT 1 say, filled in), converted."""
+        values = self.compiled.construct_params(params)
+        self.execute(connection, cursor, values)
+        try:
+            rows = cursor.fetchall()
+        except self.dialect.loaded_dbapi.Error as exc:  # SQLite: a text that does not decode, met as it is fetched
+            raise DBAPIError.instance(self.sql, values, exc, self.dialect.loaded_dbapi.Error) from exc
+        if self.converters is None:  # the driver's column types are known once it has run
+            self.converters = self._converters(cursor.description)
+        if not self.converters:
+            return list(rows)
+        converted = []
+        for row in rows:
+            fields = list(row)
+            for index, convert in self.converters:
+                try:
+                    fields[index] = convert(fields[index])
+                except (TypeError, ValueError) as exc:
+                    column = self.columns[index]
+                    table = column.table.info.get("table", column.table.name)
+                    raise UnconvertibleValue(f"{table}.{column.name}", exc) from None
+            converted.append(fields)
+        return converted
+
+    def _converters(self, description: Any) -> list[tuple[int, Callable[[Any], Any]]]:
+        converters = []
+        for index, (column, described) in enumerate(zip(self.columns, description, strict=True)):
+            own = column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
+            convert = self.renamed.get(column.name) or own
+            if convert is not None:
+                converters.append((index, convert))
+        return converters
+
+
+@contextmanager
+def pipelined(connection: Connection) -> Iterator[None]:
+    """PostgreSQL over psycopg 3 with a libpq that can: the statements of the block are sent without waiting for each
+    answer (pipeline mode; a fetch, and the block's end, wait for what was sent before it), in the connection's
+    transaction, and a failed one fails the block (raised as SQLAlchemy's DBAPIError). Elsewhere nothing changes."""
+    driver = connection.connection.driver_connection
+    if connection.dialect.name != "postgresql" or not _can_pipeline(driver):
+        yield
+        return
+    try:
+        with driver.pipeline():  # type: ignore[union-attr]
+            yield
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance("(pipeline)", None, exc, connection.dialect.loaded_dbapi.Error) from exc
+
+
+def _can_pipeline(driver: Any) -> bool:
+    pipeline = getattr(type(driver), "pipeline", None)
+    if pipeline is None:
+        return False
+    from psycopg import Pipeline
+
+    return bool(Pipeline.is_supported())

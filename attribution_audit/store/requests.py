@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Select, select
+from sqlalchemy import Engine, Select, select
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
 from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc
@@ -22,9 +22,7 @@ from attribution_audit.store.database import read_scope, session_scope, write_co
 from attribution_audit.store.models import (
     AttributionMetrics,
     AttributionRequest,
-    Catalogue,
     RecallCheck,
-    Work,
 )
 
 
@@ -144,7 +142,8 @@ class RequestRepository:
     def record(self, draft: RequestDraft) -> Attribution:
         """Append the request to the audit chain and return it as committed, without reading it back: one transaction
         on one Core connection (the neighbours' work keys by their unique index, the chain head, the request, then
-        its neighbours and artist shares as one executemany each, and its metrics), the same statements whatever K."""
+        its neighbours and artist shares as one executemany each, and its metrics: see chain.append_rows), the same
+        statements whatever K."""
         outcome = draft.outcome
         request = {
             "id": str(uuid.uuid4()),
@@ -200,27 +199,8 @@ class RequestRepository:
             "agreement_spaces": outcome.features.get("agreement_spaces"),
         }
         with write_connection(self.engine) as connection:
-            work_pks = self._work_pks(connection, outcome.neighbours)
-            for row, n in zip(neighbours, outcome.neighbours, strict=True):
-                row["work_pk"] = work_pks.get((n.catalogue, n.work_id))
-            stored = chain.append_rows(connection, request, neighbours, shares, metrics)
+            stored = chain.append_rows(connection, request, neighbours, shares, metrics, link_works=True)
         return to_attribution(stored, intact=True)  # hashed from the values just committed
-
-    @staticmethod
-    def _work_pks(connection: Connection, neighbours: Sequence[Neighbour]) -> dict[tuple[str, str], int]:
-        """Audit-DB primary keys of the neighbour works, keyed by (catalogue, work_id), through the
-        (catalogue, work_id) unique index."""
-        if not neighbours:
-            return {}
-        rows = connection.execute(
-            select(Catalogue.name, Work.work_id, Work.id)
-            .join(Catalogue, Work.catalogue_id == Catalogue.id)
-            .where(
-                Catalogue.name.in_({n.catalogue for n in neighbours}),
-                Work.work_id.in_({n.work_id for n in neighbours}),
-            )
-        )
-        return {(cat, wid): pk for cat, wid, pk in rows}
 
     def add_recall_checks(self, results: Sequence[RecallResult]) -> None:
         """Append later exact checks (the requests themselves are never modified)."""

@@ -107,7 +107,8 @@ def _space_matrix(records: Iterable[Any], space: str, size: int) -> tuple[list[s
 
 
 def _floats(vector: np.ndarray) -> list[float]:
-    return [float(x) for x in np.asarray(vector, dtype=np.float32)]
+    floats: list[float] = np.asarray(vector, dtype=np.float32).tolist()  # each float32 as the float it is
+    return floats
 
 
 @dataclass(frozen=True)
