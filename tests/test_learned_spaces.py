@@ -212,6 +212,8 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
         for _ in range(2)
     ]
     first, second = (s.validation["confidence"]["model"] for s in stored)
+    recorded = [s.validation["confidence"]["parameters"] for s in stored]  # as `spaces list` shows the evidence
+    assert [(p["space"], p["space_version"]) for p in recorded] == [("s", 1), ("s", 2)]
     found = audit.evaluations.latest_calibration("fp", "s", 1)
     assert first != second and found is not None and found.name == first and found.coef == [0.1] * 5
     assert audit.evaluations.calibration(first).coef == [0.1] * 5  # what a recorded name resolves to

@@ -973,6 +973,12 @@ def test_verify_file_rejects_what_is_not_an_export(tmp_path: Path, offline_cli: 
     assert result.stderr.count("\n") == 1 and result.stdout == ""
 
 
+def test_verify_file_names_a_missing_export(tmp_path: Path, offline_cli: Cli) -> None:
+    """A mistyped path is a path to check, not an export to make again."""
+    result = offline_cli("audit", "verify", "--file", str(tmp_path / "missing.jsonl"), code=1)
+    assert result.stderr == f"error: {tmp_path / 'missing.jsonl'}: export file not found; check the path\n"
+
+
 def _without_prev_hash(lines: Lines) -> list[dict[str, Any]]:
     header, records = lines
     del records[1]["prev_hash"], records[1]["content"]["request"]["prev_hash"]
