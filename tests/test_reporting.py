@@ -846,7 +846,7 @@ def test_export_of_a_period_verifies_on_its_own(
         "exported 0 records"
         in known_cli("audit", "export", str(none), "--from", "2024-03-03", "--to", "2024-03-04").stdout
     )
-    assert "export OK: 0 records" in offline_cli("audit", "verify", "--file", str(none)).stdout
+    assert offline_cli("audit", "verify", "--file", str(none)).stdout == "export OK: 0 records\n"  # no "seq None"
 
 
 @pytest.fixture(scope="module")
