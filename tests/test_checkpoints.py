@@ -278,6 +278,23 @@ def test_an_empty_server_database_beside_a_shard_is_refused_unless_announced(
     fresh("db", "upgrade")  # at head now: a no-op, no flag needed
 
 
+def test_appending_with_another_checkpoint_key_names_the_key_not_a_restore(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An intact log whose witness was signed by another key (another user's or machine's installation): the
+    remedy is the key, not a restore of the audit DB."""
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "1")
+    image = str(demo_catalogue.queries[0].path)
+    cli("attribute", image, "--embedder", EMBEDDER)  # signed with the test's own key
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_KEY", str(tmp_path / "other-key.pem"))
+    signing_key(tmp_path / "other-key.pem")  # another installation's key, present
+    refused = cli("attribute", image, "--embedder", EMBEDDER, code=1)
+    assert refused.stderr.count("\n") == 1 and "not by this installation's checkpoint key" in refused.stderr
+    assert "point ATTRIBUTION_AUDIT_CHECKPOINT_KEY at the key that signed it" in refused.stderr
+    assert "restore" not in refused.stderr
+
+
 def test_appending_onto_a_log_cut_below_its_last_checkpoint_is_refused(
     cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -212,6 +212,8 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
         for _ in range(2)
     ]
     first, second = (s.validation["confidence"]["model"] for s in stored)
+    recorded = [s.validation["confidence"]["parameters"] for s in stored]  # as `spaces list` shows the evidence
+    assert [(p["space"], p["space_version"]) for p in recorded] == [("s", 1), ("s", 2)]
     found = audit.evaluations.latest_calibration("fp", "s", 1)
     assert first != second and found is not None and found.name == first and found.coef == [0.1] * 5
     assert audit.evaluations.calibration(first).coef == [0.1] * 5  # what a recorded name resolves to
@@ -259,7 +261,8 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
 
     unknown = cli("attribute", image, "--space", "nothing", *embedder, code=1)
     assert unknown.stderr.strip() == (
-        "error: no learned space nothing; fit one with `attribution-audit spaces fit nothing --from style` "
+        "error: no learned space nothing (fitted here: painters); fit one with `attribution-audit spaces fit nothing "
+        "--from style` "
         "(see `attribution-audit spaces list`)"
     )
     conflict = cli("spaces", "fit", "painters", "--from", "style", *embedder, code=1)
@@ -307,7 +310,8 @@ def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogu
     shown = json.loads(cli("audit", "show", request["request_id"], "--json").stdout)
     assert shown["parameters"]["space"] == "painters" and shown["parameters"]["space_version"] == 1
     unknown = cli("evaluate", "run", labelled, "--space", "nothing", "--out", str(tmp_path / "u"), *embedder, code=1)
-    assert unknown.stderr.strip().startswith("error: no learned space nothing;") and "Traceback" not in unknown.output
+    assert unknown.stderr.strip().startswith("error: no learned space nothing (fitted here: painters);")
+    assert "Traceback" not in unknown.output
     evaluation = str(demo_catalogue.evaluation)  # with true works, which content-bias needs
     bias = cli("evaluate", "content-bias", evaluation, "--space", "painters", "--out", str(tmp_path / "b"), *embedder)
     assert "content-bias run 2" in bias.stdout and "caveat" in bias.stdout  # fitted from content: circular

@@ -19,7 +19,7 @@ import pytest
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.store.vectors import VectorStore, WorkPoint, collection_name, point_id_for
 from attribution_audit.store.vectors.base import HnswParams
-from attribution_audit.store.vectors.qdrant_edge import EdgeStore
+from attribution_audit.store.vectors.qdrant_edge import ANNOUNCE_WAIT_S, EdgeStore
 from attribution_audit.store.vectors.qdrant_server import ServerStore
 
 N, DIM, STYLE_DIM, K = 600, 32, 8, 10
@@ -607,7 +607,7 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_edge_shard_busy_in_another_process(tmp_path: Path) -> None:
+def test_edge_shard_busy_in_another_process(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(tmp_path), COLLECTION, str(DIM)],
         stdout=subprocess.PIPE,
@@ -621,8 +621,15 @@ def test_edge_shard_busy_in_another_process(tmp_path: Path) -> None:
         blocked = EdgeStore(tmp_path, COLLECTION, lock_timeout=0.5)
         with pytest.raises(VectorStoreError, match="busy") as info:
             blocked.ensure_collection(DIM)
-        assert "\n" not in str(info.value)
+        assert "\n" not in str(info.value) and "`serve`" in str(info.value)
         blocked.close()
+        assert not caplog.records  # a short wait is not announced
+        patient = EdgeStore(tmp_path, COLLECTION, lock_timeout=ANNOUNCE_WAIT_S + 1.0)
+        with pytest.raises(VectorStoreError, match="busy"):
+            patient.ensure_collection(DIM)
+        patient.close()
+        waits = [r.getMessage() for r in caplog.records]  # a longer one is, once, so that it does not look hung
+        assert len(waits) == 1 and "busy in another process; waiting up to" in waits[0], waits
     finally:
         holder.kill()
         holder.wait(timeout=10)

@@ -196,10 +196,8 @@ def audit_verify(
             typer.echo(f"export BROKEN: {checked.problem}", err=True)
             raise typer.Exit(1)
         if table:
-            typer.echo(
-                f"export OK: {checked.records} records (seq {checked.first_seq}..{checked.last_seq}), "
-                f"last hash {checked.last_hash}"
-            )
+            span = f" (seq {checked.first_seq}..{checked.last_seq}), last hash {checked.last_hash}"
+            typer.echo(f"export OK: {checked.records} records{span if checked.records else ''}")
         if not _say_checkpoints(checks, table):
             raise typer.Exit(1)
         return

@@ -136,6 +136,8 @@ def verify_export(path: str | Path) -> ExportReport:
             problem = f"header announces {header.get('records')} records, file holds {count} (lines removed?)"
             return ExportReport(False, count, None, None, None, problem)
         return _verify_records(_records(path), count, header)
+    except FileNotFoundError:
+        raise AttributionAuditError(f"{path}: export file not found; check the path") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
 

@@ -127,9 +127,11 @@ class Attributor:
             self._fitted[(found[0].name, found[0].version)] = found
         if found is None:
             which = f"{params.space} version {params.space_version}" if params.space_version else params.space
+            fitted = [name for name, _ in self.audit.spaces.names(self.embedder_fingerprint, self.store.collection)]
+            here = f" (fitted here: {', '.join(fitted)})" if fitted else ""  # a typo is then plain to see
             raise NotFoundError(
-                f"no learned space {which}; fit one with `attribution-audit spaces fit {params.space} --from style`"
-                " (see `attribution-audit spaces list`)"
+                f"no learned space {which}{here}; fit one with `attribution-audit spaces fit {params.space} --from "
+                "style` (see `attribution-audit spaces list`)"
             )
         info, projection = found
         if info.collection != self.store.collection:

@@ -338,11 +338,20 @@ def _refuse_contradicted(settings: Settings, audit: AuditStore, outcome: str) ->
     tail, or rewritten): appending would reuse the checkpointed seqs and the next checkpoint would vouch for the
     rewrite."""
     last = last_witnessed(settings)
-    problem = None if last is None else _contradiction(audit, last, trusted_key(settings))
+    if last is None:
+        return
+    trusted = trusted_key(settings)
+    problem = _contradiction(audit, last, trusted)
     if problem:
+        another_key = trusted is not None and last.signature_ok() and last.public_key != trusted.hex
+        remedy = (  # the log may be intact: this installation holds another key than the one that signed it
+            "point ATTRIBUTION_AUDIT_CHECKPOINT_KEY at the key that signed it"
+            if another_key
+            else "restore the audit DB from a backup, then run `attribution-audit audit verify`"
+        )
         raise ConflictError(
             f"the audit log {audit.url} contradicts the last checkpoint in {settings.resolved_witness_file}: "
-            f"{problem}; {outcome}: restore the audit DB from a backup, then run `attribution-audit audit verify`"
+            f"{problem}; {outcome}: {remedy}"
         )
 
 

@@ -87,6 +87,7 @@ class SpaceRepository:
             )
             version = (latest or 0) + 1
             if confidence is not None:
+                parameters = {**confidence.fit_metrics["parameters"], "space": name, "space_version": version}
                 model = calibration_row(
                     confidence.model,
                     embedder_fingerprint=embedder_fingerprint,
@@ -96,7 +97,7 @@ class SpaceRepository:
                     n_positive=confidence.fit_metrics["right"],
                     fit_metrics={
                         **confidence.fit_metrics,
-                        "parameters": {**confidence.fit_metrics["parameters"], "space": name, "space_version": version},
+                        "parameters": parameters,
                         "source": SPACE_FIT_SOURCE,
                     },
                 )
@@ -104,7 +105,11 @@ class SpaceRepository:
                 session.flush()
                 validation = {
                     **validation,
-                    "confidence": {**validation.get("confidence", {}), "model": model_name(model)},
+                    "confidence": {
+                        **validation.get("confidence", {}),
+                        "parameters": parameters,
+                        "model": model_name(model),
+                    },
                 }
             row = LearnedSpaceVersion(
                 name=name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -28,7 +29,9 @@ from attribution_audit.store.vectors.base import (
     point_vectors,
 )
 
+log = logging.getLogger(__name__)
 META_FILE = "attribution-audit.json"
+ANNOUNCE_WAIT_S = 1.0  # a wait for the shard's lock longer than this is logged once
 # The metadata key of each space's vector size (``dim`` predates named spaces).
 SIZE_KEYS = {CONTENT: "dim", STYLE: "style_dim"}
 
@@ -76,7 +79,8 @@ class EdgeStore(VectorStore):
                 f"{self.path.parent}: cannot write the shard's lock file ({exc.strerror}); the embedded store needs a "
                 "writable data dir: mount it read-write or fix its permissions (or use a Qdrant server, --qdrant-url)"
             ) from None
-        deadline = time.monotonic() + self._lock_timeout
+        started = time.monotonic()
+        deadline, announced = started + self._lock_timeout, False
         while True:
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -87,8 +91,16 @@ class EdgeStore(VectorStore):
                     lock_file.close()
                     raise VectorStoreError(
                         f"{self.path}: the embedded Qdrant shard is busy in another process for over "
-                        f"{self._lock_timeout:g} s; wait for it to finish, or use a Qdrant server (--qdrant-url)"
+                        f"{self._lock_timeout:g} s; wait for it to finish (a running `serve` holds it until it stops: "
+                        "send it the request instead), or use a Qdrant server (--qdrant-url)"
                     ) from None
+                if not announced and time.monotonic() > started + ANNOUNCE_WAIT_S:  # a silent wait looks like a hang
+                    log.warning(
+                        "%s: the embedded Qdrant shard is busy in another process; waiting up to %g s for it",
+                        self.path,
+                        self._lock_timeout,
+                    )
+                    announced = True
                 time.sleep(0.05)
 
     def _meta(self) -> dict[str, Any] | None:
