@@ -111,6 +111,18 @@ def test_workers_stop_at_an_unreadable_record_as_one_process_does(
     assert (one[0], one[1], one[3]) == (False, 46, 47) and "restore the record from a backup" in one[5]
 
 
+@pytest.mark.parametrize("seq", ["95.5", "'x'", "X'5f'"], ids=["real", "text", "blob"])
+def test_a_highest_seq_sqlite_keeps_as_another_type_is_read_by_one_process(
+    sqlite_db: Engine, tmp_path: Path, parallel_blocks: list[int], seq: str
+) -> None:
+    audit = AuditStore(sqlite_db)
+    fill_chain(sqlite_db, RECORDS, neighbours=1)
+    superuser_edit(sqlite_db, f"UPDATE attribution_requests SET seq = {seq} WHERE seq = {RECORDS}")  # kept as is
+    one = outcome(audit, tmp_path / "one.jsonl", 1)
+    two = outcome(audit, tmp_path / "two.jsonl", 2)  # TypeError from the block ranges before
+    assert two == one and one[1] == RECORDS - 1  # (a text or blob is above every number: as if appended since)
+
+
 def test_a_database_failing_mid_run_gives_one_process_s_error(fresh_db: Engine, parallel_blocks: list[int]) -> None:
     fill_chain(fresh_db, RECORDS, neighbours=1)
     table = "v_audit_metrics" if fresh_db.dialect.name == "postgresql" else "attribution_metrics"

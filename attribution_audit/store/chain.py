@@ -828,8 +828,8 @@ def _in_parallel(
     seq = _source(engine).requests.c.seq
     with read_connection(engine) as connection:
         head, rows = connection.execute(select(func.max(seq), func.count()).where(seq > after_seq)).one()
-    if head is None or head <= after_seq + block or head - after_seq > 2 * rows:
-        return
+    if not isinstance(head, int) or head <= after_seq + block or head - after_seq > 2 * rows:
+        return  # (no record, or a highest seq that SQLite keeps as text or a real: changed by hand, read here)
     starts = iter(range(after_seq, head, block))
     workers = min(workers, -(-(head - after_seq) // block))
     pool = ProcessPoolExecutor(
