@@ -3,6 +3,9 @@ first bad record, the same export bytes, the same one-line error when the databa
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,23 @@ def test_a_highest_seq_sqlite_keeps_as_another_type_is_read_by_one_process(
     one = outcome(audit, tmp_path / "one.jsonl", 1)
     two = outcome(audit, tmp_path / "two.jsonl", 2)  # TypeError from the block ranges before
     assert two == one and one[1] == RECORDS - 1  # (a text or blob is above every number: as if appended since)
+
+
+def test_ctrl_c_reaching_the_workers_leaves_the_run_to_the_parent(
+    sqlite_db: Engine, parallel_blocks: list[int]
+) -> None:
+    """Ctrl-C reaches the terminal's whole process group: the workers leave it to the parent, which stops them (a
+    worker interrupted raised KeyboardInterrupt, its traceback printed, or broke the pool)."""
+    fill_chain(sqlite_db, RECORDS, neighbours=1)
+    expected = [r.record_hash for r in chain.iter_chain(sqlite_db, keep=False)]
+    records = chain.iter_chain(sqlite_db, workers=2, keep=False)
+    read = [next(records).record_hash]
+    workers = multiprocessing.active_children()
+    for worker in workers:
+        os.kill(worker.pid or 0, signal.SIGINT)
+    read += [r.record_hash for r in records]
+    assert read == expected and len(workers) == 2
+    assert [worker.exitcode for worker in workers] == [0, 0]  # stopped by the parent, not by the signal
 
 
 def test_a_database_failing_mid_run_gives_one_process_s_error(fresh_db: Engine, parallel_blocks: list[int]) -> None:

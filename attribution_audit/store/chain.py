@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import multiprocessing
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -798,6 +799,7 @@ def _forkable(engine: Engine) -> bool:
 
 
 def _start_worker(engine: Engine, reader: _Reader) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the workers (no tracebacks)
     engine.dispose(close=False)  # the parent's pooled connections stay the parent's
     global _WORKER
     _WORKER = (engine, reader)
