@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,28 @@ def test_a_highest_seq_sqlite_keeps_as_another_type_is_read_by_one_process(
     one = outcome(audit, tmp_path / "one.jsonl", 1)
     two = outcome(audit, tmp_path / "two.jsonl", 2)  # TypeError from the block ranges before
     assert two == one and one[1] == RECORDS - 1  # (a text or blob is above every number: as if appended since)
+
+
+def test_an_undecodable_value_is_a_broken_record_not_an_outage(
+    fresh_db: Engine, cli_on: Callable[[str], Cli], parallel_blocks: list[int]
+) -> None:
+    """A value the driver cannot convert: SQLite, a text that is not UTF-8; psycopg, a time outside Python's years
+    (PostgreSQL keeps 'infinity')."""
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    value = "created_at = 'infinity'" if fresh_db.dialect.name == "postgresql" else "requester = CAST(X'FF' AS TEXT)"
+    superuser_edit(fresh_db, f"UPDATE attribution_requests SET {value} WHERE seq = 47")
+    reports = [chain.verify_chain(fresh_db, workers=workers) for workers in (1, 2)]
+    assert parallel_blocks and reports[0] == reports[1]
+    assert (reports[0].ok, reports[0].broken_seq) == (False, 47) and "cannot be read" in str(reports[0].reason)
+    with fresh_db.connect() as connection:
+        key = connection.scalar(text("SELECT id FROM attribution_requests WHERE seq = 47"))
+    cli = cli_on(fresh_db.url.render_as_string(hide_password=False))
+    for command in (["audit", "show", key], ["audit", "list"]):
+        said = cli(*command, code=1).output
+        assert "holds a value that cannot be read" in said and "start it" not in said, said  # the database is up
+        assert said.count("\n") == 1
+    summary = cli("report", "summary", code=None)  # (reads no text of the requests: SQLite's is shown)
+    assert isinstance(summary.exception, SystemExit | None) and "start it" not in summary.output
 
 
 def test_ctrl_c_reaching_the_workers_leaves_the_run_to_the_parent(

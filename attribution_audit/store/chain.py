@@ -65,6 +65,7 @@ from attribution_audit.errors import DatabaseError, UnreadableRecordError
 from attribution_audit.store.database import (
     display_url,
     is_permission_error,
+    is_undecodable,
     read_connection,
     reader,
     write_connection,
@@ -699,9 +700,9 @@ class _Reader:
                     return []
                 children = [part.rows(cursor, after, requests[-1][self.seq]) for part in self.parts]
             except DBAPIError as exc:  # the driver's error, wrapped by _Query.rows
-                if "decode" not in str(exc.orig):  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
+                if not is_undecodable(exc):
                     raise
-                raise _unreadable("a stored text", exc.orig or exc) from None
+                raise _unreadable("a stored value", exc.orig or exc) from None
             finally:
                 cursor.close()
         try:
