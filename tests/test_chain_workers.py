@@ -19,6 +19,7 @@ from attribution_audit.errors import AttributionAuditError, DatabaseError
 from attribution_audit.services import audit_log
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.database import create_db_engine
 
 RECORDS, BLOCK = 95, 10
 
@@ -182,6 +183,27 @@ def test_a_database_failing_mid_run_gives_one_process_s_error(fresh_db: Engine, 
             connection.execute(text(f"ALTER {kind} gone RENAME TO {table}"))
     assert errors[0] == errors[1] and "cannot read the audit database" in errors[0] and "\n" not in errors[0]
     assert parallel_blocks  # the second run read blocks in workers before the failure
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("migrated_url", ["postgres"], indirect=True)
+def test_workers_open_no_more_connections_than_postgresql_allows(fresh_db: Engine, parallel_blocks: list[int]) -> None:
+    """A user allowed 3 connections (CONNECTION LIMIT), asking for 8 workers: those the limit leaves (it refused the
+    ninth connection: 'too many connections for role')."""
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    role = f"aa_limited_{os.getpid()}"
+    with fresh_db.begin() as connection:
+        connection.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 3"))
+        connection.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+    limited = create_db_engine(fresh_db.url.set(username=role).render_as_string(hide_password=False))
+    try:
+        read = [r.record_hash for r in chain.iter_chain(limited, workers=8, keep=False)]
+    finally:
+        limited.dispose()
+        with fresh_db.begin() as connection:
+            connection.execute(text(f"DROP OWNED BY {role}"))
+            connection.execute(text(f"DROP ROLE {role}"))
+    assert read == [r.record_hash for r in chain.iter_chain(fresh_db, keep=False)] and parallel_blocks
 
 
 def test_cli_workers_option(cli: Cli, tmp_path: Path, parallel_blocks: list[int]) -> None:

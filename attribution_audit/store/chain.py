@@ -821,20 +821,40 @@ def _read_range(after: int, last: int, keep: bool) -> tuple[list[ChainRecord], U
     return records, None
 
 
+# PostgreSQL: the connections this user may still open (server, database and role limits); workers take at most
+# half of them, each one connection (more workers than that would be refused: "too many clients").
+_FREE_CONNECTIONS = text(
+    """
+    SELECT least(
+        current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+            - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+        (SELECT nullif(datconnlimit, -1) FROM pg_database WHERE datname = current_database())
+            - (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()),
+        (SELECT nullif(rolconnlimit, -1) FROM pg_roles WHERE rolname = current_user)
+            - (SELECT count(*) FROM pg_stat_activity WHERE usename = current_user)
+    )
+    """
+)
+
+
 def _in_parallel(
     engine: Engine, reader: _Reader, after_seq: int, block: int, workers: int, keep: bool
 ) -> Iterator[list[ChainRecord]]:
     """The records after ``after_seq`` up to the highest seq at the start, in order, a non-empty block at a time:
     ranges of ``block`` seqs read by ``workers`` processes, at most two per worker in flight (bounded memory). A
     worker's error (the database down) is raised here as it would be read here. Nothing where the log is short, or its
-    seqs so sparse (a seq changed by hand) that most ranges would be empty: then all is read here, block by block."""
+    seqs so sparse (a seq changed by hand) that most ranges would be empty, or PostgreSQL would refuse the workers'
+    connections: then all is read here, block by block."""
     seq = _source(engine).requests.c.seq
     with read_connection(engine) as connection:
         head, rows = connection.execute(select(func.max(seq), func.count()).where(seq > after_seq)).one()
+        free = connection.scalar(_FREE_CONNECTIONS) if engine.dialect.name == "postgresql" else None
     if not isinstance(head, int) or head <= after_seq + block or head - after_seq > 2 * rows:
         return  # (no record, or a highest seq that SQLite keeps as text or a real: changed by hand, read here)
+    workers = min(workers, -(-(head - after_seq) // block), workers if free is None else free // 2)
+    if workers < 1:
+        return
     starts = iter(range(after_seq, head, block))
-    workers = min(workers, -(-(head - after_seq) // block))
     pool = ProcessPoolExecutor(
         workers,
         multiprocessing.get_context("fork"),
