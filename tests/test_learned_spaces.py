@@ -192,7 +192,7 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
     works, labels = _nuisance_data(3, 5)
     names = CALIBRATION_FEATURES
     own = SpaceConfidence(
-        LogisticModel("own", [0.0] * 5, [1.0] * 5, [0.1] * 5, 0.0, names),
+        LogisticModel("own", [0.0] * 6, [1.0] * 6, [0.1] * 6, 0.0, names),
         "0" * 64,
         {"held_out_works": 12, "right": 7, "parameters": AttributionParams().as_json()},
     )
@@ -213,13 +213,13 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
     ]
     first, second = (s.validation["confidence"]["model"] for s in stored)
     found = audit.evaluations.latest_calibration("fp", "s", 1)
-    assert first != second and found is not None and found.name == first and found.coef == [0.1] * 5
-    assert audit.evaluations.calibration(first).coef == [0.1] * 5  # what a recorded name resolves to
+    assert first != second and found is not None and found.name == first and found.coef == [0.1] * 6
+    assert audit.evaluations.calibration(first).coef == [0.1] * 6  # what a recorded name resolves to
     assert (
         audit.evaluations.latest_calibration("fp") is None and audit.evaluations.latest_calibration("x", "s", 1) is None
     )
     user = audit.evaluations.add_calibration(
-        LogisticModel("user", [0.0] * 5, [1.0] * 5, [0.2] * 5, 0.0, names),
+        LogisticModel("user", [0.0] * 6, [1.0] * 6, [0.2] * 6, 0.0, names),
         embedder_fingerprint="fp",
         labelled_path="labelled.csv",
         labelled_sha256="1" * 64,
