@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
+from dbtools import superuser_edit
 
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel
 from attribution_audit.domain.params import AttributionParams
@@ -25,6 +26,7 @@ from attribution_audit.domain.projection import (
     validation_split,
 )
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
+from attribution_audit.errors import DatabaseError
 from attribution_audit.services.spaces import default_confidence, held_out_validation, validate
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
@@ -163,6 +165,25 @@ def test_fits_are_stored_as_versions(audit: AuditStore) -> None:
     assert old is not None and np.array_equal(old[1].matrix, first.matrix) and np.array_equal(old[1].mean, first.mean)
     assert audit.spaces.load("s", 3) is None and audit.spaces.load("t") is None
     assert [(s.name, s.version) for s in audit.spaces.versions()] == [("s", 1), ("s", 2)]
+
+
+def test_a_projection_changed_in_the_database_is_refused(audit: AuditStore) -> None:
+    """Requests in the space would have used another projection under the version's name (or failed on its shape)."""
+    works, labels = _nuisance_data(3, 5)
+    audit.spaces.add(
+        "s",
+        fit_lda(works, labels, 0.1),
+        base=STYLE,
+        method="lda",
+        embedder_fingerprint="fp",
+        collection="c",
+        n_works=len(labels),
+        n_artists=12,
+        validation={"hit@1": 0.5},
+    )
+    superuser_edit(audit.engine, "UPDATE learned_spaces SET matrix = mean")
+    with pytest.raises(DatabaseError, match="learned space s version 1 in the audit database does not match its"):
+        audit.spaces.load("s")
 
 
 def test_a_learned_space_fits_its_own_confidence_on_its_held_out_works() -> None:
