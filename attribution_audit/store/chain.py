@@ -837,6 +837,18 @@ _FREE_CONNECTIONS = text(
 )
 
 
+def _free_connections(connection: Connection) -> int | None:
+    """:data:`_FREE_CONNECTIONS`; None on SQLite, or where this user may not read the server's activity."""
+    if connection.dialect.name != "postgresql":
+        return None
+    try:
+        return int(connection.scalar(_FREE_CONNECTIONS))  # (the last read of its transaction)
+    except DBAPIError as exc:
+        if is_permission_error(exc):
+            return None
+        raise
+
+
 def _in_parallel(
     engine: Engine, reader: _Reader, after_seq: int, block: int, workers: int, keep: bool
 ) -> Iterator[list[ChainRecord]]:
@@ -848,7 +860,7 @@ def _in_parallel(
     seq = _source(engine).requests.c.seq
     with read_connection(engine) as connection:
         head, rows = connection.execute(select(func.max(seq), func.count()).where(seq > after_seq)).one()
-        free = connection.scalar(_FREE_CONNECTIONS) if engine.dialect.name == "postgresql" else None
+        free = _free_connections(connection)
     if not isinstance(head, int) or head <= after_seq + block or head - after_seq > 2 * rows:
         return  # (no record, or a highest seq that SQLite keeps as text or a real: changed by hand, read here)
     workers = min(workers, -(-(head - after_seq) // block), workers if free is None else free // 2)
