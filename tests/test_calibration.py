@@ -3,6 +3,7 @@ round trip (fit -> stored model -> later requests record and use it) with the re
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EMBEDDER
+from dbtools import superuser_edit
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -21,7 +23,7 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import WorkPoint, point_id_for
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import AttributionAuditError, ManifestError
+from attribution_audit.errors import AttributionAuditError, DatabaseError, ManifestError
 from attribution_audit.evaluation.metrics import auroc
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.calibrate import calibrate, fit_and_score, refuse_worse
@@ -148,6 +150,37 @@ def store_model(
         n_positive=200,
         fit_metrics={} if parameters is None else {"parameters": parameters},
     )
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("features", {"names": ["entropy"], "std": [1.0], "coef": [1.0], "intercept": 0.0}, "KeyError: 'mean'"),
+        (
+            "features",
+            {"names": ["entropy", "margin"], "mean": [0, 0], "std": [1, 1], "coef": [1], "intercept": 0},
+            "coef is not 2 finite numbers",
+        ),
+        ("features", {"names": ["bogus"], "mean": [0], "std": [1], "coef": [1], "intercept": 0}, "unknown feature"),
+        ("features", {"names": ["entropy"], "mean": [0], "std": [0], "coef": [1], "intercept": 0}, "std is not"),
+        ("features", {"names": ["entropy"], "mean": [0], "std": [1], "coef": ["x"], "intercept": 0}, "coef is not"),
+        ("features", {"names": ["entropy"], "mean": [0], "std": [1], "coef": [1], "intercept": None}, "intercept"),
+        ("features", [1, 2], "AttributeError"),
+        ("fit_metrics", [1], "fit metrics are not a JSON object"),
+    ],
+)
+def test_a_model_changed_in_the_database_is_one_error_naming_it(
+    audit: AuditStore, column: str, value: object, problem: str
+) -> None:
+    """(It was a KeyError, AttributeError or a ValueError from numpy at the next request: a traceback.)"""
+    x, y, _ = synthetic()
+    name = store_model(audit, fit_logistic(x, y), "test@0")
+    superuser_edit(audit.engine, f"UPDATE calibration_models SET {column} = '{json.dumps(value)}'")
+    with pytest.raises(DatabaseError) as refused:
+        audit.evaluations.latest_calibration("test@0")
+    said = str(refused.value)
+    assert f"calibration model {name} in the audit database is not a model" in said and problem in said, said
+    assert "\n" not in said
 
 
 def test_latest_model_is_the_newest_for_the_embedder_and_is_used_by_new_attributors(

@@ -3,7 +3,10 @@ first bad record, the same export bytes, the same one-line error when the databa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from attribution_audit.errors import AttributionAuditError, DatabaseError
 from attribution_audit.services import audit_log
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.database import create_db_engine
 
 RECORDS, BLOCK = 95, 10
 
@@ -111,6 +115,57 @@ def test_workers_stop_at_an_unreadable_record_as_one_process_does(
     assert (one[0], one[1], one[3]) == (False, 46, 47) and "restore the record from a backup" in one[5]
 
 
+@pytest.mark.parametrize("seq", ["95.5", "'x'", "X'5f'"], ids=["real", "text", "blob"])
+def test_a_highest_seq_sqlite_keeps_as_another_type_is_read_by_one_process(
+    sqlite_db: Engine, tmp_path: Path, parallel_blocks: list[int], seq: str
+) -> None:
+    audit = AuditStore(sqlite_db)
+    fill_chain(sqlite_db, RECORDS, neighbours=1)
+    superuser_edit(sqlite_db, f"UPDATE attribution_requests SET seq = {seq} WHERE seq = {RECORDS}")  # kept as is
+    one = outcome(audit, tmp_path / "one.jsonl", 1)
+    two = outcome(audit, tmp_path / "two.jsonl", 2)  # TypeError from the block ranges before
+    assert two == one and one[1] == RECORDS - 1  # (a text or blob is above every number: as if appended since)
+
+
+def test_an_undecodable_value_is_a_broken_record_not_an_outage(
+    fresh_db: Engine, cli_on: Callable[[str], Cli], parallel_blocks: list[int]
+) -> None:
+    """A value the driver cannot convert: SQLite, a text that is not UTF-8; psycopg, a time outside Python's years
+    (PostgreSQL keeps 'infinity')."""
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    value = "created_at = 'infinity'" if fresh_db.dialect.name == "postgresql" else "requester = CAST(X'FF' AS TEXT)"
+    superuser_edit(fresh_db, f"UPDATE attribution_requests SET {value} WHERE seq = 47")
+    reports = [chain.verify_chain(fresh_db, workers=workers) for workers in (1, 2)]
+    assert parallel_blocks and reports[0] == reports[1]
+    assert (reports[0].ok, reports[0].broken_seq) == (False, 47) and "cannot be read" in str(reports[0].reason)
+    with fresh_db.connect() as connection:
+        key = connection.scalar(text("SELECT id FROM attribution_requests WHERE seq = 47"))
+    cli = cli_on(fresh_db.url.render_as_string(hide_password=False))
+    for command in (["audit", "show", key], ["audit", "list"]):
+        said = cli(*command, code=1).output
+        assert "holds a value that cannot be read" in said and "start it" not in said, said  # the database is up
+        assert said.count("\n") == 1
+    summary = cli("report", "summary", code=None)  # (reads no text of the requests: SQLite's is shown)
+    assert isinstance(summary.exception, SystemExit | None) and "start it" not in summary.output
+
+
+def test_ctrl_c_reaching_the_workers_leaves_the_run_to_the_parent(
+    sqlite_db: Engine, parallel_blocks: list[int]
+) -> None:
+    """Ctrl-C reaches the terminal's whole process group: the workers leave it to the parent, which stops them (a
+    worker interrupted raised KeyboardInterrupt, its traceback printed, or broke the pool)."""
+    fill_chain(sqlite_db, RECORDS, neighbours=1)
+    expected = [r.record_hash for r in chain.iter_chain(sqlite_db, keep=False)]
+    records = chain.iter_chain(sqlite_db, workers=2, keep=False)
+    read = [next(records).record_hash]
+    workers = multiprocessing.active_children()
+    for worker in workers:
+        os.kill(worker.pid or 0, signal.SIGINT)
+    read += [r.record_hash for r in records]
+    assert read == expected and len(workers) == 2
+    assert [worker.exitcode for worker in workers] == [0, 0]  # stopped by the parent, not by the signal
+
+
 def test_a_database_failing_mid_run_gives_one_process_s_error(fresh_db: Engine, parallel_blocks: list[int]) -> None:
     fill_chain(fresh_db, RECORDS, neighbours=1)
     table = "v_audit_metrics" if fresh_db.dialect.name == "postgresql" else "attribution_metrics"
@@ -128,6 +183,30 @@ def test_a_database_failing_mid_run_gives_one_process_s_error(fresh_db: Engine, 
             connection.execute(text(f"ALTER {kind} gone RENAME TO {table}"))
     assert errors[0] == errors[1] and "cannot read the audit database" in errors[0] and "\n" not in errors[0]
     assert parallel_blocks  # the second run read blocks in workers before the failure
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("migrated_url", ["postgres"], indirect=True)
+def test_workers_open_no_more_connections_than_postgresql_allows(fresh_db: Engine, parallel_blocks: list[int]) -> None:
+    """A user allowed 3 connections (CONNECTION LIMIT), asking for 8 workers: those the limit leaves (it refused the
+    ninth connection: 'too many connections for role')."""
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    role = f"aa_limited_{os.getpid()}"
+    with fresh_db.begin() as connection:
+        connection.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 3"))
+        connection.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+    limited = create_db_engine(fresh_db.url.set(username=role).render_as_string(hide_password=False))
+    try:
+        read = [r.record_hash for r in chain.iter_chain(limited, workers=8, keep=False)]
+        with fresh_db.begin() as connection:  # a server that hides its activity: as many workers as asked
+            connection.execute(text("REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC"))
+        assert [r.record_hash for r in chain.iter_chain(limited, workers=2, keep=False)] == read
+    finally:
+        limited.dispose()
+        with fresh_db.begin() as connection:
+            connection.execute(text(f"DROP OWNED BY {role}"))
+            connection.execute(text(f"DROP ROLE {role}"))
+    assert read == [r.record_hash for r in chain.iter_chain(fresh_db, keep=False)] and parallel_blocks
 
 
 def test_cli_workers_option(cli: Cli, tmp_path: Path, parallel_blocks: list[int]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
+from dbtools import superuser_edit
 
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel
 from attribution_audit.domain.params import AttributionParams
@@ -25,6 +26,7 @@ from attribution_audit.domain.projection import (
     validation_split,
 )
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
+from attribution_audit.errors import DatabaseError
 from attribution_audit.services.spaces import default_confidence, held_out_validation, validate
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
@@ -165,6 +167,25 @@ def test_fits_are_stored_as_versions(audit: AuditStore) -> None:
     assert [(s.name, s.version) for s in audit.spaces.versions()] == [("s", 1), ("s", 2)]
 
 
+def test_a_projection_changed_in_the_database_is_refused(audit: AuditStore) -> None:
+    """Requests in the space would have used another projection under the version's name (or failed on its shape)."""
+    works, labels = _nuisance_data(3, 5)
+    audit.spaces.add(
+        "s",
+        fit_lda(works, labels, 0.1),
+        base=STYLE,
+        method="lda",
+        embedder_fingerprint="fp",
+        collection="c",
+        n_works=len(labels),
+        n_artists=12,
+        validation={"hit@1": 0.5},
+    )
+    superuser_edit(audit.engine, "UPDATE learned_spaces SET matrix = mean")
+    with pytest.raises(DatabaseError, match="learned space s version 1 in the audit database does not match its"):
+        audit.spaces.load("s")
+
+
 def test_a_learned_space_fits_its_own_confidence_on_its_held_out_works() -> None:
     """The default formula's distances are the base spaces'; the space's own model, fitted on the held-out works
     as queries, ranks and calibrates them better there (out of fold); with too few wrong answers to rank, every
@@ -192,7 +213,7 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
     works, labels = _nuisance_data(3, 5)
     names = CALIBRATION_FEATURES
     own = SpaceConfidence(
-        LogisticModel("own", [0.0] * 5, [1.0] * 5, [0.1] * 5, 0.0, names),
+        LogisticModel("own", [0.0] * 6, [1.0] * 6, [0.1] * 6, 0.0, names),
         "0" * 64,
         {"held_out_works": 12, "right": 7, "parameters": AttributionParams().as_json()},
     )
@@ -215,13 +236,13 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
     recorded = [s.validation["confidence"]["parameters"] for s in stored]  # as `spaces list` shows the evidence
     assert [(p["space"], p["space_version"]) for p in recorded] == [("s", 1), ("s", 2)]
     found = audit.evaluations.latest_calibration("fp", "s", 1)
-    assert first != second and found is not None and found.name == first and found.coef == [0.1] * 5
-    assert audit.evaluations.calibration(first).coef == [0.1] * 5  # what a recorded name resolves to
+    assert first != second and found is not None and found.name == first and found.coef == [0.1] * 6
+    assert audit.evaluations.calibration(first).coef == [0.1] * 6  # what a recorded name resolves to
     assert (
         audit.evaluations.latest_calibration("fp") is None and audit.evaluations.latest_calibration("x", "s", 1) is None
     )
     user = audit.evaluations.add_calibration(
-        LogisticModel("user", [0.0] * 5, [1.0] * 5, [0.2] * 5, 0.0, names),
+        LogisticModel("user", [0.0] * 6, [1.0] * 6, [0.2] * 6, 0.0, names),
         embedder_fingerprint="fp",
         labelled_path="labelled.csv",
         labelled_sha256="1" * 64,

@@ -36,6 +36,20 @@ class LogisticModel:
         z = float(np.dot((x - self.mean) / self.std, self.coef) + self.intercept)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
+    def problem(self) -> str | None:
+        """Why these values are no model (a stored one changed by hand), or None: known feature names, one finite
+        number per feature in mean, std (positive) and coef, and a finite intercept."""
+        unknown = [name for name in self.names if name not in CALIBRATION_FEATURES]
+        if unknown:
+            return f"unknown feature {unknown[0]!r}"
+        for key in ("mean", "std", "coef"):
+            values = getattr(self, key)
+            if not isinstance(values, list) or len(values) != len(self.names) or not all(map(_finite, values)):
+                return f"{key} is not {len(self.names)} finite numbers"
+        if min(self.std, default=1.0) <= 0:
+            return "a std is not positive"
+        return None if _finite(self.intercept) else "intercept is not a finite number"
+
     def as_json(self) -> dict[str, object]:
         return {
             "names": list(self.names),
@@ -44,6 +58,10 @@ class LogisticModel:
             "coef": self.coef,
             "intercept": self.intercept,
         }
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def feature_value(features: dict[str, float | None], name: str) -> float:

@@ -96,11 +96,12 @@ def local_features(image: Image.Image) -> LocalFeatures:
     import cv2
 
     grey = image.convert("L")
-    if min(grey.size) < MIN_SIDE:  # no keypoint to find: matches nothing, like a blank image
-        return _no_features(grey)
     scale = MAX_SIDE / max(grey.size)
     if scale < 1:
-        grey = grey.resize((round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BILINEAR)
+        size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+        grey = grey.resize(size, Image.Resampling.BILINEAR)
+    if min(grey.size) < MIN_SIDE:  # no keypoint to find (a strip, also once brought to MAX_SIDE): matches nothing
+        return _no_features(grey)
     grey = ImageOps.autocontrast(grey)  # (a flat image stays as it is)
     orb = cv2.ORB.create(nfeatures=ORB_FEATURES)
     keypoints, descriptors = orb.detectAndCompute(np.asarray(grey), None)

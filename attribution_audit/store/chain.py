@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -49,6 +50,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -69,6 +71,7 @@ from attribution_audit.store.database import (
     UnconvertibleValue,
     display_url,
     is_permission_error,
+    is_undecodable,
     pipelined,
     read_connection,
     reader,
@@ -710,9 +713,9 @@ class _Reader:
             except UnconvertibleValue as exc:  # a time that is not a time, JSON that is not JSON
                 raise _unreadable(f"the value of {exc.column}", exc.cause) from None
             except DBAPIError as exc:  # the driver's error, as DriverStatement raises it
-                if "decode" not in str(exc.orig):  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
+                if not is_undecodable(exc):
                     raise
-                raise _unreadable("a stored text", exc.orig or exc) from None
+                raise _unreadable("a stored value", exc.orig or exc) from None
             finally:
                 cursor.close()
         try:
@@ -810,6 +813,7 @@ def _forkable(engine: Engine) -> bool:
 
 
 def _start_worker(engine: Engine, reader: _Reader) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the workers (no tracebacks)
     engine.dispose(close=False)  # the parent's pooled connections stay the parent's
     global _WORKER
     _WORKER = (engine, reader)
@@ -830,20 +834,52 @@ def _read_range(after: int, last: int, keep: bool) -> tuple[list[ChainRecord], U
     return records, None
 
 
+# PostgreSQL: the connections this user may still open (server, database and role limits); workers take at most
+# half of them, each one connection (more workers than that would be refused: "too many clients").
+_FREE_CONNECTIONS = text(
+    """
+    SELECT least(
+        current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+            - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+        (SELECT nullif(datconnlimit, -1) FROM pg_database WHERE datname = current_database())
+            - (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()),
+        (SELECT nullif(rolconnlimit, -1) FROM pg_roles WHERE rolname = current_user)
+            - (SELECT count(*) FROM pg_stat_activity WHERE usename = current_user)
+    )
+    """
+)
+
+
+def _free_connections(connection: Connection) -> int | None:
+    """:data:`_FREE_CONNECTIONS`; None on SQLite, or where this user may not read the server's activity."""
+    if connection.dialect.name != "postgresql":
+        return None
+    try:
+        return int(connection.scalar(_FREE_CONNECTIONS))  # (the last read of its transaction)
+    except DBAPIError as exc:
+        if is_permission_error(exc):
+            return None
+        raise
+
+
 def _in_parallel(
     engine: Engine, reader: _Reader, after_seq: int, block: int, workers: int, keep: bool
 ) -> Iterator[list[ChainRecord]]:
     """The records after ``after_seq`` up to the highest seq at the start, in order, a non-empty block at a time:
     ranges of ``block`` seqs read by ``workers`` processes, at most two per worker in flight (bounded memory). A
     worker's error (the database down) is raised here as it would be read here. Nothing where the log is short, or its
-    seqs so sparse (a seq changed by hand) that most ranges would be empty: then all is read here, block by block."""
+    seqs so sparse (a seq changed by hand) that most ranges would be empty, or PostgreSQL would refuse the workers'
+    connections: then all is read here, block by block."""
     seq = _source(engine).requests.c.seq
     with read_connection(engine) as connection:
         head, rows = connection.execute(select(func.max(seq), func.count()).where(seq > after_seq)).one()
-    if head is None or head <= after_seq + block or head - after_seq > 2 * rows:
+        free = _free_connections(connection)
+    if not isinstance(head, int) or head <= after_seq + block or head - after_seq > 2 * rows:
+        return  # (no record, or a highest seq that SQLite keeps as text or a real: changed by hand, read here)
+    workers = min(workers, -(-(head - after_seq) // block), workers if free is None else free // 2)
+    if workers < 1:
         return
     starts = iter(range(after_seq, head, block))
-    workers = min(workers, -(-(head - after_seq) // block))
     pool = ProcessPoolExecutor(
         workers,
         multiprocessing.get_context("fork"),

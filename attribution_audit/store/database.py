@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import ClauseElement, Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -52,6 +52,16 @@ def is_permission_error(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return sqlstate == INSUFFICIENT_PRIVILEGE and "append-only" not in _first_line(exc)
+
+
+def is_undecodable(exc: DBAPIError) -> bool:
+    """Whether the driver could not turn a stored value into a Python one (SQLite: a text that is not UTF-8;
+    psycopg: a time outside Python's years 1 to 9999, such as 'infinity'): a row changed by hand, not a failing
+    database."""
+    orig = exc.orig
+    if isinstance(exc, DataError) and orig is not None and getattr(orig, "sqlstate", "") is None:
+        return True  # psycopg's own conversion failed (an error of the server has an SQLSTATE)
+    return "Could not decode" in str(orig)  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
 
 
 def permission_error(engine: Engine, exc: BaseException, needs: str | None = None) -> DatabaseError:
@@ -247,7 +257,7 @@ def read_scope(engine: Engine) -> Iterator[Session]:
     session = Session(reader(engine), expire_on_commit=False)
     try:
         yield session
-    except (OperationalError, DBAPIError) as exc:
+    except DBAPIError as exc:
         raise _cannot_read(engine, exc) from exc
     except (ValueError, TypeError) as exc:
         raise _unreadable(engine, exc) from None
@@ -264,7 +274,7 @@ def read_connection(engine: Engine) -> Iterator[Connection]:
     try:
         with reader(engine).connect() as connection:
             yield connection
-    except (OperationalError, DBAPIError) as exc:
+    except DBAPIError as exc:
         raise _cannot_read(engine, exc) from exc
     except (ValueError, TypeError) as exc:
         raise _unreadable(engine, exc) from None
@@ -280,7 +290,9 @@ def _unreadable(engine: Engine, exc: BaseException) -> DatabaseError:
     )
 
 
-def _cannot_read(engine: Engine, exc: BaseException) -> DatabaseError:
+def _cannot_read(engine: Engine, exc: DBAPIError) -> DatabaseError:
+    if is_undecodable(exc):
+        return _unreadable(engine, exc.orig or exc)
     return _refused(
         engine,
         exc,

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select
 
 from attribution_audit.domain.confidence import FEATURES, LogisticModel
 from attribution_audit.domain.results import as_utc
-from attribution_audit.errors import ManifestError, NotFoundError
+from attribution_audit.errors import DatabaseError, ManifestError, NotFoundError
 from attribution_audit.store import runs
 from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.models import (
@@ -322,10 +322,11 @@ class EvaluationRepository:
         own = None
         with read_scope(self.engine) as session:
             for row in session.scalars(query):
-                params = (row.fit_metrics or {}).get("parameters") or {}
+                metrics = _fit_metrics(row)
+                params = metrics.get("parameters") or {}
                 if (params.get("space", "content"), params.get("space_version")) != (space, space_version):
                     continue
-                if (row.fit_metrics or {}).get("source") != SPACE_FIT_SOURCE:
+                if metrics.get("source") != SPACE_FIT_SOURCE:
                     return _model(row)
                 own = own or _model(row)
         return own
@@ -381,6 +382,29 @@ def _run_info(run: EvaluationRun, shown: str | None = None) -> RunInfo:
 
 
 def _model(row: CalibrationModel) -> LogisticModel:
+    """The stored model; DatabaseError naming it where its stored values are no model (changed by hand)."""
     f = row.features
-    names = tuple(f.get("names", FEATURES))
-    return LogisticModel(model_name(row), f["mean"], f["std"], f["coef"], f["intercept"], names)
+    try:
+        names = tuple(f.get("names", FEATURES))
+        model = LogisticModel(model_name(row), f["mean"], f["std"], f["coef"], f["intercept"], names)
+        problem = model.problem()
+    except (AttributeError, KeyError, TypeError) as exc:  # not an object, a key missing, names not a list
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        raise _tampered(row, problem)
+    return model
+
+
+def _fit_metrics(row: CalibrationModel) -> dict[str, Any]:
+    """The stored model's fit metrics (empty when none were stored); DatabaseError where they are not an object."""
+    if row.fit_metrics is None or isinstance(row.fit_metrics, dict):
+        return row.fit_metrics or {}
+    raise _tampered(row, "its fit metrics are not a JSON object")
+
+
+def _tampered(row: CalibrationModel, problem: str) -> DatabaseError:
+    return DatabaseError(
+        f"calibration model {model_name(row)} in the audit database is not a model ({problem}): it was changed "
+        "outside attribution-audit; restore the database from a backup or fit a new one (`attribution-audit "
+        "calibrate`)"
+    )

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from attribution_audit.domain.confidence import LogisticModel
 from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import as_utc
+from attribution_audit.errors import DatabaseError
 from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.evaluations import SPACE_FIT_SOURCE, calibration_row, model_name
 from attribution_audit.store.models import LearnedSpaceVersion
@@ -154,7 +155,8 @@ class SpaceRepository:
             return [(name, base) for name, base in session.execute(query)]
 
     def load(self, name: str, version: int | None = None) -> tuple[SpaceInfo, Projection] | None:
-        """A version of ``name`` (the newest without ``version``) with its projection; None when absent."""
+        """A version of ``name`` (the newest without ``version``) with its projection, checked against its fingerprint;
+        None when absent."""
         query = select(LearnedSpaceVersion).where(LearnedSpaceVersion.name == name)
         query = (
             query.where(LearnedSpaceVersion.version == version)
@@ -165,7 +167,14 @@ class SpaceRepository:
             row = session.scalar(query)
             if row is None:
                 return None
-            return _info(row), Projection(_from_bytes(row.mean), _from_bytes(row.matrix))
+            mean, matrix = bytes(row.mean), bytes(row.matrix)
+            if hashlib.sha256(mean + matrix).hexdigest() != row.fingerprint:  # requests would use another projection
+                raise DatabaseError(
+                    f"learned space {row.name} version {row.version} in the audit database does not match its "
+                    f"fingerprint {row.fingerprint[:12]}: its projection was changed outside attribution-audit; "
+                    "restore the database from a backup or fit the space again"
+                )
+            return _info(row), Projection(_from_bytes(mean), _from_bytes(matrix))
 
 
 def _info(row: LearnedSpaceVersion) -> SpaceInfo:
