@@ -56,6 +56,8 @@ def test_agreement_of_spaces_is_the_share_of_the_other_spaces_with_the_top_artis
     cli("ingest", str(demo_catalogue.manifest), *embedder)  # content only, no learned space: no other space
     (alone,) = json.loads(cli("attribute", image, "--json", *embedder).stdout)
     assert alone["agreement_spaces"] is None
+    unknown = cli("attribute", image, "--space", "nothing", *embedder, code=1)  # what this collection can fit from
+    assert "fit one with `attribution-audit spaces fit nothing --from content`" in unknown.stderr
 
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
     cli("spaces", "fit", "painters", "--from", "style", *embedder)

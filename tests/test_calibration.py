@@ -167,6 +167,7 @@ def store_model(
         ("features", {"names": ["entropy"], "mean": [0], "std": [1], "coef": [1], "intercept": None}, "intercept"),
         ("features", [1, 2], "AttributeError"),
         ("fit_metrics", [1], "fit metrics are not a JSON object"),
+        ("fit_metrics", {"parameters": ["content"]}, "fit parameters are not a JSON object"),
     ],
 )
 def test_a_model_changed_in_the_database_is_one_error_naming_it(

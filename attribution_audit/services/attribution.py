@@ -131,7 +131,7 @@ class Attributor:
             here = f" (fitted here: {', '.join(fitted)})" if fitted else ""  # a typo is then plain to see
             raise NotFoundError(
                 f"no learned space {which}{here}; fit one with `attribution-audit spaces fit {params.space} --from "
-                "style` (see `attribution-audit spaces list`)"
+                f"{STYLE if self.has_both_spaces() else CONTENT}` (see `attribution-audit spaces list`)"
             )
         info, projection = found
         if info.collection != self.store.collection:

@@ -324,6 +324,8 @@ class EvaluationRepository:
             for row in session.scalars(query):
                 metrics = _fit_metrics(row)
                 params = metrics.get("parameters") or {}
+                if not isinstance(params, dict):
+                    raise _tampered(row, "its fit parameters are not a JSON object")
                 if (params.get("space", "content"), params.get("space_version")) != (space, space_version):
                     continue
                 if metrics.get("source") != SPACE_FIT_SOURCE:
