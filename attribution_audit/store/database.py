@@ -352,19 +352,15 @@ class DriverStatement:
         many = not isinstance(rows, Mapping)
         params = self.bound(rows) if isinstance(rows, Mapping) else [self.bound(row) for row in rows]
         connection.dispatch.before_cursor_execute(connection, cursor, self.sql, params, None, many)
-        try:
+        with driver_errors(self.dialect, self.sql, params):
             (cursor.executemany if many else cursor.execute)(self.sql, params)
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(self.sql, params, exc, self.dialect.loaded_dbapi.Error) from exc
 
     def rows(self, connection: Connection, cursor: Any, **params: Any) -> list[Any]:
         """The rows of the query (its literal parameters, LIMIT 1 say, filled in), converted."""
         values = self.compiled.construct_params(params)
         self.execute(connection, cursor, values)
-        try:
+        with driver_errors(self.dialect, self.sql, values):  # SQLite: a text that does not decode, met at the fetch
             rows = cursor.fetchall()
-        except self.dialect.loaded_dbapi.Error as exc:  # SQLite: a text that does not decode, met as it is fetched
-            raise DBAPIError.instance(self.sql, values, exc, self.dialect.loaded_dbapi.Error) from exc
         if self.converters is None:  # the driver's column types are known once it has run
             self.converters = self._converters(cursor.description)
         if not self.converters:
@@ -393,6 +389,16 @@ class DriverStatement:
 
 
 @contextmanager
+def driver_errors(dialect: Dialect, sql: str, params: Any) -> Iterator[None]:
+    """The driver's errors in the block raised as SQLAlchemy's DBAPIError of ``sql`` (what a Core execution raises,
+    and what read_connection / write_connection turn into one line)."""
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error) from exc
+
+
+@contextmanager
 def pipelined(connection: Connection) -> Iterator[None]:
     """PostgreSQL over psycopg 3 with a libpq that can: the statements of the block are sent without waiting for each
     answer (pipeline mode; a fetch, and the block's end, wait for what was sent before it), in the connection's
@@ -401,11 +407,8 @@ def pipelined(connection: Connection) -> Iterator[None]:
     if connection.dialect.name != "postgresql" or not _can_pipeline(driver):
         yield
         return
-    try:
-        with driver.pipeline():  # type: ignore[union-attr]
-            yield
-    except connection.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance("(pipeline)", None, exc, connection.dialect.loaded_dbapi.Error) from exc
+    with driver_errors(connection.dialect, "(pipeline)", None), driver.pipeline():  # type: ignore[union-attr]
+        yield
 
 
 def _can_pipeline(driver: Any) -> bool:
