@@ -10,6 +10,9 @@ aligned ``.npy`` in ``--work`` (kept: parts may run in separate invocations on t
   child process;
 * int8 (with ``--int8``): a second product ingest with ``--quantization int8``;
 * serve: the peak RSS of a fresh process that opens each data dir and answers ``--serve`` requests;
+* pgcopy (with ``--audit-postgres``): the SQLite audit DB of the data dir ingested without it copied into the
+  folder's PostgreSQL database, so that requests and log run on PostgreSQL against the same shard without a second
+  ingest of N works (at 1M an ingest is an hour of HNSW build);
 * requests, excluding embedding (query = a catalogue vector plus noise): the product (`Attributor` of the ingested
   data dir: engine search, K policy and indicators; exact check when the verify mode says; the audit write) split
   into search / exact / audit write, alternating request by request with the raw engine's search of the same query
@@ -59,6 +62,7 @@ from attribution_audit.services.wiring import open_attributor, open_audit
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.database import create_db_engine, upgrade
 from attribution_audit.store.exact import overlap_at_k
+from attribution_audit.store.models import Base
 
 NAME = "bench_scale"
 LOG_NAME = "bench_scale_log"
@@ -74,7 +78,7 @@ def embedder_of(data_dir: Path) -> str:
 
 VERIFY_MODES = ("off", "sample:0.1", "always")
 BLOCK = 50_000
-PARTS = ("ingest", "raw", "int8", "serve", "requests", "log", "chain")
+PARTS = ("ingest", "raw", "int8", "pgcopy", "serve", "requests", "log", "chain")
 
 
 @dataclass(frozen=True)
@@ -565,6 +569,33 @@ def fresh_ingest(data: Path, manifest: Path, table: Path, url: str | None, *extr
     }
 
 
+def copy_catalogue(data_dir: Path, url: str) -> float:
+    """Every row of the data dir's SQLite audit DB but its identity (what an ingest writes: catalogues, artists,
+    works, versions, embeddings, runs) into the PostgreSQL database ``url``, migrated first, its sequences moved past
+    the copied ids; seconds taken."""
+    started = time.perf_counter()
+    source, target = create_db_engine(f"sqlite:///{data_dir / 'audit.sqlite'}"), create_db_engine(url)
+    try:
+        upgrade(target)
+        with source.connect() as reading, target.begin() as writing:
+            for table in Base.metadata.sorted_tables:
+                if table.name == "audit_identity":
+                    continue
+                rows = reading.execution_options(yield_per=10_000).execute(table.select()).mappings()
+                for batch in rows.partitions():
+                    writing.execute(table.insert(), [dict(row) for row in batch])
+                for column in table.primary_key.columns:  # a serial id's sequence (NULL, a no-op, for others)
+                    if column.type.python_type is int:
+                        writing.exec_driver_sql(
+                            f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+                            f"(SELECT max({column.name}) FROM {table.name})) WHERE EXISTS (SELECT 1 FROM {table.name})"
+                        )
+    finally:
+        source.dispose()
+        target.dispose()
+    return time.perf_counter() - started
+
+
 def audit_database(folder: Path, server: str | None) -> str | None:
     """With a PostgreSQL server: the URL of this folder's own database on it (created once, kept in the folder)."""
     if not server:
@@ -595,6 +626,10 @@ def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) ->
         shutil.rmtree(raw_path, ignore_errors=True)
         raw = timed_child([sys.executable, "-c", RAW_INGEST, str(raw_path), str(table), str(n)])
         save(args.results, f"{n}-raw", {"wall": raw.wall, "cpu": raw.cpu, "rss": raw.rss_mib})
+    if "pgcopy" in parts:
+        if url is None:
+            raise SystemExit("--parts pgcopy needs --audit-postgres")
+        print(f"  pgcopy: {copy_catalogue(data, url):.0f} s")
     if "int8" in parts:
         save(args.results, f"{n}-int8-{db}", fresh_ingest(data8, manifest, table, None, "--quantization", "int8"))
     if "serve" in parts:
