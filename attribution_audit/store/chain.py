@@ -214,9 +214,14 @@ def _row(table: Table, given: dict[str, Any]) -> dict[str, Any]:
     return {c.key: given.get(c.key) for c in table.columns}
 
 
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})  # plain as they are (most values of a record)
+
+
 def _plain(value: Any) -> Any:
     """``value`` with every numpy scalar in it (in rows, lists and JSON objects) as the Python value it holds
     (np.float32 -> float, np.int64 -> int): stored and hashed as that value is."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
