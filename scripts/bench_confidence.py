@@ -26,7 +26,7 @@ from attribution_audit.config import load_settings
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel, confidence, feature_value
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Outcome
-from attribution_audit.domain.spaces import QueryVectors
+from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
 from attribution_audit.evaluation.calibration import cross_validated, expected_calibration_error
 from attribution_audit.evaluation.metrics import auroc
 from attribution_audit.services.calibrate import fit_and_score
@@ -44,6 +44,22 @@ def sum_margin(outcome: Outcome) -> float:
         totals[n.canonical_artist] += n.similarity
     ranked = [*sorted(totals.values(), reverse=True), 0.0, 0.0]
     return (ranked[0] - ranked[1]) / max(len(outcome.neighbours), 1)
+
+
+def centroid_share(space: LearnedSpace, vectors: list[QueryVectors], found: list[Outcome], canonical: dict[str, str]):
+    """Per query, the top artist's share of a softmax (temperature 0.05) over the query's cosine to each artist's
+    centroid (mean projected work) in a learned space: how the query sits among all artists, not only its K works
+    (not built). NaN-free: an unknown top artist scores 0."""
+    artists = [canonical.get(str(p.get("artist", "")), str(p.get("artist", ""))) for p in space.works.payloads]
+    names = sorted(set(artists))
+    labels = np.array([names.index(a) for a in artists])
+    centroids = np.vstack([space.works.vectors[labels == i].mean(axis=0) for i in range(len(names))])
+    logits = space.project(vectors) @ (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).T / 0.05
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return np.array(
+        [[probabilities[i, names.index(o.top_artist)] if o.top_artist in names else 0.0] for i, o in enumerate(found)]
+    )
 
 
 def cv_scores(x: np.ndarray, right: list[bool]) -> tuple[float | None, float]:
@@ -77,6 +93,7 @@ def main() -> None:
     queries = read_labelled(args.bench / "style_queries.csv")
     spaces = ["content", "style", "fused", *[s for s in args.learned.split(",") if s]]
     outcomes: dict[str, list[Outcome]] = {}
+    centroids: dict[str, np.ndarray] = {}
     ms: dict[str, tuple[float, float]] = {}
     own: dict[str, tuple[int, LogisticModel | None]] = {}
     with open_attributor(settings, audit, settings.embedder) as attributor:
@@ -98,9 +115,11 @@ def main() -> None:
                 found.append(attributor.compute(vector, params))
                 times.append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
-                attributor.agreement_of_spaces(searching, vector, found[-1].top_artist, params)
+                attributor.agreement_of_spaces(attributor.store, searching, vector, found[-1].top_artist, params)
                 extra.append((time.perf_counter() - started) * 1000)
             outcomes[space], ms[space] = found, (statistics.median(times), statistics.median(extra))
+            if isinstance(searching, LearnedSpace):
+                centroids[space] = centroid_share(searching, vectors, found, attributor.canonical)
             if params.space_version is not None:
                 info = audit.spaces.load(space, params.space_version)
                 name = info[0].validation.get("confidence", {}).get("model") if info else None
@@ -113,8 +132,9 @@ def main() -> None:
     ]
     calibrated = [
         "| space | compute ms (median) | of which the agreement of spaces | 5 indicators (before): CV AUROC / ECE | "
-        "+ agreement of spaces (`calibrate` now) | + similarity-sum margin too | agreement of spaces alone, AUROC |",
-        "|" + "---|" * 7,
+        "+ agreement of spaces (`calibrate` now) | + similarity-sum margin too | + centroid share too (learned "
+        "spaces) | agreement of spaces alone, AUROC | centroid share alone, AUROC |",
+        "|" + "---|" * 9,
     ]
     for space in spaces:
         found = outcomes[space]
@@ -148,7 +168,12 @@ def main() -> None:
         cells = [space, f"{ms[space][0]:.1f}", f"{ms[space][1]:.1f}"]
         for x in (before, now, np.hstack([now, margin])):
             cells.append("{} / {}".format(*map(_fmt, cv_scores(x, right))))
+        share = centroids.get(space)
+        cells.append(
+            "n/a" if share is None else "{} / {}".format(*map(_fmt, cv_scores(np.hstack([now, share]), right)))
+        )
         cells.append(_fmt(auroc([o.features["agreement_spaces"] or 0.0 for o in found], right)))
+        cells.append("n/a" if share is None else _fmt(auroc(share[:, 0].tolist(), right)))
         calibrated.append("| " + " | ".join(cells) + " |")
         _, _, scores = fit_and_score(now, np.array(right, dtype=float), formula, FOLDS, space)
         assert abs((scores["cv_auroc"] or 0) - (cv_scores(now, right)[0] or 0)) < 1e-9  # the same as `calibrate`
