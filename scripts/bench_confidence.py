@@ -16,6 +16,7 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from benchlib import provenance, publish
 from attribution_audit.config import load_settings
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel, confidence, feature_value
 from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.results import Outcome
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
 from attribution_audit.evaluation.calibration import cross_validated, expected_calibration_error
@@ -46,7 +48,9 @@ def sum_margin(outcome: Outcome) -> float:
     return (ranked[0] - ranked[1]) / max(len(outcome.neighbours), 1)
 
 
-def centroid_share(space: LearnedSpace, vectors: list[QueryVectors], found: list[Outcome], canonical: dict[str, str]):
+def centroid_share(
+    space: LearnedSpace, vectors: list[QueryVectors], found: list[Outcome], canonical: dict[str, str]
+) -> np.ndarray:
     """Per query, the top artist's share of a softmax (temperature 0.05) over the query's cosine to each artist's
     centroid (mean projected work) in a learned space: how the query sits among all artists, not only its K works
     (not built). NaN-free: an unknown top artist scores 0."""
@@ -68,7 +72,7 @@ def cv_scores(x: np.ndarray, right: list[bool]) -> tuple[float | None, float]:
 
     names = tuple(f"f{i}" for i in range(x.shape[1]))
 
-    def fitter(xs: np.ndarray, ys: np.ndarray):  # type: ignore[no-untyped-def]
+    def fitter(xs: np.ndarray, ys: np.ndarray) -> Callable[[np.ndarray], float]:
         model = fit_logistic(xs, ys, names=names)
         return lambda row: model.predict(dict(zip(names, row.tolist(), strict=True)))
 
@@ -103,7 +107,7 @@ def main() -> None:
         else:
             vectors = embed_queries(attributor, queries)
             if args.vectors is not None:
-                np.savez(args.vectors, content=[v.content for v in vectors], style=[v.style for v in vectors])
+                np.savez(args.vectors, content=[v.content for v in vectors], style=[v.of(STYLE) for v in vectors])
         truth = [attributor.canonical.get(q.artist, q.artist) for q in queries]
         for space in spaces:
             params = attributor.space_of(AttributionParams(k=K, verify="off", space=space))[1]

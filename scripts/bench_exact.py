@@ -69,9 +69,10 @@ def parse_ints(text: str) -> list[int]:
 def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, noise: float) -> np.ndarray:
     """``n`` unit rows, each a random centre plus isotropic Gaussian noise of norm ~``noise``."""
     dim = centres.shape[1]
-    points = centres[rng.integers(0, len(centres), n)]
+    points: np.ndarray = centres[rng.integers(0, len(centres), n)]
     points += rng.standard_normal((n, dim), dtype=np.float32) * np.float32(noise / np.sqrt(dim))
-    return points / np.linalg.norm(points, axis=1, keepdims=True)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    return points
 
 
 def time_searcher(search: Searcher, n_queries: int, k: int) -> tuple[np.ndarray, float, list[list[int]]]:
@@ -132,6 +133,12 @@ def hnsw_searcher(shard: EdgeShard, queries: list[list[float]], ef: int) -> Sear
     return search
 
 
+def recall_at_k(rows: list[list[int]], truth: list[list[int]], ids: list[str]) -> float:
+    """Mean recall@k of each query's result rows against its brute-force rows, compared as the ids of the rows."""
+    named = [([ids[r] for r in got], [ids[r] for r in want]) for got, want in zip(rows, truth, strict=True)]
+    return float(np.mean([overlap_at_k(got, want) for got, want in named]))
+
+
 def bench_size(
     n: int, vectors: np.ndarray, queries: np.ndarray, ks: list[int], efs: list[int]
 ) -> tuple[list[Build], list[Run]]:
@@ -161,7 +168,7 @@ def bench_size(
             for label, search in searchers.items():
                 latencies, qps, rows = time_searcher(search, len(queries), k)
                 truth = truth or rows  # brute force runs first
-                recall = float(np.mean([overlap_at_k(got, want) for got, want in zip(rows, truth, strict=True)]))
+                recall = recall_at_k(rows, truth, ids)
                 p50, p99 = np.percentile(latencies, [50, 99])
                 runs.append(Run(n, k, label, float(p50), float(p99), qps, recall))
                 print(f"n={n} k={k} {label}: p50 {p50:.2f} ms, {qps:.0f} q/s, recall {recall:.3f}", flush=True)

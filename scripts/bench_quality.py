@@ -24,6 +24,7 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.projection import fit_lda
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.evaluation.metrics import auroc
+from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.spaces import validate
 from attribution_audit.services.wiring import open_attributor, open_audit
 from attribution_audit.sources.images import load_image
@@ -44,8 +45,13 @@ class Answer:
     confidence: float
 
 
-def embed_queries(attributor: object, queries: Sequence[LabelledQuery], batch: int = 32) -> list[QueryVectors]:
-    style = attributor.style_embedder  # type: ignore[attr-defined]
+def embed_queries(attributor: Attributor, queries: Sequence[LabelledQuery], batch: int = 32) -> list[QueryVectors]:
+    style = attributor.style_embedder
+    if style is None:
+        raise SystemExit(
+            f"the data dir's embedder {attributor.embedder_fingerprint} has no style vectors; ingest the benchmark "
+            "with efficientnet-lite0 and --spaces content,style"
+        )
     vectors: list[QueryVectors] = []
     for start in range(0, len(queries), batch):
         images = [load_image(q.path, target_size=224).image for q in queries[start : start + batch]]
@@ -55,17 +61,17 @@ def embed_queries(attributor: object, queries: Sequence[LabelledQuery], batch: i
 
 
 def answers(
-    attributor: object, queries: Sequence[LabelledQuery], vectors: list[QueryVectors], space: str
+    attributor: Attributor, queries: Sequence[LabelledQuery], vectors: list[QueryVectors], space: str
 ) -> list[Answer]:
     from attribution_audit.domain.confidence import confidence
 
     params = AttributionParams(k=K, verify="off", space=space)
     found = []
     for query, vector in zip(queries, vectors, strict=True):
-        outcome = attributor.compute(vector, params)  # type: ignore[attr-defined]
+        outcome = attributor.compute(vector, params)
         ranked = [(n.canonical_artist, n.similarity) for n in outcome.neighbours]
         score, _ = confidence(None, outcome.features)
-        truth = attributor.canonical.get(query.artist, query.artist)  # type: ignore[attr-defined]
+        truth = attributor.canonical.get(query.artist, query.artist)
         found.append(Answer(truth, ranked, outcome.top_artist, outcome.features, score))
     return found
 

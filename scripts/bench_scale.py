@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 from benchlib import markers, provenance, write_section
+from qdrant_edge import EdgeShard, Query, QueryRequest, SearchParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dbtools import fill_chain
@@ -168,9 +169,7 @@ shard.close()
 """
 
 
-def raw_search(shard: object, vector: np.ndarray, limit: int) -> list[str]:
-    from qdrant_edge import Query, QueryRequest, SearchParams
-
+def raw_search(shard: EdgeShard, vector: np.ndarray, limit: int) -> list[str]:
     request = QueryRequest(
         limit=limit,
         query=Query.Nearest(vector.tolist(), using="content"),
@@ -178,7 +177,7 @@ def raw_search(shard: object, vector: np.ndarray, limit: int) -> list[str]:
         with_vector=False,
         params=SearchParams(hnsw_ef=128),
     )
-    return [str(p.id) for p in shard.query(request)]  # type: ignore[attr-defined]
+    return [str(p.id) for p in shard.query(request)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -243,8 +242,6 @@ def request_rows(
 ) -> list[dict[str, float | str | int]]:
     """Per (K, verify mode): product p50/p95 with the split, raw p50/p95, recall@K; interleaved with each request,
     the commit floor and (verify always) one brute-force NumPy scan of the same vectors."""
-    from qdrant_edge import EdgeShard
-
     embedder = embedder_of(data_dir)
     settings = load_settings(data_dir=data_dir, embedder=embedder, database_url=database_url)
     audit = open_audit(settings)
@@ -362,8 +359,6 @@ def log_rows(
 ) -> dict[str, float]:
     """Requests (K=10, verify off) against a copy of the audit DB as it is (a short log) and against a copy grown by
     ``records`` records, alternating request by request with the raw engine's search: p50 of each."""
-    from qdrant_edge import EdgeShard
-
     embedder = embedder_of(data_dir)
     settings = load_settings(data_dir=data_dir, embedder=embedder, database_url=database_url)
     short_audit = AuditStore.open(copy_log(settings.resolved_database_url, data_dir, "short"))
@@ -641,8 +636,7 @@ def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) ->
                 save(args.results, f"{n}-serve-{label}", {"rss": serve.rss_mib, "requests": args.serve})
                 print(f"  serving {label}: peak RSS {serve.rss_mib:.0f} MiB")
     if "log" in parts:
-        rows = log_rows(data, raw_path, vectors, args.requests, url, args.log_records)
-        save(args.results, f"{n}-log-{db}", rows)
+        save(args.results, f"{n}-log-{db}", log_rows(data, raw_path, vectors, args.requests, url, args.log_records))
     if "requests" in parts:
         rows = request_rows(data, raw_path, vectors, args.requests, url)
         save(args.results, f"{n}-requests-{db}", {"rows": rows, "exact": du_mib(data / "exact")})
@@ -687,9 +681,9 @@ def main() -> None:
             print(f"n={n}")
             run_size(n, work / f"n{n}", parts, args)
         if "chain" in parts:
-            load = os.getloadavg()
+            before = os.getloadavg()
             chain = chain_rows(work, [int(n) for n in args.log.split(",")], args.postgres_url)
-            load = tuple(max(pair) for pair in zip(load, os.getloadavg(), strict=True))
+            load = tuple(max(pair) for pair in zip(before, os.getloadavg(), strict=True))
             write_log(args, chain, load)
         if parts != {"chain"}:
             write(args, load_results(args.results))
@@ -734,8 +728,7 @@ def write(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 f"| {1000 * raw['cpu'] / n:.2f} "
                 f"| {product['rss']:.0f} | {raw['rss']:.0f} |"
             )
-        elif product or raw:
-            done = product or raw
+        elif done := product or raw:
             who = "product" if product else "raw"
             lines.append(f"| {n} | {who} only: {n / done['wall']:.0f}/s, {done['cpu']:.1f} s CPU | | | | | | | | |")
     lines += [

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import torch
 from benchlib import markers, provenance, write_section
@@ -31,8 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from servers import cli_command, create_key, running_server  # noqa: E402 (the tests' server helper)
 
-from attribution_audit.embedding import get_embedder  # noqa: E402
-from attribution_audit.embedding.efficientnet import preprocess  # noqa: E402
+from attribution_audit.embedding.efficientnet import EfficientNetLite0Embedder, preprocess  # noqa: E402
 from attribution_audit.sources.images import load_image  # noqa: E402
 from attribution_audit.sources.synthetic import make_demo_catalogue  # noqa: E402
 
@@ -41,21 +41,20 @@ ROUNDS = 4  # load slices per row, each between two timings of the raw model
 
 
 @functools.cache
-def _model() -> torch.nn.Module:
-    model: torch.nn.Module = get_embedder("efficientnet-lite0").model  # type: ignore[attr-defined]
-    return model
+def _embedder() -> EfficientNetLite0Embedder:
+    return EfficientNetLite0Embedder()
 
 
 def forward_rate(paths: list[Path], batch_size: int, seconds: float) -> float:
     """Images/s of the model's forward pass alone (ready tensors, batches of ``batch_size``)."""
     images = [load_image(paths[i % len(paths)], target_size=224).image for i in range(batch_size)]
-    batch = torch.from_numpy(np.stack([preprocess(image) for image in images]))
-    model = _model()
+    embedder = _embedder()
+    batch = torch.from_numpy(np.stack([preprocess(image) for image in images])).to(embedder.device)
     with torch.inference_mode():
-        model.extract_features(batch)  # warm-up
+        embedder.features(batch)  # warm-up
         started, done = time.perf_counter(), 0
         while time.perf_counter() - started < seconds:
-            model.extract_features(batch).mean(dim=(2, 3))
+            embedder.features(batch)
             done += len(images)
     return done / (time.perf_counter() - started)
 
@@ -78,8 +77,6 @@ def best_forward(paths: list[Path], batch_size: int, seconds: float) -> tuple[fl
 
 def load(url: str, key: str, paths: list[Path], clients: int, requests: int) -> tuple[float, list[float], list[str]]:
     """(wall seconds, latency of each request, request ids returned) of ``requests`` posts by ``clients`` threads."""
-    import httpx
-
     latencies: list[float] = []
     ids: list[str] = []
     failures: list[str] = []
@@ -119,7 +116,7 @@ def load(url: str, key: str, paths: list[Path], clients: int, requests: int) -> 
 COUNTERS = ("images_attributed", "batches", "embed_seconds", "record_seconds")
 
 
-def counters(http: Any) -> dict[str, float]:
+def counters(http: httpx.Client) -> dict[str, float]:
     """The service's worker counters from /metrics."""
     text = http.get("/metrics").text
     found = {name: re.search(rf"^attribution_{name} ([0-9.e+]+)$", text, flags=re.M) for name in COUNTERS}
@@ -133,7 +130,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="the server's largest embedding batch")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
-    import httpx
 
     rows: list[dict[str, Any]] = []
     loads: list[float] = []
@@ -152,7 +148,10 @@ def main() -> None:
                     before = counters(http)
                 # Interleaved: a slice of raw forward passes, a slice of the load, ... (a shared machine's load
                 # drifts; interleaving exposes both to the same drift).
-                raws, wall, latencies, ids = [], 0.0, [], []
+                raws: list[tuple[float, str]] = []
+                latencies: list[float] = []
+                ids: list[str] = []
+                wall = 0.0
                 for part in range(ROUNDS):
                     raws.append(best_forward(paths, args.batch_size, seconds=1.5))
                     share = args.requests // ROUNDS + (1 if part < args.requests % ROUNDS else 0)

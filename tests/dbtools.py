@@ -105,7 +105,7 @@ def fill_chain(engine: Engine, n: int, neighbours: int = 10) -> None:
         start = datetime(2026, 1, 1, tzinfo=UTC)
         for _ in range(n):
             seq += 1
-            columns = {c.key: None for c in AttributionRequest.__table__.columns}
+            columns: dict[str, Any] = {c.key: None for c in AttributionRequest.__table__.columns}
             request = request_row(f"r{seq}")
             columns |= {c: getattr(request, c) for c in columns if getattr(request, c) is not None}
             columns |= {"seq": seq, "prev_hash": prev, "created_at": start + timedelta(seconds=seq)}
@@ -127,7 +127,7 @@ def fill_chain(engine: Engine, n: int, neighbours: int = 10) -> None:
                 for r in range(1, neighbours + 1)
             ]
             shares = [{"request_id": key, "artist": f"artist {a}", "share": 0.25} for a in range(4)]
-            metrics = {c.key: None for c in AttributionMetrics.__table__.columns}
+            metrics: dict[str, Any] = {c.key: None for c in AttributionMetrics.__table__.columns}
             metrics |= {"request_id": key, "entropy": 1.0, "nn_distance": 0.11, "margin": 0.0, "top_artist": "artist 1"}
             metrics |= {"top_artist_share": 0.25, "confidence": 0.5, "confidence_model": "default-v1"}
             stored = StoredRequest(
@@ -137,7 +137,8 @@ def fill_chain(engine: Engine, n: int, neighbours: int = 10) -> None:
                 metrics,
             )
             columns["record_hash"] = prev = record_hash(prev, stored)
-            for table, values in zip(tables, ([columns], near, shares, [metrics]), strict=True):
+            batches: tuple[list[dict[str, Any]], ...] = ([columns], near, shares, [metrics])
+            for table, values in zip(tables, batches, strict=True):
                 rows[table] += values
         for table in tables:
             connection.execute(insert(table), rows[table])

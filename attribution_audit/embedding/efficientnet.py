@@ -96,9 +96,15 @@ class EfficientNetLite0Embedder:
             images, layers, channels=self._channels, dim=self.dim, batch_size=self.batch_size, forward=self._forward
         )
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's forward pass alone: ``(n, 1280)`` pooled, not normalised, features of ``x``, a batch of
+        :func:`preprocess` outputs on ``self.device``."""
+        pooled: torch.Tensor = self.model.extract_features(x).mean(dim=(2, 3))
+        return pooled
+
     def _forward(self, batch: list[Image.Image], layers: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = torch.from_numpy(np.stack([preprocess(image) for image in batch])).to(self.device)
         with _outputs_of([self._blocks[i] for i in layers]) as captured:
-            features = self.model.extract_features(x).mean(dim=(2, 3))
+            features = self.features(x)
         pooled = torch.nn.functional.normalize(features.float(), dim=1)
         return pooled, [captured[key].flatten(2) for key in range(len(layers))]
