@@ -60,12 +60,13 @@ from attribution_audit.domain.chain import (
     ChainCheck,
     ChainRecord,
     ChainReport,
+    UnreadableRecord,
     canonical_encoder,
     canonical_json,
     hash_content,
 )
 from attribution_audit.domain.results import as_utc
-from attribution_audit.errors import DatabaseError, UnreadableRecordError
+from attribution_audit.errors import DatabaseError
 from attribution_audit.store.database import (
     DriverStatement,
     UnconvertibleValue,
@@ -89,6 +90,13 @@ from attribution_audit.store.models import (
     WorkVersion,
     utcnow,
 )
+
+
+class UnreadableRecordError(DatabaseError, UnreadableRecord):
+    """A record of the audit log holds a value that cannot be read or hashed: ``seq`` and ``request_id`` name it,
+    ``reason`` says which value and why (the message adds what to do); pickled whole (a process reading the log hands
+    it to the one checking it)."""
+
 
 CHAIN_LOCK_ID = 0x41545452  # pg_advisory_xact_lock key of the audit chain
 _EXCLUDED = {"request_id", "record_hash"}
@@ -916,12 +924,8 @@ def verify_chain(engine: Engine, head: ChainReport | None = None, workers: int =
     content, link or position does not match. From a verified ``head`` (ok, with its record count and hash), only the
     records appended after it are checked."""
     check = ChainCheck() if head is None else ChainCheck(head.checked, head.head_hash)
-    try:
-        for record in iter_chain(engine, after_seq=check.checked, workers=workers, keep=False):
-            if not check.add(record):
-                break
-    except UnreadableRecordError as exc:
-        check.unreadable(exc.seq, exc.request_id, exc.reason)
+    for _record in check.accepted(iter_chain(engine, after_seq=check.checked, workers=workers, keep=False)):
+        pass
     report = check.report(count_requests(engine, check.checked))
     return report if head is not None else not_shorter(engine, report)
 
