@@ -124,7 +124,8 @@ def test_a_highest_seq_sqlite_keeps_as_another_type_is_read_by_one_process(
     superuser_edit(sqlite_db, f"UPDATE attribution_requests SET seq = {seq} WHERE seq = {RECORDS}")  # kept as is
     one = outcome(audit, tmp_path / "one.jsonl", 1)
     two = outcome(audit, tmp_path / "two.jsonl", 2)  # TypeError from the block ranges before
-    assert two == one and one[1] == RECORDS - 1  # (a text or blob is above every number: as if appended since)
+    assert two == one and one[:2] == (False, RECORDS - 1)
+    assert one[3] == (95.5 if seq == "95.5" else RECORDS)  # the chain breaks at that record
 
 
 def test_an_undecodable_value_is_a_broken_record_not_an_outage(

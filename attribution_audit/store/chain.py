@@ -777,6 +777,11 @@ def _unreadable_record(engine: Engine, after: int, problem: str) -> UnreadableRe
     query = select(requests.seq, requests.id).where(requests.seq > after).order_by(requests.seq).limit(1)
     with read_connection(engine) as connection:
         seq, key = connection.execute(query).one()
+    return _changed_record(engine, seq, key, problem)
+
+
+def _changed_record(engine: Engine, seq: int, key: str, problem: str) -> UnreadableRecordError:
+    """The error for record ``seq`` (request ``key``), which holds a value written outside attribution-audit."""
     reason = f"{problem}: the row was changed outside attribution-audit; restore the record from a backup"
     return UnreadableRecordError(
         f"the audit database {display_url(str(engine.url))} cannot be read at seq {seq} (request {key}): {reason}, "
@@ -787,6 +792,33 @@ def _unreadable_record(engine: Engine, after: int, problem: str) -> UnreadableRe
     )
 
 
+def _stray_record(engine: Engine, seq: int) -> UnreadableRecordError | None:
+    """The error for a record whose seq is not a number (SQLite keeps the text or bytes written by hand, and orders
+    them after every number, out of the chain), placed at ``seq``, where the chain of numbered records stops; None
+    when there is none."""
+    requests = _source(engine).requests.c
+    query = select(requests.seq, requests.id).where(requests.seq > _LAST).order_by(requests.seq).limit(1)
+    with read_connection(engine) as connection:
+        stray = connection.execute(query).first()
+    if stray is None:
+        return None
+    kind = "text" if isinstance(stray.seq, str) else "bytes"  # (above every number in SQLite's order)
+    return _changed_record(engine, seq, stray.id, f"its seq is stored as {stray.seq!r} ({kind}), not a whole number")
+
+
+def _placed(engine: Engine, records: Iterator[ChainRecord], after_seq: int) -> Iterator[ChainRecord]:
+    """``records``; where the next seq is not the one expected (a gap, or the end of the log), first the error of a
+    record whose seq is not a number (:func:`_stray_record`), if there is one."""
+    expected = after_seq + 1
+    for record in records:
+        if record.seq != expected and (stray := _stray_record(engine, expected)):
+            raise stray
+        yield record
+        expected = record.seq + 1
+    if stray := _stray_record(engine, expected):
+        raise stray
+
+
 def iter_chain(
     engine: Engine, after_seq: int = 0, block: int | None = None, workers: int = 1, keep: bool = True
 ) -> Iterator[ChainRecord]:
@@ -794,9 +826,14 @@ def iter_chain(
     match its hash, read ``block`` (default :data:`BLOCK`) records at a time (memory holds a few blocks whatever the
     length of the log).
     With ``workers`` > 1 the blocks up to the head found at the start are read, encoded and hashed by that many
-    processes (:func:`_in_parallel`); whatever was appended since is read here, as with one."""
+    processes (:func:`_in_parallel`); whatever was appended since is read here, as with one. A record whose seq is
+    not a number (SQLite, changed by hand) is UnreadableRecordError where the numbered records stop fitting."""
+    return _placed(engine, _records(engine, after_seq, block or BLOCK, workers, keep), after_seq)
+
+
+def _records(engine: Engine, after_seq: int, block: int, workers: int, keep: bool) -> Iterator[ChainRecord]:
+    """:func:`iter_chain`'s records with a numbered seq."""
     reader = _Reader(_source(engine), engine.dialect)
-    block = block or BLOCK
     last_seq = after_seq
     if workers > 1 and _forkable(engine):
         for records in _in_parallel(engine, reader, after_seq, block, workers, keep):
