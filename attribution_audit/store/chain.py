@@ -912,9 +912,10 @@ def _in_parallel(
 ) -> Iterator[list[ChainRecord]]:
     """The records after ``after_seq`` up to the highest seq at the start, in order, a non-empty block at a time:
     ranges of ``block`` seqs read by ``workers`` processes, at most two per worker in flight (bounded memory). A
-    worker's error (the database down) is raised here as it would be read here. Nothing where the log is short, or its
-    seqs so sparse (a seq changed by hand) that most ranges would be empty, or PostgreSQL would refuse the workers'
-    connections: then all is read here, block by block."""
+    worker's error (the database down) is raised here as it would be read here; a worker killed, as a DatabaseError
+    naming the database. Nothing where the log is short, or its seqs so sparse (a seq changed by hand) that most
+    ranges would be empty, or PostgreSQL would refuse the workers' connections: then all is read here, block by
+    block."""
     seq = _source(engine).requests.c.seq
     with read_connection(engine) as connection:
         head, rows = connection.execute(select(func.max(seq), func.count()).where(seq > after_seq)).one()
@@ -938,15 +939,17 @@ def _in_parallel(
                 pending.append(pool.submit(_read_range, start, min(start + block, head), keep))
             if not pending:
                 return
-            try:
-                records, unreadable = pending.popleft().result()
-            except BrokenProcessPool as exc:
-                raise DatabaseError(f"a process reading the audit log stopped ({exc}); run it again") from None
+            records, unreadable = pending.popleft().result()
             if records:
                 yield records
             del records
             if unreadable is not None:
                 raise unreadable
+    except BrokenProcessPool as exc:  # a worker killed (out of memory?): by .result(), or by .submit() after it
+        raise DatabaseError(
+            f"a process reading the audit database {display_url(str(engine.url))} stopped ({exc}); run the command "
+            "again"
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
