@@ -34,19 +34,6 @@ class DatabaseError(AttributionAuditError):
     """The audit database is unreachable or refused a write."""
 
 
-class UnreadableRecordError(DatabaseError):
-    """A record of the audit log holds a value that cannot be read or hashed: ``seq`` and ``request_id`` name it,
-    ``reason`` says which value and why (the message adds what to do)."""
-
-    def __init__(self, message: str, seq: int, request_id: str, reason: str) -> None:
-        super().__init__(message)
-        self.seq, self.request_id, self.reason = seq, request_id, reason
-
-    def __reduce__(self) -> tuple[type["UnreadableRecordError"], tuple[str, int, str, str]]:
-        """Pickled whole (a process reading the log hands it to the one checking it)."""
-        return type(self), (str(self), self.seq, self.request_id, self.reason)
-
-
 class SchemaOutOfDateError(DatabaseError):
     """The audit database schema is not at the head revision."""
 

@@ -34,6 +34,7 @@ from attribution_audit.sources.labelled import read_labelled
 from attribution_audit.sources.manifest import open_source
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.evaluations import CalibrationEvidence
 from attribution_audit.store.models import AttributionRequest, CalibrationModel
 from attribution_audit.store.vectors import open_store
 from attribution_audit.store.vectors.qdrant_edge import EdgeStore
@@ -141,8 +142,7 @@ def store_model(
 ) -> str:
     """Store a fitted model as ``calibrate`` does (``parameters``: the attribution parameters it was fitted at);
     its recorded name."""
-    return audit.evaluations.add_calibration(
-        model,
+    evidence = CalibrationEvidence(
         embedder_fingerprint=fingerprint,
         labelled_path="/labelled.csv",
         labelled_sha256="0" * 64,
@@ -150,6 +150,7 @@ def store_model(
         n_positive=200,
         fit_metrics={} if parameters is None else {"parameters": parameters},
     )
+    return audit.evaluations.add_calibration(model, evidence)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from conftest import Cli
 from dbtools import complete_request, fill_chain, request_row, superuser_edit, two_neighbours
 from sqlalchemy import Engine
 
-from attribution_audit.errors import AttributionAuditError, DatabaseError, UnreadableRecordError
+from attribution_audit.errors import AttributionAuditError, DatabaseError
 from attribution_audit.services import audit_log
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
@@ -163,7 +163,7 @@ def test_an_unreadable_value_breaks_the_chain_at_its_record(sqlite_db: Engine, t
     superuser_edit(sqlite_db, statement.format(id=records[3].id))
     for block in (1, 4, 1000):  # the records before it are read, then an error that names it
         read = []
-        with pytest.raises(UnreadableRecordError) as raised:
+        with pytest.raises(chain.UnreadableRecordError) as raised:
             read.extend(record.seq for record in chain.iter_chain(sqlite_db, block=block))
         assert read == [1, 2, 3] and (raised.value.seq, raised.value.request_id) == (4, records[3].id)
     report = chain.verify_chain(sqlite_db)

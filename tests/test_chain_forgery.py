@@ -3,10 +3,12 @@ written one (-0.0 read back from SQLite): on SQLite and PostgreSQL, since both a
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
-from dbtools import complete_request
+from conftest import Cli
+from dbtools import complete_request, fill_chain, superuser_edit
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -31,6 +33,33 @@ def test_a_row_inserted_outside_the_chain_fails_verification(fresh_db: Engine) -
         connection.execute(text(FORGE), {"id": "forged-1", "seq": 10_000, "hash": "f" * 64})
     report = chain.verify_chain(fresh_db)
     assert not report.ok and "sequence gap" in (report.reason or "")
+
+
+@pytest.mark.parametrize("seq", [5, 10], ids=["inside", "last"])
+@pytest.mark.parametrize("value", ["'x'", "'5th'", "X'35'"], ids=["text", "numbered text", "bytes"])
+def test_a_seq_sqlite_keeps_as_text_breaks_the_chain_at_that_record(cli: Cli, seq: int, value: str) -> None:
+    """SQLite keeps a seq changed by hand to text or bytes that are not a number (it stores '5' as 5) and orders it
+    after every number: the record is out of the chain, which breaks where it stood (not records appended since)."""
+    engine = cli.engine()
+    fill_chain(engine, 10, neighbours=1)
+    with engine.connect() as connection:
+        key = connection.scalar(text("SELECT id FROM attribution_requests WHERE seq = :seq"), {"seq": seq})
+    superuser_edit(engine, f"UPDATE attribution_requests SET seq = {value} WHERE seq = {seq}")
+    line = cli("audit", "verify", code=1).stderr.strip()
+    assert line.startswith(f"chain BROKEN at seq {seq} (request {key}): its seq is stored as ") and "\n" not in line
+    assert "not a whole number" in line and "restore the record from a backup" in line
+
+
+def test_a_row_appended_with_a_text_seq_breaks_the_chain_after_the_verified_head(cli: Cli) -> None:
+    engine = cli.engine()
+    fill_chain(engine, 3, neighbours=1)
+    cli("audit", "verify")
+    with engine.begin() as connection:  # INSERT is allowed (append-only); SQLite keeps the text
+        connection.execute(text(FORGE), {"id": "forged", "seq": "4th", "hash": "f" * 64})
+    chained = json.loads(cli("report", "summary", "--json").stdout)["chain"]  # checks what follows the verified head
+    assert (chained["ok"], chained["broken_seq"], chained["records"]) == (False, 4, 3)
+    assert "its seq is stored as '4th' (text)" in chained["reason"]
+    assert cli("audit", "verify", code=1).stderr.startswith("chain BROKEN at seq 4 (request forged): its seq is")
 
 
 def test_negative_zero_round_trips_through_the_chain(fresh_db: Engine) -> None:

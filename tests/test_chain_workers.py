@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from attribution_audit.errors import AttributionAuditError, DatabaseError
 from attribution_audit.services import audit_log
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.database import create_db_engine
+from attribution_audit.store.database import create_db_engine, display_url
 
 RECORDS, BLOCK = 95, 10
 
@@ -124,7 +126,8 @@ def test_a_highest_seq_sqlite_keeps_as_another_type_is_read_by_one_process(
     superuser_edit(sqlite_db, f"UPDATE attribution_requests SET seq = {seq} WHERE seq = {RECORDS}")  # kept as is
     one = outcome(audit, tmp_path / "one.jsonl", 1)
     two = outcome(audit, tmp_path / "two.jsonl", 2)  # TypeError from the block ranges before
-    assert two == one and one[1] == RECORDS - 1  # (a text or blob is above every number: as if appended since)
+    assert two == one and one[:2] == (False, RECORDS - 1)
+    assert one[3] == (95.5 if seq == "95.5" else RECORDS)  # the chain breaks at that record
 
 
 def test_an_undecodable_value_is_a_broken_record_not_an_outage(
@@ -183,6 +186,59 @@ def test_a_database_failing_mid_run_gives_one_process_s_error(fresh_db: Engine, 
             connection.execute(text(f"ALTER {kind} gone RENAME TO {table}"))
     assert errors[0] == errors[1] and "cannot read the audit database" in errors[0] and "\n" not in errors[0]
     assert parallel_blocks  # the second run read blocks in workers before the failure
+
+
+def _cut_the_waiting_reads(engine: Engine, locked: threading.Event) -> None:
+    """Hold a lock that the log's next reads wait for, then end the connections of those waiting, as a server
+    restart or an operator does (pg_terminate_backend); then let go of the lock."""
+    cut = text(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with engine.connect() as connection, connection.begin():
+        connection.execute(text("LOCK TABLE attribution_requests IN ACCESS EXCLUSIVE MODE"))
+        locked.set()
+        for _ in range(1000):  # until a read waits (at once, unless the machine is very busy)
+            connection.execute(text("SELECT pg_stat_clear_snapshot()"))  # (else read once per transaction)
+            if connection.execute(cut).all():
+                return
+            time.sleep(0.02)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("migrated_url", ["postgres"], indirect=True)
+def test_a_connection_lost_mid_run_gives_one_process_s_error(fresh_db: Engine, parallel_blocks: list[int]) -> None:
+    """The server ends the connection of a read under way (in a worker, or in the one process): the same one line,
+    naming the database and saying to run the command again."""
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    errors = []
+    for workers in (1, 2):
+        records = chain.iter_chain(fresh_db, workers=workers, keep=False)
+        next(records)
+        locked = threading.Event()
+        cutter = threading.Thread(target=_cut_the_waiting_reads, args=(fresh_db, locked))
+        cutter.start()
+        locked.wait()
+        with pytest.raises(DatabaseError) as failed:
+            list(records)
+        cutter.join()
+        errors.append(str(failed.value))
+    assert errors[0] == errors[1] and parallel_blocks
+    assert errors[0].startswith(f"lost the connection to the audit database {display_url(str(fresh_db.url))} (")
+    assert errors[0].endswith("check that it is up, then run the command again") and "\n" not in errors[0]
+
+
+def test_a_worker_killed_mid_run_is_one_line_naming_the_database(fresh_db: Engine, parallel_blocks: list[int]) -> None:
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    records = chain.iter_chain(fresh_db, workers=2, keep=False)
+    next(records)
+    for worker in multiprocessing.active_children():
+        os.kill(worker.pid or 0, signal.SIGKILL)  # as the out-of-memory killer does
+    with pytest.raises(DatabaseError) as failed:
+        list(records)
+    said = str(failed.value)
+    assert said.startswith(f"a process reading the audit database {display_url(str(fresh_db.url))} stopped (")
+    assert said.endswith("run the command again") and "\n" not in said
 
 
 @pytest.mark.postgres

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EMBEDDER, Cli, Ingested, ingest_once
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dbtools import complete_request, superuser_edit
 from sqlalchemy import Engine
 from typer.testing import CliRunner, Result
@@ -435,3 +436,71 @@ def test_an_auditor_with_the_public_key_alone_verifies_checkpoints(
         "prints\n"
     )
     assert "no checkpoint key here" in cli("audit", "public-key", code=1).stderr
+
+
+# -- refusals for the signing key: each one line that names the key and what to do --------------------------------
+ELSEWHERE = "or set ATTRIBUTION_AUDIT_CHECKPOINT_KEY to the path of the key that signed your checkpoints"
+NOT_A_KEY = "not a checkpoint key (an unencrypted Ed25519 private key in PEM); restore the key from your copy"
+
+
+def _public_half(path: Path) -> None:
+    """The public key's PEM where the private key should be (what `audit public-key` prints)."""
+    key, _ = signing_key(path.parent / "real.pem")
+    path.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+
+
+BAD_KEYS: dict[str, tuple[Callable[[Path], object], str]] = {
+    "unreadable": (Path.mkdir, "cannot read the checkpoint key (Is a directory); make it a file this user may read"),
+    "missing": (
+        lambda path: path.symlink_to(path.parent / "gone.pem"),
+        "the checkpoint key is missing (a link to a file that is gone?); restore the key from your copy",
+    ),
+    "invalid": (lambda path: path.write_text("not a key\n"), NOT_A_KEY),
+    "public half": (_public_half, NOT_A_KEY),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_KEYS))
+def test_a_checkpoint_refused_for_its_key_names_the_key_and_the_remedy(
+    cli: Cli, checkpoint_key: Path, kind: str
+) -> None:
+    make, problem = BAD_KEYS[kind]
+    _records(cli.engine(), 2)
+    checkpoint_key.parent.mkdir(parents=True)
+    make(checkpoint_key)
+    refused = cli("audit", "checkpoint", code=1).stderr
+    assert refused == f"error: {checkpoint_key}: {problem}, {ELSEWHERE}\n"
+    assert not (cli.data_dir / "witness.jsonl").exists()  # nothing was signed
+
+
+def test_a_checkpoint_is_refused_without_the_key_that_signed_the_witness(
+    cli: Cli, checkpoint_key: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new key (the old one lost, or ATTRIBUTION_AUDIT_CHECKPOINT_KEY pointing elsewhere) would sign checkpoints
+    that the witnessed ones cannot vouch for; the one of another installation is named as the remedy."""
+    _records(cli.engine(), 2)
+    cli("audit", "checkpoint")
+    witness = cli.data_dir / "witness.jsonl"
+    signed = witness.read_text()
+    fingerprint = statement.parse(json.loads(signed)).key_fingerprint
+    elsewhere = tmp_path / "elsewhere" / "key.pem"
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_KEY", str(elsewhere))
+    missing = cli("audit", "checkpoint", code=1).stderr
+    assert missing == (
+        f"error: {elsewhere}: no checkpoint key here, but the witness file {witness} holds checkpoints signed by key "
+        f"{fingerprint}; restore that key here, {ELSEWHERE} (if it is lost, set ATTRIBUTION_AUDIT_WITNESS_FILE to a "
+        "new file); nothing was signed\n"
+    )
+    assert not elsewhere.exists() and witness.read_text() == signed
+    signing_key(elsewhere)  # another installation's key
+    another = cli("audit", "checkpoint", code=1).stderr
+    assert another.count("\n") == 1 and f"it is signed by key {fingerprint}, not by this installation's" in another
+    assert another.endswith("nothing was signed: point ATTRIBUTION_AUDIT_CHECKPOINT_KEY at the key that signed it\n")
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_KEY", str(checkpoint_key))
+    witness.write_text(json.dumps({**json.loads(signed), "seq": 1}) + "\n")  # the witness itself altered
+    altered = cli("audit", "checkpoint", code=1).stderr
+    assert altered.count("\n") == 1 and "its signature does not verify" in altered
+    assert altered.endswith(
+        "nothing was signed: restore the witness file from your copy, or set ATTRIBUTION_AUDIT_WITNESS_FILE to that "
+        "copy\n"
+    )

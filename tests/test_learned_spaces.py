@@ -30,6 +30,7 @@ from attribution_audit.errors import DatabaseError
 from attribution_audit.services.spaces import default_confidence, held_out_validation, validate
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.evaluations import CalibrationEvidence
 from attribution_audit.store.spaces import SpaceConfidence
 
 
@@ -243,12 +244,14 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
     )
     user = audit.evaluations.add_calibration(
         LogisticModel("user", [0.0] * 6, [1.0] * 6, [0.2] * 6, 0.0, names),
-        embedder_fingerprint="fp",
-        labelled_path="labelled.csv",
-        labelled_sha256="1" * 64,
-        n_samples=20,
-        n_positive=10,
-        fit_metrics={"parameters": AttributionParams(space="s", space_version=1).as_json()},
+        CalibrationEvidence(
+            embedder_fingerprint="fp",
+            labelled_path="labelled.csv",
+            labelled_sha256="1" * 64,
+            n_samples=20,
+            n_positive=10,
+            fit_metrics={"parameters": AttributionParams(space="s", space_version=1).as_json()},
+        ),
     )
     assert [audit.evaluations.latest_calibration("fp", "s", v).name for v in (1, 2)] == [user, second]  # type: ignore[union-attr]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -92,6 +92,19 @@ class ChainRecord:
         return cls(seq, request_id, prev_hash, record_hash, created_at, canonical if keep else b"", intact)
 
 
+class UnreadableRecord(Exception):
+    """A record of the chain cannot be read or hashed: ``seq`` and ``request_id`` name it, ``reason`` says which
+    value and why (the message adds what to do)."""
+
+    def __init__(self, message: str, seq: int, request_id: str, reason: str) -> None:
+        super().__init__(message)
+        self.seq, self.request_id, self.reason = seq, request_id, reason
+
+    def __reduce__(self) -> tuple[type[UnreadableRecord], tuple[str, int, str, str]]:
+        """Pickled whole (a process reading the log hands it to the one checking it)."""
+        return type(self), (str(self), self.seq, self.request_id, self.reason)
+
+
 class ChainCheck:
     """Verifies a chain link by link in seq order, in constant memory: each record must follow the previous one
     (seq + 1), link to its hash, and match its own hash. Start from a verified head to check only what follows it."""
@@ -114,6 +127,17 @@ class ChainCheck:
             return False
         self.prev, self.checked = record.record_hash, self.checked + 1
         return True
+
+    def accepted(self, records: Iterable[ChainRecord]) -> Iterator[ChainRecord]:
+        """Each of ``records`` that fits (:meth:`add`), in order; stops at the first that does not, or at one that
+        cannot be read (:class:`UnreadableRecord`, raised while reading ``records``: :meth:`unreadable`)."""
+        try:
+            for record in records:
+                if not self.add(record):
+                    return
+                yield record
+        except UnreadableRecord as exc:
+            self.unreadable(exc.seq, exc.request_id, exc.reason)
 
     def unreadable(self, seq: int, request_id: str, problem: str) -> None:
         """The next record, ``seq``, cannot be read (``problem``): the chain breaks there, or at the gap before it."""

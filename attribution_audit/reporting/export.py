@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attribution_audit.domain.chain import ChainCheck, ChainRecord, ChainReport, hash_content
-from attribution_audit.errors import AttributionAuditError, UnreadableRecordError
+from attribution_audit.errors import AttributionAuditError
 from attribution_audit.sources.files import irregular_file_problem
 
 FORMAT = "attribution-audit-export/1"
@@ -56,15 +56,10 @@ def export_records(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with body.open("wb") as handle:
-            try:
-                for record in chain:
-                    if not check.add(record):
-                        break
-                    if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
-                        handle.write(_line(record))
-                        written += 1
-            except UnreadableRecordError as exc:
-                check.unreadable(exc.seq, exc.request_id, exc.reason)
+            for record in check.accepted(chain):
+                if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
+                    handle.write(_line(record))
+                    written += 1
         head = vouch(check.report(rows(check.checked)))
         if not head.ok:
             raise AttributionAuditError(

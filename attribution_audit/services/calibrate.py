@@ -33,6 +33,7 @@ from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image
 from attribution_audit.sources.labelled import read_labelled
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.evaluations import CalibrationEvidence
 
 BATCH = 32
 
@@ -87,8 +88,7 @@ def calibrate(
         plot_reliability(plot, {"default formula": (defaults, right), "calibrated (out of fold)": (cv.tolist(), right)})
     if not force:
         refuse_worse(scores, str(labelled_csv))
-    name = attributor.audit.evaluations.add_calibration(
-        model,
+    evidence = CalibrationEvidence(
         embedder_fingerprint=attributor.embedder_fingerprint,
         labelled_path=str(Path(labelled_csv).resolve()),
         labelled_sha256=hashlib.sha256(Path(labelled_csv).read_bytes()).hexdigest(),
@@ -96,6 +96,7 @@ def calibrate(
         n_positive=int(y.sum()),
         fit_metrics={**scores, "folds": folds, "parameters": params.as_json()},
     )
+    name = attributor.audit.evaluations.add_calibration(model, evidence)
     return CalibrationReport(name, len(y), int(y.sum()), folds=folds, plot=plot, **scores)
 
 

@@ -109,17 +109,28 @@ class Verification:
 
 
 # -- files -------------------------------------------------------------------------------------------------------
+_ELSEWHERE = "or set ATTRIBUTION_AUDIT_CHECKPOINT_KEY to the path of the key that signed your checkpoints"
+
+
 def _load_key(path: Path) -> Ed25519PrivateKey:
     try:
         key = load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise AttributionAuditError(f"{path}: cannot read the checkpoint key ({exc.strerror})") from None
-    except (ValueError, TypeError):
+    except FileNotFoundError:  # a link to nothing (or removed meanwhile)
         raise AttributionAuditError(
-            f"{path}: not an unencrypted Ed25519 PEM key; restore the checkpoint key from your copy"
+            f"{path}: the checkpoint key is missing (a link to a file that is gone?); restore the key from your copy, "
+            f"{_ELSEWHERE}"
         ) from None
+    except OSError as exc:
+        raise AttributionAuditError(
+            f"{path}: cannot read the checkpoint key ({exc.strerror}); make it a file this user may read, {_ELSEWHERE}"
+        ) from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
     if not isinstance(key, Ed25519PrivateKey):
-        raise AttributionAuditError(f"{path}: not an Ed25519 key; restore the checkpoint key from your copy")
+        raise AttributionAuditError(
+            f"{path}: not a checkpoint key (an unencrypted Ed25519 private key in PEM); restore the key from your "
+            f"copy, {_ELSEWHERE}"
+        )
     return key
 
 
@@ -253,6 +264,13 @@ def _sign(settings: Settings, audit: AuditStore, seq: int, head_hash: str, out: 
             "nothing was signed"
         )
     key_path = settings.resolved_checkpoint_key
+    last = last_witnessed(settings)
+    if last is not None and not key_path.exists():  # a new key would sign checkpoints the earlier ones cannot vouch for
+        raise ConflictError(
+            f"{key_path}: no checkpoint key here, but the witness file {settings.resolved_witness_file} holds "
+            f"checkpoints signed by key {last.key_fingerprint}; restore that key here, {_ELSEWHERE} (if it is lost, "
+            "set ATTRIBUTION_AUDIT_WITNESS_FILE to a new file); nothing was signed"
+        )
     key, created = signing_key(key_path)
     signed = statement.sign(key, identity, seq, head_hash, datetime.now(UTC))
     _append(settings.resolved_witness_file, signed)
@@ -277,14 +295,7 @@ def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = N
             f"the audit chain is broken at seq {report.broken_seq} ({report.reason}); nothing was signed: "
             "run `attribution-audit audit verify`"
         )
-    previous = last_witnessed(settings)
-    if previous is not None:
-        check = _check_db(audit, previous, report, trusted_key(settings))
-        if check.problem:
-            raise ConflictError(
-                f"the log contradicts the last checkpoint in {settings.resolved_witness_file}: {check.problem}; "
-                "nothing was signed"
-            )
+    _refuse_contradicted(settings, audit, "nothing was signed")
     return _sign(settings, audit, report.checked, report.head_hash, out)
 
 
@@ -343,12 +354,12 @@ def _refuse_contradicted(settings: Settings, audit: AuditStore, outcome: str) ->
     trusted = trusted_key(settings)
     problem = _contradiction(audit, last, trusted)
     if problem:
-        another_key = trusted is not None and last.signature_ok() and last.public_key != trusted.hex
-        remedy = (  # the log may be intact: this installation holds another key than the one that signed it
-            "point ATTRIBUTION_AUDIT_CHECKPOINT_KEY at the key that signed it"
-            if another_key
-            else "restore the audit DB from a backup, then run `attribution-audit audit verify`"
-        )
+        if not last.signature_ok():  # the witness file was altered, not the log
+            remedy = "restore the witness file from your copy, or set ATTRIBUTION_AUDIT_WITNESS_FILE to that copy"
+        elif trusted is not None and last.public_key != trusted.hex:  # the log may be intact: another key is here
+            remedy = "point ATTRIBUTION_AUDIT_CHECKPOINT_KEY at the key that signed it"
+        else:
+            remedy = "restore the audit DB from a backup, then run `attribution-audit audit verify`"
         raise ConflictError(
             f"the audit log {audit.url} contradicts the last checkpoint in {settings.resolved_witness_file}: "
             f"{problem}; {outcome}: {remedy}"

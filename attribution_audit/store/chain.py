@@ -60,12 +60,13 @@ from attribution_audit.domain.chain import (
     ChainCheck,
     ChainRecord,
     ChainReport,
+    UnreadableRecord,
     canonical_encoder,
     canonical_json,
     hash_content,
 )
 from attribution_audit.domain.results import as_utc
-from attribution_audit.errors import DatabaseError, UnreadableRecordError
+from attribution_audit.errors import DatabaseError
 from attribution_audit.store.database import (
     DriverStatement,
     UnconvertibleValue,
@@ -89,6 +90,13 @@ from attribution_audit.store.models import (
     WorkVersion,
     utcnow,
 )
+
+
+class UnreadableRecordError(DatabaseError, UnreadableRecord):
+    """A record of the audit log holds a value that cannot be read or hashed: ``seq`` and ``request_id`` name it,
+    ``reason`` says which value and why (the message adds what to do); pickled whole (a process reading the log hands
+    it to the one checking it)."""
+
 
 CHAIN_LOCK_ID = 0x41545452  # pg_advisory_xact_lock key of the audit chain
 _EXCLUDED = {"request_id", "record_hash"}
@@ -774,6 +782,11 @@ def _unreadable_record(engine: Engine, after: int, problem: str) -> UnreadableRe
     query = select(requests.seq, requests.id).where(requests.seq > after).order_by(requests.seq).limit(1)
     with read_connection(engine) as connection:
         seq, key = connection.execute(query).one()
+    return _changed_record(engine, seq, key, problem)
+
+
+def _changed_record(engine: Engine, seq: int, key: str, problem: str) -> UnreadableRecordError:
+    """The error for record ``seq`` (request ``key``), which holds a value written outside attribution-audit."""
     reason = f"{problem}: the row was changed outside attribution-audit; restore the record from a backup"
     return UnreadableRecordError(
         f"the audit database {display_url(str(engine.url))} cannot be read at seq {seq} (request {key}): {reason}, "
@@ -784,6 +797,33 @@ def _unreadable_record(engine: Engine, after: int, problem: str) -> UnreadableRe
     )
 
 
+def _stray_record(engine: Engine, seq: int) -> UnreadableRecordError | None:
+    """The error for a record whose seq is not a number (SQLite keeps the text or bytes written by hand, and orders
+    them after every number, out of the chain), placed at ``seq``, where the chain of numbered records stops; None
+    when there is none."""
+    requests = _source(engine).requests.c
+    query = select(requests.seq, requests.id).where(requests.seq > _LAST).order_by(requests.seq).limit(1)
+    with read_connection(engine) as connection:
+        stray = connection.execute(query).first()
+    if stray is None:
+        return None
+    kind = "text" if isinstance(stray.seq, str) else "bytes"  # (above every number in SQLite's order)
+    return _changed_record(engine, seq, stray.id, f"its seq is stored as {stray.seq!r} ({kind}), not a whole number")
+
+
+def _placed(engine: Engine, records: Iterator[ChainRecord], after_seq: int) -> Iterator[ChainRecord]:
+    """``records``; where the next seq is not the one expected (a gap, or the end of the log), first the error of a
+    record whose seq is not a number (:func:`_stray_record`), if there is one."""
+    expected = after_seq + 1
+    for record in records:
+        if record.seq != expected and (stray := _stray_record(engine, expected)):
+            raise stray
+        yield record
+        expected = record.seq + 1
+    if stray := _stray_record(engine, expected):
+        raise stray
+
+
 def iter_chain(
     engine: Engine, after_seq: int = 0, block: int | None = None, workers: int = 1, keep: bool = True
 ) -> Iterator[ChainRecord]:
@@ -791,9 +831,14 @@ def iter_chain(
     match its hash, read ``block`` (default :data:`BLOCK`) records at a time (memory holds a few blocks whatever the
     length of the log).
     With ``workers`` > 1 the blocks up to the head found at the start are read, encoded and hashed by that many
-    processes (:func:`_in_parallel`); whatever was appended since is read here, as with one."""
+    processes (:func:`_in_parallel`); whatever was appended since is read here, as with one. A record whose seq is
+    not a number (SQLite, changed by hand) is UnreadableRecordError where the numbered records stop fitting."""
+    return _placed(engine, _records(engine, after_seq, block or BLOCK, workers, keep), after_seq)
+
+
+def _records(engine: Engine, after_seq: int, block: int, workers: int, keep: bool) -> Iterator[ChainRecord]:
+    """:func:`iter_chain`'s records with a numbered seq."""
     reader = _Reader(_source(engine), engine.dialect)
-    block = block or BLOCK
     last_seq = after_seq
     if workers > 1 and _forkable(engine):
         for records in _in_parallel(engine, reader, after_seq, block, workers, keep):
@@ -872,9 +917,10 @@ def _in_parallel(
 ) -> Iterator[list[ChainRecord]]:
     """The records after ``after_seq`` up to the highest seq at the start, in order, a non-empty block at a time:
     ranges of ``block`` seqs read by ``workers`` processes, at most two per worker in flight (bounded memory). A
-    worker's error (the database down) is raised here as it would be read here. Nothing where the log is short, or its
-    seqs so sparse (a seq changed by hand) that most ranges would be empty, or PostgreSQL would refuse the workers'
-    connections: then all is read here, block by block."""
+    worker's error (the database down) is raised here as it would be read here; a worker killed, as a DatabaseError
+    naming the database. Nothing where the log is short, or its seqs so sparse (a seq changed by hand) that most
+    ranges would be empty, or PostgreSQL would refuse the workers' connections: then all is read here, block by
+    block."""
     seq = _source(engine).requests.c.seq
     with read_connection(engine) as connection:
         head, rows = connection.execute(select(func.max(seq), func.count()).where(seq > after_seq)).one()
@@ -898,15 +944,17 @@ def _in_parallel(
                 pending.append(pool.submit(_read_range, start, min(start + block, head), keep))
             if not pending:
                 return
-            try:
-                records, unreadable = pending.popleft().result()
-            except BrokenProcessPool as exc:
-                raise DatabaseError(f"a process reading the audit log stopped ({exc}); run it again") from None
+            records, unreadable = pending.popleft().result()
             if records:
                 yield records
             del records
             if unreadable is not None:
                 raise unreadable
+    except BrokenProcessPool as exc:  # a worker killed (out of memory?): by .result(), or by .submit() after it
+        raise DatabaseError(
+            f"a process reading the audit database {display_url(str(engine.url))} stopped ({exc}); run the command "
+            "again"
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -921,12 +969,8 @@ def verify_chain(engine: Engine, head: ChainReport | None = None, workers: int =
     content, link or position does not match. From a verified ``head`` (ok, with its record count and hash), only the
     records appended after it are checked."""
     check = ChainCheck() if head is None else ChainCheck(head.checked, head.head_hash)
-    try:
-        for record in iter_chain(engine, after_seq=check.checked, workers=workers, keep=False):
-            if not check.add(record):
-                break
-    except UnreadableRecordError as exc:
-        check.unreadable(exc.seq, exc.request_id, exc.reason)
+    for _record in check.accepted(iter_chain(engine, after_seq=check.checked, workers=workers, keep=False)):
+        pass
     report = check.report(count_requests(engine, check.checked))
     return report if head is not None else not_shorter(engine, report)
 

@@ -293,6 +293,11 @@ def _unreadable(engine: Engine, exc: BaseException) -> DatabaseError:
 def _cannot_read(engine: Engine, exc: DBAPIError) -> DatabaseError:
     if is_undecodable(exc):
         return _unreadable(engine, exc.orig or exc)
+    if exc.connection_invalidated:  # it was reached, then lost (stopped, restarted, the connection cut)
+        return DatabaseError(
+            f"lost the connection to the audit database {display_url(str(engine.url))} ({_first_line(exc)}); check "
+            "that it is up, then run the command again"
+        )
     return _refused(
         engine,
         exc,
@@ -352,14 +357,14 @@ class DriverStatement:
         many = not isinstance(rows, Mapping)
         params = self.bound(rows) if isinstance(rows, Mapping) else [self.bound(row) for row in rows]
         connection.dispatch.before_cursor_execute(connection, cursor, self.sql, params, None, many)
-        with driver_errors(self.dialect, self.sql, params):
+        with driver_errors(connection, self.sql, params):
             (cursor.executemany if many else cursor.execute)(self.sql, params)
 
     def rows(self, connection: Connection, cursor: Any, **params: Any) -> list[Any]:
         """The rows of the query (its literal parameters, LIMIT 1 say, filled in), converted."""
         values = self.compiled.construct_params(params)
         self.execute(connection, cursor, values)
-        with driver_errors(self.dialect, self.sql, values):  # SQLite: a text that does not decode, met at the fetch
+        with driver_errors(connection, self.sql, values):  # SQLite: a text that does not decode, met at the fetch
             rows = cursor.fetchall()
         if self.converters is None:  # the driver's column types are known once it has run
             self.converters = self._converters(cursor.description)
@@ -389,13 +394,16 @@ class DriverStatement:
 
 
 @contextmanager
-def driver_errors(dialect: Dialect, sql: str, params: Any) -> Iterator[None]:
+def driver_errors(connection: Connection, sql: str, params: Any) -> Iterator[None]:
     """The driver's errors in the block raised as SQLAlchemy's DBAPIError of ``sql`` (what a Core execution raises,
-    and what read_connection / write_connection turn into one line)."""
+    and what read_connection / write_connection turn into one line), ``connection_invalidated`` where the connection
+    was lost."""
+    dialect = connection.dialect
     try:
         yield
     except dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error) from exc
+        lost = dialect.is_disconnect(exc, connection.connection.driver_connection, None)
+        raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost) from exc
 
 
 @contextmanager
@@ -407,7 +415,7 @@ def pipelined(connection: Connection) -> Iterator[None]:
     if connection.dialect.name != "postgresql" or not _can_pipeline(driver):
         yield
         return
-    with driver_errors(connection.dialect, "(pipeline)", None), driver.pipeline():  # type: ignore[union-attr]
+    with driver_errors(connection, "(pipeline)", None), driver.pipeline():  # type: ignore[union-attr]
         yield
 
 

@@ -4,7 +4,7 @@ Every query on those tables lives here."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -86,6 +86,19 @@ class RunInfo:
     created_at: datetime
     embedder_name: str
     settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CalibrationEvidence:
+    """What a confidence model was fitted on, stored with it: the embedder, the labelled queries (their path and
+    ``labelled_sha256``, which fingerprints them), how many samples and how many right, and the fit's scores."""
+
+    embedder_fingerprint: str
+    labelled_path: str
+    labelled_sha256: str
+    n_samples: int
+    n_positive: int
+    fit_metrics: dict[str, Any]
 
 
 SPACE_FIT_SOURCE = "spaces fit"  # the source of a learned space version's own confidence model
@@ -282,28 +295,10 @@ class EvaluationRepository:
         return by_level
 
     # -- calibration models ----------------------------------------------------------------------------------
-    def add_calibration(
-        self,
-        model: LogisticModel,
-        *,
-        embedder_fingerprint: str,
-        labelled_path: str,
-        labelled_sha256: str,
-        n_samples: int,
-        n_positive: int,
-        fit_metrics: dict[str, Any],
-    ) -> str:
+    def add_calibration(self, model: LogisticModel, evidence: CalibrationEvidence) -> str:
         """Store a fitted model; its name (``logistic-v<N>``), recorded by every later request that uses it."""
         with session_scope(self.engine) as session:
-            row = calibration_row(
-                model,
-                embedder_fingerprint=embedder_fingerprint,
-                labelled_path=labelled_path,
-                labelled_sha256=labelled_sha256,
-                n_samples=n_samples,
-                n_positive=n_positive,
-                fit_metrics=fit_metrics,
-            )
+            row = calibration_row(model, evidence)
             session.add(row)
             session.flush()
             return model_name(row)
@@ -339,26 +334,9 @@ class EvaluationRepository:
             return _model(session.get_one(CalibrationModel, int(name.removeprefix("logistic-v"))))
 
 
-def calibration_row(
-    model: LogisticModel,
-    *,
-    embedder_fingerprint: str,
-    labelled_path: str,
-    labelled_sha256: str,
-    n_samples: int,
-    n_positive: int,
-    fit_metrics: dict[str, Any],
-) -> CalibrationModel:
-    """The row of a fitted model: ``labelled_sha256`` fingerprints the evidence it was fitted on."""
-    return CalibrationModel(
-        embedder_fingerprint=embedder_fingerprint,
-        labelled_path=labelled_path,
-        labelled_sha256=labelled_sha256,
-        features=model.as_json(),
-        n_samples=n_samples,
-        n_positive=n_positive,
-        fit_metrics=fit_metrics,
-    )
+def calibration_row(model: LogisticModel, evidence: CalibrationEvidence) -> CalibrationModel:
+    """The row of a fitted model and the evidence it was fitted on."""
+    return CalibrationModel(features=model.as_json(), **asdict(evidence))
 
 
 def model_name(row: CalibrationModel) -> str:

@@ -16,7 +16,7 @@ from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError
 from attribution_audit.store.database import read_scope, session_scope
-from attribution_audit.store.evaluations import SPACE_FIT_SOURCE, calibration_row, model_name
+from attribution_audit.store.evaluations import SPACE_FIT_SOURCE, CalibrationEvidence, calibration_row, model_name
 from attribution_audit.store.models import LearnedSpaceVersion
 
 
@@ -89,19 +89,15 @@ class SpaceRepository:
             version = (latest or 0) + 1
             if confidence is not None:
                 parameters = {**confidence.fit_metrics["parameters"], "space": name, "space_version": version}
-                model = calibration_row(
-                    confidence.model,
+                evidence = CalibrationEvidence(
                     embedder_fingerprint=embedder_fingerprint,
                     labelled_path=f"{SPACE_FIT_SOURCE} {name} version {version}: held-out validation works",
                     labelled_sha256=confidence.evidence_sha256,
                     n_samples=confidence.fit_metrics["held_out_works"],
                     n_positive=confidence.fit_metrics["right"],
-                    fit_metrics={
-                        **confidence.fit_metrics,
-                        "parameters": parameters,
-                        "source": SPACE_FIT_SOURCE,
-                    },
+                    fit_metrics={**confidence.fit_metrics, "parameters": parameters, "source": SPACE_FIT_SOURCE},
                 )
+                model = calibration_row(confidence.model, evidence)
                 session.add(model)
                 session.flush()
                 validation = {
