@@ -56,6 +56,11 @@ def test_ingest_attribute_show_end_to_end(cli: Cli, ingested: Ingested, demo_cat
     assert all(r["request_id"] in listed for r in records)
     table = cli("audit", "show", records[1]["request_id"]).stdout
     assert records[1]["neighbours"][0]["work_id"] in table and "efficientnet-lite0@sha256:" in table
+    # "one request in full": who asked, when, which image bytes, and the record's link in the chain
+    stored = json.loads(cli("audit", "show", records[1]["request_id"], "--json").stdout)
+    asked = f"requested by {stored['requester']} at {stored['created_at']}"
+    assert f"{asked}  image sha256 {records[1]['image_sha256']}" in table
+    assert f"previous hash {records[0]['record_hash']}  record hash {records[1]['record_hash']}" in table
 
 
 def test_reingest_adds_nothing(cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue) -> None:

@@ -24,7 +24,7 @@ from attribution_audit.cli.common import (
     print_attribution,
     say_signed,
 )
-from attribution_audit.reporting.tables import render_json
+from attribution_audit.reporting.tables import render_json, terminal_text
 
 app = Typer(
     help="Read the audit log.\n\n\b\nExample: attribution-audit audit list --limit 5",
@@ -97,10 +97,12 @@ def audit_show(
 
     def text() -> None:
         print_attribution(result)
+        asked = f"requested by {terminal_text(result.requester)} at {result.created_at.isoformat()}"
+        typer.echo(f"  {asked}  image sha256 {result.image_sha256}")
         typer.echo(f"  embedder {result.embedder_fingerprint}  catalogue version {result.catalogue_version}")
         typer.echo(f"  index {json.dumps(result.index_params, sort_keys=True)}")
         typer.echo(f"  parameters {json.dumps(result.parameters, sort_keys=True)}")
-        typer.echo(f"  record hash {result.record_hash}")
+        typer.echo(f"  previous hash {result.prev_hash}  record hash {result.record_hash}")
 
     emit(
         output_format(fmt, as_json),
