@@ -152,6 +152,7 @@ def test_an_altered_or_foreign_checkpoint_fails(
     garbage.write_text("{not json\n")
     result = cli("audit", "verify", "--checkpoint", str(garbage), code=1)
     assert result.stderr.startswith("error: ") and "line 1 is not a checkpoint" in result.stderr
+    assert "give a file from `audit checkpoint --out` or a witness file" in result.stderr  # not a checkpoint file
 
 
 def test_an_export_is_checked_against_the_checkpoint(

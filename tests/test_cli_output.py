@@ -338,6 +338,7 @@ def test_a_broken_chain_still_exits_1_with_its_message_in_json(cli: Cli, tmp_pat
     export.write_text('{"format": "nope"}\n')
     result = cli("audit", "verify", "--file", str(export), "--format", "json", code=1)
     assert "not an attribution-audit export" in result.stderr and result.stdout == ""
+    assert "give a file written by `attribution-audit audit export`" in result.stderr
 
 
 # -- the examples -------------------------------------------------------------------------------------------------

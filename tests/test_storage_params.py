@@ -75,8 +75,18 @@ def test_storage_settings_come_from_options_or_the_environment(monkeypatch: pyte
         load_settings()
 
 
-def test_cluster_settings_without_a_server_and_bad_values_are_one_line_errors() -> None:
+def test_cluster_settings_without_a_server_and_bad_values_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(VectorStoreError, match="need a Qdrant server or cluster: pass --qdrant-url"):
         storage_of(Settings(shard_number=2))
-    with pytest.raises(VectorStoreError, match="quantization must be one of none, int8"):
-        storage_of(Settings(quantization="int4"))
+    # a bad value names the option and the variable to fix, whichever of them set it
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_QUANTIZATION", "int4")
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_REPLICATION_FACTOR", "0")
+    with pytest.raises(
+        VectorStoreError,
+        match=r"^quantization must be one of none, int8, not 'int4'; fix --quantization or "
+        r"ATTRIBUTION_AUDIT_QUANTIZATION$",
+    ):
+        storage_of(load_settings(qdrant_url="http://qdrant:6333"))
+    monkeypatch.delenv("ATTRIBUTION_AUDIT_QUANTIZATION")
+    with pytest.raises(VectorStoreError, match=r"fix --replication-factor or ATTRIBUTION_AUDIT_REPLICATION_FACTOR$"):
+        storage_of(load_settings(qdrant_url="http://qdrant:6333"))

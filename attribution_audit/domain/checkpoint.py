@@ -87,7 +87,7 @@ def parse(raw: Any) -> Checkpoint:
     if not isinstance(raw, dict):
         raise ValueError("not a JSON object")
     if raw.get("format") != FORMAT:
-        raise ValueError(f"not a checkpoint (expected format {FORMAT})")
+        raise ValueError(f"its format is not {FORMAT}")
     missing = [name for name in (*_FIELDS, "signature") if name not in raw]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")

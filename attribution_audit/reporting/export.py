@@ -120,7 +120,10 @@ def verify_export(path: str | Path) -> ExportReport:
     try:
         header = json.loads(next(_lines(path), "null"))
         if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise AttributionAuditError(f"{path}: not an attribution-audit export (expected format {FORMAT})")
+            raise AttributionAuditError(
+                f"{path}: not an attribution-audit export (expected format {FORMAT}); give a file written by "
+                "`attribution-audit audit export`"
+            )
         count = 0
         for number, record in enumerate(_records(path), start=2):
             count += 1

@@ -221,8 +221,9 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             if number == torn:
                 continue
+            what = "" if checkpoints else " (give a file from `audit checkpoint --out` or a witness file)"
             raise AttributionAuditError(
-                f"{path}: line {number} is not a checkpoint ({exc}); restore the file from your copy of it"
+                f"{path}: line {number} is not a checkpoint ({exc}){what}; restore the file from your copy of it"
             ) from None
     if not checkpoints:
         raise AttributionAuditError(f"{path}: holds no checkpoint; write one with `attribution-audit audit checkpoint`")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from attribution_audit.config import Settings
+from attribution_audit.config import ENV_PREFIX, Settings
 from attribution_audit.domain.points import StorageParams
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.store.vectors.base import Hit, HnswParams, VectorStore, WorkPoint, point_id_for
@@ -37,12 +38,19 @@ def open_store(settings: Settings, embedder_name: str, params: HnswParams | None
 def storage_of(settings: Settings) -> StorageParams:
     """The storage settings for a new collection; one-line errors for bad values or cluster settings without a
     server."""
-    try:
-        storage = StorageParams(
-            settings.quantization, settings.shard_number, settings.replication_factor, settings.write_consistency_factor
-        )
-    except ValueError as exc:
-        raise VectorStoreError(f"{exc}; fix the option or its ATTRIBUTION_AUDIT_ variable") from None
+    values: dict[str, Any] = {
+        "quantization": settings.quantization,
+        "shard_number": settings.shard_number,
+        "replication_factor": settings.replication_factor,
+        "write_consistency_factor": settings.write_consistency_factor,
+    }
+    for name, value in values.items():  # one at a time, so that the error names the setting to fix
+        try:
+            StorageParams(**{name: value})
+        except ValueError as exc:
+            option = "--" + name.replace("_", "-")
+            raise VectorStoreError(f"{exc}; fix {option} or {ENV_PREFIX}{name.upper()}") from None
+    storage = StorageParams(**values)
     if storage.distributed and not settings.qdrant_url:
         raise VectorStoreError(
             "shard_number, replication_factor and write_consistency_factor need a Qdrant server or cluster: pass "
