@@ -80,8 +80,9 @@ def spaces_fit(
     else:
         typer.echo(
             f"confidence: {own['model']}, the held-out rate {own['rate']:.3f} for every request ({own['right']} of "
-            f"{own['held_out_works']} held-out works with the right top artist: too few right or wrong to rank "
-            "requests); fit one with `calibrate --space` on labelled queries"
+            f"{own['held_out_works']} held-out works with the right top artist, Laplace-smoothed: (right + 1) / "
+            "(works + 2); too few right or wrong to rank requests); fit one with `calibrate --space` on labelled "
+            "queries"
         )
 
 
