@@ -753,6 +753,11 @@ def test_report_summary_shows_a_broken_chain(cli: Cli, sqlite_db: Engine) -> Non
     superuser_edit(sqlite_db, f"UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = '{log.id('r2')}'")
     data = json.loads(cli("report", "summary", "--json").stdout)
     assert (data["chain"]["ok"], data["chain"]["broken_seq"], data["chain"]["records"]) == (False, 2, 1)
+    # not "1 records, head <seq 1's hash>", which read as the whole log's count and head
+    assert cli("report", "summary").stdout.splitlines()[-1] == (
+        "chain BROKEN at seq 2 (content does not match its record_hash (the record was modified)): 1 records verify "
+        "before it; `attribution-audit audit verify` names the record"
+    )
 
 
 def test_report_summary_says_what_it_did_not_read_again_since_the_last_full_verification(

@@ -89,9 +89,14 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
                     f"  records 1-{older} were not read again: a change to them since that verification is found only "
                     "by the next `audit verify`"
                 )
-        where = "" if chain["broken_seq"] is None else f" at seq {chain['broken_seq']}"
-        state = "OK" if chain["ok"] else f"BROKEN{where} ({chain['reason']})"
-        typer.echo(f"chain {state}: {chain['records']} records, head {chain['head_hash']}")
+        if chain["ok"]:
+            typer.echo(f"chain OK: {chain['records']} records, head {chain['head_hash']}")
+        else:  # records and head are those verified before the break, not the log's
+            where = "" if chain["broken_seq"] is None else f" at seq {chain['broken_seq']}"
+            typer.echo(
+                f"chain BROKEN{where} ({chain['reason']}): {chain['records']} records verify before it; "
+                "`attribution-audit audit verify` names the record"
+            )
 
     emit(output_format(fmt, as_json), data=data, rows=[_summary_row(data)], text=text)
 
