@@ -378,6 +378,23 @@ def test_a_witness_line_cut_short_by_a_crash_does_not_block_the_log(
     assert "line 1 is not a checkpoint" in refused.stderr and "restore" in refused.stderr
 
 
+def test_a_witness_file_setting_that_names_a_folder_says_which_setting_to_fix(
+    logged: tuple[Cli, Engine, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ATTRIBUTION_AUDIT_WITNESS_FILE pointed at a folder: verify and checkpoint say to fix that variable (the user
+    passed no path on the command line), and nothing is signed."""
+    cli, _, _ = logged
+    folder = tmp_path / "witnesses"
+    folder.mkdir()
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_WITNESS_FILE", str(folder))
+    for command in (("audit", "verify"), ("audit", "checkpoint")):
+        assert cli(*command, code=1).stderr == (
+            f"error: {folder}: the witness file is not a regular file; set ATTRIBUTION_AUDIT_WITNESS_FILE to a "
+            "file's path (default: <data dir>/witness.jsonl)\n"
+        )
+    assert list(folder.iterdir()) == []
+
+
 def test_a_fifo_as_checkpoint_or_export_file_is_refused_not_waited_on(
     logged: tuple[Cli, Engine, Path], tmp_path: Path
 ) -> None:

@@ -233,6 +233,11 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
 def last_witnessed(settings: Settings) -> Checkpoint | None:
     """The newest checkpoint of the witness file, None when there is none."""
     path = settings.resolved_witness_file
+    if irregular_file_problem(path):  # a path the user set: say which setting names it
+        raise AttributionAuditError(
+            f"{path}: the witness file is not a regular file; set ATTRIBUTION_AUDIT_WITNESS_FILE to a file's path "
+            "(default: <data dir>/witness.jsonl)"
+        )
     return read_checkpoints(path)[-1] if path.exists() and path.stat().st_size else None
 
 
