@@ -326,7 +326,8 @@ def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogu
     cli("ingest", str(demo_catalogue.manifest), *embedder)
     fitted = cli("spaces", "fit", "painters", "--from", "content", *embedder).stdout
     # too few wrong held-out answers to rank: the printed rate says how it follows from the printed counts
-    assert "held-out works with the right top artist, Laplace-smoothed: (right + 1) / (works + 2)" in fitted
+    assert "works with the right top artist at the default parameters (K = 10, its artists' scores; hit@1: " in fitted
+    assert "the nearest work), Laplace-smoothed: (right + 1) / (works + 2)" in fitted
     labelled = str(demo_catalogue.labelled)
     done = cli(
         "evaluate", "run", labelled, "--space", "painters", "--k-max", "5", "--k", "3", "--out", str(tmp_path / "e")

@@ -19,6 +19,7 @@ from attribution_audit.cli.common import (
     output_format,
     settings_of,
 )
+from attribution_audit.domain.params import DEFAULT_K
 
 app = Typer(help="Learned spaces (fit, list).\n\n\b\nExample: attribution-audit spaces list --format json")
 
@@ -70,17 +71,20 @@ def spaces_fit(
         f"(base {scores['base_hit@1']:.3f}), hit@10 {scores['hit@10']:.3f} (base {scores['base_hit@10']:.3f})"
     )
     own = scores["confidence"]
+    right = (
+        f"right top artist at the default parameters (K = {DEFAULT_K}, its artists' scores; hit@1: the nearest work)"
+    )
     if own["kind"] == "logistic":
         typer.echo(
             f"confidence: {own['model']}, fitted on {own['held_out_works']} held-out works ({own['right']} with the "
-            f"right top artist): cross-validated AUROC {own['cv_auroc']:.3f}, ECE {own['cv_ece']:.3f} (the default "
+            f"{right}): cross-validated AUROC {own['cv_auroc']:.3f}, ECE {own['cv_ece']:.3f} (the default "
             f"formula there: AUROC {own['default_auroc']:.3f}, ECE {own['default_ece']:.3f}); requests in this "
             "version use it unless `calibrate --space` fits one"
         )
     else:
         typer.echo(
             f"confidence: {own['model']}, the held-out rate {own['rate']:.3f} for every request ({own['right']} of "
-            f"{own['held_out_works']} held-out works with the right top artist, Laplace-smoothed: (right + 1) / "
+            f"{own['held_out_works']} held-out works with the {right}, Laplace-smoothed: (right + 1) / "
             "(works + 2); too few right or wrong to rank requests); fit one with `calibrate --space` on labelled "
             "queries"
         )
