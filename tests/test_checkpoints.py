@@ -54,6 +54,22 @@ def logged(cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path) -> t
     return cli, engine, out
 
 
+def test_verify_says_when_no_witness_file_was_found(
+    cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped witness path must not read as a log checked against its checkpoints."""
+    cli = cli_on(migrated_url)
+    _records(create_db_engine(migrated_url), 2)
+    missing = tmp_path / "witnes.jsonl"
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_WITNESS_FILE", str(missing))
+    verified = cli("audit", "verify")
+    assert "chain OK: 2 records" in verified.stdout
+    assert f"no checkpoint compared: no witness file at {missing}" in verified.stdout
+    monkeypatch.delenv("ATTRIBUTION_AUDIT_WITNESS_FILE")
+    cli("audit", "checkpoint")
+    assert "no checkpoint compared" not in cli("audit", "verify").stdout
+
+
 def test_a_checkpoint_is_signed_by_a_key_outside_the_db_and_holds(
     cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path, checkpoint_key: Path
 ) -> None:

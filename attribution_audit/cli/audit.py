@@ -216,6 +216,12 @@ def audit_verify(
     elif table:
         typer.echo(f"chain OK: {report.checked} records, head {report.head_hash}")
     _say_checkpoints(verification.checkpoints, table)
+    if table and checkpoint is None and not ctx.obj.resolved_witness_file.exists():
+        # the chain alone cannot show a cut tail: say that no checkpoint was compared (a mistyped path, say)
+        typer.echo(
+            f"no checkpoint compared: no witness file at {ctx.obj.resolved_witness_file} (`audit checkpoint` signs "
+            "one; set ATTRIBUTION_AUDIT_WITNESS_FILE if yours is elsewhere)"
+        )
     if not verification.ok:
         raise typer.Exit(1)
 
