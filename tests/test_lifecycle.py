@@ -228,7 +228,8 @@ def test_merged_alias_counts_as_one_artist_in_new_attributions_only(
     finally:
         store.close()
 
-    assert "merged 'C. Monet' into 'Claude Monet'" in cli("artists", "merge", "C. Monet", "Claude Monet").stdout
+    merged = cli("artists", "merge", " C.  Monet", "Claude\tMonet").stdout  # read as the manifest's names are
+    assert "merged 'C. Monet' into 'Claude Monet'" in merged
     assert "C. Monet,Claude Monet,2" in cli("artists", "list", "--format", "csv").stdout.splitlines()
     store = EdgeStore(cli.data_dir / "qdrant", COLLECTION)
     try:

@@ -131,7 +131,7 @@ def artists_merge(
     """
     from attribution_audit.services.catalogue import merge_artists
 
-    merge_artists(audit_of(ctx.obj), alias, canonical)
+    alias, canonical = merge_artists(audit_of(ctx.obj), alias, canonical)
     typer.echo(f"merged {alias!r} into {canonical!r}")
 
 

@@ -12,6 +12,7 @@ from attribution_audit.errors import DamagedShardError
 from attribution_audit.services import vector_check
 from attribution_audit.services.vector_check import VectorCheck
 from attribution_audit.services.wiring import vector_store
+from attribution_audit.sources.manifest import clean_name
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.catalogue import ArtistRow
 from attribution_audit.store.vectors import VectorStore, set_aside
@@ -36,12 +37,16 @@ def withdraw(settings: Settings, audit: AuditStore, catalogue: str, work_ids: Se
     return Withdrawal(len(set(work_ids)), len(points))
 
 
-def merge_artists(audit: AuditStore, alias: str, canonical: str) -> None:
+def merge_artists(audit: AuditStore, alias: str, canonical: str) -> tuple[str, str]:
     """Record that ``alias`` is another spelling of ``canonical``; reports and entropy then use the canonical name.
 
-    Audit rows keep the name recorded at the time. Merges chain (A into B, then B into C sends A to C).
+    Audit rows keep the name recorded at the time. Merges chain (A into B, then B into C sends A to C). Both names
+    are read as a manifest's are (NFC, whitespace collapsed), so a name typed as the manifest wrote it is found;
+    returns them as read.
     """
-    audit.catalogue.merge_artists(alias, canonical)
+    names = clean_name(alias), clean_name(canonical)
+    audit.catalogue.merge_artists(*names)
+    return names
 
 
 def list_artists(audit: AuditStore) -> list[ArtistRow]:
