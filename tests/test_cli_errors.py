@@ -59,3 +59,11 @@ def test_a_value_outside_the_choices_is_a_usage_error_naming_them(
 def test_spaces_may_be_written_with_a_blank(cli: Cli) -> None:
     result = cli("ingest", str(cli.data_dir / "missing.csv"), "--spaces", "content, style", code=1)
     assert "manifest not found" in result.stderr  # past the option parsing: the value was accepted
+
+
+@pytest.mark.parametrize("command", [("report", "artists"), ("audit", "export", "period.jsonl")])
+def test_a_period_that_ends_before_it_starts_is_refused(cli: Cli, command: tuple[str, ...]) -> None:
+    """It would select nothing: an empty report or export that reads as a quiet period."""
+    result = cli(*command, "--from", "2024-02-01", "--to", "2024-01-31", code=2)
+    assert "--from 2024-02-01 is after --to 2024-01-31; give the first day first" in result.output
+    assert not Path("period.jsonl").exists() and not (cli.data_dir / "period.jsonl").exists()

@@ -18,6 +18,7 @@ from attribution_audit.cli.common import (
     ToOption,
     Typer,
     audit_of,
+    day_range,
     emit,
     neighbour_rows,
     output_format,
@@ -332,8 +333,7 @@ def audit_export(
     count = export_records(
         audit_of(ctx.obj),
         out,
-        date_from.date() if date_from else None,
-        date_to.date() if date_to else None,
+        *day_range(date_from, date_to),
         _workers(workers),
     )
     typer.echo(f"exported {count} records to {out}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -170,6 +170,16 @@ SpaceOption = Annotated[
 ]
 FromOption = Annotated[datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First day (UTC).")]
 ToOption = Annotated[datetime | None, typer.Option("--to", formats=["%Y-%m-%d"], help="Last day (UTC), inclusive.")]
+
+
+def day_range(date_from: datetime | None, date_to: datetime | None) -> tuple[date | None, date | None]:
+    """The --from/--to days; a period that ends before it starts is refused (it would select nothing, silently)."""
+    first, last = (value.date() if value else None for value in (date_from, date_to))
+    if first and last and first > last:
+        raise typer.BadParameter(f"--from {first} is after --to {last}; give the first day first")
+    return first, last
+
+
 QueriesArgument = Annotated[
     str, typer.Argument(help="Labelled queries: CSV (path,artist[,work_ids][,subset]) or a stored query set name.")
 ]

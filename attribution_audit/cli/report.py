@@ -15,6 +15,7 @@ from attribution_audit.cli.common import (
     ToOption,
     Typer,
     audit_of,
+    day_range,
     emit,
     output_format,
 )
@@ -38,9 +39,7 @@ def report_artists(
     """
     from attribution_audit.services.report import ARTIST_COLUMNS, artist_shares
 
-    rows = artist_shares(
-        audit_of(ctx.obj), date_from.date() if date_from else None, date_to.date() if date_to else None
-    )
+    rows = artist_shares(audit_of(ctx.obj), *day_range(date_from, date_to))
     emit(fmt, data=rows, rows=rows, columns=ARTIST_COLUMNS)
 
 
