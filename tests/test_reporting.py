@@ -1010,6 +1010,22 @@ def test_export_refuses_a_broken_chain(cli: Cli, sqlite_db: Engine, tmp_path: Pa
     assert "broken at seq 3" in result.stderr and not out.exists()
 
 
+@pytest.mark.parametrize("scratch", [".body.tmp", ".tmp"])
+def test_export_never_writes_through_a_link_at_its_scratch_paths(
+    cli: Cli, sqlite_db: Engine, tmp_path: Path, scratch: str
+) -> None:
+    """A link planted (or left) where the export writes its scratch files is replaced, not followed: the file it points
+    to is untouched, and the export is a regular file that verifies."""
+    build_known_log(sqlite_db)
+    victim, out = tmp_path / "victim", tmp_path / "audit.jsonl"
+    victim.write_text("precious\n", encoding="utf-8")
+    out.with_name(out.name + scratch).symlink_to(victim)
+    cli("audit", "export", str(out))
+    assert victim.read_text(encoding="utf-8") == "precious\n"
+    assert not out.is_symlink() and cli("audit", "verify", "--file", str(out)).stdout.startswith("export OK")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(out.name)) == [out.name]
+
+
 # -- 5. the per-request page ------------------------------------------------------------------------------------
 def test_request_page_shows_the_record_and_flags_a_modified_one(
     fresh_db: Engine, cli_on: Callable[[str], Cli], tmp_path: Path

@@ -55,7 +55,9 @@ def export_records(
     check, written = ChainCheck(), 0
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with body.open("wb") as handle:
+        for scratch in (body, temporary):  # a run killed leaves them; a link planted there must not be written through
+            scratch.unlink(missing_ok=True)
+        with body.open("xb") as handle:
             for record in check.accepted(chain):
                 if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
                     handle.write(_line(record))
@@ -75,7 +77,7 @@ def export_records(
             "chain_head": {"seq": head.checked, "hash": head.head_hash},
             "db_identity": db_identity,
         }
-        with temporary.open("wb") as handle, body.open("rb") as records:
+        with temporary.open("xb") as handle, body.open("rb") as records:
             handle.write(json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n")
             shutil.copyfileobj(records, handle, 1 << 20)
         temporary.replace(out)
