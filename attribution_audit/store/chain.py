@@ -16,7 +16,10 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -533,6 +536,7 @@ _ENCODE = canonical_encoder(default=_canonical_value)
 _NULL = "null"
 BLOCK = 1000  # records read per transaction
 _LAST = 2**63 - 1  # no seq is higher
+_ORPHAN_POLL_S = 0.5  # how often a worker checks that the process that started it is still there
 
 
 class _Irregular(Exception):
@@ -864,9 +868,18 @@ def _forkable(engine: Engine) -> bool:
 
 def _start_worker(engine: Engine, reader: _Reader) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the workers (no tracebacks)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     engine.dispose(close=False)  # the parent's pooled connections stay the parent's
     global _WORKER
     _WORKER = (engine, reader)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """In a worker: end it once ``parent`` is gone (killed: out of memory, SIGKILL), which alone stops the workers;
+    else they would wait for work forever, each holding its connection to the audit database."""
+    while os.getppid() == parent:
+        time.sleep(_ORPHAN_POLL_S)
+    os._exit(1)
 
 
 def _read_range(after: int, last: int, keep: bool) -> tuple[list[ChainRecord], UnreadableRecordError | None]:
