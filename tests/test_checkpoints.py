@@ -403,6 +403,18 @@ def test_a_fifo_as_checkpoint_or_export_file_is_refused_not_waited_on(
         )
 
 
+def test_a_witness_file_that_is_a_pipe_is_refused_not_taken_for_an_empty_one(logged: tuple[Cli, Engine, Path]) -> None:
+    """A pipe where the witness file was: not "no checkpoint yet" (verify passing, and a checkpoint signed into the pipe
+    and lost), but the path named, and nothing signed."""
+    cli, _, _ = logged
+    witness = cli.data_dir / "witness.jsonl"
+    witness.unlink()
+    os.mkfifo(witness)
+    refused = f"error: {witness}: is not a regular file (a pipe, socket or device); pass the path of a file\n"
+    assert cli("audit", "verify", code=1).stderr == refused
+    assert cli("audit", "checkpoint", code=1).stderr == refused
+
+
 def test_an_auditor_with_the_public_key_alone_verifies_checkpoints(
     logged: tuple[Cli, Engine, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -435,6 +447,9 @@ def test_an_auditor_with_the_public_key_alone_verifies_checkpoints(
         f"error: {out}: not an Ed25519 public key in PEM; ask for the file `attribution-audit audit public-key` "
         "prints\n"
     )
+    os.mkfifo(pipe := tmp_path / "pipe.pem")  # read without waiting for a writer
+    waits = cli("audit", "verify", "--checkpoint", str(out), "--public-key", str(pipe), code=1)
+    assert waits.stderr.startswith(f"error: {pipe}: not an Ed25519 public key in PEM")
     assert "no checkpoint key here" in cli("audit", "public-key", code=1).stderr
 
 
@@ -457,6 +472,8 @@ BAD_KEYS: dict[str, tuple[Callable[[Path], object], str]] = {
     ),
     "invalid": (lambda path: path.write_text("not a key\n"), NOT_A_KEY),
     "public half": (_public_half, NOT_A_KEY),
+    "a pipe": (os.mkfifo, NOT_A_KEY),  # (read without waiting for a writer)
+    "a device": (lambda path: path.symlink_to("/dev/zero"), NOT_A_KEY),  # (read without end, out of memory)
 }
 
 

@@ -110,11 +110,21 @@ class Verification:
 
 # -- files -------------------------------------------------------------------------------------------------------
 _ELSEWHERE = "or set ATTRIBUTION_AUDIT_CHECKPOINT_KEY to the path of the key that signed your checkpoints"
+_KEY_BYTES = 1 << 16  # far more than a PEM key holds
+
+
+def _key_bytes(path: Path) -> bytes:
+    """The start of a key file, never waiting on a pipe nor reading a device without end (then not a key)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return os.read(descriptor, _KEY_BYTES)
+    finally:
+        os.close(descriptor)
 
 
 def _load_key(path: Path) -> Ed25519PrivateKey:
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
+        key = load_pem_private_key(_key_bytes(path), password=None)
     except FileNotFoundError:  # a link to nothing (or removed meanwhile)
         raise AttributionAuditError(
             f"{path}: the checkpoint key is missing (a link to a file that is gone?); restore the key from your copy, "
@@ -176,7 +186,7 @@ def trusted_key(settings: Settings, public_key: Path | None = None) -> TrustedKe
 
 def _read_public_key(path: Path) -> str:
     try:
-        key = load_pem_public_key(path.read_bytes())
+        key = load_pem_public_key(_key_bytes(path))
     except OSError as exc:
         raise AttributionAuditError(f"{path}: cannot read the public key ({exc.strerror})") from None
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -230,9 +240,11 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
 
 
 def last_witnessed(settings: Settings) -> Checkpoint | None:
-    """The newest checkpoint of the witness file, None when there is none."""
+    """The newest checkpoint of the witness file, None when there is none (no file, or an empty one: a pipe or a
+    directory there is refused, not taken for an empty file)."""
     path = settings.resolved_witness_file
-    return read_checkpoints(path)[-1] if path.exists() and path.stat().st_size else None
+    empty = not path.exists() or (path.is_file() and not path.stat().st_size)
+    return None if empty else read_checkpoints(path)[-1]
 
 
 def _append(path: Path, checkpoint: Checkpoint) -> None:
