@@ -9,6 +9,7 @@ period, export time and chain head), and the identity against a checkpoint (``au
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -51,6 +52,8 @@ def export_records(
         raise AttributionAuditError(
             f"{out}: is not a regular file (a directory, link, pipe or device); choose a file path for the export"
         )
+    if out.parent.exists() and not out.parent.is_dir():  # (mkdir would say "File exists")
+        raise AttributionAuditError(f"{out}: {out.parent} is not a folder; choose a file path for the export")
     body, temporary = out.with_name(out.name + ".body.tmp"), out.with_name(out.name + ".tmp")
     check, written = ChainCheck(), 0
     try:
@@ -86,8 +89,9 @@ def export_records(
             f"{out}: cannot write the export ({exc.strerror}); choose a writable path"
         ) from None
     finally:
-        body.unlink(missing_ok=True)
-        temporary.unlink(missing_ok=True)
+        for scratch in (body, temporary):
+            with contextlib.suppress(OSError):  # (none there, or no folder for it: the error raised says why)
+                scratch.unlink()
     return written, head
 
 
