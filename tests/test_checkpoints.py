@@ -198,6 +198,29 @@ def test_attribution_checkpoints_every_n_records(
     assert "CHECKPOINT_EVERY='two' is not a whole number" in cli("audit", "list", code=1).stderr
 
 
+def test_attribution_due_a_checkpoint_without_its_key_is_refused_before_any_record(
+    cli: Cli,
+    ingested: Ingested,
+    demo_catalogue: DemoCatalogue,
+    checkpoint_key: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The key of the witnessed checkpoints gone: a batch that would make one (due at seq 4) is refused up front,
+    not after appending the records before it and skipping the rest; a batch that makes none goes on."""
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "2")
+    images = [str(q.path) for q in demo_catalogue.queries[:2]]
+    cli("attribute", *images, "--embedder", EMBEDDER)  # checkpoint at seq 2
+    checkpoint_key.rename(checkpoint_key.with_name("away.pem"))
+    cli("attribute", images[0], "--embedder", EMBEDDER)  # seq 3: no checkpoint due
+    refused = cli("attribute", *images, "--embedder", EMBEDDER, code=1)
+    assert refused.stderr.startswith(f"error: {checkpoint_key}: no checkpoint key here, but the witness file ")
+    assert refused.stderr.endswith("; nothing was attributed\n") and "request " not in refused.stdout
+    assert [r.seq for r in chain.load_requests(cli.engine())] == [1, 2, 3]
+    checkpoint_key.with_name("away.pem").rename(checkpoint_key)
+    assert cli("attribute", *images, "--embedder", EMBEDDER).stderr.count("checkpoint: seq 4,") == 1
+
+
 def test_attribution_checkpoints_when_the_last_checkpoint_is_older_than_t_minutes(
     cli: Cli,
     ingested: Ingested,

@@ -276,13 +276,7 @@ def _sign(settings: Settings, audit: AuditStore, seq: int, head_hash: str, out: 
             "nothing was signed"
         )
     key_path = settings.resolved_checkpoint_key
-    last = last_witnessed(settings)
-    if last is not None and not key_path.exists():  # a new key would sign checkpoints the earlier ones cannot vouch for
-        raise ConflictError(
-            f"{key_path}: no checkpoint key here, but the witness file {settings.resolved_witness_file} holds "
-            f"checkpoints signed by key {last.key_fingerprint}; restore that key here, {_ELSEWHERE} (if it is lost, "
-            "set ATTRIBUTION_AUDIT_WITNESS_FILE to a new file); nothing was signed"
-        )
+    _refuse_keyless(settings, "nothing was signed")
     key, created = signing_key(key_path)
     signed = statement.sign(key, identity, seq, head_hash, datetime.now(UTC))
     _append(settings.resolved_witness_file, signed)
@@ -296,6 +290,27 @@ def _sign(settings: Settings, audit: AuditStore, seq: int, head_hash: str, out: 
                 f"{settings.resolved_witness_file}"
             ) from None
     return Signed(signed, key_path, created, settings.resolved_witness_file, out)
+
+
+def _refuse_keyless(settings: Settings, outcome: str) -> None:
+    """Refuse when the witness file holds checkpoints but no key is here: a new key would sign checkpoints that the
+    earlier ones cannot vouch for."""
+    key_path, last = settings.resolved_checkpoint_key, last_witnessed(settings)
+    if last is not None and not key_path.exists():
+        raise ConflictError(
+            f"{key_path}: no checkpoint key here, but the witness file {settings.resolved_witness_file} holds "
+            f"checkpoints signed by key {last.key_fingerprint}; restore that key here, {_ELSEWHERE} (if it is lost, "
+            f"set ATTRIBUTION_AUDIT_WITNESS_FILE to a new file); {outcome}"
+        )
+
+
+def refuse_unsignable(settings: Settings, audit: AuditStore, records: int) -> None:
+    """Before appending up to ``records`` records: refuse when an automatic checkpoint falls due among them and could
+    not be signed (:func:`_refuse_keyless`), instead of failing after appending the records before it."""
+    every, minutes = settings.checkpoint_every, settings.checkpoint_minutes
+    head = audit.checkpoints.head()[0]
+    if (every > 0 and (head + records) // every > head // every) or (minutes > 0 and _older_than(settings, minutes)):
+        _refuse_keyless(settings, "nothing was attributed")
 
 
 def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = None) -> Signed:
