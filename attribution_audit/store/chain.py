@@ -801,18 +801,22 @@ def _changed_record(engine: Engine, seq: int, key: str, problem: str) -> Unreada
     )
 
 
+# (SQLite orders text and bytes after every number)
+_STRAY_KINDS: dict[type, str] = {str: "(text), not a whole number", bytes: "(bytes), not a whole number"}
+
+
 def _stray_record(engine: Engine, seq: int) -> UnreadableRecordError | None:
     """The error for a record whose seq is not a number (SQLite keeps the text or bytes written by hand, and orders
-    them after every number, out of the chain), placed at ``seq``, where the chain of numbered records stops; None
-    when there is none."""
+    them after every number, out of the chain) or is a real number above every seq, placed at ``seq``, where the chain
+    of numbered records stops; None when there is none."""
     requests = _source(engine).requests.c
     query = select(requests.seq, requests.id).where(requests.seq > _LAST).order_by(requests.seq).limit(1)
     with read_connection(engine) as connection:
         stray = connection.execute(query).first()
     if stray is None:
         return None
-    kind = "text" if isinstance(stray.seq, str) else "bytes"  # (above every number in SQLite's order)
-    return _changed_record(engine, seq, stray.id, f"its seq is stored as {stray.seq!r} ({kind}), not a whole number")
+    kind = _STRAY_KINDS.get(type(stray.seq), "(real), beyond the range of seqs")  # (a float above _LAST)
+    return _changed_record(engine, seq, stray.id, f"its seq is stored as {stray.seq!r} {kind}")
 
 
 def _placed(engine: Engine, records: Iterator[ChainRecord], after_seq: int) -> Iterator[ChainRecord]:
