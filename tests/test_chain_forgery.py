@@ -36,10 +36,20 @@ def test_a_row_inserted_outside_the_chain_fails_verification(fresh_db: Engine) -
 
 
 @pytest.mark.parametrize("seq", [5, 10], ids=["inside", "last"])
-@pytest.mark.parametrize("value", ["'x'", "'5th'", "X'35'"], ids=["text", "numbered text", "bytes"])
-def test_a_seq_sqlite_keeps_as_text_breaks_the_chain_at_that_record(cli: Cli, seq: int, value: str) -> None:
-    """SQLite keeps a seq changed by hand to text or bytes that are not a number (it stores '5' as 5) and orders it
-    after every number: the record is out of the chain, which breaks where it stood (not records appended since)."""
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("'x'", "(text), not a whole number"),
+        ("'5th'", "(text), not a whole number"),
+        ("X'35'", "(bytes), not a whole number"),
+        ("1e20", "(real), beyond the range of seqs"),
+    ],
+    ids=["text", "numbered text", "bytes", "real beyond the range"],
+)
+def test_a_seq_sqlite_keeps_as_text_breaks_the_chain_at_that_record(cli: Cli, seq: int, value: str, kind: str) -> None:
+    """SQLite keeps a seq changed by hand to text or bytes that are not a number (it stores '5' as 5), or to a real
+    number beyond 64 bits, and orders it after every seq: the record is out of the chain, which breaks where it stood
+    (not records appended since)."""
     engine = cli.engine()
     fill_chain(engine, 10, neighbours=1)
     with engine.connect() as connection:
@@ -47,7 +57,7 @@ def test_a_seq_sqlite_keeps_as_text_breaks_the_chain_at_that_record(cli: Cli, se
     superuser_edit(engine, f"UPDATE attribution_requests SET seq = {value} WHERE seq = {seq}")
     line = cli("audit", "verify", code=1).stderr.strip()
     assert line.startswith(f"chain BROKEN at seq {seq} (request {key}): its seq is stored as ") and "\n" not in line
-    assert "not a whole number" in line and "restore the record from a backup" in line
+    assert f" {kind}: the row was changed outside attribution-audit; restore the record from a backup" in line
 
 
 def test_a_row_appended_with_a_text_seq_breaks_the_chain_after_the_verified_head(cli: Cli) -> None:

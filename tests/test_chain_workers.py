@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -239,6 +241,50 @@ def test_a_worker_killed_mid_run_is_one_line_naming_the_database(fresh_db: Engin
     said = str(failed.value)
     assert said.startswith(f"a process reading the audit database {display_url(str(fresh_db.url))} stopped (")
     assert said.endswith("run the command again") and "\n" not in said
+
+
+_READ_AND_WAIT = """
+import multiprocessing, sys, time
+from attribution_audit.store import chain
+from attribution_audit.store.database import create_db_engine
+chain.BLOCK = {block}
+records = chain.iter_chain(create_db_engine(sys.argv[1]), workers=2, keep=False)
+next(records)
+print(*(worker.pid for worker in multiprocessing.active_children()), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (not gone, not a zombie that nobody reaps)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states in /proc")
+def test_workers_end_when_the_process_that_started_them_is_killed(fresh_db: Engine) -> None:
+    """The command killed mid-run (out of memory, SIGKILL): its workers end too, instead of waiting for work forever
+    with a connection to the audit database each."""
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    script = _READ_AND_WAIT.format(block=BLOCK)
+    command = subprocess.Popen(
+        [sys.executable, "-c", script, fresh_db.url.render_as_string(hide_password=False)], stdout=subprocess.PIPE
+    )
+    workers = [int(pid) for pid in (command.stdout.readline() if command.stdout else b"").split()]
+    command.kill()
+    command.wait()
+    assert len(workers) == 2
+    try:
+        for _ in range(600):  # they notice within a second
+            if not any(_running(pid) for pid in workers):
+                break
+            time.sleep(0.05)
+        assert not any(_running(pid) for pid in workers)
+    finally:
+        for pid in filter(_running, workers):  # (a failure leaves none behind)
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.postgres

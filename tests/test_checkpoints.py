@@ -215,6 +215,29 @@ def test_attribution_checkpoints_every_n_records(
     assert "CHECKPOINT_EVERY='two' is not a whole number" in cli("audit", "list", code=1).stderr
 
 
+def test_attribution_due_a_checkpoint_without_its_key_is_refused_before_any_record(
+    cli: Cli,
+    ingested: Ingested,
+    demo_catalogue: DemoCatalogue,
+    checkpoint_key: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The key of the witnessed checkpoints gone: a batch that would make one (due at seq 4) is refused up front,
+    not after appending the records before it and skipping the rest; a batch that makes none goes on."""
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "2")
+    images = [str(q.path) for q in demo_catalogue.queries[:2]]
+    cli("attribute", *images, "--embedder", EMBEDDER)  # checkpoint at seq 2
+    checkpoint_key.rename(checkpoint_key.with_name("away.pem"))
+    cli("attribute", images[0], "--embedder", EMBEDDER)  # seq 3: no checkpoint due
+    refused = cli("attribute", *images, "--embedder", EMBEDDER, code=1)
+    assert refused.stderr.startswith(f"error: {checkpoint_key}: no checkpoint key here, but the witness file ")
+    assert refused.stderr.endswith("; nothing was attributed\n") and "request " not in refused.stdout
+    assert [r.seq for r in chain.load_requests(cli.engine())] == [1, 2, 3]
+    checkpoint_key.with_name("away.pem").rename(checkpoint_key)
+    assert cli("attribute", *images, "--embedder", EMBEDDER).stderr.count("checkpoint: seq 4,") == 1
+
+
 def test_attribution_checkpoints_when_the_last_checkpoint_is_older_than_t_minutes(
     cli: Cli,
     ingested: Ingested,
@@ -437,6 +460,21 @@ def test_a_fifo_as_checkpoint_or_export_file_is_refused_not_waited_on(
         )
 
 
+def test_a_witness_file_that_is_a_pipe_is_refused_not_taken_for_an_empty_one(logged: tuple[Cli, Engine, Path]) -> None:
+    """A pipe where the witness file was: not "no checkpoint yet" (verify passing, and a checkpoint signed into the pipe
+    and lost), but the path named, and nothing signed."""
+    cli, _, _ = logged
+    witness = cli.data_dir / "witness.jsonl"
+    witness.unlink()
+    os.mkfifo(witness)
+    refused = (
+        f"error: {witness}: the witness file is not a regular file; set ATTRIBUTION_AUDIT_WITNESS_FILE to a file's "
+        "path (default: <data dir>/witness.jsonl)\n"
+    )
+    assert cli("audit", "verify", code=1).stderr == refused
+    assert cli("audit", "checkpoint", code=1).stderr == refused
+
+
 def test_an_auditor_with_the_public_key_alone_verifies_checkpoints(
     logged: tuple[Cli, Engine, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -469,6 +507,9 @@ def test_an_auditor_with_the_public_key_alone_verifies_checkpoints(
         f"error: {out}: not an Ed25519 public key in PEM; ask for the file `attribution-audit audit public-key` "
         "prints\n"
     )
+    os.mkfifo(pipe := tmp_path / "pipe.pem")  # read without waiting for a writer
+    waits = cli("audit", "verify", "--checkpoint", str(out), "--public-key", str(pipe), code=1)
+    assert waits.stderr.startswith(f"error: {pipe}: not an Ed25519 public key in PEM")
     assert "no checkpoint key here" in cli("audit", "public-key", code=1).stderr
 
 
@@ -491,6 +532,8 @@ BAD_KEYS: dict[str, tuple[Callable[[Path], object], str]] = {
     ),
     "invalid": (lambda path: path.write_text("not a key\n"), NOT_A_KEY),
     "public half": (_public_half, NOT_A_KEY),
+    "a pipe": (os.mkfifo, NOT_A_KEY),  # (read without waiting for a writer)
+    "a device": (lambda path: path.symlink_to("/dev/zero"), NOT_A_KEY),  # (read without end, out of memory)
 }
 
 

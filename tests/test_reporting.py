@@ -1015,6 +1015,33 @@ def test_export_refuses_a_broken_chain(cli: Cli, sqlite_db: Engine, tmp_path: Pa
     assert "broken at seq 3" in result.stderr and not out.exists()
 
 
+@pytest.mark.parametrize("under", ["", "sub"], ids=["in it", "below it"])
+def test_export_under_a_file_is_one_line(cli: Cli, sqlite_db: Engine, tmp_path: Path, under: str) -> None:
+    """A file where the export's folder (or one above it) should be: one line naming the path, no traceback."""
+    build_known_log(sqlite_db)
+    (blocker := tmp_path / "a-file").write_text("kept\n", encoding="utf-8")
+    out = blocker / under / "audit.jsonl"
+    said = cli("audit", "export", str(out), code=1).stderr
+    assert said.startswith(f"error: {out}: ") and said.count("\n") == 1 and "choose a" in said
+    assert blocker.read_text(encoding="utf-8") == "kept\n"
+
+
+@pytest.mark.parametrize("scratch", [".body.tmp", ".tmp"])
+def test_export_never_writes_through_a_link_at_its_scratch_paths(
+    cli: Cli, sqlite_db: Engine, tmp_path: Path, scratch: str
+) -> None:
+    """A link planted (or left) where the export writes its scratch files is replaced, not followed: the file it points
+    to is untouched, and the export is a regular file that verifies."""
+    build_known_log(sqlite_db)
+    victim, out = tmp_path / "victim", tmp_path / "audit.jsonl"
+    victim.write_text("precious\n", encoding="utf-8")
+    out.with_name(out.name + scratch).symlink_to(victim)
+    cli("audit", "export", str(out))
+    assert victim.read_text(encoding="utf-8") == "precious\n"
+    assert not out.is_symlink() and cli("audit", "verify", "--file", str(out)).stdout.startswith("export OK")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(out.name)) == [out.name]
+
+
 # -- 5. the per-request page ------------------------------------------------------------------------------------
 def test_request_page_shows_the_record_and_flags_a_modified_one(
     fresh_db: Engine, cli_on: Callable[[str], Cli], tmp_path: Path

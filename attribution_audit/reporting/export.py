@@ -9,6 +9,7 @@ period, export time and chain head), and the identity against a checkpoint (``au
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -51,11 +52,15 @@ def export_records(
         raise AttributionAuditError(
             f"{out}: is not a regular file (a directory, link, pipe or device); choose a file path for the export"
         )
+    if out.parent.exists() and not out.parent.is_dir():  # (mkdir would say "File exists")
+        raise AttributionAuditError(f"{out}: {out.parent} is not a folder; choose a file path for the export")
     body, temporary = out.with_name(out.name + ".body.tmp"), out.with_name(out.name + ".tmp")
     check, written = ChainCheck(), 0
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with body.open("wb") as handle:
+        for scratch in (body, temporary):  # a run killed leaves them; a link planted there must not be written through
+            scratch.unlink(missing_ok=True)
+        with body.open("xb") as handle:
             for record in check.accepted(chain):
                 if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
                     handle.write(_line(record))
@@ -75,7 +80,7 @@ def export_records(
             "chain_head": {"seq": head.checked, "hash": head.head_hash},
             "db_identity": db_identity,
         }
-        with temporary.open("wb") as handle, body.open("rb") as records:
+        with temporary.open("xb") as handle, body.open("rb") as records:
             handle.write(json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n")
             shutil.copyfileobj(records, handle, 1 << 20)
         temporary.replace(out)
@@ -84,8 +89,9 @@ def export_records(
             f"{out}: cannot write the export ({exc.strerror}); choose a writable path"
         ) from None
     finally:
-        body.unlink(missing_ok=True)
-        temporary.unlink(missing_ok=True)
+        for scratch in (body, temporary):
+            with contextlib.suppress(OSError):  # (none there, or no folder for it: the error raised says why)
+                scratch.unlink()
     return written, head
 
 

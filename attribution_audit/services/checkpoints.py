@@ -110,11 +110,21 @@ class Verification:
 
 # -- files -------------------------------------------------------------------------------------------------------
 _ELSEWHERE = "or set ATTRIBUTION_AUDIT_CHECKPOINT_KEY to the path of the key that signed your checkpoints"
+_KEY_BYTES = 1 << 16  # far more than a PEM key holds
+
+
+def _key_bytes(path: Path) -> bytes:
+    """The start of a key file, never waiting on a pipe nor reading a device without end (then not a key)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return os.read(descriptor, _KEY_BYTES)
+    finally:
+        os.close(descriptor)
 
 
 def _load_key(path: Path) -> Ed25519PrivateKey:
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
+        key = load_pem_private_key(_key_bytes(path), password=None)
     except FileNotFoundError:  # a link to nothing (or removed meanwhile)
         raise AttributionAuditError(
             f"{path}: the checkpoint key is missing (a link to a file that is gone?); restore the key from your copy, "
@@ -176,7 +186,7 @@ def trusted_key(settings: Settings, public_key: Path | None = None) -> TrustedKe
 
 def _read_public_key(path: Path) -> str:
     try:
-        key = load_pem_public_key(path.read_bytes())
+        key = load_pem_public_key(_key_bytes(path))
     except OSError as exc:
         raise AttributionAuditError(f"{path}: cannot read the public key ({exc.strerror})") from None
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -231,7 +241,8 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
 
 
 def last_witnessed(settings: Settings) -> Checkpoint | None:
-    """The newest checkpoint of the witness file, None when there is none."""
+    """The newest checkpoint of the witness file, None when there is none (no file, or an empty one: a pipe or a
+    directory there is refused, not taken for an empty file)."""
     path = settings.resolved_witness_file
     if irregular_file_problem(path):  # a path the user set: say which setting names it
         raise AttributionAuditError(
@@ -270,13 +281,7 @@ def _sign(settings: Settings, audit: AuditStore, seq: int, head_hash: str, out: 
             "nothing was signed"
         )
     key_path = settings.resolved_checkpoint_key
-    last = last_witnessed(settings)
-    if last is not None and not key_path.exists():  # a new key would sign checkpoints the earlier ones cannot vouch for
-        raise ConflictError(
-            f"{key_path}: no checkpoint key here, but the witness file {settings.resolved_witness_file} holds "
-            f"checkpoints signed by key {last.key_fingerprint}; restore that key here, {_ELSEWHERE} (if it is lost, "
-            "set ATTRIBUTION_AUDIT_WITNESS_FILE to a new file); nothing was signed"
-        )
+    _refuse_keyless(settings, "nothing was signed")
     key, created = signing_key(key_path)
     signed = statement.sign(key, identity, seq, head_hash, datetime.now(UTC))
     _append(settings.resolved_witness_file, signed)
@@ -290,6 +295,27 @@ def _sign(settings: Settings, audit: AuditStore, seq: int, head_hash: str, out: 
                 f"{settings.resolved_witness_file}"
             ) from None
     return Signed(signed, key_path, created, settings.resolved_witness_file, out)
+
+
+def _refuse_keyless(settings: Settings, outcome: str) -> None:
+    """Refuse when the witness file holds checkpoints but no key is here: a new key would sign checkpoints that the
+    earlier ones cannot vouch for."""
+    key_path, last = settings.resolved_checkpoint_key, last_witnessed(settings)
+    if last is not None and not key_path.exists():
+        raise ConflictError(
+            f"{key_path}: no checkpoint key here, but the witness file {settings.resolved_witness_file} holds "
+            f"checkpoints signed by key {last.key_fingerprint}; restore that key here, {_ELSEWHERE} (if it is lost, "
+            f"set ATTRIBUTION_AUDIT_WITNESS_FILE to a new file); {outcome}"
+        )
+
+
+def refuse_unsignable(settings: Settings, audit: AuditStore, records: int) -> None:
+    """Before appending up to ``records`` records: refuse when an automatic checkpoint falls due among them and could
+    not be signed (:func:`_refuse_keyless`), instead of failing after appending the records before it."""
+    every, minutes = settings.checkpoint_every, settings.checkpoint_minutes
+    head = audit.checkpoints.head()[0]
+    if (every > 0 and (head + records) // every > head // every) or (minutes > 0 and _older_than(settings, minutes)):
+        _refuse_keyless(settings, "nothing was attributed")
 
 
 def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = None) -> Signed:

@@ -16,7 +16,10 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -533,6 +536,7 @@ _ENCODE = canonical_encoder(default=_canonical_value)
 _NULL = "null"
 BLOCK = 1000  # records read per transaction
 _LAST = 2**63 - 1  # no seq is higher
+_ORPHAN_POLL_S = 0.5  # how often a worker checks that the process that started it is still there
 
 
 class _Irregular(Exception):
@@ -797,18 +801,22 @@ def _changed_record(engine: Engine, seq: int, key: str, problem: str) -> Unreada
     )
 
 
+# (SQLite orders text and bytes after every number)
+_STRAY_KINDS: dict[type, str] = {str: "(text), not a whole number", bytes: "(bytes), not a whole number"}
+
+
 def _stray_record(engine: Engine, seq: int) -> UnreadableRecordError | None:
     """The error for a record whose seq is not a number (SQLite keeps the text or bytes written by hand, and orders
-    them after every number, out of the chain), placed at ``seq``, where the chain of numbered records stops; None
-    when there is none."""
+    them after every number, out of the chain) or is a real number above every seq, placed at ``seq``, where the chain
+    of numbered records stops; None when there is none."""
     requests = _source(engine).requests.c
     query = select(requests.seq, requests.id).where(requests.seq > _LAST).order_by(requests.seq).limit(1)
     with read_connection(engine) as connection:
         stray = connection.execute(query).first()
     if stray is None:
         return None
-    kind = "text" if isinstance(stray.seq, str) else "bytes"  # (above every number in SQLite's order)
-    return _changed_record(engine, seq, stray.id, f"its seq is stored as {stray.seq!r} ({kind}), not a whole number")
+    kind = _STRAY_KINDS.get(type(stray.seq), "(real), beyond the range of seqs")  # (a float above _LAST)
+    return _changed_record(engine, seq, stray.id, f"its seq is stored as {stray.seq!r} {kind}")
 
 
 def _placed(engine: Engine, records: Iterator[ChainRecord], after_seq: int) -> Iterator[ChainRecord]:
@@ -864,9 +872,18 @@ def _forkable(engine: Engine) -> bool:
 
 def _start_worker(engine: Engine, reader: _Reader) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops the workers (no tracebacks)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     engine.dispose(close=False)  # the parent's pooled connections stay the parent's
     global _WORKER
     _WORKER = (engine, reader)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """In a worker: end it once ``parent`` is gone (killed: out of memory, SIGKILL), which alone stops the workers;
+    else they would wait for work forever, each holding its connection to the audit database."""
+    while os.getppid() == parent:
+        time.sleep(_ORPHAN_POLL_S)
+    os._exit(1)
 
 
 def _read_range(after: int, last: int, keep: bool) -> tuple[list[ChainRecord], UnreadableRecordError | None]:
