@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -83,7 +84,10 @@ def export_records(
         with temporary.open("xb") as handle, body.open("rb") as records:
             handle.write(json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n")
             shutil.copyfileobj(records, handle, 1 << 20)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before it takes the export's name: a power loss leaves no empty export
         temporary.replace(out)
+        _sync_folder(out.parent)
     except OSError as exc:
         raise AttributionAuditError(
             f"{out}: cannot write the export ({exc.strerror}); choose a writable path"
@@ -93,6 +97,16 @@ def export_records(
             with contextlib.suppress(OSError):  # (none there, or no folder for it: the error raised says why)
                 scratch.unlink()
     return written, head
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform lets a folder be opened and synced)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _line(record: ChainRecord) -> bytes:

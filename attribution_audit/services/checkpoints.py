@@ -253,8 +253,8 @@ def last_witnessed(settings: Settings) -> Checkpoint | None:
 
 
 def _append(path: Path, checkpoint: Checkpoint) -> None:
-    """One line appended in one write (O_APPEND: concurrent writers do not interleave lines), after removing what an
-    append cut short (a crash, a full disk) left of its line."""
+    """One line appended in one write (O_APPEND: concurrent writers do not interleave lines) and synced, after
+    removing what an append cut short (a crash, a full disk) left of its line."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -263,6 +263,7 @@ def _append(path: Path, checkpoint: Checkpoint) -> None:
             if size and os.pread(descriptor, 1, size - 1) != b"\n":
                 os.ftruncate(descriptor, path.read_bytes().rfind(b"\n") + 1)
             os.write(descriptor, (checkpoint.line() + "\n").encode())
+            os.fsync(descriptor)  # on disk before the checkpoint is reported as signed
         finally:
             os.close(descriptor)
     except OSError as exc:
