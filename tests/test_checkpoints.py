@@ -491,6 +491,7 @@ def test_an_auditor_with_the_public_key_alone_verifies_checkpoints(
     given = ["--checkpoint", str(out), "--public-key", str(public)]
     assert "holds" in cli("audit", "verify", "--file", str(exported), *given).stdout
     assert "holds" in cli("audit", "verify", *given).stdout
+    assert "not checked" not in cli("audit", "verify", *given).stdout
     assert not (tmp_path / "auditor").exists()  # no key was created on the auditor's side
 
     forger, _ = signing_key(tmp_path / "forger.pem")
@@ -501,6 +502,9 @@ def test_an_auditor_with_the_public_key_alone_verifies_checkpoints(
     failed = cli("audit", "verify", "--file", str(exported), *against, code=1)
     assert f"not by the public key in {public}" in failed.stderr
     assert f"not by the public key in {public}" in cli("audit", "verify", *against, code=1).stderr
+    # without a key here or given, a forged signature that verifies passes: the line says its signer went unchecked
+    unchecked = cli("audit", "verify", "--checkpoint", str(forged)).stdout
+    assert "holds (signer not checked: no checkpoint key here; pass --public-key)" in unchecked
 
     wrong = cli("audit", "verify", "--checkpoint", str(out), "--public-key", str(out), code=1)
     assert wrong.stderr == (

@@ -156,7 +156,10 @@ def _say_checkpoints(checks: list[Any], table: bool) -> bool:
         if check.problem:
             typer.echo(f"checkpoint seq {c.seq} of {c.time} (key {c.key_fingerprint}) FAILS: {check.problem}", err=True)
         elif table:
-            typer.echo(f"checkpoint seq {c.seq} of {c.time} (key {c.key_fingerprint}) holds")
+            unchecked = (
+                "" if check.signer_checked else " (signer not checked: no checkpoint key here; pass --public-key)"
+            )
+            typer.echo(f"checkpoint seq {c.seq} of {c.time} (key {c.key_fingerprint}) holds{unchecked}")
     return all(check.problem is None for check in checks)
 
 

@@ -56,15 +56,17 @@ class Signed:
 
 @dataclass(frozen=True)
 class CheckpointCheck:
-    """One checkpoint compared with a log: None when the log agrees with it, else why not."""
+    """One checkpoint compared with a log: None when the log agrees with it, else why not; ``signer_checked``: whether
+    its key was compared with a trusted one (without one, a valid signature by any key passes)."""
 
     checkpoint: Checkpoint
     problem: str | None
+    signer_checked: bool = True
 
     def as_json(self) -> dict[str, Any]:
         c = self.checkpoint
         stated = {"seq": c.seq, "time": c.time, "db_identity": c.db_identity, "key": c.key_fingerprint}
-        return {**stated, "ok": self.problem is None, "problem": self.problem}
+        return {**stated, "ok": self.problem is None, "problem": self.problem, "signer_checked": self.signer_checked}
 
 
 @dataclass(frozen=True)
@@ -405,7 +407,7 @@ def _check_db(
     problem = _contradiction(audit, checkpoint, trusted)
     if problem is None and not report.ok and report.broken_seq is not None and report.broken_seq <= checkpoint.seq:
         problem = f"checkpointed record seq {report.broken_seq} no longer verifies ({report.reason})"
-    return CheckpointCheck(checkpoint, problem)
+    return CheckpointCheck(checkpoint, problem, trusted is not None)
 
 
 def check_database(
@@ -432,7 +434,7 @@ def check_export(path: Path, checkpoints: Sequence[Checkpoint], trusted: Trusted
                 problem = statement.compare_head(checkpoint, identity, held, checkpoint.seq)
         elif problem is None:
             problem = statement.compare_head(checkpoint, identity, None, 0)
-        checks.append(CheckpointCheck(checkpoint, problem))
+        checks.append(CheckpointCheck(checkpoint, problem, trusted is not None))
     return checks
 
 
