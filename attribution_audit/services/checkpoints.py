@@ -276,7 +276,16 @@ def _append(path: Path, checkpoint: Checkpoint) -> None:
 
 
 # -- writing -----------------------------------------------------------------------------------------------------
-def _sign(settings: Settings, audit: AuditStore, seq: int, head_hash: str, out: Path | None = None) -> Signed:
+def _sign(
+    settings: Settings,
+    audit: AuditStore,
+    seq: int,
+    head_hash: str,
+    last: Checkpoint | None,
+    out: Path | None = None,
+) -> Signed:
+    """Sign ``seq`` / ``head_hash`` and append it to the witness file, whose last checkpoint (as read by the caller)
+    is ``last``."""
     identity = audit.checkpoints.identity()
     if identity is None:
         raise ConflictError(
@@ -284,7 +293,7 @@ def _sign(settings: Settings, audit: AuditStore, seq: int, head_hash: str, out: 
             "nothing was signed"
         )
     key_path = settings.resolved_checkpoint_key
-    _refuse_keyless(settings, "nothing was signed")
+    _refuse_keyless(settings, last, "nothing was signed")
     key, created = signing_key(key_path)
     signed = statement.sign(key, identity, seq, head_hash, datetime.now(UTC))
     _append(settings.resolved_witness_file, signed)
@@ -300,10 +309,10 @@ def _sign(settings: Settings, audit: AuditStore, seq: int, head_hash: str, out: 
     return Signed(signed, key_path, created, settings.resolved_witness_file, out)
 
 
-def _refuse_keyless(settings: Settings, outcome: str) -> None:
-    """Refuse when the witness file holds checkpoints but no key is here: a new key would sign checkpoints that the
-    earlier ones cannot vouch for."""
-    key_path, last = settings.resolved_checkpoint_key, last_witnessed(settings)
+def _refuse_keyless(settings: Settings, last: Checkpoint | None, outcome: str) -> None:
+    """Refuse when the witness file holds checkpoints (``last`` is its newest) but no key is here: a new key would
+    sign checkpoints that the earlier ones cannot vouch for."""
+    key_path = settings.resolved_checkpoint_key
     if last is not None and not key_path.exists():
         raise ConflictError(
             f"{key_path}: no checkpoint key here, but the witness file {settings.resolved_witness_file} holds "
@@ -316,9 +325,9 @@ def refuse_unsignable(settings: Settings, audit: AuditStore, records: int) -> No
     """Before appending up to ``records`` records: refuse when an automatic checkpoint falls due among them and could
     not be signed (:func:`_refuse_keyless`), instead of failing after appending the records before it."""
     every, minutes = settings.checkpoint_every, settings.checkpoint_minutes
-    head = audit.checkpoints.head()[0]
-    if (every > 0 and (head + records) // every > head // every) or (minutes > 0 and _older_than(settings, minutes)):
-        _refuse_keyless(settings, "nothing was attributed")
+    head, last = audit.checkpoints.head()[0], last_witnessed(settings)
+    if (every > 0 and (head + records) // every > head // every) or (minutes > 0 and _older_than(last, minutes)):
+        _refuse_keyless(settings, last, "nothing was attributed")
 
 
 def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = None) -> Signed:
@@ -330,8 +339,9 @@ def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = N
             f"the audit chain is broken at seq {report.broken_seq} ({report.reason}); nothing was signed: "
             "run `attribution-audit audit verify`"
         )
-    _refuse_contradicted(settings, audit, "nothing was signed")
-    return _sign(settings, audit, report.checked, report.head_hash, out)
+    last = last_witnessed(settings)
+    _refuse_contradicted(settings, audit, last, "nothing was signed")
+    return _sign(settings, audit, report.checked, report.head_hash, last, out)
 
 
 def auto_checkpoint(settings: Settings, audit: AuditStore, attribution: Attribution) -> Signed | None:
@@ -340,15 +350,19 @@ def auto_checkpoint(settings: Settings, audit: AuditStore, attribution: Attribut
     re-verification: earlier checkpoints vouch for what came before, once the DB still agrees with the last one:
     records cut and appended again while the writer ran are never signed)."""
     every, minutes = settings.checkpoint_every, settings.checkpoint_minutes
-    if not (every > 0 and attribution.seq % every == 0) and not (minutes > 0 and _older_than(settings, minutes)):
+    due = every > 0 and attribution.seq % every == 0
+    if not due and minutes <= 0:  # (the witness file is not read)
         return None
-    _refuse_contradicted(settings, audit, "nothing was signed")
-    return _sign(settings, audit, attribution.seq, attribution.record_hash)
-
-
-def _older_than(settings: Settings, minutes: int) -> bool:
-    """Whether the witness file's last checkpoint was signed more than ``minutes`` ago (True when there is none)."""
     last = last_witnessed(settings)
+    if not due and not _older_than(last, minutes):
+        return None
+    _refuse_contradicted(settings, audit, last, "nothing was signed")
+    return _sign(settings, audit, attribution.seq, attribution.record_hash, last)
+
+
+def _older_than(last: Checkpoint | None, minutes: int) -> bool:
+    """Whether the witness file's last checkpoint, ``last``, was signed more than ``minutes`` ago (True when there is
+    none)."""
     if last is None:
         return True
     signed = datetime.fromisoformat(last.time)
@@ -379,11 +393,10 @@ def _contradiction(audit: AuditStore, checkpoint: Checkpoint, trusted: TrustedKe
     )
 
 
-def _refuse_contradicted(settings: Settings, audit: AuditStore, outcome: str) -> None:
-    """Refuse to append to or sign a log that contradicts the witness file's last checkpoint (records cut from its
-    tail, or rewritten): appending would reuse the checkpointed seqs and the next checkpoint would vouch for the
-    rewrite."""
-    last = last_witnessed(settings)
+def _refuse_contradicted(settings: Settings, audit: AuditStore, last: Checkpoint | None, outcome: str) -> None:
+    """Refuse to append to or sign a log that contradicts the witness file's last checkpoint, ``last`` (records cut
+    from its tail, or rewritten): appending would reuse the checkpointed seqs and the next checkpoint would vouch for
+    the rewrite."""
     if last is None:
         return
     trusted = trusted_key(settings)
@@ -475,7 +488,7 @@ def guard_witness(settings: Settings, audit: AuditStore) -> Signed | None:
     if last is None:
         return None
     if last.db_identity == identity:
-        _refuse_contradicted(settings, audit, "nothing was attributed")
+        _refuse_contradicted(settings, audit, last, "nothing was attributed")
         return None
     if not settings.new_audit_log:
         raise ConflictError(
@@ -483,7 +496,7 @@ def guard_witness(settings: Settings, audit: AuditStore) -> Signed | None:
             f"seq {last.seq}, but {audit.url} is {identity or 'without identity'} (replaced or recreated?); "
             f"restore the checkpointed DB, or pass {NEW_LOG_FLAG} to start a new log on purpose"
         )
-    return _sign(settings, audit, *audit.checkpoints.head())
+    return _sign(settings, audit, *audit.checkpoints.head(), last)
 
 
 # -- the use cases of `audit verify` -------------------------------------------------------------------------------
