@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
@@ -22,6 +23,21 @@ from attribution_audit.sources.labelled import read_labelled
 from attribution_audit.store.audit_store import AuditStore
 
 BATCH = 32
+
+
+class _Verdict(NamedTuple):
+    """One labelled query's copy check: its labels (``work_ids`` empty for a non-copy) and the check's answer."""
+
+    work_ids: tuple[str, ...]
+    subset: str | None
+    status: str
+    copy_of: str | None
+    score: float
+
+    @property
+    def named(self) -> bool:
+        """A copy whose verdict names its source work."""
+        return bool(self.work_ids) and self.copy_of == self.work_ids[0]
 
 
 @dataclass(frozen=True)
@@ -63,9 +79,7 @@ def evaluate_copies(
     settings = settings if depth is None else replace(settings, copy_depth=depth)
     queries = [q for path in labelled for q in read_labelled(path)]
     params = AttributionParams(verify="off", space=space)
-    verdicts: list[
-        tuple[tuple[str, ...], str | None, str, str | None, float]
-    ] = []  # work ids, subset, status, copy_of, score
+    verdicts: list[_Verdict] = []
     seconds = 0.0
     with open_attributor(settings, audit, settings.embedder) as attributor:
         for start in range(0, len(queries), BATCH):
@@ -76,16 +90,16 @@ def evaluate_copies(
                 started = time.perf_counter()
                 outcome = attributor.check_copy(image, outcome, vectors)
                 seconds += time.perf_counter() - started
-                score = outcome.copy_score or 0.0
-                verdicts.append((query.work_ids, query.subset, outcome.copy_status or "", outcome.copy_of, score))
+                status, score = outcome.copy_status or "", outcome.copy_score or 0.0
+                verdicts.append(_Verdict(query.work_ids, query.subset, status, outcome.copy_of, score))
+    copies, others = [v for v in verdicts if v.work_ids], [v for v in verdicts if not v.work_ids]
     by_subset: dict[str, list[bool]] = defaultdict(list)
-    for work_ids, subset, _, copy_of, _ in verdicts:
-        if work_ids:
-            by_subset[subset or ""].append(copy_of == work_ids[0])
+    for verdict in copies:
+        by_subset[verdict.subset or ""].append(verdict.named)
     hits = [hit for values in by_subset.values() for hit in values]
-    flags = [copy_of is not None for work_ids, _, _, copy_of, _ in verdicts if not work_ids]
-    others = sorted(score for work_ids, _, _, _, score in verdicts if not work_ids)
-    named = [score for work_ids, _, _, copy_of, score in verdicts if work_ids and copy_of == work_ids[0]]
+    flags = [verdict.copy_of is not None for verdict in others]
+    scores = sorted(verdict.score for verdict in others)
+    named = [verdict.score for verdict in copies if verdict.named]
     return CopyEvaluation(
         copies=len(hits),
         recall_at_1=sum(hits) / len(hits) if hits else None,
@@ -93,13 +107,13 @@ def evaluate_copies(
         false_copies=sum(flags),
         false_copy_rate=sum(flags) / len(flags) if flags else None,
         false_copy_rate_upper_95=rate_upper_bound(sum(flags), len(flags)),
-        not_run=dict(Counter(s.split(":")[0] for _, _, s, _, _ in verdicts if s not in (COPY, NO_COPY))),
+        not_run=dict(Counter(v.status.split(":")[0] for v in verdicts if v.status not in (COPY, NO_COPY))),
         threshold=COPY_SCORE,
         method=METHOD,
         depth=settings.copy_depth,
         check_seconds=seconds / len(verdicts) if verdicts else None,
         recall_by_subset={subset: sum(v) / len(v) for subset, v in sorted(by_subset.items())},
-        non_copy_score_max=others[-1] if others else None,
-        non_copy_score_p99=others[math.ceil(0.99 * len(others)) - 1] if others else None,
+        non_copy_score_max=scores[-1] if scores else None,
+        non_copy_score_p99=scores[math.ceil(0.99 * len(scores)) - 1] if scores else None,
         copy_score_min=min(named) if named else None,
     )
