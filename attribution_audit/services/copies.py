@@ -86,7 +86,7 @@ def evaluate_copies(
             batch = queries[start : start + BATCH]
             images = [load_image(q.path, target_size=None).image for q in batch]
             for query, image, vectors in zip(batch, images, attributor.embed(images, space), strict=True):
-                outcome = attributor.compute(vectors, params)
+                outcome = attributor.compute(vectors, params, copies=True)  # its searches hold the candidates
                 started = time.perf_counter()
                 outcome = attributor.check_copy(image, outcome, vectors)
                 seconds += time.perf_counter() - started
