@@ -17,6 +17,7 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import (
     SHRINKAGES,
+    Projection,
     artist_hits,
     content_groups,
     fit_lda,
@@ -31,7 +32,7 @@ from attribution_audit.services.spaces import default_confidence, held_out_valid
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.evaluations import CalibrationEvidence
-from attribution_audit.store.spaces import SpaceConfidence
+from attribution_audit.store.spaces import SpaceConfidence, SpaceInfo
 
 
 def _nuisance_data(seed: int, per_artist: int) -> tuple[np.ndarray, list[str]]:
@@ -41,6 +42,24 @@ def _nuisance_data(seed: int, per_artist: int) -> tuple[np.ndarray, list[str]]:
     labels = [f"a{i % 12}" for i in range(12 * per_artist)]
     signal = np.vstack([centres[i % 12] for i in range(len(labels))]) * 0.3 + rng.normal(0, 0.05, (len(labels), 4))
     return np.hstack([signal, rng.normal(0, 1.0, (len(labels), 20))]), labels
+
+
+def _store(
+    audit: AuditStore, projection: Projection, n_works: int, confidence: SpaceConfidence | None = None
+) -> SpaceInfo:
+    """Store a version of style space "s" of collection "c" (embedder "fp", 12 artists)."""
+    return audit.spaces.add(
+        "s",
+        projection,
+        base=STYLE,
+        method="lda",
+        embedder_fingerprint="fp",
+        collection="c",
+        n_works=n_works,
+        n_artists=12,
+        validation={"hit@1": 0.5},
+        confidence=confidence,
+    )
 
 
 def _shared_content_data(seed: int, contents: int) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -145,20 +164,7 @@ def test_params_take_a_learned_name_and_version_only_for_learned_spaces() -> Non
 def test_fits_are_stored_as_versions(audit: AuditStore) -> None:
     works, labels = _nuisance_data(3, 5)
     first, second = fit_lda(works, labels, 0.1), fit_lda(works, labels, 0.5)
-    stored = [
-        audit.spaces.add(
-            "s",
-            projection,
-            base=STYLE,
-            method="lda",
-            embedder_fingerprint="fp",
-            collection="c",
-            n_works=len(labels),
-            n_artists=12,
-            validation={"hit@1": 0.5},
-        )
-        for projection in (first, second)
-    ]
+    stored = [_store(audit, projection, len(labels)) for projection in (first, second)]
     assert [s.version for s in stored] == [1, 2] and stored[0].fingerprint != stored[1].fingerprint
     newest = audit.spaces.load("s")
     assert newest is not None and newest[0].version == 2
@@ -171,17 +177,7 @@ def test_fits_are_stored_as_versions(audit: AuditStore) -> None:
 def test_a_projection_changed_in_the_database_is_refused(audit: AuditStore) -> None:
     """Requests in the space would have used another projection under the version's name (or failed on its shape)."""
     works, labels = _nuisance_data(3, 5)
-    audit.spaces.add(
-        "s",
-        fit_lda(works, labels, 0.1),
-        base=STYLE,
-        method="lda",
-        embedder_fingerprint="fp",
-        collection="c",
-        n_works=len(labels),
-        n_artists=12,
-        validation={"hit@1": 0.5},
-    )
+    _store(audit, fit_lda(works, labels, 0.1), len(labels))
     superuser_edit(audit.engine, "UPDATE learned_spaces SET matrix = mean")
     with pytest.raises(DatabaseError, match="learned space s version 1 in the audit database does not match its"):
         audit.spaces.load("s")
@@ -218,21 +214,7 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
         "0" * 64,
         {"held_out_works": 12, "right": 7, "parameters": AttributionParams().as_json()},
     )
-    stored = [
-        audit.spaces.add(
-            "s",
-            fit_lda(works, labels, 0.5),
-            base=STYLE,
-            method="lda",
-            embedder_fingerprint="fp",
-            collection="c",
-            n_works=len(labels),
-            n_artists=12,
-            validation={"hit@1": 0.5},
-            confidence=own,
-        )
-        for _ in range(2)
-    ]
+    stored = [_store(audit, fit_lda(works, labels, 0.5), len(labels), own) for _ in range(2)]
     first, second = (s.validation["confidence"]["model"] for s in stored)
     recorded = [s.validation["confidence"]["parameters"] for s in stored]  # as `spaces list` shows the evidence
     assert [(p["space"], p["space_version"]) for p in recorded] == [("s", 1), ("s", 2)]
