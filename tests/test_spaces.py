@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -61,11 +61,32 @@ def store(
         if request.param == "edge"
         else ServerStore(":memory:", "works_spaces")
     )
-    store.ensure_collection(CONTENT_DIM, STYLE_DIM)
-    store.upsert(data[2])
-    store.build_index()
-    yield store
+    yield _filled(store, data[2])
     store.close()
+
+
+S = TypeVar("S", bound=VectorStore)
+
+
+def _filled(store: S, points: list[WorkPoint]) -> S:
+    """``store`` holding ``points`` in both base spaces, its index built."""
+    store.ensure_collection(CONTENT_DIM, STYLE_DIM)
+    store.upsert(points)
+    store.build_index()
+    return store
+
+
+def _attributor(audit: AuditStore, store: VectorStore, tmp_path: Path, **extra: Any) -> Attributor:
+    """An attributor of ``store`` logging to ``audit`` (embedder "t@0")."""
+    return Attributor(
+        audit,
+        store,
+        embedder_name="test",
+        embedder_fingerprint="t@0",
+        requester="pytest",
+        exact_cache_dir=tmp_path / "x",
+        **extra,
+    )
 
 
 def test_named_vectors_round_trip(store: VectorStore, data: tuple) -> None:  # type: ignore[type-arg]
@@ -120,18 +141,8 @@ def test_fused_attribution_is_checked_against_exact_fusion(
     data: tuple,  # type: ignore[type-arg]
 ) -> None:
     contents, styles, points = data
-    store = EdgeStore(tmp_path, "works_spaces")
-    store.ensure_collection(CONTENT_DIM, STYLE_DIM)
-    store.upsert(points)
-    store.build_index()
-    attributor = Attributor(
-        sqlite_audit,
-        store,
-        embedder_name="test",
-        embedder_fingerprint="t@0",
-        requester="pytest",
-        exact_cache_dir=tmp_path / "x",
-    )
+    store = _filled(EdgeStore(tmp_path, "works_spaces"), points)
+    attributor = _attributor(sqlite_audit, store, tmp_path)
     query = QueryVectors(contents[3], styles[3])
     for space in ("content", "style", "fused"):
         params = AttributionParams(k=5, space=space, fusion_weights=(1.0, 0.6))
@@ -172,10 +183,7 @@ def test_a_request_searches_each_base_space_once(
     """The agreement indicators and the copy candidates read the searches the request made anyway: one engine query
     per base space, whatever K, and one fusion query (a fused request's own; the agreement of spaces' otherwise)."""
     contents, styles, points = data
-    store = CountingEdgeStore(tmp_path, "works_spaces")
-    store.ensure_collection(CONTENT_DIM, STYLE_DIM)
-    store.upsert(points)
-    store.build_index()
+    store = _filled(CountingEdgeStore(tmp_path, "works_spaces"), points)
     run, catalogue = sqlite_audit.catalogue.start_ingestion(
         "c",
         source_format="csv",
@@ -192,15 +200,7 @@ def test_a_request_searches_each_base_space_once(
     sqlite_audit.catalogue.record_works(
         catalogue, "works_spaces", run_id=run, embedder_fingerprint="t@0", spaces="content,style", works=works
     )
-    attributor = Attributor(
-        sqlite_audit,
-        store,
-        embedder_name="test",
-        embedder_fingerprint="t@0",
-        requester="pytest",
-        exact_cache_dir=tmp_path / "x",
-        copy_depth=30,
-    )
+    attributor = _attributor(sqlite_audit, store, tmp_path, copy_depth=30)
     query = QueryVectors(contents[3] * 0.8 + contents[4] * 0.2, styles[3])
     expected_copies = {
         space: [(h.payload["catalogue"], h.payload["work_id"]) for h in store.search(query.of(space), 30, space=space)]
