@@ -125,6 +125,8 @@ class Settings:
     shard_number: int | None = None
     replication_factor: int | None = None
     write_consistency_factor: int | None = None
+    # The HNSW search's ef (search time: no re-ingest); None: the collection's recorded one (128).
+    hnsw_ef: int | None = None
 
     @property
     def embedded_database(self) -> Path | None:
@@ -164,8 +166,8 @@ class Settings:
         return self
 
 
-def with_storage(settings: Settings, **given: Any) -> Settings:
-    """These settings with the storage options given (None: keep the environment's or the default)."""
+def with_options(settings: Settings, **given: Any) -> Settings:
+    """These settings with the options given (storage, search ef; None: keep the environment's or the default)."""
     return replace(settings, **{key: value for key, value in given.items() if value is not None})
 
 
@@ -205,6 +207,7 @@ def load_settings(**overrides: Any) -> Settings:
         shard_number=_whole(env, "shard_number"),
         replication_factor=_whole(env, "replication_factor"),
         write_consistency_factor=_whole(env, "write_consistency_factor"),
+        hnsw_ef=_whole(env, "hnsw_ef"),
     )
     return replace(settings, **given)
 

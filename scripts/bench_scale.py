@@ -19,6 +19,9 @@ aligned ``.npy`` in ``--work`` (kept: parts may run in separate invocations on t
   at the same depth, the audit database's commit floor and (verify always) a NumPy brute-force scan; verify off,
   sample:0.1 and always, at K=10 and K=100; recall@K against the exact top K; CPU time of the calling thread;
 * log: requests against a copy of the audit DB as it is and a copy grown by ``--log-records`` records, alternating;
+* ef: requests at K=``--ef-k`` (verify off) on the ingested data dir at each HNSW search ef of ``--efs`` (the
+  ``--ef`` setting: no re-ingest), the same queries at every ef, in rounds that alternate the efs: search p50/p95
+  (engine candidates, K policy, indicators) and recall@K against the exact top K; written to a section of its own;
 * chain: chains of ``--log`` records (10 neighbours each) verified and exported by the CLI in fresh processes
   (records/s, peak RSS), on SQLite and, with ``--postgres-url``, on PostgreSQL, with the raw reference (a bare DBAPI
   fetch of the same rows, a bare sha256 of the same bytes) in the same run; written to a section of its own.
@@ -67,6 +70,7 @@ from attribution_audit.store.models import Base
 
 NAME = "bench_scale"
 LOG_NAME = "bench_scale_log"
+EF_NAME = "bench_scale_ef"
 DIM = 512
 EMBEDDER = "clip"  # names the collection of new data dirs (CLIP ViT-B/32: 512-d); the vectors are precomputed
 
@@ -79,7 +83,8 @@ def embedder_of(data_dir: Path) -> str:
 
 VERIFY_MODES = ("off", "sample:0.1", "always")
 BLOCK = 50_000
-PARTS = ("ingest", "raw", "int8", "pgcopy", "serve", "requests", "log", "chain")
+EF_BLOCK = 20  # queries per ef before the next ef's turn
+PARTS = ("ingest", "raw", "int8", "pgcopy", "serve", "requests", "log", "ef", "chain")
 
 
 @dataclass(frozen=True)
@@ -321,6 +326,53 @@ def request_rows(
         shard.close()
         floor.close()
         audit.engine.dispose()
+    return rows
+
+
+def ef_rows(
+    data_dir: Path, vectors: np.ndarray, efs: list[int], k: int, requests: int, database_url: str | None
+) -> list[dict[str, float]]:
+    """Per search ef: the compute's p50/p95 (ms; verify off, nothing recorded) and recall@K against the exact top K,
+    over the same ``requests`` queries at every ef, in rounds of ``EF_BLOCK`` queries that alternate the efs, each
+    round starting at the next (the shard opens in one store at a time)."""
+    embedder = embedder_of(data_dir)
+    params = AttributionParams(k=k, verify="off")
+    rng = np.random.default_rng(5)
+    queries = [query_of(vectors, rng) for _ in range(requests)]
+    times: dict[int, list[float]] = {ef: [] for ef in efs}
+    recall: dict[int, list[float]] = {ef: [] for ef in efs}
+    settings = load_settings(data_dir=data_dir, embedder=embedder, database_url=database_url)
+    audit = open_audit(settings)
+    try:
+        with open_attributor(settings, audit, embedder, fingerprint=f"precomputed:{embedder}") as attributor:
+            exact = attributor.exact_top(queries, params)
+        for turn, start in enumerate(range(0, requests, EF_BLOCK)):
+            for ef in efs[turn % len(efs) :] + efs[: turn % len(efs)]:  # each round starts at the next ef
+                at_ef = replace(settings, hnsw_ef=ef)
+                with open_attributor(at_ef, audit, embedder, fingerprint=f"precomputed:{embedder}") as attributor:
+                    attributor.compute(queries[start], params)  # warm-up: the shard's pages after reopening
+                    for i in range(start, min(start + EF_BLOCK, requests)):
+                        started = time.perf_counter()
+                        outcome = attributor.compute(queries[i], params)
+                        times[ef].append(time.perf_counter() - started)
+                        recall[ef].append(overlap_at_k([point_of(n_) for n_ in outcome.neighbours], exact[i]))
+    finally:
+        audit.engine.dispose()
+    rows = []
+    for ef in efs:
+        ms = [t * 1000 for t in times[ef]]
+        rows.append(
+            {
+                "ef": ef,
+                "k": k,
+                "depth": k * params.oversampling,
+                "p50": percentile(ms, 50),
+                "p95": percentile(ms, 95),
+                "recall": float(np.mean(recall[ef])),
+                "requests": len(ms),
+            }
+        )
+        print(f"  ef={ef} K={k}: p50 {rows[-1]['p50']:.2f} ms, recall@K {rows[-1]['recall']:.3f}")
     return rows
 
 
@@ -640,6 +692,9 @@ def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) ->
     if "requests" in parts:
         rows = request_rows(data, raw_path, vectors, args.requests, url)
         save(args.results, f"{n}-requests-{db}", {"rows": rows, "exact": du_mib(data / "exact")})
+    if "ef" in parts:
+        efs = [int(ef) for ef in args.efs.split(",")]
+        save(args.results, f"{n}-ef-{db}", {"rows": ef_rows(data, vectors, efs, args.ef_k, args.requests, url)})
 
 
 def main() -> None:
@@ -668,6 +723,8 @@ def main() -> None:
         "--audit-postgres", help="PostgreSQL server URL: the data dirs' audit log in a database of their own on it"
     )
     parser.add_argument("--log-records", type=int, default=100_000, help="records added for the log-length part")
+    parser.add_argument("--efs", default="128,512,1024,2048", help="comma-separated HNSW search efs of the ef part")
+    parser.add_argument("--ef-k", type=int, default=100, help="K of the ef part's requests")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -685,7 +742,9 @@ def main() -> None:
             chain = chain_rows(work, [int(n) for n in args.log.split(",")], args.postgres_url)
             load = tuple(max(pair) for pair in zip(before, os.getloadavg(), strict=True))
             write_log(args, chain, load)
-        if parts != {"chain"}:
+        if "ef" in parts:
+            write_ef(args, load_results(args.results))
+        if parts - {"chain", "ef"}:
             write(args, load_results(args.results))
 
 
@@ -797,6 +856,38 @@ def write(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 )
     lines += ["", "The audit log's verify and export: the next section (`--parts chain` reruns only that).", end]
     write_section(args.out, NAME, "\n".join(lines) + "\n")
+
+
+def write_ef(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The search ef's section of docs/benchmarks.md (its own markers: ``--parts ef`` rewrites only it)."""
+    start, end = markers(EF_NAME)
+    lines = [
+        start,
+        "## Scale: recall and search time against the HNSW search ef (scripts/bench_scale.py --parts ef)",
+        "",
+        *provenance(("qdrant-edge-py", "numpy")),
+        "Load average (1, 5, 15 min, at the end): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "",
+        "The data dirs of the ingest part (512-d clustered unit vectors, n/20 clusters, `m=16`, `ef_construct=128`), "
+        "searched through the product (`Attributor.compute`: engine candidates, K policy and indicators; verify off, "
+        "nothing recorded) at each search ef (`--ef` / `ATTRIBUTION_AUDIT_HNSW_EF`, no re-ingest), the same queries "
+        f"at every ef, in rounds of {EF_BLOCK} that alternate the efs (each round starting at the next). The engine "
+        "searches max(ef, depth) candidates, depth = K x oversampling (4): an ef at or below the depth is the "
+        "default's search. Recall@K: mean overlap of the product's top K with the exact top K (brute force).",
+        "",
+        "| works | database | K | depth | ef | engine ef | requests | search p50 ms | search p95 ms | recall@K |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    sizes = sorted({int(key.split("-")[0]) for key in results if "-ef-" in key})
+    for n in sizes:
+        for db in ("SQLite", "PostgreSQL"):
+            for r in results.get(f"{n}-ef-{db}", {}).get("rows", []):
+                lines.append(
+                    f"| {n} | {db} | {r['k']} | {r['depth']} | {r['ef']} | {max(r['ef'], r['depth'])} "
+                    f"| {r['requests']} | {r['p50']:.2f} | {r['p95']:.2f} | {r['recall']:.3f} |"
+                )
+    lines.append(end)
+    write_section(args.out, EF_NAME, "\n".join(lines) + "\n")
 
 
 def write_log(args: argparse.Namespace, chain: list[LogRow], load: tuple[float, ...]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attribution_audit.config import Settings, load_settings, with_storage
+from attribution_audit.config import Settings, load_settings, with_options
 from attribution_audit.errors import AttributionAuditError, VectorStoreError
 from attribution_audit.store.vectors import StorageParams, WorkPoint, point_id_for, storage_of
 from attribution_audit.store.vectors.qdrant_edge import EdgeStore
@@ -68,7 +68,7 @@ def test_storage_settings_come_from_options_or_the_environment(monkeypatch: pyte
     monkeypatch.setenv("ATTRIBUTION_AUDIT_SHARD_NUMBER", "4")
     settings = load_settings(qdrant_url="http://qdrant:6333")
     assert storage_of(settings) == StorageParams("int8", 4, None, None)
-    given = with_storage(settings, quantization="none", replication_factor=2)
+    given = with_options(settings, quantization="none", replication_factor=2)
     assert storage_of(given) == StorageParams("none", 4, 2, None)
     monkeypatch.setenv("ATTRIBUTION_AUDIT_SHARD_NUMBER", "four")
     with pytest.raises(AttributionAuditError, match="ATTRIBUTION_AUDIT_SHARD_NUMBER='four' is not a whole number"):

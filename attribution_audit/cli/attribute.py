@@ -9,6 +9,7 @@ import typer
 
 from attribution_audit.cli.common import (
     NEIGHBOUR_COLUMNS,
+    EfOption,
     EmbedderOption,
     ExactChoice,
     FormatOption,
@@ -67,6 +68,7 @@ def attribute(
     space: SpaceOption = DEFAULTS.space,
     fusion_weights: Annotated[str, typer.Option(help="Fused: weights of content,style.")] = DEFAULT_WEIGHTS,
     rrf_k: Annotated[int, typer.Option(help="Fused: the k of reciprocal rank fusion.")] = DEFAULTS.rrf_k,
+    ef: EfOption = None,
     embedder: EmbedderOption = None,
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
@@ -94,7 +96,7 @@ def attribute(
         rrf_k=rrf_k,
     )
     fmt = output_format(fmt, as_json)
-    settings = settings_of(ctx, embedder)
+    settings = settings_of(ctx, embedder, ef)
     records, rows, failed = [], [], 0
     for result in attribute_files(settings, audit_of(settings), images, params):
         if isinstance(result, ImageError):

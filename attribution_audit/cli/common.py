@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from typer.core import TyperCommand
 
-from attribution_audit.config import Settings
+from attribution_audit.config import Settings, with_options
 from attribution_audit.domain.params import LEARNED_NAME, QUERY_SPACES
 
 if TYPE_CHECKING:
@@ -146,6 +146,15 @@ FormatOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json (deprecated; kept for scripts).")]
+EfOption = Annotated[
+    int | None,
+    typer.Option(
+        "--ef",
+        min=1,
+        help="HNSW search ef (the engine searches max(ef, k x oversampling) candidates); larger: higher recall, slower "
+        "search, no re-ingest; default: the collection's (128)  [env var: ATTRIBUTION_AUDIT_HNSW_EF]",
+    ),
+]
 
 
 def _space_name(value: Any) -> str:
@@ -185,13 +194,13 @@ QueriesArgument = Annotated[
 ]
 
 
-def settings_of(ctx: typer.Context, embedder: str | None = None) -> Settings:
-    """The invocation's settings, with ``--embedder`` applied when given. The first command that uses the embedder a
-    data dir recorded says so, once."""
+def settings_of(ctx: typer.Context, embedder: str | None = None, ef: int | None = None) -> Settings:
+    """The invocation's settings, with ``--embedder`` and ``--ef`` applied when given. The first command that uses the
+    embedder a data dir recorded says so, once."""
     from attribution_audit.services.wiring import announce_recorded_embedder
 
     settings: Settings = ctx.obj
-    settings = settings.with_embedder(embedder)
+    settings = with_options(settings.with_embedder(embedder), hnsw_ef=ef)
     if announce_recorded_embedder(settings):
         typer.echo(
             f"note: using embedder {settings.embedder}, recorded by the first ingest into {settings.data_dir} "

@@ -17,7 +17,7 @@ from attribution_audit.cli.common import (
     settings_of,
 )
 from attribution_audit.cli.progress import ProgressDisplay
-from attribution_audit.config import with_storage
+from attribution_audit.config import with_options
 
 SHOWN_FAILURES = 20
 
@@ -89,7 +89,7 @@ def ingest(
     from attribution_audit.services.ingest import ingest_catalogue
 
     with_style = spaces is IngestSpaces.content_style
-    settings = with_storage(
+    settings = with_options(
         settings_of(ctx, embedder),
         quantization=quantization.value if quantization else None,
         shard_number=shard_number,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from attribution_audit.cli.common import EmbedderOption, settings_of
+from attribution_audit.cli.common import EfOption, EmbedderOption, settings_of
 
 
 def serve(
@@ -18,6 +18,7 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option(min=0.001, help="Largest image accepted (MiB); a request may carry 4x this in all.")
     ] = 16.0,
+    ef: EfOption = None,
     embedder: EmbedderOption = None,
 ) -> None:
     """Serve the JSON API under /v1 (OpenAPI at /openapi.json), /metrics and the web console until stopped.
@@ -30,5 +31,5 @@ def serve(
     from attribution_audit.api import open_service
     from attribution_audit.http.server import serve as run
 
-    with open_service(settings_of(ctx, embedder)) as service:  # the model and the stores, opened once
+    with open_service(settings_of(ctx, embedder, ef)) as service:  # the model and the stores, opened once
         run(service, host, port, int(max_upload_mb * 1024 * 1024), announce=lambda line: typer.echo(line, err=True))

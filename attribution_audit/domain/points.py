@@ -32,11 +32,18 @@ def vector_digest(content: np.ndarray, style: np.ndarray | None = None) -> str:
 
 @dataclass(frozen=True)
 class HnswParams:
-    """HNSW graph and search parameters; recorded with every attribution."""
+    """HNSW graph parameters (``m``, ``ef_construct``: fixed when a collection is built) and the search's ``hnsw_ef``
+    (a search-time parameter: the engine searches with max(hnsw_ef, limit)); recorded with every attribution."""
 
     m: int = 16
     ef_construct: int = 128
     hnsw_ef: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("m", "ef_construct", "hnsw_ef"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

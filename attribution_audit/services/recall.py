@@ -3,7 +3,7 @@ recorded request on today's index."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,6 +27,9 @@ class RecallSummary:
 
 def verify_recall(attributor: Attributor, batch_size: int = 256) -> RecallSummary:
     """Exact-check every request of the attributor's collection that was not verified when it ran.
+
+    The recorded neighbours are compared with the exact answer: nothing searches the HNSW graph, so the search ef
+    configured now plays no part (the ef each request searched with is in its ``index_params``).
 
     Queries go through the exact index in batches (one matrix product per batch and parameter set); each result is
     appended to ``recall_checks`` (the audit rows themselves are never modified).
@@ -68,9 +71,14 @@ def verify_recall_all(settings: Settings, audit: AuditStore) -> dict[str, Recall
 
 
 def replay(settings: Settings, audit: AuditStore, request_id: str) -> tuple[Attribution, Attribution]:
-    """Re-run a recorded request on today's index (same embedder collection, vectors and parameters)."""
+    """Re-run a recorded request on today's index (same embedder collection, vectors and parameters, and the HNSW
+    search ef its ``index_params`` recorded, whatever ef is configured now, so that only the index can differ)."""
     original = audit.requests.get(request_id)
+    recorded_ef = original.index_params.get("hnsw_ef")
     with open_attributor(
-        settings, audit, original.embedder_name, fingerprint=original.embedder_fingerprint
+        replace(settings, hnsw_ef=recorded_ef) if isinstance(recorded_ef, int) else settings,
+        audit,
+        original.embedder_name,
+        fingerprint=original.embedder_fingerprint,
     ) as attributor:
         return attributor.replay(request_id)

@@ -6,9 +6,9 @@ import re
 from typing import Any
 
 from attribution_audit.config import ENV_PREFIX, Settings
-from attribution_audit.domain.points import StorageParams
+from attribution_audit.domain.points import HnswParams, StorageParams
 from attribution_audit.errors import VectorStoreError
-from attribution_audit.store.vectors.base import Hit, HnswParams, VectorStore, WorkPoint, point_id_for
+from attribution_audit.store.vectors.base import Hit, VectorStore, WorkPoint, point_id_for
 
 __all__ = [
     "Hit",
@@ -20,6 +20,7 @@ __all__ = [
     "open_collection",
     "open_store",
     "point_id_for",
+    "search_ef_of",
     "set_aside",
     "storage_of",
 ]
@@ -59,17 +60,31 @@ def storage_of(settings: Settings) -> StorageParams:
     return storage
 
 
+def search_ef_of(settings: Settings) -> int | None:
+    """The searches' HNSW ef from the settings (None: the collection's recorded one); a one-line error for a value
+    that is not a whole number of at least 1."""
+    if settings.hnsw_ef is None:
+        return None
+    try:
+        HnswParams(hnsw_ef=settings.hnsw_ef)
+    except ValueError as exc:
+        raise VectorStoreError(f"{exc}; fix --ef or {ENV_PREFIX}HNSW_EF") from None
+    return settings.hnsw_ef
+
+
 def open_collection(settings: Settings, collection: str, params: HnswParams | None = None) -> VectorStore:
-    """The store of a named collection (as recorded in the audit DB)."""
-    storage = storage_of(settings)
+    """The store of a named collection (as recorded in the audit DB), searching with the settings' ef if any."""
+    storage, ef = storage_of(settings), search_ef_of(settings)
     if settings.qdrant_url:
         from attribution_audit.store.vectors.qdrant_server import ServerStore
 
-        return ServerStore(settings.qdrant_url, collection, params, api_key=settings.qdrant_api_key, storage=storage)
+        return ServerStore(
+            settings.qdrant_url, collection, params, api_key=settings.qdrant_api_key, storage=storage, search_ef=ef
+        )
     from attribution_audit.store.vectors.qdrant_edge import EdgeStore, require_free_space
 
     require_free_space(settings.qdrant_path, settings.min_free_mb)
-    return EdgeStore(settings.qdrant_path, collection, params, storage=storage)
+    return EdgeStore(settings.qdrant_path, collection, params, storage=storage, search_ef=ef)
 
 
 def set_aside(path: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, final
 
 import numpy as np
@@ -128,10 +128,22 @@ class VectorStore(ABC):
     kind: str  # "qdrant-edge", "qdrant-server" or "qdrant-local" (qdrant-client's in-process mode)
     index_kind: str = "hnsw"  # what answers a search: "hnsw", or "exact" where the engine only brute-forces
 
-    def __init__(self, collection: str, params: HnswParams | None = None, storage: StorageParams | None = None) -> None:
+    def __init__(
+        self,
+        collection: str,
+        params: HnswParams | None = None,
+        storage: StorageParams | None = None,
+        *,
+        search_ef: int | None = None,
+    ) -> None:
         self.collection = collection
-        self.params = params or HnswParams()
+        self.search_ef = search_ef  # the searches' hnsw_ef when set; else the collection's recorded one (128)
+        self.params = self._searched_with(params or HnswParams())
         self.storage = storage or StorageParams()  # what a new collection gets; an existing one reports its own
+
+    def _searched_with(self, params: HnswParams) -> HnswParams:
+        """``params`` with the configured search ef, if any: a search-time parameter, so no re-ingest is needed."""
+        return params if self.search_ef is None else replace(params, hnsw_ef=self.search_ef)
 
     # -- operations --------------------------------------------------------------------------------------------
     @final

@@ -43,7 +43,8 @@ class EdgeStore(VectorStore):
     ``lock_timeout`` seconds for another process to finish, so concurrent CLI calls queue instead of failing.
     The indexing thresholds are set to 1 KB so that the HNSW graph is always built (Qdrant's default builds
     none below ~5k vectors of 512-d, which would silently make every search exact). The shard's recorded HNSW
-    parameters win over those given when it already exists; its style space can be added later.
+    parameters win over those given when it already exists (but a ``search_ef`` given is the searches' ef); its
+    style space can be added later.
     """
 
     kind = "qdrant-edge"
@@ -55,8 +56,9 @@ class EdgeStore(VectorStore):
         params: HnswParams | None = None,
         lock_timeout: float = 120.0,
         storage: StorageParams | None = None,
+        search_ef: int | None = None,
     ) -> None:
-        super().__init__(collection, params, storage)
+        super().__init__(collection, params, storage, search_ef=search_ef)
         self.path = Path(root) / collection
         self._lock_timeout = lock_timeout
         self._lock_file: IO[str] | None = None
@@ -155,7 +157,7 @@ class EdgeStore(VectorStore):
                 if problem:
                     raise OSError(problem)
                 self._write_meta(meta)  # unsealed while open: after a crash, nothing is refused
-                self.params = HnswParams(**meta["hnsw"])
+                self.params = self._searched_with(HnswParams(**meta["hnsw"]))
                 self.storage = StorageParams(**meta.get("storage", {}))
                 self._sizes = {space: int(meta[key]) for space, key in SIZE_KEYS.items() if meta.get(key)}
                 with _engine_panics_quiet():

@@ -39,10 +39,11 @@ class ServerStore(VectorStore):
         params: HnswParams | None = None,
         api_key: str | None = None,
         storage: StorageParams | None = None,
+        search_ef: int | None = None,
     ) -> None:
         from qdrant_client import QdrantClient
 
-        super().__init__(collection, params, storage)
+        super().__init__(collection, params, storage, search_ef=search_ef)
         self.url = url
         self._sizes: dict[str, int] | None = None
         if url == ":memory:":
