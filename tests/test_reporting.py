@@ -739,6 +739,8 @@ def test_report_summary_counts_and_chain_head(known: KnownLog, known_cli: Cli) -
         "reason": None,
         "verified_in_full_at": None,  # no `audit verify` yet: the whole chain was checked
         "verified_in_full_age_s": None,
+        "verified_in_full_records": None,
+        "verified_in_full_head_hash": None,
         "checked_now": 6,
     }
     assert head.head_hash == known.requests["r6"].record_hash
@@ -768,11 +770,16 @@ def test_report_summary_says_what_it_did_not_read_again_since_the_last_full_veri
     log = build_known_log(sqlite_db)
     cli("audit", "verify")
     superuser_edit(sqlite_db, f"UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = '{log.id('r2')}'")
+    data = json.loads(cli("report", "summary", "--json").stdout)["chain"]
+    head = log.requests["r6"].record_hash  # what that verification reached: when, up to which record and hash
+    assert (data["verified_in_full_records"], data["verified_in_full_head_hash"], data["checked_now"]) == (6, head, 0)
     lines = cli("report", "summary").stdout.splitlines()
     assert lines[-1].startswith("chain OK: 6 records")
+    assert lines[-3].startswith(f"chain verified in full at {data['verified_in_full_at']} (")
+    assert lines[-3].endswith(f" s ago) up to seq 6, head {head}; 0 records appended since, checked now")
     assert lines[-2] == (
-        "  records 1-6 were not read again: a change to them since that verification is found only by the next "
-        "`audit verify`"
+        "  records 1-6 were not read again: a change to them since is found only by the next `audit verify` (that "
+        "verification is a row of this audit DB: whoever can write the DB can write it)"
     )
     cli("audit", "verify", code=1)  # the next full verification finds it, and the summary then says so
     assert "BROKEN at seq 2" in cli("report", "summary").stdout
