@@ -785,6 +785,26 @@ def test_report_summary_says_what_it_did_not_read_again_since_the_last_full_veri
     assert "BROKEN at seq 2" in cli("report", "summary").stdout
 
 
+def test_report_summary_rechecks_the_head_record_of_the_remembered_verification(cli: Cli, sqlite_db: Engine) -> None:
+    """The summary starts from the remembered verification's head only if the log's record there is still intact
+    with that hash: a changed head record, or a remembered verification written by hand with a head this log does
+    not have, is a broken chain at that seq, not 'chain OK' (the next `audit verify` settles it)."""
+    log = build_known_log(sqlite_db)
+    cli("audit", "verify")
+    forged = {"ok": True, "records": 3, "head_hash": log.requests["r5"].record_hash}  # r5 is seq 5
+    with sqlite_db.begin() as connection:
+        connection.execute(chain._VERIFICATIONS.insert(), forged)
+    said = cli("report", "summary").stdout.splitlines()[-1]
+    assert said.startswith("chain BROKEN at seq 3 (its hash is not the head hash the last full verification reached")
+    assert said.endswith("2 records verify before it; `attribution-audit audit verify` names the record")
+    assert cli("audit", "verify").stdout.startswith("chain OK: 6 records")  # the log itself is whole
+    assert cli("report", "summary").stdout.splitlines()[-1].startswith("chain OK: 6 records")
+
+    superuser_edit(sqlite_db, f"UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = '{log.id('r6')}'")
+    said = cli("report", "summary").stdout.splitlines()[-1]
+    assert said.startswith("chain BROKEN at seq 6 (content does not match its record_hash (the record was modified))")
+
+
 @pytest.mark.postgres
 def test_report_days_are_utc_whatever_the_server_time_zone(
     postgres_known: KnownLog, cli_on: Callable[[str], Cli], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
