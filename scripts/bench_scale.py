@@ -539,7 +539,9 @@ def chain_rows(tmp: Path, sizes: list[int], postgres_url: str | None) -> list[Lo
             for workers in sorted({1, os.cpu_count() or 1}):  # one process, and the default: one per CPU
                 given = ("--workers", str(workers))
                 verify = timed_child(cli(tmp / "chain-data", "audit", "verify", *given, database_url=url))
-                export = timed_child(cli(tmp / "chain-data", "audit", "export", str(out), *given, database_url=url))
+                export = timed_child(
+                    cli(tmp / "chain-data", "audit", "export", str(out), "--force", *given, database_url=url)
+                )
                 runs[workers] = (verify, export)
             raw = subprocess.run(
                 [sys.executable, "-c", RAW_CHAIN, url, str(out), LOG_SOURCES[label]],

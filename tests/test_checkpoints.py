@@ -24,7 +24,7 @@ from attribution_audit import AttributionParams, Upload, load_settings, open_ser
 from attribution_audit.cli import app
 from attribution_audit.domain import checkpoint as statement
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.services.checkpoints import signing_key
+from attribution_audit.services.checkpoints import WITNESS_TAIL, signing_key
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
 from attribution_audit.store.database import create_db_engine, upgrade
@@ -186,7 +186,7 @@ def test_an_export_is_checked_against_the_checkpoint(
     result = cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out), code=1)
     assert "holds no record seq 4" in result.stderr
     # an export of another DB with as many records
-    cli_on(_other_db(tmp_path / "other"))("audit", "export", str(exported))
+    cli_on(_other_db(tmp_path / "other"))("audit", "export", str(exported), "--force")
     result = cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out), code=1)
     assert "a replaced or recreated audit DB" in result.stderr
 
@@ -262,6 +262,28 @@ def test_attribution_checkpoints_when_the_last_checkpoint_is_older_than_t_minute
     later = cli("attribute", images[0], "--embedder", EMBEDDER)
     assert later.stderr.count("checkpoint: seq 3,") == 1
     assert "checkpoint seq 3" in cli("audit", "verify").stdout
+
+
+def test_attribution_reads_only_the_witness_files_last_checkpoint(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With checkpoint_minutes set each attribution needs the last checkpoint: it is read from the end of the file
+    (a damaged first line of a long witness does not stop it; `audit verify` checks every line and names it), and a
+    damaged last line refuses the attribution, naming that line, before any record."""
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_MINUTES", "60")
+    image = str(demo_catalogue.queries[0].path)
+    assert "checkpoint: seq 1," in cli("attribute", image, "--embedder", EMBEDDER).stderr
+    witness = cli.data_dir / "witness.jsonl"
+    signed = witness.read_text()
+    lines = 1 + (2 * WITNESS_TAIL) // len(signed)  # longer than what is read from its end
+    witness.write_text('{"damaged\n' + signed * lines)
+    assert "checkpoint:" not in cli("attribute", image, "--embedder", EMBEDDER).stderr  # seq 2: not due
+    assert "line 1 is not a checkpoint" in cli("audit", "verify", code=1).stderr
+    witness.write_text(signed * lines + '{"damaged\n')
+    refused = cli("attribute", image, "--embedder", EMBEDDER, code=1)
+    assert f"witness.jsonl: line {lines + 1} is not a checkpoint" in refused.stderr and "request " not in refused.stdout
+    assert [r.seq for r in chain.load_requests(cli.engine())] == [1, 2]
 
 
 def _embedded(data_dir: Path, *args: str) -> Result:

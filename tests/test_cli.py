@@ -63,6 +63,26 @@ def test_ingest_attribute_show_end_to_end(cli: Cli, ingested: Ingested, demo_cat
     assert f"previous hash {records[0]['record_hash']}  record hash {records[1]['record_hash']}" in table
 
 
+def test_a_k_above_the_catalogue_says_how_many_works_there_are(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    """--k 60 on 48 works: every work is ranked and one note on stderr says so (not an error; once per command);
+    the record keeps the k asked beside the 48 neighbours it holds, and verifies. --k 48 gives no note."""
+    cli.restore(ingested)
+    images = [str(q.path) for q in demo_catalogue.queries[:2]]
+    result = cli("attribute", *images, "--k", "60", "--json", *EMBEDDER)
+    assert result.stderr == (
+        "note: --k 60, but collection 'works_efficientnet_lite0' holds only 48 works, so K = 48 were returned "
+        "(the record keeps the k asked, 60)\n"
+    )
+    records = json.loads(result.stdout)
+    assert [(r["k"], r["parameters"]["k"], len(r["neighbours"])) for r in records] == [(60, 60, 48)] * 2
+    shown = json.loads(cli("audit", "show", records[0]["request_id"], "--json").stdout)
+    assert (shown["k"], len(shown["neighbours"])) == (60, 48)
+    assert "chain OK: 2 records" in cli("audit", "verify").stdout
+    assert cli("attribute", images[0], "--k", "48", *EMBEDDER).stderr == ""
+
+
 def test_reingest_adds_nothing(cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue) -> None:
     cli.restore(ingested)
     again = cli("ingest", str(demo_catalogue.manifest), *EMBEDDER)

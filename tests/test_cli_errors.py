@@ -36,6 +36,19 @@ def test_export_onto_a_pipe_or_device_is_refused_and_leaves_it_as_it_was(cli: Cl
     assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
+def test_export_onto_an_existing_file_is_refused_unless_forced(cli: Cli, tmp_path: Path) -> None:
+    """An earlier export (or any file) under OUT is kept, with a line naming it and --force; --force replaces it
+    with a whole export, and no scratch file is left beside it either way."""
+    out = tmp_path / "export.jsonl"
+    out.write_text("an earlier export\n")
+    result = cli("audit", "export", str(out), code=1)
+    assert result.stderr == f"error: {out}: already exists; pass --force to overwrite it, or choose another name\n"
+    assert out.read_text() == "an earlier export\n"
+    assert "exported 0 records" in cli("audit", "export", str(out), "--force").stdout
+    assert "export OK" in cli("audit", "verify", "--file", str(out)).stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("export")) == ["export.jsonl"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -4,6 +4,7 @@ and no command leaves a stray data dir it will not use."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,35 @@ def test_an_ingest_that_cannot_start_creates_nothing(tmp_path: Path, small_catal
     run(data_dir, "ingest", str(small_catalogue.manifest), "--embedder", "no-such-model", code=1)
     run(data_dir, "ingest", str(tmp_path / "missing.csv"), "--embedder", EMBEDDER, code=1)
     assert not data_dir.exists()
+
+
+def test_a_first_ingest_none_of_whose_rows_can_be_ingested_is_refused_and_creates_nothing(
+    tmp_path: Path, small_catalogue: DemoCatalogue
+) -> None:
+    """A new collection's every row is to be embedded: a manifest with no usable row (a missing image, a file that
+    is not an image, a duplicate of one) or no row at all is refused in one line before the log, shard, record or
+    failures file exist; one usable row is enough for the ingest to go on (and the others are its failed rows)."""
+    data_dir = tmp_path / "data"
+    (tmp_path / "notes.png").write_text("not an image")
+    manifest = tmp_path / "broken.csv"
+    manifest.write_text("path,artist,work_id\nmissing.png,Ada,W1\nnotes.png,Ada,W2\nnotes.png,Ada,W2\n")
+    output = run(data_dir, "ingest", str(manifest), "--embedder", EMBEDDER, code=1)
+    assert output.startswith(f"error: {manifest}: none of its 3 row(s) can be ingested (line 2, work_id 'W1': ")
+    assert output.endswith("; fix the manifest (nothing was created)\n") and output.count("\n") == 1
+    (tmp_path / "empty.csv").write_text("path,artist,work_id\n")
+    output = run(data_dir, "ingest", str(tmp_path / "empty.csv"), "--embedder", EMBEDDER, code=1)
+    assert (
+        output
+        == f"error: {tmp_path / 'empty.csv'}: no works to ingest; give a manifest with rows (nothing was created)\n"
+    )
+    assert not data_dir.exists()
+
+    shutil.copyfile(small_catalogue.queries[0].path, tmp_path / "good.png")
+    manifest.write_text(manifest.read_text() + "good.png,Ada,W3\n")
+    assert "1 added, 0 updated, 0 unchanged, 0 withdrawn (skipped), 3 failed" in run(
+        data_dir, "ingest", str(manifest), "--embedder", EMBEDDER, code=1
+    )
+    assert (data_dir / "audit.sqlite").exists()
 
 
 def test_first_ingest_creates_the_log_and_later_commands_need_no_embedder(

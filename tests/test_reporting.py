@@ -739,6 +739,8 @@ def test_report_summary_counts_and_chain_head(known: KnownLog, known_cli: Cli) -
         "reason": None,
         "verified_in_full_at": None,  # no `audit verify` yet: the whole chain was checked
         "verified_in_full_age_s": None,
+        "verified_in_full_records": None,
+        "verified_in_full_head_hash": None,
         "checked_now": 6,
     }
     assert head.head_hash == known.requests["r6"].record_hash
@@ -768,14 +770,39 @@ def test_report_summary_says_what_it_did_not_read_again_since_the_last_full_veri
     log = build_known_log(sqlite_db)
     cli("audit", "verify")
     superuser_edit(sqlite_db, f"UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = '{log.id('r2')}'")
+    data = json.loads(cli("report", "summary", "--json").stdout)["chain"]
+    head = log.requests["r6"].record_hash  # what that verification reached: when, up to which record and hash
+    assert (data["verified_in_full_records"], data["verified_in_full_head_hash"], data["checked_now"]) == (6, head, 0)
     lines = cli("report", "summary").stdout.splitlines()
     assert lines[-1].startswith("chain OK: 6 records")
+    assert lines[-3].startswith(f"chain verified in full at {data['verified_in_full_at']} (")
+    assert lines[-3].endswith(f" s ago) up to seq 6, head {head}; 0 records appended since, checked now")
     assert lines[-2] == (
-        "  records 1-6 were not read again: a change to them since that verification is found only by the next "
-        "`audit verify`"
+        "  records 1-6 were not read again: a change to them since is found only by the next `audit verify` (that "
+        "verification is a row of this audit DB: whoever can write the DB can write it)"
     )
     cli("audit", "verify", code=1)  # the next full verification finds it, and the summary then says so
     assert "BROKEN at seq 2" in cli("report", "summary").stdout
+
+
+def test_report_summary_rechecks_the_head_record_of_the_remembered_verification(cli: Cli, sqlite_db: Engine) -> None:
+    """The summary starts from the remembered verification's head only if the log's record there is still intact
+    with that hash: a changed head record, or a remembered verification written by hand with a head this log does
+    not have, is a broken chain at that seq, not 'chain OK' (the next `audit verify` settles it)."""
+    log = build_known_log(sqlite_db)
+    cli("audit", "verify")
+    forged = {"ok": True, "records": 3, "head_hash": log.requests["r5"].record_hash}  # r5 is seq 5
+    with sqlite_db.begin() as connection:
+        connection.execute(chain._VERIFICATIONS.insert(), forged)
+    said = cli("report", "summary").stdout.splitlines()[-1]
+    assert said.startswith("chain BROKEN at seq 3 (its hash is not the head hash the last full verification reached")
+    assert said.endswith("2 records verify before it; `attribution-audit audit verify` names the record")
+    assert cli("audit", "verify").stdout.startswith("chain OK: 6 records")  # the log itself is whole
+    assert cli("report", "summary").stdout.splitlines()[-1].startswith("chain OK: 6 records")
+
+    superuser_edit(sqlite_db, f"UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = '{log.id('r6')}'")
+    said = cli("report", "summary").stdout.splitlines()[-1]
+    assert said.startswith("chain BROKEN at seq 6 (content does not match its record_hash (the record was modified))")
 
 
 @pytest.mark.postgres

@@ -325,6 +325,7 @@ def audit_export(
     date_from: FromOption = None,
     date_to: ToOption = None,
     workers: WorkersOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists (refused without).")] = False,
 ) -> None:
     """Export a period's audit records with their hashes and the chain head (check with audit verify --file).
 
@@ -338,5 +339,6 @@ def audit_export(
         out,
         *day_range(date_from, date_to),
         _workers(workers),
+        overwrite=force,
     )
     typer.echo(f"exported {count} records to {out}")

@@ -80,13 +80,15 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
             typer.echo(f"chain checked in full now ({chain['checked_now']} records); `audit verify` remembers a check")
         else:
             typer.echo(
-                f"chain verified in full at {chain['verified_in_full_at']} ({chain['verified_in_full_age_s']} s ago), "
+                f"chain verified in full at {chain['verified_in_full_at']} ({chain['verified_in_full_age_s']} s ago) "
+                f"up to seq {chain['verified_in_full_records']}, head {chain['verified_in_full_head_hash']}; "
                 f"{chain['checked_now']} record{'' if chain['checked_now'] == 1 else 's'} appended since, checked now"
             )
             if chain["ok"] and (older := chain["records"] - chain["checked_now"]) > 0:
                 typer.echo(
-                    f"  records 1-{older} were not read again: a change to them since that verification is found only "
-                    "by the next `audit verify`"
+                    f"  records 1-{older} were not read again: a change to them since is found only by the next "
+                    "`audit verify` (that verification is a row of this audit DB: whoever can write the DB can "
+                    "write it)"
                 )
         if chain["ok"]:
             typer.echo(f"chain OK: {chain['records']} records, head {chain['head_hash']}")

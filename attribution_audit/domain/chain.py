@@ -139,6 +139,32 @@ class ChainCheck:
         except UnreadableRecord as exc:
             self.unreadable(exc.seq, exc.request_id, exc.reason)
 
+    def from_head(self, records: Iterator[ChainRecord]) -> Iterator[ChainRecord]:
+        """``records`` from the record of the head this check starts from: that one must still be there, intact,
+        with the head's hash (else :attr:`broken` names it); then those after it, to check."""
+        seq, head_hash = self.checked, self.prev
+        try:
+            record = next(records, None)
+        except UnreadableRecord:
+            self.checked = seq - 1  # the chain breaks at the head's own record (:meth:`accepted` says why)
+            raise
+        problem = None
+        if record is None or record.seq != seq:
+            problem = f"record seq {seq}, the head of the last full verification, is gone (removed after it)"
+        elif not record.intact:
+            problem = "content does not match its record_hash (the record was modified)"
+        elif record.record_hash != head_hash:
+            problem = (
+                "its hash is not the head hash the last full verification reached (the record was rewritten, or "
+                "that verification is not of this log)"
+            )
+        if problem is None:
+            yield from records
+            return
+        request_id, prev = (None, head_hash) if record is None else (record.request_id, record.prev_hash)
+        self.checked, self.prev = seq - 1, prev
+        self.broken = ChainReport(False, seq - 1, prev, request_id, seq, problem)
+
     def unreadable(self, seq: int, request_id: str, problem: str) -> None:
         """The next record, ``seq``, cannot be read (``problem``): the chain breaks there, or at the gap before it."""
         self.broken = ChainReport(False, self.checked, self.prev, request_id, seq, self._gap(seq) or problem)

@@ -40,19 +40,23 @@ def export_records(
     date_to: date | None = None,
     db_identity: str | None = None,
     vouch: Callable[[ChainReport], ChainReport] = lambda head: head,
+    overwrite: bool = False,
 ) -> tuple[int, ChainReport]:
     """Verify ``chain`` (every record, in order) while writing those created within [date_from, date_to] (inclusive
     days, UTC), in one pass and constant memory; ``rows(seq)`` counts the log's request rows up to the last seq read
     (records other writers append meanwhile are left for the next export). The
     header names the audit DB's identity (what checkpoints name); ``vouch`` checks the verified head against what is
     known beyond the chain (e.g. an earlier verification that counted more records). Returns how many were written
-    and the verified head. A broken chain, or a head ``vouch`` fails, writes nothing and raises."""
+    and the verified head. A broken chain, or a head ``vouch`` fails, writes nothing and raises; so does an existing
+    ``out`` unless ``overwrite`` (then replaced by a rename, as a new one is written)."""
     start, end = _bounds(date_from, date_to)
     out = Path(out)
     if out.is_symlink() or (out.exists() and not out.is_file()):  # the rename below would replace it, not write to it
         raise AttributionAuditError(
             f"{out}: is not a regular file (a directory, link, pipe or device); choose a file path for the export"
         )
+    if out.exists() and not overwrite:
+        raise AttributionAuditError(f"{out}: already exists; pass --force to overwrite it, or choose another name")
     if out.parent.exists() and not out.parent.is_dir():  # (mkdir would say "File exists")
         raise AttributionAuditError(f"{out}: {out.parent} is not a folder; choose a file path for the export")
     body, temporary = out.with_name(out.name + ".body.tmp"), out.with_name(out.name + ".tmp")

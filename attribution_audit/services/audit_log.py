@@ -33,10 +33,17 @@ def verify_chain(audit: AuditStore, workers: int = 1) -> ChainReport:
 
 
 def export_records(
-    audit: AuditStore, out: Path, date_from: date | None = None, date_to: date | None = None, workers: int = 1
+    audit: AuditStore,
+    out: Path,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    workers: int = 1,
+    *,
+    overwrite: bool = False,
 ) -> int:
     """Export a period's records with their hashes, the chain head and the DB identity, verifying the whole chain in
-    the same pass (a broken chain exports nothing; the log read by ``workers`` processes); how many were written."""
+    the same pass (a broken chain exports nothing; the log read by ``workers`` processes); how many were written.
+    An existing ``out`` is refused unless ``overwrite``."""
     written, head = export.export_records(
         audit.requests.chain_records(workers),
         audit.requests.count,
@@ -45,6 +52,7 @@ def export_records(
         date_to,
         db_identity=audit.checkpoints.identity(),
         vouch=audit.requests.against_earlier,
+        overwrite=overwrite,
     )
     audit.requests.remember_verification(head)
     return written

@@ -40,6 +40,7 @@ from attribution_audit.sources.files import irregular_file_problem
 from attribution_audit.store.audit_store import AuditStore
 
 NEW_LOG_FLAG = "--new-audit-log"
+WITNESS_TAIL = 64 * 1024  # bytes read from the end of the witness file for its last checkpoint (a line is < 1 KiB)
 
 
 @dataclass(frozen=True)
@@ -242,16 +243,59 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
     return checkpoints
 
 
-def last_witnessed(settings: Settings) -> Checkpoint | None:
-    """The newest checkpoint of the witness file, None when there is none (no file, or an empty one: a pipe or a
-    directory there is refused, not taken for an empty file)."""
+def _witness_file(settings: Settings) -> Path | None:
+    """The witness file, None when there is none (no file, or an empty one: a pipe or a directory there is refused,
+    not taken for an empty file)."""
     path = settings.resolved_witness_file
     if irregular_file_problem(path):  # a path the user set: say which setting names it
         raise AttributionAuditError(
             f"{path}: the witness file is not a regular file; set ATTRIBUTION_AUDIT_WITNESS_FILE to a file's path "
             "(default: <data dir>/witness.jsonl)"
         )
-    return read_checkpoints(path)[-1] if path.exists() and path.stat().st_size else None
+    return path if path.exists() and path.stat().st_size else None
+
+
+def _witnessed(settings: Settings) -> list[Checkpoint]:
+    """Every checkpoint of the witness file, each line checked (``audit verify``); [] when there is none."""
+    path = _witness_file(settings)
+    return [] if path is None else read_checkpoints(path)
+
+
+def last_witnessed(settings: Settings) -> Checkpoint | None:
+    """The newest checkpoint of the witness file (None when there is none), from its last line only, read from the
+    end of the file: what each attribution needs, whatever the file's length. A last line that is not a checkpoint
+    (nor an append cut short after one) is refused as :func:`read_checkpoints` refuses it, naming its line."""
+    path = _witness_file(settings)
+    if path is None:
+        return None
+    return _last_line(path) or read_checkpoints(path)[-1]
+
+
+def _last_line(path: Path) -> Checkpoint | None:
+    """The checkpoint on the last line of ``path`` (after an append cut short, the line before it), read from at most
+    the last ``WITNESS_TAIL`` bytes; None when these do not hold it whole or it does not parse (then the whole file
+    is read: its error names the line)."""
+    try:
+        with path.open("rb") as handle:
+            start = max(handle.seek(0, os.SEEK_END) - WITNESS_TAIL, 0)
+            handle.seek(start)
+            pieces = handle.read().split(b"\n")
+    except OSError:
+        return None
+    if start and len(pieces) == 1:  # no line starts in the tail
+        return None
+    *lines, torn = pieces[1:] if start else pieces  # ``torn``: after the last newline (b"" when the file ends so)
+    if torn.strip() and (parsed := _parsed(torn)) is not None:
+        return parsed  # (one that does not parse was cut short: the line before it is the last checkpoint)
+    last = next((line for line in reversed(lines) if line.strip()), None)
+    return None if last is None else _parsed(last)
+
+
+def _parsed(line: bytes) -> Checkpoint | None:
+    try:
+        return statement.parse(json.loads(line))
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
 
 
 def _append(path: Path, checkpoint: Checkpoint) -> None:
@@ -513,11 +557,7 @@ def verify_database(
     is remembered for ``report summary`` (where this user may write)."""
     trusted = trusted_key(settings, public_key)
     report = verify_chain(audit, workers)
-    if checkpoint_file is not None:
-        checkpoints = read_checkpoints(checkpoint_file)
-    else:
-        last = last_witnessed(settings)
-        checkpoints = [] if last is None else [last]
+    checkpoints = read_checkpoints(checkpoint_file) if checkpoint_file is not None else _witnessed(settings)[-1:]
     return Verification(datetime.now(UTC), report, check_database(audit, checkpoints, report, trusted))
 
 

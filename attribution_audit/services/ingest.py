@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 512
 UPSERT_ATTEMPTS = 3
+NO_VECTOR = "no precomputed vector for this row"
 T = TypeVar("T")
 
 
@@ -436,7 +437,7 @@ def _ingest_precomputed(
     for row, known_digest in todo:
         vector = vectors(row)
         if vector is None:
-            ingestion.report.failures.append(RowFailure(row.line, row.work_id, "no precomputed vector for this row"))
+            ingestion.report.failures.append(RowFailure(row.line, row.work_id, NO_VECTOR))
             continue
         prepared.append(Prepared(row, known_digest or ingestion.digest(row), vector))
     if prepared:
@@ -494,6 +495,7 @@ def ingest_catalogue(
     if with_style and embeddings is not None:
         raise ValueError("--spaces content,style needs the images: precomputed --embeddings fill content only")
     source = open_source(source_path, fmt)
+    name = catalogue or default_catalogue_name(source.path)
     embedder: Embedder | None = None
     vectors: VectorLookup | None = None
     fingerprint = None
@@ -505,9 +507,10 @@ def ingest_catalogue(
         vectors, fingerprint = (lambda row: table.get(row.work_id)), f"precomputed:{settings.embedder}"
     else:
         embedder = load_embedder(settings.embedder, batch_size)
+    if _new_collection(settings):  # every row is to be embedded: one must be usable, or there is nothing to ingest
+        _refuse_nothing_to_ingest(source, vectors)
     # Only now that the inputs are usable is anything created (the embedded audit log on first use).
     audit = audit or open_audit(settings, create=True)
-    name = catalogue or default_catalogue_name(source.path)
     if catalogue is None:
         _refuse_name_collision(audit, name, source.path)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -555,16 +558,53 @@ def ingest_catalogue(
     return report
 
 
-def _held_content_size(settings: Settings) -> int | None:
-    """The content vector size of the settings' collection; None before it exists (an embedded shard that is not
-    there is not opened: opening would create its folder and lock file)."""
+def _new_collection(settings: Settings) -> bool:
+    """Whether the settings' collection is yet to be made (an embedded shard that is not there is not opened:
+    opening would create its folder and lock file)."""
     from attribution_audit.services.wiring import vector_store
     from attribution_audit.store.vectors import collection_name
 
-    if not settings.qdrant_url and not (settings.qdrant_path / collection_name(settings.embedder)).exists():
+    if not settings.qdrant_url:
+        return not (settings.qdrant_path / collection_name(settings.embedder)).exists()
+    with vector_store(settings) as store:
+        return not store.spaces()
+
+
+def _held_content_size(settings: Settings) -> int | None:
+    """The content vector size of the settings' collection; None before it exists."""
+    from attribution_audit.services.wiring import vector_store
+
+    if _new_collection(settings):
         return None
     with vector_store(settings) as store:
         return store.sizes().get(CONTENT)
+
+
+def _unusable(row: ManifestRow, vectors: VectorLookup | None) -> RowFailure | None:
+    """Why ``row`` cannot be ingested into a new collection (no vector, or an image that does not load), or None."""
+    if vectors is not None:
+        return None if vectors(row) is not None else RowFailure(row.line, row.work_id, NO_VECTOR)
+    decoded = _decode(row)
+    return decoded if isinstance(decoded, RowFailure) else None
+
+
+def _refuse_nothing_to_ingest(source: Source, vectors: VectorLookup | None) -> None:
+    """ManifestError when no row of ``source`` can be ingested, read up to its first row that can: checked before
+    anything is made for a new collection, whose every row is new."""
+    first: RowFailure | None = None
+    rows = 0
+    for item in source:
+        rows += 1
+        failure = item if isinstance(item, RowFailure) else _unusable(item, vectors)
+        if failure is None:
+            return
+        first = first or failure
+    if first is None:
+        raise ManifestError(f"{source.path}: no works to ingest; give a manifest with rows (nothing was created)")
+    raise ManifestError(
+        f"{source.path}: none of its {rows} row(s) can be ingested (line {first.line}, work_id {first.work_id!r}: "
+        f"{first.reason}); fix the manifest (nothing was created)"
+    )
 
 
 def _refuse_other_dimension(path: Path, table: dict[str, np.ndarray], held: int | None, embedder: str) -> None:

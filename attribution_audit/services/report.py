@@ -79,15 +79,24 @@ def log_counts(audit: AuditStore) -> dict[str, Any]:
 def chain_status(audit: AuditStore) -> tuple[ChainReport, dict[str, Any]]:
     """The chain's state without re-verifying the whole log: the last full verification (``audit verify`` or
     ``audit export``) and the records appended since, checked now; the whole chain when none is remembered (or this
-    user may not read them). With what it rests on: when the full verification ran, how long ago, records checked."""
+    user may not read them). With what it rests on: when the full verification ran, how long ago, the head it
+    reached (records, hash: a row of this DB, not checked again here), records checked now."""
     last = audit.requests.last_verification()
     if last is None or not last.report.ok:
         report = audit.requests.verify_chain() if last is None else last.report
-        return report, {"verified_in_full_at": None, "verified_in_full_age_s": None, "checked_now": report.checked}
+        return report, {
+            "verified_in_full_at": None,
+            "verified_in_full_age_s": None,
+            "verified_in_full_records": None,
+            "verified_in_full_head_hash": None,
+            "checked_now": report.checked,
+        }
     report = audit.requests.verify_chain(last.report)
     at = as_utc(last.verified_at)
     return report, {
         "verified_in_full_at": at.isoformat(),
         "verified_in_full_age_s": round((datetime.now(UTC) - at).total_seconds()),
+        "verified_in_full_records": last.report.checked,
+        "verified_in_full_head_hash": last.report.head_hash,
         "checked_now": report.checked - last.report.checked,
     }

@@ -983,10 +983,14 @@ def canonical_bytes(record: StoredRequest) -> bytes:
 
 def verify_chain(engine: Engine, head: ChainReport | None = None, workers: int = 1) -> ChainReport:
     """Recompute every hash, streaming (by ``workers`` processes: :func:`iter_chain`); stop at the first row whose
-    content, link or position does not match. From a verified ``head`` (ok, with its record count and hash), only the
-    records appended after it are checked."""
+    content, link or position does not match. From a verified ``head`` (ok, with its record count and hash), only its
+    own record (still there, intact, with that hash) and the records appended after it are checked."""
     check = ChainCheck() if head is None else ChainCheck(head.checked, head.head_hash)
-    for _record in check.accepted(iter_chain(engine, after_seq=check.checked, workers=workers, keep=False)):
+    if check.checked:  # read from the head's own record
+        records = check.from_head(iter_chain(engine, after_seq=check.checked - 1, workers=workers, keep=False))
+    else:
+        records = iter_chain(engine, workers=workers, keep=False)
+    for _record in check.accepted(records):
         pass
     report = check.report(count_requests(engine, check.checked))
     return report if head is not None else not_shorter(engine, report)
