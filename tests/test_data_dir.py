@@ -107,9 +107,9 @@ def test_another_embedder_is_an_explicit_choice_a_new_collection_and_the_default
     assert "CLIP weights" in run(data_dir, "attribute", str(small_catalogue.queries[0].path), code=1)
     monkeypatch.delenv("ATTRIBUTION_AUDIT_EMBEDDER")
     image = str(small_catalogue.queries[0].path)
-    assert (
-        EMBEDDER in json.loads(run(data_dir, "attribute", image, "--json").split("\n", 1)[1])[0]["embedder_fingerprint"]
-    )
+    answered = CliRunner().invoke(app, ["--data-dir", str(data_dir), "attribute", image, "--json"])
+    assert answered.exit_code == 0, answered.output
+    assert EMBEDDER in json.loads(answered.stdout)[0]["embedder_fingerprint"]  # notes go to stderr
 
 
 def test_a_server_database_is_never_created_implicitly(tmp_path: Path, small_catalogue: DemoCatalogue) -> None:
