@@ -186,10 +186,16 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 def check_schema(engine: Engine) -> None:
     """Refuse to work on a database whose schema is not at the head revision."""
     current, head = current_revision(engine), head_revision(engine)
+    url = display_url(str(engine.url))
+    if current is None:
+        raise SchemaOutOfDateError(
+            f"the audit database {url} has no audit schema yet (a server database is never created implicitly); "
+            "run `attribution-audit db upgrade` once, as the user that will own the schema"
+        )
     if current != head:
         raise SchemaOutOfDateError(
-            f"the audit database {display_url(str(engine.url))} is at schema revision {current or 'none'} but "
-            f"this version needs {head}; run `attribution-audit db upgrade`"
+            f"the audit database {url} is at schema revision {current} but this version needs {head}; "
+            "run `attribution-audit db upgrade`"
         )
 
 
