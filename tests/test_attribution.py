@@ -443,6 +443,29 @@ def test_verify_recall_checks_each_unverified_request_once(attributor: Attributo
     assert report.ok and report.checked == 6
 
 
+def test_verify_recall_skips_requests_whose_collection_changed_since(sqlite_audit: AuditStore, tmp_path: Path) -> None:
+    """A work added after a request would count as a miss of its search: such requests are counted, not checked."""
+    catalogue = make_catalogue(tmp_path / "own")
+    try:
+        store, queries = catalogue.store, make_queries(catalogue)
+        attributor = make_attributor(sqlite_audit, store, tmp_path)
+        params = AttributionParams(k=5, verify="off")
+        before = attributor.record("q0.png", SHA, qv(queries[0]), params, attributor.compute(qv(queries[0]), params))
+        close = unit(queries[0] + 0.01 * np.random.default_rng(5).standard_normal(DIM) / np.sqrt(DIM))[0]
+        payload = {"work_id": "NEW-1", "artist": "Newcomer", "catalogue": CATALOGUE}
+        store.upsert([WorkPoint(point_id_for(CATALOGUE, "NEW-1"), close, payload)])
+        store.build_index()
+        after = attributor.record("q1.png", SHA, qv(queries[1]), params, attributor.compute(qv(queries[1]), params))
+
+        summary = verify_recall(attributor)
+        assert (summary.checked, summary.below_one, summary.changed) == (1, 0, 1)
+        with Session(sqlite_audit.engine) as session:
+            checks = session.scalars(select(RecallCheck)).all()
+        assert [c.request_id for c in checks] == [after.request_id] and before.request_id != after.request_id
+    finally:
+        catalogue.store.close()
+
+
 # -- replay ------------------------------------------------------------------------------------------------------------
 def test_replay_on_an_unchanged_index_has_no_differences(computer: Attributor, queries: np.ndarray) -> None:
     params = AttributionParams(k=8, shares="similarity")
