@@ -68,7 +68,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
         chain = data["chain"]
         typer.echo(
             f"requests {data['requests']} ({data['production_requests']} production), "
-            f"verified {data['verified_requests']}, HNSW/exact disagreements {data['ann_disagreements']}, "
+            f"exact-checked {data['verified_requests']}, HNSW/exact disagreements {data['ann_disagreements']}, "
             f"low confidence {data['low_confidence_requests']}"
         )
         typer.echo(
