@@ -480,6 +480,16 @@ def test_replay_on_an_unchanged_index_has_no_differences(computer: Attributor, q
     # A newer confidence model is a difference an auditor must see, not only the number it changed.
     recalibrated = dataclasses.replace(after, confidence=0.99, confidence_model="logistic-v1")
     assert "~ confidence_model: default-v1 -> logistic-v1" in diff_attributions(before, recalibrated)
+    # So is a neighbour whose image a later ingest replaced (a new version of the work), even at the same rank.
+    first = before.neighbours[0]
+    replaced = dataclasses.replace(
+        first, work_version=(first.work_version or 0) + 1, similarity=first.similarity - 0.01
+    )
+    revised = dataclasses.replace(after, neighbours=[replaced, *after.neighbours[1:]])
+    assert diff_attributions(before, revised) == [
+        f"~ {first.work_id} ({first.artist}): version {first.work_version} -> {replaced.work_version}, "
+        f"similarity {first.similarity:.4f} -> {replaced.similarity:.4f}"
+    ]
 
 
 def test_replay_after_a_new_close_work_shows_it(sqlite_audit: AuditStore, tmp_path: Path) -> None:
