@@ -443,6 +443,29 @@ def test_verify_recall_checks_each_unverified_request_once(attributor: Attributo
     assert report.ok and report.checked == 6
 
 
+def test_verify_recall_skips_requests_whose_collection_changed_since(sqlite_audit: AuditStore, tmp_path: Path) -> None:
+    """A work added after a request would count as a miss of its search: such requests are counted, not checked."""
+    catalogue = make_catalogue(tmp_path / "own")
+    try:
+        store, queries = catalogue.store, make_queries(catalogue)
+        attributor = make_attributor(sqlite_audit, store, tmp_path)
+        params = AttributionParams(k=5, verify="off")
+        before = attributor.record("q0.png", SHA, qv(queries[0]), params, attributor.compute(qv(queries[0]), params))
+        close = unit(queries[0] + 0.01 * np.random.default_rng(5).standard_normal(DIM) / np.sqrt(DIM))[0]
+        payload = {"work_id": "NEW-1", "artist": "Newcomer", "catalogue": CATALOGUE}
+        store.upsert([WorkPoint(point_id_for(CATALOGUE, "NEW-1"), close, payload)])
+        store.build_index()
+        after = attributor.record("q1.png", SHA, qv(queries[1]), params, attributor.compute(qv(queries[1]), params))
+
+        summary = verify_recall(attributor)
+        assert (summary.checked, summary.below_one, summary.changed) == (1, 0, 1)
+        with Session(sqlite_audit.engine) as session:
+            checks = session.scalars(select(RecallCheck)).all()
+        assert [c.request_id for c in checks] == [after.request_id] and before.request_id != after.request_id
+    finally:
+        catalogue.store.close()
+
+
 # -- replay ------------------------------------------------------------------------------------------------------------
 def test_replay_on_an_unchanged_index_has_no_differences(computer: Attributor, queries: np.ndarray) -> None:
     params = AttributionParams(k=8, shares="similarity")
@@ -457,6 +480,16 @@ def test_replay_on_an_unchanged_index_has_no_differences(computer: Attributor, q
     # A newer confidence model is a difference an auditor must see, not only the number it changed.
     recalibrated = dataclasses.replace(after, confidence=0.99, confidence_model="logistic-v1")
     assert "~ confidence_model: default-v1 -> logistic-v1" in diff_attributions(before, recalibrated)
+    # So is a neighbour whose image a later ingest replaced (a new version of the work), even at the same rank.
+    first = before.neighbours[0]
+    replaced = dataclasses.replace(
+        first, work_version=(first.work_version or 0) + 1, similarity=first.similarity - 0.01
+    )
+    revised = dataclasses.replace(after, neighbours=[replaced, *after.neighbours[1:]])
+    assert diff_attributions(before, revised) == [
+        f"~ {first.work_id} ({first.artist}): version {first.work_version} -> {replaced.work_version}, "
+        f"similarity {first.similarity:.4f} -> {replaced.similarity:.4f}"
+    ]
 
 
 def test_replay_after_a_new_close_work_shows_it(sqlite_audit: AuditStore, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import WorkPoint, point_id_for
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import AttributionAuditError, DatabaseError, ManifestError
+from attribution_audit.errors import AttributionAuditError, DatabaseError, ImageError, ManifestError
 from attribution_audit.evaluation.metrics import auroc
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.calibrate import calibrate, fit_and_score, refuse_worse
@@ -438,6 +438,26 @@ def test_calibrate_with_only_correct_labels_fails_with_one_line(
     message = str(info.value)
     assert "\n" not in message
     assert str(labelled) in message and "both correct and incorrect" in message and "6 correct of 6" in message
+    assert count(demo_audit.engine, CalibrationModel) == 0
+
+
+def test_calibrate_names_the_csv_line_of_a_missing_image_read_from_the_csv_folder(
+    demo_settings: Settings, demo_audit: AuditStore, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """A path relative to the working directory is read from the CSV's folder: the error says so, with the line."""
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    shutil.copyfile(demo_catalogue.queries[0].path, folder / "q0.png")
+    labelled = folder / "labelled.csv"
+    labelled.write_text(f"path,artist\nq0.png,{demo_catalogue.queries[0].artist}\nqueries/q1.png,Ada\n")
+    with (
+        open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor,
+        pytest.raises(ImageError) as info,
+    ):
+        calibrate(attributor, labelled, folds=2)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{labelled}:3: {folder / 'queries' / 'q1.png'}: file not found")
+    assert "a relative path is read from the CSV's folder" in message
     assert count(demo_audit.engine, CalibrationModel) == 0
 
 

@@ -325,7 +325,7 @@ def test_empty_listings_keep_their_header(cli: Cli) -> None:
         (("audit", "list"), "request_id,created_at,top_artist,confidence,image,intact,evaluation_run"),
         (("artists", "list"), "name,canonical,active_works"),
         (("evaluate", "list"), "id,kind,status,created_at,embedder"),
-        (("audit", "verify-recall"), "embedder,checked,mean_overlap,below_one"),
+        (("audit", "verify-recall"), "embedder,checked,mean_overlap,below_one,changed"),
     ):
         assert cli(*args, "--format", "csv").stdout == header + "\n", args
         assert json.loads(cli(*args, "--format", "json").stdout) == [], args

@@ -33,6 +33,7 @@ def test_unmigrated_database_is_refused_with_the_fix(database_url: str) -> None:
     engine = create_db_engine(database_url)
     with pytest.raises(SchemaOutOfDateError, match=r"run `attribution-audit db upgrade`") as info:
         check_schema(engine)
+    assert "has no audit schema yet" in str(info.value) and "revision none" not in str(info.value)
     assert "\n" not in str(info.value)
 
 

@@ -4,6 +4,7 @@ metadata, a corrupt segment file), too little free disk space, a read-only data 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -68,6 +69,24 @@ def test_a_damaged_shard_gives_one_line_and_repair_rebuilds_it(
     cli("ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER)
     checked = json.loads(cli("catalogue", "check", "--deep", "--format", "json", "--embedder", EMBEDDER).stdout)
     assert (checked["points"], checked["clean"]) == (48, True)
+    cli("attribute", query, "--embedder", EMBEDDER)
+
+
+def test_a_shard_copied_without_its_modification_times_says_to_copy_it_keeping_them(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    """`cp -r` gives every file a new time: a large file, sealed by size and time, then looks changed."""
+    cli.restore(ingested)
+    query = str(demo_catalogue.queries[0].path)
+    pages = list((cli.data_dir / SHARD).glob("segments/*/payload_storage/page_0.dat"))
+    assert pages and all(p.stat().st_size > 1024 * 1024 for p in pages)  # sealed by size and time, not hashed
+    times = [(p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in pages]
+    for page in pages:
+        os.utime(page, ns=(page.stat().st_atime_ns, page.stat().st_mtime_ns + 10**9))
+    (line,) = cli("attribute", query, "--embedder", EMBEDDER, code=1).stderr.splitlines()
+    assert "same size, another modification time" in line and "`cp -a` or `rsync -a`" in line
+    for page, ns in zip(pages, times, strict=True):
+        os.utime(page, ns=ns)  # the times kept, as `cp -a` does: the shard opens
     cli("attribute", query, "--embedder", EMBEDDER)
 
 

@@ -337,6 +337,7 @@ def test_the_reader_can_write_nothing_and_is_told_it_is_a_permissions_problem(
 
     stderr = _permission_error(reader("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER, code=1))
     assert "permission denied for table" in stderr and "db grant-reader ROLE" in stderr
+    assert "need a user granted a role made by `attribution-audit db grant-writer ROLE`" in stderr
     assert make_url(reader_log.reader_url).username in stderr
     _permission_error(reader("artists", "merge", "Zoe", "émile", code=1))
     _permission_error(reader("audit", "verify-recall", code=1))

@@ -159,6 +159,35 @@ def test_fused_attribution_is_checked_against_exact_fusion(
     store.close()
 
 
+def test_works_tied_in_the_fused_score_are_kept_in_the_exact_fusion_order(
+    tmp_path: Path, sqlite_audit: AuditStore
+) -> None:
+    """Two works swapping ranks 2 and 3 between the spaces tie in the fused score; the engine returns them in either
+    order, the exact fusion puts the smaller id first: every request keeps that one and finds no miss."""
+    basis_c, basis_s = np.eye(CONTENT_DIM, dtype=np.float32), np.eye(STYLE_DIM, dtype=np.float32)
+
+    def near(basis: np.ndarray, cosine: float) -> np.ndarray:  # at this cosine of the query (basis row 0)
+        return unit(cosine * basis[0] + np.sqrt(1 - cosine**2) * basis[1])
+
+    cosines = {"w0": (1.0, 1.0), "wa": (0.9, 0.8), "wb": (0.8, 0.9), "w3": (0.1, 0.1)}
+    points = [
+        WorkPoint(
+            point_id_for("c", w), near(basis_c, c), {"work_id": w, "artist": w, "catalogue": "c"}, near(basis_s, s)
+        )
+        for w, (c, s) in cosines.items()
+    ]
+    store = _filled(EdgeStore(tmp_path, "works_spaces"), points)
+    attributor = _attributor(sqlite_audit, store, tmp_path)
+    query, params = QueryVectors(basis_c[0], basis_s[0]), AttributionParams(k=2, space="fused")
+    first = min(("wa", "wb"), key=lambda w: point_id_for("c", w))
+    try:
+        for _ in range(40):  # the engine's order of the tie varies from one query to the next
+            outcome = attributor.compute(query, params)
+            assert [n.work_id for n in outcome.neighbours] == ["w0", first] and outcome.overlap_at_k == 1.0
+    finally:
+        store.close()
+
+
 class CountingEdgeStore(EdgeStore):
     """The real embedded shard, counting the engine queries it runs per space ("fused" for a fusion query)."""
 

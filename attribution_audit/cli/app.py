@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 from attribution_audit import __version__
 from attribution_audit.cli import attribute, audit, catalogue, db, evaluate, ingest, keys, report, serve, spaces
 from attribution_audit.cli.common import Typer
-from attribution_audit.config import load_settings
+from attribution_audit.config import DEFAULT_DATA_DIR, load_settings
 from attribution_audit.errors import AttributionAuditError
 
 
@@ -47,11 +47,17 @@ def main(
     ctx: typer.Context,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Data folder of the embedded store and SQLite log  [env var: ATTRIBUTION_AUDIT_DATA_DIR]"),
+        typer.Option(
+            help=f"Data folder of the embedded store and SQLite log; unset = ./{DEFAULT_DATA_DIR} in the current "
+            "folder  [env var: ATTRIBUTION_AUDIT_DATA_DIR]"
+        ),
     ] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(help="SQLAlchemy URL of the audit DB  [env var: ATTRIBUTION_AUDIT_DATABASE_URL]"),
+        typer.Option(
+            help="SQLAlchemy URL of the audit DB; unset = the data dir's audit.sqlite  "
+            "[env var: ATTRIBUTION_AUDIT_DATABASE_URL]"
+        ),
     ] = None,
     qdrant_url: Annotated[
         str | None,

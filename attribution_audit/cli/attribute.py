@@ -127,7 +127,12 @@ def _weights(text: str) -> tuple[float, ...]:
 
 def calibrate(
     ctx: typer.Context,
-    labelled: Annotated[Path, typer.Argument(help="CSV of labelled generated images: path,artist.")],
+    labelled: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV of labelled generated images: path,artist (a relative path is read from the CSV's folder)."
+        ),
+    ],
     k: Annotated[int, typer.Option("--k", min=1, help="K used for the features.")] = DEFAULTS.k,
     space: SpaceOption = DEFAULTS.space,
     folds: Annotated[int, typer.Option(min=2, max=20, help="Folds of the cross-validation.")] = 5,

@@ -263,7 +263,9 @@ def audit_public_key(ctx: typer.Context) -> None:
 
 @app.command("verify-recall")
 def audit_verify_recall(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
-    """Exact-check, in batch, past requests that were not verified when they ran (results in recall_checks).
+    """Exact-check, in batch, past requests that were not verified when they ran (results in recall_checks);
+    those whose collection changed since they ran (an ingest, a withdrawal) cannot be checked and are counted apart
+    (changed).
 
     \b
     Example: attribution-audit audit verify-recall --format json
@@ -272,7 +274,13 @@ def audit_verify_recall(ctx: typer.Context, fmt: FormatOption = OutputFormat.tab
 
     summaries = verify_recall_all(ctx.obj, audit_of(ctx.obj))
     rows = [
-        {"embedder": name, "checked": s.checked, "mean_overlap": s.mean_overlap, "below_one": s.below_one}
+        {
+            "embedder": name,
+            "checked": s.checked,
+            "mean_overlap": s.mean_overlap,
+            "below_one": s.below_one,
+            "changed": s.changed,
+        }
         for name, s in summaries.items()
     ]
 
@@ -281,9 +289,17 @@ def audit_verify_recall(ctx: typer.Context, fmt: FormatOption = OutputFormat.tab
             typer.echo("nothing to check: every request was verified")
         for name, summary in summaries.items():
             mean = "n/a" if summary.mean_overlap is None else f"{summary.mean_overlap:.4f}"
-            typer.echo(f"{name}: {summary.checked} checked, mean overlap@K {mean}, {summary.below_one} below 1.0")
+            changed = (
+                f"; {summary.changed} not checked: the collection changed since they ran (`audit replay ID` "
+                "re-runs one on today's index)"
+                if summary.changed
+                else ""
+            )
+            typer.echo(
+                f"{name}: {summary.checked} checked, mean overlap@K {mean}, {summary.below_one} below 1.0{changed}"
+            )
 
-    emit(fmt, data=rows, rows=rows, columns=("embedder", "checked", "mean_overlap", "below_one"), text=text)
+    emit(fmt, data=rows, rows=rows, columns=("embedder", "checked", "mean_overlap", "below_one", "changed"), text=text)
 
 
 @app.command("replay")

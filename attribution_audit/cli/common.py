@@ -190,7 +190,11 @@ def day_range(date_from: datetime | None, date_to: datetime | None) -> tuple[dat
 
 
 QueriesArgument = Annotated[
-    str, typer.Argument(help="Labelled queries: CSV (path,artist[,work_ids][,subset]) or a stored query set name.")
+    str,
+    typer.Argument(
+        help="Labelled queries: CSV (path,artist[,work_ids][,subset]; a relative path is read from its folder) "
+        "or a stored query set name."
+    ),
 ]
 
 

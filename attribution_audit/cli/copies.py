@@ -24,7 +24,10 @@ def evaluate_copies(
     ctx: typer.Context,
     labelled: Annotated[
         list[Path],
-        typer.Argument(help="Labelled CSV(s): rows with work_ids are copies of their first work, rows without not."),
+        typer.Argument(
+            help="Labelled CSV(s): rows with work_ids are copies of their first work, rows without not (a relative "
+            "path is read from the CSV's folder)."
+        ),
     ],
     space: SpaceOption = "content",
     depth: Annotated[

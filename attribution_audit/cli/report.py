@@ -32,7 +32,8 @@ def report_artists(
     date_to: ToOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Shares per artist over a period: attributions, sum of shares, mean confidence (production requests).
+    """Shares per artist over a period (production requests): attributions (requests whose K works include the
+    artist's, not only as top artist), the sum of the artist's shares in them, and their mean confidence.
 
     \b
     Example: attribution-audit report artists --from 2024-01-01 --format csv
@@ -67,7 +68,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
         chain = data["chain"]
         typer.echo(
             f"requests {data['requests']} ({data['production_requests']} production), "
-            f"verified {data['verified_requests']}, HNSW/exact disagreements {data['ann_disagreements']}, "
+            f"exact-checked {data['verified_requests']}, HNSW/exact disagreements {data['ann_disagreements']}, "
             f"low confidence {data['low_confidence_requests']}"
         )
         typer.echo(

@@ -123,6 +123,11 @@ def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
     for key in sorted(old.keys() & new.keys(), key=lambda k: new[k].rank):
         if old[key].rank != new[key].rank:
             lines.append(f"~ {key[1]} moved from rank {old[key].rank} to {new[key].rank}")
+        if old[key].work_version != new[key].work_version:  # its image was replaced by a later ingest
+            lines.append(
+                f"~ {key[1]} ({new[key].artist}): version {old[key].work_version} -> {new[key].work_version}, "
+                f"similarity {old[key].similarity:.4f} -> {new[key].similarity:.4f}"
+            )
     for name in (
         "entropy",
         "nn_distance",

@@ -127,12 +127,15 @@ class FusedSpace(Space):
         hits = engine.search_fused(
             vectors, depth, prefetch=depth, weights=params.weights, rrf_k=params.rrf_k, with_vectors=True
         )
-        return [(hit, fused_similarity(hit, vectors[CONTENT], vectors[STYLE], params.weights)) for hit in hits]
+        return [
+            (hit, fused_similarity(hit, vectors[CONTENT], vectors[STYLE], params.weights)) for hit in _ties_by_id(hits)
+        ]
 
     def engine_top(self, engine: SearchEngine, query: QueryVectors, params: AttributionParams) -> list[Hit]:
         vectors = {base: query.of(base) for base in self.bases}
         depth = params.k * params.oversampling
-        return engine.search_fused(vectors, params.k, prefetch=depth, weights=params.weights, rrf_k=params.rrf_k)
+        hits = engine.search_fused(vectors, depth, prefetch=depth, weights=params.weights, rrf_k=params.rrf_k)
+        return _ties_by_id(hits)[: params.k]
 
     def exact_top(
         self, exact: ExactSearch, queries: Sequence[QueryVectors], params: AttributionParams
@@ -145,6 +148,13 @@ class FusedSpace(Space):
             ]
             for i in range(len(queries))
         ]
+
+
+def _ties_by_id(hits: list[Hit]) -> list[Hit]:
+    """Fused hits by their fusion score, equal scores by point id, as :func:`rrf_fuse` (the exact side) orders them:
+    the engine returns equal scores in any order (two works swapping ranks between the spaces tie), which made the
+    same request keep either work and report a miss of the search when it kept the other."""
+    return sorted(hits, key=lambda hit: (-hit.similarity, hit.point_id))
 
 
 SPACES: dict[str, Space] = {CONTENT: SingleSpace(CONTENT), STYLE: SingleSpace(STYLE), FUSED: FusedSpace()}

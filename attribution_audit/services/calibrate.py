@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from attribution_audit.config import Settings
 from attribution_audit.domain.confidence import (
@@ -20,7 +21,7 @@ from attribution_audit.domain.confidence import (
     fit_logistic,
 )
 from attribution_audit.domain.params import AttributionParams
-from attribution_audit.errors import AttributionAuditError
+from attribution_audit.errors import AttributionAuditError, ImageError
 from attribution_audit.evaluation.calibration import (
     brier,
     cross_validated,
@@ -31,7 +32,7 @@ from attribution_audit.evaluation.metrics import auroc
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image
-from attribution_audit.sources.labelled import read_labelled
+from attribution_audit.sources.labelled import LabelledQuery, read_labelled
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.evaluations import CalibrationEvidence
 
@@ -75,7 +76,7 @@ def calibrate(
     rows, labels, defaults = [], [], []
     for start in range(0, len(queries), BATCH):
         batch = queries[start : start + BATCH]
-        images = [load_image(q.path, target_size=224).image for q in batch]
+        images = [_labelled_image(labelled_csv, q) for q in batch]
         for query, vectors in zip(batch, attributor.embed(images, params.space), strict=True):
             outcome = attributor.compute(vectors, params)
             rows.append([feature_value(outcome.features, f) for f in CALIBRATION_FEATURES])
@@ -98,6 +99,16 @@ def calibrate(
     )
     name = attributor.audit.evaluations.add_calibration(model, evidence)
     return CalibrationReport(name, len(y), int(y.sum()), folds=folds, plot=plot, **scores)
+
+
+def _labelled_image(labelled_csv: str | Path, query: LabelledQuery) -> Image.Image:
+    """The query's image; one that cannot be read fails with the CSV's line (relative paths are the CSV's folder's)."""
+    try:
+        return load_image(query.path, target_size=224).image
+    except ImageError as exc:
+        raise ImageError(
+            f"{labelled_csv}:{query.line}: {exc} (a relative path is read from the CSV's folder); fix or remove the row"
+        ) from None
 
 
 def fit_and_score(

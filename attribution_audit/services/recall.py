@@ -23,6 +23,7 @@ class RecallSummary:
     checked: int
     mean_overlap: float | None
     below_one: int
+    changed: int = 0  # not checked: the collection changed since they ran
 
 
 def verify_recall(attributor: Attributor, batch_size: int = 256) -> RecallSummary:
@@ -32,15 +33,21 @@ def verify_recall(attributor: Attributor, batch_size: int = 256) -> RecallSummar
     configured now plays no part (the ef each request searched with is in its ``index_params``).
 
     Queries go through the exact index in batches (one matrix product per batch and parameter set); each result is
-    appended to ``recall_checks`` (the audit rows themselves are never modified).
+    appended to ``recall_checks`` (the audit rows themselves are never modified). A request whose collection has
+    changed since it ran (works ingested or withdrawn) is not checked: today's exact top K is not the one its search
+    could find, so every work withdrawn or added since would count as a miss of HNSW; ``changed`` counts them.
     """
     requests = attributor.audit.requests
     pending = requests.unverified_ids(attributor.store.collection)
     version = attributor.store.content_version()
     overlaps: list[float] = []
+    changed = 0
     for start in range(0, len(pending), batch_size):
         by_params: dict[str, list[RecordedQuery]] = {}
         for recorded in requests.recorded_queries(pending[start : start + batch_size]):
+            if recorded.attribution.catalogue_version != version:
+                changed += 1
+                continue
             by_params.setdefault(repr(sorted(recorded.attribution.parameters.items())), []).append(recorded)
         checks: list[RecallResult] = []
         for group in by_params.values():
@@ -56,6 +63,7 @@ def verify_recall(attributor: Attributor, batch_size: int = 256) -> RecallSummar
         checked=len(overlaps),
         mean_overlap=float(np.mean(overlaps)) if overlaps else None,
         below_one=sum(1 for o in overlaps if o < 1.0),
+        changed=changed,
     )
 
 

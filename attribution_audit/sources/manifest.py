@@ -106,7 +106,12 @@ class RowValidator:
             return RowFailure(line, work_id, f"duplicate work_id (first seen on line {self._first_line[work_id]})")
         image = (self.root / rel).resolve()
         if not image.is_relative_to(self.root):
-            return RowFailure(line, work_id, f"path {rel!r} leaves the catalogue folder {self.root}")
+            return RowFailure(
+                line,
+                work_id,
+                f"path {rel!r} leaves the catalogue folder {self.root}: every image must lie under it (an absolute "
+                "path too); put the manifest in a folder that holds its images",
+            )
         self._first_line[work_id] = line
         title = str(record.get("title") or "").strip() or None
         extra = {k: v for k, v in record.items() if k and k not in (*REQUIRED_COLUMNS, "title")}

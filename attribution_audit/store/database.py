@@ -67,13 +67,14 @@ def is_undecodable(exc: DBAPIError) -> bool:
 def permission_error(engine: Engine, exc: BaseException, needs: str | None = None) -> DatabaseError:
     """The one-line error for a refused privilege: the database is up, this user may not do that; what to do.
 
-    ``needs`` says who may do it; by default the schema owner, or, to read, a user given a role from
-    ``db grant-reader``.
+    ``needs`` says who may do it; by default a writer (a user given a role from ``db grant-writer``, or the schema
+    owner), or, to read, a user given a role from ``db grant-reader``.
     """
     user = engine.url.username
     who = f"database user {user!r}" if user else "this database user"
     todo = needs or (
-        "this command needs the schema owner; read-only users (granted a role made by `attribution-audit "
+        "commands that write (ingest, attribute, ...) need a user granted a role made by `attribution-audit "
+        "db grant-writer ROLE` (or the schema owner); read-only users (granted a role made by `attribution-audit "
         "db grant-reader ROLE`: GRANT ROLE TO <user>) can run db current, audit list/show/verify/export and report"
     )
     return DatabaseError(
@@ -185,10 +186,16 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 def check_schema(engine: Engine) -> None:
     """Refuse to work on a database whose schema is not at the head revision."""
     current, head = current_revision(engine), head_revision(engine)
+    url = display_url(str(engine.url))
+    if current is None:
+        raise SchemaOutOfDateError(
+            f"the audit database {url} has no audit schema yet (a server database is never created implicitly); "
+            "run `attribution-audit db upgrade` once, as the user that will own the schema"
+        )
     if current != head:
         raise SchemaOutOfDateError(
-            f"the audit database {display_url(str(engine.url))} is at schema revision {current or 'none'} but "
-            f"this version needs {head}; run `attribution-audit db upgrade`"
+            f"the audit database {url} is at schema revision {current} but this version needs {head}; "
+            "run `attribution-audit db upgrade`"
         )
 
 

@@ -47,5 +47,11 @@ def broken(folder: Path, sealed: dict[str, str], skip: str) -> str | None:
         if name not in sealed:
             return f"{name} appeared while the shard was closed"
         if now[name] != sealed[name]:
+            size, kind, _ = now[name].split(":", 2)
+            if kind == "mtime" and sealed[name].startswith(f"{size}:mtime:"):  # same size, another time: a copy?
+                return (
+                    f"{name} changed while the shard was closed (same size, another modification time: if the data "
+                    "dir was copied, copy it again keeping the times, with `cp -a` or `rsync -a`)"
+                )
             return f"{name} changed while the shard was closed"
     return None
