@@ -313,7 +313,7 @@ def test_every_format_of_the_listing_commands(cli: Cli, logged: list[dict[str, A
     assert verified["ok"] is True and verified["records"] == summary["chain"]["records"]
     assert _csv_rows(cli("audit", "verify", "--format", "csv").stdout)[0]["head_hash"] == verified["head_hash"]
     cli("attribute", logged[0]["image"], "--k", "2", *EMBEDDER)
-    assert "), 1 record appended since, checked now" in cli("report", "summary").stdout
+    assert "; 1 record appended since, checked now" in cli("report", "summary").stdout
     checked = json.loads(cli("catalogue", "check", "--format", "json", *EMBEDDER).stdout)
     assert (checked["points"], checked["expected"], checked["clean"], checked["orphans"]) == (48, 48, True, [])
     current = json.loads(cli("db", "current", "--format", "json").stdout)
