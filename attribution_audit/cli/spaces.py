@@ -88,6 +88,13 @@ def spaces_fit(
             "(works + 2); too few right or wrong to rank requests); fit one with `calibrate --space` on labelled "
             "queries"
         )
+    if (per_artist := space.n_works / space.n_artists) < DEFAULT_K:  # equal shares: the most works among the K
+        typer.echo(
+            f"note: {per_artist:.1f} works per artist on average, fewer than K = {DEFAULT_K}: the top artist (the "
+            "largest share of the K works) then favours the artists with more works; attribute in this space with "
+            f"--k {max(1, int(per_artist))} or fewer",
+            err=True,
+        )
 
 
 @app.command("list")
