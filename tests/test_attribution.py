@@ -558,14 +558,20 @@ def test_cli_attribute_verify_replay_recall(cli: Cli, demo_catalogue: DemoCatalo
     assert "chain OK: 1 records" in cli("audit", "verify").stdout
     replayed = cli("audit", "replay", record["request_id"]).stdout
     assert f"of {record['request_id']}" in replayed and "no differences" in replayed
+    assert record["parameters"]["top"] == "share"  # the default rule, recorded
+
+    [nearest] = json.loads(cli("attribute", query, "--json", "--k", "5", "--top", "nearest", *embedder).stdout)
+    assert nearest["parameters"]["top"] == "nearest"
+    assert nearest["top_artist"] == nearest["neighbours"][0]["canonical_artist"]
+    assert "no differences" in cli("audit", "replay", nearest["request_id"]).stdout  # replayed with its own rule
 
     cli("attribute", str(demo_catalogue.queries[1].path), "--verify", "off", *embedder)
     assert "efficientnet-lite0: 1 checked, mean overlap@K 1.0000, 0 below 1.0" in cli("audit", "verify-recall").stdout
     assert "nothing to check" in cli("audit", "verify-recall").stdout
-    assert "chain OK: 3 records" in cli("audit", "verify").stdout
+    assert "chain OK: 5 records" in cli("audit", "verify").stdout  # replays are logged too
 
     engine = cli.engine()
     try:
-        assert count(engine, AttributionRequest) == 3 and count(engine, RecallCheck) == 1
+        assert count(engine, AttributionRequest) == 5 and count(engine, RecallCheck) == 1
     finally:
         engine.dispose()

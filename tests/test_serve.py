@@ -63,7 +63,7 @@ def test_attribute_returns_logged_records_with_the_cli_json(
 ) -> None:
     cli = cli_on(service.database_url)
     queries = demo_catalogue.queries[:2]
-    records = attribute(service, *(q.path for q in queries), k="5", verify="always", shares="similarity")
+    records = attribute(service, *(q.path for q in queries), k="5", verify="always", shares="similarity", top="nearest")
     assert len(records) == 2
     for record, query in zip(records, queries, strict=True):
         assert record["requester"] == "image-generator"  # the key's name, not $USER
@@ -71,6 +71,7 @@ def test_attribute_returns_logged_records_with_the_cli_json(
         assert record["top_artist"] == query.artist  # the demo's generated images are in their artist's style
         assert record["overlap_at_k"] is not None
         assert record["parameters"]["shares"] == "similarity"  # type: ignore[index]
+        assert record["parameters"]["top"] == "nearest"  # type: ignore[index]
         # the upload is kept under its digest and the record names it
         kept = Path(str(record["image"]))
         assert kept.parent == (ingested.data_dir / "uploads").resolve() and kept.read_bytes() == query.path.read_bytes()

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.ranking import top_artist
 from attribution_audit.domain.shares import artist_shares, neighbour_shares
 
 MILLION = 1_000_000
@@ -138,3 +139,24 @@ def test_artist_shares_always_sum_to_exactly_one() -> None:
 def test_artist_shares_need_one_artist_per_share() -> None:
     with pytest.raises(ValueError):
         artist_shares(["a", "b"], [1.0])
+
+
+def test_the_top_artist_rule_share_favours_many_works_nearest_the_closest_work() -> None:
+    # One close work of A against three farther works of B among K = 4: an artist with fewer works than K loses
+    # by equal shares, not by the nearest work.
+    artists, sims = ["A", "B", "B", "B"], [0.95, 0.60, 0.58, 0.55]
+    shares = neighbour_shares(sims, "equal", 0.05)
+    assert top_artist(artists, sims, shares, "share")[1] == "B"
+    assert top_artist(artists, sims, shares, "nearest")[1] == "A"
+    # Ties of the largest share still go to the closest work, and both rules agree when one artist leads both ways.
+    assert top_artist(["B", "A"], [0.9, 0.8], neighbour_shares([0.9, 0.8], "equal", 0.05), "share")[1] == "B"
+    assert top_artist(["A", "A", "B"], [0.9, 0.8, 0.7], [0.4, 0.3, 0.3], "nearest")[1] == "A"
+    assert top_artist([], [], [], "nearest") == ({}, None)
+
+
+def test_a_request_recorded_before_the_top_rule_replays_with_the_share_rule() -> None:
+    recorded = {k: v for k, v in AttributionParams(k=5).as_json().items() if k != "top"}
+    assert AttributionParams.from_json(recorded).top == "share"
+    assert AttributionParams.from_json(AttributionParams(top="nearest").as_json()).top == "nearest"
+    with pytest.raises(ValueError, match="top must be one of share, nearest"):
+        AttributionParams(top="most")

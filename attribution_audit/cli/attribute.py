@@ -17,6 +17,7 @@ from attribution_audit.cli.common import (
     OutputFormat,
     SharesChoice,
     SpaceOption,
+    TopChoice,
     audit_of,
     checked,
     choice,
@@ -65,6 +66,14 @@ def attribute(
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature of --shares similarity.")
     ] = DEFAULTS.temperature,
+    top: Annotated[
+        TopChoice,
+        typer.Option(
+            parser=choice(TopChoice, "top"),
+            help="The reported top artist: the largest share (ties to the closest work), or the artist of the "
+            "nearest work (better when artists have unequal numbers of works: docs/quality.md).",
+        ),
+    ] = TopChoice(DEFAULTS.top),
     space: SpaceOption = DEFAULTS.space,
     fusion_weights: Annotated[str, typer.Option(help="Fused: weights of content,style.")] = DEFAULT_WEIGHTS,
     rrf_k: Annotated[int, typer.Option(help="Fused: the k of reciprocal rank fusion.")] = DEFAULTS.rrf_k,
@@ -92,6 +101,7 @@ def attribute(
         exact_method=exact.value,
         shares=shares.value,
         temperature=temperature,
+        top=top.value,
         space=space,
         fusion_weights=_weights(fusion_weights),
         rrf_k=rrf_k,

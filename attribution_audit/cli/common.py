@@ -87,6 +87,11 @@ class SharesChoice(StrEnum):
     similarity = "similarity"
 
 
+class TopChoice(StrEnum):
+    share = "share"
+    nearest = "nearest"
+
+
 class SourceFormat(StrEnum):
     auto = "auto"
     csv = "csv"

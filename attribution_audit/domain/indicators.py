@@ -64,7 +64,7 @@ def request_indicators(
     kept = apply_k_policy(list(ranked), params)
     artists, sims = [artist_of(item) for item, _ in kept], [sim for _, sim in kept]
     shares = neighbour_shares(sims, params.shares, params.temperature)
-    by_artist, top = top_artist(artists, sims, shares)
+    by_artist, top = top_artist(artists, sims, shares, params.top)
     features = {
         "entropy": artist_entropy(artists) if kept else 1.0,
         "nn_distance": 1.0 - sims[0] if kept else None,

@@ -11,6 +11,7 @@ from attribution_audit.domain.points import CONTENT, STYLE
 from attribution_audit.domain.shares import DEFAULT_TEMPERATURE, SHARE_MODES
 
 EXACT_METHODS = ("brute", "kdtree")
+TOP_RULES = ("share", "nearest")  # how the top artist is chosen: see :func:`ranking.top_artist`
 DEFAULT_EXACT_METHOD = "brute"
 DEFAULT_K = 10
 DEFAULT_OVERSAMPLING = 4
@@ -27,11 +28,12 @@ class AttributionParams:
     ``k``: number of works; ``max_distance``: keep only works within this cosine distance (still at most k);
     ``oversampling``: HNSW returns k x oversampling candidates that are re-ranked exactly; ``verify``: ``always``,
     ``off`` or ``sample:RATE`` — compare with the exact top K over the whole catalogue (overlap@K);
-    ``shares``: ``equal`` or ``similarity`` (softmax of similarity / temperature); ``space``: ``content``,
-    ``style`` or ``fused`` (the engine fuses both spaces by weighted reciprocal rank fusion, :func:`rrf_fuse`, with
-    ``rrf_k`` and ``fusion_weights`` = (content, style); a fused neighbour's similarity is the weighted mean of its
-    two cosines), or a learned space's name (``spaces fit``) with the ``space_version`` used (recorded, so a replay
-    uses the same version).
+    ``shares``: ``equal`` or ``similarity`` (softmax of similarity / temperature); ``top``: the top artist is the
+    one with the largest ``share`` (ties to the closest work) or the artist of the ``nearest`` work; ``space``:
+    ``content``, ``style`` or ``fused`` (the engine fuses both spaces by weighted reciprocal rank fusion,
+    :func:`rrf_fuse`, with ``rrf_k`` and ``fusion_weights`` = (content, style); a fused neighbour's similarity is
+    the weighted mean of its two cosines), or a learned space's name (``spaces fit``) with the ``space_version``
+    used (recorded, so a replay uses the same version).
     """
 
     k: int = DEFAULT_K
@@ -45,6 +47,7 @@ class AttributionParams:
     space_version: int | None = None
     fusion_weights: tuple[float, float] = (1.0, 1.0)
     rrf_k: int = 60
+    top: str = "share"
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_K:
@@ -68,6 +71,8 @@ class AttributionParams:
             raise ValueError("a space version is a positive number, for a learned space only")
         if len(self.fusion_weights) != 2 or not all(w > 0 and math.isfinite(w) for w in self.fusion_weights):
             raise ValueError("fusion weights are two positive numbers (content, style); for one space use --space")
+        if self.top not in TOP_RULES:
+            raise ValueError(f"top must be one of {', '.join(TOP_RULES)}")
         if self.rrf_k < 1:
             raise ValueError("rrf_k must be at least 1")
         object.__setattr__(self, "fusion_weights", tuple(float(w) for w in self.fusion_weights))

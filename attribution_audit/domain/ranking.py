@@ -60,11 +60,15 @@ def apply_k_policy(ranked: list[tuple[Any, float]], params: AttributionParams) -
 
 
 def top_artist(
-    artists: list[str], similarities: list[float], shares: list[float]
+    artists: list[str], similarities: list[float], shares: list[float], rule: str = "share"
 ) -> tuple[dict[str, float], str | None]:
-    """Per-artist shares and the top artist: the largest share, ties to the artist with the closest work."""
+    """Per-artist shares and the top artist: by the ``share`` rule the largest share, ties to the artist with the
+    closest work; by the ``nearest`` rule the artist of the closest work (not swayed by how many works of each
+    artist the catalogue holds: with equal shares, an artist with fewer works than K loses to a prolific one)."""
     by_artist = artist_shares(artists, shares)
     best: dict[str, float] = {}
     for artist, similarity in zip(artists, similarities, strict=True):
         best[artist] = max(similarity, best.get(artist, -2.0))
+    if rule == "nearest":
+        return by_artist, max(best, key=lambda a: (best[a], by_artist[a]), default=None)
     return by_artist, max(by_artist, key=lambda a: (by_artist[a], best[a]), default=None)

@@ -174,6 +174,7 @@ def confidence_quality(
     model: LogisticModel | None,
     shares: str = "equal",
     temperature: float = 0.05,
+    top: str = "share",
 ) -> dict[str, float | None]:
     """How well confidence at K predicts "top artist correct": AUROC, Brier score, expected calibration error."""
     scores, correct = [], []
@@ -181,9 +182,9 @@ def confidence_quality(
         if not o.artists:
             continue
         sims = o.similarities[:k]
-        _, top = top_artist(o.artists[:k], sims, neighbour_shares(sims, shares, temperature))
+        _, chosen = top_artist(o.artists[:k], sims, neighbour_shares(sims, shares, temperature), top)
         scores.append(confidence(model, features_at(o, k))[0])
-        correct.append(top == o.true_artist)
+        correct.append(chosen == o.true_artist)
     if not scores:
         return {"queries": 0, "auroc": None, "brier": None, "ece": None, "accuracy": None}
     s, y = np.array(scores), np.array(correct, dtype=float)
@@ -225,7 +226,12 @@ def ann_vs_exact(outcomes: Sequence[QueryOutcome], ks: Sequence[int]) -> dict[st
 
 
 def evaluate(
-    outcomes: Sequence[QueryOutcome], k_max: int, k: int, model: LogisticModel | None, shares: str = "equal"
+    outcomes: Sequence[QueryOutcome],
+    k_max: int,
+    k: int,
+    model: LogisticModel | None,
+    shares: str = "equal",
+    top: str = "share",
 ) -> dict[str, Any]:
     """All metrics, overall and per subset."""
 
@@ -235,7 +241,7 @@ def evaluate(
             "curves": curves(group, k_max),
             "per_image_k": per_image_k(group),
             "table1": table1(group, k),
-            "confidence": confidence_quality(group, k, model, shares),
+            "confidence": confidence_quality(group, k, model, shares, top=top),
         }
 
     subsets = sorted({o.subset for o in outcomes if o.subset})

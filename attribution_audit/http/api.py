@@ -132,6 +132,7 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         space: Annotated[str, Form(description="content, style or fused.")] = DEFAULTS.space,
         verify: Annotated[str, Form(description="always, off or sample:RATE.")] = DEFAULTS.verify,
         shares: Annotated[str, Form(description="equal or similarity.")] = DEFAULTS.shares,
+        top: Annotated[str, Form(description="The top artist: share (largest share) or nearest.")] = DEFAULTS.top,
     ) -> list[dict[str, Any]]:
         """Attribute the images; each result is returned once it is committed to the audit log (as
         `attribute --format json` prints them). When the automatic checkpoint after them fails, they are returned
@@ -140,7 +141,9 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         if len(images) > MAX_IMAGES:
             raise ApiError(413, f"{len(images)} images in one request: send at most {MAX_IMAGES}")
         try:
-            params = AttributionParams(k=k, max_distance=max_distance, space=space, verify=verify, shares=shares)
+            params = AttributionParams(
+                k=k, max_distance=max_distance, space=space, verify=verify, shares=shares, top=top
+            )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         uploads = [read_upload(upload) for upload in images]

@@ -195,6 +195,7 @@ def compute_metrics(audit: AuditStore, run_id: int) -> dict[str, Any]:
         settings["k"],
         audit.evaluations.calibration(model_name) if model_name else None,
         settings["params"]["shares"],
+        settings["params"].get("top", "share"),  # runs recorded before the rule existed used the share
     )
     metrics["ann_vs_exact"]["exact_method"] = settings["params"].get("exact_method", DEFAULT_EXACT_METHOD)
     return {"run_id": run_id, "recorded_k": settings.get("recorded_k", settings["k_max"]), **metrics}
