@@ -4,11 +4,17 @@ that cannot be written reported in one line (exit 1)."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import Cli
+from typer.testing import CliRunner
+
+from attribution_audit.cli import app
 
 
 def test_cli_refuses_style_with_precomputed_vectors_and_bad_spaces(cli: Cli) -> None:
@@ -80,3 +86,59 @@ def test_a_period_that_ends_before_it_starts_is_refused(cli: Cli, command: tuple
     result = cli(*command, "--from", "2024-02-01", "--to", "2024-01-31", code=2)
     assert "--from 2024-02-01 is after --to 2024-01-31; give the first day first" in result.output
     assert not Path("period.jsonl").exists() and not (cli.data_dir / "period.jsonl").exists()
+
+
+PROG = "attribution-audit"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ("report", "artists", "--from", "2026-13-01"),
+            "Invalid value for '--from': '2026-13-01' does not match the formats '%Y-%m-%d'; see "
+            f"'{PROG} report artists --help'",
+        ),
+        (
+            ("audit", "list", "--limit", "x"),
+            "Invalid value for '--limit': Input should be a valid integer, unable to parse string as an integer; "
+            f"see '{PROG} audit list --help'",
+        ),
+        (("report", "summary", "--bogus"), f"No such option: --bogus; see '{PROG} report summary --help'"),
+        (("attribute",), f"Missing argument 'images'; see '{PROG} attribute --help'"),
+        (("bogus",), f"No such command 'bogus'; see '{PROG} --help'"),
+        (("report", "bogus"), f"No such command 'bogus'; see '{PROG} report --help'"),
+        (("report", "request", "5"), f"give --html OUT.html and/or --pdf OUT.pdf; see '{PROG} report request --help'"),
+        (("--database-url",), f"Option '--database-url' requires an argument; see '{PROG} --help'"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_command_help(tmp_path: Path, args: tuple[str, ...], line: str) -> None:
+    """A bad value, an unknown option or command, a missing argument, an option a command needs: one line on
+    stderr that says what is wrong and which ``--help`` to read, nothing on stdout, exit code 2 (scripts test it)."""
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), *args], prog_name=PROG)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {line}\n")
+
+
+def test_a_command_group_given_nothing_still_prints_its_help() -> None:
+    result = CliRunner().invoke(app, ["report"], prog_name=PROG)
+    assert result.stderr.startswith(f"Usage: {PROG} report ") and "Commands:" in result.stderr
+    assert "error" not in result.output
+
+
+@pytest.mark.parametrize("command", ["console script", "python -m"])
+def test_the_installed_command_prints_a_usage_error_in_one_line(tmp_path: Path, command: str) -> None:
+    if command == "python -m":
+        program = [sys.executable, "-m", "attribution_audit"]
+    else:
+        script = shutil.which(PROG, path=str(Path(sys.executable).parent))
+        if script is None:
+            pytest.skip(f"the {PROG} console script is not installed beside {sys.executable}")
+        program = [script]
+    done = subprocess.run(
+        [*program, "--data-dir", str(tmp_path), "report", "summary", "--from", "2026-01-01"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    said = f"error: No such option: --from (Possible options: --format); see '{PROG} report summary --help'\n"
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", said)

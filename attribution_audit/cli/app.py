@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
 from attribution_audit import __version__
@@ -16,13 +20,51 @@ from attribution_audit.cli.common import Typer
 from attribution_audit.config import DEFAULT_DATA_DIR, load_settings
 from attribution_audit.errors import AttributionAuditError
 
+# click's prefixes that add nothing to the message: "Invalid value: " of a refusal that names its options itself, and
+# pydantic's "Value error, " inside "Invalid value for '--from': ..."
+_REDUNDANT = re.compile(r"^Invalid value: |(?<=: )Value error, ")
+
+
+class _UsageLine(UsageError):
+    """A usage error shown as one line that names where to look: ``error: Invalid value for '--from': ...; see
+    'attribution-audit report summary --help'`` (exit code 2, as any usage error)."""
+
+    def __init__(self, error: UsageError, command_path: str) -> None:
+        message = " ".join(line.strip() for line in error.format_message().splitlines() if line.strip())
+        super().__init__(_REDUNDANT.sub("", message), error.ctx)
+        self.command_path = error.ctx.command_path if error.ctx else command_path
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        typer.echo(f"error: {self.message.rstrip('.')}; see '{self.command_path} --help'", file=file, err=True)
+
+
+@contextmanager
+def _one_line_usage_errors(command_path: str) -> Iterator[None]:
+    """Raise a usage error of the block as a :class:`_UsageLine`; ``command_path`` names the command if the error
+    does not."""
+    try:
+        yield
+    except NoArgsIsHelpError:  # a command given no arguments prints its help
+        raise
+    except UsageError as exc:
+        raise _UsageLine(exc, command_path) from None
+
 
 class _Commands(TyperGroup):
-    """Turns any AttributionAuditError raised by a command into ``error: <message>`` and exit code 1."""
+    """The application's group: any AttributionAuditError raised by a command is printed as ``error: <message>``
+    with exit code 1, and a usage error (bad option value, unknown option or command, missing argument) as one
+    ``error: ...; see '<command> --help'`` line with exit code 2. The console script, ``python -m`` and the tests'
+    CliRunner all go through here; click's plain error display calls :meth:`_UsageLine.show` (typer's rich one is
+    off: :class:`attribution_audit.cli.common.Typer` sets ``rich_markup_mode`` to None)."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with _one_line_usage_errors(info_name or "attribution-audit"):  # the global options
+            return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with _one_line_usage_errors(ctx.command_path):  # a command: its name, options, arguments, refusals
+                return super().invoke(ctx)
         except AttributionAuditError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
