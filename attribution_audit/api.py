@@ -41,7 +41,7 @@ from attribution_audit.services.audit_log import (
     shares_over_time,
 )
 from attribution_audit.services.checkpoints import Verification, verify_database, write_checkpoint
-from attribution_audit.services.keys import create_key
+from attribution_audit.services.keys import create_key, revoke_key
 from attribution_audit.services.serving import DEFAULT_MAX_BATCH, Attributed, AttributionService, Upload
 from attribution_audit.services.wiring import open_audit
 from attribution_audit.store.browse import RequestFilter
@@ -65,6 +65,7 @@ __all__ = [
     "load_settings",
     "open_audit",
     "open_service",
+    "revoke_key",
     "shares_over_time",
     "verify_database",
     "write_checkpoint",

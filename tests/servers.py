@@ -95,6 +95,14 @@ def running_server(
             process.wait()
 
 
+def revoke_key(data_dir: Path, database_url: str, name: str) -> str:
+    """Revoke a key with the real ``keys revoke`` command (another process than the service); what it printed."""
+    done = subprocess.run(
+        cli_command(data_dir, database_url, "keys", "revoke", name), capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
 def create_key(data_dir: Path, database_url: str, name: str, role: str = "writer") -> str:
     """A key made by the real ``keys create`` command: its last line of stdout."""
     done = subprocess.run(

@@ -386,6 +386,7 @@ EXAMPLE_ORDER = [
     ("keys",),
     ("keys", "create"),
     ("keys", "list"),
+    ("keys", "revoke"),
     ("serve",),
     ("db", "grant-reader"),
     ("db", "grant-writer"),

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from conftest import Ingested, ingest_once
-from servers import Server, create_key, running_server
+from servers import Server, create_key, revoke_key, running_server
 from test_reporting import _chromium
 
 from attribution_audit.embedding.base import Embedder
@@ -75,6 +75,18 @@ def test_signing_in(console: tuple[Server, str, list[dict[str, object]], Ingeste
         assert "signed in as officer (reader)" in client.get("/console/").text
         client.post("/console/logout")
         assert client.get("/console/").status_code == 303
+
+
+def test_a_revoked_key_ends_its_console_session(console: tuple[Server, str, list[dict[str, object]], Ingested]) -> None:
+    server, _, _, ingested = console
+    url = f"sqlite:///{ingested.database}"
+    key = create_key(ingested.data_dir, url, "leaked-officer", role="reader")
+    with signed_in(server, key) as client:
+        assert client.get("/console/").status_code == 200
+        revoke_key(ingested.data_dir, url, "leaked-officer")
+        assert client.get("/console/").status_code == 303  # back to the sign-in form
+        again = client.post("/console/login", data={"key": key, "next": "/console/"})
+        assert again.status_code == 401 and "unknown API key" in again.text
 
 
 def test_request_list_filters_and_pages(console: tuple[Server, str, list[dict[str, object]], Ingested]) -> None:

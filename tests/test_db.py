@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
-from attribution_audit.store.database import check_schema, create_db_engine, current_revision, head_revision, upgrade
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.database import (
+    MIGRATIONS_DIR,
+    check_schema,
+    create_db_engine,
+    current_revision,
+    head_revision,
+    upgrade,
+)
+from attribution_audit.store.keys import key_digest
 
 TABLES = {
     "artists",
@@ -53,3 +62,40 @@ def test_unreachable_server_gives_one_line_with_what_to_do() -> None:
     message = str(info.value)
     assert "cannot reach the audit database" in message and "--database-url" in message
     assert "secret" not in message and "\n" not in message
+
+
+def test_keys_created_before_revocation_stay_valid_after_upgrading_and_the_migration_reverts(
+    database_url: str,
+) -> None:
+    """A key stored at schema 0013 (before revocation) works after 0014, can be revoked, and 0014 downgrades."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = create_db_engine(database_url)
+    try:
+        upgrade(engine, "0013")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (name, role, key_hash, created_at) "
+                    "VALUES ('old-client', 'writer', :digest, CURRENT_TIMESTAMP)"
+                ),
+                {"digest": key_digest("aa_old-key")},
+            )
+        upgrade(engine)
+        keys = AuditStore(engine).keys
+        holder = keys.holder("aa_old-key")
+        assert holder is not None and holder.name == "old-client" and holder.revoked_at is None
+        keys.revoke("old-client")
+        assert keys.holder("aa_old-key") is None
+        assert [h.revoked_at is not None for h in keys.holders()] == [True]
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0013")
+        assert current_revision(engine) == "0013"
+        assert "revoked_at" not in {c["name"] for c in inspect(engine).get_columns("api_keys")}
+        assert upgrade(engine) == head_revision(engine)
+    finally:
+        engine.dispose()

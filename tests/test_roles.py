@@ -149,3 +149,26 @@ def test_the_writer_appends_and_maintains_but_cannot_rewrite_the_log(
     finally:
         engine.dispose()
     assert chain.verify_chain(create_db_engine(cluster.url)).ok
+
+
+def test_the_writer_creates_and_revokes_keys_and_the_reader_can_do_neither(
+    cluster: Cluster, cli_on: Callable[[str], Cli]
+) -> None:
+    owner = cli_on(cluster.url)
+    writers, readers = cluster.role("writers"), cluster.role("readers")
+    writer_user, reader_user = cluster.role("app"), cluster.role("officer")
+    owner("db", "grant-writer", writers)
+    owner("db", "grant-reader", readers)
+    cluster.execute(f'CREATE ROLE "{writer_user}" LOGIN PASSWORD \'s3cret-pw\' IN ROLE "{writers}"')
+    cluster.execute(f'CREATE ROLE "{reader_user}" LOGIN PASSWORD \'s3cret-pw\' IN ROLE "{readers}"')
+    writer, reader = (
+        cli_on(_as(cluster.url, writer_user, "s3cret-pw")),
+        cli_on(_as(cluster.url, reader_user, "s3cret-pw")),
+    )
+    writer("keys", "create", "generator-1")
+    writer("keys", "create", "generator-2")
+    assert "revoked key 'generator-1'" in writer("keys", "revoke", "generator-1").stdout
+    for args in (("keys", "revoke", "generator-2"), ("keys", "create", "generator-3")):
+        refused = reader(*args, code=1)
+        assert refused.stderr.startswith("error: permission denied") and "s3cret-pw" not in refused.output
+    assert '"revoked_at": null' in writer("keys", "list", "--format", "json").stdout  # generator-2 is still valid

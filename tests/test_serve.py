@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli, Ingested, ingest_once
-from servers import Server, create_key, running_server
+from servers import Server, create_key, revoke_key, running_server
 
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.sources.synthetic import DemoCatalogue
@@ -103,6 +103,24 @@ def test_keys_are_required_and_readers_cannot_attribute(service: Service, demo_c
     refused = service.reader.post("/v1/attributions", files=files(image))
     assert refused.status_code == 403 and "reader key" in refused.json()["error"]
     assert service.reader.get("/v1/attributions").status_code == 200
+
+
+def test_a_revoked_key_is_refused_by_the_running_service_like_an_unknown_key(
+    service: Service, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    leaked = create_key(ingested.data_dir, service.database_url, "leaked-generator")
+    with service.server.client(leaked) as client, service.server.client("aa_not-a-key") as unknown:
+        assert client.get("/v1/attributions").status_code == 200
+        printed = revoke_key(ingested.data_dir, service.database_url, "leaked-generator")
+        assert printed.startswith("revoked key 'leaked-generator' at ") and len(printed.splitlines()) == 1
+        upload = files(demo_catalogue.queries[0].path)
+        for refused, never in (
+            (client.get("/v1/attributions"), unknown.get("/v1/attributions")),
+            (client.post("/v1/attributions", files=upload), unknown.post("/v1/attributions", files=upload)),
+        ):
+            assert refused.status_code == never.status_code == 401
+            assert refused.content == never.content  # no oracle: a revoked key reads as one never created
+    assert service.writer.get("/v1/attributions").status_code == 200  # the other keys stay valid
 
 
 def test_bad_uploads_get_one_line_errors_and_nothing_is_logged(
@@ -322,6 +340,28 @@ def test_serve_refuses_a_missing_audit_log(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_keys_revoke_keeps_the_name_and_lists_when(cli_on: Callable[[str], Cli], migrated_url: str) -> None:
+    cli = cli_on(migrated_url)
+    cli("keys", "create", "generator-1")
+    cli("keys", "create", "officer", "--role", "reader")
+    done = cli("keys", "revoke", "generator-1").stdout.splitlines()
+    assert len(done) == 1 and done[0].startswith("revoked key 'generator-1' at ")
+    listed = {k["name"]: k for k in json.loads(cli("keys", "list", "--format", "json").stdout)}
+    revoked_at = listed["generator-1"]["revoked_at"]
+    assert revoked_at is not None and revoked_at in done[0] and listed["officer"]["revoked_at"] is None
+    assert "revoked_at" in cli("keys", "list").stdout.splitlines()[0]
+    assert "name,role,created_at,revoked_at" in cli("keys", "list", "--format", "csv").stdout
+    for args, expected in (
+        (("keys", "revoke", "generator-1"), "was revoked already"),
+        (("keys", "revoke", "nobody"), "no API key named 'nobody'; see the names with `attribution-audit keys list`"),
+        (("keys", "create", "generator-1"), "was revoked; its name stays the requester of its past attributions"),
+    ):
+        refused = cli(*args, code=1)
+        assert refused.stderr.startswith("error: ") and expected in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1
+    assert [k["name"] for k in json.loads(cli("keys", "list", "--format", "json").stdout)] == ["generator-1", "officer"]
 
 
 def test_keys_create_prints_the_key_alone_on_the_last_line(cli: Cli) -> None:

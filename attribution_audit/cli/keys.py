@@ -40,9 +40,26 @@ def keys_create(
     typer.echo(key)
 
 
+@app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The name the key was created with (see `keys list`).")],
+) -> None:
+    """Revoke an API key: the service refuses it from its next request, like an unknown key. The name stays the
+    requester of the key's past attributions and cannot be given to a new key.
+
+    \b
+    Example: attribution-audit keys revoke image-generator
+    """
+    from attribution_audit.services.keys import revoke_key
+
+    when = revoke_key(audit_of(ctx.obj), name)
+    typer.echo(f"revoked key {name.strip()!r} at {when.isoformat()}; the service refuses it from its next request")
+
+
 @app.command("list")
 def keys_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
-    """List the API keys' names and roles (never the keys).
+    """List the API keys' names, roles, and when each was created and revoked (never the keys).
 
     \b
     Example: attribution-audit keys list
@@ -50,6 +67,12 @@ def keys_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> Non
     from attribution_audit.services.keys import key_holders
 
     rows = [
-        {"name": h.name, "role": h.role, "created_at": h.created_at.isoformat()} for h in key_holders(audit_of(ctx.obj))
+        {
+            "name": h.name,
+            "role": h.role,
+            "created_at": h.created_at.isoformat(),
+            "revoked_at": None if h.revoked_at is None else h.revoked_at.isoformat(),
+        }
+        for h in key_holders(audit_of(ctx.obj))
     ]
-    emit(fmt, data=rows, rows=rows, columns=("name", "role", "created_at"))
+    emit(fmt, data=rows, rows=rows, columns=("name", "role", "created_at", "revoked_at"))

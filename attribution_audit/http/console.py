@@ -1,7 +1,8 @@
 """The web console under /console: server-rendered pages (the shared templates of reporting/) for anyone with a key.
 
 Signing in (the form, posted: a key in the address, ``?key=``, is refused) exchanges the key for a session cookie
-(HttpOnly, SameSite=Lax, kept in memory for :data:`SESSION_HOURS`); every page is a plain GET with no script, and the
+(HttpOnly, SameSite=Lax, kept in memory for :data:`SESSION_HOURS`, ended on the first page after its key is
+revoked: each page asks the database); every page is a plain GET with no script, and the
 one form that changes something (verify now) carries a token derived from the session (against cross-site posts).
 
 Not ``from __future__ import annotations``: FastAPI reads the routes' annotations.
@@ -21,7 +22,7 @@ from attribution_audit.errors import AttributionAuditError
 from attribution_audit.http.errors import status_of
 from attribution_audit.reporting.html import LOW_CONFIDENCE, render
 from attribution_audit.services.audit_log import browse_attributions, request_page, shares_over_time
-from attribution_audit.services.keys import key_holder
+from attribution_audit.services.keys import key_holder, key_valid
 from attribution_audit.services.report import log_counts
 from attribution_audit.services.serving import AttributionService
 from attribution_audit.store.browse import RequestFilter, parse_cursor
@@ -136,6 +137,9 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
 
     def required(request: Request, token: str | None) -> KeyHolder | Response:
         who = sessions.holder(token)
+        if who is not None and not key_valid(service.audit, who.name):  # revoked since signing in
+            sessions.close(token)
+            who = None
         if who is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse("/console/login?" + urlencode({"next": target}), status_code=303)

@@ -1,6 +1,8 @@
-"""API keys of the service: create one for a named client, and find who holds a presented key."""
+"""API keys of the service: create one for a named client, revoke one, and find who holds a presented key."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.keys import KeyHolder
@@ -18,9 +20,19 @@ def create_key(audit: AuditStore, name: str, role: str = "writer") -> str:
     return audit.keys.create(name, role)
 
 
+def revoke_key(audit: AuditStore, name: str) -> datetime:
+    """Revoke the key named ``name`` (the service refuses it from its next request); returns when."""
+    return audit.keys.revoke(name.strip())
+
+
 def key_holder(audit: AuditStore, key: str) -> KeyHolder | None:
-    """Who holds ``key``; None for a key that was never created."""
+    """Who holds ``key``; None for a key that was never created or was revoked."""
     return audit.keys.holder(key)
+
+
+def key_valid(audit: AuditStore, name: str) -> bool:
+    """Whether the key named ``name`` is still valid (not revoked): what a console session checks on each page."""
+    return audit.keys.valid(name)
 
 
 def key_holders(audit: AuditStore) -> list[KeyHolder]:

@@ -1,4 +1,5 @@
-"""API keys of the HTTP service: create one (only its SHA-256 is stored) and find the key a request presents."""
+"""API keys of the HTTP service: create one (only its SHA-256 is stored), revoke one, and find the holder of the key a
+request presents (a revoked key has none)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,31 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from attribution_audit.domain.results import as_utc
-from attribution_audit.errors import ConflictError
+from attribution_audit.errors import ConflictError, NotFoundError
 from attribution_audit.store.database import read_scope, session_scope
-from attribution_audit.store.models import ApiKey
+from attribution_audit.store.models import ApiKey, utcnow
 
 KEY_PREFIX = "aa_"
 
 
 @dataclass(frozen=True)
 class KeyHolder:
-    """Who a key belongs to: its name (recorded as the requester) and role (``writer`` or ``reader``)."""
+    """Who a key belongs to: its name (recorded as the requester), role (``writer`` or ``reader``), and when it was
+    revoked (None while valid)."""
 
     name: str
     role: str
     created_at: datetime
+    revoked_at: datetime | None = None
+
+    @classmethod
+    def of(cls, row: ApiKey) -> KeyHolder:
+        return cls(
+            row.name, row.role, as_utc(row.created_at), None if row.revoked_at is None else as_utc(row.revoked_at)
+        )
 
 
 def key_digest(key: str) -> str:
@@ -40,19 +49,48 @@ class KeyRepository:
         """A new random key for ``name``; the key itself is returned once and never stored."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         with session_scope(self.engine) as session:
+            revoked = session.scalar(select(ApiKey.revoked_at).where(ApiKey.name == name))
+            if revoked is not None:
+                raise ConflictError(
+                    f"the API key named {name!r} was revoked; its name stays the requester of its past attributions "
+                    "and is not reused: choose another name"
+                )
             if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
                 raise ConflictError(f"an API key named {name!r} exists already; choose another name")
             session.add(ApiKey(name=name, role=role, key_hash=key_digest(key)))
         return key
 
+    def revoke(self, name: str) -> datetime:
+        """Revoke the key named ``name`` (its row stays); returns when."""
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            done = session.execute(
+                update(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)).values(revoked_at=now)
+            )
+            if done.rowcount == 1:  # type: ignore[attr-defined]
+                return now
+            revoked = session.scalar(select(ApiKey.revoked_at).where(ApiKey.name == name))
+        if revoked is None:
+            raise NotFoundError(f"no API key named {name!r}; see the names with `attribution-audit keys list`")
+        raise ConflictError(
+            f"the API key named {name!r} was revoked already at {as_utc(revoked).isoformat()}; nothing to do"
+        )
+
     def holder(self, key: str) -> KeyHolder | None:
-        """The holder of ``key``, or None when no such key exists."""
+        """The holder of ``key``, or None when no such key exists or it was revoked."""
         with read_scope(self.engine) as session:
-            row = session.scalars(select(ApiKey).where(ApiKey.key_hash == key_digest(key))).one_or_none()
-            return None if row is None else KeyHolder(row.name, row.role, as_utc(row.created_at))
+            row = session.scalars(
+                select(ApiKey).where(ApiKey.key_hash == key_digest(key), ApiKey.revoked_at.is_(None))
+            ).one_or_none()
+            return None if row is None else KeyHolder.of(row)
+
+    def valid(self, name: str) -> bool:
+        """Whether the key named ``name`` exists and is not revoked."""
+        with read_scope(self.engine) as session:
+            found = session.scalar(select(ApiKey.id).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)))
+            return found is not None
 
     def holders(self) -> list[KeyHolder]:
-        """Every key's holder, by name."""
+        """Every key's holder, revoked ones included, by name."""
         with read_scope(self.engine) as session:
-            rows = session.scalars(select(ApiKey).order_by(ApiKey.name)).all()
-            return [KeyHolder(r.name, r.role, as_utc(r.created_at)) for r in rows]
+            return [KeyHolder.of(r) for r in session.scalars(select(ApiKey).order_by(ApiKey.name)).all()]

@@ -388,7 +388,8 @@ class ApiKey(Base):
     """A key of the HTTP service: its name is recorded as the requester of every attribution made with it.
 
     Only the SHA-256 of the key is stored (a key is 256 random bits, so no slow hash is needed); ``role`` is
-    ``writer`` (may attribute and read) or ``reader`` (may only read).
+    ``writer`` (may attribute and read) or ``reader`` (may only read). A revoked key keeps its row (its name stays
+    the requester of past attributions and is never reused) with ``revoked_at`` set; the service refuses it.
     """
 
     __tablename__ = "api_keys"
@@ -399,3 +400,4 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(20))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)  # migration 0014
