@@ -1,6 +1,7 @@
 """``serve`` on its own data dir, checkpointing every record: the service's verify verdict is the CLI's (checkpoints
 folded in), a checkpoint that fails after a commit does not fail the request, no key in a console address, no
-CDN-loaded docs, and a health answer that says nothing more than "ok" without a key."""
+CDN-loaded docs, a health answer that says nothing more than "ok" without a key, and metrics whose
+series clients cannot multiply."""
 
 from __future__ import annotations
 
@@ -155,3 +156,13 @@ def test_health_says_only_ok_without_a_key(served: Served) -> None:
         assert detailed["embedder"] == "efficientnet-lite0"
     with served.server.client("aa_not-a-key") as wrong:
         assert wrong.get("/v1/health").status_code == 401
+
+
+def test_made_up_http_methods_add_no_metric_series(served: Served) -> None:
+    """Any token is a method to the HTTP parser: counted by name, each would add series to every scrape for good."""
+    with served.server.client() as anonymous:
+        for n in range(3):
+            assert anonymous.request(f"MADEUP{n}", "/v1/health").status_code == 405
+        metrics = anonymous.get("/metrics").text
+    assert "MADEUP" not in metrics
+    assert 'attribution_http_requests_total{method="other",route="/v1/health",status="405"} 3.0' in metrics

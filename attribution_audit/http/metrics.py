@@ -9,6 +9,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from attribution_audit.services.serving import AttributionService
 
+# The methods counted by name; any other (a client may send any token) is counted as "other", so that clients cannot
+# add a label value, and a series to every scrape, per request.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class Metrics:
     """One registry per app (several apps in one process, as in tests, do not collide)."""
@@ -53,7 +57,8 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts and times every HTTP request under its route's template (``/v1/attributions/{request_id}``)."""
+    """Counts and times every HTTP request under its route's template (``/v1/attributions/{request_id}``) and its
+    method (one of :data:`METHODS`, else "other")."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -75,5 +80,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, tracked)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
