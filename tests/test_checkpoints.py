@@ -127,6 +127,22 @@ def test_a_rewritten_log_fails_against_the_checkpoint(logged: tuple[Cli, Engine,
     assert "contradicts the last checkpoint" in cli("audit", "checkpoint", code=1).stderr
 
 
+def test_an_older_checkpoint_appended_again_does_not_stand_for_the_newest(logged: tuple[Cli, Engine, Path]) -> None:
+    """An append-only witness still takes an old signed line appended again: it must not become the checkpoint that
+    plain ``audit verify`` and the writers compare with, or the records signed since could be cut unseen."""
+    cli, engine, _ = logged
+    _records(engine, 2, label="later")
+    cli("audit", "checkpoint")
+    witness = cli.data_dir / "witness.jsonl"
+    first = witness.read_text().splitlines()[0]
+    with witness.open("a") as handle:
+        handle.write(first + "\n")
+    _delete(engine, [r.id for r in chain.load_requests(engine, after_seq=4)])
+    superuser_edit(engine, "DELETE FROM chain_verifications")  # the log's own memory of its length, gone too
+    assert "records were removed" in cli("audit", "verify", code=1).stderr
+    assert "contradicts the last checkpoint" in cli("audit", "checkpoint", code=1).stderr
+
+
 def _other_db(folder: Path) -> str:
     """A new audit DB (its own identity: not a copy of the test template) holding 4 records."""
     folder.mkdir()
@@ -252,13 +268,11 @@ def test_attribution_checkpoints_when_the_last_checkpoint_is_older_than_t_minute
     first = cli("attribute", *images, "--embedder", EMBEDDER)  # no checkpoint yet: the first record is signed
     assert first.stderr.count("checkpoint: seq 1,") == 1 and "seq 2," not in first.stderr
     witness = cli.data_dir / "witness.jsonl"
-    # The witness's last statement re-signed (same key, same head) as if made two hours ago: due again.
+    # The witness's only statement re-signed (same key, same head) as if made two hours ago: due again.
     last = statement.parse(json.loads(witness.read_text().splitlines()[-1]))
     key, _ = signing_key(checkpoint_key)
     past = datetime.now(UTC) - timedelta(hours=2)
-    witness.write_text(
-        witness.read_text() + statement.sign(key, last.db_identity, 1, last.head_hash, past).line() + "\n"
-    )
+    witness.write_text(statement.sign(key, last.db_identity, 1, last.head_hash, past).line() + "\n")
     later = cli("attribute", images[0], "--embedder", EMBEDDER)
     assert later.stderr.count("checkpoint: seq 3,") == 1
     assert "checkpoint seq 3" in cli("audit", "verify").stdout

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -65,6 +65,15 @@ class Checkpoint:
     @property
     def key_fingerprint(self) -> str:
         return key_fingerprint(self.public_key)
+
+    @property
+    def signed_at(self) -> datetime | None:
+        """When it was signed (UTC where ``time`` names no zone); None when ``time`` is not an ISO 8601 time."""
+        try:
+            at = datetime.fromisoformat(self.time)
+        except ValueError:
+            return None
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
 
     def signature_ok(self) -> bool:
         try:

@@ -243,6 +243,9 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
     return checkpoints
 
 
+_UNREADABLE_TIME = datetime.max.replace(tzinfo=UTC)
+
+
 def _witness_file(settings: Settings) -> Path | None:
     """The witness file, None when there is none (no file, or an empty one: a pipe or a directory there is refused,
     not taken for an empty file)."""
@@ -255,26 +258,35 @@ def _witness_file(settings: Settings) -> Path | None:
     return path if path.exists() and path.stat().st_size else None
 
 
-def _witnessed(settings: Settings) -> list[Checkpoint]:
-    """Every checkpoint of the witness file, each line checked (``audit verify``); [] when there is none."""
+def _newest(checkpoints: Sequence[Checkpoint]) -> Checkpoint | None:
+    """The newest checkpoint by the time it was signed, not merely the last line: an older checkpoint appended
+    again (what an append-only witness still allows) would let the records signed since be cut unseen. A time that
+    cannot be read counts as the newest, so that its failing signature is what is reported; ties: the later line."""
+    return max(reversed(checkpoints), key=lambda c: c.signed_at or _UNREADABLE_TIME, default=None)
+
+
+def newest_witnessed(settings: Settings) -> Checkpoint | None:
+    """The newest checkpoint of the whole witness file, each line checked (``audit verify``); None when none."""
     path = _witness_file(settings)
-    return [] if path is None else read_checkpoints(path)
+    return None if path is None else _newest(read_checkpoints(path))
 
 
 def last_witnessed(settings: Settings) -> Checkpoint | None:
-    """The newest checkpoint of the witness file (None when there is none), from its last line only, read from the
-    end of the file: what each attribution needs, whatever the file's length. A last line that is not a checkpoint
-    (nor an append cut short after one) is refused as :func:`read_checkpoints` refuses it, naming its line."""
+    """The newest checkpoint among the witness file's last lines (those in its last ``WITNESS_TAIL`` bytes, about
+    a hundred checkpoints), read from the end of the file: what each attribution needs, whatever the file's
+    length. A line there that is not a checkpoint (nor an append cut short) is refused as :func:`read_checkpoints`
+    refuses it, naming its line. ``audit verify`` reads the whole file (:func:`newest_witnessed`)."""
     path = _witness_file(settings)
     if path is None:
         return None
-    return _last_line(path) or read_checkpoints(path)[-1]
+    tail = _tail(path)
+    return _newest(tail if tail else read_checkpoints(path))
 
 
-def _last_line(path: Path) -> Checkpoint | None:
-    """The checkpoint on the last line of ``path`` (after an append cut short, the line before it), read from at most
-    the last ``WITNESS_TAIL`` bytes; None when these do not hold it whole or it does not parse (then the whole file
-    is read: its error names the line)."""
+def _tail(path: Path) -> list[Checkpoint] | None:
+    """The checkpoints of the whole lines in the last ``WITNESS_TAIL`` bytes of ``path`` (a last line cut short is
+    left out); None when a line there does not parse or none is whole (then the whole file is read: its error names
+    the line)."""
     try:
         with path.open("rb") as handle:
             start = max(handle.seek(0, os.SEEK_END) - WITNESS_TAIL, 0)
@@ -285,10 +297,10 @@ def _last_line(path: Path) -> Checkpoint | None:
     if start and len(pieces) == 1:  # no line starts in the tail
         return None
     *lines, torn = pieces[1:] if start else pieces  # ``torn``: after the last newline (b"" when the file ends so)
-    if torn.strip() and (parsed := _parsed(torn)) is not None:
-        return parsed  # (one that does not parse was cut short: the line before it is the last checkpoint)
-    last = next((line for line in reversed(lines) if line.strip()), None)
-    return None if last is None else _parsed(last)
+    if torn.strip() and _parsed(torn) is not None:
+        lines.append(torn)  # (one that does not parse was cut short: the lines before it hold the checkpoints)
+    found = [_parsed(line) for line in lines if line.strip()]
+    return None if not found or None in found else [c for c in found if c is not None]
 
 
 def _parsed(line: bytes) -> Checkpoint | None:
@@ -407,10 +419,9 @@ def auto_checkpoint(settings: Settings, audit: AuditStore, attribution: Attribut
 def _older_than(last: Checkpoint | None, minutes: int) -> bool:
     """Whether the witness file's last checkpoint, ``last``, was signed more than ``minutes`` ago (True when there is
     none)."""
-    if last is None:
+    if last is None or last.signed_at is None:
         return True
-    signed = datetime.fromisoformat(last.time)
-    return datetime.now(UTC) - (signed if signed.tzinfo else signed.replace(tzinfo=UTC)) > timedelta(minutes=minutes)
+    return datetime.now(UTC) - last.signed_at > timedelta(minutes=minutes)
 
 
 # -- checking ----------------------------------------------------------------------------------------------------
@@ -557,7 +568,10 @@ def verify_database(
     is remembered for ``report summary`` (where this user may write)."""
     trusted = trusted_key(settings, public_key)
     report = verify_chain(audit, workers)
-    checkpoints = read_checkpoints(checkpoint_file) if checkpoint_file is not None else _witnessed(settings)[-1:]
+    if checkpoint_file is not None:
+        checkpoints = read_checkpoints(checkpoint_file)
+    else:
+        checkpoints = [c for c in [newest_witnessed(settings)] if c is not None]
     return Verification(datetime.now(UTC), report, check_database(audit, checkpoints, report, trusted))
 
 
