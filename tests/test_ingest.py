@@ -558,6 +558,26 @@ def test_cli_exit_code_and_failures_file(
     assert len(chosen.read_text().splitlines()) == 4
 
 
+def test_a_catalogue_name_the_audit_db_cannot_hold_is_refused_before_anything_is_written(
+    cli: Cli, tmp_path: Path, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    """PostgreSQL refused a name over 200 characters at the first write (saying to retry); SQLite kept it, then the
+    failures file named after it was too long for the file system (a traceback, the run left "running"). A ``/`` in
+    the name made the failures file's name a folder."""
+    manifest, table = vector_catalogue
+    manifest.write_text(manifest.read_text() + "../x.png,Ada,V8\n", encoding="utf-8")
+    embeddings = write_embeddings("npz", tmp_path, list(table), np.vstack(list(table.values())))
+    args = ["ingest", str(manifest), "--embedder", "vec8", "--embeddings", str(embeddings)]
+
+    refused = cli(*args, "--catalogue", "x" * 201, code=2)
+    assert "1 to 200 printable characters; pass --catalogue NAME" in " ".join(refused.output.split())
+    assert count(cli.engine(), IngestionRun) == 0
+    slashed = cli(*args, "--catalogue", "Museum/2024", code=1)
+    assert "catalogue Museum/2024: 5 added" in slashed.stdout
+    (written,) = (cli.data_dir / "failures").glob("*.csv")
+    assert written.name.startswith("Museum_2024-") and f"failed rows written to {written}" in slashed.stdout
+
+
 # -- idempotence and versions --------------------------------------------------------------------------------------
 def test_reingest_is_a_noop_and_a_changed_image_is_a_new_version(
     audit: AuditStore, store: EdgeStore, embedder: Embedder, demo_catalogue: DemoCatalogue, tmp_path: Path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,6 +112,31 @@ def default_catalogue_name(path: Path) -> str:
     if not name:
         raise ManifestError(f"{path}: cannot name a catalogue after it; pass --catalogue NAME")
     return name
+
+
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^\w.-]", re.ASCII)
+MAX_CATALOGUE_NAME = 200  # characters: what the audit DB keeps (PostgreSQL refuses more, SQLite would keep more)
+
+
+def _catalogue_name(catalogue: str | None, path: Path) -> str:
+    """``catalogue``, else the source's own name; ValueError naming it unless it is 1 to 200 printable characters
+    (checked before anything is created)."""
+    name = catalogue or default_catalogue_name(path)
+    if len(name) > MAX_CATALOGUE_NAME or not name.isprintable():
+        shown = name if len(name) <= 80 else f"{name[:80]}..."
+        origin = "" if catalogue else " (the source's file name)"
+        raise ValueError(
+            f"catalogue name {shown!r}{origin}: 1 to {MAX_CATALOGUE_NAME} printable characters; pass --catalogue NAME"
+        )
+    return name
+
+
+def _failures_file(data_dir: Path, name: str) -> Path:
+    """The default failures file of catalogue ``name``: timestamped, in the data dir, its name reduced to letters,
+    digits, ``.``, ``_`` and ``-`` (a ``/`` in the catalogue's name is no folder, a long non-ASCII one fits the file
+    system's 255 bytes)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return data_dir / "failures" / f"{_UNSAFE_IN_FILE_NAME.sub('_', name)}-{stamp}.csv"
 
 
 def row_total(source: Source) -> int:
@@ -495,7 +521,7 @@ def ingest_catalogue(
     if with_style and embeddings is not None:
         raise ValueError("--spaces content,style needs the images: precomputed --embeddings fill content only")
     source = open_source(source_path, fmt)
-    name = catalogue or default_catalogue_name(source.path)
+    name = _catalogue_name(catalogue, source.path)
     embedder: Embedder | None = None
     vectors: VectorLookup | None = None
     fingerprint = None
@@ -513,8 +539,7 @@ def ingest_catalogue(
     audit = audit or open_audit(settings, create=True)
     if catalogue is None:
         _refuse_name_collision(audit, name, source.path)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    failures_path = failures or settings.data_dir / "failures" / f"{name}-{stamp}.csv"
+    failures_path = failures or _failures_file(settings.data_dir, name)
     with vector_store(settings) as store:
         filled = STYLE in store.spaces() and not with_style
         if filled and embeddings is not None:
