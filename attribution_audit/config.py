@@ -33,15 +33,22 @@ def default_checkpoint_key() -> Path:
     return Path(config_home) / "attribution-audit" / "checkpoint-ed25519.pem"
 
 
-def _count(name: str, default: int, meaning: str) -> int:
-    """The whole number >= 0 in environment variable ``ENV_PREFIX + name`` (``default`` when unset)."""
+MAX_CHECKPOINT_MINUTES = 100 * 365 * 24 * 60  # a century: more is never, and overflows a time span
+
+
+def _count(name: str, default: int, meaning: str, most: int | None = None) -> int:
+    """The whole number >= 0 (and <= ``most``) in environment variable ``ENV_PREFIX + name`` (``default`` when
+    unset)."""
     raw = os.environ.get(f"{ENV_PREFIX}{name}")
     try:
         value = default if raw in (None, "") else int(str(raw))
-        if value < 0:
+        if value < 0 or (most is not None and value > most):
             raise ValueError
     except ValueError:
-        raise AttributionAuditError(f"{ENV_PREFIX}{name}={raw!r} is not a whole number; set {meaning}") from None
+        bounds = "" if most is None else f" from 0 to {most:,}"
+        raise AttributionAuditError(
+            f"{ENV_PREFIX}{name}={raw!r} is not a whole number{bounds}; set {meaning}"
+        ) from None
     return value
 
 
@@ -200,7 +207,7 @@ def load_settings(**overrides: Any) -> Settings:
         checkpoint_key=Path(env[f"{ENV_PREFIX}CHECKPOINT_KEY"]) if env.get(f"{ENV_PREFIX}CHECKPOINT_KEY") else None,
         witness_file=Path(env[f"{ENV_PREFIX}WITNESS_FILE"]) if env.get(f"{ENV_PREFIX}WITNESS_FILE") else None,
         checkpoint_every=_count("CHECKPOINT_EVERY", DEFAULT_CHECKPOINT_EVERY, "a count of records (0: never)"),
-        checkpoint_minutes=_count("CHECKPOINT_MINUTES", 0, "minutes (0: never)"),
+        checkpoint_minutes=_count("CHECKPOINT_MINUTES", 0, "minutes (0: never)", MAX_CHECKPOINT_MINUTES),
         min_free_mb=_count("MIN_FREE_MB", DEFAULT_MIN_FREE_MB, "megabytes (0: no check)"),
         copy_depth=_count("COPY_DEPTH", DEFAULT_COPY_DEPTH, "works per space (0: no copy detection)"),
         quantization=env.get(f"{ENV_PREFIX}QUANTIZATION") or "none",

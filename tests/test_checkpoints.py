@@ -229,6 +229,11 @@ def test_attribution_checkpoints_every_n_records(
     assert "checkpoint seq 2" in cli("audit", "verify").stdout
     monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "two")
     assert "CHECKPOINT_EVERY='two' is not a whole number" in cli("audit", "list", code=1).stderr
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_EVERY", "2")
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_MINUTES", "99999999999999")  # was a traceback (OverflowError)
+    refused = cli("attribute", *images, "--embedder", EMBEDDER, code=1)
+    assert refused.stderr.startswith("error: ATTRIBUTION_AUDIT_CHECKPOINT_MINUTES='99999999999999' is not a whole")
+    assert "from 0 to 52,560,000; set minutes" in refused.stderr
 
 
 def test_attribution_due_a_checkpoint_without_its_key_is_refused_before_any_record(
