@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from attribution_audit.cli import app
@@ -142,3 +143,23 @@ def test_the_installed_command_prints_a_usage_error_in_one_line(tmp_path: Path, 
     )
     said = f"error: No such option: --from (Possible options: --format); see '{PROG} report summary --help'\n"
     assert (done.returncode, done.stdout, done.stderr) == (2, "", said)
+
+
+def test_an_output_path_naming_the_evidence_is_refused_and_nothing_is_overwritten(
+    cli: Cli, checkpoint_key: Path
+) -> None:
+    """A mistyped output path destroyed what it named: ``audit export`` over the audit log, ``audit checkpoint --out``
+    over its own signing key, ``report request --html`` over the witness file."""
+    cli("audit", "checkpoint")  # the key and the witness file exist from here on
+    database = Path(str(make_url(cli.database_url).database))
+    witness = cli.data_dir / "witness.jsonl"
+    kept = {path: path.read_bytes() for path in (database, witness, checkpoint_key)}
+    for args, what in (
+        (("audit", "export", str(database)), "the audit log"),
+        (("audit", "checkpoint", "--out", str(checkpoint_key)), "the checkpoint key"),
+        (("report", "request", "any-id", "--html", str(witness)), "the witness file"),
+        (("audit", "export", str(cli.data_dir / "qdrant" / "x.jsonl")), "inside the vector shard's folder"),
+    ):
+        refused = cli(*args, code=1)
+        assert refused.stderr.startswith("error: ") and what in refused.stderr, refused.stderr
+    assert {path: path.read_bytes() for path in kept} == kept

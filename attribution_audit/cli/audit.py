@@ -242,7 +242,10 @@ def audit_checkpoint(
     Example: attribution-audit audit checkpoint --out .demo/checkpoint.json
     """
     from attribution_audit.services.checkpoints import write_checkpoint
+    from attribution_audit.services.outputs import refuse_evidence_as_output
 
+    if out is not None:
+        refuse_evidence_as_output(ctx.obj, out, "--out")
     signed = write_checkpoint(ctx.obj, audit_of(ctx.obj), out)
     say_signed(signed)
     typer.echo(signed.checkpoint.line())
@@ -349,7 +352,9 @@ def audit_export(
     Example: attribution-audit audit export .demo/audit-export.jsonl --from 2024-01-01
     """
     from attribution_audit.services.audit_log import export_records
+    from attribution_audit.services.outputs import refuse_evidence_as_output
 
+    refuse_evidence_as_output(ctx.obj, out, "OUT")
     count = export_records(
         audit_of(ctx.obj),
         out,

@@ -116,9 +116,13 @@ def report_request(
     Example: attribution-audit report request "$(attribution-audit audit list --limit 1 --format csv | tail -n 1 | cut -d, -f1)" --html .demo/request.html
     """  # noqa: E501 (the example is one line, to paste)
     from attribution_audit.services.audit_log import write_request_html, write_request_pdf
+    from attribution_audit.services.outputs import refuse_evidence_as_output
 
     if html_out is None and pdf_out is None:
         raise typer.BadParameter("give --html OUT.html and/or --pdf OUT.pdf")
+    for option, out in (("--html", html_out), ("--pdf", pdf_out)):
+        if out is not None:
+            refuse_evidence_as_output(ctx.obj, out, option)
     audit = audit_of(ctx.obj)
     for path in (
         write_request_html(audit, request_id, html_out) if html_out else None,

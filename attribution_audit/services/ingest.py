@@ -515,6 +515,7 @@ def ingest_catalogue(
     file (pass ``catalogue`` to choose). No space of the collection is left partly covered: when it holds style
     vectors, this ingest fills them too (precomputed content vectors are refused there).
     """
+    from attribution_audit.services.outputs import refuse_evidence_as_output
     from attribution_audit.services.wiring import load_embedder, open_audit, remember_ingest, vector_store
     from attribution_audit.sources.manifest import open_source
 
@@ -522,6 +523,8 @@ def ingest_catalogue(
         raise ValueError("--spaces content,style needs the images: precomputed --embeddings fill content only")
     source = open_source(source_path, fmt)
     name = _catalogue_name(catalogue, source.path)
+    if failures is not None:
+        refuse_evidence_as_output(settings, failures, "--failures")
     embedder: Embedder | None = None
     vectors: VectorLookup | None = None
     fingerprint = None

@@ -1,0 +1,48 @@
+"""Files a command writes where the user says: never over the evidence that the audit log's integrity rests on."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from attribution_audit.config import Settings
+from attribution_audit.errors import AttributionAuditError
+
+_SQLITE_URL = re.compile(r"sqlite(\+\w+)?:///(?P<path>[^?]+)")
+_JOURNALS = ("", "-wal", "-shm", "-journal")  # a SQLite database and the files that hold its latest writes
+
+
+def _evidence(settings: Settings) -> list[tuple[str, Path]]:
+    """What no output may replace: the SQLite audit log and its journals, the witness file, the checkpoint key."""
+    found = []
+    sqlite = _SQLITE_URL.fullmatch(settings.resolved_database_url)
+    if sqlite:
+        found += [("the audit log", Path(sqlite["path"] + suffix)) for suffix in _JOURNALS]
+    return [
+        *found,
+        ("the witness file", settings.resolved_witness_file),
+        ("the checkpoint key", settings.resolved_checkpoint_key),
+    ]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)  # samefile: a hard link too
+    except OSError:  # one of them does not exist
+        return False
+
+
+def refuse_evidence_as_output(settings: Settings, out: Path, option: str) -> None:
+    """Refuse ``out``, the path given as ``option``, when it names the audit log, the witness file or the checkpoint
+    key, or lies in the vector shard's folder: writing it would destroy them (an export over the audit log, a
+    checkpoint over its own key)."""
+    for what, path in _evidence(settings):
+        if _same_file(out, path):
+            raise AttributionAuditError(
+                f"{out}: this is {what} ({path}); give {option} another path (writing there would destroy it)"
+            )
+    if out.resolve().is_relative_to(settings.qdrant_path.resolve()):
+        raise AttributionAuditError(
+            f"{out}: inside the vector shard's folder {settings.qdrant_path}; give {option} a path outside it"
+        )
