@@ -50,6 +50,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    cast,
     func,
     literal_column,
     select,
@@ -638,8 +639,8 @@ def _digest_of_view(digest: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class _Part:
-    """A child table as streamed: its query (the rows of the requests with after < seq <= last, the seq in the last
-    column), its canonical keys, its rows' text, and the key its rows are ordered by within a record."""
+    """A child table as streamed: its query (the rows of a block's requests, their request_id in the last column),
+    its canonical keys, its rows' text, and the key its rows are ordered by within a record."""
 
     statement: DriverStatement
     keys: tuple[str, ...]
@@ -647,40 +648,44 @@ class _Part:
     order: int | None
 
     def rows(self, connection: Connection, cursor: Any, after: int, last: int) -> list[Any]:
+        """The rows of the requests with ``after`` < seq <= ``last``, in no order."""
         return self.statement.rows(connection, cursor, after=after, last=last)
 
     def sort(self, rows: list[Any]) -> None:
-        """In seq order, each record's rows as canonical_content orders them (in Python: its string order)."""
+        """Each record's rows together, as canonical_content orders them (in Python: its string order)."""
         rows.sort(key=itemgetter(-1) if self.order is None else itemgetter(-1, self.order))
 
-    def joined(self, rows: list[Any]) -> dict[int, str]:
-        """seq -> the record's rows as canonical JSON, comma-separated (of a table of one row a record: its first)."""
+    def joined(self, rows: list[Any]) -> dict[Any, str]:
+        """request_id -> the record's rows as canonical JSON, comma-separated (of a table of one row a record: its
+        first), from rows :meth:`sort` ordered."""
         pairs = groupby(zip(map(itemgetter(-1), rows), self.text.texts(rows), strict=True), itemgetter(0))
         if self.order is None:
-            return {seq: next(group)[1] for seq, group in pairs}
-        return {seq: ",".join(map(itemgetter(1), group)) for seq, group in pairs}
+            return {key: next(group)[1] for key, group in pairs}
+        return {key: ",".join(map(itemgetter(1), group)) for key, group in pairs}
 
-    def grouped(self, rows: list[Any]) -> dict[int, list[dict[str, Any]]]:
-        """seq -> the record's rows as dicts (the seq left out)."""
-        return {
-            seq: [dict(zip(self.keys, row, strict=False)) for row in group]
-            for seq, group in groupby(rows, itemgetter(-1))
-        }
+    def grouped(self, rows: list[Any]) -> dict[Any, list[dict[str, Any]]]:
+        """request_id -> the record's rows as dicts (the request_id left out), in any order."""
+        grouped: dict[Any, list[dict[str, Any]]] = {}
+        for row in rows:
+            grouped.setdefault(row[-1], []).append(dict(zip(self.keys, row, strict=False)))
+        return grouped
 
 
 class _Reader:
     """The block queries of one source in one dialect."""
 
     def __init__(self, src: _Source, dialect: Dialect) -> None:
-        requests = src.requests
+        requests, postgres = src.requests, dialect.name == "postgresql"
         renamed: dict[str, Callable[[Any], Any]] = {
             f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY
         }
         seq = requests.c.seq
-        query = select(requests).where(seq > bindparam("after"), seq <= bindparam("last")).order_by(seq)
+        in_block = and_(seq > bindparam("after"), seq <= bindparam("last"))
+        query = select(requests).where(in_block).order_by(seq)
         self.requests = DriverStatement(query.limit(bindparam("limit")), dialect, renamed if src.digested else {})
         self.keys = tuple(c.key for c in _REQUESTS.columns)
-        self.seq = self.keys.index("seq")
+        self.seq, self.id = self.keys.index("seq"), self.keys.index("id")
+        self.cursor_options = {"binary": True} if postgres else {}  # psycopg: values in binary, not parsed from text
         self.text = _RowText(
             [
                 (i, c.key, String() if src.digested and c.key in _BINARY else c.type)
@@ -691,12 +696,13 @@ class _Reader:
 
         def part(source: FromClause, table: Table, order: str | None) -> _Part:
             keys = tuple(c.key for c in table.columns if c.key not in _EXCLUDED)
-            query = (
-                select(*(source.c[key] for key in keys), requests.c.seq)
-                .join_from(source, requests, source.c.request_id == requests.c.id)
-                .where(requests.c.seq > bindparam("after"), requests.c.seq <= bindparam("last"))
-                .order_by(requests.c.seq, *([source.c[order]] if order else []))
-            )
+            if postgres:  # the block's ids as one array, each probed in the index (a join is planned as a scan of
+                # the whole table once the planner has statistics; an IN (subquery) likewise)
+                ids = select(func.array_agg(requests.c.id)).where(in_block).scalar_subquery()
+                within = source.c.request_id == any_(cast(ids, ARRAY(String)))
+            else:
+                within = source.c.request_id.in_(select(requests.c.id).where(in_block))
+            query = select(*(source.c[key] for key in keys), source.c.request_id).where(within)
             text = _RowText([(i, key, table.c[key].type) for i, key in enumerate(keys)])
             return _Part(DriverStatement(query, dialect), keys, text, None if order is None else keys.index(order))
 
@@ -721,7 +727,7 @@ class _Reader:
         """:meth:`block`, read in one transaction; _Unreadable at a value that cannot be read or hashed."""
         with read_connection(engine) as connection:
             connection.begin()  # SQLite: BEGIN (see database.py), so that the four reads see one snapshot
-            cursor = connection.connection.cursor()
+            cursor = connection.connection.cursor(**self.cursor_options)
             try:
                 requests = self.requests.rows(connection, cursor, after=after, last=last, limit=limit)
                 if not requests:
@@ -752,10 +758,10 @@ class _Reader:
         neighbours, shares, metrics = (part.joined(rows) for part, rows in zip(self.parts, children, strict=True))
         texts = []
         for row, request in zip(requests, self.text.texts(requests), strict=True):
-            seq = row[self.seq]
+            key = row[self.id]
             text = (
-                f'{{"artist_shares":[{shares.get(seq, "")}],"metrics":{metrics.get(seq, _NULL)},'
-                f'"neighbours":[{neighbours.get(seq, "")}],"request":{request}}}'
+                f'{{"artist_shares":[{shares.get(key, "")}],"metrics":{metrics.get(key, _NULL)},'
+                f'"neighbours":[{neighbours.get(key, "")}],"request":{request}}}'
             ).encode()
             texts.append(text)
         return texts
@@ -765,12 +771,12 @@ class _Reader:
         neighbours, shares, metrics = (part.grouped(rows) for part, rows in zip(self.parts, children, strict=True))
         texts = []
         for row in requests:
-            seq = row[self.seq]
-            measured = metrics.get(seq)
+            key = row[self.id]
+            measured = metrics.get(key)
             record = StoredRequest(
                 dict(zip(self.keys, row, strict=True)),
-                neighbours.get(seq, []),
-                shares.get(seq, []),
+                neighbours.get(key, []),
+                shares.get(key, []),
                 measured[0] if measured else None,
             )
             try:
