@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     ARRAY,
+    JSON,
     Column,
     Connection,
     DateTime,
@@ -573,11 +574,32 @@ _FLOAT_TEXTS = _typed(float.__repr__, frozenset({"nan", "inf", "-inf", "-0.0"}))
 _INT_TEXTS = _typed(int.__repr__, frozenset({"True", "False"}))  # JSON: true, false (never read from an integer)
 _STR_TEXTS = _typed(encode_basestring, frozenset())
 _CANONICAL_STR_TEXTS = _typed(_as_string, frozenset())  # a time as ISO UTC, bytes as "sha256:<hex>"
-_JSON_TEXTS = _typed(_ENCODE, frozenset({"-0.0"}))  # keys sorted at every level; a bare -0.0 is hashed as 0.0
+_SEEN_JSON: dict[Any, str] = {}  # a JSON column's stored text -> its canonical JSON
+_SEEN_JSON_MAX = 4096  # distinct texts remembered (a log's requests repeat their parameters)
+
+
+def _stored_json(stored: Any) -> Any:
+    """The value of a JSON column's stored text (None for SQL NULL), as the column's type reads it."""
+    return None if stored is None else json.loads(stored)
+
+
+def _json_text(stored: Any) -> str:
+    """The canonical JSON of a JSON column's stored text: each distinct text decoded and encoded once."""
+    text = _SEEN_JSON.get(stored)
+    if text is None:
+        text = _ENCODE(_stored_json(stored))
+        if len(_SEEN_JSON) >= _SEEN_JSON_MAX:
+            _SEEN_JSON.clear()
+        _SEEN_JSON[stored] = text
+    return text
+
+
+_JSON_TEXTS = _typed(_json_text, frozenset({"-0.0"}))  # keys sorted at every level; a bare -0.0 is hashed as 0.0
 
 
 def _column_texts(kind: Any) -> Callable[[Sequence[Any]], list[str]]:
-    """The canonical JSON text of each of a column's values, by the column's type."""
+    """The canonical JSON text of each of a column's values, by the column's type (JSON: read as its stored
+    text)."""
     if isinstance(kind, Float):
         return _FLOAT_TEXTS
     if isinstance(kind, Integer):
@@ -674,18 +696,20 @@ class _Part:
 class _Reader:
     """The block queries of one source in one dialect."""
 
+    json = tuple(c for c in _REQUESTS.columns if isinstance(c.type, JSON))  # (the children have none)
+
     def __init__(self, src: _Source, dialect: Dialect) -> None:
         requests, postgres = src.requests, dialect.name == "postgresql"
-        renamed: dict[str, Callable[[Any], Any]] = {
-            f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY
-        }
+        renamed: dict[str, Callable[[Any], Any] | None] = {c.name: None for c in self.json}  # as stored
+        if src.digested:
+            renamed |= {f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY}
         seq = requests.c.seq
         in_block = and_(seq > bindparam("after"), seq <= bindparam("last"))
         query = select(requests).where(in_block).order_by(seq)
-        self.requests = DriverStatement(query.limit(bindparam("limit")), dialect, renamed if src.digested else {})
+        self.requests = DriverStatement(query.limit(bindparam("limit")), dialect, renamed)
         self.keys = tuple(c.key for c in _REQUESTS.columns)
         self.seq, self.id = self.keys.index("seq"), self.keys.index("id")
-        self.cursor_options = {"binary": True} if postgres else {}  # psycopg: values in binary, not parsed from text
+        self.postgres = postgres
         self.text = _RowText(
             [
                 (i, c.key, String() if src.digested and c.key in _BINARY else c.type)
@@ -727,7 +751,7 @@ class _Reader:
         """:meth:`block`, read in one transaction; _Unreadable at a value that cannot be read or hashed."""
         with read_connection(engine) as connection:
             connection.begin()  # SQLite: BEGIN (see database.py), so that the four reads see one snapshot
-            cursor = connection.connection.cursor(**self.cursor_options)
+            cursor = self._cursor(connection)
             try:
                 requests = self.requests.rows(connection, cursor, after=after, last=last, limit=limit)
                 if not requests:
@@ -751,6 +775,18 @@ class _Reader:
             for row, text in zip(requests, canonical, strict=True)
         ]
 
+    def _cursor(self, connection: Connection) -> Any:
+        """A DBAPI cursor of the connection; on PostgreSQL (psycopg) one that reads values in binary rather than
+        parsing text, and JSON as its stored text."""
+        if not self.postgres:
+            return connection.connection.cursor()
+        from psycopg.types.string import TextBinaryLoader, TextLoader
+
+        cursor = connection.connection.cursor(binary=True)
+        for loader in (TextLoader, TextBinaryLoader):
+            cursor.adapters.register_loader("json", loader)
+        return cursor
+
     def _texts(self, requests: list[Any], children: list[list[Any]]) -> list[bytes]:
         """Each record's canonical JSON, table by table and column by column."""
         for part, rows in zip(self.parts, children, strict=True):
@@ -773,8 +809,14 @@ class _Reader:
         for row in requests:
             key = row[self.id]
             measured = metrics.get(key)
+            columns = dict(zip(self.keys, row, strict=True))
+            for column in self.json:
+                try:
+                    columns[column.key] = _stored_json(columns[column.key])
+                except (TypeError, ValueError) as exc:  # JSON that is not JSON (SQLite: written by hand)
+                    raise _unreadable(f"the value of {_REQUESTS.name}.{column.name}", exc) from None
             record = StoredRequest(
-                dict(zip(self.keys, row, strict=True)),
+                columns,
                 neighbours.get(key, []),
                 shares.get(key, []),
                 measured[0] if measured else None,
