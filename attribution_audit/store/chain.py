@@ -528,12 +528,13 @@ def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, st
 
 # -- streaming the whole chain ---------------------------------------------------------------------------------
 # Verifying and exporting read every record: block by block of seq, four queries a block (the requests, then the
-# children of the block's seq range) through the DBAPI cursor, the values converted by the columns' result processors
-# (as load_requests reads them). Each table's rows are then written column by column into one template of its sorted
-# keys: the text canonical_bytes gives, because each column's values are encoded by the function the JSON encoder
-# calls for that type (str, int and float repr; the JSON columns by the encoder itself), strictly (a value of another
-# type raises). A block where that does not hold (such a value, NaN, infinity, or a negative zero, which the hash
-# covers as 0.0) is encoded by canonical_content itself, record by record.
+# children of the block's requests, found by request_id in the index) through the DBAPI cursor (psycopg: in binary),
+# the values converted by the columns' result processors (as load_requests reads them) but for the JSON columns, read
+# as stored. Each table's rows are then written column by column into one template of its sorted keys: the text
+# canonical_bytes gives, because each column's values are encoded by the function the JSON encoder calls for that type
+# (str, int and float repr; a JSON column's stored text decoded and encoded by the encoder itself, once per distinct
+# text), strictly (a value of another type raises). A block where that does not hold (such a value, NaN, infinity, or
+# a negative zero, which the hash covers as 0.0) is encoded by canonical_content itself, record by record.
 _ENCODE = canonical_encoder(default=_canonical_value)
 _NULL = "null"
 BLOCK = 1000  # records read per transaction

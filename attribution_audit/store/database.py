@@ -339,9 +339,8 @@ class DriverStatement:
             if (convert := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         ]
         self.columns = list(getattr(statement, "selected_columns", ()))
-        self.renamed = (
-            renamed or {}
-        )  # column name -> a conversion in place of the type's own (None: the driver's value)
+        # column name -> a conversion in place of the type's own (the views' digests; None: the driver's value)
+        self.renamed = renamed or {}
         self.converters: list[tuple[int, Callable[[Any], Any]]] | None = None
 
     def bound(self, values: Mapping[str, Any]) -> Any:
