@@ -569,6 +569,11 @@ def chain_rows(tmp: Path, sizes: list[int], postgres_url: str | None) -> list[Lo
                 )
             out.unlink()
         engine.dispose()
+    if postgres_url:  # the database created above, dropped once every run has ended
+        admin = create_db_engine(postgres_url)
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f'DROP DATABASE "{name}"')
+        admin.dispose()
     return rows
 
 

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from json.encoder import encode_basestring, encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from attribution_audit.errors import AttributionAuditError
 from attribution_audit.sources.files import irregular_file_problem
 
 FORMAT = "attribution-audit-export/1"
+_BUFFER = 1 << 20  # bytes written at a time (a record's line is a few KiB)
 
 
 def _bounds(date_from: date | None, date_to: date | None) -> tuple[datetime | None, datetime | None]:
@@ -65,7 +67,7 @@ def export_records(
         out.parent.mkdir(parents=True, exist_ok=True)
         for scratch in (body, temporary):  # a run killed leaves them; a link planted there must not be written through
             scratch.unlink(missing_ok=True)
-        with body.open("xb") as handle:
+        with body.open("xb", buffering=_BUFFER) as handle:
             for record in check.accepted(chain):
                 if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
                     handle.write(_line(record))
@@ -87,7 +89,7 @@ def export_records(
         }
         with temporary.open("xb") as handle, body.open("rb") as records:
             handle.write(json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n")
-            shutil.copyfileobj(records, handle, 1 << 20)
+            shutil.copyfileobj(records, handle, _BUFFER)
             handle.flush()
             os.fsync(handle.fileno())  # on disk before it takes the export's name: a power loss leaves no empty export
         temporary.replace(out)
@@ -117,11 +119,18 @@ def _line(record: ChainRecord) -> bytes:
     """One record as a JSON line, keys sorted; its content is the canonical JSON its hash covers, as hashed."""
     return b'{"content":%s,"prev_hash":%s,"record_hash":%s,"request_id":%s,"seq":%d}\n' % (
         record.canonical,
-        json.dumps(record.prev_hash).encode(),
-        json.dumps(record.record_hash).encode(),
-        json.dumps(record.request_id, ensure_ascii=False).encode(),
+        _json(record.prev_hash),
+        _json(record.record_hash),
+        _json(record.request_id, ascii=False),
         record.seq,
     )
+
+
+def _json(value: Any, ascii: bool = True) -> bytes:
+    """``value`` as json.dumps writes it (a string by json's own function, the one json.dumps calls), UTF-8."""
+    if type(value) is str:
+        return (encode_basestring_ascii if ascii else encode_basestring)(value).encode()
+    return json.dumps(value, ensure_ascii=ascii).encode()
 
 
 @dataclass(frozen=True)

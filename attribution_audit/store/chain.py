@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     ARRAY,
+    JSON,
     Column,
     Connection,
     DateTime,
@@ -50,6 +51,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    cast,
     func,
     literal_column,
     select,
@@ -526,12 +528,13 @@ def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, st
 
 # -- streaming the whole chain ---------------------------------------------------------------------------------
 # Verifying and exporting read every record: block by block of seq, four queries a block (the requests, then the
-# children of the block's seq range) through the DBAPI cursor, the values converted by the columns' result processors
-# (as load_requests reads them). Each table's rows are then written column by column into one template of its sorted
-# keys: the text canonical_bytes gives, because each column's values are encoded by the function the JSON encoder
-# calls for that type (str, int and float repr; the JSON columns by the encoder itself), strictly (a value of another
-# type raises). A block where that does not hold (such a value, NaN, infinity, or a negative zero, which the hash
-# covers as 0.0) is encoded by canonical_content itself, record by record.
+# children of the block's requests, found by request_id in the index) through the DBAPI cursor (psycopg: in binary),
+# the values converted by the columns' result processors (as load_requests reads them) but for the JSON columns, read
+# as stored. Each table's rows are then written column by column into one template of its sorted keys: the text
+# canonical_bytes gives, because each column's values are encoded by the function the JSON encoder calls for that type
+# (str, int and float repr; a JSON column's stored text decoded and encoded by the encoder itself, once per distinct
+# text), strictly (a value of another type raises). A block where that does not hold (such a value, NaN, infinity, or
+# a negative zero, which the hash covers as 0.0) is encoded by canonical_content itself, record by record.
 _ENCODE = canonical_encoder(default=_canonical_value)
 _NULL = "null"
 BLOCK = 1000  # records read per transaction
@@ -572,11 +575,32 @@ _FLOAT_TEXTS = _typed(float.__repr__, frozenset({"nan", "inf", "-inf", "-0.0"}))
 _INT_TEXTS = _typed(int.__repr__, frozenset({"True", "False"}))  # JSON: true, false (never read from an integer)
 _STR_TEXTS = _typed(encode_basestring, frozenset())
 _CANONICAL_STR_TEXTS = _typed(_as_string, frozenset())  # a time as ISO UTC, bytes as "sha256:<hex>"
-_JSON_TEXTS = _typed(_ENCODE, frozenset({"-0.0"}))  # keys sorted at every level; a bare -0.0 is hashed as 0.0
+_SEEN_JSON: dict[Any, str] = {}  # a JSON column's stored text -> its canonical JSON
+_SEEN_JSON_MAX = 4096  # distinct texts remembered (a log's requests repeat their parameters)
+
+
+def _stored_json(stored: Any) -> Any:
+    """The value of a JSON column's stored text (None for SQL NULL), as the column's type reads it."""
+    return None if stored is None else json.loads(stored)
+
+
+def _json_text(stored: Any) -> str:
+    """The canonical JSON of a JSON column's stored text: each distinct text decoded and encoded once."""
+    text = _SEEN_JSON.get(stored)
+    if text is None:
+        text = _ENCODE(_stored_json(stored))
+        if len(_SEEN_JSON) >= _SEEN_JSON_MAX:
+            _SEEN_JSON.clear()
+        _SEEN_JSON[stored] = text
+    return text
+
+
+_JSON_TEXTS = _typed(_json_text, frozenset({"-0.0"}))  # keys sorted at every level; a bare -0.0 is hashed as 0.0
 
 
 def _column_texts(kind: Any) -> Callable[[Sequence[Any]], list[str]]:
-    """The canonical JSON text of each of a column's values, by the column's type."""
+    """The canonical JSON text of each of a column's values, by the column's type (JSON: read as its stored
+    text)."""
     if isinstance(kind, Float):
         return _FLOAT_TEXTS
     if isinstance(kind, Integer):
@@ -638,8 +662,8 @@ def _digest_of_view(digest: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class _Part:
-    """A child table as streamed: its query (the rows of the requests with after < seq <= last, the seq in the last
-    column), its canonical keys, its rows' text, and the key its rows are ordered by within a record."""
+    """A child table as streamed: its query (the rows of a block's requests, their request_id in the last column),
+    its canonical keys, its rows' text, and the key its rows are ordered by within a record."""
 
     statement: DriverStatement
     keys: tuple[str, ...]
@@ -647,40 +671,46 @@ class _Part:
     order: int | None
 
     def rows(self, connection: Connection, cursor: Any, after: int, last: int) -> list[Any]:
+        """The rows of the requests with ``after`` < seq <= ``last``, in no order."""
         return self.statement.rows(connection, cursor, after=after, last=last)
 
     def sort(self, rows: list[Any]) -> None:
-        """In seq order, each record's rows as canonical_content orders them (in Python: its string order)."""
+        """Each record's rows together, as canonical_content orders them (in Python: its string order)."""
         rows.sort(key=itemgetter(-1) if self.order is None else itemgetter(-1, self.order))
 
-    def joined(self, rows: list[Any]) -> dict[int, str]:
-        """seq -> the record's rows as canonical JSON, comma-separated (of a table of one row a record: its first)."""
+    def joined(self, rows: list[Any]) -> dict[Any, str]:
+        """request_id -> the record's rows as canonical JSON, comma-separated (of a table of one row a record: its
+        first), from rows :meth:`sort` ordered."""
         pairs = groupby(zip(map(itemgetter(-1), rows), self.text.texts(rows), strict=True), itemgetter(0))
         if self.order is None:
-            return {seq: next(group)[1] for seq, group in pairs}
-        return {seq: ",".join(map(itemgetter(1), group)) for seq, group in pairs}
+            return {key: next(group)[1] for key, group in pairs}
+        return {key: ",".join(map(itemgetter(1), group)) for key, group in pairs}
 
-    def grouped(self, rows: list[Any]) -> dict[int, list[dict[str, Any]]]:
-        """seq -> the record's rows as dicts (the seq left out)."""
-        return {
-            seq: [dict(zip(self.keys, row, strict=False)) for row in group]
-            for seq, group in groupby(rows, itemgetter(-1))
-        }
+    def grouped(self, rows: list[Any]) -> dict[Any, list[dict[str, Any]]]:
+        """request_id -> the record's rows as dicts (the request_id left out), in any order."""
+        grouped: dict[Any, list[dict[str, Any]]] = {}
+        for row in rows:
+            grouped.setdefault(row[-1], []).append(dict(zip(self.keys, row, strict=False)))
+        return grouped
 
 
 class _Reader:
     """The block queries of one source in one dialect."""
 
+    json = tuple(c for c in _REQUESTS.columns if isinstance(c.type, JSON))  # (the children have none)
+
     def __init__(self, src: _Source, dialect: Dialect) -> None:
-        requests = src.requests
-        renamed: dict[str, Callable[[Any], Any]] = {
-            f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY
-        }
+        requests, postgres = src.requests, dialect.name == "postgresql"
+        renamed: dict[str, Callable[[Any], Any] | None] = {c.name: None for c in self.json}  # as stored
+        if src.digested:
+            renamed |= {f"{c.name}_sha256": _digest_of_view for c in _REQUESTS.columns if c.key in _BINARY}
         seq = requests.c.seq
-        query = select(requests).where(seq > bindparam("after"), seq <= bindparam("last")).order_by(seq)
-        self.requests = DriverStatement(query.limit(bindparam("limit")), dialect, renamed if src.digested else {})
+        in_block = and_(seq > bindparam("after"), seq <= bindparam("last"))
+        query = select(requests).where(in_block).order_by(seq)
+        self.requests = DriverStatement(query.limit(bindparam("limit")), dialect, renamed)
         self.keys = tuple(c.key for c in _REQUESTS.columns)
-        self.seq = self.keys.index("seq")
+        self.seq, self.id = self.keys.index("seq"), self.keys.index("id")
+        self.postgres = postgres
         self.text = _RowText(
             [
                 (i, c.key, String() if src.digested and c.key in _BINARY else c.type)
@@ -691,12 +721,13 @@ class _Reader:
 
         def part(source: FromClause, table: Table, order: str | None) -> _Part:
             keys = tuple(c.key for c in table.columns if c.key not in _EXCLUDED)
-            query = (
-                select(*(source.c[key] for key in keys), requests.c.seq)
-                .join_from(source, requests, source.c.request_id == requests.c.id)
-                .where(requests.c.seq > bindparam("after"), requests.c.seq <= bindparam("last"))
-                .order_by(requests.c.seq, *([source.c[order]] if order else []))
-            )
+            if postgres:  # the block's ids as one array, each probed in the index (a join is planned as a scan of
+                # the whole table once the planner has statistics; an IN (subquery) likewise)
+                ids = select(func.array_agg(requests.c.id)).where(in_block).scalar_subquery()
+                within = source.c.request_id == any_(cast(ids, ARRAY(String)))
+            else:
+                within = source.c.request_id.in_(select(requests.c.id).where(in_block))
+            query = select(*(source.c[key] for key in keys), source.c.request_id).where(within)
             text = _RowText([(i, key, table.c[key].type) for i, key in enumerate(keys)])
             return _Part(DriverStatement(query, dialect), keys, text, None if order is None else keys.index(order))
 
@@ -721,7 +752,7 @@ class _Reader:
         """:meth:`block`, read in one transaction; _Unreadable at a value that cannot be read or hashed."""
         with read_connection(engine) as connection:
             connection.begin()  # SQLite: BEGIN (see database.py), so that the four reads see one snapshot
-            cursor = connection.connection.cursor()
+            cursor = self._cursor(connection)
             try:
                 requests = self.requests.rows(connection, cursor, after=after, last=last, limit=limit)
                 if not requests:
@@ -745,6 +776,18 @@ class _Reader:
             for row, text in zip(requests, canonical, strict=True)
         ]
 
+    def _cursor(self, connection: Connection) -> Any:
+        """A DBAPI cursor of the connection; on PostgreSQL (psycopg) one that reads values in binary rather than
+        parsing text, and JSON as its stored text."""
+        if not self.postgres:
+            return connection.connection.cursor()
+        from psycopg.types.string import TextBinaryLoader, TextLoader
+
+        cursor = connection.connection.cursor(binary=True)
+        for loader in (TextLoader, TextBinaryLoader):
+            cursor.adapters.register_loader("json", loader)
+        return cursor
+
     def _texts(self, requests: list[Any], children: list[list[Any]]) -> list[bytes]:
         """Each record's canonical JSON, table by table and column by column."""
         for part, rows in zip(self.parts, children, strict=True):
@@ -752,10 +795,10 @@ class _Reader:
         neighbours, shares, metrics = (part.joined(rows) for part, rows in zip(self.parts, children, strict=True))
         texts = []
         for row, request in zip(requests, self.text.texts(requests), strict=True):
-            seq = row[self.seq]
+            key = row[self.id]
             text = (
-                f'{{"artist_shares":[{shares.get(seq, "")}],"metrics":{metrics.get(seq, _NULL)},'
-                f'"neighbours":[{neighbours.get(seq, "")}],"request":{request}}}'
+                f'{{"artist_shares":[{shares.get(key, "")}],"metrics":{metrics.get(key, _NULL)},'
+                f'"neighbours":[{neighbours.get(key, "")}],"request":{request}}}'
             ).encode()
             texts.append(text)
         return texts
@@ -765,12 +808,18 @@ class _Reader:
         neighbours, shares, metrics = (part.grouped(rows) for part, rows in zip(self.parts, children, strict=True))
         texts = []
         for row in requests:
-            seq = row[self.seq]
-            measured = metrics.get(seq)
+            key = row[self.id]
+            measured = metrics.get(key)
+            columns = dict(zip(self.keys, row, strict=True))
+            for column in self.json:
+                try:
+                    columns[column.key] = _stored_json(columns[column.key])
+                except (TypeError, ValueError) as exc:  # JSON that is not JSON (SQLite: written by hand)
+                    raise _unreadable(f"the value of {_REQUESTS.name}.{column.name}", exc) from None
             record = StoredRequest(
-                dict(zip(self.keys, row, strict=True)),
-                neighbours.get(seq, []),
-                shares.get(seq, []),
+                columns,
+                neighbours.get(key, []),
+                shares.get(key, []),
                 measured[0] if measured else None,
             )
             try:

@@ -333,7 +333,7 @@ class DriverStatement:
         self,
         statement: ClauseElement,
         dialect: Dialect,
-        renamed: dict[str, Callable[[Any], Any]] | None = None,
+        renamed: Mapping[str, Callable[[Any], Any] | None] | None = None,
         column_keys: Sequence[str] | None = None,
     ) -> None:
         keys = list(column_keys) if column_keys else None
@@ -346,7 +346,8 @@ class DriverStatement:
             if (convert := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         ]
         self.columns = list(getattr(statement, "selected_columns", ()))
-        self.renamed = renamed or {}  # column name -> a conversion in place of the type's own (the views' digests)
+        # column name -> a conversion in place of the type's own (the views' digests; None: the driver's value)
+        self.renamed = renamed or {}
         self.converters: list[tuple[int, Callable[[Any], Any]]] | None = None
 
     def bound(self, values: Mapping[str, Any]) -> Any:
@@ -394,7 +395,7 @@ class DriverStatement:
         converters = []
         for index, (column, described) in enumerate(zip(self.columns, description, strict=True)):
             own = column.type.dialect_impl(self.dialect).result_processor(self.dialect, described[1])
-            convert = self.renamed.get(column.name) or own
+            convert = self.renamed.get(column.name, own)
             if convert is not None:
                 converters.append((index, convert))
         return converters
