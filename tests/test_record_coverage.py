@@ -29,6 +29,7 @@ EDITS = [
     "UPDATE attribution_neighbours SET work_id = 'w9' WHERE request_id = :id AND rank = 1",
     "UPDATE attribution_neighbours SET similarity = 0.99 WHERE request_id = :id AND rank = 2",
     "UPDATE attribution_neighbours SET canonical_artist = 'Mallory' WHERE request_id = :id AND rank = 2",
+    "UPDATE attribution_neighbours SET image_sha256 = 'cd' WHERE request_id = :id AND rank = 1",
     "UPDATE attribution_artist_shares SET share = 0.5 WHERE request_id = :id",
     "UPDATE attribution_metrics SET confidence = 0.99 WHERE request_id = :id",
     "UPDATE attribution_metrics SET top_artist = 'Mallory' WHERE request_id = :id",

@@ -104,6 +104,9 @@ def audit_show(
         typer.echo(f"  index {json.dumps(result.index_params, sort_keys=True)}")
         typer.echo(f"  parameters {json.dumps(result.parameters, sort_keys=True)}")
         typer.echo(f"  previous hash {result.prev_hash}  record hash {result.record_hash}")
+        for n in result.neighbours:
+            pinned = n.image_sha256 or "not pinned (recorded before revision 0015)"
+            typer.echo(f"  rank {n.rank} image sha256 {terminal_text(pinned)}")
 
     emit(
         output_format(fmt, as_json),

@@ -100,3 +100,12 @@ class Hit:
     payload: dict[str, Any]
     vector: np.ndarray | None = None  # of the searched space, when asked for
     vectors: dict[str, np.ndarray] | None = None  # every named vector, when asked for
+
+    @property
+    def image_sha256(self) -> str | None:
+        """The sha256 of the image the work was embedded from, as ingestion wrote it into the payload (with the
+        vectors: what this hit's similarity measured); None where the payload holds no such digest."""
+        digest = self.payload.get("image_sha256")
+        if isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+            return digest
+        return None

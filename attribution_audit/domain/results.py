@@ -13,7 +13,8 @@ from attribution_audit.domain.points import Hit
 
 @dataclass(frozen=True)
 class Neighbour:
-    """A ranked work; ``artist`` as recorded in the catalogue, ``canonical_artist`` after alias merges."""
+    """A ranked work; ``artist`` as recorded in the catalogue, ``canonical_artist`` after alias merges;
+    ``image_sha256`` the digest of the image it was attributed as (None in records before revision 0015)."""
 
     rank: int
     work_id: str
@@ -24,6 +25,7 @@ class Neighbour:
     share: float
     canonical_artist: str = ""
     work_version: int | None = None
+    image_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ LOW_CONFIDENCE = 0.5  # the threshold of the v_low_confidence view
 
 
 CHANGED = "changed since attribution: the sha256 of this file is not the recorded one"
+UNPINNED = (
+    "not pinned: this record (written before revision 0015) holds no digest of the image; the file is checked against "
+    "the digest the catalogue holds now, which the hash chain does not cover"
+)
 
 
 @functools.cache
@@ -77,11 +81,36 @@ def picture(path: str | None, expected_sha256: str | None = None) -> Picture:
     return Picture(name, src, "unchecked" if expected_sha256 is None else "ok")
 
 
+@dataclass(frozen=True)
+class Pin:
+    """What a neighbour's image is checked against, in words: ``bad`` when the catalogue now names another image
+    than the record pinned."""
+
+    text: str
+    bad: bool = False
+
+
+def neighbour_picture(path: str | None, pinned: str | None, catalogued: str | None) -> tuple[Picture, Pin]:
+    """A neighbour's image (``path``, the catalogue's, with its digest ``catalogued``) checked against the digest the
+    record pinned; against the catalogue's where the record pinned none (older records)."""
+    if pinned is None:
+        return picture(path, catalogued), Pin(UNPINNED)
+    if catalogued is not None and catalogued != pinned:
+        moved = (
+            f"the catalogue now names another image (sha256 {catalogued}) for this work version than the one "
+            f"attributed (sha256 {pinned}): it was changed or re-ingested since; the file is checked against the "
+            "recorded digest"
+        )
+        return picture(path, pinned), Pin(moved, bad=True)
+    return picture(path, pinned), Pin(f"pinned by the record: sha256 {pinned}")
+
+
 def request_context(
     attribution: Attribution, images: dict[int, str], digests: dict[int, str] | None = None
 ) -> dict[str, Any]:
-    """What the request page shows of one attribution: pictures checked against their digests, the artist shares
-    as bars, indicators and provenance."""
+    """What the request page shows of one attribution: pictures checked against their digests (a neighbour's against
+    the one its record pinned; ``digests``: the catalogue's), the artist shares as bars, indicators and
+    provenance."""
 
     def fmt(value: float | None, digits: int = 4) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
@@ -91,7 +120,10 @@ def request_context(
     return {
         "a": attribution,
         "query": picture(attribution.image, attribution.image_sha256),
-        "neighbours": [(n, picture(images.get(n.rank), digests.get(n.rank))) for n in attribution.neighbours],
+        "neighbours": [
+            (n, *neighbour_picture(images.get(n.rank), n.image_sha256, digests.get(n.rank)))
+            for n in attribution.neighbours
+        ],
         "share_bars": [(artist, f"{share:.3f}", share / top) for artist, share in attribution.artist_shares.items()],
         "indicators": [
             ("artist-diversity entropy", fmt(attribution.entropy, 3)),
@@ -127,9 +159,10 @@ def render_request_html(
     digests: dict[int, str] | None = None,
     **page: Any,
 ) -> str:
-    """The self-contained page of one request: ``images`` maps a neighbour's rank to its work's image (``digests``
-    to its recorded sha256), ``intact`` says whether the record still matches its hash; ``page`` adds to the
-    context (``chain``: the latest verification; ``console`` and ``who``: the console's navigation)."""
+    """The self-contained page of one request: ``images`` maps a neighbour's rank to its work version's image in
+    the catalogue (``digests`` to the catalogue's sha256 of it), ``intact`` says whether the record still matches
+    its hash; ``page`` adds to the context (``chain``: the latest verification; ``console`` and ``who``: the
+    console's navigation)."""
     context = {"chain": None, **page, **request_context(attribution, images, digests)}
     return render("request.html", intact=intact, **context)
 

@@ -169,6 +169,7 @@ class Attributor:
                 share=share,
                 canonical_artist=self._canonical_of(hit),
                 work_version=hit.payload.get("version"),
+                image_sha256=hit.image_sha256,
             )
             for rank, ((hit, sim), share) in enumerate(zip(kept, shares, strict=True), start=1)
         ]

@@ -59,8 +59,9 @@ def export_records(
 
 
 def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:
-    """One request as a self-contained HTML page (thumbnails inlined and checked against their recorded digests,
-    record integrity checked); ``page`` adds to the template's context (the console's navigation, chain status)."""
+    """One request as a self-contained HTML page (thumbnails inlined and checked against the digests the record
+    pinned, or for older records the catalogue's; a catalogue that now names another image said so; record integrity
+    checked); ``page`` adds to the template's context (the console's navigation, chain status)."""
     attribution = audit.requests.get(request_id)
     recorded = audit.requests.neighbour_images(request_id)
     return html.render_request_html(

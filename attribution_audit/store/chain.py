@@ -179,8 +179,14 @@ class StoredRequest:
         )
 
 
-# Columns added after records were hashed: covered when set, left out when empty (older records keep their hash).
-_COVERED_WHEN_SET = frozenset({"copy_of", "copy_score", "copy_status", "copy_method", "agreement", "agreement_spaces"})
+# Columns added after records were hashed, by table: covered when set, left out when empty (older records keep their
+# hash). attribution_requests.image_sha256 (the query's) is always covered: only the neighbours' is added here.
+_COVERED_WHEN_SET = {
+    _REQUESTS.name: frozenset[str](),
+    _NEIGHBOURS.name: frozenset({"image_sha256"}),
+    _SHARES.name: frozenset[str](),
+    _METRICS.name: frozenset({"copy_of", "copy_score", "copy_status", "copy_method", "agreement", "agreement_spaces"}),
+}
 _PLAIN = frozenset({str, int, bool, type(None), dict, list})  # values that are canonical as they are
 
 
@@ -194,10 +200,11 @@ def _ordered(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
         return sorted(rows, key=lambda row: (type(row[key]).__name__, repr(row[key])))
 
 
-def _canonical_row(values: dict[str, Any]) -> dict[str, Any]:
+def _canonical_row(values: dict[str, Any], table: Table) -> dict[str, Any]:
     row = {}
+    covered = _COVERED_WHEN_SET[table.name]
     for key, value in values.items():
-        if key in _EXCLUDED or (key in _COVERED_WHEN_SET and value is None):
+        if key in _EXCLUDED or (key in covered and value is None):
             continue
         kind = type(value)
         if kind is float:
@@ -211,10 +218,10 @@ def canonical_content(request: StoredRequest | AttributionRequest) -> dict[str, 
     """What the hash covers: the request and its neighbours, artist shares and metrics, as plain JSON values."""
     record = request if isinstance(request, StoredRequest) else StoredRequest.of(request)
     return {
-        "request": _canonical_row(record.columns),
-        "neighbours": [_canonical_row(n) for n in _ordered(record.neighbours, "rank")],
-        "artist_shares": [_canonical_row(s) for s in _ordered(record.artist_shares, "artist")],
-        "metrics": _canonical_row(record.metrics) if record.metrics is not None else None,
+        "request": _canonical_row(record.columns, _REQUESTS),
+        "neighbours": [_canonical_row(n, _NEIGHBOURS) for n in _ordered(record.neighbours, "rank")],
+        "artist_shares": [_canonical_row(s, _SHARES) for s in _ordered(record.artist_shares, "artist")],
+        "metrics": _canonical_row(record.metrics, _METRICS) if record.metrics is not None else None,
     }
 
 
@@ -518,8 +525,9 @@ def count_requests(engine: Engine, up_to_seq: int | None = None) -> int:
 
 
 def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, str]]:
-    """rank -> (image path, recorded sha256) of the work version each neighbour of the request was attributed as
-    (one query)."""
+    """rank -> (image path, sha256) that the catalogue (work_versions, outside the chain) now holds for the work
+    version each neighbour of the request was attributed as (one query); the record pins the digest itself since
+    revision 0015 (its neighbours' ``image_sha256``)."""
     images = _source(engine).neighbour_images
     query = select(images.c.rank, images.c.image_path, images.c.image_sha256).where(images.c.request_id == request_id)
     with read_connection(engine) as connection:
@@ -637,11 +645,12 @@ class _RowText:
     """The canonical JSON object of each row of a table, written column by column into one template (keys sorted;
     the keys covered only when set are left out where they are null)."""
 
-    def __init__(self, columns: Sequence[tuple[int, str, Any]]) -> None:
+    def __init__(self, columns: Sequence[tuple[int, str, Any]], table: Table) -> None:
         ordered = sorted(columns, key=itemgetter(1))  # (position in the row, canonical key, column type)
         self.encoders = [(position, _column_texts(kind)) for position, _, kind in ordered]
         prefixes = [encode_basestring(key) + ":" for _, key, _ in ordered]
-        self.covered = [i for i, (_, key, _) in enumerate(ordered) if key in _COVERED_WHEN_SET]
+        covered = _COVERED_WHEN_SET[table.name]
+        self.covered = [i for i, (_, key, _) in enumerate(ordered) if key in covered]
         self.templates = _Templates(prefixes, self.covered)
 
     def texts(self, rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -716,7 +725,8 @@ class _Reader:
                 (i, c.key, String() if src.digested and c.key in _BINARY else c.type)
                 for i, c in enumerate(_REQUESTS.columns)
                 if c.key not in _EXCLUDED
-            ]
+            ],
+            _REQUESTS,
         )
 
         def part(source: FromClause, table: Table, order: str | None) -> _Part:
@@ -728,7 +738,7 @@ class _Reader:
             else:
                 within = source.c.request_id.in_(select(requests.c.id).where(in_block))
             query = select(*(source.c[key] for key in keys), source.c.request_id).where(within)
-            text = _RowText([(i, key, table.c[key].type) for i, key in enumerate(keys)])
+            text = _RowText([(i, key, table.c[key].type) for i, key in enumerate(keys)], table)
             return _Part(DriverStatement(query, dialect), keys, text, None if order is None else keys.index(order))
 
         self.parts = (

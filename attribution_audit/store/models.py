@@ -224,6 +224,8 @@ class AttributionNeighbour(Base):
     similarity: Mapped[float] = mapped_column(Float)
     distance: Mapped[float] = mapped_column(Float)
     share: Mapped[float] = mapped_column(Float)
+    # the sha256 of the image the work was attributed as (its vectors' payload); NULL in records before migration 0015
+    image_sha256: Mapped[str | None] = mapped_column(String(64))
 
     request: Mapped[AttributionRequest] = relationship(back_populates="neighbours")
 

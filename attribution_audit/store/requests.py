@@ -80,6 +80,7 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
                 _number(n["share"]),
                 n["canonical_artist"],
                 n["work_version"],
+                n.get("image_sha256"),
             )
             for n in sorted(record.neighbours, key=lambda n: n["rank"])
         ],
@@ -177,6 +178,7 @@ class RequestRepository:
                 "similarity": n.similarity,
                 "distance": n.distance,
                 "share": n.share,
+                "image_sha256": n.image_sha256,
             }
             for n in outcome.neighbours
         ]
@@ -257,7 +259,8 @@ class RequestRepository:
         return [to_attribution(r) for r in chain.load_requests(self.engine, limit=limit, newest_first=True)]
 
     def neighbour_images(self, request_id: str) -> dict[int, tuple[str, str]]:
-        """rank -> (image path, recorded sha256) of the work version each neighbour was attributed as (one query)."""
+        """rank -> (image path, sha256) the catalogue now holds for the work version each neighbour was attributed as
+        (one query; not covered by the chain: the record's neighbours pin their digest since revision 0015)."""
         return chain.neighbour_images(self.engine, request_id)
 
     def unverified_embedders(self) -> list[tuple[str, str]]:
