@@ -326,6 +326,11 @@ def test_the_reader_detects_a_changed_view_or_trigger_as_the_owner_does(reader_l
     failed = reader_log.reader_cli("audit", "verify", code=1).stderr
     assert failed == reader_log.owner_cli("audit", "verify", code=1).stderr
     assert "view v_audit_artist_shares differs" in failed and "trigger work_versions_no_truncate is missing" in failed
+    assert "`db repair` needs the user that owns the schema" in _permission_error(
+        reader_log.reader_cli("db", "repair", code=1)
+    )
+    assert len(reader_log.owner_cli("db", "repair").stdout.splitlines()) == 2
+    assert "schema OK" in reader_log.reader_cli("audit", "verify").stdout  # the readers' grants kept
 
 
 @pytest.mark.postgres

@@ -40,7 +40,7 @@ def _fails(cli: Cli, *names: str) -> str:
     result = cli("audit", "verify", code=1)
     assert "chain OK: 2 records" in result.stdout and "checkpoint seq 2" in result.stdout, result.output
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("schema FAILS: ")]
-    assert all(name in line for name in names) and "restore the audit DB from a backup" in line, line
+    assert all(name in line for name in names) and "run `attribution-audit db repair`" in line, line
     data = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
     assert data["ok"] is False and data["checkpoints"][0]["ok"] is True
     assert data["schema"]["ok"] is False and all(any(n in p for p in data["schema"]["problems"]) for n in names)
@@ -161,3 +161,40 @@ def test_a_dropped_trigger_function_fails_naming_it(logged: tuple[Cli, Engine]) 
     _ddl(engine, "DROP FUNCTION audit_append_only() CASCADE")  # the triggers go with it
     (line,) = [line for line in cli("audit", "verify", code=1).stderr.splitlines() if line.startswith("schema FAILS")]
     assert "function audit_append_only() does not exist" in line and "restore the audit DB from a backup" in line
+
+
+def test_db_repair_recreates_what_the_migrations_create(logged: tuple[Cli, Engine]) -> None:
+    cli, engine = logged
+    before = cli("report", "artists", "--format", "json").stdout
+    _inflate_shares(engine)
+    if engine.dialect.name == "postgresql":
+        _ddl(
+            engine,
+            "DROP TRIGGER attribution_requests_append_only ON attribution_requests",
+            "ALTER TABLE recall_checks DISABLE TRIGGER recall_checks_no_truncate",
+            "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN NEW; END $$",
+            "DROP VIEW v_ann_disagreements",
+            "CREATE TRIGGER inflate AFTER INSERT ON attribution_artist_shares "
+            "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+        )
+        names = ["trigger attribution_requests_append_only", "trigger recall_checks_no_truncate"]
+        names += ["function audit_append_only", "view v_ann_disagreements", "trigger inflate"]
+    else:
+        _ddl(
+            engine,
+            "DROP TRIGGER attribution_requests_no_update",
+            "DROP VIEW v_ann_disagreements",
+            "CREATE TRIGGER inflate AFTER INSERT ON attribution_artist_shares BEGIN SELECT 1; END",
+        )
+        names = ["trigger attribution_requests_no_update", "view v_ann_disagreements", "trigger inflate"]
+    _fails(cli, "view v_artist_shares", *names)
+    repaired = cli("db", "repair").stdout.splitlines()
+    assert sorted(line.split()[1] + " " + line.split()[2] for line in repaired) == sorted(
+        ["view v_artist_shares", *names]
+    ), repaired
+    assert "schema OK" in cli("audit", "verify").stdout
+    assert cli("report", "artists", "--format", "json").stdout == before
+    assert "nothing to repair" in cli("db", "repair").stdout
+    with pytest.raises(Exception, match="append-only"), engine.begin() as connection:  # the trigger works again
+        connection.execute(text("UPDATE attribution_requests SET requester = 'mallory'"))

@@ -41,8 +41,8 @@ from attribution_audit.store.audit_store import AuditStore
 
 NEW_LOG_FLAG = "--new-audit-log"
 SCHEMA_REMEDY = (
-    "restore the audit DB from a backup, or have the schema owner re-create the object as migrations/versions "
-    "define it (`db upgrade` does not), then run `attribution-audit audit verify` again"
+    "have the schema owner run `attribution-audit db repair` (it re-creates them as the migrations do), or restore "
+    "the audit DB from a backup, then run `attribution-audit audit verify` again"
 )
 WITNESS_TAIL = 64 * 1024  # bytes read from the end of the witness file for its last checkpoint (a line is < 1 KiB)
 

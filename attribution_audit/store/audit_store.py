@@ -64,6 +64,12 @@ class AuditStore:
         revision, found = schema_objects.differences(self.engine)
         return [difference.line(revision) for difference in found]
 
+    def repair_schema(self) -> list[str]:
+        """Re-create the views, triggers and trigger functions that differ from what the migrations create, as they
+        create them (the schema owner); one line per object repaired, as :meth:`schema_differences` named it."""
+        revision, repaired = schema_objects.repair(self.engine)
+        return [difference.line(revision) for difference in repaired]
+
     def grant_writer(self, role: str) -> list[str]:
         """Create or update the PostgreSQL role the CLI and service should write as (see :mod:`store.roles`);
         warnings when it can still rewrite audit rows otherwise."""
