@@ -38,6 +38,10 @@ class SchemaOutOfDateError(DatabaseError):
     """The audit database schema is not at the head revision."""
 
 
+class SchemaCheckError(DatabaseError):
+    """The audit database's views and triggers cannot be compared with what the migrations create."""
+
+
 class NotFoundError(AttributionAuditError):
     """A requested record (attribution request, work) does not exist."""
 

@@ -311,6 +311,42 @@ def test_the_reader_detects_what_the_owner_detects(reader_log: ReaderLog, statem
 
 
 @pytest.mark.postgres
+def test_the_reader_detects_a_changed_view_or_trigger_as_the_owner_does(reader_log: ReaderLog) -> None:
+    """The comparison with the migrations is built in the reader's temporary schema: it needs no other right."""
+    assert "schema OK" in reader_log.reader_cli("audit", "verify").stdout
+    with reader_log.owner.begin() as connection:
+        # Shows the same rows, yet is not what the migrations create: it could show a kept copy instead.
+        connection.execute(
+            text(
+                "CREATE OR REPLACE VIEW v_audit_artist_shares AS "
+                "SELECT request_id, artist, share FROM attribution_artist_shares WHERE share >= 0"
+            )
+        )
+        connection.execute(text("DROP TRIGGER work_versions_no_truncate ON work_versions"))
+    failed = reader_log.reader_cli("audit", "verify", code=1).stderr
+    assert failed == reader_log.owner_cli("audit", "verify", code=1).stderr
+    assert "view v_audit_artist_shares differs" in failed and "trigger work_versions_no_truncate is missing" in failed
+    assert "`db repair` needs the user that owns the schema" in _permission_error(
+        reader_log.reader_cli("db", "repair", code=1)
+    )
+    assert len(reader_log.owner_cli("db", "repair").stdout.splitlines()) == 2
+    assert "schema OK" in reader_log.reader_cli("audit", "verify").stdout  # the readers' grants kept
+
+
+@pytest.mark.postgres
+def test_a_reader_that_may_not_create_temporary_tables_is_told_so(reader_log: ReaderLog) -> None:
+    """Fail closed: views and triggers that cannot be compared are not reported as intact."""
+    with reader_log.owner.begin() as connection:
+        connection.execute(text(f'REVOKE TEMPORARY ON DATABASE "{reader_log.owner.url.database}" FROM PUBLIC'))
+    failed = reader_log.reader_cli("audit", "verify", code=1).stderr
+    assert failed.startswith("schema FAILS: the views and triggers cannot be checked: this database user may not ")
+    assert "GRANT TEMPORARY ON DATABASE" in failed and failed.count("\n") == 1, failed
+    data = json.loads(reader_log.reader_cli("audit", "verify", "--format", "json", code=1).stdout)
+    assert data["records"] == 4 and data["schema"]["ok"] is False and data["schema"]["unchecked"]
+    assert "schema OK" in reader_log.owner_cli("audit", "verify").stdout  # the owner, a superuser, still may
+
+
+@pytest.mark.postgres
 def test_the_reader_library_api_reads_through_the_views(reader_log: ReaderLog) -> None:
     audit = AuditStore.open(reader_log.reader_url)
     try:

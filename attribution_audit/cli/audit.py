@@ -177,9 +177,10 @@ def audit_verify(
     workers: WorkersOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints;
-    exit 1 naming the first broken record or the checkpoint it contradicts (records removed, changed, reordered,
-    another audit DB, or signed by another key).
+    """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints, and
+    the database's views and triggers with what its migrations create; exit 1 naming the first broken record, the
+    checkpoint it contradicts (records removed, changed, reordered, another audit DB, or signed by another key) or
+    the view or trigger that was changed.
 
     \b
     Example: attribution-audit audit verify --format json
@@ -223,6 +224,10 @@ def audit_verify(
     elif table:
         typer.echo(f"chain OK: {report.checked} records, head {report.head_hash}")
     _say_checkpoints(verification.checkpoints, table)
+    if verification.schema_problem:
+        typer.echo(f"schema FAILS: {verification.schema_problem}", err=True)
+    elif table:
+        typer.echo("schema OK: every view and trigger is as the migrations create it")
     if table and checkpoint is None and not ctx.obj.resolved_witness_file.exists():
         # the chain alone cannot show a cut tail: say that no checkpoint was compared (a mistyped path, say)
         typer.echo(

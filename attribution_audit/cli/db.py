@@ -24,6 +24,24 @@ def db_upgrade(ctx: typer.Context) -> None:
     typer.echo(f"audit database {url} is at revision {revision}")
 
 
+@app.command("repair")
+def db_repair(ctx: typer.Context) -> None:
+    """Re-create the views, triggers and trigger functions that audit verify says differ from what the migrations
+    create, as they create them, and drop triggers added to the audit tables (as the schema owner; the records
+    themselves are not touched: run audit verify afterwards).
+
+    \b
+    Example: attribution-audit db repair
+    """
+    from attribution_audit.services import schema
+
+    url, repaired = schema.repair(ctx.obj)
+    for line in repaired:
+        typer.echo(f"repaired: {line}")
+    if not repaired:
+        typer.echo(f"nothing to repair in {url}: every view and trigger is as the migrations create it")
+
+
 @app.command("current")
 def db_current(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
     """Print the schema revision of the audit database and the one this version needs.

@@ -186,9 +186,10 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
 
     @app.get("/v1/audit/verify", tags=["audit"])
     def verify(_: Reader) -> dict[str, Any]:
-        """Verify every hash and link of the audit chain now, and compare it with the witness file's last checkpoint:
-        `ok` only when both hold (the verdict of `audit verify --format json`, which this answers, with `checked`
-        the number of records verified and `problem` the reason in one line)."""
+        """Verify every hash and link of the audit chain now, compare it with the witness file's last checkpoint and
+        the views and triggers with the migrations (`schema`): `ok` only when all hold (the verdict of `audit verify
+        --format json`, which this answers, with `checked` the number of records verified and `problem` the reason
+        in one line)."""
         verification = service.verify()
         return {
             "verified_at": verification.at.isoformat(),

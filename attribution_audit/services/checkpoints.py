@@ -33,13 +33,17 @@ from attribution_audit.domain import checkpoint as statement
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.checkpoint import Checkpoint
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import AttributionAuditError, ConflictError
+from attribution_audit.errors import AttributionAuditError, ConflictError, SchemaCheckError
 from attribution_audit.reporting import export
 from attribution_audit.services.audit_log import verify_chain
 from attribution_audit.sources.files import irregular_file_problem
 from attribution_audit.store.audit_store import AuditStore
 
 NEW_LOG_FLAG = "--new-audit-log"
+SCHEMA_REMEDY = (
+    "have the schema owner run `attribution-audit db repair` (it re-creates them as the migrations do), or restore "
+    "the audit DB from a backup, then run `attribution-audit audit verify` again"
+)
 WITNESS_TAIL = 64 * 1024  # bytes read from the end of the witness file for its last checkpoint (a line is < 1 KiB)
 
 
@@ -73,26 +77,44 @@ class CheckpointCheck:
 @dataclass(frozen=True)
 class Verification:
     """The verdict of ``audit verify`` on the audit DB (the CLI's, the service's and the console's): the chain's
-    verification and its comparison with checkpoints, made at ``at``. ``ok`` only when the chain verifies and every
-    checkpoint agrees."""
+    verification, its comparison with checkpoints, and the schema objects that the reports and the verification read
+    through (``schema``: one line per view, trigger or trigger function that is not what the migrations create;
+    ``schema_unchecked``: why they could not be compared), made at ``at``. ``ok`` only when the chain verifies, every
+    checkpoint agrees and the schema objects are as migrated."""
 
     at: datetime
     report: ChainReport
     checkpoints: list[CheckpointCheck] = field(default_factory=list)
+    schema: list[str] = field(default_factory=list)
+    schema_unchecked: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.report.ok and all(check.problem is None for check in self.checkpoints)
+        checkpoints_agree = all(check.problem is None for check in self.checkpoints)
+        return self.report.ok and checkpoints_agree and self.schema_problem is None
+
+    @property
+    def schema_problem(self) -> str | None:
+        """Why the views and triggers fail, in one line that says what to do; None when they are as migrated."""
+        if self.schema_unchecked:
+            return f"the views and triggers cannot be checked: {self.schema_unchecked}"
+        if not self.schema:
+            return None
+        return (
+            f"{'; '.join(self.schema)}: what the reports or audit verify read was changed outside the migrations; "
+            f"{SCHEMA_REMEDY}"
+        )
 
     @property
     def problem(self) -> str | None:
-        """Why the log fails, in one line (the broken record, else the first contradicted checkpoint); None if ok."""
+        """Why the log fails, in one line (the broken record, else the first contradicted checkpoint, else the schema
+        objects); None if ok."""
         report = self.report
         if not report.ok:
             return f"chain broken{report.located}: {report.reason}"
         failed = next((check for check in self.checkpoints if check.problem), None)
         if failed is None:
-            return None
+            return self.schema_problem
         return (
             f"the log contradicts checkpoint seq {failed.checkpoint.seq} of {failed.checkpoint.time}: {failed.problem}"
         )
@@ -108,6 +130,7 @@ class Verification:
             "broken_request_id": report.broken_request_id,
             "reason": report.reason,
             "checkpoints": [check.as_json() for check in self.checkpoints],
+            "schema": {"ok": self.schema_problem is None, "problems": self.schema, "unchecked": self.schema_unchecked},
         }
 
 
@@ -562,17 +585,22 @@ def verify_database(
     public_key: Path | None = None,
     workers: int = 1,
 ) -> Verification:
-    """The chain's verification (by ``workers`` processes), and the comparison with the checkpoints of
-    ``checkpoint_file`` (by default: the witness file's last checkpoint, when there is a witness file), which must be
-    signed by the key of ``public_key`` (by default: the configured signing key, when present). The chain's outcome
-    is remembered for ``report summary`` (where this user may write)."""
+    """The chain's verification (by ``workers`` processes); the comparison with the checkpoints of ``checkpoint_file``
+    (by default: the witness file's last checkpoint, when there is a witness file), which must be signed by the key
+    of ``public_key`` (by default: the configured signing key, when present); and the views' and triggers'
+    comparison with the migrations. The chain's outcome is remembered for ``report summary`` (where this user may
+    write)."""
     trusted = trusted_key(settings, public_key)
     report = verify_chain(audit, workers)
     if checkpoint_file is not None:
         checkpoints = read_checkpoints(checkpoint_file)
     else:
         checkpoints = [c for c in [newest_witnessed(settings)] if c is not None]
-    return Verification(datetime.now(UTC), report, check_database(audit, checkpoints, report, trusted))
+    checks = check_database(audit, checkpoints, report, trusted)
+    try:
+        return Verification(datetime.now(UTC), report, checks, audit.schema_differences())
+    except SchemaCheckError as exc:
+        return Verification(datetime.now(UTC), report, checks, schema_unchecked=str(exc))
 
 
 def verify_export(

@@ -21,6 +21,13 @@ def upgrade(settings: Settings) -> tuple[str, str | None]:
     return audit.url, revision
 
 
+def repair(settings: Settings) -> tuple[str, list[str]]:
+    """Re-create the views and triggers that differ from what the migrations create (what ``audit verify`` names);
+    (database shown without password, one line per object repaired)."""
+    audit = open_audit(settings)
+    return audit.url, audit.repair_schema()
+
+
 def revisions(settings: Settings) -> tuple[str | None, str | None]:
     """(current, head) revision of the settings' database."""
     return open_audit(settings, check_schema=False).revisions()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from attribution_audit.store import database, roles
+from attribution_audit.store import database, roles, schema_objects
 from attribution_audit.store.browse import BrowseRepository
 from attribution_audit.store.catalogue import CatalogueRepository
 from attribution_audit.store.checkpoints import CheckpointRepository
@@ -57,6 +57,18 @@ class AuditStore:
     def revisions(self) -> tuple[str | None, str | None]:
         """(current, head) schema revisions."""
         return database.current_revision(self.engine), database.head_revision(self.engine)
+
+    def schema_differences(self) -> list[str]:
+        """One line per view, trigger or trigger function that is not what the migrations at the DB's revision
+        create (see :mod:`store.schema_objects`); raises SchemaCheckError when that cannot be known."""
+        revision, found = schema_objects.differences(self.engine)
+        return [difference.line(revision) for difference in found]
+
+    def repair_schema(self) -> list[str]:
+        """Re-create the views, triggers and trigger functions that differ from what the migrations create, as they
+        create them (the schema owner); one line per object repaired, as :meth:`schema_differences` named it."""
+        revision, repaired = schema_objects.repair(self.engine)
+        return [difference.line(revision) for difference in repaired]
 
     def grant_writer(self, role: str) -> list[str]:
         """Create or update the PostgreSQL role the CLI and service should write as (see :mod:`store.roles`);

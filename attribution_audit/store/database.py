@@ -126,7 +126,7 @@ def _create_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
 
-def _alembic_config(engine: Engine) -> Any:
+def alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
     config = Config()
@@ -139,7 +139,7 @@ def _alembic_config(engine: Engine) -> Any:
 def head_revision(engine: Engine) -> str | None:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -169,7 +169,7 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     from alembic import command
 
     current_revision(engine)  # a clear error when the server is down
-    config = _alembic_config(engine)
+    config = alembic_config(engine)
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
