@@ -24,7 +24,7 @@ from attribution_audit import AttributionParams, Upload, load_settings, open_ser
 from attribution_audit.cli import app
 from attribution_audit.domain import checkpoint as statement
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.services.checkpoints import WITNESS_TAIL, signing_key
+from attribution_audit.services.checkpoints import signing_key
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
 from attribution_audit.store.database import create_db_engine, upgrade
@@ -283,26 +283,42 @@ def test_attribution_checkpoints_when_the_last_checkpoint_is_older_than_t_minute
     assert "checkpoint seq 3" in cli("audit", "verify").stdout
 
 
-def test_attribution_reads_only_the_witness_files_last_checkpoint(
+def test_attribution_compares_with_the_newest_checkpoint_of_the_whole_witness(
     cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With checkpoint_minutes set each attribution needs the last checkpoint: it is read from the end of the file
-    (a damaged first line of a long witness does not stop it; `audit verify` checks every line and names it), and a
-    damaged last line refuses the attribution, naming that line, before any record."""
+    """Each attribution compares the log with the newest checkpoint of the whole witness file: old signed lines
+    appended again, however many, do not push it out of view (the records signed since cannot be cut unseen), and
+    a damaged line anywhere, a deeply nested one too, refuses the attribution in one line naming it, before any
+    record."""
     cli.restore(ingested)
     monkeypatch.setenv("ATTRIBUTION_AUDIT_CHECKPOINT_MINUTES", "60")
     image = str(demo_catalogue.queries[0].path)
     assert "checkpoint: seq 1," in cli("attribute", image, "--embedder", EMBEDDER).stderr
     witness = cli.data_dir / "witness.jsonl"
-    signed = witness.read_text()
-    lines = 1 + (2 * WITNESS_TAIL) // len(signed)  # longer than what is read from its end
-    witness.write_text('{"damaged\n' + signed * lines)
-    assert "checkpoint:" not in cli("attribute", image, "--embedder", EMBEDDER).stderr  # seq 2: not due
-    assert "line 1 is not a checkpoint" in cli("audit", "verify", code=1).stderr
-    witness.write_text(signed * lines + '{"damaged\n')
+    first = witness.read_text()
+    cli("attribute", image, "--embedder", EMBEDDER)
+    assert '"seq": 2' in cli("audit", "checkpoint").stdout
+    newest = witness.read_text()
+    with witness.open("a") as handle:
+        handle.write(first * (1 + 200_000 // len(first)))  # 200 kB of the first checkpoint again
+    engine = cli.engine()
+    try:
+        superuser_edit(engine, "DELETE FROM chain_verifications")
+        _delete(engine, [r.id for r in chain.load_requests(engine, after_seq=1)])
+    finally:
+        engine.dispose()
     refused = cli("attribute", image, "--embedder", EMBEDDER, code=1)
-    assert f"witness.jsonl: line {lines + 1} is not a checkpoint" in refused.stderr and "request " not in refused.stdout
-    assert [r.seq for r in chain.load_requests(cli.engine())] == [1, 2]
+    assert "contradicts the last checkpoint" in refused.stderr and "request " not in refused.stdout
+    for damaged, line in (('{"damaged\n', 1), ("[" * 30_000 + "]" * 30_000 + "\n", 1)):
+        witness.write_text(damaged + newest)
+        refused = cli("attribute", image, "--embedder", EMBEDDER, code=1)
+        assert refused.stderr.count("\n") == 1 and f"witness.jsonl: line {line} is not a checkpoint" in refused.stderr
+        assert "line 1 is not a checkpoint" in cli("audit", "verify", code=1).stderr
+    engine = cli.engine()
+    try:
+        assert [r.seq for r in chain.load_requests(engine)] == [1]
+    finally:
+        engine.dispose()
 
 
 def _embedded(data_dir: Path, *args: str) -> Result:

@@ -44,7 +44,6 @@ SCHEMA_REMEDY = (
     "have the schema owner run `attribution-audit db repair` (it re-creates them as the migrations do), or restore "
     "the audit DB from a backup, then run `attribution-audit audit verify` again"
 )
-WITNESS_TAIL = 64 * 1024  # bytes read from the end of the witness file for its last checkpoint (a line is < 1 KiB)
 
 
 @dataclass(frozen=True)
@@ -254,7 +253,7 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
             continue
         try:
             checkpoints.append(statement.parse(json.loads(line)))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError; RecursionError: nesting
             if number == torn:
                 continue
             what = "" if checkpoints else " (give a file from `audit checkpoint --out` or a witness file)"
@@ -295,42 +294,24 @@ def newest_witnessed(settings: Settings) -> Checkpoint | None:
 
 
 def last_witnessed(settings: Settings) -> Checkpoint | None:
-    """The newest checkpoint among the witness file's last lines (those in its last ``WITNESS_TAIL`` bytes, about
-    a hundred checkpoints), read from the end of the file: what each attribution needs, whatever the file's
-    length. A line there that is not a checkpoint (nor an append cut short) is refused as :func:`read_checkpoints`
-    refuses it, naming its line. ``audit verify`` reads the whole file (:func:`newest_witnessed`)."""
+    """:func:`newest_witnessed`, remembered in this process while the witness file stays the same file with the
+    same size and modification and change times (the change time cannot be set back): each attribution does not
+    parse it again, and any append or edit is read in full, as ``audit verify`` reads it (only a part, the file's
+    end, would let old checkpoints appended again push the newest out of view)."""
     path = _witness_file(settings)
     if path is None:
         return None
-    tail = _tail(path)
-    return _newest(tail if tail else read_checkpoints(path))
+    facts = path.stat()
+    state = (facts.st_dev, facts.st_ino, facts.st_size, facts.st_mtime_ns, facts.st_ctime_ns)
+    remembered = _NEWEST_SEEN.get(path)
+    if remembered is not None and remembered[0] == state:
+        return remembered[1]
+    newest = _newest(read_checkpoints(path))
+    _NEWEST_SEEN[path] = (state, newest)
+    return newest
 
 
-def _tail(path: Path) -> list[Checkpoint] | None:
-    """The checkpoints of the whole lines in the last ``WITNESS_TAIL`` bytes of ``path`` (a last line cut short is
-    left out); None when a line there does not parse or none is whole (then the whole file is read: its error names
-    the line)."""
-    try:
-        with path.open("rb") as handle:
-            start = max(handle.seek(0, os.SEEK_END) - WITNESS_TAIL, 0)
-            handle.seek(start)
-            pieces = handle.read().split(b"\n")
-    except OSError:
-        return None
-    if start and len(pieces) == 1:  # no line starts in the tail
-        return None
-    *lines, torn = pieces[1:] if start else pieces  # ``torn``: after the last newline (b"" when the file ends so)
-    if torn.strip() and _parsed(torn) is not None:
-        lines.append(torn)  # (one that does not parse was cut short: the lines before it hold the checkpoints)
-    found = [_parsed(line) for line in lines if line.strip()]
-    return None if not found or None in found else [c for c in found if c is not None]
-
-
-def _parsed(line: bytes) -> Checkpoint | None:
-    try:
-        return statement.parse(json.loads(line))
-    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return None
+_NEWEST_SEEN: dict[Path, tuple[tuple[int, ...], Checkpoint | None]] = {}
 
 
 def _append(path: Path, checkpoint: Checkpoint) -> None:
