@@ -159,6 +159,16 @@ class Settings:
         return self.data_dir / "qdrant"
 
     @property
+    def exact_cache_path(self) -> Path:
+        """Folder of the exact indexes' cache (per collection version)."""
+        return self.data_dir / "exact"
+
+    @property
+    def uploads_path(self) -> Path:
+        """Folder of every image the service attributed, named by its sha256."""
+        return self.data_dir / "uploads"
+
+    @property
     def resolved_requester(self) -> str:
         """Who asks: the configured requester, else the OS user."""
         return self.requester or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"

@@ -159,6 +159,8 @@ def test_an_output_path_naming_the_evidence_is_refused_and_nothing_is_overwritte
         (("audit", "checkpoint", "--out", str(checkpoint_key)), "the checkpoint key"),
         (("report", "request", "any-id", "--html", str(witness)), "the witness file"),
         (("audit", "export", str(cli.data_dir / "qdrant" / "x.jsonl")), "inside the vector shard's folder"),
+        (("audit", "export", str(cli.data_dir / "attribution-audit.json"), "--force"), "the data dir's record"),
+        (("audit", "export", str(cli.data_dir / "exact" / "x.jsonl")), "inside a folder of state"),
     ):
         refused = cli(*args, code=1)
         assert refused.stderr.startswith("error: ") and what in refused.stderr, refused.stderr

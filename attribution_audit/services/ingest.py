@@ -572,7 +572,7 @@ def ingest_catalogue(
             style_embedder=style,
             allow_artist_changes=allow_artist_changes,
             progress=progress,
-            exact_cache_dir=settings.data_dir / "exact",
+            exact_cache_dir=settings.exact_cache_path,
         )
     if filled and (report.added or report.updated):
         notes.append("the collection holds style vectors, so this ingest filled the style space too")

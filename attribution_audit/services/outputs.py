@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from attribution_audit.config import Settings
+from attribution_audit.config import RECORD_FILE, Settings
 from attribution_audit.errors import AttributionAuditError
 
 _SQLITE_URL = re.compile(r"sqlite(\+\w+)?:///(?P<path>[^?]+)")
@@ -23,7 +23,16 @@ def _evidence(settings: Settings) -> list[tuple[str, Path]]:
         *found,
         ("the witness file", settings.resolved_witness_file),
         ("the checkpoint key", settings.resolved_checkpoint_key),
+        ("the data dir's record", settings.data_dir / RECORD_FILE),
     ]
+
+
+def _state_folders(settings: Settings) -> list[Path]:
+    """Folders that hold state: the shard's, the exact cache's, the service's uploads and the SQLite audit log's run
+    leases."""
+    sqlite = _SQLITE_URL.fullmatch(settings.resolved_database_url)
+    leases = [Path(sqlite["path"] + ".runs")] if sqlite else []
+    return [p.resolve() for p in (settings.qdrant_path, settings.exact_cache_path, settings.uploads_path, *leases)]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -34,15 +43,15 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def refuse_evidence_as_output(settings: Settings, out: Path, option: str) -> None:
-    """Refuse ``out``, the path given as ``option``, when it names the audit log, the witness file or the checkpoint
-    key, or lies in the vector shard's folder: writing it would destroy them (an export over the audit log, a
-    checkpoint over its own key)."""
+    """Refuse ``out``, the path given as ``option``, when it names the audit log, the witness file, the checkpoint
+    key or the data dir's record, or lies in a folder of state (the shard's, the exact cache's, the run leases'):
+    writing it would destroy them (an export over the audit log, a checkpoint over its own key)."""
     for what, path in _evidence(settings):
         if _same_file(out, path):
             raise AttributionAuditError(
                 f"{out}: this is {what} ({path}); give {option} another path (writing there would destroy it)"
             )
-    if out.resolve().is_relative_to(settings.qdrant_path.resolve()):
-        raise AttributionAuditError(
-            f"{out}: inside the vector shard's folder {settings.qdrant_path}; give {option} a path outside it"
-        )
+    for folder in _state_folders(settings):
+        if out.resolve().is_relative_to(folder):
+            what = "the vector shard's folder" if folder == settings.qdrant_path.resolve() else "a folder of state"
+            raise AttributionAuditError(f"{out}: inside {what} {folder}; give {option} a path outside it")

@@ -34,7 +34,6 @@ from attribution_audit.store.browse import RequestFilter
 
 DEFAULT_MAX_BATCH = 32  # images embedded in one forward pass at most
 HOLD_WAIT_S = 10.0  # how long a starting service waits for a shard another process holds
-UPLOADS_DIR = "uploads"  # under the data dir: every attributed upload, named by its sha256
 KEPT_SUFFIX = re.compile(r"\.[a-z0-9]{1,9}")  # and its extension, if a plain one
 logger = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class AttributionService:
                 # The embedded shard's lock for the service's whole life: a second service on the data dir is refused
                 # now, instead of serving requests that each wait for the lock and fail.
                 attributor.store.hold(HOLD_WAIT_S)
-                service = cls(settings, audit, attributor, settings.data_dir / UPLOADS_DIR, max_batch)
+                service = cls(settings, audit, attributor, settings.uploads_path, max_batch)
                 for worker in service._workers:
                     worker.start()
                 try:

@@ -127,7 +127,7 @@ def open_attributor(
             embedder_name=embedder_spec,
             embedder_fingerprint=fingerprint,
             requester=settings.resolved_requester,
-            exact_cache_dir=settings.data_dir / "exact",
+            exact_cache_dir=settings.exact_cache_path,
             embedder=embedder,
             style_embedder=style,
             copy_depth=settings.copy_depth,
