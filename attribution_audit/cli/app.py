@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
-from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+try:  # typer's own copy of click (0.29 on), whose exceptions its commands raise
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # a typer that uses click itself
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 from typer.core import TyperGroup
 
 from attribution_audit import __version__

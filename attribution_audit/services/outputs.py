@@ -46,6 +46,8 @@ def refuse_evidence_as_output(settings: Settings, out: Path, option: str) -> Non
     """Refuse ``out``, the path given as ``option``, when it names the audit log, the witness file, the checkpoint
     key or the data dir's record, or lies in a folder of state (the shard's, the exact cache's, the run leases'):
     writing it would destroy them (an export over the audit log, a checkpoint over its own key)."""
+    if out.is_dir():  # checked before anything is done: `audit checkpoint --out` signs before it writes
+        raise AttributionAuditError(f"{out}: is a folder; give {option} a file's path")
     for what, path in _evidence(settings):
         if _same_file(out, path):
             raise AttributionAuditError(
