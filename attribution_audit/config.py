@@ -25,6 +25,10 @@ WITNESS_FILE = "witness.jsonl"
 DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_MIN_FREE_MB = 256  # the embedded shard is not opened with less free space (its files are memory-mapped)
 DEFAULT_COPY_DEPTH = 40  # copy detection: candidate works drawn from each base space
+# `serve`: decoded pixels in flight (Pillow keeps an RGB pixel in 4 bytes: 256 Mpx is ~1 GiB), and in one request (two
+# images at the 64 Mpx decompression-bomb limit).
+DEFAULT_MAX_INFLIGHT_PIXELS = 256_000_000
+DEFAULT_MAX_REQUEST_PIXELS = 128_000_000
 
 
 def default_checkpoint_key() -> Path:
@@ -36,16 +40,16 @@ def default_checkpoint_key() -> Path:
 MAX_CHECKPOINT_MINUTES = 100 * 365 * 24 * 60  # a century: more is never, and overflows a time span
 
 
-def _count(name: str, default: int, meaning: str, most: int | None = None) -> int:
-    """The whole number >= 0 (and <= ``most``) in environment variable ``ENV_PREFIX + name`` (``default`` when
-    unset)."""
+def _count(name: str, default: int, meaning: str, most: int | None = None, least: int = 0) -> int:
+    """The whole number >= ``least`` (and <= ``most``) in environment variable ``ENV_PREFIX + name`` (``default``
+    when unset)."""
     raw = os.environ.get(f"{ENV_PREFIX}{name}")
     try:
         value = default if raw in (None, "") else int(str(raw))
-        if value < 0 or (most is not None and value > most):
+        if value < least or (most is not None and value > most):
             raise ValueError
     except ValueError:
-        bounds = "" if most is None else f" from 0 to {most:,}"
+        bounds = f" from {least} to {most:,}" if most is not None else f" of at least {least}" if least else ""
         raise AttributionAuditError(
             f"{ENV_PREFIX}{name}={raw!r} is not a whole number{bounds}; set {meaning}"
         ) from None
@@ -126,6 +130,8 @@ class Settings:
     checkpoint_minutes: int = 0  # also when the last checkpoint is older than this, at the next record (0: never)
     min_free_mb: int = DEFAULT_MIN_FREE_MB  # free disk space the embedded shard needs to be opened
     copy_depth: int = DEFAULT_COPY_DEPTH  # copy detection's candidates from each base space (0: the check is off)
+    max_inflight_pixels: int = DEFAULT_MAX_INFLIGHT_PIXELS  # `serve`: decoded pixels of all requests at once
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS  # `serve`: decoded pixels of one request
     new_audit_log: bool = False  # the operator says an empty audit DB beside an existing shard or witness is new
     # How a new collection stores its vectors (domain.points.StorageParams); an existing one keeps its own.
     quantization: str = "none"
@@ -220,6 +226,12 @@ def load_settings(**overrides: Any) -> Settings:
         checkpoint_minutes=_count("CHECKPOINT_MINUTES", 0, "minutes (0: never)", MAX_CHECKPOINT_MINUTES),
         min_free_mb=_count("MIN_FREE_MB", DEFAULT_MIN_FREE_MB, "megabytes (0: no check)"),
         copy_depth=_count("COPY_DEPTH", DEFAULT_COPY_DEPTH, "works per space (0: no copy detection)"),
+        max_inflight_pixels=_count(
+            "MAX_INFLIGHT_PIXELS", DEFAULT_MAX_INFLIGHT_PIXELS, "a count of decoded pixels", least=1
+        ),
+        max_request_pixels=_count(
+            "MAX_REQUEST_PIXELS", DEFAULT_MAX_REQUEST_PIXELS, "a count of decoded pixels", least=1
+        ),
         quantization=env.get(f"{ENV_PREFIX}QUANTIZATION") or "none",
         shard_number=_whole(env, "shard_number"),
         replication_factor=_whole(env, "replication_factor"),

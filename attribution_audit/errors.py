@@ -48,3 +48,15 @@ class NotFoundError(AttributionAuditError):
 
 class ConflictError(AttributionAuditError):
     """The request contradicts what is recorded (a merge cycle, a changed file under a used name)."""
+
+
+class TooLargeError(AttributionAuditError):
+    """A request asks for more than the service ever allows at once (its images' decoded pixels)."""
+
+
+class BusyError(AttributionAuditError):
+    """The service has no room for the request now; it may be sent again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

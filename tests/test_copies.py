@@ -27,6 +27,7 @@ from attribution_audit.embedding.copy_match import (
     MIN_FOOTPRINT,
     MIN_INLIER_SHARE,
     MIN_INLIERS,
+    copy_view,
     local_features,
     match,
 )
@@ -344,3 +345,16 @@ def test_recall_on_a_small_built_benchmark(cli: Cli, tmp_path: Path) -> None:
     assert (result["copies"], result["non_copies"], result["not_run"]) == (30, 24, {})
     assert result["recall_by_subset"] == {edit: 1.0 for edit in ("blur", "colour", "crop", "jpeg", "overlay")}
     assert result["false_copies"] == 0
+
+
+@pytest.mark.parametrize("size", [(2600, 1300), (1300, 2001), (700, 300), (300, 200)])
+def test_the_copy_view_of_an_image_has_the_image_own_local_features(size: tuple[int, int]) -> None:
+    # The service keeps only the copy view of an upload once it is embedded: its copy check must not change.
+    image = page(7).resize(size, Image.Resampling.BICUBIC)
+    small, whole = local_features(copy_view(image)), local_features(image)
+    assert max(copy_view(image).size) == min(512, max(size))
+    assert small.size == whole.size and len(small.points) > 0
+    for ours, theirs in zip(
+        (small.points, small.descriptors, small.grey), (whole.points, whole.descriptors, whole.grey), strict=True
+    ):
+        assert np.array_equal(ours, theirs)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ingest_once
+from PIL import Image
 
 from attribution_audit import (
     AttributionParams,
@@ -18,6 +19,7 @@ from attribution_audit import (
     open_audit,
     open_service,
 )
+from attribution_audit.domain.results import Attribution
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ImageError
 from attribution_audit.sources.synthetic import DemoCatalogue
@@ -51,3 +53,44 @@ def test_open_service_attributes_reads_and_verifies(
         assert get_attribution(audit, outcomes[0].request_id).requester  # type: ignore[union-attr]
     finally:
         audit.close()
+
+
+SAME_FOR_THE_SAME_FILE = (
+    "neighbours",
+    "artist_shares",
+    "entropy",
+    "nn_distance",
+    "margin",
+    "top_artist",
+    "confidence",
+    "copy_of",
+    "copy_score",
+    "copy_status",
+    "agreement",
+)
+
+
+def test_the_service_answers_what_the_cli_answers_for_the_same_large_file(
+    tmp_path: Path, demo_catalogue: DemoCatalogue, sqlite_template: Path, embedder: Embedder
+) -> None:
+    """The service holds a decoded image only until it is embedded (its copy check keeps a small grey copy):
+    the vectors, the neighbours and the copy verdict are still the CLI's, for a large and elongated file too."""
+    ingested = ingest_once(tmp_path, sqlite_template, demo_catalogue.manifest)
+    url = f"sqlite:///{ingested.database}"
+    large = tmp_path / "large.png"
+    with Image.open(demo_catalogue.queries[0].path) as query:
+        query.convert("RGB").resize((2600, 1100), Image.Resampling.BICUBIC).save(large)  # cut to 2:1, then resized
+    params = AttributionParams(k=5, verify="always")
+    with open_service(data_dir=ingested.data_dir, database_url=url) as service:
+        served = service.attribute([Upload.from_path(large)], params)[0]
+        assert service.pixels.in_use == 0  # given back once embedded
+    settings = load_settings(data_dir=ingested.data_dir, database_url=url)
+    audit = open_audit(settings)
+    try:
+        [one_off] = list(attribute_files(settings, audit, [large], params))
+    finally:
+        audit.close()
+    assert isinstance(one_off, Attribution) and served.copy_status and served.copy_score is not None
+    assert {f: getattr(served, f) for f in SAME_FOR_THE_SAME_FILE} == {
+        f: getattr(one_off, f) for f in SAME_FOR_THE_SAME_FILE
+    }

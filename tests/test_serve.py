@@ -3,20 +3,24 @@ Every endpoint, API keys, bad uploads, concurrent clients, and (slow, PostgreSQL
 
 from __future__ import annotations
 
+import io
 import json
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import Cli, Ingested, ingest_once
+from PIL import Image, ImageDraw
 from servers import Server, create_key, revoke_key, running_server
 
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.sources.synthetic import DemoCatalogue
 
 MAX_UPLOAD_MB = 0.5  # small, so that the tests can exceed it cheaply
+MAX_INFLIGHT_PIXELS = 3_000_000  # small too: two images of 1200 x 1200 fit at once, not three
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,8 @@ def service(ingested: Ingested, tmp_path_factory: pytest.TempPathFactory) -> Ite
     reader = create_key(ingested.data_dir, url, "compliance", role="reader")
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
     extra = ("--max-upload-mb", str(MAX_UPLOAD_MB))
-    with running_server(ingested.data_dir, url, log, extra) as server:
+    env = {"ATTRIBUTION_AUDIT_MAX_INFLIGHT_PIXELS": str(MAX_INFLIGHT_PIXELS)}
+    with running_server(ingested.data_dir, url, log, extra, env=env) as server:
         yield Service(server, writer, reader, url)
 
 
@@ -385,3 +390,84 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(cli: Cli) -> None:
     import hashlib
 
     assert stored == [hashlib.sha256(key.encode()).hexdigest()]
+
+
+def large_png(side: int, seed: int = 0) -> bytes:
+    """A PNG of ``side`` x ``side`` pixels in a few kilobytes: a few shapes on a flat ground."""
+    image = Image.new("RGB", (side, side), (240, 236, 228))
+    draw = ImageDraw.Draw(image)
+    for i in range(6):
+        x, y = (seed * 97 + i * 173) % side, (seed * 61 + i * 311) % side
+        draw.ellipse((x, y, x + side // 4, y + side // 5), fill=(40 * i % 255, 90, 200 - 30 * i))
+    out = io.BytesIO()
+    image.save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+def corrupt_png(side: int) -> bytes:
+    """A PNG whose header says ``side`` x ``side`` and whose pixel data is damaged (its IDAT chunk garbled)."""
+    data = bytearray(large_png(side))
+    start = data.index(b"IDAT") + 4
+    data[start + 8 : start + 64] = bytes(56)
+    length = int.from_bytes(data[start - 8 : start - 4], "big")  # keep the CRC right: the damage is in the data
+    data[start + length : start + length + 4] = zlib.crc32(bytes(data[start - 4 : start + length])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def inflight_pixels(service: Service, metric: str = "attribution_inflight_pixels") -> float:
+    """The decoded pixels the service holds now (or another of its gauges), from /metrics."""
+    text = service.anonymous.get("/metrics").text
+    [line] = [x for x in text.splitlines() if x.startswith(f"{metric} ")]
+    return float(line.split()[1])
+
+
+def test_a_request_over_the_pixel_budget_is_refused_before_decoding_and_not_logged(service: Service) -> None:
+    # Small uploads of large images: 2 x 1500 x 1500 are 4.5 Mpx, over the 3 Mpx budget (a 200 kB PNG of
+    # 8000 x 8000 decoded to 256 MB; 64 of them fitted in one request).
+    before = service.reader.get("/v1/audit/verify").json()["checked"]
+    two = [("images", (f"wide{i}.png", large_png(1500, i), "image/png")) for i in range(2)]
+    # a header that claims 2000 x 2000 with damaged data: refused by its header's pixels, never decoded
+    claimed = [("images", ("claims.png", corrupt_png(2000), "image/png"))]
+    for upload, message in (
+        (two, "2 images of 4,500,000 pixels in all"),
+        (claimed, "1 image of 4,000,000 pixels in all"),
+    ):
+        response = service.writer.post("/v1/attributions", files=upload)
+        assert response.status_code == 413, response.text
+        error = response.json()["error"]
+        assert error.startswith(message) and "\n" not in error
+        assert "3,000,000 decoded pixels a request (ATTRIBUTION_AUDIT_MAX_INFLIGHT_PIXELS)" in error
+        assert "send fewer images a request, or scale them down" in error
+    assert service.reader.get("/v1/audit/verify").json()["checked"] == before
+    assert inflight_pixels(service) == 0
+
+
+def test_a_corrupt_image_gives_back_its_pixels(service: Service) -> None:
+    response = service.writer.post("/v1/attributions", files=[("images", ("bad.png", corrupt_png(1200), "image/png"))])
+    assert response.status_code == 400 and response.json()["error"].startswith("bad.png: corrupt image data")
+    assert inflight_pixels(service) == 0
+    # the whole budget is free again: a request that needs nearly all of it is served at once
+    whole = service.writer.post("/v1/attributions", files=[("images", ("whole.png", large_png(1700), "image/png"))])
+    assert whole.status_code == 200, whole.text
+    assert inflight_pixels(service) == 0
+
+
+def test_concurrent_requests_under_the_pixel_budget_all_succeed_and_give_it_back(service: Service) -> None:
+    # 6 requests of 1.44 Mpx each against a 3 Mpx budget: two at a time are decoded, the others wait their turn.
+    uploads = [large_png(1200, seed) for seed in range(6)]
+    answers: list[int] = []
+
+    def post(data: bytes) -> None:
+        with service.server.client(service.writer_key) as http:
+            answers.append(
+                http.post("/v1/attributions", files=[("images", ("big.png", data, "image/png"))]).status_code
+            )
+
+    threads = [threading.Thread(target=post, args=(data,)) for data in uploads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 6
+    assert inflight_pixels(service) == 0
+    assert inflight_pixels(service, "attribution_inflight_pixels_limit") == MAX_INFLIGHT_PIXELS

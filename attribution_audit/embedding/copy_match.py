@@ -86,6 +86,18 @@ class Match:
 NO_MATCH = Match(0, 0, 0.0, 0.0, 0.0)
 
 
+def copy_view(image: Image.Image) -> Image.Image:
+    """The image in grey, its longer side brought to at most MAX_SIDE: all of it that :func:`local_features` looks at
+    (``local_features(copy_view(image))`` is ``local_features(image)``), so a caller may keep this small copy in
+    place of a large image it still has to check."""
+    grey = image.convert("L")
+    scale = MAX_SIDE / max(grey.size)
+    if scale < 1:
+        size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+        grey = grey.resize(size, Image.Resampling.BILINEAR)
+    return grey
+
+
 def local_features(image: Image.Image) -> LocalFeatures:
     """ORB keypoints of the image in grey, its longer side brought to at most MAX_SIDE pixels and its grey levels
     stretched to the full range, and its grey levels at ALIGN_SIDE, band-passed. Raises cv2.error when OpenCV fails
@@ -95,11 +107,7 @@ def local_features(image: Image.Image) -> LocalFeatures:
     with a fixed threshold, and a low-contrast copy (a hairline face blurred: 16 grey levels in all) had no corner."""
     import cv2
 
-    grey = image.convert("L")
-    scale = MAX_SIDE / max(grey.size)
-    if scale < 1:
-        size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
-        grey = grey.resize(size, Image.Resampling.BILINEAR)
+    grey = copy_view(image)
     if min(grey.size) < MIN_SIDE:  # no keypoint to find (a strip, also once brought to MAX_SIDE): matches nothing
         return _no_features(grey)
     grey = ImageOps.autocontrast(grey)  # (a flat image stays as it is)

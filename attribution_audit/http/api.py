@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from attribution_audit import __version__
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import AttributionAuditError, DatabaseError
+from attribution_audit.errors import AttributionAuditError, BusyError, DatabaseError
 from attribution_audit.http.console import add_console
 from attribution_audit.http.errors import status_of
 from attribution_audit.http.limits import BodyLimit
@@ -79,7 +79,10 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
 
     @app.exception_handler(AttributionAuditError)
     def _library_error(_: Request, exc: AttributionAuditError) -> JSONResponse:
-        return error(status_of(exc), str(exc))
+        response = error(status_of(exc), str(exc))
+        if isinstance(exc, BusyError):  # no room for the request's pixels now: it may come back
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(ApiError)
     def _api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from attribution_audit.errors import (
     AttributionAuditError,
+    BusyError,
     ConflictError,
     DatabaseError,
     EmbedderError,
     ImageError,
     NotFoundError,
+    TooLargeError,
     VectorStoreError,
 )
 
@@ -16,6 +18,8 @@ _STATUS: tuple[tuple[type[AttributionAuditError], int], ...] = (
     (NotFoundError, 404),
     (ConflictError, 409),
     (VectorStoreError, 409),  # the collection is not ready for this request (a partly covered space)
+    (TooLargeError, 413),
+    (BusyError, 503),
     (DatabaseError, 503),
     (EmbedderError, 503),
     (ImageError, 400),
@@ -23,5 +27,5 @@ _STATUS: tuple[tuple[type[AttributionAuditError], int], ...] = (
 
 
 def status_of(exc: AttributionAuditError) -> int:
-    """404, 409, 503 or 400 (bad input, the default)."""
+    """404, 409, 413, 503 or 400 (bad input, the default)."""
     return next((status for kind, status in _STATUS if isinstance(exc, kind)), 400)

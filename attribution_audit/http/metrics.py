@@ -1,4 +1,5 @@
-"""Prometheus metrics of the service: requests by route and status, latency histograms, the attribution queue."""
+"""Prometheus metrics of the service: requests by route and status, latency histograms, the attribution queue, the
+decoded pixels in flight."""
 
 from __future__ import annotations
 
@@ -45,6 +46,18 @@ class Metrics:
             registry=self.registry,
         )
         recording.set_function(lambda: service.record_seconds)
+        pixels = Gauge(
+            "attribution_inflight_pixels",
+            "Decoded pixels reserved by requests being decoded or waiting to be embedded",
+            registry=self.registry,
+        )
+        pixels.set_function(lambda: service.pixels.in_use)
+        budget = Gauge(
+            "attribution_inflight_pixels_limit",
+            "The budget of decoded pixels in flight (ATTRIBUTION_AUDIT_MAX_INFLIGHT_PIXELS)",
+            registry=self.registry,
+        )
+        budget.set_function(lambda: service.pixels.limit)
         failures = Gauge(
             "attribution_checkpoint_failures",
             "Automatic checkpoints that failed after their attributions were committed (see the server's log)",

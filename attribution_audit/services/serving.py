@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,21 @@ from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
+from attribution_audit.embedding.copy_match import copy_view
 from attribution_audit.errors import ImageError
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.audit_log import browse_attributions, get_attribution, shares_over_time
 from attribution_audit.services.checkpoints import Verification, auto_checkpoint, guard_witness, verify_database
+from attribution_audit.services.pixel_budget import PixelBudget, Reservation
 from attribution_audit.services.wiring import open_attributor, open_audit
-from attribution_audit.sources.images import LoadedImage, decode_image, printable_path, read_image_file
+from attribution_audit.sources.images import LoadedImage, decode_image, image_pixels, printable_path, read_image_file
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.browse import RequestFilter
 
 DEFAULT_MAX_BATCH = 32  # images embedded in one forward pass at most
 HOLD_WAIT_S = 10.0  # how long a starting service waits for a shard another process holds
+PIXEL_WAIT_S = 30.0  # how long a request waits for room in the budget of decoded pixels before it is refused (503)
+EMBED_SIZE = 224  # the embedders' input side: images are decoded for it (a JPEG downscaled, an elongated one cut)
 KEPT_SUFFIX = re.compile(r"\.[a-z0-9]{1,9}")  # and its extension, if a plain one
 logger = logging.getLogger(__name__)
 
@@ -62,9 +66,10 @@ class Attributed:
 
 @dataclass
 class _Job:
-    images: list[tuple[str, LoadedImage]]  # (recorded path, decoded image)
+    images: list[tuple[str, LoadedImage]]  # (recorded path, decoded image; once embedded, its copy view)
     params: AttributionParams
     requester: str
+    pixels: Reservation  # the decoded pixels the job holds from the service's budget until it is embedded
     done: Future[Attributed] = field(default_factory=Future)
 
 
@@ -84,6 +89,7 @@ class AttributionService:
         self.attributor = attributor
         self.uploads = uploads
         self.max_batch = max_batch
+        self.pixels = PixelBudget(settings.max_inflight_pixels, settings.max_request_pixels)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._pending = 0  # images queued or being attributed
         self._lock = threading.Lock()
@@ -139,16 +145,32 @@ class AttributionService:
         self, uploads: Sequence[Upload], params: AttributionParams | None = None, requester: str | None = None
     ) -> Attributed:
         """As :meth:`attribute`, with the failure of the automatic checkpoint that followed, if any (logged, and
-        counted in :attr:`checkpoint_failures`)."""
-        params = params or AttributionParams()
-        requester = requester or self.attributor.requester
-        decoded = [decode_image(u.data, Path(u.name), target_size=224) for u in uploads]
+        counted in :attr:`checkpoint_failures`).
+
+        The uploads' decoded pixels (from their headers) are reserved from the service's budget before any is
+        decoded, waiting up to PIXEL_WAIT_S for room (else BusyError), and given back once they are embedded or the
+        request fails; a request over the per-request limit is a TooLargeError at once."""
+        pixels = sum(image_pixels(u.data, Path(u.name), target_size=EMBED_SIZE) for u in uploads)
+        reservation = self.pixels.reserve(pixels, len(uploads), PIXEL_WAIT_S)
+        try:
+            job = self._queued(
+                uploads, params or AttributionParams(), requester or self.attributor.requester, reservation
+            )
+            return job.done.result()
+        finally:
+            reservation.release()  # (a no-op once the embedder gave it back)
+
+    def _queued(
+        self, uploads: Sequence[Upload], params: AttributionParams, requester: str, reservation: Reservation
+    ) -> _Job:
+        """Decode and keep the uploads, and queue them as one job (the decoded images are the job's alone)."""
+        decoded = [decode_image(u.data, Path(u.name), target_size=EMBED_SIZE) for u in uploads]
         kept = [self._keep(upload.data, image) for upload, image in zip(uploads, decoded, strict=True)]
-        job = _Job(list(zip(kept, decoded, strict=True)), params, requester)
+        job = _Job(list(zip(kept, decoded, strict=True)), params, requester, reservation)
         with self._lock:
             self._pending += len(job.images)
         self._queue.put(job)
-        return job.done.result()
+        return job
 
     def _keep(self, data: bytes, image: LoadedImage) -> str:
         """Store the upload under its sha256 (once), so that the recorded path shows what was attributed."""
@@ -199,7 +221,14 @@ class AttributionService:
                     self._finish(job, exc)
                 continue
             for job in jobs:
-                self._embedded.put((job, [next(queries) for _ in job.images]))
+                vectors = [next(queries) for _ in job.images]
+                try:  # the recorder needs no more of an image than its copy check looks at: the decoded one goes now
+                    job.images = [(path, replace(image, image=copy_view(image.image))) for path, image in job.images]
+                except Exception as exc:
+                    self._finish(job, exc)
+                    continue
+                job.pixels.release()
+                self._embedded.put((job, vectors))
 
     def _record_jobs(self) -> None:
         """Search, re-rank and append each job's requests to the chain, one writer, in the order embedded."""
@@ -243,6 +272,7 @@ class AttributionService:
         return None
 
     def _finish(self, job: _Job, outcome: Attributed | BaseException) -> None:
+        job.pixels.release()
         with self._lock:
             self._pending -= len(job.images)
         if isinstance(outcome, BaseException):

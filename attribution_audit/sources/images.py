@@ -6,6 +6,8 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +179,21 @@ def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> byt
     return _read_bytes(Path(path), max_bytes)
 
 
+def image_pixels(
+    data: bytes,
+    path: Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    target_size: int | None = None,
+    max_aspect: float = MAX_ASPECT,
+) -> int:
+    """The pixel count of image bytes from their header alone (nothing decoded), checked as :func:`decode_image`
+    checks it; an upper bound on the pixels the decoded image keeps. :class:`ImageError` naming ``path``."""
+    with _decoding(data, path, max_pixels) as img:
+        _check_header(img, path, max_pixels, target_size, max_aspect)
+        return int(img.width * img.height)
+
+
 def decode_image(
     data: bytes,
     path: Path,
@@ -187,22 +204,40 @@ def decode_image(
 ) -> LoadedImage:
     """Decode image bytes (a file's, or an upload's named ``path``) as :func:`load_image` does, or raise
     :class:`ImageError` naming ``path``."""
+    with _decoding(data, path, max_pixels) as img:
+        _check_header(img, path, max_pixels, target_size, max_aspect)
+        if target_size and img.format == "JPEG":
+            img.draft("RGB", (target_size * 2, target_size * 2))
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)  # (not a copy of every decoded image: twice its memory)
+        rgb = to_rgb(img)
+        if target_size:
+            rgb = central_region(rgb)
+    return LoadedImage(
+        path=path, sha256=hashlib.sha256(data).hexdigest(), image=rgb, width=rgb.width, height=rgb.height
+    )
+
+
+def _check_header(img: Image.Image, path: Path, max_pixels: int, target_size: int | None, max_aspect: float) -> None:
+    """Refuse, from the header alone, an image over ``max_pixels`` or (for an embedder) too elongated."""
+    width, height = img.size  # header only: nothing decoded yet
+    if width * height > max_pixels:
+        raise _bomb_error(path, max_pixels, (width, height))
+    if target_size and max(width, height) > max_aspect * min(width, height):
+        raise _aspect_error(path, width, height, max_aspect)
+
+
+@contextmanager
+def _decoding(data: bytes, path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """The opened image of ``data`` (header read, nothing decoded); every failure to parse or decode it inside the
+    block is a one-line :class:`ImageError` naming ``path``. It is not closed after the block: closing frees its
+    pixels, and the decoded image may be this one (it reads from memory: no file is left open)."""
     if not data:
         raise _error(path, "file is empty (0 bytes); re-export or re-download it")
     try:
-        # Pillow warns (above 89 Mpx, on odd metadata) on the terminal: the checks below say what matters, in one line.
-        with warnings.catch_warnings(action="ignore"), Image.open(io.BytesIO(data)) as img:
-            width, height = img.size  # header only: nothing decoded yet
-            if width * height > max_pixels:
-                raise _bomb_error(path, max_pixels, (width, height))
-            if target_size and max(width, height) > max_aspect * min(width, height):
-                raise _aspect_error(path, width, height, max_aspect)
-            if target_size and img.format == "JPEG":
-                img.draft("RGB", (target_size * 2, target_size * 2))
-            img.load()
-            rgb = to_rgb(ImageOps.exif_transpose(img))
-            if target_size:
-                rgb = central_region(rgb)
+        # Pillow warns (above 89 Mpx, on odd metadata) on the terminal: the checks say what matters, in one line.
+        with warnings.catch_warnings(action="ignore"):
+            yield Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         # Pillow's own guard fires inside open() above 2 * MAX_IMAGE_PIXELS, before our check can run.
         raise _bomb_error(path, min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))) from None
@@ -215,6 +250,3 @@ def decode_image(
         if "truncated" in str(exc).lower():
             raise _error(path, "truncated image data (the file is incomplete); re-export or re-download it") from exc
         raise _error(path, f"corrupt image data ({exc}); re-export or re-download it") from exc
-    return LoadedImage(
-        path=path, sha256=hashlib.sha256(data).hexdigest(), image=rgb, width=rgb.width, height=rgb.height
-    )
