@@ -199,6 +199,8 @@ def test_latest_model_is_the_newest_for_the_embedder_and_is_used_by_new_attribut
     # Models fitted later in other spaces score other distances: they never replace the content space's.
     styled = store_model(audit, old, "test@0", AttributionParams(space="style").as_json())
     learned = store_model(audit, old, "test@0", {"space": "fontstyle", "space_version": 2})
+    # and one fitted under the other top-artist rule labels other answers right: it scores only that rule's requests
+    nearest = store_model(audit, old, "test@0", AttributionParams(top="nearest").as_json())
 
     loaded = calibrations.latest_calibration("test@0")
     assert loaded is not None and loaded.name == newest
@@ -207,6 +209,8 @@ def test_latest_model_is_the_newest_for_the_embedder_and_is_used_by_new_attribut
     assert getattr(calibrations.latest_calibration("test@0", "fontstyle", 2), "name", None) == learned
     assert calibrations.latest_calibration("test@0", "fontstyle", 1) is None
     assert calibrations.latest_calibration("test@0", "fused") is None
+    assert getattr(calibrations.latest_calibration("test@0", "content", None, "nearest"), "name", None) == nearest
+    assert calibrations.latest_calibration("test@0", "style", None, "nearest") is None
     assert (loaded.mean, loaded.std, loaded.coef, loaded.intercept) == (new.mean, new.std, new.coef, new.intercept)
     assert calibrations.latest_calibration("unknown@0") is None
 

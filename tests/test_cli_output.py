@@ -350,6 +350,7 @@ EXAMPLE_ORDER = [
     (),
     ("db",),
     ("db", "upgrade"),
+    ("db", "repair"),
     ("db", "current"),
     ("audit",),
     ("audit", "list"),

@@ -32,6 +32,14 @@ from attribution_audit.cli.common import (
 from attribution_audit.domain.params import AttributionParams
 
 DEFAULTS = AttributionParams()
+TopOption = Annotated[
+    TopChoice,
+    typer.Option(
+        parser=choice(TopChoice, "top"),
+        help="The reported top artist: the largest share (ties to the closest work), or the artist of the nearest "
+        "work (better when artists have unequal numbers of works: docs/quality.md).",
+    ),
+]
 DEFAULT_WEIGHTS = ",".join(f"{weight:g}" for weight in DEFAULTS.fusion_weights)
 
 
@@ -66,14 +74,7 @@ def attribute(
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature of --shares similarity.")
     ] = DEFAULTS.temperature,
-    top: Annotated[
-        TopChoice,
-        typer.Option(
-            parser=choice(TopChoice, "top"),
-            help="The reported top artist: the largest share (ties to the closest work), or the artist of the "
-            "nearest work (better when artists have unequal numbers of works: docs/quality.md).",
-        ),
-    ] = TopChoice(DEFAULTS.top),
+    top: TopOption = TopChoice(DEFAULTS.top),
     space: SpaceOption = DEFAULTS.space,
     fusion_weights: Annotated[str, typer.Option(help="Fused: weights of content,style.")] = DEFAULT_WEIGHTS,
     rrf_k: Annotated[int, typer.Option(help="Fused: the k of reciprocal rank fusion.")] = DEFAULTS.rrf_k,
@@ -145,6 +146,7 @@ def calibrate(
     ],
     k: Annotated[int, typer.Option("--k", min=1, help="K used for the features.")] = DEFAULTS.k,
     space: SpaceOption = DEFAULTS.space,
+    top: TopOption = TopChoice(DEFAULTS.top),
     folds: Annotated[int, typer.Option(min=2, max=20, help="Folds of the cross-validation.")] = 5,
     plot: Annotated[
         Path | None, typer.Option(help="Write the reliability diagram (out-of-fold predictions) to this PNG.")
@@ -156,10 +158,10 @@ def calibrate(
 ) -> None:
     """Fit the logistic confidence model on labelled queries (entropy, NN distance, margin, top artist share,
     agreement between spaces, agreement of spaces); print its cross-validated AUROC, Brier score and ECE beside the
-    default formula's and the NN distance's. Later requests use it and record its version. It needs at least
-    --folds right and --folds wrong top artists among the labelled queries (the demo's six images are too few: it
-    refuses and stores nothing), and refuses a model whose cross-validated AUROC is below the default formula's
-    (unless --force).
+    default formula's and the NN distance's. Later requests in that space under that --top rule use it and record
+    its version. It needs at least --folds right and --folds wrong top artists among the labelled queries (the
+    demo's six images are too few: it refuses and stores nothing), and refuses a model whose cross-validated AUROC
+    is below the default formula's (unless --force).
 
     \b
     Example: attribution-audit calibrate .demo/catalogue/queries.csv --k 5 --folds 3 --plot .demo/reliability.png
@@ -168,7 +170,7 @@ def calibrate(
 
     settings = settings_of(ctx, embedder)
     report = calibrate_labelled(
-        settings, audit_of(settings), labelled, k, space=space, folds=folds, plot=plot, force=force
+        settings, audit_of(settings), labelled, k, space=space, top=top.value, folds=folds, plot=plot, force=force
     )
     typer.echo(
         f"stored {report.model_name}: {report.n_samples} labelled queries ({report.n_positive} correct), "

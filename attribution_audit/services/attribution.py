@@ -74,7 +74,7 @@ class Attributor:
         self.copies: CopyDetector | None = None  # made on first use
         self.copy_depth = copy_depth  # candidates of copy detection from each base space (0: the check is off)
         self._random = random.Random(seed)
-        self._calibrations: dict[tuple[str, int | None], LogisticModel | None] = {}
+        self._calibrations: dict[tuple[str, int | None, str], LogisticModel | None] = {}
         self._space_names: list[str] | None = None
         self.canonical = audit.catalogue.canonical_artists()
         self.coverage = audit.catalogue.space_coverage(store.collection)
@@ -86,9 +86,10 @@ class Attributor:
         return clone
 
     def calibration_for(self, params: AttributionParams) -> LogisticModel | None:
-        """The newest calibration model fitted in the params' space (and learned space version), if any: a model
-        fitted in one space does not score distances measured in another."""
-        key = (params.space, params.space_version)
+        """The newest calibration model fitted in the params' space (and learned space version) under their
+        top-artist rule, if any: a model fitted in one space does not score distances measured in another, nor one
+        fitted to tell right from wrong artists chosen by one rule those chosen by the other."""
+        key = (params.space, params.space_version, params.top)
         if key not in self._calibrations:
             self._calibrations[key] = self.audit.evaluations.latest_calibration(self.embedder_fingerprint, *key)
         return self._calibrations[key]

@@ -172,11 +172,13 @@ def calibrate_labelled(
     k: int,
     *,
     space: str = "content",
+    top: str = "share",
     folds: int = 5,
     plot: Path | None = None,
     force: bool = False,
 ) -> CalibrationReport:
-    """The ``calibrate`` use case: fit on labelled queries with the settings' embedder, at K = ``k``, in ``space``."""
+    """The ``calibrate`` use case: fit on labelled queries with the settings' embedder, at K = ``k``, in ``space``,
+    the top artist chosen by ``top``."""
     with open_attributor(settings, audit, settings.embedder) as attributor:
-        params = AttributionParams(k=k, verify="off", space=space)
+        params = AttributionParams(k=k, verify="off", space=space, top=top)
         return calibrate(attributor, labelled, params, folds=folds, plot=plot, force=force)

@@ -304,11 +304,12 @@ class EvaluationRepository:
             return model_name(row)
 
     def latest_calibration(
-        self, embedder_fingerprint: str, space: str = "content", space_version: int | None = None
+        self, embedder_fingerprint: str, space: str = "content", space_version: int | None = None, top: str = "share"
     ) -> LogisticModel | None:
-        """The newest calibration for this embedder fitted in ``space`` (a learned space: in that version) by
-        ``calibrate``, else the learned space version's own (``spaces fit``), if any; a model stored without its
-        parameters counts as fitted in the content space."""
+        """The newest calibration for this embedder fitted in ``space`` (a learned space: in that version) under the
+        top-artist rule ``top`` by ``calibrate``, else the learned space version's own (``spaces fit``), if any; a
+        model stored without its parameters counts as fitted in the content space, one without a rule under
+        ``share`` (the only rule before ``top`` was recorded)."""
         query = (
             select(CalibrationModel)
             .where(CalibrationModel.embedder_fingerprint == embedder_fingerprint)
@@ -321,7 +322,8 @@ class EvaluationRepository:
                 params = metrics.get("parameters") or {}
                 if not isinstance(params, dict):
                     raise _tampered(row, "its fit parameters are not a JSON object")
-                if (params.get("space", "content"), params.get("space_version")) != (space, space_version):
+                fitted = (params.get("space", "content"), params.get("space_version"), params.get("top", "share"))
+                if fitted != (space, space_version, top):
                     continue
                 if metrics.get("source") != SPACE_FIT_SOURCE:
                     return _model(row)
