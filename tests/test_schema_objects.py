@@ -52,6 +52,7 @@ def test_an_untouched_database_passes(logged: tuple[Cli, Engine]) -> None:
     assert "schema OK" in cli("audit", "verify").stdout
     data = json.loads(cli("audit", "verify", "--format", "json").stdout)
     assert data["ok"] is True and data["schema"] == {"ok": True, "problems": [], "unchecked": None}
+    assert "schema OK" in cli("report", "summary").stdout
 
 
 def _inflate_shares(engine: Engine) -> None:
@@ -76,6 +77,9 @@ def test_a_redefined_view_fails_naming_it(logged: tuple[Cli, Engine]) -> None:
     assert [row["share_sum"] for row in after] == [10 * row["share_sum"] for row in before]  # what users now see
     line = _fails(cli, "view v_artist_shares")
     assert "differs from what the migrations at revision" in line
+    summary = cli("report", "summary")  # a summary beside the inflated report says so too
+    assert "schema FAILS: view v_artist_shares differs" in summary.stdout and "schema OK" not in summary.stdout
+    assert json.loads(cli("report", "summary", "--format", "json").stdout)["schema"]["ok"] is False
 
 
 def test_the_service_and_console_verdict_names_it_too(logged: tuple[Cli, Engine]) -> None:

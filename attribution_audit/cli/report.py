@@ -46,16 +46,18 @@ def report_artists(
 
 def _summary_row(data: dict[str, Any]) -> dict[str, Any]:
     """The summary as one CSV row: the distribution and the chain spread over columns."""
-    row = {key: value for key, value in data.items() if key not in ("confidence_distribution", "chain")}
+    row = {key: value for key, value in data.items() if key not in ("confidence_distribution", "chain", "schema")}
     for bucket in data["confidence_distribution"]:
         row[f"confidence_{bucket['from']:.1f}-{bucket['to']:.1f}"] = bucket["requests"]
     row.update({f"chain_{key}": value for key, value in data["chain"].items()})
+    row.update(schema_ok=data["schema"]["ok"], schema_problems="; ".join(data["schema"]["problems"]))
     return row
 
 
 @app.command("summary")
 def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, as_json: JsonOption = False) -> None:
-    """Counts, confidence distribution, HNSW/exact disagreements and the chain status.
+    """Counts, confidence distribution, HNSW/exact disagreements, the chain status and the schema's (views and
+    triggers as the migrations create them).
 
     \b
     Example: attribution-audit report summary --format json
@@ -77,6 +79,11 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
         )
         for bucket in data["confidence_distribution"]:
             typer.echo(f"  confidence {bucket['from']:.1f}-{bucket['to']:.1f}: {bucket['requests']}")
+        schema = data["schema"]
+        if schema["ok"]:
+            typer.echo("schema OK: views and triggers as the migrations create them")
+        for problem in schema["problems"] or ([f"not checked: {schema['unchecked']}"] if schema["unchecked"] else []):
+            typer.echo(f"schema FAILS: {problem}")
         if chain["verified_in_full_at"] is None:
             typer.echo(f"chain checked in full now ({chain['checked_now']} records); `audit verify` remembers a check")
         else:

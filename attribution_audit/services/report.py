@@ -8,7 +8,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import as_utc
-from attribution_audit.errors import DatabaseError
+from attribution_audit.errors import DatabaseError, SchemaCheckError
 from attribution_audit.store.audit_store import AuditStore
 
 CONFIDENCE_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -37,9 +37,14 @@ def _iso(moment: str | None) -> str | None:
 
 
 def summary(audit: AuditStore) -> dict[str, Any]:
-    """Counts, confidence distribution, HNSW/exact disagreements and the chain status (from the last full
-    verification and the records appended since: see :func:`chain_status`)."""
+    """Counts, confidence distribution, HNSW/exact disagreements, the chain status (from the last full
+    verification and the records appended since: see :func:`chain_status`) and the schema objects' (views,
+    triggers: compared with what the migrations create, as ``audit verify`` compares them)."""
     chain, since = chain_status(audit)
+    try:
+        problems, unchecked = audit.schema_differences(), None
+    except SchemaCheckError as exc:
+        problems, unchecked = [], str(exc)
     return {
         **log_counts(audit),
         "chain": {
@@ -50,6 +55,7 @@ def summary(audit: AuditStore) -> dict[str, Any]:
             "reason": chain.reason,
             **since,
         },
+        "schema": {"ok": not problems and unchecked is None, "problems": problems, "unchecked": unchecked},
     }
 
 
