@@ -81,7 +81,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
             typer.echo(f"  confidence {bucket['from']:.1f}-{bucket['to']:.1f}: {bucket['requests']}")
         schema = data["schema"]
         if schema["ok"]:
-            typer.echo("schema OK: views and triggers as the migrations create them")
+            typer.echo("schema OK: every view and trigger is as the migrations create it")
         for problem in schema["problems"] or ([f"not checked: {schema['unchecked']}"] if schema["unchecked"] else []):
             typer.echo(f"schema FAILS: {problem}")
         if chain["verified_in_full_at"] is None:
