@@ -18,10 +18,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
+from benchlib import run_together
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,13 +85,7 @@ def main() -> None:
                         with lock:
                             statuses[status] += 1
 
-            threads = [threading.Thread(target=client, args=(index,)) for index in range(args.clients)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            wall = time.perf_counter() - started
+            wall = run_together([threading.Thread(target=client, args=(index,)) for index in range(args.clients)])
             peak = memory_kb(server.process.pid)["VmHWM"]
     mb = 1024
     print(

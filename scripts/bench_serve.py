@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from benchlib import markers, provenance, write_section
+from benchlib import markers, provenance, run_together, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -101,13 +101,7 @@ def load(url: str, key: str, paths: list[Path], clients: int, requests: int) -> 
                     else:
                         failures.append(response.text)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    wall = run_together([threading.Thread(target=client) for _ in range(clients)])
     if failures:
         raise SystemExit(f"{len(failures)} requests failed, e.g. {failures[0]}")
     return wall, latencies, ids

@@ -6,6 +6,8 @@ import os
 import platform
 import shlex
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -55,3 +57,13 @@ def publish(path: Path, name: str, lines: list[str]) -> None:
     start, end = markers(name)
     write_section(path, name, "\n".join([start, *lines, end, ""]))
     print("\n".join(lines))
+
+
+def run_together(threads: list[threading.Thread]) -> float:
+    """Start the threads at once, wait for all; the wall seconds they took together."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
