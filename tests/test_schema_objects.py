@@ -152,6 +152,31 @@ def test_a_disabled_trigger_a_rewritten_function_or_audit_view_fails(
     _fails(cli, name)
 
 
+def test_row_level_security_a_policy_or_a_rule_on_the_tables_fails_and_db_repair_removes_them(
+    logged: tuple[Cli, Engine],
+) -> None:
+    """A policy that hides rows from the reports (row-level security: the attacker review's repro) or a rule on a
+    table changes what queries of the tables return: verify names each, `db repair` drops them."""
+    cli, engine = logged
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has neither row-level security nor rules")
+    _ddl(
+        engine,
+        "ALTER TABLE attribution_artist_shares ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE attribution_artist_shares FORCE ROW LEVEL SECURITY",
+        "CREATE POLICY hide ON attribution_artist_shares FOR SELECT USING (artist <> 'nobody')",
+        "CREATE RULE quiet AS ON DELETE TO recall_checks DO INSTEAD NOTHING",
+    )
+    data = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
+    assert data["checkpoints"][0]["ok"] is True and sorted(data["schema"]["problems"]) == [
+        "policy hide was added outside the migrations",
+        "row security attribution_artist_shares was added outside the migrations",
+        "rule quiet was added outside the migrations",
+    ]
+    cli("db", "repair")
+    assert "schema OK" in cli("audit", "verify").stdout
+
+
 def test_a_view_of_ones_own_beside_them_is_no_concern(logged: tuple[Cli, Engine]) -> None:
     cli, engine = logged
     _ddl(engine, "CREATE VIEW my_shares AS SELECT artist, share_sum FROM v_artist_shares")

@@ -1,5 +1,6 @@
 """The schema objects that the reports and ``audit verify`` rely on (every view, every trigger on the tables, and on
-PostgreSQL the trigger functions), compared with what the migrations create at the DB's revision.
+PostgreSQL the trigger functions, row-level security, its policies and rules on the tables), compared with what the
+migrations create at the DB's revision.
 
 The expected definitions come from a scratch copy migrated by the same Alembic history: an in-memory database on
 SQLite; on PostgreSQL, the session's temporary schema (``pg_temp``) inside a transaction that is rolled back, so any
@@ -45,6 +46,24 @@ _PG_FUNCTIONS = """
 SELECT 'function', p.proname, p.proname, pg_get_functiondef(p.oid)
 FROM pg_proc p WHERE p.prokind = 'f' AND p.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = :schema)
 """
+# What else changes what a query of a table returns, which no migration creates (so any is unexpected): row-level
+# security and its policies (rows hidden from the reports), rules other than a view's own ``_RETURN``.
+_PG_ROW_FILTERS = """
+SELECT 'row security', c.relname, c.relname,
+       'ENABLE ROW LEVEL SECURITY' || CASE WHEN c.relforcerowsecurity THEN ', FORCE ROW LEVEL SECURITY' ELSE '' END
+FROM pg_class c
+WHERE (c.relrowsecurity OR c.relforcerowsecurity)
+  AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = :schema)
+UNION ALL
+SELECT 'policy', p.polname, c.relname,
+       'POLICY ' || p.polname || ' USING ' || coalesce(pg_get_expr(p.polqual, p.polrelid), '')
+FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = :schema)
+UNION ALL
+SELECT 'rule', r.rulename, c.relname, pg_get_ruledef(r.oid)
+FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+WHERE r.rulename <> '_RETURN' AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = :schema)
+"""
 # The schema a PostgreSQL definition names its own object in (public., pg_temp.): not part of the definition.
 _QUALIFIER = re.compile(r"(?<=\bON )(?:\"[^\"]+\"|\w+)\.|(?<=\bFUNCTION )(?:\"[^\"]+\"|\w+)\.")
 _ENABLED = re.compile(r" \[enabled: \w\]$")
@@ -79,8 +98,10 @@ class SchemaObject:
         return _QUALIFIER.sub(f"{_quoted(schema)}.", _ENABLED.sub("", self.sql), count=1)
 
     def drop(self) -> str:
-        if self.kind == "trigger" and self.postgres:
-            return f'DROP TRIGGER IF EXISTS "{self.name}" ON "{self.table}"'
+        if self.kind == "row security":
+            return f'ALTER TABLE "{self.table}" NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY'
+        if self.kind in ("trigger", "policy", "rule") and self.postgres:
+            return f'DROP {self.kind.upper()} IF EXISTS "{self.name}" ON "{self.table}"'
         return f'DROP {self.kind.upper()} IF EXISTS "{self.name}"'
 
 
@@ -117,7 +138,7 @@ def _read(connection: Connection, schema: str | None) -> Definitions:
     created (views)."""
     postgres = connection.dialect.name == "postgresql"
     if postgres:
-        queries = (_PG_FUNCTIONS, _PG_VIEWS, _PG_TRIGGERS)
+        queries = (_PG_FUNCTIONS, _PG_VIEWS, _PG_TRIGGERS, _PG_ROW_FILTERS)
         rows = [row for query in queries for row in connection.execute(text(query), {"schema": schema})]
     else:
         rows = list(connection.execute(text(_SQLITE)))
@@ -210,11 +231,11 @@ def repair(engine: Engine) -> tuple[str | None, list[Difference]]:
         raise DatabaseError(
             f"view {unrepairable[0].name} stands where a table of the audit DB was: restore the audit DB from a backup"
         )
-    order = {"function": 0, "view": 1, "trigger": 2}  # functions before the triggers that call them
+    order = {"function": 0, "view": 1, "trigger": 2}  # functions before the triggers that call them; row filters last
     try:
         with engine.begin() as connection:
             schema = _schema(connection)
-            for difference in sorted(found, key=lambda d: order[d.kind]):  # (stable: views in creation order)
+            for difference in sorted(found, key=lambda d: order.get(d.kind, 3)):  # (stable: views in creation order)
                 live, wanted = difference.live, difference.expected
                 # PostgreSQL replaces a view or function in place: its grants and the views over it stay.
                 if live is not None and (wanted is None or not live.postgres or live.kind == "trigger"):
