@@ -154,6 +154,8 @@ def test_an_output_path_naming_the_evidence_is_refused_and_nothing_is_overwritte
     database = Path(str(make_url(cli.database_url).database))
     witness = cli.data_dir / "witness.jsonl"
     kept = {path: path.read_bytes() for path in (database, witness, checkpoint_key)}
+    pipe = cli.data_dir / "pipe"
+    os.mkfifo(pipe)
     for args, what in (
         (("audit", "export", str(database)), "the audit log"),
         (("audit", "checkpoint", "--out", str(checkpoint_key)), "the checkpoint key"),
@@ -161,6 +163,9 @@ def test_an_output_path_naming_the_evidence_is_refused_and_nothing_is_overwritte
         (("audit", "export", str(cli.data_dir / "qdrant" / "x.jsonl")), "inside the vector shard's folder"),
         (("audit", "export", str(cli.data_dir / "attribution-audit.json"), "--force"), "the data dir's record"),
         (("audit", "export", str(cli.data_dir / "exact" / "x.jsonl")), "inside a folder of state"),
+        (("audit", "checkpoint", "--out", str(pipe)), "is not a regular file"),  # it hung, after signing
+        (("report", "request", "any-id", "--html", str(pipe)), "is not a regular file"),
+        (("audit", "checkpoint", "--out", str(cli.data_dir)), "is a directory"),
     ):
         refused = cli(*args, code=1)
         assert refused.stderr.startswith("error: ") and what in refused.stderr, refused.stderr

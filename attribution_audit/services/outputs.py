@@ -8,6 +8,7 @@ from pathlib import Path
 
 from attribution_audit.config import RECORD_FILE, Settings
 from attribution_audit.errors import AttributionAuditError
+from attribution_audit.sources.files import irregular_file_problem
 
 _SQLITE_URL = re.compile(r"sqlite(\+\w+)?:///(?P<path>[^?]+)")
 _JOURNALS = ("", "-wal", "-shm", "-journal")  # a SQLite database and the files that hold its latest writes
@@ -46,8 +47,9 @@ def refuse_evidence_as_output(settings: Settings, out: Path, option: str) -> Non
     """Refuse ``out``, the path given as ``option``, when it names the audit log, the witness file, the checkpoint
     key or the data dir's record, or lies in a folder of state (the shard's, the exact cache's, the run leases'):
     writing it would destroy them (an export over the audit log, a checkpoint over its own key)."""
-    if out.is_dir():  # checked before anything is done: `audit checkpoint --out` signs before it writes
-        raise AttributionAuditError(f"{out}: is a folder; give {option} a file's path")
+    irregular = irregular_file_problem(out)  # checked before anything is done: `audit checkpoint --out` signs first
+    if irregular:  # a folder, or a pipe that would hang the command
+        raise AttributionAuditError(f"{out}: {irregular} for {option}")
     for what, path in _evidence(settings):
         if _same_file(out, path):
             raise AttributionAuditError(
