@@ -362,6 +362,9 @@ def test_keys_revoke_keeps_the_name_and_lists_when(cli_on: Callable[[str], Cli],
         (("keys", "revoke", "generator-1"), "was revoked already"),
         (("keys", "revoke", "nobody"), "no API key named 'nobody'; see the names with `attribution-audit keys list`"),
         (("keys", "create", "generator-1"), "was revoked; its name stays the requester of its past attributions"),
+        (("keys", "create", "GENERATOR-1"), "was revoked ('generator-1': the same name to a reader)"),
+        (("keys", "create", "g\u0435nerator-1"), "was revoked ('generator-1': the same name to a reader)"),
+        (("keys", "create", "Officer"), "exists already ('officer': the same name to a reader)"),
     ):
         refused = cli(*args, code=1)
         assert refused.stderr.startswith("error: ") and expected in refused.stderr

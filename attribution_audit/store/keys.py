@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,6 +40,17 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _folded(name: str) -> str:
+    """A name as a reader of the log tells it apart: compatibility-normalised (NFKC), case-folded, with letters
+    that look alike across scripts (Cyrillic and Greek ones that look Latin) mapped to the Latin ones."""
+    return unicodedata.normalize("NFKC", name).casefold().translate(_LOOK_ALIKE)
+
+
+_LOOK_ALIKE = str.maketrans(  # Cyrillic and Greek letters that look Latin
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501\u0261\u03bf\u03b1\u03bd", "aeopcyxijsdgoav"
+)
+
+
 class KeyRepository:
     """The api_keys table."""
 
@@ -49,14 +61,16 @@ class KeyRepository:
         """A new random key for ``name``; the key itself is returned once and never stored."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         with session_scope(self.engine) as session:
-            revoked = session.scalar(select(ApiKey.revoked_at).where(ApiKey.name == name))
-            if revoked is not None:
+            taken = {_folded(row.name): row for row in session.execute(select(ApiKey.name, ApiKey.revoked_at))}
+            same = taken.get(_folded(name))
+            alike = "" if same is None or same.name == name else f" ({same.name!r}: the same name to a reader)"
+            if same is not None and same.revoked_at is not None:
                 raise ConflictError(
-                    f"the API key named {name!r} was revoked; its name stays the requester of its past attributions "
-                    "and is not reused: choose another name"
+                    f"the API key named {name!r} was revoked{alike}; its name stays the requester of its past "
+                    "attributions and is not reused: choose another name"
                 )
-            if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
-                raise ConflictError(f"an API key named {name!r} exists already; choose another name")
+            if same is not None:
+                raise ConflictError(f"an API key named {name!r} exists already{alike}; choose another name")
             session.add(ApiKey(name=name, role=role, key_hash=key_digest(key)))
         return key
 
