@@ -5,12 +5,13 @@ settings."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from attribution_audit.config import DEFAULT_MAX_REQUEST_PIXELS, load_settings
 from attribution_audit.errors import AttributionAuditError, BusyError, TooLargeError
-from attribution_audit.services.pixel_budget import RETRY_AFTER_S, PixelBudget
+from attribution_audit.services.pixel_budget import MAX_WAITING, RETRY_AFTER_S, PixelBudget
 
 
 def test_a_request_over_either_limit_is_refused_at_once_naming_the_setting() -> None:
@@ -40,6 +41,27 @@ def test_no_room_is_busy_after_the_wait_and_a_release_lets_the_next_in() -> None
     first.release()  # a second release gives nothing back twice
     waiter.join()
     assert got == [0] and budget.in_use == 0
+
+
+def test_a_full_queue_is_busy_at_once_without_waiting() -> None:
+    """Each waiting request holds a server thread: beyond MAX_WAITING of them the next one is told at once."""
+    budget = PixelBudget(limit=1_000, per_request=1_000)
+    held = budget.reserve(1_000, 1, wait_s=0)
+    waiters = [threading.Thread(target=_try, args=(budget,)) for _ in range(MAX_WAITING)]
+    for waiter in waiters:
+        waiter.start()
+    while len(budget._waiting) < MAX_WAITING:
+        time.sleep(0.01)
+    with pytest.raises(BusyError, match=f"^1 image of 10 pixels: {MAX_WAITING} requests are already waiting"):
+        budget.reserve(10, 1, wait_s=60)
+    held.release()
+    for waiter in waiters:
+        waiter.join()
+    assert budget.in_use == 0 and not budget._waiting
+
+
+def _try(budget: PixelBudget) -> None:
+    budget.reserve(10, 1, wait_s=60).release()
 
 
 def test_the_budget_settings_come_from_the_environment_and_zero_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

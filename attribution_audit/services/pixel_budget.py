@@ -10,6 +10,7 @@ from collections import deque
 from attribution_audit.errors import BusyError, TooLargeError
 
 RETRY_AFTER_S = 5  # what a request that waited in vain is told
+MAX_WAITING = 8  # requests waiting for room at once; more are refused at once (each waiting one holds a server thread)
 
 
 class Reservation:
@@ -50,6 +51,12 @@ class PixelBudget:
             )
         turn = object()
         with self._room:
+            if len(self._waiting) >= MAX_WAITING:
+                raise BusyError(
+                    f"{_images(images)} of {pixels:,} pixels: {len(self._waiting)} requests are already waiting for "
+                    f"room among the {self.limit:,} decoded pixels; send it again after {RETRY_AFTER_S} s",
+                    RETRY_AFTER_S,
+                )
             self._waiting.append(turn)
             try:
                 fits = self._room.wait_for(
