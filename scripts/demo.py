@@ -6,6 +6,7 @@ the real CLI, so every step is what a user would type; every command is printed 
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import subprocess
@@ -31,6 +32,7 @@ def cli(*args: str) -> None:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help says what it does; no options
     catalogue = make_demo_catalogue(DEMO / "catalogue", queries_per_artist=1)
     print(f"$ export ATTRIBUTION_AUDIT_DATA_DIR={shlex.quote(shown(DATA))}")
     cli("ingest", shown(catalogue.manifest), "--embedder", "efficientnet-lite0")
