@@ -49,7 +49,7 @@ def refuse_evidence_as_output(settings: Settings, out: Path, option: str) -> Non
     writing it would destroy them (an export over the audit log, a checkpoint over its own key)."""
     irregular = irregular_file_problem(out)  # checked before anything is done: `audit checkpoint --out` signs first
     if irregular:  # a folder, or a pipe that would hang the command
-        raise AttributionAuditError(f"{out}: {irregular} for {option}")
+        raise AttributionAuditError(f"{out}: {irregular.split(';')[0]}; choose a file path for {option}")
     for what, path in _evidence(settings):
         if _same_file(out, path):
             raise AttributionAuditError(
