@@ -143,6 +143,27 @@ def test_an_older_checkpoint_appended_again_does_not_stand_for_the_newest(logged
     assert "contradicts the last checkpoint" in cli("audit", "checkpoint", code=1).stderr
 
 
+def test_a_checkpoint_signed_with_the_clock_ahead_does_not_stand_for_later_ones(
+    logged: tuple[Cli, Engine, Path], checkpoint_key: Path
+) -> None:
+    """A checkpoint whose time is in the future (the signer's clock ran ahead) stays the latest by time until real
+    time passes it: the one that stands for the log is the highest seq of that log, so the records signed since it
+    cannot be cut unseen."""
+    cli, engine, _ = logged
+    witness = cli.data_dir / "witness.jsonl"
+    signed = statement.parse(json.loads(witness.read_text().splitlines()[-1]))
+    key, _ = signing_key(checkpoint_key)
+    ahead = datetime.now(UTC) + timedelta(days=1)
+    with witness.open("a") as handle:
+        handle.write(statement.sign(key, signed.db_identity, signed.seq, signed.head_hash, ahead).line() + "\n")
+    _records(engine, 2, label="later")
+    assert '"seq": 6' in cli("audit", "checkpoint").stdout
+    _delete(engine, [r.id for r in chain.load_requests(engine, after_seq=4)])
+    superuser_edit(engine, "DELETE FROM chain_verifications")
+    assert "records were removed" in cli("audit", "verify", code=1).stderr
+    assert "contradicts the last checkpoint" in cli("audit", "checkpoint", code=1).stderr
+
+
 def _other_db(folder: Path) -> str:
     """A new audit DB (its own identity: not a copy of the test template) holding 4 records."""
     folder.mkdir()

@@ -281,10 +281,16 @@ def _witness_file(settings: Settings) -> Path | None:
 
 
 def _newest(checkpoints: Sequence[Checkpoint]) -> Checkpoint | None:
-    """The newest checkpoint by the time it was signed, not merely the last line: an older checkpoint appended
-    again (what an append-only witness still allows) would let the records signed since be cut unseen. A time that
-    cannot be read counts as the newest, so that its failing signature is what is reported; ties: the later line."""
-    return max(reversed(checkpoints), key=lambda c: c.signed_at or _UNREADABLE_TIME, default=None)
+    """The newest checkpoint: of the audit DB that the last one signed (by its time) names, the one of the highest
+    seq. Not merely the last line: an older checkpoint appended again (what an append-only witness still allows)
+    would let the records signed since be cut unseen; nor merely the latest time: one signed while the clock ran
+    ahead would stand for the log until real time passed it. A time that cannot be read counts as the latest, so
+    that its failing signature is what is reported; ties: the later line."""
+    latest = max(reversed(checkpoints), key=lambda c: c.signed_at or _UNREADABLE_TIME, default=None)
+    if latest is None or latest.signed_at is None:
+        return latest
+    same_log = [c for c in checkpoints if c.db_identity == latest.db_identity]
+    return max(reversed(same_log), key=lambda c: (c.seq, c.signed_at or _UNREADABLE_TIME))
 
 
 def newest_witnessed(settings: Settings) -> Checkpoint | None:
