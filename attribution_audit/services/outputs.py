@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from attribution_audit.config import RECORD_FILE, Settings
 from attribution_audit.errors import AttributionAuditError
 from attribution_audit.sources.files import irregular_file_problem
+from attribution_audit.store.database import sqlite_file
+from attribution_audit.store.runs import lease_folder
 
-_SQLITE_URL = re.compile(r"sqlite(\+\w+)?:///(?P<path>[^?]+)")
 _JOURNALS = ("", "-wal", "-shm", "-journal")  # a SQLite database and the files that hold its latest writes
 
 
 def _evidence(settings: Settings) -> list[tuple[str, Path]]:
     """What no output may replace: the SQLite audit log and its journals, the witness file, the checkpoint key."""
-    found = []
-    sqlite = _SQLITE_URL.fullmatch(settings.resolved_database_url)
-    if sqlite:
-        found += [("the audit log", Path(sqlite["path"] + suffix)) for suffix in _JOURNALS]
+    database = sqlite_file(settings.resolved_database_url)
+    found = [] if database is None else [("the audit log", Path(f"{database}{suffix}")) for suffix in _JOURNALS]
     return [
         *found,
         ("the witness file", settings.resolved_witness_file),
@@ -31,8 +29,8 @@ def _evidence(settings: Settings) -> list[tuple[str, Path]]:
 def _state_folders(settings: Settings) -> list[Path]:
     """Folders that hold state: the shard's, the exact cache's, the service's uploads and the SQLite audit log's run
     leases."""
-    sqlite = _SQLITE_URL.fullmatch(settings.resolved_database_url)
-    leases = [Path(sqlite["path"] + ".runs")] if sqlite else []
+    database = sqlite_file(settings.resolved_database_url)
+    leases = [] if database is None else [lease_folder(database)]
     return [p.resolve() for p in (settings.qdrant_path, settings.exact_cache_path, settings.uploads_path, *leases)]
 
 

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from attribution_audit.errors import DatabaseError
-from attribution_audit.store.database import is_permission_error, read_scope
+from attribution_audit.store.database import is_permission_error, read_scope, sqlite_file
 from attribution_audit.store.models import Base, utcnow
 
 TABLE_KEYS = {"ingestion_runs": 0x52554E31, "evaluation_runs": 0x52554E32}  # the advisory locks' first key
@@ -34,11 +33,14 @@ _held: dict[tuple[str, str, int], Connection | int] = {}  # (database, table, ru
 _guard = threading.Lock()
 
 
+def lease_folder(database: Path) -> Path:
+    """The folder of the run leases of the SQLite database file ``database``."""
+    return Path(f"{database}.runs")
+
+
 def _lock_file(engine: Engine, table: str, run_id: int) -> Path | None:
-    database = make_url(str(engine.url)).database
-    if not database or database == ":memory:":
-        return None
-    return Path(f"{database}.runs") / f"{table}-{run_id}.lock"
+    database = sqlite_file(str(engine.url))
+    return None if database is None else lease_folder(database) / f"{table}-{run_id}.lock"
 
 
 def hold(engine: Engine, table: str, run_id: int) -> None:
