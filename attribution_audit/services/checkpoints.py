@@ -293,17 +293,12 @@ def _newest(checkpoints: Sequence[Checkpoint]) -> Checkpoint | None:
     return max(reversed(same_log), key=lambda c: (c.seq, c.signed_at or _UNREADABLE_TIME))
 
 
-def newest_witnessed(settings: Settings) -> Checkpoint | None:
-    """The newest checkpoint of the whole witness file, each line checked (``audit verify``); None when none."""
-    path = _witness_file(settings)
-    return None if path is None else _newest(read_checkpoints(path))
-
-
 def last_witnessed(settings: Settings) -> Checkpoint | None:
-    """:func:`newest_witnessed`, remembered in this process while the witness file stays the same file with the
-    same size and modification and change times (the change time cannot be set back): each attribution does not
-    parse it again, and any append or edit is read in full, as ``audit verify`` reads it (only a part, the file's
-    end, would let old checkpoints appended again push the newest out of view)."""
+    """The newest checkpoint (:func:`_newest`) of the whole witness file, each line checked; None when there is none.
+    Remembered in this process while the witness file stays the same file with the same size and modification and
+    change times (the change time cannot be set back): each attribution does not parse it again, and any append or
+    edit is read in full (only a part, the file's end, would let old checkpoints appended again push the newest out
+    of view)."""
     path = _witness_file(settings)
     if path is None:
         return None
@@ -582,7 +577,7 @@ def verify_database(
     if checkpoint_file is not None:
         checkpoints = read_checkpoints(checkpoint_file)
     else:
-        checkpoints = [c for c in [newest_witnessed(settings)] if c is not None]
+        checkpoints = [c for c in [last_witnessed(settings)] if c is not None]
     checks = check_database(audit, checkpoints, report, trusted)
     try:
         return Verification(datetime.now(UTC), report, checks, audit.schema_differences())
