@@ -39,9 +39,8 @@ def attribute_files(
 ) -> Iterator[Attribution | ImageError | Signed | FewerWorks]:
     """Each image's committed attribution, or the ImageError that kept it out of the log (the others go on), and
     each checkpoint signed meanwhile; before the first attribution, when K is more than the collection's works, a
-    FewerWorks note. Refused
-    up front when the witness file names another audit DB, or when an automatic checkpoint falls due among them
-    without the key of the witnessed checkpoints."""
+    FewerWorks note. Refused up front when the witness file names another audit DB, or when an automatic checkpoint
+    falls due among them without the key of the witnessed checkpoints."""
     adopted = guard_witness(settings, audit)
     if adopted is not None:
         yield adopted

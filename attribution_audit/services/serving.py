@@ -272,7 +272,6 @@ class AttributionService:
         return None
 
     def _finish(self, job: _Job, outcome: Attributed | BaseException) -> None:
-        job.pixels.release()
         with self._lock:
             self._pending -= len(job.images)
         if isinstance(outcome, BaseException):
