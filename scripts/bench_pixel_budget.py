@@ -12,7 +12,6 @@ statuses. Prints one Markdown table row per run; the rows are written into docs/
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import subprocess
 import sys
@@ -22,25 +21,12 @@ from collections import Counter
 from pathlib import Path
 
 from benchlib import run_together
-from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from servers import cli_command, create_key, running_server  # noqa: E402 (the tests' server helper)
+from servers import cli_command, create_key, large_png, running_server  # noqa: E402 (the tests' server helper)
 
 from attribution_audit.sources.synthetic import make_demo_catalogue  # noqa: E402
-
-
-def small_png(side: int, seed: int) -> bytes:
-    """A ``side`` x ``side`` PNG that compresses to a few hundred kB."""
-    image = Image.new("RGB", (side, side), (240, 236, 228))
-    draw = ImageDraw.Draw(image)
-    for i in range(8):
-        x, y = (seed * 97 + i * 1733) % side, (seed * 61 + i * 3119) % side
-        draw.ellipse((x, y, x + side // 4, y + side // 5), fill=(30 * i % 255, 90, 200 - 20 * i))
-    out = io.BytesIO()
-    image.save(out, "PNG", optimize=True)
-    return out.getvalue()
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -59,7 +45,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=None, help="ATTRIBUTION_AUDIT_MAX_INFLIGHT_PIXELS for the server")
     args = parser.parse_args()
 
-    uploads = [small_png(args.side, seed) for seed in range(args.clients * args.images)]
+    uploads = [large_png(args.side, seed) for seed in range(args.clients * args.images)]
     env = {"PYTHONPATH": str(args.code.resolve())}
     if args.budget:
         env["ATTRIBUTION_AUDIT_MAX_INFLIGHT_PIXELS"] = str(args.budget)

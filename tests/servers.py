@@ -3,6 +3,7 @@ console tests and the benchmark."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from PIL import Image, ImageDraw
 
 
 def free_port() -> int:
@@ -112,3 +114,16 @@ def create_key(data_dir: Path, database_url: str, name: str, role: str = "writer
         check=True,
     )
     return done.stdout.strip().splitlines()[-1]
+
+
+def large_png(side: int, seed: int = 0) -> bytes:
+    """A PNG of ``side`` x ``side`` pixels in few bytes (a few hundred kB at 8000 px): shapes on a flat ground, so
+    that small uploads decode to many pixels (the service's pixel budget)."""
+    image = Image.new("RGB", (side, side), (240, 236, 228))
+    draw = ImageDraw.Draw(image)
+    for i in range(8):
+        x, y = (seed * 97 + i * 1733) % side, (seed * 61 + i * 3119) % side
+        draw.ellipse((x, y, x + side // 4, y + side // 5), fill=(30 * i % 255, 90, 200 - 20 * i))
+    out = io.BytesIO()
+    image.save(out, "PNG", optimize=True)
+    return out.getvalue()

@@ -3,7 +3,6 @@ Every endpoint, API keys, bad uploads, concurrent clients, and (slow, PostgreSQL
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import zlib
@@ -13,8 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli, Ingested, ingest_once
-from PIL import Image, ImageDraw
-from servers import Server, create_key, revoke_key, running_server
+from servers import Server, create_key, large_png, revoke_key, running_server
 
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.sources.synthetic import DemoCatalogue
@@ -393,18 +391,6 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(cli: Cli) -> None:
     import hashlib
 
     assert stored == [hashlib.sha256(key.encode()).hexdigest()]
-
-
-def large_png(side: int, seed: int = 0) -> bytes:
-    """A PNG of ``side`` x ``side`` pixels in a few kilobytes: a few shapes on a flat ground."""
-    image = Image.new("RGB", (side, side), (240, 236, 228))
-    draw = ImageDraw.Draw(image)
-    for i in range(6):
-        x, y = (seed * 97 + i * 173) % side, (seed * 61 + i * 311) % side
-        draw.ellipse((x, y, x + side // 4, y + side // 5), fill=(40 * i % 255, 90, 200 - 30 * i))
-    out = io.BytesIO()
-    image.save(out, "PNG", optimize=True)
-    return out.getvalue()
 
 
 def corrupt_png(side: int) -> bytes:
