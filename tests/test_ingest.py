@@ -893,3 +893,29 @@ def test_complex_embeddings_are_refused_not_cut_to_their_real_part(tmp_path: Pat
     with pytest.raises(ManifestError, match="complex128") as info:
         load_vectors(path, open_source(manifest))
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_first_ingest_on_a_qdrant_server_opens_its_store_once(
+    tmp_path: Path,
+    sqlite_audit: AuditStore,
+    monkeypatch: pytest.MonkeyPatch,
+    vector_catalogue: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    """The checks before a first ingest (is the collection new, what size does it hold) read the store that the
+    ingest then writes: one connection to the server, not one per check (qdrant-client's in-process mode)."""
+    from attribution_audit.store.vectors.qdrant_server import ServerStore
+
+    opened: list[ServerStore] = []
+    server_store = ServerStore.__init__
+
+    def counted(self: ServerStore, *args: Any, **kwargs: Any) -> None:
+        server_store(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(ServerStore, "__init__", counted)
+    manifest, table = vector_catalogue
+    embeddings = write_embeddings("npz", tmp_path, list(table), np.vstack(list(table.values())))
+    settings = load_settings(data_dir=tmp_path / "data", embedder="vec8", qdrant_url=":memory:")
+    report = ingest_catalogue(settings, manifest, audit=sqlite_audit, embeddings=embeddings)
+    assert (report.added, report.failed) == (5, 0)
+    assert len(opened) == 1

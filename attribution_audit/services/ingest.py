@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -528,22 +529,29 @@ def ingest_catalogue(
     embedder: Embedder | None = None
     vectors: VectorLookup | None = None
     fingerprint = None
-    if embeddings is not None:
-        from attribution_audit.sources.precomputed import load_vectors
+    with ExitStack() as opened:
+        # The store is opened once: at once where opening creates nothing (a server's, or an embedded shard already
+        # there), else only once the inputs are usable (opening an embedded shard makes its folder and lock file).
+        early = bool(settings.qdrant_url) or _shard_exists(settings)
+        store = opened.enter_context(vector_store(settings)) if early else None
+        new = store is None or not store.spaces()  # (a server's collection is made by the first points written)
+        if embeddings is not None:
+            from attribution_audit.sources.precomputed import load_vectors
 
-        table = load_vectors(embeddings, source)
-        _refuse_other_dimension(embeddings, table, _held_content_size(settings), settings.embedder)
-        vectors, fingerprint = (lambda row: table.get(row.work_id)), f"precomputed:{settings.embedder}"
-    else:
-        embedder = load_embedder(settings.embedder, batch_size)
-    if _new_collection(settings):  # every row is to be embedded: one must be usable, or there is nothing to ingest
-        _refuse_nothing_to_ingest(source, vectors)
-    # Only now that the inputs are usable is anything created (the embedded audit log on first use).
-    audit = audit or open_audit(settings, create=True)
-    if catalogue is None:
-        _refuse_name_collision(audit, name, source.path)
-    failures_path = failures or _failures_file(settings.data_dir, name)
-    with vector_store(settings) as store:
+            table = load_vectors(embeddings, source)
+            held = store.sizes().get(CONTENT) if store is not None and not new else None
+            _refuse_other_dimension(embeddings, table, held, settings.embedder)
+            vectors, fingerprint = (lambda row: table.get(row.work_id)), f"precomputed:{settings.embedder}"
+        else:
+            embedder = load_embedder(settings.embedder, batch_size)
+        if new:  # every row is to be embedded: one must be usable, or there is nothing to ingest
+            _refuse_nothing_to_ingest(source, vectors)
+        # Only now that the inputs are usable is anything created (the embedded audit log on first use).
+        audit = audit or open_audit(settings, create=True)
+        if catalogue is None:
+            _refuse_name_collision(audit, name, source.path)
+        failures_path = failures or _failures_file(settings.data_dir, name)
+        store = store or opened.enter_context(vector_store(settings))
         filled = STYLE in store.spaces() and not with_style
         if filled and embeddings is not None:
             raise ConflictError(
@@ -586,26 +594,11 @@ def ingest_catalogue(
     return report
 
 
-def _new_collection(settings: Settings) -> bool:
-    """Whether the settings' collection is yet to be made (an embedded shard that is not there is not opened:
-    opening would create its folder and lock file)."""
-    from attribution_audit.services.wiring import vector_store
+def _shard_exists(settings: Settings) -> bool:
+    """Whether the settings' embedded shard is already there (the collection's folder in the data dir)."""
     from attribution_audit.store.vectors import collection_name
 
-    if not settings.qdrant_url:
-        return not (settings.qdrant_path / collection_name(settings.embedder)).exists()
-    with vector_store(settings) as store:
-        return not store.spaces()
-
-
-def _held_content_size(settings: Settings) -> int | None:
-    """The content vector size of the settings' collection; None before it exists."""
-    from attribution_audit.services.wiring import vector_store
-
-    if _new_collection(settings):
-        return None
-    with vector_store(settings) as store:
-        return store.sizes().get(CONTENT)
+    return (settings.qdrant_path / collection_name(settings.embedder)).exists()
 
 
 def _unusable(row: ManifestRow, vectors: VectorLookup | None) -> RowFailure | None:
