@@ -64,6 +64,7 @@ def test_export_onto_an_existing_file_is_refused_unless_forced(cli: Cli, tmp_pat
         (("attribute", "x.png", "--shares", "softmax"), "shares 'softmax': choose equal or similarity"),
         (("attribute", "x.png", "--format", "xml"), "format 'xml': choose table, csv or json"),
         (("audit", "list", "--format", "yaml"), "format 'yaml': choose table, csv or json"),
+        (("audit", "list", "--kind", "users"), "kind 'users': choose all, production, evaluation or replay"),
         (("ingest", "m.csv", "--format", "xml"), "format 'xml': choose auto, csv, jsonl, folder or wang"),
         (("evaluate", "run", "q.csv", "--space", "2d"), "space '2d': choose content, style, fused or a learned"),
         (("evaluate", "noise", "q.csv", "--noise", "n.csv", "--kind", "pink"), "kind 'pink': choose homogeneous or"),

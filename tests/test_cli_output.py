@@ -29,6 +29,7 @@ from attribution_audit.cli.common import (
     IngestSpaces,
     NoiseKind,
     OutputFormat,
+    RequestKind,
     SharesChoice,
     SourceFormat,
     SpaceChoice,
@@ -39,6 +40,7 @@ from attribution_audit.embedding.base import Embedder
 from attribution_audit.reporting.tables import OUTPUT_FORMATS, render_json, render_rows
 from attribution_audit.sources.manifest import SOURCE_FORMATS
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
+from attribution_audit.store.chain import REQUEST_KINDS
 
 EMBEDDER = ["--embedder", MODEL]
 PROG = "attribution-audit"
@@ -142,6 +144,7 @@ def test_list_arguments_are_named_by_their_items() -> None:
         (SourceFormat, SOURCE_FORMATS),
         (IngestSpaces, ("content", "content,style")),
         (NoiseKind, ("homogeneous", "heterogeneous")),
+        (RequestKind, REQUEST_KINDS),
     ],
 )
 def test_choice_enums_are_the_values_the_services_take(choices: type[StrEnum], values: tuple[str, ...]) -> None:

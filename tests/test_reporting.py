@@ -681,6 +681,23 @@ def test_report_artists_csv_json_and_table(known_cli: Cli) -> None:
     assert "choose table, csv or json" in bad.output
 
 
+def test_audit_list_selects_users_attributions_apart_from_evaluation_and_replays(
+    known: KnownLog, known_cli: Cli
+) -> None:
+    """A compliance officer lists the attributions users asked for (production, as the reports count them) apart
+    from the requests an evaluation run or a replay made, or those alone; by default, every request as before."""
+
+    def listed(*options: str) -> list[str]:
+        printed = known_cli("audit", "list", "--format", "json", *options).stdout
+        return [known.label(record["request_id"]) for record in json.loads(printed)]
+
+    assert listed() == listed("--kind", "all") == ["r6", "r5", "r4", "r3", "r2", "r1"]
+    assert listed("--kind", "production") == ["r6", "r3", "r2", "r1"]
+    assert listed("--kind", "production", "--limit", "2") == ["r6", "r3"]  # the newest 2 of that kind
+    assert listed("--kind", "evaluation") == ["r4"]
+    assert listed("--kind", "replay") == ["r5"]
+
+
 def test_report_artists_filters_by_inclusive_utc_days(known_cli: Cli) -> None:
     cli = known_cli
 

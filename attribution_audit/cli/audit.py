@@ -15,9 +15,11 @@ from attribution_audit.cli.common import (
     FromOption,
     JsonOption,
     OutputFormat,
+    RequestKind,
     ToOption,
     Typer,
     audit_of,
+    choice,
     day_range,
     emit,
     neighbour_rows,
@@ -38,6 +40,15 @@ LIST_COLUMNS = ("request_id", "created_at", "top_artist", "confidence", "image",
 def audit_list(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, help="How many of the newest requests.")] = 50,
+    kind: Annotated[
+        RequestKind,
+        typer.Option(
+            "--kind",
+            parser=choice(RequestKind, "kind"),
+            help="Which requests: all, production (users' attributions: not made by an evaluation run, not "
+            "replays, as report summary counts them), evaluation (made by evaluate runs) or replay (audit replay).",
+        ),
+    ] = RequestKind.all,
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
@@ -46,11 +57,11 @@ def audit_list(
     request (evaluate ...), empty for the others.
 
     \b
-    Example: attribution-audit audit list --limit 4 --format csv
+    Example: attribution-audit audit list --limit 4 --kind production --format csv
     """
     from attribution_audit.services.audit_log import list_attributions
 
-    results = list_attributions(audit_of(ctx.obj), limit=limit)
+    results = list_attributions(audit_of(ctx.obj), limit=limit, kind=kind.value)
     rows = [
         {
             "request_id": r.request_id,

@@ -110,6 +110,13 @@ class Quantization(StrEnum):
     int8 = "int8"
 
 
+class RequestKind(StrEnum):
+    all = "all"
+    production = "production"
+    evaluation = "evaluation"
+    replay = "replay"
+
+
 class NoiseKind(StrEnum):
     homogeneous = "homogeneous"
     heterogeneous = "heterogeneous"

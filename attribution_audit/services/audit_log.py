@@ -14,9 +14,10 @@ from attribution_audit.store.browse import RequestFilter
 from attribution_audit.store.requests import to_attribution
 
 
-def list_attributions(audit: AuditStore, limit: int = 50) -> list[Attribution]:
-    """The most recent requests, newest first."""
-    return audit.requests.latest(limit)
+def list_attributions(audit: AuditStore, limit: int = 50, kind: str = "all") -> list[Attribution]:
+    """The most recent requests of ``kind`` (all; production: users' attributions; evaluation: made by evaluation
+    runs; replay), newest first."""
+    return audit.requests.latest(limit, kind)
 
 
 def get_attribution(audit: AuditStore, request_id: str) -> Attribution:

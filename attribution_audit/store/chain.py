@@ -36,6 +36,7 @@ from sqlalchemy import (
     ARRAY,
     JSON,
     Column,
+    ColumnElement,
     Connection,
     DateTime,
     Engine,
@@ -467,6 +468,20 @@ def _source(engine: Engine) -> _Source:
     return _VIEW_SOURCE if engine.dialect.name == "postgresql" else _TABLE_SOURCE
 
 
+def _kinds(requests: FromClause) -> dict[str, ColumnElement[bool] | None]:
+    """The condition that selects each kind of request (None: every request)."""
+    c = requests.c
+    return {
+        "all": None,
+        "production": and_(c.evaluation_run_id.is_(None), c.replay_of.is_(None)),  # as the reports count them
+        "evaluation": c.evaluation_run_id.is_not(None),
+        "replay": c.replay_of.is_not(None),
+    }
+
+
+REQUEST_KINDS = tuple(_kinds(_REQUESTS))  # the kinds of request that load_requests selects
+
+
 def load_requests(
     engine: Engine,
     *,
@@ -474,12 +489,20 @@ def load_requests(
     after_seq: int | None = None,
     limit: int | None = None,
     newest_first: bool = False,
+    kind: str = "all",
 ) -> list[StoredRequest]:
     """Records with their children, in chain order (or newest first), read in one transaction (a record is
-    appended whole and never changes, so its children read a moment later are the ones it was written with)."""
+    appended whole and never changes, so its children read a moment later are the ones it was written with); only
+    those of ``kind`` (:data:`REQUEST_KINDS`): made by users (production: neither an evaluation run's nor a replay),
+    by evaluation runs (``evaluate``), by ``audit replay``, or all."""
     src = _source(engine)
     requests = src.requests.c
     query = select(src.requests).order_by(requests.seq.desc() if newest_first else requests.seq)
+    kinds = _kinds(src.requests)
+    if kind not in kinds:
+        raise ValueError(f"kind {kind!r}: choose {', '.join(kinds)}")
+    if (of_kind := kinds[kind]) is not None:
+        query = query.where(of_kind)
     if ids is not None:
         query = query.where(requests.id.in_(list(ids)))
     if after_seq is not None:

@@ -254,9 +254,10 @@ class RequestRepository:
         record = self._load(request_id)
         return chain.record_hash(record.prev_hash, record) == record.record_hash
 
-    def latest(self, limit: int = 50) -> list[Attribution]:
-        """The most recent requests, newest first."""
-        return [to_attribution(r) for r in chain.load_requests(self.engine, limit=limit, newest_first=True)]
+    def latest(self, limit: int = 50, kind: str = "all") -> list[Attribution]:
+        """The most recent requests of ``kind`` (all, production, evaluation or replay), newest first."""
+        records = chain.load_requests(self.engine, limit=limit, newest_first=True, kind=kind)
+        return [to_attribution(r) for r in records]
 
     def neighbour_images(self, request_id: str) -> dict[int, tuple[str, str]]:
         """rank -> (image path, sha256) the catalogue now holds for the work version each neighbour was attributed as
