@@ -34,6 +34,10 @@ class DatabaseError(AttributionAuditError):
     """The audit database is unreachable or refused a write."""
 
 
+class DiskFullError(DatabaseError):
+    """The disk of the audit database is full: nothing can be written to it (it can still be read)."""
+
+
 class SchemaOutOfDateError(DatabaseError):
     """The audit database schema is not at the head revision."""
 

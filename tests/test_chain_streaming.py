@@ -37,7 +37,7 @@ def test_verify_and_export_memory_stays_flat_as_the_log_grows(fresh_db: Engine, 
     for size in (2000, 6000):
         fill_chain(fresh_db, size - audit.requests.count())
         out = tmp_path / f"log{size}.jsonl"
-        assert audit_log.verify_chain(audit).checked == size  # warm the caches before measuring
+        assert audit_log.verify_chain(audit)[0].checked == size  # warm the caches before measuring
         peaks["verify"].append(peak_bytes(lambda: audit_log.verify_chain(audit)))
         peaks["export"].append(peak_bytes(lambda: audit_log.export_records(audit, out)))  # noqa: B023
         peaks["offline"].append(peak_bytes(lambda: export.verify_export(out)))  # noqa: B023
@@ -51,12 +51,12 @@ def test_summary_checks_only_what_was_appended_since_the_last_full_verification(
     fill_chain(fresh_db, 30)
     first = summary(audit)["chain"]  # nothing remembered: the whole chain
     assert (first["ok"], first["records"], first["checked_now"], first["verified_in_full_at"]) == (True, 30, 30, None)
-    full = audit_log.verify_chain(audit)
+    full = audit_log.verify_chain(audit)[0]
     fill_chain(fresh_db, 5)
     chain = summary(audit)["chain"]
     assert (chain["ok"], chain["records"], chain["checked_now"]) == (True, 35, 5)
     assert chain["verified_in_full_at"] is not None and chain["verified_in_full_age_s"] >= 0
-    assert chain["head_hash"] == audit_log.verify_chain(audit).head_hash != full.head_hash
+    assert chain["head_hash"] == audit_log.verify_chain(audit)[0].head_hash != full.head_hash
     json.dumps(chain)  # printable as --format json
 
 
@@ -80,7 +80,7 @@ def test_a_record_appended_during_verify_or_export_is_not_a_broken_chain(
     audit = AuditStore(fresh_db)
     fill_chain(fresh_db, 12)
     appending_after_the_last_page(fresh_db, monkeypatch)
-    report = audit_log.verify_chain(audit)
+    report = audit_log.verify_chain(audit)[0]
     assert (report.ok, report.checked, report.reason) == (True, 12, None)
     assert audit_log.export_records(audit, tmp_path / "log.jsonl") == 13  # the one appended meanwhile: next time
     assert export.verify_export(tmp_path / "log.jsonl").ok
@@ -105,13 +105,13 @@ def test_summary_names_records_removed_before_the_last_full_verification(fresh_d
 def test_a_tail_cut_after_a_full_verification_is_not_remembered_as_intact(fresh_db: Engine, tmp_path: Path) -> None:
     audit = AuditStore(fresh_db)
     fill_chain(fresh_db, 12)
-    assert audit_log.verify_chain(audit).ok  # remembered: 12 records
+    assert audit_log.verify_chain(audit)[0].ok  # remembered: 12 records
     for table in ("attribution_neighbours", "attribution_artist_shares", "attribution_metrics", "attribution_requests"):
         key = "id" if table == "attribution_requests" else "request_id"
         cut = "SELECT id FROM attribution_requests WHERE seq > 8"
         superuser_edit(fresh_db, f"DELETE FROM {table} WHERE {key} IN ({cut})")
     for _ in range(2):  # nor by the verification after the one that found it; an export refuses the cut log
-        report = audit_log.verify_chain(audit)
+        report = audit_log.verify_chain(audit)[0]
         assert (report.ok, report.checked) == (False, 8) and "4 record(s) after seq 8" in (report.reason or "")
         with pytest.raises(AttributionAuditError, match=r"broken: 4 record\(s\) after seq 8 are missing"):
             audit_log.export_records(audit, tmp_path / "cut.jsonl")

@@ -1,21 +1,28 @@
 """Faults give one line that says what to do, and lose nothing: a damaged embedded shard (corrupt or missing
-metadata, a corrupt segment file), too little free disk space, a read-only data dir."""
+metadata, a corrupt segment file), too little free disk space, a read-only data dir, a full disk under the audit
+log."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import EMBEDDER, Cli, Ingested, ingest_once
+from dbtools import complete_request, superuser_edit
+from typer.testing import CliRunner
 
 from attribution_audit.cli import app
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.store import chain
+from attribution_audit.store.database import create_db_engine
 
 SHARD = "qdrant/works_efficientnet_lite0"
 
@@ -139,3 +146,91 @@ def test_a_read_only_data_dir_gives_one_line(
     result = cli.runner.invoke(app, ["--data-dir", str(frozen), "attribute", query, "--embedder", EMBEDDER])
     (line,) = result.stderr.splitlines()
     assert result.exit_code == 1 and line.startswith(f"error: {frozen}: the data dir is read-only")
+
+
+# -- a full disk under the audit log -------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on its own 4 MB filesystem (a tmpfs); skipped where this process may not mount."""
+    target = tmp_path / "small-disk"
+    target.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(target)], capture_output=True).returncode:
+        pytest.skip("this process may not mount a small filesystem")
+    yield target
+    subprocess.run(["umount", "--lazy", str(target)], check=True)  # (the in-process CLI's engines hold the log)
+
+
+def _fill(folder: Path) -> Path:
+    """Fill the disk of ``folder`` to its last byte; the file that fills it."""
+    filler = folder / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 16, 1 << 12, 1):
+            try:
+                while os.write(descriptor, b"\0" * size):
+                    pass
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(descriptor)
+    return filler
+
+
+def _log_on(folder: Path, template: Path, records: int) -> Cli:
+    """A data dir on ``folder`` whose embedded SQLite audit log holds ``records`` records; the CLI on it."""
+    database = folder / "audit.sqlite"
+    shutil.copyfile(template, database)
+    engine = create_db_engine(f"sqlite:///{database}")
+    for i in range(records):
+        chain.append(engine, complete_request(f"r{i}"))
+    engine.dispose()
+    return Cli(folder, f"sqlite:///{database}", CliRunner())
+
+
+def _recorded(cli: Cli) -> int | None:
+    """Up to which seq ``report summary`` says the chain was verified in full (None: no verification recorded)."""
+    summary = json.loads(cli("report", "summary", "--format", "json").stdout)
+    recorded: int | None = summary["chain"]["verified_in_full_records"]
+    return recorded
+
+
+@pytest.mark.parametrize("open_elsewhere", [False, True], ids=["log closed", "log open in another process"])
+def test_audit_verify_on_a_full_disk_gives_its_verdict_and_says_it_was_not_recorded(
+    small_disk: Path, sqlite_template: Path, open_elsewhere: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verifying is a read: a full disk under the audit log does not stop it. Closed, the log has no room for
+    SQLite's WAL index (it is read as it is); open in another process (a service), the record of the verification
+    finds no room. Either way the verdict, its exit code, and one line: not recorded, where, what to do; recorded
+    once there is room."""
+    monkeypatch.setattr(chain, "BLOCK", 2)  # --workers 2: two processes read the log's blocks
+    cli = _log_on(small_disk, sqlite_template, 3)
+    elsewhere = sqlite3.connect(small_disk / "audit.sqlite")
+    try:
+        if open_elsewhere:
+            elsewhere.execute("SELECT count(*) FROM attribution_requests").fetchall()
+        filler = _fill(small_disk)
+        for workers in ("1", "2"):
+            verified = cli("audit", "verify", "--workers", workers)
+            assert "chain OK: 3 records" in verified.stdout
+            (warning,) = verified.stderr.splitlines()
+            assert warning.startswith("warning: this verification is not recorded (report summary shows the last")
+            assert f"{small_disk / 'audit.sqlite'}: its disk is full" in warning and "free some space on it" in warning
+        as_json = json.loads(cli("audit", "verify", "--format", "json").stdout)
+        assert as_json["ok"] is True and "its disk is full" in as_json["not_recorded"]
+        assert _recorded(cli) is None
+        filler.unlink()
+        assert cli("audit", "verify").stderr == ""
+        assert _recorded(cli) == 3
+    finally:
+        elsewhere.close()
+
+
+def test_a_broken_chain_on_a_full_disk_still_exits_1_naming_the_record(small_disk: Path, sqlite_template: Path) -> None:
+    cli = _log_on(small_disk, sqlite_template, 3)
+    engine = cli.engine()
+    superuser_edit(engine, "UPDATE attribution_requests SET requester = 'someone else' WHERE seq = 2")
+    engine.dispose()  # the log closed: its WAL written back (open, a write may find room in its WAL)
+    _fill(small_disk)
+    refused = cli("audit", "verify", code=1)
+    broken, warning = refused.stderr.splitlines()
+    assert broken.startswith("chain BROKEN at seq 2") and warning.startswith("warning: this verification is not")

@@ -191,7 +191,8 @@ def audit_verify(
     """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints, and
     the database's views and triggers with what its migrations create; exit 1 naming the first broken record, the
     checkpoint it contradicts (records removed, changed, reordered, another audit DB, or signed by another key) or
-    the view or trigger that was changed.
+    the view or trigger that was changed. The chain's outcome is recorded for report summary; where the disk is full
+    it is not, with a warning, and the verdict and exit code are the same.
 
     \b
     Example: attribution-audit audit verify --format json
@@ -245,6 +246,8 @@ def audit_verify(
             f"no checkpoint compared: no witness file at {ctx.obj.resolved_witness_file} (`audit checkpoint` signs "
             "one; set ATTRIBUTION_AUDIT_WITNESS_FILE if yours is elsewhere)"
         )
+    if verification.not_recorded:
+        typer.echo(f"warning: {verification.not_recorded}", err=True)
     if not verification.ok:
         raise typer.Exit(1)
 

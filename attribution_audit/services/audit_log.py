@@ -8,6 +8,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
+from attribution_audit.errors import DiskFullError
 from attribution_audit.reporting import export, html
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.browse import RequestFilter
@@ -25,12 +26,16 @@ def get_attribution(audit: AuditStore, request_id: str) -> Attribution:
     return audit.requests.get(request_id)
 
 
-def verify_chain(audit: AuditStore, workers: int = 1) -> ChainReport:
+def verify_chain(audit: AuditStore, workers: int = 1) -> tuple[ChainReport, str | None]:
     """Recompute every hash of the log (streaming, by ``workers`` processes); the first broken record, if any. The
-    outcome is remembered for ``report summary`` (where this user may write)."""
+    outcome is remembered for ``report summary`` (where this user may write); where the disk is full, it is not (a
+    verification is a read): then, second, why not, in one line."""
     report = audit.requests.verify_chain(workers=workers)
-    audit.requests.remember_verification(report)
-    return report
+    try:
+        audit.requests.remember_verification(report)
+    except DiskFullError as exc:
+        return report, f"this verification is not recorded (report summary shows the last recorded one): {exc}"
+    return report, None
 
 
 def export_records(

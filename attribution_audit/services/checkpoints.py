@@ -79,13 +79,15 @@ class Verification:
     verification, its comparison with checkpoints, and the schema objects that the reports and the verification read
     through (``schema``: one line per view, trigger or trigger function that is not what the migrations create;
     ``schema_unchecked``: why they could not be compared), made at ``at``. ``ok`` only when the chain verifies, every
-    checkpoint agrees and the schema objects are as migrated."""
+    checkpoint agrees and the schema objects are as migrated; ``not_recorded``: why the chain's outcome could not be
+    remembered for ``report summary`` (a full disk), which does not change the verdict."""
 
     at: datetime
     report: ChainReport
     checkpoints: list[CheckpointCheck] = field(default_factory=list)
     schema: list[str] = field(default_factory=list)
     schema_unchecked: str | None = None
+    not_recorded: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -130,6 +132,7 @@ class Verification:
             "reason": report.reason,
             "checkpoints": [check.as_json() for check in self.checkpoints],
             "schema": {"ok": self.schema_problem is None, "problems": self.schema, "unchecked": self.schema_unchecked},
+            "not_recorded": self.not_recorded,
         }
 
 
@@ -571,18 +574,19 @@ def verify_database(
     (by default: the witness file's last checkpoint, when there is a witness file), which must be signed by the key
     of ``public_key`` (by default: the configured signing key, when present); and the views' and triggers'
     comparison with the migrations. The chain's outcome is remembered for ``report summary`` (where this user may
-    write)."""
+    write, and its disk has room)."""
     trusted = trusted_key(settings, public_key)
-    report = verify_chain(audit, workers)
+    report, not_recorded = verify_chain(audit, workers)
     if checkpoint_file is not None:
         checkpoints = read_checkpoints(checkpoint_file)
     else:
         checkpoints = [c for c in [last_witnessed(settings)] if c is not None]
     checks = check_database(audit, checkpoints, report, trusted)
     try:
-        return Verification(datetime.now(UTC), report, checks, audit.schema_differences())
+        schema, unchecked = audit.schema_differences(), None
     except SchemaCheckError as exc:
-        return Verification(datetime.now(UTC), report, checks, schema_unchecked=str(exc))
+        schema, unchecked = [], str(exc)
+    return Verification(datetime.now(UTC), report, checks, schema, unchecked, not_recorded)
 
 
 def verify_export(

@@ -76,7 +76,9 @@ from attribution_audit.errors import DatabaseError
 from attribution_audit.store.database import (
     DriverStatement,
     UnconvertibleValue,
+    disk_full_error,
     display_url,
+    is_disk_full,
     is_permission_error,
     is_undecodable,
     pipelined,
@@ -1092,7 +1094,8 @@ class Verification:
 
 def remember_verification(engine: Engine, report: ChainReport) -> bool:
     """Record a full verification (its report already checked against the earlier ones by :func:`not_shorter`, as
-    :func:`verify_chain` and the export do); False where this database user may not write (a read-only role)."""
+    :func:`verify_chain` and the export do); False where this database user may not write (a read-only role);
+    DiskFullError where its disk is full."""
     row = {
         "verified_at": utcnow(),
         "ok": report.ok,
@@ -1107,6 +1110,8 @@ def remember_verification(engine: Engine, report: ChainReport) -> bool:
     except DBAPIError as exc:
         if is_permission_error(exc):
             return False
+        if is_disk_full(exc):
+            raise disk_full_error(engine, exc) from None
         raise DatabaseError(f"cannot remember the verification ({exc.orig}); the chain itself is unchanged") from exc
     return True
 

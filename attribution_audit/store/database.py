@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,16 +12,25 @@ from typing import Any, cast
 from sqlalchemy import ClauseElement, Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
+from attribution_audit.errors import DatabaseError, DiskFullError, SchemaOutOfDateError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 READ_ONLY = "attribution_audit_read_only"  # execution option of reader() engines
 SCHEMA_VERSION_VIEW = "v_schema_version"  # PostgreSQL: alembic_version's revision, for roles that cannot read it
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL SQLSTATE
+DISK_FULL = "53100"  # PostgreSQL SQLSTATE
+FULL_DISK_READ = "attribution_audit_full_disk_read"  # pool record info: a SQLite file read as it is (its disk full)
 
 
 def normalise_url(url: str) -> str:
@@ -52,6 +62,22 @@ def is_permission_error(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return sqlstate == INSUFFICIENT_PRIVILEGE and "append-only" not in _first_line(exc)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether the database refused a write because its disk is full (SQLite: SQLITE_FULL; PostgreSQL: 53100)."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error):
+        return orig.sqlite_errorcode == sqlite3.SQLITE_FULL
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) == DISK_FULL
+
+
+def disk_full_error(engine: Engine, exc: BaseException | None = None) -> DiskFullError:
+    """The one-line error for a write refused by a full disk: the SQLite file or the server, and what to do."""
+    database = sqlite_file(str(engine.url))
+    where = str(database) if database else f"the audit database {display_url(str(engine.url))}"
+    why = f" ({_first_line(exc)})" if exc is not None else ""
+    return DiskFullError(f"{where}: its disk is full{why}; free some space on it, then run the command again")
 
 
 def is_undecodable(exc: DBAPIError) -> bool:
@@ -110,12 +136,51 @@ def sqlite_file(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
+def _sqlite_connect(database: Path, record: Any, cargs: Sequence[Any], cparams: dict[str, Any]) -> Any:
+    """A connection to the SQLite file ``database``. Where its disk has no room left for SQLite's shared WAL index
+    (the ``-shm`` file, sized by the first process that opens the log, removed by the last), the file as it is, read
+    only (``immutable``: no WAL index, no lock): a full disk does not stop the log being read and verified. That
+    read is exact when no process has the log open (which would have sized the index) and its WAL file is empty (the
+    last process wrote it back); a WAL holding records is refused. Marked in ``record.info`` for one checkout."""
+    connection = sqlite3.connect(*cargs, **cparams)
+    try:
+        connection.execute("PRAGMA schema_version")  # the first read opens the WAL index
+        return connection
+    except sqlite3.OperationalError as exc:
+        connection.close()
+        if exc.sqlite_errorcode != sqlite3.SQLITE_IOERR_SHMSIZE:
+            raise
+    wal = database.with_name(database.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        raise DiskFullError(
+            f"{database}: its disk is full, and its write-ahead log {wal} holds records not yet in the file, which "
+            "SQLite cannot read without room for its WAL index; free some space on that disk, then run the command "
+            "again"
+        )
+    record.info[FULL_DISK_READ] = "new"
+    return sqlite3.connect(f"{database.resolve().as_uri()}?immutable=1", **{**cparams, "uri": True})
+
+
 def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         database = sqlite_file(url)
         if database is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60})
+        if database is not None:
+            file = database
+
+            @event.listens_for(engine, "do_connect")
+            def _connect(_dialect: Any, record: Any, cargs: Sequence[Any], cparams: dict[str, Any]) -> Any:
+                return _sqlite_connect(file, record, cargs, cparams)
+
+            @event.listens_for(engine, "checkout")
+            def _once(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+                # a file read as it is sees no later write: each checkout of one opens the log again
+                if record.info.get(FULL_DISK_READ) == "used":
+                    raise DisconnectionError("read as it was when its disk was full")
+                if FULL_DISK_READ in record.info:
+                    record.info[FULL_DISK_READ] = "used"
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -132,6 +197,8 @@ def _create_engine(url: str) -> Engine:
             # failing on a read-to-write upgrade, and the audit chain stays linear. Readers (see reader()) begin a
             # deferred transaction: with WAL they read a snapshot and never wait for, or block, a writer.
             read_only = connection.get_execution_options().get(READ_ONLY, False)
+            if not read_only and FULL_DISK_READ in connection.info:
+                raise disk_full_error(engine)
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
