@@ -5,8 +5,9 @@ works), and what further indicators add to the calibrated model (5-fold cross-va
 
 The indicators compared: the five ``calibrate`` fitted on before the agreement of spaces (entropy, NN distance,
 margin, top share, agreement between the two base spaces), the agreement of spaces (the share of the shard's other
-spaces whose top artist is the request's, recorded since revision 0013) and the margin of the aggregated similarity
-(the top artist's similarity sum over the K works minus the runner-up's, over K; not built). The queries are
+spaces whose top artist is the request's, recorded since revision 0013), the centroid log-odds (the top artist's
+log-odds among a learned space's artist centroids, recorded since revision 0016) and the margin of the aggregated
+similarity (the top artist's similarity sum over the K works minus the runner-up's, over K; not built). The queries are
 attributed through the product's own Attributor (not logged); the agreement of spaces is timed apart.
 """
 
@@ -136,9 +137,10 @@ def main() -> None:
     ]
     calibrated = [
         "| space | compute ms (median) | of which the agreement of spaces | 5 indicators (before): CV AUROC / ECE | "
-        "+ agreement of spaces (`calibrate` now) | + similarity-sum margin too | + centroid share too (learned "
-        "spaces) | agreement of spaces alone, AUROC | centroid share alone, AUROC |",
-        "|" + "---|" * 9,
+        "+ agreement of spaces | + centroid log-odds (`calibrate` now) | + similarity-sum margin too | + centroid "
+        "share too (learned spaces) | agreement of spaces alone, AUROC | centroid log-odds alone, AUROC | centroid "
+        "share alone, AUROC |",
+        "|" + "---|" * 11,
     ]
     for space in spaces:
         found = outcomes[space]
@@ -168,15 +170,18 @@ def main() -> None:
             )
         now = np.array([[feature_value(o.features, f) for f in CALIBRATION_FEATURES] for o in found])
         before = now[:, : CALIBRATION_FEATURES.index("agreement_spaces")]
+        agreeing = now[:, : CALIBRATION_FEATURES.index("centroid_log_odds")]
         margin = np.array([[sum_margin(o)] for o in found])
         cells = [space, f"{ms[space][0]:.1f}", f"{ms[space][1]:.1f}"]
-        for x in (before, now, np.hstack([now, margin])):
+        for x in (before, agreeing, now, np.hstack([now, margin])):
             cells.append("{} / {}".format(*map(_fmt, cv_scores(x, right))))
         share = centroids.get(space)
         cells.append(
             "n/a" if share is None else "{} / {}".format(*map(_fmt, cv_scores(np.hstack([now, share]), right)))
         )
         cells.append(_fmt(auroc([o.features["agreement_spaces"] or 0.0 for o in found], right)))
+        odds = [o.features["centroid_log_odds"] for o in found]
+        cells.append("n/a" if None in odds else _fmt(auroc([float(v or 0.0) for v in odds], right)))
         cells.append("n/a" if share is None else _fmt(auroc(share[:, 0].tolist(), right)))
         calibrated.append("| " + " | ".join(cells) + " |")
         _, _, scores = fit_and_score(now, np.array(right, dtype=float), formula, FOLDS, space)

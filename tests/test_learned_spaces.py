@@ -198,6 +198,8 @@ def test_a_learned_space_fits_its_own_confidence_on_its_held_out_works() -> None
     agreement = CALIBRATION_FEATURES.index("agreement")
     assert without.model.std[agreement] == 1.0  # a constant 0 without
     assert with_agreement.model.std[agreement] not in (0.0, 1.0)
+    centroid = CALIBRATION_FEATURES.index("centroid_log_odds")  # among the training works' artist centroids
+    assert without.model.std[centroid] not in (0.0, 1.0) and without.model.coef[centroid] > 0
     few_rows, few_labels = rows[:40], labels[:40]  # 4 contents: too few wrong answers for 5 folds
     few = default_confidence(held_out_validation(few_rows, few_labels)[1], few_rows, few_labels, None)
     right, works = few.fit_metrics["right"], few.fit_metrics["held_out_works"]
@@ -210,7 +212,7 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
     works, labels = _nuisance_data(3, 5)
     names = CALIBRATION_FEATURES
     own = SpaceConfidence(
-        LogisticModel("own", [0.0] * 6, [1.0] * 6, [0.1] * 6, 0.0, names),
+        LogisticModel("own", [0.0] * len(names), [1.0] * len(names), [0.1] * len(names), 0.0, names),
         "0" * 64,
         {"held_out_works": 12, "right": 7, "parameters": AttributionParams().as_json()},
     )
@@ -219,13 +221,13 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
     recorded = [s.validation["confidence"]["parameters"] for s in stored]  # as `spaces list` shows the evidence
     assert [(p["space"], p["space_version"]) for p in recorded] == [("s", 1), ("s", 2)]
     found = audit.evaluations.latest_calibration("fp", "s", 1)
-    assert first != second and found is not None and found.name == first and found.coef == [0.1] * 6
-    assert audit.evaluations.calibration(first).coef == [0.1] * 6  # what a recorded name resolves to
+    assert first != second and found is not None and found.name == first and found.coef == [0.1] * len(names)
+    assert audit.evaluations.calibration(first).coef == [0.1] * len(names)  # what a recorded name resolves to
     assert (
         audit.evaluations.latest_calibration("fp") is None and audit.evaluations.latest_calibration("x", "s", 1) is None
     )
     user = audit.evaluations.add_calibration(
-        LogisticModel("user", [0.0] * 6, [1.0] * 6, [0.2] * 6, 0.0, names),
+        LogisticModel("user", [0.0] * len(names), [1.0] * len(names), [0.2] * len(names), 0.0, names),
         CalibrationEvidence(
             embedder_fingerprint="fp",
             labelled_path="labelled.csv",

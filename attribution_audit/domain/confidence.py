@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from attribution_audit.domain.indicators import confidence_score
+from attribution_audit.domain.projection import LOG_ODDS_BOUND
 
 FEATURES = ("entropy", "nn_distance", "margin")  # of the models fitted before top_share was recorded
-CALIBRATION_FEATURES = (*FEATURES, "top_share", "agreement", "agreement_spaces")  # what ``calibrate`` fits on now
+# what ``calibrate`` fits on now (a model keeps the names it was fitted on: older ones predict without the newer)
+CALIBRATION_FEATURES = (*FEATURES, "top_share", "agreement", "agreement_spaces", "centroid_log_odds")
 DEFAULT_MODEL_NAME = "default-v1"
 L2_PENALTY = 1e-2
 
@@ -75,6 +77,7 @@ def feature_value(features: dict[str, float | None], name: str) -> float:
             "top_share": 0.0,
             "agreement": 0.0,
             "agreement_spaces": 0.0,
+            "centroid_log_odds": -LOG_ODDS_BOUND,
         }[name]
     return float(value)
 

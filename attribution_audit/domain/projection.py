@@ -15,6 +15,8 @@ SHRINKAGES = (0.01, 0.1, 0.5, 0.9)  # tried on the validation split; the best is
 MAX_DIM = 128
 CONTENT_GROUPS = 10  # k-means groups of the validation split: coarse, so that a held-out content has no twin left
 EPS = 1e-12
+RIDGE = 1e-6  # added to the pooled within-artist covariance (x its mean variance): invertible with few works
+LOG_ODDS_BOUND = 30.0  # of an artist's log-odds under the centroids' model
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -42,9 +44,54 @@ class Projection:
     def dim(self) -> int:
         return int(self.matrix.shape[1])
 
+    def coordinates(self, rows: np.ndarray) -> np.ndarray:
+        """The projected coordinates of ``rows`` (n x input dim) before they are made unit (float64)."""
+        projected: np.ndarray = (np.asarray(rows, dtype=np.float64) - self.mean) @ self.matrix
+        return projected
+
     def apply(self, rows: np.ndarray) -> np.ndarray:
         """Projected unit vectors (float32) of ``rows`` (n x input dim)."""
-        return unit_rows((np.asarray(rows, dtype=np.float64) - self.mean) @ self.matrix).astype(np.float32)
+        return unit_rows(self.coordinates(rows)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ArtistCentroids:
+    """The Gaussian model of linear discriminant analysis in a learned space: each artist's centroid (the mean of its
+    works' projected coordinates) and the artists' pooled within-artist covariance, kept as a whitening matrix
+    (``||(a - b) @ whitening||^2`` is the squared Mahalanobis distance); centroids are stored whitened."""
+
+    artists: tuple[str, ...]
+    centres: np.ndarray
+    whitening: np.ndarray
+
+    @classmethod
+    def fit(cls, coordinates: np.ndarray, labels: Sequence[str]) -> ArtistCentroids | None:
+        """The model of works' coordinates (n x dim) and their artists; None with fewer than two artists or no
+        artist with two works (no within-artist spread to measure)."""
+        x = np.asarray(coordinates, dtype=np.float64)
+        names, y = np.unique(np.asarray(labels), return_inverse=True)
+        if len(names) < 2 or len(x) <= len(names):
+            return None
+        centres = np.zeros((len(names), x.shape[1]))
+        np.add.at(centres, y, x)
+        centres /= np.bincount(y)[:, None]
+        within = x - centres[y]
+        covariance = within.T @ within / (len(x) - len(names))
+        covariance += RIDGE * (np.trace(covariance) / len(covariance) + EPS) * np.eye(len(covariance))
+        whitening = np.linalg.cholesky(np.linalg.inv(covariance))
+        return cls(tuple(str(n) for n in names), centres @ whitening, whitening)
+
+    def log_odds(self, coordinates: np.ndarray, artist: str) -> float | None:
+        """The log-odds that a point (its projected coordinates) is ``artist``'s rather than any other artist's, under
+        the model with equal priors (a softmax of minus half the squared Mahalanobis distances to the centroids),
+        clipped to +-LOG_ODDS_BOUND; None for an artist without a centroid."""
+        if artist not in self.artists:
+            return None
+        logits = -0.5 * (((np.asarray(coordinates, dtype=np.float64) @ self.whitening) - self.centres) ** 2).sum(axis=1)
+        t = self.artists.index(artist)
+        others = np.delete(logits, t)
+        rest = others.max() + np.log(np.exp(others - others.max()).sum())
+        return float(np.clip(logits[t] - rest, -LOG_ODDS_BOUND, LOG_ODDS_BOUND))
 
 
 def fit_lda(rows: np.ndarray, labels: Sequence[str], shrinkage: float, max_dim: int = MAX_DIM) -> Projection:

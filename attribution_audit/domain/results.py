@@ -66,6 +66,7 @@ class Attribution:
     copy_method: str | None = None  # the copy rule's version: scores of different rules are not comparable
     agreement: float | None = None  # share of the other base space's K nearest works that are the top artist's
     agreement_spaces: float | None = None  # share of the shard's other spaces whose top artist is this one
+    centroid_log_odds: float | None = None  # the top artist's log-odds among a learned space's artist centroids
     intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
 
     def copy_verdict(self) -> str:
@@ -136,6 +137,7 @@ def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
         "margin",
         "agreement",
         "agreement_spaces",
+        "centroid_log_odds",
         "confidence",
         "confidence_model",
         "top_artist",

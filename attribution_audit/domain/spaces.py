@@ -17,7 +17,7 @@ import numpy as np
 
 from attribution_audit.domain.params import FUSED, AttributionParams
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
-from attribution_audit.domain.projection import Projection, join_bases
+from attribution_audit.domain.projection import ArtistCentroids, Projection, join_bases, unit_rows
 from attribution_audit.domain.ranking import apply_k_policy, by_score, fused_similarity, rrf_fuse
 
 
@@ -86,6 +86,11 @@ class Space(ABC):
         self, exact: ExactSearch, queries: Sequence[QueryVectors], params: AttributionParams
     ) -> list[list[str]]:
         """The exact top-K point ids of each query (K policy applied), computed in one batch."""
+
+    def centroid_log_odds(self, query: QueryVectors, artist: str) -> float | None:
+        """The log-odds of ``artist`` under the space's model of the artists' centroids (a learned space's; None
+        in a space without one)."""
+        return None
 
 
 class SingleSpace(Space):
@@ -204,6 +209,7 @@ class LearnedSpace(Space):
         self.name, self.version, self.base = name, version, base
         self.bases = LEARNED_BASES[base]
         self.projection, self.works = projection, works
+        self.centroids: ArtistCentroids | None = None  # the works' artists' model (:meth:`over`, given the artists)
 
     @classmethod
     def over(
@@ -213,18 +219,35 @@ class LearnedSpace(Space):
         base: str,
         projection: Projection,
         works: Sequence[tuple[str, dict[str, Any], QueryVectors]],
+        artists: Sequence[str] = (),
     ) -> LearnedSpace:
-        """The space over a catalogue's works, given as (point id, payload, base vectors)."""
+        """The space over a catalogue's works, given as (point id, payload, base vectors), with the model of their
+        artists' centroids when ``artists`` names each work's (canonical) artist."""
         space = cls(name, version, base, projection, ProjectedCatalogue([], [], np.empty((0, projection.dim))))
         if works:
-            vectors = space.project([vectors for _, _, vectors in works])
-            space.works = ProjectedCatalogue([w[0] for w in works], [w[1] for w in works], vectors)
+            coordinates = space.coordinates([vectors for _, _, vectors in works])
+            space.works = ProjectedCatalogue(
+                [w[0] for w in works], [w[1] for w in works], unit_rows(coordinates).astype(np.float32)
+            )
+            space.centroids = ArtistCentroids.fit(coordinates, artists) if artists else None
         return space
+
+    def coordinates(self, queries: Sequence[QueryVectors]) -> np.ndarray:
+        """The queries' projected coordinates in this space (before they are made unit)."""
+        parts = [np.vstack([q.of(base) for q in queries]) for base in self.bases]
+        return self.projection.coordinates(join_bases(parts))
 
     def project(self, queries: Sequence[QueryVectors]) -> np.ndarray:
         """The queries' unit vectors in this space."""
-        parts = [np.vstack([q.of(base) for q in queries]) for base in self.bases]
-        return self.projection.apply(join_bases(parts))
+        return unit_rows(self.coordinates(queries)).astype(np.float32)
+
+    def centroid_log_odds(self, query: QueryVectors, artist: str) -> float | None:
+        """The log-odds of ``artist`` under LDA's Gaussian model of the catalogue's artists in this space
+        (:class:`ArtistCentroids`); None without the model (a space built without its works' artists, or whose
+        catalogue has no within-artist spread) or for an artist without works in it."""
+        if self.centroids is None:
+            return None
+        return self.centroids.log_odds(self.coordinates([query])[0], artist)
 
     def _nearest(self, queries: Sequence[QueryVectors], depth: int) -> list[list[tuple[Hit, float]]]:
         sims = self.project(queries) @ self.works.vectors.T

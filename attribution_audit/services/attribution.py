@@ -145,7 +145,8 @@ class Attributor:
             self.check_coverage(LEARNED_BASES[info.base])
             points = list(self.store.iter_points())
             works = [(p.point_id, p.payload, QueryVectors(p.vector, p.style)) for p in points]
-            self._learned[key] = LearnedSpace.over(info.name, info.version, info.base, projection, works)
+            artists = [self.canonical.get(a, a) for a in (str(p.payload.get("artist", "")) for p in points)]
+            self._learned[key] = LearnedSpace.over(info.name, info.version, info.base, projection, works, artists)
         return self._learned[key], replace(params, space_version=info.version)
 
     # -- one request -------------------------------------------------------------------------------------------
@@ -189,7 +190,12 @@ class Attributor:
             overlap_at_k=overlap,
             exact_method=method,
             catalogue_version=self.store.content_version(),
-            features={**features, "agreement_spaces": spaces_agree, "agreement": agreement},
+            features={
+                **features,
+                "agreement_spaces": spaces_agree,
+                "agreement": agreement,
+                "centroid_log_odds": space.centroid_log_odds(query, top) if top is not None else None,
+            },
             top_artist=top,
             top_artist_share=by_artist.get(top) if top else None,
             artist_shares=by_artist,

@@ -19,6 +19,7 @@ from attribution_audit.domain.params import LEARNED_NAME, QUERY_SPACES, Attribut
 from attribution_audit.domain.points import CONTENT, STYLE, WorkPoint
 from attribution_audit.domain.projection import (
     SHRINKAGES,
+    ArtistCentroids,
     Projection,
     artist_hits,
     fit_lda,
@@ -149,17 +150,19 @@ def held_out_validation(
 def default_confidence(
     held_out: HeldOut, rows: np.ndarray, labels: list[str], agreement_rows: np.ndarray | None
 ) -> SpaceConfidence:
-    """The confidence model of a learned space, fitted on its validation's held-out works as queries
-    against its training works, with the indicators a request measures there at the default parameters (the
-    agreement from ``agreement_rows``, the other base space's vectors, when the shard holds both spaces): what a
-    request in the space reports when no ``calibrate`` model was fitted in it. Its distances are the space's own,
-    so the default formula's scale, made for the base spaces, does not apply. Cross-validated like ``calibrate``;
-    with fewer than ``FOLDS`` right or wrong held-out answers, the held-out rate of right ones (Laplace-smoothed)
-    for every request instead."""
+    """The confidence model of a learned space, fitted on its validation's held-out works as queries against its
+    training works, with the indicators a request measures there at the default parameters (the agreement from
+    ``agreement_rows``, the other base space's vectors, when the shard holds both spaces; the centroid log-odds
+    among the training works' artists): what a request in the space reports when no ``calibrate`` model was fitted
+    in it. Its distances are the space's own, so the default formula's scale, made for the base spaces, does not
+    apply. Cross-validated like ``calibrate``; with fewer than ``FOLDS`` right or wrong held-out answers, the
+    held-out rate of right ones (Laplace-smoothed) for every request instead."""
     params = AttributionParams()
     names = np.asarray(labels)
     train, scored = names[held_out.train], names[held_out.scored]
-    sims = held_out.projection.apply(rows[held_out.scored]) @ held_out.projection.apply(rows[held_out.train]).T
+    queries, works = (held_out.projection.coordinates(rows[mask]) for mask in (held_out.scored, held_out.train))
+    sims = unit_rows(queries).astype(np.float32) @ unit_rows(works).astype(np.float32).T  # as a request's
+    centroids = ArtistCentroids.fit(works, train.tolist())
     depth = params.k * params.oversampling
     order = np.argsort(-sims, axis=1, kind="stable")[:, :depth]
     nearest_other = None
@@ -171,7 +174,9 @@ def default_confidence(
     for i, truth in enumerate(scored):
         ranked = [(str(train[j]), float(sims[i, j])) for j in order[i]]
         _, _, measured, _, top = request_indicators(ranked, str, params)
-        features = {**measured, "agreement": None}
+        features = {**measured, "agreement": None, "centroid_log_odds": None}
+        if centroids is not None and top is not None:
+            features["centroid_log_odds"] = centroids.log_odds(queries[i], top)
         if nearest_other is not None and top is not None:
             features["agreement"] = float(np.mean(train[nearest_other[i]] == top))
         x.append([feature_value(features, f) for f in CALIBRATION_FEATURES])

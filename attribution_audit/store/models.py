@@ -263,6 +263,7 @@ class AttributionMetrics(Base):
     copy_method: Mapped[str | None] = mapped_column(String(40))
     agreement: Mapped[float | None] = mapped_column(Float)  # migration 0012
     agreement_spaces: Mapped[float | None] = mapped_column(Float)  # migration 0013
+    centroid_log_odds: Mapped[float | None] = mapped_column(Float)  # migration 0016
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 

@@ -113,6 +113,7 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
         copy_method=m.get("copy_method"),
         agreement=_optional(m.get("agreement")),
         agreement_spaces=_optional(m.get("agreement_spaces")),
+        centroid_log_odds=_optional(m.get("centroid_log_odds")),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
 
@@ -199,6 +200,7 @@ class RequestRepository:
             "copy_method": outcome.copy_method,
             "agreement": outcome.features.get("agreement"),
             "agreement_spaces": outcome.features.get("agreement_spaces"),
+            "centroid_log_odds": outcome.features.get("centroid_log_odds"),
         }
         with write_connection(self.engine) as connection:
             stored = chain.append_rows(connection, request, neighbours, shares, metrics, link_works=True)

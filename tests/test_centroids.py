@@ -1,0 +1,99 @@
+"""Centroid log-odds (revision 0016): a request in a learned space records its top artist's log-odds under LDA's
+Gaussian model of the catalogue's artists there (their centroids and pooled within-artist covariance); ``calibrate``
+and a space's own confidence model fit on it; the hash covers it when set, older records and models keep theirs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import EMBEDDER, Cli
+
+from attribution_audit.domain.confidence import FEATURES, LogisticModel
+from attribution_audit.domain.points import STYLE
+from attribution_audit.domain.projection import ArtistCentroids, Projection
+from attribution_audit.domain.spaces import SPACES, LearnedSpace, QueryVectors
+from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.store.chain import StoredRequest, canonical_content
+
+
+def _artists(seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Three artists in 2-d with a shared covariance that is wide along x and narrow along y, 40 works each."""
+    rng = np.random.default_rng(seed)
+    means = {"a": (0.0, 0.0), "b": (3.0, 0.5), "c": (-3.0, -0.5)}
+    labels = [name for name in means for _ in range(40)]
+    points = np.array([means[name] for name in labels]) + rng.normal(size=(len(labels), 2)) * [3.0, 0.2]
+    return points, labels
+
+
+def test_log_odds_is_the_gaussian_posterior_with_the_pooled_within_artist_covariance() -> None:
+    points, labels = _artists()
+    model = ArtistCentroids.fit(points, labels)
+    assert model is not None and model.artists == ("a", "b", "c")
+    names = np.array(labels)
+    centres = np.array([points[names == a].mean(axis=0) for a in model.artists])
+    within = points - centres[[model.artists.index(a) for a in labels]]
+    inverse = np.linalg.inv(within.T @ within / (len(points) - 3))
+    query = np.array([0.4, 0.4])  # Euclidean: nearest a's centroid; along the narrow axis it is b's
+    likelihood = np.array([math.exp(-0.5 * (query - c) @ inverse @ (query - c)) for c in centres])
+    for i, artist in enumerate(model.artists):
+        expected = math.log(likelihood[i] / (likelihood.sum() - likelihood[i]))  # equal priors
+        assert abs(expected) < 30 and model.log_odds(query, artist) == pytest.approx(
+            expected, rel=1e-3
+        )  # up to the ridge
+    assert (model.log_odds(query, "b") or 0) > 0 > (model.log_odds(query, "a") or 0)
+    assert model.log_odds(np.array([3.0, 40.0]), "a") == -30.0  # clipped: far from every centroid
+    assert model.log_odds(query, "an artist without works") is None
+
+
+def test_no_model_without_two_artists_or_within_artist_spread() -> None:
+    points, _ = _artists()
+    assert ArtistCentroids.fit(points, ["a"] * len(points)) is None
+    assert ArtistCentroids.fit(points[[0, 40, 80]], ["a", "b", "c"]) is None  # one work each
+
+
+def test_a_learned_space_built_with_its_works_artists_has_the_model_and_the_base_spaces_none() -> None:
+    points, labels = _artists()
+    projection = Projection(mean=np.zeros(2), matrix=np.eye(2))  # the coordinates are the (unit-joined) rows
+    works = [(f"p{i}", {"artist": a}, QueryVectors(np.zeros(2), points[i])) for i, a in enumerate(labels)]
+    query = QueryVectors(np.zeros(2), points[45])
+    space = LearnedSpace.over("s", 1, STYLE, projection, works, labels)
+    model = ArtistCentroids.fit(space.coordinates([w[2] for w in works]), labels)
+    assert model is not None
+    assert space.centroid_log_odds(query, "b") == pytest.approx(model.log_odds(space.coordinates([query])[0], "b"))
+    assert LearnedSpace.over("s", 1, STYLE, projection, works).centroid_log_odds(query, "b") is None
+    assert all(space.centroid_log_odds(query, "b") is None for space in SPACES.values())
+
+
+def test_a_model_fitted_before_it_scores_without_it() -> None:
+    old = LogisticModel("logistic-v1", [0.5, 0.2, 0.1], [0.1, 0.1, 0.1], [-1.0, -1.0, 1.0], 0.3, FEATURES)
+    features: dict[str, float | None] = {"entropy": 0.4, "nn_distance": 0.3, "margin": 0.2}
+    assert old.predict({**features, "centroid_log_odds": 25.0}) == old.predict(features)
+
+
+def test_the_log_odds_is_hashed_only_when_set() -> None:
+    metrics = {"entropy": 0.0, "confidence": 0.5, "confidence_model": "default-v1", "agreement_spaces": 0.5}
+    columns = {"id": "r", "record_hash": "h", "seq": 1}
+    before = canonical_content(StoredRequest(columns, [], [], metrics))  # a record written before revision 0016
+    assert canonical_content(StoredRequest(columns, [], [], {**metrics, "centroid_log_odds": None})) == before
+    odds = canonical_content(StoredRequest(columns, [], [], {**metrics, "centroid_log_odds": 2.5}))
+    assert odds["metrics"] == {**before["metrics"], "centroid_log_odds": 2.5}
+
+
+@pytest.mark.slow
+def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, demo_catalogue: DemoCatalogue) -> None:
+    embedder = ["--embedder", EMBEDDER]
+    image = str(demo_catalogue.queries[2].path)
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    (content,) = json.loads(cli("attribute", image, "--json", *embedder).stdout)
+    (learned,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
+    assert content["centroid_log_odds"] is None
+    assert isinstance(learned["centroid_log_odds"], float) and -30 <= learned["centroid_log_odds"] <= 30
+    shown = cli("audit", "show", learned["request_id"]).stdout
+    assert f"centroid log-odds {learned['centroid_log_odds']:.3f}" in shown
+    replay = json.loads(cli("audit", "replay", learned["request_id"], "--json").stdout)
+    assert replay["replay"]["centroid_log_odds"] == pytest.approx(learned["centroid_log_odds"])
+    assert "chain OK" in cli("audit", "verify").stdout
