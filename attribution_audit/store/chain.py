@@ -589,12 +589,17 @@ def _unreadable(what: str, exc: BaseException) -> _Unreadable:
     return _Unreadable(f"{what} cannot be read ({type(exc).__name__}: {next(iter(str(exc).splitlines()), '')})")
 
 
-def _typed(encode: Callable[[Any], str], irregular: frozenset[str]) -> Callable[[Sequence[Any]], list[str]]:
-    def texts(values: Sequence[Any]) -> list[str]:
+_ColumnTexts = Callable[[Sequence[Sequence[Any]], Callable[[Sequence[Any]], Any]], list[str]]
+
+
+def _typed(encode: Callable[[Any], str], irregular: frozenset[str]) -> _ColumnTexts:
+    """The texts of one column of rows (its values taken by ``column``: no transposed copy of the rows)."""
+
+    def texts(rows: Sequence[Sequence[Any]], column: Callable[[Sequence[Any]], Any]) -> list[str]:
         try:
-            encoded = list(map(encode, values))
+            encoded = list(map(encode, map(column, rows)))
         except TypeError:  # a null (or a value of another type: raised again below)
-            encoded = [_NULL if value is None else encode(value) for value in values]
+            encoded = [_NULL if value is None else encode(value) for value in map(column, rows)]
         if not irregular.isdisjoint(encoded):
             raise _Irregular
         return encoded
@@ -633,7 +638,7 @@ def _json_text(stored: Any) -> str:
 _JSON_TEXTS = _typed(_json_text, frozenset({"-0.0"}))  # keys sorted at every level; a bare -0.0 is hashed as 0.0
 
 
-def _column_texts(kind: Any) -> Callable[[Sequence[Any]], list[str]]:
+def _column_texts(kind: Any) -> _ColumnTexts:
     """The canonical JSON text of each of a column's values, by the column's type (JSON: read as its stored
     text)."""
     if isinstance(kind, Float):
@@ -674,7 +679,7 @@ class _RowText:
 
     def __init__(self, columns: Sequence[tuple[int, str, Any]], table: Table) -> None:
         ordered = sorted(columns, key=itemgetter(1))  # (position in the row, canonical key, column type)
-        self.encoders = [(position, _column_texts(kind)) for position, _, kind in ordered]
+        self.encoders = [(itemgetter(position), _column_texts(kind)) for position, _, kind in ordered]
         prefixes = [encode_basestring(key) + ":" for _, key, _ in ordered]
         covered = _COVERED_WHEN_SET[table.name]
         self.covered = [i for i, (_, key, _) in enumerate(ordered) if key in covered]
@@ -683,8 +688,7 @@ class _RowText:
     def texts(self, rows: Sequence[Sequence[Any]]) -> list[str]:
         if not rows:
             return []
-        columns = list(zip(*rows, strict=True))
-        encoded = [encode(columns[position]) for position, encode in self.encoders]
+        encoded = [encode(rows, column) for column, encode in self.encoders]
         values = zip(*encoded, strict=True)
         if not self.covered:
             return list(map(self.templates[()].__mod__, values))
@@ -698,35 +702,37 @@ def _digest_of_view(digest: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class _Part:
-    """A child table as streamed: its query (the rows of a block's requests, their request_id in the last column),
-    its canonical keys, its rows' text, and the key its rows are ordered by within a record."""
+    """A child table as streamed: its query (the rows of a block's requests: their request's id, on SQLite its seq,
+    then the key a record's rows are ordered by, if it has several, then the other columns), the canonical keys of
+    those columns (after the request's), and its rows' text."""
 
     statement: DriverStatement
     keys: tuple[str, ...]
     text: _RowText
-    order: int | None
+    several: bool  # rows a record
 
     def rows(self, connection: Connection, cursor: Any, after: int, last: int) -> list[Any]:
         """The rows of the requests with ``after`` < seq <= ``last``, in no order."""
         return self.statement.rows(connection, cursor, after=after, last=last)
 
     def sort(self, rows: list[Any]) -> None:
-        """Each record's rows together, as canonical_content orders them (in Python: its string order)."""
-        rows.sort(key=itemgetter(-1) if self.order is None else itemgetter(-1, self.order))
+        """Each record's rows together, as canonical_content orders them (in Python: its string order): as tuples,
+        their first two values (the request's, the order key) being unique (the table's primary key)."""
+        rows.sort()
 
     def joined(self, rows: list[Any]) -> dict[Any, str]:
-        """request_id -> the record's rows as canonical JSON, comma-separated (of a table of one row a record: its
-        first), from rows :meth:`sort` ordered."""
-        pairs = groupby(zip(map(itemgetter(-1), rows), self.text.texts(rows), strict=True), itemgetter(0))
-        if self.order is None:
+        """The request's id or seq -> the record's rows as canonical JSON, comma-separated (of a table of one row a
+        record: its first), from rows :meth:`sort` ordered."""
+        pairs = groupby(zip(map(itemgetter(0), rows), self.text.texts(rows), strict=True), itemgetter(0))
+        if not self.several:
             return {key: next(group)[1] for key, group in pairs}
         return {key: ",".join(map(itemgetter(1), group)) for key, group in pairs}
 
     def grouped(self, rows: list[Any]) -> dict[Any, list[dict[str, Any]]]:
-        """request_id -> the record's rows as dicts (the request_id left out), in any order."""
+        """The request's id or seq -> the record's rows as dicts (that left out), in any order."""
         grouped: dict[Any, list[dict[str, Any]]] = {}
         for row in rows:
-            grouped.setdefault(row[-1], []).append(dict(zip(self.keys, row, strict=False)))
+            grouped.setdefault(row[0], []).append(dict(zip(self.keys, row[1:], strict=True)))
         return grouped
 
 
@@ -745,7 +751,8 @@ class _Reader:
         query = select(requests).where(in_block).order_by(seq)
         self.requests = DriverStatement(query.limit(bindparam("limit")), dialect, renamed)
         self.keys = tuple(c.key for c in _REQUESTS.columns)
-        self.seq, self.id = self.keys.index("seq"), self.keys.index("id")
+        self.seq = self.keys.index("seq")
+        self.group = self.keys.index("id" if postgres else "seq")  # what the children's rows name their request by
         self.postgres = postgres
         self.text = _RowText(
             [
@@ -757,16 +764,19 @@ class _Reader:
         )
 
         def part(source: FromClause, table: Table, order: str | None) -> _Part:
-            keys = tuple(c.key for c in table.columns if c.key not in _EXCLUDED)
+            keys = tuple(c.key for c in table.columns if c.key not in _EXCLUDED and c.key != order)
+            keys = (order, *keys) if order else keys
+            columns = [source.c[key] for key in keys]
             if postgres:  # the block's ids as one array, each probed in the index (a join is planned as a scan of
                 # the whole table once the planner has statistics; an IN (subquery) likewise)
                 ids = select(func.array_agg(requests.c.id)).where(in_block).scalar_subquery()
                 within = source.c.request_id == any_(cast(ids, ARRAY(String)))
-            else:
-                within = source.c.request_id.in_(select(requests.c.id).where(in_block))
-            query = select(*(source.c[key] for key in keys), source.c.request_id).where(within)
-            text = _RowText([(i, key, table.c[key].type) for i, key in enumerate(keys)], table)
-            return _Part(DriverStatement(query, dialect), keys, text, None if order is None else keys.index(order))
+                query = select(source.c.request_id, *columns).where(within)
+            else:  # the block's requests by seq, each probing the child's index: its rows come in chain order
+                joined = source.join(requests, requests.c.id == source.c.request_id)
+                query = select(seq, *columns).select_from(joined).where(in_block)
+            text = _RowText([(i, key, table.c[key].type) for i, key in enumerate(keys, start=1)], table)
+            return _Part(DriverStatement(query, dialect), keys, text, order is not None)
 
         self.parts = (
             part(src.neighbours, _NEIGHBOURS, "rank"),
@@ -832,7 +842,7 @@ class _Reader:
         neighbours, shares, metrics = (part.joined(rows) for part, rows in zip(self.parts, children, strict=True))
         texts = []
         for row, request in zip(requests, self.text.texts(requests), strict=True):
-            key = row[self.id]
+            key = row[self.group]
             text = (
                 f'{{"artist_shares":[{shares.get(key, "")}],"metrics":{metrics.get(key, _NULL)},'
                 f'"neighbours":[{neighbours.get(key, "")}],"request":{request}}}'
@@ -845,7 +855,7 @@ class _Reader:
         neighbours, shares, metrics = (part.grouped(rows) for part, rows in zip(self.parts, children, strict=True))
         texts = []
         for row in requests:
-            key = row[self.id]
+            key = row[self.group]
             measured = metrics.get(key)
             columns = dict(zip(self.keys, row, strict=True))
             for column in self.json:
