@@ -599,8 +599,11 @@ def _typed(encode: Callable[[Any], str], irregular: frozenset[str]) -> _ColumnTe
         try:
             encoded = list(map(encode, map(column, rows)))
         except TypeError:  # a null (or a value of another type: raised again below)
-            encoded = [_NULL if value is None else encode(value) for value in map(column, rows)]
-        if not irregular.isdisjoint(encoded):
+            values = list(map(column, rows))
+            if values.count(None) == len(values):  # (a column a block leaves empty: often)
+                return [_NULL] * len(values)
+            encoded = [_NULL if value is None else encode(value) for value in values]
+        if irregular and not irregular.isdisjoint(encoded):
             raise _Irregular
         return encoded
 
@@ -612,7 +615,7 @@ def _as_string(value: Any) -> str:
 
 
 _FLOAT_TEXTS = _typed(float.__repr__, frozenset({"nan", "inf", "-inf", "-0.0"}))  # JSON: NaN, Infinity
-_INT_TEXTS = _typed(int.__repr__, frozenset({"True", "False"}))  # JSON: true, false (never read from an integer)
+_INT_TEXTS = _typed(int.__repr__, frozenset())  # (of a bool too it writes digits; none is read from an integer)
 _STR_TEXTS = _typed(encode_basestring, frozenset())
 _CANONICAL_STR_TEXTS = _typed(_as_string, frozenset())  # a time as ISO UTC, bytes as "sha256:<hex>"
 _SEEN_JSON: dict[Any, str] = {}  # a JSON column's stored text -> its canonical JSON
@@ -690,8 +693,9 @@ class _RowText:
             return []
         encoded = [encode(rows, column) for column, encode in self.encoders]
         values = zip(*encoded, strict=True)
-        if not self.covered:
-            return list(map(self.templates[()].__mod__, values))
+        nulls = [encoded[i].count(_NULL) for i in self.covered]
+        if all(count in (0, len(rows)) for count in nulls):  # each set in every row or in none: one template
+            return list(map(self.templates[tuple(count == 0 for count in nulls)].__mod__, values))
         masks = zip(*(map(_NULL.__ne__, encoded[i]) for i in self.covered), strict=True)  # which are set
         return list(map(mod, map(self.templates.__getitem__, masks), values))
 
