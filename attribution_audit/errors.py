@@ -50,6 +50,10 @@ class NotFoundError(AttributionAuditError):
     """A requested record (attribution request, work) does not exist."""
 
 
+class OptionError(AttributionAuditError):
+    """A request's options do not apply to what it names (a top-artist rule its space cannot apply)."""
+
+
 class ConflictError(AttributionAuditError):
     """The request contradicts what is recorded (a merge cycle, a changed file under a used name)."""
 

@@ -1,6 +1,7 @@
 """Centroid log-odds (revision 0016): a request in a learned space records its top artist's log-odds under LDA's
 Gaussian model of the catalogue's artists there (their centroids and pooled within-artist covariance); ``calibrate``
-and a space's own confidence model fit on it; the hash covers it when set, older records and models keep theirs."""
+and a space's own confidence model fit on it; the hash covers it when set, older records and models keep theirs.
+The ``centroid`` top rule reports the artist of maximum posterior under that model, in a learned space only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from conftest import EMBEDDER, Cli
 
 from attribution_audit.domain.confidence import FEATURES, LogisticModel
+from attribution_audit.domain.indicators import request_indicators
+from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import ArtistCentroids, Projection
 from attribution_audit.domain.spaces import SPACES, LearnedSpace, QueryVectors
@@ -67,6 +70,32 @@ def test_a_learned_space_built_with_its_works_artists_has_the_model_and_the_base
     assert all(space.centroid_log_odds(query, "b") is None for space in SPACES.values())
 
 
+def test_the_centroid_rule_reports_the_artist_of_maximum_posterior_where_share_and_nearest_differ() -> None:
+    points, labels = _artists()
+    projection = Projection(mean=np.zeros(2), matrix=np.eye(2))
+    works = [(f"p{i}", {"artist": a}, QueryVectors(np.zeros(2), points[i])) for i, a in enumerate(labels)]
+    space = LearnedSpace.over("s", 1, STYLE, projection, works, labels)
+    query = QueryVectors(np.zeros(2), np.array([-1.0, 0.2]))  # among b's works by angle; a's by the model
+    names = np.array(labels)
+    centres = {a: points[names == a].mean(axis=0) for a in "abc"}
+    within = points - np.array([centres[a] for a in labels])
+    inverse = np.linalg.inv(within.T @ within / (len(points) - 3))
+    distance = {a: (query.of(STYLE) - c) @ inverse @ (query.of(STYLE) - c) for a, c in centres.items()}
+    assert min(distance, key=lambda a: distance[a]) == space.most_likely_artist(query) == "a"
+    tops, shares = {}, {}
+    for rule in ("share", "nearest", "centroid"):
+        params = AttributionParams(k=5, space="s", top=rule)
+        ranked = space.candidates(space, query, params)  # a learned space searches its own projected works
+        centroid = space.most_likely_artist(query) if rule == "centroid" else None
+        _, _, features, by_artist, tops[rule] = request_indicators(
+            ranked, lambda h: h.payload["artist"], params, centroid
+        )
+        shares[rule] = (features["top_share"], by_artist.get(tops[rule], 0.0))
+    assert tops == {"share": "b", "nearest": "b", "centroid": "a"}
+    assert shares["centroid"][0] == shares["centroid"][1] < 0.5  # the reported artist's share of the K works
+    assert all(space.most_likely_artist(query) is None for space in SPACES.values())  # no centroids: no rule
+
+
 def test_a_model_fitted_before_it_scores_without_it() -> None:
     old = LogisticModel("logistic-v1", [0.5, 0.2, 0.1], [0.1, 0.1, 0.1], [-1.0, -1.0, 1.0], 0.3, FEATURES)
     features: dict[str, float | None] = {"entropy": 0.4, "nn_distance": 0.3, "margin": 0.2}
@@ -96,4 +125,26 @@ def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, de
     assert f"centroid log-odds {learned['centroid_log_odds']:.3f}" in shown
     replay = json.loads(cli("audit", "replay", learned["request_id"], "--json").stdout)
     assert replay["replay"]["centroid_log_odds"] == pytest.approx(learned["centroid_log_odds"])
+    assert "chain OK" in cli("audit", "verify").stdout
+
+
+@pytest.mark.slow
+def test_the_centroid_rule_is_recorded_and_replayed_in_a_learned_space_and_refused_in_a_base_space(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    embedder = ["--embedder", EMBEDDER]
+    image = str(demo_catalogue.queries[2].path)
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    (default,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
+    assert default["parameters"]["top"] == "share"  # the default rule, in a learned space too
+    args = ("attribute", image, "--space", "painters", "--top", "centroid", "--json", *embedder)
+    (record,) = json.loads(cli(*args).stdout)
+    assert record["parameters"]["top"] == "centroid"
+    assert record["top_artist_share"] == record["artist_shares"].get(record["top_artist"], 0.0)
+    assert record["centroid_log_odds"] >= 0  # the artist of maximum posterior is at least as likely as the rest
+    replay = cli("audit", "replay", record["request_id"]).stdout
+    assert "no differences" in replay  # replayed under its own rule
+    refused = cli("attribute", image, "--top", "centroid", *embedder, code=1).stderr
+    assert refused.count("\n") == 1 and "space content has none" in refused and "painters" in refused
     assert "chain OK" in cli("audit", "verify").stdout

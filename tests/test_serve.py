@@ -150,6 +150,8 @@ def test_bad_uploads_get_one_line_errors_and_nothing_is_logged(
     params = [
         ({"k": "0"}, 400, "k must be between"),
         ({"space": "colour"}, 404, "no learned space colour"),  # a name that is no space and no learned space
+        ({"top": "median"}, 400, "top must be one of share, nearest, centroid"),
+        ({"top": "centroid"}, 400, "top rule centroid needs a learned space's artist centroids and space content"),
         ({"k": "x"}, 400, "k 'x'"),
         ({"k": "9" * 5000}, 400, "k '" + "9" * 80 + "': "),  # quoted, but not all of it
     ]

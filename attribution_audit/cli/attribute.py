@@ -36,8 +36,10 @@ TopOption = Annotated[
     TopChoice,
     typer.Option(
         parser=choice(TopChoice, "top"),
-        help="The reported top artist: the largest share (ties to the closest work), or the artist of the nearest "
-        "work (better when artists have unequal numbers of works: docs/quality.md).",
+        help="The reported top artist: the largest share (ties to the closest work), the artist of the nearest "
+        "work (better when artists have unequal numbers of works), or in a learned space the artist of maximum "
+        "posterior among the artists' centroids (right more often there; refused in content, style and fused). "
+        "See docs/quality.md.",
     ),
 ]
 DEFAULT_WEIGHTS = ",".join(f"{weight:g}" for weight in DEFAULTS.fusion_weights)

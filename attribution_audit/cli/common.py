@@ -90,6 +90,7 @@ class SharesChoice(StrEnum):
 class TopChoice(StrEnum):
     share = "share"
     nearest = "nearest"
+    centroid = "centroid"
 
 
 class SourceFormat(StrEnum):

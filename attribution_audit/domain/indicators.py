@@ -55,20 +55,25 @@ def artist_margin(ranked: Sequence[tuple[str, float]]) -> float | None:
 
 
 def request_indicators(
-    ranked: Sequence[tuple[T, float]], artist_of: Callable[[T], str], params: AttributionParams
+    ranked: Sequence[tuple[T, float]],
+    artist_of: Callable[[T], str],
+    params: AttributionParams,
+    centroid: str | None = None,
 ) -> tuple[list[tuple[T, float]], list[float], dict[str, float | None], dict[str, float], str | None]:
     """What a request measures from its ranked candidates (item, similarity), whose artist ``artist_of`` names: the
     kept items (K policy), their shares, the indicators known before the agreement between spaces (entropy, NN
     distance, margin, top share), the per-artist shares and the top artist; no kept item gives the least confident
-    values. The request path and a learned space's validation (its default confidence) measure alike."""
+    values; ``centroid`` is the top artist by the ``centroid`` rule (the space's most likely artist), whose top share
+    is 0 when none of the kept works is the artist's. The request path and a learned space's validation (its default
+    confidence) measure alike."""
     kept = apply_k_policy(list(ranked), params)
     artists, sims = [artist_of(item) for item, _ in kept], [sim for _, sim in kept]
     shares = neighbour_shares(sims, params.shares, params.temperature)
-    by_artist, top = top_artist(artists, sims, shares, params.top)
+    by_artist, top = top_artist(artists, sims, shares, params.top, centroid)
     features = {
         "entropy": artist_entropy(artists) if kept else 1.0,
         "nn_distance": 1.0 - sims[0] if kept else None,
         "margin": artist_margin([(artist_of(item), sim) for item, sim in ranked]) if kept else None,
-        "top_share": by_artist.get(top) if top else None,
+        "top_share": by_artist.get(top, 0.0) if top else None,
     }
     return kept, shares, features, by_artist, top

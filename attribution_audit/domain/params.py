@@ -11,7 +11,8 @@ from attribution_audit.domain.points import CONTENT, STYLE
 from attribution_audit.domain.shares import DEFAULT_TEMPERATURE, SHARE_MODES
 
 EXACT_METHODS = ("brute", "kdtree")
-TOP_RULES = ("share", "nearest")  # how the top artist is chosen: see :func:`ranking.top_artist`
+CENTROID = "centroid"  # the top artist of maximum posterior among a learned space's artist centroids
+TOP_RULES = ("share", "nearest", CENTROID)  # how the top artist is chosen: see :func:`ranking.top_artist`
 DEFAULT_EXACT_METHOD = "brute"
 DEFAULT_K = 10
 DEFAULT_OVERSAMPLING = 4
@@ -29,7 +30,9 @@ class AttributionParams:
     ``oversampling``: HNSW returns k x oversampling candidates that are re-ranked exactly; ``verify``: ``always``,
     ``off`` or ``sample:RATE`` — compare with the exact top K over the whole catalogue (overlap@K);
     ``shares``: ``equal`` or ``similarity`` (softmax of similarity / temperature); ``top``: the top artist is the
-    one with the largest ``share`` (ties to the closest work) or the artist of the ``nearest`` work; ``space``:
+    one with the largest ``share`` (ties to the closest work), the artist of the ``nearest`` work, or (a learned
+    space only) the artist of maximum posterior among the artists' centroids (``centroid``: ``ArtistCentroids``);
+    ``space``:
     ``content``, ``style`` or ``fused`` (the engine fuses both spaces by weighted reciprocal rank fusion,
     :func:`rrf_fuse`, with ``rrf_k`` and ``fusion_weights`` = (content, style); a fused neighbour's similarity is
     the weighted mean of its two cosines), or a learned space's name (``spaces fit``) with the ``space_version``

@@ -81,13 +81,25 @@ class ArtistCentroids:
         whitening = np.linalg.cholesky(np.linalg.inv(covariance))
         return cls(tuple(str(n) for n in names), centres @ whitening, whitening)
 
+    def logits(self, coordinates: np.ndarray) -> np.ndarray:
+        """Each artist's log-posterior of a point (its projected coordinates) up to a shared constant, equal priors:
+        minus half the squared Mahalanobis distance to the artist's centroid (in ``artists``' order)."""
+        whitened = np.asarray(coordinates, dtype=np.float64) @ self.whitening
+        found: np.ndarray = -0.5 * ((whitened - self.centres) ** 2).sum(axis=1)
+        return found
+
+    def most_likely(self, coordinates: np.ndarray) -> str:
+        """The artist of maximum posterior of a point (the nearest centroid in Mahalanobis distance; ties to the
+        first name): the reported artist of the ``centroid`` rule."""
+        return self.artists[int(np.argmax(self.logits(coordinates)))]
+
     def log_odds(self, coordinates: np.ndarray, artist: str) -> float | None:
         """The log-odds that a point (its projected coordinates) is ``artist``'s rather than any other artist's, under
         the model with equal priors (a softmax of minus half the squared Mahalanobis distances to the centroids),
         clipped to +-LOG_ODDS_BOUND; None for an artist without a centroid."""
         if artist not in self.artists:
             return None
-        logits = -0.5 * (((np.asarray(coordinates, dtype=np.float64) @ self.whitening) - self.centres) ** 2).sum(axis=1)
+        logits = self.logits(coordinates)
         t = self.artists.index(artist)
         others = np.delete(logits, t)
         rest = others.max() + np.log(np.exp(others - others.max()).sum())

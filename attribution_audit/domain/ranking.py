@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.params import CENTROID, AttributionParams
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
 from attribution_audit.domain.shares import artist_shares
 
@@ -60,12 +60,16 @@ def apply_k_policy(ranked: list[tuple[Any, float]], params: AttributionParams) -
 
 
 def top_artist(
-    artists: list[str], similarities: list[float], shares: list[float], rule: str = "share"
+    artists: list[str], similarities: list[float], shares: list[float], rule: str = "share", centroid: str | None = None
 ) -> tuple[dict[str, float], str | None]:
     """Per-artist shares and the top artist: by the ``share`` rule the largest share, ties to the artist with the
     closest work; by the ``nearest`` rule the artist of the closest work (not swayed by how many works of each
-    artist the catalogue holds: with equal shares, an artist with fewer works than K loses to a prolific one)."""
+    artist the catalogue holds: with equal shares, an artist with fewer works than K loses to a prolific one); by
+    the ``centroid`` rule ``centroid``, the artist a learned space's model of the artists' centroids finds most
+    likely (:meth:`ArtistCentroids.most_likely`), among the works or not."""
     by_artist = artist_shares(artists, shares)
+    if rule == CENTROID:
+        return by_artist, centroid
     best: dict[str, float] = {}
     for artist, similarity in zip(artists, similarities, strict=True):
         best[artist] = max(similarity, best.get(artist, -2.0))

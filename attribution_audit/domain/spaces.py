@@ -92,6 +92,11 @@ class Space(ABC):
         in a space without one)."""
         return None
 
+    def most_likely_artist(self, query: QueryVectors) -> str | None:
+        """The artist of maximum posterior under the space's model of the artists' centroids (the ``centroid``
+        rule's top artist); None in a space without one."""
+        return None
+
 
 class SingleSpace(Space):
     """One named vector of the collection, ranked by the engine's exact cosine similarity (see ranking.by_score)."""
@@ -248,6 +253,10 @@ class LearnedSpace(Space):
         if self.centroids is None:
             return None
         return self.centroids.log_odds(self.coordinates([query])[0], artist)
+
+    def most_likely_artist(self, query: QueryVectors) -> str | None:
+        """The artist of maximum posterior under :class:`ArtistCentroids` (equal priors); None without the model."""
+        return None if self.centroids is None else self.centroids.most_likely(self.coordinates([query])[0])
 
     def _nearest(self, queries: Sequence[QueryVectors], depth: int) -> list[list[tuple[Hit, float]]]:
         sims = self.project(queries) @ self.works.vectors.T

@@ -135,7 +135,9 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         space: Annotated[str, Form(description="content, style or fused.")] = DEFAULTS.space,
         verify: Annotated[str, Form(description="always, off or sample:RATE.")] = DEFAULTS.verify,
         shares: Annotated[str, Form(description="equal or similarity.")] = DEFAULTS.shares,
-        top: Annotated[str, Form(description="The top artist: share (largest share) or nearest.")] = DEFAULTS.top,
+        top: Annotated[
+            str, Form(description="The top artist: share (largest share), nearest or centroid (learned spaces).")
+        ] = DEFAULTS.top,
     ) -> list[dict[str, Any]]:
         """Attribute the images; each result is returned once it is committed to the audit log (as
         `attribute --format json` prints them). When the automatic checkpoint after them fails, they are returned

@@ -15,7 +15,7 @@ import numpy as np
 from attribution_audit.config import DEFAULT_COPY_DEPTH
 from attribution_audit.domain.confidence import LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
-from attribution_audit.domain.params import FUSED, AttributionParams, verify_rate
+from attribution_audit.domain.params import CENTROID, FUSED, AttributionParams, verify_rate
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
 from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
@@ -30,7 +30,7 @@ from attribution_audit.domain.spaces import (
     space_named,
 )
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import NotFoundError, VectorStoreError
+from attribution_audit.errors import NotFoundError, OptionError, VectorStoreError
 from attribution_audit.services.copy_check import CopyDetector, not_run
 from attribution_audit.sources.images import load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
@@ -158,8 +158,9 @@ class Attributor:
         self.check_coverage(space.bases)
         copy_spaces = self._copy_spaces(query) if copies and self.copy_depth > 0 else ()
         searches = _Searches(self.store, query, dict.fromkeys(copy_spaces, self.copy_depth))
+        centroid = self.centroid_artist(space, query, params)
         ranked = space.candidates(searches, query, params)
-        kept, shares, features, by_artist, top = request_indicators(ranked, self._canonical_of, params)
+        kept, shares, features, by_artist, top = request_indicators(ranked, self._canonical_of, params, centroid)
         neighbours = [
             Neighbour(
                 rank=rank,
@@ -197,10 +198,25 @@ class Attributor:
                 "centroid_log_odds": space.centroid_log_odds(query, top) if top is not None else None,
             },
             top_artist=top,
-            top_artist_share=by_artist.get(top) if top else None,
+            top_artist_share=features["top_share"],
             artist_shares=by_artist,
             copy_pool={space: searches.top(space, self.copy_depth) for space in copy_spaces},
         )
+
+    def centroid_artist(self, space: Space, query: QueryVectors, params: AttributionParams) -> str | None:
+        """The top artist by the ``centroid`` rule when the params ask for it, else None; OptionError in a space
+        without artist centroids (a base space), naming the learned spaces to use instead."""
+        if params.top != CENTROID:
+            return None
+        found = space.most_likely_artist(query)
+        if found is None:
+            learned = [name for name in self.space_names() if name not in SPACES and name != space.name]
+            use = f"use a learned space ({', '.join(learned)})" if learned else "fit a learned space (`spaces fit`)"
+            raise OptionError(
+                f"top rule centroid needs a learned space's artist centroids and space {space.name} has none: "
+                f"{use}, or the top rule share or nearest"
+            )
+        return found
 
     def agreement(
         self, engine: SearchEngine, space: Space, query: QueryVectors, top: str | None, k: int
@@ -220,7 +236,8 @@ class Attributor:
         """The share of the shard's other spaces whose top artist, at the request's parameters, is ``top``: one
         search in each of content, style and fused (the last two when the shard holds both base spaces) and of
         every learned space fitted on the collection (its newest version), those the query has vectors for. None
-        without a top artist or another space."""
+        without a top artist or another space. Under the ``centroid`` rule a space without artist centroids (a base
+        space) names its top artist by the share rule."""
         if top is None:
             return None
         tops = []
@@ -232,8 +249,11 @@ class Attributor:
             self._agreeing[name] = other_params.space_version
             if STYLE in other.bases and query.style is None:
                 continue
+            centroid = other.most_likely_artist(query) if params.top == CENTROID else None
+            if params.top == CENTROID and centroid is None:
+                other_params = replace(other_params, top="share")
             ranked = other.candidates(engine, query, other_params)
-            tops.append(request_indicators(ranked, self._canonical_of, other_params)[4])
+            tops.append(request_indicators(ranked, self._canonical_of, other_params, centroid)[4])
         return sum(t == top for t in tops) / len(tops) if tops else None
 
     def space_names(self) -> list[str]:
