@@ -10,10 +10,7 @@ chain covers it only when set, so older records keep their hash.
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
-
-from attribution_audit.store.roles import grant_to_readers
+from attribution_audit.store.metric_columns import add_metric_column, drop_metric_column
 
 revision: str = "0012"
 down_revision: str | None = "0011"
@@ -21,21 +18,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _metrics_view(leave_out: str | None = None) -> str:
-    """The reader's audit view of the metrics (0004): every hashed column of the table, in the table's order."""
-    columns = [c["name"] for c in sa.inspect(op.get_bind()).get_columns("attribution_metrics")]
-    return "SELECT " + ", ".join(c for c in columns if c != leave_out) + " FROM attribution_metrics"
-
-
 def upgrade() -> None:
-    op.add_column("attribution_metrics", sa.Column("agreement", sa.Float(), nullable=True))
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("CREATE OR REPLACE VIEW v_audit_metrics AS " + _metrics_view())
+    add_metric_column("agreement")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP VIEW v_audit_metrics")
-        op.execute("CREATE VIEW v_audit_metrics AS " + _metrics_view(leave_out="agreement"))
-        op.execute(grant_to_readers(["v_audit_metrics"]))
-    op.drop_column("attribution_metrics", "agreement")
+    drop_metric_column("agreement")

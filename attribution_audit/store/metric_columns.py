@@ -1,0 +1,32 @@
+"""Migration steps for a nullable float column of ``attribution_metrics`` (a per-request indicator, covered by the
+hash chain only when set, so older records keep their hash), keeping PostgreSQL's reader view ``v_audit_metrics``
+(0004) listing every hashed column of the table in the table's order. Plain ADD COLUMN: SQLite keeps the append-only
+triggers."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from attribution_audit.store.roles import grant_to_readers
+
+
+def _metrics_view(leave_out: str | None = None) -> str:
+    columns = [c["name"] for c in sa.inspect(op.get_bind()).get_columns("attribution_metrics")]
+    return "SELECT " + ", ".join(c for c in columns if c != leave_out) + " FROM attribution_metrics"
+
+
+def add_metric_column(name: str) -> None:
+    """Add the column ``name`` (upgrade)."""
+    op.add_column("attribution_metrics", sa.Column(name, sa.Float(), nullable=True))
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE OR REPLACE VIEW v_audit_metrics AS " + _metrics_view())
+
+
+def drop_metric_column(name: str) -> None:
+    """Drop the column ``name`` (downgrade): the view without it first, then the column."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP VIEW v_audit_metrics")
+        op.execute("CREATE VIEW v_audit_metrics AS " + _metrics_view(leave_out=name))
+        op.execute(grant_to_readers(["v_audit_metrics"]))
+    op.drop_column("attribution_metrics", name)
