@@ -90,7 +90,7 @@ def fill_chain(engine: Engine, n: int, neighbours: int = 10) -> None:
     a few bulk inserts: a long log in seconds, each record hashed exactly as ``chain.append`` hashes it."""
     from datetime import UTC, datetime, timedelta
 
-    from sqlalchemy import insert, select
+    from sqlalchemy import insert, inspect, select
 
     from attribution_audit.domain.chain import GENESIS_HASH
     from attribution_audit.store.chain import StoredRequest, record_hash
@@ -141,4 +141,6 @@ def fill_chain(engine: Engine, n: int, neighbours: int = 10) -> None:
             for table, values in zip(tables, batches, strict=True):
                 rows[table] += values
         for table in tables:
-            connection.execute(insert(table), rows[table])
+            # only the columns the database has at its revision (a later one's columns are unset here: not hashed)
+            present = {c["name"] for c in inspect(connection).get_columns(table.__tablename__)}
+            connection.execute(insert(table), [{k: v for k, v in row.items() if k in present} for row in rows[table]])
