@@ -10,6 +10,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -234,3 +235,26 @@ def test_a_broken_chain_on_a_full_disk_still_exits_1_naming_the_record(small_dis
     refused = cli("audit", "verify", code=1)
     broken, warning = refused.stderr.splitlines()
     assert broken.startswith("chain BROKEN at seq 2") and warning.startswith("warning: this verification is not")
+
+
+def test_a_full_disk_never_hides_records_still_in_the_wal_even_through_a_symlink(
+    small_disk: Path, sqlite_template: Path, tmp_path: Path
+) -> None:
+    """A log whose WAL still holds records (its last writer killed, its WAL index gone) cannot be read as the file
+    alone without room for a new WAL index: refused in one line, never a verdict on the stale file; also when the URL
+    names a symlink (SQLite keeps the WAL beside the file the link names)."""
+    _log_on(small_disk, sqlite_template, 2)
+    writer = "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE scratch (x)'); "
+    writer += "c.execute('INSERT INTO scratch VALUES (1)'); c.commit(); os.kill(os.getpid(), 9)"
+    subprocess.run([sys.executable, "-c", writer, str(small_disk / "audit.sqlite")], check=False)
+    assert (small_disk / "audit.sqlite-wal").stat().st_size > 0
+    (small_disk / "audit.sqlite-shm").unlink()  # the WAL index must be made again, which a full disk refuses
+    link = tmp_path / "link" / "audit.sqlite"
+    link.parent.mkdir()
+    link.symlink_to(small_disk / "audit.sqlite")
+    _fill(small_disk)
+    for url in (f"sqlite:///{small_disk / 'audit.sqlite'}", f"sqlite:///{link}"):
+        refused = Cli(small_disk, url, CliRunner())("audit", "verify", code=1)
+        assert "chain OK" not in refused.stdout
+        (line,) = refused.stderr.splitlines()
+        assert "its write-ahead log" in line and "holds records" in line and "free some space" in line

@@ -150,7 +150,8 @@ def _sqlite_connect(database: Path, record: Any, cargs: Sequence[Any], cparams: 
         connection.close()
         if exc.sqlite_errorcode != sqlite3.SQLITE_IOERR_SHMSIZE:
             raise
-    wal = database.with_name(database.name + "-wal")
+    real = database.resolve()  # SQLite keeps the WAL beside the file a symlink names
+    wal = real.with_name(real.name + "-wal")
     if wal.exists() and wal.stat().st_size:
         raise DiskFullError(
             f"{database}: its disk is full, and its write-ahead log {wal} holds records not yet in the file, which "
@@ -158,7 +159,7 @@ def _sqlite_connect(database: Path, record: Any, cargs: Sequence[Any], cparams: 
             "again"
         )
     record.info[FULL_DISK_READ] = "new"
-    return sqlite3.connect(f"{database.resolve().as_uri()}?immutable=1", **{**cparams, "uri": True})
+    return sqlite3.connect(f"{real.as_uri()}?immutable=1", **{**cparams, "uri": True})
 
 
 def _create_engine(url: str) -> Engine:
