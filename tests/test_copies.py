@@ -358,3 +358,31 @@ def test_the_copy_view_of_an_image_has_the_image_own_local_features(size: tuple[
         (small.points, small.descriptors, small.grey), (whole.points, whole.descriptors, whole.grey), strict=True
     ):
         assert np.array_equal(ours, theirs)
+
+
+def stripes(period: int) -> Image.Image:
+    """Horizontal stripes: edges but no corners, so no ORB keypoints to compare."""
+    rows = (np.arange(256) // period) % 2 * 255
+    return Image.fromarray(np.repeat(rows[:, None], 256, axis=1).astype(np.uint8)).convert("RGB")
+
+
+@pytest.mark.slow
+def test_the_file_a_work_was_ingested_from_is_its_copy_and_a_pointless_image_is_not_run(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A query byte for byte the file of a work is its copy (score 1, its own rule) even without keypoints; an image
+    without enough keypoints to compare is "not run", never "no copy"."""
+    ingest_pages(cli, tmp_path)
+    stripes(16).save(tmp_path / "works" / "stripes.png")
+    (tmp_path / "more.csv").write_text("path,artist,work_id,title\nworks/stripes.png,Artist 3,S1,stripes\n")
+    cli("ingest", str(tmp_path / "more.csv"), "--embedder", EMBEDDER)
+    assert len(local_features(stripes(16)).points) < copy_check.MIN_MATCHES
+
+    found = attribute(cli, tmp_path / "works" / "stripes.png")
+    assert (found["copy_of"], found["copy_status"], found["copy_score"]) == ("S1", "copy", 1.0)
+    assert found["copy_method"] == copy_check.IDENTICAL
+    stripes(12).save(tmp_path / "other.png")
+    found = attribute(cli, tmp_path / "other.png")
+    assert str(found["copy_status"]).startswith("not_run: the query image has too few distinctive points")
+    assert found["copy_of"] is None
+    assert "chain OK" in cli("audit", "verify").stdout

@@ -32,7 +32,7 @@ from attribution_audit.domain.spaces import (
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import NotFoundError, OptionError, VectorStoreError
 from attribution_audit.services.copy_check import CopyDetector, not_run
-from attribution_audit.sources.images import load_image, printable_path
+from attribution_audit.sources.images import LoadedImage, load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.exact import ExactIndex, cache_folder, load_or_build, overlap_at_k
 from attribution_audit.store.spaces import SpaceInfo
@@ -292,10 +292,10 @@ class Attributor:
         params = self.space_of(params or AttributionParams())[1]
         image = load_image(image_path, target_size=224)
         query = self.embed([image.image], params.space)[0]
-        outcome = self.check_copy(image.image, self.compute(query, params, copies=True), query)
+        outcome = self.check_copy(image, self.compute(query, params, copies=True), query)
         return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
 
-    def check_copy(self, image: Any, outcome: Outcome, query: QueryVectors) -> Outcome:
+    def check_copy(self, image: LoadedImage, outcome: Outcome, query: QueryVectors) -> Outcome:
         """The outcome with copy detection's verdict (local features of the image files) over the works of the
         outcome and the first ``copy_depth`` works of each base space the query has vectors of."""
         if self.copy_depth == 0:
@@ -303,7 +303,7 @@ class Attributor:
         else:
             if self.copies is None:
                 self.copies = CopyDetector(self.audit, self.store.collection)
-            verdict = self.copies.check(image, self.copy_candidates(outcome, query))
+            verdict = self.copies.check(image.image, self.copy_candidates(outcome, query), image.sha256)
         return replace(
             outcome,
             copy_of=verdict.copy_of,

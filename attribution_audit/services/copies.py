@@ -84,8 +84,10 @@ def evaluate_copies(
     with open_attributor(settings, audit, settings.embedder) as attributor:
         for start in range(0, len(queries), BATCH):
             batch = queries[start : start + BATCH]
-            images = [load_image(q.path, target_size=None).image for q in batch]
-            for query, image, vectors in zip(batch, images, attributor.embed(images, space), strict=True):
+            images = [load_image(q.path, target_size=None) for q in batch]
+            for query, image, vectors in zip(
+                batch, images, attributor.embed([i.image for i in images], space), strict=True
+            ):
                 outcome = attributor.compute(vectors, params, copies=True)  # its searches hold the candidates
                 started = time.perf_counter()
                 outcome = attributor.check_copy(image, outcome, vectors)

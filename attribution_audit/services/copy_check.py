@@ -3,10 +3,13 @@ homography fitted to their matched ORB keypoints, correlates with X (embedding.c
 drawn from every base space the collection has (a blurred or JPEG-compressed copy can be far from its source in one
 space and near it in another).
 
-Each verdict says whether the check ran: ``copy``, ``no_copy`` (every candidate compared), ``not_run: <why>`` (some
-candidate's image could not be compared: no file recorded, file missing, unreadable or changed since ingest, or the
-check is off) or ``failed: <why>`` (OpenCV failed on the query or a candidate), so that a check that could not run is
-never taken for "no copy"."""
+A query whose file is byte for byte the file a candidate was ingested from is its copy at once (method
+IDENTICAL, score 1), whatever its keypoints: a flat or striped image has too few for the comparison.
+
+Each verdict says whether the check ran: ``copy``, ``no_copy`` (every candidate compared), ``not_run: <why>`` (the
+query, or some candidate's image, could not be compared: too few distinctive points for local features, no file
+recorded, file missing, unreadable or changed since ingest, or the check is off) or ``failed: <why>`` (OpenCV failed
+on the query or a candidate), so that a check that could not run is never taken for "no copy"."""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 from PIL import Image
 
 from attribution_audit.domain.points import point_id_for
-from attribution_audit.embedding.copy_match import METHOD, LocalFeatures, Match, local_features, match
+from attribution_audit.embedding.copy_match import METHOD as LOCAL_FEATURES
+from attribution_audit.embedding.copy_match import MIN_MATCHES, LocalFeatures, Match, local_features, match
 from attribution_audit.errors import AttributionAuditError
 from attribution_audit.sources.images import load_image
 from attribution_audit.store.audit_store import AuditStore
@@ -29,6 +33,7 @@ NOT_RUN = "not_run"
 FAILED = "failed"
 NAMED = 3  # works named in a status's reason
 CACHED_WORKS = 2048  # works whose local features a process keeps (~150 KB each), the least recently used dropped
+IDENTICAL = "identical-file-sha256"  # the method of a copy found by the file's sha256 alone
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class CopyVerdict:
     match: Match | None
     status: str
     compared: int = 0
-    method: str = METHOD
+    method: str = LOCAL_FEATURES
 
     @property
     def copy_of(self) -> str | None:
@@ -49,7 +54,10 @@ class CopyVerdict:
 
     @property
     def copy_score(self) -> float | None:
-        """The best compared candidate's score (COPY_SCORE and above is a near-copy); None when none was compared."""
+        """The best compared candidate's score (COPY_SCORE and above is a near-copy; 1 for an identical file); None
+        when none was compared."""
+        if self.method == IDENTICAL:
+            return 1.0
         return None if self.match is None else self.match.score
 
 
@@ -66,19 +74,25 @@ class CopyDetector:
         self.audit, self.collection = audit, collection
         self._features: OrderedDict[tuple[str, str], LocalFeatures] = OrderedDict()
 
-    def check(self, image: Image.Image, candidates: Sequence[tuple[str, str]]) -> CopyVerdict:
-        """The verdict over the candidate works, (catalogue, work id) pairs: the best score, then the most inliers;
-        a copy when the best score reaches COPY_SCORE, whatever the other candidates gave."""
+    def check(self, image: Image.Image, candidates: Sequence[tuple[str, str]], sha256: str | None) -> CopyVerdict:
+        """The verdict over the candidate works, (catalogue, work id) pairs, for the query image and the sha256 of
+        its file (None: not known): a candidate ingested from the same bytes first; else the best score, then the
+        most inliers; a copy when the best score reaches COPY_SCORE, whatever the other candidates gave."""
         import cv2
 
         if not candidates:
             return not_run("no candidate work")
+        ids = {point_id_for(catalogue, work): (catalogue, work) for catalogue, work in dict.fromkeys(candidates)}
+        paths = self.audit.catalogue.image_paths(self.collection, list(ids))
+        for point, (catalogue, work) in ids.items():
+            if sha256 is not None and paths.get(point, ("", ""))[1] == sha256:
+                return CopyVerdict(work, catalogue, None, COPY, 1, IDENTICAL)
         try:
             query = local_features(image)
         except cv2.error as exc:
             return CopyVerdict(None, None, None, f"{FAILED}: OpenCV failed on the query image ({_line(exc)})")
-        ids = {point_id_for(catalogue, work): (catalogue, work) for catalogue, work in dict.fromkeys(candidates)}
-        paths = self.audit.catalogue.image_paths(self.collection, list(ids))
+        if len(query.points) < MIN_MATCHES:
+            return not_run(f"the query image has too few distinctive points to compare ({_points(query)})")
         best: tuple[str | None, str | None] = (None, None)
         best_match: Match | None = None
         unreadable: list[str] = []
@@ -87,6 +101,9 @@ class CopyDetector:
             features = self._features_of(paths.get(point))
             if isinstance(features, str):
                 unreadable.append(f"{work}: {features}")
+                continue
+            if len(features.points) < MIN_MATCHES:
+                unreadable.append(f"{work}: too few distinctive points ({_points(features)})")
                 continue
             try:
                 found = match(query, features)
@@ -131,6 +148,10 @@ def _listed(problems: list[str], candidates: int) -> str:
     """'2 of 20 candidates (W1: ..., W2: ...)', naming at most NAMED."""
     more = f", {len(problems) - NAMED} more" if len(problems) > NAMED else ""
     return f"{len(problems)} of {candidates} candidates ({'; '.join(problems[:NAMED])}{more})"
+
+
+def _points(features: LocalFeatures) -> str:
+    return f"{len(features.points)} keypoints, {MIN_MATCHES} needed"
 
 
 def _line(exc: Exception) -> str:

@@ -243,7 +243,7 @@ class AttributionService:
                         query,
                         job.params,
                         self.attributor.check_copy(
-                            image.image, self.attributor.compute(query, job.params, copies=True), query
+                            image, self.attributor.compute(query, job.params, copies=True), query
                         ),
                         requester=job.requester,
                     )
