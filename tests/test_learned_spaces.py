@@ -154,6 +154,17 @@ def test_validation_scores_every_shrinkage_and_the_base_on_one_split() -> None:
     assert validate(works, labels, (0.3,))["shrinkage"] == 0.3
 
 
+def test_a_tie_between_shrinkages_chooses_the_strongest() -> None:
+    """Where the held-out works cannot tell the shrinkages apart (artists far apart: every one scores 1.0), the most
+    regularised is chosen, not the one that fits the training works' noise."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 32)) * 10
+    works = np.vstack([centre + rng.normal(scale=0.1, size=(8, 32)) for centre in centres])
+    labels = [f"artist {a}" for a in range(4) for _ in range(8)]
+    scores = validate(works, labels)
+    assert {t["hit@1"] for t in scores["tried"]} == {1.0} and scores["shrinkage"] == max(SHRINKAGES)
+
+
 def test_params_take_a_learned_name_and_version_only_for_learned_spaces() -> None:
     assert AttributionParams(space="fontstyle", space_version=2).as_json()["space_version"] == 2
     for bad in ({"space": "Font Style"}, {"space": "content", "space_version": 1}, {"space": "x", "space_version": 0}):

@@ -47,7 +47,10 @@ def spaces_fit(
     ] = FitMethod.lda,
     shrinkage: Annotated[
         float | None,
-        typer.Option(help="LDA shrinkage in (0, 1); default: the best of 0.01, 0.1, 0.5, 0.9 on the held-out works."),
+        typer.Option(
+            help="LDA shrinkage in (0, 1); default: the best of 0.01, 0.1, 0.5, 0.9 on the held-out works (on a tie, "
+            "the strongest)."
+        ),
     ] = None,
     embedder: EmbedderOption = None,
 ) -> None:
