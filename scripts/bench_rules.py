@@ -19,8 +19,7 @@ from bench_quality import K
 from benchlib import provenance, publish
 
 from attribution_audit.config import load_settings
-from attribution_audit.domain.confidence import CALIBRATION_FEATURES, feature_value
-from attribution_audit.domain.indicators import confidence_score
+from attribution_audit.domain.confidence import CALIBRATION_FEATURES, confidence, feature_value
 from attribution_audit.domain.params import CENTROID, TOP_RULES, AttributionParams
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
 from attribution_audit.services.calibrate import fit_and_score
@@ -70,7 +69,7 @@ def main() -> None:
                     candidates = [[n.canonical_artist for n in o.neighbours] for o in found]
                 right = [o.top_artist == t for o, t in zip(found, truth, strict=True)]
                 x = np.array([[feature_value(o.features, f) for f in CALIBRATION_FEATURES] for o in found])
-                formula = [confidence_score(o.features["entropy"] or 0.0, o.features["nn_distance"]) for o in found]
+                formula = [confidence(None, o.features, rule)[0] for o in found]
                 _, _, scores = fit_and_score(x, np.array(right, dtype=float), formula, FOLDS, name)
                 hit10 = np.mean([t in c for t, c in zip(truth, candidates, strict=True)])
                 outside = sum(o.top_artist not in {n.canonical_artist for n in o.neighbours} for o in found)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
 
-from attribution_audit.domain.confidence import FEATURES, LogisticModel
+from attribution_audit.domain.confidence import FEATURES, LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
@@ -96,6 +96,24 @@ def test_the_centroid_rule_reports_the_artist_of_maximum_posterior_where_share_a
     assert all(space.most_likely_artist(query) is None for space in SPACES.values())  # no centroids: no rule
 
 
+def test_the_centroid_rules_default_confidence_measures_the_reported_artists_neighbours() -> None:
+    points, labels = _artists()
+    projection = Projection(mean=np.zeros(2), matrix=np.eye(2))
+    works = [(f"p{i}", {"artist": a}, QueryVectors(np.zeros(2), points[i])) for i, a in enumerate(labels)]
+    space = LearnedSpace.over("s", 1, STYLE, projection, works, labels)
+    query = QueryVectors(np.zeros(2), np.array([-1.0, 0.2]))  # among b's works by angle; a's by the model
+    for k, expect_works in ((3, False), (10, True)):  # a has no work among the 3 nearest, 4 among the 10
+        params = AttributionParams(k=k, space="s", top="centroid")
+        ranked = space.candidates(space, query, params)
+        kept, _, features, _, top = request_indicators(ranked, lambda h: h.payload["artist"], params, "a")
+        own = [1.0 - sim for hit, sim in kept if hit.payload["artist"] == "a"]
+        assert top == "a" and bool(own) == expect_works and kept[0][0].payload["artist"] == "b"
+        score, name = confidence(None, features, "centroid")
+        assert name == "default-centroid-v1"  # not the share rule's formula: that one measures b's works
+        assert score == pytest.approx((features["top_share"] or 0.0) * (1 - min(own, default=1.0)))
+        assert (score > 0) == expect_works and score != confidence(None, features)[0]
+
+
 def test_a_model_fitted_before_it_scores_without_it() -> None:
     old = LogisticModel("logistic-v1", [0.5, 0.2, 0.1], [0.1, 0.1, 0.1], [-1.0, -1.0, 1.0], 0.3, FEATURES)
     features: dict[str, float | None] = {"entropy": 0.4, "nn_distance": 0.3, "margin": 0.2}
@@ -147,4 +165,29 @@ def test_the_centroid_rule_is_recorded_and_replayed_in_a_learned_space_and_refus
     assert "no differences" in replay  # replayed under its own rule
     refused = cli("attribute", image, "--top", "centroid", *embedder, code=1).stderr
     assert refused.count("\n") == 1 and "space content has none" in refused and "painters" in refused
+    assert "chain OK" in cli("audit", "verify").stdout
+
+
+@pytest.mark.slow
+def test_the_output_names_the_top_artist_and_the_centroid_rule_fails_plainly_on_a_catalogue_without_its_model(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    embedder = ["--embedder", EMBEDDER]
+    image = str(demo_catalogue.queries[2].path)  # Chiara Monet's: the content space's 5 nearest works are another's
+    cli("ingest", str(demo_catalogue.manifest), *embedder)
+    cli("spaces", "fit", "st", "--from", "content", *embedder)
+    args = ("attribute", image, "--space", "st", "--k", "5", *embedder)
+    (record,) = json.loads(cli(*args, "--top", "centroid", "--json").stdout)
+    assert (record["top_artist"], record["top_artist_share"]) == ("Chiara Monet", 0.0)
+    assert (record["confidence"], record["confidence_model"]) == (0.0, "default-centroid-v1")  # no neighbour backs it
+    shown = cli("audit", "show", record["request_id"]).stdout
+    assert "top artist Chiara Monet (top rule centroid), share 0.0000 of the K neighbours" in shown
+    printed = cli(*args).stdout  # the share rule names its top artist too
+    assert "top artist Elif Klimt (top rule share), share 1.0000 of the K neighbours" in printed
+    withdrawn = [f"A{a}-W{w:03d}" for a in range(5) for w in range(8)]  # only Farid Turner's works stay
+    cli("catalogue", "withdraw", *withdrawn, "--catalogue", "catalogue")
+    for result in (cli("audit", "replay", record["request_id"], code=1), cli(*args, "--top", "centroid", code=1)):
+        error = result.stderr
+        assert error.count("\n") == 1 and "space st needs the centroids of two artists" in error
+        assert "now holds 8 works of 1 artist:" in error and "fit a learned space" not in error
     assert "chain OK" in cli("audit", "verify").stdout

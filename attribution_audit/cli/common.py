@@ -358,6 +358,9 @@ def print_attribution(result: Attribution) -> None:
         f"  entropy {result.entropy:.3f}  nn_distance {fmt(result.nn_distance)}  margin {fmt(result.margin)}  "
         f"overlap@K {fmt(result.overlap_at_k)}  confidence {result.confidence:.3f} ({result.confidence_model})"
     )
+    rule = result.parameters.get("top", "share")  # records from before the rule was recorded used the share
+    top = "-" if result.top_artist is None else t(result.top_artist)
+    typer.echo(f"  top artist {top} (top rule {rule}), share {fmt(result.top_artist_share)} of the K neighbours")
     if result.agreement is not None:
         typer.echo(f"  agreement between spaces {result.agreement:.3f} (the other base space's K nearest works)")
     if result.agreement_spaces is not None:

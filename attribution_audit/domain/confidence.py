@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attribution_audit.domain.indicators import confidence_score
+from attribution_audit.domain.indicators import centroid_confidence_score, confidence_score
+from attribution_audit.domain.params import CENTROID
 from attribution_audit.domain.projection import LOG_ODDS_BOUND
 
 FEATURES = ("entropy", "nn_distance", "margin")  # of the models fitted before top_share was recorded
 # what ``calibrate`` fits on now (a model keeps the names it was fitted on: older ones predict without the newer)
 CALIBRATION_FEATURES = (*FEATURES, "top_share", "agreement", "agreement_spaces", "centroid_log_odds")
 DEFAULT_MODEL_NAME = "default-v1"
+DEFAULT_CENTROID_MODEL_NAME = "default-centroid-v1"  # the default formula of the ``centroid`` rule
 L2_PENALTY = 1e-2
 
 
@@ -106,8 +108,14 @@ def fit_logistic(
     return LogisticModel(name, mean.tolist(), std.tolist(), weights[1:].tolist(), float(weights[0]), tuple(names))
 
 
-def confidence(model: LogisticModel | None, features: dict[str, float | None]) -> tuple[float, str]:
-    """(confidence in [0, 1], model name): the calibrated model if given, else the default formula."""
-    if model is None:
-        return confidence_score(features["entropy"] or 0.0, features.get("nn_distance")), DEFAULT_MODEL_NAME
-    return model.predict(features), model.name
+def confidence(
+    model: LogisticModel | None, features: dict[str, float | None], rule: str = "share"
+) -> tuple[float, str]:
+    """(confidence in [0, 1], model name): the calibrated model if given, else the default formula of the top-artist
+    ``rule`` (the ``centroid`` rule's reported artist may have no work among the K: its own formula measures it)."""
+    if model is not None:
+        return model.predict(features), model.name
+    if rule == CENTROID:
+        score = centroid_confidence_score(features.get("top_share"), features.get("top_distance"))
+        return score, DEFAULT_CENTROID_MODEL_NAME
+    return confidence_score(features["entropy"] or 0.0, features.get("nn_distance")), DEFAULT_MODEL_NAME

@@ -32,10 +32,20 @@ def confidence_score(entropy: float, nn_distance: float | None) -> float:
     Both indicators of the note must be good for a high score: the neighbours agree on one artist (low entropy)
     and the nearest work is close (cosine distance near 0). No neighbour gives 0.
     """
-    if nn_distance is None:
-        return 0.0
-    closeness = 1.0 - min(max(nn_distance, 0.0), 1.0)
-    return (1.0 - entropy) * closeness
+    return (1.0 - entropy) * closeness(nn_distance)
+
+
+def centroid_confidence_score(top_share: float | None, top_distance: float | None) -> float:
+    """Default confidence of the ``centroid`` rule in [0, 1]: ``top_share * (1 - min(top_distance, 1))``, the
+    reported artist's share of the K neighbours times the closeness of its nearest work among them: how far the
+    neighbours back the artist the centroids chose (the entropy of the default formula measures agreement on any
+    artist, maybe another one). 0 when none of the K is the artist's."""
+    return (top_share or 0.0) * closeness(top_distance)
+
+
+def closeness(distance: float | None) -> float:
+    """``1 - distance`` clipped to [0, 1]; 0 without a distance (no work)."""
+    return 0.0 if distance is None else 1.0 - min(max(distance, 0.0), 1.0)
 
 
 def artist_margin(ranked: Sequence[tuple[str, float]]) -> float | None:
@@ -64,8 +74,9 @@ def request_indicators(
     kept items (K policy), their shares, the indicators known before the agreement between spaces (entropy, NN
     distance, margin, top share), the per-artist shares and the top artist; no kept item gives the least confident
     values; ``centroid`` is the top artist by the ``centroid`` rule (the space's most likely artist), whose top share
-    is 0 when none of the kept works is the artist's. The request path and a learned space's validation (its default
-    confidence) measure alike."""
+    is 0 when none of the kept works is the artist's; ``top_distance``, the distance to the top artist's nearest kept
+    work (None when none is its), feeds :func:`centroid_confidence_score` and is not recorded. The request path and a
+    learned space's validation (its default confidence) measure alike."""
     kept = apply_k_policy(list(ranked), params)
     artists, sims = [artist_of(item) for item, _ in kept], [sim for _, sim in kept]
     shares = neighbour_shares(sims, params.shares, params.temperature)
@@ -75,5 +86,6 @@ def request_indicators(
         "nn_distance": 1.0 - sims[0] if kept else None,
         "margin": artist_margin([(artist_of(item), sim) for item, sim in ranked]) if kept else None,
         "top_share": by_artist.get(top, 0.0) if top else None,
+        "top_distance": min((1.0 - s for a, s in zip(artists, sims, strict=True) if a == top), default=None),
     }
     return kept, shares, features, by_artist, top

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -205,10 +206,19 @@ class Attributor:
 
     def centroid_artist(self, space: Space, query: QueryVectors, params: AttributionParams) -> str | None:
         """The top artist by the ``centroid`` rule when the params ask for it, else None; OptionError in a space
-        without artist centroids (a base space), naming the learned spaces to use instead."""
+        without artist centroids: a base space (naming the learned spaces to use instead), or a learned space whose
+        current catalogue is too small for the model (say after withdrawals)."""
         if params.top != CENTROID:
             return None
         found = space.most_likely_artist(query)
+        if found is None and isinstance(space, LearnedSpace):
+            works = Counter(self.canonical.get(a, a) for a in (str(p.get("artist", "")) for p in space.works.payloads))
+            artists = f"{len(works)} artist{'' if len(works) == 1 else 's'}"
+            raise OptionError(
+                f"top rule centroid in space {space.name} needs the centroids of two artists or more, one with two "
+                f"works or more, and collection '{self.store.collection}' now holds {sum(works.values())} works of "
+                f"{artists}: ingest more artists' works (a new request can use the top rule share or nearest)"
+            )
         if found is None:
             learned = [name for name in self.space_names() if name not in SPACES and name != space.name]
             use = f"use a learned space ({', '.join(learned)})" if learned else "fit a learned space (`spaces fit`)"
@@ -360,7 +370,7 @@ class Attributor:
         ``requester`` overrides the attributor's (the service records each API key's name).
         """
         params = self.space_of(params)[1]  # a learned space's version is recorded with the request
-        score, model_name = confidence(self.calibration_for(params), outcome.features)
+        score, model_name = confidence(self.calibration_for(params), outcome.features, params.top)
         draft = RequestDraft(
             image=image,
             image_sha256=image_sha256,

@@ -81,7 +81,7 @@ def calibrate(
             outcome = attributor.compute(vectors, params)
             rows.append([feature_value(outcome.features, f) for f in CALIBRATION_FEATURES])
             labels.append(outcome.top_artist == attributor.canonical.get(query.artist, query.artist))
-            defaults.append(confidence(None, outcome.features)[0])
+            defaults.append(confidence(None, outcome.features, params.top)[0])
     x, y = np.array(rows), np.array(labels, dtype=float)
     model, cv, scores = fit_and_score(x, y, defaults, folds, source=str(labelled_csv))
     right = [bool(v) for v in y]
