@@ -163,7 +163,7 @@ def test_the_centroid_rule_is_recorded_and_replayed_in_a_learned_space_and_refus
     assert record["centroid_log_odds"] >= 0  # the artist of maximum posterior is at least as likely as the rest
     replay = cli("audit", "replay", record["request_id"]).stdout
     assert "no differences" in replay  # replayed under its own rule
-    refused = cli("attribute", image, "--top", "centroid", *embedder, code=1).stderr
+    refused = cli("attribute", image, "--top", "centroid", *embedder, code=2).stderr  # an option its space refuses
     assert refused.count("\n") == 1 and "space content has none" in refused and "painters" in refused
     assert "chain OK" in cli("audit", "verify").stdout
 

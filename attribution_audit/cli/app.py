@@ -22,7 +22,7 @@ from attribution_audit import __version__
 from attribution_audit.cli import attribute, audit, catalogue, db, evaluate, ingest, keys, report, serve, spaces
 from attribution_audit.cli.common import Typer
 from attribution_audit.config import DEFAULT_DATA_DIR, load_settings
-from attribution_audit.errors import AttributionAuditError
+from attribution_audit.errors import AttributionAuditError, OptionError
 
 # click's prefixes that add nothing to the message: "Invalid value: " of a refusal that names its options itself, and
 # pydantic's "Value error, " inside "Invalid value for '--from': ..."
@@ -56,8 +56,9 @@ def _one_line_usage_errors(command_path: str) -> Iterator[None]:
 
 class _Commands(TyperGroup):
     """The application's group: any AttributionAuditError raised by a command is printed as ``error: <message>``
-    with exit code 1, and a usage error (bad option value, unknown option or command, missing argument) as one
-    ``error: ...; see '<command> --help'`` line with exit code 2. The console script, ``python -m`` and the tests'
+    with exit code 1 (2 for an OptionError: an option the space or input named cannot take), and a usage error (bad
+    option value, unknown option or command, missing argument) as one ``error: ...; see '<command> --help'`` line
+    with exit code 2. The console script, ``python -m`` and the tests'
     CliRunner all go through here; click's plain error display calls :meth:`_UsageLine.show` (typer's rich one is
     off: :class:`attribution_audit.cli.common.Typer` sets ``rich_markup_mode`` to None)."""
 
@@ -69,6 +70,9 @@ class _Commands(TyperGroup):
         try:
             with _one_line_usage_errors(ctx.command_path):  # a command: its name, options, arguments, refusals
                 return super().invoke(ctx)
+        except OptionError as exc:  # an option the named space or input cannot take: a refused input
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         except AttributionAuditError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None

@@ -206,7 +206,7 @@ class Attributor:
 
     def centroid_artist(self, space: Space, query: QueryVectors, params: AttributionParams) -> str | None:
         """The top artist by the ``centroid`` rule when the params ask for it, else None; OptionError in a space
-        without artist centroids: a base space (naming the learned spaces to use instead), or a learned space whose
+        without artist centroids (naming the learned spaces to use instead); VectorStoreError in a learned space whose
         current catalogue is too small for the model (say after withdrawals)."""
         if params.top != CENTROID:
             return None
@@ -214,7 +214,7 @@ class Attributor:
         if found is None and isinstance(space, LearnedSpace):
             works = Counter(self.canonical.get(a, a) for a in (str(p.get("artist", "")) for p in space.works.payloads))
             artists = f"{len(works)} artist{'' if len(works) == 1 else 's'}"
-            raise OptionError(
+            raise VectorStoreError(
                 f"top rule centroid in space {space.name} needs the centroids of two artists or more, one with two "
                 f"works or more, and collection '{self.store.collection}' now holds {sum(works.values())} works of "
                 f"{artists}: ingest more artists' works (a new request can use the top rule share or nearest)"
