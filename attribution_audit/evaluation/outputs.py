@@ -336,7 +336,7 @@ def write_content_bias_outputs(metrics: dict[str, Any], out: str | Path) -> list
             axis.set_xlabel(f"cosine similarity of content to the generated image ({metrics['content_source']})")
             axis.set_ylabel("number of (generated image, work) pairs")
             axis.set_title(f"{group}: Mann-Whitney p = {_fmt(block['p_value'])}", fontsize=10)
-            axis.legend()
+            axis.legend(loc="upper left")  # (placing it "best" over many bars took seconds and warned)
             figure.tight_layout()
             png = folder / f"content_bias_{re.sub(r'[^A-Za-z0-9_-]', '_', group)}.png"
             figure.savefig(png)
