@@ -110,7 +110,17 @@ def spaces_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, as_j
     rows = [
         {
             key: space[key]
-            for key in ("name", "version", "base", "method", "dimension", "works", "artists", "collection")
+            for key in (
+                "name",
+                "version",
+                "base",
+                "method",
+                "dimension",
+                "works",
+                "artists",
+                "artists_since_fit",
+                "collection",
+            )
         }
         | {"hit@1": space["validation"]["hit@1"], "hit@10": space["validation"]["hit@10"]}
         for space in spaces

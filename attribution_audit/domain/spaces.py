@@ -9,7 +9,7 @@ projection, say) is one more :class:`Space` registered in :data:`SPACES`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -215,6 +215,7 @@ class LearnedSpace(Space):
         self.bases = LEARNED_BASES[base]
         self.projection, self.works = projection, works
         self.centroids: ArtistCentroids | None = None  # the works' artists' model (:meth:`over`, given the artists)
+        self.since_fit: tuple[str, ...] = ()  # the works' artists the version was not fitted on (no centroid)
 
     @classmethod
     def over(
@@ -225,16 +226,23 @@ class LearnedSpace(Space):
         projection: Projection,
         works: Sequence[tuple[str, dict[str, Any], QueryVectors]],
         artists: Sequence[str] = (),
+        fitted: Collection[str] | None = None,
     ) -> LearnedSpace:
         """The space over a catalogue's works, given as (point id, payload, base vectors), with the model of their
-        artists' centroids when ``artists`` names each work's (canonical) artist."""
+        artists' centroids when ``artists`` names each work's (canonical) artist: of the ``fitted`` artists only
+        (those the version was fitted on; every artist when None), since the projection has no direction that
+        tells the others apart, so an artist ingested since the fit has no centroid (:attr:`since_fit`)."""
         space = cls(name, version, base, projection, ProjectedCatalogue([], [], np.empty((0, projection.dim))))
         if works:
             coordinates = space.coordinates([vectors for _, _, vectors in works])
             space.works = ProjectedCatalogue(
                 [w[0] for w in works], [w[1] for w in works], unit_rows(coordinates).astype(np.float32)
             )
-            space.centroids = ArtistCentroids.fit(coordinates, artists) if artists else None
+            if artists:
+                known = np.array([fitted is None or a in fitted for a in artists], dtype=bool)
+                space.since_fit = tuple(sorted({a for a, k in zip(artists, known, strict=True) if not k}))
+                kept = [a for a, k in zip(artists, known, strict=True) if k]
+                space.centroids = ArtistCentroids.fit(coordinates[known], kept)
         return space
 
     def coordinates(self, queries: Sequence[QueryVectors]) -> np.ndarray:

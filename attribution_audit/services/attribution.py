@@ -146,7 +146,10 @@ class Attributor:
             points = list(self.store.iter_points())
             works = [(p.point_id, p.payload, QueryVectors(p.vector, p.style)) for p in points]
             artists = [self.canonical.get(a, a) for a in (str(p.payload.get("artist", "")) for p in points)]
-            self._learned[key] = LearnedSpace.over(info.name, info.version, info.base, projection, works, artists)
+            covered = None if info.artists is None else {self.canonical.get(a, a) for a in info.artists}
+            self._learned[key] = LearnedSpace.over(
+                info.name, info.version, info.base, projection, works, artists, covered
+            )
         return self._learned[key], replace(params, space_version=info.version)
 
     # -- one request -------------------------------------------------------------------------------------------

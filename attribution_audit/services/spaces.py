@@ -33,7 +33,7 @@ from attribution_audit.evaluation.calibration import expected_calibration_error
 from attribution_audit.services.calibrate import fit_and_score
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.spaces import SpaceConfidence, SpaceInfo
+from attribution_audit.store.spaces import ARTISTS, SpaceConfidence, SpaceInfo
 
 METHODS = ("lda",)
 MIN_ARTISTS = 3
@@ -92,7 +92,7 @@ def fit_space(
             collection=attributor.store.collection,
             n_works=len(points),
             n_artists=len(set(labels)),
-            validation={**validation, "confidence": default.fit_metrics},
+            validation={**validation, "confidence": default.fit_metrics, ARTISTS: sorted(set(labels))},
             confidence=default,
         )
     return FitResult(stored, time.perf_counter() - started)
@@ -198,23 +198,33 @@ def default_confidence(
 
 
 def list_spaces(audit: AuditStore) -> list[dict[str, Any]]:
-    """Every learned space version usable with ``--space NAME`` (the newest) or replayed (older ones)."""
-    return [
-        {
-            "name": info.name,
-            "version": info.version,
-            "base": info.base,
-            "method": info.method,
-            "dimension": info.dim,
-            "collection": info.collection,
-            "works": info.n_works,
-            "artists": info.n_artists,
-            "validation": info.validation,
-            "fingerprint": info.fingerprint,
-            "created_at": info.created_at.isoformat(),
-        }
-        for info in audit.spaces.versions()
-    ]
+    """Every learned space version usable with ``--space NAME`` (the newest) or replayed (older ones), with the
+    number of artists of its collection ingested since its fit (None for a version stored without its artists):
+    they have no centroid there until the space is refitted."""
+    canonical = audit.catalogue.canonical_artists()
+    current: dict[str, set[str]] = {}
+    listed = []
+    for info in audit.spaces.versions():
+        if info.collection not in current:
+            current[info.collection] = {canonical.get(a, a) for a in audit.catalogue.artists_in(info.collection)}
+        fitted = None if info.artists is None else {canonical.get(a, a) for a in info.artists}
+        listed.append(
+            {
+                "name": info.name,
+                "version": info.version,
+                "base": info.base,
+                "method": info.method,
+                "dimension": info.dim,
+                "collection": info.collection,
+                "works": info.n_works,
+                "artists": info.n_artists,
+                "artists_since_fit": None if fitted is None else len(current[info.collection] - fitted),
+                "validation": {key: value for key, value in info.validation.items() if key != ARTISTS},
+                "fingerprint": info.fingerprint,
+                "created_at": info.created_at.isoformat(),
+            }
+        )
+    return listed
 
 
 def _check_request(audit: AuditStore, name: str, base: str, method: str) -> None:
