@@ -238,6 +238,8 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
         ),
     )
     assert [audit.evaluations.latest_calibration("fp", "s", v).name for v in (1, 2)] == [user, second]  # type: ignore[union-attr]
+    assert audit.evaluations.calibrated_in("fp", "s", 1) == {user: "share"}  # the version's own is not listed
+    assert audit.evaluations.calibrated_in("fp", "s", 2) == {}
 
 
 @pytest.mark.slow
@@ -260,8 +262,28 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     own = listed["validation"]["confidence"]  # a model or the held-out rate, recorded by the request
     assert first["confidence_model"] == own["model"] and f"confidence: {own['model']}" in fitted
 
-    pinned = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "0.5", *embedder).stdout
+    audit = cli.audit()
+    (version,) = audit.spaces.versions()
+    names = CALIBRATION_FEATURES
+    user = audit.evaluations.add_calibration(  # as `calibrate --space painters --top nearest` stores it
+        LogisticModel("user", [0.0] * len(names), [1.0] * len(names), [0.2] * len(names), 0.0, names),
+        CalibrationEvidence(
+            embedder_fingerprint=version.embedder_fingerprint,
+            labelled_path="labelled.csv",
+            labelled_sha256="1" * 64,
+            n_samples=20,
+            n_positive=10,
+            fit_metrics={"parameters": AttributionParams(space="painters", space_version=1, top="nearest").as_json()},
+        ),
+    )
+    refit = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "0.5", *embedder)
+    pinned = refit.stdout
     assert "stored painters version 2" in pinned and "shrinkage 0.5," in pinned
+    assert (
+        f"note: the calibrate model(s) {user} (--top nearest) of painters version 1 do not apply to version 2, "
+        "whose requests use its own model until you run `attribution-audit calibrate LABELLED.csv --space painters` "
+        "again (with each --top)"
+    ) in refit.stderr
     (second,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
     assert second["parameters"]["space_version"] == 2
     replay = json.loads(cli("audit", "replay", first["request_id"], "--json").stdout)

@@ -88,6 +88,14 @@ def spaces_fit(
             "(works + 2); too few right or wrong to rank requests); fit one with `calibrate --space` on labelled "
             "queries"
         )
+    if result.outdated:
+        models = ", ".join(f"{model} (--top {top})" for model, top in result.outdated.items())
+        typer.echo(
+            f"note: the calibrate model(s) {models} of {space.name} version {space.version - 1} do not apply to "
+            f"version {space.version}, whose requests use its own model until you run `attribution-audit calibrate "
+            f"LABELLED.csv --space {space.name}` again (with each --top)",
+            err=True,
+        )
     if (per_artist := space.n_works / space.n_artists) < DEFAULT_K:  # equal shares: the most works among the K
         typer.echo(
             f"note: {per_artist:.1f} works per artist on average, fewer than K = {DEFAULT_K}: the top artist (the "

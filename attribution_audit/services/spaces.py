@@ -43,10 +43,12 @@ HELD_OUT_RATE = "held-out rate"
 
 @dataclass(frozen=True)
 class FitResult:
-    """A stored fit and how long the fit took (validation included)."""
+    """A stored fit and how long the fit took (validation included), with the ``calibrate`` models fitted in the
+    version it succeeds (model name -> top rule): they do not score requests in the new version."""
 
     space: SpaceInfo
     seconds: float
+    outdated: dict[str, str]
 
 
 def fit_space(
@@ -62,7 +64,7 @@ def fit_space(
     The shrinkage of the regularised LDA (unless given) is the one with the best hit@1 + hit@10 on works whose
     content is held out (:func:`validate`); the held-out scores of every shrinkage tried, and the base
     space's on the same split, are stored with it; the stored projection is then refitted on every work."""
-    _check_request(audit, name, base, method)
+    previous = _check_request(audit, name, base, method)
     if shrinkage is not None and not 0 < shrinkage < 1:
         raise AttributionAuditError(f"--shrinkage {shrinkage}: choose a number between 0 and 1 (exclusive)")
     started = time.perf_counter()
@@ -95,7 +97,8 @@ def fit_space(
             validation={**validation, "confidence": default.fit_metrics, ARTISTS: sorted(set(labels))},
             confidence=default,
         )
-    return FitResult(stored, time.perf_counter() - started)
+    outdated = {} if previous is None else audit.evaluations.calibrated_in(stored.embedder_fingerprint, name, previous)
+    return FitResult(stored, time.perf_counter() - started, outdated)
 
 
 def validate(rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] = SHRINKAGES) -> dict[str, Any]:
@@ -227,7 +230,8 @@ def list_spaces(audit: AuditStore) -> list[dict[str, Any]]:
     return listed
 
 
-def _check_request(audit: AuditStore, name: str, base: str, method: str) -> None:
+def _check_request(audit: AuditStore, name: str, base: str, method: str) -> int | None:
+    """The newest stored version of ``name`` (None for a new name), once the request is checked."""
     if name in QUERY_SPACES or not LEARNED_NAME.fullmatch(name):
         raise AttributionAuditError(
             f"space name {name!r}: use lowercase letters, digits, - and _ (at most 40, starting with a letter), "
@@ -243,6 +247,7 @@ def _check_request(audit: AuditStore, name: str, base: str, method: str) -> None
             f"space {name} is fitted from {latest[0].base}, not {base}; refit it --from {latest[0].base} "
             "or choose another name"
         )
+    return None if latest is None else latest[0].version
 
 
 def _stack(points: list[WorkPoint], base: str) -> np.ndarray:

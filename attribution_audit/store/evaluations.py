@@ -310,12 +310,33 @@ class EvaluationRepository:
         top-artist rule ``top`` by ``calibrate``, else the learned space version's own (``spaces fit``), if any; a
         model stored without its parameters counts as fitted in the content space, one without a rule under
         ``share`` (the only rule before ``top`` was recorded)."""
+        own = None
+        for row, fitted, source in self._calibrations(embedder_fingerprint):
+            if fitted != (space, space_version, top):
+                continue
+            if source != SPACE_FIT_SOURCE:
+                return _model(row)
+            own = own or _model(row)
+        return own
+
+    def calibrated_in(self, embedder_fingerprint: str, space: str, space_version: int) -> dict[str, str]:
+        """Model name -> top-artist rule of the ``calibrate`` models of this embedder fitted in a learned space's
+        version (not the version's own), oldest first."""
+        return {
+            model_name(row): fitted[2]
+            for row, fitted, source in reversed(self._calibrations(embedder_fingerprint))
+            if fitted[:2] == (space, space_version) and source != SPACE_FIT_SOURCE
+        }
+
+    def _calibrations(self, embedder_fingerprint: str) -> list[tuple[CalibrationModel, tuple[Any, Any, Any], Any]]:
+        """This embedder's calibration rows, newest first, each with the (space, space version, top rule) it was
+        fitted in (content and share when not recorded) and its source."""
         query = (
             select(CalibrationModel)
             .where(CalibrationModel.embedder_fingerprint == embedder_fingerprint)
             .order_by(CalibrationModel.id.desc())
         )
-        own = None
+        found = []
         with read_scope(self.engine) as session:
             for row in session.scalars(query):
                 metrics = _fit_metrics(row)
@@ -323,12 +344,8 @@ class EvaluationRepository:
                 if not isinstance(params, dict):
                     raise _tampered(row, "its fit parameters are not a JSON object")
                 fitted = (params.get("space", "content"), params.get("space_version"), params.get("top", "share"))
-                if fitted != (space, space_version, top):
-                    continue
-                if metrics.get("source") != SPACE_FIT_SOURCE:
-                    return _model(row)
-                own = own or _model(row)
-        return own
+                found.append((row, fitted, metrics.get("source")))
+        return found
 
     def calibration(self, name: str) -> LogisticModel:
         """A stored model by its recorded name (``logistic-v<N>``)."""
