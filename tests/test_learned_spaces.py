@@ -250,6 +250,7 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     fitted = fit.stdout
     assert "stored painters version 1" in fitted and "5-d from content+style, 48 works of 6 artists" in fitted
     assert "note: 8.0 works per artist on average, fewer than K = 10" in fit.stderr and "--k 8 or fewer" in fit.stderr
+    assert "--top centroid (the artists' centroids, which do not count works), --top nearest" in fit.stderr
     (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
     assert listed["name"] == "painters" and listed["version"] == 1 and listed["dimension"] == 5
     assert listed["validation"]["split"] == "content groups" and listed["validation"]["held_out_works"] >= 10

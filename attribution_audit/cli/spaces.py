@@ -100,7 +100,8 @@ def spaces_fit(
         typer.echo(
             f"note: {per_artist:.1f} works per artist on average, fewer than K = {DEFAULT_K}: the top artist (the "
             "largest share of the K works) then favours the artists with more works; attribute in this space with "
-            f"--k {max(1, int(per_artist))} or fewer, or with --top nearest",
+            f"--top centroid (the artists' centroids, which do not count works), --top nearest, or --k "
+            f"{max(1, int(per_artist))} or fewer",
             err=True,
         )
 
