@@ -356,3 +356,14 @@ def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogu
     assert refused.stderr.count("\n") == 1 and "run it in content, style or fused" in refused.stderr
     runs = json.loads(cli("evaluate", "list", "--format", "json").stdout)
     assert [run["status"] for run in runs] == ["completed", "completed"]
+    centroid = ("evaluate", "run", labelled, "--k-max", "5", "--k", "3", "--top", "centroid", *embedder)
+    refused = cli(*centroid, "--out", str(tmp_path / "c0"), code=1)  # content has no centroids: before a run
+    assert refused.stderr.count("\n") == 1 and "top rule centroid needs a learned space" in refused.stderr
+    done = cli(*centroid, "--space", "painters", "--out", str(tmp_path / "c"))
+    assert "evaluation run 3:" in done.stdout
+    (request,) = json.loads(cli("audit", "list", "--limit", "1", "--json").stdout)
+    shown = json.loads(cli("audit", "show", request["request_id"], "--json").stdout)
+    assert shown["parameters"]["top"] == "centroid" and shown["parameters"]["space"] == "painters"
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert metrics["overall"]["confidence"]["queries"] == 6  # scored on the logged centroid artists
+    assert len(json.loads(cli("evaluate", "list", "--format", "json").stdout)) == 3

@@ -97,6 +97,11 @@ class Space(ABC):
         rule's top artist); None in a space without one."""
         return None
 
+    @property
+    def has_centroids(self) -> bool:
+        """Whether the space has a model of the artists' centroids (the ``centroid`` rule needs one)."""
+        return False
+
 
 class SingleSpace(Space):
     """One named vector of the collection, ranked by the engine's exact cosine similarity (see ranking.by_score)."""
@@ -261,6 +266,10 @@ class LearnedSpace(Space):
         if self.centroids is None:
             return None
         return self.centroids.log_odds(self.coordinates([query])[0], artist)
+
+    @property
+    def has_centroids(self) -> bool:
+        return self.centroids is not None
 
     def most_likely_artist(self, query: QueryVectors) -> str | None:
         """The artist of maximum posterior under :class:`ArtistCentroids` (equal priors); None without the model."""

@@ -208,18 +208,22 @@ class Attributor:
 
     def centroid_artist(self, space: Space, query: QueryVectors, params: AttributionParams) -> str | None:
         """The top artist by the ``centroid`` rule when the params ask for it, else None; OptionError in a space
-        without artist centroids (a base space), naming the learned spaces to use instead."""
+        without artist centroids (:meth:`require_centroids`)."""
         if params.top != CENTROID:
             return None
-        found = space.most_likely_artist(query)
-        if found is None:
+        self.require_centroids(space)
+        return space.most_likely_artist(query)
+
+    def require_centroids(self, space: Space) -> None:
+        """OptionError for the ``centroid`` rule in a space without artist centroids (a base space), naming the
+        learned spaces to use instead."""
+        if not space.has_centroids:
             learned = [name for name in self.space_names() if name not in SPACES and name != space.name]
             use = f"use a learned space ({', '.join(learned)})" if learned else "fit a learned space (`spaces fit`)"
             raise OptionError(
                 f"top rule centroid needs a learned space's artist centroids and space {space.name} has none: "
                 f"{use}, or the top rule share or nearest"
             )
-        return found
 
     def agreement(
         self, engine: SearchEngine, space: Space, query: QueryVectors, top: str | None, k: int

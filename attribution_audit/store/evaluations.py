@@ -16,6 +16,7 @@ from attribution_audit.errors import DatabaseError, ManifestError, NotFoundError
 from attribution_audit.store import runs
 from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.models import (
+    AttributionMetrics,
     AttributionNeighbour,
     CalibrationModel,
     EvaluationResult,
@@ -76,6 +77,8 @@ class LoggedResult:
     artists: list[str]
     work_ids: list[str]
     similarities: list[float]
+    top_artist: str | None = None  # the request's reported artist (under the ``centroid`` rule, K-independent)
+    centroid_log_odds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -242,13 +245,19 @@ class EvaluationRepository:
         """The run's successful results with their labels and logged neighbours, in query order."""
         with read_scope(self.engine) as session:
             rows = session.execute(
-                select(EvaluationResult, LabelledQueryRecord)
+                select(
+                    EvaluationResult,
+                    LabelledQueryRecord,
+                    AttributionMetrics.top_artist,
+                    AttributionMetrics.centroid_log_odds,
+                )
                 .join(LabelledQueryRecord, LabelledQueryRecord.id == EvaluationResult.labelled_query_id)
+                .outerjoin(AttributionMetrics, AttributionMetrics.request_id == EvaluationResult.request_id)
                 .where(EvaluationResult.run_id == run_id, EvaluationResult.request_id.is_not(None))
                 .order_by(LabelledQueryRecord.id)
             ).all()
             neighbours: dict[str, list[AttributionNeighbour]] = {}
-            request_ids = [result.request_id for result, _ in rows]
+            request_ids = [row[0].request_id for row in rows]
             for start in range(0, len(request_ids), NEIGHBOUR_PAGE):
                 for n in session.scalars(
                     select(AttributionNeighbour)
@@ -257,7 +266,7 @@ class EvaluationRepository:
                 ):
                     neighbours.setdefault(n.request_id, []).append(n)
         logged = []
-        for result, query in rows:
+        for result, query, top, log_odds in rows:
             ranked = neighbours.get(result.request_id or "", [])
             logged.append(
                 LoggedResult(
@@ -273,6 +282,8 @@ class EvaluationRepository:
                     artists=[n.canonical_artist for n in ranked],
                     work_ids=[n.work_id for n in ranked],
                     similarities=[n.similarity for n in ranked],
+                    top_artist=top,
+                    centroid_log_odds=log_odds,
                 )
             )
         return logged
