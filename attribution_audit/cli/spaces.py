@@ -57,7 +57,7 @@ def spaces_fit(
     also fit the version's own confidence model, which its requests use unless `calibrate --space` fits one.
 
     \b
-    Example: attribution-audit spaces fit fontstyle --from style
+    Example: attribution-audit spaces fit painters --from content
     """
     from attribution_audit.services.spaces import fit_space
 
