@@ -204,10 +204,11 @@ def list_spaces(audit: AuditStore) -> list[dict[str, Any]]:
     """Every learned space version usable with ``--space NAME`` (the newest) or replayed (older ones), with the
     number of artists of its collection ingested since its fit (None for a version stored without its artists):
     they have no centroid there until the space is refitted."""
-    canonical = audit.catalogue.canonical_artists()
+    versions = audit.spaces.versions()
+    canonical = audit.catalogue.canonical_artists() if versions else {}
     current: dict[str, set[str]] = {}
     listed = []
-    for info in audit.spaces.versions():
+    for info in versions:
         if info.collection not in current:
             current[info.collection] = {canonical.get(a, a) for a in audit.catalogue.artists_in(info.collection)}
         fitted = None if info.artists is None else {canonical.get(a, a) for a in info.artists}
