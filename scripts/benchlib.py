@@ -27,7 +27,7 @@ def provenance(packages: tuple[str, ...]) -> list[str]:
     """The command, date and machine lines that head a benchmark section."""
     versions = ", ".join(f"{p} {version(p)}" for p in packages)
     return [
-        f"Command: `{shlex.join(sys.orig_argv)}`  ",
+        f"Command: `{shlex.join(['python', *sys.orig_argv[1:]])}`  ",  # not this machine's interpreter path
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs ({cpu_model()}), Python "
         f"{platform.python_version()}, {versions}",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import ArtistCentroids, Projection
 from attribution_audit.domain.spaces import SPACES, LearnedSpace, QueryVectors
-from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.sources.synthetic import ARTIST_NAMES, DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.chain import StoredRequest, canonical_content
 
 
@@ -68,6 +69,52 @@ def test_a_learned_space_built_with_its_works_artists_has_the_model_and_the_base
     assert space.centroid_log_odds(query, "b") == pytest.approx(model.log_odds(space.coordinates([query])[0], "b"))
     assert LearnedSpace.over("s", 1, STYLE, projection, works).centroid_log_odds(query, "b") is None
     assert all(space.centroid_log_odds(query, "b") is None for space in SPACES.values())
+
+
+def test_an_artist_ingested_since_the_fit_has_no_centroid() -> None:
+    """The projection has no direction for an artist it was not fitted on: a new artist's centroid captured the
+    centroid rule's answers (log-odds 30) for queries whose neighbours were all other artists'."""
+    points, labels = _artists()
+    projection = Projection(mean=np.zeros(2), matrix=np.eye(2))
+    works = [(f"p{i}", {"artist": a}, QueryVectors(np.zeros(2), points[i])) for i, a in enumerate(labels)]
+    query = QueryVectors(np.zeros(2), points[45])  # one of b's works
+    space = LearnedSpace.over("s", 1, STYLE, projection, works, labels, fitted={"a", "c"})
+    assert space.since_fit == ("b",) and space.centroid_log_odds(query, "b") is None
+    assert space.most_likely_artist(query) in {"a", "c"}
+    kept = [w[2] for w, a in zip(works, labels, strict=True) if a != "b"]
+    model = ArtistCentroids.fit(space.coordinates(kept), [a for a in labels if a != "b"])
+    assert model is not None and space.centroids is not None and space.centroids.artists == ("a", "c")
+    assert space.centroid_log_odds(query, "a") == pytest.approx(model.log_odds(space.coordinates([query])[0], "a"))
+    assert LearnedSpace.over("s", 1, STYLE, projection, works, labels, fitted=set(labels)).since_fit == ()
+
+
+@pytest.mark.slow
+def test_a_space_fitted_before_an_artist_was_ingested_says_so_and_gives_it_no_centroid(
+    cli: Cli, tmp_path: Path
+) -> None:
+    embedder = ["--embedder", EMBEDDER]
+    four = make_demo_catalogue(tmp_path / "four", artists=4, works_per_artist=6)
+    five = make_demo_catalogue(tmp_path / "five", artists=5, works_per_artist=6)
+    cli("ingest", str(four.manifest), *embedder, "--spaces", "content,style", "--catalogue", "demo")
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
+    assert listed["artists_since_fit"] == 0 and "artists" not in listed["validation"]
+    cli("ingest", str(five.manifest), *embedder, "--spaces", "content,style", "--catalogue", "demo")
+    (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
+    assert listed["artists"] == 4 and listed["artists_since_fit"] == 1
+    new = ARTIST_NAMES[4]
+    args = ("attribute", str(five.queries[4].path), "--space", "painters", "--top", "centroid", "--json", *embedder)
+    done = cli(*args)
+    (record,) = json.loads(done.stdout)
+    assert record["top_artist"] != new and record["top_artist"] in ARTIST_NAMES[:4]
+    assert done.stderr.strip() == (
+        f"note: space painters (version 1) was fitted before 1 artist(s) were ingested ({new}): they have no "
+        "centroid; refit it with `attribution-audit spaces fit painters --from style` to include them"
+    )
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    assert [s["artists_since_fit"] for s in json.loads(cli("spaces", "list", "--json").stdout)] == [1, 0]
+    (refitted,) = json.loads(cli(*args).stdout)
+    assert refitted["parameters"]["space_version"] == 2
 
 
 def test_the_centroid_rule_reports_the_artist_of_maximum_posterior_where_share_and_nearest_differ() -> None:

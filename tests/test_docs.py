@@ -132,3 +132,12 @@ def test_architecture_names_every_package_and_the_readme_links_it() -> None:
     missing = [part for part in parts if part not in architecture]
     assert not missing, f"ARCHITECTURE.md does not place {missing} in a layer"
     assert "(ARCHITECTURE.md)" in README.read_text(encoding="utf-8")
+
+
+def test_the_docs_cite_commands_a_reader_can_run_not_this_machine_paths() -> None:
+    """docs/quality.md cited a helper's interpreter and folders (/work/main/.venv/bin/python, /work/q/centroid/...,
+    its run.sh) in its commands; a reader runs the benchmark scripts on their own build."""
+    found = re.findall(r"/work/\S*|\brun\.sh\b", (ROOT / "docs" / "quality.md").read_text())
+    assert not found, found
+    for doc in sorted((ROOT / "docs").glob("*.md")):  # the benchmarks' Command lines name no interpreter path
+        assert not re.search(r"`/\S*/bin/python ", doc.read_text()), doc.name

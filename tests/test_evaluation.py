@@ -237,6 +237,17 @@ def test_confidence_quality_ece_with_two_bins() -> None:
     assert quality["brier"] == pytest.approx((0.01 + 0 + 1) / 3)
 
 
+def test_confidence_quality_under_the_centroid_rule_scores_the_logged_artist_and_its_log_odds() -> None:
+    """The centroid rule's artist is not among the neighbours' counts: the logged request's is scored, at every K,
+    with its centroid log-odds (a model fitted under the rule weighs them)."""
+    names = ("entropy", "nn_distance", "margin", "centroid_log_odds")
+    by_odds = LogisticModel("logistic-v8", [0.0] * 4, [1.0] * 4, [0.0, 0.0, 0.0, 1.0], 0.0, names)
+    logged = [replace(O2, top_artist="A", centroid_log_odds=3.0), replace(O4, top_artist="A", centroid_log_odds=-3.0)]
+    for k in (1, 3):
+        quality = confidence_quality(logged, k, by_odds, top="centroid")
+        assert quality["accuracy"] == 0.5 and quality["auroc"] == 1.0  # O2 right (its true artist A), O4 wrong
+
+
 def test_confidence_quality_uses_the_model_and_skips_empty_outcomes() -> None:
     # A model with zero coefficients predicts 1/2 for everyone: Brier 1/4, AUROC 1/2, one bin: |0.5 - 0.6|.
     flat = LogisticModel("logistic-v7", [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], 0.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +251,8 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
         ),
     )
     assert [audit.evaluations.latest_calibration("fp", "s", v).name for v in (1, 2)] == [user, second]  # type: ignore[union-attr]
+    assert audit.evaluations.calibrated_in("fp", "s", 1) == {user: "share"}  # the version's own is not listed
+    assert audit.evaluations.calibrated_in("fp", "s", 2) == {}
 
 
 @pytest.mark.slow
@@ -259,6 +263,7 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     fitted = fit.stdout
     assert "stored painters version 1" in fitted and "5-d from content+style, 48 works of 6 artists" in fitted
     assert "note: 8.0 works per artist on average, fewer than K = 10" in fit.stderr and "--k 8 or fewer" in fit.stderr
+    assert "--top centroid (the artists' centroids, which do not count works), --top nearest" in fit.stderr
     (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
     assert listed["name"] == "painters" and listed["version"] == 1 and listed["dimension"] == 5
     assert listed["validation"]["split"] == "content groups" and listed["validation"]["held_out_works"] >= 10
@@ -271,8 +276,28 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     own = listed["validation"]["confidence"]  # a model or the held-out rate, recorded by the request
     assert first["confidence_model"] == own["model"] and f"confidence: {own['model']}" in fitted
 
-    pinned = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "0.5", *embedder).stdout
+    audit = cli.audit()
+    (version,) = audit.spaces.versions()
+    names = CALIBRATION_FEATURES
+    user = audit.evaluations.add_calibration(  # as `calibrate --space painters --top nearest` stores it
+        LogisticModel("user", [0.0] * len(names), [1.0] * len(names), [0.2] * len(names), 0.0, names),
+        CalibrationEvidence(
+            embedder_fingerprint=version.embedder_fingerprint,
+            labelled_path="labelled.csv",
+            labelled_sha256="1" * 64,
+            n_samples=20,
+            n_positive=10,
+            fit_metrics={"parameters": AttributionParams(space="painters", space_version=1, top="nearest").as_json()},
+        ),
+    )
+    refit = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "0.5", *embedder)
+    pinned = refit.stdout
     assert "stored painters version 2" in pinned and "shrinkage 0.5," in pinned
+    assert (
+        f"note: the calibrate model(s) {user} (--top nearest) of painters version 1 do not apply to version 2, "
+        "whose requests use its own model until you run `attribution-audit calibrate LABELLED.csv --space painters` "
+        "again (with each --top)"
+    ) in refit.stderr
     (second,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
     assert second["parameters"]["space_version"] == 2
     replay = json.loads(cli("audit", "replay", first["request_id"], "--json").stdout)
@@ -298,6 +323,18 @@ def test_a_style_space_needs_style_vectors(cli: Cli, demo_catalogue: DemoCatalog
     cli("ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER)
     refused = cli("spaces", "fit", "s", "--from", "style", "--embedder", EMBEDDER, code=1)
     assert "--spaces content,style" in refused.stderr and "Traceback" not in refused.output
+
+
+@pytest.mark.slow
+def test_the_spaces_examples_run_on_the_demo_as_make_demo_ingests_it(cli: Cli, demo_catalogue: DemoCatalogue) -> None:
+    """`make demo` ingests content vectors only (scripts/demo.py): the example fitted a style space there and failed
+    ("the style space covers 0 of its 48 works")."""
+    cli("ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER)
+    for command in ("fit", "list"):
+        (example,) = re.findall(r"^\s*Example: (.*)$", cli("spaces", command, "--help").stdout, flags=re.M)
+        words = shlex.split(example)
+        assert words[:3] == ["attribution-audit", "spaces", command]
+        cli(*words[1:])
 
 
 def test_space_list_is_empty_without_fits(cli: Cli, tmp_path: Path) -> None:
@@ -344,3 +381,14 @@ def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogu
     assert refused.stderr.count("\n") == 1 and "run it in content, style or fused" in refused.stderr
     runs = json.loads(cli("evaluate", "list", "--format", "json").stdout)
     assert [run["status"] for run in runs] == ["completed", "completed"]
+    centroid = ("evaluate", "run", labelled, "--k-max", "5", "--k", "3", "--top", "centroid", *embedder)
+    refused = cli(*centroid, "--out", str(tmp_path / "c0"), code=1)  # content has no centroids: before a run
+    assert refused.stderr.count("\n") == 1 and "top rule centroid needs a learned space" in refused.stderr
+    done = cli(*centroid, "--space", "painters", "--out", str(tmp_path / "c"))
+    assert "evaluation run 3:" in done.stdout
+    (request,) = json.loads(cli("audit", "list", "--limit", "1", "--json").stdout)
+    shown = json.loads(cli("audit", "show", request["request_id"], "--json").stdout)
+    assert shown["parameters"]["top"] == "centroid" and shown["parameters"]["space"] == "painters"
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert metrics["overall"]["confidence"]["queries"] == 6  # scored on the logged centroid artists
+    assert len(json.loads(cli("evaluate", "list", "--format", "json").stdout)) == 3

@@ -376,6 +376,9 @@ def test_the_reader_can_write_nothing_and_is_told_it_is_a_permissions_problem(
     assert "need a user granted a role made by `attribution-audit db grant-writer ROLE`" in stderr
     assert make_url(reader_log.reader_url).username in stderr
     _permission_error(reader("artists", "merge", "Zoe", "émile", code=1))
+    listed = _permission_error(reader("spaces", "list", code=1))  # reads a table, writes nothing: said so
+    assert "(permission denied for table learned_spaces)" in listed
+    assert "or read more than the reporting and audit views (spaces list, evaluate list, ...) need" in listed
     _permission_error(reader("audit", "verify-recall", code=1))
     assert "`db upgrade` needs the user that owns the schema" in _permission_error(reader("db", "upgrade", code=1))
     stderr = _permission_error(reader("db", "grant-reader", f"{reader_log.role}_more", code=1))

@@ -92,7 +92,7 @@ def attribute(
     """
     from attribution_audit.api import attribute_files
     from attribution_audit.errors import ImageError
-    from attribution_audit.services.attribute import FewerWorks
+    from attribution_audit.services.attribute import FewerWorks, SpaceSinceFit
     from attribution_audit.services.checkpoints import Signed
 
     params = checked(
@@ -118,7 +118,7 @@ def attribute(
             failed += 1
         elif isinstance(result, Signed):
             say_signed(result)
-        elif isinstance(result, FewerWorks):
+        elif isinstance(result, FewerWorks | SpaceSinceFit):
             typer.echo(f"note: {result}", err=True)
         elif fmt is OutputFormat.table:
             print_attribution(result)

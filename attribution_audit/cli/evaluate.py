@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from attribution_audit.cli import copies
+from attribution_audit.cli.attribute import TopOption
 from attribution_audit.cli.common import (
     EmbedderOption,
     ExactChoice,
@@ -17,6 +18,7 @@ from attribution_audit.cli.common import (
     QueriesArgument,
     SpaceChoice,
     SpaceOption,
+    TopChoice,
     Typer,
     audit_of,
     checked,
@@ -45,13 +47,15 @@ def evaluate_run(
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, CSV tables, report.md and plots.")] = OUT,
     name: Annotated[str | None, typer.Option(help="Name of the query set (default: the file name).")] = None,
     space: SpaceOption = "content",
+    top: TopOption = TopChoice.share,
     exact: Annotated[
         ExactChoice,
         typer.Option(parser=choice(ExactChoice, "exact"), help="Exact search HNSW is timed and compared against."),
     ] = ExactChoice.brute,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Attribute every labelled query (logged, tagged with the run) and compute the note's metrics.
+    """Attribute every labelled query (logged, tagged with the run) and compute the note's metrics; the confidence's
+    quality is that of the --top rule's artist.
 
     \b
     Example: attribution-audit evaluate run .demo/catalogue/queries.csv --k-max 20 --k 5 --out .demo/evaluation
@@ -73,6 +77,7 @@ def evaluate_run(
         k=k,
         space=space,
         exact=exact.value,
+        top=top.value,
     )
     write_outputs(summary.metrics, out)
     overall = summary.metrics["overall"]["curves"]

@@ -60,7 +60,7 @@ def spaces_fit(
     also fit the version's own confidence model, which its requests use unless `calibrate --space` fits one.
 
     \b
-    Example: attribution-audit spaces fit fontstyle --from style
+    Example: attribution-audit spaces fit painters --from content
     """
     from attribution_audit.services.spaces import fit_space
 
@@ -91,11 +91,20 @@ def spaces_fit(
             "(works + 2); too few right or wrong to rank requests); fit one with `calibrate --space` on labelled "
             "queries"
         )
+    if result.outdated:
+        models = ", ".join(f"{model} (--top {top})" for model, top in result.outdated.items())
+        typer.echo(
+            f"note: the calibrate model(s) {models} of {space.name} version {space.version - 1} do not apply to "
+            f"version {space.version}, whose requests use its own model until you run `attribution-audit calibrate "
+            f"LABELLED.csv --space {space.name}` again (with each --top)",
+            err=True,
+        )
     if (per_artist := space.n_works / space.n_artists) < DEFAULT_K:  # equal shares: the most works among the K
         typer.echo(
             f"note: {per_artist:.1f} works per artist on average, fewer than K = {DEFAULT_K}: the top artist (the "
             "largest share of the K works) then favours the artists with more works; attribute in this space with "
-            f"--k {max(1, int(per_artist))} or fewer, or with --top nearest",
+            f"--top centroid (the artists' centroids, which do not count works), --top nearest, or --k "
+            f"{max(1, int(per_artist))} or fewer",
             err=True,
         )
 
@@ -113,7 +122,17 @@ def spaces_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, as_j
     rows = [
         {
             key: space[key]
-            for key in ("name", "version", "base", "method", "dimension", "works", "artists", "collection")
+            for key in (
+                "name",
+                "version",
+                "base",
+                "method",
+                "dimension",
+                "works",
+                "artists",
+                "artists_since_fit",
+                "collection",
+            )
         }
         | {"hit@1": space["validation"]["hit@1"], "hit@10": space["validation"]["hit@10"]}
         for space in spaces

@@ -9,7 +9,7 @@ projection, say) is one more :class:`Space` registered in :data:`SPACES`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -96,6 +96,11 @@ class Space(ABC):
         """The artist of maximum posterior under the space's model of the artists' centroids (the ``centroid``
         rule's top artist); None in a space without one."""
         return None
+
+    @property
+    def has_centroids(self) -> bool:
+        """Whether the space has a model of the artists' centroids (the ``centroid`` rule needs one)."""
+        return False
 
 
 class SingleSpace(Space):
@@ -215,6 +220,7 @@ class LearnedSpace(Space):
         self.bases = LEARNED_BASES[base]
         self.projection, self.works = projection, works
         self.centroids: ArtistCentroids | None = None  # the works' artists' model (:meth:`over`, given the artists)
+        self.since_fit: tuple[str, ...] = ()  # the works' artists the version was not fitted on (no centroid)
 
     @classmethod
     def over(
@@ -225,16 +231,23 @@ class LearnedSpace(Space):
         projection: Projection,
         works: Sequence[tuple[str, dict[str, Any], QueryVectors]],
         artists: Sequence[str] = (),
+        fitted: Collection[str] | None = None,
     ) -> LearnedSpace:
         """The space over a catalogue's works, given as (point id, payload, base vectors), with the model of their
-        artists' centroids when ``artists`` names each work's (canonical) artist."""
+        artists' centroids when ``artists`` names each work's (canonical) artist: of the ``fitted`` artists only
+        (those the version was fitted on; every artist when None), since the projection has no direction that
+        tells the others apart, so an artist ingested since the fit has no centroid (:attr:`since_fit`)."""
         space = cls(name, version, base, projection, ProjectedCatalogue([], [], np.empty((0, projection.dim))))
         if works:
             coordinates = space.coordinates([vectors for _, _, vectors in works])
             space.works = ProjectedCatalogue(
                 [w[0] for w in works], [w[1] for w in works], unit_rows(coordinates).astype(np.float32)
             )
-            space.centroids = ArtistCentroids.fit(coordinates, artists) if artists else None
+            if artists:
+                known = np.array([fitted is None or a in fitted for a in artists], dtype=bool)
+                space.since_fit = tuple(sorted({a for a, k in zip(artists, known, strict=True) if not k}))
+                kept = [a for a, k in zip(artists, known, strict=True) if k]
+                space.centroids = ArtistCentroids.fit(coordinates[known], kept)
         return space
 
     def coordinates(self, queries: Sequence[QueryVectors]) -> np.ndarray:
@@ -253,6 +266,10 @@ class LearnedSpace(Space):
         if self.centroids is None:
             return None
         return self.centroids.log_odds(self.coordinates([query])[0], artist)
+
+    @property
+    def has_centroids(self) -> bool:
+        return self.centroids is not None
 
     def most_likely_artist(self, query: QueryVectors) -> str | None:
         """The artist of maximum posterior under :class:`ArtistCentroids` (equal priors); None without the model."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from attribution_audit.domain.confidence import LogisticModel, confidence
 from attribution_audit.domain.indicators import artist_entropy, artist_margin
+from attribution_audit.domain.params import CENTROID
 from attribution_audit.domain.ranking import top_artist
 from attribution_audit.domain.shares import neighbour_shares
 
@@ -41,6 +42,8 @@ class QueryOutcome:
     hnsw_ms: float | None = None
     exact_ms: float | None = None
     artist_works: int | None = None  # works by the true artist in the catalogue when the run started
+    top_artist: str | None = None  # the logged request's reported artist: the ``centroid`` rule's does not depend on K
+    centroid_log_odds: float | None = None  # the logged request's, of ``top_artist``
 
     def k_for(self, fixed_k: int) -> int:
         """Per-image K: the number of true works when known, else ``fixed_k``."""
@@ -182,8 +185,11 @@ def confidence_quality(
         if not o.artists:
             continue
         sims = o.similarities[:k]
-        _, chosen = top_artist(o.artists[:k], sims, neighbour_shares(sims, shares, temperature), top)
-        scores.append(confidence(model, features_at(o, k))[0])
+        _, chosen = top_artist(o.artists[:k], sims, neighbour_shares(sims, shares, temperature), top, o.top_artist)
+        features = features_at(o, k)
+        if top == CENTROID:  # the logged artist's log-odds hold at every K under this rule
+            features["centroid_log_odds"] = o.centroid_log_odds
+        scores.append(confidence(model, features)[0])
         correct.append(chosen == o.true_artist)
     if not scores:
         return {"queries": 0, "auroc": None, "brier": None, "ece": None, "accuracy": None}

@@ -10,6 +10,7 @@ from pathlib import Path
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
+from attribution_audit.domain.spaces import LearnedSpace
 from attribution_audit.errors import ImageError
 from attribution_audit.services.checkpoints import Signed, auto_checkpoint, guard_witness, refuse_unsignable
 from attribution_audit.services.wiring import open_attributor
@@ -34,12 +35,32 @@ class FewerWorks:
         )
 
 
+@dataclass(frozen=True)
+class SpaceSinceFit:
+    """The learned space of the requests was fitted before ``artists`` were ingested: they have no centroid (their
+    centroid log-odds are None, and the ``centroid`` rule never reports them) until the space is refitted."""
+
+    space: str
+    version: int
+    base: str
+    artists: tuple[str, ...]
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.artists[:5]) + (", ..." if len(self.artists) > 5 else "")
+        return (
+            f"space {self.space} (version {self.version}) was fitted before {len(self.artists)} artist(s) were "
+            f"ingested ({shown}): they have no centroid; refit it with `attribution-audit spaces fit {self.space} "
+            f"--from {self.base}` to include them"
+        )
+
+
 def attribute_files(
     settings: Settings, audit: AuditStore, images: Sequence[Path], params: AttributionParams
-) -> Iterator[Attribution | ImageError | Signed | FewerWorks]:
+) -> Iterator[Attribution | ImageError | Signed | FewerWorks | SpaceSinceFit]:
     """Each image's committed attribution, or the ImageError that kept it out of the log (the others go on), and
     each checkpoint signed meanwhile; before the first attribution, when K is more than the collection's works, a
-    FewerWorks note. Refused up front when the witness file names another audit DB, or when an automatic checkpoint
+    FewerWorks note, and in a learned space fitted before some of the works' artists were ingested, a SpaceSinceFit
+    note. Refused up front when the witness file names another audit DB, or when an automatic checkpoint
     falls due among them without the key of the witnessed checkpoints."""
     adopted = guard_witness(settings, audit)
     if adopted is not None:
@@ -47,7 +68,7 @@ def attribute_files(
     refuse_unsignable(settings, audit, len(images))
     with open_attributor(settings, audit, settings.embedder) as attributor:
         works = attributor.store.count()
-        noted = works >= params.k
+        noted = False
         for image in images:
             try:
                 attribution = attributor.attribute(image, params)
@@ -56,7 +77,11 @@ def attribute_files(
                 continue
             if not noted:
                 noted = True
-                yield FewerWorks(params.k, works, attributor.store.collection, params.max_distance)
+                if works < params.k:
+                    yield FewerWorks(params.k, works, attributor.store.collection, params.max_distance)
+                space = attributor.space_of(params)[0]
+                if isinstance(space, LearnedSpace) and space.since_fit:
+                    yield SpaceSinceFit(space.name, space.version, space.base, space.since_fit)
             yield attribution
             signed = auto_checkpoint(settings, audit, attribution)
             if signed is not None:

@@ -147,7 +147,10 @@ class Attributor:
             points = list(self.store.iter_points())
             works = [(p.point_id, p.payload, QueryVectors(p.vector, p.style)) for p in points]
             artists = [self.canonical.get(a, a) for a in (str(p.payload.get("artist", "")) for p in points)]
-            self._learned[key] = LearnedSpace.over(info.name, info.version, info.base, projection, works, artists)
+            covered = None if info.artists is None else {self.canonical.get(a, a) for a in info.artists}
+            self._learned[key] = LearnedSpace.over(
+                info.name, info.version, info.base, projection, works, artists, covered
+            )
         return self._learned[key], replace(params, space_version=info.version)
 
     # -- one request -------------------------------------------------------------------------------------------
@@ -205,13 +208,20 @@ class Attributor:
         )
 
     def centroid_artist(self, space: Space, query: QueryVectors, params: AttributionParams) -> str | None:
-        """The top artist by the ``centroid`` rule when the params ask for it, else None; OptionError in a space
-        without artist centroids (naming the learned spaces to use instead); VectorStoreError in a learned space whose
-        current catalogue is too small for the model (say after withdrawals)."""
+        """The top artist by the ``centroid`` rule when the params ask for it, else None; raises where the space has
+        no artist centroids (:meth:`require_centroids`)."""
         if params.top != CENTROID:
             return None
-        found = space.most_likely_artist(query)
-        if found is None and isinstance(space, LearnedSpace):
+        self.require_centroids(space)
+        return space.most_likely_artist(query)
+
+    def require_centroids(self, space: Space) -> None:
+        """For the ``centroid`` rule: VectorStoreError in a learned space whose current catalogue is too small for the
+        model (say after withdrawals); OptionError in a space without artist centroids (a base space), naming the
+        learned spaces to use instead."""
+        if space.has_centroids:
+            return
+        if isinstance(space, LearnedSpace):
             works = Counter(self.canonical.get(a, a) for a in (str(p.get("artist", "")) for p in space.works.payloads))
             artists = f"{len(works)} artist{'' if len(works) == 1 else 's'}"
             raise VectorStoreError(
@@ -219,14 +229,12 @@ class Attributor:
                 f"works or more, and collection '{self.store.collection}' now holds {sum(works.values())} works of "
                 f"{artists}: ingest more artists' works (a new request can use the top rule share or nearest)"
             )
-        if found is None:
-            learned = [name for name in self.space_names() if name not in SPACES and name != space.name]
-            use = f"use a learned space ({', '.join(learned)})" if learned else "fit a learned space (`spaces fit`)"
-            raise OptionError(
-                f"top rule centroid needs a learned space's artist centroids and space {space.name} has none: "
-                f"{use}, or the top rule share or nearest"
-            )
-        return found
+        learned = [name for name in self.space_names() if name not in SPACES and name != space.name]
+        use = f"use a learned space ({', '.join(learned)})" if learned else "fit a learned space (`spaces fit`)"
+        raise OptionError(
+            f"top rule centroid needs a learned space's artist centroids and space {space.name} has none: "
+            f"{use}, or the top rule share or nearest"
+        )
 
     def agreement(
         self, engine: SearchEngine, space: Space, query: QueryVectors, top: str | None, k: int

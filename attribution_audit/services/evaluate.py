@@ -12,7 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from attribution_audit.config import Settings
-from attribution_audit.domain.params import DEFAULT_EXACT_METHOD, MAX_K, AttributionParams
+from attribution_audit.domain.params import CENTROID, DEFAULT_EXACT_METHOD, MAX_K, AttributionParams
 from attribution_audit.domain.spaces import SPACES
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, NotFoundError
 from attribution_audit.evaluation.metrics import QueryOutcome, evaluate
@@ -63,15 +63,20 @@ def run_evaluation(
     batch_size: int = 32,
     space: str = "content",
     exact: str = DEFAULT_EXACT_METHOD,
+    top: str = "share",
 ) -> EvaluationSummary:
-    """Attribute each labelled query with K = :func:`recorded_depth` in ``space`` (logged), time the engine's
-    search against the ``exact`` one (brute or kdtree; its index is built before the timing), store, and compute
-    the metrics from the DB."""
+    """Attribute each labelled query with K = :func:`recorded_depth` in ``space`` under the ``top`` rule (logged),
+    time the engine's search against the ``exact`` one (brute or kdtree; its index is built before the timing),
+    store, and compute the metrics from the DB."""
     audit = attributor.audit
     queries = audit.evaluations.queries(query_set_id)
     depth = recorded_depth(queries, k_max)
     # the space first: a learned space's newest version is recorded, an unknown space refused before the run starts
-    searching, params = attributor.space_of(AttributionParams(k=depth, verify="off", space=space, exact_method=exact))
+    searching, params = attributor.space_of(
+        AttributionParams(k=depth, verify="off", space=space, exact_method=exact, top=top)
+    )
+    if top == CENTROID:
+        attributor.require_centroids(searching)  # refused before the run starts
     model = attributor.calibration_for(params)
     run_id = audit.evaluations.start_run(
         kind="attribution",
@@ -180,6 +185,8 @@ def load_outcomes(audit: AuditStore, run_id: int) -> list[QueryOutcome]:
             hnsw_ms=logged.result.hnsw_ms,
             exact_ms=logged.result.exact_ms,
             artist_works=works.get(canonical.get(logged.query.artist, logged.query.artist)),
+            top_artist=logged.top_artist,
+            centroid_log_odds=logged.centroid_log_odds,
         )
         for logged in audit.evaluations.logged_results(run_id)
     ]
@@ -255,13 +262,14 @@ def evaluate_queries(
     k: int = 10,
     space: str = "content",
     exact: str = DEFAULT_EXACT_METHOD,
+    top: str = "share",
 ) -> EvaluationSummary:
     """The ``evaluate run`` use case: import the labelled queries (or find the stored set) and run them."""
     if k > k_max:
         raise ValueError(f"--k {k} is larger than --k-max {k_max}")
     query_set = import_query_set(audit, queries, name)
     with open_attributor(settings, audit, settings.embedder) as attributor:
-        return run_evaluation(attributor, query_set, k_max=k_max, k=k, space=space, exact=exact)
+        return run_evaluation(attributor, query_set, k_max=k_max, k=k, space=space, exact=exact, top=top)
 
 
 def compare_spaces_of(

@@ -33,7 +33,7 @@ from attribution_audit.evaluation.calibration import expected_calibration_error
 from attribution_audit.services.calibrate import fit_and_score
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.spaces import SpaceConfidence, SpaceInfo
+from attribution_audit.store.spaces import ARTISTS, SpaceConfidence, SpaceInfo
 
 METHODS = ("lda",)
 MIN_ARTISTS = 3
@@ -43,10 +43,12 @@ HELD_OUT_RATE = "held-out rate"
 
 @dataclass(frozen=True)
 class FitResult:
-    """A stored fit and how long the fit took (validation included)."""
+    """A stored fit and how long the fit took (validation included), with the ``calibrate`` models fitted in the
+    version it succeeds (model name -> top rule): they do not score requests in the new version."""
 
     space: SpaceInfo
     seconds: float
+    outdated: dict[str, str]
 
 
 def fit_space(
@@ -62,7 +64,7 @@ def fit_space(
     The shrinkage of the regularised LDA (unless given) is the one with the best hit@1 + hit@10 on works whose
     content is held out (:func:`validate`); the held-out scores of every shrinkage tried, and the base
     space's on the same split, are stored with it; the stored projection is then refitted on every work."""
-    _check_request(audit, name, base, method)
+    previous = _check_request(audit, name, base, method)
     if shrinkage is not None and not 0 < shrinkage < 1:
         raise AttributionAuditError(f"--shrinkage {shrinkage}: choose a number between 0 and 1 (exclusive)")
     started = time.perf_counter()
@@ -92,10 +94,11 @@ def fit_space(
             collection=attributor.store.collection,
             n_works=len(points),
             n_artists=len(set(labels)),
-            validation={**validation, "confidence": default.fit_metrics},
+            validation={**validation, "confidence": default.fit_metrics, ARTISTS: sorted(set(labels))},
             confidence=default,
         )
-    return FitResult(stored, time.perf_counter() - started)
+    outdated = {} if previous is None else audit.evaluations.calibrated_in(stored.embedder_fingerprint, name, previous)
+    return FitResult(stored, time.perf_counter() - started, outdated)
 
 
 def validate(rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] = SHRINKAGES) -> dict[str, Any]:
@@ -200,26 +203,38 @@ def default_confidence(
 
 
 def list_spaces(audit: AuditStore) -> list[dict[str, Any]]:
-    """Every learned space version usable with ``--space NAME`` (the newest) or replayed (older ones)."""
-    return [
-        {
-            "name": info.name,
-            "version": info.version,
-            "base": info.base,
-            "method": info.method,
-            "dimension": info.dim,
-            "collection": info.collection,
-            "works": info.n_works,
-            "artists": info.n_artists,
-            "validation": info.validation,
-            "fingerprint": info.fingerprint,
-            "created_at": info.created_at.isoformat(),
-        }
-        for info in audit.spaces.versions()
-    ]
+    """Every learned space version usable with ``--space NAME`` (the newest) or replayed (older ones), with the
+    number of artists of its collection ingested since its fit (None for a version stored without its artists):
+    they have no centroid there until the space is refitted."""
+    versions = audit.spaces.versions()
+    canonical = audit.catalogue.canonical_artists() if versions else {}
+    current: dict[str, set[str]] = {}
+    listed = []
+    for info in versions:
+        if info.collection not in current:
+            current[info.collection] = {canonical.get(a, a) for a in audit.catalogue.artists_in(info.collection)}
+        fitted = None if info.artists is None else {canonical.get(a, a) for a in info.artists}
+        listed.append(
+            {
+                "name": info.name,
+                "version": info.version,
+                "base": info.base,
+                "method": info.method,
+                "dimension": info.dim,
+                "collection": info.collection,
+                "works": info.n_works,
+                "artists": info.n_artists,
+                "artists_since_fit": None if fitted is None else len(current[info.collection] - fitted),
+                "validation": {key: value for key, value in info.validation.items() if key != ARTISTS},
+                "fingerprint": info.fingerprint,
+                "created_at": info.created_at.isoformat(),
+            }
+        )
+    return listed
 
 
-def _check_request(audit: AuditStore, name: str, base: str, method: str) -> None:
+def _check_request(audit: AuditStore, name: str, base: str, method: str) -> int | None:
+    """The newest stored version of ``name`` (None for a new name), once the request is checked."""
     if name in QUERY_SPACES or not LEARNED_NAME.fullmatch(name):
         raise AttributionAuditError(
             f"space name {name!r}: use lowercase letters, digits, - and _ (at most 40, starting with a letter), "
@@ -235,6 +250,7 @@ def _check_request(audit: AuditStore, name: str, base: str, method: str) -> None
             f"space {name} is fitted from {latest[0].base}, not {base}; refit it --from {latest[0].base} "
             "or choose another name"
         )
+    return None if latest is None else latest[0].version
 
 
 def _stack(points: list[WorkPoint], base: str) -> np.ndarray:

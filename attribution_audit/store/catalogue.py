@@ -307,6 +307,18 @@ class CatalogueRepository:
                     coverage[space] = coverage.get(space, 0) + count
         return coverage
 
+    def artists_in(self, collection: str) -> set[str]:
+        """The names (as ingested, not merged) of the artists with an active work embedded in ``collection``."""
+        query = (
+            select(Artist.name)
+            .join(Work, Work.artist_id == Artist.id)
+            .join(WorkEmbedding, WorkEmbedding.work_pk == Work.id)
+            .where(WorkEmbedding.collection == collection, Work.withdrawn_at.is_(None))
+            .distinct()
+        )
+        with read_scope(self.engine) as session:
+            return set(session.scalars(query))
+
     # -- lifecycle -------------------------------------------------------------------------------------------
     def withdraw(self, catalogue: str, work_ids: Sequence[str]) -> dict[str, list[str]]:
         """Mark works withdrawn (kept for old audit records); their point ids per collection, to delete next."""

@@ -99,8 +99,9 @@ def permission_error(engine: Engine, exc: BaseException, needs: str | None = Non
     user = engine.url.username
     who = f"database user {user!r}" if user else "this database user"
     todo = needs or (
-        "commands that write (ingest, attribute, ...) need a user granted a role made by `attribution-audit "
-        "db grant-writer ROLE` (or the schema owner); read-only users (granted a role made by `attribution-audit "
+        "commands that write (ingest, attribute, ...) or read more than the reporting and audit views (spaces list, "
+        "evaluate list, ...) need a user granted a role made by `attribution-audit db grant-writer ROLE` (or the "
+        "schema owner); read-only users (granted a role made by `attribution-audit "
         "db grant-reader ROLE`: GRANT ROLE TO <user>) can run db current, audit list/show/verify/export and report"
     )
     return DatabaseError(

@@ -16,6 +16,7 @@ from attribution_audit.errors import DatabaseError, ManifestError, NotFoundError
 from attribution_audit.store import runs
 from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.models import (
+    AttributionMetrics,
     AttributionNeighbour,
     CalibrationModel,
     EvaluationResult,
@@ -76,6 +77,8 @@ class LoggedResult:
     artists: list[str]
     work_ids: list[str]
     similarities: list[float]
+    top_artist: str | None = None  # the request's reported artist (under the ``centroid`` rule, K-independent)
+    centroid_log_odds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -242,13 +245,19 @@ class EvaluationRepository:
         """The run's successful results with their labels and logged neighbours, in query order."""
         with read_scope(self.engine) as session:
             rows = session.execute(
-                select(EvaluationResult, LabelledQueryRecord)
+                select(
+                    EvaluationResult,
+                    LabelledQueryRecord,
+                    AttributionMetrics.top_artist,
+                    AttributionMetrics.centroid_log_odds,
+                )
                 .join(LabelledQueryRecord, LabelledQueryRecord.id == EvaluationResult.labelled_query_id)
+                .outerjoin(AttributionMetrics, AttributionMetrics.request_id == EvaluationResult.request_id)
                 .where(EvaluationResult.run_id == run_id, EvaluationResult.request_id.is_not(None))
                 .order_by(LabelledQueryRecord.id)
             ).all()
             neighbours: dict[str, list[AttributionNeighbour]] = {}
-            request_ids = [result.request_id for result, _ in rows]
+            request_ids = [row[0].request_id for row in rows]
             for start in range(0, len(request_ids), NEIGHBOUR_PAGE):
                 for n in session.scalars(
                     select(AttributionNeighbour)
@@ -257,7 +266,7 @@ class EvaluationRepository:
                 ):
                     neighbours.setdefault(n.request_id, []).append(n)
         logged = []
-        for result, query in rows:
+        for result, query, top, log_odds in rows:
             ranked = neighbours.get(result.request_id or "", [])
             logged.append(
                 LoggedResult(
@@ -273,6 +282,8 @@ class EvaluationRepository:
                     artists=[n.canonical_artist for n in ranked],
                     work_ids=[n.work_id for n in ranked],
                     similarities=[n.similarity for n in ranked],
+                    top_artist=top,
+                    centroid_log_odds=log_odds,
                 )
             )
         return logged
@@ -310,12 +321,33 @@ class EvaluationRepository:
         top-artist rule ``top`` by ``calibrate``, else the learned space version's own (``spaces fit``), if any; a
         model stored without its parameters counts as fitted in the content space, one without a rule under
         ``share`` (the only rule before ``top`` was recorded)."""
+        own = None
+        for row, fitted, source in self._calibrations(embedder_fingerprint):
+            if fitted != (space, space_version, top):
+                continue
+            if source != SPACE_FIT_SOURCE:
+                return _model(row)
+            own = own or _model(row)
+        return own
+
+    def calibrated_in(self, embedder_fingerprint: str, space: str, space_version: int) -> dict[str, str]:
+        """Model name -> top-artist rule of the ``calibrate`` models of this embedder fitted in a learned space's
+        version (not the version's own), oldest first."""
+        return {
+            model_name(row): fitted[2]
+            for row, fitted, source in reversed(self._calibrations(embedder_fingerprint))
+            if fitted[:2] == (space, space_version) and source != SPACE_FIT_SOURCE
+        }
+
+    def _calibrations(self, embedder_fingerprint: str) -> list[tuple[CalibrationModel, tuple[Any, Any, Any], Any]]:
+        """This embedder's calibration rows, newest first, each with the (space, space version, top rule) it was
+        fitted in (content and share when not recorded) and its source."""
         query = (
             select(CalibrationModel)
             .where(CalibrationModel.embedder_fingerprint == embedder_fingerprint)
             .order_by(CalibrationModel.id.desc())
         )
-        own = None
+        found = []
         with read_scope(self.engine) as session:
             for row in session.scalars(query):
                 metrics = _fit_metrics(row)
@@ -323,12 +355,8 @@ class EvaluationRepository:
                 if not isinstance(params, dict):
                     raise _tampered(row, "its fit parameters are not a JSON object")
                 fitted = (params.get("space", "content"), params.get("space_version"), params.get("top", "share"))
-                if fitted != (space, space_version, top):
-                    continue
-                if metrics.get("source") != SPACE_FIT_SOURCE:
-                    return _model(row)
-                own = own or _model(row)
-        return own
+                found.append((row, fitted, metrics.get("source")))
+        return found
 
     def calibration(self, name: str) -> LogisticModel:
         """A stored model by its recorded name (``logistic-v<N>``)."""

@@ -19,6 +19,8 @@ from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.evaluations import SPACE_FIT_SOURCE, CalibrationEvidence, calibration_row, model_name
 from attribution_audit.store.models import LearnedSpaceVersion
 
+ARTISTS = "artists"  # the key of a version's fitted artists in its validation
+
 
 @dataclass(frozen=True)
 class SpaceInfo:
@@ -37,6 +39,13 @@ class SpaceInfo:
     n_artists: int
     validation: dict[str, Any]
     created_at: datetime
+
+    @property
+    def artists(self) -> tuple[str, ...] | None:
+        """The (canonical) artists whose works the version was fitted on; None for a version stored before they were
+        kept (``validation["artists"]``)."""
+        found = self.validation.get(ARTISTS)
+        return None if found is None else tuple(found)
 
 
 @dataclass(frozen=True)
