@@ -382,7 +382,7 @@ def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogu
     runs = json.loads(cli("evaluate", "list", "--format", "json").stdout)
     assert [run["status"] for run in runs] == ["completed", "completed"]
     centroid = ("evaluate", "run", labelled, "--k-max", "5", "--k", "3", "--top", "centroid", *embedder)
-    refused = cli(*centroid, "--out", str(tmp_path / "c0"), code=1)  # content has no centroids: before a run
+    refused = cli(*centroid, "--out", str(tmp_path / "c0"), code=2)  # content has no centroids: refused before a run
     assert refused.stderr.count("\n") == 1 and "top rule centroid needs a learned space" in refused.stderr
     done = cli(*centroid, "--space", "painters", "--out", str(tmp_path / "c"))
     assert "evaluation run 3:" in done.stdout
