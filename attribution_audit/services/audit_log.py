@@ -8,7 +8,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import DiskFullError
+from attribution_audit.errors import ReadOnlyError
 from attribution_audit.reporting import export, html
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.browse import RequestFilter
@@ -28,12 +28,12 @@ def get_attribution(audit: AuditStore, request_id: str) -> Attribution:
 
 def verify_chain(audit: AuditStore, workers: int = 1) -> tuple[ChainReport, str | None]:
     """Recompute every hash of the log (streaming, by ``workers`` processes); the first broken record, if any. The
-    outcome is remembered for ``report summary`` (where this user may write); where the disk is full, it is not (a
-    verification is a read): then, second, why not, in one line."""
+    outcome is remembered for ``report summary`` (where this user may write); where the log is open read-only or its
+    disk is full, it is not (a verification is a read): then, second, why not, in one line."""
     report = audit.requests.verify_chain(workers=workers)
     try:
         audit.requests.remember_verification(report)
-    except DiskFullError as exc:
+    except ReadOnlyError as exc:
         return report, f"this verification is not recorded (report summary shows the last recorded one): {exc}"
     return report, None
 

@@ -80,9 +80,11 @@ from attribution_audit.store.database import (
     display_url,
     is_disk_full,
     is_permission_error,
+    is_read_only,
     is_undecodable,
     pipelined,
     read_connection,
+    read_only_error,
     reader,
     write_connection,
 )
@@ -1111,7 +1113,7 @@ class Verification:
 def remember_verification(engine: Engine, report: ChainReport) -> bool:
     """Record a full verification (its report already checked against the earlier ones by :func:`not_shorter`, as
     :func:`verify_chain` and the export do); False where this database user may not write (a read-only role);
-    DiskFullError where its disk is full."""
+    ReadOnlyError where the SQLite log is open read-only, DiskFullError where its disk is full."""
     row = {
         "verified_at": utcnow(),
         "ok": report.ok,
@@ -1128,6 +1130,8 @@ def remember_verification(engine: Engine, report: ChainReport) -> bool:
             return False
         if is_disk_full(exc):
             raise disk_full_error(engine, exc) from None
+        if is_read_only(exc):
+            raise read_only_error(engine, exc) from None
         raise DatabaseError(f"cannot remember the verification ({exc.orig}); the chain itself is unchanged") from exc
     return True
 
