@@ -282,3 +282,21 @@ def test_audit_verify_on_a_read_only_log_gives_its_verdict_and_says_it_was_not_r
     superuser_edit(writable.engine(), "UPDATE attribution_requests SET requester = 'someone else' WHERE seq = 2")
     broken, warning = cli("audit", "verify", code=1).stderr.splitlines()
     assert broken.startswith("chain BROKEN at seq 2") and warning.startswith("warning: this verification is not")
+
+
+def test_audit_export_of_a_read_only_log_writes_its_file_and_says_its_verification_was_not_recorded(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """An export verifies the whole chain and records that verification as `audit verify` does: on a log open
+    read-only, the file is written, exit 0, and the same one line that the verification was not recorded."""
+    writable = _log_on(tmp_path, sqlite_template, 3)
+    cli = Cli(tmp_path, f"sqlite:///{tmp_path / 'audit.sqlite'}?mode=ro", CliRunner())
+    out = tmp_path / "export.jsonl"
+    exported = cli("audit", "export", str(out))
+    assert exported.stdout == f"exported 3 records to {out}\n"
+    (warning,) = exported.stderr.splitlines()
+    assert warning.startswith("warning: this verification is not recorded") and "open read-only here" in warning
+    assert "export OK: 3 records" in cli("audit", "verify", "--file", str(out)).stdout
+    assert _recorded(writable) is None
+    assert writable("audit", "export", str(out), "--force").stderr == ""
+    assert _recorded(writable) == 3

@@ -368,7 +368,9 @@ def audit_export(
     workers: WorkersOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists (refused without).")] = False,
 ) -> None:
-    """Export a period's audit records with their hashes and the chain head (check with audit verify --file).
+    """Export a period's audit records with their hashes and the chain head (check with audit verify --file). The
+    whole chain is verified in the same pass, and recorded for report summary as audit verify records it (where it
+    cannot be, with a warning).
 
     \b
     Example: attribution-audit audit export .demo/audit-export.jsonl --from 2024-01-01
@@ -377,7 +379,7 @@ def audit_export(
     from attribution_audit.services.outputs import refuse_evidence_as_output
 
     refuse_evidence_as_output(ctx.obj, out, "OUT")
-    count = export_records(
+    count, not_recorded = export_records(
         audit_of(ctx.obj),
         out,
         *day_range(date_from, date_to),
@@ -385,3 +387,5 @@ def audit_export(
         overwrite=force,
     )
     typer.echo(f"exported {count} records to {out}")
+    if not_recorded:
+        typer.echo(f"warning: {not_recorded}", err=True)

@@ -31,11 +31,17 @@ def verify_chain(audit: AuditStore, workers: int = 1) -> tuple[ChainReport, str 
     outcome is remembered for ``report summary`` (where this user may write); where the log is open read-only or its
     disk is full, it is not (a verification is a read): then, second, why not, in one line."""
     report = audit.requests.verify_chain(workers=workers)
+    return report, _remember(audit, report)
+
+
+def _remember(audit: AuditStore, report: ChainReport) -> str | None:
+    """Remember a full verification for ``report summary``; where the log is open read-only or its disk is full, why
+    it was not, in one line (the verdict stands)."""
     try:
         audit.requests.remember_verification(report)
     except ReadOnlyError as exc:
-        return report, f"this verification is not recorded (report summary shows the last recorded one): {exc}"
-    return report, None
+        return f"this verification is not recorded (report summary shows the last recorded one): {exc}"
+    return None
 
 
 def export_records(
@@ -46,9 +52,10 @@ def export_records(
     workers: int = 1,
     *,
     overwrite: bool = False,
-) -> int:
+) -> tuple[int, str | None]:
     """Export a period's records with their hashes, the chain head and the DB identity, verifying the whole chain in
-    the same pass (a broken chain exports nothing; the log read by ``workers`` processes); how many were written.
+    the same pass (a broken chain exports nothing; the log read by ``workers`` processes); how many were written,
+    and why that verification was not remembered for ``report summary`` (None: it was; see :func:`verify_chain`).
     An existing ``out`` is refused unless ``overwrite``."""
     written, head = export.export_records(
         audit.requests.chain_records(workers),
@@ -60,8 +67,7 @@ def export_records(
         vouch=audit.requests.against_earlier,
         overwrite=overwrite,
     )
-    audit.requests.remember_verification(head)
-    return written
+    return written, _remember(audit, head)
 
 
 def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:
