@@ -35,8 +35,8 @@ class DatabaseError(AttributionAuditError):
 
 
 class ReadOnlyError(DatabaseError):
-    """Nothing can be written to the audit database here (it is opened read-only, or its disk is full); it can
-    still be read."""
+    """Nothing can be written to the audit database here (it is opened read-only, this user may only read, or its
+    disk is full); it can still be read."""
 
 
 class DiskFullError(ReadOnlyError):

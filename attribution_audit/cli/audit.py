@@ -191,8 +191,9 @@ def audit_verify(
     """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints, and
     the database's views and triggers with what its migrations create; exit 1 naming the first broken record, the
     checkpoint it contradicts (records removed, changed, reordered, another audit DB, or signed by another key) or
-    the view or trigger that was changed. The chain's outcome is recorded for report summary; where the log is
-    read-only or its disk is full it is not, with a warning, and the verdict and exit code are the same.
+    the view or trigger that was changed. The chain's outcome is recorded for report summary; where it cannot be (a
+    db grant-reader role, a read-only log, a full disk) it is not, with a warning, and the verdict and exit code are
+    the same.
 
     \b
     Example: attribution-audit audit verify --format json

@@ -28,15 +28,15 @@ def get_attribution(audit: AuditStore, request_id: str) -> Attribution:
 
 def verify_chain(audit: AuditStore, workers: int = 1) -> tuple[ChainReport, str | None]:
     """Recompute every hash of the log (streaming, by ``workers`` processes); the first broken record, if any. The
-    outcome is remembered for ``report summary`` (where this user may write); where the log is open read-only or its
+    outcome is remembered for ``report summary``; where this user may only read, the log is open read-only or its
     disk is full, it is not (a verification is a read): then, second, why not, in one line."""
     report = audit.requests.verify_chain(workers=workers)
     return report, _remember(audit, report)
 
 
 def _remember(audit: AuditStore, report: ChainReport) -> str | None:
-    """Remember a full verification for ``report summary``; where the log is open read-only or its disk is full, why
-    it was not, in one line (the verdict stands)."""
+    """Remember a full verification for ``report summary``; where it cannot be written (this user may only read, the
+    log is open read-only, its disk is full), why it was not, in one line (the verdict stands)."""
     try:
         audit.requests.remember_verification(report)
     except ReadOnlyError as exc:

@@ -88,7 +88,14 @@ def is_read_only(exc: BaseException) -> bool:
 
 
 def read_only_error(engine: Engine, exc: BaseException) -> ReadOnlyError:
-    """The one-line error for a write refused on a read-only SQLite log: why, and what to do."""
+    """The one-line error for a write refused on a SQLite log open read-only (:func:`is_read_only`) or to a user that
+    may only read (:func:`is_permission_error`: a ``db grant-reader`` role): why, and what to do."""
+    if is_permission_error(exc):
+        return ReadOnlyError(
+            f"{_who(engine)} may only read the audit database {display_url(str(engine.url))} ({_first_line(exc)}: a "
+            "`db grant-reader` role); run the command as a user granted a role made by `attribution-audit "
+            "db grant-writer ROLE` (or the schema owner)"
+        )
     return ReadOnlyError(
         f"{sqlite_file(str(engine.url)) or display_url(str(engine.url))}: the audit log is open read-only here "
         f"({_first_line(exc)}: a ?mode=ro URL, or a file this user may not write); run the command again with a URL "
@@ -114,21 +121,24 @@ def is_undecodable(exc: DBAPIError) -> bool:
     return "Could not decode" in str(orig)  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
 
 
+def _who(engine: Engine) -> str:
+    user = engine.url.username
+    return f"database user {user!r}" if user else "this database user"
+
+
 def permission_error(engine: Engine, exc: BaseException, needs: str | None = None) -> DatabaseError:
     """The one-line error for a refused privilege: the database is up, this user may not do that; what to do.
 
     ``needs`` says who may do it; by default a writer (a user given a role from ``db grant-writer``, or the schema
     owner), or, to read, a user given a role from ``db grant-reader``.
     """
-    user = engine.url.username
-    who = f"database user {user!r}" if user else "this database user"
     todo = needs or (
         "commands that write (ingest, attribute, ...) need a user granted a role made by `attribution-audit "
         "db grant-writer ROLE` (or the schema owner); read-only users (granted a role made by `attribution-audit "
         "db grant-reader ROLE`: GRANT ROLE TO <user>) can run db current, audit list/show/verify/export and report"
     )
     return DatabaseError(
-        f"permission denied: the audit database {display_url(str(engine.url))} refused {who} "
+        f"permission denied: the audit database {display_url(str(engine.url))} refused {_who(engine)} "
         f"({_first_line(exc)}); this is a permissions problem, not an outage: {todo}"
     )
 
