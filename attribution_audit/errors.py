@@ -34,7 +34,12 @@ class DatabaseError(AttributionAuditError):
     """The audit database is unreachable or refused a write."""
 
 
-class DiskFullError(DatabaseError):
+class ReadOnlyError(DatabaseError):
+    """Nothing can be written to the audit database here (it is opened read-only, this user may only read, or its
+    disk is full); it can still be read."""
+
+
+class DiskFullError(ReadOnlyError):
     """The disk of the audit database is full: nothing can be written to it (it can still be read)."""
 
 

@@ -67,7 +67,7 @@ TAMPERED = {
 def outcome(audit: AuditStore, out: Path, workers: int) -> tuple[Any, ...]:
     report = audit_log.verify_chain(audit, workers)[0]
     try:
-        written: Any = audit_log.export_records(audit, out, workers=workers)
+        written: Any = audit_log.export_records(audit, out, workers=workers)[0]
         lines = out.read_bytes().split(b"\n", 1)[1]  # after the header, which names the time of the export
     except AttributionAuditError as exc:
         written, lines = str(exc), b""

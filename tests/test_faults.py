@@ -258,3 +258,45 @@ def test_a_full_disk_never_hides_records_still_in_the_wal_even_through_a_symlink
         assert "chain OK" not in refused.stdout
         (line,) = refused.stderr.splitlines()
         assert "its write-ahead log" in line and "holds records" in line and "free some space" in line
+
+
+# -- a read-only audit log -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["?mode=ro", "SQLite URI"])
+def test_audit_verify_on_a_read_only_log_gives_its_verdict_and_says_it_was_not_recorded(
+    tmp_path: Path, sqlite_template: Path, form: str
+) -> None:
+    """A log opened read-only (as a file its user may not write is: SQLITE_READONLY) is verified: the verdict, its
+    exit code, and one line that it was not recorded, why and what to do; nothing is written to it."""
+    writable = _log_on(tmp_path, sqlite_template, 3)
+    database = tmp_path / "audit.sqlite"
+    url = f"sqlite:///{database}?mode=ro" if form == "?mode=ro" else f"sqlite:///file:{database}?mode=ro&uri=true"
+    cli = Cli(tmp_path, url, CliRunner())
+    verified = cli("audit", "verify")
+    assert "chain OK: 3 records" in verified.stdout
+    (warning,) = verified.stderr.splitlines()
+    assert warning.startswith("warning: this verification is not recorded (report summary shows the last")
+    assert f"{database}: the audit log is open read-only here" in warning and "without mode=ro" in warning
+    as_json = json.loads(cli("audit", "verify", "--format", "json").stdout)
+    assert as_json["ok"] is True and "open read-only" in as_json["not_recorded"]
+    assert _recorded(writable) is None
+    superuser_edit(writable.engine(), "UPDATE attribution_requests SET requester = 'someone else' WHERE seq = 2")
+    broken, warning = cli("audit", "verify", code=1).stderr.splitlines()
+    assert broken.startswith("chain BROKEN at seq 2") and warning.startswith("warning: this verification is not")
+
+
+def test_audit_export_of_a_read_only_log_writes_its_file_and_says_its_verification_was_not_recorded(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """An export verifies the whole chain and records that verification as `audit verify` does: on a log open
+    read-only, the file is written, exit 0, and the same one line that the verification was not recorded."""
+    writable = _log_on(tmp_path, sqlite_template, 3)
+    cli = Cli(tmp_path, f"sqlite:///{tmp_path / 'audit.sqlite'}?mode=ro", CliRunner())
+    out = tmp_path / "export.jsonl"
+    exported = cli("audit", "export", str(out))
+    assert exported.stdout == f"exported 3 records to {out}\n"
+    (warning,) = exported.stderr.splitlines()
+    assert warning.startswith("warning: this verification is not recorded") and "open read-only here" in warning
+    assert "export OK: 3 records" in cli("audit", "verify", "--file", str(out)).stdout
+    assert _recorded(writable) is None
+    assert writable("audit", "export", str(out), "--force").stderr == ""
+    assert _recorded(writable) == 3

@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from attribution_audit.domain.projection import (
 )
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
 from attribution_audit.errors import DatabaseError
+from attribution_audit.services import calibrate
 from attribution_audit.services.spaces import default_confidence, held_out_validation, validate
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
@@ -316,6 +318,44 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     bad = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "1", *embedder, code=1)
     assert "--shrinkage 1.0: choose a number between 0 and 1" in bad.stderr
     assert "space name 'fused'" in cli("spaces", "fit", "fused", "--from", "style", *embedder, code=1).stderr
+
+
+def test_calibrate_refusing_a_worse_model_in_a_learned_space_prints_its_scores_and_the_model_requests_keep(
+    cli: Cli, demo_catalogue: DemoCatalogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model ranking worse than the default formula is refused after its scores (the reliability diagram is
+    written anyway), and the refusal names the confidence that requests in the space keep: its own model from
+    `spaces fit`, not the default formula. (Here the default formula is scored as ranking every query right.)"""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
+    (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
+    own = listed["validation"]["confidence"]["model"]
+    works = demo_catalogue.manifest.parent / "works"
+    artists = [q.artist for q in demo_catalogue.queries]
+    rows = [(q.path, q.artist) for q in demo_catalogue.queries]
+    rows += [(works / f"a{a}_w{w}.png", artists[a + 1]) for a in range(3) for w in (0, 1)]  # labelled wrong
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("path,artist\n" + "".join(f"{p},{a}\n" for p, a in rows))
+    plot = tmp_path / "reliability.png"
+    fitted = calibrate.fit_and_score
+
+    def perfect_default(*args: Any, **kwargs: Any) -> Any:
+        model, cv, scores = fitted(*args, **kwargs)
+        return model, cv, {**scores, "default_auroc": 1.0}
+
+    monkeypatch.setattr(calibrate, "fit_and_score", perfect_default)
+    options = ["--space", "painters", "--k", "5", "--folds", "2", "--plot", str(plot), *embedder]
+    refused = cli("calibrate", str(labelled), *options, code=1)
+    stored, scores, diagram = refused.stdout.splitlines()
+    assert stored.startswith("fitted, not stored: 12 labelled queries (") and "training AUROC" in stored
+    assert scores.startswith("2-fold cross-validated: AUROC ") and "ECE" in scores and "default formula:" in scores
+    assert diagram == f"reliability diagram: {plot}" and plot.read_bytes()[:4] == b"\x89PNG"
+    (line,) = refused.stderr.splitlines()
+    assert f"nothing was stored and requests keep their confidence model {own} (" in line, line
+    image = str(demo_catalogue.queries[1].path)
+    (request,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
+    assert request["confidence_model"] == own
 
 
 @pytest.mark.slow

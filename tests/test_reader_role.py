@@ -228,6 +228,13 @@ def _permission_error(result: Any) -> str:
     return stderr
 
 
+def _not_recorded(stderr: str) -> str:
+    """A reader's ``audit verify`` stderr without its last line, checked to say the verification is not recorded."""
+    *lines, warning = stderr.splitlines(keepends=True)
+    assert warning.startswith("warning: this verification is not recorded") and "may only read" in warning, stderr
+    return "".join(lines)
+
+
 # -- reading -----------------------------------------------------------------------------------------------------
 @pytest.mark.postgres
 def test_the_reader_lists_shows_verifies_and_reports_what_the_owner_does(reader_log: ReaderLog, tmp_path: Path) -> None:
@@ -303,7 +310,7 @@ def test_the_reader_lists_shows_verifies_and_reports_what_the_owner_does(reader_
 )
 def test_the_reader_detects_what_the_owner_detects(reader_log: ReaderLog, statement: str, seq: int) -> None:
     superuser_edit(reader_log.owner, statement)
-    broken = reader_log.reader_cli("audit", "verify", code=1).stderr
+    broken = _not_recorded(reader_log.reader_cli("audit", "verify", code=1).stderr)
     assert broken.startswith(f"chain BROKEN at seq {seq} ") and "record was modified" in broken, broken
     assert broken == reader_log.owner_cli("audit", "verify", code=1).stderr
     summary = json.loads(reader_log.reader_cli("report", "summary", "--json").stdout)
@@ -323,7 +330,7 @@ def test_the_reader_detects_a_changed_view_or_trigger_as_the_owner_does(reader_l
             )
         )
         connection.execute(text("DROP TRIGGER work_versions_no_truncate ON work_versions"))
-    failed = reader_log.reader_cli("audit", "verify", code=1).stderr
+    failed = _not_recorded(reader_log.reader_cli("audit", "verify", code=1).stderr)
     assert failed == reader_log.owner_cli("audit", "verify", code=1).stderr
     assert "view v_audit_artist_shares differs" in failed and "trigger work_versions_no_truncate is missing" in failed
     assert "`db repair` needs the user that owns the schema" in _permission_error(
@@ -338,7 +345,7 @@ def test_a_reader_that_may_not_create_temporary_tables_is_told_so(reader_log: Re
     """Fail closed: views and triggers that cannot be compared are not reported as intact."""
     with reader_log.owner.begin() as connection:
         connection.execute(text(f'REVOKE TEMPORARY ON DATABASE "{reader_log.owner.url.database}" FROM PUBLIC'))
-    failed = reader_log.reader_cli("audit", "verify", code=1).stderr
+    failed = _not_recorded(reader_log.reader_cli("audit", "verify", code=1).stderr)
     assert failed.startswith("schema FAILS: the views and triggers cannot be checked: this database user may not ")
     assert "GRANT TEMPORARY ON DATABASE" in failed and failed.count("\n") == 1, failed
     data = json.loads(reader_log.reader_cli("audit", "verify", "--format", "json", code=1).stdout)
@@ -390,6 +397,31 @@ def test_the_reader_can_write_nothing_and_is_told_it_is_a_permissions_problem(
         assert connection.scalar(text("SELECT COUNT(*) FROM recall_checks")) == 0
         assert connection.scalar(text("SELECT COUNT(*) FROM pg_roles WHERE rolname LIKE :r"), {"r": "%_more"}) == 0
     assert chain.verify_chain(reader_log.owner).ok
+
+
+@pytest.mark.postgres
+def test_the_readers_verification_is_not_recorded_and_it_is_told_so(reader_log: ReaderLog, tmp_path: Path) -> None:
+    """A reader verifies and exports (reads), but may not record the verification for report summary: the verdict
+    and exit code, and one line that it was not recorded, why (this user may only read) and what to do (a writer)."""
+    reader, owner = reader_log.reader_cli, reader_log.owner_cli
+    user = make_url(reader_log.reader_url).username
+
+    def recorded() -> int:
+        with reader_log.owner.connect() as connection:
+            return int(connection.scalar(text("SELECT COUNT(*) FROM chain_verifications")))
+
+    verified = reader("audit", "verify")
+    assert verified.stdout.startswith("chain OK: 4 records")
+    (warning,) = verified.stderr.splitlines()
+    assert warning.startswith("warning: this verification is not recorded (report summary shows the last")
+    assert f"database user {user!r} may only read the audit database" in warning
+    assert "a user granted a role made by `attribution-audit db grant-writer ROLE`" in warning
+    assert "may only read" in json.loads(reader("audit", "verify", "--format", "json").stdout)["not_recorded"]
+    (warning,) = reader("audit", "export", str(tmp_path / "reader.jsonl")).stderr.splitlines()
+    assert warning.startswith("warning: this verification is not recorded") and "may only read" in warning
+    assert recorded() == 0
+    assert "a `db grant-reader` role neither records nor reads them" in reader("report", "summary").stdout
+    assert owner("audit", "verify").stderr == "" and recorded() == 1
 
 
 def _as_user(url: str, sql: str) -> list[Any]:

@@ -163,7 +163,9 @@ def calibrate(
     AUROC, Brier score and ECE beside the default formula's and the NN distance's. Later requests in that space
     under that --top rule use it and record its version. It needs at least --folds right and --folds wrong top
     artists among the labelled queries (the demo's six images are too few: it refuses and stores nothing), and
-    refuses a model whose cross-validated AUROC is below the default formula's (unless --force).
+    refuses a model whose cross-validated AUROC is below the default formula's (unless --force): its scores and
+    --plot are still written, and requests keep the confidence they had (the space's own model, an earlier one, or
+    the default formula).
 
     \b
     Example: attribution-audit calibrate .demo/catalogue/queries.csv --k 5 --folds 3 --plot .demo/reliability.png
@@ -174,8 +176,9 @@ def calibrate(
     report = calibrate_labelled(
         settings, audit_of(settings), labelled, k, space=space, top=top.value, folds=folds, plot=plot, force=force
     )
+    stored = "fitted, not stored" if report.model_name is None else f"stored {report.model_name}"
     typer.echo(
-        f"stored {report.model_name}: {report.n_samples} labelled queries ({report.n_positive} correct), "
+        f"{stored}: {report.n_samples} labelled queries ({report.n_positive} correct), "
         f"training AUROC {num(report.auroc)}, Brier {num(report.brier)}"
     )
     typer.echo(
@@ -185,3 +188,6 @@ def calibrate(
     )
     if report.plot is not None:
         typer.echo(f"reliability diagram: {report.plot}")
+    if report.refused is not None:
+        typer.echo(f"error: {report.refused}", err=True)
+        raise typer.Exit(1)

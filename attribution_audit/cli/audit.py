@@ -191,8 +191,9 @@ def audit_verify(
     """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints, and
     the database's views and triggers with what its migrations create; exit 1 naming the first broken record, the
     checkpoint it contradicts (records removed, changed, reordered, another audit DB, or signed by another key) or
-    the view or trigger that was changed. The chain's outcome is recorded for report summary; where the disk is full
-    it is not, with a warning, and the verdict and exit code are the same.
+    the view or trigger that was changed. The chain's outcome is recorded for report summary; where it cannot be (a
+    db grant-reader role, a read-only log, a full disk) it is not, with a warning, and the verdict and exit code are
+    the same.
 
     \b
     Example: attribution-audit audit verify --format json
@@ -368,7 +369,9 @@ def audit_export(
     workers: WorkersOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists (refused without).")] = False,
 ) -> None:
-    """Export a period's audit records with their hashes and the chain head (check with audit verify --file).
+    """Export a period's audit records with their hashes and the chain head (check with audit verify --file). The
+    whole chain is verified in the same pass, and recorded for report summary as audit verify records it (where it
+    cannot be, with a warning).
 
     \b
     Example: attribution-audit audit export .demo/audit-export.jsonl --from 2024-01-01
@@ -377,7 +380,7 @@ def audit_export(
     from attribution_audit.services.outputs import refuse_evidence_as_output
 
     refuse_evidence_as_output(ctx.obj, out, "OUT")
-    count = export_records(
+    count, not_recorded = export_records(
         audit_of(ctx.obj),
         out,
         *day_range(date_from, date_to),
@@ -385,3 +388,5 @@ def audit_export(
         overwrite=force,
     )
     typer.echo(f"exported {count} records to {out}")
+    if not_recorded:
+        typer.echo(f"warning: {not_recorded}", err=True)

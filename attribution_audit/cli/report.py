@@ -85,7 +85,10 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
         for problem in schema["problems"] or ([f"not checked: {schema['unchecked']}"] if schema["unchecked"] else []):
             typer.echo(f"schema FAILS: {problem}")
         if chain["verified_in_full_at"] is None:
-            typer.echo(f"chain checked in full now ({chain['checked_now']} records); `audit verify` remembers a check")
+            typer.echo(
+                f"chain checked in full now ({chain['checked_now']} records); an `audit verify` by a writer records a "
+                "check to start from (a `db grant-reader` role neither records nor reads them)"
+            )
         else:
             typer.echo(
                 f"chain verified in full at {chain['verified_in_full_at']} ({chain['verified_in_full_age_s']} s ago) "

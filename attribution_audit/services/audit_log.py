@@ -8,7 +8,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import DiskFullError
+from attribution_audit.errors import ReadOnlyError
 from attribution_audit.reporting import export, html
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.browse import RequestFilter
@@ -28,14 +28,20 @@ def get_attribution(audit: AuditStore, request_id: str) -> Attribution:
 
 def verify_chain(audit: AuditStore, workers: int = 1) -> tuple[ChainReport, str | None]:
     """Recompute every hash of the log (streaming, by ``workers`` processes); the first broken record, if any. The
-    outcome is remembered for ``report summary`` (where this user may write); where the disk is full, it is not (a
-    verification is a read): then, second, why not, in one line."""
+    outcome is remembered for ``report summary``; where this user may only read, the log is open read-only or its
+    disk is full, it is not (a verification is a read): then, second, why not, in one line."""
     report = audit.requests.verify_chain(workers=workers)
+    return report, _remember(audit, report)
+
+
+def _remember(audit: AuditStore, report: ChainReport) -> str | None:
+    """Remember a full verification for ``report summary``; where it cannot be written (this user may only read, the
+    log is open read-only, its disk is full), why it was not, in one line (the verdict stands)."""
     try:
         audit.requests.remember_verification(report)
-    except DiskFullError as exc:
-        return report, f"this verification is not recorded (report summary shows the last recorded one): {exc}"
-    return report, None
+    except ReadOnlyError as exc:
+        return f"this verification is not recorded (report summary shows the last recorded one): {exc}"
+    return None
 
 
 def export_records(
@@ -46,9 +52,10 @@ def export_records(
     workers: int = 1,
     *,
     overwrite: bool = False,
-) -> int:
+) -> tuple[int, str | None]:
     """Export a period's records with their hashes, the chain head and the DB identity, verifying the whole chain in
-    the same pass (a broken chain exports nothing; the log read by ``workers`` processes); how many were written.
+    the same pass (a broken chain exports nothing; the log read by ``workers`` processes); how many were written,
+    and why that verification was not remembered for ``report summary`` (None: it was; see :func:`verify_chain`).
     An existing ``out`` is refused unless ``overwrite``."""
     written, head = export.export_records(
         audit.requests.chain_records(workers),
@@ -60,8 +67,7 @@ def export_records(
         vouch=audit.requests.against_earlier,
         overwrite=overwrite,
     )
-    audit.requests.remember_verification(head)
-    return written
+    return written, _remember(audit, head)
 
 
 def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:

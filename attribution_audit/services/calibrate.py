@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image
@@ -39,11 +40,25 @@ from attribution_audit.store.evaluations import CalibrationEvidence
 BATCH = 32
 
 
+class Scores(TypedDict):
+    """The scores of a fitted model (on its training queries, and cross-validated) and of the alternatives."""
+
+    auroc: float | None
+    brier: float | None
+    cv_auroc: float | None
+    cv_brier: float | None
+    cv_ece: float | None
+    default_auroc: float | None
+    default_ece: float | None
+    nn_distance_auroc: float | None
+
+
 @dataclass(frozen=True)
 class CalibrationReport:
-    """The stored model, its training scores, and the cross-validated scores of it and of the alternatives."""
+    """The stored model (None: ``refused``, why it was not stored), its training scores, and the cross-validated
+    scores of it and of the alternatives."""
 
-    model_name: str
+    model_name: str | None
     n_samples: int
     n_positive: int
     folds: int
@@ -56,6 +71,7 @@ class CalibrationReport:
     default_auroc: float | None
     default_ece: float | None
     nn_distance_auroc: float | None
+    refused: str | None = None
 
 
 def calibrate(
@@ -70,7 +86,8 @@ def calibrate(
     """Attribute each labelled query (not logged: nothing is shown as attributed), label it by whether the top
     artist is the true one, cross-validate, fit on all, store. Needs at least ``folds`` correct and ``folds``
     incorrect cases (a model without out-of-fold evidence never replaces the default confidence), and, unless
-    ``force``, a cross-validated AUROC no worse than the default formula's (:func:`refuse_worse`)."""
+    ``force``, a cross-validated AUROC no worse than the default formula's: else nothing is stored, and the report
+    says why (:func:`worse`; the reliability diagram is written either way)."""
     params = attributor.space_of(params or AttributionParams(verify="off"))[1]  # a learned space's version
     queries = read_labelled(labelled_csv)
     rows, labels, defaults = [], [], []
@@ -87,8 +104,9 @@ def calibrate(
     right = [bool(v) for v in y]
     if plot is not None:
         plot_reliability(plot, {"default formula": (defaults, right), "calibrated (out of fold)": (cv.tolist(), right)})
-    if not force:
-        refuse_worse(scores, str(labelled_csv))
+    report = CalibrationReport(None, len(y), int(y.sum()), folds=folds, plot=plot, **scores)
+    if not force and (refused := worse(scores, str(labelled_csv), attributor.calibration_for(params))):
+        return replace(report, refused=refused)
     evidence = CalibrationEvidence(
         embedder_fingerprint=attributor.embedder_fingerprint,
         labelled_path=str(Path(labelled_csv).resolve()),
@@ -97,8 +115,7 @@ def calibrate(
         n_positive=int(y.sum()),
         fit_metrics={**scores, "folds": folds, "parameters": params.as_json()},
     )
-    name = attributor.audit.evaluations.add_calibration(model, evidence)
-    return CalibrationReport(name, len(y), int(y.sum()), folds=folds, plot=plot, **scores)
+    return replace(report, model_name=attributor.audit.evaluations.add_calibration(model, evidence))
 
 
 def _labelled_image(labelled_csv: str | Path, query: LabelledQuery) -> Image.Image:
@@ -113,7 +130,7 @@ def _labelled_image(labelled_csv: str | Path, query: LabelledQuery) -> Image.Ima
 
 def fit_and_score(
     x: np.ndarray, y: np.ndarray, defaults: list[float], folds: int, source: str
-) -> tuple[LogisticModel, np.ndarray, dict[str, float | None]]:
+) -> tuple[LogisticModel, np.ndarray, Scores]:
     """The model fitted on every query, its out-of-fold predictions, and the scores of it, of the default formula
     and of the NN distance alone on the same queries (``source`` names the labelled queries in errors)."""
     positives = int(y.sum())
@@ -135,7 +152,7 @@ def fit_and_score(
     trained = [model.predict(dict(zip(CALIBRATION_FEATURES, r, strict=True))) for r in x.tolist()]
     right = [bool(v) for v in y]
     nn_column = x[:, CALIBRATION_FEATURES.index("nn_distance")]
-    scores = {
+    scores: Scores = {
         "auroc": auroc(trained, right),
         "brier": brier(trained, right),
         "cv_auroc": auroc(cv.tolist(), right),
@@ -148,16 +165,20 @@ def fit_and_score(
     return model, cv, scores
 
 
-def refuse_worse(scores: dict[str, float | None], source: str) -> None:
-    """Refuse a model whose cross-validated AUROC is below the default formula's on the same queries: it would rank
-    requests worse than the confidence they get without it."""
+def worse(scores: Scores, source: str, active: LogisticModel | None) -> str | None:
+    """Why a model whose cross-validated AUROC is below the default formula's on the same queries is refused (it
+    would rank requests worse than the default formula), naming the confidence that requests keep: the ``active``
+    model of the space and rule (a learned space's own from ``spaces fit``, or an earlier ``calibrate``'s), else the
+    default formula; None when it is not worse."""
     fitted, default = scores["cv_auroc"], scores["default_auroc"]
-    if fitted is not None and default is not None and fitted < default:
-        raise AttributionAuditError(
-            f"{source}: the fitted model's cross-validated AUROC {fitted:.3f} is below the default formula's "
-            f"{default:.3f} on the same queries; nothing was stored and requests keep the default confidence "
-            "(add labelled queries, or --force to store it anyway, e.g. for its calibration)"
-        )
+    if fitted is None or default is None or fitted >= default:
+        return None
+    keeps = "the default confidence formula" if active is None else f"their confidence model {active.name}"
+    return (
+        f"{source}: the fitted model's cross-validated AUROC {fitted:.3f} is below the default formula's "
+        f"{default:.3f} on the same queries; nothing was stored and requests keep {keeps} (add labelled queries, or "
+        "--force to store it anyway, e.g. for its calibration)"
+    )
 
 
 def _fitter(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], float]:

@@ -80,7 +80,8 @@ class Verification:
     through (``schema``: one line per view, trigger or trigger function that is not what the migrations create;
     ``schema_unchecked``: why they could not be compared), made at ``at``. ``ok`` only when the chain verifies, every
     checkpoint agrees and the schema objects are as migrated; ``not_recorded``: why the chain's outcome could not be
-    remembered for ``report summary`` (a full disk), which does not change the verdict."""
+    remembered for ``report summary`` (a user that may only read, a read-only log, a full disk), which does not
+    change the verdict."""
 
     at: datetime
     report: ChainReport
@@ -574,7 +575,7 @@ def verify_database(
     (by default: the witness file's last checkpoint, when there is a witness file), which must be signed by the key
     of ``public_key`` (by default: the configured signing key, when present); and the views' and triggers'
     comparison with the migrations. The chain's outcome is remembered for ``report summary`` (where this user may
-    write, and its disk has room)."""
+    write, the log is not open read-only and its disk has room)."""
     trusted = trusted_key(settings, public_key)
     report, not_recorded = verify_chain(audit, workers)
     if checkpoint_file is not None:

@@ -80,9 +80,11 @@ from attribution_audit.store.database import (
     display_url,
     is_disk_full,
     is_permission_error,
+    is_read_only,
     is_undecodable,
     pipelined,
     read_connection,
+    read_only_error,
     reader,
     write_connection,
 )
@@ -1108,10 +1110,10 @@ class Verification:
     verified_at: datetime
 
 
-def remember_verification(engine: Engine, report: ChainReport) -> bool:
+def remember_verification(engine: Engine, report: ChainReport) -> None:
     """Record a full verification (its report already checked against the earlier ones by :func:`not_shorter`, as
-    :func:`verify_chain` and the export do); False where this database user may not write (a read-only role);
-    DiskFullError where its disk is full."""
+    :func:`verify_chain` and the export do); ReadOnlyError where this database user may only read (a read-only role)
+    or the SQLite log is open read-only, DiskFullError where its disk is full."""
     row = {
         "verified_at": utcnow(),
         "ok": report.ok,
@@ -1124,12 +1126,11 @@ def remember_verification(engine: Engine, report: ChainReport) -> bool:
         with engine.begin() as connection:
             connection.execute(_VERIFICATIONS.insert(), row)
     except DBAPIError as exc:
-        if is_permission_error(exc):
-            return False
         if is_disk_full(exc):
             raise disk_full_error(engine, exc) from None
+        if is_read_only(exc) or is_permission_error(exc):
+            raise read_only_error(engine, exc) from None
         raise DatabaseError(f"cannot remember the verification ({exc.orig}); the chain itself is unchanged") from exc
-    return True
 
 
 def not_shorter(engine: Engine, report: ChainReport) -> ChainReport:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote, unquote, urlsplit
 
 from sqlalchemy import ClauseElement, Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,7 +24,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from attribution_audit.errors import DatabaseError, DiskFullError, SchemaOutOfDateError
+from attribution_audit.errors import DatabaseError, DiskFullError, ReadOnlyError, SchemaOutOfDateError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 READ_ONLY = "attribution_audit_read_only"  # execution option of reader() engines
@@ -31,13 +32,20 @@ SCHEMA_VERSION_VIEW = "v_schema_version"  # PostgreSQL: alembic_version's revisi
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL SQLSTATE
 DISK_FULL = "53100"  # PostgreSQL SQLSTATE
 FULL_DISK_READ = "attribution_audit_full_disk_read"  # pool record info: a SQLite file read as it is (its disk full)
+SQLITE_URI_PARAMETERS = frozenset({"mode", "cache", "immutable", "nolock", "psow", "vfs", "modeof"})
 
 
 def normalise_url(url: str) -> str:
-    """``postgresql://`` and ``postgres://`` URLs use psycopg 3."""
+    """``postgresql://`` and ``postgres://`` URLs use psycopg 3; a SQLite URL with SQLite's own parameters
+    (``?mode=ro``) opens its file as a SQLite URI (SQLAlchemy would drop them, and open it read-write)."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
+    if url.startswith("sqlite"):
+        parsed = make_url(url)
+        if parsed.database and SQLITE_URI_PARAMETERS & parsed.query.keys() and "uri" not in parsed.query:
+            as_uri = parsed.set(database=f"file:{quote(parsed.database)}").update_query_dict({"uri": "true"})
+            return as_uri.render_as_string(hide_password=False)
     return url
 
 
@@ -72,6 +80,29 @@ def is_disk_full(exc: BaseException) -> bool:
     return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) == DISK_FULL
 
 
+def is_read_only(exc: BaseException) -> bool:
+    """Whether SQLite refused a write on a read-only connection (SQLITE_READONLY: a ``?mode=ro`` URL, ``PRAGMA
+    query_only``, a file this user may not write)."""
+    orig = getattr(exc, "orig", None)
+    return isinstance(orig, sqlite3.Error) and orig.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY
+
+
+def read_only_error(engine: Engine, exc: BaseException) -> ReadOnlyError:
+    """The one-line error for a write refused on a SQLite log open read-only (:func:`is_read_only`) or to a user that
+    may only read (:func:`is_permission_error`: a ``db grant-reader`` role): why, and what to do."""
+    if is_permission_error(exc):
+        return ReadOnlyError(
+            f"{_who(engine)} may only read the audit database {display_url(str(engine.url))} ({_first_line(exc)}: a "
+            "`db grant-reader` role); run the command as a user granted a role made by `attribution-audit "
+            "db grant-writer ROLE` (or the schema owner)"
+        )
+    return ReadOnlyError(
+        f"{sqlite_file(str(engine.url)) or display_url(str(engine.url))}: the audit log is open read-only here "
+        f"({_first_line(exc)}: a ?mode=ro URL, or a file this user may not write); run the command again with a URL "
+        "without mode=ro, as a user that may write the file"
+    )
+
+
 def disk_full_error(engine: Engine, exc: BaseException | None = None) -> DiskFullError:
     """The one-line error for a write refused by a full disk: the SQLite file or the server, and what to do."""
     database = sqlite_file(str(engine.url))
@@ -90,14 +121,17 @@ def is_undecodable(exc: DBAPIError) -> bool:
     return "Could not decode" in str(orig)  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
 
 
+def _who(engine: Engine) -> str:
+    user = engine.url.username
+    return f"database user {user!r}" if user else "this database user"
+
+
 def permission_error(engine: Engine, exc: BaseException, needs: str | None = None) -> DatabaseError:
     """The one-line error for a refused privilege: the database is up, this user may not do that; what to do.
 
     ``needs`` says who may do it; by default a writer (a user given a role from ``db grant-writer``, or the schema
     owner), or, to read, a user given a role from ``db grant-reader``.
     """
-    user = engine.url.username
-    who = f"database user {user!r}" if user else "this database user"
     todo = needs or (
         "commands that write (ingest, attribute, ...) or read more than the reporting and audit views (spaces list, "
         "evaluate list, ...) need a user granted a role made by `attribution-audit db grant-writer ROLE` (or the "
@@ -105,7 +139,7 @@ def permission_error(engine: Engine, exc: BaseException, needs: str | None = Non
         "db grant-reader ROLE`: GRANT ROLE TO <user>) can run db current, audit list/show/verify/export and report"
     )
     return DatabaseError(
-        f"permission denied: the audit database {display_url(str(engine.url))} refused {who} "
+        f"permission denied: the audit database {display_url(str(engine.url))} refused {_who(engine)} "
         f"({_first_line(exc)}); this is a permissions problem, not an outage: {todo}"
     )
 
@@ -126,14 +160,17 @@ def create_db_engine(url: str) -> Engine:
 
 
 def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite database URL; None for another database, an in-memory one or a URL that does not parse
-    (opening it says why)."""
+    """The file of a SQLite database URL (also a SQLite URI, ``sqlite:///file:PATH?mode=ro&uri=true``); None for
+    another database, an in-memory one or a URL that does not parse (opening it says why)."""
     if not url.startswith("sqlite"):
         return None
     try:
-        database = make_url(url).database
+        parsed = make_url(url)
     except ArgumentError:
         return None
+    database = parsed.database
+    if database and database.startswith("file:") and "uri" in parsed.query:
+        database = None if parsed.query.get("mode") == "memory" else unquote(urlsplit(database).path)
     return Path(database) if database and database != ":memory:" else None
 
 

@@ -301,10 +301,10 @@ class RequestRepository:
         follows it); the first broken record, if any."""
         return chain.verify_chain(self.engine, head, workers)
 
-    def remember_verification(self, report: ChainReport) -> bool:
-        """Remember a full verification (checked by :meth:`against_earlier`) for ``report summary``; False where this
-        user may not write."""
-        return chain.remember_verification(self.engine, report)
+    def remember_verification(self, report: ChainReport) -> None:
+        """Remember a full verification (checked by :meth:`against_earlier`) for ``report summary``; ReadOnlyError
+        where it cannot be written (this user may only read, the log is open read-only, its disk is full)."""
+        chain.remember_verification(self.engine, report)
 
     def against_earlier(self, report: ChainReport) -> ChainReport:
         """A full verification's report, failed where an earlier one that passed counted more records (a cut tail)."""
