@@ -3,7 +3,7 @@ Every query on those tables lives here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -335,19 +335,19 @@ class EvaluationRepository:
         version (not the version's own), oldest first."""
         return {
             model_name(row): fitted[2]
-            for row, fitted, source in reversed(self._calibrations(embedder_fingerprint))
+            for row, fitted, source in reversed(list(self._calibrations(embedder_fingerprint)))
             if fitted[:2] == (space, space_version) and source != SPACE_FIT_SOURCE
         }
 
-    def _calibrations(self, embedder_fingerprint: str) -> list[tuple[CalibrationModel, tuple[Any, Any, Any], Any]]:
+    def _calibrations(self, embedder_fingerprint: str) -> Iterator[tuple[CalibrationModel, tuple[Any, Any, Any], Any]]:
         """This embedder's calibration rows, newest first, each with the (space, space version, top rule) it was
-        fitted in (content and share when not recorded) and its source."""
+        fitted in (content and share when not recorded) and its source; read as they are asked for (a lookup that
+        stops at the newest match never reads, nor refuses, an older row changed by hand)."""
         query = (
             select(CalibrationModel)
             .where(CalibrationModel.embedder_fingerprint == embedder_fingerprint)
             .order_by(CalibrationModel.id.desc())
         )
-        found = []
         with read_scope(self.engine) as session:
             for row in session.scalars(query):
                 metrics = _fit_metrics(row)
@@ -355,8 +355,7 @@ class EvaluationRepository:
                 if not isinstance(params, dict):
                     raise _tampered(row, "its fit parameters are not a JSON object")
                 fitted = (params.get("space", "content"), params.get("space_version"), params.get("top", "share"))
-                found.append((row, fitted, metrics.get("source")))
-        return found
+                yield row, fitted, metrics.get("source")
 
     def calibration(self, name: str) -> LogisticModel:
         """A stored model by its recorded name (``logistic-v<N>``)."""
