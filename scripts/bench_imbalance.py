@@ -10,12 +10,10 @@ product's own ``request_indicators`` and ``ArtistCentroids``; results go to docs
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
-from benchlib import provenance, publish
+from benchlib import provenance, publish, style_queries_parser
 
 from attribution_audit.config import load_settings
 from attribution_audit.domain.indicators import request_indicators
@@ -47,12 +45,8 @@ def decisions(sims: np.ndarray, labels: np.ndarray, params: AttributionParams) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path, help="folder written by scripts/build_benchmark.py")
-    parser.add_argument("--data-dir", type=Path, required=True, help="the benchmark ingested with content and style")
-    parser.add_argument("--vectors", type=Path, required=True, help="the queries' vectors (bench_confidence --vectors)")
+    parser = style_queries_parser(__doc__, learned=False)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("docs/quality.md"))
     args = parser.parse_args()
     settings = load_settings(data_dir=args.data_dir)
     queries = read_labelled(args.bench / "style_queries.csv")

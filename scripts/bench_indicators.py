@@ -24,13 +24,10 @@ The queries are attributed through the product's own Attributor (not logged); re
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 from bench_confidence import FOLDS, cv_scores
 from bench_quality import K
-from benchlib import provenance, publish
+from benchlib import cached_query_vectors, provenance, publish, style_queries_parser
 
 from attribution_audit.config import load_settings
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, feature_value
@@ -127,19 +124,12 @@ def _cells(x: np.ndarray, right: list[bool]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path, help="folder written by scripts/build_benchmark.py")
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--learned", required=True, help="learned spaces to measure, comma-separated")
-    parser.add_argument("--vectors", type=Path, required=True, help="the queries' vectors (bench_confidence --vectors)")
-    parser.add_argument("--out", type=Path, default=Path("docs/quality.md"))
-    args = parser.parse_args()
+    args = style_queries_parser(__doc__).parse_args()
     settings = load_settings(data_dir=args.data_dir)
     audit = open_audit(settings)
     queries = read_labelled(args.bench / "style_queries.csv")
     learned = [s for s in args.learned.split(",") if s]
-    cached = np.load(args.vectors)
-    vectors = [QueryVectors(c, s) for c, s in zip(cached["content"], cached["style"], strict=True)]
+    vectors = cached_query_vectors(args.vectors)
     found: dict[str, list[Outcome]] = {}
     searched: dict[str, Space] = {}
     with open_attributor(settings, audit, settings.embedder) as attributor:

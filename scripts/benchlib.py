@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shlex
@@ -11,6 +12,10 @@ import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+
+import numpy as np
+
+from attribution_audit.domain.spaces import QueryVectors
 
 
 def cpu_model() -> str:
@@ -67,3 +72,22 @@ def run_together(threads: list[threading.Thread]) -> float:
     for thread in threads:
         thread.join()
     return time.perf_counter() - started
+
+
+def style_queries_parser(doc: str, learned: bool = True) -> argparse.ArgumentParser:
+    """The arguments of the scripts that measure the font benchmark's style queries from their cached vectors: the
+    benchmark folder, ``--data-dir``, ``--learned`` (when ``learned``), ``--vectors`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("bench", type=Path, help="folder written by scripts/build_benchmark.py")
+    parser.add_argument("--data-dir", type=Path, required=True, help="the benchmark ingested with content and style")
+    if learned:
+        parser.add_argument("--learned", required=True, help="learned spaces to measure, comma-separated")
+    parser.add_argument("--vectors", type=Path, required=True, help="the queries' vectors (bench_confidence --vectors)")
+    parser.add_argument("--out", type=Path, default=Path("docs/quality.md"))
+    return parser
+
+
+def cached_query_vectors(path: Path) -> list[QueryVectors]:
+    """The queries' vectors cached by ``bench_confidence.py --vectors``."""
+    cached = np.load(path)
+    return [QueryVectors(c, s) for c, s in zip(cached["content"], cached["style"], strict=True)]
