@@ -380,10 +380,12 @@ def test_calibrate_round_trip(
         assert not any(correct[6:]) and sum(correct[:6]) >= 4  # the demo's generated queries are mostly right
         assert report.model_name == "logistic-v1"
         assert report.n_samples == 12 and report.n_positive == sum(correct)
-        assert report.auroc is not None and 0.0 <= report.auroc <= 1.0 and 0.0 <= (report.brier or 0) <= 1.0
+        scores = report.scores
+        assert scores["auroc"] is not None and 0.0 <= scores["auroc"] <= 1.0 and 0.0 <= (scores["brier"] or 0) <= 1.0
         # Out-of-fold scores of the model, and the alternatives' on the same queries.
-        assert report.cv_auroc is not None and 0.0 <= report.cv_auroc <= 1.0 and report.folds == 3
-        assert report.cv_ece is not None and 0.0 <= report.cv_ece <= 1.0 and report.nn_distance_auroc is not None
+        assert scores["cv_auroc"] is not None and 0.0 <= scores["cv_auroc"] <= 1.0 and report.folds == 3
+        assert scores["cv_ece"] is not None and 0.0 <= scores["cv_ece"] <= 1.0
+        assert scores["nn_distance_auroc"] is not None
         assert (tmp_path / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert count(engine, AttributionRequest) == 0  # calibration queries are not logged as attributions
 
@@ -401,7 +403,7 @@ def test_calibrate_round_trip(
             "agreement_spaces",
             "centroid_log_odds",
         ]
-        assert row.fit_metrics["cv_auroc"] == report.cv_auroc and row.fit_metrics["folds"] == 3
+        assert row.fit_metrics["cv_auroc"] == scores["cv_auroc"] and row.fit_metrics["folds"] == 3
         model = demo_audit.evaluations.latest_calibration(attributor.embedder_fingerprint)
         assert model is not None and model.name == "logistic-v1"
 

@@ -117,6 +117,28 @@ def test_a_space_fitted_before_an_artist_was_ingested_says_so_and_gives_it_no_ce
     assert refitted["parameters"]["space_version"] == 2
 
 
+@pytest.mark.slow
+def test_the_centroid_rule_without_the_fitted_artists_says_to_refit_when_others_were_ingested_since(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The fitted artists' works withdrawn but one's, a new artist's ingested: the new artist has no centroid, so
+    the rule has one artist, and ingesting more works would not help; refitting would."""
+    embedder = ["--embedder", EMBEDDER]
+    four = make_demo_catalogue(tmp_path / "four", artists=4, works_per_artist=6)
+    five = make_demo_catalogue(tmp_path / "five", artists=5, works_per_artist=6)
+    cli("ingest", str(four.manifest), *embedder, "--spaces", "content,style", "--catalogue", "demo")
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("ingest", str(five.manifest), *embedder, "--spaces", "content,style", "--catalogue", "demo")
+    cli("catalogue", "withdraw", *[f"A{a}-W{w:03d}" for a in range(3) for w in range(6)], "--catalogue", "demo")
+    args = ("attribute", str(five.queries[4].path), "--space", "painters", "--top", "centroid", *embedder)
+    (line,) = cli(*args, code=1).stderr.splitlines()
+    assert line.endswith(
+        "now holds 6 works of the 1 artist it was fitted on (1 artist(s) ingested since have no centroid): refit it "
+        "with `attribution-audit spaces fit painters --from style` to include them (a new request can use the top "
+        "rule share or nearest)"
+    )
+
+
 def test_the_centroid_rule_reports_the_artist_of_maximum_posterior_where_share_and_nearest_differ() -> None:
     points, labels = _artists()
     projection = Projection(mean=np.zeros(2), matrix=np.eye(2))

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import EMBEDDER, Cli, Ingested, ingest_once
 from dbtools import complete_request, superuser_edit
+from sqlalchemy import make_url
 from typer.testing import CliRunner
 
 from attribution_audit.cli import app
@@ -282,6 +283,26 @@ def test_audit_verify_on_a_read_only_log_gives_its_verdict_and_says_it_was_not_r
     superuser_edit(writable.engine(), "UPDATE attribution_requests SET requester = 'someone else' WHERE seq = 2")
     broken, warning = cli("audit", "verify", code=1).stderr.splitlines()
     assert broken.startswith("chain BROKEN at seq 2") and warning.startswith("warning: this verification is not")
+
+
+def test_writes_on_a_read_only_log_say_it_is_open_read_only_and_record_nothing(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    """An attribution or a new key on a log opened ``?mode=ro``: exit 1 and the read-only line (the file, why, what
+    to do), not a write "refused" as by an outage; nothing recorded. Other messages show the URL as typed."""
+    cli.restore(ingested)
+    database = make_url(cli.database_url).database
+    read_only = Cli(cli.data_dir, f"{cli.database_url}?mode=ro", cli.runner)
+    query = str(demo_catalogue.queries[0].path)
+    for command in (("attribute", query, "--embedder", EMBEDDER), ("keys", "create", "generator-1")):
+        (line,) = read_only(*command, code=1).stderr.splitlines()
+        assert line.startswith(f"error: {database}: the audit log is open read-only here (attempt to write a")
+        assert line.endswith("run the command again with a URL without mode=ro, as a user that may write the file")
+    assert chain.count_requests(cli.engine()) == 0
+    assert json.loads(cli("keys", "list", "--format", "json").stdout) == []
+    missing = f"sqlite:///{cli.data_dir / 'missing.sqlite'}?mode=ro"  # messages name a URL as it was typed
+    (line,) = Cli(cli.data_dir, missing, cli.runner)("audit", "list", code=1).stderr.splitlines()
+    assert line.startswith(f"error: cannot reach the audit database {missing} (unable to open database file)")
 
 
 def test_audit_export_of_a_read_only_log_writes_its_file_and_says_its_verification_was_not_recorded(

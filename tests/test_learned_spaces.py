@@ -198,6 +198,33 @@ def test_a_projection_changed_in_the_database_is_refused(audit: AuditStore) -> N
         audit.spaces.load("s")
 
 
+def test_fitted_artists_changed_in_the_database_are_refused(audit: AuditStore) -> None:
+    """The fitted artists decide which artists get a centroid (the ``centroid`` answers and log-odds): an edit of them
+    is refused as a changed projection is; a version stored without them keeps the projection-only fingerprint."""
+    works, labels = _nuisance_data(3, 5)
+    projection = fit_lda(works, labels, 0.1)
+    _store(audit, projection, len(labels))  # version 1: no artists kept
+    artists = sorted(set(labels))
+    audit.spaces.add(
+        "s",
+        projection,
+        base=STYLE,
+        method="lda",
+        embedder_fingerprint="fp",
+        collection="c",
+        n_works=len(labels),
+        n_artists=len(artists),
+        validation={"hit@1": 0.5, "artists": artists},
+    )
+    loaded = audit.spaces.load("s")
+    assert loaded is not None and loaded[0].artists == tuple(artists)
+    edited = json.dumps({"hit@1": 0.5, "artists": artists[:-1]})
+    superuser_edit(audit.engine, f"UPDATE learned_spaces SET validation = '{edited}' WHERE version = 2")
+    with pytest.raises(DatabaseError, match="learned space s version 2 in the audit database does not match its"):
+        audit.spaces.load("s")
+    assert audit.spaces.load("s", 1) is not None
+
+
 def test_a_learned_space_fits_its_own_confidence_on_its_held_out_works() -> None:
     """The default formula's distances are the base spaces'; the space's own model, fitted on the held-out works
     as queries, ranks and calibrates them better there (out of fold); with too few wrong answers to rank, every

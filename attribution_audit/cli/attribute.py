@@ -177,14 +177,15 @@ def calibrate(
         settings, audit_of(settings), labelled, k, space=space, top=top.value, folds=folds, plot=plot, force=force
     )
     stored = "fitted, not stored" if report.model_name is None else f"stored {report.model_name}"
+    scores = report.scores
     typer.echo(
         f"{stored}: {report.n_samples} labelled queries ({report.n_positive} correct), "
-        f"training AUROC {num(report.auroc)}, Brier {num(report.brier)}"
+        f"training AUROC {num(scores['auroc'])}, Brier {num(scores['brier'])}"
     )
     typer.echo(
-        f"{report.folds}-fold cross-validated: AUROC {num(report.cv_auroc)}, Brier {num(report.cv_brier)}, "
-        f"ECE {num(report.cv_ece)}; default formula: AUROC {num(report.default_auroc)}, ECE {num(report.default_ece)}; "
-        f"NN distance alone: AUROC {num(report.nn_distance_auroc)}"
+        f"{report.folds}-fold cross-validated: AUROC {num(scores['cv_auroc'])}, Brier {num(scores['cv_brier'])}, "
+        f"ECE {num(scores['cv_ece'])}; default formula: AUROC {num(scores['default_auroc'])}, "
+        f"ECE {num(scores['default_ece'])}; NN distance alone: AUROC {num(scores['nn_distance_auroc'])}"
     )
     if report.plot is not None:
         typer.echo(f"reliability diagram: {report.plot}")

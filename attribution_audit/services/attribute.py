@@ -12,6 +12,7 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import LearnedSpace
 from attribution_audit.errors import ImageError
+from attribution_audit.services.attribution import refit_to_include
 from attribution_audit.services.checkpoints import Signed, auto_checkpoint, guard_witness, refuse_unsignable
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.store.audit_store import AuditStore
@@ -49,8 +50,7 @@ class SpaceSinceFit:
         shown = ", ".join(self.artists[:5]) + (", ..." if len(self.artists) > 5 else "")
         return (
             f"space {self.space} (version {self.version}) was fitted before {len(self.artists)} artist(s) were "
-            f"ingested ({shown}): they have no centroid; refit it with `attribution-audit spaces fit {self.space} "
-            f"--from {self.base}` to include them"
+            f"ingested ({shown}): they have no centroid; {refit_to_include(self.space, self.base)}"
         )
 
 

@@ -43,6 +43,11 @@ if TYPE_CHECKING:
     from attribution_audit.embedding.style import StyleEmbedder
 
 
+def refit_to_include(space: str, base: str) -> str:
+    """What to do about the artists ingested since learned space ``space`` was fitted: they have no centroid."""
+    return f"refit it with `attribution-audit spaces fit {space} --from {base}` to include them"
+
+
 class Attributor:
     """Attributes query vectors against one vector store and writes every request to the hash-chained audit log."""
 
@@ -222,12 +227,20 @@ class Attributor:
         if space.has_centroids:
             return
         if isinstance(space, LearnedSpace):
-            works = Counter(self.canonical.get(a, a) for a in (str(p.get("artist", "")) for p in space.works.payloads))
+            every = (self.canonical.get(a, a) for a in (str(p.get("artist", "")) for p in space.works.payloads))
+            works = Counter(a for a in every if a not in space.since_fit)  # only the fitted artists get a centroid
             artists = f"{len(works)} artist{'' if len(works) == 1 else 's'}"
+            since = len(space.since_fit)
+            held = (
+                f"the {artists} it was fitted on ({since} artist(s) ingested since have no centroid): "
+                f"{refit_to_include(space.name, space.base)}"
+                if since
+                else f"{artists}: ingest more artists' works"
+            )
             raise VectorStoreError(
                 f"top rule centroid in space {space.name} needs the centroids of two artists or more, one with two "
                 f"works or more, and collection '{self.store.collection}' now holds {sum(works.values())} works of "
-                f"{artists}: ingest more artists' works (a new request can use the top rule share or nearest)"
+                f"{held} (a new request can use the top rule share or nearest)"
             )
         learned = [name for name in self.space_names() if name not in SPACES and name != space.name]
         use = f"use a learned space ({', '.join(learned)})" if learned else "fit a learned space (`spaces fit`)"

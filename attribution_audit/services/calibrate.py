@@ -63,14 +63,7 @@ class CalibrationReport:
     n_positive: int
     folds: int
     plot: Path | None
-    auroc: float | None
-    brier: float | None
-    cv_auroc: float | None
-    cv_brier: float | None
-    cv_ece: float | None
-    default_auroc: float | None
-    default_ece: float | None
-    nn_distance_auroc: float | None
+    scores: Scores
     refused: str | None = None
 
 
@@ -104,7 +97,7 @@ def calibrate(
     right = [bool(v) for v in y]
     if plot is not None:
         plot_reliability(plot, {"default formula": (defaults, right), "calibrated (out of fold)": (cv.tolist(), right)})
-    report = CalibrationReport(None, len(y), int(y.sum()), folds=folds, plot=plot, **scores)
+    report = CalibrationReport(None, len(y), int(y.sum()), folds=folds, plot=plot, scores=scores)
     if not force and (refused := worse(scores, str(labelled_csv), attributor.calibration_for(params))):
         return replace(report, refused=refused)
     evidence = CalibrationEvidence(

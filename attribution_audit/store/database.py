@@ -53,8 +53,13 @@ SECRET_QUERY_KEY = re.compile(r"pass|token|secret|key|options", re.IGNORECASE)  
 
 
 def display_url(url: str) -> str:
-    """The URL with any secret hidden, for messages: the password, and secret query parameters (``?password=``)."""
+    """The URL with any secret hidden, for messages: the password, and secret query parameters (``?password=``); a
+    SQLite URI that :func:`normalise_url` made (``sqlite:///file:PATH?mode=ro&uri=true``) as the user types it
+    (``sqlite:///PATH?mode=ro``)."""
     parsed = make_url(normalise_url(url))
+    if parsed.database and parsed.database.startswith("file:") and "uri" in parsed.query:
+        typed = unquote(urlsplit(parsed.database).path)
+        parsed = parsed.set(database=typed).difference_update_query(["uri"])
     hidden = {key: "***" for key in parsed.query if SECRET_QUERY_KEY.search(key)}
     return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
@@ -145,7 +150,12 @@ def permission_error(engine: Engine, exc: BaseException, needs: str | None = Non
 
 
 def _refused(engine: Engine, exc: BaseException, message: str) -> DatabaseError:
-    """``message`` as a DatabaseError, unless the server refused a privilege: then :func:`permission_error`."""
+    """``message`` as a DatabaseError, unless its disk is full (:func:`disk_full_error`), the SQLite log is open
+    read-only (:func:`read_only_error`) or the server refused a privilege (:func:`permission_error`)."""
+    if is_disk_full(exc):
+        return disk_full_error(engine, exc)
+    if is_read_only(exc):
+        return read_only_error(engine, exc)
     return permission_error(engine, exc) if is_permission_error(exc) else DatabaseError(message)
 
 

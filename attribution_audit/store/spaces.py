@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,6 +69,14 @@ def _from_bytes(data: bytes) -> np.ndarray:
     return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
 
 
+def _fingerprint(mean: bytes, matrix: bytes, validation: dict[str, Any]) -> str:
+    """SHA-256 of the projection and, for a version that keeps them, of its fitted artists (they decide which artists
+    get a centroid): the canonical JSON of their sorted list. A version stored without them keeps its old formula."""
+    artists = validation.get(ARTISTS)
+    kept = b"" if artists is None else json.dumps(sorted(artists), separators=(",", ":")).encode()
+    return hashlib.sha256(mean + matrix + kept).hexdigest()
+
+
 class SpaceRepository:
     """Learned space versions; a version is never changed once stored."""
 
@@ -128,7 +137,7 @@ class SpaceRepository:
                 dim=projection.dim,
                 mean=mean,
                 matrix=matrix,
-                fingerprint=hashlib.sha256(mean + matrix).hexdigest(),
+                fingerprint=_fingerprint(mean, matrix, validation),
                 n_works=n_works,
                 n_artists=n_artists,
                 validation=validation,
@@ -173,11 +182,11 @@ class SpaceRepository:
             if row is None:
                 return None
             mean, matrix = bytes(row.mean), bytes(row.matrix)
-            if hashlib.sha256(mean + matrix).hexdigest() != row.fingerprint:  # requests would use another projection
+            if _fingerprint(mean, matrix, row.validation) != row.fingerprint:  # requests would answer otherwise
                 raise DatabaseError(
                     f"learned space {row.name} version {row.version} in the audit database does not match its "
-                    f"fingerprint {row.fingerprint[:12]}: its projection was changed outside attribution-audit; "
-                    "restore the database from a backup or fit the space again"
+                    f"fingerprint {row.fingerprint[:12]}: its projection or fitted artists were changed outside "
+                    "attribution-audit; restore the database from a backup or fit the space again"
                 )
             return _info(row), Projection(_from_bytes(mean), _from_bytes(matrix))
 
