@@ -12,6 +12,7 @@ import numpy as np
 CONTENT, STYLE = "content", "style"
 SPACES = (CONTENT, STYLE)
 
+_HEX_DIGITS = frozenset("0123456789abcdef")  # a digest as ingestion writes it: lowercase hex
 # Namespace of the deterministic point ids: uuid5(POINT_NAMESPACE, "<catalogue>/<work_id>").
 POINT_NAMESPACE = uuid.UUID("5b0d6c1e-3f6a-4f0e-9a57-6c2f1d7e8a90")
 
@@ -106,6 +107,6 @@ class Hit:
         """The sha256 of the image the work was embedded from, as ingestion wrote it into the payload (with the
         vectors: what this hit's similarity measured); None where the payload holds no such digest."""
         digest = self.payload.get("image_sha256")
-        if isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+        if isinstance(digest, str) and len(digest) == 64 and _HEX_DIGITS.issuperset(digest):
             return digest
         return None

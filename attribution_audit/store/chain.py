@@ -236,9 +236,12 @@ def record_hash(prev_hash: str, request: StoredRequest | AttributionRequest) -> 
     return hash_content(prev_hash, canonical_content(request))
 
 
+_KEYS = {table: tuple(c.key for c in table.columns) for table in (_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS)}
+
+
 def _row(table: Table, given: dict[str, Any]) -> dict[str, Any]:
     """Every column of ``table``: those given, None for the others (what the hash covers is what is stored)."""
-    return {c.key: given.get(c.key) for c in table.columns}
+    return {key: given.get(key) for key in _KEYS[table]}
 
 
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})  # plain as they are (most values of a record)
@@ -251,10 +254,10 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, dict):  # a plain item as it is, without a call (a record holds hundreds)
+        return {key: item if type(item) in _SCALARS else _plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [item if type(item) in _SCALARS else _plain(item) for item in value]
     return value
 
 
@@ -336,9 +339,10 @@ def append_rows(
         _refuse_nan(request, *neighbours, *shares, *([metrics] if metrics else []))
     sql = _APPENDS.get(dialect.name) or _APPENDS.setdefault(dialect.name, _Append(dialect))
     key = request["id"]
-    near = sorted((_row(_NEIGHBOURS, {**n, "request_id": key}) for n in neighbours), key=itemgetter("rank"))
-    parts = sorted((_row(_SHARES, {**s, "request_id": key}) for s in shares), key=itemgetter("artist"))
-    measured = None if metrics is None else _row(_METRICS, {**metrics, "request_id": key})
+    mine = {"request_id": key}  # each child row's key: in its column's place
+    near = sorted((_row(_NEIGHBOURS, n) | mine for n in neighbours), key=itemgetter("rank"))
+    parts = sorted((_row(_SHARES, s) | mine for s in shares), key=itemgetter("artist"))
+    measured = None if metrics is None else _row(_METRICS, metrics) | mine
     cursor, reads = connection.connection.cursor(), connection.connection.cursor()
     try:
         with pipelined(connection):
