@@ -12,14 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
+from sqlalchemy import create_engine
 
 from attribution_audit.domain.confidence import FEATURES, LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import ArtistCentroids, Projection
+from attribution_audit.domain.shares import DEFAULT_TEMPERATURE
 from attribution_audit.domain.spaces import SPACES, LearnedSpace, QueryVectors
+from attribution_audit.evaluation.metrics import scored_confidence
+from attribution_audit.services.evaluate import load_outcomes
 from attribution_audit.sources.synthetic import ARTIST_NAMES, DemoCatalogue, make_demo_catalogue
+from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.chain import StoredRequest, canonical_content
 
 
@@ -238,3 +243,26 @@ def test_the_output_names_the_top_artist_and_the_centroid_rule_fails_plainly_on_
         assert error.count("\n") == 1 and "space st needs the centroids of two artists" in error
         assert "now holds 8 works of 1 artist:" in error and "fit a learned space" not in error
     assert "chain OK" in cli("audit", "verify").stdout
+
+
+@pytest.mark.slow
+def test_evaluate_run_under_the_centroid_rule_scores_the_confidence_its_requests_record(
+    cli: Cli, sqlite_url: str, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """Without a model calibrated under the rule, evaluation scored the share rule's default formula (and named it)
+    while the logged requests carry the centroid rule's: the confidence evaluated is not the one users see."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder)
+    cli("spaces", "fit", "st", "--from", "content", *embedder)
+    out = tmp_path / "e"
+    args = ("evaluate", "run", str(demo_catalogue.labelled), "--space", "st", "--top", "centroid")
+    cli(*args, "--k-max", "5", "--k", "5", "--out", str(out), *embedder)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["confidence_model"] == "default-centroid-v1"
+    logged = {r["request_id"]: r["confidence"] for r in json.loads(cli("audit", "list", "--json").stdout)}
+    audit = AuditStore(create_engine(sqlite_url))
+    outcomes = load_outcomes(audit, metrics["run_id"])
+    requests = [r.result.request_id for r in audit.evaluations.logged_results(metrics["run_id"])]
+    scored = [scored_confidence(o, 5, None, "equal", DEFAULT_TEMPERATURE, "centroid")[0] for o in outcomes]
+    assert len(scored) == 6 and len(set(scored)) > 1
+    assert scored == pytest.approx([logged[r] for r in requests])
