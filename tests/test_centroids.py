@@ -148,6 +148,24 @@ def test_the_centroid_rule_reports_the_artist_of_maximum_posterior_where_share_a
     assert all(space.most_likely_artist(query) is None for space in SPACES.values())  # no centroids: no rule
 
 
+@pytest.mark.slow
+def test_no_work_within_the_max_distance_reports_no_artist_under_the_centroid_rule_too(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    """--max-distance is the unknown-artist guard: the centroid rule named its artist with no work kept, where the
+    share and nearest rules name none."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder)
+    cli("spaces", "fit", "st", "--from", "content", *embedder)
+    args = ("attribute", str(demo_catalogue.queries[2].path), "--space", "st", "--json", *embedder)
+    for rule in ("share", "nearest", "centroid"):
+        (kept,) = json.loads(cli(*args, "--top", rule).stdout)
+        assert kept["top_artist"] is not None and kept["neighbours"]
+        (record,) = json.loads(cli(*args, "--top", rule, "--max-distance", "0").stdout)
+        assert (record["neighbours"], record["top_artist"], record["centroid_log_odds"]) == ([], None, None)
+        assert "no differences" in cli("audit", "replay", record["request_id"]).stdout
+
+
 def test_the_centroid_rules_default_confidence_measures_the_reported_artists_neighbours() -> None:
     points, labels = _artists()
     projection = Projection(mean=np.zeros(2), matrix=np.eye(2))
