@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
+from dbtools import superuser_edit
 from sqlalchemy import create_engine
 
 from attribution_audit.domain.confidence import FEATURES, LogisticModel, confidence
@@ -214,6 +215,25 @@ def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, de
     replay = json.loads(cli("audit", "replay", learned["request_id"], "--json").stdout)
     assert replay["replay"]["centroid_log_odds"] == pytest.approx(learned["centroid_log_odds"])
     assert "chain OK" in cli("audit", "verify").stdout
+
+
+@pytest.mark.slow
+def test_replaying_a_record_made_before_the_centroid_log_odds_shows_no_difference_for_them(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    """A learned-space record made before revision 0016 holds no log-odds: its replay printed
+    `~ centroid_log_odds: None -> x` though nothing had changed; a recorded value that differs is still shown."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    args = ("attribute", str(demo_catalogue.queries[2].path), "--space", "painters", "--json", *embedder)
+    (record,) = json.loads(cli(*args).stdout)
+    where = f"WHERE request_id = '{record['request_id']}'"
+    superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET centroid_log_odds = 99.0 {where}")
+    changed = cli("audit", "replay", record["request_id"]).stdout
+    assert f"~ centroid_log_odds: 99.0 -> {record['centroid_log_odds']}" in changed
+    superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET centroid_log_odds = NULL {where}")
+    assert "no differences" in cli("audit", "replay", record["request_id"]).stdout
 
 
 @pytest.mark.slow
