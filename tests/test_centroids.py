@@ -12,14 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
+from dbtools import superuser_edit
+from sqlalchemy import create_engine
 
 from attribution_audit.domain.confidence import FEATURES, LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import ArtistCentroids, Projection
+from attribution_audit.domain.shares import DEFAULT_TEMPERATURE
 from attribution_audit.domain.spaces import SPACES, LearnedSpace, QueryVectors
+from attribution_audit.evaluation.metrics import scored_confidence
+from attribution_audit.services.evaluate import load_outcomes
 from attribution_audit.sources.synthetic import ARTIST_NAMES, DemoCatalogue, make_demo_catalogue
+from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.chain import StoredRequest, canonical_content
 
 
@@ -165,6 +171,24 @@ def test_the_centroid_rule_reports_the_artist_of_maximum_posterior_where_share_a
     assert all(space.most_likely_artist(query) is None for space in SPACES.values())  # no centroids: no rule
 
 
+@pytest.mark.slow
+def test_no_work_within_the_max_distance_reports_no_artist_under_the_centroid_rule_too(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    """--max-distance is the unknown-artist guard: the centroid rule named its artist with no work kept, where the
+    share and nearest rules name none."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder)
+    cli("spaces", "fit", "st", "--from", "content", *embedder)
+    args = ("attribute", str(demo_catalogue.queries[2].path), "--space", "st", "--json", *embedder)
+    for rule in ("share", "nearest", "centroid"):
+        (kept,) = json.loads(cli(*args, "--top", rule).stdout)
+        assert kept["top_artist"] is not None and kept["neighbours"]
+        (record,) = json.loads(cli(*args, "--top", rule, "--max-distance", "0").stdout)
+        assert (record["neighbours"], record["top_artist"], record["centroid_log_odds"]) == ([], None, None)
+        assert "no differences" in cli("audit", "replay", record["request_id"]).stdout
+
+
 def test_the_centroid_rules_default_confidence_measures_the_reported_artists_neighbours() -> None:
     points, labels = _artists()
     projection = Projection(mean=np.zeros(2), matrix=np.eye(2))
@@ -216,6 +240,25 @@ def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, de
 
 
 @pytest.mark.slow
+def test_replaying_a_record_made_before_the_centroid_log_odds_shows_no_difference_for_them(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    """A learned-space record made before revision 0016 holds no log-odds: its replay printed
+    `~ centroid_log_odds: None -> x` though nothing had changed; a recorded value that differs is still shown."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    args = ("attribute", str(demo_catalogue.queries[2].path), "--space", "painters", "--json", *embedder)
+    (record,) = json.loads(cli(*args).stdout)
+    where = f"WHERE request_id = '{record['request_id']}'"
+    superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET centroid_log_odds = 99.0 {where}")
+    changed = cli("audit", "replay", record["request_id"]).stdout
+    assert f"~ centroid_log_odds: 99.0 -> {record['centroid_log_odds']}" in changed
+    superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET centroid_log_odds = NULL {where}")
+    assert "no differences" in cli("audit", "replay", record["request_id"]).stdout
+
+
+@pytest.mark.slow
 def test_the_centroid_rule_is_recorded_and_replayed_in_a_learned_space_and_refused_in_a_base_space(
     cli: Cli, demo_catalogue: DemoCatalogue
 ) -> None:
@@ -260,3 +303,26 @@ def test_the_output_names_the_top_artist_and_the_centroid_rule_fails_plainly_on_
         assert error.count("\n") == 1 and "space st needs the centroids of two artists" in error
         assert "now holds 8 works of 1 artist:" in error and "fit a learned space" not in error
     assert "chain OK" in cli("audit", "verify").stdout
+
+
+@pytest.mark.slow
+def test_evaluate_run_under_the_centroid_rule_scores_the_confidence_its_requests_record(
+    cli: Cli, sqlite_url: str, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """Without a model calibrated under the rule, evaluation scored the share rule's default formula (and named it)
+    while the logged requests carry the centroid rule's: the confidence evaluated is not the one users see."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder)
+    cli("spaces", "fit", "st", "--from", "content", *embedder)
+    out = tmp_path / "e"
+    args = ("evaluate", "run", str(demo_catalogue.labelled), "--space", "st", "--top", "centroid")
+    cli(*args, "--k-max", "5", "--k", "5", "--out", str(out), *embedder)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["confidence_model"] == "default-centroid-v1"
+    logged = {r["request_id"]: r["confidence"] for r in json.loads(cli("audit", "list", "--json").stdout)}
+    audit = AuditStore(create_engine(sqlite_url))
+    outcomes = load_outcomes(audit, metrics["run_id"])
+    requests = [r.result.request_id for r in audit.evaluations.logged_results(metrics["run_id"])]
+    scored = [scored_confidence(o, 5, None, "equal", DEFAULT_TEMPERATURE, "centroid")[0] for o in outcomes]
+    assert len(scored) == 6 and len(set(scored)) > 1
+    assert scored == pytest.approx([logged[r] for r in requests])

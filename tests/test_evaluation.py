@@ -205,16 +205,26 @@ def test_table1_degenerate_cells() -> None:
 
 
 def test_features_at_by_hand() -> None:
-    assert features_at(O2, 2) == pytest.approx({"entropy": 1.0, "nn_distance": 0.15, "margin": 0.3})
-    assert features_at(O1, 2) == pytest.approx({"entropy": 0.0, "nn_distance": 0.1, "margin": 0.2})
+    """As a request measures them: the top artist (equal shares, ties to the closest work) and its share too."""
+    o2, top = features_at(O2, 2)
+    assert top == "B" and o2 == pytest.approx(
+        {"entropy": 1.0, "nn_distance": 0.15, "margin": 0.3, "top_share": 0.5, "top_distance": 0.15}
+    )
+    o1, top = features_at(O1, 2)
+    assert top == "A" and o1 == pytest.approx(
+        {"entropy": 0.0, "nn_distance": 0.1, "margin": 0.2, "top_share": 1.0, "top_distance": 0.1}
+    )
     empty = QueryOutcome(9, "q9.png", "A", (), None, [], [], [])
-    assert features_at(empty, 3) == {"entropy": 1.0, "nn_distance": None, "margin": None}
+    assert features_at(empty, 3) == (
+        {"entropy": 1.0, "nn_distance": None, "margin": None, "top_share": None, "top_distance": None},
+        None,
+    )
 
 
 def test_confidence_quality_default_score_by_hand() -> None:
     # At K = 2 (equal shares, ties to the closest work): top artists A, B, B, A, B -> correct 1, 0, 1, 0, 1.
     # Default score (1 - entropy)(1 - NN distance): 0.9, 0, 0, 0, 0.7.
-    scores = [confidence_score(features_at(o, 2)["entropy"], features_at(o, 2)["nn_distance"]) for o in OUTCOMES]
+    scores = [confidence_score(features_at(o, 2)[0]["entropy"], features_at(o, 2)[0]["nn_distance"]) for o in OUTCOMES]
     assert scores == pytest.approx([0.9, 0.0, 0.0, 0.0, 0.7])
     correct = [1.0, 0.0, 1.0, 0.0, 1.0]
     quality = confidence_quality(OUTCOMES, 2, None)

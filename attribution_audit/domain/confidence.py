@@ -117,5 +117,11 @@ def confidence(
         return model.predict(features), model.name
     if rule == CENTROID:
         score = centroid_confidence_score(features.get("top_share"), features.get("top_distance"))
-        return score, DEFAULT_CENTROID_MODEL_NAME
-    return confidence_score(features["entropy"] or 0.0, features.get("nn_distance")), DEFAULT_MODEL_NAME
+    else:
+        score = confidence_score(features["entropy"] or 0.0, features.get("nn_distance"))
+    return score, default_model_name(rule)
+
+
+def default_model_name(rule: str) -> str:
+    """The name recorded for the default formula of the top-artist ``rule``."""
+    return DEFAULT_CENTROID_MODEL_NAME if rule == CENTROID else DEFAULT_MODEL_NAME

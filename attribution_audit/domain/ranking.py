@@ -66,10 +66,11 @@ def top_artist(
     closest work; by the ``nearest`` rule the artist of the closest work (not swayed by how many works of each
     artist the catalogue holds: with equal shares, an artist with fewer works than K loses to a prolific one); by
     the ``centroid`` rule ``centroid``, the artist a learned space's model of the artists' centroids finds most
-    likely (:meth:`ArtistCentroids.most_likely`), among the works or not."""
+    likely (:meth:`ArtistCentroids.most_likely`), among the works or not. No artist when no work is kept (none
+    within ``--max-distance``: an unknown artist), whatever the rule."""
     by_artist = artist_shares(artists, shares)
     if rule == CENTROID:
-        return by_artist, centroid
+        return by_artist, centroid if artists else None
     best: dict[str, float] = {}
     for artist, similarity in zip(artists, similarities, strict=True):
         best[artist] = max(similarity, best.get(artist, -2.0))

@@ -114,6 +114,11 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+# Indicators recorded since a later revision (agreement 0012, agreement_spaces 0013, centroid_log_odds 0016): a record
+# made before holds None.
+LATER_INDICATORS = frozenset({"agreement", "agreement_spaces", "centroid_log_odds"})
+
+
 def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
     """Human-readable differences between a recorded attribution and its replay (empty when identical)."""
     lines = []
@@ -143,6 +148,8 @@ def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
         "top_artist",
     ):
         a, b = getattr(before, name), getattr(after, name)
+        if a is None and name in LATER_INDICATORS:  # the record predates it: its replay's value is no difference
+            continue
         same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
         if not same:
             lines.append(f"~ {name}: {a} -> {b}")

@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from attribution_audit.domain.confidence import LogisticModel, confidence
-from attribution_audit.domain.indicators import artist_entropy, artist_margin
-from attribution_audit.domain.params import CENTROID
-from attribution_audit.domain.ranking import top_artist
-from attribution_audit.domain.shares import neighbour_shares
+from attribution_audit.domain.confidence import LogisticModel, confidence, default_model_name
+from attribution_audit.domain.indicators import artist_entropy, request_indicators
+from attribution_audit.domain.params import CENTROID, AttributionParams
 
 ECE_BINS = 10
 
@@ -162,13 +160,27 @@ def table1(outcomes: Sequence[QueryOutcome], fixed_k: int) -> dict[str, dict[str
     return table
 
 
-def features_at(o: QueryOutcome, k: int) -> dict[str, float | None]:
-    """The confidence features of the first k neighbours (margin over all recorded candidates)."""
-    return {
-        "entropy": artist_entropy(o.artists[:k]) if o.artists else 1.0,
-        "nn_distance": 1.0 - o.similarities[0] if o.similarities else None,
-        "margin": artist_margin(list(zip(o.artists, o.similarities, strict=True))) if o.artists else None,
-    }
+def features_at(
+    o: QueryOutcome, k: int, shares: str = "equal", temperature: float = 0.05, top: str = "share"
+) -> tuple[dict[str, float | None], str | None]:
+    """The confidence features and the top artist of the first k neighbours under the ``top`` rule, measured as a
+    request with those parameters measures them (:func:`request_indicators`; margin over all recorded candidates);
+    under the ``centroid`` rule the logged request's artist and its log-odds, which do not depend on K."""
+    params = AttributionParams(k=k, shares=shares, temperature=temperature, top=top)
+    ranked = list(zip(o.artists, o.similarities, strict=True))
+    _, _, features, _, chosen = request_indicators(ranked, str, params, o.top_artist)
+    if top == CENTROID:
+        features["centroid_log_odds"] = o.centroid_log_odds
+    return features, chosen
+
+
+def scored_confidence(
+    o: QueryOutcome, k: int, model: LogisticModel | None, shares: str, temperature: float, top: str
+) -> tuple[float, str | None]:
+    """The confidence at K that a request under the ``top`` rule records (the model, else the rule's default
+    formula), and the top artist it scores."""
+    features, chosen = features_at(o, k, shares, temperature, top)
+    return confidence(model, features, top)[0], chosen
 
 
 def confidence_quality(
@@ -182,15 +194,10 @@ def confidence_quality(
     """How well confidence at K predicts "top artist correct": AUROC, Brier score, expected calibration error."""
     scores, correct = [], []
     for o in outcomes:
-        if not o.artists:
-            continue
-        sims = o.similarities[:k]
-        _, chosen = top_artist(o.artists[:k], sims, neighbour_shares(sims, shares, temperature), top, o.top_artist)
-        features = features_at(o, k)
-        if top == CENTROID:  # the logged artist's log-odds hold at every K under this rule
-            features["centroid_log_odds"] = o.centroid_log_odds
-        scores.append(confidence(model, features)[0])
-        correct.append(chosen == o.true_artist)
+        if o.artists:
+            score, chosen = scored_confidence(o, k, model, shares, temperature, top)
+            scores.append(score)
+            correct.append(chosen == o.true_artist)
     if not scores:
         return {"queries": 0, "auroc": None, "brier": None, "ece": None, "accuracy": None}
     s, y = np.array(scores), np.array(correct, dtype=float)
@@ -255,7 +262,7 @@ def evaluate(
         {
             "k_max": k_max,
             "k": k,
-            "confidence_model": model.name if model else "default-v1",
+            "confidence_model": model.name if model else default_model_name(top),
             "overall": block(outcomes),
             "subsets": {s: block([o for o in outcomes if o.subset == s]) for s in subsets},
             "ann_vs_exact": ann_vs_exact(outcomes, sorted({1, min(10, k_max), k_max})),
