@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import URL
+
 from attribution_audit.errors import AttributionAuditError
 
 ENV_PREFIX = "ATTRIBUTION_AUDIT_"
@@ -149,7 +151,10 @@ class Settings:
     @property
     def resolved_database_url(self) -> str:
         """The configured URL, else a SQLite file inside the data dir."""
-        return self.database_url or f"sqlite:///{self.embedded_database}"
+        if self.database_url:
+            return self.database_url
+        # quoted: a data dir whose path holds '?' or '#' stays one file name, not URL parameters
+        return URL.create("sqlite", database=str(self.embedded_database)).render_as_string(hide_password=False)
 
     @property
     def resolved_checkpoint_key(self) -> Path:

@@ -44,3 +44,39 @@ def test_qdrant_urls_in_messages_hide_credentials_and_keys() -> None:
     assert "pw-s3cret" not in shown and "admin" not in shown and "XYZ" not in shown
     assert shown == "https://***@qdrant.example:6333/base?api-key=***&timeout=5"
     assert shown_url(":memory:") == ":memory:"
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("?immutable=1", "immutable=1"),
+        ("?mode=ro&immutable=1", "immutable=1"),
+        ("?nolock=1", "nolock=1"),
+        ("?vfs=unix-none", "vfs=unix-none"),
+        ("?mode=memory", "mode=memory"),
+        ("?mode=ro&cache=shared", "cache=shared"),
+    ],
+)
+def test_sqlite_parameters_that_skip_locks_or_the_wal_are_refused(tmp_path: Path, query: str, named: str) -> None:
+    """Only ?mode=ro may reach SQLite: immutable would read the file past its WAL (tampering held there unseen),
+    nolock or a lock-free vfs would let two writers append at once; a URL that asks for them opens nothing."""
+    database = tmp_path / "audit.sqlite"
+    with pytest.raises(DatabaseError) as info:
+        create_db_engine(f"sqlite:///{database}{query}")
+    assert f"SQLite parameter {named} is refused" in str(info.value) and "\n" not in str(info.value)
+    uri = f"sqlite:///file:{database}%3F{query[1:].replace('=', '%3D').replace('&', '%26')}?uri=true"
+    with pytest.raises(DatabaseError, match="is refused"):
+        create_db_engine(uri)  # the same inside a file: URI of the user's own
+    assert not database.exists()
+
+
+def test_a_data_dir_whose_path_holds_url_characters_keeps_its_log_inside_it(tmp_path: Path) -> None:
+    from attribution_audit.config import Settings
+
+    data_dir = tmp_path / "d?nolock=1&x=#y"
+    settings = Settings(data_dir=data_dir)
+    engine = create_db_engine(settings.resolved_database_url)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+    assert (data_dir / "audit.sqlite").exists() and not (tmp_path / "d").exists()

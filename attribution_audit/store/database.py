@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from sqlalchemy import ClauseElement, Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DataError,
@@ -34,20 +34,39 @@ INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL SQLSTATE
 DISK_FULL = "53100"  # PostgreSQL SQLSTATE
 FULL_DISK_READ = "attribution_audit_full_disk_read"  # pool record info: a SQLite file read as it is (its disk full)
 SQLITE_URI_PARAMETERS = frozenset({"mode", "cache", "immutable", "nolock", "psow", "vfs", "modeof"})
+SQLITE_READ_ONLY = {"mode": "ro"}  # the only SQLite URI parameter an audit log's URL may carry
 
 
 def normalise_url(url: str) -> str:
-    """``postgresql://`` and ``postgres://`` URLs use psycopg 3; a SQLite URL with SQLite's own parameters
-    (``?mode=ro``) opens its file as a SQLite URI (SQLAlchemy would drop them, and open it read-write)."""
+    """``postgresql://`` and ``postgres://`` URLs use psycopg 3; a SQLite URL with ``?mode=ro`` opens its file as a
+    SQLite URI (SQLAlchemy would drop the parameter, and open it read-write). Any other SQLite URI parameter
+    (``immutable``, ``nolock``, ``vfs``, ``mode=memory``...) is refused: it would let SQLite read past the log's
+    write-ahead log or write without its locks."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     if url.startswith("sqlite"):
         parsed = make_url(url)
+        _refuse_unsafe_parameters(url, parsed)
         if parsed.database and SQLITE_URI_PARAMETERS & parsed.query.keys() and "uri" not in parsed.query:
             as_uri = parsed.set(database=f"file:{quote(parsed.database)}").update_query_dict({"uri": "true"})
             return as_uri.render_as_string(hide_password=False)
     return url
+
+
+def _refuse_unsafe_parameters(url: str, parsed: URL) -> None:
+    """DatabaseError naming a SQLite URI parameter of the URL, or of the ``file:`` URI it names, other than
+    ``mode=ro``."""
+    given = [(k, v) for k, v in parsed.query.items() if k in SQLITE_URI_PARAMETERS]
+    if parsed.database and parsed.database.startswith("file:"):
+        given += [(k, v) for k, v in parse_qsl(urlsplit(parsed.database).query) if k in SQLITE_URI_PARAMETERS]
+    unsafe = [f"{k}={v}" for k, v in given if SQLITE_READ_ONLY.get(k) != v]
+    if unsafe:
+        raise DatabaseError(
+            f"database URL {parsed.render_as_string(hide_password=True)}: SQLite parameter {', '.join(unsafe)} is "
+            "refused (it would let SQLite skip the audit log's locks or write-ahead log); remove it, or use ?mode=ro "
+            "to read the log without writing"
+        )
 
 
 SECRET_QUERY_KEY = re.compile(r"pass|token|secret|key|options", re.IGNORECASE)  # options may carry "-c password=..."
@@ -57,7 +76,10 @@ def display_url(url: str) -> str:
     """The URL with any secret hidden, for messages: the password, and secret query parameters (``?password=``); a
     SQLite URI that :func:`normalise_url` made (``sqlite:///file:PATH?mode=ro&uri=true``) as the user types it
     (``sqlite:///PATH?mode=ro``)."""
-    parsed = make_url(normalise_url(url))
+    try:
+        parsed = make_url(normalise_url(url))
+    except DatabaseError:  # (a refused parameter: shown as given)
+        parsed = make_url(url)
     if parsed.database and parsed.database.startswith("file:") and "uri" in parsed.query:
         typed = unquote(urlsplit(parsed.database).path)
         parsed = parsed.set(database=typed).difference_update_query(["uri"])
