@@ -241,21 +241,29 @@ def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, de
 
 @pytest.mark.slow
 def test_replaying_a_record_made_before_the_centroid_log_odds_shows_no_difference_for_them(
-    cli: Cli, demo_catalogue: DemoCatalogue
+    cli: Cli, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A learned-space record made before revision 0016 holds no log-odds: its replay printed
-    `~ centroid_log_odds: None -> x` though nothing had changed; a recorded value that differs is still shown."""
+    `~ centroid_log_odds: None -> x` though nothing had changed. A value changed by hand is shown, a None written
+    over one too (the record no longer matches its hash: not a record that predates the field)."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
     cli("spaces", "fit", "painters", "--from", "style", *embedder)
     args = ("attribute", str(demo_catalogue.queries[2].path), "--space", "painters", "--json", *embedder)
+    with monkeypatch.context() as before_0016:  # written, and hashed, without the log-odds
+        before_0016.setattr(LearnedSpace, "centroid_log_odds", lambda *_: None)
+        (old,) = json.loads(cli(*args).stdout)
+    assert old["centroid_log_odds"] is None
+    replayed = cli("audit", "replay", old["request_id"]).stdout  # (its confidence was scored without them)
+    assert "centroid_log_odds" not in replayed and "NOT INTACT" not in replayed
     (record,) = json.loads(cli(*args).stdout)
     where = f"WHERE request_id = '{record['request_id']}'"
     superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET centroid_log_odds = 99.0 {where}")
     changed = cli("audit", "replay", record["request_id"]).stdout
-    assert f"~ centroid_log_odds: 99.0 -> {record['centroid_log_odds']}" in changed
+    assert f"~ centroid_log_odds: 99.0 -> {record['centroid_log_odds']}" in changed and "NOT INTACT" in changed
     superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET centroid_log_odds = NULL {where}")
-    assert "no differences" in cli("audit", "replay", record["request_id"]).stdout
+    nulled = cli("audit", "replay", record["request_id"]).stdout
+    assert f"~ centroid_log_odds: None -> {record['centroid_log_odds']}" in nulled and "NOT INTACT" in nulled
 
 
 @pytest.mark.slow

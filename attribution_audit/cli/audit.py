@@ -354,6 +354,11 @@ def audit_replay(
 
     def text() -> None:
         typer.echo(f"replay {after.request_id} of {before.request_id}")
+        if before.intact is False:
+            typer.echo(
+                "NOT INTACT: the original no longer matches its record hash (changed after it was written); run "
+                "`attribution-audit audit verify`"
+            )
         typer.echo("\n".join(differences) if differences else "no differences")
 
     rows = [{"request_id": after.request_id, "replay_of": before.request_id, "difference": d} for d in differences]

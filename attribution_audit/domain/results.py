@@ -120,7 +120,9 @@ LATER_INDICATORS = frozenset({"agreement", "agreement_spaces", "centroid_log_odd
 
 
 def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
-    """Human-readable differences between a recorded attribution and its replay (empty when identical)."""
+    """Human-readable differences between a recorded attribution and its replay (empty when identical); an indicator
+    the record holds as None is skipped only in a record that still matches its hash (a None written over a value
+    by hand is a difference)."""
     lines = []
     old = {(n.catalogue, n.work_id): n for n in before.neighbours}
     new = {(n.catalogue, n.work_id): n for n in after.neighbours}
@@ -148,8 +150,8 @@ def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
         "top_artist",
     ):
         a, b = getattr(before, name), getattr(after, name)
-        if a is None and name in LATER_INDICATORS:  # the record predates it: its replay's value is no difference
-            continue
+        if a is None and name in LATER_INDICATORS and before.intact is not False:
+            continue  # an intact record holding None predates it: its replay's value is no difference
         same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
         if not same:
             lines.append(f"~ {name}: {a} -> {b}")
