@@ -370,8 +370,8 @@ def stripes(period: int) -> Image.Image:
 def test_the_file_a_work_was_ingested_from_is_its_copy_and_a_pointless_image_is_not_run(
     cli: Cli, tmp_path: Path
 ) -> None:
-    """A query byte for byte the file of a work is its copy (score 1, its own rule) even without keypoints; an image
-    without enough keypoints to compare is "not run", never "no copy"."""
+    """A query byte for byte the file of a work is its copy (score 1, its own rule) even without keypoints; a query
+    without enough keypoints to compare is "not run", never "no copy"; a work without is no obstacle to the others."""
     ingest_pages(cli, tmp_path)
     stripes(16).save(tmp_path / "works" / "stripes.png")
     (tmp_path / "more.csv").write_text("path,artist,work_id,title\nworks/stripes.png,Artist 3,S1,stripes\n")
@@ -385,4 +385,6 @@ def test_the_file_a_work_was_ingested_from_is_its_copy_and_a_pointless_image_is_
     found = attribute(cli, tmp_path / "other.png")
     assert str(found["copy_status"]).startswith("not_run: the query image has too few distinctive points")
     assert found["copy_of"] is None
+    page(30).save(tmp_path / "new.png")  # a query rich in keypoints is compared with the striped work, not stopped
+    assert attribute(cli, tmp_path / "new.png")["copy_status"] == "no_copy"
     assert "chain OK" in cli("audit", "verify").stdout

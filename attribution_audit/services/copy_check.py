@@ -7,9 +7,11 @@ A query whose file is byte for byte the file a candidate was ingested from is it
 IDENTICAL, score 1), whatever its keypoints: a flat or striped image has too few for the comparison.
 
 Each verdict says whether the check ran: ``copy``, ``no_copy`` (every candidate compared), ``not_run: <why>`` (the
-query, or some candidate's image, could not be compared: too few distinctive points for local features, no file
+query has too few distinctive points for local features, or some candidate's image could not be compared: no file
 recorded, file missing, unreadable or changed since ingest, or the check is off) or ``failed: <why>`` (OpenCV failed
-on the query or a candidate), so that a check that could not run is never taken for "no copy"."""
+on the query or a candidate), so that a check that could not run is never taken for "no copy". A candidate with too
+few keypoints counts as compared when the query has enough: an edited copy keeps its source's keypoints, so a query
+rich in them is no near-copy of a work without (and one such work must not stop every verdict)."""
 
 from __future__ import annotations
 
@@ -101,9 +103,6 @@ class CopyDetector:
             features = self._features_of(paths.get(point))
             if isinstance(features, str):
                 unreadable.append(f"{work}: {features}")
-                continue
-            if len(features.points) < MIN_MATCHES:
-                unreadable.append(f"{work}: too few distinctive points ({_points(features)})")
                 continue
             try:
                 found = match(query, features)
