@@ -575,3 +575,10 @@ def test_cli_attribute_verify_replay_recall(cli: Cli, demo_catalogue: DemoCatalo
         assert count(engine, AttributionRequest) == 5 and count(engine, RecallCheck) == 1
     finally:
         engine.dispose()
+
+
+def test_max_distance_zero_keeps_an_identical_image_despite_float32_rounding() -> None:
+    """An exact copy's cosine similarity computes in float32 as a hair below 1 (distance ~1e-7): ``--max-distance 0``
+    keeps it, and drops a work that is merely close."""
+    ranked = [("copy", float(np.float32(0.99999994))), ("close", 0.999)]
+    assert apply_k_policy(ranked, AttributionParams(k=5, max_distance=0.0)) == ranked[:1]

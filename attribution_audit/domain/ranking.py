@@ -51,11 +51,15 @@ def rrf_scores(rankings: dict[str, list[str]], weights: dict[str, float], k: int
     return scores
 
 
+DISTANCE_TOLERANCE = 1e-5  # float32 rounding of a cosine: an identical image's distance computes as up to ~1e-6
+
+
 def apply_k_policy(ranked: list[tuple[Any, float]], params: AttributionParams) -> list[tuple[Any, float]]:
-    """The first k, then only those within max_distance when it is set."""
+    """The first k, then only those within max_distance when it is set (give or take the rounding of a float32
+    cosine, so that ``--max-distance 0`` keeps an identical image)."""
     kept = ranked[: params.k]
     if params.max_distance is not None:
-        kept = [(item, sim) for item, sim in kept if 1.0 - sim <= params.max_distance]
+        kept = [(item, sim) for item, sim in kept if 1.0 - sim <= params.max_distance + DISTANCE_TOLERANCE]
     return kept
 
 
