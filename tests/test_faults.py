@@ -215,7 +215,7 @@ def test_audit_verify_on_a_full_disk_gives_its_verdict_and_says_it_was_not_recor
             verified = cli("audit", "verify", "--workers", workers)
             assert "chain OK: 3 records" in verified.stdout
             (warning,) = verified.stderr.splitlines()
-            assert warning.startswith("warning: this verification is not recorded (report summary shows the last")
+            assert warning.startswith("warning: this verification is not recorded for report summary: ")
             assert f"{small_disk / 'audit.sqlite'}: its disk is full" in warning and "free some space on it" in warning
         as_json = json.loads(cli("audit", "verify", "--format", "json").stdout)
         assert as_json["ok"] is True and "its disk is full" in as_json["not_recorded"]
@@ -275,7 +275,7 @@ def test_audit_verify_on_a_read_only_log_gives_its_verdict_and_says_it_was_not_r
     verified = cli("audit", "verify")
     assert "chain OK: 3 records" in verified.stdout
     (warning,) = verified.stderr.splitlines()
-    assert warning.startswith("warning: this verification is not recorded (report summary shows the last")
+    assert warning.startswith("warning: this verification is not recorded for report summary: ")
     assert f"{database}: the audit log is open read-only here" in warning and "without mode=ro" in warning
     as_json = json.loads(cli("audit", "verify", "--format", "json").stdout)
     assert as_json["ok"] is True and "open read-only" in as_json["not_recorded"]

@@ -413,7 +413,7 @@ def test_the_readers_verification_is_not_recorded_and_it_is_told_so(reader_log: 
     verified = reader("audit", "verify")
     assert verified.stdout.startswith("chain OK: 4 records")
     (warning,) = verified.stderr.splitlines()
-    assert warning.startswith("warning: this verification is not recorded (report summary shows the last")
+    assert warning.startswith("warning: this verification is not recorded for report summary: ")
     assert f"database user {user!r} may only read the audit database" in warning
     assert "a user granted a role made by `attribution-audit db grant-writer ROLE`" in warning
     assert "may only read" in json.loads(reader("audit", "verify", "--format", "json").stdout)["not_recorded"]

@@ -1099,6 +1099,8 @@ def test_request_page_shows_the_record_and_flags_a_modified_one(
     for expected in (request.id, request.record_hash, request.prev_hash, "w4", "w5", "w3", "0.625000", "0.375000"):
         assert expected in html
     assert "intact: the stored hash matches the record" in html and "MODIFIED" not in html
+    top = request.metrics.top_artist
+    assert f"<strong>Top artist: {top}</strong> (top rule share), share {request.metrics.top_artist_share:.4f}" in html
     assert html.count('<div class="missing">image not available</div>') == 4  # r2's image and 3 works: no files
 
     superuser_edit(

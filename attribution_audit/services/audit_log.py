@@ -40,7 +40,7 @@ def _remember(audit: AuditStore, report: ChainReport) -> str | None:
     try:
         audit.requests.remember_verification(report)
     except ReadOnlyError as exc:
-        return f"this verification is not recorded (report summary shows the last recorded one): {exc}"
+        return f"this verification is not recorded for report summary: {exc}"
     return None
 
 
