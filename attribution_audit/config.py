@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL
-
 from attribution_audit.errors import AttributionAuditError
 
 ENV_PREFIX = "ATTRIBUTION_AUDIT_"
@@ -153,8 +151,9 @@ class Settings:
         """The configured URL, else a SQLite file inside the data dir."""
         if self.database_url:
             return self.database_url
-        # quoted: a data dir whose path holds '?' or '#' stays one file name, not URL parameters
-        return URL.create("sqlite", database=str(self.embedded_database)).render_as_string(hide_password=False)
+        # escaped: a data dir whose path holds '?' or '#' stays one file name, not URL parameters
+        escaped = str(self.embedded_database).replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+        return f"sqlite:///{escaped}"
 
     @property
     def resolved_checkpoint_key(self) -> Path:
