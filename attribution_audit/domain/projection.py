@@ -51,7 +51,12 @@ class Projection:
 
     def apply(self, rows: np.ndarray) -> np.ndarray:
         """Projected unit vectors (float32) of ``rows`` (n x input dim)."""
-        return unit_rows(self.coordinates(rows)).astype(np.float32)
+        return unit_vectors(self.coordinates(rows))
+
+
+def unit_vectors(coordinates: np.ndarray) -> np.ndarray:
+    """The unit vectors (float32) a learned space searches with, of projected coordinates."""
+    return unit_rows(coordinates).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from attribution_audit.domain.params import FUSED, AttributionParams
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
-from attribution_audit.domain.projection import ArtistCentroids, Projection, join_bases, unit_rows
+from attribution_audit.domain.projection import ArtistCentroids, Projection, join_bases, unit_vectors
 from attribution_audit.domain.ranking import apply_k_policy, by_score, fused_similarity, rrf_fuse
 
 
@@ -240,9 +240,7 @@ class LearnedSpace(Space):
         space = cls(name, version, base, projection, ProjectedCatalogue([], [], np.empty((0, projection.dim))))
         if works:
             coordinates = space.coordinates([vectors for _, _, vectors in works])
-            space.works = ProjectedCatalogue(
-                [w[0] for w in works], [w[1] for w in works], unit_rows(coordinates).astype(np.float32)
-            )
+            space.works = ProjectedCatalogue([w[0] for w in works], [w[1] for w in works], unit_vectors(coordinates))
             if artists:
                 known = np.array([fitted is None or a in fitted for a in artists], dtype=bool)
                 space.since_fit = tuple(sorted({a for a, k in zip(artists, known, strict=True) if not k}))
@@ -257,7 +255,7 @@ class LearnedSpace(Space):
 
     def project(self, queries: Sequence[QueryVectors]) -> np.ndarray:
         """The queries' unit vectors in this space."""
-        return unit_rows(self.coordinates(queries)).astype(np.float32)
+        return unit_vectors(self.coordinates(queries))
 
     def centroid_log_odds(self, query: QueryVectors, artist: str) -> float | None:
         """The log-odds of ``artist`` under LDA's Gaussian model of the catalogue's artists in this space

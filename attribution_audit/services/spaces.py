@@ -25,6 +25,7 @@ from attribution_audit.domain.projection import (
     fit_lda,
     join_bases,
     unit_rows,
+    unit_vectors,
     validation_split,
 )
 from attribution_audit.domain.spaces import LEARNED_BASES
@@ -166,7 +167,7 @@ def default_confidence(
     names = np.asarray(labels)
     train, scored = names[held_out.train], names[held_out.scored]
     queries, works = (held_out.projection.coordinates(rows[mask]) for mask in (held_out.scored, held_out.train))
-    sims = unit_rows(queries).astype(np.float32) @ unit_rows(works).astype(np.float32).T  # as a request's
+    sims = unit_vectors(queries) @ unit_vectors(works).T  # as a request's
     centroids = ArtistCentroids.fit(works, train.tolist())
     depth = params.k * params.oversampling
     order = np.argsort(-sims, axis=1, kind="stable")[:, :depth]
