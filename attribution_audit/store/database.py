@@ -47,14 +47,14 @@ def normalise_url(url: str) -> str:
             return "postgresql+psycopg://" + url[len(prefix) :]
     if url.startswith("sqlite"):
         parsed = make_url(url)
-        _refuse_unsafe_parameters(url, parsed)
+        _refuse_unsafe_parameters(parsed)
         if parsed.database and SQLITE_URI_PARAMETERS & parsed.query.keys() and "uri" not in parsed.query:
             as_uri = parsed.set(database=f"file:{quote(parsed.database)}").update_query_dict({"uri": "true"})
             return as_uri.render_as_string(hide_password=False)
     return url
 
 
-def _refuse_unsafe_parameters(url: str, parsed: URL) -> None:
+def _refuse_unsafe_parameters(parsed: URL) -> None:
     """DatabaseError naming a SQLite URI parameter of the URL, or of the ``file:`` URI it names, other than
     ``mode=ro``."""
     given = [(k, v) for k, v in parsed.query.items() if k in SQLITE_URI_PARAMETERS]
@@ -81,8 +81,7 @@ def display_url(url: str) -> str:
     except DatabaseError:  # (a refused parameter: shown as given)
         parsed = make_url(url)
     if parsed.database and parsed.database.startswith("file:") and "uri" in parsed.query:
-        typed = unquote(urlsplit(parsed.database).path)
-        parsed = parsed.set(database=typed).difference_update_query(["uri"])
+        parsed = parsed.set(database=_uri_path(parsed.database)).difference_update_query(["uri"])
     hidden = {key: "***" for key in parsed.query if SECRET_QUERY_KEY.search(key)}
     return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
@@ -203,8 +202,13 @@ def sqlite_file(url: str) -> Path | None:
         return None
     database = parsed.database
     if database and database.startswith("file:") and "uri" in parsed.query:
-        database = None if parsed.query.get("mode") == "memory" else unquote(urlsplit(database).path)
+        database = None if parsed.query.get("mode") == "memory" else _uri_path(database)
     return Path(database) if database and database != ":memory:" else None
+
+
+def _uri_path(uri: str) -> str:
+    """The file path of a SQLite ``file:`` URI."""
+    return unquote(urlsplit(uri).path)
 
 
 def _sqlite_connect(database: Path, record: Any, cargs: Sequence[Any], cparams: dict[str, Any]) -> Any:
