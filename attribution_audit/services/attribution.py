@@ -151,7 +151,7 @@ class Attributor:
             self.check_coverage(LEARNED_BASES[info.base])
             points = list(self.store.iter_points())
             works = [(p.point_id, p.payload, QueryVectors(p.vector, p.style)) for p in points]
-            artists = [self.canonical.get(a, a) for a in (str(p.payload.get("artist", "")) for p in points)]
+            artists = [self._canonical_artist(p.payload) for p in points]
             covered = None if info.artists is None else {self.canonical.get(a, a) for a in info.artists}
             self._learned[key] = LearnedSpace.over(
                 info.name, info.version, info.base, projection, works, artists, covered
@@ -227,7 +227,7 @@ class Attributor:
         if space.has_centroids:
             return
         if isinstance(space, LearnedSpace):
-            every = (self.canonical.get(a, a) for a in (str(p.get("artist", "")) for p in space.works.payloads))
+            every = (self._canonical_artist(payload) for payload in space.works.payloads)
             works = Counter(a for a in every if a not in space.since_fit)  # only the fitted artists get a centroid
             artists = f"{len(works)} artist{'' if len(works) == 1 else 's'}"
             since = len(space.since_fit)
@@ -315,7 +315,11 @@ class Attributor:
             )
 
     def _canonical_of(self, hit: Hit) -> str:
-        artist = str(hit.payload.get("artist", ""))
+        return self._canonical_artist(hit.payload)
+
+    def _canonical_artist(self, payload: dict[str, Any]) -> str:
+        """The canonical name of the artist a point's payload names (after merges)."""
+        artist = str(payload.get("artist", ""))
         return self.canonical.get(artist, artist)
 
     def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
