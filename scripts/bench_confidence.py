@@ -6,9 +6,9 @@ works), and what further indicators add to the calibrated model (5-fold cross-va
 The indicators compared: the five ``calibrate`` fitted on before the agreement of spaces (entropy, NN distance,
 margin, top share, agreement between the two base spaces), the agreement of spaces (the share of the shard's other
 spaces whose top artist is the request's, recorded since revision 0013), the centroid log-odds (the top artist's
-log-odds among a learned space's artist centroids, recorded since revision 0016) and the margin of the aggregated
-similarity (the top artist's similarity sum over the K works minus the runner-up's, over K; not built). The queries are
-attributed through the product's own Attributor (not logged); the agreement of spaces is timed apart.
+log-odds among a learned space's artist centroids, recorded since revision 0016) and its mean over the shard's other
+learned spaces (recorded since revision 0017). The queries are attributed through the product's own Attributor (not
+logged); the two indicators that read the other spaces are timed apart.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticMo
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.results import Outcome
-from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
+from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.evaluation.calibration import cross_validated, expected_calibration_error
 from attribution_audit.evaluation.metrics import auroc
 from attribution_audit.services.calibrate import fit_and_score
@@ -38,33 +37,6 @@ from attribution_audit.sources.labelled import read_labelled
 
 NAME = "bench_confidence"
 FOLDS = 5
-
-
-def sum_margin(outcome: Outcome) -> float:
-    """The top artist's similarity sum over the K works minus the runner-up's, divided by K (0 with one artist)."""
-    totals: dict[str, float] = defaultdict(float)
-    for n in outcome.neighbours:
-        totals[n.canonical_artist] += n.similarity
-    ranked = [*sorted(totals.values(), reverse=True), 0.0, 0.0]
-    return (ranked[0] - ranked[1]) / max(len(outcome.neighbours), 1)
-
-
-def centroid_share(
-    space: LearnedSpace, vectors: list[QueryVectors], found: list[Outcome], canonical: dict[str, str]
-) -> np.ndarray:
-    """Per query, the top artist's share of a softmax (temperature 0.05) over the query's cosine to each artist's
-    centroid (mean projected work) in a learned space: how the query sits among all artists, not only its K works
-    (not built). NaN-free: an unknown top artist scores 0."""
-    artists = [canonical.get(str(p.get("artist", "")), str(p.get("artist", ""))) for p in space.works.payloads]
-    names = sorted(set(artists))
-    labels = np.array([names.index(a) for a in artists])
-    centroids = np.vstack([space.works.vectors[labels == i].mean(axis=0) for i in range(len(names))])
-    logits = space.project(vectors) @ (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).T / 0.05
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return np.array(
-        [[probabilities[i, names.index(o.top_artist)] if o.top_artist in names else 0.0] for i, o in enumerate(found)]
-    )
 
 
 def cv_scores(x: np.ndarray, right: list[bool]) -> tuple[float | None, float]:
@@ -98,7 +70,6 @@ def main() -> None:
     queries = read_labelled(args.bench / "style_queries.csv")
     spaces = ["content", "style", "fused", *[s for s in args.learned.split(",") if s]]
     outcomes: dict[str, list[Outcome]] = {}
-    centroids: dict[str, np.ndarray] = {}
     ms: dict[str, tuple[float, float]] = {}
     own: dict[str, tuple[int, LogisticModel | None]] = {}
     with open_attributor(settings, audit, settings.embedder) as attributor:
@@ -121,10 +92,9 @@ def main() -> None:
                 times.append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
                 attributor.agreement_of_spaces(attributor.store, searching, vector, found[-1].top_artist, params)
+                attributor.centroid_log_odds_others(searching, vector, found[-1].top_artist, params)
                 extra.append((time.perf_counter() - started) * 1000)
             outcomes[space], ms[space] = found, (statistics.median(times), statistics.median(extra))
-            if isinstance(searching, LearnedSpace):
-                centroids[space] = centroid_share(searching, vectors, found, attributor.canonical)
             if params.space_version is not None:
                 info = audit.spaces.load(space, params.space_version)
                 name = info[0].validation.get("confidence", {}).get("model") if info else None
@@ -136,11 +106,11 @@ def main() -> None:
         "|" + "---|" * 9,
     ]
     calibrated = [
-        "| space | compute ms (median) | of which the agreement of spaces | 5 indicators (before): CV AUROC / ECE | "
-        "+ agreement of spaces | + centroid log-odds (`calibrate` now) | + similarity-sum margin too | + centroid "
-        "share too (learned spaces) | agreement of spaces alone, AUROC | centroid log-odds alone, AUROC | centroid "
-        "share alone, AUROC |",
-        "|" + "---|" * 11,
+        "| space | compute ms (median) | of which the other spaces (agreement, log-odds there) | 5 indicators "
+        "(before): CV AUROC / ECE | + agreement of spaces | + centroid log-odds | + centroid log-odds in the other "
+        "learned spaces (`calibrate` now) | agreement of spaces alone, AUROC | centroid log-odds alone, AUROC | "
+        "log-odds in the other learned spaces alone, AUROC |",
+        "|" + "---|" * 10,
     ]
     for space in spaces:
         found = outcomes[space]
@@ -171,18 +141,14 @@ def main() -> None:
         now = np.array([[feature_value(o.features, f) for f in CALIBRATION_FEATURES] for o in found])
         before = now[:, : CALIBRATION_FEATURES.index("agreement_spaces")]
         agreeing = now[:, : CALIBRATION_FEATURES.index("centroid_log_odds")]
-        margin = np.array([[sum_margin(o)] for o in found])
+        own_odds = now[:, : CALIBRATION_FEATURES.index("centroid_log_odds_others")]
         cells = [space, f"{ms[space][0]:.1f}", f"{ms[space][1]:.1f}"]
-        for x in (before, agreeing, now, np.hstack([now, margin])):
+        for x in (before, agreeing, own_odds, now):
             cells.append("{} / {}".format(*map(_fmt, cv_scores(x, right))))
-        share = centroids.get(space)
-        cells.append(
-            "n/a" if share is None else "{} / {}".format(*map(_fmt, cv_scores(np.hstack([now, share]), right)))
-        )
         cells.append(_fmt(auroc([o.features["agreement_spaces"] or 0.0 for o in found], right)))
-        odds = [o.features["centroid_log_odds"] for o in found]
-        cells.append("n/a" if None in odds else _fmt(auroc([float(v or 0.0) for v in odds], right)))
-        cells.append("n/a" if share is None else _fmt(auroc(share[:, 0].tolist(), right)))
+        for name in ("centroid_log_odds", "centroid_log_odds_others"):
+            odds = [o.features[name] for o in found]
+            cells.append("n/a" if None in odds else _fmt(auroc([float(v or 0.0) for v in odds], right)))
         calibrated.append("| " + " | ".join(cells) + " |")
         _, _, scores = fit_and_score(now, np.array(right, dtype=float), formula, FOLDS, space)
         assert abs((scores["cv_auroc"] or 0) - (cv_scores(now, right)[0] or 0)) < 1e-9  # the same as `calibrate`

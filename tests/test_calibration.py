@@ -402,6 +402,7 @@ def test_calibrate_round_trip(
             "agreement",
             "agreement_spaces",
             "centroid_log_odds",
+            "centroid_log_odds_others",
         ]
         assert row.fit_metrics["cv_auroc"] == scores["cv_auroc"] and row.fit_metrics["folds"] == 3
         model = demo_audit.evaluations.latest_calibration(attributor.embedder_fingerprint)
@@ -427,6 +428,7 @@ def test_calibrate_round_trip(
         "agreement": result.agreement,
         "agreement_spaces": result.agreement_spaces,
         "centroid_log_odds": result.centroid_log_odds,
+        "centroid_log_odds_others": result.centroid_log_odds_others,
     }
     assert result.confidence == pytest.approx(model.predict(features), abs=1e-12)
     assert result.confidence != pytest.approx(confidence_score(result.entropy, result.nn_distance), abs=1e-6)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from conftest import EMBEDDER, Cli
 from dbtools import superuser_edit
 from sqlalchemy import create_engine
 
+from attribution_audit.config import load_settings
 from attribution_audit.domain.confidence import FEATURES, LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import AttributionParams
@@ -24,6 +26,8 @@ from attribution_audit.domain.shares import DEFAULT_TEMPERATURE
 from attribution_audit.domain.spaces import SPACES, LearnedSpace, QueryVectors
 from attribution_audit.evaluation.metrics import scored_confidence
 from attribution_audit.services.evaluate import load_outcomes
+from attribution_audit.services.wiring import open_attributor
+from attribution_audit.sources.images import load_image
 from attribution_audit.sources.synthetic import ARTIST_NAMES, DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.chain import StoredRequest, canonical_content
@@ -220,6 +224,54 @@ def test_the_log_odds_is_hashed_only_when_set() -> None:
     assert canonical_content(StoredRequest(columns, [], [], {**metrics, "centroid_log_odds": None})) == before
     odds = canonical_content(StoredRequest(columns, [], [], {**metrics, "centroid_log_odds": 2.5}))
     assert odds["metrics"] == {**before["metrics"], "centroid_log_odds": 2.5}
+    unset = {**metrics, "centroid_log_odds": 2.5, "centroid_log_odds_others": None}  # before revision 0017
+    assert canonical_content(StoredRequest(columns, [], [], unset)) == odds
+    others = canonical_content(StoredRequest(columns, [], [], {**unset, "centroid_log_odds_others": -1.5}))
+    assert others["metrics"] == {**odds["metrics"], "centroid_log_odds_others": -1.5}
+
+
+@pytest.mark.slow
+def test_a_request_records_its_top_artists_log_odds_in_the_other_learned_spaces(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    """The mean of the reported artist's centroid log-odds over the learned spaces other than the request's own:
+    every learned space for a base-space request, none (null) for the only learned space."""
+    embedder = ["--embedder", EMBEDDER]
+    image = demo_catalogue.queries[2].path
+
+    def ask(space: str) -> dict[str, Any]:
+        return json.loads(cli("attribute", str(image), "--space", space, "--json", *embedder).stdout)[0]
+
+    def log_odds(space: str, artist: str) -> float:
+        """The artist's log-odds among the space's centroids, for this image (the space's own model)."""
+        settings = load_settings(data_dir=cli.data_dir, database_url=cli.database_url)
+        with open_attributor(settings, cli.audit(), EMBEDDER) as attributor:
+            (query,) = attributor.embed([load_image(image, target_size=224).image], space)
+            value = attributor.space_of(AttributionParams(space=space))[0].centroid_log_odds(query, artist)
+        assert value is not None
+        return value
+
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    assert ask("content")["centroid_log_odds_others"] is None  # no learned space
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    content, painters = ask("content"), ask("painters")
+    assert painters["centroid_log_odds_others"] is None  # the only learned space: no other
+    assert content["centroid_log_odds_others"] == pytest.approx(log_odds("painters", content["top_artist"]))
+
+    cli("spaces", "fit", "both", "--from", "content+style", *embedder)
+    asked = {space: ask(space) for space in ("content", "painters", "both")}
+    for space, others in (("content", ("painters", "both")), ("painters", ("both",)), ("both", ("painters",))):
+        top = asked[space]["top_artist"]
+        expected = sum(log_odds(other, top) for other in others) / len(others)
+        assert asked[space]["centroid_log_odds_others"] == pytest.approx(expected, abs=1e-6), space
+    recorded = asked["painters"]["centroid_log_odds_others"]
+    assert (
+        f"centroid log-odds in the other learned spaces {recorded:.3f}"
+        in cli("audit", "show", asked["painters"]["request_id"]).stdout
+    )
+    replay = json.loads(cli("audit", "replay", asked["content"]["request_id"], "--json").stdout)
+    assert replay["replay"]["centroid_log_odds_others"] == pytest.approx(asked["content"]["centroid_log_odds_others"])
+    assert "chain OK" in cli("audit", "verify").stdout
 
 
 @pytest.mark.slow

@@ -159,10 +159,11 @@ def calibrate(
     embedder: EmbedderOption = None,
 ) -> None:
     """Fit the logistic confidence model on labelled queries (entropy, NN distance, margin, top artist share,
-    agreement between spaces, agreement of spaces, centroid log-odds in a learned space); print its cross-validated
-    AUROC, Brier score and ECE beside the default formula's and the NN distance's. Later requests in that space
-    under that --top rule use it and record its version. It needs at least --folds right and --folds wrong top
-    artists among the labelled queries (the demo's six images are too few: it refuses and stores nothing), and
+    agreement between spaces, agreement of spaces, centroid log-odds in this and in the other learned spaces);
+    print its cross-validated AUROC, Brier score and ECE beside the default formula's and the NN distance's. Later
+    requests in that space under that --top rule use it and record its version. It needs at least --folds right
+    and --folds wrong top artists among the labelled queries (the demo's six images are too few: it refuses and
+    stores nothing), and
     refuses a model whose cross-validated AUROC is below the default formula's (unless --force): its scores and
     --plot are still written, and requests keep the confidence they had (the space's own model, an earlier one, or
     the default formula).

@@ -367,6 +367,10 @@ def print_attribution(result: Attribution) -> None:
         typer.echo(f"  agreement of spaces {result.agreement_spaces:.3f} (the other spaces with this top artist)")
     if result.centroid_log_odds is not None:
         typer.echo(f"  centroid log-odds {result.centroid_log_odds:.3f} (this top artist among the artists' centroids)")
+    if result.centroid_log_odds_others is not None:
+        typer.echo(
+            f"  centroid log-odds in the other learned spaces {result.centroid_log_odds_others:.3f} (their mean)"
+        )
     typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<28}  work")
     for n in result.neighbours:
         typer.echo(

@@ -18,7 +18,14 @@ from attribution_audit.domain.projection import LOG_ODDS_BOUND
 
 FEATURES = ("entropy", "nn_distance", "margin")  # of the models fitted before top_share was recorded
 # what ``calibrate`` fits on now (a model keeps the names it was fitted on: older ones predict without the newer)
-CALIBRATION_FEATURES = (*FEATURES, "top_share", "agreement", "agreement_spaces", "centroid_log_odds")
+CALIBRATION_FEATURES = (
+    *FEATURES,
+    "top_share",
+    "agreement",
+    "agreement_spaces",
+    "centroid_log_odds",
+    "centroid_log_odds_others",
+)
 DEFAULT_MODEL_NAME = "default-v1"
 DEFAULT_CENTROID_MODEL_NAME = "default-centroid-v1"  # the default formula of the ``centroid`` rule
 L2_PENALTY = 1e-2
@@ -80,6 +87,7 @@ def feature_value(features: dict[str, float | None], name: str) -> float:
             "agreement": 0.0,
             "agreement_spaces": 0.0,
             "centroid_log_odds": -LOG_ODDS_BOUND,
+            "centroid_log_odds_others": -LOG_ODDS_BOUND,
         }[name]
     return float(value)
 

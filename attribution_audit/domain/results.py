@@ -67,6 +67,7 @@ class Attribution:
     agreement: float | None = None  # share of the other base space's K nearest works that are the top artist's
     agreement_spaces: float | None = None  # share of the shard's other spaces whose top artist is this one
     centroid_log_odds: float | None = None  # the top artist's log-odds among a learned space's artist centroids
+    centroid_log_odds_others: float | None = None  # its mean log-odds in the shard's other learned spaces
     intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
 
     def copy_verdict(self) -> str:
@@ -114,9 +115,9 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-# Indicators recorded since a later revision (agreement 0012, agreement_spaces 0013, centroid_log_odds 0016): a record
-# made before holds None.
-LATER_INDICATORS = frozenset({"agreement", "agreement_spaces", "centroid_log_odds"})
+# Indicators recorded since a later revision (agreement 0012, agreement_spaces 0013, centroid_log_odds 0016,
+# centroid_log_odds_others 0017): a record made before holds None.
+LATER_INDICATORS = frozenset({"agreement", "agreement_spaces", "centroid_log_odds", "centroid_log_odds_others"})
 
 
 def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
@@ -145,6 +146,7 @@ def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
         "agreement",
         "agreement_spaces",
         "centroid_log_odds",
+        "centroid_log_odds_others",
         "confidence",
         "confidence_model",
         "top_artist",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,6 +205,7 @@ class Attributor:
                 "agreement_spaces": spaces_agree,
                 "agreement": agreement,
                 "centroid_log_odds": space.centroid_log_odds(query, top) if top is not None else None,
+                "centroid_log_odds_others": self.centroid_log_odds_others(space, query, top, params),
             },
             top_artist=top,
             top_artist_share=features["top_share"],
@@ -272,20 +273,41 @@ class Attributor:
         if top is None:
             return None
         tops = []
-        for name in self.space_names():
-            if name == space.name:
-                continue
-            version = self._agreeing.get(name)  # the newest when first read, for the attributor's life (as names)
-            other, other_params = self.space_of(replace(params, space=name, space_version=version, verify="off"))
-            self._agreeing[name] = other_params.space_version
-            if STYLE in other.bases and query.style is None:
-                continue
+        for other, other_params in self.other_spaces(space, query, params):
             centroid = other.most_likely_artist(query) if params.top == CENTROID else None
             if params.top == CENTROID and centroid is None:
                 other_params = replace(other_params, top="share")
             ranked = other.candidates(engine, query, other_params)
             tops.append(request_indicators(ranked, self._canonical_of, other_params, centroid)[4])
         return sum(t == top for t in tops) / len(tops) if tops else None
+
+    def other_spaces(
+        self, space: Space, query: QueryVectors, params: AttributionParams
+    ) -> Iterator[tuple[Space, AttributionParams]]:
+        """The shard's spaces other than ``space`` that the query has vectors for, each with the request's parameters
+        there (exact check off; a learned space's newest version when the attributor first read it, for its life)."""
+        for name in self.space_names():
+            if name == space.name:
+                continue
+            version = self._agreeing.get(name)
+            other, other_params = self.space_of(replace(params, space=name, space_version=version, verify="off"))
+            self._agreeing[name] = other_params.space_version
+            if STYLE not in other.bases or query.style is not None:
+                yield other, other_params
+
+    def centroid_log_odds_others(
+        self, space: Space, query: QueryVectors, top: str | None, params: AttributionParams
+    ) -> float | None:
+        """The mean log-odds of ``top`` among the artists' centroids of the shard's other learned spaces that hold a
+        centroid of it (:meth:`other_spaces`); None without a top artist or such a space."""
+        if top is None:
+            return None
+        found = [
+            odds
+            for other, _ in self.other_spaces(space, query, params)
+            if (odds := other.centroid_log_odds(query, top)) is not None
+        ]
+        return sum(found) / len(found) if found else None
 
     def space_names(self) -> list[str]:
         """The spaces the shard can be searched in: content; style and fused when it holds both base spaces; the

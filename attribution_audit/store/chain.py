@@ -191,7 +191,16 @@ _COVERED_WHEN_SET = {
     _NEIGHBOURS.name: frozenset({"image_sha256"}),
     _SHARES.name: frozenset[str](),
     _METRICS.name: frozenset(
-        {"copy_of", "copy_score", "copy_status", "copy_method", "agreement", "agreement_spaces", "centroid_log_odds"}
+        {
+            "copy_of",
+            "copy_score",
+            "copy_status",
+            "copy_method",
+            "agreement",
+            "agreement_spaces",
+            "centroid_log_odds",
+            "centroid_log_odds_others",
+        }
     ),
 }
 _PLAIN = frozenset({str, int, bool, type(None), dict, list})  # values that are canonical as they are

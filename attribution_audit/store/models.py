@@ -264,6 +264,7 @@ class AttributionMetrics(Base):
     agreement: Mapped[float | None] = mapped_column(Float)  # migration 0012
     agreement_spaces: Mapped[float | None] = mapped_column(Float)  # migration 0013
     centroid_log_odds: Mapped[float | None] = mapped_column(Float)  # migration 0016
+    centroid_log_odds_others: Mapped[float | None] = mapped_column(Float)  # migration 0017
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 

@@ -114,6 +114,7 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
         agreement=_optional(m.get("agreement")),
         agreement_spaces=_optional(m.get("agreement_spaces")),
         centroid_log_odds=_optional(m.get("centroid_log_odds")),
+        centroid_log_odds_others=_optional(m.get("centroid_log_odds_others")),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
 
@@ -201,6 +202,7 @@ class RequestRepository:
             "agreement": outcome.features.get("agreement"),
             "agreement_spaces": outcome.features.get("agreement_spaces"),
             "centroid_log_odds": outcome.features.get("centroid_log_odds"),
+            "centroid_log_odds_others": outcome.features.get("centroid_log_odds_others"),
         }
         with write_connection(self.engine) as connection:
             stored = chain.append_rows(connection, request, neighbours, shares, metrics, link_works=True)
