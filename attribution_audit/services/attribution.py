@@ -162,9 +162,11 @@ class Attributor:
     def compute(self, query: QueryVectors, params: AttributionParams, *, copies: bool = False) -> Outcome:
         """Search, re-rank, apply K, measure, share, and verify against the exact search when asked. Each base space
         is searched once at most (the space's candidates, the agreement and, with ``copies`` — the copy check of
-        :meth:`check_copy` follows — its copy candidates read one search, as deep as the deepest of them)."""
+        :meth:`check_copy` follows — its copy candidates read one search, as deep as the deepest of them), and the
+        query is projected once into each learned space it is measured in (:meth:`Space.placed`)."""
         space = self.space_of(params)[0]
         self.check_coverage(space.bases)
+        query = space.placed(query)
         copy_spaces = self._copy_spaces(query) if copies and self.copy_depth > 0 else ()
         searches = _Searches(self.store, query, dict.fromkeys(copy_spaces, self.copy_depth))
         centroid = self.centroid_artist(space, query, params)
@@ -280,10 +282,11 @@ class Attributor:
             self._agreeing[name] = other_params.space_version
             if STYLE in other.bases and query.style is None:
                 continue
-            centroid = other.most_likely_artist(query) if params.top == CENTROID else None
+            there = other.placed(query)
+            centroid = other.most_likely_artist(there) if params.top == CENTROID else None
             if params.top == CENTROID and centroid is None:
                 other_params = replace(other_params, top="share")
-            ranked = other.candidates(engine, query, other_params)
+            ranked = other.candidates(engine, there, other_params)
             tops.append(request_indicators(ranked, self._canonical_of, other_params, centroid)[4])
         return sum(t == top for t in tops) / len(tops) if tops else None
 
