@@ -7,7 +7,7 @@ import copy
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +43,44 @@ if TYPE_CHECKING:
     from attribution_audit.embedding.style import StyleEmbedder
 
 
-def refit_to_include(space: str, base: str) -> str:
-    """What to do about the artists ingested since learned space ``space`` was fitted: they have no centroid."""
-    return f"refit it with `attribution-audit spaces fit {space} --from {base}` to include them"
+@dataclass(frozen=True)
+class SpaceSinceFit:
+    """A learned space version was fitted before ``artists`` (of its collection's works) were ingested: they have no
+    centroid there (their centroid log-odds are None, and the ``centroid`` rule never reports them) until the space is
+    refitted. The one spelling of that note: ``attribute``, the service's answers, request pages and the centroid
+    rule's refusal show it."""
+
+    space: str
+    version: int
+    base: str
+    artists: tuple[str, ...]
+
+    @classmethod
+    def of(cls, space: Space) -> SpaceSinceFit | None:
+        """The note of a space as a request measures in it (:attr:`LearnedSpace.since_fit`); None when it has none."""
+        if isinstance(space, LearnedSpace) and space.since_fit:
+            return cls(space.name, space.version, space.base, space.since_fit)
+        return None
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.artists[:5]) + (", ..." if len(self.artists) > 5 else "")
+        return (
+            f"space {self.space} (version {self.version}) was fitted before {len(self.artists)} artist(s) were "
+            f"ingested ({shown}): they have no centroid; refit it with `attribution-audit spaces fit {self.space} "
+            f"--from {self.base}` to include them"
+        )
+
+
+def space_since_fit(audit: AuditStore, info: SpaceInfo) -> SpaceSinceFit | None:
+    """The note of a stored learned space version as of the audit log's catalogue now (its collection's artists it was
+    not fitted on, canonical names); None when there are none, or for a version stored without its artists."""
+    canonical = audit.catalogue.canonical_artists()
+    fitted = info.fitted_artists(canonical)
+    if fitted is None:
+        return None
+    now = {canonical.get(a, a) for a in audit.catalogue.artists_in(info.collection)}
+    artists = tuple(sorted(now - fitted))
+    return SpaceSinceFit(info.name, info.version, info.base, artists) if artists else None
 
 
 class Attributor:
@@ -152,9 +187,8 @@ class Attributor:
             points = list(self.store.iter_points())
             works = [(p.point_id, p.payload, QueryVectors(p.vector, p.style)) for p in points]
             artists = [self._canonical_artist(p.payload) for p in points]
-            covered = None if info.artists is None else {self.canonical.get(a, a) for a in info.artists}
             self._learned[key] = LearnedSpace.over(
-                info.name, info.version, info.base, projection, works, artists, covered
+                info.name, info.version, info.base, projection, works, artists, info.fitted_artists(self.canonical)
             )
         return self._learned[key], replace(params, space_version=info.version)
 
@@ -232,13 +266,8 @@ class Attributor:
             every = (self._canonical_artist(payload) for payload in space.works.payloads)
             works = Counter(a for a in every if a not in space.since_fit)  # only the fitted artists get a centroid
             artists = f"{len(works)} artist{'' if len(works) == 1 else 's'}"
-            since = len(space.since_fit)
-            held = (
-                f"the {artists} it was fitted on ({since} artist(s) ingested since have no centroid): "
-                f"{refit_to_include(space.name, space.base)}"
-                if since
-                else f"{artists}: ingest more artists' works"
-            )
+            note = SpaceSinceFit.of(space)
+            held = f"the {artists} it was fitted on; {note}" if note else f"{artists}: ingest more artists' works"
             raise VectorStoreError(
                 f"top rule centroid in space {space.name} needs the centroids of two artists or more, one with two "
                 f"works or more, and collection '{self.store.collection}' now holds {sum(works.values())} works of "
