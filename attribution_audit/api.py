@@ -8,7 +8,8 @@ Attribute images in a long-lived process (the model loaded and the store opened 
         [result] = service.attribute([Upload.from_path("generated.png")], AttributionParams(k=5), requester="me")
         print(result.top_artist, result.confidence, result.record_hash)  # returned once committed to the log
         done = service.submit([Upload.from_path("next.png")])  # the same, with done.checkpoint_problem: the automatic
-        # checkpoint that failed after the commit (the attributions are logged all the same), or None
+        # checkpoint that failed after the commit (the attributions are logged all the same), or None, and
+        # done.notes: in a learned space fitted before some artists were ingested, a SpaceSinceFit note
         low = service.attributions(RequestFilter(max_confidence=0.5, limit=20))
         assert service.verify().ok  # the chain and the witness file's last checkpoint, as `audit verify`
 
@@ -34,7 +35,8 @@ from pathlib import Path
 from attribution_audit.config import Settings, load_settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution, Neighbour
-from attribution_audit.services.attribute import FewerWorks, SpaceSinceFit, attribute_files
+from attribution_audit.services.attribute import FewerWorks, attribute_files
+from attribution_audit.services.attribution import SpaceSinceFit
 from attribution_audit.services.audit_log import (
     browse_attributions,
     get_attribution,

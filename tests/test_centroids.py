@@ -143,9 +143,9 @@ def test_the_centroid_rule_without_the_fitted_artists_says_to_refit_when_others_
     args = ("attribute", str(five.queries[4].path), "--space", "painters", "--top", "centroid", *embedder)
     (line,) = cli(*args, code=1).stderr.splitlines()
     assert line.endswith(
-        "now holds 6 works of the 1 artist it was fitted on (1 artist(s) ingested since have no centroid): refit it "
-        "with `attribution-audit spaces fit painters --from style` to include them (a new request can use the top "
-        "rule share or nearest)"
+        f"now holds 6 works of the 1 artist it was fitted on; space painters (version 1) was fitted before 1 "
+        f"artist(s) were ingested ({ARTIST_NAMES[4]}): they have no centroid; refit it with `attribution-audit "
+        "spaces fit painters --from style` to include them (a new request can use the top rule share or nearest)"
     )
 
 

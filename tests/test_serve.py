@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Cli, Ingested, ingest_once
+from conftest import EMBEDDER, Cli, Ingested, ingest_once
 from servers import Server, create_key, large_png, revoke_key, running_server
 
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.sources.synthetic import ARTIST_NAMES, DemoCatalogue, make_demo_catalogue
 
 MAX_UPLOAD_MB = 0.5  # small, so that the tests can exceed it cheaply
 MAX_INFLIGHT_PIXELS = 3_000_000  # small too: two images of 1200 x 1200 fit at once, not three
@@ -462,3 +462,35 @@ def test_concurrent_requests_under_the_pixel_budget_all_succeed_and_give_it_back
     assert answers == [200] * 6
     assert inflight_pixels(service) == 0
     assert inflight_pixels(service, "attribution_inflight_pixels_limit") == MAX_INFLIGHT_PIXELS
+
+
+def test_an_attribution_in_a_space_fitted_before_an_artist_was_ingested_carries_the_note(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """`attribute` notes that the artists ingested since a learned space's fit have no centroid there; the service's
+    answer and the console's page of such a request said nothing of it."""
+    four = make_demo_catalogue(tmp_path / "four", artists=4, works_per_artist=6)
+    five = make_demo_catalogue(tmp_path / "five", artists=5, works_per_artist=6)
+    cli("ingest", str(four.manifest), "--embedder", EMBEDDER, "--catalogue", "demo")
+    cli("spaces", "fit", "painters", "--from", "content", "--embedder", EMBEDDER)
+    cli("ingest", str(five.manifest), "--embedder", EMBEDDER, "--catalogue", "demo")
+    note = (
+        f"space painters (version 1) was fitted before 1 artist(s) were ingested ({ARTIST_NAMES[4]}): they have no "
+        "centroid; refit it with `attribution-audit spaces fit painters --from content` to include them"
+    )
+    writer = create_key(cli.data_dir, cli.database_url, "image-generator")
+    queries = (five.queries[4].path, five.queries[0].path)
+    with running_server(cli.data_dir, cli.database_url, tmp_path / "serve.log") as server:
+        with server.client(writer) as http:
+            learned = http.post(
+                "/v1/attributions", files=files(*queries), data={"space": "painters", "top": "centroid"}
+            )
+            assert learned.status_code == 200, learned.text
+            assert [record["notes"] for record in learned.json()] == [[note], [note]]
+            [plain] = http.post("/v1/attributions", files=files(queries[0])).json()
+            assert "notes" not in plain  # the content space has no centroids to miss
+        with server.client() as browser:
+            browser.post("/console/login", data={"key": writer, "next": "/console/"})
+            page = browser.get(f"/console/requests/{learned.json()[0]['request_id']}")
+            assert page.status_code == 200 and f"<strong>Note</strong>: {note}</p>" in page.text
+            assert "<strong>Note</strong>" not in browser.get(f"/console/requests/{plain['request_id']}").text

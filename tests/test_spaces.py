@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -12,10 +13,13 @@ import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
 
-from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.confidence import confidence
+from attribution_audit.domain.params import TOP_RULES, AttributionParams
 from attribution_audit.domain.points import WorkPoint, point_id_for
+from attribution_audit.domain.projection import Projection, fit_lda, join_bases
 from attribution_audit.domain.ranking import rrf_scores
-from attribution_audit.domain.spaces import QueryVectors
+from attribution_audit.domain.results import Outcome
+from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
@@ -204,16 +208,9 @@ class CountingEdgeStore(EdgeStore):
         return super()._query_fused(query, limit, with_vectors=with_vectors)
 
 
-def test_a_request_searches_each_base_space_once(
-    tmp_path: Path,
-    sqlite_audit: AuditStore,
-    data: tuple,  # type: ignore[type-arg]
-) -> None:
-    """The agreement indicators and the copy candidates read the searches the request made anyway: one engine query
-    per base space, whatever K, and one fusion query (a fused request's own; the agreement of spaces' otherwise)."""
-    contents, styles, points = data
-    store = _filled(CountingEdgeStore(tmp_path, "works_spaces"), points)
-    run, catalogue = sqlite_audit.catalogue.start_ingestion(
+def _catalogued(audit: AuditStore, points: list[WorkPoint]) -> None:
+    """``points`` recorded as catalogue "c" of collection works_spaces (embedder "t@0"), in both base spaces."""
+    run, catalogue = audit.catalogue.start_ingestion(
         "c",
         source_format="csv",
         manifest_path="/m.csv",
@@ -223,12 +220,24 @@ def test_a_request_searches_each_base_space_once(
         requester="pytest",
     )
     works = [
-        WorkRecord(f"w{i}", f"a{i % 12}", None, f"/img/{i}.png", f"{i:064x}", {}, 1, points[i].point_id)
-        for i in range(N)
+        WorkRecord(p.payload["work_id"], p.payload["artist"], None, f"/img/{i}.png", f"{i:064x}", {}, 1, p.point_id)
+        for i, p in enumerate(points)
     ]
-    sqlite_audit.catalogue.record_works(
+    audit.catalogue.record_works(
         catalogue, "works_spaces", run_id=run, embedder_fingerprint="t@0", spaces="content,style", works=works
     )
+
+
+def test_a_request_searches_each_base_space_once(
+    tmp_path: Path,
+    sqlite_audit: AuditStore,
+    data: tuple,  # type: ignore[type-arg]
+) -> None:
+    """The agreement indicators and the copy candidates read the searches the request made anyway: one engine query
+    per base space, whatever K, and one fusion query (a fused request's own; the agreement of spaces' otherwise)."""
+    contents, styles, points = data
+    store = _filled(CountingEdgeStore(tmp_path, "works_spaces"), points)
+    _catalogued(sqlite_audit, points)
     attributor = _attributor(sqlite_audit, store, tmp_path, copy_depth=30)
     query = QueryVectors(contents[3] * 0.8 + contents[4] * 0.2, styles[3])
     expected_copies = {
@@ -328,3 +337,60 @@ def test_noise_experiment_in_the_style_space(cli: Cli, tmp_path: Path, demo_cata
     # The content space of a collection that also holds style vectors: its scratch copy keeps both spaces.
     cli(*args, "--space", "content", *embedder, "--out", str(tmp_path / "c"))
     assert json.loads((tmp_path / "c" / "noise.json").read_text())["space"] == "content"
+
+
+def test_a_request_projects_its_query_once_into_each_learned_space_with_the_same_outcome(
+    tmp_path: Path,
+    sqlite_audit: AuditStore,
+    data: tuple,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request in a learned space projected its query for the centroid rule, the search, the recall check and the
+    centroid log-odds, and the agreement of spaces once more per other learned space for each of its rule and
+    search: now once into each learned space, with the outcome of separate projections."""
+    contents, styles, points = data
+    store = _filled(EdgeStore(tmp_path / "shard", "works_spaces"), points)
+    _catalogued(sqlite_audit, points)
+    labels = [p.payload["artist"] for p in points]
+    for name, base, rows in (("mixed", "content+style", [contents, styles]), ("tones", "style", [styles])):
+        sqlite_audit.spaces.add(
+            name,
+            fit_lda(join_bases(rows), labels, 0.5),
+            base=base,
+            method="lda",
+            embedder_fingerprint="t@0",
+            collection="works_spaces",
+            n_works=N,
+            n_artists=12,
+            validation={"artists": sorted(set(labels))},
+        )
+    attributor = _attributor(sqlite_audit, store, tmp_path)
+    rng = np.random.default_rng(11)
+    queries = [
+        QueryVectors(
+            unit(contents[i] + 0.3 * rng.normal(size=CONTENT_DIM)), unit(styles[i] + 0.3 * rng.normal(size=STYLE_DIM))
+        )
+        for i in rng.choice(N, 8, replace=False)
+    ]
+    requests = [AttributionParams(k=5, space=space, top=top) for space in ("mixed", "tones") for top in TOP_RULES]
+    projected: Counter[int] = Counter()  # single queries projected, by the projection's input dimension
+    project = Projection.coordinates
+
+    def counting(projection: Projection, rows: np.ndarray) -> np.ndarray:
+        projected[projection.matrix.shape[0]] += len(rows) == 1
+        return project(projection, rows)
+
+    def recorded(outcome: Outcome, params: AttributionParams) -> tuple[Any, ...]:
+        score = confidence(attributor.calibration_for(params), outcome.features, params.top)
+        kept = (outcome.neighbours, outcome.candidates, outcome.features, outcome.top_artist, outcome.overlap_at_k)
+        return (*kept, outcome.top_artist_share, outcome.artist_shares, score)
+
+    monkeypatch.setattr(Projection, "coordinates", counting)
+    found = {}
+    for (i, query), params in itertools.product(enumerate(queries), requests):
+        projected.clear()
+        found[i, params] = recorded(attributor.compute(query, params), params)
+        assert projected == {CONTENT_DIM + STYLE_DIM: 1, STYLE_DIM: 1}, params  # its space's and the other's
+    monkeypatch.setattr(LearnedSpace, "placed", lambda _, query: query)  # each measure projects the query itself
+    for (i, query), params in itertools.product(enumerate(queries), requests):
+        assert recorded(attributor.compute(query, params), params) == found[i, params]

@@ -92,7 +92,8 @@ def attribute(
     """
     from attribution_audit.api import attribute_files
     from attribution_audit.errors import ImageError
-    from attribution_audit.services.attribute import FewerWorks, SpaceSinceFit
+    from attribution_audit.services.attribute import FewerWorks
+    from attribution_audit.services.attribution import SpaceSinceFit
     from attribution_audit.services.checkpoints import Signed
 
     params = checked(

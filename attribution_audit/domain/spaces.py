@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,10 +23,12 @@ from attribution_audit.domain.ranking import apply_k_policy, by_score, fused_sim
 
 @dataclass(frozen=True)
 class QueryVectors:
-    """The vectors of one query, one per base space it was embedded in (``style`` only when asked for)."""
+    """The vectors of one query, one per base space it was embedded in (``style`` only when asked for), and its
+    projected coordinates in the learned spaces (name, version) it was placed in (:meth:`Space.placed`)."""
 
     content: np.ndarray
     style: np.ndarray | None = None
+    projected: Mapping[tuple[str, int], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def of(self, space: str) -> np.ndarray:
         """The vector of a base space; ValueError when the query was not embedded in it."""
@@ -70,6 +72,11 @@ class Space(ABC):
 
     name: str
     bases: tuple[str, ...]
+
+    def placed(self, query: QueryVectors) -> QueryVectors:
+        """The query with what this space computes of it before searching (a learned space's projected
+        coordinates), so that the request's searches and measures in the space compute it once."""
+        return query
 
     @abstractmethod
     def candidates(
@@ -249,9 +256,20 @@ class LearnedSpace(Space):
         return space
 
     def coordinates(self, queries: Sequence[QueryVectors]) -> np.ndarray:
-        """The queries' projected coordinates in this space (before they are made unit)."""
+        """The queries' projected coordinates in this space (before they are made unit): those they carry when each
+        was :meth:`placed` here, else projected now."""
+        key = (self.name, self.version)
+        if queries and all(key in q.projected for q in queries):
+            return np.vstack([q.projected[key] for q in queries])
         parts = [np.vstack([q.of(base) for q in queries]) for base in self.bases]
         return self.projection.coordinates(join_bases(parts))
+
+    def placed(self, query: QueryVectors) -> QueryVectors:
+        """The query carrying its projected coordinates in this space (its base vectors are the same objects)."""
+        key = (self.name, self.version)
+        if key in query.projected:
+            return query
+        return replace(query, projected={**query.projected, key: self.coordinates([query])[0]})
 
     def project(self, queries: Sequence[QueryVectors]) -> np.ndarray:
         """The queries' unit vectors in this space."""

@@ -161,9 +161,9 @@ def render_request_html(
 ) -> str:
     """The self-contained page of one request: ``images`` maps a neighbour's rank to its work version's image in
     the catalogue (``digests`` to the catalogue's sha256 of it), ``intact`` says whether the record still matches
-    its hash; ``page`` adds to the context (``chain``: the latest verification; ``console`` and ``who``: the
-    console's navigation)."""
-    context = {"chain": None, **page, **request_context(attribution, images, digests)}
+    its hash; ``page`` adds to the context (``chain``: the latest verification; ``notes``: lines shown as notes;
+    ``console`` and ``who``: the console's navigation)."""
+    context = {"chain": None, "notes": [], **page, **request_context(attribution, images, digests)}
     return render("request.html", intact=intact, **context)
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
-from attribution_audit.domain.spaces import LearnedSpace
 from attribution_audit.errors import ImageError
-from attribution_audit.services.attribution import refit_to_include
+from attribution_audit.services.attribution import SpaceSinceFit
 from attribution_audit.services.checkpoints import Signed, auto_checkpoint, guard_witness, refuse_unsignable
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.store.audit_store import AuditStore
@@ -33,24 +32,6 @@ class FewerWorks:
         return (
             f"--k {self.k}, but collection '{self.collection}' holds only {self.works} works, so {returned} returned "
             f"(the record keeps the k asked, {self.k})"
-        )
-
-
-@dataclass(frozen=True)
-class SpaceSinceFit:
-    """The learned space of the requests was fitted before ``artists`` were ingested: they have no centroid (their
-    centroid log-odds are None, and the ``centroid`` rule never reports them) until the space is refitted."""
-
-    space: str
-    version: int
-    base: str
-    artists: tuple[str, ...]
-
-    def __str__(self) -> str:
-        shown = ", ".join(self.artists[:5]) + (", ..." if len(self.artists) > 5 else "")
-        return (
-            f"space {self.space} (version {self.version}) was fitted before {len(self.artists)} artist(s) were "
-            f"ingested ({shown}): they have no centroid; {refit_to_include(self.space, self.base)}"
         )
 
 
@@ -79,9 +60,9 @@ def attribute_files(
                 noted = True
                 if works < params.k:
                     yield FewerWorks(params.k, works, attributor.store.collection, params.max_distance)
-                space = attributor.space_of(params)[0]
-                if isinstance(space, LearnedSpace) and space.since_fit:
-                    yield SpaceSinceFit(space.name, space.version, space.base, space.since_fit)
+                note = SpaceSinceFit.of(attributor.space_of(params)[0])
+                if note is not None:
+                    yield note
             yield attribution
             signed = auto_checkpoint(settings, audit, attribution)
             if signed is not None:

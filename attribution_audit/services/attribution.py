@@ -7,7 +7,7 @@ import copy
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +43,44 @@ if TYPE_CHECKING:
     from attribution_audit.embedding.style import StyleEmbedder
 
 
-def refit_to_include(space: str, base: str) -> str:
-    """What to do about the artists ingested since learned space ``space`` was fitted: they have no centroid."""
-    return f"refit it with `attribution-audit spaces fit {space} --from {base}` to include them"
+@dataclass(frozen=True)
+class SpaceSinceFit:
+    """A learned space version was fitted before ``artists`` (of its collection's works) were ingested: they have no
+    centroid there (their centroid log-odds are None, and the ``centroid`` rule never reports them) until the space is
+    refitted. The one spelling of that note: ``attribute``, the service's answers, request pages and the centroid
+    rule's refusal show it."""
+
+    space: str
+    version: int
+    base: str
+    artists: tuple[str, ...]
+
+    @classmethod
+    def of(cls, space: Space) -> SpaceSinceFit | None:
+        """The note of a space as a request measures in it (:attr:`LearnedSpace.since_fit`); None when it has none."""
+        if isinstance(space, LearnedSpace) and space.since_fit:
+            return cls(space.name, space.version, space.base, space.since_fit)
+        return None
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.artists[:5]) + (", ..." if len(self.artists) > 5 else "")
+        return (
+            f"space {self.space} (version {self.version}) was fitted before {len(self.artists)} artist(s) were "
+            f"ingested ({shown}): they have no centroid; refit it with `attribution-audit spaces fit {self.space} "
+            f"--from {self.base}` to include them"
+        )
+
+
+def space_since_fit(audit: AuditStore, info: SpaceInfo) -> SpaceSinceFit | None:
+    """The note of a stored learned space version as of the audit log's catalogue now (its collection's artists it was
+    not fitted on, canonical names); None when there are none, or for a version stored without its artists."""
+    canonical = audit.catalogue.canonical_artists()
+    fitted = info.fitted_artists(canonical)
+    if fitted is None:
+        return None
+    now = {canonical.get(a, a) for a in audit.catalogue.artists_in(info.collection)}
+    artists = tuple(sorted(now - fitted))
+    return SpaceSinceFit(info.name, info.version, info.base, artists) if artists else None
 
 
 class Attributor:
@@ -152,9 +187,8 @@ class Attributor:
             points = list(self.store.iter_points())
             works = [(p.point_id, p.payload, QueryVectors(p.vector, p.style)) for p in points]
             artists = [self._canonical_artist(p.payload) for p in points]
-            covered = None if info.artists is None else {self.canonical.get(a, a) for a in info.artists}
             self._learned[key] = LearnedSpace.over(
-                info.name, info.version, info.base, projection, works, artists, covered
+                info.name, info.version, info.base, projection, works, artists, info.fitted_artists(self.canonical)
             )
         return self._learned[key], replace(params, space_version=info.version)
 
@@ -162,9 +196,11 @@ class Attributor:
     def compute(self, query: QueryVectors, params: AttributionParams, *, copies: bool = False) -> Outcome:
         """Search, re-rank, apply K, measure, share, and verify against the exact search when asked. Each base space
         is searched once at most (the space's candidates, the agreement and, with ``copies`` — the copy check of
-        :meth:`check_copy` follows — its copy candidates read one search, as deep as the deepest of them)."""
+        :meth:`check_copy` follows — its copy candidates read one search, as deep as the deepest of them), and the
+        query is projected once into each learned space it is measured in (:meth:`Space.placed`)."""
         space = self.space_of(params)[0]
         self.check_coverage(space.bases)
+        query = space.placed(query)
         copy_spaces = self._copy_spaces(query) if copies and self.copy_depth > 0 else ()
         searches = _Searches(self.store, query, dict.fromkeys(copy_spaces, self.copy_depth))
         centroid = self.centroid_artist(space, query, params)
@@ -191,6 +227,8 @@ class Attributor:
             exact_ids = self.exact_top([query], params)[0]
             overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids)
             method = params.exact_method
+        for other, _ in self.other_spaces(space, query, params):
+            query = other.placed(query)  # once per space: the agreement of spaces and the log-odds there read it
         # the other spaces' candidates (as deep as this request's) first: the agreement reads the first of them
         spaces_agree = self.agreement_of_spaces(searches, space, query, top, params)
         agreement = self.agreement(searches, space, query, top, params.k)
@@ -231,13 +269,8 @@ class Attributor:
             every = (self._canonical_artist(payload) for payload in space.works.payloads)
             works = Counter(a for a in every if a not in space.since_fit)  # only the fitted artists get a centroid
             artists = f"{len(works)} artist{'' if len(works) == 1 else 's'}"
-            since = len(space.since_fit)
-            held = (
-                f"the {artists} it was fitted on ({since} artist(s) ingested since have no centroid): "
-                f"{refit_to_include(space.name, space.base)}"
-                if since
-                else f"{artists}: ingest more artists' works"
-            )
+            note = SpaceSinceFit.of(space)
+            held = f"the {artists} it was fitted on; {note}" if note else f"{artists}: ingest more artists' works"
             raise VectorStoreError(
                 f"top rule centroid in space {space.name} needs the centroids of two artists or more, one with two "
                 f"works or more, and collection '{self.store.collection}' now holds {sum(works.values())} works of "
@@ -274,10 +307,11 @@ class Attributor:
             return None
         tops = []
         for other, other_params in self.other_spaces(space, query, params):
-            centroid = other.most_likely_artist(query) if params.top == CENTROID else None
+            there = other.placed(query)
+            centroid = other.most_likely_artist(there) if params.top == CENTROID else None
             if params.top == CENTROID and centroid is None:
                 other_params = replace(other_params, top="share")
-            ranked = other.candidates(engine, query, other_params)
+            ranked = other.candidates(engine, there, other_params)
             tops.append(request_indicators(ranked, self._canonical_of, other_params, centroid)[4])
         return sum(t == top for t in tops) / len(tops) if tops else None
 
@@ -305,7 +339,7 @@ class Attributor:
         found = [
             odds
             for other, _ in self.other_spaces(space, query, params)
-            if (odds := other.centroid_log_odds(query, top)) is not None
+            if (odds := other.centroid_log_odds(other.placed(query), top)) is not None
         ]
         return sum(found) / len(found) if found else None
 

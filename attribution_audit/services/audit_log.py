@@ -10,6 +10,7 @@ from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import ReadOnlyError
 from attribution_audit.reporting import export, html
+from attribution_audit.services.attribution import space_since_fit
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.browse import RequestFilter
 from attribution_audit.store.requests import to_attribution
@@ -73,14 +74,19 @@ def export_records(
 def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:
     """One request as a self-contained HTML page (thumbnails inlined and checked against the digests the record
     pinned, or for older records the catalogue's; a catalogue that now names another image said so; record integrity
-    checked); ``page`` adds to the template's context (the console's navigation, chain status)."""
+    checked; the note of a learned space version fitted before some of its collection's artists were ingested, as of
+    now); ``page`` adds to the template's context (the console's navigation, chain status)."""
     attribution = audit.requests.get(request_id)
     recorded = audit.requests.neighbour_images(request_id)
+    version = attribution.parameters.get("space_version")  # recorded for a learned space only
+    found = audit.spaces.load(attribution.parameters["space"], version) if version is not None else None
+    note = None if found is None else space_since_fit(audit, found[0])
     return html.render_request_html(
         attribution,
         {rank: path for rank, (path, _) in recorded.items()},
         audit.requests.intact(request_id),
         {rank: sha for rank, (_, sha) in recorded.items()},
+        notes=[] if note is None else [str(note)],
         **page,
     )
 

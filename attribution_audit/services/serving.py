@@ -25,7 +25,7 @@ from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.copy_match import copy_view
 from attribution_audit.errors import ImageError
-from attribution_audit.services.attribution import Attributor
+from attribution_audit.services.attribution import Attributor, SpaceSinceFit
 from attribution_audit.services.audit_log import browse_attributions, get_attribution, shares_over_time
 from attribution_audit.services.checkpoints import Verification, auto_checkpoint, guard_witness, verify_database
 from attribution_audit.services.pixel_budget import PixelBudget, Reservation
@@ -57,11 +57,13 @@ class Upload:
 
 @dataclass(frozen=True)
 class Attributed:
-    """A request's committed attributions, and why the automatic checkpoint after them failed, if it did (they are
-    in the log all the same: a client must not send them again)."""
+    """A request's committed attributions, why the automatic checkpoint after them failed, if it did (they are in
+    the log all the same: a client must not send them again), and the notes that go with them (in a learned space
+    fitted before some of its works' artists were ingested, a :class:`SpaceSinceFit`)."""
 
     attributions: list[Attribution]
     checkpoint_problem: str | None = None
+    notes: tuple[SpaceSinceFit, ...] = ()
 
 
 @dataclass
@@ -236,6 +238,7 @@ class AttributionService:
             job, queries = item
             started = time.perf_counter()
             try:
+                note = SpaceSinceFit.of(self.attributor.space_of(job.params)[0])  # of the space the job measures in
                 results = [
                     self.attributor.record(
                         path,
@@ -256,7 +259,7 @@ class AttributionService:
             self.attributed += len(results)
             problem = self._checkpoint(results)
             self.record_seconds += time.perf_counter() - started
-            self._finish(job, Attributed(results, problem))
+            self._finish(job, Attributed(results, problem, () if note is None else (note,)))
 
     def _checkpoint(self, results: list[Attribution]) -> str | None:
         """The automatic checkpoints due after these committed records; why they failed, if they did (logged and

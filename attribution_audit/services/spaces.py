@@ -31,6 +31,7 @@ from attribution_audit.domain.projection import (
 from attribution_audit.domain.spaces import LEARNED_BASES
 from attribution_audit.errors import AttributionAuditError, ConflictError, NotFoundError
 from attribution_audit.evaluation.calibration import expected_calibration_error
+from attribution_audit.services.attribution import space_since_fit
 from attribution_audit.services.calibrate import fit_and_score
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.store.audit_store import AuditStore
@@ -206,15 +207,10 @@ def default_confidence(
 def list_spaces(audit: AuditStore) -> list[dict[str, Any]]:
     """Every learned space version usable with ``--space NAME`` (the newest) or replayed (older ones), with the
     number of artists of its collection ingested since its fit (None for a version stored without its artists):
-    they have no centroid there until the space is refitted."""
-    versions = audit.spaces.versions()
-    canonical = audit.catalogue.canonical_artists() if versions else {}
-    current: dict[str, set[str]] = {}
+    they have no centroid there until the space is refitted (:func:`space_since_fit`)."""
     listed = []
-    for info in versions:
-        if info.collection not in current:
-            current[info.collection] = {canonical.get(a, a) for a in audit.catalogue.artists_in(info.collection)}
-        fitted = None if info.artists is None else {canonical.get(a, a) for a in info.artists}
+    for info in audit.spaces.versions():
+        note = space_since_fit(audit, info)
         listed.append(
             {
                 "name": info.name,
@@ -225,7 +221,7 @@ def list_spaces(audit: AuditStore) -> list[dict[str, Any]]:
                 "collection": info.collection,
                 "works": info.n_works,
                 "artists": info.n_artists,
-                "artists_since_fit": None if fitted is None else len(current[info.collection] - fitted),
+                "artists_since_fit": None if info.artists is None else len(note.artists) if note else 0,
                 "validation": {key: value for key, value in info.validation.items() if key != ARTISTS},
                 "fingerprint": info.fingerprint,
                 "created_at": info.created_at.isoformat(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,10 @@ class SpaceInfo:
         kept (``validation["artists"]``)."""
         found = self.validation.get(ARTISTS)
         return None if found is None else tuple(found)
+
+    def fitted_artists(self, canonical: Mapping[str, str]) -> set[str] | None:
+        """:attr:`artists` under their canonical names now (``canonical``: alias -> canonical name, after merges)."""
+        return None if self.artists is None else {canonical.get(a, a) for a in self.artists}
 
 
 @dataclass(frozen=True)
