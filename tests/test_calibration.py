@@ -26,7 +26,7 @@ from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, DatabaseError, ImageError, ManifestError
 from attribution_audit.evaluation.metrics import auroc
 from attribution_audit.services.attribution import Attributor
-from attribution_audit.services.calibrate import calibrate, fit_and_score, worse
+from attribution_audit.services.calibrate import Baseline, calibrate, fit_and_score, worse
 from attribution_audit.services.ingest import ingest_source
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image
@@ -386,6 +386,9 @@ def test_calibrate_round_trip(
         assert scores["cv_auroc"] is not None and 0.0 <= scores["cv_auroc"] <= 1.0 and report.folds == 3
         assert scores["cv_ece"] is not None and 0.0 <= scores["cv_ece"] <= 1.0
         assert scores["nn_distance_auroc"] is not None
+        # the content space without a model: requests keep the default formula, the baseline of the refusal
+        kept = Baseline("default-v1", "the default formula", scores["default_auroc"], scores["default_ece"])
+        assert report.baseline == kept
         assert (tmp_path / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert count(engine, AttributionRequest) == 0  # calibration queries are not logged as attributions
 
@@ -502,7 +505,7 @@ def test_too_few_of_a_kind_for_the_folds_names_the_folds_that_would_do() -> None
     assert "add labelled queries or pass --folds 3;" in message
 
 
-def test_a_model_ranking_worse_than_the_default_formula_is_refused() -> None:
+def test_a_model_ranking_worse_than_the_confidence_requests_keep_is_refused() -> None:
     """Indicators that carry nothing (seeded noise) against a default formula that ranks every query right: the
     model's out-of-fold AUROC is below the default's, so it must not become the active confidence."""
     rng = np.random.default_rng(7)
@@ -510,10 +513,17 @@ def test_a_model_ranking_worse_than_the_default_formula_is_refused() -> None:
     x = rng.normal(size=(40, len(CALIBRATION_FEATURES)))  # noise: out-of-fold AUROC 0.80 by chance with 7 columns
     _, _, scores = fit_and_score(x, y, (0.2 + 0.6 * y).tolist(), 5, source="labelled.csv")
     assert scores["default_auroc"] == 1.0 and scores["cv_auroc"] is not None and scores["cv_auroc"] < 0.9
-    message = worse(scores, "labelled.csv", None)
+    formula = Baseline("default-v1", "the default formula", scores["default_auroc"], scores["default_ece"])
+    message = worse(scores, "labelled.csv", formula)
     assert message is not None and "\n" not in message and message.startswith("labelled.csv: ")
-    assert f"AUROC {scores['cv_auroc']:.3f} is below the default formula's 1.000" in message and "--force" in message
-    # The same indicators against a default formula that ranks every query backwards: the model is kept.
+    assert f"AUROC {scores['cv_auroc']:.3f} is below the AUROC 1.000 of the default formula default-v1 " in message
+    assert "requests keep it" in message and "--force" in message
+    # The same indicators against a default formula that ranks every query backwards: the model is kept...
     _, _, better = fit_and_score(x, y, (0.8 - 0.6 * y).tolist(), 5, source="labelled.csv")
     assert better["default_auroc"] == 0.0
-    assert worse(better, "labelled.csv", None) is None
+    backwards = Baseline("default-v1", "the default formula", better["default_auroc"], better["default_ece"])
+    assert worse(better, "labelled.csv", backwards) is None
+    # ...unless the confidence requests keep (a learned space's own model, say) ranks them better than it does.
+    own = Baseline("logistic-v3", "the space's own model", 0.95, 0.1)
+    refused = worse(better, "labelled.csv", own)
+    assert refused is not None and f"{better['cv_auroc']:.3f} is below the AUROC 0.950 of the space's own " in refused

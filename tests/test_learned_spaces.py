@@ -8,7 +8,6 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +30,6 @@ from attribution_audit.domain.projection import (
 )
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
 from attribution_audit.errors import DatabaseError
-from attribution_audit.services import calibrate
 from attribution_audit.services.spaces import default_confidence, held_out_validation, validate
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
@@ -264,6 +262,9 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
     assert [(p["space"], p["space_version"]) for p in recorded] == [("s", 1), ("s", 2)]
     found = audit.evaluations.latest_calibration("fp", "s", 1)
     assert first != second and found is not None and found.name == first and found.coef == [0.1] * len(names)
+    # the version's own model scores only requests at the K it was fitted at (the default here)
+    assert getattr(audit.evaluations.latest_calibration("fp", "s", 1, k=10), "name", None) == first
+    assert audit.evaluations.latest_calibration("fp", "s", 1, k=5) is None
     assert audit.evaluations.calibration(first).coef == [0.1] * len(names)  # what a recorded name resolves to
     assert (
         audit.evaluations.latest_calibration("fp") is None and audit.evaluations.latest_calibration("x", "s", 1) is None
@@ -280,6 +281,7 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
         ),
     )
     assert [audit.evaluations.latest_calibration("fp", "s", v).name for v in (1, 2)] == [user, second]  # type: ignore[union-attr]
+    assert getattr(audit.evaluations.latest_calibration("fp", "s", 1, k=5), "name", None) == user  # at any K
     assert audit.evaluations.calibrated_in("fp", "s", 1) == {user: "share"}  # the version's own is not listed
     assert audit.evaluations.calibrated_in("fp", "s", 2) == {}
 
@@ -302,8 +304,8 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     (first,) = json.loads(cli("attribute", image, "--space", "painters", "--k", "5", "--json", *embedder).stdout)
     assert first["parameters"]["space"] == "painters" and first["parameters"]["space_version"] == 1
     assert first["overlap_at_k"] == 1.0 and len(first["neighbours"]) == 5
-    own = listed["validation"]["confidence"]  # a model or the held-out rate, recorded by the request
-    assert first["confidence_model"] == own["model"] and f"confidence: {own['model']}" in fitted
+    own = listed["validation"]["confidence"]  # a model or the held-out rate, fitted at K = 10: not this request's K
+    assert first["confidence_model"] == "default-v1" and f"confidence: {own['model']}" in fitted
 
     audit = cli.audit()
     (version,) = audit.spaces.versions()
@@ -347,42 +349,100 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
     assert "space name 'fused'" in cli("spaces", "fit", "fused", "--from", "style", *embedder, code=1).stderr
 
 
-def test_calibrate_refusing_a_worse_model_in_a_learned_space_prints_its_scores_and_the_model_requests_keep(
-    cli: Cli, demo_catalogue: DemoCatalogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A model ranking worse than the default formula is refused after its scores (the reliability diagram is
-    written anyway), and the refusal names the confidence that requests in the space keep: its own model from
-    `spaces fit`, not the default formula. (Here the default formula is scored as ranking every query right.)"""
-    embedder = ["--embedder", EMBEDDER]
-    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
-    (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
-    own = listed["validation"]["confidence"]["model"]
+def _labelled_demo(demo_catalogue: DemoCatalogue, tmp_path: Path) -> Path:
+    """The demo's six generated queries and six works labelled with another artist (always wrong)."""
     works = demo_catalogue.manifest.parent / "works"
     artists = [q.artist for q in demo_catalogue.queries]
     rows = [(q.path, q.artist) for q in demo_catalogue.queries]
     rows += [(works / f"a{a}_w{w}.png", artists[a + 1]) for a in range(3) for w in (0, 1)]  # labelled wrong
     labelled = tmp_path / "labelled.csv"
     labelled.write_text("path,artist\n" + "".join(f"{p},{a}\n" for p, a in rows))
+    return labelled
+
+
+def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_requests_keep(
+    cli: Cli, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """The gate compares a new model with what requests would keep without it, scored on the same queries: first
+    the space's own model from `spaces fit` (here the held-out rate: the same confidence for every request, AUROC
+    0.5), then the stored `calibrate` model. The default formula ranks these queries backwards (AUROC 0), so a gate
+    measuring against it stored a model that ranks them worse than the one requests keep. A refusal prints its
+    scores (the reliability diagram is written anyway) and names the model requests keep and both AUROCs."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
+    (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
+    own = listed["validation"]["confidence"]
+    assert own["kind"] == "held-out rate"
+    labelled = _labelled_demo(demo_catalogue, tmp_path)
+    options = ["--space", "painters", "--folds", "2", *embedder]
+    first = cli("calibrate", str(labelled), *options).stdout.splitlines()
+    assert first[0].startswith("stored logistic-v2: 12 labelled queries (6 correct)"), first
+    assert "default formula: AUROC 0.000" in first[1]
+    ece = abs(own["rate"] - 0.5)  # the same confidence for 6 right and 6 wrong
+    assert first[2] == (
+        f"without it requests keep the space's own model {own['model']}: AUROC 0.500, ECE {ece:.3f} on these queries"
+    )
+    cv = re.search(r"cross-validated: AUROC (\d\.\d+)", first[1])
+    assert cv is not None and float(cv.group(1)) > 0.5  # better than the own model: stored
     plot = tmp_path / "reliability.png"
-    fitted = calibrate.fit_and_score
-
-    def perfect_default(*args: Any, **kwargs: Any) -> Any:
-        model, cv, scores = fitted(*args, **kwargs)
-        return model, cv, {**scores, "default_auroc": 1.0}
-
-    monkeypatch.setattr(calibrate, "fit_and_score", perfect_default)
-    options = ["--space", "painters", "--k", "5", "--folds", "2", "--plot", str(plot), *embedder]
-    refused = cli("calibrate", str(labelled), *options, code=1)
-    stored, scores, diagram = refused.stdout.splitlines()
-    assert stored.startswith("fitted, not stored: 12 labelled queries (") and "training AUROC" in stored
-    assert scores.startswith("2-fold cross-validated: AUROC ") and "ECE" in scores and "default formula:" in scores
+    refused = cli("calibrate", str(labelled), *options, "--plot", str(plot), code=1)
+    stored, scores, kept, diagram = refused.stdout.splitlines()
+    assert stored.startswith("fitted, not stored: 12 labelled queries (6 correct)") and scores == first[1]
+    assert kept.startswith("without it requests keep the calibrate model logistic-v2: AUROC 1.000, ECE ")
     assert diagram == f"reliability diagram: {plot}" and plot.read_bytes()[:4] == b"\x89PNG"
     (line,) = refused.stderr.splitlines()
-    assert f"nothing was stored and requests keep their confidence model {own} (" in line, line
+    assert line == (
+        f"error: {labelled}: the fitted model's cross-validated AUROC {cv.group(1)} is below the AUROC 1.000 of the "
+        "calibrate model logistic-v2 on the same queries; nothing was stored and requests keep it (add labelled "
+        "queries, or --force to store it anyway, e.g. for its calibration)"
+    )
     image = str(demo_catalogue.queries[1].path)
     (request,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
-    assert request["confidence_model"] == own
+    assert request["confidence_model"] == "logistic-v2"
+    forced = cli("calibrate", str(labelled), *options, "--force").stdout
+    assert forced.startswith("stored logistic-v3: ")
+
+
+def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
+    cli: Cli, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """`spaces fit` fits the version's own model at K = 10 (or `--k`) and records it; a request at another K gets
+    the default formula's confidence, recorded as its confidence model, with a note that says how to fit one.
+    `evaluate run` scores the confidence at its --k (its requests are recorded deeper, at --k-max)."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
+    image = str(demo_catalogue.queries[1].path)
+
+    def attribute(k: int) -> tuple[str, str]:
+        done = cli("attribute", image, "--space", "painters", "--k", str(k), "--json", *embedder)
+        return json.loads(done.stdout)[0]["confidence_model"], done.stderr
+
+    (v1,) = json.loads(cli("spaces", "list", "--json").stdout)
+    own = v1["validation"]["confidence"]
+    assert own["parameters"]["k"] == 10
+    assert attribute(10) == (own["model"], "")
+    model, note = attribute(5)
+    assert model == "default-v1"
+    assert note == (
+        f"note: space painters (version 1)'s own confidence model {own['model']} was fitted at K = 10, not 5: these "
+        "requests' confidence is the default formula's (recorded as their confidence model); `attribution-audit "
+        "spaces fit painters --from content+style --k 5` fits one at K = 5, or `calibrate --space painters --k 5` on "
+        "labelled queries\n"
+    )
+    fitted = cli("spaces", "fit", "painters", "--from", "content+style", "--k", "5", *embedder).stdout
+    assert "right top artist at K = 5, the other parameters the defaults" in fitted
+    v2 = json.loads(cli("spaces", "list", "--json").stdout)[1]["validation"]["confidence"]
+    assert v2["parameters"]["k"] == 5 and v2["model"] != own["model"]
+    assert attribute(5) == (v2["model"], "") and attribute(10)[0] == "default-v1"
+    table = cli("spaces", "list").stdout
+    assert f"{own['model']} at K = 10" in table and f"{v2['model']} at K = 5" in table
+    labelled, out = str(demo_catalogue.labelled), tmp_path / "evaluation"
+    cli("evaluate", "run", labelled, "--space", "painters", "--k-max", "20", "--k", "5", "--out", str(out), *embedder)
+    assert json.loads((out / "metrics.json").read_text())["confidence_model"] == v2["model"]
+    too_many = cli("spaces", "fit", "painters", "--from", "content+style", "--k", "10001", *embedder, code=1)
+    assert too_many.stderr == "error: --k 10001: choose a number between 1 and 10000\n"
 
 
 @pytest.mark.slow
@@ -427,7 +487,8 @@ def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogu
     cli("ingest", str(demo_catalogue.manifest), *embedder)
     fitted = cli("spaces", "fit", "painters", "--from", "content", *embedder).stdout
     # too few wrong held-out answers to rank: the printed rate says how it follows from the printed counts
-    assert "works with the right top artist at the default parameters (K = 10, its artists' scores; hit@1: " in fitted
+    right = "works with the right top artist at K = 10, the other parameters the defaults (its artists' scores; hit@1: "
+    assert right in fitted
     assert "the nearest work), Laplace-smoothed: (right + 1) / (works + 2)" in fitted
     labelled = str(demo_catalogue.labelled)
     done = cli(

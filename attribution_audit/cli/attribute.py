@@ -92,7 +92,7 @@ def attribute(
     """
     from attribution_audit.api import attribute_files
     from attribution_audit.errors import ImageError
-    from attribution_audit.services.attribute import FewerWorks
+    from attribution_audit.services.attribute import FewerWorks, OwnConfidenceAtOtherK
     from attribution_audit.services.attribution import SpaceSinceFit
     from attribution_audit.services.checkpoints import Signed
 
@@ -119,7 +119,7 @@ def attribute(
             failed += 1
         elif isinstance(result, Signed):
             say_signed(result)
-        elif isinstance(result, FewerWorks | SpaceSinceFit):
+        elif isinstance(result, FewerWorks | SpaceSinceFit | OwnConfidenceAtOtherK):
             typer.echo(f"note: {result}", err=True)
         elif fmt is OutputFormat.table:
             print_attribution(result)
@@ -155,19 +155,20 @@ def calibrate(
         Path | None, typer.Option(help="Write the reliability diagram (out-of-fold predictions) to this PNG.")
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Store the model even if it ranks worse than the default formula.")
+        bool,
+        typer.Option("--force", help="Store the model even if it ranks worse than the confidence requests keep."),
     ] = False,
     embedder: EmbedderOption = None,
 ) -> None:
     """Fit the logistic confidence model on labelled queries (entropy, NN distance, margin, top artist share,
     agreement between spaces, agreement of spaces, centroid log-odds in this and in the other learned spaces);
-    print its cross-validated AUROC, Brier score and ECE beside the default formula's and the NN distance's. Later
-    requests in that space under that --top rule use it and record its version. It needs at least --folds right
-    and --folds wrong top artists among the labelled queries (the demo's six images are too few: it refuses and
-    stores nothing), and
-    refuses a model whose cross-validated AUROC is below the default formula's (unless --force): its scores and
-    --plot are still written, and requests keep the confidence they had (the space's own model, an earlier one, or
-    the default formula).
+    print its cross-validated AUROC, Brier score and ECE beside the default formula's, the NN distance's and those
+    of the confidence requests keep without it. Later requests in that space under that --top rule use it and record
+    its version. It needs at least --folds right and --folds wrong top artists among the labelled queries (the
+    demo's six images are too few: it refuses and stores nothing), and refuses a model whose cross-validated AUROC
+    is below that of the confidence requests keep without it (an earlier model of the space and rule, else in a
+    learned space its own model fitted at --k, else the default formula), scored on the same queries (unless
+    --force): its scores and --plot are still written, and requests keep that confidence.
 
     \b
     Example: attribution-audit calibrate .demo/catalogue/queries.csv --k 5 --folds 3 --plot .demo/reliability.png
@@ -188,6 +189,10 @@ def calibrate(
         f"{report.folds}-fold cross-validated: AUROC {num(scores['cv_auroc'])}, Brier {num(scores['cv_brier'])}, "
         f"ECE {num(scores['cv_ece'])}; default formula: AUROC {num(scores['default_auroc'])}, "
         f"ECE {num(scores['default_ece'])}; NN distance alone: AUROC {num(scores['nn_distance_auroc'])}"
+    )
+    typer.echo(
+        f"without it requests keep {report.baseline}: AUROC {num(report.baseline.auroc)}, "
+        f"ECE {num(report.baseline.ece)} on these queries"
     )
     if report.plot is not None:
         typer.echo(f"reliability diagram: {report.plot}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -52,12 +52,22 @@ def spaces_fit(
             "the strongest)."
         ),
     ] = None,
+    k: Annotated[
+        int,
+        typer.Option(
+            "--k",
+            min=1,
+            help="K of the requests whose confidence the version's own model scores (it is fitted at this K; "
+            "requests at another K get the default formula's).",
+        ),
+    ] = DEFAULT_K,
     embedder: EmbedderOption = None,
 ) -> None:
     """Fit a projection on the catalogue's artist labels and store it as the space's next version; validated on
     whole content groups held out (works of every artist that share content: a query is new content), or on a
     fifth of each artist's works where the groups leave fewer than two artists to train on. The held-out works
-    also fit the version's own confidence model, which its requests use unless `calibrate --space` fits one.
+    also fit the version's own confidence model at K = --k, which its requests at that K use unless `calibrate
+    --space` fits one.
 
     \b
     Example: attribution-audit spaces fit painters --from content
@@ -65,7 +75,7 @@ def spaces_fit(
     from attribution_audit.services.spaces import fit_space
 
     settings = settings_of(ctx, embedder)
-    result = fit_space(settings, audit_of(settings), name, base.value, method.value, shrinkage)
+    result = fit_space(settings, audit_of(settings), name, base.value, method.value, shrinkage, k)
     space, scores = result.space, result.space.validation
     typer.echo(
         f"stored {space.name} version {space.version}: {space.dim}-d from {space.base}, {space.n_works} works of "
@@ -75,21 +85,21 @@ def spaces_fit(
     )
     own = scores["confidence"]
     right = (
-        f"right top artist at the default parameters (K = {DEFAULT_K}, its artists' scores; hit@1: the nearest work)"
+        f"right top artist at K = {k}, the other parameters the defaults (its artists' scores; hit@1: the nearest work)"
     )
     if own["kind"] == "logistic":
         typer.echo(
             f"confidence: {own['model']}, fitted on {own['held_out_works']} held-out works ({own['right']} with the "
             f"{right}): cross-validated AUROC {own['cv_auroc']:.3f}, ECE {own['cv_ece']:.3f} (the default "
             f"formula there: AUROC {own['default_auroc']:.3f}, ECE {own['default_ece']:.3f}); requests in this "
-            "version use it unless `calibrate --space` fits one"
+            f"version at K = {k} use it unless `calibrate --space` fits one (at another K: the default formula)"
         )
     else:
         typer.echo(
-            f"confidence: {own['model']}, the held-out rate {own['rate']:.3f} for every request ({own['right']} of "
-            f"{own['held_out_works']} held-out works with the {right}, Laplace-smoothed: (right + 1) / "
-            "(works + 2); too few right or wrong to rank requests); fit one with `calibrate --space` on labelled "
-            "queries"
+            f"confidence: {own['model']}, the held-out rate {own['rate']:.3f} for every request at K = {k} "
+            f"({own['right']} of {own['held_out_works']} held-out works with the {right}, Laplace-smoothed: "
+            "(right + 1) / (works + 2); too few right or wrong to rank requests); fit one with `calibrate --space` "
+            "on labelled queries"
         )
     if result.outdated:
         models = ", ".join(f"{model} (--top {top})" for model, top in result.outdated.items())
@@ -99,9 +109,9 @@ def spaces_fit(
             f"LABELLED.csv --space {space.name}` again (with each --top)",
             err=True,
         )
-    if (per_artist := space.n_works / space.n_artists) < DEFAULT_K:  # equal shares: the most works among the K
+    if (per_artist := space.n_works / space.n_artists) < k:  # equal shares: the most works among the K
         typer.echo(
-            f"note: {per_artist:.1f} works per artist on average, fewer than K = {DEFAULT_K}: the top artist (the "
+            f"note: {per_artist:.1f} works per artist on average, fewer than K = {k}: the top artist (the "
             "largest share of the K works) then favours the artists with more works; attribute in this space with "
             f"--top centroid (the artists' centroids, which do not count works), --top nearest, or --k "
             f"{max(1, int(per_artist))} or fewer",
@@ -134,7 +144,16 @@ def spaces_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, as_j
                 "collection",
             )
         }
-        | {"hit@1": space["validation"]["hit@1"], "hit@10": space["validation"]["hit@10"]}
+        | {
+            "hit@1": space["validation"]["hit@1"],
+            "hit@10": space["validation"]["hit@10"],
+            "confidence": _own_model(space["validation"].get("confidence", {})),
+        }
         for space in spaces
     ]
     emit(output_format(fmt, as_json), data=spaces, rows=rows)
+
+
+def _own_model(own: dict[str, Any]) -> str | None:
+    """The version's own confidence model and the K it scores (its requests at another K get the default formula)."""
+    return f"{own['model']} at K = {own['parameters'].get('k', DEFAULT_K)}" if "model" in own else None

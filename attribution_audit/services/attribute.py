@@ -10,8 +10,9 @@ from pathlib import Path
 from attribution_audit.config import Settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
+from attribution_audit.domain.spaces import LearnedSpace
 from attribution_audit.errors import ImageError
-from attribution_audit.services.attribution import SpaceSinceFit
+from attribution_audit.services.attribution import Attributor, SpaceSinceFit
 from attribution_audit.services.checkpoints import Signed, auto_checkpoint, guard_witness, refuse_unsignable
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.store.audit_store import AuditStore
@@ -35,14 +36,39 @@ class FewerWorks:
         )
 
 
+@dataclass(frozen=True)
+class OwnConfidenceAtOtherK:
+    """The learned space version's own confidence model was fitted at ``fitted_k``, not at the requests' ``k``, and no
+    ``calibrate`` model was fitted there: the requests' confidence is the default formula's (recorded as such)."""
+
+    space: str
+    version: int
+    base: str
+    model: str
+    fitted_k: int
+    k: int
+
+    def __str__(self) -> str:
+        return (
+            f"space {self.space} (version {self.version})'s own confidence model {self.model} was fitted at K = "
+            f"{self.fitted_k}, not {self.k}: these requests' confidence is the default formula's (recorded as their "
+            f"confidence model); `attribution-audit spaces fit {self.space} --from {self.base} --k {self.k}` fits "
+            f"one at K = {self.k}, or `calibrate --space {self.space} --k {self.k}` on labelled queries"
+        )
+
+
+Note = FewerWorks | SpaceSinceFit | OwnConfidenceAtOtherK
+
+
 def attribute_files(
     settings: Settings, audit: AuditStore, images: Sequence[Path], params: AttributionParams
-) -> Iterator[Attribution | ImageError | Signed | FewerWorks | SpaceSinceFit]:
+) -> Iterator[Attribution | ImageError | Signed | Note]:
     """Each image's committed attribution, or the ImageError that kept it out of the log (the others go on), and
     each checkpoint signed meanwhile; before the first attribution, when K is more than the collection's works, a
-    FewerWorks note, and in a learned space fitted before some of the works' artists were ingested, a SpaceSinceFit
-    note. Refused up front when the witness file names another audit DB, or when an automatic checkpoint
-    falls due among them without the key of the witnessed checkpoints."""
+    FewerWorks note, in a learned space fitted before some of the works' artists were ingested, a SpaceSinceFit
+    note, and in a learned space whose own confidence model was fitted at another K (no ``calibrate`` model there),
+    an OwnConfidenceAtOtherK note. Refused up front when the witness file names another audit DB, or when an
+    automatic checkpoint falls due among them without the key of the witnessed checkpoints."""
     adopted = guard_witness(settings, audit)
     if adopted is not None:
         yield adopted
@@ -60,10 +86,20 @@ def attribute_files(
                 noted = True
                 if works < params.k:
                     yield FewerWorks(params.k, works, attributor.store.collection, params.max_distance)
-                note = SpaceSinceFit.of(attributor.space_of(params)[0])
-                if note is not None:
-                    yield note
+                space = attributor.space_of(params)[0]
+                if isinstance(space, LearnedSpace):
+                    yield from _learned_notes(attributor, space, params)
             yield attribution
             signed = auto_checkpoint(settings, audit, attribution)
             if signed is not None:
                 yield signed
+
+
+def _learned_notes(attributor: Attributor, space: LearnedSpace, params: AttributionParams) -> Iterator[Note]:
+    """The notes of requests in a learned space: artists ingested since its fit, its own model fitted at another K."""
+    since_fit = SpaceSinceFit.of(space)
+    if since_fit is not None:
+        yield since_fit
+    own = attributor.own_confidence(params)
+    if own is not None and own[1] != params.k and attributor.calibration_for(attributor.space_of(params)[1]) is None:
+        yield OwnConfidenceAtOtherK(space.name, space.version, space.base, own[0], own[1], params.k)

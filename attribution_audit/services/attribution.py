@@ -16,7 +16,7 @@ import numpy as np
 from attribution_audit.config import DEFAULT_COPY_DEPTH
 from attribution_audit.domain.confidence import LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
-from attribution_audit.domain.params import CENTROID, FUSED, AttributionParams, verify_rate
+from attribution_audit.domain.params import CENTROID, DEFAULT_K, FUSED, AttributionParams, verify_rate
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
 from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
@@ -115,7 +115,7 @@ class Attributor:
         self.copies: CopyDetector | None = None  # made on first use
         self.copy_depth = copy_depth  # candidates of copy detection from each base space (0: the check is off)
         self._random = random.Random(seed)
-        self._calibrations: dict[tuple[str, int | None, str], LogisticModel | None] = {}
+        self._calibrations: dict[tuple[str, int | None, str, int], LogisticModel | None] = {}
         self._space_names: list[str] | None = None
         self.canonical = audit.catalogue.canonical_artists()
         self.coverage = audit.catalogue.space_coverage(store.collection)
@@ -129,11 +129,25 @@ class Attributor:
     def calibration_for(self, params: AttributionParams) -> LogisticModel | None:
         """The newest calibration model fitted in the params' space (and learned space version) under their
         top-artist rule, if any: a model fitted in one space does not score distances measured in another, nor one
-        fitted to tell right from wrong artists chosen by one rule those chosen by the other."""
-        key = (params.space, params.space_version, params.top)
+        fitted to tell right from wrong artists chosen by one rule those chosen by the other. A learned space
+        version's own model (``spaces fit``) scores only requests at the K it was fitted at (:meth:`own_confidence`):
+        the indicators it weighs are measured over the K works."""
+        key = (params.space, params.space_version, params.top, params.k)
         if key not in self._calibrations:
             self._calibrations[key] = self.audit.evaluations.latest_calibration(self.embedder_fingerprint, *key)
         return self._calibrations[key]
+
+    def own_confidence(self, params: AttributionParams) -> tuple[str, int] | None:
+        """The name of the params' learned space version's own confidence model and the K it was fitted at, when it
+        was fitted under the params' top-artist rule; None in a base space or a version stored without one."""
+        params = self.space_of(params)[1]
+        if params.space_version is None:
+            return None
+        own = self._fitted[(params.space, params.space_version)][0].validation.get("confidence", {})
+        fitted = own.get("parameters", {})
+        if "model" not in own or fitted.get("top", "share") != params.top:
+            return None
+        return own["model"], fitted.get("k", DEFAULT_K)
 
     # -- exact ground truth ------------------------------------------------------------------------------------
     def exact_index(self, method: str, space: str = CONTENT) -> ExactIndex:

@@ -18,6 +18,7 @@ from attribution_audit.domain.confidence import (
     CALIBRATION_FEATURES,
     LogisticModel,
     confidence,
+    default_model_name,
     feature_value,
     fit_logistic,
 )
@@ -54,6 +55,20 @@ class Scores(TypedDict):
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """The confidence requests keep without a new model (``model``: a stored model's name, or the default formula's
+    ``default-v1``/``default-centroid-v1``; ``kind`` says which it is), scored on the labelled queries."""
+
+    model: str
+    kind: str
+    auroc: float | None
+    ece: float | None
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.model}"
+
+
+@dataclass(frozen=True)
 class CalibrationReport:
     """The stored model (None: ``refused``, why it was not stored), its training scores, and the cross-validated
     scores of it and of the alternatives."""
@@ -64,6 +79,7 @@ class CalibrationReport:
     folds: int
     plot: Path | None
     scores: Scores
+    baseline: Baseline
     refused: str | None = None
 
 
@@ -79,11 +95,13 @@ def calibrate(
     """Attribute each labelled query (not logged: nothing is shown as attributed), label it by whether the top
     artist is the true one, cross-validate, fit on all, store. Needs at least ``folds`` correct and ``folds``
     incorrect cases (a model without out-of-fold evidence never replaces the default confidence), and, unless
-    ``force``, a cross-validated AUROC no worse than the default formula's: else nothing is stored, and the report
-    says why (:func:`worse`; the reliability diagram is written either way)."""
+    ``force``, a cross-validated AUROC no worse than that of the confidence requests keep without it on the same
+    queries (:func:`baseline_of`): else nothing is stored, and the report says why (:func:`worse`; the reliability
+    diagram is written either way)."""
     params = attributor.space_of(params or AttributionParams(verify="off"))[1]  # a learned space's version
     queries = read_labelled(labelled_csv)
-    rows, labels, defaults = [], [], []
+    active = attributor.calibration_for(params)
+    rows, labels, defaults, kept = [], [], [], []
     for start in range(0, len(queries), BATCH):
         batch = queries[start : start + BATCH]
         images = [_labelled_image(labelled_csv, q) for q in batch]
@@ -92,13 +110,15 @@ def calibrate(
             rows.append([feature_value(outcome.features, f) for f in CALIBRATION_FEATURES])
             labels.append(outcome.top_artist == attributor.canonical.get(query.artist, query.artist))
             defaults.append(confidence(None, outcome.features, params.top)[0])
+            kept.append(confidence(active, outcome.features, params.top)[0])
     x, y = np.array(rows), np.array(labels, dtype=float)
     model, cv, scores = fit_and_score(x, y, defaults, folds, source=str(labelled_csv))
     right = [bool(v) for v in y]
+    baseline = baseline_of(attributor, params, active, kept, right, scores)
     if plot is not None:
         plot_reliability(plot, {"default formula": (defaults, right), "calibrated (out of fold)": (cv.tolist(), right)})
-    report = CalibrationReport(None, len(y), int(y.sum()), folds=folds, plot=plot, scores=scores)
-    if not force and (refused := worse(scores, str(labelled_csv), attributor.calibration_for(params))):
+    report = CalibrationReport(None, len(y), int(y.sum()), folds=folds, plot=plot, scores=scores, baseline=baseline)
+    if not force and (refused := worse(scores, str(labelled_csv), baseline)):
         return replace(report, refused=refused)
     evidence = CalibrationEvidence(
         embedder_fingerprint=attributor.embedder_fingerprint,
@@ -158,19 +178,36 @@ def fit_and_score(
     return model, cv, scores
 
 
-def worse(scores: Scores, source: str, active: LogisticModel | None) -> str | None:
-    """Why a model whose cross-validated AUROC is below the default formula's on the same queries is refused (it
-    would rank requests worse than the default formula), naming the confidence that requests keep: the ``active``
-    model of the space and rule (a learned space's own from ``spaces fit``, or an earlier ``calibrate``'s), else the
-    default formula; None when it is not worse."""
-    fitted, default = scores["cv_auroc"], scores["default_auroc"]
-    if fitted is None or default is None or fitted >= default:
+def baseline_of(
+    attributor: Attributor,
+    params: AttributionParams,
+    active: LogisticModel | None,
+    kept: list[float],
+    right: list[bool],
+    scores: Scores,
+) -> Baseline:
+    """The confidence requests at ``params`` keep without a new model, scored on the labelled queries (``kept``, its
+    confidence of each): the ``active`` model (an earlier ``calibrate``'s, else a learned space version's own fitted
+    at their K), else the default formula of their rule."""
+    if active is None:
+        model = default_model_name(params.top)
+        return Baseline(model, "the default formula", scores["default_auroc"], scores["default_ece"])
+    own = attributor.own_confidence(params)
+    kind = "the space's own model" if own is not None and own[0] == active.name else "the calibrate model"
+    return Baseline(active.name, kind, auroc(kept, right), expected_calibration_error(kept, right))
+
+
+def worse(scores: Scores, source: str, baseline: Baseline) -> str | None:
+    """Why a model whose cross-validated AUROC is below that of the ``baseline`` (the confidence requests keep
+    without it) on the same queries is refused (it would rank requests worse than what they have), naming the
+    baseline and both AUROCs; None when it is not worse."""
+    fitted, kept = scores["cv_auroc"], baseline.auroc
+    if fitted is None or kept is None or fitted >= kept:
         return None
-    keeps = "the default confidence formula" if active is None else f"their confidence model {active.name}"
     return (
-        f"{source}: the fitted model's cross-validated AUROC {fitted:.3f} is below the default formula's "
-        f"{default:.3f} on the same queries; nothing was stored and requests keep {keeps} (add labelled queries, or "
-        "--force to store it anyway, e.g. for its calibration)"
+        f"{source}: the fitted model's cross-validated AUROC {fitted:.3f} is below the AUROC {kept:.3f} of "
+        f"{baseline} on the same queries; nothing was stored and requests keep it (add labelled queries, or --force "
+        "to store it anyway, e.g. for its calibration)"
     )
 
 

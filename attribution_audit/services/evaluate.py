@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def run_evaluation(
     )
     if top == CENTROID:
         attributor.require_centroids(searching)  # refused before the run starts
-    model = attributor.calibration_for(params)
+    model = attributor.calibration_for(replace(params, k=k))  # the metrics' confidence is measured at K = k
     run_id = audit.evaluations.start_run(
         kind="attribution",
         requester=attributor.requester,

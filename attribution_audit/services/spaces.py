@@ -15,7 +15,7 @@ import numpy as np
 from attribution_audit.config import Settings
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel, confidence, feature_value
 from attribution_audit.domain.indicators import request_indicators
-from attribution_audit.domain.params import LEARNED_NAME, QUERY_SPACES, AttributionParams
+from attribution_audit.domain.params import DEFAULT_K, LEARNED_NAME, MAX_K, QUERY_SPACES, AttributionParams
 from attribution_audit.domain.points import CONTENT, STYLE, WorkPoint
 from attribution_audit.domain.projection import (
     SHRINKAGES,
@@ -60,15 +60,19 @@ def fit_space(
     base: str,
     method: str = "lda",
     shrinkage: float | None = None,
+    k: int = DEFAULT_K,
 ) -> FitResult:
     """Fit ``name`` from ``base`` on the catalogue of the settings' embedder and store it as its next version.
 
     The shrinkage of the regularised LDA (unless given) is the one with the best hit@1 + hit@10 on works whose
     content is held out (:func:`validate`); the held-out scores of every shrinkage tried, and the base
-    space's on the same split, are stored with it; the stored projection is then refitted on every work."""
+    space's on the same split, are stored with it; the stored projection is then refitted on every work. The
+    version's own confidence model is fitted at K = ``k``, and scores only the requests at that K."""
     previous = _check_request(audit, name, base, method)
     if shrinkage is not None and not 0 < shrinkage < 1:
         raise AttributionAuditError(f"--shrinkage {shrinkage}: choose a number between 0 and 1 (exclusive)")
+    if not 1 <= k <= MAX_K:
+        raise AttributionAuditError(f"--k {k}: choose a number between 1 and {MAX_K}")
     started = time.perf_counter()
     with open_attributor(settings, audit, settings.embedder) as attributor:
         bases = LEARNED_BASES[base]
@@ -85,7 +89,7 @@ def fit_space(
         other = STYLE if bases == (CONTENT,) else CONTENT  # the agreement's space, as a request measures it
         agreement_rows = _stack(points, other) if attributor.has_both_spaces() else None
         validation, held_out = held_out_validation(rows, labels, (shrinkage,) if shrinkage is not None else SHRINKAGES)
-        default = default_confidence(held_out, rows, labels, agreement_rows)
+        default = default_confidence(held_out, rows, labels, agreement_rows, k)
         projection = fit_lda(rows, labels, validation["shrinkage"])
         stored = audit.spaces.add(
             name,
@@ -155,16 +159,17 @@ def held_out_validation(
 
 
 def default_confidence(
-    held_out: HeldOut, rows: np.ndarray, labels: list[str], agreement_rows: np.ndarray | None
+    held_out: HeldOut, rows: np.ndarray, labels: list[str], agreement_rows: np.ndarray | None, k: int = DEFAULT_K
 ) -> SpaceConfidence:
     """The confidence model of a learned space, fitted on its validation's held-out works as queries against its
-    training works, with the indicators a request measures there at the default parameters (the agreement from
+    training works, with the indicators a request measures there at the default parameters but K = ``k`` (the
+    K it is recorded with, the only K whose requests it scores; the agreement from
     ``agreement_rows``, the other base space's vectors, when the shard holds both spaces; the centroid log-odds
     among the training works' artists): what a request in the space reports when no ``calibrate`` model was fitted
     in it. Its distances are the space's own, so the default formula's scale, made for the base spaces, does not
     apply. Cross-validated like ``calibrate``; with fewer than ``FOLDS`` right or wrong held-out answers, the
     held-out rate of right ones (Laplace-smoothed) for every request instead."""
-    params = AttributionParams()
+    params = AttributionParams(k=k)
     names = np.asarray(labels)
     train, scored = names[held_out.train], names[held_out.scored]
     queries, works = (held_out.projection.coordinates(rows[mask]) for mask in (held_out.scored, held_out.train))

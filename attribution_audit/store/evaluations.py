@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, select
 
 from attribution_audit.domain.confidence import FEATURES, LogisticModel
+from attribution_audit.domain.params import DEFAULT_K
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError, ManifestError, NotFoundError
 from attribution_audit.store import runs
@@ -315,19 +316,25 @@ class EvaluationRepository:
             return model_name(row)
 
     def latest_calibration(
-        self, embedder_fingerprint: str, space: str = "content", space_version: int | None = None, top: str = "share"
+        self,
+        embedder_fingerprint: str,
+        space: str = "content",
+        space_version: int | None = None,
+        top: str = "share",
+        k: int | None = None,
     ) -> LogisticModel | None:
         """The newest calibration for this embedder fitted in ``space`` (a learned space: in that version) under the
-        top-artist rule ``top`` by ``calibrate``, else the learned space version's own (``spaces fit``), if any; a
-        model stored without its parameters counts as fitted in the content space, one without a rule under
-        ``share`` (the only rule before ``top`` was recorded)."""
+        top-artist rule ``top`` by ``calibrate``, else the learned space version's own (``spaces fit``) when it was
+        fitted at K = ``k`` (at any K when None), if any; a model stored without its parameters counts as fitted in
+        the content space, one without a rule under ``share`` (the only rule before ``top`` was recorded)."""
         own = None
         for row, fitted, source in self._calibrations(embedder_fingerprint):
             if fitted != (space, space_version, top):
                 continue
             if source != SPACE_FIT_SOURCE:
                 return _model(row)
-            own = own or _model(row)
+            if own is None and (k is None or _fitted_k(row) == k):
+                own = _model(row)
         return own
 
     def calibrated_in(self, embedder_fingerprint: str, space: str, space_version: int) -> dict[str, str]:
@@ -361,6 +368,11 @@ class EvaluationRepository:
         """A stored model by its recorded name (``logistic-v<N>``)."""
         with read_scope(self.engine) as session:
             return _model(session.get_one(CalibrationModel, int(name.removeprefix("logistic-v"))))
+
+
+def _fitted_k(row: CalibrationModel) -> Any:
+    """The K a model was fitted at, as recorded (the default K for one stored without its parameters)."""
+    return (_fit_metrics(row).get("parameters") or {}).get("k", DEFAULT_K)
 
 
 def calibration_row(model: LogisticModel, evidence: CalibrationEvidence) -> CalibrationModel:
