@@ -3,6 +3,7 @@ first bad record, the same export bytes, the same one-line error when the databa
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -169,6 +170,22 @@ def test_ctrl_c_reaching_the_workers_leaves_the_run_to_the_parent(
     read += [r.record_hash for r in records]
     assert read == expected and len(workers) == 2
     assert [worker.exitcode for worker in workers] == [0, 0]  # stopped by the parent, not by the signal
+
+
+def test_the_collector_is_frozen_while_workers_read(fresh_db: Engine, parallel_blocks: list[int]) -> None:
+    """While the workers read, what the process held before they were forked is frozen (gc.freeze: no collection
+    there or in them traverses it, nor copies its pages into them); as it was once the read ends, or is left."""
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    expected = [r.record_hash for r in chain.iter_chain(fresh_db, keep=False)]
+    records = chain.iter_chain(fresh_db, workers=2, keep=False)
+    read = [next(records).record_hash]
+    assert gc.get_freeze_count() > 0
+    read += [r.record_hash for r in records]
+    assert read == expected and gc.get_freeze_count() == 0 and parallel_blocks
+    records = chain.iter_chain(fresh_db, workers=2, keep=False)
+    next(records)
+    records.close()
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_database_failing_mid_run_gives_one_process_s_error(fresh_db: Engine, parallel_blocks: list[int]) -> None:
