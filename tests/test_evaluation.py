@@ -25,9 +25,10 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from attribution_audit.config import load_settings
-from attribution_audit.domain.confidence import LogisticModel
+from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LOGGED_INDICATORS, LogisticModel
 from attribution_audit.domain.indicators import artist_entropy, confidence_score
 from attribution_audit.domain.params import MAX_K
+from attribution_audit.domain.shares import DEFAULT_TEMPERATURE
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, ManifestError, NotFoundError
 from attribution_audit.evaluation.content_bias import ContentPairs, content_bias
@@ -43,15 +44,18 @@ from attribution_audit.evaluation.metrics import (
     finite,
     hit_rate,
     per_image_k,
+    scored_confidence,
     table1,
     work_precision_recall,
 )
 from attribution_audit.evaluation.outputs import write_content_bias_outputs, write_outputs
-from attribution_audit.services.evaluate import import_query_set
+from attribution_audit.services.evaluate import import_query_set, load_outcomes
 from attribution_audit.sources.synthetic import DemoCatalogue, draw_work, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.evaluations import CalibrationEvidence
 from attribution_audit.store.models import (
     Artist,
+    AttributionMetrics,
     AttributionNeighbour,
     AttributionRequest,
     Catalogue,
@@ -205,20 +209,76 @@ def test_table1_degenerate_cells() -> None:
 
 
 def test_features_at_by_hand() -> None:
-    """As a request measures them: the top artist (equal shares, ties to the closest work) and its share too."""
-    o2, top = features_at(O2, 2)
+    """As a request measures them: the top artist (equal shares, ties to the closest work) and its share too; the
+    indicators of other spaces and centroids are unknown without a logged request that tells them."""
+    o2, top, unknown = features_at(O2, 2)
     assert top == "B" and o2 == pytest.approx(
         {"entropy": 1.0, "nn_distance": 0.15, "margin": 0.3, "top_share": 0.5, "top_distance": 0.15}
     )
-    o1, top = features_at(O1, 2)
+    assert unknown == LOGGED_INDICATORS
+    o1, top, _ = features_at(O1, 2)
     assert top == "A" and o1 == pytest.approx(
         {"entropy": 0.0, "nn_distance": 0.1, "margin": 0.2, "top_share": 1.0, "top_distance": 0.1}
     )
     empty = QueryOutcome(9, "q9.png", "A", (), None, [], [], [])
-    assert features_at(empty, 3) == (
-        {"entropy": 1.0, "nn_distance": None, "margin": None, "top_share": None, "top_distance": None},
-        None,
-    )
+    none = {"entropy": 1.0, "nn_distance": None, "margin": None, "top_share": None, "top_distance": None}
+    # no artist at K nor logged: a request records none of the others either
+    assert features_at(empty, 3) == ({**none, **dict.fromkeys(LOGGED_INDICATORS)}, None, ())
+
+
+LOGGED = {"agreement": 0.5, "agreement_spaces": 0.75, "centroid_log_odds": 2.0, "centroid_log_odds_others": None}
+
+
+@pytest.mark.parametrize(
+    ("logged_top", "recorded_k", "k", "top", "known"),
+    [
+        ("A", 3, 3, "share", LOGGED_INDICATORS),  # the logged request itself
+        ("A", 3, 2, "share", ("centroid_log_odds", "centroid_log_odds_others")),  # same artist, another K
+        ("B", 3, 2, "share", ()),  # at K = 2 the share rule names A, not the logged B
+        ("B", 3, 3, "centroid", LOGGED_INDICATORS),  # the centroid rule's artist is the logged one at every K
+        ("B", 3, 1, "centroid", ("centroid_log_odds", "centroid_log_odds_others")),
+        ("A", None, 3, "share", ("centroid_log_odds", "centroid_log_odds_others")),  # K not logged
+    ],
+)
+def test_features_at_takes_the_logged_indicators_only_where_a_request_at_k_records_the_same(
+    logged_top: str, recorded_k: int | None, k: int, top: str, known: tuple[str, ...]
+) -> None:
+    """The centroid log-odds depend on the query and the reported artist, the agreements on K too: the logged values
+    stand where both (or the artist alone) are the logged request's; the rest are unknown, not a made-up value
+    (None logged stays None: a request records none either)."""
+    logged = replace(O1, top_artist=logged_top, recorded_k=recorded_k, logged=LOGGED)  # A A B at 0.9 0.8 0.7
+    features, top_artist, unknown = features_at(logged, k, top=top)
+    assert top_artist == (logged_top if top == "centroid" else "A")
+    assert {name: features[name] for name in known} == {name: LOGGED[name] for name in known}
+    assert unknown == tuple(name for name in LOGGED_INDICATORS if name not in known)
+    assert not set(unknown) & set(features)
+
+
+def test_confidence_quality_leaves_out_and_counts_the_queries_whose_model_inputs_are_unknown() -> None:
+    """Evaluation logs its requests at K = --k-max and scores at --k: a model reading the agreement, which a request
+    measures at its K, used to score every query with agreement 0 (its least confident value)."""
+    names = ("entropy", "nn_distance", "margin", "agreement")
+    by_agreement = LogisticModel("logistic-v9", [0.0] * 4, [1.0] * 4, [0.0, 0.0, 0.0, 4.0], 0.0, names)
+    right = replace(O1, top_artist="A", recorded_k=3, logged={"agreement": 1.0})  # top artist A at K = 1..3
+    wrong = replace(O4, top_artist="A", recorded_k=3, logged={"agreement": 0.0})
+    at_logged_k = confidence_quality([right, wrong], 3, by_agreement)
+    assert at_logged_k["queries"] == 2 and at_logged_k["auroc"] == 1.0
+    assert at_logged_k["brier"] == pytest.approx((1 - 1 / (1 + math.exp(-4.0))) ** 2 / 2 + 0.5**2 / 2)
+    assert (at_logged_k["unavailable"], at_logged_k["unavailable_indicators"]) == (0, {})
+    at_two = confidence_quality([right, wrong], 2, by_agreement)
+    assert at_two == {
+        "queries": 0,
+        "auroc": None,
+        "brier": None,
+        "ece": None,
+        "accuracy": None,
+        "unavailable": 2,
+        "unavailable_indicators": {"agreement": 2},
+    }
+    # the default formula and a model without the agreement read nothing unknown: every query is scored at K = 2
+    assert confidence_quality([right, wrong], 2, None)["queries"] == 2
+    flat = LogisticModel("logistic-v7", [0.0] * 3, [1.0] * 3, [0.0] * 3, 0.0)
+    assert confidence_quality([right, wrong], 2, flat)["unavailable"] == 0
 
 
 def test_confidence_quality_default_score_by_hand() -> None:
@@ -252,7 +312,10 @@ def test_confidence_quality_under_the_centroid_rule_scores_the_logged_artist_and
     with its centroid log-odds (a model fitted under the rule weighs them)."""
     names = ("entropy", "nn_distance", "margin", "centroid_log_odds")
     by_odds = LogisticModel("logistic-v8", [0.0] * 4, [1.0] * 4, [0.0, 0.0, 0.0, 1.0], 0.0, names)
-    logged = [replace(O2, top_artist="A", centroid_log_odds=3.0), replace(O4, top_artist="A", centroid_log_odds=-3.0)]
+    logged = [
+        replace(O2, top_artist="A", logged={"centroid_log_odds": 3.0}),
+        replace(O4, top_artist="A", logged={"centroid_log_odds": -3.0}),
+    ]
     for k in (1, 3):
         quality = confidence_quality(logged, k, by_odds, top="centroid")
         assert quality["accuracy"] == 0.5 and quality["auroc"] == 1.0  # O2 right (its true artist A), O4 wrong
@@ -263,13 +326,18 @@ def test_confidence_quality_uses_the_model_and_skips_empty_outcomes() -> None:
     flat = LogisticModel("logistic-v7", [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], 0.0)
     empty = QueryOutcome(9, "q9.png", "A", (), None, [], [], [])
     quality = confidence_quality([*OUTCOMES, empty], 2, flat)
-    assert quality == pytest.approx({"queries": 5, "accuracy": 0.6, "auroc": 0.5, "brier": 0.25, "ece": 0.1})
+    none = {"unavailable": 0, "unavailable_indicators": {}}
+    assert quality.pop("unavailable_indicators") == {}
+    assert quality == pytest.approx(
+        {"queries": 5, "accuracy": 0.6, "auroc": 0.5, "brier": 0.25, "ece": 0.1, "unavailable": 0}
+    )
     assert confidence_quality([empty], 2, None) == {
         "queries": 0,
         "auroc": None,
         "brier": None,
         "ece": None,
         "accuracy": None,
+        **none,
     }
 
 
@@ -733,6 +801,55 @@ def ingested_with_style(
     cli = Cli(root / "data", f"sqlite:///{database}", CliRunner())
     printed = cli("ingest", str(eval_catalogue.manifest), *EMBEDDER, "--spaces", "content,style").stdout
     return Ingested(cli.data_dir, database, printed)
+
+
+@pytest.mark.slow
+def test_evaluate_run_scores_a_calibrated_confidence_with_the_logged_agreements_or_says_it_cannot(
+    cli: Cli, ingested_with_style: Ingested, eval_catalogue: DemoCatalogue, embedder: Embedder, tmp_path: Path
+) -> None:
+    """A model reading the agreement (as ``calibrate`` fits now) was scored with agreement 0, its least confident
+    value, whatever the requests had recorded. At the logged K it is scored on the logged values (the confidence
+    the requests record); at another K the agreement is unknown: the queries are left out and counted."""
+    cli.restore(ingested_with_style)
+    names = CALIBRATION_FEATURES
+    coef = [-1.0, -1.0, 0.0, 1.0, 2.0, 2.0, 0.01, 0.01]  # not the margin: requests measure it over more candidates
+    engine = cli.engine()
+    try:
+        audit = AuditStore(engine)
+        evidence = CalibrationEvidence(embedder.fingerprint, "/labelled.csv", "0" * 64, 400, 200, {})
+        model = audit.evaluations.add_calibration(
+            LogisticModel("m", [0.0] * len(names), [1.0] * len(names), coef, 0.0, names), evidence
+        )
+        labelled = write_labelled(eval_catalogue, tmp_path / "queries")  # 8 true works: 8 neighbours logged
+        at_logged_k = tmp_path / "at8"
+        cli("evaluate", "run", str(labelled), "--k-max", "8", "--k", "8", *EMBEDDER, "--out", str(at_logged_k))
+        metrics = json.loads((at_logged_k / "metrics.json").read_text())
+        assert metrics["confidence_model"] == model and metrics["recorded_k"] == 8
+        assert (
+            metrics["overall"]["confidence"]["queries"] == 12 and metrics["overall"]["confidence"]["unavailable"] == 0
+        )
+        with Session(engine) as session:
+            rows = session.execute(select(AttributionMetrics.request_id, AttributionMetrics.confidence)).tuples()
+            recorded = dict(rows.all())
+            agreements = set(session.scalars(select(AttributionMetrics.agreement)))
+        assert agreements - {0.0, None}  # some request's agreement is not the default's
+        outcomes = load_outcomes(audit, metrics["run_id"])
+        requests = [r.result.request_id for r in audit.evaluations.logged_results(metrics["run_id"])]
+        calibrated = audit.evaluations.calibration(model)
+        scored = [scored_confidence(o, 8, calibrated, "equal", DEFAULT_TEMPERATURE, "share")[0] for o in outcomes]
+        assert scored == pytest.approx([recorded[r] for r in requests]) and len(set(scored)) > 1
+
+        at_four = tmp_path / "at4"
+        cli("evaluate", "run", str(labelled), "--k-max", "8", "--k", "4", *EMBEDDER, "--out", str(at_four))
+        quality = json.loads((at_four / "metrics.json").read_text())["overall"]["confidence"]
+        assert (quality["queries"], quality["auroc"], quality["unavailable"]) == (0, None, 12)
+        assert quality["unavailable_indicators"]["agreement"] == 12
+        report = (at_four / "report.md").read_text()
+        assert "AUROC n/a (no query's confidence at K is known)" in report
+        assert "12 queries are left out: the model reads agreement (12), agreement_spaces (12)" in report
+        assert "a run with --k-max and --k 8 scores every query" in report
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.slow

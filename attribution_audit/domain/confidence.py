@@ -26,6 +26,8 @@ CALIBRATION_FEATURES = (
     "centroid_log_odds",
     "centroid_log_odds_others",
 )
+# the indicators a request reads from other spaces or a learned space's centroids, not from its own neighbours
+LOGGED_INDICATORS = ("agreement", "agreement_spaces", "centroid_log_odds", "centroid_log_odds_others")
 DEFAULT_MODEL_NAME = "default-v1"
 DEFAULT_CENTROID_MODEL_NAME = "default-centroid-v1"  # the default formula of the ``centroid`` rule
 L2_PENALTY = 1e-2

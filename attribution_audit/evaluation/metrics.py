@@ -10,17 +10,19 @@ distance between classes (Table 1), and the quality of the confidence score.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from attribution_audit.domain.confidence import LogisticModel, confidence, default_model_name
+from attribution_audit.domain.confidence import LOGGED_INDICATORS, LogisticModel, confidence, default_model_name
 from attribution_audit.domain.indicators import artist_entropy, request_indicators
-from attribution_audit.domain.params import CENTROID, AttributionParams
+from attribution_audit.domain.params import AttributionParams
 
 ECE_BINS = 10
+OF_THE_ARTIST = ("centroid_log_odds", "centroid_log_odds_others")  # depend on the query and the reported artist only
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ class QueryOutcome:
     exact_ms: float | None = None
     artist_works: int | None = None  # works by the true artist in the catalogue when the run started
     top_artist: str | None = None  # the logged request's reported artist: the ``centroid`` rule's does not depend on K
-    centroid_log_odds: float | None = None  # the logged request's, of ``top_artist``
+    recorded_k: int | None = None  # the logged request's K
+    logged: dict[str, float | None] = field(default_factory=dict)  # its indicators of ``LOGGED_INDICATORS``
 
     def k_for(self, fixed_k: int) -> int:
         """Per-image K: the number of true works when known, else ``fixed_k``."""
@@ -162,25 +165,35 @@ def table1(outcomes: Sequence[QueryOutcome], fixed_k: int) -> dict[str, dict[str
 
 def features_at(
     o: QueryOutcome, k: int, shares: str = "equal", temperature: float = 0.05, top: str = "share"
-) -> tuple[dict[str, float | None], str | None]:
+) -> tuple[dict[str, float | None], str | None, tuple[str, ...]]:
     """The confidence features and the top artist of the first k neighbours under the ``top`` rule, measured as a
-    request with those parameters measures them (:func:`request_indicators`; margin over all recorded candidates);
-    under the ``centroid`` rule the logged request's artist and its log-odds, which do not depend on K."""
+    request with those parameters measures them (:func:`request_indicators`; margin over all recorded candidates),
+    and the indicators that read other spaces or centroids (``LOGGED_INDICATORS``) which the logged request does
+    not tell at K: unknown, left out of the features. The others are the logged request's, exactly what a request
+    at K records: the centroid log-odds (in its space and in the other learned spaces) of the query and the
+    reported artist, when the top artist at K is the logged one; the agreements, which read the other spaces'
+    answers at K, when K is the logged request's K too."""
     params = AttributionParams(k=k, shares=shares, temperature=temperature, top=top)
     ranked = list(zip(o.artists, o.similarities, strict=True))
     _, _, features, _, chosen = request_indicators(ranked, str, params, o.top_artist)
-    if top == CENTROID:
-        features["centroid_log_odds"] = o.centroid_log_odds
-    return features, chosen
+    if chosen is None:  # no top artist: a request measures none of them
+        return {**features, **dict.fromkeys(LOGGED_INDICATORS)}, chosen, ()
+    known = {
+        name: chosen == o.top_artist and (name in OF_THE_ARTIST or k == o.recorded_k) for name in LOGGED_INDICATORS
+    }
+    features.update({name: o.logged.get(name) for name, logged in known.items() if logged})
+    return features, chosen, tuple(name for name, logged in known.items() if not logged)
 
 
 def scored_confidence(
     o: QueryOutcome, k: int, model: LogisticModel | None, shares: str, temperature: float, top: str
-) -> tuple[float, str | None]:
+) -> tuple[float | None, str | None, tuple[str, ...]]:
     """The confidence at K that a request under the ``top`` rule records (the model, else the rule's default
-    formula), and the top artist it scores."""
-    features, chosen = features_at(o, k, shares, temperature, top)
-    return confidence(model, features, top)[0], chosen
+    formula) and the top artist it scores; no confidence, and the indicators it lacks, when the model reads one
+    that :func:`features_at` does not know (the default formulas read none)."""
+    features, chosen, unknown = features_at(o, k, shares, temperature, top)
+    lacking = tuple(name for name in unknown if model is not None and name in model.names)
+    return (None if lacking else confidence(model, features, top)[0]), chosen, lacking
 
 
 def confidence_quality(
@@ -190,16 +203,25 @@ def confidence_quality(
     shares: str = "equal",
     temperature: float = 0.05,
     top: str = "share",
-) -> dict[str, float | None]:
-    """How well confidence at K predicts "top artist correct": AUROC, Brier score, expected calibration error."""
-    scores, correct = [], []
+) -> dict[str, Any]:
+    """How well confidence at K predicts "top artist correct": AUROC, Brier score, expected calibration error, over
+    the queries whose confidence at K is known; ``unavailable`` counts the others (left out, not scored with a
+    made-up value) and ``unavailable_indicators`` how many lacked each indicator."""
+    scores, correct, lacked = [], [], Counter[str]()
     for o in outcomes:
         if o.artists:
-            score, chosen = scored_confidence(o, k, model, shares, temperature, top)
+            score, chosen, lacking = scored_confidence(o, k, model, shares, temperature, top)
+            lacked.update(lacking)
+            if score is None:
+                continue
             scores.append(score)
             correct.append(chosen == o.true_artist)
+    missing: dict[str, Any] = {
+        "unavailable": sum(1 for o in outcomes if o.artists) - len(scores),
+        "unavailable_indicators": dict(sorted(lacked.items())),
+    }
     if not scores:
-        return {"queries": 0, "auroc": None, "brier": None, "ece": None, "accuracy": None}
+        return {"queries": 0, "auroc": None, "brier": None, "ece": None, "accuracy": None, **missing}
     s, y = np.array(scores), np.array(correct, dtype=float)
     bins = np.minimum((s * ECE_BINS).astype(int), ECE_BINS - 1)
     ece = sum(
@@ -213,6 +235,7 @@ def confidence_quality(
         "auroc": auroc(scores, correct),
         "brier": float(np.mean((s - y) ** 2)),
         "ece": float(ece),
+        **missing,
     }
 
 

@@ -74,6 +74,21 @@ def _cell(cell: dict[str, Any] | None) -> str:
     return f"p = {_fmt(cell['p_value'])}, AUROC {_fmt(cell['auroc'])} {n}"
 
 
+def _unavailable(quality: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """Why some queries' confidence is not scored (runs computed before it was counted have no count), or ""."""
+    left = quality.get("unavailable")
+    if not left:
+        return ""
+    read = ", ".join(f"{name} ({n})" for name, n in quality["unavailable_indicators"].items())
+    depth = metrics.get("recorded_k", metrics["k_max"])
+    return (
+        f" {left} quer{'y is' if left == 1 else 'ies are'} left out: the model reads {read}, which their logged "
+        f"requests (K={depth}) do not tell at K={metrics['k']} (the agreements are measured at the request's K, "
+        "the centroid log-odds for its top artist only, and K may name another); a run with --k-max and --k "
+        f"{depth} scores every query."
+    )
+
+
 def _per_image_k(block: dict[str, Any]) -> str:
     result = block["per_image_k"]
     if not result["queries"]:
@@ -213,13 +228,14 @@ def render_markdown(metrics: dict[str, Any]) -> str:
             cells = block["table1"][key]
             lines.append(f"| {label} | " + " | ".join(_cell(cells.get(c)) for c in TABLE1_COLUMNS) + " |")
         quality = block["confidence"]
-        one_class = NO_QUERY if not quality["queries"] else "the top artist is right for every image or for none"
+        none = NO_QUERY if not quality.get("unavailable") else "no query's confidence at K is known"
+        one_class = none if not quality["queries"] else "the top artist is right for every image or for none"
         lines += [
             "",
             f'Confidence at K={metrics["k"]} for "top artist correct" '
-            f"(accuracy {_fmt(quality['accuracy'], why=NO_QUERY)}): "
-            f"AUROC {_fmt(quality['auroc'], why=one_class)}, Brier {_fmt(quality['brier'], why=NO_QUERY)}, "
-            f"ECE {_fmt(quality['ece'], why=NO_QUERY)}.",
+            f"(accuracy {_fmt(quality['accuracy'], why=none)}): "
+            f"AUROC {_fmt(quality['auroc'], why=one_class)}, Brier {_fmt(quality['brier'], why=none)}, "
+            f"ECE {_fmt(quality['ece'], why=none)}.{_unavailable(quality, metrics)}",
         ]
     ann = metrics["ann_vs_exact"]
     if ann.get("queries"):

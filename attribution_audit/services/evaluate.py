@@ -186,7 +186,8 @@ def load_outcomes(audit: AuditStore, run_id: int) -> list[QueryOutcome]:
             exact_ms=logged.result.exact_ms,
             artist_works=works.get(canonical.get(logged.query.artist, logged.query.artist)),
             top_artist=logged.top_artist,
-            centroid_log_odds=logged.centroid_log_odds,
+            recorded_k=logged.recorded_k,
+            logged=logged.logged,
         )
         for logged in audit.evaluations.logged_results(run_id)
     ]

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, select
 
-from attribution_audit.domain.confidence import FEATURES, LogisticModel
+from attribution_audit.domain.confidence import FEATURES, LOGGED_INDICATORS, LogisticModel
 from attribution_audit.domain.params import DEFAULT_K
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError, ManifestError, NotFoundError
@@ -19,6 +19,7 @@ from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.models import (
     AttributionMetrics,
     AttributionNeighbour,
+    AttributionRequest,
     CalibrationModel,
     EvaluationResult,
     EvaluationRun,
@@ -79,7 +80,8 @@ class LoggedResult:
     work_ids: list[str]
     similarities: list[float]
     top_artist: str | None = None  # the request's reported artist (under the ``centroid`` rule, K-independent)
-    centroid_log_odds: float | None = None
+    recorded_k: int | None = None  # the request's K
+    logged: dict[str, float | None] = field(default_factory=dict)  # its indicators of LOGGED_INDICATORS
 
 
 @dataclass(frozen=True)
@@ -250,9 +252,11 @@ class EvaluationRepository:
                     EvaluationResult,
                     LabelledQueryRecord,
                     AttributionMetrics.top_artist,
-                    AttributionMetrics.centroid_log_odds,
+                    AttributionRequest.k,
+                    *(getattr(AttributionMetrics, name) for name in LOGGED_INDICATORS),
                 )
                 .join(LabelledQueryRecord, LabelledQueryRecord.id == EvaluationResult.labelled_query_id)
+                .outerjoin(AttributionRequest, AttributionRequest.id == EvaluationResult.request_id)
                 .outerjoin(AttributionMetrics, AttributionMetrics.request_id == EvaluationResult.request_id)
                 .where(EvaluationResult.run_id == run_id, EvaluationResult.request_id.is_not(None))
                 .order_by(LabelledQueryRecord.id)
@@ -267,7 +271,7 @@ class EvaluationRepository:
                 ):
                     neighbours.setdefault(n.request_id, []).append(n)
         logged = []
-        for result, query, top, log_odds in rows:
+        for result, query, top, recorded_k, *indicators in rows:
             ranked = neighbours.get(result.request_id or "", [])
             logged.append(
                 LoggedResult(
@@ -284,7 +288,8 @@ class EvaluationRepository:
                     work_ids=[n.work_id for n in ranked],
                     similarities=[n.similarity for n in ranked],
                     top_artist=top,
-                    centroid_log_odds=log_odds,
+                    recorded_k=recorded_k,
+                    logged=dict(zip(LOGGED_INDICATORS, indicators, strict=True)),
                 )
             )
         return logged
