@@ -166,9 +166,10 @@ def calibrate(
     of the confidence requests keep without it. Later requests in that space under that --top rule use it and record
     its version. It needs at least --folds right and --folds wrong top artists among the labelled queries (the
     demo's six images are too few: it refuses and stores nothing), and refuses a model whose cross-validated AUROC
-    is below that of the confidence requests keep without it (an earlier model of the space and rule, else in a
-    learned space its own model fitted at --k, else the default formula), scored on the same queries (unless
-    --force): its scores and --plot are still written, and requests keep that confidence.
+    is below 0.5 (worse than chance), or below that of the confidence requests keep without it (an earlier model of
+    the space and rule, else in a learned space its own model fitted at --k, else the default formula), scored on
+    the same queries (an earlier model fitted on them scores in-sample there, which the refusal says), unless
+    --force: its scores and --plot are still written, and requests keep that confidence.
 
     \b
     Example: attribution-audit calibrate .demo/catalogue/queries.csv --k 5 --folds 3 --plot .demo/reliability.png

@@ -39,6 +39,7 @@ from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.evaluations import CalibrationEvidence
 
 BATCH = 32
+CHANCE = 0.5  # the AUROC of a confidence that ranks at random: a model below it is refused whatever the baseline
 
 
 class Scores(TypedDict):
@@ -63,6 +64,7 @@ class Baseline:
     kind: str
     auroc: float | None
     ece: float | None
+    fitted_on: str | None = None  # a calibrate model fitted on these labelled queries: which (its score is in-sample)
 
     def __str__(self) -> str:
         return f"{self.kind} {self.model}"
@@ -101,6 +103,7 @@ def calibrate(
     params = attributor.space_of(params or AttributionParams(verify="off"))[1]  # a learned space's version
     queries = read_labelled(labelled_csv)
     active = attributor.calibration_for(params)
+    labelled = (str(Path(labelled_csv).resolve()), hashlib.sha256(Path(labelled_csv).read_bytes()).hexdigest())
     rows, labels, defaults, kept = [], [], [], []
     for start in range(0, len(queries), BATCH):
         batch = queries[start : start + BATCH]
@@ -114,7 +117,7 @@ def calibrate(
     x, y = np.array(rows), np.array(labels, dtype=float)
     model, cv, scores = fit_and_score(x, y, defaults, folds, source=str(labelled_csv))
     right = [bool(v) for v in y]
-    baseline = baseline_of(attributor, params, active, kept, right, scores)
+    baseline = baseline_of(attributor, params, active, kept, right, scores, labelled)
     if plot is not None:
         plot_reliability(plot, {"default formula": (defaults, right), "calibrated (out of fold)": (cv.tolist(), right)})
     report = CalibrationReport(None, len(y), int(y.sum()), folds=folds, plot=plot, scores=scores, baseline=baseline)
@@ -122,8 +125,8 @@ def calibrate(
         return replace(report, refused=refused)
     evidence = CalibrationEvidence(
         embedder_fingerprint=attributor.embedder_fingerprint,
-        labelled_path=str(Path(labelled_csv).resolve()),
-        labelled_sha256=hashlib.sha256(Path(labelled_csv).read_bytes()).hexdigest(),
+        labelled_path=labelled[0],
+        labelled_sha256=labelled[1],
         n_samples=len(y),
         n_positive=int(y.sum()),
         fit_metrics={**scores, "folds": folds, "parameters": params.as_json()},
@@ -185,25 +188,46 @@ def baseline_of(
     kept: list[float],
     right: list[bool],
     scores: Scores,
+    labelled: tuple[str, str],
 ) -> Baseline:
     """The confidence requests at ``params`` keep without a new model, scored on the labelled queries (``kept``, its
     confidence of each): the ``active`` model (an earlier ``calibrate``'s, else a learned space version's own fitted
-    at their K), else the default formula of their rule."""
+    at their K), else the default formula of their rule. An earlier ``calibrate`` model fitted on the same labelled
+    queries (``labelled``: their resolved path and sha256; the same content, or the same file since edited) says
+    so in ``fitted_on``: its score on them is in-sample."""
     if active is None:
         model = default_model_name(params.top)
         return Baseline(model, "the default formula", scores["default_auroc"], scores["default_ece"])
     own = attributor.own_confidence(params)
-    kind = "the space's own model" if own is not None and own[0] == active.name else "the calibrate model"
-    return Baseline(active.name, kind, auroc(kept, right), expected_calibration_error(kept, right))
+    measured = auroc(kept, right), expected_calibration_error(kept, right)
+    if own is not None and own[0] == active.name:
+        return Baseline(active.name, "the space's own model", *measured)
+    path, sha256 = attributor.audit.evaluations.calibration_source(active.name)
+    fitted_on = (
+        "these queries" if sha256 == labelled[1] else "an earlier version of them" if path == labelled[0] else None
+    )
+    return Baseline(active.name, "the calibrate model", *measured, fitted_on=fitted_on)
 
 
 def worse(scores: Scores, source: str, baseline: Baseline) -> str | None:
-    """Why a model whose cross-validated AUROC is below that of the ``baseline`` (the confidence requests keep
-    without it) on the same queries is refused (it would rank requests worse than what they have), naming the
-    baseline and both AUROCs; None when it is not worse."""
+    """Why a model is refused, in one line: its cross-validated AUROC is below 0.5 (it ranks worse than chance,
+    whatever the baseline), or below that of the ``baseline`` (the confidence requests keep without it) on the same
+    queries (it would rank requests worse than what they have; a baseline fitted on these queries is said to be
+    scored in-sample); None when it is not worse."""
     fitted, kept = scores["cv_auroc"], baseline.auroc
+    if fitted is not None and fitted < CHANCE:
+        return (
+            f"{source}: the fitted model's cross-validated AUROC {fitted:.3f} is below {CHANCE} (worse than chance); "
+            "nothing was stored (add labelled queries, or --force to store it anyway)"
+        )
     if fitted is None or kept is None or fitted >= kept:
         return None
+    if baseline.fitted_on is not None:
+        return (
+            f"{source}: the fitted model's cross-validated AUROC {fitted:.3f} is below the AUROC {kept:.3f} of "
+            f"{baseline}, fitted on {baseline.fitted_on}: its AUROC here is not out of sample; nothing was stored "
+            "(use --force to replace it or label new queries)"
+        )
     return (
         f"{source}: the fitted model's cross-validated AUROC {fitted:.3f} is below the AUROC {kept:.3f} of "
         f"{baseline} on the same queries; nothing was stored and requests keep it (add labelled queries, or --force "

@@ -369,6 +369,12 @@ class EvaluationRepository:
                 fitted = (params.get("space", "content"), params.get("space_version"), params.get("top", "share"))
                 yield row, fitted, metrics.get("source")
 
+    def calibration_source(self, name: str) -> tuple[str, str]:
+        """The labelled queries a stored model (``logistic-v<N>``) was fitted on: their recorded path and sha256."""
+        with read_scope(self.engine) as session:
+            row = session.get_one(CalibrationModel, int(name.removeprefix("logistic-v")))
+            return row.labelled_path, row.labelled_sha256
+
     def calibration(self, name: str) -> LogisticModel:
         """A stored model by its recorded name (``logistic-v<N>``)."""
         with read_scope(self.engine) as session:
