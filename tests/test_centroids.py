@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +107,10 @@ def test_a_space_fitted_before_an_artist_was_ingested_says_so_and_gives_it_no_ce
     four = make_demo_catalogue(tmp_path / "four", artists=4, works_per_artist=6)
     five = make_demo_catalogue(tmp_path / "five", artists=5, works_per_artist=6)
     cli("ingest", str(four.manifest), *embedder, "--spaces", "content,style", "--catalogue", "demo")
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--from", "style", "--k", "5", *embedder)
     (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
     assert listed["artists_since_fit"] == 0 and "artists" not in listed["validation"]
+    own = listed["validation"]["confidence"]["model"]
     cli("ingest", str(five.manifest), *embedder, "--spaces", "content,style", "--catalogue", "demo")
     (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
     assert listed["artists"] == 4 and listed["artists_since_fit"] == 1
@@ -117,12 +119,27 @@ def test_a_space_fitted_before_an_artist_was_ingested_says_so_and_gives_it_no_ce
     done = cli(*args)
     (record,) = json.loads(done.stdout)
     assert record["top_artist"] != new and record["top_artist"] in ARTIST_NAMES[:4]
-    assert done.stderr.strip() == (
+    # The refit the note suggests keeps the version's own K (5, not the default); the own model, fitted under the
+    # share rule, does not score these centroid-rule requests: a second note says so, and how to fit one.
+    assert record["confidence_model"] == "default-centroid-v1"
+    since_fit, elsewhere = done.stderr.splitlines()
+    assert since_fit == (
         f"note: space painters (version 1) was fitted before 1 artist(s) were ingested ({new}): they have no "
-        "centroid; refit it with `attribution-audit spaces fit painters --from style` to include them"
+        "centroid; refit it with `attribution-audit spaces fit painters --from style --k 5` to include them"
     )
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
-    assert [s["artists_since_fit"] for s in json.loads(cli("spaces", "list", "--json").stdout)] == [1, 0]
+    assert elsewhere == (
+        f"note: space painters (version 1)'s own confidence model {own} was fitted at K = 5 under --top share, not "
+        "these requests' K = 10 under --top centroid: their confidence is the default formula's "
+        "(default-centroid-v1, recorded as their confidence model); `attribution-audit calibrate LABELLED.csv "
+        "--space painters --k 10 --top centroid` fits one for --top centroid (spaces fit fits only --top share) on "
+        "labelled queries"
+    )
+    refit = re.search(r"`attribution-audit (spaces fit [^`]*)`", since_fit)
+    assert refit is not None
+    cli(*refit.group(1).split(), *embedder)
+    versions = json.loads(cli("spaces", "list", "--json").stdout)
+    assert [s["artists_since_fit"] for s in versions] == [1, 0]
+    assert versions[1]["validation"]["confidence"]["parameters"]["k"] == 5
     (refitted,) = json.loads(cli(*args).stdout)
     assert refitted["parameters"]["space_version"] == 2
 

@@ -426,10 +426,10 @@ def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
     model, note = attribute(5)
     assert model == "default-v1"
     assert note == (
-        f"note: space painters (version 1)'s own confidence model {own['model']} was fitted at K = 10, not 5: these "
-        "requests' confidence is the default formula's (recorded as their confidence model); `attribution-audit "
-        "spaces fit painters --from content+style --k 5` fits one at K = 5, or `calibrate --space painters --k 5` on "
-        "labelled queries\n"
+        f"note: space painters (version 1)'s own confidence model {own['model']} was fitted at K = 10 under --top "
+        "share, not these requests' K = 5 under --top share: their confidence is the default formula's (default-v1, "
+        "recorded as their confidence model); `attribution-audit spaces fit painters --from content+style --k 5` "
+        "fits one at K = 5, or `attribution-audit calibrate LABELLED.csv --space painters --k 5` on labelled queries\n"
     )
     fitted = cli("spaces", "fit", "painters", "--from", "content+style", "--k", "5", *embedder).stdout
     assert "right top artist at K = 5, the other parameters the defaults" in fitted

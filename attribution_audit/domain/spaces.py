@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from attribution_audit.domain.params import FUSED, AttributionParams
+from attribution_audit.domain.params import DEFAULT_K, FUSED, AttributionParams
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
 from attribution_audit.domain.projection import ArtistCentroids, Projection, join_bases, unit_vectors
 from attribution_audit.domain.ranking import apply_k_policy, by_score, fused_similarity, rrf_fuse
@@ -228,6 +228,7 @@ class LearnedSpace(Space):
         self.projection, self.works = projection, works
         self.centroids: ArtistCentroids | None = None  # the works' artists' model (:meth:`over`, given the artists)
         self.since_fit: tuple[str, ...] = ()  # the works' artists the version was not fitted on (no centroid)
+        self.fitted_k = DEFAULT_K  # the K its own confidence model was fitted at (``spaces fit --k``)
 
     @classmethod
     def over(
@@ -239,12 +240,15 @@ class LearnedSpace(Space):
         works: Sequence[tuple[str, dict[str, Any], QueryVectors]],
         artists: Sequence[str] = (),
         fitted: Collection[str] | None = None,
+        fitted_k: int = DEFAULT_K,
     ) -> LearnedSpace:
         """The space over a catalogue's works, given as (point id, payload, base vectors), with the model of their
         artists' centroids when ``artists`` names each work's (canonical) artist: of the ``fitted`` artists only
         (those the version was fitted on; every artist when None), since the projection has no direction that
-        tells the others apart, so an artist ingested since the fit has no centroid (:attr:`since_fit`)."""
+        tells the others apart, so an artist ingested since the fit has no centroid (:attr:`since_fit`); ``fitted_k``:
+        the K the version was fitted at (:attr:`fitted_k`)."""
         space = cls(name, version, base, projection, ProjectedCatalogue([], [], np.empty((0, projection.dim))))
+        space.fitted_k = fitted_k
         if works:
             coordinates = space.coordinates([vectors for _, _, vectors in works])
             space.works = ProjectedCatalogue([w[0] for w in works], [w[1] for w in works], unit_vectors(coordinates))

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attribution_audit.config import Settings
+from attribution_audit.domain.confidence import default_model_name
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import LearnedSpace
 from attribution_audit.errors import ImageError
-from attribution_audit.services.attribution import Attributor, SpaceSinceFit
+from attribution_audit.services.attribution import Attributor, SpaceSinceFit, refit_command
 from attribution_audit.services.checkpoints import Signed, auto_checkpoint, guard_witness, refuse_unsignable
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.store.audit_store import AuditStore
@@ -37,27 +38,36 @@ class FewerWorks:
 
 
 @dataclass(frozen=True)
-class OwnConfidenceAtOtherK:
-    """The learned space version's own confidence model was fitted at ``fitted_k``, not at the requests' ``k``, and no
-    ``calibrate`` model was fitted there: the requests' confidence is the default formula's (recorded as such)."""
+class OwnConfidenceElsewhere:
+    """The learned space version's own confidence model was fitted at ``fitted_k`` under the top-artist rule
+    ``fitted_top``, not at the requests' ``k`` under their ``top``, and no ``calibrate`` model was fitted for them:
+    the requests' confidence is the default formula of their rule (recorded as such)."""
 
     space: str
     version: int
     base: str
     model: str
     fitted_k: int
+    fitted_top: str
     k: int
+    top: str
 
     def __str__(self) -> str:
+        calibrate = f"`attribution-audit calibrate LABELLED.csv --space {self.space} --k {self.k}"
+        calibrate += "`" if self.top == AttributionParams().top else f" --top {self.top}`"
+        if self.top == self.fitted_top:
+            remedy = f"{refit_command(self.space, self.base, self.k)} fits one at K = {self.k}, or {calibrate}"
+        else:  # spaces fit fits its own model under its rule only
+            remedy = f"{calibrate} fits one for --top {self.top} (spaces fit fits only --top {self.fitted_top})"
         return (
             f"space {self.space} (version {self.version})'s own confidence model {self.model} was fitted at K = "
-            f"{self.fitted_k}, not {self.k}: these requests' confidence is the default formula's (recorded as their "
-            f"confidence model); `attribution-audit spaces fit {self.space} --from {self.base} --k {self.k}` fits "
-            f"one at K = {self.k}, or `calibrate --space {self.space} --k {self.k}` on labelled queries"
+            f"{self.fitted_k} under --top {self.fitted_top}, not these requests' K = {self.k} under --top {self.top}: "
+            f"their confidence is the default formula's ({default_model_name(self.top)}, recorded as their "
+            f"confidence model); {remedy} on labelled queries"
         )
 
 
-Note = FewerWorks | SpaceSinceFit | OwnConfidenceAtOtherK
+Note = FewerWorks | SpaceSinceFit | OwnConfidenceElsewhere
 
 
 def attribute_files(
@@ -66,9 +76,10 @@ def attribute_files(
     """Each image's committed attribution, or the ImageError that kept it out of the log (the others go on), and
     each checkpoint signed meanwhile; before the first attribution, when K is more than the collection's works, a
     FewerWorks note, in a learned space fitted before some of the works' artists were ingested, a SpaceSinceFit
-    note, and in a learned space whose own confidence model was fitted at another K (no ``calibrate`` model there),
-    an OwnConfidenceAtOtherK note. Refused up front when the witness file names another audit DB, or when an
-    automatic checkpoint falls due among them without the key of the witnessed checkpoints."""
+    note, and in a learned space whose own confidence model was fitted at another K or under another top-artist rule
+    (no ``calibrate`` model there), an OwnConfidenceElsewhere note. Refused up front when the witness file names
+    another audit DB, or when an automatic checkpoint falls due among them without the key of the witnessed
+    checkpoints."""
     adopted = guard_witness(settings, audit)
     if adopted is not None:
         yield adopted
@@ -96,10 +107,15 @@ def attribute_files(
 
 
 def _learned_notes(attributor: Attributor, space: LearnedSpace, params: AttributionParams) -> Iterator[Note]:
-    """The notes of requests in a learned space: artists ingested since its fit, its own model fitted at another K."""
+    """The notes of requests in a learned space: artists ingested since its fit, its own model fitted at another K
+    or under another top-artist rule (when no ``calibrate`` model scores them instead)."""
     since_fit = SpaceSinceFit.of(space)
     if since_fit is not None:
         yield since_fit
-    own = attributor.own_confidence(params)
-    if own is not None and own[1] != params.k and attributor.calibration_for(attributor.space_of(params)[1]) is None:
-        yield OwnConfidenceAtOtherK(space.name, space.version, space.base, own[0], own[1], params.k)
+    own = attributor.own_fit(params)
+    elsewhere = own is not None and own[1:] != (params.k, params.top)
+    if own is not None and elsewhere and attributor.calibration_for(attributor.space_of(params)[1]) is None:
+        model, fitted_k, fitted_top = own
+        yield OwnConfidenceElsewhere(
+            space.name, space.version, space.base, model, fitted_k, fitted_top, params.k, params.top
+        )

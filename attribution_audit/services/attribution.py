@@ -43,6 +43,13 @@ if TYPE_CHECKING:
     from attribution_audit.embedding.style import StyleEmbedder
 
 
+def refit_command(space: str, base: str, k: int = DEFAULT_K) -> str:
+    """The one spelling of the command that refits a learned space as it was fitted (its base, and ``spaces fit --k``
+    when not the default), quoted; ``k``: the K its own confidence model is to be fitted at."""
+    at = "" if k == DEFAULT_K else f" --k {k}"
+    return f"`attribution-audit spaces fit {space} --from {base}{at}`"
+
+
 @dataclass(frozen=True)
 class SpaceSinceFit:
     """A learned space version was fitted before ``artists`` (of its collection's works) were ingested: they have no
@@ -54,20 +61,21 @@ class SpaceSinceFit:
     version: int
     base: str
     artists: tuple[str, ...]
+    k: int = DEFAULT_K  # the K the version was fitted at, which the refit keeps
 
     @classmethod
     def of(cls, space: Space) -> SpaceSinceFit | None:
         """The note of a space as a request measures in it (:attr:`LearnedSpace.since_fit`); None when it has none."""
         if isinstance(space, LearnedSpace) and space.since_fit:
-            return cls(space.name, space.version, space.base, space.since_fit)
+            return cls(space.name, space.version, space.base, space.since_fit, space.fitted_k)
         return None
 
     def __str__(self) -> str:
         shown = ", ".join(self.artists[:5]) + (", ..." if len(self.artists) > 5 else "")
         return (
             f"space {self.space} (version {self.version}) was fitted before {len(self.artists)} artist(s) were "
-            f"ingested ({shown}): they have no centroid; refit it with `attribution-audit spaces fit {self.space} "
-            f"--from {self.base}` to include them"
+            f"ingested ({shown}): they have no centroid; refit it with "
+            f"{refit_command(self.space, self.base, self.k)} to include them"
         )
 
 
@@ -80,7 +88,7 @@ def space_since_fit(audit: AuditStore, info: SpaceInfo) -> SpaceSinceFit | None:
         return None
     now = {canonical.get(a, a) for a in audit.catalogue.artists_in(info.collection)}
     artists = tuple(sorted(now - fitted))
-    return SpaceSinceFit(info.name, info.version, info.base, artists) if artists else None
+    return SpaceSinceFit(info.name, info.version, info.base, artists, info.fitted_k) if artists else None
 
 
 class Attributor:
@@ -130,24 +138,24 @@ class Attributor:
         """The newest calibration model fitted in the params' space (and learned space version) under their
         top-artist rule, if any: a model fitted in one space does not score distances measured in another, nor one
         fitted to tell right from wrong artists chosen by one rule those chosen by the other. A learned space
-        version's own model (``spaces fit``) scores only requests at the K it was fitted at (:meth:`own_confidence`):
+        version's own model (``spaces fit``) scores only requests at the K it was fitted at (:meth:`own_fit`):
         the indicators it weighs are measured over the K works."""
         key = (params.space, params.space_version, params.top, params.k)
         if key not in self._calibrations:
             self._calibrations[key] = self.audit.evaluations.latest_calibration(self.embedder_fingerprint, *key)
         return self._calibrations[key]
 
-    def own_confidence(self, params: AttributionParams) -> tuple[str, int] | None:
-        """The name of the params' learned space version's own confidence model and the K it was fitted at, when it
-        was fitted under the params' top-artist rule; None in a base space or a version stored without one."""
+    def own_fit(self, params: AttributionParams) -> tuple[str, int, str] | None:
+        """The name of the params' learned space version's own confidence model, the K and the top-artist rule it
+        was fitted at (``spaces fit``); None in a base space or a version stored without one."""
         params = self.space_of(params)[1]
         if params.space_version is None:
             return None
-        own = self._fitted[(params.space, params.space_version)][0].validation.get("confidence", {})
-        fitted = own.get("parameters", {})
-        if "model" not in own or fitted.get("top", "share") != params.top:
+        info = self._fitted[(params.space, params.space_version)][0]
+        own = info.validation.get("confidence", {})
+        if "model" not in own:
             return None
-        return own["model"], fitted.get("k", DEFAULT_K)
+        return own["model"], info.fitted_k, own.get("parameters", {}).get("top", "share")
 
     # -- exact ground truth ------------------------------------------------------------------------------------
     def exact_index(self, method: str, space: str = CONTENT) -> ExactIndex:
@@ -202,7 +210,14 @@ class Attributor:
             works = [(p.point_id, p.payload, QueryVectors(p.vector, p.style)) for p in points]
             artists = [self._canonical_artist(p.payload) for p in points]
             self._learned[key] = LearnedSpace.over(
-                info.name, info.version, info.base, projection, works, artists, info.fitted_artists(self.canonical)
+                info.name,
+                info.version,
+                info.base,
+                projection,
+                works,
+                artists,
+                info.fitted_artists(self.canonical),
+                info.fitted_k,
             )
         return self._learned[key], replace(params, space_version=info.version)
 

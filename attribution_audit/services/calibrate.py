@@ -198,7 +198,7 @@ def baseline_of(
     if active is None:
         model = default_model_name(params.top)
         return Baseline(model, "the default formula", scores["default_auroc"], scores["default_ece"])
-    own = attributor.own_confidence(params)
+    own = attributor.own_fit(params)
     measured = auroc(kept, right), expected_calibration_error(kept, right)
     if own is not None and own[0] == active.name:
         return Baseline(active.name, "the space's own model", *measured)

@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from attribution_audit.domain.confidence import LogisticModel
+from attribution_audit.domain.params import DEFAULT_K
 from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError
@@ -48,6 +49,12 @@ class SpaceInfo:
         kept (``validation["artists"]``)."""
         found = self.validation.get(ARTISTS)
         return None if found is None else tuple(found)
+
+    @property
+    def fitted_k(self) -> int:
+        """The K the version's own confidence model was fitted at (``spaces fit --k``; the default K when not
+        recorded)."""
+        return int(self.validation.get("confidence", {}).get("parameters", {}).get("k", DEFAULT_K))
 
     def fitted_artists(self, canonical: Mapping[str, str]) -> set[str] | None:
         """:attr:`artists` under their canonical names now (``canonical``: alias -> canonical name, after merges)."""
