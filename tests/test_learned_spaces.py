@@ -14,7 +14,8 @@ import pytest
 from conftest import EMBEDDER, Cli
 from dbtools import superuser_edit
 
-from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel
+from attribution_audit.config import load_settings
+from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel, confidence
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import (
@@ -28,9 +29,12 @@ from attribution_audit.domain.projection import (
     unit_rows,
     validation_split,
 )
+from attribution_audit.domain.results import RequestDraft
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
 from attribution_audit.errors import DatabaseError
 from attribution_audit.services.spaces import default_confidence, held_out_validation, validate
+from attribution_audit.services.wiring import open_attributor
+from attribution_audit.sources.images import load_image
 from attribution_audit.sources.synthetic import DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.evaluations import CalibrationEvidence
@@ -394,9 +398,9 @@ def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_request
     (line,) = refused.stderr.splitlines()
     assert line == (
         f"error: {labelled}: the fitted model's cross-validated AUROC {cv.group(1)} is below the AUROC 1.000 of the "
-        "calibrate model logistic-v2 on the same queries; nothing was stored and requests keep it (add labelled "
-        "queries, or --force to store it anyway, e.g. for its calibration)"
-    )
+        "calibrate model logistic-v2, fitted on these queries: its AUROC here is not out of sample; nothing was "
+        "stored (use --force to replace it or label new queries)"
+    )  # logistic-v2 was fitted on this very file: its 1.000 is in-sample, the new model's out of fold
     image = str(demo_catalogue.queries[1].path)
     (request,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
     assert request["confidence_model"] == "logistic-v2"
@@ -412,7 +416,7 @@ def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
     `evaluate run` scores the confidence at its --k (its requests are recorded deeper, at --k-max)."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
+    assert "training works" not in cli("spaces", "fit", "painters", "--from", "content+style", *embedder).stderr
     image = str(demo_catalogue.queries[1].path)
 
     def attribute(k: int) -> tuple[str, str]:
@@ -441,6 +445,12 @@ def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
     labelled, out = str(demo_catalogue.labelled), tmp_path / "evaluation"
     cli("evaluate", "run", labelled, "--space", "painters", "--k-max", "20", "--k", "5", "--out", str(out), *embedder)
     assert json.loads((out / "metrics.json").read_text())["confidence_model"] == v2["model"]
+    # K above the training works each held-out work is compared against: fitted, with one note that says so
+    wide = cli("spaces", "fit", "painters", "--from", "content+style", "--k", "60", *embedder)
+    held = json.loads(cli("spaces", "list", "--json").stdout)[2]["validation"]["held_out_works"]
+    (note,) = [line for line in wide.stderr.splitlines() if "training works" in line]
+    assert note.startswith(f"note: K = 60 is more than the {48 - held} training works each held-out work was ")
+    assert note.endswith(f"fit it at --k {48 - held} or fewer, or ingest more works")
     too_many = cli("spaces", "fit", "painters", "--from", "content+style", "--k", "10001", *embedder, code=1)
     assert too_many.stderr == "error: --k 10001: choose a number between 1 and 10000\n"
 
@@ -462,6 +472,57 @@ def test_the_spaces_examples_run_on_the_demo_as_make_demo_ingests_it(cli: Cli, d
         words = shlex.split(example)
         assert words[:3] == ["attribution-audit", "spaces", command]
         cli(*words[1:])
+
+
+def test_a_learned_space_request_records_the_exact_projected_search_and_older_records_replay_unchanged(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    """A learned space's neighbours are the projected catalogue searched exactly: its requests record
+    ``"index": "exact-projected"`` (the engine's own index, which the agreement between spaces still searches, as
+    ``engine_index``). A record made before, with the store's index, keeps its bytes and replays without a
+    difference."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
+    image = demo_catalogue.queries[1].path
+    (new,) = json.loads(cli("attribute", str(image), "--space", "painters", "--json", *embedder).stdout)
+    assert new["index_params"]["index"] == "exact-projected" and new["index_params"]["engine_index"] == "hnsw"
+    assert new["index_params"]["hnsw_ef"] == 128  # the agreement's engine search ran at it
+    (content,) = json.loads(cli("attribute", str(image), "--json", *embedder).stdout)
+    assert content["index_params"]["index"] == "hnsw" and "engine_index" not in content["index_params"]
+
+    audit = cli.audit()
+    settings = load_settings(data_dir=cli.data_dir, database_url=cli.database_url)
+    with open_attributor(settings, audit, EMBEDDER) as attributor:  # a record as made before: the store's index
+        params = attributor.space_of(AttributionParams(space="painters"))[1]
+        loaded = load_image(image, target_size=224)
+        query = attributor.embed([loaded.image], "painters")[0]
+        outcome = attributor.compute(query, params)
+        score, model = confidence(attributor.calibration_for(params), outcome.features, params.top)
+        old = audit.requests.record(
+            RequestDraft(
+                image=str(image),
+                image_sha256=loaded.sha256,
+                content_vector=query.content,
+                style_vector=query.style,
+                requester="before",
+                embedder_name=attributor.embedder_name,
+                embedder_fingerprint=attributor.embedder_fingerprint,
+                store_kind=attributor.store.kind,
+                collection=attributor.store.collection,
+                index_params=attributor.store.index_info(),
+                parameters=params.as_json(),
+                k=params.k,
+                outcome=outcome,
+                confidence=score,
+                confidence_model=model,
+            )
+        )
+    assert old.index_params["index"] == "hnsw"
+    replayed = json.loads(cli("audit", "replay", old.request_id, "--json").stdout)
+    assert replayed["differences"] == [] and replayed["original"]["index_params"] == old.index_params
+    assert replayed["replay"]["index_params"]["index"] == "exact-projected"
+    assert "chain OK" in cli("audit", "verify").stdout
 
 
 def test_space_list_is_empty_without_fits(cli: Cli, tmp_path: Path) -> None:

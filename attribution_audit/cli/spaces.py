@@ -109,6 +109,13 @@ def spaces_fit(
             f"LABELLED.csv --space {space.name}` again (with each --top)",
             err=True,
         )
+    if k > result.training_works:  # every held-out answer ranked all of them: K says nothing more there
+        typer.echo(
+            f"note: K = {k} is more than the {result.training_works} training works each held-out work was compared "
+            f"against ({space.n_works} works less those held out): the own model was fitted on answers that rank "
+            f"all of them, not {k} works; fit it at --k {result.training_works} or fewer, or ingest more works",
+            err=True,
+        )
     if (per_artist := space.n_works / space.n_artists) < k:  # equal shares: the most works among the K
         typer.echo(
             f"note: {per_artist:.1f} works per artist on average, fewer than K = {k}: the top artist (the "

@@ -91,6 +91,19 @@ def space_since_fit(audit: AuditStore, info: SpaceInfo) -> SpaceSinceFit | None:
     return SpaceSinceFit(info.name, info.version, info.base, artists, info.fitted_k) if artists else None
 
 
+EXACT_PROJECTED = "exact-projected"  # what answers a learned space's search: the projected catalogue, exactly
+
+
+def index_params(info: dict[str, Any], space: Space) -> dict[str, Any]:
+    """What a request records of the index it searched: the store's ``info``; in a learned space, whose neighbours
+    are the projected catalogue searched exactly, its ``index`` is ``exact-projected`` and ``engine_index`` what
+    answers the engine's searches the request still makes (the agreement between spaces, the copy check), at the
+    HNSW parameters recorded beside it (records made before keep the store's index there)."""
+    if isinstance(space, LearnedSpace):
+        return {**info, "index": EXACT_PROJECTED, "engine_index": info["index"]}
+    return info
+
+
 class Attributor:
     """Attributes query vectors against one vector store and writes every request to the hash-chained audit log."""
 
@@ -479,7 +492,7 @@ class Attributor:
         ``evaluation`` = (evaluation run id, labelled query id) tags a request made by ``evaluate run``;
         ``requester`` overrides the attributor's (the service records each API key's name).
         """
-        params = self.space_of(params)[1]  # a learned space's version is recorded with the request
+        space, params = self.space_of(params)  # a learned space's version is recorded with the request
         score, model_name = confidence(self.calibration_for(params), outcome.features, params.top)
         draft = RequestDraft(
             image=image,
@@ -491,7 +504,7 @@ class Attributor:
             embedder_fingerprint=self.embedder_fingerprint,
             store_kind=self.store.kind,
             collection=self.store.collection,
-            index_params=self.store.index_info(),
+            index_params=index_params(self.store.index_info(), space),
             parameters=params.as_json(),
             k=params.k,
             outcome=outcome,

@@ -46,11 +46,13 @@ HELD_OUT_RATE = "held-out rate"
 @dataclass(frozen=True)
 class FitResult:
     """A stored fit and how long the fit took (validation included), with the ``calibrate`` models fitted in the
-    version it succeeds (model name -> top rule): they do not score requests in the new version."""
+    version it succeeds (model name -> top rule): they do not score requests in the new version; and the number of
+    training works each held-out work was compared against (the own model's answers rank at most that many)."""
 
     space: SpaceInfo
     seconds: float
     outdated: dict[str, str]
+    training_works: int
 
 
 def fit_space(
@@ -104,7 +106,7 @@ def fit_space(
             confidence=default,
         )
     outdated = {} if previous is None else audit.evaluations.calibrated_in(stored.embedder_fingerprint, name, previous)
-    return FitResult(stored, time.perf_counter() - started, outdated)
+    return FitResult(stored, time.perf_counter() - started, outdated, int(held_out.train.sum()))
 
 
 def validate(rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] = SHRINKAGES) -> dict[str, Any]:
