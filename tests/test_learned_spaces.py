@@ -394,6 +394,7 @@ def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_request
     stored, scores, kept, diagram = refused.stdout.splitlines()
     assert stored.startswith("fitted, not stored: 12 labelled queries (6 correct)") and scores == first[1]
     assert kept.startswith("without it requests keep the calibrate model logistic-v2: AUROC 1.000, ECE ")
+    assert kept.endswith(" on these queries (in-sample: fitted on these queries)")
     assert diagram == f"reliability diagram: {plot}" and plot.read_bytes()[:4] == b"\x89PNG"
     (line,) = refused.stderr.splitlines()
     assert line == (

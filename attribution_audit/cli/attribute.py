@@ -194,6 +194,7 @@ def calibrate(
     typer.echo(
         f"without it requests keep {report.baseline}: AUROC {num(report.baseline.auroc)}, "
         f"ECE {num(report.baseline.ece)} on these queries"
+        + (f" (in-sample: fitted on {report.baseline.fitted_on})" if report.baseline.fitted_on else "")
     )
     if report.plot is not None:
         typer.echo(f"reliability diagram: {report.plot}")
