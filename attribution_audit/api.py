@@ -22,7 +22,7 @@ One-off use, as the CLI does it (the model loaded for the call)::
         ...  # an Attribution, or the ImageError that kept that file out of the log (first, when K is more than
         # the collection's works, a FewerWorks note; in a learned space fitted before some artists were ingested, a
         # SpaceSinceFit note; in one whose own confidence model was fitted at another K or rule, an
-        # OwnConfidenceElsewhere note; after a record, any automatic checkpoint Signed)
+        # OwnConfidenceAtOtherK note; after a record, any automatic checkpoint Signed)
 
 Errors are :mod:`attribution_audit.errors` classes with a one-line message.
 """
@@ -36,7 +36,7 @@ from pathlib import Path
 from attribution_audit.config import Settings, load_settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution, Neighbour
-from attribution_audit.services.attribute import FewerWorks, OwnConfidenceElsewhere, attribute_files
+from attribution_audit.services.attribute import FewerWorks, OwnConfidenceAtOtherK, attribute_files
 from attribution_audit.services.attribution import SpaceSinceFit
 from attribution_audit.services.audit_log import (
     browse_attributions,
@@ -57,7 +57,7 @@ __all__ = [
     "AttributionService",
     "FewerWorks",
     "Neighbour",
-    "OwnConfidenceElsewhere",
+    "OwnConfidenceAtOtherK",
     "RequestFilter",
     "Settings",
     "SpaceSinceFit",

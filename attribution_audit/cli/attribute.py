@@ -92,7 +92,7 @@ def attribute(
     """
     from attribution_audit.api import attribute_files
     from attribution_audit.errors import ImageError
-    from attribution_audit.services.attribute import FewerWorks, OwnConfidenceElsewhere
+    from attribution_audit.services.attribute import FewerWorks, OwnConfidenceAtOtherK
     from attribution_audit.services.attribution import SpaceSinceFit
     from attribution_audit.services.checkpoints import Signed
 
@@ -119,7 +119,7 @@ def attribute(
             failed += 1
         elif isinstance(result, Signed):
             say_signed(result)
-        elif isinstance(result, FewerWorks | SpaceSinceFit | OwnConfidenceElsewhere):
+        elif isinstance(result, FewerWorks | SpaceSinceFit | OwnConfidenceAtOtherK):
             typer.echo(f"note: {result}", err=True)
         elif fmt is OutputFormat.table:
             print_attribution(result)

@@ -38,8 +38,9 @@ class FewerWorks:
 
 
 @dataclass(frozen=True)
-class OwnConfidenceElsewhere:
-    """The learned space version's own confidence model was fitted at ``fitted_k`` under the top-artist rule
+class OwnConfidenceAtOtherK:
+    """(At another K, or under another top-artist rule: the name predates the rule.) The learned space version's own
+    confidence model was fitted at ``fitted_k`` under the top-artist rule
     ``fitted_top``, not at the requests' ``k`` under their ``top``, and no ``calibrate`` model was fitted for them:
     the requests' confidence is the default formula of their rule (recorded as such)."""
 
@@ -67,7 +68,7 @@ class OwnConfidenceElsewhere:
         )
 
 
-Note = FewerWorks | SpaceSinceFit | OwnConfidenceElsewhere
+Note = FewerWorks | SpaceSinceFit | OwnConfidenceAtOtherK
 
 
 def attribute_files(
@@ -77,7 +78,7 @@ def attribute_files(
     each checkpoint signed meanwhile; before the first attribution, when K is more than the collection's works, a
     FewerWorks note, in a learned space fitted before some of the works' artists were ingested, a SpaceSinceFit
     note, and in a learned space whose own confidence model was fitted at another K or under another top-artist rule
-    (no ``calibrate`` model there), an OwnConfidenceElsewhere note. Refused up front when the witness file names
+    (no ``calibrate`` model there), an OwnConfidenceAtOtherK note. Refused up front when the witness file names
     another audit DB, or when an automatic checkpoint falls due among them without the key of the witnessed
     checkpoints."""
     adopted = guard_witness(settings, audit)
@@ -116,6 +117,6 @@ def _learned_notes(attributor: Attributor, space: LearnedSpace, params: Attribut
     elsewhere = own is not None and own[1:] != (params.k, params.top)
     if own is not None and elsewhere and attributor.calibration_for(attributor.space_of(params)[1]) is None:
         model, fitted_k, fitted_top = own
-        yield OwnConfidenceElsewhere(
+        yield OwnConfidenceAtOtherK(
             space.name, space.version, space.base, model, fitted_k, fitted_top, params.k, params.top
         )
