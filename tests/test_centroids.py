@@ -271,6 +271,14 @@ def test_a_request_records_its_top_artists_log_odds_in_the_other_learned_spaces(
     )
     replay = json.loads(cli("audit", "replay", asked["content"]["request_id"], "--json").stdout)
     assert replay["replay"]["centroid_log_odds_others"] == pytest.approx(asked["content"]["centroid_log_odds_others"])
+    # Measured as none (no other learned space then), valued after "both" was fitted: shown, not hidden.
+    replay = json.loads(cli("audit", "replay", painters["request_id"], "--json").stdout)
+    others = replay["replay"]["centroid_log_odds_others"]
+    assert others == pytest.approx(asked["painters"]["centroid_log_odds_others"])
+    line = f"~ centroid_log_odds_others: not recorded -> {others} (null in the record: measured as none then, or the "
+    assert replay["not_recorded"] == [line + "record predates revision 0017)"]
+    printed = cli("audit", "replay", painters["request_id"]).stdout
+    assert line in printed and "\nno differences\n" not in printed
     assert "chain OK" in cli("audit", "verify").stdout
 
 
@@ -292,11 +300,11 @@ def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, de
 
 
 @pytest.mark.slow
-def test_replaying_a_record_made_before_the_centroid_log_odds_shows_no_difference_for_them(
+def test_replaying_a_record_made_before_the_centroid_log_odds_shows_them_as_not_recorded(
     cli: Cli, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A learned-space record made before revision 0016 holds no log-odds: its replay printed
-    `~ centroid_log_odds: None -> x` though nothing had changed. A value changed by hand is shown, a None written
+    """A learned-space record made before revision 0016 holds no log-odds: its replay shows them as not recorded then
+    (not as a change, nor hidden: a None may have been measured). A value changed by hand is a change, a None written
     over one too (the record no longer matches its hash: not a record that predates the field)."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
@@ -306,8 +314,10 @@ def test_replaying_a_record_made_before_the_centroid_log_odds_shows_no_differenc
         before_0016.setattr(LearnedSpace, "centroid_log_odds", lambda *_: None)
         (old,) = json.loads(cli(*args).stdout)
     assert old["centroid_log_odds"] is None
-    replayed = cli("audit", "replay", old["request_id"]).stdout  # (its confidence was scored without them)
-    assert "centroid_log_odds" not in replayed and "NOT INTACT" not in replayed
+    replayed = cli("audit", "replay", old["request_id"]).stdout
+    assert "NOT INTACT" not in replayed and "~ centroid_log_odds: None" not in replayed
+    assert "~ centroid_log_odds: not recorded -> " in replayed and "the record predates revision 0016)" in replayed
+    assert "~ confidence: " in replayed and "no differences" not in replayed  # now scored with them: a change
     (record,) = json.loads(cli(*args).stdout)
     where = f"WHERE request_id = '{record['request_id']}'"
     superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET centroid_log_odds = 99.0 {where}")

@@ -335,8 +335,8 @@ def audit_replay(
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-run a recorded request on today's index (logged as a replay) and print the differences (CSV: one row per
-    difference).
+    """Re-run a recorded request on today's index (logged as a replay) and print the differences, then any later
+    indicator the record holds as null and the replay measures (CSV: one row per line).
 
     \b
     Example: attribution-audit audit replay "$(attribution-audit audit list --limit 1 --format csv | tail -n 1 | cut -d, -f1)"
@@ -346,9 +346,15 @@ def audit_replay(
 
     fmt = output_format(fmt, as_json)
     before, after = replay(ctx.obj, audit_of(ctx.obj), request_id)
-    differences = diff_attributions(before, after)
-    if fmt is OutputFormat.json:  # on one line, as it always was
-        data = {"original": before.as_json(), "replay": after.as_json(), "differences": differences}
+    diff = diff_attributions(before, after)
+    if fmt is OutputFormat.json:  # on one line, as it always was; not_recorded and verdict added since
+        data = {
+            "original": before.as_json(),
+            "replay": after.as_json(),
+            "differences": diff.changed,
+            "not_recorded": diff.not_recorded_lines,
+            "verdict": diff.verdict,
+        }
         typer.echo(render_json(data, indent=None))
         return
 
@@ -359,9 +365,9 @@ def audit_replay(
                 "NOT INTACT: the original no longer matches its record hash (changed after it was written); run "
                 "`attribution-audit audit verify`"
             )
-        typer.echo("\n".join(differences) if differences else "no differences")
+        typer.echo("\n".join([*diff.lines, *([diff.verdict] if diff.verdict else [])]))
 
-    rows = [{"request_id": after.request_id, "replay_of": before.request_id, "difference": d} for d in differences]
+    rows = [{"request_id": after.request_id, "replay_of": before.request_id, "difference": d} for d in diff.lines]
     emit(fmt, data=None, rows=rows, columns=("request_id", "replay_of", "difference"), text=text)
 
 

@@ -27,7 +27,7 @@ def add_metric_column(name: str) -> None:
 def drop_metric_column(name: str) -> None:
     """Drop the column ``name`` (downgrade): the view without it first, then the column. Refused while a row holds a
     value in it: the records' hashes cover it, so dropping it would break the chain for good."""
-    column = sa.column(name)
+    column: sa.ColumnClause[float] = sa.column(name)
     held = op.get_bind().scalar(
         sa.select(sa.func.count()).select_from(sa.table("attribution_metrics", column)).where(column.is_not(None))
     )
