@@ -1127,6 +1127,44 @@ def test_request_page_escapes_recorded_names(cli: Cli, sqlite_db: Engine, tmp_pa
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
+def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low_confidence(
+    cli: Cli, sqlite_db: Engine, tmp_path: Path
+) -> None:
+    """The page left out the agreements and the other learned spaces' centroid log-odds, and blamed a low confidence
+    from a calibrated model on far or disagreeing works."""
+    calibrated = single_request("Ada", "w1")
+    calibrated.metrics.confidence = 0.48
+    calibrated.metrics.confidence_model = "logistic-v3"
+    for name, value in (
+        ("agreement", 0.625),
+        ("agreement_spaces", 0.75),
+        ("centroid_log_odds", 1.5),
+        ("centroid_log_odds_others", -0.25),
+    ):
+        setattr(calibrated.metrics, name, value)
+    formula = single_request("Ada", "w1")  # confidence 0.5, default-v1, none of the later indicators
+    formula.metrics.confidence = 0.2
+    for request in (calibrated, formula):
+        chain.append(sqlite_db, request)
+    page = tmp_path / "p.html"
+    cli("report", "request", calibrated.id, "--html", str(page))
+    html = page.read_text(encoding="utf-8")
+    indicators = html[html.index("<h2>Indicators</h2>") : html.index("<h2>Parameters")]
+    for label, value in (
+        ("agreement between base spaces", "0.625"),
+        ("agreement of spaces", "0.750"),
+        ("centroid log-odds (this learned space)", "1.500"),
+        ("centroid log-odds (mean over the other learned spaces)", "-0.250"),
+    ):
+        assert re.search(rf"<th>{re.escape(label)}[^<]*</th><td>{re.escape(value)}</td>", indicators), label
+    assert "<strong>Low confidence (0.480 &lt; 0.5)</strong>: the calibrated model logistic-v3 gives it" in html
+    assert "far or disagree" not in html
+    cli("report", "request", formula.id, "--html", str(page))
+    html = page.read_text(encoding="utf-8")
+    assert html.count("<td>not recorded</td>") == 4  # the same rows, said absent
+    assert "<strong>Low confidence (0.200 &lt; 0.5)</strong>: the default formula gives it: the nearest works" in html
+
+
 def test_report_request_errors(cli: Cli, sqlite_db: Engine, tmp_path: Path) -> None:
     log = build_known_log(sqlite_db)
     missing = cli("report", "request", "nope", "--html", str(tmp_path / "x.html"), code=1)
