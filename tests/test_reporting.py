@@ -369,6 +369,18 @@ def test_v_attributions_reports_every_request_with_its_flags(known: KnownLog) ->
         assert row["is_production"] == int(not spec.evaluation and spec.replay_of is None), spec.label
 
 
+def test_the_schema_doc_names_the_metrics_v_attributions_lacks_and_where_to_read_them(sqlite_db: Engine) -> None:
+    """docs/schema.md did not say that v_attributions lacks the copy, agreement and centroid columns."""
+    with sqlite_db.connect() as connection:
+        view = set(connection.execute(text("SELECT * FROM v_attributions LIMIT 0")).keys())
+    metrics = {c.name for c in AttributionMetrics.__table__.columns}
+    lacking = sorted(metrics - view)
+    assert "agreement" in lacking and "centroid_log_odds_others" in lacking
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "schema.md").read_text(encoding="utf-8")
+    note = next(part for part in doc.split("\n\n") if part.startswith("`v_attributions` (and so"))
+    assert "`v_audit_metrics`" in note and [c for c in lacking if f"`{c}`" not in note] == []
+
+
 def test_v_attribution_neighbours_lists_every_ranked_work(known: KnownLog) -> None:
     rows = _rows(known.engine, "SELECT * FROM v_attribution_neighbours")
     got = {
