@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,40 @@ def test_a_space_fitted_before_an_artist_was_ingested_says_so_and_gives_it_no_ce
     assert [s["artists_since_fit"] for s in json.loads(cli("spaces", "list", "--json").stdout)] == [1, 0]
     (refitted,) = json.loads(cli(*args).stdout)
     assert refitted["parameters"]["space_version"] == 2
+
+
+@pytest.mark.slow
+def test_a_request_page_notes_only_the_artists_ingested_before_the_request(
+    cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path
+) -> None:
+    """The since-fit note of a request's page (and of `audit show --format json`) counted every artist ingested
+    since the fit, also those ingested after the request: a request made before any had the note all the same."""
+    cli = cli_on(migrated_url)  # SQLite and PostgreSQL: the works' ingest times against the request's
+    embedder = ["--embedder", EMBEDDER]
+    catalogues = [make_demo_catalogue(tmp_path / str(n), artists=n, works_per_artist=6) for n in (4, 5, 6)]
+    ingest = ("--spaces", "content,style", "--catalogue", "demo", *embedder)
+    args = ("--space", "painters", "--k", "5", "--json", *embedder)
+    query = str(catalogues[0].queries[0].path)
+    cli("ingest", str(catalogues[0].manifest), *ingest)
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    (before,) = json.loads(cli("attribute", query, *args).stdout)
+    cli("ingest", str(catalogues[1].manifest), *ingest)
+    (after,) = json.loads(cli("attribute", query, *args).stdout)
+    cli("ingest", str(catalogues[2].manifest), *ingest)
+    note = (
+        f"space painters (version 1) was fitted before 1 artist(s) were ingested ({ARTIST_NAMES[4]}): they have no "
+        "centroid; refit it with `attribution-audit spaces fit painters --from style` to include them"
+    )
+    for record, notes in ((before, []), (after, [note])):
+        shown = json.loads(cli("audit", "show", record["request_id"], "--format", "json").stdout)
+        assert shown["notes"] == notes
+        page = tmp_path / "page.html"
+        cli("report", "request", record["request_id"], "--html", str(page))
+        shown_notes = [
+            line for line in page.read_text(encoding="utf-8").splitlines() if "<strong>Note</strong>" in line
+        ]
+        assert shown_notes == [f'<p class="warn"><strong>Note</strong>: {n}</p>' for n in notes]
+    assert json.loads(cli("spaces", "list", "--json").stdout)[0]["artists_since_fit"] == 2  # as of now
 
 
 @pytest.mark.slow

@@ -468,7 +468,9 @@ def test_an_attribution_in_a_space_fitted_before_an_artist_was_ingested_carries_
     cli: Cli, tmp_path: Path
 ) -> None:
     """`attribute` notes that the artists ingested since a learned space's fit have no centroid there; the service's
-    answer and the console's page of such a request said nothing of it."""
+    answer and the console's page of such a request said nothing of it. The service's answers (POST and GET) always
+    carry `notes`, and POST also the note that the space's own confidence model was fitted at another K, as
+    `attribute` prints it."""
     four = make_demo_catalogue(tmp_path / "four", artists=4, works_per_artist=6)
     five = make_demo_catalogue(tmp_path / "five", artists=5, works_per_artist=6)
     cli("ingest", str(four.manifest), "--embedder", EMBEDDER, "--catalogue", "demo")
@@ -477,6 +479,12 @@ def test_an_attribution_in_a_space_fitted_before_an_artist_was_ingested_carries_
     note = (
         f"space painters (version 1) was fitted before 1 artist(s) were ingested ({ARTIST_NAMES[4]}): they have no "
         "centroid; refit it with `attribution-audit spaces fit painters --from content` to include them"
+    )
+    own = json.loads(cli("spaces", "list", "--json").stdout)[0]["validation"]["confidence"]["model"]
+    at_other_k = (
+        f"space painters (version 1)'s own confidence model {own} was fitted at K = 10, not 5: these requests' "
+        "confidence is the default formula's (recorded as their confidence model); `attribution-audit spaces fit "
+        "painters --from content --k 5` fits one at K = 5, or `calibrate --space painters --k 5` on labelled queries"
     )
     writer = create_key(cli.data_dir, cli.database_url, "image-generator")
     queries = (five.queries[4].path, five.queries[0].path)
@@ -488,7 +496,11 @@ def test_an_attribution_in_a_space_fitted_before_an_artist_was_ingested_carries_
             assert learned.status_code == 200, learned.text
             assert [record["notes"] for record in learned.json()] == [[note], [note]]
             [plain] = http.post("/v1/attributions", files=files(queries[0])).json()
-            assert "notes" not in plain  # the content space has no centroids to miss
+            assert plain["notes"] == []  # the content space has no centroids to miss
+            for record in (*learned.json(), plain):
+                assert http.get(f"/v1/attributions/{record['request_id']}").json() == record
+            at_five = http.post("/v1/attributions", files=files(queries[0]), data={"space": "painters", "k": "5"})
+            assert at_five.json()[0]["notes"] == [note, at_other_k]  # as `attribute` prints them
         with server.client() as browser:
             browser.post("/console/login", data={"key": writer, "next": "/console/"})
             page = browser.get(f"/console/requests/{learned.json()[0]['request_id']}")

@@ -98,14 +98,16 @@ def audit_show(
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one recorded attribution with its neighbours, metrics and parameters (CSV: one row per neighbour).
+    """Show one recorded attribution with its neighbours, metrics and parameters (CSV: one row per neighbour; JSON:
+    with the notes its page shows).
 
     \b
     Example: attribution-audit audit show "$(attribution-audit audit list --limit 1 --format csv | tail -n 1 | cut -d, -f1)"
     """  # noqa: E501 (the example is one line, to paste)
-    from attribution_audit.services.audit_log import get_attribution
+    from attribution_audit.services.audit_log import get_attribution, request_notes
 
-    result = get_attribution(audit_of(ctx.obj), request_id)
+    audit = audit_of(ctx.obj)
+    result = get_attribution(audit, request_id)
 
     def text() -> None:
         print_attribution(result)
@@ -121,7 +123,7 @@ def audit_show(
 
     emit(
         output_format(fmt, as_json),
-        data=result.as_json(),
+        data=result.as_json() | {"notes": request_notes(audit, result)},
         rows=neighbour_rows(result),
         columns=NEIGHBOUR_COLUMNS,
         text=text,
