@@ -8,7 +8,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import ReadOnlyError
+from attribution_audit.errors import PermissionDeniedError, ReadOnlyError
 from attribution_audit.reporting import export, html
 from attribution_audit.services.attribution import space_since_fit
 from attribution_audit.store.audit_store import AuditStore
@@ -76,8 +76,14 @@ def request_notes(audit: AuditStore, attribution: Attribution) -> list[str]:
     a learned space version fitted before some of its collection's artists were ingested, those the request could
     have met (ingested by its time, not withdrawn before), as of the catalogue now."""
     version = attribution.parameters.get("space_version")  # recorded for a learned space only
-    found = audit.spaces.load(attribution.parameters["space"], version) if version is not None else None
-    note = None if found is None else space_since_fit(audit, found[0], as_of=attribution.created_at)
+    try:
+        found = audit.spaces.load(attribution.parameters["space"], version) if version is not None else None
+        note = None if found is None else space_since_fit(audit, found[0], as_of=attribution.created_at)
+    except PermissionDeniedError:  # a read-only role sees the log's views, not the spaces and catalogue tables
+        return [
+            f"the notes of learned space {attribution.parameters['space']} (version {version}) are not shown: this "
+            "database user may only read the audit views; a writer's `audit show` shows them"
+        ]
     return [] if note is None else [str(note)]
 
 
