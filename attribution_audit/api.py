@@ -9,7 +9,8 @@ Attribute images in a long-lived process (the model loaded and the store opened 
         print(result.top_artist, result.confidence, result.record_hash)  # returned once committed to the log
         done = service.submit([Upload.from_path("next.png")])  # the same, with done.checkpoint_problem: the automatic
         # checkpoint that failed after the commit (the attributions are logged all the same), or None, and
-        # done.notes: in a learned space fitted before some artists were ingested, a SpaceSinceFit note
+        # done.notes: in a learned space fitted before some artists were ingested, a SpaceSinceFit note; in one
+        # whose own confidence model was fitted at another K, an OwnConfidenceAtOtherK note
         low = service.attributions(RequestFilter(max_confidence=0.5, limit=20))
         assert service.verify().ok  # the chain and the witness file's last checkpoint, as `audit verify`
 

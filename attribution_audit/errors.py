@@ -34,6 +34,10 @@ class DatabaseError(AttributionAuditError):
     """The audit database is unreachable or refused a write."""
 
 
+class PermissionDeniedError(DatabaseError):
+    """The audit database refused this user a privilege (a read-only role reading a table outside its views)."""
+
+
 class ReadOnlyError(DatabaseError):
     """Nothing can be written to the audit database here (it is opened read-only, this user may only read, or its
     disk is full); it can still be read."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from attribution_audit.store.database import MIGRATIONS_DIR
 from attribution_audit.store.models import (
     AttributionArtistShare,
     AttributionMetrics,
@@ -144,3 +145,15 @@ def fill_chain(engine: Engine, n: int, neighbours: int = 10) -> None:
             # only the columns the database has at its revision (a later one's columns are unset here: not hashed)
             present = {c["name"] for c in inspect(connection).get_columns(table.__tablename__)}
             connection.execute(insert(table), [{k: v for k, v in row.items() if k in present} for row in rows[table]])
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Downgrade the audit schema to ``revision`` with Alembic (the CLI has no downgrade)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)

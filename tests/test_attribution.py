@@ -22,7 +22,7 @@ from attribution_audit.domain.indicators import artist_entropy, artist_margin, c
 from attribution_audit.domain.params import AttributionParams, verify_rate
 from attribution_audit.domain.points import Hit, WorkPoint, point_id_for
 from attribution_audit.domain.ranking import apply_k_policy, by_score
-from attribution_audit.domain.results import Attribution, Outcome, diff_attributions
+from attribution_audit.domain.results import Attribution, Outcome, ReplayDiff, diff_attributions
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
 from attribution_audit.services.attribution import Attributor
@@ -474,22 +474,47 @@ def test_replay_on_an_unchanged_index_has_no_differences(computer: Attributor, q
     assert before == original
     assert after.replay_of == original.request_id and after.request_id != original.request_id
     assert after.seq == 2 and after.parameters == original.parameters
-    assert diff_attributions(before, after) == []
+    assert diff_attributions(before, after) == ReplayDiff([], {})
+    assert diff_attributions(before, after).verdict == "no differences"
     with pytest.raises(NotFoundError):
         computer.replay("no-such-request")
     # A newer confidence model is a difference an auditor must see, not only the number it changed.
     recalibrated = dataclasses.replace(after, confidence=0.99, confidence_model="logistic-v1")
-    assert "~ confidence_model: default-v1 -> logistic-v1" in diff_attributions(before, recalibrated)
+    assert "~ confidence_model: default-v1 -> logistic-v1" in diff_attributions(before, recalibrated).changed
     # So is a neighbour whose image a later ingest replaced (a new version of the work), even at the same rank.
     first = before.neighbours[0]
     replaced = dataclasses.replace(
         first, work_version=(first.work_version or 0) + 1, similarity=first.similarity - 0.01
     )
     revised = dataclasses.replace(after, neighbours=[replaced, *after.neighbours[1:]])
-    assert diff_attributions(before, revised) == [
+    assert diff_attributions(before, revised).lines == [
         f"~ {first.work_id} ({first.artist}): version {first.work_version} -> {replaced.work_version}, "
         f"similarity {first.similarity:.4f} -> {replaced.similarity:.4f}"
     ]
+
+
+def test_a_later_indicator_measured_as_none_then_valued_in_the_replay_is_shown_not_hidden(
+    computer: Attributor, queries: np.ndarray
+) -> None:
+    """None is a measured value too (no other learned space held the top artist's centroid): a replay that values it
+    (after a refit) is not "no differences", nor a change of what the record holds (it may predate the column)."""
+    params = AttributionParams(k=8)
+    original = computer.record("q.png", SHA, qv(queries[3]), params, computer.compute(qv(queries[3]), params))
+    before, after = computer.replay(original.request_id)
+    assert before.intact is not False and before.centroid_log_odds_others is None
+    refitted = dataclasses.replace(after, centroid_log_odds_others=30.0)
+    diff = diff_attributions(before, refitted)
+    assert diff.changed == [] and diff.not_recorded == {"centroid_log_odds_others": 30.0}
+    assert diff.lines == [
+        "~ centroid_log_odds_others: not recorded -> 30.0 (null in the record: measured as none then, or the record "
+        "predates revision 0017)"
+    ]
+    assert diff.verdict == "no differences in what the record holds; 1 indicator(s) not recorded then: " + (
+        "centroid_log_odds_others"
+    )
+    # A None written over a value by hand (the record no longer matches its hash) is a change.
+    tampered = dataclasses.replace(before, intact=False)
+    assert diff_attributions(tampered, refitted).changed == ["~ centroid_log_odds_others: None -> 30.0"]
 
 
 def test_replay_after_a_new_close_work_shows_it(sqlite_audit: AuditStore, tmp_path: Path) -> None:
@@ -524,7 +549,7 @@ def test_replay_after_a_new_close_work_shows_it(sqlite_audit: AuditStore, tmp_pa
         assert after.catalogue_version == store.content_version() != old_version
         assert after.overlap_at_k == 1.0  # checked against an exact index of the new content
 
-        differences = diff_attributions(before, after)
+        differences = diff_attributions(before, after).changed
         assert "+ added NEW-1 (Newcomer) at rank 1" in differences
         removed = before.neighbours[-1]
         assert f"- removed {removed.work_id} ({removed.artist}), was rank 5" in differences

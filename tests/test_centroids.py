@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,40 @@ def test_a_space_fitted_before_an_artist_was_ingested_says_so_and_gives_it_no_ce
     assert versions[1]["validation"]["confidence"]["parameters"]["k"] == 5
     (refitted,) = json.loads(cli(*args).stdout)
     assert refitted["parameters"]["space_version"] == 2
+
+
+@pytest.mark.slow
+def test_a_request_page_notes_only_the_artists_ingested_before_the_request(
+    cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path
+) -> None:
+    """The since-fit note of a request's page (and of `audit show --format json`) counted every artist ingested
+    since the fit, also those ingested after the request: a request made before any had the note all the same."""
+    cli = cli_on(migrated_url)  # SQLite and PostgreSQL: the works' ingest times against the request's
+    embedder = ["--embedder", EMBEDDER]
+    catalogues = [make_demo_catalogue(tmp_path / str(n), artists=n, works_per_artist=6) for n in (4, 5, 6)]
+    ingest = ("--spaces", "content,style", "--catalogue", "demo", *embedder)
+    args = ("--space", "painters", "--k", "5", "--json", *embedder)
+    query = str(catalogues[0].queries[0].path)
+    cli("ingest", str(catalogues[0].manifest), *ingest)
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    (before,) = json.loads(cli("attribute", query, *args).stdout)
+    cli("ingest", str(catalogues[1].manifest), *ingest)
+    (after,) = json.loads(cli("attribute", query, *args).stdout)
+    cli("ingest", str(catalogues[2].manifest), *ingest)
+    note = (
+        f"space painters (version 1) was fitted before 1 artist(s) were ingested ({ARTIST_NAMES[4]}): they have no "
+        "centroid; refit it with `attribution-audit spaces fit painters --from style` to include them"
+    )
+    for record, notes in ((before, []), (after, [note])):
+        shown = json.loads(cli("audit", "show", record["request_id"], "--format", "json").stdout)
+        assert shown["notes"] == notes
+        page = tmp_path / "page.html"
+        cli("report", "request", record["request_id"], "--html", str(page))
+        shown_notes = [
+            line for line in page.read_text(encoding="utf-8").splitlines() if "<strong>Note</strong>" in line
+        ]
+        assert shown_notes == [f'<p class="warn"><strong>Note</strong>: {n}</p>' for n in notes]
+    assert json.loads(cli("spaces", "list", "--json").stdout)[0]["artists_since_fit"] == 2  # as of now
 
 
 @pytest.mark.slow
@@ -288,6 +323,14 @@ def test_a_request_records_its_top_artists_log_odds_in_the_other_learned_spaces(
     )
     replay = json.loads(cli("audit", "replay", asked["content"]["request_id"], "--json").stdout)
     assert replay["replay"]["centroid_log_odds_others"] == pytest.approx(asked["content"]["centroid_log_odds_others"])
+    # Measured as none (no other learned space then), valued after "both" was fitted: shown, not hidden.
+    replay = json.loads(cli("audit", "replay", painters["request_id"], "--json").stdout)
+    others = replay["replay"]["centroid_log_odds_others"]
+    assert others == pytest.approx(asked["painters"]["centroid_log_odds_others"])
+    line = f"~ centroid_log_odds_others: not recorded -> {others} (null in the record: measured as none then, or the "
+    assert replay["not_recorded"] == [line + "record predates revision 0017)"]
+    printed = cli("audit", "replay", painters["request_id"]).stdout
+    assert line in printed and "\nno differences\n" not in printed
     assert "chain OK" in cli("audit", "verify").stdout
 
 
@@ -309,11 +352,11 @@ def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, de
 
 
 @pytest.mark.slow
-def test_replaying_a_record_made_before_the_centroid_log_odds_shows_no_difference_for_them(
+def test_replaying_a_record_made_before_the_centroid_log_odds_shows_them_as_not_recorded(
     cli: Cli, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A learned-space record made before revision 0016 holds no log-odds: its replay printed
-    `~ centroid_log_odds: None -> x` though nothing had changed. A value changed by hand is shown, a None written
+    """A learned-space record made before revision 0016 holds no log-odds: its replay shows them as not recorded then
+    (not as a change, nor hidden: a None may have been measured). A value changed by hand is a change, a None written
     over one too (the record no longer matches its hash: not a record that predates the field)."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
@@ -323,8 +366,10 @@ def test_replaying_a_record_made_before_the_centroid_log_odds_shows_no_differenc
         before_0016.setattr(LearnedSpace, "centroid_log_odds", lambda *_: None)
         (old,) = json.loads(cli(*args).stdout)
     assert old["centroid_log_odds"] is None
-    replayed = cli("audit", "replay", old["request_id"]).stdout  # (its confidence was scored without them)
-    assert "centroid_log_odds" not in replayed and "NOT INTACT" not in replayed
+    replayed = cli("audit", "replay", old["request_id"]).stdout
+    assert "NOT INTACT" not in replayed and "~ centroid_log_odds: None" not in replayed
+    assert "~ centroid_log_odds: not recorded -> " in replayed and "the record predates revision 0016)" in replayed
+    assert "~ confidence: " in replayed and "no differences" not in replayed  # now scored with them: a change
     (record,) = json.loads(cli(*args).stdout)
     where = f"WHERE request_id = '{record['request_id']}'"
     superuser_edit(cli.engine(), f"UPDATE attribution_metrics SET centroid_log_odds = 99.0 {where}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dbtools import complete_request, downgrade
 from sqlalchemy import inspect, text
 
 from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
+from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.database import (
-    MIGRATIONS_DIR,
     check_schema,
     create_db_engine,
     current_revision,
@@ -68,9 +69,6 @@ def test_keys_created_before_revocation_stay_valid_after_upgrading_and_the_migra
     database_url: str,
 ) -> None:
     """A key stored at schema 0013 (before revocation) works after 0014, can be revoked, and 0014 downgrades."""
-    from alembic import command
-    from alembic.config import Config
-
     engine = create_db_engine(database_url)
     try:
         upgrade(engine, "0013")
@@ -89,13 +87,35 @@ def test_keys_created_before_revocation_stay_valid_after_upgrading_and_the_migra
         keys.revoke("old-client")
         assert keys.holder("aa_old-key") is None
         assert [h.revoked_at is not None for h in keys.holders()] == [True]
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0013")
+        downgrade(engine, "0013")
         assert current_revision(engine) == "0013"
         assert "revoked_at" not in {c["name"] for c in inspect(engine).get_columns("api_keys")}
         assert upgrade(engine) == head_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def test_a_downgrade_refuses_to_drop_a_hashed_metrics_column_that_holds_values(database_url: str) -> None:
+    """Dropping a metrics column a record's hash covers would leave the chain broken for good: refused while a row
+    holds a value in it (the chain stays intact), done once the column is empty."""
+    engine = create_db_engine(database_url)
+    try:
+        upgrade(engine)
+        chain.append(engine, complete_request("before"))  # none of the later indicators: the column empty
+        downgrade(engine, "0016")
+        assert "centroid_log_odds_others" not in {c["name"] for c in inspect(engine).get_columns("attribution_metrics")}
+        upgrade(engine)
+        for label in ("one", "two"):
+            request = complete_request(label)
+            assert request.metrics is not None
+            request.metrics.centroid_log_odds_others = 30.0
+            chain.append(engine, request)
+        with pytest.raises(DatabaseError) as info:
+            downgrade(engine, "0016")
+        message = str(info.value)
+        assert "attribution_metrics.centroid_log_odds_others" in message and "in 2 row(s)" in message
+        assert "hashes" in message and "\n" not in message
+        assert current_revision(engine) == head_revision(engine)
+        assert AuditStore(engine).requests.verify_chain().ok
     finally:
         engine.dispose()

@@ -114,6 +114,19 @@ def test_schema_doc_lists_every_reporting_view() -> None:
     assert not [view for view in REPORTING_VIEWS if f"`{view}`" not in text]
 
 
+def test_schema_doc_lists_every_revision_and_the_learned_spaces_validation_keys() -> None:
+    """The revision table stopped at 0015 with 0006-0010 and 0012-0014 missing; the validation's ``artists`` and
+    ``confidence`` were not described."""
+    from attribution_audit.store.spaces import ARTISTS
+
+    text = (ROOT / "docs" / "schema.md").read_text(encoding="utf-8")
+    table = text.split("| revision | what it does |")[1].split("\n\n")[0]
+    revisions = sorted(p.name[:4] for p in (ROOT / "migrations" / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+    assert re.findall(r"^\| `(\d{4})` \|", table, flags=re.M) == revisions
+    validation = next(line for line in _schema_sections()["learned_spaces"].splitlines() if "| `validation` |" in line)
+    assert f"`{ARTISTS}`" in validation and "`confidence`" in validation
+
+
 def test_readme_names_every_top_level_command() -> None:
     readme = README.read_text(encoding="utf-8")
     root, _ = COMMANDS[0]

@@ -582,3 +582,11 @@ def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogu
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
     assert metrics["overall"]["confidence"]["queries"] == 6  # scored on the logged centroid artists
     assert len(json.loads(cli("evaluate", "list", "--format", "json").stdout)) == 3
+
+
+def test_spaces_list_has_its_header_also_with_no_spaces(cli: Cli) -> None:
+    """On an empty log the table was `(no rows)` without a header and the CSV nothing at all."""
+    header = "name,version,base,method,dimension,works,artists,artists_since_fit,collection,hit@1,hit@10,confidence"
+    assert cli("spaces", "list", "--format", "csv").stdout == header + "\n"
+    assert cli("spaces", "list").stdout == header.replace(",", "  ") + "\n(no rows)\n"
+    assert cli("spaces", "list", "--json").stdout.strip() == "[]"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EMBEDDER, Cli, Ingested, ingest_once
-from dbtools import complete_request, fill_chain, superuser_edit
+from dbtools import complete_request, downgrade, fill_chain, superuser_edit
 from PIL import Image
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
@@ -24,7 +24,7 @@ from attribution_audit.services import audit_log
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.database import MIGRATIONS_DIR, create_db_engine, current_revision, head_revision, upgrade
+from attribution_audit.store.database import create_db_engine, current_revision, head_revision, upgrade
 from attribution_audit.store.models import Artist, AttributionRequest, Catalogue, Work, WorkVersion
 
 MOVED = "the catalogue now names another image"
@@ -137,17 +137,6 @@ def _records(audit: AuditStore, out: Path) -> list[str]:
     return out.read_text().splitlines()[1:]
 
 
-def _downgrade(engine: Engine, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
-
-
 def _columns(engine: Engine, name: str) -> set[str]:
     return {c["name"] for c in inspect(engine).get_columns(name)}
 
@@ -169,7 +158,7 @@ def test_records_written_before_0015_keep_their_hash_and_export_bytes_across_the
         exported = _records(audit, tmp_path / "export.jsonl")
         assert all("image_sha256" not in n for line in exported for n in json.loads(line)["content"]["neighbours"])
 
-        _downgrade(engine, "0014")
+        downgrade(engine, "0014")
         assert current_revision(engine) == "0014" and "image_sha256" not in _columns(engine, "attribution_neighbours")
         if postgres:
             assert "image_sha256" not in _columns(engine, "v_audit_neighbours")

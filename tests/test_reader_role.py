@@ -549,3 +549,30 @@ def test_readers_granted_before_the_audit_views_can_read_them_after_db_upgrade(
             )
         ).all()
     assert grantees == [role]
+
+
+@pytest.mark.postgres
+def test_the_reader_shows_a_learned_space_request_with_a_note_that_its_notes_are_not_readable(
+    reader_log: ReaderLog,
+) -> None:
+    """A request in a learned space has notes read from the spaces and catalogue tables, which a reader may not read:
+    ``audit show`` still shows the record, with one note saying why its notes are not shown (it used to fail)."""
+    row = request_row("learned", parameters={"k": 2, "temperature": 0.05, "space": "painters", "space_version": 1})
+    row.metrics = AttributionMetrics(
+        entropy=0.0,
+        nn_distance=0.1,
+        margin=0.2,
+        top_artist="Zoe",
+        top_artist_share=1.0,
+        confidence=0.5,
+        confidence_model="default-v1",
+    )
+    request = chain.append(reader_log.owner, row)
+    shown = json.loads(reader_log.reader_cli("audit", "show", request.id, "--format", "json").stdout)
+    assert shown["request_id"] == request.id
+    assert shown["notes"] == [
+        "the notes of learned space painters (version 1) are not shown: this database user may only read the audit "
+        "views; a writer's `audit show` shows them"
+    ]
+    owner = json.loads(reader_log.owner_cli("audit", "show", request.id, "--format", "json").stdout)
+    assert owner["notes"] == [] and {**owner, "notes": []} == {**shown, "notes": []}

@@ -369,6 +369,18 @@ def test_v_attributions_reports_every_request_with_its_flags(known: KnownLog) ->
         assert row["is_production"] == int(not spec.evaluation and spec.replay_of is None), spec.label
 
 
+def test_the_schema_doc_names_the_metrics_v_attributions_lacks_and_where_to_read_them(sqlite_db: Engine) -> None:
+    """docs/schema.md did not say that v_attributions lacks the copy, agreement and centroid columns."""
+    with sqlite_db.connect() as connection:
+        view = set(connection.execute(text("SELECT * FROM v_attributions LIMIT 0")).keys())
+    metrics = {c.name for c in AttributionMetrics.__table__.columns}
+    lacking = sorted(metrics - view)
+    assert "agreement" in lacking and "centroid_log_odds_others" in lacking
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "schema.md").read_text(encoding="utf-8")
+    note = next(part for part in doc.split("\n\n") if part.startswith("`v_attributions` (and so"))
+    assert "`v_audit_metrics`" in note and [c for c in lacking if f"`{c}`" not in note] == []
+
+
 def test_v_attribution_neighbours_lists_every_ranked_work(known: KnownLog) -> None:
     rows = _rows(known.engine, "SELECT * FROM v_attribution_neighbours")
     got = {
@@ -1125,6 +1137,44 @@ def test_request_page_escapes_recorded_names(cli: Cli, sqlite_db: Engine, tmp_pa
     html = page.read_text(encoding="utf-8")
     assert "<script" not in html and "<b>mallory" not in html and "<i>w</i>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low_confidence(
+    cli: Cli, sqlite_db: Engine, tmp_path: Path
+) -> None:
+    """The page left out the agreements and the other learned spaces' centroid log-odds, and blamed a low confidence
+    from a calibrated model on far or disagreeing works."""
+    calibrated = single_request("Ada", "w1")
+    calibrated.metrics.confidence = 0.48
+    calibrated.metrics.confidence_model = "logistic-v3"
+    for name, value in (
+        ("agreement", 0.625),
+        ("agreement_spaces", 0.75),
+        ("centroid_log_odds", 1.5),
+        ("centroid_log_odds_others", -0.25),
+    ):
+        setattr(calibrated.metrics, name, value)
+    formula = single_request("Ada", "w1")  # confidence 0.5, default-v1, none of the later indicators
+    formula.metrics.confidence = 0.2
+    for request in (calibrated, formula):
+        chain.append(sqlite_db, request)
+    page = tmp_path / "p.html"
+    cli("report", "request", calibrated.id, "--html", str(page))
+    html = page.read_text(encoding="utf-8")
+    indicators = html[html.index("<h2>Indicators</h2>") : html.index("<h2>Parameters")]
+    for label, value in (
+        ("agreement between base spaces", "0.625"),
+        ("agreement of spaces", "0.750"),
+        ("centroid log-odds (this learned space)", "1.500"),
+        ("centroid log-odds (mean over the other learned spaces)", "-0.250"),
+    ):
+        assert re.search(rf"<th>{re.escape(label)}[^<]*</th><td>{re.escape(value)}</td>", indicators), label
+    assert "<strong>Low confidence (0.480 &lt; 0.5)</strong>: the calibrated model logistic-v3 gives it" in html
+    assert "far or disagree" not in html
+    cli("report", "request", formula.id, "--html", str(page))
+    html = page.read_text(encoding="utf-8")
+    assert html.count("<td>not recorded</td>") == 4  # the same rows, said absent
+    assert "<strong>Low confidence (0.200 &lt; 0.5)</strong>: the default formula gives it: the nearest works" in html
 
 
 def test_report_request_errors(cli: Cli, sqlite_db: Engine, tmp_path: Path) -> None:

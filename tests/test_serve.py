@@ -468,7 +468,9 @@ def test_an_attribution_in_a_space_fitted_before_an_artist_was_ingested_carries_
     cli: Cli, tmp_path: Path
 ) -> None:
     """`attribute` notes that the artists ingested since a learned space's fit have no centroid there; the service's
-    answer and the console's page of such a request said nothing of it."""
+    answer and the console's page of such a request said nothing of it. The service's answers (POST and GET) always
+    carry `notes`, and POST also the note that the space's own confidence model was fitted at another K, as
+    `attribute` prints it."""
     four = make_demo_catalogue(tmp_path / "four", artists=4, works_per_artist=6)
     five = make_demo_catalogue(tmp_path / "five", artists=5, works_per_artist=6)
     cli("ingest", str(four.manifest), "--embedder", EMBEDDER, "--catalogue", "demo")
@@ -478,6 +480,19 @@ def test_an_attribution_in_a_space_fitted_before_an_artist_was_ingested_carries_
         f"space painters (version 1) was fitted before 1 artist(s) were ingested ({ARTIST_NAMES[4]}): they have no "
         "centroid; refit it with `attribution-audit spaces fit painters --from content` to include them"
     )
+    own = json.loads(cli("spaces", "list", "--json").stdout)[0]["validation"]["confidence"]["model"]
+    at_other_k = (
+        f"space painters (version 1)'s own confidence model {own} was fitted at K = 10 under --top share, not these "
+        "requests' K = 5 under --top share: their confidence is the default formula's (default-v1, recorded as their "
+        "confidence model); `attribution-audit spaces fit painters --from content --k 5` fits one at K = 5, or "
+        "`attribution-audit calibrate LABELLED.csv --space painters --k 5` on labelled queries"
+    )
+    under_centroid = (  # the own model, fitted under share, does not score the centroid rule's requests either
+        f"space painters (version 1)'s own confidence model {own} was fitted at K = 10 under --top share, not these "
+        "requests' K = 10 under --top centroid: their confidence is the default formula's (default-centroid-v1, "
+        "recorded as their confidence model); `attribution-audit calibrate LABELLED.csv --space painters --k 10 --top "
+        "centroid` fits one for --top centroid (spaces fit fits only --top share) on labelled queries"
+    )
     writer = create_key(cli.data_dir, cli.database_url, "image-generator")
     queries = (five.queries[4].path, five.queries[0].path)
     with running_server(cli.data_dir, cli.database_url, tmp_path / "serve.log") as server:
@@ -486,9 +501,14 @@ def test_an_attribution_in_a_space_fitted_before_an_artist_was_ingested_carries_
                 "/v1/attributions", files=files(*queries), data={"space": "painters", "top": "centroid"}
             )
             assert learned.status_code == 200, learned.text
-            assert [record["notes"] for record in learned.json()] == [[note], [note]]
+            assert [record["notes"] for record in learned.json()] == [[note, under_centroid]] * 2
             [plain] = http.post("/v1/attributions", files=files(queries[0])).json()
-            assert "notes" not in plain  # the content space has no centroids to miss
+            assert plain["notes"] == []  # the content space has no centroids to miss
+            for record in (*learned.json(), plain):  # GET: the record's notes (the own model's is POST's only)
+                notes = [n for n in record["notes"] if n != under_centroid]
+                assert http.get(f"/v1/attributions/{record['request_id']}").json() == {**record, "notes": notes}
+            at_five = http.post("/v1/attributions", files=files(queries[0]), data={"space": "painters", "k": "5"})
+            assert at_five.json()[0]["notes"] == [note, at_other_k]  # as `attribute` prints them
         with server.client() as browser:
             browser.post("/console/login", data={"key": writer, "next": "/console/"})
             page = browser.get(f"/console/requests/{learned.json()[0]['request_id']}")

@@ -98,14 +98,16 @@ def audit_show(
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one recorded attribution with its neighbours, metrics and parameters (CSV: one row per neighbour).
+    """Show one recorded attribution with its neighbours, metrics and parameters (CSV: one row per neighbour; JSON:
+    with the notes its page shows).
 
     \b
     Example: attribution-audit audit show "$(attribution-audit audit list --limit 1 --format csv | tail -n 1 | cut -d, -f1)"
     """  # noqa: E501 (the example is one line, to paste)
-    from attribution_audit.services.audit_log import get_attribution
+    from attribution_audit.services.audit_log import get_attribution, request_notes
 
-    result = get_attribution(audit_of(ctx.obj), request_id)
+    audit = audit_of(ctx.obj)
+    result = get_attribution(audit, request_id)
 
     def text() -> None:
         print_attribution(result)
@@ -121,7 +123,7 @@ def audit_show(
 
     emit(
         output_format(fmt, as_json),
-        data=result.as_json(),
+        data=result.as_json() | {"notes": request_notes(audit, result)},
         rows=neighbour_rows(result),
         columns=NEIGHBOUR_COLUMNS,
         text=text,
@@ -335,8 +337,8 @@ def audit_replay(
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-run a recorded request on today's index (logged as a replay) and print the differences (CSV: one row per
-    difference).
+    """Re-run a recorded request on today's index (logged as a replay) and print the differences, then any later
+    indicator the record holds as null and the replay measures (CSV: one row per line).
 
     \b
     Example: attribution-audit audit replay "$(attribution-audit audit list --limit 1 --format csv | tail -n 1 | cut -d, -f1)"
@@ -346,9 +348,15 @@ def audit_replay(
 
     fmt = output_format(fmt, as_json)
     before, after = replay(ctx.obj, audit_of(ctx.obj), request_id)
-    differences = diff_attributions(before, after)
-    if fmt is OutputFormat.json:  # on one line, as it always was
-        data = {"original": before.as_json(), "replay": after.as_json(), "differences": differences}
+    diff = diff_attributions(before, after)
+    if fmt is OutputFormat.json:  # on one line, as it always was; not_recorded and verdict added since
+        data = {
+            "original": before.as_json(),
+            "replay": after.as_json(),
+            "differences": diff.changed,
+            "not_recorded": diff.not_recorded_lines,
+            "verdict": diff.verdict,
+        }
         typer.echo(render_json(data, indent=None))
         return
 
@@ -359,9 +367,9 @@ def audit_replay(
                 "NOT INTACT: the original no longer matches its record hash (changed after it was written); run "
                 "`attribution-audit audit verify`"
             )
-        typer.echo("\n".join(differences) if differences else "no differences")
+        typer.echo("\n".join([*diff.lines, *([diff.verdict] if diff.verdict else [])]))
 
-    rows = [{"request_id": after.request_id, "replay_of": before.request_id, "difference": d} for d in differences]
+    rows = [{"request_id": after.request_id, "replay_of": before.request_id, "difference": d} for d in diff.lines]
     emit(fmt, data=None, rows=rows, columns=("request_id", "replay_of", "difference"), text=text)
 
 

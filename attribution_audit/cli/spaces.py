@@ -136,21 +136,9 @@ def spaces_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, as_j
     from attribution_audit.services.spaces import list_spaces
 
     spaces = list_spaces(audit_of(ctx.obj))
+    recorded = LIST_COLUMNS[: LIST_COLUMNS.index("hit@1")]  # as list_spaces holds them
     rows = [
-        {
-            key: space[key]
-            for key in (
-                "name",
-                "version",
-                "base",
-                "method",
-                "dimension",
-                "works",
-                "artists",
-                "artists_since_fit",
-                "collection",
-            )
-        }
+        {key: space[key] for key in recorded}
         | {
             "hit@1": space["validation"]["hit@1"],
             "hit@10": space["validation"]["hit@10"],
@@ -158,7 +146,23 @@ def spaces_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, as_j
         }
         for space in spaces
     ]
-    emit(output_format(fmt, as_json), data=spaces, rows=rows)
+    emit(output_format(fmt, as_json), data=spaces, rows=rows, columns=LIST_COLUMNS)  # a header also with no rows
+
+
+LIST_COLUMNS = (
+    "name",
+    "version",
+    "base",
+    "method",
+    "dimension",
+    "works",
+    "artists",
+    "artists_since_fit",
+    "collection",
+    "hit@1",
+    "hit@10",
+    "confidence",
+)
 
 
 def _own_model(own: dict[str, Any]) -> str | None:

@@ -115,16 +115,58 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-# Indicators recorded since a later revision (agreement 0012, agreement_spaces 0013, centroid_log_odds 0016,
-# centroid_log_odds_others 0017): a record made before holds None.
-LATER_INDICATORS = frozenset({"agreement", "agreement_spaces", "centroid_log_odds", "centroid_log_odds_others"})
+# Indicators recorded since a later revision, by the revision that added their column: a record made before holds
+# None, as does one where the indicator measured none (e.g. no other learned space holds the top artist's centroid).
+LATER_INDICATORS = {
+    "agreement": "0012",
+    "agreement_spaces": "0013",
+    "centroid_log_odds": "0016",
+    "centroid_log_odds_others": "0017",
+}
 
 
-def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
-    """Human-readable differences between a recorded attribution and its replay (empty when identical); an indicator
-    the record holds as None is skipped only in a record that still matches its hash (a None written over a value
-    by hand is a difference)."""
+@dataclass(frozen=True)
+class ReplayDiff:
+    """How a replay differs from its record: ``changed`` lines, where the record holds a value (or a None written over
+    one: the record no longer matches its hash), and ``not_recorded`` later indicators, None in an intact record and
+    valued in the replay (by name, with the replay's value): measured as none then, or the record predates them."""
+
+    changed: list[str]
+    not_recorded: dict[str, Any]
+
+    @property
+    def not_recorded_lines(self) -> list[str]:
+        """One line for each indicator not recorded then."""
+        return [
+            f"~ {name}: not recorded -> {value} (null in the record: measured as none then, or the record predates "
+            f"revision {LATER_INDICATORS[name]})"
+            for name, value in self.not_recorded.items()
+        ]
+
+    @property
+    def lines(self) -> list[str]:
+        """Every line: the changes, then the indicators not recorded then."""
+        return self.changed + self.not_recorded_lines
+
+    @property
+    def verdict(self) -> str | None:
+        """The summary under the lines: none where something the record holds changed."""
+        if self.changed:
+            return None
+        if not self.not_recorded:
+            return "no differences"
+        return (
+            f"no differences in what the record holds; {len(self.not_recorded)} indicator(s) not recorded then: "
+            + ", ".join(self.not_recorded)
+        )
+
+
+def diff_attributions(before: Attribution, after: Attribution) -> ReplayDiff:
+    """The differences between a recorded attribution and its replay. A later indicator the record holds as None and
+    the replay values is a change only in a record that no longer matches its hash (a None written over a value by
+    hand), else it is listed as not recorded: it may have been measured as none, or predate its column."""
     lines = []
+    not_recorded: dict[str, Any] = {}
     old = {(n.catalogue, n.work_id): n for n in before.neighbours}
     new = {(n.catalogue, n.work_id): n for n in after.neighbours}
     for key in sorted(old.keys() - new.keys(), key=lambda k: old[k].rank):
@@ -152,14 +194,15 @@ def diff_attributions(before: Attribution, after: Attribution) -> list[str]:
         "top_artist",
     ):
         a, b = getattr(before, name), getattr(after, name)
-        if a is None and name in LATER_INDICATORS and before.intact is not False:
-            continue  # an intact record holding None predates it: its replay's value is no difference
+        if a is None and b is not None and name in LATER_INDICATORS and before.intact is not False:
+            not_recorded[name] = b
+            continue
         same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
         if not same:
             lines.append(f"~ {name}: {a} -> {b}")
     if before.catalogue_version != after.catalogue_version:
         lines.append(f"~ catalogue version: {before.catalogue_version} -> {after.catalogue_version}")
-    return lines
+    return ReplayDiff(lines, not_recorded)
 
 
 @dataclass(frozen=True)

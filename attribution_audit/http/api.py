@@ -140,9 +140,10 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         ] = DEFAULTS.top,
     ) -> list[dict[str, Any]]:
         """Attribute the images; each result is returned once it is committed to the audit log (as
-        `attribute --format json` prints them), with `notes` (the lines `attribute` prints as `note:`) when there
-        are any: in a learned space fitted before some of its works' artists were ingested, that they have no
-        centroid until it is refitted. When the automatic checkpoint after them fails, they are returned
+        `attribute --format json` prints them), with `notes` (the lines `attribute` prints as `note:`; an empty
+        list when none): in a learned space fitted before some of its works' artists were ingested, that they have
+        no centroid until it is refitted; in one whose own confidence model was fitted at another K, that the
+        default formula scored them. When the automatic checkpoint after them fails, they are returned
         all the same (they are logged: do not send them again) with the failure in the `X-Checkpoint-Problem`
         header (also in the server's log and the `attribution_checkpoint_failures` metric)."""
         if len(images) > MAX_IMAGES:
@@ -157,13 +158,15 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         done = service.submit(uploads, params, who.name)
         if done.checkpoint_problem:  # the results are logged: answered, with the failure beside them
             response.headers[CHECKPOINT_HEADER] = done.checkpoint_problem.encode("ascii", "replace").decode()
-        notes = {"notes": [str(note) for note in done.notes]} if done.notes else {}
-        return [result.as_json() | notes for result in done.attributions]
+        notes = [str(note) for note in done.notes]
+        return [result.as_json() | {"notes": notes} for result in done.attributions]
 
     @app.get("/v1/attributions/{request_id}", tags=["attributions"])
     def show(request_id: str, _: Reader) -> dict[str, Any]:
-        """One logged attribution (as `audit show --format json`)."""
-        return service.attribution(request_id).as_json()
+        """One logged attribution (as `audit show --format json`), with `notes` as its page shows them: artists
+        ingested before the request but after its learned space's fit (an empty list when none)."""
+        attribution = service.attribution(request_id)
+        return attribution.as_json() | {"notes": service.notes(attribution)}
 
     @app.get("/v1/attributions", tags=["attributions"])
     def list_(

@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 
+from attribution_audit.domain.confidence import DEFAULT_CENTROID_MODEL_NAME, DEFAULT_MODEL_NAME
 from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AttributionAuditError, ImageError
 from attribution_audit.sources.images import load_image
@@ -105,6 +106,21 @@ def neighbour_picture(path: str | None, pinned: str | None, catalogued: str | No
     return picture(path, pinned), Pin(f"pinned by the record: sha256 {pinned}")
 
 
+NOT_RECORDED = "not recorded"
+
+
+def low_reason(model: str) -> str:
+    """What a low confidence means, by what produced it: the default formula of either rule, or a calibrated model."""
+    if model == DEFAULT_MODEL_NAME:
+        return "the default formula gives it: the nearest works are far or disagree"
+    if model == DEFAULT_CENTROID_MODEL_NAME:
+        return (
+            "the centroid rule's default formula gives it: few of the nearest works are the reported artist's, or "
+            "they are far"
+        )
+    return f"the calibrated model {model} gives it, weighing the recorded indicators"
+
+
 def request_context(
     attribution: Attribution, images: dict[int, str], digests: dict[int, str] | None = None
 ) -> dict[str, Any]:
@@ -115,6 +131,9 @@ def request_context(
     def fmt(value: float | None, digits: int = 4) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
+    def later(value: float | None) -> str:  # an indicator not measured for (or recorded before) this request
+        return NOT_RECORDED if value is None else f"{value:.3f}"
+
     digests = digests or {}
     top = max(attribution.artist_shares.values(), default=1.0) or 1.0
     return {
@@ -124,6 +143,7 @@ def request_context(
             (n, *neighbour_picture(images.get(n.rank), n.image_sha256, digests.get(n.rank)))
             for n in attribution.neighbours
         ],
+        "low_reason": low_reason(attribution.confidence_model),
         "share_bars": [(artist, f"{share:.3f}", share / top) for artist, share in attribution.artist_shares.items()],
         "indicators": [
             ("artist-diversity entropy", fmt(attribution.entropy, 3)),
@@ -132,6 +152,13 @@ def request_context(
             ("top artist", attribution.top_artist or "-"),
             ("top artist's share", fmt(attribution.top_artist_share, 6)),
             ("overlap@K with exact search", fmt(attribution.overlap_at_k, 3)),
+            ("agreement between base spaces (top artist's share of the other space's K)", later(attribution.agreement)),
+            (
+                "agreement of spaces (share of the other spaces with this top artist)",
+                later(attribution.agreement_spaces),
+            ),
+            ("centroid log-odds (this learned space)", later(attribution.centroid_log_odds)),
+            ("centroid log-odds (mean over the other learned spaces)", later(attribution.centroid_log_odds_others)),
             ("confidence", f"{attribution.confidence:.3f} ({attribution.confidence_model})"),
             ("copy check", attribution.copy_verdict()),
         ],

@@ -98,18 +98,20 @@ def attribute_files(
                 noted = True
                 if works < params.k:
                     yield FewerWorks(params.k, works, attributor.store.collection, params.max_distance)
-                space = attributor.space_of(params)[0]
-                if isinstance(space, LearnedSpace):
-                    yield from _learned_notes(attributor, space, params)
+                yield from learned_notes(attributor, params)
             yield attribution
             signed = auto_checkpoint(settings, audit, attribution)
             if signed is not None:
                 yield signed
 
 
-def _learned_notes(attributor: Attributor, space: LearnedSpace, params: AttributionParams) -> Iterator[Note]:
-    """The notes of requests in a learned space: artists ingested since its fit, its own model fitted at another K
-    or under another top-artist rule (when no ``calibrate`` model scores them instead)."""
+def learned_notes(attributor: Attributor, params: AttributionParams) -> Iterator[SpaceSinceFit | OwnConfidenceAtOtherK]:
+    """The notes of requests in a learned space (none in a base space): artists ingested since its fit, its own
+    model fitted at another K or under another top-artist rule (no ``calibrate`` model scores the requests instead);
+    ``attribute`` and the service show them."""
+    space = attributor.space_of(params)[0]
+    if not isinstance(space, LearnedSpace):
+        return
     since_fit = SpaceSinceFit.of(space)
     if since_fit is not None:
         yield since_fit

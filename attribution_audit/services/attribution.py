@@ -8,6 +8,7 @@ import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,14 +80,15 @@ class SpaceSinceFit:
         )
 
 
-def space_since_fit(audit: AuditStore, info: SpaceInfo) -> SpaceSinceFit | None:
-    """The note of a stored learned space version as of the audit log's catalogue now (its collection's artists it was
-    not fitted on, canonical names); None when there are none, or for a version stored without its artists."""
+def space_since_fit(audit: AuditStore, info: SpaceInfo, as_of: datetime | None = None) -> SpaceSinceFit | None:
+    """The note of a stored learned space version as of the audit log's catalogue now, or at ``as_of`` (a request's
+    time: only the artists it could have met) (its collection's artists it was not fitted on, canonical names); None
+    when there are none, or for a version stored without its artists."""
     canonical = audit.catalogue.canonical_artists()
     fitted = info.fitted_artists(canonical)
     if fitted is None:
         return None
-    now = {canonical.get(a, a) for a in audit.catalogue.artists_in(info.collection)}
+    now = {canonical.get(a, a) for a in audit.catalogue.artists_in(info.collection, as_of)}
     artists = tuple(sorted(now - fitted))
     return SpaceSinceFit(info.name, info.version, info.base, artists, info.fitted_k) if artists else None
 

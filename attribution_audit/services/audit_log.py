@@ -8,7 +8,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import ReadOnlyError
+from attribution_audit.errors import PermissionDeniedError, ReadOnlyError
 from attribution_audit.reporting import export, html
 from attribution_audit.services.attribution import space_since_fit
 from attribution_audit.store.audit_store import AuditStore
@@ -71,22 +71,35 @@ def export_records(
     return written, _remember(audit, head)
 
 
+def request_notes(audit: AuditStore, attribution: Attribution) -> list[str]:
+    """The notes of a logged request, as its page, ``audit show --format json`` and the service's GET show them: in
+    a learned space version fitted before some of its collection's artists were ingested, those the request could
+    have met (ingested by its time, not withdrawn before), as of the catalogue now."""
+    version = attribution.parameters.get("space_version")  # recorded for a learned space only
+    try:
+        found = audit.spaces.load(attribution.parameters["space"], version) if version is not None else None
+        note = None if found is None else space_since_fit(audit, found[0], as_of=attribution.created_at)
+    except PermissionDeniedError:  # a read-only role sees the log's views, not the spaces and catalogue tables
+        return [
+            f"the notes of learned space {attribution.parameters['space']} (version {version}) are not shown: this "
+            "database user may only read the audit views; a writer's `audit show` shows them"
+        ]
+    return [] if note is None else [str(note)]
+
+
 def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:
     """One request as a self-contained HTML page (thumbnails inlined and checked against the digests the record
     pinned, or for older records the catalogue's; a catalogue that now names another image said so; record integrity
-    checked; the note of a learned space version fitted before some of its collection's artists were ingested, as of
-    now); ``page`` adds to the template's context (the console's navigation, chain status)."""
+    checked; its :func:`request_notes`); ``page`` adds to the template's context (the console's navigation, chain
+    status)."""
     attribution = audit.requests.get(request_id)
     recorded = audit.requests.neighbour_images(request_id)
-    version = attribution.parameters.get("space_version")  # recorded for a learned space only
-    found = audit.spaces.load(attribution.parameters["space"], version) if version is not None else None
-    note = None if found is None else space_since_fit(audit, found[0])
     return html.render_request_html(
         attribution,
         {rank: path for rank, (path, _) in recorded.items()},
         audit.requests.intact(request_id),
         {rank: sha for rank, (_, sha) in recorded.items()},
-        notes=[] if note is None else [str(note)],
+        notes=request_notes(audit, attribution),
         **page,
     )
 

@@ -25,8 +25,14 @@ from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.copy_match import copy_view
 from attribution_audit.errors import ImageError
+from attribution_audit.services.attribute import OwnConfidenceAtOtherK, learned_notes
 from attribution_audit.services.attribution import Attributor, SpaceSinceFit
-from attribution_audit.services.audit_log import browse_attributions, get_attribution, shares_over_time
+from attribution_audit.services.audit_log import (
+    browse_attributions,
+    get_attribution,
+    request_notes,
+    shares_over_time,
+)
 from attribution_audit.services.checkpoints import Verification, auto_checkpoint, guard_witness, verify_database
 from attribution_audit.services.pixel_budget import PixelBudget, Reservation
 from attribution_audit.services.wiring import open_attributor, open_audit
@@ -59,11 +65,12 @@ class Upload:
 class Attributed:
     """A request's committed attributions, why the automatic checkpoint after them failed, if it did (they are in
     the log all the same: a client must not send them again), and the notes that go with them (in a learned space
-    fitted before some of its works' artists were ingested, a :class:`SpaceSinceFit`)."""
+    fitted before some of its works' artists were ingested, a :class:`SpaceSinceFit`; in one whose own confidence
+    model was fitted at another K, an :class:`OwnConfidenceAtOtherK`: :func:`learned_notes`)."""
 
     attributions: list[Attribution]
     checkpoint_problem: str | None = None
-    notes: tuple[SpaceSinceFit, ...] = ()
+    notes: tuple[SpaceSinceFit | OwnConfidenceAtOtherK, ...] = ()
 
 
 @dataclass
@@ -238,7 +245,7 @@ class AttributionService:
             job, queries = item
             started = time.perf_counter()
             try:
-                note = SpaceSinceFit.of(self.attributor.space_of(job.params)[0])  # of the space the job measures in
+                notes = tuple(learned_notes(self.attributor, job.params))  # of the space the job measures in
                 results = [
                     self.attributor.record(
                         path,
@@ -259,7 +266,7 @@ class AttributionService:
             self.attributed += len(results)
             problem = self._checkpoint(results)
             self.record_seconds += time.perf_counter() - started
-            self._finish(job, Attributed(results, problem, () if note is None else (note,)))
+            self._finish(job, Attributed(results, problem, notes))
 
     def _checkpoint(self, results: list[Attribution]) -> str | None:
         """The automatic checkpoints due after these committed records; why they failed, if they did (logged and
@@ -286,6 +293,10 @@ class AttributionService:
     def attribution(self, request_id: str) -> Attribution:
         """One logged attribution; NotFoundError if absent."""
         return get_attribution(self.audit, request_id)
+
+    def notes(self, attribution: Attribution) -> list[str]:
+        """The notes of a logged attribution, as its page shows them (:func:`request_notes`)."""
+        return request_notes(self.audit, attribution)
 
     def attributions(self, where: RequestFilter | None = None) -> list[Attribution]:
         """A page of logged attributions that match ``where``, newest first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
@@ -307,13 +308,19 @@ class CatalogueRepository:
                     coverage[space] = coverage.get(space, 0) + count
         return coverage
 
-    def artists_in(self, collection: str) -> set[str]:
-        """The names (as ingested, not merged) of the artists with an active work embedded in ``collection``."""
+    def artists_in(self, collection: str, as_of: datetime | None = None) -> set[str]:
+        """The names (as ingested, not merged) of the artists with an active work embedded in ``collection``; with
+        ``as_of``, of those whose work was ingested by then and not withdrawn before (the catalogue a request saw)."""
+        active = (
+            Work.withdrawn_at.is_(None)
+            if as_of is None
+            else (Work.created_at <= as_of) & (Work.withdrawn_at.is_(None) | (Work.withdrawn_at > as_of))
+        )
         query = (
             select(Artist.name)
             .join(Work, Work.artist_id == Artist.id)
             .join(WorkEmbedding, WorkEmbedding.work_pk == Work.id)
-            .where(WorkEmbedding.collection == collection, Work.withdrawn_at.is_(None))
+            .where(WorkEmbedding.collection == collection, active)
             .distinct()
         )
         with read_scope(self.engine) as session:

@@ -25,7 +25,13 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from attribution_audit.errors import DatabaseError, DiskFullError, ReadOnlyError, SchemaOutOfDateError
+from attribution_audit.errors import (
+    DatabaseError,
+    DiskFullError,
+    PermissionDeniedError,
+    ReadOnlyError,
+    SchemaOutOfDateError,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 READ_ONLY = "attribution_audit_read_only"  # execution option of reader() engines
@@ -165,7 +171,7 @@ def permission_error(engine: Engine, exc: BaseException, needs: str | None = Non
         "schema owner); read-only users (granted a role made by `attribution-audit "
         "db grant-reader ROLE`: GRANT ROLE TO <user>) can run db current, audit list/show/verify/export and report"
     )
-    return DatabaseError(
+    return PermissionDeniedError(
         f"permission denied: the audit database {display_url(str(engine.url))} refused {_who(engine)} "
         f"({_first_line(exc)}); this is a permissions problem, not an outage: {todo}"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from attribution_audit.errors import DatabaseError
 from attribution_audit.store.roles import grant_to_readers
 
 
@@ -24,7 +25,17 @@ def add_metric_column(name: str) -> None:
 
 
 def drop_metric_column(name: str) -> None:
-    """Drop the column ``name`` (downgrade): the view without it first, then the column."""
+    """Drop the column ``name`` (downgrade): the view without it first, then the column. Refused while a row holds a
+    value in it: the records' hashes cover it, so dropping it would break the chain for good."""
+    column: sa.ColumnClause[float] = sa.column(name)
+    held = op.get_bind().scalar(
+        sa.select(sa.func.count()).select_from(sa.table("attribution_metrics", column)).where(column.is_not(None))
+    )
+    if held:
+        raise DatabaseError(
+            f"cannot downgrade: attribution_metrics.{name} holds values in {held} row(s), and those records' hashes "
+            "cover them (dropping it would leave `audit verify` BROKEN for good); keep this revision"
+        )
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_metrics")
         op.execute("CREATE VIEW v_audit_metrics AS " + _metrics_view(leave_out=name))
