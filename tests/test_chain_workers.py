@@ -338,3 +338,15 @@ def test_cli_workers_option(cli: Cli, tmp_path: Path, parallel_blocks: list[int]
         exported.append((tmp_path / f"{n}.jsonl").read_bytes().split(b"\n", 1)[1])
     assert exported[0] == exported[1] and parallel_blocks
     assert "--workers" in cli("audit", "verify", "--workers", "0", code=2).output
+
+
+def test_a_freeze_already_in_place_is_left_as_it_is(fresh_db: Engine, parallel_blocks: list[int]) -> None:
+    """A host that froze its own objects (or another read in progress) keeps its freeze after a parallel read."""
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    gc.freeze()
+    try:
+        read = list(chain.iter_chain(fresh_db, workers=2, keep=False))
+        assert len(read) == RECORDS and parallel_blocks
+        assert gc.get_freeze_count() > 0  # not thawed by the read (frozen objects freed since may lower the count)
+    finally:
+        gc.unfreeze()

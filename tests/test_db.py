@@ -95,6 +95,25 @@ def test_keys_created_before_revocation_stay_valid_after_upgrading_and_the_migra
         engine.dispose()
 
 
+def test_a_downgrade_refuses_to_drop_the_neighbours_image_digest_that_holds_values(database_url: str) -> None:
+    """The same for the neighbours' image digests (revision 0015), covered by the hash when set: refused while a
+    neighbour holds one, and the chain stays intact."""
+    engine = create_db_engine(database_url)
+    try:
+        upgrade(engine)
+        request = complete_request("digest")
+        request.neighbours[0].image_sha256 = "cd" * 32
+        chain.append(engine, request)
+        with pytest.raises(DatabaseError) as info:
+            downgrade(engine, "0014")
+        message = str(info.value)
+        assert "attribution_neighbours.image_sha256" in message and "in 1 row(s)" in message and "\n" not in message
+        assert current_revision(engine) == head_revision(engine)
+        assert AuditStore(engine).requests.verify_chain().ok
+    finally:
+        engine.dispose()
+
+
 def test_a_downgrade_refuses_to_drop_a_hashed_metrics_column_that_holds_values(database_url: str) -> None:
     """Dropping a metrics column a record's hash covers would leave the chain broken for good: refused while a row
     holds a value in it (the chain stays intact), done once the column is empty."""

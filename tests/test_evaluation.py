@@ -279,6 +279,9 @@ def test_confidence_quality_leaves_out_and_counts_the_queries_whose_model_inputs
     assert confidence_quality([right, wrong], 2, None)["queries"] == 2
     flat = LogisticModel("logistic-v7", [0.0] * 3, [1.0] * 3, [0.0] * 3, 0.0)
     assert confidence_quality([right, wrong], 2, flat)["unavailable"] == 0
+    # nor does a model that lists the agreement but gives it no weight (constant at its fit: a space's own model)
+    unweighted = replace(by_agreement, name="logistic-v8", coef=[1.0, -1.0, 0.5, 0.0])
+    assert confidence_quality([right, wrong], 2, unweighted)["queries"] == 2
 
 
 def test_confidence_quality_default_score_by_hand() -> None:

@@ -49,6 +49,10 @@ class LogisticModel:
         z = float(np.dot((x - self.mean) / self.std, self.coef) + self.intercept)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
+    def weight(self, feature: str) -> float:
+        """The model's coefficient of ``feature`` (0 for one it was not fitted on, or that was constant at its fit)."""
+        return self.coef[self.names.index(feature)] if feature in self.names else 0.0
+
     def problem(self) -> str | None:
         """Why these values are no model (a stored one changed by hand), or None: known feature names, one finite
         number per feature in mean, std (positive) and coef, and a finite intercept."""

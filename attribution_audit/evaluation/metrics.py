@@ -192,7 +192,7 @@ def scored_confidence(
     formula) and the top artist it scores; no confidence, and the indicators it lacks, when the model reads one
     that :func:`features_at` does not know (the default formulas read none)."""
     features, chosen, unknown = features_at(o, k, shares, temperature, top)
-    lacking = tuple(name for name in unknown if model is not None and name in model.names)
+    lacking = tuple(name for name in unknown if model is not None and model.weight(name) != 0.0)
     return (None if lacking else confidence(model, features, top)[0]), chosen, lacking
 
 

@@ -1064,35 +1064,42 @@ def _in_parallel(
     if workers < 1:
         return
     starts = iter(range(after_seq, head, block))
-    gc.freeze()  # until the pool is shut down, no collection here or in a worker (forked now) traverses what is already
-    # there (modules, the engine, the queries): far less work for each, and no copy of the pages the workers share
-    pool = ProcessPoolExecutor(
-        workers,
-        multiprocessing.get_context("fork"),
-        initializer=_start_worker,
-        initargs=(engine, reader),
-    )
+    # Until the pool is shut down, no collection here or in a worker (forked now) traverses what is already there
+    # (modules, the engine, the queries): far less work for each, and no copy of the pages the workers share. A freeze
+    # already in place (the host's, or another read's) is left as it is.
+    owns_freeze = gc.get_freeze_count() == 0
+    if owns_freeze:
+        gc.freeze()
     try:
-        pending: deque[Future[tuple[list[ChainRecord], UnreadableRecordError | None]]] = deque()
-        while True:
-            for start in islice(starts, 2 * workers - len(pending)):
-                pending.append(pool.submit(_read_range, start, min(start + block, head), keep))
-            if not pending:
-                return
-            records, unreadable = pending.popleft().result()
-            if records:
-                yield records
-            del records
-            if unreadable is not None:
-                raise unreadable
-    except BrokenProcessPool as exc:  # a worker killed (out of memory?): by .result(), or by .submit() after it
-        raise DatabaseError(
-            f"a process reading the audit database {display_url(str(engine.url))} stopped ({exc}); run the command "
-            "again"
-        ) from None
+        pool = ProcessPoolExecutor(
+            workers,
+            multiprocessing.get_context("fork"),
+            initializer=_start_worker,
+            initargs=(engine, reader),
+        )
+        try:
+            pending: deque[Future[tuple[list[ChainRecord], UnreadableRecordError | None]]] = deque()
+            while True:
+                for start in islice(starts, 2 * workers - len(pending)):
+                    pending.append(pool.submit(_read_range, start, min(start + block, head), keep))
+                if not pending:
+                    return
+                records, unreadable = pending.popleft().result()
+                if records:
+                    yield records
+                del records
+                if unreadable is not None:
+                    raise unreadable
+        except BrokenProcessPool as exc:  # a worker killed (out of memory?): by .result(), or by .submit() after it
+            raise DatabaseError(
+                f"a process reading the audit database {display_url(str(engine.url))} stopped ({exc}); run the "
+                "command again"
+            ) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        gc.unfreeze()
+        if owns_freeze:
+            gc.unfreeze()
 
 
 def canonical_bytes(record: StoredRequest) -> bytes:

@@ -5,6 +5,8 @@ triggers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -24,18 +26,26 @@ def add_metric_column(name: str) -> None:
         op.execute("CREATE OR REPLACE VIEW v_audit_metrics AS " + _metrics_view())
 
 
-def drop_metric_column(name: str) -> None:
-    """Drop the column ``name`` (downgrade): the view without it first, then the column. Refused while a row holds a
-    value in it: the records' hashes cover it, so dropping it would break the chain for good."""
-    column: sa.ColumnClause[float] = sa.column(name)
+def refuse_dropping_hashed(table: str, name: str) -> None:
+    """Refuse a downgrade that would drop ``table.name`` while a row holds a value in it: the records' hashes cover
+    it, so dropping it would break the chain for good (not checked when generating SQL offline)."""
+    if op.get_context().as_sql:
+        return
+    column: sa.ColumnClause[Any] = sa.column(name)
     held = op.get_bind().scalar(
-        sa.select(sa.func.count()).select_from(sa.table("attribution_metrics", column)).where(column.is_not(None))
+        sa.select(sa.func.count()).select_from(sa.table(table, column)).where(column.is_not(None))
     )
     if held:
         raise DatabaseError(
-            f"cannot downgrade: attribution_metrics.{name} holds values in {held} row(s), and those records' hashes "
-            "cover them (dropping it would leave `audit verify` BROKEN for good); keep this revision"
+            f"cannot downgrade: {table}.{name} holds values in {held} row(s), and those records' hashes cover them "
+            "(dropping it would leave `audit verify` BROKEN for good); keep this revision"
         )
+
+
+def drop_metric_column(name: str) -> None:
+    """Drop the column ``name`` (downgrade): the view without it first, then the column. Refused while a row holds a
+    value in it (:func:`refuse_dropping_hashed`)."""
+    refuse_dropping_hashed("attribution_metrics", name)
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_metrics")
         op.execute("CREATE VIEW v_audit_metrics AS " + _metrics_view(leave_out=name))

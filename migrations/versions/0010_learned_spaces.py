@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from attribution_audit.store.metric_columns import refuse_dropping_hashed
 from attribution_audit.store.roles import grant_to_readers
 
 revision: str = "0010"
@@ -58,6 +59,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_dropping_hashed("attribution_metrics", "copy_score")
+    refuse_dropping_hashed("attribution_metrics", "copy_of")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_metrics")
         op.execute("CREATE VIEW v_audit_metrics AS " + METRICS_VIEW.format(more=""))

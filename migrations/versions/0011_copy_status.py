@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from attribution_audit.store.metric_columns import refuse_dropping_hashed
 from attribution_audit.store.roles import grant_to_readers
 
 revision: str = "0011"
@@ -38,6 +39,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_dropping_hashed("attribution_metrics", "copy_method")
+    refuse_dropping_hashed("attribution_metrics", "copy_status")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_metrics")
         op.execute("CREATE VIEW v_audit_metrics AS " + METRICS_VIEW.format(more=""))

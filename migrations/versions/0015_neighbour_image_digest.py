@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from attribution_audit.store.metric_columns import refuse_dropping_hashed
 from attribution_audit.store.roles import grant_to_readers
 
 revision: str = "0015"
@@ -37,6 +38,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_dropping_hashed("attribution_neighbours", "image_sha256")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_neighbours")  # a view cannot lose a column in place
         op.execute("CREATE VIEW v_audit_neighbours AS " + _neighbours_view(leave_out="image_sha256"))
