@@ -21,6 +21,7 @@ from attribution_audit.domain.confidence import CALIBRATION_FEATURES, FEATURES, 
 from attribution_audit.domain.indicators import confidence_score
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import WorkPoint, point_id_for
+from attribution_audit.domain.results import diff_attributions
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, DatabaseError, ImageError, ManifestError
@@ -555,3 +556,28 @@ def test_a_model_ranking_worse_than_chance_is_refused_whatever_the_baseline() ->
     assert message.startswith("labelled.csv: the fitted model's cross-validated AUROC 0.469 is below 0.5 (worse ")
     assert "--force" in message
     assert worse({"cv_auroc": 0.5}, "labelled.csv", baseline) is None  # type: ignore[arg-type]
+
+
+def test_a_replay_scores_with_the_model_its_record_used(
+    demo_settings: Settings, demo_audit: AuditStore, demo_catalogue: DemoCatalogue
+) -> None:
+    """A replay re-runs a request on today's index; its confidence comes from the model the record names, not from a
+    model stored since (nor the default formula where the record's model no longer applies): only the index can make
+    a replay differ."""
+    names = ("entropy", "nn_distance", "margin")
+    with open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor:
+        fingerprint = attributor.embedder_fingerprint
+        first = store_model(
+            demo_audit, LogisticModel("x", [0.5] * 3, [0.2] * 3, [-1.0, -2.0, 1.0], 0.3, names), fingerprint
+        )
+    with open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor:
+        recorded = attributor.attribute(demo_catalogue.queries[0].path)
+        assert recorded.confidence_model == first
+        later = store_model(
+            demo_audit, LogisticModel("y", [0.5] * 3, [0.2] * 3, [3.0, 1.0, -1.0], -2.0, names), fingerprint
+        )
+    with open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor:
+        assert attributor.calibration_for(AttributionParams()).name == later  # what a new request would use
+        before, replayed = attributor.replay(recorded.request_id)
+    assert replayed.confidence_model == first and replayed.confidence == pytest.approx(before.confidence, abs=1e-12)
+    assert not diff_attributions(before, replayed).changed

@@ -488,14 +488,17 @@ class Attributor:
         replay_of: str | None = None,
         evaluation: tuple[int, int] | None = None,
         requester: str | None = None,
+        scored_by: str | None = None,
     ) -> Attribution:
         """Append the request to the audit chain (one transaction) and return it as committed.
 
         ``evaluation`` = (evaluation run id, labelled query id) tags a request made by ``evaluate run``;
-        ``requester`` overrides the attributor's (the service records each API key's name).
+        ``requester`` overrides the attributor's (the service records each API key's name); ``scored_by`` names the
+        confidence model to score with (a replay's: the record's own) instead of the one the params choose today.
         """
         space, params = self.space_of(params)  # a learned space's version is recorded with the request
-        score, model_name = confidence(self.calibration_for(params), outcome.features, params.top)
+        model = self.calibration_for(params) if scored_by is None else self._stored_model(scored_by)
+        score, model_name = confidence(model, outcome.features, params.top)
         draft = RequestDraft(
             image=image,
             image_sha256=image_sha256,
@@ -518,15 +521,26 @@ class Attributor:
         return self.audit.requests.record(draft)
 
     def replay(self, request_id: str) -> tuple[Attribution, Attribution]:
-        """Re-run a past request (its recorded query vectors and parameters) on today's index; logged as a replay."""
+        """Re-run a past request (its recorded query vectors and parameters) on today's index, its confidence scored
+        by the model it recorded (so that only the index can differ); logged as a replay."""
         original = self.audit.requests.get_with_vectors(request_id)
         before = original.attribution
         params = AttributionParams.from_json(before.parameters)
         outcome = self.compute(original.vectors, params)
         new = self.record(
-            before.image, before.image_sha256, original.vectors, params, outcome, replay_of=before.request_id
+            before.image,
+            before.image_sha256,
+            original.vectors,
+            params,
+            outcome,
+            replay_of=before.request_id,
+            scored_by=before.confidence_model,
         )
         return before, new
+
+    def _stored_model(self, name: str) -> LogisticModel | None:
+        """The confidence model a record names: a stored ``logistic-v<N>``, else (a default formula) None."""
+        return self.audit.evaluations.calibration(name) if name.startswith("logistic-v") else None
 
 
 class _Searches:

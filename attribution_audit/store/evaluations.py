@@ -376,9 +376,13 @@ class EvaluationRepository:
             return row.labelled_path, row.labelled_sha256
 
     def calibration(self, name: str) -> LogisticModel:
-        """A stored model by its recorded name (``logistic-v<N>``)."""
+        """A stored model by its recorded name (``logistic-v<N>``); NotFoundError for a name no stored model has."""
+        number = name.removeprefix("logistic-v")
         with read_scope(self.engine) as session:
-            return _model(session.get_one(CalibrationModel, int(name.removeprefix("logistic-v"))))
+            row = session.get(CalibrationModel, int(number)) if number.isdigit() else None
+            if row is None:
+                raise NotFoundError(f"no stored confidence model is named {name!r} (`calibrate` stores logistic-v<N>)")
+            return _model(row)
 
 
 def _fitted_k(row: CalibrationModel) -> Any:
