@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import Cli
 from dbtools import complete_request, downgrade
 from sqlalchemy import inspect, text
 
@@ -138,3 +140,18 @@ def test_a_downgrade_refuses_to_drop_a_hashed_metrics_column_that_holds_values(d
         assert AuditStore(engine).requests.verify_chain().ok
     finally:
         engine.dispose()
+
+
+def test_db_upgrade_says_what_it_did(cli_on: Callable[[str], Cli], tmp_path: Path) -> None:
+    """Created, upgraded from one revision to another, or already at the newest: the one line says which."""
+    url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    cli = cli_on(url)
+    head = head_revision(create_db_engine(url))
+    assert f"created at revision {head}" in cli("db", "upgrade").stdout
+    assert f"is at revision {head} (the newest: nothing to do)" in cli("db", "upgrade").stdout
+    engine = create_db_engine(url)
+    try:
+        downgrade(engine, "0016")
+    finally:
+        engine.dispose()
+    assert f"upgraded from revision 0016 to {head}" in cli("db", "upgrade").stdout

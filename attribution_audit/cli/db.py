@@ -20,8 +20,13 @@ def db_upgrade(ctx: typer.Context) -> None:
     """
     from attribution_audit.services import schema
 
-    url, revision = schema.upgrade(ctx.obj)
-    typer.echo(f"audit database {url} is at revision {revision}")
+    url, before, revision = schema.upgrade(ctx.obj)
+    if before is None:
+        typer.echo(f"audit database {url} created at revision {revision}")
+    elif before == revision:
+        typer.echo(f"audit database {url} is at revision {revision} (the newest: nothing to do)")
+    else:
+        typer.echo(f"audit database {url} upgraded from revision {before} to {revision}")
 
 
 @app.command("repair")

@@ -8,17 +8,19 @@ from attribution_audit.services.checkpoints import guard_witness, refuse_silent_
 from attribution_audit.services.wiring import open_audit
 
 
-def upgrade(settings: Settings) -> tuple[str, str | None]:
-    """Create or migrate the schema to the head revision; (database shown without password, revision now). An
-    empty server database beside an existing shard or witness file is refused unless said to be new."""
+def upgrade(settings: Settings) -> tuple[str, str | None, str | None]:
+    """Create or migrate the schema to the head revision; (database shown without password, revision before (None:
+    a new schema), revision now). An empty server database beside an existing shard or witness file is refused
+    unless said to be new."""
     audit = open_audit(settings, check_schema=False, create=True)
-    fresh = audit.revisions()[0] is None
+    before = audit.revisions()[0]
+    fresh = before is None
     if fresh and settings.database_url:
         refuse_silent_new_database(settings, audit.url)
     revision = audit.upgrade()
     if fresh:
         guard_witness(settings, audit)  # with --new-audit-log: the witness records the new log at once
-    return audit.url, revision
+    return audit.url, before, revision
 
 
 def repair(settings: Settings) -> tuple[str, list[str]]:
