@@ -109,15 +109,14 @@ def learned_notes(attributor: Attributor, params: AttributionParams) -> Iterator
     """The notes of requests in a learned space (none in a base space): artists ingested since its fit, its own
     model fitted at another K or under another top-artist rule (no ``calibrate`` model scores the requests instead);
     ``attribute`` and the service show them."""
-    space = attributor.space_of(params)[0]
+    space, params = attributor.space_of(params)  # with a learned space's version
     if not isinstance(space, LearnedSpace):
         return
     since_fit = SpaceSinceFit.of(space)
     if since_fit is not None:
         yield since_fit
     own = attributor.own_fit(params)
-    elsewhere = own is not None and own[1:] != (params.k, params.top)
-    if own is not None and elsewhere and attributor.calibration_for(attributor.space_of(params)[1]) is None:
+    if own is not None and own[1:] != (params.k, params.top) and attributor.calibration_for(params) is None:
         model, fitted_k, fitted_top = own
         yield OwnConfidenceAtOtherK(
             space.name, space.version, space.base, model, fitted_k, fitted_top, params.k, params.top
