@@ -51,9 +51,14 @@ def _nuisance_data(seed: int, per_artist: int) -> tuple[np.ndarray, list[str]]:
 
 
 def _store(
-    audit: AuditStore, projection: Projection, n_works: int, confidence: SpaceConfidence | None = None
+    audit: AuditStore,
+    projection: Projection,
+    n_works: int,
+    confidence: SpaceConfidence | None = None,
+    artists: list[str] | None = None,
 ) -> SpaceInfo:
-    """Store a version of style space "s" of collection "c" (embedder "fp", 12 artists)."""
+    """Store a version of style space "s" of collection "c" (embedder "fp"), fitted on ``artists`` (kept with it),
+    or on 12 artists not kept."""
     return audit.spaces.add(
         "s",
         projection,
@@ -62,8 +67,8 @@ def _store(
         embedder_fingerprint="fp",
         collection="c",
         n_works=n_works,
-        n_artists=12,
-        validation={"hit@1": 0.5},
+        n_artists=12 if artists is None else len(artists),
+        validation={"hit@1": 0.5} if artists is None else {"hit@1": 0.5, "artists": artists},
         confidence=confidence,
     )
 
@@ -207,17 +212,7 @@ def test_fitted_artists_changed_in_the_database_are_refused(audit: AuditStore) -
     projection = fit_lda(works, labels, 0.1)
     _store(audit, projection, len(labels))  # version 1: no artists kept
     artists = sorted(set(labels))
-    audit.spaces.add(
-        "s",
-        projection,
-        base=STYLE,
-        method="lda",
-        embedder_fingerprint="fp",
-        collection="c",
-        n_works=len(labels),
-        n_artists=len(artists),
-        validation={"hit@1": 0.5, "artists": artists},
-    )
+    _store(audit, projection, len(labels), artists=artists)
     loaded = audit.spaces.load("s")
     assert loaded is not None and loaded[0].artists == tuple(artists)
     edited = json.dumps({"hit@1": 0.5, "artists": artists[:-1]})
