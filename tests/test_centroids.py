@@ -44,6 +44,14 @@ def _artists(seed: int = 0) -> tuple[np.ndarray, list[str]]:
     return points, labels
 
 
+def _identity_works(
+    points: np.ndarray, labels: list[str]
+) -> tuple[Projection, list[tuple[str, dict[str, Any], QueryVectors]]]:
+    """A projection whose coordinates are the (unit-joined) rows, and the points as style-space works of ``labels``."""
+    projection = Projection(mean=np.zeros(2), matrix=np.eye(2))
+    return projection, [(f"p{i}", {"artist": a}, QueryVectors(np.zeros(2), points[i])) for i, a in enumerate(labels)]
+
+
 def test_log_odds_is_the_gaussian_posterior_with_the_pooled_within_artist_covariance() -> None:
     points, labels = _artists()
     model = ArtistCentroids.fit(points, labels)
@@ -72,8 +80,7 @@ def test_no_model_without_two_artists_or_within_artist_spread() -> None:
 
 def test_a_learned_space_built_with_its_works_artists_has_the_model_and_the_base_spaces_none() -> None:
     points, labels = _artists()
-    projection = Projection(mean=np.zeros(2), matrix=np.eye(2))  # the coordinates are the (unit-joined) rows
-    works = [(f"p{i}", {"artist": a}, QueryVectors(np.zeros(2), points[i])) for i, a in enumerate(labels)]
+    projection, works = _identity_works(points, labels)
     query = QueryVectors(np.zeros(2), points[45])
     space = LearnedSpace.over("s", 1, STYLE, projection, works, labels)
     model = ArtistCentroids.fit(space.coordinates([w[2] for w in works]), labels)
@@ -87,8 +94,7 @@ def test_an_artist_ingested_since_the_fit_has_no_centroid() -> None:
     """The projection has no direction for an artist it was not fitted on: a new artist's centroid captured the
     centroid rule's answers (log-odds 30) for queries whose neighbours were all other artists'."""
     points, labels = _artists()
-    projection = Projection(mean=np.zeros(2), matrix=np.eye(2))
-    works = [(f"p{i}", {"artist": a}, QueryVectors(np.zeros(2), points[i])) for i, a in enumerate(labels)]
+    projection, works = _identity_works(points, labels)
     query = QueryVectors(np.zeros(2), points[45])  # one of b's works
     space = LearnedSpace.over("s", 1, STYLE, projection, works, labels, fitted={"a", "c"})
     assert space.since_fit == ("b",) and space.centroid_log_odds(query, "b") is None
@@ -203,8 +209,7 @@ def test_the_centroid_rule_without_the_fitted_artists_says_to_refit_when_others_
 
 def test_the_centroid_rule_reports_the_artist_of_maximum_posterior_where_share_and_nearest_differ() -> None:
     points, labels = _artists()
-    projection = Projection(mean=np.zeros(2), matrix=np.eye(2))
-    works = [(f"p{i}", {"artist": a}, QueryVectors(np.zeros(2), points[i])) for i, a in enumerate(labels)]
+    projection, works = _identity_works(points, labels)
     space = LearnedSpace.over("s", 1, STYLE, projection, works, labels)
     query = QueryVectors(np.zeros(2), np.array([-1.0, 0.2]))  # among b's works by angle; a's by the model
     names = np.array(labels)
@@ -247,8 +252,7 @@ def test_no_work_within_the_max_distance_reports_no_artist_under_the_centroid_ru
 
 def test_the_centroid_rules_default_confidence_measures_the_reported_artists_neighbours() -> None:
     points, labels = _artists()
-    projection = Projection(mean=np.zeros(2), matrix=np.eye(2))
-    works = [(f"p{i}", {"artist": a}, QueryVectors(np.zeros(2), points[i])) for i, a in enumerate(labels)]
+    projection, works = _identity_works(points, labels)
     space = LearnedSpace.over("s", 1, STYLE, projection, works, labels)
     query = QueryVectors(np.zeros(2), np.array([-1.0, 0.2]))  # among b's works by angle; a's by the model
     for k, expect_works in ((3, False), (10, True)):  # a has no work among the 3 nearest, 4 among the 10
