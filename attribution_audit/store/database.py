@@ -532,6 +532,21 @@ class DriverStatement:
         """Run the statement with one row of parameters, or with several as one executemany."""
         many = not isinstance(rows, Mapping)
         params = self.bound(rows) if isinstance(rows, Mapping) else [self.bound(row) for row in rows]
+        self._run(connection, cursor, params, many)
+
+    def execute_rows(
+        self, connection: Connection, cursor: Any, keys: Sequence[str], rows: Sequence[tuple[Any, ...]], converted: bool
+    ) -> None:
+        """Run the statement as one executemany of ``rows``, each the values of ``keys`` in that order; ``converted``:
+        every value is already what its column type's bind processor makes of it (a float in a Float column), so
+        that rows in the statement's own positional order go to the driver as they are."""
+        if converted and self.positions is not None and tuple(self.compiled.positiontup or ()) == tuple(keys):
+            params: list[Any] = list(rows)
+        else:
+            params = [self.bound(dict(zip(keys, row, strict=True))) for row in rows]
+        self._run(connection, cursor, params, True)
+
+    def _run(self, connection: Connection, cursor: Any, params: Any, many: bool) -> None:
         connection.dispatch.before_cursor_execute(connection, cursor, self.sql, params, None, many)
         with driver_errors(connection, self.sql, params):
             (cursor.executemany if many else cursor.execute)(self.sql, params)

@@ -7,6 +7,7 @@ import math
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,9 @@ def _unverified() -> Select[Any]:
     )
 
 
+_NEIGHBOUR_VALUES = attrgetter(*chain.NEIGHBOUR_VALUES)  # a Neighbour's fields are named as the table's columns
+
+
 class RequestRepository:
     """Attribution requests and their recall checks."""
 
@@ -169,22 +173,8 @@ class RequestRepository:
             "evaluation_run_id": draft.evaluation[0] if draft.evaluation else None,
             "labelled_query_id": draft.evaluation[1] if draft.evaluation else None,
         }
-        neighbours = [
-            {
-                "rank": n.rank,
-                "catalogue": n.catalogue,
-                "work_id": n.work_id,
-                "work_version": n.work_version,
-                "artist": n.artist,
-                "canonical_artist": n.canonical_artist,
-                "similarity": n.similarity,
-                "distance": n.distance,
-                "share": n.share,
-                "image_sha256": n.image_sha256,
-            }
-            for n in outcome.neighbours
-        ]
-        shares = [{"artist": a, "share": s} for a, s in outcome.artist_shares.items()]
+        neighbours = list(map(_NEIGHBOUR_VALUES, outcome.neighbours))
+        shares = list(outcome.artist_shares.items())
         metrics = {
             "entropy": outcome.features["entropy"],
             "nn_distance": outcome.features["nn_distance"],
@@ -205,7 +195,7 @@ class RequestRepository:
             "centroid_log_odds_others": outcome.features.get("centroid_log_odds_others"),
         }
         with write_connection(self.engine) as connection:
-            stored = chain.append_rows(connection, request, neighbours, shares, metrics, link_works=True)
+            stored = chain.append_rows(connection, request, neighbours, shares, metrics)
         return to_attribution(stored, intact=True)  # hashed from the values just committed
 
     def add_recall_checks(self, results: Sequence[RecallResult]) -> None:
