@@ -250,7 +250,11 @@ class Attributor:
         searches = _Searches(self.store, query, dict.fromkeys(copy_spaces, self.copy_depth))
         centroid = self.centroid_artist(space, query, params)
         # each candidate with its canonical artist, named once: the indicators read it of every candidate
-        ranked = [((hit, self._canonical_of(hit)), sim) for hit, sim in space.candidates(searches, query, params)]
+        canonical = self.canonical
+        ranked = [
+            ((hit, canonical.get(artist := str(hit.payload.get("artist", "")), artist)), sim)
+            for hit, sim in space.candidates(searches, query, params)
+        ]
         kept, shares, features, by_artist, top = request_indicators(ranked, _ARTIST, params, centroid)
         neighbours = [
             Neighbour(

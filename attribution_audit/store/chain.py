@@ -86,6 +86,7 @@ from attribution_audit.store.database import (
     is_read_only,
     is_undecodable,
     pipelined,
+    positional,
     read_connection,
     read_only_error,
     reader,
@@ -324,8 +325,8 @@ class _Append:
         self.lists: Callable[[list[str]], Any] = list if postgres else json.dumps
         seq = _REQUESTS.c.seq
         self.head = DriverStatement(select(seq, _REQUESTS.c.record_hash).order_by(seq.desc()).limit(1), dialect)
-        self.inserts = {
-            table: DriverStatement(table.insert(), dialect, column_keys=[c.key for c in table.columns])
+        self.inserts = {  # positional: each child row goes to the driver as the tuple append_rows makes
+            table: DriverStatement(table.insert(), positional(dialect), column_keys=[c.key for c in table.columns])
             for table in (_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS)
         }
 

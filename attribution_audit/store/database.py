@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -488,6 +489,16 @@ def _positional(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any
     if len(names) > 1:
         return itemgetter(*names)
     return lambda row: tuple(row[name] for name in names)
+
+
+def positional(dialect: Dialect) -> Dialect:
+    """``dialect`` compiling positional parameters (``%s`` where it names them, as psycopg's ``%(name)s``): a
+    DriverStatement compiled with it hands the driver each row as a tuple, which the driver need not reorder."""
+    if dialect.positional:
+        return dialect
+    twin = copy.copy(dialect)
+    twin.paramstyle, twin.positional = "format", True
+    return twin
 
 
 class DriverStatement:

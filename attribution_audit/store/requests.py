@@ -7,7 +7,8 @@ import math
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import chain as concatenated
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -57,10 +58,13 @@ def _optional(value: Any) -> float | None:
     return None if value is None else _number(value)
 
 
-def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribution:
+def to_attribution(
+    record: StoredRequest, intact: bool | None = None, neighbours: list[Neighbour] | None = None
+) -> Attribution:
     """The plain result of a stored request, marked ``intact=False`` when it no longer matches its record hash (a
     record changed by hand is still shown, with NaN for what is no longer a number, never a crash); ``intact``
-    given: known (a record just written), not recomputed."""
+    given: known (a record just written), not recomputed; ``neighbours`` given: the record's, known (those a record
+    was just written from, when they are what it reads back as: :func:`_as_read`)."""
     r, m = record.columns, record.metrics or {}
     return Attribution(
         request_id=r["id"],
@@ -70,7 +74,9 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
         image=r["image_path"],
         image_sha256=r["image_sha256"],
         k=r["k"],
-        neighbours=[
+        neighbours=neighbours
+        if neighbours is not None
+        else [
             Neighbour(
                 n["rank"],
                 n["work_id"],
@@ -137,6 +143,17 @@ def _unverified() -> Select[Any]:
 
 
 _NEIGHBOUR_VALUES = attrgetter(*chain.NEIGHBOUR_VALUES)  # a Neighbour's fields are named as the table's columns
+_RANK = attrgetter("rank")
+_FLOATS = itemgetter(*(chain.NEIGHBOUR_VALUES.index(key) for key in ("similarity", "distance", "share")))
+_AS_READ = frozenset({str, int, float, type(None)})
+
+
+def _as_read(rows: list[tuple[Any, ...]]) -> bool:
+    """Whether neighbours' values (of :data:`chain.NEIGHBOUR_VALUES`) are those :func:`to_attribution` reads their
+    record's rows back as: plain str, int and None, and a float of each number (no numpy scalar, no bool)."""
+    return frozenset(map(type, concatenated.from_iterable(rows))) <= _AS_READ and all(
+        type(value) is float for value in concatenated.from_iterable(map(_FLOATS, rows))
+    )
 
 
 class RequestRepository:
@@ -196,7 +213,8 @@ class RequestRepository:
         }
         with write_connection(self.engine) as connection:
             stored = chain.append_rows(connection, request, neighbours, shares, metrics)
-        return to_attribution(stored, intact=True)  # hashed from the values just committed
+        # hashed from the values just committed
+        return to_attribution(stored, True, sorted(outcome.neighbours, key=_RANK) if _as_read(neighbours) else None)
 
     def add_recall_checks(self, results: Sequence[RecallResult]) -> None:
         """Append later exact checks (the requests themselves are never modified)."""
