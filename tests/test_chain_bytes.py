@@ -114,6 +114,24 @@ def test_streamed_bytes_are_those_the_append_hashed(fresh_db: Engine, monkeypatc
     assert report.ok and report.checked == len(records)
 
 
+def test_the_append_hashes_column_by_column_the_bytes_canonical_content_makes(
+    fresh_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    left: list[str] = []  # the records the append left to canonical_content
+    by_content = chain.record_hash
+
+    def record_by_content(prev_hash: str, request: Any) -> str:
+        left.append(request.columns["image_path"])
+        return by_content(prev_hash, request)
+
+    monkeypatch.setattr(chain, "record_hash", record_by_content)
+    records, _ = appended(fresh_db)
+    monkeypatch.undo()
+    assert left == ["/images/zero.png"]  # a neighbour's -0.0 is hashed as 0.0 (a metric's NaN is JSON's either way)
+    assert [r.record_hash for r in records] == [chain.record_hash(r.prev_hash, r) for r in records]
+    assert chain.verify_chain(fresh_db).ok
+
+
 def test_bulk_filled_log_streams_the_bytes_of_each_stored_record(fresh_db: Engine) -> None:
     fill_chain(fresh_db, 25, neighbours=3)
     expected = [chain.canonical_bytes(r) for r in chain.load_requests(fresh_db)]

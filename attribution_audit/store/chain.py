@@ -337,7 +337,9 @@ if any(_KEYS[table][0] != "request_id" for table in _CHILD_KEYS):
     raise RuntimeError("a child table of the audit log must hold its request's id in its first column")
 _WORK_PK = _CHILD_KEYS[_NEIGHBOURS].index("work_pk")
 NEIGHBOUR_VALUES = tuple(key for key in _CHILD_KEYS[_NEIGHBOURS] if key != "work_pk")  # a neighbour, as append_rows
+# takes it (its work_pk given apart, or looked up)
 SHARE_VALUES = _CHILD_KEYS[_SHARES]  # an artist share, as append_rows takes it: (artist, share)
+_WORK_KEY = itemgetter(NEIGHBOUR_VALUES.index("catalogue"), NEIGHBOUR_VALUES.index("work_id"))  # of a neighbour
 _EXACT_TYPES = frozenset({str, int, float, type(None)})  # values that the record's column-wise text writes as JSON does
 
 
@@ -382,15 +384,14 @@ def append_rows(
         with pipelined(connection):
             if sql.lock is not None:
                 sql.lock.execute(connection, cursor, {"key": CHAIN_LOCK_ID})
-            at_work = itemgetter(NEIGHBOUR_VALUES.index("catalogue"), NEIGHBOUR_VALUES.index("work_id"))
             if work_pks is None and neighbours:
-                catalogues, work_ids = zip(*map(at_work, neighbours), strict=True)
+                catalogues, work_ids = zip(*map(_WORK_KEY, neighbours), strict=True)
                 lists = {"catalogues": set(catalogues), "work_ids": set(work_ids)}
                 sql.works.execute(connection, reads, {name: sql.lists(sorted(v)) for name, v in lists.items()})
             last = sql.head.rows(connection, cursor)
             if work_pks is None:
                 found = {(cat, wid): pk for cat, wid, pk in reads.fetchall()} if neighbours else {}
-                work_pks = [found.get(at_work(n)) for n in neighbours]
+                work_pks = [found.get(_WORK_KEY(n)) for n in neighbours]
             near = sorted(
                 ((key, *n[:_WORK_PK], pk, *n[_WORK_PK:]) for n, pk in zip(neighbours, work_pks, strict=True)),
                 key=itemgetter(1),  # by rank

@@ -167,7 +167,7 @@ class RequestRepository:
         """Append the request to the audit chain and return it as committed, without reading it back: one transaction
         on one Core connection (the neighbours' work keys by their unique index, the chain head, the request, then
         its neighbours and artist shares as one executemany each, and its metrics: see chain.append_rows), the same
-        statements whatever K."""
+        statements whatever K. The neighbours go as tuples of their values, made once for the hash and the insert."""
         outcome = draft.outcome
         request = {
             "id": str(uuid.uuid4()),
