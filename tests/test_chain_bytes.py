@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import Cli
 from dbtools import complete_request, fill_chain, request_row, superuser_edit, two_neighbours
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from attribution_audit.errors import AttributionAuditError, DatabaseError
 from attribution_audit.services import audit_log
@@ -114,6 +114,24 @@ def test_streamed_bytes_are_those_the_append_hashed(fresh_db: Engine, monkeypatc
     assert report.ok and report.checked == len(records)
 
 
+def test_the_append_hashes_column_by_column_the_bytes_canonical_content_makes(
+    fresh_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    left: list[str] = []  # the records the append left to canonical_content
+    by_content = chain.record_hash
+
+    def record_by_content(prev_hash: str, request: Any) -> str:
+        left.append(request.columns["image_path"])
+        return by_content(prev_hash, request)
+
+    monkeypatch.setattr(chain, "record_hash", record_by_content)
+    records, _ = appended(fresh_db)
+    monkeypatch.undo()
+    assert left == ["/images/zero.png"]  # a neighbour's -0.0 is hashed as 0.0 (a metric's NaN is JSON's either way)
+    assert [r.record_hash for r in records] == [chain.record_hash(r.prev_hash, r) for r in records]
+    assert chain.verify_chain(fresh_db).ok
+
+
 def test_bulk_filled_log_streams_the_bytes_of_each_stored_record(fresh_db: Engine) -> None:
     fill_chain(fresh_db, 25, neighbours=3)
     expected = [chain.canonical_bytes(r) for r in chain.load_requests(fresh_db)]
@@ -189,8 +207,12 @@ def test_audit_verify_and_export_name_the_unreadable_record(cli: Cli, tmp_path: 
     assert not (tmp_path / "log.jsonl").exists()
 
 
-def logged_rows(number: Any, whole: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[Any], dict[str, Any]]:
-    """The rows of a request whose numbers are made by ``number`` (floats) and ``whole`` (integers)."""
+Rows = tuple[dict[str, Any], list[tuple[Any, ...]], list[tuple[Any, ...]], dict[str, Any]]
+
+
+def logged_rows(number: Any, whole: Any) -> Rows:
+    """The rows of a request whose numbers are made by ``number`` (floats) and ``whole`` (integers), as append_rows
+    takes them (its neighbours have no works to link: their work_pk is None)."""
 
     def values(row: Any) -> dict[str, Any]:
         return {c.key: getattr(row, c.key) for c in row.__table__.columns}
@@ -208,17 +230,26 @@ def logged_rows(number: Any, whole: Any) -> tuple[dict[str, Any], list[dict[str,
     neighbours[1]["similarity"] = number(-0.0)
     shares = [values(s) | {"share": number(s.share)} for s in made.artist_shares]
     metrics = values(made.metrics) | {"entropy": number(math.inf), "margin": number(1e-07)}
-    return request, neighbours, shares, metrics
+    return (
+        request,
+        [tuple(n[key] for key in chain.NEIGHBOUR_VALUES) for n in neighbours],
+        [tuple(s[key] for key in chain.SHARE_VALUES) for s in shares],
+        metrics,
+    )
+
+
+def append(connection: Connection, rows: Rows, at: datetime | None = None) -> chain.StoredRequest:
+    return chain.append_rows(connection, *rows, at=at, work_pks=[None] * len(rows[1]))
 
 
 @pytest.mark.parametrize("floats", [np.float32, np.float64], ids=["float32", "float64"])
 def test_numpy_scalars_are_logged_as_the_python_numbers_they_hold(fresh_db: Engine, floats: Any) -> None:
     at = datetime(2026, 3, 1, 12, tzinfo=UTC)
     with fresh_db.connect() as connection, connection.begin() as transaction:  # hashed in place of the numpy one
-        python = chain.append_rows(connection, *logged_rows(lambda x: float(floats(x)), int), at=at)
+        python = append(connection, logged_rows(lambda x: float(floats(x)), int), at)
         transaction.rollback()
     with write_connection(fresh_db) as connection:
-        logged = chain.append_rows(connection, *logged_rows(floats, np.int64), at=at)
+        logged = append(connection, logged_rows(floats, np.int64), at)
     assert chain.canonical_bytes(logged) == chain.canonical_bytes(python)
     assert logged.record_hash == python.record_hash
     assert [chain.canonical_bytes(r) for r in chain.load_requests(fresh_db)] == [chain.canonical_bytes(python)]
@@ -227,8 +258,12 @@ def test_numpy_scalars_are_logged_as_the_python_numbers_they_hold(fresh_db: Engi
 
 
 def test_a_numpy_nan_is_refused_in_a_sqlite_log_as_a_python_one_is(sqlite_db: Engine) -> None:
+    at = chain.NEIGHBOUR_VALUES.index("similarity")
     for nan in (math.nan, np.float32("nan"), np.float64("nan")):
         request, neighbours, shares, metrics = logged_rows(float, int)
         with write_connection(sqlite_db) as connection, pytest.raises(DatabaseError, match="nn_distance = NaN"):
-            chain.append_rows(connection, request, neighbours, shares, metrics | {"nn_distance": nan})
+            append(connection, (request, neighbours, shares, metrics | {"nn_distance": nan}))
+        neighbours[-1] = (*neighbours[-1][:at], nan, *neighbours[-1][at + 1 :])
+        with write_connection(sqlite_db) as connection, pytest.raises(DatabaseError, match="similarity = NaN"):
+            append(connection, (request, neighbours, shares, metrics))
     assert chain.verify_chain(sqlite_db).checked == 0

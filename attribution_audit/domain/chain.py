@@ -32,10 +32,11 @@ def canonical_json(content: dict[str, Any]) -> bytes:
 
 def hash_content(prev_hash: str, content: dict[str, Any]) -> str:
     """sha256(prev_hash || canonical JSON of the content): the chain link, also used to verify exports offline."""
-    return _link_hash(prev_hash, canonical_json(content))
+    return link_hash(prev_hash, canonical_json(content))
 
 
-def _link_hash(prev_hash: str, canonical: bytes) -> str:
+def link_hash(prev_hash: str, canonical: bytes) -> str:
+    """sha256(prev_hash || canonical): the chain link of a record's canonical JSON bytes."""
     digest = hashlib.sha256(prev_hash.encode())
     digest.update(canonical)
     return digest.hexdigest()
@@ -88,7 +89,7 @@ class ChainRecord:
     ) -> ChainRecord:
         """The record, its hash checked; its bytes kept only if ``keep``. (A prev_hash that is not a string, written
         by hand, breaks the link before the hash is looked at.)"""
-        intact = isinstance(prev_hash, str) and _link_hash(prev_hash, canonical) == record_hash
+        intact = isinstance(prev_hash, str) and link_hash(prev_hash, canonical) == record_hash
         return cls(seq, request_id, prev_hash, record_hash, created_at, canonical if keep else b"", intact)
 
 

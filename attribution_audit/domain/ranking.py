@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,12 @@ def by_score(hits: list[Hit]) -> list[tuple[Hit, float]]:
     hnsw_ef and the limit). Measured at 10k x 512-d, depth 400: 6 ms instead of 20 ms, the same order on every
     query, similarities within 1e-7 of a float64 recomputation.
     """
-    return sorted(((hit, hit.similarity) for hit in hits), key=lambda pair: (-pair[1], pair[0].point_id))
+    ordered = sorted(hits, key=_POINT_ID)
+    ordered.sort(key=_SIMILARITY, reverse=True)  # stable: equal similarities stay in point id order
+    return [(hit, hit.similarity) for hit in ordered]
+
+
+_POINT_ID, _SIMILARITY = attrgetter("point_id"), attrgetter("similarity")
 
 
 def fused_similarity(hit: Hit, query: np.ndarray, style: np.ndarray, weights: dict[str, float]) -> float:

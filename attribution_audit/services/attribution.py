@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,28 +249,33 @@ class Attributor:
         copy_spaces = self._copy_spaces(query) if copies and self.copy_depth > 0 else ()
         searches = _Searches(self.store, query, dict.fromkeys(copy_spaces, self.copy_depth))
         centroid = self.centroid_artist(space, query, params)
-        ranked = space.candidates(searches, query, params)
-        kept, shares, features, by_artist, top = request_indicators(ranked, self._canonical_of, params, centroid)
+        # each candidate with its canonical artist, named once: the indicators read it of every candidate
+        canonical = self.canonical
+        ranked = [
+            ((hit, canonical.get(artist := str(hit.payload.get("artist", "")), artist)), sim)
+            for hit, sim in space.candidates(searches, query, params)
+        ]
+        kept, shares, features, by_artist, top = request_indicators(ranked, _ARTIST, params, centroid)
         neighbours = [
             Neighbour(
-                rank=rank,
-                work_id=str(hit.payload.get("work_id", hit.point_id)),
-                catalogue=str(hit.payload.get("catalogue", "")),
-                artist=str(hit.payload.get("artist", "")),
-                similarity=sim,
-                distance=1.0 - sim,
-                share=share,
-                canonical_artist=self._canonical_of(hit),
-                work_version=hit.payload.get("version"),
-                image_sha256=hit.image_sha256,
+                rank,
+                str((payload := hit.payload).get("work_id", hit.point_id)),
+                str(payload.get("catalogue", "")),
+                str(payload.get("artist", "")),
+                sim,
+                1.0 - sim,
+                share,
+                artist,
+                payload.get("version"),
+                hit.image_sha256,
             )
-            for rank, ((hit, sim), share) in enumerate(zip(kept, shares, strict=True), start=1)
+            for rank, (((hit, artist), sim), share) in enumerate(zip(kept, shares, strict=True), start=1)
         ]
-        candidates = [(self._canonical_of(hit), sim) for hit, sim in ranked]
+        candidates = [(artist, sim) for (_, artist), sim in ranked]
         overlap, method = None, None
         if self._random.random() < verify_rate(params.verify):
             exact_ids = self.exact_top([query], params)[0]
-            overlap = overlap_at_k([hit.point_id for hit, _ in kept], exact_ids)
+            overlap = overlap_at_k([hit.point_id for (hit, _), _ in kept], exact_ids)
             method = params.exact_method
         for other, _ in self.other_spaces(space, query, params):
             query = other.placed(query)  # once per space: the agreement of spaces and the log-odds there read it
@@ -541,6 +547,9 @@ class Attributor:
     def _stored_model(self, name: str) -> LogisticModel | None:
         """The confidence model a record names: a stored ``logistic-v<N>``, else (a default formula) None."""
         return self.audit.evaluations.calibration(name) if name.startswith("logistic-v") else None
+
+
+_ARTIST = itemgetter(1)  # of a (hit, canonical artist) candidate
 
 
 class _Searches:

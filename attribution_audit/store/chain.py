@@ -27,6 +27,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain as concatenated
 from itertools import groupby, islice
 from json.encoder import encode_basestring
 from operator import itemgetter, mod
@@ -71,6 +72,7 @@ from attribution_audit.domain.chain import (
     canonical_encoder,
     canonical_json,
     hash_content,
+    link_hash,
 )
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError
@@ -84,6 +86,7 @@ from attribution_audit.store.database import (
     is_read_only,
     is_undecodable,
     pipelined,
+    positional,
     read_connection,
     read_only_error,
     reader,
@@ -271,15 +274,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _refuse_nan(*rows: dict[str, Any]) -> None:
-    """SQLite stores NaN as NULL: a record holding one would not match its own hash when read back."""
+def _refuse_nan(keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """SQLite stores NaN as NULL: a record holding one would not match its own hash when read back. ``rows``: the
+    values of ``keys``."""
     for row in rows:
-        for column, value in row.items():
+        for column, value in zip(keys, row, strict=True):
             if isinstance(value, float) and math.isnan(value):
                 raise DatabaseError(
                     f"cannot log {column} = NaN in a SQLite audit log (it would be stored as NULL, and the record "
                     "would fail its hash); nothing was recorded"
                 )
+
+
+def _plain_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[tuple[Any, ...]], frozenset[type]]:
+    """``rows`` as tuples of plain values (:func:`_plain`), and the types of their values."""
+    kinds = frozenset(map(type, concatenated.from_iterable(rows)))
+    if kinds <= _SCALARS:
+        return [tuple(row) for row in rows], kinds
+    plain = [tuple(map(_plain, row)) for row in rows]
+    return plain, frozenset(map(type, concatenated.from_iterable(plain)))
 
 
 class _Append:
@@ -312,30 +325,40 @@ class _Append:
         self.lists: Callable[[list[str]], Any] = list if postgres else json.dumps
         seq = _REQUESTS.c.seq
         self.head = DriverStatement(select(seq, _REQUESTS.c.record_hash).order_by(seq.desc()).limit(1), dialect)
-        self.inserts = {
-            table: DriverStatement(table.insert(), dialect, column_keys=[c.key for c in table.columns])
+        self.inserts = {  # positional: each child row goes to the driver as the tuple append_rows makes
+            table: DriverStatement(table.insert(), positional(dialect), column_keys=[c.key for c in table.columns])
             for table in (_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS)
         }
 
 
 _APPENDS: dict[str, _Append] = {}
+_CHILD_KEYS = {table: _KEYS[table][1:] for table in (_NEIGHBOURS, _SHARES)}  # after the request's id
+if any(_KEYS[table][0] != "request_id" for table in _CHILD_KEYS):
+    raise RuntimeError("a child table of the audit log must hold its request's id in its first column")
+_WORK_PK = _CHILD_KEYS[_NEIGHBOURS].index("work_pk")
+NEIGHBOUR_VALUES = tuple(key for key in _CHILD_KEYS[_NEIGHBOURS] if key != "work_pk")  # a neighbour, as append_rows
+# takes it (its work_pk given apart, or looked up)
+SHARE_VALUES = _CHILD_KEYS[_SHARES]  # an artist share, as append_rows takes it: (artist, share)
+_WORK_KEY = itemgetter(NEIGHBOUR_VALUES.index("catalogue"), NEIGHBOUR_VALUES.index("work_id"))  # of a neighbour
+_EXACT_TYPES = frozenset({str, int, float, type(None)})  # values that the record's column-wise text writes as JSON does
 
 
 def append_rows(
     connection: Connection,
     request: dict[str, Any],
-    neighbours: Sequence[dict[str, Any]],
-    shares: Sequence[dict[str, Any]],
+    neighbours: Sequence[Sequence[Any]],
+    shares: Sequence[Sequence[Any]],
     metrics: dict[str, Any] | None,
     at: datetime | None = None,
     *,
-    link_works: bool = False,
+    work_pks: Sequence[int | None] | None = None,
 ) -> StoredRequest:
-    """Append one request (its columns and its children's, as plain values) to the chain in the connection's
-    transaction (the caller commits): its time, position and hash are taken under the chain lock, then it is written
-    with one statement per table (the children by executemany): the same statements whatever the number of
-    neighbours, run on the DBAPI cursor. ``link_works``: each neighbour's ``work_pk`` is looked up by its
-    (catalogue, work_id) through the works' unique index. Returns the record as stored, without reading it back.
+    """Append one request (its columns, as plain values) to the chain in the connection's transaction (the caller
+    commits), with its ``neighbours`` (each the values of :data:`NEIGHBOUR_VALUES`) and artist ``shares`` (of
+    :data:`SHARE_VALUES`): its time, position and hash are taken under the chain lock, then it is written with one
+    statement per table (the children by executemany): the same statements whatever the number of neighbours, run on
+    the DBAPI cursor. ``work_pks``: each neighbour's ``work_pk``; None: each is looked up by its (catalogue, work_id)
+    through the works' unique index. Returns the record as stored, without reading it back.
 
     The head is the row of the highest ``seq`` (its unique index: one index probe whatever the log's length). The
     time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log). On PostgreSQL
@@ -343,39 +366,61 @@ def append_rows(
     statement reads after the lock is held: a snapshot of its own), then the inserts; COMMIT is the caller's. Values
     may be numpy scalars (logged as the Python numbers they hold).
     """
-    request, neighbours, shares, metrics = _plain([request, neighbours, shares, metrics])
+    request, metrics = _plain([request, metrics])
+    neighbours, kinds = _plain_rows(neighbours)
+    shares, share_kinds = _plain_rows(shares)
     dialect = connection.dialect
-    if dialect.name == "sqlite":
-        _refuse_nan(request, *neighbours, *shares, *([metrics] if metrics else []))
+    sqlite = dialect.name == "sqlite"
+    if sqlite:  # (the children: below, where their text has not shown them to hold none)
+        for row in (request, metrics):
+            if row:
+                _refuse_nan(tuple(row), [tuple(row.values())])
     sql = _APPENDS.get(dialect.name) or _APPENDS.setdefault(dialect.name, _Append(dialect))
     key = request["id"]
-    mine = {"request_id": key}  # each child row's key: in its column's place
-    near = sorted((_row(_NEIGHBOURS, n) | mine for n in neighbours), key=itemgetter("rank"))
-    parts = sorted((_row(_SHARES, s) | mine for s in shares), key=itemgetter("artist"))
-    measured = None if metrics is None else _row(_METRICS, metrics) | mine
+    parts = sorted(((key, *s) for s in shares), key=itemgetter(1))  # by artist
+    measured = None if metrics is None else _row(_METRICS, metrics) | {"request_id": key}
     cursor, reads = connection.connection.cursor(), connection.connection.cursor()
     try:
         with pipelined(connection):
             if sql.lock is not None:
                 sql.lock.execute(connection, cursor, {"key": CHAIN_LOCK_ID})
-            if link_works and near:
-                lists = {"catalogues": {n["catalogue"] for n in near}, "work_ids": {n["work_id"] for n in near}}
+            if work_pks is None and neighbours:
+                catalogues, work_ids = zip(*map(_WORK_KEY, neighbours), strict=True)
+                lists = {"catalogues": set(catalogues), "work_ids": set(work_ids)}
                 sql.works.execute(connection, reads, {name: sql.lists(sorted(v)) for name, v in lists.items()})
             last = sql.head.rows(connection, cursor)
-            if link_works and near:
-                pks = {(cat, wid): pk for cat, wid, pk in reads.fetchall()}
-                for n in near:
-                    n["work_pk"] = pks.get((n["catalogue"], n["work_id"]))
+            if work_pks is None:
+                found = {(cat, wid): pk for cat, wid, pk in reads.fetchall()} if neighbours else {}
+                work_pks = [found.get(_WORK_KEY(n)) for n in neighbours]
+            near = sorted(
+                ((key, *n[:_WORK_PK], pk, *n[_WORK_PK:]) for n, pk in zip(neighbours, work_pks, strict=True)),
+                key=itemgetter(1),  # by rank
+            )
             seq, prev = (1, GENESIS_HASH) if not last else (last[0][0] + 1, last[0][1])
             row = _row(_REQUESTS, request) | {"created_at": at or utcnow(), "seq": seq, "prev_hash": prev}
+            columns = {k: _canonical_value(v) if k in _BINARY else v for k, v in row.items()}
+            exact = (kinds | share_kinds | set(map(type, work_pks))) <= _EXACT_TYPES  # no bool, no bytes
+            text = _record_text(columns, near, parts, measured) if exact else None
+            if sqlite and text is None:  # (a text holds no NaN)
+                _refuse_nan(NEIGHBOUR_VALUES, neighbours)
+                _refuse_nan(SHARE_VALUES, shares)
             stored = StoredRequest(
-                {k: _canonical_value(v) if k in _BINARY else v for k, v in row.items()}, near, parts, measured
+                columns,
+                [dict(zip(_KEYS[_NEIGHBOURS], n, strict=True)) for n in near],
+                [dict(zip(_KEYS[_SHARES], s, strict=True)) for s in parts],
+                measured,
             )
-            row["record_hash"] = stored.columns["record_hash"] = record_hash(prev, stored)
+            if text is None:
+                row["record_hash"] = record_hash(prev, stored)
+            else:
+                row["record_hash"] = link_hash(prev, text)
+            columns["record_hash"] = row["record_hash"]
             sql.inserts[_REQUESTS].execute(connection, cursor, row)
-            for table, rows in ((_NEIGHBOURS, near), (_SHARES, parts), (_METRICS, [measured] if measured else [])):
+            for table, rows in ((_NEIGHBOURS, near), (_SHARES, parts)):
                 if rows:
-                    sql.inserts[table].execute(connection, cursor, rows)
+                    sql.inserts[table].execute_rows(connection, cursor, _KEYS[table], rows, text is not None)
+            if measured:
+                sql.inserts[_METRICS].execute(connection, cursor, [measured])
     finally:
         cursor.close()
         reads.close()
@@ -393,10 +438,11 @@ def append(engine: Engine, request: AttributionRequest, at: datetime | None = No
         stored = append_rows(
             connection,
             values(request),
-            [values(n) for n in request.neighbours],
-            [values(s) for s in request.artist_shares],
+            [tuple(getattr(n, key) for key in NEIGHBOUR_VALUES) for n in request.neighbours],
+            [tuple(getattr(s, key) for key in SHARE_VALUES) for s in request.artist_shares],
             values(request.metrics) if request.metrics is not None else None,
             at,
+            work_pks=[n.work_pk for n in request.neighbours],
         )
     for column in ("created_at", "seq", "prev_hash", "record_hash"):
         setattr(request, column, stored.columns[column])
@@ -714,6 +760,39 @@ class _RowText:
             return list(map(self.templates[tuple(count == 0 for count in nulls)].__mod__, values))
         masks = zip(*(map(_NULL.__ne__, encoded[i]) for i in self.covered), strict=True)  # which are set
         return list(map(mod, map(self.templates.__getitem__, masks), values))
+
+
+def _child_text(table: Table) -> _RowText:
+    return _RowText([(i, c.key, c.type) for i, c in enumerate(table.columns) if c.key not in _EXCLUDED], table)
+
+
+_NEIGHBOURS_TEXT, _SHARES_TEXT = _child_text(_NEIGHBOURS), _child_text(_SHARES)
+
+
+def _record_text(
+    columns: dict[str, Any],
+    neighbours: list[tuple[Any, ...]],
+    shares: list[tuple[Any, ...]],
+    metrics: dict[str, Any] | None,
+) -> bytes | None:
+    """The bytes a record being appended is hashed over (:func:`canonical_bytes` of it), its children's rows (their
+    tables' columns, in order) written column by column; None where one of their values is not of its column's type
+    or not written as JSON writes it (NaN, -0.0: :func:`canonical_bytes` is then to encode the record)."""
+    try:
+        near, parts = ",".join(_NEIGHBOURS_TEXT.texts(neighbours)), ",".join(_SHARES_TEXT.texts(shares))
+    except (_Irregular, TypeError, ValueError):
+        return None
+    measured = b"null" if metrics is None else canonical_json(_canonical_row(metrics, _METRICS))
+    request = canonical_json(_canonical_row(columns, _REQUESTS))
+    return b"".join(
+        (
+            f'{{"artist_shares":[{parts}],"metrics":'.encode(),
+            measured,
+            f',"neighbours":[{near}],"request":'.encode(),
+            request,
+            b"}",
+        )
+    )
 
 
 def _digest_of_view(digest: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -490,6 +491,16 @@ def _positional(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any
     return lambda row: tuple(row[name] for name in names)
 
 
+def positional(dialect: Dialect) -> Dialect:
+    """``dialect`` compiling positional parameters (``%s`` where it names them, as psycopg's ``%(name)s``): a
+    DriverStatement compiled with it hands the driver each row as a tuple, which the driver need not reorder."""
+    if dialect.positional:
+        return dialect
+    twin = copy.copy(dialect)
+    twin.paramstyle, twin.positional = "format", True
+    return twin
+
+
 class DriverStatement:
     """A Core statement compiled once for a dialect and run on the DBAPI cursor of a Core connection, without
     SQLAlchemy's per-call work (cache key, compiled-cache lookup, execution context): parameters pass through the
@@ -532,6 +543,21 @@ class DriverStatement:
         """Run the statement with one row of parameters, or with several as one executemany."""
         many = not isinstance(rows, Mapping)
         params = self.bound(rows) if isinstance(rows, Mapping) else [self.bound(row) for row in rows]
+        self._run(connection, cursor, params, many)
+
+    def execute_rows(
+        self, connection: Connection, cursor: Any, keys: Sequence[str], rows: Sequence[tuple[Any, ...]], converted: bool
+    ) -> None:
+        """Run the statement as one executemany of ``rows``, each the values of ``keys`` in that order; ``converted``:
+        every value is already what its column type's bind processor makes of it (a float in a Float column), so
+        that rows in the statement's own positional order go to the driver as they are."""
+        if converted and self.positions is not None and tuple(self.compiled.positiontup or ()) == tuple(keys):
+            params: list[Any] = list(rows)
+        else:
+            params = [self.bound(dict(zip(keys, row, strict=True))) for row in rows]
+        self._run(connection, cursor, params, True)
+
+    def _run(self, connection: Connection, cursor: Any, params: Any, many: bool) -> None:
         connection.dispatch.before_cursor_execute(connection, cursor, self.sql, params, None, many)
         with driver_errors(connection, self.sql, params):
             (cursor.executemany if many else cursor.execute)(self.sql, params)

@@ -7,6 +7,8 @@ import math
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain as concatenated
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -56,10 +58,13 @@ def _optional(value: Any) -> float | None:
     return None if value is None else _number(value)
 
 
-def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribution:
+def to_attribution(
+    record: StoredRequest, intact: bool | None = None, neighbours: list[Neighbour] | None = None
+) -> Attribution:
     """The plain result of a stored request, marked ``intact=False`` when it no longer matches its record hash (a
     record changed by hand is still shown, with NaN for what is no longer a number, never a crash); ``intact``
-    given: known (a record just written), not recomputed."""
+    given: known (a record just written), not recomputed; ``neighbours`` given: the record's, known (those a record
+    was just written from, when they are what it reads back as: :func:`_as_read`)."""
     r, m = record.columns, record.metrics or {}
     return Attribution(
         request_id=r["id"],
@@ -69,7 +74,9 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
         image=r["image_path"],
         image_sha256=r["image_sha256"],
         k=r["k"],
-        neighbours=[
+        neighbours=neighbours
+        if neighbours is not None
+        else [
             Neighbour(
                 n["rank"],
                 n["work_id"],
@@ -135,6 +142,20 @@ def _unverified() -> Select[Any]:
     )
 
 
+_NEIGHBOUR_VALUES = attrgetter(*chain.NEIGHBOUR_VALUES)  # a Neighbour's fields are named as the table's columns
+_RANK = attrgetter("rank")
+_FLOATS = itemgetter(*(chain.NEIGHBOUR_VALUES.index(key) for key in ("similarity", "distance", "share")))
+_AS_READ = frozenset({str, int, float, type(None)})
+
+
+def _as_read(rows: list[tuple[Any, ...]]) -> bool:
+    """Whether neighbours' values (of :data:`chain.NEIGHBOUR_VALUES`) are those :func:`to_attribution` reads their
+    record's rows back as: plain str, int and None, and a float of each number (no numpy scalar, no bool)."""
+    return frozenset(map(type, concatenated.from_iterable(rows))) <= _AS_READ and all(
+        type(value) is float for value in concatenated.from_iterable(map(_FLOATS, rows))
+    )
+
+
 class RequestRepository:
     """Attribution requests and their recall checks."""
 
@@ -146,7 +167,7 @@ class RequestRepository:
         """Append the request to the audit chain and return it as committed, without reading it back: one transaction
         on one Core connection (the neighbours' work keys by their unique index, the chain head, the request, then
         its neighbours and artist shares as one executemany each, and its metrics: see chain.append_rows), the same
-        statements whatever K."""
+        statements whatever K. The neighbours go as tuples of their values, made once for the hash and the insert."""
         outcome = draft.outcome
         request = {
             "id": str(uuid.uuid4()),
@@ -169,22 +190,8 @@ class RequestRepository:
             "evaluation_run_id": draft.evaluation[0] if draft.evaluation else None,
             "labelled_query_id": draft.evaluation[1] if draft.evaluation else None,
         }
-        neighbours = [
-            {
-                "rank": n.rank,
-                "catalogue": n.catalogue,
-                "work_id": n.work_id,
-                "work_version": n.work_version,
-                "artist": n.artist,
-                "canonical_artist": n.canonical_artist,
-                "similarity": n.similarity,
-                "distance": n.distance,
-                "share": n.share,
-                "image_sha256": n.image_sha256,
-            }
-            for n in outcome.neighbours
-        ]
-        shares = [{"artist": a, "share": s} for a, s in outcome.artist_shares.items()]
+        neighbours = list(map(_NEIGHBOUR_VALUES, outcome.neighbours))
+        shares = list(outcome.artist_shares.items())
         metrics = {
             "entropy": outcome.features["entropy"],
             "nn_distance": outcome.features["nn_distance"],
@@ -205,8 +212,9 @@ class RequestRepository:
             "centroid_log_odds_others": outcome.features.get("centroid_log_odds_others"),
         }
         with write_connection(self.engine) as connection:
-            stored = chain.append_rows(connection, request, neighbours, shares, metrics, link_works=True)
-        return to_attribution(stored, intact=True)  # hashed from the values just committed
+            stored = chain.append_rows(connection, request, neighbours, shares, metrics)
+        # hashed from the values just committed
+        return to_attribution(stored, True, sorted(outcome.neighbours, key=_RANK) if _as_read(neighbours) else None)
 
     def add_recall_checks(self, results: Sequence[RecallResult]) -> None:
         """Append later exact checks (the requests themselves are never modified)."""
