@@ -201,6 +201,7 @@ _COVERED_WHEN_SET = {
             "agreement_spaces",
             "centroid_log_odds",
             "centroid_log_odds_others",
+            "other_space_versions",
         }
     ),
 }

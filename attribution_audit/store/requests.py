@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import Engine, Select, select
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
-from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc
+from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc, space_versions
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
 from attribution_audit.store import chain
@@ -115,6 +115,7 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
         agreement_spaces=_optional(m.get("agreement_spaces")),
         centroid_log_odds=_optional(m.get("centroid_log_odds")),
         centroid_log_odds_others=_optional(m.get("centroid_log_odds_others")),
+        other_space_versions=m.get("other_space_versions"),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
 
@@ -203,6 +204,7 @@ class RequestRepository:
             "agreement_spaces": outcome.features.get("agreement_spaces"),
             "centroid_log_odds": outcome.features.get("centroid_log_odds"),
             "centroid_log_odds_others": outcome.features.get("centroid_log_odds_others"),
+            "other_space_versions": None if outcome.other_versions is None else space_versions(outcome.other_versions),
         }
         with write_connection(self.engine) as connection:
             stored = chain.append_rows(connection, request, neighbours, shares, metrics, link_works=True)
