@@ -118,7 +118,11 @@ def test_a_downgrade_refuses_to_drop_the_neighbours_image_digest_that_holds_valu
 
 @pytest.mark.parametrize(
     ("column", "value", "before"),
-    [("centroid_log_odds_others", 30.0, "0016"), ("other_space_versions", "fontboth:3,fontstyle:2", "0017")],
+    [
+        ("centroid_log_odds_others", 30.0, "0016"),
+        ("other_space_versions", "fontboth:3,fontstyle:2", "0017"),
+        ("confidence_model_sha256", "ab" * 32, "0018"),
+    ],
 )
 def test_a_downgrade_refuses_to_drop_a_hashed_metrics_column_that_holds_values(
     database_url: str, column: str, value: object, before: str

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from conftest import EMBEDDER, Cli
 from dbtools import complete_request, superuser_edit
+from test_calibration import store_model
 
 from attribution_audit import AttributionParams, Upload, load_settings, open_service
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel
@@ -19,7 +20,6 @@ from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.database import create_db_engine
-from attribution_audit.store.evaluations import CalibrationEvidence
 
 
 def test_space_versions_are_written_sorted_and_read_back() -> None:
@@ -53,15 +53,7 @@ def _calibrate(other: AuditStore, fingerprint: str, k: int) -> str:
     """What `calibrate` stores, from another process: a model of the content space under the share rule."""
     n = len(CALIBRATION_FEATURES)
     model = LogisticModel("fitted", [0.0] * n, [1.0] * n, [0.25] * n, 0.5, CALIBRATION_FEATURES)
-    evidence = CalibrationEvidence(
-        embedder_fingerprint=fingerprint,
-        labelled_path="/labelled.csv",
-        labelled_sha256="0" * 64,
-        n_samples=40,
-        n_positive=20,
-        fit_metrics={"parameters": {"space": "content", "top": "share", "k": k}},
-    )
-    return other.evaluations.add_calibration(model, evidence)
+    return store_model(other, model, fingerprint, {"space": "content", "top": "share", "k": k})
 
 
 @pytest.mark.slow
@@ -89,6 +81,8 @@ def test_the_service_answers_with_what_another_process_stored_and_replay_reads_t
         (second,) = service.attribute([upload])
         assert second.other_space_versions == "brushes:1,painters:2"  # not the versions read at first use
         assert second.confidence_model == model  # not the model read at first use
+        assert first.confidence_model_sha256 is None  # a default formula: no stored model
+        assert second.confidence_model_sha256 == other.evaluations.calibration(model).fingerprint()
         (again,) = service.attribute([upload], AttributionParams(space="painters"))
         assert again.parameters["space_version"] == 2 and again.other_space_versions == "brushes:1"
         assert service.verify().report.ok
@@ -111,6 +105,23 @@ def test_the_service_answers_with_what_another_process_stored_and_replay_reads_t
     assert replay["replay"]["other_space_versions"] == "brushes:1,painters:2"
     assert replay["replay"]["centroid_log_odds_others"] == pytest.approx(second.centroid_log_odds_others)
 
+    # The model's row changed by hand since (its append-only trigger off): the replay says it no longer matches.
+    assert "\nno differences\n" in cli("audit", "replay", second.request_id).stdout
+    number = model.removeprefix("logistic-v")
+    superuser_edit(
+        cli.engine(),
+        f"UPDATE calibration_models SET features = json_set(features, '$.intercept', 3.5) WHERE id = {number}",
+    )
+    replayed = cli("audit", "replay", second.request_id).stdout
+    edited = other.evaluations.calibration(model).fingerprint()
+    assert f"~ confidence_model_sha256: {second.confidence_model_sha256} -> {edited} (the stored confidence model" in (
+        replayed
+    )
+    assert "its calibration_models row was changed after the request" in replayed and "~ confidence: " in replayed
+    failed = cli("audit", "verify", code=1)
+    assert "chain OK" in failed.stdout
+    assert f"models FAIL: confidence model {model} no longer matches the fingerprint" in failed.stderr
+
     # A record made before revision 0018 names none: replayed in the newest versions, shown as not recorded then.
     superuser_edit(
         cli.engine(),
@@ -129,11 +140,14 @@ def test_the_recorded_versions_are_hashed_only_when_set_and_an_edit_breaks_verif
     cli = cli_on(migrated_url)
     engine = create_db_engine(migrated_url)
     older = chain.append(engine, complete_request("older"))
+    model = _calibrate(AuditStore(engine), "fp", 10)
     ids = []
     for label in ("one", "two", "three"):
         request = complete_request(label)
         assert request.metrics is not None
         request.metrics.other_space_versions = "fontboth:3,fontstyle:2"
+        request.metrics.confidence_model = model
+        request.metrics.confidence_model_sha256 = AuditStore(engine).evaluations.calibration(model).fingerprint()
         ids.append(chain.append(engine, request).id)
     assert "chain OK: 4 records" in cli("audit", "verify").stdout
     assert AuditStore(engine).requests.get(older.id).other_space_versions is None
@@ -149,4 +163,41 @@ def test_the_recorded_versions_are_hashed_only_when_set_and_an_edit_breaks_verif
     assert "chain OK: 4 records" in cli("audit", "verify").stdout
     superuser_edit(engine, f"UPDATE attribution_metrics SET other_space_versions = NULL WHERE request_id = '{ids[0]}'")
     assert cli("audit", "verify", code=1).stderr.startswith(f"chain BROKEN at seq 2 (request {ids[0]})")
+    superuser_edit(
+        engine,
+        f"UPDATE attribution_metrics SET other_space_versions = 'fontboth:3,fontstyle:2' WHERE request_id = '{ids[0]}'",
+    )
+    fingerprint = (
+        f"UPDATE attribution_metrics SET confidence_model_sha256 = '{'cd' * 32}' WHERE request_id = '{ids[2]}'"
+    )
+    superuser_edit(engine, fingerprint)
+    assert cli("audit", "verify", code=1).stderr.startswith(f"chain BROKEN at seq 4 (request {ids[2]})")
+    engine.dispose()
+
+
+def test_verify_fails_where_a_stored_model_no_longer_matches_the_records_it_scored(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """A calibration_models row changed by hand (its append-only trigger off) after it scored requests: `audit verify`
+    names it, on SQLite and PostgreSQL, though every record still matches its hash."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    audit = AuditStore(engine)
+    name = _calibrate(audit, "fp", 10)
+    for label in ("one", "two"):
+        request = complete_request(label)
+        assert request.metrics is not None
+        request.metrics.confidence_model = name
+        request.metrics.confidence_model_sha256 = audit.evaluations.calibration(name).fingerprint()
+        chain.append(engine, request)
+    assert "models FAIL" not in cli("audit", "verify").stderr
+    edited = {**audit.evaluations.calibration(name).as_json(), "intercept": 3.5}
+    number = name.removeprefix("logistic-v")
+    superuser_edit(engine, f"UPDATE calibration_models SET features = '{json.dumps(edited)}' WHERE id = {number}")
+    failed = cli("audit", "verify", code=1)
+    assert "chain OK: 2 records" in failed.stdout
+    line = f"models FAIL: confidence model {name} no longer matches the fingerprint "
+    assert line in failed.stderr and "that 2 record(s) it scored hold" in failed.stderr
+    verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
+    assert verdict["ok"] is False and verdict["models"]["ok"] is False
     engine.dispose()

@@ -70,6 +70,7 @@ class Attribution:
     centroid_log_odds_others: float | None = None  # its mean log-odds in the shard's other learned spaces
     # The other learned spaces those two read, "name:version,..." (:func:`space_versions`); None before revision 0018.
     other_space_versions: str | None = None
+    confidence_model_sha256: str | None = None  # the stored model's fingerprint (None: a default formula, or older)
     intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
 
     def copy_verdict(self) -> str:
@@ -139,6 +140,7 @@ LATER_INDICATORS = {
     "centroid_log_odds": "0016",
     "centroid_log_odds_others": "0017",
     "other_space_versions": "0018",
+    "confidence_model_sha256": "0019",
 }
 
 
@@ -178,6 +180,12 @@ class ReplayDiff:
         )
 
 
+_MODEL_CHANGED = (
+    " (the stored confidence model the record names no longer matches the one that scored it: its calibration_models "
+    "row was changed after the request)"
+)
+
+
 def diff_attributions(before: Attribution, after: Attribution) -> ReplayDiff:
     """The differences between a recorded attribution and its replay. A later indicator the record holds as None and
     the replay values is a change only in a record that no longer matches its hash (a None written over a value by
@@ -213,7 +221,7 @@ def diff_attributions(before: Attribution, after: Attribution) -> ReplayDiff:
             continue
         same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
         if not same:
-            lines.append(f"~ {name}: {a} -> {b}")
+            lines.append(f"~ {name}: {a} -> {b}{_MODEL_CHANGED if name == 'confidence_model_sha256' and a else ''}")
     if before.catalogue_version != after.catalogue_version:
         lines.append(f"~ catalogue version: {before.catalogue_version} -> {after.catalogue_version}")
     return ReplayDiff(lines, not_recorded)
@@ -243,3 +251,4 @@ class RequestDraft:
     confidence_model: str
     replay_of: str | None = None
     evaluation: tuple[int, int] | None = None
+    confidence_model_sha256: str | None = None  # the stored model's :meth:`LogisticModel.fingerprint`

@@ -549,6 +549,7 @@ class Attributor:
             confidence_model=model_name,
             replay_of=replay_of,
             evaluation=evaluation,
+            confidence_model_sha256=None if model is None else model.fingerprint(),
         )
         return self.audit.requests.record(draft)
 

@@ -202,6 +202,7 @@ _COVERED_WHEN_SET = {
             "centroid_log_odds",
             "centroid_log_odds_others",
             "other_space_versions",
+            "confidence_model_sha256",
         }
     ),
 }

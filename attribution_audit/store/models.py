@@ -266,6 +266,7 @@ class AttributionMetrics(Base):
     centroid_log_odds: Mapped[float | None] = mapped_column(Float)  # migration 0016
     centroid_log_odds_others: Mapped[float | None] = mapped_column(Float)  # migration 0017
     other_space_versions: Mapped[str | None] = mapped_column(Text)  # migration 0018
+    confidence_model_sha256: Mapped[str | None] = mapped_column(Text)  # migration 0019
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import Engine, Select, func, select
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
 from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc, space_versions
@@ -116,6 +116,7 @@ def to_attribution(record: StoredRequest, intact: bool | None = None) -> Attribu
         centroid_log_odds=_optional(m.get("centroid_log_odds")),
         centroid_log_odds_others=_optional(m.get("centroid_log_odds_others")),
         other_space_versions=m.get("other_space_versions"),
+        confidence_model_sha256=m.get("confidence_model_sha256"),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
 
@@ -196,6 +197,7 @@ class RequestRepository:
             "exact_method": outcome.exact_method,
             "confidence": draft.confidence,
             "confidence_model": draft.confidence_model,
+            "confidence_model_sha256": draft.confidence_model_sha256,
             "copy_of": outcome.copy_of,
             "copy_score": outcome.copy_score,
             "copy_status": outcome.copy_status,
@@ -317,6 +319,18 @@ class RequestRepository:
     def last_verification(self) -> chain.Verification | None:
         """The latest remembered full verification (None: none, or not readable by this user)."""
         return chain.last_verification(self.engine)
+
+    def model_fingerprints(self) -> list[tuple[str, str, int]]:
+        """(model name, fingerprint, records) of every stored confidence model's fingerprint the records hold."""
+        sha = AttributionMetrics.confidence_model_sha256
+        query = (
+            select(AttributionMetrics.confidence_model, sha, func.count())
+            .where(sha.is_not(None))
+            .group_by(AttributionMetrics.confidence_model, sha)
+            .order_by(AttributionMetrics.confidence_model, sha)
+        )
+        with read_scope(self.engine) as session:
+            return [(str(name), str(digest), int(n)) for name, digest, n in session.execute(query)]
 
     def count(self, up_to_seq: int | None = None) -> int:
         """How many request rows the log holds (with ``up_to_seq``: at or before it)."""
