@@ -91,8 +91,9 @@ def main() -> None:
                 found.append(attributor.compute(vector, params))
                 times.append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
-                attributor.agreement_of_spaces(attributor.store, searching, vector, found[-1].top_artist, params)
-                attributor.centroid_log_odds_others(searching, vector, found[-1].top_artist, params)
+                others = attributor.other_spaces(searching, vector, params)
+                attributor.agreement_of_spaces(attributor.store, others, vector, found[-1].top_artist, params)
+                attributor.centroid_log_odds_others(others, vector, found[-1].top_artist)
                 extra.append((time.perf_counter() - started) * 1000)
             outcomes[space], ms[space] = found, (statistics.median(times), statistics.median(extra))
             if params.space_version is not None:

@@ -423,15 +423,18 @@ def test_calibrate_round_trip(
             embedder=attributor.embedder,
         )
         result = calibrated.attribute(demo_catalogue.queries[0].path)
-        # Calibrating again on the same queries (a copy elsewhere, or the file since edited): logistic-v1, the
-        # baseline, was fitted on them, so its score there is in-sample, and the baseline says so; other queries not.
-        copy = write_labelled(tmp_path / "copy.csv", rows)
-        assert calibrate(calibrated, copy, folds=3, force=True).baseline.fitted_on == "these queries"
+        # Calibrating again on the same queries (the file since edited, or a copy elsewhere): the baseline, the newest
+        # model stored (by this attributor's own earlier run too), was fitted on them, so its score there is
+        # in-sample, and the baseline says so; other queries not.
         write_labelled(labelled, rows + wrong[:1])
-        assert calibrate(calibrated, labelled, folds=3, force=True).baseline.fitted_on == "an earlier version of them"
+        edited = calibrate(calibrated, labelled, folds=3, force=True)
+        assert (edited.baseline.model, edited.baseline.fitted_on) == ("logistic-v1", "an earlier version of them")
+        copy = write_labelled(tmp_path / "copy.csv", rows + wrong[:1])
+        copied = calibrate(calibrated, copy, folds=3, force=True)
+        assert (copied.baseline.model, copied.baseline.fitted_on) == (edited.model_name, "these queries")
         other = write_labelled(tmp_path / "other.csv", rows + wrong[1:2])
         again = calibrate(calibrated, other, folds=3, force=True).baseline
-        assert (again.model, again.kind, again.fitted_on) == ("logistic-v1", "the calibrate model", None)
+        assert (again.model, again.kind, again.fitted_on) == (copied.model_name, "the calibrate model", None)
     assert result.confidence_model == "logistic-v1"
     features = {
         "entropy": result.entropy,

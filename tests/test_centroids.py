@@ -327,14 +327,12 @@ def test_a_request_records_its_top_artists_log_odds_in_the_other_learned_spaces(
     )
     replay = json.loads(cli("audit", "replay", asked["content"]["request_id"], "--json").stdout)
     assert replay["replay"]["centroid_log_odds_others"] == pytest.approx(asked["content"]["centroid_log_odds_others"])
-    # Measured as none (no other learned space then), valued after "both" was fitted: shown, not hidden.
+    # Measured as none (no other learned space then): replayed in the learned spaces it read (none), not in "both"
+    # fitted since (revision 0018).
     replay = json.loads(cli("audit", "replay", painters["request_id"], "--json").stdout)
-    others = replay["replay"]["centroid_log_odds_others"]
-    assert others == pytest.approx(asked["painters"]["centroid_log_odds_others"])
-    line = f"~ centroid_log_odds_others: not recorded -> {others} (null in the record: measured as none then, or the "
-    assert replay["not_recorded"] == [line + "record predates revision 0017)"]
-    printed = cli("audit", "replay", painters["request_id"]).stdout
-    assert line in printed and "\nno differences\n" not in printed
+    assert replay["original"]["other_space_versions"] == replay["replay"]["other_space_versions"] == ""
+    assert replay["replay"]["centroid_log_odds_others"] is None and replay["not_recorded"] == []
+    assert "\nno differences\n" in cli("audit", "replay", painters["request_id"]).stdout
     assert "chain OK" in cli("audit", "verify").stdout
 
 

@@ -116,25 +116,35 @@ def test_a_downgrade_refuses_to_drop_the_neighbours_image_digest_that_holds_valu
         engine.dispose()
 
 
-def test_a_downgrade_refuses_to_drop_a_hashed_metrics_column_that_holds_values(database_url: str) -> None:
+@pytest.mark.parametrize(
+    ("column", "value", "before"),
+    [
+        ("centroid_log_odds_others", 30.0, "0016"),
+        ("other_space_versions", "fontboth:3,fontstyle:2", "0017"),
+        ("confidence_model_sha256", "ab" * 32, "0018"),
+    ],
+)
+def test_a_downgrade_refuses_to_drop_a_hashed_metrics_column_that_holds_values(
+    database_url: str, column: str, value: object, before: str
+) -> None:
     """Dropping a metrics column a record's hash covers would leave the chain broken for good: refused while a row
     holds a value in it (the chain stays intact), done once the column is empty."""
     engine = create_db_engine(database_url)
     try:
         upgrade(engine)
         chain.append(engine, complete_request("before"))  # none of the later indicators: the column empty
-        downgrade(engine, "0016")
-        assert "centroid_log_odds_others" not in {c["name"] for c in inspect(engine).get_columns("attribution_metrics")}
+        downgrade(engine, before)
+        assert column not in {c["name"] for c in inspect(engine).get_columns("attribution_metrics")}
         upgrade(engine)
         for label in ("one", "two"):
             request = complete_request(label)
             assert request.metrics is not None
-            request.metrics.centroid_log_odds_others = 30.0
+            setattr(request.metrics, column, value)
             chain.append(engine, request)
         with pytest.raises(DatabaseError) as info:
-            downgrade(engine, "0016")
+            downgrade(engine, before)
         message = str(info.value)
-        assert "attribution_metrics.centroid_log_odds_others" in message and "in 2 row(s)" in message
+        assert f"attribution_metrics.{column}" in message and "in 2 row(s)" in message
         assert "hashes" in message and "\n" not in message
         assert current_revision(engine) == head_revision(engine)
         assert AuditStore(engine).requests.verify_chain().ok

@@ -1152,6 +1152,7 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
         ("agreement_spaces", 0.75),
         ("centroid_log_odds", 1.5),
         ("centroid_log_odds_others", -0.25),
+        ("other_space_versions", "fontboth:3,fontstyle:2"),
     ):
         setattr(calibrated.metrics, name, value)
     formula = single_request("Ada", "w1")  # confidence 0.5, default-v1, none of the later indicators
@@ -1167,13 +1168,14 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
         ("agreement of spaces", "0.750"),
         ("centroid log-odds (this learned space)", "1.500"),
         ("centroid log-odds (mean over the other learned spaces)", "-0.250"),
+        ("other learned spaces these read (name:version)", "fontboth:3,fontstyle:2"),
     ):
         assert re.search(rf"<th>{re.escape(label)}[^<]*</th><td>{re.escape(value)}</td>", indicators), label
     assert "<strong>Low confidence (0.480 &lt; 0.5)</strong>: the calibrated model logistic-v3 gives it" in html
     assert "far or disagree" not in html
     cli("report", "request", formula.id, "--html", str(page))
     html = page.read_text(encoding="utf-8")
-    assert html.count("<td>not recorded</td>") == 4  # the same rows, said absent
+    assert html.count("<td>not recorded</td>") == 5  # the same rows, said absent
     assert "<strong>Low confidence (0.200 &lt; 0.5)</strong>: the default formula gives it: the nearest works" in html
 
 

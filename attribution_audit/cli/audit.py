@@ -243,6 +243,8 @@ def audit_verify(
         typer.echo(f"schema FAILS: {verification.schema_problem}", err=True)
     elif table:
         typer.echo("schema OK: every view and trigger is as the migrations create it")
+    for problem in verification.models:
+        typer.echo(f"models FAIL: {problem}", err=True)
     if table and checkpoint is None and not ctx.obj.resolved_witness_file.exists():
         # the chain alone cannot show a cut tail: say that no checkpoint was compared (a mistyped path, say)
         typer.echo(

@@ -371,6 +371,11 @@ def print_attribution(result: Attribution) -> None:
         typer.echo(
             f"  centroid log-odds in the other learned spaces {result.centroid_log_odds_others:.3f} (their mean)"
         )
+    if result.confidence_model_sha256 is not None:
+        typer.echo(f"  confidence model {result.confidence_model} sha256 {t(result.confidence_model_sha256)}")
+    if result.other_space_versions is not None:
+        read = t(result.other_space_versions) or "none"
+        typer.echo(f"  other learned spaces read (name:version) {read} (by the agreement of spaces and log-odds)")
     typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<28}  work")
     for n in result.neighbours:
         typer.echo(

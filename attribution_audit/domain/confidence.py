@@ -7,6 +7,8 @@ request with the same embedder uses the newest model and records its name (``log
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 
@@ -75,6 +77,11 @@ class LogisticModel:
             "coef": self.coef,
             "intercept": self.intercept,
         }
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical JSON of the model (feature names and coefficients): a request records it, so that
+        a stored model changed since (by hand) no longer matches the record."""
+        return hashlib.sha256(json.dumps(self.as_json(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _finite(value: object) -> bool:

@@ -68,6 +68,9 @@ class Attribution:
     agreement_spaces: float | None = None  # share of the shard's other spaces whose top artist is this one
     centroid_log_odds: float | None = None  # the top artist's log-odds among a learned space's artist centroids
     centroid_log_odds_others: float | None = None  # its mean log-odds in the shard's other learned spaces
+    # The other learned spaces those two read, "name:version,..." (:func:`space_versions`); None before revision 0018.
+    other_space_versions: str | None = None
+    confidence_model_sha256: str | None = None  # the stored model's fingerprint (None: a default formula, or older)
     intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
 
     def copy_verdict(self) -> str:
@@ -108,6 +111,20 @@ class Outcome:
     copy_method: str | None = None
     # The first copy_depth works of each base space, by space, when the copy check follows (not recorded).
     copy_pool: dict[str, list[Hit]] = field(default_factory=dict, compare=False, repr=False)
+    # The version of each other learned space the cross-space indicators read (None: not known, not recorded).
+    other_versions: dict[str, int] | None = None
+
+
+def space_versions(versions: dict[str, int]) -> str:
+    """The recorded form of learned space versions: ``name:version`` joined by commas, sorted by name (empty for
+    none); learned space names hold neither character."""
+    return ",".join(f"{name}:{version}" for name, version in sorted(versions.items()))
+
+
+def parse_space_versions(text: str) -> dict[str, int]:
+    """The versions :func:`space_versions` wrote (ValueError for text it cannot have written)."""
+    pairs = [item.rsplit(":", 1) for item in text.split(",")] if text else []
+    return {name: int(version) for name, version in pairs}
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -122,6 +139,8 @@ LATER_INDICATORS = {
     "agreement_spaces": "0013",
     "centroid_log_odds": "0016",
     "centroid_log_odds_others": "0017",
+    "other_space_versions": "0018",
+    "confidence_model_sha256": "0019",
 }
 
 
@@ -161,6 +180,12 @@ class ReplayDiff:
         )
 
 
+_MODEL_CHANGED = (
+    " (the stored confidence model the record names no longer matches the one that scored it: its calibration_models "
+    "row was changed after the request)"
+)
+
+
 def diff_attributions(before: Attribution, after: Attribution) -> ReplayDiff:
     """The differences between a recorded attribution and its replay. A later indicator the record holds as None and
     the replay values is a change only in a record that no longer matches its hash (a None written over a value by
@@ -196,7 +221,7 @@ def diff_attributions(before: Attribution, after: Attribution) -> ReplayDiff:
             continue
         same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
         if not same:
-            lines.append(f"~ {name}: {a} -> {b}")
+            lines.append(f"~ {name}: {a} -> {b}{_MODEL_CHANGED if name == 'confidence_model_sha256' and a else ''}")
     if before.catalogue_version != after.catalogue_version:
         lines.append(f"~ catalogue version: {before.catalogue_version} -> {after.catalogue_version}")
     return ReplayDiff(lines, not_recorded)
@@ -226,3 +251,4 @@ class RequestDraft:
     confidence_model: str
     replay_of: str | None = None
     evaluation: tuple[int, int] | None = None
+    confidence_model_sha256: str | None = None  # the stored model's :meth:`LogisticModel.fingerprint`

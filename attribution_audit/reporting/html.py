@@ -159,6 +159,10 @@ def request_context(
             ),
             ("centroid log-odds (this learned space)", later(attribution.centroid_log_odds)),
             ("centroid log-odds (mean over the other learned spaces)", later(attribution.centroid_log_odds_others)),
+            (
+                "other learned spaces these read (name:version)",
+                NOT_RECORDED if (read := attribution.other_space_versions) is None else read or "none",
+            ),
             ("confidence", f"{attribution.confidence:.3f} ({attribution.confidence_model})"),
             ("copy check", attribution.copy_verdict()),
         ],

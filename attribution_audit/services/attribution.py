@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from operator import itemgetter
@@ -21,7 +21,7 @@ from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import CENTROID, DEFAULT_K, FUSED, AttributionParams, verify_rate
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
 from attribution_audit.domain.projection import Projection
-from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft
+from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft, parse_space_versions
 from attribution_audit.domain.spaces import (
     LEARNED_BASES,
     SPACES,
@@ -33,7 +33,7 @@ from attribution_audit.domain.spaces import (
     space_named,
 )
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import NotFoundError, OptionError, VectorStoreError
+from attribution_audit.errors import DatabaseError, NotFoundError, OptionError, VectorStoreError
 from attribution_audit.services.copy_check import CopyDetector, not_run
 from attribution_audit.sources.images import LoadedImage, load_image, printable_path
 from attribution_audit.store.audit_store import AuditStore
@@ -135,12 +135,13 @@ class Attributor:
         self._exact: dict[tuple[str, str, str], ExactIndex] = {}
         self._learned: dict[tuple[str, int, str], LearnedSpace] = {}
         self._fitted: dict[tuple[str, int], tuple[SpaceInfo, Projection]] = {}  # a version never changes
-        self._agreeing: dict[str, int | None] = {}  # the version of each space that agreement_of_spaces reads
+        self._newest: dict[str, int] = {}  # the newest version of each learned space, as of ``_marker``
         self.copies: CopyDetector | None = None  # made on first use
         self.copy_depth = copy_depth  # candidates of copy detection from each base space (0: the check is off)
         self._random = random.Random(seed)
         self._calibrations: dict[tuple[str, int | None, str, int], LogisticModel | None] = {}
         self._space_names: list[str] | None = None
+        self._marker: tuple[int | None, ...] | None = None  # of the stored spaces and models read (:meth:`refresh`)
         self.canonical = audit.catalogue.canonical_artists()
         self.coverage = audit.catalogue.space_coverage(store.collection)
 
@@ -149,6 +150,16 @@ class Attributor:
         clone = copy.copy(self)
         clone.store, clone._exact, clone._learned, clone.copies = store, {}, {}, None
         return clone
+
+    def refresh(self) -> None:
+        """Forget what was read of the stored learned spaces (their names, newest versions) and calibration models
+        when another process stored one since (one query of their change marker): a long-running service answers
+        with the newest, as a new process would. Fitted versions themselves never change and stay cached."""
+        marker = self.audit.spaces.marker()
+        if marker != self._marker:
+            self._marker, self._space_names = marker, None
+            self._newest.clear()
+            self._calibrations.clear()
 
     def calibration_for(self, params: AttributionParams) -> LogisticModel | None:
         """The newest calibration model fitted in the params' space (and learned space version) under their
@@ -202,8 +213,9 @@ class Attributor:
         none is given); NotFoundError for an unknown learned space or version."""
         if params.space in SPACES:
             return space_named(params.space), params
-        found = self._fitted.get((params.space, params.space_version or 0))
-        if found is None and (found := self.audit.spaces.load(params.space, params.space_version)) is not None:
+        version = params.space_version or self._newest.get(params.space)
+        found = self._fitted.get((params.space, version or 0))
+        if found is None and (found := self.audit.spaces.load(params.space, version)) is not None:
             self._fitted[(found[0].name, found[0].version)] = found
         if found is None:
             which = f"{params.space} version {params.space_version}" if params.space_version else params.space
@@ -214,6 +226,8 @@ class Attributor:
                 f"{STYLE if self.has_both_spaces() else CONTENT}` (see `attribution-audit spaces list`)"
             )
         info, projection = found
+        if params.space_version is None:
+            self._newest[info.name] = info.version
         if info.collection != self.store.collection:
             raise VectorStoreError(
                 f"space {info.name} was fitted on collection '{info.collection}', not '{self.store.collection}'; "
@@ -238,11 +252,21 @@ class Attributor:
         return self._learned[key], replace(params, space_version=info.version)
 
     # -- one request -------------------------------------------------------------------------------------------
-    def compute(self, query: QueryVectors, params: AttributionParams, *, copies: bool = False) -> Outcome:
+    def compute(
+        self,
+        query: QueryVectors,
+        params: AttributionParams,
+        *,
+        copies: bool = False,
+        others: dict[str, int] | None = None,
+    ) -> Outcome:
         """Search, re-rank, apply K, measure, share, and verify against the exact search when asked. Each base space
         is searched once at most (the space's candidates, the agreement and, with ``copies`` — the copy check of
         :meth:`check_copy` follows — its copy candidates read one search, as deep as the deepest of them), and the
-        query is projected once into each learned space it is measured in (:meth:`Space.placed`)."""
+        query is projected once into each learned space it is measured in (:meth:`Space.placed`). The stored spaces
+        and models are the newest (:meth:`refresh`); the other learned spaces the cross-space indicators read are
+        the newest versions, or ``others`` (a replayed record's), and the outcome names them."""
+        self.refresh()
         space = self.space_of(params)[0]
         self.check_coverage(space.bases)
         query = space.placed(query)
@@ -277,10 +301,11 @@ class Attributor:
             exact_ids = self.exact_top([query], params)[0]
             overlap = overlap_at_k([hit.point_id for (hit, _), _ in kept], exact_ids)
             method = params.exact_method
-        for other, _ in self.other_spaces(space, query, params):
+        read = self.other_spaces(space, query, params, others)
+        for other, _ in read:
             query = other.placed(query)  # once per space: the agreement of spaces and the log-odds there read it
         # the other spaces' candidates (as deep as this request's) first: the agreement reads the first of them
-        spaces_agree = self.agreement_of_spaces(searches, space, query, top, params)
+        spaces_agree = self.agreement_of_spaces(searches, read, query, top, params)
         agreement = self.agreement(searches, space, query, top, params.k)
         return Outcome(
             neighbours=neighbours,
@@ -293,12 +318,13 @@ class Attributor:
                 "agreement_spaces": spaces_agree,
                 "agreement": agreement,
                 "centroid_log_odds": space.centroid_log_odds(query, top) if top is not None else None,
-                "centroid_log_odds_others": self.centroid_log_odds_others(space, query, top, params),
+                "centroid_log_odds_others": self.centroid_log_odds_others(read, query, top),
             },
             top_artist=top,
             top_artist_share=features["top_share"],
             artist_shares=by_artist,
             copy_pool={space: searches.top(space, self.copy_depth) for space in copy_spaces},
+            other_versions={o.name: o.version for o, _ in read if isinstance(o, LearnedSpace)},
         )
 
     def centroid_artist(self, space: Space, query: QueryVectors, params: AttributionParams) -> str | None:
@@ -346,17 +372,20 @@ class Attributor:
         return sum(self._canonical_of(hit) == top for hit in hits) / len(hits) if hits else None
 
     def agreement_of_spaces(
-        self, engine: SearchEngine, space: Space, query: QueryVectors, top: str | None, params: AttributionParams
+        self,
+        engine: SearchEngine,
+        others: Sequence[tuple[Space, AttributionParams]],
+        query: QueryVectors,
+        top: str | None,
+        params: AttributionParams,
     ) -> float | None:
-        """The share of the shard's other spaces whose top artist, at the request's parameters, is ``top``: one
-        search in each of content, style and fused (the last two when the shard holds both base spaces) and of
-        every learned space fitted on the collection (its newest version), those the query has vectors for. None
-        without a top artist or another space. Under the ``centroid`` rule a space without artist centroids (a base
-        space) names its top artist by the share rule."""
+        """The share of the shard's other spaces (:meth:`other_spaces`) whose top artist, at the request's
+        parameters, is ``top``: one search in each. None without a top artist or another space. Under the
+        ``centroid`` rule a space without artist centroids (a base space) names its top artist by the share rule."""
         if top is None:
             return None
         tops = []
-        for other, other_params in self.other_spaces(space, query, params):
+        for other, other_params in others:
             there = other.placed(query)
             centroid = other.most_likely_artist(there) if params.top == CENTROID else None
             if params.top == CENTROID and centroid is None:
@@ -366,37 +395,38 @@ class Attributor:
         return sum(t == top for t in tops) / len(tops) if tops else None
 
     def other_spaces(
-        self, space: Space, query: QueryVectors, params: AttributionParams
-    ) -> Iterator[tuple[Space, AttributionParams]]:
+        self, space: Space, query: QueryVectors, params: AttributionParams, versions: dict[str, int] | None = None
+    ) -> list[tuple[Space, AttributionParams]]:
         """The shard's spaces other than ``space`` that the query has vectors for, each with the request's parameters
-        there (exact check off; a learned space's newest version when the attributor first read it, for its life)."""
-        for name in self.space_names():
+        there (exact check off): content; style and fused when the shard holds both base spaces; every learned space
+        fitted on its collection, in its newest version, or with ``versions`` (a replayed record's) the learned spaces
+        and versions it names."""
+        bases = [name for name in self.space_names() if name in SPACES]
+        names = self.space_names() if versions is None else [*bases, *versions]
+        found = []
+        for name in names:
             if name == space.name:
                 continue
-            version = self._agreeing.get(name)
+            version = None if versions is None else versions.get(name)
             other, other_params = self.space_of(replace(params, space=name, space_version=version, verify="off"))
-            self._agreeing[name] = other_params.space_version
             if STYLE not in other.bases or query.style is not None:
-                yield other, other_params
+                found.append((other, other_params))
+        return found
 
     def centroid_log_odds_others(
-        self, space: Space, query: QueryVectors, top: str | None, params: AttributionParams
+        self, others: Sequence[tuple[Space, AttributionParams]], query: QueryVectors, top: str | None
     ) -> float | None:
-        """The mean log-odds of ``top`` among the artists' centroids of the shard's other learned spaces that hold a
-        centroid of it (:meth:`other_spaces`); None without a top artist or such a space."""
+        """The mean log-odds of ``top`` among the artists' centroids of the other learned spaces (``others``, of
+        :meth:`other_spaces`) that hold a centroid of it; None without a top artist or such a space."""
         if top is None:
             return None
-        found = [
-            odds
-            for other, _ in self.other_spaces(space, query, params)
-            if (odds := other.centroid_log_odds(other.placed(query), top)) is not None
-        ]
+        found = [odds for other, _ in others if (odds := other.centroid_log_odds(other.placed(query), top)) is not None]
         return sum(found) / len(found) if found else None
 
     def space_names(self) -> list[str]:
         """The spaces the shard can be searched in: content; style and fused when it holds both base spaces; the
-        learned spaces fitted on its collection with this embedder whose base spaces it holds in full (read once
-        per attributor)."""
+        learned spaces fitted on its collection with this embedder whose base spaces it holds in full (read again
+        once another process stored a learned space: :meth:`refresh`)."""
         if self._space_names is None:
             learned = [
                 name
@@ -429,7 +459,9 @@ class Attributor:
         return self.canonical.get(artist, artist)
 
     def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
-        """Attribute one image file; returns only after its audit record is committed."""
+        """Attribute one image file (in the newest stored spaces and models); returns only after its audit record is
+        committed."""
+        self.refresh()
         params = self.space_of(params or AttributionParams())[1]
         image = load_image(image_path, target_size=224)
         query = self.embed([image.image], params.space)[0]
@@ -523,16 +555,27 @@ class Attributor:
             confidence_model=model_name,
             replay_of=replay_of,
             evaluation=evaluation,
+            confidence_model_sha256=None if model is None else model.fingerprint(),
         )
         return self.audit.requests.record(draft)
 
     def replay(self, request_id: str) -> tuple[Attribution, Attribution]:
         """Re-run a past request (its recorded query vectors and parameters) on today's index, its confidence scored
-        by the model it recorded (so that only the index can differ); logged as a replay."""
+        by the model it recorded and its cross-space indicators measured in the other learned space versions it
+        recorded (a record made before revision 0018: the newest), so that only the index can differ; logged as a
+        replay."""
         original = self.audit.requests.get_with_vectors(request_id)
         before = original.attribution
         params = AttributionParams.from_json(before.parameters)
-        outcome = self.compute(original.vectors, params)
+        recorded = before.other_space_versions
+        try:
+            others = None if recorded is None else parse_space_versions(recorded)
+        except ValueError:
+            raise DatabaseError(
+                f"request {before.request_id} records other learned spaces {recorded!r}, which no request writes: "
+                "the record was changed by hand; run `attribution-audit audit verify`"
+            ) from None
+        outcome = self.compute(original.vectors, params, others=others)
         new = self.record(
             before.image,
             before.image_sha256,

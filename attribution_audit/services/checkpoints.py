@@ -33,7 +33,7 @@ from attribution_audit.domain import checkpoint as statement
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.checkpoint import Checkpoint
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import AttributionAuditError, ConflictError, SchemaCheckError
+from attribution_audit.errors import AttributionAuditError, ConflictError, DatabaseError, SchemaCheckError
 from attribution_audit.reporting import export
 from attribution_audit.services.audit_log import verify_chain
 from attribution_audit.sources.files import irregular_file_problem
@@ -89,11 +89,12 @@ class Verification:
     schema: list[str] = field(default_factory=list)
     schema_unchecked: str | None = None
     not_recorded: str | None = None
+    models: list[str] = field(default_factory=list)  # stored confidence models that no longer match their records
 
     @property
     def ok(self) -> bool:
         checkpoints_agree = all(check.problem is None for check in self.checkpoints)
-        return self.report.ok and checkpoints_agree and self.schema_problem is None
+        return self.report.ok and checkpoints_agree and self.schema_problem is None and not self.models
 
     @property
     def schema_problem(self) -> str | None:
@@ -116,7 +117,7 @@ class Verification:
             return f"chain broken{report.located}: {report.reason}"
         failed = next((check for check in self.checkpoints if check.problem), None)
         if failed is None:
-            return self.schema_problem
+            return self.schema_problem or ("; ".join(self.models) if self.models else None)
         return (
             f"the log contradicts checkpoint seq {failed.checkpoint.seq} of {failed.checkpoint.time}: {failed.problem}"
         )
@@ -134,6 +135,7 @@ class Verification:
             "checkpoints": [check.as_json() for check in self.checkpoints],
             "schema": {"ok": self.schema_problem is None, "problems": self.schema, "unchecked": self.schema_unchecked},
             "not_recorded": self.not_recorded,
+            "models": {"ok": not self.models, "problems": self.models},
         }
 
 
@@ -587,7 +589,31 @@ def verify_database(
         schema, unchecked = audit.schema_differences(), None
     except SchemaCheckError as exc:
         schema, unchecked = [], str(exc)
-    return Verification(datetime.now(UTC), report, checks, schema, unchecked, not_recorded)
+    return Verification(datetime.now(UTC), report, checks, schema, unchecked, not_recorded, model_problems(audit))
+
+
+def model_problems(audit: AuditStore) -> list[str]:
+    """One line per stored confidence model whose row no longer matches the fingerprint that the records it scored
+    hold (revision 0019): changed by hand since, so their confidence can no longer be reproduced from it. A user
+    that may not read the tables (a reader role) gets none: the chain's hashes still cover the fingerprints."""
+    try:
+        held = audit.requests.model_fingerprints()
+    except DatabaseError:
+        return []
+    problems = []
+    for name, digest, records in held:
+        try:
+            now = audit.evaluations.calibration(name).fingerprint()
+        except AttributionAuditError as exc:
+            now = f"unreadable ({exc})"
+        if now != digest:
+            now = now[:12] if len(now) == 64 else now
+            problems.append(
+                f"confidence model {name} no longer matches the fingerprint {digest[:12]} that {records} record(s) "
+                f"it scored hold (now {now}): its calibration_models row was changed after them; restore it from "
+                "a backup"
+            )
+    return problems
 
 
 def verify_export(

@@ -72,6 +72,7 @@ def run_evaluation(
     queries = audit.evaluations.queries(query_set_id)
     depth = recorded_depth(queries, k_max)
     # the space first: a learned space's newest version is recorded, an unknown space refused before the run starts
+    attributor.refresh()  # the newest stored now, also for an attributor that ran before
     searching, params = attributor.space_of(
         AttributionParams(k=depth, verify="off", space=space, exact_method=exact, top=top)
     )

@@ -245,7 +245,6 @@ class AttributionService:
             job, queries = item
             started = time.perf_counter()
             try:
-                notes = tuple(learned_notes(self.attributor, job.params))  # of the space the job measures in
                 results = [
                     self.attributor.record(
                         path,
@@ -259,6 +258,8 @@ class AttributionService:
                     )
                     for (path, image), query in zip(job.images, queries, strict=True)
                 ]
+                # of the space the job measured in, as its requests read it (compute reads what is stored now)
+                notes = tuple(learned_notes(self.attributor, job.params))
             except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
                 self.record_seconds += time.perf_counter() - started
                 self._finish(job, exc)

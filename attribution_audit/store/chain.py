@@ -204,6 +204,8 @@ _COVERED_WHEN_SET = {
             "agreement_spaces",
             "centroid_log_odds",
             "centroid_log_odds_others",
+            "other_space_versions",
+            "confidence_model_sha256",
         }
     ),
 }

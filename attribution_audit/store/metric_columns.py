@@ -1,5 +1,5 @@
-"""Migration steps for a nullable float column of ``attribution_metrics`` (a per-request indicator, covered by the
-hash chain only when set, so older records keep their hash), keeping PostgreSQL's reader view ``v_audit_metrics``
+"""Migration steps for a nullable column of ``attribution_metrics`` (a per-request indicator, or what one read: covered
+by the hash chain only when set, so older records keep their hash), keeping PostgreSQL's reader view ``v_audit_metrics``
 (0004) listing every hashed column of the table in the table's order. Plain ADD COLUMN: SQLite keeps the append-only
 triggers."""
 
@@ -19,9 +19,9 @@ def _metrics_view(leave_out: str | None = None) -> str:
     return "SELECT " + ", ".join(c for c in columns if c != leave_out) + " FROM attribution_metrics"
 
 
-def add_metric_column(name: str) -> None:
-    """Add the column ``name`` (upgrade)."""
-    op.add_column("attribution_metrics", sa.Column(name, sa.Float(), nullable=True))
+def add_metric_column(name: str, kind: type[sa.types.TypeEngine[Any]] = sa.Float) -> None:
+    """Add the column ``name`` of type ``kind`` (upgrade)."""
+    op.add_column("attribution_metrics", sa.Column(name, kind(), nullable=True))
     if op.get_bind().dialect.name == "postgresql":
         op.execute("CREATE OR REPLACE VIEW v_audit_metrics AS " + _metrics_view())
 

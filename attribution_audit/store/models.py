@@ -265,6 +265,8 @@ class AttributionMetrics(Base):
     agreement_spaces: Mapped[float | None] = mapped_column(Float)  # migration 0013
     centroid_log_odds: Mapped[float | None] = mapped_column(Float)  # migration 0016
     centroid_log_odds_others: Mapped[float | None] = mapped_column(Float)  # migration 0017
+    other_space_versions: Mapped[str | None] = mapped_column(Text)  # migration 0018
+    confidence_model_sha256: Mapped[str | None] = mapped_column(Text)  # migration 0019
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 

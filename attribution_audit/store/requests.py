@@ -12,10 +12,10 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import Engine, Select, func, select
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
-from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc
+from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc, space_versions
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
 from attribution_audit.store import chain
@@ -122,6 +122,8 @@ def to_attribution(
         agreement_spaces=_optional(m.get("agreement_spaces")),
         centroid_log_odds=_optional(m.get("centroid_log_odds")),
         centroid_log_odds_others=_optional(m.get("centroid_log_odds_others")),
+        other_space_versions=m.get("other_space_versions"),
+        confidence_model_sha256=m.get("confidence_model_sha256"),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
 
@@ -202,6 +204,7 @@ class RequestRepository:
             "exact_method": outcome.exact_method,
             "confidence": draft.confidence,
             "confidence_model": draft.confidence_model,
+            "confidence_model_sha256": draft.confidence_model_sha256,
             "copy_of": outcome.copy_of,
             "copy_score": outcome.copy_score,
             "copy_status": outcome.copy_status,
@@ -210,6 +213,7 @@ class RequestRepository:
             "agreement_spaces": outcome.features.get("agreement_spaces"),
             "centroid_log_odds": outcome.features.get("centroid_log_odds"),
             "centroid_log_odds_others": outcome.features.get("centroid_log_odds_others"),
+            "other_space_versions": None if outcome.other_versions is None else space_versions(outcome.other_versions),
         }
         with write_connection(self.engine) as connection:
             stored = chain.append_rows(connection, request, neighbours, shares, metrics)
@@ -323,6 +327,18 @@ class RequestRepository:
     def last_verification(self) -> chain.Verification | None:
         """The latest remembered full verification (None: none, or not readable by this user)."""
         return chain.last_verification(self.engine)
+
+    def model_fingerprints(self) -> list[tuple[str, str, int]]:
+        """(model name, fingerprint, records) of every stored confidence model's fingerprint the records hold."""
+        sha = AttributionMetrics.confidence_model_sha256
+        query = (
+            select(AttributionMetrics.confidence_model, sha, func.count())
+            .where(sha.is_not(None))
+            .group_by(AttributionMetrics.confidence_model, sha)
+            .order_by(AttributionMetrics.confidence_model, sha)
+        )
+        with read_scope(self.engine) as session:
+            return [(str(name), str(digest), int(n)) for name, digest, n in session.execute(query)]
 
     def count(self, up_to_seq: int | None = None) -> int:
         """How many request rows the log holds (with ``up_to_seq``: at or before it)."""

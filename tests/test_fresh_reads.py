@@ -1,0 +1,203 @@
+"""A long-running service reads what another process stored while it runs (a learned space's new version, a new
+learned space, a calibration model), and each record names the other learned space versions its cross-space
+indicators read (revision 0018), hashed, so that a replay measures them there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from conftest import EMBEDDER, Cli
+from dbtools import complete_request, superuser_edit
+from test_calibration import store_model
+
+from attribution_audit import AttributionParams, Upload, load_settings, open_service
+from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel
+from attribution_audit.domain.projection import Projection
+from attribution_audit.domain.results import parse_space_versions, space_versions
+from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.store import chain
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.database import create_db_engine
+
+
+def test_space_versions_are_written_sorted_and_read_back() -> None:
+    assert space_versions({"painters": 2, "brushes": 1}) == "brushes:1,painters:2"
+    assert space_versions({}) == ""
+    assert parse_space_versions("brushes:1,painters:2") == {"brushes": 1, "painters": 2}
+    assert parse_space_versions("") == {}
+    with pytest.raises(ValueError):
+        parse_space_versions("painters")
+
+
+def _store_version(other: AuditStore, name: str, projection: Projection, fitted_as: str) -> None:
+    """What `spaces fit` stores, from another process: a version of ``name`` with ``projection``, otherwise as
+    ``fitted_as``'s newest version was fitted."""
+    info = other.spaces.load(fitted_as)
+    assert info is not None
+    other.spaces.add(
+        name,
+        projection,
+        base=info[0].base,
+        method=info[0].method,
+        embedder_fingerprint=info[0].embedder_fingerprint,
+        collection=info[0].collection,
+        n_works=info[0].n_works,
+        n_artists=info[0].n_artists,
+        validation={key: value for key, value in info[0].validation.items() if key != "confidence"},
+    )
+
+
+def _calibrate(other: AuditStore, fingerprint: str, k: int) -> str:
+    """What `calibrate` stores, from another process: a model of the content space under the share rule."""
+    n = len(CALIBRATION_FEATURES)
+    model = LogisticModel("fitted", [0.0] * n, [1.0] * n, [0.25] * n, 0.5, CALIBRATION_FEATURES)
+    return store_model(other, model, fingerprint, {"space": "content", "top": "share", "k": k})
+
+
+@pytest.mark.slow
+def test_the_service_answers_with_what_another_process_stored_and_replay_reads_the_recorded_versions(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    upload = Upload.from_path(demo_catalogue.queries[2].path)
+    other = cli.audit()  # another process on the same audit log (a second service, `spaces fit`, `calibrate`)
+    settings = load_settings(data_dir=cli.data_dir, database_url=cli.database_url, embedder=EMBEDDER)
+    with open_service(settings) as service:
+        (first,) = service.attribute([upload])
+        assert first.other_space_versions == "painters:1" and first.confidence_model == "default-v1"
+        (in_painters,) = service.attribute([upload], AttributionParams(space="painters"))
+        assert in_painters.other_space_versions == ""  # no other learned space: none read
+        fitted = other.spaces.load("painters")
+        assert fitted is not None
+        projection = fitted[1]
+        half = Projection(projection.mean, projection.matrix[:, : projection.dim // 2])
+        _store_version(other, "painters", half, "painters")  # a refit: version 2
+        _store_version(other, "brushes", projection, "painters")  # a new learned space
+        model = _calibrate(other, first.embedder_fingerprint, first.k)
+        (second,) = service.attribute([upload])
+        assert second.other_space_versions == "brushes:1,painters:2"  # not the versions read at first use
+        assert second.confidence_model == model  # not the model read at first use
+        assert first.confidence_model_sha256 is None  # a default formula: no stored model
+        assert second.confidence_model_sha256 == other.evaluations.calibration(model).fingerprint()
+        (again,) = service.attribute([upload], AttributionParams(space="painters"))
+        assert again.parameters["space_version"] == 2 and again.other_space_versions == "brushes:1"
+        assert service.verify().report.ok
+        assert service.attribution(first.request_id).other_space_versions == "painters:1"
+    shown = cli("audit", "show", first.request_id).stdout
+    assert "other learned spaces read (name:version) painters:1 (by the agreement of spaces and log-odds)" in shown
+    assert json.loads(cli("audit", "show", second.request_id, "--json").stdout)["other_space_versions"] == (
+        "brushes:1,painters:2"
+    )
+
+    # A replay measures the cross-space indicators in the versions its record names, not the newest.
+    replay = json.loads(cli("audit", "replay", first.request_id, "--json").stdout)
+    assert replay["replay"]["other_space_versions"] == "painters:1"
+    for indicator in ("agreement_spaces", "centroid_log_odds_others"):
+        assert replay["replay"][indicator] == pytest.approx(getattr(first, indicator)), indicator
+    assert replay["differences"] == [] and replay["not_recorded"] == []
+    replay = json.loads(cli("audit", "replay", in_painters.request_id, "--json").stdout)
+    assert replay["replay"]["other_space_versions"] == "" and replay["replay"]["centroid_log_odds_others"] is None
+    replay = json.loads(cli("audit", "replay", second.request_id, "--json").stdout)
+    assert replay["replay"]["other_space_versions"] == "brushes:1,painters:2"
+    assert replay["replay"]["centroid_log_odds_others"] == pytest.approx(second.centroid_log_odds_others)
+
+    # The model's row changed by hand since (its append-only trigger off): the replay says it no longer matches.
+    assert "\nno differences\n" in cli("audit", "replay", second.request_id).stdout
+    number = model.removeprefix("logistic-v")
+    superuser_edit(
+        cli.engine(),
+        f"UPDATE calibration_models SET features = json_set(features, '$.intercept', 3.5) WHERE id = {number}",
+    )
+    replayed = cli("audit", "replay", second.request_id).stdout
+    edited = other.evaluations.calibration(model).fingerprint()
+    assert f"~ confidence_model_sha256: {second.confidence_model_sha256} -> {edited} (the stored confidence model" in (
+        replayed
+    )
+    assert "its calibration_models row was changed after the request" in replayed and "~ confidence: " in replayed
+    failed = cli("audit", "verify", code=1)
+    assert "chain OK" in failed.stdout
+    assert f"models FAIL: confidence model {model} no longer matches the fingerprint" in failed.stderr
+
+    # A record made before revision 0018 names none: replayed in the newest versions, shown as not recorded then.
+    superuser_edit(
+        cli.engine(),
+        f"UPDATE attribution_metrics SET other_space_versions = NULL WHERE request_id = '{first.request_id}'",
+    )
+    replay = json.loads(cli("audit", "replay", first.request_id, "--json").stdout)
+    assert replay["replay"]["other_space_versions"] == "brushes:1,painters:2"
+    assert "~ other_space_versions: None -> brushes:1,painters:2" in replay["differences"]  # not intact: a change
+
+
+def test_the_recorded_versions_are_hashed_only_when_set_and_an_edit_breaks_verify(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """Older records (null) keep their hash; a record's versions changed or removed by hand fail `audit verify`, on
+    SQLite and PostgreSQL."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    older = chain.append(engine, complete_request("older"))
+    model = _calibrate(AuditStore(engine), "fp", 10)
+    ids = []
+    for label in ("one", "two", "three"):
+        request = complete_request(label)
+        assert request.metrics is not None
+        request.metrics.other_space_versions = "fontboth:3,fontstyle:2"
+        request.metrics.confidence_model = model
+        request.metrics.confidence_model_sha256 = AuditStore(engine).evaluations.calibration(model).fingerprint()
+        ids.append(chain.append(engine, request).id)
+    assert "chain OK: 4 records" in cli("audit", "verify").stdout
+    assert AuditStore(engine).requests.get(older.id).other_space_versions is None
+    superuser_edit(
+        engine, f"UPDATE attribution_metrics SET other_space_versions = 'fontboth:2' WHERE request_id = '{ids[1]}'"
+    )
+    assert cli("audit", "verify", code=1).stderr.startswith(f"chain BROKEN at seq 3 (request {ids[1]})")
+    assert "NOT INTACT" in cli("audit", "show", ids[1]).stdout
+    superuser_edit(
+        engine,
+        f"UPDATE attribution_metrics SET other_space_versions = 'fontboth:3,fontstyle:2' WHERE request_id = '{ids[1]}'",
+    )
+    assert "chain OK: 4 records" in cli("audit", "verify").stdout
+    superuser_edit(engine, f"UPDATE attribution_metrics SET other_space_versions = NULL WHERE request_id = '{ids[0]}'")
+    assert cli("audit", "verify", code=1).stderr.startswith(f"chain BROKEN at seq 2 (request {ids[0]})")
+    superuser_edit(
+        engine,
+        f"UPDATE attribution_metrics SET other_space_versions = 'fontboth:3,fontstyle:2' WHERE request_id = '{ids[0]}'",
+    )
+    fingerprint = (
+        f"UPDATE attribution_metrics SET confidence_model_sha256 = '{'cd' * 32}' WHERE request_id = '{ids[2]}'"
+    )
+    superuser_edit(engine, fingerprint)
+    assert cli("audit", "verify", code=1).stderr.startswith(f"chain BROKEN at seq 4 (request {ids[2]})")
+    engine.dispose()
+
+
+def test_verify_fails_where_a_stored_model_no_longer_matches_the_records_it_scored(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """A calibration_models row changed by hand (its append-only trigger off) after it scored requests: `audit verify`
+    names it, on SQLite and PostgreSQL, though every record still matches its hash."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    audit = AuditStore(engine)
+    name = _calibrate(audit, "fp", 10)
+    for label in ("one", "two"):
+        request = complete_request(label)
+        assert request.metrics is not None
+        request.metrics.confidence_model = name
+        request.metrics.confidence_model_sha256 = audit.evaluations.calibration(name).fingerprint()
+        chain.append(engine, request)
+    assert "models FAIL" not in cli("audit", "verify").stderr
+    edited = {**audit.evaluations.calibration(name).as_json(), "intercept": 3.5}
+    number = name.removeprefix("logistic-v")
+    superuser_edit(engine, f"UPDATE calibration_models SET features = '{json.dumps(edited)}' WHERE id = {number}")
+    failed = cli("audit", "verify", code=1)
+    assert "chain OK: 2 records" in failed.stdout
+    line = f"models FAIL: confidence model {name} no longer matches the fingerprint "
+    assert line in failed.stderr and "that 2 record(s) it scored hold" in failed.stderr
+    verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
+    assert verdict["ok"] is False and verdict["models"]["ok"] is False
+    engine.dispose()
