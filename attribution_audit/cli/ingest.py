@@ -124,7 +124,8 @@ def ingest(
         first, twin = report.same_image[0]
         typer.echo(
             f"warning: {len(report.same_image)} work(s) have the same image file as another work of the catalogue "
-            f"(e.g. {first} = {twin}); both will be attributed: withdraw one if they are the same work",
+            f"(e.g. {first} = {twin}); both will be attributed: if they are the same work, withdraw one "
+            "(`attribution-audit catalogue withdraw`)",
             err=True,
         )
     for work_id, old, new in report.artist_changes:

@@ -192,10 +192,11 @@ class EdgeStore(VectorStore):
         self._acquire_lock()
         quantized = self.storage.quantization == "int8"
         config = EdgeConfig(
-            # Quantised: the int8 vectors pinned in RAM, the originals (read only to rescore) memory-mapped from disk.
+            # Quantised: the int8 vectors pinned in RAM, the originals (read only to rescore) memory-mapped cold (not
+            # pre-warmed into the page cache, which would keep them resident as well: docs/benchmarks.md, int8 at 1M).
             vectors={
                 space: EdgeVectorParams(
-                    size=size, distance=Distance.Cosine, memory=Memory.Cached if quantized else None
+                    size=size, distance=Distance.Cosine, memory=Memory.Cold if quantized else None
                 )
                 for space, size in sizes.items()
             },
