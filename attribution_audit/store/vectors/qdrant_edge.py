@@ -195,9 +195,7 @@ class EdgeStore(VectorStore):
             # Quantised: the int8 vectors pinned in RAM, the originals (read only to rescore) memory-mapped cold (not
             # pre-warmed into the page cache, which would keep them resident as well: docs/benchmarks.md, int8 at 1M).
             vectors={
-                space: EdgeVectorParams(
-                    size=size, distance=Distance.Cosine, memory=Memory.Cold if quantized else None
-                )
+                space: EdgeVectorParams(size=size, distance=Distance.Cosine, memory=Memory.Cold if quantized else None)
                 for space, size in sizes.items()
             },
             hnsw_config=HnswIndexConfig(m=self.params.m, ef_construct=self.params.ef_construct, full_scan_threshold=1),
