@@ -24,7 +24,7 @@ from attribution_audit.domain.points import Hit, WorkPoint, point_id_for
 from attribution_audit.domain.ranking import apply_k_policy, by_score
 from attribution_audit.domain.results import Attribution, Outcome, ReplayDiff, diff_attributions
 from attribution_audit.domain.spaces import QueryVectors
-from attribution_audit.errors import NotFoundError
+from attribution_audit.errors import NotFoundError, VectorStoreError
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.audit_log import get_attribution
 from attribution_audit.services.recall import verify_recall
@@ -408,6 +408,39 @@ def test_hand_case_top_artist_margin_and_entropy(sqlite_audit: AuditStore, tmp_p
         assert tie.top_artist == "Zed" and tie.top_artist_share == 0.5
         assert tie.entropy == 1.0
         assert sqlite_audit.requests.verify_chain().ok
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("version", ["3", 2.0, True])
+def test_a_work_version_in_the_payload_that_is_no_integer_is_refused(
+    sqlite_audit: AuditStore, tmp_path: Path, version: object
+) -> None:
+    """A payload written by something other than ingest: refused with what to do, nothing logged (the log cannot
+    name a version that is not one, nor hash one it would store converted)."""
+    store = EdgeStore(tmp_path / "qdrant", "works_versions")
+    store.ensure_collection(DIM)
+    axis = np.eye(DIM, dtype=np.float32)
+
+    def work(work_id: str, at: int, work_version: object) -> WorkPoint:
+        payload = {"work_id": work_id, "catalogue": CATALOGUE, "artist": "Amy", "version": work_version}
+        return WorkPoint(point_id_for(CATALOGUE, work_id), axis[0] + at * axis[at], payload)
+
+    store.upsert([work("odd", 1, version), work("fine", 2, 4)])
+    store.build_index()
+    try:
+        attributor = make_attributor(sqlite_audit, store, tmp_path)
+        query = qv(axis[0])
+        expected = rf"^work {CATALOGUE}/odd holds version {re.escape(repr(version))} in the vector store, not an int"
+        with pytest.raises(VectorStoreError, match=expected) as refused:
+            attributor.compute(query, AttributionParams(k=2))
+        assert "nothing was recorded" in str(refused.value) and "\n" not in str(refused.value)
+        assert count(sqlite_audit.engine, AttributionRequest) == 0
+        store.upsert([work("odd", 1, 3)])  # as ingest writes it
+        params = AttributionParams(k=2)
+        result = attributor.record("v.png", SHA, query, params, attributor.compute(query, params))
+        assert [(n.work_id, n.work_version) for n in result.neighbours] == [("odd", 3), ("fine", 4)]
+        assert get_attribution(sqlite_audit, result.request_id) == result and sqlite_audit.requests.verify_chain().ok
     finally:
         store.close()
 

@@ -52,6 +52,19 @@ def refit_command(space: str, base: str, k: int = DEFAULT_K) -> str:
     return f"`attribution-audit spaces fit {space} --from {base}{at}`"
 
 
+def _work_version(payload: dict[str, Any]) -> int | None:
+    """The version of a work as its point's payload holds it (None: a point ingested before versions); refused
+    where it is not an integer: the audit log would otherwise name a version no record of the catalogue has."""
+    version = payload.get("version")
+    if version is None or type(version) is int:
+        return version
+    raise VectorStoreError(
+        f"work {payload.get('catalogue', '')}/{payload.get('work_id', '')} holds version {version!r} in the vector "
+        "store, not an integer (which `ingest` writes): the collection was written or edited by something else; "
+        "restore that point's payload, or ingest the catalogue into a fresh collection; nothing was recorded"
+    )
+
+
 @dataclass(frozen=True)
 class SpaceSinceFit:
     """A learned space version was fitted before ``artists`` (of its collection's works) were ingested: they have no
@@ -290,7 +303,7 @@ class Attributor:
                 1.0 - sim,
                 share,
                 artist,
-                payload.get("version"),
+                _work_version(payload),
                 hit.image_sha256,
             )
             for rank, (((hit, artist), sim), share) in enumerate(zip(kept, shares, strict=True), start=1)

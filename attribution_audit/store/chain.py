@@ -27,7 +27,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import chain as concatenated
 from itertools import groupby, islice
 from json.encoder import encode_basestring
 from operator import itemgetter, mod
@@ -276,6 +275,70 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _accepted(kind: Any) -> frozenset[type] | None:
+    """The types of the values a column of ``kind`` stores as given (None: a JSON column, any JSON value)."""
+    if isinstance(kind, Float):
+        return frozenset({float, type(None)})
+    if isinstance(kind, Integer):
+        return frozenset({int, type(None)})
+    if isinstance(kind, String):
+        return frozenset({str, type(None)})
+    if isinstance(kind, DateTime):
+        return frozenset({datetime, type(None)})
+    if isinstance(kind, LargeBinary):
+        return frozenset({bytes, bytearray, memoryview, type(None)})
+    if isinstance(kind, JSON):
+        return None
+    raise RuntimeError(f"no rule for the values of a {kind!r} column of the audit log")
+
+
+_ACCEPTED = {
+    table: {c.key: _accepted(c.type) for c in table.columns} for table in (_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS)
+}
+
+
+def _as_stored(table: Table, column: str, value: Any, kinds: frozenset[type]) -> Any:
+    """``value`` as its column (of the types ``kinds``) stores it: a numpy scalar as the Python value it holds, an
+    int in a Float column as its float where that is exact; DatabaseError for a value of any other type (a bool, a
+    float or text in an Integer column...), which the record would be hashed over as given but stored converted."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if type(value) in kinds:
+        return value
+    kind = table.columns[column].type
+    if isinstance(kind, Float) and type(value) is int:
+        try:
+            if float(value) == value:
+                return float(value)
+        except OverflowError:
+            pass
+    stores = {Float: "a float", Integer: "an int", String: "a str", DateTime: "a datetime", LargeBinary: "bytes"}
+    what = next(name for base, name in stores.items() if isinstance(kind, base))
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    raise DatabaseError(
+        f"cannot log {table.name}.{column} = {shown} (a {type(value).__name__}): the column stores {what}, so the "
+        f"record would not verify; pass {what} (or None where the column allows it); nothing was recorded"
+    )
+
+
+def _stored_rows(table: Table, keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """``rows`` (the values of ``keys``) as tuples of the values ``table`` stores, so that what is hashed is what is
+    read back: each value of its column's type as it is, any other as :func:`_as_stored` makes it (or refuses it).
+    Checked column by column (most records hold no other)."""
+    stored = [tuple(row) for row in rows]
+    accepted = _ACCEPTED[table]
+    for i, (key, values) in enumerate(zip(keys, zip(*stored, strict=True), strict=False)):
+        kinds = accepted.get(key)  # (None too for a key that is no column: not stored)
+        if kinds is not None and not set(map(type, values)) <= kinds:
+            stored = [(*row[:i], _as_stored(table, key, row[i], kinds), *row[i + 1 :]) for row in stored]
+    return stored
+
+
+def _stored_row(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row given by column (request, metrics) as ``table`` stores it (:func:`_stored_rows`)."""
+    return dict(zip(row, _stored_rows(table, tuple(row), [tuple(row.values())])[0], strict=True))
+
+
 def _refuse_nan(keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """SQLite stores NaN as NULL: a record holding one would not match its own hash when read back. ``rows``: the
     values of ``keys``."""
@@ -286,15 +349,6 @@ def _refuse_nan(keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
                     f"cannot log {column} = NaN in a SQLite audit log (it would be stored as NULL, and the record "
                     "would fail its hash); nothing was recorded"
                 )
-
-
-def _plain_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[tuple[Any, ...]], frozenset[type]]:
-    """``rows`` as tuples of plain values (:func:`_plain`), and the types of their values."""
-    kinds = frozenset(map(type, concatenated.from_iterable(rows)))
-    if kinds <= _SCALARS:
-        return [tuple(row) for row in rows], kinds
-    plain = [tuple(map(_plain, row)) for row in rows]
-    return plain, frozenset(map(type, concatenated.from_iterable(plain)))
 
 
 class _Append:
@@ -342,7 +396,6 @@ NEIGHBOUR_VALUES = tuple(key for key in _CHILD_KEYS[_NEIGHBOURS] if key != "work
 # takes it (its work_pk given apart, or looked up)
 SHARE_VALUES = _CHILD_KEYS[_SHARES]  # an artist share, as append_rows takes it: (artist, share)
 _WORK_KEY = itemgetter(NEIGHBOUR_VALUES.index("catalogue"), NEIGHBOUR_VALUES.index("work_id"))  # of a neighbour
-_EXACT_TYPES = frozenset({str, int, float, type(None)})  # values that the record's column-wise text writes as JSON does
 
 
 def append_rows(
@@ -366,11 +419,19 @@ def append_rows(
     time is taken under the lock, so chain order is time order; ``at`` backdates it (importing a log). On PostgreSQL
     the statements go in two round trips (psycopg's pipeline mode): the lock, the work keys and the head (each
     statement reads after the lock is held: a snapshot of its own), then the inserts; COMMIT is the caller's. Values
-    may be numpy scalars (logged as the Python numbers they hold).
+    may be numpy scalars (logged as the Python numbers they hold); one of another type than its column's is logged as
+    the column stores it where that is exact (an int in a Float column: its float), any other is refused
+    (DatabaseError) before anything is written: what is hashed is what the log reads back.
     """
     request, metrics = _plain([request, metrics])
-    neighbours, kinds = _plain_rows(neighbours)
-    shares, share_kinds = _plain_rows(shares)
+    request = _stored_row(_REQUESTS, request)
+    metrics = None if metrics is None else _stored_row(_METRICS, metrics)
+    neighbours, shares = (
+        _stored_rows(_NEIGHBOURS, NEIGHBOUR_VALUES, neighbours),
+        _stored_rows(_SHARES, SHARE_VALUES, shares),
+    )
+    if work_pks is not None:
+        work_pks = [pk for (pk,) in _stored_rows(_NEIGHBOURS, ("work_pk",), [(pk,) for pk in work_pks])]
     dialect = connection.dialect
     sqlite = dialect.name == "sqlite"
     if sqlite:  # (the children: below, where their text has not shown them to hold none)
@@ -401,8 +462,7 @@ def append_rows(
             seq, prev = (1, GENESIS_HASH) if not last else (last[0][0] + 1, last[0][1])
             row = _row(_REQUESTS, request) | {"created_at": at or utcnow(), "seq": seq, "prev_hash": prev}
             columns = {k: _canonical_value(v) if k in _BINARY else v for k, v in row.items()}
-            exact = (kinds | share_kinds | set(map(type, work_pks))) <= _EXACT_TYPES  # no bool, no bytes
-            text = _record_text(columns, near, parts, measured) if exact else None
+            text = _record_text(columns, near, parts, measured)  # (their values: of their columns' types)
             if sqlite and text is None:  # (a text holds no NaN)
                 _refuse_nan(NEIGHBOUR_VALUES, neighbours)
                 _refuse_nan(SHARE_VALUES, shares)
