@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from conftest import EMBEDDER, Cli
 from dbtools import complete_request, superuser_edit
+from sqlalchemy import event
 from test_calibration import store_model
 
 from attribution_audit import AttributionParams, Upload, load_settings, open_service
@@ -212,8 +213,8 @@ def test_a_record_names_the_version_its_neighbours_were_found_in_when_another_is
     """The Attributor's steps driven one by one, a new version of the learned space stored (and read: the next
     request's refresh) between compute and record: the record names the version the neighbours were found in and is
     scored by that version's model, not the new one's. What was read stays the same until the next refresh (a run's
-    queries, the service's job), a clone included; a value of the wrong type where the versions read are recorded
-    fails replay with one line."""
+    queries, the service's job), a clone included; a request reads the change marker once; a value of the wrong type
+    where the versions read are recorded fails replay with one line."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
     cli("spaces", "fit", "painters", "--from", "style", *embedder)
@@ -240,7 +241,17 @@ def test_a_record_names_the_version_its_neighbours_were_found_in_when_another_is
         attributor.refresh()  # version 2 read now (the next request's), between this request's compute and record
         record = attributor.record("q.png", image.sha256, query, unpinned, outcome)
         newer = attributor.compute(query, unpinned)
+        statements: list[str] = []
+
+        def seen(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+            statements.append(statement)
+
+        event.listen(audit.engine, "before_cursor_execute", seen)
+        attributed = attributor.attribute(demo_catalogue.queries[2].path, unpinned)  # a request of its own
+        event.remove(audit.engine, "before_cursor_execute", seen)
     audit.close()
+    assert attributed.parameters["space_version"] == 2
+    assert sum("count(learned_spaces.id)" in s for s in statements) == 1  # one read of the change marker a request
     assert newer.space_version == 2 and [n.distance for n in newer.neighbours] != [
         n.distance for n in outcome.neighbours
     ]
