@@ -90,6 +90,7 @@ def main() -> None:
             params = AttributionParams(verify="off")
 
             def request(attributor: Attributor, query: QueryVectors) -> None:
+                attributor.refresh()  # once per request, as `attribute` and the service do
                 attributor.record("bench", "0" * 64, query, params, attributor.compute(query, params))
 
             for attributor in (fresh, once):  # warm up: the learned spaces' projected catalogues

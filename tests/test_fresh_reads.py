@@ -10,12 +10,15 @@ from collections.abc import Callable
 import pytest
 from conftest import EMBEDDER, Cli
 from dbtools import complete_request, superuser_edit
+from sqlalchemy import event
 from test_calibration import store_model
 
 from attribution_audit import AttributionParams, Upload, load_settings, open_service
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel
 from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import parse_space_versions, space_versions
+from attribution_audit.services.wiring import open_attributor, open_audit
+from attribution_audit.sources.images import load_image
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
@@ -201,3 +204,69 @@ def test_verify_fails_where_a_stored_model_no_longer_matches_the_records_it_scor
     verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
     assert verdict["ok"] is False and verdict["models"]["ok"] is False
     engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_record_names_the_version_its_neighbours_were_found_in_when_another_is_stored_before_it_is_written(
+    cli: Cli, demo_catalogue: DemoCatalogue
+) -> None:
+    """The Attributor's steps driven one by one, a new version of the learned space stored (and read: the next
+    request's refresh) between compute and record: the record names the version the neighbours were found in and is
+    scored by that version's model, not the new one's. What was read stays the same until the next refresh (a run's
+    queries, the service's job), a clone included; a request reads the change marker once; a value of the wrong type
+    where the versions read are recorded fails replay with one line."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    other = cli.audit()  # another process (`spaces fit`)
+    fitted = other.spaces.load("painters")
+    assert fitted is not None
+    own_model = fitted[0].validation["confidence"]["model"]  # version 1's own confidence model
+    settings = load_settings(data_dir=cli.data_dir, database_url=cli.database_url, embedder=EMBEDDER)
+    audit = open_audit(settings)
+    unpinned = AttributionParams(space="painters", verify="off")
+    with open_attributor(settings, audit, EMBEDDER) as attributor:
+        image = load_image(demo_catalogue.queries[2].path, target_size=224)
+        attributor.refresh()
+        query = attributor.embed([image.image], "painters")[0]
+        outcome = attributor.compute(query, unpinned)
+        assert outcome.space_version == 1
+        half = Projection(fitted[1].mean, fitted[1].matrix[:, : fitted[1].dim // 2])
+        _store_version(other, "painters", half, "painters")  # version 2, without an own model
+        assert attributor.compute(query, unpinned).space_version == 1  # not read again before the next refresh
+        clone = attributor.with_store(attributor.store)
+        clone.refresh()  # the clone reads version 2; the attributor keeps what it read
+        assert clone.compute(query, unpinned).space_version == 2
+        assert attributor.compute(query, unpinned).space_version == 1
+        attributor.refresh()  # version 2 read now (the next request's), between this request's compute and record
+        record = attributor.record("q.png", image.sha256, query, unpinned, outcome)
+        newer = attributor.compute(query, unpinned)
+        statements: list[str] = []
+
+        def seen(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+            statements.append(statement)
+
+        event.listen(audit.engine, "before_cursor_execute", seen)
+        attributed = attributor.attribute(demo_catalogue.queries[2].path, unpinned)  # a request of its own
+        event.remove(audit.engine, "before_cursor_execute", seen)
+    audit.close()
+    assert attributed.parameters["space_version"] == 2
+    assert sum("count(learned_spaces.id)" in s for s in statements) == 1  # one read of the change marker a request
+    assert newer.space_version == 2 and [n.distance for n in newer.neighbours] != [
+        n.distance for n in outcome.neighbours
+    ]
+    assert record.parameters["space_version"] == 1
+    assert record.confidence_model == own_model  # version 1's model, not version 2's (none: a default formula)
+    assert [(n.work_id, n.distance) for n in record.neighbours] == [
+        (n.work_id, pytest.approx(n.distance)) for n in outcome.neighbours
+    ]
+    replay = json.loads(cli("audit", "replay", record.request_id, "--json").stdout)
+    assert replay["differences"] == [] and replay["replay"]["parameters"]["space_version"] == 1
+
+    superuser_edit(
+        cli.engine(),
+        f"UPDATE attribution_metrics SET other_space_versions = X'00ff' WHERE request_id = '{record.request_id}'",
+    )
+    failed = cli("audit", "replay", record.request_id, code=1)
+    assert "records other learned spaces b'\\x00\\xff', which no request writes" in failed.stderr
+    assert failed.stderr.count("\n") == 1

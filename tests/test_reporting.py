@@ -1153,6 +1153,7 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
         ("centroid_log_odds", 1.5),
         ("centroid_log_odds_others", -0.25),
         ("other_space_versions", "fontboth:3,fontstyle:2"),
+        ("confidence_model_sha256", "ab" * 32),
     ):
         setattr(calibrated.metrics, name, value)
     formula = single_request("Ada", "w1")  # confidence 0.5, default-v1, none of the later indicators
@@ -1169,6 +1170,7 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
         ("centroid log-odds (this learned space)", "1.500"),
         ("centroid log-odds (mean over the other learned spaces)", "-0.250"),
         ("other learned spaces these read (name:version)", "fontboth:3,fontstyle:2"),
+        ("fingerprint of the confidence model (sha256)", "ab" * 32),
     ):
         assert re.search(rf"<th>{re.escape(label)}[^<]*</th><td>{re.escape(value)}</td>", indicators), label
     assert "<strong>Low confidence (0.480 &lt; 0.5)</strong>: the calibrated model logistic-v3 gives it" in html
@@ -1176,6 +1178,7 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
     cli("report", "request", formula.id, "--html", str(page))
     html = page.read_text(encoding="utf-8")
     assert html.count("<td>not recorded</td>") == 5  # the same rows, said absent
+    assert "<th>fingerprint of the confidence model (sha256)</th><td>none (a formula)</td>" in html
     assert "<strong>Low confidence (0.200 &lt; 0.5)</strong>: the default formula gives it: the nearest works" in html
 
 

@@ -8,12 +8,12 @@ request with the same embedder uses the newest model and records its name (``log
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from attribution_audit.domain.chain import canonical_json
 from attribution_audit.domain.indicators import centroid_confidence_score, confidence_score
 from attribution_audit.domain.params import CENTROID
 from attribution_audit.domain.projection import LOG_ODDS_BOUND
@@ -79,9 +79,9 @@ class LogisticModel:
         }
 
     def fingerprint(self) -> str:
-        """SHA-256 of the canonical JSON of the model (feature names and coefficients): a request records it, so that
-        a stored model changed since (by hand) no longer matches the record."""
-        return hashlib.sha256(json.dumps(self.as_json(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        """SHA-256 of the canonical JSON (:func:`canonical_json`) of the model (feature names and coefficients): a
+        request records it, so that a stored model changed since (by hand) no longer matches the record."""
+        return hashlib.sha256(canonical_json(self.as_json())).hexdigest()
 
 
 def _finite(value: object) -> bool:

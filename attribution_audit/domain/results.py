@@ -113,6 +113,8 @@ class Outcome:
     copy_pool: dict[str, list[Hit]] = field(default_factory=dict, compare=False, repr=False)
     # The version of each other learned space the cross-space indicators read (None: not known, not recorded).
     other_versions: dict[str, int] | None = None
+    # The version of the learned space the neighbours were found in (None in a base space): the record names it.
+    space_version: int | None = None
 
 
 def space_versions(versions: dict[str, int]) -> str:

@@ -164,6 +164,11 @@ def request_context(
                 NOT_RECORDED if (read := attribution.other_space_versions) is None else read or "none",
             ),
             ("confidence", f"{attribution.confidence:.3f} ({attribution.confidence_model})"),
+            (
+                "fingerprint of the confidence model (sha256)",
+                attribution.confidence_model_sha256
+                or (NOT_RECORDED if attribution.confidence_model.startswith("logistic-v") else "none (a formula)"),
+            ),
             ("copy check", attribution.copy_verdict()),
         ],
         "provenance": [

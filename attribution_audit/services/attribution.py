@@ -162,17 +162,21 @@ class Attributor:
         """The same attributor over another store (a scratch copy, say); exact indexes are not shared."""
         clone = copy.copy(self)
         clone.store, clone._exact, clone._learned, clone.copies = store, {}, {}, None
+        clone._newest, clone._calibrations = dict(self._newest), dict(self._calibrations)  # its own, as read so far
         return clone
 
     def refresh(self) -> None:
         """Forget what was read of the stored learned spaces (their names, newest versions) and calibration models
         when another process stored one since (one query of their change marker): a long-running service answers
-        with the newest, as a new process would. Fitted versions themselves never change and stay cached."""
+        with the newest, as a new process would. Fitted versions themselves never change and stay cached. The caches
+        are replaced, not cleared: a read that began before lands in the discarded ones.
+
+        Called once per request (:meth:`attribute`, :meth:`replay`, the service's jobs) or once per run (``evaluate``,
+        ``calibrate``), never by :meth:`compute`: what a request or a run reads stays the same throughout it."""
         marker = self.audit.spaces.marker()
         if marker != self._marker:
             self._marker, self._space_names = marker, None
-            self._newest.clear()
-            self._calibrations.clear()
+            self._newest, self._calibrations = {}, {}
 
     def calibration_for(self, params: AttributionParams) -> LogisticModel | None:
         """The newest calibration model fitted in the params' space (and learned space version) under their
@@ -181,9 +185,10 @@ class Attributor:
         version's own model (``spaces fit``) scores only requests at the K it was fitted at (:meth:`own_fit`):
         the indicators it weighs are measured over the K works."""
         key = (params.space, params.space_version, params.top, params.k)
-        if key not in self._calibrations:
-            self._calibrations[key] = self.audit.evaluations.latest_calibration(self.embedder_fingerprint, *key)
-        return self._calibrations[key]
+        cache = self._calibrations  # (a refresh meanwhile replaces it)
+        if key not in cache:
+            cache[key] = self.audit.evaluations.latest_calibration(self.embedder_fingerprint, *key)
+        return cache[key]
 
     def own_fit(self, params: AttributionParams) -> tuple[str, int, str] | None:
         """The name of the params' learned space version's own confidence model, the K and the top-artist rule it
@@ -226,21 +231,10 @@ class Attributor:
         none is given); NotFoundError for an unknown learned space or version."""
         if params.space in SPACES:
             return space_named(params.space), params
-        version = params.space_version or self._newest.get(params.space)
-        found = self._fitted.get((params.space, version or 0))
-        if found is None and (found := self.audit.spaces.load(params.space, version)) is not None:
-            self._fitted[(found[0].name, found[0].version)] = found
-        if found is None:
-            which = f"{params.space} version {params.space_version}" if params.space_version else params.space
-            fitted = [name for name, _ in self.audit.spaces.names(self.embedder_fingerprint, self.store.collection)]
-            here = f" (fitted here: {', '.join(fitted)})" if fitted else ""  # a typo is then plain to see
-            raise NotFoundError(
-                f"no learned space {which}{here}; fit one with `attribution-audit spaces fit {params.space} --from "
-                f"{STYLE if self.has_both_spaces() else CONTENT}` (see `attribution-audit spaces list`)"
-            )
-        info, projection = found
+        newest = self._newest  # (a refresh meanwhile replaces it: the version read here lands in the discarded one)
+        info, projection = self._fitted_version(params.space, params.space_version or newest.get(params.space))
         if params.space_version is None:
-            self._newest[info.name] = info.version
+            newest[info.name] = info.version
         if info.collection != self.store.collection:
             raise VectorStoreError(
                 f"space {info.name} was fitted on collection '{info.collection}', not '{self.store.collection}'; "
@@ -264,6 +258,22 @@ class Attributor:
             )
         return self._learned[key], replace(params, space_version=info.version)
 
+    def _fitted_version(self, name: str, version: int | None) -> tuple[SpaceInfo, Projection]:
+        """A stored version of a learned space (the newest without ``version``), cached: a version never changes;
+        NotFoundError for an unknown learned space or version."""
+        found = self._fitted.get((name, version or 0))
+        if found is None and (found := self.audit.spaces.load(name, version)) is not None:
+            self._fitted[(found[0].name, found[0].version)] = found
+        if found is None:
+            which = f"{name} version {version}" if version else name
+            fitted = [fit for fit, _ in self.audit.spaces.names(self.embedder_fingerprint, self.store.collection)]
+            here = f" (fitted here: {', '.join(fitted)})" if fitted else ""  # a typo is then plain to see
+            raise NotFoundError(
+                f"no learned space {which}{here}; fit one with `attribution-audit spaces fit {name} --from "
+                f"{STYLE if self.has_both_spaces() else CONTENT}` (see `attribution-audit spaces list`)"
+            )
+        return found
+
     # -- one request -------------------------------------------------------------------------------------------
     def compute(
         self,
@@ -276,11 +286,12 @@ class Attributor:
         """Search, re-rank, apply K, measure, share, and verify against the exact search when asked. Each base space
         is searched once at most (the space's candidates, the agreement and, with ``copies`` — the copy check of
         :meth:`check_copy` follows — its copy candidates read one search, as deep as the deepest of them), and the
-        query is projected once into each learned space it is measured in (:meth:`Space.placed`). The stored spaces
-        and models are the newest (:meth:`refresh`); the other learned spaces the cross-space indicators read are
-        the newest versions, or ``others`` (a replayed record's), and the outcome names them."""
-        self.refresh()
-        space = self.space_of(params)[0]
+        query is projected once into each learned space it is measured in (:meth:`Space.placed`). The learned spaces
+        are those read since the last :meth:`refresh` (the caller's: once per request or run); the other learned
+        spaces the cross-space indicators read are the newest versions, or ``others`` (a replayed record's), and the
+        outcome names them and the version of the params' own learned space it searched (:meth:`record` records
+        that one)."""
+        space, params = self.space_of(params)
         self.check_coverage(space.bases)
         query = space.placed(query)
         copy_spaces = self._copy_spaces(query) if copies and self.copy_depth > 0 else ()
@@ -338,6 +349,7 @@ class Attributor:
             artist_shares=by_artist,
             copy_pool={space: searches.top(space, self.copy_depth) for space in copy_spaces},
             other_versions={o.name: o.version for o, _ in read if isinstance(o, LearnedSpace)},
+            space_version=params.space_version,
         )
 
     def centroid_artist(self, space: Space, query: QueryVectors, params: AttributionParams) -> str | None:
@@ -472,10 +484,10 @@ class Attributor:
         return self.canonical.get(artist, artist)
 
     def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
-        """Attribute one image file (in the newest stored spaces and models); returns only after its audit record is
-        committed."""
+        """Attribute one image file (in the newest stored spaces and models: one :meth:`refresh`); returns only after
+        its audit record is committed."""
         self.refresh()
-        params = self.space_of(params or AttributionParams())[1]
+        params = self.space_of(params or AttributionParams())[1]  # its learned space's version, once
         image = load_image(image_path, target_size=224)
         query = self.embed([image.image], params.space)[0]
         outcome = self.check_copy(image, self.compute(query, params, copies=True), query)
@@ -517,10 +529,16 @@ class Attributor:
 
     def embed(self, images: Sequence[Any], space: str) -> list[QueryVectors]:
         """The query vectors a space needs of each image (content and style from one forward pass); both, whatever
-        the space, when the shard holds style vectors and copy detection or the agreement between spaces uses them."""
+        the space, when the shard holds style vectors and copy detection or the agreement between spaces uses them.
+        Only the space's base spaces are read (of a learned space's newest version read): nothing is cached for
+        the requests, which read their version themselves (the service embeds in another thread)."""
         if self.embedder is None:
             raise ValueError("this Attributor was built without an embedder")
-        wanted = STYLE in self.space_of(AttributionParams(space=space))[0].bases
+        if space in SPACES:
+            bases = space_named(space).bases
+        else:
+            bases = LEARNED_BASES[self._fitted_version(space, self._newest.get(space))[0].base]
+        wanted = STYLE in bases
         style_helps = self.copy_depth > 0 or self.has_both_spaces()
         if not wanted and (self.style_embedder is None or self.coverage.get(STYLE, 0) == 0 or not style_helps):
             return [QueryVectors(v) for v in self.embedder.embed(images)]
@@ -547,7 +565,8 @@ class Attributor:
         ``requester`` overrides the attributor's (the service records each API key's name); ``scored_by`` names the
         confidence model to score with (a replay's: the record's own) instead of the one the params choose today.
         """
-        space, params = self.space_of(params)  # a learned space's version is recorded with the request
+        # the learned space version the outcome's neighbours were found in is the one recorded (and scored in)
+        space, params = self.space_of(replace(params, space_version=outcome.space_version or params.space_version))
         model = self.calibration_for(params) if scored_by is None else self._stored_model(scored_by)
         score, model_name = confidence(model, outcome.features, params.top)
         draft = RequestDraft(
@@ -575,19 +594,20 @@ class Attributor:
     def replay(self, request_id: str) -> tuple[Attribution, Attribution]:
         """Re-run a past request (its recorded query vectors and parameters) on today's index, its confidence scored
         by the model it recorded and its cross-space indicators measured in the other learned space versions it
-        recorded (a record made before revision 0018: the newest), so that only the index can differ; logged as a
-        replay."""
+        recorded (a record made before revision 0018: the newest, read again: :meth:`refresh`), so that only the
+        index can differ; logged as a replay."""
         original = self.audit.requests.get_with_vectors(request_id)
         before = original.attribution
         params = AttributionParams.from_json(before.parameters)
         recorded = before.other_space_versions
         try:
             others = None if recorded is None else parse_space_versions(recorded)
-        except ValueError:
+        except (ValueError, TypeError, AttributeError):  # a hand-edited value, of the wrong type too (a BLOB)
             raise DatabaseError(
                 f"request {before.request_id} records other learned spaces {recorded!r}, which no request writes: "
                 "the record was changed by hand; run `attribution-audit audit verify`"
             ) from None
+        self.refresh()
         outcome = self.compute(original.vectors, params, others=others)
         new = self.record(
             before.image,

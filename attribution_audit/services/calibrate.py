@@ -100,7 +100,9 @@ def calibrate(
     ``force``, a cross-validated AUROC no worse than that of the confidence requests keep without it on the same
     queries (:func:`baseline_of`): else nothing is stored, and the report says why (:func:`worse`; the reliability
     diagram is written either way)."""
-    attributor.refresh()  # the newest stored now (the baseline too), also for an attributor that ran before
+    # the newest stored now (the baseline too; also for an attributor that ran before), kept for the whole run:
+    # compute does not read again, so a version or model stored meanwhile changes no query's features
+    attributor.refresh()
     params = attributor.space_of(params or AttributionParams(verify="off"))[1]  # a learned space's version
     queries = read_labelled(labelled_csv)
     active = attributor.calibration_for(params)

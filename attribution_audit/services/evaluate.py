@@ -72,7 +72,9 @@ def run_evaluation(
     queries = audit.evaluations.queries(query_set_id)
     depth = recorded_depth(queries, k_max)
     # the space first: a learned space's newest version is recorded, an unknown space refused before the run starts
-    attributor.refresh()  # the newest stored now, also for an attributor that ran before
+    # the newest stored now (also for an attributor that ran before), kept for the whole run: compute does not read
+    # again, so a version or model stored meanwhile changes no query's features; each record names what it read
+    attributor.refresh()
     searching, params = attributor.space_of(
         AttributionParams(k=depth, verify="off", space=space, exact_method=exact, top=top)
     )

@@ -245,21 +245,22 @@ class AttributionService:
             job, queries = item
             started = time.perf_counter()
             try:
+                # What is stored now, read once for the job: its learned space's version (pinned in the params its
+                # requests are computed, scored and recorded with, and its notes read), the other spaces, the models.
+                self.attributor.refresh()
+                params = self.attributor.space_of(job.params)[1]
                 results = [
                     self.attributor.record(
                         path,
                         image.sha256,
                         query,
-                        job.params,
-                        self.attributor.check_copy(
-                            image, self.attributor.compute(query, job.params, copies=True), query
-                        ),
+                        params,
+                        self.attributor.check_copy(image, self.attributor.compute(query, params, copies=True), query),
                         requester=job.requester,
                     )
                     for (path, image), query in zip(job.images, queries, strict=True)
                 ]
-                # of the space the job measured in, as its requests read it (compute reads what is stored now)
-                notes = tuple(learned_notes(self.attributor, job.params))
+                notes = tuple(learned_notes(self.attributor, params))
             except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
                 self.record_seconds += time.perf_counter() - started
                 self._finish(job, exc)
