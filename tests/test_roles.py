@@ -137,6 +137,8 @@ def test_the_writer_appends_and_maintains_but_cannot_rewrite_the_log(
             "DROP TRIGGER attribution_requests_append_only ON attribution_requests",
             "ALTER TABLE attribution_requests DISABLE TRIGGER ALL",
             "UPDATE audit_identity SET identity = 'x'",
+            "UPDATE learned_spaces SET matrix = mean",
+            "DELETE FROM learned_spaces",
             "CREATE TABLE mallory (i int)",
         ):
             with pytest.raises(DBAPIError) as refused, engine.begin() as connection:
