@@ -201,3 +201,22 @@ def test_verify_fails_where_a_stored_model_no_longer_matches_the_records_it_scor
     verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
     assert verdict["ok"] is False and verdict["models"]["ok"] is False
     engine.dispose()
+
+
+def test_a_fingerprint_put_in_a_default_formula_record_breaks_the_chain_not_the_models(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """A default formula names no stored model: the models check skips its record; the chain reports the edit."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    request = chain.append(engine, complete_request("default"))
+    superuser_edit(
+        engine,
+        f"UPDATE attribution_metrics SET confidence_model_sha256 = '{'ab' * 32}' WHERE request_id = '{request.id}'",
+    )
+    failed = cli("audit", "verify", code=1)
+    assert (
+        failed.stderr.startswith(f"chain BROKEN at seq 1 (request {request.id})") and "models FAIL" not in failed.stderr
+    )
+    assert json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)["models"]["ok"] is True
+    engine.dispose()

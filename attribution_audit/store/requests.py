@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import Engine, Select, func, select
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
+from attribution_audit.domain.confidence import STORED_MODEL_PREFIX
 from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc, space_versions
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
@@ -329,11 +330,13 @@ class RequestRepository:
         return chain.last_verification(self.engine)
 
     def model_fingerprints(self) -> list[tuple[str, str, int]]:
-        """(model name, fingerprint, records) of every stored confidence model's fingerprint the records hold."""
+        """(model name, fingerprint, records) of every stored confidence model's fingerprint the records hold (records
+        of a default formula name no stored model: a fingerprint in them was put there by hand, which the chain's
+        hashes show)."""
         sha = AttributionMetrics.confidence_model_sha256
         query = (
             select(AttributionMetrics.confidence_model, sha, func.count())
-            .where(sha.is_not(None))
+            .where(sha.is_not(None), AttributionMetrics.confidence_model.startswith(STORED_MODEL_PREFIX))
             .group_by(AttributionMetrics.confidence_model, sha)
             .order_by(AttributionMetrics.confidence_model, sha)
         )
