@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
 from dbtools import complete_request, superuser_edit
@@ -219,4 +220,45 @@ def test_a_fingerprint_put_in_a_default_formula_record_breaks_the_chain_not_the_
         failed.stderr.startswith(f"chain BROKEN at seq 1 (request {request.id})") and "models FAIL" not in failed.stderr
     )
     assert json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)["models"]["ok"] is True
+    engine.dispose()
+
+
+def test_verify_fails_where_a_learned_space_version_that_records_name_is_changed_or_deleted(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """A version rewritten or deleted by hand (its append-only trigger off) after records used it: `audit verify`
+    names it, on SQLite and PostgreSQL, though every record still matches its hash; versions no record names and
+    the default formulas' records are no concern."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    audit = AuditStore(engine)
+    for seed in range(3):
+        projection = Projection(np.zeros(4), np.random.default_rng(seed).normal(size=(2, 4)))
+        audit.spaces.add(
+            "s", projection, base="style", method="lda", embedder_fingerprint="fp", collection="c", n_works=8,
+            n_artists=2, validation={"hit@1": 0.5},
+        )  # fmt: skip
+    own = complete_request("own")
+    own.parameters = {**own.parameters, "space": "s", "space_version": 1}
+    other = complete_request("other")
+    assert other.metrics is not None
+    other.metrics.other_space_versions = "s:2"
+    for request in (own, other, complete_request("content")):
+        chain.append(engine, request)
+    assert "spaces FAIL" not in cli("audit", "verify").stderr
+    verdict = json.loads(cli("audit", "verify", "--format", "json").stdout)
+    assert verdict["spaces"] == {"ok": True, "problems": [], "unchecked": None}
+    superuser_edit(engine, "UPDATE learned_spaces SET matrix = mean WHERE version = 1")
+    superuser_edit(engine, "DELETE FROM learned_spaces WHERE version IN (2, 3)")
+    failed = cli("audit", "verify", code=1)
+    assert "chain OK: 3 records" in failed.stdout
+    lines = [line for line in failed.stderr.splitlines() if line.startswith("spaces FAIL")]
+    assert lines == [
+        "spaces FAIL: learned space s version 1, named by 1 record(s), is changed (its row no longer matches its "
+        "fingerprint): it was deleted or rewritten after them; restore it from a backup",
+        "spaces FAIL: learned space s version 2, named by 1 record(s), is missing: it was deleted or rewritten after "
+        "them; restore it from a backup",
+    ]
+    verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
+    assert verdict["ok"] is False and verdict["spaces"]["ok"] is False and len(verdict["spaces"]["problems"]) == 2
     engine.dispose()

@@ -16,7 +16,14 @@ from sqlalchemy import Engine, Select, func, select
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
 from attribution_audit.domain.confidence import STORED_MODEL_PREFIX
-from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc, space_versions
+from attribution_audit.domain.results import (
+    Attribution,
+    Neighbour,
+    RequestDraft,
+    as_utc,
+    parse_space_versions,
+    space_versions,
+)
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
 from attribution_audit.store import chain
@@ -342,6 +349,29 @@ class RequestRepository:
         )
         with read_scope(self.engine) as session:
             return [(str(name), str(digest), int(n)) for name, digest, n in session.execute(query)]
+
+    def space_versions_named(self) -> dict[tuple[str, int], int]:
+        """Every learned space version (name, version) the records name (a learned-space request's ``space_version``,
+        the ``other_space_versions`` of its metrics) with how many records name it."""
+        params = AttributionRequest.parameters
+        recorded = select(
+            params["space"].as_string().label("space"), params["space_version"].as_integer().label("version")
+        ).subquery()
+        own = (
+            select(recorded.c.space, recorded.c.version, func.count())
+            .where(recorded.c.version.is_not(None))
+            .group_by(recorded.c.space, recorded.c.version)
+        )
+        others = AttributionMetrics.other_space_versions
+        read = select(others, func.count()).where(others.is_not(None), others != "").group_by(others)
+        named: dict[tuple[str, int], int] = {}
+        with read_scope(self.engine) as session:
+            for name, version, n in session.execute(own):
+                named[str(name), int(version)] = int(n)
+            for text, n in session.execute(read):
+                for key in parse_space_versions(str(text)).items():
+                    named[key] = named.get(key, 0) + int(n)
+        return named
 
     def count(self, up_to_seq: int | None = None) -> int:
         """How many request rows the log holds (with ``up_to_seq``: at or before it)."""
