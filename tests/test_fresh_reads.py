@@ -50,6 +50,16 @@ def _store_version(other: AuditStore, name: str, projection: Projection, fitted_
     )
 
 
+def _fit(audit: AuditStore, name: str, versions: int) -> None:
+    """Versions 1..``versions`` of learned space ``name``, each with another random projection."""
+    for seed in range(versions):
+        projection = Projection(np.zeros(4), np.random.default_rng(seed).normal(size=(2, 4)))
+        audit.spaces.add(
+            name, projection, base="style", method="lda", embedder_fingerprint="fp", collection="c", n_works=8,
+            n_artists=2, validation={"hit@1": 0.5},
+        )  # fmt: skip
+
+
 def _calibrate(other: AuditStore, fingerprint: str, k: int) -> str:
     """What `calibrate` stores, from another process: a model of the content space under the share rule."""
     n = len(CALIBRATION_FEATURES)
@@ -142,6 +152,8 @@ def test_the_recorded_versions_are_hashed_only_when_set_and_an_edit_breaks_verif
     engine = create_db_engine(migrated_url)
     older = chain.append(engine, complete_request("older"))
     model = _calibrate(AuditStore(engine), "fp", 10)
+    _fit(AuditStore(engine), "fontboth", 3)  # the versions the records name
+    _fit(AuditStore(engine), "fontstyle", 2)
     ids = []
     for label in ("one", "two", "three"):
         request = complete_request(label)
@@ -232,12 +244,7 @@ def test_verify_fails_where_a_learned_space_version_that_records_name_is_changed
     cli = cli_on(migrated_url)
     engine = create_db_engine(migrated_url)
     audit = AuditStore(engine)
-    for seed in range(3):
-        projection = Projection(np.zeros(4), np.random.default_rng(seed).normal(size=(2, 4)))
-        audit.spaces.add(
-            "s", projection, base="style", method="lda", embedder_fingerprint="fp", collection="c", n_works=8,
-            n_artists=2, validation={"hit@1": 0.5},
-        )  # fmt: skip
+    _fit(audit, "s", 3)
     own = complete_request("own")
     own.parameters = {**own.parameters, "space": "s", "space_version": 1}
     other = complete_request("other")
