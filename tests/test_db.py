@@ -9,6 +9,7 @@ import pytest
 from conftest import Cli
 from dbtools import complete_request, downgrade
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from attribution_audit.errors import DatabaseError, SchemaOutOfDateError
 from attribution_audit.store import chain
@@ -165,3 +166,27 @@ def test_db_upgrade_says_what_it_did(cli_on: Callable[[str], Cli], tmp_path: Pat
     finally:
         engine.dispose()
     assert f"upgraded from revision 0016 to {head}" in cli("db", "upgrade").stdout
+
+
+def test_learned_spaces_become_append_only_at_0020_and_the_downgrade_lifts_it(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    statement = text("DELETE FROM learned_spaces")
+    try:
+        upgrade(engine)
+        with engine.begin() as connection:  # a row for the row triggers to fire on
+            connection.execute(
+                text(
+                    "INSERT INTO learned_spaces (created_at, name, version, base, method, embedder_fingerprint, "
+                    "collection, input_dim, dim, mean, matrix, fingerprint, n_works, n_artists, validation) "
+                    "VALUES (CURRENT_TIMESTAMP, 's', 1, 'style', 'lda', 'fp', 'c', 2, 1, :b, :b, 'f', 2, 2, '{}')"
+                ),
+                {"b": b"x"},
+            )
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+            connection.execute(statement)
+        downgrade(engine, "0019")
+        with engine.begin() as connection:
+            connection.execute(statement)
+        assert upgrade(engine) == head_revision(engine)
+    finally:
+        engine.dispose()

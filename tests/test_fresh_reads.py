@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
 from dbtools import complete_request, superuser_edit
@@ -50,6 +51,16 @@ def _store_version(other: AuditStore, name: str, projection: Projection, fitted_
         n_artists=info[0].n_artists,
         validation={key: value for key, value in info[0].validation.items() if key != "confidence"},
     )
+
+
+def _fit(audit: AuditStore, name: str, versions: int) -> None:
+    """Versions 1..``versions`` of learned space ``name``, each with another random projection."""
+    for seed in range(versions):
+        projection = Projection(np.zeros(4), np.random.default_rng(seed).normal(size=(2, 4)))
+        audit.spaces.add(
+            name, projection, base="style", method="lda", embedder_fingerprint="fp", collection="c", n_works=8,
+            n_artists=2, validation={"hit@1": 0.5},
+        )  # fmt: skip
 
 
 def _calibrate(other: AuditStore, fingerprint: str, k: int) -> str:
@@ -144,6 +155,8 @@ def test_the_recorded_versions_are_hashed_only_when_set_and_an_edit_breaks_verif
     engine = create_db_engine(migrated_url)
     older = chain.append(engine, complete_request("older"))
     model = _calibrate(AuditStore(engine), "fp", 10)
+    _fit(AuditStore(engine), "fontboth", 3)  # the versions the records name
+    _fit(AuditStore(engine), "fontstyle", 2)
     ids = []
     for label in ("one", "two", "three"):
         request = complete_request(label)
@@ -270,3 +283,58 @@ def test_a_record_names_the_version_its_neighbours_were_found_in_when_another_is
     failed = cli("audit", "replay", record.request_id, code=1)
     assert "records other learned spaces b'\\x00\\xff', which no request writes" in failed.stderr
     assert failed.stderr.count("\n") == 1
+
+
+def test_a_fingerprint_put_in_a_default_formula_record_breaks_the_chain_not_the_models(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """A default formula names no stored model: the models check skips its record; the chain reports the edit."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    request = chain.append(engine, complete_request("default"))
+    superuser_edit(
+        engine,
+        f"UPDATE attribution_metrics SET confidence_model_sha256 = '{'ab' * 32}' WHERE request_id = '{request.id}'",
+    )
+    failed = cli("audit", "verify", code=1)
+    assert (
+        failed.stderr.startswith(f"chain BROKEN at seq 1 (request {request.id})") and "models FAIL" not in failed.stderr
+    )
+    assert json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)["models"]["ok"] is True
+    engine.dispose()
+
+
+def test_verify_fails_where_a_learned_space_version_that_records_name_is_changed_or_deleted(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """A version rewritten or deleted by hand (its append-only trigger off) after records used it: `audit verify`
+    names it, on SQLite and PostgreSQL, though every record still matches its hash; versions no record names and
+    the default formulas' records are no concern."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    audit = AuditStore(engine)
+    _fit(audit, "s", 3)
+    own = complete_request("own")
+    own.parameters = {**own.parameters, "space": "s", "space_version": 1}
+    other = complete_request("other")
+    assert other.metrics is not None
+    other.metrics.other_space_versions = "s:2"
+    for request in (own, other, complete_request("content")):
+        chain.append(engine, request)
+    assert "spaces FAIL" not in cli("audit", "verify").stderr
+    verdict = json.loads(cli("audit", "verify", "--format", "json").stdout)
+    assert verdict["spaces"] == {"ok": True, "problems": [], "unchecked": None}
+    superuser_edit(engine, "UPDATE learned_spaces SET matrix = mean WHERE version = 1")
+    superuser_edit(engine, "DELETE FROM learned_spaces WHERE version IN (2, 3)")
+    failed = cli("audit", "verify", code=1)
+    assert "chain OK: 3 records" in failed.stdout
+    lines = [line for line in failed.stderr.splitlines() if line.startswith("spaces FAIL")]
+    assert lines == [
+        "spaces FAIL: learned space s version 1, named by 1 record(s), is changed (its row no longer matches its "
+        "fingerprint): it was deleted or rewritten after them; restore it from a backup",
+        "spaces FAIL: learned space s version 2, named by 1 record(s), is missing: it was deleted or rewritten after "
+        "them; restore it from a backup",
+    ]
+    verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
+    assert verdict["ok"] is False and verdict["spaces"]["ok"] is False and len(verdict["spaces"]["problems"]) == 2
+    engine.dispose()

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
 from dbtools import superuser_edit
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from attribution_audit.config import load_settings
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel, confidence
@@ -194,6 +196,16 @@ def test_fits_are_stored_as_versions(audit: AuditStore) -> None:
     assert old is not None and np.array_equal(old[1].matrix, first.matrix) and np.array_equal(old[1].mean, first.mean)
     assert audit.spaces.load("s", 3) is None and audit.spaces.load("t") is None
     assert [(s.name, s.version) for s in audit.spaces.versions()] == [("s", 1), ("s", 2)]
+
+
+@pytest.mark.parametrize("statement", ["UPDATE learned_spaces SET matrix = mean", "DELETE FROM learned_spaces"])
+def test_a_stored_version_cannot_be_changed_or_deleted(audit: AuditStore, statement: str) -> None:
+    """Records name the versions they used: the table is append-only (revision 0020), like the audit tables."""
+    works, labels = _nuisance_data(3, 5)
+    _store(audit, fit_lda(works, labels, 0.1), len(labels))
+    with pytest.raises(DBAPIError, match="append-only"), audit.engine.begin() as connection:
+        connection.execute(text(statement))
+    assert audit.spaces.load("s") is not None
 
 
 def test_a_projection_changed_in_the_database_is_refused(audit: AuditStore) -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli, _create_pg_database, _drop_pg_database, _pg_url
-from dbtools import complete_request
+from dbtools import complete_request, downgrade
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from attribution_audit.store import chain
-from attribution_audit.store.database import create_db_engine
+from attribution_audit.store.database import create_db_engine, upgrade
 
 pytestmark = pytest.mark.postgres
 
@@ -137,6 +137,8 @@ def test_the_writer_appends_and_maintains_but_cannot_rewrite_the_log(
             "DROP TRIGGER attribution_requests_append_only ON attribution_requests",
             "ALTER TABLE attribution_requests DISABLE TRIGGER ALL",
             "UPDATE audit_identity SET identity = 'x'",
+            "UPDATE learned_spaces SET matrix = mean",
+            "DELETE FROM learned_spaces",
             "CREATE TABLE mallory (i int)",
         ):
             with pytest.raises(DBAPIError) as refused, engine.begin() as connection:
@@ -172,3 +174,24 @@ def test_the_writer_creates_and_revokes_keys_and_the_reader_can_do_neither(
         refused = reader(*args, code=1)
         assert refused.stderr.startswith("error: permission denied") and "s3cret-pw" not in refused.output
     assert '"revoked_at": null' in writer("keys", "list", "--format", "json").stdout  # generator-2 is still valid
+
+
+def test_a_writer_granted_before_0020_loses_update_and_delete_of_learned_spaces(cluster: Cluster) -> None:
+    engine = create_db_engine(cluster.url)
+    writers = cluster.role("writers")
+    try:
+        downgrade(engine, "0019")
+        with engine.begin() as connection:  # what db grant-writer granted then on the table
+            connection.execute(text(f'CREATE ROLE "{writers}" NOLOGIN'))
+            connection.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON learned_spaces TO "{writers}"'))
+        rights = "SELECT has_table_privilege(:role, 'learned_spaces', :right)"
+        with engine.connect() as connection:
+            assert connection.scalar(text(rights), {"role": writers, "right": "UPDATE"})
+        upgrade(engine)
+        with engine.connect() as connection:
+            kept = [r for r in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE") if connection.scalar(
+                text(rights), {"role": writers, "right": r}
+            )]  # fmt: skip
+        assert kept == ["SELECT", "INSERT"]
+    finally:
+        engine.dispose()

@@ -245,6 +245,10 @@ def audit_verify(
         typer.echo("schema OK: every view and trigger is as the migrations create it")
     for problem in verification.models:
         typer.echo(f"models FAIL: {problem}", err=True)
+    for problem in verification.spaces:
+        typer.echo(f"spaces FAIL: {problem}", err=True)
+    if table and verification.spaces_unchecked:
+        typer.echo(f"spaces unchecked: {verification.spaces_unchecked}")
     if table and checkpoint is None and not ctx.obj.resolved_witness_file.exists():
         # the chain alone cannot show a cut tail: say that no checkpoint was compared (a mistyped path, say)
         typer.echo(

@@ -32,6 +32,7 @@ CALIBRATION_FEATURES = (
 LOGGED_INDICATORS = ("agreement", "agreement_spaces", "centroid_log_odds", "centroid_log_odds_others")
 DEFAULT_MODEL_NAME = "default-v1"
 DEFAULT_CENTROID_MODEL_NAME = "default-centroid-v1"  # the default formula of the ``centroid`` rule
+STORED_MODEL_PREFIX = "logistic-v"  # a stored (fitted) model is named logistic-v<N>; a default formula is not
 L2_PENALTY = 1e-2
 
 

@@ -33,7 +33,13 @@ from attribution_audit.domain import checkpoint as statement
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.checkpoint import Checkpoint
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import AttributionAuditError, ConflictError, DatabaseError, SchemaCheckError
+from attribution_audit.errors import (
+    AttributionAuditError,
+    ConflictError,
+    DatabaseError,
+    PermissionDeniedError,
+    SchemaCheckError,
+)
 from attribution_audit.reporting import export
 from attribution_audit.services.audit_log import verify_chain
 from attribution_audit.sources.files import irregular_file_problem
@@ -90,11 +96,13 @@ class Verification:
     schema_unchecked: str | None = None
     not_recorded: str | None = None
     models: list[str] = field(default_factory=list)  # stored confidence models that no longer match their records
+    spaces: list[str] = field(default_factory=list)  # learned space versions named by records: missing or changed
+    spaces_unchecked: str | None = None  # why they could not be checked (a user that may only read the views)
 
     @property
     def ok(self) -> bool:
         checkpoints_agree = all(check.problem is None for check in self.checkpoints)
-        return self.report.ok and checkpoints_agree and self.schema_problem is None and not self.models
+        return self.report.ok and checkpoints_agree and self.schema_problem is None and not self.models + self.spaces
 
     @property
     def schema_problem(self) -> str | None:
@@ -117,7 +125,7 @@ class Verification:
             return f"chain broken{report.located}: {report.reason}"
         failed = next((check for check in self.checkpoints if check.problem), None)
         if failed is None:
-            return self.schema_problem or ("; ".join(self.models) if self.models else None)
+            return self.schema_problem or ("; ".join(self.models + self.spaces) or None)
         return (
             f"the log contradicts checkpoint seq {failed.checkpoint.seq} of {failed.checkpoint.time}: {failed.problem}"
         )
@@ -136,6 +144,11 @@ class Verification:
             "schema": {"ok": self.schema_problem is None, "problems": self.schema, "unchecked": self.schema_unchecked},
             "not_recorded": self.not_recorded,
             "models": {"ok": not self.models, "problems": self.models},
+            "spaces": {
+                "ok": None if self.spaces_unchecked else not self.spaces,
+                "problems": self.spaces,
+                "unchecked": self.spaces_unchecked,
+            },
         }
 
 
@@ -589,7 +602,18 @@ def verify_database(
         schema, unchecked = audit.schema_differences(), None
     except SchemaCheckError as exc:
         schema, unchecked = [], str(exc)
-    return Verification(datetime.now(UTC), report, checks, schema, unchecked, not_recorded, model_problems(audit))
+    spaces, spaces_unchecked = space_problems(audit)
+    return Verification(
+        datetime.now(UTC),
+        report,
+        checks,
+        schema,
+        unchecked,
+        not_recorded,
+        model_problems(audit),
+        spaces,
+        spaces_unchecked,
+    )
 
 
 def model_problems(audit: AuditStore) -> list[str]:
@@ -614,6 +638,27 @@ def model_problems(audit: AuditStore) -> list[str]:
                 "a backup"
             )
     return problems
+
+
+def space_problems(audit: AuditStore) -> tuple[list[str], str | None]:
+    """One line per learned space version that records name (revision 0018 and a learned-space request's
+    ``space_version``) but that is missing, or whose row no longer matches its stored fingerprint: their replays
+    would use another projection, or none; and why they could not be checked (a user that may only read the views),
+    else None."""
+    try:
+        named = audit.requests.space_versions_named()
+        unmatched = audit.spaces.unmatched(named)
+    except PermissionDeniedError:
+        return [], (
+            "the learned space versions the records name are not checked: this database user may only read the "
+            "audit views; a writer's `audit verify` checks them"
+        )
+    return [
+        f"learned space {name} version {version}, named by {named[name, version]} record(s), is "
+        + ("missing" if state == "missing" else "changed (its row no longer matches its fingerprint)")
+        + ": it was deleted or rewritten after them; restore it from a backup"
+        for (name, version), state in unmatched.items()
+    ], None
 
 
 def verify_export(

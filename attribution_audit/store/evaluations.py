@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, select
 
-from attribution_audit.domain.confidence import FEATURES, LOGGED_INDICATORS, LogisticModel
+from attribution_audit.domain.confidence import FEATURES, LOGGED_INDICATORS, STORED_MODEL_PREFIX, LogisticModel
 from attribution_audit.domain.params import DEFAULT_K
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError, ManifestError, NotFoundError
@@ -372,12 +372,12 @@ class EvaluationRepository:
     def calibration_source(self, name: str) -> tuple[str, str]:
         """The labelled queries a stored model (``logistic-v<N>``) was fitted on: their recorded path and sha256."""
         with read_scope(self.engine) as session:
-            row = session.get_one(CalibrationModel, int(name.removeprefix("logistic-v")))
+            row = session.get_one(CalibrationModel, int(name.removeprefix(STORED_MODEL_PREFIX)))
             return row.labelled_path, row.labelled_sha256
 
     def calibration(self, name: str) -> LogisticModel:
         """A stored model by its recorded name (``logistic-v<N>``); NotFoundError for a name no stored model has."""
-        number = name.removeprefix("logistic-v")
+        number = name.removeprefix(STORED_MODEL_PREFIX)
         with read_scope(self.engine) as session:
             row = session.get(CalibrationModel, int(number)) if number.isdigit() else None
             if row is None:
@@ -397,7 +397,7 @@ def calibration_row(model: LogisticModel, evidence: CalibrationEvidence) -> Cali
 
 def model_name(row: CalibrationModel) -> str:
     """The name a request records of the model it used."""
-    return f"logistic-v{row.id}"
+    return f"{STORED_MODEL_PREFIX}{row.id}"
 
 
 def _labelled_rows(query_set_id: int, queries: Sequence[LabelledLike]) -> list[LabelledQueryRecord]:

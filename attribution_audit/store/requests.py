@@ -15,7 +15,15 @@ import numpy as np
 from sqlalchemy import Engine, Select, func, select
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
-from attribution_audit.domain.results import Attribution, Neighbour, RequestDraft, as_utc, space_versions
+from attribution_audit.domain.confidence import STORED_MODEL_PREFIX
+from attribution_audit.domain.results import (
+    Attribution,
+    Neighbour,
+    RequestDraft,
+    as_utc,
+    parse_space_versions,
+    space_versions,
+)
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import NotFoundError
 from attribution_audit.store import chain
@@ -329,16 +337,41 @@ class RequestRepository:
         return chain.last_verification(self.engine)
 
     def model_fingerprints(self) -> list[tuple[str, str, int]]:
-        """(model name, fingerprint, records) of every stored confidence model's fingerprint the records hold."""
+        """(model name, fingerprint, records) of every stored confidence model's fingerprint the records hold (records
+        of a default formula name no stored model: a fingerprint in them was put there by hand, which the chain's
+        hashes show)."""
         sha = AttributionMetrics.confidence_model_sha256
         query = (
             select(AttributionMetrics.confidence_model, sha, func.count())
-            .where(sha.is_not(None))
+            .where(sha.is_not(None), AttributionMetrics.confidence_model.startswith(STORED_MODEL_PREFIX))
             .group_by(AttributionMetrics.confidence_model, sha)
             .order_by(AttributionMetrics.confidence_model, sha)
         )
         with read_scope(self.engine) as session:
             return [(str(name), str(digest), int(n)) for name, digest, n in session.execute(query)]
+
+    def space_versions_named(self) -> dict[tuple[str, int], int]:
+        """Every learned space version (name, version) the records name (a learned-space request's ``space_version``,
+        the ``other_space_versions`` of its metrics) with how many records name it."""
+        params = AttributionRequest.parameters
+        recorded = select(
+            params["space"].as_string().label("space"), params["space_version"].as_integer().label("version")
+        ).subquery()
+        own = (
+            select(recorded.c.space, recorded.c.version, func.count())
+            .where(recorded.c.version.is_not(None))
+            .group_by(recorded.c.space, recorded.c.version)
+        )
+        others = AttributionMetrics.other_space_versions
+        read = select(others, func.count()).where(others.is_not(None), others != "").group_by(others)
+        named: dict[tuple[str, int], int] = {}
+        with read_scope(self.engine) as session:
+            for name, version, n in session.execute(own):
+                named[str(name), int(version)] = int(n)
+            for text, n in session.execute(read):
+                for key in parse_space_versions(str(text)).items():
+                    named[key] = named.get(key, 0) + int(n)
+        return named
 
     def count(self, up_to_seq: int | None = None) -> int:
         """How many request rows the log holds (with ``up_to_seq``: at or before it)."""

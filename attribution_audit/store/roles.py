@@ -23,7 +23,7 @@ from attribution_audit.store.reports import REPORTING_VIEWS
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Names a grant must never go to: PUBLIC (everyone), the predefined pg_* roles, SQL's own role keywords.
 RESERVED = frozenset({"public", "none", "current_user", "current_role", "session_user", "user", "all"})
-# Append-only (migrations 0002 and 0007): INSERT and SELECT for the writer, never UPDATE, DELETE or TRUNCATE.
+# Append-only (migrations 0002, 0007 and 0020): INSERT and SELECT for the writer, never UPDATE, DELETE or TRUNCATE.
 AUDIT_TABLES = (
     "attribution_requests",
     "attribution_neighbours",
@@ -32,6 +32,7 @@ AUDIT_TABLES = (
     "recall_checks",
     "calibration_models",
     "work_versions",
+    "learned_spaces",
 )
 READ_ONLY_TABLES = ("audit_identity", "alembic_version")
 BASE_TABLE = "attribution_requests"  # a role that can SELECT it reads more than the views

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, tuple_
 
 from attribution_audit.domain.confidence import LogisticModel
 from attribution_audit.domain.params import DEFAULT_K
@@ -217,6 +217,22 @@ class SpaceRepository:
                     "attribution-audit; restore the database from a backup or fit the space again"
                 )
             return _info(row), Projection(_from_bytes(mean), _from_bytes(matrix))
+
+    def unmatched(self, named: Collection[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """Of the versions ``named`` (name, version), in one query: those absent ("missing") and those whose row no
+        longer matches its stored fingerprint ("changed")."""
+        if not named:
+            return {}
+        query = select(LearnedSpaceVersion).where(
+            tuple_(LearnedSpaceVersion.name, LearnedSpaceVersion.version).in_(list(named))
+        )
+        with read_scope(self.engine) as session:
+            found = {
+                (row.name, row.version): _fingerprint(bytes(row.mean), bytes(row.matrix), row.validation)
+                == row.fingerprint
+                for row in session.scalars(query)
+            }
+        return {key: "missing" if key not in found else "changed" for key in sorted(named) if not found.get(key, False)}
 
 
 def _info(row: LearnedSpaceVersion) -> SpaceInfo:
