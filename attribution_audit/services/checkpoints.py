@@ -33,7 +33,13 @@ from attribution_audit.domain import checkpoint as statement
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.checkpoint import Checkpoint
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import AttributionAuditError, ConflictError, DatabaseError, SchemaCheckError
+from attribution_audit.errors import (
+    AttributionAuditError,
+    ConflictError,
+    DatabaseError,
+    PermissionDeniedError,
+    SchemaCheckError,
+)
 from attribution_audit.reporting import export
 from attribution_audit.services.audit_log import verify_chain
 from attribution_audit.sources.files import irregular_file_problem
@@ -90,6 +96,7 @@ class Verification:
     schema_unchecked: str | None = None
     not_recorded: str | None = None
     models: list[str] = field(default_factory=list)  # stored confidence models that no longer match their records
+    models_unchecked: str | None = None  # why they could not be compared (a reader may not read them)
 
     @property
     def ok(self) -> bool:
@@ -135,7 +142,11 @@ class Verification:
             "checkpoints": [check.as_json() for check in self.checkpoints],
             "schema": {"ok": self.schema_problem is None, "problems": self.schema, "unchecked": self.schema_unchecked},
             "not_recorded": self.not_recorded,
-            "models": {"ok": not self.models, "problems": self.models},
+            "models": {
+                "ok": not self.models and self.models_unchecked is None,
+                "problems": self.models,
+                "unchecked": self.models_unchecked,
+            },
         }
 
 
@@ -589,21 +600,31 @@ def verify_database(
         schema, unchecked = audit.schema_differences(), None
     except SchemaCheckError as exc:
         schema, unchecked = [], str(exc)
-    return Verification(datetime.now(UTC), report, checks, schema, unchecked, not_recorded, model_problems(audit))
+    models, models_unchecked = model_problems(audit)
+    return Verification(datetime.now(UTC), report, checks, schema, unchecked, not_recorded, models, models_unchecked)
 
 
-def model_problems(audit: AuditStore) -> list[str]:
-    """One line per stored confidence model whose row no longer matches the fingerprint that the records it scored
-    hold (revision 0019): changed by hand since, so their confidence can no longer be reproduced from it. A user
-    that may not read the tables (a reader role) gets none: the chain's hashes still cover the fingerprints."""
+def model_problems(audit: AuditStore) -> tuple[list[str], str | None]:
+    """(one line per stored confidence model whose row no longer matches the fingerprint that the records it scored
+    hold (revision 0019): changed by hand since, so their confidence can no longer be reproduced from it; why they
+    could not be compared, or None). A user that may not read the stored models (a reader role) gets why, never an
+    empty list that would read as checked; the chain's hashes still cover the fingerprints."""
     try:
         held = audit.requests.model_fingerprints()
-    except DatabaseError:
-        return []
+    except DatabaseError as exc:
+        return [], f"the fingerprints the records hold cannot be read ({exc})"
     problems = []
     for name, digest, records in held:
         try:
             now = audit.evaluations.calibration(name).fingerprint()
+        except PermissionDeniedError:
+            models = len({model for model, _, _ in held})
+            return [], (
+                "this database user may not read the stored confidence models (table calibration_models; a `db "
+                f"grant-reader` role reads only the audit views), so {models} model(s) that "
+                "records name were not compared with the fingerprints they hold; the schema owner or a `db "
+                "grant-writer` role can run `attribution-audit audit verify` to check them"
+            )
         except AttributionAuditError as exc:
             now = f"unreadable ({exc})"
         if now != digest:
@@ -613,7 +634,7 @@ def model_problems(audit: AuditStore) -> list[str]:
                 f"it scored hold (now {now}): its calibration_models row was changed after them; restore it from "
                 "a backup"
             )
-    return problems
+    return problems, None
 
 
 def verify_export(
