@@ -373,6 +373,16 @@ def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_request
     (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
     own = listed["validation"]["confidence"]
     assert own["kind"] == "held-out rate"
+    # A request scored by it is told so: every request gets this confidence, and how to get a real model.
+    held = cli("attribute", str(demo_catalogue.queries[1].path), "--space", "painters", "--json", *embedder)
+    note = f"space painters (version 1)'s own confidence model {own['model']} is the held-out rate: "
+    assert (
+        f"note: {note}" in held.stderr and "`attribution-audit calibrate LABELLED.csv --space painters`" in held.stderr
+    )
+    (done,) = json.loads(held.stdout)
+    assert done["confidence"] == pytest.approx(own["rate"], abs=1e-6)
+    shown = json.loads(cli("audit", "show", done["request_id"], "--json").stdout)["notes"]
+    assert [n for n in shown if n.startswith(note)] and "more works per artist" in shown[-1]
     labelled = _labelled_demo(demo_catalogue, tmp_path)
     options = ["--space", "painters", "--folds", "2", *embedder]
     first = cli("calibrate", str(labelled), *options).stdout.splitlines()
@@ -398,8 +408,9 @@ def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_request
         "stored (use --force to replace it or label new queries)"
     )  # logistic-v2 was fitted on this very file: its 1.000 is in-sample, the new model's out of fold
     image = str(demo_catalogue.queries[1].path)
-    (request,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
-    assert request["confidence_model"] == "logistic-v2"
+    scored = cli("attribute", image, "--space", "painters", "--json", *embedder)
+    (request,) = json.loads(scored.stdout)
+    assert request["confidence_model"] == "logistic-v2" and "held-out rate" not in scored.stderr
     forced = cli("calibrate", str(labelled), *options, "--force").stdout
     assert forced.startswith("stored logistic-v3: ")
 

@@ -446,6 +446,7 @@ def test_the_readers_models_check_says_unchecked_not_ok(reader_log: ReaderLog) -
     models = json.loads(reader("audit", "verify", "--format", "json").stdout)["models"]
     assert models["ok"] is False and models["problems"] == [] and models["unchecked"] == line.split(": ", 1)[1]
     assert "models OK: every stored confidence model matches" in owner("audit", "verify").stdout
+    assert line in reader("report", "summary").stdout
 
 
 def _as_user(url: str, sql: str) -> list[Any]:
