@@ -18,6 +18,7 @@ from attribution_audit import AttributionParams, Upload, load_settings, open_ser
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, LogisticModel
 from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import parse_space_versions, space_versions
+from attribution_audit.errors import ConflictError
 from attribution_audit.services.wiring import open_attributor, open_audit
 from attribution_audit.sources.images import load_image
 from attribution_audit.sources.synthetic import DemoCatalogue
@@ -135,6 +136,11 @@ def test_the_service_answers_with_what_another_process_stored_and_replay_reads_t
     failed = cli("audit", "verify", code=1)
     assert "chain OK" in failed.stdout
     assert f"models FAIL: confidence model {model} no longer matches the fingerprint" in failed.stderr
+    # Nor does the changed model score a new request: the request fails, naming it, and nothing is recorded.
+    records = len(cli("audit", "list").stdout.splitlines())
+    refused = cli("attribute", str(demo_catalogue.queries[2].path), *embedder, code=1).stderr
+    assert f"confidence model {model} no longer matches the fingerprint" in refused and "audit verify" in refused
+    assert refused.count("\n") == 1 and len(cli("audit", "list").stdout.splitlines()) == records
 
     # A record made before revision 0018 names none: replayed in the newest versions, shown as not recorded then.
     superuser_edit(
@@ -206,16 +212,21 @@ def test_verify_fails_where_a_stored_model_no_longer_matches_the_records_it_scor
         request.metrics.confidence_model = name
         request.metrics.confidence_model_sha256 = audit.evaluations.calibration(name).fingerprint()
         chain.append(engine, request)
-    assert "models FAIL" not in cli("audit", "verify").stderr
+    assert "models OK: every stored confidence model matches" in cli("audit", "verify").stdout
+    assert "models OK: every stored confidence model matches" in cli("report", "summary").stdout
     edited = {**audit.evaluations.calibration(name).as_json(), "intercept": 3.5}
     number = name.removeprefix("logistic-v")
     superuser_edit(engine, f"UPDATE calibration_models SET features = '{json.dumps(edited)}' WHERE id = {number}")
     failed = cli("audit", "verify", code=1)
-    assert "chain OK: 2 records" in failed.stdout
+    assert "chain OK: 2 records" in failed.stdout and "models OK" not in failed.stdout
     line = f"models FAIL: confidence model {name} no longer matches the fingerprint "
     assert line in failed.stderr and "that 2 record(s) it scored hold" in failed.stderr
     verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
     assert verdict["ok"] is False and verdict["models"]["ok"] is False
+    summary = cli("report", "summary").stdout
+    assert line in summary and "models OK" not in summary  # as report summary shows the schema's check
+    with pytest.raises(ConflictError, match=f"confidence model {name} no longer matches .* audit verify"):
+        audit.evaluations.latest_calibration("fp", "content", None, "share", 10)  # what scores a new request
     engine.dispose()
 
 

@@ -385,6 +385,16 @@ def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_request
     (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
     own = listed["validation"]["confidence"]
     assert own["kind"] == "held-out rate"
+    # A request scored by it is told so: every request gets this confidence, and how to get a real model.
+    held = cli("attribute", str(demo_catalogue.queries[1].path), "--space", "painters", "--json", *embedder)
+    note = f"space painters (version 1)'s own confidence model {own['model']} is the held-out rate: "
+    assert (
+        f"note: {note}" in held.stderr and "`attribution-audit calibrate LABELLED.csv --space painters`" in held.stderr
+    )
+    (done,) = json.loads(held.stdout)
+    assert done["confidence"] == pytest.approx(own["rate"], abs=1e-6)
+    shown = json.loads(cli("audit", "show", done["request_id"], "--json").stdout)["notes"]
+    assert [n for n in shown if n.startswith(note)] and "more works per artist" in shown[-1]
     labelled = _labelled_demo(demo_catalogue, tmp_path)
     options = ["--space", "painters", "--folds", "2", *embedder]
     first = cli("calibrate", str(labelled), *options).stdout.splitlines()
@@ -410,8 +420,9 @@ def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_request
         "stored (use --force to replace it or label new queries)"
     )  # logistic-v2 was fitted on this very file: its 1.000 is in-sample, the new model's out of fold
     image = str(demo_catalogue.queries[1].path)
-    (request,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
-    assert request["confidence_model"] == "logistic-v2"
+    scored = cli("attribute", image, "--space", "painters", "--json", *embedder)
+    (request,) = json.loads(scored.stdout)
+    assert request["confidence_model"] == "logistic-v2" and "held-out rate" not in scored.stderr
     forced = cli("calibrate", str(labelled), *options, "--force").stdout
     assert forced.startswith("stored logistic-v3: ")
 
@@ -434,7 +445,9 @@ def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
     (v1,) = json.loads(cli("spaces", "list", "--json").stdout)
     own = v1["validation"]["confidence"]
     assert own["parameters"]["k"] == 10
-    assert attribute(10) == (own["model"], "")
+    model, note = attribute(10)  # scored by it: the held-out rate here (few works), which the note says
+    assert model == own["model"] and own["kind"] == "held-out rate"
+    assert note.startswith(f"note: space painters (version 1)'s own confidence model {own['model']} is the held-out")
     model, note = attribute(5)
     assert model == "default-v1"
     assert note == (
@@ -447,7 +460,9 @@ def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
     assert "right top artist at K = 5, the other parameters the defaults" in fitted
     v2 = json.loads(cli("spaces", "list", "--json").stdout)[1]["validation"]["confidence"]
     assert v2["parameters"]["k"] == 5 and v2["model"] != own["model"]
-    assert attribute(5) == (v2["model"], "") and attribute(10)[0] == "default-v1"
+    model, note = attribute(5)
+    assert model == v2["model"] and (v2["kind"] == "held-out rate") == ("is the held-out rate" in note)
+    assert attribute(10)[0] == "default-v1"
     table = cli("spaces", "list").stdout
     assert f"{own['model']} at K = 10" in table and f"{v2['model']} at K = 5" in table
     labelled, out = str(demo_catalogue.labelled), tmp_path / "evaluation"

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import Cli
-from dbtools import request_row, superuser_edit
+from dbtools import complete_request, request_row, superuser_edit
 from PIL import Image
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from test_fresh_reads import _calibrate
 
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import DatabaseError
@@ -427,6 +428,30 @@ def test_the_readers_verification_is_not_recorded_and_it_is_told_so(reader_log: 
     assert recorded() == 0
     assert "a `db grant-reader` role neither records nor reads them" in reader("report", "summary").stdout
     assert owner("audit", "verify").stderr == "" and recorded() == 1
+
+
+@pytest.mark.postgres
+def test_the_readers_models_check_says_unchecked_not_ok(reader_log: ReaderLog) -> None:
+    """A reader sees the fingerprints the records hold (v_audit_metrics) but may not read the stored models: its
+    models check says it was not made and who can make it, never OK; the owner's says OK."""
+    reader, owner = reader_log.reader_cli, reader_log.owner_cli
+    assert "models OK" in reader("audit", "verify").stdout  # no record holds a fingerprint: nothing to compare
+    audit = AuditStore(reader_log.owner)
+    name = _calibrate(audit, "fp", 10)
+    request = complete_request("scored")
+    assert request.metrics is not None
+    request.metrics.confidence_model = name
+    request.metrics.confidence_model_sha256 = audit.evaluations.calibration(name).fingerprint()
+    chain.append(reader_log.owner, request)
+    verified = reader("audit", "verify")
+    assert "models OK" not in verified.stdout and verified.stdout.startswith("chain OK: 5 records")
+    (line,) = _not_recorded(verified.stderr).splitlines()
+    assert line.startswith("models UNCHECKED: this database user may not read the stored confidence models (")
+    assert "1 model(s) that records name were not compared" in line and "`db grant-writer` role can run" in line
+    models = json.loads(reader("audit", "verify", "--format", "json").stdout)["models"]
+    assert models["ok"] is False and models["problems"] == [] and models["unchecked"] == line.split(": ", 1)[1]
+    assert "models OK: every stored confidence model matches" in owner("audit", "verify").stdout
+    assert line in reader("report", "summary").stdout
 
 
 def _as_user(url: str, sql: str) -> list[Any]:

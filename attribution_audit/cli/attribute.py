@@ -95,6 +95,7 @@ def attribute(
     from attribution_audit.services.attribute import FewerWorks, OwnConfidenceAtOtherK
     from attribution_audit.services.attribution import SpaceSinceFit
     from attribution_audit.services.checkpoints import Signed
+    from attribution_audit.services.spaces import HeldOutRate
 
     params = checked(
         AttributionParams,
@@ -119,7 +120,7 @@ def attribute(
             failed += 1
         elif isinstance(result, Signed):
             say_signed(result)
-        elif isinstance(result, FewerWorks | SpaceSinceFit | OwnConfidenceAtOtherK):
+        elif isinstance(result, FewerWorks | SpaceSinceFit | OwnConfidenceAtOtherK | HeldOutRate):
             typer.echo(f"note: {result}", err=True)
         elif fmt is OutputFormat.table:
             print_attribution(result)

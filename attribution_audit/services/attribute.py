@@ -3,6 +3,7 @@ with the automatic checkpoints of the chain written on the way."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from attribution_audit.domain.spaces import LearnedSpace
 from attribution_audit.errors import ImageError
 from attribution_audit.services.attribution import Attributor, SpaceSinceFit, refit_command
 from attribution_audit.services.checkpoints import Signed, auto_checkpoint, guard_witness, refuse_unsignable
+from attribution_audit.services.spaces import HeldOutRate
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.store.audit_store import AuditStore
 
@@ -68,7 +70,8 @@ class OwnConfidenceAtOtherK:
         )
 
 
-Note = FewerWorks | SpaceSinceFit | OwnConfidenceAtOtherK
+LearnedNote = SpaceSinceFit | OwnConfidenceAtOtherK | HeldOutRate
+Note = FewerWorks | LearnedNote
 
 
 def attribute_files(
@@ -105,10 +108,13 @@ def attribute_files(
                 yield signed
 
 
-def learned_notes(attributor: Attributor, params: AttributionParams) -> Iterator[SpaceSinceFit | OwnConfidenceAtOtherK]:
+def learned_notes(
+    attributor: Attributor, params: AttributionParams
+) -> Iterator[SpaceSinceFit | OwnConfidenceAtOtherK | HeldOutRate]:
     """The notes of requests in a learned space (none in a base space): artists ingested since its fit, its own
-    model fitted at another K or under another top-artist rule (no ``calibrate`` model scores the requests instead);
-    ``attribute`` and the service show them."""
+    model fitted at another K or under another top-artist rule (no ``calibrate`` model scores the requests instead),
+    or that model scoring them but the held-out rate (the same confidence for every request); ``attribute`` and the
+    service show them."""
     space, params = attributor.space_of(params)  # with a learned space's version
     if not isinstance(space, LearnedSpace):
         return
@@ -116,8 +122,11 @@ def learned_notes(attributor: Attributor, params: AttributionParams) -> Iterator
     if since_fit is not None:
         yield since_fit
     own = attributor.own_fit(params)
-    if own is not None and own[1:] != (params.k, params.top) and attributor.calibration_for(params) is None:
+    scoring = attributor.calibration_for(params)
+    if own is not None and own[1:] != (params.k, params.top) and scoring is None:
         model, fitted_k, fitted_top = own
         yield OwnConfidenceAtOtherK(
             space.name, space.version, space.base, model, fitted_k, fitted_top, params.k, params.top
         )
+    elif own is not None and scoring is not None and scoring.name == own[0] and not any(scoring.coef):
+        yield HeldOutRate(space.name, space.version, own[0], 1 / (1 + math.exp(-scoring.intercept)))

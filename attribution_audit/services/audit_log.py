@@ -11,6 +11,7 @@ from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import PermissionDeniedError, ReadOnlyError
 from attribution_audit.reporting import export, html
 from attribution_audit.services.attribution import space_since_fit
+from attribution_audit.services.spaces import HeldOutRate
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.browse import RequestFilter
 from attribution_audit.store.requests import to_attribution
@@ -74,7 +75,8 @@ def export_records(
 def request_notes(audit: AuditStore, attribution: Attribution) -> list[str]:
     """The notes of a logged request, as its page, ``audit show --format json`` and the service's GET show them: in
     a learned space version fitted before some of its collection's artists were ingested, those the request could
-    have met (ingested by its time, not withdrawn before), as of the catalogue now."""
+    have met (ingested by its time, not withdrawn before), as of the catalogue now; scored by its own held-out rate,
+    that every request got the same confidence."""
     version = attribution.parameters.get("space_version")  # recorded for a learned space only
     try:
         found = audit.spaces.load(attribution.parameters["space"], version) if version is not None else None
@@ -84,7 +86,8 @@ def request_notes(audit: AuditStore, attribution: Attribution) -> list[str]:
             f"the notes of learned space {attribution.parameters['space']} (version {version}) are not shown: this "
             "database user may only read the audit views; a writer's `audit show` shows them"
         ]
-    return [] if note is None else [str(note)]
+    held_out = None if found is None else HeldOutRate.of(found[0], attribution.confidence_model)
+    return [str(n) for n in (note, held_out) if n is not None]
 
 
 def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:

@@ -96,6 +96,7 @@ class Verification:
     schema_unchecked: str | None = None
     not_recorded: str | None = None
     models: list[str] = field(default_factory=list)  # stored confidence models that no longer match their records
+    models_unchecked: str | None = None  # why they could not be compared (a reader may not read them)
     spaces: list[str] = field(default_factory=list)  # learned space versions named by records: missing or changed
     spaces_unchecked: str | None = None  # why they could not be checked (a user that may only read the views)
 
@@ -143,7 +144,11 @@ class Verification:
             "checkpoints": [check.as_json() for check in self.checkpoints],
             "schema": {"ok": self.schema_problem is None, "problems": self.schema, "unchecked": self.schema_unchecked},
             "not_recorded": self.not_recorded,
-            "models": {"ok": not self.models, "problems": self.models},
+            "models": {
+                "ok": not self.models and self.models_unchecked is None,
+                "problems": self.models,
+                "unchecked": self.models_unchecked,
+            },
             "spaces": {
                 "ok": None if self.spaces_unchecked else not self.spaces,
                 "problems": self.spaces,
@@ -602,6 +607,7 @@ def verify_database(
         schema, unchecked = audit.schema_differences(), None
     except SchemaCheckError as exc:
         schema, unchecked = [], str(exc)
+    models, models_unchecked = model_problems(audit)
     spaces, spaces_unchecked = space_problems(audit)
     return Verification(
         datetime.now(UTC),
@@ -610,24 +616,34 @@ def verify_database(
         schema,
         unchecked,
         not_recorded,
-        model_problems(audit),
-        spaces,
-        spaces_unchecked,
+        models=models,
+        models_unchecked=models_unchecked,
+        spaces=spaces,
+        spaces_unchecked=spaces_unchecked,
     )
 
 
-def model_problems(audit: AuditStore) -> list[str]:
-    """One line per stored confidence model whose row no longer matches the fingerprint that the records it scored
-    hold (revision 0019): changed by hand since, so their confidence can no longer be reproduced from it. A user
-    that may not read the tables (a reader role) gets none: the chain's hashes still cover the fingerprints."""
+def model_problems(audit: AuditStore) -> tuple[list[str], str | None]:
+    """(one line per stored confidence model whose row no longer matches the fingerprint that the records it scored
+    hold (revision 0019): changed by hand since, so their confidence can no longer be reproduced from it; why they
+    could not be compared, or None). A user that may not read the stored models (a reader role) gets why, never an
+    empty list that would read as checked; the chain's hashes still cover the fingerprints."""
     try:
         held = audit.requests.model_fingerprints()
-    except DatabaseError:
-        return []
+    except DatabaseError as exc:
+        return [], f"the fingerprints the records hold cannot be read ({exc})"
     problems = []
     for name, digest, records in held:
         try:
             now = audit.evaluations.calibration(name).fingerprint()
+        except PermissionDeniedError:
+            models = len({model for model, _, _ in held})
+            return [], (
+                "this database user may not read the stored confidence models (table calibration_models; a `db "
+                f"grant-reader` role reads only the audit views), so {models} model(s) that "
+                "records name were not compared with the fingerprints they hold; the schema owner or a `db "
+                "grant-writer` role can run `attribution-audit audit verify` to check them"
+            )
         except AttributionAuditError as exc:
             now = f"unreadable ({exc})"
         if now != digest:
@@ -637,7 +653,7 @@ def model_problems(audit: AuditStore) -> list[str]:
                 f"it scored hold (now {now}): its calibration_models row was changed after them; restore it from "
                 "a backup"
             )
-    return problems
+    return problems, None
 
 
 def space_problems(audit: AuditStore) -> tuple[list[str], str | None]:

@@ -9,6 +9,7 @@ from typing import Any
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError, SchemaCheckError
+from attribution_audit.services.checkpoints import model_problems
 from attribution_audit.store.audit_store import AuditStore
 
 CONFIDENCE_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -39,12 +40,14 @@ def _iso(moment: str | None) -> str | None:
 def summary(audit: AuditStore) -> dict[str, Any]:
     """Counts, confidence distribution, HNSW/exact disagreements, the chain status (from the last full
     verification and the records appended since: see :func:`chain_status`) and the schema objects' (views,
-    triggers: compared with what the migrations create, as ``audit verify`` compares them)."""
+    triggers: compared with what the migrations create, as ``audit verify`` compares them) and the stored confidence
+    models' (compared with the fingerprints their records hold, as ``audit verify`` compares them)."""
     chain, since = chain_status(audit)
     try:
         problems, unchecked = audit.schema_differences(), None
     except SchemaCheckError as exc:
         problems, unchecked = [], str(exc)
+    models, models_unchecked = model_problems(audit)
     return {
         **log_counts(audit),
         "chain": {
@@ -56,6 +59,7 @@ def summary(audit: AuditStore) -> dict[str, Any]:
             **since,
         },
         "schema": {"ok": not problems and unchecked is None, "problems": problems, "unchecked": unchecked},
+        "models": {"ok": not models and models_unchecked is None, "problems": models, "unchecked": models_unchecked},
     }
 
 

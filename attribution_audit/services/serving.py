@@ -25,8 +25,8 @@ from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.copy_match import copy_view
 from attribution_audit.errors import ImageError
-from attribution_audit.services.attribute import OwnConfidenceAtOtherK, learned_notes
-from attribution_audit.services.attribution import Attributor, SpaceSinceFit
+from attribution_audit.services.attribute import LearnedNote, learned_notes
+from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.audit_log import (
     browse_attributions,
     get_attribution,
@@ -70,7 +70,7 @@ class Attributed:
 
     attributions: list[Attribution]
     checkpoint_problem: str | None = None
-    notes: tuple[SpaceSinceFit | OwnConfidenceAtOtherK, ...] = ()
+    notes: tuple[LearnedNote, ...] = ()
 
 
 @dataclass

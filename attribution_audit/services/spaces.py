@@ -44,6 +44,33 @@ HELD_OUT_RATE = "held-out rate"
 
 
 @dataclass(frozen=True)
+class HeldOutRate:
+    """The learned space version's own confidence model (``spaces fit``) is the held-out rate: too few right or wrong
+    held-out answers to fit one, so every request it scores gets the same confidence, ``rate``."""
+
+    space: str
+    version: int
+    model: str
+    rate: float
+
+    @classmethod
+    def of(cls, info: SpaceInfo, model: str) -> HeldOutRate | None:
+        """The note of a request scored by ``model`` in this version, when that is its own held-out rate."""
+        own = info.validation.get("confidence", {})
+        if own.get("kind") != HELD_OUT_RATE or own.get("model") != model:
+            return None
+        return cls(info.name, info.version, model, float(own["rate"]))
+
+    def __str__(self) -> str:
+        return (
+            f"space {self.space} (version {self.version})'s own confidence model {self.model} is the held-out rate: "
+            f"`spaces fit` had too few right or wrong held-out answers to fit one, so every request gets the same "
+            f"confidence, {self.rate:.3f}; for a real model run `attribution-audit calibrate LABELLED.csv --space "
+            f"{self.space}` on labelled queries, or ingest more works per artist and run `spaces fit` again"
+        )
+
+
+@dataclass(frozen=True)
 class FitResult:
     """A stored fit and how long the fit took (validation included), with the ``calibrate`` models fitted in the
     version it succeeds (model name -> top rule): they do not score requests in the new version; and the number of

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 from attribution_audit.domain.confidence import FEATURES, LOGGED_INDICATORS, STORED_MODEL_PREFIX, LogisticModel
 from attribution_audit.domain.params import DEFAULT_K
 from attribution_audit.domain.results import as_utc
-from attribution_audit.errors import DatabaseError, ManifestError, NotFoundError
+from attribution_audit.errors import ConflictError, DatabaseError, ManifestError, NotFoundError
 from attribution_audit.store import runs
 from attribution_audit.store.database import read_scope, session_scope
 from attribution_audit.store.models import (
@@ -337,10 +337,29 @@ class EvaluationRepository:
             if fitted != (space, space_version, top):
                 continue
             if source != SPACE_FIT_SOURCE:
-                return _model(row)
+                return self.unchanged(_model(row))
             if own is None and (k is None or _fitted_k(row) == k):
                 own = _model(row)
-        return own
+        return None if own is None else self.unchanged(own)
+
+    def unchanged(self, model: LogisticModel) -> LogisticModel:
+        """``model``, to score with; ConflictError where records it scored hold another fingerprint of it (its
+        row was changed by hand since, which `audit verify` names): one lookup of ``ix_attribution_metrics_model``."""
+        sha = AttributionMetrics.confidence_model_sha256
+        query = (
+            select(sha)
+            .where(AttributionMetrics.confidence_model == model.name, sha.is_not(None), sha != model.fingerprint())
+            .limit(1)
+        )
+        with read_scope(self.engine) as session:
+            held = session.scalar(query)
+        if held is not None:
+            raise ConflictError(
+                f"confidence model {model.name} no longer matches the fingerprint {held[:12]} that requests it scored "
+                "hold (its stored row was changed since): it scores no more requests; run `attribution-audit audit "
+                "verify`, and restore the audit DB from a backup"
+            )
+        return model
 
     def calibrated_in(self, embedder_fingerprint: str, space: str, space_version: int) -> dict[str, str]:
         """Model name -> top-artist rule of the ``calibrate`` models of this embedder fitted in a learned space's

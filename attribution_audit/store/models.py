@@ -246,6 +246,8 @@ class AttributionMetrics(Base):
     """The note's confidence indicators for one request."""
 
     __tablename__ = "attribution_metrics"
+    # a stored model's check before it scores (migration 0021): do records hold another fingerprint of it?
+    __table_args__ = (Index("ix_attribution_metrics_model", "confidence_model", "confidence_model_sha256"),)
 
     request_id: Mapped[str] = mapped_column(ForeignKey("attribution_requests.id"), primary_key=True)
     entropy: Mapped[float] = mapped_column(Float)

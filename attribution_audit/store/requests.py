@@ -12,7 +12,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine, FromClause, Select, column, func, select, table
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
 from attribution_audit.domain.confidence import STORED_MODEL_PREFIX
@@ -337,15 +337,20 @@ class RequestRepository:
         return chain.last_verification(self.engine)
 
     def model_fingerprints(self) -> list[tuple[str, str, int]]:
-        """(model name, fingerprint, records) of every stored confidence model's fingerprint the records hold (records
-        of a default formula name no stored model: a fingerprint in them was put there by hand, which the chain's
-        hashes show)."""
-        sha = AttributionMetrics.confidence_model_sha256
+        """(model name, fingerprint, records) of every stored confidence model's fingerprint the records hold (on
+        PostgreSQL through the view v_audit_metrics, which a `db grant-reader` role may read too; records of a default
+        formula name no stored model: a fingerprint in them was put there by hand, which the chain's hashes show)."""
+        metrics: FromClause = (
+            table("v_audit_metrics", column("confidence_model"), column("confidence_model_sha256"))
+            if self.engine.dialect.name == "postgresql"
+            else AttributionMetrics.__table__
+        )
+        name, sha = metrics.c.confidence_model, metrics.c.confidence_model_sha256
         query = (
-            select(AttributionMetrics.confidence_model, sha, func.count())
-            .where(sha.is_not(None), AttributionMetrics.confidence_model.startswith(STORED_MODEL_PREFIX))
-            .group_by(AttributionMetrics.confidence_model, sha)
-            .order_by(AttributionMetrics.confidence_model, sha)
+            select(name, sha, func.count())
+            .where(sha.is_not(None), name.startswith(STORED_MODEL_PREFIX))
+            .group_by(name, sha)
+            .order_by(name, sha)
         )
         with read_scope(self.engine) as session:
             return [(str(name), str(digest), int(n)) for name, digest, n in session.execute(query)]
