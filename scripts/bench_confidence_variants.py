@@ -6,7 +6,7 @@ between this script's markers.
 Variants of the two log-odds indicators (the space's own and the mean over the other learned spaces; everything else
 as recorded): a looser bound (100, none) instead of +-30; a temperature T (the artists' logits divided by T); the
 centroids' model with its pooled covariance shrunk halfway to a multiple of the identity, or fitted on the unit
-sphere the search uses. Added indicators: the Mahalanobis distance of the query to its top artist's centroid (an
+sphere the search uses. Added indicators: the Mahalanobis distance of the query to the nearest centroid (an
 "unlike every work" signal) and the top artist's own rate of right answers (learned on the training folds only).
 Other calibrators on the recorded indicators: squared terms, ranks. The queries are attributed through the
 product's own Attributor (not logged).
@@ -14,20 +14,17 @@ product's own Attributor (not logged).
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from bench_confidence import FOLDS, cv_scores
-from bench_quality import K, embed_queries
-from benchlib import provenance, publish
+from bench_quality import K
+from benchlib import cached_query_vectors, provenance, publish, style_queries_parser
 
 from attribution_audit.config import load_settings
 from attribution_audit.domain.confidence import CALIBRATION_FEATURES, feature_value, fit_logistic
 from attribution_audit.domain.params import AttributionParams
-from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import EPS, RIDGE, unit_rows
 from attribution_audit.domain.spaces import LearnedSpace, QueryVectors
 from attribution_audit.evaluation.calibration import cross_validated, expected_calibration_error
@@ -95,12 +92,7 @@ def rate_of_top_artist(x: np.ndarray, right: list[bool], tops: list[str]) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", type=Path, help="folder written by scripts/build_benchmark.py")
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--learned", required=True, help="learned spaces, comma-separated (two or more)")
-    parser.add_argument("--vectors", type=Path, help="an .npz cache of the queries' vectors (written when absent)")
-    parser.add_argument("--out", type=Path, default=Path("docs/quality.md"))
+    parser = style_queries_parser(__doc__)
     args = parser.parse_args()
     settings = load_settings(data_dir=args.data_dir)
     audit = open_audit(settings)
@@ -108,13 +100,7 @@ def main() -> None:
     learned = [s for s in args.learned.split(",") if s]
     variants: dict[str, dict[str, Centroids]] = {}
     with open_attributor(settings, audit, settings.embedder) as attributor:
-        if args.vectors is not None and args.vectors.exists():
-            cached = np.load(args.vectors)
-            vectors = [QueryVectors(c, s) for c, s in zip(cached["content"], cached["style"], strict=True)]
-        else:
-            vectors = embed_queries(attributor, queries)
-            if args.vectors is not None:
-                np.savez(args.vectors, content=[v.content for v in vectors], style=[v.of(STYLE) for v in vectors])
+        vectors = cached_query_vectors(args.vectors)
         truth = [attributor.canonical.get(q.artist, q.artist) for q in queries]
         points = list(attributor.store.iter_points())
         labels = [attributor.canonical.get(str(p.payload["artist"]), str(p.payload["artist"])) for p in points]
