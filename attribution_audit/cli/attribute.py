@@ -92,10 +92,8 @@ def attribute(
     """
     from attribution_audit.api import attribute_files
     from attribution_audit.errors import ImageError
-    from attribution_audit.services.attribute import FewerWorks, OwnConfidenceAtOtherK
-    from attribution_audit.services.attribution import SpaceSinceFit
+    from attribution_audit.services.attribute import Note
     from attribution_audit.services.checkpoints import Signed
-    from attribution_audit.services.spaces import HeldOutRate
 
     params = checked(
         AttributionParams,
@@ -120,7 +118,7 @@ def attribute(
             failed += 1
         elif isinstance(result, Signed):
             say_signed(result)
-        elif isinstance(result, FewerWorks | SpaceSinceFit | OwnConfidenceAtOtherK | HeldOutRate):
+        elif isinstance(result, Note):
             typer.echo(f"note: {result}", err=True)
         elif fmt is OutputFormat.table:
             print_attribution(result)

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from attribution_audit.domain.confidence import DEFAULT_CENTROID_MODEL_NAME, DEFAULT_MODEL_NAME
+from attribution_audit.domain.confidence import DEFAULT_CENTROID_MODEL_NAME, DEFAULT_MODEL_NAME, STORED_MODEL_PREFIX
 from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AttributionAuditError, ImageError
 from attribution_audit.sources.images import load_image
@@ -167,7 +167,9 @@ def request_context(
             (
                 "fingerprint of the confidence model (sha256)",
                 attribution.confidence_model_sha256
-                or (NOT_RECORDED if attribution.confidence_model.startswith("logistic-v") else "none (a formula)"),
+                or (
+                    NOT_RECORDED if attribution.confidence_model.startswith(STORED_MODEL_PREFIX) else "none (a formula)"
+                ),
             ),
             ("copy check", attribution.copy_verdict()),
         ],

@@ -3,7 +3,6 @@ with the automatic checkpoints of the chain written on the way."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,9 +107,7 @@ def attribute_files(
                 yield signed
 
 
-def learned_notes(
-    attributor: Attributor, params: AttributionParams
-) -> Iterator[SpaceSinceFit | OwnConfidenceAtOtherK | HeldOutRate]:
+def learned_notes(attributor: Attributor, params: AttributionParams) -> Iterator[LearnedNote]:
     """The notes of requests in a learned space (none in a base space): artists ingested since its fit, its own
     model fitted at another K or under another top-artist rule (no ``calibrate`` model scores the requests instead),
     or that model scoring them but the held-out rate (the same confidence for every request); ``attribute`` and the
@@ -128,5 +125,7 @@ def learned_notes(
         yield OwnConfidenceAtOtherK(
             space.name, space.version, space.base, model, fitted_k, fitted_top, params.k, params.top
         )
-    elif own is not None and scoring is not None and scoring.name == own[0] and not any(scoring.coef):
-        yield HeldOutRate(space.name, space.version, own[0], 1 / (1 + math.exp(-scoring.intercept)))
+    elif scoring is not None and (info := attributor.fitted_info(params)) is not None:
+        held_out = HeldOutRate.of(info, scoring.name)  # the version's own model, when it is the held-out rate
+        if held_out is not None:
+            yield held_out

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attribution_audit.config import DEFAULT_COPY_DEPTH
-from attribution_audit.domain.confidence import LogisticModel, confidence
+from attribution_audit.domain.confidence import STORED_MODEL_PREFIX, LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import CENTROID, DEFAULT_K, FUSED, AttributionParams, verify_rate
 from attribution_audit.domain.points import CONTENT, STYLE, Hit
@@ -193,14 +193,21 @@ class Attributor:
     def own_fit(self, params: AttributionParams) -> tuple[str, int, str] | None:
         """The name of the params' learned space version's own confidence model, the K and the top-artist rule it
         was fitted at (``spaces fit``); None in a base space or a version stored without one."""
-        params = self.space_of(params)[1]
-        if params.space_version is None:
+        info = self.fitted_info(params)
+        if info is None:
             return None
-        info = self._fitted[(params.space, params.space_version)][0]
         own = info.validation.get("confidence", {})
         if "model" not in own:
             return None
         return own["model"], info.fitted_k, own.get("parameters", {}).get("top", "share")
+
+    def fitted_info(self, params: AttributionParams) -> SpaceInfo | None:
+        """The stored version of the params' learned space (its version read as :meth:`space_of` reads it); None in a
+        base space."""
+        params = self.space_of(params)[1]
+        if params.space_version is None:
+            return None
+        return self._fitted[(params.space, params.space_version)][0]
 
     # -- exact ground truth ------------------------------------------------------------------------------------
     def exact_index(self, method: str, space: str = CONTENT) -> ExactIndex:
@@ -622,7 +629,7 @@ class Attributor:
 
     def _stored_model(self, name: str) -> LogisticModel | None:
         """The confidence model a record names: a stored ``logistic-v<N>``, else (a default formula) None."""
-        return self.audit.evaluations.calibration(name) if name.startswith("logistic-v") else None
+        return self.audit.evaluations.calibration(name) if name.startswith(STORED_MODEL_PREFIX) else None
 
 
 _ARTIST = itemgetter(1)  # of a (hit, canonical artist) candidate
