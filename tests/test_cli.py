@@ -66,6 +66,17 @@ def test_ingest_attribute_show_end_to_end(cli: Cli, ingested: Ingested, demo_cat
     assert f"previous hash {records[0]['record_hash']}  record hash {records[1]['record_hash']}" in table
 
 
+def test_show_and_replay_take_the_first_characters_of_an_id(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    cli.restore(ingested)
+    (record,) = json.loads(cli("attribute", str(demo_catalogue.queries[0].path), "--json", *EMBEDDER).stdout)
+    prefix = record["request_id"][:8]
+    assert json.loads(cli("audit", "show", prefix, "--json").stdout)["record_hash"] == record["record_hash"]
+    replay = json.loads(cli("audit", "replay", prefix.upper(), "--json").stdout)
+    assert (replay["original"]["request_id"], replay["replay"]["replay_of"]) == (record["request_id"],) * 2
+
+
 LOGIN_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")
 
 
