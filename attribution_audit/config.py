@@ -6,6 +6,7 @@ A data dir remembers, at its first ingest, which embedder built it and which spa
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import tempfile
@@ -180,8 +181,8 @@ class Settings:
 
     @property
     def resolved_requester(self) -> str:
-        """Who asks: the configured requester, else the OS user."""
-        return self.requester or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+        """Who asks: the configured requester, else :func:`os_account`."""
+        return self.requester or os_account()
 
     def with_embedder(self, embedder: str | None) -> Settings:
         """These settings with ``--embedder`` applied when given; for a command that needs the embedder, an
@@ -191,6 +192,15 @@ class Settings:
         if self.record_problem and self.embedder_from == "default":
             raise AttributionAuditError(self.record_problem)
         return self
+
+
+def os_account() -> str:
+    """The OS account running this process: its login name (LOGNAME, USER, LNAME or USERNAME, else the account
+    database's name of the user id), else ``uid:<n>`` (a container or cron job whose user id has no account entry)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):  # no variable set, and no account entry (or no pwd module)
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
 def with_options(settings: Settings, **given: Any) -> Settings:

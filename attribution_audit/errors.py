@@ -59,6 +59,10 @@ class NotFoundError(AttributionAuditError):
     """A requested record (attribution request, work) does not exist."""
 
 
+class AmbiguousIdError(AttributionAuditError):
+    """A shortened id names no one record: several records' ids start with it."""
+
+
 class OptionError(AttributionAuditError):
     """A request's options do not apply to what it names (a top-artist rule its space cannot apply)."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import shutil
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from conftest import Cli, Ingested, ingest_once
 from sqlalchemy import func, select
 
 from attribution_audit import __version__
+from attribution_audit.config import load_settings
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store.models import AttributionNeighbour, AttributionRequest, Work
@@ -61,6 +64,66 @@ def test_ingest_attribute_show_end_to_end(cli: Cli, ingested: Ingested, demo_cat
     asked = f"requested by {stored['requester']} at {stored['created_at']}"
     assert f"{asked}  image sha256 {records[1]['image_sha256']}" in table
     assert f"previous hash {records[0]['record_hash']}  record hash {records[1]['record_hash']}" in table
+
+
+def test_show_and_replay_take_the_first_characters_of_an_id(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    cli.restore(ingested)
+    (record,) = json.loads(cli("attribute", str(demo_catalogue.queries[0].path), "--json", *EMBEDDER).stdout)
+    prefix = record["request_id"][:8]
+    assert json.loads(cli("audit", "show", prefix, "--json").stdout)["record_hash"] == record["record_hash"]
+    replay = json.loads(cli("audit", "replay", prefix.upper(), "--json").stdout)
+    assert (replay["original"]["request_id"], replay["replay"]["replay_of"]) == (record["request_id"],) * 2
+
+
+LOGIN_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")
+
+
+def test_without_login_variables_the_requester_is_the_os_account(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container or cron job has no $USER (or an empty one): the record names the OS account, not "unknown";
+    ATTRIBUTION_AUDIT_REQUESTER still comes first."""
+    cli.restore(ingested)
+    for name in (*LOGIN_VARIABLES, "ATTRIBUTION_AUDIT_REQUESTER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("USER", "")
+    image = str(demo_catalogue.queries[0].path)
+    (record,) = json.loads(cli("attribute", image, "--json", *EMBEDDER).stdout)
+    account = pwd.getpwuid(os.getuid()).pw_name
+    assert record["requester"] == account
+    assert f"requested by {account} at" in cli("audit", "show", record["request_id"]).stdout
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_REQUESTER", "nightly batch")
+    (record,) = json.loads(cli("attribute", image, "--json", *EMBEDDER).stdout)
+    assert record["requester"] == "nightly batch"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="only root can run as a user id with no account")
+def test_a_user_id_with_no_account_is_recorded_as_its_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No login variable and no account entry (a container run as an arbitrary user id): ``uid:<n>``."""
+    for name in LOGIN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    uid = next(n for n in range(54321, 65000) if not _has_account(n))
+    read, write = os.pipe()
+    if (child := os.fork()) == 0:  # the child becomes that user id and says who asks
+        try:
+            os.setuid(uid)
+            os.write(write, load_settings().resolved_requester.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as answer:
+        assert answer.read() == f"uid:{uid}"
+
+
+def _has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
 
 
 def test_a_k_above_the_catalogue_says_how_many_works_there_are(

@@ -388,3 +388,27 @@ def test_the_file_a_work_was_ingested_from_is_its_copy_and_a_pointless_image_is_
     page(30).save(tmp_path / "new.png")  # a query rich in keypoints is compared with the striped work, not stopped
     assert attribute(cli, tmp_path / "new.png")["copy_status"] == "no_copy"
     assert "chain OK" in cli("audit", "verify").stdout
+
+
+@pytest.mark.slow
+def test_a_file_catalogued_under_several_works_names_the_first_added_and_the_others(cli: Cli, tmp_path: Path) -> None:
+    """The same file ingested as W2, then in catalogue "archive" as A1, then again in the first catalogue as D1..D3
+    (ingest warns of the duplicate): a query of that file is a copy of W2, the work first added, and its status
+    names the others, at most three; `audit show` says so beside the verdict."""
+    ingest_pages(cli, tmp_path)
+    (tmp_path / "archive.csv").write_text("path,artist,work_id,title\nworks/p2.png,Artist 0,A1,page 2 again\n")
+    cli("ingest", str(tmp_path / "archive.csv"), "--embedder", EMBEDDER)
+    rows = "".join(f"works/p2.png,Artist 0,D{i},page 2 again\n" for i in (1, 2, 3))
+    (tmp_path / "more.csv").write_text("path,artist,work_id,title\n" + rows)
+    added = cli("ingest", str(tmp_path / "more.csv"), "--catalogue", "catalogue", "--embedder", EMBEDDER)
+    assert "warning: 3 work(s) have the same image file as another work of the catalogue" in added.stderr
+
+    found = attribute(cli, tmp_path / "works" / "p2.png")
+    also = "the same file is also catalogued as A1 (catalogue archive), D1, D2 and 1 more"
+    assert (found["copy_of"], found["copy_status"]) == ("W2", f"copy: {also}")
+    assert (found["copy_score"], found["copy_method"]) == (1.0, copy_check.IDENTICAL)
+    shown = cli("audit", "show", str(found["request_id"])).stdout
+    assert f"copy check: near-copy of W2 (copy score 1.000, rule {copy_check.IDENTICAL}); {also}\n" in shown
+    found = attribute(cli, tmp_path / "works" / "p1.png")  # a file catalogued once: its status is plain "copy"
+    assert (found["copy_of"], found["copy_status"]) == ("W1", "copy")
+    assert "chain OK" in cli("audit", "verify").stdout

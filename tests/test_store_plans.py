@@ -202,3 +202,24 @@ def test_writing_works_and_a_request_never_scans_the_works_table(audit: AuditSto
     with audit.engine.connect() as connection:  # and the request did find its works through the index
         linked = connection.execute(text("SELECT COUNT(*) FROM attribution_neighbours WHERE work_pk IS NOT NULL"))
         assert linked.scalar() == 2
+
+
+def test_a_request_id_prefix_is_one_index_range(audit: AuditStore) -> None:
+    """`audit show 0123abcd` looks the prefix up in one statement that reads the ids' primary key index over the
+    prefix's range, not the whole log."""
+    for _ in range(20):
+        audit.requests.record(request_draft(2))
+    wanted = audit.requests.latest(1)[0].request_id
+    with statements(audit) as seen:
+        assert audit.requests.with_prefix(wanted[:8]) == (1, wanted)
+    ((sql, params),) = [(sql, params) for sql, params in seen if "_requests" in sql]  # the view on PostgreSQL
+    with audit.engine.connect() as connection:
+        if audit.engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("ANALYZE")
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar()
+            nodes = [n for n in plan_nodes(plan[0]["Plan"]) if n.get("Relation Name") == "attribution_requests"]
+            assert nodes and all("Index" in n["Node Type"] and "id" in str(n.get("Index Cond")) for n in nodes), nodes
+        else:
+            steps = [str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]
+            assert any("INDEX" in step and "id>?" in step and "id<?" in step for step in steps), steps

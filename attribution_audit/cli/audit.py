@@ -15,6 +15,7 @@ from attribution_audit.cli.common import (
     FromOption,
     JsonOption,
     OutputFormat,
+    RequestIdArgument,
     RequestKind,
     ToOption,
     Typer,
@@ -25,6 +26,7 @@ from attribution_audit.cli.common import (
     neighbour_rows,
     output_format,
     print_attribution,
+    request_id_of,
     say_signed,
 )
 from attribution_audit.reporting.tables import render_json, terminal_text
@@ -94,7 +96,7 @@ def audit_list(
 @app.command("show")
 def audit_show(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(help="Request id, as printed by attribute or audit list.")],
+    request_id: RequestIdArgument,
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
@@ -107,7 +109,7 @@ def audit_show(
     from attribution_audit.services.audit_log import get_attribution, request_notes
 
     audit = audit_of(ctx.obj)
-    result = get_attribution(audit, request_id)
+    result = get_attribution(audit, request_id_of(audit, request_id))
 
     def text() -> None:
         print_attribution(result)
@@ -345,7 +347,7 @@ def audit_verify_recall(ctx: typer.Context, fmt: FormatOption = OutputFormat.tab
 @app.command("replay")
 def audit_replay(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(help="Request to re-run on today's index.")],
+    request_id: RequestIdArgument,
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
@@ -359,7 +361,8 @@ def audit_replay(
     from attribution_audit.services.recall import replay
 
     fmt = output_format(fmt, as_json)
-    before, after = replay(ctx.obj, audit_of(ctx.obj), request_id)
+    audit = audit_of(ctx.obj)
+    before, after = replay(ctx.obj, audit, request_id_of(audit, request_id))
     diff = diff_attributions(before, after)
     if fmt is OutputFormat.json:  # on one line, as it always was; not_recorded and verdict added since
         data = {

@@ -234,6 +234,24 @@ def audit_of(settings: Settings) -> AuditStore:
     return open_audit(settings)
 
 
+RequestIdArgument = Annotated[
+    str,
+    typer.Argument(help="The request's id, as attribute and audit list print it, or its first 8 or more characters."),
+]
+
+
+def request_id_of(audit: AuditStore, given: str) -> str:
+    """The whole id of the request ``given`` names: its id, or the first 8 or more characters of it (as git takes a
+    commit's); a usage error where several requests' ids start with it."""
+    from attribution_audit.errors import AmbiguousIdError
+    from attribution_audit.services.audit_log import resolve_request_id
+
+    try:
+        return resolve_request_id(audit, given)
+    except AmbiguousIdError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'REQUEST_ID'") from None
+
+
 def say_signed(signed: Signed) -> None:
     """On stderr: the checkpoint just signed, where its key is (and that it was just created), its witness."""
     c = signed.checkpoint

@@ -12,12 +12,14 @@ from attribution_audit.cli.common import (
     FromOption,
     JsonOption,
     OutputFormat,
+    RequestIdArgument,
     ToOption,
     Typer,
     audit_of,
     day_range,
     emit,
     output_format,
+    request_id_of,
 )
 
 app = Typer(
@@ -123,7 +125,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
 @app.command("request")
 def report_request(
     ctx: typer.Context,
-    request_id: Annotated[str, typer.Argument(help="Request to report.")],
+    request_id: RequestIdArgument,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML page here.")] = None,
     pdf_out: Annotated[Path | None, typer.Option("--pdf", help="Also print it to PDF (needs Chromium).")] = None,
 ) -> None:
@@ -141,6 +143,7 @@ def report_request(
         if out is not None:
             refuse_evidence_as_output(ctx.obj, out, option)
     audit = audit_of(ctx.obj)
+    request_id = request_id_of(audit, request_id)
     for path in (
         write_request_html(audit, request_id, html_out) if html_out else None,
         write_request_pdf(audit, request_id, pdf_out) if pdf_out else None,

@@ -75,14 +75,17 @@ class Attribution:
 
     def copy_verdict(self) -> str:
         """The copy check in words: 'near-copy of W3', 'no near-copy', 'not run: <why>' or 'failed: <why>', with
-        the score and the rule that computed it; 'not checked' when no check is recorded (replays, old records)."""
+        the score and the rule that computed it, then what a copy's status adds (the other works of an identical
+        file); 'not checked' when no check is recorded (replays, old records)."""
         status = self.copy_status or (None if self.copy_score is None else "copy" if self.copy_of else "no_copy")
         if status is None:
             return "not checked"
-        words = {"copy": f"near-copy of {self.copy_of}", "no_copy": "no near-copy"}.get(status)
+        word, _, also = status.partition(": ")
+        words = {"copy": f"near-copy of {self.copy_of}", "no_copy": "no near-copy"}.get(word)
         words = words or status.replace("not_run", "not run", 1)
         score = "n/a" if self.copy_score is None else f"{self.copy_score:.3f}"
-        return f"{words} (copy score {score}, rule {self.copy_method or 'not recorded (before revision 0011)'})"
+        rule = self.copy_method or "not recorded (before revision 0011)"
+        return f"{words} (copy score {score}, rule {rule})" + (f"; {also}" if word == "copy" and also else "")
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` form of the CLI."""

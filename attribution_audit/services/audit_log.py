@@ -8,7 +8,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import PermissionDeniedError, ReadOnlyError
+from attribution_audit.errors import AmbiguousIdError, NotFoundError, PermissionDeniedError, ReadOnlyError
 from attribution_audit.reporting import export, html
 from attribution_audit.services.attribution import space_since_fit
 from attribution_audit.services.spaces import HeldOutRate
@@ -21,6 +21,30 @@ def list_attributions(audit: AuditStore, limit: int = 50, kind: str = "all") -> 
     """The most recent requests of ``kind`` (all; production: users' attributions; evaluation: made by evaluation
     runs; replay), newest first."""
     return audit.requests.latest(limit, kind)
+
+
+ID_PREFIX = 8  # the fewest leading characters of a request id that look it up
+
+
+def resolve_request_id(audit: AuditStore, given: str) -> str:
+    """The whole id of the one request whose id is ``given`` or starts with it (at least ID_PREFIX characters, in
+    either case, as git takes a commit's); NotFoundError if none does (or ``given`` is shorter), AmbiguousIdError if
+    several do."""
+    prefix = given.strip().lower()
+    if len(prefix) < ID_PREFIX:
+        raise NotFoundError(
+            f"no attribution request {given!r}: give its whole id or at least its first {ID_PREFIX} characters; "
+            "`attribution-audit audit list` shows ids"
+        )
+    count, least = audit.requests.with_prefix(prefix)
+    if count > 1:
+        raise AmbiguousIdError(f"{count} requests have an id that starts with {given!r}: give more of its characters")
+    if least is None:
+        raise NotFoundError(
+            f"no attribution request {given!r} in the audit log (no id starts with it); `attribution-audit audit "
+            "list` shows ids"
+        )
+    return least
 
 
 def get_attribution(audit: AuditStore, request_id: str) -> Attribution:

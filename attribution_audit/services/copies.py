@@ -109,7 +109,7 @@ def evaluate_copies(
         false_copies=sum(flags),
         false_copy_rate=sum(flags) / len(flags) if flags else None,
         false_copy_rate_upper_95=rate_upper_bound(sum(flags), len(flags)),
-        not_run=dict(Counter(v.status.split(":")[0] for v in verdicts if v.status not in (COPY, NO_COPY))),
+        not_run=dict(Counter(w for v in verdicts if (w := v.status.split(":")[0]) not in (COPY, NO_COPY))),
         threshold=COPY_SCORE,
         method=METHOD,
         depth=settings.copy_depth,

@@ -4,7 +4,9 @@ drawn from every base space the collection has (a blurred or JPEG-compressed cop
 space and near it in another).
 
 A query whose file is byte for byte the file a candidate was ingested from is its copy at once (method
-IDENTICAL, score 1), whatever its keypoints: a flat or striped image has too few for the comparison.
+IDENTICAL, score 1), whatever its keypoints: a flat or striped image has too few for the comparison. Where several
+candidates were ingested from that file, the verdict names the one first added to the catalogue (the lowest work key)
+and its status the others: ``copy: the same file is also catalogued as W7, W9 (catalogue archive)``.
 
 Each verdict says whether the check ran: ``copy``, ``no_copy`` (every candidate compared), ``not_run: <why>`` (the
 query has too few distinctive points for local features, or some candidate's image could not be compared: no file
@@ -52,7 +54,7 @@ class CopyVerdict:
 
     @property
     def copy_of(self) -> str | None:
-        return self.work_id if self.status == COPY else None
+        return self.work_id if self.status.partition(":")[0] == COPY else None
 
     @property
     def copy_score(self) -> float | None:
@@ -78,17 +80,19 @@ class CopyDetector:
 
     def check(self, image: Image.Image, candidates: Sequence[tuple[str, str]], sha256: str | None) -> CopyVerdict:
         """The verdict over the candidate works, (catalogue, work id) pairs, for the query image and the sha256 of
-        its file (None: not known): a candidate ingested from the same bytes first; else the best score, then the
-        most inliers; a copy when the best score reaches COPY_SCORE, whatever the other candidates gave."""
+        its file (None: not known): first, of the candidates ingested from the same bytes, the one first added to
+        the catalogue, naming the others; else the best score, then the most inliers; a copy when the best score
+        reaches COPY_SCORE, whatever the other candidates gave."""
         import cv2
 
         if not candidates:
             return not_run("no candidate work")
         ids = {point_id_for(catalogue, work): (catalogue, work) for catalogue, work in dict.fromkeys(candidates)}
         paths = self.audit.catalogue.image_paths(self.collection, list(ids))
-        for point, (catalogue, work) in ids.items():
-            if sha256 is not None and paths.get(point, ("", ""))[1] == sha256:
-                return CopyVerdict(work, catalogue, None, COPY, 1, IDENTICAL)
+        identical = [ids[point] for point, (_, digest) in paths.items() if digest == sha256]
+        if identical:
+            (catalogue, work), others = identical[0], identical[1:]
+            return CopyVerdict(work, catalogue, None, _also(others, catalogue), 1, IDENTICAL)
         try:
             query = local_features(image)
         except cv2.error as exc:
@@ -147,6 +151,16 @@ def _listed(problems: list[str], candidates: int) -> str:
     """'2 of 20 candidates (W1: ..., W2: ...)', naming at most NAMED."""
     more = f", {len(problems) - NAMED} more" if len(problems) > NAMED else ""
     return f"{len(problems)} of {candidates} candidates ({'; '.join(problems[:NAMED])}{more})"
+
+
+def _also(others: list[tuple[str, str]], catalogue: str) -> str:
+    """The status of an identical file: ``copy``, naming at most NAMED other (catalogue, work id) candidates ingested
+    from that file too (their catalogue where it is not ``catalogue``, the named work's)."""
+    if not others:
+        return COPY
+    names = [work if of == catalogue else f"{work} (catalogue {of})" for of, work in others]
+    more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
+    return f"{COPY}: the same file is also catalogued as {', '.join(names[:NAMED])}{more}"
 
 
 def _points(features: LocalFeatures) -> str:

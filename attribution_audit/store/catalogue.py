@@ -405,11 +405,12 @@ class CatalogueRepository:
 
     def image_paths(self, collection: str, point_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Point id -> (image file, sha256 of the image embedded) of the works embedded in ``collection`` under
-        those points (copy checks)."""
+        those points, in the order the works were first added to a catalogue (copy checks)."""
         query = (
             select(WorkEmbedding.point_id, Work.image_path, WorkEmbedding.image_sha256)
             .join(Work, Work.id == WorkEmbedding.work_pk)
             .where(WorkEmbedding.collection == collection, WorkEmbedding.point_id.in_(list(point_ids)))
+            .order_by(Work.id)
         )
         with read_scope(self.engine) as session:
             return {point: (path, digest) for point, path, digest in session.execute(query)}

@@ -675,6 +675,25 @@ def count_requests(engine: Engine, up_to_seq: int | None = None) -> int:
         return int(connection.scalar(query) or 0)
 
 
+_ID_ALPHABET = frozenset("0123456789abcdef-")  # a request id is a UUID in its canonical lowercase text
+
+
+def ids_with_prefix(engine: Engine, prefix: str) -> tuple[int, str | None]:
+    """How many request ids start with ``prefix``, and the least of them (one range scan of the ids' primary key
+    index, LIKE keeping the prefix's: the range holds every id of the prefix in any collation, a trailing hyphen
+    dropped and a digit 9 followed by 'a'); (0, None) for a prefix no UUID can start with."""
+    stem = prefix.rstrip("-")
+    if not stem or not set(prefix) <= _ID_ALPHABET:
+        return 0, None
+    last = stem[-1]
+    bound = stem[:-1] + ("a" if last == "9" else chr(ord(last) + 1))
+    ids = _source(engine).requests.c.id
+    query = select(func.count(), func.min(ids)).where(ids >= stem, ids < bound, ids.startswith(prefix))
+    with read_connection(engine) as connection:
+        count, least = connection.execute(query).one()
+    return int(count), least
+
+
 def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, str]]:
     """rank -> (image path, sha256) that the catalogue (work_versions, outside the chain) now holds for the work
     version each neighbour of the request was attributed as (one query); the record pins the digest itself since

@@ -264,6 +264,11 @@ class RequestRepository:
             for request_id, content, style in rows
         }
 
+    def with_prefix(self, prefix: str) -> tuple[int, str | None]:
+        """How many request ids start with ``prefix`` (lowercase, as ids are spelt), and the least of them (one
+        indexed query)."""
+        return chain.ids_with_prefix(self.engine, prefix)
+
     def get(self, request_id: str) -> Attribution:
         """One request by id; NotFoundError if absent."""
         return to_attribution(self._load(request_id))
