@@ -245,16 +245,9 @@ def audit_verify(
         typer.echo(f"schema FAILS: {verification.schema_problem}", err=True)
     elif table:
         typer.echo("schema OK: every view and trigger is as the migrations create it")
-    for problem in verification.models:
-        typer.echo(f"models FAIL: {problem}", err=True)
-    if verification.models_unchecked:
-        typer.echo(f"models UNCHECKED: {verification.models_unchecked}", err=True)
-    elif table and not verification.models:
-        typer.echo("models OK: every stored confidence model matches the fingerprint its records hold")
-    for problem in verification.spaces:
-        typer.echo(f"spaces FAIL: {problem}", err=True)
-    if table and verification.spaces_unchecked:
-        typer.echo(f"spaces unchecked: {verification.spaces_unchecked}")
+    for line, failed in verification.check_lines():
+        if failed or table:
+            typer.echo(line, err=failed)
     if table and checkpoint is None and not ctx.obj.resolved_witness_file.exists():
         # the chain alone cannot show a cut tail: say that no checkpoint was compared (a mistyped path, say)
         typer.echo(
