@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import EMBEDDER
 from dbtools import superuser_edit
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from attribution_audit.config import Settings, load_settings
@@ -152,6 +153,19 @@ def store_model(
         fit_metrics={} if parameters is None else {"parameters": parameters},
     )
     return audit.evaluations.add_calibration(model, evidence)
+
+
+@pytest.mark.parametrize(
+    "statement", ["UPDATE calibration_models SET fit_metrics = '{}'", "DELETE FROM calibration_models"]
+)
+def test_a_stored_model_cannot_be_changed_or_deleted(audit: AuditStore, statement: str) -> None:
+    """Records name the model that scored them and the parameters it scores are not in its fingerprint: the table
+    is append-only (revision 0002), like the audit tables."""
+    x, y, _ = synthetic()
+    name = store_model(audit, fit_logistic(x, y), "test@0", {"space": "content", "top": "share", "k": 10})
+    with pytest.raises(DBAPIError, match="append-only"), audit.engine.begin() as connection:
+        connection.execute(text(statement))
+    assert audit.evaluations.calibration(name).name == name
 
 
 @pytest.mark.parametrize(

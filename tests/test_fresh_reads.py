@@ -230,6 +230,58 @@ def test_verify_fails_where_a_stored_model_no_longer_matches_the_records_it_scor
     engine.dispose()
 
 
+def test_verify_fails_where_records_were_scored_at_other_parameters_than_their_model_now_says(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """The fingerprint covers a model's coefficients, not the parameters it scores (``fit_metrics.parameters``):
+    those changed by hand (the append-only trigger off) after it scored records fail `audit verify`'s models check,
+    naming the model, the parameters and the first record, on SQLite and PostgreSQL."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    audit = AuditStore(engine)
+    name = _calibrate(audit, "fp", 10)
+    ids = []
+    for label in ("one", "two"):  # recorded at k 2, in the content space, under the share rule
+        request = complete_request(label)
+        assert request.metrics is not None
+        request.metrics.confidence_model = name
+        request.metrics.confidence_model_sha256 = audit.evaluations.calibration(name).fingerprint()
+        chain.append(engine, request)
+        ids.append(request.id)
+    number = name.removeprefix("logistic-v")
+
+    def fit_metrics(value: object) -> None:
+        superuser_edit(engine, f"UPDATE calibration_models SET fit_metrics = '{json.dumps(value)}' WHERE id = {number}")
+
+    ok = "models OK: every stored confidence model matches the fingerprint and the parameters its records hold"
+    fit_metrics({"parameters": {"space": "content", "top": "share", "k": 2}, "source": "spaces fit"})
+    assert ok in cli("audit", "verify").stdout  # an own model scores only its K: the records' too
+    fit_metrics({"parameters": {"space": "style", "top": "share", "k": 10}})
+    failed = cli("audit", "verify", code=1)
+    assert "chain OK: 2 records" in failed.stdout and "models OK" not in failed.stdout
+    assert (
+        f"models FAIL: confidence model {name} now scores space style, space_version none, top share, but 2 "
+        f"record(s) it scored (the first: seq 1, request {ids[0]}) were attributed at space content, space_version "
+        "none, top share: its calibration_models row's parameters were changed after them; restore it from a backup"
+    ) in failed.stderr
+    fit_metrics({"parameters": {"space": "content", "top": "share", "k": 5}, "source": "spaces fit"})
+    failed = cli("audit", "verify", code=1)
+    assert f"confidence model {name} now scores space content, space_version none, top share, k 5, but 2" in (
+        failed.stderr
+    )
+    assert "were attributed at space content, space_version none, top share, k 2:" in failed.stderr
+    verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
+    assert verdict["ok"] is False and verdict["models"]["ok"] is False and len(verdict["models"]["problems"]) == 1
+    fit_metrics("not an object")
+    summary = cli("report", "summary").stdout
+    assert (
+        f"models FAIL: confidence model {name} scored 2 record(s) (the first: seq 1, request {ids[0]}) but its "
+        in (summary)
+        and "parameters cannot be read: calibration model" in summary
+    )
+    engine.dispose()
+
+
 @pytest.mark.slow
 def test_a_record_names_the_version_its_neighbours_were_found_in_when_another_is_stored_before_it_is_written(
     cli: Cli, demo_catalogue: DemoCatalogue

@@ -230,10 +230,13 @@ def _permission_error(result: Any) -> str:
 
 
 def _not_recorded(stderr: str) -> str:
-    """A reader's ``audit verify`` stderr without its last line, checked to say the verification is not recorded."""
+    """A reader's ``audit verify`` stderr without what only a reader's says, each checked: its last line, that the
+    verification is not recorded, and that its spaces check was not made."""
     *lines, warning = stderr.splitlines(keepends=True)
     assert warning.startswith("warning: this verification is not recorded") and "may only read" in warning, stderr
-    return "".join(lines)
+    (spaces,) = [line for line in lines if line.startswith("spaces UNCHECKED: ")]
+    assert "this database user may only read the audit views; a writer's `audit verify` checks them" in spaces
+    return "".join(line for line in lines if line != spaces)
 
 
 # -- reading -----------------------------------------------------------------------------------------------------
@@ -255,12 +258,13 @@ def test_the_reader_lists_shows_verifies_and_reports_what_the_owner_does(reader_
     first = json.loads(reader("audit", "show", ids[0], "--json").stdout)
     assert list(first["artist_shares"]) == ["Zoe", "émile"] and first["neighbours"][0]["work_id"] == "w1"
 
-    verified = reader("audit", "verify").stdout
-    assert verified.splitlines()[0] == f"chain OK: 4 records, head {reader_log.requests[-1].record_hash}"
-    unchecked = "spaces unchecked: the learned space versions the records name are not checked: this database user "
-    assert verified.replace(next(line for line in verified.splitlines(True) if line.startswith(unchecked)), "") == (
-        owner("audit", "verify").stdout
-    )
+    verified = reader("audit", "verify")
+    assert verified.stdout.splitlines()[0] == f"chain OK: 4 records, head {reader_log.requests[-1].record_hash}"
+    spaces_ok = "spaces OK: every learned space version the records name is stored unchanged\n"
+    owned = owner("audit", "verify").stdout
+    assert spaces_ok in owned and verified.stdout == owned.replace(spaces_ok, "")
+    unchecked = "spaces UNCHECKED: the learned space versions the records name are not checked: this database user "
+    assert unchecked in verified.stderr  # as the models check says it, not OK
     as_json = json.loads(reader("audit", "verify", "--format", "json").stdout)
     assert as_json["ok"] is True and as_json["spaces"]["ok"] is None and as_json["spaces"]["unchecked"]
     checkpoint = tmp_path / "checkpoint.json"
@@ -418,7 +422,8 @@ def test_the_readers_verification_is_not_recorded_and_it_is_told_so(reader_log: 
 
     verified = reader("audit", "verify")
     assert verified.stdout.startswith("chain OK: 4 records")
-    (warning,) = verified.stderr.splitlines()
+    assert _not_recorded(verified.stderr) == ""  # but that its spaces check was not made
+    warning = verified.stderr.splitlines()[-1]
     assert warning.startswith("warning: this verification is not recorded for report summary: ")
     assert f"database user {user!r} may only read the audit database" in warning
     assert "a user granted a role made by `attribution-audit db grant-writer ROLE`" in warning
@@ -449,7 +454,7 @@ def test_the_readers_models_check_says_unchecked_not_ok(reader_log: ReaderLog) -
     assert line.startswith("models UNCHECKED: this database user may not read the stored confidence models (")
     assert "1 model(s) that records name were not compared" in line and "`db grant-writer` role can run" in line
     models = json.loads(reader("audit", "verify", "--format", "json").stdout)["models"]
-    assert models["ok"] is False and models["problems"] == [] and models["unchecked"] == line.split(": ", 1)[1]
+    assert models["ok"] is None and models["problems"] == [] and models["unchecked"] == line.split(": ", 1)[1]
     assert "models OK: every stored confidence model matches" in owner("audit", "verify").stdout
     assert line in reader("report", "summary").stdout
 

@@ -139,6 +139,8 @@ def test_the_writer_appends_and_maintains_but_cannot_rewrite_the_log(
             "UPDATE audit_identity SET identity = 'x'",
             "UPDATE learned_spaces SET matrix = mean",
             "DELETE FROM learned_spaces",
+            "UPDATE calibration_models SET fit_metrics = '{}'",
+            "DELETE FROM calibration_models",
             "CREATE TABLE mallory (i int)",
         ):
             with pytest.raises(DBAPIError) as refused, engine.begin() as connection:

@@ -193,13 +193,14 @@ def audit_verify(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints, and
-    the database's views and triggers with what its migrations create, and each stored confidence model with the
-    fingerprint the records it scored hold (models); exit 1 naming the first broken record, the checkpoint it
-    contradicts (records removed, changed, reordered, another audit DB, or signed by another key), the view or
-    trigger that was changed or the confidence model changed since it scored requests. A db grant-reader role may not
-    read the stored models: its models check says UNCHECKED (not OK) and who can run it. The chain's outcome is
-    recorded for report summary; where it cannot be (a db grant-reader role, a read-only log, a full disk) it is not,
-    with a warning, and the verdict and exit code are the same.
+    the database's views and triggers with what its migrations create, each stored confidence model with the
+    fingerprint and the parameters of the records it scored (models) and the learned space versions records name
+    (spaces); exit 1 naming the first broken record, the checkpoint it contradicts (records removed, changed,
+    reordered, another audit DB, or signed by another key), the view or trigger that was changed, the confidence
+    model or the space version changed since records used it. A db grant-reader role may not read the stored models
+    and versions: its models and spaces checks say UNCHECKED (not OK; JSON ok null) and who can run them. The chain's
+    outcome is recorded for report summary; where it cannot be (a db grant-reader role, a read-only log, a full disk)
+    it is not, with a warning, and the verdict and exit code are the same.
 
     \b
     Example: attribution-audit audit verify --format json
@@ -247,16 +248,9 @@ def audit_verify(
         typer.echo(f"schema FAILS: {verification.schema_problem}", err=True)
     elif table:
         typer.echo("schema OK: every view and trigger is as the migrations create it")
-    for problem in verification.models:
-        typer.echo(f"models FAIL: {problem}", err=True)
-    if verification.models_unchecked:
-        typer.echo(f"models UNCHECKED: {verification.models_unchecked}", err=True)
-    elif table and not verification.models:
-        typer.echo("models OK: every stored confidence model matches the fingerprint its records hold")
-    for problem in verification.spaces:
-        typer.echo(f"spaces FAIL: {problem}", err=True)
-    if table and verification.spaces_unchecked:
-        typer.echo(f"spaces unchecked: {verification.spaces_unchecked}")
+    for line, failed in verification.check_lines():
+        if failed or table:
+            typer.echo(line, err=failed)
     if table and checkpoint is None and not ctx.obj.resolved_witness_file.exists():
         # the chain alone cannot show a cut tail: say that no checkpoint was compared (a mistyped path, say)
         typer.echo(

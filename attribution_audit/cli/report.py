@@ -64,6 +64,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
     \b
     Example: attribution-audit report summary --format json
     """
+    from attribution_audit.services.checkpoints import check_lines
     from attribution_audit.services.report import summary
 
     data = summary(audit_of(ctx.obj))
@@ -86,13 +87,8 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
             typer.echo("schema OK: every view and trigger is as the migrations create it")
         for problem in schema["problems"] or ([f"not checked: {schema['unchecked']}"] if schema["unchecked"] else []):
             typer.echo(f"schema FAILS: {problem}")
-        models = data["models"]
-        if models["ok"]:
-            typer.echo("models OK: every stored confidence model matches the fingerprint its records hold")
-        for problem in models["problems"]:
-            typer.echo(f"models FAIL: {problem}")
-        if models["unchecked"]:
-            typer.echo(f"models UNCHECKED: {models['unchecked']}")
+        for line, _ in check_lines("models", data["models"]["problems"], data["models"]["unchecked"]):
+            typer.echo(line)
         if chain["verified_in_full_at"] is None:
             typer.echo(
                 f"chain checked in full now ({chain['checked_now']} records); an `audit verify` by a writer records a "

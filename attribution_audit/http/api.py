@@ -198,9 +198,10 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
     @app.get("/v1/audit/verify", tags=["audit"])
     def verify(_: Reader) -> dict[str, Any]:
         """Verify every hash and link of the audit chain now, compare it with the witness file's last checkpoint and
-        the views and triggers with the migrations (`schema`): `ok` only when all hold (the verdict of `audit verify
-        --format json`, which this answers, with `checked` the number of records verified and `problem` the reason
-        in one line)."""
+        the views and triggers with the migrations (`schema`), the stored confidence models and the learned space
+        versions with the records they scored (`models`, `spaces`; `ok` null where not checked): `ok` only when all
+        hold (the verdict of `audit verify --format json`, which this answers, with `checked` the number of records
+        verified and `problem` the reason in one line)."""
         verification = service.verify()
         return {
             "verified_at": verification.at.isoformat(),

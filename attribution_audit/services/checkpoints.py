@@ -44,6 +44,7 @@ from attribution_audit.reporting import export
 from attribution_audit.services.audit_log import verify_chain
 from attribution_audit.sources.files import irregular_file_problem
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.evaluations import OffParameters
 
 NEW_LOG_FLAG = "--new-audit-log"
 SCHEMA_REMEDY = (
@@ -144,17 +145,38 @@ class Verification:
             "checkpoints": [check.as_json() for check in self.checkpoints],
             "schema": {"ok": self.schema_problem is None, "problems": self.schema, "unchecked": self.schema_unchecked},
             "not_recorded": self.not_recorded,
-            "models": {
-                "ok": not self.models and self.models_unchecked is None,
-                "problems": self.models,
-                "unchecked": self.models_unchecked,
-            },
-            "spaces": {
-                "ok": None if self.spaces_unchecked else not self.spaces,
-                "problems": self.spaces,
-                "unchecked": self.spaces_unchecked,
-            },
+            "models": check_json(self.models, self.models_unchecked),
+            "spaces": check_json(self.spaces, self.spaces_unchecked),
         }
+
+    def check_lines(self) -> list[tuple[str, bool]]:
+        """The lines of the models and spaces checks (:func:`check_lines`)."""
+        return [
+            *check_lines("models", self.models, self.models_unchecked),
+            *check_lines("spaces", self.spaces, self.spaces_unchecked),
+        ]
+
+
+CHECKS_OK = {
+    "models": "every stored confidence model matches the fingerprint and the parameters its records hold",
+    "spaces": "every learned space version the records name is stored unchanged",
+}
+
+
+def check_json(problems: list[str], unchecked: str | None) -> dict[str, Any]:
+    """A check's verdict as JSON (``models``, ``spaces``): ``ok`` null where it could not be made (``unchecked``:
+    why), else whether no ``problems``."""
+    return {"ok": None if unchecked else not problems, "problems": problems, "unchecked": unchecked}
+
+
+def check_lines(check: str, problems: Sequence[str], unchecked: str | None) -> list[tuple[str, bool]]:
+    """How ``audit verify``, ``report summary`` and the console show a check (``models``, ``spaces``): one
+    ``FAIL`` line per problem, an ``UNCHECKED`` line saying why it could not be made, else one ``OK`` line; each
+    with whether it reports a failure or a check not made (the CLI writes those to stderr)."""
+    lines = [(f"{check} FAIL: {problem}", True) for problem in problems]
+    if unchecked:
+        return [*lines, (f"{check} UNCHECKED: {unchecked}", True)]
+    return lines or [(f"{check} OK: {CHECKS_OK[check]}", False)]
 
 
 # -- files -------------------------------------------------------------------------------------------------------
@@ -653,7 +675,28 @@ def model_problems(audit: AuditStore) -> tuple[list[str], str | None]:
                 f"it scored hold (now {now}): its calibration_models row was changed after them; restore it from "
                 "a backup"
             )
+    if held:
+        problems += [_off_parameters_line(off) for off in audit.evaluations.off_parameters()]
     return problems, None
+
+
+def _off_parameters_line(off: OffParameters) -> str:
+    """A models line for records a stored model scored at other parameters than its row now says it scores."""
+    first = f"(the first: seq {off.first_seq}, request {off.first_request})"
+    if off.stored is None:
+        return (
+            f"confidence model {off.model} scored {off.records} record(s) {first} but its parameters cannot be read: "
+            f"{off.problem}"
+        )
+    return (
+        f"confidence model {off.model} now scores {_shown(off.stored)}, but {off.records} record(s) it scored {first} "
+        f"were attributed at {_shown(off.recorded)}: its calibration_models row's parameters were changed after "
+        "them; restore it from a backup"
+    )
+
+
+def _shown(parameters: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {'none' if value is None else value}" for key, value in parameters.items())
 
 
 def space_problems(audit: AuditStore) -> tuple[list[str], str | None]:

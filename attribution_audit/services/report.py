@@ -9,7 +9,7 @@ from typing import Any
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError, SchemaCheckError
-from attribution_audit.services.checkpoints import model_problems
+from attribution_audit.services.checkpoints import check_json, model_problems
 from attribution_audit.store.audit_store import AuditStore
 
 CONFIDENCE_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -59,7 +59,7 @@ def summary(audit: AuditStore) -> dict[str, Any]:
             **since,
         },
         "schema": {"ok": not problems and unchecked is None, "problems": problems, "unchecked": unchecked},
-        "models": {"ok": not models and models_unchecked is None, "problems": models, "unchecked": models_unchecked},
+        "models": check_json(models, models_unchecked),
     }
 
 

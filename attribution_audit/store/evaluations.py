@@ -4,11 +4,12 @@ Every query on those tables lives here."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from attribution_audit.domain.confidence import FEATURES, LOGGED_INDICATORS, STORED_MODEL_PREFIX, LogisticModel
 from attribution_audit.domain.params import DEFAULT_K
@@ -108,6 +109,22 @@ class CalibrationEvidence:
 
 
 SPACE_FIT_SOURCE = "spaces fit"  # the source of a learned space version's own confidence model
+
+
+@dataclass(frozen=True)
+class OffParameters:
+    """Records a stored model scored at parameters it is not stored for: ``recorded`` (``space``, ``space_version``,
+    ``top``, and ``k`` for a learned space version's own model) differ from ``stored``, its row's; ``records`` of
+    them, the first at ``first_seq`` (request ``first_request``). ``stored`` is None with ``problem`` where the row's
+    parameters are no JSON object (changed by hand)."""
+
+    model: str
+    stored: dict[str, Any] | None
+    recorded: dict[str, Any]
+    records: int
+    first_seq: int
+    first_request: str
+    problem: str | None = None
 
 
 class EvaluationRepository:
@@ -361,6 +378,50 @@ class EvaluationRepository:
             )
         return model
 
+    def off_parameters(self) -> list[OffParameters]:
+        """Where records a stored model scored (those holding its fingerprint, revision 0019; not replays, scored by
+        their original's model) were attributed at other parameters than its row says it scores (space, space
+        version, top rule; K for a learned space version's own model: what :meth:`latest_calibration` selects by):
+        its row's ``fit_metrics.parameters`` were changed after them. One grouped pass over the records; then each
+        model's row read once."""
+        params = AttributionRequest.parameters
+        scored = (
+            select(
+                AttributionMetrics.confidence_model.label("model"),
+                params["space"].as_string().label("space"),
+                params["space_version"].as_integer().label("space_version"),
+                params["top"].as_string().label("top"),
+                params["k"].as_integer().label("k"),
+                AttributionRequest.seq.label("seq"),
+            )
+            .join(AttributionRequest, AttributionRequest.id == AttributionMetrics.request_id)
+            .where(
+                AttributionMetrics.confidence_model_sha256.is_not(None),
+                AttributionMetrics.confidence_model.startswith(STORED_MODEL_PREFIX),
+                AttributionRequest.replay_of.is_(None),
+            )
+            .subquery()
+        )
+        keys = (scored.c.model, scored.c.space, scored.c.space_version, scored.c.top, scored.c.k)
+        groups = select(*keys, func.count(), func.min(scored.c.seq)).group_by(*keys).order_by(func.min(scored.c.seq))
+        off: list[OffParameters] = []
+        with read_scope(self.engine) as session:
+            stored: dict[str, dict[str, Any] | str | None] = {}
+            for name, space, version, top, k, n, first in session.execute(groups).all():
+                if name not in stored:
+                    stored[name] = _stored_parameters(session, name)
+                selects = stored[name]
+                recorded = {"space": space or "content", "space_version": version, "top": top or "share", "k": k}
+                if selects is None or (isinstance(selects, dict) and selects.items() <= recorded.items()):
+                    continue  # a row that is missing (or no model) fails the fingerprint's check
+                request = session.scalar(select(AttributionRequest.id).where(AttributionRequest.seq == first))
+                entry = OffParameters(str(name), None, recorded, int(n), int(first), str(request))
+                if isinstance(selects, str):
+                    off.append(replace(entry, problem=selects))
+                else:
+                    off.append(replace(entry, stored=selects, recorded={key: recorded[key] for key in selects}))
+        return off
+
     def calibrated_in(self, embedder_fingerprint: str, space: str, space_version: int) -> dict[str, str]:
         """Model name -> top-artist rule of the ``calibrate`` models of this embedder fitted in a learned space's
         version (not the version's own), oldest first."""
@@ -381,12 +442,7 @@ class EvaluationRepository:
         )
         with read_scope(self.engine) as session:
             for row in session.scalars(query):
-                metrics = _fit_metrics(row)
-                params = metrics.get("parameters") or {}
-                if not isinstance(params, dict):
-                    raise _tampered(row, "its fit parameters are not a JSON object")
-                fitted = (params.get("space", "content"), params.get("space_version"), params.get("top", "share"))
-                yield row, fitted, metrics.get("source")
+                yield row, _fitted(row), _fit_metrics(row).get("source")
 
     def calibration_source(self, name: str) -> tuple[str, str]:
         """The labelled queries a stored model (``logistic-v<N>``) was fitted on: their recorded path and sha256."""
@@ -402,6 +458,29 @@ class EvaluationRepository:
             if row is None:
                 raise NotFoundError(f"no stored confidence model is named {name!r} (`calibrate` stores logistic-v<N>)")
             return _model(row)
+
+
+def _fitted(row: CalibrationModel) -> tuple[Any, Any, Any]:
+    """The (space, space version, top rule) a model was fitted in (content and share when not recorded)."""
+    params = _fit_metrics(row).get("parameters") or {}
+    if not isinstance(params, dict):
+        raise _tampered(row, "its fit parameters are not a JSON object")
+    return params.get("space", "content"), params.get("space_version"), params.get("top", "share")
+
+
+def _stored_parameters(session: Session, name: str) -> dict[str, Any] | str | None:
+    """The request parameters the stored model ``name`` scores (:func:`_fitted`, with ``k`` for a learned space
+    version's own); why they cannot be read (a row changed by hand); None where no row has that name."""
+    number = name.removeprefix(STORED_MODEL_PREFIX)
+    row = session.get(CalibrationModel, int(number)) if number.isdigit() else None
+    if row is None:
+        return None
+    try:
+        selects = dict(zip(("space", "space_version", "top"), _fitted(row), strict=True))
+        own = _fit_metrics(row).get("source") == SPACE_FIT_SOURCE
+    except DatabaseError as exc:
+        return str(exc)
+    return {**selects, "k": _fitted_k(row)} if own else selects
 
 
 def _fitted_k(row: CalibrationModel) -> Any:
