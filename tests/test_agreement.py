@@ -60,7 +60,7 @@ def test_agreement_of_spaces_is_the_share_of_the_other_spaces_with_the_top_artis
     assert "fit one with `attribution-audit spaces fit nothing --from content`" in unknown.stderr
 
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
     asked = {
         space: json.loads(cli("attribute", image, "--space", space, "--json", *embedder).stdout)[0]
         for space in ("content", "style", "fused", "painters")

@@ -114,7 +114,7 @@ def test_a_space_fitted_before_an_artist_was_ingested_says_so_and_gives_it_no_ce
     four = make_demo_catalogue(tmp_path / "four", artists=4, works_per_artist=6)
     five = make_demo_catalogue(tmp_path / "five", artists=5, works_per_artist=6)
     cli("ingest", str(four.manifest), *embedder, "--spaces", "content,style", "--catalogue", "demo")
-    cli("spaces", "fit", "painters", "--from", "style", "--k", "5", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", "--k", "5", *embedder)
     (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
     assert listed["artists_since_fit"] == 0 and "artists" not in listed["validation"]
     own = listed["validation"]["confidence"]["model"]
@@ -143,7 +143,7 @@ def test_a_space_fitted_before_an_artist_was_ingested_says_so_and_gives_it_no_ce
     )
     refit = re.search(r"`attribution-audit (spaces fit [^`]*)`", since_fit)
     assert refit is not None
-    cli(*refit.group(1).split(), *embedder)
+    cli(*refit.group(1).split(), "--crops", "0", *embedder)
     versions = json.loads(cli("spaces", "list", "--json").stdout)
     assert [s["artists_since_fit"] for s in versions] == [1, 0]
     assert versions[1]["validation"]["confidence"]["parameters"]["k"] == 5
@@ -164,7 +164,7 @@ def test_a_request_page_notes_only_the_artists_ingested_before_the_request(
     args = ("--space", "painters", "--k", "5", "--json", *embedder)
     query = str(catalogues[0].queries[0].path)
     cli("ingest", str(catalogues[0].manifest), *ingest)
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
     (before,) = json.loads(cli("attribute", query, *args).stdout)
     cli("ingest", str(catalogues[1].manifest), *ingest)
     (after,) = json.loads(cli("attribute", query, *args).stdout)
@@ -195,7 +195,7 @@ def test_the_centroid_rule_without_the_fitted_artists_says_to_refit_when_others_
     four = make_demo_catalogue(tmp_path / "four", artists=4, works_per_artist=6)
     five = make_demo_catalogue(tmp_path / "five", artists=5, works_per_artist=6)
     cli("ingest", str(four.manifest), *embedder, "--spaces", "content,style", "--catalogue", "demo")
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
     cli("ingest", str(five.manifest), *embedder, "--spaces", "content,style", "--catalogue", "demo")
     cli("catalogue", "withdraw", *[f"A{a}-W{w:03d}" for a in range(3) for w in range(6)], "--catalogue", "demo")
     args = ("attribute", str(five.queries[4].path), "--space", "painters", "--top", "centroid", *embedder)
@@ -240,7 +240,7 @@ def test_no_work_within_the_max_distance_reports_no_artist_under_the_centroid_ru
     share and nearest rules name none."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder)
-    cli("spaces", "fit", "st", "--from", "content", *embedder)
+    cli("spaces", "fit", "st", "--crops", "0", "--from", "content", *embedder)
     args = ("attribute", str(demo_catalogue.queries[2].path), "--space", "st", "--json", *embedder)
     for rule in ("share", "nearest", "centroid"):
         (kept,) = json.loads(cli(*args, "--top", rule).stdout)
@@ -309,12 +309,12 @@ def test_a_request_records_its_top_artists_log_odds_in_the_other_learned_spaces(
 
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
     assert ask("content")["centroid_log_odds_others"] is None  # no learned space
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
     content, painters = ask("content"), ask("painters")
     assert painters["centroid_log_odds_others"] is None  # the only learned space: no other
     assert content["centroid_log_odds_others"] == pytest.approx(log_odds("painters", content["top_artist"]))
 
-    cli("spaces", "fit", "both", "--from", "content+style", *embedder)
+    cli("spaces", "fit", "both", "--crops", "0", "--from", "content+style", *embedder)
     asked = {space: ask(space) for space in ("content", "painters", "both")}
     for space, others in (("content", ("painters", "both")), ("painters", ("both",)), ("both", ("painters",))):
         top = asked[space]["top_artist"]
@@ -341,7 +341,7 @@ def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, de
     embedder = ["--embedder", EMBEDDER]
     image = str(demo_catalogue.queries[2].path)
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
     (content,) = json.loads(cli("attribute", image, "--json", *embedder).stdout)
     (learned,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
     assert content["centroid_log_odds"] is None
@@ -362,7 +362,7 @@ def test_replaying_a_record_made_before_the_centroid_log_odds_shows_them_as_not_
     over one too (the record no longer matches its hash: not a record that predates the field)."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
     args = ("attribute", str(demo_catalogue.queries[2].path), "--space", "painters", "--json", *embedder)
     with monkeypatch.context() as before_0016:  # written, and hashed, without the log-odds
         before_0016.setattr(LearnedSpace, "centroid_log_odds", lambda *_: None)
@@ -389,7 +389,7 @@ def test_the_centroid_rule_is_recorded_and_replayed_in_a_learned_space_and_refus
     embedder = ["--embedder", EMBEDDER]
     image = str(demo_catalogue.queries[2].path)
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
     (default,) = json.loads(cli("attribute", image, "--space", "painters", "--json", *embedder).stdout)
     assert default["parameters"]["top"] == "share"  # the default rule, in a learned space too
     args = ("attribute", image, "--space", "painters", "--top", "centroid", "--json", *embedder)
@@ -411,7 +411,7 @@ def test_the_output_names_the_top_artist_and_the_centroid_rule_fails_plainly_on_
     embedder = ["--embedder", EMBEDDER]
     image = str(demo_catalogue.queries[2].path)  # Chiara Monet's: the content space's 5 nearest works are another's
     cli("ingest", str(demo_catalogue.manifest), *embedder)
-    cli("spaces", "fit", "st", "--from", "content", *embedder)
+    cli("spaces", "fit", "st", "--crops", "0", "--from", "content", *embedder)
     args = ("attribute", image, "--space", "st", "--k", "5", *embedder)
     (record,) = json.loads(cli(*args, "--top", "centroid", "--json").stdout)
     assert (record["top_artist"], record["top_artist_share"]) == ("Chiara Monet", 0.0)
@@ -437,7 +437,7 @@ def test_evaluate_run_under_the_centroid_rule_scores_the_confidence_its_requests
     while the logged requests carry the centroid rule's: the confidence evaluated is not the one users see."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder)
-    cli("spaces", "fit", "st", "--from", "content", *embedder)
+    cli("spaces", "fit", "st", "--crops", "0", "--from", "content", *embedder)
     out = tmp_path / "e"
     args = ("evaluate", "run", str(demo_catalogue.labelled), "--space", "st", "--top", "centroid")
     cli(*args, "--k-max", "5", "--k", "5", "--out", str(out), *embedder)

@@ -77,7 +77,7 @@ def test_the_service_answers_with_what_another_process_stored_and_replay_reads_t
 ) -> None:
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
     upload = Upload.from_path(demo_catalogue.queries[2].path)
     other = cli.audit()  # another process on the same audit log (a second service, `spaces fit`, `calibrate`)
     settings = load_settings(data_dir=cli.data_dir, database_url=cli.database_url, embedder=EMBEDDER)
@@ -293,7 +293,7 @@ def test_a_record_names_the_version_its_neighbours_were_found_in_when_another_is
     where the versions read are recorded fails replay with one line."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
     other = cli.audit()  # another process (`spaces fit`)
     fitted = other.spaces.load("painters")
     assert fitted is not None

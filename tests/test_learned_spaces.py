@@ -301,7 +301,7 @@ def test_a_calibrate_model_takes_precedence_over_the_space_own(audit: AuditStore
 def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalogue) -> None:
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    fit = cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
+    fit = cli("spaces", "fit", "painters", "--crops", "0", "--from", "content+style", *embedder)
     fitted = fit.stdout
     assert "stored painters version 1" in fitted and "5-d from content+style, 48 works of 6 artists" in fitted
     assert "note: 8.0 works per artist on average, fewer than K = 10" in fit.stderr and "--k 8 or fewer" in fit.stderr
@@ -332,7 +332,7 @@ def test_cli_fit_attribute_refit_and_replay(cli: Cli, demo_catalogue: DemoCatalo
             fit_metrics={"parameters": AttributionParams(space="painters", space_version=1, top="nearest").as_json()},
         ),
     )
-    refit = cli("spaces", "fit", "painters", "--from", "content+style", "--shrinkage", "0.5", *embedder)
+    refit = cli("spaces", "fit", "painters", "--crops", "0", "--from", "content+style", "--shrinkage", "0.5", *embedder)
     pinned = refit.stdout
     assert "stored painters version 2" in pinned and "shrinkage 0.5," in pinned
     assert (
@@ -381,7 +381,7 @@ def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_request
     scores (the reliability diagram is written anyway) and names the model requests keep and both AUROCs."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "content+style", *embedder)
     (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
     own = listed["validation"]["confidence"]
     assert own["kind"] == "held-out rate"
@@ -435,7 +435,8 @@ def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
     `evaluate run` scores the confidence at its --k (its requests are recorded deeper, at --k-max)."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    assert "training works" not in cli("spaces", "fit", "painters", "--from", "content+style", *embedder).stderr
+    noted = cli("spaces", "fit", "painters", "--crops", "0", "--from", "content+style", *embedder).stderr
+    assert "training works" not in noted
     image = str(demo_catalogue.queries[1].path)
 
     def attribute(k: int) -> tuple[str, str]:
@@ -456,7 +457,7 @@ def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
         "recorded as their confidence model); `attribution-audit spaces fit painters --from content+style --k 5` "
         "fits one at K = 5, or `attribution-audit calibrate LABELLED.csv --space painters --k 5` on labelled queries\n"
     )
-    fitted = cli("spaces", "fit", "painters", "--from", "content+style", "--k", "5", *embedder).stdout
+    fitted = cli("spaces", "fit", "painters", "--crops", "0", "--from", "content+style", "--k", "5", *embedder).stdout
     assert "right top artist at K = 5, the other parameters the defaults" in fitted
     v2 = json.loads(cli("spaces", "list", "--json").stdout)[1]["validation"]["confidence"]
     assert v2["parameters"]["k"] == 5 and v2["model"] != own["model"]
@@ -469,7 +470,7 @@ def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
     cli("evaluate", "run", labelled, "--space", "painters", "--k-max", "20", "--k", "5", "--out", str(out), *embedder)
     assert json.loads((out / "metrics.json").read_text())["confidence_model"] == v2["model"]
     # K above the training works each held-out work is compared against: fitted, with one note that says so
-    wide = cli("spaces", "fit", "painters", "--from", "content+style", "--k", "60", *embedder)
+    wide = cli("spaces", "fit", "painters", "--crops", "0", "--from", "content+style", "--k", "60", *embedder)
     held = json.loads(cli("spaces", "list", "--json").stdout)[2]["validation"]["held_out_works"]
     (note,) = [line for line in wide.stderr.splitlines() if "training works" in line]
     assert note.startswith(f"note: K = 60 is more than the {48 - held} training works each held-out work was ")
@@ -506,7 +507,7 @@ def test_a_learned_space_request_records_the_exact_projected_search_and_older_re
     difference."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
-    cli("spaces", "fit", "painters", "--from", "content+style", *embedder)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "content+style", *embedder)
     image = demo_catalogue.queries[1].path
     (new,) = json.loads(cli("attribute", str(image), "--space", "painters", "--json", *embedder).stdout)
     assert new["index_params"]["index"] == "exact-projected" and new["index_params"]["engine_index"] == "hnsw"
@@ -569,7 +570,7 @@ def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogu
     behind), and `evaluate noise`, whose subset the space was not fitted on, refuses a learned space in one line."""
     embedder = ["--embedder", EMBEDDER]
     cli("ingest", str(demo_catalogue.manifest), *embedder)
-    fitted = cli("spaces", "fit", "painters", "--from", "content", *embedder).stdout
+    fitted = cli("spaces", "fit", "painters", "--crops", "0", "--from", "content", *embedder).stdout
     # too few wrong held-out answers to rank: the printed rate says how it follows from the printed counts
     right = "works with the right top artist at K = 10, the other parameters the defaults (its artists' scores; hit@1: "
     assert right in fitted

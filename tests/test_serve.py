@@ -474,7 +474,7 @@ def test_an_attribution_in_a_space_fitted_before_an_artist_was_ingested_carries_
     four = make_demo_catalogue(tmp_path / "four", artists=4, works_per_artist=6)
     five = make_demo_catalogue(tmp_path / "five", artists=5, works_per_artist=6)
     cli("ingest", str(four.manifest), "--embedder", EMBEDDER, "--catalogue", "demo")
-    cli("spaces", "fit", "painters", "--from", "content", "--embedder", EMBEDDER)
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "content", "--embedder", EMBEDDER)
     cli("ingest", str(five.manifest), "--embedder", EMBEDDER, "--catalogue", "demo")
     note = (
         f"space painters (version 1) was fitted before 1 artist(s) were ingested ({ARTIST_NAMES[4]}): they have no "

@@ -19,7 +19,9 @@ from attribution_audit.cli.common import (
     output_format,
     settings_of,
 )
+from attribution_audit.cli.progress import ProgressDisplay
 from attribution_audit.domain.params import DEFAULT_K
+from attribution_audit.domain.projection import DEFAULT_CROPS
 
 app = Typer(help="Learned spaces (fit, list).\n\n\b\nExample: attribution-audit spaces list --format json")
 
@@ -61,13 +63,23 @@ def spaces_fit(
             "requests at another K get the default formula's).",
         ),
     ] = DEFAULT_K,
+    crops: Annotated[
+        int,
+        typer.Option(
+            "--crops",
+            min=0,
+            help="N crops of each work embedded too, so that each artist's works vary in content as queries do; "
+            "costs N embeddings per work. 0 fits on the stored vectors only: fast, no model forward pass.",
+        ),
+    ] = DEFAULT_CROPS,
     embedder: EmbedderOption = None,
 ) -> None:
-    """Fit a projection on the catalogue's artist labels and store it as the space's next version; validated on
-    whole content groups held out (works of every artist that share content: a query is new content), or on a
-    fifth of each artist's works where the groups leave fewer than two artists to train on. The held-out works
-    also fit the version's own confidence model at K = --k, which its requests at that K use unless `calibrate
-    --space` fits one.
+    """Fit a projection on the catalogue's artist labels and store it as the space's next version: fitted on the
+    works and on --crops crops of each (cut from its image file, seeded by it, embedded by the collection's
+    embedder); validated on whole content groups held out (works of every artist that share content: a query is new
+    content), or on a fifth of each artist's works where the groups leave fewer than two artists to train on. The
+    held-out works also fit the version's own confidence model at K = --k, which its requests at that K use unless
+    `calibrate --space` fits one.
 
     \b
     Example: attribution-audit spaces fit painters --from content
@@ -75,7 +87,8 @@ def spaces_fit(
     from attribution_audit.services.spaces import fit_space
 
     settings = settings_of(ctx, embedder)
-    result = fit_space(settings, audit_of(settings), name, base.value, method.value, shrinkage, k)
+    with ProgressDisplay(f"spaces fit {name}: crops") as progress:
+        result = fit_space(settings, audit_of(settings), name, base.value, method.value, shrinkage, k, crops, progress)
     space, scores = result.space, result.space.validation
     typer.echo(
         f"stored {space.name} version {space.version}: {space.dim}-d from {space.base}, {space.n_works} works of "
@@ -83,6 +96,7 @@ def spaces_fit(
         f"held-out ({scores.get('split', 'per artist')}) artist hit@1 {scores['hit@1']:.3f} "
         f"(base {scores['base_hit@1']:.3f}), hit@10 {scores['hit@10']:.3f} (base {scores['base_hit@10']:.3f})"
     )
+    typer.echo(_crops_line(result.crops, space.n_works))
     own = scores["confidence"]
     right = (
         f"right top artist at K = {k}, the other parameters the defaults (its artists' scores; hit@1: the nearest work)"
@@ -163,6 +177,29 @@ LIST_COLUMNS = (
     "hit@10",
     "confidence",
 )
+
+
+def _crops_line(crops: dict[str, Any], works: int) -> str:
+    """What `spaces fit` says of the crops it fitted on."""
+    if not crops["per_work"]:
+        return "crops: none (--crops 0): fitted on the works' stored vectors only"
+    if not crops["works"]:
+        return (
+            f"crops: none embedded: none of the {works} works has a readable image file as ingested (a catalogue "
+            "ingested from precomputed --embeddings has none); fitted on the works' stored vectors only"
+        )
+    embedded = crops["works"] * crops["per_work"]
+    without = crops["without_image"]
+    missing = (
+        f"; {without} of {works} works without a readable image file as ingested (none recorded, missing, unreadable "
+        "or changed since ingest) fitted on their stored vector only"
+        if without
+        else ""
+    )
+    return (
+        f"crops: {embedded} embedded ({crops['per_work']} of each of {crops['works']} works) in "
+        f"{crops['seconds']:.1f} s{missing}"
+    )
 
 
 def _own_model(own: dict[str, Any]) -> str | None:

@@ -17,6 +17,8 @@ CONTENT_GROUPS = 10  # k-means groups of the validation split: coarse, so that a
 EPS = 1e-12
 RIDGE = 1e-6  # added to the pooled within-artist covariance (x its mean variance): invertible with few works
 LOG_ODDS_BOUND = 30.0  # of an artist's log-odds under the centroids' model
+DEFAULT_CROPS = 4  # crops of each work a learned space is fitted on too (``spaces fit --crops``)
+CROP_SIDE = (0.6, 0.85)  # the range of a crop's side, as a fraction of the image's (the same for width and height)
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -109,6 +111,45 @@ class ArtistCentroids:
         others = np.delete(logits, t)
         rest = others.max() + np.log(np.exp(others - others.max()).sum())
         return float(np.clip(logits[t] - rest, -LOG_ODDS_BOUND, LOG_ODDS_BOUND))
+
+
+def crop_boxes(width: int, height: int, count: int, sha256: str) -> list[tuple[int, int, int, int]]:
+    """``count`` crop boxes (left, upper, right, lower) of an image of ``width`` x ``height``: each side a fraction
+    uniform in CROP_SIDE of the image's (the same fraction for both), at a uniform position inside the image; seeded
+    by the image file's sha256 (hex), so that a refit cuts the same crops."""
+    rng = np.random.default_rng(int(sha256, 16))
+    boxes = []
+    for _ in range(count):
+        f = rng.uniform(*CROP_SIDE)
+        cw, ch = int(width * f), int(height * f)
+        x, y = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
+        boxes.append((x, y, x + cw, y + ch))
+    return boxes
+
+
+@dataclass(frozen=True)
+class Crops:
+    """The rows (:func:`join_bases` of their embeddings) of crops of works, and the index of the work each crop was
+    cut from: they give each artist's works within-artist content variation to fit on."""
+
+    rows: np.ndarray
+    works: np.ndarray
+
+    @classmethod
+    def none(cls) -> Crops:
+        return cls(np.zeros((0, 0)), np.zeros(0, dtype=np.intp))
+
+    def with_works(
+        self, rows: np.ndarray, labels: Sequence[str], mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """The rows and labels to fit on: the works' (those of the boolean ``mask``, or all) then the crops of those
+        works, each labelled with its work's artist."""
+        keep = np.ones(len(rows), dtype=bool) if mask is None else mask
+        works = (rows[keep], [labels[int(i)] for i in np.flatnonzero(keep)])
+        crops = keep[self.works]
+        if not crops.any():
+            return works
+        return np.vstack([works[0], self.rows[crops]]), works[1] + [labels[int(i)] for i in self.works[crops]]
 
 
 def fit_lda(rows: np.ndarray, labels: Sequence[str], shrinkage: float, max_dim: int = MAX_DIM) -> Projection:

@@ -26,8 +26,7 @@ from PIL import Image
 from attribution_audit.domain.points import point_id_for
 from attribution_audit.embedding.copy_match import METHOD as LOCAL_FEATURES
 from attribution_audit.embedding.copy_match import MIN_MATCHES, LocalFeatures, Match, local_features, match
-from attribution_audit.errors import AttributionAuditError
-from attribution_audit.sources.images import load_image
+from attribution_audit.sources.images import NO_IMAGE_FILE, one_line, recorded_image
 from attribution_audit.store.audit_store import AuditStore
 
 COPY_SCORE = 0.55  # the match score (median aligned tile correlation under a plausible homography) of a near-copy
@@ -96,7 +95,7 @@ class CopyDetector:
         try:
             query = local_features(image)
         except cv2.error as exc:
-            return CopyVerdict(None, None, None, f"{FAILED}: OpenCV failed on the query image ({_line(exc)})")
+            return CopyVerdict(None, None, None, f"{FAILED}: OpenCV failed on the query image ({one_line(exc)})")
         if len(query.points) < MIN_MATCHES:
             return not_run(f"the query image has too few distinctive points to compare ({_points(query)})")
         best: tuple[str | None, str | None] = (None, None)
@@ -111,7 +110,7 @@ class CopyDetector:
             try:
                 found = match(query, features)
             except cv2.error as exc:
-                failures.append(f"{work}: {_line(exc)}")
+                failures.append(f"{work}: {one_line(exc)}")
                 continue
             if best_match is None or (found.score, found.inliers) > (best_match.score, best_match.inliers):
                 best, best_match = (catalogue, work), found
@@ -127,20 +126,17 @@ class CopyDetector:
         return CopyVerdict(best[1], best[0], best_match, status, compared)
 
     def _features_of(self, image: tuple[str, str] | None) -> LocalFeatures | str:
-        """The local features of a work's file (path, recorded sha256), or why there are none: no file recorded,
-        the file gone or unreadable, or no longer the image that was ingested (a swapped file is no evidence of a
-        copy of the work). Raises cv2.error when OpenCV fails on the image."""
+        """The local features of a work's file (path, recorded sha256), or why there are none
+        (:func:`recorded_image`: a swapped file is no evidence of a copy of the work). Raises cv2.error when OpenCV
+        fails on the image."""
         if image is None:
-            return "no image file recorded"
+            return NO_IMAGE_FILE
         if image in self._features:
             self._features.move_to_end(image)
             return self._features[image]
-        try:
-            loaded = load_image(image[0])
-        except AttributionAuditError as exc:
-            return f"image unreadable ({_line(exc)})"
-        if loaded.sha256 != image[1]:
-            return "image file changed since ingest"
+        loaded = recorded_image(image)
+        if isinstance(loaded, str):
+            return loaded
         features = self._features[image] = local_features(loaded.image)
         if len(self._features) > CACHED_WORKS:
             self._features.popitem(last=False)
@@ -165,9 +161,3 @@ def _also(others: list[tuple[str, str]], catalogue: str) -> str:
 
 def _points(features: LocalFeatures) -> str:
     return f"{len(features.points)} keypoints, {MIN_MATCHES} needed"
-
-
-def _line(exc: Exception) -> str:
-    """An exception's message on one short line."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 120 else text[:117] + "..."

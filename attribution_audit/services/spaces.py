@@ -4,9 +4,11 @@ out inside the catalogue, stored as a new version; list the spaces usable with `
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +20,14 @@ from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import DEFAULT_K, LEARNED_NAME, MAX_K, QUERY_SPACES, AttributionParams
 from attribution_audit.domain.points import CONTENT, STYLE, WorkPoint
 from attribution_audit.domain.projection import (
+    CROP_SIDE,
+    DEFAULT_CROPS,
     SHRINKAGES,
     ArtistCentroids,
+    Crops,
     Projection,
     artist_hits,
+    crop_boxes,
     fit_lda,
     join_bases,
     unit_rows,
@@ -31,9 +37,10 @@ from attribution_audit.domain.projection import (
 from attribution_audit.domain.spaces import LEARNED_BASES
 from attribution_audit.errors import AttributionAuditError, ConflictError, NotFoundError
 from attribution_audit.evaluation.calibration import expected_calibration_error
-from attribution_audit.services.attribution import space_since_fit
+from attribution_audit.services.attribution import Attributor, space_since_fit
 from attribution_audit.services.calibrate import fit_and_score
 from attribution_audit.services.wiring import open_attributor
+from attribution_audit.sources.images import recorded_image
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.spaces import ARTISTS, SpaceConfidence, SpaceInfo
 
@@ -41,6 +48,10 @@ METHODS = ("lda",)
 MIN_ARTISTS = 3
 FOLDS = 5  # of the cross-validation of a space's own confidence model, as ``calibrate``'s default
 HELD_OUT_RATE = "held-out rate"
+CROP_BATCH = 32  # crops embedded per forward pass
+CROP_TARGET = 224  # the size the crops' images are loaded for, as ingest loads a work's for the embedder
+
+Progress = Callable[[int, int], None]  # (works done, works in all): called after each batch of crops
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,12 @@ class FitResult:
     outdated: dict[str, str]
     training_works: int
 
+    @property
+    def crops(self) -> dict[str, Any]:
+        """What the fit recorded of its crops (:func:`crops_record`)."""
+        recorded: dict[str, Any] = self.space.validation["crops"]
+        return recorded
+
 
 def fit_space(
     settings: Settings,
@@ -90,18 +107,25 @@ def fit_space(
     method: str = "lda",
     shrinkage: float | None = None,
     k: int = DEFAULT_K,
+    crops: int = DEFAULT_CROPS,
+    progress: Progress | None = None,
 ) -> FitResult:
     """Fit ``name`` from ``base`` on the catalogue of the settings' embedder and store it as its next version.
 
-    The shrinkage of the regularised LDA (unless given) is the one with the best hit@1 + hit@10 on works whose
-    content is held out (:func:`validate`); the held-out scores of every shrinkage tried, and the base
-    space's on the same split, are stored with it; the stored projection is then refitted on every work. The
-    version's own confidence model is fitted at K = ``k``, and scores only the requests at that K."""
+    The LDA is fitted on the works' stored vectors and on ``crops`` crops of each work (:func:`embed_crops`), each
+    labelled with its work's artist: a query is new content, and the crops give each artist's works content that
+    varies. The shrinkage of the regularised LDA (unless given) is the one with the best hit@1 + hit@10 on works
+    whose content is held out (:func:`held_out_validation`, fitted on the training works and their crops); the
+    held-out scores of every shrinkage tried, and the base space's on the same split, are stored with it; the stored
+    projection is then refitted on every work and crop. The version's own confidence model is fitted at K = ``k``,
+    and scores only the requests at that K."""
     previous = _check_request(audit, name, base, method)
     if shrinkage is not None and not 0 < shrinkage < 1:
         raise AttributionAuditError(f"--shrinkage {shrinkage}: choose a number between 0 and 1 (exclusive)")
     if not 1 <= k <= MAX_K:
         raise AttributionAuditError(f"--k {k}: choose a number between 1 and {MAX_K}")
+    if crops < 0:
+        raise AttributionAuditError(f"--crops {crops}: choose 0 or more")
     started = time.perf_counter()
     with open_attributor(settings, audit, settings.embedder) as attributor:
         bases = LEARNED_BASES[base]
@@ -117,9 +141,12 @@ def fit_space(
         rows = join_bases([_stack(points, b) for b in bases])
         other = STYLE if bases == (CONTENT,) else CONTENT  # the agreement's space, as a request measures it
         agreement_rows = _stack(points, other) if attributor.has_both_spaces() else None
-        validation, held_out = held_out_validation(rows, labels, (shrinkage,) if shrinkage is not None else SHRINKAGES)
+        cut = embed_crops(attributor, audit, points, bases, crops, progress) if crops else None
+        extra = cut.crops if cut is not None else Crops.none()
+        shrinkages = (shrinkage,) if shrinkage is not None else SHRINKAGES
+        validation, held_out = held_out_validation(rows, labels, shrinkages, extra)
         default = default_confidence(held_out, rows, labels, agreement_rows, k)
-        projection = fit_lda(rows, labels, validation["shrinkage"])
+        projection = fit_lda(*extra.with_works(rows, labels), validation["shrinkage"])
         stored = audit.spaces.add(
             name,
             projection,
@@ -129,11 +156,91 @@ def fit_space(
             collection=attributor.store.collection,
             n_works=len(points),
             n_artists=len(set(labels)),
-            validation={**validation, "confidence": default.fit_metrics, ARTISTS: sorted(set(labels))},
+            validation={
+                **validation,
+                "crops": crops_record(crops, cut),
+                "confidence": default.fit_metrics,
+                ARTISTS: sorted(set(labels)),
+            },
             confidence=default,
         )
     outdated = {} if previous is None else audit.evaluations.calibrated_in(stored.embedder_fingerprint, name, previous)
     return FitResult(stored, time.perf_counter() - started, outdated, int(held_out.train.sum()))
+
+
+@dataclass(frozen=True)
+class CutWorks:
+    """The crops of a catalogue's works embedded for a fit, the number of works cropped and of works without a
+    readable image file (none recorded, missing, unreadable or changed since ingest), and the seconds it took."""
+
+    crops: Crops
+    works: int
+    without_image: int
+    seconds: float
+
+
+def crops_record(per_work: int, cut: CutWorks | None) -> dict[str, Any]:
+    """What a version records of the crops it was fitted on (its validation's ``crops``)."""
+    return {
+        "per_work": per_work,
+        "side": list(CROP_SIDE),
+        "works": 0 if cut is None else cut.works,
+        "without_image": None if cut is None else cut.without_image,  # None: no file read (``--crops 0``)
+        "seconds": 0.0 if cut is None else round(cut.seconds, 3),
+    }
+
+
+def embed_crops(
+    attributor: Attributor,
+    audit: AuditStore,
+    points: list[WorkPoint],
+    bases: tuple[str, ...],
+    per_work: int,
+    progress: Progress | None = None,
+) -> CutWorks:
+    """``per_work`` crops of each work's image (:func:`crop_boxes`, from the file recorded at ingest, loaded as ingest
+    loads it for the embedder), embedded by the collection's embedder in batches of CROP_BATCH into rows of
+    ``bases`` (:func:`join_bases`, as the works' rows); a work without a readable image file as ingested
+    (:func:`recorded_image`) is counted and left uncropped. One batch's images are held at a time."""
+    started = time.perf_counter()
+    files = audit.catalogue.image_paths(attributor.store.collection, [p.point_id for p in points])
+    without_image = 0
+
+    def images() -> Iterator[tuple[int, Any]]:
+        nonlocal without_image
+        for index, point in enumerate(points):
+            loaded = recorded_image(files.get(point.point_id), target_size=CROP_TARGET)
+            if isinstance(loaded, str):
+                without_image += 1
+                continue
+            image = loaded.image
+            for box in crop_boxes(image.width, image.height, per_work, loaded.sha256):
+                yield index, image.crop(box)
+
+    parts, owners = [], []
+    cut = images()
+    while batch := list(itertools.islice(cut, CROP_BATCH)):
+        parts.append(_embed_rows(attributor, [image for _, image in batch], bases))
+        owners += [index for index, _ in batch]
+        if progress is not None:
+            progress(owners[-1] + 1, len(points))
+    if progress is not None:
+        progress(len(points), len(points))
+    crops = Crops(np.vstack(parts), np.asarray(owners, dtype=np.intp)) if parts else Crops.none()
+    return CutWorks(crops, len(set(owners)), without_image, time.perf_counter() - started)
+
+
+def _embed_rows(attributor: Attributor, images: list[Any], bases: tuple[str, ...]) -> np.ndarray:
+    """The rows of ``bases`` (:func:`join_bases`) of images embedded by the collection's embedder."""
+    if bases == (CONTENT,):
+        if attributor.embedder is None:
+            raise ValueError("this Attributor was built without an embedder")
+        return join_bases([attributor.embedder.embed(images).astype(np.float64)])
+    if attributor.style_embedder is None:
+        raise ValueError(f"the {STYLE} space needs a style embedder")
+    contents, styles = attributor.style_embedder.embed_both(images)
+    vectors = {CONTENT: contents, STYLE: styles}
+    return join_bases([vectors[base].astype(np.float64) for base in bases])
 
 
 def validate(rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] = SHRINKAGES) -> dict[str, Any]:
@@ -145,7 +252,8 @@ def validate(rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] 
 
 @dataclass(frozen=True)
 class HeldOut:
-    """The validation's split and the projection fitted on its training works at the chosen shrinkage."""
+    """The validation's split and the projection fitted on its training works (and their crops) at the chosen
+    shrinkage."""
 
     train: np.ndarray
     scored: np.ndarray
@@ -153,19 +261,21 @@ class HeldOut:
 
 
 def held_out_validation(
-    rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] = SHRINKAGES
+    rows: np.ndarray, labels: list[str], shrinkages: tuple[float, ...] = SHRINKAGES, crops: Crops | None = None
 ) -> tuple[dict[str, Any], HeldOut]:
     """:func:`validate`'s scores, and its split with the projection fitted on the training works at the chosen
-    shrinkage."""
+    shrinkage. With ``crops`` (of the works, :func:`embed_crops`), each projection is fitted on the training works
+    and their crops, never a held-out work's; the held-out works are compared with the training works, as before."""
     train, scored, split = validation_split(rows, labels)
     if not scored.any():
         raise AttributionAuditError("no artist has two works: nothing to validate a learned space on")
     train_labels = [label for label, t in zip(labels, train, strict=True) if t]
     test_labels = [label for label, s in zip(labels, scored, strict=True) if s]
     base = artist_hits(rows[scored], test_labels, rows[train], train_labels)
+    fitted = (crops or Crops.none()).with_works(rows, labels, train)
     scores, projections = {}, {}
     for shrinkage in shrinkages:
-        projections[shrinkage] = fit_lda(rows[train], train_labels, shrinkage)
+        projections[shrinkage] = fit_lda(*fitted, shrinkage)
         scores[shrinkage] = artist_hits(
             projections[shrinkage].apply(rows[scored]),
             test_labels,

@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from attribution_audit.errors import ImageError
+from attribution_audit.errors import AttributionAuditError, ImageError
 from attribution_audit.sources.files import irregular_file_problem
 
 DEFAULT_MAX_PIXELS = 64_000_000  # refuse decompression bombs above this many pixels
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 MAX_EMBED_ASPECT = 2.0  # images for an embedder are cut to their central region of at most 2:1
 MAX_ASPECT = 20.0  # images for an embedder more elongated than this are refused (a 20000 x 1 strip is no artwork)
+
+NO_IMAGE_FILE = "no image file recorded"  # why a catalogued work has no image to compare or crop (recorded_image)
 
 _CHUNK = 1024 * 1024
 _WHITE = (255, 255, 255, 255)
@@ -172,6 +174,26 @@ def load_image(
     return decode_image(
         _read_bytes(path, max_bytes), path, max_pixels=max_pixels, target_size=target_size, max_aspect=max_aspect
     )
+
+
+def recorded_image(image: tuple[str, str] | None, target_size: int | None = None) -> LoadedImage | str:
+    """A catalogued work's image, from its file and the sha256 recorded when it was ingested (path, sha256), or why
+    there is none: no file recorded, the file gone or unreadable, or no longer the image that was ingested."""
+    if image is None:
+        return NO_IMAGE_FILE
+    try:
+        loaded = load_image(image[0], target_size=target_size)
+    except AttributionAuditError as exc:
+        return f"image unreadable ({one_line(exc)})"
+    if loaded.sha256 != image[1]:
+        return "image file changed since ingest"
+    return loaded
+
+
+def one_line(exc: Exception) -> str:
+    """An exception's message on one short line."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
