@@ -8,7 +8,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from attribution_audit.errors import AttributionAuditError, ConflictError, NotFo
 from attribution_audit.evaluation.calibration import expected_calibration_error
 from attribution_audit.services.attribution import Attributor, space_since_fit
 from attribution_audit.services.calibrate import fit_and_score
+from attribution_audit.services.ingest import Progress
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import recorded_image
 from attribution_audit.store.audit_store import AuditStore
@@ -50,8 +51,6 @@ FOLDS = 5  # of the cross-validation of a space's own confidence model, as ``cal
 HELD_OUT_RATE = "held-out rate"
 CROP_BATCH = 32  # crops embedded per forward pass
 CROP_TARGET = 224  # the size the crops' images are loaded for, as ingest loads a work's for the embedder
-
-Progress = Callable[[int, int], None]  # (works done, works in all): called after each batch of crops
 
 
 @dataclass(frozen=True)
