@@ -15,7 +15,15 @@ from PIL import Image
 from test_learned_spaces import _shared_content_data
 
 from attribution_audit.config import load_settings
-from attribution_audit.domain.projection import CROP_SIDE, Crops, crop_boxes, fit_lda, join_bases, unit_rows
+from attribution_audit.domain.projection import (
+    CROP_SIDE,
+    DEFAULT_CROPS,
+    Crops,
+    crop_boxes,
+    fit_lda,
+    join_bases,
+    unit_rows,
+)
 from attribution_audit.services.spaces import held_out_validation
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.synthetic import DemoCatalogue
@@ -150,4 +158,4 @@ def test_a_catalogue_of_precomputed_vectors_is_fitted_without_crops(cli: Cli, tm
         "precomputed --embeddings has none); fitted on the works' stored vectors only"
     )
     crops = _crops_of(cli, "s")
-    assert (crops["per_work"], crops["works"], crops["without_image"]) == (4, 0, 20)
+    assert (crops["per_work"], crops["works"], crops["without_image"]) == (DEFAULT_CROPS, 0, 20)

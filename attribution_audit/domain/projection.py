@@ -17,7 +17,7 @@ CONTENT_GROUPS = 10  # k-means groups of the validation split: coarse, so that a
 EPS = 1e-12
 RIDGE = 1e-6  # added to the pooled within-artist covariance (x its mean variance): invertible with few works
 LOG_ODDS_BOUND = 30.0  # of an artist's log-odds under the centroids' model
-DEFAULT_CROPS = 4  # crops of each work a learned space is fitted on too (``spaces fit --crops``)
+DEFAULT_CROPS = 2  # crops of each work a learned space is fitted on too (``spaces fit --crops``)
 CROP_SIDE = (0.6, 0.85)  # the range of a crop's side, as a fraction of the image's (the same for width and height)
 
 
