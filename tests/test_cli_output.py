@@ -62,7 +62,15 @@ FORMAT_COMMANDS = [
     ("report", "summary"),
 ]
 # The commands that had --json before --format: it stays, the same as --format json.
-JSON_ALIAS_COMMANDS = [("attribute",), ("audit", "list"), ("audit", "show"), ("audit", "replay"), ("report", "summary")]
+JSON_ALIAS_COMMANDS = [
+    ("attribute",),
+    ("audit", "list"),
+    ("audit", "show"),
+    ("audit", "verify"),
+    ("audit", "replay"),
+    ("report", "summary"),
+    ("spaces", "list"),
+]
 
 
 def _walk(command: Any = None, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -126,6 +134,16 @@ def test_every_command_that_lists_or_reports_takes_format(path: tuple[str, ...])
     text = _flat(_help(path))
     assert "--format <table|csv|json>" in text and "[default: table]" in text
     assert ("--json Same as --format json" in text) == (path in JSON_ALIAS_COMMANDS)
+
+
+def test_the_readme_names_every_command_that_takes_json() -> None:
+    """The README's sentence on ``--json`` names exactly the commands that take it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    sentence = re.search(r"`--json`, the same as `--format json`, works with ([^.]+)\.", " ".join(readme.split()))
+    assert sentence is not None
+    named = {tuple(name.split()) for name in re.findall(r"`([a-z -]+)`", sentence.group(1))}
+    taking = {path for path, command in _walk() if any("--json" in p.opts for p in getattr(command, "params", []))}
+    assert named == taking == set(JSON_ALIAS_COMMANDS)
 
 
 def test_list_arguments_are_named_by_their_items() -> None:
@@ -255,8 +273,10 @@ def _csv_rows(text: str) -> list[dict[str, str]]:
 
 def test_json_is_the_same_through_json_and_format_json(cli: Cli, logged: list[dict[str, Any]]) -> None:
     first = logged[0]["request_id"]
-    for args in (("audit", "list"), ("audit", "show", first), ("report", "summary")):
+    for args in (("audit", "list"), ("audit", "show", first), ("report", "summary"), ("spaces", "list")):
         assert cli(*args, "--json").stdout == cli(*args, "--format", "json").stdout, args
+    verified = json.loads(cli("audit", "verify", "--json").stdout)
+    assert verified["ok"] is True and verified["records"] == 2 and verified["models"]["checked"] == 0
     listed = json.loads(cli("audit", "list", "--json").stdout)
     assert [r["request_id"] for r in listed] == [r["request_id"] for r in logged][::-1]
     assert listed[1] == logged[0]  # the whole record, as attribute printed it
@@ -314,13 +334,50 @@ def test_every_format_of_the_listing_commands(cli: Cli, logged: list[dict[str, A
 
     verified = json.loads(cli("audit", "verify", "--format", "json").stdout)
     assert verified["ok"] is True and verified["records"] == summary["chain"]["records"]
-    assert _csv_rows(cli("audit", "verify", "--format", "csv").stdout)[0]["head_hash"] == verified["head_hash"]
+    (row,) = _csv_rows(cli("audit", "verify", "--format", "csv").stdout)
+    assert row["head_hash"] == verified["head_hash"]
+    # the nested checks spread over flat columns an analyst loads as is (no Python dict text in a cell)
+    assert {key: row[key] for key in row if key.startswith(("checkpoints", "schema_", "models_", "spaces_"))} == {
+        "checkpoints": "0",
+        "checkpoints_ok": "true",
+        "checkpoints_problems": "",
+        "schema_ok": "true",
+        "schema_problems": "",
+        "schema_unchecked": "",
+        "models_ok": "true",
+        "models_problems": "",
+        "models_unchecked": "",
+        "models_checked": "0",
+        "spaces_ok": "true",
+        "spaces_problems": "",
+        "spaces_unchecked": "",
+        "spaces_checked": "0",
+    }
+    assert not any("{" in value for value in [*flat.values(), *row.values()])
+    assert flat["models_ok"] == "true" and flat["models_problems"] == "" and flat["schema_ok"] == "true"
     cli("attribute", logged[0]["image"], "--k", "2", *EMBEDDER)
     assert "; 1 record appended since, checked now" in cli("report", "summary").stdout
     checked = json.loads(cli("catalogue", "check", "--format", "json", *EMBEDDER).stdout)
     assert (checked["points"], checked["expected"], checked["clean"], checked["orphans"]) == (48, 48, True, [])
     current = json.loads(cli("db", "current", "--format", "json").stdout)
     assert current["current"] == current["head"] and current["head"]
+
+
+def test_what_attribute_audit_verify_and_report_summary_print_without_learned_spaces_or_models(
+    cli: Cli, logged: list[dict[str, Any]]
+) -> None:
+    """No learned space nor stored model: no line about other learned spaces read, OK lines that say nothing was
+    there to compare (not that something matched), one chain OK and the low-confidence threshold."""
+    shown = cli("audit", "show", logged[0]["request_id"]).stdout
+    assert "(top rule share)" in shown and "other learned spaces read" not in shown
+    verified = cli("audit", "verify").stdout.splitlines()
+    assert verified[2:4] == [
+        "models OK: no record was scored by a stored confidence model (nothing to compare)",
+        "spaces OK: no record names a learned space version (nothing to compare)",
+    ]
+    summary = cli("report", "summary").stdout
+    assert re.search(r", low confidence \(< 0\.5\) \d+$", summary.splitlines()[0])
+    assert summary.count("chain OK") == 1 and summary.splitlines()[-1].startswith("chain OK: 2 records, head ")
 
 
 def test_empty_listings_keep_their_header(cli: Cli) -> None:

@@ -104,6 +104,7 @@ def test_the_service_answers_with_what_another_process_stored_and_replay_reads_t
         assert service.attribution(first.request_id).other_space_versions == "painters:1"
     shown = cli("audit", "show", first.request_id).stdout
     assert "other learned spaces read (name:version) painters:1 (by the agreement of spaces and log-odds)" in shown
+    assert "other learned spaces read" not in cli("audit", "show", in_painters.request_id).stdout  # it read none
     assert json.loads(cli("audit", "show", second.request_id, "--json").stdout)["other_space_versions"] == (
         "brushes:1,painters:2"
     )
@@ -212,8 +213,8 @@ def test_verify_fails_where_a_stored_model_no_longer_matches_the_records_it_scor
         request.metrics.confidence_model = name
         request.metrics.confidence_model_sha256 = audit.evaluations.calibration(name).fingerprint()
         chain.append(engine, request)
-    assert "models OK: every stored confidence model matches" in cli("audit", "verify").stdout
-    assert "models OK: every stored confidence model matches" in cli("report", "summary").stdout
+    ok = "models OK: the 1 stored confidence model(s) that scored records match the fingerprint and the parameters"
+    assert ok in cli("audit", "verify").stdout and ok in cli("report", "summary").stdout
     edited = {**audit.evaluations.calibration(name).as_json(), "intercept": 3.5}
     number = name.removeprefix("logistic-v")
     superuser_edit(engine, f"UPDATE calibration_models SET features = '{json.dumps(edited)}' WHERE id = {number}")
@@ -253,7 +254,7 @@ def test_verify_fails_where_records_were_scored_at_other_parameters_than_their_m
     def fit_metrics(value: object) -> None:
         superuser_edit(engine, f"UPDATE calibration_models SET fit_metrics = '{json.dumps(value)}' WHERE id = {number}")
 
-    ok = "models OK: every stored confidence model matches the fingerprint and the parameters its records hold"
+    ok = "models OK: the 1 stored confidence model(s) that scored records match the fingerprint and the parameters "
     fit_metrics({"parameters": {"space": "content", "top": "share", "k": 2}, "source": "spaces fit"})
     assert ok in cli("audit", "verify").stdout  # an own model scores only its K: the records' too
     fit_metrics({"parameters": {"space": "style", "top": "share", "k": 10}})
@@ -384,9 +385,11 @@ def test_verify_fails_where_a_learned_space_version_that_records_name_is_changed
     other.metrics.other_space_versions = "s:2"
     for request in (own, other, complete_request("content")):
         chain.append(engine, request)
-    assert "spaces FAIL" not in cli("audit", "verify").stderr
+    verified = cli("audit", "verify")
+    assert "spaces FAIL" not in verified.stderr  # s:1 and s:2 named; s:3 is named by no record
+    assert "spaces OK: the 2 learned space version(s) that records name are stored unchanged\n" in verified.stdout
     verdict = json.loads(cli("audit", "verify", "--format", "json").stdout)
-    assert verdict["spaces"] == {"ok": True, "problems": [], "unchecked": None}
+    assert verdict["spaces"] == {"ok": True, "problems": [], "unchecked": None, "checked": 2}
     superuser_edit(engine, "UPDATE learned_spaces SET matrix = mean WHERE version = 1")
     superuser_edit(engine, "DELETE FROM learned_spaces WHERE version IN (2, 3)")
     failed = cli("audit", "verify", code=1)

@@ -385,6 +385,8 @@ def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_request
     (listed,) = json.loads(cli("spaces", "list", "--json").stdout)
     own = listed["validation"]["confidence"]
     assert own["kind"] == "held-out rate"
+    shown_own = f"held-out rate {own['rate']:.3f} ({own['model']}) at K = {own['parameters']['k']}"
+    assert shown_own in cli("spaces", "list").stdout  # the constant it is, not a model's name alone
     # A request scored by it is told so: every request gets this confidence, and how to get a real model.
     held = cli("attribute", str(demo_catalogue.queries[1].path), "--space", "painters", "--json", *embedder)
     note = f"space painters (version 1)'s own confidence model {own['model']} is the held-out rate: "

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from test_fresh_reads import _calibrate
+from test_fresh_reads import _calibrate, _fit
 
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import DatabaseError
@@ -230,13 +230,11 @@ def _permission_error(result: Any) -> str:
 
 
 def _not_recorded(stderr: str) -> str:
-    """A reader's ``audit verify`` stderr without what only a reader's says, each checked: its last line, that the
-    verification is not recorded, and that its spaces check was not made."""
+    """A reader's ``audit verify`` stderr without what only a reader's says, checked: its last line, that the
+    verification is not recorded."""
     *lines, warning = stderr.splitlines(keepends=True)
     assert warning.startswith("warning: this verification is not recorded") and "may only read" in warning, stderr
-    (spaces,) = [line for line in lines if line.startswith("spaces UNCHECKED: ")]
-    assert "this database user may only read the audit views; a writer's `audit verify` checks them" in spaces
-    return "".join(line for line in lines if line != spaces)
+    return "".join(lines)
 
 
 # -- reading -----------------------------------------------------------------------------------------------------
@@ -260,13 +258,11 @@ def test_the_reader_lists_shows_verifies_and_reports_what_the_owner_does(reader_
 
     verified = reader("audit", "verify")
     assert verified.stdout.splitlines()[0] == f"chain OK: 4 records, head {reader_log.requests[-1].record_hash}"
-    spaces_ok = "spaces OK: every learned space version the records name is stored unchanged\n"
-    owned = owner("audit", "verify").stdout
-    assert spaces_ok in owned and verified.stdout == owned.replace(spaces_ok, "")
-    unchecked = "spaces UNCHECKED: the learned space versions the records name are not checked: this database user "
-    assert unchecked in verified.stderr  # as the models check says it, not OK
+    # no record names a stored model nor a learned space: the reader checks that through the views, as the owner
+    assert "spaces OK: no record names a learned space version (nothing to compare)\n" in verified.stdout
+    assert verified.stdout == owner("audit", "verify").stdout
     as_json = json.loads(reader("audit", "verify", "--format", "json").stdout)
-    assert as_json["ok"] is True and as_json["spaces"]["ok"] is None and as_json["spaces"]["unchecked"]
+    assert as_json["ok"] is True and as_json["spaces"] == {"ok": True, "problems": [], "unchecked": None, "checked": 0}
     checkpoint = tmp_path / "checkpoint.json"
     owner("audit", "checkpoint", "--out", str(checkpoint))  # the reader checks the owner's signed head
     assert "checkpoint seq 4 of" in reader("audit", "verify", "--checkpoint", str(checkpoint)).stdout
@@ -422,7 +418,7 @@ def test_the_readers_verification_is_not_recorded_and_it_is_told_so(reader_log: 
 
     verified = reader("audit", "verify")
     assert verified.stdout.startswith("chain OK: 4 records")
-    assert _not_recorded(verified.stderr) == ""  # but that its spaces check was not made
+    assert _not_recorded(verified.stderr) == ""
     warning = verified.stderr.splitlines()[-1]
     assert warning.startswith("warning: this verification is not recorded for report summary: ")
     assert f"database user {user!r} may only read the audit database" in warning
@@ -436,26 +432,37 @@ def test_the_readers_verification_is_not_recorded_and_it_is_told_so(reader_log: 
 
 
 @pytest.mark.postgres
-def test_the_readers_models_check_says_unchecked_not_ok(reader_log: ReaderLog) -> None:
-    """A reader sees the fingerprints the records hold (v_audit_metrics) but may not read the stored models: its
-    models check says it was not made and who can make it, never OK; the owner's says OK."""
+def test_the_readers_models_and_spaces_checks_say_unchecked_not_ok(reader_log: ReaderLog) -> None:
+    """A reader sees the fingerprints and the learned space versions the records hold (the views) but may not read
+    the stored models nor the versions: where records name some, its checks say they were not made and who can make
+    them, never OK; the owner's say OK and how many were compared."""
     reader, owner = reader_log.reader_cli, reader_log.owner_cli
-    assert "models OK" in reader("audit", "verify").stdout  # no record holds a fingerprint: nothing to compare
+    assert "models OK: no record was scored by a stored confidence model" in reader("audit", "verify").stdout
     audit = AuditStore(reader_log.owner)
     name = _calibrate(audit, "fp", 10)
+    _fit(audit, "s", 1)
     request = complete_request("scored")
     assert request.metrics is not None
     request.metrics.confidence_model = name
     request.metrics.confidence_model_sha256 = audit.evaluations.calibration(name).fingerprint()
     chain.append(reader_log.owner, request)
+    in_space = complete_request("in space")
+    in_space.parameters = {**in_space.parameters, "space": "s", "space_version": 1}
+    chain.append(reader_log.owner, in_space)
     verified = reader("audit", "verify")
-    assert "models OK" not in verified.stdout and verified.stdout.startswith("chain OK: 5 records")
-    (line,) = _not_recorded(verified.stderr).splitlines()
+    assert "models OK" not in verified.stdout and verified.stdout.startswith("chain OK: 6 records")
+    line, spaces = _not_recorded(verified.stderr).splitlines()
+    assert spaces.startswith("spaces UNCHECKED: the learned space versions the records name are not checked: this ")
+    assert "may only read the audit views; a writer's `audit verify` checks them" in spaces
+    assert "spaces OK" not in verified.stdout
+    assert json.loads(reader("audit", "verify", "--json").stdout)["spaces"]["ok"] is None
     assert line.startswith("models UNCHECKED: this database user may not read the stored confidence models (")
     assert "1 model(s) that records name were not compared" in line and "`db grant-writer` role can run" in line
     models = json.loads(reader("audit", "verify", "--format", "json").stdout)["models"]
     assert models["ok"] is None and models["problems"] == [] and models["unchecked"] == line.split(": ", 1)[1]
-    assert "models OK: every stored confidence model matches" in owner("audit", "verify").stdout
+    owned = owner("audit", "verify").stdout
+    assert "models OK: the 1 stored confidence model(s) that scored records match the fingerprint and the " in owned
+    assert "spaces OK: the 1 learned space version(s) that records name are stored unchanged\n" in owned
     assert line in reader("report", "summary").stdout
 
 

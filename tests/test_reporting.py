@@ -775,7 +775,9 @@ def test_report_summary_counts_and_chain_head(known: KnownLog, known_cli: Cli) -
     assert head.head_hash == known.requests["r6"].record_hash
 
     lines = known_cli("report", "summary").stdout.splitlines()
-    assert lines[0] == "requests 6 (4 production), exact-checked 5, HNSW/exact disagreements 3, low confidence 2"
+    assert (
+        lines[0] == "requests 6 (4 production), exact-checked 5, HNSW/exact disagreements 3, low confidence (< 0.5) 2"
+    )
     assert lines[-1] == f"chain OK: 6 records, head {head.head_hash}"
 
 

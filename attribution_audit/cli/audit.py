@@ -23,6 +23,7 @@ from attribution_audit.cli.common import (
     choice,
     day_range,
     emit,
+    flat_row,
     neighbour_rows,
     output_format,
     print_attribution,
@@ -191,14 +192,16 @@ def audit_verify(
     public_key: PublicKeyOption = None,
     workers: WorkersOption = None,
     fmt: FormatOption = OutputFormat.table,
+    as_json: JsonOption = False,
 ) -> None:
     """Recompute the hash chain (of the database, or of an export file) and compare it with signed checkpoints, and
     the database's views and triggers with what its migrations create, each stored confidence model with the
     fingerprint and the parameters of the records it scored (models) and the learned space versions records name
     (spaces); exit 1 naming the first broken record, the checkpoint it contradicts (records removed, changed,
     reordered, another audit DB, or signed by another key), the view or trigger that was changed, the confidence
-    model or the space version changed since records used it. A db grant-reader role may not read the stored models
-    and versions: its models and spaces checks say UNCHECKED (not OK; JSON ok null) and who can run them. The chain's
+    model or the space version changed since records used it; their OK lines say how many were compared, or that
+    no record names one. A db grant-reader role may not read the stored models and versions: where records name
+    some, its models and spaces checks say UNCHECKED (not OK; JSON ok null) and who can run them. The chain's
     outcome is recorded for report summary; where it cannot be (a db grant-reader role, a read-only log, a full disk)
     it is not, with a warning, and the verdict and exit code are the same.
 
@@ -207,6 +210,7 @@ def audit_verify(
     """
     from attribution_audit.services.checkpoints import verify_database, verify_export
 
+    fmt = output_format(fmt, as_json)
     table = fmt is OutputFormat.table
     data: dict[str, Any]
     if file is not None:
@@ -221,7 +225,7 @@ def audit_verify(
             "checkpoints": [check.as_json() for check in checks],
         }
         if not table:
-            emit(fmt, data=data, rows=[data])
+            emit(fmt, data=data, rows=[flat_row(data)])
         if not checked.ok:
             typer.echo(f"export BROKEN: {checked.problem}", err=True)
             raise typer.Exit(1)
@@ -234,7 +238,7 @@ def audit_verify(
     verification = verify_database(ctx.obj, audit_of(ctx.obj), checkpoint, public_key, _workers(workers))
     report = verification.report
     if not table:
-        emit(fmt, data=verification.as_json(), rows=[verification.as_json()])
+        emit(fmt, data=verification.as_json(), rows=[flat_row(verification.as_json())])
     if not report.ok:
         typer.echo(
             f"chain BROKEN{report.located}: {report.reason}; "

@@ -294,6 +294,25 @@ def print_json(data: Any) -> None:
     typer.echo(render_json(data))
 
 
+def flat_row(data: dict[str, Any]) -> dict[str, Any]:
+    """A verdict as one CSV row an analyst loads as is: a nested check (``chain``, ``schema``, ``models``) spread over
+    ``<check>_<field>`` columns, its ``problems`` joined by ``; ``; the checkpoints compared as ``checkpoints`` (how
+    many), ``checkpoints_ok`` and ``checkpoints_problems``."""
+    row: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            row.update({f"{key}_{k}": "; ".join(v) if isinstance(v, list) else v for k, v in value.items()})
+        elif key == "checkpoints":
+            row.update(
+                checkpoints=len(value),
+                checkpoints_ok=all(check["ok"] for check in value),
+                checkpoints_problems="; ".join(check["problem"] for check in value if check["problem"]),
+            )
+        else:
+            row[key] = value
+    return row
+
+
 def emit(
     fmt: OutputFormat,
     *,
@@ -391,9 +410,11 @@ def print_attribution(result: Attribution) -> None:
         )
     if result.confidence_model_sha256 is not None:
         typer.echo(f"  confidence model {result.confidence_model} sha256 {t(result.confidence_model_sha256)}")
-    if result.other_space_versions is not None:
-        read = t(result.other_space_versions) or "none"
-        typer.echo(f"  other learned spaces read (name:version) {read} (by the agreement of spaces and log-odds)")
+    if result.other_space_versions:  # a record that read none (or from before revision 0018) says nothing
+        typer.echo(
+            f"  other learned spaces read (name:version) {t(result.other_space_versions)} (by the agreement of "
+            "spaces and log-odds)"
+        )
     typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<28}  work")
     for n in result.neighbours:
         typer.echo(

@@ -18,6 +18,7 @@ from attribution_audit.cli.common import (
     audit_of,
     day_range,
     emit,
+    flat_row,
     output_format,
     request_id_of,
 )
@@ -47,12 +48,10 @@ def report_artists(
 
 
 def _summary_row(data: dict[str, Any]) -> dict[str, Any]:
-    """The summary as one CSV row: the distribution and the chain spread over columns."""
-    row = {key: value for key, value in data.items() if key not in ("confidence_distribution", "chain", "schema")}
+    """The summary as one CSV row: the distribution and the checks spread over columns."""
+    row = flat_row({key: value for key, value in data.items() if key != "confidence_distribution"})
     for bucket in data["confidence_distribution"]:
         row[f"confidence_{bucket['from']:.1f}-{bucket['to']:.1f}"] = bucket["requests"]
-    row.update({f"chain_{key}": value for key, value in data["chain"].items()})
-    row.update(schema_ok=data["schema"]["ok"], schema_problems="; ".join(data["schema"]["problems"]))
     return row
 
 
@@ -64,6 +63,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
     \b
     Example: attribution-audit report summary --format json
     """
+    from attribution_audit.reporting.html import LOW_CONFIDENCE
     from attribution_audit.services.checkpoints import check_lines
     from attribution_audit.services.report import summary
 
@@ -74,7 +74,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
         typer.echo(
             f"requests {data['requests']} ({data['production_requests']} production), "
             f"exact-checked {data['verified_requests']}, HNSW/exact disagreements {data['ann_disagreements']}, "
-            f"low confidence {data['low_confidence_requests']}"
+            f"low confidence (< {LOW_CONFIDENCE}) {data['low_confidence_requests']}"
         )
         typer.echo(
             f"mean confidence {data['mean_confidence']}, works {data['active_works']} active / "
@@ -87,7 +87,8 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
             typer.echo("schema OK: every view and trigger is as the migrations create it")
         for problem in schema["problems"] or ([f"not checked: {schema['unchecked']}"] if schema["unchecked"] else []):
             typer.echo(f"schema FAILS: {problem}")
-        for line, _ in check_lines("models", data["models"]["problems"], data["models"]["unchecked"]):
+        models = data["models"]
+        for line, _ in check_lines("models", models["problems"], models["unchecked"], models["checked"]):
             typer.echo(line)
         if chain["verified_in_full_at"] is None:
             typer.echo(

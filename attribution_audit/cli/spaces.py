@@ -203,5 +203,11 @@ def _crops_line(crops: dict[str, Any], works: int) -> str:
 
 
 def _own_model(own: dict[str, Any]) -> str | None:
-    """The version's own confidence model and the K it scores (its requests at another K get the default formula)."""
-    return f"{own['model']} at K = {own['parameters'].get('k', DEFAULT_K)}" if "model" in own else None
+    """The version's own confidence model (the held-out rate, when it is that constant) and the K it scores (its
+    requests at another K get the default formula)."""
+    from attribution_audit.services.spaces import HELD_OUT_RATE
+
+    if "model" not in own:
+        return None
+    model = f"{HELD_OUT_RATE} {own['rate']:.3f} ({own['model']})" if own.get("kind") == HELD_OUT_RATE else own["model"]
+    return f"{model} at K = {own['parameters'].get('k', DEFAULT_K)}"

@@ -100,6 +100,8 @@ class Verification:
     models_unchecked: str | None = None  # why they could not be compared (a reader may not read them)
     spaces: list[str] = field(default_factory=list)  # learned space versions named by records: missing or changed
     spaces_unchecked: str | None = None  # why they could not be checked (a user that may only read the views)
+    models_checked: int = 0  # how many stored models that scored records were compared
+    spaces_checked: int = 0  # how many learned space versions that records name were compared
 
     @property
     def ok(self) -> bool:
@@ -145,38 +147,47 @@ class Verification:
             "checkpoints": [check.as_json() for check in self.checkpoints],
             "schema": {"ok": self.schema_problem is None, "problems": self.schema, "unchecked": self.schema_unchecked},
             "not_recorded": self.not_recorded,
-            "models": check_json(self.models, self.models_unchecked),
-            "spaces": check_json(self.spaces, self.spaces_unchecked),
+            "models": check_json(self.models, self.models_unchecked, self.models_checked),
+            "spaces": check_json(self.spaces, self.spaces_unchecked, self.spaces_checked),
         }
 
     def check_lines(self) -> list[tuple[str, bool]]:
         """The lines of the models and spaces checks (:func:`check_lines`)."""
         return [
-            *check_lines("models", self.models, self.models_unchecked),
-            *check_lines("spaces", self.spaces, self.spaces_unchecked),
+            *check_lines("models", self.models, self.models_unchecked, self.models_checked),
+            *check_lines("spaces", self.spaces, self.spaces_unchecked, self.spaces_checked),
         ]
 
 
-CHECKS_OK = {
-    "models": "every stored confidence model matches the fingerprint and the parameters its records hold",
-    "spaces": "every learned space version the records name is stored unchanged",
+CHECKS_OK = {  # what an OK line says: when nothing was there to compare, and when ``{n}`` things were
+    "models": (
+        "no record was scored by a stored confidence model (nothing to compare)",
+        "the {n} stored confidence model(s) that scored records match the fingerprint and the parameters their "
+        "records hold",
+    ),
+    "spaces": (
+        "no record names a learned space version (nothing to compare)",
+        "the {n} learned space version(s) that records name are stored unchanged",
+    ),
 }
 
 
-def check_json(problems: list[str], unchecked: str | None) -> dict[str, Any]:
+def check_json(problems: list[str], unchecked: str | None, checked: int) -> dict[str, Any]:
     """A check's verdict as JSON (``models``, ``spaces``): ``ok`` null where it could not be made (``unchecked``:
-    why), else whether no ``problems``."""
-    return {"ok": None if unchecked else not problems, "problems": problems, "unchecked": unchecked}
+    why), else whether no ``problems``; ``checked``: how many models or versions were compared."""
+    return {"ok": None if unchecked else not problems, "problems": problems, "unchecked": unchecked, "checked": checked}
 
 
-def check_lines(check: str, problems: Sequence[str], unchecked: str | None) -> list[tuple[str, bool]]:
+def check_lines(check: str, problems: Sequence[str], unchecked: str | None, checked: int) -> list[tuple[str, bool]]:
     """How ``audit verify``, ``report summary`` and the console show a check (``models``, ``spaces``): one
-    ``FAIL`` line per problem, an ``UNCHECKED`` line saying why it could not be made, else one ``OK`` line; each
-    with whether it reports a failure or a check not made (the CLI writes those to stderr)."""
+    ``FAIL`` line per problem, an ``UNCHECKED`` line saying why it could not be made, else one ``OK`` line saying
+    what was compared (``checked`` of them, or nothing); each with whether it reports a failure or a check not made
+    (the CLI writes those to stderr)."""
     lines = [(f"{check} FAIL: {problem}", True) for problem in problems]
     if unchecked:
         return [*lines, (f"{check} UNCHECKED: {unchecked}", True)]
-    return lines or [(f"{check} OK: {CHECKS_OK[check]}", False)]
+    none, some = CHECKS_OK[check]
+    return lines or [(f"{check} OK: {some.format(n=checked) if checked else none}", False)]
 
 
 # -- files -------------------------------------------------------------------------------------------------------
@@ -629,8 +640,8 @@ def verify_database(
         schema, unchecked = audit.schema_differences(), None
     except SchemaCheckError as exc:
         schema, unchecked = [], str(exc)
-    models, models_unchecked = model_problems(audit)
-    spaces, spaces_unchecked = space_problems(audit)
+    models, models_unchecked, models_checked = model_problems(audit)
+    spaces, spaces_unchecked, spaces_checked = space_problems(audit)
     return Verification(
         datetime.now(UTC),
         report,
@@ -642,29 +653,34 @@ def verify_database(
         models_unchecked=models_unchecked,
         spaces=spaces,
         spaces_unchecked=spaces_unchecked,
+        models_checked=models_checked,
+        spaces_checked=spaces_checked,
     )
 
 
-def model_problems(audit: AuditStore) -> tuple[list[str], str | None]:
+def model_problems(audit: AuditStore) -> tuple[list[str], str | None, int]:
     """(one line per stored confidence model whose row no longer matches the fingerprint that the records it scored
     hold (revision 0019): changed by hand since, so their confidence can no longer be reproduced from it; why they
-    could not be compared, or None). A user that may not read the stored models (a reader role) gets why, never an
-    empty list that would read as checked; the chain's hashes still cover the fingerprints."""
+    could not be compared, or None; how many models were compared). A user that may not read the stored models (a
+    reader role) gets why where records name some, never an empty list that would read as checked; the chain's
+    hashes still cover the fingerprints."""
     try:
         held = audit.requests.model_fingerprints()
     except DatabaseError as exc:
-        return [], f"the fingerprints the records hold cannot be read ({exc})"
+        return [], f"the fingerprints the records hold cannot be read ({exc})", 0
     problems = []
     for name, digest, records in held:
         try:
             now = audit.evaluations.calibration(name).fingerprint()
         except PermissionDeniedError:
             models = len({model for model, _, _ in held})
-            return [], (
+            return (
+                [],
                 "this database user may not read the stored confidence models (table calibration_models; a `db "
                 f"grant-reader` role reads only the audit views), so {models} model(s) that "
                 "records name were not compared with the fingerprints they hold; the schema owner or a `db "
-                "grant-writer` role can run `attribution-audit audit verify` to check them"
+                "grant-writer` role can run `attribution-audit audit verify` to check them",
+                0,
             )
         except AttributionAuditError as exc:
             now = f"unreadable ({exc})"
@@ -677,7 +693,7 @@ def model_problems(audit: AuditStore) -> tuple[list[str], str | None]:
             )
     if held:
         problems += [_off_parameters_line(off) for off in audit.evaluations.off_parameters()]
-    return problems, None
+    return problems, None, len({name for name, _, _ in held})
 
 
 def _off_parameters_line(off: OffParameters) -> str:
@@ -699,25 +715,31 @@ def _shown(parameters: dict[str, Any]) -> str:
     return ", ".join(f"{key} {'none' if value is None else value}" for key, value in parameters.items())
 
 
-def space_problems(audit: AuditStore) -> tuple[list[str], str | None]:
+def space_problems(audit: AuditStore) -> tuple[list[str], str | None, int]:
     """One line per learned space version that records name (revision 0018 and a learned-space request's
     ``space_version``) but that is missing, or whose row no longer matches its stored fingerprint: their replays
-    would use another projection, or none; and why they could not be checked (a user that may only read the views),
-    else None."""
+    would use another projection, or none; why they could not be checked (a user that may only read the views,
+    where records name versions), else None; how many versions were compared."""
     try:
         named = audit.requests.space_versions_named()
         unmatched = audit.spaces.unmatched(named)
     except PermissionDeniedError:
-        return [], (
+        return (
+            [],
             "the learned space versions the records name are not checked: this database user may only read the "
-            "audit views; a writer's `audit verify` checks them"
+            "audit views; a writer's `audit verify` checks them",
+            0,
         )
-    return [
-        f"learned space {name} version {version}, named by {named[name, version]} record(s), is "
-        + ("missing" if state == "missing" else "changed (its row no longer matches its fingerprint)")
-        + ": it was deleted or rewritten after them; restore it from a backup"
-        for (name, version), state in unmatched.items()
-    ], None
+    return (
+        [
+            f"learned space {name} version {version}, named by {named[name, version]} record(s), is "
+            + ("missing" if state == "missing" else "changed (its row no longer matches its fingerprint)")
+            + ": it was deleted or rewritten after them; restore it from a backup"
+            for (name, version), state in unmatched.items()
+        ],
+        None,
+        len(named),
+    )
 
 
 def verify_export(

@@ -47,7 +47,7 @@ def summary(audit: AuditStore) -> dict[str, Any]:
         problems, unchecked = audit.schema_differences(), None
     except SchemaCheckError as exc:
         problems, unchecked = [], str(exc)
-    models, models_unchecked = model_problems(audit)
+    models, models_unchecked, models_checked = model_problems(audit)
     return {
         **log_counts(audit),
         "chain": {
@@ -59,7 +59,7 @@ def summary(audit: AuditStore) -> dict[str, Any]:
             **since,
         },
         "schema": {"ok": not problems and unchecked is None, "problems": problems, "unchecked": unchecked},
-        "models": check_json(models, models_unchecked),
+        "models": check_json(models, models_unchecked, models_checked),
     }
 
 

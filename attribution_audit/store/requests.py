@@ -362,8 +362,14 @@ class RequestRepository:
 
     def space_versions_named(self) -> dict[tuple[str, int], int]:
         """Every learned space version (name, version) the records name (a learned-space request's ``space_version``,
-        the ``other_space_versions`` of its metrics) with how many records name it."""
-        params = AttributionRequest.parameters
+        the ``other_space_versions`` of its metrics) with how many records name it (on PostgreSQL through the views
+        v_audit_requests and v_audit_metrics, which a `db grant-reader` role may read too)."""
+        requests: FromClause = AttributionRequest.__table__
+        metrics: FromClause = AttributionMetrics.__table__
+        if self.engine.dialect.name == "postgresql":
+            requests = table("v_audit_requests", column("parameters", requests.c.parameters.type))
+            metrics = table("v_audit_metrics", column("other_space_versions", metrics.c.other_space_versions.type))
+        params = requests.c.parameters
         recorded = select(
             params["space"].as_string().label("space"), params["space_version"].as_integer().label("version")
         ).subquery()
@@ -372,7 +378,7 @@ class RequestRepository:
             .where(recorded.c.version.is_not(None))
             .group_by(recorded.c.space, recorded.c.version)
         )
-        others = AttributionMetrics.other_space_versions
+        others = metrics.c.other_space_versions
         read = select(others, func.count()).where(others.is_not(None), others != "").group_by(others)
         named: dict[tuple[str, int], int] = {}
         with read_scope(self.engine) as session:
