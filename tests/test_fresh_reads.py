@@ -387,6 +387,9 @@ def test_verify_fails_where_a_learned_space_version_that_records_name_is_changed
     assert "spaces FAIL" not in cli("audit", "verify").stderr
     verdict = json.loads(cli("audit", "verify", "--format", "json").stdout)
     assert verdict["spaces"] == {"ok": True, "problems": [], "unchecked": None}
+    assert (
+        "spaces OK: every learned space version the records name is stored unchanged" in cli("report", "summary").stdout
+    )
     superuser_edit(engine, "UPDATE learned_spaces SET matrix = mean WHERE version = 1")
     superuser_edit(engine, "DELETE FROM learned_spaces WHERE version IN (2, 3)")
     failed = cli("audit", "verify", code=1)
@@ -400,4 +403,8 @@ def test_verify_fails_where_a_learned_space_version_that_records_name_is_changed
     ]
     verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
     assert verdict["ok"] is False and verdict["spaces"]["ok"] is False and len(verdict["spaces"]["problems"]) == 2
+    summary = cli("report", "summary").stdout  # the same lines, as it shows the models' check
+    assert all(line in summary for line in lines) and "spaces OK" not in summary
+    as_json = json.loads(cli("report", "summary", "--format", "json").stdout)["spaces"]
+    assert as_json == verdict["spaces"]
     engine.dispose()
