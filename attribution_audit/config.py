@@ -30,6 +30,7 @@ DEFAULT_COPY_DEPTH = 40  # copy detection: candidate works drawn from each base 
 # images at the 64 Mpx decompression-bomb limit).
 DEFAULT_MAX_INFLIGHT_PIXELS = 256_000_000
 DEFAULT_MAX_REQUEST_PIXELS = 128_000_000
+MAX_REQUESTER = 200  # characters of a requester (the audit log's requester columns, store/models.py)
 
 
 def default_checkpoint_key() -> Path:
@@ -194,13 +195,34 @@ class Settings:
         return self
 
 
+def requester_name(value: str) -> str | None:
+    """``value`` stripped when it can be recorded as a requester: 1 to :data:`MAX_REQUESTER` printable characters
+    (no control characters, and no undecodable bytes of a non-UTF-8 login name); else None."""
+    name = value.strip()
+    return name if name and len(name) <= MAX_REQUESTER and name.isprintable() else None
+
+
 def os_account() -> str:
     """The OS account running this process: its login name (LOGNAME, USER, LNAME or USERNAME, else the account
-    database's name of the user id), else ``uid:<n>`` (a container or cron job whose user id has no account entry)."""
+    database's name of the user id), else ``uid:<n>`` (a container or cron job whose user id has no account entry,
+    or a login name that cannot be recorded: see :func:`requester_name`)."""
     try:
-        return getpass.getuser()
+        name = requester_name(getpass.getuser())
     except (KeyError, OSError, ImportError):  # no variable set, and no account entry (or no pwd module)
-        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+        name = None
+    return name or (f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown")
+
+
+def _requester(env: Mapping[str, str]) -> str | None:
+    """ATTRIBUTION_AUDIT_REQUESTER (None when unset, empty or blank); a one-line error when it cannot be recorded."""
+    raw = env.get(f"{ENV_PREFIX}REQUESTER") or ""
+    name = requester_name(raw)
+    if raw.strip() and name is None:
+        raise AttributionAuditError(
+            f"{ENV_PREFIX}REQUESTER={raw!r} cannot be recorded as the requester; set it to 1 to {MAX_REQUESTER} "
+            "printable UTF-8 characters (no control characters), or unset it to record the OS account"
+        )
+    return name
 
 
 def with_options(settings: Settings, **given: Any) -> Settings:
@@ -232,7 +254,7 @@ def load_settings(**overrides: Any) -> Settings:
         qdrant_url=env.get(f"{ENV_PREFIX}QDRANT_URL") or None,
         qdrant_api_key=env.get(f"{ENV_PREFIX}QDRANT_API_KEY") or None,
         embedder=embedder,
-        requester=env.get(f"{ENV_PREFIX}REQUESTER") or None,
+        requester=_requester(env),
         embedder_from=embedder_from,
         checkpoint_key=Path(env[f"{ENV_PREFIX}CHECKPOINT_KEY"]) if env.get(f"{ENV_PREFIX}CHECKPOINT_KEY") else None,
         witness_file=Path(env[f"{ENV_PREFIX}WITNESS_FILE"]) if env.get(f"{ENV_PREFIX}WITNESS_FILE") else None,

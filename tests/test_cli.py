@@ -99,6 +99,41 @@ def test_without_login_variables_the_requester_is_the_os_account(
     assert record["requester"] == "nightly batch"
 
 
+def test_a_login_name_that_cannot_be_recorded_is_recorded_as_the_user_id(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-UTF-8 login name, one with control characters or one longer than the requester column: ``uid:<n>``; a
+    blank ATTRIBUTION_AUDIT_REQUESTER counts as unset."""
+    cli.restore(ingested)
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_REQUESTER", "   ")
+    image = str(demo_catalogue.queries[0].path)
+    for login in ("x\udcff", "a\x1b[31mb", "bell\x07", "line\nbreak", "n" * 201):
+        monkeypatch.setenv("LOGNAME", login)
+        (record,) = json.loads(cli("attribute", image, "--json", *EMBEDDER).stdout)
+        assert record["requester"] == f"uid:{os.getuid()}"
+    monkeypatch.setenv("LOGNAME", "  padded  ")
+    (record,) = json.loads(cli("attribute", image, "--json", *EMBEDDER).stdout)
+    assert record["requester"] == "padded"
+
+
+@pytest.mark.parametrize("requester", ["x\udcff", "a\x1b[31mb", "bell\x07", "line\nbreak", "n" * 201])
+def test_a_requester_that_cannot_be_recorded_is_refused_before_any_work(
+    cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path, requester: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ATTRIBUTION_AUDIT_REQUESTER the audit log cannot record (on PostgreSQL, over 200 characters was refused
+    only when writing, after embedding): one line naming the variable, before the model loads or the log opens."""
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_REQUESTER", requester)
+    cli = cli_on(migrated_url)
+    image = tmp_path / "query.png"
+    image.write_bytes(b"not read")
+    result = cli("attribute", str(image), "--embedder", "no-such-model", code=1)
+    assert result.output.count("\n") == 1 and result.output.startswith("error: ATTRIBUTION_AUDIT_REQUESTER=")
+    assert "set it to 1 to 200 printable UTF-8 characters" in result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    with cli.engine().connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(AttributionRequest)) == 0
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="only root can run as a user id with no account")
 def test_a_user_id_with_no_account_is_recorded_as_its_number(monkeypatch: pytest.MonkeyPatch) -> None:
     """No login variable and no account entry (a container run as an arbitrary user id): ``uid:<n>``."""

@@ -398,13 +398,16 @@ def test_a_file_catalogued_under_several_works_names_the_first_added_and_the_oth
     ingest_pages(cli, tmp_path)
     (tmp_path / "archive.csv").write_text("path,artist,work_id,title\nworks/p2.png,Artist 0,A1,page 2 again\n")
     cli("ingest", str(tmp_path / "archive.csv"), "--embedder", EMBEDDER)
-    rows = "".join(f"works/p2.png,Artist 0,D{i},page 2 again\n" for i in (1, 2, 3))
+    rows = "".join(f"works/p2.png,Artist 0,{work},page 2 again\n" for work in ("D1", '"D, 2"', "D3"))
     (tmp_path / "more.csv").write_text("path,artist,work_id,title\n" + rows)
     added = cli("ingest", str(tmp_path / "more.csv"), "--catalogue", "catalogue", "--embedder", EMBEDDER)
     assert "warning: 3 work(s) have the same image file as another work of the catalogue" in added.stderr
 
     found = attribute(cli, tmp_path / "works" / "p2.png")
-    also = "the same file is also catalogued as A1 (catalogue archive), D1, D2 and 1 more"
+    also = (
+        'the same file is also catalogued as "A1" (catalogue "archive"), "D1", "D, 2" and 1 more; "W2" is in catalogue '
+        '"catalogue"'
+    )
     assert (found["copy_of"], found["copy_status"]) == ("W2", f"copy: {also}")
     assert (found["copy_score"], found["copy_method"]) == (1.0, copy_check.IDENTICAL)
     shown = cli("audit", "show", str(found["request_id"])).stdout

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
 from dbtools import complete_request, superuser_edit
-from sqlalchemy import event
+from sqlalchemy import event, text
 from test_calibration import store_model
 
 from attribution_audit import AttributionParams, Upload, load_settings, open_service
@@ -25,6 +25,7 @@ from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.database import create_db_engine
+from attribution_audit.store.spaces import SpaceConfidence
 
 
 def test_space_versions_are_written_sorted_and_read_back() -> None:
@@ -283,6 +284,51 @@ def test_verify_fails_where_records_were_scored_at_other_parameters_than_their_m
     engine.dispose()
 
 
+def test_verify_fails_where_a_space_own_model_no_longer_says_it_is_one(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """A learned space version's own model (``spaces fit``) scores only the K it was fitted at, and only where no
+    ``calibrate`` model of that version is: its row's ``source`` (outside the fingerprint) changed by hand would make
+    it score any K and outrank the version's ``calibrate`` models. The version's row (append-only) names its own
+    model, so `audit verify` names the changed source, on SQLite and PostgreSQL."""
+    cli = cli_on(migrated_url)
+    engine = create_db_engine(migrated_url)
+    audit = AuditStore(engine)
+    n = len(CALIBRATION_FEATURES)
+    own = SpaceConfidence(
+        LogisticModel("own", [0.0] * n, [1.0] * n, [0.1] * n, 0.0, CALIBRATION_FEATURES),
+        "0" * 64,
+        {"held_out_works": 12, "right": 7, "parameters": AttributionParams(k=10).as_json()},
+    )
+    projection = Projection(np.zeros(4), np.random.default_rng(0).normal(size=(2, 4)))
+    info = audit.spaces.add(
+        "s", projection, base="style", method="lda", embedder_fingerprint="fp", collection="c", n_works=8,
+        n_artists=2, validation={"hit@1": 0.5}, confidence=own,
+    )  # fmt: skip
+    name = info.validation["confidence"]["model"]
+    request = complete_request("own")  # scored at the K it was fitted at
+    assert request.metrics is not None
+    request.parameters = {**request.parameters, "space": "s", "space_version": 1, "k": 10}
+    request.metrics.confidence_model = name
+    request.metrics.confidence_model_sha256 = audit.evaluations.calibration(name).fingerprint()
+    chain.append(engine, request)
+    assert "models OK" in cli("audit", "verify").stdout
+    number = name.removeprefix("logistic-v")
+    with engine.connect() as connection:
+        metrics = connection.scalar(text(f"SELECT fit_metrics FROM calibration_models WHERE id = {number}"))
+    metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
+    edited = json.dumps({**metrics, "source": "calibrate"})
+    superuser_edit(engine, f"UPDATE calibration_models SET fit_metrics = '{edited}' WHERE id = {number}")
+    failed = cli("audit", "verify", code=1)
+    assert "chain OK: 1 records" in failed.stdout and "models OK" not in failed.stdout
+    assert (
+        f"models FAIL: confidence model {name} scored 1 record(s) (the first: seq 1, request {request.id}) but its "
+        "parameters cannot be read: its fit source is 'calibrate', not 'spaces fit', though learned space s version "
+        "1 names it its own model: its calibration_models row was changed after them; restore it from a backup"
+    ) in failed.stderr
+    engine.dispose()
+
+
 @pytest.mark.slow
 def test_a_record_names_the_version_its_neighbours_were_found_in_when_another_is_stored_before_it_is_written(
     cli: Cli, demo_catalogue: DemoCatalogue
@@ -390,6 +436,10 @@ def test_verify_fails_where_a_learned_space_version_that_records_name_is_changed
     assert "spaces OK: the 2 learned space version(s) that records name are stored unchanged\n" in verified.stdout
     verdict = json.loads(cli("audit", "verify", "--format", "json").stdout)
     assert verdict["spaces"] == {"ok": True, "problems": [], "unchecked": None, "checked": 2}
+    assert (
+        "spaces OK: the 2 learned space version(s) that records name are stored unchanged\n"
+        in cli("report", "summary").stdout
+    )
     superuser_edit(engine, "UPDATE learned_spaces SET matrix = mean WHERE version = 1")
     superuser_edit(engine, "DELETE FROM learned_spaces WHERE version IN (2, 3)")
     failed = cli("audit", "verify", code=1)
@@ -403,4 +453,8 @@ def test_verify_fails_where_a_learned_space_version_that_records_name_is_changed
     ]
     verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
     assert verdict["ok"] is False and verdict["spaces"]["ok"] is False and len(verdict["spaces"]["problems"]) == 2
+    summary = cli("report", "summary").stdout  # the same lines, as it shows the models' check
+    assert all(line in summary for line in lines) and "spaces OK" not in summary
+    as_json = json.loads(cli("report", "summary", "--format", "json").stdout)["spaces"]
+    assert as_json == verdict["spaces"]
     engine.dispose()

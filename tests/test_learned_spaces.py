@@ -488,6 +488,23 @@ def test_a_style_space_needs_style_vectors(cli: Cli, demo_catalogue: DemoCatalog
     assert "--spaces content,style" in refused.stderr and "Traceback" not in refused.output
 
 
+@pytest.mark.parametrize("base", ["content+style", "style", "nothing"])
+def test_a_base_changed_in_the_database_is_refused_in_one_line(
+    cli: Cli, demo_catalogue: DemoCatalogue, base: str
+) -> None:
+    """The fingerprint covers the projection, not the base it takes vectors from: a version whose base was changed
+    by a superuser no longer fits the collection's vectors, and ``--space`` refuses it (not a traceback)."""
+    embedder = ["--embedder", EMBEDDER]
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--from", "content", *embedder)
+    superuser_edit(cli.engine(), f"UPDATE learned_spaces SET base = '{base}'")
+    image = str(demo_catalogue.queries[0].path)
+    refused = cli("attribute", image, "--space", "painters", *embedder, code=1)
+    assert refused.output.count("\n") == 1 and "Traceback" not in refused.output
+    assert f"learned space painters version 1 does not fit its base '{base}'" in refused.stderr
+    assert "restore it from a backup or refit it" in refused.stderr
+
+
 @pytest.mark.slow
 def test_the_spaces_examples_run_on_the_demo_as_make_demo_ingests_it(cli: Cli, demo_catalogue: DemoCatalogue) -> None:
     """`make demo` ingests content vectors only (scripts/demo.py): the example fitted a style space there and failed

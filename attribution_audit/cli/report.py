@@ -87,9 +87,10 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
             typer.echo("schema OK: every view and trigger is as the migrations create it")
         for problem in schema["problems"] or ([f"not checked: {schema['unchecked']}"] if schema["unchecked"] else []):
             typer.echo(f"schema FAILS: {problem}")
-        models = data["models"]
-        for line, _ in check_lines("models", models["problems"], models["unchecked"], models["checked"]):
-            typer.echo(line)
+        for check in ("models", "spaces"):
+            verdict = data[check]
+            for line, _ in check_lines(check, verdict["problems"], verdict["unchecked"], verdict["checked"]):
+                typer.echo(line)
         if chain["verified_in_full_at"] is None:
             typer.echo(
                 f"chain checked in full now ({chain['checked_now']} records); an `audit verify` by a writer records a "

@@ -209,6 +209,16 @@ LEARNED_BASES: dict[str, tuple[str, ...]] = {
 }
 
 
+def fits_base(base: str, input_dim: int, sizes: Mapping[str, int]) -> bool:
+    """Whether a projection taking ``input_dim`` values fits ``base`` over vectors of these ``sizes`` (base space ->
+    size): its base spaces' sizes add up to it. False for an unknown base; True when the vectors lack one of its base
+    spaces (a coverage check says so)."""
+    bases = LEARNED_BASES.get(base)
+    if bases is None:
+        return False
+    return any(b not in sizes for b in bases) or sum(sizes[b] for b in bases) == input_dim
+
+
 @dataclass(frozen=True)
 class ProjectedCatalogue:
     """The catalogue's works in a learned space: point ids, payloads and unit vectors (one row per work)."""

@@ -29,6 +29,7 @@ from attribution_audit.domain.spaces import (
     QueryVectors,
     SearchEngine,
     Space,
+    fits_base,
     partial_spaces,
     space_named,
 )
@@ -270,6 +271,7 @@ class Attributor:
         NotFoundError for an unknown learned space or version."""
         found = self._fitted.get((name, version or 0))
         if found is None and (found := self.audit.spaces.load(name, version)) is not None:
+            self._check_base(*found)
             self._fitted[(found[0].name, found[0].version)] = found
         if found is None:
             which = f"{name} version {version}" if version else name
@@ -280,6 +282,17 @@ class Attributor:
                 f"{STYLE if self.has_both_spaces() else CONTENT}` (see `attribution-audit spaces list`)"
             )
         return found
+
+    def _check_base(self, info: SpaceInfo, projection: Projection) -> None:
+        """Refuse a stored version whose projection does not fit its base spaces' vectors here (its ``base`` was
+        changed in the database: the fingerprint covers the projection, not the base)."""
+        takes = int(projection.matrix.shape[0])
+        if info.collection == self.store.collection and not fits_base(info.base, takes, self.store.sizes()):
+            raise DatabaseError(
+                f"learned space {info.name} version {info.version} does not fit its base {info.base!r} (its "
+                f"projection takes {takes} values, not the joined vectors of {info.base!r}): it was changed outside "
+                "attribution-audit; restore it from a backup or refit it"
+            )
 
     # -- one request -------------------------------------------------------------------------------------------
     def compute(

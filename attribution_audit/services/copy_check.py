@@ -6,7 +6,8 @@ space and near it in another).
 A query whose file is byte for byte the file a candidate was ingested from is its copy at once (method
 IDENTICAL, score 1), whatever its keypoints: a flat or striped image has too few for the comparison. Where several
 candidates were ingested from that file, the verdict names the one first added to the catalogue (the lowest work key)
-and its status the others: ``copy: the same file is also catalogued as W7, W9 (catalogue archive)``.
+and its status the others: ``copy: the same file is also catalogued as "W7", "W9" (catalogue "archive"); "W2" is in
+catalogue "main"``.
 
 Each verdict says whether the check ran: ``copy``, ``no_copy`` (every candidate compared), ``not_run: <why>`` (the
 query has too few distinctive points for local features, or some candidate's image could not be compared: no file
@@ -17,6 +18,7 @@ rich in them is no near-copy of a work without (and one such work must not stop 
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,7 +93,7 @@ class CopyDetector:
         identical = [ids[point] for point, (_, digest) in paths.items() if digest == sha256]
         if identical:
             (catalogue, work), others = identical[0], identical[1:]
-            return CopyVerdict(work, catalogue, None, _also(others, catalogue), 1, IDENTICAL)
+            return CopyVerdict(work, catalogue, None, _also(others, catalogue, work), 1, IDENTICAL)
         try:
             query = local_features(image)
         except cv2.error as exc:
@@ -149,14 +151,21 @@ def _listed(problems: list[str], candidates: int) -> str:
     return f"{len(problems)} of {candidates} candidates ({'; '.join(problems[:NAMED])}{more})"
 
 
-def _also(others: list[tuple[str, str]], catalogue: str) -> str:
+def _also(others: list[tuple[str, str]], catalogue: str, work: str) -> str:
     """The status of an identical file: ``copy``, naming at most NAMED other (catalogue, work id) candidates ingested
-    from that file too (their catalogue where it is not ``catalogue``, the named work's)."""
+    from that file too, each quoted (:func:`_quoted`), with their catalogue where it is not ``catalogue``, the named
+    ``work``'s, which is then named too."""
     if not others:
         return COPY
-    names = [work if of == catalogue else f"{work} (catalogue {of})" for of, work in others]
+    names = [_quoted(id_) if of == catalogue else f"{_quoted(id_)} (catalogue {_quoted(of)})" for of, id_ in others]
     more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
-    return f"{COPY}: the same file is also catalogued as {', '.join(names[:NAMED])}{more}"
+    own = f"; {_quoted(work)} is in catalogue {_quoted(catalogue)}" if any(of != catalogue for of, _ in others) else ""
+    return f"{COPY}: the same file is also catalogued as {', '.join(names[:NAMED])}{more}{own}"
+
+
+def _quoted(name: str) -> str:
+    """A work id or catalogue name in double quotes, as JSON writes it: one with ``, `` or a quote stays one name."""
+    return json.dumps(name, ensure_ascii=False)
 
 
 def _points(features: LocalFeatures) -> str:

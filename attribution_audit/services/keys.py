@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from attribution_audit.config import MAX_REQUESTER, requester_name
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.keys import KeyHolder
 
@@ -12,12 +13,14 @@ ROLES = ("writer", "reader")  # writers attribute and read; readers only read
 
 def create_key(audit: AuditStore, name: str, role: str = "writer") -> str:
     """A new key for ``name`` (recorded as the requester of what it attributes); shown once, stored hashed."""
-    name = name.strip()
-    if not name or len(name) > 200 or not name.isprintable():
-        raise ValueError(f"key name {name!r}: 1 to 200 printable characters, e.g. the client's service name")
+    checked = requester_name(name)
+    if checked is None:
+        raise ValueError(
+            f"key name {name.strip()!r}: 1 to {MAX_REQUESTER} printable characters, e.g. the client's service name"
+        )
     if role not in ROLES:
         raise ValueError(f"role {role!r}: choose writer or reader")
-    return audit.keys.create(name, role)
+    return audit.keys.create(checked, role)
 
 
 def revoke_key(audit: AuditStore, name: str) -> datetime:

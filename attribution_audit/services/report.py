@@ -9,7 +9,7 @@ from typing import Any
 from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import as_utc
 from attribution_audit.errors import DatabaseError, SchemaCheckError
-from attribution_audit.services.checkpoints import check_json, model_problems
+from attribution_audit.services.checkpoints import check_json, model_problems, space_problems
 from attribution_audit.store.audit_store import AuditStore
 
 CONFIDENCE_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -40,14 +40,16 @@ def _iso(moment: str | None) -> str | None:
 def summary(audit: AuditStore) -> dict[str, Any]:
     """Counts, confidence distribution, HNSW/exact disagreements, the chain status (from the last full
     verification and the records appended since: see :func:`chain_status`) and the schema objects' (views,
-    triggers: compared with what the migrations create, as ``audit verify`` compares them) and the stored confidence
-    models' (compared with the fingerprints their records hold, as ``audit verify`` compares them)."""
+    triggers: compared with what the migrations create, as ``audit verify`` compares them), the stored confidence
+    models' (compared with the fingerprints their records hold) and the learned space versions the records name
+    (stored unchanged), as ``audit verify`` checks them."""
     chain, since = chain_status(audit)
     try:
         problems, unchecked = audit.schema_differences(), None
     except SchemaCheckError as exc:
         problems, unchecked = [], str(exc)
     models, models_unchecked, models_checked = model_problems(audit)
+    spaces, spaces_unchecked, spaces_checked = space_problems(audit)
     return {
         **log_counts(audit),
         "chain": {
@@ -60,6 +62,7 @@ def summary(audit: AuditStore) -> dict[str, Any]:
         },
         "schema": {"ok": not problems and unchecked is None, "problems": problems, "unchecked": unchecked},
         "models": check_json(models, models_unchecked, models_checked),
+        "spaces": check_json(spaces, spaces_unchecked, spaces_checked),
     }
 
 

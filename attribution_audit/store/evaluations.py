@@ -25,6 +25,7 @@ from attribution_audit.store.models import (
     EvaluationResult,
     EvaluationRun,
     LabelledQueryRecord,
+    LearnedSpaceVersion,
     NoiseNeighbours,
     QuerySet,
     utcnow,
@@ -477,10 +478,30 @@ def _stored_parameters(session: Session, name: str) -> dict[str, Any] | str | No
         return None
     try:
         selects = dict(zip(("space", "space_version", "top"), _fitted(row), strict=True))
-        own = _fit_metrics(row).get("source") == SPACE_FIT_SOURCE
+        source = _fit_metrics(row).get("source")
     except DatabaseError as exc:
         return str(exc)
-    return {**selects, "k": _fitted_k(row)} if own else selects
+    named = _named_own(session, name, selects["space"], selects["space_version"])
+    if named and source != SPACE_FIT_SOURCE:  # it would score any K, and outrank the version's calibrate models
+        return (
+            f"its fit source is {source!r}, not {SPACE_FIT_SOURCE!r}, though learned space {selects['space']} version "
+            f"{selects['space_version']} names it its own model: its calibration_models row was changed after them; "
+            "restore it from a backup"
+        )
+    return {**selects, "k": _fitted_k(row)} if named or source == SPACE_FIT_SOURCE else selects
+
+
+def _named_own(session: Session, name: str, space: Any, version: Any) -> bool:
+    """Whether learned space ``space`` version ``version`` names the model ``name`` its own (``spaces fit``), as its
+    row's validation records: a learned space version is append-only, the model's ``source`` is not fingerprinted."""
+    if not isinstance(version, int):
+        return False
+    query = select(LearnedSpaceVersion.validation).where(
+        LearnedSpaceVersion.name == str(space), LearnedSpaceVersion.version == version
+    )
+    validation = session.scalar(query)
+    confidence = validation.get("confidence") if isinstance(validation, dict) else None
+    return isinstance(confidence, dict) and confidence.get("model") == name
 
 
 def _fitted_k(row: CalibrationModel) -> Any:

@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from attribution_audit.config import MAX_REQUESTER
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -119,7 +121,7 @@ class IngestionRun(Base):
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     collection: Mapped[str] = mapped_column(String(200))
     embedder_fingerprint: Mapped[str] = mapped_column(String(300))
-    requester: Mapped[str] = mapped_column(String(200))
+    requester: Mapped[str] = mapped_column(String(MAX_REQUESTER))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     added: Mapped[int] = mapped_column(default=0)
@@ -182,7 +184,7 @@ class AttributionRequest(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     record_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    requester: Mapped[str] = mapped_column(String(200))
+    requester: Mapped[str] = mapped_column(String(MAX_REQUESTER))
     image_path: Mapped[str] = mapped_column(Text)
     image_sha256: Mapped[str] = mapped_column(String(64), index=True)
     query_vector: Mapped[bytes] = mapped_column(LargeBinary)
@@ -326,7 +328,7 @@ class EvaluationRun(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(20), default="attribution")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    requester: Mapped[str] = mapped_column(String(200))
+    requester: Mapped[str] = mapped_column(String(MAX_REQUESTER))
     query_set_id: Mapped[int] = mapped_column(ForeignKey("query_sets.id"), index=True)
     embedder_name: Mapped[str] = mapped_column(String(300))
     collection: Mapped[str] = mapped_column(String(200))
@@ -404,7 +406,7 @@ class ApiKey(Base):
     __table_args__ = (CheckConstraint("role IN ('writer', 'reader')", name="ck_api_keys_role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(MAX_REQUESTER), unique=True)
     role: Mapped[str] = mapped_column(String(20))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
