@@ -5,6 +5,7 @@ held-out works never fit the validation's projection; works without their image 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from attribution_audit.domain.projection import (
     join_bases,
     unit_rows,
 )
-from attribution_audit.services.spaces import held_out_validation
+from attribution_audit.embedding.style import StyleEmbedder
+from attribution_audit.errors import AttributionAuditError
+from attribution_audit.services.spaces import fit_space, held_out_validation
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.synthetic import DemoCatalogue
 
@@ -44,6 +47,8 @@ def test_crop_boxes_follow_the_recipe_seeded_by_the_file() -> None:
         assert min(left, upper) >= 0 and right <= 300 and lower <= 200
     assert boxes == crop_boxes(300, 200, 40, SHA) and boxes[:4] == crop_boxes(300, 200, 4, SHA)
     assert crop_boxes(300, 200, 4, "cd" * 32) != boxes[:4] and crop_boxes(300, 200, 0, SHA) == []
+    for left, upper, right, lower in crop_boxes(1, 20, 8, SHA):  # a 1-px side keeps its pixel: no empty crop
+        assert (left, right) == (0, 1) and 12 <= lower - upper <= 17
 
 
 def test_the_held_out_projection_is_fitted_on_the_training_works_and_their_crops_only() -> None:
@@ -100,12 +105,21 @@ def test_spaces_fit_embeds_crops_of_the_works(cli: Cli, demo_catalogue: DemoCata
     assert "\ncrops: 48 embedded (1 of each of 48 works) in " in fitted
     crops = _crops_of(cli, "cropped")
     seconds = crops.pop("seconds")
-    assert crops == {"per_work": 1, "side": [0.6, 0.85], "works": 48, "without_image": 0}
+    recipe = {"side": [0.6, 0.85], "seed": "sha256 of the work's image file", "load_size": 224}
+    assert crops == {
+        "per_work": 1,
+        "works": 48,
+        "without_image": 0,
+        "skipped": {},
+        "first_skipped": None,
+        **recipe,
+    }
     assert isinstance(seconds, float) and seconds > 0
 
     plain = cli("spaces", "fit", "plain", "--from", "content+style", "--crops", "0", *embedder).stdout
     assert "\ncrops: none (--crops 0): fitted on the works' stored vectors only\n" in plain
-    nothing = {"per_work": 0, "side": [0.6, 0.85], "works": 0, "without_image": None, "seconds": 0.0}
+    nothing = {"per_work": 0, "works": 0, "without_image": None, "skipped": None, "first_skipped": None, **recipe}
+    nothing["seconds"] = 0.0
     assert _crops_of(cli, "plain") == nothing
     mean, matrix = _stored(cli, "plain")
     assert not np.allclose(matrix, _stored(cli, "cropped")[1])
@@ -121,9 +135,59 @@ def test_spaces_fit_embeds_crops_of_the_works(cli: Cli, demo_catalogue: DemoCata
     Image.new("RGB", (64, 64), "white").save(folder / "works" / "a1_w1.png")  # not the image ingested
     missing = cli("spaces", "fit", "bycontent", "--from", "content", "--crops", "1", *embedder).stdout
     assert "\ncrops: 46 embedded (1 of each of 46 works) in " in missing
-    assert "; 2 of 48 works without a readable image file as ingested" in missing
     crops = _crops_of(cli, "bycontent")
     assert (crops["per_work"], crops["works"], crops["without_image"]) == (1, 46, 2)
+    assert crops["skipped"] == {"image file changed since ingest": 1, "image unreadable": 1}
+    first = crops["first_skipped"]  # the first of the two in the collection's order
+    assert isinstance(first, dict) and first["work_id"] in {"A0-W000", "A1-W001"}
+    assert first["reason"] == "image file changed since ingest" or first["reason"].startswith("image unreadable (")
+    assert (
+        "; 2 of 48 works without a readable image file as ingested (image file changed since ingest: 1, image "
+        f"unreadable: 1; first: work {first['work_id']}, {first['reason']}) fitted on their stored vector only"
+    ) in missing
+
+
+def test_spaces_fit_crops_bounds_and_embedder_failure(
+    cli: Cli, demo_catalogue: DemoCatalogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--crops above 16 is refused; the model failing while embedding the crops (a fault injected: out of memory)
+    is one error line naming the work and the cause, and no version is stored."""
+    _ingested_demo(cli, demo_catalogue, tmp_path / "demo")
+    embedder = ("--embedder", EMBEDDER)
+    too_many = cli("spaces", "fit", "s", "--from", "content", "--crops", "17", *embedder, code=2)
+    assert "Invalid value for '--crops': Input should be less than or equal to 16" in too_many.output
+    settings = load_settings(data_dir=cli.data_dir, database_url=cli.database_url)
+    with pytest.raises(AttributionAuditError, match=r"^--crops 17: choose a number between 0 and 16$"):
+        fit_space(settings, cli.audit(), "s", "content", crops=17)  # the service refuses it too (HTTP, scripts)
+
+    def out_of_memory(self: object, images: object) -> object:
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(StyleEmbedder, "embed_both", out_of_memory)
+    failed = cli("spaces", "fit", "s", "--from", "style", "--crops", "1", *embedder, code=1)
+    (line,) = [line for line in failed.output.splitlines() if "spaces fit: embedding the crops of work " in line]
+    assert re.search(
+        r"spaces fit: embedding the crops of work A\d-W\d{3} failed \(RuntimeError: CUDA out of memory\. Tried to "
+        r"allocate 2\.00 GiB\); nothing was stored$",
+        line,
+    ), line
+    assert "Traceback" not in failed.output
+    assert [v for v in cli.audit().spaces.versions() if v.name == "s"] == []
+
+
+def test_collection_images_are_the_image_paths_of_every_point(cli: Cli, demo_catalogue: DemoCatalogue) -> None:
+    """The fit reads every work's (file, sha256) of a collection in one query without an IN list: the same as
+    image_paths of all its points."""
+    cli("ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER)
+    settings = load_settings(data_dir=cli.data_dir, database_url=cli.database_url)
+    audit = cli.audit()
+    with open_attributor(settings, audit, EMBEDDER) as attributor:
+        collection = attributor.store.collection
+        ids = [p.point_id for p in attributor.store.iter_points()]
+    everything = audit.catalogue.collection_images(collection)
+    assert len(everything) == len(ids) == 48
+    assert everything == audit.catalogue.image_paths(collection, ids)
+    assert audit.catalogue.collection_images("nothing") == {}
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from attribution_audit.cli.common import (
 )
 from attribution_audit.cli.progress import ProgressDisplay
 from attribution_audit.domain.params import DEFAULT_K
-from attribution_audit.domain.projection import DEFAULT_CROPS
+from attribution_audit.domain.projection import DEFAULT_CROPS, MAX_CROPS
 
 app = Typer(help="Learned spaces (fit, list).\n\n\b\nExample: attribution-audit spaces list --format json")
 
@@ -68,6 +68,7 @@ def spaces_fit(
         typer.Option(
             "--crops",
             min=0,
+            max=MAX_CROPS,
             help="N crops of each work embedded too, so that each artist's works vary in content as queries do; "
             "costs N embeddings per work. 0 fits on the stored vectors only: fast, no model forward pass.",
         ),
@@ -191,8 +192,8 @@ def _crops_line(crops: dict[str, Any], works: int) -> str:
     embedded = crops["works"] * crops["per_work"]
     without = crops["without_image"]
     missing = (
-        f"; {without} of {works} works without a readable image file as ingested (none recorded, missing, unreadable "
-        "or changed since ingest) fitted on their stored vector only"
+        f"; {without} of {works} works without a readable image file as ingested ({_skipped(crops)}) fitted on "
+        "their stored vector only"
         if without
         else ""
     )
@@ -200,6 +201,13 @@ def _crops_line(crops: dict[str, Any], works: int) -> str:
         f"crops: {embedded} embedded ({crops['per_work']} of each of {crops['works']} works) in "
         f"{crops['seconds']:.1f} s{missing}"
     )
+
+
+def _skipped(crops: dict[str, Any]) -> str:
+    """The reasons works were not cropped, each with its count, and the first such work."""
+    first = crops["first_skipped"]
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in crops["skipped"].items())
+    return f"{reasons}; first: work {first['work_id']}, {first['reason']}"
 
 
 def _own_model(own: dict[str, Any]) -> str | None:

@@ -18,6 +18,7 @@ EPS = 1e-12
 RIDGE = 1e-6  # added to the pooled within-artist covariance (x its mean variance): invertible with few works
 LOG_ODDS_BOUND = 30.0  # of an artist's log-odds under the centroids' model
 DEFAULT_CROPS = 2  # crops of each work a learned space is fitted on too (``spaces fit --crops``)
+MAX_CROPS = 16  # crops of each work at most (each costs an embedding of every work)
 CROP_SIDE = (0.6, 0.85)  # the range of a crop's side, as a fraction of the image's (the same for width and height)
 
 
@@ -121,7 +122,7 @@ def crop_boxes(width: int, height: int, count: int, sha256: str) -> list[tuple[i
     boxes = []
     for _ in range(count):
         f = rng.uniform(*CROP_SIDE)
-        cw, ch = int(width * f), int(height * f)
+        cw, ch = max(1, int(width * f)), max(1, int(height * f))  # a 1-px side keeps its pixel
         x, y = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
         boxes.append((x, y, x + cw, y + ch))
     return boxes

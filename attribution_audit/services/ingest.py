@@ -47,6 +47,8 @@ from attribution_audit.store.vectors import VectorStore, WorkPoint, point_id_for
 from attribution_audit.store.vectors.base import CONTENT, STYLE
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from attribution_audit.embedding.style import StyleEmbedder
 
 log = logging.getLogger(__name__)
@@ -441,12 +443,8 @@ def _ingest_images(
         ingestion.report.failures.extend(d for d in decoded if isinstance(d, RowFailure))
         if loaded:
             images = [img.image for _, img in loaded]
-            styles: list[np.ndarray | None] = [None] * len(images)
-            if style_embedder is not None:  # content and style vectors from one forward pass
-                contents, both = style_embedder.embed_both(images)
-                styles = list(both)
-            else:
-                contents = embedder.embed(images)
+            contents, both = embed_images(embedder, style_embedder, images)
+            styles: list[np.ndarray | None] = [None] * len(images) if both is None else list(both)
             ingestion.write(
                 [
                     Prepared(row, img.sha256, content, style)
@@ -455,6 +453,16 @@ def _ingest_images(
                 run_id,
             )
         advance(len(batch))
+
+
+def embed_images(
+    embedder: Embedder, style_embedder: StyleEmbedder | None, images: Sequence[Image.Image]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Content vectors of images and, with a style embedder, their style vectors (None without), from one forward
+    pass."""
+    if style_embedder is not None:
+        return style_embedder.embed_both(images)
+    return embedder.embed(images), None
 
 
 def _ingest_precomputed(

@@ -22,6 +22,7 @@ from attribution_audit.domain.points import CONTENT, STYLE, WorkPoint
 from attribution_audit.domain.projection import (
     CROP_SIDE,
     DEFAULT_CROPS,
+    MAX_CROPS,
     SHRINKAGES,
     ArtistCentroids,
     Crops,
@@ -39,9 +40,9 @@ from attribution_audit.errors import AttributionAuditError, ConflictError, NotFo
 from attribution_audit.evaluation.calibration import expected_calibration_error
 from attribution_audit.services.attribution import Attributor, space_since_fit
 from attribution_audit.services.calibrate import fit_and_score
-from attribution_audit.services.ingest import Progress
+from attribution_audit.services.ingest import Progress, embed_images
 from attribution_audit.services.wiring import open_attributor
-from attribution_audit.sources.images import recorded_image
+from attribution_audit.sources.images import one_line, recorded_image
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.spaces import ARTISTS, SpaceConfidence, SpaceInfo
 
@@ -123,8 +124,8 @@ def fit_space(
         raise AttributionAuditError(f"--shrinkage {shrinkage}: choose a number between 0 and 1 (exclusive)")
     if not 1 <= k <= MAX_K:
         raise AttributionAuditError(f"--k {k}: choose a number between 1 and {MAX_K}")
-    if crops < 0:
-        raise AttributionAuditError(f"--crops {crops}: choose 0 or more")
+    if not 0 <= crops <= MAX_CROPS:
+        raise AttributionAuditError(f"--crops {crops}: choose a number between 0 and {MAX_CROPS}")
     started = time.perf_counter()
     with open_attributor(settings, audit, settings.embedder) as attributor:
         bases = LEARNED_BASES[base]
@@ -169,13 +170,19 @@ def fit_space(
 
 @dataclass(frozen=True)
 class CutWorks:
-    """The crops of a catalogue's works embedded for a fit, the number of works cropped and of works without a
-    readable image file (none recorded, missing, unreadable or changed since ingest), and the seconds it took."""
+    """The crops of a catalogue's works embedded for a fit, the number of works cropped, the works without a readable
+    image file (none recorded, missing, unreadable or changed since ingest) counted per reason with the first such
+    work and its reason, and the seconds it took."""
 
     crops: Crops
     works: int
-    without_image: int
+    skipped: dict[str, int]
+    first_skipped: dict[str, str] | None
     seconds: float
+
+    @property
+    def without_image(self) -> int:
+        return sum(self.skipped.values())
 
 
 def crops_record(per_work: int, cut: CutWorks | None) -> dict[str, Any]:
@@ -185,6 +192,10 @@ def crops_record(per_work: int, cut: CutWorks | None) -> dict[str, Any]:
         "side": list(CROP_SIDE),
         "works": 0 if cut is None else cut.works,
         "without_image": None if cut is None else cut.without_image,  # None: no file read (``--crops 0``)
+        "skipped": None if cut is None else dict(sorted(cut.skipped.items())),  # works without image, per reason
+        "first_skipped": None if cut is None else cut.first_skipped,  # {"work_id", "reason"} or None
+        "seed": "sha256 of the work's image file",
+        "load_size": CROP_TARGET,
         "seconds": 0.0 if cut is None else round(cut.seconds, 3),
     }
 
@@ -200,17 +211,22 @@ def embed_crops(
     """``per_work`` crops of each work's image (:func:`crop_boxes`, from the file recorded at ingest, loaded as ingest
     loads it for the embedder), embedded by the collection's embedder in batches of CROP_BATCH into rows of
     ``bases`` (:func:`join_bases`, as the works' rows); a work without a readable image file as ingested
-    (:func:`recorded_image`) is counted and left uncropped. One batch's images are held at a time."""
+    (:func:`recorded_image`) is counted per reason and left uncropped. One batch's images are held at a time. An
+    embedder failure is one AttributionAuditError line (nothing is stored)."""
     started = time.perf_counter()
-    files = audit.catalogue.image_paths(attributor.store.collection, [p.point_id for p in points])
-    without_image = 0
+    files = audit.catalogue.collection_images(attributor.store.collection)
+    skipped: dict[str, int] = {}
+    first_skipped: dict[str, str] | None = None
 
     def images() -> Iterator[tuple[int, Any]]:
-        nonlocal without_image
+        nonlocal first_skipped
         for index, point in enumerate(points):
             loaded = recorded_image(files.get(point.point_id), target_size=CROP_TARGET)
             if isinstance(loaded, str):
-                without_image += 1
+                reason = loaded.split(" (", 1)[0]  # an unreadable file's detail varies per file
+                skipped[reason] = skipped.get(reason, 0) + 1
+                if first_skipped is None:
+                    first_skipped = {"work_id": str(point.payload.get("work_id")), "reason": loaded}
                 continue
             image = loaded.image
             for box in crop_boxes(image.width, image.height, per_work, loaded.sha256):
@@ -219,26 +235,32 @@ def embed_crops(
     parts, owners = [], []
     cut = images()
     while batch := list(itertools.islice(cut, CROP_BATCH)):
-        parts.append(_embed_rows(attributor, [image for _, image in batch], bases))
+        try:
+            parts.append(_embed_rows(attributor, [image for _, image in batch], bases))
+        except Exception as exc:  # the model's own errors: one line, not a traceback
+            work = points[batch[0][0]].payload.get("work_id")
+            raise AttributionAuditError(
+                f"spaces fit: embedding the crops of work {work} failed ({type(exc).__name__}: {one_line(exc)}); "
+                "nothing was stored"
+            ) from exc
         owners += [index for index, _ in batch]
         if progress is not None:
             progress(owners[-1] + 1, len(points))
     if progress is not None:
         progress(len(points), len(points))
     crops = Crops(np.vstack(parts), np.asarray(owners, dtype=np.intp)) if parts else Crops.none()
-    return CutWorks(crops, len(set(owners)), without_image, time.perf_counter() - started)
+    return CutWorks(crops, len(set(owners)), skipped, first_skipped, time.perf_counter() - started)
 
 
 def _embed_rows(attributor: Attributor, images: list[Any], bases: tuple[str, ...]) -> np.ndarray:
     """The rows of ``bases`` (:func:`join_bases`) of images embedded by the collection's embedder."""
-    if bases == (CONTENT,):
-        if attributor.embedder is None:
-            raise ValueError("this Attributor was built without an embedder")
-        return join_bases([attributor.embedder.embed(images).astype(np.float64)])
-    if attributor.style_embedder is None:
+    if attributor.embedder is None:
+        raise ValueError("this Attributor was built without an embedder")
+    style_embedder = None if bases == (CONTENT,) else attributor.style_embedder
+    if style_embedder is None and STYLE in bases:
         raise ValueError(f"the {STYLE} space needs a style embedder")
-    contents, styles = attributor.style_embedder.embed_both(images)
-    vectors = {CONTENT: contents, STYLE: styles}
+    contents, styles = embed_images(attributor.embedder, style_embedder, images)
+    vectors = {CONTENT: contents} if styles is None else {CONTENT: contents, STYLE: styles}
     return join_bases([vectors[base].astype(np.float64) for base in bases])
 
 
