@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from attribution_audit.errors import AttributionAuditError
+from attribution_audit.errors import AttributionAuditError, OptionError
 
 ENV_PREFIX = "ATTRIBUTION_AUDIT_"
 DEFAULT_DATA_DIR = Path(".attribution-audit")
@@ -30,7 +30,9 @@ DEFAULT_COPY_DEPTH = 40  # copy detection: candidate works drawn from each base 
 # images at the 64 Mpx decompression-bomb limit).
 DEFAULT_MAX_INFLIGHT_PIXELS = 256_000_000
 DEFAULT_MAX_REQUEST_PIXELS = 128_000_000
-MAX_REQUESTER = 200  # characters of a requester (the audit log's requester columns, store/models.py)
+# Characters of a requester: the width of the audit log's requester columns (store/models.py), so changing it
+# changes the schema and needs a migration.
+MAX_REQUESTER = 200
 
 
 def default_checkpoint_key() -> Path:
@@ -143,6 +145,10 @@ class Settings:
     # The HNSW search's ef (search time: no re-ingest); None: the collection's recorded one (128).
     hnsw_ef: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.requester is not None:  # a directly built Settings, load_settings(requester=...), with_options
+            object.__setattr__(self, "requester", checked_requester(self.requester))
+
     @property
     def embedded_database(self) -> Path | None:
         """The SQLite file of the data dir when no database URL is configured (the embedded default)."""
@@ -200,6 +206,23 @@ def requester_name(value: str) -> str | None:
     (no control characters, and no undecodable bytes of a non-UTF-8 login name); else None."""
     name = value.strip()
     return name if name and len(name) <= MAX_REQUESTER and name.isprintable() else None
+
+
+def checked_requester(value: object) -> str:
+    """``value`` as :func:`requester_name` records it; a one-line OptionError where it cannot be recorded (the
+    requester given to the Python API or to Settings, which the environment's and the OS account's checks miss)."""
+    name = requester_name(value) if isinstance(value, str) else None
+    if name is None:
+        shown = (
+            f"{value[:40]!r}{'...' if len(value) > 40 else ''} ({len(value)} characters)"
+            if isinstance(value, str)
+            else repr(value)
+        )
+        raise OptionError(
+            f"requester {shown} cannot be recorded; give 1 to {MAX_REQUESTER} printable UTF-8 characters (no control "
+            "characters)"
+        )
+    return name
 
 
 def os_account() -> str:

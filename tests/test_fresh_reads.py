@@ -256,8 +256,15 @@ def test_verify_fails_where_records_were_scored_at_other_parameters_than_their_m
         superuser_edit(engine, f"UPDATE calibration_models SET fit_metrics = '{json.dumps(value)}' WHERE id = {number}")
 
     ok = "models OK: the 1 stored confidence model(s) that scored records match the fingerprint and the parameters "
+    assert ok in cli("audit", "verify").stdout
     fit_metrics({"parameters": {"space": "content", "top": "share", "k": 2}, "source": "spaces fit"})
-    assert ok in cli("audit", "verify").stdout  # an own model scores only its K: the records' too
+    failed = cli("audit", "verify", code=1)  # a calibrate model said to be a version's own that no version names
+    assert "chain OK: 2 records" in failed.stdout and "models OK" not in failed.stdout
+    assert (
+        f"models FAIL: confidence model {name} scored 2 record(s) (the first: seq 1, request {ids[0]}) but its "
+        "parameters cannot be read: its fit source is 'spaces fit', though no learned space version names it its "
+        "own model: its calibration_models row was changed after them; restore it from a backup"
+    ) in failed.stderr
     fit_metrics({"parameters": {"space": "style", "top": "share", "k": 10}})
     failed = cli("audit", "verify", code=1)
     assert "chain OK: 2 records" in failed.stdout and "models OK" not in failed.stdout
@@ -266,12 +273,6 @@ def test_verify_fails_where_records_were_scored_at_other_parameters_than_their_m
         f"record(s) it scored (the first: seq 1, request {ids[0]}) were attributed at space content, space_version "
         "none, top share: its calibration_models row's parameters were changed after them; restore it from a backup"
     ) in failed.stderr
-    fit_metrics({"parameters": {"space": "content", "top": "share", "k": 5}, "source": "spaces fit"})
-    failed = cli("audit", "verify", code=1)
-    assert f"confidence model {name} now scores space content, space_version none, top share, k 5, but 2" in (
-        failed.stderr
-    )
-    assert "were attributed at space content, space_version none, top share, k 2:" in failed.stderr
     verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
     assert verdict["ok"] is False and verdict["models"]["ok"] is False and len(verdict["models"]["problems"]) == 1
     fit_metrics("not an object")
@@ -317,6 +318,11 @@ def test_verify_fails_where_a_space_own_model_no_longer_says_it_is_one(
     with engine.connect() as connection:
         metrics = connection.scalar(text(f"SELECT fit_metrics FROM calibration_models WHERE id = {number}"))
     metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
+    other_k = json.dumps({**metrics, "parameters": {**metrics["parameters"], "k": 5}})
+    superuser_edit(engine, f"UPDATE calibration_models SET fit_metrics = '{other_k}' WHERE id = {number}")
+    failed = cli("audit", "verify", code=1)  # an own model scores only the K it was fitted at: the records' too
+    assert f"confidence model {name} now scores space s, space_version 1, top share, k 5, but 1" in failed.stderr
+    assert "were attributed at space s, space_version 1, top share, k 10:" in failed.stderr
     edited = json.dumps({**metrics, "source": "calibrate"})
     superuser_edit(engine, f"UPDATE calibration_models SET fit_metrics = '{edited}' WHERE id = {number}")
     failed = cli("audit", "verify", code=1)

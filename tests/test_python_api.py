@@ -19,9 +19,10 @@ from attribution_audit import (
     open_audit,
     open_service,
 )
+from attribution_audit.config import Settings
 from attribution_audit.domain.results import Attribution
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import ImageError
+from attribution_audit.errors import ImageError, OptionError
 from attribution_audit.sources.synthetic import DemoCatalogue
 
 
@@ -43,6 +44,14 @@ def test_open_service_attributes_reads_and_verifies(
         assert {row["period"] for row in service.shares("month")} and service.verify().report.ok
         with pytest.raises(ImageError, match=r"missing\.png: file not found"):
             Upload.from_path(tmp_path / "missing.png")
+        unrecordable = r"requester 'xxxxx.*'\.\.\. \(300 characters\) cannot be recorded; give 1 to 200 printable"
+        with pytest.raises(OptionError, match=unrecordable):  # not a database error at commit (varchar(200))
+            service.attribute([Upload.from_path(queries[3].path)], requester="x" * 300)
+    with pytest.raises(OptionError, match=unrecordable):
+        load_settings(data_dir=ingested.data_dir, requester="x" * 300)
+    with pytest.raises(OptionError, match=r"requester 'a\\nb' \(3 characters\) cannot be recorded"):
+        Settings(requester="a\nb")
+    assert Settings(requester=" ops ").requester == "ops"
 
     # The one-off way the CLI goes: per-file results, a bad file does not stop the others.
     settings = load_settings(data_dir=ingested.data_dir, database_url=url)

@@ -439,7 +439,8 @@ def test_the_readers_verification_is_not_recorded_and_it_is_told_so(reader_log: 
 def test_the_readers_models_and_spaces_checks_say_unchecked_not_ok(reader_log: ReaderLog) -> None:
     """A reader sees the fingerprints and the learned space versions the records hold (the views) but may not read
     the stored models nor the versions: where records name some, its checks say they were not made and who can make
-    them, never OK; the owner's say OK and how many were compared."""
+    them, never OK; the owner's say OK and how many were compared. One also granted the models' table, not the
+    records', is told their parameters were not compared (not a crash)."""
     reader, owner = reader_log.reader_cli, reader_log.owner_cli
     assert "models OK: no record was scored by a stored confidence model" in reader("audit", "verify").stdout
     audit = AuditStore(reader_log.owner)
@@ -468,6 +469,11 @@ def test_the_readers_models_and_spaces_checks_say_unchecked_not_ok(reader_log: R
     assert "models OK: the 1 stored confidence model(s) that scored records match the fingerprint and the " in owned
     assert "spaces OK: the 1 learned space version(s) that records name are stored unchanged\n" in owned
     assert line in reader("report", "summary").stdout
+    with reader_log.owner.begin() as connection:  # a user that may read the models' table but not the records'
+        connection.execute(text(f'GRANT SELECT ON calibration_models TO "{reader_log.role}"'))
+    line = _not_recorded(reader("audit", "verify").stderr).splitlines()[0]
+    assert line.startswith("models UNCHECKED: the parameters the stored models score cannot be compared with their ")
+    assert "permission denied" in line and line.count("\n") == 0
 
 
 def _as_user(url: str, sql: str) -> list[Any]:

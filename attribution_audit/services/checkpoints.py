@@ -691,9 +691,16 @@ def model_problems(audit: AuditStore) -> tuple[list[str], str | None, int]:
                 f"it scored hold (now {now}): its calibration_models row was changed after them; restore it from "
                 "a backup"
             )
-    if held:
-        problems += [_off_parameters_line(off) for off in audit.evaluations.off_parameters()]
-    return problems, None, len({name for name, _, _ in held})
+    checked = len({name for name, _, _ in held})
+    try:
+        off = audit.evaluations.off_parameters() if held else []
+    except DatabaseError as exc:  # a user that may not read the records or the learned space versions it reads
+        return (
+            problems,
+            f"the parameters the stored models score cannot be compared with their records' ({exc})",
+            checked,
+        )
+    return problems + [_off_parameters_line(entry) for entry in off], None, checked
 
 
 def _off_parameters_line(off: OffParameters) -> str:

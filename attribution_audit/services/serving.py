@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from attribution_audit.config import Settings
+from attribution_audit.config import Settings, checked_requester
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
@@ -159,12 +159,11 @@ class AttributionService:
         The uploads' decoded pixels (from their headers) are reserved from the service's budget before any is
         decoded, waiting up to PIXEL_WAIT_S for room (else BusyError), and given back once they are embedded or the
         request fails; a request over the per-request limit is a TooLargeError at once."""
+        requester = self.attributor.requester if requester is None else checked_requester(requester)
         pixels = sum(image_pixels(u.data, Path(u.name), target_size=EMBED_SIZE) for u in uploads)
         reservation = self.pixels.reserve(pixels, len(uploads), PIXEL_WAIT_S)
         try:
-            job = self._queued(
-                uploads, params or AttributionParams(), requester or self.attributor.requester, reservation
-            )
+            job = self._queued(uploads, params or AttributionParams(), requester, reservation)
             return job.done.result()
         finally:
             reservation.release()  # (a no-op once the embedder gave it back)

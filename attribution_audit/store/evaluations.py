@@ -488,7 +488,12 @@ def _stored_parameters(session: Session, name: str) -> dict[str, Any] | str | No
             f"{selects['space_version']} names it its own model: its calibration_models row was changed after them; "
             "restore it from a backup"
         )
-    return {**selects, "k": _fitted_k(row)} if named or source == SPACE_FIT_SOURCE else selects
+    if source == SPACE_FIT_SOURCE and not named:  # it would outrank calibrate models where no version says it is own
+        return (
+            f"its fit source is {SPACE_FIT_SOURCE!r}, though no learned space version names it its own model: its "
+            "calibration_models row was changed after them; restore it from a backup"
+        )
+    return {**selects, "k": _fitted_k(row)} if named else selects
 
 
 def _named_own(session: Session, name: str, space: Any, version: Any) -> bool:

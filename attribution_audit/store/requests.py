@@ -345,11 +345,7 @@ class RequestRepository:
         """(model name, fingerprint, records) of every stored confidence model's fingerprint the records hold (on
         PostgreSQL through the view v_audit_metrics, which a `db grant-reader` role may read too; records of a default
         formula name no stored model: a fingerprint in them was put there by hand, which the chain's hashes show)."""
-        metrics: FromClause = (
-            table("v_audit_metrics", column("confidence_model"), column("confidence_model_sha256"))
-            if self.engine.dialect.name == "postgresql"
-            else AttributionMetrics.__table__
-        )
+        metrics = _readable(self.engine, AttributionMetrics, "confidence_model", "confidence_model_sha256")
         name, sha = metrics.c.confidence_model, metrics.c.confidence_model_sha256
         query = (
             select(name, sha, func.count())
@@ -364,11 +360,8 @@ class RequestRepository:
         """Every learned space version (name, version) the records name (a learned-space request's ``space_version``,
         the ``other_space_versions`` of its metrics) with how many records name it (on PostgreSQL through the views
         v_audit_requests and v_audit_metrics, which a `db grant-reader` role may read too)."""
-        requests: FromClause = AttributionRequest.__table__
-        metrics: FromClause = AttributionMetrics.__table__
-        if self.engine.dialect.name == "postgresql":
-            requests = table("v_audit_requests", column("parameters", requests.c.parameters.type))
-            metrics = table("v_audit_metrics", column("other_space_versions", metrics.c.other_space_versions.type))
+        requests = _readable(self.engine, AttributionRequest, "parameters")
+        metrics = _readable(self.engine, AttributionMetrics, "other_space_versions")
         params = requests.c.parameters
         recorded = select(
             params["space"].as_string().label("space"), params["space_version"].as_integer().label("version")
@@ -397,3 +390,15 @@ class RequestRepository:
         """Every record in chain order, block by block (read by ``workers`` processes), with the bytes its hash
         covers."""
         return chain.iter_chain(self.engine, workers=workers)
+
+
+_AUDIT_VIEWS = {AttributionRequest: "v_audit_requests", AttributionMetrics: "v_audit_metrics"}
+
+
+def _readable(engine: Engine, model: type[AttributionRequest | AttributionMetrics], *columns: str) -> FromClause:
+    """``model``'s table with these columns; on PostgreSQL its audit view, which a `db grant-reader` role may read
+    too."""
+    base: FromClause = model.__table__
+    if engine.dialect.name != "postgresql":
+        return base
+    return table(_AUDIT_VIEWS[model], *(column(name, base.c[name].type) for name in columns))
