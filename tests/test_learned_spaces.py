@@ -467,7 +467,10 @@ def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(
     assert model == v2["model"] and (v2["kind"] == "held-out rate") == ("is the held-out rate" in note)
     assert attribute(10)[0] == "default-v1"
     table = cli("spaces", "list").stdout
-    assert f"{own['model']} at K = 10" in table and f"{v2['model']} at K = 5" in table
+    for version, k in ((own, 10), (v2, 5)):  # a held-out rate is named as such, with the rate and the model
+        held_out = version["kind"] == "held-out rate"
+        label = f"held-out rate {version['rate']:.3f} ({version['model']})" if held_out else version["model"]
+        assert f"{label} at K = {k}" in table
     labelled, out = str(demo_catalogue.labelled), tmp_path / "evaluation"
     cli("evaluate", "run", labelled, "--space", "painters", "--k-max", "20", "--k", "5", "--out", str(out), *embedder)
     assert json.loads((out / "metrics.json").read_text())["confidence_model"] == v2["model"]
