@@ -26,6 +26,9 @@ WITNESS_FILE = "witness.jsonl"
 DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_MIN_FREE_MB = 256  # the embedded shard is not opened with less free space (its files are memory-mapped)
 DEFAULT_COPY_DEPTH = 40  # copy detection: candidate works drawn from each base space
+# copy detection: candidate works drawn from the layout vectors (embedding.layout), besides; a blurred, tinted or
+# JPEG-compressed copy's source was the first of them on every benchmark build, 10 leaves room for look-alike pages
+COPY_LAYOUT_DEPTH = 10
 # `serve`: decoded pixels in flight (Pillow keeps an RGB pixel in 4 bytes: 256 Mpx is ~1 GiB), and in one request (two
 # images at the 64 Mpx decompression-bomb limit).
 DEFAULT_MAX_INFLIGHT_PIXELS = 256_000_000

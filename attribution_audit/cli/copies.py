@@ -78,10 +78,16 @@ def evaluate_copies(
             for subset, rate in result.recall_by_subset.items():
                 typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")
         seconds = "n/a" if result.check_seconds is None else f"{result.check_seconds * 1000:.0f} ms"
+        layouts = (
+            f"and {result.layout_depth} by layout"
+            if result.layout_depth
+            else "(no layouts stored: `ingest` the catalogue again to add them)"
+        )
         typer.echo(
             f"rule {result.method}: a copy scores {result.threshold:g} or more (non-copies: highest "
             f"{num(result.non_copy_score_max)}, 99th percentile {num(result.non_copy_score_p99)}; copies named: "
-            f"lowest {num(result.copy_score_min)}); {result.depth} candidates from each base space; {seconds} per check"
+            f"lowest {num(result.copy_score_min)}); {result.depth} candidates from each base space {layouts}; "
+            f"{seconds} per check"
         )
 
     emit(fmt, data=asdict(result), rows=rows, text=text)

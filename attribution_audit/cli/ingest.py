@@ -120,6 +120,11 @@ def ingest(
         f"{report.unchanged} unchanged, {report.withdrawn} withdrawn (skipped), {report.failed} failed "
         f"(run {report.run_id}, {report.seconds:.1f} s)"
     )
+    if report.layouts_added:
+        typer.echo(
+            f"layouts: {report.layouts_added} unchanged work(s) ingested before layouts were given theirs "
+            "(copy detection's third source of candidates)"
+        )
     if report.same_image:
         first, twin = report.same_image[0]
         typer.echo(

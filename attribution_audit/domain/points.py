@@ -11,6 +11,7 @@ import numpy as np
 
 CONTENT, STYLE = "content", "style"
 SPACES = (CONTENT, STYLE)
+LAYOUT = "layout"  # the named vector copy detection draws candidates from (embedding.layout), not a query space
 
 _HEX_DIGITS = frozenset("0123456789abcdef")  # a digest as ingestion writes it: lowercase hex
 # Namespace of the deterministic point ids: uuid5(POINT_NAMESPACE, "<catalogue>/<work_id>").
@@ -84,12 +85,14 @@ class StorageParams:
 
 @dataclass(frozen=True)
 class WorkPoint:
-    """One work's content vector, optional style vector, and payload (work_id, artist, catalogue, image_sha256...)."""
+    """One work's content vector, optional style and layout vectors, and payload (work_id, artist, catalogue,
+    image_sha256...)."""
 
     point_id: str
     vector: np.ndarray
     payload: dict[str, Any] = field(default_factory=dict)
     style: np.ndarray | None = None
+    layout: np.ndarray | None = None
 
 
 @dataclass(slots=True)

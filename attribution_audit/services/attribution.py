@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attribution_audit.config import DEFAULT_COPY_DEPTH
+from attribution_audit.config import COPY_LAYOUT_DEPTH, DEFAULT_COPY_DEPTH
 from attribution_audit.domain.confidence import STORED_MODEL_PREFIX, LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import CENTROID, DEFAULT_K, FUSED, AttributionParams, verify_rate
-from attribution_audit.domain.points import CONTENT, STYLE, Hit
+from attribution_audit.domain.points import CONTENT, LAYOUT, STYLE, Hit
 from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft, parse_space_versions
 from attribution_audit.domain.spaces import (
@@ -34,6 +34,7 @@ from attribution_audit.domain.spaces import (
     space_named,
 )
 from attribution_audit.embedding.base import Embedder
+from attribution_audit.embedding.layout import layout_vector
 from attribution_audit.errors import DatabaseError, NotFoundError, OptionError, VectorStoreError
 from attribution_audit.services.copy_check import CopyDetector, not_run
 from attribution_audit.sources.images import LoadedImage, load_image, printable_path
@@ -515,13 +516,15 @@ class Attributor:
 
     def check_copy(self, image: LoadedImage, outcome: Outcome, query: QueryVectors) -> Outcome:
         """The outcome with copy detection's verdict (local features of the image files) over the works of the
-        outcome and the first ``copy_depth`` works of each base space the query has vectors of."""
+        outcome, the first ``copy_depth`` works of each base space the query has vectors of and the first
+        COPY_LAYOUT_DEPTH works by the image's layout (:meth:`copy_candidates`)."""
         if self.copy_depth == 0:
             verdict = not_run("copy detection is off (ATTRIBUTION_AUDIT_COPY_DEPTH=0)")
         else:
             if self.copies is None:
                 self.copies = CopyDetector(self.audit, self.store.collection)
-            verdict = self.copies.check(image.image, self.copy_candidates(outcome, query), image.sha256)
+            candidates = self.copy_candidates(outcome, query, layout_vector(image.image))
+            verdict = self.copies.check(image.image, candidates, image.sha256)
         return replace(
             outcome,
             copy_of=verdict.copy_of,
@@ -530,16 +533,21 @@ class Attributor:
             copy_method=verdict.method,
         )
 
-    def copy_candidates(self, outcome: Outcome, query: QueryVectors) -> list[tuple[str, str]]:
+    def copy_candidates(
+        self, outcome: Outcome, query: QueryVectors, layout: np.ndarray | None = None
+    ) -> list[tuple[str, str]]:
         """(catalogue, work id) of the outcome's works, then of the first ``copy_depth`` works of each base space
         the query has a vector of and the collection holds vectors in (read from the outcome's own searches where
-        :meth:`compute` was told of the copy check), without repeats."""
+        :meth:`compute` was told of the copy check), then of the first COPY_LAYOUT_DEPTH works nearest the query
+        image's ``layout`` (embedding.layout) where the collection holds layouts, without repeats."""
         found = [(n.catalogue, n.work_id) for n in outcome.neighbours]
-        for space in self._copy_spaces(query):
-            hits = outcome.copy_pool.get(space)
-            if hits is None:
-                hits = self.store.search(query.of(space), self.copy_depth, space=space)
-            found += [(str(h.payload.get("catalogue", "")), str(h.payload.get("work_id"))) for h in hits]
+        pools = [
+            outcome.copy_pool.get(space) or self.store.search(query.of(space), self.copy_depth, space=space)
+            for space in self._copy_spaces(query)
+        ]
+        if layout is not None and LAYOUT in self.store.sizes():
+            pools.append(self.store.search(layout, COPY_LAYOUT_DEPTH, space=LAYOUT))
+        found += [(str(h.payload.get("catalogue", "")), str(h.payload.get("work_id"))) for hits in pools for h in hits]
         return list(dict.fromkeys(found))
 
     def _copy_spaces(self, query: QueryVectors) -> tuple[str, ...]:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from attribution_audit.config import Settings
+from attribution_audit.config import COPY_LAYOUT_DEPTH, Settings
 from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.points import LAYOUT
 from attribution_audit.embedding.copy_match import METHOD
 from attribution_audit.evaluation.metrics import rate_upper_bound
 from attribution_audit.services.copy_check import COPY, COPY_SCORE, NO_COPY
@@ -59,6 +60,7 @@ class CopyEvaluation:
     method: str
     depth: int
     check_seconds: float | None
+    layout_depth: int = 0  # candidates by layout (embedding.layout); 0 where the collection holds no layouts
     recall_by_subset: dict[str, float] = field(default_factory=dict)
     non_copy_score_max: float | None = None
     non_copy_score_p99: float | None = None
@@ -82,6 +84,7 @@ def evaluate_copies(
     verdicts: list[_Verdict] = []
     seconds = 0.0
     with open_attributor(settings, audit, settings.embedder) as attributor:
+        layout_depth = COPY_LAYOUT_DEPTH if LAYOUT in attributor.store.sizes() else 0
         for start in range(0, len(queries), BATCH):
             batch = queries[start : start + BATCH]
             images = [load_image(q.path, target_size=None) for q in batch]
@@ -114,6 +117,7 @@ def evaluate_copies(
         method=METHOD,
         depth=settings.copy_depth,
         check_seconds=seconds / len(verdicts) if verdicts else None,
+        layout_depth=layout_depth,
         recall_by_subset={subset: sum(v) / len(v) for subset, v in sorted(by_subset.items())},
         non_copy_score_max=scores[-1] if scores else None,
         non_copy_score_p99=scores[math.ceil(0.99 * len(scores)) - 1] if scores else None,

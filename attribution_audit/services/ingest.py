@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -28,6 +28,7 @@ from attribution_audit.domain.points import vector_digest
 from attribution_audit.domain.spaces import partial_spaces
 from attribution_audit.embedding import known_dim
 from attribution_audit.embedding.base import Embedder
+from attribution_audit.embedding.layout import LAYOUT_DIM, layout_vector
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, VectorStoreError
 from attribution_audit.reporting.tables import csv_cell
 from attribution_audit.sources.images import LoadedImage, load_image, printable_path, sha256_file
@@ -44,7 +45,7 @@ from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.catalogue import KnownWork, RunCounts, WorkRecord, WorksRecordedMeanwhile
 from attribution_audit.store.exact import cached_space, update_cache
 from attribution_audit.store.vectors import VectorStore, WorkPoint, point_id_for
-from attribution_audit.store.vectors.base import CONTENT, STYLE
+from attribution_audit.store.vectors.base import CONTENT, LAYOUT, STYLE
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -72,6 +73,7 @@ class IngestReport:
     failures_path: Path | None = None
     labelled_queries: int = 0
     same_image: list[tuple[str, str]] = field(default_factory=list)  # (work_id, earlier work_id with that image)
+    layouts_added: int = 0  # unchanged works stored before layouts existed, given their layout (embedding.layout)
     seconds: float = 0.0
     note: str | None = None  # what the user should know about where the vectors went
     artist_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (work_id, old artist, new artist)
@@ -89,6 +91,7 @@ class Prepared:
     sha256: str
     vector: np.ndarray
     style: np.ndarray | None = None
+    layout: np.ndarray | None = None
 
 
 VectorLookup = Callable[[ManifestRow], np.ndarray | None]
@@ -199,6 +202,7 @@ class Ingestion:
         self.allow_artist_changes = allow_artist_changes
         self.known: dict[str, KnownWork] = {}  # the current chunk's works the catalogue has (read once by classify)
         self.written: list[str] = []  # point ids upserted by this run (to bring the exact caches up to date)
+        self.without_layout: list[ManifestRow] = []  # the current chunk's unchanged works whose point has no layout
 
     def digest(self, row: ManifestRow) -> str:
         """The content hash of a row's work: its image file, or for a precomputed vector whose image is not on this
@@ -216,6 +220,7 @@ class Ingestion:
         self.known = known
         present = self.store.existing_ids([point_id_for(name, r.work_id) for r in rows])
         todo: list[tuple[ManifestRow, str | None]] = []
+        unchanged: list[ManifestRow] = []
         for row in rows:
             work = known.get(row.work_id)
             if work is not None and work.withdrawn:
@@ -251,9 +256,34 @@ class Ingestion:
                 and point_id_for(name, row.work_id) in present
             ):
                 self.report.unchanged += 1
+                unchanged.append(row)
             else:
                 todo.append((row, digest))
+        self.without_layout = self._without_layout(unchanged)
         return todo
+
+    def _without_layout(self, rows: list[ManifestRow]) -> list[ManifestRow]:
+        """Those of the unchanged rows whose point has no layout, where this run embeds images into a collection
+        with a layout space (a work ingested before layouts existed; a flat image's point has none, and gets none)."""
+        if not rows or self.vectors is not None or LAYOUT not in self.store.sizes():
+            return []
+        ids = {point_id_for(self.report.catalogue, row.work_id): row for row in rows}
+        laid = set(self.store.fetch(list(ids), LAYOUT)[0])
+        return [row for point, row in ids.items() if point not in laid]
+
+    def add_layouts(self, images: Sequence[tuple[ManifestRow, LoadedImage]]) -> None:
+        """Give unchanged works their layout: each point is written again as stored, with the layout of the image
+        it was embedded from (:meth:`classify` checked the file's sha256 against the recorded one)."""
+        layouts = {
+            point_id_for(self.report.catalogue, row.work_id): vector
+            for row, image in images
+            if (vector := layout_vector(image.image)) is not None
+        }
+        stored = self.store.points_of(list(layouts))
+        points = [replace(point, layout=layouts[point_id]) for point_id, point in stored.items()]
+        with_retries(lambda: self.store.upsert(points))
+        self.written += [point.point_id for point in points]
+        self.report.layouts_added += len(points)
 
     def write(self, items: Sequence[Prepared], run_id: int) -> None:
         """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction.
@@ -281,6 +311,7 @@ class Ingestion:
                 point_id=point_id_for(name, p.row.work_id),
                 vector=p.vector,
                 style=p.style,
+                layout=p.layout,
                 payload={
                     **{k: v for k, v in p.row.extra.items() if v not in (None, "")},
                     "work_id": p.row.work_id,
@@ -371,7 +402,7 @@ def ingest_source(
     report = IngestReport(run_id=run_id, catalogue=catalogue_name)
     before = store.content_version() if store.spaces() else None
     if embedder is not None:
-        store.ensure_collection(embedder.dim, style_embedder.dim if style_embedder is not None else None)
+        store.ensure_collection(embedder.dim, style_embedder.dim if style_embedder is not None else None, LAYOUT_DIM)
     spaces = CONTENT if style_embedder is None else f"{CONTENT},{STYLE}"
     ingestion = Ingestion(audit, store, fingerprint, report, catalogue_id, spaces, vectors, allow_artist_changes)
     counter = _Counter(progress, row_total(source) if progress is not None else None)
@@ -390,6 +421,7 @@ def ingest_source(
                     _ingest_images(
                         ingestion, todo, embedder, style_embedder, pool, batch_size, report.run_id, counter.advance
                     )
+                    _add_layouts(ingestion, pool)
         store.build_index()
         if exact_cache_dir is not None and before is not None:
             _refresh_exact_caches(store, exact_cache_dir, before, ingestion.written)
@@ -447,12 +479,21 @@ def _ingest_images(
             styles: list[np.ndarray | None] = [None] * len(images) if both is None else list(both)
             ingestion.write(
                 [
-                    Prepared(row, img.sha256, content, style)
+                    Prepared(row, img.sha256, content, style, layout_vector(img.image))
                     for (row, img), content, style in zip(loaded, contents, styles, strict=True)
                 ],
                 run_id,
             )
         advance(len(batch))
+
+
+def _add_layouts(ingestion: Ingestion, pool: ThreadPoolExecutor) -> None:
+    """Decode, in worker threads, the images of the chunk's unchanged works that have no layout, and write their
+    layouts (an image that no longer decodes under today's limits keeps none: its work is unchanged)."""
+    decoded = list(pool.map(_decode, ingestion.without_layout))
+    loaded = [(row, d) for row, d in zip(ingestion.without_layout, decoded, strict=True) if isinstance(d, LoadedImage)]
+    if loaded:
+        ingestion.add_layouts(loaded)
 
 
 def embed_images(

@@ -19,6 +19,7 @@ import numpy as np
 
 from attribution_audit.domain.points import (
     CONTENT,
+    LAYOUT,
     SPACES,
     STYLE,
     Hit,
@@ -31,6 +32,7 @@ from attribution_audit.errors import VectorStoreError
 
 __all__ = [
     "CONTENT",
+    "LAYOUT",
     "SPACES",
     "STYLE",
     "Hit",
@@ -56,6 +58,8 @@ def point_vectors(point: WorkPoint) -> dict[str, Any]:
     vectors = {CONTENT: np.asarray(point.vector, dtype=np.float32).tolist()}
     if point.style is not None:
         vectors[STYLE] = np.asarray(point.style, dtype=np.float32).tolist()
+    if point.layout is not None:
+        vectors[LAYOUT] = np.asarray(point.layout, dtype=np.float32).tolist()
     return vectors
 
 
@@ -90,7 +94,9 @@ def checked_ids(point_ids: Iterable[str]) -> list[str]:
 
 def _work_point(record: Any) -> WorkPoint:
     vectors = named_vectors(record.vector)
-    return WorkPoint(str(record.id), vectors[CONTENT], dict(record.payload or {}), vectors.get(STYLE))
+    return WorkPoint(
+        str(record.id), vectors[CONTENT], dict(record.payload or {}), vectors.get(STYLE), vectors.get(LAYOUT)
+    )
 
 
 def _space_matrix(records: Iterable[Any], space: str, size: int) -> tuple[list[str], np.ndarray]:
@@ -147,15 +153,19 @@ class VectorStore(ABC):
 
     # -- operations --------------------------------------------------------------------------------------------
     @final
-    def ensure_collection(self, dim: int, style_dim: int | None = None) -> None:
-        """Create the collection (cosine ``content`` [+ ``style``] vectors, HNSW, artist payload index) or check
-        its sizes. An engine that can (the embedded shard) adds a missing style space in place. On a mismatch the
-        store is closed (an embedded shard's lock released) and VectorStoreError raised."""
+    def ensure_collection(self, dim: int, style_dim: int | None = None, layout_dim: int | None = None) -> None:
+        """Create the collection (cosine ``content`` [+ ``style``] [+ ``layout``] vectors, HNSW, artist payload
+        index) or check its sizes. An engine that can (the embedded shard) adds a missing style or layout space in
+        place; where one cannot, a collection without a layout space stays so (its points are written without
+        layouts: :meth:`upsert`). On a mismatch the store is closed (an embedded shard's lock released) and
+        VectorStoreError raised."""
         wanted = {CONTENT: dim} | ({STYLE: style_dim} if style_dim else {})
         held = self._vector_sizes()
         if held is None:
-            self._create(wanted)
+            self._create(wanted | ({LAYOUT: layout_dim} if layout_dim else {}))
             return
+        if layout_dim and LAYOUT not in held:
+            self._add_space(LAYOUT, layout_dim)
         for space, size in wanted.items():
             if held.get(space) == size or (space not in held and self._add_space(space, size)):
                 continue
@@ -174,19 +184,21 @@ class VectorStore(ABC):
     @final
     def spaces(self) -> tuple[str, ...]:
         """The spaces the collection holds, in SPACES order: ``("content",)`` or ``("content", "style")``;
-        ``()`` before it is created."""
+        ``()`` before it is created (``layout`` is not a query space: :meth:`sizes` names it)."""
         held = self._vector_sizes() or {}
         return tuple(space for space in SPACES if space in held)
 
     @final
     def upsert(self, points: Sequence[WorkPoint]) -> None:
-        """Insert or replace points by id (idempotent), in batches; every vector must fit its space."""
+        """Insert or replace points by id (idempotent), in batches; every vector must fit its space. Layouts are
+        left out where the collection has no layout space (one made before layouts, on a server)."""
         checked_ids(p.point_id for p in points)
-        self._require()
+        if LAYOUT not in self._require():
+            points = [replace(p, layout=None) if p.layout is not None else p for p in points]
         shapes = {
             (space, len(vector)): point.point_id
             for point in points
-            for space, vector in ((CONTENT, point.vector), (STYLE, point.style))
+            for space, vector in ((CONTENT, point.vector), (STYLE, point.style), (LAYOUT, point.layout))
             if vector is not None
         }
         for (space, length), point_id in shapes.items():  # one check per distinct vector size
@@ -363,7 +375,7 @@ class VectorStore(ABC):
     def _space_size(self, space: str, length: int | None = None, what: str = "") -> int:
         """The vector size of a space the collection holds, checked against ``length`` (of ``what``) when given."""
         held = self._require()
-        if space not in SPACES:
+        if space not in (*SPACES, LAYOUT):
             raise VectorStoreError(f"unknown vector space '{space}'; the spaces are {', '.join(SPACES)}")
         if space not in held:
             raise VectorStoreError(

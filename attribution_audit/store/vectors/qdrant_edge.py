@@ -19,6 +19,7 @@ from attribution_audit.errors import DamagedShardError, VectorStoreError
 from attribution_audit.store.vectors import shard_seal
 from attribution_audit.store.vectors.base import (
     CONTENT,
+    LAYOUT,
     STYLE,
     FusedQuery,
     HnswParams,
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 META_FILE = "attribution-audit.json"
 ANNOUNCE_WAIT_S = 1.0  # a wait for the shard's lock longer than this is logged once
 # The metadata key of each space's vector size (``dim`` predates named spaces).
-SIZE_KEYS = {CONTENT: "dim", STYLE: "style_dim"}
+SIZE_KEYS = {CONTENT: "dim", STYLE: "style_dim", LAYOUT: "layout_dim"}
 
 
 class EdgeStore(VectorStore):

@@ -1,0 +1,186 @@
+"""The layout vector, copy detection's third source of candidates: an edited copy keeps its source's layout (blur,
+tint, JPEG, faded contrast) where other pages of the same line grid do not; both stores keep it beside the base
+spaces, a point may lack it, an older collection gains it; ingest writes it and gives it to works ingested before it
+existed; the copy check draws the works nearest the query's layout besides the base spaces'."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import EMBEDDER, Cli
+from PIL import Image
+from test_copies import EDITS, page
+from test_spaces import CONTENT_DIM, STYLE_DIM, _attributor, _catalogued, _filled, data  # noqa: F401
+
+from attribution_audit.config import COPY_LAYOUT_DEPTH
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.points import LAYOUT, WorkPoint, point_id_for
+from attribution_audit.domain.spaces import QueryVectors
+from attribution_audit.embedding.layout import LAYOUT_DIM, layout_vector
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.vectors import VectorStore
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
+from attribution_audit.store.vectors.qdrant_server import ServerStore
+
+PAGES = 12
+
+
+def _layout(image: Image.Image) -> np.ndarray:
+    vector = layout_vector(image)
+    assert vector is not None
+    return vector
+
+
+@pytest.mark.parametrize("edit", ["blur", "tint", "jpeg", "faint"])
+def test_an_edited_copy_is_nearest_its_source_by_layout(edit: str) -> None:
+    """Pages of random text on one line grid: every edited copy's layout is nearest its own source's."""
+    layouts = np.stack([_layout(page(i)) for i in range(PAGES)])
+    for source in range(3):
+        similarity = layouts @ _layout(EDITS[edit](page(source)))
+        assert int(np.argmax(similarity)) == source, (edit, source, similarity)
+
+
+def test_a_layout_is_unit_length_and_blind_to_brightness_and_contrast() -> None:
+    image = page(1)
+    vector = _layout(image)
+    assert vector.shape == (LAYOUT_DIM,) and vector.dtype == np.float32
+    assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)
+    assert float(vector.sum()) == pytest.approx(0.0, abs=1e-4)
+    pixels = np.asarray(image, dtype=np.float64)
+    darker = Image.fromarray((40 + 0.5 * pixels).astype(np.uint8))  # brighter ink, dimmer paper: one affine map
+    assert float(_layout(darker) @ vector) > 0.999
+
+
+@pytest.mark.parametrize("size", [(64, 64), (1, 1), (500, 3)])
+def test_a_flat_image_has_no_layout(size: tuple[int, int]) -> None:
+    assert layout_vector(Image.new("RGB", size, (120, 30, 200))) is None
+    assert layout_vector(Image.new("L", size, 0)) is None
+
+
+def _store(kind: str, tmp_path: Path, name: str) -> VectorStore:
+    return EdgeStore(tmp_path, name) if kind == "edge" else ServerStore(":memory:", name)
+
+
+def _points(count: int, rng: np.random.Generator, layouts: bool) -> list[WorkPoint]:
+    return [
+        WorkPoint(
+            point_id_for("c", f"w{i}"),
+            rng.normal(size=CONTENT_DIM).astype(np.float32),
+            {"work_id": f"w{i}", "artist": "a", "catalogue": "c"},
+            layout=rng.normal(size=LAYOUT_DIM).astype(np.float32) if layouts and i % 2 == 0 else None,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_a_collection_keeps_layouts_beside_the_base_spaces_and_a_point_may_lack_one(kind: str, tmp_path: Path) -> None:
+    store = _store(kind, tmp_path, "laid")
+    store.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM)
+    assert store.sizes() == {"content": CONTENT_DIM, LAYOUT: LAYOUT_DIM}
+    assert store.spaces() == ("content",)  # not a query space
+    points = _points(6, np.random.default_rng(0), layouts=True)
+    store.upsert(points)
+    store.build_index()
+    hits = store.search(points[2].layout, 6, space=LAYOUT)  # type: ignore[arg-type]
+    assert hits[0].payload["work_id"] == "w2"
+    assert {h.payload["work_id"] for h in hits} == {"w0", "w2", "w4"}  # the points without a layout are not found
+    stored = store.points_of([p.point_id for p in points])
+    assert [stored[p.point_id].layout is not None for p in points] == [p.layout is not None for p in points]
+    assert [h.payload["work_id"] for h in store.search(points[1].vector, 1)] == ["w1"]
+    store.close()
+
+
+def test_an_embedded_collection_gains_a_layout_space_in_place(tmp_path: Path) -> None:
+    store = EdgeStore(tmp_path, "grow")
+    store.ensure_collection(CONTENT_DIM)
+    old = _points(4, np.random.default_rng(1), layouts=False)
+    store.upsert(old)
+    store.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM)
+    assert store.sizes() == {"content": CONTENT_DIM, LAYOUT: LAYOUT_DIM}
+    store.close()
+    reopened = EdgeStore(tmp_path, "grow")
+    assert reopened.sizes() == {"content": CONTENT_DIM, LAYOUT: LAYOUT_DIM}
+    assert reopened.count() == 4
+    reopened.close()
+
+
+def test_a_server_collection_made_before_layouts_takes_points_without_them() -> None:
+    """A server cannot add a named vector to a collection: the points are written without their layouts."""
+    store = ServerStore(":memory:", "old")
+    store.ensure_collection(CONTENT_DIM)
+    store.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM)
+    assert LAYOUT not in store.sizes()
+    points = _points(4, np.random.default_rng(2), layouts=True)
+    store.upsert(points)
+    assert store.count() == 4
+    assert all(p.layout is None for p in store.points_of([p.point_id for p in points]).values())
+    store.close()
+
+
+def test_the_copy_check_draws_the_works_nearest_the_query_layout_too(
+    tmp_path: Path,
+    sqlite_audit: AuditStore,
+    data: tuple,  # type: ignore[type-arg]  # noqa: F811
+) -> None:
+    """The candidates are the outcome's works, each base space's first ``copy_depth``, then the first
+    COPY_LAYOUT_DEPTH by layout, without repeats; with no layout (a flat query) or none stored, as before."""
+    contents, styles, points = data
+    rng = np.random.default_rng(3)
+    layouts = rng.normal(size=(len(points), LAYOUT_DIM)).astype(np.float32)
+    store = EdgeStore(tmp_path, "works_spaces")
+    store.ensure_collection(CONTENT_DIM, STYLE_DIM, LAYOUT_DIM)
+    store = _filled(store, [replace(p, layout=layouts[i]) for i, p in enumerate(points)])
+    _catalogued(sqlite_audit, points)
+    attributor = _attributor(sqlite_audit, store, tmp_path, copy_depth=5)
+    query = QueryVectors(contents[3], styles[3])
+    outcome = attributor.compute(query, AttributionParams(k=3), copies=True)
+    before = attributor.copy_candidates(outcome, query)
+    far = int(np.argmin(points_ranked := [float(contents[3] @ c) for c in contents]))  # farthest in content
+    assert ("c", f"w{far}") not in before, points_ranked[far]
+    with_layout = attributor.copy_candidates(outcome, query, layouts[far])
+    by_layout = [("c", h.payload["work_id"]) for h in store.search(layouts[far], COPY_LAYOUT_DEPTH, space=LAYOUT)]
+    assert with_layout == list(dict.fromkeys(before + by_layout)) and ("c", f"w{far}") in with_layout
+    store.close()
+
+
+def _edge(data_dir: Path) -> EdgeStore:
+    (collection,) = [p.name for p in (data_dir / "qdrant").iterdir() if p.is_dir()]
+    return EdgeStore(data_dir / "qdrant", collection)
+
+
+@pytest.mark.slow
+def test_ingest_writes_layouts_and_gives_them_to_works_ingested_before(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "works").mkdir()
+    for i in range(4):
+        page(i).save(tmp_path / "works" / f"p{i}.png")
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "works" / "flat.png")
+    rows = "".join(f"works/p{i}.png,Artist {i % 2},W{i},page {i}\n" for i in range(4))
+    (tmp_path / "catalogue.csv").write_text("path,artist,work_id,title\n" + rows + "works/flat.png,Artist 0,F,flat\n")
+    cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER)
+    store = _edge(cli.data_dir)
+    laid = store.fetch([point_id_for("catalogue", f"W{i}") for i in range(4)], LAYOUT)[0]
+    assert len(laid) == 4
+    for i in range(4):  # each stored layout is the one of its image as loaded for embedding
+        (hit,) = store.search(_layout(page(i).resize((224, 224))), 1, space=LAYOUT)
+        assert hit.payload["work_id"] == f"W{i}"
+    # as a data dir written before layouts: the points without them
+    points = list(store.points_of([point_id_for("catalogue", w) for w in ("W0", "W1", "W2", "W3", "F")]).values())
+    store.upsert([replace(p, layout=None) for p in points])
+    store.close()
+    again = cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER).stdout
+    assert "0 added, 0 updated, 5 unchanged" in again
+    assert "layouts: 4 unchanged work(s)" in again  # the flat page has none to give
+    store = _edge(cli.data_dir)
+    assert len(store.fetch([p.point_id for p in points], LAYOUT)[0]) == 4
+    assert all(np.array_equal(p.vector, store.points_of([p.point_id])[p.point_id].vector) for p in points)
+    store.close()
+    assert "layouts:" not in cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER).stdout
+    found = json.loads(
+        cli("attribute", str(tmp_path / "works" / "p2.png"), "--format", "json", "--embedder", EMBEDDER).stdout
+    )[0]
+    assert found["copy_of"] == "W2"
