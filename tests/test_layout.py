@@ -21,6 +21,9 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import LAYOUT, WorkPoint, point_id_for
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.layout import LAYOUT_DIM, layout_vector
+from attribution_audit.errors import VectorStoreError
+from attribution_audit.services import ingest
+from attribution_audit.sources.images import load_image
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.vectors import VectorStore
 from attribution_audit.store.vectors.qdrant_edge import EdgeStore
@@ -95,6 +98,18 @@ def test_a_collection_keeps_layouts_beside_the_base_spaces_and_a_point_may_lack_
     store.close()
 
 
+def test_a_refused_embedder_adds_no_layout_space(tmp_path: Path) -> None:
+    store = EdgeStore(tmp_path, "kept")
+    store.ensure_collection(CONTENT_DIM)
+    with pytest.raises(VectorStoreError, match="the embedder gives"):
+        store.ensure_collection(CONTENT_DIM * 2, None, LAYOUT_DIM)
+    reopened = EdgeStore(tmp_path, "kept")
+    assert reopened.sizes() == {"content": CONTENT_DIM}
+    with pytest.raises(VectorStoreError, match="holds no layouts"):
+        reopened.search(np.ones(LAYOUT_DIM, dtype=np.float32), 1, space=LAYOUT)
+    reopened.close()
+
+
 def test_an_embedded_collection_gains_a_layout_space_in_place(tmp_path: Path) -> None:
     store = EdgeStore(tmp_path, "grow")
     store.ensure_collection(CONTENT_DIM)
@@ -143,8 +158,9 @@ def test_the_copy_check_draws_the_works_nearest_the_query_layout_too(
     far = int(np.argmin(points_ranked := [float(contents[3] @ c) for c in contents]))  # farthest in content
     assert ("c", f"w{far}") not in before, points_ranked[far]
     with_layout = attributor.copy_candidates(outcome, query, layouts[far])
-    by_layout = [("c", h.payload["work_id"]) for h in store.search(layouts[far], COPY_LAYOUT_DEPTH, space=LAYOUT)]
-    assert with_layout == list(dict.fromkeys(before + by_layout)) and ("c", f"w{far}") in with_layout
+    assert with_layout[: len(before)] == before and ("c", f"w{far}") in with_layout
+    assert len(before) < len(with_layout) <= len(before) + COPY_LAYOUT_DEPTH
+    assert len(set(with_layout)) == len(with_layout)
     store.close()
 
 
@@ -163,24 +179,49 @@ def test_ingest_writes_layouts_and_gives_them_to_works_ingested_before(cli: Cli,
     (tmp_path / "catalogue.csv").write_text("path,artist,work_id,title\n" + rows + "works/flat.png,Artist 0,F,flat\n")
     cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER)
     store = _edge(cli.data_dir)
-    laid = store.fetch([point_id_for("catalogue", f"W{i}") for i in range(4)], LAYOUT)[0]
-    assert len(laid) == 4
-    for i in range(4):  # each stored layout is the one of its image as loaded for embedding
-        (hit,) = store.search(_layout(page(i).resize((224, 224))), 1, space=LAYOUT)
-        assert hit.payload["work_id"] == f"W{i}"
+    ids, stored = store.fetch([point_id_for("catalogue", f"W{i}") for i in range(4)], LAYOUT)
+    assert len(ids) == 4
+    for point_id, vector in zip(ids, stored, strict=True):  # each the layout of its image as loaded for embedding
+        work = store.points_of([point_id])[point_id].payload["work_id"]
+        image = load_image(tmp_path / "works" / f"p{work[1:]}.png", target_size=224).image
+        np.testing.assert_array_equal(vector, _layout(image))
     # as a data dir written before layouts: the points without them
     points = list(store.points_of([point_id_for("catalogue", w) for w in ("W0", "W1", "W2", "W3", "F")]).values())
     store.upsert([replace(p, layout=None) for p in points])
     store.close()
+    cli("attribute", str(tmp_path / "works" / "p1.png"), "--verify", "always", "--embedder", EMBEDDER)
+    (cache,) = [p for p in (cli.data_dir / "exact").glob("*/*") if p.is_dir()]  # the exact index, built
     again = cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER).stdout
     assert "0 added, 0 updated, 5 unchanged" in again
     assert "layouts: 4 unchanged work(s)" in again  # the flat page has none to give
     store = _edge(cli.data_dir)
     assert len(store.fetch([p.point_id for p in points], LAYOUT)[0]) == 4
-    assert all(np.array_equal(p.vector, store.points_of([p.point_id])[p.point_id].vector) for p in points)
+    for point in points:  # the rest of each point as it was
+        now = store.points_of([point.point_id])[point.point_id]
+        assert np.array_equal(now.vector, point.vector) and now.payload == point.payload
+    assert [p.name for p in cache.iterdir() if p.is_dir()] == [store.content_version()]  # moved on, not dropped
     store.close()
     assert "layouts:" not in cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER).stdout
     found = json.loads(
         cli("attribute", str(tmp_path / "works" / "p2.png"), "--format", "json", "--embedder", EMBEDDER).stdout
     )[0]
     assert found["copy_of"] == "W2"
+
+
+@pytest.mark.slow
+def test_a_chunk_of_failed_rows_gives_no_layout_twice(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "works").mkdir()
+    for i in range(2):
+        page(i).save(tmp_path / "works" / f"p{i}.png")
+    rows = "works/p0.png,A,W0,t\nworks/p1.png,A,W1,t\nworks/p0.png,A,W0,dup\nworks/p1.png,A,W1,dup\n"
+    (tmp_path / "catalogue.csv").write_text("path,artist,work_id,title\n" + rows)
+    cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER, "--allow-failures")
+    store = _edge(cli.data_dir)
+    points = list(store.points_of([point_id_for("catalogue", w) for w in ("W0", "W1")]).values())
+    store.upsert([replace(p, layout=None) for p in points])
+    store.close()
+    monkeypatch.setattr(ingest, "CHUNK_ROWS", 2)  # the second chunk: the two duplicate rows, failed
+    again = cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER, "--allow-failures").stdout
+    assert "2 unchanged" in again and "2 failed" in again and "layouts: 2 unchanged work(s)" in again

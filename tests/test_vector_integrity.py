@@ -17,6 +17,7 @@ from attribution_audit.embedding.base import Embedder
 from attribution_audit.reporting.html import CHANGED
 from attribution_audit.services import vector_check
 from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,10 @@ def test_vectors_changed_behind_the_db_are_found_and_rewritten_from_their_images
     repaired = _check(cli, "--deep", "--repair")
     assert len(repaired["reembedded"]) == 48 and repaired["dropped"] == []  # type: ignore[arg-type]
     assert _check(cli, "--deep")["corrupt"] == []
+    store = EdgeStore(cli.data_dir / "qdrant", "works_efficientnet_lite0")
+    rewritten = store.points_of(list(repaired["reembedded"]))  # type: ignore[call-overload]
+    assert len(rewritten) == 48 and all(p.layout is not None for p in rewritten.values())  # copy candidates kept
+    store.close()
     after = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]
     assert [n["work_id"] for n in after["neighbours"]] == [n["work_id"] for n in before["neighbours"]]
 

@@ -81,7 +81,9 @@ def evaluate_copies(
         layouts = (
             f"and {result.layout_depth} by layout"
             if result.layout_depth
-            else "(no layouts stored: `ingest` the catalogue again to add them)"
+            else "(none by layout: the collection holds no layouts, see README, Copy detection)"
+            if result.depth
+            else ""
         )
         typer.echo(
             f"rule {result.method}: a copy scores {result.threshold:g} or more (non-copies: highest "

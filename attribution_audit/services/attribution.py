@@ -542,8 +542,9 @@ class Attributor:
         image's ``layout`` (embedding.layout) where the collection holds layouts, without repeats."""
         found = [(n.catalogue, n.work_id) for n in outcome.neighbours]
         pools = [
-            outcome.copy_pool.get(space) or self.store.search(query.of(space), self.copy_depth, space=space)
+            self.store.search(query.of(space), self.copy_depth, space=space) if hits is None else hits
             for space in self._copy_spaces(query)
+            for hits in [outcome.copy_pool.get(space)]
         ]
         if layout is not None and LAYOUT in self.store.sizes():
             pools.append(self.store.search(layout, COPY_LAYOUT_DEPTH, space=LAYOUT))

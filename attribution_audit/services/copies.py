@@ -84,10 +84,10 @@ def evaluate_copies(
     verdicts: list[_Verdict] = []
     seconds = 0.0
     with open_attributor(settings, audit, settings.embedder) as attributor:
-        layout_depth = COPY_LAYOUT_DEPTH if LAYOUT in attributor.store.sizes() else 0
+        layout_depth = COPY_LAYOUT_DEPTH if settings.copy_depth and LAYOUT in attributor.store.sizes() else 0
         for start in range(0, len(queries), BATCH):
             batch = queries[start : start + BATCH]
-            images = [load_image(q.path, target_size=None) for q in batch]
+            images = [load_image(q.path, target_size=224) for q in batch]  # as `attribute` loads an image
             for query, image, vectors in zip(
                 batch, images, attributor.embed([i.image for i in images], space), strict=True
             ):

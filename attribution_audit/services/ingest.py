@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -272,18 +272,15 @@ class Ingestion:
         return [row for point, row in ids.items() if point not in laid]
 
     def add_layouts(self, images: Sequence[tuple[ManifestRow, LoadedImage]]) -> None:
-        """Give unchanged works their layout: each point is written again as stored, with the layout of the image
-        it was embedded from (:meth:`classify` checked the file's sha256 against the recorded one)."""
+        """Give unchanged works their layout, of the image they were embedded from (:meth:`classify` checked the
+        file's sha256 against the recorded one); their other vectors and payload stay as they are."""
         layouts = {
             point_id_for(self.report.catalogue, row.work_id): vector
             for row, image in images
             if (vector := layout_vector(image.image)) is not None
         }
-        stored = self.store.points_of(list(layouts))
-        points = [replace(point, layout=layouts[point_id]) for point_id, point in stored.items()]
-        with_retries(lambda: self.store.upsert(points))
-        self.written += [point.point_id for point in points]
-        self.report.layouts_added += len(points)
+        with_retries(lambda: self.store.set_layouts(layouts))
+        self.report.layouts_added += len(layouts)
 
     def write(self, items: Sequence[Prepared], run_id: int) -> None:
         """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction.
@@ -490,8 +487,9 @@ def _ingest_images(
 def _add_layouts(ingestion: Ingestion, pool: ThreadPoolExecutor) -> None:
     """Decode, in worker threads, the images of the chunk's unchanged works that have no layout, and write their
     layouts (an image that no longer decodes under today's limits keeps none: its work is unchanged)."""
-    decoded = list(pool.map(_decode, ingestion.without_layout))
-    loaded = [(row, d) for row, d in zip(ingestion.without_layout, decoded, strict=True) if isinstance(d, LoadedImage)]
+    rows, ingestion.without_layout = ingestion.without_layout, []  # once: the next chunk's classify sets its own
+    decoded = list(pool.map(_decode, rows))
+    loaded = [(row, d) for row, d in zip(rows, decoded, strict=True) if isinstance(d, LoadedImage)]
     if loaded:
         ingestion.add_layouts(loaded)
 
@@ -523,9 +521,10 @@ def _ingest_precomputed(
 
 def _refresh_exact_caches(store: VectorStore, root: Path, before: str, written: list[str]) -> None:
     """Bring each exact cache of the collection as it was ``before`` this run to its content now, from the points
-    written (read back by id); a cache of another version is left for the next search to rebuild."""
+    written (read back by id; none where the run only gave works their layouts, which no cache holds); a cache of
+    another version is left for the next search to rebuild."""
     folder = root / store.collection
-    if not written or not folder.is_dir():
+    if not folder.is_dir():
         return
     after = store.content_version()
     for cache in sorted(p for p in folder.iterdir() if p.is_dir() and (p / before).is_dir()):

@@ -3,7 +3,9 @@
 Ingest records, per point, the sha256 of the vectors it wrote (``work_embeddings.vector_digest``). A vector changed
 behind the DB's back (a shard file edited, rows rotated, bytes flipped) no longer matches: ``catalogue check`` samples
 points (``--deep``: all of them) and names those. ``--repair`` embeds each one's recorded image again, when that file
-still has the recorded hash, and rewrites the point; the others are dropped so that the next ``ingest`` embeds them.
+still has the recorded hash, and rewrites the point (with its layout, embedding.layout); the others are dropped so
+that the next ``ingest`` embeds them. The layout is not in the digest: it only chooses candidates for copy
+detection, whose verdict compares the files themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from attribution_audit.domain.points import WorkPoint, vector_digest
+from attribution_audit.embedding.layout import layout_vector
 from attribution_audit.errors import ImageError
 from attribution_audit.sources.images import load_image
 from attribution_audit.store.catalogue import StoredVector
@@ -85,6 +88,7 @@ def repair(
                 contents[i],
                 stored[point_id].payload,
                 None if styles is None or stored[point_id].style is None else styles[i],
+                layout_vector(images[i]),
             )
             for i, point_id in enumerate(targets)
         ]

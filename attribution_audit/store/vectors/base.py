@@ -164,8 +164,9 @@ class VectorStore(ABC):
         if held is None:
             self._create(wanted | ({LAYOUT: layout_dim} if layout_dim else {}))
             return
-        if layout_dim and LAYOUT not in held:
-            self._add_space(LAYOUT, layout_dim)
+        if layout_dim and held.get(LAYOUT, layout_dim) != layout_dim:
+            self.close()
+            raise VectorStoreError(f"{self._named} holds {held[LAYOUT]}-d layouts, not {layout_dim}-d")
         for space, size in wanted.items():
             if held.get(space) == size or (space not in held and self._add_space(space, size)):
                 continue
@@ -175,6 +176,8 @@ class VectorStore(ABC):
                 f"{self._named} holds {have} {space} vectors but the embedder gives {size}-d; "
                 "use the embedder and spaces the catalogue was ingested with"
             )
+        if layout_dim and LAYOUT not in held:  # once the sizes match: a refused embedder changes nothing
+            self._add_space(LAYOUT, layout_dim)
 
     @final
     def sizes(self) -> dict[str, int]:
@@ -278,8 +281,20 @@ class VectorStore(ABC):
 
     @final
     def iter_points(self) -> Iterator[WorkPoint]:
-        """Every point with its vectors and payload, in id order (to copy a collection into a scratch one)."""
-        return map(_work_point, self._records(with_vector=True, with_payload=True))
+        """Every point with its base spaces' vectors (not its layout) and payload, in id order (to copy a collection
+        into a scratch one, to fit a space)."""
+        return map(_work_point, self._records(with_vector=list(self.spaces()), with_payload=True))
+
+    @final
+    def set_layouts(self, layouts: dict[str, np.ndarray]) -> None:
+        """Write the layout vector of existing points (point id -> vector), leaving their other vectors and payload
+        as they are; nothing where the collection has no layout space."""
+        ids = checked_ids(layouts)
+        if LAYOUT not in self._require() or not ids:
+            return
+        self._space_size(LAYOUT, len(next(iter(layouts.values()))), f"the layout of point {ids[0]}")
+        for start in range(0, len(ids), UPSERT_BATCH):
+            self._set_vectors(LAYOUT, {point: _floats(layouts[point]) for point in ids[start : start + UPSERT_BATCH]})
 
     @final
     def image_hashes(self) -> dict[str, str]:
@@ -377,6 +392,8 @@ class VectorStore(ABC):
         held = self._require()
         if space not in (*SPACES, LAYOUT):
             raise VectorStoreError(f"unknown vector space '{space}'; the spaces are {', '.join(SPACES)}")
+        if space == LAYOUT and space not in held:
+            raise VectorStoreError(f"{self._named} holds no layouts; ingest the catalogue from its images again")
         if space not in held:
             raise VectorStoreError(
                 f"{self._named} has no {space} vectors; ingest with --spaces {CONTENT},{space} first"
@@ -422,6 +439,10 @@ class VectorStore(ABC):
     @abstractmethod
     def _upsert(self, points: Sequence[WorkPoint]) -> None:
         """Write one batch of checked points."""
+
+    @abstractmethod
+    def _set_vectors(self, space: str, vectors: dict[str, list[float]]) -> None:
+        """Write one space's vector of existing points (one batch), leaving the rest of each point as it is."""
 
     @abstractmethod
     def _optimize(self) -> None:

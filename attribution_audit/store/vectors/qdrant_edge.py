@@ -233,6 +233,13 @@ class EdgeStore(VectorStore):
         batch = [Point(id=p.point_id, vector=point_vectors(p), payload=p.payload) for p in points]
         self._shard.update(UpdateOperation.upsert_points(batch))
 
+    def _set_vectors(self, space: str, vectors: dict[str, list[float]]) -> None:
+        from qdrant_edge import PointVectors, UpdateOperation
+
+        self._bump_epoch()
+        batch = [PointVectors(point_id, {space: vector}) for point_id, vector in vectors.items()]
+        self._shard.update(UpdateOperation.update_vectors(batch))
+
     def _optimize(self) -> None:
         self._shard.optimize()
 

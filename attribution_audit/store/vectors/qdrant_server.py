@@ -117,6 +117,12 @@ class ServerStore(VectorStore):
         batch = [models.PointStruct(id=p.point_id, vector=point_vectors(p), payload=p.payload) for p in points]
         self._call("upserting points", self._client.upsert, points=batch, wait=True)
 
+    def _set_vectors(self, space: str, vectors: dict[str, list[float]]) -> None:
+        from qdrant_client import models
+
+        batch = [models.PointVectors(id=point_id, vector={space: v}) for point_id, v in vectors.items()]
+        self._call("updating vectors", self._client.update_vectors, points=batch, wait=True)
+
     def _optimize(self) -> None:
         """The server indexes in the background; upserts already waited for their segments."""
 
