@@ -29,6 +29,10 @@ DEFAULT_COPY_DEPTH = 40  # copy detection: candidate works drawn from each base 
 # copy detection: candidate works drawn from the layout vectors (embedding.layout), besides; a blurred, tinted or
 # JPEG-compressed copy's source was the first of them on every benchmark build, 10 leaves room for look-alike pages
 COPY_LAYOUT_DEPTH = 10
+# ... of those, the works whose layout correlates with the query's this much or more: the edits the layout serves keep
+# it at 0.96 and above (benchmark builds 7, 16, 23: every blurred, tinted and JPEG copy against its source), while
+# works of unrelated layout, which no such edit could have made, are not compared
+COPY_LAYOUT_FLOOR = 0.9
 # `serve`: decoded pixels in flight (Pillow keeps an RGB pixel in 4 bytes: 256 Mpx is ~1 GiB), and in one request (two
 # images at the 64 Mpx decompression-bomb limit).
 DEFAULT_MAX_INFLIGHT_PIXELS = 256_000_000

@@ -49,7 +49,7 @@ def test_ingest_attribute_show_end_to_end(cli: Cli, ingested: Ingested, demo_cat
         assert record["nn_distance"] == pytest.approx(record["neighbours"][0]["distance"])
         assert 0 <= record["entropy"] <= 1 and 0 <= record["confidence"] <= 1
         assert record["index_params"]["store"] == "qdrant-edge"
-        assert record["index_params"]["indexed_vectors"] == 48
+        assert record["index_params"]["indexed_vectors"] == 2 * 48  # in the graph: content and layout vectors
 
     # Every printed result is in the audit log, with the same neighbours.
     shown = json.loads(cli("audit", "show", records[0]["request_id"], "--json").stdout)

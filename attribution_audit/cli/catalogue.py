@@ -103,6 +103,11 @@ def catalogue_check(
         typer.echo("spaces: " + ", ".join(f"{space} {count}/{works} works" for space, count in report.coverage.items()))
         for space in report.partial_spaces:
             typer.echo(f"the {space} space is partial: ingest every catalogue again with --spaces content,{space}")
+        if report.layouts is not None:
+            typer.echo(
+                f"layouts: {report.layouts}/{report.points} points (copy detection's candidates by layout; a flat "
+                "image has none, a work ingested before layouts gets its own from the next `ingest` of its images)"
+            )
         if report.set_aside:
             typer.echo(f"repaired: the damaged shard was moved to {report.set_aside}")
         if report.repaired and vectors.reembedded:

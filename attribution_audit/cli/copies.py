@@ -79,7 +79,7 @@ def evaluate_copies(
                 typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")
         seconds = "n/a" if result.check_seconds is None else f"{result.check_seconds * 1000:.0f} ms"
         layouts = (
-            f"and {result.layout_depth} by layout"
+            f"and {result.layout_depth} by layout ({result.laid_out} of {result.points} works have one)"
             if result.layout_depth
             else "(none by layout: the collection holds no layouts, see README, Copy detection)"
             if result.depth

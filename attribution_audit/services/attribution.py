@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attribution_audit.config import COPY_LAYOUT_DEPTH, DEFAULT_COPY_DEPTH
+from attribution_audit.config import COPY_LAYOUT_DEPTH, COPY_LAYOUT_FLOOR, DEFAULT_COPY_DEPTH
 from attribution_audit.domain.confidence import STORED_MODEL_PREFIX, LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import CENTROID, DEFAULT_K, FUSED, AttributionParams, verify_rate
@@ -539,7 +539,8 @@ class Attributor:
         """(catalogue, work id) of the outcome's works, then of the first ``copy_depth`` works of each base space
         the query has a vector of and the collection holds vectors in (read from the outcome's own searches where
         :meth:`compute` was told of the copy check), then of the first COPY_LAYOUT_DEPTH works nearest the query
-        image's ``layout`` (embedding.layout) where the collection holds layouts, without repeats."""
+        image's ``layout`` (embedding.layout) where the collection holds layouts, those that correlate with it at
+        COPY_LAYOUT_FLOOR or more, without repeats."""
         found = [(n.catalogue, n.work_id) for n in outcome.neighbours]
         pools = [
             self.store.search(query.of(space), self.copy_depth, space=space) if hits is None else hits
@@ -547,7 +548,8 @@ class Attributor:
             for hits in [outcome.copy_pool.get(space)]
         ]
         if layout is not None and LAYOUT in self.store.sizes():
-            pools.append(self.store.search(layout, COPY_LAYOUT_DEPTH, space=LAYOUT))
+            hits = self.store.search(layout, COPY_LAYOUT_DEPTH, space=LAYOUT)
+            pools.append([hit for hit in hits if hit.similarity >= COPY_LAYOUT_FLOOR])
         found += [(str(h.payload.get("catalogue", "")), str(h.payload.get("work_id"))) for hits in pools for h in hits]
         return list(dict.fromkeys(found))
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from attribution_audit.config import Settings
-from attribution_audit.domain.points import STYLE
+from attribution_audit.domain.points import LAYOUT, STYLE
 from attribution_audit.domain.spaces import partial_spaces
 from attribution_audit.errors import DamagedShardError
 from attribution_audit.services import vector_check
@@ -68,6 +68,7 @@ class CheckReport:
     coverage: dict[str, int] = field(default_factory=dict)  # space -> active works embedded in it (per the DB)
     vectors: VectorCheck = field(default_factory=VectorCheck)  # stored vectors against their recorded digests
     set_aside: str | None = None  # where a damaged shard was moved by the repair
+    layouts: int | None = None  # points with a layout (copy detection's candidates); None: no layout space
 
     @property
     def partial_spaces(self) -> list[str]:
@@ -100,6 +101,7 @@ def check(
     actual = store.image_hashes()
     report = CheckReport(store.collection, len(actual), len(expected))
     report.coverage = {space: 0 for space in store.spaces()} | audit.catalogue.space_coverage(store.collection)
+    report.layouts = store.count_with(LAYOUT) if LAYOUT in store.sizes() else None
     report.orphans = sorted(actual.keys() - expected.keys())
     report.missing = sorted(expected.keys() - actual.keys())
     report.stale = sorted(p for p in actual.keys() & expected.keys() if actual[p] != expected[p])

@@ -61,6 +61,8 @@ class CopyEvaluation:
     depth: int
     check_seconds: float | None
     layout_depth: int = 0  # candidates by layout (embedding.layout); 0 where the collection holds no layouts
+    laid_out: int = 0  # the collection's points with a layout
+    points: int = 0  # the collection's points
     recall_by_subset: dict[str, float] = field(default_factory=dict)
     non_copy_score_max: float | None = None
     non_copy_score_p99: float | None = None
@@ -84,7 +86,8 @@ def evaluate_copies(
     verdicts: list[_Verdict] = []
     seconds = 0.0
     with open_attributor(settings, audit, settings.embedder) as attributor:
-        layout_depth = COPY_LAYOUT_DEPTH if settings.copy_depth and LAYOUT in attributor.store.sizes() else 0
+        laid_out, points = attributor.store.count_with(LAYOUT), attributor.store.count()
+        layout_depth = COPY_LAYOUT_DEPTH if settings.copy_depth and laid_out else 0
         for start in range(0, len(queries), BATCH):
             batch = queries[start : start + BATCH]
             images = [load_image(q.path, target_size=224) for q in batch]  # as `attribute` loads an image
@@ -118,6 +121,8 @@ def evaluate_copies(
         depth=settings.copy_depth,
         check_seconds=seconds / len(verdicts) if verdicts else None,
         layout_depth=layout_depth,
+        laid_out=laid_out,
+        points=points,
         recall_by_subset={subset: sum(v) / len(v) for subset, v in sorted(by_subset.items())},
         non_copy_score_max=scores[-1] if scores else None,
         non_copy_score_p99=scores[math.ceil(0.99 * len(scores)) - 1] if scores else None,

@@ -202,7 +202,8 @@ class Ingestion:
         self.allow_artist_changes = allow_artist_changes
         self.known: dict[str, KnownWork] = {}  # the current chunk's works the catalogue has (read once by classify)
         self.written: list[str] = []  # point ids upserted by this run (to bring the exact caches up to date)
-        self.without_layout: list[ManifestRow] = []  # the current chunk's unchanged works whose point has no layout
+        # the current chunk's unchanged works whose point has no layout, with their image's recorded sha256
+        self.without_layout: list[tuple[ManifestRow, str]] = []
 
     def digest(self, row: ManifestRow) -> str:
         """The content hash of a row's work: its image file, or for a precomputed vector whose image is not on this
@@ -220,7 +221,7 @@ class Ingestion:
         self.known = known
         present = self.store.existing_ids([point_id_for(name, r.work_id) for r in rows])
         todo: list[tuple[ManifestRow, str | None]] = []
-        unchanged: list[ManifestRow] = []
+        unchanged: list[tuple[ManifestRow, str]] = []
         for row in rows:
             work = known.get(row.work_id)
             if work is not None and work.withdrawn:
@@ -256,24 +257,25 @@ class Ingestion:
                 and point_id_for(name, row.work_id) in present
             ):
                 self.report.unchanged += 1
-                unchanged.append(row)
+                unchanged.append((row, work.image_sha256))
             else:
                 todo.append((row, digest))
         self.without_layout = self._without_layout(unchanged)
         return todo
 
-    def _without_layout(self, rows: list[ManifestRow]) -> list[ManifestRow]:
-        """Those of the unchanged rows whose point has no layout, where this run embeds images into a collection
-        with a layout space (a work ingested before layouts existed; a flat image's point has none, and gets none)."""
+    def _without_layout(self, rows: list[tuple[ManifestRow, str]]) -> list[tuple[ManifestRow, str]]:
+        """Those of the unchanged (row, recorded sha256) whose point has no layout, where this run embeds images
+        into a collection with a layout space (a work ingested before layouts existed; a flat image's point has
+        none, and gets none)."""
         if not rows or self.vectors is not None or LAYOUT not in self.store.sizes():
             return []
-        ids = {point_id_for(self.report.catalogue, row.work_id): row for row in rows}
+        ids = {point_id_for(self.report.catalogue, row.work_id): (row, sha) for row, sha in rows}
         laid = set(self.store.fetch(list(ids), LAYOUT)[0])
-        return [row for point, row in ids.items() if point not in laid]
+        return [item for point, item in ids.items() if point not in laid]
 
     def add_layouts(self, images: Sequence[tuple[ManifestRow, LoadedImage]]) -> None:
-        """Give unchanged works their layout, of the image they were embedded from (:meth:`classify` checked the
-        file's sha256 against the recorded one); their other vectors and payload stay as they are."""
+        """Give unchanged works their layout, of the image they were embedded from (the caller checked the sha256
+        of the bytes decoded against the recorded one); their other vectors and payload stay as they are."""
         layouts = {
             point_id_for(self.report.catalogue, row.work_id): vector
             for row, image in images
@@ -486,10 +488,15 @@ def _ingest_images(
 
 def _add_layouts(ingestion: Ingestion, pool: ThreadPoolExecutor) -> None:
     """Decode, in worker threads, the images of the chunk's unchanged works that have no layout, and write their
-    layouts (an image that no longer decodes under today's limits keeps none: its work is unchanged)."""
-    rows, ingestion.without_layout = ingestion.without_layout, []  # once: the next chunk's classify sets its own
-    decoded = list(pool.map(_decode, rows))
-    loaded = [(row, d) for row, d in zip(rows, decoded, strict=True) if isinstance(d, LoadedImage)]
+    layouts. A work whose file no longer decodes under today's limits, or changed since :meth:`Ingestion.classify`
+    hashed it, keeps none: it is unchanged in this run, and the next run sees the change."""
+    todo, ingestion.without_layout = ingestion.without_layout, []  # once: the next chunk's classify sets its own
+    decoded = list(pool.map(_decode, [row for row, _ in todo]))
+    loaded = [
+        (row, image)
+        for (row, recorded), image in zip(todo, decoded, strict=True)
+        if isinstance(image, LoadedImage) and image.sha256 == recorded
+    ]
     if loaded:
         ingestion.add_layouts(loaded)
 

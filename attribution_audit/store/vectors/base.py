@@ -348,6 +348,14 @@ class VectorStore(ABC):
         return 0 if self._vector_sizes() is None else self._count()
 
     @final
+    def count_with(self, space: str) -> int:
+        """Number of points holding a vector in ``space`` (a point may lack its layout); 0 where the collection does
+        not hold the space."""
+        if space not in (self._vector_sizes() or {}):
+            return 0
+        return self._count_with(space)
+
+    @final
     def index_info(self) -> dict[str, Any]:
         """Store kind, collection, HNSW and storage parameters (quantisation, shards, replication), points, vectors in
         the graph, spaces, and what answers a search."""
@@ -473,6 +481,10 @@ class VectorStore(ABC):
     @abstractmethod
     def _count(self) -> int:
         """Exact number of points."""
+
+    @abstractmethod
+    def _count_with(self, space: str) -> int:
+        """Number of points holding a vector in ``space``, counted exactly."""
 
     @abstractmethod
     def _indexed_count(self) -> int:

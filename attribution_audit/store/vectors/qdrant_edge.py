@@ -304,6 +304,11 @@ class EdgeStore(VectorStore):
     def _count(self) -> int:
         return int(self._shard.info().points_count)
 
+    def _count_with(self, space: str) -> int:
+        from qdrant_edge import CountRequest, Filter, HasVectorCondition
+
+        return int(self._shard.count(CountRequest(exact=True, filter=Filter(must=[HasVectorCondition(space)]))))
+
     def _indexed_count(self) -> int:
         return int(self._shard.info().indexed_vectors_count)
 

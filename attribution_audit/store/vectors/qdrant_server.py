@@ -201,6 +201,12 @@ class ServerStore(VectorStore):
     def _count(self) -> int:
         return int(self._call("counting", self._client.count, exact=True).count)
 
+    def _count_with(self, space: str) -> int:
+        from qdrant_client import models
+
+        having = models.Filter(must=[models.HasVectorCondition(has_vector=space)])
+        return int(self._call("counting", self._client.count, count_filter=having, exact=True).count)
+
     def _indexed_count(self) -> int:
         return int(self._call("reading the collection", self._client.get_collection).indexed_vectors_count or 0)
 
