@@ -181,6 +181,9 @@ def test_evaluate_copies_names_the_source_and_flags_no_other_page(cli: Cli, tmp_
     (tmp_path / "plain.csv").write_text("path,artist,work_ids\ncopy0.png,Artist 0,W0\n")  # no subset column
     plain = cli("evaluate", "copies", str(tmp_path / "plain.csv")).stdout.splitlines()
     assert plain[0].startswith("copies: recall@1 1.000 (1);") and plain[1].startswith("rule ")  # no "  -:" line
+    (tmp_path / "typo.csv").write_text("path,artist,work_ids\ncopy0.png,Artist 0,W0\ncopy1.png,Artist 1,W99\n")
+    refused = cli("evaluate", "copies", str(tmp_path / "typo.csv"), code=None)
+    assert refused.exit_code != 0 and "typo.csv:3: true work 'W99' is in no ingested catalogue" in refused.output
 
     # Every attribution runs the same stage and records its verdict in the audit log.
     attributed = cli("attribute", str(tmp_path / "copy0.png"), "--format", "json", "--embedder", EMBEDDER).stdout

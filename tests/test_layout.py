@@ -194,6 +194,7 @@ def test_ingest_writes_layouts_and_gives_them_to_works_ingested_before(cli: Cli,
     store.upsert([replace(p, layout=None) for p in points])
     store.close()
     assert "layouts: 0/5 points" in cli("catalogue", "check", "--embedder", EMBEDDER).stdout
+    assert "vectors: 5 compared with their digests (all)" in cli("catalogue", "check", "--embedder", EMBEDDER).stdout
     cli("attribute", str(tmp_path / "works" / "p1.png"), "--verify", "always", "--embedder", EMBEDDER)
     (cache,) = [p for p in (cli.data_dir / "exact").glob("*/*") if p.is_dir()]  # the exact index, built
     again = cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER).stdout
@@ -268,3 +269,13 @@ def test_a_file_changed_during_the_back_fill_gives_its_work_no_layout(
     (vector,) = store.fetch([point_id_for("catalogue", "W0")], LAYOUT)[1]
     np.testing.assert_array_equal(vector, _layout(load_image(tmp_path / "works" / "p0.png", target_size=224).image))
     store.close()
+
+
+def test_a_catalogue_of_precomputed_vectors_has_no_layout_and_check_says_so(cli: Cli, tmp_path: Path) -> None:
+    ids = [f"W{i}" for i in range(6)]
+    (tmp_path / "vectors.csv").write_text("path,artist,work_id\n" + "".join(f"gone/{w}.png,A,{w}\n" for w in ids))
+    vectors = np.random.default_rng(4).normal(size=(6, 1280)).astype(np.float32)
+    np.savez(tmp_path / "vectors.npz", work_ids=np.array(ids), vectors=vectors)
+    cli("ingest", str(tmp_path / "vectors.csv"), "--embedder", EMBEDDER, "--embeddings", str(tmp_path / "vectors.npz"))
+    checked = cli("catalogue", "check", "--embedder", EMBEDDER).stdout
+    assert "layouts: 0/6 points: the collection has no layout space" in checked

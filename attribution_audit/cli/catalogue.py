@@ -94,7 +94,8 @@ def catalogue_check(
         )
         unrecorded = f" ({vectors.unrecorded} without a recorded digest)" if vectors.unrecorded else ""
         typer.echo(
-            f"vectors: {vectors.checked} compared with their digests{' (all)' if deep else ' (a sample; --deep: all)'}"
+            f"vectors: {vectors.checked} compared with their digests"
+            f"{' (all)' if deep or vectors.checked >= report.points else ' (a sample; --deep: all)'}"
             f", {len(vectors.corrupt)} corrupt{unrecorded}"
         )
         if vectors.corrupt and not report.repaired:
@@ -107,6 +108,12 @@ def catalogue_check(
             typer.echo(
                 f"layouts: {report.layouts}/{report.points} points (copy detection's candidates by layout; a flat "
                 "image has none, a work ingested before layouts gets its own from the next `ingest` of its images)"
+            )
+        else:
+            typer.echo(
+                f"layouts: 0/{report.points} points: the collection has no layout space, so copy detection draws its "
+                "candidates from the base spaces only; `ingest` the catalogue's images again to add it (a Qdrant "
+                "server collection created before layouts cannot gain one)"
             )
         if report.set_aside:
             typer.echo(f"repaired: the damaged shard was moved to {report.set_aside}")

@@ -18,6 +18,7 @@ from attribution_audit.domain.points import LAYOUT
 from attribution_audit.embedding.copy_match import METHOD
 from attribution_audit.evaluation.metrics import rate_upper_bound
 from attribution_audit.services.copy_check import COPY, COPY_SCORE, NO_COPY
+from attribution_audit.services.evaluate import refuse_unknown_works
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image
 from attribution_audit.sources.labelled import read_labelled
@@ -81,7 +82,11 @@ def evaluate_copies(
     candidates from each base space (default: the settings'): rows with ``work_ids`` are copies of their first work,
     rows without are non-copies (held-out works, generated images)."""
     settings = settings if depth is None else replace(settings, copy_depth=depth)
-    queries = [q for path in labelled for q in read_labelled(path)]
+    queries = []
+    for path in labelled:
+        rows = read_labelled(path)
+        refuse_unknown_works(audit, path, rows)
+        queries += rows
     params = AttributionParams(verify="off", space=space)
     verdicts: list[_Verdict] = []
     seconds = 0.0

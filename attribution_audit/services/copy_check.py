@@ -169,4 +169,4 @@ def _quoted(name: str) -> str:
 
 
 def _points(features: LocalFeatures) -> str:
-    return f"{len(features.points)} keypoints, {MIN_MATCHES} needed"
+    return f"{len(features.points)} keypoint(s), {MIN_MATCHES} needed"

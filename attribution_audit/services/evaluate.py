@@ -19,7 +19,7 @@ from attribution_audit.evaluation.metrics import QueryOutcome, evaluate
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image, sha256_file
-from attribution_audit.sources.labelled import read_labelled
+from attribution_audit.sources.labelled import LabelledQuery, read_labelled
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.evaluations import QueryResult, RunInfo, StoredQuery
 
@@ -36,6 +36,13 @@ def import_query_set(audit: AuditStore, source: str | Path, name: str | None = N
             )
         return stored
     queries = read_labelled(path)
+    refuse_unknown_works(audit, path, queries)
+    return audit.evaluations.import_query_set(name or path.stem, str(path.resolve()), sha256_file(path), queries)
+
+
+def refuse_unknown_works(audit: AuditStore, path: Path, queries: Sequence[LabelledQuery]) -> None:
+    """ManifestError naming the first row of a labelled file whose ``work_ids`` names a work of no ingested
+    catalogue (a typo would count as a miss)."""
     unknown = audit.catalogue.unknown_work_ids([w for query in queries for w in query.work_ids])
     if unknown:
         line, work = next((q.line, w) for q in queries for w in q.work_ids if w in unknown)
@@ -43,7 +50,6 @@ def import_query_set(audit: AuditStore, source: str | Path, name: str | None = N
             f"{path}:{line}: true work {work!r} is in no ingested catalogue ({len(unknown)} unknown work id(s) in "
             "the file); fix its work_ids column, or ingest the catalogue that holds it first"
         )
-    return audit.evaluations.import_query_set(name or path.stem, str(path.resolve()), sha256_file(path), queries)
 
 
 @dataclass(frozen=True)
