@@ -12,7 +12,7 @@ import pytest
 from attribution_audit.services.ingest import ingest_source
 from attribution_audit.sources.manifest import open_source
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.exact import cache_folder, load_or_build
+from attribution_audit.store.exact import cache_folder, load_or_build, update_cache
 from attribution_audit.store.vectors import point_id_for
 from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
@@ -74,3 +74,17 @@ def test_an_ingest_brings_the_exact_cache_up_to_date_without_a_scroll(
         assert index.ids[found[0][0]] == point_id_for("museum", "w3")  # the changed vector, not the old one
     finally:
         store.close()
+
+
+def test_a_write_of_no_cached_vector_moves_the_cache_on_whole(tmp_path: Path) -> None:
+    """A run that wrote only vectors the cache does not hold (layouts) renames the cache to the new version: the
+    KD-tree is kept, nothing is copied, and the next search reads no vector of the collection."""
+    ids, vectors = [f"p{i}" for i in range(50)], unit_rows(50, 3)
+    built = load_or_build("kdtree", tmp_path, "v1", lambda: (ids, vectors))
+    files = sorted(p.name for p in (tmp_path / "v1").iterdir())
+    assert "kdtree.pkl" in files
+    assert update_cache(tmp_path, "v1", "v2", [], np.zeros((0, DIM), np.float32))
+    assert [p.name for p in tmp_path.iterdir()] == ["v2"]
+    assert sorted(p.name for p in (tmp_path / "v2").iterdir()) == files
+    again = load_or_build("kdtree", tmp_path, "v2", no_scroll)
+    np.testing.assert_array_equal(again.search(vectors[:3], 5)[0], built.search(vectors[:3], 5)[0])

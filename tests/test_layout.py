@@ -6,6 +6,7 @@ existed; the copy check draws the works nearest the query's layout besides the b
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.layout import LAYOUT_DIM, layout_vector
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.services import ingest
+from attribution_audit.services.catalogue import check
 from attribution_audit.sources.images import load_image
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.vectors import VectorStore
@@ -233,12 +235,22 @@ def test_a_chunk_of_failed_rows_gives_no_layout_twice(
     assert "2 unchanged" in again and "2 failed" in again and "layouts: 2 unchanged work(s)" in again
 
 
+def _swap_the_file(ingestion: ingest.Ingestion, works: Path) -> None:
+    page(9).save(works / "p0.png")  # another page, under W0's file name
+
+
+def _delete_the_point(ingestion: ingest.Ingestion, works: Path) -> None:
+    ingestion.store.delete([point_id_for("catalogue", "W0")])  # as `catalogue check --repair` may meanwhile
+
+
 @pytest.mark.slow
-def test_a_file_changed_during_the_back_fill_gives_its_work_no_layout(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("meanwhile", [_swap_the_file, _delete_the_point], ids=["file swapped", "point deleted"])
+def test_a_work_changed_during_the_back_fill_gets_no_layout(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[ingest.Ingestion, Path], None]
 ) -> None:
-    """The file of a work is swapped after this run hashed it unchanged and before its layout is read: the work
-    gets no layout of another image; the next run sees the change and embeds it again, layout included."""
+    """The file of a work is swapped, or its point deleted, after this run found it unchanged and before its layout
+    is written: the work gets no layout of another image and the run completes; the next run sees the change and
+    embeds the work again, layout included."""
     (tmp_path / "works").mkdir()
     for i in range(3):
         page(i).save(tmp_path / "works" / f"p{i}.png")
@@ -251,12 +263,12 @@ def test_a_file_changed_during_the_back_fill_gives_its_work_no_layout(
     store.close()
     classify = ingest.Ingestion.classify
 
-    def then_swapped(self: ingest.Ingestion, rows: list[object]) -> list[object]:
+    def then_changed(self: ingest.Ingestion, rows: list[object]) -> list[object]:
         todo = classify(self, rows)  # type: ignore[arg-type]
-        page(9).save(tmp_path / "works" / "p0.png")  # another page, under W0's file name
+        meanwhile(self, tmp_path / "works")
         return todo  # type: ignore[return-value]
 
-    monkeypatch.setattr(ingest.Ingestion, "classify", then_swapped)
+    monkeypatch.setattr(ingest.Ingestion, "classify", then_changed)
     swapped = cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER).stdout
     assert "layouts: 2 unchanged work(s)" in swapped
     monkeypatch.setattr(ingest.Ingestion, "classify", classify)
@@ -264,18 +276,34 @@ def test_a_file_changed_during_the_back_fill_gives_its_work_no_layout(
     assert point_id_for("catalogue", "W0") not in store.fetch([p.point_id for p in points], LAYOUT)[0]
     store.close()
     again = cli("ingest", str(tmp_path / "catalogue.csv"), "--embedder", EMBEDDER).stdout
-    assert "1 updated, 2 unchanged" in again
+    assert "2 unchanged" in again and "0 failed" in again and "layouts:" not in again
     store = _edge(cli.data_dir)
     (vector,) = store.fetch([point_id_for("catalogue", "W0")], LAYOUT)[1]
     np.testing.assert_array_equal(vector, _layout(load_image(tmp_path / "works" / "p0.png", target_size=224).image))
     store.close()
 
 
-def test_a_catalogue_of_precomputed_vectors_has_no_layout_and_check_says_so(cli: Cli, tmp_path: Path) -> None:
+def test_a_catalogue_of_precomputed_vectors_has_no_layouts_and_check_says_so(cli: Cli, tmp_path: Path) -> None:
     ids = [f"W{i}" for i in range(6)]
     (tmp_path / "vectors.csv").write_text("path,artist,work_id\n" + "".join(f"gone/{w}.png,A,{w}\n" for w in ids))
     vectors = np.random.default_rng(4).normal(size=(6, 1280)).astype(np.float32)
     np.savez(tmp_path / "vectors.npz", work_ids=np.array(ids), vectors=vectors)
     cli("ingest", str(tmp_path / "vectors.csv"), "--embedder", EMBEDDER, "--embeddings", str(tmp_path / "vectors.npz"))
     checked = cli("catalogue", "check", "--embedder", EMBEDDER).stdout
-    assert "layouts: 0/6 points: the collection has no layout space" in checked
+    assert "layouts: 0/6 points (copy detection's candidates by layout" in checked
+    store = _edge(cli.data_dir)
+    assert store.sizes()[LAYOUT] == LAYOUT_DIM  # the space, for the images a later ingest may bring
+    store.close()
+
+
+def test_catalogue_check_tells_a_collection_without_a_layout_space(sqlite_audit: AuditStore) -> None:
+    """A Qdrant server collection created before layouts holds none and never can: the check says so (None), where
+    a collection with the space counts its layouts."""
+    old, new = ServerStore(":memory:", "old"), ServerStore(":memory:", "new")
+    old.ensure_collection(CONTENT_DIM)
+    new.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM)
+    for store in (old, new):
+        store.upsert(_points(4, np.random.default_rng(5), layouts=True))
+    assert (check(sqlite_audit, old).layouts, check(sqlite_audit, new).layouts) == (None, 2)
+    old.close()
+    new.close()

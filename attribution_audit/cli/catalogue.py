@@ -85,6 +85,7 @@ def catalogue_check(
         "clean": report.clean,
         "coverage": report.coverage,
         "partial_spaces": report.partial_spaces,
+        "layouts": report.layouts,
     }
 
     def text() -> None:
@@ -109,7 +110,7 @@ def catalogue_check(
                 f"layouts: {report.layouts}/{report.points} points (copy detection's candidates by layout; a flat "
                 "image has none, a work ingested before layouts gets its own from the next `ingest` of its images)"
             )
-        else:
+        elif report.points and report.set_aside is None:
             typer.echo(
                 f"layouts: 0/{report.points} points: the collection has no layout space, so copy detection draws its "
                 "candidates from the base spaces only; `ingest` the catalogue's images again to add it (a Qdrant "

@@ -277,12 +277,14 @@ class Ingestion:
         """Give unchanged works their layout, of the image they were embedded from (the caller checked the sha256
         of the bytes decoded against the recorded one); their other vectors and payload stay as they are."""
         layouts = {
-            point_id_for(self.report.catalogue, row.work_id): vector
+            point_id_for(self.report.catalogue, row.work_id): (image.sha256, vector)
             for row, image in images
             if (vector := layout_vector(image.image)) is not None
         }
-        with_retries(lambda: self.store.set_layouts(layouts))
-        self.report.layouts_added += len(layouts)
+        current = self.store.image_hashes_of(list(layouts))  # a point deleted or rewritten meanwhile gets none
+        kept = {point: vector for point, (sha256, vector) in layouts.items() if current.get(point) == sha256}
+        with_retries(lambda: self.store.set_layouts(kept))
+        self.report.layouts_added += len(kept)
 
     def write(self, items: Sequence[Prepared], run_id: int) -> None:
         """Upsert the vectors (with retries), then record works, versions and embeddings in one transaction.
@@ -422,7 +424,7 @@ def ingest_source(
                     )
                     _add_layouts(ingestion, pool)
         store.build_index()
-        if exact_cache_dir is not None and before is not None:
+        if exact_cache_dir is not None and before is not None and (ingestion.written or report.layouts_added):
             _refresh_exact_caches(store, exact_cache_dir, before, ingestion.written)
         if isinstance(source, WangSource):
             report.labelled_queries = audit.evaluations.add_labelled_queries(
@@ -522,7 +524,7 @@ def _ingest_precomputed(
             continue
         prepared.append(Prepared(row, known_digest or ingestion.digest(row), vector))
     if prepared:
-        ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]))
+        ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]), None, LAYOUT_DIM)
         ingestion.write(prepared, run_id)
 
 

@@ -308,6 +308,15 @@ class VectorStore(ABC):
         }
 
     @final
+    def image_hashes_of(self, point_ids: Sequence[str]) -> dict[str, str]:
+        """Point id -> the ``image_sha256`` of its payload for those of ``point_ids`` the collection holds."""
+        ids = checked_ids(point_ids)
+        if not ids or self._vector_sizes() is None:
+            return {}
+        records = self._retrieve(ids, with_vector=False, with_payload=True)
+        return {str(r.id): str((r.payload or {}).get("image_sha256", "")) for r in records}
+
+    @final
     def content_version(self) -> str:
         """A string that changes whenever the collection's content may have changed (keys the exact-index cache)."""
         self._require()
