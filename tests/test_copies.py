@@ -232,7 +232,12 @@ def test_a_swapped_catalogue_file_is_no_evidence_of_a_copy(cli: Cli, tmp_path: P
         cli("evaluate", "copies", str(tmp_path / "labelled.csv"), "--format", "json", "--embedder", EMBEDDER).stdout
     )
     assert result["recall_by_subset"] == {"intact": 1.0, "swapped": 0.0}
+    assert result["copies_by_subset"] == {"intact": 1, "swapped": 1}
     assert result["not_run"] == {"not_run": 1}  # the swapped work could not be compared: not "no copy"
+    assert "W0: image file changed since ingest" in result["first_not_run"]  # and why
+    text = cli("evaluate", "copies", str(tmp_path / "labelled.csv"), "--embedder", EMBEDDER).stdout
+    assert "checks that could not run: 1 not_run, counted as misses and non-flags (the first: not_run: " in text
+    assert "  swapped: recall@1 0.000 (1)" in text
 
 
 def ingest_pages(cli: Cli, folder: Path, pages: int = 4) -> None:

@@ -62,13 +62,20 @@ def evaluate_copies(
             "measure": "false copy, 95 % upper bound",
         },
         *(
-            {"queries": f"copies: {subset or '-'}", "count": None, "rate": rate, "measure": "recall@1"}
+            {
+                "queries": f"copies: {subset or '-'}",
+                "count": result.copies_by_subset.get(subset),
+                "rate": rate,
+                "measure": "recall@1",
+            }
             for subset, rate in result.recall_by_subset.items()
         ),
     ]
 
     def text() -> None:
         not_run = ", ".join(f"{count} {status}" for status, count in sorted(result.not_run.items())) or "0"
+        if result.first_not_run:
+            not_run += f", counted as misses and non-flags (the first: {result.first_not_run})"
         typer.echo(
             f"copies: recall@1 {num(result.recall_at_1)} ({result.copies}); non-copies: false copy rate "
             f"{num(result.false_copy_rate)} ({result.false_copies} of {result.non_copies}, 95 % upper bound "
@@ -76,7 +83,7 @@ def evaluate_copies(
         )
         if any(result.recall_by_subset):  # no subset column: the overall line says it all
             for subset, rate in result.recall_by_subset.items():
-                typer.echo(f"  {subset or '-'}: recall@1 {num(rate)}")
+                typer.echo(f"  {subset or '-'}: recall@1 {num(rate)} ({result.copies_by_subset.get(subset)})")
         seconds = "n/a" if result.check_seconds is None else f"{result.check_seconds * 1000:.0f} ms"
         layouts = (
             f"and {result.layout_depth} by layout ({result.laid_out} of {result.points} works have one)"

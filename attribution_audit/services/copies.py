@@ -46,7 +46,8 @@ class _Verdict(NamedTuple):
 class CopyEvaluation:
     """recall@1 (the verdict names the labelled source work) on copies, overall and per subset (edit); false copy
     flags on non-copies with the rate's one-sided 95 % upper bound; the checks that could not run (``not_run`` or
-    ``failed``, counted among the misses and the non-flags), by status word; the mean seconds of one check; the
+    ``failed``, counted among the misses and the non-flags), by status word, and the first such status in full (its
+    reason); the mean seconds of one check; the
     margin to the threshold: the highest and the 99th percentile (nearest rank) of the non-copies' scores, and the
     lowest score of a copy named by its source (None when there is none)."""
 
@@ -64,6 +65,8 @@ class CopyEvaluation:
     layout_depth: int = 0  # candidates by layout (embedding.layout); 0 where the collection holds no layouts
     laid_out: int = 0  # the collection's points with a layout
     points: int = 0  # the collection's points
+    copies_by_subset: dict[str, int] = field(default_factory=dict)
+    first_not_run: str | None = None
     recall_by_subset: dict[str, float] = field(default_factory=dict)
     non_copy_score_max: float | None = None
     non_copy_score_p99: float | None = None
@@ -132,4 +135,6 @@ def evaluate_copies(
         non_copy_score_max=scores[-1] if scores else None,
         non_copy_score_p99=scores[math.ceil(0.99 * len(scores)) - 1] if scores else None,
         copy_score_min=min(named) if named else None,
+        copies_by_subset={subset: len(v) for subset, v in sorted(by_subset.items())},
+        first_not_run=next((v.status for v in verdicts if v.status.split(":")[0] not in (COPY, NO_COPY)), None),
     )
