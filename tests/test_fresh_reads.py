@@ -199,6 +199,13 @@ def test_the_recorded_versions_are_hashed_only_when_set_and_an_edit_breaks_verif
     engine.dispose()
 
 
+def models_failed(cli: Cli, records: int) -> str:
+    """What `audit verify` writes to stderr where the chain of ``records`` holds but the models check fails."""
+    failed = cli("audit", "verify", code=1)
+    assert f"chain OK: {records} records" in failed.stdout and "models OK" not in failed.stdout
+    return str(failed.stderr)
+
+
 def test_verify_fails_where_a_stored_model_no_longer_matches_the_records_it_scored(
     cli_on: Callable[[str], Cli], migrated_url: str
 ) -> None:
@@ -219,10 +226,9 @@ def test_verify_fails_where_a_stored_model_no_longer_matches_the_records_it_scor
     edited = {**audit.evaluations.calibration(name).as_json(), "intercept": 3.5}
     number = name.removeprefix("logistic-v")
     superuser_edit(engine, f"UPDATE calibration_models SET features = '{json.dumps(edited)}' WHERE id = {number}")
-    failed = cli("audit", "verify", code=1)
-    assert "chain OK: 2 records" in failed.stdout and "models OK" not in failed.stdout
+    stderr = models_failed(cli, 2)
     line = f"models FAIL: confidence model {name} no longer matches the fingerprint "
-    assert line in failed.stderr and "that 2 record(s) it scored hold" in failed.stderr
+    assert line in stderr and "that 2 record(s) it scored hold" in stderr
     verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
     assert verdict["ok"] is False and verdict["models"]["ok"] is False
     summary = cli("report", "summary").stdout
@@ -258,21 +264,18 @@ def test_verify_fails_where_records_were_scored_at_other_parameters_than_their_m
     ok = "models OK: the 1 stored confidence model(s) that scored records match the fingerprint and the parameters "
     assert ok in cli("audit", "verify").stdout
     fit_metrics({"parameters": {"space": "content", "top": "share", "k": 2}, "source": "spaces fit"})
-    failed = cli("audit", "verify", code=1)  # a calibrate model said to be a version's own that no version names
-    assert "chain OK: 2 records" in failed.stdout and "models OK" not in failed.stdout
+    # a calibrate model said to be a version's own that no version names
     assert (
         f"models FAIL: confidence model {name} scored 2 record(s) (the first: seq 1, request {ids[0]}) but its "
         "parameters cannot be read: its fit source is 'spaces fit', though no learned space version names it its "
         "own model: its calibration_models row was changed after them; restore it from a backup"
-    ) in failed.stderr
+    ) in models_failed(cli, 2)
     fit_metrics({"parameters": {"space": "style", "top": "share", "k": 10}})
-    failed = cli("audit", "verify", code=1)
-    assert "chain OK: 2 records" in failed.stdout and "models OK" not in failed.stdout
     assert (
         f"models FAIL: confidence model {name} now scores space style, space_version none, top share, but 2 "
         f"record(s) it scored (the first: seq 1, request {ids[0]}) were attributed at space content, space_version "
         "none, top share: its calibration_models row's parameters were changed after them; restore it from a backup"
-    ) in failed.stderr
+    ) in models_failed(cli, 2)
     verdict = json.loads(cli("audit", "verify", "--format", "json", code=1).stdout)
     assert verdict["ok"] is False and verdict["models"]["ok"] is False and len(verdict["models"]["problems"]) == 1
     fit_metrics("not an object")
@@ -320,18 +323,16 @@ def test_verify_fails_where_a_space_own_model_no_longer_says_it_is_one(
     metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
     other_k = json.dumps({**metrics, "parameters": {**metrics["parameters"], "k": 5}})
     superuser_edit(engine, f"UPDATE calibration_models SET fit_metrics = '{other_k}' WHERE id = {number}")
-    failed = cli("audit", "verify", code=1)  # an own model scores only the K it was fitted at: the records' too
-    assert f"confidence model {name} now scores space s, space_version 1, top share, k 5, but 1" in failed.stderr
-    assert "were attributed at space s, space_version 1, top share, k 10:" in failed.stderr
+    stderr = models_failed(cli, 1)  # an own model scores only the K it was fitted at: the records' too
+    assert f"confidence model {name} now scores space s, space_version 1, top share, k 5, but 1" in stderr
+    assert "were attributed at space s, space_version 1, top share, k 10:" in stderr
     edited = json.dumps({**metrics, "source": "calibrate"})
     superuser_edit(engine, f"UPDATE calibration_models SET fit_metrics = '{edited}' WHERE id = {number}")
-    failed = cli("audit", "verify", code=1)
-    assert "chain OK: 1 records" in failed.stdout and "models OK" not in failed.stdout
     assert (
         f"models FAIL: confidence model {name} scored 1 record(s) (the first: seq 1, request {request.id}) but its "
         "parameters cannot be read: its fit source is 'calibrate', not 'spaces fit', though learned space s version "
         "1 names it its own model: its calibration_models row was changed after them; restore it from a backup"
-    ) in failed.stderr
+    ) in models_failed(cli, 1)
     engine.dispose()
 
 

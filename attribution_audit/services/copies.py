@@ -47,9 +47,9 @@ class CopyEvaluation:
     """recall@1 (the verdict names the labelled source work) on copies, overall and per subset (edit); false copy
     flags on non-copies with the rate's one-sided 95 % upper bound; the checks that could not run (``not_run`` or
     ``failed``, counted among the misses and the non-flags), by status word, and the first such status in full (its
-    reason); the mean seconds of one check; the
-    margin to the threshold: the highest and the 99th percentile (nearest rank) of the non-copies' scores, and the
-    lowest score of a copy named by its source (None when there is none)."""
+    reason); the mean seconds of one check; the margin to the threshold: the highest and the 99th percentile
+    (nearest rank) of the non-copies' scores, and the lowest score of a copy named by its source (None when there is
+    none)."""
 
     copies: int
     recall_at_1: float | None
@@ -116,6 +116,7 @@ def evaluate_copies(
     flags = [verdict.copy_of is not None for verdict in others]
     scores = sorted(verdict.score for verdict in others)
     named = [verdict.score for verdict in copies if verdict.named]
+    unrun = [verdict.status for verdict in verdicts if verdict.status.split(":")[0] not in (COPY, NO_COPY)]
     return CopyEvaluation(
         copies=len(hits),
         recall_at_1=sum(hits) / len(hits) if hits else None,
@@ -123,7 +124,7 @@ def evaluate_copies(
         false_copies=sum(flags),
         false_copy_rate=sum(flags) / len(flags) if flags else None,
         false_copy_rate_upper_95=rate_upper_bound(sum(flags), len(flags)),
-        not_run=dict(Counter(w for v in verdicts if (w := v.status.split(":")[0]) not in (COPY, NO_COPY))),
+        not_run=dict(Counter(status.split(":")[0] for status in unrun)),
         threshold=COPY_SCORE,
         method=METHOD,
         depth=settings.copy_depth,
@@ -136,5 +137,5 @@ def evaluate_copies(
         non_copy_score_p99=scores[math.ceil(0.99 * len(scores)) - 1] if scores else None,
         copy_score_min=min(named) if named else None,
         copies_by_subset={subset: len(v) for subset, v in sorted(by_subset.items())},
-        first_not_run=next((v.status for v in verdicts if v.status.split(":")[0] not in (COPY, NO_COPY)), None),
+        first_not_run=unrun[0] if unrun else None,
     )

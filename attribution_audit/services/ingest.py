@@ -202,8 +202,7 @@ class Ingestion:
         self.allow_artist_changes = allow_artist_changes
         self.known: dict[str, KnownWork] = {}  # the current chunk's works the catalogue has (read once by classify)
         self.written: list[str] = []  # point ids upserted by this run (to bring the exact caches up to date)
-        # the current chunk's unchanged works whose point has no layout, with their image's recorded sha256
-        self.without_layout: list[tuple[ManifestRow, str]] = []
+        self.without_layout: list[ManifestRow] = []  # the current chunk's unchanged works whose point has no layout
 
     def digest(self, row: ManifestRow) -> str:
         """The content hash of a row's work: its image file, or for a precomputed vector whose image is not on this
@@ -221,7 +220,7 @@ class Ingestion:
         self.known = known
         present = self.store.existing_ids([point_id_for(name, r.work_id) for r in rows])
         todo: list[tuple[ManifestRow, str | None]] = []
-        unchanged: list[tuple[ManifestRow, str]] = []
+        unchanged: list[ManifestRow] = []
         for row in rows:
             work = known.get(row.work_id)
             if work is not None and work.withdrawn:
@@ -257,31 +256,31 @@ class Ingestion:
                 and point_id_for(name, row.work_id) in present
             ):
                 self.report.unchanged += 1
-                unchanged.append((row, work.image_sha256))
+                unchanged.append(row)
             else:
                 todo.append((row, digest))
         self.without_layout = self._without_layout(unchanged)
         return todo
 
-    def _without_layout(self, rows: list[tuple[ManifestRow, str]]) -> list[tuple[ManifestRow, str]]:
-        """Those of the unchanged (row, recorded sha256) whose point has no layout, where this run embeds images
-        into a collection with a layout space (a work ingested before layouts existed; a flat image's point has
-        none, and gets none)."""
+    def _without_layout(self, rows: list[ManifestRow]) -> list[ManifestRow]:
+        """Those of the unchanged rows whose point has no layout, where this run embeds images into a collection
+        with a layout space (a work ingested before layouts existed; a flat image's point has none, and gets none)."""
         if not rows or self.vectors is not None or LAYOUT not in self.store.sizes():
             return []
-        ids = {point_id_for(self.report.catalogue, row.work_id): (row, sha) for row, sha in rows}
+        ids = {point_id_for(self.report.catalogue, row.work_id): row for row in rows}
         laid = set(self.store.fetch(list(ids), LAYOUT)[0])
-        return [item for point, item in ids.items() if point not in laid]
+        return [row for point, row in ids.items() if point not in laid]
 
     def add_layouts(self, images: Sequence[tuple[ManifestRow, LoadedImage]]) -> None:
-        """Give unchanged works their layout, of the image they were embedded from (the caller checked the sha256
-        of the bytes decoded against the recorded one); their other vectors and payload stay as they are."""
+        """Give unchanged works their layout, each of the image its point was embedded from: only where the bytes
+        decoded still have the sha256 in the point's payload (a file changed since :meth:`classify` hashed it, or a
+        point deleted or rewritten meanwhile, gets none); the other vectors and the payload stay as they are."""
         layouts = {
             point_id_for(self.report.catalogue, row.work_id): (image.sha256, vector)
             for row, image in images
             if (vector := layout_vector(image.image)) is not None
         }
-        current = self.store.image_hashes_of(list(layouts))  # a point deleted or rewritten meanwhile gets none
+        current = self.store.image_hashes(list(layouts))
         kept = {point: vector for point, (sha256, vector) in layouts.items() if current.get(point) == sha256}
         with_retries(lambda: self.store.set_layouts(kept))
         self.report.layouts_added += len(kept)
@@ -490,15 +489,12 @@ def _ingest_images(
 
 def _add_layouts(ingestion: Ingestion, pool: ThreadPoolExecutor) -> None:
     """Decode, in worker threads, the images of the chunk's unchanged works that have no layout, and write their
-    layouts. A work whose file no longer decodes under today's limits, or changed since :meth:`Ingestion.classify`
-    hashed it, keeps none: it is unchanged in this run, and the next run sees the change."""
-    todo, ingestion.without_layout = ingestion.without_layout, []  # once: the next chunk's classify sets its own
-    decoded = list(pool.map(_decode, [row for row, _ in todo]))
-    loaded = [
-        (row, image)
-        for (row, recorded), image in zip(todo, decoded, strict=True)
-        if isinstance(image, LoadedImage) and image.sha256 == recorded
-    ]
+    layouts (:meth:`Ingestion.add_layouts`). A work whose file no longer decodes under today's limits, or changed
+    since :meth:`Ingestion.classify` hashed it, keeps none: it is unchanged in this run, and the next run sees the
+    change."""
+    rows, ingestion.without_layout = ingestion.without_layout, []  # once: the next chunk's classify sets its own
+    decoded = list(pool.map(_decode, rows))
+    loaded = [(row, image) for row, image in zip(rows, decoded, strict=True) if isinstance(image, LoadedImage)]
     if loaded:
         ingestion.add_layouts(loaded)
 

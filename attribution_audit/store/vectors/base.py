@@ -297,23 +297,17 @@ class VectorStore(ABC):
             self._set_vectors(LAYOUT, {point: _floats(layouts[point]) for point in ids[start : start + UPSERT_BATCH]})
 
     @final
-    def image_hashes(self) -> dict[str, str]:
-        """Point id -> the ``image_sha256`` of its payload ("" where absent) for every point (consistency checks);
-        ``{}`` before the collection is created."""
-        if self._vector_sizes() is None:
+    def image_hashes(self, point_ids: Sequence[str] | None = None) -> dict[str, str]:
+        """Point id -> the ``image_sha256`` of its payload ("" where absent) for every point (consistency checks), or
+        for those of ``point_ids`` the collection holds; ``{}`` before the collection is created."""
+        ids = None if point_ids is None else checked_ids(point_ids)
+        if ids == [] or self._vector_sizes() is None:
             return {}
-        return {
-            str(r.id): str((r.payload or {}).get("image_sha256", ""))
-            for r in self._records(with_vector=False, with_payload=["image_sha256"])
-        }
-
-    @final
-    def image_hashes_of(self, point_ids: Sequence[str]) -> dict[str, str]:
-        """Point id -> the ``image_sha256`` of its payload for those of ``point_ids`` the collection holds."""
-        ids = checked_ids(point_ids)
-        if not ids or self._vector_sizes() is None:
-            return {}
-        records = self._retrieve(ids, with_vector=False, with_payload=True)
+        records = (
+            self._records(with_vector=False, with_payload=["image_sha256"])
+            if ids is None
+            else self._retrieve(ids, with_vector=False, with_payload=True)
+        )
         return {str(r.id): str((r.payload or {}).get("image_sha256", "")) for r in records}
 
     @final
