@@ -421,6 +421,7 @@ def test_calibrate_round_trip(
             "agreement_spaces",
             "centroid_log_odds",
             "centroid_log_odds_others",
+            "crop_log_odds",
         ]
         assert row.fit_metrics["cv_auroc"] == scores["cv_auroc"] and row.fit_metrics["folds"] == 3
         model = demo_audit.evaluations.latest_calibration(attributor.embedder_fingerprint)
@@ -459,6 +460,7 @@ def test_calibrate_round_trip(
         "agreement_spaces": result.agreement_spaces,
         "centroid_log_odds": result.centroid_log_odds,
         "centroid_log_odds_others": result.centroid_log_odds_others,
+        "crop_log_odds": result.crop_log_odds,
     }
     assert result.confidence == pytest.approx(model.predict(features), abs=1e-12)
     assert result.confidence != pytest.approx(confidence_score(result.entropy, result.nn_distance), abs=1e-6)
@@ -535,9 +537,9 @@ def test_too_few_of_a_kind_for_the_folds_names_the_folds_that_would_do() -> None
 def test_a_model_ranking_worse_than_the_confidence_requests_keep_is_refused() -> None:
     """Indicators that carry nothing (seeded noise) against a default formula that ranks every query right: the
     model's out-of-fold AUROC is below the default's, so it must not become the active confidence."""
-    rng = np.random.default_rng(12)
+    rng = np.random.default_rng(0)
     y = np.array([1.0, 0.0] * 20)
-    x = rng.normal(size=(40, len(CALIBRATION_FEATURES)))  # noise: out-of-fold AUROC 0.76 by chance (above 0.5)
+    x = rng.normal(size=(40, len(CALIBRATION_FEATURES)))  # noise: out-of-fold AUROC 0.765 by chance (above 0.5)
     _, _, scores = fit_and_score(x, y, (0.2 + 0.6 * y).tolist(), 5, source="labelled.csv")
     assert scores["default_auroc"] == 1.0 and scores["cv_auroc"] is not None and scores["cv_auroc"] < 0.9
     formula = Baseline("default-v1", "the default formula", scores["default_auroc"], scores["default_ece"])

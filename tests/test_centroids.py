@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import EMBEDDER, Cli
 from dbtools import superuser_edit
 from sqlalchemy import create_engine
@@ -351,6 +352,47 @@ def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, de
     replay = json.loads(cli("audit", "replay", learned["request_id"], "--json").stdout)
     assert replay["replay"]["centroid_log_odds"] == pytest.approx(learned["centroid_log_odds"])
     assert "chain OK" in cli("audit", "verify").stdout
+
+
+@pytest.mark.slow
+def test_a_learned_space_request_records_its_artists_log_odds_over_the_images_corner_crops(
+    cli: Cli, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """crop_log_odds: the mean of the reported artist's log-odds over the four corner crops of the image (each side
+    3/4 of the image's), in the request's learned space; null in a base space. The crops' vectors are recorded (the
+    chain covers them): a replay measures the same value, and a record whose crop bytes were changed is refused in
+    one line."""
+    embedder = ["--embedder", EMBEDDER]
+    image = tmp_path / "between.png"  # two artists' images half and half: log-odds within the clip (+-30)
+    with Image.open(demo_catalogue.queries[2].path) as a, Image.open(demo_catalogue.queries[3].path) as b:
+        Image.blend(a.convert("RGB"), b.convert("RGB").resize(a.size), 0.5).save(image)
+    cli("ingest", str(demo_catalogue.manifest), *embedder, "--spaces", "content,style")
+    cli("spaces", "fit", "painters", "--crops", "0", "--from", "style", *embedder)
+    (content,) = json.loads(cli("attribute", str(image), "--json", *embedder).stdout)
+    (learned,) = json.loads(cli("attribute", str(image), "--space", "painters", "--json", *embedder).stdout)
+    assert content["crop_log_odds"] is None
+    settings = load_settings(data_dir=cli.data_dir, database_url=cli.database_url)
+    with open_attributor(settings, cli.audit(), EMBEDDER) as attributor:
+        picture = load_image(image, target_size=224).image
+        w, h = picture.size
+        cw, ch = int(w * 0.75), int(h * 0.75)
+        corners = [(0, 0, cw, ch), (w - cw, 0, w, ch), (0, h - ch, cw, h), (w - cw, h - ch, w, h)]
+        crops = attributor.embed([picture.crop(box) for box in corners], "style")
+        space = attributor.space_of(AttributionParams(space="painters"))[0]
+        odds = [space.centroid_log_odds(crop, learned["top_artist"]) for crop in crops]
+    print("PROBE", odds, learned["centroid_log_odds"], [q.path.name for q in demo_catalogue.queries])
+    assert learned["crop_log_odds"] == pytest.approx(float(np.mean(odds)), rel=1e-3, abs=1e-3)
+    assert learned["crop_log_odds"] != pytest.approx(learned["centroid_log_odds"], abs=1e-3)  # not the whole image
+    shown = cli("audit", "show", learned["request_id"]).stdout
+    assert f"crop log-odds {learned['crop_log_odds']:.3f}" in shown
+    replay = json.loads(cli("audit", "replay", learned["request_id"], "--json").stdout)
+    assert replay["replay"]["crop_log_odds"] == pytest.approx(learned["crop_log_odds"], abs=1e-9)
+    assert "chain OK" in cli("audit", "verify").stdout
+    where = f"WHERE id = '{learned['request_id']}'"
+    superuser_edit(cli.engine(), f"UPDATE attribution_requests SET crop_vectors = X'0000803f' {where}")
+    refused = cli("audit", "replay", learned["request_id"], code=1)
+    assert "records crop vectors of 4 bytes" in refused.stderr and refused.stderr.count("\n") == 1
+    assert cli("audit", "verify", code=1).stderr.startswith("chain BROKEN at seq 2")
 
 
 @pytest.mark.slow

@@ -123,6 +123,7 @@ def test_a_downgrade_refuses_to_drop_the_neighbours_image_digest_that_holds_valu
         ("centroid_log_odds_others", 30.0, "0016"),
         ("other_space_versions", "fontboth:3,fontstyle:2", "0017"),
         ("confidence_model_sha256", "ab" * 32, "0018"),
+        ("crop_log_odds", -2.5, "0021"),
     ],
 )
 def test_a_downgrade_refuses_to_drop_a_hashed_metrics_column_that_holds_values(

@@ -226,18 +226,25 @@ def test_features_at_by_hand() -> None:
     assert features_at(empty, 3) == ({**none, **dict.fromkeys(LOGGED_INDICATORS)}, None, ())
 
 
-LOGGED = {"agreement": 0.5, "agreement_spaces": 0.75, "centroid_log_odds": 2.0, "centroid_log_odds_others": None}
+LOGGED = {
+    "agreement": 0.5,
+    "agreement_spaces": 0.75,
+    "centroid_log_odds": 2.0,
+    "centroid_log_odds_others": None,
+    "crop_log_odds": -1.5,
+}
+SAME_ARTIST = ("centroid_log_odds", "centroid_log_odds_others", "crop_log_odds")  # of the query and artist only
 
 
 @pytest.mark.parametrize(
     ("logged_top", "recorded_k", "k", "top", "known"),
     [
         ("A", 3, 3, "share", LOGGED_INDICATORS),  # the logged request itself
-        ("A", 3, 2, "share", ("centroid_log_odds", "centroid_log_odds_others")),  # same artist, another K
+        ("A", 3, 2, "share", SAME_ARTIST),  # same artist, another K
         ("B", 3, 2, "share", ()),  # at K = 2 the share rule names A, not the logged B
         ("B", 3, 3, "centroid", LOGGED_INDICATORS),  # the centroid rule's artist is the logged one at every K
-        ("B", 3, 1, "centroid", ("centroid_log_odds", "centroid_log_odds_others")),
-        ("A", None, 3, "share", ("centroid_log_odds", "centroid_log_odds_others")),  # K not logged
+        ("B", 3, 1, "centroid", SAME_ARTIST),
+        ("A", None, 3, "share", SAME_ARTIST),  # K not logged
     ],
 )
 def test_features_at_takes_the_logged_indicators_only_where_a_request_at_k_records_the_same(
@@ -815,7 +822,7 @@ def test_evaluate_run_scores_a_calibrated_confidence_with_the_logged_agreements_
     the requests record); at another K the agreement is unknown: the queries are left out and counted."""
     cli.restore(ingested_with_style)
     names = CALIBRATION_FEATURES
-    coef = [-1.0, -1.0, 0.0, 1.0, 2.0, 2.0, 0.01, 0.01]  # not the margin: requests measure it over more candidates
+    coef = [-1.0, -1.0, 0.0, 1.0, 2.0, 2.0, 0.01, 0.01, 0.01]  # not the margin: requests measure it over more candidates
     engine = cli.engine()
     try:
         audit = AuditStore(engine)

@@ -40,6 +40,8 @@ EDITS = [
     "UPDATE attribution_metrics SET centroid_log_odds_others = 0.5 WHERE request_id = :id",
     "UPDATE attribution_metrics SET other_space_versions = 'fontboth:3' WHERE request_id = :id",
     "UPDATE attribution_metrics SET confidence_model_sha256 = 'cd' WHERE request_id = :id",
+    "UPDATE attribution_metrics SET crop_log_odds = 0.5 WHERE request_id = :id",
+    "UPDATE attribution_requests SET crop_vectors = X'0000803f' WHERE id = :id",
     "DELETE FROM attribution_metrics WHERE request_id = :id",
     "DELETE FROM attribution_neighbours WHERE request_id = :id AND rank = 2",
 ]

@@ -1154,6 +1154,7 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
         ("agreement_spaces", 0.75),
         ("centroid_log_odds", 1.5),
         ("centroid_log_odds_others", -0.25),
+        ("crop_log_odds", 0.75),
         ("other_space_versions", "fontboth:3,fontstyle:2"),
         ("confidence_model_sha256", "ab" * 32),
     ):
@@ -1171,6 +1172,7 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
         ("agreement of spaces", "0.750"),
         ("centroid log-odds (this learned space)", "1.500"),
         ("centroid log-odds (mean over the other learned spaces)", "-0.250"),
+        ("crop log-odds (mean over the four corner crops, this learned space)", "0.750"),
         ("other learned spaces these read (name:version)", "fontboth:3,fontstyle:2"),
         ("fingerprint of the confidence model (sha256)", "ab" * 32),
     ):
@@ -1179,7 +1181,7 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
     assert "far or disagree" not in html
     cli("report", "request", formula.id, "--html", str(page))
     html = page.read_text(encoding="utf-8")
-    assert html.count("<td>not recorded</td>") == 5  # the same rows, said absent
+    assert html.count("<td>not recorded</td>") == 6  # the same rows, said absent
     assert "<th>fingerprint of the confidence model (sha256)</th><td>none (a formula)</td>" in html
     assert "<strong>Low confidence (0.200 &lt; 0.5)</strong>: the default formula gives it: the nearest works" in html
 

@@ -408,6 +408,8 @@ def print_attribution(result: Attribution) -> None:
         typer.echo(
             f"  centroid log-odds in the other learned spaces {result.centroid_log_odds_others:.3f} (their mean)"
         )
+    if result.crop_log_odds is not None:
+        typer.echo(f"  crop log-odds {result.crop_log_odds:.3f} (this top artist over the image's corner crops, mean)")
     if result.confidence_model_sha256 is not None:
         typer.echo(f"  confidence model {result.confidence_model} sha256 {t(result.confidence_model_sha256)}")
     if result.other_space_versions:  # a record that read none (or from before revision 0018) says nothing

@@ -27,9 +27,10 @@ CALIBRATION_FEATURES = (
     "agreement_spaces",
     "centroid_log_odds",
     "centroid_log_odds_others",
+    "crop_log_odds",
 )
 # the indicators a request reads from other spaces or a learned space's centroids, not from its own neighbours
-LOGGED_INDICATORS = ("agreement", "agreement_spaces", "centroid_log_odds", "centroid_log_odds_others")
+LOGGED_INDICATORS = ("agreement", "agreement_spaces", "centroid_log_odds", "centroid_log_odds_others", "crop_log_odds")
 DEFAULT_MODEL_NAME = "default-v1"
 DEFAULT_CENTROID_MODEL_NAME = "default-centroid-v1"  # the default formula of the ``centroid`` rule
 STORED_MODEL_PREFIX = "logistic-v"  # a stored (fitted) model is named logistic-v<N>; a default formula is not
@@ -102,6 +103,7 @@ def feature_value(features: dict[str, float | None], name: str) -> float:
             "agreement_spaces": 0.0,
             "centroid_log_odds": -LOG_ODDS_BOUND,
             "centroid_log_odds_others": -LOG_ODDS_BOUND,
+            "crop_log_odds": -LOG_ODDS_BOUND,
         }[name]
     return float(value)
 

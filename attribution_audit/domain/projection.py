@@ -20,6 +20,7 @@ LOG_ODDS_BOUND = 30.0  # of an artist's log-odds under the centroids' model
 DEFAULT_CROPS = 2  # crops of each work a learned space is fitted on too (``spaces fit --crops``)
 MAX_CROPS = 16  # crops of each work at most (each costs an embedding of every work)
 CROP_SIDE = (0.6, 0.85)  # the range of a crop's side, as a fraction of the image's (the same for width and height)
+QUERY_CROP_SIDE = 0.75  # a query's crops (:func:`query_crop_boxes`): each side this fraction of the image's
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -126,6 +127,19 @@ def crop_boxes(width: int, height: int, count: int, sha256: str) -> list[tuple[i
         x, y = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
         boxes.append((x, y, x + cw, y + ch))
     return boxes
+
+
+def query_crop_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The boxes (left, upper, right, lower) of a query image's four corner crops, each side QUERY_CROP_SIDE of the
+    image's (inside the range the learned spaces are fitted on): where a learned space places them measures whether
+    the reported artist holds across the image (the ``crop_log_odds`` indicator)."""
+    cw, ch = max(1, int(width * QUERY_CROP_SIDE)), max(1, int(height * QUERY_CROP_SIDE))
+    return [
+        (0, 0, cw, ch),
+        (width - cw, 0, width, ch),
+        (0, height - ch, cw, height),
+        (width - cw, height - ch, width, height),
+    ]
 
 
 @dataclass(frozen=True)

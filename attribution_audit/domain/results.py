@@ -68,6 +68,7 @@ class Attribution:
     agreement_spaces: float | None = None  # share of the shard's other spaces whose top artist is this one
     centroid_log_odds: float | None = None  # the top artist's log-odds among a learned space's artist centroids
     centroid_log_odds_others: float | None = None  # its mean log-odds in the shard's other learned spaces
+    crop_log_odds: float | None = None  # its mean log-odds over the query's corner crops, in the request's space
     # The other learned spaces those two read, "name:version,..." (:func:`space_versions`); None before revision 0018.
     other_space_versions: str | None = None
     confidence_model_sha256: str | None = None  # the stored model's fingerprint (None: a default formula, or older)
@@ -146,6 +147,7 @@ LATER_INDICATORS = {
     "centroid_log_odds_others": "0017",
     "other_space_versions": "0018",
     "confidence_model_sha256": "0019",
+    "crop_log_odds": "0022",
 }
 
 
@@ -257,3 +259,4 @@ class RequestDraft:
     replay_of: str | None = None
     evaluation: tuple[int, int] | None = None
     confidence_model_sha256: str | None = None  # the stored model's :meth:`LogisticModel.fingerprint`
+    crop_vectors: np.ndarray | None = None  # its crops' vectors as rows (QueryVectors.crop_rows)

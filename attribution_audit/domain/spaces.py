@@ -23,12 +23,14 @@ from attribution_audit.domain.ranking import apply_k_policy, by_score, fused_sim
 
 @dataclass(frozen=True)
 class QueryVectors:
-    """The vectors of one query, one per base space it was embedded in (``style`` only when asked for), and its
-    projected coordinates in the learned spaces (name, version) it was placed in (:meth:`Space.placed`)."""
+    """The vectors of one query, one per base space it was embedded in (``style`` only when asked for), its
+    projected coordinates in the learned spaces (name, version) it was placed in (:meth:`Space.placed`), and the
+    vectors of its corner crops (:func:`query_crop_boxes`; embedded for a request in a learned space)."""
 
     content: np.ndarray
     style: np.ndarray | None = None
     projected: Mapping[tuple[str, int], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    crops: tuple[QueryVectors, ...] = field(default=(), compare=False, repr=False)
 
     def of(self, space: str) -> np.ndarray:
         """The vector of a base space; ValueError when the query was not embedded in it."""
@@ -40,6 +42,24 @@ class QueryVectors:
     def as_dict(self) -> dict[str, np.ndarray]:
         """{base space: vector} of the vectors the query has."""
         return {CONTENT: self.content} | ({STYLE: self.style} if self.style is not None else {})
+
+    def crop_rows(self) -> np.ndarray | None:
+        """The crops' vectors as rows (each crop's content vector, then its style vector when it has one), as the
+        audit record keeps them; None without crops."""
+        if not self.crops:
+            return None
+        return np.vstack([np.concatenate([c.content, *([] if c.style is None else [c.style])]) for c in self.crops])
+
+    def with_crop_rows(self, rows: np.ndarray) -> QueryVectors:
+        """The query with the crops of :meth:`crop_rows`'s ``rows`` (split as the query's own vectors are sized);
+        ValueError when they are not so sized."""
+        split = len(self.content)
+        width = split + (0 if self.style is None else len(self.style))
+        if rows.ndim != 2 or rows.shape[1] != width:
+            raise ValueError(f"crop rows of shape {rows.shape}, not (n, {width})")
+        return replace(
+            self, crops=tuple(QueryVectors(r[:split], r[split:] if self.style is not None else None) for r in rows)
+        )
 
 
 class SearchEngine(Protocol):
@@ -97,6 +117,11 @@ class Space(ABC):
     def centroid_log_odds(self, query: QueryVectors, artist: str) -> float | None:
         """The log-odds of ``artist`` under the space's model of the artists' centroids (a learned space's; None
         in a space without one)."""
+        return None
+
+    def crop_log_odds(self, query: QueryVectors, artist: str) -> float | None:
+        """The mean log-odds of ``artist`` over the query's crops (:attr:`QueryVectors.crops`) under the space's
+        model of the artists' centroids (a learned space's; None in a space without one, or without crops)."""
         return None
 
     def most_likely_artist(self, query: QueryVectors) -> str | None:
@@ -296,6 +321,15 @@ class LearnedSpace(Space):
         if self.centroids is None:
             return None
         return self.centroids.log_odds(self.coordinates([query])[0], artist)
+
+    def crop_log_odds(self, query: QueryVectors, artist: str) -> float | None:
+        """The mean of ``artist``'s log-odds (:meth:`centroid_log_odds`) over the query's crops: how far the artist
+        holds across the image; None without crops, without the model or for an artist without works in it."""
+        if self.centroids is None or not query.crops:
+            return None
+        centroids = self.centroids
+        found = [v for row in self.coordinates(query.crops) if (v := centroids.log_odds(row, artist)) is not None]
+        return sum(found) / len(found) if found else None
 
     @property
     def has_centroids(self) -> bool:

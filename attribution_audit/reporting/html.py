@@ -160,6 +160,10 @@ def request_context(
             ("centroid log-odds (this learned space)", later(attribution.centroid_log_odds)),
             ("centroid log-odds (mean over the other learned spaces)", later(attribution.centroid_log_odds_others)),
             (
+                "crop log-odds (mean over the four corner crops, this learned space)",
+                later(attribution.crop_log_odds),
+            ),
+            (
                 "other learned spaces these read (name:version)",
                 NOT_RECORDED if (read := attribution.other_space_versions) is None else read or "none",
             ),

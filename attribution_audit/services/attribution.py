@@ -20,7 +20,7 @@ from attribution_audit.domain.confidence import STORED_MODEL_PREFIX, LogisticMod
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import CENTROID, DEFAULT_K, FUSED, AttributionParams, verify_rate
 from attribution_audit.domain.points import CONTENT, LAYOUT, STYLE, Hit
-from attribution_audit.domain.projection import Projection
+from attribution_audit.domain.projection import Projection, query_crop_boxes
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft, parse_space_versions
 from attribution_audit.domain.spaces import (
     LEARNED_BASES,
@@ -363,6 +363,7 @@ class Attributor:
                 "agreement_spaces": spaces_agree,
                 "agreement": agreement,
                 "centroid_log_odds": space.centroid_log_odds(query, top) if top is not None else None,
+                "crop_log_odds": space.crop_log_odds(query, top) if top is not None else None,
                 "centroid_log_odds_others": self.centroid_log_odds_others(read, query, top),
             },
             top_artist=top,
@@ -560,23 +561,32 @@ class Attributor:
 
     def embed(self, images: Sequence[Any], space: str) -> list[QueryVectors]:
         """The query vectors a space needs of each image (content and style from one forward pass); both, whatever
-        the space, when the shard holds style vectors and copy detection or the agreement between spaces uses them.
-        Only the space's base spaces are read (of a learned space's newest version read): nothing is cached for
-        the requests, which read their version themselves (the service embeds in another thread)."""
+        the space, when the shard holds style vectors and copy detection or the agreement between spaces uses them;
+        in a learned space with those of the image's corner crops too (:func:`query_crop_boxes`, in the same
+        forward passes: the ``crop_log_odds`` indicator). Only the space's base spaces are read (of a learned
+        space's newest version read): nothing is cached for the requests, which read their version themselves (the
+        service embeds in another thread)."""
         if self.embedder is None:
             raise ValueError("this Attributor was built without an embedder")
         if space in SPACES:
             bases = space_named(space).bases
         else:
             bases = LEARNED_BASES[self._fitted_version(space, self._newest.get(space))[0].base]
+        cut = [] if space in SPACES else [image.crop(box) for image in images for box in query_crop_boxes(*image.size)]
         wanted = STYLE in bases
         style_helps = self.copy_depth > 0 or self.has_both_spaces()
         if not wanted and (self.style_embedder is None or self.coverage.get(STYLE, 0) == 0 or not style_helps):
-            return [QueryVectors(v) for v in self.embedder.embed(images)]
-        if self.style_embedder is None:
+            found = [QueryVectors(v) for v in self.embedder.embed([*images, *cut])]
+        elif self.style_embedder is None:
             raise ValueError(f"the {space} space needs a style embedder")
-        contents, styles = self.style_embedder.embed_both(images)
-        return [QueryVectors(c, s) for c, s in zip(contents, styles, strict=True)]
+        else:
+            contents, styles = self.style_embedder.embed_both([*images, *cut])
+            found = [QueryVectors(c, s) for c, s in zip(contents, styles, strict=True)]
+        whole, crops = found[: len(images)], found[len(images) :]
+        if not crops:
+            return whole
+        per_image = len(crops) // len(whole)
+        return [replace(q, crops=tuple(crops[i * per_image : (i + 1) * per_image])) for i, q in enumerate(whole)]
 
     def record(
         self,
@@ -605,6 +615,7 @@ class Attributor:
             image_sha256=image_sha256,
             content_vector=query.content,
             style_vector=query.style,
+            crop_vectors=query.crop_rows(),
             requester=requester or self.requester,
             embedder_name=self.embedder_name,
             embedder_fingerprint=self.embedder_fingerprint,

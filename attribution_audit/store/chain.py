@@ -190,7 +190,7 @@ class StoredRequest:
 # Columns added after records were hashed, by table: covered when set, left out when empty (older records keep their
 # hash). attribution_requests.image_sha256 (the query's) is always covered: only the neighbours' is added here.
 _COVERED_WHEN_SET = {
-    _REQUESTS.name: frozenset[str](),
+    _REQUESTS.name: frozenset({"crop_vectors"}),
     _NEIGHBOURS.name: frozenset({"image_sha256"}),
     _SHARES.name: frozenset[str](),
     _METRICS.name: frozenset(
@@ -205,6 +205,7 @@ _COVERED_WHEN_SET = {
             "centroid_log_odds_others",
             "other_space_versions",
             "confidence_model_sha256",
+            "crop_log_odds",
         }
     ),
 }

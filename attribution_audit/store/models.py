@@ -200,6 +200,7 @@ class AttributionRequest(Base):
     replay_of: Mapped[str | None] = mapped_column(String(36), index=True)
     evaluation_run_id: Mapped[int | None] = mapped_column(ForeignKey("evaluation_runs.id"), index=True)
     labelled_query_id: Mapped[int | None] = mapped_column(ForeignKey("labelled_queries.id"), index=True)
+    crop_vectors: Mapped[bytes | None] = mapped_column(LargeBinary)  # migration 0022: the query's corner crops
 
     neighbours: Mapped[list[AttributionNeighbour]] = relationship(
         order_by="AttributionNeighbour.rank", back_populates="request"
@@ -271,6 +272,7 @@ class AttributionMetrics(Base):
     centroid_log_odds_others: Mapped[float | None] = mapped_column(Float)  # migration 0017
     other_space_versions: Mapped[str | None] = mapped_column(Text)  # migration 0018
     confidence_model_sha256: Mapped[str | None] = mapped_column(Text)  # migration 0019
+    crop_log_odds: Mapped[float | None] = mapped_column(Float)  # migration 0022
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 

@@ -25,7 +25,7 @@ from attribution_audit.domain.results import (
     space_versions,
 )
 from attribution_audit.domain.spaces import QueryVectors
-from attribution_audit.errors import NotFoundError
+from attribution_audit.errors import DatabaseError, NotFoundError
 from attribution_audit.store import chain
 from attribution_audit.store.chain import StoredRequest
 from attribution_audit.store.database import read_scope, session_scope, write_connection
@@ -130,6 +130,7 @@ def to_attribution(
         agreement_spaces=_optional(m.get("agreement_spaces")),
         centroid_log_odds=_optional(m.get("centroid_log_odds")),
         centroid_log_odds_others=_optional(m.get("centroid_log_odds_others")),
+        crop_log_odds=_optional(m.get("crop_log_odds")),
         other_space_versions=m.get("other_space_versions"),
         confidence_model_sha256=m.get("confidence_model_sha256"),
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
@@ -138,6 +139,22 @@ def to_attribution(
 
 def _vector(raw: bytes | None) -> np.ndarray | None:
     return None if raw is None else np.frombuffer(raw, dtype="<f4")
+
+
+def _with_crops(request_id: str, query: QueryVectors, raw: bytes | None) -> QueryVectors:
+    """The recorded query with its crops' vectors (``crop_vectors``, rows as :meth:`QueryVectors.crop_rows` wrote
+    them); one DatabaseError line for bytes no request writes."""
+    if raw is None:
+        return query
+    values = np.frombuffer(raw, dtype="<f4")
+    width = len(query.content) + (0 if query.style is None else len(query.style))
+    try:
+        return query.with_crop_rows(values.reshape(-1, width))
+    except ValueError:
+        raise DatabaseError(
+            f"request {request_id} records crop vectors of {len(raw)} bytes, which no request writes (rows of "
+            f"{width} float32): the record was changed by hand; run `attribution-audit audit verify`"
+        ) from None
 
 
 def _unverified() -> Select[Any]:
@@ -188,6 +205,9 @@ class RequestRepository:
             "style_vector": None
             if draft.style_vector is None
             else np.asarray(draft.style_vector, dtype="<f4").tobytes(),
+            "crop_vectors": None
+            if draft.crop_vectors is None
+            else np.asarray(draft.crop_vectors, dtype="<f4").tobytes(),
             "embedder_name": draft.embedder_name,
             "embedder_fingerprint": draft.embedder_fingerprint,
             "store_kind": draft.store_kind,
@@ -221,6 +241,7 @@ class RequestRepository:
             "agreement_spaces": outcome.features.get("agreement_spaces"),
             "centroid_log_odds": outcome.features.get("centroid_log_odds"),
             "centroid_log_odds_others": outcome.features.get("centroid_log_odds_others"),
+            "crop_log_odds": outcome.features.get("crop_log_odds"),
             "other_space_versions": None if outcome.other_versions is None else space_versions(outcome.other_versions),
         }
         with write_connection(self.engine) as connection:
@@ -254,14 +275,15 @@ class RequestRepository:
         return records[0]
 
     def _vectors(self, request_ids: Sequence[str]) -> dict[str, QueryVectors]:
-        query = select(AttributionRequest.id, AttributionRequest.query_vector, AttributionRequest.style_vector).where(
-            AttributionRequest.id.in_(list(request_ids))
-        )
+        r = AttributionRequest
+        query = select(r.id, r.query_vector, r.style_vector, r.crop_vectors).where(r.id.in_(list(request_ids)))
         with read_scope(self.engine) as session:
             rows = session.execute(query).all()
         return {
-            request_id: QueryVectors(np.frombuffer(content, dtype="<f4"), _vector(style))
-            for request_id, content, style in rows
+            request_id: _with_crops(
+                request_id, QueryVectors(np.frombuffer(content, dtype="<f4"), _vector(style)), crops
+            )
+            for request_id, content, style, crops in rows
         }
 
     def with_prefix(self, prefix: str) -> tuple[int, str | None]:

@@ -1,0 +1,58 @@
+"""the query's corner crops and the reported artist's log-odds over them
+
+Revision ID: 0022
+Revises: 0021
+
+A request in a learned space embeds the four corner crops of its image (each side 3/4 of the image's) with the image
+itself and records their vectors in ``attribution_requests.crop_vectors`` (float32 rows: each crop's content vector,
+then its style vector when the query has one), so that a replay measures them again, and in
+``attribution_metrics.crop_log_odds`` the mean log-odds of the reported artist over the crops under the space's model
+of the artists' centroids. NULL outside a learned space, without a top artist or centroid, and in older records.
+Plain ADD COLUMN (SQLite keeps the append-only triggers); the hash chain covers each only when set, so older records
+keep their hash. On PostgreSQL the reader views ``v_audit_requests`` (with the crops' sha256, as the query vectors')
+and ``v_audit_metrics`` gain the columns.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from attribution_audit.store.metric_columns import add_metric_column, drop_metric_column, refuse_dropping_hashed
+from attribution_audit.store.roles import grant_to_readers
+
+revision: str = "0022"
+down_revision: str | None = "0021"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _requests_view(leave_out: str | None = None) -> str:
+    """The reader's audit view of the requests (0004): every column of the table in its order, a binary one as the
+    hex sha256 of its bytes in ``<name>_sha256``."""
+    columns = sa.inspect(op.get_bind()).get_columns("attribution_requests")
+    selected = [
+        f"encode(sha256({c['name']}), 'hex') AS {c['name']}_sha256"
+        if isinstance(c["type"], sa.LargeBinary)
+        else c["name"]
+        for c in columns
+        if c["name"] != leave_out
+    ]
+    return "SELECT " + ", ".join(selected) + " FROM attribution_requests"
+
+
+def upgrade() -> None:
+    op.add_column("attribution_requests", sa.Column("crop_vectors", sa.LargeBinary(), nullable=True))
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE OR REPLACE VIEW v_audit_requests AS " + _requests_view())
+    add_metric_column("crop_log_odds")
+
+
+def downgrade() -> None:
+    drop_metric_column("crop_log_odds")
+    refuse_dropping_hashed("attribution_requests", "crop_vectors")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP VIEW v_audit_requests")  # a view cannot lose a column in place
+        op.execute("CREATE VIEW v_audit_requests AS " + _requests_view(leave_out="crop_vectors"))
+        op.execute(grant_to_readers(["v_audit_requests"]))
+    op.drop_column("attribution_requests", "crop_vectors")
