@@ -160,8 +160,9 @@ def calibrate(
     embedder: EmbedderOption = None,
 ) -> None:
     """Fit the logistic confidence model on labelled queries (entropy, NN distance, margin, top artist share,
-    agreement between spaces, agreement of spaces, centroid log-odds in this and in the other learned spaces);
-    print its cross-validated AUROC, Brier score and ECE beside the default formula's, the NN distance's and those
+    agreement between spaces, agreement of spaces, centroid log-odds in this and in the other learned spaces, in a
+    learned space the crop log-odds); print its cross-validated AUROC, Brier score and ECE beside the default
+    formula's, the NN distance's and those
     of the confidence requests keep without it. Later requests in that space under that --top rule use it and record
     its version. It needs at least --folds right and --folds wrong top artists among the labelled queries (the
     demo's six images are too few: it refuses and stores nothing), and refuses a model whose cross-validated AUROC
