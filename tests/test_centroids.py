@@ -380,7 +380,6 @@ def test_a_learned_space_request_records_its_artists_log_odds_over_the_images_co
         crops = attributor.embed([picture.crop(box) for box in corners], "style")
         space = attributor.space_of(AttributionParams(space="painters"))[0]
         odds = [space.centroid_log_odds(crop, learned["top_artist"]) for crop in crops]
-    print("PROBE", odds, learned["centroid_log_odds"], [q.path.name for q in demo_catalogue.queries])
     assert learned["crop_log_odds"] == pytest.approx(float(np.mean(odds)), rel=1e-3, abs=1e-3)
     assert learned["crop_log_odds"] != pytest.approx(learned["centroid_log_odds"], abs=1e-3)  # not the whole image
     shown = cli("audit", "show", learned["request_id"]).stdout
@@ -389,9 +388,10 @@ def test_a_learned_space_request_records_its_artists_log_odds_over_the_images_co
     assert replay["replay"]["crop_log_odds"] == pytest.approx(learned["crop_log_odds"], abs=1e-9)
     assert "chain OK" in cli("audit", "verify").stdout
     where = f"WHERE id = '{learned['request_id']}'"
-    superuser_edit(cli.engine(), f"UPDATE attribution_requests SET crop_vectors = X'0000803f' {where}")
-    refused = cli("audit", "replay", learned["request_id"], code=1)
-    assert "records crop vectors of 4 bytes" in refused.stderr and refused.stderr.count("\n") == 1
+    for value, said in (("X'0000803f'", "of 4 bytes"), ("X'31323334353637'", "of 7 bytes"), ("'text'", "of type str")):
+        superuser_edit(cli.engine(), f"UPDATE attribution_requests SET crop_vectors = {value} {where}")
+        refused = cli("audit", "replay", learned["request_id"], code=1)
+        assert f"records crop vectors {said}, which" in refused.stderr and refused.stderr.count("\n") == 1
     assert cli("audit", "verify", code=1).stderr.startswith("chain BROKEN at seq 2")
 
 

@@ -118,35 +118,36 @@ def test_a_downgrade_refuses_to_drop_the_neighbours_image_digest_that_holds_valu
 
 
 @pytest.mark.parametrize(
-    ("column", "value", "before"),
+    ("table", "column", "value", "before"),
     [
-        ("centroid_log_odds_others", 30.0, "0016"),
-        ("other_space_versions", "fontboth:3,fontstyle:2", "0017"),
-        ("confidence_model_sha256", "ab" * 32, "0018"),
-        ("crop_log_odds", -2.5, "0021"),
+        ("attribution_metrics", "centroid_log_odds_others", 30.0, "0016"),
+        ("attribution_metrics", "other_space_versions", "fontboth:3,fontstyle:2", "0017"),
+        ("attribution_metrics", "confidence_model_sha256", "ab" * 32, "0018"),
+        ("attribution_metrics", "crop_log_odds", -2.5, "0021"),
+        ("attribution_requests", "crop_vectors", b"\x00\x00\x80\x3f" * 8, "0021"),
     ],
 )
-def test_a_downgrade_refuses_to_drop_a_hashed_metrics_column_that_holds_values(
-    database_url: str, column: str, value: object, before: str
+def test_a_downgrade_refuses_to_drop_a_hashed_column_that_holds_values(
+    database_url: str, table: str, column: str, value: object, before: str
 ) -> None:
-    """Dropping a metrics column a record's hash covers would leave the chain broken for good: refused while a row
-    holds a value in it (the chain stays intact), done once the column is empty."""
+    """Dropping a column a record's hash covers would leave the chain broken for good: refused while a row holds a
+    value in it (the chain stays intact), done once the column is empty."""
     engine = create_db_engine(database_url)
     try:
         upgrade(engine)
         chain.append(engine, complete_request("before"))  # none of the later indicators: the column empty
         downgrade(engine, before)
-        assert column not in {c["name"] for c in inspect(engine).get_columns("attribution_metrics")}
+        assert column not in {c["name"] for c in inspect(engine).get_columns(table)}
         upgrade(engine)
         for label in ("one", "two"):
             request = complete_request(label)
             assert request.metrics is not None
-            setattr(request.metrics, column, value)
+            setattr(request if table == "attribution_requests" else request.metrics, column, value)
             chain.append(engine, request)
         with pytest.raises(DatabaseError) as info:
             downgrade(engine, before)
         message = str(info.value)
-        assert f"attribution_metrics.{column}" in message and "in 2 row(s)" in message
+        assert f"{table}.{column}" in message and "in 2 row(s)" in message
         assert "hashes" in message and "\n" not in message
         assert current_revision(engine) == head_revision(engine)
         assert AuditStore(engine).requests.verify_chain().ok

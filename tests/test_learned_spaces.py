@@ -605,6 +605,7 @@ def test_evaluate_run_in_a_learned_space(cli: Cli, tmp_path: Path, demo_catalogu
     (request,) = json.loads(cli("audit", "list", "--limit", "1", "--json").stdout)
     shown = json.loads(cli("audit", "show", request["request_id"], "--json").stdout)
     assert shown["parameters"]["space"] == "painters" and shown["parameters"]["space_version"] == 1
+    assert isinstance(shown["crop_log_odds"], float)  # measured as `attribute` measures it
     unknown = cli("evaluate", "run", labelled, "--space", "nothing", "--out", str(tmp_path / "u"), *embedder, code=1)
     assert unknown.stderr.strip().startswith("error: no learned space nothing (fitted here: painters);")
     assert "Traceback" not in unknown.output

@@ -50,16 +50,15 @@ class QueryVectors:
             return None
         return np.vstack([np.concatenate([c.content, *([] if c.style is None else [c.style])]) for c in self.crops])
 
-    def with_crop_rows(self, rows: np.ndarray) -> QueryVectors:
-        """The query with the crops of :meth:`crop_rows`'s ``rows`` (split as the query's own vectors are sized);
-        ValueError when they are not so sized."""
+    def with_crop_rows(self, values: np.ndarray) -> QueryVectors:
+        """The query with the crops of :meth:`crop_rows`'s rows, given as their values in a row (split as the query's
+        own vectors are sized); ValueError when they do not make whole rows."""
         split = len(self.content)
         width = split + (0 if self.style is None else len(self.style))
-        if rows.ndim != 2 or rows.shape[1] != width:
-            raise ValueError(f"crop rows of shape {rows.shape}, not (n, {width})")
-        return replace(
-            self, crops=tuple(QueryVectors(r[:split], r[split:] if self.style is not None else None) for r in rows)
-        )
+        if values.ndim != 1 or not values.size or values.size % width:
+            raise ValueError(f"{values.size} values are not rows of {width}")
+        rows = values.reshape(-1, width)
+        return replace(self, crops=tuple(QueryVectors(r[:split], r[split:] if width > split else None) for r in rows))
 
 
 class SearchEngine(Protocol):

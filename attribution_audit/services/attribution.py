@@ -20,7 +20,7 @@ from attribution_audit.domain.confidence import STORED_MODEL_PREFIX, LogisticMod
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import CENTROID, DEFAULT_K, FUSED, AttributionParams, verify_rate
 from attribution_audit.domain.points import CONTENT, LAYOUT, STYLE, Hit
-from attribution_audit.domain.projection import Projection, query_crop_boxes
+from attribution_audit.domain.projection import Projection
 from attribution_audit.domain.results import Attribution, Neighbour, Outcome, RequestDraft, parse_space_versions
 from attribution_audit.domain.spaces import (
     LEARNED_BASES,
@@ -34,6 +34,7 @@ from attribution_audit.domain.spaces import (
     space_named,
 )
 from attribution_audit.embedding.base import Embedder
+from attribution_audit.embedding.crops import corner_crops
 from attribution_audit.embedding.layout import layout_vector
 from attribution_audit.errors import DatabaseError, NotFoundError, OptionError, VectorStoreError
 from attribution_audit.services.copy_check import CopyDetector, not_run
@@ -511,7 +512,7 @@ class Attributor:
         self.refresh()
         params = self.space_of(params or AttributionParams())[1]  # its learned space's version, once
         image = load_image(image_path, target_size=224)
-        query = self.embed([image.image], params.space)[0]
+        query = self.embed([image.image], params.space, crops=True)[0]
         outcome = self.check_copy(image, self.compute(query, params, copies=True), query)
         return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
 
@@ -559,20 +560,20 @@ class Attributor:
         holds vectors in."""
         return tuple(space for space in query.as_dict() if self.coverage.get(space, 0) > 0)
 
-    def embed(self, images: Sequence[Any], space: str) -> list[QueryVectors]:
+    def embed(self, images: Sequence[Any], space: str, crops: bool = False) -> list[QueryVectors]:
         """The query vectors a space needs of each image (content and style from one forward pass); both, whatever
         the space, when the shard holds style vectors and copy detection or the agreement between spaces uses them;
-        in a learned space with those of the image's corner crops too (:func:`query_crop_boxes`, in the same
-        forward passes: the ``crop_log_odds`` indicator). Only the space's base spaces are read (of a learned
-        space's newest version read): nothing is cached for the requests, which read their version themselves (the
-        service embeds in another thread)."""
+        with ``crops`` in a learned space, those of each image's corner crops too (:func:`corner_crops`, in the
+        same forward passes: the ``crop_log_odds`` of the requests that record or calibrate). Only the space's base
+        spaces are read (of a learned space's newest version read): nothing is cached for the requests, which read
+        their version themselves (the service embeds in another thread)."""
         if self.embedder is None:
             raise ValueError("this Attributor was built without an embedder")
         if space in SPACES:
             bases = space_named(space).bases
         else:
             bases = LEARNED_BASES[self._fitted_version(space, self._newest.get(space))[0].base]
-        cut = [] if space in SPACES else [image.crop(box) for image in images for box in query_crop_boxes(*image.size)]
+        cut = [crop for image in images for crop in corner_crops(image)] if crops and space not in SPACES else []
         wanted = STYLE in bases
         style_helps = self.copy_depth > 0 or self.has_both_spaces()
         if not wanted and (self.style_embedder is None or self.coverage.get(STYLE, 0) == 0 or not style_helps):
@@ -582,11 +583,11 @@ class Attributor:
         else:
             contents, styles = self.style_embedder.embed_both([*images, *cut])
             found = [QueryVectors(c, s) for c, s in zip(contents, styles, strict=True)]
-        whole, crops = found[: len(images)], found[len(images) :]
-        if not crops:
+        whole, parts = found[: len(images)], found[len(images) :]
+        if not parts:
             return whole
-        per_image = len(crops) // len(whole)
-        return [replace(q, crops=tuple(crops[i * per_image : (i + 1) * per_image])) for i, q in enumerate(whole)]
+        each = len(parts) // len(whole)
+        return [replace(q, crops=tuple(parts[i * each : (i + 1) * each])) for i, q in enumerate(whole)]
 
     def record(
         self,

@@ -111,7 +111,7 @@ def calibrate(
     for start in range(0, len(queries), BATCH):
         batch = queries[start : start + BATCH]
         images = [_labelled_image(labelled_csv, q) for q in batch]
-        for query, vectors in zip(batch, attributor.embed(images, params.space), strict=True):
+        for query, vectors in zip(batch, attributor.embed(images, params.space, crops=True), strict=True):
             outcome = attributor.compute(vectors, params)
             rows.append([feature_value(outcome.features, f) for f in CALIBRATION_FEATURES])
             labels.append(outcome.top_artist == attributor.canonical.get(query.artist, query.artist))

@@ -115,7 +115,7 @@ def run_evaluation(
                 failed += 1
                 first_error = first_error or str(exc)
                 results.append(QueryResult(labelled_query_id=query.id, error=str(exc)))
-        vectors = attributor.embed([image.image for _, image in loaded], space) if loaded else []
+        vectors = attributor.embed([image.image for _, image in loaded], space, crops=True) if loaded else []
         for (query, image), vector in zip(loaded, vectors, strict=True):
             started = time.perf_counter()
             hits = searching.engine_top(attributor.store, vector, params)

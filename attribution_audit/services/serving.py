@@ -223,7 +223,8 @@ class AttributionService:
         for space in {job.params.space for job in batch}:
             jobs = [job for job in batch if job.params.space == space]
             try:
-                queries = iter(self.attributor.embed([image.image for job in jobs for _, image in job.images], space))
+                images = [image.image for job in jobs for _, image in job.images]
+                queries = iter(self.attributor.embed(images, space, crops=True))
             except Exception as exc:
                 for job in jobs:
                     self._finish(job, exc)

@@ -12,7 +12,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, FromClause, Select, column, func, select, table
+from sqlalchemy import Engine, FromClause, Select, column, func, null, select, table
 
 from attribution_audit.domain.chain import ChainRecord, ChainReport
 from attribution_audit.domain.confidence import STORED_MODEL_PREFIX
@@ -137,24 +137,33 @@ def to_attribution(
     )
 
 
-def _vector(raw: bytes | None) -> np.ndarray | None:
-    return None if raw is None else np.frombuffer(raw, dtype="<f4")
+def _recorded_query(request_id: str, content: object, style: object, crops: object) -> QueryVectors:
+    """The query vectors a request recorded (float32 bytes; ``crops`` rows as :meth:`QueryVectors.crop_rows` wrote
+    them, or None); one DatabaseError line for a value no request writes (changed by hand)."""
 
+    def floats(name: str, raw: object) -> np.ndarray:
+        if isinstance(raw, bytes | bytearray | memoryview) and len(raw) and not len(raw) % 4:
+            return np.frombuffer(raw, dtype="<f4")
+        raise DatabaseError(
+            f"request {request_id} records {name} {_described(raw)}, which no request writes: the record was changed "
+            "by hand; run `attribution-audit audit verify`"
+        )
 
-def _with_crops(request_id: str, query: QueryVectors, raw: bytes | None) -> QueryVectors:
-    """The recorded query with its crops' vectors (``crop_vectors``, rows as :meth:`QueryVectors.crop_rows` wrote
-    them); one DatabaseError line for bytes no request writes."""
-    if raw is None:
+    query = QueryVectors(floats("query vector", content), None if style is None else floats("style vector", style))
+    if crops is None:
         return query
-    values = np.frombuffer(raw, dtype="<f4")
-    width = len(query.content) + (0 if query.style is None else len(query.style))
     try:
-        return query.with_crop_rows(values.reshape(-1, width))
+        return query.with_crop_rows(floats("crop vectors", crops))
     except ValueError:
         raise DatabaseError(
-            f"request {request_id} records crop vectors of {len(raw)} bytes, which no request writes (rows of "
-            f"{width} float32): the record was changed by hand; run `attribution-audit audit verify`"
+            f"request {request_id} records crop vectors {_described(crops)}, which are no rows of its query's "
+            "vectors: the record was changed by hand; run `attribution-audit audit verify`"
         ) from None
+
+
+def _described(raw: object) -> str:
+    size = len(raw) if isinstance(raw, bytes | bytearray | memoryview) else None
+    return f"of {size} bytes" if size is not None else f"of type {type(raw).__name__}"
 
 
 def _unverified() -> Select[Any]:
@@ -274,17 +283,13 @@ class RequestRepository:
             )
         return records[0]
 
-    def _vectors(self, request_ids: Sequence[str]) -> dict[str, QueryVectors]:
+    def _vectors(self, request_ids: Sequence[str], crops: bool = False) -> dict[str, QueryVectors]:
+        """The recorded query vectors of the requests; with ``crops`` those of their crops too (a replay's)."""
         r = AttributionRequest
-        query = select(r.id, r.query_vector, r.style_vector, r.crop_vectors).where(r.id.in_(list(request_ids)))
+        columns = (r.id, r.query_vector, r.style_vector, r.crop_vectors if crops else null())
         with read_scope(self.engine) as session:
-            rows = session.execute(query).all()
-        return {
-            request_id: _with_crops(
-                request_id, QueryVectors(np.frombuffer(content, dtype="<f4"), _vector(style)), crops
-            )
-            for request_id, content, style, crops in rows
-        }
+            rows = session.execute(select(*columns).where(r.id.in_(list(request_ids)))).all()
+        return {request_id: _recorded_query(request_id, *vectors) for request_id, *vectors in rows}
 
     def with_prefix(self, prefix: str) -> tuple[int, str | None]:
         """How many request ids start with ``prefix`` (lowercase, as ids are spelt), and the least of them (one
@@ -298,7 +303,7 @@ class RequestRepository:
     def get_with_vectors(self, request_id: str) -> RecordedQuery:
         """One request and the query vectors it was made with."""
         record = self._load(request_id)
-        return RecordedQuery(to_attribution(record), self._vectors([request_id])[request_id])
+        return RecordedQuery(to_attribution(record), self._vectors([request_id], crops=True)[request_id])
 
     def intact(self, request_id: str) -> bool:
         """Whether the stored record still matches its own hash."""

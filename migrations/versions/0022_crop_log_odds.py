@@ -49,8 +49,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_dropping_hashed("attribution_requests", "crop_vectors")  # both refused before either is dropped
     drop_metric_column("crop_log_odds")
-    refuse_dropping_hashed("attribution_requests", "crop_vectors")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_requests")  # a view cannot lose a column in place
         op.execute("CREATE VIEW v_audit_requests AS " + _requests_view(leave_out="crop_vectors"))
