@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import EMBEDDER, Cli
 from dbtools import superuser_edit
+from PIL import Image
 from sqlalchemy import create_engine
 
 from attribution_audit.config import load_settings

@@ -822,7 +822,8 @@ def test_evaluate_run_scores_a_calibrated_confidence_with_the_logged_agreements_
     the requests record); at another K the agreement is unknown: the queries are left out and counted."""
     cli.restore(ingested_with_style)
     names = CALIBRATION_FEATURES
-    coef = [-1.0, -1.0, 0.0, 1.0, 2.0, 2.0, 0.01, 0.01, 0.01]  # not the margin: requests measure it over more candidates
+    # not the margin: requests measure it over more candidates
+    coef = [-1.0, -1.0, 0.0, 1.0, 2.0, 2.0, 0.01, 0.01, 0.01]
     engine = cli.engine()
     try:
         audit = AuditStore(engine)

@@ -505,7 +505,8 @@ def test_an_attribution_in_a_space_fitted_before_an_artist_was_ingested_carries_
             [plain] = http.post("/v1/attributions", files=files(queries[0])).json()
             assert plain["notes"] == []  # the content space has no centroids to miss
             # the learned space's requests embed their corner crops too (the service's batches as `attribute`)
-            assert [type(r["crop_log_odds"]) for r in learned.json()] == [float, float] and plain["crop_log_odds"] is None
+            assert [type(r["crop_log_odds"]) for r in learned.json()] == [float, float]
+            assert plain["crop_log_odds"] is None
             for record in (*learned.json(), plain):  # GET: the record's notes (the own model's is POST's only)
                 notes = [n for n in record["notes"] if n != under_centroid]
                 assert http.get(f"/v1/attributions/{record['request_id']}").json() == {**record, "notes": notes}
