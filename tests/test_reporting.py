@@ -1181,7 +1181,7 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
     assert "far or disagree" not in html
     cli("report", "request", formula.id, "--html", str(page))
     html = page.read_text(encoding="utf-8")
-    assert html.count("<td>not recorded</td>") == 6  # the same rows, said absent
+    assert html.count("<td>none recorded</td>") == 6  # the same rows, said absent
     assert "<th>fingerprint of the confidence model (sha256)</th><td>none (a formula)</td>" in html
     assert "<strong>Low confidence (0.200 &lt; 0.5)</strong>: the default formula gives it: the nearest works" in html
 

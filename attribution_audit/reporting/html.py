@@ -106,7 +106,7 @@ def neighbour_picture(path: str | None, pinned: str | None, catalogued: str | No
     return picture(path, pinned), Pin(f"pinned by the record: sha256 {pinned}")
 
 
-NOT_RECORDED = "not recorded"
+NOT_RECORDED = "none recorded"  # not measured for the request (no such space), or recorded before the indicator
 
 
 def low_reason(model: str) -> str:
