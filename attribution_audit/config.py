@@ -141,6 +141,7 @@ class Settings:
     checkpoint_minutes: int = 0  # also when the last checkpoint is older than this, at the next record (0: never)
     min_free_mb: int = DEFAULT_MIN_FREE_MB  # free disk space the embedded shard needs to be opened
     copy_depth: int = DEFAULT_COPY_DEPTH  # copy detection's candidates from each base space (0: the check is off)
+    query_crops: bool = True  # a learned-space request embeds its image's corner crops too (the crop log-odds)
     max_inflight_pixels: int = DEFAULT_MAX_INFLIGHT_PIXELS  # `serve`: decoded pixels of all requests at once
     max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS  # `serve`: decoded pixels of one request
     new_audit_log: bool = False  # the operator says an empty audit DB beside an existing shard or witness is new
@@ -292,6 +293,7 @@ def load_settings(**overrides: Any) -> Settings:
         checkpoint_minutes=_count("CHECKPOINT_MINUTES", 0, "minutes (0: never)", MAX_CHECKPOINT_MINUTES),
         min_free_mb=_count("MIN_FREE_MB", DEFAULT_MIN_FREE_MB, "megabytes (0: no check)"),
         copy_depth=_count("COPY_DEPTH", DEFAULT_COPY_DEPTH, "works per space (0: no copy detection)"),
+        query_crops=bool(_count("QUERY_CROPS", 1, "1 to embed a learned-space request's corner crops, 0 not to", 1)),
         max_inflight_pixels=_count(
             "MAX_INFLIGHT_PIXELS", DEFAULT_MAX_INFLIGHT_PIXELS, "a count of decoded pixels", least=1
         ),

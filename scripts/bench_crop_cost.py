@@ -50,9 +50,10 @@ def main() -> None:
             image = load_image(query.path, target_size=224).image
             spent, _ = timed(partial(attributor.embed, [image], base))  # the base space: the image alone
             ms["alone"].append(spent)
-            spent, (vectors,) = timed(partial(attributor.embed, [image], args.space))
+            spent, (vectors,) = timed(partial(attributor.embed, [image], args.space, crops=True))
             ms["crops"].append(spent)
             ms["compute"].append(timed(partial(attributor.compute, replace(vectors, crops=()), params))[0])
+            assert len(vectors.crops) == 4, "the learned space's query carries its four corner crops"
             ms["compute_crops"].append(timed(partial(attributor.compute, vectors, params))[0])
     p50 = {key: statistics.median(values) for key, values in ms.items()}
     lines = [

@@ -356,12 +356,12 @@ def test_a_request_in_a_learned_space_records_the_centroid_log_odds(cli: Cli, de
 
 @pytest.mark.slow
 def test_a_learned_space_request_records_its_artists_log_odds_over_the_images_corner_crops(
-    cli: Cli, demo_catalogue: DemoCatalogue, tmp_path: Path
+    cli: Cli, demo_catalogue: DemoCatalogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """crop_log_odds: the mean of the reported artist's log-odds over the four corner crops of the image (each side
     3/4 of the image's), in the request's learned space; null in a base space. The crops' vectors are recorded (the
     chain covers them): a replay measures the same value, and a record whose crop bytes were changed is refused in
-    one line."""
+    one line. ATTRIBUTION_AUDIT_QUERY_CROPS=0 turns the crops off: none recorded, the indicator null."""
     embedder = ["--embedder", EMBEDDER]
     image = tmp_path / "between.png"  # two artists' images half and half: log-odds within the clip (+-30)
     with Image.open(demo_catalogue.queries[2].path) as a, Image.open(demo_catalogue.queries[3].path) as b:
@@ -393,6 +393,15 @@ def test_a_learned_space_request_records_its_artists_log_odds_over_the_images_co
         refused = cli("audit", "replay", learned["request_id"], code=1)
         assert f"records crop vectors {said}, which" in refused.stderr and refused.stderr.count("\n") == 1
     assert cli("audit", "verify", code=1).stderr.startswith("chain BROKEN at seq 2")
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_QUERY_CROPS", "0")
+    (plain,) = json.loads(cli("attribute", str(image), "--space", "painters", "--json", *embedder).stdout)
+    assert plain["crop_log_odds"] is None and plain["top_artist"] == learned["top_artist"]
+    with cli.engine().connect() as connection:
+        query = f"SELECT crop_vectors FROM attribution_requests WHERE id = '{plain['request_id']}'"
+        assert connection.exec_driver_sql(query).scalar_one() is None
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_QUERY_CROPS", "4")
+    refused = cli("attribute", str(image), "--space", "painters", *embedder, code=1)
+    assert "ATTRIBUTION_AUDIT_QUERY_CROPS='4' is not a whole number from 0 to 1" in refused.stderr
 
 
 @pytest.mark.slow

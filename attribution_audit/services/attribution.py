@@ -139,6 +139,7 @@ class Attributor:
         style_embedder: StyleEmbedder | None = None,
         seed: int | None = None,
         copy_depth: int = DEFAULT_COPY_DEPTH,
+        query_crops: bool = True,
     ) -> None:
         self.audit = audit
         self.store = store
@@ -154,6 +155,7 @@ class Attributor:
         self._newest: dict[str, int] = {}  # the newest version of each learned space, as of ``_marker``
         self.copies: CopyDetector | None = None  # made on first use
         self.copy_depth = copy_depth  # candidates of copy detection from each base space (0: the check is off)
+        self.query_crops = query_crops  # whether :meth:`embed` may embed a learned-space query's corner crops
         self._random = random.Random(seed)
         self._calibrations: dict[tuple[str, int | None, str, int], LogisticModel | None] = {}
         self._space_names: list[str] | None = None
@@ -564,7 +566,8 @@ class Attributor:
         """The query vectors a space needs of each image (content and style from one forward pass); both, whatever
         the space, when the shard holds style vectors and copy detection or the agreement between spaces uses them;
         with ``crops`` in a learned space, those of each image's corner crops too (:func:`corner_crops`, in the
-        same forward passes: the ``crop_log_odds`` of the requests that record or calibrate). Only the space's base
+        same forward passes: the ``crop_log_odds`` of the requests that record or calibrate), unless the settings
+        turned them off (``ATTRIBUTION_AUDIT_QUERY_CROPS=0``). Only the space's base
         spaces are read (of a learned space's newest version read): nothing is cached for the requests, which read
         their version themselves (the service embeds in another thread)."""
         if self.embedder is None:
@@ -573,7 +576,8 @@ class Attributor:
             bases = space_named(space).bases
         else:
             bases = LEARNED_BASES[self._fitted_version(space, self._newest.get(space))[0].base]
-        cut = [crop for image in images for crop in corner_crops(image)] if crops and space not in SPACES else []
+        wants_crops = crops and self.query_crops and space not in SPACES
+        cut = [crop for image in images for crop in corner_crops(image)] if wants_crops else []
         wanted = STYLE in bases
         style_helps = self.copy_depth > 0 or self.has_both_spaces()
         if not wanted and (self.style_embedder is None or self.coverage.get(STYLE, 0) == 0 or not style_helps):

@@ -131,4 +131,5 @@ def open_attributor(
             embedder=embedder,
             style_embedder=style,
             copy_depth=settings.copy_depth,
+            query_crops=settings.query_crops,
         )
