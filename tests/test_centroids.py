@@ -20,13 +20,14 @@ from PIL import Image
 from sqlalchemy import create_engine
 
 from attribution_audit.config import load_settings
-from attribution_audit.domain.confidence import FEATURES, LogisticModel, confidence
+from attribution_audit.domain.confidence import CALIBRATION_FEATURES, FEATURES, LogisticModel, confidence
 from attribution_audit.domain.indicators import request_indicators
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import STYLE
 from attribution_audit.domain.projection import ArtistCentroids, Projection
 from attribution_audit.domain.shares import DEFAULT_TEMPERATURE
 from attribution_audit.domain.spaces import SPACES, LearnedSpace, QueryVectors
+from attribution_audit.embedding.crops import corner_crops
 from attribution_audit.evaluation.metrics import scored_confidence
 from attribution_audit.services.evaluate import load_outcomes
 from attribution_audit.services.wiring import open_attributor
@@ -34,6 +35,7 @@ from attribution_audit.sources.images import load_image
 from attribution_audit.sources.synthetic import ARTIST_NAMES, DemoCatalogue, make_demo_catalogue
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.chain import StoredRequest, canonical_content
+from attribution_audit.store.evaluations import CalibrationEvidence
 
 
 def _artists(seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -380,6 +382,7 @@ def test_a_learned_space_request_records_its_artists_log_odds_over_the_images_co
         crops = attributor.embed([picture.crop(box) for box in corners], "style")
         space = attributor.space_of(AttributionParams(space="painters"))[0]
         odds = [space.centroid_log_odds(crop, learned["top_artist"]) for crop in crops]
+        fingerprint = attributor.embedder_fingerprint
     assert learned["crop_log_odds"] == pytest.approx(float(np.mean(odds)), rel=1e-3, abs=1e-3)
     assert learned["crop_log_odds"] != pytest.approx(learned["centroid_log_odds"], abs=1e-3)  # not the whole image
     shown = cli("audit", "show", learned["request_id"]).stdout
@@ -399,6 +402,16 @@ def test_a_learned_space_request_records_its_artists_log_odds_over_the_images_co
     with cli.engine().connect() as connection:
         query = f"SELECT crop_vectors FROM attribution_requests WHERE id = '{plain['request_id']}'"
         assert connection.exec_driver_sql(query).scalar_one() is None
+    # a calibrated model that weighs the crop log-odds scores such requests at its least confident value: said
+    names = CALIBRATION_FEATURES
+    model = LogisticModel("m", [0.0] * len(names), [1.0] * len(names), [0.0] * (len(names) - 1) + [1.0], 0.0, names)
+    fitted_here = {"parameters": {"space": "painters", "space_version": 1, "top": "share", "k": 10}}
+    evidence = CalibrationEvidence(fingerprint, "/labelled.csv", "0" * 64, 40, 20, fitted_here)
+    name = cli.audit().evaluations.add_calibration(model, evidence)
+    noted = cli("attribute", str(image), "--space", "painters", *embedder)
+    assert f"ATTRIBUTION_AUDIT_QUERY_CROPS=0, but the confidence model {name} weighs the crop log-odds" in noted.stderr
+    monkeypatch.setenv("ATTRIBUTION_AUDIT_QUERY_CROPS", "1")
+    assert "QUERY_CROPS" not in cli("attribute", str(image), "--space", "painters", *embedder).stderr
     monkeypatch.setenv("ATTRIBUTION_AUDIT_QUERY_CROPS", "4")
     refused = cli("attribute", str(image), "--space", "painters", *embedder, code=1)
     assert "ATTRIBUTION_AUDIT_QUERY_CROPS='4' is not a whole number from 0 to 1" in refused.stderr
@@ -501,3 +514,18 @@ def test_evaluate_run_under_the_centroid_rule_scores_the_confidence_its_requests
     scored = [scored_confidence(o, 5, None, "equal", DEFAULT_TEMPERATURE, "centroid")[0] for o in outcomes]
     assert len(scored) == 6 and len(set(scored)) > 1
     assert scored == pytest.approx([logged[r] for r in requests])
+
+
+def test_a_querys_corner_crops_are_cut_small_from_its_corners() -> None:
+    """Each of the four crops is 3/4 of the image's sides at one corner, resampled to at most 448 px on its shorter
+    side (a large decoded image is not copied four times); a tiny image keeps at least one pixel a side."""
+    ramp = Image.linear_gradient("L")  # brightness down the image in red, across it in green: each corner differs
+    image = Image.merge("RGB", (ramp, ramp.rotate(90), Image.new("L", ramp.size))).resize((2000, 1000))
+    crops = corner_crops(image)
+    assert [crop.size for crop in crops] == [(896, 448)] * 4
+    corners = [(0, 0, 1500, 750), (500, 0, 2000, 750), (0, 250, 1500, 1000), (500, 250, 2000, 1000)]
+    for crop, box in zip(crops, corners, strict=True):
+        expected = np.asarray(image.crop(box).resize((896, 448), Image.Resampling.BICUBIC), dtype=np.float64)
+        assert np.abs(np.asarray(crop, dtype=np.float64) - expected).mean() < 1.0
+    assert [crop.size for crop in corner_crops(Image.new("RGB", (3, 2)))] == [(2, 1)] * 4
+    assert [crop.size for crop in corner_crops(Image.new("RGB", (1, 1)))] == [(1, 1)] * 4

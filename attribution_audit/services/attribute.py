@@ -69,7 +69,23 @@ class OwnConfidenceAtOtherK:
         )
 
 
-LearnedNote = SpaceSinceFit | OwnConfidenceAtOtherK | HeldOutRate
+@dataclass(frozen=True)
+class CropsOff:
+    """The settings turned a learned-space request's corner crops off (ATTRIBUTION_AUDIT_QUERY_CROPS=0), but the
+    confidence model that scores the requests weighs their crop log-odds: it scores them without it, at its least
+    confident value."""
+
+    model: str
+
+    def __str__(self) -> str:
+        return (
+            f"ATTRIBUTION_AUDIT_QUERY_CROPS=0, but the confidence model {self.model} weighs the crop log-odds: these "
+            "requests have none and it scores them as if their crops disagreed (lower confidence); set "
+            "ATTRIBUTION_AUDIT_QUERY_CROPS=1, or fit a model without crops (`calibrate` with the setting at 0)"
+        )
+
+
+LearnedNote = SpaceSinceFit | OwnConfidenceAtOtherK | HeldOutRate | CropsOff
 Note = FewerWorks | LearnedNote
 
 
@@ -110,8 +126,8 @@ def attribute_files(
 def learned_notes(attributor: Attributor, params: AttributionParams) -> Iterator[LearnedNote]:
     """The notes of requests in a learned space (none in a base space): artists ingested since its fit, its own
     model fitted at another K or under another top-artist rule (no ``calibrate`` model scores the requests instead),
-    or that model scoring them but the held-out rate (the same confidence for every request); ``attribute`` and the
-    service show them."""
+    or that model scoring them but the held-out rate (the same confidence for every request), or the corner crops
+    turned off under a model that weighs them; ``attribute`` and the service show them."""
     space, params = attributor.space_of(params)  # with a learned space's version
     if not isinstance(space, LearnedSpace):
         return
@@ -129,3 +145,5 @@ def learned_notes(attributor: Attributor, params: AttributionParams) -> Iterator
         held_out = HeldOutRate.of(info, scoring.name)  # the version's own model, when it is the held-out rate
         if held_out is not None:
             yield held_out
+    if scoring is not None and not attributor.query_crops and scoring.weight("crop_log_odds") != 0:
+        yield CropsOff(scoring.name)

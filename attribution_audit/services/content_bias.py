@@ -87,7 +87,7 @@ def measure_content_bias(
             image = load_image(query.path, target_size=224)
         except ImageError:
             continue
-        vector = attributor.embed([image.image], space)[0]
+        vector = attributor.embed([image.image], space, crops=True)[0]  # recorded as a request: measured as one
         params = AttributionParams(k=len(query.work_ids), verify="off", space=space)
         outcome = attributor.compute(vector, params)
         attributor.record(str(image.path), image.sha256, vector, params, outcome, evaluation=(run_id, query.id))
