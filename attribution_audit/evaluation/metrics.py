@@ -22,11 +22,8 @@ from attribution_audit.domain.indicators import artist_entropy, request_indicato
 from attribution_audit.domain.params import AttributionParams
 
 ECE_BINS = 10
-OF_THE_ARTIST = (
-    "centroid_log_odds",
-    "centroid_log_odds_others",
-    "crop_log_odds",
-)  # depend on the query and the reported artist only
+# the logged indicators that depend on the query and the reported artist only
+OF_THE_ARTIST = ("centroid_log_odds", "centroid_log_odds_others", "crop_log_odds")
 
 
 @dataclass(frozen=True)

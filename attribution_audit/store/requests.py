@@ -137,6 +137,11 @@ def to_attribution(
     )
 
 
+def _float32_bytes(vectors: np.ndarray | None) -> bytes | None:
+    """Vectors as the audit record keeps them: little-endian float32 bytes (None stays None)."""
+    return None if vectors is None else np.asarray(vectors, dtype="<f4").tobytes()
+
+
 def _recorded_query(request_id: str, content: object, style: object, crops: object) -> QueryVectors:
     """The query vectors a request recorded (float32 bytes; ``crops`` rows as :meth:`QueryVectors.crop_rows` wrote
     them, or None); one DatabaseError line for a value no request writes (changed by hand)."""
@@ -210,13 +215,9 @@ class RequestRepository:
             "requester": draft.requester,
             "image_path": draft.image,
             "image_sha256": draft.image_sha256,
-            "query_vector": np.asarray(draft.content_vector, dtype="<f4").tobytes(),
-            "style_vector": None
-            if draft.style_vector is None
-            else np.asarray(draft.style_vector, dtype="<f4").tobytes(),
-            "crop_vectors": None
-            if draft.crop_vectors is None
-            else np.asarray(draft.crop_vectors, dtype="<f4").tobytes(),
+            "query_vector": _float32_bytes(draft.content_vector),
+            "style_vector": _float32_bytes(draft.style_vector),
+            "crop_vectors": _float32_bytes(draft.crop_vectors),
             "embedder_name": draft.embedder_name,
             "embedder_fingerprint": draft.embedder_fingerprint,
             "store_kind": draft.store_kind,

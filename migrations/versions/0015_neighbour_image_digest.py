@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from attribution_audit.store.metric_columns import refuse_dropping_hashed
+from attribution_audit.store.metric_columns import audit_view, refuse_dropping_hashed
 from attribution_audit.store.roles import grant_to_readers
 
 revision: str = "0015"
@@ -25,22 +25,17 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _neighbours_view(leave_out: str | None = None) -> str:
-    """The reader's audit view of the neighbours (0004): every hashed column of the table, in the table's order."""
-    columns = [c["name"] for c in sa.inspect(op.get_bind()).get_columns("attribution_neighbours")]
-    return "SELECT " + ", ".join(c for c in columns if c != leave_out) + " FROM attribution_neighbours"
-
-
 def upgrade() -> None:
     op.add_column("attribution_neighbours", sa.Column("image_sha256", sa.String(64), nullable=True))
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("CREATE OR REPLACE VIEW v_audit_neighbours AS " + _neighbours_view())
+        op.execute("CREATE OR REPLACE VIEW v_audit_neighbours AS " + audit_view("attribution_neighbours"))
 
 
 def downgrade() -> None:
     refuse_dropping_hashed("attribution_neighbours", "image_sha256")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_neighbours")  # a view cannot lose a column in place
-        op.execute("CREATE VIEW v_audit_neighbours AS " + _neighbours_view(leave_out="image_sha256"))
+        view = audit_view("attribution_neighbours", leave_out="image_sha256")
+        op.execute("CREATE VIEW v_audit_neighbours AS " + view)
         op.execute(grant_to_readers(["v_audit_neighbours"]))
     op.drop_column("attribution_neighbours", "image_sha256")

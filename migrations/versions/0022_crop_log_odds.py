@@ -18,7 +18,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from attribution_audit.store.metric_columns import add_metric_column, drop_metric_column, refuse_dropping_hashed
+from attribution_audit.store.metric_columns import (
+    add_metric_column,
+    audit_view,
+    drop_metric_column,
+    refuse_dropping_hashed,
+)
 from attribution_audit.store.roles import grant_to_readers
 
 revision: str = "0022"
@@ -27,24 +32,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _requests_view(leave_out: str | None = None) -> str:
-    """The reader's audit view of the requests (0004): every column of the table in its order, a binary one as the
-    hex sha256 of its bytes in ``<name>_sha256``."""
-    columns = sa.inspect(op.get_bind()).get_columns("attribution_requests")
-    selected = [
-        f"encode(sha256({c['name']}), 'hex') AS {c['name']}_sha256"
-        if isinstance(c["type"], sa.LargeBinary)
-        else c["name"]
-        for c in columns
-        if c["name"] != leave_out
-    ]
-    return "SELECT " + ", ".join(selected) + " FROM attribution_requests"
-
-
 def upgrade() -> None:
     op.add_column("attribution_requests", sa.Column("crop_vectors", sa.LargeBinary(), nullable=True))
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("CREATE OR REPLACE VIEW v_audit_requests AS " + _requests_view())
+        op.execute("CREATE OR REPLACE VIEW v_audit_requests AS " + audit_view("attribution_requests"))
     add_metric_column("crop_log_odds")
 
 
@@ -53,6 +44,6 @@ def downgrade() -> None:
     drop_metric_column("crop_log_odds")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP VIEW v_audit_requests")  # a view cannot lose a column in place
-        op.execute("CREATE VIEW v_audit_requests AS " + _requests_view(leave_out="crop_vectors"))
+        op.execute("CREATE VIEW v_audit_requests AS " + audit_view("attribution_requests", leave_out="crop_vectors"))
         op.execute(grant_to_readers(["v_audit_requests"]))
     op.drop_column("attribution_requests", "crop_vectors")
