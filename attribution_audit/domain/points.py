@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -95,16 +95,43 @@ class WorkPoint:
     layout: np.ndarray | None = None
 
 
-@dataclass(slots=True)
-class Hit:
-    """One search result: cosine similarity in [-1, 1] and the stored payload. Not frozen, as no code changes one:
-    a request makes hundreds (K x oversampling), and a frozen dataclass's ``__init__`` costs ~4x a slotted one's."""
+class _Scored(Protocol):
+    """An engine's scored point, as far as a hit reads it: its ``id`` (a ``uuid.UUID`` or a string)."""
 
-    point_id: str
-    similarity: float
-    payload: dict[str, Any]
-    vector: np.ndarray | None = None  # of the searched space, when asked for
-    vectors: dict[str, np.ndarray] | None = None  # every named vector, when asked for
+    @property
+    def id(self) -> Any: ...
+
+
+class Hit:
+    """One search result: cosine similarity in [-1, 1] and the stored payload. Slotted and not frozen, as no code
+    changes one: a request makes hundreds (K x oversampling), and a frozen dataclass's ``__init__`` costs ~4x.
+
+    ``point_id`` is a string, or the engine's scored point whose id is read and made a string when first asked: a
+    request names the ids of its K neighbours, not of its K x oversampling candidates, and qdrant-edge builds each
+    id as a ``uuid.UUID`` (~2 us, and as much again to make it a string)."""
+
+    __slots__ = ("_point_id", "payload", "similarity", "vector", "vectors")
+
+    def __init__(
+        self,
+        point_id: str | _Scored,
+        similarity: float,
+        payload: dict[str, Any],
+        vector: np.ndarray | None = None,  # of the searched space, when asked for
+        vectors: dict[str, np.ndarray] | None = None,  # every named vector, when asked for
+    ) -> None:
+        self._point_id, self.similarity, self.payload = point_id, similarity, payload
+        self.vector, self.vectors = vector, vectors
+
+    @property
+    def point_id(self) -> str:
+        point_id = self._point_id
+        if not isinstance(point_id, str):
+            point_id = self._point_id = str(point_id.id)
+        return point_id
+
+    def __repr__(self) -> str:
+        return f"Hit({self.point_id!r}, {self.similarity!r}, {self.payload!r})"
 
     @property
     def image_sha256(self) -> str | None:

@@ -331,7 +331,7 @@ class Attributor:
         neighbours = [
             Neighbour(
                 rank,
-                str((payload := hit.payload).get("work_id", hit.point_id)),
+                str(payload["work_id"] if "work_id" in (payload := hit.payload) else hit.point_id),
                 str(payload.get("catalogue", "")),
                 str(payload.get("artist", "")),
                 sim,

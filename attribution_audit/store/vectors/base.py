@@ -69,11 +69,10 @@ def named_vectors(raw: Any) -> dict[str, np.ndarray]:
 
 
 def hit_from(point: Any, with_vectors: bool, space: str) -> Hit:
-    """A Hit from an engine's scored point (qdrant-edge and qdrant-client have the same fields)."""
+    """A Hit from an engine's scored point (qdrant-edge and qdrant-client have the same fields): its payload as the
+    engine returned it (nothing changes a hit's payload), its id read when first asked."""
     vectors = named_vectors(point.vector) if with_vectors else None
-    return Hit(
-        str(point.id), float(point.score), dict(point.payload or {}), vectors[space] if vectors else None, vectors
-    )
+    return Hit(point, float(point.score), point.payload or {}, vectors[space] if vectors else None, vectors)
 
 
 def checked_ids(point_ids: Iterable[str]) -> list[str]:
