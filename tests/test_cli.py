@@ -75,6 +75,11 @@ def test_show_and_replay_take_the_first_characters_of_an_id(
     assert json.loads(cli("audit", "show", prefix, "--json").stdout)["record_hash"] == record["record_hash"]
     replay = json.loads(cli("audit", "replay", prefix.upper(), "--json").stdout)
     assert (replay["original"]["request_id"], replay["replay"]["replay_of"]) == (record["request_id"],) * 2
+    # the listing marks the replay, and only it, with the request it re-ran
+    listed = cli("audit", "list", "--format", "csv").stdout.splitlines()
+    assert listed[0].endswith(",replay_of")
+    marks = {line.split(",")[0]: line.rsplit(",", 1)[1] for line in listed[1:]}
+    assert marks == {replay["replay"]["request_id"]: record["request_id"], record["request_id"]: ""}
 
 
 LOGIN_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")

@@ -36,7 +36,16 @@ app = Typer(
     help="Read the audit log.\n\n\b\nExample: attribution-audit audit list --limit 5",
 )
 
-LIST_COLUMNS = ("request_id", "created_at", "top_artist", "confidence", "image", "intact", "evaluation_run")
+LIST_COLUMNS = (
+    "request_id",
+    "created_at",
+    "top_artist",
+    "confidence",
+    "image",
+    "intact",
+    "evaluation_run",
+    "replay_of",
+)
 
 
 @app.command("list")
@@ -57,7 +66,7 @@ def audit_list(
 ) -> None:
     """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them); intact
     is false for a record that no longer matches its record hash; evaluation_run names the evaluation run that made a
-    request (evaluate ...), empty for the others.
+    request (evaluate ...), replay_of the request an audit replay re-ran; each empty for the others.
 
     \b
     Example: attribution-audit audit list --limit 4 --kind production --format csv
@@ -74,6 +83,7 @@ def audit_list(
             "image": r.image,
             "evaluation_run": r.evaluation_run_id,
             "intact": r.intact,
+            "replay_of": r.replay_of,
         }
         for r in results
     ]
@@ -87,6 +97,7 @@ def audit_list(
                 "confidence": f"{row['confidence']:.3f}",
                 "intact": "yes" if row["intact"] else "NO: hash fails",
                 "evaluation_run": row["evaluation_run"] or "",
+                "replay_of": row["replay_of"] or "",
             }
             for row in rows
         ],
