@@ -65,6 +65,9 @@ class EdgeStore(VectorStore):
         self._lock_file: IO[str] | None = None
         self._shard: Any = None
         self._sizes: dict[str, int] | None = None
+        # the write counter of the meta file, as this process last wrote or read it: under the exclusive lock no
+        # other process writes it, so a request's content_version need not read the file again (~60 us, each time)
+        self._epoch: int | None = None
 
     @property
     def location(self) -> str:
@@ -114,6 +117,7 @@ class EdgeStore(VectorStore):
         temporary = self.path / f"{META_FILE}.tmp"
         temporary.write_text(json.dumps(meta, indent=2))
         os.replace(temporary, self.path / META_FILE)
+        self._epoch = int(meta.get("epoch", 0))
 
     def _bump_epoch(self) -> None:
         """Count writes, before they happen: any write (even one cut short) changes :meth:`content_version`."""
@@ -139,6 +143,7 @@ class EdgeStore(VectorStore):
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+        self._epoch = None  # another process may write it from now on
 
     # -- engine primitives ---------------------------------------------------------------------------------
     def _vector_sizes(self) -> dict[str, int] | None:
@@ -314,8 +319,9 @@ class EdgeStore(VectorStore):
 
     def _version(self) -> str:
         """The shard's write counter (bumped before every write) and its point count."""
-        epoch = (self._meta() or {}).get("epoch", 0)
-        return f"{self.collection}-epoch{epoch}-n{self._count()}"
+        if self._epoch is None:
+            self._epoch = int((self._meta() or {}).get("epoch", 0))
+        return f"{self.collection}-epoch{self._epoch}-n{self._count()}"
 
 
 @contextlib.contextmanager
