@@ -78,8 +78,7 @@ class BruteForceIndex:
         for start in range(0, len(queries), block):
             scores = queries[start : start + block] @ self._vectors.T
             top = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-            _cut_ties_by_row(scores, top)
-            top_scores = np.take_along_axis(scores, top, axis=1)
+            top_scores = _cut_ties_by_row(scores, top)
             order = np.lexsort((top, -top_scores), axis=1)
             rows[start : start + block] = np.take_along_axis(top, order, axis=1)
             sims[start : start + block] = np.take_along_axis(top_scores, order, axis=1)
@@ -261,10 +260,12 @@ def _unit_rows(array: np.ndarray, name: str, dim: int | None = None, allow_empty
         raise ValueError(f"{name} have dimension {array.shape[1]}, the index has {dim}")
     if not array.shape[1] or (not allow_empty and not array.shape[0]):
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
-    if not np.isfinite(array).all():
+    squares = np.add.reduce(array * array, axis=1, keepdims=True)  # np.linalg.norm's own sum: the same bits
+    # a NaN or infinite value makes its row's sum non-finite (a finite one only where the sum overflows)
+    if not np.isfinite(squares).all() and not np.isfinite(array).all():
         raise ValueError(f"{name} contain NaN or infinite values")
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    if (norms == 0).any():
+    norms = np.sqrt(squares)
+    if not norms.all():
         raise ValueError(f"{name} contain {int((norms == 0).sum())} all-zero rows, which have no direction")
     unit: np.ndarray = (array / norms).astype(np.float32)
     return unit
@@ -276,12 +277,16 @@ def _clip_k(k: int, n: int) -> int:
     return min(int(k), n)
 
 
-def _cut_ties_by_row(scores: np.ndarray, top: np.ndarray) -> None:
-    """Where rows tie with the k-th score, keep the lowest row indexes (argpartition picks any of them)."""
-    kth = np.take_along_axis(scores, top, axis=1).min(axis=1)
-    for q in np.flatnonzero((scores >= kth[:, None]).sum(axis=1) > top.shape[1]):
+def _cut_ties_by_row(scores: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Where rows tie with the k-th score, keep the lowest row indexes (argpartition picks any of them); the
+    scores of ``top`` as cut."""
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    kth = top_scores.min(axis=1)
+    for q in np.flatnonzero(np.count_nonzero(scores >= kth[:, None], axis=1) > top.shape[1]):
         candidates = np.flatnonzero(scores[q] >= kth[q])
         top[q] = candidates[np.lexsort((candidates, -scores[q, candidates]))][: top.shape[1]]
+        top_scores[q] = scores[q, top[q]]
+    return top_scores
 
 
 def _read_cache(version_dir: Path) -> tuple[list[str], np.ndarray] | None:
