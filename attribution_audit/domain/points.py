@@ -108,7 +108,8 @@ class Hit:
 
     ``point_id`` is a string, or the engine's scored point whose id is read and made a string when first asked: a
     request names the ids of its K neighbours, not of its K x oversampling candidates, and qdrant-edge builds each
-    id as a ``uuid.UUID`` (~2 us, and as much again to make it a string)."""
+    id as a ``uuid.UUID`` (~2 us, and as much again to make it a string). Until its id is read, a hit holds the
+    engine's point, which cannot be pickled: hits stay in the process that searched."""
 
     __slots__ = ("_point_id", "payload", "similarity", "vector", "vectors")
 
