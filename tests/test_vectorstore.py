@@ -4,6 +4,7 @@ shard does (persistence, the process lock), and point ids and collection names."
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.store.vectors import VectorStore, WorkPoint, collection_name, point_id_for
 from attribution_audit.store.vectors.base import HnswParams
-from attribution_audit.store.vectors.qdrant_edge import ANNOUNCE_WAIT_S, EdgeStore
+from attribution_audit.store.vectors.qdrant_edge import ANNOUNCE_WAIT_S, META_FILE, EdgeStore
 from attribution_audit.store.vectors.qdrant_server import ServerStore
 
 N, DIM, STYLE_DIM, K = 600, 32, 8, 10
@@ -662,3 +663,21 @@ def test_collection_name_is_safe(embedder: str, expected: str) -> None:
     name = collection_name(embedder)
     assert name == expected
     assert re.fullmatch(r"works_[a-z0-9_]+", name)
+
+
+def test_edge_hand_edited_write_counter_still_opens_and_keeps_the_seal(tmp_path: Path, points: list[WorkPoint]) -> None:
+    """The write counter only names the exact cache's version: a hand-edited value (not a number) opens and searches
+    as before, and the shard is sealed again on close."""
+    first = fill(EdgeStore(tmp_path, COLLECTION), points[:20])
+    first.close()
+    meta_path = tmp_path / COLLECTION / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "epoch": "abc"}))
+
+    second = EdgeStore(tmp_path, COLLECTION)
+    try:
+        assert "-epochabc-n20" in second.content_version()
+        assert second.count() == 20 and len(second.search(points[0].vector, 3)) == 3
+    finally:
+        second.close()
+    assert "seal" in json.loads(meta_path.read_text())

@@ -66,8 +66,9 @@ class EdgeStore(VectorStore):
         self._shard: Any = None
         self._sizes: dict[str, int] | None = None
         # the write counter of the meta file, as this process last wrote or read it: under the exclusive lock no
-        # other process writes it, so a request's content_version need not read the file again (~60 us, each time)
-        self._epoch: int | None = None
+        # other process writes it, so a request's content_version need not read the file again (~60 us, each time);
+        # kept as the file holds it (a hand-edited value too: it only names the exact cache's version)
+        self._epoch: object = None
 
     @property
     def location(self) -> str:
@@ -117,7 +118,7 @@ class EdgeStore(VectorStore):
         temporary = self.path / f"{META_FILE}.tmp"
         temporary.write_text(json.dumps(meta, indent=2))
         os.replace(temporary, self.path / META_FILE)
-        self._epoch = int(meta.get("epoch", 0))
+        self._epoch = meta.get("epoch", 0)
 
     def _bump_epoch(self) -> None:
         """Count writes, before they happen: any write (even one cut short) changes :meth:`content_version`."""
@@ -320,7 +321,7 @@ class EdgeStore(VectorStore):
     def _version(self) -> str:
         """The shard's write counter (bumped before every write) and its point count."""
         if self._epoch is None:
-            self._epoch = int((self._meta() or {}).get("epoch", 0))
+            self._epoch = (self._meta() or {}).get("epoch", 0)
         return f"{self.collection}-epoch{self._epoch}-n{self._count()}"
 
 
