@@ -88,3 +88,19 @@ def test_a_write_of_no_cached_vector_moves_the_cache_on_whole(tmp_path: Path) ->
     assert sorted(p.name for p in (tmp_path / "v2").iterdir()) == files
     again = load_or_build("kdtree", tmp_path, "v2", no_scroll)
     np.testing.assert_array_equal(again.search(vectors[:3], 5)[0], built.search(vectors[:3], 5)[0])
+
+
+@pytest.mark.parametrize("method", ["brute", "kdtree"])
+def test_a_tie_with_an_appended_row_goes_to_the_lower_id(tmp_path: Path, method: str) -> None:
+    """The same image ingested again under a work whose id sorts first: the updated cache holds it last, and the
+    exact search still ranks the tied pair by id (as the HNSW side does), so no disagreement is recorded."""
+    vectors = unit_rows(3, seed=5)
+    load_or_build(method, tmp_path, "v1", lambda: (["b", "c", "d"], vectors))
+    assert update_cache(tmp_path, "v1", "v2", ["a"], vectors[:1])  # a twin of "b"
+    index = load_or_build(method, tmp_path, "v2", no_scroll)
+    assert index.ids == ["b", "c", "d", "a"]
+    rows, _ = index.search(vectors[:1], 2)
+    assert [index.ids[r] for r in rows[0]] == ["a", "b"]
+    if method == "brute":  # the KD-tree keeps whichever tied rows it visits first (module docstring)
+        rows, _ = index.search(vectors[:1], 1)
+        assert [index.ids[r] for r in rows[0]] == ["a"]

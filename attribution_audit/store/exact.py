@@ -9,9 +9,10 @@ Two implementations share one interface (:class:`ExactIndex`):
 * ``kdtree``: a ``scipy.spatial.cKDTree`` over the unit vectors. For unit vectors ``|a - b|^2 = 2 - 2 a.b``,
   so Euclidean order is cosine order and the similarity is ``1 - d^2 / 2``. In 512-d the tree prunes little.
 
-Both return neighbours best first, equal similarities ordered by row index. ``brute`` also cuts ties at the
-k-th place by row index; ``kdtree`` keeps whichever tied rows the tree visits first and computes in float64,
-so the two can differ where similarities agree to ~1e-6.
+Both return neighbours best first, equal similarities ordered by id, as the HNSW side orders them (a cache brought
+up to date by :func:`update_cache` holds its new rows after the others, so row order is not id order). ``brute``
+also cuts ties at the k-th place by id; ``kdtree`` keeps whichever tied rows the tree visits first and computes in
+float64, so the two can differ where similarities agree to ~1e-6.
 """
 
 import json
@@ -20,6 +21,7 @@ import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -66,6 +68,7 @@ class BruteForceIndex:
         self.dim = vectors.shape[1]
         self._vectors = vectors
         self._block_size = block_size
+        self._ranks = _id_ranks(ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`ExactIndex.search`."""
@@ -78,8 +81,8 @@ class BruteForceIndex:
         for start in range(0, len(queries), block):
             scores = queries[start : start + block] @ self._vectors.T
             top = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-            top_scores = _cut_ties_by_row(scores, top)
-            order = np.lexsort((top, -top_scores), axis=1)
+            top_scores = _cut_ties_by_id(scores, top, self._ranks)
+            order = np.lexsort((_tie_keys(top, self._ranks), -top_scores), axis=1)
             rows[start : start + block] = np.take_along_axis(top, order, axis=1)
             sims[start : start + block] = np.take_along_axis(top_scores, order, axis=1)
         return rows, sims
@@ -95,6 +98,7 @@ class KDTreeIndex:
         self.ids = ids
         self.dim = tree.m
         self._tree = tree
+        self._ranks = _id_ranks(ids)
 
     @classmethod
     def from_vectors(cls, ids: list[str], vectors: np.ndarray) -> "KDTreeIndex":
@@ -116,7 +120,7 @@ class KDTreeIndex:
         distances, rows = self._tree.query(queries.astype(np.float64), k=k, workers=-1)
         rows = rows.reshape(shape).astype(np.int64)
         sims = 1.0 - distances.reshape(shape) ** 2 / 2.0
-        order = np.lexsort((rows, -sims), axis=1)
+        order = np.lexsort((_tie_keys(rows, self._ranks), -sims), axis=1)
         sims = np.take_along_axis(sims, order, axis=1).astype(np.float32)
         return np.take_along_axis(rows, order, axis=1), sims
 
@@ -277,14 +281,29 @@ def _clip_k(k: int, n: int) -> int:
     return min(int(k), n)
 
 
-def _cut_ties_by_row(scores: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Where rows tie with the k-th score, keep the lowest row indexes (argpartition picks any of them); the
-    scores of ``top`` as cut."""
+def _id_ranks(ids: Sequence[str]) -> np.ndarray | None:
+    """Each row's place in id order, the tie key of a search; None when the rows are in id order (a cache as built),
+    so that a row's index is its key."""
+    if all(a < b for a, b in pairwise(ids)):
+        return None
+    ranks = np.empty(len(ids), dtype=np.int64)
+    ranks[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
+    return ranks
+
+
+def _tie_keys(rows: np.ndarray, ranks: np.ndarray | None) -> np.ndarray:
+    return rows if ranks is None else ranks[rows]
+
+
+def _cut_ties_by_id(scores: np.ndarray, top: np.ndarray, ranks: np.ndarray | None) -> np.ndarray:
+    """Where rows tie with the k-th score, keep those of the lowest ids (argpartition picks any of them); the scores
+    of ``top`` as cut."""
     top_scores = np.take_along_axis(scores, top, axis=1)
     kth = top_scores.min(axis=1)
     for q in np.flatnonzero(np.count_nonzero(scores >= kth[:, None], axis=1) > top.shape[1]):
         candidates = np.flatnonzero(scores[q] >= kth[q])
-        top[q] = candidates[np.lexsort((candidates, -scores[q, candidates]))][: top.shape[1]]
+        order = np.lexsort((_tie_keys(candidates, ranks), -scores[q, candidates]))
+        top[q] = candidates[order][: top.shape[1]]
         top_scores[q] = scores[q, top[q]]
     return top_scores
 
