@@ -524,6 +524,10 @@ def test_replay_on_an_unchanged_index_has_no_differences(computer: Attributor, q
         f"~ {first.work_id} ({first.artist}): version {first.work_version} -> {replaced.work_version}, "
         f"similarity {first.similarity:.4f} -> {replaced.similarity:.4f}"
     ]
+    # And a changed agreement with the exact search, where both were checked (a sampled check is not a difference).
+    checked, rechecked = (dataclasses.replace(r, overlap_at_k=o) for r, o in ((before, 0.5), (after, 1.0)))
+    assert diff_attributions(checked, rechecked).lines == ["~ overlap@K with the exact search: 0.5 -> 1.0"]
+    assert diff_attributions(checked, dataclasses.replace(after, overlap_at_k=None)).lines == []
 
 
 def test_a_later_indicator_measured_as_none_then_valued_in_the_replay_is_shown_not_hidden(

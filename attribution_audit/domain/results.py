@@ -229,6 +229,9 @@ def diff_attributions(before: Attribution, after: Attribution) -> ReplayDiff:
         same = a == b if not isinstance(a, float) or not isinstance(b, float) else abs(a - b) < 1e-9
         if not same:
             lines.append(f"~ {name}: {a} -> {b}{_MODEL_CHANGED if name == 'confidence_model_sha256' and a else ''}")
+    checked = (before.overlap_at_k, after.overlap_at_k)
+    if None not in checked and checked[0] != checked[1]:  # both checked against the exact search (verify's sample)
+        lines.append(f"~ overlap@K with the exact search: {checked[0]} -> {checked[1]}")
     if before.catalogue_version != after.catalogue_version:
         lines.append(f"~ catalogue version: {before.catalogue_version} -> {after.catalogue_version}")
     return ReplayDiff(lines, not_recorded)
