@@ -65,9 +65,10 @@ class EdgeStore(VectorStore):
         self._lock_file: IO[str] | None = None
         self._shard: Any = None
         self._sizes: dict[str, int] | None = None
-        # the write counter of the meta file, as this process last wrote or read it: under the exclusive lock no
-        # other process writes it, so a request's content_version need not read the file again (~60 us, each time);
-        # kept as the file holds it (a hand-edited value too: it only names the exact cache's version)
+        # the write counter of the meta file as this process last wrote it (the shard is opened and created by a
+        # write of the file, under the exclusive lock, so no other process writes it while the shard is open): a
+        # request's content_version need not read the file again (~60 us, each time); kept as the file holds it (a
+        # hand-edited value too: it only names the exact cache's version)
         self._epoch: object = None
 
     @property
@@ -320,8 +321,6 @@ class EdgeStore(VectorStore):
 
     def _version(self) -> str:
         """The shard's write counter (bumped before every write) and its point count."""
-        if self._epoch is None:
-            self._epoch = (self._meta() or {}).get("epoch", 0)
         return f"{self.collection}-epoch{self._epoch}-n{self._count()}"
 
 
