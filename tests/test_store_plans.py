@@ -3,6 +3,8 @@ table (checked on the query plan of every statement the store issues, on SQLite 
 
 from __future__ import annotations
 
+import random
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -223,3 +225,30 @@ def test_a_request_id_prefix_is_one_index_range(audit: AuditStore) -> None:
         else:
             steps = [str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]
             assert any("INDEX" in step and "id>?" in step and "id<?" in step for step in steps), steps
+
+
+def test_a_record_writes_as_many_pages_whatever_works_its_neighbours_are(sqlite_audit: AuditStore) -> None:
+    """A record's commit writes pages for its rows, not one per neighbour's work: K neighbours scattered over the
+    catalogue cost the write-ahead log as many pages as K neighbouring works (no index keyed by the neighbours'
+    works, whose K entries would land on K pages of it once the log is long)."""
+    start_catalogue(sqlite_audit, range(5000))
+    draw = random.Random(7)
+
+    def draft(work_numbers: list[int]) -> RequestDraft:
+        d = request_draft(len(work_numbers))
+        near = [replace(n, work_id=f"w{i}") for n, i in zip(d.outcome.neighbours, work_numbers, strict=True)]
+        return replace(d, outcome=replace(d.outcome, neighbours=near))
+
+    for _ in range(300):  # a log whose neighbour rows span many pages of any index on them
+        sqlite_audit.requests.record(draft(draw.sample(range(5000), 100)))
+
+    log = sqlite3.connect(str(sqlite_audit.engine.url.database), isolation_level=None)  # outside any transaction
+
+    def pages_written(work_numbers: list[int]) -> int:
+        log.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        sqlite_audit.requests.record(draft(work_numbers))
+        return int(log.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+    together, scattered = pages_written(list(range(100))), pages_written(draw.sample(range(5000), 100))
+    log.close()
+    assert together > 0 and scattered <= together + 4, (together, scattered)

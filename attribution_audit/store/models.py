@@ -218,7 +218,7 @@ class AttributionNeighbour(Base):
 
     request_id: Mapped[str] = mapped_column(ForeignKey("attribution_requests.id"), primary_key=True)
     rank: Mapped[int] = mapped_column(primary_key=True)
-    work_pk: Mapped[int | None] = mapped_column(ForeignKey("works.id"), index=True)
+    work_pk: Mapped[int | None] = mapped_column(ForeignKey("works.id"))
     catalogue: Mapped[str] = mapped_column(String(200))
     work_id: Mapped[str] = mapped_column(String(300))
     work_version: Mapped[int | None] = mapped_column(Integer)
