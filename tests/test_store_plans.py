@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 
 from attribution_audit.domain.results import Neighbour, Outcome, RequestDraft
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.catalogue import WorkRecord
+from attribution_audit.store.catalogue import RunCounts, WorkRecord
 
 
 @contextmanager
@@ -252,3 +252,23 @@ def test_a_record_writes_as_many_pages_whatever_works_its_neighbours_are(sqlite_
     together, scattered = pages_written(list(range(100))), pages_written(draw.sample(range(5000), 100))
     log.close()
     assert together > 0 and scattered <= together + 4, (together, scattered)
+
+
+def test_right_after_an_ingest_a_request_probes_its_works_by_key(audit: AuditStore) -> None:
+    """On PostgreSQL an ingest ends by refreshing the catalogue tables' statistics, so that the very next request
+    looks its neighbours' works up through the works' unique index, as the server plans it (sequential scans
+    allowed, no ANALYZE of the test's own), rather than reading every work of the catalogue."""
+    if audit.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite plans these lookups by the unique index without statistics")
+    run, _ = start_catalogue(audit, range(5000))
+    audit.catalogue.finish_ingestion(run, RunCounts(5000, 0, 0, 0, 0, None, "completed"))
+    draft = request_draft(10)
+    near = [replace(n, work_id=f"w{i}") for n, i in zip(draft.outcome.neighbours, range(0, 5000, 500), strict=True)]
+    with statements(audit) as seen:
+        recorded = audit.requests.record(replace(draft, outcome=replace(draft.outcome, neighbours=near)))
+    assert len(recorded.neighbours) == 10 and recorded.intact
+    ((sql, params),) = [(sql, params) for sql, params in seen if sql.lstrip().startswith("SELECT catalogues.name")]
+    with audit.engine.connect() as connection:
+        plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar()
+    works_nodes = [node for node in plan_nodes(plan[0]["Plan"]) if node.get("Relation Name") == "works"]
+    assert works_nodes and all("work_id" in str(node.get("Index Cond", "")) for node in works_nodes), works_nodes
