@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,7 +17,7 @@ from sqlalchemy import event, text
 
 from attribution_audit.domain.results import Neighbour, Outcome, RequestDraft
 from attribution_audit.store.audit_store import AuditStore
-from attribution_audit.store.catalogue import RunCounts, WorkRecord
+from attribution_audit.store.catalogue import WorkRecord
 
 
 @contextmanager
@@ -249,26 +250,33 @@ def test_a_record_writes_as_many_pages_whatever_works_its_neighbours_are(sqlite_
         sqlite_audit.requests.record(draft(work_numbers))
         return int(log.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
 
-    together, scattered = pages_written(list(range(100))), pages_written(draw.sample(range(5000), 100))
+    # medians of 5: a record's random id and time decide where it lands in the B-trees (a few splits more or less)
+    together = statistics.median(pages_written(list(range(i, i + 100))) for i in range(5))
+    scattered = statistics.median(pages_written(draw.sample(range(5000), 100)) for _ in range(5))
     log.close()
-    assert together > 0 and scattered <= together + 4, (together, scattered)
+    assert together > 0 and scattered <= together + 12, (together, scattered)  # with such an index: ~+55
 
 
-def test_right_after_an_ingest_a_request_probes_its_works_by_key(audit: AuditStore) -> None:
-    """On PostgreSQL an ingest ends by refreshing the catalogue tables' statistics, so that the very next request
-    looks its neighbours' works up through the works' unique index, as the server plans it (sequential scans
-    allowed, no ANALYZE of the test's own), rather than reading every work of the catalogue."""
+def test_a_request_probes_its_works_by_key_whatever_the_statistics(audit: AuditStore) -> None:
+    """PostgreSQL plans a request's lookup of its K neighbours' works as one probe of the works' unique key per
+    work, as the server plans it (sequential scans allowed), both before the catalogue tables were ever analyzed (a
+    fresh ingest on a server whose autovacuum has not run, or is off) and after: never a read of every work of the
+    catalogue, nor a scan of the table."""
     if audit.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite plans these lookups by the unique index without statistics")
-    run, _ = start_catalogue(audit, range(5000))
-    audit.catalogue.finish_ingestion(run, RunCounts(5000, 0, 0, 0, 0, None, "completed"))
-    draft = request_draft(10)
-    near = [replace(n, work_id=f"w{i}") for n, i in zip(draft.outcome.neighbours, range(0, 5000, 500), strict=True)]
-    with statements(audit) as seen:
-        recorded = audit.requests.record(replace(draft, outcome=replace(draft.outcome, neighbours=near)))
-    assert len(recorded.neighbours) == 10 and recorded.intact
-    ((sql, params),) = [(sql, params) for sql, params in seen if sql.lstrip().startswith("SELECT catalogues.name")]
-    with audit.engine.connect() as connection:
-        plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar()
-    works_nodes = [node for node in plan_nodes(plan[0]["Plan"]) if node.get("Relation Name") == "works"]
-    assert works_nodes and all("work_id" in str(node.get("Index Cond", "")) for node in works_nodes), works_nodes
+        pytest.skip("SQLite plans the lookup by the unique index without statistics (test above)")
+    start_catalogue(audit, range(5000))
+    draft = request_draft(100)
+    near = [replace(n, work_id=f"w{i}") for n, i in zip(draft.outcome.neighbours, range(0, 5000, 50), strict=True)]
+    draft = replace(draft, outcome=replace(draft.outcome, neighbours=near))
+    for analyzed in (False, True):
+        if analyzed:
+            with audit.engine.begin() as connection:
+                connection.exec_driver_sql("ANALYZE catalogues, works")
+        with statements(audit) as seen:
+            recorded = audit.requests.record(draft)
+        assert len(recorded.neighbours) == 100 and recorded.intact
+        ((sql, params),) = [(sql, params) for sql, params in seen if "FROM unnest(" in sql]
+        with audit.engine.connect() as connection:
+            plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar()
+        works = [node for node in plan_nodes(plan[0]["Plan"]) if node.get("Relation Name") == "works"]
+        assert works and all("work_id" in str(node.get("Index Cond", "")) for node in works), (analyzed, works)

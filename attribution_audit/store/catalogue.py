@@ -146,14 +146,6 @@ class CatalogueRepository:
             return run.id, catalogue_id
 
     def finish_ingestion(self, run_id: int, counts: RunCounts) -> None:
-        """Record the run's outcome and end its lease. On PostgreSQL, after a run that changed works, first refresh
-        the planner's statistics of the catalogue's tables: a request looks its neighbours' works up by key, which
-        the planner serves by the works' unique index only once it knows the table is large; planned from the
-        statistics of a table that was nearly empty, the lookup reads every work of the catalogue, until autovacuum
-        (off on some servers) analyzes it. (A role that does not own the tables is skipped with a server warning.)"""
-        if (counts.added or counts.updated or counts.withdrawn) and self.engine.dialect.name == "postgresql":
-            with self.engine.begin() as connection:
-                connection.exec_driver_sql("ANALYZE catalogues, artists, works, work_versions, work_embeddings")
         with session_scope(self.engine) as session:
             run = session.get_one(IngestionRun, run_id)
             run.added, run.updated, run.unchanged = counts.added, counts.updated, counts.unchanged

@@ -58,6 +58,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -363,23 +364,34 @@ class _Append:
         self.lock = DriverStatement(lock, dialect) if postgres else None
         c, w = _CATALOGUES.c, _WORKS.c
 
-        def listed(column: Column[Any], name: str) -> Any:
-            """``column`` in a list given as one parameter (the same SQL whatever its length): an array on
-            PostgreSQL, a JSON array on SQLite."""
-            if postgres:
-                return column == any_(bindparam(name, type_=ARRAY(String)))
-            values: Select[Any] = select(literal_column("value")).select_from(
-                func.json_each(bindparam(name, type_=String))
+        if postgres:  # one probe of the works' unique key per pair, however the planner's statistics stand
+            keys = (
+                func.unnest(bindparam("catalogues", type_=ARRAY(String)), bindparam("work_ids", type_=ARRAY(String)))
+                .table_valued("catalogue", "work_id")
+                .render_derived(name="k")
             )
-            return column.in_(values)
+            probe = (
+                select(w.id)
+                .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
+                .where(c.name == keys.c.catalogue, w.work_id == keys.c.work_id)
+                .limit(literal_column("1"))  # a LATERAL subquery with a LIMIT is never flattened into a join
+                .lateral("w")
+            )
+            works: Select[Any] = select(keys.c.catalogue, keys.c.work_id, probe.c.id).select_from(
+                keys.join(probe, true())
+            )
+        else:  # SQLite probes the unique key per value of the lists, statistics or not
 
-        works = (
-            select(c.name, w.work_id, w.id)
-            .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
-            .where(listed(c.name, "catalogues"), listed(w.work_id, "work_ids"))
-        )
+            def listed(name: str) -> Select[Any]:
+                return select(literal_column("value")).select_from(func.json_each(bindparam(name, type_=String)))
+
+            works = (
+                select(c.name, w.work_id, w.id)
+                .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
+                .where(c.name.in_(listed("catalogues")), w.work_id.in_(listed("work_ids")))
+            )
         self.works = DriverStatement(works, dialect)
-        self.lists: Callable[[list[str]], Any] = list if postgres else json.dumps
+        self.lists: Callable[[Sequence[str]], Any] = list if postgres else json.dumps
         seq = _REQUESTS.c.seq
         self.head = DriverStatement(select(seq, _REQUESTS.c.record_hash).order_by(seq.desc()).limit(1), dialect)
         self.inserts = {  # positional: each child row goes to the driver as the tuple append_rows makes
@@ -448,10 +460,11 @@ def append_rows(
         with pipelined(connection):
             if sql.lock is not None:
                 sql.lock.execute(connection, cursor, {"key": CHAIN_LOCK_ID})
-            if work_pks is None and neighbours:
-                catalogues, work_ids = zip(*map(_WORK_KEY, neighbours), strict=True)
-                lists = {"catalogues": set(catalogues), "work_ids": set(work_ids)}
-                sql.works.execute(connection, reads, {name: sql.lists(sorted(v)) for name, v in lists.items()})
+            if work_pks is None and neighbours:  # the distinct (catalogue, work id) pairs, as two parallel lists
+                catalogues, work_ids = zip(*sorted(set(map(_WORK_KEY, neighbours))), strict=True)
+                sql.works.execute(
+                    connection, reads, {"catalogues": sql.lists(catalogues), "work_ids": sql.lists(work_ids)}
+                )
             last = sql.head.rows(connection, cursor)
             if work_pks is None:
                 found = {(cat, wid): pk for cat, wid, pk in reads.fetchall()} if neighbours else {}
