@@ -425,7 +425,7 @@ def test_precomputed_vectors_of_another_size_are_refused_before_anything_is_writ
     assert count(cli.engine(), IngestionRun) == runs
     store = EdgeStore(cli.data_dir / "qdrant", "works_vec8")
     try:
-        assert store.count() == 5 and store.sizes() == {"content": 8, "layout": 256}  # the first run's, unchanged
+        assert store.count() == 5 and store.sizes() == {"content": 8}  # the first run's, unchanged
     finally:
         store.close()
 

@@ -290,10 +290,25 @@ def test_a_catalogue_of_precomputed_vectors_has_no_layouts_and_check_says_so(cli
     np.savez(tmp_path / "vectors.npz", work_ids=np.array(ids), vectors=vectors)
     cli("ingest", str(tmp_path / "vectors.csv"), "--embedder", EMBEDDER, "--embeddings", str(tmp_path / "vectors.npz"))
     checked = cli("catalogue", "check", "--embedder", EMBEDDER).stdout
-    assert "layouts: 0/6 points (copy detection's candidates by layout" in checked
+    assert "layouts: 0/6 points: the collection has no layout space" in checked
+    assert "`ingest` the catalogue's images to add it" in checked
     store = _edge(cli.data_dir)
-    assert store.sizes()[LAYOUT] == LAYOUT_DIM  # the space, for the images a later ingest may bring
+    # no empty layout space (its storage would take 1 KiB a point): the shard gains it when images are ingested
+    assert LAYOUT not in store.sizes()
     store.close()
+
+
+def test_precomputed_vectors_leave_the_layout_space_to_images_only_where_it_can_be_added_then(tmp_path: Path) -> None:
+    """A run without layouts makes no layout space in an embedded shard (a later run adds it in place), but makes it
+    in a server collection, which could not gain it later."""
+    edge, server = EdgeStore(tmp_path, "works"), ServerStore(":memory:", "works")
+    for store in (edge, server):
+        store.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM, layouts_later=True)
+    assert (LAYOUT in edge.sizes(), LAYOUT in server.sizes()) == (False, True)
+    edge.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM)  # an ingest of images
+    assert edge.sizes()[LAYOUT] == LAYOUT_DIM
+    for store in (edge, server):
+        store.close()
 
 
 def test_catalogue_check_tells_a_collection_without_a_layout_space(sqlite_audit: AuditStore) -> None:

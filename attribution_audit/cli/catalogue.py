@@ -113,8 +113,9 @@ def catalogue_check(
         elif report.points and report.set_aside is None:
             typer.echo(
                 f"layouts: 0/{report.points} points: the collection has no layout space, so copy detection draws its "
-                "candidates from the base spaces only; `ingest` the catalogue's images again to add it (a Qdrant "
-                "server collection created before layouts cannot gain one)"
+                "candidates from the base spaces only; `ingest` the catalogue's images to add it (an embedded shard "
+                "gains it in place, as after an ingest of precomputed vectors; a Qdrant server collection created "
+                "without it cannot gain one)"
             )
         if report.set_aside:
             typer.echo(f"repaired: the damaged shard was moved to {report.set_aside}")

@@ -520,7 +520,7 @@ def _ingest_precomputed(
             continue
         prepared.append(Prepared(row, known_digest or ingestion.digest(row), vector))
     if prepared:
-        ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]), None, LAYOUT_DIM)
+        ingestion.store.ensure_collection(int(prepared[0].vector.shape[0]), None, LAYOUT_DIM, layouts_later=True)
         ingestion.write(prepared, run_id)
 
 

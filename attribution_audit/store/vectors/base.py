@@ -132,6 +132,7 @@ class VectorStore(ABC):
 
     kind: str  # "qdrant-edge", "qdrant-server" or "qdrant-local" (qdrant-client's in-process mode)
     index_kind: str = "hnsw"  # what answers a search: "hnsw", or "exact" where the engine only brute-forces
+    adds_spaces: bool = False  # whether a space can be added to an existing collection (:meth:`_add_space`)
 
     def __init__(
         self,
@@ -152,13 +153,19 @@ class VectorStore(ABC):
 
     # -- operations --------------------------------------------------------------------------------------------
     @final
-    def ensure_collection(self, dim: int, style_dim: int | None = None, layout_dim: int | None = None) -> None:
+    def ensure_collection(
+        self, dim: int, style_dim: int | None = None, layout_dim: int | None = None, *, layouts_later: bool = False
+    ) -> None:
         """Create the collection (cosine ``content`` [+ ``style``] [+ ``layout``] vectors, HNSW, artist payload
         index) or check its sizes. An engine that can (the embedded shard) adds a missing style or layout space in
         place; where one cannot, a collection without a layout space stays so (its points are written without
-        layouts: :meth:`upsert`). On a mismatch the store is closed (an embedded shard's lock released) and
-        VectorStoreError raised."""
+        layouts: :meth:`upsert`). ``layouts_later``: this run writes no layouts (precomputed vectors), so the layout
+        space is made now only where it could not be added by a later run: an empty space still takes its size in
+        storage for every point (1 GiB per million works at 256 floats). On a mismatch the store is closed (an
+        embedded shard's lock released) and VectorStoreError raised."""
         wanted = {CONTENT: dim} | ({STYLE: style_dim} if style_dim else {})
+        if layouts_later and self.adds_spaces:
+            layout_dim = None
         held = self._vector_sizes()
         if held is None:
             self._create(wanted | ({LAYOUT: layout_dim} if layout_dim else {}))

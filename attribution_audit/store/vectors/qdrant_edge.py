@@ -49,6 +49,7 @@ class EdgeStore(VectorStore):
     """
 
     kind = "qdrant-edge"
+    adds_spaces = True
 
     def __init__(
         self,
