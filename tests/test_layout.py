@@ -19,7 +19,7 @@ from test_spaces import CONTENT_DIM, STYLE_DIM, _attributor, _catalogued, _fille
 
 from attribution_audit.config import COPY_LAYOUT_FLOOR
 from attribution_audit.domain.params import AttributionParams
-from attribution_audit.domain.points import LAYOUT, WorkPoint, point_id_for
+from attribution_audit.domain.points import LAYOUT, StorageParams, WorkPoint, point_id_for
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.layout import LAYOUT_DIM, layout_vector
 from attribution_audit.errors import VectorStoreError
@@ -299,15 +299,19 @@ def test_a_catalogue_of_precomputed_vectors_has_no_layouts_and_check_says_so(cli
 
 
 def test_precomputed_vectors_leave_the_layout_space_to_images_only_where_it_can_be_added_then(tmp_path: Path) -> None:
-    """A run without layouts makes no layout space in an embedded shard (a later run adds it in place), but makes it
-    in a server collection, which could not gain it later."""
+    """A run without layouts makes no layout space in an unquantised embedded shard (a later run adds it in place),
+    but makes it in a server collection, which could not gain it later, and in a quantised shard, whose spaces keep
+    their originals on disk only when made with the shard (the engine adds a space without its memory tier)."""
     edge, server = EdgeStore(tmp_path, "works"), ServerStore(":memory:", "works")
-    for store in (edge, server):
+    quantised = EdgeStore(tmp_path, "works8", storage=StorageParams(quantization="int8"))
+    for store in (edge, server, quantised):
         store.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM, layouts_later=True)
-    assert (LAYOUT in edge.sizes(), LAYOUT in server.sizes()) == (False, True)
+    assert [LAYOUT in store.sizes() for store in (edge, server, quantised)] == [False, True, True]
+    config = json.loads((tmp_path / "works8" / "edge_config.json").read_text())
+    assert config["vectors"][LAYOUT].get("memory") == config["vectors"]["content"].get("memory") == "cold"
     edge.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM)  # an ingest of images
     assert edge.sizes()[LAYOUT] == LAYOUT_DIM
-    for store in (edge, server):
+    for store in (edge, server, quantised):
         store.close()
 
 
