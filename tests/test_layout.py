@@ -299,20 +299,39 @@ def test_a_catalogue_of_precomputed_vectors_has_no_layouts_and_check_says_so(cli
 
 
 def test_precomputed_vectors_leave_the_layout_space_to_images_only_where_it_can_be_added_then(tmp_path: Path) -> None:
-    """A run without layouts makes no layout space in an unquantised embedded shard (a later run adds it in place),
-    but makes it in a server collection, which could not gain it later, and in a quantised shard, whose spaces keep
-    their originals on disk only when made with the shard (the engine adds a space without its memory tier)."""
+    """A run without layouts makes no layout space in an embedded shard (a later run adds it in place), but makes it
+    in a server collection, which could not gain it later."""
     edge, server = EdgeStore(tmp_path, "works"), ServerStore(":memory:", "works")
-    quantised = EdgeStore(tmp_path, "works8", storage=StorageParams(quantization="int8"))
-    for store in (edge, server, quantised):
+    for store in (edge, server):
         store.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM, layouts_later=True)
-    assert [LAYOUT in store.sizes() for store in (edge, server, quantised)] == [False, True, True]
-    config = json.loads((tmp_path / "works8" / "edge_config.json").read_text())
-    assert config["vectors"][LAYOUT].get("memory") == config["vectors"]["content"].get("memory") == "cold"
+    assert (LAYOUT in edge.sizes(), LAYOUT in server.sizes()) == (False, True)
     edge.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM)  # an ingest of images
     assert edge.sizes()[LAYOUT] == LAYOUT_DIM
-    for store in (edge, server, quantised):
+    for store in (edge, server):
         store.close()
+
+
+def test_a_space_added_to_a_quantised_shard_keeps_its_originals_on_disk_as_the_others(tmp_path: Path) -> None:
+    """In an int8 shard every space's float32 originals are memory-mapped cold (read only to rescore), a space added
+    in place (layouts after precomputed vectors, style after content) as well: not held in RAM."""
+    store = EdgeStore(tmp_path, "works", storage=StorageParams(quantization="int8"))
+    store.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM, layouts_later=True)
+    store.upsert(_points(30, np.random.default_rng(8), layouts=False))
+    store.build_index()
+    store.ensure_collection(CONTENT_DIM, STYLE_DIM, LAYOUT_DIM)  # an ingest of images, with the style space
+    with_layouts = _points(30, np.random.default_rng(8), layouts=True)
+    styled = [replace(p, style=np.ones(STYLE_DIM, dtype=np.float32) / np.sqrt(STYLE_DIM)) for p in with_layouts]
+    store.upsert(styled)
+    store.build_index()
+    assert store.search(styled[0].layout, 1, space=LAYOUT)[0].point_id == styled[0].point_id
+    store.close()
+    config = json.loads((tmp_path / "works" / "edge_config.json").read_text())
+    assert {space: v.get("memory") for space, v in config["vectors"].items()} == dict.fromkeys(
+        ("content", "style", LAYOUT), "cold"
+    )
+    for segment in (tmp_path / "works" / "segments").glob("*/segment.json"):
+        stored = json.loads(segment.read_text())["config"]["vector_data"]
+        assert not any("InRam" in v["storage_type"] for v in stored.values()), stored
 
 
 def test_catalogue_check_tells_a_collection_without_a_layout_space(sqlite_audit: AuditStore) -> None:

@@ -160,14 +160,13 @@ class VectorStore(ABC):
         index) or check its sizes. An engine that can (the embedded shard) adds a missing style or layout space in
         place; where one cannot, a collection without a layout space stays so (its points are written without
         layouts: :meth:`upsert`). ``layouts_later``: this run writes no layouts (precomputed vectors), so the layout
-        space is made now only where a later run could not add it as it would be made now: an empty space still takes
-        its size in storage for every point (1 GiB per million works at 256 floats), but a space added to a quantised
-        shard would keep its originals in RAM (the engine adds it without the shard's cold memory tier). On a
-        mismatch the store is closed (an embedded shard's lock released) and VectorStoreError raised."""
+        space is made now only where a later run could not add it: an empty space still takes its size in storage for
+        every point (1 GiB per million works at 256 floats). On a mismatch the store is closed (an embedded shard's
+        lock released) and VectorStoreError raised."""
         wanted = {CONTENT: dim} | ({STYLE: style_dim} if style_dim else {})
-        held = self._vector_sizes()  # (an existing collection's storage is its own from here)
-        if layouts_later and self.adds_spaces and self.storage.quantization == "none":
+        if layouts_later and self.adds_spaces:
             layout_dim = None
+        held = self._vector_sizes()
         if held is None:
             self._create(wanted | ({LAYOUT: layout_dim} if layout_dim else {}))
             return

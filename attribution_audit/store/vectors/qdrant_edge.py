@@ -183,24 +183,21 @@ class EdgeStore(VectorStore):
                 ) from None
         return self._sizes
 
-    def _create(self, sizes: dict[str, int]) -> None:
+    def _config(self, sizes: dict[str, int]) -> Any:
+        """The shard's engine configuration for spaces of these ``sizes``."""
         from qdrant_edge import (
             Distance,
             EdgeConfig,
             EdgeOptimizersConfig,
-            EdgeShard,
             EdgeVectorParams,
             HnswIndexConfig,
             Memory,
-            PayloadSchemaType,
             ScalarQuantizationConfig,
             ScalarType,
-            UpdateOperation,
         )
 
-        self._acquire_lock()
         quantized = self.storage.quantization == "int8"
-        config = EdgeConfig(
+        return EdgeConfig(
             # Quantised: the int8 vectors pinned in RAM, the originals (read only to rescore) memory-mapped cold (not
             # pre-warmed into the page cache, which would keep them resident as well: docs/benchmarks.md, int8 at 1M).
             vectors={
@@ -213,7 +210,12 @@ class EdgeStore(VectorStore):
             if quantized
             else None,
         )
-        shard = EdgeShard.create(str(self.path), config)
+
+    def _create(self, sizes: dict[str, int]) -> None:
+        from qdrant_edge import EdgeShard, PayloadSchemaType, UpdateOperation
+
+        self._acquire_lock()
+        shard = EdgeShard.create(str(self.path), self._config(sizes))
         shard.update(UpdateOperation.create_field_index("artist", PayloadSchemaType.Keyword))
         self._write_meta(
             {
@@ -227,11 +229,16 @@ class EdgeStore(VectorStore):
         self._shard, self._sizes = shard, dict(sizes)
 
     def _add_space(self, space: str, size: int) -> bool:
-        from qdrant_edge import Distance, UpdateOperation
+        from qdrant_edge import Distance, EdgeShard, UpdateOperation
 
+        sizes = {**(self._sizes or {}), space: size}
         self._shard.update(UpdateOperation.create_dense_vector(space, size, Distance.Cosine))
+        if self.storage.quantization != "none":  # the engine adds a space without the shard's memory tier: the shard
+            self._shard.flush()  # is reopened with its whole configuration, so that the new originals stay cold too
+            self._shard.close()
+            self._shard = EdgeShard.load(str(self.path), self._config(sizes))
         self._write_meta({**(self._meta() or {}), SIZE_KEYS[space]: size})
-        self._sizes = {**(self._sizes or {}), space: size}
+        self._sizes = sizes
         return True
 
     def _upsert(self, points: Sequence[WorkPoint]) -> None:
