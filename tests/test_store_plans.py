@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -113,6 +113,13 @@ def request_draft(k: int) -> RequestDraft:
         0.9,
         "default-v1",
     )
+
+
+def request_of_works(work_numbers: Sequence[int]) -> RequestDraft:
+    """A request of the catalogue "museum" whose neighbours are the works numbered ``work_numbers``, in that order."""
+    draft = request_draft(len(work_numbers))
+    near = [replace(n, work_id=f"w{i}") for n, i in zip(draft.outcome.neighbours, work_numbers, strict=True)]
+    return replace(draft, outcome=replace(draft.outcome, neighbours=near))
 
 
 def start_catalogue(audit: AuditStore, numbers: range) -> tuple[int, int]:
@@ -234,20 +241,14 @@ def test_a_record_writes_as_many_pages_whatever_works_its_neighbours_are(sqlite_
     works, whose K entries would land on K pages of it once the log is long)."""
     start_catalogue(sqlite_audit, range(5000))
     draw = random.Random(7)
-
-    def draft(work_numbers: list[int]) -> RequestDraft:
-        d = request_draft(len(work_numbers))
-        near = [replace(n, work_id=f"w{i}") for n, i in zip(d.outcome.neighbours, work_numbers, strict=True)]
-        return replace(d, outcome=replace(d.outcome, neighbours=near))
-
     for _ in range(300):  # a log whose neighbour rows span many pages of any index on them
-        sqlite_audit.requests.record(draft(draw.sample(range(5000), 100)))
+        sqlite_audit.requests.record(request_of_works(draw.sample(range(5000), 100)))
 
     log = sqlite3.connect(str(sqlite_audit.engine.url.database), isolation_level=None)  # outside any transaction
 
     def pages_written(work_numbers: list[int]) -> int:
         log.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        sqlite_audit.requests.record(draft(work_numbers))
+        sqlite_audit.requests.record(request_of_works(work_numbers))
         return int(log.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
 
     # medians of 5: a record's random id and time decide where it lands in the B-trees (a few splits more or less)
@@ -263,11 +264,12 @@ def test_a_request_probes_its_works_by_key_whatever_the_statistics(audit: AuditS
     fresh ingest on a server whose autovacuum has not run, or is off) and after: never a read of every work of the
     catalogue, nor a scan of the table."""
     if audit.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite plans the lookup by the unique index without statistics (test above)")
+        pytest.skip(
+            "SQLite plans the lookup by the unique index without statistics "
+            "(test_writing_works_and_a_request_never_scans_the_works_table)"
+        )
     start_catalogue(audit, range(5000))
-    draft = request_draft(100)
-    near = [replace(n, work_id=f"w{i}") for n, i in zip(draft.outcome.neighbours, range(0, 5000, 50), strict=True)]
-    draft = replace(draft, outcome=replace(draft.outcome, neighbours=near))
+    draft = request_of_works(range(0, 5000, 50))
     for analyzed in (False, True):
         if analyzed:
             with audit.engine.begin() as connection:
