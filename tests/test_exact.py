@@ -122,6 +122,25 @@ def test_ties_are_broken_by_id_whatever_the_row_order() -> None:
         np.testing.assert_allclose(sims, [[1, 1, 1]])
 
 
+@pytest.mark.parametrize("k", [1, 3, 7, 40])
+def test_brute_cuts_each_querys_ties_by_id_in_a_batch(k: int) -> None:
+    """Queries in one batch, where a group of equal works crosses the k-th place or not: each row is the full sort by
+    (similarity, id), in whatever order the rows are held."""
+    rng = np.random.default_rng(k)
+    directions = rng.standard_normal((10, 8)).astype(np.float32)
+    vectors = np.repeat(directions, 4, axis=0)  # each direction 4 times: equal similarities, bit for bit
+    ids = [f"w{i:02d}" for i in rng.permutation(40)]
+    queries = rng.standard_normal((7, 8)).astype(np.float32)
+    rows, sims = build_exact_index("brute", ids, vectors).search(queries, k)
+    similarity = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (
+        directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    ).T
+    for q in range(len(queries)):
+        expected = sorted(range(40), key=lambda r: (-similarity[q, r // 4], ids[r]))[:k]
+        assert [ids[r] for r in rows[q]] == [ids[r] for r in expected]
+        np.testing.assert_allclose(sims[q], similarity[q, [r // 4 for r in expected]], atol=1e-6)
+
+
 class Fetch:
     """A fetch callback that counts its calls."""
 

@@ -230,8 +230,9 @@ class Attributor:
         def search(space: str, rows: np.ndarray, depth: int) -> list[list[tuple[str, float]]]:
             index = self.exact_index(params.exact_method, space)
             found, sims = index.search(rows, depth)
+            ids = index.ids.__getitem__
             return [
-                [(index.ids[r], s) for r, s in zip(row, sim, strict=True)]
+                list(zip(map(ids, row), sim, strict=True))
                 for row, sim in zip(found.tolist(), sims.tolist(), strict=True)
             ]
 
