@@ -34,6 +34,7 @@ def every_field_set(label: str) -> AttributionRequest:
     request.parameters = {"k": 2, "temperature": 0.1 + 0.2, "note": ODD}
     request.neighbours[0].artist = request.neighbours[0].canonical_artist = ODD
     request.neighbours[1].similarity, request.neighbours[1].distance = 1e-07, 1e16
+    request.neighbours[0].distance, request.neighbours[0].share = 5e-324, 1.7976931348623157e308  # the extremes
     request.artist_shares = [
         AttributionArtistShare(artist=name, share=share)
         for name, share in (("Zoë", 0.25), ("Émile", 0.25), ("anna", 0.125), ("Ärger", 0.375))  # not locale order

@@ -277,7 +277,7 @@ def test_a_request_probes_its_works_by_key_whatever_the_statistics(audit: AuditS
         with statements(audit) as seen:
             recorded = audit.requests.record(draft)
         assert len(recorded.neighbours) == 100 and recorded.intact
-        ((sql, params),) = [(sql, params) for sql, params in seen if "FROM unnest(" in sql]
+        ((sql, params),) = [(sql, params) for sql, params in seen if "FROM json_to_recordset(" in sql]
         with audit.engine.connect() as connection:
             plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar()
         works = [node for node in plan_nodes(plan[0]["Plan"]) if node.get("Relation Name") == "works"]

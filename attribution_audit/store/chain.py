@@ -365,10 +365,10 @@ class _Append:
         c, w = _CATALOGUES.c, _WORKS.c
 
         if postgres:  # one probe of the works' unique key per pair, however the planner's statistics stand
-            keys = (
-                func.unnest(bindparam("catalogues", type_=ARRAY(String)), bindparam("work_ids", type_=ARRAY(String)))
-                .table_valued("catalogue", "work_id")
-                .render_derived(name="k")
+            keys = (  # (the pairs as one JSON text: psycopg dumps an array's items one by one, in Python)
+                func.json_to_recordset(cast(bindparam("pairs", type_=String), JSON))
+                .table_valued(Column("catalogue", String), Column("work_id", String))
+                .render_derived(name="k", with_types=True)
             )
             probe = (
                 select(w.id)
@@ -391,16 +391,49 @@ class _Append:
                 .where(c.name.in_(listed("catalogues")), w.work_id.in_(listed("work_ids")))
             )
         self.works = DriverStatement(works, dialect)
-        self.lists: Callable[[Sequence[str]], Any] = list if postgres else json.dumps
+        self.pairs: Callable[[Sequence[tuple[str, str]]], dict[str, str]] = _as_records if postgres else _as_lists
         seq = _REQUESTS.c.seq
         self.head = DriverStatement(select(seq, _REQUESTS.c.record_hash).order_by(seq.desc()).limit(1), dialect)
         self.inserts = {  # positional: each child row goes to the driver as the tuple append_rows makes
             table: DriverStatement(table.insert(), positional(dialect), column_keys=[c.key for c in table.columns])
             for table in (_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS)
         }
+        # PostgreSQL: a child table's rows as one statement over one JSON array of them. An executemany is an
+        # execution per row (psycopg's per-row work, and the server starting a statement for each): at K=100 about
+        # 1 ms of the client's CPU and as much of the server's (scripts/bench_scale.py, docs/benchmarks.md)
+        self.json_inserts = (
+            {table: _json_insert(table, dialect) for table in (_NEIGHBOURS, _SHARES)} if postgres else {}
+        )
+
+
+def _as_records(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The works lookup's parameter on PostgreSQL: the (catalogue, work id) pairs as a JSON array of records."""
+    return {"pairs": json.dumps([{"catalogue": c, "work_id": w} for c, w in pairs])}
+
+
+def _as_lists(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The works lookup's parameters on SQLite: the catalogues and the work ids as two parallel JSON lists."""
+    catalogues, work_ids = zip(*pairs, strict=True)
+    return {"catalogues": json.dumps(catalogues), "work_ids": json.dumps(work_ids)}
+
+
+def _json_insert(table: Table, dialect: Dialect) -> DriverStatement:
+    """PostgreSQL: an insert of ``table``'s rows given as one JSON array of objects (parameter ``rows``), each value
+    read by its column's own type from the JSON text (a float as its shortest repr, which reads back the same
+    float)."""
+    quote, name = dialect.identifier_preparer.quote, dialect.identifier_preparer.format_table(table)
+    columns = ", ".join(quote(c.name) for c in table.columns)
+    return DriverStatement(
+        text(
+            f"INSERT INTO {name} ({columns}) SELECT {columns} "
+            f"FROM json_populate_recordset(NULL::{name}, CAST(:rows AS json))"
+        ),
+        dialect,
+    )
 
 
 _APPENDS: dict[str, _Append] = {}
+_NAMES = {table: tuple(c.name for c in table.columns) for table in (_NEIGHBOURS, _SHARES)}  # in _KEYS' order
 _CHILD_KEYS = {table: _KEYS[table][1:] for table in (_NEIGHBOURS, _SHARES)}  # after the request's id
 if any(_KEYS[table][0] != "request_id" for table in _CHILD_KEYS):
     raise RuntimeError("a child table of the audit log must hold its request's id in its first column")
@@ -460,11 +493,8 @@ def append_rows(
         with pipelined(connection):
             if sql.lock is not None:
                 sql.lock.execute(connection, cursor, {"key": CHAIN_LOCK_ID})
-            if work_pks is None and neighbours:  # the distinct (catalogue, work id) pairs, as two parallel lists
-                catalogues, work_ids = zip(*sorted(set(map(_WORK_KEY, neighbours))), strict=True)
-                sql.works.execute(
-                    connection, reads, {"catalogues": sql.lists(catalogues), "work_ids": sql.lists(work_ids)}
-                )
+            if work_pks is None and neighbours:  # the distinct (catalogue, work id) pairs
+                sql.works.execute(connection, reads, sql.pairs(sorted(set(map(_WORK_KEY, neighbours)))))
             last = sql.head.rows(connection, cursor)
             if work_pks is None:
                 found = {(cat, wid): pk for cat, wid, pk in reads.fetchall()} if neighbours else {}
@@ -493,7 +523,11 @@ def append_rows(
             columns["record_hash"] = row["record_hash"]
             sql.inserts[_REQUESTS].execute(connection, cursor, row)
             for table, rows in ((_NEIGHBOURS, near), (_SHARES, parts)):
-                if rows:
+                if rows and table in sql.json_inserts and text is not None:  # (a text holds finite numbers alone)
+                    names = _NAMES[table]
+                    values = json.dumps([dict(zip(names, row, strict=True)) for row in rows], allow_nan=False)
+                    sql.json_inserts[table].execute(connection, cursor, {"rows": values})
+                elif rows:
                     sql.inserts[table].execute_rows(connection, cursor, _KEYS[table], rows, text is not None)
             if measured:
                 sql.inserts[_METRICS].execute(connection, cursor, [measured])
