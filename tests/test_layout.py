@@ -22,7 +22,7 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import LAYOUT, StorageParams, WorkPoint, point_id_for
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.layout import LAYOUT_DIM, layout_vector
-from attribution_audit.errors import VectorStoreError
+from attribution_audit.errors import DamagedShardError, VectorStoreError
 from attribution_audit.services import ingest
 from attribution_audit.services.catalogue import check
 from attribution_audit.sources.images import load_image
@@ -332,6 +332,35 @@ def test_a_space_added_to_a_quantised_shard_keeps_its_originals_on_disk_as_the_o
     for segment in (tmp_path / "works" / "segments").glob("*/segment.json"):
         stored = json.loads(segment.read_text())["config"]["vector_data"]
         assert not any("InRam" in v["storage_type"] for v in stored.values()), stored
+
+
+def test_a_quantised_shard_that_fails_to_reopen_with_its_new_space_is_opened_again_at_its_next_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding a space to an int8 shard reopens it; where the engine fails there (out of memory, say), the error is one
+    line naming the shard, and the store is left closed, not holding the closed shard: its next use opens the shard
+    again, with the space it gained and its points."""
+    import qdrant_edge
+
+    store = EdgeStore(tmp_path, "works", storage=StorageParams(quantization="int8"))
+    store.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM, layouts_later=True)
+    points = _points(30, np.random.default_rng(9), layouts=False)
+    store.upsert(points)
+    store.build_index()
+
+    class Failing:  # the engine's loader, failing as it does (an exception out of the binding)
+        @staticmethod
+        def load(*_: object) -> None:
+            raise RuntimeError("Service runtime error: cannot load edge shard: out of memory")
+
+    monkeypatch.setattr(qdrant_edge, "EdgeShard", Failing)
+    with pytest.raises(DamagedShardError, match=f"^{tmp_path / 'works'}: the embedded shard is damaged") as raised:
+        store.ensure_collection(CONTENT_DIM, None, LAYOUT_DIM)  # an ingest of images adds the layout space
+    assert "\n" not in str(raised.value)
+    monkeypatch.undo()
+    assert store.sizes() == {"content": CONTENT_DIM, LAYOUT: LAYOUT_DIM}
+    assert store.search(points[3].vector, 1)[0].point_id == points[3].point_id
+    store.close()
 
 
 def test_catalogue_check_tells_a_collection_without_a_layout_space(sqlite_audit: AuditStore) -> None:

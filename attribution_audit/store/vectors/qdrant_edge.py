@@ -172,16 +172,21 @@ class EdgeStore(VectorStore):
                 with _engine_panics_quiet():
                     self._shard = EdgeShard.load(str(self.path))
             except BaseException as exc:  # the engine panics (a BaseException) on some damaged files
-                if isinstance(exc, KeyboardInterrupt | SystemExit):
-                    raise
-                self._sizes = None
-                raise DamagedShardError(
-                    f"{self.path}: the embedded shard is damaged ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); run `attribution-audit catalogue "
-                    "check --repair` to set it aside, then `attribution-audit ingest` to embed the catalogue again",
-                    str(self.path),
-                ) from None
+                raise self._damaged(exc) from None
         return self._sizes
+
+    def _damaged(self, exc: BaseException) -> BaseException:
+        """What to raise where the shard cannot be opened (``exc``): DamagedShardError, the store left closed (its
+        next use opens the shard again); an interrupt as it is."""
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return exc
+        self._shard, self._sizes = None, None
+        return DamagedShardError(
+            f"{self.path}: the embedded shard is damaged ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); run `attribution-audit catalogue "
+            "check --repair` to set it aside, then `attribution-audit ingest` to embed the catalogue again",
+            str(self.path),
+        )
 
     def _config(self, sizes: dict[str, int]) -> Any:
         """The shard's engine configuration for spaces of these ``sizes``."""
@@ -233,12 +238,16 @@ class EdgeStore(VectorStore):
 
         sizes = {**(self._sizes or {}), space: size}
         self._shard.update(UpdateOperation.create_dense_vector(space, size, Distance.Cosine))
+        self._write_meta({**(self._meta() or {}), SIZE_KEYS[space]: size})
+        self._sizes = sizes
         if self.storage.quantization != "none":  # the engine adds a space without the shard's memory tier: the shard
             self._shard.flush()  # is reopened with its whole configuration, so that the new originals stay cold too
             self._shard.close()
-            self._shard = EdgeShard.load(str(self.path), self._config(sizes))
-        self._write_meta({**(self._meta() or {}), SIZE_KEYS[space]: size})
-        self._sizes = sizes
+            try:
+                with _engine_panics_quiet():
+                    self._shard = EdgeShard.load(str(self.path), self._config(sizes))
+            except BaseException as exc:  # (not a closed shard's handle kept: the next use opens it again)
+                raise self._damaged(exc) from None
         return True
 
     def _upsert(self, points: Sequence[WorkPoint]) -> None:
