@@ -268,3 +268,24 @@ def test_a_numpy_nan_is_refused_in_a_sqlite_log_as_a_python_one_is(sqlite_db: En
         with write_connection(sqlite_db) as connection, pytest.raises(DatabaseError, match="similarity = NaN"):
             append(connection, (request, neighbours, shares, metrics))
     assert chain.verify_chain(sqlite_db).checked == 0
+
+
+def test_a_text_longer_than_its_column_is_refused_on_a_server_whatever_its_excess(fresh_db: Engine) -> None:
+    """PostgreSQL refuses a text longer than its column, but cuts spaces past the length without a word: a record
+    holding such a text would be logged, then fail its own verification. Both are refused there, naming the column,
+    before anything is written; SQLite keeps such a text whole, and the record verifies."""
+    at = chain.NEIGHBOUR_VALUES.index("artist")
+    for excess in ("  ", "xx"):
+        request, neighbours, shares, metrics = logged_rows(float, int)
+        request["id"] = f"long-{excess.strip()}"
+        neighbours[0] = (*neighbours[0][:at], "x" * 300 + excess, *neighbours[0][at + 1 :])
+        if fresh_db.dialect.name == "sqlite":
+            with write_connection(fresh_db) as connection:
+                append(connection, (request, neighbours, shares, metrics))
+            continue
+        with write_connection(fresh_db) as connection, pytest.raises(DatabaseError) as refused:
+            append(connection, (request, neighbours, shares, metrics))
+        assert str(refused.value).startswith("cannot log attribution_neighbours.artist = 'xxx")
+        assert "(302 characters): the column holds at most 300; shorten it; nothing was recorded" in str(refused.value)
+    report = chain.verify_chain(fresh_db)
+    assert report.ok and report.checked == (2 if fresh_db.dialect.name == "sqlite" else 0)

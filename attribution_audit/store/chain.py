@@ -341,6 +341,27 @@ def _stored_row(table: Table, row: dict[str, Any]) -> dict[str, Any]:
     return dict(zip(row, _stored_rows(table, tuple(row), [tuple(row.values())])[0], strict=True))
 
 
+_LENGTHS = {
+    table: {c.key: c.type.length for c in table.columns if isinstance(c.type, String) and c.type.length}
+    for table in (_REQUESTS, _NEIGHBOURS, _SHARES)
+}
+
+
+def _refuse_too_long(table: Table, keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A database server keeps at most its column's length of a text: PostgreSQL refuses a longer one, but cuts one
+    whose excess is spaces without a word (the SQL standard), and the record would not match its own hash when read
+    back. Refused alike, before anything is written. ``rows``: the values of ``keys``."""
+    lengths = _LENGTHS[table]
+    for key, values in zip(keys, zip(*rows, strict=True), strict=False):
+        limit = lengths.get(key)
+        if limit is not None and max((len(v) for v in values if type(v) is str), default=0) > limit:
+            value = next(v for v in values if type(v) is str and len(v) > limit)
+            raise DatabaseError(
+                f"cannot log {table.name}.{key} = {value[:40]!r}... ({len(value)} characters): the column holds "
+                f"at most {limit}; shorten it; nothing was recorded"
+            )
+
+
 def _refuse_nan(keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """SQLite stores NaN as NULL: a record holding one would not match its own hash when read back. ``rows``: the
     values of ``keys``."""
@@ -484,6 +505,13 @@ def append_rows(
         for row in (request, metrics):
             if row:
                 _refuse_nan(tuple(row), [tuple(row.values())])
+    else:
+        for table, keys, rows in (
+            (_REQUESTS, tuple(request), [tuple(request.values())]),
+            (_NEIGHBOURS, NEIGHBOUR_VALUES, neighbours),
+            (_SHARES, SHARE_VALUES, shares),
+        ):
+            _refuse_too_long(table, keys, rows)
     sql = _APPENDS.get(dialect.name) or _APPENDS.setdefault(dialect.name, _Append(dialect))
     key = request["id"]
     parts = sorted(((key, *s) for s in shares), key=itemgetter(1))  # by artist
