@@ -177,6 +177,30 @@ def test_the_postgres_audit_write_is_pipelined(audit: AuditStore) -> None:
     assert audit.requests.get(recorded.request_id).intact
 
 
+def test_each_answer_the_pipelined_write_reads_comes_on_a_cursor_of_its_own(audit: AuditStore) -> None:
+    """In a pipeline, psycopg gives a cursor the answer of its earlier statement where that arrives after its next one
+    was sent: the head was read as the chain lock's row now and then under load (a traceback, nothing recorded). The
+    work keys and the head are each read on a cursor no earlier statement of the write used."""
+    if audit.engine.dialect.name != "postgresql":
+        pytest.skip("pipeline mode is PostgreSQL's")
+    start_catalogue(audit, range(20))
+    sent: list[tuple[int, str]] = []
+
+    def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, executemany: bool) -> None:
+        sent.append((id(cursor), sql))
+
+    event.listen(audit.engine, "before_cursor_execute", record)
+    try:
+        recorded = audit.requests.record(request_draft(5))
+    finally:
+        event.remove(audit.engine, "before_cursor_execute", record)
+    reads = [i for i, (_, sql) in enumerate(sent) if "json_to_recordset(" in sql or "seq DESC" in sql]
+    assert len(reads) == 2 and "pg_advisory_xact_lock" in sent[0][1], sent
+    for i in reads:
+        assert sent[i][0] not in {cursor for cursor, _ in sent[:i]}, (sent[i][1], sent[:i])
+    assert audit.requests.get(recorded.request_id).intact
+
+
 def test_the_chain_head_is_one_index_probe(sqlite_audit: AuditStore) -> None:
     start_catalogue(sqlite_audit, range(10))
     for _ in range(3):

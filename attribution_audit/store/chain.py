@@ -516,11 +516,14 @@ def append_rows(
     key = request["id"]
     parts = sorted(((key, *s) for s in shares), key=itemgetter(1))  # by artist
     measured = None if metrics is None else _row(_METRICS, metrics) | {"request_id": key}
-    cursor, reads = connection.connection.cursor(), connection.connection.cursor()
+    # a cursor for each statement whose answer is read, and one for the lock: in a pipeline, psycopg gives a cursor
+    # the answer of its earlier statement where that arrives after its next one was sent, and the head was read as
+    # the lock's row (a traceback, now and then, under load)
+    locks, reads, cursor = (connection.connection.cursor() for _ in range(3))
     try:
         with pipelined(connection):
             if sql.lock is not None:
-                sql.lock.execute(connection, cursor, {"key": CHAIN_LOCK_ID})
+                sql.lock.execute(connection, locks, {"key": CHAIN_LOCK_ID})
             if work_pks is None and neighbours:  # the distinct (catalogue, work id) pairs
                 sql.works.execute(connection, reads, sql.pairs(sorted(set(map(_WORK_KEY, neighbours)))))
             last = sql.head.rows(connection, cursor)
@@ -560,8 +563,8 @@ def append_rows(
             if measured:
                 sql.inserts[_METRICS].execute(connection, cursor, [measured])
     finally:
-        cursor.close()
-        reads.close()
+        for each in (locks, reads, cursor):
+            each.close()
     return stored
 
 
