@@ -354,8 +354,9 @@ def _refuse_too_long(table: Table, keys: Sequence[str], rows: Sequence[Sequence[
     lengths = _LENGTHS[table]
     for key, values in zip(keys, zip(*rows, strict=True), strict=False):
         limit = lengths.get(key)
-        if limit is not None and max((len(v) for v in values if type(v) is str), default=0) > limit:
-            value = next(v for v in values if type(v) is str and len(v) > limit)
+        # (a text column's values are texts or None here: _stored_rows)
+        if limit is not None and max(map(len, filter(None, values)), default=0) > limit:
+            value = next(v for v in values if v and len(v) > limit)
             raise DatabaseError(
                 f"cannot log {table.name}.{key} = {value[:40]!r}... ({len(value)} characters): the column holds "
                 f"at most {limit}; shorten it; nothing was recorded"
