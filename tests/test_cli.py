@@ -268,6 +268,35 @@ def test_database_down_prints_no_attribution(cli_on: Callable[[str], Cli], demo_
     assert "cannot reach the audit database" in result.stderr
 
 
+def test_a_run_stopped_by_the_database_shows_and_counts_what_it_recorded_before(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    """The database refuses the second write of a run of three images: the run stops there with the database's one-
+    line error (exit 1), the first attribution, which is in the log, is still written out, and a note says how many
+    of the images were recorded."""
+    import sqlite3
+
+    cli.restore(ingested)
+    database = sqlite3.connect(cli.database_url.removeprefix("sqlite:///"))
+    database.execute(  # a write refused from the second record on (a full disk, a server gone, ...)
+        "CREATE TRIGGER refuse_second BEFORE INSERT ON attribution_requests "
+        "WHEN (SELECT count(*) FROM attribution_requests) >= 1 BEGIN SELECT RAISE(ABORT, 'refused for the test'); END"
+    )
+    database.commit()
+    images = [str(q.path) for q in demo_catalogue.queries[:3]]
+    result = cli("attribute", *images, "--json", *EMBEDDER, code=1)
+    recorded = json.loads(result.stdout)
+    assert len(recorded) == 1
+    *_, note, error = result.stderr.splitlines()
+    assert note == "note: 1 of 3 images were attributed and recorded before this error"
+    assert error.startswith("error: ") and "refused for the test" in error
+    database.execute("DROP TRIGGER refuse_second")
+    database.commit()
+    database.close()
+    listed = json.loads(cli("audit", "list", "--format", "json").stdout)
+    assert [r["request_id"] for r in listed] == [recorded[0]["request_id"]]
+
+
 COMMANDS_WITH_HELP = [
     [],
     ["ingest"],

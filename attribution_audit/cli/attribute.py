@@ -91,7 +91,7 @@ def attribute(
     Example: attribution-audit attribute .demo/catalogue/generated/gen_a5_0.png --k 5 --format json
     """
     from attribution_audit.api import attribute_files
-    from attribution_audit.errors import ImageError
+    from attribution_audit.errors import AttributionAuditError, ImageError
     from attribution_audit.services.attribute import Note
     from attribution_audit.services.checkpoints import Signed
 
@@ -111,22 +111,33 @@ def attribute(
     )
     fmt = output_format(fmt, as_json)
     settings = settings_of(ctx, embedder, ef)
-    records, rows, failed = [], [], 0
-    for result in attribute_files(settings, audit_of(settings), images, params):
-        if isinstance(result, ImageError):
-            typer.echo(f"error: {result}", err=True)
-            failed += 1
-        elif isinstance(result, Signed):
-            say_signed(result)
-        elif isinstance(result, Note):
-            typer.echo(f"note: {result}", err=True)
-        elif fmt is OutputFormat.table:
-            print_attribution(result)
-        else:
-            records.append(result.as_json())
-            rows += neighbour_rows(result)
-    if fmt is not OutputFormat.table:
+    records, rows, failed, done = [], [], 0, 0
+    try:
+        for result in attribute_files(settings, audit_of(settings), images, params):
+            if isinstance(result, ImageError):
+                typer.echo(f"error: {result}", err=True)
+                failed += 1
+            elif isinstance(result, Signed):
+                say_signed(result)
+            elif isinstance(result, Note):
+                typer.echo(f"note: {result}", err=True)
+            else:
+                done += 1
+                if fmt is OutputFormat.table:
+                    print_attribution(result)
+                else:
+                    records.append(result.as_json())
+                    rows += neighbour_rows(result)
+    except AttributionAuditError as exc:  # a run stopped by one: the attributions before it are logged, and shown
+        stopped: AttributionAuditError | None = exc
+    else:
+        stopped = None
+    if fmt is not OutputFormat.table and (stopped is None or done):
         emit(fmt, data=records, rows=rows, columns=NEIGHBOUR_COLUMNS)
+    if stopped is not None:
+        if done:
+            typer.echo(f"note: {done} of {len(images)} images were attributed and recorded before this error", err=True)
+        raise stopped
     if failed:
         raise typer.Exit(1)
 
