@@ -66,7 +66,6 @@ class BruteForceIndex:
         """
         self.ids = ids
         self.dim = vectors.shape[1]
-        self._vectors = vectors
         self._block_size = block_size
         self._ranks = _id_ranks(ids)
         self._columns = np.asarray(vectors).T  # (a plain view: a memmap's own type costs each product a wrapper)
