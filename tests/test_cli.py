@@ -7,6 +7,8 @@ import os
 import pwd
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +82,33 @@ def test_show_and_replay_take_the_first_characters_of_an_id(
     assert listed[0].endswith(",replay_of")
     marks = {line.split(",")[0]: line.rsplit(",", 1)[1] for line in listed[1:]}
     assert marks == {replay["replay"]["request_id"]: record["request_id"], record["request_id"]: ""}
+
+
+def test_a_run_whose_output_is_closed_stops_and_says_how_many_images_it_recorded(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    """`attribute many.png | head -1`: the run stops at the next result it cannot print, and says on stderr how many
+    images were attributed and recorded (every one of them in the log), the rest not attributed."""
+    cli.restore(ingested)
+    images = [str(q.path) for q in demo_catalogue.queries] * 10  # (far more than one result takes to print)
+    words = ["--data-dir", str(cli.data_dir), "--database-url", cli.database_url, "attribute", *images, *EMBEDDER]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "attribution_audit", *words], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline().decode()
+    process.stdout.close()  # as `head -1` exits
+    said = process.stderr.read().decode()
+    assert process.wait() == 1 and first.startswith("request ")
+    found = re.fullmatch(
+        r"note: the output was closed after (\d+) of (\d+) images were attributed and recorded .*\n", said
+    )
+    assert found is not None, said
+    done = int(found[1])
+    assert int(found[2]) == len(images) and 1 <= done < len(images)
+    with cli.engine().connect() as connection:
+        logged = connection.scalars(select(AttributionRequest.image_path).order_by(AttributionRequest.seq)).all()
+    assert logged == images[:done] and first.split()[1] in cli("audit", "list").stdout
 
 
 LOGIN_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")

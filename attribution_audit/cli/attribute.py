@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -130,6 +131,14 @@ def attribute(
                     rows += neighbour_rows(result)
     except AttributionAuditError as exc:  # a run stopped by one: the attributions before it are logged, and shown
         stopped: AttributionAuditError | None = exc
+    except BrokenPipeError:  # the output's reader is gone (`| head`): the run stops there, as click then exits 1
+        with contextlib.suppress(OSError):  # (the errors may go to that reader too)
+            typer.echo(
+                f"note: the output was closed after {done} of {len(images)} images were attributed and recorded "
+                "(each in the audit log: `attribution-audit audit list`); the others were not attributed",
+                err=True,
+            )
+        raise
     else:
         stopped = None
     if fmt is not OutputFormat.table and (stopped is None or done):

@@ -1,10 +1,11 @@
 """Export the audit records of a period as JSON lines with their hashes, and verify such a file without the DB.
 
-Line 1 is a header (format, period, number of records, the chain head at export time, the audit DB identity); each
-following line is one record: ``seq``, ``request_id``, ``prev_hash``, ``record_hash`` and ``content`` (exactly what
-the hash covers). A verifier recomputes every hash from the content and checks that the records link up without
-gaps; every field outside the content is checked against it (seq, request_id, prev_hash; the header's count,
-period, export time and chain head), and the identity against a checkpoint (``audit verify --checkpoint``).
+Line 1 is a header (format, period, number of records, the chain head at export time, the audit DB identity; spaces
+after it fill the width its line was reserved at: it is written last, over them); each following line is one
+record: ``seq``, ``request_id``, ``prev_hash``, ``record_hash`` and ``content`` (exactly what the hash covers). A
+verifier recomputes every hash from the content and checks that the records link up without gaps; every field
+outside the content is checked against it (seq, request_id, prev_hash; the header's count, period, export time and
+chain head), and the identity against a checkpoint (``audit verify --checkpoint``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -61,35 +61,32 @@ def export_records(
         raise AttributionAuditError(f"{out}: already exists; pass --force to overwrite it, or choose another name")
     if out.parent.exists() and not out.parent.is_dir():  # (mkdir would say "File exists")
         raise AttributionAuditError(f"{out}: {out.parent} is not a folder; choose a file path for the export")
-    body, temporary = out.with_name(out.name + ".body.tmp"), out.with_name(out.name + ".tmp")
+    temporary = out.with_name(out.name + ".tmp")
     check, written = ChainCheck(), 0
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        for scratch in (body, temporary):  # a run killed leaves them; a link planted there must not be written through
-            scratch.unlink(missing_ok=True)
-        with body.open("xb", buffering=_BUFFER) as handle:
+        temporary.unlink(missing_ok=True)  # a run killed leaves it; a link planted there must not be written through
+        with temporary.open("xb", buffering=_BUFFER) as handle:
+            # the header comes first but holds what only the end knows (the count, the head): its line is reserved
+            # as spaces wide enough for any such values, and written over once they are known
+            header = _header(date_from, date_to, db_identity, _WIDEST_MOMENT, _WIDEST_COUNT, _WIDEST_COUNT, "f" * 64)
+            width = len(header)
+            handle.write(b" " * width + b"\n")
             for record in check.accepted(chain):
                 if (start is None or record.created_at >= start) and (end is None or record.created_at <= end):
                     handle.write(_line(record))
                     written += 1
-        head = vouch(check.report(rows(check.checked)))
-        if not head.ok:
-            raise AttributionAuditError(
-                f"the audit chain is broken{head.located}: {head.reason}; run `attribution-audit audit "
-                "verify` and resolve it before exporting"
-            )
-        header = {
-            "format": FORMAT,
-            "exported_at": datetime.now(UTC).isoformat(),
-            "from": date_from.isoformat() if date_from else None,
-            "to": date_to.isoformat() if date_to else None,
-            "records": written,
-            "chain_head": {"seq": head.checked, "hash": head.head_hash},
-            "db_identity": db_identity,
-        }
-        with temporary.open("xb") as handle, body.open("rb") as records:
-            handle.write(json.dumps(header, sort_keys=True, ensure_ascii=False).encode() + b"\n")
-            shutil.copyfileobj(records, handle, _BUFFER)
+            head = vouch(check.report(rows(check.checked)))
+            if not head.ok:
+                raise AttributionAuditError(
+                    f"the audit chain is broken{head.located}: {head.reason}; run `attribution-audit audit "
+                    "verify` and resolve it before exporting"
+                )
+            now = datetime.now(UTC)
+            header = _header(date_from, date_to, db_identity, now, written, head.checked, head.head_hash)
+            assert len(header) <= width, "the line reserved for the header is too short"
+            handle.seek(0)
+            handle.write(header.ljust(width))
             handle.flush()
             os.fsync(handle.fileno())  # on disk before it takes the export's name: a power loss leaves no empty export
         temporary.replace(out)
@@ -99,10 +96,35 @@ def export_records(
             f"{out}: cannot write the export ({exc.strerror}); choose a writable path"
         ) from None
     finally:
-        for scratch in (body, temporary):
-            with contextlib.suppress(OSError):  # (none there, or no folder for it: the error raised says why)
-                scratch.unlink()
+        with contextlib.suppress(OSError):  # (none there, or no folder for it: the error raised says why)
+            temporary.unlink()
     return written, head
+
+
+_WIDEST_MOMENT = datetime.max.replace(tzinfo=UTC)  # (its ISO text has microseconds: the longest a time writes)
+_WIDEST_COUNT = 10**20  # more digits than any count or seq the databases hold (64-bit)
+
+
+def _header(
+    date_from: date | None,
+    date_to: date | None,
+    db_identity: str | None,
+    exported_at: datetime,
+    records: int,
+    head_seq: int,
+    head_hash: str,
+) -> bytes:
+    """The export's header line, without its newline: its format, period, time, count, chain head, audit DB."""
+    header = {
+        "format": FORMAT,
+        "exported_at": exported_at.isoformat(),
+        "from": date_from.isoformat() if date_from else None,
+        "to": date_to.isoformat() if date_to else None,
+        "records": records,
+        "chain_head": {"seq": head_seq, "hash": head_hash},
+        "db_identity": db_identity,
+    }
+    return json.dumps(header, sort_keys=True, ensure_ascii=False).encode()
 
 
 def _sync_folder(folder: Path) -> None:
