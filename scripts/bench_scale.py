@@ -679,6 +679,10 @@ def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) ->
     url = audit_database(folder, args.audit_postgres)
     db = "PostgreSQL" if url else "SQLite"
     data, data8, raw_path = folder / "data", folder / "data-int8", folder / "raw"
+    made_by = {"ingest": data, "raw": raw_path}  # what log and requests read: made by this run or an earlier one
+    for part, made in made_by.items():
+        if parts & {"log", "requests"} and part not in parts and not made.exists():
+            raise SystemExit(f"--parts log and requests read the {part} part's {made}: add {part} to --parts")
     if "ingest" in parts:
         save(args.results, f"{n}-ingest-{db}", fresh_ingest(data, manifest, table, url))
     if "raw" in parts:
