@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import EMBEDDER as MODEL
 from conftest import Cli, Ingested, ingest_once
+from PIL import Image
 from sqlalchemy import func, select
 
 from attribution_audit import __version__
@@ -109,6 +110,31 @@ def test_a_run_whose_output_is_closed_stops_and_says_how_many_images_it_recorded
     with cli.engine().connect() as connection:
         logged = connection.scalars(select(AttributionRequest.image_path).order_by(AttributionRequest.seq)).all()
     assert logged == images[:done] and first.split()[1] in cli("audit", "list").stdout
+
+
+def test_a_flat_image_is_attributed_with_a_note_that_its_neighbours_share_only_its_tone(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """A generator's blocked (all-black) output or a blank placeholder is attributed and logged like any image, and a
+    note beside its result says that its neighbours share only its tone; an image with any detail gets none."""
+    cli.restore(ingested)
+    black, white, dotted = tmp_path / "black.png", tmp_path / "white-1px.png", tmp_path / "dotted.png"
+    Image.new("RGB", (512, 512)).save(black)
+    Image.new("RGB", (1, 1), "white").save(white)
+    dot = Image.new("RGB", (64, 64), "white")
+    dot.putpixel((10, 10), (0, 0, 0))
+    dot.save(dotted)
+    images = [black, demo_catalogue.queries[0].path, white, dotted]
+    result = cli("attribute", *(str(path) for path in images), "--json", *EMBEDDER)
+    records = json.loads(result.stdout)
+    assert [record["image"] for record in records] == [str(path.resolve()) for path in images]
+    notes = [line for line in result.stderr.splitlines() if "flat tone" in line]
+    assert notes == [
+        f"note: {path.resolve()} is one flat tone throughout (a blocked or blank output?): the works nearest it share "
+        "only that tone, and its confidence is no evidence of likeness"
+        for path in (black, white)
+    ]
+    assert cli("audit", "verify").stdout.startswith("chain OK: 4 records")
 
 
 LOGIN_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EMBEDDER, Cli, Ingested, ingest_once
+from PIL import Image
 from servers import Server, create_key, large_png, revoke_key, running_server
 
 from attribution_audit.embedding.base import Embedder
@@ -171,6 +172,21 @@ def test_bad_uploads_get_one_line_errors_and_nothing_is_logged(
     for response in (declared, streamed):
         assert response.status_code == 413 and "byte limit" in response.json()["error"], response.text
     assert service.reader.get("/v1/audit/verify").json()["checked"] == before  # none of them was attributed
+
+
+def test_a_flat_upload_carries_the_note_that_its_neighbours_share_only_its_tone(
+    service: Service, demo_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """As `attribute` notes it: the flat image's result only, in the answer to its request (not in its record)."""
+    black = tmp_path / "black.png"
+    Image.new("RGB", (300, 200)).save(black)
+    flat, other = attribute(service, black, demo_catalogue.queries[0].path)
+    assert flat["notes"] == [
+        f"{flat['image']} is one flat tone throughout (a blocked or blank output?): the works nearest it share only "
+        "that tone, and its confidence is no evidence of likeness"
+    ]
+    assert other["notes"] == []
+    assert service.reader.get(f"/v1/attributions/{flat['request_id']}").json()["notes"] == []
 
 
 def test_reading_endpoints(service: Service, demo_catalogue: DemoCatalogue) -> None:

@@ -85,18 +85,34 @@ class CropsOff:
         )
 
 
+@dataclass(frozen=True)
+class FlatImage:
+    """An image of one tone throughout (no layout: every cell of its grid equally bright), such as a generator's
+    blocked, all-black output or a blank placeholder: the works nearest it share that tone and nothing else, so its
+    indicators and confidence say nothing of likeness. Shown with its result; not part of its audit record."""
+
+    image: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.image} is one flat tone throughout (a blocked or blank output?): the works nearest it share only "
+            "that tone, and its confidence is no evidence of likeness"
+        )
+
+
 LearnedNote = SpaceSinceFit | OwnConfidenceAtOtherK | HeldOutRate | CropsOff
-Note = FewerWorks | LearnedNote
+Note = FewerWorks | LearnedNote | FlatImage
 
 
 def attribute_files(
     settings: Settings, audit: AuditStore, images: Sequence[Path], params: AttributionParams
 ) -> Iterator[Attribution | ImageError | Signed | Note]:
     """Each image's committed attribution, or the ImageError that kept it out of the log (the others go on), and
-    each checkpoint signed meanwhile; before the first attribution, when K is more than the collection's works, a
-    FewerWorks note, in a learned space fitted before some of the works' artists were ingested, a SpaceSinceFit
-    note, and in a learned space whose own confidence model was fitted at another K or under another top-artist rule
-    (no ``calibrate`` model there), an OwnConfidenceAtOtherK note. Refused up front when the witness file names
+    each checkpoint signed meanwhile; before an attribution of a flat image, a FlatImage note; before the first
+    attribution, when K is more than the collection's works, a FewerWorks note, in a learned space fitted before
+    some of the works' artists were ingested, a SpaceSinceFit note, and in a learned space whose own confidence
+    model was fitted at another K or under another top-artist rule (no ``calibrate`` model there), an
+    OwnConfidenceAtOtherK note. Refused up front when the witness file names
     another audit DB, or when an automatic checkpoint falls due among them without the key of the witnessed
     checkpoints."""
     adopted = guard_witness(settings, audit)
@@ -108,7 +124,7 @@ def attribute_files(
         noted = False
         for image in images:
             try:
-                attribution = attributor.attribute(image, params)
+                attribution, flat = attributor.attribute(image, params)
             except ImageError as exc:
                 yield exc
                 continue
@@ -117,6 +133,8 @@ def attribute_files(
                 if works < params.k:
                     yield FewerWorks(params.k, works, attributor.store.collection, params.max_distance)
                 yield from learned_notes(attributor, params)
+            if flat:
+                yield FlatImage(attribution.image)
             yield attribution
             signed = auto_checkpoint(settings, audit, attribution)
             if signed is not None:

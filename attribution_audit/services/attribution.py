@@ -509,26 +509,30 @@ class Attributor:
         artist = str(payload.get("artist", ""))
         return self.canonical.get(artist, artist)
 
-    def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
+    def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> tuple[Attribution, bool]:
         """Attribute one image file (in the newest stored spaces and models: one :meth:`refresh`); returns only after
-        its audit record is committed."""
+        its audit record is committed, with whether the image is flat (one tone throughout: it has no layout, and
+        the works nearest it share only that tone)."""
         self.refresh()
         params = self.space_of(params or AttributionParams())[1]  # its learned space's version, once
         image = load_image(image_path, target_size=224)
+        layout = layout_vector(image.image)
         query = self.embed([image.image], params.space, crops=True)[0]
-        outcome = self.check_copy(image, self.compute(query, params, copies=True), query)
-        return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
+        outcome = self.check_copy(image, self.compute(query, params, copies=True), query, layout)
+        return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome), layout is None
 
-    def check_copy(self, image: LoadedImage, outcome: Outcome, query: QueryVectors) -> Outcome:
+    def check_copy(
+        self, image: LoadedImage, outcome: Outcome, query: QueryVectors, layout: np.ndarray | None
+    ) -> Outcome:
         """The outcome with copy detection's verdict (local features of the image files) over the works of the
         outcome, the first ``copy_depth`` works of each base space the query has vectors of and the first
-        COPY_LAYOUT_DEPTH works by the image's layout (:meth:`copy_candidates`)."""
+        COPY_LAYOUT_DEPTH works by the image's ``layout`` (:func:`layout_vector`; :meth:`copy_candidates`)."""
         if self.copy_depth == 0:
             verdict = not_run("copy detection is off (ATTRIBUTION_AUDIT_COPY_DEPTH=0)")
         else:
             if self.copies is None:
                 self.copies = CopyDetector(self.audit, self.store.collection)
-            candidates = self.copy_candidates(outcome, query, layout_vector(image.image))
+            candidates = self.copy_candidates(outcome, query, layout)
             verdict = self.copies.check(image.image, candidates, image.sha256)
         return replace(
             outcome,

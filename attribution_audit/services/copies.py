@@ -16,6 +16,7 @@ from attribution_audit.config import COPY_LAYOUT_DEPTH, Settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.points import LAYOUT
 from attribution_audit.embedding.copy_match import METHOD
+from attribution_audit.embedding.layout import layout_vector
 from attribution_audit.evaluation.metrics import rate_upper_bound
 from attribution_audit.services.copy_check import COPY, COPY_SCORE, NO_COPY
 from attribution_audit.services.evaluate import refuse_unknown_works
@@ -103,8 +104,8 @@ def evaluate_copies(
                 batch, images, attributor.embed([i.image for i in images], space), strict=True
             ):
                 outcome = attributor.compute(vectors, params, copies=True)  # its searches hold the candidates
-                started = time.perf_counter()
-                outcome = attributor.check_copy(image, outcome, vectors)
+                started = time.perf_counter()  # (the layout is the copy check's: timed with it)
+                outcome = attributor.check_copy(image, outcome, vectors, layout_vector(image.image))
                 seconds += time.perf_counter() - started
                 status, score = outcome.copy_status or "", outcome.copy_score or 0.0
                 verdicts.append(_Verdict(query.work_ids, query.subset, status, outcome.copy_of, score))

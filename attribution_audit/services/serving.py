@@ -24,8 +24,9 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.copy_match import copy_view
+from attribution_audit.embedding.layout import layout_vector
 from attribution_audit.errors import ImageError
-from attribution_audit.services.attribute import LearnedNote, learned_notes
+from attribution_audit.services.attribute import FlatImage, LearnedNote, learned_notes
 from attribution_audit.services.attribution import Attributor
 from attribution_audit.services.audit_log import (
     browse_attributions,
@@ -71,6 +72,12 @@ class Attributed:
     attributions: list[Attribution]
     checkpoint_problem: str | None = None
     notes: tuple[LearnedNote, ...] = ()
+    flat: tuple[FlatImage, ...] = ()  # those of the attributions' images that are flat
+
+    def notes_of(self, attribution: Attribution) -> list[str]:
+        """The notes of one of the attributions: its image's :class:`FlatImage` if it is flat, then the others."""
+        flat = [str(note) for note in self.flat if note.image == attribution.image]
+        return flat + [str(note) for note in self.notes]
 
 
 @dataclass
@@ -249,18 +256,24 @@ class AttributionService:
                 # requests are computed, scored and recorded with, and its notes read), the other spaces, the models.
                 self.attributor.refresh()
                 params = self.attributor.space_of(job.params)[1]
+                layouts = [layout_vector(image.image) for _, image in job.images]
                 results = [
                     self.attributor.record(
                         path,
                         image.sha256,
                         query,
                         params,
-                        self.attributor.check_copy(image, self.attributor.compute(query, params, copies=True), query),
+                        self.attributor.check_copy(
+                            image, self.attributor.compute(query, params, copies=True), query, layout
+                        ),
                         requester=job.requester,
                     )
-                    for (path, image), query in zip(job.images, queries, strict=True)
+                    for (path, image), query, layout in zip(job.images, queries, layouts, strict=True)
                 ]
                 notes = tuple(learned_notes(self.attributor, params))
+                flat = tuple(
+                    FlatImage(result.image) for result, layout in zip(results, layouts, strict=True) if layout is None
+                )
             except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
                 self.record_seconds += time.perf_counter() - started
                 self._finish(job, exc)
@@ -268,7 +281,7 @@ class AttributionService:
             self.attributed += len(results)
             problem = self._checkpoint(results)
             self.record_seconds += time.perf_counter() - started
-            self._finish(job, Attributed(results, problem, notes))
+            self._finish(job, Attributed(results, problem, notes, flat))
 
     def _checkpoint(self, results: list[Attribution]) -> str | None:
         """The automatic checkpoints due after these committed records; why they failed, if they did (logged and
