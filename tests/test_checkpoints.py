@@ -208,6 +208,15 @@ def test_an_altered_or_foreign_checkpoint_fails(
     assert "give a file from `audit checkpoint --out` or a witness file" in result.stderr  # not a checkpoint file
 
 
+def _cut_last_record(exported: Path) -> None:
+    """Cut an export's last record, its header made to fit: the count, and the chain head at the new last record."""
+    lines = exported.read_text().splitlines()
+    last = json.loads(lines[-2])
+    head = {"seq": last["seq"], "hash": last["record_hash"]}
+    header = {**json.loads(lines[0]), "records": len(lines) - 2, "chain_head": head}
+    exported.write_text("\n".join([json.dumps(header), *lines[1:-1]]) + "\n")
+
+
 def test_an_export_is_checked_against_the_checkpoint(
     logged: tuple[Cli, Engine, Path], cli_on: Callable[[str], Cli], tmp_path: Path
 ) -> None:
@@ -215,10 +224,9 @@ def test_an_export_is_checked_against_the_checkpoint(
     exported = tmp_path / "export.jsonl"
     cli("audit", "export", str(exported))
     assert "holds" in cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out)).stdout
-    # the export's tail cut off (and its header's count fixed up): it verifies alone, not against the checkpoint
-    lines = exported.read_text().splitlines()
-    header = {**json.loads(lines[0]), "records": len(lines) - 2}
-    exported.write_text("\n".join([json.dumps(header), *lines[1:-1]]) + "\n")
+    # the export's tail cut off (and its header's count and chain head fixed up): it verifies alone, not against
+    # the checkpoint
+    _cut_last_record(exported)
     cli("audit", "verify", "--file", str(exported))
     result = cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out), code=1)
     assert "holds no record seq 4" in result.stderr
@@ -466,8 +474,7 @@ def test_an_export_failing_its_checkpoint_is_not_ok_in_json(logged: tuple[Cli, E
     cli, _, out = logged
     exported = tmp_path / "export.jsonl"
     cli("audit", "export", str(exported))
-    lines = exported.read_text().splitlines()
-    exported.write_text("\n".join([json.dumps({**json.loads(lines[0]), "records": 3}), *lines[1:-1]]) + "\n")
+    _cut_last_record(exported)
     result = cli("audit", "verify", "--file", str(exported), "--checkpoint", str(out), "--format", "json", code=1)
     verdict = json.loads(result.stdout)
     assert verdict["ok"] is False and verdict["checkpoints"][0]["ok"] is False

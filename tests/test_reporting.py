@@ -27,6 +27,7 @@ from attribution_audit.domain.chain import hash_content
 from attribution_audit.domain.results import as_utc
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import DatabaseError
+from attribution_audit.reporting import export
 from attribution_audit.reporting.export import FORMAT
 from attribution_audit.reporting.html import CHROMIUM_FLAGS
 from attribution_audit.services.catalogue import merge_artists
@@ -976,6 +977,14 @@ def _count(lines: Lines) -> list[dict[str, Any]]:
     return [header, *records]
 
 
+def _header_field(name: str, value: Any) -> Callable[[Lines], Any]:
+    def tamper(lines: Lines) -> list[dict[str, Any]]:
+        header, records = lines
+        return [{**header, name: value}, *records]
+
+    return tamper
+
+
 def _renumber(lines: Lines) -> list[dict[str, Any]]:
     header, records = lines
     records[1]["seq"] = 9
@@ -1000,6 +1009,12 @@ TAMPERS: dict[str, tuple[Callable[[Lines], Any], str]] = {
     "middle line deleted, count fixed": (_drop_seq(3, fix_count=True), "gap after seq 2"),
     "lines reordered": (_swap, "seq 4 (request"),
     "header count": (_count, "header announces 7 records, file holds 6"),
+    # an export of no period holds every record up to the chain head its header names
+    "first line deleted, count fixed": (_drop_seq(1, fix_count=True), "no period but starts at seq 2, not 1"),
+    "last line deleted, count fixed": (_drop_seq(6, fix_count=True), "no period but ends at seq 5, not at its header"),
+    # the header holds only what an export writes
+    "header field added": (_header_field("approved_by", "auditor"), "holds a field no export writes (approved_by)"),
+    "header count as a real": (_header_field("records", 6.0), "announces 6.0 records, not a whole number"),
     "seq renumbered": (_renumber, "seq differs"),
 }
 
@@ -1018,6 +1033,14 @@ def test_verify_file_detects_a_tampered_export(
     if named:
         assert log.requests[SPECS[int(named.group(1)) - 1].label].id in result.stderr
     assert result.stdout == ""
+
+
+def test_verify_file_detects_a_header_field_named_twice(export_copy: Path, offline_cli: Cli) -> None:
+    """JSON keeps the last of two values of a key: a second "records" (or any field) added to the header is edited."""
+    header, rest = export_copy.read_text(encoding="utf-8").split("\n", 1)
+    export_copy.write_text(header.rstrip()[:-1] + ', "records": 6}\n' + rest, encoding="utf-8")
+    result = offline_cli("audit", "verify", "--file", str(export_copy), code=1)
+    assert result.stderr == "export BROKEN: the header names records twice: it was edited after the export\n"
 
 
 @pytest.mark.parametrize(
@@ -1084,17 +1107,37 @@ def test_export_under_a_file_is_one_line(cli: Cli, sqlite_db: Engine, tmp_path: 
     assert blocker.read_text(encoding="utf-8") == "kept\n"
 
 
-def test_export_never_writes_through_a_link_at_its_scratch_path(cli: Cli, sqlite_db: Engine, tmp_path: Path) -> None:
-    """A link planted (or left) where the export writes its scratch file is replaced, not followed: the file it points
-    to is untouched, and the export is a regular file that verifies."""
+def test_export_to_a_name_of_any_length_is_written_or_refused_in_one_line(
+    cli: Cli, sqlite_db: Engine, tmp_path: Path
+) -> None:
+    """A name as long as the file system allows (255 bytes) is written (its scratch file's name is shorter); a longer
+    one is one line naming it."""
     build_known_log(sqlite_db)
-    victim, out = tmp_path / "victim", tmp_path / "audit.jsonl"
-    victim.write_text("precious\n", encoding="utf-8")
-    out.with_name(out.name + ".tmp").symlink_to(victim)
-    cli("audit", "export", str(out))
-    assert victim.read_text(encoding="utf-8") == "precious\n"
-    assert not out.is_symlink() and cli("audit", "verify", "--file", str(out)).stdout.startswith("export OK")
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(out.name)) == [out.name]
+    longest, over = tmp_path / ("a" * 249 + ".jsonl"), tmp_path / ("a" * 250 + ".jsonl")
+    assert cli("audit", "export", str(longest)).stdout == f"exported 6 records to {longest}\n"
+    said = cli("audit", "export", str(over), code=1).stderr
+    assert said == f"error: {over}: cannot write the export (File name too long); choose a writable path\n"
+
+
+def test_two_exports_to_one_path_at_once_each_leave_a_whole_export(sqlite_db: Engine, tmp_path: Path) -> None:
+    """A second export to the same path, started while the first writes, neither removes the first's file nor hands
+    it its own unfinished one: each finishes, the path holds whichever renamed last, whole, and no scratch file is
+    left."""
+    build_known_log(sqlite_db)
+    audit, out = AuditStore(sqlite_db), tmp_path / "exports" / "audit.jsonl"
+    second: list[int] = []
+
+    def meanwhile(records: Iterator[Any]) -> Iterator[Any]:
+        for number, record in enumerate(records):
+            if number == 2:  # half-way through the first: the second runs from start to end
+                second.append(export.export_records(audit.requests.chain_records(1), audit.requests.count, out)[0])
+            yield record
+
+    written, head = export.export_records(
+        meanwhile(audit.requests.chain_records(1)), audit.requests.count, out, overwrite=True
+    )
+    assert (second, written, head.ok) == ([6], 6, True)
+    assert export.verify_export(out).ok and [p.name for p in out.parent.iterdir()] == [out.name]
 
 
 # -- 5. the per-request page ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -53,19 +54,13 @@ def export_records(
     ``out`` unless ``overwrite`` (then replaced by a rename, as a new one is written)."""
     start, end = _bounds(date_from, date_to)
     out = Path(out)
-    if out.is_symlink() or (out.exists() and not out.is_file()):  # the rename below would replace it, not write to it
-        raise AttributionAuditError(
-            f"{out}: is not a regular file (a directory, link, pipe or device); choose a file path for the export"
-        )
-    if out.exists() and not overwrite:
-        raise AttributionAuditError(f"{out}: already exists; pass --force to overwrite it, or choose another name")
-    if out.parent.exists() and not out.parent.is_dir():  # (mkdir would say "File exists")
-        raise AttributionAuditError(f"{out}: {out.parent} is not a folder; choose a file path for the export")
-    temporary = out.with_name(out.name + ".tmp")
-    check, written = ChainCheck(), 0
+    check, written, temporary = ChainCheck(), 0, None
     try:
+        _refuse_as_export(out, overwrite)
         out.parent.mkdir(parents=True, exist_ok=True)
-        temporary.unlink(missing_ok=True)  # a run killed leaves it; a link planted there must not be written through
+        # a scratch file of this run's own (created, never opened through a link planted there): two exports to one
+        # path each write their own, and whichever renames last leaves a whole export
+        temporary = out.with_name(f".{out.name[:100]}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         with temporary.open("xb", buffering=_BUFFER) as handle:
             # the header comes first but holds what only the end knows (the count, the head): its line is reserved
             # as spaces wide enough for any such values, and written over once they are known
@@ -96,9 +91,22 @@ def export_records(
             f"{out}: cannot write the export ({exc.strerror}); choose a writable path"
         ) from None
     finally:
-        with contextlib.suppress(OSError):  # (none there, or no folder for it: the error raised says why)
-            temporary.unlink()
+        if temporary is not None:
+            with contextlib.suppress(OSError):  # (renamed, or never made: the error raised says why)
+                temporary.unlink()
     return written, head
+
+
+def _refuse_as_export(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` the export would not write as a new regular file (or replace, if ``overwrite``)."""
+    if out.is_symlink() or (out.exists() and not out.is_file()):  # the rename would replace it, not write to it
+        raise AttributionAuditError(
+            f"{out}: is not a regular file (a directory, link, pipe or device); choose a file path for the export"
+        )
+    if out.exists() and not overwrite:
+        raise AttributionAuditError(f"{out}: already exists; pass --force to overwrite it, or choose another name")
+    if out.parent.exists() and not out.parent.is_dir():  # (mkdir would say "File exists")
+        raise AttributionAuditError(f"{out}: {out.parent} is not a folder; choose a file path for the export")
 
 
 _WIDEST_MOMENT = datetime.max.replace(tzinfo=UTC)  # (its ISO text has microseconds: the longest a time writes)
@@ -173,12 +181,15 @@ def verify_export(path: str | Path) -> ExportReport:
     if irregular:
         raise AttributionAuditError(f"{path}: {irregular}")
     try:
-        header = json.loads(next(_lines(path), "null"))
+        header, repeated = _header_of(next(_lines(path), "null"))
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise AttributionAuditError(
                 f"{path}: not an attribution-audit export (expected format {FORMAT}); give a file written by "
                 "`attribution-audit audit export`"
             )
+        edited = _header_problem(header, repeated)
+        if edited:
+            return ExportReport(False, 0, None, None, None, f"the header {edited}: it was edited after the export")
         count = 0
         for number, record in enumerate(_records(path), start=2):
             count += 1
@@ -193,6 +204,34 @@ def verify_export(path: str | Path) -> ExportReport:
         raise AttributionAuditError(f"{path}: export file not found; check the path") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
+
+
+_HEADER_KEYS = frozenset({"format", "exported_at", "from", "to", "records", "chain_head", "db_identity"})
+
+
+def _header_of(line: str) -> tuple[Any, list[str]]:
+    """The header line's value, and the keys any of its objects names more than once (JSON keeps the last)."""
+    repeated: list[str] = []
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        repeated.extend(sorted({key for key in keys if keys.count(key) > 1}))
+        return dict(pairs)
+
+    return json.loads(line, object_pairs_hook=unique), repeated
+
+
+def _header_problem(header: dict[str, Any], repeated: list[str]) -> str | None:
+    """What in a header no export writes: a field named twice, a field of another name, a count not a whole
+    number."""
+    if repeated:
+        return f"names {', '.join(repeated)} twice"
+    unknown = sorted(set(header) - _HEADER_KEYS)
+    if unknown:
+        return f"holds a field no export writes ({', '.join(unknown)})"
+    if type(header.get("records")) is not int:
+        return f"announces {header.get('records')!r} records, not a whole number"
+    return None
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -241,9 +280,23 @@ def _verify_records(records: Iterator[dict[str, Any]], count: int, header: dict[
         return fail("the header's export time lies before the last record", previous)
     if previous is not None and previous["seq"] == head.get("seq") and previous["record_hash"] != head.get("hash"):
         return fail("the last record's hash differs from the chain head in the header", previous)
+    if header.get("from") is None and header.get("to") is None:  # no period: every record up to the chain head
+        last = previous["seq"] if previous else 0
+        if first not in (None, 1):
+            return _cut(count, f"starts at seq {first}, not 1 (records removed from its start)")
+        if head.get("seq") != last:
+            return _cut(
+                count,
+                f"ends at seq {last}, not at its header's chain head, seq {head.get('seq')} (records "
+                "removed from its end)",
+            )
     return ExportReport(
         True, count, first, previous["seq"] if previous else None, previous["record_hash"] if previous else None
     )
+
+
+def _cut(count: int, where: str) -> ExportReport:
+    return ExportReport(False, count, None, None, None, f"the export has no period but {where}")
 
 
 def _within(created_at: Any, date_from: Any, date_to: Any) -> bool:
