@@ -10,7 +10,8 @@ Attribute images in a long-lived process (the model loaded and the store opened 
         done = service.submit([Upload.from_path("next.png")])  # the same, with done.checkpoint_problem: the automatic
         # checkpoint that failed after the commit (the attributions are logged all the same), or None, and
         # done.notes: in a learned space fitted before some artists were ingested, a SpaceSinceFit note; in one
-        # whose own confidence model was fitted at another K, an OwnConfidenceAtOtherK note
+        # whose own confidence model was fitted at another K, an OwnConfidenceAtOtherK note; done.notes_of(i): the
+        # notes of attribution i, a FlatImage note first where its image is one colour throughout
         low = service.attributions(RequestFilter(max_confidence=0.5, limit=20))
         assert service.verify().ok  # the chain and the witness file's last checkpoint, as `audit verify`
 
@@ -20,10 +21,11 @@ One-off use, as the CLI does it (the model loaded for the call)::
 
     settings = load_settings(data_dir=".demo/data")
     for result in attribute_files(settings, open_audit(settings), ["a.png", "b.png"], AttributionParams()):
-        ...  # an Attribution, or the ImageError that kept that file out of the log (first, when K is more than
-        # the collection's works, a FewerWorks note; in a learned space fitted before some artists were ingested, a
-        # SpaceSinceFit note; in one whose own confidence model was fitted at another K or rule, an
-        # OwnConfidenceAtOtherK note; after a record, any automatic checkpoint Signed)
+        ...  # an Attribution, or the ImageError that kept that file out of the log (after the first, when K is more
+        # than the collection's works, a FewerWorks note; in a learned space fitted before some artists were
+        # ingested, a SpaceSinceFit note; in one whose own confidence model was fitted at another K or rule, an
+        # OwnConfidenceAtOtherK note; after one of an image of one colour throughout, a FlatImage note; after a
+        # record, any automatic checkpoint Signed)
 
 Errors are :mod:`attribution_audit.errors` classes with a one-line message.
 """
@@ -37,7 +39,7 @@ from pathlib import Path
 from attribution_audit.config import Settings, load_settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution, Neighbour
-from attribution_audit.services.attribute import FewerWorks, OwnConfidenceAtOtherK, attribute_files
+from attribution_audit.services.attribute import FewerWorks, FlatImage, OwnConfidenceAtOtherK, attribute_files
 from attribution_audit.services.attribution import SpaceSinceFit
 from attribution_audit.services.audit_log import (
     browse_attributions,
@@ -57,6 +59,7 @@ __all__ = [
     "AttributionParams",
     "AttributionService",
     "FewerWorks",
+    "FlatImage",
     "Neighbour",
     "OwnConfidenceAtOtherK",
     "RequestFilter",

@@ -679,10 +679,6 @@ def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) ->
     url = audit_database(folder, args.audit_postgres)
     db = "PostgreSQL" if url else "SQLite"
     data, data8, raw_path = folder / "data", folder / "data-int8", folder / "raw"
-    made_by = {"ingest": data, "raw": raw_path}  # what log and requests read: made by this run or an earlier one
-    for part, made in made_by.items():
-        if parts & {"log", "requests"} and part not in parts and not made.exists():
-            raise SystemExit(f"--parts log and requests read the {part} part's {made}: add {part} to --parts")
     if "ingest" in parts:
         save(args.results, f"{n}-ingest-{db}", fresh_ingest(data, manifest, table, url))
     if "raw" in parts:
@@ -750,6 +746,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = args.work or Path(folder)
         args.results = args.results or work / "results"
+        readers = sorted(parts & {"log", "requests"})  # they read what ingest and raw make, now or in an earlier run
+        for n in sizes:  # (checked before anything runs)
+            for part, made in (("ingest", work / f"n{n}" / "data"), ("raw", work / f"n{n}" / "raw")):
+                if readers and part not in parts and not made.exists():
+                    raise SystemExit(f"--parts {','.join(readers)} read the {part} part's {made}: add {part}")
         for n in sizes:
             print(f"n={n}")
             run_size(n, work / f"n{n}", parts, args)

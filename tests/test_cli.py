@@ -89,12 +89,16 @@ def test_a_run_whose_output_is_closed_stops_and_says_how_many_images_it_recorded
     cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
 ) -> None:
     """`attribute many.png | head -1`: the run stops at the next result it cannot print, and says on stderr how many
-    images were attributed and recorded (every one of them in the log), the rest not attributed."""
+    images were attributed and recorded (every one of them in the log, and checkpointed where one is due: here after
+    every record), the rest not attributed."""
     cli.restore(ingested)
     images = [str(q.path) for q in demo_catalogue.queries] * 10  # (far more than one result takes to print)
     words = ["--data-dir", str(cli.data_dir), "--database-url", cli.database_url, "attribute", *images, *EMBEDDER]
     process = subprocess.Popen(
-        [sys.executable, "-m", "attribution_audit", *words], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "attribution_audit", *words],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "ATTRIBUTION_AUDIT_CHECKPOINT_EVERY": "1"},
     )
     assert process.stdout is not None and process.stderr is not None
     first = process.stdout.readline().decode()
@@ -110,13 +114,16 @@ def test_a_run_whose_output_is_closed_stops_and_says_how_many_images_it_recorded
     with cli.engine().connect() as connection:
         logged = connection.scalars(select(AttributionRequest.image_path).order_by(AttributionRequest.seq)).all()
     assert logged == images[:done] and first.split()[1] in cli("audit", "list").stdout
+    witnessed = (cli.data_dir / "witness.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["seq"] for line in witnessed] == list(range(1, done + 1))
 
 
-def test_a_flat_image_is_attributed_with_a_note_that_its_neighbours_share_only_its_tone(
+def test_an_image_of_one_colour_is_attributed_with_a_note_that_its_neighbours_share_only_its_colour(
     cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, tmp_path: Path
 ) -> None:
     """A generator's blocked (all-black) output or a blank placeholder is attributed and logged like any image, and a
-    note beside its result says that its neighbours share only its tone; an image with any detail gets none."""
+    note beside its result says that its neighbours share only its colour; an image with any detail (one pixel, or
+    two colours of one brightness) gets none."""
     cli.restore(ingested)
     black, white, dotted = tmp_path / "black.png", tmp_path / "white-1px.png", tmp_path / "dotted.png"
     Image.new("RGB", (512, 512)).save(black)
@@ -124,17 +131,20 @@ def test_a_flat_image_is_attributed_with_a_note_that_its_neighbours_share_only_i
     dot = Image.new("RGB", (64, 64), "white")
     dot.putpixel((10, 10), (0, 0, 0))
     dot.save(dotted)
-    images = [black, demo_catalogue.queries[0].path, white, dotted]
+    halves = Image.new("RGB", (64, 64), (255, 0, 0))  # red and green of one brightness (grey level 76)
+    halves.paste((0, 130, 0), (32, 0, 64, 64))
+    halves.save(coloured := tmp_path / "red-green.png")
+    images = [black, demo_catalogue.queries[0].path, white, dotted, coloured]
     result = cli("attribute", *(str(path) for path in images), "--json", *EMBEDDER)
     records = json.loads(result.stdout)
     assert [record["image"] for record in records] == [str(path.resolve()) for path in images]
-    notes = [line for line in result.stderr.splitlines() if "flat tone" in line]
+    notes = [line for line in result.stderr.splitlines() if "one colour" in line]
     assert notes == [
-        f"note: {path.resolve()} is one flat tone throughout (a blocked or blank output?): the works nearest it share "
-        "only that tone, and its confidence is no evidence of likeness"
+        f"note: {path.resolve()} is one colour throughout (a blocked or blank output?): the works nearest it share "
+        "only that colour, and its confidence is no evidence of likeness"
         for path in (black, white)
     ]
-    assert cli("audit", "verify").stdout.startswith("chain OK: 4 records")
+    assert cli("audit", "verify").stdout.startswith("chain OK: 5 records")
 
 
 LOGIN_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")

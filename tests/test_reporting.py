@@ -1015,6 +1015,8 @@ TAMPERS: dict[str, tuple[Callable[[Lines], Any], str]] = {
     # the header holds only what an export writes
     "header field added": (_header_field("approved_by", "auditor"), "holds a field no export writes (approved_by)"),
     "header count as a real": (_header_field("records", 6.0), "announces 6.0 records, not a whole number"),
+    "chain head as text": (_header_field("chain_head", "6"), "names a chain head '6', not its seq and hash"),
+    "period bound not a date": (_header_field("from", 5), "names a period 5 to None, not ISO dates"),
     "seq renumbered": (_renumber, "seq differs"),
 }
 
@@ -1040,7 +1042,17 @@ def test_verify_file_detects_a_header_field_named_twice(export_copy: Path, offli
     header, rest = export_copy.read_text(encoding="utf-8").split("\n", 1)
     export_copy.write_text(header.rstrip()[:-1] + ', "records": 6}\n' + rest, encoding="utf-8")
     result = offline_cli("audit", "verify", "--file", str(export_copy), code=1)
-    assert result.stderr == "export BROKEN: the header names records twice: it was edited after the export\n"
+    assert result.stderr == "export BROKEN: the header names records twice (edited after the export)\n"
+
+
+def test_verify_file_detects_a_record_field_named_twice(export_copy: Path, offline_cli: Cli) -> None:
+    """A value added before a record's own, under the same key: JSON (and the hash) keep the last, other readers the
+    first; the line is refused either way."""
+    header, first, rest = export_copy.read_text(encoding="utf-8").split("\n", 2)
+    first = first.replace('"similarity":', '"similarity":0.99,"similarity":', 1)
+    export_copy.write_text("\n".join([header, first, rest]), encoding="utf-8")
+    result = offline_cli("audit", "verify", "--file", str(export_copy), code=1)
+    assert result.stderr == "export BROKEN: line 2 names similarity twice in one object (edited after the export)\n"
 
 
 @pytest.mark.parametrize(
@@ -1114,7 +1126,9 @@ def test_export_to_a_name_of_any_length_is_written_or_refused_in_one_line(
     one is one line naming it."""
     build_known_log(sqlite_db)
     longest, over = tmp_path / ("a" * 249 + ".jsonl"), tmp_path / ("a" * 250 + ".jsonl")
-    assert cli("audit", "export", str(longest)).stdout == f"exported 6 records to {longest}\n"
+    wide = tmp_path / ("日" * 80 + ".jsonl")  # 246 bytes in 86 characters
+    for out in (longest, wide):
+        assert cli("audit", "export", str(out)).stdout == f"exported 6 records to {out}\n"
     said = cli("audit", "export", str(over), code=1).stderr
     assert said == f"error: {over}: cannot write the export (File name too long); choose a writable path\n"
 
@@ -1138,6 +1152,21 @@ def test_two_exports_to_one_path_at_once_each_leave_a_whole_export(sqlite_db: En
     )
     assert (second, written, head.ok) == ([6], 6, True)
     assert export.verify_export(out).ok and [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_export_removes_the_scratch_files_of_exports_killed_before_it(sqlite_db: Engine, tmp_path: Path) -> None:
+    """A scratch file left by an export whose process is gone is removed by the next export to that path; one of a
+    running process is its own, kept."""
+    build_known_log(sqlite_db)
+    audit, out = AuditStore(sqlite_db), tmp_path / "exports" / "audit.jsonl"
+    out.parent.mkdir()
+    abandoned = out.with_name(f"{out.name}.{2**31 - 1}.0123abcd.tmp")  # above any pid the kernel gives
+    running = out.with_name(f"{out.name}.{os.getpid()}.0123abcd.tmp")
+    other = out.with_name(f"{out.name}.backup.tmp")  # not a name an export gives
+    for path in (abandoned, running, other):
+        path.write_text("a part of an export\n", encoding="utf-8")
+    export.export_records(audit.requests.chain_records(1), audit.requests.count, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, running.name, other.name])
 
 
 # -- 5. the per-request page ------------------------------------------------------------------------------------

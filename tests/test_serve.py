@@ -174,7 +174,7 @@ def test_bad_uploads_get_one_line_errors_and_nothing_is_logged(
     assert service.reader.get("/v1/audit/verify").json()["checked"] == before  # none of them was attributed
 
 
-def test_a_flat_upload_carries_the_note_that_its_neighbours_share_only_its_tone(
+def test_an_upload_of_one_colour_carries_the_note_that_its_neighbours_share_only_its_colour(
     service: Service, demo_catalogue: DemoCatalogue, tmp_path: Path
 ) -> None:
     """As `attribute` notes it: the flat image's result only, in the answer to its request (not in its record)."""
@@ -182,8 +182,8 @@ def test_a_flat_upload_carries_the_note_that_its_neighbours_share_only_its_tone(
     Image.new("RGB", (300, 200)).save(black)
     flat, other = attribute(service, black, demo_catalogue.queries[0].path)
     assert flat["notes"] == [
-        f"{flat['image']} is one flat tone throughout (a blocked or blank output?): the works nearest it share only "
-        "that tone, and its confidence is no evidence of likeness"
+        f"{flat['image']} is one colour throughout (a blocked or blank output?): the works nearest it share only "
+        "that colour, and its confidence is no evidence of likeness"
     ]
     assert other["notes"] == []
     assert service.reader.get(f"/v1/attributions/{flat['request_id']}").json()["notes"] == []

@@ -114,21 +114,22 @@ def attribute(
     settings = settings_of(ctx, embedder, ef)
     records, rows, failed, done = [], [], 0, 0
     try:
-        for result in attribute_files(settings, audit_of(settings), images, params):
-            if isinstance(result, ImageError):
-                typer.echo(f"error: {result}", err=True)
-                failed += 1
-            elif isinstance(result, Signed):
-                say_signed(result)
-            elif isinstance(result, Note):
-                typer.echo(f"note: {result}", err=True)
-            else:
-                done += 1
-                if fmt is OutputFormat.table:
-                    print_attribution(result)
+        with contextlib.closing(attribute_files(settings, audit_of(settings), images, params)) as results:
+            for result in results:
+                if isinstance(result, ImageError):
+                    typer.echo(f"error: {result}", err=True)
+                    failed += 1
+                elif isinstance(result, Signed):
+                    say_signed(result)
+                elif isinstance(result, Note):
+                    typer.echo(f"note: {result}", err=True)
                 else:
-                    records.append(result.as_json())
-                    rows += neighbour_rows(result)
+                    done += 1
+                    if fmt is OutputFormat.table:
+                        print_attribution(result)
+                    else:
+                        records.append(result.as_json())
+                        rows += neighbour_rows(result)
     except AttributionAuditError as exc:  # a run stopped by one: the attributions before it are logged, and shown
         stopped: AttributionAuditError | None = exc
     except BrokenPipeError:  # the output's reader is gone (`| head`): the run stops there, as click then exits 1

@@ -33,3 +33,13 @@ def layout_vector(image: Image.Image) -> np.ndarray | None:
     if spread < FLAT * LAYOUT_SIDE:  # FLAT grey levels of root-mean-square spread
         return None
     return (grid / spread).astype(np.float32)
+
+
+def one_colour(image: Image.Image, layout: np.ndarray | None) -> bool:
+    """Whether every pixel of ``image`` is the same colour, given its :func:`layout_vector` (None for every such
+    image: only then are its pixels read)."""
+    if layout is not None:
+        return False
+    extrema = image.getextrema()
+    bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+    return all(low == high for low, high in bands)

@@ -143,8 +143,8 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         `attribute --format json` prints them), with `notes` (the lines `attribute` prints as `note:`; an empty
         list when none): in a learned space fitted before some of its works' artists were ingested, that they have
         no centroid until it is refitted; in one whose own confidence model was fitted at another K, that the
-        default formula scored them; for an image of one flat tone throughout, that its neighbours share only that
-        tone (that result's alone, and not part of its record). When the automatic checkpoint after them fails, they
+        default formula scored them; for an image of one colour throughout, that its neighbours share only that
+        colour (that result's alone, and not part of its record). When the automatic checkpoint after them fails, they
         are returned all the same (they are logged: do not send them again) with the failure in the
         `X-Checkpoint-Problem` header (also in the server's log and the `attribution_checkpoint_failures` metric)."""
         if len(images) > MAX_IMAGES:
@@ -159,7 +159,7 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         done = service.submit(uploads, params, who.name)
         if done.checkpoint_problem:  # the results are logged: answered, with the failure beside them
             response.headers[CHECKPOINT_HEADER] = done.checkpoint_problem.encode("ascii", "replace").decode()
-        return [result.as_json() | {"notes": done.notes_of(result)} for result in done.attributions]
+        return [result.as_json() | {"notes": done.notes_of(i)} for i, result in enumerate(done.attributions)]
 
     @app.get("/v1/attributions/{request_id}", tags=["attributions"])
     def show(request_id: str, _: Reader) -> dict[str, Any]:

@@ -11,8 +11,10 @@ chain head), and the identity against a checkpoint (``audit verify --checkpoint`
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -60,7 +62,8 @@ def export_records(
         out.parent.mkdir(parents=True, exist_ok=True)
         # a scratch file of this run's own (created, never opened through a link planted there): two exports to one
         # path each write their own, and whichever renames last leaves a whole export
-        temporary = out.with_name(f".{out.name[:100]}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        _remove_abandoned(out)
+        temporary = out.with_name(f"{_scratch_prefix(out)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         with temporary.open("xb", buffering=_BUFFER) as handle:
             # the header comes first but holds what only the end knows (the count, the head): its line is reserved
             # as spaces wide enough for any such values, and written over once they are known
@@ -79,7 +82,8 @@ def export_records(
                 )
             now = datetime.now(UTC)
             header = _header(date_from, date_to, db_identity, now, written, head.checked, head.head_hash)
-            assert len(header) <= width, "the line reserved for the header is too short"
+            if len(header) > width:  # (cannot be: the reserved line is as wide as the widest values make it)
+                raise AttributionAuditError(f"{out}: the export's header outgrew its line; this is a bug, report it")
             handle.seek(0)
             handle.write(header.ljust(width))
             handle.flush()
@@ -107,6 +111,33 @@ def _refuse_as_export(out: Path, overwrite: bool) -> None:
         raise AttributionAuditError(f"{out}: already exists; pass --force to overwrite it, or choose another name")
     if out.parent.exists() and not out.parent.is_dir():  # (mkdir would say "File exists")
         raise AttributionAuditError(f"{out}: {out.parent} is not a folder; choose a file path for the export")
+
+
+def _scratch_prefix(out: Path) -> str:
+    """The start of the names of ``out``'s scratch files: its name, cut short (a name of 255 bytes must still leave
+    room for the rest, at up to 4 bytes a character)."""
+    return out.name[:40]
+
+
+def _remove_abandoned(out: Path) -> None:
+    """Remove the scratch files of exports to ``out`` whose process is gone (killed, or its machine lost power)."""
+    scratch = re.compile(re.escape(_scratch_prefix(out)) + r"\.(\d+)\.[0-9a-f]{8}\.tmp")
+    for path in out.parent.glob(f"{glob.escape(_scratch_prefix(out))}.*.tmp"):
+        found = scratch.fullmatch(path.name)
+        if found and not _running(int(found[1])):
+            with contextlib.suppress(OSError):  # (another export removed it first)
+                path.unlink()
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's
+        return True
+    except (ProcessLookupError, OverflowError):  # none (or a number no pid can be)
+        return False
+    return True
 
 
 _WIDEST_MOMENT = datetime.max.replace(tzinfo=UTC)  # (its ISO text has microseconds: the longest a time writes)
@@ -181,7 +212,7 @@ def verify_export(path: str | Path) -> ExportReport:
     if irregular:
         raise AttributionAuditError(f"{path}: {irregular}")
     try:
-        header, repeated = _header_of(next(_lines(path), "null"))
+        header, repeated = _parsed(next(_lines(path), "null"))
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise AttributionAuditError(
                 f"{path}: not an attribution-audit export (expected format {FORMAT}); give a file written by "
@@ -189,12 +220,15 @@ def verify_export(path: str | Path) -> ExportReport:
             )
         edited = _header_problem(header, repeated)
         if edited:
-            return ExportReport(False, 0, None, None, None, f"the header {edited}: it was edited after the export")
+            return ExportReport(False, 0, None, None, None, f"the header {edited}")
         count = 0
-        for number, record in enumerate(_records(path), start=2):
+        for number, (record, repeated) in enumerate(map(_parsed, _record_lines(path)), start=2):
             count += 1
             if not isinstance(record, dict) or not _well_formed(record):
                 problem = f"line {number} is not a record (seq, request_id, prev_hash, record_hash, content)"
+                return ExportReport(False, count, None, None, None, problem)
+            if repeated:  # readers differ on which of the two they take: the hash covers the one json keeps
+                problem = f"line {number} names {', '.join(repeated)} twice in one object (edited after the export)"
                 return ExportReport(False, count, None, None, None, problem)
         if header.get("records") != count:
             problem = f"header announces {header.get('records')} records, file holds {count} (lines removed?)"
@@ -209,29 +243,53 @@ def verify_export(path: str | Path) -> ExportReport:
 _HEADER_KEYS = frozenset({"format", "exported_at", "from", "to", "records", "chain_head", "db_identity"})
 
 
-def _header_of(line: str) -> tuple[Any, list[str]]:
-    """The header line's value, and the keys any of its objects names more than once (JSON keeps the last)."""
+def _parsed(line: str) -> tuple[Any, list[str]]:
+    """A line's JSON value, and the keys that one of its objects names more than once (JSON keeps the last)."""
     repeated: list[str] = []
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        repeated.extend(sorted({key for key in keys if keys.count(key) > 1}))
-        return dict(pairs)
+        value = dict(pairs)
+        if len(value) < len(pairs):
+            keys = [key for key, _ in pairs]
+            repeated.extend(sorted({key for key in keys if keys.count(key) > 1}))
+        return value
 
     return json.loads(line, object_pairs_hook=unique), repeated
 
 
 def _header_problem(header: dict[str, Any], repeated: list[str]) -> str | None:
-    """What in a header no export writes: a field named twice, a field of another name, a count not a whole
-    number."""
+    """What in a header no export of this version writes: a field named twice, a field of another name, values of
+    another kind (a count that is not a whole number, a chain head other than its seq and hash, a period bound
+    other than an ISO date)."""
     if repeated:
-        return f"names {', '.join(repeated)} twice"
+        return f"names {', '.join(repeated)} twice (edited after the export)"
     unknown = sorted(set(header) - _HEADER_KEYS)
     if unknown:
-        return f"holds a field no export writes ({', '.join(unknown)})"
+        return (
+            f"holds a field no export writes ({', '.join(unknown)}): edited after the export, or written by a newer "
+            "attribution-audit"
+        )
+    head = header.get("chain_head")
     if type(header.get("records")) is not int:
-        return f"announces {header.get('records')!r} records, not a whole number"
+        return f"announces {header.get('records')!r} records, not a whole number (edited after the export)"
+    if not (
+        isinstance(head, dict)
+        and set(head) == {"seq", "hash"}
+        and type(head["seq"]) is int
+        and isinstance(head["hash"], str)
+    ):
+        return f"names a chain head {head!r}, not its seq and hash (edited after the export)"
+    bounds = [header.get(bound) for bound in ("from", "to")]
+    if not all(bound is None or (isinstance(bound, str) and _is_date(bound)) for bound in bounds):
+        return f"names a period {bounds[0]!r} to {bounds[1]!r}, not ISO dates (edited after the export)"
     return None
+
+
+def _is_date(text: str) -> bool:
+    try:
+        return date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        return False
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -239,10 +297,14 @@ def _lines(path: Path) -> Iterator[str]:
         yield from (line for line in handle if line.strip())
 
 
-def _records(path: Path) -> Iterator[Any]:
+def _record_lines(path: Path) -> Iterator[str]:
     lines = _lines(path)
     next(lines, None)  # the header
-    return (json.loads(line) for line in lines)
+    return lines
+
+
+def _records(path: Path) -> Iterator[Any]:
+    return map(json.loads, _record_lines(path))
 
 
 def _verify_records(records: Iterator[dict[str, Any]], count: int, header: dict[str, Any]) -> ExportReport:

@@ -3,7 +3,7 @@ with the automatic checkpoints of the chain written on the way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,16 +87,16 @@ class CropsOff:
 
 @dataclass(frozen=True)
 class FlatImage:
-    """An image of one tone throughout (no layout: every cell of its grid equally bright), such as a generator's
-    blocked, all-black output or a blank placeholder: the works nearest it share that tone and nothing else, so its
-    indicators and confidence say nothing of likeness. Shown with its result; not part of its audit record."""
+    """An image of one colour throughout (every pixel alike), such as a generator's blocked, all-black output or a
+    blank placeholder: the works nearest it share that colour and nothing else, so its indicators and confidence say
+    nothing of likeness. Shown with its result; not part of its audit record."""
 
     image: str
 
     def __str__(self) -> str:
         return (
-            f"{self.image} is one flat tone throughout (a blocked or blank output?): the works nearest it share only "
-            "that tone, and its confidence is no evidence of likeness"
+            f"{self.image} is one colour throughout (a blocked or blank output?): the works nearest it share only "
+            "that colour, and its confidence is no evidence of likeness"
         )
 
 
@@ -106,15 +106,15 @@ Note = FewerWorks | LearnedNote | FlatImage
 
 def attribute_files(
     settings: Settings, audit: AuditStore, images: Sequence[Path], params: AttributionParams
-) -> Iterator[Attribution | ImageError | Signed | Note]:
+) -> Generator[Attribution | ImageError | Signed | Note, None, None]:
     """Each image's committed attribution, or the ImageError that kept it out of the log (the others go on), and
-    each checkpoint signed meanwhile; before an attribution of a flat image, a FlatImage note; before the first
-    attribution, when K is more than the collection's works, a FewerWorks note, in a learned space fitted before
-    some of the works' artists were ingested, a SpaceSinceFit note, and in a learned space whose own confidence
-    model was fitted at another K or under another top-artist rule (no ``calibrate`` model there), an
-    OwnConfidenceAtOtherK note. Refused up front when the witness file names
-    another audit DB, or when an automatic checkpoint falls due among them without the key of the witnessed
-    checkpoints."""
+    each checkpoint signed meanwhile (also when the caller stops at the attribution it follows and closes this
+    generator). After an attribution of an image of one colour, a FlatImage note; after the first attribution, when
+    K is more than the collection's works, a FewerWorks note, in a learned space fitted before some of the works'
+    artists were ingested, a SpaceSinceFit note, and in a learned space whose own confidence model was fitted at
+    another K or under another top-artist rule (no ``calibrate`` model there), an OwnConfidenceAtOtherK note.
+    Refused up front when the witness file names another audit DB, or when an automatic checkpoint falls due among
+    them without the key of the witnessed checkpoints."""
     adopted = guard_witness(settings, audit)
     if adopted is not None:
         yield adopted
@@ -128,6 +128,12 @@ def attribute_files(
             except ImageError as exc:
                 yield exc
                 continue
+            try:
+                yield attribution
+            except GeneratorExit:  # the caller stopped at it (its output closed): the checkpoint due is signed still
+                auto_checkpoint(settings, audit, attribution)
+                raise
+            signed = auto_checkpoint(settings, audit, attribution)
             if not noted:
                 noted = True
                 if works < params.k:
@@ -135,8 +141,6 @@ def attribute_files(
                 yield from learned_notes(attributor, params)
             if flat:
                 yield FlatImage(attribution.image)
-            yield attribution
-            signed = auto_checkpoint(settings, audit, attribution)
             if signed is not None:
                 yield signed
 

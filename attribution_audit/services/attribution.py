@@ -35,7 +35,7 @@ from attribution_audit.domain.spaces import (
 )
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.embedding.crops import corner_crops
-from attribution_audit.embedding.layout import layout_vector
+from attribution_audit.embedding.layout import layout_vector, one_colour
 from attribution_audit.errors import DatabaseError, NotFoundError, OptionError, VectorStoreError
 from attribution_audit.services.copy_check import CopyDetector, not_run
 from attribution_audit.sources.images import LoadedImage, load_image, printable_path
@@ -511,15 +511,16 @@ class Attributor:
 
     def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> tuple[Attribution, bool]:
         """Attribute one image file (in the newest stored spaces and models: one :meth:`refresh`); returns only after
-        its audit record is committed, with whether the image is flat (one tone throughout: it has no layout, and
-        the works nearest it share only that tone)."""
+        its audit record is committed, with whether the image is one colour throughout (the works nearest it then
+        share only that colour)."""
         self.refresh()
         params = self.space_of(params or AttributionParams())[1]  # its learned space's version, once
         image = load_image(image_path, target_size=224)
         layout = layout_vector(image.image)
         query = self.embed([image.image], params.space, crops=True)[0]
         outcome = self.check_copy(image, self.compute(query, params, copies=True), query, layout)
-        return self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome), layout is None
+        attribution = self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
+        return attribution, one_colour(image.image, layout)
 
     def check_copy(
         self, image: LoadedImage, outcome: Outcome, query: QueryVectors, layout: np.ndarray | None

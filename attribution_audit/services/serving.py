@@ -19,12 +19,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from attribution_audit.config import Settings, checked_requester
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.copy_match import copy_view
-from attribution_audit.embedding.layout import layout_vector
+from attribution_audit.embedding.layout import layout_vector, one_colour
 from attribution_audit.errors import ImageError
 from attribution_audit.services.attribute import FlatImage, LearnedNote, learned_notes
 from attribution_audit.services.attribution import Attributor
@@ -67,22 +69,26 @@ class Attributed:
     """A request's committed attributions, why the automatic checkpoint after them failed, if it did (they are in
     the log all the same: a client must not send them again), and the notes that go with them (in a learned space
     fitted before some of its works' artists were ingested, a :class:`SpaceSinceFit`; in one whose own confidence
-    model was fitted at another K, an :class:`OwnConfidenceAtOtherK`: :func:`learned_notes`)."""
+    model was fitted at another K, an :class:`OwnConfidenceAtOtherK`: :func:`learned_notes`; an image's own:
+    :meth:`notes_of`)."""
 
     attributions: list[Attribution]
     checkpoint_problem: str | None = None
     notes: tuple[LearnedNote, ...] = ()
-    flat: tuple[FlatImage, ...] = ()  # those of the attributions' images that are flat
+    one_colour: tuple[bool, ...] = ()  # by attribution: whether its image is one colour throughout
 
-    def notes_of(self, attribution: Attribution) -> list[str]:
-        """The notes of one of the attributions: its image's :class:`FlatImage` if it is flat, then the others."""
-        flat = [str(note) for note in self.flat if note.image == attribution.image]
+    def notes_of(self, index: int) -> list[str]:
+        """The notes of attribution ``index``: a :class:`FlatImage` where its image is one colour, then the notes of
+        them all."""
+        flat = [str(FlatImage(self.attributions[index].image))] if self.one_colour[index] else []
         return flat + [str(note) for note in self.notes]
 
 
 @dataclass
 class _Job:
     images: list[tuple[str, LoadedImage]]  # (recorded path, decoded image; once embedded, its copy view)
+    layouts: list[np.ndarray | None]  # each image's layout (layout_vector of the decoded image)
+    one_colour: tuple[bool, ...]  # whether each image is one colour throughout
     params: AttributionParams
     requester: str
     pixels: Reservation  # the decoded pixels the job holds from the service's budget until it is embedded
@@ -181,7 +187,9 @@ class AttributionService:
         """Decode and keep the uploads, and queue them as one job (the decoded images are the job's alone)."""
         decoded = [decode_image(u.data, Path(u.name), target_size=EMBED_SIZE) for u in uploads]
         kept = [self._keep(upload.data, image) for upload, image in zip(uploads, decoded, strict=True)]
-        job = _Job(list(zip(kept, decoded, strict=True)), params, requester, reservation)
+        layouts = [layout_vector(image.image) for image in decoded]  # of the decoded colours, as `attribute` reads it
+        colours = tuple(one_colour(image.image, layout) for image, layout in zip(decoded, layouts, strict=True))
+        job = _Job(list(zip(kept, decoded, strict=True)), layouts, colours, params, requester, reservation)
         with self._lock:
             self._pending += len(job.images)
         self._queue.put(job)
@@ -256,7 +264,6 @@ class AttributionService:
                 # requests are computed, scored and recorded with, and its notes read), the other spaces, the models.
                 self.attributor.refresh()
                 params = self.attributor.space_of(job.params)[1]
-                layouts = [layout_vector(image.image) for _, image in job.images]
                 results = [
                     self.attributor.record(
                         path,
@@ -268,12 +275,9 @@ class AttributionService:
                         ),
                         requester=job.requester,
                     )
-                    for (path, image), query, layout in zip(job.images, queries, layouts, strict=True)
+                    for (path, image), query, layout in zip(job.images, queries, job.layouts, strict=True)
                 ]
                 notes = tuple(learned_notes(self.attributor, params))
-                flat = tuple(
-                    FlatImage(result.image) for result, layout in zip(results, layouts, strict=True) if layout is None
-                )
             except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
                 self.record_seconds += time.perf_counter() - started
                 self._finish(job, exc)
@@ -281,7 +285,7 @@ class AttributionService:
             self.attributed += len(results)
             problem = self._checkpoint(results)
             self.record_seconds += time.perf_counter() - started
-            self._finish(job, Attributed(results, problem, notes, flat))
+            self._finish(job, Attributed(results, problem, notes, job.one_colour))
 
     def _checkpoint(self, results: list[Attribution]) -> str | None:
         """The automatic checkpoints due after these committed records; why they failed, if they did (logged and
