@@ -60,7 +60,7 @@ class NotFoundError(AttributionAuditError):
 
 
 class AmbiguousIdError(AttributionAuditError):
-    """A shortened id names no one record: several records' ids start with it."""
+    """A shortened id names no one record: several records' ids start with it, or it is too short to."""
 
 
 class OptionError(AttributionAuditError):

@@ -3,11 +3,13 @@ the per-request HTML/PDF page (what compliance officers and analysts rely on).""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
+import time as time_module
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from typer.testing import CliRunner
 from attribution_audit.domain.chain import hash_content
 from attribution_audit.domain.results import as_utc
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import DatabaseError
+from attribution_audit.errors import AttributionAuditError, DatabaseError
 from attribution_audit.reporting import export
 from attribution_audit.reporting.export import FORMAT
 from attribution_audit.reporting.html import CHROMIUM_FLAGS
@@ -985,6 +987,25 @@ def _header_field(name: str, value: Any) -> Callable[[Lines], Any]:
     return tamper
 
 
+def _edit_record(index: int, key: str, value: Any) -> Callable[[Lines], Any]:
+    def tamper(lines: Lines) -> list[dict[str, Any]]:
+        header, records = lines
+        records[index] = {**records[index], key: value}
+        return [header, *records]
+
+    return tamper
+
+
+def _and(*tampers: Callable[[Lines], Any]) -> Callable[[Lines], Any]:
+    def tamper(lines: Lines) -> list[dict[str, Any]]:
+        for each in tampers:
+            header, *records = each(lines)
+            lines = (header, records)
+        return [lines[0], *lines[1]]
+
+    return tamper
+
+
 def _renumber(lines: Lines) -> list[dict[str, Any]]:
     header, records = lines
     records[1]["seq"] = 9
@@ -1010,8 +1031,15 @@ TAMPERS: dict[str, tuple[Callable[[Lines], Any], str]] = {
     "lines reordered": (_swap, "seq 4 (request"),
     "header count": (_count, "header announces 7 records, file holds 6"),
     # an export of no period holds every record up to the chain head its header names
-    "first line deleted, count fixed": (_drop_seq(1, fix_count=True), "no period but starts at seq 2, not 1"),
-    "last line deleted, count fixed": (_drop_seq(6, fix_count=True), "no period but ends at seq 5, not at its header"),
+    "first line deleted, count fixed": (_drop_seq(1, fix_count=True), "has no start but holds seq 2 first, not 1"),
+    "last line deleted, count fixed": (_drop_seq(6, fix_count=True), "reaches the export time but ends at seq 5, not"),
+    "last line deleted, count fixed, a start named": (
+        _and(_drop_seq(6, fix_count=True), _header_field("from", "2024-01-01")),
+        "reaches the export time but ends at seq 5, not at its header's chain head, seq 6",
+    ),
+    "seq as true": (_edit_record(0, "seq", True), "line 2 is not a record"),
+    "a record field added": (_edit_record(2, "note", "approved"), "line 4 is not a record"),
+    "audit DB named by a number": (_header_field("db_identity", 5), "names an audit DB 5, not its identity"),
     # the header holds only what an export writes
     "header field added": (_header_field("approved_by", "auditor"), "holds a field no export writes (approved_by)"),
     "header count as a real": (_header_field("records", 6.0), "announces 6.0 records, not a whole number"),
@@ -1133,10 +1161,13 @@ def test_export_to_a_name_of_any_length_is_written_or_refused_in_one_line(
     assert said == f"error: {over}: cannot write the export (File name too long); choose a writable path\n"
 
 
-def test_two_exports_to_one_path_at_once_each_leave_a_whole_export(sqlite_db: Engine, tmp_path: Path) -> None:
+@pytest.mark.parametrize("force", [True, False], ids=["forced", "not forced"])
+def test_two_exports_to_one_path_at_once_each_leave_a_whole_export(
+    sqlite_db: Engine, tmp_path: Path, force: bool
+) -> None:
     """A second export to the same path, started while the first writes, neither removes the first's file nor hands
-    it its own unfinished one: each finishes, the path holds whichever renamed last, whole, and no scratch file is
-    left."""
+    it its own unfinished one: the path holds a whole export, no scratch file is left, and the first replaces the
+    second's only if forced (else it says the path was written meanwhile)."""
     build_known_log(sqlite_db)
     audit, out = AuditStore(sqlite_db), tmp_path / "exports" / "audit.jsonl"
     second: list[int] = []
@@ -1147,26 +1178,34 @@ def test_two_exports_to_one_path_at_once_each_leave_a_whole_export(sqlite_db: En
                 second.append(export.export_records(audit.requests.chain_records(1), audit.requests.count, out)[0])
             yield record
 
-    written, head = export.export_records(
-        meanwhile(audit.requests.chain_records(1)), audit.requests.count, out, overwrite=True
-    )
-    assert (second, written, head.ok) == ([6], 6, True)
-    assert export.verify_export(out).ok and [p.name for p in out.parent.iterdir()] == [out.name]
+    def first() -> int:
+        chain = meanwhile(audit.requests.chain_records(1))
+        return export.export_records(chain, audit.requests.count, out, overwrite=force)[0]
+
+    if force:
+        assert first() == 6
+    else:
+        with pytest.raises(AttributionAuditError, match=r"was written meanwhile \(another export\?\); pass --force"):
+            first()
+    assert second == [6] and export.verify_export(out).ok and [p.name for p in out.parent.iterdir()] == [out.name]
 
 
 def test_export_removes_the_scratch_files_of_exports_killed_before_it(sqlite_db: Engine, tmp_path: Path) -> None:
-    """A scratch file left by an export whose process is gone is removed by the next export to that path; one of a
-    running process is its own, kept."""
+    """A scratch file that no export writes (its process killed) is removed by the next export to that path; one
+    locked by its writer, or made in the last minute, is left, as is a file of another name."""
     build_known_log(sqlite_db)
     audit, out = AuditStore(sqlite_db), tmp_path / "exports" / "audit.jsonl"
     out.parent.mkdir()
-    abandoned = out.with_name(f"{out.name}.{2**31 - 1}.0123abcd.tmp")  # above any pid the kernel gives
-    running = out.with_name(f"{out.name}.{os.getpid()}.0123abcd.tmp")
+    abandoned, written, young = (out.with_name(f"{out.name}.{pid}.0123abcd.tmp") for pid in (7, 8, 9))
     other = out.with_name(f"{out.name}.backup.tmp")  # not a name an export gives
-    for path in (abandoned, running, other):
+    for path in (abandoned, written, young, other):
         path.write_text("a part of an export\n", encoding="utf-8")
-    export.export_records(audit.requests.chain_records(1), audit.requests.count, out)
-    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, running.name, other.name])
+        if path is not young:
+            os.utime(path, (time_module.time() - 3600,) * 2)
+    with written.open("rb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)  # as the export writing it holds it
+        export.export_records(audit.requests.chain_records(1), audit.requests.count, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(p.name for p in (out, written, young, other))
 
 
 # -- 5. the per-request page ------------------------------------------------------------------------------------
@@ -1257,8 +1296,10 @@ def test_request_page_lists_every_recorded_indicator_and_names_what_scored_a_low
 
 def test_report_request_errors(cli: Cli, sqlite_db: Engine, tmp_path: Path) -> None:
     log = build_known_log(sqlite_db)
-    missing = cli("report", "request", "nope", "--html", str(tmp_path / "x.html"), code=1)
-    assert "no attribution request 'nope'" in missing.stderr and missing.stderr.count("\n") == 1
+    missing = cli("report", "request", "nopenope", "--html", str(tmp_path / "x.html"), code=1)
+    assert "no attribution request 'nopenope'" in missing.stderr and missing.stderr.count("\n") == 1
+    short = cli("report", "request", "nope", "--html", str(tmp_path / "x.html"), code=2)  # a refused input
+    assert "'nope' is too short to name a request" in short.stderr and short.stderr.count("\n") == 1
     usage = cli("report", "request", log.id("r1"), code=2)
     assert "--html" in usage.output
 

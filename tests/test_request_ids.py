@@ -45,7 +45,7 @@ def test_a_prefix_resolves_to_its_one_request(audit: AuditStore) -> None:
     for missing in ("0123abce", "0123zzzz", "0123_%%%", "ffffffff"):
         with pytest.raises(NotFoundError, match=f"^no attribution request '{missing}' in the audit log"):
             resolve_request_id(audit, missing)
-    with pytest.raises(NotFoundError, match="give its whole id or at least its first 8 characters"):
+    with pytest.raises(AmbiguousIdError, match=r"^'0123abc' is too short to name a request: give its whole id or at"):
         resolve_request_id(audit, "0123abc")
 
 

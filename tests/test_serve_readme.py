@@ -59,7 +59,7 @@ def test_the_readme_service_example_works_as_written(
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     attributed = json.loads(lines[0])
-    assert attributed[0]["requester"] == "image-generator" and len(attributed[0]["neighbours"]) == 5
+    assert re.fullmatch(r"image-generator-\d+", attributed[0]["requester"]) and len(attributed[0]["neighbours"]) == 5
     listed = json.loads(lines[1])
     assert attributed[0]["request_id"] in [a["request_id"] for a in listed["attributions"]]
     assert json.loads(lines[2])["period"] == "month"

@@ -134,9 +134,10 @@ def attribute(
         stopped: AttributionAuditError | None = exc
     except BrokenPipeError:  # the output's reader is gone (`| head`): the run stops there, as click then exits 1
         with contextlib.suppress(OSError):  # (the errors may go to that reader too)
+            rest = "" if done == len(images) else "; the others were not attributed"
             typer.echo(
                 f"note: the output was closed after {done} of {len(images)} images were attributed and recorded "
-                "(each in the audit log: `attribution-audit audit list`); the others were not attributed",
+                f"(each in the audit log: `attribution-audit audit list`){rest}",
                 err=True,
             )
         raise

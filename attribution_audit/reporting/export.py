@@ -11,11 +11,14 @@ chain head), and the identity against a checkpoint (``audit verify --checkpoint`
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
 import re
 import secrets
+import stat
+import time as clock
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -65,6 +68,7 @@ def export_records(
         _remove_abandoned(out)
         temporary = out.with_name(f"{_scratch_prefix(out)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         with temporary.open("xb", buffering=_BUFFER) as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # held while it is written: a later export leaves it be
             # the header comes first but holds what only the end knows (the count, the head): its line is reserved
             # as spaces wide enough for any such values, and written over once they are known
             header = _header(date_from, date_to, db_identity, _WIDEST_MOMENT, _WIDEST_COUNT, _WIDEST_COUNT, "f" * 64)
@@ -88,8 +92,12 @@ def export_records(
             handle.write(header.ljust(width))
             handle.flush()
             os.fsync(handle.fileno())  # on disk before it takes the export's name: a power loss leaves no empty export
-        temporary.replace(out)
+        _publish(temporary, out, overwrite)
         _sync_folder(out.parent)
+    except FileExistsError:
+        raise AttributionAuditError(
+            f"{out}: was written meanwhile (another export?); pass --force to overwrite it, or choose another name"
+        ) from None
     except OSError as exc:
         raise AttributionAuditError(
             f"{out}: cannot write the export ({exc.strerror}); choose a writable path"
@@ -120,25 +128,42 @@ def _scratch_prefix(out: Path) -> str:
 
 
 def _remove_abandoned(out: Path) -> None:
-    """Remove the scratch files of exports to ``out`` whose process is gone (killed, or its machine lost power)."""
-    scratch = re.compile(re.escape(_scratch_prefix(out)) + r"\.(\d+)\.[0-9a-f]{8}\.tmp")
+    """Remove the scratch files of exports to ``out`` that no process writes (killed, or their machine lost power):
+    a writer holds a lock on its file (whatever its process namespace); one made in the last minute is left too (its
+    writer may not hold the lock yet)."""
+    scratch = re.compile(re.escape(_scratch_prefix(out)) + r"\.\d+\.[0-9a-f]{8}\.tmp")
     for path in out.parent.glob(f"{glob.escape(_scratch_prefix(out))}.*.tmp"):
-        found = scratch.fullmatch(path.name)
-        if found and not _running(int(found[1])):
-            with contextlib.suppress(OSError):  # (another export removed it first)
-                path.unlink()
+        if not scratch.fullmatch(path.name):
+            continue
+        with contextlib.suppress(OSError):  # (gone meanwhile, not a file, being written: BlockingIOError)
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # (a pipe there must not block)
+            try:
+                found = os.fstat(descriptor)
+                if stat.S_ISREG(found.st_mode) and clock.time() - found.st_mtime >= _ABANDONED_AFTER_S:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink()
+            finally:
+                os.close(descriptor)
 
 
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (one of another user counts)."""
+def _publish(temporary: Path, out: Path, overwrite: bool) -> None:
+    """Give the finished export its name, replacing a file there only if ``overwrite``: otherwise a link, which only
+    a free name takes (an export finished meanwhile is kept: FileExistsError), or where the file system has no
+    links, a rename after a last look."""
+    if overwrite:
+        temporary.replace(out)
+        return
     try:
-        os.kill(pid, 0)
-    except PermissionError:  # another user's
-        return True
-    except (ProcessLookupError, OverflowError):  # none (or a number no pid can be)
-        return False
-    return True
+        os.link(temporary, out)
+    except FileExistsError:
+        raise
+    except OSError:  # no links here
+        if out.exists():
+            raise FileExistsError(out) from None
+        temporary.replace(out)
 
+
+_ABANDONED_AFTER_S = 60  # a scratch file younger than this is left, locked or not
 
 _WIDEST_MOMENT = datetime.max.replace(tzinfo=UTC)  # (its ISO text has microseconds: the longest a time writes)
 _WIDEST_COUNT = 10**20  # more digits than any count or seq the databases hold (64-bit)
@@ -222,8 +247,12 @@ def verify_export(path: str | Path) -> ExportReport:
         if edited:
             return ExportReport(False, 0, None, None, None, f"the header {edited}")
         count = 0
-        for number, (record, repeated) in enumerate(map(_parsed, _record_lines(path)), start=2):
+        for number, line in enumerate(_record_lines(path), start=2):
             count += 1
+            try:
+                record, repeated = _parsed(line)
+            except json.JSONDecodeError as exc:
+                return ExportReport(False, count, None, None, None, f"line {number} is not JSON ({exc.msg})")
             if not isinstance(record, dict) or not _well_formed(record):
                 problem = f"line {number} is not a record (seq, request_id, prev_hash, record_hash, content)"
                 return ExportReport(False, count, None, None, None, problem)
@@ -279,6 +308,8 @@ def _header_problem(header: dict[str, Any], repeated: list[str]) -> str | None:
         and isinstance(head["hash"], str)
     ):
         return f"names a chain head {head!r}, not its seq and hash (edited after the export)"
+    if header.get("db_identity") is not None and not isinstance(header["db_identity"], str):
+        return f"names an audit DB {header['db_identity']!r}, not its identity (edited after the export)"
     bounds = [header.get(bound) for bound in ("from", "to")]
     if not all(bound is None or (isinstance(bound, str) and _is_date(bound)) for bound in bounds):
         return f"names a period {bounds[0]!r} to {bounds[1]!r}, not ISO dates (edited after the export)"
@@ -342,23 +373,25 @@ def _verify_records(records: Iterator[dict[str, Any]], count: int, header: dict[
         return fail("the header's export time lies before the last record", previous)
     if previous is not None and previous["seq"] == head.get("seq") and previous["record_hash"] != head.get("hash"):
         return fail("the last record's hash differs from the chain head in the header", previous)
-    if header.get("from") is None and header.get("to") is None:  # no period: every record up to the chain head
-        last = previous["seq"] if previous else 0
-        if first not in (None, 1):
-            return _cut(count, f"starts at seq {first}, not 1 (records removed from its start)")
-        if head.get("seq") != last:
-            return _cut(
-                count,
-                f"ends at seq {last}, not at its header's chain head, seq {head.get('seq')} (records "
-                "removed from its end)",
-            )
+    # a period open at its start holds the log's first record, one that reaches the export time its last (the time
+    # of a record is taken under the chain's lock: later records are not older, on one clock)
+    last, moment = (previous["seq"] if previous else 0), header.get("exported_at")
+    to_the_end = header.get("to") is None or (isinstance(moment, str) and header["to"] >= moment[:10])
+    if header.get("from") is None and first not in (None, 1):
+        return _cut(count, f"has no start but holds seq {first} first, not 1 (records removed from its start)")
+    if to_the_end and (previous is not None or header.get("from") is None) and head.get("seq") != last:
+        return _cut(
+            count,
+            f"reaches the export time but ends at seq {last}, not at its header's chain head, seq {head.get('seq')} "
+            "(records removed from its end)",
+        )
     return ExportReport(
         True, count, first, previous["seq"] if previous else None, previous["record_hash"] if previous else None
     )
 
 
 def _cut(count: int, where: str) -> ExportReport:
-    return ExportReport(False, count, None, None, None, f"the export has no period but {where}")
+    return ExportReport(False, count, None, None, None, f"the export's period {where}")
 
 
 def _within(created_at: Any, date_from: Any, date_to: Any) -> bool:
@@ -402,10 +435,14 @@ def record_hash_at(path: str | Path, seq: int) -> str | None:
     return None
 
 
+_RECORD_KEYS = frozenset({"seq", "request_id", "prev_hash", "record_hash", "content"})
+
+
 def _well_formed(record: dict[str, Any]) -> bool:
     content = record.get("content")
     return (
-        isinstance(record.get("seq"), int)
+        set(record) == _RECORD_KEYS
+        and type(record["seq"]) is int
         and isinstance(record.get("prev_hash"), str)
         and isinstance(record.get("record_hash"), str)
         and isinstance(content, dict)

@@ -87,16 +87,18 @@ class CropsOff:
 
 @dataclass(frozen=True)
 class FlatImage:
-    """An image of one colour throughout (every pixel alike), such as a generator's blocked, all-black output or a
-    blank placeholder: the works nearest it share that colour and nothing else, so its indicators and confidence say
-    nothing of likeness. Shown with its result; not part of its audit record."""
+    """An image of one colour throughout (every pixel alike, of the part attributed: the middle of an image longer
+    than 2:1), such as a generator's blocked, all-black output or a blank placeholder: the works nearest it share
+    that colour and nothing else, so its indicators and confidence say nothing of likeness. Shown with its result;
+    not part of its audit record."""
 
     image: str
 
     def __str__(self) -> str:
         return (
-            f"{self.image} is one colour throughout (a blocked or blank output?): the works nearest it share only "
-            "that colour, and its confidence is no evidence of likeness"
+            f"{self.image} is one colour where it is attributed (all of it; the middle of an image longer than 2:1): "
+            "a blocked or blank output? The works nearest it share only that colour, and its confidence is no "
+            "evidence of likeness"
         )
 
 

@@ -28,13 +28,13 @@ ID_PREFIX = 8  # the fewest leading characters of a request id that look it up
 
 def resolve_request_id(audit: AuditStore, given: str) -> str:
     """The whole id of the one request whose id is ``given`` or starts with it (at least ID_PREFIX characters, in
-    either case, as git takes a commit's); NotFoundError if none does (or ``given`` is shorter), AmbiguousIdError if
-    several do."""
+    either case, as git takes a commit's); NotFoundError if none does, AmbiguousIdError if several do or
+    ``given`` is shorter (a refused input, whatever the log holds)."""
     prefix = given.strip().lower()
     if len(prefix) < ID_PREFIX:
-        raise NotFoundError(
-            f"no attribution request {given!r}: give its whole id or at least its first {ID_PREFIX} characters; "
-            "`attribution-audit audit list` shows ids"
+        raise AmbiguousIdError(
+            f"{given!r} is too short to name a request: give its whole id or at least its first {ID_PREFIX} "
+            "characters; `attribution-audit audit list` shows ids"
         )
     count, least = audit.requests.with_prefix(prefix)
     if count > 1:
