@@ -298,9 +298,9 @@ def _header_problem(header: dict[str, Any], repeated: list[str]) -> str | None:
             f"holds a field no export writes ({', '.join(unknown)}): edited after the export, or written by a newer "
             "attribution-audit"
         )
-    head = header.get("chain_head")
     if type(header.get("records")) is not int:
         return f"announces {header.get('records')!r} records, not a whole number (edited after the export)"
+    head = header.get("chain_head")
     if not (
         isinstance(head, dict)
         and set(head) == {"seq", "hash"}

@@ -132,10 +132,8 @@ def attribute_files(
                 continue
             try:
                 yield attribution
-            except GeneratorExit:  # the caller stopped at it (its output closed): the checkpoint due is signed still
-                auto_checkpoint(settings, audit, attribution)
-                raise
-            signed = auto_checkpoint(settings, audit, attribution)
+            finally:  # also where the caller stopped at it (its output closed): the checkpoint due is signed
+                signed = auto_checkpoint(settings, audit, attribution)
             if not noted:
                 noted = True
                 if works < params.k:
