@@ -39,8 +39,8 @@ from pathlib import Path
 from attribution_audit.config import Settings, load_settings
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution, Neighbour
-from attribution_audit.services.attribute import FewerWorks, FlatImage, OwnConfidenceAtOtherK, attribute_files
-from attribution_audit.services.attribution import SpaceSinceFit
+from attribution_audit.services.attribute import FewerWorks, OwnConfidenceAtOtherK, attribute_files
+from attribution_audit.services.attribution import FlatImage, SpaceSinceFit
 from attribution_audit.services.audit_log import (
     browse_attributions,
     get_attribution,

@@ -437,7 +437,7 @@ def test_calibrate_round_trip(
             exact_cache_dir=tmp_path / "exact",
             embedder=attributor.embedder,
         )
-        result, _ = calibrated.attribute(demo_catalogue.queries[0].path)
+        result = calibrated.attribute(demo_catalogue.queries[0].path)
         # Calibrating again on the same queries (the file since edited, or a copy elsewhere): the baseline, the newest
         # model stored (by this attributor's own earlier run too), was fitted on them, so its score there is
         # in-sample, and the baseline says so; other queries not.
@@ -591,7 +591,7 @@ def test_a_replay_scores_with_the_model_its_record_used(
             demo_audit, LogisticModel("x", [0.5] * 3, [0.2] * 3, [-1.0, -2.0, 1.0], 0.3, names), fingerprint
         )
     with open_attributor(demo_settings, demo_audit, EMBEDDER) as attributor:
-        recorded, _ = attributor.attribute(demo_catalogue.queries[0].path)
+        recorded = attributor.attribute(demo_catalogue.queries[0].path)
         assert recorded.confidence_model == first
         later = store_model(
             demo_audit, LogisticModel("y", [0.5] * 3, [0.2] * 3, [3.0, 1.0, -1.0], -2.0, names), fingerprint

@@ -123,7 +123,8 @@ def test_an_image_of_one_colour_is_attributed_with_a_note_that_its_neighbours_sh
 ) -> None:
     """A generator's blocked (all-black) output or a blank placeholder is attributed and logged like any image, and a
     note beside its result says that its neighbours share only its colour; an image with any detail (one pixel, or
-    two colours of one brightness) gets none."""
+    two colours of one brightness) gets none. The record keeps the flag: `audit show` notes it, a replay keeps it,
+    the summary counts it and the artist shares leave it out."""
     cli.restore(ingested)
     black, white, dotted = tmp_path / "black.png", tmp_path / "white-1px.png", tmp_path / "dotted.png"
     Image.new("RGB", (512, 512)).save(black)
@@ -145,7 +146,19 @@ def test_an_image_of_one_colour_is_attributed_with_a_note_that_its_neighbours_sh
         "evidence of likeness"
         for path in (black, white)
     ]
-    assert cli("audit", "verify").stdout.startswith("chain OK: 5 records")
+    assert [record["one_colour"] for record in records] == [True, False, True, False, False]
+    shown = json.loads(cli("audit", "show", records[0]["request_id"], "--format", "json").stdout)
+    assert shown["one_colour"] is True and shown["notes"] == [notes[0].removeprefix("note: ")]
+    assert f"  note: {notes[0].removeprefix('note: ')}" in cli("audit", "show", records[0]["request_id"]).stdout
+    assert json.loads(cli("audit", "show", records[1]["request_id"], "--format", "json").stdout)["notes"] == []
+    replayed = json.loads(cli("audit", "replay", records[2]["request_id"], "--format", "json").stdout)
+    assert replayed["replay"]["one_colour"] is True and replayed["differences"] == []
+    summary = json.loads(cli("report", "summary", "--format", "json").stdout)
+    assert summary["one_colour_requests"] == 3  # the replay too
+    assert "images of one colour 3 (" in cli("report", "summary").stdout
+    attributed = sum(row["attributions"] for row in json.loads(cli("report", "artists", "--format", "json").stdout))
+    assert attributed == sum(len(record["artist_shares"]) for record in records if not record["one_colour"])
+    assert cli("audit", "verify").stdout.startswith("chain OK: 6 records")
 
 
 LOGIN_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")

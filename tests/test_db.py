@@ -125,6 +125,7 @@ def test_a_downgrade_refuses_to_drop_the_neighbours_image_digest_that_holds_valu
         ("attribution_metrics", "confidence_model_sha256", "ab" * 32, "0018"),
         ("attribution_metrics", "crop_log_odds", -2.5, "0021"),
         ("attribution_requests", "crop_vectors", b"\x00\x00\x80\x3f" * 8, "0021"),
+        ("attribution_metrics", "one_colour", 1, "0023"),
     ],
 )
 def test_a_downgrade_refuses_to_drop_a_hashed_column_that_holds_values(

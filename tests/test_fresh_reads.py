@@ -377,7 +377,7 @@ def test_a_record_names_the_version_its_neighbours_were_found_in_when_another_is
             statements.append(statement)
 
         event.listen(audit.engine, "before_cursor_execute", seen)
-        attributed, _ = attributor.attribute(demo_catalogue.queries[2].path, unpinned)  # a request of its own
+        attributed = attributor.attribute(demo_catalogue.queries[2].path, unpinned)  # a request of its own
         event.remove(audit.engine, "before_cursor_execute", seen)
     audit.close()
     assert attributed.parameters["space_version"] == 2

@@ -435,6 +435,35 @@ def test_low_confidence_and_disagreement_views(known: KnownLog) -> None:
     assert disagreements == {known.id("r2"), known.id("r3"), known.id("r4")}
 
 
+def test_images_of_one_colour_are_left_out_of_the_artist_shares_and_listed_as_low_confidence(
+    audit: AuditStore,
+) -> None:
+    """A blocked or blank output's nearest works share only its colour: its request is not counted in
+    v_artist_shares, v_low_confidence lists it whatever its confidence, the summary counts it, and its record verifies
+    (the flag hashed). A request not looked at (null: an evaluation's, an older record) counts as before."""
+    made = {}
+    for label, flag in (("flat", 1), ("plain", 0), ("not-looked-at", None)):
+        request = single_request("Ada", "x1", image_path=f"/generated/{label}.png")
+        request.metrics.one_colour, request.metrics.confidence = flag, 0.9
+        made[label] = chain.append(audit.engine, request).id
+    assert _rows(audit.engine, "SELECT artist, attributions FROM v_artist_shares") == [
+        {"artist": "Ada", "attributions": 2}
+    ]
+    assert {r["request_id"] for r in _rows(audit.engine, "SELECT request_id FROM v_low_confidence")} == {made["flat"]}
+    counts = audit.reports.counts()
+    assert (counts.one_colour_requests, counts.low_confidence_requests) == (1, 1)
+    assert [audit.requests.get(made[label]).one_colour for label in made] == [True, False, None]
+    assert audit.requests.verify_chain().ok
+    # the flag cleared by hand: that record no longer verifies
+    superuser_edit(audit.engine, f"UPDATE attribution_metrics SET one_colour = 0 WHERE request_id = '{made['flat']}'")
+    broken = audit.requests.verify_chain()
+    assert (broken.ok, broken.broken_seq, broken.reason) == (
+        False,
+        1,
+        "content does not match its record_hash (the record was modified)",
+    )
+
+
 def _catalogue_rows(engine: Engine) -> dict[tuple[str, str], tuple[int, int, int, int, datetime]]:
     return {
         (r["catalogue"], r["artist"]): (
@@ -778,8 +807,9 @@ def test_report_summary_counts_and_chain_head(known: KnownLog, known_cli: Cli) -
     assert head.head_hash == known.requests["r6"].record_hash
 
     lines = known_cli("report", "summary").stdout.splitlines()
-    assert (
-        lines[0] == "requests 6 (4 production), exact-checked 5, HNSW/exact disagreements 3, low confidence (< 0.5) 2"
+    assert lines[0] == (
+        "requests 6 (4 production), exact-checked 5, HNSW/exact disagreements 3, "
+        "low confidence (< 0.5, or of one colour) 2"
     )
     assert lines[-1] == f"chain OK: 6 records, head {head.head_hash}"
 

@@ -177,7 +177,7 @@ def test_bad_uploads_get_one_line_errors_and_nothing_is_logged(
 def test_an_upload_of_one_colour_carries_the_note_that_its_neighbours_share_only_its_colour(
     service: Service, demo_catalogue: DemoCatalogue, tmp_path: Path
 ) -> None:
-    """As `attribute` notes it: the flat image's result only, in the answer to its request (not in its record)."""
+    """As `attribute` notes it: the flat image's result only, in the answer to its request and in its record's."""
     black = tmp_path / "black.png"
     Image.new("RGB", (300, 200)).save(black)
     flat, other = attribute(service, black, demo_catalogue.queries[0].path)
@@ -186,8 +186,8 @@ def test_an_upload_of_one_colour_carries_the_note_that_its_neighbours_share_only
         "a blocked or blank output? The works nearest it share only that colour, and its confidence is no "
         "evidence of likeness"
     ]
-    assert other["notes"] == []
-    assert service.reader.get(f"/v1/attributions/{flat['request_id']}").json()["notes"] == []
+    assert other["notes"] == [] and (flat["one_colour"], other["one_colour"]) == (True, False)
+    assert service.reader.get(f"/v1/attributions/{flat['request_id']}").json()["notes"] == flat["notes"]
 
 
 def test_reading_endpoints(service: Service, demo_catalogue: DemoCatalogue) -> None:
@@ -330,6 +330,8 @@ def test_a_database_outage_gives_503_and_nothing_unlogged(
         # Only the two answered requests are in the log, chained; the refused ones left nothing behind.
         assert verified["ok"] is True and verified["checked"] == 2
         assert after.json()[0]["seq"] == before.json()[0]["seq"] + 1
+    logged = (tmp_path / "serve.log").read_text(encoding="utf-8")
+    assert "Traceback" not in logged and "error ignored" not in logged, logged  # the outage's own lines only
 
 
 def test_a_second_service_on_the_same_embedded_shard_is_refused_at_start(service: Service, ingested: Ingested) -> None:

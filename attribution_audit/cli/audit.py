@@ -112,8 +112,8 @@ def audit_show(
     fmt: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one recorded attribution with its neighbours, metrics and parameters (CSV: one row per neighbour; JSON:
-    with the notes its page shows).
+    """Show one recorded attribution with its neighbours, metrics and parameters, and the notes its page shows (CSV:
+    one row per neighbour).
 
     \b
     Example: attribution-audit audit show "$(attribution-audit audit list --limit 1 --format csv | tail -n 1 | cut -d, -f1)"
@@ -122,6 +122,7 @@ def audit_show(
 
     audit = audit_of(ctx.obj)
     result = get_attribution(audit, request_id_of(audit, request_id))
+    notes = request_notes(audit, result)
 
     def text() -> None:
         print_attribution(result)
@@ -134,10 +135,12 @@ def audit_show(
         for n in result.neighbours:
             pinned = n.image_sha256 or "not pinned (recorded before revision 0015)"
             typer.echo(f"  rank {n.rank} image sha256 {terminal_text(pinned)}")
+        for note in notes:
+            typer.echo(f"  note: {terminal_text(note)}")
 
     emit(
         output_format(fmt, as_json),
-        data=result.as_json() | {"notes": request_notes(audit, result)},
+        data=result.as_json() | {"notes": notes},
         rows=neighbour_rows(result),
         columns=NEIGHBOUR_COLUMNS,
         text=text,

@@ -35,8 +35,9 @@ def report_artists(
     date_to: ToOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Shares per artist over a period (production requests): attributions (requests whose K works include the
-    artist's, not only as top artist), the sum of the artist's shares in them, and their mean confidence.
+    """Shares per artist over a period (production requests, images of one colour left out): attributions (requests
+    whose K works include the artist's, not only as top artist), the sum of the artist's shares in them, and their
+    mean confidence.
 
     \b
     Example: attribution-audit report artists --from 2024-01-01 --format csv
@@ -63,7 +64,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
     \b
     Example: attribution-audit report summary --format json
     """
-    from attribution_audit.reporting.html import LOW_CONFIDENCE
+    from attribution_audit.domain.confidence import LOW_CONFIDENCE
     from attribution_audit.services.checkpoints import check_lines
     from attribution_audit.services.report import summary
 
@@ -74,8 +75,13 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
         typer.echo(
             f"requests {data['requests']} ({data['production_requests']} production), "
             f"exact-checked {data['verified_requests']}, HNSW/exact disagreements {data['ann_disagreements']}, "
-            f"low confidence (< {LOW_CONFIDENCE}) {data['low_confidence_requests']}"
+            f"low confidence (< {LOW_CONFIDENCE}, or of one colour) {data['low_confidence_requests']}"
         )
+        if data["one_colour_requests"]:
+            typer.echo(
+                f"images of one colour {data['one_colour_requests']} (blocked or blank outputs? left out of the "
+                "artist shares: their nearest works share only that colour)"
+            )
         typer.echo(
             f"mean confidence {data['mean_confidence']}, works {data['active_works']} active / "
             f"{data['withdrawn_works']} withdrawn"

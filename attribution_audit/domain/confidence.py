@@ -33,6 +33,7 @@ CALIBRATION_FEATURES = (
 LOGGED_INDICATORS = ("agreement", "agreement_spaces", "centroid_log_odds", "centroid_log_odds_others", "crop_log_odds")
 DEFAULT_MODEL_NAME = "default-v1"
 DEFAULT_CENTROID_MODEL_NAME = "default-centroid-v1"  # the default formula of the ``centroid`` rule
+LOW_CONFIDENCE = 0.5  # below it a request is of low confidence (the reports, the v_low_confidence view)
 STORED_MODEL_PREFIX = "logistic-v"  # a stored (fitted) model is named logistic-v<N>; a default formula is not
 L2_PENALTY = 1e-2
 

@@ -72,6 +72,9 @@ class Attribution:
     # The other learned spaces those two read, "name:version,..." (:func:`space_versions`); None before revision 0018.
     other_space_versions: str | None = None
     confidence_model_sha256: str | None = None  # the stored model's fingerprint (None: a default formula, or older)
+    # Whether the image is one colour where it is attributed (its nearest works then share only that colour); None:
+    # not looked at (evaluation runs, records before revision 0024).
+    one_colour: bool | None = None
     intact: bool = True  # whether the stored record still matches its record_hash (False: changed after writing)
 
     def copy_verdict(self) -> str:
@@ -119,6 +122,7 @@ class Outcome:
     other_versions: dict[str, int] | None = None
     # The version of the learned space the neighbours were found in (None in a base space): the record names it.
     space_version: int | None = None
+    one_colour: bool | None = None  # whether the image is one colour where it is attributed (None: not looked at)
 
 
 def space_versions(versions: dict[str, int]) -> str:

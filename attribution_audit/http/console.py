@@ -18,9 +18,10 @@ from urllib.parse import urlencode
 from fastapi import Cookie, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from attribution_audit.domain.confidence import LOW_CONFIDENCE
 from attribution_audit.errors import AttributionAuditError
 from attribution_audit.http.errors import status_of
-from attribution_audit.reporting.html import LOW_CONFIDENCE, render
+from attribution_audit.reporting.html import render
 from attribution_audit.services.audit_log import browse_attributions, request_page, shares_over_time
 from attribution_audit.services.keys import key_holder, key_valid
 from attribution_audit.services.report import log_counts
@@ -253,7 +254,7 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
                 filters=shown,
                 artists=sorted({row["artist"] for row in shares}),
                 rows=rows,
-                low_count=sum(1 for a in rows if a.confidence < LOW_CONFIDENCE),
+                low_count=sum(1 for a in rows if a.confidence < LOW_CONFIDENCE or a.one_colour),
                 error=error,
                 older=older,
                 newer=newer,

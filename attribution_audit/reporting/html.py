@@ -16,13 +16,17 @@ from typing import Any
 
 import jinja2
 
-from attribution_audit.domain.confidence import DEFAULT_CENTROID_MODEL_NAME, DEFAULT_MODEL_NAME, STORED_MODEL_PREFIX
+from attribution_audit.domain.confidence import (
+    DEFAULT_CENTROID_MODEL_NAME,
+    DEFAULT_MODEL_NAME,
+    LOW_CONFIDENCE,
+    STORED_MODEL_PREFIX,
+)
 from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AttributionAuditError, ImageError
 from attribution_audit.sources.images import load_image
 
 THUMBNAIL = 180
-LOW_CONFIDENCE = 0.5  # the threshold of the v_low_confidence view
 
 
 CHANGED = "changed since attribution: the sha256 of this file is not the recorded one"

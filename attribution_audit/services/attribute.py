@@ -13,7 +13,7 @@ from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import LearnedSpace
 from attribution_audit.errors import ImageError
-from attribution_audit.services.attribution import Attributor, SpaceSinceFit, refit_command
+from attribution_audit.services.attribution import Attributor, FlatImage, SpaceSinceFit, refit_command
 from attribution_audit.services.checkpoints import Signed, auto_checkpoint, guard_witness, refuse_unsignable
 from attribution_audit.services.spaces import HeldOutRate
 from attribution_audit.services.wiring import open_attributor
@@ -85,23 +85,6 @@ class CropsOff:
         )
 
 
-@dataclass(frozen=True)
-class FlatImage:
-    """An image of one colour throughout (every pixel alike, of the part attributed: the middle of an image longer
-    than 2:1), such as a generator's blocked, all-black output or a blank placeholder: the works nearest it share
-    that colour and nothing else, so its indicators and confidence say nothing of likeness. Shown with its result;
-    not part of its audit record."""
-
-    image: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.image} is one colour where it is attributed (all of it; the middle of an image longer than 2:1): "
-            "a blocked or blank output? The works nearest it share only that colour, and its confidence is no "
-            "evidence of likeness"
-        )
-
-
 LearnedNote = SpaceSinceFit | OwnConfidenceAtOtherK | HeldOutRate | CropsOff
 Note = FewerWorks | LearnedNote | FlatImage
 
@@ -126,7 +109,7 @@ def attribute_files(
         noted = False
         for image in images:
             try:
-                attribution, flat = attributor.attribute(image, params)
+                attribution = attributor.attribute(image, params)
             except ImageError as exc:
                 yield exc
                 continue
@@ -139,7 +122,7 @@ def attribute_files(
                 if works < params.k:
                     yield FewerWorks(params.k, works, attributor.store.collection, params.max_distance)
                 yield from learned_notes(attributor, params)
-            if flat:
+            if attribution.one_colour:
                 yield FlatImage(attribution.image)
             if signed is not None:
                 yield signed

@@ -69,6 +69,23 @@ def _work_version(payload: dict[str, Any]) -> int | None:
 
 
 @dataclass(frozen=True)
+class FlatImage:
+    """An image of one colour throughout (every pixel alike, of the part attributed: the middle of an image longer
+    than 2:1), such as a generator's blocked, all-black output or a blank placeholder: the works nearest it share
+    that colour and nothing else, so its indicators and confidence say nothing of likeness. Shown with its result
+    and wherever its record is shown (which keeps the flag: ``attribution_metrics.one_colour``)."""
+
+    image: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.image} is one colour where it is attributed (all of it; the middle of an image longer than 2:1): "
+            "a blocked or blank output? The works nearest it share only that colour, and its confidence is no "
+            "evidence of likeness"
+        )
+
+
+@dataclass(frozen=True)
 class SpaceSinceFit:
     """A learned space version was fitted before ``artists`` (of its collection's works) were ingested: they have no
     centroid there (their centroid log-odds are None, and the ``centroid`` rule never reports them) until the space is
@@ -509,18 +526,32 @@ class Attributor:
         artist = str(payload.get("artist", ""))
         return self.canonical.get(artist, artist)
 
-    def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> tuple[Attribution, bool]:
+    def attribute(self, image_path: str | Path, params: AttributionParams | None = None) -> Attribution:
         """Attribute one image file (in the newest stored spaces and models: one :meth:`refresh`); returns only after
-        its audit record is committed, with whether the image is one colour throughout (the works nearest it then
-        share only that colour)."""
+        its audit record is committed."""
         self.refresh()
         params = self.space_of(params or AttributionParams())[1]  # its learned space's version, once
         image = load_image(image_path, target_size=224)
         layout = layout_vector(image.image)
+        flat = one_colour(image.image, layout)
         query = self.embed([image.image], params.space, crops=True)[0]
+        return self.record_image(printable_path(image.path.resolve()), image, query, params, layout, flat)
+
+    def record_image(
+        self,
+        path: str,
+        image: LoadedImage,
+        query: QueryVectors,
+        params: AttributionParams,
+        layout: np.ndarray | None,
+        flat: bool,
+        requester: str | None = None,
+    ) -> Attribution:
+        """Find the works nearest an embedded image (its ``query`` vectors), check it for copies and append the
+        request to the chain, recorded as ``path``: ``layout`` is the image's (:func:`layout_vector`), ``flat``
+        whether it is one colour throughout (:func:`one_colour`, of the decoded image), which the record keeps."""
         outcome = self.check_copy(image, self.compute(query, params, copies=True), query, layout)
-        attribution = self.record(printable_path(image.path.resolve()), image.sha256, query, params, outcome)
-        return attribution, one_colour(image.image, layout)
+        return self.record(path, image.sha256, query, params, replace(outcome, one_colour=flat), requester=requester)
 
     def check_copy(
         self, image: LoadedImage, outcome: Outcome, query: QueryVectors, layout: np.ndarray | None
@@ -661,7 +692,7 @@ class Attributor:
                 "the record was changed by hand; run `attribution-audit audit verify`"
             ) from None
         self.refresh()
-        outcome = self.compute(original.vectors, params, others=others)
+        outcome = replace(self.compute(original.vectors, params, others=others), one_colour=before.one_colour)
         new = self.record(
             before.image,
             before.image_sha256,

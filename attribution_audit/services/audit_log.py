@@ -10,7 +10,7 @@ from attribution_audit.domain.chain import ChainReport
 from attribution_audit.domain.results import Attribution
 from attribution_audit.errors import AmbiguousIdError, NotFoundError, PermissionDeniedError, ReadOnlyError
 from attribution_audit.reporting import export, html
-from attribution_audit.services.attribution import space_since_fit
+from attribution_audit.services.attribution import FlatImage, space_since_fit
 from attribution_audit.services.spaces import HeldOutRate
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.browse import RequestFilter
@@ -97,21 +97,23 @@ def export_records(
 
 
 def request_notes(audit: AuditStore, attribution: Attribution) -> list[str]:
-    """The notes of a logged request, as its page, ``audit show --format json`` and the service's GET show them: in
-    a learned space version fitted before some of its collection's artists were ingested, those the request could
-    have met (ingested by its time, not withdrawn before), as of the catalogue now; scored by its own held-out rate,
-    that every request got the same confidence."""
+    """The notes of a logged request, as its page, ``audit show --format json`` and the service's GET show them: of
+    an image of one colour, a :class:`FlatImage` first; in a learned space version fitted before some of its
+    collection's artists were ingested, those the request could have met (ingested by its time, not withdrawn
+    before), as of the catalogue now; scored by its own held-out rate, that every request got the same confidence."""
+    flat = [str(FlatImage(attribution.image))] if attribution.one_colour else []
     version = attribution.parameters.get("space_version")  # recorded for a learned space only
     try:
         found = audit.spaces.load(attribution.parameters["space"], version) if version is not None else None
         note = None if found is None else space_since_fit(audit, found[0], as_of=attribution.created_at)
     except PermissionDeniedError:  # a read-only role sees the log's views, not the spaces and catalogue tables
-        return [
+        hidden = (
             f"the notes of learned space {attribution.parameters['space']} (version {version}) are not shown: this "
             "database user may only read the audit views; a writer's `audit show` shows them"
-        ]
+        )
+        return [*flat, hidden]
     held_out = None if found is None else HeldOutRate.of(found[0], attribution.confidence_model)
-    return [str(n) for n in (note, held_out) if n is not None]
+    return [*flat, *(str(n) for n in (note, held_out) if n is not None)]
 
 
 def request_page(audit: AuditStore, request_id: str, **page: Any) -> str:

@@ -80,6 +80,7 @@ def log_counts(audit: AuditStore) -> dict[str, Any]:
         "verified_requests": counts.verified_requests,
         "ann_disagreements": counts.ann_disagreements,
         "low_confidence_requests": counts.low_confidence_requests,
+        "one_colour_requests": counts.one_colour_requests,
         "mean_confidence": counts.mean_confidence,
         "first_request": _iso(counts.first_request),
         "last_request": _iso(counts.last_request),

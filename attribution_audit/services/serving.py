@@ -28,8 +28,8 @@ from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.copy_match import copy_view
 from attribution_audit.embedding.layout import layout_vector, one_colour
 from attribution_audit.errors import ImageError
-from attribution_audit.services.attribute import FlatImage, LearnedNote, learned_notes
-from attribution_audit.services.attribution import Attributor
+from attribution_audit.services.attribute import LearnedNote, learned_notes
+from attribution_audit.services.attribution import Attributor, FlatImage
 from attribution_audit.services.audit_log import (
     browse_attributions,
     get_attribution,
@@ -75,12 +75,11 @@ class Attributed:
     attributions: list[Attribution]
     checkpoint_problem: str | None = None
     notes: tuple[LearnedNote, ...] = ()
-    one_colour: tuple[bool, ...] = ()  # by attribution: whether its image is one colour throughout
 
     def notes_of(self, index: int) -> list[str]:
         """The notes of attribution ``index``: a :class:`FlatImage` where its image is one colour, then the notes of
         them all."""
-        flat = [str(FlatImage(self.attributions[index].image))] if self.one_colour[index] else []
+        flat = [str(FlatImage(self.attributions[index].image))] if self.attributions[index].one_colour else []
         return flat + [str(note) for note in self.notes]
 
 
@@ -265,17 +264,10 @@ class AttributionService:
                 self.attributor.refresh()
                 params = self.attributor.space_of(job.params)[1]
                 results = [
-                    self.attributor.record(
-                        path,
-                        image.sha256,
-                        query,
-                        params,
-                        self.attributor.check_copy(
-                            image, self.attributor.compute(query, params, copies=True), query, layout
-                        ),
-                        requester=job.requester,
+                    self.attributor.record_image(path, image, query, params, layout, flat, requester=job.requester)
+                    for (path, image), query, layout, flat in zip(
+                        job.images, queries, job.layouts, job.one_colour, strict=True
                     )
-                    for (path, image), query, layout in zip(job.images, queries, job.layouts, strict=True)
                 ]
                 notes = tuple(learned_notes(self.attributor, params))
             except Exception as exc:  # the caller gets the error; nothing unrecorded is returned
@@ -285,7 +277,7 @@ class AttributionService:
             self.attributed += len(results)
             problem = self._checkpoint(results)
             self.record_seconds += time.perf_counter() - started
-            self._finish(job, Attributed(results, problem, notes, job.one_colour))
+            self._finish(job, Attributed(results, problem, notes))
 
     def _checkpoint(self, results: list[Attribution]) -> str | None:
         """The automatic checkpoints due after these committed records; why they failed, if they did (logged and

@@ -207,6 +207,7 @@ _COVERED_WHEN_SET = {
             "other_space_versions",
             "confidence_model_sha256",
             "crop_log_odds",
+            "one_colour",
         }
     ),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -617,8 +618,20 @@ def pipelined(connection: Connection) -> Iterator[None]:
     if connection.dialect.name != "postgresql" or not _can_pipeline(driver):
         yield
         return
+    logging.getLogger("psycopg").addFilter(_REPEATED_BLOCK_ERROR)  # (once: a filter is added only if absent)
     with driver_errors(connection, "(pipeline)", None), driver.pipeline():  # type: ignore[union-attr]
         yield
+
+
+class _RepeatedBlockError(logging.Filter):
+    """Drops psycopg's warning that ending a pipeline failed after its block had (the server lost mid-append): the
+    block's own error is raised and reported as one line; the warning repeated it in a service's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "error ignored terminating %r: %s"
+
+
+_REPEATED_BLOCK_ERROR = _RepeatedBlockError()
 
 
 def _can_pipeline(driver: Any) -> bool:

@@ -273,6 +273,7 @@ class AttributionMetrics(Base):
     other_space_versions: Mapped[str | None] = mapped_column(Text)  # migration 0018
     confidence_model_sha256: Mapped[str | None] = mapped_column(Text)  # migration 0019
     crop_log_odds: Mapped[float | None] = mapped_column(Float)  # migration 0022
+    one_colour: Mapped[int | None] = mapped_column(Integer)  # migration 0024: 1 for an image of one colour
 
     request: Mapped[AttributionRequest] = relationship(back_populates="metrics")
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from attribution_audit.errors import DatabaseError
+from attribution_audit.store import chain
 from attribution_audit.store.chain import AUDIT_VIEWS
 from attribution_audit.store.database import SCHEMA_VERSION_VIEW, is_permission_error, permission_error, read_connection
 
@@ -30,13 +31,15 @@ READER_VIEWS = (*REPORTING_VIEWS, *AUDIT_VIEWS, SCHEMA_VERSION_VIEW, "audit_iden
 
 @dataclass(frozen=True)
 class LogCounts:
-    """Counts over v_attributions, v_low_confidence and v_catalogue, and every request's confidence."""
+    """Counts over v_attributions, v_low_confidence (which lists the requests of images of one colour too),
+    v_catalogue and the metrics (the images of one colour), and every request's confidence."""
 
     requests: int
     production_requests: int
     verified_requests: int
     ann_disagreements: int
     low_confidence_requests: int
+    one_colour_requests: int
     mean_confidence: float | None
     first_request: str | None
     last_request: str | None
@@ -96,6 +99,8 @@ class ReportRepository:
             rows = connection.scalars(text("SELECT confidence FROM v_attributions"))
             confidences = [float(c) for c in rows if isinstance(c, int | float)]
             low = connection.scalar(text("SELECT COUNT(*) FROM v_low_confidence"))
+            metrics = chain._source(self.engine).metrics  # (what a reader may read: the audit view on PostgreSQL)
+            flat = connection.scalar(select(func.count()).select_from(metrics).where(metrics.c.one_colour == 1))
             works = connection.execute(
                 text("SELECT COALESCE(SUM(active), 0), COALESCE(SUM(withdrawn), 0) FROM v_catalogue")
             ).one()
@@ -105,6 +110,7 @@ class ReportRepository:
             verified_requests=int(counts.verified),
             ann_disagreements=int(counts.disagreements or 0),
             low_confidence_requests=int(low or 0),
+            one_colour_requests=int(flat or 0),
             mean_confidence=None if counts.mean_confidence is None else round(float(counts.mean_confidence), 6),
             first_request=str(counts.first) if counts.first else None,
             last_request=str(counts.last) if counts.last else None,

@@ -133,6 +133,7 @@ def to_attribution(
         crop_log_odds=_optional(m.get("crop_log_odds")),
         other_space_versions=m.get("other_space_versions"),
         confidence_model_sha256=m.get("confidence_model_sha256"),
+        one_colour=None if m.get("one_colour") is None else m["one_colour"] == 1,
         intact=chain.record_hash(record.prev_hash, record) == record.record_hash if intact is None else intact,
     )
 
@@ -253,6 +254,7 @@ class RequestRepository:
             "centroid_log_odds_others": outcome.features.get("centroid_log_odds_others"),
             "crop_log_odds": outcome.features.get("crop_log_odds"),
             "other_space_versions": None if outcome.other_versions is None else space_versions(outcome.other_versions),
+            "one_colour": None if outcome.one_colour is None else int(outcome.one_colour),
         }
         with write_connection(self.engine) as connection:
             stored = chain.append_rows(connection, request, neighbours, shares, metrics)
