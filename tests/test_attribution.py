@@ -554,6 +554,18 @@ def test_a_later_indicator_measured_as_none_then_valued_in_the_replay_is_shown_n
     assert diff_attributions(tampered, refitted).changed == ["~ centroid_log_odds_others: None -> 30.0"]
 
 
+def test_a_replays_summary_says_whether_the_top_artist_and_the_works_changed() -> None:
+    """Under the lines of a replay that differs, one line says what a reader asks first."""
+    from attribution_audit.domain.results import ReplayDiff
+
+    order = ReplayDiff(["~ W2 moved from rank 2 to 3", "~ W3 moved from rank 3 to 2", "~ margin: 0.1 -> 0.2"], {})
+    assert order.verdict == "top artist unchanged; the same works in another order"
+    index = ReplayDiff(["~ catalogue version: a -> b"], {})
+    assert index.verdict == "top artist unchanged; the same works"
+    other = ReplayDiff(["- removed W5 (Ada), was rank 5", "+ added W9 (Bob) at rank 1", "~ top_artist: Ada -> Bob"], {})
+    assert other.verdict == "top artist changed; 2 work(s) out or in"
+
+
 def test_replay_after_a_new_close_work_shows_it(sqlite_audit: AuditStore, tmp_path: Path) -> None:
     catalogue = make_catalogue(tmp_path / "own")
     try:
@@ -586,11 +598,15 @@ def test_replay_after_a_new_close_work_shows_it(sqlite_audit: AuditStore, tmp_pa
         assert after.catalogue_version == store.content_version() != old_version
         assert after.overlap_at_k == 1.0  # checked against an exact index of the new content
 
-        differences = diff_attributions(before, after).changed
+        diff = diff_attributions(before, after)
+        differences = diff.changed
         assert "+ added NEW-1 (Newcomer) at rank 1" in differences
         removed = before.neighbours[-1]
         assert f"- removed {removed.work_id} ({removed.artist}), was rank 5" in differences
         assert f"~ catalogue version: {old_version} -> {after.catalogue_version}" in differences
+        # the summary says what a reader asks first (here the newcomer is rank 1 but not the top artist by share)
+        top = "unchanged" if after.top_artist == before.top_artist else "changed"
+        assert diff.verdict == f"top artist {top}; 2 work(s) out or in"
         # The exact-index cache was rebuilt for the new content and the stale version dropped.
         cached = tmp_path / "exact" / COLLECTION / "brute"
         assert sorted(p.name for p in cached.iterdir()) == [after.catalogue_version]

@@ -80,8 +80,8 @@ def test_show_and_replay_take_the_first_characters_of_an_id(
     assert (replay["original"]["request_id"], replay["replay"]["replay_of"]) == (record["request_id"],) * 2
     # the listing marks the replay, and only it, with the request it re-ran
     listed = cli("audit", "list", "--format", "csv").stdout.splitlines()
-    assert listed[0].endswith(",replay_of")
-    marks = {line.split(",")[0]: line.rsplit(",", 1)[1] for line in listed[1:]}
+    assert listed[0].endswith(",replay_of,one_colour")
+    marks = {line.split(",")[0]: line.split(",")[-2] for line in listed[1:]}
     assert marks == {replay["replay"]["request_id"]: record["request_id"], record["request_id"]: ""}
 
 
@@ -141,9 +141,8 @@ def test_an_image_of_one_colour_is_attributed_with_a_note_that_its_neighbours_sh
     assert [record["image"] for record in records] == [str(path.resolve()) for path in images]
     notes = [line for line in result.stderr.splitlines() if "one colour" in line]
     assert notes == [
-        f"note: {path.resolve()} is one colour where it is attributed (all of it; the middle of an image longer than "
-        "2:1): a blocked or blank output? The works nearest it share only that colour, and its confidence is no "
-        "evidence of likeness"
+        f"note: {path.resolve()} is one colour throughout the part attributed: a blocked or blank output? The works "
+        "nearest it share only that colour, and its confidence is no evidence of likeness"
         for path in (black, white)
     ]
     assert [record["one_colour"] for record in records] == [True, False, True, False, False]
@@ -155,9 +154,16 @@ def test_an_image_of_one_colour_is_attributed_with_a_note_that_its_neighbours_sh
     assert replayed["replay"]["one_colour"] is True and replayed["differences"] == []
     summary = json.loads(cli("report", "summary", "--format", "json").stdout)
     assert summary["one_colour_requests"] == 3  # the replay too
-    assert "images of one colour 3 (" in cli("report", "summary").stdout
-    attributed = sum(row["attributions"] for row in json.loads(cli("report", "artists", "--format", "json").stdout))
+    assert "requests of images of one colour 3 (" in cli("report", "summary").stdout
+    artists = cli("report", "artists", "--format", "json")
+    attributed = sum(row["attributions"] for row in json.loads(artists.stdout))
     assert attributed == sum(len(record["artist_shares"]) for record in records if not record["one_colour"])
+    assert "note: 2 production request(s) of images of one colour are left out" in artists.stderr
+    assert "ONE COLOUR: " in cli("audit", "show", records[0]["request_id"]).stdout.splitlines()[1]
+    listed = cli("audit", "list", "--kind", "production", "--format", "csv").stdout.splitlines()
+    assert listed[0].endswith(",one_colour") and [line.rsplit(",", 1)[1] for line in listed[1:]] == [
+        str(record["one_colour"]).lower() for record in reversed(records)
+    ]
     assert cli("audit", "verify").stdout.startswith("chain OK: 6 records")
 
 

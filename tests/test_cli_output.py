@@ -299,7 +299,10 @@ def test_json_is_the_same_through_json_and_format_json(cli: Cli, logged: list[di
 def test_every_format_of_the_listing_commands(cli: Cli, logged: list[dict[str, Any]]) -> None:
     ids = [r["request_id"] for r in logged][::-1]
     table = cli("audit", "list").stdout.splitlines()
-    header = ["request_id", "created_at", "top_artist", "confidence", "image", "intact", "evaluation_run", "replay_of"]
+    header = [
+        *("request_id", "created_at", "top_artist", "confidence", "image", "intact", "evaluation_run", "replay_of"),
+        "one_colour",
+    ]
     assert table[0].split() == header
     assert [line.split()[0] for line in table[1:]] == ids and all(" yes" in line for line in table[1:])
     rows = _csv_rows(cli("audit", "list", "--format", "csv").stdout)
@@ -382,7 +385,10 @@ def test_what_attribute_audit_verify_and_report_summary_print_without_learned_sp
 
 def test_empty_listings_keep_their_header(cli: Cli) -> None:
     for args, header in (
-        (("audit", "list"), "request_id,created_at,top_artist,confidence,image,intact,evaluation_run,replay_of"),
+        (
+            ("audit", "list"),
+            "request_id,created_at,top_artist,confidence,image,intact,evaluation_run,replay_of,one_colour",
+        ),
         (("artists", "list"), "name,canonical,active_works"),
         (("evaluate", "list"), "id,kind,status,created_at,embedder"),
         (("audit", "verify-recall"), "embedder,checked,mean_overlap,below_one,changed"),

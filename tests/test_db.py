@@ -22,6 +22,7 @@ from attribution_audit.store.database import (
     upgrade,
 )
 from attribution_audit.store.keys import key_digest
+from attribution_audit.store.models import Base
 
 TABLES = {
     "artists",
@@ -154,6 +155,28 @@ def test_a_downgrade_refuses_to_drop_a_hashed_column_that_holds_values(
         assert AuditStore(engine).requests.verify_chain().ok
     finally:
         engine.dispose()
+
+
+def test_every_audit_column_added_after_the_first_revision_is_hashed_only_when_set(tmp_path: Path) -> None:
+    """A record written before a column existed was hashed without it: a column added to an audit table since
+    revision 0001 leaves the canonical content when empty (else every older record would fail `audit verify` once the
+    schema is upgraded), and is covered once set."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'first.sqlite'}")
+    try:
+        upgrade(engine)
+        downgrade(engine, "0001")
+        hashed = ("attribution_requests", "attribution_neighbours", "attribution_artist_shares", "attribution_metrics")
+        first = {table: {c["name"] for c in inspect(engine).get_columns(table)} for table in hashed}
+    finally:
+        engine.dispose()
+    added = []
+    for table, columns in first.items():
+        model = Base.metadata.tables[table]
+        for name in (c.name for c in model.columns if c.name not in columns):
+            added.append(name)
+            assert chain._canonical_row({name: None}, model) == {}, (table, name)
+            assert chain._canonical_row({name: 1}, model) == {name: 1}, (table, name)
+    assert {"one_colour", "crop_vectors", "agreement"} <= set(added)
 
 
 def test_db_upgrade_says_what_it_did(cli_on: Callable[[str], Cli], tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from attribution_audit.domain.chain import hash_content
+from attribution_audit.domain.confidence import LOW_CONFIDENCE
 from attribution_audit.domain.results import as_utc
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import AttributionAuditError, DatabaseError
@@ -37,6 +38,7 @@ from attribution_audit.services.report import artist_shares
 from attribution_audit.sources.synthetic import make_demo_catalogue
 from attribution_audit.store import chain
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.browse import RequestFilter
 from attribution_audit.store.database import create_db_engine
 from attribution_audit.store.models import (
     Artist,
@@ -51,6 +53,7 @@ from attribution_audit.store.models import (
     Work,
     WorkVersion,
 )
+from attribution_audit.store.reporting_views import VIEW_LOW_CONFIDENCE
 from attribution_audit.store.reports import REPORTING_VIEWS
 
 # -- a known log ------------------------------------------------------------------------------------------------
@@ -450,8 +453,15 @@ def test_images_of_one_colour_are_left_out_of_the_artist_shares_and_listed_as_lo
         {"artist": "Ada", "attributions": 2}
     ]
     assert {r["request_id"] for r in _rows(audit.engine, "SELECT request_id FROM v_low_confidence")} == {made["flat"]}
+    listed = audit.browse.page(RequestFilter(low_confidence=True))  # what the console's low-confidence link lists
+    assert [request.columns["id"] for request in listed] == [made["flat"]]
+    assert LOW_CONFIDENCE == VIEW_LOW_CONFIDENCE  # the reports' threshold is the view's (another needs a revision)
     counts = audit.reports.counts()
     assert (counts.one_colour_requests, counts.low_confidence_requests) == (1, 1)
+    assert counts.production_not_looked_at == 1  # (in the artist shares whatever its image: the summary says so)
+    today = datetime.now(UTC).date()  # what report artists says it left out, by UTC day
+    assert [audit.reports.one_colour_production(today, today), audit.reports.one_colour_production(today)] == [1, 1]
+    assert audit.reports.one_colour_production(date_to=date(2000, 1, 1)) == 0
     assert [audit.requests.get(made[label]).one_colour for label in made] == [True, False, None]
     assert audit.requests.verify_chain().ok
     # the flag cleared by hand: that record no longer verifies

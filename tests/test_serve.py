@@ -182,9 +182,8 @@ def test_an_upload_of_one_colour_carries_the_note_that_its_neighbours_share_only
     Image.new("RGB", (300, 200)).save(black)
     flat, other = attribute(service, black, demo_catalogue.queries[0].path)
     assert flat["notes"] == [
-        f"{flat['image']} is one colour where it is attributed (all of it; the middle of an image longer than 2:1): "
-        "a blocked or blank output? The works nearest it share only that colour, and its confidence is no "
-        "evidence of likeness"
+        f"{flat['image']} is one colour throughout the part attributed: a blocked or blank output? The works nearest "
+        "it share only that colour, and its confidence is no evidence of likeness"
     ]
     assert other["notes"] == [] and (flat["one_colour"], other["one_colour"]) == (True, False)
     assert service.reader.get(f"/v1/attributions/{flat['request_id']}").json()["notes"] == flat["notes"]

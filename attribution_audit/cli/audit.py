@@ -45,6 +45,7 @@ LIST_COLUMNS = (
     "intact",
     "evaluation_run",
     "replay_of",
+    "one_colour",
 )
 
 
@@ -66,7 +67,8 @@ def audit_list(
 ) -> None:
     """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them); intact
     is false for a record that no longer matches its record hash; evaluation_run names the evaluation run that made a
-    request (evaluate ...), replay_of the request an audit replay re-ran; each empty for the others.
+    request (evaluate ...), replay_of the request an audit replay re-ran; each empty for the others; one_colour is
+    yes (true) for an image of one colour, whose nearest works share only that colour.
 
     \b
     Example: attribution-audit audit list --limit 4 --kind production --format csv
@@ -84,6 +86,7 @@ def audit_list(
             "evaluation_run": r.evaluation_run_id,
             "intact": r.intact,
             "replay_of": r.replay_of,
+            "one_colour": r.one_colour,
         }
         for r in results
     ]
@@ -98,6 +101,7 @@ def audit_list(
                 "intact": "yes" if row["intact"] else "NO: hash fails",
                 "evaluation_run": row["evaluation_run"] or "",
                 "replay_of": row["replay_of"] or "",
+                "one_colour": "yes" if row["one_colour"] else "",
             }
             for row in rows
         ],
@@ -394,7 +398,7 @@ def audit_replay(
                 "NOT INTACT: the original no longer matches its record hash (changed after it was written); run "
                 "`attribution-audit audit verify`"
             )
-        typer.echo("\n".join([*diff.lines, *([diff.verdict] if diff.verdict else [])]))
+        typer.echo("\n".join([*diff.lines, diff.verdict]))
 
     rows = [{"request_id": after.request_id, "replay_of": before.request_id, "difference": d} for d in diff.lines]
     emit(fmt, data=None, rows=rows, columns=("request_id", "replay_of", "difference"), text=text)

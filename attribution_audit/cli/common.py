@@ -391,6 +391,11 @@ def print_attribution(result: Attribution) -> None:
             "  NOT INTACT: this record no longer matches its record hash (changed after it was written); run "
             "`attribution-audit audit verify`"
         )
+    if result.one_colour:
+        typer.echo(
+            "  ONE COLOUR: the image is one colour throughout the part attributed (a blocked or blank output?): the "
+            "works nearest it share only that colour, and its confidence is no evidence of likeness"
+        )
     typer.echo(
         f"  entropy {result.entropy:.3f}  nn_distance {fmt(result.nn_distance)}  margin {fmt(result.margin)}  "
         f"overlap@K {fmt(result.overlap_at_k)}  confidence {result.confidence:.3f} ({result.confidence_model})"
@@ -418,10 +423,12 @@ def print_attribution(result: Attribution) -> None:
             "spaces and log-odds)"
         )
     typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<28}  work")
-    for n in result.neighbours:
+    for n in result.neighbours:  # the artist as the shares name it (after merges), and as recorded where not that
+        merged = n.canonical_artist and n.canonical_artist != n.artist
+        artist = f"{t(n.canonical_artist)} (recorded as {t(n.artist)})" if merged else t(n.artist)
         typer.echo(
             f"  {n.rank:>4}  {unsigned_zero(n.similarity):>10.4f}  {unsigned_zero(n.distance):>8.4f}  {n.share:>8.6f}  "
-            f"{t(n.artist):<28}  {t(n.work_id)}"
+            f"{artist:<28}  {t(n.work_id)}"
         )
     artists = ", ".join(f"{t(artist)} {share:.6f}" for artist, share in result.artist_shares.items())
     typer.echo(f"  artist shares: {artists or '-'}")

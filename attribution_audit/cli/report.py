@@ -42,10 +42,17 @@ def report_artists(
     \b
     Example: attribution-audit report artists --from 2024-01-01 --format csv
     """
-    from attribution_audit.services.report import ARTIST_COLUMNS, artist_shares
+    from attribution_audit.services.report import ARTIST_COLUMNS, artist_shares, one_colour_left_out
 
-    rows = artist_shares(audit_of(ctx.obj), *day_range(date_from, date_to))
+    audit, period = audit_of(ctx.obj), day_range(date_from, date_to)
+    rows = artist_shares(audit, *period)
     emit(fmt, data=rows, rows=rows, columns=ARTIST_COLUMNS)
+    if left_out := one_colour_left_out(audit, *period):
+        typer.echo(
+            f"note: {left_out} production request(s) of images of one colour are left out (their nearest works share "
+            "only that colour; report summary counts them)",
+            err=True,
+        )
 
 
 def _summary_row(data: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +86,13 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
         )
         if data["one_colour_requests"]:
             typer.echo(
-                f"images of one colour {data['one_colour_requests']} (blocked or blank outputs? left out of the "
-                "artist shares: their nearest works share only that colour)"
+                f"requests of images of one colour {data['one_colour_requests']} (blocked or blank outputs? left out "
+                "of the artist shares: their nearest works share only that colour)"
+            )
+        if unchecked := data["production_not_looked_at_for_one_colour"]:
+            typer.echo(
+                f"production requests not looked at for one colour {unchecked} (made before revision 0024: in the "
+                "artist shares whatever their image)"
             )
         typer.echo(
             f"mean confidence {data['mean_confidence']}, works {data['active_works']} active / "

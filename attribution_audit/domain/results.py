@@ -179,10 +179,15 @@ class ReplayDiff:
         return self.changed + self.not_recorded_lines
 
     @property
-    def verdict(self) -> str | None:
-        """The summary under the lines: none where something the record holds changed."""
+    def verdict(self) -> str:
+        """The summary under the lines: where something the record holds changed, whether the top artist and the
+        works did."""
         if self.changed:
-            return None
+            top = "changed" if any(line.startswith("~ top_artist:") for line in self.changed) else "unchanged"
+            swapped = sum(line.startswith(("- removed ", "+ added ")) for line in self.changed)
+            moved = any(" moved from rank " in line for line in self.changed)
+            works = "the same works" + (" in another order" if moved else "")
+            return f"top artist {top}; " + (f"{swapped} work(s) out or in" if swapped else works)
         if not self.not_recorded:
             return "no differences"
         return (

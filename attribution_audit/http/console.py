@@ -212,6 +212,7 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
         until: str | None = None,
         limit: str | None = None,
         cursor: str | None = None,
+        low: str | None = None,
     ) -> Response:
         who = required(request, token)
         if isinstance(who, Response):
@@ -223,6 +224,7 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
             "since": since or None,
             "until": until or None,
             "limit": limit or "50",
+            "low": "1" if low else None,
         }
         error, rows, older = None, [], None
         try:
@@ -236,6 +238,7 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
                 until=datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC) if last else None,
                 limit=size,
                 before_seq=parse_cursor(cursor),
+                low_confidence=bool(low),
             )
             rows = browse_attributions(service.audit, where)
             if len(rows) == size:

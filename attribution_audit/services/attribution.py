@@ -79,9 +79,8 @@ class FlatImage:
 
     def __str__(self) -> str:
         return (
-            f"{self.image} is one colour where it is attributed (all of it; the middle of an image longer than 2:1): "
-            "a blocked or blank output? The works nearest it share only that colour, and its confidence is no "
-            "evidence of likeness"
+            f"{self.image} is one colour throughout the part attributed: a blocked or blank output? The works nearest "
+            "it share only that colour, and its confidence is no evidence of likeness"
         )
 
 

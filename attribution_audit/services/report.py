@@ -23,6 +23,11 @@ def artist_shares(
     return audit.reports.artist_shares(date_from, date_to)
 
 
+def one_colour_left_out(audit: AuditStore, date_from: date | None = None, date_to: date | None = None) -> int:
+    """How many production requests over [date_from, date_to] the artist shares leave out: images of one colour."""
+    return audit.reports.one_colour_production(date_from, date_to)
+
+
 def _iso(moment: str | None) -> str | None:
     """A time as SQL gives it (SQLite: text in UTC without a zone) as ISO 8601 in UTC with the zone."""
     if moment is None:
@@ -81,6 +86,7 @@ def log_counts(audit: AuditStore) -> dict[str, Any]:
         "ann_disagreements": counts.ann_disagreements,
         "low_confidence_requests": counts.low_confidence_requests,
         "one_colour_requests": counts.one_colour_requests,
+        "production_not_looked_at_for_one_colour": counts.production_not_looked_at,
         "mean_confidence": counts.mean_confidence,
         "first_request": _iso(counts.first_request),
         "last_request": _iso(counts.last_request),

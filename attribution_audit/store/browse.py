@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, or_, select, text
 
+from attribution_audit.domain.confidence import LOW_CONFIDENCE
 from attribution_audit.store import chain
 from attribution_audit.store.chain import StoredRequest
 from attribution_audit.store.database import read_connection
@@ -29,7 +30,8 @@ def parse_cursor(text: str | None) -> int | None:
 @dataclass(frozen=True)
 class RequestFilter:
     """Which requests to list: an artist among the shares, a confidence range, a time range (``until`` exclusive),
-    at most ``limit`` of them, older than the ``before_seq`` cursor."""
+    at most ``limit`` of them, older than the ``before_seq`` cursor; with ``low_confidence``, only those
+    v_low_confidence lists (a confidence below LOW_CONFIDENCE, or an image of one colour)."""
 
     artist: str | None = None
     min_confidence: float | None = None
@@ -38,6 +40,7 @@ class RequestFilter:
     until: datetime | None = None
     limit: int = 50
     before_seq: int | None = None
+    low_confidence: bool = False
 
     def __post_init__(self) -> None:
         for name, value in (("min_confidence", self.min_confidence), ("max_confidence", self.max_confidence)):
@@ -55,7 +58,7 @@ class BrowseRepository:
 
     def page(self, where: RequestFilter) -> list[StoredRequest]:
         """The requests that match, newest first."""
-        src = chain._source(self.engine)
+        src = chain.log_source(self.engine)
         requests, metrics, shares = src.requests.c, src.metrics.c, src.artist_shares.c
         query = (
             select(requests.id)
@@ -79,6 +82,8 @@ class BrowseRepository:
             query = query.where(requests.created_at < self._moment(where.until))
         if where.before_seq is not None:
             query = query.where(requests.seq < where.before_seq)
+        if where.low_confidence:
+            query = query.where(or_(metrics.confidence < LOW_CONFIDENCE, metrics.one_colour == 1))
         with read_connection(self.engine) as connection:
             ids = list(connection.scalars(query))
         return chain.load_requests(self.engine, ids=ids, newest_first=True) if ids else []

@@ -672,8 +672,9 @@ _VIEW_SOURCE = _Source(*_AUDIT_VIEWS, digested=True)
 _TABLE_SOURCE = _Source(_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS, _neighbour_images_of_tables(), digested=False)
 
 
-def _source(engine: Engine) -> _Source:
-    """The audit views on PostgreSQL (the owner reads what a read-only role reads), the tables on SQLite."""
+def log_source(engine: Engine) -> _Source:
+    """What the log is read from: the audit views on PostgreSQL (the owner reads what a read-only role reads), the
+    tables on SQLite."""
     return _VIEW_SOURCE if engine.dialect.name == "postgresql" else _TABLE_SOURCE
 
 
@@ -704,7 +705,7 @@ def load_requests(
     appended whole and never changes, so its children read a moment later are the ones it was written with); only
     those of ``kind`` (:data:`REQUEST_KINDS`): made by users (production: neither an evaluation run's nor a replay),
     by evaluation runs (``evaluate``), by ``audit replay``, or all."""
-    src = _source(engine)
+    src = log_source(engine)
     requests = src.requests.c
     query = select(src.requests).order_by(requests.seq.desc() if newest_first else requests.seq)
     kinds = _kinds(src.requests)
@@ -748,7 +749,7 @@ def load_requests(
 def count_requests(engine: Engine, up_to_seq: int | None = None) -> int:
     """Request rows in the log; with ``up_to_seq``, those at or before it (what a streaming read that reached it
     must have seen, whatever other writers appended since)."""
-    src = _source(engine)
+    src = log_source(engine)
     query = select(func.count()).select_from(src.requests)
     if up_to_seq is not None:
         query = query.where(src.requests.c.seq <= up_to_seq)
@@ -768,7 +769,7 @@ def ids_with_prefix(engine: Engine, prefix: str) -> tuple[int, str | None]:
         return 0, None
     last = stem[-1]
     bound = stem[:-1] + ("a" if last == "9" else chr(ord(last) + 1))
-    ids = _source(engine).requests.c.id
+    ids = log_source(engine).requests.c.id
     query = select(func.count(), func.min(ids)).where(ids >= stem, ids < bound, ids.startswith(prefix))
     with read_connection(engine) as connection:
         count, least = connection.execute(query).one()
@@ -779,7 +780,7 @@ def neighbour_images(engine: Engine, request_id: str) -> dict[int, tuple[str, st
     """rank -> (image path, sha256) that the catalogue (work_versions, outside the chain) now holds for the work
     version each neighbour of the request was attributed as (one query); the record pins the digest itself since
     revision 0015 (its neighbours' ``image_sha256``)."""
-    images = _source(engine).neighbour_images
+    images = log_source(engine).neighbour_images
     query = select(images.c.rank, images.c.image_path, images.c.image_sha256).where(images.c.request_id == request_id)
     with read_connection(engine) as connection:
         return {int(rank): (str(path), str(sha)) for rank, path, sha in connection.execute(query)}
@@ -1139,7 +1140,7 @@ class _Reader:
 
 def _unreadable_record(engine: Engine, after: int, problem: str) -> UnreadableRecordError:
     """The error for the record after seq ``after``, which holds a value that cannot be read (``problem``)."""
-    requests = _source(engine).requests.c
+    requests = log_source(engine).requests.c
     query = select(requests.seq, requests.id).where(requests.seq > after).order_by(requests.seq).limit(1)
     with read_connection(engine) as connection:
         seq, key = connection.execute(query).one()
@@ -1166,7 +1167,7 @@ def _stray_record(engine: Engine, seq: int) -> UnreadableRecordError | None:
     """The error for a record whose seq is not a number (SQLite keeps the text or bytes written by hand, and orders
     them after every number, out of the chain) or is a real number above every seq, placed at ``seq``, where the chain
     of numbered records stops; None when there is none."""
-    requests = _source(engine).requests.c
+    requests = log_source(engine).requests.c
     query = select(requests.seq, requests.id).where(requests.seq > _LAST).order_by(requests.seq).limit(1)
     with read_connection(engine) as connection:
         stray = connection.execute(query).first()
@@ -1203,7 +1204,7 @@ def iter_chain(
 
 def _records(engine: Engine, after_seq: int, block: int, workers: int, keep: bool) -> Iterator[ChainRecord]:
     """:func:`iter_chain`'s records with a numbered seq."""
-    reader = _Reader(_source(engine), engine.dialect)
+    reader = _Reader(log_source(engine), engine.dialect)
     last_seq = after_seq
     if workers > 1 and _forkable(engine):
         for records in _in_parallel(engine, reader, after_seq, block, workers, keep):
@@ -1295,7 +1296,7 @@ def _in_parallel(
     naming the database. Nothing where the log is short, or its seqs so sparse (a seq changed by hand) that most
     ranges would be empty, or PostgreSQL would refuse the workers' connections: then all is read here, block by
     block."""
-    seq = _source(engine).requests.c.seq
+    seq = log_source(engine).requests.c.seq
     with read_connection(engine) as connection:
         head, rows = connection.execute(select(func.max(seq), func.count()).where(seq > after_seq)).one()
         free = _free_connections(connection)

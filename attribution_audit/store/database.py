@@ -628,7 +628,7 @@ class _RepeatedBlockError(logging.Filter):
     block's own error is raised and reported as one line; the warning repeated it in a service's log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != "error ignored terminating %r: %s"
+        return not (record.module == "_pipeline" and record.msg == "error ignored terminating %r: %s")
 
 
 _REPEATED_BLOCK_ERROR = _RepeatedBlockError()

@@ -4,10 +4,10 @@ role that can read the views and nothing else."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, Select, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from attribution_audit.errors import DatabaseError
@@ -40,6 +40,7 @@ class LogCounts:
     ann_disagreements: int
     low_confidence_requests: int
     one_colour_requests: int
+    production_not_looked_at: int  # production requests not looked at for one colour (made before revision 0024)
     mean_confidence: float | None
     first_request: str | None
     last_request: str | None
@@ -83,6 +84,35 @@ class ReportRepository:
                 for row in connection.execute(sql, bind)
             ]
 
+    def one_colour_production(self, date_from: date | None = None, date_to: date | None = None) -> int:
+        """The production requests over [date_from, date_to] (inclusive UTC days) of images of one colour: those
+        v_artist_shares leaves out (read from what a reader may read: the audit views on PostgreSQL)."""
+        query, requests = self._production_where_one_colour_is(1)
+        if date_from is not None:
+            query = query.where(requests.created_at >= self._midnight(date_from))
+        if date_to is not None:
+            query = query.where(requests.created_at < self._midnight(date_to + timedelta(days=1)))
+        with read_connection(self.engine) as connection:
+            return int(connection.scalar(query) or 0)
+
+    def _production_where_one_colour_is(self, value: int | None) -> tuple[Select[Any], Any]:
+        """The count of production requests whose one_colour is ``value`` (None: not looked at), and the requests'
+        columns (what a reader may read: the audit views on PostgreSQL)."""
+        src = chain.log_source(self.engine)
+        requests, metrics = src.requests.c, src.metrics.c
+        flag = metrics.one_colour.is_(None) if value is None else metrics.one_colour == value
+        query = (
+            select(func.count())
+            .select_from(src.requests.join(src.metrics, metrics.request_id == requests.id))
+            .where(flag, requests.evaluation_run_id.is_(None), requests.replay_of.is_(None))
+        )
+        return query, requests
+
+    def _midnight(self, day: date) -> datetime:
+        """The start of a UTC day as the database compares times (SQLite stores them zone-less, in UTC)."""
+        start = datetime.combine(day, time(), UTC)
+        return start.replace(tzinfo=None) if self.engine.dialect.name == "sqlite" else start
+
     def counts(self) -> LogCounts:
         """Counts, mean confidence and the first/last request time of the log."""
         with read_connection(self.engine) as connection:
@@ -99,8 +129,9 @@ class ReportRepository:
             rows = connection.scalars(text("SELECT confidence FROM v_attributions"))
             confidences = [float(c) for c in rows if isinstance(c, int | float)]
             low = connection.scalar(text("SELECT COUNT(*) FROM v_low_confidence"))
-            metrics = chain._source(self.engine).metrics  # (what a reader may read: the audit view on PostgreSQL)
+            metrics = chain.log_source(self.engine).metrics  # (what a reader may read: the audit view on PostgreSQL)
             flat = connection.scalar(select(func.count()).select_from(metrics).where(metrics.c.one_colour == 1))
+            unchecked = connection.scalar(self._production_where_one_colour_is(None)[0])
             works = connection.execute(
                 text("SELECT COALESCE(SUM(active), 0), COALESCE(SUM(withdrawn), 0) FROM v_catalogue")
             ).one()
@@ -111,6 +142,7 @@ class ReportRepository:
             ann_disagreements=int(counts.disagreements or 0),
             low_confidence_requests=int(low or 0),
             one_colour_requests=int(flat or 0),
+            production_not_looked_at=int(unchecked or 0),
             mean_confidence=None if counts.mean_confidence is None else round(float(counts.mean_confidence), 6),
             first_request=str(counts.first) if counts.first else None,
             last_request=str(counts.last) if counts.last else None,
