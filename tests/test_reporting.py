@@ -462,6 +462,7 @@ def test_images_of_one_colour_are_left_out_of_the_artist_shares_and_listed_as_lo
     today = datetime.now(UTC).date()  # what report artists says it left out, by UTC day
     assert [audit.reports.one_colour_production(today, today), audit.reports.one_colour_production(today)] == [1, 1]
     assert audit.reports.one_colour_production(date_to=date(2000, 1, 1)) == 0
+    assert audit.reports.one_colour_production(date_to=date.max) == 1  # the last day there is
     assert [audit.requests.get(made[label]).one_colour for label in made] == [True, False, None]
     assert audit.requests.verify_chain().ok
     # the flag cleared by hand: that record no longer verifies

@@ -68,7 +68,8 @@ def audit_list(
     """List recent attribution requests, newest first (JSON: the whole records, as audit show prints them); intact
     is false for a record that no longer matches its record hash; evaluation_run names the evaluation run that made a
     request (evaluate ...), replay_of the request an audit replay re-ran; each empty for the others; one_colour is
-    yes (true) for an image of one colour, whose nearest works share only that colour.
+    yes (true) for an image of one colour, whose nearest works share only that colour, n/a (null) where the image was
+    not looked at (requests made before revision 0024, evaluation runs).
 
     \b
     Example: attribution-audit audit list --limit 4 --kind production --format csv
@@ -101,7 +102,7 @@ def audit_list(
                 "intact": "yes" if row["intact"] else "NO: hash fails",
                 "evaluation_run": row["evaluation_run"] or "",
                 "replay_of": row["replay_of"] or "",
-                "one_colour": "yes" if row["one_colour"] else "",
+                "one_colour": "n/a" if row["one_colour"] is None else "yes" if row["one_colour"] else "",
             }
             for row in rows
         ],
@@ -139,7 +140,7 @@ def audit_show(
         for n in result.neighbours:
             pinned = n.image_sha256 or "not pinned (recorded before revision 0015)"
             typer.echo(f"  rank {n.rank} image sha256 {terminal_text(pinned)}")
-        for note in notes:
+        for note in notes[1:] if result.one_colour else notes:  # (the first: the ONE COLOUR line above says it)
             typer.echo(f"  note: {terminal_text(note)}")
 
     emit(

@@ -422,15 +422,21 @@ def print_attribution(result: Attribution) -> None:
             f"  other learned spaces read (name:version) {t(result.other_space_versions)} (by the agreement of "
             "spaces and log-odds)"
         )
-    typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<28}  work")
-    for n in result.neighbours:  # the artist as the shares name it (after merges), and as recorded where not that
-        merged = n.canonical_artist and n.canonical_artist != n.artist
-        artist = f"{t(n.canonical_artist)} (recorded as {t(n.artist)})" if merged else t(n.artist)
+    # the artist as the shares name it (after merges), and as recorded where that is another name
+    artists = [
+        f"{t(n.canonical_artist)} (recorded as {t(n.artist)})"
+        if n.canonical_artist and n.canonical_artist != n.artist
+        else t(n.artist)
+        for n in result.neighbours
+    ]
+    width = max(28, *map(len, artists)) if artists else 28
+    typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<{width}}  work")
+    for n, artist in zip(result.neighbours, artists, strict=True):
         typer.echo(
             f"  {n.rank:>4}  {unsigned_zero(n.similarity):>10.4f}  {unsigned_zero(n.distance):>8.4f}  {n.share:>8.6f}  "
-            f"{artist:<28}  {t(n.work_id)}"
+            f"{artist:<{width}}  {t(n.work_id)}"
         )
-    artists = ", ".join(f"{t(artist)} {share:.6f}" for artist, share in result.artist_shares.items())
-    typer.echo(f"  artist shares: {artists or '-'}")
+    shares = ", ".join(f"{t(artist)} {share:.6f}" for artist, share in result.artist_shares.items())
+    typer.echo(f"  artist shares: {shares or '-'}")
     if result.copy_status is not None or result.copy_score is not None:
         typer.echo(f"  copy check: {t(result.copy_verdict())}")

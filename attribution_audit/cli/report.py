@@ -35,9 +35,9 @@ def report_artists(
     date_to: ToOption = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Shares per artist over a period (production requests, images of one colour left out): attributions (requests
-    whose K works include the artist's, not only as top artist), the sum of the artist's shares in them, and their
-    mean confidence.
+    """Shares per artist over a period (production requests, images of one colour left out: a note on stderr counts
+    them): attributions (requests whose K works include the artist's, not only as top artist), the sum of the
+    artist's shares in them, and their mean confidence.
 
     \b
     Example: attribution-audit report artists --from 2024-01-01 --format csv
@@ -65,7 +65,8 @@ def _summary_row(data: dict[str, Any]) -> dict[str, Any]:
 
 @app.command("summary")
 def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, as_json: JsonOption = False) -> None:
-    """Counts, confidence distribution, HNSW/exact disagreements, the chain status and the schema's (views and
+    """Counts, confidence distribution, HNSW/exact disagreements, the requests of images of one colour (and the
+    production ones made before revision 0024, not looked at for it), the chain status and the schema's (views and
     triggers as the migrations create them).
 
     \b

@@ -156,6 +156,26 @@ LATER_INDICATORS = {
 
 
 @dataclass(frozen=True)
+class WorkChanges:
+    """What a replay changed of its record's answer: its top artist, and how many of the K works left, came in,
+    moved rank or are another version of their image (re-ingested since)."""
+
+    top_changed: bool = False
+    removed: int = 0
+    added: int = 0
+    moved: int = 0
+    new_versions: int = 0
+
+    def __str__(self) -> str:
+        if self.removed or self.added:
+            works = f"{self.removed} work(s) out, {self.added} in"
+        else:
+            works = "the same works" + (" in another order" if self.moved else "")
+        versions = f" ({self.new_versions} with a new image version)" if self.new_versions else ""
+        return f"top artist {'changed' if self.top_changed else 'unchanged'}; {works}{versions}"
+
+
+@dataclass(frozen=True)
 class ReplayDiff:
     """How a replay differs from its record: ``changed`` lines, where the record holds a value (or a None written over
     one: the record no longer matches its hash), and ``not_recorded`` later indicators, None in an intact record and
@@ -163,6 +183,7 @@ class ReplayDiff:
 
     changed: list[str]
     not_recorded: dict[str, Any]
+    works: WorkChanges = WorkChanges()
 
     @property
     def not_recorded_lines(self) -> list[str]:
@@ -183,11 +204,7 @@ class ReplayDiff:
         """The summary under the lines: where something the record holds changed, whether the top artist and the
         works did."""
         if self.changed:
-            top = "changed" if any(line.startswith("~ top_artist:") for line in self.changed) else "unchanged"
-            swapped = sum(line.startswith(("- removed ", "+ added ")) for line in self.changed)
-            moved = any(" moved from rank " in line for line in self.changed)
-            works = "the same works" + (" in another order" if moved else "")
-            return f"top artist {top}; " + (f"{swapped} work(s) out or in" if swapped else works)
+            return str(self.works)
         if not self.not_recorded:
             return "no differences"
         return (
@@ -214,7 +231,15 @@ def diff_attributions(before: Attribution, after: Attribution) -> ReplayDiff:
         lines.append(f"- removed {key[1]} ({old[key].artist}), was rank {old[key].rank}")
     for key in sorted(new.keys() - old.keys(), key=lambda k: new[k].rank):
         lines.append(f"+ added {key[1]} ({new[key].artist}) at rank {new[key].rank}")
-    for key in sorted(old.keys() & new.keys(), key=lambda k: new[k].rank):
+    kept = sorted(old.keys() & new.keys(), key=lambda k: new[k].rank)
+    works = WorkChanges(
+        top_changed=before.top_artist != after.top_artist,
+        removed=len(old.keys() - new.keys()),
+        added=len(new.keys() - old.keys()),
+        moved=sum(old[key].rank != new[key].rank for key in kept),
+        new_versions=sum(old[key].work_version != new[key].work_version for key in kept),
+    )
+    for key in kept:
         if old[key].rank != new[key].rank:
             lines.append(f"~ {key[1]} moved from rank {old[key].rank} to {new[key].rank}")
         if old[key].work_version != new[key].work_version:  # its image was replaced by a later ingest
@@ -243,7 +268,7 @@ def diff_attributions(before: Attribution, after: Attribution) -> ReplayDiff:
         lines.append(f"~ overlap@K with the exact search: {checked[0]} -> {checked[1]}")
     if before.catalogue_version != after.catalogue_version:
         lines.append(f"~ catalogue version: {before.catalogue_version} -> {after.catalogue_version}")
-    return ReplayDiff(lines, not_recorded)
+    return ReplayDiff(lines, not_recorded, works)
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
             "since": since or None,
             "until": until or None,
             "limit": limit or "50",
-            "low": "1" if low else None,
+            "low": "1" if low == "1" else None,
         }
         error, rows, older = None, [], None
         try:
@@ -238,7 +238,7 @@ def add_console(app: FastAPI, service: AttributionService) -> None:
                 until=datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC) if last else None,
                 limit=size,
                 before_seq=parse_cursor(cursor),
-                low_confidence=bool(low),
+                low_confidence=low == "1",
             )
             rows = browse_attributions(service.audit, where)
             if len(rows) == size:

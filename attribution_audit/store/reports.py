@@ -90,7 +90,7 @@ class ReportRepository:
         query, requests = self._production_where_one_colour_is(1)
         if date_from is not None:
             query = query.where(requests.created_at >= self._midnight(date_from))
-        if date_to is not None:
+        if date_to is not None and date_to < date.max:  # (the last day there is bounds nothing)
             query = query.where(requests.created_at < self._midnight(date_to + timedelta(days=1)))
         with read_connection(self.engine) as connection:
             return int(connection.scalar(query) or 0)
