@@ -187,6 +187,10 @@ def test_an_upload_of_one_colour_carries_the_note_that_its_neighbours_share_only
     ]
     assert other["notes"] == [] and (flat["one_colour"], other["one_colour"]) == (True, False)
     assert service.reader.get(f"/v1/attributions/{flat['request_id']}").json()["notes"] == flat["notes"]
+    everything = service.reader.get("/v1/attributions", params={"limit": 500}).json()["attributions"]
+    low = service.reader.get("/v1/attributions", params={"limit": 500, "low_confidence": "true"}).json()
+    expected = [a["request_id"] for a in everything if a["confidence"] < 0.5 or a["one_colour"]]
+    assert [a["request_id"] for a in low["attributions"]] == expected and flat["request_id"] in expected
 
 
 def test_reading_endpoints(service: Service, demo_catalogue: DemoCatalogue) -> None:

@@ -178,10 +178,15 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         until: Annotated[datetime | None, Query(description="ISO time (UTC if no zone); exclusive.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+        low_confidence: Annotated[
+            bool, Query(description="Only those v_low_confidence lists: confidence below 0.5, or of one colour.")
+        ] = False,
     ) -> dict[str, Any]:
         """Logged attributions, newest first, a page at a time; `next_cursor` fetches the next page."""
         try:
-            where = RequestFilter(artist, min_confidence, max_confidence, since, until, limit, parse_cursor(cursor))
+            where = RequestFilter(
+                artist, min_confidence, max_confidence, since, until, limit, parse_cursor(cursor), low_confidence
+            )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         page = service.attributions(where)
@@ -189,7 +194,8 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
 
     @app.get("/v1/artists/shares", tags=["reports"])
     def shares(_: Reader, period: str = "day") -> dict[str, Any]:
-        """Per day or month (UTC) and artist: attributions and the sum of their shares (production requests)."""
+        """Per day or month (UTC) and artist: attributions and the sum of their shares (production requests, images
+        of one colour left out)."""
         try:
             return {"period": period, "shares": service.shares(period)}
         except ValueError as exc:
