@@ -670,6 +670,12 @@ def audit_database(folder: Path, server: str | None) -> str | None:
     return kept.read_text()
 
 
+def outputs(folder: Path) -> dict[str, Path]:
+    """What the log and requests parts read of a size's folder, by the part that makes it: the product's data dir
+    (ingest) and the raw engine's shard (raw)."""
+    return {"ingest": folder / "data", "raw": folder / "raw"}
+
+
 def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) -> None:
     """The parts asked for at catalogue size n, in ``folder`` (kept between invocations: ingest now, serve later)."""
     manifest, table = folder / "catalogue.csv", folder / "vectors.npy"
@@ -678,7 +684,8 @@ def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) ->
     vectors = np.load(table, mmap_mode="r")
     url = audit_database(folder, args.audit_postgres)
     db = "PostgreSQL" if url else "SQLite"
-    data, data8, raw_path = folder / "data", folder / "data-int8", folder / "raw"
+    made = outputs(folder)
+    data, data8, raw_path = made["ingest"], folder / "data-int8", made["raw"]
     if "ingest" in parts:
         save(args.results, f"{n}-ingest-{db}", fresh_ingest(data, manifest, table, url))
     if "raw" in parts:
@@ -748,7 +755,7 @@ def main() -> None:
         args.results = args.results or work / "results"
         readers = sorted(parts & {"log", "requests"})  # they read what ingest and raw make, now or in an earlier run
         for n in sizes:  # (checked before anything runs)
-            for part, made in (("ingest", work / f"n{n}" / "data"), ("raw", work / f"n{n}" / "raw")):
+            for part, made in outputs(work / f"n{n}").items():
                 if readers and part not in parts and not made.exists():
                     raise SystemExit(f"--parts {','.join(readers)} read the {part} part's {made}: add {part}")
         for n in sizes:

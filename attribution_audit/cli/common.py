@@ -429,7 +429,7 @@ def print_attribution(result: Attribution) -> None:
         else t(n.artist)
         for n in result.neighbours
     ]
-    width = max(28, *map(len, artists)) if artists else 28
+    width = max([28, *map(len, artists)])
     typer.echo(f"  {'rank':>4}  {'similarity':>10}  {'distance':>8}  {'share':>8}  {'artist':<{width}}  work")
     for n, artist in zip(result.neighbours, artists, strict=True):
         typer.echo(

@@ -4,7 +4,7 @@ artist shares per day or month. Read from what a read-only role may read (the au
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, or_, select, text
@@ -12,7 +12,7 @@ from sqlalchemy import Engine, or_, select, text
 from attribution_audit.domain.confidence import LOW_CONFIDENCE
 from attribution_audit.store import chain
 from attribution_audit.store.chain import StoredRequest
-from attribution_audit.store.database import read_connection
+from attribution_audit.store.database import compared_time, read_connection
 
 PERIODS = ("day", "month")
 MAX_SEQ = 2**63 - 1  # a seq is a 64-bit integer in both databases
@@ -77,9 +77,9 @@ class BrowseRepository:
         if where.max_confidence is not None:
             query = query.where(metrics.confidence <= where.max_confidence)
         if where.since is not None:
-            query = query.where(requests.created_at >= self._moment(where.since))
+            query = query.where(requests.created_at >= compared_time(self.engine, where.since))
         if where.until is not None:
-            query = query.where(requests.created_at < self._moment(where.until))
+            query = query.where(requests.created_at < compared_time(self.engine, where.until))
         if where.before_seq is not None:
             query = query.where(requests.seq < where.before_seq)
         if where.low_confidence:
@@ -87,11 +87,6 @@ class BrowseRepository:
         with read_connection(self.engine) as connection:
             ids = list(connection.scalars(query))
         return chain.load_requests(self.engine, ids=ids, newest_first=True) if ids else []
-
-    def _moment(self, moment: datetime) -> datetime:
-        """A time as the database compares it: UTC (a time without a zone is UTC); SQLite stores it zone-less."""
-        utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-        return utc.replace(tzinfo=None) if self.engine.dialect.name == "sqlite" else utc
 
     def shares_over_time(self, period: str) -> list[dict[str, Any]]:
         """Per ``period`` (day or month, UTC) and canonical artist: attributions and the sum of their shares."""

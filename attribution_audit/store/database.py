@@ -8,6 +8,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, cast
@@ -437,6 +438,12 @@ def read_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
+def compared_time(engine: Engine, moment: datetime) -> datetime:
+    """A time as the database compares it: UTC (a time without a zone is UTC); SQLite stores it zone-less."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return utc.replace(tzinfo=None) if engine.dialect.name == "sqlite" else utc
+
+
 @contextmanager
 def read_connection(engine: Engine) -> Iterator[Connection]:
     """A Core connection for reading (one snapshot, no write lock, never committed); DB errors become one-line
@@ -618,7 +625,6 @@ def pipelined(connection: Connection) -> Iterator[None]:
     if connection.dialect.name != "postgresql" or not _can_pipeline(driver):
         yield
         return
-    logging.getLogger("psycopg").addFilter(_REPEATED_BLOCK_ERROR)  # (once: a filter is added only if absent)
     with driver_errors(connection, "(pipeline)", None), driver.pipeline():  # type: ignore[union-attr]
         yield
 
@@ -631,7 +637,7 @@ class _RepeatedBlockError(logging.Filter):
         return not (record.module == "_pipeline" and record.msg == "error ignored terminating %r: %s")
 
 
-_REPEATED_BLOCK_ERROR = _RepeatedBlockError()
+logging.getLogger("psycopg").addFilter(_RepeatedBlockError())
 
 
 def _can_pipeline(driver: Any) -> bool:

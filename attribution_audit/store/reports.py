@@ -13,7 +13,13 @@ from sqlalchemy.exc import DBAPIError
 from attribution_audit.errors import DatabaseError
 from attribution_audit.store import chain
 from attribution_audit.store.chain import AUDIT_VIEWS
-from attribution_audit.store.database import SCHEMA_VERSION_VIEW, is_permission_error, permission_error, read_connection
+from attribution_audit.store.database import (
+    SCHEMA_VERSION_VIEW,
+    compared_time,
+    is_permission_error,
+    permission_error,
+    read_connection,
+)
 
 REPORTING_VIEWS = (
     "v_attributions",
@@ -47,6 +53,11 @@ class LogCounts:
     confidences: list[float]
     active_works: int
     withdrawn_works: int
+
+
+def _midnight(day: date) -> datetime:
+    """The start of a UTC day."""
+    return datetime.combine(day, time(), UTC)
 
 
 class ReportRepository:
@@ -89,9 +100,11 @@ class ReportRepository:
         v_artist_shares leaves out (read from what a reader may read: the audit views on PostgreSQL)."""
         query, requests = self._production_where_one_colour_is(1)
         if date_from is not None:
-            query = query.where(requests.created_at >= self._midnight(date_from))
+            query = query.where(requests.created_at >= compared_time(self.engine, _midnight(date_from)))
         if date_to is not None and date_to < date.max:  # (the last day there is bounds nothing)
-            query = query.where(requests.created_at < self._midnight(date_to + timedelta(days=1)))
+            query = query.where(
+                requests.created_at < compared_time(self.engine, _midnight(date_to + timedelta(days=1)))
+            )
         with read_connection(self.engine) as connection:
             return int(connection.scalar(query) or 0)
 
@@ -107,11 +120,6 @@ class ReportRepository:
             .where(flag, requests.evaluation_run_id.is_(None), requests.replay_of.is_(None))
         )
         return query, requests
-
-    def _midnight(self, day: date) -> datetime:
-        """The start of a UTC day as the database compares times (SQLite stores them zone-less, in UTC)."""
-        start = datetime.combine(day, time(), UTC)
-        return start.replace(tzinfo=None) if self.engine.dialect.name == "sqlite" else start
 
     def counts(self) -> LogCounts:
         """Counts, mean confidence and the first/last request time of the log."""
