@@ -311,6 +311,19 @@ def test_read_labelled_names_the_line_of_an_empty_path_or_artist(tmp_path: Path,
     assert f"{csv_path}:3:" in str(info.value)
 
 
+def test_read_labelled_refuses_an_image_listed_twice_naming_both_lines(tmp_path: Path) -> None:
+    """The same image under two rows (spelt two ways) would count twice in a calibration, and an evaluation's query
+    set holds each image once (it failed on the database's unique key, as if the database were down)."""
+    csv_path = tmp_path / "labelled.csv"
+    (tmp_path / "sub").mkdir()
+    csv_path.write_text("path,artist\na.png,Ada\nb.png,Bruno\nsub/../a.png,Chiara\n")
+    with pytest.raises(ManifestError) as info:
+        read_labelled(csv_path)
+    assert str(info.value) == (
+        f"{csv_path}:4: image sub/../a.png is already listed at line 2; list each labelled image once"
+    )
+
+
 def test_read_labelled_rejects_empty_and_missing_files(tmp_path: Path) -> None:
     csv_path = tmp_path / "labelled.csv"
     csv_path.write_text("path,artist\n")
@@ -441,13 +454,14 @@ def test_calibrate_round_trip(
         # Calibrating again on the same queries (the file since edited, or a copy elsewhere): the baseline, the newest
         # model stored (by this attributor's own earlier run too), was fitted on them, so its score there is
         # in-sample, and the baseline says so; other queries not.
-        write_labelled(labelled, rows + wrong[:1])
+        more = [(works / f"a{a}_w0.png", artists[a + 1]) for a in (3, 4)]  # two more wrong (a repeat is refused)
+        write_labelled(labelled, rows + more[:1])
         edited = calibrate(calibrated, labelled, folds=3, force=True)
         assert (edited.baseline.model, edited.baseline.fitted_on) == ("logistic-v1", "an earlier version of them")
-        copy = write_labelled(tmp_path / "copy.csv", rows + wrong[:1])
+        copy = write_labelled(tmp_path / "copy.csv", rows + more[:1])
         copied = calibrate(calibrated, copy, folds=3, force=True)
         assert (copied.baseline.model, copied.baseline.fitted_on) == (edited.model_name, "these queries")
-        other = write_labelled(tmp_path / "other.csv", rows + wrong[1:2])
+        other = write_labelled(tmp_path / "other.csv", rows + more[1:])
         again = calibrate(calibrated, other, folds=3, force=True).baseline
         assert (again.model, again.kind, again.fitted_on) == (copied.model_name, "the calibrate model", None)
     assert result.confidence_model == "logistic-v1"

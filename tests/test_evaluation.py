@@ -654,6 +654,33 @@ def test_true_works_in_no_catalogue_are_refused_naming_the_file_line_and_id(
     assert json.loads(cli("evaluate", "list", "--format", "json").stdout) == []  # no run, no query set used
 
 
+def test_true_artists_with_no_work_in_the_catalogue_are_named_once_the_run_ends(
+    cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
+) -> None:
+    """A true artist with no work in the catalogue (a misspelt name, an alias never declared) makes the query a
+    miss whatever the search finds; it may be deliberate (an unseen artist), so the run goes on and names them."""
+    cli.restore(ingested)
+    first, second, third = eval_catalogue.queries[:3]
+    labelled = tmp_path / "typo.csv"
+    labelled.write_text(
+        f"path,artist\n{first.path},Ada Vermer\n{second.path},{second.artist}\n{third.path},Ada Vermer\n"
+        f"{eval_catalogue.queries[3].path},  Unseen Painter \n"
+    )
+    args = ["evaluate", "run", str(labelled), "--k-max", "3", "--k", "2", *EMBEDDER, "--out", str(tmp_path / "o")]
+    result = cli(*args)
+    assert result.stdout.startswith("evaluation run ") and "4 queries (0 unreadable)" in result.stdout
+    assert result.stderr == (
+        f"note: 3 of 4 labelled queries in {labelled} name an artist with no work in the catalogue: 'Ada Vermer' "
+        "(2), 'Unseen Painter' (1); they count as wrong: check the spelling (`attribution-audit artists list`), "
+        "unless the artists are left out on purpose\n"
+    )
+    # the same queries with their artists spelt as the catalogue does: nothing to say
+    spelt = tmp_path / "spelt.csv"
+    spelt.write_text(f"path,artist\n{first.path},{first.artist}\n{second.path},{second.artist}\n")
+    args[2], args[-1] = str(spelt), str(tmp_path / "o2")
+    assert not cli(*args).stderr
+
+
 def test_a_run_whose_every_image_is_unreadable_fails_in_one_line(
     cli: Cli, ingested: Ingested, eval_catalogue: DemoCatalogue, tmp_path: Path
 ) -> None:

@@ -425,8 +425,18 @@ def test_calibrate_in_a_learned_space_is_measured_against_the_confidence_request
     scored = cli("attribute", image, "--space", "painters", "--json", *embedder)
     (request,) = json.loads(scored.stdout)
     assert request["confidence_model"] == "logistic-v2" and "held-out rate" not in scored.stderr
-    forced = cli("calibrate", str(labelled), *options, "--force").stdout
-    assert forced.startswith("stored logistic-v3: ")
+    forced = cli("calibrate", str(labelled), *options, "--force")
+    assert forced.stdout.startswith("stored logistic-v3: ") and not forced.stderr  # every artist known: no note
+    # A misspelt true artist makes its query a wrong attribution whatever the search finds: the run says so.
+    misspelt = tmp_path / "misspelt.csv"
+    misspelt.write_text(labelled.read_text().replace(f",{demo_catalogue.queries[0].artist}\n", ",Ada Vermer\n", 1))
+    noted = cli("calibrate", str(misspelt), *options, "--force")
+    assert noted.stdout.startswith("stored logistic-v4: 12 labelled queries (5 correct)")
+    assert noted.stderr == (
+        f"note: 1 of 12 labelled queries in {misspelt} name an artist with no work in the catalogue: 'Ada Vermer' "
+        "(1); they count as wrong: check the spelling (`attribution-audit artists list`), unless the artists are "
+        "left out on purpose\n"
+    )
 
 
 def test_a_learned_space_own_confidence_scores_only_the_k_it_was_fitted_at(

@@ -28,6 +28,27 @@ def test_an_unknown_database_url_is_one_line() -> None:
         create_db_engine("bogus://x")
 
 
+def test_a_write_a_constraint_refuses_says_to_fix_the_input_not_to_retry(tmp_path: Path) -> None:
+    """A unique key refusing a row is no outage: retrying fails the same way (the message told to retry)."""
+    from sqlalchemy import text
+
+    from attribution_audit.store.database import write_connection
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with write_connection(engine) as connection:
+        connection.execute(text("CREATE TABLE t (k INTEGER PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO t VALUES (1)"))
+    with pytest.raises(DatabaseError) as info, write_connection(engine) as connection:
+        connection.execute(text("INSERT INTO t VALUES (2)"))
+        connection.execute(text("INSERT INTO t VALUES (1)"))
+    message = str(info.value)
+    assert "UNIQUE constraint failed: t.k" in message and "\n" not in message
+    assert message.endswith("nothing was recorded, the input conflicts with what is stored; fix the input")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT k FROM t")).scalars().all() == [1]  # the 2 was rolled back too
+    engine.dispose()
+
+
 @pytest.mark.parametrize("key", ["password", "PASSWORD", "sslpassword"])
 def test_secrets_in_url_query_parameters_never_reach_messages(key: str) -> None:
     from attribution_audit.store.database import display_url

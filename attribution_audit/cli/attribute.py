@@ -28,6 +28,7 @@ from attribution_audit.cli.common import (
     output_format,
     print_attribution,
     say_signed,
+    say_unseen,
     settings_of,
 )
 from attribution_audit.domain.params import AttributionParams
@@ -220,6 +221,7 @@ def calibrate(
     )
     if report.plot is not None:
         typer.echo(f"reliability diagram: {report.plot}")
+    say_unseen(labelled, report.unseen, report.n_samples)
     if report.refused is not None:
         typer.echo(f"error: {report.refused}", err=True)
         raise typer.Exit(1)

@@ -16,6 +16,8 @@ from attribution_audit.config import Settings, with_options
 from attribution_audit.domain.params import LEARNED_NAME, QUERY_SPACES
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from attribution_audit.domain.results import Attribution
     from attribution_audit.services.checkpoints import Signed
     from attribution_audit.store.audit_store import AuditStore
@@ -265,6 +267,21 @@ def say_signed(signed: Signed) -> None:
     typer.echo(
         f"checkpoint: seq {c.seq}, head {c.head_hash}, audit DB {c.db_identity}, key {c.key_fingerprint} "
         f"({signed.key_path}); written to {where}",
+        err=True,
+    )
+
+
+def say_unseen(source: str | Path, unseen: dict[str, int], queries: int) -> None:
+    """On stderr: which labelled queries of ``source`` name an artist with no work in the catalogue (``unseen``: how
+    many name each): they count as wrong, which a misspelt name would make silently."""
+    if not unseen:
+        return
+    names = ", ".join(f"{artist!r} ({count})" for artist, count in list(unseen.items())[:5])
+    more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+    typer.echo(
+        f"note: {sum(unseen.values())} of {queries} labelled queries in {source} name an artist with no work in the "
+        f"catalogue: {names}{more}; they count as wrong: check the spelling (`attribution-audit artists list`), "
+        "unless the artists are left out on purpose",
         err=True,
     )
 

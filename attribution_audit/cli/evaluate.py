@@ -25,6 +25,7 @@ from attribution_audit.cli.common import (
     choice,
     emit,
     num,
+    say_unseen,
     settings_of,
 )
 from attribution_audit.domain.params import MAX_K
@@ -86,6 +87,7 @@ def evaluate_run(
         f"{summary.metrics['recorded_k']} neighbours recorded per query; hit rate@1 "
         f"{num(overall[0]['hit_rate'])}, @{k} {num(overall[min(k, k_max) - 1]['hit_rate'])}; results in {out}"
     )
+    say_unseen(queries, summary.unseen, summary.queries)
 
 
 @app.command("compare-spaces")

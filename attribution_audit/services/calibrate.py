@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
 
@@ -32,6 +32,7 @@ from attribution_audit.evaluation.calibration import (
 )
 from attribution_audit.evaluation.metrics import auroc
 from attribution_audit.services.attribution import Attributor
+from attribution_audit.services.evaluate import unseen_artists
 from attribution_audit.services.wiring import open_attributor
 from attribution_audit.sources.images import load_image
 from attribution_audit.sources.labelled import LabelledQuery, read_labelled
@@ -83,6 +84,7 @@ class CalibrationReport:
     scores: Scores
     baseline: Baseline
     refused: str | None = None
+    unseen: dict[str, int] = field(default_factory=dict)  # see services.evaluate.unseen_artists
 
 
 def calibrate(
@@ -123,7 +125,16 @@ def calibrate(
     baseline = baseline_of(attributor, params, active, kept, right, scores, labelled)
     if plot is not None:
         plot_reliability(plot, {"default formula": (defaults, right), "calibrated (out of fold)": (cv.tolist(), right)})
-    report = CalibrationReport(None, len(y), int(y.sum()), folds=folds, plot=plot, scores=scores, baseline=baseline)
+    report = CalibrationReport(
+        None,
+        len(y),
+        int(y.sum()),
+        folds=folds,
+        plot=plot,
+        scores=scores,
+        baseline=baseline,
+        unseen=unseen_artists(attributor.audit, queries),
+    )
     if not force and (refused := worse(scores, str(labelled_csv), baseline)):
         return replace(report, refused=refused)
     evidence = CalibrationEvidence(

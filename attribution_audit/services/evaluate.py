@@ -4,6 +4,7 @@ HNSW against exact search, and compute the metrics from what the audit DB holds,
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,6 +59,7 @@ class EvaluationSummary:
     queries: int
     failed: int
     metrics: dict[str, Any]
+    unseen: dict[str, int]  # see unseen_artists
 
 
 def run_evaluation(
@@ -87,6 +89,7 @@ def run_evaluation(
     if top == CENTROID:
         attributor.require_centroids(searching)  # refused before the run starts
     model = attributor.calibration_for(replace(params, k=k))  # the metrics' confidence is measured at K = k
+    artist_works = artist_work_counts(audit, queries)
     run_id = audit.evaluations.start_run(
         kind="attribution",
         requester=attributor.requester,
@@ -97,7 +100,7 @@ def run_evaluation(
             "k_max": k_max,
             "k": k,
             "recorded_k": depth,
-            "artist_works": artist_work_counts(audit, queries),
+            "artist_works": artist_works,
             "params": params.as_json(),
             "confidence_model": model.name if model else None,
         },
@@ -147,7 +150,8 @@ def run_evaluation(
         raise ImageError(reason)
     metrics = compute_metrics(audit, run_id)
     audit.evaluations.finish_run(run_id, metrics)
-    return EvaluationSummary(run_id, len(queries), failed, metrics)
+    unseen = unseen_artists(audit, queries, artist_works)
+    return EvaluationSummary(run_id, len(queries), failed, metrics, unseen)
 
 
 def recorded_depth(queries: Sequence[StoredQuery], k_max: int) -> int:
@@ -163,7 +167,7 @@ def recorded_depth(queries: Sequence[StoredQuery], k_max: int) -> int:
     return depth
 
 
-def artist_work_counts(audit: AuditStore, queries: Sequence[StoredQuery]) -> dict[str, int]:
+def artist_work_counts(audit: AuditStore, queries: Sequence[StoredQuery | LabelledQuery]) -> dict[str, int]:
     """Active catalogue works of each (canonical) true artist of the queries, as the run starts (artist recall)."""
     canonical = audit.catalogue.canonical_artists()
     counts: dict[str, int] = {}
@@ -172,6 +176,18 @@ def artist_work_counts(audit: AuditStore, queries: Sequence[StoredQuery]) -> dic
         counts[name] = counts.get(name, 0) + row.active_works
     wanted = {canonical.get(q.artist, q.artist) for q in queries}
     return {name: counts.get(name, 0) for name in sorted(wanted)}
+
+
+def unseen_artists(
+    audit: AuditStore, queries: Sequence[StoredQuery | LabelledQuery], artist_works: dict[str, int] | None = None
+) -> dict[str, int]:
+    """How many of ``queries`` name each true artist (canonical) that has no active work in the catalogue
+    (``artist_works``: :func:`artist_work_counts` of the queries, read when not given): a misspelt name, or an
+    artist left out on purpose; no attribution of such a query can be right."""
+    canonical = audit.catalogue.canonical_artists()
+    works = artist_work_counts(audit, queries) if artist_works is None else artist_works
+    named = Counter(canonical.get(q.artist, q.artist) for q in queries)
+    return {artist: named[artist] for artist, count in sorted(works.items()) if not count}
 
 
 def load_outcomes(audit: AuditStore, run_id: int) -> list[QueryOutcome]:

@@ -25,7 +25,8 @@ class LabelledQuery:
 def read_labelled(path: str | Path) -> list[LabelledQuery]:
     """Read a CSV with ``path,artist`` (+ optional ``work_ids`` separated by ``;``, ``subset`` and ``caption``).
 
-    Paths are relative to the CSV's folder. Malformed files or rows raise ManifestError naming the line.
+    Paths are relative to the CSV's folder. Malformed files or rows (an image listed twice too) raise
+    ManifestError naming the line.
     """
     path = Path(path)
     problem = irregular_file_problem(path)
@@ -41,16 +42,24 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
     missing = [c for c in ("path", "artist") if c not in [f.strip() for f in reader.fieldnames or []]]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist")
-    queries = []
+    queries: list[LabelledQuery] = []
+    lines: dict[Path, int] = {}
     for raw in reader:
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if not row.get("path") or not row.get("artist"):
             raise ManifestError(f"{path}:{reader.line_num}: empty path or artist; fill it in or remove the row")
+        image = (path.parent / row["path"]).resolve()
+        if image in lines:  # one image, one label: a repeat would count it twice, or twice differently
+            raise ManifestError(
+                f"{path}:{reader.line_num}: image {row['path']} is already listed at line {lines[image]}; "
+                "list each labelled image once"
+            )
+        lines[image] = reader.line_num
         work_ids = tuple(dict.fromkeys(w.strip() for w in row.get("work_ids", "").split(";") if w.strip()))
         queries.append(
             LabelledQuery(
                 reader.line_num,
-                (path.parent / row["path"]).resolve(),
+                image,
                 clean_name(row["artist"]),
                 work_ids,
                 clean_name(row.get("subset", "")) or None,

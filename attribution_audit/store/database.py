@@ -22,6 +22,7 @@ from sqlalchemy.exc import (
     DataError,
     DBAPIError,
     DisconnectionError,
+    IntegrityError,
     NoSuchModuleError,
     OperationalError,
 )
@@ -369,11 +370,16 @@ def _write_errors(engine: Engine) -> Iterator[None]:
     try:
         yield
     except (OperationalError, DBAPIError) as exc:
+        remedy = (  # a constraint is no outage: retrying would fail the same way
+            "the input conflicts with what is stored; fix the input"
+            if isinstance(exc, IntegrityError)
+            else "retry when it is reachable"
+        )
         raise _refused(
             engine,
             exc,
             f"the audit database {display_url(str(engine.url))} refused the write ({_first_line(exc)}); "
-            "nothing was recorded, retry when it is reachable",
+            f"nothing was recorded, {remedy}",
         ) from exc
 
 
