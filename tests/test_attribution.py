@@ -646,7 +646,7 @@ def test_cli_attribute_verify_replay_recall(cli: Cli, demo_catalogue: DemoCatalo
     assert re.fullmatch(r"[0-9a-f]{64}", record["record_hash"]) and record["seq"] == 1
     assert record["parameters"]["shares"] == "similarity"
 
-    assert "chain OK: 1 records" in cli("audit", "verify").stdout
+    assert "chain OK: 1 record," in cli("audit", "verify").stdout
     replayed = cli("audit", "replay", record["request_id"]).stdout
     assert f"of {record['request_id']}" in replayed and "no differences" in replayed
     assert record["parameters"]["top"] == "share"  # the default rule, recorded

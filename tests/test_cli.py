@@ -296,7 +296,7 @@ def test_changed_image_is_reembedded(
     assert "pass --catalogue catalogue to add these works to it" in refused.output
     # ...it does when asked to.
     again = cli("ingest", str(copy / "catalogue.csv"), "--catalogue", "catalogue", *EMBEDDER)
-    assert "0 added, 1 updated, 47 unchanged, 0 withdrawn (skipped), 0 failed" in again.stdout
+    assert "0 added, 1 updated (1 with a new image), 47 unchanged, 0 withdrawn (skipped), 0 failed" in again.stdout
 
 
 def test_bad_image_is_reported_and_not_logged(

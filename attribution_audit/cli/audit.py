@@ -27,6 +27,7 @@ from attribution_audit.cli.common import (
     neighbour_rows,
     output_format,
     print_attribution,
+    records,
     request_id_of,
     say_signed,
 )
@@ -265,7 +266,7 @@ def audit_verify(
             err=True,
         )
     elif table:
-        typer.echo(f"chain OK: {report.checked} records, head {report.head_hash}")
+        typer.echo(f"chain OK: {records(report.checked)}, head {report.head_hash}")
     _say_checkpoints(verification.checkpoints, table)
     if verification.schema_problem:
         typer.echo(f"schema FAILS: {verification.schema_problem}", err=True)

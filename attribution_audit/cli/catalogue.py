@@ -138,10 +138,11 @@ def artists_merge(
     alias: Annotated[str, typer.Argument(help="The other spelling.")],
     canonical: Annotated[str, typer.Argument(help="The artist it is merged into.")],
 ) -> None:
-    """Record that ALIAS is CANONICAL: reports and entropy use CANONICAL; past audit rows stay as recorded.
+    """Record that ALIAS is CANONICAL: reports and entropy use CANONICAL; past audit rows stay as recorded. Both
+    must be known artists (a manifest named them); a merge is not undone by the CLI, so check the names first.
 
     \b
-    Example: attribution-audit artists merge "Farid Turner" "Elif Klimt"
+    Example: attribution-audit artists merge "A. Vermeer" "Ada Vermeer"
     """
     from attribution_audit.services.catalogue import merge_artists
 

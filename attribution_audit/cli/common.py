@@ -294,6 +294,11 @@ def checked(factory: Callable[..., T], **values: Any) -> T:
         raise typer.BadParameter(str(exc)) from None
 
 
+def records(count: int) -> str:
+    """``count`` records, as a sentence says it (1 record)."""
+    return f"{count} record{'' if count == 1 else 's'}"
+
+
 def num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 

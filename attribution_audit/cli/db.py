@@ -88,7 +88,7 @@ def db_grant_writer(
     schema owner, then connect as a LOGIN user in the role.
 
     \b
-    Example: attribution-audit --database-url postgresql://postgres@localhost/audit db grant-writer attribution_app
+    Example: attribution-audit --database-url postgresql://postgres@localhost/audit db grant-writer attribution_writer
     """
     from attribution_audit.services import schema
 

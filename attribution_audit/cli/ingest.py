@@ -116,7 +116,9 @@ def ingest(
     if report.failed > SHOWN_FAILURES:
         typer.echo(f"... and {report.failed - SHOWN_FAILURES} more failed rows", err=True)
     typer.echo(
-        f"catalogue {report.catalogue}: {report.added} added, {report.updated} updated, "
+        f"catalogue {report.catalogue}: {report.added} added, {report.updated} updated"
+        + (f" ({report.new_images} with a new image)" if report.updated else "")
+        + ", "
         f"{report.unchanged} unchanged, {report.withdrawn} withdrawn (skipped), {report.failed} failed "
         f"(run {report.run_id}, {report.seconds:.1f} s)"
     )

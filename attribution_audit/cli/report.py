@@ -20,6 +20,7 @@ from attribution_audit.cli.common import (
     emit,
     flat_row,
     output_format,
+    records,
     request_id_of,
 )
 
@@ -96,7 +97,8 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
                 "artist shares whatever their image)"
             )
         typer.echo(
-            f"mean confidence {data['mean_confidence']}, works {data['active_works']} active / "
+            f"mean confidence of all {data['requests']} requests {data['mean_confidence']} (evaluation runs' and "
+            f"replays too; the artist report's is of production requests), works {data['active_works']} active / "
             f"{data['withdrawn_works']} withdrawn"
         )
         for bucket in data["confidence_distribution"]:
@@ -128,7 +130,7 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
                     "write it)"
                 )
         if chain["ok"]:
-            typer.echo(f"chain OK: {chain['records']} records, head {chain['head_hash']}")
+            typer.echo(f"chain OK: {records(chain['records'])}, head {chain['head_hash']}")
         else:  # records and head are those verified before the break, not the log's
             where = "" if chain["broken_seq"] is None else f" at seq {chain['broken_seq']}"
             typer.echo(

@@ -67,6 +67,7 @@ class IngestReport:
     catalogue: str
     added: int = 0
     updated: int = 0
+    new_images: int = 0  # of the updated works, those whose image changed (the others: metadata, spaces, embedder)
     unchanged: int = 0
     withdrawn: int = 0
     failures: list[RowFailure] = field(default_factory=list)
@@ -326,32 +327,34 @@ class Ingestion:
         ]
         with_retries(lambda: self.store.upsert(points))
         self.written += [point.point_id for point in points]
+        works = [
+            WorkRecord(
+                work_id=p.row.work_id,
+                artist=p.row.artist,
+                title=p.row.title,
+                image_path=printable_path(p.row.path),
+                image_sha256=p.sha256,
+                payload=p.row.extra,
+                version=point.payload["version"],
+                point_id=point.point_id,
+                vector_digest=vector_digest(point.vector, point.style),
+                pk=old.pk if old is not None else None,
+                new_version=old is None or old.image_sha256 != p.sha256,
+            )
+            for p, point in zip(items, points, strict=True)
+            for old in [known.get(p.row.work_id)]
+        ]
         written = self.audit.catalogue.record_works(
             self.catalogue_id,
             self.store.collection,
             run_id=run_id,
             embedder_fingerprint=self.fingerprint,
             spaces=self.spaces,
-            works=[
-                WorkRecord(
-                    work_id=p.row.work_id,
-                    artist=p.row.artist,
-                    title=p.row.title,
-                    image_path=printable_path(p.row.path),
-                    image_sha256=p.sha256,
-                    payload=p.row.extra,
-                    version=point.payload["version"],
-                    point_id=point.point_id,
-                    vector_digest=vector_digest(point.vector, point.style),
-                    pk=old.pk if old is not None else None,
-                    new_version=old is None or old.image_sha256 != p.sha256,
-                )
-                for p, point in zip(items, points, strict=True)
-                for old in [known.get(p.row.work_id)]
-            ],
+            works=works,
         )
         self.report.added += written.added
         self.report.updated += written.updated
+        self.report.new_images += sum(w.pk is not None and w.new_version for w in works)
         self.report.same_image.extend(written.same_image)
 
 
