@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from attribution_audit.errors import ManifestError
 from attribution_audit.services.ingest import default_catalogue_name
+from attribution_audit.sources.labelled import read_labelled
 from attribution_audit.sources.manifest import RowFailure, open_source
 
 
@@ -27,6 +29,32 @@ def test_rows_the_schema_cannot_hold_fail_alone(tmp_path: Path) -> None:
     assert [f.line for f in failures] == [1, 2, 3, 4]
     assert "longer than 300" in failures[0].reason and "NUL" in failures[2].reason and "NaN" in failures[3].reason
     assert [i.work_id for i in items if not isinstance(i, RowFailure)] == ["ok"]
+
+
+def test_a_column_or_key_given_twice_is_refused_not_settled_by_the_last_value(tmp_path: Path) -> None:
+    """``path,artist,work_id,artist`` (or a JSON line naming ``artist`` twice) was ingested under the last value,
+    silently: which artist was meant is the file's author's to say."""
+    csv_manifest = tmp_path / "m.csv"
+    csv_manifest.write_text("path,artist,work_id, artist\na.png,Ada,W1,Bruno\n")
+    with pytest.raises(ManifestError) as info:
+        open_source(csv_manifest)
+    assert str(info.value) == f"{csv_manifest}: column 'artist' appears twice in the header; keep one"
+    labelled = tmp_path / "q.csv"
+    labelled.write_text("path,artist,path\na.png,Ada,b.png\n")
+    with pytest.raises(ManifestError, match=r"q\.csv: column 'path' appears twice in the header; keep one$"):
+        read_labelled(labelled)
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text(
+        '{"path": "a.png", "artist": "Ada", "work_id": "J1", "artist": "Bruno"}\n'
+        '{"path": "b.png", "artist": "Ada", "work_id": "J2", "extra": {"k": 1, "k": 2}}\n'
+        '{"path": "c.png", "artist": "Ada", "work_id": "J3"}\n'
+    )
+    items = list(open_source(jsonl))
+    assert [(i.line, i.reason) for i in items if isinstance(i, RowFailure)] == [
+        (1, "key 'artist' appears twice in the object; keep one"),
+        (2, "key 'k' appears twice in the object; keep one"),
+    ]
+    assert [i.work_id for i in items if not isinstance(i, RowFailure)] == ["J3"]
 
 
 def test_ingesting_dot_names_the_catalogue_after_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

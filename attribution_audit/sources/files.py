@@ -4,7 +4,10 @@ device would stream without end, a directory cannot be read. Checked with ``stat
 from __future__ import annotations
 
 import stat
+from collections.abc import Sequence
 from pathlib import Path
+
+from attribution_audit.errors import ManifestError
 
 
 def irregular_file_problem(path: Path) -> str | None:
@@ -19,3 +22,13 @@ def irregular_file_problem(path: Path) -> str | None:
     if not stat.S_ISREG(mode):
         return "is not a regular file (a pipe, socket or device); pass the path of a file"
     return None
+
+
+def refuse_repeated_columns(path: Path, header: Sequence[str]) -> None:
+    """ManifestError naming the first column that ``path``'s CSV ``header`` names twice (names compared stripped):
+    a reader keeps one of the two values silently, and which one was meant is the file's author's to say."""
+    seen: set[str] = set()
+    for name in (h.strip() for h in header):
+        if name in seen:
+            raise ManifestError(f"{path}: column {name!r} appears twice in the header; keep one")
+        seen.add(name)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attribution_audit.errors import ManifestError
-from attribution_audit.sources.files import irregular_file_problem
+from attribution_audit.sources.files import irregular_file_problem, refuse_repeated_columns
 from attribution_audit.sources.manifest import clean_name
 
 
@@ -42,6 +42,7 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
     missing = [c for c in ("path", "artist") if c not in [f.strip() for f in reader.fieldnames or []]]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist")
+    refuse_repeated_columns(path, reader.fieldnames or [])
     queries: list[LabelledQuery] = []
     lines: dict[Path, int] = {}
     for raw in reader:

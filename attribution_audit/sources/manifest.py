@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attribution_audit.errors import ManifestError
-from attribution_audit.sources.files import irregular_file_problem
+from attribution_audit.sources.files import irregular_file_problem, refuse_repeated_columns
 from attribution_audit.sources.images import printable_path
 
 REQUIRED_COLUMNS = ("path", "artist", "work_id")
@@ -193,6 +193,7 @@ class CsvSource:
             raise ManifestError(
                 f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist,work_id"
             )
+        refuse_repeated_columns(path, header)
         self.sha256 = sha256_of(path)
 
     def __iter__(self) -> Iterator[ManifestRow | RowFailure]:
@@ -205,6 +206,24 @@ class CsvSource:
                     yield RowFailure(reader.line_num, record.get("work_id", ""), "more fields than header columns")
                     continue
                 yield validator.check(reader.line_num, record)
+
+
+class RepeatedKeyError(ValueError):
+    """A JSON object names ``key`` twice (the decoder would keep the last value silently)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict; :class:`RepeatedKeyError` when a key appears twice."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise RepeatedKeyError(key)
+        seen.add(key)
+    return dict(pairs)
 
 
 class JsonlSource:
@@ -224,9 +243,12 @@ class JsonlSource:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = json.loads(line, object_pairs_hook=_object_of_unique_keys)
                 except json.JSONDecodeError as exc:
                     yield RowFailure(line_number, "", f"invalid JSON ({exc.msg} at column {exc.colno})")
+                    continue
+                except RepeatedKeyError as exc:
+                    yield RowFailure(line_number, "", f"key {exc.key!r} appears twice in the object; keep one")
                     continue
                 if not isinstance(record, dict):
                     yield RowFailure(line_number, "", "not a JSON object")
