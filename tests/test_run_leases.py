@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from conftest import Cli
-from sqlalchemy import Connection, create_engine, select, text
+from sqlalchemy import Connection, Engine, create_engine, select, text
 
 from attribution_audit.domain.results import as_utc
 from attribution_audit.store import runs
 from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.catalogue import RunCounts
 from attribution_audit.store.database import create_db_engine, upgrade
 from attribution_audit.store.models import Base, IngestionRun
 
@@ -65,7 +67,7 @@ def _evaluation_statuses(cli: Cli) -> dict[int, str]:
 
 def _ingestion_statuses(audit: AuditStore) -> dict[int, str]:
     with audit.engine.connect() as connection:
-        return dict(connection.execute(select(IngestionRun.id, IngestionRun.status)).tuples().all())
+        return {run: status for run, status in connection.execute(select(IngestionRun.id, IngestionRun.status))}
 
 
 def _start_ingestion(audit: AuditStore) -> int:
@@ -97,6 +99,31 @@ def test_a_killed_run_is_interrupted_and_a_live_one_stays_running(
         assert statuses[live_ingestion] == "interrupted" and statuses[mine] == "running"  # this process is alive
     finally:
         audit.close()
+
+
+def test_a_run_whose_lease_connection_was_ended_finishes_without_error(fresh_db: Engine) -> None:
+    """The server ended the lease's session (a restart, pg_terminate_backend): its lock went with it. Finishing the
+    run records its outcome and gives no traceback (the unlock's error hid the run's own outcome)."""
+    if fresh_db.dialect.name != "postgresql":
+        pytest.skip("a lease is a server session's lock on PostgreSQL alone")
+    audit = AuditStore(fresh_db)
+    run = _start_ingestion(audit)
+    with fresh_db.connect() as connection:
+        ended = (
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = :run "
+                    "AND pid <> pg_backend_pid()"
+                ),
+                {"run": run},
+            )
+            .scalars()
+            .all()
+        )
+    assert ended == [True]
+    counts = RunCounts(added=1, updated=0, unchanged=0, withdrawn=0, failed=0, failures_path=None, status="completed")
+    audit.catalogue.finish_ingestion(run, counts)
+    assert _ingestion_statuses(audit)[run] == "completed"
 
 
 def test_a_sqlite_run_without_a_lease_is_not_called_dead(cli_on: Callable[[str], Cli], tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from attribution_audit.domain.results import Neighbour, Outcome, RequestDraft
 from attribution_audit.errors import DatabaseError
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.catalogue import WorkRecord
+from attribution_audit.store.database import read_scope, session_scope
 
 
 @contextmanager
@@ -84,15 +85,20 @@ def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from plan_nodes(child)
 
 
+def artist_of(number: int) -> str:
+    """The artist of work ``w<number>``, in the catalogue and in a request's neighbours alike (a neighbour naming
+    another artist than the catalogue's is refused)."""
+    return f"artist {number % 3}"
+
+
 def works(numbers: range) -> list[WorkRecord]:
-    return [WorkRecord(f"w{i}", f"artist {i % 7}", None, f"/img/{i}.png", f"{i:064x}", {}, 1, f"p{i}") for i in numbers]
+    return [WorkRecord(f"w{i}", artist_of(i), None, f"/img/{i}.png", f"{i:064x}", {}, 1, f"p{i}") for i in numbers]
 
 
 def request_draft(k: int) -> RequestDraft:
     """A request of the catalogue "museum" whose K neighbours are works w1..wK."""
     neighbours = [
-        Neighbour(r, f"w{r}", "museum", f"artist {r % 3}", 0.9, 0.1, 1 / k, f"artist {r % 3}", 1)
-        for r in range(1, k + 1)
+        Neighbour(r, f"w{r}", "museum", artist_of(r), 0.9, 0.1, 1 / k, artist_of(r), 1) for r in range(1, k + 1)
     ]
     outcome = Outcome(neighbours, [], None, None, "v1", {"entropy": 0.0, "nn_distance": 0.1, "margin": 0.2})
     artists = {n.artist: 1 / k for n in neighbours}
@@ -119,8 +125,12 @@ def request_draft(k: int) -> RequestDraft:
 def request_of_works(work_numbers: Sequence[int]) -> RequestDraft:
     """A request of the catalogue "museum" whose neighbours are the works numbered ``work_numbers``, in that order."""
     draft = request_draft(len(work_numbers))
-    near = [replace(n, work_id=f"w{i}") for n, i in zip(draft.outcome.neighbours, work_numbers, strict=True)]
-    return replace(draft, outcome=replace(draft.outcome, neighbours=near))
+    near = [
+        replace(n, work_id=f"w{i}", artist=artist_of(i), canonical_artist=artist_of(i))
+        for n, i in zip(draft.outcome.neighbours, work_numbers, strict=True)
+    ]
+    shares = {artist: sum(n.share for n in near if n.artist == artist) for artist in {n.artist for n in near}}
+    return replace(draft, outcome=replace(draft.outcome, neighbours=near, artist_shares=shares))
 
 
 def start_catalogue(audit: AuditStore, numbers: range) -> tuple[int, int]:
@@ -176,6 +186,32 @@ def test_the_postgres_audit_write_is_pipelined(audit: AuditStore) -> None:
         event.remove(audit.engine, "before_cursor_execute", record)
     assert len(modes) == 7 and set(modes) == {pq.PipelineStatus.ON}, modes
     assert audit.requests.get(recorded.request_id).intact
+
+
+@pytest.mark.parametrize("reads_after", [False, True])
+def test_a_connection_lost_inside_a_scope_is_one_database_error_or_none(audit: AuditStore, reads_after: bool) -> None:
+    """The server ends a read's or a write's session (a restart, pg_terminate_backend): a statement after that (a
+    write's commit too) fails with the one-line DatabaseError, and closing the scope adds no raw driver error (a read
+    whose session was ended after its last statement raised one from its close: the service answered 500, not 503)."""
+    if audit.engine.dialect.name != "postgresql":
+        pytest.skip("a session the server ends is PostgreSQL's")
+
+    def end(pid: int) -> None:
+        with audit.engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    for scope in (read_scope, session_scope):
+        if reads_after or scope is session_scope:  # (a write's commit is such a statement)
+            with pytest.raises(DatabaseError) as info, scope(audit.engine) as session:
+                end(session.scalar(text("SELECT pg_backend_pid()")))
+                if reads_after:
+                    session.scalar(text("SELECT 1"))
+            assert "\n" not in str(info.value)
+        else:
+            with scope(audit.engine) as session:
+                end(session.scalar(text("SELECT pg_backend_pid()")))
+        with read_scope(audit.engine) as session:  # the pool gives a live connection again
+            assert session.scalar(text("SELECT 1")) == 1
 
 
 def test_a_connection_lost_mid_write_is_one_error_and_one_log_line_at_most(

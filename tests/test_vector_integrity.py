@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from conftest import EMBEDDER, Cli, Ingested, ingest_once
 from PIL import Image
 from sqlalchemy import text
 
+from attribution_audit.domain.points import point_id_for
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.reporting.html import CHANGED
 from attribution_audit.services import vector_check
@@ -64,6 +66,40 @@ def test_vectors_changed_behind_the_db_are_found_and_rewritten_from_their_images
     store.close()
     after = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]
     assert [n["work_id"] for n in after["neighbours"]] == [n["work_id"] for n in before["neighbours"]]
+
+
+def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_found_by_the_check(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    """Whoever can write the shard could name another artist in a point's payload (same vector, same image digest):
+    requests computed their shares from it and logged it as a valid attribution, and the check saw nothing. Now the
+    request citing that work is refused before anything is recorded, the check calls the point stale, and repair +
+    ingest restore it."""
+    cli.restore(ingested)
+    query = str(demo_catalogue.queries[0].path)
+    before = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]
+    nearest = before["neighbours"][0]
+    store = EdgeStore(cli.data_dir / "qdrant", "works_efficientnet_lite0")
+    (point,) = store.points_of([point_id_for(nearest["catalogue"], nearest["work_id"])]).values()
+    store.upsert([replace(point, payload={**point.payload, "artist": "Forger"})])  # its vectors as they were
+    store.close()
+    logged = len(json.loads(cli("audit", "list", "--format", "json").stdout))
+
+    refused = cli("attribute", query, "--embedder", EMBEDDER, code=1)
+    assert refused.stdout == "" and refused.stderr == (
+        f"error: the vector store names 'Forger' as the artist of work {nearest['work_id']!r} of catalogue "
+        f"{nearest['catalogue']!r}, the catalogue {nearest['artist']!r}: its payload was changed behind the catalogue "
+        "(or an ingest is changing that artist now); nothing was recorded: run `attribution-audit catalogue check`, "
+        "then ingest the catalogue again\n"
+    )
+    assert len(json.loads(cli("audit", "list", "--format", "json").stdout)) == logged  # nothing recorded
+    found = _check(cli, code=1)
+    assert found["stale"] == [point.point_id] and found["clean"] is False
+    assert _check(cli, "--repair", code=None)["repaired"] is True
+    cli("ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER)
+    assert _check(cli)["clean"] is True
+    after = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]
+    assert after["neighbours"][0]["artist"] == nearest["artist"] and after["top_artist"] == before["top_artist"]
 
 
 def test_a_corrupt_vector_whose_image_is_gone_is_dropped_for_the_next_ingest(cli: Cli, ingested: Ingested) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -81,6 +81,16 @@ class StorageParams:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class PointIdentity(NamedTuple):
+    """What a point says of the work it holds (its payload), and what the catalogue says of the work embedded under
+    that point: the two must agree (``catalogue check``)."""
+
+    image_sha256: str
+    catalogue: str
+    work_id: str
+    artist: str
 
 
 @dataclass(frozen=True)

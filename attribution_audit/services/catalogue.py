@@ -91,14 +91,15 @@ def check(
     """Compare the collection's points with the DB's active works embedded in it.
 
     Orphans: points with no active work (withdrawn, or written by a run that crashed before its DB commit).
-    Missing: works recorded as embedded whose point is gone. Stale: point and DB disagree on the image hash.
+    Missing: works recorded as embedded whose point is gone. Stale: point and DB disagree on the image hash, or on
+    the work the point names (catalogue, work id, artist: a payload rewritten behind the catalogue).
     Corrupt: stored vectors that differ from the digest recorded when they were written (a sample of points;
     ``deep``: all). ``repair`` rewrites corrupt points from their recorded image (with the embedder ``embed``
     builds), deletes orphan and stale points and those it could not rewrite, and forgets the missing, stale and
     dropped embeddings, so the next ``ingest`` of the catalogue embeds those works again.
     """
     expected = audit.catalogue.expected_points(store.collection)
-    actual = store.image_hashes()
+    actual = store.identities()
     report = CheckReport(store.collection, len(actual), len(expected))
     report.coverage = {space: 0 for space in store.spaces()} | audit.catalogue.space_coverage(store.collection)
     report.layouts = store.count_with(LAYOUT) if LAYOUT in store.sizes() else None

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from attribution_audit.domain.points import PointIdentity
 from attribution_audit.errors import ConflictError, NotFoundError
 from attribution_audit.store import runs
 from attribution_audit.store.database import insert_or_ignore, read_scope, session_scope, upsert
@@ -393,15 +394,18 @@ class CatalogueRepository:
         return mapping
 
     # -- consistency with the vector store ---------------------------------------------------------------------
-    def expected_points(self, collection: str) -> dict[str, str]:
-        """Point id -> image sha256 of every active work embedded in ``collection``."""
+    def expected_points(self, collection: str) -> dict[str, PointIdentity]:
+        """Point id -> the work embedded there (image sha256, catalogue, work id, artist as recorded) of every
+        active work embedded in ``collection``."""
         query = (
-            select(WorkEmbedding.point_id, WorkEmbedding.image_sha256)
+            select(WorkEmbedding.point_id, WorkEmbedding.image_sha256, Catalogue.name, Work.work_id, Artist.name)
             .join(Work, Work.id == WorkEmbedding.work_pk)
+            .join(Catalogue, Catalogue.id == Work.catalogue_id)
+            .join(Artist, Artist.id == Work.artist_id)
             .where(WorkEmbedding.collection == collection, Work.withdrawn_at.is_(None))
         )
         with read_scope(self.engine) as session:
-            return {point: digest for point, digest in session.execute(query)}
+            return {point: PointIdentity(*work) for point, *work in session.execute(query)}
 
     def image_paths(self, collection: str, point_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Point id -> (image file, sha256 of the image embedded) of the works embedded in ``collection`` under

@@ -75,7 +75,7 @@ from attribution_audit.domain.chain import (
     link_hash,
 )
 from attribution_audit.domain.results import as_utc
-from attribution_audit.errors import DatabaseError
+from attribution_audit.errors import DatabaseError, VectorStoreError
 from attribution_audit.store.database import (
     DriverStatement,
     UnconvertibleValue,
@@ -93,6 +93,7 @@ from attribution_audit.store.database import (
     write_connection,
 )
 from attribution_audit.store.models import (
+    Artist,
     AttributionArtistShare,
     AttributionMetrics,
     AttributionNeighbour,
@@ -116,7 +117,7 @@ CHAIN_LOCK_ID = 0x41545452  # pg_advisory_xact_lock key of the audit chain
 _EXCLUDED = {"request_id", "record_hash"}
 _DIGEST = "sha256:"  # a binary column's canonical value: "sha256:" + hex digest of its bytes
 
-_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS, _WORKS, _WORK_VERSIONS, _CATALOGUES = (
+_REQUESTS, _NEIGHBOURS, _SHARES, _METRICS, _WORKS, _WORK_VERSIONS, _CATALOGUES, _ARTISTS = (
     Base.metadata.tables[model.__tablename__]
     for model in (
         AttributionRequest,
@@ -126,6 +127,7 @@ _REQUESTS, _NEIGHBOURS, _SHARES, _METRICS, _WORKS, _WORK_VERSIONS, _CATALOGUES =
         Work,
         WorkVersion,
         Catalogue,
+        Artist,
     )
 )
 _BINARY = frozenset(c.key for c in _REQUESTS.columns if isinstance(c.type, LargeBinary))
@@ -385,7 +387,7 @@ class _Append:
         # SQLite: every transaction starts with BEGIN IMMEDIATE (see audit.db), which already serialises writers.
         lock = select(func.pg_advisory_xact_lock(bindparam("key", CHAIN_LOCK_ID)))
         self.lock = DriverStatement(lock, dialect) if postgres else None
-        c, w = _CATALOGUES.c, _WORKS.c
+        c, w, a = _CATALOGUES.c, _WORKS.c, _ARTISTS.c
 
         if postgres:  # one probe of the works' unique key per pair, however the planner's statistics stand
             keys = (  # (the pairs as one JSON text: psycopg dumps an array's items one by one, in Python)
@@ -394,13 +396,14 @@ class _Append:
                 .render_derived(name="k", with_types=True)
             )
             probe = (
-                select(w.id)
+                select(w.id, a.name)
                 .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
+                .join(_ARTISTS, a.id == w.artist_id)
                 .where(c.name == keys.c.catalogue, w.work_id == keys.c.work_id)
                 .limit(literal_column("1"))  # a LATERAL subquery with a LIMIT is never flattened into a join
                 .lateral("w")
             )
-            works: Select[Any] = select(keys.c.catalogue, keys.c.work_id, probe.c.id).select_from(
+            works: Select[Any] = select(keys.c.catalogue, keys.c.work_id, probe.c.id, probe.c.name).select_from(
                 keys.join(probe, true())
             )
         else:  # SQLite probes the unique key per value of the lists, statistics or not
@@ -409,8 +412,9 @@ class _Append:
                 return select(literal_column("value")).select_from(func.json_each(bindparam(name, type_=String)))
 
             works = (
-                select(c.name, w.work_id, w.id)
+                select(c.name, w.work_id, w.id, a.name)
                 .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
+                .join(_ARTISTS, a.id == w.artist_id)
                 .where(c.name.in_(listed("catalogues")), w.work_id.in_(listed("work_ids")))
             )
         self.works = DriverStatement(works, dialect)
@@ -465,6 +469,22 @@ NEIGHBOUR_VALUES = tuple(key for key in _CHILD_KEYS[_NEIGHBOURS] if key != "work
 # takes it (its work_pk given apart, or looked up)
 SHARE_VALUES = _CHILD_KEYS[_SHARES]  # an artist share, as append_rows takes it: (artist, share)
 _WORK_KEY = itemgetter(NEIGHBOUR_VALUES.index("catalogue"), NEIGHBOUR_VALUES.index("work_id"))  # of a neighbour
+_ARTIST = NEIGHBOUR_VALUES.index("artist")
+
+
+def _refuse_other_artists(neighbours: Sequence[Sequence[Any]], found: dict[tuple[str, str], tuple[int, str]]) -> None:
+    """Refuse a neighbour whose artist (the vector store's payload, what the request's shares were computed from)
+    is not the one the catalogue records for its work (``found``: each work's key and artist by (catalogue, work
+    id)): a payload rewritten behind the catalogue would otherwise enter the log as a valid attribution."""
+    for neighbour in neighbours:
+        work = _WORK_KEY(neighbour)
+        if work in found and found[work][1] != neighbour[_ARTIST]:
+            raise VectorStoreError(
+                f"the vector store names {neighbour[_ARTIST]!r} as the artist of work {work[1]!r} of catalogue "
+                f"{work[0]!r}, the catalogue {found[work][1]!r}: its payload was changed behind the catalogue (or "
+                "an ingest is changing that artist now); nothing was recorded: run `attribution-audit catalogue "
+                "check`, then ingest the catalogue again"
+            )
 
 
 def append_rows(
@@ -530,8 +550,9 @@ def append_rows(
                 sql.works.execute(connection, reads, sql.pairs(sorted(set(map(_WORK_KEY, neighbours)))))
             last = sql.head.rows(connection, cursor)
             if work_pks is None:
-                found = {(cat, wid): pk for cat, wid, pk in reads.fetchall()} if neighbours else {}
-                work_pks = [found.get(_WORK_KEY(n)) for n in neighbours]
+                found = {(cat, wid): (pk, artist) for cat, wid, pk, artist in reads.fetchall()} if neighbours else {}
+                _refuse_other_artists(neighbours, found)
+                work_pks = [found.get(_WORK_KEY(n), (None,))[0] for n in neighbours]
             near = sorted(
                 ((key, *n[:_WORK_PK], pk, *n[_WORK_PK:]) for n, pk in zip(neighbours, work_pks, strict=True)),
                 key=itemgetter(1),  # by rank

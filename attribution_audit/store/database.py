@@ -7,7 +7,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
@@ -400,9 +400,17 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             yield session
             session.commit()
     except BaseException:
-        session.rollback()
+        with suppress(DBAPIError):  # a connection that is gone took its transaction with it: the error is the raised
+            session.rollback()
         raise
     finally:
+        _close(session)
+
+
+def _close(session: Session) -> None:
+    """Close ``session``; a connection lost meanwhile is no error here: what the scope did (or why it failed) is
+    already known, and the lost transaction ended with it (a traceback instead of the one-line error, once)."""
+    with suppress(DBAPIError):
         session.close()
 
 
@@ -441,7 +449,7 @@ def read_scope(engine: Engine) -> Iterator[Session]:
     finally:
         # close() ends the transaction without committing; an explicit rollback() would also expire the rows read,
         # and callers use them (with their eagerly loaded children) after the scope.
-        session.close()
+        _close(session)
 
 
 def compared_time(engine: Engine, moment: datetime) -> datetime:

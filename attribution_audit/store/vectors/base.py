@@ -24,6 +24,7 @@ from attribution_audit.domain.points import (
     STYLE,
     Hit,
     HnswParams,
+    PointIdentity,
     StorageParams,
     WorkPoint,
     point_id_for,
@@ -315,6 +316,16 @@ class VectorStore(ABC):
             else self._retrieve(ids, with_vector=False, with_payload=True)
         )
         return {str(r.id): str((r.payload or {}).get("image_sha256", "")) for r in records}
+
+    @final
+    def identities(self) -> dict[str, PointIdentity]:
+        """Point id -> the work its payload names (image digest, catalogue, work id, artist; "" where absent) for
+        every point: ``catalogue check`` compares them with the catalogue's. ``{}`` before the collection exists."""
+        if self._vector_sizes() is None:
+            return {}
+        fields = PointIdentity._fields
+        records = self._records(with_vector=False, with_payload=list(fields))
+        return {str(r.id): PointIdentity(*(str((r.payload or {}).get(f, "")) for f in fields)) for r in records}
 
     @final
     def content_version(self) -> str:
