@@ -449,6 +449,7 @@ EXAMPLE_ORDER = [
     ("spaces", "list"),
     ("spaces",),
     ("artists", "merge"),
+    ("artists", "unmerge"),
     ("catalogue", "withdraw"),
     ("keys",),
     ("keys", "create"),

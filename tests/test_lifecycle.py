@@ -19,7 +19,7 @@ from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import ConflictError, NotFoundError
 from attribution_audit.services.attribution import AttributionParams, Attributor
 from attribution_audit.services.audit_log import get_attribution
-from attribution_audit.services.catalogue import check, list_artists, merge_artists
+from attribution_audit.services.catalogue import check, list_artists, merge_artists, unmerge_artist
 from attribution_audit.services.ingest import IngestReport, ingest_source
 from attribution_audit.sources.manifest import open_source
 from attribution_audit.sources.precomputed import load_vectors
@@ -306,6 +306,18 @@ def test_merges_chain_and_cycles_are_refused(cli: Cli, sqlite_audit: AuditStore,
         assert [n.artist for n in outcome.neighbours] == ["Alpha", "Beta", "Gamma"]
         assert outcome.features["entropy"] == 0.0
         assert outcome.artist_shares == pytest.approx({"Gamma": 1.0})
+
+        # A merge made by mistake is undone: Beta is its own artist again; Alpha, sent on to Gamma when Beta was
+        # merged, stays there.
+        assert unmerge_artist(audit, " Beta ") == ("Beta", "Gamma")
+        assert audit.catalogue.canonical_artists() == {"Alpha": "Gamma"}
+        outcome = attributor(audit, store, tmp_path).compute(QueryVectors(axis(0)), params)
+        assert outcome.artist_shares.keys() == {"Gamma", "Beta"}
+        with pytest.raises(ConflictError) as refused:
+            unmerge_artist(audit, "Beta")
+        assert str(refused.value) == "'Beta' is not merged into another artist; nothing to undo"
+        with pytest.raises(NotFoundError, match=r"^unknown artist 'Nobody'; "):
+            unmerge_artist(audit, "Nobody")
     finally:
         store.close()
     assert "unknown artist 'Nobody'" in one_line_error(cli("artists", "merge", "Nobody", "Gamma", code=1))

@@ -139,15 +139,32 @@ def artists_merge(
     canonical: Annotated[str, typer.Argument(help="The artist it is merged into.")],
 ) -> None:
     """Record that ALIAS is CANONICAL: reports and entropy use CANONICAL; past audit rows stay as recorded. Both
-    must be known artists (a manifest named them); a merge is not undone by the CLI, so check the names first.
+    must be known artists (a manifest named them); `artists unmerge ALIAS` undoes it.
 
     \b
-    Example: attribution-audit artists merge "A. Vermeer" "Ada Vermeer"
+    Example: attribution-audit artists merge "Farid Turner" "Elif Klimt"
     """
     from attribution_audit.services.catalogue import merge_artists
 
     alias, canonical = merge_artists(audit_of(ctx.obj), alias, canonical)
     typer.echo(f"merged {alias!r} into {canonical!r}")
+
+
+@artists_app.command("unmerge")
+def artists_unmerge(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The artist merged into another by mistake.")],
+) -> None:
+    """Undo NAME's merge: reports and entropy name it apart again (names merged into NAME before its own merge stay
+    with the artist they were sent on to); past audit rows stay as recorded.
+
+    \b
+    Example: attribution-audit artists unmerge "Farid Turner"
+    """
+    from attribution_audit.services.catalogue import unmerge_artist
+
+    name, canonical = unmerge_artist(audit_of(ctx.obj), name)
+    typer.echo(f"unmerged {name!r}: it was merged into {canonical!r}")
 
 
 @artists_app.command("list")

@@ -49,6 +49,13 @@ def merge_artists(audit: AuditStore, alias: str, canonical: str) -> tuple[str, s
     return names
 
 
+def unmerge_artist(audit: AuditStore, name: str) -> tuple[str, str]:
+    """Undo ``name``'s merge (read as a manifest's name is): reports and entropy name it apart again; returns it as
+    read and the artist it was merged into."""
+    name = clean_name(name)
+    return name, audit.catalogue.unmerge_artist(name)
+
+
 def list_artists(audit: AuditStore) -> list[ArtistRow]:
     """Every artist with its canonical name (None when not merged) and number of active works."""
     return audit.catalogue.artists()

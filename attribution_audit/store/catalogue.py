@@ -367,6 +367,19 @@ class CatalogueRepository:
             for follower in session.scalars(select(Artist).where(Artist.canonical_id == source.id)):
                 follower.canonical_id = root.id
 
+    def unmerge_artist(self, name: str) -> str:
+        """Make ``name`` an artist of its own again (undo its merge); returns the artist it was merged into. Names
+        merged into ``name`` before its own merge were sent on to that artist then, and stay there."""
+        with session_scope(self.engine) as session:
+            artist = session.scalars(select(Artist).where(Artist.name == name)).one_or_none()
+            if artist is None:
+                raise NotFoundError(f"unknown artist {name!r}; `attribution-audit artists list` shows the known names")
+            if artist.canonical_id is None:
+                raise ConflictError(f"{name!r} is not merged into another artist; nothing to undo")
+            canonical = session.get_one(Artist, artist.canonical_id).name
+            artist.canonical_id, artist.merged_at = None, None
+            return canonical
+
     def artists(self) -> list[ArtistRow]:
         """Every artist with its canonical name (None when not merged) and number of active works."""
         with read_scope(self.engine) as session:
