@@ -670,11 +670,13 @@ def test_a_run_that_raises_is_not_recorded_as_completed(
 
 
 def test_corrected_metadata_with_the_same_image_is_applied(
-    sqlite_audit: AuditStore, store: EdgeStore, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
+    sqlite_audit: AuditStore, store: EdgeStore, vector_catalogue: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
     manifest, table = vector_catalogue
     source = open_source(manifest)
     ingest_source(source, audit=sqlite_audit, store=store, **precomputed(table))
+    other = EdgeStore(tmp_path / "qdrant-other", "other")  # the catalogue also embedded by another embedder
+    ingest_source(open_source(manifest), audit=sqlite_audit, store=other, **precomputed(table))
     manifest.write_text(manifest.read_text().replace("img/v0.png,Ada,V0", "img/v0.png,Ada Lovelace,V0"))
     # A row that would give a known work another artist is refused unless the change is asked for...
     refused = ingest_source(open_source(manifest), audit=sqlite_audit, store=store, **precomputed(table))
@@ -689,6 +691,14 @@ def test_corrected_metadata_with_the_same_image_is_applied(
     assert point_of(store, "vc", "V0")[1]["artist"] == "Ada Lovelace"
     assert report.unchanged == 4
     assert report.artist_changes == [("V0", "Ada", "Ada Lovelace")]
+    assert check(sqlite_audit, store).clean
+    # The other collection's point still names Ada: stale (requests citing it are refused), and its ingest, where
+    # the catalogue's row is as the manifest's, rewrites it.
+    assert check(sqlite_audit, other).stale == [point_id_for("vc", "V0")]
+    rewritten = ingest_source(open_source(manifest), audit=sqlite_audit, store=other, **precomputed(table))
+    assert (rewritten.updated, rewritten.new_images, rewritten.unchanged) == (1, 0, 4)
+    assert point_of(other, "vc", "V0")[1]["artist"] == "Ada Lovelace" and check(sqlite_audit, other).clean
+    other.close()
 
 
 # -- crash safety --------------------------------------------------------------------------------------------------

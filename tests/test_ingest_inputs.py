@@ -43,6 +43,12 @@ def test_a_column_or_key_given_twice_is_refused_not_settled_by_the_last_value(tm
     labelled.write_text("path,artist,path\na.png,Ada,b.png\n")
     with pytest.raises(ManifestError, match=r"q\.csv: column 'path' appears twice in the header; keep one$"):
         read_labelled(labelled)
+    # a spreadsheet's trailing commas: unnamed columns, dropped as before
+    csv_manifest.write_text("path,artist,work_id,title,,\na.png,Ada,W1,Dawn,,\n")
+    (row,) = open_source(csv_manifest)
+    assert not isinstance(row, RowFailure) and (row.artist, row.title) == ("Ada", "Dawn")
+    labelled.write_text("path,artist,,\na.png,Ada,,\n")
+    assert [q.artist for q in read_labelled(labelled)] == ["Ada"]
     jsonl = tmp_path / "m.jsonl"
     jsonl.write_text(
         '{"path": "a.png", "artist": "Ada", "work_id": "J1", "artist": "Bruno"}\n'

@@ -43,7 +43,10 @@ def test_a_write_a_constraint_refuses_says_to_fix_the_input_not_to_retry(tmp_pat
         connection.execute(text("INSERT INTO t VALUES (1)"))
     message = str(info.value)
     assert "UNIQUE constraint failed: t.k" in message and "\n" not in message
-    assert message.endswith("nothing was recorded, the input conflicts with what is stored; fix the input")
+    assert message.endswith(
+        "nothing was recorded, it conflicts with what is stored (a key or a rule of the schema): retrying will not "
+        "help; check the input"
+    )
     with engine.connect() as connection:
         assert connection.execute(text("SELECT k FROM t")).scalars().all() == [1]  # the 2 was rolled back too
     engine.dispose()

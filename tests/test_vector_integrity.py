@@ -73,8 +73,8 @@ def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_fou
 ) -> None:
     """Whoever can write the shard could name another artist in a point's payload (same vector, same image digest):
     requests computed their shares from it and logged it as a valid attribution, and the check saw nothing. Now the
-    request citing that work is refused before anything is recorded, the check calls the point stale, and repair +
-    ingest restore it."""
+    request citing that work is refused before anything is recorded, the check calls the point stale, and an ingest
+    of the catalogue rewrites it."""
     cli.restore(ingested)
     query = str(demo_catalogue.queries[0].path)
     before = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]
@@ -89,14 +89,19 @@ def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_fou
     assert refused.stdout == "" and refused.stderr == (
         f"error: the vector store names 'Forger' as the artist of work {nearest['work_id']!r} of catalogue "
         f"{nearest['catalogue']!r}, the catalogue {nearest['artist']!r}: its payload was changed behind the catalogue "
-        "(or an ingest is changing that artist now); nothing was recorded: run `attribution-audit catalogue check`, "
-        "then ingest the catalogue again\n"
+        "(or an ingest is changing that artist now); this request was not recorded: ingest the catalogue again into "
+        "this collection (it rewrites such points; `attribution-audit catalogue check` lists them)\n"
     )
     assert len(json.loads(cli("audit", "list", "--format", "json").stdout)) == logged  # nothing recorded
     found = _check(cli, code=1)
     assert found["stale"] == [point.point_id] and found["clean"] is False
-    assert _check(cli, "--repair")["repaired"] is True
-    cli("ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER)
+    assert (
+        "stale points (another image or another work than the catalogue records)"
+        in cli("catalogue", "check", "--embedder", EMBEDDER, code=1).stdout
+    )
+    # as the refusal says: the ingest rewrites the point (its catalogue row had not changed: it was "unchanged")
+    again = cli("ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER).stdout
+    assert "0 added, 1 updated (0 with a new image), 47 unchanged" in again
     assert _check(cli)["clean"] is True
     after = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]
     assert after["neighbours"][0]["artist"] == nearest["artist"] and after["top_artist"] == before["top_artist"]

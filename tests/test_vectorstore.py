@@ -35,6 +35,11 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
+def set_of_identities(store: VectorStore, point_ids: list[str]) -> set[str]:
+    """The ids among ``point_ids`` that the store holds (those it gives an identity)."""
+    return set(store.identities(point_ids))
+
+
 def unit(rows: np.ndarray) -> np.ndarray:
     return np.asarray(rows / np.linalg.norm(rows, axis=-1, keepdims=True), dtype=np.float32)
 
@@ -255,7 +260,7 @@ def test_the_two_stores_answer_alike(edge_filled: VectorStore, server_filled: Ve
     calls: dict[str, Callable[[VectorStore], Any]] = {
         "spaces": lambda s: s.spaces(),
         "count": lambda s: s.count(),
-        "existing_ids": lambda s: s.existing_ids(some),
+        "identities of ids": lambda s: s.identities(some),
         "image_hashes": lambda s: s.image_hashes(),
         "iter_points": lambda s: [(p.point_id, p.payload) for p in s.iter_points()],
         "fetch_all ids": lambda s: (s.fetch_all()[0], s.fetch_all("style")[0]),
@@ -329,7 +334,7 @@ def test_delete_removes_points_and_ignores_absent_ids(store: VectorStore, points
     fill(store, points[:20])
     store.delete([points[0].point_id, points[1].point_id, point_id_for(CATALOGUE, "absent")])
     assert store.count() == 18
-    assert store.existing_ids([p.point_id for p in points[:3]]) == {points[2].point_id}
+    assert set_of_identities(store, [p.point_id for p in points[:3]]) == {points[2].point_id}
     assert points[0].point_id not in {h.point_id for h in store.search(points[0].vector, 20)}
     assert points[0].point_id not in store.fetch_all()[0]
 
@@ -346,14 +351,14 @@ def test_content_version_changes_with_every_write_and_only_then(store: VectorSto
     assert len({first, added, store.content_version()}) == 3
 
 
-def test_existing_ids_returns_only_present_ids(store: VectorStore, points: list[WorkPoint]) -> None:
+def test_identities_of_given_ids_are_those_of_present_points_only(store: VectorStore, points: list[WorkPoint]) -> None:
     absent = [point_id_for(CATALOGUE, "nope-1"), point_id_for("other-catalogue", "w0000")]
     present = [p.point_id for p in points[:5]]
-    assert store.existing_ids(present) == set()  # never created: empty, not an error
+    assert set_of_identities(store, present) == set()  # never created: empty, not an error
     fill(store, points[:5])
-    assert store.existing_ids([*present[:3], *absent]) == set(present[:3])
-    assert store.existing_ids(absent) == set()
-    assert store.existing_ids([]) == set()
+    assert set_of_identities(store, [*present[:3], *absent]) == set(present[:3])
+    assert set_of_identities(store, absent) == set()
+    assert set_of_identities(store, []) == set()
 
 
 def test_ensure_collection_with_same_dim_keeps_points(store: VectorStore, points: list[WorkPoint]) -> None:
@@ -422,7 +427,7 @@ def test_reads_of_a_never_created_collection_are_empty(store: VectorStore, point
     assert store.count() == 0
     assert store.spaces() == ()
     assert store.image_hashes() == {}
-    assert store.existing_ids([points[0].point_id]) == set()
+    assert set_of_identities(store, [points[0].point_id]) == set()
     store.delete([points[0].point_id])
     info = store.index_info()
     assert (info["points"], info["indexed_vectors"], info["spaces"]) == (0, 0, [])
@@ -442,7 +447,7 @@ def test_an_empty_collection_answers_empty(store: VectorStore) -> None:
     assert store.search_fused({"content": Q, "style": QS}, 5, prefetch=5, weights=WEIGHTS) == []
     assert list(store.iter_points()) == []
     assert store.image_hashes() == {}
-    assert store.existing_ids([point_id_for(CATALOGUE, "w0000")]) == set()
+    assert set_of_identities(store, [point_id_for(CATALOGUE, "w0000")]) == set()
     assert store.content_version() == store.content_version()
     info = store.index_info()
     assert (info["points"], info["indexed_vectors"]) == (0, 0)
@@ -481,7 +486,7 @@ def test_empty_id_lists_change_nothing(store: VectorStore, points: list[WorkPoin
     version = store.content_version()
     store.upsert([])
     store.delete([])
-    assert store.existing_ids([]) == set()
+    assert set_of_identities(store, []) == set()
     assert (store.count(), store.content_version()) == (4, version)
 
 
@@ -489,7 +494,7 @@ def test_empty_id_lists_change_nothing(store: VectorStore, points: list[WorkPoin
 def test_ids_that_are_not_point_ids_are_refused(store: VectorStore, points: list[WorkPoint], bad: str) -> None:
     fill(store, points[:2])
     for call in (
-        lambda: store.existing_ids([points[0].point_id, bad]),
+        lambda: set_of_identities(store, [points[0].point_id, bad]),
         lambda: store.delete([bad]),
         lambda: store.upsert([WorkPoint(bad, points[0].vector)]),
     ):
@@ -549,7 +554,7 @@ def test_edge_data_and_params_persist_after_reopen(
         assert second.count() == n
         assert second.spaces() == ("content", "style")
         assert second.content_version() == version
-        assert second.existing_ids([points[5].point_id, points[n].point_id]) == {points[5].point_id}
+        assert set_of_identities(second, [points[5].point_id, points[n].point_id]) == {points[5].point_id}
         assert [h.point_id for h in second.search(queries[0], K)] == before
         rows, _ = ground_truth(vectors[:n], queries[0], K)
         assert before == [points[r].point_id for r in rows]

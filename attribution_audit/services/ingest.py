@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from attribution_audit.config import Settings
-from attribution_audit.domain.points import vector_digest
+from attribution_audit.domain.points import PointIdentity, vector_digest
 from attribution_audit.domain.spaces import partial_spaces
 from attribution_audit.embedding import known_dim
 from attribution_audit.embedding.base import Embedder
@@ -219,7 +219,7 @@ class Ingestion:
         name = self.report.catalogue
         known = self.audit.catalogue.known_works(self.catalogue_id, self.store.collection, [r.work_id for r in rows])
         self.known = known
-        present = self.store.existing_ids([point_id_for(name, r.work_id) for r in rows])
+        stored = self.store.identities([point_id_for(name, r.work_id) for r in rows])
         todo: list[tuple[ManifestRow, str | None]] = []
         unchanged: list[ManifestRow] = []
         for row in rows:
@@ -254,7 +254,8 @@ class Ingestion:
                 and set(self.spaces.split(",")) <= set(work.embedded_spaces)
                 and work.image_sha256 == digest
                 and (work.artist, work.title, work.payload) == (row.artist, row.title, row.extra)
-                and point_id_for(name, row.work_id) in present
+                # its point holds it as recorded (a payload rewritten behind the catalogue is written again)
+                and stored.get(point_id_for(name, row.work_id)) == PointIdentity(digest, name, row.work_id, row.artist)
             ):
                 self.report.unchanged += 1
                 unchanged.append(row)

@@ -482,8 +482,8 @@ def _refuse_other_artists(neighbours: Sequence[Sequence[Any]], found: dict[tuple
             raise VectorStoreError(
                 f"the vector store names {neighbour[_ARTIST]!r} as the artist of work {work[1]!r} of catalogue "
                 f"{work[0]!r}, the catalogue {found[work][1]!r}: its payload was changed behind the catalogue (or "
-                "an ingest is changing that artist now); nothing was recorded: run `attribution-audit catalogue "
-                "check`, then ingest the catalogue again"
+                "an ingest is changing that artist now); this request was not recorded: ingest the catalogue again "
+                "into this collection (it rewrites such points; `attribution-audit catalogue check` lists them)"
             )
 
 

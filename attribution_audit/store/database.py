@@ -371,7 +371,7 @@ def _write_errors(engine: Engine) -> Iterator[None]:
         yield
     except (OperationalError, DBAPIError) as exc:
         remedy = (  # a constraint is no outage: retrying would fail the same way
-            "the input conflicts with what is stored; fix the input"
+            "it conflicts with what is stored (a key or a rule of the schema): retrying will not help; check the input"
             if isinstance(exc, IntegrityError)
             else "retry when it is reachable"
         )

@@ -74,8 +74,8 @@ def release(engine: Engine, table: str, run_id: int) -> None:
     elif lease is not None:
         try:
             lease.execute(select(func.pg_advisory_unlock(TABLE_KEYS[table], run_id)))
-        except DBAPIError:  # its connection is gone (the server restarted, the session was ended): so is the lock,
-            pass  # a session's; an error here would hide the run's own outcome
+        except DBAPIError:  # its connection is gone (the server restarted, the session was ended), and with it the
+            lease.invalidate()  # lock, a session's; one still alive is ended here; an error would hide the outcome
         finally:
             lease.close()
 

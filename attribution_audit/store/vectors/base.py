@@ -307,24 +307,22 @@ class VectorStore(ABC):
     def image_hashes(self, point_ids: Sequence[str] | None = None) -> dict[str, str]:
         """Point id -> the ``image_sha256`` of its payload ("" where absent) for every point (consistency checks), or
         for those of ``point_ids`` the collection holds; ``{}`` before the collection is created."""
+        return {point: identity.image_sha256 for point, identity in self.identities(point_ids).items()}
+
+    @final
+    def identities(self, point_ids: Sequence[str] | None = None) -> dict[str, PointIdentity]:
+        """Point id -> the work its payload names (image digest, catalogue, work id, artist; "" where absent) for
+        every point, or for those of ``point_ids`` the collection holds: what ``catalogue check`` and ingest compare
+        with the catalogue's. ``{}`` before the collection is created."""
         ids = None if point_ids is None else checked_ids(point_ids)
         if ids == [] or self._vector_sizes() is None:
             return {}
+        fields = PointIdentity._fields
         records = (
-            self._records(with_vector=False, with_payload=["image_sha256"])
+            self._records(with_vector=False, with_payload=list(fields))
             if ids is None
             else self._retrieve(ids, with_vector=False, with_payload=True)
         )
-        return {str(r.id): str((r.payload or {}).get("image_sha256", "")) for r in records}
-
-    @final
-    def identities(self) -> dict[str, PointIdentity]:
-        """Point id -> the work its payload names (image digest, catalogue, work id, artist; "" where absent) for
-        every point: ``catalogue check`` compares them with the catalogue's. ``{}`` before the collection exists."""
-        if self._vector_sizes() is None:
-            return {}
-        fields = PointIdentity._fields
-        records = self._records(with_vector=False, with_payload=list(fields))
         return {str(r.id): PointIdentity(*(str((r.payload or {}).get(f, "")) for f in fields)) for r in records}
 
     @final
@@ -332,14 +330,6 @@ class VectorStore(ABC):
         """A string that changes whenever the collection's content may have changed (keys the exact-index cache)."""
         self._require()
         return self._version()
-
-    @final
-    def existing_ids(self, point_ids: Sequence[str]) -> set[str]:
-        """The subset of ``point_ids`` present in the collection (empty before it is created)."""
-        ids = checked_ids(point_ids)
-        if not ids or self._vector_sizes() is None:
-            return set()
-        return {str(r.id) for r in self._retrieve(ids, with_vector=False)}
 
     @final
     def fetch(self, point_ids: Sequence[str], space: str = CONTENT) -> tuple[list[str], np.ndarray]:
