@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.catalogue import WorkRecord
 from attribution_audit.store.database import MIGRATIONS_DIR
 from attribution_audit.store.models import (
     AttributionArtistShare,
@@ -35,6 +37,37 @@ def request_row(label: str, **fields: Any) -> AttributionRequest:
         "k": 2,
     }
     return AttributionRequest(**(values | fields))
+
+
+def catalogue_with(audit: AuditStore, works: dict[str, str], name: str = "museum") -> tuple[int, int]:
+    """The catalogue ``name`` holding ``works`` (work id -> artist, version 1, embedded in the collection
+    "works_x"): a request's neighbours must be works the catalogue holds. Its ingestion run and catalogue ids."""
+    run, catalogue_id = audit.catalogue.start_ingestion(
+        name,
+        source_format="csv",
+        manifest_path="/m.csv",
+        manifest_sha256="0" * 64,
+        collection="works_x",
+        embedder_fingerprint="x",
+        requester="t",
+    )
+    records = [
+        WorkRecord(
+            work_id,
+            artist,
+            None,
+            f"/img/{work_id}.png",
+            hashlib.sha256(work_id.encode()).hexdigest(),
+            {},
+            1,
+            f"p-{work_id}",
+        )
+        for work_id, artist in works.items()
+    ]
+    audit.catalogue.record_works(
+        catalogue_id, "works_x", run_id=run, embedder_fingerprint="x", spaces="content", works=records
+    )
+    return run, catalogue_id
 
 
 def superuser_edit(engine: Engine, statement: str) -> None:

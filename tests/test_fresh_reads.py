@@ -202,7 +202,7 @@ def test_the_recorded_versions_are_hashed_only_when_set_and_an_edit_breaks_verif
 def models_failed(cli: Cli, records: int) -> str:
     """What `audit verify` writes to stderr where the chain of ``records`` holds but the models check fails."""
     failed = cli("audit", "verify", code=1)
-    assert f"chain OK: {records} records" in failed.stdout and "models OK" not in failed.stdout
+    assert f"chain OK: {records} record" in failed.stdout and "models OK" not in failed.stdout
     return str(failed.stderr)
 
 

@@ -888,7 +888,7 @@ def test_report_days_are_utc_whatever_the_server_time_zone(
     # r6 was made on 2024-03-05 at 23:30 UTC, which is 2024-03-06 00:30 in Paris.
     monkeypatch.setenv("PGTZ", "Europe/Paris")
     cli, day = cli_on(_url(postgres_known.engine)), ("--from", "2024-03-05", "--to", "2024-03-05")
-    assert "exported 1 records" in cli("audit", "export", str(tmp_path / "day.jsonl"), *day).stdout
+    assert "exported 1 record to" in cli("audit", "export", str(tmp_path / "day.jsonl"), *day).stdout
     listed = json.loads(cli("report", "artists", "--format", "json", *day).stdout)
     assert listed == [{"artist": "Cy", "attributions": 1, "share_sum": 1.0, "mean_confidence": 0.5}]
 
@@ -943,7 +943,7 @@ def test_export_of_a_period_verifies_on_its_own(
     assert verified == f"export OK: 3 records (seq 3..5), last hash {known.requests['r5'].record_hash}\n"
 
     tail = tmp_path / "tail.jsonl"
-    assert "exported 1 records" in known_cli("audit", "export", str(tail), "--from", "2024-03-03").stdout
+    assert "exported 1 record to" in known_cli("audit", "export", str(tail), "--from", "2024-03-03").stdout
     assert "(seq 6..6)" in offline_cli("audit", "verify", "--file", str(tail)).stdout
     head_part = tmp_path / "head.jsonl"
     assert "exported 2 records" in known_cli("audit", "export", str(head_part), "--to", "2024-03-01").stdout

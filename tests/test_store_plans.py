@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from dbtools import catalogue_with
 from sqlalchemy import event, text
 
 from attribution_audit.domain.results import Neighbour, Outcome, RequestDraft
@@ -134,20 +135,8 @@ def request_of_works(work_numbers: Sequence[int]) -> RequestDraft:
 
 
 def start_catalogue(audit: AuditStore, numbers: range) -> tuple[int, int]:
-    """The catalogue "museum" with the given works; its ingestion run and catalogue ids."""
-    run, catalogue_id = audit.catalogue.start_ingestion(
-        "museum",
-        source_format="csv",
-        manifest_path="/m.csv",
-        manifest_sha256="0" * 64,
-        collection="works_x",
-        embedder_fingerprint="x",
-        requester="t",
-    )
-    audit.catalogue.record_works(
-        catalogue_id, "works_x", run_id=run, embedder_fingerprint="x", spaces="content", works=works(numbers)
-    )
-    return run, catalogue_id
+    """The catalogue "museum" with the works numbered ``numbers``; its ingestion run and catalogue ids."""
+    return catalogue_with(audit, {f"w{i}": artist_of(i) for i in numbers})
 
 
 def test_the_audit_write_issues_the_same_few_statements_whatever_k(audit: AuditStore) -> None:
@@ -307,6 +296,7 @@ def test_writing_works_and_a_request_never_scans_the_works_table(audit: AuditSto
 def test_a_request_id_prefix_is_one_index_range(audit: AuditStore) -> None:
     """`audit show 0123abcd` looks the prefix up in one statement that reads the ids' primary key index over the
     prefix's range, not the whole log."""
+    start_catalogue(audit, range(1, 3))
     for _ in range(20):
         audit.requests.record(request_draft(2))
     wanted = audit.requests.latest(1)[0].request_id

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from dbtools import catalogue_with
 
 from attribution_audit.domain.results import Neighbour, Outcome, RequestDraft
 from attribution_audit.errors import DatabaseError
@@ -49,6 +50,12 @@ REFUSED = {  # (the column named in the refusal)
     "text metric": ({}, {"features": {"margin": "0.5"}}, "attribution_metrics.margin = '0.5'"),
     "huge int for float": ({"similarity": 2**53 + 1}, {}, "attribution_neighbours.similarity = 9007199254740993"),
 }
+
+
+@pytest.fixture(autouse=True)
+def museum(audit: AuditStore) -> None:
+    """The catalogue the requests' neighbours come from (one that it does not hold is refused)."""
+    catalogue_with(audit, {"w1": "anna", "w2": "ben"})
 
 
 @pytest.mark.parametrize("case", list(LOGGED))

@@ -87,16 +87,16 @@ def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_fou
 
     refused = cli("attribute", query, "--embedder", EMBEDDER, code=1)
     assert refused.stdout == "" and refused.stderr == (
-        f"error: the vector store names 'Forger' as the artist of work {nearest['work_id']!r} of catalogue "
-        f"{nearest['catalogue']!r}, the catalogue {nearest['artist']!r}: its payload was changed behind the catalogue "
-        "(or an ingest is changing that artist now); this request was not recorded: ingest the catalogue again into "
-        "this collection (it rewrites such points; `attribution-audit catalogue check` lists them)\n"
+        f"error: the vector store names work {nearest['work_id']!r} of catalogue {nearest['catalogue']!r} by "
+        f"'Forger', the catalogue by {nearest['artist']!r}: a point was changed behind the catalogue (or an ingest is "
+        "changing it now); this request was not recorded: ingest the catalogue again into this collection (it "
+        "rewrites such points; `attribution-audit catalogue check --format json` lists them)\n"
     )
     assert len(json.loads(cli("audit", "list", "--format", "json").stdout)) == logged  # nothing recorded
     found = _check(cli, code=1)
     assert found["stale"] == [point.point_id] and found["clean"] is False
     assert (
-        "stale points (another image or another work than the catalogue records)"
+        "stale points (their payload names another image, work or artist than the catalogue records;"
         in cli("catalogue", "check", "--embedder", EMBEDDER, code=1).stdout
     )
     # as the refusal says: the ingest rewrites the point (its catalogue row had not changed: it was "unchanged")
@@ -105,6 +105,40 @@ def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_fou
     assert _check(cli)["clean"] is True
     after = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]
     assert after["neighbours"][0]["artist"] == nearest["artist"] and after["top_artist"] == before["top_artist"]
+
+
+@pytest.mark.parametrize(
+    ("forged", "problem"),
+    [
+        ({"work_id": "FORGED"}, "which the catalogue does not hold (an ingest that failed before its commit?)"),
+        ({"catalogue": "elsewhere"}, "which the catalogue does not hold (an ingest that failed before its commit?)"),
+        ({"image_sha256": "0" * 64}, "with another image than the catalogue's version 1"),
+        ({"work_id": "SIBLING"}, "with another image than the catalogue's version 1"),  # the same artist's
+        ({"work_id": "SIBLING", "image_sha256": "SIBLING"}, "more than once"),  # ... with its digest: named twice
+    ],
+)
+def test_a_payload_naming_another_work_or_image_is_refused_too(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue, forged: dict[str, str], problem: str
+) -> None:
+    """The same for the work a payload names: a work the catalogue does not hold (it was logged with no work key),
+    another work of the same artist (logged twice, its share counted twice), another image at the catalogue's
+    version, or the whole of another work's name and digest (then that work is named twice). Each is stale for the
+    check."""
+    cli.restore(ingested)
+    query = str(demo_catalogue.queries[0].path)
+    nearest = json.loads(cli("attribute", query, "--k", "48", *("--embedder", EMBEDDER, "--format", "json")).stdout)
+    first, *others = nearest[0]["neighbours"]
+    sibling = next(n for n in others if n["artist"] == first["artist"])  # (also among the 48 neighbours)
+    forged = {key: sibling[key] if value == "SIBLING" else value for key, value in forged.items()}
+    store = EdgeStore(cli.data_dir / "qdrant", "works_efficientnet_lite0")
+    (point,) = store.points_of([point_id_for(first["catalogue"], first["work_id"])]).values()
+    store.upsert([replace(point, payload={**point.payload, **forged})])
+    store.close()
+    refused = cli("attribute", query, "--k", "48", "--embedder", EMBEDDER, code=1).stderr
+    named = forged.get("work_id", first["work_id"]), forged.get("catalogue", first["catalogue"])
+    assert refused.startswith(f"error: the vector store names work {named[0]!r} of catalogue {named[1]!r} {problem}: ")
+    assert _check(cli, code=1)["stale"] == [point.point_id]
+    assert len(json.loads(cli("audit", "list", "--format", "json").stdout)) == 1  # the first request alone
 
 
 def test_a_corrupt_vector_whose_image_is_gone_is_dropped_for_the_next_ingest(cli: Cli, ingested: Ingested) -> None:

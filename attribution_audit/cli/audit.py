@@ -433,6 +433,6 @@ def audit_export(
         _workers(workers),
         overwrite=force,
     )
-    typer.echo(f"exported {count} records to {out}")
+    typer.echo(f"exported {records(count)} to {out}")
     if not_recorded:
         typer.echo(f"warning: {not_recorded}", err=True)

@@ -103,8 +103,9 @@ def catalogue_check(
             typer.echo("corrupt vectors give wrong neighbours: run `attribution-audit catalogue check --deep --repair`")
         if (report.stale or report.missing) and not report.repaired:
             typer.echo(
-                "stale points (another image or another work than the catalogue records) and missing ones: ingest "
-                "their catalogue again (it rewrites them), or `--repair` to delete the stale ones first"
+                "stale points (their payload names another image, work or artist than the catalogue records; "
+                "`--format json` lists them) and missing ones: ingest their catalogue again (it rewrites them), or "
+                "`--repair` to delete the stale ones first"
             )
         works = report.coverage.get("content", 0)
         typer.echo("spaces: " + ", ".join(f"{space} {count}/{works} works" for space, count in report.coverage.items()))

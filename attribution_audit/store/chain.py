@@ -396,23 +396,23 @@ class _Append:
                 .render_derived(name="k", with_types=True)
             )
             probe = (
-                select(w.id, a.name)
+                select(w.id, a.name, w.version, w.image_sha256)
                 .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
                 .join(_ARTISTS, a.id == w.artist_id)
                 .where(c.name == keys.c.catalogue, w.work_id == keys.c.work_id)
                 .limit(literal_column("1"))  # a LATERAL subquery with a LIMIT is never flattened into a join
                 .lateral("w")
             )
-            works: Select[Any] = select(keys.c.catalogue, keys.c.work_id, probe.c.id, probe.c.name).select_from(
-                keys.join(probe, true())
-            )
+            works: Select[Any] = select(
+                keys.c.catalogue, keys.c.work_id, probe.c.id, probe.c.name, probe.c.version, probe.c.image_sha256
+            ).select_from(keys.join(probe, true()))
         else:  # SQLite probes the unique key per value of the lists, statistics or not
 
             def listed(name: str) -> Select[Any]:
                 return select(literal_column("value")).select_from(func.json_each(bindparam(name, type_=String)))
 
             works = (
-                select(c.name, w.work_id, w.id, a.name)
+                select(c.name, w.work_id, w.id, a.name, w.version, w.image_sha256)
                 .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
                 .join(_ARTISTS, a.id == w.artist_id)
                 .where(c.name.in_(listed("catalogues")), w.work_id.in_(listed("work_ids")))
@@ -469,22 +469,36 @@ NEIGHBOUR_VALUES = tuple(key for key in _CHILD_KEYS[_NEIGHBOURS] if key != "work
 # takes it (its work_pk given apart, or looked up)
 SHARE_VALUES = _CHILD_KEYS[_SHARES]  # an artist share, as append_rows takes it: (artist, share)
 _WORK_KEY = itemgetter(NEIGHBOUR_VALUES.index("catalogue"), NEIGHBOUR_VALUES.index("work_id"))  # of a neighbour
-_ARTIST = NEIGHBOUR_VALUES.index("artist")
+_ARTIST, _VERSION, _IMAGE = (NEIGHBOUR_VALUES.index(key) for key in ("artist", "work_version", "image_sha256"))
 
 
-def _refuse_other_artists(neighbours: Sequence[Sequence[Any]], found: dict[tuple[str, str], tuple[int, str]]) -> None:
-    """Refuse a neighbour whose artist (the vector store's payload, what the request's shares were computed from)
-    is not the one the catalogue records for its work (``found``: each work's key and artist by (catalogue, work
-    id)): a payload rewritten behind the catalogue would otherwise enter the log as a valid attribution."""
+def _refuse_uncatalogued(neighbours: Sequence[Sequence[Any]], found: dict[tuple[str, str], Sequence[Any]]) -> None:
+    """Refuse a neighbour that is not the catalogue's work as the catalogue records it (``found``: each work's key,
+    artist, version and image digest by (catalogue, work id)): one the catalogue does not hold, one named twice, one
+    by another artist, or one at the catalogue's version but with another image. Its payload (what the request's
+    shares were computed from) was rewritten behind the catalogue, or an ingest failed before its commit; it would
+    otherwise enter the log as a valid attribution. A payload at an older version is another collection not yet
+    ingested again, and stays attributable as that version."""
+    seen: set[tuple[str, str]] = set()
     for neighbour in neighbours:
         work = _WORK_KEY(neighbour)
-        if work in found and found[work][1] != neighbour[_ARTIST]:
+        problem = None
+        if work not in found:
+            problem = "which the catalogue does not hold (an ingest that failed before its commit?)"
+        elif work in seen:
+            problem = "more than once"
+        elif found[work][1] != neighbour[_ARTIST]:
+            problem = f"by {neighbour[_ARTIST]!r}, the catalogue by {found[work][1]!r}"
+        elif neighbour[_VERSION] == found[work][2] and neighbour[_IMAGE] not in (None, found[work][3]):
+            problem = f"with another image than the catalogue's version {found[work][2]}"
+        if problem:
             raise VectorStoreError(
-                f"the vector store names {neighbour[_ARTIST]!r} as the artist of work {work[1]!r} of catalogue "
-                f"{work[0]!r}, the catalogue {found[work][1]!r}: its payload was changed behind the catalogue (or "
-                "an ingest is changing that artist now); this request was not recorded: ingest the catalogue again "
-                "into this collection (it rewrites such points; `attribution-audit catalogue check` lists them)"
+                f"the vector store names work {work[1]!r} of catalogue {work[0]!r} {problem}: a point was changed "
+                "behind the catalogue (or an ingest is changing it now); this request was not recorded: ingest the "
+                "catalogue again into this collection (it rewrites such points; `attribution-audit catalogue check "
+                "--format json` lists them)"
             )
+        seen.add(work)
 
 
 def append_rows(
@@ -550,9 +564,9 @@ def append_rows(
                 sql.works.execute(connection, reads, sql.pairs(sorted(set(map(_WORK_KEY, neighbours)))))
             last = sql.head.rows(connection, cursor)
             if work_pks is None:
-                found = {(cat, wid): (pk, artist) for cat, wid, pk, artist in reads.fetchall()} if neighbours else {}
-                _refuse_other_artists(neighbours, found)
-                work_pks = [found.get(_WORK_KEY(n), (None,))[0] for n in neighbours]
+                found = {(cat, wid): work for cat, wid, *work in reads.fetchall()} if neighbours else {}
+                _refuse_uncatalogued(neighbours, found)
+                work_pks = [found[_WORK_KEY(n)][0] for n in neighbours]
             near = sorted(
                 ((key, *n[:_WORK_PK], pk, *n[_WORK_PK:]) for n, pk in zip(neighbours, work_pks, strict=True)),
                 key=itemgetter(1),  # by rank
