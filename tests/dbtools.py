@@ -17,6 +17,7 @@ from attribution_audit.store.models import (
     AttributionNeighbour,
     AttributionRequest,
 )
+from attribution_audit.store.vectors import VectorStore
 
 
 def request_row(label: str, **fields: Any) -> AttributionRequest:
@@ -39,35 +40,63 @@ def request_row(label: str, **fields: Any) -> AttributionRequest:
     return AttributionRequest(**(values | fields))
 
 
-def catalogue_with(audit: AuditStore, works: dict[str, str], name: str = "museum") -> tuple[int, int]:
-    """The catalogue ``name`` holding ``works`` (work id -> artist, version 1, embedded in the collection
-    "works_x"): a request's neighbours must be works the catalogue holds. Its ingestion run and catalogue ids."""
+def record_catalogue(
+    audit: AuditStore,
+    works: list[WorkRecord],
+    *,
+    name: str = "museum",
+    collection: str = "works_x",
+    embedder: str = "x",
+    spaces: str = "content",
+) -> tuple[int, int]:
+    """``works`` recorded as the catalogue ``name``, embedded in ``collection`` by ``embedder`` in ``spaces`` (a
+    request's neighbours must be works the catalogue holds). Its ingestion run and catalogue ids."""
+    source = {"source_format": "csv", "manifest_path": "/m.csv", "manifest_sha256": "0" * 64}
     run, catalogue_id = audit.catalogue.start_ingestion(
-        name,
-        source_format="csv",
-        manifest_path="/m.csv",
-        manifest_sha256="0" * 64,
-        collection="works_x",
-        embedder_fingerprint="x",
-        requester="t",
+        name, **source, collection=collection, embedder_fingerprint=embedder, requester="t"
     )
-    records = [
-        WorkRecord(
-            work_id,
-            artist,
-            None,
-            f"/img/{work_id}.png",
-            hashlib.sha256(work_id.encode()).hexdigest(),
-            {},
-            1,
-            f"p-{work_id}",
-        )
-        for work_id, artist in works.items()
-    ]
     audit.catalogue.record_works(
-        catalogue_id, "works_x", run_id=run, embedder_fingerprint="x", spaces="content", works=records
+        catalogue_id, collection, run_id=run, embedder_fingerprint=embedder, spaces=spaces, works=works
     )
     return run, catalogue_id
+
+
+def catalogue_with(audit: AuditStore, works: dict[str, str]) -> tuple[int, int]:
+    """The catalogue "museum" holding ``works`` (work id -> artist, version 1): :func:`record_catalogue`."""
+    digest = {work_id: hashlib.sha256(work_id.encode()).hexdigest() for work_id in works}
+    return record_catalogue(
+        audit,
+        [WorkRecord(w, artist, None, f"/img/{w}.png", digest[w], {}, 1, f"p-{w}") for w, artist in works.items()],
+    )
+
+
+def catalogue_points(audit: AuditStore, store: VectorStore) -> None:
+    """Record the store's points whose works the audit DB does not hold yet as the catalogues their payloads name
+    (version and image digest from the payload where it has them), as an ingest would have: requests may cite
+    only works the catalogue holds."""
+    points = [p for p in store.iter_points()]
+    unknown = audit.catalogue.unknown_work_ids([str(p.payload["work_id"]) for p in points])
+    by_catalogue: dict[str, list[WorkRecord]] = {}
+    for point in points:
+        payload = point.payload
+        work_id = str(payload["work_id"])
+        if work_id not in unknown:
+            continue
+        version = payload.get("version")
+        digest = str(payload.get("image_sha256") or hashlib.sha256(work_id.encode()).hexdigest())
+        record = WorkRecord(
+            work_id,
+            str(payload["artist"]),
+            None,
+            f"/img/{work_id}.png",
+            digest,
+            {},
+            version if isinstance(version, int) and not isinstance(version, bool) else 1,
+            point.point_id,
+        )
+        by_catalogue.setdefault(str(payload["catalogue"]), []).append(record)
+    for name, works in by_catalogue.items():
+        record_catalogue(audit, works, name=name, collection=store.collection)
 
 
 def superuser_edit(engine: Engine, statement: str) -> None:

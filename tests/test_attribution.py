@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
+from dbtools import catalogue_points
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -86,6 +87,8 @@ def make_catalogue(root: Path, seed: int = 1234) -> VectorCatalogue:
 
 
 def make_attributor(audit: AuditStore, store: EdgeStore, tmp_path: Path, seed: int | None = None) -> Attributor:
+    """An Attributor over ``store``, whose works ``audit``'s catalogue holds (as after an ingest)."""
+    catalogue_points(audit, store)
     return Attributor(
         audit,
         store,
@@ -604,6 +607,7 @@ def test_replay_after_a_new_close_work_shows_it(sqlite_audit: AuditStore, tmp_pa
             ]
         )
         store.build_index()
+        catalogue_points(sqlite_audit, store)  # (ingested)
 
         before, after = attributor.replay(original.request_id)
         assert before == original

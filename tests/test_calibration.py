@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EMBEDDER
-from dbtools import superuser_edit
+from dbtools import catalogue_points, superuser_edit
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -234,11 +234,16 @@ def test_latest_model_is_the_newest_for_the_embedder_and_is_used_by_new_attribut
     store.ensure_collection(4)
     store.upsert(
         [
-            WorkPoint(point_id_for("c", f"w{i}"), np.array(v, dtype=np.float32), {"work_id": f"w{i}", "artist": a})
+            WorkPoint(
+                point_id_for("c", f"w{i}"),
+                np.array(v, dtype=np.float32),
+                {"work_id": f"w{i}", "artist": a, "catalogue": "c"},
+            )
             for i, (v, a) in enumerate([([1, 0.1, 0, 0], "A"), ([1, 0, 0.3, 0], "A"), ([0.2, 1, 0, 0], "B")])
         ]
     )
     store.build_index()
+    catalogue_points(audit, store)  # (as ingested: a request cites works the catalogue holds)
     try:
         query = QueryVectors(np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32))
         params = AttributionParams(k=3)

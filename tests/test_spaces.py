@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
+from dbtools import record_catalogue
 
 from attribution_audit.domain.confidence import confidence
 from attribution_audit.domain.params import TOP_RULES, AttributionParams
@@ -146,6 +147,7 @@ def test_fused_attribution_is_checked_against_exact_fusion(
 ) -> None:
     contents, styles, points = data
     store = _filled(EdgeStore(tmp_path, "works_spaces"), points)
+    _catalogued(sqlite_audit, points)  # (a request cites works the catalogue holds)
     attributor = _attributor(sqlite_audit, store, tmp_path)
     query = QueryVectors(contents[3], styles[3])
     for space in ("content", "style", "fused"):
@@ -210,22 +212,11 @@ class CountingEdgeStore(EdgeStore):
 
 def _catalogued(audit: AuditStore, points: list[WorkPoint]) -> None:
     """``points`` recorded as catalogue "c" of collection works_spaces (embedder "t@0"), in both base spaces."""
-    run, catalogue = audit.catalogue.start_ingestion(
-        "c",
-        source_format="csv",
-        manifest_path="/m.csv",
-        manifest_sha256="0" * 64,
-        collection="works_spaces",
-        embedder_fingerprint="t@0",
-        requester="pytest",
-    )
     works = [
         WorkRecord(p.payload["work_id"], p.payload["artist"], None, f"/img/{i}.png", f"{i:064x}", {}, 1, p.point_id)
         for i, p in enumerate(points)
     ]
-    audit.catalogue.record_works(
-        catalogue, "works_spaces", run_id=run, embedder_fingerprint="t@0", spaces="content,style", works=works
-    )
+    record_catalogue(audit, works, name="c", collection="works_spaces", embedder="t@0", spaces="content,style")
 
 
 def test_a_request_searches_each_base_space_once(
