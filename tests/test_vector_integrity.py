@@ -88,9 +88,10 @@ def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_fou
     refused = cli("attribute", query, "--embedder", EMBEDDER, code=1)
     assert refused.stdout == "" and refused.stderr == (
         f"error: the vector store names work {nearest['work_id']!r} of catalogue {nearest['catalogue']!r} by "
-        f"'Forger', the catalogue by {nearest['artist']!r}: a point was changed behind the catalogue (or an ingest is "
-        "changing it now); this request was not recorded: ingest the catalogue again into this collection (it "
-        "rewrites such points; `attribution-audit catalogue check --format json` lists them)\n"
+        f"'Forger', the catalogue by {nearest['artist']!r}: an ingest is writing it now, or failed before its "
+        "commit, or the point was changed behind the catalogue; this request was not recorded: retry once a running "
+        "ingest ends; otherwise ingest the catalogue again into this collection (it rewrites such points) or remove "
+        "them with `attribution-audit catalogue check --repair`\n"
     )
     assert len(json.loads(cli("audit", "list", "--format", "json").stdout)) == logged  # nothing recorded
     found = _check(cli, code=1)
@@ -110,8 +111,8 @@ def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_fou
 @pytest.mark.parametrize(
     ("forged", "problem"),
     [
-        ({"work_id": "FORGED"}, "which the catalogue does not hold (an ingest that failed before its commit?)"),
-        ({"catalogue": "elsewhere"}, "which the catalogue does not hold (an ingest that failed before its commit?)"),
+        ({"work_id": "FORGED"}, "which the catalogue does not hold"),
+        ({"catalogue": "elsewhere"}, "which the catalogue does not hold"),
         ({"image_sha256": "0" * 64}, "with another image than the catalogue's version 1"),
         ({"work_id": "SIBLING"}, "with another image than the catalogue's version 1"),  # the same artist's
         ({"work_id": "SIBLING", "image_sha256": "SIBLING"}, "more than once"),  # ... with its digest: named twice

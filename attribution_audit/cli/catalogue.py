@@ -101,6 +101,11 @@ def catalogue_check(
         )
         if vectors.corrupt and not report.repaired:
             typer.echo("corrupt vectors give wrong neighbours: run `attribution-audit catalogue check --deep --repair`")
+        if report.orphans and not report.repaired:
+            typer.echo(
+                "orphan points (no active work: withdrawn, or written by an ingest that failed before its commit): "
+                "an ingest of their catalogue adopts those its manifest still lists; `--repair` deletes them"
+            )
         if (report.stale or report.missing) and not report.repaired:
             typer.echo(
                 "stale points (their payload names another image, work or artist than the catalogue records; "

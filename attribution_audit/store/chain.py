@@ -478,13 +478,14 @@ def _refuse_uncatalogued(neighbours: Sequence[Sequence[Any]], found: dict[tuple[
     by another artist, or one at the catalogue's version but with another image. Its payload (what the request's
     shares were computed from) was rewritten behind the catalogue, or an ingest failed before its commit; it would
     otherwise enter the log as a valid attribution. A payload at an older version is another collection not yet
-    ingested again, and stays attributable as that version."""
+    ingested again, and stays attributable as that version (the digest of a version other than the catalogue's is
+    not compared here: `catalogue check` compares every point's with the one its embedding recorded)."""
     seen: set[tuple[str, str]] = set()
     for neighbour in neighbours:
         work = _WORK_KEY(neighbour)
         problem = None
         if work not in found:
-            problem = "which the catalogue does not hold (an ingest that failed before its commit?)"
+            problem = "which the catalogue does not hold"
         elif work in seen:
             problem = "more than once"
         elif found[work][1] != neighbour[_ARTIST]:
@@ -493,10 +494,10 @@ def _refuse_uncatalogued(neighbours: Sequence[Sequence[Any]], found: dict[tuple[
             problem = f"with another image than the catalogue's version {found[work][2]}"
         if problem:
             raise VectorStoreError(
-                f"the vector store names work {work[1]!r} of catalogue {work[0]!r} {problem}: a point was changed "
-                "behind the catalogue (or an ingest is changing it now); this request was not recorded: ingest the "
-                "catalogue again into this collection (it rewrites such points; `attribution-audit catalogue check "
-                "--format json` lists them)"
+                f"the vector store names work {work[1]!r} of catalogue {work[0]!r} {problem}: an ingest is writing "
+                "it now, or failed before its commit, or the point was changed behind the catalogue; this request "
+                "was not recorded: retry once a running ingest ends; otherwise ingest the catalogue again into this "
+                "collection (it rewrites such points) or remove them with `attribution-audit catalogue check --repair`"
             )
         seen.add(work)
 
