@@ -305,25 +305,37 @@ class VectorStore(ABC):
 
     @final
     def image_hashes(self, point_ids: Sequence[str] | None = None) -> dict[str, str]:
-        """Point id -> the ``image_sha256`` of its payload ("" where absent) for every point (consistency checks), or
-        for those of ``point_ids`` the collection holds; ``{}`` before the collection is created."""
-        return {point: identity.image_sha256 for point, identity in self.identities(point_ids).items()}
+        """Point id -> the ``image_sha256`` of its payload ("" where absent) for every point (consistency checks; the
+        Qdrant server's content version, per request), or for those of ``point_ids`` the collection holds; ``{}``
+        before the collection is created."""
+        return {
+            point: str(payload.get("image_sha256", ""))
+            for point, payload in self._payloads(point_ids, ["image_sha256"])
+        }
 
     @final
     def identities(self, point_ids: Sequence[str] | None = None) -> dict[str, PointIdentity]:
         """Point id -> the work its payload names (image digest, catalogue, work id, artist; "" where absent) for
         every point, or for those of ``point_ids`` the collection holds: what ``catalogue check`` and ingest compare
         with the catalogue's. ``{}`` before the collection is created."""
+        fields = PointIdentity._fields
+        return {
+            point: PointIdentity(*(str(payload.get(f, "")) for f in fields))
+            for point, payload in self._payloads(point_ids, list(fields))
+        }
+
+    def _payloads(self, point_ids: Sequence[str] | None, fields: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """(point id, payload) of every point, read with ``fields`` only, or of those of ``point_ids`` the
+        collection holds; none before the collection is created."""
         ids = None if point_ids is None else checked_ids(point_ids)
         if ids == [] or self._vector_sizes() is None:
-            return {}
-        fields = PointIdentity._fields
+            return []
         records = (
-            self._records(with_vector=False, with_payload=list(fields))
+            self._records(with_vector=False, with_payload=fields)
             if ids is None
             else self._retrieve(ids, with_vector=False, with_payload=True)
         )
-        return {str(r.id): PointIdentity(*(str((r.payload or {}).get(f, "")) for f in fields)) for r in records}
+        return [(str(r.id), r.payload or {}) for r in records]
 
     @final
     def content_version(self) -> str:
