@@ -473,8 +473,8 @@ _ARTIST, _VERSION, _IMAGE = (NEIGHBOUR_VALUES.index(key) for key in ("artist", "
 
 
 def _refuse_uncatalogued(neighbours: Sequence[Sequence[Any]], found: dict[tuple[str, str], Sequence[Any]]) -> None:
-    """Refuse a neighbour that is not the catalogue's work as the catalogue records it (``found``: each work's key,
-    artist, version and image digest by (catalogue, work id)): one the catalogue does not hold, one named twice, one
+    """Refuse a neighbour that is not the catalogue's work as the catalogue records it (``found``: each work's
+    (key, artist, version, image digest) by (catalogue, work id)): one the catalogue does not hold, one named twice, one
     by another artist, or one at the catalogue's version but with another image. Its payload (what the request's
     shares were computed from) was rewritten behind the catalogue, or an ingest failed before its commit; it would
     otherwise enter the log as a valid attribution. A payload at an older version is another collection not yet
@@ -483,15 +483,16 @@ def _refuse_uncatalogued(neighbours: Sequence[Sequence[Any]], found: dict[tuple[
     seen: set[tuple[str, str]] = set()
     for neighbour in neighbours:
         work = _WORK_KEY(neighbour)
+        _, artist, version, image = found.get(work, (None, None, None, None))
         problem = None
         if work not in found:
             problem = "which the catalogue does not hold"
         elif work in seen:
             problem = "more than once"
-        elif found[work][1] != neighbour[_ARTIST]:
-            problem = f"by {neighbour[_ARTIST]!r}, the catalogue by {found[work][1]!r}"
-        elif neighbour[_VERSION] == found[work][2] and neighbour[_IMAGE] not in (None, found[work][3]):
-            problem = f"with another image than the catalogue's version {found[work][2]}"
+        elif artist != neighbour[_ARTIST]:
+            problem = f"by {neighbour[_ARTIST]!r}, the catalogue by {artist!r}"
+        elif neighbour[_VERSION] == version and neighbour[_IMAGE] not in (None, image):
+            problem = f"with another image than the catalogue's version {version}"
         if problem:
             raise VectorStoreError(
                 f"the vector store names work {work[1]!r} of catalogue {work[0]!r} {problem}: an ingest is writing "
