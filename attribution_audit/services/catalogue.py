@@ -116,8 +116,9 @@ def check(
     recorded = audit.catalogue.stored_vectors(store.collection)
     report.vectors = vector_check.compare(store, recorded, actual.keys() & expected.keys() - set(report.stale), deep)
     if repair and not report.clean:
-        dropped = vector_check.repair(store, recorded, report.vectors, embed) if embed else report.vectors.corrupt
-        store.delete(report.orphans + report.stale + dropped)
+        with store.writing():
+            dropped = vector_check.repair(store, recorded, report.vectors, embed) if embed else report.vectors.corrupt
+            store.delete(report.orphans + report.stale + dropped)
         audit.catalogue.forget_embeddings(store.collection, report.missing + report.stale + dropped)
         report.repaired = True
     return report

@@ -411,7 +411,7 @@ def ingest_source(
     ingestion = Ingestion(audit, store, fingerprint, report, catalogue_id, spaces, vectors, allow_artist_changes)
     counter = _Counter(progress, row_total(source) if progress is not None else None)
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with store.writing(), ThreadPoolExecutor(max_workers=workers) as pool:  # the store marked once for the run
             for chunk in chunks(source, CHUNK_ROWS):
                 rows = [r for r in chunk if isinstance(r, ManifestRow)]
                 report.failures.extend(r for r in chunk if isinstance(r, RowFailure))

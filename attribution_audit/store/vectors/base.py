@@ -9,6 +9,7 @@ abstract ``_`` methods, and ``close``; the public operations are final, so a sto
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -147,6 +148,7 @@ class VectorStore(ABC):
         self.search_ef = search_ef  # the searches' hnsw_ef when set; else the collection's recorded one (128)
         self.params = self._searched_with(params or HnswParams())
         self.storage = storage or StorageParams()  # what a new collection gets; an existing one reports its own
+        self._run_marked: bool | None = None  # inside :meth:`writing`: whether the run has marked its change yet
 
     def _searched_with(self, params: HnswParams) -> HnswParams:
         """``params`` with the configured search ef, if any: a search-time parameter, so no re-ingest is needed."""
@@ -175,7 +177,7 @@ class VectorStore(ABC):
             self.close()
             raise VectorStoreError(f"{self._named} holds {held[LAYOUT]}-d layouts, not {layout_dim}-d")
         for space, size in wanted.items():
-            if held.get(space) == size or (space not in held and self._add_space(space, size)):
+            if held.get(space) == size or (space not in held and self._adds(space, size)):
                 continue
             have = f"{held[space]}-d" if space in held else "no"
             self.close()
@@ -184,7 +186,14 @@ class VectorStore(ABC):
                 "use the embedder and spaces the catalogue was ingested with"
             )
         if layout_dim and LAYOUT not in held:  # once the sizes match: a refused embedder changes nothing
-            self._add_space(LAYOUT, layout_dim)
+            self._adds(LAYOUT, layout_dim)
+
+    def _adds(self, space: str, size: int) -> bool:
+        """Add a space to the existing collection where the engine can (:meth:`_add_space`); False elsewhere."""
+        if not self.adds_spaces:
+            return False
+        with self._changing():
+            return self._add_space(space, size)
 
     @final
     def sizes(self) -> dict[str, int]:
@@ -213,8 +222,11 @@ class VectorStore(ABC):
         }
         for (space, length), point_id in shapes.items():  # one check per distinct vector size
             self._space_size(space, length, f"point {point_id}")
-        for start in range(0, len(points), UPSERT_BATCH):
-            self._upsert(points[start : start + UPSERT_BATCH])
+        if not points:
+            return
+        with self._changing():
+            for start in range(0, len(points), UPSERT_BATCH):
+                self._upsert(points[start : start + UPSERT_BATCH])
 
     @final
     def build_index(self) -> None:
@@ -284,7 +296,8 @@ class VectorStore(ABC):
         """Remove points by id; ids not present, and a collection not created yet, are ignored."""
         ids = checked_ids(point_ids)
         if ids and self._vector_sizes() is not None:
-            self._delete(ids)
+            with self._changing():
+                self._delete(ids)
 
     @final
     def iter_points(self) -> Iterator[WorkPoint]:
@@ -300,8 +313,10 @@ class VectorStore(ABC):
         if LAYOUT not in self._require() or not ids:
             return
         self._space_size(LAYOUT, len(next(iter(layouts.values()))), f"the layout of point {ids[0]}")
-        for start in range(0, len(ids), UPSERT_BATCH):
-            self._set_vectors(LAYOUT, {point: _floats(layouts[point]) for point in ids[start : start + UPSERT_BATCH]})
+        with self._changing():
+            for start in range(0, len(ids), UPSERT_BATCH):
+                batch = ids[start : start + UPSERT_BATCH]
+                self._set_vectors(LAYOUT, {point: _floats(layouts[point]) for point in batch})
 
     @final
     def image_hashes(self, point_ids: Sequence[str] | None = None) -> dict[str, str]:
@@ -339,9 +354,58 @@ class VectorStore(ABC):
 
     @final
     def content_version(self) -> str:
-        """A string that changes whenever the collection's content may have changed (keys the exact-index cache)."""
+        """A string that changes whenever the collection's content may have changed through this class (keys the
+        exact and learned-space caches; recorded with each request). Read per request: it costs the same at any size
+        of the collection."""
         self._require()
         return self._version()
+
+    @final
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold around a run of writes (an ingest): the store marks its content as changed (:meth:`_mark_changed`)
+        once before the run's first write and once after the run, not around every operation (on a Qdrant cluster
+        each mark is a consensus operation). A run that writes nothing marks nothing."""
+        if self._run_marked is not None:  # inside an outer run
+            yield
+            return
+        self._run_marked = False
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            marked, self._run_marked = self._run_marked, None
+            if marked:
+                self._mark_after(failed)
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around one write operation: marked before it and after it, or once for the whole :meth:`writing` run."""
+        if self._run_marked is not None:
+            if not self._run_marked:
+                self._mark_changed()
+                self._run_marked = True
+            yield
+            return
+        self._mark_changed()
+        try:
+            yield
+        except BaseException:
+            self._mark_after(failed=True)
+            raise
+        self._mark_after(failed=False)
+
+    def _mark_after(self, failed: bool) -> None:
+        """The mark after a write: a reader that read the content while it was written reads it again. After a
+        failed write, a failure to mark is left unsaid (the write's own error is the one to report)."""
+        if not failed:
+            self._mark_changed()
+            return
+        with contextlib.suppress(Exception):
+            self._mark_changed()
 
     @final
     def fetch(self, point_ids: Sequence[str], space: str = CONTENT) -> tuple[list[str], np.ndarray]:
@@ -515,3 +579,9 @@ class VectorStore(ABC):
     @abstractmethod
     def _version(self) -> str:
         """See :meth:`content_version`."""
+
+    @abstractmethod
+    def _mark_changed(self) -> None:
+        """Change :meth:`content_version` for every process that reads the collection: called before the first
+        write of an operation or :meth:`writing` run (a write cut short has changed it) and after the last (a reader
+        that read while it was written reads again)."""

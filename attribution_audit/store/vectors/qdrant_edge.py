@@ -122,8 +122,8 @@ class EdgeStore(VectorStore):
         os.replace(temporary, self.path / META_FILE)
         self._epoch = meta.get("epoch", 0)
 
-    def _bump_epoch(self) -> None:
-        """Count writes, before they happen: any write (even one cut short) changes :meth:`content_version`."""
+    def _mark_changed(self) -> None:
+        """Count writes in the meta file's epoch, which :meth:`content_version` reads."""
         meta = self._meta() or {}
         meta["epoch"] = int(meta.get("epoch", 0)) + 1
         self._write_meta(meta)
@@ -253,14 +253,12 @@ class EdgeStore(VectorStore):
     def _upsert(self, points: Sequence[WorkPoint]) -> None:
         from qdrant_edge import Point, UpdateOperation
 
-        self._bump_epoch()
         batch = [Point(id=p.point_id, vector=point_vectors(p), payload=p.payload) for p in points]
         self._shard.update(UpdateOperation.upsert_points(batch))
 
     def _set_vectors(self, space: str, vectors: dict[str, list[float]]) -> None:
         from qdrant_edge import PointVectors, UpdateOperation
 
-        self._bump_epoch()
         batch = [PointVectors(point_id, {space: vector}) for point_id, vector in vectors.items()]
         self._shard.update(UpdateOperation.update_vectors(batch))
 
@@ -319,7 +317,6 @@ class EdgeStore(VectorStore):
         from qdrant_edge import UpdateOperation
 
         ids: list[int | UUID | str] = list(point_ids)
-        self._bump_epoch()
         self._shard.update(UpdateOperation.delete_points(ids))
 
     def _retrieve(self, point_ids: list[str], *, with_vector: Selection, with_payload: bool = False) -> list[Any]:

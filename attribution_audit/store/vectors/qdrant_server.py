@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -24,6 +25,9 @@ from attribution_audit.store.vectors.base import (
 )
 
 SECRET_KEY = re.compile(r"pass|token|secret|key", re.IGNORECASE)
+# The collection metadata key of the write mark: a random value this class sets before and after each write run, so
+# that any process's content_version changes with it (a server keeps no write counter of its own).
+WRITE_MARK = "attribution_audit_write_mark"
 
 
 class ServerStore(VectorStore):
@@ -102,6 +106,7 @@ class ServerStore(VectorStore):
             shard_number=self.storage.shard_number,
             replication_factor=self.storage.replication_factor,
             write_consistency_factor=self.storage.write_consistency_factor,
+            metadata=_new_mark(),
         )
         self._call(
             "creating the artist index",
@@ -210,13 +215,25 @@ class ServerStore(VectorStore):
     def _indexed_count(self) -> int:
         return int(self._call("reading the collection", self._client.get_collection).indexed_vectors_count or 0)
 
+    def _mark_changed(self) -> None:
+        self._call("marking the collection as written", self._client.update_collection, metadata=_new_mark())
+
     def _version(self) -> str:
-        """A digest of every point id and image hash: a server gives no cheaper change counter."""
+        """The collection's write mark: one read of the collection's description, whatever its size. A collection
+        without one (made by a release before the marks and not written since, or on a server that keeps no
+        collection metadata) is read whole instead: a digest of every point id and image hash."""
+        metadata = self._call("reading the collection", self._client.get_collection).config.metadata or {}
+        if metadata.get(WRITE_MARK):
+            return f"{self.collection}-m{metadata[WRITE_MARK]}"
         digest = hashlib.sha256()
         hashes = self.image_hashes()
         for point_id in sorted(hashes):
             digest.update(f"{point_id}:{hashes[point_id]};".encode())
         return f"{self.collection}-{digest.hexdigest()[:16]}-n{len(hashes)}"
+
+
+def _new_mark() -> dict[str, str]:
+    return {WRITE_MARK: uuid.uuid4().hex}
 
 
 def shown_url(url: str) -> str:

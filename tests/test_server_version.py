@@ -1,0 +1,196 @@
+"""A Qdrant server collection's content version (what keys the exact and learned-space caches and is recorded with
+every request) is one read of the collection's description, whatever the collection holds, and changes with every
+write made through the store, for any process that reads it (qdrant-client's in-process mode stands in for the
+server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from dbtools import catalogue_points
+
+from attribution_audit.domain.params import AttributionParams
+from attribution_audit.domain.spaces import QueryVectors
+from attribution_audit.errors import VectorStoreError
+from attribution_audit.services import ingest as ingest_service
+from attribution_audit.services.attribution import Attributor
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.vectors import WorkPoint, point_id_for
+from attribution_audit.store.vectors.base import UPSERT_BATCH
+from attribution_audit.store.vectors.qdrant_server import WRITE_MARK, ServerStore
+
+DIM = 16
+CATALOGUE = "cat"
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Payload indexes have no effect:UserWarning", "ignore:Local mode performs exact:UserWarning"
+)
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return np.asarray(rows / np.linalg.norm(rows, axis=-1, keepdims=True), dtype=np.float32)
+
+
+def works(n: int, start: int = 0) -> list[WorkPoint]:
+    vectors = unit(np.random.default_rng(start).standard_normal((n, DIM)))
+    return [
+        WorkPoint(
+            point_id_for(CATALOGUE, f"w{i}"),
+            vectors[i - start],
+            {"work_id": f"w{i}", "artist": f"Artist {i % 5}", "catalogue": CATALOGUE, "image_sha256": f"{i:064x}"},
+        )
+        for i in range(start, start + n)
+    ]
+
+
+class Counted:
+    """Counts the calls of some of a store's engine primitives (scrolls, marks)."""
+
+    def __init__(self, store: ServerStore, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+        self.calls = dict.fromkeys(names, 0)
+        for name in names:
+            monkeypatch.setattr(store, name, self._counting(name, getattr(store, name)))
+
+    def _counting(self, name: str, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
+@pytest.fixture
+def store() -> Iterator[ServerStore]:
+    s = ServerStore(":memory:", "works")
+    s.ensure_collection(DIM)
+    s.upsert(works(50))
+    yield s
+    s.close()
+
+
+def test_the_version_is_read_without_reading_a_point_and_changes_with_each_write(
+    store: ServerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = Counted(store, monkeypatch, "_scroll", "_retrieve")
+    first = store.content_version()
+    store.search(works(1)[0].vector, 5)
+    assert store.content_version() == first  # reads change nothing
+    store.upsert(works(3, start=50))
+    added = store.content_version()
+    store.delete([point_id_for(CATALOGUE, "w0")])
+    deleted = store.content_version()
+    store.upsert([WorkPoint(p.point_id, p.vector, {**p.payload, "artist": "Other"}) for p in works(1, start=1)])
+    assert len({first, added, deleted, store.content_version()}) == 4  # a payload rewritten alone changes it too
+    assert counted.calls == {"_scroll": 0, "_retrieve": 0}
+
+
+def test_a_run_of_writes_marks_the_collection_once_before_and_once_after(
+    store: ServerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = Counted(store, monkeypatch, "_mark_changed")
+    before = store.content_version()
+    with store.writing():
+        assert store.content_version() == before  # nothing written yet: nothing marked
+        store.upsert(works(2 * UPSERT_BATCH + 1, start=100))  # three batches
+        during = store.content_version()
+        store.delete([point_id_for(CATALOGUE, "w1")])
+        with store.writing():  # a nested run is part of the outer one
+            store.upsert(works(1, start=900))
+        assert store.content_version() == during
+    assert counted.calls["_mark_changed"] == 2
+    assert len({before, during, store.content_version()}) == 3
+    with store.writing():
+        pass
+    assert counted.calls["_mark_changed"] == 2  # a run that wrote nothing marks nothing
+    store.upsert(works(2 * UPSERT_BATCH, start=2000))  # outside a run: before and after the operation
+    assert counted.calls["_mark_changed"] == 4
+
+
+def test_a_write_cut_short_still_changes_the_version_and_reports_its_own_error(
+    store: ServerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that read the collection before (or while) a failed write must not keep its caches."""
+    before = store.content_version()
+    written = store._upsert
+
+    def first_batch_only(points: Any) -> None:
+        if len(points) < UPSERT_BATCH:
+            raise VectorStoreError("Qdrant at http://q: upserting points failed (connection reset)")
+        written(points)
+
+    monkeypatch.setattr(store, "_upsert", first_batch_only)
+    with pytest.raises(VectorStoreError, match="upserting points failed"):
+        store.upsert(works(UPSERT_BATCH + 3, start=100))
+    assert store.content_version() != before
+
+    def server_gone() -> None:
+        raise VectorStoreError("Qdrant at http://q: marking the collection as written failed (connection refused)")
+
+    monkeypatch.setattr(store, "_mark_changed", server_gone)
+    with pytest.raises(VectorStoreError, match="marking the collection"):  # no mark, no write
+        store.upsert(works(1, start=700))
+    assert store.count() == 50 + UPSERT_BATCH
+
+
+def test_a_collection_without_a_write_mark_is_versioned_by_its_points_until_written(store: ServerStore) -> None:
+    """A collection made before the marks (or on a server that keeps no collection metadata) is still versioned
+    correctly, by reading every point; its first write through the store gives it a mark."""
+    store._client.update_collection("works", metadata={WRITE_MARK: ""})
+    unmarked = store.content_version()
+    assert unmarked == store.content_version() and "-n50" in unmarked
+    store.upsert(works(1, start=60))
+    marked = store.content_version()
+    assert marked != unmarked and marked == store.content_version() and "-n" not in marked
+
+
+def test_a_multi_chunk_ingest_marks_the_collection_twice(
+    tmp_path: Path, sqlite_audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ingest is one run of writes: on a cluster each mark is a consensus operation, so not one per chunk."""
+    from attribution_audit.config import load_settings
+    from attribution_audit.services.ingest import ingest_catalogue
+
+    marks: list[str] = []
+    monkeypatch.setattr(ServerStore, "_mark_changed", lambda self: marks.append(self.collection))
+    monkeypatch.setattr(ingest_service, "CHUNK_ROWS", 2)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,artist,work_id\n" + "".join(f"{i}.png,Ada,Q{i}\n" for i in range(7)))
+    vectors = unit(np.random.default_rng(3).standard_normal((7, 8)))
+    embeddings = tmp_path / "e.npz"
+    np.savez(embeddings, work_ids=np.array([f"Q{i}" for i in range(7)]), vectors=vectors)
+    settings = load_settings(data_dir=tmp_path / "data", embedder="vec8", qdrant_url=":memory:")
+    report = ingest_catalogue(settings, manifest, audit=sqlite_audit, embeddings=embeddings)
+    assert (report.added, report.failed) == (7, 0)
+    assert len(marks) == 2
+
+
+def test_a_request_on_a_server_reads_no_point_beyond_its_search(
+    store: ServerStore, sqlite_audit: AuditStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalogue version each request records costs the same at any size of the collection; an exact check
+    reads the vectors once, then again only after a write."""
+    catalogue_points(sqlite_audit, store)
+    attributor = Attributor(
+        sqlite_audit,
+        store,
+        embedder_name="test",
+        embedder_fingerprint="test@0",
+        requester="pytest",
+        exact_cache_dir=tmp_path / "exact",
+    )
+    counted = Counted(store, monkeypatch, "_scroll")
+    query = QueryVectors(works(1, start=5000)[0].vector)
+    off, always = AttributionParams(k=5, verify="off"), AttributionParams(k=5, verify="always")
+    for params in (off, off, always, always, off):
+        outcome = attributor.compute(query, params)
+        attributor.record("q.png", "0" * 64, query, params, outcome)
+    assert counted.calls["_scroll"] == 1  # the first exact check's read of the vectors
+    store.upsert(works(1, start=70))
+    catalogue_points(sqlite_audit, store)  # (reads every point, as an ingest's records would be made)
+    scrolled = counted.calls["_scroll"]
+    outcome = attributor.compute(query, always)
+    assert counted.calls["_scroll"] == scrolled + 1 and outcome.catalogue_version == store.content_version()
