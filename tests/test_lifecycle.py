@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from typer.testing import Result
 
 from attribution_audit.domain.spaces import QueryVectors
-from attribution_audit.errors import ConflictError, NotFoundError
+from attribution_audit.errors import ConflictError, NotFoundError, VectorStoreError
 from attribution_audit.services.attribution import AttributionParams, Attributor
 from attribution_audit.services.audit_log import get_attribution
 from attribution_audit.services.catalogue import check, list_artists, merge_artists, unmerge_artist
@@ -172,6 +172,38 @@ def test_withdrawn_work_leaves_new_attributions_but_stays_in_the_audit_log(
         assert last is not None and (last.withdrawn, last.unchanged, last.status) == (1, 5, "completed")
     assert data_store.count() == 5
     assert audit.requests.verify_chain().ok
+
+
+def test_a_withdrawn_works_point_left_in_the_store_is_refused_until_repaired(
+    tmp_path: Path, cli: Cli, sqlite_audit: AuditStore, data_store: EdgeStore
+) -> None:
+    """A withdrawal marks the catalogue, then deletes the points: one that stopped in between (or a point written
+    back behind the catalogue) left the work searchable, and requests cited a withdrawn work as a valid attribution.
+    Now such a request is refused before anything is recorded, and the check's repair removes the point."""
+    manifest, embeddings = write_catalogue(tmp_path, "lc", WITHDRAW_WORKS)
+    cli("ingest", str(manifest), "--embedder", EMBEDDER, "--embeddings", str(embeddings))
+    (left,) = data_store.points_of([point_id_for("lc", "W0")]).values()
+    data_store.close()
+    cli("catalogue", "withdraw", "W0", "--catalogue", "lc")
+    data_store.upsert([left])  # the point as a withdrawal cut short leaves it
+    query, params = QueryVectors(axis(0)), AttributionParams(k=3)
+    computer = attributor(sqlite_audit, data_store, tmp_path)
+    outcome = computer.compute(query, params)
+    assert outcome.neighbours[0].work_id == "W0"
+    with pytest.raises(VectorStoreError) as refused:
+        computer.record("q.png", SHA, query, params, outcome)
+    assert str(refused.value) == (
+        "the vector store names work 'W0' of catalogue 'lc', which the catalogue withdrew: its withdrawal is "
+        "deleting the point now, or stopped before it did; this request was not recorded: retry once a running "
+        "withdrawal ends; otherwise remove the point with `attribution-audit catalogue check --repair`"
+    )
+    assert sqlite_audit.requests.verify_chain().checked == 0
+    data_store.close()
+    assert "1 orphan" in cli("catalogue", "check", "--embedder", EMBEDDER, "--repair").stdout
+    again = attributor(sqlite_audit, data_store, tmp_path)
+    recorded = again.record("q.png", SHA, query, params, again.compute(query, params))
+    assert [n.work_id for n in recorded.neighbours][:2] == ["W1", "W2"]  # (then one of the ties at 0)
+    assert "W0" not in {n.work_id for n in recorded.neighbours}
 
 
 def test_withdraw_library_returns_points_per_collection_and_is_idempotent(

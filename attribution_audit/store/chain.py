@@ -396,7 +396,7 @@ class _Append:
                 .render_derived(name="k", with_types=True)
             )
             probe = (
-                select(w.id, a.name, w.version, w.image_sha256)
+                select(w.id, a.name, w.version, w.image_sha256, w.withdrawn_at)
                 .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
                 .join(_ARTISTS, a.id == w.artist_id)
                 .where(c.name == keys.c.catalogue, w.work_id == keys.c.work_id)
@@ -404,7 +404,13 @@ class _Append:
                 .lateral("w")
             )
             works: Select[Any] = select(
-                keys.c.catalogue, keys.c.work_id, probe.c.id, probe.c.name, probe.c.version, probe.c.image_sha256
+                keys.c.catalogue,
+                keys.c.work_id,
+                probe.c.id,
+                probe.c.name,
+                probe.c.version,
+                probe.c.image_sha256,
+                probe.c.withdrawn_at,
             ).select_from(keys.join(probe, true()))
         else:  # SQLite probes the unique key per value of the lists, statistics or not
 
@@ -412,7 +418,7 @@ class _Append:
                 return select(literal_column("value")).select_from(func.json_each(bindparam(name, type_=String)))
 
             works = (
-                select(c.name, w.work_id, w.id, a.name, w.version, w.image_sha256)
+                select(c.name, w.work_id, w.id, a.name, w.version, w.image_sha256, w.withdrawn_at)
                 .join_from(_WORKS, _CATALOGUES, w.catalogue_id == c.id)
                 .join(_ARTISTS, a.id == w.artist_id)
                 .where(c.name.in_(listed("catalogues")), w.work_id.in_(listed("work_ids")))
@@ -474,19 +480,27 @@ _ARTIST, _VERSION, _IMAGE = (NEIGHBOUR_VALUES.index(key) for key in ("artist", "
 
 def _refuse_uncatalogued(neighbours: Sequence[Sequence[Any]], found: dict[tuple[str, str], Sequence[Any]]) -> None:
     """Refuse a neighbour that is not the catalogue's work as the catalogue records it (``found``: each work's
-    (key, artist, version, image digest) by (catalogue, work id)): one the catalogue does not hold, one named twice, one
-    by another artist, or one at the catalogue's version but with another image. Its payload (what the request's
-    shares were computed from) was rewritten behind the catalogue, or an ingest failed before its commit; it would
-    otherwise enter the log as a valid attribution. A payload at an older version is another collection not yet
-    ingested again, and stays attributable as that version (the digest of a version other than the catalogue's is
-    not compared here: `catalogue check` compares every point's with the one its embedding recorded)."""
+    (key, artist, version, image digest, withdrawal time) by (catalogue, work id)): one the catalogue does not hold or
+    has withdrawn, one named twice, one by another artist, or one at the catalogue's version but with another image.
+    Its payload (what the request's shares were computed from) was rewritten behind the catalogue, or an ingest or a
+    withdrawal failed before it ended; it would otherwise enter the log as a valid attribution. A payload at an older
+    version is another collection not yet ingested again, and stays attributable as that version (the digest of a
+    version other than the catalogue's is not compared here: `catalogue check` compares every point's with the one
+    its embedding recorded)."""
     seen: set[tuple[str, str]] = set()
     for neighbour in neighbours:
         work = _WORK_KEY(neighbour)
-        _, artist, version, image = found.get(work, (None, None, None, None))
+        _, artist, version, image, withdrawn = found.get(work, (None, None, None, None, None))
         problem = None
         if work not in found:
             problem = "which the catalogue does not hold"
+        elif withdrawn is not None:
+            raise VectorStoreError(
+                f"the vector store names work {work[1]!r} of catalogue {work[0]!r}, which the catalogue withdrew: "
+                "its withdrawal is deleting the point now, or stopped before it did; this request was not recorded: "
+                "retry once a running withdrawal ends; otherwise remove the point with `attribution-audit catalogue "
+                "check --repair`"
+            )
         elif work in seen:
             problem = "more than once"
         elif artist != neighbour[_ARTIST]:
