@@ -54,11 +54,15 @@ def test_a_column_or_key_given_twice_is_refused_not_settled_by_the_last_value(tm
         '{"path": "a.png", "artist": "Ada", "work_id": "J1", "artist": "Bruno"}\n'
         '{"path": "b.png", "artist": "Ada", "work_id": "J2", "extra": {"k": 1, "k": 2}}\n'
         '{"path": "c.png", "artist": "Ada", "work_id": "J3"}\n'
+        '{"path": "d.png", "artist": "Ada", "work_id": "J4", "work_id": "J5"}\n'
+        '[{"a": 1, "a": 2}]\n'
     )
     items = list(open_source(jsonl))
-    assert [(i.line, i.reason) for i in items if isinstance(i, RowFailure)] == [
-        (1, "key 'artist' appears twice in the object; keep one"),
-        (2, "key 'k' appears twice in the object; keep one"),
+    assert [(i.line, i.work_id, i.reason) for i in items if isinstance(i, RowFailure)] == [
+        (1, "J1", "key 'artist' appears twice in the object; keep one"),  # named, to be found in the failures file
+        (2, "J2", "key 'k' appears twice in the object; keep one"),
+        (4, "", "key 'work_id' appears twice in the object; keep one"),  # which one: not said
+        (5, "", "key 'a' appears twice in the object; keep one"),
     ]
     assert [i.work_id for i in items if not isinstance(i, RowFailure)] == ["J3"]
 

@@ -226,6 +226,15 @@ def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+def _named_work_id(line: str) -> str:
+    """The work id a JSON object line names once (for its failure); "" where it names none, or several."""
+    pairs = json.loads(line, object_pairs_hook=list)  # every key of every object, repeated ones too
+    if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
+        return ""  # (an array line, whose object inside repeats a key)
+    named = [value for key, value in pairs if key == "work_id"]
+    return str(named[0]) if len(named) == 1 and type(named[0]) in (str, int) else ""
+
+
 class JsonlSource:
     """One JSON object per line with ``path``, ``artist``, ``work_id`` and optional fields."""
 
@@ -248,7 +257,8 @@ class JsonlSource:
                     yield RowFailure(line_number, "", f"invalid JSON ({exc.msg} at column {exc.colno})")
                     continue
                 except RepeatedKeyError as exc:
-                    yield RowFailure(line_number, "", f"key {exc.key!r} appears twice in the object; keep one")
+                    reason = f"key {exc.key!r} appears twice in the object; keep one"
+                    yield RowFailure(line_number, _named_work_id(line), reason)
                     continue
                 if not isinstance(record, dict):
                     yield RowFailure(line_number, "", "not a JSON object")
