@@ -47,6 +47,15 @@ def test_a_column_or_key_given_twice_is_refused_not_settled_by_the_last_value(tm
     csv_manifest.write_text("path,artist,work_id,title,,\na.png,Ada,W1,Dawn,,\n")
     (row,) = open_source(csv_manifest)
     assert not isinstance(row, RowFailure) and (row.artist, row.title) == ("Ada", "Dawn")
+    # ... but a value under an unnamed column was dropped silently: its row fails, naming the column
+    csv_manifest.write_text("path,,artist,work_id,#3\na.png,,Ada,W1,x\nb.png,Bruno,Ada,W2,\nc.png,,Ada,W3,,z\n")
+    first, second, third = open_source(csv_manifest)
+    assert not isinstance(first, RowFailure) and first.extra == {"#3": "x"}  # a column named so is a column
+    assert isinstance(second, RowFailure) and (second.work_id, second.reason) == (
+        "W2",
+        "a value in column 2, which the header does not name; name the column or move the value",
+    )
+    assert isinstance(third, RowFailure) and third.reason == "more fields than header columns"
     labelled.write_text("path,artist,,\na.png,Ada,,\n")
     assert [q.artist for q in read_labelled(labelled)] == ["Ada"]
     jsonl = tmp_path / "m.jsonl"

@@ -194,18 +194,28 @@ class CsvSource:
                 f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist,work_id"
             )
         refuse_repeated_columns(path, header)
+        # an unnamed column (a spreadsheet's trailing commas) is read under its position, to refuse a value in it
+        self.fields: list[str | int] = [name.strip() or number for number, name in enumerate(header, start=1)]
         self.sha256 = sha256_of(path)
 
     def __iter__(self) -> Iterator[ManifestRow | RowFailure]:
         validator = RowValidator(self.path.parent)
         with self.path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(handle, fieldnames=self.fields)
+            next(reader, None)  # the header
             for raw in reader:
-                record = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-                if None in raw:
-                    yield RowFailure(reader.line_num, record.get("work_id", ""), "more fields than header columns")
+                record = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+                unnamed = [k for k, v in record.items() if isinstance(k, int) and v]
+                problem = "more fields than header columns" if None in raw else None
+                if unnamed and problem is None:
+                    problem = (
+                        f"a value in column {unnamed[0]}, which the header does not name; name the column or "
+                        "move the value"
+                    )
+                if problem:
+                    yield RowFailure(reader.line_num, record.get("work_id", ""), problem)
                     continue
-                yield validator.check(reader.line_num, record)
+                yield validator.check(reader.line_num, {k: v for k, v in record.items() if isinstance(k, str)})
 
 
 class RepeatedKeyError(ValueError):
