@@ -21,7 +21,7 @@ from attribution_audit.services.attribution import Attributor
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.vectors import WorkPoint, point_id_for
 from attribution_audit.store.vectors.base import UPSERT_BATCH
-from attribution_audit.store.vectors.qdrant_server import WRITE_MARK, ServerStore
+from attribution_audit.store.vectors.qdrant_server import WRITE_MARK, WRITING, ServerStore
 
 DIM = 16
 CATALOGUE = "cat"
@@ -75,7 +75,7 @@ def store() -> Iterator[ServerStore]:
 def test_the_version_is_read_without_reading_a_point_and_changes_with_each_write(
     store: ServerStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counted = Counted(store, monkeypatch, "_scroll", "_retrieve")
+    counted = Counted(store, monkeypatch, "_scroll")
     first = store.content_version()
     store.search(works(1)[0].vector, 5)
     assert store.content_version() == first  # reads change nothing
@@ -85,22 +85,22 @@ def test_the_version_is_read_without_reading_a_point_and_changes_with_each_write
     deleted = store.content_version()
     store.upsert([WorkPoint(p.point_id, p.vector, {**p.payload, "artist": "Other"}) for p in works(1, start=1)])
     assert len({first, added, deleted, store.content_version()}) == 4  # a payload rewritten alone changes it too
-    assert counted.calls == {"_scroll": 0, "_retrieve": 0}
+    assert counted.calls == {"_scroll": 0}
 
 
 def test_a_run_of_writes_marks_the_collection_once_before_and_once_after(
     store: ServerStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counted = Counted(store, monkeypatch, "_mark_changed")
+    counted = Counted(store, monkeypatch, "_mark_changed", "_scroll")
     before = store.content_version()
     with store.writing():
         assert store.content_version() == before  # nothing written yet: nothing marked
         store.upsert(works(2 * UPSERT_BATCH + 1, start=100))  # three batches
-        during = store.content_version()
+        during = store.content_version()  # while a run writes: read from every point, as it changes
         store.delete([point_id_for(CATALOGUE, "w1")])
         with store.writing():  # a nested run is part of the outer one
             store.upsert(works(1, start=900))
-        assert store.content_version() == during
+        assert store.content_version() != during and counted.calls["_scroll"] > 0
     assert counted.calls["_mark_changed"] == 2
     assert len({before, during, store.content_version()}) == 3
     with store.writing():
@@ -127,7 +127,7 @@ def test_a_write_cut_short_still_changes_the_version_and_reports_its_own_error(
         store.upsert(works(UPSERT_BATCH + 3, start=100))
     assert store.content_version() != before
 
-    def server_gone() -> None:
+    def server_gone(writing: bool) -> None:
         raise VectorStoreError("Qdrant at http://q: marking the collection as written failed (connection refused)")
 
     monkeypatch.setattr(store, "_mark_changed", server_gone)
@@ -139,12 +139,45 @@ def test_a_write_cut_short_still_changes_the_version_and_reports_its_own_error(
 def test_a_collection_without_a_write_mark_is_versioned_by_its_points_until_written(store: ServerStore) -> None:
     """A collection made before the marks (or on a server that keeps no collection metadata) is still versioned
     correctly, by reading every point; its first write through the store gives it a mark."""
-    store._client.update_collection("works", metadata={WRITE_MARK: ""})
+    store._client.update_collection("works", metadata={WRITE_MARK: "", WRITING: None})
     unmarked = store.content_version()
-    assert unmarked == store.content_version() and "-n50" in unmarked
+    assert unmarked == store.content_version() and "-n50" in unmarked and "-m" not in unmarked
     store.upsert(works(1, start=60))
     marked = store.content_version()
-    assert marked != unmarked and marked == store.content_version() and "-n" not in marked
+    assert marked != unmarked and marked == store.content_version() and "-m" in marked
+
+
+def test_a_writer_killed_mid_run_leaves_the_version_read_from_the_points_until_a_run_ends(
+    store: ServerStore,
+) -> None:
+    """A run that never marked its end (killed, out of memory, the server lost) may have written more after a reader
+    cached what it read: until a run ends, the version follows every point's digest, as a server gives nothing
+    cheaper that does."""
+    writer = ServerStore(":memory:", "works")
+    writer._client, writer._sizes = store._client, store.sizes()  # another process on the same server
+    writer._mark_changed(writing=True)
+    writer._upsert(works(2, start=300))  # ... then killed: no end mark
+    read = store.content_version()
+    assert "-m" not in read and store.content_version() == read
+    writer._upsert(works(1, start=400))  # what it wrote after the reader read changes the version
+    assert store.content_version() != read
+    with store.writing():  # a run that finds nothing to write (the ingest run again) ends the killed run's mark
+        store.delete([point_id_for(CATALOGUE, "absent")])
+    ended = store.content_version()
+    assert "-m" in ended and ended != read
+    with store.writing():  # and then marks nothing more
+        pass
+    assert store.content_version() == ended
+
+
+def test_a_write_behind_the_store_that_adds_or_removes_points_changes_the_version(store: ServerStore) -> None:
+    """A write through the Qdrant API or another tool sets no mark; one that changes the number of points is seen
+    (one that rewrites points in place is for `catalogue check` to find)."""
+    from qdrant_client import models
+
+    first = store.content_version()
+    store._client.delete("works", points_selector=models.PointIdsList(points=[point_id_for(CATALOGUE, "w3")]))
+    assert store.content_version() != first
 
 
 def test_a_multi_chunk_ingest_marks_the_collection_twice(
@@ -155,7 +188,7 @@ def test_a_multi_chunk_ingest_marks_the_collection_twice(
     from attribution_audit.services.ingest import ingest_catalogue
 
     marks: list[str] = []
-    monkeypatch.setattr(ServerStore, "_mark_changed", lambda self: marks.append(self.collection))
+    monkeypatch.setattr(ServerStore, "_mark_changed", lambda self, writing: marks.append(writing))
     monkeypatch.setattr(ingest_service, "CHUNK_ROWS", 2)
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,artist,work_id\n" + "".join(f"{i}.png,Ada,Q{i}\n" for i in range(7)))
@@ -165,7 +198,7 @@ def test_a_multi_chunk_ingest_marks_the_collection_twice(
     settings = load_settings(data_dir=tmp_path / "data", embedder="vec8", qdrant_url=":memory:")
     report = ingest_catalogue(settings, manifest, audit=sqlite_audit, embeddings=embeddings)
     assert (report.added, report.failed) == (7, 0)
-    assert len(marks) == 2
+    assert marks == [True, False]
 
 
 def test_a_request_on_a_server_reads_no_point_beyond_its_search(
@@ -194,3 +227,30 @@ def test_a_request_on_a_server_reads_no_point_beyond_its_search(
     scrolled = counted.calls["_scroll"]
     outcome = attributor.compute(query, always)
     assert counted.calls["_scroll"] == scrolled + 1 and outcome.catalogue_version == store.content_version()
+
+
+def test_a_request_records_the_version_read_before_its_search(
+    store: ServerStore, sqlite_audit: AuditStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that ends while a request searches leaves the request recorded under the version before it, never
+    under a later one (verify-recall would count the works the write added as misses of the index)."""
+    catalogue_points(sqlite_audit, store)
+    attributor = Attributor(
+        sqlite_audit,
+        store,
+        embedder_name="test",
+        embedder_fingerprint="test@0",
+        requester="pytest",
+        exact_cache_dir=tmp_path / "exact",
+    )
+    before = store.content_version()
+    searched = store._query
+
+    def search_then_write(*args: Any, **kwargs: Any) -> Any:
+        found = searched(*args, **kwargs)
+        store.upsert(works(1, start=800))  # another process's ingest, ending meanwhile
+        return found
+
+    monkeypatch.setattr(store, "_query", search_then_write)
+    outcome = attributor.compute(QueryVectors(works(1, start=5000)[0].vector), AttributionParams(k=5))
+    assert outcome.catalogue_version == before != store.content_version()

@@ -332,6 +332,9 @@ class Attributor:
         spaces the cross-space indicators read are the newest versions, or ``others`` (a replayed record's), and the
         outcome names them and the version of the params' own learned space it searched (:meth:`record` records
         that one)."""
+        # read before searching: a write that ends meanwhile makes the record's version older than what was searched,
+        # never newer (verify-recall then leaves it unchecked, as changed, instead of counting misses of the index)
+        catalogue_version = self.store.content_version()
         space, params = self.space_of(params)
         self.check_coverage(space.bases)
         query = space.placed(query)
@@ -377,7 +380,7 @@ class Attributor:
             candidates=candidates,
             overlap_at_k=overlap,
             exact_method=method,
-            catalogue_version=self.store.content_version(),
+            catalogue_version=catalogue_version,
             features={
                 **features,
                 "agreement_spaces": spaces_agree,

@@ -113,6 +113,11 @@ def _space_matrix(records: Iterable[Any], space: str, size: int) -> tuple[list[s
     return ids, np.vstack(rows) if rows else np.zeros((0, size), dtype=np.float32)
 
 
+def _pages(ids: list[str]) -> Iterator[list[str]]:
+    """``ids`` in pages of at most SCROLL_PAGE, for the engines' retrieve by id."""
+    return (ids[start : start + SCROLL_PAGE] for start in range(0, len(ids), SCROLL_PAGE))
+
+
 def _floats(vector: np.ndarray) -> list[float]:
     floats: list[float] = np.asarray(vector, dtype=np.float32).tolist()  # each float32 as the float it is
     return floats
@@ -295,9 +300,12 @@ class VectorStore(ABC):
     def delete(self, point_ids: Sequence[str]) -> None:
         """Remove points by id; ids not present, and a collection not created yet, are ignored."""
         ids = checked_ids(point_ids)
-        if ids and self._vector_sizes() is not None:
+        if not ids or self._vector_sizes() is None:
+            return
+        held = [str(r.id) for page in _pages(ids) for r in self._retrieve(page, with_vector=False)]  # none: none marked
+        if held:
             with self._changing():
-                self._delete(ids)
+                self._delete(held)
 
     @final
     def iter_points(self) -> Iterator[WorkPoint]:
@@ -354,9 +362,9 @@ class VectorStore(ABC):
 
     @final
     def content_version(self) -> str:
-        """A string that changes whenever the collection's content may have changed through this class (keys the
-        exact and learned-space caches; recorded with each request). Read per request: it costs the same at any size
-        of the collection."""
+        """A string that changes whenever the collection's content may have changed through this class: the same
+        string means the same content, between write runs (keys the exact and learned-space caches; recorded with
+        each request). Read per request; see each store's ``_version`` for what it reads."""
         self._require()
         return self._version()
 
@@ -380,17 +388,19 @@ class VectorStore(ABC):
             marked, self._run_marked = self._run_marked, None
             if marked:
                 self._mark_after(failed)
+            elif not failed:
+                self._settle()
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:
         """Around one write operation: marked before it and after it, or once for the whole :meth:`writing` run."""
         if self._run_marked is not None:
             if not self._run_marked:
-                self._mark_changed()
+                self._mark_changed(writing=True)
                 self._run_marked = True
             yield
             return
-        self._mark_changed()
+        self._mark_changed(writing=True)
         try:
             yield
         except BaseException:
@@ -399,13 +409,14 @@ class VectorStore(ABC):
         self._mark_after(failed=False)
 
     def _mark_after(self, failed: bool) -> None:
-        """The mark after a write: a reader that read the content while it was written reads it again. After a
-        failed write, a failure to mark is left unsaid (the write's own error is the one to report)."""
+        """The mark after a write, failed or not: a reader that read the content while it was written reads it
+        again. After a failed write, a failure to mark is left unsaid (the write's own error is the one to
+        report)."""
         if not failed:
-            self._mark_changed()
+            self._mark_changed(writing=False)
             return
         with contextlib.suppress(Exception):
-            self._mark_changed()
+            self._mark_changed(writing=False)
 
     @final
     def fetch(self, point_ids: Sequence[str], space: str = CONTENT) -> tuple[list[str], np.ndarray]:
@@ -413,9 +424,8 @@ class VectorStore(ABC):
         bring the exact index up to date with the points an ingest wrote, without reading the rest)."""
         ids = checked_ids(point_ids)
         size = self._space_size(space)
-        pages = (ids[start : start + SCROLL_PAGE] for start in range(0, len(ids), SCROLL_PAGE))
         return _space_matrix(
-            (record for page in pages for record in self._retrieve(page, with_vector=[space])), space, size
+            (record for page in _pages(ids) for record in self._retrieve(page, with_vector=[space])), space, size
         )
 
     @final
@@ -581,7 +591,11 @@ class VectorStore(ABC):
         """See :meth:`content_version`."""
 
     @abstractmethod
-    def _mark_changed(self) -> None:
+    def _settle(self) -> None:
+        """At the end of a :meth:`writing` run that wrote nothing: end the mark of a run killed before its end."""
+
+    @abstractmethod
+    def _mark_changed(self, writing: bool) -> None:
         """Change :meth:`content_version` for every process that reads the collection: called before the first
-        write of an operation or :meth:`writing` run (a write cut short has changed it) and after the last (a reader
-        that read while it was written reads again)."""
+        write of an operation or :meth:`writing` run (``writing``: a write cut short has changed it) and after its
+        last (a reader that read while it was written reads again)."""

@@ -122,11 +122,15 @@ class EdgeStore(VectorStore):
         os.replace(temporary, self.path / META_FILE)
         self._epoch = meta.get("epoch", 0)
 
-    def _mark_changed(self) -> None:
-        """Count writes in the meta file's epoch, which :meth:`content_version` reads."""
+    def _mark_changed(self, writing: bool) -> None:
+        """Count writes in the meta file's epoch, which :meth:`content_version` reads (no other process reads the
+        shard while this one holds its lock: a write cut short by a crash ends the process's readers too)."""
         meta = self._meta() or {}
         meta["epoch"] = int(meta.get("epoch", 0)) + 1
         self._write_meta(meta)
+
+    def _settle(self) -> None:
+        """Nothing to end: a process killed while writing held the shard's lock, so it ended every reader too."""
 
     def hold(self, wait_s: float) -> None:
         waited, self._lock_timeout = self._lock_timeout, wait_s
@@ -334,7 +338,7 @@ class EdgeStore(VectorStore):
         return int(self._shard.info().indexed_vectors_count)
 
     def _version(self) -> str:
-        """The shard's write counter (bumped before every write) and its point count."""
+        """The shard's write counter (bumped before and after every write run) and its point count."""
         return f"{self.collection}-epoch{self._epoch}-n{self._count()}"
 
 

@@ -25,9 +25,10 @@ from attribution_audit.store.vectors.base import (
 )
 
 SECRET_KEY = re.compile(r"pass|token|secret|key", re.IGNORECASE)
-# The collection metadata key of the write mark: a random value this class sets before and after each write run, so
-# that any process's content_version changes with it (a server keeps no write counter of its own).
-WRITE_MARK = "attribution_audit_write_mark"
+# The collection metadata keys of the write mark, a random value this class sets before and after each write run so
+# that any process's content_version changes with it (a server keeps no write counter of its own), and of whether a
+# run is writing (set before it, cleared after it: a writer killed in between leaves it set).
+WRITE_MARK, WRITING = "attribution_audit_write_mark", "attribution_audit_writing"
 
 
 class ServerStore(VectorStore):
@@ -106,7 +107,7 @@ class ServerStore(VectorStore):
             shard_number=self.storage.shard_number,
             replication_factor=self.storage.replication_factor,
             write_consistency_factor=self.storage.write_consistency_factor,
-            metadata=_new_mark(),
+            metadata=_new_mark(writing=False),
         )
         self._call(
             "creating the artist index",
@@ -215,16 +216,27 @@ class ServerStore(VectorStore):
     def _indexed_count(self) -> int:
         return int(self._call("reading the collection", self._client.get_collection).indexed_vectors_count or 0)
 
-    def _mark_changed(self) -> None:
-        self._call("marking the collection as written", self._client.update_collection, metadata=_new_mark())
+    def _mark_changed(self, writing: bool) -> None:
+        mark = _new_mark(writing)
+        self._call("marking the collection as written", self._client.update_collection, metadata=mark)
+
+    def _settle(self) -> None:
+        """A collection left marked as being written (a writer killed mid-run) is versioned by reading every point
+        on each request: a run that finds nothing to write (an ingest run again) ends that mark."""
+        if self._vector_sizes() is not None and self._metadata().get(WRITING):
+            self._mark_changed(writing=False)
+
+    def _metadata(self) -> dict[str, Any]:
+        return self._call("reading the collection", self._client.get_collection).config.metadata or {}
 
     def _version(self) -> str:
-        """The collection's write mark: one read of the collection's description, whatever its size. A collection
-        without one (made by a release before the marks and not written since, or on a server that keeps no
-        collection metadata) is read whole instead: a digest of every point id and image hash."""
-        metadata = self._call("reading the collection", self._client.get_collection).config.metadata or {}
-        if metadata.get(WRITE_MARK):
-            return f"{self.collection}-m{metadata[WRITE_MARK]}"
+        """The collection's write mark and exact point count: two calls, whatever the collection holds. While a run
+        is writing (or after a writer was killed mid-run, until the next run ends), and for a collection without a
+        mark (made by a release before the marks and not written since, or on a server that keeps no collection
+        metadata), the collection is read whole instead: a digest of every point id and image hash."""
+        metadata = self._metadata()
+        if metadata.get(WRITE_MARK) and metadata.get(WRITING) is False:
+            return f"{self.collection}-m{metadata[WRITE_MARK]}-n{self._count()}"
         digest = hashlib.sha256()
         hashes = self.image_hashes()
         for point_id in sorted(hashes):
@@ -232,8 +244,8 @@ class ServerStore(VectorStore):
         return f"{self.collection}-{digest.hexdigest()[:16]}-n{len(hashes)}"
 
 
-def _new_mark() -> dict[str, str]:
-    return {WRITE_MARK: uuid.uuid4().hex}
+def _new_mark(writing: bool) -> dict[str, str | bool]:
+    return {WRITE_MARK: uuid.uuid4().hex, WRITING: writing}
 
 
 def shown_url(url: str) -> str:
