@@ -76,6 +76,47 @@ def test_an_ingest_brings_the_exact_cache_up_to_date_without_a_scroll(
         store.close()
 
 
+def test_a_cache_is_not_brought_forward_past_a_write_the_run_did_not_make(
+    sqlite_audit: AuditStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer (a withdrawal in another process, on a Qdrant server) removes a point during an ingest: the
+    cache as it was plus the ingest's own points would still hold it, under the new version. It is left for the
+    next search to build from the collection instead."""
+    from attribution_audit.services import ingest as ingest_service
+
+    store, root = EdgeStore(tmp_path / "qdrant", "works"), tmp_path / "exact"
+    vectors = dict(zip([f"w{i}" for i in range(20)], unit_rows(20, 0), strict=True))
+    write = ingest_service.Ingestion.write
+
+    def ingest(name: str, work_ids: list[str]) -> None:
+        ingest_source(
+            open_source(manifest(tmp_path / f"{name}.csv", work_ids)),
+            audit=sqlite_audit,
+            store=store,
+            embedder=None,
+            embedder_fingerprint="precomputed:test",
+            vectors=lambda row: vectors.get(row.work_id),
+            catalogue="museum",
+            exact_cache_dir=root,
+        )
+
+    def write_then_other_writer(self: ingest_service.Ingestion, *args: object) -> None:
+        write(self, *args)
+        store.delete([point_id_for("museum", "w0")])
+
+    try:
+        ingest("first", [f"w{i}" for i in range(10)])
+        folder = cache_folder(root, store.collection, "brute", "content")
+        load_or_build("brute", folder, store.content_version(), lambda: store.fetch_all())
+        monkeypatch.setattr(ingest_service.Ingestion, "write", write_then_other_writer)
+        ingest("second", [f"w{i}" for i in range(20)])
+        assert store.content_version() not in [p.name for p in folder.iterdir()]
+        index = load_or_build("brute", folder, store.content_version(), lambda: store.fetch_all())
+        assert sorted(index.ids) == sorted(store.fetch_all()[0]) and len(index.ids) == 19
+    finally:
+        store.close()
+
+
 def test_a_write_of_no_cached_vector_moves_the_cache_on_whole(tmp_path: Path) -> None:
     """A run that wrote only vectors the cache does not hold (layouts) renames the cache to the new version: the
     KD-tree is kept, nothing is copied, and the next search reads no vector of the collection."""

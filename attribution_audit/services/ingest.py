@@ -531,13 +531,16 @@ def _ingest_precomputed(
 def _refresh_exact_caches(store: VectorStore, root: Path, before: str, written: list[str]) -> None:
     """Bring each exact cache of the collection as it was ``before`` this run to its content now, from the points
     written (read back by id; none where the run only gave works their layouts, which no cache holds); a cache of
-    another version is left for the next search to rebuild."""
+    another version, or one that would not hold as many vectors as the collection (another process wrote it during
+    the run), is left for the next search to rebuild."""
     folder = root / store.collection
     if not folder.is_dir():
         return
     after = store.content_version()
     for cache in sorted(p for p in folder.iterdir() if p.is_dir() and (p / before).is_dir()):
-        update_cache(cache, before, after, *store.fetch(list(dict.fromkeys(written)), cached_space(cache)))
+        space = cached_space(cache)
+        ids, vectors = store.fetch(list(dict.fromkeys(written)), space)
+        update_cache(cache, before, after, ids, vectors, held=store.count_with(space))
 
 
 def _write_failures(path: Path | None, failures: list[RowFailure]) -> Path | None:

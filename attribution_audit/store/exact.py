@@ -175,26 +175,31 @@ def cached_space(folder: Path) -> str:
     return folder.name.split("-", 1)[0] if "-" in folder.name else "content"
 
 
-def update_cache(cache_dir: Path, version: str, new_version: str, ids: Sequence[str], vectors: np.ndarray) -> bool:
+def update_cache(
+    cache_dir: Path, version: str, new_version: str, ids: Sequence[str], vectors: np.ndarray, held: int | None = None
+) -> bool:
     """Bring the cache of ``version`` to ``new_version`` by upserted points (rows of known ids replaced in place, new
     ids appended), reading nothing else of the collection: the exact index follows an ingest without a full scroll.
     The new vectors file is written through a memory map (the old one is copied in blocks), then the old version is
     removed; with no point, the cache (the exact index included) is only renamed to ``new_version`` (a write of
-    vectors it does not hold, such as layouts). False, and nothing done, when ``version`` is not cached (the next
-    search builds it from the store)."""
+    vectors it does not hold, such as layouts). False, and nothing done, when ``version`` is not cached, or when the
+    result would not hold ``held`` vectors, the number the collection holds now (another process added or removed
+    points meanwhile): the next search builds it from the store."""
     cache_dir = Path(cache_dir)
     cached = _read_cache(cache_dir / version)
     if cached is None or version == new_version:
         return cached is not None
-    if not len(ids) and not (cache_dir / new_version).exists():
-        os.replace(cache_dir / version, cache_dir / new_version)
-        return True
     old_ids, old_vectors = cached
     new_ids, unit = _validated(ids, vectors) if len(ids) else ([], np.zeros((0, old_vectors.shape[1]), np.float32))
     if unit.shape[1] != old_vectors.shape[1]:
         raise ValueError(f"vectors have dimension {unit.shape[1]}, the cache has {old_vectors.shape[1]}")
-    position = {point: row for row, point in enumerate(old_ids)}
+    position = {point: row for row, point in enumerate(old_ids)} if new_ids else {}
     appended = [j for j, point in enumerate(new_ids) if point not in position]
+    if held is not None and held != len(old_ids) + len(appended):
+        return False
+    if not len(ids) and not (cache_dir / new_version).exists():
+        os.replace(cache_dir / version, cache_dir / new_version)
+        return True
     target = cache_dir / new_version
     target.mkdir(parents=True, exist_ok=True)
     (target / _KDTREE_FILE).unlink(missing_ok=True)
