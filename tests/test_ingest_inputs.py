@@ -44,9 +44,9 @@ def test_a_column_or_key_given_twice_is_refused_not_settled_by_the_last_value(tm
     with pytest.raises(ManifestError, match=r"q\.csv: column 'path' appears twice in the header; keep one$"):
         read_labelled(labelled)
     # a spreadsheet's trailing commas: unnamed columns, dropped as before
-    csv_manifest.write_text("path,artist,work_id,title,,\na.png,Ada,W1,Dawn,,\n")
-    (row,) = open_source(csv_manifest)
-    assert not isinstance(row, RowFailure) and (row.artist, row.title) == ("Ada", "Dawn")
+    csv_manifest.write_text("path,artist,work_id,title,,\na.png,Ada,W1,Dawn,,\nb.png,Ada,W2,Dusk,,,, \n")
+    rows = list(open_source(csv_manifest))
+    assert [(r.artist, r.title) for r in rows if not isinstance(r, RowFailure)] == [("Ada", "Dawn"), ("Ada", "Dusk")]
     # ... but a value under an unnamed column was dropped silently: its row fails, naming the column
     csv_manifest.write_text("path,,artist,work_id,#3\na.png,,Ada,W1,x\nb.png,Bruno,Ada,W2,\nc.png,,Ada,W3,,z\n")
     first, second, third = open_source(csv_manifest)
@@ -55,7 +55,7 @@ def test_a_column_or_key_given_twice_is_refused_not_settled_by_the_last_value(tm
         "W2",
         "a value in column 2, which the header does not name; name the column or move the value",
     )
-    assert isinstance(third, RowFailure) and third.reason == "more fields than header columns"
+    assert isinstance(third, RowFailure) and third.reason.startswith("a value in column 6, which the header")
     labelled.write_text("path,artist,,\na.png,Ada,,\n")
     assert [q.artist for q in read_labelled(labelled)] == ["Ada"]
     jsonl = tmp_path / "m.jsonl"

@@ -141,6 +141,8 @@ def test_withdrawn_work_leaves_new_attributions_but_stays_in_the_audit_log(
 
     out = cli("catalogue", "withdraw", "W0", "--catalogue", "lc").stdout
     assert "withdrew 1 work(s) from lc; removed from 1 collection(s)" in out
+    again = cli("catalogue", "withdraw", "W0", "--catalogue", "lc").stdout  # says so, rather than withdrawing again
+    assert "withdrew 0 work(s) from lc (1 withdrawn before); removed from 1 collection(s)" in again
 
     # New attributions no longer see W0; search does not return it.
     assert data_store.count() == 5
@@ -216,19 +218,21 @@ def test_withdraw_library_returns_points_per_collection_and_is_idempotent(
         ingest(audit, store, manifest, embeddings)
     finally:
         store.close()
-    points = audit.catalogue.withdraw("lc", ["W3", "W4"])
+    points, already = audit.catalogue.withdraw("lc", ["W3", "W4"])
     assert {k: sorted(v) for k, v in points.items()} == {
         COLLECTION: sorted([point_id_for("lc", "W3"), point_id_for("lc", "W4")])
     }
+    assert already == []
     with Session(audit.engine) as session:
         first = session.scalars(select(Work.withdrawn_at).where(Work.work_id == "W3")).one()
-    audit.catalogue.withdraw("lc", ["W3"])  # again: the first withdrawal time is kept
+    _, already = audit.catalogue.withdraw("lc", ["W3", "W5"])  # again: the first withdrawal time is kept
+    assert already == ["W3"]
     with Session(audit.engine) as session:
         assert session.scalars(select(Work.withdrawn_at).where(Work.work_id == "W3")).one() == first
     with pytest.raises(NotFoundError, match="no work 'X1', 'X2'; nothing withdrawn"):
-        audit.catalogue.withdraw("lc", ["W5", "X2", "X1"])
+        audit.catalogue.withdraw("lc", ["W2", "X2", "X1"])
     with Session(audit.engine) as session:
-        assert session.scalars(select(Work.withdrawn_at).where(Work.work_id == "W5")).one() is None
+        assert session.scalars(select(Work.withdrawn_at).where(Work.work_id == "W2")).one() is None
 
 
 # -- merge -------------------------------------------------------------------------------------------------------

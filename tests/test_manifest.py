@@ -170,7 +170,9 @@ def test_row_failures_keep_line_numbers_and_other_rows(tmp_path: Path) -> None:
         assert failure.work_id == work_id
         assert "leaves the catalogue folder" in failure.reason
         assert "put the manifest in a folder that holds its images" in failure.reason
-    assert failure_for(manifest, 9) == RowFailure(9, "w8", "more fields than header columns")
+    assert failure_for(manifest, 9) == RowFailure(
+        9, "w8", "a value in column 5, which the header does not name; name the column or move the value"
+    )
     assert failure_for(manifest, 11) == RowFailure(11, "w10", "empty path, artist")
 
 

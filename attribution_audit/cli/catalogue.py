@@ -28,7 +28,8 @@ def catalogue_withdraw(
     from attribution_audit.services.catalogue import withdraw
 
     done = withdraw(ctx.obj, audit_of(ctx.obj), catalogue, work_ids)
-    typer.echo(f"withdrew {done.works} work(s) from {catalogue}; removed from {done.collections} collection(s)")
+    before = f" ({done.already} withdrawn before)" if done.already else ""
+    typer.echo(f"withdrew {done.works} work(s) from {catalogue}{before}; removed from {done.collections} collection(s)")
 
 
 @app.command("check")

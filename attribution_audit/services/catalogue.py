@@ -20,7 +20,8 @@ from attribution_audit.store.vectors import VectorStore, set_aside
 
 @dataclass(frozen=True)
 class Withdrawal:
-    works: int
+    works: int  # withdrawn now
+    already: int  # withdrawn before (their points deleted again, should a withdrawal have stopped before it did)
     collections: int
 
 
@@ -30,11 +31,11 @@ def withdraw(settings: Settings, audit: AuditStore, catalogue: str, work_ids: Se
     The database is marked first, so a crash in between leaves only points that :func:`check` reports as orphans
     and ``repair`` deletes.
     """
-    points = audit.catalogue.withdraw(catalogue, work_ids)
+    points, already = audit.catalogue.withdraw(catalogue, work_ids)
     for collection, ids in points.items():
         with vector_store(settings, collection=collection) as store:
             store.delete(ids)
-    return Withdrawal(len(set(work_ids)), len(points))
+    return Withdrawal(len(set(work_ids)) - len(already), len(already), len(points))
 
 
 def merge_artists(audit: AuditStore, alias: str, canonical: str) -> tuple[str, str]:

@@ -205,14 +205,15 @@ class CsvSource:
             next(reader, None)  # the header
             for raw in reader:
                 record = {k: (v or "").strip() for k, v in raw.items() if k is not None}
-                unnamed = [k for k, v in record.items() if isinstance(k, int) and v]
-                problem = "more fields than header columns" if None in raw else None
-                if unnamed and problem is None:
+                beyond = enumerate(raw.get(None) or [], start=len(self.fields) + 1)  # (empty cells: trailing commas)
+                unnamed = [k for k, v in record.items() if isinstance(k, int) and v] + [
+                    column for column, value in beyond if value.strip()
+                ]
+                if unnamed:
                     problem = (
                         f"a value in column {unnamed[0]}, which the header does not name; name the column or "
                         "move the value"
                     )
-                if problem:
                     yield RowFailure(reader.line_num, record.get("work_id", ""), problem)
                     continue
                 yield validator.check(reader.line_num, {k: v for k, v in record.items() if isinstance(k, str)})

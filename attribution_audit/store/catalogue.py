@@ -328,8 +328,10 @@ class CatalogueRepository:
             return set(session.scalars(query))
 
     # -- lifecycle -------------------------------------------------------------------------------------------
-    def withdraw(self, catalogue: str, work_ids: Sequence[str]) -> dict[str, list[str]]:
-        """Mark works withdrawn (kept for old audit records); their point ids per collection, to delete next."""
+    def withdraw(self, catalogue: str, work_ids: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+        """Mark works withdrawn (kept for old audit records); their point ids per collection, to delete next (those
+        of works withdrawn before too: a withdrawal that stopped before deleting them), and the ids of the works that
+        were withdrawn already."""
         with session_scope(self.engine) as session:
             catalogue_id = _catalogue_id(session, catalogue)
             works = session.scalars(
@@ -340,13 +342,14 @@ class CatalogueRepository:
                 raise NotFoundError(
                     f"catalogue {catalogue!r} has no work {', '.join(map(repr, missing))}; nothing withdrawn"
                 )
+            already = sorted(w.work_id for w in works if w.withdrawn_at is not None)
             for work in works:
                 work.withdrawn_at = work.withdrawn_at or utcnow()
             points: dict[str, list[str]] = {}
             embedded = select(WorkEmbedding).where(WorkEmbedding.work_pk.in_([w.id for w in works]))
             for embedding in session.scalars(embedded):
                 points.setdefault(embedding.collection, []).append(embedding.point_id)
-        return points
+        return points, already
 
     def merge_artists(self, alias: str, canonical: str) -> None:
         """Record that ``alias`` is another spelling of ``canonical`` (merges chain: A into B, then B into C)."""
