@@ -13,8 +13,9 @@ from attribution_audit.services.ingest import ingest_source
 from attribution_audit.sources.manifest import open_source
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.exact import cache_folder, load_or_build, update_cache
-from attribution_audit.store.vectors import point_id_for
+from attribution_audit.store.vectors import VectorStore, point_id_for
 from attribution_audit.store.vectors.qdrant_edge import EdgeStore
+from attribution_audit.store.vectors.qdrant_server import ServerStore
 
 DIM = 16
 
@@ -36,11 +37,13 @@ def no_scroll() -> tuple[list[str], np.ndarray]:
     raise AssertionError("the exact index read the whole collection")
 
 
-@pytest.mark.parametrize("method", ["brute", "kdtree"])
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect", "ignore:Local mode performs exact")
+@pytest.mark.parametrize(("method", "kind"), [("brute", "edge"), ("kdtree", "edge"), ("brute", "server")])
 def test_an_ingest_brings_the_exact_cache_up_to_date_without_a_scroll(
-    sqlite_audit: AuditStore, tmp_path: Path, method: str
+    sqlite_audit: AuditStore, tmp_path: Path, method: str, kind: str
 ) -> None:
-    store, root = EdgeStore(tmp_path / "qdrant", "works"), tmp_path / "exact"
+    store: VectorStore = EdgeStore(tmp_path / "qdrant", "works") if kind == "edge" else ServerStore(":memory:", "works")
+    root = tmp_path / "exact"
     vectors = dict(zip([f"w{i}" for i in range(40)], unit_rows(40, 0), strict=True))
 
     def ingest(name: str, work_ids: list[str]) -> None:

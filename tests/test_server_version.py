@@ -21,7 +21,7 @@ from attribution_audit.services.attribution import Attributor
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.vectors import WorkPoint, point_id_for
 from attribution_audit.store.vectors.base import UPSERT_BATCH
-from attribution_audit.store.vectors.qdrant_server import WRITE_MARK, WRITING, ServerStore
+from attribution_audit.store.vectors.qdrant_server import WRITE_MARK, ServerStore
 
 DIM = 16
 CATALOGUE = "cat"
@@ -139,7 +139,7 @@ def test_a_write_cut_short_still_changes_the_version_and_reports_its_own_error(
 def test_a_collection_without_a_write_mark_is_versioned_by_its_points_until_written(store: ServerStore) -> None:
     """A collection made before the marks (or on a server that keeps no collection metadata) is still versioned
     correctly, by reading every point; its first write through the store gives it a mark."""
-    store._client.update_collection("works", metadata={WRITE_MARK: "", WRITING: None})
+    store._client.update_collection("works", metadata={WRITE_MARK: None})  # (null removes a key)
     unmarked = store.content_version()
     assert unmarked == store.content_version() and "-n50" in unmarked and "-m" not in unmarked
     store.upsert(works(1, start=60))
@@ -168,6 +168,49 @@ def test_a_writer_killed_mid_run_leaves_the_version_read_from_the_points_until_a
     with store.writing():  # and then marks nothing more
         pass
     assert store.content_version() == ended
+
+
+def other_writer(store: ServerStore) -> ServerStore:
+    """Another process's store on the same server and collection."""
+    other = ServerStore(":memory:", store.collection)
+    other._client, other._sizes = store._client, store.sizes()
+    return other
+
+
+def test_a_run_stays_marked_as_writing_until_it_ends_whatever_other_writers_end_meanwhile(store: ServerStore) -> None:
+    """Each run has a writing key of its own: another writer's end (or an empty run's settling) does not make the
+    collection read as settled while a run still writes in place."""
+    other = other_writer(store)
+    with store.writing():
+        store.upsert(works(1, start=100))
+        other.upsert(works(1, start=200))  # another writer's whole operation, begun and ended meanwhile
+        read = store.content_version()
+        assert "-m" not in read  # still read from the points
+        rewritten = works(1, start=100)[0]
+        store.upsert(
+            [WorkPoint(rewritten.point_id, -rewritten.vector, {**rewritten.payload, "image_sha256": "f" * 64})]
+        )
+        assert store.content_version() != read
+    assert "-m" in store.content_version()
+
+
+def test_a_run_knows_whether_it_alone_changed_the_collection_since_a_version(store: ServerStore) -> None:
+    """What an ingest asks before bringing an exact cache forward from its own points alone."""
+    other = other_writer(store)
+    before = store.content_version()
+    with store.writing():
+        store.upsert(works(2, start=100))
+    assert store.wrote_alone_since(before)
+    before = store.content_version()
+    with store.writing():
+        store.upsert(works(2, start=200))
+        other.delete([point_id_for(CATALOGUE, "w5")])  # a withdrawal in another process, during the run
+    assert not store.wrote_alone_since(before)
+    before = store.content_version()
+    other.upsert(works(1, start=300))  # after the version was read, before the run began
+    with store.writing():
+        store.upsert(works(1, start=400))
+    assert not store.wrote_alone_since(before)
 
 
 def test_a_write_behind_the_store_that_adds_or_removes_points_changes_the_version(store: ServerStore) -> None:

@@ -427,7 +427,12 @@ def ingest_source(
                     )
                     _add_layouts(ingestion, pool)
         store.build_index()
-        if exact_cache_dir is not None and before is not None and (ingestion.written or report.layouts_added):
+        if (
+            exact_cache_dir is not None
+            and before is not None
+            and (ingestion.written or report.layouts_added)
+            and store.wrote_alone_since(before)  # else another writer's changes are not in what this run wrote
+        ):
             _refresh_exact_caches(store, exact_cache_dir, before, ingestion.written)
         if isinstance(source, WangSource):
             report.labelled_queries = audit.evaluations.add_labelled_queries(

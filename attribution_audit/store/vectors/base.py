@@ -391,6 +391,14 @@ class VectorStore(ABC):
             elif not failed:
                 self._settle()
 
+    @final
+    def wrote_alone_since(self, version: str) -> bool:
+        """Whether this store's latest write run (or operation) was all that changed the collection since its
+        content :meth:`content_version` was ``version``: no other writer wrote before the run began or while it ran
+        (then the run's own points are all the change, and an exact cache of ``version`` can be brought forward from
+        them alone)."""
+        return self._wrote_alone_since(version)
+
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:
         """Around one write operation: marked before it and after it, or once for the whole :meth:`writing` run."""
@@ -589,6 +597,10 @@ class VectorStore(ABC):
     @abstractmethod
     def _version(self) -> str:
         """See :meth:`content_version`."""
+
+    @abstractmethod
+    def _wrote_alone_since(self, version: str) -> bool:
+        """See :meth:`wrote_alone_since`."""
 
     @abstractmethod
     def _settle(self) -> None:

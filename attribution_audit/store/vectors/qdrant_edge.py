@@ -129,6 +129,10 @@ class EdgeStore(VectorStore):
         meta["epoch"] = int(meta.get("epoch", 0)) + 1
         self._write_meta(meta)
 
+    def _wrote_alone_since(self, version: str) -> bool:
+        """Always: the shard is written by the process that holds its lock alone."""
+        return True
+
     def _settle(self) -> None:
         """Nothing to end: a process killed while writing held the shard's lock, so it ended every reader too."""
 

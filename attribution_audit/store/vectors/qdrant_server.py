@@ -10,6 +10,8 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -25,10 +27,11 @@ from attribution_audit.store.vectors.base import (
 )
 
 SECRET_KEY = re.compile(r"pass|token|secret|key", re.IGNORECASE)
-# The collection metadata keys of the write mark, a random value this class sets before and after each write run so
-# that any process's content_version changes with it (a server keeps no write counter of its own), and of whether a
-# run is writing (set before it, cleared after it: a writer killed in between leaves it set).
-WRITE_MARK, WRITING = "attribution_audit_write_mark", "attribution_audit_writing"
+# The collection metadata key of the write mark, a random value this class sets before and after each write run so
+# that any process's content_version changes with it (a server keeps no write counter of its own); and the prefix of
+# one key per run writing now (its start mark, to the time it started): set before its first write, removed with its
+# end mark, left by a writer killed in between.
+WRITE_MARK, WRITING = "attribution_audit_write_mark", "attribution_audit_writing:"
 
 
 class ServerStore(VectorStore):
@@ -51,6 +54,7 @@ class ServerStore(VectorStore):
         super().__init__(collection, params, storage, search_ef=search_ef)
         self.url = url
         self._sizes: dict[str, int] | None = None
+        self._run = _Run("", "")  # none yet
         if url == ":memory:":
             self.kind, self.index_kind = "qdrant-local", "exact"
             self._client = QdrantClient(location=":memory:")
@@ -107,7 +111,7 @@ class ServerStore(VectorStore):
             shard_number=self.storage.shard_number,
             replication_factor=self.storage.replication_factor,
             write_consistency_factor=self.storage.write_consistency_factor,
-            metadata=_new_mark(writing=False),
+            metadata={WRITE_MARK: uuid.uuid4().hex},
         )
         self._call(
             "creating the artist index",
@@ -217,14 +221,34 @@ class ServerStore(VectorStore):
         return int(self._call("reading the collection", self._client.get_collection).indexed_vectors_count or 0)
 
     def _mark_changed(self, writing: bool) -> None:
-        mark = _new_mark(writing)
+        """Before a run's first write: the version it starts from, a new mark and the run's writing key. After its
+        last: whether another writer marked the collection meanwhile, a new mark, the run's key removed."""
+        mark: dict[str, str | None]
+        if writing:
+            self._run = _Run(self._version(), uuid.uuid4().hex)
+            mark = {WRITE_MARK: self._run.mark, f"{WRITING}{self._run.mark}": datetime.now(UTC).isoformat()}
+        else:
+            held = self._metadata()
+            self._run.alone = held.get(WRITE_MARK) == self._run.mark and _writing(held) == [self._run.mark]
+            mark = {WRITE_MARK: uuid.uuid4().hex, f"{WRITING}{self._run.mark}": None}  # (null removes a key)
         self._call("marking the collection as written", self._client.update_collection, metadata=mark)
 
+    def _wrote_alone_since(self, version: str) -> bool:
+        return self._run.alone and self._run.since == version
+
     def _settle(self) -> None:
-        """A collection left marked as being written (a writer killed mid-run) is versioned by reading every point
-        on each request: a run that finds nothing to write (an ingest run again) ends that mark."""
-        if self._vector_sizes() is not None and self._metadata().get(WRITING):
-            self._mark_changed(writing=False)
+        """A collection marked as being written by a run that is no more (a writer killed mid-run) is versioned by
+        reading every point on each request: a run that finds nothing to write (an ingest run again) removes every
+        run's writing key, with a new mark (a run still writing elsewhere then leaves content read meanwhile to be
+        cached until its end mark)."""
+        if self._vector_sizes() is None or not (runs := _writing(self._metadata())):
+            return
+        ended = {f"{WRITING}{run}": None for run in runs}
+        self._call(
+            "marking the collection as written",
+            self._client.update_collection,
+            metadata={WRITE_MARK: uuid.uuid4().hex, **ended},
+        )
 
     def _metadata(self) -> dict[str, Any]:
         return self._call("reading the collection", self._client.get_collection).config.metadata or {}
@@ -233,9 +257,10 @@ class ServerStore(VectorStore):
         """The collection's write mark and exact point count: two calls, whatever the collection holds. While a run
         is writing (or after a writer was killed mid-run, until the next run ends), and for a collection without a
         mark (made by a release before the marks and not written since, or on a server that keeps no collection
-        metadata), the collection is read whole instead: a digest of every point id and image hash."""
+        metadata), the collection is read whole instead: a digest of every point id and image hash (a vector
+        rewritten under the same image, as `catalogue check --repair` does, is not seen in it)."""
         metadata = self._metadata()
-        if metadata.get(WRITE_MARK) and metadata.get(WRITING) is False:
+        if metadata.get(WRITE_MARK) and not _writing(metadata):
             return f"{self.collection}-m{metadata[WRITE_MARK]}-n{self._count()}"
         digest = hashlib.sha256()
         hashes = self.image_hashes()
@@ -244,8 +269,19 @@ class ServerStore(VectorStore):
         return f"{self.collection}-{digest.hexdigest()[:16]}-n{len(hashes)}"
 
 
-def _new_mark(writing: bool) -> dict[str, str | bool]:
-    return {WRITE_MARK: uuid.uuid4().hex, WRITING: writing}
+@dataclass
+class _Run:
+    """This store's latest write run: the version it started from, its start mark, and whether no other writer marked
+    the collection between its start and end marks."""
+
+    since: str
+    mark: str
+    alone: bool = False
+
+
+def _writing(metadata: dict[str, Any]) -> list[str]:
+    """The start marks of the runs that a collection's metadata says are writing."""
+    return [key.removeprefix(WRITING) for key in metadata if key.startswith(WRITING)]
 
 
 def shown_url(url: str) -> str:
