@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
 
+from attribution_audit.services.attribution import Attributor
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.catalogue import WorkRecord
 from attribution_audit.store.database import MIGRATIONS_DIR
@@ -67,6 +69,20 @@ def catalogue_with(audit: AuditStore, works: dict[str, str]) -> tuple[int, int]:
     return record_catalogue(
         audit,
         [WorkRecord(w, artist, None, f"/img/{w}.png", digest[w], {}, 1, f"p-{w}") for w, artist in works.items()],
+    )
+
+
+def make_attributor(audit: AuditStore, store: VectorStore, tmp_path: Path, seed: int | None = None) -> Attributor:
+    """An Attributor over ``store``, whose works ``audit``'s catalogue holds (as after an ingest)."""
+    catalogue_points(audit, store)
+    return Attributor(
+        audit,
+        store,
+        embedder_name="test",
+        embedder_fingerprint="test@0",
+        requester="pytest",
+        exact_cache_dir=tmp_path / "exact",
+        seed=seed,
     )
 
 

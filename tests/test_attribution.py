@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli
-from dbtools import catalogue_points
+from dbtools import catalogue_points, make_attributor
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -84,20 +84,6 @@ def make_catalogue(root: Path, seed: int = 1234) -> VectorCatalogue:
     )
     store.build_index()
     return VectorCatalogue(store, vectors, work_ids, artists)
-
-
-def make_attributor(audit: AuditStore, store: EdgeStore, tmp_path: Path, seed: int | None = None) -> Attributor:
-    """An Attributor over ``store``, whose works ``audit``'s catalogue holds (as after an ingest)."""
-    catalogue_points(audit, store)
-    return Attributor(
-        audit,
-        store,
-        embedder_name="test",
-        embedder_fingerprint="test@0",
-        requester="pytest",
-        exact_cache_dir=tmp_path / "exact",
-        seed=seed,
-    )
 
 
 def make_queries(catalogue: VectorCatalogue, n_near: int = 8, n_random: int = 2, seed: int = 99) -> np.ndarray:

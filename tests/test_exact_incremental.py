@@ -4,7 +4,9 @@ the ingest wrote, so the next exact search reads no other vector of the collecti
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +35,27 @@ def unit_rows(n: int, seed: int) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
+def ingester(
+    audit: AuditStore, store: VectorStore, tmp_path: Path, vectors: dict[str, np.ndarray]
+) -> Callable[[str, list[str]], None]:
+    """Ingest the works of ``work_ids`` (a manifest called ``name``) into catalogue "museum" with their ``vectors``
+    (looked up when ingested: change one to change the work), the exact caches under ``tmp_path / "exact"``."""
+
+    def ingest(name: str, work_ids: list[str]) -> None:
+        ingest_source(
+            open_source(manifest(tmp_path / f"{name}.csv", work_ids)),
+            audit=audit,
+            store=store,
+            embedder=None,
+            embedder_fingerprint="precomputed:test",
+            vectors=lambda row: vectors.get(row.work_id),
+            catalogue="museum",
+            exact_cache_dir=tmp_path / "exact",
+        )
+
+    return ingest
+
+
 def no_scroll() -> tuple[list[str], np.ndarray]:
     raise AssertionError("the exact index read the whole collection")
 
@@ -45,18 +68,7 @@ def test_an_ingest_brings_the_exact_cache_up_to_date_without_a_scroll(
     store: VectorStore = EdgeStore(tmp_path / "qdrant", "works") if kind == "edge" else ServerStore(":memory:", "works")
     root = tmp_path / "exact"
     vectors = dict(zip([f"w{i}" for i in range(40)], unit_rows(40, 0), strict=True))
-
-    def ingest(name: str, work_ids: list[str]) -> None:
-        ingest_source(
-            open_source(manifest(tmp_path / f"{name}.csv", work_ids)),
-            audit=sqlite_audit,
-            store=store,
-            embedder=None,
-            embedder_fingerprint="precomputed:test",
-            vectors=lambda row: vectors.get(row.work_id),
-            catalogue="museum",
-            exact_cache_dir=root,
-        )
+    ingest = ingester(sqlite_audit, store, tmp_path, vectors)
 
     try:
         ingest("first", [f"w{i}" for i in range(30)])
@@ -89,22 +101,11 @@ def test_a_cache_is_not_brought_forward_past_a_write_the_run_did_not_make(
 
     store, root = EdgeStore(tmp_path / "qdrant", "works"), tmp_path / "exact"
     vectors = dict(zip([f"w{i}" for i in range(20)], unit_rows(20, 0), strict=True))
+    ingest = ingester(sqlite_audit, store, tmp_path, vectors)
     write = ingest_service.Ingestion.write
 
-    def ingest(name: str, work_ids: list[str]) -> None:
-        ingest_source(
-            open_source(manifest(tmp_path / f"{name}.csv", work_ids)),
-            audit=sqlite_audit,
-            store=store,
-            embedder=None,
-            embedder_fingerprint="precomputed:test",
-            vectors=lambda row: vectors.get(row.work_id),
-            catalogue="museum",
-            exact_cache_dir=root,
-        )
-
-    def write_then_other_writer(self: ingest_service.Ingestion, *args: object) -> None:
-        write(self, *args)
+    def write_then_other_writer(self: ingest_service.Ingestion, prepared: list[Any], run_id: int) -> None:
+        write(self, prepared, run_id)
         store.delete([point_id_for("museum", "w0")])
 
     try:

@@ -11,13 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dbtools import catalogue_points
+from dbtools import catalogue_points, make_attributor
 
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.services import ingest as ingest_service
-from attribution_audit.services.attribution import Attributor
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.vectors import WorkPoint, point_id_for
 from attribution_audit.store.vectors.base import UPSERT_BATCH
@@ -230,7 +229,7 @@ def test_a_multi_chunk_ingest_marks_the_collection_twice(
     from attribution_audit.config import load_settings
     from attribution_audit.services.ingest import ingest_catalogue
 
-    marks: list[str] = []
+    marks: list[bool] = []
     monkeypatch.setattr(ServerStore, "_mark_changed", lambda self, writing: marks.append(writing))
     monkeypatch.setattr(ingest_service, "CHUNK_ROWS", 2)
     manifest = tmp_path / "m.csv"
@@ -249,15 +248,7 @@ def test_a_request_on_a_server_reads_no_point_beyond_its_search(
 ) -> None:
     """The catalogue version each request records costs the same at any size of the collection; an exact check
     reads the vectors once, then again only after a write."""
-    catalogue_points(sqlite_audit, store)
-    attributor = Attributor(
-        sqlite_audit,
-        store,
-        embedder_name="test",
-        embedder_fingerprint="test@0",
-        requester="pytest",
-        exact_cache_dir=tmp_path / "exact",
-    )
+    attributor = make_attributor(sqlite_audit, store, tmp_path)
     counted = Counted(store, monkeypatch, "_scroll")
     query = QueryVectors(works(1, start=5000)[0].vector)
     off, always = AttributionParams(k=5, verify="off"), AttributionParams(k=5, verify="always")
@@ -277,15 +268,7 @@ def test_a_request_records_the_version_read_before_its_search(
 ) -> None:
     """A write that ends while a request searches leaves the request recorded under the version before it, never
     under a later one (verify-recall would count the works the write added as misses of the index)."""
-    catalogue_points(sqlite_audit, store)
-    attributor = Attributor(
-        sqlite_audit,
-        store,
-        embedder_name="test",
-        embedder_fingerprint="test@0",
-        requester="pytest",
-        exact_cache_dir=tmp_path / "exact",
-    )
+    attributor = make_attributor(sqlite_audit, store, tmp_path)
     before = store.content_version()
     searched = store._query
 
