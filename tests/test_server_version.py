@@ -1,7 +1,7 @@
 """A Qdrant server collection's content version (what keys the exact and learned-space caches and is recorded with
-every request) is one read of the collection's description, whatever the collection holds, and changes with every
-write made through the store, for any process that reads it (qdrant-client's in-process mode stands in for the
-server)."""
+every request) is two calls (the collection's description and its count), whatever the collection holds, and
+changes with every write made through the store, for any process that reads it (qdrant-client's in-process mode
+stands in for the server)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from attribution_audit.errors import VectorStoreError
 from attribution_audit.services import ingest as ingest_service
 from attribution_audit.store.audit_store import AuditStore
 from attribution_audit.store.vectors import WorkPoint, point_id_for
+from attribution_audit.store.vectors import qdrant_server as server_module
 from attribution_audit.store.vectors.base import UPSERT_BATCH
-from attribution_audit.store.vectors.qdrant_server import WRITE_MARK, ServerStore
+from attribution_audit.store.vectors.qdrant_server import WRITE_MARK, WRITING, ServerStore
 
 DIM = 16
 CATALOGUE = "cat"
@@ -146,34 +147,52 @@ def test_a_collection_without_a_write_mark_is_versioned_by_its_points_until_writ
     assert marked != unmarked and marked == store.content_version() and "-m" in marked
 
 
-def test_a_writer_killed_mid_run_leaves_the_version_read_from_the_points_until_a_run_ends(
-    store: ServerStore,
+def other_writer(store: ServerStore) -> ServerStore:
+    """Another process's store on the same server and collection."""
+    other = ServerStore(":memory:", store.collection)
+    other._client, other._sizes = store._client, store.sizes()
+    return other
+
+
+def test_a_writer_killed_mid_run_leaves_the_version_read_from_the_points_until_its_key_is_abandoned(
+    store: ServerStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run that never marked its end (killed, out of memory, the server lost) may have written more after a reader
-    cached what it read: until a run ends, the version follows every point's digest, as a server gives nothing
-    cheaper that does."""
-    writer = ServerStore(":memory:", "works")
-    writer._client, writer._sizes = store._client, store.sizes()  # another process on the same server
+    cached what it read: the version follows every point's digest until its key, no longer refreshed, is old enough
+    to be a dead writer's; then the next run to end (one that finds nothing to write too) removes it."""
+    writer = other_writer(store)
     writer._mark_changed(writing=True)
     writer._upsert(works(2, start=300))  # ... then killed: no end mark
     read = store.content_version()
     assert "-m" not in read and store.content_version() == read
     writer._upsert(works(1, start=400))  # what it wrote after the reader read changes the version
     assert store.content_version() != read
-    with store.writing():  # a run that finds nothing to write (the ingest run again) ends the killed run's mark
+    with store.writing():  # an empty run at once: the writer may still be at work (its key is fresh)
         store.delete([point_id_for(CATALOGUE, "absent")])
+    assert "-m" not in store.content_version()
+    key = f"{WRITING}{writer._run.mark}"
+    assert set(store._metadata()) == {WRITE_MARK, key}
+    monkeypatch.setattr(server_module, "ABANDONED_S", 0.0)  # as 15 minutes later, the writer's key not refreshed
+    with store.writing():  # the ingest run again, with nothing to write
+        pass
     ended = store.content_version()
-    assert "-m" in ended and ended != read
+    assert "-m" in ended and key not in store._metadata()
     with store.writing():  # and then marks nothing more
         pass
     assert store.content_version() == ended
 
 
-def other_writer(store: ServerStore) -> ServerStore:
-    """Another process's store on the same server and collection."""
-    other = ServerStore(":memory:", store.collection)
-    other._client, other._sizes = store._client, store.sizes()
-    return other
+def test_a_writing_run_refreshes_its_key_so_that_it_is_not_taken_for_a_dead_one(
+    store: ServerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "HEARTBEAT_S", 0.0)
+    with store.writing():
+        store.upsert(works(1, start=100))
+        key = f"{WRITING}{store._run.mark}"
+        first = store._metadata()[key]
+        store.upsert(works(1, start=101))
+        assert store._metadata()[key] > first
+    assert key not in store._metadata()
 
 
 def test_a_run_stays_marked_as_writing_until_it_ends_whatever_other_writers_end_meanwhile(store: ServerStore) -> None:

@@ -22,7 +22,7 @@ from attribution_audit.store.vectors import VectorStore, set_aside
 class Withdrawal:
     works: int  # withdrawn now
     already: int  # withdrawn before (their points deleted again, should a withdrawal have stopped before it did)
-    collections: int
+    collections: int  # those its points were removed from
 
 
 def withdraw(settings: Settings, audit: AuditStore, catalogue: str, work_ids: Sequence[str]) -> Withdrawal:
@@ -32,10 +32,11 @@ def withdraw(settings: Settings, audit: AuditStore, catalogue: str, work_ids: Se
     and ``repair`` deletes.
     """
     points, already = audit.catalogue.withdraw(catalogue, work_ids)
+    removed_from = 0
     for collection, ids in points.items():
         with vector_store(settings, collection=collection) as store:
-            store.delete(ids)
-    return Withdrawal(len(set(work_ids)) - len(already), len(already), len(points))
+            removed_from += store.delete(ids) > 0
+    return Withdrawal(len(set(work_ids)) - len(already), len(already), removed_from)
 
 
 def merge_artists(audit: AuditStore, alias: str, canonical: str) -> tuple[str, str]:

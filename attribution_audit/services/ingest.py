@@ -427,12 +427,7 @@ def ingest_source(
                     )
                     _add_layouts(ingestion, pool)
         store.build_index()
-        if (
-            exact_cache_dir is not None
-            and before is not None
-            and (ingestion.written or report.layouts_added)
-            and store.wrote_alone_since(before)  # else another writer's changes are not in what this run wrote
-        ):
+        if exact_cache_dir is not None and before is not None and (ingestion.written or report.layouts_added):
             _refresh_exact_caches(store, exact_cache_dir, before, ingestion.written)
         if isinstance(source, WangSource):
             report.labelled_queries = audit.evaluations.add_labelled_queries(
@@ -535,13 +530,16 @@ def _ingest_precomputed(
 
 def _refresh_exact_caches(store: VectorStore, root: Path, before: str, written: list[str]) -> None:
     """Bring each exact cache of the collection as it was ``before`` this run to its content now, from the points
-    written (read back by id; none where the run only gave works their layouts, which no cache holds); a cache of
-    another version, or one that would not hold as many vectors as the collection (another process wrote it during
-    the run), is left for the next search to rebuild."""
+    written (read back by id; none where the run only gave works their layouts, which no cache holds). Where another
+    writer wrote the collection since ``before`` (another process, on a Qdrant server), a cache of another version,
+    or one that would not hold as many vectors as the collection (a write behind the store), nothing is brought
+    forward: the next search rebuilds it."""
     folder = root / store.collection
     if not folder.is_dir():
         return
     after = store.content_version()
+    if not store.wrote_alone_since(before):  # (asked after reading ``after``: nobody wrote before it was read)
+        return
     for cache in sorted(p for p in folder.iterdir() if p.is_dir() and (p / before).is_dir()):
         space = cached_space(cache)
         ids, vectors = store.fetch(list(dict.fromkeys(written)), space)

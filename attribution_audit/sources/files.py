@@ -26,10 +26,10 @@ def irregular_file_problem(path: Path) -> str | None:
 
 def refuse_repeated_columns(path: Path, header: Sequence[str]) -> None:
     """ManifestError naming the first column that ``path``'s CSV ``header`` names twice (names compared stripped;
-    empty ones, which the readers drop, not compared): a reader keeps one of the two values silently, and which one
-    was meant is the file's author's to say."""
+    empty ones not compared: a manifest reader reads their cells by position, a labelled file's reader ignores them):
+    a reader keeps one of the two values silently, and which one was meant is the file's author's to say."""
     seen: set[str] = set()
     for name in (h.strip() for h in header):
-        if name in seen and name:  # (unnamed columns, a spreadsheet's trailing commas, are read as none)
+        if name in seen and name:  # (unnamed columns: a spreadsheet's trailing commas)
             raise ManifestError(f"{path}: column {name!r} appears twice in the header; keep one")
         seen.add(name)

@@ -297,15 +297,17 @@ class VectorStore(ABC):
         return _space_matrix(self._records(with_vector=[space], with_payload=False), space, size)
 
     @final
-    def delete(self, point_ids: Sequence[str]) -> None:
-        """Remove points by id; ids not present, and a collection not created yet, are ignored."""
+    def delete(self, point_ids: Sequence[str]) -> int:
+        """Remove points by id; ids not present, and a collection not created yet, are ignored (with none present,
+        nothing is written: the content version stays). The number of points removed."""
         ids = checked_ids(point_ids)
         if not ids or self._vector_sizes() is None:
-            return
-        held = [str(r.id) for page in _pages(ids) for r in self._retrieve(page, with_vector=False)]  # none: none marked
-        if held:
+            return 0
+        stored = [str(r.id) for page in _pages(ids) for r in self._retrieve(page, with_vector=False)]
+        if stored:
             with self._changing():
-                self._delete(held)
+                self._delete(stored)
+        return len(stored)
 
     @final
     def iter_points(self) -> Iterator[WorkPoint]:
@@ -373,7 +375,8 @@ class VectorStore(ABC):
     def writing(self) -> Iterator[None]:
         """Hold around a run of writes (an ingest): the store marks its content as changed (:meth:`_mark_changed`)
         once before the run's first write and once after the run, not around every operation (on a Qdrant cluster
-        each mark is a consensus operation). A run that writes nothing marks nothing."""
+        each mark is a consensus operation). A run that writes nothing marks nothing (on a server, it ends the keys
+        of runs a killed writer left: :meth:`_settle`)."""
         if self._run_marked is not None:  # inside an outer run
             yield
             return

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -29,9 +30,10 @@ from attribution_audit.store.vectors.base import (
 SECRET_KEY = re.compile(r"pass|token|secret|key", re.IGNORECASE)
 # The collection metadata key of the write mark, a random value this class sets before and after each write run so
 # that any process's content_version changes with it (a server keeps no write counter of its own); and the prefix of
-# one key per run writing now (its start mark, to the time it started): set before its first write, removed with its
-# end mark, left by a writer killed in between.
+# one key per run writing now (its start mark, to the time it last wrote): set before its first write, removed with
+# its end mark, left by a writer killed in between.
 WRITE_MARK, WRITING = "attribution_audit_write_mark", "attribution_audit_writing:"
+HEARTBEAT_S, ABANDONED_S = 60.0, 900.0  # a writing run's key is refreshed once a minute; one 15 min old is a dead run's
 
 
 class ServerStore(VectorStore):
@@ -54,7 +56,7 @@ class ServerStore(VectorStore):
         super().__init__(collection, params, storage, search_ef=search_ef)
         self.url = url
         self._sizes: dict[str, int] | None = None
-        self._run = _Run("", "")  # none yet
+        self._run = _Run("", "", 0.0, end="")  # none yet
         if url == ":memory:":
             self.kind, self.index_kind = "qdrant-local", "exact"
             self._client = QdrantClient(location=":memory:")
@@ -126,12 +128,14 @@ class ServerStore(VectorStore):
 
         batch = [models.PointStruct(id=p.point_id, vector=point_vectors(p), payload=p.payload) for p in points]
         self._call("upserting points", self._client.upsert, points=batch, wait=True)
+        self._beat()
 
     def _set_vectors(self, space: str, vectors: dict[str, list[float]]) -> None:
         from qdrant_client import models
 
         batch = [models.PointVectors(id=point_id, vector={space: v}) for point_id, v in vectors.items()]
         self._call("updating vectors", self._client.update_vectors, points=batch, wait=True)
+        self._beat()
 
     def _optimize(self) -> None:
         """The server indexes in the background; upserts already waited for their segments."""
@@ -197,6 +201,7 @@ class ServerStore(VectorStore):
 
         ids: list[models.ExtendedPointId] = list(point_ids)
         self._call("deleting points", self._client.delete, points_selector=models.PointIdsList(points=ids), wait=True)
+        self._beat()
 
     def _retrieve(self, point_ids: list[str], *, with_vector: Selection, with_payload: bool = False) -> list[Any]:
         records = self._call(
@@ -221,47 +226,61 @@ class ServerStore(VectorStore):
         return int(self._call("reading the collection", self._client.get_collection).indexed_vectors_count or 0)
 
     def _mark_changed(self, writing: bool) -> None:
-        """Before a run's first write: the version it starts from, a new mark and the run's writing key. After its
-        last: whether another writer marked the collection meanwhile, a new mark, the run's key removed."""
-        mark: dict[str, str | None]
+        """Before a run's first write: the version it starts from, a new mark and the run's writing key (its
+        heartbeat, refreshed as it writes). After its last: whether another writer marked the collection meanwhile,
+        a new mark, the run's key removed with those of runs that stopped beating (killed writers)."""
+        metadata = self._metadata()
+        marks: dict[str, str | None]
         if writing:
-            self._run = _Run(self._version(), uuid.uuid4().hex)
-            mark = {WRITE_MARK: self._run.mark, f"{WRITING}{self._run.mark}": datetime.now(UTC).isoformat()}
+            since = self._marked_version(metadata)  # (none where it would read every point: then never alone)
+            self._run = _Run(since or "", uuid.uuid4().hex, time.monotonic())
+            marks = {WRITE_MARK: self._run.mark, f"{WRITING}{self._run.mark}": _now()}
         else:
-            held = self._metadata()
-            self._run.alone = held.get(WRITE_MARK) == self._run.mark and _writing(held) == [self._run.mark]
-            mark = {WRITE_MARK: uuid.uuid4().hex, f"{WRITING}{self._run.mark}": None}  # (null removes a key)
-        self._call("marking the collection as written", self._client.update_collection, metadata=mark)
+            self._run.alone = metadata.get(WRITE_MARK) == self._run.mark and _writing(metadata) == {self._run.mark}
+            self._run.end = uuid.uuid4().hex
+            ended = {f"{WRITING}{run}": None for run in {self._run.mark} | _abandoned(metadata)}  # null: removed
+            marks = {WRITE_MARK: self._run.end, **ended}
+        self._call("marking the collection as written", self._client.update_collection, metadata=marks)
+
+    def _beat(self) -> None:
+        """While a run writes: its key's time, refreshed at most once a minute (a key not refreshed for
+        ABANDONED_S is a killed writer's)."""
+        if self._run.end is None and time.monotonic() - self._run.beat > HEARTBEAT_S:
+            self._run.beat = time.monotonic()
+            beat = {f"{WRITING}{self._run.mark}": _now()}
+            self._call("marking the collection as written", self._client.update_collection, metadata=beat)
 
     def _wrote_alone_since(self, version: str) -> bool:
-        return self._run.alone and self._run.since == version
+        return self._run.alone and self._run.since == version and self._metadata().get(WRITE_MARK) == self._run.end
 
     def _settle(self) -> None:
-        """A collection marked as being written by a run that is no more (a writer killed mid-run) is versioned by
-        reading every point on each request: a run that finds nothing to write (an ingest run again) removes every
-        run's writing key, with a new mark (a run still writing elsewhere then leaves content read meanwhile to be
-        cached until its end mark)."""
-        if self._vector_sizes() is None or not (runs := _writing(self._metadata())):
+        """Remove the writing keys of runs that stopped beating (killed writers), with a new mark: until then the
+        collection is versioned by reading every point on each request."""
+        if self._vector_sizes() is None or not (abandoned := _abandoned(self._metadata())):
             return
-        ended = {f"{WRITING}{run}": None for run in runs}
-        self._call(
-            "marking the collection as written",
-            self._client.update_collection,
-            metadata={WRITE_MARK: uuid.uuid4().hex, **ended},
-        )
+        ended = {f"{WRITING}{run}": None for run in abandoned}
+        marks = {WRITE_MARK: uuid.uuid4().hex, **ended}
+        self._call("marking the collection as written", self._client.update_collection, metadata=marks)
 
     def _metadata(self) -> dict[str, Any]:
         return self._call("reading the collection", self._client.get_collection).config.metadata or {}
 
-    def _version(self) -> str:
-        """The collection's write mark and exact point count: two calls, whatever the collection holds. While a run
-        is writing (or after a writer was killed mid-run, until the next run ends), and for a collection without a
-        mark (made by a release before the marks and not written since, or on a server that keeps no collection
-        metadata), the collection is read whole instead: a digest of every point id and image hash (a vector
-        rewritten under the same image, as `catalogue check --repair` does, is not seen in it)."""
-        metadata = self._metadata()
+    def _marked_version(self, metadata: dict[str, Any]) -> str | None:
+        """The version by the write mark and exact count; None while a run is writing or without a mark."""
         if metadata.get(WRITE_MARK) and not _writing(metadata):
             return f"{self.collection}-m{metadata[WRITE_MARK]}-n{self._count()}"
+        return None
+
+    def _version(self) -> str:
+        """The collection's write mark and exact point count: two calls, whatever the collection holds. While a run
+        is writing (or after a writer was killed mid-run, until a run ends ABANDONED_S after its last heartbeat),
+        and for a collection without a mark (made by a release before the marks and not written since, or on a
+        server that keeps no collection metadata), the collection is read whole instead: a digest of every point id
+        and image hash (a vector rewritten under the same image, as `catalogue check --repair` does, is not seen in
+        it)."""
+        marked = self._marked_version(self._metadata())
+        if marked is not None:
+            return marked
         digest = hashlib.sha256()
         hashes = self.image_hashes()
         for point_id in sorted(hashes):
@@ -271,17 +290,42 @@ class ServerStore(VectorStore):
 
 @dataclass
 class _Run:
-    """This store's latest write run: the version it started from, its start mark, and whether no other writer marked
-    the collection between its start and end marks."""
+    """This store's latest write run: the version it started from ("" where unknown), its start mark, when it last
+    refreshed its writing key (monotonic), its end mark once ended, and whether no other writer marked the collection
+    between its start and end marks."""
 
     since: str
     mark: str
+    beat: float
+    end: str | None = None
     alone: bool = False
 
 
-def _writing(metadata: dict[str, Any]) -> list[str]:
+def _writing(metadata: dict[str, Any]) -> set[str]:
     """The start marks of the runs that a collection's metadata says are writing."""
-    return [key.removeprefix(WRITING) for key in metadata if key.startswith(WRITING)]
+    return {key.removeprefix(WRITING) for key in metadata if key.startswith(WRITING)}
+
+
+def _abandoned(metadata: dict[str, Any]) -> set[str]:
+    """The writing runs whose key was not refreshed for ABANDONED_S (or holds no time): killed writers."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=ABANDONED_S)
+    return {
+        key.removeprefix(WRITING)
+        for key, beat in metadata.items()
+        if key.startswith(WRITING) and (_time(beat) or cutoff) <= cutoff
+    }
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        read = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return read if read.tzinfo is not None else read.replace(tzinfo=UTC)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def shown_url(url: str) -> str:
