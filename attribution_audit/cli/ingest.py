@@ -96,7 +96,7 @@ def ingest(
         replication_factor=replication_factor,
         write_consistency_factor=write_consistency_factor,
     )
-    with ProgressDisplay(f"ingest {source.name}") as progress:
+    with ProgressDisplay(f"ingest {source.name}", unit="row") as progress:  # (a failing row counts too)
         report = checked(
             ingest_catalogue,
             settings=settings,
