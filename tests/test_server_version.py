@@ -299,3 +299,22 @@ def test_a_request_records_the_version_read_before_its_search(
     monkeypatch.setattr(store, "_query", search_then_write)
     outcome = attributor.compute(QueryVectors(works(1, start=5000)[0].vector), AttributionParams(k=5))
     assert outcome.catalogue_version == before != store.content_version()
+
+
+def test_catalogue_check_names_a_run_left_unended_and_its_repair_ends_it_once_abandoned(
+    store: ServerStore, sqlite_audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why every request reads every point (slow requests after a killed ingest) is said by the check, which the
+    README sends the operator to; its repair ends such a run once it is a dead writer's."""
+    from attribution_audit.services.catalogue import check
+
+    catalogue_points(sqlite_audit, store)
+    assert check(sqlite_audit, store).unended_writes == {}
+    writer = other_writer(store)
+    writer._mark_changed(writing=True)  # ... killed before its end mark
+    found = check(sqlite_audit, store)
+    assert list(found.unended_writes) == [writer._run.mark] and found.clean
+    assert check(sqlite_audit, store, repair=True).unended_writes == found.unended_writes  # may still be at work
+    monkeypatch.setattr(server_module, "ABANDONED_S", 0.0)
+    assert check(sqlite_audit, store, repair=True).unended_writes == {}
+    assert "-m" in store.content_version()

@@ -87,6 +87,7 @@ def catalogue_check(
         "coverage": report.coverage,
         "partial_spaces": report.partial_spaces,
         "layouts": report.layouts,
+        "unended_writes": report.unended_writes,
     }
 
     def text() -> None:
@@ -128,6 +129,12 @@ def catalogue_check(
                 "candidates from the base spaces only; `ingest` the catalogue's images to add it (an embedded shard "
                 "gains it in place, as after an ingest of precomputed vectors; a Qdrant server collection created "
                 "without it cannot gain one)"
+            )
+        for run, wrote in report.unended_writes.items():
+            typer.echo(
+                f"write run {run[:12]} has not ended (last wrote {wrote or 'at an unknown time'}): while it is open, "
+                "every request reads every point to version the collection; a run a killed writer left is ended by "
+                "the first run to end 15 minutes after it last wrote (`ingest` again, or `catalogue check --repair`)"
             )
         if report.set_aside:
             typer.echo(f"repaired: the damaged shard was moved to {report.set_aside}")

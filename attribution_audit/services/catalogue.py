@@ -78,6 +78,7 @@ class CheckReport:
     vectors: VectorCheck = field(default_factory=VectorCheck)  # stored vectors against their recorded digests
     set_aside: str | None = None  # where a damaged shard was moved by the repair
     layouts: int | None = None  # points with a layout (copy detection's candidates); None: no layout space
+    unended_writes: dict[str, str] = field(default_factory=dict)  # see VectorStore.unended_writes (after a repair)
 
     @property
     def partial_spaces(self) -> list[str]:
@@ -105,7 +106,8 @@ def check(
     Corrupt: stored vectors that differ from the digest recorded when they were written (a sample of points;
     ``deep``: all). ``repair`` rewrites corrupt points from their recorded image (with the embedder ``embed``
     builds), deletes orphan and stale points and those it could not rewrite, and forgets the missing, stale and
-    dropped embeddings, so the next ``ingest`` of the catalogue embeds those works again.
+    dropped embeddings, so the next ``ingest`` of the catalogue embeds those works again; it also ends the write
+    runs a killed writer left on a Qdrant server (15 minutes after they last wrote).
     """
     expected = audit.catalogue.expected_points(store.collection)
     actual = store.identities()
@@ -123,6 +125,10 @@ def check(
             store.delete(report.orphans + report.stale + dropped)
         audit.catalogue.forget_embeddings(store.collection, report.missing + report.stale + dropped)
         report.repaired = True
+    elif repair:
+        with store.writing():  # writes nothing: ends the runs killed writers left
+            pass
+    report.unended_writes = store.unended_writes()
     return report
 
 

@@ -395,6 +395,13 @@ class VectorStore(ABC):
                 self._settle()
 
     @final
+    def unended_writes(self) -> dict[str, str]:
+        """The write runs the collection says are writing now (a server's: another process's run at work, or one a
+        killed writer left), each as its start mark -> the time it last wrote ("" unknown); while there is one,
+        every request reads every point to version the collection. ``{}`` for the embedded shard."""
+        return self._unended_writes() if self._vector_sizes() is not None else {}
+
+    @final
     def wrote_alone_since(self, version: str) -> bool:
         """Whether this store's latest write run (or operation) was all that changed the collection since its
         content :meth:`content_version` was ``version``: no other writer wrote before the run began or while it ran
@@ -600,6 +607,10 @@ class VectorStore(ABC):
     @abstractmethod
     def _version(self) -> str:
         """See :meth:`content_version`."""
+
+    @abstractmethod
+    def _unended_writes(self) -> dict[str, str]:
+        """See :meth:`unended_writes`."""
 
     @abstractmethod
     def _wrote_alone_since(self, version: str) -> bool:

@@ -129,6 +129,10 @@ class EdgeStore(VectorStore):
         meta["epoch"] = int(meta.get("epoch", 0)) + 1
         self._write_meta(meta)
 
+    def _unended_writes(self) -> dict[str, str]:
+        """None: a writer holds the shard's lock, and a killed one ended its readers too."""
+        return {}
+
     def _wrote_alone_since(self, version: str) -> bool:
         """Always: the shard is written by the process that holds its lock alone."""
         return True

@@ -250,6 +250,10 @@ class ServerStore(VectorStore):
             beat = {f"{WRITING}{self._run.mark}": _now()}
             self._call("marking the collection as written", self._client.update_collection, metadata=beat)
 
+    def _unended_writes(self) -> dict[str, str]:
+        metadata = self._metadata()
+        return {run: str(metadata[f"{WRITING}{run}"] or "") for run in sorted(_writing(metadata))}
+
     def _wrote_alone_since(self, version: str) -> bool:
         return self._run.alone and self._run.since == version and self._metadata().get(WRITE_MARK) == self._run.end
 
