@@ -192,6 +192,16 @@ def test_a_writing_run_refreshes_its_key_so_that_it_is_not_taken_for_a_dead_one(
         first = store._metadata()[key]
         store.upsert(works(1, start=101))
         assert store._metadata()[key] > first
+        beaten, update = store._metadata()[key], store._client.update_collection
+
+        def beat_lost(name: str, metadata: dict[str, Any]) -> Any:
+            if set(metadata) == {key}:
+                raise ConnectionError("connection reset")
+            return update(name, metadata=metadata)
+
+        monkeypatch.setattr(store._client, "update_collection", beat_lost)
+        store.upsert(works(1, start=102))  # written; only its heartbeat is lost, not the write
+        assert store._metadata()[key] == beaten and store.count() == 53
     assert key not in store._metadata()
 
 

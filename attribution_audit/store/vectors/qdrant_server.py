@@ -6,6 +6,7 @@ here only so the tests can exercise this code path without a server.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -244,11 +245,13 @@ class ServerStore(VectorStore):
 
     def _beat(self) -> None:
         """While a run writes: its key's time, refreshed at most once a minute (a key not refreshed for
-        ABANDONED_S is a killed writer's)."""
+        ABANDONED_S is a killed writer's). A refresh that fails is tried again after the next write: the write it
+        follows has succeeded, and a server gone fails the next one anyway."""
         if self._run.end is None and time.monotonic() - self._run.beat > HEARTBEAT_S:
-            self._run.beat = time.monotonic()
             beat = {f"{WRITING}{self._run.mark}": _now()}
-            self._call("marking the collection as written", self._client.update_collection, metadata=beat)
+            with contextlib.suppress(VectorStoreError):
+                self._call("marking the collection as written", self._client.update_collection, metadata=beat)
+                self._run.beat = time.monotonic()
 
     def _unended_writes(self) -> dict[str, str]:
         metadata = self._metadata()
