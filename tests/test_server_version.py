@@ -239,6 +239,12 @@ def test_a_run_knows_whether_it_alone_changed_the_collection_since_a_version(sto
     with store.writing():
         store.upsert(works(1, start=400))
     assert not store.wrote_alone_since(before)
+    before = store.content_version()
+    with store.writing():
+        store.upsert(works(1, start=500))
+    other._mark_changed(writing=True)  # a run begun as this one ended: its start mark overwritten by the end mark
+    store._client.update_collection("works", metadata={WRITE_MARK: store._run.end})
+    assert not store.wrote_alone_since(before)
 
 
 def test_a_write_behind_the_store_that_adds_or_removes_points_changes_the_version(store: ServerStore) -> None:

@@ -34,7 +34,9 @@ SECRET_KEY = re.compile(r"pass|token|secret|key", re.IGNORECASE)
 # one key per run writing now (its start mark, to the time it last wrote): set before its first write, removed with
 # its end mark, left by a writer killed in between.
 WRITE_MARK, WRITING = "attribution_audit_write_mark", "attribution_audit_writing:"
-HEARTBEAT_S, ABANDONED_S = 60.0, 900.0  # a writing run's key is refreshed once a minute; one 15 min old is a dead run's
+# A writing run's key is refreshed once a minute; one 15 minutes old is a dead run's (the writers' clocks must agree
+# within minutes: a live run's key, read by a clock 14 minutes ahead of its writer's, would be taken for a dead one).
+HEARTBEAT_S, ABANDONED_S = 60.0, 900.0
 
 
 class ServerStore(VectorStore):
@@ -128,15 +130,15 @@ class ServerStore(VectorStore):
         from qdrant_client import models
 
         batch = [models.PointStruct(id=p.point_id, vector=point_vectors(p), payload=p.payload) for p in points]
-        self._call("upserting points", self._client.upsert, points=batch, wait=True)
         self._beat()
+        self._call("upserting points", self._client.upsert, points=batch, wait=True)
 
     def _set_vectors(self, space: str, vectors: dict[str, list[float]]) -> None:
         from qdrant_client import models
 
         batch = [models.PointVectors(id=point_id, vector={space: v}) for point_id, v in vectors.items()]
-        self._call("updating vectors", self._client.update_vectors, points=batch, wait=True)
         self._beat()
+        self._call("updating vectors", self._client.update_vectors, points=batch, wait=True)
 
     def _optimize(self) -> None:
         """The server indexes in the background; upserts already waited for their segments."""
@@ -201,8 +203,8 @@ class ServerStore(VectorStore):
         from qdrant_client import models
 
         ids: list[models.ExtendedPointId] = list(point_ids)
-        self._call("deleting points", self._client.delete, points_selector=models.PointIdsList(points=ids), wait=True)
         self._beat()
+        self._call("deleting points", self._client.delete, points_selector=models.PointIdsList(points=ids), wait=True)
 
     def _retrieve(self, point_ids: list[str], *, with_vector: Selection, with_payload: bool = False) -> list[Any]:
         records = self._call(
@@ -244,9 +246,9 @@ class ServerStore(VectorStore):
         self._call("marking the collection as written", self._client.update_collection, metadata=marks)
 
     def _beat(self) -> None:
-        """While a run writes: its key's time, refreshed at most once a minute (a key not refreshed for
-        ABANDONED_S is a killed writer's). A refresh that fails is tried again after the next write: the write it
-        follows has succeeded, and a server gone fails the next one anyway."""
+        """Before each write of a run: its key's time, refreshed at most once a minute (a key not refreshed for
+        ABANDONED_S is a killed writer's; one another run removed as such comes back before this run writes again).
+        A refresh that fails is tried again at the next write (a server gone fails the write itself)."""
         if self._run.end is None and time.monotonic() - self._run.beat > HEARTBEAT_S:
             beat = {f"{WRITING}{self._run.mark}": _now()}
             with contextlib.suppress(VectorStoreError):
@@ -255,10 +257,13 @@ class ServerStore(VectorStore):
 
     def _unended_writes(self) -> dict[str, str]:
         metadata = self._metadata()
-        return {run: str(metadata[f"{WRITING}{run}"] or "") for run in sorted(_writing(metadata))}
+        return {run: str(_time(metadata[f"{WRITING}{run}"]) or "") for run in sorted(_writing(metadata))}
 
     def _wrote_alone_since(self, version: str) -> bool:
-        return self._run.alone and self._run.since == version and self._metadata().get(WRITE_MARK) == self._run.end
+        if not (self._run.alone and self._run.since == version):
+            return False
+        metadata = self._metadata()  # (a run begun since this one's end, or as it ended, is not alone with it)
+        return metadata.get(WRITE_MARK) == self._run.end and not _writing(metadata)
 
     def _settle(self) -> None:
         """Remove the writing keys of runs that stopped beating (killed writers), with a new mark: until then the
