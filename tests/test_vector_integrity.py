@@ -4,21 +4,28 @@ refuses to show an image file that changed since the attribution."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import EMBEDDER, Cli, Ingested, ingest_once
+from dbtools import record_catalogue
 from PIL import Image
 from sqlalchemy import text
 
 from attribution_audit.domain.points import point_id_for
+from attribution_audit.domain.results import Neighbour, Outcome, RequestDraft
 from attribution_audit.embedding.base import Embedder
+from attribution_audit.errors import VectorStoreError
 from attribution_audit.reporting.html import CHANGED
 from attribution_audit.services import vector_check
 from attribution_audit.sources.synthetic import DemoCatalogue
+from attribution_audit.store.audit_store import AuditStore
+from attribution_audit.store.catalogue import WorkRecord
 from attribution_audit.store.vectors.qdrant_edge import EdgeStore
 
 
@@ -116,6 +123,8 @@ def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_fou
         ({"image_sha256": "0" * 64}, "with another image than the catalogue's version 1"),
         ({"work_id": "SIBLING"}, "with another image than the catalogue's version 1"),  # the same artist's
         ({"work_id": "SIBLING", "image_sha256": "SIBLING"}, "more than once"),  # ... with its digest: named twice
+        ({"version": 2}, "at version 2, which the catalogue never recorded"),  # a version made up with its image
+        ({"version": 2, "image_sha256": "0" * 64}, "at version 2, which the catalogue never recorded"),
     ],
 )
 def test_a_payload_naming_another_work_or_image_is_refused_too(
@@ -190,3 +199,34 @@ def test_the_request_page_does_not_show_an_image_that_changed_since_the_attribut
     cli("report", "request", attributed["request_id"], "--html", str(page))
     shown = page.read_text()
     assert shown.count(CHANGED) == 1 and "intact: the stored hash matches the record" in shown
+
+
+def test_a_neighbour_at_another_version_is_checked_against_that_versions_image(audit: AuditStore) -> None:
+    """Another embedder's collection not ingested again since a work's image changed still holds its version 1: a
+    request citing it there is recorded as version 1, with version 1's image. A payload naming version 1 with another
+    image, or a version the catalogue never recorded, is refused (only the current version's image was compared)."""
+    first, second = hashlib.sha256(b"v1").hexdigest(), hashlib.sha256(b"v2").hexdigest()
+    record_catalogue(audit, [WorkRecord("w1", "Ada", None, "/img/w1.png", first, {}, 1, "p-w1")])
+    (pk,) = {work.pk for work in audit.catalogue.known_works(1, "works_x", ["w1"]).values()}
+    changed = WorkRecord("w1", "Ada", None, "/img/w1.png", second, {}, 2, "p-w1", pk=pk)  # its image changed
+    record_catalogue(audit, [changed])  # (version 2 is the catalogue's now)
+
+    def citing(version: int, image: str) -> RequestDraft:
+        near = [Neighbour(1, "w1", "museum", "Ada", 0.9, 0.1, 1.0, "Ada", version, image)]
+        features = {"entropy": 0.0, "nn_distance": 0.1, "margin": 0.2}
+        outcome = replace(Outcome(near, [], None, None, "v1", features), artist_shares={"Ada": 1.0})
+        vector = np.ones(4, dtype=np.float32)
+        return RequestDraft(
+            "/q.png", "ab" * 32, vector, None, "t", "x", "x", "edge", "works_x", {}, {}, 1, outcome, 0.9, "default-v1"
+        )
+
+    assert audit.requests.record(citing(1, first)).neighbours[0].work_version == 1
+    assert audit.requests.record(citing(2, second)).neighbours[0].work_version == 2
+    refusals = {
+        (1, second): "with another image than the catalogue's version 1",
+        (3, second): "at version 3, which the catalogue never recorded",
+    }
+    for (version, image), problem in refusals.items():
+        with pytest.raises(VectorStoreError, match=f"names work 'w1' of catalogue 'museum' {problem}: "):
+            audit.requests.record(citing(version, image))
+    assert audit.requests.verify_chain().checked == 2

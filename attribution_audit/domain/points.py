@@ -85,12 +85,19 @@ class StorageParams:
 
 class PointIdentity(NamedTuple):
     """What a point says of the work it holds (its payload), and what the catalogue says of the work embedded under
-    that point: the two must agree (``catalogue check``)."""
+    that point: the two must agree (``catalogue check``). Each field as text; ``version`` "" where a payload holds
+    none (a point written before versions)."""
 
     image_sha256: str
     catalogue: str
     work_id: str
     artist: str
+    version: str
+
+    def agrees_with(self, recorded: PointIdentity) -> bool:
+        """Whether this point's identity is the one the catalogue ``recorded`` (a point without a version agrees
+        on the rest alone: it was written before versions, and ingest rewrites it when its image changes)."""
+        return self == recorded or (not self.version and self._replace(version=recorded.version) == recorded)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def check(
     report.layouts = store.count_with(LAYOUT) if LAYOUT in store.sizes() else None
     report.orphans = sorted(actual.keys() - expected.keys())
     report.missing = sorted(expected.keys() - actual.keys())
-    report.stale = sorted(p for p in actual.keys() & expected.keys() if actual[p] != expected[p])
+    report.stale = sorted(p for p in actual.keys() & expected.keys() if not actual[p].agrees_with(expected[p]))
     recorded = audit.catalogue.stored_vectors(store.collection)
     report.vectors = vector_check.compare(store, recorded, actual.keys() & expected.keys() - set(report.stale), deep)
     if repair and not report.clean:

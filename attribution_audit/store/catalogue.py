@@ -411,17 +411,27 @@ class CatalogueRepository:
 
     # -- consistency with the vector store ---------------------------------------------------------------------
     def expected_points(self, collection: str) -> dict[str, PointIdentity]:
-        """Point id -> the work embedded there (image sha256, catalogue, work id, artist as recorded) of every
-        active work embedded in ``collection``."""
+        """Point id -> the work embedded there (image sha256, catalogue, work id, artist, version as recorded) of
+        every active work embedded in ``collection``."""
         query = (
-            select(WorkEmbedding.point_id, WorkEmbedding.image_sha256, Catalogue.name, Work.work_id, Artist.name)
+            select(
+                WorkEmbedding.point_id,
+                WorkEmbedding.image_sha256,
+                Catalogue.name,
+                Work.work_id,
+                Artist.name,
+                WorkEmbedding.version,
+            )
             .join(Work, Work.id == WorkEmbedding.work_pk)
             .join(Catalogue, Catalogue.id == Work.catalogue_id)
             .join(Artist, Artist.id == Work.artist_id)
             .where(WorkEmbedding.collection == collection, Work.withdrawn_at.is_(None))
         )
         with read_scope(self.engine) as session:
-            return {point: PointIdentity(*work) for point, *work in session.execute(query)}
+            return {
+                point: PointIdentity(image, catalogue, work_id, artist, str(version))
+                for point, image, catalogue, work_id, artist, version in session.execute(query)
+            }
 
     def image_paths(self, collection: str, point_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Point id -> (image file, sha256 of the image embedded) of the works embedded in ``collection`` under

@@ -424,6 +424,16 @@ class _Append:
                 .where(c.name.in_(listed("catalogues")), w.work_id.in_(listed("work_ids")))
             )
         self.works = DriverStatement(works, dialect)
+        pks = bindparam("keys", type_=String)  # the work keys as one JSON array, as the pairs above
+        work_keys: Select[Any] = (
+            select(cast(func.json_array_elements_text(cast(pks, JSON)).table_valued("value").c.value, Integer))
+            if postgres
+            else select(literal_column("value")).select_from(func.json_each(pks))
+        )
+        v = _WORK_VERSIONS.c
+        self.versions = DriverStatement(
+            select(v.work_pk, v.version, v.image_sha256).where(v.work_pk.in_(work_keys.scalar_subquery())), dialect
+        )
         self.pairs: Callable[[Sequence[tuple[str, str]]], dict[str, str]] = _as_records if postgres else _as_lists
         seq = _REQUESTS.c.seq
         self.head = DriverStatement(select(seq, _REQUESTS.c.record_hash).order_by(seq.desc()).limit(1), dialect)
@@ -437,6 +447,11 @@ class _Append:
         self.json_inserts = (
             {table: _json_insert(table, dialect) for table in (_NEIGHBOURS, _SHARES)} if postgres else {}
         )
+
+    def version_images(self, connection: Connection, cursor: Any, work_pks: list[int]) -> dict[tuple[int, int], str]:
+        """The image digest of every recorded version of the works ``work_pks``, by (work key, version)."""
+        self.versions.execute(connection, cursor, {"keys": json.dumps(work_pks)})
+        return {(pk, version): image for pk, version, image in cursor.fetchall()}
 
 
 def _as_records(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -478,19 +493,40 @@ _WORK_KEY = itemgetter(NEIGHBOUR_VALUES.index("catalogue"), NEIGHBOUR_VALUES.ind
 _ARTIST, _VERSION, _IMAGE = (NEIGHBOUR_VALUES.index(key) for key in ("artist", "work_version", "image_sha256"))
 
 
-def _refuse_uncatalogued(neighbours: Sequence[Sequence[Any]], found: dict[tuple[str, str], Sequence[Any]]) -> None:
+def _other_versions(neighbours: Sequence[Sequence[Any]], found: dict[tuple[str, str], Sequence[Any]]) -> list[int]:
+    """The work keys of the neighbours whose payload names another version of their work than the catalogue's (an
+    embedder's collection not ingested again since the work's image changed), whose images are then looked up."""
+    return sorted(
+        {
+            work[0]
+            for neighbour in neighbours
+            if (work := found.get(_WORK_KEY(neighbour))) is not None
+            and isinstance(neighbour[_VERSION], int)
+            and neighbour[_VERSION] != work[2]
+        }
+    )
+
+
+def _refuse_uncatalogued(
+    neighbours: Sequence[Sequence[Any]],
+    found: dict[tuple[str, str], Sequence[Any]],
+    images: dict[tuple[int, int], str],
+) -> None:
     """Refuse a neighbour that is not the catalogue's work as the catalogue records it (``found``: each work's
-    (key, artist, version, image digest, withdrawal time) by (catalogue, work id)): one the catalogue does not hold or
-    has withdrawn, one named twice, one by another artist, or one at the catalogue's version but with another image.
-    Its payload (what the request's shares were computed from) was rewritten behind the catalogue, or an ingest or a
-    withdrawal failed before it ended; it would otherwise enter the log as a valid attribution. A payload at an older
-    version is another collection not yet ingested again, and stays attributable as that version (the digest of a
-    version other than the catalogue's is not compared here: `catalogue check` compares every point's with the one
-    its embedding recorded)."""
+    (key, artist, version, image digest, withdrawal time) by (catalogue, work id); ``images``: the image digest of
+    each (work key, version) of :func:`_other_versions`): one the catalogue does not hold or has withdrawn, one named
+    twice, one by another artist, or one whose version the catalogue never recorded with that image. Its payload
+    (what the request's shares were computed from) was rewritten behind the catalogue, or an ingest or a withdrawal
+    failed before it ended; it would otherwise enter the log as a valid attribution. A payload at an older version
+    with that version's image is another embedder's collection not ingested again yet: attributable as that
+    version."""
     seen: set[tuple[str, str]] = set()
     for neighbour in neighbours:
         work = _WORK_KEY(neighbour)
-        _, artist, version, image, withdrawn = found.get(work, (None, None, None, None, None))
+        pk, artist, version, image, withdrawn = found.get(work, (None, None, None, None, None))
+        named, named_image = neighbour[_VERSION], neighbour[_IMAGE]
+        if named != version and isinstance(named, int):
+            image = images.get((pk, named))  # (None: a version the catalogue never recorded)
         problem = None
         if work not in found:
             problem = "which the catalogue does not hold"
@@ -505,8 +541,12 @@ def _refuse_uncatalogued(neighbours: Sequence[Sequence[Any]], found: dict[tuple[
             problem = "more than once"
         elif artist != neighbour[_ARTIST]:
             problem = f"by {neighbour[_ARTIST]!r}, the catalogue by {artist!r}"
-        elif neighbour[_VERSION] == version and neighbour[_IMAGE] not in (None, image):
-            problem = f"with another image than the catalogue's version {version}"
+        elif isinstance(named, int) and named_image is not None and named_image != image:
+            problem = (
+                f"with another image than the catalogue's version {named}"
+                if image is not None
+                else f"at version {named}, which the catalogue never recorded"
+            )
         if problem:
             raise VectorStoreError(
                 f"the vector store names work {work[1]!r} of catalogue {work[0]!r} {problem}: an ingest is writing "
@@ -581,7 +621,9 @@ def append_rows(
             last = sql.head.rows(connection, cursor)
             if work_pks is None:
                 found = {(cat, wid): work for cat, wid, *work in reads.fetchall()} if neighbours else {}
-                _refuse_uncatalogued(neighbours, found)
+                older = _other_versions(neighbours, found)  # (none but where a collection was not ingested again)
+                images = sql.version_images(connection, reads, older) if older else {}
+                _refuse_uncatalogued(neighbours, found, images)
                 work_pks = [found[_WORK_KEY(n)][0] for n in neighbours]
             near = sorted(
                 ((key, *n[:_WORK_PK], pk, *n[_WORK_PK:]) for n, pk in zip(neighbours, work_pks, strict=True)),

@@ -340,12 +340,12 @@ class VectorStore(ABC):
 
     @final
     def identities(self, point_ids: Sequence[str] | None = None) -> dict[str, PointIdentity]:
-        """Point id -> the work its payload names (image digest, catalogue, work id, artist; "" where absent) for
-        every point, or for those of ``point_ids`` the collection holds: what ``catalogue check`` and ingest compare
-        with the catalogue's. ``{}`` before the collection is created."""
+        """Point id -> the work its payload names (image digest, catalogue, work id, artist, version; "" where
+        absent) for every point, or for those of ``point_ids`` the collection holds: what ``catalogue check`` and
+        ingest compare with the catalogue's. ``{}`` before the collection is created."""
         fields = PointIdentity._fields
         return {
-            point: PointIdentity(*(str(payload.get(f, "")) for f in fields))
+            point: PointIdentity(*("" if payload.get(f) is None else str(payload[f]) for f in fields))
             for point, payload in self._payloads(point_ids, list(fields))
         }
 
