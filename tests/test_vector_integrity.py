@@ -120,10 +120,11 @@ def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_fou
     [
         ({"work_id": "FORGED"}, "which the catalogue does not hold"),
         ({"catalogue": "elsewhere"}, "which the catalogue does not hold"),
-        ({"image_sha256": "0" * 64}, "with another image than the catalogue's version 1"),
-        ({"work_id": "SIBLING"}, "with another image than the catalogue's version 1"),  # the same artist's
+        ({"image_sha256": "0" * 64}, "with another image than the catalogue recorded for version 1"),
+        ({"work_id": "SIBLING"}, "with another image than the catalogue recorded for version 1"),  # the same artist's
         ({"work_id": "SIBLING", "image_sha256": "SIBLING"}, "more than once"),  # ... with its digest: named twice
         ({"version": 2}, "at version 2, which the catalogue never recorded"),  # a version made up with its image
+        ({"version": None, "image_sha256": "0" * 64}, "with another image than the catalogue recorded for version 1"),
         ({"version": 2, "image_sha256": "0" * 64}, "at version 2, which the catalogue never recorded"),
     ],
 )
@@ -149,6 +150,24 @@ def test_a_payload_naming_another_work_or_image_is_refused_too(
     assert refused.startswith(f"error: the vector store names work {named[0]!r} of catalogue {named[1]!r} {problem}: ")
     assert _check(cli, code=1)["stale"] == [point.point_id]
     assert len(json.loads(cli("audit", "list", "--format", "json").stdout)) == 1  # the first request alone
+
+
+def test_a_version_written_as_text_is_stale_for_the_check_and_rewritten_by_ingest(
+    cli: Cli, ingested: Ingested, demo_catalogue: DemoCatalogue
+) -> None:
+    """Requests refuse a payload whose version is not an integer; the check and ingest must not read "1" as 1, or
+    the refusal's advice (ingest again) would change nothing."""
+    cli.restore(ingested)
+    query = str(demo_catalogue.queries[0].path)
+    nearest = json.loads(cli("attribute", query, "--embedder", EMBEDDER, "--format", "json").stdout)[0]["neighbours"][0]
+    store = EdgeStore(cli.data_dir / "qdrant", "works_efficientnet_lite0")
+    (point,) = store.points_of([point_id_for(nearest["catalogue"], nearest["work_id"])]).values()
+    store.upsert([replace(point, payload={**point.payload, "version": "1"})])
+    store.close()
+    assert "not an integer" in cli("attribute", query, "--embedder", EMBEDDER, code=1).stderr
+    assert _check(cli, code=1)["stale"] == [point.point_id]
+    assert "1 updated" in cli("ingest", str(demo_catalogue.manifest), "--embedder", EMBEDDER).stdout
+    cli("attribute", query, "--embedder", EMBEDDER)
 
 
 def test_a_corrupt_vector_whose_image_is_gone_is_dropped_for_the_next_ingest(cli: Cli, ingested: Ingested) -> None:
@@ -223,7 +242,7 @@ def test_a_neighbour_at_another_version_is_checked_against_that_versions_image(a
     assert audit.requests.record(citing(1, first)).neighbours[0].work_version == 1
     assert audit.requests.record(citing(2, second)).neighbours[0].work_version == 2
     refusals = {
-        (1, second): "with another image than the catalogue's version 1",
+        (1, second): "with another image than the catalogue recorded for version 1",
         (3, second): "at version 3, which the catalogue never recorded",
     }
     for (version, image), problem in refusals.items():

@@ -102,7 +102,7 @@ def check(
 
     Orphans: points with no active work (withdrawn, or written by a run that crashed before its DB commit).
     Missing: works recorded as embedded whose point is gone. Stale: point and DB disagree on the image hash, or on
-    the work the point names (catalogue, work id, artist: a payload rewritten behind the catalogue).
+    the work the point names (catalogue, work id, artist, version: a payload rewritten behind the catalogue).
     Corrupt: stored vectors that differ from the digest recorded when they were written (a sample of points;
     ``deep``: all). ``repair`` rewrites corrupt points from their recorded image (with the embedder ``embed``
     builds), deletes orphan and stale points and those it could not rewrite, and forgets the missing, stale and

@@ -256,7 +256,7 @@ class Ingestion:
                 and (work.artist, work.title, work.payload) == (row.artist, row.title, row.extra)
                 # its point holds it as recorded (a payload rewritten behind the catalogue is written again)
                 and (point := stored.get(point_id_for(name, row.work_id))) is not None
-                and point.agrees_with(PointIdentity(digest, name, row.work_id, row.artist, str(work.version)))
+                and point.agrees_with(PointIdentity(digest, name, row.work_id, row.artist, str(work.embedded_version)))
             ):
                 self.report.unchanged += 1
                 unchanged.append(row)

@@ -49,6 +49,7 @@ class KnownWork:
     embedded_sha256: str | None = None
     embedded_fingerprint: str | None = None
     embedded_spaces: tuple[str, ...] = ()
+    embedded_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ class CatalogueRepository:
                     embedded_sha256=embedding.image_sha256 if embedding else None,
                     embedded_fingerprint=embedding.embedder_fingerprint if embedding else None,
                     embedded_spaces=tuple(embedding.spaces.split(",")) if embedding else (),
+                    embedded_version=embedding.version if embedding else None,
                 )
                 for work, embedding, artist in session.execute(query)
             }

@@ -501,7 +501,7 @@ def _other_versions(neighbours: Sequence[Sequence[Any]], found: dict[tuple[str, 
             work[0]
             for neighbour in neighbours
             if (work := found.get(_WORK_KEY(neighbour))) is not None
-            and isinstance(neighbour[_VERSION], int)
+            and neighbour[_VERSION] is not None
             and neighbour[_VERSION] != work[2]
         }
     )
@@ -525,7 +525,7 @@ def _refuse_uncatalogued(
         work = _WORK_KEY(neighbour)
         pk, artist, version, image, withdrawn = found.get(work, (None, None, None, None, None))
         named, named_image = neighbour[_VERSION], neighbour[_IMAGE]
-        if named != version and isinstance(named, int):
+        if named is not None and named != version:
             image = images.get((pk, named))  # (None: a version the catalogue never recorded)
         problem = None
         if work not in found:
@@ -541,9 +541,9 @@ def _refuse_uncatalogued(
             problem = "more than once"
         elif artist != neighbour[_ARTIST]:
             problem = f"by {neighbour[_ARTIST]!r}, the catalogue by {artist!r}"
-        elif isinstance(named, int) and named_image is not None and named_image != image:
+        elif named_image is not None and named_image != image:  # (no version named: the catalogue's is compared)
             problem = (
-                f"with another image than the catalogue's version {named}"
+                f"with another image than the catalogue recorded for version {version if named is None else named}"
                 if image is not None
                 else f"at version {named}, which the catalogue never recorded"
             )

@@ -113,6 +113,14 @@ def _space_matrix(records: Iterable[Any], space: str, size: int) -> tuple[list[s
     return ids, np.vstack(rows) if rows else np.zeros((0, size), dtype=np.float32)
 
 
+def _identity_text(field: str, value: Any) -> str:
+    """A payload value as :class:`PointIdentity` holds it: "" where absent; a version other than an integer as its
+    repr (a version "1" must not read as version 1: requests refuse it)."""
+    if value is None:
+        return ""
+    return repr(value) if field == "version" and type(value) is not int else str(value)
+
+
 def _pages(ids: list[str]) -> Iterator[list[str]]:
     """``ids`` in pages of at most SCROLL_PAGE, for the engines' retrieve by id."""
     return (ids[start : start + SCROLL_PAGE] for start in range(0, len(ids), SCROLL_PAGE))
@@ -345,7 +353,7 @@ class VectorStore(ABC):
         ingest compare with the catalogue's. ``{}`` before the collection is created."""
         fields = PointIdentity._fields
         return {
-            point: PointIdentity(*("" if payload.get(f) is None else str(payload[f]) for f in fields))
+            point: PointIdentity(*(_identity_text(field, payload.get(field)) for field in fields))
             for point, payload in self._payloads(point_ids, list(fields))
         }
 
