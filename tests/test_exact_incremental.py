@@ -121,6 +121,28 @@ def test_a_cache_is_not_brought_forward_past_a_write_the_run_did_not_make(
         store.close()
 
 
+def test_the_caches_of_one_space_are_brought_forward_from_one_read_of_the_written_points(
+    sqlite_audit: AuditStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EdgeStore(tmp_path / "qdrant", "works")
+    vectors = dict(zip([f"w{i}" for i in range(20)], unit_rows(20, 0), strict=True))
+    ingest = ingester(sqlite_audit, store, tmp_path, vectors)
+    try:
+        ingest("first", [f"w{i}" for i in range(10)])
+        folders = [cache_folder(tmp_path / "exact", store.collection, m, "content") for m in ("brute", "kdtree")]
+        for method, folder in zip(("brute", "kdtree"), folders, strict=True):
+            load_or_build(method, folder, store.content_version(), lambda: store.fetch_all())
+        fetched: list[str] = []
+        fetch = store.fetch
+        monkeypatch.setattr(store, "fetch", lambda ids, space: fetched.append(space) or fetch(ids, space))
+        ingest("second", [f"w{i}" for i in range(20)])
+        assert fetched == ["content"]
+        for method, folder in zip(("brute", "kdtree"), folders, strict=True):
+            assert len(load_or_build(method, folder, store.content_version(), no_scroll).ids) == 20
+    finally:
+        store.close()
+
+
 def test_a_write_of_no_cached_vector_moves_the_cache_on_whole(tmp_path: Path) -> None:
     """A run that wrote only vectors the cache does not hold (layouts) renames the cache to the new version: the
     KD-tree is kept, nothing is copied, and the next search reads no vector of the collection."""

@@ -541,10 +541,12 @@ def _refresh_exact_caches(store: VectorStore, root: Path, before: str, written: 
     after = store.content_version()
     if not store.wrote_alone_since(before):  # (asked after reading ``after``: nobody wrote before it was read)
         return
-    for cache in sorted(p for p in folder.iterdir() if p.is_dir() and (p / before).is_dir()):
-        space = cached_space(cache)
-        ids, vectors = store.fetch(list(dict.fromkeys(written)), space)
-        update_cache(cache, before, after, ids, vectors, held=store.count_with(space))
+    caches = sorted(p for p in folder.iterdir() if p.is_dir() and (p / before).is_dir())
+    points = list(dict.fromkeys(written))
+    read = {space: (*store.fetch(points, space), store.count_with(space)) for space in set(map(cached_space, caches))}
+    for cache in caches:  # (a space's written points read once, whatever the number of its caches)
+        ids, vectors, held = read[cached_space(cache)]
+        update_cache(cache, before, after, ids, vectors, held=held)
 
 
 def _write_failures(path: Path | None, failures: list[RowFailure]) -> Path | None:
