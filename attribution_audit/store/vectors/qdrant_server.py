@@ -241,18 +241,16 @@ class ServerStore(VectorStore):
         else:
             self._run.alone = metadata.get(WRITE_MARK) == self._run.mark and _writing(metadata) == {self._run.mark}
             self._run.end = uuid.uuid4().hex
-            ended = {f"{WRITING}{run}": None for run in {self._run.mark} | _abandoned(metadata)}  # null: removed
-            marks = {WRITE_MARK: self._run.end, **ended}
-        self._call("marking the collection as written", self._client.update_collection, metadata=marks)
+            marks = {WRITE_MARK: self._run.end, **_ended({self._run.mark} | _abandoned(metadata))}
+        self._set_metadata(marks)
 
     def _beat(self) -> None:
         """Before each write of a run: its key's time, refreshed at most once a minute (a key not refreshed for
         ABANDONED_S is a killed writer's; one another run removed as such comes back before this run writes again).
         A refresh that fails is tried again at the next write (a server gone fails the write itself)."""
         if self._run.end is None and time.monotonic() - self._run.beat > HEARTBEAT_S:
-            beat = {f"{WRITING}{self._run.mark}": _now()}
             with contextlib.suppress(VectorStoreError):
-                self._call("marking the collection as written", self._client.update_collection, metadata=beat)
+                self._set_metadata({f"{WRITING}{self._run.mark}": _now()})
                 self._run.beat = time.monotonic()
 
     def _unended_writes(self) -> dict[str, str]:
@@ -270,9 +268,11 @@ class ServerStore(VectorStore):
         collection is versioned by reading every point on each request."""
         if self._vector_sizes() is None or not (abandoned := _abandoned(self._metadata())):
             return
-        ended = {f"{WRITING}{run}": None for run in abandoned}
-        marks = {WRITE_MARK: uuid.uuid4().hex, **ended}
-        self._call("marking the collection as written", self._client.update_collection, metadata=marks)
+        self._set_metadata({WRITE_MARK: uuid.uuid4().hex, **_ended(abandoned)})
+
+    def _set_metadata(self, values: dict[str, str | None]) -> None:
+        """Merge ``values`` into the collection's metadata (a None removes its key)."""
+        self._call("marking the collection as written", self._client.update_collection, metadata=values)
 
     def _metadata(self) -> dict[str, Any]:
         return self._call("reading the collection", self._client.get_collection).config.metadata or {}
@@ -316,6 +316,11 @@ class _Run:
 def _writing(metadata: dict[str, Any]) -> set[str]:
     """The start marks of the runs that a collection's metadata says are writing."""
     return {key.removeprefix(WRITING) for key in metadata if key.startswith(WRITING)}
+
+
+def _ended(runs: set[str]) -> dict[str, str | None]:
+    """The metadata update that removes the writing keys of ``runs``."""
+    return {f"{WRITING}{run}": None for run in runs}
 
 
 def _abandoned(metadata: dict[str, Any]) -> set[str]:
