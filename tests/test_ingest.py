@@ -82,12 +82,10 @@ def works_of(engine: Engine, catalogue: str) -> dict[str, Work]:
 
 
 def point_of(store: EdgeStore, catalogue: str, work_id: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """The stored vector and payload of a work's point, found through a search for its own vector."""
+    """The stored vector and payload of a work's point."""
     pid = point_id_for(catalogue, work_id)
-    ids, vectors = store.fetch_all()
-    vector = vectors[ids.index(pid)]
-    (hit,) = [h for h in store.search(vector, 5, exact=True) if h.point_id == pid]
-    return vector, hit.payload
+    (point,) = [p for p in store.iter_points() if p.point_id == pid]
+    return point.vector, point.payload
 
 
 def tiny_png(path: Path, seed: int) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from attribution_audit.domain.points import HIT_FIELDS
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.store.vectors import VectorStore, WorkPoint, collection_name, point_id_for
 from attribution_audit.store.vectors.base import HnswParams
@@ -215,7 +216,7 @@ def test_hits_carry_their_stored_vectors_on_request(filled: VectorStore, truth: 
         assert hit.vectors is not None and set(hit.vectors) == {"content", "style"}
         np.testing.assert_allclose(hit.vectors["content"], by_id[hit.point_id].vector, atol=1e-6)
         np.testing.assert_allclose(hit.vector, by_id[hit.point_id].style, atol=1e-6)  # type: ignore[arg-type]
-        assert hit.payload == by_id[hit.point_id].payload
+        assert hit.payload == {k: v for k, v in by_id[hit.point_id].payload.items() if k in HIT_FIELDS}
     assert all(h.vector is None and h.vectors is None for h in filled.search(query, 5, space="style"))
 
 
@@ -297,7 +298,7 @@ def test_limit_larger_than_collection_returns_everything(store: VectorStore, poi
     assert {h.point_id for h in hits} == {p.point_id for p in points[:7]}
 
 
-def test_payload_round_trips(store: VectorStore, vectors: np.ndarray) -> None:
+def test_payload_round_trips_and_hits_carry_only_what_a_request_reads(store: VectorStore, vectors: np.ndarray) -> None:
     payload = {
         "work_id": "w-é-1",
         "artist": "Claude Monet é",
@@ -312,7 +313,12 @@ def test_payload_round_trips(store: VectorStore, vectors: np.ndarray) -> None:
     store.build_index()
     (hit,) = store.search(vectors[0], 1)
     assert hit.point_id == point_id_for(CATALOGUE, "w-é-1")
-    assert hit.payload == payload
+    # a catalogue's own metadata (title, year, licence) stays in the store: a request reads none of it
+    assert hit.payload == {k: v for k, v in payload.items() if k in HIT_FIELDS}
+    fused = store.search_fused({"content": vectors[0]}, 1, prefetch=1, weights={"content": 1.0})
+    assert fused[0].payload == hit.payload
+    (point,) = store.iter_points()
+    assert point.payload == payload
 
 
 def test_upsert_is_idempotent_and_replaces(store: VectorStore, points: list[WorkPoint], vectors: np.ndarray) -> None:
@@ -321,13 +327,13 @@ def test_upsert_is_idempotent_and_replaces(store: VectorStore, points: list[Work
     store.upsert(content_only(points))
     assert store.count() == N
     # Re-upserting an id replaces its vector and payload instead of adding a point.
-    moved = WorkPoint(points[0].point_id, vectors[300], {**points[0].payload, "title": "replaced"})
+    moved = WorkPoint(points[0].point_id, vectors[300], {**points[0].payload, "artist": "replaced"})
     store.upsert([moved])
     store.build_index()
     assert store.count() == N
     hits = store.search(vectors[300], 2)
     assert {h.point_id for h in hits} == {points[0].point_id, points[300].point_id}
-    assert next(h for h in hits if h.point_id == points[0].point_id).payload["title"] == "replaced"
+    assert next(h for h in hits if h.point_id == points[0].point_id).payload["artist"] == "replaced"
 
 
 def test_delete_removes_points_and_ignores_absent_ids(store: VectorStore, points: list[WorkPoint]) -> None:

@@ -12,6 +12,10 @@ import numpy as np
 CONTENT, STYLE = "content", "style"
 SPACES = (CONTENT, STYLE)
 LAYOUT = "layout"  # the named vector copy detection draws candidates from (embedding.layout), not a query space
+# The payload fields a search hit carries: what a request reads of its K x oversampling candidates (each one's artist;
+# the K kept become the record's neighbours). A catalogue's other metadata (title, a manifest's own columns) stays in
+# the store, so a request does not read more with each column a catalogue adds.
+HIT_FIELDS = ("work_id", "artist", "catalogue", "version", "image_sha256")
 
 _HEX_DIGITS = frozenset("0123456789abcdef")  # a digest as ingestion writes it: lowercase hex
 # Namespace of the deterministic point ids: uuid5(POINT_NAMESPACE, "<catalogue>/<work_id>").
@@ -120,8 +124,9 @@ class _Scored(Protocol):
 
 
 class Hit:
-    """One search result: cosine similarity in [-1, 1] and the stored payload. Slotted and not frozen, as no code
-    changes one: a request makes hundreds (K x oversampling), and a frozen dataclass's ``__init__`` costs ~4x.
+    """One search result: cosine similarity in [-1, 1] and the stored payload's :data:`HIT_FIELDS`. Slotted and not
+    frozen, as no code changes one: a request makes hundreds (K x oversampling), and a frozen dataclass's
+    ``__init__`` costs ~4x.
 
     ``point_id`` is a string, or the engine's scored point whose id is read and made a string when first asked: a
     request names the ids of its K neighbours, not of its K x oversampling candidates, and qdrant-edge builds each

@@ -257,8 +257,8 @@ class VectorStore(ABC):
         with_vectors: bool = False,
         space: str = CONTENT,
     ) -> list[Hit]:
-        """The ``limit`` nearest points to a unit ``vector`` in ``space``, best first (every named vector of each
-        hit on request); ``[]`` for a limit below one."""
+        """The ``limit`` nearest points to a unit ``vector`` in ``space``, best first, each with its payload's
+        ``HIT_FIELDS`` (``domain.points``; every named vector of each hit on request); ``[]`` for a limit below one."""
         self._space_size(space, len(vector), "the query")
         if limit < 1:
             return []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
+from attribution_audit.domain.points import HIT_FIELDS
 from attribution_audit.errors import DamagedShardError, VectorStoreError
 from attribution_audit.store.vectors import shard_seal
 from attribution_audit.store.vectors.base import (
@@ -283,7 +284,7 @@ class EdgeStore(VectorStore):
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(vector, using=space),
-            with_payload=True,
+            with_payload=list(HIT_FIELDS),
             with_vector=with_vectors,
             params=self._search_params(exact),
         )
@@ -310,7 +311,7 @@ class EdgeStore(VectorStore):
                 for space, vector in query.vectors.items()
             ],
             query=Fusion.Rrf(k=query.rrf_k, weights=query.weights),  # type: ignore[arg-type]  # the stub leaves Rrf out of Fusion
-            with_payload=True,
+            with_payload=list(HIT_FIELDS),
             with_vector=with_vectors,
         )
         return list(self._shard.query(request))

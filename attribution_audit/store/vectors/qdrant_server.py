@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from attribution_audit.domain.points import HIT_FIELDS
 from attribution_audit.errors import VectorStoreError
 from attribution_audit.store.vectors.base import (
     FusedQuery,
@@ -151,7 +152,7 @@ class ServerStore(VectorStore):
             query=vector,
             using=space,
             limit=limit,
-            with_payload=True,
+            with_payload=list(HIT_FIELDS),
             with_vectors=with_vectors,
             search_params=self._search_params(exact),
         )
@@ -174,7 +175,7 @@ class ServerStore(VectorStore):
             ],
             query=models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=query.weights)),
             limit=limit,
-            with_payload=True,
+            with_payload=list(HIT_FIELDS),
             with_vectors=with_vectors,
         )
         return list(response.points)
