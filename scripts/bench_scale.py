@@ -1,8 +1,8 @@
 """Scale: ingestion, requests and the audit log of the product against the raw Qdrant Edge engine, per catalogue size.
 
-For each N (``--sizes``): N clustered 512-d unit vectors with artist/work ids are written as a manifest and an
-aligned ``.npy`` in ``--work`` (kept: parts may run in separate invocations on the same data dirs), then the
-``--parts`` asked for, each saving its result to ``--results`` as it ends:
+For each N (``--sizes``): N clustered 512-d unit vectors with artist/work ids (and ``--metadata`` columns of text
+a work) are written as a manifest and an aligned ``.npy`` in ``--work`` (kept: parts may run in separate invocations
+on the same data dirs), then the ``--parts`` asked for, each saving its result to ``--results`` as it ends:
 
 * ingest: ``attribution-audit ingest --embeddings`` in a fresh process (wall, CPU and peak RSS from ``wait4``, disk);
   with ``--audit-postgres`` the data dir's audit log is a database of its own on that server;
@@ -134,13 +134,24 @@ def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     return vectors, [f"artist {c}" for c in labels]
 
 
-def write_catalogue(folder: Path, vectors: np.ndarray, artists: list[str]) -> tuple[Path, Path]:
+def write_catalogue(folder: Path, vectors: np.ndarray, artists: list[str], metadata: int = 0) -> tuple[Path, Path]:
+    """The manifest (with ``metadata`` columns of ~50 characters a work besides its path, artist and work id, as a
+    real catalogue's description, source and licence columns) and the aligned vectors table."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest, table = folder / "catalogue.csv", folder / "vectors.npy"
+    columns = [f"meta_{j}" for j in range(metadata)]
     with manifest.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "artist", "work_id"])
-        writer.writerows([f"img/{i}.png", artist, f"w{i}"] for i, artist in enumerate(artists))
+        writer.writerow(["path", "artist", "work_id", *columns])
+        writer.writerows(
+            [
+                f"img/{i}.png",
+                artist,
+                f"w{i}",
+                *(f"{column} of work w{i}: descriptive text, a source" for column in columns),
+            ]
+            for i, artist in enumerate(artists)
+        )
     np.save(table, vectors)
     return manifest, table
 
@@ -680,7 +691,7 @@ def run_size(n: int, folder: Path, parts: set[str], args: argparse.Namespace) ->
     """The parts asked for at catalogue size n, in ``folder`` (kept between invocations: ingest now, serve later)."""
     manifest, table = folder / "catalogue.csv", folder / "vectors.npy"
     if not table.exists():
-        write_catalogue(folder, *clustered(n))
+        write_catalogue(folder, *clustered(n), args.metadata)
     vectors = np.load(table, mmap_mode="r")
     url = audit_database(folder, args.audit_postgres)
     db = "PostgreSQL" if url else "SQLite"
@@ -737,6 +748,12 @@ def main() -> None:
     parser.add_argument("--serve", type=int, default=500, help="requests answered by the serving process")
     parser.add_argument("--log", default="50000", help="comma-separated lengths of the audit log for verify/export")
     parser.add_argument("--int8", action="store_true", help="also ingest with --quantization int8")
+    parser.add_argument(
+        "--metadata",
+        type=int,
+        default=0,
+        help="metadata columns of each work in a new --work folder's manifest (kept in the catalogue and the payload)",
+    )
     parser.add_argument("--postgres-url", help="PostgreSQL server URL (a database is created) for the chain runs")
     parser.add_argument(
         "--audit-postgres", help="PostgreSQL server URL: the data dirs' audit log in a database of their own on it"
