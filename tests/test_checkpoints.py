@@ -3,6 +3,7 @@ tail, a wipe, a rewritten or replaced log), on SQLite and PostgreSQL, through th
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from attribution_audit import AttributionParams, Upload, load_settings, open_ser
 from attribution_audit.cli import app
 from attribution_audit.domain import checkpoint as statement
 from attribution_audit.embedding.base import Embedder
+from attribution_audit.reporting import output_file
 from attribution_audit.services.checkpoints import signing_key
 from attribution_audit.sources.synthetic import DemoCatalogue
 from attribution_audit.store import chain
@@ -92,6 +94,46 @@ def test_a_checkpoint_is_signed_by_a_key_outside_the_db_and_holds(
     verified = cli("audit", "verify", "--checkpoint", str(out))
     assert "chain OK: 3 records" in verified.stdout and "checkpoint seq 3" in verified.stdout
     assert "holds" in verified.stdout
+
+
+def test_an_existing_out_file_is_refused_before_anything_is_signed_unless_forced(
+    cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path, checkpoint_key: Path
+) -> None:
+    """As `audit export`: a file under --out is kept, with one line naming it and --force, and the refused command
+    changes nothing (no key created, no checkpoint appended to the witness file); --force replaces it."""
+    cli = cli_on(migrated_url)
+    _records(create_db_engine(migrated_url), 3)
+    out = tmp_path / "checkpoint.json"
+    out.write_text("an earlier checkpoint\n")
+    refused = cli("audit", "checkpoint", "--out", str(out), code=1)
+    assert refused.stderr == f"error: {out}: already exists; pass --force to overwrite it, or choose another name\n"
+    assert out.read_text() == "an earlier checkpoint\n"
+    assert not (cli.data_dir / "witness.jsonl").exists() and not checkpoint_key.exists()
+    cli("audit", "checkpoint", "--out", str(out), "--force")
+    witness = (cli.data_dir / "witness.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in witness] == [json.loads(out.read_text())]
+    assert json.loads(out.read_text())["seq"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint.json"]
+
+
+def test_a_checkpoint_file_that_cannot_be_finished_leaves_the_earlier_one_whole(
+    logged: tuple[Cli, Engine, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is written beside --out and renamed onto it: a failure before the rename (a full disk, a crash)
+    leaves the earlier checkpoint as it was, and no scratch file; the new one is in the witness file."""
+    cli, engine, out = logged
+    earlier = out.read_text()
+    _records(engine, 2)
+
+    def no_space(temporary: Path, target: Path, overwrite: bool) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(output_file, "_publish", no_space)
+    failed = cli("audit", "checkpoint", "--out", str(out), "--force", code=1)
+    assert f"{out}: cannot write the checkpoint (No space left on device)" in failed.stderr
+    assert out.read_text() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint.json"]
+    assert json.loads((cli.data_dir / "witness.jsonl").read_text().splitlines()[-1])["seq"] == 6
 
 
 def test_a_truncated_tail_fails_against_the_checkpoint(logged: tuple[Cli, Engine, Path]) -> None:

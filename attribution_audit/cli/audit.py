@@ -290,10 +290,20 @@ def audit_verify(
 @app.command("checkpoint")
 def audit_checkpoint(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option("--out", help="Also write the checkpoint to this file.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write the checkpoint to this file (a new one: an existing file is refused without --force).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the --out file if it exists (refused without).")
+    ] = False,
 ) -> None:
     """Verify the chain, then sign its head (seq, head hash, time, audit DB identity) with the checkpoint key and
-    append it to the witness file; the key is created on first use (its path is printed on stderr).
+    append it to the witness file; the key is created on first use (its path is printed on stderr). An existing
+    --out file is refused without --force before anything is signed; the file is written whole or not at all.
 
     \b
     Example: attribution-audit audit checkpoint --out .demo/checkpoint.json
@@ -303,7 +313,7 @@ def audit_checkpoint(
 
     if out is not None:
         refuse_evidence_as_output(ctx.obj, out, "--out")
-    signed = write_checkpoint(ctx.obj, audit_of(ctx.obj), out)
+    signed = write_checkpoint(ctx.obj, audit_of(ctx.obj), out, overwrite=force)
     say_signed(signed)
     typer.echo(signed.checkpoint.line())
 

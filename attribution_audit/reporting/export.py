@@ -10,15 +10,7 @@ chain head), and the identity against a checkpoint (``audit verify --checkpoint`
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import glob
 import json
-import os
-import re
-import secrets
-import stat
-import time as clock
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -28,6 +20,7 @@ from typing import Any
 
 from attribution_audit.domain.chain import ChainCheck, ChainRecord, ChainReport, hash_content
 from attribution_audit.errors import AttributionAuditError
+from attribution_audit.reporting.output_file import refuse_as_output, writing
 from attribution_audit.sources.files import irregular_file_problem
 
 FORMAT = "attribution-audit-export/1"
@@ -59,16 +52,10 @@ def export_records(
     ``out`` unless ``overwrite`` (then replaced by a rename, as a new one is written)."""
     start, end = _bounds(date_from, date_to)
     out = Path(out)
-    check, written, temporary = ChainCheck(), 0, None
+    check, written = ChainCheck(), 0
     try:
-        _refuse_as_export(out, overwrite)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # a scratch file of this run's own (created, never opened through a link planted there): two exports to one
-        # path each write their own, and whichever renames last leaves a whole export
-        _remove_abandoned(out)
-        temporary = out.with_name(f"{_scratch_prefix(out)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        with temporary.open("xb", buffering=_BUFFER) as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # held while it is written: a later export leaves it be
+        refuse_as_output(out, overwrite, "the export")
+        with writing(out, overwrite, buffering=_BUFFER) as handle:
             # the header comes first but holds what only the end knows (the count, the head): its line is reserved
             # as spaces wide enough for any such values, and written over once they are known
             header = _header(date_from, date_to, db_identity, _WIDEST_MOMENT, _WIDEST_COUNT, _WIDEST_COUNT, "f" * 64)
@@ -90,10 +77,6 @@ def export_records(
                 raise AttributionAuditError(f"{out}: the export's header outgrew its line; this is a bug, report it")
             handle.seek(0)
             handle.write(header.ljust(width))
-            handle.flush()
-            os.fsync(handle.fileno())  # on disk before it takes the export's name: a power loss leaves no empty export
-        _publish(temporary, out, overwrite)
-        _sync_folder(out.parent)
     except FileExistsError:
         raise AttributionAuditError(
             f"{out}: was written meanwhile (another export?); pass --force to overwrite it, or choose another name"
@@ -102,68 +85,8 @@ def export_records(
         raise AttributionAuditError(
             f"{out}: cannot write the export ({exc.strerror}); choose a writable path"
         ) from None
-    finally:
-        if temporary is not None:
-            with contextlib.suppress(OSError):  # (renamed, or never made: the error raised says why)
-                temporary.unlink()
     return written, head
 
-
-def _refuse_as_export(out: Path, overwrite: bool) -> None:
-    """Refuse an ``out`` the export would not write as a new regular file (or replace, if ``overwrite``)."""
-    if out.is_symlink() or (out.exists() and not out.is_file()):  # the rename would replace it, not write to it
-        raise AttributionAuditError(
-            f"{out}: is not a regular file (a directory, link, pipe or device); choose a file path for the export"
-        )
-    if out.exists() and not overwrite:
-        raise AttributionAuditError(f"{out}: already exists; pass --force to overwrite it, or choose another name")
-    if out.parent.exists() and not out.parent.is_dir():  # (mkdir would say "File exists")
-        raise AttributionAuditError(f"{out}: {out.parent} is not a folder; choose a file path for the export")
-
-
-def _scratch_prefix(out: Path) -> str:
-    """The start of the names of ``out``'s scratch files: its name, cut short (a name of 255 bytes must still leave
-    room for the rest, at up to 4 bytes a character)."""
-    return out.name[:40]
-
-
-def _remove_abandoned(out: Path) -> None:
-    """Remove the scratch files of exports to ``out`` that no process writes (killed, or their machine lost power):
-    a writer holds a lock on its file (whatever its process namespace); one made in the last minute is left too (its
-    writer may not hold the lock yet)."""
-    scratch = re.compile(re.escape(_scratch_prefix(out)) + r"\.\d+\.[0-9a-f]{8}\.tmp")
-    for path in out.parent.glob(f"{glob.escape(_scratch_prefix(out))}.*.tmp"):
-        if not scratch.fullmatch(path.name):
-            continue
-        with contextlib.suppress(OSError):  # (gone meanwhile, not a file, being written: BlockingIOError)
-            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # (a pipe there must not block)
-            try:
-                found = os.fstat(descriptor)
-                if stat.S_ISREG(found.st_mode) and clock.time() - found.st_mtime >= _ABANDONED_AFTER_S:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    path.unlink()
-            finally:
-                os.close(descriptor)
-
-
-def _publish(temporary: Path, out: Path, overwrite: bool) -> None:
-    """Give the finished export its name, replacing a file there only if ``overwrite``: otherwise a link, which only
-    a free name takes (an export finished meanwhile is kept: FileExistsError), or where the file system has no
-    links, a rename after a last look."""
-    if overwrite:
-        temporary.replace(out)
-        return
-    try:
-        os.link(temporary, out)
-    except FileExistsError:
-        raise
-    except OSError:  # no links here
-        if out.exists():
-            raise FileExistsError(out) from None
-        temporary.replace(out)
-
-
-_ABANDONED_AFTER_S = 60  # a scratch file younger than this is left, locked or not
 
 _WIDEST_MOMENT = datetime.max.replace(tzinfo=UTC)  # (its ISO text has microseconds: the longest a time writes)
 _WIDEST_COUNT = 10**20  # more digits than any count or seq the databases hold (64-bit)
@@ -189,16 +112,6 @@ def _header(
         "db_identity": db_identity,
     }
     return json.dumps(header, sort_keys=True, ensure_ascii=False).encode()
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (where the platform lets a folder be opened and synced)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def _line(record: ChainRecord) -> bytes:

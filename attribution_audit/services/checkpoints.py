@@ -40,7 +40,7 @@ from attribution_audit.errors import (
     PermissionDeniedError,
     SchemaCheckError,
 )
-from attribution_audit.reporting import export
+from attribution_audit.reporting import export, output_file
 from attribution_audit.services.audit_log import verify_chain
 from attribution_audit.sources.files import irregular_file_problem
 from attribution_audit.store.audit_store import AuditStore
@@ -401,9 +401,10 @@ def _sign(
     head_hash: str,
     last: Checkpoint | None,
     out: Path | None = None,
+    overwrite: bool = False,
 ) -> Signed:
     """Sign ``seq`` / ``head_hash`` and append it to the witness file, whose last checkpoint (as read by the caller)
-    is ``last``."""
+    is ``last``; then write it to ``out`` too, if given (replacing a file there only if ``overwrite``)."""
     identity = audit.checkpoints.identity()
     if identity is None:
         raise ConflictError(
@@ -415,15 +416,8 @@ def _sign(
     key, created = signing_key(key_path)
     signed = statement.sign(key, identity, seq, head_hash, datetime.now(UTC))
     _append(settings.resolved_witness_file, signed)
-    if out is not None:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(signed.line() + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise AttributionAuditError(
-                f"{out}: cannot write the checkpoint ({exc.strerror}); it is in the witness file "
-                f"{settings.resolved_witness_file}"
-            ) from None
+    if out is not None:  # (refused before anything was signed where it exists and may not be replaced)
+        _write_out(settings, signed, out, overwrite)
     return Signed(signed, key_path, created, settings.resolved_witness_file, out)
 
 
@@ -448,9 +442,30 @@ def refuse_unsignable(settings: Settings, audit: AuditStore, records: int) -> No
         _refuse_keyless(settings, last, "nothing was attributed")
 
 
-def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = None) -> Signed:
+def _write_out(settings: Settings, signed: Checkpoint, out: Path, overwrite: bool) -> None:
+    """Write the checkpoint ``signed`` to ``out`` whole (a scratch file beside it, renamed: a crash leaves no half
+    of one), over an existing file only if ``overwrite``."""
+    try:
+        with output_file.writing(out, overwrite) as handle:
+            handle.write((signed.line() + "\n").encode())
+    except FileExistsError:
+        raise AttributionAuditError(
+            f"{out}: was written meanwhile; pass --force to overwrite it, or choose another name; the checkpoint is "
+            f"in the witness file {settings.resolved_witness_file}"
+        ) from None
+    except OSError as exc:
+        raise AttributionAuditError(
+            f"{out}: cannot write the checkpoint ({exc.strerror}); it is in the witness file "
+            f"{settings.resolved_witness_file}"
+        ) from None
+
+
+def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = None, overwrite: bool = False) -> Signed:
     """Verify the whole chain and the last witnessed checkpoint, then sign the head (refused when either fails:
-    a checkpoint never vouches for a broken log)."""
+    a checkpoint never vouches for a broken log) and write it to ``out`` too, if given. An existing ``out`` is
+    refused unless ``overwrite``, before anything is verified, signed or appended (a refused call changes nothing)."""
+    if out is not None:
+        output_file.refuse_as_output(out, overwrite, "the checkpoint")
     report = audit.requests.verify_chain()
     if not report.ok:
         raise ConflictError(
@@ -459,7 +474,7 @@ def write_checkpoint(settings: Settings, audit: AuditStore, out: Path | None = N
         )
     last = last_witnessed(settings)
     _refuse_contradicted(settings, audit, last, "nothing was signed")
-    return _sign(settings, audit, report.checked, report.head_hash, last, out)
+    return _sign(settings, audit, report.checked, report.head_hash, last, out, overwrite)
 
 
 def auto_checkpoint(settings: Settings, audit: AuditStore, attribution: Attribution) -> Signed | None:
