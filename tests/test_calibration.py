@@ -329,6 +329,27 @@ def test_read_labelled_refuses_an_image_listed_twice_naming_both_lines(tmp_path:
     )
 
 
+def test_read_labelled_refuses_a_value_in_a_column_the_header_does_not_name(tmp_path: Path) -> None:
+    """A value under an unnamed column (``path,,artist``) or beyond the header's last was dropped silently (an artist
+    or work id in the wrong place, never read): refused naming the file's line and the column, as the catalogue's
+    manifest refuses it; such cells left empty (a spreadsheet's trailing commas) are read as before."""
+    csv_path = tmp_path / "labelled.csv"
+    csv_path.write_text("path,,artist\na.png,,Ada\nb.png,Bruno,Ada\n")
+    with pytest.raises(ManifestError) as info:
+        read_labelled(csv_path)
+    assert str(info.value) == (
+        f"{csv_path}:3: a value in column 2, which the header does not name; name the column or move the value"
+    )
+    csv_path.write_text("path,artist,,\na.png,Ada,,\nb.png,Bruno,,,, \n")
+    assert [(q.line, q.artist) for q in read_labelled(csv_path)] == [(2, "Ada"), (3, "Bruno")]
+    csv_path.write_text("path,artist,work_ids\na.png,Ada,W1\nb.png,Bruno,W2,,W3\n")
+    with pytest.raises(ManifestError) as info:
+        read_labelled(csv_path)
+    assert str(info.value) == (
+        f"{csv_path}:3: a value in column 5, which the header does not name; name the column or move the value"
+    )
+
+
 def test_read_labelled_rejects_empty_and_missing_files(tmp_path: Path) -> None:
     csv_path = tmp_path / "labelled.csv"
     csv_path.write_text("path,artist\n")

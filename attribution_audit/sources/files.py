@@ -4,8 +4,9 @@ device would stream without end, a directory cannot be read. Checked with ``stat
 from __future__ import annotations
 
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from attribution_audit.errors import ManifestError
 
@@ -26,10 +27,30 @@ def irregular_file_problem(path: Path) -> str | None:
 
 def refuse_repeated_columns(path: Path, header: Sequence[str]) -> None:
     """ManifestError naming the first column that ``path``'s CSV ``header`` names twice (names compared stripped;
-    empty ones not compared: a manifest reader reads their cells by position, a labelled file's reader ignores them):
+    empty ones not compared: the readers read their cells by position, :func:`header_fields`):
     a reader keeps one of the two values silently, and which one was meant is the file's author's to say."""
     seen: set[str] = set()
     for name in (h.strip() for h in header):
         if name in seen and name:  # (unnamed columns: a spreadsheet's trailing commas)
             raise ManifestError(f"{path}: column {name!r} appears twice in the header; keep one")
         seen.add(name)
+
+
+def header_fields(header: Sequence[str]) -> list[str | int]:
+    """The keys to read a CSV's rows under (``csv.DictReader``'s ``fieldnames``): each column's name, stripped, or
+    its number (from 1) where ``header`` leaves it unnamed (a spreadsheet's trailing commas), so that a value there
+    is seen (:func:`named_cells`) rather than dropped."""
+    return [name.strip() or number for number, name in enumerate(header, start=1)]
+
+
+def named_cells(raw: Mapping[Any, Any], width: int) -> tuple[dict[str, str], str | None]:
+    """A row read under :func:`header_fields` (``width`` of them): its named cells, stripped, and why the row is
+    refused: a value in a column the header does not name (left unnamed, or beyond its last column: the reader's
+    ``None`` key), None when there is none. Such cells left empty (a spreadsheet's trailing commas) are ignored."""
+    record = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+    beyond = enumerate(raw.get(None) or [], start=width + 1)
+    unnamed = [k for k, v in record.items() if isinstance(k, int) and v] + [c for c, v in beyond if v.strip()]
+    named = {k: v for k, v in record.items() if isinstance(k, str)}
+    if not unnamed:
+        return named, None
+    return named, f"a value in column {unnamed[0]}, which the header does not name; name the column or move the value"

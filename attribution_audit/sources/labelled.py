@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attribution_audit.errors import ManifestError
-from attribution_audit.sources.files import irregular_file_problem, refuse_repeated_columns
+from attribution_audit.sources.files import header_fields, irregular_file_problem, named_cells, refuse_repeated_columns
 from attribution_audit.sources.manifest import clean_name
 
 
@@ -25,8 +25,9 @@ class LabelledQuery:
 def read_labelled(path: str | Path) -> list[LabelledQuery]:
     """Read a CSV with ``path,artist`` (+ optional ``work_ids`` separated by ``;``, ``subset`` and ``caption``).
 
-    Paths are relative to the CSV's folder. Malformed files or rows (an image listed twice too) raise
-    ManifestError naming the line.
+    Paths are relative to the CSV's folder. Malformed files or rows (an image listed twice, a value in a column the
+    header does not name too; empty cells there, a spreadsheet's trailing commas, are ignored) raise ManifestError
+    naming the line.
     """
     path = Path(path)
     problem = irregular_file_problem(path)
@@ -38,15 +39,21 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
         raise ManifestError(f"{path}: labelled query file not found; check the path") from None
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [c for c in ("path", "artist") if c not in [f.strip() for f in reader.fieldnames or []]]
+    header = next(csv.reader(io.StringIO(text, newline="")), [])
+    missing = [c for c in ("path", "artist") if c not in [f.strip() for f in header]]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist")
-    refuse_repeated_columns(path, reader.fieldnames or [])
+    refuse_repeated_columns(path, header)
+    # an unnamed column (a spreadsheet's trailing commas) is read under its position, to refuse a value in it
+    fields = header_fields(header)
+    reader = csv.DictReader(io.StringIO(text, newline=""), fieldnames=fields)
+    next(reader, None)  # the header
     queries: list[LabelledQuery] = []
     lines: dict[Path, int] = {}
     for raw in reader:
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        row, unnamed = named_cells(raw, len(fields))
+        if unnamed:
+            raise ManifestError(f"{path}:{reader.line_num}: {unnamed}")
         if not row.get("path") or not row.get("artist"):
             raise ManifestError(f"{path}:{reader.line_num}: empty path or artist; fill it in or remove the row")
         image = (path.parent / row["path"]).resolve()

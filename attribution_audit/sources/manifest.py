@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attribution_audit.errors import ManifestError
-from attribution_audit.sources.files import irregular_file_problem, refuse_repeated_columns
+from attribution_audit.sources.files import header_fields, irregular_file_problem, named_cells, refuse_repeated_columns
 from attribution_audit.sources.images import printable_path
 
 REQUIRED_COLUMNS = ("path", "artist", "work_id")
@@ -195,7 +195,7 @@ class CsvSource:
             )
         refuse_repeated_columns(path, header)
         # an unnamed column (a spreadsheet's trailing commas) is read under its position, to refuse a value in it
-        self.fields: list[str | int] = [name.strip() or number for number, name in enumerate(header, start=1)]
+        self.fields = header_fields(header)
         self.sha256 = sha256_of(path)
 
     def __iter__(self) -> Iterator[ManifestRow | RowFailure]:
@@ -204,19 +204,11 @@ class CsvSource:
             reader = csv.DictReader(handle, fieldnames=self.fields)
             next(reader, None)  # the header
             for raw in reader:
-                record = {k: (v or "").strip() for k, v in raw.items() if k is not None}
-                beyond = enumerate(raw.get(None) or [], start=len(self.fields) + 1)  # (empty cells: trailing commas)
-                unnamed = [k for k, v in record.items() if isinstance(k, int) and v] + [
-                    column for column, value in beyond if value.strip()
-                ]
+                record, unnamed = named_cells(raw, len(self.fields))
                 if unnamed:
-                    problem = (
-                        f"a value in column {unnamed[0]}, which the header does not name; name the column or "
-                        "move the value"
-                    )
-                    yield RowFailure(reader.line_num, record.get("work_id", ""), problem)
+                    yield RowFailure(reader.line_num, record.get("work_id", ""), unnamed)
                     continue
-                yield validator.check(reader.line_num, {k: v for k, v in record.items() if isinstance(k, str)})
+                yield validator.check(reader.line_num, record)
 
 
 class RepeatedKeyError(ValueError):
