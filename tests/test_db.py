@@ -184,7 +184,7 @@ def test_db_upgrade_says_what_it_did(cli_on: Callable[[str], Cli], tmp_path: Pat
     url = f"sqlite:///{tmp_path / 'new.sqlite'}"
     cli = cli_on(url)
     head = head_revision(create_db_engine(url))
-    assert f"created at revision {head}" in cli("db", "upgrade").stdout
+    assert f"audit schema created in database {url} at revision {head}" in cli("db", "upgrade").stdout
     assert f"is at revision {head} (the newest: nothing to do)" in cli("db", "upgrade").stdout
     engine = create_db_engine(url)
     try:

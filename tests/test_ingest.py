@@ -528,25 +528,28 @@ def test_cli_exit_code_and_failures_file(
     cli: Cli, tmp_path: Path, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
 ) -> None:
     manifest, table = vector_catalogue
-    # Two more rows that fail: a duplicate work id and a path outside the folder; V9 has no vector.
+    # Three more rows that fail: V9 has no vector (found after the others), a duplicate work id, a path outside the
+    # folder; they are reported in the manifest's order whatever step found them.
     manifest.write_text(
-        manifest.read_text() + "img/v0.png,Ada,V0\n../x.png,Ada,V8\nimg/v4.png,Bruno,V9\n", encoding="utf-8"
+        manifest.read_text() + "img/v4.png,Bruno,V9\nimg/v0.png,Ada,V0\n../x.png,Ada,V8\n", encoding="utf-8"
     )
     embeddings = write_embeddings("npz", tmp_path, list(table), np.vstack(list(table.values())))
     args = ["ingest", str(manifest), "--embedder", "vec8", "--embeddings", str(embeddings)]
 
     failed = cli(*args, code=1)
     assert "5 added, 0 updated, 0 unchanged, 0 withdrawn (skipped), 3 failed" in failed.stdout
-    assert f"{manifest}:7 work_id='V0': duplicate work_id (first seen on line 2)" in failed.stderr
-    assert f"{manifest}:8 work_id='V8'" in failed.stderr and "leaves the catalogue folder" in failed.stderr
-    assert f"{manifest}:9 work_id='V9': no precomputed vector for this row" in failed.stderr
+    shown = [line.split(" work_id=")[0] for line in failed.stderr.splitlines() if line.startswith("failed: ")]
+    assert shown == [f"failed: {manifest}:{line}" for line in (7, 8, 9)]
+    assert f"{manifest}:7 work_id='V9': no precomputed vector for this row" in failed.stderr
+    assert f"{manifest}:8 work_id='V0': duplicate work_id (first seen on line 2)" in failed.stderr
+    assert f"{manifest}:9 work_id='V8'" in failed.stderr and "leaves the catalogue folder" in failed.stderr
     (written,) = (cli.data_dir / "failures").glob("vc-*.csv")  # the default place: the data dir
     assert f"failed rows written to {written}" in failed.stdout
     assert [r[:2] for r in csv.reader(written.open(newline=""))] == [
         ["line", "work_id"],
-        ["7", "V0"],
-        ["8", "V8"],
-        ["9", "V9"],
+        ["7", "V9"],
+        ["8", "V0"],
+        ["9", "V8"],
     ]
 
     chosen = tmp_path / "mine.csv"

@@ -853,7 +853,7 @@ def test_report_summary_says_what_it_did_not_read_again_since_the_last_full_veri
     assert lines[-3].startswith(f"chain verified in full at {data['verified_in_full_at']} (")
     assert lines[-3].endswith(f" s ago) up to seq 6, head {head}; 0 records appended since, checked now")
     assert lines[-2] == (
-        "  records 1-6 were not read again: a change to them since is found only by the next `audit verify` (that "
+        "  records 1-6 were not read again: a change since is found only by the next `audit verify` (that "
         "verification is a row of this audit DB: whoever can write the DB can write it)"
     )
     cli("audit", "verify", code=1)  # the next full verification finds it, and the summary then says so

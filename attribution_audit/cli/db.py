@@ -22,7 +22,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 
     url, before, revision = schema.upgrade(ctx.obj)
     if before is None:
-        typer.echo(f"audit database {url} created at revision {revision}")
+        typer.echo(f"audit schema created in database {url} at revision {revision}")
     elif before == revision:
         typer.echo(f"audit database {url} is at revision {revision} (the newest: nothing to do)")
     else:

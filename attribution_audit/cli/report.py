@@ -125,9 +125,9 @@ def report_summary(ctx: typer.Context, fmt: FormatOption = OutputFormat.table, a
             )
             if chain["ok"] and (older := chain["records"] - chain["checked_now"]) > 0:
                 typer.echo(
-                    f"  records 1-{older} were not read again: a change to them since is found only by the next "
-                    "`audit verify` (that verification is a row of this audit DB: whoever can write the DB can "
-                    "write it)"
+                    f"  {'record 1 was' if older == 1 else f'records 1-{older} were'} not read again: a change "
+                    "since is found only by the next `audit verify` (that verification is a row of this audit DB: "
+                    "whoever can write the DB can write it)"
                 )
         if chain["ok"]:
             typer.echo(f"chain OK: {records(chain['records'])}, head {chain['head_hash']}")

@@ -441,6 +441,7 @@ def ingest_source(
         status = "completed" if not report.failures else "partial"
     finally:
         report.seconds = time.perf_counter() - started
+        report.failures.sort(key=lambda failure: failure.line)  # (a chunk's decoding failures come after the others)
         report.failures_path = _write_failures(failures_path, report.failures)
         audit.catalogue.finish_ingestion(
             run_id,
