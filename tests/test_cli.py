@@ -159,6 +159,10 @@ def test_an_image_of_one_colour_is_attributed_with_a_note_that_its_neighbours_sh
     attributed = sum(row["attributions"] for row in json.loads(artists.stdout))
     assert attributed == sum(len(record["artist_shares"]) for record in records if not record["one_colour"])
     assert "note: 2 production request(s) of images of one colour are left out" in artists.stderr
+    assert "attributions: " not in artists.stderr  # the table alone says what its columns count
+    assert "attributions: requests with one of the artist's works among their K neighbours" in " ".join(
+        cli("report", "artists").stderr.split()
+    )
     assert "ONE COLOUR: " in cli("audit", "show", records[0]["request_id"]).stdout.splitlines()[1]
     listed = cli("audit", "list", "--kind", "production", "--format", "csv").stdout.splitlines()
     assert listed[0].endswith(",one_colour") and [line.rsplit(",", 1)[1] for line in listed[1:]] == [

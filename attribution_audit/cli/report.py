@@ -48,6 +48,12 @@ def report_artists(
     audit, period = audit_of(ctx.obj), day_range(date_from, date_to)
     rows = artist_shares(audit, *period)
     emit(fmt, data=rows, rows=rows, columns=ARTIST_COLUMNS)
+    if fmt == OutputFormat.table and rows:
+        typer.echo(
+            "attributions: requests with one of the artist's works among their K neighbours (as top artist or "
+            "not); share_sum: the artist's shares summed over them (its expected number of attributions)",
+            err=True,
+        )
     if left_out := one_colour_left_out(audit, *period):
         typer.echo(
             f"note: {left_out} production request(s) of images of one colour are left out (their nearest works share "
