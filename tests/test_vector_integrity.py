@@ -115,14 +115,18 @@ def test_a_payload_rewritten_behind_the_catalogue_is_refused_by_requests_and_fou
     assert after["neighbours"][0]["artist"] == nearest["artist"] and after["top_artist"] == before["top_artist"]
 
 
+RELABELLED = "another work than its point's"
+
+
 @pytest.mark.parametrize(
     ("forged", "problem"),
     [
-        ({"work_id": "FORGED"}, "which the catalogue does not hold"),
-        ({"catalogue": "elsewhere"}, "which the catalogue does not hold"),
+        ({"work_id": "FORGED"}, RELABELLED),
+        ({"catalogue": "elsewhere"}, RELABELLED),
         ({"image_sha256": "0" * 64}, "with another image than the catalogue recorded for version 1"),
-        ({"work_id": "SIBLING"}, "with another image than the catalogue recorded for version 1"),  # the same artist's
-        ({"work_id": "SIBLING", "image_sha256": "SIBLING"}, "more than once"),  # ... with its digest: named twice
+        ({"work_id": "SIBLING"}, RELABELLED),  # the same artist's
+        ({"work_id": "SIBLING", "image_sha256": "SIBLING"}, RELABELLED),  # ... with its digest
+        ({"work_id": "SIBLING", "image_sha256": None, "version": None}, RELABELLED),  # ... and nothing to compare
         ({"version": 2}, "at version 2, which the catalogue never recorded"),  # a version made up with its image
         ({"version": None, "image_sha256": "0" * 64}, "with another image than the catalogue recorded for version 1"),
         ({"version": 2, "image_sha256": "0" * 64}, "at version 2, which the catalogue never recorded"),
@@ -133,8 +137,9 @@ def test_a_payload_naming_another_work_or_image_is_refused_too(
 ) -> None:
     """The same for the work a payload names: a work the catalogue does not hold (it was logged with no work key),
     another work of the same artist (logged twice, its share counted twice), another image at the catalogue's
-    version, or the whole of another work's name and digest (then that work is named twice). Each is stale for the
-    check."""
+    version, or the whole of another work's name and digest (then that work is named twice; with no digest or
+    version left to compare, it was logged as that work). A point's id is its work's (``point_id_for``): a payload
+    naming another work is refused before the shares are written. Each is stale for the check."""
     cli.restore(ingested)
     query = str(demo_catalogue.queries[0].path)
     nearest = json.loads(cli("attribute", query, "--k", "48", *("--embedder", EMBEDDER, "--format", "json")).stdout)
@@ -147,7 +152,17 @@ def test_a_payload_naming_another_work_or_image_is_refused_too(
     store.close()
     refused = cli("attribute", query, "--k", "48", "--embedder", EMBEDDER, code=1).stderr
     named = forged.get("work_id", first["work_id"]), forged.get("catalogue", first["catalogue"])
-    assert refused.startswith(f"error: the vector store names work {named[0]!r} of catalogue {named[1]!r} {problem}: ")
+    if problem == RELABELLED:
+        assert refused == (
+            f"error: the vector store's point {point.point_id} names work {named[0]!r} of catalogue {named[1]!r}, "
+            "which is not that point's work: its payload was changed behind the catalogue; this request was not "
+            "recorded: ingest the catalogue again into this collection (it rewrites such points) or remove the "
+            "point with `attribution-audit catalogue check --repair`\n"
+        )
+    else:
+        assert refused.startswith(
+            f"error: the vector store names work {named[0]!r} of catalogue {named[1]!r} {problem}: "
+        )
     assert _check(cli, code=1)["stale"] == [point.point_id]
     assert len(json.loads(cli("audit", "list", "--format", "json").stdout)) == 1  # the first request alone
 

@@ -20,11 +20,21 @@ HIT_FIELDS = ("work_id", "artist", "catalogue", "version", "image_sha256")
 _HEX_DIGITS = frozenset("0123456789abcdef")  # a digest as ingestion writes it: lowercase hex
 # Namespace of the deterministic point ids: uuid5(POINT_NAMESPACE, "<catalogue>/<work_id>").
 POINT_NAMESPACE = uuid.UUID("5b0d6c1e-3f6a-4f0e-9a57-6c2f1d7e8a90")
+_NAMESPACE_BYTES = POINT_NAMESPACE.bytes
 
 
 def point_id_for(catalogue: str, work_id: str) -> str:
     """The stable Qdrant point id of a work: the same work always lands on the same point."""
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{catalogue}/{work_id}"))
+    return str(uuid.UUID(bytes=_point_bytes(catalogue, work_id)))
+
+
+def _point_bytes(catalogue: str, work_id: str) -> bytes:
+    """The 16 bytes of ``uuid5(POINT_NAMESPACE, "<catalogue>/<work_id>")``, built without a ``uuid.UUID`` (a third of
+    ``uuid.uuid5``'s time: a request checks each of its K neighbours' points with it)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{catalogue}/{work_id}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return bytes(digest)
 
 
 def vector_digest(content: np.ndarray, style: np.ndarray | None = None) -> str:
@@ -155,6 +165,16 @@ class Hit:
 
     def __repr__(self) -> str:
         return f"Hit({self.point_id!r}, {self.similarity!r}, {self.payload!r})"
+
+    def is_point_of(self, catalogue: str, work_id: str) -> bool:
+        """Whether this hit's point is that work's (:func:`point_id_for`): a payload that names another work than its
+        point's was rewritten behind the catalogue. Compared as bytes, the engine's id not made a string."""
+        expected = _point_bytes(catalogue, work_id)
+        point = self._point_id
+        found = point if isinstance(point, str) else point.id
+        if isinstance(found, uuid.UUID):
+            return found.bytes == expected
+        return isinstance(found, str) and found.replace("-", "").lower() == expected.hex()
 
     @property
     def image_sha256(self) -> str | None:

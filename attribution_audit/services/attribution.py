@@ -55,6 +55,20 @@ def refit_command(space: str, base: str, k: int = DEFAULT_K) -> str:
     return f"`attribution-audit spaces fit {space} --from {base}{at}`"
 
 
+def _refuse_relabelled(kept: Sequence[tuple[tuple[Hit, str], float]], neighbours: Sequence[Neighbour]) -> None:
+    """VectorStoreError where a neighbour's payload names another work than its point's (point ids derive from the
+    catalogue and work id): the payload was rewritten behind the catalogue, and the request would cite that work with
+    another work's vectors and image. A payload naming no work is refused by the audit write."""
+    for ((hit, _), _), neighbour in zip(kept, neighbours, strict=True):
+        if "work_id" in hit.payload and not hit.is_point_of(neighbour.catalogue, neighbour.work_id):
+            raise VectorStoreError(
+                f"the vector store's point {hit.point_id} names work {neighbour.work_id!r} of catalogue "
+                f"{neighbour.catalogue!r}, which is not that point's work: its payload was changed behind the "
+                "catalogue; this request was not recorded: ingest the catalogue again into this collection (it "
+                "rewrites such points) or remove the point with `attribution-audit catalogue check --repair`"
+            )
+
+
 def _work_version(payload: dict[str, Any]) -> int | None:
     """The version of a work as its point's payload holds it (None: a point ingested before versions); refused
     where it is not an integer: the audit log would otherwise name a version no record of the catalogue has."""
@@ -363,6 +377,7 @@ class Attributor:
             )
             for rank, (((hit, artist), sim), share) in enumerate(zip(kept, shares, strict=True), start=1)
         ]
+        _refuse_relabelled(kept, neighbours)
         candidates = [(artist, sim) for (_, artist), sim in ranked]
         overlap, method = None, None
         if self._random.random() < verify_rate(params.verify):
