@@ -6,6 +6,7 @@ stands in for the server)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,19 @@ def test_a_writer_killed_mid_run_leaves_the_version_read_from_the_points_until_i
     with store.writing():  # and then marks nothing more
         pass
     assert store.content_version() == ended
+
+
+def test_a_writing_key_dated_far_ahead_is_taken_for_a_dead_writers(store: ServerStore) -> None:
+    """A key whose time is ABANDONED_S or more ahead of the clock (a hand edit, a writer whose clock was far off) was
+    never old enough to end: every request read every point for good. The next run ends it as it ends a dead one."""
+    with store.writing():
+        store.upsert(works(2))
+    ahead = (datetime.now(UTC) + timedelta(seconds=2 * server_module.ABANDONED_S)).isoformat()
+    store._set_metadata({f"{WRITING}forged": ahead})
+    assert "-m" not in store.content_version()
+    with store.writing():  # the next ingest run, with nothing to write
+        pass
+    assert "-m" in store.content_version() and f"{WRITING}forged" not in store._metadata()
 
 
 def test_a_writing_run_refreshes_its_key_so_that_it_is_not_taken_for_a_dead_one(

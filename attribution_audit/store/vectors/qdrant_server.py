@@ -325,12 +325,14 @@ def _ended(runs: set[str]) -> dict[str, str | None]:
 
 
 def _abandoned(metadata: dict[str, Any]) -> set[str]:
-    """The writing runs whose key was not refreshed for ABANDONED_S (or holds no time): killed writers."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=ABANDONED_S)
+    """The writing runs whose key was not refreshed for ABANDONED_S (or holds no time, or a time ABANDONED_S or more
+    ahead, which no writer whose clock agrees writes: it would never be ended): killed writers."""
+    now = datetime.now(UTC)
     return {
         key.removeprefix(WRITING)
         for key, beat in metadata.items()
-        if key.startswith(WRITING) and (_time(beat) or cutoff) <= cutoff
+        if key.startswith(WRITING)
+        and abs((_time(beat) or now - timedelta(seconds=ABANDONED_S)) - now).total_seconds() >= ABANDONED_S
     }
 
 
