@@ -3,15 +3,83 @@ the rest ingested), and a catalogue given as ``.`` is named after its folder."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import Cli
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from typer.testing import Result
 
 from attribution_audit.errors import ManifestError
 from attribution_audit.services.ingest import default_catalogue_name
+from attribution_audit.sources.files import CELL_LIMIT
 from attribution_audit.sources.labelled import read_labelled
 from attribution_audit.sources.manifest import RowFailure, open_source
+from attribution_audit.store.models import IngestionRun, Work
+
+
+def ingest(cli: Cli, manifest: Path, work_ids: list[str], code: int = 1) -> Result:
+    """``ingest`` of ``manifest`` with a precomputed 8-d vector for each of ``work_ids`` (no image is read, no model
+    loaded), not one traceback, each failure one line naming the manifest's line."""
+    vectors = manifest.parent / "vectors.npz"
+    np.savez(vectors, work_ids=np.array(work_ids), vectors=np.eye(len(work_ids), 8, dtype=np.float32) + 0.1)
+    result = cli("ingest", str(manifest), "--embedder", "vec8", "--embeddings", str(vectors), code=code)
+    assert isinstance(result.exception, SystemExit | None) and "Traceback" not in result.output, result.output
+    return result
+
+
+def failed_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
+
+
+def ingested_work_ids(cli: Cli) -> list[str]:
+    with Session(cli.engine()) as session:
+        return sorted(session.scalars(select(Work.work_id)))
+
+
+def test_a_csv_manifest_with_old_mac_line_endings_is_read(cli: Cli, tmp_path: Path) -> None:
+    """``\r`` alone between rows: the header was split at ``\n`` only, and the csv module refused the line."""
+    manifest = tmp_path / "mac.csv"
+    manifest.write_bytes(b"path,artist,work_id\ra.png,Ada,W1\rb.png,,W2\rc.png,Bruno,W3\r")
+    result = ingest(cli, manifest, ["W1", "W3"])
+    assert failed_lines(result) == [f"failed: {manifest}:3 work_id='W2': empty artist"]
+    assert ingested_work_ids(cli) == ["W1", "W3"]
+    labelled = tmp_path / "q.csv"
+    labelled.write_bytes(b"path,artist\ra.png,Ada\rb.png,Bruno\r")
+    assert [(q.line, q.artist) for q in read_labelled(labelled)] == [(2, "Ada"), (3, "Bruno")]
+
+
+def test_a_csv_cell_over_the_field_limit_fails_its_row_and_a_column_name_the_file(cli: Cli, tmp_path: Path) -> None:
+    """The csv module's field limit ended the run with a traceback; a quoted cell cut at it must not be read on as
+    rows either (its second line below looks like one)."""
+    long = "x" * (CELL_LIMIT + 1)
+    manifest = tmp_path / "long.csv"
+    manifest.write_text(
+        f'path,artist,work_id,note\na.png,Ada,W1,{long}\nb.png,Ada,W2,"{long}\nc.png,Ada,W3"\nd.png,Ada,W4,ok\n'
+        f"e.png,Ada,{long}\n"
+    )
+    result = ingest(cli, manifest, ["W1", "W2", "W3", "W4"])
+    too_long = f"holds more than {CELL_LIMIT} characters; shorten the value"
+    assert failed_lines(result) == [
+        f"failed: {manifest}:2 work_id='W1': column 'note' {too_long}",
+        f"failed: {manifest}:4 work_id='W2': column 'note' {too_long}",
+        f"failed: {manifest}:6 work_id='': column 'work_id' {too_long}",  # (the id too long to print)
+    ]
+    assert ingested_work_ids(cli) == ["W4"]
+    assert csv.field_size_limit() == CELL_LIMIT  # the csv module's own limit as it was
+    manifest.write_text(f"path,artist,work_id,{long}\na.png,Ada,W1,x\n")
+    refused = ingest(cli, manifest, ["W1"])
+    assert refused.output == f"error: {manifest}:1: a column name longer than {CELL_LIMIT} characters; shorten it\n"
+    with Session(cli.engine()) as session:
+        assert len(session.scalars(select(IngestionRun)).all()) == 1  # the first run's only
+    labelled = tmp_path / "q.csv"
+    labelled.write_text(f"path,artist\na.png,Ada\nb.png,{long}\n")
+    with pytest.raises(ManifestError, match=rf"q\.csv:3: column 'artist' {too_long}$"):
+        read_labelled(labelled)
 
 
 def test_rows_the_schema_cannot_hold_fail_alone(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from attribution_audit.embedding.base import Embedder
 from attribution_audit.embedding.layout import LAYOUT_DIM, layout_vector
 from attribution_audit.errors import ConflictError, ImageError, ManifestError, VectorStoreError
 from attribution_audit.reporting.tables import csv_cell
+from attribution_audit.sources.files import csv_rows
 from attribution_audit.sources.images import LoadedImage, load_image, printable_path, sha256_file
 from attribution_audit.sources.manifest import (
     CsvSource,
@@ -151,7 +152,7 @@ def row_total(source: Source) -> int:
     non-blank lines, a folder's images): the full validating pass over the manifest happens once, in the ingest."""
     if isinstance(source, CsvSource):
         with source.path.open(encoding="utf-8-sig", newline="") as handle:
-            return max(sum(1 for record in csv.reader(handle) if record) - 1, 0)
+            return max(sum(1 for record in csv_rows(csv.reader(handle)) if record) - 1, 0)
     if isinstance(source, JsonlSource):
         with source.path.open("rb") as handle:
             return sum(1 for line in handle if line.strip())

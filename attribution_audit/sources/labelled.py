@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attribution_audit.errors import ManifestError
-from attribution_audit.sources.files import header_fields, irregular_file_problem, named_cells, refuse_repeated_columns
+from attribution_audit.sources.files import (
+    csv_rows,
+    header_fields,
+    irregular_file_problem,
+    named_cells,
+    refuse_bad_header,
+)
 from attribution_audit.sources.manifest import clean_name
 
 
@@ -39,18 +45,18 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
         raise ManifestError(f"{path}: labelled query file not found; check the path") from None
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
-    header = next(csv.reader(io.StringIO(text, newline="")), [])
+    header = next(csv_rows(csv.reader(io.StringIO(text, newline=""))), [])
     missing = [c for c in ("path", "artist") if c not in [f.strip() for f in header]]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist")
-    refuse_repeated_columns(path, header)
+    refuse_bad_header(path, header)
     # an unnamed column (a spreadsheet's trailing commas) is read under its position, to refuse a value in it
     fields = header_fields(header)
     reader = csv.DictReader(io.StringIO(text, newline=""), fieldnames=fields)
     next(reader, None)  # the header
     queries: list[LabelledQuery] = []
     lines: dict[Path, int] = {}
-    for raw in reader:
+    for raw in csv_rows(reader):
         row, unnamed = named_cells(raw, len(fields))
         if unnamed:
             raise ManifestError(f"{path}:{reader.line_num}: {unnamed}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import unicodedata
@@ -18,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from attribution_audit.errors import ManifestError
-from attribution_audit.sources.files import header_fields, irregular_file_problem, named_cells, refuse_repeated_columns
+from attribution_audit.sources.files import (
+    csv_rows,
+    header_fields,
+    irregular_file_problem,
+    named_cells,
+    refuse_bad_header,
+)
 from attribution_audit.sources.images import printable_path
 
 REQUIRED_COLUMNS = ("path", "artist", "work_id")
@@ -187,13 +194,13 @@ class CsvSource:
     def __init__(self, path: Path) -> None:
         self.path = path
         text = _read_text(path, "manifest")  # validates encoding up front; rows stream from the file below
-        header = next(csv.reader([text.split("\n", 1)[0]]), [])
+        header = next(csv_rows(csv.reader(io.StringIO(text, newline=""))), [])  # any line ending: \n, \r\n, \r
         missing = [c for c in REQUIRED_COLUMNS if c not in [h.strip() for h in header]]
         if missing:
             raise ManifestError(
                 f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist,work_id"
             )
-        refuse_repeated_columns(path, header)
+        refuse_bad_header(path, header)
         # an unnamed column (a spreadsheet's trailing commas) is read under its position, to refuse a value in it
         self.fields = header_fields(header)
         self.sha256 = sha256_of(path)
@@ -203,7 +210,7 @@ class CsvSource:
         with self.path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle, fieldnames=self.fields)
             next(reader, None)  # the header
-            for raw in reader:
+            for raw in csv_rows(reader):
                 record, unnamed = named_cells(raw, len(self.fields))
                 if unnamed:
                     yield RowFailure(reader.line_num, record.get("work_id", ""), unnamed)
