@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,8 @@ from attribution_audit.errors import ManifestError
 from attribution_audit.services.ingest import default_catalogue_name
 from attribution_audit.sources.files import CELL_LIMIT
 from attribution_audit.sources.labelled import read_labelled
-from attribution_audit.sources.manifest import RowFailure, open_source
-from attribution_audit.store.models import IngestionRun, Work
+from attribution_audit.sources.manifest import RowFailure, WangSource, open_source
+from attribution_audit.store.models import Artist, IngestionRun, Work
 
 
 def ingest(cli: Cli, manifest: Path, work_ids: list[str], code: int = 1) -> Result:
@@ -80,6 +82,88 @@ def test_a_csv_cell_over_the_field_limit_fails_its_row_and_a_column_name_the_fil
     labelled.write_text(f"path,artist\na.png,Ada\nb.png,{long}\n")
     with pytest.raises(ManifestError, match=rf"q\.csv:3: column 'artist' {too_long}$"):
         read_labelled(labelled)
+
+
+def test_jsonl_values_the_decoder_refuses_fail_their_row(cli: Cli, tmp_path: Path) -> None:
+    """Nesting past the recursion limit (a RecursionError) and an integer over Python's 4300 digits (a ValueError
+    naming no line, which ended the whole run) are invalid JSON lines like others; nesting the decoder takes but the
+    checks and encoders walking it would not is refused too."""
+
+    def row(work_id: str, value: str) -> str:
+        return f'{{"path": "{work_id}.png", "artist": "Ada", "work_id": "{work_id}", "extra": {value}}}\n'
+
+    lines = [
+        row("W1", "[" * 200_000 + "]" * 200_000),
+        row("W2", "9" * 5000),
+        row("W3", "[" * 150 + "]" * 150),
+        row("W4", '{"k": 1, "k": 2}, "deep": ' + "[" * 200_000 + "]" * 200_000),  # (the repeat found first)
+        row("W5", "[" * 20 + "1.5" + "]" * 20),
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(lines))
+    result = ingest(cli, manifest, ["W1", "W2", "W3", "W4", "W5"])
+    assert failed_lines(result) == [
+        f"failed: {manifest}:1 work_id='': invalid JSON (nested too deeply)",
+        f"failed: {manifest}:2 work_id='': invalid JSON (a number of more than 4300 digits)",
+        f"failed: {manifest}:3 work_id='W3': column 'extra' is nested more than 100 levels deep; flatten it",
+        f"failed: {manifest}:4 work_id='': key 'k' appears twice in the object; keep one",
+    ]
+    assert ingested_work_ids(cli) == ["W5"]
+
+
+def test_names_are_checked_as_they_are_stored(cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path) -> None:
+    """An artist of control characters only was stored as '' (a blank artist); one of 300 x U+0958 passed the
+    300-character limit but is 600 once NFC-normalised: PostgreSQL refused the write, the whole run lost. Both fail
+    their row; the other rows are ingested on both databases."""
+    cli = cli_on(migrated_url)
+    rows = [
+        {"path": "a.png", "artist": "\x01\x7f", "work_id": "W1"},
+        {"path": "b.png", "artist": "\u0958" * 300, "work_id": "W2"},
+        {"path": "c.png", "artist": "\u0958" * 150, "work_id": "W3"},  # 300 once normalised: kept
+        {"path": "d.png", "artist": "Ada", "work_id": "W" * 301},
+        {"path": "e.png", "artist": "Ada", "work_id": "W5", "title": " " + "t" * 500 + " "},  # 500 once stripped
+        {"path": "f.png", "artist": "Ada", "work_id": "W6", "title": "t" * 501},
+        {"path": "g.png", "artist": "Ada", "work_id": "W7", "extra": {"k": ["\x00"]}},
+    ]
+    manifest = tmp_path / "names.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = ingest(cli, manifest, ["W1", "W2", "W3", "W" * 301, "W5", "W6", "W7"])
+    assert [line.split(": ", 2)[2] for line in failed_lines(result)] == [
+        "empty artist",
+        "artist longer than 300 characters once Unicode-normalised (NFC); shorten it",
+        "work_id longer than 300 characters; shorten it",
+        "title longer than 500 characters; shorten it",
+        "column 'extra' contains a NUL character",
+    ]
+    assert [line.split(" ")[1] for line in failed_lines(result)] == [f"{manifest}:{n}" for n in (1, 2, 4, 6, 7)]
+    assert ingested_work_ids(cli) == ["W3", "W5"]
+    with Session(cli.engine()) as session:
+        assert sorted(session.scalars(select(Artist.name))) == ["Ada", unicodedata.normalize("NFC", "\u0958" * 150)]
+    entries = {"x": {"artist": "\x01", "exemplar": ["a.png"], "synth": ["q.png"]}, "y": {"exemplar": ["b.png"]}}
+    wang = tmp_path / "wang.json"
+    wang.write_text(json.dumps(entries))
+    source = open_source(wang)
+    assert isinstance(source, WangSource)
+    assert [getattr(item, "reason", "") for item in source] == [
+        "entry's artist is empty or longer than 300 characters once cleaned",
+        "",
+    ]
+    assert source.labelled == []  # (no query of the blank artist)
+
+
+def test_a_work_id_in_another_unicode_form_is_a_duplicate(cli: Cli, tmp_path: Path) -> None:
+    """A work id composed (NFC) and decomposed (NFD) prints alike: two works no listing tells apart. The second
+    fails as a duplicate; a work id is still stored as written (its point id derives from it)."""
+    composed, decomposed = "Caf\u00e9", "Cafe\u0301"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,artist,work_id\na.png,Ada,{decomposed}\nb.png,Ada,{composed}\nc.png,Ada,{decomposed}\n")
+    result = ingest(cli, manifest, [decomposed, composed])
+    assert failed_lines(result) == [
+        f"failed: {manifest}:3 work_id={composed!r}: duplicate work_id (first seen on line 2, the same text in "
+        "another Unicode form)",
+        f"failed: {manifest}:4 work_id={decomposed!r}: duplicate work_id (first seen on line 2)",
+    ]
+    assert ingested_work_ids(cli) == [decomposed]
 
 
 def test_rows_the_schema_cannot_hold_fail_alone(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -74,11 +75,11 @@ class Manifest:
 
 
 def clean_name(value: str) -> str:
-    """Unicode NFC, control characters removed (a terminal escape sequence in a name must not reach a terminal),
-    surrounding whitespace removed and inner runs of whitespace collapsed."""
-    text = unicodedata.normalize("NFC", value)
-    text = "".join(" " if c in "\t\n\r" else c for c in text if c in "\t\n\r" or unicodedata.category(c) != "Cc")
-    return " ".join(text.split())
+    """Control characters removed (a terminal escape sequence in a name must not reach a terminal), surrounding
+    whitespace removed and inner runs of whitespace collapsed, then Unicode NFC (last: a control character removed
+    from between a letter and its accent would leave them decomposed)."""
+    text = "".join(" " if c in "\t\n\r" else c for c in value if c in "\t\n\r" or unicodedata.category(c) != "Cc")
+    return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
 def sha256_of(path: Path) -> str:
@@ -95,22 +96,26 @@ class RowValidator:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self._first_line: dict[str, int] = {}
+        self._first_line: dict[str, tuple[int, str]] = {}  # work id in NFC -> (its first line, its spelling there)
 
     def check(self, line: int, record: dict[str, Any]) -> ManifestRow | RowFailure:
         wrong = _type_problem(record)
         if wrong:
             return RowFailure(line, _text_or_empty(record.get("work_id")), wrong)
-        values = {c: str(record.get(c) or "").strip() for c in REQUIRED_COLUMNS}
-        work_id, rel = values["work_id"], values["path"]
-        empty = [c for c in REQUIRED_COLUMNS if not values[c]]
-        if empty:
+        stored = _stored_values(record)
+        work_id, rel = stored["work_id"], stored["path"]
+        empty = [c for c in REQUIRED_COLUMNS if not stored[c]]
+        if empty:  # (an artist of control characters only is empty once cleaned)
             return RowFailure(line, work_id, f"empty {', '.join(empty)}")
-        problem = _field_problem(record)
+        problem = _field_problem(record, stored)
         if problem:
             return RowFailure(line, work_id, problem)
-        if work_id in self._first_line:
-            return RowFailure(line, work_id, f"duplicate work_id (first seen on line {self._first_line[work_id]})")
+        # work ids are stored as written (point ids derive from them), but one that prints as an earlier one is a
+        # duplicate: "Café" composed and decomposed would be two works no listing tells apart
+        first = self._first_line.get(unicodedata.normalize("NFC", work_id))
+        if first is not None:
+            alike = "" if first[1] == work_id else ", the same text in another Unicode form"
+            return RowFailure(line, work_id, f"duplicate work_id (first seen on line {first[0]}{alike})")
         image = (self.root / rel).resolve()
         if not image.is_relative_to(self.root):
             return RowFailure(
@@ -119,10 +124,9 @@ class RowValidator:
                 f"path {rel!r} leaves the catalogue folder {self.root}: every image must lie under it (an absolute "
                 "path too); put the manifest in a folder that holds its images",
             )
-        self._first_line[work_id] = line
-        title = str(record.get("title") or "").strip() or None
+        self._first_line[unicodedata.normalize("NFC", work_id)] = (line, work_id)
         extra = {k: v for k, v in record.items() if k and k not in (*REQUIRED_COLUMNS, "title")}
-        return ManifestRow(line, image, clean_name(values["artist"]), work_id, title, extra)
+        return ManifestRow(line, image, stored["artist"], work_id, stored["title"] or None, extra)
 
 
 _JSON_TYPES = {bool: "a boolean", list: "a list", dict: "an object", float: "a number", int: "a number"}
@@ -145,27 +149,43 @@ def _type_problem(record: dict[str, Any]) -> str | None:
     return None
 
 
-def _field_problem(record: dict[str, Any]) -> str | None:
-    """Why a row's values cannot be stored the same way in every audit database and vector store, if they can't."""
+def _stored_values(record: dict[str, Any]) -> dict[str, str]:
+    """A row's path, artist, work id and title as the catalogue stores them (the artist cleaned: :func:`clean_name`),
+    "" for those it leaves out."""
+    values = {c: str(record.get(c) or "").strip() for c in (*REQUIRED_COLUMNS, "title")}
+    return {**values, "artist": clean_name(values["artist"])}
+
+
+def _field_problem(record: dict[str, Any], stored: dict[str, str]) -> str | None:
+    """Why a row's values cannot be stored the same way in every audit database and vector store, if they can't
+    (lengths are those of the ``stored`` values: NFC normalisation can lengthen a name)."""
     for column, limit in MAX_LENGTHS.items():
-        if len(str(record.get(column) or "")) > limit:
-            return f"{column} longer than {limit} characters"
+        if len(stored[column]) > limit:
+            grown = " once Unicode-normalised (NFC)" if len(str(record.get(column)).strip()) <= limit else ""
+            return f"{column} longer than {limit} characters{grown}; shorten it"
     for key, value in record.items():
-        if "\x00" in str(key) or (isinstance(value, str) and "\x00" in value):
-            return f"column {key!r} contains a NUL character"
-        if not _finite_json(value):
-            return f"column {key!r} holds NaN or infinity, which JSON payloads cannot store"
+        problem = "contains a NUL character" if "\x00" in str(key) else _value_problem(value)
+        if problem:
+            return f"column {key!r} {problem}"
     return None
 
 
-def _finite_json(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite_json(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite_json(v) for v in value)
-    return True
+MAX_NESTING = 100  # levels of lists and objects in a JSON value: deeper ones would exhaust the stack of the checks
+# and encoders that walk it (the decoder refuses only what its own recursion limit does)
+
+
+def _value_problem(value: Any, depth: int = 0) -> str | None:
+    """Why a JSON value cannot be stored as a payload (NUL, NaN or infinity, too deep), None if it can."""
+    if depth > MAX_NESTING:
+        return f"is nested more than {MAX_NESTING} levels deep; flatten it"
+    if isinstance(value, str) and "\x00" in value:
+        return "contains a NUL character"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "holds NaN or infinity, which JSON payloads cannot store"
+    if isinstance(value, dict) and any("\x00" in key for key in value):
+        return "contains a NUL character"
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((p for p in (_value_problem(child, depth + 1) for child in children) if p), None)
 
 
 def _refuse_irregular(path: Path) -> None:
@@ -236,9 +256,33 @@ def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+class InvalidJsonError(ValueError):
+    """A line the JSON decoder refuses, and why (one line, said to the file's author)."""
+
+
+def _decoded(line: str, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any]) -> Any:
+    """``line`` decoded; :class:`InvalidJsonError` for every refusal of the decoder: a syntax error, nesting deeper
+    than Python's recursion limit (a RecursionError), or an integer longer than Python converts (a ValueError that
+    names no line, and would end the run). :class:`RepeatedKeyError` from the hook passes."""
+    try:
+        return json.loads(line, object_pairs_hook=object_pairs_hook)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
+        raise InvalidJsonError(f"{exc.msg} at {where}") from None
+    except RecursionError:
+        raise InvalidJsonError("nested too deeply") from None
+    except RepeatedKeyError:
+        raise
+    except ValueError:
+        raise InvalidJsonError(f"a number of more than {sys.get_int_max_str_digits()} digits") from None
+
+
 def _named_work_id(line: str) -> str:
     """The work id a JSON object line names once (for its failure); "" where it names none, or several."""
-    pairs = json.loads(line, object_pairs_hook=list)  # every key of every object, repeated ones too
+    try:
+        pairs = _decoded(line, list)  # every key of every object, repeated ones too
+    except InvalidJsonError:
+        return ""  # (the objects' keys were read before a later part of the line was refused)
     if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
         return ""  # (an array line, whose object inside repeats a key)
     named = [value for key, value in pairs if key == "work_id"]
@@ -262,9 +306,9 @@ class JsonlSource:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line, object_pairs_hook=_object_of_unique_keys)
-                except json.JSONDecodeError as exc:
-                    yield RowFailure(line_number, "", f"invalid JSON ({exc.msg} at column {exc.colno})")
+                    record = _decoded(line, _object_of_unique_keys)
+                except InvalidJsonError as exc:
+                    yield RowFailure(line_number, "", f"invalid JSON ({exc})")
                     continue
                 except RepeatedKeyError as exc:
                     reason = f"key {exc.key!r} appears twice in the object; keep one"
@@ -308,9 +352,9 @@ class WangSource:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            data = json.loads(_read_text(path, "attribution dataset file"))
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}); fix the file") from None
+            data = _decoded(_read_text(path, "attribution dataset file"), dict)
+        except InvalidJsonError as exc:
+            raise ManifestError(f"{path}: invalid JSON ({exc}); fix the file") from None
         entries = data.items() if isinstance(data, dict) else enumerate(data if isinstance(data, list) else [])
         self.entries = [(str(key), entry) for key, entry in entries if isinstance(entry, dict)]
         if not self.entries:
@@ -331,6 +375,10 @@ class WangSource:
             artist, exemplars = self._artist(key, entry), entry.get("exemplar") or []
             if artist is None:
                 yield RowFailure(number, key, "entry's artist is not text; write it as a string")
+                continue
+            if not 0 < len(artist) <= MAX_LENGTHS["artist"]:  # (its labelled queries would store it too)
+                limit = MAX_LENGTHS["artist"]
+                yield RowFailure(number, key, f"entry's artist is empty or longer than {limit} characters once cleaned")
                 continue
             if not isinstance(exemplars, list) or not exemplars:
                 yield RowFailure(number, key, "entry has no 'exemplar' list")
