@@ -1167,6 +1167,35 @@ def test_verify_file_reports_malformed_lines_in_one_line(export_copy: Path, offl
     assert result.stderr.count("\n") == 1 and result.stdout == ""
 
 
+UNPARSABLE = {  # a record line edited to hold what Python's json cannot read: what it says of line 3 (record seq 2)
+    "a 5000-digit seq": (lambda line: line.replace('"seq":2}', '"seq":' + "9" * 5000 + "}"), "for integer string"),
+    "values nested 100k deep": (
+        lambda line: line.replace('{"content":{', '{"content":{"a":' + "[" * 100_000 + "]" * 100_000 + ",", 1),
+        "nested too deeply",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UNPARSABLE))
+def test_verify_file_reports_a_line_json_cannot_read(
+    known_cli: Cli, offline_cli: Cli, tmp_path: Path, name: str
+) -> None:
+    """An export (of SQLite and of PostgreSQL) whose record line holds an integer longer than Python converts, or
+    values nested deeper than its recursion allows: BROKEN at that line, exit 1, no traceback."""
+    out = tmp_path / "audit.jsonl"
+    known_cli("audit", "export", str(out))
+    edit, expected = UNPARSABLE[name]
+    lines = out.read_text(encoding="utf-8").split("\n")
+    edited = edit(lines[2])
+    assert edited != lines[2]
+    lines[2] = edited
+    out.write_text("\n".join(lines), encoding="utf-8")
+    result = offline_cli("audit", "verify", "--file", str(out), code=1)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stderr.startswith("export BROKEN: line 3 is not JSON (") and expected in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
 def test_export_refuses_a_broken_chain(cli: Cli, sqlite_db: Engine, tmp_path: Path) -> None:
     log = build_known_log(sqlite_db)
     superuser_edit(

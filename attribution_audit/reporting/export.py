@@ -164,7 +164,7 @@ def verify_export(path: str | Path) -> ExportReport:
             count += 1
             try:
                 record, repeated = _parsed(line)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, _Unreadable) as exc:
                 return ExportReport(False, count, None, None, None, f"line {number} is not JSON ({exc.msg})")
             if not isinstance(record, dict) or not _well_formed(record):
                 problem = f"line {number} is not a record (seq, request_id, prev_hash, record_hash, content)"
@@ -178,8 +178,17 @@ def verify_export(path: str | Path) -> ExportReport:
         return _verify_records(_records(path), count, header)
     except FileNotFoundError:
         raise AttributionAuditError(f"{path}: export file not found; check the path") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, _Unreadable) as exc:
         raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
+
+
+class _Unreadable(ValueError):
+    """JSON that Python's json cannot read: an integer of more digits than it converts, values nested deeper than
+    its recursion allows (no export holds either: edited after the export)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
 
 
 _HEADER_KEYS = frozenset({"format", "exported_at", "from", "to", "records", "chain_head", "db_identity"})
@@ -196,7 +205,14 @@ def _parsed(line: str) -> tuple[Any, list[str]]:
             repeated.extend(sorted({key for key in keys if keys.count(key) > 1}))
         return value
 
-    return json.loads(line, object_pairs_hook=unique), repeated
+    try:
+        return json.loads(line, object_pairs_hook=unique), repeated
+    except RecursionError:
+        raise _Unreadable("values nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # "Exceeds the limit (4300 digits) for integer string conversion: ...; use sys..."
+        raise _Unreadable(str(exc).split(";")[0]) from None
 
 
 def _header_problem(header: dict[str, Any], repeated: list[str]) -> str | None:
@@ -268,7 +284,11 @@ def _verify_records(records: Iterator[dict[str, Any]], count: int, header: dict[
             return fail("request_id differs from the id inside the record's content", record)
         if not _within(content["request"].get("created_at"), header.get("from"), header.get("to")):
             return fail("the record's time lies outside the period the header announces", record)
-        if hash_content(record["prev_hash"], content) != record.get("record_hash"):
+        try:
+            hashed = hash_content(record["prev_hash"], content)
+        except RecursionError:  # (parsed, but nested too deeply to be encoded again)
+            return fail("content is nested too deeply to be hashed (the record was modified)", record)
+        if hashed != record.get("record_hash"):
             return fail("content does not match its record_hash (the record was modified)", record)
         if previous is not None:
             if record["seq"] != previous["seq"] + 1:
@@ -328,7 +348,7 @@ def _values(path: Path) -> Iterator[Any]:
     """The export's lines as JSON values, one at a time (after :func:`verify_export` accepted the file)."""
     try:
         yield from (json.loads(line) for line in _lines(path))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise AttributionAuditError(f"{path}: not a readable export ({exc}); export again") from None
 
 
