@@ -38,6 +38,15 @@ class PermissionDeniedError(DatabaseError):
     """The audit database refused this user a privilege (a read-only role reading a table outside its views)."""
 
 
+class UnreadableValueError(DatabaseError):
+    """A stored value cannot be read (JSON that is not JSON, a number that is not one): a row was changed outside
+    attribution-audit. ``problem`` says what the reading raised."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
 class ReadOnlyError(DatabaseError):
     """Nothing can be written to the audit database here (it is opened read-only, this user may only read, or its
     disk is full); it can still be read."""

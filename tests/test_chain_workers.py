@@ -4,6 +4,7 @@ first bad record, the same export bytes, the same one-line error when the databa
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing
 import os
 import signal
@@ -153,6 +154,40 @@ def test_an_undecodable_value_is_a_broken_record_not_an_outage(
         assert said.count("\n") == 1
     summary = cli("report", "summary", code=None)  # (reads no text of the requests: SQLite's is shown)
     assert isinstance(summary.exception, SystemExit | None) and "start it" not in summary.output
+
+
+UNHASHABLE = {  # a covered value changed to one the checks beside the chain cannot read either (at seq 47)
+    "parameters not JSON": "UPDATE attribution_requests SET parameters = 'notjson' WHERE seq = 47",  # (SQLite)
+    "space version not a number": 'UPDATE attribution_requests SET parameters = \'{"space_version": "x"}\' '
+    "WHERE seq = 47",
+    "other space versions not name:version": "UPDATE attribution_metrics SET other_space_versions = '[1]' "
+    "WHERE request_id = (SELECT id FROM attribution_requests WHERE seq = 47)",
+}
+
+
+@pytest.mark.parametrize("value", list(UNHASHABLE))
+def test_a_value_the_other_checks_cannot_read_breaks_the_chain_at_its_record(
+    fresh_db: Engine, cli_on: Callable[[str], Cli], parallel_blocks: list[int], tmp_path: Path, value: str
+) -> None:
+    """audit verify (by one process and by several) and audit export say the chain is BROKEN at the changed record,
+    never that the database cannot be read, nor to run the command just run; the spaces check says why it could
+    not be made."""
+    if value == "parameters not JSON" and fresh_db.dialect.name == "postgresql":
+        pytest.skip("PostgreSQL's json type keeps only JSON")
+    fill_chain(fresh_db, RECORDS, neighbours=1)
+    superuser_edit(fresh_db, UNHASHABLE[value])
+    with fresh_db.connect() as connection:
+        key = connection.scalar(text("SELECT id FROM attribution_requests WHERE seq = 47"))
+    cli = cli_on(fresh_db.url.render_as_string(hide_password=False))
+    for workers in ("1", "3"):
+        said = cli("audit", "verify", "--workers", workers, code=1).stderr
+        assert said.startswith(f"chain BROKEN at seq 47 (request {key}): "), said
+        assert "start it" not in said and "run `attribution-audit audit verify`" not in said, said
+        verdict = json.loads(cli("audit", "verify", "--workers", workers, "--format", "json", code=1).stdout)
+        assert (verdict["ok"], verdict["broken_seq"]) == (False, 47) and verdict["spaces"]["ok"] is not True, verdict
+    assert max(parallel_blocks) == BLOCK
+    exported = cli("audit", "export", str(tmp_path / "log.jsonl"), "--workers", "3", code=1).stderr
+    assert f"broken at seq 47 (request {key})" in exported and not (tmp_path / "log.jsonl").exists()
 
 
 def test_ctrl_c_reaching_the_workers_leaves_the_run_to_the_parent(

@@ -39,6 +39,7 @@ from attribution_audit.errors import (
     DatabaseError,
     PermissionDeniedError,
     SchemaCheckError,
+    UnreadableValueError,
 )
 from attribution_audit.reporting import export, output_file
 from attribution_audit.services.audit_log import verify_chain
@@ -682,7 +683,7 @@ def model_problems(audit: AuditStore) -> tuple[list[str], str | None, int]:
     try:
         held = audit.requests.model_fingerprints()
     except DatabaseError as exc:
-        return [], f"the fingerprints the records hold cannot be read ({exc})", 0
+        return [], _not_read("the fingerprints the records hold", exc), 0
     problems = []
     for name, digest, records in held:
         try:
@@ -710,12 +711,19 @@ def model_problems(audit: AuditStore) -> tuple[list[str], str | None, int]:
     try:
         off = audit.evaluations.off_parameters() if held else []
     except DatabaseError as exc:  # a user that may not read the records or the learned space versions it reads
-        return (
-            problems,
-            f"the parameters the stored models score cannot be compared with their records' ({exc})",
-            checked,
-        )
+        return problems, _not_read("the parameters the records were attributed at", exc), checked
     return problems + [_off_parameters_line(entry) for entry in off], None, checked
+
+
+def _not_read(what: str, exc: DatabaseError) -> str:
+    """Why a check could not read ``what`` from the records: a value changed outside attribution-audit (the chain,
+    which covers every value these checks read, is then BROKEN at the first such record), or the database's error."""
+    if isinstance(exc, UnreadableValueError):
+        return (
+            f"{what} cannot be read ({exc.problem}): a record was changed outside attribution-audit (the chain's "
+            "verdict names the first); restore it from a backup"
+        )
+    return f"{what} cannot be read ({exc})"
 
 
 def _off_parameters_line(off: OffParameters) -> str:
@@ -752,6 +760,8 @@ def space_problems(audit: AuditStore) -> tuple[list[str], str | None, int]:
             "audit views; a writer's `audit verify` checks them",
             0,
         )
+    except UnreadableValueError as exc:
+        return [], _not_read("the learned space versions the records name", exc), 0
     return (
         [
             f"learned space {name} version {version}, named by {named[name, version]} record(s), is "

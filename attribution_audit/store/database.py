@@ -35,6 +35,7 @@ from attribution_audit.errors import (
     PermissionDeniedError,
     ReadOnlyError,
     SchemaOutOfDateError,
+    UnreadableValueError,
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -148,14 +149,19 @@ def disk_full_error(engine: Engine, exc: BaseException | None = None) -> DiskFul
     return DiskFullError(f"{where}: its disk is full{why}; free some space on it, then run the command again")
 
 
+_UNCONVERTIBLE = (None, "22P02", "22003")  # psycopg's own; invalid text representation, numeric value out of range
+
+
 def is_undecodable(exc: DBAPIError) -> bool:
     """Whether the driver could not turn a stored value into a Python one (SQLite: a text that is not UTF-8;
-    psycopg: a time outside Python's years 1 to 9999, such as 'infinity'): a row changed by hand, not a failing
-    database."""
+    psycopg: a time outside Python's years 1 to 9999, such as 'infinity'), or the database a stored value into the
+    type a read asks for (SQLite: JSON functions on a text that is not JSON; PostgreSQL: a JSON field cast to a
+    number it does not hold): a row changed by hand, not a failing database."""
     orig = exc.orig
-    if isinstance(exc, DataError) and orig is not None and getattr(orig, "sqlstate", "") is None:
-        return True  # psycopg's own conversion failed (an error of the server has an SQLSTATE)
-    return "Could not decode" in str(orig)  # SQLite: "Could not decode to UTF-8 column 'x' with text '...'"
+    if isinstance(exc, DataError) and orig is not None and getattr(orig, "sqlstate", "") in _UNCONVERTIBLE:
+        return True  # (psycopg's own conversion has none: an error of the server has an SQLSTATE)
+    # SQLite: "Could not decode to UTF-8 column 'x' with text '...'", "malformed JSON"
+    return any(said in str(orig) for said in ("Could not decode", "malformed JSON"))
 
 
 def _who(engine: Engine) -> str:
@@ -474,10 +480,12 @@ def read_connection(engine: Engine) -> Iterator[Connection]:
 def _unreadable(engine: Engine, exc: BaseException) -> DatabaseError:
     """A stored value the driver cannot decode (JSON that is not JSON, a time that is not a time): a row was changed
     outside attribution-audit."""
-    return DatabaseError(
-        f"the audit database {display_url(str(engine.url))} holds a value that cannot be read "
-        f"({type(exc).__name__}: {_first_line(exc)}): a row was changed outside attribution-audit; run "
-        "`attribution-audit audit verify` and restore the database from a backup"
+    problem = f"{type(exc).__name__}: {_first_line(exc)}"
+    return UnreadableValueError(
+        f"the audit database {display_url(str(engine.url))} holds a value that cannot be read ({problem}): a row "
+        "was changed outside attribution-audit; run `attribution-audit audit verify` and restore the database from "
+        "a backup",
+        problem,
     )
 
 
