@@ -682,8 +682,10 @@ def model_problems(audit: AuditStore) -> tuple[list[str], str | None, int]:
     hashes still cover the fingerprints."""
     try:
         held = audit.requests.model_fingerprints()
-    except DatabaseError as exc:
+    except UnreadableValueError as exc:
         return [], _not_read("the fingerprints the records hold", exc), 0
+    except DatabaseError as exc:
+        return [], f"the fingerprints the records hold cannot be read ({exc})", 0
     problems = []
     for name, digest, records in held:
         try:
@@ -710,20 +712,24 @@ def model_problems(audit: AuditStore) -> tuple[list[str], str | None, int]:
     checked = len({name for name, _, _ in held})
     try:
         off = audit.evaluations.off_parameters() if held else []
-    except DatabaseError as exc:  # a user that may not read the records or the learned space versions it reads
+    except UnreadableValueError as exc:
         return problems, _not_read("the parameters the records were attributed at", exc), checked
+    except DatabaseError as exc:  # a user that may not read the records or the learned space versions it reads
+        return (
+            problems,
+            f"the parameters the stored models score cannot be compared with their records' ({exc})",
+            checked,
+        )
     return problems + [_off_parameters_line(entry) for entry in off], None, checked
 
 
-def _not_read(what: str, exc: DatabaseError) -> str:
+def _not_read(what: str, exc: UnreadableValueError) -> str:
     """Why a check could not read ``what`` from the records: a value changed outside attribution-audit (the chain,
-    which covers every value these checks read, is then BROKEN at the first such record), or the database's error."""
-    if isinstance(exc, UnreadableValueError):
-        return (
-            f"{what} cannot be read ({exc.problem}): a record was changed outside attribution-audit (the chain's "
-            "verdict names the first); restore it from a backup"
-        )
-    return f"{what} cannot be read ({exc})"
+    which covers every value these checks read, is then BROKEN at the first such record)."""
+    return (
+        f"{what} cannot be read ({exc.problem}): a record was changed outside attribution-audit (the chain's verdict "
+        "names the first); restore it from a backup"
+    )
 
 
 def _off_parameters_line(off: OffParameters) -> str:
