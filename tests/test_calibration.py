@@ -350,6 +350,26 @@ def test_read_labelled_refuses_a_value_in_a_column_the_header_does_not_name(tmp_
     )
 
 
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ("a.png,\x01\x7f", "artist is empty or longer than 300 characters once cleaned"),
+        ("a.png," + "\u0958" * 300, "artist is empty or longer than 300 characters once cleaned"),  # 600 once NFC
+        ("a.png,Ada," + "s" * 101, "subset is empty or longer than 100 characters once cleaned"),
+    ],
+)
+def test_read_labelled_refuses_names_the_audit_db_would_not_store_as_read(
+    tmp_path: Path, row: str, problem: str
+) -> None:
+    """An artist of control characters was stored as '' (a blank true artist); one that NFC makes longer than its
+    column, or an over-long subset, failed on PostgreSQL at the write, saying to retry when it is reachable."""
+    csv_path = tmp_path / "labelled.csv"
+    csv_path.write_text(f"path,artist,subset\n{row}\n", encoding="utf-8")
+    with pytest.raises(ManifestError) as info:
+        read_labelled(csv_path)
+    assert str(info.value).startswith(f"{csv_path}:2: {problem} ")
+
+
 def test_read_labelled_rejects_empty_and_missing_files(tmp_path: Path) -> None:
     csv_path = tmp_path / "labelled.csv"
     csv_path.write_text("path,artist\n")

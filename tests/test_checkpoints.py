@@ -96,6 +96,18 @@ def test_a_checkpoint_is_signed_by_a_key_outside_the_db_and_holds(
     assert "holds" in verified.stdout
 
 
+def test_an_out_name_too_long_is_one_line_before_anything_is_signed(
+    cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path, checkpoint_key: Path
+) -> None:
+    """Looking at the path raised (File name too long) outside the command's error handling: a traceback."""
+    cli = cli_on(migrated_url)
+    _records(create_db_engine(migrated_url), 3)
+    over = tmp_path / ("a" * 260 + ".json")
+    said = cli("audit", "checkpoint", "--out", str(over), code=1).stderr
+    assert said == f"error: {over}: cannot write the checkpoint (File name too long); choose a writable path\n"
+    assert not checkpoint_key.exists()
+
+
 def test_an_existing_out_file_is_refused_before_anything_is_signed_unless_forced(
     cli_on: Callable[[str], Cli], migrated_url: str, tmp_path: Path, checkpoint_key: Path
 ) -> None:

@@ -579,6 +579,28 @@ def test_a_catalogue_name_the_audit_db_cannot_hold_is_refused_before_anything_is
     assert written.name.startswith("Museum_2024-") and f"failed rows written to {written}" in slashed.stdout
 
 
+def test_a_work_whose_names_join_into_another_catalogues_work_fails_instead_of_taking_its_point(
+    cli: Cli, tmp_path: Path, vector_catalogue: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    """A point id is derived from "<catalogue>/<work_id>": work '2024/V0' of catalogue 'Museum' and work 'V0' of
+    catalogue 'Museum/2024' are the same text, so the same point, which the second ingest replaced (the first
+    catalogue's work then searched as the second's). The second fails its row, naming the first."""
+    manifest, table = vector_catalogue
+    embeddings = write_embeddings("npz", tmp_path, list(table), np.vstack(list(table.values())))
+    cli("ingest", str(manifest), "--embedder", "vec8", "--embeddings", str(embeddings), "--catalogue", "Museum/2024")
+    joined = write_csv(tmp_path / "joined.csv", [{"path": "img/v0.png", "artist": "Ada", "work_id": "2024/V0"}])
+    (tmp_path / "joined").mkdir()
+    vectors = write_embeddings("npz", tmp_path / "joined", ["2024/V0"], table["V4"][None, :])
+    args = ("ingest", str(joined), "--embedder", "vec8", "--embeddings", str(vectors), "--catalogue", "Museum")
+    failed = cli(*args, code=1)
+    assert (
+        f"{joined}:2 work_id='2024/V0': work '2024/V0' of catalogue 'Museum' would take the point of work 'V0' of "
+        "catalogue 'Museum/2024' (the two names join into the same text at a '/')"
+    ) in failed.stderr
+    checked = json.loads(cli("catalogue", "check", "--embedder", "vec8", "--format", "json").stdout)
+    assert checked["clean"] is True  # the first catalogue's point as it was
+
+
 # -- idempotence and versions --------------------------------------------------------------------------------------
 def test_reingest_is_a_noop_and_a_changed_image_is_a_new_version(
     audit: AuditStore, store: EdgeStore, embedder: Embedder, demo_catalogue: DemoCatalogue, tmp_path: Path

@@ -134,7 +134,8 @@ class _Scored(Protocol):
 
 
 class Hit:
-    """One search result: cosine similarity in [-1, 1] and the stored payload's :data:`HIT_FIELDS`. Slotted and not
+    """One search result: cosine similarity in [-1, 1] and the stored payload (an engine's hit: its :data:`HIT_FIELDS`
+    alone; a learned space's, searched in memory: the whole payload its points were read with). Slotted and not
     frozen, as no code changes one: a request makes hundreds (K x oversampling), and a frozen dataclass's
     ``__init__`` costs ~4x.
 

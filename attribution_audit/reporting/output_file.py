@@ -22,7 +22,15 @@ _ABANDONED_AFTER_S = 60  # a scratch file younger than this is left, locked or n
 
 def refuse_as_output(out: Path, overwrite: bool, what: str) -> None:
     """Refuse an ``out`` that would not be written as a new regular file (or replace one, if ``overwrite``), ``what``
-    naming the file in the message ("the export", "the checkpoint"): an existing one says to pass --force."""
+    naming the file in the message ("the export", "the checkpoint"): an existing one says to pass --force; a path that
+    cannot even be looked at (a name too long, a folder not searchable) says why."""
+    try:
+        _refuse_as_output(out, overwrite, what)
+    except OSError as exc:
+        raise AttributionAuditError(f"{out}: cannot write {what} ({exc.strerror}); choose a writable path") from None
+
+
+def _refuse_as_output(out: Path, overwrite: bool, what: str) -> None:
     if out.is_symlink() or (out.exists() and not out.is_file()):  # the rename would replace it, not write to it
         raise AttributionAuditError(
             f"{out}: is not a regular file (a directory, link, pipe or device); choose a file path for {what}"

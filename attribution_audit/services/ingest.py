@@ -215,6 +215,21 @@ class Ingestion:
                 return vector_digest(vector)  # stand-in content hash: the image is not on this machine
         return sha256_file(row.path)
 
+    def _sharing_point(self, point: PointIdentity | None, row: ManifestRow) -> str | None:
+        """Why ``row`` may not be written to ``point``, its work's point: another catalogue's work holds it, its
+        names joining into the same text at a '/' ('a/b' + 'c' and 'a' + 'b/c'), which the upsert would replace.
+        None otherwise (a payload rewritten behind the catalogue names a work of another point: rewritten)."""
+        name = self.report.catalogue
+        if point is None or (point.catalogue, point.work_id) == (name, row.work_id):
+            return None
+        if point_id_for(point.catalogue, point.work_id) != point_id_for(name, row.work_id):
+            return None
+        return (
+            f"work {row.work_id!r} of catalogue {name!r} would take the point of work {point.work_id!r} of catalogue "
+            f"{point.catalogue!r} (the two names join into the same text at a '/'); rename the work or ingest it "
+            "under another --catalogue"
+        )
+
     def classify(self, rows: Sequence[ManifestRow]) -> list[tuple[ManifestRow, str | None]]:
         """Rows to (re)embed with their known image hash; counts the unchanged and the withdrawn."""
         name = self.report.catalogue
@@ -227,6 +242,9 @@ class Ingestion:
             work = known.get(row.work_id)
             if work is not None and work.withdrawn:
                 self.report.withdrawn += 1
+                continue
+            if (other := self._sharing_point(stored.get(point_id_for(name, row.work_id)), row)) is not None:
+                self.report.failures.append(RowFailure(row.line, row.work_id, other))
                 continue
             if work is not None and work.artist != row.artist:
                 if not self.allow_artist_changes:

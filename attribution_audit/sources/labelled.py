@@ -15,7 +15,9 @@ from attribution_audit.sources.files import (
     named_cells,
     refuse_bad_header,
 )
-from attribution_audit.sources.manifest import clean_name
+from attribution_audit.sources.manifest import MAX_LENGTHS, clean_name
+
+SUBSET_LENGTH = 100  # the audit schema's column size
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,16 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
             )
         lines[image] = reader.line_num
         work_ids = tuple(dict.fromkeys(w.strip() for w in row.get("work_ids", "").split(";") if w.strip()))
+        artist, subset = clean_name(row["artist"]), clean_name(row.get("subset", ""))
+        for name, value, limit in (("artist", artist, MAX_LENGTHS["artist"]), ("subset", subset, SUBSET_LENGTH)):
+            if len(value) > limit or (name == "artist" and not value):
+                raise ManifestError(
+                    f"{path}:{reader.line_num}: {name} is empty or longer than {limit} characters once cleaned "
+                    "(control characters removed, Unicode-normalised); fix it"
+                )
         queries.append(
             LabelledQuery(
-                reader.line_num,
-                image,
-                clean_name(row["artist"]),
-                work_ids,
-                clean_name(row.get("subset", "")) or None,
-                clean_name(row.get("caption", "")) or None,
+                reader.line_num, image, artist, work_ids, subset or None, clean_name(row.get("caption", "")) or None
             )
         )
     if not queries:
