@@ -125,13 +125,18 @@ def test_ties_are_broken_by_id_whatever_the_row_order() -> None:
 @pytest.mark.parametrize("k", [1, 3, 7, 40])
 def test_brute_cuts_each_querys_ties_by_id_in_a_batch(k: int) -> None:
     """Queries in one batch, where a group of equal works crosses the k-th place or not: each row is the full sort by
-    (similarity, id), in whatever order the rows are held."""
+    (similarity, id), in whatever order the rows are held; each query searched alone (a request's own check) too."""
     rng = np.random.default_rng(k)
     directions = rng.standard_normal((10, 8)).astype(np.float32)
     vectors = np.repeat(directions, 4, axis=0)  # each direction 4 times: equal similarities, bit for bit
     ids = [f"w{i:02d}" for i in rng.permutation(40)]
     queries = rng.standard_normal((7, 8)).astype(np.float32)
-    rows, sims = build_exact_index("brute", ids, vectors).search(queries, k)
+    index = build_exact_index("brute", ids, vectors)
+    rows, sims = index.search(queries, k)
+    for q in range(len(queries)):
+        alone = index.search(queries[q : q + 1], k)
+        np.testing.assert_array_equal(alone[0], rows[q : q + 1])
+        np.testing.assert_allclose(alone[1], sims[q : q + 1], atol=1e-6)  # (BLAS: one query's product, a batch's)
     similarity = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (
         directions / np.linalg.norm(directions, axis=1, keepdims=True)
     ).T
