@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partialmethod
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,28 @@ def test_a_withdrawn_works_point_left_in_the_store_is_refused_until_repaired(
     recorded = again.record("q.png", SHA, query, params, again.compute(query, params))
     assert [n.work_id for n in recorded.neighbours][:2] == ["W1", "W2"]  # (then one of the ties at 0)
     assert "W0" not in {n.work_id for n in recorded.neighbours}
+
+
+def test_a_withdrawal_whose_shard_is_busy_leaves_the_catalogue_unmarked(
+    tmp_path: Path, cli: Cli, sqlite_audit: AuditStore, data_store: EdgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A withdrawal run while another process held the shard (a running `serve`) waited for it, failed, and left the
+    work marked withdrawn with its point in place: every request near it was refused from then on. It now opens
+    the shard before it marks anything."""
+    manifest, embeddings = write_catalogue(tmp_path, "lc", WITHDRAW_WORKS)
+    cli("ingest", str(manifest), "--embedder", EMBEDDER, "--embeddings", str(embeddings))
+    monkeypatch.setattr(EdgeStore, "__init__", partialmethod(EdgeStore.__init__, lock_timeout=0.2))  # not 120 s
+    data_store.hold(1.0)  # the shard busy, as in a service
+    refused = one_line_error(cli("catalogue", "withdraw", "W0", "--catalogue", "lc", code=1))
+    assert "the embedded Qdrant shard is busy in another process" in refused
+    with Session(sqlite_audit.engine) as session:
+        assert session.scalars(select(Work.withdrawn_at).where(Work.work_id == "W0")).one() is None
+    query, params = QueryVectors(axis(0)), AttributionParams(k=3)
+    computer = attributor(sqlite_audit, data_store, tmp_path)
+    recorded = computer.record("q.png", SHA, query, params, computer.compute(query, params))
+    assert recorded.neighbours[0].work_id == "W0"  # still attributable, as the catalogue still holds it
+    data_store.close()
+    assert "withdrew 1 work(s) from lc" in cli("catalogue", "withdraw", "W0", "--catalogue", "lc").stdout
 
 
 def test_withdraw_library_returns_points_per_collection_and_is_idempotent(

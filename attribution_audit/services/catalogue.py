@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from attribution_audit.config import Settings
@@ -28,14 +29,24 @@ class Withdrawal:
 def withdraw(settings: Settings, audit: AuditStore, catalogue: str, work_ids: Sequence[str]) -> Withdrawal:
     """Mark works withdrawn (kept for old audit records), then delete their points from every collection.
 
-    The database is marked first, so a crash in between leaves only points that :func:`check` reports as orphans
-    and ``repair`` deletes.
+    Each collection holding them is opened first (an embedded shard's lock taken, which a running ``serve`` holds),
+    so a store that cannot be written leaves the catalogue as it was: a work marked withdrawn whose point stays is
+    refused by every request near it. The database is then marked before the points are deleted, so a crash in
+    between leaves only points that :func:`check` reports as orphans and ``repair`` deletes.
     """
-    points, already = audit.catalogue.withdraw(catalogue, work_ids)
-    removed_from = 0
-    for collection, ids in points.items():
-        with vector_store(settings, collection=collection) as store:
-            removed_from += store.delete(ids) > 0
+    with ExitStack() as opened:
+        stores: dict[str, VectorStore] = {}
+
+        def store_of(collection: str) -> VectorStore:
+            if collection not in stores:
+                stores[collection] = opened.enter_context(vector_store(settings, collection=collection))
+                stores[collection].spaces()  # (opens it: an embedded shard's lock is held until it is closed)
+            return stores[collection]
+
+        for collection in audit.catalogue.collections_of(catalogue, work_ids):
+            store_of(collection)
+        points, already = audit.catalogue.withdraw(catalogue, work_ids)
+        removed_from = sum(store_of(collection).delete(ids) > 0 for collection, ids in points.items())
     return Withdrawal(len(set(work_ids)) - len(already), len(already), removed_from)
 
 

@@ -330,6 +330,20 @@ class CatalogueRepository:
             return set(session.scalars(query))
 
     # -- lifecycle -------------------------------------------------------------------------------------------
+    def collections_of(self, catalogue: str, work_ids: Sequence[str]) -> list[str]:
+        """The collections that hold a point of any of these works (nothing is marked: see :meth:`withdraw`)."""
+        with read_scope(self.engine) as session:
+            return list(
+                session.scalars(
+                    select(WorkEmbedding.collection)
+                    .join(Work, Work.id == WorkEmbedding.work_pk)
+                    .join(Catalogue, Catalogue.id == Work.catalogue_id)
+                    .where(Catalogue.name == catalogue, Work.work_id.in_(list(work_ids)))
+                    .distinct()
+                    .order_by(WorkEmbedding.collection)
+                )
+            )
+
     def withdraw(self, catalogue: str, work_ids: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
         """Mark works withdrawn (kept for old audit records); their point ids per collection, to delete next (those
         of works withdrawn before too: a withdrawal that stopped before deleting them), and the ids of the works that
