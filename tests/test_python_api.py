@@ -3,10 +3,12 @@ docstring of attribution_audit.api shows it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import ingest_once
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from attribution_audit import (
@@ -20,9 +22,13 @@ from attribution_audit import (
     open_service,
 )
 from attribution_audit.config import Settings
+from attribution_audit.domain.points import point_id_for
 from attribution_audit.domain.results import Attribution
 from attribution_audit.embedding.base import Embedder
 from attribution_audit.errors import ImageError, OptionError
+from attribution_audit.http.api import create_app
+from attribution_audit.services.keys import create_key
+from attribution_audit.services.serving import PartlyRecordedError
 from attribution_audit.sources.synthetic import DemoCatalogue
 
 
@@ -103,3 +109,43 @@ def test_the_service_answers_what_the_cli_answers_for_the_same_large_file(
     assert {f: getattr(served, f) for f in SAME_FOR_THE_SAME_FILE} == {
         f: getattr(one_off, f) for f in SAME_FOR_THE_SAME_FILE
     }
+
+
+def test_a_request_that_fails_after_some_images_were_recorded_names_them(
+    tmp_path: Path, demo_catalogue: DemoCatalogue, sqlite_template: Path, embedder: Embedder
+) -> None:
+    """Each image of a request is committed on its own: one failing after others were recorded said nothing was
+    recorded (the HTTP answer too), and a client that sent the request again logged those twice. The failure now
+    names the recorded ones, and the HTTP answer carries them beside the error."""
+    ingested = ingest_once(tmp_path, sqlite_template, demo_catalogue.manifest)
+    url = f"sqlite:///{ingested.database}"
+    first, second = (Upload.from_path(q.path) for q in demo_catalogue.queries[:2])
+    params = AttributionParams(k=1)
+    with open_service(data_dir=ingested.data_dir, database_url=url) as service:
+        (near,) = service.attribute([second], params)[0].neighbours
+        assert service.attribute([first], params)[0].neighbours[0].work_id != near.work_id
+        store = service.attributor.store
+        (point,) = store.points_of([point_id_for(near.catalogue, near.work_id)]).values()
+        store.upsert([replace(point, payload={**point.payload, "work_id": "RELABELLED"})])  # behind the catalogue
+        with pytest.raises(PartlyRecordedError) as failed:
+            service.attribute([first, second], params)
+        (recorded,) = failed.value.recorded
+        assert "which is not that point's work" in str(failed.value)
+        assert str(failed.value).endswith(
+            f"; 1 of 2 images were attributed and recorded before this error (requests {recorded.request_id}): "
+            "do not send them again"
+        )
+        assert service.attribution(recorded.request_id) == recorded
+        key = create_key(service.audit, "writer")
+        with TestClient(create_app(service)) as http:
+            answer = http.post(
+                "/v1/attributions",
+                headers={"Authorization": f"Bearer {key}"},
+                files=[("images", (name, upload.data)) for name, upload in (("a.png", first), ("b.png", second))],
+                data={"k": "1"},
+            )
+        assert answer.status_code == 409, answer.text
+        body = answer.json()
+        assert "1 of 2 images were attributed and recorded before this error" in body["error"]
+        assert [r["seq"] for r in body["recorded"]] == [recorded.seq + 1]
+        assert service.verify().report.ok

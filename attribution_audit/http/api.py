@@ -25,7 +25,7 @@ from attribution_audit.http.errors import status_of
 from attribution_audit.http.limits import BodyLimit
 from attribution_audit.http.metrics import Metrics, MetricsMiddleware
 from attribution_audit.services.keys import key_holder
-from attribution_audit.services.serving import AttributionService, Upload
+from attribution_audit.services.serving import AttributionService, PartlyRecordedError, Upload
 from attribution_audit.store.browse import RequestFilter, parse_cursor
 from attribution_audit.store.keys import KeyHolder
 
@@ -83,6 +83,16 @@ def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_M
         if isinstance(exc, BusyError):  # no room for the request's pixels now: it may come back
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
+
+    @app.exception_handler(PartlyRecordedError)
+    def _partly_recorded(_: Request, exc: PartlyRecordedError) -> JSONResponse:
+        """The failure, with the results recorded before it (in the log: the client must not send them again)."""
+        cause = exc.cause
+        status = status_of(cause) if isinstance(cause, AttributionAuditError) else 500
+        if not isinstance(cause, AttributionAuditError):
+            logger.error("unexpected error", exc_info=cause)
+        recorded = [attribution.as_json() for attribution in exc.recorded]
+        return JSONResponse({"error": str(exc), "recorded": recorded}, status_code=status)
 
     @app.exception_handler(ApiError)
     def _api_error(_: Request, exc: ApiError) -> JSONResponse:
