@@ -173,7 +173,8 @@ class AttributionService:
         self, uploads: Sequence[Upload], params: AttributionParams | None = None, requester: str | None = None
     ) -> list[Attribution]:
         """Each upload's committed attribution, in order (``requester`` defaults to the settings' requester). Every
-        upload is decoded first: one that cannot be used is an ImageError naming it, and nothing is attributed."""
+        upload is decoded first: one that cannot be used is an ImageError naming it, and nothing is attributed. Each
+        is committed on its own: one that fails after others were recorded is a PartlyRecordedError holding those."""
         return self.submit(uploads, params, requester).attributions
 
     def submit(
