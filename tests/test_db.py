@@ -69,6 +69,35 @@ def test_unreachable_server_gives_one_line_with_what_to_do() -> None:
     assert "secret" not in message and "\n" not in message
 
 
+@pytest.mark.postgres
+def test_postgres_connections_detect_a_dead_peer_unless_the_url_says_otherwise(postgres_url: str) -> None:
+    # Without keepalives or a user timeout, a request holding a connection to a server that stopped answering (a
+    # partition, packets dropped) waited forever, /v1/health too.
+    def parameters(url: str) -> dict[str, str]:
+        engine = create_db_engine(url)
+        try:
+            with engine.connect() as connection:
+                given: dict[str, str] = connection.connection.driver_connection.info.get_parameters()  # type: ignore[union-attr]
+                return given
+        finally:
+            engine.dispose()
+
+    expected = {
+        "keepalives": "1",
+        "keepalives_idle": "30",
+        "keepalives_interval": "10",
+        "keepalives_count": "3",
+        "tcp_user_timeout": "60000",
+        "connect_timeout": "10",
+    }
+    assert expected.items() <= parameters(postgres_url).items()
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)  # (normalised to psycopg)
+    own = parameters(f"{plain}?tcp_user_timeout=5000&keepalives_idle=7&connect_timeout=3")
+    assert (
+        own.items() >= (expected | {"tcp_user_timeout": "5000", "keepalives_idle": "7", "connect_timeout": "3"}).items()
+    )
+
+
 def test_keys_created_before_revocation_stay_valid_after_upgrading_and_the_migration_reverts(
     database_url: str,
 ) -> None:

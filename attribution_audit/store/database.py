@@ -46,6 +46,17 @@ DISK_FULL = "53100"  # PostgreSQL SQLSTATE
 FULL_DISK_READ = "attribution_audit_full_disk_read"  # pool record info: a SQLite file read as it is (its disk full)
 SQLITE_URI_PARAMETERS = frozenset({"mode", "cache", "immutable", "nolock", "psow", "vfs", "modeof"})
 SQLITE_READ_ONLY = {"mode": "ro"}  # the only SQLite URI parameter an audit log's URL may carry
+# libpq connection parameters of a PostgreSQL engine, unless its URL's query string sets them: a server that stops
+# answering (packets dropped, a partition) fails the connection within about a minute instead of hanging its request
+# for good. Keepalive probes after 30 s idle, every 10 s, 3 unanswered: dead; data left unacknowledged 60 s: dead.
+POSTGRES_CONNECT_ARGS: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,  # milliseconds
+}
 
 
 def normalise_url(url: str) -> str:
@@ -294,7 +305,16 @@ def _create_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    return create_engine(url, pool_pre_ping=True, connect_args=_server_connect_args(make_url(url)))
+
+
+def _server_connect_args(url: URL) -> dict[str, Any]:
+    """:data:`POSTGRES_CONNECT_ARGS` for a PostgreSQL URL, less those its query string sets (the dialect passes the
+    query's parameters to libpq, and ``connect_args`` would override them: the user's own settings win); none for
+    another database."""
+    if url.get_backend_name() != "postgresql":
+        return {}
+    return {key: value for key, value in POSTGRES_CONNECT_ARGS.items() if key not in url.query}
 
 
 def alembic_config(engine: Engine) -> Any:
