@@ -72,6 +72,16 @@ class AmbiguousIdError(AttributionAuditError):
     """A shortened id names no one record: several records' ids start with it, or it is too short to."""
 
 
+class StorageError(AttributionAuditError):
+    """A folder of the data dir cannot be written (its permissions, a full disk): the server's fault, not the
+    request's."""
+
+
+class UnsendableValueError(AttributionAuditError):
+    """A value given to a query cannot be sent to the database (text with a NUL character, which PostgreSQL refuses):
+    a bad input, not a failing or damaged database."""
+
+
 class OptionError(AttributionAuditError):
     """A request's options do not apply to what it names (a top-artist rule its space cannot apply)."""
 

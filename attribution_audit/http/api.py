@@ -7,6 +7,7 @@ Not ``from __future__ import annotations``: FastAPI reads the routes' annotation
 """
 
 import logging
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -63,12 +64,34 @@ def _validation_line(exc: RequestValidationError) -> str:
     return f"{where}{shown}: {first.get('msg', 'invalid value').lower()}"
 
 
+def _control_character(text: str) -> str | None:
+    """The first control character of ``text`` (NUL, escapes, line breaks, DEL, C1: category Cc) as U+XXXX; None if
+    there is none. No stored name, id or time holds one (manifests' names lose theirs), and PostgreSQL cannot be sent
+    a NUL at all."""
+    found = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    return None if found is None else f"U+{ord(found):04X}"
+
+
+def _plain_parameters(request: Request) -> None:
+    """Every route's dependency (API and console alike): a path parameter holding a control character names no
+    record (404), a query parameter holding one is refused (400), on either database, before any query. The value is
+    not echoed (a console address may carry a key)."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and (found := _control_character(value)):
+            raise ApiError(404, f"{name}: no record has one with a control character ({found}); check the address")
+    for name, value in request.query_params.multi_items():
+        if found := _control_character(name + value):
+            shown = name if name.isprintable() else repr(name[:MAX_SHOWN])
+            raise ApiError(400, f"{shown}: holds a control character ({found}); send the parameter without it")
+
+
 def create_app(service: AttributionService, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
     """The service's ASGI app over an open :class:`AttributionService`; an image over ``max_upload_bytes``, or a
     request body over four times that, is refused before it is decoded."""
     app = FastAPI(
         docs_url=None,  # no Swagger UI nor ReDoc: they load scripts from a CDN (offline, and an authenticated origin)
         redoc_url=None,
+        dependencies=[Depends(_plain_parameters)],
         title="attribution-audit",
         version=__version__,
         description="Attribute generated images to catalogued works; every result is in the hash-chained audit log "

@@ -10,6 +10,7 @@ from attribution_audit.errors import (
     EmbedderError,
     ImageError,
     NotFoundError,
+    StorageError,
     TooLargeError,
     VectorStoreError,
 )
@@ -22,6 +23,7 @@ _STATUS: tuple[tuple[type[AttributionAuditError], int], ...] = (
     (BusyError, 503),
     (DatabaseError, 503),
     (EmbedderError, 503),
+    (StorageError, 503),  # the service's own folders (uploads): not the client's fault
     (ImageError, 400),
 )
 

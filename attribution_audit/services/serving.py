@@ -27,7 +27,7 @@ from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.copy_match import copy_view
 from attribution_audit.embedding.layout import layout_vector, one_colour
-from attribution_audit.errors import AttributionAuditError, ImageError
+from attribution_audit.errors import AttributionAuditError, StorageError
 from attribution_audit.services.attribute import LearnedNote, learned_notes
 from attribution_audit.services.attribution import Attributor, FlatImage
 from attribution_audit.services.audit_log import (
@@ -211,20 +211,20 @@ class AttributionService:
 
     def _keep(self, data: bytes, image: LoadedImage) -> str:
         """Store the upload under its sha256 (once), so that the recorded path shows what was attributed."""
-        self.uploads.mkdir(parents=True, exist_ok=True)
         suffix = Path(image.path.name).suffix.lower()  # the client's: kept only when a plain extension
         target = self.uploads / f"{image.sha256}{suffix if KEPT_SUFFIX.fullmatch(suffix) else ''}"
-        if not target.exists():
-            try:
+        try:
+            self.uploads.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
                 handle, temporary = tempfile.mkstemp(dir=self.uploads, suffix=".part")
                 with os.fdopen(handle, "wb") as out:
                     out.write(data)
                 os.replace(temporary, target)
-            except OSError as exc:
-                raise ImageError(
-                    f"{printable_path(image.path)}: cannot keep the upload in {self.uploads} ({exc.strerror or exc}); "
-                    "free disk space or fix the data dir's permissions"
-                ) from exc
+        except OSError as exc:  # the server's folder, not the client's image: a StorageError (503), not a 400
+            raise StorageError(
+                f"the service cannot keep uploads in its folder {printable_path(self.uploads)} "
+                f"({exc.strerror or exc}); free disk space there or fix the data dir's permissions"
+            ) from exc
         return printable_path(target.resolve())
 
     def _embed_batches(self) -> None:

@@ -36,6 +36,7 @@ from attribution_audit.errors import (
     ReadOnlyError,
     SchemaOutOfDateError,
     UnreadableValueError,
+    UnsendableValueError,
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -160,6 +161,7 @@ def disk_full_error(engine: Engine, exc: BaseException | None = None) -> DiskFul
     return DiskFullError(f"{where}: its disk is full{why}; free some space on it, then run the command again")
 
 
+PSYCOPG_NUL = "cannot contain NUL"  # psycopg refusing to send a text holding U+0000 (no SQLSTATE: never sent)
 _UNCONVERTIBLE = (None, "22P02", "22003")  # psycopg's own; invalid text representation, numeric value out of range
 
 
@@ -169,10 +171,26 @@ def is_undecodable(exc: DBAPIError) -> bool:
     type a read asks for (SQLite: JSON functions on a text that is not JSON; PostgreSQL: a JSON field cast to a
     number it does not hold): a row changed by hand, not a failing database."""
     orig = exc.orig
+    if is_unsendable(exc):
+        return False  # a value given, not stored
     if isinstance(exc, DataError) and orig is not None and getattr(orig, "sqlstate", "") in _UNCONVERTIBLE:
         return True  # (psycopg's own conversion has none: an error of the server has an SQLSTATE)
     # SQLite: "Could not decode to UTF-8 column 'x' with text '...'", "malformed JSON"
     return any(said in str(orig) for said in ("Could not decode", "malformed JSON"))
+
+
+def is_unsendable(exc: DBAPIError) -> bool:
+    """Whether psycopg refused to send a parameter (a text holding a NUL character, which PostgreSQL cannot store):
+    the input is bad, the database was not even asked."""
+    return isinstance(exc, DataError) and PSYCOPG_NUL in str(exc.orig)
+
+
+def unsendable_error(exc: DBAPIError) -> UnsendableValueError:
+    """The one-line error for a parameter the driver refused to send (:func:`is_unsendable`)."""
+    return UnsendableValueError(
+        f"a value given holds a NUL character, which the audit database cannot hold ({_first_line(exc)}); no record "
+        "has one: give the value without it"
+    )
 
 
 def _who(engine: Engine) -> str:
@@ -396,6 +414,8 @@ def _write_errors(engine: Engine) -> Iterator[None]:
     try:
         yield
     except (OperationalError, DBAPIError) as exc:
+        if is_unsendable(exc):  # a value given with a NUL: never sent, nothing to retry
+            raise unsendable_error(exc) from exc
         remedy = (  # a constraint is no outage: retrying would fail the same way
             "it conflicts with what is stored (a key or a rule of the schema): retrying will not help; check the input"
             if isinstance(exc, IntegrityError)
@@ -509,7 +529,9 @@ def _unreadable(engine: Engine, exc: BaseException) -> DatabaseError:
     )
 
 
-def _cannot_read(engine: Engine, exc: DBAPIError) -> DatabaseError:
+def _cannot_read(engine: Engine, exc: DBAPIError) -> DatabaseError | UnsendableValueError:
+    if is_unsendable(exc):
+        return unsendable_error(exc)
     if is_undecodable(exc):
         return _unreadable(engine, exc.orig or exc)
     if exc.connection_invalidated:  # it was reached, then lost (stopped, restarted, the connection cut)
