@@ -1,5 +1,10 @@
 """Named library errors. Each message is one line that names the input and says what to do next."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 
 class AttributionAuditError(Exception):
     """Base class: the CLI prints the message on one line and exits non-zero."""
@@ -100,3 +105,26 @@ class BusyError(AttributionAuditError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Recorded(Protocol):
+    """A committed attribution, as far as :class:`PartlyRecordedError` reads it (``domain.results.Attribution``)."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+class PartlyRecordedError(AttributionAuditError):
+    """A request of several images failed after the first of them were recorded (each is committed on its own):
+    ``recorded`` holds those (in the log: not to be sent again), ``cause`` why the next one failed."""
+
+    def __init__(self, cause: Exception, recorded: Sequence[Recorded], total: int) -> None:
+        ids = ", ".join(a.request_id for a in recorded)
+        said = cause if isinstance(cause, AttributionAuditError) else f"internal error ({type(cause).__name__})"
+        super().__init__(
+            f"{said}; {len(recorded)} of {total} images were attributed and recorded before this error (requests "
+            f"{ids}): do not send them again"
+        )
+        self.cause, self.recorded = cause, recorded

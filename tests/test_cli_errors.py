@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from attribution_audit.cli import app
+from attribution_audit.errors import OptionError
+from attribution_audit.services.audit_log import list_attributions
+from attribution_audit.store.browse import RequestFilter
 
 
 def test_cli_refuses_style_with_precomputed_vectors_and_bad_spaces(cli: Cli) -> None:
@@ -88,6 +92,20 @@ def test_a_period_that_ends_before_it_starts_is_refused(cli: Cli, command: tuple
     result = cli(*command, "--from", "2024-02-01", "--to", "2024-01-31", code=2)
     assert "--from 2024-02-01 is after --to 2024-01-31; give the first day first" in result.output
     assert not Path("period.jsonl").exists() and not (cli.data_dir / "period.jsonl").exists()
+
+
+def test_a_listing_limit_beyond_what_a_database_binds_is_refused_as_input(
+    cli_on: Callable[[str], Cli], migrated_url: str
+) -> None:
+    """PostgreSQL said "bigint out of range" of a limit of 10^20, which read as a row changed by hand ("restore the
+    database from a backup"). The CLI, the Python API and the browse filter refuse it as the input it is."""
+    cli = cli_on(migrated_url)
+    refused = cli("audit", "list", "--limit", str(10**20), code=2)
+    assert "--limit" in refused.output and "backup" not in refused.output
+    with pytest.raises(OptionError, match=r"limit 100000000000000000000: give a whole number from 1 to 2147483647"):
+        list_attributions(cli.audit(), limit=10**20)
+    with pytest.raises(ValueError, match="a whole number from 1 to 2147483647"):
+        RequestFilter(limit=2**31)
 
 
 PROG = "attribution-audit"

@@ -219,6 +219,8 @@ def test_a_withdrawal_whose_shard_is_busy_leaves_the_catalogue_unmarked(
     cli("ingest", str(manifest), "--embedder", EMBEDDER, "--embeddings", str(embeddings))
     monkeypatch.setattr(EdgeStore, "__init__", partialmethod(EdgeStore.__init__, lock_timeout=0.2))  # not 120 s
     data_store.hold(1.0)  # the shard busy, as in a service
+    unknown = one_line_error(cli("catalogue", "withdraw", "W0", "NOPE", "--catalogue", "lc", code=1))
+    assert "has no work 'NOPE'" in unknown  # said at once, before the shard is waited for
     refused = one_line_error(cli("catalogue", "withdraw", "W0", "--catalogue", "lc", code=1))
     assert "the embedded Qdrant shard is busy in another process" in refused
     with Session(sqlite_audit.engine) as session:

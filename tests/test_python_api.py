@@ -25,10 +25,9 @@ from attribution_audit.config import Settings
 from attribution_audit.domain.points import point_id_for
 from attribution_audit.domain.results import Attribution
 from attribution_audit.embedding.base import Embedder
-from attribution_audit.errors import ImageError, OptionError
+from attribution_audit.errors import ImageError, NotFoundError, OptionError, PartlyRecordedError
 from attribution_audit.http.api import create_app
 from attribution_audit.services.keys import create_key
-from attribution_audit.services.serving import PartlyRecordedError
 from attribution_audit.sources.synthetic import DemoCatalogue
 
 
@@ -122,7 +121,11 @@ def test_a_request_that_fails_after_some_images_were_recorded_names_them(
     first, second = (Upload.from_path(q.path) for q in demo_catalogue.queries[:2])
     params = AttributionParams(k=1)
     with open_service(data_dir=ingested.data_dir, database_url=url) as service:
+        with pytest.raises(NotFoundError, match="no learned space"):  # before anything: no other job's results
+            service.attribute([first], AttributionParams(k=1, space="unfitted"))
         (near,) = service.attribute([second], params)[0].neighbours
+        with pytest.raises(NotFoundError, match="no learned space"):  # (the recorder goes on after either)
+            service.attribute([first], AttributionParams(k=1, space="unfitted"))
         assert service.attribute([first], params)[0].neighbours[0].work_id != near.work_id
         store = service.attributor.store
         (point,) = store.points_of([point_id_for(near.catalogue, near.work_id)]).values()

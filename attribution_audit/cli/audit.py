@@ -31,6 +31,7 @@ from attribution_audit.cli.common import (
     request_id_of,
     say_signed,
 )
+from attribution_audit.domain.params import MAX_LISTED
 from attribution_audit.reporting.tables import render_json, terminal_text
 
 app = Typer(
@@ -53,7 +54,7 @@ LIST_COLUMNS = (
 @app.command("list")
 def audit_list(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option(min=1, help="How many of the newest requests.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_LISTED, help="How many of the newest requests.")] = 50,
     kind: Annotated[
         RequestKind,
         typer.Option(

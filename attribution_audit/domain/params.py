@@ -17,6 +17,7 @@ DEFAULT_EXACT_METHOD = "brute"
 DEFAULT_K = 10
 DEFAULT_OVERSAMPLING = 4
 MAX_K = 10_000
+MAX_LISTED = 2**31 - 1  # requests one listing returns at most: a count every database binds (a larger one overflowed)
 FUSED = "fused"
 QUERY_SPACES = (CONTENT, STYLE, FUSED)
 LEARNED_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")  # the name of a learned space (``spaces fit NAME``)

@@ -20,13 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from attribution_audit import __version__
 from attribution_audit.domain.params import AttributionParams
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import AttributionAuditError, BusyError, DatabaseError
+from attribution_audit.errors import AttributionAuditError, BusyError, DatabaseError, PartlyRecordedError
 from attribution_audit.http.console import add_console
 from attribution_audit.http.errors import status_of
 from attribution_audit.http.limits import BodyLimit
 from attribution_audit.http.metrics import Metrics, MetricsMiddleware
 from attribution_audit.services.keys import key_holder
-from attribution_audit.services.serving import AttributionService, PartlyRecordedError, Upload
+from attribution_audit.services.serving import AttributionService, Upload
 from attribution_audit.store.browse import RequestFilter, parse_cursor
 from attribution_audit.store.keys import KeyHolder
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from attribution_audit.domain.chain import ChainReport
+from attribution_audit.domain.params import MAX_LISTED
 from attribution_audit.domain.results import Attribution
-from attribution_audit.errors import AmbiguousIdError, NotFoundError, PermissionDeniedError, ReadOnlyError
+from attribution_audit.errors import AmbiguousIdError, NotFoundError, OptionError, PermissionDeniedError, ReadOnlyError
 from attribution_audit.reporting import export, html
 from attribution_audit.services.attribution import FlatImage, space_since_fit
 from attribution_audit.services.spaces import HeldOutRate
@@ -19,7 +20,9 @@ from attribution_audit.store.requests import to_attribution
 
 def list_attributions(audit: AuditStore, limit: int = 50, kind: str = "all") -> list[Attribution]:
     """The most recent requests of ``kind`` (all; production: users' attributions; evaluation: made by evaluation
-    runs; replay), newest first."""
+    runs; replay), newest first; OptionError for a limit outside 1 to MAX_LISTED."""
+    if not 1 <= limit <= MAX_LISTED:
+        raise OptionError(f"limit {limit}: give a whole number from 1 to {MAX_LISTED}")
     return audit.requests.latest(limit, kind)
 
 

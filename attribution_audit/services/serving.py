@@ -27,7 +27,7 @@ from attribution_audit.domain.results import Attribution
 from attribution_audit.domain.spaces import QueryVectors
 from attribution_audit.embedding.copy_match import copy_view
 from attribution_audit.embedding.layout import layout_vector, one_colour
-from attribution_audit.errors import AttributionAuditError, StorageError
+from attribution_audit.errors import PartlyRecordedError, StorageError
 from attribution_audit.services.attribute import LearnedNote, learned_notes
 from attribution_audit.services.attribution import Attributor, FlatImage
 from attribution_audit.services.audit_log import (
@@ -81,20 +81,6 @@ class Attributed:
         them all."""
         flat = [str(FlatImage(self.attributions[index].image))] if self.attributions[index].one_colour else []
         return flat + [str(note) for note in self.notes]
-
-
-class PartlyRecordedError(AttributionAuditError):
-    """A request of several images failed after the first of them were recorded (each is committed on its own):
-    ``recorded`` holds those (in the log: not to be sent again), ``cause`` why the next one failed."""
-
-    def __init__(self, cause: Exception, recorded: list[Attribution], total: int) -> None:
-        ids = ", ".join(a.request_id for a in recorded)
-        said = cause if isinstance(cause, AttributionAuditError) else f"internal error ({type(cause).__name__})"
-        super().__init__(
-            f"{said}; {len(recorded)} of {total} images were attributed and recorded before this error (requests "
-            f"{ids}): do not send them again"
-        )
-        self.cause, self.recorded = cause, recorded
 
 
 @dataclass
@@ -273,12 +259,12 @@ class AttributionService:
         while (item := self._embedded.get()) is not None:
             job, queries = item
             started = time.perf_counter()
+            results: list[Attribution] = []  # (this job's: the failure names them)
             try:
                 # What is stored now, read once for the job: its learned space's version (pinned in the params its
                 # requests are computed, scored and recorded with, and its notes read), the other spaces, the models.
                 self.attributor.refresh()
                 params = self.attributor.space_of(job.params)[1]
-                results: list[Attribution] = []
                 for (path, image), query, layout, flat in zip(
                     job.images, queries, job.layouts, job.one_colour, strict=True
                 ):

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, or_, select, text
 
 from attribution_audit.domain.confidence import LOW_CONFIDENCE
+from attribution_audit.domain.params import MAX_LISTED
 from attribution_audit.store import chain
 from attribution_audit.store.chain import StoredRequest
 from attribution_audit.store.database import compared_time, read_connection
@@ -46,8 +47,8 @@ class RequestFilter:
         for name, value in (("min_confidence", self.min_confidence), ("max_confidence", self.max_confidence)):
             if value is not None and not 0.0 <= value <= 1.0:  # NaN fails both comparisons
                 raise ValueError(f"{name} {value!r}: a number between 0 and 1")
-        if self.limit < 1:
-            raise ValueError(f"limit {self.limit}: at least 1")
+        if not 1 <= self.limit <= MAX_LISTED:
+            raise ValueError(f"limit {self.limit}: a whole number from 1 to {MAX_LISTED}")
 
 
 class BrowseRepository:

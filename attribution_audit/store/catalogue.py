@@ -331,33 +331,19 @@ class CatalogueRepository:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def collections_of(self, catalogue: str, work_ids: Sequence[str]) -> list[str]:
-        """The collections that hold a point of any of these works (nothing is marked: see :meth:`withdraw`)."""
+        """The collections that hold a point of any of these works (nothing is marked: see :meth:`withdraw`);
+        NotFoundError naming the works the catalogue does not hold."""
         with read_scope(self.engine) as session:
-            return list(
-                session.scalars(
-                    select(WorkEmbedding.collection)
-                    .join(Work, Work.id == WorkEmbedding.work_pk)
-                    .join(Catalogue, Catalogue.id == Work.catalogue_id)
-                    .where(Catalogue.name == catalogue, Work.work_id.in_(list(work_ids)))
-                    .distinct()
-                    .order_by(WorkEmbedding.collection)
-                )
-            )
+            works = [work.id for work in _works_named(session, catalogue, work_ids)]
+            held = select(WorkEmbedding.collection).where(WorkEmbedding.work_pk.in_(works)).distinct()
+            return sorted(session.scalars(held))
 
     def withdraw(self, catalogue: str, work_ids: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
         """Mark works withdrawn (kept for old audit records); their point ids per collection, to delete next (those
         of works withdrawn before too: a withdrawal that stopped before deleting them), and the ids of the works that
         were withdrawn already."""
         with session_scope(self.engine) as session:
-            catalogue_id = _catalogue_id(session, catalogue)
-            works = session.scalars(
-                select(Work).where(Work.catalogue_id == catalogue_id, Work.work_id.in_(list(work_ids)))
-            ).all()
-            missing = sorted(set(work_ids) - {w.work_id for w in works})
-            if missing:
-                raise NotFoundError(
-                    f"catalogue {catalogue!r} has no work {', '.join(map(repr, missing))}; nothing withdrawn"
-                )
+            works = _works_named(session, catalogue, work_ids)
             already = sorted(w.work_id for w in works if w.withdrawn_at is not None)
             for work in works:
                 work.withdrawn_at = work.withdrawn_at or utcnow()
@@ -534,6 +520,18 @@ def _same_image(session: Session, catalogue_id: int, works: Sequence[WorkRecord]
         if work.work_id not in same:
             same.append(work.work_id)
     return twins
+
+
+def _works_named(session: Session, catalogue: str, work_ids: Sequence[str]) -> Sequence[Work]:
+    """The catalogue's works of these ids; NotFoundError naming those it does not hold (nothing withdrawn)."""
+    catalogue_id = _catalogue_id(session, catalogue)
+    works = session.scalars(
+        select(Work).where(Work.catalogue_id == catalogue_id, Work.work_id.in_(list(work_ids)))
+    ).all()
+    missing = sorted(set(work_ids) - {w.work_id for w in works})
+    if missing:
+        raise NotFoundError(f"catalogue {catalogue!r} has no work {', '.join(map(repr, missing))}; nothing withdrawn")
+    return works
 
 
 def _catalogue_id(session: Session, name: str) -> int:
