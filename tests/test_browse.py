@@ -75,5 +75,5 @@ def test_a_filter_out_of_range_is_refused_not_an_empty_page() -> None:
     for name, value in (("min_confidence", float("nan")), ("max_confidence", 5.0), ("min_confidence", -0.1)):
         with pytest.raises(ValueError, match=f"{name} .*: a number between 0 and 1"):
             RequestFilter(**{name: value})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="limit 0: at least 1"):
+    with pytest.raises(ValueError, match="limit 0: a whole number from 1 to 2147483647"):
         RequestFilter(limit=0)
