@@ -122,6 +122,19 @@ def test_a_wang_entry_whose_artist_is_not_text_is_refused(tmp_path: Path) -> Non
     ]
 
 
+def test_a_wang_subset_longer_than_the_audit_db_stores_fails_its_entry(tmp_path: Path) -> None:
+    """Its generated images became labelled queries that PostgreSQL refused at the import, saying to retry."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "g.png")
+    data = {"Ada": {"exemplar": ["a.png"], "synth": {"s" * 101: ["g.png"], "short": ["g.png"]}}}
+    (tmp_path / "w.json").write_text(json.dumps(data))
+    source = open_source(tmp_path / "w.json")
+    items = list(source)
+    assert [type(i).__name__ for i in items] == ["ManifestRow", "RowFailure"]
+    assert items[1].reason.startswith(f"subset {'s' * 40!r}... is longer than 100 characters; shorten it")  # type: ignore[union-attr]
+    assert [q.subset for q in source.labelled] == ["short"]  # type: ignore[union-attr]
+
+
 HOSTILE = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)", "Ada\x1b[2J\x1b]0;pwned\x07"]
 
 

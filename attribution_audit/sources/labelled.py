@@ -15,9 +15,7 @@ from attribution_audit.sources.files import (
     named_cells,
     refuse_bad_header,
 )
-from attribution_audit.sources.manifest import MAX_LENGTHS, clean_name
-
-SUBSET_LENGTH = 100  # the audit schema's column size
+from attribution_audit.sources.manifest import MAX_LENGTHS, SUBSET_LENGTH, clean_name
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from attribution_audit.sources.images import printable_path
 
 REQUIRED_COLUMNS = ("path", "artist", "work_id")
 MAX_LENGTHS = {"artist": 300, "work_id": 300, "title": 500}  # the audit schema's column sizes
+SUBSET_LENGTH = 100  # ... and that of a labelled query's subset
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 SOURCE_FORMATS = ("auto", "csv", "jsonl", "folder", "wang")
 
@@ -389,6 +390,10 @@ class WangSource:
             synth = entry.get("synth") or {}
             subsets = synth.items() if isinstance(synth, dict) else [(None, synth)]
             for subset, paths in subsets:
+                if subset is not None and len(subset) > SUBSET_LENGTH:  # (the audit DB's column: refused at import)
+                    reason = f"subset {subset[:40]!r}... is longer than {SUBSET_LENGTH} characters; shorten it"
+                    yield RowFailure(number, key, f"{reason} (its generated images were not kept as labelled queries)")
+                    continue
                 for rel in paths if isinstance(paths, list) else []:
                     image = (self.path.parent / str(rel)).resolve()
                     if image.is_relative_to(validator.root):
