@@ -215,14 +215,15 @@ class Ingestion:
                 return vector_digest(vector)  # stand-in content hash: the image is not on this machine
         return sha256_file(row.path)
 
-    def _sharing_point(self, point: PointIdentity | None, row: ManifestRow) -> str | None:
-        """Why ``row`` may not be written to ``point``, its work's point: another catalogue's work holds it, its
-        names joining into the same text at a '/' ('a/b' + 'c' and 'a' + 'b/c'), which the upsert would replace.
-        None otherwise (a payload rewritten behind the catalogue names a work of another point: rewritten)."""
+    def _sharing_point(self, point_id: str, point: PointIdentity | None, row: ManifestRow) -> str | None:
+        """Why ``row`` may not be written to ``point``, its work's point (of id ``point_id``): another catalogue's
+        work holds it, its names joining into the same text at a '/' ('a/b' + 'c' and 'a' + 'b/c'), which the upsert
+        would replace. None otherwise (a payload rewritten behind the catalogue names a work of another point:
+        rewritten)."""
         name = self.report.catalogue
         if point is None or (point.catalogue, point.work_id) == (name, row.work_id):
             return None
-        if point_id_for(point.catalogue, point.work_id) != point_id_for(name, row.work_id):
+        if point_id_for(point.catalogue, point.work_id) != point_id:
             return None
         return (
             f"work {row.work_id!r} of catalogue {name!r} would take the point of work {point.work_id!r} of catalogue "
@@ -235,15 +236,17 @@ class Ingestion:
         name = self.report.catalogue
         known = self.audit.catalogue.known_works(self.catalogue_id, self.store.collection, [r.work_id for r in rows])
         self.known = known
-        stored = self.store.identities([point_id_for(name, r.work_id) for r in rows])
+        point_ids = [point_id_for(name, r.work_id) for r in rows]
+        stored = self.store.identities(point_ids)
         todo: list[tuple[ManifestRow, str | None]] = []
         unchanged: list[ManifestRow] = []
-        for row in rows:
+        for row, point_id in zip(rows, point_ids, strict=True):
             work = known.get(row.work_id)
             if work is not None and work.withdrawn:
                 self.report.withdrawn += 1
                 continue
-            if (other := self._sharing_point(stored.get(point_id_for(name, row.work_id)), row)) is not None:
+            point = stored.get(point_id)
+            if (other := self._sharing_point(point_id, point, row)) is not None:
                 self.report.failures.append(RowFailure(row.line, row.work_id, other))
                 continue
             if work is not None and work.artist != row.artist:
@@ -274,7 +277,7 @@ class Ingestion:
                 and work.image_sha256 == digest
                 and (work.artist, work.title, work.payload) == (row.artist, row.title, row.extra)
                 # its point holds it as recorded (a payload rewritten behind the catalogue is written again)
-                and (point := stored.get(point_id_for(name, row.work_id))) is not None
+                and point is not None
                 and point.agrees_with(PointIdentity(digest, name, row.work_id, row.artist, str(work.embedded_version)))
             ):
                 self.report.unchanged += 1
