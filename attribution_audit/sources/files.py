@@ -4,6 +4,7 @@ device would stream without end, a directory cannot be read. Checked with ``stat
 from __future__ import annotations
 
 import csv
+import io
 import stat
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,6 +48,20 @@ def csv_rows(reader: Iterator[T]) -> Iterator[T]:
         if row is None:
             return
         yield row
+
+
+def csv_fields(path: Path, text: str, required: Sequence[str]) -> list[str | int]:
+    """The keys to read the rows of ``path``'s CSV ``text`` under (:func:`header_fields`), from its header line (any
+    line ending: \n, \r\n, \r); ManifestError where the header lacks a ``required`` column, names one twice or
+    holds a name over :data:`CELL_LIMIT` characters (:func:`refuse_bad_header`)."""
+    header = next(csv_rows(csv.reader(io.StringIO(text, newline=""))), [])
+    missing = [c for c in required if c not in [h.strip() for h in header]]
+    if missing:
+        raise ManifestError(
+            f"{path}: missing column(s) {', '.join(missing)}; the header must contain {','.join(required)}"
+        )
+    refuse_bad_header(path, header)
+    return header_fields(header)
 
 
 def refuse_bad_header(path: Path, header: Sequence[str]) -> None:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 from attribution_audit.errors import ManifestError
 from attribution_audit.sources.files import (
+    csv_fields,
     csv_rows,
-    header_fields,
     irregular_file_problem,
     named_cells,
-    refuse_bad_header,
 )
 from attribution_audit.sources.manifest import MAX_LENGTHS, SUBSET_LENGTH, clean_name
 
@@ -45,13 +44,8 @@ def read_labelled(path: str | Path) -> list[LabelledQuery]:
         raise ManifestError(f"{path}: labelled query file not found; check the path") from None
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
-    header = next(csv_rows(csv.reader(io.StringIO(text, newline=""))), [])
-    missing = [c for c in ("path", "artist") if c not in [f.strip() for f in header]]
-    if missing:
-        raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist")
-    refuse_bad_header(path, header)
     # an unnamed column (a spreadsheet's trailing commas) is read under its position, to refuse a value in it
-    fields = header_fields(header)
+    fields = csv_fields(path, text, ("path", "artist"))
     reader = csv.DictReader(io.StringIO(text, newline=""), fieldnames=fields)
     next(reader, None)  # the header
     queries: list[LabelledQuery] = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import math
 import sys
@@ -21,11 +20,10 @@ from typing import Any
 
 from attribution_audit.errors import ManifestError
 from attribution_audit.sources.files import (
+    csv_fields,
     csv_rows,
-    header_fields,
     irregular_file_problem,
     named_cells,
-    refuse_bad_header,
 )
 from attribution_audit.sources.images import printable_path
 
@@ -215,15 +213,8 @@ class CsvSource:
     def __init__(self, path: Path) -> None:
         self.path = path
         text = _read_text(path, "manifest")  # validates encoding up front; rows stream from the file below
-        header = next(csv_rows(csv.reader(io.StringIO(text, newline=""))), [])  # any line ending: \n, \r\n, \r
-        missing = [c for c in REQUIRED_COLUMNS if c not in [h.strip() for h in header]]
-        if missing:
-            raise ManifestError(
-                f"{path}: missing column(s) {', '.join(missing)}; the header must contain path,artist,work_id"
-            )
-        refuse_bad_header(path, header)
         # an unnamed column (a spreadsheet's trailing commas) is read under its position, to refuse a value in it
-        self.fields = header_fields(header)
+        self.fields = csv_fields(path, text, REQUIRED_COLUMNS)
         self.sha256 = sha256_of(path)
 
     def __iter__(self) -> Iterator[ManifestRow | RowFailure]:
