@@ -304,16 +304,6 @@ def _best(scores: np.ndarray, k: int, ranks: np.ndarray | None) -> tuple[np.ndar
     over the row unless it does."""
     m, n = scores.shape
     depth = min(k + 1, n)
-    if m == 1:  # (a request's own check: one row, without the 2-D indexing, ~20 us of a 10k-row check's ~400)
-        row = scores[0]
-        first = np.argpartition(row, n - depth)[n - depth :]
-        first_scores = row[first]
-        order = np.lexsort((_tie_keys(first, ranks), -first_scores))
-        first, first_scores = first[order], first_scores[order]
-        if depth > k and first_scores[k - 1] == first_scores[k]:
-            first = _tie_cut(row, first_scores[k - 1], k, ranks)
-            first_scores = row[first]
-        return first[None, :k], first_scores[None, :k]
     top = np.argpartition(scores, n - depth, axis=1)[:, n - depth :]
     line = np.arange(m)[:, None]
     top_scores = scores[line, top]
@@ -321,16 +311,10 @@ def _best(scores: np.ndarray, k: int, ranks: np.ndarray | None) -> tuple[np.ndar
     top, top_scores = top[line, order], top_scores[line, order]
     if depth > k:
         for q in np.flatnonzero(top_scores[:, k - 1] == top_scores[:, k]):
-            best = _tie_cut(scores[q], top_scores[q, k - 1], k, ranks)
+            candidates = np.flatnonzero(scores[q] >= top_scores[q, k - 1])
+            best = candidates[np.lexsort((_tie_keys(candidates, ranks), -scores[q, candidates]))[:k]]
             top[q, :k], top_scores[q, :k] = best, scores[q, best]
     return top[:, :k], top_scores[:, :k]
-
-
-def _tie_cut(row: np.ndarray, kth: float, k: int, ranks: np.ndarray | None) -> np.ndarray:
-    """The ``k`` best columns of ``row`` where its k-th score ``kth`` ties with others: every column scoring at least
-    that, best first, equal scores by tie key."""
-    candidates = np.flatnonzero(row >= kth)
-    return candidates[np.lexsort((_tie_keys(candidates, ranks), -row[candidates]))[:k]]
 
 
 def _read_cache(version_dir: Path) -> tuple[list[str], np.ndarray] | None:
